@@ -1,0 +1,63 @@
+"""Keras callbacks of the trial runner. Importing this module loads TensorFlow."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import optuna
+
+__all__ = ["AtomicModelCheckpoint", "ChanceLevelStop", "EpochCounter"]
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Counts finished epochs, including those of a trial that is pruned or stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.count = epoch + 1
+
+
+class ChanceLevelStop(keras.callbacks.Callback):
+    """Prunes a trial whose validation metric is still at chance level after a few epochs.
+
+    Some settings never leave chance (a separable-conv model with rmsprop at 1e-3, for one);
+    such a trial would otherwise use its whole patience before early stopping ends it.
+    """
+
+    def __init__(self, monitor: str, chance: float, epochs: int, margin: float) -> None:
+        super().__init__()
+        self.monitor, self.chance, self.epochs, self.margin = monitor, chance, epochs, margin
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.best = max(self.best, float((logs or {}).get(self.monitor, -math.inf)))
+        if self.epochs and epoch + 1 == self.epochs and self.best <= self.chance + self.margin:
+            raise optuna.TrialPruned(
+                f"{self.monitor} {self.best:.3f} is still at chance level ({self.chance:.3f}) "
+                f"after {self.epochs} epochs"
+            )
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that writes to a temporary file and renames it into place.
+
+    A crash or kill while saving leaves the previous best checkpoint intact.
+    """
+
+    def __init__(self, filepath: Path, **kwargs: Any) -> None:
+        self.final_path = Path(filepath)
+        partial = self.final_path.with_name(f"{self.final_path.stem}.partial.keras")
+        super().__init__(str(partial), save_best_only=True, **kwargs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        partial = Path(self.filepath)
+        if partial.exists():
+            os.replace(partial, self.final_path)

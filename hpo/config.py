@@ -1,0 +1,293 @@
+"""Study configuration: one typed dataclass tree, resolved as CLI flag > study TOML > default."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from hpo.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "PrunerConfig",
+    "PrunerKind",
+    "SamplerConfig",
+    "StudyConfig",
+    "TrainingConfig",
+    "load_study_config",
+]
+
+
+class PrunerKind(enum.Enum):
+    """Which Optuna pruner stops unpromising trials."""
+
+    MEDIAN = "median"
+    HYPERBAND = "hyperband"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Seeded TPE sampler settings.
+
+    Args:
+        seed: Random seed of the sampler; the same seed replays the same search.
+        startup_trials: Random trials before TPE starts modelling the space.
+    """
+
+    seed: int = 0
+    startup_trials: int = 10
+
+    def __post_init__(self) -> None:
+        _require(self.startup_trials >= 0, "sampler.startup_trials", self.startup_trials, ">= 0")
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Pruner settings.
+
+    Args:
+        kind: "median" (default), "hyperband" or "none".
+        startup_trials: Median pruner: trials that finish before any pruning.
+        warmup_epochs: Median pruner: epochs of each trial that are never pruned.
+    """
+
+    kind: PrunerKind = PrunerKind.MEDIAN
+    startup_trials: int = 5
+    warmup_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.startup_trials >= 0, "pruner.startup_trials", self.startup_trials, ">= 0")
+        _require(self.warmup_epochs >= 0, "pruner.warmup_epochs", self.warmup_epochs, ">= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is split.
+
+    Args:
+        path: The data set (folder or archive); relative paths are read from the study file's
+            folder. `--data` and the task's environment variable take precedence.
+        val_size: Validation reviews held out of the training set (balanced, grouped by movie).
+        train_size: Training examples used after the split; 0 uses all of them.
+        seed: Seed of the validation split and of the training subset.
+    """
+
+    path: str | None = None
+    val_size: int = 5000
+    train_size: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
+        _require(self.train_size >= 0, "data.train_size", self.train_size, ">= 0 (0 means all)")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one trial trains.
+
+    Args:
+        max_epochs: Upper bound on epochs per trial.
+        patience: Epochs without validation improvement before early stopping.
+        lr_patience: Epochs without improvement before the learning rate is reduced.
+        lr_factor: Factor applied to the learning rate on a plateau.
+        chance_epochs: A trial whose validation accuracy is still at chance level after
+            this many epochs is stopped (0 disables the check).
+        chance_margin: How far above chance level counts as learning.
+    """
+
+    max_epochs: int = 20
+    patience: int = 3
+    lr_patience: int = 1
+    lr_factor: float = 0.5
+    chance_epochs: int = 2
+    chance_margin: float = 0.02
+
+    def __post_init__(self) -> None:
+        _require(self.max_epochs >= 1, "training.max_epochs", self.max_epochs, ">= 1")
+        _require(self.patience >= 1, "training.patience", self.patience, ">= 1")
+        _require(self.lr_patience >= 1, "training.lr_patience", self.lr_patience, ">= 1")
+        _require(0 < self.lr_factor < 1, "training.lr_factor", self.lr_factor, "in (0, 1)")
+        _require(self.chance_epochs >= 0, "training.chance_epochs", self.chance_epochs, ">= 0")
+        _require(
+            0 <= self.chance_margin < 0.5, "training.chance_margin", self.chance_margin, "[0, 0.5)"
+        )
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that defines a study, as read from its TOML file.
+
+    Args:
+        name: Study name; also the name of its folder beside the study file.
+        task: The task (data, model families, metric), by name.
+        storage: Optuna storage URL; default: SQLite in the study's folder.
+        artifacts: Folder of the artifact store; default: `artifacts/` in the study's folder.
+        n_trials: Finished (complete or pruned) trials the study should hold.
+        timeout: Seconds after which each worker stops starting new trials.
+        workers: Worker processes sharing the storage.
+        enqueue_defaults: Start a new study with each family's hand-made default settings.
+        max_failures: Consecutive failed trials that stop the search.
+        tensorboard: Write a TensorBoard log per trial.
+        sampler: Sampler settings.
+        pruner: Pruner settings.
+        data: Data settings.
+        training: Per-trial training settings.
+        space: Narrowing of the search space: parameter name -> list of choices or [low, high].
+        study_dir: The study's own folder, where everything it generates lives.
+    """
+
+    name: str
+    task: str = "imdb"
+    storage: str | None = None
+    artifacts: str | None = None
+    n_trials: int = 50
+    timeout: float | None = None
+    workers: int = 1
+    enqueue_defaults: bool = True
+    max_failures: int = 5
+    tensorboard: bool = False
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    space: dict[str, list[Any]] = field(default_factory=dict)
+    study_dir: Path = Path("studies")
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
+            "name",
+            self.name,
+            "a non-empty name of letters, digits, '-', '_' or '.'",
+        )
+        _require(self.n_trials >= 1, "n_trials", self.n_trials, ">= 1")
+        _require(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "> 0 seconds")
+        _require(self.workers >= 1, "workers", self.workers, ">= 1")
+        _require(self.max_failures >= 1, "max_failures", self.max_failures, ">= 1")
+
+    @property
+    def storage_url(self) -> str:
+        """The storage URL, defaulting to a SQLite file in the study's folder."""
+        return self.storage or f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        """The file-system artifact store's folder."""
+        if self.artifacts is None:
+            return self.study_dir / "artifacts"
+        return Path(self.artifacts)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where tokenized data is cached."""
+        return self.study_dir / "cache"
+
+    def with_overrides(self, **overrides: Any) -> StudyConfig:
+        """Returns a copy with the given fields replaced; `None` values are ignored."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return dataclasses.replace(self, **given)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from a command-line flag)") from exc
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Reads and validates a study file.
+
+    Args:
+        path: The study's TOML file. Its folder holds the study's own folder, named after it.
+
+    Returns:
+        The validated configuration, with `study_dir` set.
+
+    Raises:
+        ConfigError: The file is missing, is not TOML, has unknown keys or invalid values.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"study file {path} does not exist. Pass an existing file, "
+            f"for example --study studies/imdb.toml."
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"study file {path} is not valid TOML: {exc}") from exc
+    if "study_dir" in raw:
+        raise ConfigError(f"{path}: 'study_dir' is derived from the file's location; remove it.")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: 'name' must be a string, got {name!r}.")
+    raw = {**raw, "name": name, "study_dir": path.parent / name}
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data_path = Path(data["path"]).expanduser()
+        raw["data"] = {
+            **data,
+            "path": str(data_path if data_path.is_absolute() else path.parent / data_path),
+        }
+    try:
+        return _build(StudyConfig, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"'{key}' must be {expected}, got {value!r}.")
+
+
+def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        key = prefix + unknown[0]
+        raise ConfigError(
+            f"unknown key '{key}'. Expected one of: "
+            + ", ".join(prefix + name for name in sorted(fields - {"study_dir"}))
+            + "."
+        )
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in table.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(options[0], value, key)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a table ([{key}]), got {value!r}.")
+        return _build(hint, value, key + ".")  # type: ignore[arg-type]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError as exc:
+            choices = ", ".join(repr(m.value) for m in hint)
+            raise ConfigError(f"'{key}' must be one of {choices}, got {value!r}.") from exc
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a table ([{key}]), got {value!r}.")
+        for sub, entry in value.items():
+            if not isinstance(entry, list) or not entry:
+                raise ConfigError(
+                    f"'{key}.{sub}' must be a non-empty list (choices, or [low, high]), "
+                    f"got {entry!r}."
+                )
+        return dict(value)
+    if hint is Path:
+        return Path(value)
+    expected: tuple[type, ...] = (int, float) if hint is float else (hint,)
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, expected):
+        raise ConfigError(f"'{key}' must be of type {hint.__name__}, got {value!r}.")
+    return float(value) if hint is float else value  # type: ignore[arg-type]

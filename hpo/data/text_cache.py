@@ -1,0 +1,145 @@
+"""Tokenize a text data set once per study and cache the integer arrays on disk.
+
+Trials that sample a smaller vocabulary or a shorter sequence derive their inputs from the
+cached arrays (`derive`), which gives exactly what a `TextVectorization` layer restricted to the
+first `vocab_size` entries of the vocabulary and `seq_len` tokens would give: ids past the
+vocabulary become the out-of-vocabulary id 1, and sequences keep their first `seq_len` tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+__all__ = [
+    "OOV_ID",
+    "TokenizedSplits",
+    "cache_key",
+    "derive",
+    "load_cached",
+    "save_cached",
+    "vectorize",
+]
+
+OOV_ID = 1
+_ARRAYS = ("x_train", "y_train", "x_val", "y_val")
+# Bump when tokenization changes in a way that invalidates existing caches.
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TokenizedSplits:
+    """Integer-encoded train and validation data at the study's largest vocabulary and length.
+
+    Attributes:
+        x_train, y_train, x_val, y_val: Token ids (int32, shape [n, max_len]) and labels.
+        vocabulary: The vocabulary, index = token id (0 = padding, 1 = out of vocabulary).
+        max_len: Sequence length of the arrays.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    vocabulary: list[str]
+    max_len: int
+
+
+def cache_key(settings: dict[str, Any]) -> str:
+    """A short, stable key for a dict of JSON-serialisable settings."""
+    blob = json.dumps({"format": _FORMAT, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_cached(folder: Path) -> TokenizedSplits | None:
+    """Loads a cache written by `save_cached`, or returns None if there is none."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
+    return TokenizedSplits(**arrays, vocabulary=meta["vocabulary"], max_len=meta["max_len"])
+
+
+def save_cached(folder: Path, splits: TokenizedSplits, settings: dict[str, Any]) -> None:
+    """Writes the cache atomically: into a temporary folder that is then renamed into place.
+
+    A crash leaves at most a stray temporary folder, never a half-written cache. If another
+    process finished the same cache first, its copy is kept.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(splits, name))
+        meta = {"settings": settings, "vocabulary": splits.vocabulary, "max_len": splits.max_len}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def vectorize(
+    train_texts: Sequence[str],
+    other_texts: Sequence[Sequence[str]],
+    *,
+    max_vocab: int,
+    max_len: int,
+) -> tuple[list[str], list[np.ndarray]]:
+    """Learns a vocabulary on `train_texts` and encodes them and each of `other_texts`.
+
+    Returns:
+        The vocabulary, and the encoded arrays: train first, then one per `other_texts` entry.
+    """
+    layer = make_vectorizer(max_vocab=max_vocab, max_len=max_len)
+    layer.adapt(np.array(train_texts, dtype=object), batch_size=1024)
+    vocabulary = [str(token) for token in layer.get_vocabulary()]
+    return vocabulary, [encode(layer, texts) for texts in (train_texts, *other_texts)]
+
+
+def make_vectorizer(
+    *, max_len: int, max_vocab: int | None = None, vocabulary: list[str] | None = None
+) -> Any:
+    """A Keras `TextVectorization` layer with the project's fixed standardization and split."""
+    from keras import layers
+
+    return layers.TextVectorization(
+        max_tokens=max_vocab if vocabulary is None else None,
+        output_mode="int",
+        output_sequence_length=max_len,
+        vocabulary=vocabulary,
+    )
+
+
+def encode(layer: Any, texts: Sequence[str], batch_size: int = 2048) -> np.ndarray:
+    """Encodes texts with a `TextVectorization` layer, in batches, as int32."""
+    chunks = [
+        np.asarray(layer(np.array(texts[i : i + batch_size], dtype=object)), dtype=np.int32)
+        for i in range(0, len(texts), batch_size)
+    ]
+    width = layer.get_config()["output_sequence_length"]
+    return np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.int32)
+
+
+def derive(x: np.ndarray, vocab_size: int, seq_len: int) -> np.ndarray:
+    """Restricts cached token ids to a smaller vocabulary and a shorter sequence."""
+    if seq_len > x.shape[1]:
+        raise ValueError(f"seq_len {seq_len} exceeds the cached length {x.shape[1]}")
+    x = x[:, :seq_len]
+    return np.where(x >= vocab_size, OOV_ID, x).astype(np.int32)

@@ -1,0 +1,31 @@
+"""The project's exceptions: one base, subclasses only where the caller acts differently."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "DataError", "HpoError", "StoreError", "TrialProcessDied"]
+
+
+class HpoError(Exception):
+    """Base of every error this project raises on purpose.
+
+    Command-line entry points turn it into a one-line message and exit code 2,
+    so the message must say what was wrong, the value received and the fix.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(HpoError):
+    """A study file or a command-line flag is invalid; raised before any work starts."""
+
+
+class DataError(HpoError):
+    """The data set cannot be found or read."""
+
+
+class StoreError(HpoError):
+    """The study store (storage URL, study name or artifact store) is unusable."""
+
+
+class TrialProcessDied(HpoError):
+    """A trial's child process ended without reporting a result (killed, out of memory)."""

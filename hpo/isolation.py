@@ -1,0 +1,110 @@
+"""Run a function in a fresh child process and get back its result or its exception.
+
+TensorFlow keeps memory from one model to the next even after `clear_session`, so each trial
+runs in its own process, which gives all of it back to the system when it ends.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hpo.errors import TrialProcessDied
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+    from pathlib import Path
+
+__all__ = ["call_isolated"]
+
+T = TypeVar("T")
+A = TypeVar("A")
+_TERMINATE_GRACE_S = 10
+
+
+def call_isolated(fn: Callable[[A], T], arg: A, *, log_path: Path | None = None) -> T:
+    """Calls `fn(arg)` in a spawned child process and returns its result.
+
+    Args:
+        fn: A module-level function (spawned children import it by name).
+        arg: Its argument; must pickle.
+        log_path: If given, the child's stdout and stderr (TensorFlow's chatter included) go
+            to this file, appended.
+
+    Raises:
+        TrialProcessDied: The child ended without a result (killed, out of memory, crashed).
+        Exception: Whatever `fn` raised in the child, re-raised here.
+    """
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child_main, args=(fn, arg, sender, log_path))
+    process.start()
+    sender.close()
+    try:
+        try:
+            status, payload = receiver.recv()
+        except EOFError:
+            process.join()
+            raise TrialProcessDied(
+                f"the child process exited with {_describe_exit(process.exitcode)} before "
+                f"reporting a result"
+                + (f"; its output is in {log_path}" if log_path else "")
+                + ". A signal 9 (SIGKILL) usually means the system ran out of memory."
+            ) from None
+        process.join()
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.terminate()
+            process.join(_TERMINATE_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    if status == "error":
+        raise payload
+    return payload
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _child_main(
+    fn: Callable[[Any], Any], arg: Any, sender: Connection, log_path: Path | None
+) -> None:
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(descriptor, 1)
+        os.dup2(descriptor, 2)
+        os.close(descriptor)
+    try:
+        result: tuple[str, Any] = ("ok", fn(arg))
+    except BaseException as exc:
+        traceback.print_exc()
+        result = ("error", _picklable(exc))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sender.send(result)
+    sender.close()
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc

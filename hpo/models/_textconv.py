@@ -1,0 +1,90 @@
+"""The convolutional text classifier that the Conv1D and SeparableConv1D families share.
+
+After the classic IMDB 1D convnet (Embedding -> Conv1D blocks -> pooling -> dense head), widened
+with parallel branches of different kernel widths (the inception-style module), optional batch
+normalization and residual connections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import keras
+
+    from hpo.space import Space
+
+SPACE: Space = {
+    "embedding_dim": IntDistribution(32, 256, log=True),
+    "blocks": IntDistribution(1, 3),
+    "filters": CategoricalDistribution([32, 64, 128, 256]),
+    "kernel_size": IntDistribution(3, 9, step=2),
+    "branches": IntDistribution(1, 3),
+    "block_pool": CategoricalDistribution(["max", "average"]),
+    "global_pool": CategoricalDistribution(["max", "average"]),
+    "dropout": FloatDistribution(0.0, 0.6),
+    "batch_norm": CategoricalDistribution([False, True]),
+    "residual": CategoricalDistribution([False, True]),
+    "dense_units": CategoricalDistribution([0, 32, 64, 128, 256]),
+}
+POOL_SIZE = 3
+
+
+def kernel_sizes(params: Mapping[str, Any]) -> list[int]:
+    """Kernel widths of the parallel branches: kernel_size, kernel_size + 2, ..."""
+    return [params["kernel_size"] + 2 * i for i in range(params["branches"])]
+
+
+def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> keras.Model:
+    """Builds the classifier with `conv(filters, kernel_size, padding=, name=)` as its conv layer.
+
+    Args:
+        params: The trial's parameters: this module's SPACE plus vocab_size and seq_len.
+        conv: Factory of the convolution layer (Conv1D, SeparableConv1D, ...).
+        name: Model name.
+
+    Returns:
+        An uncompiled functional model mapping token ids [batch, seq_len] to P(positive).
+    """
+    import keras
+    from keras import layers
+
+    pool = layers.MaxPooling1D if params["block_pool"] == "max" else layers.AveragePooling1D
+    global_pool = (
+        layers.GlobalMaxPooling1D
+        if params["global_pool"] == "max"
+        else layers.GlobalAveragePooling1D
+    )
+    inputs = keras.Input(shape=(params["seq_len"],), dtype="int32", name="tokens")
+    x = layers.Embedding(params["vocab_size"], params["embedding_dim"], name="embedding")(inputs)
+    for block in range(params["blocks"]):
+        shortcut = x
+        branches = [
+            conv(params["filters"], k, padding="same", name=f"block{block}_conv{k}")(x)
+            for k in kernel_sizes(params)
+        ]
+        x = (
+            layers.Concatenate(name=f"block{block}_concat")(branches)
+            if len(branches) > 1
+            else branches[0]
+        )
+        if params["batch_norm"]:
+            x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.Activation("relu", name=f"block{block}_relu")(x)
+        if params["residual"]:
+            if shortcut.shape[-1] != x.shape[-1]:
+                shortcut = layers.Dense(x.shape[-1], name=f"block{block}_project")(shortcut)
+            x = layers.Add(name=f"block{block}_residual")([x, shortcut])
+        if block < params["blocks"] - 1:
+            x = pool(POOL_SIZE, padding="same", name=f"block{block}_pool")(x)
+    x = global_pool(name="global_pool")(x)
+    x = layers.Dropout(params["dropout"], name="dropout")(x)
+    if params["dense_units"]:
+        x = layers.Dense(params["dense_units"], activation="relu", name="head")(x)
+        x = layers.Dropout(params["dropout"], name="head_dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="probability")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,44 @@
+"""Conv1D text classifiers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpo.models import _textconv
+from hpo.space import suggest_all
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import keras
+    import optuna
+
+    from hpo.space import Space
+
+SPACE: Space = _textconv.SPACE
+# The hand-made three-branch model (kernels 3/5/7 x 128 filters, embedding 128, dropout 0.5).
+DEFAULTS: Mapping[str, Any] = {
+    "embedding_dim": 128,
+    "blocks": 1,
+    "filters": 128,
+    "kernel_size": 3,
+    "branches": 3,
+    "block_pool": "max",
+    "global_pool": "max",
+    "dropout": 0.5,
+    "batch_norm": False,
+    "residual": False,
+    "dense_units": 0,
+}
+
+
+def suggest(trial: optuna.Trial, space: Space = SPACE) -> dict[str, Any]:
+    """Asks the trial for this family's hyperparameters."""
+    return suggest_all(trial, space)
+
+
+def build(params: Mapping[str, Any]) -> keras.Model:
+    """Builds the Conv1D classifier for `params`."""
+    from keras import layers
+
+    return _textconv.build(params, conv=layers.Conv1D, name="conv1d")

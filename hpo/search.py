@@ -1,0 +1,378 @@
+"""Run a study: prepare the data once, then workers that each train trials in child processes.
+
+Command line::
+
+    python -m hpo.search --study studies/imdb.toml [--storage URL] [--n-trials N]
+        [--timeout S] [--workers N] [--data PATH] [--tensorboard]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from hpo.errors import ConfigError, HpoError
+from hpo.isolation import call_isolated
+from hpo.runner import TrialJob, run_trial
+from hpo.store import open_storage
+from hpo.study import create_study, enqueue_defaults, sample_params, search_space
+from hpo.tasks import get_task
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from optuna.trial import FrozenTrial
+
+    from hpo.config import StudyConfig
+    from hpo.study import SearchSpace
+    from hpo.tasks import Task
+
+__all__ = ["SearchSummary", "main", "run_search"]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+DEFAULT_STUDY = "studies/imdb.toml"
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What a search run leaves behind."""
+
+    study_name: str
+    storage_url: str
+    finished: int
+    failed: int
+    best_number: int | None
+    best_value: float | None
+    stopped_by_failures: str | None = None
+
+
+def run_search(
+    config: StudyConfig, data: str | None = None, progress: bool = True
+) -> SearchSummary:
+    """Runs (or resumes) a study until it holds `config.n_trials` finished trials.
+
+    Args:
+        config: The study configuration.
+        data: Overrides where the data is read from (`--data`).
+        progress: Show a progress bar.
+
+    Returns:
+        Counts and the best trial after the run.
+
+    Raises:
+        HpoError: Invalid configuration, data or storage; raised before any trial runs.
+    """
+    task = get_task(config.task)
+    space = search_space(task, config.space)
+    try:
+        config.study_dir.mkdir(parents=True, exist_ok=True)
+        probe = config.study_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the study folder {config.study_dir} is not writable ({exc}). Put the study file "
+            f"in a writable folder or fix the permissions."
+        ) from exc
+    storage = open_storage(config.storage_url, create=True)
+    study = create_study(config, storage)
+    study.set_user_attr("task", config.task)
+    if config.enqueue_defaults:
+        enqueue_defaults(study, task, space)
+    finished = _count(study, FINISHED)
+    remaining = config.n_trials - finished
+    if remaining <= 0:
+        print(
+            f"Study {config.name!r} already holds {finished} finished trials "
+            f"(n_trials={config.n_trials}); nothing to do. Pass --n-trials to run more."
+        )
+        return _summary(study, config)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(f"Preparing data for task {task.name!r} ...", flush=True)
+    data_folder = call_isolated(
+        functools.partial(task.prepare, config, data),
+        space.shared,
+        log_path=config.study_dir / "logs" / "prepare.log",
+    )
+    workers = min(config.workers, remaining)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    print(
+        f"Study {config.name!r}: {finished} finished, {remaining} to go, {workers} worker(s); "
+        f"storage {config.storage_url}",
+        flush=True,
+    )
+    context = multiprocessing.get_context("spawn")
+    helpers = [
+        context.Process(
+            target=_worker_process, args=(config, data_folder, threads), name=f"hpo-worker-{i}"
+        )
+        for i in range(1, workers)
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        stopped = run_worker(
+            config, data_folder, threads, task=task, space=space, progress=progress
+        )
+    finally:
+        for helper in helpers:
+            helper.join()
+    return _summary(study, config, stopped_by_failures=stopped)
+
+
+def run_worker(
+    config: StudyConfig,
+    data_folder: Path,
+    threads: int,
+    *,
+    task: Task | None = None,
+    space: SearchSpace | None = None,
+    progress: bool = False,
+) -> str | None:
+    """Runs trials until the study holds enough finished ones, the timeout passes, or too many fail.
+
+    Returns:
+        None, or the reason the worker stopped after `max_failures` consecutive failures.
+    """
+    task = task or get_task(config.task)
+    space = space or search_space(task, config.space)
+    storage = open_storage(config.storage_url, create=False)
+    study = create_study(config, storage)
+    bar = None
+    if progress:
+        bar = tqdm(
+            total=config.n_trials, initial=_count(study, FINISHED), unit="trial", desc=config.name
+        )
+    stopper = _Stopper(config, bar)
+    try:
+        study.optimize(
+            functools.partial(
+                _objective,
+                config=config,
+                task=task,
+                space=space,
+                data_folder=data_folder,
+                threads=threads,
+            ),
+            timeout=config.timeout,
+            callbacks=[stopper],
+            catch=(Exception,),
+            gc_after_trial=False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return stopper.failure_stop
+
+
+def _objective(
+    trial: optuna.Trial,
+    *,
+    config: StudyConfig,
+    task: Task,
+    space: SearchSpace,
+    data_folder: Path,
+    threads: int,
+) -> float:
+    sample_params(trial, task, space)
+    job = TrialJob(
+        config=config, trial_id=trial._trial_id, data_folder=data_folder, threads=threads
+    )
+    log_path = config.study_dir / "logs" / f"trial-{trial.number:05d}.log"
+    try:
+        return call_isolated(run_trial, job, log_path=log_path).value
+    except optuna.TrialPruned as exc:
+        trial.set_user_attr("prune_reason", str(exc))
+        raise
+    except Exception as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc} (log: {log_path})")
+        raise
+
+
+class _Stopper:
+    """After each trial: prints its line, updates the bar, stops when the study has enough."""
+
+    def __init__(self, config: StudyConfig, bar: tqdm[Any] | None) -> None:
+        self.config = config
+        self.bar = bar
+        self.consecutive_failures = 0
+        self.failure_stop: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        tqdm.write(describe_trial(trial))
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if self.bar is not None:
+            self.bar.n = min(finished, self.config.n_trials)
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            if complete:
+                self.bar.set_postfix(best=f"{max(t.value or 0.0 for t in complete):.4f}")
+            self.bar.refresh()
+        if trial.state == TrialState.FAIL:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.config.max_failures:
+                reason = trial.user_attrs.get("fail_reason", "unknown error")
+                self.failure_stop = (
+                    f"{self.consecutive_failures} consecutive trials failed; the last: {reason}"
+                )
+                study.stop()
+        else:
+            self.consecutive_failures = 0
+        if finished + running >= self.config.n_trials:
+            study.stop()
+
+
+def describe_trial(trial: FrozenTrial) -> str:
+    """One concise line about a finished trial."""
+    attrs = trial.user_attrs
+    family = trial.params.get("family", "?")
+    parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
+    if trial.state == TrialState.COMPLETE:
+        parts.append(
+            f"val_acc={trial.value:.4f} val_loss={attrs.get('val_loss', float('nan')):.4f}"
+        )
+    if "epochs" in attrs:
+        parts.append(f"epochs={attrs['epochs']}")
+    if "train_seconds" in attrs:
+        parts.append(f"{attrs['train_seconds']:.0f}s")
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+    if reason and trial.state != TrialState.COMPLETE:
+        parts.append(f"({reason})")
+    return " ".join(parts)
+
+
+def _worker_process(config: StudyConfig, data_folder: Path, threads: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        run_worker(config, data_folder, threads)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _count(study: optuna.Study, states: Sequence[TrialState]) -> int:
+    return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+def _summary(
+    study: optuna.Study, config: StudyConfig, stopped_by_failures: str | None = None
+) -> SearchSummary:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    return SearchSummary(
+        study_name=config.name,
+        storage_url=config.storage_url,
+        finished=_count(study, FINISHED),
+        failed=_count(study, (TrialState.FAIL,)),
+        best_number=best.number if best else None,
+        best_value=best.value if best else None,
+        stopped_by_failures=stopped_by_failures,
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m hpo.search` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpo.search", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--study", default=DEFAULT_STUDY, help=f"study file (default {DEFAULT_STUDY})"
+    )
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default: SQLite in the study's folder)"
+    )
+    parser.add_argument(
+        "--n-trials", type=_positive_int, help="finished trials the study should hold"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, help="seconds after which no new trial starts"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, help="worker processes sharing the storage"
+    )
+    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
+    parser.add_argument(
+        "--tensorboard", action="store_true", default=None, help="write TensorBoard logs"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.search`; returns the exit code."""
+    from hpo.config import load_study_config
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        config = load_study_config(args.study).with_overrides(
+            storage=args.storage,
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            workers=args.workers,
+            tensorboard=args.tensorboard,
+        )
+        summary = run_search(
+            config,
+            data=args.data,
+            progress=sys.stderr.isatty() or bool(os.environ.get("HPO_PROGRESS")),
+        )
+    except HpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted. Finished trials are saved; the running one is marked FAIL. "
+            f"Run the same command again to resume: python -m hpo.search --study {args.study}",
+            file=sys.stderr,
+        )
+        return 130
+    best = (
+        f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"
+        if summary.best_number is not None
+        else "no complete trial yet"
+    )
+    print(
+        f"Study {summary.study_name!r}: {summary.finished} finished, "
+        f"{summary.failed} failed; {best}.\n"
+        f"Inspect: optuna trials --storage {summary.storage_url} --study-name {summary.study_name}"
+    )
+    if summary.stopped_by_failures:
+        print(f"error: search stopped: {summary.stopped_by_failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Search spaces as Optuna distributions, their narrowing by a study file, and sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Space", "fit_value", "narrow_space", "suggest", "suggest_all"]
+
+Space = Mapping[str, BaseDistribution]
+
+TRAINING_SPACE: dict[str, BaseDistribution] = {
+    "optimizer": CategoricalDistribution(["adam", "rmsprop"]),
+    "learning_rate": FloatDistribution(1e-4, 1e-2, log=True),
+    "batch_size": CategoricalDistribution([32, 64, 128, 256]),
+}
+
+
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Asks the trial for one parameter drawn from `dist`."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def suggest_all(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    """Asks the trial for every parameter of `space`, in order."""
+    return {name: suggest(trial, name, dist) for name, dist in space.items()}
+
+
+def narrow_space(
+    space: Space, overrides: Mapping[str, list[Any]], *, where: str
+) -> dict[str, BaseDistribution]:
+    """Applies a study file's `[space]` entries that name parameters of `space`.
+
+    Categorical parameters take a subset of their choices; numeric ones take `[low, high]`
+    inside their default range.
+
+    Raises:
+        ConfigError: An entry is outside the default space.
+    """
+    narrowed = dict(space)
+    for name, value in overrides.items():
+        if name not in space:
+            continue
+        key = f"{where}.{name}"
+        dist = space[name]
+        if isinstance(dist, CategoricalDistribution):
+            bad = [v for v in value if v not in dist.choices]
+            if bad or len(set(map(repr, value))) != len(value):
+                raise ConfigError(
+                    f"'{key}' must list distinct choices among {list(dist.choices)}, got {value!r}."
+                )
+            narrowed[name] = CategoricalDistribution(value)
+            continue
+        assert isinstance(dist, (IntDistribution, FloatDistribution))
+        numeric = int if isinstance(dist, IntDistribution) else (int, float)
+        if (
+            len(value) != 2
+            or not all(isinstance(v, numeric) and not isinstance(v, bool) for v in value)
+            or not dist.low <= value[0] <= value[1] <= dist.high
+        ):
+            raise ConfigError(
+                f"'{key}' must be [low, high] with {dist.low} <= low <= high <= {dist.high}, "
+                f"got {value!r}."
+            )
+        if isinstance(dist, IntDistribution):
+            narrowed[name] = IntDistribution(value[0], value[1], log=dist.log, step=dist.step)
+        else:
+            narrowed[name] = FloatDistribution(float(value[0]), float(value[1]), log=dist.log)
+    return narrowed
+
+
+def fit_value(dist: BaseDistribution, value: Any) -> Any:
+    """Returns `value` if `dist` contains it, else the closest value `dist` does contain."""
+    if isinstance(dist, CategoricalDistribution):
+        if value in dist.choices:
+            return value
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices):
+            return min(dist.choices, key=lambda c: abs(c - value))
+        return dist.choices[0]
+    assert isinstance(dist, (IntDistribution, FloatDistribution))
+    clipped = min(max(value, dist.low), dist.high)
+    if isinstance(dist, IntDistribution):
+        return dist.low + (int(clipped) - dist.low) // dist.step * dist.step
+    return clipped

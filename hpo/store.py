@@ -1,0 +1,157 @@
+"""The study store: Optuna's RDB storage (SQLite by default) and its file-system artifact store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import optuna
+import sqlalchemy
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from hpo.errors import StoreError
+
+# Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
+
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "AtomicFileSystemArtifactStore",
+    "load_existing_study",
+    "open_artifact_store",
+    "open_storage",
+    "sha256_file",
+]
+
+HEARTBEAT_INTERVAL = 30
+GRACE_PERIOD = 90
+SQLITE_BUSY_TIMEOUT_S = 120
+STALE_TRIAL_RETRIES = 2
+
+
+class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
+    """A file-system artifact store whose writes are atomic: temporary file, fsync, rename.
+
+    Optuna's store writes in place, so a kill mid-upload would leave a torn file under the
+    artifact's final name.
+    """
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = self._get_filepath(artifact_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := content_body.read(1 << 20):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorage:
+    """Opens an Optuna RDB storage, configured for several workers.
+
+    SQLite gets write-ahead logging and a long busy timeout, so parallel workers and a polling
+    dashboard wait for each other instead of failing with "database is locked". Heartbeats let
+    a later run fail and re-queue trials whose worker was killed.
+
+    Args:
+        url: SQLAlchemy URL, e.g. `sqlite:///studies/imdb/study.db` or `postgresql://...`.
+        create: Whether a missing SQLite file may be created. Read-only commands pass False, so
+            a mistyped path is an error rather than a new empty database.
+        heartbeat: Whether trials send heartbeats (search workers) or not (readers).
+
+    Raises:
+        StoreError: The URL is malformed, its driver is missing or its SQLite file is absent.
+    """
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise StoreError(
+            f"storage URL {url!r} is malformed. Use sqlite:///path/to/study.db or "
+            f"postgresql://user:password@host/dbname."
+        ) from exc
+    try:
+        parsed.get_dialect()
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
+        raise StoreError(
+            f"storage URL {url!r} needs a database driver that is not installed ({exc}). "
+            f"For PostgreSQL: pip install -e '.[postgres]'."
+        ) from exc
+    engine_kwargs: dict[str, object] = {}
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_path(parsed, url)
+        if not path.exists():
+            if not create:
+                raise StoreError(
+                    f"no study database at {path} (from storage URL {url!r}). Check the path, "
+                    f"or run the search first: python -m hpo.search --study <file>."
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    heartbeat_kwargs: dict[str, object] = {}
+    if heartbeat:
+        heartbeat_kwargs = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL,
+            "grace_period": GRACE_PERIOD,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                max_retry=STALE_TRIAL_RETRIES
+            ),
+        }
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)  # type: ignore[arg-type]
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
+        raise StoreError(f"cannot open storage {url!r}: {exc}") from exc
+
+
+def _sqlite_path(parsed: sqlalchemy.engine.URL, url: str) -> Path:
+    if not parsed.database or parsed.database == ":memory:":
+        raise StoreError(
+            f"storage URL {url!r} names no SQLite file. Use sqlite:///path/to/study.db."
+        )
+    return Path(parsed.database)
+
+
+def load_existing_study(storage: RDBStorage, study_name: str) -> optuna.Study:
+    """Loads a study that must exist, for read-only commands.
+
+    Raises:
+        StoreError: No study of that name; the message lists the ones there are.
+    """
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as exc:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise StoreError(
+            f"no study named {study_name!r} in {storage.url}. Studies there: {names or 'none'}."
+        ) from exc
+
+
+def open_artifact_store(folder: Path) -> ArtifactStore:
+    """Opens (creating it if needed) the file-system artifact store in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return AtomicFileSystemArtifactStore(folder)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

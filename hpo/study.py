@@ -1,0 +1,159 @@
+"""What to try: the Optuna study, its sampler, pruner and search space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+
+from hpo.config import PrunerKind
+from hpo.errors import ConfigError
+from hpo.space import TRAINING_SPACE, fit_value, narrow_space, suggest, suggest_all
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from optuna.storages import BaseStorage
+
+    from hpo.config import StudyConfig
+    from hpo.space import Space
+    from hpo.tasks import Task
+
+__all__ = [
+    "DIRECTION",
+    "SearchSpace",
+    "create_study",
+    "enqueue_defaults",
+    "make_pruner",
+    "make_sampler",
+    "search_space",
+]
+
+DIRECTION: Final = "maximize"
+# Defaults of the parameters every task shares, for enqueued default trials.
+TRAINING_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 64}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A task's whole search space after the study file's narrowing.
+
+    Attributes:
+        family: The distribution of the family choice.
+        shared: Parameters every family has (training and task-level ones).
+        families: Each family's own parameters.
+    """
+
+    family: CategoricalDistribution
+    shared: dict[str, Any]
+    families: dict[str, dict[str, Any]]
+
+    def shared_and(self, family: str) -> Space:
+        """Every parameter a trial of `family` samples, except the family itself."""
+        return {**self.shared, **self.families[family]}
+
+
+def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
+    """Builds the task's search space, narrowed by a study file's `[space]` table.
+
+    Raises:
+        ConfigError: A `[space]` entry names no parameter, or is outside the default space.
+    """
+    family = CategoricalDistribution(list(task.families))
+    shared_default = {**TRAINING_SPACE, **task.space}
+    known = {"family", *shared_default}
+    for module in task.families.values():
+        known.update(module.SPACE)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key 'space.{unknown[0]}'. Parameters of task {task.name!r}: "
+            + ", ".join(sorted(known))
+            + "."
+        )
+    if "family" in overrides:
+        family = narrow_space({"family": family}, {"family": overrides["family"]}, where="space")[
+            "family"
+        ]  # type: ignore[assignment]
+    return SearchSpace(
+        family=family,
+        shared=narrow_space(shared_default, overrides, where="space"),
+        families={
+            str(name): narrow_space(task.families[str(name)].SPACE, overrides, where="space")
+            for name in family.choices
+        },
+    )
+
+
+def sample_params(trial: optuna.Trial, task: Task, space: SearchSpace) -> dict[str, Any]:
+    """Asks the trial for a family, the shared parameters and that family's parameters."""
+    family = suggest(trial, "family", space.family)
+    shared = suggest_all(trial, space.shared)
+    own = task.families[family].suggest(trial, space.families[family])
+    return {"family": family, **shared, **own}
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """Seeded TPE sampler."""
+    return optuna.samplers.TPESampler(
+        seed=config.sampler.seed, n_startup_trials=config.sampler.startup_trials
+    )
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """The configured pruner; Hyperband's budget is counted in epochs."""
+    settings = config.pruner
+    if settings.kind is PrunerKind.HYPERBAND:
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=config.training.max_epochs
+        )
+    if settings.kind is PrunerKind.MEDIAN:
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_epochs
+        )
+    return optuna.pruners.NopPruner()
+
+
+def create_study(
+    config: StudyConfig, storage: BaseStorage | str, *, load_only: bool = False
+) -> optuna.Study:
+    """Creates the study, or loads it if it exists, with the configured sampler and pruner."""
+    if load_only:
+        return optuna.load_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=make_sampler(config),
+            pruner=make_pruner(config),
+        )
+    return optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        direction=DIRECTION,
+        load_if_exists=True,
+    )
+
+
+def enqueue_defaults(study: optuna.Study, task: Task, space: SearchSpace) -> int:
+    """Queues one trial per family with its hand-made defaults, fitted into the narrowed space.
+
+    Seeding a search with known-good settings gives the sampler a strong start and makes sure
+    every family is tried. Only a study without trials is seeded.
+
+    Returns:
+        How many trials were queued.
+    """
+    if study.get_trials(deepcopy=False):
+        return 0
+    shared_defaults = {**TRAINING_DEFAULTS, **task.defaults}
+    for family in space.family.choices:
+        values = {**shared_defaults, **task.families[str(family)].DEFAULTS}
+        params = {
+            name: fit_value(dist, values[name])
+            for name, dist in space.shared_and(str(family)).items()
+        }
+        study.enqueue_trial({"family": family, **params}, user_attrs={"seeded": "family default"})
+    return len(space.family.choices)

@@ -1,0 +1,64 @@
+"""What a task and a model family provide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+    import keras
+    import numpy as np
+    import optuna
+
+    from hpo.config import StudyConfig
+    from hpo.space import Space
+
+
+class Family(Protocol):
+    """A model family: a module with a search space, defaults, `suggest` and `build`."""
+
+    SPACE: Space
+    DEFAULTS: Mapping[str, Any]
+
+    def suggest(self, trial: optuna.Trial, space: Space) -> dict[str, Any]: ...
+
+    def build(self, params: Mapping[str, Any]) -> keras.Model: ...
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """The arrays one trial trains and validates on."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class Task:
+    """A data set, its model families and the metric a study optimizes.
+
+    Attributes:
+        name: Name used in study files (`task = "..."`).
+        families: Model families by name; the family is itself a hyperparameter.
+        space: Task-level hyperparameters (such as input size), shared by every family.
+        defaults: Values of `space` for the enqueued default trials.
+        prepare: Runs once per study before any trial (for example tokenizes and caches the
+            data) and returns the folder that `trial_data` reads. Never reads test data.
+        trial_data: Loads the inputs of one trial from the prepared folder, given its params.
+        monitor: The validation metric the study maximizes, as Keras logs name it.
+        loss: Keras loss name.
+    """
+
+    name: str
+    families: Mapping[str, Family]
+    space: Space
+    defaults: Mapping[str, Any]
+    prepare: Callable[[StudyConfig, str | None, Space], Path]
+    trial_data: Callable[[Path, Mapping[str, Any]], TrialData]
+    monitor: str = "val_accuracy"
+    loss: str = "binary_crossentropy"

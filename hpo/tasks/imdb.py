@@ -1,0 +1,114 @@
+"""IMDB movie-review sentiment: binary classification of review text."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.distributions import CategoricalDistribution
+
+from hpo.data import imdb, text_cache
+from hpo.models import conv1d, sepconv1d
+from hpo.space import fit_value
+from hpo.tasks._base import Task, TrialData
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from hpo.config import StudyConfig
+    from hpo.space import Space
+
+_log = logging.getLogger(__name__)
+
+SPACE: Space = {
+    "vocab_size": CategoricalDistribution([10000, 20000, 30000, 40000]),
+    "seq_len": CategoricalDistribution([200, 400, 600, 800]),
+}
+DEFAULTS = {"vocab_size": 30000, "seq_len": 600}
+
+
+def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
+    """Tokenizes the training reviews once per study and caches the arrays.
+
+    The vocabulary and sequence length are the largest the (narrowed) space allows; the cache
+    is keyed by the data source and every setting that changes its content.
+
+    Returns:
+        The cache folder, for `trial_data`.
+    """
+    source = imdb.locate_imdb(data_arg, config.data.path)
+    max_vocab = _largest(space["vocab_size"])
+    max_len = _largest(space["seq_len"])
+    stat = source.stat()
+    settings = {
+        "source": str(source),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "val_size": config.data.val_size,
+        "train_size": config.data.train_size,
+        "seed": config.data.seed,
+        "max_vocab": max_vocab,
+        "max_len": max_len,
+    }
+    folder = config.cache_dir / f"imdb-{text_cache.cache_key(settings)}"
+    if (folder / "meta.json").is_file():
+        return folder
+    _log.info("tokenizing %s (cache miss: %s)", source, folder)
+    reviews = imdb.read_reviews(source, "train")
+    train_index, val_index = imdb.split_by_movie(reviews, config.data.val_size, config.data.seed)
+    if config.data.train_size:
+        train_index = _balanced_subset(
+            reviews.labels, train_index, config.data.train_size, config.data.seed
+        )
+    train, val = reviews.take(train_index), reviews.take(val_index)
+    vocabulary, (x_train, x_val) = text_cache.vectorize(
+        train.texts, [val.texts], max_vocab=max_vocab, max_len=max_len
+    )
+    splits = text_cache.TokenizedSplits(
+        x_train=x_train,
+        y_train=train.labels,
+        x_val=x_val,
+        y_val=val.labels,
+        vocabulary=vocabulary,
+        max_len=max_len,
+    )
+    text_cache.save_cached(folder, splits, settings)
+    return folder
+
+
+def trial_data(folder: Path, params: Mapping[str, Any]) -> TrialData:
+    """Derives one trial's inputs (its vocabulary size and sequence length) from the cache."""
+    splits = text_cache.load_cached(folder)
+    if splits is None:
+        raise FileNotFoundError(f"no tokenized data in {folder}; run the search to prepare it")
+    vocab_size, seq_len = params["vocab_size"], params["seq_len"]
+    return TrialData(
+        x_train=text_cache.derive(splits.x_train, vocab_size, seq_len),
+        y_train=splits.y_train,
+        x_val=text_cache.derive(splits.x_val, vocab_size, seq_len),
+        y_val=splits.y_val,
+    )
+
+
+def _largest(dist: Any) -> int:
+    if isinstance(dist, CategoricalDistribution):
+        return max(int(c) for c in dist.choices)  # type: ignore[arg-type]
+    return int(dist.high)
+
+
+def _balanced_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1)
+    parts = [rng.permutation(index[labels[index] == label])[: size // 2] for label in (0, 1)]
+    return np.sort(np.concatenate(parts))
+
+
+IMDB = Task(
+    name="imdb",
+    families={"conv1d": conv1d, "sepconv1d": sepconv1d},
+    space=SPACE,
+    defaults={name: fit_value(SPACE[name], value) for name, value in DEFAULTS.items()},
+    prepare=prepare,
+    trial_data=trial_data,
+)

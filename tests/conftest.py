@@ -1,0 +1,124 @@
+"""Shared fixtures: a tiny synthetic IMDB in the official layout, and tiny study files."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REAL_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+
+_POSITIVE = ["great", "excellent", "wonderful", "loved", "superb", "brilliant"]
+_NEGATIVE = ["awful", "terrible", "boring", "hated", "worst", "dull"]
+_NEUTRAL = ["the", "movie", "plot", "actor", "scene", "film", "story", "was", "and", "a", "it"]
+
+
+def write_fake_imdb(root: Path, *, movies: int = 40, per_movie: int = 6, seed: int = 0) -> Path:
+    """Writes a small aclImdb/ folder in the official layout and returns it.
+
+    Each split has `movies` movies with `per_movie` reviews each, half positive; positive
+    reviews use positive words, so a small model learns the task in an epoch or two. Train and
+    test movies are disjoint, as in the real data set.
+    """
+    rng = np.random.default_rng(seed)
+    base = root / "aclImdb"
+    for split, first_movie in (("train", 0), ("test", 10_000)):
+        urls: dict[str, list[str]] = {"pos": [], "neg": []}
+        for movie in range(first_movie, first_movie + movies):
+            for review in range(per_movie):
+                label = "pos" if (movie + review) % 2 else "neg"
+                words = list(rng.choice(_NEUTRAL, 24))
+                words += list(rng.choice(_POSITIVE if label == "pos" else _NEGATIVE, 3))
+                rng.shuffle(words)
+                review_id = len(urls[label])
+                rating = 8 if label == "pos" else 2
+                folder = base / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                text = " ".join(words).capitalize() + ". <br /><br />" + split
+                (folder / f"{review_id}_{rating}.txt").write_text(text)
+                urls[label].append(f"http://www.imdb.com/title/tt{movie:07d}/usercomments")
+        for label, lines in urls.items():
+            (base / split / f"urls_{label}.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+@pytest.fixture(scope="session")
+def fake_imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic aclImdb/ folder (480 train and 480 test reviews)."""
+    return write_fake_imdb(tmp_path_factory.mktemp("imdb"))
+
+
+@pytest.fixture(scope="session")
+def fake_imdb_tarball(fake_imdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same data as an aclImdb_v1.tar.gz-style archive."""
+    archive = tmp_path_factory.mktemp("imdb-tar") / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(fake_imdb, arcname="aclImdb")
+    return archive
+
+
+TINY_STUDY = """
+name = "{name}"
+n_trials = {n_trials}
+enqueue_defaults = {enqueue}
+
+[sampler]
+seed = 3
+startup_trials = 2
+
+[pruner]
+kind = "none"
+
+[data]
+path = "{data}"
+val_size = 60
+
+[training]
+max_epochs = 2
+patience = 1
+chance_epochs = 0
+
+[space]
+vocab_size = [10000]
+seq_len = [200]
+embedding_dim = [32, 40]
+filters = [32]
+blocks = [1, 2]
+branches = [1, 2]
+dense_units = [0, 32]
+batch_size = [32]
+learning_rate = [0.003, 0.01]
+"""
+
+
+def write_study(
+    folder: Path,
+    data: Path,
+    *,
+    name: str = "tiny",
+    n_trials: int = 3,
+    enqueue: bool = True,
+    extra: str = "",
+) -> Path:
+    """Writes a tiny study file on synthetic data and returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    text = TINY_STUDY.format(name=name, n_trials=n_trials, enqueue=str(enqueue).lower(), data=data)
+    path.write_text(text + extra)
+    return path
+
+
+@pytest.fixture
+def real_imdb() -> Path:
+    """The shared real IMDB archive; fails in CI if it is missing, skips elsewhere."""
+    path = Path(os.environ.get("HPO_IMDB_PATH", REAL_IMDB))
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real IMDB data missing at {path}; CI must provide ../shared/data/")
+        pytest.skip(f"real IMDB data not found at {path}; set HPO_IMDB_PATH")
+    return path
