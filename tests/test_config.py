@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpo.config import PrunerKind, load_study_config
+from hpo.errors import ConfigError
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+@pytest.mark.parametrize("name", ["imdb.toml", "imdb-smoke.toml"])
+def test_shipped_study_files_load(name: str) -> None:
+    config = load_study_config(STUDIES / name)
+    assert config.name == Path(name).stem
+    assert config.study_dir == STUDIES / config.name
+    assert config.storage_url == f"sqlite:///{(STUDIES / config.name / 'study.db').resolve()}"
+    assert config.artifact_dir == STUDIES / config.name / "artifacts"
+
+
+def test_values_and_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'name = "s"\nn_trials = 7\n[pruner]\nkind = "hyperband"\n[data]\npath = "d.tar.gz"\n'
+    )
+    config = load_study_config(path)
+    assert config.n_trials == 7
+    assert config.pruner.kind is PrunerKind.HYPERBAND
+    assert config.training.max_epochs == 20
+    assert config.data.path == str(tmp_path / "d.tar.gz")
+    assert config.with_overrides(n_trials=9, timeout=None).n_trials == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name = "s"\nn_trial = 3\n', r"unknown key 'n_trial'"),
+        (
+            'name = "s"\n[training]\nmax_epoch = 3\n',
+            r"unknown key 'training.max_epoch'.*training.max_epochs",
+        ),
+        ('name = "s"\nn_trials = "ten"\n', r"'n_trials' must be of type int, got 'ten'"),
+        ('name = "s"\nn_trials = 0\n', r"'n_trials' must be >= 1, got 0"),
+        ('name = "s"\n[pruner]\nkind = "mediann"\n', r"'pruner.kind' must be one of 'median'"),
+        ('name = "s"\nenqueue_defaults = 1\n', r"'enqueue_defaults' must be of type bool"),
+        ('name = "s"\n[space]\nfilters = 32\n', r"'space.filters' must be a non-empty list"),
+        ('name = "s/x"\n', r"'name' must be a non-empty name"),
+        ('name = "s"\ntraining = 3\n', r"'training' must be a table"),
+        ("name = \n", r"not valid TOML"),
+    ],
+)
+def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(path)
+
+
+def test_missing_study_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
+        load_study_config(tmp_path / "nope.toml")

@@ -1,0 +1,72 @@
+"""End to end on a real subset: the smoke study, run the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from hpo.store import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+OPTUNA = str(Path(sys.executable).with_name("optuna"))
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    study_file = studies / "imdb-smoke.toml"
+    shutil.copy(ROOT / "studies" / "imdb-smoke.toml", study_file)
+    search = (
+        sys.executable,
+        "-m",
+        "hpo.search",
+        "--study",
+        str(study_file),
+        "--data",
+        str(real_imdb),
+    )
+
+    first = _run(*search, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "4 finished, 0 failed" in first.stdout
+
+    url = f"sqlite:///{(studies / 'imdb-smoke' / 'study.db').resolve()}"
+    listed = _run(
+        OPTUNA, "trials", "--storage", url, "--study-name", "imdb-smoke", "-f", "json", cwd=ROOT
+    )
+    assert listed.returncode == 0, listed.stderr
+    trials = json.loads(listed.stdout)
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    assert {t["params"]["family"] for t in complete} == {"conv1d", "sepconv1d"}
+    artifacts = studies / "imdb-smoke" / "artifacts"
+    for trial in complete:
+        attrs = trial["user_attrs"]
+        stored = artifacts / attrs["checkpoint_artifact_id"]
+        assert sha256_file(stored) == attrs["checkpoint_sha256"]
+        checkpoint = shutil.copy(stored, tmp_path / f"trial-{trial['number']}.keras")
+        model = keras.models.load_model(checkpoint)
+        assert model.count_params() == attrs["params_count"]
+        assert 0.5 < attrs["val_accuracy"] <= 1
+        assert attrs["epochs"] >= 1
+        assert attrs["train_seconds"] > 0
+    before = {p.name: sha256_file(p) for p in artifacts.iterdir()}
+
+    second = _run(*search, cwd=ROOT)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "nothing to do" in second.stdout
+    after = _run(
+        OPTUNA, "trials", "--storage", url, "--study-name", "imdb-smoke", "-f", "json", cwd=ROOT
+    )
+    assert len(json.loads(after.stdout)) == len(trials)
+    assert {p.name: sha256_file(p) for p in artifacts.iterdir()} == before

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import signal
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hpo.errors import TrialProcessDied
+from hpo.isolation import call_isolated
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def square_in_child(x: int) -> tuple[int, int]:
+    print("chatter from the child")
+    return x * x, os.getpid()
+
+
+def raise_in_child(message: str) -> None:
+    raise ValueError(message)
+
+
+def die_in_child(_: object) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_returns_the_result_from_another_process(tmp_path: Path) -> None:
+    log = tmp_path / "child.log"
+    value, pid = call_isolated(square_in_child, 7, log_path=log)
+    assert value == 49
+    assert pid != os.getpid()
+    assert "chatter from the child" in log.read_text()
+
+
+def test_reraises_the_childs_exception() -> None:
+    with pytest.raises(ValueError, match="bad input"):
+        call_isolated(raise_in_child, "bad input")
+
+
+def test_a_killed_child_is_reported_with_its_signal(tmp_path: Path) -> None:
+    with pytest.raises(TrialProcessDied, match=r"signal 9 \(SIGKILL\)"):
+        call_isolated(die_in_child, None, log_path=tmp_path / "x.log")

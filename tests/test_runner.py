@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from optuna.artifacts import download_artifact
+
+from hpo.callbacks import AtomicModelCheckpoint, ChanceLevelStop
+from hpo.config import StudyConfig, load_study_config
+from hpo.models import conv1d
+from hpo.runner import binary_log_loss, train_trial
+from hpo.store import open_artifact_store, open_storage, sha256_file
+from hpo.study import search_space
+from hpo.tasks.imdb import IMDB
+
+from .conftest import write_study
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+PARAMS: dict[str, Any] = {
+    **conv1d.DEFAULTS,
+    "family": "conv1d",
+    "vocab_size": 10000,
+    "seq_len": 40,
+    "embedding_dim": 16,
+    "filters": 16,
+    "branches": 2,
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "batch_size": 32,
+}
+
+
+@pytest.fixture
+def tiny(fake_imdb: Path, tmp_path: Path) -> tuple[StudyConfig, Path]:
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    return config, folder
+
+
+def _trial(
+    config: StudyConfig, params: dict[str, Any], pruner: optuna.pruners.BasePruner
+) -> optuna.Trial:
+    storage = open_storage(config.storage_url, create=True, heartbeat=False)
+    study = optuna.create_study(
+        study_name=config.name, storage=storage, pruner=pruner, direction="maximize"
+    )
+    trial = study.ask()
+    for name, value in params.items():
+        trial.suggest_categorical(name, [value])
+    return trial
+
+
+def test_trial_records_its_checkpoint_and_attributes(
+    tiny: tuple[StudyConfig, Path], tmp_path: Path
+) -> None:
+    config, folder = tiny
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    result = train_trial(trial, config, folder, tmp_path / "work")
+    attrs = trial.study.trials[0].user_attrs
+    for key in (
+        "checkpoint_artifact_id",
+        "val_predictions_artifact_id",
+        "checkpoint_sha256",
+        "val_accuracy",
+        "val_loss",
+        "epochs",
+        "params_count",
+        "train_seconds",
+        "family",
+    ):
+        assert key in attrs, key
+    assert attrs["family"] == "conv1d"
+    assert attrs["epochs"] == config.training.max_epochs
+    assert result.value == pytest.approx(attrs["val_accuracy"], abs=1e-6)
+
+    store = open_artifact_store(config.artifact_dir)
+    checkpoint = tmp_path / "downloaded.keras"
+    download_artifact(
+        artifact_store=store, file_path=str(checkpoint), artifact_id=attrs["checkpoint_artifact_id"]
+    )
+    assert sha256_file(checkpoint) == attrs["checkpoint_sha256"]
+    model = keras.models.load_model(checkpoint, safe_mode=True)
+    assert model.count_params() == attrs["params_count"]
+    predictions_path = tmp_path / "predictions.npy"
+    download_artifact(
+        artifact_store=store,
+        file_path=str(predictions_path),
+        artifact_id=attrs["val_predictions_artifact_id"],
+    )
+    predictions = np.load(predictions_path)
+    data = IMDB.trial_data(folder, PARAMS)
+    np.testing.assert_allclose(
+        predictions, model.predict(data.x_val, verbose=0).reshape(-1), atol=1e-6
+    )
+    assert attrs["val_loss"] == pytest.approx(binary_log_loss(data.y_val, predictions), abs=1e-5)
+
+
+def test_pruner_stops_the_trial_after_its_first_report(
+    tiny: tuple[StudyConfig, Path], tmp_path: Path
+) -> None:
+    config, folder = tiny
+    trial = _trial(config, PARAMS, optuna.pruners.ThresholdPruner(lower=1.5))
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
+        train_trial(trial, config, folder, tmp_path / "work")
+    frozen = trial.study.trials[0]
+    assert frozen.user_attrs["epochs"] == 1
+    assert list(frozen.intermediate_values) == [0]
+
+
+def test_non_finite_loss_fails_the_trial(tiny: tuple[StudyConfig, Path], tmp_path: Path) -> None:
+    config, folder = tiny
+    trial = _trial(
+        config,
+        {**PARAMS, "learning_rate": 1e12, "optimizer": "rmsprop"},
+        optuna.pruners.NopPruner(),
+    )
+    with pytest.raises(FloatingPointError, match="learning_rate=1e\\+12 is likely too high"):
+        train_trial(trial, config, folder, tmp_path / "work")
+
+
+def test_chance_level_stop() -> None:
+    stop = ChanceLevelStop("val_accuracy", chance=0.5, epochs=2, margin=0.02)
+    stop.on_epoch_end(0, {"val_accuracy": 0.5})
+    with pytest.raises(optuna.TrialPruned, match="still at chance level"):
+        stop.on_epoch_end(1, {"val_accuracy": 0.51})
+    learning = ChanceLevelStop("val_accuracy", chance=0.5, epochs=2, margin=0.02)
+    learning.on_epoch_end(0, {"val_accuracy": 0.7})
+    learning.on_epoch_end(1, {"val_accuracy": 0.6})
+    assert learning.best == 0.7
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = conv1d.build({**PARAMS, "vocab_size": 30})
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    final = tmp_path / "best.keras"
+    callback = AtomicModelCheckpoint(final, monitor="val_accuracy", mode="max")
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"val_accuracy": 0.6})
+    assert final.is_file()
+    digest = sha256_file(final)
+
+    def torn_save(filepath: str, *args: object, **kwargs: object) -> None:
+        with open(filepath, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model, "save", torn_save)
+    with pytest.raises(OSError, match="disk full"):
+        callback.on_epoch_end(1, {"val_accuracy": 0.7})
+    assert sha256_file(final) == digest
+    keras.models.load_model(final, safe_mode=True)

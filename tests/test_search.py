@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import keras
+import optuna
+import pytest
+from optuna.artifacts import download_artifact
+from optuna.trial import TrialState
+
+from hpo.config import load_study_config
+from hpo.search import main, run_search
+from hpo.store import open_artifact_store, open_storage, sha256_file
+
+from .conftest import write_study
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _study(storage_url: str, name: str) -> optuna.Study:
+    return optuna.load_study(
+        study_name=name, storage=open_storage(storage_url, create=False, heartbeat=False)
+    )
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_search_runs_resumes_and_extends(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=3))
+    summary = run_search(config, progress=False)
+    assert summary.finished == 3
+    assert summary.failed == 0
+    study = _study(config.storage_url, config.name)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert {t.params["family"] for t in trials[:2]} == {"conv1d", "sepconv1d"}
+    assert trials[0].user_attrs["seeded"] == "family default"
+    store = open_artifact_store(config.artifact_dir)
+    for trial in trials:
+        path = tmp_path / f"check-{trial.number}.keras"
+        download_artifact(
+            artifact_store=store,
+            file_path=str(path),
+            artifact_id=trial.user_attrs["checkpoint_artifact_id"],
+        )
+        assert sha256_file(path) == trial.user_attrs["checkpoint_sha256"]
+        assert (
+            keras.models.load_model(path, safe_mode=True).count_params()
+            == trial.user_attrs["params_count"]
+        )
+    out = capsys.readouterr().out
+    assert "trial    0 conv1d     COMPLETE val_acc=" in out
+    assert not (config.study_dir / "trials").exists() or not any(
+        (config.study_dir / "trials").iterdir()
+    )
+
+    before = _files(config.artifact_dir)
+    again = run_search(config, progress=False)
+    assert again.finished == 3
+    assert len(_study(config.storage_url, config.name).trials) == 3
+    assert _files(config.artifact_dir) == before
+    assert "nothing to do" in capsys.readouterr().out
+
+    more = run_search(config.with_overrides(n_trials=4), progress=False)
+    assert more.finished == 4
+    trials = _study(config.storage_url, config.name).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(_files(config.artifact_dir)[k] == v for k, v in before.items())
+
+
+def test_two_workers_share_one_sqlite_study(fake_imdb: Path, tmp_path: Path) -> None:
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=4, enqueue=False))
+    summary = run_search(config.with_overrides(workers=2), progress=False)
+    study = _study(config.storage_url, config.name)
+    states = [t.state for t in study.trials]
+    assert summary.finished >= 4
+    assert TrialState.FAIL not in states
+    assert TrialState.RUNNING not in states
+    assert len({t.number for t in study.trials}) == len(study.trials)
+
+
+def test_cli_reports_bad_input_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--study", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--study", "studies/imdb.toml", "--n-trials", "0"])
+    assert exc.value.code == 2
+    assert "--n-trials: must be a whole number >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_cli_reports_missing_data_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_study(tmp_path, tmp_path / "no-such-data")
+    assert main(["--study", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-data" in err
+    assert "HPO_IMDB_PATH" in err

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.errors import ConfigError
+from hpo.space import fit_value, narrow_space
+from hpo.study import enqueue_defaults, sample_params, search_space
+from hpo.tasks.imdb import IMDB
+
+
+def test_space_covers_families_and_shared_parameters() -> None:
+    space = search_space(IMDB, {})
+    assert set(space.family.choices) == {"conv1d", "sepconv1d"}
+    expected = {"optimizer", "learning_rate", "batch_size", "vocab_size", "seq_len"}
+    assert expected <= set(space.shared)
+    assert "depth_multiplier" in space.families["sepconv1d"]
+    assert "depth_multiplier" not in space.families["conv1d"]
+    assert space.shared["learning_rate"].log
+
+
+def test_narrowing_applies_and_validates() -> None:
+    space = search_space(IMDB, {"family": ["conv1d"], "seq_len": [200], "dropout": [0.1, 0.2]})
+    assert space.family.choices == ("conv1d",)
+    assert space.shared["seq_len"] == CategoricalDistribution([200])
+    assert space.families["conv1d"]["dropout"] == FloatDistribution(0.1, 0.2)
+    with pytest.raises(ConfigError, match=r"unknown key 'space.dropuot'"):
+        search_space(IMDB, {"dropuot": [0.1, 0.2]})
+    with pytest.raises(ConfigError, match=r"'space.seq_len' must list distinct choices"):
+        search_space(IMDB, {"seq_len": [123]})
+    with pytest.raises(ConfigError, match=r"'space.blocks' must be \[low, high\] with 1 <= low"):
+        search_space(IMDB, {"blocks": [0, 9]})
+
+
+def test_fit_value_moves_into_the_space() -> None:
+    assert fit_value(CategoricalDistribution([10, 20]), 30000) == 20
+    assert fit_value(CategoricalDistribution(["max"]), "average") == "max"
+    assert fit_value(IntDistribution(3, 9, step=2), 12) == 9
+    assert fit_value(FloatDistribution(0.1, 0.2), 0.5) == 0.2
+    narrowed = narrow_space(
+        {"x": IntDistribution(1, 5)}, {"x": [2, 3], "other": [1]}, where="space"
+    )
+    assert narrowed == {"x": IntDistribution(2, 3)}
+
+
+def test_sampling_gives_every_parameter_of_the_family() -> None:
+    space = search_space(IMDB, {})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    families = set()
+    for _ in range(12):
+        trial = study.ask()
+        params = sample_params(trial, IMDB, space)
+        families.add(params["family"])
+        assert set(params) == {"family", *space.shared_and(params["family"])}
+        study.tell(trial, 0.5)
+    assert families == {"conv1d", "sepconv1d"}
+
+
+def test_defaults_are_enqueued_once_and_fit_the_narrowed_space() -> None:
+    space = search_space(IMDB, {"seq_len": [200], "embedding_dim": [32, 64]})
+    study = optuna.create_study()
+    assert enqueue_defaults(study, IMDB, space) == 2
+    assert enqueue_defaults(study, IMDB, space) == 0
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    queued = [t.system_attrs["fixed_params"] for t in waiting]
+    by_family = {p["family"]: p for p in queued}
+    assert set(by_family) == {"conv1d", "sepconv1d"}
+    assert by_family["conv1d"]["seq_len"] == 200
+    assert by_family["conv1d"]["embedding_dim"] == 64
+    assert by_family["conv1d"]["branches"] == 3
+    assert by_family["sepconv1d"]["residual"] is True
+    assert by_family["sepconv1d"]["learning_rate"] == pytest.approx(3e-3)
