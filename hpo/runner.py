@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def run_trial(job: TrialJob) -> TrialResult:
 
     Reports the validation metric after every epoch so the pruner can stop the trial, and
     records on the trial: artifact ids, checkpoint checksum, validation accuracy and loss,
-    epochs, parameter count, training seconds and family.
+    epochs, parameter count, training seconds, peak memory and family.
 
     Raises:
         optuna.TrialPruned: The pruner or the chance-level check stopped the trial.
@@ -146,6 +147,8 @@ def train_trial(
     finally:
         trial.set_user_attr("epochs", epochs.count)
         trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 1))
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        trial.set_user_attr("peak_memory_mb", round(peak_kib / 1024))
     losses = history.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         raise FloatingPointError(
