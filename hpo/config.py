@@ -20,6 +20,8 @@ __all__ = [
     "SamplerConfig",
     "StudyConfig",
     "TrainingConfig",
+    "config_from_dict",
+    "config_to_dict",
     "load_study_config",
 ]
 
@@ -238,6 +240,26 @@ def load_study_config(path: str | Path) -> StudyConfig:
         return _build(StudyConfig, raw, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_to_dict(config: StudyConfig) -> dict[str, Any]:
+    """The configuration as JSON-serialisable data, for storing in the study."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, Path):
+            return str(value.resolve())
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if v is not None}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def config_from_dict(data: dict[str, Any]) -> StudyConfig:
+    """Rebuilds a configuration stored with `config_to_dict`."""
+    return _build(StudyConfig, data, "")
 
 
 def _require(ok: bool, key: str, value: object, expected: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 from optuna.artifacts import upload_artifact
 
+from hpo import metrics
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import create_study
 from hpo.tasks import get_task
@@ -163,8 +164,8 @@ def train_trial(
         best.predict(data.x_val, batch_size=1024, verbose=0), dtype=np.float32
     ).reshape(-1)
     np.save(work / PREDICTIONS_NAME, predictions)
-    val_accuracy = float(np.mean((predictions > 0.5) == data.y_val))
-    val_loss = binary_log_loss(data.y_val, predictions)
+    val_accuracy = metrics.accuracy(data.y_val, predictions)
+    val_loss = metrics.log_loss(data.y_val, predictions)
 
     store = open_artifact_store(config.artifact_dir)
     attrs: dict[str, Any] = {
@@ -189,12 +190,6 @@ def make_optimizer(params: Mapping[str, Any]) -> keras.optimizers.Optimizer:
 
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
     return optimizers[params["optimizer"]](learning_rate=params["learning_rate"])
-
-
-def binary_log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy of predicted probabilities."""
-    p = np.clip(probabilities.astype(np.float64), eps, 1 - eps)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
 def _configure_tensorflow(threads: int) -> None:

@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from hpo.config import config_to_dict
 from hpo.errors import ConfigError, HpoError
 from hpo.isolation import call_isolated
 from hpo.runner import TrialJob, run_trial
@@ -88,6 +89,7 @@ def run_search(
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
     study.set_user_attr("task", config.task)
+    study.set_user_attr("hpo_config", config_to_dict(config))
     if config.enqueue_defaults:
         enqueue_defaults(study, task, space)
     finished = _count(study, FINISHED)

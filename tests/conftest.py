@@ -11,7 +11,18 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-REAL_IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+# Read once, before the autouse fixture below hides the variable from every test.
+REAL_IMDB = Path(
+    os.environ.get("HPO_IMDB_PATH")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_data_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests say where their data is; $HPO_IMDB_PATH (set in CI) must not override that."""
+    monkeypatch.delenv("HPO_IMDB_PATH", raising=False)
+
 
 _POSITIVE = ["great", "excellent", "wonderful", "loved", "superb", "brilliant"]
 _NEGATIVE = ["awful", "terrible", "boring", "hated", "worst", "dull"]
@@ -116,7 +127,7 @@ def write_study(
 @pytest.fixture
 def real_imdb() -> Path:
     """The shared real IMDB archive; fails in CI if it is missing, skips elsewhere."""
-    path = Path(os.environ.get("HPO_IMDB_PATH", REAL_IMDB))
+    path = REAL_IMDB
     if not path.is_file():
         if os.environ.get("CI"):
             pytest.fail(f"real IMDB data missing at {path}; CI must provide ../shared/data/")

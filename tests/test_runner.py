@@ -10,8 +10,9 @@ from optuna.artifacts import download_artifact
 
 from hpo.callbacks import AtomicModelCheckpoint, ChanceLevelStop
 from hpo.config import StudyConfig, load_study_config
+from hpo.metrics import log_loss
 from hpo.models import conv1d
-from hpo.runner import binary_log_loss, train_trial
+from hpo.runner import train_trial
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
@@ -97,7 +98,7 @@ def test_trial_records_its_checkpoint_and_attributes(
     np.testing.assert_allclose(
         predictions, model.predict(data.x_val, verbose=0).reshape(-1), atol=1e-6
     )
-    assert attrs["val_loss"] == pytest.approx(binary_log_loss(data.y_val, predictions), abs=1e-5)
+    assert attrs["val_loss"] == pytest.approx(log_loss(data.y_val, predictions), abs=1e-5)
 
 
 def test_pruner_stops_the_trial_after_its_first_report(

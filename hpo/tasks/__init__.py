@@ -6,10 +6,10 @@ Adding a task is adding a module that defines a `Task` and one line in `TASKS`.
 from __future__ import annotations
 
 from hpo.errors import ConfigError
-from hpo.tasks._base import Family, Task, TrialData
+from hpo.tasks._base import Family, Task, TestSet, TrialData
 from hpo.tasks.imdb import IMDB
 
-__all__ = ["TASKS", "Family", "Task", "TrialData", "get_task"]
+__all__ = ["TASKS", "Family", "Task", "TestSet", "TrialData", "get_task"]
 
 TASKS: dict[str, Task] = {IMDB.name: IMDB}
 

@@ -39,6 +39,21 @@ class TrialData:
 
 
 @dataclass(frozen=True)
+class TestSet:
+    """The held-out test set, read only by the final evaluation.
+
+    Attributes:
+        raw: Raw inputs, as the exported ensemble takes them (review texts for IMDB).
+        x: Inputs encoded at the prepared data's full size (see `Task.member_inputs`).
+        y: Labels.
+    """
+
+    raw: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
 class Task:
     """A data set, its model families and the metric a study optimizes.
 
@@ -50,6 +65,11 @@ class Task:
         prepare: Runs once per study before any trial (for example tokenizes and caches the
             data) and returns the folder that `trial_data` reads. Never reads test data.
         trial_data: Loads the inputs of one trial from the prepared folder, given its params.
+        load_test: Reads and encodes the test set; only the ensemble's evaluation calls it.
+        member_inputs: Turns full-size encoded inputs into one trial's inputs, given its params.
+        export_preprocessing: A Keras layer from raw inputs to one trial's inputs, and a key
+            that is equal for trials that can share it.
+        raw_input: A `keras.Input` for raw inputs.
         monitor: The validation metric the study maximizes, as Keras logs name it.
         loss: Keras loss name.
     """
@@ -60,5 +80,9 @@ class Task:
     defaults: Mapping[str, Any]
     prepare: Callable[[StudyConfig, str | None, Space], Path]
     trial_data: Callable[[Path, Mapping[str, Any]], TrialData]
+    load_test: Callable[[StudyConfig, str | None, Path], TestSet]
+    member_inputs: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    export_preprocessing: Callable[[Path, Mapping[str, Any]], tuple[Any, keras.layers.Layer]]
+    raw_input: Callable[[], Any]
     monitor: str = "val_accuracy"
     loss: str = "binary_crossentropy"

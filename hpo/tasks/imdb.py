@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution
 from hpo.data import imdb, text_cache
 from hpo.models import conv1d, sepconv1d
 from hpo.space import fit_value
-from hpo.tasks._base import Task, TrialData
+from hpo.tasks._base import Task, TestSet, TrialData
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -80,16 +80,56 @@ def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
 
 def trial_data(folder: Path, params: Mapping[str, Any]) -> TrialData:
     """Derives one trial's inputs (its vocabulary size and sequence length) from the cache."""
+    splits = _load(folder)
+    return TrialData(
+        x_train=member_inputs(splits.x_train, params),
+        y_train=splits.y_train,
+        x_val=member_inputs(splits.x_val, params),
+        y_val=splits.y_val,
+    )
+
+
+def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
+    """Reads the official test reviews and encodes them with the study's vocabulary.
+
+    Only the ensemble's final evaluation calls this; the search never reads the test set.
+    """
+    splits = _load(folder)
+    source = imdb.locate_imdb(data_arg, config.data.path)
+    reviews = imdb.read_reviews(source, "test")
+    layer = text_cache.make_vectorizer(max_len=splits.max_len, vocabulary=splits.vocabulary)
+    return TestSet(
+        raw=np.array(reviews.texts, dtype=object),
+        x=text_cache.encode(layer, reviews.texts),
+        y=reviews.labels,
+    )
+
+
+def member_inputs(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """One trial's inputs (its vocabulary and length) from full-size token ids."""
+    return text_cache.derive(x, params["vocab_size"], params["seq_len"])
+
+
+def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A `TextVectorization` from raw text to one trial's token ids, equal to `member_inputs`."""
+    splits = _load(folder)
+    vocab_size, seq_len = params["vocab_size"], params["seq_len"]
+    layer = text_cache.make_vectorizer(max_len=seq_len, vocabulary=splits.vocabulary[:vocab_size])
+    return (vocab_size, seq_len), layer
+
+
+def raw_input() -> Any:
+    """A Keras input of review strings, one per example."""
+    import keras
+
+    return keras.Input(shape=(), dtype="string", name="review")
+
+
+def _load(folder: Path) -> text_cache.TokenizedSplits:
     splits = text_cache.load_cached(folder)
     if splits is None:
         raise FileNotFoundError(f"no tokenized data in {folder}; run the search to prepare it")
-    vocab_size, seq_len = params["vocab_size"], params["seq_len"]
-    return TrialData(
-        x_train=text_cache.derive(splits.x_train, vocab_size, seq_len),
-        y_train=splits.y_train,
-        x_val=text_cache.derive(splits.x_val, vocab_size, seq_len),
-        y_val=splits.y_val,
-    )
+    return splits
 
 
 def _largest(dist: Any) -> int:
@@ -111,4 +151,8 @@ IMDB = Task(
     defaults={name: fit_value(SPACE[name], value) for name, value in DEFAULTS.items()},
     prepare=prepare,
     trial_data=trial_data,
+    load_test=load_test,
+    member_inputs=member_inputs,
+    export_preprocessing=export_preprocessing,
+    raw_input=raw_input,
 )

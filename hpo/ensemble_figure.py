@@ -1,0 +1,62 @@
+"""The ensemble report's figure: test metrics of members vs ensemble, and reliability curves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpo import metrics
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+
+__all__ = ["save_figure"]
+
+
+def save_figure(
+    path: Path,
+    report: dict[str, Any],
+    y_test: np.ndarray,
+    ensemble: np.ndarray,
+    best_member: np.ndarray,
+) -> None:
+    """Writes a PNG: test accuracy and log-loss per model, and a reliability diagram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"trial {m['trial']}" for m in report["members"]] + ["uniform", "ensemble"]
+    tests = [m["test"] for m in report["members"]] + [
+        report["test"]["uniform"],
+        report["test"]["ensemble"],
+    ]
+    colors = ["#8da0cb"] * len(report["members"]) + ["#66c2a5", "#fc8d62"]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for axis, key, label in (
+        (axes[0], "accuracy", "test accuracy"),
+        (axes[1], "log_loss", "test log-loss"),
+    ):
+        values = [t[key] for t in tests]
+        axis.barh(names, values, color=colors)
+        axis.set_xlabel(label)
+        low, high = min(values), max(values)
+        axis.set_xlim(low - (high - low) * 0.5 - 1e-3, high + (high - low) * 0.2 + 1e-3)
+        axis.invert_yaxis()
+    axis = axes[2]
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for label, probabilities, color in (
+        ("best member", best_member, "#8da0cb"),
+        ("ensemble", ensemble, "#fc8d62"),
+    ):
+        mean_p, rate, _ = metrics.reliability_curve(y_test, probabilities)
+        ece = metrics.expected_calibration_error(y_test, probabilities)
+        axis.plot(mean_p, rate, marker="o", color=color, label=f"{label} (ECE {ece:.3f})")
+    axis.set_xlabel("predicted probability of positive")
+    axis.set_ylabel("observed fraction positive")
+    axis.legend(loc="upper left")
+    figure.suptitle(f"{report['study']}: ensemble of the top {report['top']} ({report['method']})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,96 @@
+"""Ensemble weights fitted on validation predictions only."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpo import metrics
+
+__all__ = ["Method", "Weights", "caruana_selection", "fit_weights"]
+
+CARUANA_ROUNDS = 50
+
+
+class Method(enum.Enum):
+    """How ensemble weights are chosen."""
+
+    CARUANA = "caruana"
+    SCORE = "score"
+    UNIFORM = "uniform"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Fitted weights and what they score on validation.
+
+    Attributes:
+        weights: One non-negative weight per member, summing to 1.
+        val_log_loss, val_accuracy: The weighted ensemble on the validation set.
+        rounds: For Caruana selection, the rounds of the best prefix; else 0.
+    """
+
+    weights: np.ndarray
+    val_log_loss: float
+    val_accuracy: float
+    rounds: int = 0
+
+
+def fit_weights(method: Method, predictions: np.ndarray, labels: np.ndarray) -> Weights:
+    """Fits weights for members' validation predictions.
+
+    Args:
+        method: Caruana selection, validation-score weights, or uniform weights.
+        predictions: [members, examples] predicted probabilities on the validation set.
+        labels: [examples] validation labels.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64)
+    rounds = 0
+    if method is Method.CARUANA:
+        weights, rounds = caruana_selection(predictions, labels)
+    elif method is Method.SCORE:
+        above_chance = np.array([max(metrics.accuracy(labels, p) - 0.5, 0.0) for p in predictions])
+        total = above_chance.sum()
+        weights = (
+            above_chance / total if total > 0 else np.full(len(predictions), 1 / len(predictions))
+        )
+    else:
+        weights = np.full(len(predictions), 1 / len(predictions))
+    blended = weights @ predictions
+    return Weights(
+        weights=weights,
+        val_log_loss=metrics.log_loss(labels, blended),
+        val_accuracy=metrics.accuracy(labels, blended),
+        rounds=rounds,
+    )
+
+
+def caruana_selection(
+    predictions: np.ndarray, labels: np.ndarray, rounds: int = CARUANA_ROUNDS
+) -> tuple[np.ndarray, int]:
+    """Greedy forward selection with replacement (Caruana et al., 2004).
+
+    Each round adds the member whose addition gives the lowest validation log-loss of the
+    averaged selection; the weights are the selection counts of the best prefix over the
+    rounds, divided by its length (as AutoGluon's and auto-sklearn's ensemble selection do).
+    Ties go to the earlier (better-ranked) member.
+
+    Returns:
+        (weights, length of the best prefix).
+    """
+    members = len(predictions)
+    counts = np.zeros(members, dtype=np.int64)
+    running = np.zeros(predictions.shape[1], dtype=np.float64)
+    best_loss, best_counts, best_rounds = np.inf, counts.copy(), 0
+    for size in range(1, rounds + 1):
+        losses = [
+            metrics.log_loss(labels, (running + candidate) / size) for candidate in predictions
+        ]
+        choice = int(np.argmin(losses))
+        counts[choice] += 1
+        running += predictions[choice]
+        if losses[choice] < best_loss - 1e-12:
+            best_loss, best_counts, best_rounds = losses[choice], counts.copy(), size
+    return best_counts / best_counts.sum(), best_rounds

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpo import metrics
+from hpo.weighting import Method, caruana_selection, fit_weights
+
+LABELS = np.array([1, 0] * 50)
+
+
+def _confident(correct_mask: np.ndarray, confidence: float) -> np.ndarray:
+    """Probabilities that are right with `confidence` where the mask is set, 0.5 elsewhere."""
+    right = np.where(LABELS == 1, confidence, 1 - confidence)
+    return np.where(correct_mask, right, 0.5)
+
+
+def test_caruana_combines_complementary_members_and_drops_a_bad_one() -> None:
+    first_half = np.arange(len(LABELS)) < len(LABELS) // 2
+    a = _confident(first_half, 0.9)
+    b = _confident(~first_half, 0.9)
+    bad = 1 - _confident(np.ones_like(first_half), 0.8)
+    weights, rounds = caruana_selection(np.stack([a, bad, b]), LABELS)
+    np.testing.assert_allclose(weights, [0.5, 0.0, 0.5])
+    assert rounds == 2
+    averaged = (a + b) / 2
+    assert metrics.log_loss(LABELS, averaged) < min(
+        metrics.log_loss(LABELS, a), metrics.log_loss(LABELS, b)
+    )
+
+
+def test_caruana_keeps_a_dominant_member_alone() -> None:
+    good = _confident(np.ones(len(LABELS), dtype=bool), 0.8)
+    noise = np.random.default_rng(0).uniform(0.3, 0.7, len(LABELS))
+    weights, _ = caruana_selection(np.stack([noise, good]), LABELS)
+    np.testing.assert_allclose(weights, [0.0, 1.0])
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_weights_are_non_negative_sum_to_one_and_score_the_blend(method: Method) -> None:
+    rng = np.random.default_rng(1)
+    predictions = np.clip(LABELS * 0.6 + 0.2 + rng.normal(0, 0.25, (4, len(LABELS))), 0.01, 0.99)
+    fitted = fit_weights(method, predictions, LABELS)
+    assert np.all(fitted.weights >= 0)
+    assert fitted.weights.sum() == pytest.approx(1.0)
+    blended = fitted.weights @ predictions
+    assert fitted.val_log_loss == pytest.approx(metrics.log_loss(LABELS, blended))
+    assert fitted.val_accuracy == pytest.approx(metrics.accuracy(LABELS, blended))
+    if method is Method.UNIFORM:
+        np.testing.assert_allclose(fitted.weights, 0.25)
+
+
+def test_score_weights_follow_validation_accuracy() -> None:
+    perfect = LABELS * 0.8 + 0.1
+    chance = np.full(len(LABELS), 0.6)
+    fitted = fit_weights(Method.SCORE, np.stack([perfect, chance]), LABELS)
+    np.testing.assert_allclose(fitted.weights, [1.0, 0.0])
