@@ -13,6 +13,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,21 @@ from tqdm import tqdm
 from hpo.config import config_to_dict
 from hpo.errors import ConfigError, HpoError
 from hpo.isolation import call_isolated
+from hpo.recovery import (
+    WORKER_ATTR,
+    raise_keyboard_interrupt_on_sigterm,
+    sweep_dead_local_trials,
+    worker_id,
+)
 from hpo.runner import TrialJob, run_trial
 from hpo.store import open_storage
-from hpo.study import create_study, enqueue_defaults, sample_params, search_space
+from hpo.study import (
+    check_space_drift,
+    create_study,
+    enqueue_defaults,
+    sample_params,
+    search_space,
+)
 from hpo.tasks import get_task
 
 if TYPE_CHECKING:
@@ -90,6 +103,11 @@ def run_search(
     study = create_study(config, storage)
     study.set_user_attr("task", config.task)
     study.set_user_attr("hpo_config", config_to_dict(config))
+    for note in check_space_drift(study, space):
+        print(f"note: {note}")
+    swept = sweep_dead_local_trials(study)
+    if swept:
+        print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")
     if config.enqueue_defaults:
         enqueue_defaults(study, task, space)
     finished = _count(study, FINISHED)
@@ -127,6 +145,11 @@ def run_search(
         stopped = run_worker(
             config, data_folder, threads, task=task, space=space, progress=progress
         )
+    except KeyboardInterrupt:
+        for helper in helpers:
+            if helper.pid is not None and helper.is_alive():
+                os.kill(helper.pid, signal.SIGTERM)
+        raise
     finally:
         for helper in helpers:
             helper.join()
@@ -187,6 +210,7 @@ def _objective(
     data_folder: Path,
     threads: int,
 ) -> float:
+    trial.set_user_attr(WORKER_ATTR, worker_id())
     sample_params(trial, task, space)
     job = TrialJob(
         config=config, trial_id=trial._trial_id, data_folder=data_folder, threads=threads
@@ -257,6 +281,7 @@ def describe_trial(trial: FrozenTrial) -> str:
 
 def _worker_process(config: StudyConfig, data_folder: Path, threads: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    raise_keyboard_interrupt_on_sigterm()
     try:
         run_worker(config, data_folder, threads)
     except KeyboardInterrupt:
@@ -335,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hpo.config import load_study_config
 
     args = build_parser().parse_args(argv)
+    raise_keyboard_interrupt_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

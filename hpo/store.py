@@ -84,7 +84,7 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
             f"postgresql://user:password@host/dbname."
         ) from exc
     try:
-        parsed.get_dialect()
+        parsed.get_dialect().import_dbapi()
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(
             f"storage URL {url!r} needs a database driver that is not installed ({exc}). "

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    check_distribution_compatibility,
+)
 
 from hpo.config import PrunerKind
 from hpo.errors import ConfigError
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DIRECTION",
     "SearchSpace",
+    "check_space_drift",
     "create_study",
     "enqueue_defaults",
     "make_pruner",
@@ -135,6 +140,41 @@ def create_study(
         direction=DIRECTION,
         load_if_exists=True,
     )
+
+
+def check_space_drift(study: optuna.Study, space: SearchSpace) -> list[str]:
+    """Compares the space with the one the study's earlier trials were sampled from.
+
+    Optuna cannot mix a parameter's categorical choices, type or log scale within one study;
+    a changed numeric range is fine and only noted.
+
+    Returns:
+        Notes on parameters whose range changed.
+
+    Raises:
+        ConfigError: A parameter changed incompatibly; the study needs a new name.
+    """
+    recorded: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        recorded.update(trial.distributions)
+    current: dict[str, BaseDistribution] = {"family": space.family, **space.shared}
+    for own in space.families.values():
+        current.update(own)
+    notes = []
+    for name, new in current.items():
+        old = recorded.get(name)
+        if old is None or old == new:
+            continue
+        try:
+            check_distribution_compatibility(old, new)
+        except ValueError as exc:
+            raise ConfigError(
+                f"the search space changed incompatibly for study {study.study_name!r}: "
+                f"parameter {name!r} was {old} and is now {new} ({exc}). Use a new study name "
+                f"(the 'name' key) for the new space, or restore the earlier one."
+            ) from exc
+        notes.append(f"parameter {name!r} changed from {old} to {new}; earlier trials are kept.")
+    return notes
 
 
 def enqueue_defaults(study: optuna.Study, task: Task, space: SearchSpace) -> int:

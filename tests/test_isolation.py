@@ -42,3 +42,15 @@ def test_reraises_the_childs_exception() -> None:
 def test_a_killed_child_is_reported_with_its_signal(tmp_path: Path) -> None:
     with pytest.raises(TrialProcessDied, match=r"signal 9 \(SIGKILL\)"):
         call_isolated(die_in_child, None, log_path=tmp_path / "x.log")
+
+
+def test_spawn_start_method_works_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpo.errors import ConfigError
+
+    monkeypatch.setenv("HPO_START_METHOD", "spawn")
+    assert call_isolated(square_in_child, 3)[0] == 9
+    monkeypatch.setenv("HPO_START_METHOD", "fork")
+    with pytest.raises(
+        ConfigError, match="HPO_START_METHOD must be 'forkserver' or 'spawn', got 'fork'"
+    ):
+        call_isolated(square_in_child, 3)

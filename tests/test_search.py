@@ -105,3 +105,74 @@ def test_cli_reports_missing_data_naming_the_fix(
     err = capsys.readouterr().err
     assert "no-such-data" in err
     assert "HPO_IMDB_PATH" in err
+
+
+def test_space_drift_is_refused_before_any_trial_and_range_changes_are_noted(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(tmp_path, fake_imdb, n_trials=2)
+    run_search(load_study_config(path), progress=False)
+    original = path.read_text()
+
+    path.write_text(
+        original.replace("batch_size = [32]", "batch_size = [64]").replace(
+            "n_trials = 2", "n_trials = 3"
+        )
+    )
+    assert main(["--study", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "parameter 'batch_size'" in err
+    assert "Use a new study name" in err
+    config = load_study_config(path)
+    assert len(_study(config.storage_url, config.name).trials) == 2
+
+    path.write_text(
+        original.replace("learning_rate = [0.003, 0.01]", "learning_rate = [0.004, 0.01]")
+    )
+    assert main(["--study", str(path), "--n-trials", "3"]) == 0
+    assert "note: parameter 'learning_rate' changed" in capsys.readouterr().out
+    assert len(_study(config.storage_url, config.name).trials) == 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--storage", "not a url"], "storage URL 'not a url' is malformed"),
+        (
+            ["--storage", "mysql://user@localhost/db"],
+            "needs a database driver that is not installed",
+        ),
+        (["--storage", "sqlite://"], "names no SQLite file"),
+        (["--timeout", "-3"], None),
+        (["--workers", "two"], None),
+    ],
+)
+def test_bad_flags_stop_before_any_work_with_exit_code_2(
+    fake_imdb: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str | None,
+) -> None:
+    path = write_study(tmp_path, fake_imdb)
+    if message is None:
+        with pytest.raises(SystemExit) as exc:
+            main(["--study", str(path), *flags])
+        assert exc.value.code == 2
+        assert f"argument {flags[0]}" in capsys.readouterr().err
+    else:
+        assert main(["--study", str(path), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "tiny" / "study.db").exists()
+    assert not (tmp_path / "tiny" / "logs").exists()
+
+
+def test_unwritable_study_folder_is_a_clear_error(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(tmp_path, fake_imdb)
+    (tmp_path / "tiny").write_text("a file where the study folder should be")
+    assert main(["--study", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "the study folder" in err
+    assert "is not writable" in err

@@ -1,0 +1,305 @@
+"""Kills, signals and concurrency: nothing finished is ever lost or torn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import keras
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.callbacks import AtomicModelCheckpoint
+from hpo.checkpoints import fetch_checkpoint
+from hpo.config import load_study_config
+from hpo.isolation import call_isolated
+from hpo.models import conv1d
+from hpo.recovery import sweep_dead_local_trials
+from hpo.search import run_search
+from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
+
+from .conftest import write_study
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hpo.config import StudyConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _slow_study(folder: Path, data: Path, n_trials: int) -> Path:
+    path = write_study(folder, data, n_trials=n_trials)
+    path.write_text(
+        path.read_text().replace(
+            "[training]\nmax_epochs = 2\npatience = 1\n",
+            "[training]\nmax_epochs = 8\npatience = 8\n",
+        )
+    )
+    return path
+
+
+def _load(config: StudyConfig) -> optuna.Study:
+    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    return optuna.load_study(study_name=config.name, storage=storage)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 480) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # the database may not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("condition not reached in time")
+
+
+def _mid_training(config: StudyConfig) -> bool:
+    study = _load(config)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    return bool(complete) and any(t.intermediate_values for t in running)
+
+
+def _search(study_file: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo.search", "--study", str(study_file)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _verify_complete_checkpoints(config: StudyConfig, scratch: Path) -> int:
+    store = AtomicFileSystemArtifactStore(config.artifact_dir)
+    complete = _load(config).get_trials(states=(TrialState.COMPLETE,))
+    for trial in complete:
+        path = fetch_checkpoint(store, trial, scratch)
+        keras.models.load_model(path, safe_mode=True)
+    return len(complete)
+
+
+def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=3))
+    process = _search(config.study_dir.parent / "tiny.toml")
+    try:
+        _wait_for(lambda: _mid_training(config))
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    study = _load(config)
+    interrupted = study.get_trials(states=(TrialState.RUNNING,))
+    assert len(interrupted) == 1
+    finished_before = {
+        t.number: t.user_attrs["checkpoint_sha256"]
+        for t in study.get_trials(states=(TrialState.COMPLETE,))
+    }
+
+    again = _search(config.study_dir.parent / "tiny.toml")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert "marked FAIL and re-queued" in out
+    study = _load(config)
+    states = {t.number: t.state for t in study.trials}
+    assert states[interrupted[0].number] == TrialState.FAIL
+    assert "died" in study.trials[interrupted[0].number].user_attrs["fail_reason"]
+    assert TrialState.RUNNING not in states.values()
+    retried = [
+        t for t in study.trials if t.system_attrs.get("failed_trial") == interrupted[0].number
+    ]
+    assert len(retried) == 1
+    assert retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == interrupted[0].params
+    for number, digest in finished_before.items():
+        assert study.trials[number].user_attrs["checkpoint_sha256"] == digest
+    assert _verify_complete_checkpoints(config, tmp_path) >= 3
+
+
+@pytest.mark.parametrize("how", ["sigterm-main", "sigint-group"])
+def test_signal_fails_the_running_trial_and_exits_promptly(
+    fake_imdb: Path, tmp_path: Path, how: str
+) -> None:
+    config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=3))
+    process = _search(config.study_dir.parent / "tiny.toml")
+    try:
+        _wait_for(lambda: _mid_training(config))
+        signalled = time.monotonic()
+        if how == "sigterm-main":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        elapsed = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert elapsed < 30
+    assert "Run the same command again to resume" in err
+    study = _load(config)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.get_trials(states=(TrialState.FAIL,))
+    assert _verify_complete_checkpoints(config, tmp_path) >= 1
+
+
+def test_four_workers_share_sqlite_without_locking_errors(fake_imdb: Path, tmp_path: Path) -> None:
+    path = write_study(tmp_path, fake_imdb, n_trials=40, enqueue=False)
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
+    config = load_study_config(path).with_overrides(workers=4)
+    summary = run_search(config, progress=False)
+    study = _load(config)
+    states = [t.state for t in study.trials]
+    assert summary.finished >= 40
+    assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}, [
+        t.user_attrs.get("fail_reason") for t in study.trials if t.state == TrialState.FAIL
+    ]
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    database = config.storage_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_worker_memory_stays_flat_over_twenty_trials(fake_imdb: Path, tmp_path: Path) -> None:
+    path = write_study(tmp_path, fake_imdb, n_trials=20, enqueue=False)
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
+    config = load_study_config(path)
+    run_search(config.with_overrides(n_trials=2), progress=False)
+    before = _rss_mb()
+    summary = run_search(config, progress=False)
+    growth = _rss_mb() - before
+    assert summary.finished == 20
+    assert growth < 100, f"worker memory grew by {growth:.0f} MB over 18 trials"
+
+
+def test_a_broken_trial_fails_alone_and_repeated_failures_stop_the_search(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_study_config(write_study(tmp_path / "nan", fake_imdb, n_trials=2, enqueue=False))
+    storage = open_storage(config.storage_url, create=True)
+    study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    study.enqueue_trial({"learning_rate": 1e12, "optimizer": "rmsprop"})
+    with pytest.warns(UserWarning, match="out of range"):
+        summary = run_search(config, progress=False)
+    trials = _load(config).trials
+    assert trials[0].state == TrialState.FAIL
+    assert "log: " in trials[0].user_attrs["fail_reason"]
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
+    assert summary.stopped_by_failures is None
+
+    broken = write_study(tmp_path / "broken", fake_imdb, n_trials=5, enqueue=False)
+    broken.write_text(
+        'artifacts = "/proc/no-such-dir/artifacts"\nmax_failures = 2\n' + broken.read_text()
+    )
+    from hpo.search import main
+
+    assert main(["--study", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "2 consecutive trials failed; the last: " in err
+    assert "/proc/no-such-dir" in err
+    assert len(_load(load_study_config(broken)).trials) == 2
+
+
+def _write_slowly(partial: Path) -> None:
+    model = conv1d.build(
+        {**conv1d.DEFAULTS, "vocab_size": 30, "seq_len": 12, "filters": 8, "embedding_dim": 8}
+    )
+    final = partial.with_name("best.keras")
+    callback = AtomicModelCheckpoint(final, monitor="val_accuracy", mode="max")
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"val_accuracy": 0.6})
+
+    def slow_save(filepath: str, *args: object, **kwargs: object) -> None:
+        with open(filepath, "wb") as handle:
+            for _ in range(600):
+                handle.write(b"x" * 1024)
+                handle.flush()
+                time.sleep(0.05)
+
+    model.save = slow_save  # type: ignore[method-assign]
+    callback.on_epoch_end(1, {"val_accuracy": 0.7})
+
+
+def _upload_slowly(folder: Path) -> None:
+    class Slow:
+        def read(self, size: int = -1) -> bytes:
+            time.sleep(0.05)
+            return b"y" * 1024
+
+    AtomicFileSystemArtifactStore(folder).write("artifact-id", Slow())  # type: ignore[arg-type]
+
+
+def _kill_when_exists(
+    target: Callable[[Path], None], arg: Path, watch: Callable[[], list[Path]]
+) -> None:
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=target, args=(arg,))
+    process.start()
+    _wait_for(lambda: bool(watch()) and watch()[0].stat().st_size > 4096, timeout=120)
+    os.kill(process.pid or 0, signal.SIGKILL)
+    process.join()
+    assert process.exitcode == -signal.SIGKILL
+
+
+def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path: Path) -> None:
+    partial = tmp_path / "best.partial.keras"
+    _kill_when_exists(_write_slowly, partial, lambda: [partial] if partial.exists() else [])
+    final = tmp_path / "best.keras"
+    assert keras.models.load_model(final, safe_mode=True).count_params() > 0
+    assert sha256_file(final) != sha256_file(partial)
+
+
+def test_kill_while_uploading_an_artifact_never_leaves_it_torn(tmp_path: Path) -> None:
+    _kill_when_exists(
+        _upload_slowly, tmp_path, lambda: sorted(tmp_path.glob(".artifact-id.*.partial"))
+    )
+    assert not (tmp_path / "artifact-id").exists()
+
+
+def test_sweep_ignores_live_and_remote_workers(fake_imdb: Path, tmp_path: Path) -> None:
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+    study = optuna.create_study(
+        study_name=config.name, storage=open_storage(config.storage_url, create=True)
+    )
+    alive = study.ask()
+    alive.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    remote = study.ask()
+    remote.set_user_attr("worker", "another-machine:1")
+    dead = study.ask()
+    child = call_isolated(_pid, None)  # the pid of a process that has exited
+    dead.set_user_attr("worker", f"{os.uname().nodename}:{child}")
+    assert sweep_dead_local_trials(study) == [dead.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[alive.number] == TrialState.RUNNING
+    assert states[remote.number] == TrialState.RUNNING
+    assert states[dead.number] == TrialState.FAIL
+    assert (
+        study.get_trials(states=(TrialState.WAITING,))[0].system_attrs["failed_trial"]
+        == dead.number
+    )
+
+
+def _pid(_: object) -> int:
+    return os.getpid()
