@@ -9,8 +9,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import logging
 import os
 import shutil
@@ -22,15 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
-from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from hpo import metrics
+from hpo._cli import add_study_arguments, open_study, run_command
 from hpo.checkpoints import CheckpointError, fetch_checkpoint, fetch_predictions, load_checkpoint
-from hpo.config import config_from_dict, load_study_config
-from hpo.errors import ConfigError, HpoError, StoreError
-from hpo.store import AtomicFileSystemArtifactStore, load_existing_study, open_storage
+from hpo.ensemble_report import build_report, format_table, record_in_study, write_outputs
+from hpo.errors import HpoError, StoreError
+from hpo.store import AtomicFileSystemArtifactStore
 from hpo.study import search_space
 from hpo.tasks import get_task
 from hpo.weighting import Method, fit_weights
@@ -39,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import keras
+    import optuna
     from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
@@ -54,7 +51,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("hpo.ensemble")
-DEFAULT_STUDY = "studies/imdb.toml"
 EXPORT_NAME = "ensemble.keras"
 EXPORT_CHECK_EXAMPLES = 512
 
@@ -74,29 +70,6 @@ class EnsembleResult:
 
     out_dir: Path
     report: dict[str, Any]
-
-
-def open_study(
-    study_file: str | Path | None, storage_url: str | None, study_name: str | None
-) -> tuple[StudyConfig, optuna.Study]:
-    """Opens an existing study, by its study file or by storage URL and name; never creates one.
-
-    Raises:
-        ConfigError: Only one of --storage and --study-name was given.
-        StoreError: No such database or study, or the study was not made by `hpo.search`.
-    """
-    if storage_url or study_name:
-        if not (storage_url and study_name):
-            raise ConfigError("--storage and --study-name go together; give both, or --study FILE.")
-        storage = open_storage(storage_url, create=False, heartbeat=False)
-        study = load_existing_study(storage, study_name)
-        stored = study.user_attrs.get("hpo_config")
-        if not isinstance(stored, dict):
-            raise StoreError(f"study {study_name!r} was not made by hpo.search (no hpo_config).")
-        return config_from_dict(stored).with_overrides(storage=storage_url), study
-    config = load_study_config(study_file or DEFAULT_STUDY)
-    storage = open_storage(config.storage_url, create=False, heartbeat=False)
-    return config, load_existing_study(storage, config.name)
 
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -193,7 +166,7 @@ def build_ensemble(
             ]
         )
         ensemble_test = fitted.weights @ test_matrix
-        report = _report(
+        report = build_report(
             config,
             study,
             members,
@@ -214,7 +187,7 @@ def build_ensemble(
             export = export_ensemble(task, data_folder, members, models, fitted.weights)
             export.save(staging / EXPORT_NAME)
             report["export"] = _check_export(staging / EXPORT_NAME, test.raw, ensemble_test)
-            _write_outputs(staging, report, test.y, ensemble_test, test_matrix)
+            write_outputs(staging, report, test.y, ensemble_test, test_matrix)
             _publish(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -255,105 +228,8 @@ def export_ensemble(
     return keras.Model(inputs, output, name="ensemble")
 
 
-def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], top: int) -> None:
-    """Records the ensemble in the study: a user attribute, the report as an artifact, a note."""
-    from optuna_dashboard import save_note
-
-    test = report["test"]
-    summary = {
-        "out_dir": str(out_dir),
-        "method": report["method"],
-        "members": [m["trial"] for m in report["members"]],
-        "weights": [m["weight"] for m in report["members"]],
-        "test_accuracy": test["ensemble"]["accuracy"],
-        "test_log_loss": test["ensemble"]["log_loss"],
-        "best_member_test_accuracy": test["best_member"]["accuracy"],
-        "created": report["created"],
-    }
-    study.set_user_attr(f"ensemble_top{top}", summary)
-    store = AtomicFileSystemArtifactStore(Path(report["artifact_dir"]))
-    upload_artifact(
-        artifact_store=store, file_path=str(out_dir / "report.json"), study_or_trial=study
-    )
-    rows = "\n".join(
-        f"| {m['trial']} | {m['family']} | {m['weight']:.3f} | "
-        f"{m['val']['accuracy']:.4f} | {m['test']['accuracy']:.4f} |"
-        for m in report["members"]
-    )
-    save_note(
-        study,
-        f"## Ensemble of the top {top} trials ({report['method']})\n\n"
-        f"Test accuracy **{test['ensemble']['accuracy']:.4f}** (best member "
-        f"{test['best_member']['accuracy']:.4f}), log-loss {test['ensemble']['log_loss']:.4f} "
-        f"(best member {test['best_member']['log_loss']:.4f}). Written to `{out_dir}`.\n\n"
-        "| trial | family | weight | val accuracy | test accuracy |\n"
-        "| --- | --- | --- | --- | --- |\n" + rows + "\n",
-    )
-
-
 def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=512, verbose=0), dtype=np.float64).reshape(-1)
-
-
-def _report(
-    config: StudyConfig,
-    study: optuna.Study,
-    members: Sequence[Member],
-    skipped: list[dict[str, Any]],
-    method: Method,
-    fitted: Any,
-    uniform: Any,
-    val_matrix: np.ndarray,
-    y_val: np.ndarray,
-    test_matrix: np.ndarray,
-    y_test: np.ndarray,
-) -> dict[str, Any]:
-    def val_metrics(p: np.ndarray) -> dict[str, float]:
-        return {
-            "accuracy": round(metrics.accuracy(y_val, p), 6),
-            "log_loss": round(metrics.log_loss(y_val, p), 6),
-        }
-
-    ensemble_test = fitted.weights @ test_matrix
-    test = {
-        "ensemble": metrics.summary(y_test, ensemble_test),
-        "uniform": metrics.summary(y_test, uniform.weights @ test_matrix),
-        "best_member": metrics.summary(y_test, test_matrix[0]),
-    }
-    return {
-        "study": study.study_name,
-        "storage": config.storage_url,
-        "artifact_dir": str(config.artifact_dir.resolve()),
-        "task": config.task,
-        "method": method.value,
-        "top": len(members),
-        "caruana_rounds": fitted.rounds,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "test_examples": len(y_test),
-        "val_examples": len(y_val),
-        "members": [
-            {
-                "trial": m.trial.number,
-                "family": m.trial.params.get("family"),
-                "weight": round(float(w), 6),
-                "params": m.trial.params,
-                "val": val_metrics(m.val_predictions),
-                "test": metrics.summary(y_test, test_matrix[i]),
-            }
-            for i, (m, w) in enumerate(zip(members, fitted.weights, strict=True))
-        ],
-        "validation": {
-            "ensemble": val_metrics(fitted.weights @ val_matrix),
-            "uniform": val_metrics(uniform.weights @ val_matrix),
-            "best_member": val_metrics(val_matrix[0]),
-        },
-        "test": test,
-        "gain_over_best_member": {
-            "accuracy": round(test["ensemble"]["accuracy"] - test["best_member"]["accuracy"], 6),
-            "log_loss": round(test["ensemble"]["log_loss"] - test["best_member"]["log_loss"], 6),
-        },
-        "skipped": skipped,
-    }
 
 
 def _check_export(path: Path, raw: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
@@ -372,74 +248,12 @@ def _check_export(path: Path, raw: np.ndarray, expected: np.ndarray) -> dict[str
     return {"path": EXPORT_NAME, "checked_examples": n, "max_abs_difference": difference}
 
 
-def _write_outputs(
-    folder: Path,
-    report: dict[str, Any],
-    y_test: np.ndarray,
-    ensemble_test: np.ndarray,
-    test_matrix: np.ndarray,
-) -> None:
-    import pandas as pd
-
-    from hpo.ensemble_figure import save_figure
-
-    (folder / "report.json").write_text(json.dumps(report, indent=2))
-    rows = [
-        {
-            "trial": m["trial"],
-            "family": m["family"],
-            "weight": m["weight"],
-            "val_accuracy": m["val"]["accuracy"],
-            "val_log_loss": m["val"]["log_loss"],
-            **{f"test_{k}": v for k, v in m["test"].items()},
-        }
-        for m in report["members"]
-    ]
-    pd.DataFrame(rows).to_csv(folder / "members.csv", index=False)
-    np.save(folder / "test_predictions.npy", ensemble_test.astype(np.float32))
-    save_figure(folder / "ensemble.png", report, y_test, ensemble_test, test_matrix[0])
-
-
 def _publish(staging: Path, out_dir: Path) -> None:
     old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
     if out_dir.exists():
         os.rename(out_dir, old)
     os.rename(staging, out_dir)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """A short terminal table: each member, the uniform average and the weighted ensemble."""
-    import pandas as pd
-
-    rows = [
-        {
-            "model": f"trial {m['trial']} ({m['family']})",
-            "weight": m["weight"],
-            "val_acc": m["val"]["accuracy"],
-            "test_acc": m["test"]["accuracy"],
-            "test_auc": m["test"]["roc_auc"],
-            "test_logloss": m["test"]["log_loss"],
-            "test_ece": m["test"]["ece"],
-        }
-        for m in report["members"]
-    ]
-    for name in ("uniform", "ensemble"):
-        test = report["test"][name]
-        rows.append(
-            {
-                "model": "uniform average"
-                if name == "uniform"
-                else f"ensemble ({report['method']})",
-                "weight": 1.0,
-                "val_acc": report["validation"][name]["accuracy"],
-                "test_acc": test["accuracy"],
-                "test_auc": test["roc_auc"],
-                "test_logloss": test["log_loss"],
-                "test_ece": test["ece"],
-            }
-        )
-    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
 def _positive_int(text: str) -> int:
@@ -462,21 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--top", type=_positive_int, default=5, help="how many of the best trials (default 5)"
     )
-    parser.add_argument("--study", help=f"study file (default {DEFAULT_STUDY})")
-    parser.add_argument("--storage", help="storage URL, with --study-name, instead of --study")
-    parser.add_argument("--study-name", help="study name, with --storage")
+    add_study_arguments(parser)
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.CARUANA.value)
     parser.add_argument("--out", type=Path, help="output folder (default ensembles/<study>-top<K>)")
     parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        if args.study and (args.storage or args.study_name):
-            raise ConfigError(
-                "give either --study FILE or --storage URL --study-name NAME, not both."
-            )
+
+    def body() -> int:
         config, study = open_study(args.study, args.storage, args.study_name)
         result = build_ensemble(
             config,
@@ -486,20 +292,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=args.out,
             data=args.data,
         )
-    except HpoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    report = result.report
-    print(format_table(report))
-    gain = report["gain_over_best_member"]
-    print(
-        f"\nEnsemble of {report['top']} on {report['test_examples']} test examples: accuracy "
-        f"{report['test']['ensemble']['accuracy']:.4f} "
-        f"({gain['accuracy']:+.4f} over the best member), "
-        f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
-        f"Report, figure and ensemble.keras in {result.out_dir}/"
-    )
-    return 0
+        report = result.report
+        print(format_table(report))
+        gain = report["gain_over_best_member"]
+        print(
+            f"\nEnsemble of {report['top']} on {report['test_examples']} test examples: accuracy "
+            f"{report['test']['ensemble']['accuracy']:.4f} "
+            f"({gain['accuracy']:+.4f} over the best member), "
+            f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
+            f"Report, figure and ensemble.keras in {result.out_dir}/"
+        )
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import numpy as np
 import optuna
 import pytest
 
+from hpo._cli import open_study
 from hpo.checkpoints import CheckpointError, refuse_unsafe_layers
 from hpo.config import StudyConfig, load_study_config
-from hpo.ensemble import build_ensemble, main, open_study, ranked_trials
+from hpo.ensemble import build_ensemble, main, ranked_trials
 from hpo.errors import DataError
 from hpo.search import run_search
 from hpo.store import open_storage

@@ -1,0 +1,69 @@
+"""Helpers shared by the read-only command-line tools (ensemble, status, report, dashboard)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import optuna
+
+from hpo.config import config_from_dict, load_study_config
+from hpo.errors import ConfigError, HpoError, StoreError
+from hpo.store import load_existing_study, open_storage
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from hpo.config import StudyConfig
+
+DEFAULT_STUDY = "studies/imdb.toml"
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --study, or --storage with --study-name, to a parser."""
+    parser.add_argument("--study", help=f"study file (default {DEFAULT_STUDY})")
+    parser.add_argument("--storage", help="storage URL, with --study-name, instead of --study")
+    parser.add_argument("--study-name", help="study name, with --storage")
+
+
+def open_study(
+    study_file: str | Path | None, storage_url: str | None, study_name: str | None
+) -> tuple[StudyConfig, optuna.Study]:
+    """Opens an existing study, by its study file or by storage URL and name; never creates one.
+
+    Raises:
+        ConfigError: Both ways were given, or only one of --storage and --study-name.
+        StoreError: No such database or study, or the study was not made by `hpo.search`.
+    """
+    if storage_url or study_name:
+        if study_file:
+            raise ConfigError(
+                "give either --study FILE or --storage URL --study-name NAME, not both."
+            )
+        if not (storage_url and study_name):
+            raise ConfigError("--storage and --study-name go together; give both, or --study FILE.")
+        storage = open_storage(storage_url, create=False, heartbeat=False)
+        study = load_existing_study(storage, study_name)
+        stored = study.user_attrs.get("hpo_config")
+        if not isinstance(stored, dict):
+            raise StoreError(f"study {study_name!r} was not made by hpo.search (no hpo_config).")
+        return config_from_dict(stored).with_overrides(storage=storage_url), study
+    config = load_study_config(study_file or DEFAULT_STUDY)
+    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    return config, load_existing_study(storage, config.name)
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Runs a command body: quiet logs, and HpoError turned into a message and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return body()
+    except HpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

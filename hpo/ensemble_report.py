@@ -1,0 +1,189 @@
+"""The ensemble's report: metrics, report.json, members.csv, terminal table, study record."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.artifacts import upload_artifact
+
+from hpo import metrics
+from hpo.store import AtomicFileSystemArtifactStore
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import optuna
+
+    from hpo.config import StudyConfig
+    from hpo.ensemble import Member
+    from hpo.weighting import Method, Weights
+
+__all__ = ["build_report", "format_table", "record_in_study", "write_outputs"]
+
+
+def build_report(
+    config: StudyConfig,
+    study: optuna.Study,
+    members: Sequence[Member],
+    skipped: list[dict[str, Any]],
+    method: Method,
+    fitted: Weights,
+    uniform: Weights,
+    val_matrix: np.ndarray,
+    y_val: np.ndarray,
+    test_matrix: np.ndarray,
+    y_test: np.ndarray,
+) -> dict[str, Any]:
+    """Metrics of each member, the weighted ensemble, the uniform average and the best member.
+
+    "Best member" is the member with the best validation score, chosen without the test set.
+    """
+    def val_metrics(p: np.ndarray) -> dict[str, float]:
+        return {
+            "accuracy": round(metrics.accuracy(y_val, p), 6),
+            "log_loss": round(metrics.log_loss(y_val, p), 6),
+        }
+
+    ensemble_test = fitted.weights @ test_matrix
+    test = {
+        "ensemble": metrics.summary(y_test, ensemble_test),
+        "uniform": metrics.summary(y_test, uniform.weights @ test_matrix),
+        "best_member": metrics.summary(y_test, test_matrix[0]),
+    }
+    return {
+        "study": study.study_name,
+        "storage": config.storage_url,
+        "artifact_dir": str(config.artifact_dir.resolve()),
+        "task": config.task,
+        "method": method.value,
+        "top": len(members),
+        "caruana_rounds": fitted.rounds,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "test_examples": len(y_test),
+        "val_examples": len(y_val),
+        "members": [
+            {
+                "trial": m.trial.number,
+                "family": m.trial.params.get("family"),
+                "weight": round(float(w), 6),
+                "params": m.trial.params,
+                "val": val_metrics(m.val_predictions),
+                "test": metrics.summary(y_test, test_matrix[i]),
+            }
+            for i, (m, w) in enumerate(zip(members, fitted.weights, strict=True))
+        ],
+        "validation": {
+            "ensemble": val_metrics(fitted.weights @ val_matrix),
+            "uniform": val_metrics(uniform.weights @ val_matrix),
+            "best_member": val_metrics(val_matrix[0]),
+        },
+        "test": test,
+        "gain_over_best_member": {
+            "accuracy": round(test["ensemble"]["accuracy"] - test["best_member"]["accuracy"], 6),
+            "log_loss": round(test["ensemble"]["log_loss"] - test["best_member"]["log_loss"], 6),
+        },
+        "skipped": skipped,
+    }
+
+
+def write_outputs(
+    folder: Path,
+    report: dict[str, Any],
+    y_test: np.ndarray,
+    ensemble_test: np.ndarray,
+    test_matrix: np.ndarray,
+) -> None:
+    """Writes report.json, members.csv, the ensemble's test predictions and the figure."""
+    import pandas as pd
+
+    from hpo.ensemble_figure import save_figure
+
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    rows = [
+        {
+            "trial": m["trial"],
+            "family": m["family"],
+            "weight": m["weight"],
+            "val_accuracy": m["val"]["accuracy"],
+            "val_log_loss": m["val"]["log_loss"],
+            **{f"test_{k}": v for k, v in m["test"].items()},
+        }
+        for m in report["members"]
+    ]
+    pd.DataFrame(rows).to_csv(folder / "members.csv", index=False)
+    np.save(folder / "test_predictions.npy", ensemble_test.astype(np.float32))
+    save_figure(folder / "ensemble.png", report, y_test, ensemble_test, test_matrix[0])
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A short terminal table: each member, the uniform average and the weighted ensemble."""
+    import pandas as pd
+
+    rows = [
+        {
+            "model": f"trial {m['trial']} ({m['family']})",
+            "weight": m["weight"],
+            "val_acc": m["val"]["accuracy"],
+            "test_acc": m["test"]["accuracy"],
+            "test_auc": m["test"]["roc_auc"],
+            "test_logloss": m["test"]["log_loss"],
+            "test_ece": m["test"]["ece"],
+        }
+        for m in report["members"]
+    ]
+    for name in ("uniform", "ensemble"):
+        test = report["test"][name]
+        rows.append(
+            {
+                "model": "uniform average"
+                if name == "uniform"
+                else f"ensemble ({report['method']})",
+                "weight": 1.0,
+                "val_acc": report["validation"][name]["accuracy"],
+                "test_acc": test["accuracy"],
+                "test_auc": test["roc_auc"],
+                "test_logloss": test["log_loss"],
+                "test_ece": test["ece"],
+            }
+        )
+    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], top: int) -> None:
+    """Records the ensemble in the study: a user attribute, the report as an artifact, a note."""
+    from optuna_dashboard import save_note
+
+    test = report["test"]
+    summary = {
+        "out_dir": str(out_dir),
+        "method": report["method"],
+        "members": [m["trial"] for m in report["members"]],
+        "weights": [m["weight"] for m in report["members"]],
+        "test_accuracy": test["ensemble"]["accuracy"],
+        "test_log_loss": test["ensemble"]["log_loss"],
+        "best_member_test_accuracy": test["best_member"]["accuracy"],
+        "created": report["created"],
+    }
+    study.set_user_attr(f"ensemble_top{top}", summary)
+    store = AtomicFileSystemArtifactStore(Path(report["artifact_dir"]))
+    upload_artifact(
+        artifact_store=store, file_path=str(out_dir / "report.json"), study_or_trial=study
+    )
+    rows = "\n".join(
+        f"| {m['trial']} | {m['family']} | {m['weight']:.3f} | "
+        f"{m['val']['accuracy']:.4f} | {m['test']['accuracy']:.4f} |"
+        for m in report["members"]
+    )
+    save_note(
+        study,
+        f"## Ensemble of the top {top} trials ({report['method']})\n\n"
+        f"Test accuracy **{test['ensemble']['accuracy']:.4f}** (best member "
+        f"{test['best_member']['accuracy']:.4f}), log-loss {test['ensemble']['log_loss']:.4f} "
+        f"(best member {test['best_member']['log_loss']:.4f}). Written to `{out_dir}`.\n\n"
+        "| trial | family | weight | val accuracy | test accuracy |\n"
+        "| --- | --- | --- | --- | --- |\n" + rows + "\n",
+    )
