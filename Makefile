@@ -7,7 +7,7 @@ STUDY ?= studies/imdb.toml
 ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: search test lint unit benchmark clean-study
+.PHONY: search ensemble status report dashboard test lint unit benchmark
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,18 @@ $(STAMP): pyproject.toml
 
 search: $(STAMP)  ## Run (or resume) the study in STUDY
 	$(BIN)/python -m hpo.search --study $(STUDY) $(ARGS)
+
+ensemble: $(STAMP)  ## Ensemble the top 5 trials of STUDY, evaluate on test, export
+	$(BIN)/python -m hpo.ensemble --top 5 --study $(STUDY) $(ARGS)
+
+status: $(STAMP)  ## Leaderboard of STUDY
+	$(BIN)/python -m hpo.status --study $(STUDY) $(ARGS)
+
+report: $(STAMP)  ## Plots of STUDY (PNG + one HTML page) in its folder's reports/
+	$(BIN)/python -m hpo.report --study $(STUDY) $(ARGS)
+
+dashboard: $(STAMP)  ## optuna-dashboard on STUDY at http://127.0.0.1:8080/dashboard/
+	$(BIN)/python -m hpo.dashboard --study $(STUDY) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpo tests benchmarks

@@ -42,6 +42,7 @@ def build_report(
 
     "Best member" is the member with the best validation score, chosen without the test set.
     """
+
     def val_metrics(p: np.ndarray) -> dict[str, float]:
         return {
             "accuracy": round(metrics.accuracy(y_val, p), 6),

@@ -133,3 +133,27 @@ def real_imdb() -> Path:
             pytest.fail(f"real IMDB data missing at {path}; CI must provide ../shared/data/")
         pytest.skip(f"real IMDB data not found at {path}; set HPO_IMDB_PATH")
     return path
+
+
+@pytest.fixture(scope="session")
+def searched(fake_imdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny study (4 COMPLETE trials) on synthetic data; returns its study file.
+
+    Shared by many tests: treat it as read-only, or use `study_copy`.
+    """
+    from hpo.config import load_study_config
+    from hpo.search import run_search
+
+    study_file = write_study(tmp_path_factory.mktemp("searched"), fake_imdb, n_trials=4)
+    summary = run_search(load_study_config(study_file), progress=False)
+    assert summary.finished == 4
+    return study_file
+
+
+@pytest.fixture
+def study_copy(searched: Path, tmp_path: Path) -> Path:
+    """A private copy of the searched study, for tests that change it."""
+    import shutil
+
+    shutil.copytree(searched.parent, tmp_path / "copy")
+    return tmp_path / "copy" / searched.name

@@ -70,3 +70,43 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
     )
     assert len(json.loads(after.stdout)) == len(trials)
     assert {p.name: sha256_file(p) for p in artifacts.iterdir()} == before
+
+    out = tmp_path / "ensemble"
+    ensemble = _run(
+        sys.executable,
+        "-m",
+        "hpo.ensemble",
+        "--top",
+        "5",
+        "--study",
+        str(study_file),
+        "--data",
+        str(real_imdb),
+        "--out",
+        str(out),
+        cwd=ROOT,
+    )
+    assert ensemble.returncode == 0, ensemble.stderr[-3000:]
+    assert f"only {len(complete)} COMPLETE trials; using all of them" in ensemble.stderr
+    assert "on 25000 test examples" in ensemble.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["members"]) == len(complete)
+    assert report["export"]["max_abs_difference"] < 1e-4
+    assert 0.5 < report["test"]["ensemble"]["accuracy"] <= 1
+    for name in ("members.csv", "ensemble.png", "ensemble.keras"):
+        assert (out / name).stat().st_size > 0
+
+    predicted = _run(
+        sys.executable,
+        "-m",
+        "hpo.predict",
+        "--ensemble",
+        str(out),
+        "A wonderful, moving film with superb acting.",
+        "Dull, boring and far too long. Awful.",
+        cwd=ROOT,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    lines = predicted.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert float(lines[0].split("\t")[0]) > float(lines[1].split("\t")[0])

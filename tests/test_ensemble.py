@@ -26,22 +26,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture(scope="module")
-def searched(fake_imdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny study (4 COMPLETE trials) on synthetic data; returns its study file."""
-    study_file = write_study(tmp_path_factory.mktemp("searched"), fake_imdb, n_trials=4)
-    summary = run_search(load_study_config(study_file), progress=False)
-    assert summary.finished == 4
-    return study_file
-
-
-@pytest.fixture
-def study_copy(searched: Path, tmp_path: Path) -> Path:
-    """A private copy of the searched study, for tests that change it."""
-    shutil.copytree(searched.parent, tmp_path / "copy")
-    return tmp_path / "copy" / searched.name
-
-
 def _snapshot(config: StudyConfig) -> list[tuple[int, str, dict[str, object]]]:
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     study = optuna.load_study(study_name=config.name, storage=storage)
