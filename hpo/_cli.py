@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -14,7 +15,6 @@ from hpo.errors import ConfigError, HpoError, StoreError
 from hpo.store import load_existing_study, open_storage
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable
     from pathlib import Path
 
@@ -55,6 +55,21 @@ def open_study(
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     return config, load_existing_study(storage, config.name)
+
+
+def positive_int(hint: str = "") -> Callable[[str], int]:
+    """An argparse type for whole numbers >= 1; `hint` is added to its error message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}.{hint}")
+        return value
+
+    return parse
 
 
 def run_command(body: Callable[[], int]) -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import TrialState
 
-from hpo._cli import add_study_arguments, open_study, run_command
+from hpo._cli import add_study_arguments, open_study, positive_int, run_command
 from hpo.checkpoints import CheckpointError, fetch_checkpoint, fetch_predictions, load_checkpoint
 from hpo.ensemble_report import build_report, format_table, record_in_study, write_outputs
 from hpo.errors import HpoError, StoreError
@@ -256,25 +256,16 @@ def _publish(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be at least 1, got {text!r}. Use --top 5 for the five best trials."
-        )
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m hpo.ensemble`; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m hpo.ensemble", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--top", type=_positive_int, default=5, help="how many of the best trials (default 5)"
+        "--top",
+        type=positive_int(" Use --top 5 for the five best trials."),
+        default=5,
+        help="how many of the best trials (default 5)",
     )
     add_study_arguments(parser)
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.CARUANA.value)

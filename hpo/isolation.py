@@ -50,7 +50,8 @@ def call_isolated(fn: Callable[[A], T], arg: A, *, log_path: Path | None = None)
     """
     context = _context()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(fn, arg, sender, log_path))
+    environment = dict(os.environ)
+    process = context.Process(target=_child_main, args=(fn, arg, sender, log_path, environment))
     process.start()
     sender.close()
     try:
@@ -102,8 +103,16 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _child_main(
-    fn: Callable[[Any], Any], arg: Any, sender: Connection, log_path: Path | None
+    fn: Callable[[Any], Any],
+    arg: Any,
+    sender: Connection,
+    log_path: Path | None,
+    environment: dict[str, str],
 ) -> None:
+    # A fork server's children inherit the server's environment from when it started; the
+    # caller's environment now is the one that counts.
+    os.environ.clear()
+    os.environ.update(environment)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

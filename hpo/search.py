@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from hpo._cli import positive_int
 from hpo.config import config_to_dict
 from hpo.errors import ConfigError, HpoError
 from hpo.isolation import call_isolated
@@ -308,16 +309,6 @@ def _summary(
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -340,13 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage", help="Optuna storage URL (default: SQLite in the study's folder)"
     )
     parser.add_argument(
-        "--n-trials", type=_positive_int, help="finished trials the study should hold"
+        "--n-trials", type=positive_int(), help="finished trials the study should hold"
     )
     parser.add_argument(
         "--timeout", type=_positive_float, help="seconds after which no new trial starts"
     )
     parser.add_argument(
-        "--workers", type=_positive_int, help="worker processes sharing the storage"
+        "--workers", type=positive_int(), help="worker processes sharing the storage"
     )
     parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
     parser.add_argument(

@@ -11,17 +11,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# Read once, before the autouse fixture below hides the variable from every test.
+# Tests say where their data is: $HPO_IMDB_PATH (set in CI) must not override that, so it is
+# read here once, for the tests on real data, and removed for the whole session.
 REAL_IMDB = Path(
-    os.environ.get("HPO_IMDB_PATH")
+    os.environ.pop("HPO_IMDB_PATH", None)
     or Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_data_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests say where their data is; $HPO_IMDB_PATH (set in CI) must not override that."""
-    monkeypatch.delenv("HPO_IMDB_PATH", raising=False)
 
 
 _POSITIVE = ["great", "excellent", "wonderful", "loved", "superb", "brilliant"]

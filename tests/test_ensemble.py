@@ -136,7 +136,7 @@ def test_bad_input_errors_leave_the_study_unchanged(
     with pytest.raises(SystemExit) as exc:
         main(["--study", str(study_copy), "--top", "0"])
     assert exc.value.code == 2
-    assert "--top: must be at least 1, got '0'" in capsys.readouterr().err
+    assert "--top: must be a whole number >= 1, got '0'. Use --top 5" in capsys.readouterr().err
 
     assert main(["--storage", config.storage_url, "--study-name", "nope"]) == 2
     assert "no study named 'nope'" in capsys.readouterr().err

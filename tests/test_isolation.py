@@ -54,3 +54,15 @@ def test_spawn_start_method_works_and_a_bad_one_is_refused(monkeypatch: pytest.M
         ConfigError, match="HPO_START_METHOD must be 'forkserver' or 'spawn', got 'fork'"
     ):
         call_isolated(square_in_child, 3)
+
+
+def read_environment(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_child_sees_the_callers_current_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    call_isolated(square_in_child, 1)  # the fork server is running from here on
+    monkeypatch.setenv("HPO_TEST_VARIABLE", "now")
+    assert call_isolated(read_environment, "HPO_TEST_VARIABLE") == "now"
+    monkeypatch.delenv("HPO_TEST_VARIABLE")
+    assert call_isolated(read_environment, "HPO_TEST_VARIABLE") is None

@@ -78,6 +78,8 @@ def _search(study_file: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # As in a terminal: a shell that starts jobs in the background ignores SIGINT for them.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -94,7 +94,7 @@ def test_cli_reports_bad_input_with_exit_code_2(
     with pytest.raises(SystemExit) as exc:
         main(["--study", "studies/imdb.toml", "--n-trials", "0"])
     assert exc.value.code == 2
-    assert "--n-trials: must be a whole number >= 1, got '0'" in capsys.readouterr().err
+    assert "--n-trials: must be a whole number >= 1, got '0'." in capsys.readouterr().err
 
 
 def test_cli_reports_missing_data_naming_the_fix(
