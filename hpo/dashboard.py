@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from hpo._cli import add_study_arguments, open_study, run_command
 from hpo.errors import ConfigError
+from hpo.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import AtomicFileSystemArtifactStore
 
 if TYPE_CHECKING:
@@ -71,9 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(
             f"Dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard/ "
-            f"(artifacts from {config.artifact_dir}); Ctrl-C stops it.",
+            f"(artifacts from {config.artifact_dir}); Ctrl-C or SIGTERM stops it.",
             flush=True,
         )
+        raise_keyboard_interrupt_on_sigterm()
         with contextlib.suppress(KeyboardInterrupt):
             run_server(
                 study._storage,

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -49,11 +50,12 @@ def _get(url: str) -> bytes:
 
 
 class Dashboard:
-    """`python -m hpo.dashboard` in a subprocess, stopped with Ctrl-C (SIGINT)."""
+    """`python -m hpo.dashboard` in a subprocess, stopped with SIGTERM."""
 
     def __init__(self, study_file: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -65,9 +67,9 @@ class Dashboard:
                 str(self.port),
             ],
             cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            # A file, not a pipe: the server logs every request, and a full pipe would block it.
+            stderr=self.log,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -76,7 +78,8 @@ class Dashboard:
                 return
             except OSError:
                 if self.process.poll() is not None:
-                    raise AssertionError(self.process.communicate()[1]) from None
+                    self.log.seek(0)
+                    raise AssertionError(self.log.read()) from None
                 time.sleep(0.3)
         raise AssertionError("dashboard did not start")
 
@@ -84,8 +87,13 @@ class Dashboard:
         return json.loads(_get(f"{self.url}/api/{path}"))
 
     def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        self.process.communicate(timeout=30)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.log.close()
         return self.process.returncode
 
 

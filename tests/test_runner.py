@@ -157,3 +157,17 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         callback.on_epoch_end(1, {"val_accuracy": 0.7})
     assert sha256_file(final) == digest
     keras.models.load_model(final, safe_mode=True)
+
+
+def test_tensorboard_writes_a_log_per_trial(tiny: tuple[StudyConfig, Path], tmp_path: Path) -> None:
+    config, folder = tiny
+    config = config.with_overrides(tensorboard=True)
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    train_trial(trial, config, folder, tmp_path / "work")
+    events = list(
+        (config.study_dir / "tensorboard" / f"trial-{trial.number:05d}").rglob(
+            "events.out.tfevents.*"
+        )
+    )
+    assert events
+    assert all(e.stat().st_size > 0 for e in events)
