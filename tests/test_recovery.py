@@ -51,9 +51,18 @@ def _load(config: StudyConfig) -> optuna.Study:
     return optuna.load_study(study_name=config.name, storage=storage)
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 480) -> None:
+def _wait_for(
+    condition: Callable[[], bool],
+    timeout: float = 480,
+    process: subprocess.Popen[str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(
+                f"the search exited early ({process.returncode}): {out[-1000:]} {err[-3000:]}"
+            )
         try:
             if condition():
                 return
@@ -98,7 +107,7 @@ def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
     config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=3))
     process = _search(config.study_dir.parent / "tiny.toml")
     try:
-        _wait_for(lambda: _mid_training(config))
+        _wait_for(lambda: _mid_training(config), process=process)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
@@ -137,7 +146,7 @@ def test_signal_fails_the_running_trial_and_exits_promptly(
     config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=3))
     process = _search(config.study_dir.parent / "tiny.toml")
     try:
-        _wait_for(lambda: _mid_training(config))
+        _wait_for(lambda: _mid_training(config), process=process)
         signalled = time.monotonic()
         if how == "sigterm-main":
             process.send_signal(signal.SIGTERM)
