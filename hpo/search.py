@@ -102,10 +102,10 @@ def run_search(
         ) from exc
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
-    study.set_user_attr("task", config.task)
-    study.set_user_attr("hpo_config", config_to_dict(config))
     for note in check_space_drift(study, space):
         print(f"note: {note}")
+    study.set_user_attr("task", config.task)
+    study.set_user_attr("hpo_config", config_to_dict(config))
     swept = sweep_dead_local_trials(study)
     if swept:
         print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -99,10 +100,11 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
                     f"no study database at {path} (from storage URL {url!r}). Check the path, "
                     f"or run the search first: python -m hpo.search --study <file>."
                 )
-            path.parent.mkdir(parents=True, exist_ok=True)
-        if create:
-            with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
+            _create_sqlite_database(path)
+        elif create:
+            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.close()
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     heartbeat_kwargs: dict[str, object] = {}
     if heartbeat:
@@ -114,9 +116,38 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
             ),
         }
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)  # type: ignore[arg-type]
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            skip_table_creation=not create,
+            **heartbeat_kwargs,  # type: ignore[arg-type]
+        )
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
         raise StoreError(f"cannot open storage {url!r}: {exc}") from exc
+
+
+def _create_sqlite_database(path: Path) -> None:
+    """Creates a SQLite file with Optuna's tables, in WAL mode, and publishes it atomically.
+
+    The tables are made in a temporary file that is then hard-linked into place, so no other
+    process (a second worker, a dashboard) ever opens a half-initialised database; if another
+    process published one first, it is kept and ours is dropped.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.creating")
+    try:
+        connection = sqlite3.connect(tmp)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.close()
+        RDBStorage(f"sqlite:///{tmp}").engine.dispose()
+        connection = sqlite3.connect(tmp)
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.close()
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def _sqlite_path(parsed: sqlalchemy.engine.URL, url: str) -> Path:

@@ -124,7 +124,9 @@ def test_space_drift_is_refused_before_any_trial_and_range_changes_are_noted(
     assert "parameter 'batch_size'" in err
     assert "Use a new study name" in err
     config = load_study_config(path)
-    assert len(_study(config.storage_url, config.name).trials) == 2
+    unchanged = _study(config.storage_url, config.name)
+    assert len(unchanged.trials) == 2
+    assert unchanged.user_attrs["hpo_config"]["space"]["batch_size"] == [32]
 
     path.write_text(
         original.replace("learning_rate = [0.003, 0.01]", "learning_rate = [0.004, 0.01]")

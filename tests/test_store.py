@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import TYPE_CHECKING
+
+import optuna
+
+from hpo.errors import StoreError
+from hpo.store import open_storage
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_readers_never_see_a_half_created_database(tmp_path: Path) -> None:
+    path = tmp_path / "study.db"
+    url = f"sqlite:///{path}"
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                open_storage(url, create=False, heartbeat=False)
+            except StoreError as exc:
+                if "no study database" not in str(exc):
+                    errors.append(exc)
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        storage = open_storage(url, create=True)
+        optuna.create_study(study_name="s", storage=storage)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "creating" in p.name) == []
+    assert optuna.get_all_study_names(open_storage(url, create=False, heartbeat=False)) == ["s"]
