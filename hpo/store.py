@@ -122,8 +122,14 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
             skip_table_creation=not create,
             **heartbeat_kwargs,  # type: ignore[arg-type]
         )
-    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as exc:
-        raise StoreError(f"cannot open storage {url!r}: {exc}") from exc
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        RuntimeError,
+    ) as exc:
+        raise StoreError(
+            f"cannot open storage {url!r} as an Optuna study database: {exc}. Check the URL."
+        ) from exc
 
 
 def _create_sqlite_database(path: Path) -> None:
@@ -166,6 +172,8 @@ def load_existing_study(storage: RDBStorage, study_name: str) -> optuna.Study:
     """
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StoreError(f"cannot read studies from {storage.url}: {exc}") from exc
     except KeyError as exc:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise StoreError(

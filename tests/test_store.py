@@ -45,3 +45,17 @@ def test_readers_never_see_a_half_created_database(tmp_path: Path) -> None:
     connection.close()
     assert sorted(p.name for p in tmp_path.iterdir() if "creating" in p.name) == []
     assert optuna.get_all_study_names(open_storage(url, create=False, heartbeat=False)) == ["s"]
+
+
+def test_a_database_without_optuna_tables_is_a_clear_error(tmp_path: Path) -> None:
+    import pytest
+
+    from hpo.store import load_existing_study
+
+    path = tmp_path / "other.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE unrelated (x INTEGER)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreError, match="as an Optuna study database"):
+        load_existing_study(open_storage(f"sqlite:///{path}", create=False, heartbeat=False), "s")
