@@ -63,12 +63,11 @@ def load_warm(args: tuple[StudyConfig, Path, dict[str, Any]]) -> float:
 
 
 def train_one(config: StudyConfig, folder: Path, params: dict[str, Any]) -> None:
-    from hpo.runner import make_optimizer
+    from hpo.runner import build_model
 
     task = get_task(config.task)
     data = task.trial_data(folder, params)
-    model = task.families[params["family"]].build(params)
-    model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
+    model = build_model(task, params)
     model.fit(
         data.x_train,
         data.y_train,

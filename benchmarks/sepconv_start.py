@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     import keras
 
-    from hpo.runner import make_optimizer
+    from hpo.runner import build_model
 
     base = load_study_config(args.study)
     scratch = Path(tempfile.mkdtemp(prefix="hpo-sepconv-"))
@@ -66,8 +66,7 @@ def main() -> int:
         ):
             keras.utils.set_random_seed(7)
             data = task.trial_data(folder, params)
-            model = sepconv1d.build(params)
-            model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
+            model = build_model(task, {**params, "family": "sepconv1d"})
             history = model.fit(
                 data.x_train,
                 data.y_train,

@@ -7,7 +7,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import keras
 
     from hpo.config import StudyConfig
+    from hpo.tasks import Task
 
 __all__ = ["TrialJob", "TrialResult", "run_trial"]
 
@@ -55,7 +56,6 @@ class TrialResult:
     """A completed trial's outcome; pruned and failed trials raise instead."""
 
     value: float
-    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def run_trial(job: TrialJob) -> TrialResult:
@@ -103,8 +103,7 @@ def train_trial(
     task = get_task(config.task)
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
-    model = task.families[params["family"]].build(params)
-    model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
+    model = build_model(task, params)
     trial.set_user_attr("family", params["family"])
     trial.set_user_attr("params_count", int(model.count_params()))
 
@@ -181,7 +180,14 @@ def train_trial(
     }
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-    return TrialResult(value=val_accuracy, attrs=attrs)
+    return TrialResult(value=val_accuracy)
+
+
+def build_model(task: Task, params: Mapping[str, Any]) -> keras.Model:
+    """Builds the model of `params["family"]` and compiles it with the trial's optimizer."""
+    model = task.families[params["family"]].build(params)
+    model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
+    return model
 
 
 def make_optimizer(params: Mapping[str, Any]) -> keras.optimizers.Optimizer:

@@ -68,7 +68,7 @@ def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
     counts = {state.name: 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = max(complete, key=lambda t: (t.value or 0.0, -t.number)) if complete else None
     table = leaderboard(study).head(top)
     trials = [
