@@ -48,19 +48,24 @@ def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> ker
         name: Model name.
 
     Returns:
-        An uncompiled functional model mapping token ids [batch, seq_len] to P(positive).
+        An uncompiled functional model mapping token ids [batch, any length] to P(positive).
+        Trailing padding (id 0) does not change the output.
     """
     import keras
     from keras import layers
 
-    pool = layers.MaxPooling1D if params["block_pool"] == "max" else layers.AveragePooling1D
-    global_pool = (
-        layers.GlobalMaxPooling1D
-        if params["global_pool"] == "max"
-        else layers.GlobalAveragePooling1D
+    from hpo.models._masking import (
+        MaskedGlobalPooling1D,
+        MaskedPooling1D,
+        PaddingMask,
+        ZeroPadded,
     )
-    inputs = keras.Input(shape=(params["seq_len"],), dtype="int32", name="tokens")
+
+    # Any length: batches are cut to their longest review, and padding never changes a score.
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    mask = PaddingMask(name="padding_mask")(inputs)
     x = layers.Embedding(params["vocab_size"], params["embedding_dim"], name="embedding")(inputs)
+    x = ZeroPadded(name="embedding_masked")(x, mask)
     for block in range(params["blocks"]):
         shortcut = x
         branches = [
@@ -79,12 +84,16 @@ def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> ker
             if shortcut.shape[-1] != x.shape[-1]:
                 shortcut = layers.Dense(x.shape[-1], name=f"block{block}_project")(shortcut)
             x = layers.Add(name=f"block{block}_residual")([x, shortcut])
+        x = ZeroPadded(name=f"block{block}_masked")(x, mask)
         if block < params["blocks"] - 1:
-            x = pool(POOL_SIZE, padding="same", name=f"block{block}_pool")(x)
-    x = global_pool(name="global_pool")(x)
+            x, mask = MaskedPooling1D(params["block_pool"], POOL_SIZE, name=f"block{block}_pool")(
+                x, mask
+            )
+    x = MaskedGlobalPooling1D(params["global_pool"], name="global_pool")(x, mask)
     x = layers.Dropout(params["dropout"], name="dropout")(x)
     if params["dense_units"]:
         x = layers.Dense(params["dense_units"], activation="relu", name="head")(x)
         x = layers.Dropout(params["dropout"], name="head_dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="probability")(x)
+    # float32 even under a mixed-precision policy: the probability feeds the loss and the ensemble.
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
     return keras.Model(inputs, outputs, name=name)
