@@ -4,24 +4,53 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import keras
 import optuna
 
-__all__ = ["AtomicModelCheckpoint", "ChanceLevelStop", "EpochCounter"]
+__all__ = ["AtomicModelCheckpoint", "ChanceLevelStop", "EpochClock"]
 
 
-class EpochCounter(keras.callbacks.Callback):
-    """Counts finished epochs, including those of a trial that is pruned or stopped."""
+class EpochClock(keras.callbacks.Callback):
+    """Counts and times epochs, and ends training before an epoch that would overrun a deadline.
 
-    def __init__(self) -> None:
+    After each epoch the next one is assumed to take as long as the last (validation included);
+    if it would end past a deadline, training stops here and keeps its best checkpoint. So a
+    trial overruns a deadline by at most the error of that guess.
+
+    Args:
+        deadlines: (Unix time, why) pairs, for example the study's budget and the trial's cap.
+    """
+
+    def __init__(self, deadlines: list[tuple[float, str]] | None = None) -> None:
         super().__init__()
-        self.count = 0
+        self.deadlines = sorted(deadlines or [])
+        self.durations: list[float] = []
+        self.stop_reason: str | None = None
+        self._started = 0.0
+
+    @property
+    def count(self) -> int:
+        """Finished epochs, including those of a trial that is pruned or stopped."""
+        return len(self.durations)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._started = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self.count = epoch + 1
+        now = time.time()
+        self.durations.append(now - self._started)
+        for deadline, why in self.deadlines:
+            if now + self.durations[-1] > deadline:
+                self.stop_reason = (
+                    f"stopped after epoch {epoch + 1}: another epoch "
+                    f"({self.durations[-1]:.0f} s) would end past {why}"
+                )
+                self.model.stop_training = True
+                return
 
 
 class ChanceLevelStop(keras.callbacks.Callback):

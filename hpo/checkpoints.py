@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
     from optuna.trial import FrozenTrial
 
-__all__ = ["CheckpointError", "fetch_checkpoint", "fetch_predictions", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "fetch_checkpoint",
+    "fetch_predictions",
+    "load_checkpoint",
+    "load_keras_file",
+]
 
 _UNSAFE_LAYERS = {"Lambda"}
 
@@ -68,12 +74,19 @@ def refuse_unsafe_layers(path: Path, number: int) -> None:
         )
 
 
-def load_checkpoint(path: Path, number: int) -> keras.Model:
-    """Loads a verified checkpoint with Keras safe mode on."""
+def load_keras_file(path: Path | str) -> keras.Model:
+    """Loads a `.keras` file with Keras safe mode on, hpo's own layers registered, uncompiled."""
     import keras
 
+    import hpo.models._masking  # noqa: F401  (registers the padding-aware layers)
+
+    return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def load_checkpoint(path: Path, number: int) -> keras.Model:
+    """Loads a verified checkpoint with Keras safe mode on."""
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        return load_keras_file(path)
     except Exception as exc:
         raise CheckpointError(f"trial {number}: cannot load checkpoint {path.name}: {exc}") from exc
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from hpo.budget import parse_duration
 from hpo.errors import ConfigError
+from hpo.precision import Precision
 
 __all__ = [
     "DataConfig",
@@ -103,6 +105,8 @@ class TrainingConfig:
         chance_epochs: A trial whose validation accuracy is still at chance level after
             this many epochs is stopped (0 disables the check).
         chance_margin: How far above chance level counts as learning.
+        precision: "auto" (default: bfloat16 where it was measured faster, see
+            `hpo.precision`), "float32", "mixed_bfloat16" or "mixed_float16".
     """
 
     max_epochs: int = 20
@@ -111,6 +115,7 @@ class TrainingConfig:
     lr_factor: float = 0.5
     chance_epochs: int = 2
     chance_margin: float = 0.02
+    precision: Precision = Precision.AUTO
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "training.max_epochs", self.max_epochs, ">= 1")
@@ -134,6 +139,10 @@ class StudyConfig:
         artifacts: Folder of the artifact store; default: `artifacts/` in the study's folder.
         n_trials: Finished (complete or pruned) trials the study should hold.
         timeout: Seconds after which each worker stops starting new trials.
+        budget: Wall-clock seconds for the whole study, across resumed runs, data preparation
+            included (the study file may say "2h" or "90m"). No trial starts that its estimate
+            says cannot finish, and a running trial stops at the epoch that would overrun it.
+        max_trial_minutes: Cap on one trial's training; default: an eighth of the budget.
         workers: Worker processes sharing the storage.
         enqueue_defaults: Start a new study with each family's hand-made default settings.
         max_failures: Consecutive failed trials that stop the search.
@@ -152,6 +161,8 @@ class StudyConfig:
     artifacts: str | None = None
     n_trials: int = 50
     timeout: float | None = None
+    budget: float | None = None
+    max_trial_minutes: float | None = None
     workers: int = 1
     enqueue_defaults: bool = True
     max_failures: int = 5
@@ -172,6 +183,13 @@ class StudyConfig:
         )
         _require(self.n_trials >= 1, "n_trials", self.n_trials, ">= 1")
         _require(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "> 0 seconds")
+        _require(self.budget is None or self.budget > 0, "budget", self.budget, "> 0 seconds")
+        _require(
+            self.max_trial_minutes is None or self.max_trial_minutes > 0,
+            "max_trial_minutes",
+            self.max_trial_minutes,
+            "> 0",
+        )
         _require(self.workers >= 1, "workers", self.workers, ">= 1")
         _require(self.max_failures >= 1, "max_failures", self.max_failures, ">= 1")
 
@@ -179,6 +197,13 @@ class StudyConfig:
     def storage_url(self) -> str:
         """The storage URL, defaulting to a SQLite file in the study's folder."""
         return self.storage or f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
+
+    @property
+    def trial_cap_seconds(self) -> float | None:
+        """The per-trial cap: `max_trial_minutes`, else an eighth of the budget, else none."""
+        if self.max_trial_minutes is not None:
+            return self.max_trial_minutes * 60
+        return None if self.budget is None else self.budget / 8
 
     @property
     def artifact_dir(self) -> Path:
@@ -229,6 +254,11 @@ def load_study_config(path: str | Path) -> StudyConfig:
     if not isinstance(name, str):
         raise ConfigError(f"{path}: 'name' must be a string, got {name!r}.")
     raw = {**raw, "name": name, "study_dir": path.parent / name}
+    if "budget" in raw:
+        try:
+            raw["budget"] = parse_duration(raw["budget"], "budget")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data_path = Path(data["path"]).expanduser()

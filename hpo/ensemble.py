@@ -23,7 +23,13 @@ import numpy as np
 from optuna.trial import TrialState
 
 from hpo._cli import add_study_arguments, open_study, positive_int, run_command
-from hpo.checkpoints import CheckpointError, fetch_checkpoint, fetch_predictions, load_checkpoint
+from hpo.checkpoints import (
+    CheckpointError,
+    fetch_checkpoint,
+    fetch_predictions,
+    load_checkpoint,
+    load_keras_file,
+)
 from hpo.ensemble_report import build_report, format_table, record_in_study, write_outputs
 from hpo.errors import HpoError, StoreError
 from hpo.store import AtomicFileSystemArtifactStore
@@ -161,7 +167,7 @@ def build_ensemble(
         test = task.load_test(config, data, data_folder)
         test_matrix = np.stack(
             [
-                _predict(model, task.member_inputs(test.x, m.trial.params))
+                _predict(task, model, task.member_inputs(test.x, m.trial.params))
                 for model, m in zip(models, members, strict=True)
             ]
         )
@@ -228,14 +234,13 @@ def export_ensemble(
     return keras.Model(inputs, output, name="ensemble")
 
 
-def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=512, verbose=0), dtype=np.float64).reshape(-1)
+def _predict(task: Task, model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(task.predict(model, x), dtype=np.float64).reshape(-1)
 
 
 def _check_export(path: Path, raw: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
-    import keras
 
-    model = keras.models.load_model(path, safe_mode=True)
+    model = load_keras_file(path)
     n = min(EXPORT_CHECK_EXAMPLES, len(raw))
     got = np.asarray(model.predict(raw[:n], batch_size=256, verbose=0), dtype=np.float64).reshape(
         -1

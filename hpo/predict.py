@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo.checkpoints import load_keras_file
 from hpo.ensemble import EXPORT_NAME
 from hpo.errors import ConfigError, HpoError
 
@@ -38,9 +39,8 @@ def predict(ensemble_dir: Path, texts: Sequence[str]) -> np.ndarray:
             f"no {EXPORT_NAME} in {ensemble_dir}. Build one first: python -m hpo.ensemble --top 5."
         )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
 
-    model = keras.models.load_model(path, safe_mode=True)
+    model = load_keras_file(path)
     if not texts:
         return np.zeros(0)
     batch = np.array(list(texts), dtype=object)

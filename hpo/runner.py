@@ -7,7 +7,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +15,9 @@ import optuna
 from optuna.artifacts import upload_artifact
 
 from hpo import metrics
+from hpo.checkpoints import load_keras_file
+from hpo.cost import ACTUAL_ATTR, PRIOR_ATTR, CostFeatures, estimate_epoch_seconds, example_flops
+from hpo.precision import gpu_capability, resolve_precision
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import create_study
 from hpo.tasks import get_task
@@ -27,11 +30,14 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
+    from hpo.tasks._base import TrialData
 
-__all__ = ["TrialJob", "TrialResult", "run_trial"]
+__all__ = ["EstimateJob", "TrialJob", "TrialResult", "estimate_epochs", "run_trial"]
 
 CHECKPOINT_NAME = "best.keras"
 PREDICTIONS_NAME = "val_predictions.npy"
+# Validation and prediction batches: larger than training ones, which only costs memory.
+EVAL_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -43,12 +49,16 @@ class TrialJob:
         trial_id: Storage id of the trial (already RUNNING, parameters sampled).
         data_folder: The prepared data (see `Task.prepare`).
         threads: CPU threads TensorFlow may use.
+        deadline: Unix time at which the study's budget ends, or None.
+        cost_ratios: Calibration of the cost estimate from earlier trials (`hpo.cost`).
     """
 
     config: StudyConfig
     trial_id: int
     data_folder: Path
     threads: int = 0
+    deadline: float | None = None
+    cost_ratios: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,13 +88,26 @@ def run_trial(job: TrialJob) -> TrialResult:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        return train_trial(trial, config, job.data_folder, work)
+        return train_trial(
+            trial,
+            config,
+            job.data_folder,
+            work,
+            deadline=job.deadline,
+            cost_ratios=job.cost_ratios,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def train_trial(
-    trial: optuna.Trial, config: StudyConfig, data_folder: Path, work: Path
+    trial: optuna.Trial,
+    config: StudyConfig,
+    data_folder: Path,
+    work: Path,
+    *,
+    deadline: float | None = None,
+    cost_ratios: Mapping[str, float] | None = None,
 ) -> TrialResult:
     """Trains a trial whose parameters are already sampled, in this process.
 
@@ -93,25 +116,54 @@ def train_trial(
         config: The study's configuration.
         data_folder: The prepared data.
         work: An empty scratch folder for the checkpoint before it is uploaded.
+        deadline: Unix time at which the study's budget ends; the trial does not start if its
+            first epoch is estimated to end later, and stops before an epoch that would.
+        cost_ratios: Calibration of the epoch-time estimate (`hpo.cost.calibration`).
     """
     import keras
     from optuna_integration import KerasPruningCallback
 
-    from hpo.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochCounter
+    from hpo.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
 
+    started = time.time()
     params = trial.params
+    family = params["family"]
     task = get_task(config.task)
+    precision = resolve_precision(config.training.precision, family, gpu_capability())
+    keras.mixed_precision.set_global_policy(precision.value)
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
     model = build_model(task, params)
-    trial.set_user_attr("family", params["family"])
-    trial.set_user_attr("params_count", int(model.count_params()))
+    features = cost_features(task, model, params, data)
+    estimate = estimate_epoch_seconds(features, family, precision.value, cost_ratios or {})
+    for key, value in {
+        "family": family,
+        "precision": precision.value,
+        "params_count": int(model.count_params()),
+        "gflop_per_epoch": round(features.flops_per_epoch / 1e9, 1),
+        PRIOR_ATTR: round(features.prior_seconds(), 2),
+        "estimated_epoch_seconds": round(estimate, 1),
+    }.items():
+        trial.set_user_attr(key, value)
+
+    deadlines = []
+    if deadline is not None:
+        deadlines.append((deadline, "the study's budget"))
+    cap = config.trial_cap_seconds
+    if cap is not None:
+        deadlines.append((started + cap, f"the per-trial cap of {cap / 60:.0f} min"))
+    for end, why in deadlines:
+        if time.time() + estimate > end:
+            raise optuna.TrialPruned(
+                f"not started: one epoch is estimated at {estimate:.0f} s, which would end "
+                f"past {why} ({max(0.0, end - time.time()):.0f} s left)"
+            )
 
     checkpoint = work / CHECKPOINT_NAME
-    epochs = EpochCounter()
+    clock = EpochClock(deadlines)
     chance = max(float(np.mean(data.y_val)), 1 - float(np.mean(data.y_val)))
     callbacks: list[keras.callbacks.Callback] = [
-        epochs,
+        clock,
         keras.callbacks.TerminateOnNaN(),
         ChanceLevelStop(
             task.monitor, chance, config.training.chance_epochs, config.training.chance_margin
@@ -133,22 +185,37 @@ def train_trial(
     if config.tensorboard:
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
-    started = time.perf_counter()
+    batch_size = params["batch_size"]
+    fit_started = time.perf_counter()
     try:
         history = model.fit(
-            data.x_train,
-            data.y_train,
-            validation_data=(data.x_val, data.y_val),
+            task.dataset(
+                data.x_train, data.y_train, batch_size, config.sampler.seed + trial.number
+            ),
+            validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
             epochs=config.training.max_epochs,
-            batch_size=params["batch_size"],
             callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles, each epoch anew
             verbose=0,
         )
+    except Exception as exc:
+        # A diverging optimizer can fail inside its own step (Keras's sparse embedding update
+        # rejects NaN gradients) before TerminateOnNaN sees the loss: name the cause.
+        if not all(np.isfinite(w).all() for w in model.get_weights()):
+            raise FloatingPointError(
+                f"the weights became non-finite during epoch {clock.count + 1} ({exc!s:.200}); "
+                f"learning_rate={params['learning_rate']:.3g} is likely too high for this model."
+            ) from exc
+        raise
     finally:
-        trial.set_user_attr("epochs", epochs.count)
-        trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 1))
+        trial.set_user_attr("epochs", clock.count)
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - fit_started, 1))
+        if clock.durations:
+            trial.set_user_attr(ACTUAL_ATTR, round(float(np.mean(clock.durations)), 2))
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         trial.set_user_attr("peak_memory_mb", round(peak_kib / 1024))
+    if clock.stop_reason:
+        trial.set_user_attr("stop_reason", clock.stop_reason)
     losses = history.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         raise FloatingPointError(
@@ -158,10 +225,8 @@ def train_trial(
     if not checkpoint.exists():
         raise RuntimeError(f"no checkpoint was written to {checkpoint}")
 
-    best = keras.models.load_model(checkpoint, safe_mode=True)
-    predictions = np.asarray(
-        best.predict(data.x_val, batch_size=1024, verbose=0), dtype=np.float32
-    ).reshape(-1)
+    best = load_keras_file(checkpoint)
+    predictions = np.asarray(task.predict(best, data.x_val), dtype=np.float32).reshape(-1)
     np.save(work / PREDICTIONS_NAME, predictions)
     val_accuracy = metrics.accuracy(data.y_val, predictions)
     val_loss = metrics.log_loss(data.y_val, predictions)
@@ -183,11 +248,56 @@ def train_trial(
     return TrialResult(value=val_accuracy)
 
 
+@dataclass(frozen=True)
+class EstimateJob:
+    """Parameter sets to cost before any trial trains (see `estimate_epochs`)."""
+
+    config: StudyConfig
+    data_folder: Path
+    params: list[dict[str, Any]]
+    cost_ratios: Mapping[str, float] = field(default_factory=dict)
+
+
+def estimate_epochs(job: EstimateJob) -> list[float]:
+    """Estimated seconds of one epoch for each parameter set; builds each model, trains none."""
+    import keras
+
+    _configure_tensorflow(0)
+    task = get_task(job.config.task)
+    estimates = []
+    for params in job.params:
+        precision = resolve_precision(
+            job.config.training.precision, params["family"], gpu_capability()
+        )
+        keras.mixed_precision.set_global_policy(precision.value)
+        data = task.trial_data(job.data_folder, params)
+        features = cost_features(task, build_model(task, params), params, data)
+        estimates.append(
+            estimate_epoch_seconds(features, params["family"], precision.value, job.cost_ratios)
+        )
+        keras.backend.clear_session()
+    return estimates
+
+
 def build_model(task: Task, params: Mapping[str, Any]) -> keras.Model:
     """Builds the model of `params["family"]` and compiles it with the trial's optimizer."""
     model = task.families[params["family"]].build(params)
     model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
     return model
+
+
+def cost_features(
+    task: Task, model: keras.Model, params: Mapping[str, Any], data: TrialData
+) -> CostFeatures:
+    """What one epoch of this trial computes, for its time estimate."""
+    batch_size = params["batch_size"]
+    return CostFeatures(
+        flops_per_example=example_flops(model, task.cost_shape(params)),
+        train_examples=task.epoch_examples(data.x_train, batch_size, params),
+        val_examples=task.epoch_examples(data.x_val, EVAL_BATCH, params),
+        steps=-(-len(data.x_train) // batch_size),
+        params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+    )
 
 
 def make_optimizer(params: Mapping[str, Any]) -> keras.optimizers.Optimizer:

@@ -3,7 +3,7 @@
 Command line::
 
     python -m hpo.search --study studies/imdb.toml [--storage URL] [--n-trials N]
-        [--timeout S] [--workers N] [--data PATH] [--tensorboard]
+        [--budget 2h] [--timeout S] [--workers N] [--data PATH] [--tensorboard]
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import multiprocessing
 import os
 import signal
 import sys
+import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +26,9 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from hpo._cli import positive_int
+from hpo.budget import BudgetClock, format_duration, parse_duration, spent_seconds
 from hpo.config import config_to_dict
+from hpo.cost import calibration
 from hpo.errors import ConfigError, HpoError
 from hpo.isolation import call_isolated
 from hpo.recovery import (
@@ -32,13 +37,15 @@ from hpo.recovery import (
     sweep_dead_local_trials,
     worker_id,
 )
-from hpo.runner import TrialJob, run_trial
+from hpo.runner import EstimateJob, TrialJob, estimate_epochs, run_trial
 from hpo.store import open_storage
 from hpo.study import (
     check_space_drift,
     create_study,
+    default_params,
     enqueue_defaults,
     sample_params,
+    sampler_seed,
     search_space,
 )
 from hpo.tasks import get_task
@@ -57,6 +64,9 @@ __all__ = ["SearchSummary", "main", "run_search"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_STUDY = "studies/imdb.toml"
+NOT_STARTED = "not started"
+# Trials in a row that their estimate kept from starting, after which a worker stops.
+MAX_NOT_STARTED = 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,8 @@ class SearchSummary:
     best_number: int | None
     best_value: float | None
     stopped_by_failures: str | None = None
+    spent_seconds: float = 0.0
+    budget: float | None = None
 
 
 def run_search(
@@ -106,6 +118,9 @@ def run_search(
         print(f"note: {note}")
     study.set_user_attr("task", config.task)
     study.set_user_attr("hpo_config", config_to_dict(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([task.monitor])
     swept = sweep_dead_local_trials(study)
     if swept:
         print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")
@@ -119,42 +134,97 @@ def run_search(
             f"(n_trials={config.n_trials}); nothing to do. Pass --n-trials to run more."
         )
         return _summary(study, config)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(f"Preparing data for task {task.name!r} ...", flush=True)
-    data_folder = call_isolated(
-        functools.partial(task.prepare, config, data),
-        space.shared,
-        log_path=config.study_dir / "logs" / "prepare.log",
-    )
-    workers = min(config.workers, remaining)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    print(
-        f"Study {config.name!r}: {finished} finished, {remaining} to go, {workers} worker(s); "
-        f"storage {config.storage_url}",
-        flush=True,
-    )
-    context = multiprocessing.get_context("spawn")
-    helpers = [
-        context.Process(
-            target=_worker_process, args=(config, data_folder, threads), name=f"hpo-worker-{i}"
+    if config.budget is not None and spent_seconds(study) >= config.budget:
+        print(
+            f"Study {config.name!r} has spent its budget of {format_duration(config.budget)} "
+            f"({format_duration(spent_seconds(study))}); nothing to do. Pass a larger --budget "
+            f"to search further."
         )
-        for i in range(1, workers)
-    ]
-    for helper in helpers:
-        helper.start()
-    try:
-        stopped = run_worker(
-            config, data_folder, threads, task=task, space=space, progress=progress
+        return _summary(study, config)
+    run = sum(key.startswith("budget_run:") for key in study.user_attrs)
+    with BudgetClock(study, config.budget) as clock:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        print(f"Preparing data for task {task.name!r} ...", flush=True)
+        data_folder = call_isolated(
+            functools.partial(task.prepare, config, data),
+            space.shared,
+            log_path=config.study_dir / "logs" / "prepare.log",
         )
-    except KeyboardInterrupt:
+        deadline = clock.deadline()
+        if deadline is not None:
+            _check_budget_fits(config, study, task, space, data_folder, clock)
+        workers = min(config.workers, remaining)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        budget = (
+            f"; budget {format_duration(config.budget)}, {format_duration(clock.spent())} spent, "
+            f"{format_duration(clock.left())} left"
+            if config.budget is not None
+            else ""
+        )
+        print(
+            f"Study {config.name!r}: {finished} finished, {remaining} to go, {workers} "
+            f"worker(s){budget}; storage {config.storage_url}",
+            flush=True,
+        )
+        context = multiprocessing.get_context("spawn")
+        helpers = [
+            context.Process(
+                target=_worker_process,
+                args=(config, data_folder, threads, deadline, sampler_seed(config, run, i)),
+                name=f"hpo-worker-{i}",
+            )
+            for i in range(1, workers)
+        ]
         for helper in helpers:
-            if helper.pid is not None and helper.is_alive():
-                os.kill(helper.pid, signal.SIGTERM)
-        raise
-    finally:
-        for helper in helpers:
-            helper.join()
+            helper.start()
+        try:
+            stopped = run_worker(
+                config,
+                data_folder,
+                threads,
+                deadline=deadline,
+                seed=sampler_seed(config, run, 0),
+                task=task,
+                space=space,
+                progress=progress,
+                clock=clock,
+            )
+        except KeyboardInterrupt:
+            for helper in helpers:
+                if helper.pid is not None and helper.is_alive():
+                    os.kill(helper.pid, signal.SIGTERM)
+            raise
+        finally:
+            for helper in helpers:
+                helper.join()
     return _summary(study, config, stopped_by_failures=stopped)
+
+
+def _check_budget_fits(
+    config: StudyConfig,
+    study: optuna.Study,
+    task: Task,
+    space: SearchSpace,
+    data_folder: Path,
+    clock: BudgetClock,
+) -> None:
+    """Refuses a budget in which not even one epoch of the cheapest default trial fits."""
+    job = EstimateJob(
+        config=config,
+        data_folder=data_folder,
+        params=default_params(task, space),
+        cost_ratios=calibration(study.get_trials(deepcopy=False)),
+    )
+    cheapest = min(call_isolated(estimate_epochs, job))
+    left = clock.left()
+    if cheapest > left:
+        needed = (config.budget or 0.0) - left + 3 * cheapest
+        raise ConfigError(
+            f"the budget is too small: {format_duration(left)} left of 'budget' = "
+            f"{format_duration(config.budget or 0.0)}, and one epoch of the cheapest default "
+            f"trial is estimated at {format_duration(cheapest)}. Give a budget with room for a "
+            f"few epochs, for example --budget {math.ceil(needed / 60)}m."
+        )
 
 
 def run_worker(
@@ -162,11 +232,19 @@ def run_worker(
     data_folder: Path,
     threads: int,
     *,
+    deadline: float | None = None,
+    seed: int | None = None,
     task: Task | None = None,
     space: SearchSpace | None = None,
     progress: bool = False,
+    clock: BudgetClock | None = None,
 ) -> str | None:
-    """Runs trials until the study holds enough finished ones, the timeout passes, or too many fail.
+    """Runs trials until the study holds enough, the budget or timeout ends, or too many fail.
+
+    Args:
+        deadline: Unix time at which the study's budget ends; trials are fitted into it.
+        seed: This worker's sampler seed (see `hpo.study.sampler_seed`).
+        clock: The run's budget clock, for the progress display.
 
     Returns:
         None, or the reason the worker stopped after `max_failures` consecutive failures.
@@ -174,13 +252,17 @@ def run_worker(
     task = task or get_task(config.task)
     space = space or search_space(task, config.space)
     storage = open_storage(config.storage_url, create=False)
-    study = create_study(config, storage)
+    study = create_study(config, storage, seed=seed)
     bar = None
     if progress:
         bar = tqdm(
             total=config.n_trials, initial=_count(study, FINISHED), unit="trial", desc=config.name
         )
-    stopper = _Stopper(config, bar)
+    stopper = _Stopper(config, bar, clock)
+    timeout = config.timeout
+    if deadline is not None:
+        left = max(0.0, deadline - time.time())
+        timeout = left if timeout is None else min(timeout, left)
     try:
         study.optimize(
             functools.partial(
@@ -190,8 +272,9 @@ def run_worker(
                 space=space,
                 data_folder=data_folder,
                 threads=threads,
+                deadline=deadline,
             ),
-            timeout=config.timeout,
+            timeout=timeout,
             callbacks=[stopper],
             catch=(Exception,),
             gc_after_trial=False,
@@ -210,11 +293,18 @@ def _objective(
     space: SearchSpace,
     data_folder: Path,
     threads: int,
+    deadline: float | None,
 ) -> float:
+    started = time.perf_counter()
     trial.set_user_attr(WORKER_ATTR, worker_id())
     sample_params(trial, task, space)
     job = TrialJob(
-        config=config, trial_id=trial._trial_id, data_folder=data_folder, threads=threads
+        config=config,
+        trial_id=trial._trial_id,
+        data_folder=data_folder,
+        threads=threads,
+        deadline=deadline,
+        cost_ratios=calibration(trial.study.get_trials(deepcopy=False)),
     )
     log_path = config.study_dir / "logs" / f"trial-{trial.number:05d}.log"
     try:
@@ -225,15 +315,21 @@ def _objective(
     except Exception as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc} (log: {log_path})")
         raise
+    finally:
+        trial.set_user_attr("trial_seconds", round(time.perf_counter() - started, 1))
 
 
 class _Stopper:
     """After each trial: prints its line, updates the bar, stops when the study has enough."""
 
-    def __init__(self, config: StudyConfig, bar: tqdm[Any] | None) -> None:
+    def __init__(
+        self, config: StudyConfig, bar: tqdm[Any] | None, clock: BudgetClock | None = None
+    ) -> None:
         self.config = config
         self.bar = bar
+        self.clock = clock
         self.consecutive_failures = 0
+        self.not_started = 0
         self.failure_stop: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -243,9 +339,14 @@ class _Stopper:
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if self.bar is not None:
             self.bar.n = min(finished, self.config.n_trials)
+            postfix = {}
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if complete:
-                self.bar.set_postfix(best=f"{max(t.value or 0.0 for t in complete):.4f}")
+                postfix["best"] = f"{max(t.value or 0.0 for t in complete):.4f}"
+            if self.clock is not None and self.config.budget is not None:
+                postfix["spent"] = format_duration(self.clock.spent())
+                postfix["left"] = format_duration(max(0.0, self.clock.left()))
+            self.bar.set_postfix(postfix)
             self.bar.refresh()
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
@@ -257,6 +358,14 @@ class _Stopper:
                 study.stop()
         else:
             self.consecutive_failures = 0
+        reason = str(trial.user_attrs.get("prune_reason", ""))
+        self.not_started = self.not_started + 1 if reason.startswith(NOT_STARTED) else 0
+        if self.not_started >= MAX_NOT_STARTED:
+            tqdm.write(
+                f"{self.not_started} trials in a row were estimated not to fit in the time left; "
+                f"stopping."
+            )
+            study.stop()
         if finished + running >= self.config.n_trials:
             study.stop()
 
@@ -277,14 +386,18 @@ def describe_trial(trial: FrozenTrial) -> str:
     reason = attrs.get("prune_reason") or attrs.get("fail_reason")
     if reason and trial.state != TrialState.COMPLETE:
         parts.append(f"({reason})")
+    if attrs.get("stop_reason") and trial.state == TrialState.COMPLETE:
+        parts.append(f"({attrs['stop_reason']})")
     return " ".join(parts)
 
 
-def _worker_process(config: StudyConfig, data_folder: Path, threads: int) -> None:
+def _worker_process(
+    config: StudyConfig, data_folder: Path, threads: int, deadline: float | None, seed: int
+) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     raise_keyboard_interrupt_on_sigterm()
     try:
-        run_worker(config, data_folder, threads)
+        run_worker(config, data_folder, threads, deadline=deadline, seed=seed)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -299,6 +412,8 @@ def _summary(
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = max(complete, key=lambda t: t.value or 0.0) if complete else None
     return SearchSummary(
+        spent_seconds=spent_seconds(study),
+        budget=config.budget,
         study_name=config.name,
         storage_url=config.storage_url,
         finished=_count(study, FINISHED),
@@ -319,6 +434,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text, "--budget")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m hpo.search` argument parser."""
     parser = argparse.ArgumentParser(
@@ -332,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--n-trials", type=positive_int(), help="finished trials the study should hold"
+    )
+    parser.add_argument(
+        "--budget",
+        type=_duration,
+        help='wall-clock budget of the whole study, across resumed runs ("2h", "90m", seconds)',
     )
     parser.add_argument(
         "--timeout", type=_positive_float, help="seconds after which no new trial starts"
@@ -358,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_study_config(args.study).with_overrides(
             storage=args.storage,
             n_trials=args.n_trials,
+            budget=args.budget,
             timeout=args.timeout,
             workers=args.workers,
             tensorboard=args.tensorboard,
@@ -382,9 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if summary.best_number is not None
         else "no complete trial yet"
     )
+    spent = f"; {format_duration(summary.spent_seconds)} spent"
+    if summary.budget is not None:
+        spent += f" of a {format_duration(summary.budget)} budget"
     print(
         f"Study {summary.study_name!r}: {summary.finished} finished, "
-        f"{summary.failed} failed; {best}.\n"
+        f"{summary.failed} failed{spent}; {best}.\n"
         f"Inspect: optuna trials --storage {summary.storage_url} --study-name {summary.study_name}"
     )
     if summary.stopped_by_failures:

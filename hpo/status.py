@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from hpo._cli import add_study_arguments, open_study, run_command
+from hpo.budget import format_duration, spent_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,6 +58,8 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
     if frame.empty:
         return frame
+    # A study with metric names calls its value column "value_<name>".
+    frame = frame.rename(columns=lambda c: "value" if c.startswith("value_") else c)
     frame = frame.rename(columns=_COLUMNS)
     frame["complete"] = frame["state"] == TrialState.COMPLETE.name
     frame = frame.sort_values(["complete", "value", "trial"], ascending=[False, False, True])
@@ -88,10 +91,17 @@ def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
     ]
     ensembles = {k: v for k, v in study.user_attrs.items() if k.startswith("ensemble_top")}
     latest = max(ensembles.items(), key=lambda kv: kv[1].get("created", ""), default=None)
+    budget = study.user_attrs.get("hpo_config", {}).get("budget")
+    spent = spent_seconds(study)
     return {
         "schema_version": SCHEMA_VERSION,
         "study": study.study_name,
         "storage": storage_url,
+        "budget": {
+            "budget_seconds": budget,
+            "spent_seconds": round(spent, 1),
+            "left_seconds": None if budget is None else round(max(0.0, budget - spent), 1),
+        },
         "direction": study.direction.name.lower(),
         "counts": counts,
         "best": {"number": best.number, "value": best.value} if best else None,
@@ -106,6 +116,15 @@ def format_status(data: dict[str, Any]) -> str:
 
     counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
     lines = [f"Study {data['study']!r} ({data['storage']}): {counts or 'no trials'}"]
+    budget = data.get("budget")
+    if budget and budget["spent_seconds"]:
+        line = f"Time spent: {format_duration(budget['spent_seconds'])}"
+        if budget["budget_seconds"] is not None:
+            line += (
+                f" of a {format_duration(budget['budget_seconds'])} budget, "
+                f"{format_duration(budget['left_seconds'])} left"
+            )
+        lines.append(line)
     if data["best"]:
         lines.append(f"Best: trial {data['best']['number']}, value {data['best']['value']:.4f}")
     if data["trials"]:
@@ -150,7 +169,8 @@ def _integer(value: Any) -> int | None:
 
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str | None:
-    reason = trial.user_attrs.get("prune_reason") or trial.user_attrs.get("fail_reason")
+    attrs = trial.user_attrs
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason") or attrs.get("stop_reason")
     return str(reason) if reason else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import optuna
 from optuna.distributions import (
     BaseDistribution,
@@ -30,9 +31,11 @@ __all__ = [
     "SearchSpace",
     "check_space_drift",
     "create_study",
+    "default_params",
     "enqueue_defaults",
     "make_pruner",
     "make_sampler",
+    "sampler_seed",
     "search_space",
 ]
 
@@ -100,10 +103,23 @@ def sample_params(trial: optuna.Trial, task: Task, space: SearchSpace) -> dict[s
     return {"family": family, **shared, **own}
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """Seeded TPE sampler."""
+def sampler_seed(config: StudyConfig, run: int, worker: int) -> int:
+    """The sampler seed of one worker of one run, derived from the study's seed.
+
+    Workers that shared a seed would draw the same parameters (the same startup trials, and the
+    same TPE candidates from the same history); giving each worker of each run its own seed,
+    derived from (study seed, run number, worker number), keeps them apart and keeps the study
+    reproducible from its seed.
+    """
+    return int(np.random.SeedSequence([config.sampler.seed, run, worker]).generate_state(1)[0])
+
+
+def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Seeded TPE sampler; `constant_liar` keeps parallel workers away from running trials."""
     return optuna.samplers.TPESampler(
-        seed=config.sampler.seed, n_startup_trials=config.sampler.startup_trials
+        seed=config.sampler.seed if seed is None else seed,
+        n_startup_trials=config.sampler.startup_trials,
+        constant_liar=True,
     )
 
 
@@ -122,20 +138,28 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
 
 
 def create_study(
-    config: StudyConfig, storage: BaseStorage | str, *, load_only: bool = False
+    config: StudyConfig,
+    storage: BaseStorage | str,
+    *,
+    load_only: bool = False,
+    seed: int | None = None,
 ) -> optuna.Study:
-    """Creates the study, or loads it if it exists, with the configured sampler and pruner."""
+    """Creates the study, or loads it if it exists, with the configured sampler and pruner.
+
+    Args:
+        seed: The sampler's seed (see `sampler_seed`); default: the study's seed.
+    """
     if load_only:
         return optuna.load_study(
             study_name=config.name,
             storage=storage,
-            sampler=make_sampler(config),
+            sampler=make_sampler(config, seed),
             pruner=make_pruner(config),
         )
     return optuna.create_study(
         study_name=config.name,
         storage=storage,
-        sampler=make_sampler(config),
+        sampler=make_sampler(config, seed),
         pruner=make_pruner(config),
         direction=DIRECTION,
         load_if_exists=True,
@@ -188,12 +212,21 @@ def enqueue_defaults(study: optuna.Study, task: Task, space: SearchSpace) -> int
     """
     if study.get_trials(deepcopy=False):
         return 0
+    defaults = default_params(task, space)
+    for params in defaults:
+        study.enqueue_trial(params, user_attrs={"seeded": "family default"})
+    return len(defaults)
+
+
+def default_params(task: Task, space: SearchSpace) -> list[dict[str, Any]]:
+    """Each family's hand-made default parameters, fitted into the (narrowed) space."""
     shared_defaults = {**TRAINING_DEFAULTS, **task.defaults}
+    result = []
     for family in space.family.choices:
         values = {**shared_defaults, **task.families[str(family)].DEFAULTS}
         params = {
             name: fit_value(dist, values[name])
             for name, dist in space.shared_and(str(family)).items()
         }
-        study.enqueue_trial({"family": family, **params}, user_attrs={"seeded": "family default"})
-    return len(space.family.choices)
+        result.append({"family": family, **params})
+    return result

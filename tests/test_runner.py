@@ -122,8 +122,9 @@ def test_non_finite_loss_fails_the_trial(tiny: tuple[StudyConfig, Path], tmp_pat
     )
     with pytest.raises(FloatingPointError, match="learning_rate=1e\\+12 is likely too high"):
         train_trial(trial, config, folder, tmp_path / "work")
-    # TerminateOnNaN stops inside the first epoch instead of training on.
-    assert trial.study.trials[0].user_attrs["epochs"] == 1
+    # It stops inside the first epoch (TerminateOnNaN, or the optimizer's own failure on NaN
+    # gradients) instead of training on through max_epochs = 2.
+    assert trial.study.trials[0].user_attrs["epochs"] <= 1
 
 
 def test_chance_level_stop() -> None:

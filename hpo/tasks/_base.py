@@ -70,6 +70,13 @@ class Task:
         export_preprocessing: A Keras layer from raw inputs to one trial's inputs, and a key
             that is equal for trials that can share it.
         raw_input: A `keras.Input` for raw inputs.
+        dataset: A `tf.data.Dataset` of (inputs, labels) batches, or inputs only when labels are
+            None: `dataset(x, y, batch_size, seed)`; a seed shuffles anew every epoch, no seed
+            keeps an order that `predict` undoes.
+        predict: A model's predictions for inputs, in their order.
+        cost_shape: The input shape (batch excluded) at which a trial's model is costed.
+        epoch_examples: Examples one epoch over `x` computes at `cost_shape`, in equivalents
+            (bucketed text computes fewer positions than it stores): `(x, batch_size, params)`.
         monitor: The validation metric the study maximizes, as Keras logs name it.
         loss: Keras loss name.
     """
@@ -84,5 +91,9 @@ class Task:
     member_inputs: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
     export_preprocessing: Callable[[Path, Mapping[str, Any]], tuple[Any, keras.layers.Layer]]
     raw_input: Callable[[], Any]
+    dataset: Callable[[np.ndarray, np.ndarray | None, int, int | None], Any]
+    predict: Callable[[keras.Model, np.ndarray], np.ndarray]
+    cost_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]
+    epoch_examples: Callable[[np.ndarray, int, Mapping[str, Any]], float]
     monitor: str = "val_accuracy"
     loss: str = "binary_crossentropy"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.distributions import CategoricalDistribution
 
-from hpo.data import imdb, text_cache
+from hpo.data import batching, imdb, text_cache
 from hpo.models import conv1d, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData
@@ -24,9 +24,9 @@ _log = logging.getLogger(__name__)
 
 SPACE: Space = {
     "vocab_size": CategoricalDistribution([10000, 20000, 30000, 40000]),
-    "seq_len": CategoricalDistribution([200, 400, 600, 800]),
+    "seq_len": CategoricalDistribution([200, 400, 800, 1600]),
 }
-DEFAULTS = {"vocab_size": 30000, "seq_len": 600}
+DEFAULTS = {"vocab_size": 30000, "seq_len": 800}
 
 
 def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
@@ -125,6 +125,17 @@ def raw_input() -> Any:
     return keras.Input(shape=(), dtype="string", name="review")
 
 
+def cost_shape(params: Mapping[str, Any]) -> tuple[int, ...]:
+    """Models are costed at the trial's full sequence length."""
+    return (params["seq_len"],)
+
+
+def epoch_examples(x: np.ndarray, batch_size: int, params: Mapping[str, Any]) -> float:
+    """Full-length equivalents of the token positions one bucketed epoch computes."""
+    lengths = batching.token_lengths(x)
+    return batching.computed_tokens(lengths, batch_size, x.shape[1]) / params["seq_len"]
+
+
 def _load(folder: Path) -> text_cache.TokenizedSplits:
     splits = text_cache.load_cached(folder)
     if splits is None:
@@ -155,4 +166,8 @@ IMDB = Task(
     member_inputs=member_inputs,
     export_preprocessing=export_preprocessing,
     raw_input=raw_input,
+    dataset=batching.bucketed_dataset,
+    predict=batching.predict_bucketed,
+    cost_shape=cost_shape,
+    epoch_examples=epoch_examples,
 )

@@ -1,0 +1,138 @@
+"""What to try, and for how long: a study's wall-clock budget, kept across resumed runs.
+
+Each run of the search records the interval it has been alive in the study (a user attribute per
+run, refreshed while it runs), so the time spent is the union of those intervals: resumed runs
+add up, and runs on several machines at once count their shared time once. Data preparation is
+inside the interval, so it counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["BudgetClock", "format_duration", "parse_duration", "spent_seconds"]
+
+RUN_ATTR_PREFIX = "budget_run:"
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds in a duration: a number of seconds, or text such as "2h", "90m", "1h30m", "45s".
+
+    Raises:
+        ConfigError: The value is not a positive duration; the message names `key`.
+    """
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if parts and _DURATION.sub("", text).strip() == "":
+                seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(
+            f"'{key}' must be a duration greater than zero: seconds, or text such as \"2h\", "
+            f'"90m" or "1h30m"; got {value!r}.'
+        )
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as "1h 05m", "12m 30s" or "45s"."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def spent_seconds(study: optuna.Study, now: float | None = None) -> float:
+    """Wall-clock seconds the study's runs have been alive: the union of their intervals."""
+    intervals = sorted(
+        (float(value[0]), float(value[1]))
+        for key, value in study.user_attrs.items()
+        if key.startswith(RUN_ATTR_PREFIX)
+    )
+    total, reach = 0.0, -float("inf")
+    for start, end in intervals:
+        if now is not None:
+            end = min(end, now)
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+class BudgetClock:
+    """Accounts one search run against the study's budget.
+
+    Args:
+        study: The study; its earlier runs' intervals are read from it.
+        budget: The study's budget in seconds, or None for no budget (time is still recorded).
+        refresh_s: How often a background thread records this run's interval while it runs, so
+            a killed run loses at most this much of its accounting.
+    """
+
+    def __init__(self, study: optuna.Study, budget: float | None, refresh_s: float = 15.0) -> None:
+        self.study, self.budget, self.refresh_s = study, budget, refresh_s
+        self.key = f"{RUN_ATTR_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self) -> None:
+        """Writes this run's interval [start, now] to the study."""
+        self.study.set_user_attr(self.key, [round(self.started, 3), round(time.time(), 3)])
+
+    def spent(self) -> float:
+        """Seconds spent by every run so far, this one included."""
+        self.record()
+        return spent_seconds(self.study)
+
+    def left(self) -> float:
+        """Seconds left of the budget (infinite without one)."""
+        if self.budget is None:
+            return float("inf")
+        return self.budget - self.spent()
+
+    def deadline(self) -> float | None:
+        """Unix time at which the budget ends, or None without a budget."""
+        if self.budget is None:
+            return None
+        return time.time() + self.left()
+
+    def __enter__(self) -> BudgetClock:
+        self.record()
+        self._thread = threading.Thread(target=self._refresh, name="hpo-budget", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.record()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            # A failed write is retried by the next refresh, or by the final record.
+            with contextlib.suppress(Exception):
+                self.record()

@@ -1,0 +1,119 @@
+"""What to try, and at what price: a trial's seconds per epoch, estimated before it trains.
+
+The estimate starts from the model itself: floating-point operations per example (each layer
+with weights costs about two operations per weight per output position), times the examples an
+epoch computes (for bucketed text, the token positions it really computes), three times for the
+training pass (forward and backward) and once for validation; plus a per-step cost that grows
+with the number of weights (the optimizer updates every weight every step). Constants measured on
+a 2-core CPU make this a prior; the trials a study has already run calibrate it: the estimate is
+scaled by the median ratio of actual to prior seconds per epoch of earlier trials of the same
+family and precision (or of any family, before there is one).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    import keras
+    from optuna.trial import FrozenTrial
+
+__all__ = ["CostFeatures", "calibration", "estimate_epoch_seconds", "example_flops"]
+
+# Prior constants, measured with benchmarks/bench_padding.py on a 2-core CPU (float32).
+PRIOR_FLOPS_PER_S = 150e9
+PRIOR_STEP_S = 0.01
+PRIOR_PARAM_STEP_S = 2e-9
+# Trial attributes the calibration reads (written by the runner).
+PRIOR_ATTR = "prior_epoch_seconds"
+ACTUAL_ATTR = "epoch_seconds"
+
+
+@dataclass(frozen=True)
+class CostFeatures:
+    """What an epoch of one trial computes.
+
+    Attributes:
+        flops_per_example: Forward-pass operations for one example at the reference shape.
+        train_examples: Training examples per epoch, in reference-shape equivalents (for
+            bucketed text: computed token positions / reference length).
+        val_examples: Validation examples likewise.
+        steps: Optimizer steps per epoch.
+        params: Trainable weights.
+    """
+
+    flops_per_example: float
+    train_examples: float
+    val_examples: float
+    steps: int
+    params: int
+
+    @property
+    def flops_per_epoch(self) -> float:
+        """Operations per epoch: forward and backward on training data, forward on validation."""
+        return self.flops_per_example * (3 * self.train_examples + self.val_examples)
+
+    def prior_seconds(self) -> float:
+        """Seconds per epoch before any calibration."""
+        return self.flops_per_epoch / PRIOR_FLOPS_PER_S + self.steps * (
+            PRIOR_STEP_S + self.params * PRIOR_PARAM_STEP_S
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields."""
+        return asdict(self)
+
+
+def example_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:
+    """Forward-pass operations of `model` for one example of `input_shape` (batch dim excluded).
+
+    Dimensions left open in the model's input (a text model takes any length) are fixed to
+    `input_shape` by rebuilding the model from its config, so every layer's output size is known.
+    """
+    import keras
+
+    if any(d is None for d in model.inputs[0].shape[1:]):
+        config = model.get_config()
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer":
+                layer["config"]["batch_shape"] = [None, *input_shape]
+        model = keras.Model.from_config(config)
+    total = 0.0
+    for layer in model.layers:
+        weights = sum(math.prod(w.shape) for w in layer.trainable_weights)
+        if not weights or isinstance(layer, keras.layers.Embedding):
+            continue
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        positions = math.prod(d or 1 for d in outputs[0].shape[1:-1])
+        total += 2.0 * weights * positions
+    return total
+
+
+def calibration(trials: Iterable[FrozenTrial]) -> dict[str, float]:
+    """Median ratio of actual to prior seconds per epoch, by "family/precision" and overall ("*").
+
+    Only trials that recorded both (they trained at least one epoch) count.
+    """
+    ratios: dict[str, list[float]] = {}
+    for trial in trials:
+        prior = trial.user_attrs.get(PRIOR_ATTR)
+        actual = trial.user_attrs.get(ACTUAL_ATTR)
+        if not prior or not actual:
+            continue
+        key = f"{trial.user_attrs.get('family')}/{trial.user_attrs.get('precision')}"
+        ratios.setdefault(key, []).append(actual / prior)
+        ratios.setdefault("*", []).append(actual / prior)
+    return {key: statistics.median(values) for key, values in ratios.items()}
+
+
+def estimate_epoch_seconds(
+    features: CostFeatures, family: str, precision: str, ratios: Mapping[str, float]
+) -> float:
+    """Calibrated seconds per epoch of a trial of `family` in `precision`."""
+    scale = ratios.get(f"{family}/{precision}", ratios.get("*", 1.0))
+    return features.prior_seconds() * scale

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+
+from hpo.budget import BudgetClock, format_duration, parse_duration, spent_seconds
+from hpo.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("2h", 7200),
+        ("90m", 5400),
+        ("1h30m", 5400),
+        ("45s", 45),
+        ("3600", 3600),
+        (120, 120),
+        (0.5, 0.5),
+        (" 2H ", 7200),
+        ("1d", 86400),
+    ],
+)
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration(text, "budget") == seconds
+
+
+@pytest.mark.parametrize("bad", [0, -5, "0", "-5", "2 weeks ago", "h", "", True, None, "inf"])
+def test_parse_duration_names_the_key(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"'budget' must be a duration greater than zero"):
+        parse_duration(bad, "budget")
+
+
+def test_format_duration() -> None:
+    assert format_duration(7200) == "2h 00m"
+    assert format_duration(750) == "12m 30s"
+    assert format_duration(45.4) == "45s"
+
+
+def test_spent_is_the_union_of_run_intervals() -> None:
+    study = optuna.create_study()
+    study.set_user_attr("budget_run:a", [100.0, 160.0])
+    study.set_user_attr("budget_run:b", [150.0, 200.0])  # overlaps a: counted once
+    study.set_user_attr("budget_run:c", [300.0, 310.0])
+    study.set_user_attr("unrelated", [0, 1000])
+    assert spent_seconds(study) == pytest.approx(110.0)
+
+
+def test_clock_adds_to_earlier_runs() -> None:
+    study = optuna.create_study()
+    now = time.time()
+    study.set_user_attr("budget_run:earlier", [now - 1000.0, now - 940.0])
+    with BudgetClock(study, budget=100.0) as clock:
+        assert 60.0 <= clock.spent() < 62.0
+        assert 38.0 < clock.left() <= 40.0
+        deadline = clock.deadline()
+        assert deadline is not None
+        assert deadline == pytest.approx(now + 40.0, abs=2.0)
+    assert clock.key in study.user_attrs
+    unlimited = BudgetClock(study, budget=None)
+    assert unlimited.deadline() is None
+    assert unlimited.left() == float("inf")

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import keras
+import optuna
+import pytest
+from keras import layers
+
+from hpo.cost import CostFeatures, calibration, estimate_epoch_seconds, example_flops
+from hpo.models import conv1d
+
+
+def test_example_flops_counts_two_per_weight_per_position() -> None:
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(100, 4)(inputs)  # a lookup: no multiply-adds
+    x = layers.Conv1D(6, 3, padding="same")(x)  # (3*4*6 + 6) weights at every position
+    x = layers.GlobalMaxPooling1D()(x)
+    outputs = layers.Dense(1)(x)  # 7 weights, once
+    model = keras.Model(inputs, outputs)
+    assert example_flops(model, (50,)) == 2 * (78 * 50 + 7)
+    assert example_flops(model, (100,)) == 2 * (78 * 100 + 7)
+
+
+def test_family_flops_grow_with_length_and_width() -> None:
+    base = {**conv1d.DEFAULTS, "vocab_size": 1000, "seq_len": 100}
+    small = example_flops(conv1d.build(base), (100,))
+    assert example_flops(conv1d.build(base), (200,)) == pytest.approx(2 * small, rel=0.01)
+    # One block on the embedding: twice the filters, twice the work.
+    wide = example_flops(conv1d.build({**base, "filters": 256}), (100,))
+    assert wide == pytest.approx(2 * small, rel=0.01)
+
+
+def _trial(family: str, precision: str, prior: float, actual: float) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        value=0.5,
+        user_attrs={
+            "family": family,
+            "precision": precision,
+            "prior_epoch_seconds": prior,
+            "epoch_seconds": actual,
+        },
+    )
+
+
+def test_calibration_scales_the_prior_by_family_then_overall() -> None:
+    trials = [
+        _trial("conv1d", "float32", 10.0, 20.0),
+        _trial("conv1d", "float32", 10.0, 30.0),
+        _trial("sepconv1d", "float32", 10.0, 50.0),
+        optuna.trial.create_trial(value=0.5, user_attrs={"family": "conv1d"}),
+    ]
+    ratios = calibration(trials)
+    assert ratios["conv1d/float32"] == 2.5
+    assert ratios["sepconv1d/float32"] == 5.0
+    assert ratios["*"] == 3.0
+    features = CostFeatures(1e9, 1000, 100, 10, 1000)
+    prior = features.prior_seconds()
+    assert estimate_epoch_seconds(features, "conv1d", "float32", ratios) == 2.5 * prior
+    assert estimate_epoch_seconds(features, "other", "float32", ratios) == 3.0 * prior
+    assert estimate_epoch_seconds(features, "conv1d", "float32", {}) == prior

@@ -1,0 +1,170 @@
+"""The study's wall-clock budget, the per-trial cap and workers that never repeat each other."""
+
+from __future__ import annotations
+
+import time
+import types
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.budget import spent_seconds
+from hpo.config import load_study_config
+from hpo.search import main, run_search
+from hpo.store import open_storage
+from hpo.study import search_space
+from hpo.tasks.imdb import IMDB
+
+from .conftest import write_study
+from .test_runner import PARAMS, _trial
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hpo.config import StudyConfig
+
+
+def _study(config: StudyConfig) -> optuna.Study:
+    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    return optuna.load_study(study_name=config.name, storage=storage)
+
+
+def _prepared(fake_imdb: Path, tmp_path: Path, extra: str = "") -> tuple[StudyConfig, Path]:
+    config = load_study_config(write_study(tmp_path, fake_imdb, extra=extra))
+    config = config.with_overrides(
+        training=config.training.__class__(max_epochs=20, patience=20, chance_epochs=0)
+    )
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    return config, folder
+
+
+# The tiny model's estimate scaled to nothing, so only the deadline decides.
+INSTANT: dict[str, Any] = {"*": 1e-9}
+
+
+@pytest.fixture
+def late_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Epochs end 1000 s later than they do, so any deadline within that passes after epoch 1."""
+    import hpo.callbacks
+
+    clock = types.SimpleNamespace(time=lambda: time.time() + 1000.0)
+    monkeypatch.setattr(hpo.callbacks, "time", clock)
+
+
+@pytest.mark.usefixtures("late_epochs")
+def test_budget_stops_a_running_trial_after_an_epoch_and_keeps_its_checkpoint(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    from hpo.runner import train_trial
+
+    config, folder = _prepared(fake_imdb, tmp_path)
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    result = train_trial(
+        trial, config, folder, tmp_path / "work", deadline=time.time() + 60, cost_ratios=INSTANT
+    )
+    attrs = trial.study.trials[0].user_attrs
+    assert attrs["epochs"] == 1
+    assert "would end past the study's budget" in attrs["stop_reason"]
+    assert attrs["checkpoint_artifact_id"]
+    assert result.value == attrs["val_accuracy"]
+    assert attrs["epoch_seconds"] > 0
+    assert attrs["estimated_epoch_seconds"] >= 0
+
+
+@pytest.mark.usefixtures("late_epochs")
+def test_per_trial_cap_shortens_a_trial(fake_imdb: Path, tmp_path: Path) -> None:
+    from hpo.runner import train_trial
+
+    config, folder = _prepared(fake_imdb, tmp_path)
+    config = config.with_overrides(max_trial_minutes=1.0)
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    train_trial(trial, config, folder, tmp_path / "work", cost_ratios=INSTANT)
+    attrs = trial.study.trials[0].user_attrs
+    assert attrs["epochs"] == 1
+    assert "per-trial cap" in attrs["stop_reason"]
+
+
+def test_a_trial_estimated_past_the_cap_does_not_start(fake_imdb: Path, tmp_path: Path) -> None:
+    from hpo.runner import train_trial
+
+    config, folder = _prepared(fake_imdb, tmp_path)
+    config = config.with_overrides(max_trial_minutes=1.0)
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    with pytest.raises(optuna.TrialPruned, match=r"not started: .* per-trial cap of 1 min"):
+        train_trial(trial, config, folder, tmp_path / "work", cost_ratios={"*": 1e9})
+    assert "epochs" not in trial.study.trials[0].user_attrs
+
+
+def test_budget_ends_the_search_and_resumed_runs_add_up(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=100, enqueue=False))
+    budget = 25.0
+    started = time.time()
+    summary = run_search(config.with_overrides(budget=budget), progress=False)
+    elapsed = time.time() - started
+    study = _study(config)
+    epochs = [t.user_attrs.get("epoch_seconds", 0.0) for t in study.trials]
+    assert 0 < summary.finished < 100
+    # Inside the budget, give or take the guess of one epoch and the last trial's upload.
+    assert elapsed <= budget + max(epochs) + 5
+    first = spent_seconds(study)
+    assert first == pytest.approx(elapsed, abs=3)
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
+
+    # A second run only has what is left; once spent, a run does nothing.
+    run_search(config.with_overrides(budget=first + 8), progress=False)
+    second = spent_seconds(_study(config))
+    assert first < second <= first + 8 + max(epochs) + 5
+    assert sum(k.startswith("budget_run:") for k in _study(config).user_attrs) == 2
+    count = len(_study(config).trials)
+    capsys.readouterr()
+    run_search(config.with_overrides(budget=first), progress=False)
+    assert "has spent its budget" in capsys.readouterr().out
+    assert len(_study(config).trials) == count
+
+
+def test_four_workers_never_share_parameters(fake_imdb: Path, tmp_path: Path) -> None:
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=8, enqueue=False))
+    run_search(config.with_overrides(workers=4), progress=False)
+    trials = _study(config).trials
+    assert len(trials) >= 8
+    keys = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(keys)) == len(keys)
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-5", '"2 weeks ago"'])
+def test_bad_budget_in_the_study_file_exits_2_naming_the_key(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    path = write_study(tmp_path, fake_imdb)
+    path.write_text(f"budget = {value}\n" + path.read_text())
+    assert main(["--study", str(path)]) == 2
+    assert "'budget' must be a duration greater than zero" in capsys.readouterr().err
+    assert not (tmp_path / "tiny" / "study.db").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "2 weeks ago"])
+def test_bad_budget_flag_exits_2_naming_the_flag(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    path = write_study(tmp_path, fake_imdb)
+    with pytest.raises(SystemExit) as exc:
+        main(["--study", str(path), f"--budget={value}"])
+    assert exc.value.code == 2
+    assert "'--budget' must be a duration greater than zero" in capsys.readouterr().err
+
+
+def test_a_budget_too_small_for_one_epoch_is_an_error_before_any_trial(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(tmp_path, fake_imdb)
+    assert main(["--study", str(path), "--budget", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "the budget is too small" in err
+    assert "--budget" in err
+    assert _study(load_study_config(path)).get_trials(states=(TrialState.COMPLETE,)) == []
