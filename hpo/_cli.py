@@ -1,22 +1,19 @@
-"""Helpers shared by the read-only command-line tools (ensemble, status, report, dashboard)."""
+"""Helpers for the commands that open an existing study (ensemble, status, report, dashboard)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
 from typing import TYPE_CHECKING
 
-import optuna
-
 from hpo.config import config_from_dict, load_study_config
-from hpo.errors import ConfigError, HpoError, StoreError
+from hpo.errors import ConfigError, StoreError
 from hpo.store import load_existing_study, open_storage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    import optuna
 
     from hpo.config import StudyConfig
 
@@ -70,15 +67,3 @@ def positive_int(hint: str = "") -> Callable[[str], int]:
         return value
 
     return parse
-
-
-def run_command(body: Callable[[], int]) -> int:
-    """Runs a command body: quiet logs, and HpoError turned into a message and exit code 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        return body()
-    except HpoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import tomllib
+import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,11 @@ from typing import Any, Union
 from hpo.budget import parse_duration
 from hpo.errors import ConfigError
 from hpo.precision import Precision
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 __all__ = [
     "DataConfig",
@@ -26,6 +32,9 @@ __all__ = [
     "config_to_dict",
     "load_study_config",
 ]
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class PrunerKind(enum.Enum):
@@ -176,10 +185,11 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         _require(
-            bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
+            _NAME.fullmatch(self.name) is not None,
             "name",
             self.name,
-            "a non-empty name of letters, digits, '-', '_' or '.'",
+            "a name of letters, digits, '-', '_' or '.' that starts with a letter or digit "
+            "(it names the study's folder)",
         )
         _require(self.n_trials >= 1, "n_trials", self.n_trials, ">= 1")
         _require(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "> 0 seconds")

@@ -63,7 +63,7 @@ def build_report(
         "method": method.value,
         "top": len(members),
         "caruana_rounds": fitted.rounds,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "test_examples": len(y_test),
         "val_examples": len(y_val),
         "members": [

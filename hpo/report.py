@@ -1,5 +1,7 @@
-"""Plots of a study: optimization history, importances, learning curves, parallel coordinates,
-and a per-family comparison, as PNG files and one self-contained HTML page.
+"""Plots of a study as PNG files and one self-contained HTML page.
+
+Optimization history, importances, learning curves, parallel coordinates and a per-family
+comparison.
 
 Command line::
 
@@ -12,7 +14,6 @@ optuna-dashboard, so they show on the study's page there.
 
 from __future__ import annotations
 
-import argparse
 import html
 import sys
 import warnings
@@ -24,10 +25,11 @@ import optuna
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
 
-from hpo._cli import add_study_arguments, open_study, run_command
+from hpo._cli import add_study_arguments, open_study
 from hpo.errors import StoreError
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
 
 __all__ = ["FIGURES", "main", "write_report"]
@@ -130,24 +132,30 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m hpo.report`; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hpo.report", description=__doc__.splitlines()[0]
-    )
+NEEDS_TENSORFLOW = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
     add_study_arguments(parser)
     parser.add_argument(
         "--out", type=Path, help="output folder (default: reports/ in the study's folder)"
     )
-    args = parser.parse_args(argv)
 
-    def body() -> int:
-        config, study = open_study(args.study, args.storage, args.study_name)
-        files = write_report(study, args.out or config.study_dir / "reports")
-        print("\n".join(str(f) for f in files))
-        return 0
 
-    return run_command(body)
+def run(args: argparse.Namespace) -> int:
+    """Writes the figures and prints their paths."""
+    config, study = open_study(args.study, args.storage, args.study_name)
+    files = write_report(study, args.out or config.study_dir / "reports")
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.report`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("report", argv)
 
 
 if __name__ == "__main__":

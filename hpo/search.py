@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import math
 import multiprocessing
 import os
@@ -29,7 +28,8 @@ from hpo._cli import positive_int
 from hpo.budget import BudgetClock, format_duration, parse_duration, spent_seconds
 from hpo.config import config_to_dict
 from hpo.cost import calibration
-from hpo.errors import ConfigError, HpoError
+from hpo.data import provenance
+from hpo.errors import ConfigError
 from hpo.isolation import call_isolated
 from hpo.recovery import (
     WORKER_ATTR,
@@ -116,11 +116,6 @@ def run_search(
     study = create_study(config, storage)
     for note in check_space_drift(study, space):
         print(f"note: {note}")
-    study.set_user_attr("task", config.task)
-    study.set_user_attr("hpo_config", config_to_dict(config))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([task.monitor])
     swept = sweep_dead_local_trials(study)
     if swept:
         print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")
@@ -144,12 +139,21 @@ def run_search(
     run = sum(key.startswith("budget_run:") for key in study.user_attrs)
     with BudgetClock(study, config.budget) as clock:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        print(f"Preparing data for task {task.name!r} ...", flush=True)
+        source = task.locate(config, data or provenance.recorded_source(study))
+        print(f"Preparing data for task {task.name!r} from {source} ...", flush=True)
         data_folder = call_isolated(
-            functools.partial(task.prepare, config, data),
+            functools.partial(task.prepare, config, str(source)),
             space.shared,
             log_path=config.study_dir / "logs" / "prepare.log",
         )
+        fingerprint = task.fingerprint(data_folder)
+        provenance.check_fingerprint(study, fingerprint, source, "resuming the search")
+        provenance.record(study, fingerprint, source)
+        study.set_user_attr("task", config.task)
+        study.set_user_attr("hpo_config", config_to_dict(config))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([task.monitor])
         deadline = clock.deadline()
         if deadline is not None:
             _check_budget_fits(config, study, task, space, data_folder, clock)
@@ -254,7 +258,15 @@ def run_worker(
     storage = open_storage(config.storage_url, create=False)
     study = create_study(config, storage, seed=seed)
     bar = None
-    if progress:
+    if progress and clock is not None and config.budget is not None:
+        # With a budget, time is what runs out: the bar shows the budget spent.
+        bar = tqdm(
+            total=round(config.budget),
+            initial=min(round(clock.spent()), round(config.budget)),
+            desc=config.name,
+            bar_format="{desc}: {percentage:3.0f}% of the budget |{bar}| {postfix}",
+        )
+    elif progress:
         bar = tqdm(
             total=config.n_trials, initial=_count(study, FINISHED), unit="trial", desc=config.name
         )
@@ -338,14 +350,17 @@ class _Stopper:
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if self.bar is not None:
-            self.bar.n = min(finished, self.config.n_trials)
-            postfix = {}
+            postfix = {"trials": str(finished)}
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if complete:
                 postfix["best"] = f"{max(t.value or 0.0 for t in complete):.4f}"
             if self.clock is not None and self.config.budget is not None:
-                postfix["spent"] = format_duration(self.clock.spent())
-                postfix["left"] = format_duration(max(0.0, self.clock.left()))
+                spent = self.clock.spent()
+                self.bar.n = min(round(spent), round(self.config.budget))
+                postfix["spent"] = format_duration(spent)
+                postfix["left"] = format_duration(max(0.0, self.config.budget - spent))
+            else:
+                self.bar.n = min(finished, self.config.n_trials)
             self.bar.set_postfix(postfix)
             self.bar.refresh()
         if trial.state == TrialState.FAIL:
@@ -441,11 +456,11 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `python -m hpo.search` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hpo.search", description=__doc__.splitlines()[0]
-    )
+NEEDS_TENSORFLOW = False  # only its trial processes load TensorFlow
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
     parser.add_argument(
         "--study", default=DEFAULT_STUDY, help=f"study file (default {DEFAULT_STUDY})"
     )
@@ -470,38 +485,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tensorboard", action="store_true", default=None, help="write TensorBoard logs"
     )
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m hpo.search`; returns the exit code."""
+def run(args: argparse.Namespace) -> int:
+    """Runs or resumes the study and prints where it stands."""
     from hpo.config import load_study_config
 
-    args = build_parser().parse_args(argv)
     raise_keyboard_interrupt_on_sigterm()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = load_study_config(args.study).with_overrides(
+        storage=args.storage,
+        n_trials=args.n_trials,
+        budget=args.budget,
+        timeout=args.timeout,
+        workers=args.workers,
+        tensorboard=args.tensorboard,
+    )
     try:
-        config = load_study_config(args.study).with_overrides(
-            storage=args.storage,
-            n_trials=args.n_trials,
-            budget=args.budget,
-            timeout=args.timeout,
-            workers=args.workers,
-            tensorboard=args.tensorboard,
-        )
         summary = run_search(
             config,
             data=args.data,
             progress=sys.stderr.isatty() or bool(os.environ.get("HPO_PROGRESS")),
         )
-    except HpoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print(
             "\nInterrupted. Finished trials are saved; the running one is marked FAIL. "
-            f"Run the same command again to resume: python -m hpo.search --study {args.study}",
+            f"Run the same command again to resume: hpo search --study {args.study}",
             file=sys.stderr,
         )
         return 130
@@ -516,12 +524,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Study {summary.study_name!r}: {summary.finished} finished, "
         f"{summary.failed} failed{spent}; {best}.\n"
-        f"Inspect: optuna trials --storage {summary.storage_url} --study-name {summary.study_name}"
+        f"Inspect: hpo status --study {args.study}"
     )
     if summary.stopped_by_failures:
         print(f"error: search stopped: {summary.stopped_by_failures}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.search`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("search", argv)
 
 
 if __name__ == "__main__":

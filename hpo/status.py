@@ -10,7 +10,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -19,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
-from hpo._cli import add_study_arguments, open_study, run_command
+from hpo._cli import add_study_arguments, open_study
 from hpo.budget import format_duration, spent_seconds
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
     import optuna
@@ -174,11 +174,11 @@ def _reason(trial: optuna.trial.FrozenTrial) -> str | None:
     return str(reason) if reason else None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m hpo.status`; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hpo.status", description=__doc__.splitlines()[0]
-    )
+NEEDS_TENSORFLOW = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
     add_study_arguments(parser)
     parser.add_argument("--top", type=int, default=10, help="trials to list (default 10)")
     output = parser.add_mutually_exclusive_group()
@@ -186,21 +186,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--json", action="store_true", help="print JSON (schema: hpo/status_schema.json)"
     )
     output.add_argument("--csv", type=Path, help="write every trial's row to this CSV file")
-    args = parser.parse_args(argv)
 
-    def body() -> int:
-        config, study = open_study(args.study, args.storage, args.study_name)
-        data = status(study, config.storage_url, max(args.top, 0))
-        if args.json:
-            print(json.dumps(data, indent=2))
-        elif args.csv:
-            leaderboard(study).to_csv(args.csv, index=False)
-            print(f"Wrote {len(study.trials)} trials to {args.csv}")
-        else:
-            print(format_status(data))
-        return 0
 
-    return run_command(body)
+def run(args: argparse.Namespace) -> int:
+    """Prints the leaderboard, JSON, or writes the CSV."""
+    config, study = open_study(args.study, args.storage, args.study_name)
+    data = status(study, config.storage_url, max(args.top, 0))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.csv:
+        leaderboard(study).to_csv(args.csv, index=False)
+        print(f"Wrote {len(study.trials)} trials to {args.csv}")
+    else:
+        print(format_status(data))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.status`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("status", argv)
 
 
 if __name__ == "__main__":

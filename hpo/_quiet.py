@@ -1,0 +1,15 @@
+"""Imported first by the trial fork server: sends its stderr to /dev/null unless HPO_VERBOSE=1.
+
+The fork server imports TensorFlow once for every trial, and TensorFlow's C++ libraries print
+their start-up notices straight to file descriptor 2. Trial processes forked from the server send
+their output to their own log files (`hpo.isolation`), so nothing of theirs is lost here.
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("HPO_VERBOSE") != "1":
+    _devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(_devnull, 2)
+    os.close(_devnull)

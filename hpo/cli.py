@@ -1,0 +1,141 @@
+"""The `hpo` command: one place that parses, configures logging and turns errors into exit codes.
+
+    hpo search | ensemble | predict | status | report | dashboard [--verbose] ...
+
+Each command is a module with `add_arguments(parser)` and `run(args) -> int`; `python -m hpo.X`
+runs the same code through `run_module`. Unless `--verbose` (or HPO_VERBOSE=1) is given,
+TensorFlow's C++ start-up lines (oneDNN notices, CUDA probing) are kept off the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Protocol
+
+from hpo.errors import HpoError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+__all__ = ["COMMANDS", "main", "quiet_tensorflow", "run_module"]
+
+COMMANDS = ("search", "ensemble", "predict", "status", "report", "dashboard")
+VERBOSE_VAR = "HPO_VERBOSE"
+
+
+class Command(Protocol):
+    """What a command module provides."""
+
+    __doc__: str | None
+    NEEDS_TENSORFLOW: bool
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hpo` console script; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="hpo", description="Hyperparameter search and ensembling for Keras, on Optuna."
+    )
+    _add_verbose(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = _command(name)
+        summary = _summary(module)
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _add_verbose(sub)
+        module.add_arguments(sub)
+    args = parser.parse_args(argv)
+    return _run(_command(args.command), args)
+
+
+def run_module(name: str, argv: Sequence[str] | None = None) -> int:
+    """Runs one command as `python -m hpo.<name>`; returns the exit code."""
+    module = _command(name)
+    parser = argparse.ArgumentParser(prog=f"python -m hpo.{name}", description=_summary(module))
+    _add_verbose(parser)
+    module.add_arguments(parser)
+    return _run(module, parser.parse_args(argv))
+
+
+def _run(module: Command, args: argparse.Namespace) -> int:
+    verbose = bool(getattr(args, "verbose", False)) or os.environ.get(VERBOSE_VAR) == "1"
+    if verbose:
+        os.environ[VERBOSE_VAR] = "1"
+    _configure_logging(verbose)
+    try:
+        if module.NEEDS_TENSORFLOW:
+            with quiet_tensorflow(verbose):
+                import tensorflow  # noqa: F401
+        return module.run(args)
+    except HpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _configure_logging(verbose: bool) -> None:
+    import optuna
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def quiet_tensorflow(verbose: bool = False) -> Iterator[None]:
+    """Sends the process's stderr to /dev/null while TensorFlow's C++ libraries load.
+
+    TensorFlow prints its start-up notices from C++ before any log level applies, so only the
+    file descriptor itself can silence them. Python-level errors raised inside still propagate.
+    """
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        try:
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+        except ImportError:
+            pass
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also print TensorFlow's and Optuna's informational logs",
+    )
+
+
+def _command(name: str) -> Command:
+    return importlib.import_module(f"hpo.{name}")
+
+
+def _summary(module: Command) -> str:
+    return (module.__doc__ or "").strip().splitlines()[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The `hpo` command and `python -m hpo.X`: help, exit codes, and no TensorFlow start-up noise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from hpo.cli import COMMANDS
+
+from .conftest import write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+HPO = Path(sys.executable).with_name("hpo")
+# Lines TensorFlow's C++ libraries print while loading, before any log level applies.
+NOISE = ("oneDNN", "cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_hpo_help_lists_every_command() -> None:
+    assert HPO.is_file(), "the console script is missing; pip install -e . creates it"
+    result = _run(str(HPO), "--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert f"    {name}" in result.stdout
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_has_help_both_ways(name: str) -> None:
+    as_command = _run(str(HPO), name, "--help")
+    as_module = _run(sys.executable, "-m", f"hpo.{name}", "--help")
+    assert as_command.returncode == 0, as_command.stderr
+    assert as_module.returncode == 0, as_module.stderr
+    assert f"usage: hpo {name}" in as_command.stdout
+    assert f"usage: python -m hpo.{name}" in as_module.stdout
+    # The same flags either way.
+    flags = {w for w in as_command.stdout.split() if w.startswith("--")}
+    assert flags == {w for w in as_module.stdout.split() if w.startswith("--")}
+
+
+def test_errors_exit_2_without_tensorflow_noise(tmp_path: Path) -> None:
+    result = _run(str(HPO), "predict", "--ensemble", str(tmp_path), "A film.")
+    assert result.returncode == 2
+    assert "error: no ensemble.keras in" in result.stderr
+    assert not [n for n in NOISE if n in result.stderr], result.stderr
+
+
+def test_search_prints_no_tensorflow_start_up_lines(fake_imdb: Path, tmp_path: Path) -> None:
+    study = write_study(tmp_path, fake_imdb, n_trials=1, enqueue=False)
+    result = _run(str(HPO), "search", "--study", str(study))
+    assert result.returncode == 0, result.stderr
+    assert "Study 'tiny': 1 finished" in result.stdout
+    assert not [n for n in NOISE if n in result.stdout + result.stderr], result.stderr
+
+
+def test_requires_python_covers_this_python() -> None:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    supported = SpecifierSet(project["requires-python"])
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in supported
+    # TensorFlow's wheels cover 3.10 to 3.13.
+    assert all(f"3.{minor}" in supported for minor in (10, 11, 12, 13))
