@@ -75,7 +75,7 @@ def spent_seconds(study: optuna.Study, now: float | None = None) -> float:
     for start, end in intervals:
         if now is not None:
             end = min(end, now)
-        if end > reach:
+        if end > reach and end > start:
             total += end - max(start, reach)
             reach = end
     return total

@@ -52,23 +52,23 @@ def fetch_checkpoint(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> 
             f"trial {trial.number}: checkpoint checksum {actual[:12]}... does not match the "
             f"recorded {str(expected)[:12]}...; the file is truncated or was changed since."
         )
-    refuse_unsafe_layers(path, trial.number)
+    refuse_unsafe_layers(path, f"trial {trial.number}")
     return path
 
 
-def refuse_unsafe_layers(path: Path, number: int) -> None:
+def refuse_unsafe_layers(path: Path, what: str) -> None:
     """Raises CheckpointError if a `.keras` file holds a `Lambda` layer (arbitrary Python code)."""
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise CheckpointError(
-            f"trial {number}: {path.name} is not a readable .keras file ({exc})."
+            f"{what}: {path.name} is not a readable .keras file ({exc})."
         ) from exc
     found = sorted(_class_names(config) & _UNSAFE_LAYERS)
     if found:
         raise CheckpointError(
-            f"trial {number}: checkpoint contains a {found[0]} layer, which runs arbitrary "
+            f"{what}: {path.name} contains a {found[0]} layer, which runs arbitrary "
             f"Python code when loaded; refusing to load it. Only built-in, serialisable layers "
             f"are allowed."
         )
@@ -96,6 +96,13 @@ def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) ->
     path = _download(
         store, trial, "val_predictions_artifact_id", folder / f"trial-{trial.number:05d}-val.npy"
     )
+    expected = trial.user_attrs.get("val_predictions_sha256")
+    # Trials from before predictions were checksummed record none; their files are used as is.
+    if expected is not None and sha256_file(path) != expected:
+        raise CheckpointError(
+            f"trial {trial.number}: validation predictions checksum {sha256_file(path)[:12]}... "
+            f"does not match the recorded {str(expected)[:12]}...; the file was changed."
+        )
     try:
         return np.load(path).astype(np.float32).reshape(-1)
     except (OSError, ValueError) as exc:

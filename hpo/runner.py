@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["EstimateJob", "TrialJob", "TrialResult", "estimate_epochs", "run_trial"]
 
 CHECKPOINT_NAME = "best.keras"
+MEMBER_NAME = "member.keras"
 PREDICTIONS_NAME = "val_predictions.npy"
 # Validation and prediction batches: larger than training ones, which only costs memory.
 EVAL_BATCH = 512
@@ -225,7 +226,11 @@ def train_trial(
     if not checkpoint.exists():
         raise RuntimeError(f"no checkpoint was written to {checkpoint}")
 
+    # The stored member is the best epoch's model without the optimizer's state (about twice
+    # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
     best = load_keras_file(checkpoint)
+    member = work / MEMBER_NAME
+    best.save(member)
     predictions = np.asarray(task.predict(best, data.x_val), dtype=np.float32).reshape(-1)
     np.save(work / PREDICTIONS_NAME, predictions)
     val_accuracy = metrics.accuracy(data.y_val, predictions)
@@ -233,10 +238,11 @@ def train_trial(
 
     store = open_artifact_store(config.artifact_dir)
     attrs: dict[str, Any] = {
-        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint_sha256": sha256_file(member),
         "checkpoint_artifact_id": upload_artifact(
-            artifact_store=store, file_path=str(checkpoint), study_or_trial=trial
+            artifact_store=store, file_path=str(member), study_or_trial=trial
         ),
+        "val_predictions_sha256": sha256_file(work / PREDICTIONS_NAME),
         "val_predictions_artifact_id": upload_artifact(
             artifact_store=store, file_path=str(work / PREDICTIONS_NAME), study_or_trial=trial
         ),

@@ -46,6 +46,9 @@ def test_spent_is_the_union_of_run_intervals() -> None:
     study.set_user_attr("budget_run:c", [300.0, 310.0])
     study.set_user_attr("unrelated", [0, 1000])
     assert spent_seconds(study) == pytest.approx(110.0)
+    # Up to a moment: later runs do not count, the one running then counts up to it.
+    assert spent_seconds(study, now=155.0) == pytest.approx(55.0)
+    assert spent_seconds(study, now=250.0) == pytest.approx(100.0)
 
 
 def test_clock_adds_to_earlier_runs() -> None:

@@ -10,12 +10,12 @@ import optuna
 import pytest
 
 from hpo._cli import open_study
-from hpo.checkpoints import CheckpointError, refuse_unsafe_layers
+from hpo.checkpoints import CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.config import StudyConfig, load_study_config
-from hpo.ensemble import build_ensemble, main, ranked_trials
+from hpo.ensemble import build_ensemble, check_rows, main, ranked_trials
 from hpo.errors import DataError
 from hpo.search import run_search
-from hpo.store import open_storage
+from hpo.store import open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 from hpo.weighting import Method
@@ -66,7 +66,7 @@ def test_ensemble_writes_report_export_and_records_in_study(
         trial = study.trials[member["trial"]]
         path = tmp_path / f"m{member['trial']}.keras"
         shutil.copy(config.artifact_dir / trial.user_attrs["checkpoint_artifact_id"], path)
-        model = keras.models.load_model(path, safe_mode=True)
+        model = load_keras_file(path)
         x = IMDB.member_inputs(test.x, trial.params)
         member_predictions.append(model.predict(x, verbose=0).reshape(-1))
     saved = np.load(out / "test_predictions.npy")
@@ -76,9 +76,11 @@ def test_ensemble_writes_report_export_and_records_in_study(
     )
 
     # The exported model, from raw text, reproduces them.
-    exported = keras.models.load_model(out / "ensemble.keras", safe_mode=True)
+    exported = load_keras_file(out / "ensemble.keras")
     np.testing.assert_allclose(exported.predict(test.raw, verbose=0).reshape(-1), saved, atol=1e-5)
-    assert report["export"]["max_abs_difference"] < 1e-4
+    assert report["export"]["max_abs_difference"] <= 1e-5
+    assert report["export"]["checked_classes"] == 2
+    assert report["export"]["sha256"] == sha256_file(out / "ensemble.keras")
 
     from optuna_dashboard import get_note
 
@@ -125,7 +127,7 @@ def test_a_lambda_layer_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "lambda.keras"
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(CheckpointError, match="Lambda layer"):
-        refuse_unsafe_layers(path, 7)
+        refuse_unsafe_layers(path, "trial 7")
 
 
 def test_bad_input_errors_leave_the_study_unchanged(
@@ -218,3 +220,99 @@ def test_search_never_reads_the_test_set(fake_imdb: Path, tmp_path: Path) -> Non
     _, study = open_study(config.study_dir.parent / "tiny.toml", None, None)
     with pytest.raises(DataError, match="no test reviews"):
         build_ensemble(config, study, top=2, out_dir=tmp_path / "o")
+
+
+def test_export_check_rows_cover_every_class() -> None:
+    labels = np.array([0] * 600 + [1] * 600)  # test files come sorted by class
+    rows = check_rows(labels, 512)
+    assert len(rows) == 512
+    assert np.bincount(labels[rows]).tolist() == [256, 256]
+    assert len(set(rows.tolist())) == 512
+
+
+def _set_attr(config: StudyConfig, number: int, key: str, value: object) -> None:
+    """Rewrites a finished trial's attribute in the SQLite file (Optuna refuses to)."""
+    import sqlite3
+
+    with sqlite3.connect(config.study_dir / "study.db") as db:
+        changed = db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE key = ? AND trial_id = "
+            "(SELECT trial_id FROM trials WHERE number = ?)",
+            (json.dumps(value), key, number),
+        ).rowcount
+    assert changed == 1
+
+
+def test_a_member_that_verifies_but_does_not_load_is_skipped(
+    study_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, study = open_study(study_copy, None, None)
+    best = ranked_trials(study)[0]
+    artifact = config.artifact_dir / best.user_attrs["checkpoint_artifact_id"]
+    # A well-formed .keras archive naming a class this Keras does not have.
+    import zipfile
+
+    with zipfile.ZipFile(artifact, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "NoSuchLayer", "config": {}}))
+        archive.writestr("metadata.json", json.dumps({"keras_version": keras.__version__}))
+    _set_attr(config, best.number, "checkpoint_sha256", sha256_file(artifact))
+    config, study = open_study(study_copy, None, None)
+    report = build_ensemble(config, study, top=2, out_dir=tmp_path / "e").report
+    assert best.number not in [m["trial"] for m in report["members"]]
+    assert len(report["members"]) == 2
+    assert "cannot load checkpoint" in report["skipped"][0]["reason"]
+
+
+def test_changed_validation_predictions_are_skipped(study_copy: Path, tmp_path: Path) -> None:
+    config, study = open_study(study_copy, None, None)
+    best = ranked_trials(study)[0]
+    assert best.user_attrs["val_predictions_sha256"]
+    artifact = config.artifact_dir / best.user_attrs["val_predictions_artifact_id"]
+    predictions = np.load(artifact)
+    with artifact.open("wb") as handle:
+        np.save(handle, 1.0 - predictions)  # same shape, other numbers
+    report = build_ensemble(config, study, top=2, out_dir=tmp_path / "e").report
+    assert best.number not in [m["trial"] for m in report["members"]]
+    assert "validation predictions checksum" in report["skipped"][0]["reason"]
+
+
+def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: Path) -> None:
+    import warnings
+    import zipfile
+
+    config, study = open_study(searched, None, None)
+    trial = ranked_trials(study)[0]
+    path = tmp_path / "member.keras"
+    shutil.copy(config.artifact_dir / trial.user_attrs["checkpoint_artifact_id"], path)
+    with zipfile.ZipFile(path) as archive:
+        assert not json.loads(archive.read("config.json")).get("compile_config")
+        weights = archive.read("model.weights.h5")
+    import io
+
+    import h5py
+
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        assert "optimizer" not in h5
+        assert "layers" in h5
+    import hpo.models._masking  # noqa: F401
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras.models.load_model(path, safe_mode=True)
+    assert not [w for w in caught if "optimizer" in str(w.message)]
+
+
+def test_predict_refuses_a_changed_export(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo import predict
+
+    config, study = open_study(study_copy, None, None)
+    out = tmp_path / "e"
+    build_ensemble(config, study, top=2, out_dir=out)
+    assert predict.main(["--ensemble", str(out), "A wonderful film."]) == 0
+    assert "A wonderful film." in capsys.readouterr().out
+    with (out / "ensemble.keras").open("ab") as handle:
+        handle.write(b"appended")
+    assert predict.main(["--ensemble", str(out), "A wonderful film."]) == 2
+    assert "not the" in capsys.readouterr().err

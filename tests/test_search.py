@@ -38,6 +38,7 @@ def test_search_runs_resumes_and_extends(
     assert summary.finished == 3
     assert summary.failed == 0
     study = _study(config.storage_url, config.name)
+    assert study.metric_names == ["val_accuracy"]  # the dashboard names the objective
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert {t.params["family"] for t in trials[:2]} == {"conv1d", "sepconv1d"}

@@ -27,6 +27,7 @@ __all__ = [
     "TokenizedSplits",
     "cache_key",
     "derive",
+    "fingerprint",
     "load_cached",
     "save_cached",
     "vectorize",
@@ -60,6 +61,20 @@ def cache_key(settings: dict[str, Any]) -> str:
     """A short, stable key for a dict of JSON-serialisable settings."""
     blob = json.dumps({"format": _FORMAT, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def fingerprint(folder: Path) -> str:
+    """A hash of the cached data itself (token ids, labels, vocabulary), not of where it came
+    from: two caches with the same fingerprint hold the same examples in the same split."""
+    splits = load_cached(folder)
+    if splits is None:
+        raise FileNotFoundError(f"no tokenized data in {folder}")
+    digest = hashlib.sha256(json.dumps(splits.vocabulary).encode())
+    for name in _ARRAYS:
+        array = np.ascontiguousarray(getattr(splits, name))
+        digest.update(f"{name}{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_cached(folder: Path) -> TokenizedSplits | None:

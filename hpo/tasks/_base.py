@@ -62,6 +62,10 @@ class Task:
         families: Model families by name; the family is itself a hyperparameter.
         space: Task-level hyperparameters (such as input size), shared by every family.
         defaults: Values of `space` for the enqueued default trials.
+        locate: Resolves where the data is read from: `locate(config, data_arg)`, in the
+            order --data flag > environment variable > study file > download.
+        fingerprint: A hash of the prepared data (`prepare`'s folder), independent of where
+            the data was read from; trials and the ensemble must see the same one.
         prepare: Runs once per study before any trial (for example tokenizes and caches the
             data) and returns the folder that `trial_data` reads. Never reads test data.
         trial_data: Loads the inputs of one trial from the prepared folder, given its params.
@@ -85,6 +89,8 @@ class Task:
     families: Mapping[str, Family]
     space: Space
     defaults: Mapping[str, Any]
+    locate: Callable[[StudyConfig, str | None], Path]
+    fingerprint: Callable[[Path], str]
     prepare: Callable[[StudyConfig, str | None, Space], Path]
     trial_data: Callable[[Path, Mapping[str, Any]], TrialData]
     load_test: Callable[[StudyConfig, str | None, Path], TestSet]

@@ -29,6 +29,11 @@ SPACE: Space = {
 DEFAULTS = {"vocab_size": 30000, "seq_len": 800}
 
 
+def locate(config: StudyConfig, data_arg: str | None) -> Path:
+    """The IMDB source: --data, $HPO_IMDB_PATH, the study file's data.path, or a download."""
+    return imdb.locate_imdb(data_arg, config.data.path)
+
+
 def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     """Tokenizes the training reviews once per study and caches the arrays.
 
@@ -38,7 +43,7 @@ def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     Returns:
         The cache folder, for `trial_data`.
     """
-    source = imdb.locate_imdb(data_arg, config.data.path)
+    source = locate(config, data_arg)
     max_vocab = _largest(space["vocab_size"])
     max_len = _largest(space["seq_len"])
     stat = source.stat()
@@ -160,6 +165,8 @@ IMDB = Task(
     families={"conv1d": conv1d, "sepconv1d": sepconv1d},
     space=SPACE,
     defaults={name: fit_value(SPACE[name], value) for name, value in DEFAULTS.items()},
+    locate=locate,
+    fingerprint=text_cache.fingerprint,
     prepare=prepare,
     trial_data=trial_data,
     load_test=load_test,

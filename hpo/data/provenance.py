@@ -1,0 +1,60 @@
+"""Which data a study's trials saw: the source the search resolved and a fingerprint of it.
+
+The search resolves the data once (flag > environment > study file > download) and records both
+on the study. Later runs and the ensemble read the recorded source by default, so no environment
+variable is needed after the search, and refuse data whose fingerprint differs: weights fitted on
+misaligned validation predictions, or members fed other token ids, would be silently wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "FINGERPRINT_ATTR",
+    "SOURCE_ATTR",
+    "check_fingerprint",
+    "record",
+    "recorded_source",
+]
+
+SOURCE_ATTR: Final = "data_source"
+FINGERPRINT_ATTR: Final = "data_fingerprint"
+
+
+def recorded_source(study: optuna.Study) -> str | None:
+    """The data source the study's search used, if it recorded one and it still exists."""
+    value = study.user_attrs.get(SOURCE_ATTR)
+    return str(value) if value and Path(value).exists() else None
+
+
+def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what: str) -> None:
+    """Raises ConfigError if the study's trials saw other data than `fingerprint`.
+
+    Args:
+        study: The study.
+        fingerprint: The fingerprint of the data about to be used.
+        source: Where that data was read from, for the message.
+        what: What is refused, for the message ("the ensemble", "resuming the search").
+    """
+    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    if recorded is None or recorded == fingerprint:
+        return
+    raise ConfigError(
+        f"{what} would use other data than the study's trials saw: data fingerprint "
+        f"{fingerprint} (from {source}) differs from the study's {recorded} (from "
+        f"{study.user_attrs.get(SOURCE_ATTR)}). Restore the study file's [data] settings and "
+        f"point --data at the data the search used, or start a new study (a new 'name')."
+    )
+
+
+def record(study: optuna.Study, fingerprint: str, source: Path) -> None:
+    """Records the data the study's trials see."""
+    study.set_user_attr(SOURCE_ATTR, str(source))
+    study.set_user_attr(FINGERPRINT_ATTR, fingerprint)

@@ -1,0 +1,101 @@
+"""The study records which data its trials saw; the ensemble and resumed searches check it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+
+from hpo import ensemble, search
+from hpo.config import load_study_config
+from hpo.data.provenance import FINGERPRINT_ATTR, SOURCE_ATTR
+from hpo.search import run_search
+from hpo.store import open_storage
+
+from .conftest import write_study
+
+if TYPE_CHECKING:
+    import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _attrs(study_file: Path) -> dict[str, object]:
+    config = load_study_config(study_file)
+    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    return optuna.load_study(study_name=config.name, storage=storage).user_attrs
+
+
+def _change_split_seed(study_file: Path) -> None:
+    text = study_file.read_text()
+    assert "val_size = 60\n" in text
+    study_file.write_text(text.replace("val_size = 60\n", "val_size = 60\nseed = 5\n"))
+
+
+def test_search_records_source_and_fingerprint(searched: Path, fake_imdb: Path) -> None:
+    attrs = _attrs(searched)
+    assert attrs[SOURCE_ATTR] == str(fake_imdb.resolve())
+    assert isinstance(attrs[FINGERPRINT_ATTR], str)
+    assert len(attrs[FINGERPRINT_ATTR]) == 16
+
+
+def test_ensemble_refuses_data_the_trials_did_not_see(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded = _attrs(study_copy)[FINGERPRINT_ATTR]
+    _change_split_seed(study_copy)
+    code = ensemble.main(["--study", str(study_copy), "--top", "2", "--out", str(tmp_path / "e")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "other data than the study's trials saw" in err
+    assert str(recorded) in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_resumed_search_with_other_data_settings_is_refused(
+    study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _attrs(study_copy)
+    _change_split_seed(study_copy)
+    assert search.main(["--study", str(study_copy), "--n-trials", "5"]) == 2
+    assert "resuming the search would use other data" in capsys.readouterr().err
+    after = _attrs(study_copy)
+    assert after[FINGERPRINT_ATTR] == before[FINGERPRINT_ATTR]
+    assert after["hpo_config"] == before["hpo_config"]
+
+
+def test_make_ensemble_needs_no_environment_after_the_search(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study_file = write_study(tmp_path, fake_imdb, n_trials=2)
+    text = study_file.read_text()
+    study_file.write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("path ="))
+    )
+    monkeypatch.setenv("HPO_IMDB_PATH", str(fake_imdb))
+    assert run_search(load_study_config(study_file), progress=False).finished == 2
+
+    environment = {k: v for k, v in os.environ.items() if k != "HPO_IMDB_PATH"}
+    out = tmp_path / "ensemble"
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "ensemble",
+            f"STUDY={study_file}",
+            f"ARGS=--top 2 --out {out}",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "ensemble.keras").is_file()
+    assert shutil.which("make")
