@@ -15,20 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-search: $(STAMP)  ## Run (or resume) the study in STUDY
-	$(BIN)/python -m hpo.search --study $(STUDY) $(ARGS)
+search: $(STAMP)  ## Run (or resume) the study in STUDY within its budget
+	$(BIN)/hpo search --study $(STUDY) $(ARGS)
 
 ensemble: $(STAMP)  ## Ensemble the top 5 trials of STUDY, evaluate on test, export
-	$(BIN)/python -m hpo.ensemble --top 5 --study $(STUDY) $(ARGS)
+	$(BIN)/hpo ensemble --top 5 --study $(STUDY) $(ARGS)
 
 status: $(STAMP)  ## Leaderboard of STUDY
-	$(BIN)/python -m hpo.status --study $(STUDY) $(ARGS)
+	$(BIN)/hpo status --study $(STUDY) $(ARGS)
 
 report: $(STAMP)  ## Plots of STUDY (PNG + one HTML page) in its folder's reports/
-	$(BIN)/python -m hpo.report --study $(STUDY) $(ARGS)
+	$(BIN)/hpo report --study $(STUDY) $(ARGS)
 
 dashboard: $(STAMP)  ## optuna-dashboard on STUDY at http://127.0.0.1:8080/dashboard/
-	$(BIN)/python -m hpo.dashboard --study $(STUDY) $(ARGS)
+	$(BIN)/hpo dashboard --study $(STUDY) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hpo tests benchmarks
@@ -41,5 +41,5 @@ unit: $(STAMP)
 test: lint  ## Lint, type-check and run every test
 	$(BIN)/python -m pytest
 
-benchmark: $(STAMP)  ## Data-load times and worker memory
+benchmark: $(STAMP)  ## Data-load times and worker memory (see benchmarks/ for the others)
 	$(BIN)/python benchmarks/bench_search.py --study studies/imdb-smoke.toml
