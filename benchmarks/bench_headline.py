@@ -56,9 +56,9 @@ from hpo.config import load_study_config
 from hpo.cost import ACTUAL_ATTR
 from hpo.errors import ConfigError, HpoError
 from hpo.precision import gpu_capability, resolve_precision
-from hpo.runner import EVAL_BATCH, build_model
 from hpo.study import search_space
 from hpo.tasks import get_task
+from hpo.training.runner import EVAL_BATCH, build_model
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution

@@ -24,9 +24,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from hpo.config import load_study_config
-from hpo.isolation import call_isolated
 from hpo.study import TRAINING_DEFAULTS, search_space
 from hpo.tasks import get_task
+from hpo.training.isolation import call_isolated
 
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from hpo.data.batching import bucketed_dataset, computed_tokens, predict_bucketed, token_lengths
-    from hpo.runner import build_model
+    from hpo.training.runner import build_model
 
     keras.mixed_precision.set_global_policy(job["precision"])
     task = get_task(job["task"])

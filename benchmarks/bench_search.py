@@ -28,9 +28,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import optuna
 
 from hpo.config import StudyConfig, load_study_config
-from hpo.isolation import call_isolated
 from hpo.study import sample_params, search_space
 from hpo.tasks import get_task
+from hpo.training.isolation import call_isolated
 
 
 def rss_mb() -> float:
@@ -63,7 +63,7 @@ def load_warm(args: tuple[StudyConfig, Path, dict[str, Any]]) -> float:
 
 
 def train_one(config: StudyConfig, folder: Path, params: dict[str, Any]) -> None:
-    from hpo.runner import build_model
+    from hpo.training.runner import build_model
 
     task = get_task(config.task)
     data = task.trial_data(folder, params)

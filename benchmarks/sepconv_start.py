@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     import keras
 
-    from hpo.runner import build_model
+    from hpo.training.runner import build_model
 
     base = load_study_config(args.study)
     scratch = Path(tempfile.mkdtemp(prefix="hpo-sepconv-"))

@@ -2,7 +2,7 @@
 
 The fork server imports TensorFlow once for every trial, and TensorFlow's C++ libraries print
 their start-up notices straight to file descriptor 2. Trial processes forked from the server send
-their output to their own log files (`hpo.isolation`), so nothing of theirs is lost here.
+their output to their own log files (`hpo.training.isolation`), so nothing of theirs is lost here.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
     hpo search | ensemble | predict | status | report | dashboard [--verbose] ...
 
-Each command is a module with `add_arguments(parser)` and `run(args) -> int`; `python -m hpo.X`
-runs the same code through `run_module`. Unless `--verbose` (or HPO_VERBOSE=1) is given,
-TensorFlow's C++ start-up lines (oneDNN notices, CUDA probing) are kept off the terminal.
+Each command is a module with `add_arguments(parser)` and `run(args) -> int` (see `MODULES`);
+`python -m hpo.X` runs the same code through `run_module`. Unless `--verbose` (or
+HPO_VERBOSE=1) is given, TensorFlow's C++ start-up lines (oneDNN notices, CUDA probing) are kept
+off the terminal.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "main", "quiet_tensorflow", "run_module"]
 
-COMMANDS = ("search", "ensemble", "predict", "status", "report", "dashboard")
+# Each command and the module that implements it.
+MODULES = {
+    "search": "hpo.search.command",
+    "ensemble": "hpo.ensemble.command",
+    "predict": "hpo.ensemble.predict",
+    "status": "hpo.inspection.status",
+    "report": "hpo.inspection.report",
+    "dashboard": "hpo.inspection.dashboard",
+}
+COMMANDS = tuple(MODULES)
 VERBOSE_VAR = "HPO_VERBOSE"
 
 
@@ -130,7 +140,7 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
 
 
 def _command(name: str) -> Command:
-    return importlib.import_module(f"hpo.{name}")
+    return importlib.import_module(MODULES[name])
 
 
 def _summary(module: Command) -> str:

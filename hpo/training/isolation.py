@@ -29,7 +29,14 @@ __all__ = ["call_isolated"]
 
 START_METHOD_VAR = "HPO_START_METHOD"
 # Imported once by the fork server; children inherit them without running any TensorFlow op.
-PRELOAD = ["hpo._quiet", "tensorflow", "keras", "optuna_integration", "hpo.callbacks", "hpo.runner"]
+PRELOAD = [
+    "hpo._quiet",
+    "tensorflow",
+    "keras",
+    "optuna_integration",
+    "hpo.training.callbacks",
+    "hpo.training.runner",
+]
 T = TypeVar("T")
 A = TypeVar("A")
 _TERMINATE_GRACE_S = 10

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hpo import metrics
-from hpo.weighting import Method, caruana_selection, fit_weights
+from hpo.ensemble.weighting import Method, caruana_selection, fit_weights
 
 LABELS = np.array([1, 0] * 50)
 

@@ -1,14 +1,7 @@
-"""Run a study: prepare the data once, then workers that each train trials in child processes.
-
-Command line::
-
-    python -m hpo.search --study studies/imdb.toml [--storage URL] [--n-trials N]
-        [--budget 2h] [--timeout S] [--workers N] [--data PATH] [--tensorboard]
-"""
+"""Run a study: prepare the data once, then workers that each train trials in child processes."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import multiprocessing
@@ -18,26 +11,24 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from hpo._cli import positive_int
-from hpo.budget import BudgetClock, format_duration, parse_duration, spent_seconds
+from hpo.budget import BudgetClock, format_duration, spent_seconds
 from hpo.config import config_to_dict
 from hpo.cost import calibration
 from hpo.data import provenance
 from hpo.errors import ConfigError
-from hpo.isolation import call_isolated
-from hpo.recovery import (
+from hpo.search.progress import FINISHED, Progress
+from hpo.search.recovery import (
     WORKER_ATTR,
     raise_keyboard_interrupt_on_sigterm,
     sweep_dead_local_trials,
     worker_id,
 )
-from hpo.runner import EstimateJob, TrialJob, estimate_epochs, run_trial
 from hpo.store import open_storage
 from hpo.study import (
     check_space_drift,
@@ -49,24 +40,19 @@ from hpo.study import (
     search_space,
 )
 from hpo.tasks import get_task
+from hpo.training.isolation import call_isolated
+from hpo.training.runner import EstimateJob, TrialJob, estimate_epochs, run_trial
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from optuna.trial import FrozenTrial
-
     from hpo.config import StudyConfig
     from hpo.study import SearchSpace
     from hpo.tasks import Task
 
-__all__ = ["SearchSummary", "main", "run_search"]
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-DEFAULT_STUDY = "studies/imdb.toml"
-NOT_STARTED = "not started"
-# Trials in a row that their estimate kept from starting, after which a worker stops.
-MAX_NOT_STARTED = 3
+__all__ = ["SearchSummary", "run_search", "run_worker"]
 
 
 @dataclass(frozen=True)
@@ -270,7 +256,7 @@ def run_worker(
         bar = tqdm(
             total=config.n_trials, initial=_count(study, FINISHED), unit="trial", desc=config.name
         )
-    stopper = _Stopper(config, bar, clock)
+    stopper = Progress(config, bar, clock)
     timeout = config.timeout
     if deadline is not None:
         left = max(0.0, deadline - time.time())
@@ -331,81 +317,6 @@ def _objective(
         trial.set_user_attr("trial_seconds", round(time.perf_counter() - started, 1))
 
 
-class _Stopper:
-    """After each trial: prints its line, updates the bar, stops when the study has enough."""
-
-    def __init__(
-        self, config: StudyConfig, bar: tqdm[Any] | None, clock: BudgetClock | None = None
-    ) -> None:
-        self.config = config
-        self.bar = bar
-        self.clock = clock
-        self.consecutive_failures = 0
-        self.not_started = 0
-        self.failure_stop: str | None = None
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        tqdm.write(describe_trial(trial))
-        trials = study.get_trials(deepcopy=False)
-        finished = sum(t.state in FINISHED for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if self.bar is not None:
-            postfix = {"trials": str(finished)}
-            complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            if complete:
-                postfix["best"] = f"{max(t.value or 0.0 for t in complete):.4f}"
-            if self.clock is not None and self.config.budget is not None:
-                spent = self.clock.spent()
-                self.bar.n = min(round(spent), round(self.config.budget))
-                postfix["spent"] = format_duration(spent)
-                postfix["left"] = format_duration(max(0.0, self.config.budget - spent))
-            else:
-                self.bar.n = min(finished, self.config.n_trials)
-            self.bar.set_postfix(postfix)
-            self.bar.refresh()
-        if trial.state == TrialState.FAIL:
-            self.consecutive_failures += 1
-            if self.consecutive_failures >= self.config.max_failures:
-                reason = trial.user_attrs.get("fail_reason", "unknown error")
-                self.failure_stop = (
-                    f"{self.consecutive_failures} consecutive trials failed; the last: {reason}"
-                )
-                study.stop()
-        else:
-            self.consecutive_failures = 0
-        reason = str(trial.user_attrs.get("prune_reason", ""))
-        self.not_started = self.not_started + 1 if reason.startswith(NOT_STARTED) else 0
-        if self.not_started >= MAX_NOT_STARTED:
-            tqdm.write(
-                f"{self.not_started} trials in a row were estimated not to fit in the time left; "
-                f"stopping."
-            )
-            study.stop()
-        if finished + running >= self.config.n_trials:
-            study.stop()
-
-
-def describe_trial(trial: FrozenTrial) -> str:
-    """One concise line about a finished trial."""
-    attrs = trial.user_attrs
-    family = trial.params.get("family", "?")
-    parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
-    if trial.state == TrialState.COMPLETE:
-        parts.append(
-            f"val_acc={trial.value:.4f} val_loss={attrs.get('val_loss', float('nan')):.4f}"
-        )
-    if "epochs" in attrs:
-        parts.append(f"epochs={attrs['epochs']}")
-    if "train_seconds" in attrs:
-        parts.append(f"{attrs['train_seconds']:.0f}s")
-    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
-    if reason and trial.state != TrialState.COMPLETE:
-        parts.append(f"({reason})")
-    if attrs.get("stop_reason") and trial.state == TrialState.COMPLETE:
-        parts.append(f"({attrs['stop_reason']})")
-    return " ".join(parts)
-
-
 def _worker_process(
     config: StudyConfig, data_folder: Path, threads: int, deadline: float | None, seed: int
 ) -> None:
@@ -437,107 +348,3 @@ def _summary(
         best_value=best.value if best else None,
         stopped_by_failures=stopped_by_failures,
     )
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
-    return value
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text, "--budget")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-NEEDS_TENSORFLOW = False  # only its trial processes load TensorFlow
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's flags."""
-    parser.add_argument(
-        "--study", default=DEFAULT_STUDY, help=f"study file (default {DEFAULT_STUDY})"
-    )
-    parser.add_argument(
-        "--storage", help="Optuna storage URL (default: SQLite in the study's folder)"
-    )
-    parser.add_argument(
-        "--n-trials", type=positive_int(), help="finished trials the study should hold"
-    )
-    parser.add_argument(
-        "--budget",
-        type=_duration,
-        help='wall-clock budget of the whole study, across resumed runs ("2h", "90m", seconds)',
-    )
-    parser.add_argument(
-        "--timeout", type=_positive_float, help="seconds after which no new trial starts"
-    )
-    parser.add_argument(
-        "--workers", type=positive_int(), help="worker processes sharing the storage"
-    )
-    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
-    parser.add_argument(
-        "--tensorboard", action="store_true", default=None, help="write TensorBoard logs"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs or resumes the study and prints where it stands."""
-    from hpo.config import load_study_config
-
-    raise_keyboard_interrupt_on_sigterm()
-    config = load_study_config(args.study).with_overrides(
-        storage=args.storage,
-        n_trials=args.n_trials,
-        budget=args.budget,
-        timeout=args.timeout,
-        workers=args.workers,
-        tensorboard=args.tensorboard,
-    )
-    try:
-        summary = run_search(
-            config,
-            data=args.data,
-            progress=sys.stderr.isatty() or bool(os.environ.get("HPO_PROGRESS")),
-        )
-    except KeyboardInterrupt:
-        print(
-            "\nInterrupted. Finished trials are saved; the running one is marked FAIL. "
-            f"Run the same command again to resume: hpo search --study {args.study}",
-            file=sys.stderr,
-        )
-        return 130
-    best = (
-        f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"
-        if summary.best_number is not None
-        else "no complete trial yet"
-    )
-    spent = f"; {format_duration(summary.spent_seconds)} spent"
-    if summary.budget is not None:
-        spent += f" of a {format_duration(summary.budget)} budget"
-    print(
-        f"Study {summary.study_name!r}: {summary.finished} finished, "
-        f"{summary.failed} failed{spent}; {best}.\n"
-        f"Inspect: hpo status --study {args.study}"
-    )
-    if summary.stopped_by_failures:
-        print(f"error: search stopped: {summary.stopped_by_failures}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m hpo.search`; returns the exit code."""
-    from hpo.cli import run_module
-
-    return run_module("search", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

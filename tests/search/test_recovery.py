@@ -16,23 +16,23 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.callbacks import AtomicModelCheckpoint
-from hpo.checkpoints import fetch_checkpoint
 from hpo.config import load_study_config
-from hpo.isolation import call_isolated
+from hpo.contract import fetch_checkpoint
 from hpo.models import conv1d
-from hpo.recovery import sweep_dead_local_trials
 from hpo.search import run_search
+from hpo.search.recovery import sweep_dead_local_trials
 from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
+from hpo.training.callbacks import AtomicModelCheckpoint
+from hpo.training.isolation import call_isolated
 
-from .conftest import write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hpo.config import StudyConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _slow_study(folder: Path, data: Path, n_trials: int) -> Path:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hpo.errors import TrialProcessDied
-from hpo.isolation import call_isolated
+from hpo.training.isolation import call_isolated
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,7 +15,7 @@ import optuna
 from optuna.artifacts import upload_artifact
 
 from hpo import metrics
-from hpo.checkpoints import load_keras_file
+from hpo.contract import load_keras_file
 from hpo.cost import ACTUAL_ATTR, PRIOR_ATTR, CostFeatures, estimate_epoch_seconds, example_flops
 from hpo.precision import gpu_capability, resolve_precision
 from hpo.store import open_artifact_store, open_storage, sha256_file
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EstimateJob", "TrialJob", "TrialResult", "estimate_epochs", "run_trial"]
 
-CHECKPOINT_NAME = "best.keras"
-MEMBER_NAME = "member.keras"
+CHECKPOINT_NAME = "training.keras"  # the best epoch as ModelCheckpoint writes it
+MEMBER_NAME = "best.keras"  # the same model without optimizer state, as stored
 PREDICTIONS_NAME = "val_predictions.npy"
 # Validation and prediction batches: larger than training ones, which only costs memory.
 EVAL_BATCH = 512
@@ -124,7 +124,7 @@ def train_trial(
     import keras
     from optuna_integration import KerasPruningCallback
 
-    from hpo.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
+    from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
 
     started = time.time()
     params = trial.params

@@ -12,7 +12,7 @@ from hpo.config import load_study_config
 from hpo.search import main, run_search
 from hpo.store import open_artifact_store, open_storage, sha256_file
 
-from .conftest import write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     from pathlib import Path

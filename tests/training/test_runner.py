@@ -8,16 +8,16 @@ import optuna
 import pytest
 from optuna.artifacts import download_artifact
 
-from hpo.callbacks import AtomicModelCheckpoint, ChanceLevelStop
 from hpo.config import StudyConfig, load_study_config
 from hpo.metrics import log_loss
 from hpo.models import conv1d
-from hpo.runner import train_trial
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
+from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop
+from hpo.training.runner import train_trial
 
-from .conftest import write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     from pathlib import Path

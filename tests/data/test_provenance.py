@@ -16,12 +16,12 @@ from hpo.data.provenance import FINGERPRINT_ATTR, SOURCE_ATTR
 from hpo.search import run_search
 from hpo.store import open_storage
 
-from .conftest import write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _attrs(study_file: Path) -> dict[str, object]:

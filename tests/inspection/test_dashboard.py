@@ -20,13 +20,13 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.dashboard import is_loopback, main
+from hpo.inspection.dashboard import is_loopback, main
 from hpo.search import run_search
 from hpo.store import open_storage
 
-from .conftest import write_study
+from ..conftest import write_study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

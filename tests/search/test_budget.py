@@ -17,8 +17,8 @@ from hpo.store import open_storage
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
-from .conftest import write_study
-from .test_runner import PARAMS, _trial
+from ..conftest import write_study
+from ..training.test_runner import PARAMS, _trial
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,17 +47,17 @@ INSTANT: dict[str, Any] = {"*": 1e-9}
 @pytest.fixture
 def late_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Epochs end 1000 s later than they do, so any deadline within that passes after epoch 1."""
-    import hpo.callbacks
+    import hpo.training.callbacks
 
     clock = types.SimpleNamespace(time=lambda: time.time() + 1000.0)
-    monkeypatch.setattr(hpo.callbacks, "time", clock)
+    monkeypatch.setattr(hpo.training.callbacks, "time", clock)
 
 
 @pytest.mark.usefixtures("late_epochs")
 def test_budget_stops_a_running_trial_after_an_epoch_and_keeps_its_checkpoint(
     fake_imdb: Path, tmp_path: Path
 ) -> None:
-    from hpo.runner import train_trial
+    from hpo.training.runner import train_trial
 
     config, folder = _prepared(fake_imdb, tmp_path)
     trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
@@ -75,7 +75,7 @@ def test_budget_stops_a_running_trial_after_an_epoch_and_keeps_its_checkpoint(
 
 @pytest.mark.usefixtures("late_epochs")
 def test_per_trial_cap_shortens_a_trial(fake_imdb: Path, tmp_path: Path) -> None:
-    from hpo.runner import train_trial
+    from hpo.training.runner import train_trial
 
     config, folder = _prepared(fake_imdb, tmp_path)
     config = config.with_overrides(max_trial_minutes=1.0)
@@ -87,7 +87,7 @@ def test_per_trial_cap_shortens_a_trial(fake_imdb: Path, tmp_path: Path) -> None
 
 
 def test_a_trial_estimated_past_the_cap_does_not_start(fake_imdb: Path, tmp_path: Path) -> None:
-    from hpo.runner import train_trial
+    from hpo.training.runner import train_trial
 
     config, folder = _prepared(fake_imdb, tmp_path)
     config = config.with_overrides(max_trial_minutes=1.0)

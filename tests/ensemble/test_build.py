@@ -10,17 +10,18 @@ import optuna
 import pytest
 
 from hpo._cli import open_study
-from hpo.checkpoints import CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.config import StudyConfig, load_study_config
-from hpo.ensemble import build_ensemble, check_rows, main, ranked_trials
+from hpo.contract import CheckpointError, load_keras_file, refuse_unsafe_layers
+from hpo.ensemble import build_ensemble, main, ranked_trials
+from hpo.ensemble.export import check_rows
+from hpo.ensemble.weighting import Method
 from hpo.errors import DataError
 from hpo.search import run_search
 from hpo.store import open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
-from hpo.weighting import Method
 
-from .conftest import write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -188,7 +189,7 @@ def test_more_than_available_uses_all_and_says_so(
 def test_predict_scores_new_text(
     study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hpo.predict import main as predict_main
+    from hpo.ensemble.predict import main as predict_main
 
     config, study = open_study(study_copy, None, None)
     out = tmp_path / "e"
@@ -305,7 +306,7 @@ def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: P
 def test_predict_refuses_a_changed_export(
     study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hpo import predict
+    from hpo.ensemble import predict
 
     config, study = open_study(study_copy, None, None)
     out = tmp_path / "e"

@@ -7,7 +7,7 @@ import jsonschema
 import pandas as pd
 
 from hpo.config import load_study_config
-from hpo.status import SCHEMA_PATH, main
+from hpo.inspection.status import SCHEMA_PATH, main
 
 if TYPE_CHECKING:
     from pathlib import Path

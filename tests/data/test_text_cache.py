@@ -10,7 +10,7 @@ from hpo.data import text_cache
 from hpo.study import search_space
 from hpo.tasks import imdb as imdb_task
 
-from .conftest import write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.ensemble import Member
-    from hpo.weighting import Method, Weights
+    from hpo.ensemble.weighting import Method, Weights
 
 __all__ = ["build_report", "format_table", "record_in_study", "write_outputs"]
 
@@ -101,7 +101,7 @@ def write_outputs(
     """Writes report.json, members.csv, the ensemble's test predictions and the figure."""
     import pandas as pd
 
-    from hpo.ensemble_figure import save_figure
+    from hpo.ensemble.figure import save_figure
 
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     rows = [

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from hpo._cli import open_study
-from hpo.report import FIGURES, main
+from hpo.inspection.report import FIGURES, main
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -1,0 +1,121 @@
+"""How to combine: select the best trials, weight them on validation, evaluate once on test, export.
+
+Each step has its module in this package: `selection`, `weighting`, `report` (evaluation and
+report), `figure`, `export`, and `predict` for scoring new inputs with the export.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo.data import provenance
+from hpo.ensemble.report import build_report, record_in_study, write_outputs
+from hpo.ensemble.weighting import Method, fit_weights
+from hpo.store import AtomicFileSystemArtifactStore
+from hpo.study import search_space
+from hpo.tasks import get_task
+
+if TYPE_CHECKING:
+    import keras
+    import optuna
+
+    from hpo.config import StudyConfig
+    from hpo.tasks import Task
+from hpo.ensemble.export import EXPORT_NAME, check_export, export_ensemble
+from hpo.ensemble.selection import ranked_trials, select_members
+
+__all__ = ["EnsembleResult", "build_ensemble"]
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """Where the ensemble was written and its report."""
+
+    out_dir: Path
+    report: dict[str, Any]
+
+
+def build_ensemble(
+    config: StudyConfig,
+    study: optuna.Study,
+    *,
+    top: int = 5,
+    method: Method = Method.CARUANA,
+    out_dir: Path | None = None,
+    data: str | None = None,
+) -> EnsembleResult:
+    """Builds, evaluates, exports and records the ensemble of the `top` best trials.
+
+    Weights are fitted on validation predictions only. The test set is read here, once, for
+    the final evaluation; nothing in the search reads it.
+    """
+    task = get_task(config.task)
+    ranked = ranked_trials(study)
+    out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
+    store = AtomicFileSystemArtifactStore(config.artifact_dir)
+    source = task.locate(config, data or provenance.recorded_source(study))
+    data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
+    provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
+    y_val = task.trial_data(data_folder, ranked[0].params).y_val
+    with tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch:
+        members, skipped = select_members(ranked, store, top, Path(scratch), len(y_val))
+        val_matrix = np.stack([m.val_predictions for m in members])
+        fitted = fit_weights(method, val_matrix, y_val)
+        uniform = fit_weights(Method.UNIFORM, val_matrix, y_val)
+
+        models = [m.model for m in members]
+        test = task.load_test(config, str(source), data_folder)
+        test_matrix = np.stack(
+            [
+                _predict(task, model, task.member_inputs(test.x, m.trial.params))
+                for model, m in zip(models, members, strict=True)
+            ]
+        )
+        ensemble_test = fitted.weights @ test_matrix
+        report = build_report(
+            config,
+            study,
+            members,
+            skipped,
+            method,
+            fitted,
+            uniform,
+            val_matrix,
+            y_val,
+            test_matrix,
+            test.y,
+        )
+
+        report["out_dir"] = str(out_dir)
+        staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            export = export_ensemble(task, data_folder, members, models, fitted.weights)
+            export.save(staging / EXPORT_NAME)
+            report["export"] = check_export(staging / EXPORT_NAME, test.raw, test.y, ensemble_test)
+            write_outputs(staging, report, test.y, ensemble_test, test_matrix)
+            _publish(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    record_in_study(study, out_dir, report, top)
+    return EnsembleResult(out_dir=out_dir, report=report)
+
+
+def _predict(task: Task, model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(task.predict(model, x), dtype=np.float64).reshape(-1)
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""The `hpo ensemble` command (also `python -m hpo.ensemble`).
+
+Command line::
+
+    hpo ensemble --top 5 [--study studies/imdb.toml | --storage URL --study-name NAME]
+        [--method caruana|score|uniform] [--out DIR] [--data PATH]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo._cli import add_study_arguments, open_study, positive_int
+from hpo.ensemble.report import format_table
+from hpo.ensemble.weighting import Method
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+from hpo.ensemble.build import build_ensemble
+
+__all__ = ["add_arguments", "main", "run"]
+
+NEEDS_TENSORFLOW = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    parser.add_argument(
+        "--top",
+        type=positive_int(" Use --top 5 for the five best trials."),
+        default=5,
+        help="how many of the best trials (default 5)",
+    )
+    add_study_arguments(parser)
+    parser.add_argument("--method", choices=[m.value for m in Method], default=Method.CARUANA.value)
+    parser.add_argument("--out", type=Path, help="output folder (default ensembles/<study>-top<K>)")
+    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Builds, evaluates and exports the ensemble, and prints its table."""
+    config, study = open_study(args.study, args.storage, args.study_name)
+    result = build_ensemble(
+        config,
+        study,
+        top=args.top,
+        method=Method(args.method),
+        out_dir=args.out,
+        data=args.data,
+    )
+    report = result.report
+    print(format_table(report))
+    gain = report["gain_over_best_member"]
+    print(
+        f"\nEnsemble of {report['top']} on {report['test_examples']} test examples: accuracy "
+        f"{report['test']['ensemble']['accuracy']:.4f} "
+        f"({gain['accuracy']:+.4f} over the best member), "
+        f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
+        f"Report, figure and ensemble.keras in {result.out_dir}/"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.ensemble`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("ensemble", argv)

@@ -1,0 +1,92 @@
+"""How to combine, last step: one Keras model from raw inputs to the weighted prediction."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo.contract import (
+    load_keras_file,
+)
+from hpo.errors import HpoError
+from hpo.store import sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    import keras
+
+    from hpo.ensemble.selection import Member
+    from hpo.tasks import Task
+
+__all__ = ["EXPORT_NAME", "check_export", "check_rows", "export_ensemble"]
+
+EXPORT_NAME = "ensemble.keras"
+EXPORT_CHECK_EXAMPLES = 512
+EXPORT_TOLERANCE = 1e-5
+
+
+def export_ensemble(
+    task: Task,
+    data_folder: Path,
+    members: Sequence[Member],
+    models: Sequence[keras.Model],
+    weights: np.ndarray,
+) -> keras.Model:
+    """One functional model: raw inputs -> shared preprocessing -> each member -> weighted average.
+
+    Members with zero weight are left out; members whose preprocessing is equal share it.
+    """
+    import keras
+    from keras import layers
+
+    inputs = task.raw_input()
+    preprocessed: dict[Any, Any] = {}
+    outputs = []
+    for member, model, weight in zip(members, models, weights, strict=True):
+        if weight <= 0:
+            continue
+        key, layer = task.export_preprocessing(data_folder, member.trial.params)
+        if key not in preprocessed:
+            layer.name = f"preprocess_{len(preprocessed)}"
+            preprocessed[key] = layer(inputs)
+        model.name = f"trial_{member.trial.number}"
+        x = model(preprocessed[key])
+        outputs.append(
+            layers.Rescaling(float(weight), name=f"weight_trial_{member.trial.number}")(x)
+        )
+    output = layers.Add(name="weighted_average")(outputs) if len(outputs) > 1 else outputs[0]
+    return keras.Model(inputs, output, name="ensemble")
+
+
+def check_rows(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Up to `n` row indices drawn evenly from every class (test files are sorted by class)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = max(1, n // max(1, len(classes)))
+    rows = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=int)
+
+
+def check_export(
+    path: Path, raw: np.ndarray, labels: np.ndarray, expected: np.ndarray
+) -> dict[str, Any]:
+    """Loads the export back and checks it reproduces `expected` on rows of every class."""
+    model = load_keras_file(path)
+    rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
+    got = np.asarray(model.predict(raw[rows], batch_size=256, verbose=0), dtype=np.float64)
+    difference = float(np.max(np.abs(got.reshape(-1) - expected[rows]))) if len(rows) else 0.0
+    if difference > EXPORT_TOLERANCE:
+        raise HpoError(
+            f"the exported ensemble disagrees with the evaluated one by {difference:.2e} "
+            f"(tolerance {EXPORT_TOLERANCE:g})"
+        )
+    return {
+        "path": EXPORT_NAME,
+        "sha256": sha256_file(path),
+        "checked_examples": len(rows),
+        "checked_classes": len(np.unique(labels[rows])),
+        "max_abs_difference": difference,
+    }

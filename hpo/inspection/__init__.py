@@ -1,0 +1,1 @@
+"""Inspect a study: the leaderboard (`status`), figures (`report`) and optuna-dashboard."""

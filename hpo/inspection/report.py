@@ -1,0 +1,162 @@
+"""Plots of a study as PNG files and one self-contained HTML page.
+
+Optimization history, importances, learning curves, parallel coordinates and a per-family
+comparison.
+
+Command line::
+
+    python -m hpo.report [--study studies/imdb.toml | --storage URL --study-name NAME] [--out DIR]
+
+The figures come from `optuna.visualization` (plotly, for the HTML page and the dashboard) and
+`optuna.visualization.matplotlib` (for the PNG files); the plotly ones are also registered with
+optuna-dashboard, so they show on the study's page there.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.importance import PedAnovaImportanceEvaluator
+from optuna.trial import TrialState
+
+from hpo._cli import add_study_arguments, open_study
+from hpo.errors import StoreError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+__all__ = ["FIGURES", "main", "write_report"]
+
+MAX_PARALLEL_PARAMS = 8
+
+
+def _common_params(study: optuna.Study) -> list[str]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = set.intersection(*(set(t.params) for t in complete)) if complete else set()
+    return sorted(names - {"family"})[:MAX_PARALLEL_PARAMS]
+
+
+# name -> (title, plotly plot, matplotlib plot, keyword arguments from the study)
+FIGURES: dict[
+    str,
+    tuple[str, Callable[..., Any], Callable[..., Any], Callable[[optuna.Study], dict[str, Any]]],
+] = {
+    "optimization_history": (
+        "Optimization history",
+        optuna.visualization.plot_optimization_history,
+        optuna.visualization.matplotlib.plot_optimization_history,
+        lambda study: {},
+    ),
+    "param_importances": (
+        "Hyperparameter importances (PED-ANOVA)",
+        optuna.visualization.plot_param_importances,
+        optuna.visualization.matplotlib.plot_param_importances,
+        lambda study: {"evaluator": PedAnovaImportanceEvaluator()},
+    ),
+    "intermediate_values": (
+        "Learning curves: validation accuracy per epoch (pruned trials included)",
+        optuna.visualization.plot_intermediate_values,
+        optuna.visualization.matplotlib.plot_intermediate_values,
+        lambda study: {},
+    ),
+    "parallel_coordinate": (
+        "Parallel coordinates",
+        optuna.visualization.plot_parallel_coordinate,
+        optuna.visualization.matplotlib.plot_parallel_coordinate,
+        lambda study: {"params": _common_params(study)},
+    ),
+    "family_comparison": (
+        "Validation accuracy by model family",
+        optuna.visualization.plot_slice,
+        optuna.visualization.matplotlib.plot_slice,
+        lambda study: {"params": ["family"]},
+    ),
+}
+
+
+def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -> list[Path]:
+    """Writes one PNG per figure and `report.html`, and registers the figures with the dashboard.
+
+    Returns:
+        The files written.
+
+    Raises:
+        StoreError: The study has no COMPLETE trial to plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna_dashboard import save_plotly_graph_object
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise StoreError(f"study {study.study_name!r} has no COMPLETE trials to plot yet.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, sections = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for index, (name, (title, plotly_plot, matplotlib_plot, kwargs)) in enumerate(
+            FIGURES.items()
+        ):
+            arguments = kwargs(study)
+            axes = matplotlib_plot(study, **arguments)
+            figure = np.atleast_1d(axes).flat[0].figure
+            figure.set_size_inches(10, 6)
+            figure.tight_layout()
+            png = out_dir / f"{name}.png"
+            figure.savefig(png, dpi=90)
+            plt.close(figure)
+            written.append(png)
+            interactive = plotly_plot(study, **arguments)
+            if register:
+                save_plotly_graph_object(study, interactive, graph_object_id=name)
+            body = interactive.to_html(
+                full_html=False, include_plotlyjs="inline" if index == 0 else False
+            )
+            sections.append(f"<h2>{html.escape(title)}</h2>\n{body}")
+    page = out_dir / "report.html"
+    name = html.escape(study.study_name)
+    page.write_text(
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study {name}</title></head>\n"
+        f"<body><h1>Study {name}</h1>\n" + "\n".join(sections) + "\n</body></html>\n",
+        encoding="utf-8",
+    )
+    written.append(page)
+    return written
+
+
+NEEDS_TENSORFLOW = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: reports/ in the study's folder)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Writes the figures and prints their paths."""
+    config, study = open_study(args.study, args.storage, args.study_name)
+    files = write_report(study, args.out or config.study_dir / "reports")
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.report`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("report", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The study's leaderboard: best trials, counts by state, the best value and the latest ensemble.
+
+Command line::
+
+    python -m hpo.status [--study studies/imdb.toml | --storage URL --study-name NAME]
+        [--top N] [--json | --csv FILE]
+
+`--json` prints one object that follows `hpo/inspection/status_schema.json` (schema_version 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+from hpo._cli import add_study_arguments, open_study
+from hpo.budget import format_duration, spent_seconds
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+    import optuna
+    import pandas as pd
+
+__all__ = ["SCHEMA_PATH", "leaderboard", "main", "status"]
+
+SCHEMA_PATH = Path(__file__).with_name("status_schema.json")
+SCHEMA_VERSION = 1
+KEY_PARAMS = [
+    "embedding_dim",
+    "blocks",
+    "filters",
+    "kernel_size",
+    "branches",
+    "learning_rate",
+    "batch_size",
+]
+_COLUMNS = {
+    "number": "trial",
+    "state": "state",
+    "value": "value",
+    "user_attrs_val_accuracy": "val_accuracy",
+    "user_attrs_val_loss": "val_loss",
+    "user_attrs_epochs": "epochs",
+    "user_attrs_train_seconds": "train_seconds",
+    "params_family": "family",
+}
+
+
+def leaderboard(study: optuna.Study) -> pd.DataFrame:
+    """All trials as a table, best first: COMPLETE by value, then the rest by trial number."""
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
+    if frame.empty:
+        return frame
+    # A study with metric names calls its value column "value_<name>".
+    frame = frame.rename(columns=lambda c: "value" if c.startswith("value_") else c)
+    frame = frame.rename(columns=_COLUMNS)
+    frame["complete"] = frame["state"] == TrialState.COMPLETE.name
+    frame = frame.sort_values(["complete", "value", "trial"], ascending=[False, False, True])
+    return frame.drop(columns="complete").reset_index(drop=True)
+
+
+def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
+    """The study's status as JSON-serialisable data (see `hpo/inspection/status_schema.json`)."""
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max(complete, key=lambda t: (t.value or 0.0, -t.number)) if complete else None
+    table = leaderboard(study).head(top)
+    trials = [
+        {
+            "number": int(row["trial"]),
+            "state": row["state"],
+            "value": _number(row.get("value")),
+            "family": row.get("family") if isinstance(row.get("family"), str) else None,
+            "val_accuracy": _number(row.get("val_accuracy")),
+            "val_loss": _number(row.get("val_loss")),
+            "epochs": _integer(row.get("epochs")),
+            "train_seconds": _number(row.get("train_seconds")),
+            "params": study.trials[int(row["trial"])].params,
+            "reason": _reason(study.trials[int(row["trial"])]),
+        }
+        for _, row in table.iterrows()
+    ]
+    ensembles = {k: v for k, v in study.user_attrs.items() if k.startswith("ensemble_top")}
+    latest = max(ensembles.items(), key=lambda kv: kv[1].get("created", ""), default=None)
+    budget = study.user_attrs.get("hpo_config", {}).get("budget")
+    spent = spent_seconds(study)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": study.study_name,
+        "storage": storage_url,
+        "budget": {
+            "budget_seconds": budget,
+            "spent_seconds": round(spent, 1),
+            "left_seconds": None if budget is None else round(max(0.0, budget - spent), 1),
+        },
+        "direction": study.direction.name.lower(),
+        "counts": counts,
+        "best": {"number": best.number, "value": best.value} if best else None,
+        "trials": trials,
+        "latest_ensemble": {"name": latest[0], **latest[1]} if latest else None,
+    }
+
+
+def format_status(data: dict[str, Any]) -> str:
+    """A readable terminal rendering of `status`."""
+    import pandas as pd
+
+    counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
+    lines = [f"Study {data['study']!r} ({data['storage']}): {counts or 'no trials'}"]
+    budget = data.get("budget")
+    if budget and budget["spent_seconds"]:
+        line = f"Time spent: {format_duration(budget['spent_seconds'])}"
+        if budget["budget_seconds"] is not None:
+            line += (
+                f" of a {format_duration(budget['budget_seconds'])} budget, "
+                f"{format_duration(budget['left_seconds'])} left"
+            )
+        lines.append(line)
+    if data["best"]:
+        lines.append(f"Best: trial {data['best']['number']}, value {data['best']['value']:.4f}")
+    if data["trials"]:
+        rows = [
+            {
+                "trial": t["number"],
+                "state": t["state"],
+                "family": t["family"],
+                "val_acc": t["val_accuracy"],
+                "val_loss": t["val_loss"],
+                "epochs": t["epochs"],
+                "seconds": t["train_seconds"],
+                **{k: t["params"].get(k) for k in KEY_PARAMS},
+                "note": (t["reason"] or "")[:50],
+            }
+            for t in data["trials"]
+        ]
+        lines.append(
+            pd.DataFrame(rows).to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+        )
+    if data["latest_ensemble"]:
+        e = data["latest_ensemble"]
+        lines.append(
+            f"Latest ensemble ({e['name']}, {e['method']}): "
+            f"test accuracy {e['test_accuracy']:.4f}, "
+            f"log-loss {e['test_log_loss']:.4f}, members {e['members']} -> {e['out_dir']}"
+        )
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _reason(trial: optuna.trial.FrozenTrial) -> str | None:
+    attrs = trial.user_attrs
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason") or attrs.get("stop_reason")
+    return str(reason) if reason else None
+
+
+NEEDS_TENSORFLOW = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    add_study_arguments(parser)
+    parser.add_argument("--top", type=int, default=10, help="trials to list (default 10)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="print JSON (schema: hpo/inspection/status_schema.json)"
+    )
+    output.add_argument("--csv", type=Path, help="write every trial's row to this CSV file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prints the leaderboard, JSON, or writes the CSV."""
+    config, study = open_study(args.study, args.storage, args.study_name)
+    data = status(study, config.storage_url, max(args.top, 0))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.csv:
+        leaderboard(study).to_csv(args.csv, index=False)
+        print(f"Wrote {len(study.trials)} trials to {args.csv}")
+    else:
+        print(format_status(data))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.status`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("status", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The `hpo search` command (also `python -m hpo.search`).
+
+Command line::
+
+    hpo search --study studies/imdb.toml [--storage URL] [--n-trials N]
+        [--budget 2h] [--timeout S] [--workers N] [--data PATH] [--tensorboard]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from hpo._cli import positive_int
+from hpo.budget import format_duration, parse_duration
+from hpo.errors import ConfigError
+from hpo.search.recovery import (
+    raise_keyboard_interrupt_on_sigterm,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+from hpo.search.workers import run_search
+
+__all__ = ["add_arguments", "main", "run"]
+
+DEFAULT_STUDY = "studies/imdb.toml"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text, "--budget")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+NEEDS_TENSORFLOW = False  # only its trial processes load TensorFlow
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    parser.add_argument(
+        "--study", default=DEFAULT_STUDY, help=f"study file (default {DEFAULT_STUDY})"
+    )
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default: SQLite in the study's folder)"
+    )
+    parser.add_argument(
+        "--n-trials", type=positive_int(), help="finished trials the study should hold"
+    )
+    parser.add_argument(
+        "--budget",
+        type=_duration,
+        help='wall-clock budget of the whole study, across resumed runs ("2h", "90m", seconds)',
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, help="seconds after which no new trial starts"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int(), help="worker processes sharing the storage"
+    )
+    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
+    parser.add_argument(
+        "--tensorboard", action="store_true", default=None, help="write TensorBoard logs"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs or resumes the study and prints where it stands."""
+    from hpo.config import load_study_config
+
+    raise_keyboard_interrupt_on_sigterm()
+    config = load_study_config(args.study).with_overrides(
+        storage=args.storage,
+        n_trials=args.n_trials,
+        budget=args.budget,
+        timeout=args.timeout,
+        workers=args.workers,
+        tensorboard=args.tensorboard,
+    )
+    try:
+        summary = run_search(
+            config,
+            data=args.data,
+            progress=sys.stderr.isatty() or bool(os.environ.get("HPO_PROGRESS")),
+        )
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted. Finished trials are saved; the running one is marked FAIL. "
+            f"Run the same command again to resume: hpo search --study {args.study}",
+            file=sys.stderr,
+        )
+        return 130
+    best = (
+        f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"
+        if summary.best_number is not None
+        else "no complete trial yet"
+    )
+    spent = f"; {format_duration(summary.spent_seconds)} spent"
+    if summary.budget is not None:
+        spent += f" of a {format_duration(summary.budget)} budget"
+    print(
+        f"Study {summary.study_name!r}: {summary.finished} finished, "
+        f"{summary.failed} failed{spent}; {best}.\n"
+        f"Inspect: hpo status --study {args.study}"
+    )
+    if summary.stopped_by_failures:
+        print(f"error: search stopped: {summary.stopped_by_failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.search`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("search", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""What a running search shows: one line per finished trial, a progress bar, and when to stop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from hpo.budget import BudgetClock, format_duration
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from hpo.config import StudyConfig
+
+
+__all__ = ["Progress", "describe_trial"]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+NOT_STARTED = "not started"
+# Trials in a row that their estimate kept from starting, after which a worker stops.
+MAX_NOT_STARTED = 3
+
+
+class Progress:
+    """An Optuna callback: after each trial prints its line, updates the bar, and stops the
+    worker when the study has enough trials, too many failed, or nothing fits any more."""
+
+    def __init__(
+        self, config: StudyConfig, bar: tqdm[Any] | None, clock: BudgetClock | None = None
+    ) -> None:
+        self.config = config
+        self.bar = bar
+        self.clock = clock
+        self.consecutive_failures = 0
+        self.not_started = 0
+        self.failure_stop: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        tqdm.write(describe_trial(trial))
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if self.bar is not None:
+            postfix = {"trials": str(finished)}
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            if complete:
+                postfix["best"] = f"{max(t.value or 0.0 for t in complete):.4f}"
+            if self.clock is not None and self.config.budget is not None:
+                spent = self.clock.spent()
+                self.bar.n = min(round(spent), round(self.config.budget))
+                postfix["spent"] = format_duration(spent)
+                postfix["left"] = format_duration(max(0.0, self.config.budget - spent))
+            else:
+                self.bar.n = min(finished, self.config.n_trials)
+            self.bar.set_postfix(postfix)
+            self.bar.refresh()
+        if trial.state == TrialState.FAIL:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.config.max_failures:
+                reason = trial.user_attrs.get("fail_reason", "unknown error")
+                self.failure_stop = (
+                    f"{self.consecutive_failures} consecutive trials failed; the last: {reason}"
+                )
+                study.stop()
+        else:
+            self.consecutive_failures = 0
+        reason = str(trial.user_attrs.get("prune_reason", ""))
+        self.not_started = self.not_started + 1 if reason.startswith(NOT_STARTED) else 0
+        if self.not_started >= MAX_NOT_STARTED:
+            tqdm.write(
+                f"{self.not_started} trials in a row were estimated not to fit in the time left; "
+                f"stopping."
+            )
+            study.stop()
+        if finished + running >= self.config.n_trials:
+            study.stop()
+
+
+def describe_trial(trial: FrozenTrial) -> str:
+    """One concise line about a finished trial."""
+    attrs = trial.user_attrs
+    family = trial.params.get("family", "?")
+    parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
+    if trial.state == TrialState.COMPLETE:
+        parts.append(
+            f"val_acc={trial.value:.4f} val_loss={attrs.get('val_loss', float('nan')):.4f}"
+        )
+    if "epochs" in attrs:
+        parts.append(f"epochs={attrs['epochs']}")
+    if "train_seconds" in attrs:
+        parts.append(f"{attrs['train_seconds']:.0f}s")
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+    if reason and trial.state != TrialState.COMPLETE:
+        parts.append(f"({reason})")
+    if attrs.get("stop_reason") and trial.state == TrialState.COMPLETE:
+        parts.append(f"({attrs['stop_reason']})")
+    return " ".join(parts)
