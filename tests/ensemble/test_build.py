@@ -21,7 +21,7 @@ from hpo.store import open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
-from ..conftest import write_study
+from ..conftest import _NEGATIVE, _POSITIVE, write_study
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -194,15 +194,15 @@ def test_predict_scores_new_text(
     config, study = open_study(study_copy, None, None)
     out = tmp_path / "e"
     build_ensemble(config, study, top=2, out_dir=out)
-    assert (
-        predict_main(["--ensemble", str(out), "great wonderful superb film", "awful terrible dull"])
-        == 0
-    )
+    positive, negative = " ".join(_POSITIVE), " ".join(_NEGATIVE)
+    assert predict_main(["--ensemble", str(out), positive, negative]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     probabilities = [float(line.split("\t")[0]) for line in lines]
-    assert all(0 <= p <= 1 for p in probabilities)
-    assert lines[0].split("\t")[1] in {"positive", "negative"}
+    labels = [line.split("\t")[1] for line in lines]
+    assert probabilities[0] > probabilities[1]
+    assert labels == ["positive" if p > 0.5 else "negative" for p in probabilities]
+    assert [line.split("\t")[2] for line in lines] == [positive, negative]
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("great movie\n\nawful movie\n")
     assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 0

@@ -126,17 +126,6 @@ def test_budget_ends_the_search_and_resumed_runs_add_up(
     assert len(_study(config).trials) == count
 
 
-def test_four_workers_never_share_parameters(fake_imdb: Path, tmp_path: Path) -> None:
-    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=8, enqueue=False))
-    run_search(config.with_overrides(workers=4), progress=False)
-    trials = _study(config).trials
-    assert len(trials) >= 8
-    keys = [tuple(sorted(t.params.items())) for t in trials]
-    assert len(set(keys)) == len(keys)
-    workers = {t.user_attrs["worker"] for t in trials}
-    assert len(workers) == 4
-
-
 @pytest.mark.parametrize("value", ["0", "-5", '"2 weeks ago"'])
 def test_bad_budget_in_the_study_file_exits_2_naming_the_key(
     fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str

@@ -9,6 +9,7 @@ import pytest
 from optuna.artifacts import download_artifact
 
 from hpo.config import StudyConfig, load_study_config
+from hpo.contract import load_keras_file
 from hpo.metrics import log_loss
 from hpo.models import conv1d
 from hpo.store import open_artifact_store, open_storage, sha256_file
@@ -85,8 +86,12 @@ def test_trial_records_its_checkpoint_and_attributes(
         artifact_store=store, file_path=str(checkpoint), artifact_id=attrs["checkpoint_artifact_id"]
     )
     assert sha256_file(checkpoint) == attrs["checkpoint_sha256"]
-    model = keras.models.load_model(checkpoint, safe_mode=True)
+    model = load_keras_file(checkpoint)
     assert model.count_params() == attrs["params_count"]
+    # The stored model is the best epoch's: its validation accuracy is the best one reported.
+    reported = trial.study.trials[0].intermediate_values
+    assert len(reported) == config.training.max_epochs
+    assert attrs["val_accuracy"] == pytest.approx(max(reported.values()), abs=1e-6)
     predictions_path = tmp_path / "predictions.npy"
     download_artifact(
         artifact_store=store,
