@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
@@ -17,13 +18,13 @@ from optuna.artifacts import upload_artifact
 from hpo import metrics
 from hpo.contract import load_keras_file
 from hpo.cost import ACTUAL_ATTR, PRIOR_ATTR, CostFeatures, estimate_epoch_seconds, example_flops
-from hpo.precision import gpu_capability, resolve_precision
+from hpo.precision import Precision, gpu_capability, resolve_precision
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import create_study
 from hpo.tasks import get_task
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
     import keras
@@ -121,6 +122,35 @@ def train_trial(
             first epoch is estimated to end later, and stops before an epoch that would.
         cost_ratios: Calibration of the epoch-time estimate (`hpo.cost.calibration`).
     """
+
+    family = trial.params["family"]
+    precision = resolve_precision(config.training.precision, family, gpu_capability())
+    with global_policy(precision.value):
+        return _train_trial(trial, config, data_folder, work, deadline, cost_ratios, precision)
+
+
+@contextlib.contextmanager
+def global_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy set to `name` inside, restored after (for in-process callers)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train_trial(
+    trial: optuna.Trial,
+    config: StudyConfig,
+    data_folder: Path,
+    work: Path,
+    deadline: float | None,
+    cost_ratios: Mapping[str, float] | None,
+    precision: Precision,
+) -> TrialResult:
     import keras
     from optuna_integration import KerasPruningCallback
 
@@ -130,8 +160,6 @@ def train_trial(
     params = trial.params
     family = params["family"]
     task = get_task(config.task)
-    precision = resolve_precision(config.training.precision, family, gpu_capability())
-    keras.mixed_precision.set_global_policy(precision.value)
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
     model = build_model(task, params)
@@ -147,17 +175,25 @@ def train_trial(
     }.items():
         trial.set_user_attr(key, value)
 
-    deadlines = []
+    # Within the study's budget one epoch is worth starting (a late, short trial still yields a
+    # member); within its own cap a trial must have room to learn and show it has stopped
+    # improving: `patience + 1` epochs. A config too slow for that is not started at all.
+    deadlines, needs = [], []
     if deadline is not None:
         deadlines.append((deadline, "the study's budget"))
+        needs.append((deadline, 1, "the study's budget"))
     cap = config.trial_cap_seconds
     if cap is not None:
-        deadlines.append((started + cap, f"the per-trial cap of {cap / 60:.0f} min"))
-    for end, why in deadlines:
-        if time.time() + estimate > end:
+        why = f"the per-trial cap of {cap / 60:.0f} min"
+        deadlines.append((started + cap, why))
+        needs.append(
+            (started + cap, min(config.training.max_epochs, config.training.patience + 1), why)
+        )
+    for end, epochs, why in needs:
+        if time.time() + epochs * estimate > end:
             raise optuna.TrialPruned(
-                f"not started: one epoch is estimated at {estimate:.0f} s, which would end "
-                f"past {why} ({max(0.0, end - time.time()):.0f} s left)"
+                f"not started: {epochs} epoch(s) are estimated at {epochs * estimate:.0f} s, "
+                f"which would end past {why} ({max(0.0, end - time.time()):.0f} s left)"
             )
 
     checkpoint = work / CHECKPOINT_NAME
@@ -275,9 +311,9 @@ def estimate_epochs(job: EstimateJob) -> list[float]:
         precision = resolve_precision(
             job.config.training.precision, params["family"], gpu_capability()
         )
-        keras.mixed_precision.set_global_policy(precision.value)
-        data = task.trial_data(job.data_folder, params)
-        features = cost_features(task, build_model(task, params), params, data)
+        with global_policy(precision.value):
+            data = task.trial_data(job.data_folder, params)
+            features = cost_features(task, build_model(task, params), params, data)
         estimates.append(
             estimate_epoch_seconds(features, params["family"], precision.value, job.cost_ratios)
         )

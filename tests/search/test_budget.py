@@ -97,6 +97,20 @@ def test_a_trial_estimated_past_the_cap_does_not_start(fake_imdb: Path, tmp_path
     assert "epochs" not in trial.study.trials[0].user_attrs
 
 
+def test_a_trial_without_room_for_patience_plus_one_epochs_in_its_cap_does_not_start(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    from hpo.training.runner import EstimateJob, estimate_epochs, train_trial
+
+    config, folder = _prepared(fake_imdb, tmp_path)
+    config = config.with_overrides(max_trial_minutes=1.0)
+    prior = estimate_epochs(EstimateJob(config=config, data_folder=folder, params=[PARAMS]))[0]
+    # One epoch of 10 s fits the 60 s cap; patience + 1 = 21 (at most max_epochs = 20) do not.
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    with pytest.raises(optuna.TrialPruned, match=r"not started: 20 epoch\(s\) are estimated"):
+        train_trial(trial, config, folder, tmp_path / "work", cost_ratios={"*": 10.0 / prior})
+
+
 def test_budget_ends_the_search_and_resumed_runs_add_up(
     fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
