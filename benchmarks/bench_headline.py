@@ -53,7 +53,7 @@ from optuna.trial import TrialState
 from hpo import metrics
 from hpo.budget import RUN_ATTR_PREFIX, format_duration, parse_duration, spent_seconds
 from hpo.config import load_study_config
-from hpo.cost import ACTUAL_ATTR
+from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
 from hpo.precision import gpu_capability, resolve_precision
 from hpo.study import search_space
@@ -591,9 +591,9 @@ def hpo_column(
         t.user_attrs for t in trials if {"trial_seconds", "train_seconds"} <= t.user_attrs.keys()
     ]
     errors = [
-        abs(a["estimated_epoch_seconds"] / a[ACTUAL_ATTR] - 1)
+        abs(a[Attr.ESTIMATED_EPOCH_SECONDS] / a[Attr.EPOCH_SECONDS] - 1)
         for a in (t.user_attrs for t in trials)
-        if a.get("estimated_epoch_seconds") and a.get(ACTUAL_ATTR)
+        if a.get(Attr.ESTIMATED_EPOCH_SECONDS) and a.get(Attr.EPOCH_SECONDS)
     ]
     rows = {
         "budget": format_duration(budget) if budget else "none",

@@ -1,13 +1,20 @@
-"""Fetching a trial's checkpoint and predictions from the artifact store, verified and safely."""
+"""The trial contract: what a trial records and stores, and how it is written and verified.
+
+A trial records user attributes named in `Attr` and stores two artifacts, its best checkpoint
+(without optimizer state) and its validation predictions, each with its SHA-256
+(`store_trial_artifacts`). The ensemble, `hpo status` and the tests read them back through the
+same names; `fetch_checkpoint` and `fetch_predictions` refuse anything that does not verify, and
+every `.keras` file is loaded in safe mode with hpo's own layers registered.
+"""
 
 from __future__ import annotations
 
 import json
 import zipfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-from optuna.artifacts import download_artifact
+from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo.errors import HpoError
@@ -17,18 +24,71 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import keras
+    import optuna
     from optuna.artifacts._protocol import ArtifactStore
     from optuna.trial import FrozenTrial
 
 __all__ = [
+    "Attr",
     "CheckpointError",
     "fetch_checkpoint",
     "fetch_predictions",
     "load_checkpoint",
     "load_keras_file",
+    "store_trial_artifacts",
 ]
 
 _UNSAFE_LAYERS = {"Lambda"}
+
+
+class Attr:
+    """Names of the user attributes a trial records.
+
+    Plain strings, not an Enum: they are storage keys that Optuna, pandas column names
+    (`user_attrs_<name>`) and the dashboard use as they are.
+    """
+
+    FAMILY: Final = "family"
+    PRECISION: Final = "precision"
+    PARAMS_COUNT: Final = "params_count"
+    GFLOP_PER_EPOCH: Final = "gflop_per_epoch"
+    PRIOR_EPOCH_SECONDS: Final = "prior_epoch_seconds"
+    ESTIMATED_EPOCH_SECONDS: Final = "estimated_epoch_seconds"
+    EPOCH_SECONDS: Final = "epoch_seconds"
+    EPOCHS: Final = "epochs"
+    TRAIN_SECONDS: Final = "train_seconds"
+    TRIAL_SECONDS: Final = "trial_seconds"
+    PEAK_MEMORY_MB: Final = "peak_memory_mb"
+    CHECKPOINT_ID: Final = "checkpoint_artifact_id"
+    CHECKPOINT_SHA256: Final = "checkpoint_sha256"
+    PREDICTIONS_ID: Final = "val_predictions_artifact_id"
+    PREDICTIONS_SHA256: Final = "val_predictions_sha256"
+    VAL_ACCURACY: Final = "val_accuracy"
+    VAL_LOSS: Final = "val_loss"
+    PRUNE_REASON: Final = "prune_reason"
+    FAIL_REASON: Final = "fail_reason"
+    STOP_REASON: Final = "stop_reason"
+    WORKER: Final = "worker"
+    SEEDED: Final = "seeded"
+
+
+def store_trial_artifacts(
+    trial: optuna.Trial, store: ArtifactStore, checkpoint: Path, predictions: Path
+) -> None:
+    """Uploads a trial's checkpoint and validation predictions and records their ids and SHA-256.
+
+    The checksums are computed from the local files before upload, so a file changed in the
+    store later fails `fetch_checkpoint` / `fetch_predictions`.
+    """
+    for path, id_attr, sha_attr in (
+        (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
+        (predictions, Attr.PREDICTIONS_ID, Attr.PREDICTIONS_SHA256),
+    ):
+        trial.set_user_attr(sha_attr, sha256_file(path))
+        artifact_id = upload_artifact(
+            artifact_store=store, file_path=str(path), study_or_trial=trial
+        )
+        trial.set_user_attr(id_attr, artifact_id)
 
 
 class CheckpointError(HpoError):
@@ -42,10 +102,8 @@ def fetch_checkpoint(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> 
         CheckpointError: No checkpoint recorded, missing from the store, checksum mismatch
             (torn or tampered file), or it holds a layer that runs arbitrary Python code.
     """
-    path = _download(
-        store, trial, "checkpoint_artifact_id", folder / f"trial-{trial.number:05d}.keras"
-    )
-    expected = trial.user_attrs.get("checkpoint_sha256")
+    path = _download(store, trial, Attr.CHECKPOINT_ID, folder / f"trial-{trial.number:05d}.keras")
+    expected = trial.user_attrs.get(Attr.CHECKPOINT_SHA256)
     actual = sha256_file(path)
     if actual != expected:
         raise CheckpointError(
@@ -94,9 +152,9 @@ def load_checkpoint(path: Path, number: int) -> keras.Model:
 def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> np.ndarray:
     """Downloads a trial's cached validation predictions (float32, one per validation example)."""
     path = _download(
-        store, trial, "val_predictions_artifact_id", folder / f"trial-{trial.number:05d}-val.npy"
+        store, trial, Attr.PREDICTIONS_ID, folder / f"trial-{trial.number:05d}-val.npy"
     )
-    expected = trial.user_attrs.get("val_predictions_sha256")
+    expected = trial.user_attrs.get(Attr.PREDICTIONS_SHA256)
     # Trials from before predictions were checksummed record none; their files are used as is.
     if expected is not None and sha256_file(path) != expected:
         raise CheckpointError(

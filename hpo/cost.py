@@ -17,6 +17,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from hpo.contract import Attr
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -29,9 +31,6 @@ __all__ = ["CostFeatures", "calibration", "estimate_epoch_seconds", "example_flo
 PRIOR_FLOPS_PER_S = 150e9
 PRIOR_STEP_S = 0.01
 PRIOR_PARAM_STEP_S = 2e-9
-# Trial attributes the calibration reads (written by the runner).
-PRIOR_ATTR = "prior_epoch_seconds"
-ACTUAL_ATTR = "epoch_seconds"
 
 
 @dataclass(frozen=True)
@@ -101,11 +100,11 @@ def calibration(trials: Iterable[FrozenTrial]) -> dict[str, float]:
     """
     ratios: dict[str, list[float]] = {}
     for trial in trials:
-        prior = trial.user_attrs.get(PRIOR_ATTR)
-        actual = trial.user_attrs.get(ACTUAL_ATTR)
+        prior = trial.user_attrs.get(Attr.PRIOR_EPOCH_SECONDS)
+        actual = trial.user_attrs.get(Attr.EPOCH_SECONDS)
         if not prior or not actual:
             continue
-        key = f"{trial.user_attrs.get('family')}/{trial.user_attrs.get('precision')}"
+        key = f"{trial.user_attrs.get(Attr.FAMILY)}/{trial.user_attrs.get(Attr.PRECISION)}"
         ratios.setdefault(key, []).append(actual / prior)
         ratios.setdefault("*", []).append(actual / prior)
     return {key: statistics.median(values) for key, values in ratios.items()}

@@ -14,6 +14,7 @@ from optuna.distributions import (
 )
 
 from hpo.config import PrunerKind
+from hpo.contract import Attr
 from hpo.errors import ConfigError
 from hpo.space import TRAINING_SPACE, fit_value, narrow_space, suggest, suggest_all
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
     from hpo.space import Space
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DIRECTION",
     "SearchSpace",
+    "best_trial",
     "check_space_drift",
     "create_study",
     "default_params",
@@ -137,6 +140,14 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best COMPLETE trial (Optuna's `best_trial`), or None before there is one."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
 def create_study(
     config: StudyConfig,
     storage: BaseStorage | str,
@@ -214,7 +225,7 @@ def enqueue_defaults(study: optuna.Study, task: Task, space: SearchSpace) -> int
         return 0
     defaults = default_params(task, space)
     for params in defaults:
-        study.enqueue_trial(params, user_attrs={"seeded": "family default"})
+        study.enqueue_trial(params, user_attrs={Attr.SEEDED: "family default"})
     return len(defaults)
 
 

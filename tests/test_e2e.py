@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import pytest
 
+from hpo.contract import Attr
 from hpo.store import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +53,14 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
     artifacts = studies / "imdb-smoke" / "artifacts"
     for trial in complete:
         attrs = trial["user_attrs"]
-        stored = artifacts / attrs["checkpoint_artifact_id"]
-        assert sha256_file(stored) == attrs["checkpoint_sha256"]
+        stored = artifacts / attrs[Attr.CHECKPOINT_ID]
+        assert sha256_file(stored) == attrs[Attr.CHECKPOINT_SHA256]
         checkpoint = shutil.copy(stored, tmp_path / f"trial-{trial['number']}.keras")
         model = keras.models.load_model(checkpoint)
         assert model.count_params() == attrs["params_count"]
         assert 0.5 < attrs["val_accuracy"] <= 1
         assert attrs["epochs"] >= 1
-        assert attrs["train_seconds"] > 0
+        assert attrs[Attr.TRAIN_SECONDS] > 0
     before = {p.name: sha256_file(p) for p in artifacts.iterdir()}
 
     second = _run(*search, cwd=ROOT)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from hpo._cli import add_study_arguments, open_study
 from hpo.errors import ConfigError
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
-from hpo.store import AtomicFileSystemArtifactStore
+from hpo.store import AtomicFileSystemArtifactStore, open_storage
 
 if TYPE_CHECKING:
     import argparse
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     raise_keyboard_interrupt_on_sigterm()
     with contextlib.suppress(KeyboardInterrupt):
         run_server(
-            study._storage,
+            open_storage(config.storage_url, create=False, heartbeat=False),
             host=args.host,
             port=args.port,
             artifact_store=AtomicFileSystemArtifactStore(config.artifact_dir),

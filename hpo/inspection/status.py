@@ -20,6 +20,8 @@ from optuna.trial import TrialState
 
 from hpo._cli import add_study_arguments, open_study
 from hpo.budget import format_duration, spent_seconds
+from hpo.contract import Attr
+from hpo.study import best_trial
 
 if TYPE_CHECKING:
     import argparse
@@ -45,10 +47,10 @@ _COLUMNS = {
     "number": "trial",
     "state": "state",
     "value": "value",
-    "user_attrs_val_accuracy": "val_accuracy",
-    "user_attrs_val_loss": "val_loss",
-    "user_attrs_epochs": "epochs",
-    "user_attrs_train_seconds": "train_seconds",
+    f"user_attrs_{Attr.VAL_ACCURACY}": "val_accuracy",
+    f"user_attrs_{Attr.VAL_LOSS}": "val_loss",
+    f"user_attrs_{Attr.EPOCHS}": "epochs",
+    f"user_attrs_{Attr.TRAIN_SECONDS}": "train_seconds",
     "params_family": "family",
 }
 
@@ -71,8 +73,7 @@ def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
     counts = {state.name: 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = max(complete, key=lambda t: (t.value or 0.0, -t.number)) if complete else None
+    best = best_trial(study)
     table = leaderboard(study).head(top)
     trials = [
         {
@@ -170,7 +171,9 @@ def _integer(value: Any) -> int | None:
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str | None:
     attrs = trial.user_attrs
-    reason = attrs.get("prune_reason") or attrs.get("fail_reason") or attrs.get("stop_reason")
+    reason = (
+        attrs.get(Attr.PRUNE_REASON) or attrs.get(Attr.FAIL_REASON) or attrs.get(Attr.STOP_REASON)
+    )
     return str(reason) if reason else None
 
 

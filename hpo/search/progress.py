@@ -8,6 +8,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from hpo.budget import BudgetClock, format_duration
+from hpo.contract import Attr
 
 if TYPE_CHECKING:
     import optuna
@@ -60,14 +61,14 @@ class Progress:
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
             if self.consecutive_failures >= self.config.max_failures:
-                reason = trial.user_attrs.get("fail_reason", "unknown error")
+                reason = trial.user_attrs.get(Attr.FAIL_REASON, "unknown error")
                 self.failure_stop = (
                     f"{self.consecutive_failures} consecutive trials failed; the last: {reason}"
                 )
                 study.stop()
         else:
             self.consecutive_failures = 0
-        reason = str(trial.user_attrs.get("prune_reason", ""))
+        reason = str(trial.user_attrs.get(Attr.PRUNE_REASON, ""))
         self.not_started = self.not_started + 1 if reason.startswith(NOT_STARTED) else 0
         if self.not_started >= MAX_NOT_STARTED:
             tqdm.write(
@@ -86,15 +87,15 @@ def describe_trial(trial: FrozenTrial) -> str:
     parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
     if trial.state == TrialState.COMPLETE:
         parts.append(
-            f"val_acc={trial.value:.4f} val_loss={attrs.get('val_loss', float('nan')):.4f}"
+            f"val_acc={trial.value:.4f} val_loss={attrs.get(Attr.VAL_LOSS, float('nan')):.4f}"
         )
-    if "epochs" in attrs:
-        parts.append(f"epochs={attrs['epochs']}")
-    if "train_seconds" in attrs:
-        parts.append(f"{attrs['train_seconds']:.0f}s")
-    reason = attrs.get("prune_reason") or attrs.get("fail_reason")
+    if Attr.EPOCHS in attrs:
+        parts.append(f"epochs={attrs[Attr.EPOCHS]}")
+    if Attr.TRAIN_SECONDS in attrs:
+        parts.append(f"{attrs[Attr.TRAIN_SECONDS]:.0f}s")
+    reason = attrs.get(Attr.PRUNE_REASON) or attrs.get(Attr.FAIL_REASON)
     if reason and trial.state != TrialState.COMPLETE:
         parts.append(f"({reason})")
-    if attrs.get("stop_reason") and trial.state == TrialState.COMPLETE:
-        parts.append(f"({attrs['stop_reason']})")
+    if attrs.get(Attr.STOP_REASON) and trial.state == TrialState.COMPLETE:
+        parts.append(f"({attrs[Attr.STOP_REASON]})")
     return " ".join(parts)

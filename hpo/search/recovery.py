@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from hpo.contract import Attr
 from hpo.store import STALE_TRIAL_RETRIES
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ __all__ = [
     "worker_id",
 ]
 
-WORKER_ATTR = "worker"
+WORKER_ATTR = Attr.WORKER
 
 
 def worker_id() -> str:
@@ -49,12 +50,12 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
             continue
         storage.set_trial_user_attr(
-            trial._trial_id, "fail_reason", f"its worker {owner} died; re-queued by the next run"
+            trial._trial_id, Attr.FAIL_REASON, f"its worker {owner} died; re-queued by the next run"
         )
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(trial.number)
             frozen = storage.get_trial(trial._trial_id)
-            for key in (WORKER_ATTR, "fail_reason"):
+            for key in (WORKER_ATTR, Attr.FAIL_REASON):
                 frozen.user_attrs.pop(key, None)
             retry(study, frozen)
     return failed

@@ -19,18 +19,19 @@ from tqdm import tqdm
 
 from hpo.budget import BudgetClock, format_duration, spent_seconds
 from hpo.config import config_to_dict
+from hpo.contract import Attr
 from hpo.cost import calibration
 from hpo.data import provenance
 from hpo.errors import ConfigError
 from hpo.search.progress import FINISHED, Progress
 from hpo.search.recovery import (
-    WORKER_ATTR,
     raise_keyboard_interrupt_on_sigterm,
     sweep_dead_local_trials,
     worker_id,
 )
 from hpo.store import open_storage
 from hpo.study import (
+    best_trial,
     check_space_drift,
     create_study,
     default_params,
@@ -294,7 +295,7 @@ def _objective(
     deadline: float | None,
 ) -> float:
     started = time.perf_counter()
-    trial.set_user_attr(WORKER_ATTR, worker_id())
+    trial.set_user_attr(Attr.WORKER, worker_id())
     sample_params(trial, task, space)
     job = TrialJob(
         config=config,
@@ -308,13 +309,13 @@ def _objective(
     try:
         return call_isolated(run_trial, job, log_path=log_path).value
     except optuna.TrialPruned as exc:
-        trial.set_user_attr("prune_reason", str(exc))
+        trial.set_user_attr(Attr.PRUNE_REASON, str(exc))
         raise
     except Exception as exc:
-        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc} (log: {log_path})")
+        trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")
         raise
     finally:
-        trial.set_user_attr("trial_seconds", round(time.perf_counter() - started, 1))
+        trial.set_user_attr(Attr.TRIAL_SECONDS, round(time.perf_counter() - started, 1))
 
 
 def _worker_process(
@@ -335,8 +336,7 @@ def _count(study: optuna.Study, states: Sequence[TrialState]) -> int:
 def _summary(
     study: optuna.Study, config: StudyConfig, stopped_by_failures: str | None = None
 ) -> SearchSummary:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    best = best_trial(study)
     return SearchSummary(
         spent_seconds=spent_seconds(study),
         budget=config.budget,

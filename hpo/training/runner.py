@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
-from optuna.artifacts import upload_artifact
 
 from hpo import metrics
-from hpo.contract import load_keras_file
-from hpo.cost import ACTUAL_ATTR, PRIOR_ATTR, CostFeatures, estimate_epoch_seconds, example_flops
+from hpo.contract import Attr, load_keras_file, store_trial_artifacts
+from hpo.cost import CostFeatures, estimate_epoch_seconds, example_flops
 from hpo.precision import Precision, gpu_capability, resolve_precision
-from hpo.store import open_artifact_store, open_storage, sha256_file
+from hpo.store import open_artifact_store, open_storage
 from hpo.study import create_study
 from hpo.tasks import get_task
 
@@ -166,12 +165,12 @@ def _train_trial(
     features = cost_features(task, model, params, data)
     estimate = estimate_epoch_seconds(features, family, precision.value, cost_ratios or {})
     for key, value in {
-        "family": family,
-        "precision": precision.value,
-        "params_count": int(model.count_params()),
-        "gflop_per_epoch": round(features.flops_per_epoch / 1e9, 1),
-        PRIOR_ATTR: round(features.prior_seconds(), 2),
-        "estimated_epoch_seconds": round(estimate, 1),
+        Attr.FAMILY: family,
+        Attr.PRECISION: precision.value,
+        Attr.PARAMS_COUNT: int(model.count_params()),
+        Attr.GFLOP_PER_EPOCH: round(features.flops_per_epoch / 1e9, 1),
+        Attr.PRIOR_EPOCH_SECONDS: round(features.prior_seconds(), 2),
+        Attr.ESTIMATED_EPOCH_SECONDS: round(estimate, 1),
     }.items():
         trial.set_user_attr(key, value)
 
@@ -245,14 +244,14 @@ def _train_trial(
             ) from exc
         raise
     finally:
-        trial.set_user_attr("epochs", clock.count)
-        trial.set_user_attr("train_seconds", round(time.perf_counter() - fit_started, 1))
+        trial.set_user_attr(Attr.EPOCHS, clock.count)
+        trial.set_user_attr(Attr.TRAIN_SECONDS, round(time.perf_counter() - fit_started, 1))
         if clock.durations:
-            trial.set_user_attr(ACTUAL_ATTR, round(float(np.mean(clock.durations)), 2))
+            trial.set_user_attr(Attr.EPOCH_SECONDS, round(float(np.mean(clock.durations)), 2))
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        trial.set_user_attr("peak_memory_mb", round(peak_kib / 1024))
+        trial.set_user_attr(Attr.PEAK_MEMORY_MB, round(peak_kib / 1024))
     if clock.stop_reason:
-        trial.set_user_attr("stop_reason", clock.stop_reason)
+        trial.set_user_attr(Attr.STOP_REASON, clock.stop_reason)
     losses = history.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         raise FloatingPointError(
@@ -268,25 +267,14 @@ def _train_trial(
     member = work / MEMBER_NAME
     best.save(member)
     predictions = np.asarray(task.predict(best, data.x_val), dtype=np.float32).reshape(-1)
-    np.save(work / PREDICTIONS_NAME, predictions)
+    predictions_path = work / PREDICTIONS_NAME
+    np.save(predictions_path, predictions)
     val_accuracy = metrics.accuracy(data.y_val, predictions)
     val_loss = metrics.log_loss(data.y_val, predictions)
 
-    store = open_artifact_store(config.artifact_dir)
-    attrs: dict[str, Any] = {
-        "checkpoint_sha256": sha256_file(member),
-        "checkpoint_artifact_id": upload_artifact(
-            artifact_store=store, file_path=str(member), study_or_trial=trial
-        ),
-        "val_predictions_sha256": sha256_file(work / PREDICTIONS_NAME),
-        "val_predictions_artifact_id": upload_artifact(
-            artifact_store=store, file_path=str(work / PREDICTIONS_NAME), study_or_trial=trial
-        ),
-        "val_accuracy": round(val_accuracy, 6),
-        "val_loss": round(val_loss, 6),
-    }
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    store_trial_artifacts(trial, open_artifact_store(config.artifact_dir), member, predictions_path)
+    trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
+    trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
     return TrialResult(value=val_accuracy)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from hpo._cli import open_study
 from hpo.config import StudyConfig, load_study_config
-from hpo.contract import CheckpointError, load_keras_file, refuse_unsafe_layers
+from hpo.contract import Attr, CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.ensemble import build_ensemble, main, ranked_trials
 from hpo.ensemble.export import check_rows
 from hpo.ensemble.weighting import Method
@@ -66,7 +66,7 @@ def test_ensemble_writes_report_export_and_records_in_study(
     for member in report["members"]:
         trial = study.trials[member["trial"]]
         path = tmp_path / f"m{member['trial']}.keras"
-        shutil.copy(config.artifact_dir / trial.user_attrs["checkpoint_artifact_id"], path)
+        shutil.copy(config.artifact_dir / trial.user_attrs[Attr.CHECKPOINT_ID], path)
         model = load_keras_file(path)
         x = IMDB.member_inputs(test.x, trial.params)
         member_predictions.append(model.predict(x, verbose=0).reshape(-1))
@@ -111,7 +111,7 @@ def test_a_corrupt_checkpoint_is_skipped_and_the_next_best_takes_its_place(
     config, study = open_study(study_copy, None, None)
     ranked = ranked_trials(study)
     best = ranked[0]
-    artifact = config.artifact_dir / best.user_attrs["checkpoint_artifact_id"]
+    artifact = config.artifact_dir / best.user_attrs[Attr.CHECKPOINT_ID]
     artifact.write_bytes(artifact.read_bytes()[:1000])
     report = build_ensemble(
         config, study, top=2, method=Method.UNIFORM, out_dir=tmp_path / "o"
@@ -249,7 +249,7 @@ def test_a_member_that_verifies_but_does_not_load_is_skipped(
 ) -> None:
     config, study = open_study(study_copy, None, None)
     best = ranked_trials(study)[0]
-    artifact = config.artifact_dir / best.user_attrs["checkpoint_artifact_id"]
+    artifact = config.artifact_dir / best.user_attrs[Attr.CHECKPOINT_ID]
     # A well-formed .keras archive naming a class this Keras does not have.
     import zipfile
 
@@ -267,8 +267,8 @@ def test_a_member_that_verifies_but_does_not_load_is_skipped(
 def test_changed_validation_predictions_are_skipped(study_copy: Path, tmp_path: Path) -> None:
     config, study = open_study(study_copy, None, None)
     best = ranked_trials(study)[0]
-    assert best.user_attrs["val_predictions_sha256"]
-    artifact = config.artifact_dir / best.user_attrs["val_predictions_artifact_id"]
+    assert best.user_attrs[Attr.PREDICTIONS_SHA256]
+    artifact = config.artifact_dir / best.user_attrs[Attr.PREDICTIONS_ID]
     predictions = np.load(artifact)
     with artifact.open("wb") as handle:
         np.save(handle, 1.0 - predictions)  # same shape, other numbers
@@ -284,7 +284,7 @@ def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: P
     config, study = open_study(searched, None, None)
     trial = ranked_trials(study)[0]
     path = tmp_path / "member.keras"
-    shutil.copy(config.artifact_dir / trial.user_attrs["checkpoint_artifact_id"], path)
+    shutil.copy(config.artifact_dir / trial.user_attrs[Attr.CHECKPOINT_ID], path)
     with zipfile.ZipFile(path) as archive:
         assert not json.loads(archive.read("config.json")).get("compile_config")
         weights = archive.read("model.weights.h5")

@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
+from hpo.contract import Attr
 from hpo.inspection.dashboard import is_loopback, main
 from hpo.search import run_search
 from hpo.store import open_storage
@@ -115,7 +116,7 @@ def test_dashboard_serves_study_trials_and_artifacts(searched: Path) -> None:
                 f"{dashboard.url}/artifacts/{studies[0]['study_id']}/{trial['trial_id']}/"
                 f"{attrs['checkpoint_artifact_id']}"
             )
-            assert hashlib.sha256(served).hexdigest() == attrs["checkpoint_sha256"]
+            assert hashlib.sha256(served).hexdigest() == attrs[Attr.CHECKPOINT_SHA256]
             assert {a["filename"] for a in trial["artifacts"]} == {
                 "best.keras",
                 "val_predictions.npy",

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from hpo.budget import spent_seconds
 from hpo.config import load_study_config
+from hpo.contract import Attr
 from hpo.search import main, run_search
 from hpo.store import open_storage
 from hpo.study import search_space
@@ -66,11 +67,11 @@ def test_budget_stops_a_running_trial_after_an_epoch_and_keeps_its_checkpoint(
     )
     attrs = trial.study.trials[0].user_attrs
     assert attrs["epochs"] == 1
-    assert "would end past the study's budget" in attrs["stop_reason"]
-    assert attrs["checkpoint_artifact_id"]
+    assert "would end past the study's budget" in attrs[Attr.STOP_REASON]
+    assert attrs[Attr.CHECKPOINT_ID]
     assert result.value == attrs["val_accuracy"]
-    assert attrs["epoch_seconds"] > 0
-    assert attrs["estimated_epoch_seconds"] >= 0
+    assert attrs[Attr.EPOCH_SECONDS] > 0
+    assert attrs[Attr.ESTIMATED_EPOCH_SECONDS] >= 0
 
 
 @pytest.mark.usefixtures("late_epochs")
@@ -83,7 +84,7 @@ def test_per_trial_cap_shortens_a_trial(fake_imdb: Path, tmp_path: Path) -> None
     train_trial(trial, config, folder, tmp_path / "work", cost_ratios=INSTANT)
     attrs = trial.study.trials[0].user_attrs
     assert attrs["epochs"] == 1
-    assert "per-trial cap" in attrs["stop_reason"]
+    assert "per-trial cap" in attrs[Attr.STOP_REASON]
 
 
 def test_a_trial_estimated_past_the_cap_does_not_start(fake_imdb: Path, tmp_path: Path) -> None:
@@ -120,7 +121,7 @@ def test_budget_ends_the_search_and_resumed_runs_add_up(
     summary = run_search(config.with_overrides(budget=budget), progress=False)
     elapsed = time.time() - started
     study = _study(config)
-    epochs = [t.user_attrs.get("epoch_seconds", 0.0) for t in study.trials]
+    epochs = [t.user_attrs.get(Attr.EPOCH_SECONDS, 0.0) for t in study.trials]
     assert 0 < summary.finished < 100
     # Inside the budget, give or take the guess of one epoch and the last trial's upload.
     assert elapsed <= budget + max(epochs) + 5

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.contract import fetch_checkpoint
+from hpo.contract import Attr, fetch_checkpoint
 from hpo.models import conv1d
 from hpo.search import run_search
 from hpo.search.recovery import sweep_dead_local_trials
@@ -115,7 +115,7 @@ def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
     interrupted = study.get_trials(states=(TrialState.RUNNING,))
     assert len(interrupted) == 1
     finished_before = {
-        t.number: t.user_attrs["checkpoint_sha256"]
+        t.number: t.user_attrs[Attr.CHECKPOINT_SHA256]
         for t in study.get_trials(states=(TrialState.COMPLETE,))
     }
 
@@ -126,7 +126,7 @@ def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
     study = _load(config)
     states = {t.number: t.state for t in study.trials}
     assert states[interrupted[0].number] == TrialState.FAIL
-    assert "died" in study.trials[interrupted[0].number].user_attrs["fail_reason"]
+    assert "died" in study.trials[interrupted[0].number].user_attrs[Attr.FAIL_REASON]
     assert TrialState.RUNNING not in states.values()
     retried = [
         t for t in study.trials if t.system_attrs.get("failed_trial") == interrupted[0].number
@@ -135,7 +135,7 @@ def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
     assert retried[0].state == TrialState.COMPLETE
     assert retried[0].params == interrupted[0].params
     for number, digest in finished_before.items():
-        assert study.trials[number].user_attrs["checkpoint_sha256"] == digest
+        assert study.trials[number].user_attrs[Attr.CHECKPOINT_SHA256] == digest
     assert _verify_complete_checkpoints(config, tmp_path) >= 3
 
 
@@ -172,7 +172,7 @@ def test_four_workers_share_sqlite_without_locking_errors(fake_imdb: Path, tmp_p
     states = [t.state for t in study.trials]
     assert summary.finished >= 40
     assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}, [
-        t.user_attrs.get("fail_reason") for t in study.trials if t.state == TrialState.FAIL
+        t.user_attrs.get(Attr.FAIL_REASON) for t in study.trials if t.state == TrialState.FAIL
     ]
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
@@ -197,7 +197,7 @@ def test_a_broken_trial_fails_alone_and_repeated_failures_stop_the_search(
         summary = run_search(config, progress=False)
     trials = _load(config).trials
     assert trials[0].state == TrialState.FAIL
-    assert "log: " in trials[0].user_attrs["fail_reason"]
+    assert "log: " in trials[0].user_attrs[Attr.FAIL_REASON]
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
     assert summary.stopped_by_failures is None
 

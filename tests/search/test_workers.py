@@ -9,6 +9,7 @@ from optuna.artifacts import download_artifact
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
+from hpo.contract import Attr
 from hpo.search import main, run_search
 from hpo.store import open_artifact_store, open_storage, sha256_file
 
@@ -49,9 +50,9 @@ def test_search_runs_resumes_and_extends(
         download_artifact(
             artifact_store=store,
             file_path=str(path),
-            artifact_id=trial.user_attrs["checkpoint_artifact_id"],
+            artifact_id=trial.user_attrs[Attr.CHECKPOINT_ID],
         )
-        assert sha256_file(path) == trial.user_attrs["checkpoint_sha256"]
+        assert sha256_file(path) == trial.user_attrs[Attr.CHECKPOINT_SHA256]
         assert (
             keras.models.load_model(path, safe_mode=True).count_params()
             == trial.user_attrs["params_count"]

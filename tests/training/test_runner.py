@@ -9,7 +9,7 @@ import pytest
 from optuna.artifacts import download_artifact
 
 from hpo.config import StudyConfig, load_study_config
-from hpo.contract import load_keras_file
+from hpo.contract import Attr, load_keras_file
 from hpo.metrics import log_loss
 from hpo.models import conv1d
 from hpo.store import open_artifact_store, open_storage, sha256_file
@@ -83,9 +83,9 @@ def test_trial_records_its_checkpoint_and_attributes(
     store = open_artifact_store(config.artifact_dir)
     checkpoint = tmp_path / "downloaded.keras"
     download_artifact(
-        artifact_store=store, file_path=str(checkpoint), artifact_id=attrs["checkpoint_artifact_id"]
+        artifact_store=store, file_path=str(checkpoint), artifact_id=attrs[Attr.CHECKPOINT_ID]
     )
-    assert sha256_file(checkpoint) == attrs["checkpoint_sha256"]
+    assert sha256_file(checkpoint) == attrs[Attr.CHECKPOINT_SHA256]
     model = load_keras_file(checkpoint)
     assert model.count_params() == attrs["params_count"]
     # The stored model is the best epoch's: its validation accuracy is the best one reported.
@@ -96,7 +96,7 @@ def test_trial_records_its_checkpoint_and_attributes(
     download_artifact(
         artifact_store=store,
         file_path=str(predictions_path),
-        artifact_id=attrs["val_predictions_artifact_id"],
+        artifact_id=attrs[Attr.PREDICTIONS_ID],
     )
     predictions = np.load(predictions_path)
     data = IMDB.trial_data(folder, PARAMS)
