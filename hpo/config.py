@@ -294,7 +294,13 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items() if v is not None}
         return value
 
-    return plain(dataclasses.asdict(config))
+    data = plain(dataclasses.asdict(config))
+    if data.get("storage"):
+        # Stored in the study, where the dashboard shows it: never with a password.
+        from hpo.store import redact_url
+
+        data["storage"] = redact_url(data["storage"])
+    return data
 
 
 def config_from_dict(data: dict[str, Any]) -> StudyConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 import uuid
 import warnings
@@ -30,9 +31,12 @@ __all__ = [
     "load_existing_study",
     "open_artifact_store",
     "open_storage",
+    "redact_url",
     "sha256_file",
 ]
 
+# Seconds to wait for a database server before the command fails.
+CONNECT_TIMEOUT_S = 10
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 90
 SQLITE_BUSY_TIMEOUT_S = 120
@@ -61,6 +65,14 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
             tmp.unlink(missing_ok=True)
 
 
+def redact_url(url: str) -> str:
+    """The storage URL with its password masked, for messages and logs."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
 def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorage:
     """Opens an Optuna RDB storage, configured for several workers.
 
@@ -77,18 +89,19 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
     Raises:
         StoreError: The URL is malformed, its driver is missing or its SQLite file is absent.
     """
+    shown = redact_url(url)
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError as exc:
         raise StoreError(
-            f"storage URL {url!r} is malformed. Use sqlite:///path/to/study.db or "
+            f"storage URL {shown!r} is malformed. Use sqlite:///path/to/study.db or "
             f"postgresql://user:password@host/dbname."
         ) from exc
     try:
         parsed.get_dialect().import_dbapi()
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(
-            f"storage URL {url!r} needs a database driver that is not installed ({exc}). "
+            f"storage URL {shown!r} needs a database driver that is not installed ({exc}). "
             f"For PostgreSQL: pip install -e '.[postgres]'."
         ) from exc
     engine_kwargs: dict[str, object] = {}
@@ -97,8 +110,8 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
         if not path.exists():
             if not create:
                 raise StoreError(
-                    f"no study database at {path} (from storage URL {url!r}). Check the path, "
-                    f"or run the search first: python -m hpo.search --study <file>."
+                    f"no study database at {path} (from storage URL {shown!r}). Check the path, "
+                    f"or run the search first: hpo search --study <file>."
                 )
             _create_sqlite_database(path)
         elif create:
@@ -106,6 +119,12 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
             connection.execute("PRAGMA journal_mode=WAL")
             connection.close()
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    elif parsed.get_backend_name() == "postgresql":
+        # An unreachable server is an error within seconds, not a hang.
+        engine_kwargs = {
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+            "pool_pre_ping": True,
+        }
     heartbeat_kwargs: dict[str, object] = {}
     if heartbeat:
         heartbeat_kwargs = {
@@ -127,9 +146,13 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorag
         optuna.exceptions.StorageInternalError,
         RuntimeError,
     ) as exc:
+        message = str(exc).replace(url, shown)
+        if parsed.password:
+            message = message.replace(str(parsed.password), "***")
         raise StoreError(
-            f"cannot open storage {url!r} as an Optuna study database: {exc}. Check the URL."
-        ) from exc
+            f"cannot open storage {shown!r} as an Optuna study database: {message}. Check the "
+            f"URL, and that the database server is running and reachable from this machine."
+        ) from None  # the driver's exception can quote the URL, password included
 
 
 def _create_sqlite_database(path: Path) -> None:
@@ -173,11 +196,12 @@ def load_existing_study(storage: RDBStorage, study_name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StoreError(f"cannot read studies from {storage.url}: {exc}") from exc
+        raise StoreError(f"cannot read studies from {redact_url(storage.url)}: {exc}") from exc
     except KeyError as exc:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise StoreError(
-            f"no study named {study_name!r} in {storage.url}. Studies there: {names or 'none'}."
+            f"no study named {study_name!r} in {redact_url(storage.url)}. "
+            f"Studies there: {names or 'none'}."
         ) from exc
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from optuna.artifacts import upload_artifact
 
 from hpo import metrics
-from hpo.store import AtomicFileSystemArtifactStore
+from hpo.store import AtomicFileSystemArtifactStore, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,7 +57,7 @@ def build_report(
     }
     return {
         "study": study.study_name,
-        "storage": config.storage_url,
+        "storage": redact_url(config.storage_url),
         "artifact_dir": str(config.artifact_dir.resolve()),
         "task": config.task,
         "method": method.value,

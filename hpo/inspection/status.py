@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from hpo._cli import add_study_arguments, open_study
 from hpo.budget import format_duration, spent_seconds
 from hpo.contract import Attr
+from hpo.store import redact_url
 from hpo.study import best_trial
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "study": study.study_name,
-        "storage": storage_url,
+        "storage": redact_url(storage_url),
         "budget": {
             "budget_seconds": budget,
             "spent_seconds": round(spent, 1),

@@ -29,7 +29,7 @@ from hpo.search.recovery import (
     sweep_dead_local_trials,
     worker_id,
 )
-from hpo.store import open_storage
+from hpo.store import open_storage, redact_url
 from hpo.study import (
     best_trial,
     check_space_drift,
@@ -154,7 +154,7 @@ def run_search(
         )
         print(
             f"Study {config.name!r}: {finished} finished, {remaining} to go, {workers} "
-            f"worker(s){budget}; storage {config.storage_url}",
+            f"worker(s){budget}; storage {redact_url(config.storage_url)}",
             flush=True,
         )
         context = multiprocessing.get_context("spawn")

@@ -1,0 +1,111 @@
+"""Workers sharing one PostgreSQL study store: search, status and ensemble, and bad URLs.
+
+Needs a server: `.ci/run` starts a throw-away cluster on loopback (`.ci/postgres.sh`) and sets
+HPO_TEST_POSTGRES_URL. In CI a missing server fails these tests; elsewhere they are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpo.config import load_study_config
+from hpo.contract import Attr
+from hpo.search import run_search
+from hpo.store import open_storage
+
+from ..conftest import write_study
+
+ROOT = Path(__file__).resolve().parents[2]
+HPO = [sys.executable, "-m", "hpo"]
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh, empty database on the test server, as a storage URL."""
+    server = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if not server:
+        if os.environ.get("CI"):
+            pytest.fail("HPO_TEST_POSTGRES_URL is not set; .ci/run starts a PostgreSQL server")
+        pytest.skip('no PostgreSQL server: eval "$(bash .ci/postgres.sh start)" starts one')
+    import psycopg
+
+    name = f"hpo_{uuid.uuid4().hex[:10]}"
+    plain = server.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return str(sqlalchemy.engine.make_url(server).set(database=name))
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HPO, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
+
+
+def test_four_workers_share_one_postgres_study_and_the_commands_read_it(
+    fake_imdb: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    path = write_study(tmp_path, fake_imdb, n_trials=8, enqueue=False)
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
+    config = load_study_config(path).with_overrides(storage=postgres_url, workers=4)
+    summary = run_search(config, progress=False)
+    assert summary.finished >= 8
+    storage = open_storage(postgres_url, create=False, heartbeat=False)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(keys)) == len(keys)
+    assert len({t.user_attrs[Attr.WORKER] for t in study.trials}) == 4
+
+    # Another command finds the study by URL and name alone, with its recorded configuration.
+    status = _run("status", "--storage", postgres_url, "--study-name", "tiny", "--json")
+    assert status.returncode == 0, status.stderr
+    assert '"study": "tiny"' in status.stdout
+    out = tmp_path / "ensemble"
+    ensemble = _run(
+        "ensemble",
+        "--storage",
+        postgres_url,
+        "--study-name",
+        "tiny",
+        "--top",
+        "3",
+        "--out",
+        str(out),
+    )
+    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
+    assert (out / "ensemble.keras").is_file()
+
+
+def test_an_unreachable_server_is_a_fast_exit_2_without_the_password(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # A closed port on loopback: refused at once; the password must not be echoed anywhere.
+    url = "postgresql+psycopg://hpo:s3cret-pw@127.0.0.1:9/none"
+    study = write_study(tmp_path, fake_imdb)
+    started = time.monotonic()
+    result = _run("search", "--study", str(study), "--storage", url)
+    assert result.returncode == 2
+    assert "cannot open storage 'postgresql+psycopg://hpo:***@127.0.0.1:9/none'" in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    status = _run("status", "--storage", url, "--study-name", "tiny")
+    assert status.returncode == 2
+    assert "s3cret-pw" not in status.stdout + status.stderr
