@@ -33,8 +33,16 @@ MODULES = {
     "status": "hpo.inspection.status",
     "report": "hpo.inspection.report",
     "dashboard": "hpo.inspection.dashboard",
+    "storage-proxy": "hpo.search.proxy",
 }
 COMMANDS = tuple(MODULES)
+
+
+def module_entry(name: str) -> str:
+    """What `python -m` runs for a command: `hpo.<name>`, or its module for storage-proxy."""
+    return MODULES[name] if "-" in name else f"hpo.{name}"
+
+
 VERBOSE_VAR = "HPO_VERBOSE"
 
 
@@ -69,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_module(name: str, argv: Sequence[str] | None = None) -> int:
     """Runs one command as `python -m hpo.<name>`; returns the exit code."""
     module = _command(name)
-    parser = argparse.ArgumentParser(prog=f"python -m hpo.{name}", description=_summary(module))
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module_entry(name)}", description=_summary(module)
+    )
     _add_verbose(parser)
     module.add_arguments(parser)
     return _run(module, parser.parse_args(argv))

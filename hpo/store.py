@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import optuna
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpo.errors import StoreError
 
@@ -24,12 +24,14 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
+    from optuna.storages import BaseStorage
 
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "AtomicFileSystemArtifactStore",
     "load_existing_study",
     "open_artifact_store",
+    "open_rdb_storage",
     "open_storage",
     "redact_url",
     "sha256_file",
@@ -37,6 +39,7 @@ __all__ = [
 
 # Seconds to wait for a database server before the command fails.
 CONNECT_TIMEOUT_S = 10
+GRPC_SCHEME = "grpc://"
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 90
 SQLITE_BUSY_TIMEOUT_S = 120
@@ -73,7 +76,40 @@ def redact_url(url: str) -> str:
         return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
 
 
-def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorage:
+def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> BaseStorage:
+    """Opens a study store: an RDB URL (SQLite, PostgreSQL, ...) or `grpc://host:port`, Optuna's
+    gRPC storage proxy in front of one (see `hpo storage-proxy`).
+
+    A proxy serves many workers with one database connection pool; it has no heartbeats, so a
+    dead worker's trial is failed by the local sweep (same machine) or stays RUNNING.
+
+    Raises:
+        StoreError: See `open_rdb_storage`; for a proxy, no server answers at that address.
+    """
+    if url.startswith(GRPC_SCHEME):
+        return _open_grpc_proxy(url)
+    return open_rdb_storage(url, create=create, heartbeat=heartbeat)
+
+
+def _open_grpc_proxy(url: str) -> BaseStorage:
+    host, _, port = url.removeprefix(GRPC_SCHEME).rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise StoreError(
+            f"storage URL {url!r} is malformed. A gRPC storage proxy is grpc://host:port, "
+            f"for example grpc://127.0.0.1:13000."
+        )
+    proxy = GrpcStorageProxy(host=host, port=int(port))
+    try:
+        proxy.wait_server_ready(timeout=CONNECT_TIMEOUT_S)
+    except ConnectionError as exc:
+        raise StoreError(
+            f"no gRPC storage proxy answers at {url} within {CONNECT_TIMEOUT_S} s. Start one "
+            f"with: hpo storage-proxy --storage <database URL> --port {port}"
+        ) from exc
+    return proxy
+
+
+def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorage:
     """Opens an Optuna RDB storage, configured for several workers.
 
     SQLite gets write-ahead logging and a long busy timeout, so parallel workers and a polling
@@ -187,7 +223,7 @@ def _sqlite_path(parsed: sqlalchemy.engine.URL, url: str) -> Path:
     return Path(parsed.database)
 
 
-def load_existing_study(storage: RDBStorage, study_name: str) -> optuna.Study:
+def load_existing_study(storage: BaseStorage, study_name: str) -> optuna.Study:
     """Loads a study that must exist, for read-only commands.
 
     Raises:
@@ -196,13 +232,17 @@ def load_existing_study(storage: RDBStorage, study_name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StoreError(f"cannot read studies from {redact_url(storage.url)}: {exc}") from exc
+        raise StoreError(f"cannot read studies from {_where(storage)}: {exc}") from exc
     except KeyError as exc:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise StoreError(
-            f"no study named {study_name!r} in {redact_url(storage.url)}. "
-            f"Studies there: {names or 'none'}."
+            f"no study named {study_name!r} in {_where(storage)}. Studies there: {names or 'none'}."
         ) from exc
+
+
+def _where(storage: BaseStorage) -> str:
+    url = getattr(storage, "url", None)
+    return redact_url(url) if isinstance(url, str) else type(storage).__name__
 
 
 def open_artifact_store(folder: Path) -> ArtifactStore:

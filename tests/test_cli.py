@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from hpo.cli import COMMANDS
+from hpo.cli import COMMANDS, module_entry
 
 from .conftest import write_study
 
@@ -34,11 +34,11 @@ def test_hpo_help_lists_every_command() -> None:
 @pytest.mark.parametrize("name", COMMANDS)
 def test_each_command_has_help_both_ways(name: str) -> None:
     as_command = _run(str(HPO), name, "--help")
-    as_module = _run(sys.executable, "-m", f"hpo.{name}", "--help")
+    as_module = _run(sys.executable, "-m", module_entry(name), "--help")
     assert as_command.returncode == 0, as_command.stderr
     assert as_module.returncode == 0, as_module.stderr
     assert f"usage: hpo {name}" in as_command.stdout
-    assert f"usage: python -m hpo.{name}" in as_module.stdout
+    assert f"usage: python -m {module_entry(name)}" in as_module.stdout
     # The same flags either way.
     flags = {w for w in as_command.stdout.split() if w.startswith("--")}
     assert flags == {w for w in as_module.stdout.split() if w.startswith("--")}

@@ -109,3 +109,60 @@ def test_an_unreachable_server_is_a_fast_exit_2_without_the_password(
     status = _run("status", "--storage", url, "--study-name", "tiny")
     assert status.returncode == 2
     assert "s3cret-pw" not in status.stdout + status.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_workers_through_the_grpc_storage_proxy(
+    fake_imdb: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    import signal
+
+    port = _free_port()
+    proxy = subprocess.Popen(
+        [*HPO, "storage-proxy", "--storage", postgres_url, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        path = write_study(tmp_path, fake_imdb, n_trials=3, enqueue=False)
+        result = _run(
+            "search",
+            "--study",
+            str(path),
+            "--storage",
+            f"grpc://127.0.0.1:{port}",
+            "--workers",
+            "2",
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Study 'tiny': 3 finished" in result.stdout
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        out, _ = proxy.communicate(timeout=30)
+    assert f"grpc://127.0.0.1:{port}" in out
+    # The trials are in the database behind the proxy.
+    storage = open_storage(postgres_url, create=False, heartbeat=False)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+
+
+def test_no_proxy_at_the_address_is_exit_2(fake_imdb: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    result = _run(
+        "search",
+        "--study",
+        str(write_study(tmp_path, fake_imdb)),
+        "--storage",
+        f"grpc://127.0.0.1:{port}",
+    )
+    assert result.returncode == 2
+    assert f"no gRPC storage proxy answers at grpc://127.0.0.1:{port}" in result.stderr
