@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo.config import config_from_dict, load_study_config
@@ -45,13 +47,39 @@ def open_study(
             raise ConfigError("--storage and --study-name go together; give both, or --study FILE.")
         storage = open_storage(storage_url, create=False, heartbeat=False)
         study = load_existing_study(storage, study_name)
-        stored = study.user_attrs.get("hpo_config")
-        if not isinstance(stored, dict):
-            raise StoreError(f"study {study_name!r} was not made by hpo.search (no hpo_config).")
-        return config_from_dict(stored).with_overrides(storage=storage_url), study
+        return recorded_config(study).with_overrides(storage=storage_url), study
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     return config, load_existing_study(storage, config.name)
+
+
+def recorded_config(study: optuna.Study) -> StudyConfig:
+    """The configuration the study's search recorded.
+
+    Raises:
+        StoreError: The study was not made by `hpo search`.
+    """
+    stored = study.user_attrs.get("hpo_config")
+    if not isinstance(stored, dict):
+        raise StoreError(f"study {study.study_name!r} was not made by hpo search (no hpo_config).")
+    return config_from_dict(stored)
+
+
+def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyConfig:
+    """The configuration for a worker that joins a study from another machine.
+
+    Everything that defines the trials comes from the study's record; the worker keeps its
+    scratch (data cache, logs) in `work_dir`, and stores checkpoints in the study's artifact
+    folder, which must be the same shared folder on every machine.
+    """
+    storage = open_storage(storage_url, create=False, heartbeat=False)
+    config = recorded_config(load_existing_study(storage, study_name))
+    return dataclasses.replace(
+        config,
+        storage=storage_url,
+        artifacts=str(config.artifact_dir),
+        study_dir=work_dir / config.name,
+    )
 
 
 def positive_int(hint: str = "") -> Callable[[str], int]:

@@ -164,8 +164,8 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
     heartbeat_kwargs: dict[str, object] = {}
     if heartbeat:
         heartbeat_kwargs = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL,
-            "grace_period": GRACE_PERIOD,
+            "heartbeat_interval": _seconds_from_env("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL),
+            "grace_period": _seconds_from_env("HPO_HEARTBEAT_GRACE", GRACE_PERIOD),
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
                 max_retry=STALE_TRIAL_RETRIES
             ),
@@ -189,6 +189,16 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
             f"cannot open storage {shown!r} as an Optuna study database: {message}. Check the "
             f"URL, and that the database server is running and reachable from this machine."
         ) from None  # the driver's exception can quote the URL, password included
+
+
+def _seconds_from_env(name: str, default: int) -> int:
+    """A whole number of seconds from the environment (tests shorten heartbeats), or `default`."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise StoreError(f"${name} must be a whole number of seconds >= 1, got {text!r}.")
+    return int(text)
 
 
 def _create_sqlite_database(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,6 +33,7 @@ __all__ = [
     "DIRECTION",
     "SearchSpace",
     "best_trial",
+    "check_settings",
     "check_space_drift",
     "create_study",
     "default_params",
@@ -175,6 +177,42 @@ def create_study(
         direction=DIRECTION,
         load_if_exists=True,
     )
+
+
+# The settings that make a study's trials comparable; a run with others is refused. The space
+# has its own check (`check_space_drift`) and the data its fingerprint (`hpo.data.provenance`);
+# budgets, counts and workers may change from run to run.
+TRIAL_SETTINGS = ("task", "sampler", "pruner", "training")
+
+
+def check_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Refuses a run whose trial-defining settings differ from those the study recorded.
+
+    Raises:
+        ConfigError: Names each differing key with the recorded and the new value.
+    """
+    from hpo.config import config_from_dict, config_to_dict
+
+    recorded = study.user_attrs.get("hpo_config")
+    if not isinstance(recorded, dict):
+        return
+    # Read back through the current StudyConfig, so a setting added since (with its default)
+    # is not mistaken for a change.
+    with contextlib.suppress(ConfigError):
+        recorded = config_to_dict(config_from_dict(recorded))
+    current = config_to_dict(config)
+    changes = [
+        f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"
+        for key in TRIAL_SETTINGS
+        if recorded.get(key) != current.get(key)
+    ]
+    if changes:
+        raise ConfigError(
+            f"this run's settings differ from those study {study.study_name!r} recorded, so its "
+            f"trials would not be comparable ({'; '.join(changes)}). Restore them, join the "
+            f"study with its recorded settings (hpo search --storage URL --study-name "
+            f"{study.study_name}), or start a new study (a new 'name')."
+        )
 
 
 def check_space_drift(study: optuna.Study, space: SearchSpace) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo._cli import positive_int
@@ -19,6 +20,7 @@ from hpo.errors import ConfigError
 from hpo.search.recovery import (
     raise_keyboard_interrupt_on_sigterm,
 )
+from hpo.store import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -53,11 +55,15 @@ NEEDS_TENSORFLOW = False  # only its trial processes load TensorFlow
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
+    parser.add_argument("--study", help=f"study file (default {DEFAULT_STUDY})")
     parser.add_argument(
-        "--study", default=DEFAULT_STUDY, help=f"study file (default {DEFAULT_STUDY})"
+        "--storage",
+        help="storage URL (default: SQLite in the study's folder), or grpc://host:port",
     )
     parser.add_argument(
-        "--storage", help="Optuna storage URL (default: SQLite in the study's folder)"
+        "--study-name",
+        help="with --storage and no --study: join that study with its recorded settings "
+        "(a worker on another machine)",
     )
     parser.add_argument(
         "--n-trials", type=positive_int(), help="finished trials the study should hold"
@@ -81,10 +87,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs or resumes the study and prints where it stands."""
+    from hpo._cli import joining_config
     from hpo.config import load_study_config
 
     raise_keyboard_interrupt_on_sigterm()
-    config = load_study_config(args.study).with_overrides(
+    if args.study_name:
+        if args.study or not args.storage:
+            raise ConfigError(
+                "--study-name joins a study by its storage: give --storage URL --study-name "
+                "NAME, without --study."
+            )
+        base = joining_config(args.storage, args.study_name, Path("studies"))
+    else:
+        base = load_study_config(args.study or DEFAULT_STUDY)
+    study_hint = (
+        f"--storage {redact_url(args.storage)} --study-name {args.study_name}"
+        if args.study_name
+        else f"--study {args.study or DEFAULT_STUDY}"
+    )
+    config = base.with_overrides(
         storage=args.storage,
         n_trials=args.n_trials,
         budget=args.budget,
@@ -101,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(
             "\nInterrupted. Finished trials are saved; the running one is marked FAIL. "
-            f"Run the same command again to resume: hpo search --study {args.study}",
+            f"Run the same command again to resume: hpo search {study_hint}",
             file=sys.stderr,
         )
         return 130
@@ -116,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"Study {summary.study_name!r}: {summary.finished} finished, "
         f"{summary.failed} failed{spent}; {best}.\n"
-        f"Inspect: hpo status --study {args.study}"
+        f"Inspect: hpo status {study_hint}"
     )
     if summary.stopped_by_failures:
         print(f"error: search stopped: {summary.stopped_by_failures}", file=sys.stderr)

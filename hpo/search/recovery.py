@@ -27,8 +27,16 @@ WORKER_ATTR = Attr.WORKER
 
 
 def worker_id() -> str:
-    """Identifies this process across machines: `host:pid`."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Identifies this process across machines: `host:pid`.
+
+    The host is $HPO_WORKER_HOST when set (containers that share a hostname, tests that play
+    several machines), else the machine's hostname.
+    """
+    return f"{_host()}:{os.getpid()}"
+
+
+def _host() -> str:
+    return os.environ.get("HPO_WORKER_HOST") or socket.gethostname()
 
 
 def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
@@ -40,7 +48,7 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
     Returns:
         Numbers of the trials that were failed (each re-queued as a new trial).
     """
-    host = socket.gethostname()
+    host = _host()
     storage = study._storage
     retry = RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_RETRIES)
     failed = []

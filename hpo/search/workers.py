@@ -32,6 +32,7 @@ from hpo.search.recovery import (
 from hpo.store import open_storage, redact_url
 from hpo.study import (
     best_trial,
+    check_settings,
     check_space_drift,
     create_study,
     default_params,
@@ -101,6 +102,7 @@ def run_search(
         ) from exc
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
+    check_settings(study, config)
     for note in check_space_drift(study, space):
         print(f"note: {note}")
     swept = sweep_dead_local_trials(study)

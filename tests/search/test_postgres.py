@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from hpo.config import load_study_config
 from hpo.contract import Attr
+from hpo.errors import StoreError
 from hpo.search import run_search
 from hpo.store import open_storage
 
@@ -166,3 +167,87 @@ def test_no_proxy_at_the_address_is_exit_2(fake_imdb: Path, tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert f"no gRPC storage proxy answers at grpc://127.0.0.1:{port}" in result.stderr
+
+
+def test_a_killed_worker_on_another_machine_is_retried_by_heartbeat(
+    fake_imdb: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    """Worker A ("host-a") is killed mid-trial; worker B ("host-b") joins the study by its storage
+    alone, finds A's trial without heartbeat past the grace period, fails and re-runs it."""
+    import signal
+
+    path = write_study(tmp_path / "a", fake_imdb, n_trials=3)
+    path.write_text(
+        path.read_text().replace("max_epochs = 2\npatience = 1", "max_epochs = 8\npatience = 8")
+    )
+    environment = {**os.environ, "HPO_HEARTBEAT_INTERVAL": "1", "HPO_HEARTBEAT_GRACE": "4"}
+    worker_a = subprocess.Popen(
+        [*HPO, "search", "--study", str(path), "--storage", postgres_url],
+        cwd=tmp_path / "a",
+        env={**environment, "HPO_WORKER_HOST": "host-a"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert worker_a.poll() is None, worker_a.communicate()[1][-2000:]
+            try:  # worker A creates the tables and the study first
+                storage = open_storage(postgres_url, create=False, heartbeat=False)
+                running = optuna.load_study(study_name="tiny", storage=storage).get_trials(
+                    states=(TrialState.RUNNING,)
+                )
+            except (StoreError, KeyError):
+                running = []
+            if any(t.intermediate_values for t in running):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("worker A never got into a trial")
+    finally:
+        os.killpg(worker_a.pid, signal.SIGKILL)
+        worker_a.communicate()
+    killed = next(
+        t
+        for t in optuna.load_study(study_name="tiny", storage=storage).trials
+        if t.state == TrialState.RUNNING
+    )
+    time.sleep(5)  # past the grace period: A's trial has had no heartbeat for longer
+
+    (tmp_path / "b").mkdir()
+    worker_b = subprocess.run(
+        [*HPO, "search", "--storage", postgres_url, "--study-name", "tiny"],
+        cwd=tmp_path / "b",
+        env={**environment, "HPO_WORKER_HOST": "host-b"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert worker_b.returncode == 0, worker_b.stderr[-2000:]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.trials[killed.number].state == TrialState.FAIL
+    retried = [
+        t
+        for t in study.trials
+        if t.number > killed.number and t.params == killed.params and t.state == TrialState.COMPLETE
+    ]
+    assert retried and retried[0].user_attrs[Attr.WORKER].startswith("host-b:")
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) >= 3
+    # B kept its scratch in its own folder and wrote checkpoints to the study's artifact folder.
+    assert (tmp_path / "b" / "studies" / "tiny" / "logs").is_dir()
+    assert (tmp_path / "a" / "tiny" / "artifacts").is_dir()
+
+
+def test_a_worker_with_other_settings_is_refused(
+    fake_imdb: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    path = write_study(tmp_path, fake_imdb, n_trials=1, enqueue=False)
+    assert _run("search", "--study", str(path), "--storage", postgres_url).returncode == 0
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 5"))
+    result = _run("search", "--study", str(path), "--storage", postgres_url, "--n-trials", "2")
+    assert result.returncode == 2
+    assert "settings differ from those study 'tiny' recorded" in result.stderr
+    assert "'max_epochs': 2" in result.stderr
