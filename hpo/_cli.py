@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,40 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
         artifacts=str(config.artifact_dir),
         study_dir=work_dir / config.name,
     )
+
+
+def add_bind_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """Adds --host (loopback by default), --port and --allow-remote to a server command."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=default_port, help=f"port (default {default_port})"
+    )
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="allow binding a non-loopback address"
+    )
+
+
+def check_bind(host: str, allow_remote: bool, what: str) -> None:
+    """Refuses a non-loopback address unless --allow-remote: `what` has no authentication.
+
+    Raises:
+        ConfigError: Names the address, what would be exposed, and the flag.
+    """
+    if not is_loopback(host) and not allow_remote:
+        raise ConfigError(
+            f"--host {host} would expose {what}, which has no authentication, beyond this "
+            f"machine. Add --allow-remote if that is what you want (on a private network)."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (localhost, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def positive_int(hint: str = "") -> Callable[[str], int]:

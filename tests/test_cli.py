@@ -69,3 +69,17 @@ def test_requires_python_covers_this_python() -> None:
     assert f"{sys.version_info.major}.{sys.version_info.minor}" in supported
     # TensorFlow's wheels cover 3.10 to 3.13.
     assert all(f"3.{minor}" in supported for minor in (10, 11, 12, 13))
+
+
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (["dashboard"], "the dashboard"),
+        (["storage-proxy", "--storage", "sqlite:///nowhere.db"], "the study database"),
+    ],
+)
+def test_servers_bind_to_loopback_unless_told(command: list[str], what: str) -> None:
+    result = _run(str(HPO), *command, "--host", "0.0.0.0")
+    assert result.returncode == 2
+    assert f"--host 0.0.0.0 would expose {what}" in result.stderr
+    assert "--allow-remote" in result.stderr

@@ -12,12 +12,10 @@ address needs --allow-remote and prints a warning.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import sys
 from typing import TYPE_CHECKING
 
-from hpo._cli import add_study_arguments, open_study
-from hpo.errors import ConfigError
+from hpo._cli import add_bind_arguments, add_study_arguments, check_bind, is_loopback, open_study
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import AtomicFileSystemArtifactStore, open_storage
 
@@ -25,19 +23,9 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-__all__ = ["is_loopback", "main"]
+__all__ = ["add_arguments", "main", "run"]
 
 DEFAULT_PORT = 8080
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine only (localhost, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 NEEDS_TENSORFLOW = False
@@ -46,24 +34,14 @@ NEEDS_TENSORFLOW = False
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     add_study_arguments(parser)
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument(
-        "--allow-remote", action="store_true", help="allow binding a non-loopback address"
-    )
+    add_bind_arguments(parser, DEFAULT_PORT)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serves the dashboard until Ctrl-C or SIGTERM."""
     from optuna_dashboard import run_server
 
-    if not is_loopback(args.host) and not args.allow_remote:
-        raise ConfigError(
-            f"--host {args.host} would expose the dashboard, which has no authentication, "
-            f"beyond this machine. Add --allow-remote if that is what you want."
-        )
+    check_bind(args.host, args.allow_remote, "the dashboard")
     config, study = open_study(args.study, args.storage, args.study_name)
     if not is_loopback(args.host):
         print(

@@ -16,8 +16,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING
 
-from hpo.errors import ConfigError
-from hpo.inspection.dashboard import is_loopback
+from hpo._cli import add_bind_arguments, check_bind
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import open_rdb_storage, redact_url
 
@@ -34,13 +33,7 @@ NEEDS_TENSORFLOW = False
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     parser.add_argument("--storage", required=True, help="the database URL to serve")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
-    )
-    parser.add_argument(
-        "--allow-remote", action="store_true", help="allow binding a non-loopback address"
-    )
+    add_bind_arguments(parser, DEFAULT_PORT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,11 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
     from optuna.storages import run_grpc_proxy_server
 
-    if not is_loopback(args.host) and not args.allow_remote:
-        raise ConfigError(
-            f"--host {args.host} would expose the study database, through a proxy without "
-            f"authentication, beyond this machine. Add --allow-remote on a private network."
-        )
+    check_bind(args.host, args.allow_remote, "the study database through the proxy")
     # Optuna's cached wrapper: the proxy answers most reads without a database round trip.
     storage = optuna.storages.get_storage(open_rdb_storage(args.storage, create=True))
     print(

@@ -19,9 +19,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo._cli import is_loopback
 from hpo.config import load_study_config
 from hpo.contract import Attr
-from hpo.inspection.dashboard import is_loopback, main
+from hpo.inspection.dashboard import main
 from hpo.search import run_search
 from hpo.store import open_storage
 
