@@ -78,7 +78,7 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
     return dataclasses.replace(
         config,
         storage=storage_url,
-        artifacts=str(config.artifact_dir),
+        artifacts=config.artifact_location,
         study_dir=work_dir / config.name,
     )
 

@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 
+S3_SCHEME = "s3://"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -145,7 +146,10 @@ class StudyConfig:
         name: Study name; also the name of its folder beside the study file.
         task: The task (data, model families, metric), by name.
         storage: Optuna storage URL; default: SQLite in the study's folder.
-        artifacts: Folder of the artifact store; default: `artifacts/` in the study's folder.
+        artifacts: Where trials store checkpoints and predictions: a folder (default:
+            `artifacts/` in the study's folder; shared by every machine of a study), or an S3
+            bucket as `s3://bucket` (Optuna's Boto3ArtifactStore; credentials and endpoint from
+            the usual AWS environment).
         n_trials: Finished (complete or pruned) trials the study should hold.
         timeout: Seconds after which each worker stops starting new trials.
         budget: Wall-clock seconds for the whole study, across resumed runs, data preparation
@@ -221,6 +225,13 @@ class StudyConfig:
         if self.artifacts is None:
             return self.study_dir / "artifacts"
         return Path(self.artifacts)
+
+    @property
+    def artifact_location(self) -> str:
+        """The artifact store: `s3://bucket`, or the folder's absolute path."""
+        if self.artifacts is not None and self.artifacts.startswith(S3_SCHEME):
+            return self.artifacts
+        return str(self.artifact_dir.resolve())
 
     @property
     def cache_dir(self) -> Path:

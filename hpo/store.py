@@ -255,10 +255,41 @@ def _where(storage: BaseStorage) -> str:
     return redact_url(url) if isinstance(url, str) else type(storage).__name__
 
 
-def open_artifact_store(folder: Path) -> ArtifactStore:
-    """Opens (creating it if needed) the file-system artifact store in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return AtomicFileSystemArtifactStore(folder)
+def open_artifact_store(location: str | Path) -> ArtifactStore:
+    """Opens a study's artifact store: `s3://bucket`, or a folder (created if needed).
+
+    Raises:
+        StoreError: The bucket cannot be reached (missing, no permission, no endpoint), or
+            boto3 is not installed.
+    """
+    text = str(location)
+    if not text.startswith("s3://"):
+        folder = Path(location)
+        folder.mkdir(parents=True, exist_ok=True)
+        return AtomicFileSystemArtifactStore(folder)
+    bucket = text.removeprefix("s3://").strip("/")
+    if not bucket or "/" in bucket:
+        raise StoreError(
+            f"artifact store {text!r} is not a bucket: use s3://BUCKET (artifact ids are the "
+            f"object keys)."
+        )
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+        from optuna.artifacts import Boto3ArtifactStore
+    except ImportError as exc:
+        raise StoreError(
+            f"artifact store {text!r} needs boto3, which is not installed: pip install -e '.[s3]'."
+        ) from exc
+    client = boto3.client("s3")
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as exc:
+        raise StoreError(
+            f"cannot reach the artifact bucket {text!r} ({exc}). Check that it exists, the AWS "
+            f"credentials and region, and AWS_ENDPOINT_URL for an S3-compatible server."
+        ) from exc
+    return Boto3ArtifactStore(bucket, client)
 
 
 def sha256_file(path: Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from hpo.data import provenance
 from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.weighting import Method, fit_weights
-from hpo.store import AtomicFileSystemArtifactStore
+from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import get_task
 
@@ -60,7 +60,7 @@ def build_ensemble(
     task = get_task(config.task)
     ranked = ranked_trials(study)
     out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
-    store = AtomicFileSystemArtifactStore(config.artifact_dir)
+    store = open_artifact_store(config.artifact_location)
     source = task.locate(config, data or provenance.recorded_source(study))
     data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")

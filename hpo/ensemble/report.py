@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import datetime
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from optuna.artifacts import upload_artifact
 
 from hpo import metrics
-from hpo.store import AtomicFileSystemArtifactStore, redact_url
+from hpo.store import open_artifact_store, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
 
     import optuna
 
@@ -58,7 +58,7 @@ def build_report(
     return {
         "study": study.study_name,
         "storage": redact_url(config.storage_url),
-        "artifact_dir": str(config.artifact_dir.resolve()),
+        "artifact_dir": config.artifact_location,
         "task": config.task,
         "method": method.value,
         "top": len(members),
@@ -170,7 +170,7 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         "created": report["created"],
     }
     study.set_user_attr(f"ensemble_top{top}", summary)
-    store = AtomicFileSystemArtifactStore(Path(report["artifact_dir"]))
+    store = open_artifact_store(report["artifact_dir"])
     upload_artifact(
         artifact_store=store, file_path=str(out_dir / "report.json"), study_or_trial=study
     )

@@ -23,9 +23,8 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
     import optuna
+    from optuna.artifacts._protocol import ArtifactStore
     from optuna.trial import FrozenTrial
-
-    from hpo.store import AtomicFileSystemArtifactStore
 
 
 __all__ = ["Member", "ranked_trials", "select_members"]
@@ -60,7 +59,7 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def select_members(
     ranked: Sequence[FrozenTrial],
-    store: AtomicFileSystemArtifactStore,
+    store: ArtifactStore,
     top: int,
     folder: Path,
     n_val: int,

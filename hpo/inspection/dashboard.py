@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from hpo._cli import add_bind_arguments, add_study_arguments, check_bind, is_loopback, open_study
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
-from hpo.store import AtomicFileSystemArtifactStore, open_storage
+from hpo.store import open_artifact_store, open_storage
 
 if TYPE_CHECKING:
     import argparse
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(
         f"Dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard/ "
-        f"(artifacts from {config.artifact_dir}); Ctrl-C or SIGTERM stops it.",
+        f"(artifacts from {config.artifact_location}); Ctrl-C or SIGTERM stops it.",
         flush=True,
     )
     raise_keyboard_interrupt_on_sigterm()
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             open_storage(config.storage_url, create=False, heartbeat=False),
             host=args.host,
             port=args.port,
-            artifact_store=AtomicFileSystemArtifactStore(config.artifact_dir),
+            artifact_store=open_artifact_store(config.artifact_location),
         )
     return 0
 

@@ -29,7 +29,7 @@ from hpo.search.recovery import (
     sweep_dead_local_trials,
     worker_id,
 )
-from hpo.store import open_storage, redact_url
+from hpo.store import open_artifact_store, open_storage, redact_url
 from hpo.study import (
     best_trial,
     check_settings,
@@ -100,6 +100,8 @@ def run_search(
             f"the study folder {config.study_dir} is not writable ({exc}). Put the study file "
             f"in a writable folder or fix the permissions."
         ) from exc
+    # An unreachable artifact bucket is an error now, not a failure in every trial.
+    open_artifact_store(config.artifact_location)
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
     check_settings(study, config)

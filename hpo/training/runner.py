@@ -272,7 +272,9 @@ def _train_trial(
     val_accuracy = metrics.accuracy(data.y_val, predictions)
     val_loss = metrics.log_loss(data.y_val, predictions)
 
-    store_trial_artifacts(trial, open_artifact_store(config.artifact_dir), member, predictions_path)
+    store_trial_artifacts(
+        trial, open_artifact_store(config.artifact_location), member, predictions_path
+    )
     trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
     trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
     return TrialResult(value=val_accuracy)
