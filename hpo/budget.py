@@ -100,12 +100,27 @@ class BudgetClock:
 
     def record(self) -> None:
         """Writes this run's interval [start, now] to the study."""
-        self.study.set_user_attr(self.key, [round(self.started, 3), round(time.time(), 3)])
+        self.study.set_user_attr(self.key, [round(self.started, 6), round(time.time(), 6)])
 
     def spent(self) -> float:
         """Seconds spent by every run so far, this one included."""
         self.record()
         return spent_seconds(self.study)
+
+    def run_index(self) -> int:
+        """This run's position among all the study's runs, by start time (0 for the first).
+
+        Each run records its interval before it asks, so two runs that start at once on two
+        machines still get different positions (each sees at least its own record and any that
+        came first).
+        """
+        self.record()
+        runs = sorted(
+            (float(value[0]), key)
+            for key, value in self.study.user_attrs.items()
+            if key.startswith(RUN_ATTR_PREFIX)
+        )
+        return runs.index((round(self.started, 6), self.key))
 
     def left(self) -> float:
         """Seconds left of the budget (infinite without one)."""

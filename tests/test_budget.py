@@ -65,3 +65,16 @@ def test_clock_adds_to_earlier_runs() -> None:
     unlimited = BudgetClock(study, budget=None)
     assert unlimited.deadline() is None
     assert unlimited.left() == float("inf")
+
+
+def test_runs_get_distinct_indices_in_start_order() -> None:
+    study = optuna.create_study()
+    first = BudgetClock(study, budget=None)
+    time.sleep(0.01)
+    second = BudgetClock(study, budget=None)
+    # Even when the later run records and asks first, each gets its own position.
+    assert second.run_index() == 0  # the only run recorded so far
+    assert first.run_index() == 0
+    assert second.run_index() == 1
+    time.sleep(0.01)
+    assert BudgetClock(study, budget=None).run_index() == 2

@@ -127,8 +127,8 @@ def run_search(
             f"to search further."
         )
         return _summary(study, config)
-    run = sum(key.startswith("budget_run:") for key in study.user_attrs)
     with BudgetClock(study, config.budget) as clock:
+        run = clock.run_index()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         source = task.locate(config, data or provenance.recorded_source(study))
         print(f"Preparing data for task {task.name!r} from {source} ...", flush=True)

@@ -251,3 +251,62 @@ def test_a_worker_with_other_settings_is_refused(
     assert result.returncode == 2
     assert "settings differ from those study 'tiny' recorded" in result.stderr
     assert "'max_epochs': 2" in result.stderr
+
+
+def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
+    fake_imdb: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    """One worker creates the study; three more, each in its own folder with its own host name,
+    join it by storage and name at the same time. Together they finish the study's trials with
+    unique numbers and no two trials sharing every parameter; `hpo report` reads the study."""
+    path = write_study(tmp_path / "w0", fake_imdb, n_trials=1, enqueue=False)
+    path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
+    first = _run("search", "--study", str(path), "--storage", postgres_url)
+    assert first.returncode == 0, first.stderr[-2000:]
+    workers = []
+    for index in range(1, 4):
+        folder = tmp_path / f"w{index}"
+        folder.mkdir()
+        workers.append(
+            subprocess.Popen(
+                [
+                    *HPO,
+                    "search",
+                    "--storage",
+                    postgres_url,
+                    "--study-name",
+                    "tiny",
+                    "--n-trials",
+                    "10",
+                ],
+                cwd=folder,
+                env={**os.environ, "HPO_WORKER_HOST": f"host-{index}"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-2000:]
+    study = optuna.load_study(
+        study_name="tiny", storage=open_storage(postgres_url, create=False, heartbeat=False)
+    )
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) >= 10
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(keys)) == len(keys)
+    hosts = {t.user_attrs[Attr.WORKER].split(":")[0] for t in study.trials}
+    assert {"host-1", "host-2", "host-3"} <= hosts
+    report = _run(
+        "report",
+        "--storage",
+        postgres_url,
+        "--study-name",
+        "tiny",
+        "--out",
+        str(tmp_path / "report"),
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report" / "report.html").is_file()
