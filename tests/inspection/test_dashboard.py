@@ -54,7 +54,10 @@ def _get(url: str) -> bytes:
 class Dashboard:
     """`python -m hpo.dashboard` in a subprocess, stopped with SIGTERM."""
 
-    def __init__(self, study_file: Path) -> None:
+    def __init__(self, study_file: Path | None = None, *, study: list[str] | None = None) -> None:
+        """Serves `study_file`, or the study that `study` (for example --storage URL
+        --study-name NAME) names."""
+        where = study if study is not None else ["--study", str(study_file)]
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
@@ -63,8 +66,7 @@ class Dashboard:
                 sys.executable,
                 "-m",
                 "hpo.dashboard",
-                "--study",
-                str(study_file),
+                *where,
                 "--port",
                 str(self.port),
             ],

@@ -258,7 +258,8 @@ def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
 ) -> None:
     """One worker creates the study; three more, each in its own folder with its own host name,
     join it by storage and name at the same time. Together they finish the study's trials with
-    unique numbers and no two trials sharing every parameter; `hpo report` reads the study."""
+    unique numbers and no two trials sharing every parameter; the dashboard and `hpo report`
+    read the study by storage and name."""
     path = write_study(tmp_path / "w0", fake_imdb, n_trials=1, enqueue=False)
     path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
     first = _run("search", "--study", str(path), "--storage", postgres_url)
@@ -299,6 +300,14 @@ def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
     assert len(set(keys)) == len(keys)
     hosts = {t.user_attrs[Attr.WORKER].split(":")[0] for t in study.trials}
     assert {"host-1", "host-2", "host-3"} <= hosts
+    from ..inspection.test_dashboard import Dashboard
+
+    dashboard = Dashboard(study=["--storage", postgres_url, "--study-name", "tiny"])
+    try:
+        studies = dashboard.api("studies")["study_summaries"]
+    finally:
+        assert dashboard.stop() == 0
+    assert [s["study_name"] for s in studies] == ["tiny"]
     report = _run(
         "report",
         "--storage",
