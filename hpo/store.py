@@ -265,7 +265,13 @@ def open_artifact_store(location: str | Path) -> ArtifactStore:
     text = str(location)
     if not text.startswith("s3://"):
         folder = Path(location)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"the artifact folder {folder} cannot be created ({exc}). Set 'artifacts' in the "
+                f"study file to a writable folder (shared by every machine of the study)."
+            ) from exc
         return AtomicFileSystemArtifactStore(folder)
     bucket = text.removeprefix("s3://").strip("/")
     if not bucket or "/" in bucket:

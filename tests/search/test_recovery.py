@@ -201,17 +201,32 @@ def test_a_broken_trial_fails_alone_and_repeated_failures_stop_the_search(
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
     assert summary.stopped_by_failures is None
 
-    broken = write_study(tmp_path / "broken", fake_imdb, n_trials=5, enqueue=False)
-    broken.write_text(
-        'artifacts = "/proc/no-such-dir/artifacts"\nmax_failures = 2\n' + broken.read_text()
-    )
     from hpo.search import main
 
-    assert main(["--study", str(broken)]) == 1
+    broken = write_study(tmp_path / "broken", fake_imdb, n_trials=5, enqueue=False)
+    broken.write_text("max_failures = 2\n" + broken.read_text())
+    broken_config = load_study_config(broken)
+    study = optuna.create_study(
+        study_name=broken_config.name,
+        storage=open_storage(broken_config.storage_url, create=True),
+        direction="maximize",
+    )
+    for _ in range(3):
+        study.enqueue_trial({"learning_rate": 1e12, "optimizer": "rmsprop"})
+    with pytest.warns(UserWarning, match="out of range"):
+        assert main(["--study", str(broken)]) == 1
     err = capsys.readouterr().err
-    assert "2 consecutive trials failed; the last: " in err
-    assert "/proc/no-such-dir" in err
-    assert len(_load(load_study_config(broken)).trials) == 2
+    assert "2 consecutive trials failed; the last: FloatingPointError" in err
+    assert len(_load(broken_config).get_trials(states=(TrialState.FAIL,))) == 2
+
+    # An artifact folder that cannot be made is an error before any trial, not a failure in each.
+    unusable = write_study(tmp_path / "unusable", fake_imdb, n_trials=5, enqueue=False)
+    unusable.write_text('artifacts = "/proc/no-such-dir/artifacts"\n' + unusable.read_text())
+    assert main(["--study", str(unusable)]) == 2
+    assert "the artifact folder /proc/no-such-dir/artifacts cannot be created" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "unusable" / "tiny" / "study.db").exists()
 
 
 def _write_slowly(partial: Path) -> None:
