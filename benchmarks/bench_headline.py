@@ -51,7 +51,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo import metrics
-from hpo.budget import RUN_ATTR_PREFIX, format_duration, parse_duration, spent_seconds
+from hpo.budget import (
+    RUN_ATTR_PREFIX,
+    format_duration,
+    parse_duration,
+    spent_seconds,
+    union_seconds,
+)
 from hpo.config import load_study_config
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
@@ -96,17 +102,6 @@ def _write_json(path: Path, data: Any) -> None:
     partial = path.with_name(f".{path.name}.tmp")
     partial.write_text(json.dumps(data, indent=2))
     os.replace(partial, path)
-
-
-def active_seconds(intervals: list[list[float]], until: float = math.inf) -> float:
-    """Seconds covered by the union of [start, end] intervals, counted up to `until`."""
-    total, reach = 0.0, -math.inf
-    for start, end in sorted(intervals):
-        end = min(end, until)
-        if end > max(start, reach):
-            total += end - max(start, reach)
-            reach = end
-    return total
 
 
 # --- hpo leg ---------------------------------------------------------------------------------
@@ -215,7 +210,7 @@ class TunerClock:
     def spent(self) -> float:
         """Seconds spent by every run so far, this one included."""
         self.record()
-        return active_seconds(self.intervals)
+        return union_seconds(self.intervals)
 
     def left(self) -> float:
         """Seconds left of the budget."""
@@ -630,7 +625,7 @@ def hpo_column(
             if k.startswith(RUN_ATTR_PREFIX)
         ]
         times = [
-            active_seconds(intervals, until=t.datetime_complete.timestamp())
+            union_seconds(intervals, until=t.datetime_complete.timestamp())
             for t in complete
             if t.datetime_complete is not None and (t.value or 0.0) >= target - TOLERANCE
         ]
@@ -652,7 +647,7 @@ def kt_column(
     intervals = (_read_json(project_dir / BUDGET_FILE) or {}).get("intervals", [])
     rows = {
         "budget": format_duration(budget) if budget else "none",
-        "wall clock spent (budget time)": format_duration(active_seconds(intervals)),
+        "wall clock spent (budget time)": format_duration(union_seconds(intervals)),
         "trials complete": str(len(complete)),
         "  of which stopped early": str(sum(bool(r["stopped_at_budget"]) for r in complete)),
         "trials pruned": "- (Hyperband)",

@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING, Any
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import optuna
 
-__all__ = ["BudgetClock", "format_duration", "parse_duration", "spent_seconds"]
+__all__ = [
+    "BudgetClock",
+    "format_duration",
+    "parse_duration",
+    "spent_seconds",
+    "union_seconds",
+]
 
 RUN_ATTR_PREFIX = "budget_run:"
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -66,16 +74,20 @@ def format_duration(seconds: float) -> str:
 
 def spent_seconds(study: optuna.Study, now: float | None = None) -> float:
     """Wall-clock seconds the study's runs have been alive: the union of their intervals."""
-    intervals = sorted(
+    intervals = [
         (float(value[0]), float(value[1]))
         for key, value in study.user_attrs.items()
         if key.startswith(RUN_ATTR_PREFIX)
-    )
+    ]
+    return union_seconds(intervals, until=float("inf") if now is None else now)
+
+
+def union_seconds(intervals: Iterable[Sequence[float]], until: float = float("inf")) -> float:
+    """Seconds covered by the union of [start, end] intervals, counted up to `until`."""
     total, reach = 0.0, -float("inf")
-    for start, end in intervals:
-        if now is not None:
-            end = min(end, now)
-        if end > reach and end > start:
+    for start, end in sorted((float(a), float(b)) for a, b in intervals):
+        end = min(end, until)
+        if end > max(start, reach):
             total += end - max(start, reach)
             reach = end
     return total
