@@ -53,6 +53,15 @@ def write_fake_imdb(root: Path, *, movies: int = 40, per_movie: int = 6, seed: i
     return base
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def fake_imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic aclImdb/ folder (480 train and 480 test reviews)."""

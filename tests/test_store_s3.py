@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING
 
 import boto3
@@ -15,7 +14,7 @@ from hpo.contract import Attr
 from hpo.ensemble import build_ensemble
 from hpo.search import main, run_search
 
-from .conftest import write_study
+from .conftest import free_port, write_study
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,9 +24,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A bucket on an S3 server on loopback; trial processes reach it through the environment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for name, value in {

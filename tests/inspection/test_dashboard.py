@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from hpo.inspection.dashboard import main
 from hpo.search import run_search
 from hpo.store import open_storage
 
-from ..conftest import write_study
+from ..conftest import free_port, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
@@ -38,12 +37,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> bytes:
@@ -58,7 +51,7 @@ class Dashboard:
         """Serves `study_file`, or the study that `study` (for example --storage URL
         --study-name NAME) names."""
         where = study if study is not None else ["--study", str(study_file)]
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(

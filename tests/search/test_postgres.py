@@ -24,7 +24,7 @@ from hpo.errors import StoreError
 from hpo.search import run_search
 from hpo.store import open_storage
 
-from ..conftest import write_study
+from ..conftest import free_port, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 HPO = [sys.executable, "-m", "hpo"]
@@ -112,20 +112,12 @@ def test_an_unreachable_server_is_a_fast_exit_2_without_the_password(
     assert "s3cret-pw" not in status.stdout + status.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_workers_through_the_grpc_storage_proxy(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:
     import signal
 
-    port = _free_port()
+    port = free_port()
     proxy = subprocess.Popen(
         [*HPO, "storage-proxy", "--storage", postgres_url, "--port", str(port)],
         cwd=ROOT,
@@ -157,7 +149,7 @@ def test_workers_through_the_grpc_storage_proxy(
 
 
 def test_no_proxy_at_the_address_is_exit_2(fake_imdb: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     result = _run(
         "search",
         "--study",
