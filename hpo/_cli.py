@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 DEFAULT_STUDY = "studies/imdb.toml"
+DATA_HELP = (
+    "data set folder or archive (overrides the task's variable: $HPO_IMDB_PATH, "
+    "$HPO_CIFAR10_PATH or $HPO_IMAGES_PATH, and the study file's data.path)"
+)
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:

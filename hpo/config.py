@@ -88,19 +88,33 @@ class DataConfig:
     Args:
         path: The data set (folder or archive); relative paths are read from the study file's
             folder. `--data` and the task's environment variable take precedence.
-        val_size: Validation reviews held out of the training set (balanced, grouped by movie).
+        val_size: Validation examples held out of the training set (balanced; IMDB's are
+            grouped by movie, images' stratified by class).
         train_size: Training examples used after the split; 0 uses all of them.
         seed: Seed of the validation split and of the training subset.
+        image_size: Image tasks: [height, width] every image is resized to; needed only when a
+            folder's images differ in size.
     """
 
     path: str | None = None
     val_size: int = 5000
     train_size: int = 0
     seed: int = 0
+    image_size: list[int] | None = None
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
         _require(self.train_size >= 0, "data.train_size", self.train_size, ">= 0 (0 means all)")
+        _require(
+            self.image_size is None
+            or (
+                len(self.image_size) == 2
+                and all(type(v) is int and 8 <= v <= 4096 for v in self.image_size)
+            ),
+            "data.image_size",
+            self.image_size,
+            "[height, width] in pixels, each from 8 to 4096",
+        )
 
 
 @dataclass(frozen=True)
@@ -364,6 +378,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                     f"got {entry!r}."
                 )
         return dict(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list, got {value!r}.")
+        return list(value)
     if hint is Path:
         return Path(value)
     expected: tuple[type, ...] = (int, float) if hint is float else (hint,)

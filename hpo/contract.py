@@ -17,6 +17,7 @@ import numpy as np
 from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from hpo import metrics
 from hpo.errors import HpoError
 from hpo.store import sha256_file
 
@@ -150,7 +151,7 @@ def load_checkpoint(path: Path, number: int) -> keras.Model:
 
 
 def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> np.ndarray:
-    """Downloads a trial's cached validation predictions (float32, one per validation example)."""
+    """A trial's validation predictions: float32 `[n]` (binary) or `[n, classes]`."""
     path = _download(
         store, trial, Attr.PREDICTIONS_ID, folder / f"trial-{trial.number:05d}-val.npy"
     )
@@ -162,7 +163,7 @@ def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) ->
             f"does not match the recorded {str(expected)[:12]}...; the file was changed."
         )
     try:
-        return np.load(path).astype(np.float32).reshape(-1)
+        return metrics.as_probabilities(np.load(path)).astype(np.float32)
     except (OSError, ValueError) as exc:
         raise CheckpointError(
             f"trial {trial.number}: unreadable validation predictions ({exc})."

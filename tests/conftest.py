@@ -11,12 +11,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# Tests say where their data is: $HPO_IMDB_PATH (set in CI) must not override that, so it is
-# read here once, for the tests on real data, and removed for the whole session.
-REAL_IMDB = Path(
-    os.environ.pop("HPO_IMDB_PATH", None)
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
-)
+# Tests say where their data is: $HPO_IMDB_PATH and $HPO_CIFAR10_PATH (set in CI) must not
+# override that, so they are read here once, for the tests on real data, and removed for the
+# whole session.
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_IMDB = Path(os.environ.pop("HPO_IMDB_PATH", None) or _SHARED / "aclImdb_v1_labeled.tar.gz")
+REAL_CIFAR10 = Path(os.environ.pop("HPO_CIFAR10_PATH", None) or _SHARED / "cifar10_jpg.tar.gz")
+os.environ.pop("HPO_IMAGES_PATH", None)
 
 
 _POSITIVE = ["great", "excellent", "wonderful", "loved", "superb", "brilliant"]
@@ -128,15 +129,24 @@ def write_study(
     return path
 
 
+def _real_data(path: Path, name: str, variable: str) -> Path:
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real {name} data missing at {path}; CI must provide ../shared/data/")
+        pytest.skip(f"real {name} data not found at {path}; set {variable}")
+    return path
+
+
 @pytest.fixture
 def real_imdb() -> Path:
     """The shared real IMDB archive; fails in CI if it is missing, skips elsewhere."""
-    path = REAL_IMDB
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"real IMDB data missing at {path}; CI must provide ../shared/data/")
-        pytest.skip(f"real IMDB data not found at {path}; set HPO_IMDB_PATH")
-    return path
+    return _real_data(REAL_IMDB, "IMDB", "HPO_IMDB_PATH")
+
+
+@pytest.fixture
+def real_cifar10() -> Path:
+    """The shared real CIFAR-10 JPEG archive; fails in CI if it is missing, skips elsewhere."""
+    return _real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import keras
@@ -113,3 +114,53 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
     lines = predicted.stdout.strip().splitlines()
     assert len(lines) == 2
     assert float(lines[0].split("\t")[0]) > float(lines[1].split("\t")[0])
+
+
+def test_cifar10_smoke_study_ensemble_and_predict(real_cifar10: Path, tmp_path: Path) -> None:
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    study_file = studies / "cifar10-smoke.toml"
+    shutil.copy(ROOT / "studies" / "cifar10-smoke.toml", study_file)
+    data = ("--data", str(real_cifar10))
+
+    search = _run(
+        sys.executable, "-m", "hpo", "search", "--study", str(study_file), *data, cwd=ROOT
+    )
+    assert search.returncode == 0, search.stderr[-3000:]
+    assert "4 finished, 0 failed" in search.stdout
+
+    out = tmp_path / "ensemble"
+    ensemble = _run(
+        sys.executable,
+        "-m",
+        "hpo",
+        "ensemble",
+        "--top",
+        "3",
+        "--study",
+        str(study_file),
+        "--out",
+        str(out),
+        cwd=ROOT,
+    )
+    assert ensemble.returncode == 0, ensemble.stderr[-3000:]
+    assert "on 10000 test examples" in ensemble.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"][:3] == ["airplane", "automobile", "bird"]
+    test = report["test"]["ensemble"]
+    assert 0.2 < test["accuracy"] <= 1  # chance is 0.1
+    assert test["top3_accuracy"] > test["accuracy"]
+    assert len(test["per_class_accuracy"]) == 10
+    assert report["export"]["checked_classes"] == 10
+
+    # A real test image, as a user would pass it.
+    with tarfile.open(real_cifar10) as archive:
+        member = archive.getmember("cifar10/test/ship/0001.jpg")
+        image = tmp_path / "ship.jpg"
+        image.write_bytes(archive.extractfile(member).read())  # type: ignore[union-attr]
+    predicted = _run(
+        sys.executable, "-m", "hpo.predict", "--ensemble", str(out), str(image), cwd=ROOT
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    label, probability, name = predicted.stdout.strip().split("\t")
+    assert label in report["classes"] and 0.1 < float(probability) <= 1 and name == str(image)

@@ -34,3 +34,49 @@ def test_calibration_error_of_overconfident_predictions() -> None:
     _, rate, counts = metrics.reliability_curve(labels, probabilities)
     assert counts.tolist() == [10]
     assert rate.tolist() == [0.7]
+
+
+def test_multiclass_metrics_on_a_constructed_case() -> None:
+    labels = np.array([0, 1, 2, 2])
+    probabilities = np.array(
+        [
+            [0.7, 0.2, 0.1],  # right, confidence 0.7
+            [0.1, 0.3, 0.6],  # wrong (2), the label ranked second
+            [0.2, 0.2, 0.6],  # right, confidence 0.6
+            [0.5, 0.4, 0.1],  # wrong (0), label 2 ranked third
+        ]
+    )
+    assert metrics.accuracy(labels, probabilities) == 0.5
+    assert metrics.top_k_accuracy(labels, probabilities, 2) == 0.75
+    assert metrics.top_k_accuracy(labels, probabilities, 3) == 1.0
+    expected = -np.mean(np.log([0.7, 0.3, 0.6, 0.1]))
+    assert metrics.log_loss(labels, probabilities) == pytest.approx(expected)
+    np.testing.assert_array_equal(
+        metrics.confusion_matrix(labels, probabilities, 3), [[1, 0, 0], [0, 0, 1], [1, 0, 1]]
+    )
+    assert metrics.per_class_accuracy(labels, probabilities, 3) == [1.0, 0.0, 0.5]
+    # Top-label calibration: bins 0.5 (one wrong), 0.6 (one right, one wrong), 0.7 (one right).
+    gaps = [abs(0.5 - 0), 2 * abs(0.6 - 0.5), abs(0.7 - 1)]
+    assert metrics.expected_calibration_error(labels, probabilities) == pytest.approx(sum(gaps) / 4)
+    assert set(metrics.summary(labels, probabilities)) == {
+        "accuracy",
+        "top3_accuracy",
+        "log_loss",
+        "ece",
+    }
+    assert metrics.chance_accuracy(probabilities) == pytest.approx(1 / 3)
+
+
+def test_binary_and_two_class_softmax_agree() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 100)
+    positive = rng.uniform(0.01, 0.99, 100)
+    softmax = np.stack([1 - positive, positive], axis=1)
+    assert metrics.accuracy(labels, positive) == metrics.accuracy(labels, softmax)
+    assert metrics.log_loss(labels, positive) == pytest.approx(metrics.log_loss(labels, softmax))
+    # A model's [n, 1] sigmoid output is read as binary, [n, k] as multi-class.
+    assert metrics.as_probabilities(positive[:, None]).shape == (100,)
+    assert metrics.as_probabilities(softmax).shape == (100, 2)
+    weights = np.array([0.25, 0.75])
+    blended = metrics.blend(weights, np.stack([softmax, softmax[::-1]]))
+    np.testing.assert_allclose(blended, 0.25 * softmax + 0.75 * softmax[::-1])

@@ -8,15 +8,12 @@ vocabulary become the out-of-vocabulary id 1, and sequences keep their first `se
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from hpo.data import array_cache
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = [
     "OOV_ID",
     "TokenizedSplits",
-    "cache_key",
     "derive",
     "fingerprint",
     "load_cached",
@@ -35,8 +31,6 @@ __all__ = [
 
 OOV_ID = 1
 _ARRAYS = ("x_train", "y_train", "x_val", "y_val")
-# Bump when tokenization changes in a way that invalidates existing caches.
-_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -57,57 +51,33 @@ class TokenizedSplits:
     max_len: int
 
 
-def cache_key(settings: dict[str, Any]) -> str:
-    """A short, stable key for a dict of JSON-serialisable settings."""
-    blob = json.dumps({"format": _FORMAT, **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def fingerprint(folder: Path) -> str:
     """A hash of the cached data itself (token ids, labels, vocabulary), not of where it came
     from: two caches with the same fingerprint hold the same examples in the same split."""
     splits = load_cached(folder)
     if splits is None:
         raise FileNotFoundError(f"no tokenized data in {folder}")
-    digest = hashlib.sha256(json.dumps(splits.vocabulary).encode())
-    for name in _ARRAYS:
-        array = np.ascontiguousarray(getattr(splits, name))
-        digest.update(f"{name}{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
+    return array_cache.fingerprint(
+        {name: getattr(splits, name) for name in _ARRAYS}, splits.vocabulary
+    )
 
 
 def load_cached(folder: Path) -> TokenizedSplits | None:
     """Loads a cache written by `save_cached`, or returns None if there is none."""
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
+    loaded = array_cache.load_arrays(folder, _ARRAYS)
+    if loaded is None:
         return None
-    meta = json.loads(meta_path.read_text())
-    arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
+    arrays, meta = loaded
     return TokenizedSplits(**arrays, vocabulary=meta["vocabulary"], max_len=meta["max_len"])
 
 
 def save_cached(folder: Path, splits: TokenizedSplits, settings: dict[str, Any]) -> None:
-    """Writes the cache atomically: into a temporary folder that is then renamed into place.
-
-    A crash leaves at most a stray temporary folder, never a half-written cache. If another
-    process finished the same cache first, its copy is kept.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for name in _ARRAYS:
-            np.save(tmp / f"{name}.npy", getattr(splits, name))
-        meta = {"settings": settings, "vocabulary": splits.vocabulary, "max_len": splits.max_len}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Writes the cache atomically (see `hpo.data.array_cache.save_arrays`)."""
+    array_cache.save_arrays(
+        folder,
+        {name: getattr(splits, name) for name in _ARRAYS},
+        {"settings": settings, "vocabulary": splits.vocabulary, "max_len": splits.max_len},
+    )
 
 
 def vectorize(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo import metrics
 from hpo.data import provenance
 from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.weighting import Method, fit_weights
@@ -79,7 +80,7 @@ def build_ensemble(
                 for model, m in zip(models, members, strict=True)
             ]
         )
-        ensemble_test = fitted.weights @ test_matrix
+        ensemble_test = metrics.blend(fitted.weights, test_matrix)
         report = build_report(
             config,
             study,
@@ -92,6 +93,7 @@ def build_ensemble(
             y_val,
             test_matrix,
             test.y,
+            task.class_names(data_folder),
         )
 
         report["out_dir"] = str(out_dir)
@@ -110,7 +112,7 @@ def build_ensemble(
 
 
 def _predict(task: Task, model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(task.predict(model, x), dtype=np.float64).reshape(-1)
+    return metrics.as_probabilities(task.predict(model, x))
 
 
 def _publish(staging: Path, out_dir: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo._cli import add_study_arguments, open_study, positive_int
+from hpo._cli import DATA_HELP, add_study_arguments, open_study, positive_int
 from hpo.ensemble.report import format_table
 from hpo.ensemble.weighting import Method
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--method", choices=[m.value for m in Method], default=Method.CARUANA.value)
     parser.add_argument("--out", type=Path, help="output folder (default ensembles/<study>-top<K>)")
-    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
+    parser.add_argument("--data", help=DATA_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

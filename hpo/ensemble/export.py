@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.contract import (
-    load_keras_file,
-)
+from hpo import metrics
+from hpo.contract import load_keras_file
 from hpo.errors import HpoError
 from hpo.store import sha256_file
 
@@ -42,7 +41,7 @@ def export_ensemble(
     import keras
     from keras import layers
 
-    inputs = task.raw_input()
+    inputs = task.raw_input(data_folder)
     preprocessed: dict[Any, Any] = {}
     outputs = []
     for member, model, weight in zip(members, models, weights, strict=True):
@@ -77,7 +76,8 @@ def check_export(
     model = load_keras_file(path)
     rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
     got = np.asarray(model.predict(raw[rows], batch_size=256, verbose=0), dtype=np.float64)
-    difference = float(np.max(np.abs(got.reshape(-1) - expected[rows]))) if len(rows) else 0.0
+    got = metrics.as_probabilities(got).reshape(expected[rows].shape)
+    difference = float(np.max(np.abs(got - expected[rows]))) if len(rows) else 0.0
     if difference > EXPORT_TOLERANCE:
         raise HpoError(
             f"the exported ensemble disagrees with the evaluated one by {difference:.2e} "

@@ -5,6 +5,7 @@ Command line::
     python -m hpo.predict --ensemble ensembles/imdb-top5 "A wonderful film." "Dull and long."
     python -m hpo.predict --ensemble ensembles/imdb-top5 --file reviews.txt   # one review a line
     cat reviews.txt | python -m hpo.predict --ensemble ensembles/imdb-top5
+    python -m hpo.predict --ensemble ensembles/cifar10-top5 cat.jpg ship.png  # image ensembles
 """
 
 from __future__ import annotations
@@ -12,24 +13,27 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo import metrics
 from hpo.contract import CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.ensemble import EXPORT_NAME
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, DataError
 from hpo.store import sha256_file
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-__all__ = ["main", "predict", "verify_export"]
+    import keras
+
+__all__ = ["load_export", "main", "predict", "verify_export"]
 
 
-def predict(ensemble_dir: Path, texts: Sequence[str]) -> np.ndarray:
-    """Probabilities of the positive class for `texts`, from `ensemble_dir/ensemble.keras`.
+def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
+    """The exported ensemble and its class names, after checking it.
 
     The exported model is verified as the ensemble verifies its members: its SHA-256 must match
     the one `report.json` recorded when it was evaluated, it may hold no `Lambda` layer, and it
@@ -44,11 +48,34 @@ def predict(ensemble_dir: Path, texts: Sequence[str]) -> np.ndarray:
             f"no {EXPORT_NAME} in {ensemble_dir}. Build one first: hpo ensemble --top 5."
         )
     verify_export(Path(ensemble_dir))
-    model = load_keras_file(path)
-    if not texts:
+    report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+    # Reports from before multi-class tasks name no classes; they were binary sentiment.
+    return load_keras_file(path), report.get("classes") or ["negative", "positive"]
+
+
+def takes_text(model: keras.Model) -> bool:
+    """Whether the export reads raw strings (else raw uint8 images)."""
+    return "string" in str(model.inputs[0].dtype)
+
+
+def predict(ensemble_dir: Path, inputs: Sequence[Any]) -> np.ndarray:
+    """The ensemble's probabilities for raw inputs: texts, or uint8 images of the data's size.
+
+    Returns:
+        `[n]` probabilities of the positive class (binary), or `[n, classes]`.
+
+    Raises:
+        ConfigError: The folder holds no exported ensemble, or it does not verify.
+    """
+    model, _ = load_export(ensemble_dir)
+    return _predict(model, inputs)
+
+
+def _predict(model: keras.Model, inputs: Sequence[Any]) -> np.ndarray:
+    if not len(inputs):
         return np.zeros(0)
-    batch = np.array(list(texts), dtype=object)
-    return np.asarray(model.predict(batch, batch_size=256, verbose=0), dtype=np.float64).reshape(-1)
+    batch = np.array(list(inputs), dtype=object) if takes_text(model) else np.stack(inputs)
+    return metrics.as_probabilities(model.predict(batch, batch_size=256, verbose=0))
 
 
 def verify_export(ensemble_dir: Path) -> None:
@@ -86,26 +113,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ensemble", required=True, type=Path, help="folder written by hpo.ensemble"
     )
-    parser.add_argument("--file", type=Path, help="read inputs from this file, one per line")
-    parser.add_argument("texts", nargs="*", help="inputs; without them and --file, read stdin")
+    parser.add_argument(
+        "--file", type=Path, help="text ensembles: inputs from this file, a line each"
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        help="texts (text ensembles; without them and --file, read stdin) or image files",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prints probability, label and text per input."""
+    """Prints one line per input: probability and label (binary) or top class and probability.
+
+    An image file that cannot be read is reported on stderr and the others still print; the
+    exit code is then 1.
+    """
+    model, classes = load_export(args.ensemble)
+    if takes_text(model):
+        return _run_text(model, classes, _texts(args))
+    return _run_images(model, classes, args.inputs)
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
     if args.file is not None:
         try:
             texts = args.file.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise ConfigError(f"--file {args.file} cannot be read: {exc}") from exc
     else:
-        texts = args.texts or sys.stdin.read().splitlines()
-    texts = [t for t in texts if t.strip()]
-    probabilities = predict(args.ensemble, texts)
+        texts = args.inputs or sys.stdin.read().splitlines()
+    return [t for t in texts if t.strip()]
+
+
+def _run_text(model: keras.Model, classes: list[str], texts: list[str]) -> int:
+    probabilities = _predict(model, texts)
     for text, p in zip(texts, probabilities, strict=True):
-        label = "positive" if p > 0.5 else "negative"
+        label, score = _top(classes, p)
         preview = text if len(text) <= 70 else text[:67] + "..."
-        print(f"{p:.4f}\t{label}\t{preview}")
+        # Binary exports print the positive class's probability, as they always have.
+        print(f"{p if p.ndim == 0 else score:.4f}\t{label}\t{preview}")
     return 0
+
+
+def _run_images(model: keras.Model, classes: list[str], files: list[str]) -> int:
+    from hpo.data.images import load_image
+
+    if not files:
+        raise ConfigError(
+            "this ensemble classifies images: name image files, "
+            "e.g. hpo predict --ensemble DIR a.jpg b.png."
+        )
+    height, width = model.inputs[0].shape[1:3]
+    images, readable, failed = [], [], 0
+    for name in files:
+        try:
+            images.append(load_image(Path(name), (height, width)))
+            readable.append(name)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    for name, p in zip(readable, _predict(model, images), strict=True):
+        label, score = _top(classes, p)
+        print(f"{label}\t{score:.4f}\t{name}")
+    return 1 if failed else 0
+
+
+def _top(classes: list[str], p: np.ndarray) -> tuple[str, float]:
+    """The most probable class and its probability, for one example's prediction."""
+    if p.ndim == 0:
+        positive = float(p) > 0.5
+        return classes[int(positive)], float(p) if positive else 1 - float(p)
+    index = int(np.argmax(p))
+    return classes[index], float(p[index])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,10 +37,12 @@ def build_report(
     y_val: np.ndarray,
     test_matrix: np.ndarray,
     y_test: np.ndarray,
+    classes: Sequence[str],
 ) -> dict[str, Any]:
     """Metrics of each member, the weighted ensemble, the uniform average and the best member.
 
     "Best member" is the member with the best validation score, chosen without the test set.
+    Multi-class reports add each model's accuracy per class.
     """
 
     def val_metrics(p: np.ndarray) -> dict[str, float]:
@@ -49,11 +51,20 @@ def build_report(
             "log_loss": round(metrics.log_loss(y_val, p), 6),
         }
 
-    ensemble_test = fitted.weights @ test_matrix
+    def test_metrics(p: np.ndarray) -> dict[str, Any]:
+        result: dict[str, Any] = metrics.summary(y_test, p)
+        if p.ndim == 2:
+            per_class = metrics.per_class_accuracy(y_test, p, len(classes))
+            result["per_class_accuracy"] = {
+                name: round(value, 6) for name, value in zip(classes, per_class, strict=True)
+            }
+        return result
+
+    ensemble_test = metrics.blend(fitted.weights, test_matrix)
     test = {
-        "ensemble": metrics.summary(y_test, ensemble_test),
-        "uniform": metrics.summary(y_test, uniform.weights @ test_matrix),
-        "best_member": metrics.summary(y_test, test_matrix[0]),
+        "ensemble": test_metrics(ensemble_test),
+        "uniform": test_metrics(metrics.blend(uniform.weights, test_matrix)),
+        "best_member": test_metrics(test_matrix[0]),
     }
     return {
         "study": study.study_name,
@@ -64,6 +75,7 @@ def build_report(
         "top": len(members),
         "caruana_rounds": fitted.rounds,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "classes": list(classes),
         "test_examples": len(y_test),
         "val_examples": len(y_val),
         "members": [
@@ -73,13 +85,13 @@ def build_report(
                 "weight": round(float(w), 6),
                 "params": m.trial.params,
                 "val": val_metrics(m.val_predictions),
-                "test": metrics.summary(y_test, test_matrix[i]),
+                "test": test_metrics(test_matrix[i]),
             }
             for i, (m, w) in enumerate(zip(members, fitted.weights, strict=True))
         ],
         "validation": {
-            "ensemble": val_metrics(fitted.weights @ val_matrix),
-            "uniform": val_metrics(uniform.weights @ val_matrix),
+            "ensemble": val_metrics(metrics.blend(fitted.weights, val_matrix)),
+            "uniform": val_metrics(metrics.blend(uniform.weights, val_matrix)),
             "best_member": val_metrics(val_matrix[0]),
         },
         "test": test,
@@ -111,7 +123,7 @@ def write_outputs(
             "weight": m["weight"],
             "val_accuracy": m["val"]["accuracy"],
             "val_log_loss": m["val"]["log_loss"],
-            **{f"test_{k}": v for k, v in m["test"].items()},
+            **{f"test_{k}": v for k, v in m["test"].items() if not isinstance(v, dict)},
         }
         for m in report["members"]
     ]
@@ -124,33 +136,33 @@ def format_table(report: dict[str, Any]) -> str:
     """A short terminal table: each member, the uniform average and the weighted ensemble."""
     import pandas as pd
 
-    rows = [
-        {
-            "model": f"trial {m['trial']} ({m['family']})",
-            "weight": m["weight"],
-            "val_acc": m["val"]["accuracy"],
-            "test_acc": m["test"]["accuracy"],
-            "test_auc": m["test"]["roc_auc"],
-            "test_logloss": m["test"]["log_loss"],
-            "test_ece": m["test"]["ece"],
+    # Binary reports carry ROC AUC, multi-class ones top-3 accuracy.
+    second, column = (
+        ("roc_auc", "test_auc")
+        if "roc_auc" in report["test"]["ensemble"]
+        else ("top3_accuracy", "test_top3")
+    )
+
+    def row(model: str, weight: float, val: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": model,
+            "weight": weight,
+            "val_acc": val["accuracy"],
+            "test_acc": test["accuracy"],
+            column: test[second],
+            "test_logloss": test["log_loss"],
+            "test_ece": test["ece"],
         }
+
+    rows = [
+        row(f"trial {m['trial']} ({m['family']})", m["weight"], m["val"], m["test"])
         for m in report["members"]
     ]
-    for name in ("uniform", "ensemble"):
-        test = report["test"][name]
-        rows.append(
-            {
-                "model": "uniform average"
-                if name == "uniform"
-                else f"ensemble ({report['method']})",
-                "weight": 1.0,
-                "val_acc": report["validation"][name]["accuracy"],
-                "test_acc": test["accuracy"],
-                "test_auc": test["roc_auc"],
-                "test_logloss": test["log_loss"],
-                "test_ece": test["ece"],
-            }
-        )
+    for name, label in (
+        ("uniform", "uniform average"),
+        ("ensemble", f"ensemble ({report['method']})"),
+    ):
+        rows.append(row(label, 1.0, report["validation"][name], report["test"][name]))
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 

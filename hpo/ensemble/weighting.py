@@ -43,7 +43,8 @@ def fit_weights(method: Method, predictions: np.ndarray, labels: np.ndarray) -> 
 
     Args:
         method: Caruana selection, validation-score weights, or uniform weights.
-        predictions: [members, examples] predicted probabilities on the validation set.
+        predictions: [members, examples] (binary) or [members, examples, classes] predicted
+            probabilities on the validation set.
         labels: [examples] validation labels.
     """
     predictions = np.asarray(predictions, dtype=np.float64)
@@ -51,14 +52,17 @@ def fit_weights(method: Method, predictions: np.ndarray, labels: np.ndarray) -> 
     if method is Method.CARUANA:
         weights, rounds = caruana_selection(predictions, labels)
     elif method is Method.SCORE:
-        above_chance = np.array([max(metrics.accuracy(labels, p) - 0.5, 0.0) for p in predictions])
+        chance = metrics.chance_accuracy(predictions[0])
+        above_chance = np.array(
+            [max(metrics.accuracy(labels, p) - chance, 0.0) for p in predictions]
+        )
         total = above_chance.sum()
         weights = (
             above_chance / total if total > 0 else np.full(len(predictions), 1 / len(predictions))
         )
     else:
         weights = np.full(len(predictions), 1 / len(predictions))
-    blended = weights @ predictions
+    blended = metrics.blend(weights, predictions)
     return Weights(
         weights=weights,
         val_log_loss=metrics.log_loss(labels, blended),
@@ -82,7 +86,7 @@ def caruana_selection(
     """
     members = len(predictions)
     counts = np.zeros(members, dtype=np.int64)
-    running = np.zeros(predictions.shape[1], dtype=np.float64)
+    running = np.zeros(predictions.shape[1:], dtype=np.float64)
     best_loss, best_counts, best_rounds = np.inf, counts.copy(), 0
     for size in range(1, rounds + 1):
         losses = [

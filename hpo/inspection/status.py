@@ -35,15 +35,8 @@ __all__ = ["SCHEMA_PATH", "leaderboard", "main", "status"]
 
 SCHEMA_PATH = Path(__file__).with_name("status_schema.json")
 SCHEMA_VERSION = 1
-KEY_PARAMS = [
-    "embedding_dim",
-    "blocks",
-    "filters",
-    "kernel_size",
-    "branches",
-    "learning_rate",
-    "batch_size",
-]
+# Parameter columns in the terminal table: those that differ between the trials shown.
+MAX_PARAM_COLUMNS = 8
 _COLUMNS = {
     "number": "trial",
     "state": "state",
@@ -130,6 +123,7 @@ def format_status(data: dict[str, Any]) -> str:
     if data["best"]:
         lines.append(f"Best: trial {data['best']['number']}, value {data['best']['value']:.4f}")
     if data["trials"]:
+        shown = _varying_params([t["params"] for t in data["trials"]], MAX_PARAM_COLUMNS)
         rows = [
             {
                 "trial": t["number"],
@@ -139,7 +133,7 @@ def format_status(data: dict[str, Any]) -> str:
                 "val_loss": t["val_loss"],
                 "epochs": t["epochs"],
                 "seconds": t["train_seconds"],
-                **{k: t["params"].get(k) for k in KEY_PARAMS},
+                **{k: t["params"].get(k) for k in shown},
                 "note": (t["reason"] or "")[:50],
             }
             for t in data["trials"]
@@ -155,6 +149,13 @@ def format_status(data: dict[str, Any]) -> str:
             f"log-loss {e['test_log_loss']:.4f}, members {e['members']} -> {e['out_dir']}"
         )
     return "\n".join(lines)
+
+
+def _varying_params(params: list[dict[str, Any]], limit: int) -> list[str]:
+    """Names of parameters (besides the family) whose values differ, in order of appearance."""
+    names = list(dict.fromkeys(name for p in params for name in p if name != "family"))
+    varying = [n for n in names if len({repr(p.get(n)) for p in params}) > 1]
+    return varying[:limit]
 
 
 def _number(value: Any) -> float | None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo._cli import positive_int
+from hpo._cli import DATA_HELP, positive_int
 from hpo.budget import format_duration, parse_duration
 from hpo.errors import ConfigError
 from hpo.search.recovery import (
@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=positive_int(), help="worker processes sharing the storage"
     )
-    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
+    parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument(
         "--tensorboard", action="store_true", default=None, help="write TensorBoard logs"
     )

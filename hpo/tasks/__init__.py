@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from hpo.errors import ConfigError
 from hpo.tasks._base import Family, Task, TestSet, TrialData
+from hpo.tasks.images import CIFAR10, IMAGES
 from hpo.tasks.imdb import IMDB
 
 __all__ = ["TASKS", "Family", "Task", "TestSet", "TrialData", "get_task"]
 
-TASKS: dict[str, Task] = {IMDB.name: IMDB}
+TASKS: dict[str, Task] = {task.name: task for task in (IMDB, CIFAR10, IMAGES)}
 
 
 def get_task(name: str) -> Task:

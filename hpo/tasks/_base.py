@@ -71,9 +71,13 @@ class Task:
         trial_data: Loads the inputs of one trial from the prepared folder, given its params.
         load_test: Reads and encodes the test set; only the ensemble's evaluation calls it.
         member_inputs: Turns full-size encoded inputs into one trial's inputs, given its params.
+        build_context: What every model of the study is built for, from the prepared data and
+            not searched (for images: the number of classes and the image shape); `build`
+            receives it with the trial's parameters.
+        class_names: The class names, label index = position (from the prepared data).
         export_preprocessing: A Keras layer from raw inputs to one trial's inputs, and a key
             that is equal for trials that can share it.
-        raw_input: A `keras.Input` for raw inputs.
+        raw_input: A `keras.Input` for raw inputs, given the prepared data's folder.
         dataset: A `tf.data.Dataset` of (inputs, labels) batches, or inputs only when labels are
             None: `dataset(x, y, batch_size, seed)`; a seed shuffles anew every epoch, no seed
             keeps an order that `predict` undoes.
@@ -82,7 +86,8 @@ class Task:
         epoch_examples: Examples one epoch over `x` computes at `cost_shape`, in equivalents
             (bucketed text computes fewer positions than it stores): `(x, batch_size, params)`.
         monitor: The validation metric the study maximizes, as Keras logs name it.
-        loss: Keras loss name.
+        loss: Keras loss name (binary cross-entropy on one sigmoid unit; sparse categorical
+            cross-entropy on a softmax).
     """
 
     name: str
@@ -95,8 +100,10 @@ class Task:
     trial_data: Callable[[Path, Mapping[str, Any]], TrialData]
     load_test: Callable[[StudyConfig, str | None, Path], TestSet]
     member_inputs: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    build_context: Callable[[Path], Mapping[str, Any]]
+    class_names: Callable[[Path], list[str]]
     export_preprocessing: Callable[[Path, Mapping[str, Any]], tuple[Any, keras.layers.Layer]]
-    raw_input: Callable[[], Any]
+    raw_input: Callable[[Path], Any]
     dataset: Callable[[np.ndarray, np.ndarray | None, int, int | None], Any]
     predict: Callable[[keras.Model, np.ndarray], np.ndarray]
     cost_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.distributions import CategoricalDistribution
 
-from hpo.data import batching, imdb, text_cache
+from hpo.data import array_cache, batching, imdb, text_cache
 from hpo.models import conv1d, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData
@@ -57,7 +57,7 @@ def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
         "max_vocab": max_vocab,
         "max_len": max_len,
     }
-    folder = config.cache_dir / f"imdb-{text_cache.cache_key(settings)}"
+    folder = config.cache_dir / f"imdb-{array_cache.cache_key(settings)}"
     if (folder / "meta.json").is_file():
         return folder
     _log.info("tokenizing %s (cache miss: %s)", source, folder)
@@ -123,7 +123,17 @@ def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, 
     return (vocab_size, seq_len), layer
 
 
-def raw_input() -> Any:
+def build_context(folder: Path) -> dict[str, Any]:
+    """Text models need nothing beyond their parameters."""
+    return {}
+
+
+def class_names(folder: Path) -> list[str]:
+    """Label 0 is a negative review, 1 a positive one."""
+    return ["negative", "positive"]
+
+
+def raw_input(folder: Path) -> Any:
     """A Keras input of review strings, one per example."""
     import keras
 
@@ -171,6 +181,8 @@ IMDB = Task(
     trial_data=trial_data,
     load_test=load_test,
     member_inputs=member_inputs,
+    build_context=build_context,
+    class_names=class_names,
     export_preprocessing=export_preprocessing,
     raw_input=raw_input,
     dataset=batching.bucketed_dataset,

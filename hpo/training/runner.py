@@ -156,9 +156,9 @@ def _train_trial(
     from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
 
     started = time.time()
-    params = trial.params
-    family = params["family"]
     task = get_task(config.task)
+    params = {**trial.params, **task.build_context(data_folder)}
+    family = params["family"]
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
     model = build_model(task, params)
@@ -197,7 +197,8 @@ def _train_trial(
 
     checkpoint = work / CHECKPOINT_NAME
     clock = EpochClock(deadlines)
-    chance = max(float(np.mean(data.y_val)), 1 - float(np.mean(data.y_val)))
+    # Always predicting the most frequent class scores this much.
+    chance = float(np.bincount(data.y_val).max() / len(data.y_val))
     callbacks: list[keras.callbacks.Callback] = [
         clock,
         keras.callbacks.TerminateOnNaN(),
@@ -266,7 +267,7 @@ def _train_trial(
     best = load_keras_file(checkpoint)
     member = work / MEMBER_NAME
     best.save(member)
-    predictions = np.asarray(task.predict(best, data.x_val), dtype=np.float32).reshape(-1)
+    predictions = metrics.as_probabilities(task.predict(best, data.x_val)).astype(np.float32)
     predictions_path = work / PREDICTIONS_NAME
     np.save(predictions_path, predictions)
     val_accuracy = metrics.accuracy(data.y_val, predictions)
@@ -297,7 +298,8 @@ def estimate_epochs(job: EstimateJob) -> list[float]:
     _configure_tensorflow(0)
     task = get_task(job.config.task)
     estimates = []
-    for params in job.params:
+    for sampled in job.params:
+        params = {**sampled, **task.build_context(job.data_folder)}
         precision = resolve_precision(
             job.config.training.precision, params["family"], gpu_capability()
         )

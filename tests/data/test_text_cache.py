@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hpo.config import load_study_config
-from hpo.data import text_cache
+from hpo.data import array_cache, text_cache
 from hpo.study import search_space
 from hpo.tasks import imdb as imdb_task
 
@@ -52,8 +52,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_cache_key_changes_with_settings() -> None:
-    assert text_cache.cache_key({"a": 1}) == text_cache.cache_key({"a": 1})
-    assert text_cache.cache_key({"a": 1}) != text_cache.cache_key({"a": 2})
+    assert array_cache.cache_key({"a": 1}) == array_cache.cache_key({"a": 1})
+    assert array_cache.cache_key({"a": 1}) != array_cache.cache_key({"a": 2})
 
 
 def test_prepare_hits_the_cache_and_misses_on_changed_settings(

@@ -55,3 +55,24 @@ def test_score_weights_follow_validation_accuracy() -> None:
     chance = np.full(len(LABELS), 0.6)
     fitted = fit_weights(Method.SCORE, np.stack([perfect, chance]), LABELS)
     np.testing.assert_allclose(fitted.weights, [1.0, 0.0])
+
+
+def test_caruana_and_score_weights_on_softmax_members() -> None:
+    # Three classes; member a knows classes 0 and 1, member b knows class 2, c is noise.
+    labels = np.repeat([0, 1, 2], 20)
+    eye = np.eye(3)
+    a = np.where((labels < 2)[:, None], 0.7 * eye[labels] + 0.1, 1 / 3)
+    b = np.where((labels == 2)[:, None], 0.7 * eye[labels] + 0.1, 1 / 3)
+    c = np.random.default_rng(0).dirichlet(np.ones(3), len(labels))
+    predictions = np.stack([a, c, b])
+    fitted = fit_weights(Method.CARUANA, predictions, labels)
+    assert fitted.weights[1] == 0.0
+    assert fitted.weights[0] > fitted.weights[2] > 0
+    blended = metrics.blend(fitted.weights, predictions)
+    assert fitted.val_log_loss == pytest.approx(metrics.log_loss(labels, blended))
+    assert fitted.val_log_loss < min(metrics.log_loss(labels, a), metrics.log_loss(labels, b))
+    assert fitted.val_accuracy == 1.0
+    # Score weights: accuracy above the 1/3 chance of three classes.
+    score = fit_weights(Method.SCORE, predictions, labels)
+    above = np.array([metrics.accuracy(labels, p) - 1 / 3 for p in predictions]).clip(0)
+    np.testing.assert_allclose(score.weights, above / above.sum())

@@ -1,0 +1,370 @@
+"""Labelled image data sets: finding them and decoding them (see `image_cache` for the cache).
+
+Three sources are read, told apart by their content: a folder in the
+`keras.utils.image_dataset_from_directory` layout (`<root>/<split>/<class>/<image>`, optionally
+one folder deeper), a `.tar`/`.tar.gz` archive of one (streamed, never extracted), and CIFAR-10's
+"python version" (`cifar-10-batches-py/`, as a folder or its archive).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import tarfile
+from collections import Counter
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from hpo.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+__all__ = [
+    "CIFAR10_ENV_VAR",
+    "CIFAR10_URL",
+    "ENV_VARS",
+    "IMAGES_ENV_VAR",
+    "LabelledImages",
+    "load_image",
+    "locate_images",
+    "read_split",
+]
+
+CIFAR10_ENV_VAR = "HPO_CIFAR10_PATH"
+IMAGES_ENV_VAR = "HPO_IMAGES_PATH"
+# The environment variable that may point at each data set's files.
+ENV_VARS = {"cifar10": CIFAR10_ENV_VAR, "images": IMAGES_ENV_VAR}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+_META = "batches.meta"
+_LAYOUT = "<root>/{split}/<class>/<image>"
+_log = logging.getLogger(__name__)
+
+# (class name, name within the split, a loader giving the RGB array or None if unreadable)
+_Item = tuple[str, str, "Callable[[], np.ndarray | None]"]
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """One split's images, ordered by class, then by file name.
+
+    Attributes:
+        x: RGB pixels, uint8, shape [n, height, width, 3].
+        y: Class of each image (int32), an index into `classes`.
+        classes: Class names (folder names), sorted unless the caller fixed the order.
+        skipped: Unreadable or non-image files left out of this split.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    skipped: int
+
+
+def locate_images(
+    data_arg: str | Path | None, study_path: str | Path | None, *, env_var: str, download: bool
+) -> Path:
+    """Finds an image data set: `--data`, then `$env_var`, then the study file, then a download.
+
+    Args:
+        data_arg: The `--data` flag, or None.
+        study_path: The study file's `data.path`, or None.
+        env_var: The environment variable to consult, one of `ENV_VARS`' values.
+        download: Whether to fetch CIFAR-10 (python version) into the Keras cache when nothing
+            else is given.
+
+    Returns:
+        A folder or archive that `read_split` accepts.
+
+    Raises:
+        DataError: A given path is not usable, nothing is given without `download`, or the
+            download fails.
+    """
+    for origin, value in (
+        ("--data", data_arg),
+        (f"${env_var}", os.environ.get(env_var) or None),
+        ("the study file's data.path", study_path),
+    ):
+        if value is not None:
+            return _check_source(Path(value).expanduser(), origin, env_var)
+    fix = f"Pass --data PATH, set ${env_var}, or set `[data] path` in the study file"
+    if not download:
+        raise DataError(f"no image data given. {fix} (a {_LAYOUT} folder or a .tar.gz of one).")
+    import keras
+
+    try:
+        # The file name keras.datasets.cifar10 uses, so both share one download.
+        extracted = keras.utils.get_file(
+            fname="cifar-10-batches-py-target",
+            origin=CIFAR10_URL,
+            extract=True,
+            file_hash=_CIFAR10_SHA256,
+        )
+    except Exception as exc:
+        raise DataError(f"the download from {CIFAR10_URL} failed ({exc}). {fix}.") from exc
+    return _check_source(Path(extracted), "the download", env_var)
+
+
+def _check_source(path: Path, origin: str, env_var: str) -> Path:
+    if path.is_file() and tarfile.is_tarfile(path):
+        return path.resolve()
+    if path.is_dir():
+        if (batches := _batches_dir(path)) is not None:
+            return batches.resolve()
+        if any((folder / split).is_dir() for folder in _roots(path) for split in _BATCHES):
+            return path.resolve()
+    raise DataError(
+        f"{origin} points at {path}, which is neither a {_LAYOUT.format(split='train')} folder, "
+        f"a cifar-10-batches-py/ folder, nor a .tar(.gz) archive of one. "
+        f"Fix the path given by --data, ${env_var} or the study file's data.path."
+    )
+
+
+def _batches_dir(path: Path) -> Path | None:
+    for folder in (path, path / "cifar-10-batches-py"):
+        if (folder / _META).is_file():
+            return folder
+    return None
+
+
+def _roots(path: Path) -> list[Path]:
+    return [path, *sorted(child for child in path.iterdir() if child.is_dir())]
+
+
+def read_split(
+    source: Path,
+    split: str,
+    *,
+    image_size: tuple[int, int] | None = None,
+    classes: list[str] | None = None,
+    limit_per_class: int | None = None,
+) -> LabelledImages:
+    """Decodes one split ("train" or "test") of a folder, an archive or CIFAR-10 batches.
+
+    Unreadable and non-image files are skipped, counted and logged as one warning.
+
+    Args:
+        source: What `locate_images` returned.
+        split: "train" or "test".
+        image_size: (height, width) to resize every image to (bilinear); None keeps the
+            size, which must then be the same for every image.
+        classes: The class order to label with (the train split's classes when reading test);
+            None sorts the classes found. The split must hold exactly these classes.
+        limit_per_class: Keep at most this many images of each class, the first ones met
+            (archives are still read in one pass); None keeps all.
+
+    Raises:
+        DataError: The split is missing, has no readable image, or fewer than 2 classes.
+        ConfigError: Mixed sizes without `image_size`, a bad setting, or classes that differ
+            from `classes`.
+    """
+    if split not in _BATCHES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    _check_settings(image_size, limit_per_class)
+    images, skipped = _gather(_items(source, split), limit_per_class)
+    if skipped:
+        _log.warning(
+            "%s: skipped %d unreadable or non-image files in the %s split, e.g. %s",
+            source,
+            len(skipped),
+            split,
+            skipped[0],
+        )
+    if not images:
+        raise DataError(
+            f"no readable {split} images in {source} ({len(skipped)} files skipped); expected "
+            f"{_LAYOUT.format(split=split)} files that Pillow can open."
+        )
+    images.sort(key=lambda item: (item[0], item[1]))
+    names = _check_classes(sorted({label for label, _, _ in images}), classes, source, split)
+    index = {name: i for i, name in enumerate(names)}
+    return LabelledImages(
+        x=np.stack(_same_size([item[1:] for item in images], image_size, split)),
+        y=np.array([index[label] for label, _, _ in images], dtype=np.int32),
+        classes=names,
+        skipped=len(skipped),
+    )
+
+
+def _check_settings(image_size: tuple[int, int] | None, limit: int | None) -> None:
+    if image_size is not None and (
+        len(image_size) != 2
+        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in image_size)
+    ):
+        raise ConfigError(
+            f"data.image_size must be two positive integers [height, width], got {image_size!r}. "
+            "Use e.g. `image_size = [32, 32]` in the study file's [data] table."
+        )
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit_per_class must be at least 1 or None, got {limit}.")
+
+
+def _items(source: Path, split: str) -> Iterator[_Item]:
+    if source.is_file():
+        yield from _archive_items(source, split)
+    elif (batches := _batches_dir(source)) is not None:
+        paths = [batches / name for name in (*_BATCHES[split], _META)]
+        blobs = {path.name: path.read_bytes for path in paths if path.is_file()}
+        yield from _batch_items(blobs, split, batches)
+    else:
+        tops = [root / split for root in _roots(source) if (root / split).is_dir()]
+        if not tops:
+            raise DataError(
+                f"no {split}/ folder in {source} (nor one folder below it); expected "
+                f"{_LAYOUT.format(split=split)}. Fix --data or the study file's data.path."
+            )
+        for folder in sorted(p for p in tops[0].iterdir() if p.is_dir()):
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                yield (
+                    folder.name,
+                    path.relative_to(tops[0]).as_posix(),
+                    partial(_decode, path.read_bytes),
+                )
+
+
+def _archive_items(source: Path, split: str) -> Iterator[_Item]:
+    blobs: dict[str, Callable[[], bytes]] = {}
+    with tarfile.open(source, "r|*") as archive:
+        for member in archive:
+            parts = member.name.removeprefix("./").split("/")
+            if not member.isfile():
+                continue
+            if len(parts) <= 2 and parts[-1] in (*_BATCHES[split], _META):
+                blobs[parts[-1]] = partial(bytes, _read_member(archive, member))
+            elif (at := _split_at(parts, split)) is not None:
+                read = partial(_read_member, archive, member)
+                yield parts[at + 1], "/".join(parts[at + 1 :]), partial(_decode, read)
+    if blobs:
+        yield from _batch_items(blobs, split, source)
+
+
+def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = archive.extractfile(member)
+    assert handle is not None  # regular files always have contents
+    return handle.read()
+
+
+def _split_at(parts: list[str], split: str) -> int | None:
+    # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...
+    for at in (0, 1):
+        if len(parts) >= at + 3 and parts[at] == split:
+            return at
+    return None
+
+
+def _batch_items(blobs: dict[str, Callable[[], bytes]], split: str, where: Path) -> Iterator[_Item]:
+    wanted = (*_BATCHES[split], _META)
+    if missing := [name for name in wanted if name not in blobs]:
+        raise DataError(
+            f"{where}: the CIFAR-10 python batches lack {missing} for the {split} split. "
+            f"Download cifar-10-python.tar.gz again from {CIFAR10_URL}."
+        )
+    try:
+        # CIFAR-10's own format is pickled; the loader in keras.datasets reads it the same way.
+        meta = pickle.loads(blobs[_META](), encoding="bytes")
+        labels = [name.decode() for name in meta[b"label_names"]]
+        for name in _BATCHES[split]:
+            batch = pickle.loads(blobs[name](), encoding="bytes")
+            x = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            for row, label in enumerate(batch[b"labels"]):
+                yield labels[label], f"{name}/{row:05d}", partial(x.__getitem__, row)
+    except (OSError, EOFError, LookupError, TypeError, ValueError, pickle.UnpicklingError) as exc:
+        raise DataError(
+            f"{where}: the CIFAR-10 python batches {list(wanted)} are unreadable ({exc!r}). "
+            f"Download cifar-10-python.tar.gz again from {CIFAR10_URL}."
+        ) from exc
+
+
+def _decode(read: Callable[[], bytes]) -> np.ndarray | None:
+    try:
+        with Image.open(io.BytesIO(read())) as image:
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except Exception:  # Pillow raises many kinds of error on bad files; each means "skip it".
+        return None
+
+
+def _gather(
+    items: Iterable[_Item], limit: int | None
+) -> tuple[list[tuple[str, str, np.ndarray]], list[str]]:
+    images: list[tuple[str, str, np.ndarray]] = []
+    skipped: list[str] = []
+    taken: Counter[str] = Counter()
+    for label, name, load in items:
+        if limit is not None and taken[label] >= limit:
+            continue
+        array = load()
+        if array is None:
+            skipped.append(name)
+            continue
+        taken[label] += 1
+        images.append((label, name, array))
+    return images, skipped
+
+
+def _check_classes(
+    found: list[str], expected: list[str] | None, source: Path, split: str
+) -> list[str]:
+    if expected is None:
+        if len(found) < 2:
+            raise DataError(
+                f"{source}: the {split} split has readable images of {len(found)} class(es) "
+                f"{found}; classification needs at least 2 ({_LAYOUT.format(split=split)})."
+            )
+        return found
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        raise ConfigError(
+            f"{source}: the {split} split's classes differ from train's {expected}: missing "
+            f"{missing}, extra {extra}. Give every split a folder with images for each class."
+        )
+    return list(expected)
+
+
+def _same_size(
+    images: list[tuple[str, np.ndarray]], image_size: tuple[int, int] | None, split: str
+) -> list[np.ndarray]:
+    if image_size is None:
+        sizes: dict[tuple[int, ...], str] = {}
+        for name, array in images:
+            sizes.setdefault(array.shape[:2], name)
+        if len(sizes) > 1:
+            (s1, n1), (s2, n2) = list(sizes.items())[:2]
+            raise ConfigError(
+                f"the {split} images come in {len(sizes)} sizes, e.g. {n1} is {s1[0]}x{s1[1]} "
+                f"and {n2} is {s2[0]}x{s2[1]} (height x width). Set `image_size = [H, W]` in "
+                "the study file's [data] table to resize them all."
+            )
+        return [array for _, array in images]
+    height, width = image_size
+    return [
+        array
+        if array.shape[:2] == (height, width)
+        else np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR))
+        for _, array in images
+    ]
+
+
+def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """One image file as uint8 RGB `[height, width, 3]`, resized (bilinear) to `size`.
+
+    Raises:
+        DataError: The file is missing or is not an image Pillow can read.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
+    array = _decode(lambda: data)
+    if array is None:
+        raise DataError(f"{path}: not an image file (Pillow cannot decode it).")
+    return _same_size([(path.name, array)], size, "input")[0]

@@ -1,0 +1,79 @@
+"""Seeded, stratified splits and subsets of labelled examples: every class on every side."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpo.errors import ConfigError
+
+__all__ = ["stratified_split", "stratified_subset"]
+
+
+def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits indices into train and validation, keeping class proportions (seeded).
+
+    Every class appears on both sides; per-class validation counts are the largest-remainder
+    rounding of `val_size` times the class's share.
+
+    Returns:
+        (train_index, val_index), each sorted.
+
+    Raises:
+        ConfigError: `val_size` leaves some class out of one side.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    k, n = len(classes), len(labels)
+    if not k <= val_size <= n - k or counts.min() < 2:
+        raise ConfigError(
+            f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
+            f"{n} images of {k} classes (smallest class: {counts.min()}), got {val_size}. "
+            "Pick a val_size in that range."
+        )
+    quota = _allocate(counts, val_size, np.ones_like(counts), counts - 1)
+    val_index = _pick(labels, np.arange(n), classes, quota, seed)
+    return np.setdiff1d(np.arange(n), val_index), val_index
+
+
+def stratified_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded subset of `index` of `size` items, class proportions kept, every class in it.
+
+    Args:
+        labels: Class of every item; `index` points into it.
+        index: The items to draw from (e.g. a train index from `stratified_split`).
+        size: How many to keep (e.g. data.train_size).
+        seed: Seed of the draw.
+
+    Returns:
+        The chosen entries of `index`, sorted.
+
+    Raises:
+        ConfigError: `size` is below the number of classes or above `len(index)`.
+    """
+    classes, counts = np.unique(labels[index], return_counts=True)
+    if not len(classes) <= size <= len(index):
+        raise ConfigError(
+            f"data.train_size must be between {len(classes)} (one image per class) and "
+            f"{len(index)} (the training images there are), got {size}. Pick one in that range."
+        )
+    quota = _allocate(counts, size, np.ones_like(counts), counts)
+    return _pick(labels[index], np.asarray(index), classes, quota, seed)
+
+
+def _allocate(counts: np.ndarray, size: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    exact = size * counts / counts.sum()
+    quota = np.clip(np.floor(exact).astype(np.int64), low, high)
+    # Flooring and clipping leave a gap of at most one per class; close it by remainder.
+    while (gap := size - int(quota.sum())) != 0:
+        step = 1 if gap > 0 else -1
+        room = np.flatnonzero(quota < high if step > 0 else quota > low)
+        pick = room[np.argmax(step * (exact[room] - quota[room]))]
+        quota[pick] += step
+    return quota
+
+
+def _pick(
+    labels: np.ndarray, index: np.ndarray, classes: np.ndarray, quota: np.ndarray, seed: int
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(index[labels == c])[:q] for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(chosen))

@@ -1,0 +1,272 @@
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+import tarfile
+import types
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hpo.data import array_cache, image_cache, images
+from hpo.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+COUNTS = {"train": {"dog": 4, "cat": 3, "ant": 5}, "test": {"dog": 2, "cat": 2, "ant": 1}}
+
+
+def _color(label: str, index: int) -> tuple[int, int, int]:
+    """A colour that names its image: red is the class's initial, green the file number."""
+    return (ord(label[0]), index * 20, 200)
+
+
+def write_folder(
+    root: Path, counts: dict[str, dict[str, int]] = COUNTS, size: tuple[int, int] = (6, 5)
+) -> Path:
+    """Writes <root>/<split>/<class>/NN.png images whose colour names them; returns root."""
+    for split, per_class in counts.items():
+        for label, count in per_class.items():
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.new("RGB", size, _color(label, index)).save(folder / f"{index:02d}.png")
+    return root
+
+
+def tar_folder(root: Path, archive: Path, arcname: str = "set") -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname=arcname)
+    return archive
+
+
+def write_batches(root: Path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A tiny cifar-10-batches-py/ folder with unsorted label names; returns it and, per split,
+    the images (HWC) and the labels as indices into the sorted names."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [b"truck", b"airplane", b"cat"]  # sorted: airplane, cat, truck
+    to_sorted = np.array([2, 0, 1])
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    rng = np.random.default_rng(0)
+    expected: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "test": []}
+    for split, batch_names in (
+        ("train", [f"data_batch_{i}" for i in range(1, 6)]),
+        ("test", ["test_batch"]),
+    ):
+        for name in batch_names:
+            x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+            labels = [0, 1, 2, int(rng.integers(0, 3))]
+            data = x.transpose(0, 3, 1, 2).reshape(4, 3072)
+            (folder / name).write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+            expected[split].append((x, to_sorted[labels]))
+    merged = {
+        split: (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
+        for split, parts in expected.items()
+    }
+    return folder, merged
+
+
+def _expected_y(split: str) -> np.ndarray:
+    classes = sorted(COUNTS[split])
+    return np.repeat(np.arange(len(classes)), [COUNTS[split][c] for c in classes])
+
+
+def test_folder_nested_folder_and_tarball_read_the_same_images(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "plain")
+    nested = write_folder(tmp_path / "outer" / "set")
+    archive = tar_folder(root, tmp_path / "set.tar.gz")
+    for source in (root, nested.parent, archive):
+        located = images.locate_images(source, None, env_var="UNSET_VAR", download=False)
+        train = images.read_split(located, "train")
+        assert train.classes == ["ant", "cat", "dog"]
+        assert train.x.dtype == np.uint8 and train.x.shape == (12, 5, 6, 3)
+        assert train.y.dtype == np.int32
+        np.testing.assert_array_equal(train.y, _expected_y("train"))
+        # Sorted by class, then file name: the colours say which file each row came from.
+        colors = [_color(c, i) for c in train.classes for i in range(COUNTS["train"][c])]
+        np.testing.assert_array_equal(train.x[:, 0, 0], np.array(colors))
+        assert train.skipped == 0
+        test = images.read_split(located, "test", classes=train.classes)
+        np.testing.assert_array_equal(test.y, _expected_y("test"))
+
+
+def test_python_batches_folder_and_archive(tmp_path: Path) -> None:
+    folder, expected = write_batches(tmp_path / "raw")
+    archive = tar_folder(folder, tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py")
+    for given in (folder, folder.parent, archive):
+        located = images.locate_images(given, None, env_var="UNSET_VAR", download=False)
+        for split, (x, y) in expected.items():
+            read = images.read_split(located, split)
+            assert read.classes == ["airplane", "cat", "truck"]
+            order = np.argsort(y, kind="stable")
+            np.testing.assert_array_equal(read.y, y[order])
+            np.testing.assert_array_equal(read.x, x[order])
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match=r"batches .*test_batch.* are unreadable"):
+        images.read_split(folder, "test")
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=r"batches lack \['data_batch_3'\] for the train split"):
+        images.read_split(folder, "train")
+
+
+def test_test_split_is_labelled_in_the_given_class_order(tmp_path: Path) -> None:
+    root = write_folder(tmp_path)
+    test = images.read_split(root, "test", classes=["dog", "ant", "cat"])
+    assert test.classes == ["dog", "ant", "cat"]
+    red = test.x[:, 0, 0, 0]
+    for label, name in enumerate(test.classes):
+        assert set(red[test.y == label]) == {_color(name, 0)[0]}
+
+
+def test_class_missing_from_or_extra_in_test_is_a_config_error(tmp_path: Path) -> None:
+    root = write_folder(tmp_path, {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1, "c": 1}})
+    with pytest.raises(ConfigError, match=r"missing \[\].*extra \['c'\]"):
+        images.read_split(root, "test", classes=["a", "b"])
+    with pytest.raises(ConfigError, match=r"missing \['z'\]"):
+        images.read_split(root, "test", classes=["a", "b", "c", "z"])
+
+
+def test_corrupt_and_non_image_files_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_folder(tmp_path / "set")
+    good = (root / "train" / "cat" / "00.png").read_bytes()
+    (root / "train" / "cat" / "broken.png").write_bytes(good[: len(good) // 2])
+    (root / "train" / "dog" / "notes.txt").write_text("not a picture")
+    Image.new("L", (6, 5), 90).save(root / "train" / "dog" / "zz_gray.jpg")
+    archive = tar_folder(root, tmp_path / "set.tar")
+    for source in (root, archive):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hpo.data.images"):
+            train = images.read_split(source, "train")
+        assert train.skipped == 2
+        assert len(train.y) == 13  # the 12 PNGs and the grayscale JPEG, as RGB
+        np.testing.assert_allclose(train.x[-1], 90, atol=2)
+        assert "skipped 2 unreadable" in caplog.text and "broken.png" in caplog.text
+
+
+def test_too_few_classes_missing_split_and_no_images_are_data_errors(tmp_path: Path) -> None:
+    one = write_folder(tmp_path / "one", {"train": {"a": 2}})
+    with pytest.raises(DataError, match=r"1 class\(es\) \['a'\].*at least 2"):
+        images.read_split(one, "train")
+    with pytest.raises(DataError, match=r"no test/ folder"):
+        images.read_split(one, "test")
+    junk = tmp_path / "junk" / "train" / "a"
+    junk.mkdir(parents=True)
+    (junk / "x.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"no readable train images.*1 files skipped"):
+        images.read_split(junk.parents[1], "train")
+
+
+def test_mixed_sizes_need_image_size_which_resizes(tmp_path: Path) -> None:
+    root = write_folder(tmp_path, {"train": {"a": 2, "b": 2}})
+    Image.new("RGB", (9, 7), (1, 2, 3)).save(root / "train" / "b" / "big.png")
+    with pytest.raises(ConfigError, match=r"2 sizes.*5x6.*7x9.*image_size = \[H, W\]"):
+        images.read_split(root, "train")
+    train = images.read_split(root, "train", image_size=(4, 3))
+    assert train.x.shape == (5, 4, 3, 3)
+    np.testing.assert_array_equal(train.x[4], np.broadcast_to([1, 2, 3], (4, 3, 3)))
+    with pytest.raises(ConfigError, match=r"image_size .*got \(0, 3\)"):
+        images.read_split(root, "train", image_size=(0, 3))
+
+
+def test_limit_per_class_keeps_the_first_images_of_each_class(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set")
+    archive = tmp_path / "interleaved.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        # Classes interleaved, as an archive may store them.
+        for index in range(5):
+            for label in ("dog", "ant", "cat"):
+                path = root / "train" / label / f"{index:02d}.png"
+                if path.exists():
+                    tar.add(path, arcname=f"top/train/{label}/{index:02d}.png")
+    for source in (root, archive):
+        train = images.read_split(source, "train", limit_per_class=2)
+        np.testing.assert_array_equal(train.y, [0, 0, 1, 1, 2, 2])
+        np.testing.assert_array_equal(train.x[:, 0, 0, 1], [0, 20] * 3)
+
+
+def test_limit_per_class_on_the_real_archive(real_cifar10: Path) -> None:
+    test = images.read_split(real_cifar10, "test", limit_per_class=20)
+    names = "airplane automobile bird cat deer dog frog horse ship truck"
+    assert test.classes == names.split(" ")
+    assert test.x.shape == (200, 32, 32, 3) and test.skipped == 0
+    np.testing.assert_array_equal(np.bincount(test.y), [20] * 10)
+    assert 20 < test.x.mean() < 235 and test.x.std() > 20
+
+
+def _splits(x_val: np.ndarray) -> image_cache.ImageSplits:
+    x = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    y = np.array([0, 1, 0, 1], np.int32)
+    return image_cache.ImageSplits(x, y, x_val, y[:2], classes=["a", "b"], skipped=3)
+
+
+def test_cache_round_trip_and_fingerprint(tmp_path: Path) -> None:
+    splits = _splits(np.zeros((2, 2, 2, 3), np.uint8))
+    folder = tmp_path / "cache" / array_cache.cache_key({"source": "x", "image_size": None})
+    assert image_cache.load_cached(folder) is None
+    with pytest.raises(DataError, match="no cached images"):
+        image_cache.fingerprint(folder)
+    image_cache.save_cached(folder, splits, {"source": "x"})
+    loaded = image_cache.load_cached(folder)
+    assert loaded is not None
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(splits, name))
+        assert getattr(loaded, name).dtype == getattr(splits, name).dtype
+    assert (loaded.classes, loaded.skipped) == (["a", "b"], 3)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary left
+    first = image_cache.fingerprint(folder)
+    assert len(first) == 16 and image_cache.fingerprint(folder) == first
+    image_cache.save_cached(folder, _splits(np.ones((2, 2, 2, 3), np.uint8)), {})  # kept: exists
+    assert image_cache.fingerprint(folder) == first
+    other = tmp_path / "other"
+    image_cache.save_cached(other, _splits(np.ones((2, 2, 2, 3), np.uint8)), {"source": "x"})
+    assert image_cache.fingerprint(other) != first
+
+
+def test_locate_prefers_flag_then_env_var_then_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag, env, study = (write_folder(tmp_path / name, {"train": {"a": 1}}) for name in "fes")
+    var = images.IMAGES_ENV_VAR
+    assert images.ENV_VARS["images"] == var == "HPO_IMAGES_PATH"
+    monkeypatch.setenv(var, str(env))
+    assert images.locate_images(flag, study, env_var=var, download=True) == flag.resolve()
+    assert images.locate_images(None, study, env_var=var, download=True) == env.resolve()
+    monkeypatch.delenv(var)
+    assert images.locate_images(None, study, env_var=var, download=True) == study.resolve()
+    with pytest.raises(DataError, match=rf"no image data given.*--data.*\${var}.*\[data\] path"):
+        images.locate_images(None, None, env_var=var, download=False)
+    with pytest.raises(DataError, match=rf"--data points at .*nope.*\${var}"):
+        images.locate_images(tmp_path / "nope", None, env_var=var, download=False)
+
+
+def test_download_gives_the_batches_folder_or_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, _ = write_batches(tmp_path / "keras-cache")
+    var = images.CIFAR10_ENV_VAR
+    monkeypatch.delenv(var, raising=False)
+    calls: list[dict[str, object]] = []
+
+    def fake_get_file(**kwargs: object) -> str:
+        calls.append(kwargs)
+        return str(folder.parent)  # Keras extracts next to the archive, one folder up
+
+    # A stand-in for keras: the real one takes seconds to import and would reach the network.
+    keras = types.SimpleNamespace(utils=types.SimpleNamespace(get_file=fake_get_file))
+    monkeypatch.setitem(sys.modules, "keras", keras)
+    assert images.locate_images(None, None, env_var=var, download=True) == folder.resolve()
+    assert calls[0]["origin"] == images.CIFAR10_URL and calls[0]["extract"] is True
+
+    def offline(**kwargs: object) -> str:
+        raise OSError("network unreachable")
+
+    keras.utils.get_file = offline
+    with pytest.raises(DataError, match=rf"download .* failed.*unreachable.*\${var}"):
+        images.locate_images(None, None, env_var=var, download=True)
