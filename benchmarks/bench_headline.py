@@ -63,7 +63,7 @@ from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
 from hpo.precision import gpu_capability, resolve_precision
 from hpo.study import search_space
-from hpo.tasks import get_task
+from hpo.tasks import study_task
 from hpo.training.runner import EVAL_BATCH, build_model
 
 if TYPE_CHECKING:
@@ -481,7 +481,7 @@ def run_kerastuner(config: StudyConfig, data: str | None, project_dir: Path) -> 
             "the KerasTuner leg needs a wall-clock budget and the study file sets no 'budget'. "
             "Pass one, for example --budget 2h."
         )
-    task = get_task(config.task)
+    task = study_task(config)
     space = search_space(task, config.space)
     project_dir.mkdir(parents=True, exist_ok=True)
     clock = TunerClock(project_dir / BUDGET_FILE, config.budget)

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from hpo.config import load_study_config
 from hpo.study import TRAINING_DEFAULTS, search_space
-from hpo.tasks import get_task
+from hpo.tasks import get_task, study_task
 from hpo.training.isolation import call_isolated
 
 
@@ -94,7 +94,7 @@ def main() -> int:
     args = parser.parse_args()
 
     config = load_study_config(args.study)
-    task = get_task(config.task)
+    task = study_task(config)
     space = search_space(task, config.space)
     folder = call_isolated(functools.partial(task.prepare, config, args.data), space.shared)
     print(

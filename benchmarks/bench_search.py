@@ -29,7 +29,7 @@ import optuna
 
 from hpo.config import StudyConfig, load_study_config
 from hpo.study import sample_params, search_space
-from hpo.tasks import get_task
+from hpo.tasks import study_task
 from hpo.training.isolation import call_isolated
 
 
@@ -48,7 +48,7 @@ def peak_rss_mb() -> float:
 
 def prepare_cold(args: tuple[StudyConfig, str | None]) -> tuple[Path, float]:
     config, data = args
-    task = get_task(config.task)
+    task = study_task(config)
     started = time.perf_counter()
     folder = task.prepare(config, data, search_space(task, config.space).shared)
     return folder, time.perf_counter() - started
@@ -56,7 +56,7 @@ def prepare_cold(args: tuple[StudyConfig, str | None]) -> tuple[Path, float]:
 
 def load_warm(args: tuple[StudyConfig, Path, dict[str, Any]]) -> float:
     config, folder, params = args
-    task = get_task(config.task)
+    task = study_task(config)
     started = time.perf_counter()
     task.trial_data(folder, params)
     return time.perf_counter() - started
@@ -65,7 +65,7 @@ def load_warm(args: tuple[StudyConfig, Path, dict[str, Any]]) -> float:
 def train_one(config: StudyConfig, folder: Path, params: dict[str, Any]) -> None:
     from hpo.training.runner import build_model
 
-    task = get_task(config.task)
+    task = study_task(config)
     data = task.trial_data(folder, params)
     model = build_model(task, params)
     model.fit(
@@ -98,7 +98,7 @@ def train_isolated(args: tuple[StudyConfig, Path, dict[str, Any]]) -> float:
 
 
 def sample_sequence(config: StudyConfig, n: int) -> list[dict[str, Any]]:
-    task = get_task(config.task)
+    task = study_task(config)
     space = search_space(task, config.space)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.sampler.seed))
     sequence = []

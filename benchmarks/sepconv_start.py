@@ -25,7 +25,7 @@ from hpo.config import load_study_config
 from hpo.models import sepconv1d
 from hpo.space import fit_value
 from hpo.study import TRAINING_DEFAULTS, search_space
-from hpo.tasks import get_task
+from hpo.tasks import study_task
 
 TWIN = {
     "blocks": 2,
@@ -54,7 +54,7 @@ def main() -> int:
     base = load_study_config(args.study)
     scratch = Path(tempfile.mkdtemp(prefix="hpo-sepconv-"))
     config = replace(base, study_dir=scratch / base.name)
-    task = get_task(config.task)
+    task = study_task(config)
     space = search_space(task, config.space)
     try:
         folder = task.prepare(config, args.data, space.shared)

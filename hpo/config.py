@@ -179,6 +179,10 @@ class StudyConfig:
         data: Data settings.
         training: Per-trial training settings.
         space: Narrowing of the search space: parameter name -> list of choices or [low, high].
+        families: Extra model families, name -> import path `module:attribute` (a KerasTuner
+            `HyperModel` class or instance, a `build(hp)` function, or a family module); the
+            module is imported from the study file's folder or the Python path. They join the
+            task's own families in the `family` choice.
         study_dir: The study's own folder, where everything it generates lives.
     """
 
@@ -199,6 +203,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     space: dict[str, list[Any]] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)
     study_dir: Path = Path("studies")
 
     def __post_init__(self) -> None:
@@ -371,6 +376,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a table ([{key}]), got {value!r}.")
+        if typing.get_args(hint)[1] is str:
+            for sub, entry in value.items():
+                if not isinstance(entry, str):
+                    raise ConfigError(f"'{key}.{sub}' must be a string, got {entry!r}.")
+            return dict(value)
         for sub, entry in value.items():
             if not isinstance(entry, list) or not entry:
                 raise ConfigError(

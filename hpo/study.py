@@ -182,7 +182,7 @@ def create_study(
 # The settings that make a study's trials comparable; a run with others is refused. The space
 # has its own check (`check_space_drift`) and the data its fingerprint (`hpo.data.provenance`);
 # budgets, counts and workers may change from run to run.
-TRIAL_SETTINGS = ("task", "sampler", "pruner", "training")
+TRIAL_SETTINGS = ("task", "families", "sampler", "pruner", "training")
 
 
 def check_settings(study: optuna.Study, config: StudyConfig) -> None:

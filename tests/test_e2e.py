@@ -158,9 +158,20 @@ def test_cifar10_smoke_study_ensemble_and_predict(real_cifar10: Path, tmp_path: 
         member = archive.getmember("cifar10/test/ship/0001.jpg")
         image = tmp_path / "ship.jpg"
         image.write_bytes(archive.extractfile(member).read())  # type: ignore[union-attr]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
     predicted = _run(
-        sys.executable, "-m", "hpo.predict", "--ensemble", str(out), str(image), cwd=ROOT
+        sys.executable,
+        "-m",
+        "hpo.predict",
+        "--ensemble",
+        str(out),
+        str(image),
+        str(notes),
+        cwd=ROOT,
     )
-    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    # The image prints its top class; the text file is an error of its own (exit code 1).
+    assert predicted.returncode == 1, predicted.stderr[-2000:]
     label, probability, name = predicted.stdout.strip().split("\t")
     assert label in report["classes"] and 0.1 < float(probability) <= 1 and name == str(image)
+    assert f"{notes}: not an image file" in predicted.stderr

@@ -22,7 +22,7 @@ from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.weighting import Method, fit_weights
 from hpo.store import open_artifact_store
 from hpo.study import search_space
-from hpo.tasks import get_task
+from hpo.tasks import study_task
 
 if TYPE_CHECKING:
     import keras
@@ -58,7 +58,7 @@ def build_ensemble(
     Weights are fitted on validation predictions only. The test set is read here, once, for
     the final evaluation; nothing in the search reads it.
     """
-    task = get_task(config.task)
+    task = study_task(config)
     ranked = ranked_trials(study)
     out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
     store = open_artifact_store(config.artifact_location)

@@ -41,7 +41,7 @@ from hpo.study import (
     sampler_seed,
     search_space,
 )
-from hpo.tasks import get_task
+from hpo.tasks import study_task
 from hpo.training.isolation import call_isolated
 from hpo.training.runner import EstimateJob, TrialJob, estimate_epochs, run_trial
 
@@ -88,7 +88,7 @@ def run_search(
     Raises:
         HpoError: Invalid configuration, data or storage; raised before any trial runs.
     """
-    task = get_task(config.task)
+    task = study_task(config)
     space = search_space(task, config.space)
     try:
         config.study_dir.mkdir(parents=True, exist_ok=True)
@@ -146,8 +146,10 @@ def run_search(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([task.monitor])
         deadline = clock.deadline()
-        if deadline is not None:
-            _check_budget_fits(config, study, task, space, data_folder, clock)
+        # Building each family's default model (in a child) catches a hypermodel parameter
+        # that cannot be mapped before any trial, and prices the cheapest epoch.
+        if deadline is not None or any(hasattr(f, "build_trial") for f in task.families.values()):
+            _check_defaults(config, study, task, space, data_folder, clock)
         workers = min(config.workers, remaining)
         threads = max(1, (os.cpu_count() or 1) // workers)
         budget = (
@@ -195,7 +197,7 @@ def run_search(
     return _summary(study, config, stopped_by_failures=stopped)
 
 
-def _check_budget_fits(
+def _check_defaults(
     config: StudyConfig,
     study: optuna.Study,
     task: Task,
@@ -203,7 +205,8 @@ def _check_budget_fits(
     data_folder: Path,
     clock: BudgetClock,
 ) -> None:
-    """Refuses a budget in which not even one epoch of the cheapest default trial fits."""
+    """Builds every family's default model; refuses a budget in which not even one epoch of the
+    cheapest default trial fits."""
     job = EstimateJob(
         config=config,
         data_folder=data_folder,
@@ -212,7 +215,7 @@ def _check_budget_fits(
     )
     cheapest = min(call_isolated(estimate_epochs, job))
     left = clock.left()
-    if cheapest > left:
+    if config.budget is not None and cheapest > left:
         needed = (config.budget or 0.0) - left + 3 * cheapest
         raise ConfigError(
             f"the budget is too small: {format_duration(left)} left of 'budget' = "
@@ -244,7 +247,7 @@ def run_worker(
     Returns:
         None, or the reason the worker stopped after `max_failures` consecutive failures.
     """
-    task = task or get_task(config.task)
+    task = task or study_task(config)
     space = space or search_space(task, config.space)
     storage = open_storage(config.storage_url, create=False)
     study = create_study(config, storage, seed=seed)

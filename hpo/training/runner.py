@@ -20,7 +20,7 @@ from hpo.cost import CostFeatures, estimate_epoch_seconds, example_flops
 from hpo.precision import Precision, gpu_capability, resolve_precision
 from hpo.store import open_artifact_store, open_storage
 from hpo.study import create_study
-from hpo.tasks import get_task
+from hpo.tasks import study_task
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -83,7 +83,10 @@ def run_trial(job: TrialJob) -> TrialResult:
     _configure_tensorflow(job.threads)
     config = job.config
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
-    study = create_study(config, storage, load_only=True)
+    # A hypermodel samples its parameters here, as it builds: each trial's process seeds the
+    # sampler anew, or every trial would draw the same random startup values.
+    seed = int(np.random.SeedSequence([config.sampler.seed, job.trial_id]).generate_state(1)[0])
+    study = create_study(config, storage, load_only=True, seed=seed)
     trial = optuna.Trial(study, job.trial_id)
     work = config.study_dir / "trials" / f"{trial.number:05d}"
     shutil.rmtree(work, ignore_errors=True)
@@ -156,13 +159,15 @@ def _train_trial(
     from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
 
     started = time.time()
-    task = get_task(config.task)
+    task = study_task(config)
     params = {**trial.params, **task.build_context(data_folder)}
     family = params["family"]
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
-    model = build_model(task, params)
-    features = cost_features(task, model, params, data)
+    model = build_model(task, params, trial)
+    fit_arguments = _fit_arguments(task, params)
+    batch_size = fit_arguments.pop("batch_size", params["batch_size"])
+    features = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     estimate = estimate_epoch_seconds(features, family, precision.value, cost_ratios or {})
     for key, value in {
         Attr.FAMILY: family,
@@ -218,11 +223,12 @@ def _train_trial(
             patience=config.training.lr_patience,
         ),
         KerasPruningCallback(trial, task.monitor),
+        *fit_arguments.pop("callbacks", []),
     ]
     if config.tensorboard:
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
-    batch_size = params["batch_size"]
+    epochs = min(config.training.max_epochs, fit_arguments.pop("epochs", math.inf))
     fit_started = time.perf_counter()
     try:
         history = model.fit(
@@ -230,10 +236,11 @@ def _train_trial(
                 data.x_train, data.y_train, batch_size, config.sampler.seed + trial.number
             ),
             validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
-            epochs=config.training.max_epochs,
+            epochs=epochs,
             callbacks=callbacks,
             shuffle=False,  # the dataset shuffles, each epoch anew
             verbose=0,
+            **fit_arguments,
         )
     except Exception as exc:
         # A diverging optimizer can fail inside its own step (Keras's sparse embedding update
@@ -296,7 +303,7 @@ def estimate_epochs(job: EstimateJob) -> list[float]:
     import keras
 
     _configure_tensorflow(0)
-    task = get_task(job.config.task)
+    task = study_task(job.config)
     estimates = []
     for sampled in job.params:
         params = {**sampled, **task.build_context(job.data_folder)}
@@ -313,11 +320,33 @@ def estimate_epochs(job: EstimateJob) -> list[float]:
     return estimates
 
 
-def build_model(task: Task, params: Mapping[str, Any]) -> keras.Model:
-    """Builds the model of `params["family"]` and compiles it with the trial's optimizer."""
-    model = task.families[params["family"]].build(params)
-    model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
+def build_model(
+    task: Task, params: Mapping[str, Any], trial: optuna.Trial | None = None
+) -> keras.Model:
+    """Builds the model of `params["family"]` and compiles it.
+
+    A family that samples while it builds (a KerasTuner hypermodel) asks `trial` for its
+    parameters. A model that comes compiled keeps its optimizer and loss (hpo adds the accuracy
+    metric it monitors); any other is compiled with the trial's optimizer and the task's loss.
+    """
+    family = task.families[params["family"]]
+    build_trial = getattr(family, "build_trial", None)
+    if trial is not None and build_trial is not None:
+        model = build_trial(trial, params)
+    else:
+        model = family.build(params)
+    if getattr(model, "compiled", False) and model.optimizer is not None:
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    else:
+        model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
     return model
+
+
+def _fit_arguments(task: Task, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Training arguments a family's own `fit` adds (a hypermodel's batch size, say)."""
+    family = task.families[params["family"]]
+    arguments = getattr(family, "fit_arguments", None)
+    return dict(arguments()) if arguments is not None else {}
 
 
 def cost_features(

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import keras
 import optuna
 import pytest
 from optuna.artifacts import download_artifact
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.contract import Attr
+from hpo.contract import Attr, load_keras_file
 from hpo.search import main, run_search
 from hpo.store import open_artifact_store, open_storage, sha256_file
 
@@ -53,10 +52,7 @@ def test_search_runs_resumes_and_extends(
             artifact_id=trial.user_attrs[Attr.CHECKPOINT_ID],
         )
         assert sha256_file(path) == trial.user_attrs[Attr.CHECKPOINT_SHA256]
-        assert (
-            keras.models.load_model(path, safe_mode=True).count_params()
-            == trial.user_attrs["params_count"]
-        )
+        assert load_keras_file(path).count_params() == trial.user_attrs["params_count"]
     out = capsys.readouterr().out
     assert "trial    0 conv1d     COMPLETE val_acc=" in out
     assert not (config.study_dir / "trials").exists() or not any(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,11 +10,7 @@ from PIL import Image
 
 from hpo.config import load_study_config
 from hpo.data import images
-from hpo.ensemble import build_ensemble
-from hpo.ensemble import predict as predict_module
-from hpo.ensemble.weighting import Method
 from hpo.errors import ConfigError
-from hpo.search import run_search
 from hpo.study import search_space
 from hpo.tasks import get_task
 
@@ -116,48 +111,3 @@ def test_a_test_split_missing_a_class_is_an_error(image_folder: Path, tmp_path: 
     folder = task.prepare(config, None, search_space(task, config.space).shared)
     with pytest.raises(ConfigError, match=r"missing \['red'\]"):
         task.load_test(config, None, folder)
-
-
-def test_search_ensemble_export_and_predict_on_images(
-    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = load_study_config(_study(tmp_path, image_folder))
-    summary = run_search(config, progress=False)
-    assert summary.finished == 3
-    import optuna
-
-    from hpo.store import open_storage
-
-    study = optuna.load_study(
-        study_name="shapes", storage=open_storage(config.storage_url, create=False)
-    )
-    families = {t.params["family"] for t in study.trials}
-    assert families == {"sepconv2d", "conv2d"}
-    out = tmp_path / "ensemble"
-    result = build_ensemble(config, study, top=3, method=Method.CARUANA, out_dir=out)
-    report = json.loads((out / "report.json").read_text())
-    assert report["classes"] == CLASSES
-    ensemble = report["test"]["ensemble"]
-    assert set(ensemble) == {"accuracy", "top3_accuracy", "log_loss", "ece", "per_class_accuracy"}
-    assert ensemble["top3_accuracy"] == 1.0  # three classes
-    assert set(ensemble["per_class_accuracy"]) == set(CLASSES)
-    assert ensemble["accuracy"] > 0.6  # the colours are easy; chance is 1/3
-    assert result.report["export"]["checked_classes"] == 3
-
-    # The export, from raw uint8 images, reproduces the evaluated test predictions.
-    test = get_task("images").load_test(config, None, get_task("images").prepare(config, None, {}))
-    saved = np.load(out / "test_predictions.npy")
-    assert saved.shape == (30, 3)
-    np.testing.assert_allclose(predict_module.predict(out, list(test.raw)), saved, atol=1e-5)
-
-    # `hpo predict` names the top class per file; a non-image file is an error for that file.
-    bad = tmp_path / "notes.txt"
-    bad.write_text("not an image")
-    red = image_folder / "test" / "red" / "000.png"
-    capsys.readouterr()
-    code = predict_module.main(["--ensemble", str(out), str(red), str(bad)])
-    captured = capsys.readouterr()
-    assert code == 1
-    label, probability, name = captured.out.strip().split("\t")
-    assert name == str(red) and label in CLASSES and 1 / 3 < float(probability) <= 1
-    assert f"{bad}: not an image file" in captured.err

@@ -1,0 +1,377 @@
+"""The user's own labelled texts: finding them, reading them, and a group-keeping split.
+
+Three sources are read, told apart by what the path is: a folder in the
+`keras.utils.text_dataset_from_directory` layout (`<root>/<split>/<class>/*.txt`, optionally one
+folder deeper), a `.tar`/`.tar.gz` archive of one (streamed, never extracted), and a table
+(`.csv`, `.tsv` or `.parquet`) with a text, a label and optionally a group column, whose test
+split is a second table with the same columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hpo.data.stratify import _allocate, stratified_split
+from hpo.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+__all__ = ["ENV_VAR", "LabelledTexts", "TextColumns", "grouped_split", "locate_texts", "read_texts"]
+
+ENV_VAR = "HPO_TEXT_PATH"
+_LAYOUT = "<root>/{split}/<class>/*.txt"
+_SPLITS = ("train", "test")
+# Table suffixes and their field separator (None: not a delimited text file).
+_TABLES = {".csv": ",", ".tsv": "\t", ".parquet": None}
+_KINDS = "a <root>/train/<class>/*.txt folder, a .tar.gz of one, or a .csv/.tsv/.parquet table"
+# Only empty cells are missing: a text or a label reading "NA" or "None" is kept as written.
+_CSV = {"dtype": str, "keep_default_na": False, "na_values": [""], "encoding_errors": "replace"}
+_log = logging.getLogger(__name__)
+
+# (class name, path within the split, text)
+_Row = tuple[str, str, str]
+
+
+class _Kind(Enum):
+    FOLDER = "folder"
+    ARCHIVE = "archive"
+    TABLE = "table"
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """One split's texts: a folder's ordered by class, then path; a table's in file order.
+
+    Attributes:
+        texts: The texts, none empty.
+        labels: Class of each text (int32), an index into `classes`.
+        classes: Class names, sorted (numerically when all are integers) unless the caller
+            fixed the order.
+        groups: Group id of each text (strings) when a group column was read, else None.
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    groups: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, index: np.ndarray) -> LabelledTexts:
+        """Returns the texts at `index`, in that order, with the same classes."""
+        groups = None if self.groups is None else self.groups[index]
+        texts = [self.texts[i] for i in index]
+        return LabelledTexts(texts, self.labels[index], self.classes, groups)
+
+
+@dataclass(frozen=True)
+class TextColumns:
+    """The columns of a table source (the study file's `[data]` `*_column` keys).
+
+    Attributes:
+        text: Column of the texts. Defaults to "text".
+        label: Column of the labels (strings or integers). Defaults to "label".
+        group: Column of group ids kept on one side of the validation split (e.g. an author
+            or a product), or None for a stratified split. Defaults to None.
+    """
+
+    text: str = "text"
+    label: str = "label"
+    group: str | None = None
+
+
+def locate_texts(data_arg: str | Path | None, study_path: str | Path | None) -> Path:
+    """Finds the text data: `--data`, then $HPO_TEXT_PATH, then the study file's data.path.
+
+    Args:
+        data_arg: The `--data` flag, or None.
+        study_path: The study file's `data.path`, or None.
+
+    Returns:
+        The first path given, resolved: a folder, archive or table for `read_texts`.
+
+    Raises:
+        DataError: Nothing is given, or the first path given is missing or of no known kind.
+    """
+    for origin, value in (
+        ("--data", data_arg),
+        (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None),
+        ("the study file's data.path", study_path),
+    ):
+        if value is not None:
+            path = Path(value).expanduser()
+            if _kind(path) is None:
+                what = "is not " + _KINDS if path.exists() else "does not exist"
+                raise DataError(
+                    f"{origin} points at {path}, which {what}. "
+                    f"Fix the path given by --data, ${ENV_VAR} or the study file's data.path."
+                )
+            return path.resolve()
+    raise DataError(
+        f"no text data given. Pass --data PATH, set ${ENV_VAR}, or set `[data] path` in the "
+        f"study file to {_KINDS}."
+    )
+
+
+def _kind(path: Path) -> _Kind | None:
+    if path.is_dir():
+        return _Kind.FOLDER
+    if not path.is_file():
+        return None
+    if path.suffix.lower() in _TABLES:
+        return _Kind.TABLE
+    return _Kind.ARCHIVE if tarfile.is_tarfile(path) else None
+
+
+def read_texts(
+    source: Path,
+    split: str,
+    *,
+    columns: TextColumns = TextColumns(),
+    test_path: Path | None = None,
+    classes: list[str] | None = None,
+) -> LabelledTexts:
+    """Reads one split ("train" or "test") of a folder, an archive or a table.
+
+    Files are decoded as UTF-8, undecodable bytes replaced; hidden files (`.name`, such as
+    macOS's `._name.txt`) are left out. Rows with an empty text or no label are dropped, counted
+    and logged as one warning; a table row without a group is a group of its own.
+
+    Args:
+        source: What `locate_texts` returned.
+        split: "train" or "test".
+        columns: The columns of a table; must stay at their defaults for folders and archives.
+        test_path: The table holding the test split (`[data] test_path`); for tables only.
+        classes: The class order to label with (train's classes when reading test); None
+            sorts the classes found. The split must hold exactly these classes.
+
+    Raises:
+        DataError: The split, the table or its engine is missing, the file is unreadable,
+            or it has fewer than 2 classes.
+        ConfigError: A column is missing, a setting does not fit the source, or the classes
+            differ from `classes`.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    kind = _kind(source)
+    if kind is None:
+        raise DataError(f"{source} is not {_KINDS}. Fix --data or the study file's data.path.")
+    if kind is _Kind.TABLE:
+        where = source if split == "train" else test_path
+        if where is None or _kind(where) is not _Kind.TABLE:
+            raise DataError(
+                f"{source} is a table, so the test split is a table of its own: `test_path` in "
+                f"the study file's [data], which is {'not set' if where is None else 'missing'}. "
+                "Set test_path to a .csv/.tsv/.parquet file with the same columns."
+            )
+        texts, labels, groups = _read_table(where, columns)
+        return _assemble(texts, labels, groups, classes, where, split)
+    if columns != TextColumns() or test_path is not None:
+        raise ConfigError(
+            f"{source} is a {kind.value} of .txt files, but [data] sets text_column, "
+            "label_column, group_column or test_path, which apply to tables only. Remove them "
+            f"(the folder names are the labels; the test split is {_LAYOUT.format(split='test')})."
+        )
+    rows = sorted(_folder_rows(source, split) if kind is _Kind.FOLDER else _tar_rows(source, split))
+    if not rows:
+        raise DataError(
+            f"no {split} texts in {source}; expected {_LAYOUT.format(split=split)} files "
+            "(or one folder deeper). Fix --data or the study file's data.path."
+        )
+    return _assemble([r[2] for r in rows], [r[0] for r in rows], None, classes, source, split)
+
+
+def _folder_rows(source: Path, split: str) -> Iterator[_Row]:
+    roots = [source, *sorted(child for child in source.iterdir() if child.is_dir())]
+    tops = [root / split for root in roots if (root / split).is_dir()]
+    if not tops:
+        raise DataError(
+            f"no {split}/ folder in {source} (nor one folder below it); expected "
+            f"{_LAYOUT.format(split=split)}. Fix --data or the study file's data.path."
+        )
+    for folder in (p for p in tops[0].iterdir() if p.is_dir()):
+        for path in folder.rglob("*.txt"):
+            if path.is_file() and not path.name.startswith("."):
+                name = path.relative_to(tops[0]).as_posix()
+                yield folder.name, name, path.read_bytes().decode("utf-8", errors="replace")
+
+
+def _tar_rows(source: Path, split: str) -> Iterator[_Row]:
+    with tarfile.open(source, "r|*") as archive:
+        for member in archive:
+            parts = member.name.removeprefix("./").split("/")
+            # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...
+            at = next((a for a in (0, 1) if len(parts) >= a + 3 and parts[a] == split), None)
+            name = parts[-1]
+            if at is None or not member.isfile() or not name.endswith(".txt") or name[0] == ".":
+                continue
+            handle = archive.extractfile(member)
+            assert handle is not None  # regular files always have contents
+            text = handle.read().decode("utf-8", errors="replace")
+            yield parts[at + 1], "/".join(parts[at + 1 :]), text
+
+
+def _read_table(
+    path: Path, columns: TextColumns
+) -> tuple[list[str | None], list[str | None], list[str] | None]:
+    import pandas as pd
+
+    sep = _TABLES[path.suffix.lower()]
+    try:
+        if sep is None:
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep=sep, encoding="utf-8", **_CSV)
+    except ImportError as exc:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow, which is not installed. "
+            "Run `pip install pyarrow`, or save the table as .csv."
+        ) from exc
+    except (OSError, ValueError) as exc:  # pandas' parser and pyarrow errors are ValueErrors
+        raise DataError(f"{path}: cannot be read as a table ({exc}). Check the file.") from exc
+    wanted = {"text_column": columns.text, "label_column": columns.label}
+    for key, name in {**wanted, "group_column": columns.group}.items():
+        if name is not None and name not in frame.columns:
+            raise ConfigError(
+                f"{path} has no column {name!r} (the [data] {key}); its columns are "
+                f"{[str(c) for c in frame.columns]}. Set `{key}` in the study file's [data] "
+                "table to one of them."
+            )
+
+    def strings(values: pd.Series) -> list[str | None]:
+        # Integers come back as floats from a Parquet column with gaps: 1.0 must read "1".
+        if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+            values = values.astype("Int64")
+        return [None if pd.isna(v) else str(v) for v in values]
+
+    groups = None
+    if columns.group is not None:
+        found = strings(frame[columns.group])
+        groups = [f"<row {i}>" if g is None else g for i, g in enumerate(found)]
+    return strings(frame[columns.text]), strings(frame[columns.label]), groups
+
+
+def _assemble(
+    texts: Sequence[str | None],
+    labels: Sequence[str | None],
+    groups: Sequence[str] | None,
+    classes: list[str] | None,
+    where: Path,
+    split: str,
+) -> LabelledTexts:
+    no_text = [text is None or not text.strip() for text in texts]
+    no_label = [label is None for label in labels]
+    keep = [i for i, (a, b) in enumerate(zip(no_text, no_label, strict=True)) if not (a or b)]
+    if dropped := len(texts) - len(keep):
+        counts = (dropped, len(texts), split, sum(no_text), sum(no_label))
+        _log.warning(
+            "%s: dropped %d of %d %s rows (%d with empty text, %d without label)", where, *counts
+        )
+    kept = [str(labels[i]) for i in keep]
+    names = _check_classes(set(kept), classes, where, split)
+    index = {name: i for i, name in enumerate(names)}
+    return LabelledTexts(
+        texts=[str(texts[i]) for i in keep],
+        labels=np.array([index[label] for label in kept], dtype=np.int32),
+        classes=names,
+        groups=None if groups is None else np.array([groups[i] for i in keep], dtype=object),
+    )
+
+
+def _check_classes(
+    labels: set[str], expected: list[str] | None, where: Path, split: str
+) -> list[str]:
+    try:
+        found = sorted(labels, key=int)
+    except ValueError:
+        found = sorted(labels)
+    if expected is None:
+        if len(found) < 2:
+            raise DataError(
+                f"{where}: the {split} split has texts of {len(found)} class(es) {found}; "
+                "classification needs at least 2. Add texts of another class."
+            )
+        return found
+    unknown = [name for name in found if name not in set(expected)]
+    missing = [name for name in expected if name not in set(found)]
+    if unknown or missing:
+        raise ConfigError(
+            f"{where}: the {split} split's labels differ from train's classes {expected}: "
+            f"unknown {unknown}, without examples {missing}. Give the {split} split only train's "
+            "labels, with at least one text of each, so every class is evaluated."
+        )
+    return list(expected)
+
+
+def grouped_split(
+    labels: np.ndarray, groups: np.ndarray | None, val_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits indices into train and validation (seeded), keeping every group on one side.
+
+    Without groups this is `stratified_split`. With groups: each class's validation quota is
+    its share of `val_size` (largest remainder, at least 1, at most all but one, as in
+    `stratified_split`). Groups are visited in a seeded random order and one moves to
+    validation whole when no class would pass its quota; the visit stops once every quota is
+    met. A class still without a validation example then takes the first remaining group (in
+    the same order) that holds it. So validation has about `val_size` texts (at most that, before
+    such a rescue), in class proportions as close to the data's as the group sizes allow.
+
+    Args:
+        labels: Class index of every example.
+        groups: Group id of every example, or None.
+        val_size: About how many examples validation gets (data.val_size).
+        seed: Seed of the split.
+
+    Returns:
+        (train_index, val_index), each sorted.
+
+    Raises:
+        ConfigError: `val_size` or the grouping leaves some class out of one side.
+    """
+    if groups is None:
+        return stratified_split(labels, val_size, seed)
+    classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    k, n = len(classes), len(labels)
+    if not k <= val_size <= n - k or counts.min() < 2:
+        raise ConfigError(
+            f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
+            f"{n} texts of {k} classes (smallest class: {counts.min()}), got {val_size}. "
+            "Pick a val_size in that range."
+        )
+    ids, group_of = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    per_group = np.zeros((len(ids), k), dtype=np.int64)
+    np.add.at(per_group, (group_of, y), 1)
+    quota = _allocate(counts, val_size, np.ones_like(counts), counts - 1)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    in_val = np.zeros(len(ids), dtype=bool)
+    taken = np.zeros(k, dtype=np.int64)
+    for group in order:
+        if (taken + per_group[group] <= quota).all():
+            in_val[group] = True
+            taken += per_group[group]
+            if (taken == quota).all():
+                break
+    for c in range(k):
+        if taken[c] == 0:
+            rescue = next(g for g in order if not in_val[g] and per_group[g, c])
+            in_val[rescue] = True
+            taken += per_group[rescue]
+    if (bad := (taken == 0) | (taken == counts)).any():
+        raise ConfigError(
+            f"the split by group cannot put every class on both sides at data.val_size="
+            f"{val_size}: classes {classes[bad].tolist()} sit in too few groups "
+            f"({[int((per_group[:, c] > 0).sum()) for c in np.flatnonzero(bad)]}). Use a "
+            "larger val_size, a group_column with smaller groups, or no group_column."
+        )
+    val_mask = in_val[group_of]
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)

@@ -1,0 +1,305 @@
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import tarfile
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpo.data import text_sources as ts
+from hpo.data.stratify import stratified_split
+from hpo.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Per split and class, how many .txt files the synthetic folder holds.
+COUNTS = {"train": {"sport": 3, "art": 2, "news": 4}, "test": {"sport": 1, "art": 1, "news": 2}}
+
+
+def write_folder(root: Path, counts: dict[str, dict[str, int]] = COUNTS) -> Path:
+    """Writes <root>/<split>/<class>/NN.txt files whose text names them; returns root."""
+    for split, per_class in counts.items():
+        for label, count in per_class.items():
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                (folder / f"{index:02d}.txt").write_text(f"{split} {label} {index} é")
+    return root
+
+
+def write_table(path: Path, rows: dict[str, list[object]]) -> Path:
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t" if path.suffix == ".tsv" else ",", index=False)
+    return path
+
+
+TRAIN_ROWS: dict[str, list[object]] = {
+    "body": ["good pitch", "new film", "rain today", "bad pitch", "old film", "sun today"],
+    "topic": ["sport", "art", "news", "sport", "art", "news"],
+    "author": ["a", "b", "c", "a", "d", "c"],
+}
+
+
+def test_folder_layout_reads_classes_sorted_then_paths(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set")
+    (root / "train" / "art" / "notes.md").write_text("not a text example")
+    (root / "train" / "art" / "._00.txt").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    (root / "train" / "news" / "bad.txt").write_bytes(b"caf\xe9")
+    read = ts.read_texts(root, "train")
+    assert read.classes == ["art", "news", "sport"]
+    np.testing.assert_array_equal(read.labels, [0, 0, 1, 1, 1, 1, 1, 2, 2, 2])
+    assert read.labels.dtype == np.int32
+    assert read.texts[:2] == ["train art 0 é", "train art 1 é"]
+    assert read.texts[2:7] == [*(f"train news {i} é" for i in range(4)), "caf\ufffd"]
+    assert read.groups is None
+    test = ts.read_texts(root, "test", classes=read.classes)
+    assert test.texts == ["test art 0 é", "test news 0 é", "test news 1 é", "test sport 0 é"]
+
+
+def test_one_top_folder_and_tarball_read_the_same_texts(tmp_path: Path) -> None:
+    plain = ts.read_texts(write_folder(tmp_path / "plain"), "train")
+    nested = write_folder(tmp_path / "outer" / "mydata").parent
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "plain", arcname="mydata")
+    for source in (nested, archive, ts.locate_texts(archive, None)):
+        read = ts.read_texts(source, "train")
+        assert read.texts == plain.texts
+        assert read.classes == plain.classes
+        np.testing.assert_array_equal(read.labels, plain.labels)
+
+
+def test_missing_split_names_the_layout(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set", {"train": COUNTS["train"]})
+    with pytest.raises(DataError, match=r"no test/ folder.*<root>/test/<class>/\*\.txt"):
+        ts.read_texts(root, "test")
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="set")
+    with pytest.raises(DataError, match=r"no test texts.*<root>/test/<class>/\*\.txt"):
+        ts.read_texts(archive, "test")
+
+
+def test_table_settings_on_a_folder_are_rejected(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set")
+    with pytest.raises(ConfigError, match="apply to tables only"):
+        ts.read_texts(root, "train", columns=ts.TextColumns(group="author"))
+    with pytest.raises(ConfigError, match="test_path"):
+        ts.read_texts(root, "test", test_path=tmp_path / "test.csv")
+
+
+def test_csv_with_string_labels_and_a_group_column(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "train.csv", TRAIN_ROWS)
+    columns = ts.TextColumns(text="body", label="topic", group="author")
+    read = ts.read_texts(path, "train", columns=columns)
+    assert read.texts == TRAIN_ROWS["body"]
+    assert read.classes == ["art", "news", "sport"]
+    np.testing.assert_array_equal(read.labels, [2, 0, 1, 2, 0, 1])
+    assert read.groups is not None
+    assert read.groups.tolist() == TRAIN_ROWS["author"]
+    part = read.take(np.array([4, 0]))
+    assert part.texts == ["old film", "good pitch"]
+    assert part.labels.tolist() == [0, 2]
+    assert part.groups is not None
+    assert part.groups.tolist() == ["d", "a"]
+    assert part.classes == read.classes
+    assert len(part) == 2
+
+
+def test_tsv_integer_labels_sort_numerically_and_na_words_are_kept(tmp_path: Path) -> None:
+    rows: dict[str, list[object]] = {
+        "text": ["NA", "None", "ten, with a comma", "two"],
+        "label": [10, 2, 10, 1],
+    }
+    read = ts.read_texts(write_table(tmp_path / "train.tsv", rows), "train")
+    assert read.classes == ["1", "2", "10"]
+    assert read.texts == ["NA", "None", "ten, with a comma", "two"]
+    np.testing.assert_array_equal(read.labels, [2, 1, 2, 0])
+
+
+def test_parquet_is_read_or_asks_for_pyarrow(tmp_path: Path) -> None:
+    path = tmp_path / "train.parquet"
+    if importlib.util.find_spec("pyarrow") is None:
+        path.write_bytes(b"PAR1 not written: pyarrow is missing")
+        with pytest.raises(DataError, match=r"needs pyarrow.*pip install pyarrow"):
+            ts.read_texts(path, "train")
+        return
+    rows = {"text": list("xyzw"), "label": [3.0, None, 1.0, 3.0], "g": [7.0, 8.0, None, 9.0]}
+    read = ts.read_texts(write_table(path, rows), "train", columns=ts.TextColumns(group="g"))
+    assert read.classes == ["1", "3"]
+    assert read.texts == ["x", "z", "w"]
+    np.testing.assert_array_equal(read.labels, [1, 0, 1])
+    assert read.groups is not None
+    assert read.groups.tolist() == ["7", "<row 2>", "9"]
+
+
+def test_parquet_without_an_engine_asks_for_pyarrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for engine in ("pyarrow", "fastparquet"):
+        monkeypatch.setitem(sys.modules, engine, None)  # makes `import engine` fail
+    path = tmp_path / "train.parquet"
+    path.write_bytes(b"PAR1")
+    with pytest.raises(DataError, match=r"train\.parquet: reading Parquet needs pyarrow"):
+        ts.read_texts(path, "train")
+
+
+def test_table_test_split_is_test_path_labelled_with_train_classes(tmp_path: Path) -> None:
+    train = write_table(tmp_path / "train.csv", {"text": ["a", "b", "c"], "label": [0, 1, 2]})
+    test = write_table(tmp_path / "test.csv", {"text": ["x", "y", "z"], "label": [2, 0, 1]})
+    classes = ts.read_texts(train, "train").classes
+    read = ts.read_texts(train, "test", test_path=test, classes=classes)
+    assert read.texts == ["x", "y", "z"]
+    assert read.labels.tolist() == [2, 0, 1]
+    assert ts.read_texts(train, "train", test_path=test).texts == ["a", "b", "c"]
+
+
+def test_table_test_split_without_test_path_says_to_set_it(tmp_path: Path) -> None:
+    train = write_table(tmp_path / "train.csv", {"text": ["a", "b"], "label": ["x", "y"]})
+    with pytest.raises(DataError, match=r"`test_path` in the study file's \[data\].*not set"):
+        ts.read_texts(train, "test")
+    with pytest.raises(DataError, match="missing"):
+        ts.read_texts(train, "test", test_path=tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(
+    ("columns", "key", "name"),
+    [
+        (ts.TextColumns(), "text_column", "text"),
+        (ts.TextColumns(text="body"), "label_column", "label"),
+        (ts.TextColumns(text="body", label="topic", group="user"), "group_column", "user"),
+    ],
+)
+def test_missing_column_names_it_the_columns_found_and_the_key(
+    tmp_path: Path, columns: ts.TextColumns, key: str, name: str
+) -> None:
+    path = write_table(tmp_path / "train.csv", TRAIN_ROWS)
+    with pytest.raises(ConfigError) as caught:
+        ts.read_texts(path, "train", columns=columns)
+    message = str(caught.value)
+    assert f"no column '{name}'" in message
+    assert "['body', 'topic', 'author']" in message
+    assert f"`{key}`" in message
+
+
+def test_empty_texts_and_missing_labels_are_dropped_with_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text('text,label,g\nkeep one,x,\n,y,u\n"   ",x,u\nno label,,v\nkeep two,y,v\n')
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(path, "train", columns=ts.TextColumns(group="g"))
+    assert read.texts == ["keep one", "keep two"]
+    assert read.labels.tolist() == [0, 1]
+    assert read.groups is not None
+    assert read.groups.tolist() == ["<row 0>", "v"]  # a row without a group is its own group
+    assert "dropped 3 of 5 train rows (2 with empty text, 1 without label)" in caplog.text
+
+
+def test_test_labels_must_match_train_classes(tmp_path: Path) -> None:
+    train = write_table(tmp_path / "train.csv", {"text": list("abc"), "label": list("xyz")})
+    unknown = write_table(tmp_path / "u.csv", {"text": list("abc"), "label": list("xyq")})
+    with pytest.raises(ConfigError, match=r"unknown \['q'\], without examples \['z'\]"):
+        ts.read_texts(train, "test", test_path=unknown, classes=["x", "y", "z"])
+    fewer = write_table(tmp_path / "f.csv", {"text": list("ab"), "label": list("xy")})
+    with pytest.raises(ConfigError, match=r"unknown \[\], without examples \['z'\]"):
+        ts.read_texts(train, "test", test_path=fewer, classes=["x", "y", "z"])
+
+
+def test_fewer_than_two_classes_is_a_data_error(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "one.csv", {"text": ["a", "b"], "label": ["x", "x"]})
+    with pytest.raises(DataError, match=r"1 class\(es\) \['x'\].*at least 2"):
+        ts.read_texts(table, "train")
+    folder = write_folder(tmp_path / "set", {"train": {"only": 2}})
+    with pytest.raises(DataError, match="at least 2"):
+        ts.read_texts(folder, "train")
+
+
+def _grouped_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """300 examples of 3 classes (shares 1/2, 1/3, 1/6) in 60 groups of 1 to 9 examples."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 10, 60)
+    groups = np.repeat([f"g{i}" for i in range(60)], sizes).astype(object)
+    labels = rng.choice(3, len(groups), p=[1 / 2, 1 / 3, 1 / 6]).astype(np.int32)
+    return labels, groups
+
+
+def test_grouped_split_keeps_groups_whole_and_classes_on_both_sides() -> None:
+    labels, groups = _grouped_data()
+    train, val = ts.grouped_split(labels, groups, 60, seed=1)
+    assert not set(groups[train]) & set(groups[val])
+    assert sorted([*train, *val]) == list(range(len(labels)))
+    assert np.array_equal(train, np.sort(train)) and np.array_equal(val, np.sort(val))
+    assert set(labels[val]) == set(labels[train]) == {0, 1, 2}
+    assert 40 <= len(val) <= 60
+    shares = np.bincount(labels[val]) / len(val)
+    np.testing.assert_allclose(shares, np.bincount(labels) / len(labels), atol=0.1)
+
+
+def test_grouped_split_is_seeded() -> None:
+    labels, groups = _grouped_data()
+    first = ts.grouped_split(labels, groups, 60, seed=3)
+    again = ts.grouped_split(labels, groups, 60, seed=3)
+    other = ts.grouped_split(labels, groups, 60, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_grouped_split_rescues_a_class_whose_groups_exceed_its_quota() -> None:
+    # Class 1's quota is 1 (10% of 10) but it only comes in pairs: strict filling skips it.
+    labels = np.array([0] * 16 + [1, 1, 1, 1])
+    groups = np.array([f"a{i}" for i in range(16)] + ["b", "b", "c", "c"])
+    train, val = ts.grouped_split(labels, groups, 10, seed=0)
+    assert set(labels[val]) == set(labels[train]) == {0, 1}
+    assert not set(groups[train]) & set(groups[val])
+
+
+def test_grouped_split_names_the_fix_when_groups_are_too_coarse() -> None:
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    # All of class 1 is in group "b": whichever side gets it, the other has no class 1.
+    with pytest.raises(ConfigError, match=r"classes \[1\] sit in too few groups.*no group_col"):
+        ts.grouped_split(np.array([0, 0, 1, 1, 0, 0]), groups, 2, seed=0)
+    with pytest.raises(ConfigError, match="between 2 and 4"):
+        ts.grouped_split(np.array([0, 0, 1, 1, 0, 1]), groups, 5, seed=0)
+
+
+def test_grouped_split_without_groups_is_stratified() -> None:
+    labels, _ = _grouped_data()
+    got = ts.grouped_split(labels, None, 60, seed=2)
+    expected = stratified_split(labels, 60, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert len(got[1]) == 60
+
+
+def test_locate_prefers_flag_then_env_then_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = write_folder(tmp_path / "flag")
+    env = write_table(tmp_path / "env.csv", TRAIN_ROWS)
+    study = write_table(tmp_path / "study.tsv", TRAIN_ROWS)
+    monkeypatch.setenv(ts.ENV_VAR, str(env))
+    assert ts.locate_texts(flag, study) == flag.resolve()
+    assert ts.locate_texts(None, study) == env.resolve()
+    monkeypatch.delenv(ts.ENV_VAR)
+    assert ts.locate_texts(None, str(study)) == study.resolve()
+
+
+def test_locate_without_data_or_with_a_bad_path_says_how_to_give_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ts.ENV_VAR, raising=False)
+    with pytest.raises(DataError, match=r"--data PATH.*\$HPO_TEXT_PATH.*`\[data\] path`"):
+        ts.locate_texts(None, None)
+    with pytest.raises(DataError, match=r"--data points at .*nope, which does not exist"):
+        ts.locate_texts(tmp_path / "nope", None)
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(DataError, match=r"the study file's data.path .* is not a <root>"):
+        ts.locate_texts(None, tmp_path / "notes.json")

@@ -1,0 +1,149 @@
+"""KerasTuner hyperparameters on Optuna, define-by-run, and families loaded from import paths."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras_tuner
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.errors import ConfigError
+from hpo.models.external import load_families
+from hpo.models.hypermodel import HyperModelFamily, OptunaHyperParameters, to_distribution
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _every_kind(hp: keras_tuner.HyperParameters, seen: dict[str, Any]) -> None:
+    seen["int"] = hp.Int("int", 1, 9, step=2)
+    seen["int_log"] = hp.Int("int_log", 8, 512, sampling="log")
+    seen["int_log_step"] = hp.Int("int_log_step", 16, 256, step=2, sampling="log")
+    seen["float"] = hp.Float("float", 0.0, 0.5, step=0.1)
+    seen["float_log"] = hp.Float("float_log", 1e-4, 1e-1, sampling="log")
+    seen["float_reverse"] = hp.Float("float_reverse", 0.9, 0.999, sampling="reverse_log")
+    seen["choice"] = hp.Choice("choice", ["relu", "gelu", "tanh"])
+    seen["ordered"] = hp.Choice("ordered", [32, 64, 128], ordered=True)
+    seen["boolean"] = hp.Boolean("boolean")
+    seen["fixed"] = hp.Fixed("fixed", "always")
+
+
+EXPECTED = {
+    "int": IntDistribution(1, 9, step=2),
+    "int_log": IntDistribution(8, 512, log=True),
+    "int_log_step": CategoricalDistribution([16, 32, 64, 128, 256]),
+    "float": FloatDistribution(0.0, 0.5, step=0.1),
+    "float_log": FloatDistribution(1e-4, 1e-1, log=True),
+    "float_reverse": FloatDistribution(0.9, 0.999),
+    "choice": CategoricalDistribution(["relu", "gelu", "tanh"]),
+    "ordered": CategoricalDistribution([32, 64, 128]),
+    "boolean": CategoricalDistribution([False, True]),
+    "fixed": CategoricalDistribution(["always"]),
+}
+
+
+def test_every_kind_maps_to_its_distribution_and_the_sampled_values_reach_build() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        seen: dict[str, Any] = {}
+        hp = OptunaHyperParameters(
+            lambda name, dist, default, trial=trial: trial._suggest(name, dist)
+        )
+        _every_kind(hp, seen)
+        assert trial.params == seen
+        assert trial.distributions == EXPECTED
+        # KerasTuner's own view of the parameters agrees: hp.values holds what build used.
+        assert hp.values == seen
+        study.tell(trial, 0.0)
+
+
+def test_conditional_scopes_sample_only_active_parameters() -> None:
+    def build(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        kind = hp.Choice("kind", ["mlp", "cnn"])
+        with hp.conditional_scope("kind", ["mlp"]):
+            units = hp.Int("units", 8, 64)
+        with hp.conditional_scope("kind", ["cnn"]):
+            filters = hp.Int("filters", 8, 64)
+        return {"kind": kind, "units": units, "filters": filters}
+
+    study = optuna.create_study()
+    for kind in ("mlp", "cnn"):
+        study.enqueue_trial({"kind": kind})
+        trial = study.ask()
+        hp = OptunaHyperParameters(lambda n, d, default, t=trial: t._suggest(n, d))
+        built = build(hp)
+        active, inactive = ("units", "filters") if kind == "mlp" else ("filters", "units")
+        assert built[inactive] is None and isinstance(built[active], int)
+        assert set(trial.params) == {"kind", active}
+
+
+def test_an_unmappable_hyperparameter_is_a_config_error_naming_it() -> None:
+    class Custom(keras_tuner.engine.hyperparameters.HyperParameter):  # type: ignore[misc]
+        pass
+
+    hp = OptunaHyperParameters(lambda name, dist, default: default)
+    with pytest.raises(ConfigError, match=r"'odd' is a Custom.*hp\.Int, hp\.Float"):
+        hp._retrieve(Custom(name="odd", default=1))
+    with pytest.raises(ConfigError, match="cannot map"):
+        to_distribution(Custom(name="odd", default=1))
+
+
+def test_family_prefixes_clashing_names_and_reads_fit_arguments() -> None:
+    class Model(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return {"units": hp.Int("units", 1, 4), "vocab": hp.get("vocab_size")}
+
+        def fit(
+            self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kwargs: Any
+        ) -> Any:
+            return model.fit(*args, batch_size=hp.Choice("batch_size", [16, 32]), verbose=2)
+
+    family = HyperModelFamily("mine", Model(), lambda n: f"mine/{n}" if n == "batch_size" else n)
+    trial = optuna.create_study().ask()
+    built = family.build_trial(trial, {"vocab_size": 123, "batch_size": 64})
+    assert built["vocab"] == 123  # given values are readable with hp.get
+    arguments = family.fit_arguments()
+    assert arguments == {"batch_size": trial.params["mine/batch_size"]}
+    assert set(trial.params) == {"units", "mine/batch_size"}
+    # Without a trial (cost estimates), every parameter takes its default.
+    assert family.build({"vocab_size": 5}) == {"units": 1, "vocab": 5}
+
+
+def test_load_families_from_a_module_beside_the_study(tmp_path: Path) -> None:
+    (tmp_path / "userfams_a.py").write_text(
+        "import keras_tuner\n"
+        "class Tuned(keras_tuner.HyperModel):\n"
+        "    def build(self, hp):\n"
+        "        return hp.Int('blocks', 1, 3)\n"
+        "def build_fn(hp):\n"
+        "    return hp.Int('units', 1, 3)\n"
+        "NOT_A_MODEL = 3\n"
+    )
+    (tmp_path / "never_named.py").write_text("raise RuntimeError('imported without being named')\n")
+    families = load_families(
+        {"tuned": "userfams_a:Tuned", "fn": "userfams_a:build_fn"},
+        tmp_path,
+        builtin={},
+        reserved={"blocks"},
+    )
+    assert set(families) == {"tuned", "fn"}
+    assert all(isinstance(f, HyperModelFamily) for f in families.values())
+    # Two hypermodels in one study: every parameter carries its family's name.
+    trial = optuna.create_study().ask()
+    families["tuned"].build_trial(trial, {})  # type: ignore[attr-defined]
+    families["fn"].build_trial(trial, {})  # type: ignore[attr-defined]
+    assert set(trial.params) == {"tuned/blocks", "fn/units"}
+
+    with pytest.raises(ConfigError, match="is a int: expected a KerasTuner HyperModel"):
+        load_families({"x": "userfams_a:NOT_A_MODEL"}, tmp_path, builtin={}, reserved=set())
+    with pytest.raises(ConfigError, match=r"importing 'no_such_module' failed .*beside the study"):
+        load_families({"x": "no_such_module:build"}, tmp_path, builtin={}, reserved=set())
+    with pytest.raises(ConfigError, match="has no 'missing'; it defines"):
+        load_families({"x": "userfams_a:missing"}, tmp_path, builtin={}, reserved=set())
+    with pytest.raises(ConfigError, match="must be an import path"):
+        load_families({"x": "models/userfams_a.py:Tuned"}, tmp_path, builtin={}, reserved=set())
+    with pytest.raises(ConfigError, match="differ from the task's own families"):
+        load_families({"conv1d": "userfams_a:Tuned"}, tmp_path, {"conv1d": None}, set())  # type: ignore[dict-item]
