@@ -94,6 +94,11 @@ class DataConfig:
         seed: Seed of the validation split and of the training subset.
         image_size: Image tasks: [height, width] every image is resized to; needed only when a
             folder's images differ in size.
+        test_path: Text tables: the test split's own table (relative paths are read from the
+            study file's folder).
+        text_column, label_column: Text tables: the columns holding the text and its class.
+        group_column: Text tables: a column whose groups (an author, a product) stay on one
+            side of the validation split; none by default.
     """
 
     path: str | None = None
@@ -101,6 +106,10 @@ class DataConfig:
     train_size: int = 0
     seed: int = 0
     image_size: list[int] | None = None
+    test_path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    group_column: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
@@ -300,12 +309,15 @@ def load_study_config(path: str | Path) -> StudyConfig:
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str):
-        data_path = Path(data["path"]).expanduser()
-        raw["data"] = {
-            **data,
-            "path": str(data_path if data_path.is_absolute() else path.parent / data_path),
-        }
+    if isinstance(data, dict):
+        for key in ("path", "test_path"):
+            if isinstance(data.get(key), str):
+                data_path = Path(data[key]).expanduser()
+                data = {
+                    **data,
+                    key: str(data_path if data_path.is_absolute() else path.parent / data_path),
+                }
+        raw["data"] = data
     try:
         return _build(StudyConfig, raw, "")
     except ConfigError as exc:

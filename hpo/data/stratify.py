@@ -1,4 +1,5 @@
-"""Seeded, stratified splits and subsets of labelled examples: every class on every side."""
+"""Seeded, stratified splits and subsets of labelled examples: every class on every side, and
+every group (a movie, an author) on one side only."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from hpo.errors import ConfigError
 
-__all__ = ["stratified_split", "stratified_subset"]
+__all__ = ["grouped_split", "stratified_split", "stratified_subset"]
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,3 +78,67 @@ def _pick(
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(index[labels == c])[:q] for c, q in zip(classes, quota, strict=True)]
     return np.sort(np.concatenate(chosen))
+
+
+def grouped_split(
+    labels: np.ndarray, groups: np.ndarray | None, val_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits indices into train and validation (seeded), keeping every group on one side.
+
+    Without groups this is `stratified_split`. With groups: each class's validation quota is
+    its share of `val_size` (largest remainder, at least 1, at most all but one, as in
+    `stratified_split`). Groups are visited in a seeded random order and one moves to
+    validation whole when no class would pass its quota; the visit stops once every quota is
+    met. A class still without a validation example then takes the first remaining group (in
+    the same order) that holds it. So validation has about `val_size` texts (at most that, before
+    such a rescue), in class proportions as close to the data's as the group sizes allow.
+
+    Args:
+        labels: Class index of every example.
+        groups: Group id of every example, or None.
+        val_size: About how many examples validation gets (data.val_size).
+        seed: Seed of the split.
+
+    Returns:
+        (train_index, val_index), each sorted.
+
+    Raises:
+        ConfigError: `val_size` or the grouping leaves some class out of one side.
+    """
+    if groups is None:
+        return stratified_split(labels, val_size, seed)
+    classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    k, n = len(classes), len(labels)
+    if not k <= val_size <= n - k or counts.min() < 2:
+        raise ConfigError(
+            f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
+            f"{n} texts of {k} classes (smallest class: {counts.min()}), got {val_size}. "
+            "Pick a val_size in that range."
+        )
+    ids, group_of = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    per_group = np.zeros((len(ids), k), dtype=np.int64)
+    np.add.at(per_group, (group_of, y), 1)
+    quota = _allocate(counts, val_size, np.ones_like(counts), counts - 1)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    in_val = np.zeros(len(ids), dtype=bool)
+    taken = np.zeros(k, dtype=np.int64)
+    for group in order:
+        if (taken + per_group[group] <= quota).all():
+            in_val[group] = True
+            taken += per_group[group]
+            if (taken == quota).all():
+                break
+    for c in range(k):
+        if taken[c] == 0:
+            rescue = next(g for g in order if not in_val[g] and per_group[g, c])
+            in_val[rescue] = True
+            taken += per_group[rescue]
+    if (bad := (taken == 0) | (taken == counts)).any():
+        raise ConfigError(
+            f"the split by group cannot put every class on both sides at data.val_size="
+            f"{val_size}: classes {classes[bad].tolist()} sit in too few groups "
+            f"({[int((per_group[:, c] > 0).sum()) for c in np.flatnonzero(bad)]}). Use a "
+            "larger val_size, a group_column with smaller groups, or no group_column."
+        )
+    val_mask = in_val[group_of]
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)

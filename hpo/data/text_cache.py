@@ -8,6 +8,7 @@ vocabulary become the out-of-vocabulary id 1, and sequences keep their first `se
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ class TokenizedSplits:
         x_train, y_train, x_val, y_val: Token ids (int32, shape [n, max_len]) and labels.
         vocabulary: The vocabulary, index = token id (0 = padding, 1 = out of vocabulary).
         max_len: Sequence length of the arrays.
+        classes: Class names, label index = position.
     """
 
     x_train: np.ndarray
@@ -49,6 +51,7 @@ class TokenizedSplits:
     y_val: np.ndarray
     vocabulary: list[str]
     max_len: int
+    classes: list[str] = dataclasses.field(default_factory=lambda: ["negative", "positive"])
 
 
 def fingerprint(folder: Path) -> str:
@@ -68,7 +71,13 @@ def load_cached(folder: Path) -> TokenizedSplits | None:
     if loaded is None:
         return None
     arrays, meta = loaded
-    return TokenizedSplits(**arrays, vocabulary=meta["vocabulary"], max_len=meta["max_len"])
+    return TokenizedSplits(
+        **arrays,
+        vocabulary=meta["vocabulary"],
+        max_len=meta["max_len"],
+        # Caches from before other text tasks were all IMDB's.
+        classes=meta.get("classes", ["negative", "positive"]),
+    )
 
 
 def save_cached(folder: Path, splits: TokenizedSplits, settings: dict[str, Any]) -> None:
@@ -76,7 +85,12 @@ def save_cached(folder: Path, splits: TokenizedSplits, settings: dict[str, Any])
     array_cache.save_arrays(
         folder,
         {name: getattr(splits, name) for name in _ARRAYS},
-        {"settings": settings, "vocabulary": splits.vocabulary, "max_len": splits.max_len},
+        {
+            "settings": settings,
+            "vocabulary": splits.vocabulary,
+            "max_len": splits.max_len,
+            "classes": splits.classes,
+        },
     )
 
 

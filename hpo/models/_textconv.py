@@ -43,12 +43,14 @@ def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> ker
     """Builds the classifier with `conv(filters, kernel_size, padding=, name=)` as its conv layer.
 
     Args:
-        params: The trial's parameters: this module's SPACE plus vocab_size and seq_len.
+        params: The trial's parameters: this module's SPACE plus vocab_size and seq_len, and
+            `classes` (default 2).
         conv: Factory of the convolution layer (Conv1D, SeparableConv1D, ...).
         name: Model name.
 
     Returns:
-        An uncompiled functional model mapping token ids [batch, any length] to P(positive).
+        An uncompiled functional model mapping token ids [batch, any length] to P(class 1)
+        (two classes) or to class probabilities (more).
         Trailing padding (id 0) does not change the output.
     """
     import keras
@@ -95,5 +97,11 @@ def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> ker
         x = layers.Dense(params["dense_units"], activation="relu", name="head")(x)
         x = layers.Dropout(params["dropout"], name="head_dropout")(x)
     # float32 even under a mixed-precision policy: the probability feeds the loss and the ensemble.
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    classes = params.get("classes", 2)
+    if classes > 2:
+        outputs = layers.Dense(
+            classes, activation="softmax", dtype="float32", name="probabilities"
+        )(x)
+    else:
+        outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
     return keras.Model(inputs, outputs, name=name)

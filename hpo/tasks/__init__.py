@@ -13,6 +13,7 @@ from hpo.errors import ConfigError
 from hpo.tasks._base import Family, Task, TestSet, TrialData
 from hpo.tasks.images import CIFAR10, IMAGES
 from hpo.tasks.imdb import IMDB
+from hpo.tasks.text import TEXT
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TASKS", "Family", "Task", "TestSet", "TrialData", "get_task", "study_task"]
 
-TASKS: dict[str, Task] = {task.name: task for task in (IMDB, CIFAR10, IMAGES)}
+TASKS: dict[str, Task] = {task.name: task for task in (IMDB, TEXT, CIFAR10, IMAGES)}
 
 
 def get_task(name: str) -> Task:

@@ -86,8 +86,6 @@ class Task:
         epoch_examples: Examples one epoch over `x` computes at `cost_shape`, in equivalents
             (bucketed text computes fewer positions than it stores): `(x, batch_size, params)`.
         monitor: The validation metric the study maximizes, as Keras logs name it.
-        loss: Keras loss name (binary cross-entropy on one sigmoid unit; sparse categorical
-            cross-entropy on a softmax).
     """
 
     name: str
@@ -109,4 +107,3 @@ class Task:
     cost_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]
     epoch_examples: Callable[[np.ndarray, int, Mapping[str, Any]], float]
     monitor: str = "val_accuracy"
-    loss: str = "binary_crossentropy"

@@ -202,7 +202,6 @@ def _task(name: str, env_var: str, download: bool) -> Task:
         predict=predict,
         cost_shape=cost_shape,
         epoch_examples=epoch_examples,
-        loss="sparse_categorical_crossentropy",
     )
 
 

@@ -327,7 +327,7 @@ def build_model(
 
     A family that samples while it builds (a KerasTuner hypermodel) asks `trial` for its
     parameters. A model that comes compiled keeps its optimizer and loss (hpo adds the accuracy
-    metric it monitors); any other is compiled with the trial's optimizer and the task's loss.
+    metric it monitors); any other is compiled with the trial's optimizer and `loss_for` it.
     """
     family = task.families[params["family"]]
     build_trial = getattr(family, "build_trial", None)
@@ -338,8 +338,17 @@ def build_model(
     if getattr(model, "compiled", False) and model.optimizer is not None:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
     else:
-        model.compile(optimizer=make_optimizer(params), loss=task.loss, metrics=["accuracy"])
+        model.compile(optimizer=make_optimizer(params), loss=loss_for(model), metrics=["accuracy"])
     return model
+
+
+def loss_for(model: keras.Model) -> str:
+    """Binary cross-entropy for one sigmoid unit, sparse categorical cross-entropy for a softmax."""
+    return (
+        "binary_crossentropy"
+        if model.outputs[0].shape[-1] == 1
+        else "sparse_categorical_crossentropy"
+    )
 
 
 def _fit_arguments(task: Task, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def test_prepare_hits_the_cache_and_misses_on_changed_settings(
     first = imdb_task.prepare(config, None, space)
     assert imdb_task.prepare(config, None, space) == first
     assert len(calls) == 1
-    data = imdb_task.trial_data(first, {"vocab_size": 12, "seq_len": 50})
+    data = imdb_task.IMDB.trial_data(first, {"vocab_size": 12, "seq_len": 50})
     assert data.x_train.shape == (240 - 60, 50)
     assert data.x_val.shape == (60, 50)
     assert data.x_train.max() < 12

@@ -1,0 +1,270 @@
+"""Text classification: any labelled text folder or table, binary or multi-class.
+
+`task = "text"` reads the user's own data (`hpo.data.text_sources`: a `<split>/<class>/*.txt`
+folder or archive, or a CSV/TSV/Parquet table with a test table of its own), splits off a
+seeded validation set that keeps each group (`[data] group_column`) on one side, tokenizes once
+per study and trains the same Conv1D / SeparableConv1D families as IMDB, which is this task's
+built-in instance (`hpo.tasks.imdb`). Everything here after reading is shared with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.distributions import CategoricalDistribution
+
+from hpo.data import array_cache, batching, stratify, text_cache, text_sources
+from hpo.models import conv1d, sepconv1d
+from hpo.space import fit_value
+from hpo.tasks._base import Task, TestSet, TrialData
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from hpo.config import StudyConfig
+    from hpo.space import Space
+
+__all__ = ["TEXT", "text_task"]
+
+_log = logging.getLogger(__name__)
+
+SPACE: Space = {
+    "vocab_size": CategoricalDistribution([10000, 20000, 30000, 40000]),
+    "seq_len": CategoricalDistribution([200, 400, 800, 1600]),
+}
+DEFAULTS = {"vocab_size": 30000, "seq_len": 800}
+
+
+def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
+    """What a prepared cache depends on besides the space: the source and the split settings."""
+    stat = source.stat()
+    return {
+        "source": str(source),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "val_size": config.data.val_size,
+        "train_size": config.data.train_size,
+        "seed": config.data.seed,
+    }
+
+
+def prepare_tokens(
+    config: StudyConfig,
+    data_arg: str | None,
+    space: Space,
+    *,
+    name: str,
+    locate: Callable[[StudyConfig, str | None], Path],
+    read: Any,
+    extra_settings: Mapping[str, Any] | None = None,
+) -> Path:
+    """Reads and splits the training texts once per study, tokenizes them and caches the arrays.
+
+    The vocabulary and sequence length are the largest the (narrowed) space allows; the cache
+    is keyed by the data source and every setting that changes its content.
+
+    Args:
+        read: `read(config, source)` gives train texts, labels, validation texts, labels and the
+            class names; it never reads the test split.
+
+    Returns:
+        The cache folder, for `trial_data`.
+    """
+    source = locate(config, data_arg)
+    max_vocab, max_len = _largest(space["vocab_size"]), _largest(space["seq_len"])
+    settings = {
+        **source_settings(config, source),
+        **(extra_settings or {}),
+        "max_vocab": max_vocab,
+        "max_len": max_len,
+    }
+    folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
+    if (folder / array_cache.META_NAME).is_file():
+        return folder
+    _log.info("tokenizing %s (cache miss: %s)", source, folder)
+    train_texts, y_train, val_texts, y_val, classes = read(config, source)
+    vocabulary, (x_train, x_val) = text_cache.vectorize(
+        train_texts, [val_texts], max_vocab=max_vocab, max_len=max_len
+    )
+    splits = text_cache.TokenizedSplits(
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        vocabulary=vocabulary,
+        max_len=max_len,
+        classes=classes,
+    )
+    text_cache.save_cached(folder, splits, settings)
+    return folder
+
+
+def encode_test(folder: Path, texts: list[str], labels: np.ndarray) -> TestSet:
+    """The test texts encoded with the study's vocabulary, at the cached length."""
+    splits = load(folder)
+    layer = text_cache.make_vectorizer(max_len=splits.max_len, vocabulary=splits.vocabulary)
+    return TestSet(raw=np.array(texts, dtype=object), x=text_cache.encode(layer, texts), y=labels)
+
+
+def trial_data(folder: Path, params: Mapping[str, Any]) -> TrialData:
+    """Derives one trial's inputs (its vocabulary size and sequence length) from the cache."""
+    splits = load(folder)
+    return TrialData(
+        x_train=member_inputs(splits.x_train, params),
+        y_train=splits.y_train,
+        x_val=member_inputs(splits.x_val, params),
+        y_val=splits.y_val,
+    )
+
+
+def member_inputs(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """One trial's inputs (its vocabulary and length) from full-size token ids."""
+    return text_cache.derive(x, params["vocab_size"], params["seq_len"])
+
+
+def build_context(folder: Path) -> dict[str, Any]:
+    """Models are built for the data's number of classes (one sigmoid unit for two)."""
+    return {"classes": len(load(folder).classes)}
+
+
+def class_names(folder: Path) -> list[str]:
+    """The class names, in label order."""
+    return list(load(folder).classes)
+
+
+def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A `TextVectorization` from raw text to one trial's token ids, equal to `member_inputs`."""
+    splits = load(folder)
+    vocab_size, seq_len = params["vocab_size"], params["seq_len"]
+    layer = text_cache.make_vectorizer(max_len=seq_len, vocabulary=splits.vocabulary[:vocab_size])
+    return (vocab_size, seq_len), layer
+
+
+def raw_input(folder: Path) -> Any:
+    """A Keras input of text strings, one per example."""
+    import keras
+
+    return keras.Input(shape=(), dtype="string", name="review")
+
+
+def cost_shape(params: Mapping[str, Any]) -> tuple[int, ...]:
+    """Models are costed at the trial's full sequence length."""
+    return (params["seq_len"],)
+
+
+def epoch_examples(x: np.ndarray, batch_size: int, params: Mapping[str, Any]) -> float:
+    """Full-length equivalents of the token positions one bucketed epoch computes."""
+    lengths = batching.token_lengths(x)
+    return batching.computed_tokens(lengths, batch_size, x.shape[1]) / params["seq_len"]
+
+
+def load(folder: Path) -> text_cache.TokenizedSplits:
+    """The cached, tokenized splits in `folder`."""
+    splits = text_cache.load_cached(folder)
+    if splits is None:
+        raise FileNotFoundError(f"no tokenized data in {folder}; run the search to prepare it")
+    return splits
+
+
+def _largest(dist: Any) -> int:
+    if isinstance(dist, CategoricalDistribution):
+        return max(int(c) for c in dist.choices)  # type: ignore[arg-type]
+    return int(dist.high)
+
+
+def text_task(
+    name: str,
+    *,
+    locate: Callable[[StudyConfig, str | None], Path],
+    prepare: Callable[[StudyConfig, str | None, Space], Path],
+    load_test: Callable[[StudyConfig, str | None, Path], TestSet],
+    fingerprint: Callable[[Path], str] = text_cache.fingerprint,
+) -> Task:
+    """A text task: its own data reading, and the shared tokens, batches and families."""
+    return Task(
+        name=name,
+        families={"conv1d": conv1d, "sepconv1d": sepconv1d},
+        space=SPACE,
+        defaults={key: fit_value(SPACE[key], value) for key, value in DEFAULTS.items()},
+        locate=locate,
+        fingerprint=fingerprint,
+        prepare=prepare,
+        trial_data=trial_data,
+        load_test=load_test,
+        member_inputs=member_inputs,
+        build_context=build_context,
+        class_names=class_names,
+        export_preprocessing=export_preprocessing,
+        raw_input=raw_input,
+        dataset=batching.bucketed_dataset,
+        predict=batching.predict_bucketed,
+        cost_shape=cost_shape,
+        epoch_examples=epoch_examples,
+    )
+
+
+# The user's own data.
+
+
+def _locate(config: StudyConfig, data_arg: str | None) -> Path:
+    return text_sources.locate_texts(data_arg, config.data.path)
+
+
+def _columns(config: StudyConfig) -> text_sources.TextColumns:
+    return text_sources.TextColumns(
+        text=config.data.text_column, label=config.data.label_column, group=config.data.group_column
+    )
+
+
+def _test_path(config: StudyConfig) -> Path | None:
+    return Path(config.data.test_path) if config.data.test_path else None
+
+
+def _read_own(
+    config: StudyConfig, source: Path
+) -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
+    data = text_sources.read_texts(
+        source, "train", columns=_columns(config), test_path=_test_path(config)
+    )
+    train, val = stratify.grouped_split(
+        data.labels, data.groups, config.data.val_size, config.data.seed
+    )
+    if config.data.train_size:
+        train = stratify.stratified_subset(
+            data.labels, train, config.data.train_size, config.data.seed
+        )
+    train_part, val_part = data.take(train), data.take(val)
+    return train_part.texts, train_part.labels, val_part.texts, val_part.labels, data.classes
+
+
+def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
+    columns = _columns(config)
+    extra = {
+        "columns": [columns.text, columns.label, columns.group],
+        "test_path": config.data.test_path,
+    }
+    return prepare_tokens(
+        config, data_arg, space, name="text", locate=_locate, read=_read_own, extra_settings=extra
+    )
+
+
+def _load_own_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
+    test = text_sources.read_texts(
+        _locate(config, data_arg),
+        "test",
+        columns=_columns(config),
+        test_path=_test_path(config),
+        classes=class_names(folder),
+    )
+    return encode_test(folder, test.texts, test.labels)
+
+
+TEXT = text_task(
+    "text",
+    locate=_locate,
+    prepare=_prepare_own,
+    load_test=_load_own_test,
+)

@@ -1,0 +1,122 @@
+"""The text task on the user's own data: a three-class CSV and a three-class folder."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from hpo.config import load_study_config
+from hpo.ensemble import build_ensemble
+from hpo.search import run_search
+from hpo.study import search_space
+from hpo.tasks import get_task
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+WORDS = {
+    "cooking": ["recipe", "oven", "bake", "flour", "simmer"],
+    "sports": ["goal", "match", "team", "coach", "score"],
+    "travel": ["flight", "hotel", "beach", "passport", "museum"],
+}
+FILLER = ["the", "a", "was", "and", "it", "we", "very", "then", "there"]
+STUDY = """
+name = "topics"
+task = "text"
+n_trials = {n_trials}
+
+[sampler]
+seed = 5
+startup_trials = 2
+
+[pruner]
+kind = "none"
+
+[data]
+path = "{path}"
+{extra}
+val_size = 30
+seed = 0
+
+[training]
+max_epochs = 3
+patience = 2
+chance_epochs = 0
+
+[space]
+family = ["conv1d"]
+vocab_size = [10000]
+seq_len = [200]
+embedding_dim = [32, 40]
+filters = [32]
+blocks = [1, 1]
+branches = [1, 1]
+dense_units = [0]
+batch_size = [32]
+learning_rate = [0.003, 0.01]
+"""
+
+
+def _texts(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """(text, label, author) rows: each text mixes its topic's words into filler."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        topic = list(WORDS)[i % 3]
+        words = list(rng.choice(FILLER, 12)) + list(rng.choice(WORDS[topic], 4))
+        rng.shuffle(words)
+        rows.append((" ".join(words), topic, f"author{i % 25}"))
+    return rows
+
+
+def _study(folder: Path, path: Path, extra: str = "", n_trials: int = 2) -> Path:
+    study = folder / "topics.toml"
+    study.write_text(STUDY.format(path=path, extra=extra, n_trials=n_trials))
+    return study
+
+
+def test_a_three_class_csv_with_groups_searches_and_ensembles(tmp_path: Path) -> None:
+    columns = ["body", "topic", "author"]
+    pd.DataFrame(_texts(150, 0), columns=columns).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(_texts(45, 1), columns=columns).to_csv(tmp_path / "test.csv", index=False)
+    extra = (
+        'test_path = "test.csv"\ntext_column = "body"\nlabel_column = "topic"\n'
+        'group_column = "author"'
+    )
+    config = load_study_config(_study(tmp_path, tmp_path / "train.csv", extra))
+    task = get_task("text")
+    folder = task.prepare(config, None, search_space(task, config.space).shared)
+    assert task.class_names(folder) == ["cooking", "sports", "travel"]
+    assert task.build_context(folder) == {"classes": 3}
+
+    summary = run_search(config, progress=False)
+    assert summary.finished == 2
+    study = optuna.load_study(study_name="topics", storage=config.storage_url)
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+    out = tmp_path / "ensemble"
+    build_ensemble(config, study, top=2, out_dir=out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"] == ["cooking", "sports", "travel"]
+    assert report["test_examples"] == 45
+    assert set(report["test"]["ensemble"]["per_class_accuracy"]) == set(WORDS)
+    assert report["test"]["ensemble"]["accuracy"] > 0.6  # chance is 1/3
+    assert np.load(out / "test_predictions.npy").shape == (45, 3)
+
+
+def test_a_three_class_text_folder_runs_a_study(tmp_path: Path) -> None:
+    for split, n, seed in (("train", 120, 2), ("test", 30, 3)):
+        for i, (text, label, _) in enumerate(_texts(n, seed)):
+            path = tmp_path / "data" / split / label / f"{i:04d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    config = load_study_config(_study(tmp_path, tmp_path / "data"))
+    summary = run_search(config, progress=False)
+    assert summary.finished == 2 and summary.failed == 0
+    study = optuna.load_study(study_name="topics", storage=config.storage_url)
+    best = study.best_trial
+    assert best.user_attrs["val_accuracy"] > 0.5
