@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +36,9 @@ def main() -> int:
     parser.add_argument("--train-size", type=int, help="training reviews (default: the study's)")
     parser.add_argument("--out", default="/tmp/hpo-pruners")
     parser.add_argument("--data")
+    parser.add_argument("--sequential", action="store_true", help="one pruner after the other")
+    parser.add_argument("--arm", choices=[k.value for k in PrunerKind], help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_study_config(args.study)
@@ -41,22 +46,35 @@ def main() -> int:
     data = base.data
     if args.train_size is not None:
         data = dataclasses.replace(data, train_size=args.train_size)
-    rows = []
-    for kind in (PrunerKind.MEDIAN, PrunerKind.HYPERBAND):
-        name = f"{base.name}-{kind.value}"
-        config = dataclasses.replace(
+    kinds = (PrunerKind.MEDIAN, PrunerKind.HYPERBAND)
+    configs = {
+        kind: dataclasses.replace(
             base,
-            name=name,
-            study_dir=Path(args.out) / name,
+            name=f"{base.name}-{kind.value}",
+            study_dir=Path(args.out) / f"{base.name}-{kind.value}",
             storage=None,
             artifacts=None,
             budget=budget,
             data=data,
             pruner=dataclasses.replace(base.pruner, kind=kind),
         )
-        print(f"== {kind.value}: {config.study_dir}", flush=True)
-        run_search(config, data=args.data, progress=False)
-        rows.append((kind.value, _summary(config.storage_url, name, budget)))
+        for kind in kinds
+    }
+    if args.arm is not None:
+        # One arm of a side-by-side run, on the core it was given.
+        os.sched_setaffinity(0, {args.cpu})
+        run_search(configs[PrunerKind(args.arm)], data=args.data, progress=False)
+        return 0
+    if args.sequential:
+        for kind in kinds:
+            print(f"== {kind.value}: {configs[kind].study_dir}", flush=True)
+            run_search(configs[kind], data=args.data, progress=False)
+    else:
+        _side_by_side(args, kinds)
+    rows = [
+        (kind.value, _summary(configs[kind].storage_url, configs[kind].name, budget))
+        for kind in kinds
+    ]
     print(f"\nsame budget ({args.budget} each), data train_size={data.train_size or 'all'}:")
     print(
         f"{'pruner':<10} {'best val':<9} {'complete':<9} {'pruned':<7} {'epochs':<7} "
@@ -68,6 +86,21 @@ def main() -> int:
     winner = max(rows, key=lambda row: row[1][0])[0]
     print(f"better best-validation score: {winner}")
     return 0
+
+
+def _side_by_side(args: argparse.Namespace, kinds: tuple[PrunerKind, ...]) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < len(kinds):
+        raise SystemExit(f"side by side needs {len(kinds)} CPU cores, found {len(cpus)}")
+    forwarded = [a for a in sys.argv[1:] if a != "--sequential"]
+    arms = []
+    for kind, cpu in zip(kinds, cpus, strict=False):
+        command = [sys.executable, __file__, *forwarded, "--arm", kind.value, "--cpu", str(cpu)]
+        print(f"== {kind.value} on CPU {cpu}", flush=True)
+        arms.append(subprocess.Popen(command))
+    codes = [arm.wait() for arm in arms]
+    if any(codes):
+        raise SystemExit(f"an arm failed: exit codes {codes}")
 
 
 def _summary(

@@ -151,7 +151,8 @@ def run_search(
         if deadline is not None or any(hasattr(f, "build_trial") for f in task.families.values()):
             _check_defaults(config, study, task, space, data_folder, clock)
         workers = min(config.workers, remaining)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        # The cores this process may run on (a container's or taskset's share), not the machine's.
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
         budget = (
             f"; budget {format_duration(config.budget)}, {format_duration(clock.spent())} spent, "
             f"{format_duration(clock.left())} left"

@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 
 from hpo import metrics
+from hpo.budget import format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import CostFeatures, estimate_epoch_seconds, example_flops
 from hpo.precision import Precision, gpu_capability, resolve_precision
@@ -188,7 +189,7 @@ def _train_trial(
         needs.append((deadline, 1, "the study's budget"))
     cap = config.trial_cap_seconds
     if cap is not None:
-        why = f"the per-trial cap of {cap / 60:.0f} min"
+        why = f"the per-trial cap of {format_duration(cap)}"
         deadlines.append((started + cap, why))
         needs.append(
             (started + cap, min(config.training.max_epochs, config.training.patience + 1), why)

@@ -93,7 +93,7 @@ def test_a_trial_estimated_past_the_cap_does_not_start(fake_imdb: Path, tmp_path
     config, folder = _prepared(fake_imdb, tmp_path)
     config = config.with_overrides(max_trial_minutes=1.0)
     trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
-    with pytest.raises(optuna.TrialPruned, match=r"not started: .* per-trial cap of 1 min"):
+    with pytest.raises(optuna.TrialPruned, match=r"not started: .* per-trial cap of 1m 00s"):
         train_trial(trial, config, folder, tmp_path / "work", cost_ratios={"*": 1e9})
     assert "epochs" not in trial.study.trials[0].user_attrs
 
