@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import os
 import shlex
@@ -373,7 +374,8 @@ def run_kerastuner(config: StudyConfig, family: str, data: str | None, project_d
     """Runs (or resumes) KerasTuner's BayesianOptimization within the budget, then tests its best.
 
     Raises:
-        ConfigError: The family is not a KerasTuner hypermodel.
+        ConfigError: The family is not a KerasTuner hypermodel, or scipy or scikit-learn is
+            missing.
         HpoError: KerasTuner completed no trial.
     """
     assert config.budget is not None  # family_config requires one
@@ -383,6 +385,12 @@ def run_kerastuner(config: StudyConfig, family: str, data: str | None, project_d
         raise ConfigError(
             f"family {family!r} is an hpo family module, not a KerasTuner hypermodel; "
             f"KerasTuner cannot search it. Pass a --family that names a HyperModel or build(hp)."
+        )
+    missing = [m for m in ("scipy", "sklearn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"KerasTuner's BayesianOptimization needs scipy and scikit-learn; {missing} cannot "
+            f"be imported. Run `pip install 'keras-tuner[bayesian]'`."
         )
     project_dir.mkdir(parents=True, exist_ok=True)
     clock = TunerClock(project_dir / BUDGET_FILE, config.budget)
