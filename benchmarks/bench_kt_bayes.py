@@ -29,7 +29,7 @@ Both legs are budget-bound (at most 1000 trials each); the data is tokenized onc
 either leg's clock starts, so neither budget pays for it. Budget time counts the seconds a leg's
 runs were alive, so a pause between resumed runs does not count.
 
-Usage:
+Usage (KerasTuner's BayesianOptimization needs `pip install 'keras-tuner[bayesian]'`):
     python benchmarks/bench_kt_bayes.py [--study examples/keras_tuner/imdb-kerastuner.toml]
         [--family bilstm] [--budget 1h] [--legs kerastuner hpo report] [--data PATH]
 """
@@ -44,6 +44,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,7 @@ from bench_headline import (
     load_hpo_study,
 )
 from keras_tuner.engine.trial import Trial, TrialStatus
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from hpo import metrics
@@ -358,6 +360,7 @@ class BudgetBayesian(keras_tuner.BayesianOptimization):
             "family": self.hypermodel.name,
             "epochs": [0, self.hypermodel.config.training.max_epochs],
             "epochs_run": fit.epochs,
+            "params": ended.hyperparameters.values,
             "batch_size": self.hypermodel.last_batch_size,
             "stopped_at_budget": fit.stopped,
             "trial_seconds": round(time.perf_counter() - self._started, 2),
@@ -416,7 +419,10 @@ def run_kerastuner(config: StudyConfig, family: str, data: str | None, project_d
             )
             tuner = BudgetBayesian(oracle, hypermodel, project_dir, config.sampler.seed)
             if clock.running:
-                tuner.search(verbose=0)
+                with warnings.catch_warnings():
+                    # The Gaussian process's length-scale notes, once per trial.
+                    warnings.filterwarnings("ignore", module=r"sklearn\.gaussian_process")
+                    tuner.search(verbose=0)
             else:
                 print(f"KerasTuner has spent its budget of {format_duration(config.budget)}.")
     finally:
@@ -441,7 +447,10 @@ def evaluate_kt_best(
         return
     started = time.perf_counter()
     task, given = tuner.hypermodel.task, tuner.hypermodel.given
-    model = tuner.load_model(trial)
+    with warnings.catch_warnings():
+        # KerasTuner's checkpoint holds the optimizer's state, which a test needs none of.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = tuner.load_model(trial)
     test = task.load_test(config, data, folder)
     predictions = metrics.as_probabilities(task.predict(model, task.member_inputs(test.x, given)))
     summary = metrics.summary(test.y, predictions)
@@ -502,6 +511,7 @@ def run_hpo(config: StudyConfig, data: str | None, ensemble_dir: Path) -> None:
 # --- report ----------------------------------------------------------------------------------
 
 ROWS = [
+    "parameters searched",
     "budget",
     "search time (budget time)",
     "trials finished (complete / pruned / failed)",
@@ -521,6 +531,7 @@ def kt_column(project_dir: Path, budget: float) -> dict[str, str]:
     failed = [r for r in records if r["status"] in (TrialStatus.FAILED, TrialStatus.INVALID)]
     intervals = (_read_json(project_dir / BUDGET_FILE) or {}).get("intervals", [])
     rows = {
+        "parameters searched": ", ".join(sorted({n for r in records for n in r.get("params", {})})),
         "budget": format_duration(budget),
         "search time (budget time)": format_duration(union_seconds(intervals)),
         "trials finished (complete / pruned / failed)": (
@@ -546,7 +557,15 @@ def hpo_column(study: optuna.Study, config: StudyConfig, ensemble_dir: Path) -> 
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in TrialState}
     finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
+    searched = {
+        name
+        for t in trials
+        for name, dist in t.distributions.items()
+        if name != "family"
+        and not (isinstance(dist, CategoricalDistribution) and len(dist.choices) == 1)
+    }
     rows = {
+        "parameters searched": ", ".join(sorted(searched)),
         "budget": format_duration(config.budget),
         "search time (budget time)": format_duration(spent_seconds(study)),
         "trials finished (complete / pruned / failed)": (
