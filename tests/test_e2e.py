@@ -9,10 +9,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-import keras
 import pytest
 
-from hpo.contract import Attr
+from hpo.contract import Attr, load_keras_file
 from hpo.store import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
         stored = artifacts / attrs[Attr.CHECKPOINT_ID]
         assert sha256_file(stored) == attrs[Attr.CHECKPOINT_SHA256]
         checkpoint = shutil.copy(stored, tmp_path / f"trial-{trial['number']}.keras")
-        model = keras.models.load_model(checkpoint)
+        model = load_keras_file(checkpoint)
         assert model.count_params() == attrs["params_count"]
         assert 0.5 < attrs["val_accuracy"] <= 1
         assert attrs["epochs"] >= 1

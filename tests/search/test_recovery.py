@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.contract import Attr, fetch_checkpoint
+from hpo.contract import Attr, fetch_checkpoint, load_keras_file
 from hpo.models import conv1d
 from hpo.search import run_search
 from hpo.search.recovery import sweep_dead_local_trials
@@ -237,6 +237,8 @@ def _write_slowly(partial: Path) -> None:
     callback = AtomicModelCheckpoint(final, monitor="val_accuracy", mode="max")
     callback.set_model(model)
     callback.on_epoch_end(0, {"val_accuracy": 0.6})
+    # The watcher waits for this: the first save (a real, fast one) is complete.
+    partial.with_name("first-saved").touch()
 
     def slow_save(filepath: str, *args: object, **kwargs: object) -> None:
         with open(filepath, "wb") as handle:
@@ -273,9 +275,12 @@ def _kill_when_exists(
 
 def test_kill_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path: Path) -> None:
     partial = tmp_path / "best.partial.keras"
-    _kill_when_exists(_write_slowly, partial, lambda: [partial] if partial.exists() else [])
+    first = tmp_path / "first-saved"
+    _kill_when_exists(
+        _write_slowly, partial, lambda: [partial] if first.exists() and partial.exists() else []
+    )
     final = tmp_path / "best.keras"
-    assert keras.models.load_model(final, safe_mode=True).count_params() > 0
+    assert load_keras_file(final).count_params() > 0
     assert sha256_file(final) != sha256_file(partial)
 
 
