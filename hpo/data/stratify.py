@@ -23,13 +23,8 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
         ConfigError: `val_size` leaves some class out of one side.
     """
     classes, counts = np.unique(labels, return_counts=True)
-    k, n = len(classes), len(labels)
-    if not k <= val_size <= n - k or counts.min() < 2:
-        raise ConfigError(
-            f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
-            f"{n} images of {k} classes (smallest class: {counts.min()}), got {val_size}. "
-            "Pick a val_size in that range."
-        )
+    n = len(labels)
+    _check_val_size(counts, val_size)
     quota = _allocate(counts, val_size, np.ones_like(counts), counts - 1)
     val_index = _pick(labels, np.arange(n), classes, quota, seed)
     return np.setdiff1d(np.arange(n), val_index), val_index
@@ -58,6 +53,16 @@ def stratified_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: in
         )
     quota = _allocate(counts, size, np.ones_like(counts), counts)
     return _pick(labels[index], np.asarray(index), classes, quota, seed)
+
+
+def _check_val_size(counts: np.ndarray, val_size: int) -> None:
+    k, n = len(counts), int(counts.sum())
+    if not k <= val_size <= n - k or counts.min() < 2:
+        raise ConfigError(
+            f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
+            f"{n} examples of {k} classes (smallest class: {counts.min()}), got {val_size}. "
+            "Pick a val_size in that range."
+        )
 
 
 def _allocate(counts: np.ndarray, size: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -108,13 +113,8 @@ def grouped_split(
     if groups is None:
         return stratified_split(labels, val_size, seed)
     classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    k, n = len(classes), len(labels)
-    if not k <= val_size <= n - k or counts.min() < 2:
-        raise ConfigError(
-            f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
-            f"{n} texts of {k} classes (smallest class: {counts.min()}), got {val_size}. "
-            "Pick a val_size in that range."
-        )
+    k = len(classes)
+    _check_val_size(counts, val_size)
     ids, group_of = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     per_group = np.zeros((len(ids), k), dtype=np.int64)
     np.add.at(per_group, (group_of, y), 1)

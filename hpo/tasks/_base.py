@@ -107,3 +107,16 @@ class Task:
     cost_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]
     epoch_examples: Callable[[np.ndarray, int, Mapping[str, Any]], float]
     monitor: str = "val_accuracy"
+
+
+def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
+    """What a prepared cache depends on besides the space: the source and the split settings."""
+    stat = source.stat()
+    return {
+        "source": str(source),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "val_size": config.data.val_size,
+        "train_size": config.data.train_size,
+        "seed": config.data.seed,
+    }

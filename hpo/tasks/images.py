@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution
 from hpo.data import array_cache, image_cache, images, stratify
 from hpo.models import conv2d, sepconv2d
 from hpo.space import fit_value
-from hpo.tasks._base import Task, TestSet, TrialData
+from hpo.tasks._base import Task, TestSet, TrialData, source_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -62,18 +62,9 @@ def _prepare(
         The cache folder, for `trial_data`.
     """
     source = locate(config, data_arg)
-    stat = source.stat()
-    settings = {
-        "source": str(source),
-        "source_size": stat.st_size,
-        "source_mtime_ns": stat.st_mtime_ns,
-        "val_size": config.data.val_size,
-        "train_size": config.data.train_size,
-        "seed": config.data.seed,
-        "image_size": config.data.image_size,
-    }
+    settings = {**source_settings(config, source), "image_size": config.data.image_size}
     folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
-    if (folder / "meta.json").is_file():
+    if (folder / array_cache.META_NAME).is_file():
         return folder
     _log.info("decoding %s (cache miss: %s)", source, folder)
     size = tuple(config.data.image_size) if config.data.image_size else None

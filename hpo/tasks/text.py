@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
 from hpo.models import conv1d, sepconv1d
 from hpo.space import fit_value
-from hpo.tasks._base import Task, TestSet, TrialData
+from hpo.tasks._base import Task, TestSet, TrialData, source_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -36,19 +36,6 @@ SPACE: Space = {
     "seq_len": CategoricalDistribution([200, 400, 800, 1600]),
 }
 DEFAULTS = {"vocab_size": 30000, "seq_len": 800}
-
-
-def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
-    """What a prepared cache depends on besides the space: the source and the split settings."""
-    stat = source.stat()
-    return {
-        "source": str(source),
-        "source_size": stat.st_size,
-        "source_mtime_ns": stat.st_mtime_ns,
-        "val_size": config.data.val_size,
-        "train_size": config.data.train_size,
-        "seed": config.data.seed,
-    }
 
 
 def prepare_tokens(
