@@ -27,11 +27,14 @@ each resuming where an earlier run stopped:
 
 Both legs are budget-bound (at most 1000 trials each); the data is tokenized once before
 either leg's clock starts, so neither budget pays for it. Budget time counts the seconds a leg's
-runs were alive, so a pause between resumed runs does not count.
+runs were alive, so a pause between resumed runs does not count. The two legs run side by side,
+each pinned to its own CPU core, so both see the same machine at the same time (`--sequential`
+runs them one after the other, each on every core).
 
 Usage (KerasTuner's BayesianOptimization needs `pip install 'keras-tuner[bayesian]'`):
     python benchmarks/bench_kt_bayes.py [--study examples/keras_tuner/imdb-kerastuner.toml]
         [--family bilstm] [--budget 1h] [--legs kerastuner hpo report] [--data PATH]
+        [--sequential]
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from bench_headline import (
 from keras_tuner.engine.trial import Trial, TrialStatus
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
+from side_by_side import run_pinned
 
 from hpo import metrics
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
@@ -634,6 +638,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
     parser.add_argument("--budget", help="each leg's wall-clock budget (default: the study's)")
+    parser.add_argument(
+        "--sequential", action="store_true", help="one leg after the other, not side by side"
+    )
+    parser.add_argument("--arm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     command = shlex.join(
@@ -653,12 +661,24 @@ def main(argv: list[str] | None = None) -> int:
         config = family_config(load_study_config(args.study), args.family, budget)
         project_dir = config.study_dir / TUNER_FOLDER
         ensemble_dir = config.study_dir / ENSEMBLE_FOLDER
-        if "kerastuner" in args.legs or "hpo" in args.legs:
+        searches = [leg for leg in args.legs if leg != "report"]
+        if searches:
             prepare_data(config, args.data)
-        if "kerastuner" in args.legs:
+        if len(searches) > 1 and not args.sequential:
+            given = sys.argv[1:] if argv is None else argv
+            run_pinned(
+                {
+                    leg: [sys.executable, __file__, *given, "--legs", leg, "--arm"]
+                    for leg in searches
+                }
+            )
+            searches = []
+        if "kerastuner" in searches:
             run_kerastuner(config, args.family, args.data, project_dir)
-        if "hpo" in args.legs:
+        if "hpo" in searches:
             run_hpo(config, args.data, ensemble_dir)
+        if args.arm:
+            return 0  # one leg of a side-by-side run; the parent prints the report
         print_report(config, args.family, project_dir, ensemble_dir, command)
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)

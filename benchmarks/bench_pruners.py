@@ -1,6 +1,7 @@
 """Median pruner vs Hyperband at the same wall-clock budget: which finds the better model?
 
-Runs the same study twice, one after the other, with the same sampler seed, data and budget:
+Runs the same study twice, side by side with each pinned to its own CPU core (or one after the
+other with `--sequential`), with the same sampler seed, data and budget:
 once with the median pruner and once with Optuna's `HyperbandPruner` (epochs as the resource,
 from 1 to `max_epochs`). Prints, for each: the best validation accuracy, trials complete / pruned,
 epochs trained, and the best validation accuracy reached by each quarter of the budget. Both
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from side_by_side import run_pinned
 
 from hpo.budget import parse_duration
 from hpo.config import PrunerKind, load_study_config
@@ -38,7 +40,6 @@ def main() -> int:
     parser.add_argument("--data")
     parser.add_argument("--sequential", action="store_true", help="one pruner after the other")
     parser.add_argument("--arm", choices=[k.value for k in PrunerKind], help=argparse.SUPPRESS)
-    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_study_config(args.study)
@@ -61,8 +62,7 @@ def main() -> int:
         for kind in kinds
     }
     if args.arm is not None:
-        # One arm of a side-by-side run, on the core it was given.
-        os.sched_setaffinity(0, {args.cpu})
+        # One arm of a side-by-side run, on the core it was started on.
         run_search(configs[PrunerKind(args.arm)], data=args.data, progress=False)
         return 0
     if args.sequential:
@@ -70,7 +70,12 @@ def main() -> int:
             print(f"== {kind.value}: {configs[kind].study_dir}", flush=True)
             run_search(configs[kind], data=args.data, progress=False)
     else:
-        _side_by_side(args, kinds)
+        run_pinned(
+            {
+                kind.value: [sys.executable, __file__, *sys.argv[1:], "--arm", kind.value]
+                for kind in kinds
+            }
+        )
     rows = [
         (kind.value, _summary(configs[kind].storage_url, configs[kind].name, budget))
         for kind in kinds
@@ -86,21 +91,6 @@ def main() -> int:
     winner = max(rows, key=lambda row: row[1][0])[0]
     print(f"better best-validation score: {winner}")
     return 0
-
-
-def _side_by_side(args: argparse.Namespace, kinds: tuple[PrunerKind, ...]) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < len(kinds):
-        raise SystemExit(f"side by side needs {len(kinds)} CPU cores, found {len(cpus)}")
-    forwarded = [a for a in sys.argv[1:] if a != "--sequential"]
-    arms = []
-    for kind, cpu in zip(kinds, cpus, strict=False):
-        command = [sys.executable, __file__, *forwarded, "--arm", kind.value, "--cpu", str(cpu)]
-        print(f"== {kind.value} on CPU {cpu}", flush=True)
-        arms.append(subprocess.Popen(command))
-    codes = [arm.wait() for arm in arms]
-    if any(codes):
-        raise SystemExit(f"an arm failed: exit codes {codes}")
 
 
 def _summary(
