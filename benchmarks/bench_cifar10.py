@@ -23,13 +23,16 @@ leg resumes where an earlier run stopped and redoes nothing that is finished.
   CIFAR-10 results for reference, and the command lines that produced it.
 
 Budget time counts the seconds a leg's runs were alive, data preparation included, so a pause
-between resumed runs does not count. The test split is read only by the two final evaluations
-(the ensemble's and the book model's best checkpoint); the search, the book model's training and
-the epoch timings never read it.
+between resumed runs does not count. The hpo and book legs run side by side, each pinned to its
+own CPU core, so both see the same machine at the same time (`--sequential` runs them one after
+the other, each on every core); the epochs leg runs after them. The test split is read only by
+the two final evaluations (the ensemble's and the book model's best checkpoint); the search, the
+book model's training and the epoch timings never read it.
 
 Usage:
     python benchmarks/bench_cifar10.py [--study studies/cifar10.toml]
         [--legs hpo book epochs report] [--budget 2h] [--data PATH] [--images 5000]
+        [--sequential]
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from bench_headline import (
 )
 from bench_image_epoch import PRECISIONS, StepClock
 from optuna.trial import TrialState
+from side_by_side import run_pinned
 
 from hpo import metrics
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
@@ -622,32 +626,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--images", type=int, default=5000, help="training images the epochs leg times"
     )
+    parser.add_argument(
+        "--sequential", action="store_true", help="hpo and book one after the other"
+    )
+    parser.add_argument("--arm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    command = shlex.join(
-        [
-            "python",
-            "benchmarks/bench_cifar10.py",
-            *(sys.argv[1:] if argv is None else argv),
-        ]
-    )
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benchmarks/bench_cifar10.py", *given])
     try:
         config = load_study_config(args.study)
         if args.budget:
             config = config.with_overrides(budget=parse_duration(args.budget, "--budget"))
         ensemble_dir = config.study_dir / ENSEMBLE_FOLDER
         book_dir = config.study_dir / BOOK_FOLDER
-        if set(args.legs) - {"report"}:
+        if set(args.legs) - {"report"} and not args.arm:
             record_command(config, command)
         # Where hpo's search read its data, unless given: the book must read the same arrays.
         study = load_hpo_study(config)
         data = args.data or (provenance.recorded_source(study) if study else None)
-        if "hpo" in args.legs:
+        legs = list(args.legs)
+        if {"hpo", "book"} <= set(legs) and not args.sequential:
+            run_pinned(
+                {
+                    leg: [sys.executable, __file__, *given, "--legs", leg, "--arm"]
+                    for leg in ("hpo", "book")
+                }
+            )
+            legs = [leg for leg in legs if leg not in ("hpo", "book")]
+        if "hpo" in legs:
             run_hpo(config, data, ensemble_dir)
-        if "book" in args.legs:
+        if "book" in legs:
             run_book(config, data, book_dir)
-        if "epochs" in args.legs:
+        if "epochs" in legs:
             run_epochs(config, data, args.images, config.study_dir / EPOCHS_FILE)
+        if args.arm:
+            return 0  # one leg of a side-by-side run; the parent prints the report
         print_report(config, ensemble_dir, book_dir)
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
