@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STUDY ?= studies/imdb.toml
 ARGS ?=
 STAMP := $(VENV)/.installed
+# pytest-xdist processes: most of the suite waits on subprocesses (workers, servers, commands),
+# so more processes than cores finish sooner; `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 3
 
 .PHONY: search ensemble status report dashboard test lint unit benchmark
 
@@ -36,10 +39,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not e2e"
 
 test: lint  ## Lint, type-check and run every test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 benchmark: $(STAMP)  ## Data-load times and worker memory (see benchmarks/ for the others)
 	$(BIN)/python benchmarks/bench_search.py --study studies/imdb-smoke.toml

@@ -101,9 +101,18 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
 
 
 def sample_params(trial: optuna.Trial, task: Task, space: SearchSpace) -> dict[str, Any]:
-    """Asks the trial for a family, the shared parameters and that family's parameters."""
+    """Asks the trial for a family, the shared parameters and that family's parameters.
+
+    A family that samples while it builds (a KerasTuner hypermodel) may compile itself or pass
+    its own batch size, so its training parameters are left to the trial's process, which asks
+    for each only if the model leaves it to hpo (`hpo.training.runner.build_model`): no trial
+    differs from another in a setting its model ignores.
+    """
     family = suggest(trial, "family", space.family)
-    shared = suggest_all(trial, space.shared)
+    shared = space.shared
+    if hasattr(task.families[family], "build_trial"):
+        shared = {name: dist for name, dist in shared.items() if name not in TRAINING_SPACE}
+    shared = suggest_all(trial, shared)
     own = task.families[family].suggest(trial, space.families[family])
     return {"family": family, **shared, **own}
 

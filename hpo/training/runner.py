@@ -19,12 +19,13 @@ from hpo.budget import format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import CostFeatures, estimate_epoch_seconds, example_flops
 from hpo.precision import Precision, gpu_capability, resolve_precision
+from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
-from hpo.study import create_study
+from hpo.study import create_study, search_space
 from hpo.tasks import study_task
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
     import keras
@@ -165,9 +166,15 @@ def _train_trial(
     family = params["family"]
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
-    model = build_model(task, params, trial)
+    training_space = search_space(task, config.space).shared
+
+    def ask(name: str) -> Any:
+        # A training parameter the search left to this process (see `build_model`).
+        return params[name] if name in params else suggest(trial, name, training_space[name])
+
+    model = build_model(task, params, trial, ask)
     fit_arguments = _fit_arguments(task, params)
-    batch_size = fit_arguments.pop("batch_size", params["batch_size"])
+    batch_size = fit_arguments.pop("batch_size", None) or ask("batch_size")
     features = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     estimate = estimate_epoch_seconds(features, family, precision.value, cost_ratios or {})
     for key, value in {
@@ -249,7 +256,7 @@ def _train_trial(
         if not all(np.isfinite(w).all() for w in model.get_weights()):
             raise FloatingPointError(
                 f"the weights became non-finite during epoch {clock.count + 1} ({exc!s:.200}); "
-                f"learning_rate={params['learning_rate']:.3g} is likely too high for this model."
+                f"{_learning_rate(trial.params)} is likely too high for this model."
             ) from exc
         raise
     finally:
@@ -322,13 +329,18 @@ def estimate_epochs(job: EstimateJob) -> list[float]:
 
 
 def build_model(
-    task: Task, params: Mapping[str, Any], trial: optuna.Trial | None = None
+    task: Task,
+    params: Mapping[str, Any],
+    trial: optuna.Trial | None = None,
+    ask: Callable[[str], Any] | None = None,
 ) -> keras.Model:
     """Builds the model of `params["family"]` and compiles it.
 
     A family that samples while it builds (a KerasTuner hypermodel) asks `trial` for its
     parameters. A model that comes compiled keeps its optimizer and loss (hpo adds the accuracy
-    metric it monitors); any other is compiled with the trial's optimizer and `loss_for` it.
+    metric it monitors); any other is compiled with the trial's optimizer and `loss_for` it,
+    whose settings come from `params`, or else from `ask(name)` (a hypermodel's trial samples
+    them only when its model turns out to need them).
     """
     family = task.families[params["family"]]
     build_trial = getattr(family, "build_trial", None)
@@ -339,8 +351,19 @@ def build_model(
     if getattr(model, "compiled", False) and model.optimizer is not None:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
     else:
-        model.compile(optimizer=make_optimizer(params), loss=loss_for(model), metrics=["accuracy"])
+        training = {
+            name: params[name] if name in params or ask is None else ask(name)
+            for name in ("optimizer", "learning_rate")
+        }
+        model.compile(
+            optimizer=make_optimizer(training), loss=loss_for(model), metrics=["accuracy"]
+        )
     return model
+
+
+def _learning_rate(params: Mapping[str, Any]) -> str:
+    rate = params.get("learning_rate")
+    return "the learning rate" if rate is None else f"learning_rate={rate:.3g}"
 
 
 def loss_for(model: keras.Model) -> str:
