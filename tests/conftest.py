@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -63,10 +69,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest tests first: under pytest-xdist they start at once, each on its own process,
+    instead of last, where one of them alone would set the suite's wall time."""
+    items.sort(
+        key=lambda item: (not item.get_closest_marker("e2e"), not item.get_closest_marker("slow"))
+    )
+
+
+def shared_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Path]) -> Path:
+    """What `make(folder)` returns, made once per test run even across pytest-xdist processes.
+
+    Alone, `make` fills a fresh temporary folder. Under xdist the first process to get here makes
+    it in the folder all processes share (the parent of each one's base temporary folder), under
+    a file lock, and the others wait for it and reuse it: the same data and the same searched
+    study, at the same paths, instead of one per process.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make(factory.mktemp(name))
+    root = factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done.write_text(str(make(folder)))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def fake_imdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic aclImdb/ folder (480 train and 480 test reviews)."""
-    return write_fake_imdb(tmp_path_factory.mktemp("imdb"))
+    return shared_once(tmp_path_factory, "imdb", write_fake_imdb)
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +193,13 @@ def searched(fake_imdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from hpo.config import load_study_config
     from hpo.search import run_search
 
-    study_file = write_study(tmp_path_factory.mktemp("searched"), fake_imdb, n_trials=4)
-    summary = run_search(load_study_config(study_file), progress=False)
-    assert summary.finished == 4
-    return study_file
+    def search(folder: Path) -> Path:
+        study_file = write_study(folder, fake_imdb, n_trials=4)
+        summary = run_search(load_study_config(study_file), progress=False)
+        assert summary.finished == 4
+        return study_file
+
+    return shared_once(tmp_path_factory, "searched", search)
 
 
 @pytest.fixture

@@ -149,7 +149,15 @@ def run_search(
         # Building each family's default model (in a child) catches a hypermodel parameter
         # that cannot be mapped before any trial, and prices the cheapest epoch.
         if deadline is not None or any(hasattr(f, "build_trial") for f in task.families.values()):
-            _check_defaults(config, study, task, space, data_folder, clock)
+            cheapest = _check_defaults(config, study, task, space, data_folder, clock)
+            if config.budget is not None and cheapest > clock.left():
+                print(
+                    f"Study {config.name!r} has {format_duration(clock.left())} of its budget "
+                    f"left, less than one epoch of its cheapest default trial "
+                    f"({format_duration(cheapest)}); nothing to do. Pass a larger --budget to "
+                    f"search further."
+                )
+                return _summary(study, config)
         workers = min(config.workers, remaining)
         # The cores this process may run on (a container's or taskset's share), not the machine's.
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
@@ -205,9 +213,13 @@ def _check_defaults(
     space: SearchSpace,
     data_folder: Path,
     clock: BudgetClock,
-) -> None:
+) -> float:
     """Builds every family's default model; refuses a budget in which not even one epoch of the
-    cheapest default trial fits."""
+    cheapest default trial fits, unless trials already spent it (a resumed study).
+
+    Returns:
+        The estimated seconds of one epoch of the cheapest default trial.
+    """
     job = EstimateJob(
         config=config,
         data_folder=data_folder,
@@ -216,7 +228,8 @@ def _check_defaults(
     )
     cheapest = min(call_isolated(estimate_epochs, job))
     left = clock.left()
-    if config.budget is not None and cheapest > left:
+    spent_by_trials = bool(study.get_trials(deepcopy=False, states=FINISHED))
+    if config.budget is not None and cheapest > left and not spent_by_trials:
         needed = (config.budget or 0.0) - left + 3 * cheapest
         raise ConfigError(
             f"the budget is too small: {format_duration(left)} left of 'budget' = "
@@ -224,6 +237,7 @@ def _check_defaults(
             f"trial is estimated at {format_duration(cheapest)}. Give a budget with room for a "
             f"few epochs, for example --budget {math.ceil(needed / 60)}m."
         )
+    return cheapest
 
 
 def run_worker(

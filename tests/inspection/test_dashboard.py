@@ -153,6 +153,7 @@ def test_browser_renders_the_study_page(searched: Path, tmp_path: Path) -> None:
     assert "val_accuracy" in result.stdout, result.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_polling_dashboard_does_not_disturb_a_two_worker_search(
     fake_imdb: Path, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
@@ -104,6 +105,7 @@ def test_an_unsupported_hyperparameter_or_a_bad_path_exits_2_before_any_trial(
     assert not (tmp_path / "bad" / "tiny" / "study.db").exists()
 
 
+@pytest.mark.slow
 def test_the_keras_tuner_example_smoke_study_runs(fake_imdb: Path, tmp_path: Path) -> None:
     example = ROOT / "examples" / "keras_tuner"
     folder = tmp_path / "example"

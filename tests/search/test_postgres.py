@@ -59,6 +59,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_four_workers_share_one_postgres_study_and_the_commands_read_it(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:
@@ -161,6 +162,7 @@ def test_no_proxy_at_the_address_is_exit_2(fake_imdb: Path, tmp_path: Path) -> N
     assert f"no gRPC storage proxy answers at grpc://127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_worker_on_another_machine_is_retried_by_heartbeat(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:
@@ -245,6 +247,7 @@ def test_a_worker_with_other_settings_is_refused(
     assert "'max_epochs': 2" in result.stderr
 
 
+@pytest.mark.slow
 def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:

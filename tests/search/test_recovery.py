@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import keras
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -97,10 +96,11 @@ def _verify_complete_checkpoints(config: StudyConfig, scratch: Path) -> int:
     complete = _load(config).get_trials(states=(TrialState.COMPLETE,))
     for trial in complete:
         path = fetch_checkpoint(store, trial, scratch)
-        keras.models.load_model(path, safe_mode=True)
+        load_keras_file(path)
     return len(complete)
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
     fake_imdb: Path, tmp_path: Path
 ) -> None:
@@ -163,6 +163,7 @@ def test_signal_fails_the_running_trial_and_exits_promptly(
     assert _verify_complete_checkpoints(config, tmp_path) >= 1
 
 
+@pytest.mark.slow
 def test_four_workers_share_sqlite_without_locking_errors(fake_imdb: Path, tmp_path: Path) -> None:
     path = write_study(tmp_path, fake_imdb, n_trials=12, enqueue=False)
     path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
