@@ -8,6 +8,8 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 # pytest-xdist processes: most of the suite waits on subprocesses (workers, servers, commands),
 # so more processes than cores finish sooner; `make test TEST_WORKERS=0` runs in one process.
+# One test at a time per process (--maxschedchunk 1), so the slowest, collected first
+# (tests/conftest.py), start on different processes.
 TEST_WORKERS ?= 3
 
 .PHONY: search ensemble status report dashboard test lint unit benchmark
@@ -39,10 +41,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not e2e"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not e2e"
 
 test: lint  ## Lint, type-check and run every test
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 benchmark: $(STAMP)  ## Data-load times and worker memory (see benchmarks/ for the others)
 	$(BIN)/python benchmarks/bench_search.py --study studies/imdb-smoke.toml
