@@ -138,7 +138,8 @@ def run_hpo(config: StudyConfig, data: str | None, ensemble_dir: Path) -> None:
     Raises:
         HpoError: The search failed or left no complete trial, or the ensemble failed.
     """
-    summary = run_search(config, data=data, progress=True)
+    # The progress bar only on a terminal: in a log (side by side) it would flood it.
+    summary = run_search(config, data=data, progress=sys.stderr.isatty())
     if summary.stopped_by_failures:
         print(f"note: hpo's search stopped early: {summary.stopped_by_failures}")
     study = load_hpo_study(config)
