@@ -63,7 +63,7 @@ from bench_headline import (
 )
 from bench_image_epoch import PRECISIONS, StepClock
 from optuna.trial import TrialState
-from side_by_side import run_pinned
+from side_by_side import run_legs_pinned
 
 from hpo import metrics
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
@@ -648,12 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data or (provenance.recorded_source(study) if study else None)
         legs = list(args.legs)
         if {"hpo", "book"} <= set(legs) and not args.sequential:
-            run_pinned(
-                {
-                    leg: [sys.executable, __file__, *given, "--legs", leg, "--arm"]
-                    for leg in ("hpo", "book")
-                }
-            )
+            run_legs_pinned(__file__, given, ("hpo", "book"))
             legs = [leg for leg in legs if leg not in ("hpo", "book")]
         if "hpo" in legs:
             run_hpo(config, data, ensemble_dir)

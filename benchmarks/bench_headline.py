@@ -52,9 +52,9 @@ from optuna.trial import TrialState
 
 from hpo import metrics
 from hpo.budget import (
-    RUN_ATTR_PREFIX,
     format_duration,
     parse_duration,
+    run_intervals,
     spent_seconds,
     union_seconds,
 )
@@ -619,11 +619,7 @@ def hpo_column(
         )
     reached = None
     if target is not None:
-        intervals = [
-            [float(v[0]), float(v[1])]
-            for k, v in study.user_attrs.items()
-            if k.startswith(RUN_ATTR_PREFIX)
-        ]
+        intervals = run_intervals(study)
         times = [
             union_seconds(intervals, until=t.datetime_complete.timestamp())
             for t in complete

@@ -74,7 +74,7 @@ from bench_headline import (
 from keras_tuner.engine.trial import Trial, TrialStatus
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
-from side_by_side import run_pinned
+from side_by_side import run_legs_pinned
 
 from hpo import metrics
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
@@ -665,13 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         if searches:
             prepare_data(config, args.data)
         if len(searches) > 1 and not args.sequential:
-            given = sys.argv[1:] if argv is None else argv
-            run_pinned(
-                {
-                    leg: [sys.executable, __file__, *given, "--legs", leg, "--arm"]
-                    for leg in searches
-                }
-            )
+            run_legs_pinned(__file__, sys.argv[1:] if argv is None else argv, searches)
             searches = []
         if "kerastuner" in searches:
             run_kerastuner(config, args.family, args.data, project_dir)

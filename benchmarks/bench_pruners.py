@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from side_by_side import run_pinned
 
-from hpo.budget import RUN_ATTR_PREFIX, format_duration, parse_duration, union_seconds
+from hpo.budget import format_duration, parse_duration, run_intervals, union_seconds
 from hpo.config import PrunerKind, load_study_config
 from hpo.contract import Attr
 from hpo.search import run_search
@@ -125,11 +125,7 @@ def _summary(storage_url: str, name: str, budget: float) -> Summary:
     storage = open_storage(storage_url, create=False, heartbeat=False)
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
-    runs = [
-        (float(v[0]), float(v[1]))
-        for k, v in study.user_attrs.items()
-        if k.startswith(RUN_ATTR_PREFIX)
-    ]
+    runs = run_intervals(study)
     # (budget seconds at completion, value): a pause between resumed runs does not count.
     done = sorted(
         (union_seconds(runs, until=t.datetime_complete.timestamp()), t.value or 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,3 +38,11 @@ def run_pinned(arms: Mapping[str, Sequence[str]]) -> None:
     failed = {name: code for name, code in codes.items() if code}
     if failed:
         raise SystemExit(f"arm(s) failed, exit codes: {failed}")
+
+
+def run_legs_pinned(script: str, argv: Sequence[str], legs: Sequence[str]) -> None:
+    """Reruns a benchmark script once per leg (`--legs LEG --arm`), each on its own core.
+
+    The script takes `--legs` and a hidden `--arm` flag: run only that leg, print no report.
+    """
+    run_pinned({leg: [sys.executable, script, *argv, "--legs", leg, "--arm"] for leg in legs})

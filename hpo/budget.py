@@ -26,6 +26,7 @@ __all__ = [
     "BudgetClock",
     "format_duration",
     "parse_duration",
+    "run_intervals",
     "spent_seconds",
     "union_seconds",
 ]
@@ -72,14 +73,18 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def spent_seconds(study: optuna.Study, now: float | None = None) -> float:
-    """Wall-clock seconds the study's runs have been alive: the union of their intervals."""
-    intervals = [
+def run_intervals(study: optuna.Study) -> list[tuple[float, float]]:
+    """The [start, end] Unix times of each search run the study recorded (`BudgetClock`)."""
+    return [
         (float(value[0]), float(value[1]))
         for key, value in study.user_attrs.items()
         if key.startswith(RUN_ATTR_PREFIX)
     ]
-    return union_seconds(intervals, until=float("inf") if now is None else now)
+
+
+def spent_seconds(study: optuna.Study, now: float | None = None) -> float:
+    """Wall-clock seconds the study's runs have been alive: the union of their intervals."""
+    return union_seconds(run_intervals(study), until=float("inf") if now is None else now)
 
 
 def union_seconds(intervals: Iterable[Sequence[float]], until: float = float("inf")) -> float:

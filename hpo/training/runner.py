@@ -166,11 +166,12 @@ def _train_trial(
     family = params["family"]
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
-    training_space = search_space(task, config.space).shared
 
     def ask(name: str) -> Any:
         # A training parameter the search left to this process (see `build_model`).
-        return params[name] if name in params else suggest(trial, name, training_space[name])
+        if name in params:
+            return params[name]
+        return suggest(trial, name, search_space(task, config.space).shared[name])
 
     model = build_model(task, params, trial, ask)
     fit_arguments = _fit_arguments(task, params)
@@ -339,8 +340,8 @@ def build_model(
     A family that samples while it builds (a KerasTuner hypermodel) asks `trial` for its
     parameters. A model that comes compiled keeps its optimizer and loss (hpo adds the accuracy
     metric it monitors); any other is compiled with the trial's optimizer and `loss_for` it,
-    whose settings come from `params`, or else from `ask(name)` (a hypermodel's trial samples
-    them only when its model turns out to need them).
+    whose settings come from `ask(name)` if given (which a hypermodel's trial uses to sample
+    them only when its model turns out to need them), else from `params`.
     """
     family = task.families[params["family"]]
     build_trial = getattr(family, "build_trial", None)
@@ -352,7 +353,7 @@ def build_model(
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
     else:
         training = {
-            name: params[name] if name in params or ask is None else ask(name)
+            name: params[name] if ask is None else ask(name)
             for name in ("optimizer", "learning_rate")
         }
         model.compile(
