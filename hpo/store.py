@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -44,6 +45,9 @@ HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 90
 SQLITE_BUSY_TIMEOUT_S = 120
 STALE_TRIAL_RETRIES = 2
+# Seconds to wait before each new try when another process was creating the same new database's
+# tables at the same moment (workers starting together on several machines).
+SCHEMA_RACE_WAITS_S = (0.5, 1.0, 2.0)
 
 
 class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
@@ -170,13 +174,27 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
                 max_retry=STALE_TRIAL_RETRIES
             ),
         }
-    try:
+
+    def connect() -> RDBStorage:
         return RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             skip_table_creation=not create,
             **heartbeat_kwargs,  # type: ignore[arg-type]
         )
+
+    try:
+        for wait in SCHEMA_RACE_WAITS_S:
+            try:
+                return connect()
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+                # Optuna creates a new database's tables (its alembic_version one even for a
+                # reader) on open; when another process does so at the same moment, one CREATE
+                # fails with "already exists". The tables are there then: open again.
+                if "already exists" not in str(exc):
+                    raise
+                time.sleep(wait)
+        return connect()
     except (
         sqlalchemy.exc.SQLAlchemyError,
         optuna.exceptions.StorageInternalError,
