@@ -11,7 +11,7 @@ leg resumes where an earlier run stopped and redoes nothing that is finished.
   book adapts it to CIFAR-10: 64x64x3 images (resized inside the model from the stored 32 px),
   flip / rotation 0.1 / zoom 0.2 augmentation, blocks of 32 to 512 filters, RMSprop at its
   default learning rate, batch 32, in the precision hpo trains a sepconv2d trial in. Trained
-  once, epoch after epoch until the first epoch end past the budget, keeping the checkpoint of
+  once, epoch after epoch until another epoch would end past the budget, keeping the checkpoint of
   best validation accuracy; the last epoch is checkpointed too, so a rerun continues from it.
   The best checkpoint is then evaluated once on the test split. Everything lives in
   `<study>/book/`: budget intervals, training state, checkpoints, `result.json`.
@@ -63,7 +63,7 @@ from bench_headline import (
 )
 from bench_image_epoch import PRECISIONS, StepClock
 from optuna.trial import TrialState
-from side_by_side import run_legs_pinned
+from side_by_side import cores_note, run_legs_pinned
 
 from hpo import metrics
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
@@ -301,7 +301,7 @@ def check_same_data(config: StudyConfig, data: str | None, task: Task, data_fold
 def train_book(
     config: StudyConfig, task: Task, data_folder: Path, folder: Path, clock: TunerClock
 ) -> None:
-    """Trains epochs until the first epoch end past the budget, from the last checkpoint if any."""
+    """Trains epochs until another would end past the budget, from the last checkpoint if any."""
     state: dict[str, Any] = _read_json(folder / STATE_FILE) or {
         "epochs": 0,
         "best_epoch": None,
@@ -577,7 +577,7 @@ def print_report(config: StudyConfig, ensemble_dir: Path, book_dir: Path) -> Non
     examples = f", {result['test_examples']:,} test images" if result else ""
     print(
         f"\nCIFAR-10 headline: study {config.name!r} ({config.study_dir}){examples}; "
-        f"{len(os.sched_getaffinity(0))} CPU cores, "
+        f"{cores_note()}, "
         f"{'GPU' if gpu_capability() is not None else 'no GPU'}:\n"
     )
     pruner = config.pruner.kind.value

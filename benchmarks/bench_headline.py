@@ -9,8 +9,9 @@ Three legs; each resumes where an earlier run stopped and redoes nothing that is
   length-bucketed batches, with the same early stopping and learning-rate schedule, inside the
   same wall-clock budget; then its best model is evaluated once on the test set. KerasTuner has
   no time budget of its own: here its oracle creates no trial once the budget is spent, and a
-  callback ends a running trial at the first epoch end past it. Its project, budget intervals,
-  trial log and test result live in the study's folder, under `kerastuner/`.
+  callback ends a running trial before an epoch that would end past it, as hpo ends its trials.
+  Its project, budget intervals, trial log and test result live in the study's folder, under
+  `kerastuner/`.
 - report (always runs last): one table from what is stored: wall clock, trials complete /
   stopped / pruned / failed, per-trial overhead (trial wall time outside `model.fit`), the best
   single model's and the ensemble's test accuracy, log-loss and ECE, the ensemble's gain, and the
@@ -64,6 +65,7 @@ from hpo.errors import ConfigError, HpoError
 from hpo.precision import gpu_capability, resolve_precision
 from hpo.study import search_space
 from hpo.tasks import study_task
+from hpo.training.callbacks import EpochClock
 from hpo.training.runner import EVAL_BATCH, build_model
 
 if TYPE_CHECKING:
@@ -261,20 +263,25 @@ class FitRecord:
     stopped: bool = False
 
 
-class EpochDeadline(keras.callbacks.Callback):
-    """Counts epochs and stops training at the first epoch end past `deadline` (unix time)."""
+class EpochDeadline(EpochClock):
+    """Counts epochs and ends training before an epoch that would end past `deadline` (unix
+    time), by hpo's own rule for a trial: the next epoch is timed as the last one.
+
+    So a leg measured against hpo stops where an hpo trial would, not one epoch later.
+    """
 
     def __init__(self, deadline: float) -> None:
-        super().__init__()
-        self.deadline = deadline
-        self.epochs = 0
-        self.stopped = False
+        super().__init__([(deadline, "the budget")])
 
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self.epochs += 1
-        if time.time() >= self.deadline and epoch + 1 < self.params.get("epochs", math.inf):
-            self.model.stop_training = True
-            self.stopped = True
+    @property
+    def epochs(self) -> int:
+        """Finished epochs."""
+        return self.count
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the deadline ended training (before `fit`'s last epoch)."""
+        return self.stop_reason is not None
 
 
 class SharedSpace(keras_tuner.HyperModel):

@@ -13,9 +13,9 @@ each resuming where an earlier run stopped:
   called with hpo's datasets and callbacks; a `batch_size` it passes re-batches the training
   data, as hpo honours it. A model it leaves uncompiled gets the default optimizer and
   learning rate. KerasTuner has no time budget of its own: its oracle creates no trial once the
-  budget is spent, and a callback ends a running trial at the first epoch end past it. Its best
-  model is then evaluated once on the test set. Project, budget intervals, trial log and test
-  result live under `<study>-<family>/kt-bayes/`.
+  budget is spent, and a callback ends a running trial before an epoch that would end past it,
+  as hpo ends its trials. Its best model is then evaluated once on the test set. Project, budget
+  intervals, trial log and test result live under `<study>-<family>/kt-bayes/`.
 - hpo: `hpo.search.run_search` (TPE and the study's pruner) on the study restricted to the
   family (`[space] family = [<family>]`, study `<study>-<family>` beside the study file), which
   also searches hpo's shared parameters (vocabulary size, sequence length, and the optimizer,
@@ -74,7 +74,7 @@ from bench_headline import (
 from keras_tuner.engine.trial import Trial, TrialStatus
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
-from side_by_side import run_legs_pinned
+from side_by_side import cores_note, run_legs_pinned
 
 from hpo import metrics
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
@@ -611,8 +611,8 @@ def print_report(
     examples = f", {test['test_examples']:,} test examples" if test else ""
     print(
         f"\nKerasTuner BayesianOptimization vs hpo on family {family!r} of study "
-        f"{config.name!r} ({config.study_dir}){examples}; {len(os.sched_getaffinity(0))} CPU "
-        f"cores, {'GPU' if gpu_capability() is not None else 'no GPU'}:\n"
+        f"{config.name!r} ({config.study_dir}){examples}; {cores_note()}, "
+        f"{'GPU' if gpu_capability() is not None else 'no GPU'}:\n"
     )
     print("```\n" + command + "\n```\n")
     pruner = config.pruner.kind.value

@@ -15,7 +15,7 @@ from hpo.models import conv1d
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
-from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop
+from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
 from hpo.training.runner import train_trial
 
 from ..conftest import write_study
@@ -141,6 +141,42 @@ def test_chance_level_stop() -> None:
     learning.on_epoch_end(0, {"val_accuracy": 0.7})
     learning.on_epoch_end(1, {"val_accuracy": 0.6})
     assert learning.best == 0.7
+
+
+def test_epoch_clock_stops_before_an_epoch_that_would_overrun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("hpo.training.callbacks.time.time", lambda: now[0])
+
+    def epoch(clock: EpochClock, index: int, seconds: float) -> None:
+        clock.on_epoch_begin(index)
+        now[0] += seconds
+        clock.on_epoch_end(index)
+
+    model = conv1d.build({**PARAMS, "vocab_size": 30})
+    model.stop_training = False  # as fit sets it
+    clock = EpochClock([(1000.0 + 250, "the study's budget")])
+    clock.set_model(model)
+    clock.set_params({"epochs": 5})
+    epoch(clock, 0, 100)  # ends at 100 s; another 100 s ends at 200 s, inside 250 s
+    assert not model.stop_training
+    epoch(clock, 1, 100)  # ends at 200 s; another would end at 300 s, past the deadline
+    assert model.stop_training
+    assert clock.stop_reason == (
+        "stopped after epoch 2: another epoch (100 s) would end past the study's budget"
+    )
+    assert clock.count == 2
+
+    # Fit's last epoch stops nothing, however close the deadline: no epoch follows it.
+    last = EpochClock([(now[0] + 150, "the study's budget")])
+    last.set_model(model)
+    last.set_params({"epochs": 1})
+    model.stop_training = False
+    epoch(last, 0, 100)
+    assert last.stop_reason is None
+    assert not model.stop_training
+    assert last.count == 1
 
 
 def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
