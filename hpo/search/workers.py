@@ -148,16 +148,11 @@ def run_search(
         deadline = clock.deadline()
         # Building each family's default model (in a child) catches a hypermodel parameter
         # that cannot be mapped before any trial, and prices the cheapest epoch.
-        if deadline is not None or any(hasattr(f, "build_trial") for f in task.families.values()):
-            cheapest = _check_defaults(config, study, task, space, data_folder, clock)
-            if config.budget is not None and cheapest > clock.left():
-                print(
-                    f"Study {config.name!r} has {format_duration(clock.left())} of its budget "
-                    f"left, less than one epoch of its cheapest default trial "
-                    f"({format_duration(cheapest)}); nothing to do. Pass a larger --budget to "
-                    f"search further."
-                )
-                return _summary(study, config)
+        hypermodels = any(hasattr(f, "build_trial") for f in task.families.values())
+        if (deadline is not None or hypermodels) and not _check_defaults(
+            config, study, task, space, data_folder, clock
+        ):
+            return _summary(study, config)
         workers = min(config.workers, remaining)
         # The cores this process may run on (a container's or taskset's share), not the machine's.
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
@@ -213,12 +208,16 @@ def _check_defaults(
     space: SearchSpace,
     data_folder: Path,
     clock: BudgetClock,
-) -> float:
-    """Builds every family's default model; refuses a budget in which not even one epoch of the
-    cheapest default trial fits, unless trials already spent it (a resumed study).
+) -> bool:
+    """Builds every family's default model and checks that one epoch of the cheapest default
+    trial fits in the budget left.
 
     Returns:
-        The estimated seconds of one epoch of the cheapest default trial.
+        Whether it fits. When it does not, a study with finished trials (resumed, its budget
+        spent by them) is told there is nothing to do.
+
+    Raises:
+        ConfigError: It does not fit and no trial has finished: the budget is too small.
     """
     job = EstimateJob(
         config=config,
@@ -228,16 +227,22 @@ def _check_defaults(
     )
     cheapest = min(call_isolated(estimate_epochs, job))
     left = clock.left()
-    spent_by_trials = bool(study.get_trials(deepcopy=False, states=FINISHED))
-    if config.budget is not None and cheapest > left and not spent_by_trials:
-        needed = (config.budget or 0.0) - left + 3 * cheapest
-        raise ConfigError(
-            f"the budget is too small: {format_duration(left)} left of 'budget' = "
-            f"{format_duration(config.budget or 0.0)}, and one epoch of the cheapest default "
-            f"trial is estimated at {format_duration(cheapest)}. Give a budget with room for a "
-            f"few epochs, for example --budget {math.ceil(needed / 60)}m."
+    if config.budget is None or cheapest <= left:
+        return True
+    if study.get_trials(deepcopy=False, states=FINISHED):
+        print(
+            f"Study {config.name!r} has {format_duration(left)} of its budget left, less than "
+            f"one epoch of its cheapest default trial ({format_duration(cheapest)}); nothing to "
+            f"do. Pass a larger --budget to search further."
         )
-    return cheapest
+        return False
+    needed = config.budget - left + 3 * cheapest
+    raise ConfigError(
+        f"the budget is too small: {format_duration(left)} left of 'budget' = "
+        f"{format_duration(config.budget)}, and one epoch of the cheapest default "
+        f"trial is estimated at {format_duration(cheapest)}. Give a budget with room for a "
+        f"few epochs, for example --budget {math.ceil(needed / 60)}m."
+    )
 
 
 def run_worker(
