@@ -46,3 +46,11 @@ def run_legs_pinned(script: str, argv: Sequence[str], legs: Sequence[str]) -> No
     The script takes `--legs` and a hidden `--arm` flag: run only that leg, print no report.
     """
     run_pinned({leg: [sys.executable, script, *argv, "--legs", leg, "--arm"] for leg in legs})
+
+
+def cores_note() -> str:
+    """The report header's words on CPU: how many cores, and that each leg had one of them."""
+    return (
+        f"{len(os.sched_getaffinity(0))} CPU cores (legs side by side, one core each, unless run "
+        "with --sequential)"
+    )

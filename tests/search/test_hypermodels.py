@@ -23,19 +23,6 @@ import keras_tuner
 from keras import layers
 
 
-class Classy(keras_tuner.HyperModel):
-    def build(self, hp):
-        inputs = keras.Input(shape=(None,), dtype="int32")
-        x = layers.Embedding(hp.get("vocab_size"), hp.Int("width", 8, 16, step=8), mask_zero=True)(
-            inputs
-        )
-        x = layers.GlobalAveragePooling1D()(x)
-        return keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
-
-    def fit(self, hp, model, *args, **kwargs):
-        return model.fit(*args, batch_size=hp.Choice("batch_size", [16, 32]), **kwargs)
-
-
 def build(hp):
     inputs = keras.Input(shape=(None,), dtype="int32")
     x = layers.Embedding(hp.get("vocab_size"), 8, mask_zero=True)(inputs)
@@ -63,14 +50,7 @@ def _study(tmp_path: Path, fake_imdb: Path, module: str, families: str, n_trials
     (folder / f"{module}.py").write_text(HYPERMODELS)
     path = write_study(folder, fake_imdb, n_trials=n_trials)
     text = path.read_text().replace("[space]\n", f"[space]\nfamily = {families}\n")
-    path.write_text(
-        text
-        + "\n[families]\n"
-        + "".join(
-            f'{name} = "{module}:{attribute}"\n'
-            for name, attribute in (("classy", "Classy"), ("fn", "build"), ("odd", "build_odd"))
-        )
-    )
+    path.write_text(text + "\n[families]\n" + f'odd = "{module}:build_odd"\n')
     return path
 
 
