@@ -47,14 +47,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The budget clock, deadline, JSON helpers and ensemble check are the IMDB headline's; the step
+# The budget clock, JSON helpers and ensemble check are the IMDB headline's; the step
 # clock is the image epoch benchmark's.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras
 import optuna
 from bench_headline import (
-    EpochDeadline,
     TunerClock,
     _read_json,
     _write_json,
@@ -77,6 +76,7 @@ from hpo.precision import gpu_capability, resolve_precision
 from hpo.search import run_search
 from hpo.study import search_space
 from hpo.tasks import study_task
+from hpo.training.callbacks import EpochClock
 from hpo.training.runner import EVAL_BATCH, global_policy
 
 if TYPE_CHECKING:
@@ -314,7 +314,7 @@ def train_book(
     # A new shuffle order per resumed run: the dataset's seed would repeat epoch 1's otherwise.
     seed = config.sampler.seed + state["epochs"]
     keras.utils.set_random_seed(seed)
-    deadline = EpochDeadline(time.time() + clock.left())
+    deadline = EpochClock([(time.time() + clock.left(), "the budget")])
     with global_policy(precision.value):
         if state["epochs"] and (folder / LAST_MODEL).is_file():
             model = keras.models.load_model(folder / LAST_MODEL)

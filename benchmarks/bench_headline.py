@@ -263,27 +263,6 @@ class FitRecord:
     stopped: bool = False
 
 
-class EpochDeadline(EpochClock):
-    """Counts epochs and ends training before an epoch that would end past `deadline` (unix
-    time), by hpo's own rule for a trial: the next epoch is timed as the last one.
-
-    So a leg measured against hpo stops where an hpo trial would, not one epoch later.
-    """
-
-    def __init__(self, deadline: float) -> None:
-        super().__init__([(deadline, "the budget")])
-
-    @property
-    def epochs(self) -> int:
-        """Finished epochs."""
-        return self.count
-
-    @property
-    def stopped(self) -> bool:
-        """Whether the deadline ended training (before `fit`'s last epoch)."""
-        return self.stop_reason is not None
-
-
 class SharedSpace(keras_tuner.HyperModel):
     """hpo's search space as a KerasTuner hypermodel, trained as hpo's runner trains a trial.
 
@@ -328,7 +307,8 @@ class SharedSpace(keras_tuner.HyperModel):
         params = declare_space(hp, self.space)
         data = self.task.trial_data(self.data_folder, params)
         training = self.config.training
-        deadline_stop = EpochDeadline(deadline)
+        # hpo's own rule: stop before an epoch that would end past the deadline.
+        deadline_stop = EpochClock([(deadline, "the budget")])
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.EarlyStopping(
@@ -356,7 +336,9 @@ class SharedSpace(keras_tuner.HyperModel):
             )
         finally:
             self.last_fit = FitRecord(
-                time.perf_counter() - started, deadline_stop.epochs, deadline_stop.stopped
+                time.perf_counter() - started,
+                deadline_stop.count,
+                deadline_stop.stop_reason is not None,
             )
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The KerasTuner leg reuses the headline benchmark's clock, deadline and trial log.
+# The KerasTuner leg reuses the headline benchmark's clock and trial log.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras
@@ -62,7 +62,6 @@ from bench_headline import (
     BUDGET_FILE,
     TEST_FILE,
     TRIALS_FILE,
-    EpochDeadline,
     FitRecord,
     TunerClock,
     _read_json,
@@ -86,6 +85,7 @@ from hpo.precision import gpu_capability, resolve_precision
 from hpo.search import run_search
 from hpo.study import default_params, search_space
 from hpo.tasks import study_task
+from hpo.training.callbacks import EpochClock
 from hpo.training.runner import EVAL_BATCH, global_policy, loss_for, make_optimizer
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class TaskHyperModel(keras_tuner.HyperModel):
 
         train = batches(self.given["batch_size"])
         trainer = _Rebatching(model, train, batches, self.given["batch_size"])
-        deadline_stop = EpochDeadline(deadline)
+        deadline_stop = EpochClock([(deadline, "the budget")])
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.EarlyStopping(
@@ -273,7 +273,9 @@ class TaskHyperModel(keras_tuner.HyperModel):
             return user_fit(_GivenValues(hp, self.given), trainer, train, **arguments)
         finally:
             self.last_fit = FitRecord(
-                time.perf_counter() - started, deadline_stop.epochs, deadline_stop.stopped
+                time.perf_counter() - started,
+                deadline_stop.count,
+                deadline_stop.stop_reason is not None,
             )
             self.last_batch_size = trainer.batch_size
 
