@@ -11,19 +11,21 @@ address needs --allow-remote and prints a warning.
 
 from __future__ import annotations
 
-import contextlib
+import signal
 import sys
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import make_server
 
 from hpo._cli import add_bind_arguments, add_study_arguments, check_bind, is_loopback, open_study
-from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import open_artifact_store, open_storage
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+    from wsgiref.types import WSGIApplication
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_arguments", "main", "run", "serve_until_signalled"]
 
 DEFAULT_PORT = 8080
 
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serves the dashboard until Ctrl-C or SIGTERM."""
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
     check_bind(args.host, args.allow_remote, "the dashboard")
     config, study = open_study(args.study, args.storage, args.study_name)
@@ -54,15 +56,36 @@ def run(args: argparse.Namespace) -> int:
         f"(artifacts from {config.artifact_location}); Ctrl-C or SIGTERM stops it.",
         flush=True,
     )
-    raise_keyboard_interrupt_on_sigterm()
-    with contextlib.suppress(KeyboardInterrupt):
-        run_server(
-            open_storage(config.storage_url, create=False, heartbeat=False),
-            host=args.host,
-            port=args.port,
-            artifact_store=open_artifact_store(config.artifact_location),
-        )
+    app = wsgi(
+        open_storage(config.storage_url, create=False, heartbeat=False),
+        artifact_store=open_artifact_store(config.artifact_location),
+    )
+    serve_until_signalled(app, args.host, args.port)
     return 0
+
+
+def serve_until_signalled(app: WSGIApplication, host: str, port: int) -> None:
+    """Serves `app` with wsgiref (as optuna-dashboard's `run_server` does) until SIGINT or SIGTERM.
+
+    The signal only sets a flag that the serving loop reads between requests, so a request in
+    flight finishes first. Raising KeyboardInterrupt from the handler instead (what `run_server`
+    relies on) loses the signal when it lands inside a request: wsgiref's handler catches every
+    exception there, logs it and serves on.
+    """
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with make_server(host, port, app) as server:
+            server.timeout = 0.2  # how long handle_request waits before the flag is read again
+            while not stop.is_set():
+                server.handle_request()
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,9 +87,12 @@ class Dashboard:
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.log.seek(0)
+            log = self.log.read()
+            raise AssertionError(f"dashboard ignored SIGTERM; its log:\n{log}") from None
         finally:
-            if self.process.poll() is None:
-                self.process.kill()
             self.log.close()
         return self.process.returncode
 
@@ -205,3 +208,47 @@ def test_a_mistyped_study_never_creates_a_database(
     assert main(["--storage", f"sqlite:///{missing}", "--study-name", "x"]) == 2
     assert "no study database" in capsys.readouterr().err
     assert not missing.parent.exists()
+
+
+SIGNAL_DURING_REQUEST = """
+import os, signal, sys
+from hpo.inspection.dashboard import serve_until_signalled
+
+def app(environ, start_response):
+    os.kill(os.getpid(), signal.SIGTERM)  # lands while this request is being served
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served"]
+
+serve_until_signalled(app, "127.0.0.1", int(sys.argv[1]))
+print("stopped", flush=True)
+"""
+
+
+def test_a_signal_that_lands_during_a_request_still_stops_the_dashboard() -> None:
+    """The request finishes and the server exits: the signal is never lost to wsgiref's handler,
+    which catches any exception raised inside a request (the cause of a dashboard that ignored
+    SIGTERM when the signal came while it was still logging the request)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_DURING_REQUEST, str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                body = _get(f"http://127.0.0.1:{port}/")
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert body == b"served"
+    assert process.returncode == 0, err
+    assert out == "stopped\n"
