@@ -135,6 +135,9 @@ patience = 1
 chance_epochs = 0
 
 [space]
+# The convolutional pair: what the search, recovery and inspection tests were written around
+# (tests/models/test_ngram.py searches the bag-of-n-grams family).
+family = ["conv1d", "sepconv1d"]
 vocab_size = [10000]
 seq_len = [200]
 embedding_dim = [32, 40]

@@ -49,7 +49,9 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     trials = json.loads(listed.stdout)
     complete = [t for t in trials if t["state"] == "COMPLETE"]
-    assert {t["params"]["family"] for t in complete} == {"conv1d", "sepconv1d"}
+    # The three family defaults come first; the median pruner may stop the third or fourth.
+    assert {t["params"]["family"] for t in trials[:3]} == {"conv1d", "sepconv1d", "ngram"}
+    assert {"conv1d", "sepconv1d"} <= {t["params"]["family"] for t in complete}
     artifacts = studies / "imdb-smoke" / "artifacts"
     for trial in complete:
         attrs = trial["user_attrs"]

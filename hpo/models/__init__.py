@@ -6,6 +6,6 @@ process) never loads TensorFlow; only trial processes do.
 
 from __future__ import annotations
 
-from hpo.models import conv1d, conv2d, sepconv1d, sepconv2d
+from hpo.models import conv1d, conv2d, ngram, sepconv1d, sepconv2d
 
-__all__ = ["conv1d", "conv2d", "sepconv1d", "sepconv2d"]
+__all__ = ["conv1d", "conv2d", "ngram", "sepconv1d", "sepconv2d"]

@@ -1,9 +1,10 @@
 """Padding-aware layers: a text model scores a review the same however much padding follows it.
 
 Token id 0 is padding. A model built from these layers zeroes padded positions after every block
-and pools only over real tokens, so a review scores the same alone, in a batch cut to its own
-length, or padded to 800 tokens. That is what lets the runner batch reviews of similar length and
-cut each batch to its longest review (see `hpo.data.batching`).
+and pools only over real tokens (an n-gram that touches padding is padding too), so a review
+scores the same alone, in a batch cut to its own length, or padded to 800 tokens. That is what
+lets the runner batch reviews of similar length and cut each batch to its longest review (see
+`hpo.data.batching`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["MaskedGlobalPooling1D", "MaskedPooling1D", "PaddingMask", "ZeroPadded"]
+__all__ = ["MaskedGlobalPooling1D", "MaskedPooling1D", "NGramHash", "PaddingMask", "ZeroPadded"]
 
 # Added to padded positions before a max: far below any activation, and finite in bfloat16.
 _NEG = -1e9
@@ -123,3 +124,50 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "kind": self.kind}
+
+
+# Hashing: h = (h * _PRIME + token) mod _MODULUS over the n tokens, then into the buckets.
+# int64 never overflows: h < 2^31 and tokens < 2^31, so h * _PRIME + token < 2^52.
+_PRIME = 1_000_003
+_MODULUS = 2**31 - 1
+
+
+@keras.saving.register_keras_serializable(package="hpo")
+class NGramHash(keras.layers.Layer):
+    """Token ids [batch, time] -> hashed n-gram ids [batch, time - n + 1] in [1, buckets).
+
+    The n-gram that starts at position i covers tokens i .. i + n - 1; an n-gram that touches
+    padding (id 0) gets id 0, so it is padding too.
+
+    Args:
+        n: Tokens per n-gram (2 or more).
+        buckets: Rows of the n-gram embedding; id 0 is reserved for padding.
+    """
+
+    def __init__(self, n: int, buckets: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if n < 2 or buckets < 2:
+            raise ValueError(f"need n >= 2 and buckets >= 2, got n={n}, buckets={buckets}")
+        self.n, self.buckets = n, buckets
+
+    def call(self, tokens: Any) -> Any:
+        tokens = ops.cast(tokens, "int64")
+        length = ops.shape(tokens)[1]
+        h = ops.zeros_like(tokens[:, : length - self.n + 1])
+        real = ops.ones_like(h)
+        for offset in range(self.n):
+            part = tokens[:, offset : length - self.n + 1 + offset]
+            h = ops.mod(h * _PRIME + part, _MODULUS)
+            real = real * ops.cast(ops.not_equal(part, 0), "int64")
+        ids = ops.mod(h, self.buckets - 1) + 1
+        return ops.cast(ids * real, "int32")
+
+    def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        time = None if input_shape[1] is None else max(input_shape[1] - self.n + 1, 0)
+        return (input_shape[0], time)
+
+    def compute_output_spec(self, tokens: Any) -> Any:
+        return keras.KerasTensor(self.compute_output_shape(tokens.shape), dtype="int32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n": self.n, "buckets": self.buckets}

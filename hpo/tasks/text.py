@@ -17,7 +17,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
-from hpo.models import conv1d, sepconv1d
+from hpo.models import conv1d, ngram, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
 
@@ -173,7 +173,7 @@ def text_task(
     """A text task: its own data reading, and the shared tokens, batches and families."""
     return Task(
         name=name,
-        families={"conv1d": conv1d, "sepconv1d": sepconv1d},
+        families={"conv1d": conv1d, "sepconv1d": sepconv1d, "ngram": ngram},
         space=SPACE,
         defaults={key: fit_value(SPACE[key], value) for key, value in DEFAULTS.items()},
         locate=locate,

@@ -72,5 +72,5 @@ def test_branches_widen_the_kernel() -> None:
     assert widths == [3, 5, 7]
 
 
-def test_task_registers_both_families() -> None:
-    assert set(IMDB.families) == {"conv1d", "sepconv1d"}
+def test_task_registers_the_text_families() -> None:
+    assert set(IMDB.families) == {"conv1d", "sepconv1d", "ngram"}

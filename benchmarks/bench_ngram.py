@@ -1,0 +1,125 @@
+"""What the bag-of-n-grams family adds to a finished study's ensemble, on validation data only.
+
+Trains the `ngram` family's default once on the study's own training split (the study's
+max_epochs and patience, best epoch restored, the same length-bucketed batches as trials), then
+compares Caruana ensembles of the study's top-K trials without and with it. The weights are
+cross-fitted: fitted on one half of the validation set and scored on the other, both ways, so the
+figure is not the optimistic one of weights fitted and scored on the same examples. The test set
+is not read.
+
+Usage:
+    python benchmarks/bench_ngram.py [--study studies/imdb.toml] [--top 5] [--data PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+
+from hpo import metrics
+from hpo._cli import open_study
+from hpo.contract import fetch_predictions
+from hpo.ensemble.selection import ranked_trials
+from hpo.ensemble.weighting import Method, fit_weights
+from hpo.store import open_artifact_store
+from hpo.study import TRAINING_DEFAULTS, search_space
+from hpo.tasks import study_task
+
+
+def crossfit(predictions: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy and log-loss of Caruana weights fitted on one half, scored on the other."""
+    order = np.random.default_rng(0).permutation(len(labels))
+    halves = order[: len(order) // 2], order[len(order) // 2 :]
+    accuracy, log_loss = [], []
+    for fit, score in (halves, halves[::-1]):
+        weights = fit_weights(Method.CARUANA, predictions[:, fit], labels[fit]).weights
+        blended = metrics.blend(weights, predictions[:, score])
+        accuracy.append(metrics.accuracy(labels[score], blended))
+        log_loss.append(metrics.log_loss(labels[score], blended))
+    return float(np.mean(accuracy)), float(np.mean(log_loss))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="studies/imdb.toml")
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--data")
+    args = parser.parse_args()
+
+    config, study = open_study(args.study, None, None)
+    task = study_task(config)
+    space = search_space(task, config.space)
+    folder = task.prepare(config, args.data, space.shared)
+    members = ranked_trials(study)[: args.top]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_artifact_store(config.artifact_location)
+        study_predictions = [fetch_predictions(store, t, Path(tmp)) for t in members]
+
+    family = task.families["ngram"]
+    params: dict[str, Any] = {
+        **TRAINING_DEFAULTS,
+        **task.defaults,
+        **family.DEFAULTS,
+        **task.build_context(folder),
+    }
+    data = task.trial_data(folder, params)
+    keras.utils.set_random_seed(config.sampler.seed)
+    model = family.build(params)
+    model.compile(keras.optimizers.Adam(params["learning_rate"]), "binary_crossentropy")
+    durations: list[float] = []
+    started = [0.0]
+    clock = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: started.__setitem__(0, time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: durations.append(time.perf_counter() - started[0]),
+    )
+    stop = keras.callbacks.EarlyStopping(
+        patience=config.training.patience, restore_best_weights=True, monitor="val_loss"
+    )
+    model.fit(
+        task.dataset(data.x_train, data.y_train, params["batch_size"], config.sampler.seed),
+        validation_data=task.dataset(data.x_val, data.y_val, 512, None),
+        epochs=config.training.max_epochs,
+        callbacks=[clock, stop],
+        shuffle=False,  # the dataset shuffles, each epoch anew
+        verbose=0,
+    )
+    ngram = metrics.as_probabilities(task.predict(model, data.x_val)).astype(np.float32)
+    y = data.y_val
+
+    print(f"study {config.name!r}, validation set of {len(y):,}, top {len(members)} trials")
+    print(f"{'model':<34} {'val acc':>8} {'val log-loss':>13}")
+    for trial, p in zip(members, study_predictions, strict=True):
+        name = f"trial {trial.number} ({trial.params.get('family')})"
+        print(f"{name:<34} {metrics.accuracy(y, p):>8.4f} {metrics.log_loss(y, p):>13.4f}")
+    print(
+        f"{'ngram default (this run)':<34} {metrics.accuracy(y, ngram):>8.4f} "
+        f"{metrics.log_loss(y, ngram):>13.4f}"
+    )
+    print(
+        f"  {len(durations)} epochs, {np.median(durations):.1f} s median per epoch, "
+        f"best epoch restored ({model.count_params():,} weights)"
+    )
+    without = crossfit(np.stack(study_predictions), y)
+    with_ngram = crossfit(np.stack([*study_predictions, ngram]), y)
+    print("\nCaruana ensemble, weights cross-fitted on validation halves:")
+    print(f"  top {len(members)}:            acc {without[0]:.4f}  log-loss {without[1]:.4f}")
+    print(f"  top {len(members)} + ngram:    acc {with_ngram[0]:.4f}  log-loss {with_ngram[1]:.4f}")
+    print(
+        f"  gain: {100 * (with_ngram[0] - without[0]):+.2f} accuracy points, "
+        f"log-loss {with_ngram[1] / without[1] - 1:+.1%}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import pytest
+
+from hpo._cli import open_study
+from hpo.config import load_study_config
+from hpo.contract import load_keras_file
+from hpo.data.batching import predict_bucketed
+from hpo.ensemble import build_ensemble
+from hpo.ensemble.weighting import Method
+from hpo.models import ngram
+from hpo.models._masking import NGramHash
+from hpo.search import run_search
+from hpo.tasks.imdb import IMDB
+
+from ..conftest import write_study
+from .test_families import _edge
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SMALL = {"vocab_size": 300, "ngram_dim": 8, "ngram_buckets": 1024, "ngram_dropout": 0.0}
+
+
+def _padded(lengths: list[int], width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.zeros((len(lengths), width), np.int32)
+    for row, length in enumerate(lengths):
+        x[row, :length] = rng.integers(2, 300, length)
+    return x
+
+
+def test_hash_gives_equal_ngrams_equal_ids_and_padding_none() -> None:
+    tokens = np.array([[5, 6, 5, 6, 7, 0, 0], [6, 5, 0, 0, 0, 0, 0]], np.int32)
+    ids = np.asarray(NGramHash(2, 1024)(tokens))
+    assert ids.shape == (2, 6)
+    assert ids[0, 0] == ids[0, 2]  # "5 6" twice
+    assert ids[0, 0] != ids[1, 0]  # "6 5" is another bigram
+    assert np.all(ids[0, :4] > 0) and np.all(ids < 1024)
+    assert not ids[0, 4:].any() and not ids[1, 1:].any()  # n-grams that touch padding
+    trigrams = np.asarray(NGramHash(3, 1024)(tokens))
+    assert trigrams.shape == (2, 5)
+    assert np.count_nonzero(trigrams[0]) == 3 and not trigrams[1].any()
+    # Shorter than n: no n-gram at all, not an error.
+    assert np.asarray(NGramHash(3, 1024)(tokens[:, :2])).shape == (2, 0)
+
+
+@pytest.mark.parametrize("high", [False, True], ids=["low", "high"])
+def test_builds_at_the_edges_of_its_space(high: bool) -> None:
+    params = {name: _edge(dist, high) for name, dist in ngram.SPACE.items()} | {"vocab_size": 50}
+    model = ngram.build(params)
+    x = np.random.default_rng(0).integers(0, 50, (3, 27))
+    probabilities = np.asarray(model(x, training=False))
+    assert probabilities.shape == (3, 1)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    embeddings = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+    assert len(embeddings) == params["ngram_order"]
+
+
+def test_defaults_lie_in_its_space_and_the_task_offers_it() -> None:
+    for name, dist in ngram.SPACE.items():
+        assert dist._contains(dist.to_internal_repr(ngram.DEFAULTS[name])), name
+    assert IMDB.families["ngram"] is ngram
+
+
+def test_padding_and_batching_never_change_a_score() -> None:
+    model = ngram.build({**SMALL, "ngram_order": 3})
+    x = _padded([0, 1, 2, 3, 9, 40, 80], 96)
+    alone = np.concatenate(
+        [
+            np.asarray(model(row[None, : max(n, 1)]))
+            for row, n in zip(x, [0, 1, 2, 3, 9, 40, 80], strict=True)
+        ]
+    )
+    padded = model.predict(x, verbose=0)
+    assert np.std(padded) > 1e-4  # the comparison below could not pass by accident
+    np.testing.assert_allclose(padded, alone, atol=1e-6)
+    np.testing.assert_allclose(predict_bucketed(model, x, batch_size=3), padded, atol=1e-6)
+
+
+def test_bigrams_learn_what_a_bag_of_words_cannot() -> None:
+    """Label 1 when "5 6" occurs, 0 when "6 5" does: both have the same words."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(10, 300, (600, 20)).astype(np.int32)
+    y = rng.integers(0, 2, 600)
+    at = rng.integers(0, 19, 600)
+    x[np.arange(600), at] = np.where(y == 1, 5, 6)
+    x[np.arange(600), at + 1] = np.where(y == 1, 6, 5)
+
+    def accuracy(order: int) -> float:
+        keras.utils.set_random_seed(0)
+        model = ngram.build({**SMALL, "ngram_order": order})
+        model.compile(keras.optimizers.Adam(0.02), "binary_crossentropy")
+        model.fit(x[:400], y[:400], epochs=30, batch_size=50, verbose=0)
+        return float(np.mean((model.predict(x[400:], verbose=0)[:, 0] > 0.5) == y[400:]))
+
+    assert accuracy(2) > 0.95
+    assert accuracy(1) < 0.7
+
+
+def test_multi_class_and_a_safe_mode_round_trip(tmp_path: Path) -> None:
+    model = ngram.build({**SMALL, "ngram_order": 2, "classes": 4})
+    x = _padded([5, 17, 30], 32)
+    before = np.asarray(model(x))
+    assert before.shape == (3, 4)
+    np.testing.assert_allclose(before.sum(axis=1), 1, atol=1e-6)
+    path = tmp_path / "ngram.keras"
+    model.save(path)
+    loaded: Any = load_keras_file(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)), before, atol=1e-6)
+
+
+def test_a_study_searches_it_and_ensembles_it_with_a_convolutional_member(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    study_file = write_study(tmp_path, fake_imdb, n_trials=2)
+    text = study_file.read_text().replace(
+        'family = ["conv1d", "sepconv1d"]', 'family = ["ngram", "conv1d"]\nngram_buckets = [65536]'
+    )
+    study_file.write_text(text)
+    config = load_study_config(study_file)
+    assert run_search(config, progress=False).finished == 2
+    config, study = open_study(study_file, None, None)
+    assert {t.params["family"] for t in study.trials} == {"ngram", "conv1d"}
+    result = build_ensemble(config, study, top=2, method=Method.UNIFORM, out_dir=tmp_path / "out")
+    # The exported model (raw text in, hashed n-grams computed inside) reproduces the
+    # evaluated test predictions.
+    assert result.report["export"]["max_abs_difference"] <= 1e-5
+    assert {m["family"] for m in result.report["members"]} == {"ngram", "conv1d"}
