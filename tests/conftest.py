@@ -135,9 +135,9 @@ patience = 1
 chance_epochs = 0
 
 [space]
-# The convolutional pair: what the search, recovery and inspection tests were written around
-# (tests/models/test_ngram.py searches the bag-of-n-grams family).
-family = ["conv1d", "sepconv1d"]
+# The convolutional pair unless `families` says otherwise: what the search, recovery and
+# inspection tests were written around (tests/models/test_ngram.py searches the n-gram family).
+family = {families}
 vocab_size = [10000]
 seq_len = [200]
 embedding_dim = [32, 40]
@@ -158,11 +158,17 @@ def write_study(
     n_trials: int = 3,
     enqueue: bool = True,
     extra: str = "",
+    families: str = '["conv1d", "sepconv1d"]',
 ) -> Path:
-    """Writes a tiny study file on synthetic data and returns its path."""
+    """Writes a tiny study file on synthetic data and returns its path.
+
+    `extra` is appended (after the `[space]` table); `families` is the TOML list of families.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.toml"
-    text = TINY_STUDY.format(name=name, n_trials=n_trials, enqueue=str(enqueue).lower(), data=data)
+    text = TINY_STUDY.format(
+        name=name, n_trials=n_trials, enqueue=str(enqueue).lower(), data=data, families=families
+    )
     path.write_text(text + extra)
     return path
 

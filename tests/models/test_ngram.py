@@ -117,11 +117,13 @@ def test_multi_class_and_a_safe_mode_round_trip(tmp_path: Path) -> None:
 def test_a_study_searches_it_and_ensembles_it_with_a_convolutional_member(
     fake_imdb: Path, tmp_path: Path
 ) -> None:
-    study_file = write_study(tmp_path, fake_imdb, n_trials=2)
-    text = study_file.read_text().replace(
-        'family = ["conv1d", "sepconv1d"]', 'family = ["ngram", "conv1d"]\nngram_buckets = [65536]'
+    study_file = write_study(
+        tmp_path,
+        fake_imdb,
+        n_trials=2,
+        families='["ngram", "conv1d"]',
+        extra="ngram_buckets = [65536]\n",
     )
-    study_file.write_text(text)
     config = load_study_config(study_file)
     assert run_search(config, progress=False).finished == 2
     config, study = open_study(study_file, None, None)

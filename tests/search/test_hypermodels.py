@@ -48,9 +48,8 @@ def _study(tmp_path: Path, fake_imdb: Path, module: str, families: str, n_trials
     folder = tmp_path / "study"
     folder.mkdir(parents=True)
     (folder / f"{module}.py").write_text(HYPERMODELS)
-    path = write_study(folder, fake_imdb, n_trials=n_trials)
-    text = path.read_text().replace("[space]\n", f"[space]\nfamily = {families}\n")
-    path.write_text(text + "\n[families]\n" + f'odd = "{module}:build_odd"\n')
+    path = write_study(folder, fake_imdb, n_trials=n_trials, families=families)
+    path.write_text(path.read_text() + "\n[families]\n" + f'odd = "{module}:build_odd"\n')
     return path
 
 
