@@ -96,12 +96,16 @@ def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> ker
     if params["dense_units"]:
         x = layers.Dense(params["dense_units"], activation="relu", name="head")(x)
         x = layers.Dropout(params["dropout"], name="head_dropout")(x)
-    # float32 even under a mixed-precision policy: the probability feeds the loss and the ensemble.
-    classes = params.get("classes", 2)
+    return keras.Model(inputs, probability_head(x, params.get("classes", 2)), name=name)
+
+
+def probability_head(x: Any, classes: int) -> Any:
+    """One sigmoid unit for two classes, else a softmax over them: the text families' output.
+
+    float32 even under a mixed-precision policy: the probability feeds the loss and the ensemble.
+    """
+    from keras import layers
+
     if classes > 2:
-        outputs = layers.Dense(
-            classes, activation="softmax", dtype="float32", name="probabilities"
-        )(x)
-    else:
-        outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
-    return keras.Model(inputs, outputs, name=name)
+        return layers.Dense(classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)

@@ -70,6 +70,7 @@ def build(params: Mapping[str, Any]) -> keras.Model:
     from keras import layers
 
     from hpo.models._masking import MaskedGlobalPooling1D, NGramHash, PaddingMask
+    from hpo.models._textconv import probability_head
 
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
     dim = params["ngram_dim"]
@@ -81,12 +82,4 @@ def build(params: Mapping[str, Any]) -> keras.Model:
         bags.append(MaskedGlobalPooling1D("average", name=f"grams{n}")(x, PaddingMask()(ids)))
     x = layers.Concatenate(name="bags")(bags) if len(bags) > 1 else bags[0]
     x = layers.Dropout(params["ngram_dropout"], name="dropout")(x)
-    # float32 even under a mixed-precision policy: the probability feeds the loss and the ensemble.
-    classes = params.get("classes", 2)
-    if classes > 2:
-        outputs = layers.Dense(
-            classes, activation="softmax", dtype="float32", name="probabilities"
-        )(x)
-    else:
-        outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
-    return keras.Model(inputs, outputs, name="ngram")
+    return keras.Model(inputs, probability_head(x, params.get("classes", 2)), name="ngram")

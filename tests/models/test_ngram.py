@@ -18,20 +18,13 @@ from hpo.search import run_search
 from hpo.tasks.imdb import IMDB
 
 from ..conftest import write_study
+from ..data.test_batching import _padded
 from .test_families import _edge
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 SMALL = {"vocab_size": 300, "ngram_dim": 8, "ngram_buckets": 1024, "ngram_dropout": 0.0}
-
-
-def _padded(lengths: list[int], width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.zeros((len(lengths), width), np.int32)
-    for row, length in enumerate(lengths):
-        x[row, :length] = rng.integers(2, 300, length)
-    return x
 
 
 def test_hash_gives_equal_ngrams_equal_ids_and_padding_none() -> None:
