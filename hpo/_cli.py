@@ -14,7 +14,6 @@ from hpo.store import load_existing_study, open_storage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     import optuna
 
@@ -52,14 +51,29 @@ def open_study(
             raise ConfigError("--storage and --study-name go together; give both, or --study FILE.")
         storage = open_storage(storage_url, create=False, heartbeat=False)
         study = load_existing_study(storage, study_name)
-        return recorded_config(study).with_overrides(storage=storage_url), study
+        return reader_config(recorded_config(study), Path("studies")).with_overrides(
+            storage=storage_url
+        ), study
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     return config, load_existing_study(storage, config.name)
 
 
+def reader_config(config: StudyConfig, work_dir: Path) -> StudyConfig:
+    """A recorded configuration as this machine reads it: its scratch (data cache, reports) in
+    `work_dir`, not in the folder another machine recorded; the artifact store stays the
+    study's; its families are never imported (see `recorded_config`)."""
+    return dataclasses.replace(
+        config, artifacts=config.artifact_location, study_dir=work_dir / config.name
+    )
+
+
 def recorded_config(study: optuna.Study) -> StudyConfig:
-    """The configuration the study's search recorded.
+    """The configuration the study's search recorded, as data.
+
+    Module paths it names (`families`) are never imported and folders it names never put on
+    the import path: whoever can write to a shared store must not choose code that every reader
+    runs. Commands that need a study's own families take the local study file that names them.
 
     Raises:
         StoreError: The study was not made by `hpo search`.
@@ -79,12 +93,13 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
     """
     storage = open_storage(storage_url, create=False, heartbeat=False)
     config = recorded_config(load_existing_study(storage, study_name))
-    return dataclasses.replace(
-        config,
-        storage=storage_url,
-        artifacts=config.artifact_location,
-        study_dir=work_dir / config.name,
-    )
+    if config.families:
+        raise ConfigError(
+            f"study {study_name!r} searches families of your own ({', '.join(config.families)}), "
+            f"and hpo never imports code that a study store names. Join it with the study file "
+            f"that names them: hpo search --study FILE --storage URL."
+        )
+    return dataclasses.replace(reader_config(config, work_dir), storage=storage_url)
 
 
 def add_bind_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:

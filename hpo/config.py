@@ -35,6 +35,8 @@ __all__ = [
 
 
 S3_SCHEME = "s3://"
+# StudyConfig fields that no study file may set.
+_DERIVED = ("study_dir", "import_families")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -193,6 +195,9 @@ class StudyConfig:
             module is imported from the study file's folder or the Python path. They join the
             task's own families in the `family` choice.
         study_dir: The study's own folder, where everything it generates lives.
+        import_families: Whether `families` may be imported. True for a study file the user
+            gives; False for a configuration read from a study store, whose module names are
+            data that must never choose code to run (derived, never read from a file or store).
     """
 
     name: str
@@ -214,6 +219,7 @@ class StudyConfig:
     space: dict[str, list[Any]] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)
     study_dir: Path = Path("studies")
+    import_families: bool = True
 
     def __post_init__(self) -> None:
         _require(
@@ -297,8 +303,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
         ) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"study file {path} is not valid TOML: {exc}") from exc
-    if "study_dir" in raw:
-        raise ConfigError(f"{path}: 'study_dir' is derived from the file's location; remove it.")
+    for derived in _DERIVED:
+        if derived in raw:
+            raise ConfigError(f"{path}: '{derived}' is not a study-file key; remove it.")
     name = raw.get("name", path.stem)
     if not isinstance(name, str):
         raise ConfigError(f"{path}: 'name' must be a string, got {name!r}.")
@@ -337,6 +344,7 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
         return value
 
     data = plain(dataclasses.asdict(config))
+    data.pop("import_families", None)
     if data.get("storage"):
         # Stored in the study, where the dashboard shows it: never with a password.
         from hpo.store import redact_url
@@ -346,8 +354,12 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> StudyConfig:
-    """Rebuilds a configuration stored with `config_to_dict`."""
-    return _build(StudyConfig, data, "")
+    """Rebuilds a configuration stored with `config_to_dict`.
+
+    Its families are never imported (`import_families` is False): a study store is data.
+    """
+    stored = {k: v for k, v in data.items() if k != "import_families"}
+    return dataclasses.replace(_build(StudyConfig, stored, ""), import_families=False)
 
 
 def _require(ok: bool, key: str, value: object, expected: str) -> None:
@@ -363,7 +375,7 @@ def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:
         key = prefix + unknown[0]
         raise ConfigError(
             f"unknown key '{key}'. Expected one of: "
-            + ", ".join(prefix + name for name in sorted(fields - {"study_dir"}))
+            + ", ".join(prefix + name for name in sorted(fields - set(_DERIVED)))
             + "."
         )
     kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in table.items()}

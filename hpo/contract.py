@@ -71,6 +71,13 @@ class Attr:
     STOP_REASON: Final = "stop_reason"
     WORKER: Final = "worker"
     SEEDED: Final = "seeded"
+    # What the trial's model takes and gives (`hpo.training.interface`), and how it was costed.
+    OUTPUT: Final = "output"
+    LABELS: Final = "labels"
+    PADDING: Final = "padding"
+    PADDING_REASON: Final = "padding_reason"
+    COST_ESTIMATE: Final = "cost_estimate"
+    CONFIG_ERROR: Final = "config_error"
 
 
 def store_trial_artifacts(
@@ -137,8 +144,9 @@ def load_keras_file(path: Path | str) -> keras.Model:
     """Loads a `.keras` file with Keras safe mode on, hpo's own layers registered, uncompiled."""
     import keras
 
-    import hpo.models._masking  # noqa: F401  (registers the padding-aware layers)
+    from hpo._layers import register_layers
 
+    register_layers()
     return keras.models.load_model(path, safe_mode=True, compile=False)
 
 

@@ -8,13 +8,17 @@ with the number of weights (the optimizer updates every weight every step). Cons
 a 2-core CPU make this a prior; the trials a study has already run calibrate it: the estimate is
 scaled by the median ratio of actual to prior seconds per epoch of earlier trials of the same
 family and precision (or of any family, before there is one).
+
+A model the prior cannot analyse (a subclassed model, a layer whose output shape is unknown) is
+estimated from what earlier trials of its family measured: the median seconds per epoch; before
+any has, it has no estimate and its first epoch is the measurement.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpo.contract import Attr
@@ -25,7 +29,13 @@ if TYPE_CHECKING:
     import keras
     from optuna.trial import FrozenTrial
 
-__all__ = ["CostFeatures", "calibration", "estimate_epoch_seconds", "example_flops"]
+__all__ = [
+    "Calibration",
+    "CostFeatures",
+    "calibration",
+    "estimate_epoch_seconds",
+    "example_flops",
+]
 
 # Prior constants, measured with benchmarks/bench_padding.py on a 2-core CPU (float32).
 PRIOR_FLOPS_PER_S = 150e9
@@ -77,11 +87,15 @@ def example_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:
     import keras
 
     if any(d is None for d in model.inputs[0].shape[1:]):
+        # Functional and Sequential models alike: fix the input's shape in the config and
+        # rebuild (a subclassed model has no input layer to fix, and raises).
         config = model.get_config()
         for layer in config["layers"]:
             if layer["class_name"] == "InputLayer":
                 layer["config"]["batch_shape"] = [None, *input_shape]
-        model = keras.Model.from_config(config)
+        if "build_input_shape" in config:
+            config["build_input_shape"] = [None, *input_shape]
+        model = type(model).from_config(config)
     total = 0.0
     for layer in model.layers:
         weights = sum(math.prod(w.shape) for w in layer.trainable_weights)
@@ -93,21 +107,48 @@ def example_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:
     return total
 
 
-def calibration(trials: Iterable[FrozenTrial]) -> dict[str, float]:
-    """Median ratio of actual to prior seconds per epoch, by "family/precision" and overall ("*").
+@dataclass(frozen=True)
+class Calibration:
+    """What earlier trials measured, by "family/precision".
 
-    Only trials that recorded both (they trained at least one epoch) count.
+    Attributes:
+        ratios: Median ratio of actual to prior seconds per epoch (and overall, under "*").
+        measured: Median actual seconds per epoch, for models the prior cannot analyse.
+    """
+
+    ratios: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def estimate(self, features: CostFeatures | None, family: str, precision: str) -> float | None:
+        """Seconds per epoch of a trial of `family` in `precision`, or None if nothing tells."""
+        key = f"{family}/{precision}"
+        if features is None:
+            return self.measured.get(key)
+        return estimate_epoch_seconds(features, family, precision, self.ratios)
+
+
+def calibration(trials: Iterable[FrozenTrial]) -> Calibration:
+    """Medians of what earlier trials measured, by "family/precision" (see `Calibration`).
+
+    Only trials that recorded an epoch's time (they trained at least one epoch) count; ratios
+    need the prior too.
     """
     ratios: dict[str, list[float]] = {}
+    measured: dict[str, list[float]] = {}
     for trial in trials:
         prior = trial.user_attrs.get(Attr.PRIOR_EPOCH_SECONDS)
         actual = trial.user_attrs.get(Attr.EPOCH_SECONDS)
-        if not prior or not actual:
+        if not actual:
             continue
         key = f"{trial.user_attrs.get(Attr.FAMILY)}/{trial.user_attrs.get(Attr.PRECISION)}"
-        ratios.setdefault(key, []).append(actual / prior)
-        ratios.setdefault("*", []).append(actual / prior)
-    return {key: statistics.median(values) for key, values in ratios.items()}
+        measured.setdefault(key, []).append(actual)
+        if prior:
+            ratios.setdefault(key, []).append(actual / prior)
+            ratios.setdefault("*", []).append(actual / prior)
+    return Calibration(
+        ratios={key: statistics.median(values) for key, values in ratios.items()},
+        measured={key: statistics.median(values) for key, values in measured.items()},
+    )
 
 
 def estimate_epoch_seconds(

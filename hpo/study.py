@@ -79,7 +79,12 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
     known = {"family", *shared_default}
     for module in task.families.values():
         known.update(module.SPACE)
-    unknown = sorted(set(overrides) - known)
+    # `family/parameter` narrows a hypermodel's own parameter (checked as it builds).
+    hypermodels = {name for name, f in task.families.items() if hasattr(f, "build_trial")}
+    unknown = sorted(k for k in set(overrides) - known if k.partition("/")[0] not in hypermodels)
+    # A study store's families are not imported: their own parameters are unknown here.
+    if any(getattr(f, "STORED", False) for f in task.families.values()):
+        unknown = []
     if unknown:
         raise ConfigError(
             f"unknown key 'space.{unknown[0]}'. Parameters of task {task.name!r}: "

@@ -48,7 +48,8 @@ def test_calibration_scales_the_prior_by_family_then_overall() -> None:
         _trial("sepconv1d", "float32", 10.0, 50.0),
         optuna.trial.create_trial(value=0.5, user_attrs={"family": "conv1d"}),
     ]
-    ratios = calibration(trials)
+    calibrated = calibration(trials)
+    ratios = calibrated.ratios
     assert ratios["conv1d/float32"] == 2.5
     assert ratios["sepconv1d/float32"] == 5.0
     assert ratios["*"] == 3.0
@@ -57,3 +58,49 @@ def test_calibration_scales_the_prior_by_family_then_overall() -> None:
     assert estimate_epoch_seconds(features, "conv1d", "float32", ratios) == 2.5 * prior
     assert estimate_epoch_seconds(features, "other", "float32", ratios) == 3.0 * prior
     assert estimate_epoch_seconds(features, "conv1d", "float32", {}) == prior
+
+
+def test_a_model_that_cannot_be_costed_is_estimated_from_its_family_s_measured_epochs() -> None:
+    trials = [
+        optuna.trial.create_trial(
+            value=0.5, user_attrs={"family": "mine", "precision": "float32", "epoch_seconds": s}
+        )
+        for s in (4.0, 6.0, 20.0)
+    ]
+    calibrated = calibration(trials)
+    # Trials without a prior (the model could not be analysed) count for the measured median
+    # only, never for the prior's ratio.
+    assert calibrated.measured == {"mine/float32": 6.0}
+    assert calibrated.ratios == {}
+    assert calibrated.estimate(None, "mine", "float32") == 6.0
+    assert calibrated.estimate(None, "other", "float32") is None
+    features = CostFeatures(1e9, 1000, 100, 10, 1000)
+    assert calibrated.estimate(features, "mine", "float32") == features.prior_seconds()
+
+
+class _Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = layers.Embedding(50, 4)
+        self.pool = layers.GlobalAveragePooling1D()
+        self.out = layers.Dense(1, activation="sigmoid")
+
+    def call(self, x: object) -> object:
+        return self.out(self.pool(self.embedding(x)))
+
+
+def test_sequential_models_are_costed_and_subclassed_ones_raise_for_the_fallback() -> None:
+    sequential = keras.Sequential(
+        [
+            keras.Input(shape=(None,), dtype="int32"),
+            layers.Embedding(100, 4),
+            layers.Conv1D(6, 3, padding="same"),
+            layers.GlobalMaxPooling1D(),
+            layers.Dense(1),
+        ]
+    )
+    assert example_flops(sequential, (50,)) == 2 * (78 * 50 + 7)
+    subclassed = _Subclassed()
+    subclassed(keras.ops.ones((2, 7), dtype="int32"))
+    with pytest.raises(Exception):  # noqa: B017 - any failure falls back to measuring
+        example_flops(subclassed, (50,))

@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 
     import keras
 
-__all__ = ["batch_plan", "bucketed_dataset", "computed_tokens", "predict_bucketed", "token_lengths"]
+__all__ = [
+    "batch_plan",
+    "bucketed_dataset",
+    "computed_tokens",
+    "cut_predictions",
+    "fixed_plan",
+    "predict_bucketed",
+    "token_lengths",
+]
 
 # Batch widths are rounded up to a multiple of this, so a model meets few distinct shapes.
 WIDTH_MULTIPLE = 8
@@ -71,11 +79,29 @@ def computed_tokens(lengths: np.ndarray, batch_size: int, limit: int, seed: int 
     return sum(len(rows) * batch_width(lengths[rows], limit) for rows in plan)
 
 
+def fixed_plan(n: int, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Row indices of each batch for padded (not bucketed) batches: shuffled, or in order."""
+    order = np.arange(n) if rng is None else rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _plan(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, bucketed: bool
+) -> list[np.ndarray]:
+    if bucketed:
+        return batch_plan(lengths, batch_size, rng)
+    return fixed_plan(len(lengths), batch_size, rng)
+
+
 def _batches(
-    x: np.ndarray, y: np.ndarray | None, plan: list[np.ndarray], lengths: np.ndarray
+    x: np.ndarray,
+    y: np.ndarray | None,
+    plan: list[np.ndarray],
+    lengths: np.ndarray,
+    bucketed: bool = True,
 ) -> Iterator[Any]:
     for rows in plan:
-        width = batch_width(lengths[rows], x.shape[1])
+        width = batch_width(lengths[rows], x.shape[1]) if bucketed else x.shape[1]
         if y is None:
             yield x[rows, :width]
         else:
@@ -83,26 +109,33 @@ def _batches(
 
 
 def bucketed_dataset(
-    x: np.ndarray, y: np.ndarray | None, batch_size: int, seed: int | None = None
+    x: np.ndarray,
+    y: np.ndarray | None,
+    batch_size: int,
+    seed: int | None = None,
+    *,
+    bucketed: bool = True,
 ) -> Any:
     """A `tf.data.Dataset` of length-bucketed, cut batches.
 
     Args:
         x: Padded token ids [n, max_len].
-        y: Labels [n], or None for inputs only.
+        y: Labels [n] (or one-hot rows [n, classes]), or None for inputs only.
         batch_size: Examples per batch.
         seed: With a seed, each pass (epoch) draws a new shuffled plan from (seed, pass); without,
             rows come sorted by length (see `predict_bucketed` for the original order).
+        bucketed: False gives batches of the full width instead, for a model whose answer
+            depends on the padding (see `hpo.training.interface`): shuffled, or in order.
     """
     import tensorflow as tf
 
     lengths = token_lengths(x)
     passes = iter(range(1 << 62))
-    n_batches = len(batch_plan(lengths, batch_size))
+    n_batches = -(-len(x) // batch_size)
 
     def generate() -> Iterator[Any]:
         rng = None if seed is None else np.random.default_rng([seed, next(passes)])
-        yield from _batches(x, y, batch_plan(lengths, batch_size, rng), lengths)
+        yield from _batches(x, y, _plan(lengths, batch_size, rng, bucketed), lengths, bucketed)
 
     x_spec = tf.TensorSpec((None, None), tf.as_dtype(x.dtype))
     signature: Any = x_spec
@@ -112,11 +145,34 @@ def bucketed_dataset(
     return dataset.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 
-def predict_bucketed(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """`model.predict` on length-sorted cut batches, returned in the rows' original order."""
+def predict_bucketed(
+    model: keras.Model, x: np.ndarray, batch_size: int = 512, *, bucketed: bool = True
+) -> np.ndarray:
+    """`model.predict` on length-sorted cut batches, returned in the rows' original order.
+
+    With `bucketed=False`, on batches of the full width, in order.
+    """
     lengths = token_lengths(x)
-    order = np.concatenate(batch_plan(lengths, batch_size)) if len(x) else np.zeros(0, int)
-    predictions = model.predict(bucketed_dataset(x, None, batch_size), verbose=0)
+    plan = _plan(lengths, batch_size, None, bucketed)
+    order = np.concatenate(plan) if len(x) else np.zeros(0, int)
+    predictions = model.predict(bucketed_dataset(x, None, batch_size, bucketed=bucketed), verbose=0)
     result = np.empty_like(predictions)
     result[order] = predictions
     return result
+
+
+def cut_predictions(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Each row's prediction with its padding cut as a bucket would cut it alone.
+
+    Rows of equal width are predicted together; the result is in the rows' order.
+    """
+    lengths = token_lengths(x)
+    widths = np.array([batch_width(lengths[i : i + 1], x.shape[1]) for i in range(len(x))])
+    result: np.ndarray | None = None
+    for width in np.unique(widths):
+        rows = np.flatnonzero(widths == width)
+        part = np.asarray(model.predict(x[rows, :width], batch_size=len(rows), verbose=0))
+        if result is None:
+            result = np.empty((len(x), *part.shape[1:]), dtype=part.dtype)
+        result[rows] = part
+    return np.zeros((0,)) if result is None else result

@@ -17,16 +17,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo.contract import Attr
 from hpo.data import provenance
 from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.weighting import Method, fit_weights
 from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import study_task
+from hpo.training.interface import Padding
 
 if TYPE_CHECKING:
     import keras
     import optuna
+    from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
@@ -76,7 +79,7 @@ def build_ensemble(
         test = task.load_test(config, str(source), data_folder)
         test_matrix = np.stack(
             [
-                _predict(task, model, task.member_inputs(test.x, m.trial.params))
+                _predict(task, model, task.member_inputs(test.x, m.trial.params), m.trial)
                 for model, m in zip(models, members, strict=True)
             ]
         )
@@ -111,8 +114,11 @@ def build_ensemble(
     return EnsembleResult(out_dir=out_dir, report=report)
 
 
-def _predict(task: Task, model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return metrics.as_probabilities(task.predict(model, x))
+def _predict(task: Task, model: keras.Model, x: np.ndarray, trial: FrozenTrial) -> np.ndarray:
+    # A member predicts as it was evaluated on validation: padded to its seq_len if its model
+    # depends on padding (recorded by the trial; trials from before the rule were all bucketed).
+    bucketed = trial.user_attrs.get(Attr.PADDING, Padding.BUCKETED.value) != Padding.FIXED.value
+    return metrics.as_probabilities(task.predict(model, x, bucketed=bucketed))
 
 
 def _publish(staging: Path, out_dir: Path) -> None:

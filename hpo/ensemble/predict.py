@@ -49,8 +49,16 @@ def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
         )
     verify_export(Path(ensemble_dir))
     report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+    try:
+        model = load_keras_file(path)
+    except Exception as exc:
+        raise ConfigError(
+            f"{path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}). If its members "
+            f"are models of your own classes, pass the study file that names their modules, "
+            f"--study FILE, so that hpo imports them."
+        ) from exc
     # Reports from before multi-class tasks name no classes; they were binary sentiment.
-    return load_keras_file(path), report.get("classes") or ["negative", "positive"]
+    return model, report.get("classes") or ["negative", "positive"]
 
 
 def takes_text(model: keras.Model) -> bool:
@@ -117,6 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--file", type=Path, help="text ensembles: inputs from this file, a line each"
     )
     parser.add_argument(
+        "--study",
+        type=Path,
+        help="the study file whose own model families the members use (imported to load them)",
+    )
+    parser.add_argument(
         "inputs",
         nargs="*",
         help="texts (text ensembles; without them and --file, read stdin) or image files",
@@ -129,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     An image file that cannot be read is reported on stderr and the others still print; the
     exit code is then 1.
     """
+    if args.study is not None:
+        from hpo.config import load_study_config
+        from hpo.tasks import study_task
+
+        study_task(load_study_config(args.study))  # imports (and registers) its families
     model, classes = load_export(args.ensemble)
     if takes_text(model):
         return _run_text(model, classes, _texts(args))

@@ -6,6 +6,13 @@ process) never loads TensorFlow; only trial processes do.
 
 from __future__ import annotations
 
+from typing import Any
+
 from hpo.models import conv1d, conv2d, ngram, sepconv1d, sepconv2d
 
-__all__ = ["conv1d", "conv2d", "ngram", "sepconv1d", "sepconv2d"]
+__all__ = ["conv1d", "conv2d", "is_builtin", "ngram", "sepconv1d", "sepconv2d"]
+
+
+def is_builtin(family: Any) -> bool:
+    """Whether a family is one of hpo's own modules (tested here), not a user's."""
+    return getattr(family, "__name__", "").startswith("hpo.models.")

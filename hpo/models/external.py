@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -32,7 +33,11 @@ _NATIVE = ("SPACE", "DEFAULTS", "suggest", "build")
 
 
 def load_families(
-    specs: Mapping[str, str], base: Path, builtin: Mapping[str, Family], reserved: set[str]
+    specs: Mapping[str, str],
+    base: Path,
+    builtin: Mapping[str, Family],
+    reserved: set[str],
+    space: Mapping[str, list[Any]] | None = None,
 ) -> dict[str, Family]:
     """Imports the study file's `[families]`.
 
@@ -42,12 +47,18 @@ def load_families(
         builtin: The task's own families; a name may not shadow one.
         reserved: Parameter names hpo already uses (shared and built-in families' ones): a
             hypermodel parameter of the same name gets its family's name as a prefix.
+        space: The study file's `[space]` entries named `family/parameter`, which narrow a
+            hypermodel's own parameters (a list of choices, or `[low, high]`).
 
     Raises:
         ConfigError: A bad name or path, a module that fails to import, or an attribute that is
             neither a hypermodel nor a family module.
     """
-    from hpo.models.hypermodel import HyperModelFamily, as_hypermodel
+    from hpo.cli import quiet_tensorflow
+
+    with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
+        # KerasTuner imports Keras, and so TensorFlow and its start-up chatter.
+        from hpo.models.hypermodel import HyperModelFamily, as_hypermodel
 
     loaded: dict[str, Any] = {}
     for name, spec in specs.items():
@@ -66,7 +77,12 @@ def load_families(
         hypermodel = hypermodels[name]
         if hypermodel is not None:
             rename = _renamer(name, reserved, several)
-            families[name] = HyperModelFamily(name, hypermodel, rename)
+            own = {
+                key.partition("/")[2]: value
+                for key, value in (space or {}).items()
+                if key.partition("/")[0] == name
+            }
+            families[name] = HyperModelFamily(name, hypermodel, rename, own)
         elif all(hasattr(target, attr) for attr in _NATIVE):
             families[name] = target
         else:
@@ -91,14 +107,18 @@ def _import(spec: str, key: str, base: Path) -> Any:
         raise ConfigError(
             f"'{key}' must be an import path 'package.module:attribute', got {spec!r}."
         )
+    from hpo.cli import quiet_tensorflow
+
     try:
-        with _searching(base):
+        # A user's module usually imports Keras, and so TensorFlow and its start-up chatter.
+        with _searching(base), quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
             module = importlib.import_module(module_name)
     except Exception as exc:
         raise ConfigError(
             f"'{key}' = {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc}). "
             f"Put the module beside the study file ({base}) or on the Python path."
         ) from exc
+    _register_keras_classes(module)
     if not attribute:
         return module
     try:
@@ -113,6 +133,28 @@ def _import(spec: str, key: str, base: Path) -> Any:
             f"'{key}' = {spec!r}: module {module_name!r} has no {attribute!r}; it defines "
             f"{public[:10]}."
         ) from exc
+
+
+def _register_keras_classes(module: Any) -> None:
+    """Registers the module's own Keras layer and model classes with Keras's serialization.
+
+    A checkpoint of a subclassed model or a custom layer names its class; Keras loads it only if
+    the class is registered. KerasTuner's examples do not register theirs (KerasTuner keeps
+    weights and builds again), so hpo does, under the module's name, for the classes the module
+    itself defines and leaves unregistered. Loading such a checkpoint later needs the same study
+    file (which imports the module again).
+    """
+    keras = sys.modules.get("keras")
+    if keras is None:  # the module defines no Keras class without importing Keras
+        return
+    for value in list(vars(module).values()):
+        if (
+            inspect.isclass(value)
+            and value.__module__ == module.__name__
+            and issubclass(value, keras.layers.Layer)
+            and keras.saving.get_registered_name(value) == value.__name__
+        ):
+            keras.saving.register_keras_serializable(package=module.__name__)(value)
 
 
 @contextmanager

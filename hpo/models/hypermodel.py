@@ -16,7 +16,10 @@ space shows up as ordinary Optuna parameters (in the dashboard, `hpo status`, TP
 | `Fixed(value)` | `CategoricalDistribution([value])` |
 
 `conditional_scope` is KerasTuner's own: a parameter whose scope is inactive is not sampled and
-reads as None, as in KerasTuner.
+reads as None, as in KerasTuner. A parameter declared inside a scope is an Optuna parameter of its
+own per scope, named after its conditions (`units[model=cnn]`), so one name declared in two
+scopes with two ranges is two parameters, not a clash. Values reach `build` with KerasTuner's
+types: an `Int` is an `int` (KerasTuner's log grid holds floats), a `Float` a `float`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from optuna.distributions import (
 )
 
 from hpo.errors import ConfigError
-from hpo.space import suggest
+from hpo.space import fit_value, narrow_space, suggest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -49,6 +52,33 @@ _log = logging.getLogger(__name__)
 # Arguments of a hypermodel's own `fit` that hpo honours; it trains with its own data and
 # callbacks (early stopping, checkpoint, pruning, budget) beside the hypermodel's callbacks.
 FIT_ARGUMENTS = ("batch_size", "epochs", "class_weight", "callbacks")
+
+
+def _typed(hp: Any, value: Any) -> Any:
+    """A value as KerasTuner gives it to `build`: `int` for an Int, `float` for a Float."""
+    if value is None:
+        return None
+    if isinstance(hp, hp_types.Int):
+        return round(float(value))
+    if isinstance(hp, hp_types.Float):
+        return float(value)
+    if isinstance(hp, hp_types.Boolean):
+        return bool(value)
+    return value
+
+
+def optuna_name(hp: Any) -> str:
+    """The Optuna name of a KerasTuner parameter: its name, and its scope's conditions if any.
+
+    `hp.Int("units", ...)` inside `conditional_scope("model", ["cnn"])` is `units[model=cnn]`:
+    each scope's declaration is its own parameter, as its range may differ from another's.
+    """
+    name = str(hp.name)
+    for condition in getattr(hp, "conditions", None) or []:
+        config = condition.get_config()
+        values = ",".join(str(v) for v in config.get("values", []))
+        name += f"[{config.get('name')}={values}]"
+    return name
 
 
 def to_distribution(hp: Any) -> BaseDistribution:
@@ -65,8 +95,9 @@ def to_distribution(hp: Any) -> BaseDistribution:
         return CategoricalDistribution(list(hp.values))
     if isinstance(hp, (hp_types.Int, hp_types.Float)):
         if hp.step is not None and hp.sampling != "linear":
-            # KerasTuner's log steps multiply: min, min*step, min*step^2, ... up to max.
-            return CategoricalDistribution(sorted(hp.values))
+            # KerasTuner's log steps multiply: min, min*step, min*step^2, ... up to max. Its
+            # grid holds floats even for an Int: the choices take the declared type.
+            return CategoricalDistribution(sorted({_typed(hp, v) for v in hp.values}))
         if hp.sampling == "reverse_log":
             _log.warning(
                 "hyperparameter %r: Optuna has no reverse-log scale; sampled linearly on [%s, %s].",
@@ -89,7 +120,8 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
     """KerasTuner's `HyperParameters`, with each new active parameter's value asked of Optuna.
 
     Args:
-        ask: `ask(name, distribution, default)` returns the value of a new parameter.
+        ask: `ask(name, distribution, default)` returns the value of a new parameter, `name`
+            being its Optuna name (`optuna_name`).
         given: Values readable with `hp.get(name)` that are not searched here (the task's
             input size and classes, say).
     """
@@ -122,7 +154,8 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
         if not self.is_active(hp):
             return None
         if overwrite or hp.name not in self.values:
-            self.values[hp.name] = self._ask(hp.name, distribution, hp.default)
+            value = self._ask(optuna_name(hp), distribution, _typed(hp, hp.default))
+            self.values[hp.name] = _typed(hp, value)
         return self.values[hp.name]
 
 
@@ -144,16 +177,29 @@ class HyperModelFamily:
 
     Args:
         name: The family's name in the study.
-        hypermodel: A `keras_tuner.HyperModel` instance or a `build(hp)` callable.
+        hypermodel: A `keras_tuner.HyperModel` instance or class, or a `build(hp)` callable.
         rename: Maps a KerasTuner name to the Optuna parameter name (a prefix where needed).
+        narrowed: Parameters narrowed by the study file, KerasTuner name -> choices or
+            [low, high]; a name the hypermodel never declares is an error at its first build.
     """
 
     SPACE: Mapping[str, BaseDistribution] = {}
     DEFAULTS: Mapping[str, Any] = {}
 
-    def __init__(self, name: str, hypermodel: Any, rename: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        hypermodel: Any,
+        rename: Callable[[str], str],
+        narrowed: Mapping[str, list[Any]] | None = None,
+    ) -> None:
         self.name = name
-        self.hypermodel = hypermodel
+        # The study file's `[space]` narrowing of this hypermodel's parameters, by KerasTuner
+        # name (`[space] "resnet/conv4_depth" = [6]`): KerasTuner's `hyperparameters=`.
+        self.narrowed = dict(narrowed or {})
+        # A HyperModel class is instantiated at the first build, when the task's input shape
+        # and classes are known (KerasTuner's HyperResNet and HyperXception need them).
+        self._hypermodel = hypermodel
         self.rename = rename
         self._hp: OptunaHyperParameters | None = None
 
@@ -162,16 +208,55 @@ class HyperModelFamily:
         return {}
 
     def build(self, params: Mapping[str, Any]) -> keras.Model:
-        """The hypermodel at its default values (for cost estimates and checks)."""
-        return self._build(OptunaHyperParameters(lambda name, dist, default: default, params))
+        """The hypermodel at its default values (for cost estimates and checks); a narrowed
+        parameter whose default falls outside takes the nearest value inside."""
+
+        def default(name: str, distribution: BaseDistribution, value: Any) -> Any:
+            return fit_value(self._narrow(name, distribution), value)
+
+        model = self._build(OptunaHyperParameters(default, params))
+        self._check_narrowed()
+        return model
 
     def build_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> keras.Model:
         """The hypermodel with each parameter asked of `trial` as it is declared."""
 
         def ask(name: str, distribution: BaseDistribution, default: Any) -> Any:
-            return suggest(trial, self.rename(name), distribution)
+            distribution = self._narrow(name, distribution)
+            try:
+                return suggest(trial, self.rename(name), distribution)
+            except ValueError as exc:
+                # Optuna keeps one distribution per parameter name for the whole study.
+                raise ConfigError(
+                    f"family {self.name!r}: hyperparameter {name!r} is declared as "
+                    f"{distribution} in this build, unlike in an earlier build ({exc}). A "
+                    f"hyperparameter must keep its values from build to build: give the other "
+                    f"declaration its own name, or declare it in a conditional_scope."
+                ) from exc
 
         return self._build(OptunaHyperParameters(ask, params))
+
+    def _narrow(self, name: str, distribution: BaseDistribution) -> BaseDistribution:
+        """The distribution narrowed by the study file, for the Optuna name `name`."""
+        plain = name.partition("[")[0]
+        if plain not in self.narrowed:
+            return distribution
+        key = f"{self.name}/{plain}"
+        return narrow_space({key: distribution}, {key: self.narrowed[plain]}, where="space")[key]
+
+    def _check_narrowed(self) -> None:
+        declared = {hp.name for hp in self._hp.space} if self._hp is not None else set()
+        unknown = sorted(set(self.narrowed) - declared)
+        if unknown:
+            raise ConfigError(
+                f"'space.{self.name}/{unknown[0]}' narrows a parameter that family "
+                f"{self.name!r} does not declare; its parameters: {sorted(declared)}."
+            )
+
+    @property
+    def hypermodel(self) -> Any:
+        """The hypermodel (instantiated, for a class, at the first build)."""
+        return self._hypermodel
 
     def fit_arguments(self) -> dict[str, Any]:
         """What the hypermodel's own `fit` passes to `model.fit`, among `FIT_ARGUMENTS`.
@@ -191,20 +276,46 @@ class HyperModelFamily:
 
     def _build(self, hp: OptunaHyperParameters) -> keras.Model:
         self._hp = hp
-        build = getattr(self.hypermodel, "build", self.hypermodel)
+        if inspect.isclass(self._hypermodel):
+            self._hypermodel = _instantiate(self.name, self._hypermodel, hp._given)
+        build = getattr(self._hypermodel, "build", self._hypermodel)
         return build(hp)
+
+
+# Constructor arguments of a HyperModel class that hpo fills from the task: what KerasTuner's
+# ready-made hypermodels take (HyperResNet(input_shape=..., classes=...)).
+_FROM_TASK = {"input_shape": "image_shape", "classes": "classes", "num_classes": "classes"}
+
+
+def _instantiate(name: str, cls: type, given: Mapping[str, Any]) -> Any:
+    """A HyperModel class instantiated with what the task gives (input shape, classes)."""
+    parameters = inspect.signature(cls).parameters
+    kwargs = {
+        argument: given[source]
+        for argument, source in _FROM_TASK.items()
+        if argument in parameters and source in given
+    }
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"family {name!r}: {cls.__name__}({', '.join(f'{k}=...' for k in kwargs)}) failed "
+            f"({type(exc).__name__}: {exc}). Name an instance built with its arguments in the "
+            f"study file instead, e.g. `{name.lower()} = MyHyperModel(...)` in your module."
+        ) from exc
 
 
 def as_hypermodel(target: Any) -> Any | None:
     """`target` as something with `build(hp)`, or None if it is not a KerasTuner hypermodel.
 
-    Accepts a `HyperModel` instance, a `HyperModel` subclass (instantiated without arguments)
-    and a function of one argument, `hp`.
+    Accepts a `HyperModel` instance, a `HyperModel` subclass (instantiated at the first build,
+    with the task's `input_shape` and `classes` where its constructor takes them) and a function
+    of one argument, `hp`.
     """
     if isinstance(target, keras_tuner.HyperModel):
         return target
     if inspect.isclass(target) and issubclass(target, keras_tuner.HyperModel):
-        return target()
+        return target  # instantiated at the first build (see `HyperModelFamily`)
     if inspect.isfunction(target) and len(inspect.signature(target).parameters) == 1:
         return target
     return None

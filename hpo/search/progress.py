@@ -38,6 +38,7 @@ class Progress:
         self.consecutive_failures = 0
         self.not_started = 0
         self.failure_stop: str | None = None
+        self.config_error: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         tqdm.write(describe_trial(trial))
@@ -58,6 +59,9 @@ class Progress:
                 self.bar.n = min(finished, self.config.n_trials)
             self.bar.set_postfix(postfix)
             self.bar.refresh()
+        if trial.state == TrialState.FAIL and Attr.CONFIG_ERROR in trial.user_attrs:
+            self.config_error = str(trial.user_attrs[Attr.CONFIG_ERROR])
+            study.stop()
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
             if self.consecutive_failures >= self.config.max_failures:

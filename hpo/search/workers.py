@@ -23,6 +23,7 @@ from hpo.contract import Attr
 from hpo.cost import calibration
 from hpo.data import provenance
 from hpo.errors import ConfigError
+from hpo.models import is_builtin
 from hpo.search.progress import FINISHED, Progress
 from hpo.search.recovery import (
     raise_keyboard_interrupt_on_sigterm,
@@ -146,10 +147,11 @@ def run_search(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([task.monitor])
         deadline = clock.deadline()
-        # Building each family's default model (in a child) catches a hypermodel parameter
-        # that cannot be mapped before any trial, and prices the cheapest epoch.
-        hypermodels = any(hasattr(f, "build_trial") for f in task.families.values())
-        if (deadline is not None or hypermodels) and not _check_defaults(
+        # Building each family's default model (in a child) catches a model hpo cannot train
+        # (an unmapped hypermodel parameter, an output that does not fit the task, a model that
+        # cannot be saved) before any trial, and prices the cheapest epoch.
+        users = any(not is_builtin(f) for f in task.families.values())
+        if (deadline is not None or users) and not _check_defaults(
             config, study, task, space, data_folder, clock
         ):
             return _summary(study, config)
@@ -225,8 +227,14 @@ def _check_defaults(
         params=default_params(task, space),
         cost_ratios=calibration(study.get_trials(deepcopy=False)),
     )
-    cheapest = min(call_isolated(estimate_epochs, job))
+    log_path = config.study_dir / "logs" / "check.log"
+    estimates = [e for e in call_isolated(estimate_epochs, job, log_path=log_path) if e is not None]
     left = clock.left()
+    if not estimates:
+        # No default model can be costed before it trains (subclassed models, say): the
+        # trials measure their own epochs, and the epoch clock keeps them in the budget.
+        return True
+    cheapest = min(estimates)
     if config.budget is None or cheapest <= left:
         return True
     if study.get_trials(deepcopy=False, states=FINISHED):
@@ -308,6 +316,8 @@ def run_worker(
     finally:
         if bar is not None:
             bar.close()
+    if stopper.config_error is not None:
+        raise ConfigError(stopper.config_error)
     return stopper.failure_stop
 
 
@@ -337,6 +347,12 @@ def _objective(
         return call_isolated(run_trial, job, log_path=log_path).value
     except optuna.TrialPruned as exc:
         trial.set_user_attr(Attr.PRUNE_REASON, str(exc))
+        raise
+    except ConfigError as exc:
+        # A model hpo cannot train (found only while a trial builds it): stop the search with
+        # the reason instead of failing trial after trial.
+        trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+        trial.set_user_attr(Attr.CONFIG_ERROR, str(exc))
         raise
     except Exception as exc:
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")

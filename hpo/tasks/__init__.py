@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import ConfigError
 from hpo.tasks._base import Family, Task, TestSet, TrialData
@@ -16,9 +16,14 @@ from hpo.tasks.imdb import IMDB
 from hpo.tasks.text import TEXT
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
+    import keras
+    import optuna
+
     from hpo.config import StudyConfig
+    from hpo.space import Space
 
 __all__ = ["TASKS", "Family", "Task", "TestSet", "TrialData", "get_task", "study_task"]
 
@@ -46,11 +51,56 @@ def study_task(config: StudyConfig) -> Task:
     task = get_task(config.task)
     if not config.families:
         return task
-    return _with_families(task.name, tuple(config.families.items()), config.study_dir.parent)
+    if not config.import_families:
+        # Read from a study store: the names are data, never imported (see `StoredFamily`).
+        stored = {name: StoredFamily(name, spec) for name, spec in config.families.items()}
+        return dataclasses.replace(task, families={**task.families, **stored})
+    # `[space]` entries named `family/parameter` narrow a hypermodel's own parameters.
+    narrowed = tuple(
+        (key, tuple(value))
+        for key, value in sorted(config.space.items())
+        if key.partition("/")[0] in config.families
+    )
+    return _with_families(
+        task.name, tuple(config.families.items()), config.study_dir.parent, narrowed
+    )
+
+
+class StoredFamily:
+    """A user's family named by a study store, which hpo does not import.
+
+    Reading the study (status, ensembles of stored checkpoints) needs no family code; building
+    one of its models says how to give hpo the module.
+    """
+
+    SPACE: Mapping[str, Any] = {}
+    DEFAULTS: Mapping[str, Any] = {}
+    STORED = True
+
+    def __init__(self, name: str, spec: str) -> None:
+        self.name, self.spec = name, spec
+
+    def suggest(self, trial: optuna.Trial, space: Space) -> dict[str, Any]:
+        """Raises, as `build` does."""
+        self.build({})
+        return {}
+
+    def build(self, params: Mapping[str, Any]) -> keras.Model:
+        """Raises: the family's code is not imported from a store."""
+        raise ConfigError(
+            f"family {self.name!r} ({self.spec!r}) is named by the study store, and hpo never "
+            f"imports code that a store names. Pass the study file that names it: --study FILE "
+            f"(with --storage URL)."
+        )
 
 
 @functools.lru_cache(maxsize=8)
-def _with_families(name: str, specs: tuple[tuple[str, str], ...], base: Path) -> Task:
+def _with_families(
+    name: str,
+    specs: tuple[tuple[str, str], ...],
+    base: Path,
+    narrowed: tuple[tuple[str, tuple[Any, ...]], ...] = (),
+) -> Task:
     from hpo.models.external import load_families
     from hpo.space import TRAINING_SPACE
 
@@ -58,5 +108,6 @@ def _with_families(name: str, specs: tuple[tuple[str, str], ...], base: Path) ->
     reserved = {"family", *TRAINING_SPACE, *task.space}
     for family in task.families.values():
         reserved.update(family.SPACE)
-    extra = load_families(dict(specs), base, task.families, reserved)
+    space = {key: list(value) for key, value in narrowed}
+    extra = load_families(dict(specs), base, task.families, reserved, space)
     return dataclasses.replace(task, families={**task.families, **extra})

@@ -79,13 +79,17 @@ class Task:
             that is equal for trials that can share it.
         raw_input: A `keras.Input` for raw inputs, given the prepared data's folder.
         dataset: A `tf.data.Dataset` of (inputs, labels) batches, or inputs only when labels are
-            None: `dataset(x, y, batch_size, seed)`; a seed shuffles anew every epoch, no seed
-            keeps an order that `predict` undoes.
-        predict: A model's predictions for inputs, in their order.
+            None: `dataset(x, y, batch_size, seed, bucketed=True)`; a seed shuffles anew every
+            epoch, no seed keeps an order that `predict` undoes; `bucketed=False` pads every
+            batch to the full length (text; see `hpo.training.interface`).
+        predict: A model's predictions for inputs, in their order:
+            `predict(model, x, bucketed=True)`.
         cost_shape: The input shape (batch excluded) at which a trial's model is costed.
         epoch_examples: Examples one epoch over `x` computes at `cost_shape`, in equivalents
             (bucketed text computes fewer positions than it stores): `(x, batch_size, params)`.
         monitor: The validation metric the study maximizes, as Keras logs name it.
+        padded: Inputs are token ids padded at the end (id 0), so batches may be cut to their
+            longest row for a model that ignores padding.
     """
 
     name: str
@@ -102,11 +106,12 @@ class Task:
     class_names: Callable[[Path], list[str]]
     export_preprocessing: Callable[[Path, Mapping[str, Any]], tuple[Any, keras.layers.Layer]]
     raw_input: Callable[[Path], Any]
-    dataset: Callable[[np.ndarray, np.ndarray | None, int, int | None], Any]
-    predict: Callable[[keras.Model, np.ndarray], np.ndarray]
+    dataset: Callable[..., Any]
+    predict: Callable[..., np.ndarray]
     cost_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]
     epoch_examples: Callable[[np.ndarray, int, Mapping[str, Any]], float]
     monitor: str = "val_accuracy"
+    padded: bool = False
 
 
 def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:

@@ -147,8 +147,18 @@ def raw_input(folder: Path) -> Any:
     return keras.Input(shape=build_context(folder)["image_shape"], dtype="uint8", name="image")
 
 
-def dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, seed: int | None = None) -> Any:
-    """A `tf.data.Dataset` of batches; with a seed, shuffled anew every epoch."""
+def dataset(
+    x: np.ndarray,
+    y: np.ndarray | None,
+    batch_size: int,
+    seed: int | None = None,
+    *,
+    bucketed: bool = True,
+) -> Any:
+    """A `tf.data.Dataset` of batches; with a seed, shuffled anew every epoch.
+
+    Images are never padded: `bucketed` is accepted for the task interface and changes nothing.
+    """
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
@@ -157,8 +167,10 @@ def dataset(x: np.ndarray, y: np.ndarray | None, batch_size: int, seed: int | No
     return data.batch(batch_size).prefetch(2)
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities `[n, classes]`, in the order of `x`."""
+def predict(
+    model: keras.Model, x: np.ndarray, batch_size: int = 512, *, bucketed: bool = True
+) -> np.ndarray:
+    """Class probabilities `[n, classes]`, in the order of `x` (`bucketed` changes nothing)."""
     return np.asarray(model.predict(dataset(x, None, batch_size), verbose=0))
 
 

@@ -190,6 +190,7 @@ def text_task(
         predict=batching.predict_bucketed,
         cost_shape=cost_shape,
         epoch_examples=epoch_examples,
+        padded=True,
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import resource
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,16 +20,28 @@ import optuna
 from hpo import metrics
 from hpo.budget import format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
-from hpo.cost import CostFeatures, estimate_epoch_seconds, example_flops
+from hpo.cost import Calibration, CostFeatures, example_flops
+from hpo.errors import ConfigError
+from hpo.models import is_builtin
 from hpo.precision import Precision, gpu_capability, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
 from hpo.study import create_study, search_space
 from hpo.tasks import study_task
+from hpo.training.interface import (
+    PROBE_ROWS,
+    Labels,
+    ModelInterface,
+    Output,
+    Padding,
+    check_padding,
+    compile_model,
+    member_model,
+    read_interface,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
-    from pathlib import Path
 
     import keras
 
@@ -61,7 +76,7 @@ class TrialJob:
     data_folder: Path
     threads: int = 0
     deadline: float | None = None
-    cost_ratios: Mapping[str, float] = field(default_factory=dict)
+    cost_ratios: Calibration = field(default_factory=lambda: Calibration())
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,9 @@ def run_trial(job: TrialJob) -> TrialResult:
     # sampler anew, or every trial would draw the same random startup values.
     seed = int(np.random.SeedSequence([config.sampler.seed, job.trial_id]).generate_state(1)[0])
     study = create_study(config, storage, load_only=True, seed=seed)
+    # Optuna's cached storage knows a trial only once it has read the study's trials; a trial
+    # whose first parameter is a fixed (enqueued) one would otherwise fail to record it.
+    study.get_trials(deepcopy=False)
     trial = optuna.Trial(study, job.trial_id)
     work = config.study_dir / "trials" / f"{trial.number:05d}"
     shutil.rmtree(work, ignore_errors=True)
@@ -113,7 +131,7 @@ def train_trial(
     work: Path,
     *,
     deadline: float | None = None,
-    cost_ratios: Mapping[str, float] | None = None,
+    cost_ratios: Calibration | None = None,
 ) -> TrialResult:
     """Trains a trial whose parameters are already sampled, in this process.
 
@@ -152,7 +170,7 @@ def _train_trial(
     data_folder: Path,
     work: Path,
     deadline: float | None,
-    cost_ratios: Mapping[str, float] | None,
+    cost_ratios: Calibration | None,
     precision: Precision,
 ) -> TrialResult:
     import keras
@@ -173,19 +191,25 @@ def _train_trial(
             return params[name]
         return suggest(trial, name, search_space(task, config.space).shared[name])
 
-    model = build_model(task, params, trial, ask)
+    model, interface = prepare_model(task, params, data, trial, ask)
     fit_arguments = _fit_arguments(task, params)
     batch_size = fit_arguments.pop("batch_size", None) or ask("batch_size")
-    features = cost_features(task, model, {**params, "batch_size": batch_size}, data)
-    estimate = estimate_epoch_seconds(features, family, precision.value, cost_ratios or {})
-    for key, value in {
+    features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
+    calibration = cost_ratios or Calibration()
+    estimate = calibration.estimate(features, family, precision.value)
+    attributes: dict[str, Any] = {
         Attr.FAMILY: family,
         Attr.PRECISION: precision.value,
         Attr.PARAMS_COUNT: int(model.count_params()),
-        Attr.GFLOP_PER_EPOCH: round(features.flops_per_epoch / 1e9, 1),
-        Attr.PRIOR_EPOCH_SECONDS: round(features.prior_seconds(), 2),
-        Attr.ESTIMATED_EPOCH_SECONDS: round(estimate, 1),
-    }.items():
+        **interface_attributes(interface),
+        Attr.COST_ESTIMATE: "model" if features is not None else f"measured: {why_not}",
+    }
+    if features is not None:
+        attributes[Attr.GFLOP_PER_EPOCH] = round(features.flops_per_epoch / 1e9, 1)
+        attributes[Attr.PRIOR_EPOCH_SECONDS] = round(features.prior_seconds(), 2)
+    if estimate is not None:
+        attributes[Attr.ESTIMATED_EPOCH_SECONDS] = round(estimate, 1)
+    for key, value in attributes.items():
         trial.set_user_attr(key, value)
 
     # Within the study's budget one epoch is worth starting (a late, short trial still yields a
@@ -203,7 +227,9 @@ def _train_trial(
             (started + cap, min(config.training.max_epochs, config.training.patience + 1), why)
         )
     for end, epochs, why in needs:
-        if time.time() + epochs * estimate > end:
+        # Without an estimate (a model hpo cannot cost, and no earlier trial of its family)
+        # the trial starts; the epoch clock stops it after the first epoch that shows it won't fit.
+        if estimate is not None and time.time() + epochs * estimate > end:
             raise optuna.TrialPruned(
                 f"not started: {epochs} epoch(s) are estimated at {epochs * estimate:.0f} s, "
                 f"which would end past {why} ({max(0.0, end - time.time()):.0f} s left)"
@@ -213,6 +239,9 @@ def _train_trial(
     clock = EpochClock(deadlines)
     # Always predicting the most frequent class scores this much.
     chance = float(np.bincount(data.y_val).max() / len(data.y_val))
+    classes = int(params["classes"])
+    y_train = interface.encode_labels(data.y_train, classes)
+    y_val = interface.encode_labels(data.y_val, classes)
     callbacks: list[keras.callbacks.Callback] = [
         clock,
         keras.callbacks.TerminateOnNaN(),
@@ -242,9 +271,15 @@ def _train_trial(
     try:
         history = model.fit(
             task.dataset(
-                data.x_train, data.y_train, batch_size, config.sampler.seed + trial.number
+                data.x_train,
+                y_train,
+                batch_size,
+                config.sampler.seed + trial.number,
+                bucketed=interface.bucketed,
             ),
-            validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
+            validation_data=task.dataset(
+                data.x_val, y_val, EVAL_BATCH, None, bucketed=interface.bucketed
+            ),
             epochs=epochs,
             callbacks=callbacks,
             shuffle=False,  # the dataset shuffles, each epoch anew
@@ -280,10 +315,23 @@ def _train_trial(
 
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
-    best = load_keras_file(checkpoint)
+    best = member_model(load_keras_file(checkpoint), interface.output, data.x_val[:1])
+    if interface.bucketed and task.padded:
+        # The trained model must still ignore padding, or the export (which pads every text to
+        # seq_len) would not reproduce what is evaluated here: else it is predicted padded.
+        rows = probe_rows(data.y_val)
+        padding, reason = check_padding(best, data.x_val[rows])
+        if padding is Padding.FIXED:
+            interface = dataclasses.replace(
+                interface, padding=padding, padding_reason=f"after training, {reason}"
+            )
+            trial.set_user_attr(Attr.PADDING, padding.value)
+            trial.set_user_attr(Attr.PADDING_REASON, interface.padding_reason)
     member = work / MEMBER_NAME
     best.save(member)
-    predictions = metrics.as_probabilities(task.predict(best, data.x_val)).astype(np.float32)
+    predictions = metrics.as_probabilities(
+        task.predict(best, data.x_val, bucketed=interface.bucketed)
+    ).astype(np.float32)
     predictions_path = work / PREDICTIONS_NAME
     np.save(predictions_path, predictions)
     val_accuracy = metrics.accuracy(data.y_val, predictions)
@@ -304,29 +352,131 @@ class EstimateJob:
     config: StudyConfig
     data_folder: Path
     params: list[dict[str, Any]]
-    cost_ratios: Mapping[str, float] = field(default_factory=dict)
+    cost_ratios: Calibration = field(default_factory=lambda: Calibration())
 
 
-def estimate_epochs(job: EstimateJob) -> list[float]:
-    """Estimated seconds of one epoch for each parameter set; builds each model, trains none."""
+def estimate_epochs(job: EstimateJob) -> list[float | None]:
+    """Checks each parameter set's model and estimates its seconds per epoch; trains none.
+
+    Each model is built, probed (`hpo.training.interface`) and, for a family that is not hpo's
+    own, saved and loaded back, so what a user's model cannot do is an error before any trial.
+
+    Returns:
+        Estimated seconds of one epoch per parameter set; None where the model cannot be costed
+        and no earlier trial of its family measured one.
+
+    Raises:
+        ConfigError: A model that does not fit the task or cannot be saved and loaded.
+    """
     import keras
 
     _configure_tensorflow(0)
     task = study_task(job.config)
+    calibration = job.cost_ratios
     estimates = []
-    for sampled in job.params:
-        params = {**sampled, **task.build_context(job.data_folder)}
-        precision = resolve_precision(
-            job.config.training.precision, params["family"], gpu_capability()
-        )
-        with global_policy(precision.value):
-            data = task.trial_data(job.data_folder, params)
-            features = cost_features(task, build_model(task, params), params, data)
-        estimates.append(
-            estimate_epoch_seconds(features, params["family"], precision.value, job.cost_ratios)
-        )
-        keras.backend.clear_session()
+    with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
+        for sampled in job.params:
+            params = {**sampled, **task.build_context(job.data_folder)}
+            precision = resolve_precision(
+                job.config.training.precision, params["family"], gpu_capability()
+            )
+            with global_policy(precision.value):
+                data = task.trial_data(job.data_folder, params)
+                try:
+                    model, interface = prepare_model(task, params, data)
+                except ConfigError:
+                    raise
+                except Exception as exc:
+                    raise ConfigError(
+                        f"family {params['family']!r}: building its model with its default "
+                        f"parameters failed ({type(exc).__name__}: {str(exc)[:300]}). Fix the "
+                        f"model's code; the traceback is in the study's logs/check.log."
+                    ) from exc
+                if not is_builtin(task.families[params["family"]]):
+                    check_round_trip(model, interface, params["family"], data, Path(scratch))
+                features, _ = cost_features(task, model, params, data)
+            estimates.append(calibration.estimate(features, params["family"], precision.value))
+            keras.backend.clear_session()
     return estimates
+
+
+def check_round_trip(
+    model: keras.Model, interface: ModelInterface, family: str, data: TrialData, folder: Path
+) -> None:
+    """Saves a family's model as a `.keras` file and loads it back as the ensemble will.
+
+    Raises:
+        ConfigError: It cannot be saved, or loaded in safe mode, naming the cause and the fix.
+    """
+    path = folder / f"{family}.keras"
+    try:
+        member_model(model, interface.output, data.x_val[:1]).save(path)
+        load_keras_file(path)
+    except Exception as exc:
+        raise ConfigError(
+            f"family {family!r}: its model cannot be saved and loaded back as a .keras file "
+            f"({type(exc).__name__}: {str(exc)[:300]}). hpo stores every trial's best model as "
+            f"one: build it with the functional API or keras.Sequential, or give your custom "
+            f"layers and models get_config() (and from_config() if their arguments are not "
+            f"plain values) and no Lambda layers."
+        ) from exc
+
+
+def prepare_model(
+    task: Task,
+    params: Mapping[str, Any],
+    data: TrialData | None = None,
+    trial: optuna.Trial | None = None,
+    ask: Callable[[str], Any] | None = None,
+) -> tuple[keras.Model, ModelInterface]:
+    """Builds the model of `params["family"]`, reads what it takes and gives, and compiles it.
+
+    A family that samples while it builds (a KerasTuner hypermodel) asks `trial` for its
+    parameters. A model that comes compiled keeps its optimizer, loss and metrics (hpo adds the
+    accuracy metric it monitors); any other is compiled with the trial's optimizer and the loss
+    its output needs, whose settings come from `ask(name)` if given (which a hypermodel's trial
+    uses to sample them only when its model turns out to need them), else from `params`.
+
+    Args:
+        data: The trial's data, whose first validation rows the model is probed on; without it
+            the family must be one of hpo's own (probability outputs, masked padding).
+
+    Raises:
+        ConfigError: The model's output, loss or inputs do not fit the task.
+    """
+    family = task.families[params["family"]]
+    build_trial = getattr(family, "build_trial", None)
+    if trial is not None and build_trial is not None:
+        model = build_trial(trial, params)
+    else:
+        model = family.build(params)
+    classes = int(params.get("classes", 2))
+    if data is None:
+        output = Output(units=1 if classes == 2 else classes, from_logits=False)
+        padding = Padding.BUCKETED if task.padded else None
+        interface = ModelInterface(output, Labels.SPARSE, padding, "the family masks padding")
+    else:
+        rows = probe_rows(data.y_val)
+        interface = read_interface(
+            model,
+            data.x_val[rows],
+            data.y_val[rows],
+            classes,
+            family=params["family"],
+            text=task.padded,
+            masks_padding=bool(getattr(family, "MASKS_PADDING", False)),
+        )
+
+    def optimizer() -> keras.optimizers.Optimizer:
+        return make_optimizer(
+            {
+                name: params[name] if ask is None else ask(name)
+                for name in ("optimizer", "learning_rate")
+            }
+        )
+
+    compile_model(model, interface, optimizer)
+    return model, interface
 
 
 def build_model(
@@ -335,45 +485,32 @@ def build_model(
     trial: optuna.Trial | None = None,
     ask: Callable[[str], Any] | None = None,
 ) -> keras.Model:
-    """Builds the model of `params["family"]` and compiles it.
+    """`prepare_model` for hpo's own families (benchmarks and tests): the compiled model."""
+    return prepare_model(task, params, None, trial, ask)[0]
 
-    A family that samples while it builds (a KerasTuner hypermodel) asks `trial` for its
-    parameters. A model that comes compiled keeps its optimizer and loss (hpo adds the accuracy
-    metric it monitors); any other is compiled with the trial's optimizer and `loss_for` it,
-    whose settings come from `ask(name)` if given (which a hypermodel's trial uses to sample
-    them only when its model turns out to need them), else from `params`.
-    """
-    family = task.families[params["family"]]
-    build_trial = getattr(family, "build_trial", None)
-    if trial is not None and build_trial is not None:
-        model = build_trial(trial, params)
-    else:
-        model = family.build(params)
-    if getattr(model, "compiled", False) and model.optimizer is not None:
-        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
-    else:
-        training = {
-            name: params[name] if ask is None else ask(name)
-            for name in ("optimizer", "learning_rate")
-        }
-        model.compile(
-            optimizer=make_optimizer(training), loss=loss_for(model), metrics=["accuracy"]
-        )
-    return model
+
+def probe_rows(labels: np.ndarray, n: int = PROBE_ROWS) -> np.ndarray:
+    """Validation rows the model is probed on: the first few of every class."""
+    classes = np.unique(labels)
+    per_class = max(1, n // max(1, len(classes)))
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes]))
+
+
+def interface_attributes(interface: ModelInterface) -> dict[str, Any]:
+    """What a trial records of its model's interface."""
+    attributes: dict[str, Any] = {
+        Attr.OUTPUT: interface.output.describe(),
+        Attr.LABELS: interface.labels.value,
+    }
+    if interface.padding is not None:
+        attributes[Attr.PADDING] = interface.padding.value
+        attributes[Attr.PADDING_REASON] = interface.padding_reason
+    return attributes
 
 
 def _learning_rate(params: Mapping[str, Any]) -> str:
     rate = params.get("learning_rate")
     return "the learning rate" if rate is None else f"learning_rate={rate:.3g}"
-
-
-def loss_for(model: keras.Model) -> str:
-    """Binary cross-entropy for one sigmoid unit, sparse categorical cross-entropy for a softmax."""
-    return (
-        "binary_crossentropy"
-        if model.outputs[0].shape[-1] == 1
-        else "sparse_categorical_crossentropy"
-    )
 
 
 def _fit_arguments(task: Task, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -385,15 +522,27 @@ def _fit_arguments(task: Task, params: Mapping[str, Any]) -> dict[str, Any]:
 
 def cost_features(
     task: Task, model: keras.Model, params: Mapping[str, Any], data: TrialData
-) -> CostFeatures:
-    """What one epoch of this trial computes, for its time estimate."""
+) -> tuple[CostFeatures | None, str]:
+    """What one epoch of this trial computes, for its time estimate.
+
+    Returns:
+        The features, or None and the reason when the model cannot be analysed (a subclassed
+        model, a layer whose output shape is unknown): its epochs are then measured instead.
+    """
     batch_size = params["batch_size"]
-    return CostFeatures(
-        flops_per_example=example_flops(model, task.cost_shape(params)),
-        train_examples=task.epoch_examples(data.x_train, batch_size, params),
-        val_examples=task.epoch_examples(data.x_val, EVAL_BATCH, params),
-        steps=-(-len(data.x_train) // batch_size),
-        params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+    try:
+        flops = example_flops(model, task.cost_shape(params))
+    except Exception as exc:
+        return None, f"the model cannot be costed ({type(exc).__name__}: {str(exc)[:120]})"
+    return (
+        CostFeatures(
+            flops_per_example=flops,
+            train_examples=task.epoch_examples(data.x_train, batch_size, params),
+            val_examples=task.epoch_examples(data.x_val, EVAL_BATCH, params),
+            steps=-(-len(data.x_train) // batch_size),
+            params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        ),
+        "",
     )
 
 

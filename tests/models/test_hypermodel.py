@@ -77,7 +77,8 @@ def test_conditional_scopes_sample_only_active_parameters() -> None:
         built = build(hp)
         active, inactive = ("units", "filters") if kind == "mlp" else ("filters", "units")
         assert built[inactive] is None and isinstance(built[active], int)
-        assert set(trial.params) == {"kind", active}
+        # A parameter of a scope is named after its conditions (its own Optuna parameter).
+        assert set(trial.params) == {"kind", f"{active}[kind={kind}]"}
 
 
 def test_an_unmappable_hyperparameter_is_a_config_error_naming_it() -> None:

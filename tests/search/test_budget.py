@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 import pytest
@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from hpo.budget import spent_seconds
 from hpo.config import load_study_config
 from hpo.contract import Attr
+from hpo.cost import Calibration
 from hpo.search import main, run_search
 from hpo.store import open_storage
 from hpo.study import search_space
@@ -42,7 +43,7 @@ def _prepared(fake_imdb: Path, tmp_path: Path, extra: str = "") -> tuple[StudyCo
 
 
 # The tiny model's estimate scaled to nothing, so only the deadline decides.
-INSTANT: dict[str, Any] = {"*": 1e-9}
+INSTANT = Calibration(ratios={"*": 1e-9})
 
 
 @pytest.fixture
@@ -94,7 +95,9 @@ def test_a_trial_estimated_past_the_cap_does_not_start(fake_imdb: Path, tmp_path
     config = config.with_overrides(max_trial_minutes=1.0)
     trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
     with pytest.raises(optuna.TrialPruned, match=r"not started: .* per-trial cap of 1m 00s"):
-        train_trial(trial, config, folder, tmp_path / "work", cost_ratios={"*": 1e9})
+        train_trial(
+            trial, config, folder, tmp_path / "work", cost_ratios=Calibration(ratios={"*": 1e9})
+        )
     assert "epochs" not in trial.study.trials[0].user_attrs
 
 
@@ -106,10 +109,17 @@ def test_a_trial_without_room_for_patience_plus_one_epochs_in_its_cap_does_not_s
     config, folder = _prepared(fake_imdb, tmp_path)
     config = config.with_overrides(max_trial_minutes=1.0)
     prior = estimate_epochs(EstimateJob(config=config, data_folder=folder, params=[PARAMS]))[0]
+    assert prior is not None
     # One epoch of 10 s fits the 60 s cap; patience + 1 = 21 (at most max_epochs = 20) do not.
     trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
     with pytest.raises(optuna.TrialPruned, match=r"not started: 20 epoch\(s\) are estimated"):
-        train_trial(trial, config, folder, tmp_path / "work", cost_ratios={"*": 10.0 / prior})
+        train_trial(
+            trial,
+            config,
+            folder,
+            tmp_path / "work",
+            cost_ratios=Calibration(ratios={"*": 10.0 / prior}),
+        )
 
 
 @pytest.mark.slow

@@ -1,0 +1,403 @@
+"""How to train one trial: what a model takes and gives, read from the model itself.
+
+hpo trains models it did not write (a user's `Sequential`, subclassed model or KerasTuner
+hypermodel), so before training it reads from the built model, on a few validation examples:
+
+- **its output**: one unit (binary tasks) or one per class, probabilities (sigmoid, softmax) or
+  logits. Anything else is a `ConfigError` naming the shape and the fix. The stored member always
+  gives probabilities in hpo's shape (`[n]` for two classes, `[n, classes]` otherwise): a model
+  that gives logits, or two columns for two classes, is stored with a `Probabilities` layer on top;
+- **its labels**: class ids, or one-hot rows when its own loss expects them (KerasTuner's
+  HyperResNet compiles with `categorical_crossentropy`);
+- **its padding rule** (text): a model whose answer does not change when padding follows a text
+  (it masks, as hpo's own families do) trains and predicts on length-bucketed batches; any other
+  is trained, evaluated and exported on texts padded to the trial's `seq_len`, as KerasTuner
+  would feed it, so the exported ensemble reproduces what was evaluated.
+
+The result is recorded on the trial (`Attr.OUTPUT`, `Attr.LABELS`, `Attr.PADDING`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import keras
+
+__all__ = [
+    "Labels",
+    "ModelInterface",
+    "Output",
+    "Padding",
+    "check_padding",
+    "compile_model",
+    "member_model",
+    "read_interface",
+    "to_probabilities",
+]
+
+# Largest difference between a text's prediction alone (cut to its length) and padded to the
+# full length for a model to count as ignoring padding: float32 rounding, with margin.
+PADDING_TOLERANCE = 1e-5
+# Rows of the validation set the probes run on.
+PROBE_ROWS = 32
+_ONE_HOT_LOSSES = (
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "categorical_hinge",
+    "kl_divergence",
+    "kld",
+    "kullback_leibler_divergence",
+)
+
+
+class Padding(enum.Enum):
+    """How a text model's batches are padded."""
+
+    BUCKETED = "bucketed"  # batches of similar length, cut to their longest text
+    FIXED = "fixed"  # every text padded (or cut) to the trial's seq_len
+
+
+class Labels(enum.Enum):
+    """How labels reach the model's loss."""
+
+    SPARSE = "sparse"  # class ids
+    ONE_HOT = "one_hot"  # one row of zeros and a one per example
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a model's output holds.
+
+    Attributes:
+        units: 1 (the probability of class 1) or one per class (2 for a binary softmax).
+        from_logits: Logits rather than probabilities.
+    """
+
+    units: int
+    from_logits: bool
+
+    @property
+    def standard(self) -> bool:
+        """Whether it is already hpo's shape: probabilities, one unit for two classes."""
+        return not self.from_logits and self.units != 2
+
+    def describe(self) -> str:
+        """`sigmoid`, `softmax`, `logits` or `softmax2` (two columns for two classes)."""
+        kind = "logits" if self.from_logits else ("sigmoid" if self.units == 1 else "softmax")
+        return f"{kind}{self.units}" if self.units == 2 else kind
+
+
+@dataclass(frozen=True)
+class ModelInterface:
+    """What one trial's model takes and gives (see the module's docstring)."""
+
+    output: Output
+    labels: Labels
+    padding: Padding | None  # None for inputs that are never padded (images)
+    padding_reason: str = ""
+
+    def encode_labels(self, y: np.ndarray, classes: int) -> np.ndarray:
+        """Labels as the model's loss takes them."""
+        if self.labels is Labels.ONE_HOT:
+            return np.eye(max(classes, self.output.units), dtype=np.float32)[y]
+        return y
+
+    @property
+    def bucketed(self) -> bool:
+        """Whether batches may be cut to their longest text."""
+        return self.padding is not Padding.FIXED
+
+
+def read_interface(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    *,
+    family: str,
+    text: bool,
+    masks_padding: bool = False,
+) -> ModelInterface:
+    """Reads a built (or not yet built) model's output, labels and padding rule.
+
+    Args:
+        model: The model, compiled by its family or not.
+        x: A few validation inputs (text: ids padded to the trial's length).
+        y: Their labels.
+        classes: The task's number of classes.
+        family: The family's name, for messages.
+        text: Whether inputs are padded token ids.
+        masks_padding: The family is known to ignore padding (hpo's own text families).
+
+    Raises:
+        ConfigError: The output does not fit the task, or the model's loss takes neither class
+            ids nor one-hot labels.
+    """
+    output = read_output(model, x, classes, family)
+    labels = read_labels(model, output, y, classes, family)
+    padding, reason = None, ""
+    if text:
+        padding, reason = (
+            (Padding.BUCKETED, "the family masks padding")
+            if masks_padding
+            else check_padding(model, x)
+        )
+    return ModelInterface(output, labels, padding, reason)
+
+
+def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) -> Output:
+    """The model's output units and whether it gives logits, from a call on `x`."""
+    try:
+        raw = model(x, training=False)
+    except Exception as exc:
+        raise ConfigError(
+            f"family {family!r}: its model fails on a batch of the task's inputs "
+            f"(shape {list(x.shape)}, {x.dtype}): {type(exc).__name__}: {str(exc)[:300]}. "
+            f"Take inputs of shape {_input_hint(x)}."
+        ) from exc
+    if isinstance(raw, (list, tuple, dict)):
+        raise ConfigError(
+            f"family {family!r}: its model has {len(raw)} outputs; hpo tunes classifiers with one "
+            f"output, [batch, 1] (sigmoid) or [batch, classes] (softmax)."
+        )
+    p = _numpy(raw).astype(np.float64)
+    units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
+    binary_ok = classes == 2 and units in (1, 2)
+    if not (binary_ok or (units == classes and classes > 2)):
+        expected = (
+            "[batch, 1] (one sigmoid unit) or [batch, 2]"
+            if classes == 2
+            else (f"[batch, {classes}] (a softmax over the classes)")
+        )
+        raise ConfigError(
+            f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
+            f"{len(x)}, but this task has {classes} classes: the output must be {expected}. "
+            f"End the model with Dense({1 if classes == 2 else classes}, "
+            f"activation={'sigmoid' if classes == 2 else 'softmax'!r})."
+        )
+    if p.ndim == 1:
+        p = p[:, None]
+    return Output(units=units, from_logits=_gives_logits(model, p))
+
+
+def _gives_logits(model: keras.Model, p: np.ndarray) -> bool:
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    from_logits = _loss_config(loss).get("from_logits")
+    if from_logits is not None:
+        return bool(from_logits)
+    activation = _output_activation(model)
+    if activation in ("sigmoid", "softmax"):
+        return False
+    if activation == "linear":
+        return True
+    # A subclassed model: read the values. Probabilities lie in [0, 1], softmax rows sum to 1.
+    if np.any(p < 0) or np.any(p > 1):
+        return True
+    return p.shape[1] > 1 and not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
+
+
+def _output_activation(model: keras.Model) -> str | None:
+    """The activation of the layer that makes a functional or Sequential model's output."""
+    try:
+        layer = model.layers[-1]
+        outputs = model.outputs
+    except (AttributeError, ValueError, IndexError):
+        return None
+    if not outputs or layer.output is not outputs[0]:
+        return None
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def read_labels(
+    model: keras.Model, output: Output, y: np.ndarray, classes: int, family: str
+) -> Labels:
+    """Class ids, or one-hot rows when the model's own loss expects them."""
+    if not getattr(model, "compiled", False) or getattr(model, "loss", None) is None:
+        return Labels.SPARSE
+    loss = model.loss
+    if isinstance(loss, (list, tuple, dict)):
+        raise ConfigError(
+            f"family {family!r}: its model is compiled with several losses ({loss!r}); hpo tunes "
+            f"models with one output and one loss."
+        )
+    name = _loss_name(loss)
+    if name in _ONE_HOT_LOSSES:
+        return Labels.ONE_HOT
+    if output.units == 1 or name.startswith("sparse") or name.startswith("binary"):
+        return Labels.SPARSE
+    # A loss of the user's own: one-hot if it takes those and not class ids.
+    import keras
+
+    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+    p = np.full((len(y), output.units), 1.0 / output.units, dtype=np.float32)
+    for labels, encoded in (
+        (Labels.SPARSE, y),
+        (Labels.ONE_HOT, np.eye(max(classes, output.units), dtype=np.float32)[y]),
+    ):
+        try:
+            value = _numpy(fn(encoded, p))
+        except Exception:
+            continue
+        if np.all(np.isfinite(value)):
+            return labels
+    raise ConfigError(
+        f"family {family!r}: its loss {name!r} takes neither class ids nor one-hot labels for an "
+        f"output of {output.units} units; compile with sparse_categorical_crossentropy or "
+        f"categorical_crossentropy, or leave the model uncompiled for hpo to compile."
+    )
+
+
+def _loss_name(loss: Any) -> str:
+    if isinstance(loss, str):
+        return loss
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    return str(name)
+
+
+def _loss_config(loss: Any) -> dict[str, Any]:
+    get_config = getattr(loss, "get_config", None)
+    if get_config is None:
+        return {}
+    try:
+        return dict(get_config())
+    except Exception:
+        return {}
+
+
+def check_padding(model: keras.Model, x: np.ndarray) -> tuple[Padding, str]:
+    """Whether the model scores each text the same cut to its length as padded to `x`'s width.
+
+    Returns:
+        The padding rule, and why.
+    """
+    from hpo.data.batching import cut_predictions
+
+    full = _numpy(model.predict(x, batch_size=len(x), verbose=0))
+    try:
+        cut = cut_predictions(model, x)
+    except Exception as exc:
+        return Padding.FIXED, f"its input takes only full-length texts ({type(exc).__name__})"
+    difference = float(np.max(np.abs(cut.astype(np.float64) - full))) if len(x) else 0.0
+    if difference > PADDING_TOLERANCE:
+        return (
+            Padding.FIXED,
+            f"its output changes by {difference:.2g} with the padding after a text (it does not "
+            f"mask padding), so every batch is padded to seq_len",
+        )
+    return Padding.BUCKETED, f"its output ignores padding (within {difference:.1g})"
+
+
+def compile_model(
+    model: keras.Model,
+    interface: ModelInterface,
+    make_optimizer: Callable[[], keras.optimizers.Optimizer],
+) -> None:
+    """Compiles the model for training: its own loss and optimizer if it has them, else hpo's.
+
+    Either way it gains the accuracy metric the study monitors, named `accuracy` and right for
+    its output (a threshold of 0 for one logit, argmax otherwise); its own metrics stay.
+    """
+    import keras
+
+    output = interface.output
+    accuracy: keras.metrics.Metric
+    if output.units == 1:
+        accuracy = keras.metrics.BinaryAccuracy(
+            name="accuracy", threshold=0.0 if output.from_logits else 0.5
+        )
+    elif interface.labels is Labels.ONE_HOT:
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+        config = dict(getattr(getattr(model, "_compile_config", None), "config", {}) or {})
+        own = [m for m in (config.get("metrics") or []) if not _is_accuracy(m)]
+        model.compile(
+            optimizer=model.optimizer,
+            loss=model.loss,
+            loss_weights=config.get("loss_weights"),
+            metrics=[*own, accuracy],
+            weighted_metrics=config.get("weighted_metrics"),
+            run_eagerly=bool(config.get("run_eagerly", False)),
+            jit_compile=config.get("jit_compile", "auto"),
+        )
+        return
+    loss: keras.losses.Loss = (
+        keras.losses.BinaryCrossentropy(from_logits=output.from_logits)
+        if output.units == 1
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=output.from_logits)
+    )
+    model.compile(optimizer=make_optimizer(), loss=loss, metrics=[accuracy])
+
+
+def _is_accuracy(metric: Any) -> bool:
+    name = metric if isinstance(metric, str) else getattr(metric, "name", "")
+    return name in ("accuracy", "acc")
+
+
+def to_probabilities(predictions: np.ndarray, output: Output) -> np.ndarray:
+    """A model's raw predictions as hpo's probabilities: `[n]` for two classes, else a softmax."""
+    p = np.asarray(predictions, dtype=np.float64)
+    if p.ndim == 2 and p.shape[1] == 1:
+        p = p[:, 0]
+    if output.from_logits:
+        if p.ndim == 1:
+            p = 1.0 / (1.0 + np.exp(-p))
+        else:
+            e = np.exp(p - p.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+    if p.ndim == 2 and output.units == 2:
+        p = p[:, 1]
+    return p
+
+
+def member_model(model: keras.Model, output: Output, x: np.ndarray) -> keras.Model:
+    """The model as the ensemble takes it: probabilities in hpo's shape.
+
+    A model that already gives them is returned as it is; any other gets a `Probabilities`
+    layer on top (a sigmoid or softmax for logits, the positive column for two columns).
+    """
+    if output.standard:
+        return model
+    import keras
+
+    from hpo.models._outputs import Probabilities
+
+    inputs = _model_input(model, x)
+    probabilities = Probabilities(
+        from_logits=output.from_logits, positive_column=output.units == 2, name="probabilities"
+    )(model(inputs))
+    return keras.Model(inputs, probabilities, name=f"{model.name}_probabilities")
+
+
+def _model_input(model: keras.Model, x: np.ndarray) -> Any:
+    import keras
+
+    try:
+        spec = model.inputs[0]
+        return keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
+    except (AttributeError, ValueError, IndexError, TypeError):
+        shape = (None,) if x.ndim == 2 and np.issubdtype(x.dtype, np.integer) else x.shape[1:]
+        return keras.Input(shape=shape, dtype=str(x.dtype), name="inputs")
+
+
+def _input_hint(x: np.ndarray) -> str:
+    if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
+        return "(None,) of token ids: keras.Input(shape=(None,), dtype='int32')"
+    return f"{tuple(x.shape[1:])} of {x.dtype}: keras.Input(shape={tuple(x.shape[1:])})"
+
+
+def _numpy(value: Any) -> np.ndarray:
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(value))

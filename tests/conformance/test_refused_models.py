@@ -1,0 +1,74 @@
+"""What hpo cannot train is refused with exit code 2, the family, the reason and the fix."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from keras import layers
+
+from hpo.config import load_study_config
+from hpo.errors import ConfigError
+from hpo.training.interface import Labels, ModelInterface, Output, Padding
+from hpo.training.runner import check_round_trip
+
+from . import refused_models
+from .test_text_models import hpo, write_user_study
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _study(tmp_path: Path, fake_imdb: Path, family: str, n_trials: int) -> Path:
+    path = write_user_study(
+        tmp_path / family, fake_imdb, {family: f"refused_models:{family}"}, n_trials=n_trials
+    )
+    shutil.copy(refused_models.__file__, path.parent / "refused_models.py")
+    return path
+
+
+def test_an_output_that_does_not_fit_the_task_is_refused_before_any_trial(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    path = _study(tmp_path, fake_imdb, "three_units", n_trials=2)
+    result = hpo("search", "--study", str(path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "family 'three_units'" in result.stderr
+    assert "Dense(1, activation='sigmoid')" in result.stderr
+    study = optuna.load_study(study_name="users", storage=load_study_config(path).storage_url)
+    assert all(t.state == optuna.trial.TrialState.WAITING for t in study.trials)
+
+
+def test_a_choice_whose_values_change_between_builds_stops_the_search(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    path = _study(tmp_path, fake_imdb, "changing_choice", n_trials=4)
+    result = hpo("search", "--study", str(path))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "hyperparameter 'units'" in result.stderr
+    assert "must keep its values from build to build" in result.stderr
+    study = optuna.load_study(study_name="users", storage=load_study_config(path).storage_url)
+    states = [t.state for t in study.trials]
+    # The first trial fixed the values; the second saw others, failed, and stopped the search.
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert len(states) < 4
+
+
+def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(20, 4)(inputs)
+    x = layers.Lambda(lambda t: t * 2.0)(x)
+    outputs = layers.Dense(1, activation="sigmoid")(layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    interface = ModelInterface(Output(1, False), Labels.SPARSE, Padding.FIXED)
+
+    class Data:
+        x_val = np.ones((2, 5), dtype=np.int32)
+
+    with pytest.raises(ConfigError, match=r"family 'lam': .* cannot be saved and loaded back"):
+        check_round_trip(model, interface, "lam", Data(), tmp_path)  # type: ignore[arg-type]

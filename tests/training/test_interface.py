@@ -1,0 +1,170 @@
+"""What hpo reads from a model it did not write: output, labels, padding; compile and export."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from hpo.contract import load_keras_file
+from hpo.errors import ConfigError
+from hpo.training.interface import (
+    Labels,
+    ModelInterface,
+    Output,
+    Padding,
+    check_padding,
+    compile_model,
+    member_model,
+    read_interface,
+    read_labels,
+    read_output,
+    to_probabilities,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _tokens(n: int = 12, width: int = 20, seed: int = 0) -> np.ndarray:
+    """Token ids padded at the end, of lengths 3 to width."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, width), dtype=np.int32)
+    for i, length in enumerate(rng.integers(3, width + 1, n)):
+        x[i, :length] = rng.integers(2, 50, length)
+    return x
+
+
+def _text_model(head: Any, *, mask: bool = True, outputs: int = 1) -> keras.Model:
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(50, 8, mask_zero=mask)(inputs)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(outputs, activation=head)(x))
+
+
+def _optimizer() -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(1e-2)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = layers.Embedding(50, 8, mask_zero=True)
+        self.pool = layers.GlobalAveragePooling1D()
+        self.out = layers.Dense(1, activation="sigmoid")
+
+    def call(self, x: Any) -> Any:
+        return self.out(self.pool(self.embedding(x)))
+
+
+def test_outputs_are_read_from_the_layer_or_from_the_values() -> None:
+    x = _tokens()
+    assert read_output(_text_model("sigmoid"), x, 2, "f") == Output(1, from_logits=False)
+    assert read_output(_text_model(None), x, 2, "f") == Output(1, from_logits=True)
+    assert read_output(_text_model("softmax", outputs=2), x, 2, "f") == Output(2, False)
+    assert read_output(_text_model(None, outputs=3), x, 3, "f") == Output(3, True)
+    # A subclassed model has no output layer to read: its values are probabilities.
+    assert read_output(_Subclassed(), x, 2, "f") == Output(1, from_logits=False)
+
+
+def test_an_output_that_does_not_fit_the_task_names_the_shape_and_the_fix() -> None:
+    x = _tokens()
+    with pytest.raises(ConfigError, match=r"family 'mine'.*shape \[12, 3\].*2 classes") as error:
+        read_output(_text_model("softmax", outputs=3), x, 2, "mine")
+    assert "Dense(1, activation='sigmoid')" in str(error.value)
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(50, 4)(inputs))
+    two = keras.Model(inputs, [layers.Dense(1)(pooled), layers.Dense(1)(pooled)])
+    with pytest.raises(ConfigError, match="has 2 outputs; hpo tunes classifiers with one"):
+        read_output(two, x, 2, "mine")
+    images = keras.Sequential([keras.Input((8, 8, 3)), layers.Flatten(), layers.Dense(1)])
+    with pytest.raises(ConfigError, match=r"fails on a batch of the task's inputs"):
+        read_output(images, x, 2, "mine")
+
+
+def test_labels_follow_the_model_s_own_loss() -> None:
+    x, y = _tokens(), np.arange(12) % 2
+    model = _text_model("softmax", outputs=2)
+    output = read_output(model, x, 2, "f")
+    assert read_labels(model, output, y, 2, "f") is Labels.SPARSE  # uncompiled: hpo's loss
+    model.compile(loss="categorical_crossentropy")
+    assert read_labels(model, output, y, 2, "f") is Labels.ONE_HOT
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy())
+    assert read_labels(model, output, y, 2, "f") is Labels.SPARSE
+
+    def own_loss(y_true: Any, y_pred: Any) -> Any:  # takes one-hot rows only
+        return keras.ops.sum(-y_true * keras.ops.log(y_pred + 1e-7), axis=-1)
+
+    model.compile(loss=own_loss)
+    assert read_labels(model, output, y, 2, "f") is Labels.ONE_HOT
+    interface = ModelInterface(output, Labels.ONE_HOT, None)
+    assert interface.encode_labels(np.array([1, 0]), 2).tolist() == [[0, 1], [1, 0]]
+
+
+def test_the_padding_probe_tells_masked_from_unmasked_and_fixed_length_models() -> None:
+    x = _tokens()
+    padding, reason = check_padding(_text_model("sigmoid", mask=True), x)
+    assert padding is Padding.BUCKETED, reason
+    padding, reason = check_padding(_text_model("sigmoid", mask=False), x)
+    assert padding is Padding.FIXED and "does not mask padding" in reason
+    inputs = keras.Input(shape=(20,), dtype="int32")
+    flat = layers.Flatten()(layers.Embedding(50, 4)(inputs))
+    fixed = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(flat))
+    padding, reason = check_padding(fixed, x)
+    assert padding is Padding.FIXED and "only full-length texts" in reason
+    interface = read_interface(fixed, x, np.arange(12) % 2, 2, family="f", text=True)
+    assert interface.padding is Padding.FIXED and not interface.bucketed
+    # Images are never padded.
+    images = keras.Sequential([keras.Input((4, 4, 3)), layers.Flatten(), layers.Dense(3)])
+    pixels = np.zeros((6, 4, 4, 3), dtype=np.uint8)
+    assert read_interface(images, pixels, np.arange(6) % 3, 3, family="f", text=False).bucketed
+
+
+def test_compile_keeps_the_model_s_own_loss_and_metrics_and_adds_accuracy() -> None:
+    x, y = _tokens(), np.arange(12) % 2
+    model = _text_model("sigmoid")
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc"), "accuracy"],
+    )
+    interface = read_interface(model, x, y, 2, family="f", text=True)
+    compile_model(model, interface, _optimizer)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    logs = model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y)).history
+    assert {"auc", "accuracy", "val_auc", "val_accuracy"} <= set(logs)
+
+
+def test_logits_are_trained_with_from_logits_and_accuracy_at_zero() -> None:
+    x, y = _tokens(), np.arange(12) % 2
+    model = _text_model(None)
+    interface = read_interface(model, x, y, 2, family="f", text=True)
+    assert interface.output == Output(1, from_logits=True)
+    compile_model(model, interface, _optimizer)
+    assert model.loss.get_config()["from_logits"] is True
+    model.fit(x, y, epochs=1, verbose=0)
+    logits = np.asarray(model.predict(x, verbose=0))[:, 0]
+    accuracy = model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+    assert accuracy == pytest.approx(float(np.mean((logits > 0) == y)))
+
+
+def test_a_member_gives_hpo_s_probabilities_and_loads_back(tmp_path: Path) -> None:
+    x = _tokens()
+    model = _text_model(None, outputs=2)
+    output = read_output(model, x, 2, "f")
+    member = member_model(model, output, x)
+    raw = np.asarray(model.predict(x, verbose=0))
+    expected = np.exp(raw[:, 1]) / np.exp(raw).sum(axis=1)
+    got = np.asarray(member.predict(x, verbose=0))
+    assert got.shape == (12, 1)
+    np.testing.assert_allclose(got[:, 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(to_probabilities(raw, output), expected, rtol=1e-5)
+    member.save(tmp_path / "member.keras")
+    loaded = load_keras_file(tmp_path / "member.keras")
+    np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), got, rtol=1e-6)
+    # A model that already gives hpo's probabilities is stored as it is.
+    plain = _text_model("sigmoid")
+    assert member_model(plain, read_output(plain, x, 2, "f"), x) is plain
