@@ -65,6 +65,7 @@ from optuna.trial import TrialState
 from side_by_side import cores_note, run_legs_pinned
 
 from hpo import metrics
+from hpo.backend import gpu_capability
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
 from hpo.config import load_study_config
 from hpo.contract import Attr
@@ -72,7 +73,7 @@ from hpo.data import provenance
 from hpo.ensemble import build_ensemble
 from hpo.errors import ConfigError, HpoError
 from hpo.models import conv2d, sepconv2d
-from hpo.precision import gpu_capability, resolve_precision
+from hpo.precision import resolve_precision
 from hpo.search import run_search
 from hpo.study import search_space
 from hpo.tasks import study_task

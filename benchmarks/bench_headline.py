@@ -52,6 +52,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hpo import metrics
+from hpo.backend import gpu_capability
 from hpo.budget import (
     format_duration,
     parse_duration,
@@ -62,7 +63,7 @@ from hpo.budget import (
 from hpo.config import load_study_config
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
-from hpo.precision import gpu_capability, resolve_precision
+from hpo.precision import resolve_precision
 from hpo.study import search_space
 from hpo.tasks import study_task
 from hpo.training.callbacks import EpochClock

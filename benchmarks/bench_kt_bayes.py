@@ -76,12 +76,13 @@ from optuna.trial import TrialState
 from side_by_side import cores_note, run_legs_pinned
 
 from hpo import metrics
+from hpo.backend import gpu_capability
 from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
 from hpo.config import load_study_config
 from hpo.ensemble import build_ensemble
 from hpo.errors import ConfigError, HpoError
 from hpo.models.hypermodel import HyperModelFamily
-from hpo.precision import gpu_capability, resolve_precision
+from hpo.precision import resolve_precision
 from hpo.search import run_search
 from hpo.study import default_params, search_space
 from hpo.tasks import study_task

@@ -50,7 +50,6 @@ class Command(Protocol):
     """What a command module provides."""
 
     __doc__: str | None
-    NEEDS_TENSORFLOW: bool
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
@@ -91,9 +90,7 @@ def _run(module: Command, args: argparse.Namespace) -> int:
         os.environ[VERBOSE_VAR] = "1"
     _configure_logging(verbose)
     try:
-        if module.NEEDS_TENSORFLOW:
-            with quiet_tensorflow(verbose):
-                import tensorflow  # noqa: F401
+        # Commands load Keras themselves, on their study's backend (`hpo.backend`).
         return module.run(args)
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from hpo.backend import Backend  # noqa: TC001 (typing.get_type_hints reads it at run time)
 from hpo.budget import parse_duration
 from hpo.errors import ConfigError
 from hpo.precision import Precision
@@ -142,6 +143,8 @@ class TrainingConfig:
         chance_margin: How far above chance level counts as learning.
         precision: "auto" (default: bfloat16 where it was measured faster, see
             `hpo.precision`), "float32", "mixed_bfloat16" or "mixed_float16".
+        backend: The Keras backend trials train on: "tensorflow", "jax" or "torch"; default
+            `$KERAS_BACKEND`, else TensorFlow. A search records the one it used.
     """
 
     max_epochs: int = 20
@@ -151,6 +154,7 @@ class TrainingConfig:
     chance_epochs: int = 2
     chance_margin: float = 0.02
     precision: Precision = Precision.AUTO
+    backend: Backend | None = None
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, "training.max_epochs", self.max_epochs, ">= 1")
@@ -181,7 +185,9 @@ class StudyConfig:
             included (the study file may say "2h" or "90m"). No trial starts that its estimate
             says cannot finish, and a running trial stops at the epoch that would overrun it.
         max_trial_minutes: Cap on one trial's training; default: an eighth of the budget.
-        workers: Worker processes sharing the storage.
+        workers: Worker processes sharing the storage; default one, or on a machine with GPUs
+            `trials_per_gpu` per GPU.
+        trials_per_gpu: Trials that share one GPU at once (each worker's trials see one GPU).
         enqueue_defaults: Start a new study with each family's hand-made default settings.
         max_failures: Consecutive failed trials that stop the search.
         tensorboard: Write a TensorBoard log per trial.
@@ -208,7 +214,8 @@ class StudyConfig:
     timeout: float | None = None
     budget: float | None = None
     max_trial_minutes: float | None = None
-    workers: int = 1
+    workers: int | None = None
+    trials_per_gpu: int = 1
     enqueue_defaults: bool = True
     max_failures: int = 5
     tensorboard: bool = False
@@ -238,7 +245,8 @@ class StudyConfig:
             self.max_trial_minutes,
             "> 0",
         )
-        _require(self.workers >= 1, "workers", self.workers, ">= 1")
+        _require(self.workers is None or self.workers >= 1, "workers", self.workers, ">= 1")
+        _require(self.trials_per_gpu >= 1, "trials_per_gpu", self.trials_per_gpu, ">= 1")
         _require(self.max_failures >= 1, "max_failures", self.max_failures, ">= 1")
 
     @property

@@ -77,6 +77,8 @@ class Attr:
     PADDING: Final = "padding"
     PADDING_REASON: Final = "padding_reason"
     COST_ESTIMATE: Final = "cost_estimate"
+    BACKEND: Final = "backend"
+    DEVICE: Final = "device"
     CONFIG_ERROR: Final = "config_error"
 
 

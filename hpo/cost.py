@@ -12,6 +12,10 @@ family and precision (or of any family, before there is one).
 A model the prior cannot analyse (a subclassed model, a layer whose output shape is unknown) is
 estimated from what earlier trials of its family measured: the median seconds per epoch; before
 any has, it has no estimate and its first epoch is the measurement.
+
+Calibration is per device: the prior's rate is a CPU's, so on a GPU a trial has no estimate
+until a trial of the study has measured that device (then every family takes that device's
+ratio until it has its own).
 """
 
 from __future__ import annotations
@@ -119,12 +123,28 @@ class Calibration:
     ratios: dict[str, float] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)
 
-    def estimate(self, features: CostFeatures | None, family: str, precision: str) -> float | None:
-        """Seconds per epoch of a trial of `family` in `precision`, or None if nothing tells."""
-        key = f"{family}/{precision}"
+    def estimate(
+        self, features: CostFeatures | None, family: str, precision: str, device: str = "cpu"
+    ) -> float | None:
+        """Seconds per epoch of a trial of `family` in `precision` on `device`, or None if
+        nothing tells (a model the prior cannot cost, or a GPU no trial has measured yet)."""
+        key = _key(family, precision, device)
         if features is None:
             return self.measured.get(key)
-        return estimate_epoch_seconds(features, family, precision, self.ratios)
+        scale = self.ratios.get(key, self.ratios.get(_key("*", "*", device)))
+        if scale is None:
+            if device != "cpu":
+                return None
+            scale = 1.0
+        return features.prior_seconds() * scale
+
+
+def _key(family: str, precision: str, device: str) -> str:
+    # Trials on a CPU keep the keys they had before devices were told apart.
+    suffix = "" if device == "cpu" else f"@{device}"
+    if family == "*":
+        return f"*{suffix}"
+    return f"{family}/{precision}{suffix}"
 
 
 def calibration(trials: Iterable[FrozenTrial]) -> Calibration:
@@ -140,11 +160,13 @@ def calibration(trials: Iterable[FrozenTrial]) -> Calibration:
         actual = trial.user_attrs.get(Attr.EPOCH_SECONDS)
         if not actual:
             continue
-        key = f"{trial.user_attrs.get(Attr.FAMILY)}/{trial.user_attrs.get(Attr.PRECISION)}"
+        attrs = trial.user_attrs
+        device = str(attrs.get(Attr.DEVICE, "cpu"))
+        key = _key(str(attrs.get(Attr.FAMILY)), str(attrs.get(Attr.PRECISION)), device)
         measured.setdefault(key, []).append(actual)
         if prior:
             ratios.setdefault(key, []).append(actual / prior)
-            ratios.setdefault("*", []).append(actual / prior)
+            ratios.setdefault(_key("*", "*", device), []).append(actual / prior)
     return Calibration(
         ratios={key: statistics.median(values) for key, values in ratios.items()},
         measured={key: statistics.median(values) for key, values in measured.items()},

@@ -13,6 +13,8 @@ from pathlib import Path
 
 __all__ = ["Precision", "cpu_bf16_kind", "resolve_precision"]
 
+# The GPU's compute capability comes from the loaded backend: `hpo.backend.gpu_capability`.
+
 
 class Precision(enum.Enum):
     """Training precision of a study's trials."""
@@ -64,14 +66,3 @@ def resolve_precision(requested: Precision, family: str, gpu_capability: int | N
     if kind is not None and family in CPU_BF16_FAMILIES.get(kind, frozenset()):
         return Precision.MIXED_BFLOAT16
     return Precision.FLOAT32
-
-
-def gpu_capability() -> int | None:
-    """Compute capability major version of the first visible GPU, or None. Loads TensorFlow."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-    return int(capability[0]) if capability else 0

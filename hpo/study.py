@@ -214,6 +214,10 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
     # is not mistaken for a change.
     with contextlib.suppress(ConfigError):
         recorded = config_to_dict(config_from_dict(recorded))
+    # Studies from before backends were recorded all trained on TensorFlow.
+    training = recorded.get("training")
+    if isinstance(training, dict) and "backend" not in training:
+        recorded = {**recorded, "training": {**training, "backend": "tensorflow"}}
     current = config_to_dict(config)
     changes = [
         f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import keras
 
 __all__ = [
@@ -30,7 +28,17 @@ __all__ = [
 
 # Batch widths are rounded up to a multiple of this, so a model meets few distinct shapes.
 WIDTH_MULTIPLE = 8
+# On a backend that compiles a program per input shape (JAX; TensorFlow's XLA on a GPU), widths
+# come from this ladder instead (and the full length): a handful of compilations per trial.
+COMPILED_WIDTHS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 CHUNK_BATCHES = 32
+_ladder = False
+
+
+def use_width_ladder(on: bool) -> None:
+    """Widths from `COMPILED_WIDTHS` (True) or multiples of `WIDTH_MULTIPLE`, in this process."""
+    global _ladder
+    _ladder = on
 
 
 def token_lengths(x: np.ndarray) -> np.ndarray:
@@ -68,8 +76,11 @@ def batch_plan(
 
 
 def batch_width(lengths: np.ndarray, limit: int) -> int:
-    """Columns a batch keeps: its longest row, rounded up to `WIDTH_MULTIPLE`, at most `limit`."""
+    """Columns a batch keeps: its longest row, rounded up to `WIDTH_MULTIPLE` (or to the next
+    step of `COMPILED_WIDTHS`, see `use_width_ladder`), at most `limit`."""
     longest = int(lengths.max(initial=1))
+    if _ladder:
+        return min(limit, next((w for w in COMPILED_WIDTHS if w >= longest), limit))
     return max(1, min(limit, -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE))
 
 
@@ -93,21 +104,6 @@ def _plan(
     return fixed_plan(len(lengths), batch_size, rng)
 
 
-def _batches(
-    x: np.ndarray,
-    y: np.ndarray | None,
-    plan: list[np.ndarray],
-    lengths: np.ndarray,
-    bucketed: bool = True,
-) -> Iterator[Any]:
-    for rows in plan:
-        width = batch_width(lengths[rows], x.shape[1]) if bucketed else x.shape[1]
-        if y is None:
-            yield x[rows, :width]
-        else:
-            yield x[rows, :width], y[rows]
-
-
 def bucketed_dataset(
     x: np.ndarray,
     y: np.ndarray | None,
@@ -116,7 +112,7 @@ def bucketed_dataset(
     *,
     bucketed: bool = True,
 ) -> Any:
-    """A `tf.data.Dataset` of length-bucketed, cut batches.
+    """A dataset of length-bucketed, cut batches (`hpo.data.batches`: any backend).
 
     Args:
         x: Padded token ids [n, max_len].
@@ -127,22 +123,18 @@ def bucketed_dataset(
         bucketed: False gives batches of the full width instead, for a model whose answer
             depends on the padding (see `hpo.training.interface`): shuffled, or in order.
     """
-    import tensorflow as tf
+    from hpo.data.batches import epoch_batches
 
     lengths = token_lengths(x)
-    passes = iter(range(1 << 62))
-    n_batches = -(-len(x) // batch_size)
 
-    def generate() -> Iterator[Any]:
-        rng = None if seed is None else np.random.default_rng([seed, next(passes)])
-        yield from _batches(x, y, _plan(lengths, batch_size, rng, bucketed), lengths, bucketed)
+    def plan(epoch: int) -> list[np.ndarray]:
+        rng = None if seed is None else np.random.default_rng([seed, epoch])
+        return _plan(lengths, batch_size, rng, bucketed)
 
-    x_spec = tf.TensorSpec((None, None), tf.as_dtype(x.dtype))
-    signature: Any = x_spec
-    if y is not None:
-        signature = (x_spec, tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    def width(rows: np.ndarray) -> int:
+        return batch_width(lengths[rows], x.shape[1]) if bucketed else x.shape[1]
+
+    return epoch_batches(x, y, plan, width)
 
 
 def predict_bucketed(

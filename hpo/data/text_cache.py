@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.data import array_cache
+from hpo.data.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -103,13 +104,14 @@ def vectorize(
 ) -> tuple[list[str], list[np.ndarray]]:
     """Learns a vocabulary on `train_texts` and encodes them and each of `other_texts`.
 
+    The vocabulary and ids are exactly `TextVectorization`'s (`hpo.data.tokenizer`), computed
+    without TensorFlow, so every backend prepares the same cache.
+
     Returns:
         The vocabulary, and the encoded arrays: train first, then one per `other_texts` entry.
     """
-    layer = make_vectorizer(max_vocab=max_vocab, max_len=max_len)
-    layer.adapt(np.array(train_texts, dtype=object), batch_size=1024)
-    vocabulary = [str(token) for token in layer.get_vocabulary()]
-    return vocabulary, [encode(layer, texts) for texts in (train_texts, *other_texts)]
+    tokenizer = Tokenizer.fit(train_texts, max_vocab, max_len)
+    return tokenizer.vocabulary, [tokenizer.encode(texts) for texts in (train_texts, *other_texts)]
 
 
 def make_vectorizer(
@@ -124,16 +126,6 @@ def make_vectorizer(
         output_sequence_length=max_len,
         vocabulary=vocabulary,
     )
-
-
-def encode(layer: Any, texts: Sequence[str], batch_size: int = 2048) -> np.ndarray:
-    """Encodes texts with a `TextVectorization` layer, in batches, as int32."""
-    chunks = [
-        np.asarray(layer(np.array(texts[i : i + batch_size], dtype=object)), dtype=np.int32)
-        for i in range(0, len(texts), batch_size)
-    ]
-    width = layer.get_config()["output_sequence_length"]
-    return np.concatenate(chunks) if chunks else np.zeros((0, width), dtype=np.int32)
 
 
 def derive(x: np.ndarray, vocab_size: int, seq_len: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-r"""How text becomes token ids without TensorFlow: `TextVectorization`'s vocabulary and ids, in numpy.
+r"""How text becomes token ids without TensorFlow: `TextVectorization`'s vocabulary and ids.
 
 Gives exactly what `keras.layers.TextVectorization(max_tokens=N, output_mode="int",
 output_sequence_length=L)` gives with its default `standardize="lower_and_strip_punctuation"` and
@@ -17,7 +17,7 @@ checked against TensorFlow over every Unicode code point (see tests/data/test_to
 All four rules act on ASCII bytes, and UTF-8 never uses an ASCII byte inside a multi-byte
 character, so the work is done on the UTF-8 bytes, as TensorFlow does, where `bytes.translate` and
 `bytes.split` run in C and `bytes.split()` splits on exactly those six bytes.
-"""  # noqa: E501 (the summary line is the one every module opens with, kept whole)
+"""
 
 from __future__ import annotations
 

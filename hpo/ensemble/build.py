@@ -21,7 +21,7 @@ from hpo.contract import Attr
 from hpo.data import provenance
 from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.weighting import Method, fit_weights
-from hpo.store import open_artifact_store
+from hpo.store import open_artifact_store, sha256_file
 from hpo.study import search_space
 from hpo.tasks import study_task
 from hpo.training.interface import Padding
@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
-from hpo.ensemble.export import EXPORT_NAME, check_export, export_ensemble
+from hpo.ensemble.export import (
+    EXPORT_NAME,
+    TOKENIZER_NAME,
+    check_export,
+    export_ensemble,
+    keras_config_backend,
+    takes_text,
+)
 from hpo.ensemble.selection import ranked_trials, select_members
 
 __all__ = ["EnsembleResult", "build_ensemble"]
@@ -105,7 +112,15 @@ def build_ensemble(
         try:
             export = export_ensemble(task, data_folder, members, models, fitted.weights)
             export.save(staging / EXPORT_NAME)
-            report["export"] = check_export(staging / EXPORT_NAME, test.raw, test.y, ensemble_test)
+            # An export takes raw inputs, or (text off TensorFlow) the study's token ids.
+            inputs = test.raw if takes_text(export) or not task.padded else test.x
+            report["export"] = check_export(staging / EXPORT_NAME, inputs, test.y, ensemble_test)
+            report["backend"] = str(keras_config_backend())
+            if task.tokenizer is not None:
+                tokenizer_path = staging / TOKENIZER_NAME
+                tokenizer_path.write_text(task.tokenizer(data_folder).to_json())
+                report["export"]["tokenizer"] = TOKENIZER_NAME
+                report["export"]["tokenizer_sha256"] = sha256_file(tokenizer_path)
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
             _publish(staging, out_dir)
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo._cli import DATA_HELP, add_study_arguments, open_study, positive_int
+from hpo.backend import recorded_backend, use_backend
 from hpo.ensemble.report import format_table
 from hpo.ensemble.weighting import Method
 
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 from hpo.ensemble.build import build_ensemble
 
 __all__ = ["add_arguments", "main", "run"]
-
-NEEDS_TENSORFLOW = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Builds, evaluates and exports the ensemble, and prints its table."""
     config, study = open_study(args.study, args.storage, args.study_name)
+    # The members load and predict on the backend the search trained them on.
+    use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
     result = build_ensemble(
         config,
         study,

@@ -20,9 +20,18 @@ if TYPE_CHECKING:
     from hpo.ensemble.selection import Member
     from hpo.tasks import Task
 
-__all__ = ["EXPORT_NAME", "check_export", "check_rows", "export_ensemble"]
+__all__ = [
+    "EXPORT_NAME",
+    "TOKENIZER_NAME",
+    "check_export",
+    "check_rows",
+    "export_ensemble",
+    "takes_text",
+]
 
 EXPORT_NAME = "ensemble.keras"
+# Beside a text export: raw text to the study's token ids, for exports that take ids.
+TOKENIZER_NAME = "tokenizer.json"
 EXPORT_CHECK_EXAMPLES = 512
 EXPORT_TOLERANCE = 1e-5
 
@@ -58,6 +67,18 @@ def export_ensemble(
         )
     output = layers.Add(name="weighted_average")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(inputs, output, name="ensemble")
+
+
+def takes_text(model: keras.Model) -> bool:
+    """Whether an export reads raw strings (else token ids or images)."""
+    return "string" in str(model.inputs[0].dtype)
+
+
+def keras_config_backend() -> str:
+    """The Keras backend this process runs (the export's)."""
+    import keras
+
+    return str(keras.config.backend())
 
 
 def check_rows(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

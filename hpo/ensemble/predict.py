@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo.backend import Backend, claim_backend, use_backend
 from hpo.contract import CheckpointError, load_keras_file, refuse_unsafe_layers
+from hpo.data.tokenizer import Tokenizer
 from hpo.ensemble import EXPORT_NAME
+from hpo.ensemble.export import TOKENIZER_NAME, takes_text
 from hpo.errors import ConfigError, DataError
 from hpo.store import sha256_file
 
@@ -49,6 +52,7 @@ def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
         )
     verify_export(Path(ensemble_dir))
     report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+    use_backend(export_backend(Path(ensemble_dir)))
     try:
         model = load_keras_file(path)
     except Exception as exc:
@@ -61,9 +65,23 @@ def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
     return model, report.get("classes") or ["negative", "positive"]
 
 
-def takes_text(model: keras.Model) -> bool:
-    """Whether the export reads raw strings (else raw uint8 images)."""
-    return "string" in str(model.inputs[0].dtype)
+def export_backend(ensemble_dir: Path) -> Backend:
+    """The backend the export was made (and so loads) on; reports from before: TensorFlow."""
+    try:
+        report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+        return Backend(report.get("backend", Backend.TENSORFLOW.value))
+    except (OSError, ValueError, AttributeError):
+        return Backend.TENSORFLOW  # `load_export` names what is wrong with the folder
+
+
+def takes_tokens(model: keras.Model) -> bool:
+    """Whether the export reads token ids (a text export made without TensorFlow)."""
+    return "int" in str(model.inputs[0].dtype) and len(model.inputs[0].shape) == 2
+
+
+def reads_text(model: keras.Model) -> bool:
+    """Whether the export scores texts (raw strings, or token ids from `tokenizer.json`)."""
+    return takes_text(model) or takes_tokens(model)
 
 
 def predict(ensemble_dir: Path, inputs: Sequence[Any]) -> np.ndarray:
@@ -76,14 +94,39 @@ def predict(ensemble_dir: Path, inputs: Sequence[Any]) -> np.ndarray:
         ConfigError: The folder holds no exported ensemble, or it does not verify.
     """
     model, _ = load_export(ensemble_dir)
-    return _predict(model, inputs)
+    return _predict(model, inputs, Path(ensemble_dir))
 
 
-def _predict(model: keras.Model, inputs: Sequence[Any]) -> np.ndarray:
+def _predict(model: keras.Model, inputs: Sequence[Any], ensemble_dir: Path) -> np.ndarray:
     if not len(inputs):
         return np.zeros(0)
-    batch = np.array(list(inputs), dtype=object) if takes_text(model) else np.stack(inputs)
+    if takes_tokens(model):
+        batch = load_tokenizer(ensemble_dir).encode([str(text) for text in inputs])
+    elif takes_text(model):
+        batch = np.array(list(inputs), dtype=object)
+    else:
+        batch = np.stack(inputs)
     return metrics.as_probabilities(model.predict(batch, batch_size=256, verbose=0))
+
+
+def load_tokenizer(ensemble_dir: Path) -> Tokenizer:
+    """The tokenizer beside a token-id export, checked against the checksum the report holds.
+
+    Raises:
+        ConfigError: It is missing, changed, or not a tokenizer.
+    """
+    path = ensemble_dir / TOKENIZER_NAME
+    report = json.loads((ensemble_dir / "report.json").read_text())
+    recorded = report.get("export", {}).get("tokenizer_sha256")
+    if not path.is_file() or recorded is None or sha256_file(path) != recorded:
+        raise ConfigError(
+            f"{path} is missing or differs from the one recorded when the ensemble was "
+            f"evaluated; rebuild the ensemble with hpo ensemble."
+        )
+    try:
+        return Tokenizer.from_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not an hpo tokenizer ({exc}).") from exc
 
 
 def verify_export(ensemble_dir: Path) -> None:
@@ -113,9 +156,6 @@ def verify_export(ensemble_dir: Path) -> None:
         raise ConfigError(f"{ensemble_dir / EXPORT_NAME}: {exc}") from exc
 
 
-NEEDS_TENSORFLOW = True
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     parser.add_argument(
@@ -142,15 +182,16 @@ def run(args: argparse.Namespace) -> int:
     An image file that cannot be read is reported on stderr and the others still print; the
     exit code is then 1.
     """
+    claim_backend(export_backend(args.ensemble))
     if args.study is not None:
         from hpo.config import load_study_config
         from hpo.tasks import study_task
 
         study_task(load_study_config(args.study))  # imports (and registers) its families
     model, classes = load_export(args.ensemble)
-    if takes_text(model):
-        return _run_text(model, classes, _texts(args))
-    return _run_images(model, classes, args.inputs)
+    if reads_text(model):
+        return _run_text(model, classes, _texts(args), args.ensemble)
+    return _run_images(model, classes, args.inputs, args.ensemble)
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -164,8 +205,8 @@ def _texts(args: argparse.Namespace) -> list[str]:
     return [t for t in texts if t.strip()]
 
 
-def _run_text(model: keras.Model, classes: list[str], texts: list[str]) -> int:
-    probabilities = _predict(model, texts)
+def _run_text(model: keras.Model, classes: list[str], texts: list[str], folder: Path) -> int:
+    probabilities = _predict(model, texts, folder)
     for text, p in zip(texts, probabilities, strict=True):
         label, score = _top(classes, p)
         preview = text if len(text) <= 70 else text[:67] + "..."
@@ -174,7 +215,7 @@ def _run_text(model: keras.Model, classes: list[str], texts: list[str]) -> int:
     return 0
 
 
-def _run_images(model: keras.Model, classes: list[str], files: list[str]) -> int:
+def _run_images(model: keras.Model, classes: list[str], files: list[str], folder: Path) -> int:
     from hpo.data.images import load_image
 
     if not files:
@@ -191,7 +232,7 @@ def _run_images(model: keras.Model, classes: list[str], files: list[str]) -> int
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
-    for name, p in zip(readable, _predict(model, images), strict=True):
+    for name, p in zip(readable, _predict(model, images, folder), strict=True):
         label, score = _top(classes, p)
         print(f"{label}\t{score:.4f}\t{name}")
     return 1 if failed else 0

@@ -30,9 +30,6 @@ __all__ = ["add_arguments", "main", "run", "serve_until_signalled"]
 DEFAULT_PORT = 8080
 
 
-NEEDS_TENSORFLOW = False
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     add_study_arguments(parser)

@@ -132,9 +132,6 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
     return written
 
 
-NEEDS_TENSORFLOW = False
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     add_study_arguments(parser)

@@ -179,9 +179,6 @@ def _reason(trial: optuna.trial.FrozenTrial) -> str | None:
     return str(reason) if reason else None
 
 
-NEEDS_TENSORFLOW = False
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     add_study_arguments(parser)

@@ -126,10 +126,14 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
         return {**super().get_config(), "kind": self.kind}
 
 
-# Hashing: h = (h * _PRIME + token) mod _MODULUS over the n tokens, then into the buckets.
-# int64 never overflows: h < 2^31 and tokens < 2^31, so h * _PRIME + token < 2^52.
+# Hashing, version 1: h = (h * _PRIME + token) mod _MODULUS over the n tokens, in int64 (h < 2^31
+# and tokens < 2^31, so h * _PRIME + token < 2^52), then into the buckets. JAX computes in 32
+# bits unless told otherwise, so version 2, every new model's, keeps to int32: h = h * _PRIME +
+# token wrapping modulo 2^32 as every backend's int32 arithmetic does, then a floor modulo into
+# the buckets (non-negative on TensorFlow, JAX and PyTorch alike).
 _PRIME = 1_000_003
 _MODULUS = 2**31 - 1
+HASH_VERSION = 2
 
 
 @keras.saving.register_keras_serializable(package="hpo")
@@ -142,24 +146,32 @@ class NGramHash(keras.layers.Layer):
     Args:
         n: Tokens per n-gram (2 or more).
         buckets: Rows of the n-gram embedding; id 0 is reserved for padding.
+        version: The hash (see above): 2 for new models; checkpoints saved before versions
+            existed load as 1, which needs 64-bit integers (TensorFlow, PyTorch).
     """
 
-    def __init__(self, n: int, buckets: int, **kwargs: Any) -> None:
+    def __init__(self, n: int, buckets: int, version: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if n < 2 or buckets < 2:
             raise ValueError(f"need n >= 2 and buckets >= 2, got n={n}, buckets={buckets}")
-        self.n, self.buckets = n, buckets
+        if version not in (1, 2):
+            raise ValueError(f"hash version must be 1 or 2, got {version}")
+        self.n, self.buckets, self.version = n, buckets, version
 
     def call(self, tokens: Any) -> Any:
-        tokens = ops.cast(tokens, "int64")
+        dtype = "int64" if self.version == 1 else "int32"
+        tokens = ops.cast(tokens, dtype)
         length = ops.shape(tokens)[1]
         h = ops.zeros_like(tokens[:, : length - self.n + 1])
         real = ops.ones_like(h)
         for offset in range(self.n):
             part = tokens[:, offset : length - self.n + 1 + offset]
-            h = ops.mod(h * _PRIME + part, _MODULUS)
-            real = real * ops.cast(ops.not_equal(part, 0), "int64")
-        ids = ops.mod(h, self.buckets - 1) + 1
+            if self.version == 1:
+                h = ops.mod(h * _PRIME + part, _MODULUS)
+            else:
+                h = h * ops.cast(_PRIME, dtype) + part
+            real = real * ops.cast(ops.not_equal(part, 0), dtype)
+        ids = ops.mod(h, ops.cast(self.buckets - 1, dtype)) + 1
         return ops.cast(ids * real, "int32")
 
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -170,4 +182,9 @@ class NGramHash(keras.layers.Layer):
         return keras.KerasTensor(self.compute_output_shape(tokens.shape), dtype="int32")
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n": self.n, "buckets": self.buckets}
+        return {
+            **super().get_config(),
+            "n": self.n,
+            "buckets": self.buckets,
+            "version": self.version,
+        }

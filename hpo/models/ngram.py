@@ -71,7 +71,12 @@ def build(params: Mapping[str, Any]) -> keras.Model:
     import keras
     from keras import layers
 
-    from hpo.models._masking import MaskedGlobalPooling1D, NGramHash, PaddingMask
+    from hpo.models._masking import (
+        HASH_VERSION,
+        MaskedGlobalPooling1D,
+        NGramHash,
+        PaddingMask,
+    )
     from hpo.models._textconv import probability_head
 
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
@@ -79,7 +84,7 @@ def build(params: Mapping[str, Any]) -> keras.Model:
     x = layers.Embedding(params["vocab_size"], dim, name="word_embedding")(inputs)
     bags = [MaskedGlobalPooling1D("average", name="words")(x, PaddingMask()(inputs))]
     for n in range(2, params["ngram_order"] + 1):
-        ids = NGramHash(n, params["ngram_buckets"], name=f"hash{n}")(inputs)
+        ids = NGramHash(n, params["ngram_buckets"], HASH_VERSION, name=f"hash{n}")(inputs)
         x = layers.Embedding(params["ngram_buckets"], dim, name=f"gram{n}_embedding")(ids)
         bags.append(MaskedGlobalPooling1D("average", name=f"grams{n}")(x, PaddingMask()(ids)))
     x = layers.Concatenate(name="bags")(bags) if len(bags) > 1 else bags[0]

@@ -50,9 +50,6 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-NEEDS_TENSORFLOW = False  # only its trial processes load TensorFlow
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     parser.add_argument("--study", help=f"study file (default {DEFAULT_STUDY})")
@@ -78,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers", type=positive_int(), help="worker processes sharing the storage"
+    )
+    parser.add_argument(
+        "--trials-per-gpu",
+        type=positive_int(),
+        help="trials that share one GPU at once (default 1; workers default to GPUs x this)",
     )
     parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument(
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         budget=args.budget,
         timeout=args.timeout,
         workers=args.workers,
+        trials_per_gpu=args.trials_per_gpu,
         tensorboard=args.tensorboard,
     )
     try:

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PORT", "add_arguments", "main", "run"]
 
 DEFAULT_PORT = 13000
-NEEDS_TENSORFLOW = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

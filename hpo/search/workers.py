@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import multiprocessing
@@ -17,6 +18,14 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from hpo.backend import (
+    Backend,
+    backend_environment,
+    claim_backend,
+    gpu_assignment,
+    resolve_backend,
+    visible_gpus,
+)
 from hpo.budget import BudgetClock, format_duration, spent_seconds
 from hpo.config import config_to_dict
 from hpo.contract import Attr
@@ -89,6 +98,12 @@ def run_search(
     Raises:
         HpoError: Invalid configuration, data or storage; raised before any trial runs.
     """
+    # Every process of the study loads Keras with its backend, the user's modules included.
+    backend = resolve_backend(config.training.backend)
+    claim_backend(backend)
+    config = dataclasses.replace(
+        config, training=dataclasses.replace(config.training, backend=backend)
+    )
     task = study_task(config)
     space = search_space(task, config.space)
     try:
@@ -151,29 +166,44 @@ def run_search(
         # (an unmapped hypermodel parameter, an output that does not fit the task, a model that
         # cannot be saved) before any trial, and prices the cheapest epoch.
         users = any(not is_builtin(f) for f in task.families.values())
+        gpus = visible_gpus()
         if (deadline is not None or users) and not _check_defaults(
-            config, study, task, space, data_folder, clock
+            config, study, task, space, data_folder, clock, gpus[0] if gpus else None
         ):
             return _summary(study, config)
-        workers = min(config.workers, remaining)
+        # On GPUs: `trials_per_gpu` workers per GPU, each worker's trials seeing one GPU.
+        per_gpu = config.trials_per_gpu
+        default_workers = len(gpus) * per_gpu if gpus else 1
+        workers = min(config.workers or default_workers, remaining)
         # The cores this process may run on (a container's or taskset's share), not the machine's.
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        gpu_of = gpu_assignment(gpus, per_gpu, workers)
+
         budget = (
             f"; budget {format_duration(config.budget)}, {format_duration(clock.spent())} spent, "
             f"{format_duration(clock.left())} left"
             if config.budget is not None
             else ""
         )
+        devices = f" on {len(gpus)} GPU(s), {per_gpu} trial(s) each" if gpus else ""
         print(
             f"Study {config.name!r}: {finished} finished, {remaining} to go, {workers} "
-            f"worker(s){budget}; storage {redact_url(config.storage_url)}",
+            f"worker(s){devices} on {backend.value}{budget}; storage "
+            f"{redact_url(config.storage_url)}",
             flush=True,
         )
         context = multiprocessing.get_context("spawn")
         helpers = [
             context.Process(
                 target=_worker_process,
-                args=(config, data_folder, threads, deadline, sampler_seed(config, run, i)),
+                args=(
+                    config,
+                    data_folder,
+                    threads,
+                    deadline,
+                    sampler_seed(config, run, i),
+                    gpu_of[i],
+                ),
                 name=f"hpo-worker-{i}",
             )
             for i in range(1, workers)
@@ -191,6 +221,7 @@ def run_search(
                 space=space,
                 progress=progress,
                 clock=clock,
+                gpu=gpu_of[0],
             )
         except KeyboardInterrupt:
             for helper in helpers:
@@ -210,6 +241,7 @@ def _check_defaults(
     space: SearchSpace,
     data_folder: Path,
     clock: BudgetClock,
+    gpu: str | None = None,
 ) -> bool:
     """Builds every family's default model and checks that one epoch of the cheapest default
     trial fits in the budget left.
@@ -228,7 +260,10 @@ def _check_defaults(
         cost_ratios=calibration(study.get_trials(deepcopy=False)),
     )
     log_path = config.study_dir / "logs" / "check.log"
-    estimates = [e for e in call_isolated(estimate_epochs, job, log_path=log_path) if e is not None]
+    env = backend_environment(_backend(config), gpu)
+    estimates = [
+        e for e in call_isolated(estimate_epochs, job, log_path=log_path, env=env) if e is not None
+    ]
     left = clock.left()
     if not estimates:
         # No default model can be costed before it trains (subclassed models, say): the
@@ -264,6 +299,7 @@ def run_worker(
     space: SearchSpace | None = None,
     progress: bool = False,
     clock: BudgetClock | None = None,
+    gpu: str | None = None,
 ) -> str | None:
     """Runs trials until the study holds enough, the budget or timeout ends, or too many fail.
 
@@ -271,6 +307,7 @@ def run_worker(
         deadline: Unix time at which the study's budget ends; trials are fitted into it.
         seed: This worker's sampler seed (see `hpo.study.sampler_seed`).
         clock: The run's budget clock, for the progress display.
+        gpu: The GPU this worker's trials see (`CUDA_VISIBLE_DEVICES`), or None.
 
     Returns:
         None, or the reason the worker stopped after `max_failures` consecutive failures.
@@ -307,6 +344,7 @@ def run_worker(
                 data_folder=data_folder,
                 threads=threads,
                 deadline=deadline,
+                gpu=gpu,
             ),
             timeout=timeout,
             callbacks=[stopper],
@@ -330,6 +368,7 @@ def _objective(
     data_folder: Path,
     threads: int,
     deadline: float | None,
+    gpu: str | None = None,
 ) -> float:
     started = time.perf_counter()
     trial.set_user_attr(Attr.WORKER, worker_id())
@@ -344,7 +383,8 @@ def _objective(
     )
     log_path = config.study_dir / "logs" / f"trial-{trial.number:05d}.log"
     try:
-        return call_isolated(run_trial, job, log_path=log_path).value
+        env = backend_environment(_backend(config), gpu, threads)
+        return call_isolated(run_trial, job, log_path=log_path, env=env).value
     except optuna.TrialPruned as exc:
         trial.set_user_attr(Attr.PRUNE_REASON, str(exc))
         raise
@@ -362,14 +402,23 @@ def _objective(
 
 
 def _worker_process(
-    config: StudyConfig, data_folder: Path, threads: int, deadline: float | None, seed: int
+    config: StudyConfig,
+    data_folder: Path,
+    threads: int,
+    deadline: float | None,
+    seed: int,
+    gpu: str | None,
 ) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     raise_keyboard_interrupt_on_sigterm()
     try:
-        run_worker(config, data_folder, threads, deadline=deadline, seed=seed)
+        run_worker(config, data_folder, threads, deadline=deadline, seed=seed, gpu=gpu)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _backend(config: StudyConfig) -> Backend:
+    return resolve_backend(config.training.backend)
 
 
 def _count(study: optuna.Study, states: Sequence[TrialState]) -> int:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import optuna
 
     from hpo.config import StudyConfig
+    from hpo.data.tokenizer import Tokenizer
     from hpo.space import Space
 
 
@@ -90,6 +91,8 @@ class Task:
         monitor: The validation metric the study maximizes, as Keras logs name it.
         padded: Inputs are token ids padded at the end (id 0), so batches may be cut to their
             longest row for a model that ignores padding.
+        tokenizer: Text tasks: the study's tokenizer (raw text to the prepared token ids),
+            saved beside an export for `hpo predict`.
     """
 
     name: str
@@ -112,6 +115,7 @@ class Task:
     epoch_examples: Callable[[np.ndarray, int, Mapping[str, Any]], float]
     monitor: str = "val_accuracy"
     padded: bool = False
+    tokenizer: Callable[[Path], Tokenizer] | None = None
 
 
 def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:

@@ -155,16 +155,19 @@ def dataset(
     *,
     bucketed: bool = True,
 ) -> Any:
-    """A `tf.data.Dataset` of batches; with a seed, shuffled anew every epoch.
+    """A dataset of batches (`hpo.data.batches`: any backend); with a seed, shuffled anew every
+    epoch, else in order.
 
     Images are never padded: `bucketed` is accepted for the task interface and changes nothing.
     """
-    import tensorflow as tf
+    from hpo.data.batches import epoch_batches
+    from hpo.data.batching import fixed_plan
 
-    data = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
-    if seed is not None:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(batch_size).prefetch(2)
+    def plan(epoch: int) -> list[np.ndarray]:
+        rng = None if seed is None else np.random.default_rng([seed, epoch])
+        return fixed_plan(len(x), batch_size, rng)
+
+    return epoch_batches(x, y, plan)
 
 
 def predict(

@@ -17,6 +17,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
+from hpo.data.tokenizer import Tokenizer
 from hpo.models import conv1d, ngram, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
@@ -91,9 +92,14 @@ def prepare_tokens(
 
 def encode_test(folder: Path, texts: list[str], labels: np.ndarray) -> TestSet:
     """The test texts encoded with the study's vocabulary, at the cached length."""
+    x = tokenizer(folder).encode(texts)
+    return TestSet(raw=np.array(texts, dtype=object), x=x, y=labels)
+
+
+def tokenizer(folder: Path) -> Tokenizer:
+    """The study's tokenizer: its vocabulary and length, as the cache was encoded."""
     splits = load(folder)
-    layer = text_cache.make_vectorizer(max_len=splits.max_len, vocabulary=splits.vocabulary)
-    return TestSet(raw=np.array(texts, dtype=object), x=text_cache.encode(layer, texts), y=labels)
+    return Tokenizer(splits.vocabulary, splits.max_len)
 
 
 def trial_data(folder: Path, params: Mapping[str, Any]) -> TrialData:
@@ -123,18 +129,36 @@ def class_names(folder: Path) -> list[str]:
 
 
 def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A `TextVectorization` from raw text to one trial's token ids, equal to `member_inputs`."""
-    splits = load(folder)
+    """The layer from the export's inputs to one trial's token ids, equal to `member_inputs`.
+
+    On TensorFlow the export takes raw text: a `TextVectorization` with the study's vocabulary
+    cut to the trial's. Elsewhere it takes the study's token ids (`tokenizer.json` beside it
+    makes them): a `RestrictTokens` layer.
+    """
     vocab_size, seq_len = params["vocab_size"], params["seq_len"]
+    if not _exports_text():
+        from hpo.models._tokens import RestrictTokens
+
+        return (vocab_size, seq_len), RestrictTokens(vocab_size, seq_len)
+    splits = load(folder)
     layer = text_cache.make_vectorizer(max_len=seq_len, vocabulary=splits.vocabulary[:vocab_size])
     return (vocab_size, seq_len), layer
 
 
 def raw_input(folder: Path) -> Any:
-    """A Keras input of text strings, one per example."""
+    """The export's input: text strings on TensorFlow, else the study's token ids."""
     import keras
 
+    if not _exports_text():
+        return keras.Input(shape=(load(folder).max_len,), dtype="int32", name="tokens")
     return keras.Input(shape=(), dtype="string", name="review")
+
+
+def _exports_text() -> bool:
+    """Whether exports take raw text: `TextVectorization` needs TensorFlow's string ops."""
+    import keras
+
+    return str(keras.config.backend()) == "tensorflow"
 
 
 def cost_shape(params: Mapping[str, Any]) -> tuple[int, ...]:
@@ -191,6 +215,7 @@ def text_task(
         cost_shape=cost_shape,
         epoch_examples=epoch_examples,
         padded=True,
+        tokenizer=tokenizer,
     )
 
 

@@ -21,28 +21,36 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hpo.errors import ConfigError, TrialProcessDied
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from multiprocessing.connection import Connection
     from pathlib import Path
 
 __all__ = ["call_isolated"]
 
 START_METHOD_VAR = "HPO_START_METHOD"
-# Imported once by the fork server; children inherit them without running any TensorFlow op.
+# Imported once by the fork server; children inherit them without running any op. Keras loads
+# the backend named by KERAS_BACKEND when the server starts (see `hpo.backend`).
 PRELOAD = [
     "hpo._quiet",
-    "tensorflow",
     "keras",
     "optuna_integration",
     "hpo.training.callbacks",
     "hpo.training.runner",
 ]
+# The backend the fork server of this process was started with (it starts once per process).
+_server_backend: str | None = None
 T = TypeVar("T")
 A = TypeVar("A")
 _TERMINATE_GRACE_S = 10
 
 
-def call_isolated(fn: Callable[[A], T], arg: A, *, log_path: Path | None = None) -> T:
+def call_isolated(
+    fn: Callable[[A], T],
+    arg: A,
+    *,
+    log_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> T:
     """Calls `fn(arg)` in a spawned child process and returns its result.
 
     Args:
@@ -50,14 +58,16 @@ def call_isolated(fn: Callable[[A], T], arg: A, *, log_path: Path | None = None)
         arg: Its argument; must pickle.
         log_path: If given, the child's stdout and stderr (TensorFlow's chatter included) go
             to this file, appended.
+        env: Environment variables of the child on top of this process's (its Keras backend,
+            its GPU: see `hpo.backend.backend_environment`).
 
     Raises:
         TrialProcessDied: The child ended without a result (killed, out of memory, crashed).
         Exception: Whatever `fn` raised in the child, re-raised here.
     """
-    context = _context()
+    environment = {**os.environ, **(env or {})}
+    context = _context(environment.get("KERAS_BACKEND", "tensorflow"))
     receiver, sender = context.Pipe(duplex=False)
-    environment = dict(os.environ)
     process = context.Process(target=_child_main, args=(fn, arg, sender, log_path, environment))
     process.start()
     sender.close()
@@ -88,15 +98,27 @@ def call_isolated(fn: Callable[[A], T], arg: A, *, log_path: Path | None = None)
     return payload
 
 
-def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+def _context(
+    backend: str,
+) -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+    global _server_backend
     method = os.environ.get(START_METHOD_VAR, "forkserver")
     if method == "spawn":
         return multiprocessing.get_context("spawn")
     if method != "forkserver":
         raise ConfigError(f"${START_METHOD_VAR} must be 'forkserver' or 'spawn', got {method!r}.")
+    if _server_backend is not None and _server_backend != backend:
+        # One fork server per process, and its Keras has one backend: a study on another
+        # backend in the same process (a notebook, the tests) starts its children from scratch.
+        return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    context.set_forkserver_preload(PRELOAD)
+    if _server_backend is None:
+        # The server reads KERAS_BACKEND from this process's environment when it starts.
+        os.environ["KERAS_BACKEND"] = backend
+        # The backend's own package (tensorflow, jax, torch) first, as Keras imports it anyway.
+        context.set_forkserver_preload([PRELOAD[0], backend, *PRELOAD[1:]])
+        _server_backend = backend
     return context
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import resource
 import shutil
 import tempfile
@@ -18,12 +17,20 @@ import numpy as np
 import optuna
 
 from hpo import metrics
+from hpo.backend import (
+    compiles_per_shape,
+    configure_threads,
+    device_name,
+    gpu_capability,
+    keras_backend,
+)
 from hpo.budget import format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, example_flops
+from hpo.data.batching import use_width_ladder
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
-from hpo.precision import Precision, gpu_capability, resolve_precision
+from hpo.precision import Precision, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
 from hpo.study import create_study, search_space
@@ -97,7 +104,8 @@ def run_trial(job: TrialJob) -> TrialResult:
         optuna.TrialPruned: The pruner or the chance-level check stopped the trial.
         FloatingPointError: The loss became NaN or infinite.
     """
-    _configure_tensorflow(job.threads)
+    configure_threads(job.threads)
+    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     config = job.config
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     # A hypermodel samples its parameters here, as it builds: each trial's process seeds the
@@ -196,11 +204,14 @@ def _train_trial(
     batch_size = fit_arguments.pop("batch_size", None) or ask("batch_size")
     features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     calibration = cost_ratios or Calibration()
-    estimate = calibration.estimate(features, family, precision.value)
+    device = device_name()
+    estimate = calibration.estimate(features, family, precision.value, device)
     attributes: dict[str, Any] = {
         Attr.FAMILY: family,
         Attr.PRECISION: precision.value,
         Attr.PARAMS_COUNT: int(model.count_params()),
+        Attr.BACKEND: keras_backend(),
+        Attr.DEVICE: device,
         **interface_attributes(interface),
         Attr.COST_ESTIMATE: "model" if features is not None else f"measured: {why_not}",
     }
@@ -370,8 +381,8 @@ def estimate_epochs(job: EstimateJob) -> list[float | None]:
     """
     import keras
 
-    _configure_tensorflow(0)
     task = study_task(job.config)
+    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     calibration = job.cost_ratios
     estimates = []
     with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
@@ -395,7 +406,9 @@ def estimate_epochs(job: EstimateJob) -> list[float | None]:
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                 features, _ = cost_features(task, model, params, data)
-            estimates.append(calibration.estimate(features, params["family"], precision.value))
+            estimates.append(
+                calibration.estimate(features, params["family"], precision.value, device_name())
+            )
             keras.backend.clear_session()
     return estimates
 
@@ -552,12 +565,3 @@ def make_optimizer(params: Mapping[str, Any]) -> keras.optimizers.Optimizer:
 
     optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
     return optimizers[params["optimizer"]](learning_rate=params["learning_rate"])
-
-
-def _configure_tensorflow(threads: int) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    if threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)

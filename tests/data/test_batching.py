@@ -91,3 +91,30 @@ def test_computed_tokens_counts_real_tokens_and_the_padding_left() -> None:
     np.testing.assert_array_equal(token_lengths(x), lengths)
     assert computed_tokens(lengths, 2, 128) >= lengths.sum()
     assert computed_tokens(lengths, 1, 128) == 8 + 8 + 16 + 16 + 104
+
+
+def test_a_compiling_backend_meets_a_handful_of_widths() -> None:
+    from hpo.data import batching
+
+    lengths = np.arange(1, 1601)
+    widths = {batching.batch_width(lengths[i : i + 1], 1600) for i in range(len(lengths))}
+    assert len(widths) == 200  # multiples of 8
+    batching.use_width_ladder(True)
+    try:
+        laddered = {batching.batch_width(lengths[i : i + 1], 1600) for i in range(len(lengths))}
+        # Every row still fits its batch, from a handful of shapes: 32, 64, ..., 1024, 1600.
+        assert laddered == {32, 64, 128, 256, 512, 1024, 1600}
+        assert all(
+            batching.batch_width(lengths[i : i + 1], 1600) >= lengths[i] for i in range(1600)
+        )
+    finally:
+        batching.use_width_ladder(False)
+
+
+def test_restricted_tokens_in_an_export_equal_a_trial_s_inputs() -> None:
+    from hpo.data.text_cache import derive
+    from hpo.models._tokens import RestrictTokens
+
+    x = np.random.default_rng(0).integers(0, 500, (6, 40)).astype(np.int32)
+    restricted = np.asarray(RestrictTokens(vocab_size=100, seq_len=25)(x))
+    np.testing.assert_array_equal(restricted, derive(x, vocab_size=100, seq_len=25))

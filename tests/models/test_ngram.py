@@ -42,6 +42,73 @@ def test_hash_gives_equal_ngrams_equal_ids_and_padding_none() -> None:
     assert np.asarray(NGramHash(3, 1024)(tokens[:, :2])).shape == (2, 0)
 
 
+def _reference_hash(x: np.ndarray, n: int, buckets: int) -> np.ndarray:
+    """Hash version 2 in numpy: int32 arithmetic wrapping modulo 2^32, then a floor modulo."""
+    with np.errstate(over="ignore"):
+        width = x.shape[1] - n + 1
+        h = np.zeros((len(x), width), np.int32)
+        real = np.ones_like(h)
+        for offset in range(n):
+            part = x[:, offset : offset + width].astype(np.int32)
+            h = h * np.int32(1_000_003) + part
+            real *= part != 0
+        return ((np.mod(h, buckets - 1) + 1) * real).astype(np.int32)
+
+
+HASH_SCRIPT = """
+import sys, numpy as np, keras
+from hpo.models._masking import NGramHash
+x = np.load(sys.argv[1])
+out = [keras.ops.convert_to_numpy(NGramHash(n, 2**18, 2)(x)) for n in (2, 3)]
+np.save(sys.argv[2], np.concatenate([out[0][:, 1:], out[1]], axis=1))
+print(keras.config.backend())
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_hash_version_2_gives_the_same_ids_on_every_backend(backend: str, tmp_path: Path) -> None:
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{backend} is not installed; .ci/run installs it")
+        pytest.skip(f"{backend} is not installed here")
+    rng = np.random.default_rng(0)
+    # Ids up to the largest vocabulary: h * 1,000,003 overflows int32 from the second token on.
+    x = rng.integers(1, 40_002, (8, 60)).astype(np.int32)
+    x[:, 45:] = 0
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run(
+        [sys.executable, "-c", HASH_SCRIPT, str(tmp_path / "x.npy"), str(tmp_path / "ids.npy")],
+        env={**os.environ, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.stdout.strip().endswith(backend), result.stderr[-2000:]
+    expected = np.concatenate(
+        [_reference_hash(x, 2, 2**18)[:, 1:], _reference_hash(x, 3, 2**18)], axis=1
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "ids.npy"), expected)
+    assert expected.min() == 0 and 0 < expected.max() < 2**18
+
+
+def test_checkpoints_from_before_hash_versions_keep_version_1() -> None:
+    layer = NGramHash.from_config({"n": 2, "buckets": 1024, "name": "hash2"})
+    assert layer.version == 1
+    tokens = np.array([[5, 6, 7, 0]], np.int32)
+    # Version 1's ids, as a checkpoint saved before versions existed computed them.
+    h = ((5 * 1_000_003 + 6) % (2**31 - 1), (6 * 1_000_003 + 7) % (2**31 - 1))
+    assert np.asarray(layer(tokens)).tolist() == [[h[0] % 1023 + 1, h[1] % 1023 + 1, 0]]
+    assert (
+        ngram.build({**SMALL, **ngram.DEFAULTS, "vocab_size": 300}).get_layer("hash2").version == 2
+    )
+
+
 @pytest.mark.parametrize("high", [False, True], ids=["low", "high"])
 def test_builds_at_the_edges_of_its_space(high: bool) -> None:
     params = {name: _edge(dist, high) for name, dist in ngram.SPACE.items()} | {"vocab_size": 50}

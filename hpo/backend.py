@@ -1,0 +1,278 @@
+"""How to train one trial: on which Keras backend (TensorFlow, JAX, PyTorch) and which device.
+
+A study names its backend (`[training] backend`, else `$KERAS_BACKEND`, else TensorFlow) and
+every process that loads Keras for it (the search, each trial, the ensemble, `hpo predict`) loads
+it with that backend: Keras reads `KERAS_BACKEND` once, at its first import, so it is set before.
+On JAX and PyTorch nothing here imports TensorFlow.
+
+GPUs: each trial process sees the one GPU its worker was given (`CUDA_VISIBLE_DEVICES`), grows
+its memory as it needs it (TensorFlow's memory growth; JAX without preallocating the device),
+and `--trials-per-gpu N` gives each GPU N workers. A backend that compiles a graph per input
+shape (JAX, and TensorFlow's XLA on a GPU) gets batches whose widths come from a small fixed set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import shutil
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "BACKEND_VAR",
+    "Backend",
+    "backend_environment",
+    "claim_backend",
+    "compiles_per_shape",
+    "configure_threads",
+    "device_name",
+    "gpu_assignment",
+    "gpu_capability",
+    "keras_backend",
+    "recorded_backend",
+    "resolve_backend",
+    "use_backend",
+    "visible_gpus",
+]
+
+BACKEND_VAR = "KERAS_BACKEND"
+
+
+class Backend(enum.Enum):
+    """The Keras backend a study trains on."""
+
+    TENSORFLOW = "tensorflow"
+    JAX = "jax"
+    TORCH = "torch"
+
+
+def resolve_backend(configured: Backend | None) -> Backend:
+    """The study file's backend, else `$KERAS_BACKEND`, else TensorFlow.
+
+    Raises:
+        ConfigError: `$KERAS_BACKEND` names a backend hpo does not run on.
+    """
+    if configured is not None:
+        return configured
+    name = os.environ.get(BACKEND_VAR, "").strip().lower()
+    if not name:
+        return Backend.TENSORFLOW
+    try:
+        return Backend(name)
+    except ValueError as exc:
+        raise ConfigError(
+            f"${BACKEND_VAR} must be one of {[b.value for b in Backend]}, got {name!r}. Unset "
+            f"it, or set [training] backend in the study file."
+        ) from exc
+
+
+def keras_backend() -> str | None:
+    """The backend Keras was loaded with in this process, or None if it is not loaded."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    return str(keras.config.backend())
+
+
+def claim_backend(backend: Backend) -> None:
+    """Makes Keras load `backend` in this process and its children, without loading it.
+
+    Raises:
+        ConfigError: Keras is already loaded here with another backend (see `use_backend`).
+    """
+    loaded = keras_backend()
+    if loaded is not None and loaded != backend.value:
+        raise ConfigError(
+            f"this study trains on {backend.value}, but Keras is already loaded here with "
+            f"{loaded}, and Keras cannot switch backends in a running process. Start a new "
+            f"process with {BACKEND_VAR}={backend.value} (in a notebook: restart the kernel)."
+        )
+    os.environ[BACKEND_VAR] = backend.value
+
+
+def recorded_backend(recorded: object, configured: Backend | None) -> Backend:
+    """The backend a study's search recorded in its configuration (a study's `hpo_config`),
+    else the one configured now; studies from before backends were recorded used TensorFlow."""
+    if isinstance(recorded, dict):
+        training = recorded.get("training")
+        if isinstance(training, dict):
+            try:
+                return Backend(training.get("backend", Backend.TENSORFLOW.value))
+            except ValueError:
+                pass
+        return Backend.TENSORFLOW
+    return resolve_backend(configured)
+
+
+def use_backend(backend: Backend) -> None:
+    """Makes this process load Keras with `backend`, and loads it (quietly).
+
+    Raises:
+        ConfigError: Keras is already loaded here with another backend (in a notebook, say),
+            which Keras cannot switch.
+    """
+    loaded = keras_backend()
+    claim_backend(backend)
+    if loaded is None:
+        from hpo.cli import quiet_tensorflow
+
+        with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
+            import keras  # noqa: F401
+
+
+def backend_environment(
+    backend: Backend, gpu: str | None = None, threads: int = 0
+) -> dict[str, str]:
+    """Environment variables of a trial process: its backend, its GPU and how it takes memory.
+
+    Args:
+        gpu: The GPU index it may use (`CUDA_VISIBLE_DEVICES`), or None to leave it as it is.
+        threads: CPU threads it may use (0: the backend's default); JAX reads them from
+            `XLA_FLAGS` when it starts, the others are set in the process.
+    """
+    env = {
+        BACKEND_VAR: backend.value,
+        # JAX takes 75% of a GPU at its start unless told not to; trials share GPUs.
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    if backend is Backend.JAX and threads == 1:
+        env["XLA_FLAGS"] = jax_thread_flags(threads)
+    return env
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`os.environ` with `values` set inside, restored after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def visible_gpus() -> list[str]:
+    """Indices of the NVIDIA GPUs this process may use, without loading any framework.
+
+    From `CUDA_VISIBLE_DEVICES` when it is set, else from `nvidia-smi -L`; none without either.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def gpu_assignment(gpus: list[str], trials_per_gpu: int, workers: int) -> list[str | None]:
+    """The GPU each worker's trials see: `trials_per_gpu` workers per GPU, round the GPUs."""
+    if not gpus:
+        return [None] * workers
+    return [gpus[(worker // trials_per_gpu) % len(gpus)] for worker in range(workers)]
+
+
+def configure_threads(threads: int) -> None:
+    """Limits the loaded backend to `threads` CPU threads (0 leaves its default)."""
+    backend = keras_backend()
+    if threads <= 0:
+        return
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def jax_thread_flags(threads: int) -> str:
+    """XLA flags that keep JAX's CPU work to one thread when a trial has one core (set before
+    JAX starts); with more it keeps XLA's own thread pool."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads != 1:
+        return flags
+    return f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+
+
+def gpu_capability() -> int | None:
+    """Compute capability major version of the first GPU the loaded backend sees, or None."""
+    backend = keras_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability")
+        return int(capability[0]) if capability else 0
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if not gpus:
+            return None
+        return int(str(getattr(gpus[0], "compute_capability", "0")).split(".")[0] or 0)
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_capability(0)[0])
+    return None
+
+
+def device_name() -> str:
+    """`cpu`, or `gpu:<name>` for the first GPU the loaded backend sees (for calibration)."""
+    backend = keras_backend()
+    name = None
+    if backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        name = gpus[0].device_kind if gpus else None
+    elif backend == "torch":
+        import torch
+
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu")
+    return f"gpu:{name}" if name else "cpu"
+
+
+def compiles_per_shape(backend: str | None, gpu: bool) -> bool:
+    """Whether the backend compiles a new program for every new input shape.
+
+    JAX always does (jit); Keras turns on TensorFlow's XLA on a GPU; PyTorch runs eagerly.
+    """
+    return backend == "jax" or (backend == "tensorflow" and gpu)

@@ -1,0 +1,99 @@
+"""Which Keras backend and which GPU a study's processes use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpo.backend import (
+    Backend,
+    backend_environment,
+    compiles_per_shape,
+    gpu_assignment,
+    recorded_backend,
+    resolve_backend,
+    visible_gpus,
+)
+from hpo.config import load_study_config
+from hpo.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_study_file_wins_then_keras_backend_then_tensorflow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert resolve_backend(None) is Backend.TENSORFLOW
+    monkeypatch.setenv("KERAS_BACKEND", "JAX")
+    assert resolve_backend(None) is Backend.JAX
+    assert resolve_backend(Backend.TORCH) is Backend.TORCH
+    monkeypatch.setenv("KERAS_BACKEND", "numpy")
+    with pytest.raises(ConfigError, match=r"KERAS_BACKEND must be one of .*got 'numpy'"):
+        resolve_backend(None)
+    study = tmp_path / "s.toml"
+    study.write_text('[training]\nbackend = "torch"\n')
+    assert load_study_config(study).training.backend is Backend.TORCH
+    study.write_text('[training]\nbackend = "mxnet"\n')
+    with pytest.raises(ConfigError, match=r"'training.backend' must be one of"):
+        load_study_config(study)
+
+
+def test_a_recorded_backend_wins_and_old_studies_were_tensorflow() -> None:
+    assert recorded_backend({"training": {"backend": "jax"}}, Backend.TORCH) is Backend.JAX
+    assert recorded_backend({"training": {}}, Backend.TORCH) is Backend.TENSORFLOW
+    assert recorded_backend(None, Backend.TORCH) is Backend.TORCH
+
+
+def test_keras_loaded_with_another_backend_is_a_clear_error() -> None:
+    code = (
+        "import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
+        "import keras\n"
+        "from hpo.backend import Backend, claim_backend\n"
+        "claim_backend(Backend.TORCH)\n"
+        "try:\n"
+        "    claim_backend(Backend.JAX)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert "ConfigError this study trains on jax, but Keras is already loaded here with torch" in (
+        result.stdout
+    ), result.stderr[-2000:]
+
+
+def test_gpus_are_read_from_cuda_visible_devices_and_shared_by_trials_per_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert visible_gpus() == ["0", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
+    assert gpu_assignment(["0", "2"], 1, 2) == ["0", "2"]
+    assert gpu_assignment(["0"], 2, 2) == ["0", "0"]
+    assert gpu_assignment(["0", "1"], 2, 4) == ["0", "0", "1", "1"]
+    assert gpu_assignment([], 2, 3) == [None, None, None]
+
+
+def test_a_trial_process_gets_its_backend_its_gpu_and_grows_its_memory() -> None:
+    env = backend_environment(Backend.JAX, "1", threads=1)
+    assert env["KERAS_BACKEND"] == "jax" and env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    assert "CUDA_VISIBLE_DEVICES" not in backend_environment(Backend.TORCH)
+    assert "XLA_FLAGS" not in backend_environment(Backend.JAX, threads=2)
+
+
+def test_only_compiling_backends_get_the_width_ladder() -> None:
+    assert compiles_per_shape("jax", gpu=False)
+    assert compiles_per_shape("tensorflow", gpu=True)
+    assert not compiles_per_shape("tensorflow", gpu=False)
+    assert not compiles_per_shape("torch", gpu=True)
