@@ -24,7 +24,7 @@ from hpo.ensemble.weighting import Method, fit_weights
 from hpo.store import open_artifact_store, sha256_file
 from hpo.study import search_space
 from hpo.tasks import study_task
-from hpo.training.interface import Padding
+from hpo.training.interface import Padding, tolerance
 
 if TYPE_CHECKING:
     import keras
@@ -114,7 +114,14 @@ def build_ensemble(
             export.save(staging / EXPORT_NAME)
             # An export takes raw inputs, or (text off TensorFlow) the study's token ids.
             inputs = test.raw if takes_text(export) or not task.padded else test.x
-            report["export"] = check_export(staging / EXPORT_NAME, inputs, test.y, ensemble_test)
+            precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in members}
+            report["export"] = check_export(
+                staging / EXPORT_NAME,
+                inputs,
+                test.y,
+                ensemble_test,
+                max(tolerance(p) for p in precisions),
+            )
             report["backend"] = str(keras_config_backend())
             if task.tokenizer is not None:
                 tokenizer_path = staging / TOKENIZER_NAME

@@ -91,18 +91,27 @@ def check_rows(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def check_export(
-    path: Path, raw: np.ndarray, labels: np.ndarray, expected: np.ndarray
+    path: Path,
+    raw: np.ndarray,
+    labels: np.ndarray,
+    expected: np.ndarray,
+    tolerance: float = EXPORT_TOLERANCE,
 ) -> dict[str, Any]:
-    """Loads the export back and checks it reproduces `expected` on rows of every class."""
+    """Loads the export back and checks it reproduces `expected` on rows of every class.
+
+    Args:
+        tolerance: The largest difference allowed: float32 rounding, or more for members that
+            compute in 16 bits (see `hpo.training.interface.tolerance`).
+    """
     model = load_keras_file(path)
     rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
     got = np.asarray(model.predict(raw[rows], batch_size=256, verbose=0), dtype=np.float64)
     got = metrics.as_probabilities(got).reshape(expected[rows].shape)
     difference = float(np.max(np.abs(got - expected[rows]))) if len(rows) else 0.0
-    if difference > EXPORT_TOLERANCE:
+    if difference > tolerance:
         raise HpoError(
             f"the exported ensemble disagrees with the evaluated one by {difference:.2e} "
-            f"(tolerance {EXPORT_TOLERANCE:g})"
+            f"(tolerance {tolerance:g})"
         )
     return {
         "path": EXPORT_NAME,
@@ -110,4 +119,5 @@ def check_export(
         "checked_examples": len(rows),
         "checked_classes": len(np.unique(labels[rows])),
         "max_abs_difference": difference,
+        "tolerance": tolerance,
     }

@@ -258,17 +258,29 @@ class HyperModelFamily:
         """The hypermodel (instantiated, for a class, at the first build)."""
         return self._hypermodel
 
-    def fit_arguments(self) -> dict[str, Any]:
+    def fit_arguments(self, x: Any = None, y: Any = None) -> dict[str, Any]:
         """What the hypermodel's own `fit` passes to `model.fit`, among `FIT_ARGUMENTS`.
 
         Runs the hypermodel's `fit` with a stand-in model (after `build_trial`, so the same
-        parameters are read); parameters it declares there are sampled like the others.
+        parameters are read), given the training inputs and labels as KerasTuner gives them
+        (`fit(hp, model, x, y, **kwargs)` and `fit(hp, model, *args, **kwargs)` alike);
+        parameters it declares there are sampled like the others.
+
+        Raises:
+            ConfigError: The hypermodel's `fit` fails with a stand-in model.
         """
         fit = getattr(self.hypermodel, "fit", None)
         if self._hp is None or fit is None:
             return {}
         recorder = _FitRecorder()
-        fit(self._hp, recorder)
+        try:
+            fit(self._hp, recorder, x, y)
+        except Exception as exc:
+            raise ConfigError(
+                f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
+                f"training ({type(exc).__name__}: {str(exc)[:200]}); hpo reads from it only the "
+                f"arguments it passes to model.fit ({', '.join(FIT_ARGUMENTS)})."
+            ) from exc
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS))
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)

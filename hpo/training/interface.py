@@ -42,11 +42,22 @@ __all__ = [
     "member_model",
     "read_interface",
     "to_probabilities",
+    "tolerance",
 ]
 
 # Largest difference between a text's prediction alone (cut to its length) and padded to the
-# full length for a model to count as ignoring padding: float32 rounding, with margin.
+# full length for a model to count as ignoring padding: float32 rounding, with margin. A model
+# computing in 16 bits (mixed precision) rounds every activation to 8 or 11 bits of mantissa,
+# and a program compiled for another width may round differently.
 PADDING_TOLERANCE = 1e-5
+HALF_PRECISION_TOLERANCE = 2e-3
+
+
+def tolerance(precision: str | None) -> float:
+    """How far two computations of the same prediction may differ in `precision`."""
+    return PADDING_TOLERANCE if precision in (None, "float32") else HALF_PRECISION_TOLERANCE
+
+
 # Rows of the validation set the probes run on.
 PROBE_ROWS = 32
 _ONE_HOT_LOSSES = (
@@ -288,7 +299,8 @@ def check_padding(model: keras.Model, x: np.ndarray) -> tuple[Padding, str]:
     except Exception as exc:
         return Padding.FIXED, f"its input takes only full-length texts ({type(exc).__name__})"
     difference = float(np.max(np.abs(cut.astype(np.float64) - full))) if len(x) else 0.0
-    if difference > PADDING_TOLERANCE:
+    policy = getattr(getattr(model, "dtype_policy", None), "name", None)
+    if difference > tolerance(policy):
         return (
             Padding.FIXED,
             f"its output changes by {difference:.2g} with the padding after a text (it does not "

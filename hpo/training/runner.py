@@ -200,7 +200,7 @@ def _train_trial(
         return suggest(trial, name, search_space(task, config.space).shared[name])
 
     model, interface = prepare_model(task, params, data, trial, ask)
-    fit_arguments = _fit_arguments(task, params)
+    fit_arguments = _fit_arguments(task, params, data)
     batch_size = fit_arguments.pop("batch_size", None) or ask("batch_size")
     features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     calibration = cost_ratios or Calibration()
@@ -526,11 +526,11 @@ def _learning_rate(params: Mapping[str, Any]) -> str:
     return "the learning rate" if rate is None else f"learning_rate={rate:.3g}"
 
 
-def _fit_arguments(task: Task, params: Mapping[str, Any]) -> dict[str, Any]:
+def _fit_arguments(task: Task, params: Mapping[str, Any], data: TrialData) -> dict[str, Any]:
     """Training arguments a family's own `fit` adds (a hypermodel's batch size, say)."""
     family = task.families[params["family"]]
     arguments = getattr(family, "fit_arguments", None)
-    return dict(arguments()) if arguments is not None else {}
+    return dict(arguments(data.x_train, data.y_train)) if arguments is not None else {}
 
 
 def cost_features(

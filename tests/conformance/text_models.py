@@ -190,11 +190,15 @@ class FitOverride(keras_tuner.HyperModel):
         model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
         return model
 
-    def fit(self, hp, model, *args, **kwargs):
+    def fit(self, hp, model, x, y, **kwargs):
+        # As KerasTuner's "tune model training" guide writes it: x and y named, and an argument
+        # (shuffle) that hpo does not take over.
         callbacks = [*kwargs.pop("callbacks", []), Marker()]
         return model.fit(
-            *args,
+            x,
+            y,
             batch_size=hp.Choice("batch_size", [16, 32]),
+            shuffle=hp.Boolean("shuffle"),
             epochs=1,
             callbacks=callbacks,
             **kwargs,
