@@ -157,7 +157,15 @@ def load_checkpoint(path: Path, number: int) -> keras.Model:
     try:
         return load_keras_file(path)
     except Exception as exc:
-        raise CheckpointError(f"trial {number}: cannot load checkpoint {path.name}: {exc}") from exc
+        hint = (
+            "; it holds a class of your own: pass the study file that names its module "
+            "(--study FILE), which hpo imports"
+            if "Could not locate class" in str(exc)
+            else ""
+        )
+        raise CheckpointError(
+            f"trial {number}: cannot load checkpoint {path.name}: {exc}{hint}"
+        ) from exc
 
 
 def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> np.ndarray:
