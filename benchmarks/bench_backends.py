@@ -79,7 +79,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         "precision": precision.value,
         "device": device_name(),
         "backend": keras_backend(),
-        "examples": int(len(data.x_train)),
+        "examples": len(data.x_train),
         "finite": bool(np.isfinite(predictions).all()),
     }
 
