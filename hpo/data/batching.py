@@ -156,14 +156,17 @@ def predict_bucketed(
 def cut_predictions(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Each row's prediction with its padding cut as a bucket would cut it alone.
 
-    Rows of equal width are predicted together; the result is in the rows' order.
+    Rows of equal width are predicted together, by calling the model eagerly: `predict` would
+    trace (and on JAX compile) a program for every width. The result is in the rows' order.
     """
+    from keras import ops
+
     lengths = token_lengths(x)
     widths = np.array([batch_width(lengths[i : i + 1], x.shape[1]) for i in range(len(x))])
     result: np.ndarray | None = None
     for width in np.unique(widths):
         rows = np.flatnonzero(widths == width)
-        part = np.asarray(model.predict(x[rows, :width], batch_size=len(rows), verbose=0))
+        part = np.asarray(ops.convert_to_numpy(model(x[rows, :width], training=False)))
         if result is None:
             result = np.empty((len(x), *part.shape[1:]), dtype=part.dtype)
         result[rows] = part

@@ -293,7 +293,7 @@ def check_padding(model: keras.Model, x: np.ndarray) -> tuple[Padding, str]:
     """
     from hpo.data.batching import cut_predictions
 
-    full = _numpy(model.predict(x, batch_size=len(x), verbose=0))
+    full = _numpy(model(x, training=False))
     try:
         cut = cut_predictions(model, x)
     except Exception as exc:
