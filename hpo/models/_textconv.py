@@ -80,7 +80,10 @@ def build(params: Mapping[str, Any], conv: Callable[..., Any], name: str) -> ker
             else branches[0]
         )
         if params["batch_norm"]:
-            x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+            # Statistics over real tokens only: a batch's padding changes neither what a step
+            # learns nor the moving statistics inference uses.
+            tokens = layers.Reshape((-1,), name=f"block{block}_tokens")(mask)
+            x = layers.BatchNormalization(name=f"block{block}_bn")(x, mask=tokens)
         x = layers.Activation("relu", name=f"block{block}_relu")(x)
         if params["residual"]:
             if shortcut.shape[-1] != x.shape[-1]:

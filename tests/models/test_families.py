@@ -74,3 +74,47 @@ def test_branches_widen_the_kernel() -> None:
 
 def test_task_registers_the_text_families() -> None:
     assert set(IMDB.families) == {"conv1d", "sepconv1d", "ngram"}
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.__name__.rsplit(".", 1)[-1])
+def test_training_with_batch_norm_is_the_same_whatever_the_padding(family: Any) -> None:
+    """A few training steps on a batch cut to its longest text and on the same batch padded
+    to 4x that give the same weights and moving statistics: batch norm sees real tokens only.
+
+    Plain SGD: Adam divides each gradient by its own size, so the conv biases, whose gradient
+    before batch norm is zero up to rounding, would move by rounding noise blown up to the
+    learning rate, whatever the padding."""
+    import keras
+
+    from ..data.test_batching import _padded
+
+    params = {
+        **family.DEFAULTS,
+        "vocab_size": 300,
+        "seq_len": 160,
+        "embedding_dim": 8,
+        "filters": 8,
+        "blocks": 2,
+        "batch_norm": True,
+        "residual": True,
+        "dropout": 0.0,
+    }
+    lengths = np.array([5, 17, 40, 23, 9, 40, 31, 12])
+    cut = _padded(lengths, 40)
+    padded = np.pad(cut, [(0, 0), (0, 120)])
+    y = np.array([0, 1, 1, 0, 1, 0, 1, 0], np.float32)
+    weights = []
+    keras.utils.set_random_seed(0)
+    model = family.build(params)
+    initial = model.get_weights()  # moving statistics included
+    for x in (cut, padded):
+        model.set_weights(initial)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        weights.append(model.get_weights())
+        # The moving statistics moved (the check is not vacuous).
+        moving = model.get_layer("block0_bn").moving_mean
+        assert np.abs(np.asarray(moving)).max() > 0
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
