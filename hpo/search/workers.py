@@ -52,7 +52,7 @@ from hpo.study import (
     search_space,
 )
 from hpo.tasks import study_task
-from hpo.training.isolation import call_isolated
+from hpo.training.isolation import call_isolated, die_with, process_identity
 from hpo.training.runner import EstimateJob, TrialJob, estimate_epochs, run_trial
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ def run_search(
                     deadline,
                     sampler_seed(config, run, i),
                     gpu_of[i],
+                    process_identity(os.getpid()),
                 ),
                 name=f"hpo-worker-{i}",
             )
@@ -408,9 +409,13 @@ def _worker_process(
     deadline: float | None,
     seed: int,
     gpu: str | None,
+    parent: tuple[int, str | None],
 ) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     raise_keyboard_interrupt_on_sigterm()
+    # A helper whose search process is killed stops too: SIGTERM fails its running trial
+    # (see `raise_keyboard_interrupt_on_sigterm`), and its trial process dies with it.
+    die_with(parent, signal.SIGTERM)
     try:
         run_worker(config, data_folder, threads, deadline=deadline, seed=seed, gpu=gpu)
     except KeyboardInterrupt:

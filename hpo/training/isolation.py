@@ -15,6 +15,8 @@ import os
 import pickle
 import signal
 import sys
+import threading
+import time
 import traceback
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from pathlib import Path
 
-__all__ = ["call_isolated"]
+__all__ = ["call_isolated", "die_with", "process_identity"]
 
 START_METHOD_VAR = "HPO_START_METHOD"
 # Imported once by the fork server; children inherit them without running any op. Keras loads
@@ -42,6 +44,8 @@ _server_backend: str | None = None
 T = TypeVar("T")
 A = TypeVar("A")
 _TERMINATE_GRACE_S = 10
+# How often a child checks that the process waiting for it is still there.
+WATCH_INTERVAL_S = 1.0
 
 
 def call_isolated(
@@ -68,7 +72,10 @@ def call_isolated(
     environment = {**os.environ, **(env or {})}
     context = _context(environment.get("KERAS_BACKEND", "tensorflow"))
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(fn, arg, sender, log_path, environment))
+    caller = process_identity(os.getpid())
+    process = context.Process(
+        target=_child_main, args=(fn, arg, sender, log_path, environment, caller)
+    )
     process.start()
     sender.close()
     try:
@@ -131,13 +138,55 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def process_identity(pid: int) -> tuple[int, str | None]:
+    """A process's id and start time (from /proc), which a later process with the same id
+    does not share; None for the time where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Field 22, counted after the command name, which may hold spaces and parentheses.
+            return pid, stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return pid, None
+
+
+def _alive(identity: tuple[int, str | None]) -> bool:
+    pid, started = identity
+    if started is not None:
+        return process_identity(pid) == identity
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def die_with(identity: tuple[int, str | None], signum: int = signal.SIGKILL) -> None:
+    """Sends this process `signum` within a second of the process `identity` ending.
+
+    A trial's process is a child of a fork server, not of the worker that waits for it, so the
+    operating system does not end it when that worker is killed (`kill -9`, out of memory): it
+    would train on unseen by the study's budget. A daemon thread watches the caller instead.
+    """
+
+    def watch() -> None:
+        while _alive(identity):
+            time.sleep(WATCH_INTERVAL_S)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=watch, name="hpo-die-with-caller", daemon=True).start()
+
+
 def _child_main(
     fn: Callable[[Any], Any],
     arg: Any,
     sender: Connection,
     log_path: Path | None,
     environment: dict[str, str],
+    caller: tuple[int, str | None],
 ) -> None:
+    die_with(caller)
     # A fork server's children inherit the server's environment from when it started; the
     # caller's environment now is the one that counts.
     os.environ.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -22,7 +23,7 @@ from hpo.search import run_search
 from hpo.search.recovery import sweep_dead_local_trials
 from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
 from hpo.training.callbacks import AtomicModelCheckpoint
-from hpo.training.isolation import call_isolated
+from hpo.training.isolation import WATCH_INTERVAL_S, call_isolated
 
 from ..conftest import write_study
 
@@ -60,7 +61,8 @@ def _wait_for(
         if process is not None and process.poll() is not None:
             out, err = process.communicate()
             raise AssertionError(
-                f"the search exited early ({process.returncode}): {out[-1000:]} {err[-3000:]}"
+                f"the search exited early ({process.returncode}): "
+                f"{(out or '')[-1000:]} {(err or '')[-3000:]}"
             )
         try:
             if condition():
@@ -76,6 +78,14 @@ def _mid_training(config: StudyConfig) -> bool:
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     running = study.get_trials(states=(TrialState.RUNNING,))
     return bool(complete) and any(t.intermediate_values for t in running)
+
+
+def _finished(config: StudyConfig) -> tuple[int, set[int]]:
+    """How many trials the study holds, and which of them trained to an end."""
+    trials = _load(config).get_trials(deepcopy=False)
+    return len(trials), {
+        t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    }
 
 
 def _search(study_file: Path) -> subprocess.Popen[str]:
@@ -317,3 +327,85 @@ def test_sweep_ignores_live_and_remote_workers(fake_imdb: Path, tmp_path: Path) 
 
 def _pid(_: object) -> int:
     return os.getpid()
+
+
+def _descendants(pid: int) -> set[tuple[int, str]]:
+    """Every process below `pid`, as (pid, start time) from /proc."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found: set[tuple[int, str]] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child[0])
+    return found
+
+
+def _still_running(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    alive = set()
+    for pid, started in processes:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[19] == started and stat[0] != "Z":
+            alive.add((pid, started))
+    return alive
+
+
+@pytest.mark.slow
+def test_a_search_killed_with_sigkill_leaves_no_process_behind(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=40))
+    study_file = str(config.study_dir.parent / "tiny.toml")
+    # Output to a file, as from a terminal: a pipe that closes with the test's end of it would
+    # end the survivors with their next write.
+    log = (tmp_path / "search.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpo.search", "--study", study_file, "--workers", "2"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # Both workers mid-trial: the main one's and the helper's trial processes exist.
+        _wait_for(
+            lambda: (
+                sum(
+                    bool(t.intermediate_values)
+                    for t in _load(config).get_trials(states=(TrialState.RUNNING,))
+                )
+                == 2
+            ),
+            process=process,
+        )
+        below = _descendants(process.pid)
+        assert len(below) >= 4, below  # helper, fork servers, trial processes
+        process.kill()  # the search process alone, as the OOM killer or `kill -9` would
+        process.wait()
+        finished = _finished(config)
+        deadline = time.monotonic() + 10
+        while _still_running(below) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = _still_running(below)
+        # An orphan would go on finishing trials (and starting new ones) that the budget of a
+        # resumed run does not know of.
+        time.sleep(WATCH_INTERVAL_S * 3)
+        finished_later = _finished(config)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone already, as it should be
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+    assert not left, f"processes of the killed search still running: {sorted(left)}"
+    assert finished_later == finished
