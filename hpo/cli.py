@@ -33,6 +33,7 @@ MODULES = {
     "status": "hpo.inspection.status",
     "report": "hpo.inspection.report",
     "dashboard": "hpo.inspection.dashboard",
+    "gc": "hpo.artifacts",
     "storage-proxy": "hpo.search.proxy",
 }
 COMMANDS = tuple(MODULES)

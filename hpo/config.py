@@ -190,6 +190,8 @@ class StudyConfig:
         trials_per_gpu: Trials that share one GPU at once (each worker's trials see one GPU).
         enqueue_defaults: Start a new study with each family's hand-made default settings.
         max_failures: Consecutive failed trials that stop the search.
+        keep_checkpoints: After each trial, delete the checkpoints of all but the best N
+            complete trials and the members of recorded ensembles (`hpo gc`); default: keep all.
         tensorboard: Write a TensorBoard log per trial.
         sampler: Sampler settings.
         pruner: Pruner settings.
@@ -218,6 +220,7 @@ class StudyConfig:
     trials_per_gpu: int = 1
     enqueue_defaults: bool = True
     max_failures: int = 5
+    keep_checkpoints: int | None = None
     tensorboard: bool = False
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
@@ -248,6 +251,12 @@ class StudyConfig:
         _require(self.workers is None or self.workers >= 1, "workers", self.workers, ">= 1")
         _require(self.trials_per_gpu >= 1, "trials_per_gpu", self.trials_per_gpu, ">= 1")
         _require(self.max_failures >= 1, "max_failures", self.max_failures, ">= 1")
+        _require(
+            self.keep_checkpoints is None or self.keep_checkpoints >= 1,
+            "keep_checkpoints",
+            self.keep_checkpoints,
+            ">= 1 (the best trials' checkpoints to keep; leave it out to keep all)",
+        )
 
     @property
     def storage_url(self) -> str:

@@ -71,6 +71,13 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         finally:
             tmp.unlink(missing_ok=True)
 
+    def size(self, artifact_id: str) -> int:
+        """The artifact's size in bytes; 0 if it is not there."""
+        try:
+            return self._get_filepath(artifact_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
 
 def redact_url(url: str) -> str:
     """The storage URL with its password masked, for messages and logs."""

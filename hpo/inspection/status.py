@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from hpo._cli import add_study_arguments, open_study
+from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
 from hpo.contract import Attr
 from hpo.store import redact_url
@@ -62,8 +63,14 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     return frame.drop(columns="complete").reset_index(drop=True)
 
 
-def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
-    """The study's status as JSON-serialisable data (see `hpo/inspection/status_schema.json`)."""
+def status(
+    study: optuna.Study, storage_url: str, top: int, artifact_bytes: int | None = None
+) -> dict[str, Any]:
+    """The study's status as JSON-serialisable data (see `hpo/inspection/status_schema.json`).
+
+    Args:
+        artifact_bytes: What the study's artifact folder takes on disk, if known.
+    """
     counts = {state.name: 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] += 1
@@ -84,6 +91,8 @@ def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
         }
         for _, row in table.iterrows()
     ]
+    removed = removed_checkpoints(study)
+    trials_now = study.get_trials(deepcopy=False)
     ensembles = {k: v for k, v in study.user_attrs.items() if k.startswith("ensemble_top")}
     latest = max(ensembles.items(), key=lambda kv: kv[1].get("created", ""), default=None)
     budget = study.user_attrs.get("hpo_config", {}).get("budget")
@@ -92,6 +101,11 @@ def status(study: optuna.Study, storage_url: str, top: int) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "study": study.study_name,
         "storage": redact_url(storage_url),
+        "artifacts": {
+            "bytes": artifact_bytes,
+            "checkpoints": sum(has_checkpoint(t, removed) for t in trials_now),
+            "removed_checkpoints": len(removed),
+        },
         "budget": {
             "budget_seconds": budget,
             "spent_seconds": round(spent, 1),
@@ -120,6 +134,17 @@ def format_status(data: dict[str, Any]) -> str:
                 f"{format_duration(budget['left_seconds'])} left"
             )
         lines.append(line)
+    artifacts = data.get("artifacts")
+    if artifacts and (artifacts["checkpoints"] or artifacts["removed_checkpoints"]):
+        size = "" if artifacts["bytes"] is None else f", {artifacts['bytes'] / 1e6:.1f} MB on disk"
+        lines.append(
+            f"Checkpoints: {artifacts['checkpoints']} stored{size}"
+            + (
+                f", {artifacts['removed_checkpoints']} removed by hpo gc"
+                if artifacts["removed_checkpoints"]
+                else ""
+            )
+        )
     if data["best"]:
         lines.append(f"Best: trial {data['best']['number']}, value {data['best']['value']:.4f}")
     if data["trials"]:
@@ -193,7 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prints the leaderboard, JSON, or writes the CSV."""
     config, study = open_study(args.study, args.storage, args.study_name)
-    data = status(study, config.storage_url, max(args.top, 0))
+    data = status(study, config.storage_url, max(args.top, 0), artifact_bytes(config))
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.csv:

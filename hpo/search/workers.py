@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from hpo.artifacts import KeepBest
 from hpo.backend import (
     Backend,
     backend_environment,
@@ -348,7 +349,7 @@ def run_worker(
                 gpu=gpu,
             ),
             timeout=timeout,
-            callbacks=[stopper],
+            callbacks=[stopper, *_collectors(config)],
             catch=(Exception,),
             gc_after_trial=False,
         )
@@ -358,6 +359,11 @@ def run_worker(
     if stopper.config_error is not None:
         raise ConfigError(stopper.config_error)
     return stopper.failure_stop
+
+
+def _collectors(config: StudyConfig) -> list[KeepBest]:
+    # `keep_checkpoints = N`: the disk stays bounded as the study goes (see `hpo.artifacts`).
+    return [] if config.keep_checkpoints is None else [KeepBest(config, config.keep_checkpoints)]
 
 
 def _objective(

@@ -1,0 +1,246 @@
+"""The `hpo gc` command: delete the checkpoints a study no longer needs (dry run: list them).
+
+How to combine, what it draws on. A study keeps every complete trial's checkpoint until told
+otherwise; a long study's can fill a disk. `keep_checkpoints = N` in the study file (applied
+after each trial) or `hpo gc --keep N` deletes the checkpoints of all but:
+
+- the best N COMPLETE trials,
+- every trial that a recorded ensemble uses (`hpo ensemble` records its members in the study),
+- trials that have not finished (a worker may be storing theirs right now).
+
+Validation predictions stay (a few hundred KB each; an ensemble's pool reads them). What was
+removed, and why, is recorded in the study as one user attribute per collection (`gc:<when>`);
+Optuna does not let a finished trial's attributes change. Nothing here imports anything a store
+names: the records are data.
+
+Command line::
+
+    hpo gc [--study studies/imdb.toml | --storage URL --study-name NAME] [--keep N] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from hpo._cli import add_study_arguments, open_study, positive_int
+from hpo.contract import Attr
+from hpo.errors import ConfigError, HpoError
+from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+    import optuna
+    from optuna.artifacts._protocol import ArtifactStore
+    from optuna.trial import FrozenTrial
+
+    from hpo.config import StudyConfig
+
+__all__ = [
+    "Collection",
+    "artifact_bytes",
+    "collect_garbage",
+    "has_checkpoint",
+    "main",
+    "plan_collection",
+    "removed_checkpoints",
+]
+
+_log = logging.getLogger(__name__)
+GC_ATTR_PREFIX = "gc:"
+_UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What a collection keeps and removes.
+
+    Args:
+        kept: Trial number -> why its checkpoint stays ("best 20", "ensemble_top5", "running").
+        removed: Trial number -> why its checkpoint goes.
+        freed_bytes: What the removed checkpoints took (None where the store cannot say: S3).
+    """
+
+    kept: dict[int, str]
+    removed: dict[int, str]
+    freed_bytes: int | None
+
+
+def removed_checkpoints(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> why its checkpoint was removed, from every recorded collection."""
+    removed: dict[int, str] = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(GC_ATTR_PREFIX) and isinstance(value, dict):
+            for number, why in value.get("removed", {}).items():
+                removed[int(number)] = str(why)
+    return removed
+
+
+def has_checkpoint(trial: FrozenTrial, removed: dict[int, str]) -> bool:
+    """Whether the trial stored a checkpoint that no collection removed."""
+    return Attr.CHECKPOINT_ID in trial.user_attrs and trial.number not in removed
+
+
+def ensemble_members(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> the recorded ensemble (its study attribute) that uses it."""
+    members: dict[int, str] = {}
+    for key, value in study.user_attrs.items():
+        if isinstance(value, dict) and isinstance(value.get("members"), list):
+            for number in value["members"]:
+                if isinstance(number, int):
+                    members.setdefault(number, key)
+    return members
+
+
+def plan_collection(study: optuna.Study, keep: int) -> tuple[dict[int, str], list[FrozenTrial]]:
+    """Which checkpoints stay (with why) and which trials' checkpoints go; changes nothing."""
+    if keep < 0:
+        raise ConfigError(f"keep must be at least 0, got {keep}. Use e.g. --keep 20.")
+    removed = removed_checkpoints(study)
+    trials = study.get_trials(deepcopy=False)
+    kept: dict[int, str] = {}
+    for trial in trials:
+        if trial.state in _UNFINISHED:
+            kept[trial.number] = "not finished"
+    for number, key in ensemble_members(study).items():
+        kept.setdefault(number, f"member of {key}")
+    sign = 1 if study.direction == StudyDirection.MAXIMIZE else -1
+    complete = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and has_checkpoint(t, removed)),
+        key=lambda t: (-sign * (t.value or 0.0), t.number),
+    )
+    for trial in complete[:keep]:
+        kept.setdefault(trial.number, f"among the best {keep}")
+    doomed = [t for t in trials if has_checkpoint(t, removed) and t.number not in kept]
+    return kept, doomed
+
+
+def collect_garbage(
+    study: optuna.Study, store: ArtifactStore, keep: int, *, dry_run: bool = False
+) -> Collection:
+    """Removes the checkpoints of trials that `plan_collection` does not keep.
+
+    The removal is recorded in the study before any file goes, so an interrupted collection
+    leaves at worst a recorded removal whose file is still there (the next one deletes it).
+
+    Args:
+        study: The study.
+        store: Its artifact store.
+        keep: How many of the best COMPLETE trials keep theirs.
+        dry_run: Only say what would be removed.
+    """
+    kept, doomed = plan_collection(study, keep)
+    why = f"not among the best {keep} complete trials nor in a recorded ensemble"
+    removed = {t.number: why for t in doomed}
+    sizes = [_size(store, t.user_attrs[Attr.CHECKPOINT_ID]) for t in doomed]
+    freed = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+    if dry_run or not doomed:
+        return Collection(kept, removed, freed)
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    study.set_user_attr(
+        f"{GC_ATTR_PREFIX}{when}:{uuid.uuid4().hex[:6]}",
+        {"keep": keep, "at": when, "removed": {str(n): w for n, w in removed.items()}},
+    )
+    for trial in doomed:
+        # Gone already where an earlier collection was interrupted after its record.
+        with contextlib.suppress(ArtifactNotFound):
+            store.remove(trial.user_attrs[Attr.CHECKPOINT_ID])
+    return Collection(kept, removed, freed)
+
+
+def artifact_bytes(config: StudyConfig) -> int | None:
+    """What the study's artifact folder holds on disk; None for a bucket or a missing folder."""
+    if config.artifact_location.startswith("s3://"):
+        return None
+    folder = Path(config.artifact_location)
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _size(store: ArtifactStore, artifact_id: str) -> int | None:
+    return store.size(artifact_id) if isinstance(store, AtomicFileSystemArtifactStore) else None
+
+
+class KeepBest:
+    """An Optuna callback that collects after each finished trial: `keep_checkpoints = N`."""
+
+    def __init__(self, config: StudyConfig, keep: int) -> None:
+        self._location = config.artifact_location
+        self._keep = keep
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.COMPLETE:
+            return
+        try:
+            collect_garbage(study, open_artifact_store(self._location), self._keep)
+        except (HpoError, OSError, SQLAlchemyError) as exc:
+            # A collection that fails costs disk, not the study: the search goes on.
+            _log.warning("keep_checkpoints: could not remove old checkpoints (%s)", exc)
+
+
+def _megabytes(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--keep",
+        type=positive_int(" Use e.g. --keep 20."),
+        help="checkpoints of the best N complete trials to keep (default: the study file's "
+        "keep_checkpoints)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Removes (or lists) the checkpoints the study no longer needs."""
+    config, study = open_study(args.study, args.storage, args.study_name)
+    keep: Any = args.keep if args.keep is not None else config.keep_checkpoints
+    if keep is None:
+        raise ConfigError(
+            "how many checkpoints to keep? Give --keep N, or set keep_checkpoints = N in the "
+            "study file (the best N complete trials and every recorded ensemble's members stay)."
+        )
+    before = artifact_bytes(config)
+    result = collect_garbage(
+        study, open_artifact_store(config.artifact_location), keep, dry_run=args.dry_run
+    )
+    verb = "would remove" if args.dry_run else "removed"
+    print(
+        f"Study {config.name!r}: {verb} {len(result.removed)} checkpoint(s) "
+        f"({_megabytes(result.freed_bytes)}); kept {len(result.kept)} trial(s)."
+    )
+    for number in sorted(result.removed):
+        print(f"  {verb} trial {number}")
+    for number, why in sorted(result.kept.items()):
+        print(f"  kept trial {number}: {why}")
+    if not args.dry_run and before is not None:
+        print(f"Artifacts on disk: {_megabytes(before)} -> {_megabytes(artifact_bytes(config))}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.artifacts`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("gc", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

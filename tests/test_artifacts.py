@@ -1,0 +1,207 @@
+"""`hpo gc` and `keep_checkpoints`: what is kept, what goes, and that nothing needed goes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.artifacts import upload_artifact
+from optuna.trial import TrialState, create_trial
+
+from hpo.artifacts import (
+    collect_garbage,
+    has_checkpoint,
+    plan_collection,
+    removed_checkpoints,
+)
+from hpo.config import load_study_config
+from hpo.contract import Attr, fetch_checkpoint
+from hpo.store import AtomicFileSystemArtifactStore, open_storage
+
+from .conformance.test_text_models import hpo
+from .conftest import write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study_with_checkpoints(
+    tmp_path: Path, values: list[float]
+) -> tuple[optuna.Study, AtomicFileSystemArtifactStore]:
+    """An in-memory study whose COMPLETE trials have the given values and 1 kB checkpoints."""
+    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
+    (tmp_path / "artifacts").mkdir()
+    study = optuna.create_study(direction="maximize")
+    for value in values:
+        trial = study.ask()
+        artifact_id = upload_artifact(
+            artifact_store=store, file_path=_file(tmp_path, trial.number), study_or_trial=trial
+        )
+        trial.set_user_attr(Attr.CHECKPOINT_ID, artifact_id)
+        study.tell(trial, value)
+    return study, store
+
+
+def _file(tmp_path: Path, number: int) -> str:
+    path = tmp_path / f"member-{number}.keras"
+    path.write_bytes(bytes(1000))
+    return str(path)
+
+
+def _stored(study: optuna.Study, store: AtomicFileSystemArtifactStore) -> set[int]:
+    return {
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if Attr.CHECKPOINT_ID in t.user_attrs and store.size(t.user_attrs[Attr.CHECKPOINT_ID])
+    }
+
+
+def test_gc_keeps_the_best_ensemble_members_and_unfinished_trials(tmp_path: Path) -> None:
+    study, store = _study_with_checkpoints(tmp_path, [0.70, 0.90, 0.60, 0.80, 0.50])
+    study.set_user_attr("ensemble_top2", {"members": [2, 1], "weights": [0.5, 0.5]})
+    running = study.ask()  # a worker storing its checkpoint right now
+    artifact_id = upload_artifact(
+        artifact_store=store, file_path=_file(tmp_path, running.number), study_or_trial=running
+    )
+    running.set_user_attr(Attr.CHECKPOINT_ID, artifact_id)
+
+    dry = collect_garbage(study, store, keep=2, dry_run=True)
+    assert sorted(dry.removed) == [0, 4]  # best two are 1 and 3; 2 is an ensemble member
+    assert dry.freed_bytes == 2000
+    assert _stored(study, store) == {0, 1, 2, 3, 4, 5}, "a dry run deleted something"
+    assert removed_checkpoints(study) == {}
+
+    done = collect_garbage(study, store, keep=2)
+    assert sorted(done.removed) == [0, 4]
+    assert done.kept == {
+        5: "not finished",
+        2: "member of ensemble_top2",
+        1: "member of ensemble_top2",
+        3: "among the best 2",
+    }
+    assert _stored(study, store) == {1, 2, 3, 5}
+    assert set(removed_checkpoints(study)) == {0, 4}
+    assert [has_checkpoint(t, removed_checkpoints(study)) for t in study.trials] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+    ]
+    # A second collection finds nothing more to do, and records nothing.
+    attrs = dict(study.user_attrs)
+    assert collect_garbage(study, store, keep=2).removed == {}
+    assert study.user_attrs == attrs
+
+
+def test_gc_survives_an_interrupted_collection_and_a_minimising_study(tmp_path: Path) -> None:
+    study, store = _study_with_checkpoints(tmp_path, [0.3, 0.1, 0.2])
+    minimising = optuna.create_study(direction="minimize")
+    for trial in study.trials:
+        minimising.add_trial(
+            create_trial(value=trial.value, user_attrs=trial.user_attrs, state=TrialState.COMPLETE)
+        )
+    kept, doomed = plan_collection(minimising, keep=1)
+    assert kept == {1: "among the best 1"}  # the lowest loss
+    assert [t.number for t in doomed] == [0, 2]
+    # A collection killed between its record and the deletions: the next one finishes the job.
+    store.remove(study.trials[0].user_attrs[Attr.CHECKPOINT_ID])
+    assert sorted(collect_garbage(minimising, store, keep=1).removed) == [0, 2]
+    assert _stored(minimising, store) == {1}
+
+
+def test_gc_command_dry_run_real_run_and_the_ensemble_after(study_copy: Path) -> None:
+    config = load_study_config(study_copy)
+    ensemble = hpo("ensemble", "--study", str(study_copy), "--top", "2", "--method", "uniform")
+    assert ensemble.returncode == 0, ensemble.stderr[-3000:]
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    members = set(study.user_attrs["ensemble_top2"]["members"])
+    before = sorted(p.name for p in config.artifact_dir.iterdir())
+
+    dry = hpo("gc", "--study", str(study_copy), "--keep", "1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove 2 checkpoint(s)" in dry.stdout
+    assert sorted(p.name for p in config.artifact_dir.iterdir()) == before
+
+    done = hpo("gc", "--study", str(study_copy), "--keep", "1")
+    assert done.returncode == 0, done.stderr
+    assert "removed 2 checkpoint(s)" in done.stdout
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    removed = removed_checkpoints(study)
+    assert len(removed) == 2 and not members & set(removed)
+    store = AtomicFileSystemArtifactStore(config.artifact_dir)
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        if trial.number in removed:
+            assert store.size(trial.user_attrs[Attr.CHECKPOINT_ID]) == 0
+        else:
+            fetch_checkpoint(store, trial, config.study_dir)  # verifies its SHA-256
+
+    status = hpo("status", "--study", str(study_copy), "--json")
+    assert status.returncode == 0, status.stderr
+    artifacts = json.loads(status.stdout)["artifacts"]
+    assert artifacts["checkpoints"] == 2 and artifacts["removed_checkpoints"] == 2
+    assert artifacts["bytes"] == sum(p.stat().st_size for p in config.artifact_dir.iterdir())
+    again = hpo("ensemble", "--study", str(study_copy), "--top", "2", "--method", "uniform")
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    missing = hpo("gc", "--study", str(study_copy))
+    assert missing.returncode == 2
+    assert "keep_checkpoints" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
+def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    study_file = write_study(tmp_path, fake_imdb, n_trials=4)
+    study_file.write_text(
+        study_file.read_text().replace("n_trials = 4\n", "n_trials = 4\nkeep_checkpoints = 1\n")
+    )
+    config = load_study_config(study_file)
+    search = subprocess.Popen(
+        [sys.executable, "-m", "hpo", "search", "--study", str(study_file), "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    collected = 0
+    try:
+        # Besides the workers' own collections after each trial, a user's `hpo gc` in a loop.
+        while search.poll() is None:
+            try:
+                storage = open_storage(config.storage_url, create=False, heartbeat=False)
+                study = optuna.load_study(study_name=config.name, storage=storage)
+            except Exception:  # the study is not created yet
+                time.sleep(0.5)
+                continue
+            store = AtomicFileSystemArtifactStore(config.artifact_dir)
+            collected += len(collect_garbage(study, store, keep=1).removed)
+            time.sleep(0.3)
+        out, err = search.communicate()
+    finally:
+        if search.poll() is None:
+            search.kill()
+    assert search.returncode == 0, err[-3000:]
+    assert "4 finished, 0 failed" in out
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    removed = removed_checkpoints(study)
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    kept = [t for t in complete if has_checkpoint(t, removed)]
+    # The last trial to complete collected with every trial finished: the best alone stays.
+    assert kept == [best], [(t.number, t.value) for t in complete]
+    store = AtomicFileSystemArtifactStore(config.artifact_dir)
+    for trial in kept:
+        fetch_checkpoint(store, trial, tmp_path)
+    # The one checkpoint, and every trial's validation predictions; nothing half-written.
+    assert sorted(p.name for p in config.artifact_dir.iterdir()) == sorted(
+        [best.user_attrs[Attr.CHECKPOINT_ID]]
+        + [t.user_attrs[Attr.PREDICTIONS_ID] for t in complete]
+    )
