@@ -6,6 +6,7 @@ report), `figure`, `export`, and `predict` for scoring new inputs with the expor
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr
-from hpo.data import provenance
+from hpo.data import provenance, testset
 from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.weighting import Method, fit_weights
 from hpo.store import open_artifact_store, sha256_file
@@ -45,6 +46,8 @@ from hpo.ensemble.selection import ranked_trials, select_members
 
 __all__ = ["EnsembleResult", "build_ensemble"]
 
+_log = logging.getLogger("hpo.ensemble")
+
 
 @dataclass(frozen=True)
 class EnsembleResult:
@@ -66,7 +69,9 @@ def build_ensemble(
     """Builds, evaluates, exports and records the ensemble of the `top` best trials.
 
     Weights are fitted on validation predictions only. The test set is read here, once, for
-    the final evaluation; nothing in the search reads it.
+    the final evaluation; nothing in the search reads it. Its fingerprint goes into the report
+    and the study; test data other than the study's previous ensemble's is a warning, recorded
+    in the report as `test_data_changed` (see `hpo.data.testset`).
     """
     task = study_task(config)
     ranked = ranked_trials(study)
@@ -84,6 +89,10 @@ def build_ensemble(
 
         models = [m.model for m in members]
         test = task.load_test(config, str(source), data_folder)
+        test_data = testset.fingerprint(test.raw, test.y, test.source)
+        test_change = testset.change(study.user_attrs.get(testset.TEST_DATA_ATTR), test_data)
+        if test_change is not None:
+            _log.warning(test_change["message"])
         test_matrix = np.stack(
             [
                 _predict(task, model, task.member_inputs(test.x, m.trial.params), m.trial)
@@ -107,6 +116,9 @@ def build_ensemble(
         )
 
         report["out_dir"] = str(out_dir)
+        report["test_data"] = test_data.as_dict()
+        if test_change is not None:
+            report["test_data_changed"] = test_change
         staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
         try:

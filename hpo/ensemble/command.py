@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
         f"Report, figure and ensemble.keras in {result.out_dir}/"
     )
+    if changed := report.get("test_data_changed"):
+        # Repeated after the table, where it is read: the warning scrolled past above it.
+        print(f"\nWarning: {changed['message']}")
     return 0
 
 

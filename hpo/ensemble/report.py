@@ -10,6 +10,7 @@ import numpy as np
 from optuna.artifacts import upload_artifact
 
 from hpo import metrics
+from hpo.data.testset import TEST_DATA_ATTR
 from hpo.store import open_artifact_store, redact_url
 
 if TYPE_CHECKING:
@@ -167,7 +168,11 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], top: int) -> None:
-    """Records the ensemble in the study: a user attribute, the report as an artifact, a note."""
+    """Records the ensemble in the study: a user attribute, the report as an artifact, a note.
+
+    The study's `test_data` attribute becomes this ensemble's test fingerprint, which the next
+    ensemble of the study compares its own with.
+    """
     from optuna_dashboard import save_note
 
     test = report["test"]
@@ -179,9 +184,14 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         "test_accuracy": test["ensemble"]["accuracy"],
         "test_log_loss": test["ensemble"]["log_loss"],
         "best_member_test_accuracy": test["best_member"]["accuracy"],
+        "test_data_sha256": report["test_data"]["sha256"],
         "created": report["created"],
     }
     study.set_user_attr(f"ensemble_top{top}", summary)
+    study.set_user_attr(
+        TEST_DATA_ATTR,
+        {**report["test_data"], "out_dir": str(out_dir), "created": report["created"]},
+    )
     store = open_artifact_store(report["artifact_dir"])
     upload_artifact(
         artifact_store=store, file_path=str(out_dir / "report.json"), study_or_trial=study
@@ -191,12 +201,22 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         f"{m['val']['accuracy']:.4f} | {m['test']['accuracy']:.4f} |"
         for m in report["members"]
     )
+    changed = report.get("test_data_changed")
+    warning = (
+        f"**Other test data than the previous ensemble's**: {', '.join(changed['changed'])} "
+        "(see `test_data_changed` in report.json).\n\n"
+        if changed
+        else ""
+    )
     save_note(
         study,
         f"## Ensemble of the top {top} trials ({report['method']})\n\n"
         f"Test accuracy **{test['ensemble']['accuracy']:.4f}** (best member "
         f"{test['best_member']['accuracy']:.4f}), log-loss {test['ensemble']['log_loss']:.4f} "
-        f"(best member {test['best_member']['log_loss']:.4f}). Written to `{out_dir}`.\n\n"
-        "| trial | family | weight | val accuracy | test accuracy |\n"
+        f"(best member {test['best_member']['log_loss']:.4f}) on {report['test_examples']} test "
+        f"examples (fingerprint `{report['test_data']['sha256'][:16]}`). Written to "
+        f"`{out_dir}`.\n\n"
+        + warning
+        + "| trial | family | weight | val accuracy | test accuracy |\n"
         "| --- | --- | --- | --- | --- |\n" + rows + "\n",
     )

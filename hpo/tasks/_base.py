@@ -47,11 +47,13 @@ class TestSet:
         raw: Raw inputs, as the exported ensemble takes them (review texts for IMDB).
         x: Inputs encoded at the prepared data's full size (see `Task.member_inputs`).
         y: Labels.
+        source: Where the test examples were read from (a file, folder or archive).
     """
 
     raw: np.ndarray
     x: np.ndarray
     y: np.ndarray
+    source: Path
 
 
 @dataclass(frozen=True)

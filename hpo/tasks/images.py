@@ -108,13 +108,11 @@ def _load_test(config: StudyConfig, data_arg: str | None, folder: Path, *, locat
     Only the ensemble's final evaluation calls this; the search never reads the test set.
     """
     splits = _load(folder)
+    source = locate(config, data_arg)
     test = images.read_split(
-        locate(config, data_arg),
-        "test",
-        image_size=splits.x_train.shape[1:3],
-        classes=splits.classes,
+        source, "test", image_size=splits.x_train.shape[1:3], classes=splits.classes
     )
-    return TestSet(raw=test.x, x=test.x, y=test.y)
+    return TestSet(raw=test.x, x=test.x, y=test.y, source=source)
 
 
 def member_inputs(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:

@@ -54,8 +54,9 @@ def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSe
 
     Only the ensemble's final evaluation calls this; the search never reads the test set.
     """
-    reviews = imdb.read_reviews(imdb.locate_imdb(data_arg, config.data.path), "test")
-    return encode_test(folder, reviews.texts, reviews.labels)
+    source = imdb.locate_imdb(data_arg, config.data.path)
+    reviews = imdb.read_reviews(source, "test")
+    return encode_test(folder, reviews.texts, reviews.labels, source)
 
 
 def _balanced_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: int) -> np.ndarray:

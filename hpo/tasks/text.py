@@ -90,10 +90,11 @@ def prepare_tokens(
     return folder
 
 
-def encode_test(folder: Path, texts: list[str], labels: np.ndarray) -> TestSet:
-    """The test texts encoded with the study's vocabulary, at the cached length."""
+def encode_test(folder: Path, texts: list[str], labels: np.ndarray, source: Path) -> TestSet:
+    """The test texts (read from `source`) encoded with the study's vocabulary, at the cached
+    length."""
     x = tokenizer(folder).encode(texts)
-    return TestSet(raw=np.array(texts, dtype=object), x=x, y=labels)
+    return TestSet(raw=np.array(texts, dtype=object), x=x, y=labels, source=source)
 
 
 def tokenizer(folder: Path) -> Tokenizer:
@@ -265,14 +266,12 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
 
 
 def _load_own_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
+    source, test_path = _locate(config, data_arg), _test_path(config)
     test = text_sources.read_texts(
-        _locate(config, data_arg),
-        "test",
-        columns=_columns(config),
-        test_path=_test_path(config),
-        classes=class_names(folder),
+        source, "test", columns=_columns(config), test_path=test_path, classes=class_names(folder)
     )
-    return encode_test(folder, test.texts, test.labels)
+    # A table's test split is a table of its own; a folder's or archive's is inside it.
+    return encode_test(folder, test.texts, test.labels, test_path or source)
 
 
 TEXT = text_task(

@@ -103,6 +103,53 @@ def test_ensemble_is_reproducible(study_copy: Path, tmp_path: Path) -> None:
     second = build_ensemble(config, study, top=2, out_dir=tmp_path / "a").report
     assert [m["weight"] for m in first["members"]] == [m["weight"] for m in second["members"]]
     assert first["test"] == second["test"]
+    # The same test data has the same fingerprint, so the second run has nothing to warn about.
+    assert first["test_data"] == second["test_data"]
+    assert "test_data_changed" not in first and "test_data_changed" not in second
+
+
+@pytest.mark.slow
+def test_a_rerun_on_changed_test_data_warns_and_records_both(
+    study_copy: Path,
+    fake_imdb: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = tmp_path / "data" / "aclImdb"
+    shutil.copytree(fake_imdb, data)
+    config, study = open_study(study_copy, None, None)
+    first = build_ensemble(
+        config, study, top=1, method=Method.UNIFORM, out_dir=tmp_path / "a", data=str(data)
+    ).report
+    assert first["test_data"]["examples"] == first["test_examples"] == 240
+    assert first["test_data"]["source"] == str(data)
+    assert "test_data_changed" not in first
+    assert study.user_attrs["test_data"]["sha256"] == first["test_data"]["sha256"]
+
+    # One test review gains a word.
+    review = data / "test" / "pos" / "0_8.txt"
+    review.write_text(review.read_text() + " again")
+    out = tmp_path / "b"
+    argv = ["--study", str(study_copy), "--top", "1", "--method", "uniform", "--out", str(out)]
+    assert main([*argv, "--data", str(data)]) == 0
+    second = json.loads((out / "report.json").read_text())
+    changed = second["test_data_changed"]
+    assert changed["previous"]["sha256"] == first["test_data"]["sha256"]
+    assert changed["current"] == second["test_data"]
+    assert second["test_data"]["sha256"] != first["test_data"]["sha256"]
+    assert second["test_data"]["labels_sha256"] == first["test_data"]["labels_sha256"]
+    assert changed["changed"] == ["the inputs"]
+    printed = capsys.readouterr().out
+    for text in (printed, caplog.text):
+        assert first["test_data"]["sha256"] in text
+        assert second["test_data"]["sha256"] in text
+        assert "240 examples" in text
+    assert "Warning: this ensemble is evaluated on other test data" in printed
+    # The study now holds the latest test data, which the next ensemble compares with.
+    _, reloaded = open_study(study_copy, None, None)
+    assert reloaded.user_attrs["test_data"]["sha256"] == second["test_data"]["sha256"]
+    assert reloaded.user_attrs["ensemble_top1"]["test_data_sha256"] == second["test_data"]["sha256"]
 
 
 def test_a_corrupt_checkpoint_is_skipped_and_the_next_best_takes_its_place(
