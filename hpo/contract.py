@@ -70,6 +70,7 @@ class Attr:
     FAIL_REASON: Final = "fail_reason"
     STOP_REASON: Final = "stop_reason"
     WORKER: Final = "worker"
+    WORKER_IDENTITY: Final = "worker_identity"
     SEEDED: Final = "seeded"
     # What the trial's model takes and gives (`hpo.training.interface`), and how it was costed.
     OUTPUT: Final = "output"

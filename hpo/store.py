@@ -92,7 +92,8 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> BaseStora
     gRPC storage proxy in front of one (see `hpo storage-proxy`).
 
     A proxy serves many workers with one database connection pool; it has no heartbeats, so a
-    dead worker's trial is failed by the local sweep (same machine) or stays RUNNING.
+    dead worker's trial is failed by the local sweep (same host, kernel and PID namespace) or
+    stays RUNNING.
 
     Raises:
         StoreError: See `open_rdb_storage`; for a proxy, no server answers at that address.

@@ -22,6 +22,7 @@ from hpo._cli import add_study_arguments, open_study
 from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
 from hpo.contract import Attr
+from hpo.search.identity import WorkerIdentity
 from hpo.store import redact_url
 from hpo.study import best_trial
 
@@ -88,6 +89,7 @@ def status(
             "train_seconds": _number(row.get("train_seconds")),
             "params": study.trials[int(row["trial"])].params,
             "reason": _reason(study.trials[int(row["trial"])]),
+            "worker": _worker(study.trials[int(row["trial"])]),
         }
         for _, row in table.iterrows()
     ]
@@ -159,7 +161,7 @@ def format_status(data: dict[str, Any]) -> str:
                 "epochs": t["epochs"],
                 "seconds": t["train_seconds"],
                 **{k: t["params"].get(k) for k in shown},
-                "note": (t["reason"] or "")[:50],
+                "note": (t["reason"] or _running_on(t))[:50],
             }
             for t in data["trials"]
         ]
@@ -202,6 +204,16 @@ def _reason(trial: optuna.trial.FrozenTrial) -> str | None:
         attrs.get(Attr.PRUNE_REASON) or attrs.get(Attr.FAIL_REASON) or attrs.get(Attr.STOP_REASON)
     )
     return str(reason) if reason else None
+
+
+def _worker(trial: optuna.trial.FrozenTrial) -> str | None:
+    identity = WorkerIdentity.recorded(trial)
+    return None if identity is None else str(identity)
+
+
+def _running_on(trial: dict[str, Any]) -> str:
+    worker = trial.get("worker")
+    return f"on {worker}" if trial["state"] == TrialState.RUNNING.name and worker else ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

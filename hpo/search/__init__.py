@@ -1,8 +1,9 @@
 """Running a study: workers on one storage, their progress, and the `hpo search` command.
 
 `workers` prepares the data once and runs trials in child processes until the study's budget or
-trial count is reached; `progress` prints and stops; `recovery` handles workers that died;
-`command` is the command line. How one trial trains lives in `hpo.training`.
+trial count is reached; `progress` prints and stops; `identity` names the worker of a trial and
+`recovery` handles workers that died; `command` is the command line. How one trial trains lives
+in `hpo.training`.
 """
 
 from __future__ import annotations

@@ -2,60 +2,42 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo.contract import Attr
+from hpo.search.identity import WorkerIdentity
 from hpo.store import STALE_TRIAL_RETRIES
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = [
-    "WORKER_ATTR",
-    "raise_keyboard_interrupt_on_sigterm",
-    "sweep_dead_local_trials",
-    "worker_id",
-]
-
-WORKER_ATTR = Attr.WORKER
-
-
-def worker_id() -> str:
-    """Identifies this process across machines: `host:pid`.
-
-    The host is $HPO_WORKER_HOST when set (containers that share a hostname, tests that play
-    several machines), else the machine's hostname.
-    """
-    return f"{_host()}:{os.getpid()}"
-
-
-def _host() -> str:
-    return os.environ.get("HPO_WORKER_HOST") or socket.gethostname()
+__all__ = ["raise_keyboard_interrupt_on_sigterm", "sweep_dead_local_trials"]
 
 
 def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
-    """Fails RUNNING trials whose worker ran on this machine and is gone, and re-queues them.
+    """Fails RUNNING trials whose worker ran where this one runs and is gone, and re-queues them.
 
-    Heartbeats find such trials too, but only after their grace period; on one machine a dead
-    process id is certain at once. Trials of workers on other machines are left to heartbeats.
+    Heartbeats find such trials too, but only after their grace period; where a process id can be
+    looked up, a dead one is certain at once. "Where this one runs" is the same host, kernel boot
+    and PID namespace (`WorkerIdentity.shares_processes_with`): a container that shares the host
+    name cannot see the other's processes and leaves its trials to heartbeats, as it leaves
+    trials of other machines, trials of a version that recorded only `host:pid`, and every trial
+    where /proc is missing.
 
     Returns:
         Numbers of the trials that were failed (each re-queued as a new trial).
     """
-    host = _host()
+    me = WorkerIdentity.current()
     storage = study._storage
     retry = RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_RETRIES)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        owner = WorkerIdentity.recorded(trial)
+        if owner is None or not me.shares_processes_with(owner) or not owner.is_gone():
             continue
         storage.set_trial_user_attr(
             trial._trial_id, Attr.FAIL_REASON, f"its worker {owner} died; re-queued by the next run"
@@ -63,24 +45,10 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(trial.number)
             frozen = storage.get_trial(trial._trial_id)
-            for key in (WORKER_ATTR, Attr.FAIL_REASON):
+            for key in (Attr.WORKER, Attr.WORKER_IDENTITY, Attr.FAIL_REASON):
                 frozen.user_attrs.pop(key, None)
             retry(study, frozen)
     return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:

@@ -34,12 +34,9 @@ from hpo.cost import calibration
 from hpo.data import provenance
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
+from hpo.search.identity import WorkerIdentity
 from hpo.search.progress import FINISHED, Progress
-from hpo.search.recovery import (
-    raise_keyboard_interrupt_on_sigterm,
-    sweep_dead_local_trials,
-    worker_id,
-)
+from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm, sweep_dead_local_trials
 from hpo.store import open_artifact_store, open_storage, redact_url
 from hpo.study import (
     best_trial,
@@ -378,7 +375,7 @@ def _objective(
     gpu: str | None = None,
 ) -> float:
     started = time.perf_counter()
-    trial.set_user_attr(Attr.WORKER, worker_id())
+    WorkerIdentity.current().record(trial)
     sample_params(trial, task, space)
     job = TrialJob(
         config=config,

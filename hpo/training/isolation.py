@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from pathlib import Path
 
-__all__ = ["call_isolated", "die_with", "process_identity"]
+__all__ = ["call_isolated", "die_with", "process_alive", "process_identity"]
 
 START_METHOD_VAR = "HPO_START_METHOD"
 # Imported once by the fork server; children inherit them without running any op. Keras loads
@@ -141,18 +141,20 @@ def _describe_exit(code: int | None) -> str:
 def process_identity(pid: int) -> tuple[int, str | None]:
     """A process's id and start time (from /proc), which a later process with the same id
     does not share; None for the time where /proc is not there."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # Field 22, counted after the command name, which may hold spaces and parentheses.
-            return pid, stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return pid, None
+    fields = _stat_fields(pid)
+    return pid, None if fields is None else fields[19]
 
 
-def _alive(identity: tuple[int, str | None]) -> bool:
+def process_alive(identity: tuple[int, str | None]) -> bool:
+    """Whether the process `identity` (from `process_identity`) still runs in this PID namespace.
+
+    A zombie (exited, not yet waited for) counts as ended; so does a later process that got the
+    same id. Without a start time (no /proc) only the id is checked.
+    """
     pid, started = identity
     if started is not None:
-        return process_identity(pid) == identity
+        fields = _stat_fields(pid)
+        return fields is not None and fields[19] == started and fields[0] != "Z"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -160,6 +162,17 @@ def _alive(identity: tuple[int, str | None]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) on, or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Counted after the command name, which may hold spaces and parentheses.
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields if len(fields) > 19 else None
 
 
 def die_with(identity: tuple[int, str | None], signum: int = signal.SIGKILL) -> None:
@@ -171,7 +184,7 @@ def die_with(identity: tuple[int, str | None], signum: int = signal.SIGKILL) -> 
     """
 
     def watch() -> None:
-        while _alive(identity):
+        while process_alive(identity):
             time.sleep(WATCH_INTERVAL_S)
         os.kill(os.getpid(), signum)
 

@@ -4,10 +4,12 @@ import json
 from typing import TYPE_CHECKING
 
 import jsonschema
+import optuna
 import pandas as pd
 
 from hpo.config import load_study_config
-from hpo.inspection.status import SCHEMA_PATH, main
+from hpo.inspection.status import SCHEMA_PATH, format_status, main, status
+from hpo.store import open_storage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,3 +74,18 @@ def test_unknown_study_name(searched: Path, capsys: pytest.CaptureFixture[str]) 
     url = load_study_config(searched).storage_url
     assert main(["--storage", url, "--study-name", "tiny2"]) == 2
     assert "Studies there: ['tiny']" in capsys.readouterr().err
+
+
+def test_a_running_trial_shows_its_worker(tmp_path: Path) -> None:
+    from hpo.search.identity import WorkerIdentity
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=open_storage(url, create=True, heartbeat=False))
+    me = WorkerIdentity.current()
+    me.record(study.ask())
+
+    data = status(study, url, top=5)
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    assert data["trials"][0]["worker"] == str(me)
+    assert me.boot_id and me.boot_id[:8] in data["trials"][0]["worker"]
+    assert f"on {me.host}:{me.pid} (boot" in format_status(data)

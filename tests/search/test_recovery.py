@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -19,11 +20,12 @@ from optuna.trial import TrialState
 from hpo.config import load_study_config
 from hpo.contract import Attr, fetch_checkpoint, load_keras_file
 from hpo.models import conv1d
-from hpo.search import run_search
+from hpo.search import identity, run_search
+from hpo.search.identity import WorkerIdentity
 from hpo.search.recovery import sweep_dead_local_trials
 from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
 from hpo.training.callbacks import AtomicModelCheckpoint
-from hpo.training.isolation import WATCH_INTERVAL_S, call_isolated
+from hpo.training.isolation import WATCH_INTERVAL_S, process_identity
 
 from ..conftest import write_study
 
@@ -302,31 +304,98 @@ def test_kill_while_uploading_an_artifact_never_leaves_it_torn(tmp_path: Path) -
     assert not (tmp_path / "artifact-id").exists()
 
 
-def test_sweep_ignores_live_and_remote_workers(fake_imdb: Path, tmp_path: Path) -> None:
-    config = load_study_config(write_study(tmp_path, fake_imdb))
-    study = optuna.create_study(
-        study_name=config.name, storage=open_storage(config.storage_url, create=True)
-    )
-    alive = study.ask()
-    alive.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-    remote = study.ask()
-    remote.set_user_attr("worker", "another-machine:1")
-    dead = study.ask()
-    child = call_isolated(_pid, None)  # the pid of a process that has exited
-    dead.set_user_attr("worker", f"{os.uname().nodename}:{child}")
-    assert sweep_dead_local_trials(study) == [dead.number]
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[alive.number] == TrialState.RUNNING
-    assert states[remote.number] == TrialState.RUNNING
-    assert states[dead.number] == TrialState.FAIL
-    assert (
-        study.get_trials(states=(TrialState.WAITING,))[0].system_attrs["failed_trial"]
-        == dead.number
-    )
+def _study(tmp_path: Path) -> optuna.Study:
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", create=True, heartbeat=False)
+    return optuna.create_study(storage=storage)
 
 
-def _pid(_: object) -> int:
-    return os.getpid()
+def _running(study: optuna.Study, worker: WorkerIdentity | str) -> int:
+    """A RUNNING trial recorded by `worker` (a string: as a version before identities did)."""
+    trial = study.ask()
+    if isinstance(worker, str):
+        trial.set_user_attr(Attr.WORKER, worker)
+    else:
+        worker.record(trial)
+    return trial.number
+
+
+def _ended_process() -> tuple[int, str | None]:
+    """The id and start time of a process that has ended."""
+    process = subprocess.Popen(["sleep", "60"])
+    ended = process_identity(process.pid)
+    process.kill()
+    process.wait()
+    return ended
+
+
+def _states(study: optuna.Study) -> dict[int, TrialState]:
+    return {t.number: t.state for t in study.get_trials()}
+
+
+def test_sweep_requeues_only_ended_workers_of_this_host_kernel_and_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPO_WORKER_HOST", "localhost")
+    study = _study(tmp_path)
+    me = WorkerIdentity.current()
+    pid, started = _ended_process()
+    alive = _running(study, me)
+    remote = _running(study, dataclasses.replace(me, host="another-machine", pid=pid))
+    dead = _running(study, dataclasses.replace(me, pid=pid, started=started))
+    # The id of a live process (this one), but it started at another time: not the worker's.
+    reused = _running(study, dataclasses.replace(me, started="1"))
+    # An older version's record: a dead pid on a host of our name, but in which container?
+    legacy = _running(study, f"localhost:{pid}")
+
+    assert sweep_dead_local_trials(study) == [dead, reused]
+    states = _states(study)
+    assert states[alive] == states[remote] == states[legacy] == TrialState.RUNNING
+    assert states[dead] == states[reused] == TrialState.FAIL
+    retried = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["failed_trial"] for t in retried] == [dead, reused]
+    assert all(Attr.WORKER_IDENTITY not in t.user_attrs for t in retried)
+    assert f"its worker localhost:{pid} (boot " in study.trials[dead].user_attrs[Attr.FAIL_REASON]
+
+
+@pytest.mark.parametrize("differs", ["pid namespace", "boot id"])
+def test_two_containers_of_one_host_name_never_requeue_each_others_live_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, differs: str
+) -> None:
+    """Container A's worker runs a trial; its process id means nothing in container B, which has
+    the same host name and (for a PID namespace of its own) the same kernel."""
+    monkeypatch.setenv("HPO_WORKER_HOST", "localhost")
+    study = _study(tmp_path)
+    pid, started = _ended_process()
+    # Seen from here the pid is gone, as a live process of another container would be.
+    in_a = _running(study, dataclasses.replace(WorkerIdentity.current(), pid=pid, started=started))
+
+    if differs == "pid namespace":
+        (tmp_path / "ns").symlink_to("pid:[4026599999]")
+        monkeypatch.setattr(identity, "PID_NAMESPACE_PATH", tmp_path / "ns")
+    else:
+        (tmp_path / "boot_id").write_text("0c0ffee0-0000-4000-8000-000000000000\n")
+        monkeypatch.setattr(identity, "BOOT_ID_PATH", tmp_path / "boot_id")
+    assert WorkerIdentity.current().host == "localhost"
+    assert sweep_dead_local_trials(study) == []  # container B
+    assert _states(study)[in_a] == TrialState.RUNNING
+
+    monkeypatch.undo()
+    monkeypatch.setenv("HPO_WORKER_HOST", "localhost")
+    assert sweep_dead_local_trials(study) == [in_a]  # container A, where it did die
+    assert _states(study)[in_a] == TrialState.FAIL
+
+
+def test_without_proc_no_trial_is_judged_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = _study(tmp_path)
+    pid, started = _ended_process()
+    dead = _running(study, dataclasses.replace(WorkerIdentity.current(), pid=pid, started=started))
+    monkeypatch.setattr(identity, "BOOT_ID_PATH", tmp_path / "missing")
+    monkeypatch.setattr(identity, "PID_NAMESPACE_PATH", tmp_path / "missing")
+    assert WorkerIdentity.current().boot_id is None
+    assert sweep_dead_local_trials(study) == []
+    assert _states(study)[dead] == TrialState.RUNNING
 
 
 def _descendants(pid: int) -> set[tuple[int, str]]:
