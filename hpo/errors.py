@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "HpoError", "StoreError", "TrialProcessDied"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "HpoError",
+    "StoreError",
+    "TrialProcessDied",
+    "TrialTimedOut",
+]
 
 
 class HpoError(Exception):
@@ -29,3 +36,7 @@ class StoreError(HpoError):
 
 class TrialProcessDied(HpoError):
     """A trial's child process ended without reporting a result (killed, out of memory)."""
+
+
+class TrialTimedOut(TrialProcessDied):
+    """A trial's child process was still running at its deadline and was ended (it hung)."""

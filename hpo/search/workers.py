@@ -7,6 +7,7 @@ import functools
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -32,9 +33,10 @@ from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import calibration
 from hpo.data import provenance
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
 from hpo.models import is_builtin
 from hpo.search.identity import WorkerIdentity
+from hpo.search.overrun import trial_limit
 from hpo.search.progress import FINISHED, Progress
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm, sweep_dead_local_trials
 from hpo.store import open_artifact_store, open_storage, redact_url
@@ -51,7 +53,13 @@ from hpo.study import (
 )
 from hpo.tasks import study_task
 from hpo.training.isolation import call_isolated, die_with, process_identity
-from hpo.training.runner import EstimateJob, TrialJob, estimate_epochs, run_trial
+from hpo.training.runner import (
+    EstimateJob,
+    TrialJob,
+    estimate_epochs,
+    run_trial,
+    scratch_folder,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -386,9 +394,17 @@ def _objective(
         cost_ratios=calibration(trial.study.get_trials(deepcopy=False)),
     )
     log_path = config.study_dir / "logs" / f"trial-{trial.number:05d}.log"
+    # The trial keeps to its cap and the budget by itself; this ends one that hangs.
+    limit = trial_limit(config, deadline)
     try:
         env = backend_environment(_backend(config), gpu, threads)
-        return call_isolated(run_trial, job, log_path=log_path, env=env).value
+        return call_isolated(
+            run_trial,
+            job,
+            log_path=log_path,
+            env=env,
+            deadline=None if limit is None else limit.at,
+        ).value
     except optuna.TrialPruned as exc:
         trial.set_user_attr(Attr.PRUNE_REASON, str(exc))
         raise
@@ -397,6 +413,14 @@ def _objective(
         # the reason instead of failing trial after trial.
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
         trial.set_user_attr(Attr.CONFIG_ERROR, str(exc))
+        raise
+    except TrialProcessDied as exc:
+        # Its process ended before removing its scratch folder (a checkpoint nothing reads).
+        shutil.rmtree(scratch_folder(config, trial.number), ignore_errors=True)
+        if isinstance(exc, TrialTimedOut) and limit is not None:
+            trial.set_user_attr(Attr.FAIL_REASON, limit.reason(str(exc)))
+        else:
+            trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
         raise
     except Exception as exc:
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")

@@ -10,6 +10,7 @@ from scratch instead.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import pickle
@@ -20,7 +21,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hpo.errors import ConfigError, TrialProcessDied
+from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -54,6 +55,7 @@ def call_isolated(
     *,
     log_path: Path | None = None,
     env: Mapping[str, str] | None = None,
+    deadline: float | None = None,
 ) -> T:
     """Calls `fn(arg)` in a spawned child process and returns its result.
 
@@ -64,8 +66,12 @@ def call_isolated(
             to this file, appended.
         env: Environment variables of the child on top of this process's (its Keras backend,
             its GPU: see `hpo.backend.backend_environment`).
+        deadline: A `time.monotonic()` time after which the child is ended: SIGTERM (its
+            Python stack goes to its output, then it exits), SIGKILL if it is still there
+            `_TERMINATE_GRACE_S` later. Default None: wait for it however long it runs.
 
     Raises:
+        TrialTimedOut: The child was still running at `deadline` and was ended.
         TrialProcessDied: The child ended without a result (killed, out of memory, crashed).
         Exception: Whatever `fn` raised in the child, re-raised here.
     """
@@ -79,6 +85,24 @@ def call_isolated(
     process.start()
     sender.close()
     try:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        # A result or the child's end (EOF) makes the pipe readable; a hung child neither.
+        if not receiver.poll(wait):
+            _end(process)
+            message = (
+                f"the child process ran past its deadline and was ended with "
+                f"{_describe_exit(process.exitcode)}"
+            )
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_path, "a") as log:
+                    log.write(f"\nhpo: {message}.\n")
+                # SIGTERM made it write its stack (see `_child_main`); SIGKILL leaves none.
+                if process.exitcode == -signal.SIGTERM:
+                    message += f"; its stack then is at the end of {log_path}"
+                else:
+                    message += f"; its output is in {log_path}"
+            raise TrialTimedOut(message)
         try:
             status, payload = receiver.recv()
         except EOFError:
@@ -94,15 +118,19 @@ def call_isolated(
         process.join()
     finally:
         receiver.close()
-        if process.is_alive():
-            process.terminate()
-            process.join(_TERMINATE_GRACE_S)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        _end(process)
     if status == "error":
         raise payload
     return payload
+
+
+def _end(process: multiprocessing.process.BaseProcess) -> None:
+    if process.is_alive():
+        process.terminate()
+        process.join(_TERMINATE_GRACE_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _context(
@@ -212,6 +240,9 @@ def _child_main(
         os.dup2(descriptor, 1)
         os.dup2(descriptor, 2)
         os.close(descriptor)
+    # Ended for hanging past its deadline (see `call_isolated`), the child first writes where
+    # each of its threads was, which names the callback or data step that never returned.
+    faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
     try:
         result: tuple[str, Any] = ("ok", fn(arg))
     except BaseException as exc:

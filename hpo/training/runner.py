@@ -56,7 +56,14 @@ if TYPE_CHECKING:
     from hpo.tasks import Task
     from hpo.tasks._base import TrialData
 
-__all__ = ["EstimateJob", "TrialJob", "TrialResult", "estimate_epochs", "run_trial"]
+__all__ = [
+    "EstimateJob",
+    "TrialJob",
+    "TrialResult",
+    "estimate_epochs",
+    "run_trial",
+    "scratch_folder",
+]
 
 CHECKPOINT_NAME = "training.keras"  # the best epoch as ModelCheckpoint writes it
 MEMBER_NAME = "best.keras"  # the same model without optimizer state, as stored
@@ -116,7 +123,7 @@ def run_trial(job: TrialJob) -> TrialResult:
     # whose first parameter is a fixed (enqueued) one would otherwise fail to record it.
     study.get_trials(deepcopy=False)
     trial = optuna.Trial(study, job.trial_id)
-    work = config.study_dir / "trials" / f"{trial.number:05d}"
+    work = scratch_folder(config, trial.number)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
@@ -130,6 +137,11 @@ def run_trial(job: TrialJob) -> TrialResult:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def scratch_folder(config: StudyConfig, number: int) -> Path:
+    """Where trial `number` keeps its checkpoint until it is uploaded; removed when it ends."""
+    return config.study_dir / "trials" / f"{number:05d}"
 
 
 def train_trial(

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from hpo.errors import TrialProcessDied
+from hpo.errors import TrialProcessDied, TrialTimedOut
+from hpo.training import isolation
 from hpo.training.isolation import call_isolated
 
 if TYPE_CHECKING:
@@ -66,3 +68,36 @@ def test_child_sees_the_callers_current_environment(monkeypatch: pytest.MonkeyPa
     assert call_isolated(read_environment, "HPO_TEST_VARIABLE") == "now"
     monkeypatch.delenv("HPO_TEST_VARIABLE")
     assert call_isolated(read_environment, "HPO_TEST_VARIABLE") is None
+
+
+def hang_in_child(ignore_sigterm: bool) -> None:
+    if ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("about to hang", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def test_a_child_running_past_its_deadline_is_ended_and_reported(tmp_path: Path) -> None:
+    call_isolated(square_in_child, 1)  # the fork server is running from here on
+    log = tmp_path / "child.log"
+    started = time.monotonic()
+    with pytest.raises(TrialTimedOut, match=r"ended with signal 15 \(SIGTERM\)") as caught:
+        call_isolated(hang_in_child, False, log_path=log, deadline=time.monotonic() + 4)
+    assert 4 <= time.monotonic() - started < 15
+    # Still a child that ended without a result, for callers that handle only that.
+    assert isinstance(caught.value, TrialProcessDied)
+    output = log.read_text()
+    # Where it hung: its stack, dumped as it was ended, names the function.
+    assert output.index("about to hang") < output.index("in hang_in_child")
+    assert output.rstrip().endswith("was ended with signal 15 (SIGTERM).")
+
+
+def test_a_child_that_ignores_sigterm_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolation, "_TERMINATE_GRACE_S", 1.0)
+    call_isolated(square_in_child, 1)
+    started = time.monotonic()
+    with pytest.raises(TrialTimedOut, match=r"ended with signal 9 \(SIGKILL\)"):
+        # Time for the child to start and ignore SIGTERM before its deadline.
+        call_isolated(hang_in_child, True, deadline=time.monotonic() + 4)
+    assert time.monotonic() - started < 15
