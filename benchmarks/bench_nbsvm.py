@@ -149,7 +149,7 @@ def nbsvm_rows(
         {
             "model": "NBSVM-bi, training reviews",
             "C": best_c,
-            "train_examples": len(train_texts),
+            "train_examples": model.x.shape[0],
             "val_acc": val_acc,
             **metrics.summary(y_test, probabilities(model, classifier, test_texts)),
             "fit_s": featurize[0] + seconds[0],
@@ -166,7 +166,7 @@ def nbsvm_rows(
             {
                 "model": "NBSVM-bi, training + validation",
                 "C": best_c,
-                "train_examples": len(texts),
+                "train_examples": model.x.shape[0],
                 **metrics.summary(y_test, probabilities(model, classifier, test_texts)),
                 "fit_s": seconds[0],
                 "fit_cpu_s": seconds[1],
