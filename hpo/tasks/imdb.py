@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from hpo.space import Space
     from hpo.tasks._base import TestSet
 
-__all__ = ["IMDB"]
+__all__ = ["IMDB", "read_split"]
 
 CLASSES = ["negative", "positive"]
 
@@ -31,9 +31,16 @@ def locate(config: StudyConfig, data_arg: str | None) -> Path:
     return imdb.locate_imdb(data_arg, config.data.path)
 
 
-def _read(
+def read_split(
     config: StudyConfig, source: Path
 ) -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
+    """The study's training and validation reviews, as raw text, before tokenizing.
+
+    Returns:
+        Train texts, train labels, validation texts, validation labels and the class names:
+        the rows every trial of the study trains and is scored on (`benchmarks/bench_nbsvm.py`
+        fits its linear reference on the same ones). The test split is not read.
+    """
     reviews = imdb.read_reviews(source, "train")
     train_index, val_index = imdb.split_by_movie(reviews, config.data.val_size, config.data.seed)
     if config.data.train_size:
@@ -46,7 +53,7 @@ def _read(
 
 def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     """Tokenizes the training reviews once per study and caches the arrays (see `text`)."""
-    return prepare_tokens(config, data_arg, space, name="imdb", locate=locate, read=_read)
+    return prepare_tokens(config, data_arg, space, name="imdb", locate=locate, read=read_split)
 
 
 def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:

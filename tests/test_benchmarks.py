@@ -1,0 +1,78 @@
+"""Benchmark scripts that have a smoke mode: run as a user runs them, on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hpo.config import load_study_config
+from hpo.tasks.imdb import read_split
+
+from .conftest import write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_report(folder: Path) -> dict[str, object]:
+    ensemble = {"accuracy": 0.91, "roc_auc": 0.97, "log_loss": 0.23, "ece": 0.014}
+    best = {"accuracy": 0.89, "roc_auc": 0.95, "log_loss": 0.29, "ece": 0.04}
+    report = {
+        "top": 5,
+        "method": "caruana",
+        "test_examples": 240,
+        "val_examples": 60,
+        "members": [{"trial": 11, "family": "conv1d"}],
+        "validation": {"ensemble": {"accuracy": 0.9}, "best_member": {"accuracy": 0.88}},
+        "test": {"ensemble": ensemble, "best_member": best},
+    }
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    return report
+
+
+def test_nbsvm_smoke_learns_the_study_split_and_shows_the_ensemble(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path, fake_imdb, name="nb")
+    report = _fake_report(tmp_path / "ensembles" / "nb-top5")
+    out = tmp_path / "rows.json"
+    script = ROOT / "benchmarks" / "bench_nbsvm.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--smoke",
+            "--refit",
+            "--study",
+            str(study),
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    nbsvm, refit, ensemble, best = json.loads(out.read_text())
+
+    train_texts, _, val_texts, _, _ = read_split(load_study_config(study), fake_imdb)
+    assert nbsvm["train_examples"] == len(train_texts)
+    assert refit["train_examples"] == len(train_texts) + len(val_texts)
+    for row in (nbsvm, refit):
+        # Three sentiment words among 24 neutral ones: a linear model separates them.
+        assert row["accuracy"] >= 0.9
+        assert row["log_loss"] < math.log(2)
+        assert 0 <= row["ece"] < 0.2
+        assert row["fit_s"] > 0 and row["fit_cpu_s"] > 0
+    assert nbsvm["val_acc"] >= 0.9
+    assert ensemble["accuracy"] == report["test"]["ensemble"]["accuracy"]  # type: ignore[index]
+    assert best["log_loss"] == report["test"]["best_member"]["log_loss"]  # type: ignore[index]
+    assert "best single: trial 11 (conv1d)" in result.stdout
+    assert "NBSVM-bi, training + validation" in result.stdout
