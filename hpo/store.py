@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "AtomicFileSystemArtifactStore",
+    "check_sqlite_file",
     "load_existing_study",
     "open_artifact_store",
     "open_rdb_storage",
@@ -48,6 +49,9 @@ STALE_TRIAL_RETRIES = 2
 # Seconds to wait before each new try when another process was creating the same new database's
 # tables at the same moment (workers starting together on several machines).
 SCHEMA_RACE_WAITS_S = (0.5, 1.0, 2.0)
+# SQLite's result codes SQLITE_CORRUPT and SQLITE_NOTADB, and their messages (Python 3.10's
+# exceptions carry no code).
+_SQLITE_DAMAGED = {11: "database disk image is malformed", 26: "file is not a database"}
 
 
 class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
@@ -147,6 +151,8 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(parsed, url)
+        if path.exists():
+            check_sqlite_file(path)
         if not path.exists():
             if not create:
                 raise StoreError(
@@ -241,6 +247,47 @@ def _create_sqlite_database(path: Path) -> None:
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Raises StoreError if the SQLite file at `path` is damaged (overwritten, truncated).
+
+    SQLite notices damage only when it reads the damaged page, which may be mid-command and
+    then surfaces as a driver error; `PRAGMA quick_check` reads every page now (milliseconds
+    for a study's few megabytes), under the busy timeout, without blocking WAL writers.
+    """
+    problem = None
+    if path.stat().st_size == 0:
+        # hpo publishes a new database only once its tables exist (`_create_sqlite_database`).
+        problem = "it is empty: 0 bytes"
+    else:
+        try:
+            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            try:
+                rows = connection.execute("PRAGMA quick_check").fetchall()
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                return  # locked or unreadable, not damaged: opening it reports that
+            problem = str(exc)
+        else:
+            if rows != [("ok",)]:
+                problem = "; ".join(str(row[0]) for row in rows[:3])
+    if problem is not None:
+        raise StoreError(
+            f"the study database {path} is damaged ({problem}); hpo will not read or extend "
+            f"it. Restore it from a backup copy (and delete any {path.name}-wal and "
+            f"{path.name}-shm beside it first), or move it aside to start a new study; "
+            f"sqlite3's .recover command may salvage its trials."
+        )
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in _SQLITE_DAMAGED
+    return str(exc) in _SQLITE_DAMAGED.values()
 
 
 def _sqlite_path(parsed: sqlalchemy.engine.URL, url: str) -> Path:
