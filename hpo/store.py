@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "AtomicFileSystemArtifactStore",
+    "artifact_address",
     "check_sqlite_file",
     "load_existing_study",
     "open_artifact_store",
@@ -74,6 +75,17 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def artifact_address(store: ArtifactStore, artifact_id: str) -> str:
+    """Where an artifact lives, for messages: its file, `s3://bucket/key`, or its id."""
+    if isinstance(store, FileSystemArtifactStore):
+        with contextlib.suppress(ValueError):  # an id that escapes the folder: shown as it is
+            return str(store._get_filepath(artifact_id))
+    bucket = getattr(store, "bucket", None)
+    if isinstance(bucket, str):
+        return f"s3://{bucket}/{artifact_id}"
+    return f"artifact {artifact_id}"
 
 
 def redact_url(url: str) -> str:
