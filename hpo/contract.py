@@ -9,6 +9,7 @@ every `.keras` file is loaded in safe mode with hpo's own layers registered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from typing import TYPE_CHECKING, Any, Final
@@ -80,6 +81,8 @@ class Attr:
     BACKEND: Final = "backend"
     DEVICE: Final = "device"
     CONFIG_ERROR: Final = "config_error"
+    # Set on a trial that failed on a full disk that still had no room after it: stops the search.
+    DISK_FULL: Final = "disk_full"
 
 
 def store_trial_artifacts(
@@ -88,17 +91,28 @@ def store_trial_artifacts(
     """Uploads a trial's checkpoint and validation predictions and records their ids and SHA-256.
 
     The checksums are computed from the local files before upload, so a file changed in the
-    store later fails `fetch_checkpoint` / `fetch_predictions`.
+    store later fails `fetch_checkpoint` / `fetch_predictions`. If an upload fails (a full disk:
+    `DiskFull`), what this trial already stored is removed again.
     """
-    for path, id_attr, sha_attr in (
-        (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
-        (predictions, Attr.PREDICTIONS_ID, Attr.PREDICTIONS_SHA256),
-    ):
-        trial.set_user_attr(sha_attr, sha256_file(path))
-        artifact_id = upload_artifact(
-            artifact_store=store, file_path=str(path), study_or_trial=trial
-        )
-        trial.set_user_attr(id_attr, artifact_id)
+    uploaded: list[str] = []
+    try:
+        for path, id_attr, sha_attr in (
+            (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
+            (predictions, Attr.PREDICTIONS_ID, Attr.PREDICTIONS_SHA256),
+        ):
+            trial.set_user_attr(sha_attr, sha256_file(path))
+            artifact_id = upload_artifact(
+                artifact_store=store, file_path=str(path), study_or_trial=trial
+            )
+            uploaded.append(artifact_id)
+            trial.set_user_attr(id_attr, artifact_id)
+    except BaseException:
+        # The trial fails: a checkpoint stored before its predictions could not be would only
+        # take space (on a disk that is likely full).
+        for artifact_id in uploaded:
+            with contextlib.suppress(Exception):
+                store.remove(artifact_id)
+        raise
 
 
 class CheckpointError(HpoError):

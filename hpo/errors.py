@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "HpoError", "StoreError", "TrialProcessDied"]
+__all__ = ["ConfigError", "DataError", "DiskFull", "HpoError", "StoreError", "TrialProcessDied"]
 
 
 class HpoError(Exception):
@@ -29,3 +29,19 @@ class StoreError(HpoError):
 
 class TrialProcessDied(HpoError):
     """A trial's child process ended without reporting a result (killed, out of memory)."""
+
+
+class DiskFull(HpoError):
+    """A file could not be written: its disk is full. The search stops unless room came back.
+
+    Attributes:
+        path: The file that was being written.
+        needed: About how many bytes it needed.
+    """
+
+    def __init__(self, message: str, path: str = "", needed: int = 0) -> None:
+        # Only the message is an argument, so the error pickles from a trial's process with its
+        # attributes (exceptions pickle their `args` and `__dict__`).
+        super().__init__(message)
+        self.path = path
+        self.needed = needed

@@ -18,6 +18,7 @@ import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from hpo.disk import writing
 from hpo.errors import StoreError
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
@@ -67,7 +68,7 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            with open(tmp, "wb") as out:
+            with writing(tmp, _bytes_left(content_body)), open(tmp, "wb") as out:
                 while chunk := content_body.read(1 << 20):
                     out.write(chunk)
                 out.flush()
@@ -75,6 +76,17 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _bytes_left(stream: BinaryIO) -> int:
+    """Bytes from a stream's position to its end (what an upload writes), or 0 if unknown."""
+    try:
+        position = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(position)
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return max(0, end - position)
 
 
 def artifact_address(store: ArtifactStore, artifact_id: str) -> str:
