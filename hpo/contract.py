@@ -9,6 +9,7 @@ every `.keras` file is loaded in safe mode with hpo's own layers registered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from typing import TYPE_CHECKING, Any, Final
@@ -19,7 +20,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo import metrics
 from hpo.errors import HpoError
-from hpo.store import sha256_file
+from hpo.store import artifact_address, sha256_file
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,6 +82,8 @@ class Attr:
     BACKEND: Final = "backend"
     DEVICE: Final = "device"
     CONFIG_ERROR: Final = "config_error"
+    # Set on a trial that failed on a full disk that still had no room after it: stops the search.
+    DISK_FULL: Final = "disk_full"
 
 
 def store_trial_artifacts(
@@ -89,21 +92,39 @@ def store_trial_artifacts(
     """Uploads a trial's checkpoint and validation predictions and records their ids and SHA-256.
 
     The checksums are computed from the local files before upload, so a file changed in the
-    store later fails `fetch_checkpoint` / `fetch_predictions`.
+    store later fails `fetch_checkpoint` / `fetch_predictions`. If an upload fails (a full disk:
+    `DiskFull`), what this trial already stored is removed again.
     """
-    for path, id_attr, sha_attr in (
-        (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
-        (predictions, Attr.PREDICTIONS_ID, Attr.PREDICTIONS_SHA256),
-    ):
-        trial.set_user_attr(sha_attr, sha256_file(path))
-        artifact_id = upload_artifact(
-            artifact_store=store, file_path=str(path), study_or_trial=trial
-        )
-        trial.set_user_attr(id_attr, artifact_id)
+    uploaded: list[str] = []
+    try:
+        for path, id_attr, sha_attr in (
+            (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
+            (predictions, Attr.PREDICTIONS_ID, Attr.PREDICTIONS_SHA256),
+        ):
+            trial.set_user_attr(sha_attr, sha256_file(path))
+            artifact_id = upload_artifact(
+                artifact_store=store, file_path=str(path), study_or_trial=trial
+            )
+            uploaded.append(artifact_id)
+            trial.set_user_attr(id_attr, artifact_id)
+    except BaseException:
+        # The trial fails: a checkpoint stored before its predictions could not be would only
+        # take space (on a disk that is likely full).
+        for artifact_id in uploaded:
+            with contextlib.suppress(Exception):
+                store.remove(artifact_id)
+        raise
 
 
 class CheckpointError(HpoError):
     """A trial's checkpoint is missing, corrupt or unsafe; callers skip that trial."""
+
+
+# What a user does about a trial's stored file that is missing or damaged.
+_FIX = (
+    "Restore it from a backup of the artifact folder; it cannot be rebuilt, but searching on "
+    "(hpo search with a larger --n-trials) gives trials to take this one's place."
+)
 
 
 def fetch_checkpoint(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> Path:
@@ -114,15 +135,26 @@ def fetch_checkpoint(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> 
             (torn or tampered file), or it holds a layer that runs arbitrary Python code.
     """
     path = _download(store, trial, Attr.CHECKPOINT_ID, folder / f"trial-{trial.number:05d}.keras")
-    expected = trial.user_attrs.get(Attr.CHECKPOINT_SHA256)
-    actual = sha256_file(path)
-    if actual != expected:
-        raise CheckpointError(
-            f"trial {trial.number}: checkpoint checksum {actual[:12]}... does not match the "
-            f"recorded {str(expected)[:12]}...; the file is truncated or was changed since."
-        )
+    _verify(store, trial, path, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256, "checkpoint")
     refuse_unsafe_layers(path, f"trial {trial.number}")
     return path
+
+
+def _verify(
+    store: ArtifactStore, trial: FrozenTrial, path: Path, id_attr: str, sha_attr: str, what: str
+) -> None:
+    expected = trial.user_attrs.get(sha_attr)
+    # Trials from before predictions were checksummed record none; their files are used as is.
+    if expected is None and sha_attr == Attr.PREDICTIONS_SHA256:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        where = artifact_address(store, str(trial.user_attrs[id_attr]))
+        raise CheckpointError(
+            f"trial {trial.number}: its {what} {where} has SHA-256 {actual[:12]}..., not the "
+            f"{str(expected)[:12]}... recorded when the trial stored it; it is truncated or was "
+            f"changed since. {_FIX}"
+        )
 
 
 def refuse_unsafe_layers(path: Path, what: str) -> None:
@@ -174,13 +206,14 @@ def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) ->
     path = _download(
         store, trial, Attr.PREDICTIONS_ID, folder / f"trial-{trial.number:05d}-val.npy"
     )
-    expected = trial.user_attrs.get(Attr.PREDICTIONS_SHA256)
-    # Trials from before predictions were checksummed record none; their files are used as is.
-    if expected is not None and sha256_file(path) != expected:
-        raise CheckpointError(
-            f"trial {trial.number}: validation predictions checksum {sha256_file(path)[:12]}... "
-            f"does not match the recorded {str(expected)[:12]}...; the file was changed."
-        )
+    _verify(
+        store,
+        trial,
+        path,
+        Attr.PREDICTIONS_ID,
+        Attr.PREDICTIONS_SHA256,
+        "validation predictions file",
+    )
     try:
         return metrics.as_probabilities(np.load(path)).astype(np.float32)
     except (OSError, ValueError) as exc:
@@ -196,12 +229,17 @@ def _download(store: ArtifactStore, trial: FrozenTrial, key: str, target: Path) 
             f"trial {trial.number} records no {key}; it finished before checkpoints existed?"
         )
     target.unlink(missing_ok=True)
+    where = artifact_address(store, str(artifact_id))
     try:
         download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
     except ArtifactNotFound as exc:
         raise CheckpointError(
-            f"trial {trial.number}: artifact {artifact_id} ({key}) is missing from the "
-            f"artifact store."
+            f"trial {trial.number}: {where} ({key}) is missing from the artifact store. {_FIX}"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"trial {trial.number}: cannot read {where} ({key}) from the artifact store: {exc}. "
+            f"{_FIX}"
         ) from exc
     return target
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DataError",
+    "DiskFull",
     "HpoError",
     "StoreError",
     "TrialProcessDied",
@@ -40,3 +41,19 @@ class TrialProcessDied(HpoError):
 
 class TrialTimedOut(TrialProcessDied):
     """A trial's child process was still running at its deadline and was ended (it hung)."""
+
+
+class DiskFull(HpoError):
+    """A file could not be written: its disk is full. The search stops unless room came back.
+
+    Attributes:
+        path: The file that was being written.
+        needed: About how many bytes it needed.
+    """
+
+    def __init__(self, message: str, path: str = "", needed: int = 0) -> None:
+        # Only the message is an argument, so the error pickles from a trial's process with its
+        # attributes (exceptions pickle their `args` and `__dict__`).
+        super().__init__(message)
+        self.path = path
+        self.needed = needed

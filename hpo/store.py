@@ -18,6 +18,7 @@ import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from hpo.disk import writing
 from hpo.errors import StoreError
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "AtomicFileSystemArtifactStore",
+    "artifact_address",
+    "check_sqlite_file",
     "load_existing_study",
     "open_artifact_store",
     "open_rdb_storage",
@@ -48,6 +51,9 @@ STALE_TRIAL_RETRIES = 2
 # Seconds to wait before each new try when another process was creating the same new database's
 # tables at the same moment (workers starting together on several machines).
 SCHEMA_RACE_WAITS_S = (0.5, 1.0, 2.0)
+# SQLite's result codes SQLITE_CORRUPT and SQLITE_NOTADB, and their messages (Python 3.10's
+# exceptions carry no code).
+_SQLITE_DAMAGED = {11: "database disk image is malformed", 26: "file is not a database"}
 
 
 class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
@@ -62,7 +68,7 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            with open(tmp, "wb") as out:
+            with writing(tmp, _bytes_left(content_body)), open(tmp, "wb") as out:
                 while chunk := content_body.read(1 << 20):
                     out.write(chunk)
                 out.flush()
@@ -77,6 +83,28 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
             return self._get_filepath(artifact_id).stat().st_size
         except FileNotFoundError:
             return 0
+
+
+def _bytes_left(stream: BinaryIO) -> int:
+    """Bytes from a stream's position to its end (what an upload writes), or 0 if unknown."""
+    try:
+        position = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(position)
+    except (OSError, AttributeError, ValueError):
+        return 0
+    return max(0, end - position)
+
+
+def artifact_address(store: ArtifactStore, artifact_id: str) -> str:
+    """Where an artifact lives, for messages: its file, `s3://bucket/key`, or its id."""
+    if isinstance(store, FileSystemArtifactStore):
+        with contextlib.suppress(ValueError):  # an id that escapes the folder: shown as it is
+            return str(store._get_filepath(artifact_id))
+    bucket = getattr(store, "bucket", None)
+    if isinstance(bucket, str):
+        return f"s3://{bucket}/{artifact_id}"
+    return f"artifact {artifact_id}"
 
 
 def redact_url(url: str) -> str:
@@ -155,6 +183,8 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(parsed, url)
+        if path.exists():
+            check_sqlite_file(path)
         if not path.exists():
             if not create:
                 raise StoreError(
@@ -249,6 +279,47 @@ def _create_sqlite_database(path: Path) -> None:
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Raises StoreError if the SQLite file at `path` is damaged (overwritten, truncated).
+
+    SQLite notices damage only when it reads the damaged page, which may be mid-command and
+    then surfaces as a driver error; `PRAGMA quick_check` reads every page now (milliseconds
+    for a study's few megabytes), under the busy timeout, without blocking WAL writers.
+    """
+    problem = None
+    if path.stat().st_size == 0:
+        # hpo publishes a new database only once its tables exist (`_create_sqlite_database`).
+        problem = "it is empty: 0 bytes"
+    else:
+        try:
+            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            try:
+                rows = connection.execute("PRAGMA quick_check").fetchall()
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                return  # locked or unreadable, not damaged: opening it reports that
+            problem = str(exc)
+        else:
+            if rows != [("ok",)]:
+                problem = "; ".join(str(row[0]) for row in rows[:3])
+    if problem is not None:
+        raise StoreError(
+            f"the study database {path} is damaged ({problem}); hpo will not read or extend "
+            f"it. Restore it from a backup copy (and delete any {path.name}-wal and "
+            f"{path.name}-shm beside it first), or move it aside to start a new study; "
+            f"sqlite3's .recover command may salvage its trials."
+        )
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in _SQLITE_DAMAGED
+    return str(exc) in _SQLITE_DAMAGED.values()
 
 
 def _sqlite_path(parsed: sqlalchemy.engine.URL, url: str) -> Path:

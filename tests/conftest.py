@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -67,6 +69,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "64k") mounted at `folder`, to fill; unmounted after.
+
+    Mounting needs root (CI and the development machine run as root): elsewhere the test is
+    skipped with the reason, but under CI it fails instead.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        problem = mounted.stderr.strip() if mounted.returncode else None
+    except OSError as exc:
+        problem = str(exc)
+    if problem is not None:
+        reason = f"cannot mount a small tmpfs to fill ({problem})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run as root")
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def resize_disk(folder: Path, size: str) -> None:
+    """Gives a `small_disk` a new size, as if space were freed on it."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import TYPE_CHECKING
@@ -102,3 +103,55 @@ def test_opening_a_database_another_process_is_creating_tries_again(
     monkeypatch.setattr(hpo.store, "RDBStorage", failing)
     with pytest.raises(StoreError, match="already exists"):
         open_storage(url, create=False, heartbeat=False)
+
+
+@pytest.fixture(scope="module")
+def sound_study(fake_imdb: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A tiny study file and the bytes of its database: a few trials over several pages."""
+    from hpo.config import load_study_config
+
+    from .conftest import write_study
+
+    study_file = write_study(tmp_path_factory.mktemp("sound"), fake_imdb)
+    config = load_study_config(study_file)
+    storage = open_storage(config.storage_url, create=True, heartbeat=False)
+    study = optuna.create_study(study_name=config.name, storage=storage)
+    for value in range(4):
+        trial = study.ask()
+        trial.set_user_attr("padding", "x" * 8000)  # pages enough that half the file is torn
+        study.tell(trial, value)
+    database = config.study_dir / "study.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return study_file, database.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["header overwritten", "truncated", "emptied"])
+def test_every_command_refuses_a_damaged_database_naming_it_and_the_fix(
+    how: str,
+    sound_study: tuple[Path, bytes],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from hpo.cli import main
+
+    original, sound = sound_study
+    shutil.copy(original, tmp_path)
+    study_file = tmp_path / original.name
+    database = tmp_path / study_file.stem / "study.db"
+    database.parent.mkdir()
+    damaged = {
+        "header overwritten": os.urandom(100) + sound[100:],
+        "truncated": sound[: len(sound) // 2],
+        "emptied": b"",
+    }[how]
+    database.write_bytes(damaged)
+    for command in ("status", "report", "ensemble", "search"):
+        assert main([command, "--study", str(study_file)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"error: the study database {database} is damaged" in err, (command, err)
+        assert "Restore it from a backup copy" in err
+        assert "Traceback" not in err
+        assert database.read_bytes() == damaged, f"{command} changed the damaged file"

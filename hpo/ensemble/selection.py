@@ -95,12 +95,16 @@ def select_members(
             # Keras cannot build, say): that trial is skipped like a missing one.
             model = load_checkpoint(checkpoint, trial.number)
         except CheckpointError as exc:
-            _log.warning("skipping trial %d: %s", trial.number, exc)
+            _log.warning("skipping trial %d, the next best takes its place: %s", trial.number, exc)
             skipped.append({"trial": trial.number, "reason": str(exc)})
             continue
         members.append(
             Member(trial=trial, checkpoint=checkpoint, val_predictions=predictions, model=model)
         )
     if not members:
-        raise StoreError(f"none of the {len(ranked)} COMPLETE trials has a usable checkpoint.")
+        raise StoreError(
+            f"none of the {len(ranked)} COMPLETE trials has a usable checkpoint, so there is no "
+            f"ensemble to build (the warnings above give each reason). The best one: "
+            f"{skipped[0]['reason']}"
+        )
     return members, skipped

@@ -27,7 +27,8 @@ MAX_NOT_STARTED = 3
 
 class Progress:
     """An Optuna callback: after each trial prints its line, updates the bar, and stops the
-    worker when the study has enough trials, too many failed, or nothing fits any more."""
+    worker when the study has enough trials, too many failed, nothing fits any more, or the
+    disk is full."""
 
     def __init__(
         self, config: StudyConfig, bar: tqdm[Any] | None, clock: BudgetClock | None = None
@@ -39,6 +40,7 @@ class Progress:
         self.not_started = 0
         self.failure_stop: str | None = None
         self.config_error: str | None = None
+        self.disk_full: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         tqdm.write(describe_trial(trial))
@@ -61,6 +63,9 @@ class Progress:
             self.bar.refresh()
         if trial.state == TrialState.FAIL and Attr.CONFIG_ERROR in trial.user_attrs:
             self.config_error = str(trial.user_attrs[Attr.CONFIG_ERROR])
+            study.stop()
+        if trial.state == TrialState.FAIL and Attr.DISK_FULL in trial.user_attrs:
+            self.disk_full = str(trial.user_attrs[Attr.DISK_FULL])
             study.stop()
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1

@@ -33,7 +33,8 @@ from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import calibration
 from hpo.data import provenance
-from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
+from hpo.disk import has_room
+from hpo.errors import ConfigError, DiskFull, TrialProcessDied, TrialTimedOut
 from hpo.models import is_builtin
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
@@ -363,6 +364,8 @@ def run_worker(
             bar.close()
     if stopper.config_error is not None:
         raise ConfigError(stopper.config_error)
+    if stopper.disk_full is not None:
+        raise DiskFull(f"search stopped, the disk is still full: {stopper.disk_full}")
     return stopper.failure_stop
 
 
@@ -407,6 +410,13 @@ def _objective(
         ).value
     except optuna.TrialPruned as exc:
         trial.set_user_attr(Attr.PRUNE_REASON, str(exc))
+        raise
+    except DiskFull as exc:
+        trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+        # Room may have come back (another trial's scratch files removed): then the search goes
+        # on; a disk that stays full would fail every trial, so it stops the search.
+        if not has_room(exc):
+            trial.set_user_attr(Attr.DISK_FULL, str(exc))
         raise
     except ConfigError as exc:
         # A model hpo cannot train (found only while a trial builds it): stop the search with

@@ -11,7 +11,9 @@ from typing import Any
 import keras
 import optuna
 
-__all__ = ["AtomicModelCheckpoint", "ChanceLevelStop", "EpochClock"]
+from hpo.disk import writing
+
+__all__ = ["AtomicModelCheckpoint", "ChanceLevelStop", "EpochClock", "variable_bytes"]
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -88,7 +90,17 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(str(partial), save_best_only=True, **kwargs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        super().on_epoch_end(epoch, logs)
         partial = Path(self.filepath)
+        # A failed save (a full disk) leaves no partial file and the previous checkpoint as is.
+        with writing(partial, variable_bytes(self.model)):
+            super().on_epoch_end(epoch, logs)
         if partial.exists():
             os.replace(partial, self.final_path)
+
+
+def variable_bytes(model: keras.Model) -> int:
+    """About the bytes of a model's saved file: its variables and its optimizer's, as float32."""
+    variables = list(model.weights)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    return 4 * sum(math.prod(v.shape) for v in variables)

@@ -28,6 +28,7 @@ from hpo.budget import format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, example_flops
 from hpo.data.batching import use_width_ladder
+from hpo.disk import writing
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
 from hpo.precision import Precision, resolve_precision
@@ -196,7 +197,12 @@ def _train_trial(
     import keras
     from optuna_integration import KerasPruningCallback
 
-    from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
+    from hpo.training.callbacks import (
+        AtomicModelCheckpoint,
+        ChanceLevelStop,
+        EpochClock,
+        variable_bytes,
+    )
 
     started = time.time()
     task = study_task(config)
@@ -351,12 +357,14 @@ def _train_trial(
             trial.set_user_attr(Attr.PADDING, padding.value)
             trial.set_user_attr(Attr.PADDING_REASON, interface.padding_reason)
     member = work / MEMBER_NAME
-    best.save(member)
+    with writing(member, variable_bytes(best)):
+        best.save(member)
     predictions = metrics.as_probabilities(
         task.predict(best, data.x_val, bucketed=interface.bucketed)
     ).astype(np.float32)
     predictions_path = work / PREDICTIONS_NAME
-    np.save(predictions_path, predictions)
+    with writing(predictions_path, predictions.nbytes):
+        np.save(predictions_path, predictions)
     val_accuracy = metrics.accuracy(data.y_val, predictions)
     val_loss = metrics.log_loss(data.y_val, predictions)
 

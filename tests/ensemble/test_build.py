@@ -165,8 +165,30 @@ def test_a_corrupt_checkpoint_is_skipped_and_the_next_best_takes_its_place(
     ).report
     assert [m["trial"] for m in report["members"]] == [ranked[1].number, ranked[2].number]
     assert report["skipped"][0]["trial"] == best.number
-    assert "checksum" in report["skipped"][0]["reason"]
-    assert f"skipping trial {best.number}" in caplog.text
+    reason = report["skipped"][0]["reason"]
+    assert f"trial {best.number}: its checkpoint {artifact} has SHA-256" in reason
+    assert "Restore it from a backup of the artifact folder" in reason
+    assert f"skipping trial {best.number}, the next best takes its place" in caplog.text
+
+
+def test_when_every_checkpoint_is_damaged_the_ensemble_stops_naming_the_files(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, study = open_study(study_copy, None, None)
+    ranked = ranked_trials(study)
+    for trial in ranked:
+        artifact = config.artifact_dir / trial.user_attrs[Attr.CHECKPOINT_ID]
+        artifact.write_bytes(artifact.read_bytes()[:1000])
+    before = _snapshot(config)
+    out = tmp_path / "none"
+    assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    best = config.artifact_dir / ranked[0].user_attrs[Attr.CHECKPOINT_ID]
+    assert f"none of the {len(ranked)} COMPLETE trials has a usable checkpoint" in err
+    assert f"trial {ranked[0].number}: its checkpoint {best} has SHA-256" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert _snapshot(config) == before
 
 
 def test_a_lambda_layer_is_refused(tmp_path: Path) -> None:
@@ -321,7 +343,8 @@ def test_changed_validation_predictions_are_skipped(study_copy: Path, tmp_path: 
         np.save(handle, 1.0 - predictions)  # same shape, other numbers
     report = build_ensemble(config, study, top=2, out_dir=tmp_path / "e").report
     assert best.number not in [m["trial"] for m in report["members"]]
-    assert "validation predictions checksum" in report["skipped"][0]["reason"]
+    reason = report["skipped"][0]["reason"]
+    assert f"its validation predictions file {artifact} has SHA-256" in reason
 
 
 def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: Path) -> None:

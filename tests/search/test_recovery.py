@@ -27,7 +27,7 @@ from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
 from hpo.training.callbacks import AtomicModelCheckpoint
 from hpo.training.isolation import WATCH_INTERVAL_S, process_identity
 
-from ..conftest import write_study
+from ..conftest import resize_disk, small_disk, write_study
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -240,6 +240,37 @@ def test_a_broken_trial_fails_alone_and_repeated_failures_stop_the_search(
         capsys.readouterr().err
     )
     assert not (tmp_path / "unusable" / "tiny" / "study.db").exists()
+
+
+@pytest.mark.slow
+def test_a_full_artifact_disk_stops_the_search_cleanly_and_it_resumes_once_there_is_room(
+    fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.search import main
+
+    study_file = write_study(tmp_path, fake_imdb, n_trials=3, enqueue=False)
+    config = load_study_config(study_file)
+    # The database and the trials' scratch folder have room; the artifact folder has none.
+    with small_disk(config.artifact_dir, "64k") as disk:
+        assert main(["--study", str(study_file)]) == 2
+        err = capsys.readouterr().err
+        stopped = "error: search stopped, the disk is still full: no space left on device writing"
+        assert f"{stopped} {disk}/" in err
+        assert "Traceback" not in err
+        trials = _load(config).trials
+        assert [t.state for t in trials] == [TrialState.FAIL]  # not one failure per trial
+        assert "DiskFull: no space left on device" in trials[0].user_attrs[Attr.FAIL_REASON]
+        assert sorted(disk.iterdir()) == []
+        assert sorted((config.study_dir / "trials").iterdir()) == []
+        with sqlite3.connect(config.study_dir / "study.db") as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+        resize_disk(disk, "8m")
+        assert main(["--study", str(study_file), "--n-trials", "1"]) == 0
+        study = _load(config)
+        assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+        (tmp_path / "scratch").mkdir()
+        assert _verify_complete_checkpoints(config, tmp_path / "scratch") == 1
 
 
 def _write_slowly(partial: Path) -> None:

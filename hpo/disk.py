@@ -1,0 +1,61 @@
+"""Writing files on a disk that may fill: a full disk is an error naming the file, and leaves
+no partial file behind. Used by how to train one trial (checkpoints) and the study store."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo.errors import DiskFull
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["free_bytes", "has_room", "writing"]
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def writing(path: Path, needed: int) -> Iterator[None]:
+    """Removes `path` if the body fails with an OSError, and turns a full disk into DiskFull.
+
+    Args:
+        path: The file the body writes (a temporary one, renamed into place by the caller).
+        needed: About how many bytes it takes, for the message and `has_room`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        if exc.errno not in _FULL:
+            raise
+        free = free_bytes(path)
+        raise DiskFull(
+            f"no space left on device writing {path} ({_size(free)} free there, about "
+            f"{_size(needed)} needed). Free space on that disk, or move the study's folder "
+            f"(or its 'artifacts') to a larger one, then run the same command to resume.",
+            path=str(path),
+            needed=needed,
+        ) from exc
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free to this user on the file system that holds `path` (or its nearest parent)."""
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free
+    return 0
+
+
+def has_room(error: DiskFull) -> bool:
+    """Whether the disk that was full now has room for what failed to be written."""
+    return free_bytes(Path(error.path)) >= error.needed
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"

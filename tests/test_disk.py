@@ -1,0 +1,66 @@
+"""A disk that fills while a checkpoint or an artifact is written: a clear error, nothing torn."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+import pytest
+
+from hpo.contract import Attr, store_trial_artifacts
+from hpo.disk import has_room
+from hpo.errors import DiskFull
+from hpo.store import AtomicFileSystemArtifactStore, sha256_file
+
+from .conftest import resize_disk, small_disk
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_a_full_disk_leaves_no_partial_artifact_and_says_when_room_is_back(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        store = AtomicFileSystemArtifactStore(disk)
+        with pytest.raises(DiskFull, match=f"no space left on device writing {disk}/") as caught:
+            store.write("artifact-id", io.BytesIO(b"x" * 200_000))
+        assert sorted(disk.iterdir()) == []
+        assert not has_room(caught.value)
+        resize_disk(disk, "1m")
+        assert has_room(caught.value)
+
+
+def test_a_trial_whose_predictions_do_not_fit_keeps_no_checkpoint(tmp_path: Path) -> None:
+    checkpoint, predictions = tmp_path / "best.keras", tmp_path / "val.npy"
+    checkpoint.write_bytes(b"c" * 20_000)
+    np.save(predictions, np.zeros(50_000, np.float32))
+    trial = optuna.create_study().ask()
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        store = AtomicFileSystemArtifactStore(disk)
+        with pytest.raises(DiskFull, match=f"no space left on device writing {disk}/"):
+            store_trial_artifacts(trial, store, checkpoint, predictions)
+        assert Attr.CHECKPOINT_ID in trial.user_attrs  # it was stored, then removed again
+        assert sorted(disk.iterdir()) == []
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path: Path) -> None:
+    from hpo.models import conv1d
+    from hpo.training.callbacks import AtomicModelCheckpoint
+
+    model = conv1d.build(
+        {**conv1d.DEFAULTS, "vocab_size": 3000, "seq_len": 12, "filters": 8, "embedding_dim": 8}
+    )
+    with small_disk(tmp_path / "disk", "160k") as disk:
+        final = disk / "training.keras"
+        callback = AtomicModelCheckpoint(final, monitor="val_accuracy", mode="max")
+        callback.set_model(model)
+        callback.on_epoch_end(0, {"val_accuracy": 0.6})
+        saved = sha256_file(final)
+        # Room for one checkpoint, not for the next beside it.
+        with pytest.raises(DiskFull, match=f"no space left on device writing {disk}/"):
+            callback.on_epoch_end(1, {"val_accuracy": 0.7})
+        assert sorted(p.name for p in disk.iterdir()) == ["training.keras"]
+        assert sha256_file(final) == saved
