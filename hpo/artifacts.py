@@ -1,4 +1,4 @@
-"""The `hpo gc` command: delete the checkpoints a study no longer needs (dry run: list them).
+"""Delete the checkpoints a study no longer needs (--dry-run lists them): `hpo gc`.
 
 How to combine, what it draws on. A study keeps every complete trial's checkpoint until told
 otherwise; a long study's can fill a disk. `keep_checkpoints = N` in the study file (applied

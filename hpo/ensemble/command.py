@@ -1,4 +1,6 @@
-"""The `hpo ensemble` command (also `python -m hpo.ensemble`).
+"""Weight the best trials into one model on validation, test it once, export it.
+
+The `hpo ensemble` command (also `python -m hpo.ensemble`).
 
 Command line::
 

@@ -166,7 +166,7 @@ def format_status(data: dict[str, Any]) -> str:
             for t in data["trials"]
         ]
         lines.append(
-            pd.DataFrame(rows).to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")
+            pd.DataFrame(rows).to_string(index=False, na_rep="-", float_format=_format_number)
         )
     if data["latest_ensemble"]:
         e = data["latest_ensemble"]
@@ -176,6 +176,13 @@ def format_status(data: dict[str, Any]) -> str:
             f"log-loss {e['test_log_loss']:.4f}, members {e['members']} -> {e['out_dir']}"
         )
     return "\n".join(lines)
+
+
+def _format_number(value: float) -> str:
+    # A column of integers with a gap is a float column to pandas: 30000, not 3e+04.
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
 
 
 def _varying_params(params: list[dict[str, Any]], limit: int) -> list[str]:

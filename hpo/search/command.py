@@ -1,4 +1,6 @@
-"""The `hpo search` command (also `python -m hpo.search`).
+"""Run or resume a study: sample settings, train each trial in its own process, within budget.
+
+The `hpo search` command (also `python -m hpo.search`).
 
 Command line::
 

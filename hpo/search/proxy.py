@@ -1,4 +1,6 @@
-"""The `hpo storage-proxy` command: Optuna's gRPC storage proxy in front of one study database.
+"""Serve one study database to many workers through Optuna's gRPC storage proxy.
+
+The `hpo storage-proxy` command.
 
 Many workers (tens to hundreds, on many machines) each holding a database connection can exhaust
 the server; the proxy holds one cached connection pool and the workers talk to it instead, with
