@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = ["register_layers", "register_on_keras_import"]
 
-_MODULES = ("hpo.models._masking", "hpo.models._outputs", "hpo.models._tokens")
+_MODULES = (
+    "hpo.models._calibration",
+    "hpo.models._masking",
+    "hpo.models._outputs",
+    "hpo.models._tokens",
+)
 
 
 def register_layers() -> None:

@@ -1,8 +1,10 @@
 """How to combine: the best trials of a study into one weighted, evaluated, exported model.
 
-`selection` picks verified members, `weighting` fits their weights on validation predictions,
-`build` evaluates once on the test set and writes the report (`report`, `figure`), `export`
-makes one Keras model of them and `predict` scores new inputs with it.
+`selection` gathers the pool (trials whose validation predictions verify) and loads members,
+`weighting` and `pool` fit weights on validation predictions (the top trials', and a guarded
+selection from the whole pool), `choice` keeps one of the two and `calibration` fits its
+temperature, `build` evaluates once on the test set and writes the report (`report`,
+`figure`), `export` makes one Keras model of them and `predict` scores new inputs with it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from hpo.ensemble.build import EnsembleResult, build_ensemble
 from hpo.ensemble.command import main
 from hpo.ensemble.export import EXPORT_NAME, export_ensemble
-from hpo.ensemble.selection import Member, ranked_trials, select_members
+from hpo.ensemble.selection import Member, ranked_trials
 
 __all__ = [
     "EXPORT_NAME",
@@ -20,5 +22,4 @@ __all__ = [
     "export_ensemble",
     "main",
     "ranked_trials",
-    "select_members",
 ]

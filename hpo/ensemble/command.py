@@ -5,7 +5,7 @@ The `hpo ensemble` command (also `python -m hpo.ensemble`).
 Command line::
 
     hpo ensemble --top 5 [--study studies/imdb.toml | --storage URL --study-name NAME]
-        [--method caruana|score|uniform] [--out DIR] [--data PATH]
+        [--pool 50] [--method caruana|score|uniform] [--no-calibrate] [--out DIR] [--data PATH]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-from hpo.ensemble.build import build_ensemble
+from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -33,10 +33,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top",
         type=positive_int(" Use --top 5 for the five best trials."),
         default=5,
-        help="how many of the best trials (default 5)",
+        help="the most members, and the plain ensemble's size: the K best trials (default 5)",
     )
     add_study_arguments(parser)
-    parser.add_argument("--method", choices=[m.value for m in Method], default=Method.CARUANA.value)
+    parser.add_argument(
+        "--pool",
+        type=positive_int(" Use --pool 50 to choose among the 50 best trials."),
+        default=DEFAULT_POOL,
+        help=f"choose members among this many of the best trials (default {DEFAULT_POOL}, "
+        "at least --top)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=[m.value for m in Method],
+        default=Method.CARUANA.value,
+        help="how the plain top-K ensemble is weighted (default caruana)",
+    )
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="export the weighted average without a temperature fitted on validation",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default ensembles/<study>-top<K>)")
     parser.add_argument("--data", help=DATA_HELP)
 
@@ -50,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         config,
         study,
         top=args.top,
+        pool=args.pool,
         method=Method(args.method),
+        calibrate=args.calibrate,
         out_dir=args.out,
         data=args.data,
     )
@@ -58,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     gain = report["gain_over_best_member"]
     print(
-        f"\nEnsemble of {report['top']} on {report['test_examples']} test examples: accuracy "
+        f"\nEnsemble ({report['kept']}, {sum(m['weight'] > 0 for m in report['members'])} "
+        f"members) on {report['test_examples']} test examples: accuracy "
         f"{report['test']['ensemble']['accuracy']:.4f} "
         f"({gain['accuracy']:+.4f} over the best member), "
         f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"

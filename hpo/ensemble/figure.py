@@ -29,12 +29,17 @@ def save_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"trial {m['trial']}" for m in report["members"]] + ["uniform", "ensemble"]
+    names = [f"trial {m['trial']}" for m in report["members"]] + [
+        "uniform",
+        f"top {report['top']}",
+        "ensemble",
+    ]
     tests = [m["test"] for m in report["members"]] + [
         report["test"]["uniform"],
+        report["test"]["top"],
         report["test"]["ensemble"],
     ]
-    colors = ["#8da0cb"] * len(report["members"]) + ["#66c2a5", "#fc8d62"]
+    colors = ["#8da0cb"] * len(report["members"]) + ["#66c2a5", "#a6d854", "#fc8d62"]
     multiclass = ensemble.ndim == 2
     figure, axes = plt.subplots(1, 4 if multiclass else 3, figsize=(21 if multiclass else 15, 4.5))
     for axis, key, label in (
@@ -69,7 +74,10 @@ def save_figure(
             report["classes"],
             metrics.confusion_matrix(y_test, ensemble, len(report["classes"])),
         )
-    figure.suptitle(f"{report['study']}: ensemble of the top {report['top']} ({report['method']})")
+    figure.suptitle(
+        f"{report['study']}: ensemble of at most {report['top']} trials (kept: {report['kept']}, "
+        f"temperature {report['calibration']['temperature']:.3f})"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

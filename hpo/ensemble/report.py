@@ -11,6 +11,7 @@ from optuna.artifacts import upload_artifact
 
 from hpo import metrics
 from hpo.data.testset import TEST_DATA_ATTR
+from hpo.ensemble.calibration import ECE_BINS
 from hpo.store import open_artifact_store, redact_url
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.ensemble import Member
-    from hpo.ensemble.weighting import Method, Weights
+    from hpo.ensemble.choice import Choice
+    from hpo.ensemble.weighting import Method
 
 __all__ = ["build_report", "format_table", "record_in_study", "write_outputs"]
 
@@ -32,18 +34,20 @@ def build_report(
     members: Sequence[Member],
     skipped: list[dict[str, Any]],
     method: Method,
-    fitted: Weights,
-    uniform: Weights,
+    choice: Choice,
+    pool_size: int,
     val_matrix: np.ndarray,
     y_val: np.ndarray,
     test_matrix: np.ndarray,
     y_test: np.ndarray,
     classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Metrics of each member, the weighted ensemble, the uniform average and the best member.
+    """Metrics of each member, the kept ensemble, the plain top ensemble, the pool's selection,
+    the uniform average and the best member, and the calibration before and after.
 
     "Best member" is the member with the best validation score, chosen without the test set.
-    Multi-class reports add each model's accuracy per class.
+    The pool's selection is scored on test only when it is the kept ensemble: the test set
+    never takes part in a choice. Multi-class reports add each model's accuracy per class.
     """
 
     def val_metrics(p: np.ndarray) -> dict[str, float]:
@@ -61,10 +65,10 @@ def build_report(
             }
         return result
 
-    ensemble_test = metrics.blend(fitted.weights, test_matrix)
     test = {
-        "ensemble": test_metrics(ensemble_test),
-        "uniform": test_metrics(metrics.blend(uniform.weights, test_matrix)),
+        "ensemble": test_metrics(choice.predict(test_matrix)),
+        "top": test_metrics(metrics.blend(choice.top.weights, test_matrix)),
+        "uniform": test_metrics(metrics.blend(choice.uniform, test_matrix)),
         "best_member": test_metrics(test_matrix[0]),
     }
     return {
@@ -73,8 +77,15 @@ def build_report(
         "artifact_dir": config.artifact_location,
         "task": config.task,
         "method": method.value,
-        "top": len(members),
-        "caruana_rounds": fitted.rounds,
+        "top": int(np.count_nonzero(choice.uniform)),
+        "kept": choice.chosen.value,
+        "caruana_rounds": choice.top.rounds,
+        "pool": {
+            "size": pool_size,
+            "rounds": choice.pool.rounds,
+            "fallback": choice.pool.fallback,
+            "cross_fitted_val_log_loss": choice.cross_fitted,
+        },
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "classes": list(classes),
         "test_examples": len(y_test),
@@ -84,23 +95,62 @@ def build_report(
                 "trial": m.trial.number,
                 "family": m.trial.params.get("family"),
                 "weight": round(float(w), 6),
+                "top_weight": round(float(choice.top.weights[i]), 6),
+                "pool_weight": round(float(choice.pool.weights[i]), 6),
                 "params": m.trial.params,
                 "val": val_metrics(m.val_predictions),
                 "test": test_metrics(test_matrix[i]),
             }
-            for i, (m, w) in enumerate(zip(members, fitted.weights, strict=True))
+            for i, (m, w) in enumerate(zip(members, choice.weights, strict=True))
         ],
         "validation": {
-            "ensemble": val_metrics(metrics.blend(fitted.weights, val_matrix)),
-            "uniform": val_metrics(metrics.blend(uniform.weights, val_matrix)),
+            "ensemble": val_metrics(choice.predict(val_matrix)),
+            "top": val_metrics(metrics.blend(choice.top.weights, val_matrix)),
+            "pool": val_metrics(metrics.blend(choice.pool.weights, val_matrix)),
+            "uniform": val_metrics(metrics.blend(choice.uniform, val_matrix)),
             "best_member": val_metrics(val_matrix[0]),
         },
         "test": test,
+        "calibration": _calibration(choice, val_matrix, y_val, test_matrix, y_test),
         "gain_over_best_member": {
             "accuracy": round(test["ensemble"]["accuracy"] - test["best_member"]["accuracy"], 6),
             "log_loss": round(test["ensemble"]["log_loss"] - test["best_member"]["log_loss"], 6),
         },
         "skipped": skipped,
+    }
+
+
+def _calibration(
+    choice: Choice,
+    val_matrix: np.ndarray,
+    y_val: np.ndarray,
+    test_matrix: np.ndarray,
+    y_test: np.ndarray,
+) -> dict[str, Any]:
+    """Log-loss and ECE (15 bins) of the kept ensemble before and after its temperature, and of
+    the best member, on validation (where the temperature was fitted) and on test."""
+
+    def scores(labels: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        return {
+            "log_loss": round(metrics.log_loss(labels, p), 6),
+            "ece": round(metrics.expected_calibration_error(labels, p, ECE_BINS), 6),
+        }
+
+    return {
+        "enabled": choice.calibration is not None,
+        "temperature": round(choice.temperature, 6),
+        "ece_bins": ECE_BINS,
+        **{
+            split: {
+                "before": scores(labels, choice.blend(matrix)),
+                "after": scores(labels, choice.predict(matrix)),
+                "best_member": scores(labels, matrix[0]),
+            }
+            for split, labels, matrix in (
+                ("validation", y_val, val_matrix),
+                ("test", y_test, test_matrix),
+            )
+        },
     }
 
 
@@ -122,6 +172,7 @@ def write_outputs(
             "trial": m["trial"],
             "family": m["family"],
             "weight": m["weight"],
+            "top_weight": m["top_weight"],
             "val_accuracy": m["val"]["accuracy"],
             "val_log_loss": m["val"]["log_loss"],
             **{f"test_{k}": v for k, v in m["test"].items() if not isinstance(v, dict)},
@@ -134,7 +185,8 @@ def write_outputs(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A short terminal table: each member, the uniform average and the weighted ensemble."""
+    """A short terminal table: each member, the uniform average, the plain top ensemble, the
+    pool's selection and the kept ensemble; then how it was chosen and calibrated."""
     import pandas as pd
 
     # Binary reports carry ROC AUC, multi-class ones top-3 accuracy.
@@ -144,27 +196,59 @@ def format_table(report: dict[str, Any]) -> str:
         else ("top3_accuracy", "test_top3")
     )
 
-    def row(model: str, weight: float, val: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+    def row(
+        model: str, weight: float | None, val: dict[str, Any], test: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        test = test or {}
         return {
             "model": model,
             "weight": weight,
             "val_acc": val["accuracy"],
-            "test_acc": test["accuracy"],
-            column: test[second],
-            "test_logloss": test["log_loss"],
-            "test_ece": test["ece"],
+            "val_logloss": val["log_loss"],
+            "test_acc": test.get("accuracy"),
+            column: test.get(second),
+            "test_logloss": test.get("log_loss"),
+            "test_ece": test.get("ece"),
         }
 
+    validation, test, top = report["validation"], report["test"], report["top"]
+    calibration = report["calibration"]
     rows = [
         row(f"trial {m['trial']} ({m['family']})", m["weight"], m["val"], m["test"])
         for m in report["members"]
     ]
-    for name, label in (
-        ("uniform", "uniform average"),
-        ("ensemble", f"ensemble ({report['method']})"),
-    ):
-        rows.append(row(label, 1.0, report["validation"][name], report["test"][name]))
-    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    rows += [
+        row(f"uniform average of top {top}", None, validation["uniform"], test["uniform"]),
+        row(f"top {top} ({report['method']})", None, validation["top"], test["top"]),
+        row(f"pool selection of {report['pool']['size']}", None, validation["pool"], None),
+        row(
+            f"ensemble: {report['kept']}"
+            + (f", T={calibration['temperature']:.3f}" if calibration["enabled"] else ""),
+            1.0,
+            validation["ensemble"],
+            test["ensemble"],
+        ),
+    ]
+    table = pd.DataFrame(rows).to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}")
+    crossed = report["pool"]["cross_fitted_val_log_loss"]
+    lines = [
+        table,
+        f"\nKept the {'pool selection' if report['kept'] == 'pool' else f'top {top}'}: "
+        f"cross-fitted validation log-loss {crossed['pool']:.4f} (pool) vs "
+        f"{crossed['top']:.4f} (top {top}).",
+    ]
+    if calibration["enabled"]:
+        val, on_test = calibration["validation"], calibration["test"]
+        lines.append(
+            f"Temperature {calibration['temperature']:.3f} (fitted on validation): log-loss "
+            f"{val['before']['log_loss']:.4f} -> {val['after']['log_loss']:.4f} on validation, "
+            f"{on_test['before']['log_loss']:.4f} -> {on_test['after']['log_loss']:.4f} on test; "
+            f"ECE ({calibration['ece_bins']} bins) {val['before']['ece']:.4f} -> "
+            f"{val['after']['ece']:.4f} on validation, {on_test['before']['ece']:.4f} -> "
+            f"{on_test['after']['ece']:.4f} on test (best member "
+            f"{on_test['best_member']['ece']:.4f})."
+        )
+    return "\n".join(lines)
 
 
 def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], top: int) -> None:
@@ -179,8 +263,11 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
     summary = {
         "out_dir": str(out_dir),
         "method": report["method"],
-        "members": [m["trial"] for m in report["members"]],
-        "weights": [m["weight"] for m in report["members"]],
+        "kept": report["kept"],
+        "temperature": report["calibration"]["temperature"],
+        # The exported ensemble's members; report.json also lists the plain top ensemble's.
+        "members": [m["trial"] for m in report["members"] if m["weight"] > 0],
+        "weights": [m["weight"] for m in report["members"] if m["weight"] > 0],
         "test_accuracy": test["ensemble"]["accuracy"],
         "test_log_loss": test["ensemble"]["log_loss"],
         "best_member_test_accuracy": test["best_member"]["accuracy"],
@@ -210,7 +297,8 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
     )
     save_note(
         study,
-        f"## Ensemble of the top {top} trials ({report['method']})\n\n"
+        f"## Ensemble of at most {top} trials (kept: {report['kept']}, temperature "
+        f"{report['calibration']['temperature']:.3f})\n\n"
         f"Test accuracy **{test['ensemble']['accuracy']:.4f}** (best member "
         f"{test['best_member']['accuracy']:.4f}), log-loss {test['ensemble']['log_loss']:.4f} "
         f"(best member {test['best_member']['log_loss']:.4f}) on {report['test_examples']} test "

@@ -9,9 +9,11 @@ import numpy as np
 
 from hpo import metrics
 
-__all__ = ["Method", "Weights", "caruana_selection", "fit_weights"]
+__all__ = ["Method", "Weights", "caruana_selection", "fit_weights", "true_class"]
 
 CARUANA_ROUNDS = 50
+# As hpo.metrics.log_loss clips.
+_EPSILON = 1e-7
 
 
 class Method(enum.Enum):
@@ -84,17 +86,28 @@ def caruana_selection(
     Returns:
         (weights, length of the best prefix).
     """
-    members = len(predictions)
-    counts = np.zeros(members, dtype=np.int64)
-    running = np.zeros(predictions.shape[1:], dtype=np.float64)
+    hit = true_class(predictions, labels)
+    counts = np.zeros(len(hit), dtype=np.int64)
+    running = np.zeros(hit.shape[1])
     best_loss, best_counts, best_rounds = np.inf, counts.copy(), 0
     for size in range(1, rounds + 1):
-        losses = [
-            metrics.log_loss(labels, (running + candidate) / size) for candidate in predictions
-        ]
+        losses = -np.log(np.clip((running + hit) / size, _EPSILON, 1 - _EPSILON)).mean(axis=1)
         choice = int(np.argmin(losses))
         counts[choice] += 1
-        running += predictions[choice]
+        running += hit[choice]
         if losses[choice] < best_loss - 1e-12:
-            best_loss, best_counts, best_rounds = losses[choice], counts.copy(), size
+            best_loss, best_counts, best_rounds = float(losses[choice]), counts.copy(), size
     return best_counts / best_counts.sum(), best_rounds
+
+
+def true_class(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`[members, n]`: each member's probability of each example's label.
+
+    The log-loss of an average depends on these alone, which makes a selection round over a
+    pool of multi-class members cost as little as over binary ones.
+    """
+    p = np.asarray(predictions, dtype=np.float64)
+    y = np.asarray(labels)
+    if p.ndim == 2:
+        return np.where(y == 1, p, 1 - p)
+    return p[:, np.arange(len(y)), y]

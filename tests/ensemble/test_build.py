@@ -12,7 +12,8 @@ import pytest
 from hpo._cli import open_study
 from hpo.config import StudyConfig, load_study_config
 from hpo.contract import Attr, CheckpointError, load_keras_file, refuse_unsafe_layers
-from hpo.ensemble import build_ensemble, main, ranked_trials
+from hpo.ensemble import EXPORT_NAME, build_ensemble, main, ranked_trials
+from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import check_rows
 from hpo.ensemble.weighting import Method
 from hpo.errors import DataError
@@ -54,10 +55,29 @@ def test_ensemble_writes_report_export_and_records_in_study(
     weights = np.array([m["weight"] for m in report["members"]])
     assert np.all(weights >= 0)
     assert weights.sum() == pytest.approx(1.0, abs=1e-5)
-    vals = [m["val"]["accuracy"] for m in report["members"]]
-    assert len(vals) == 3
+    # The plain top 3 come first; the pool's selection (at most 3) may add others after them.
     ranked = ranked_trials(study)
-    assert [m["trial"] for m in report["members"]] == [t.number for t in ranked[:3]]
+    assert [m["trial"] for m in report["members"][:3]] == [t.number for t in ranked[:3]]
+    assert report["top"] == 3
+    assert 1 <= np.count_nonzero(weights) <= 3
+    assert report["kept"] in ("pool", "top")
+    assert report["pool"]["size"] == 4
+    assert set(report["validation"]) == {"ensemble", "top", "pool", "uniform", "best_member"}
+    # The test set scores the kept ensemble (and, from the same pass, the plain one), never
+    # the pool's selection when it is not kept.
+    assert set(report["test"]) == {"ensemble", "top", "uniform", "best_member"}
+
+    # Calibration: fitted on validation, never worse there; ECE before and after, and the best
+    # member's, on validation and test.
+    calibration = report["calibration"]
+    temperature = calibration["temperature"]
+    assert calibration["enabled"] and calibration["ece_bins"] == 15
+    for split in ("validation", "test"):
+        for key in ("before", "after", "best_member"):
+            assert set(calibration[split][key]) == {"log_loss", "ece"}
+    val = calibration["validation"]
+    assert val["after"]["log_loss"] <= val["before"]["log_loss"]
+    assert report["validation"]["ensemble"]["log_loss"] == val["after"]["log_loss"]
 
     # The ensemble's test predictions are the weighted average of its members' predictions.
     folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
@@ -71,15 +91,19 @@ def test_ensemble_writes_report_export_and_records_in_study(
         x = IMDB.member_inputs(test.x, trial.params)
         member_predictions.append(model.predict(x, verbose=0).reshape(-1))
     saved = np.load(out / "test_predictions.npy")
-    np.testing.assert_allclose(saved, weights @ np.stack(member_predictions), atol=1e-5)
+    blended = weights @ np.stack(member_predictions)
+    slope = temperature_slope(blended, temperature)
+    assert np.all(np.abs(saved - apply_temperature(blended, temperature)) <= 1e-5 * slope)
     assert report["test"]["ensemble"]["accuracy"] == pytest.approx(
         np.mean((saved > 0.5) == test.y), abs=1e-6
     )
 
-    # The exported model, from raw text, reproduces them.
+    # The exported model, from raw text, reproduces them, its temperature included.
     exported = load_keras_file(out / "ensemble.keras")
-    np.testing.assert_allclose(exported.predict(test.raw, verbose=0).reshape(-1), saved, atol=1e-5)
-    assert report["export"]["max_abs_difference"] <= 1e-5
+    assert exported.get_layer("temperature").temperature == pytest.approx(temperature, rel=1e-5)
+    from_raw = exported.predict(test.raw, verbose=0).reshape(-1)
+    assert np.all(np.abs(from_raw - saved) <= 1e-5 * slope)
+    assert report["export"]["max_abs_difference"] <= report["export"]["max_tolerance"]
     assert report["export"]["checked_classes"] == 2
     assert report["export"]["sha256"] == sha256_file(out / "ensemble.keras")
 
@@ -89,9 +113,10 @@ def test_ensemble_writes_report_export_and_records_in_study(
         study_name=config.name, storage=open_storage(config.storage_url, create=False)
     )
     recorded = reloaded.user_attrs["ensemble_top3"]
-    assert recorded["members"] == [m["trial"] for m in report["members"]]
+    assert recorded["members"] == [m["trial"] for m in report["members"] if m["weight"] > 0]
     assert recorded["test_accuracy"] == report["test"]["ensemble"]["accuracy"]
-    assert "Ensemble of the top 3" in get_note(reloaded)
+    assert recorded["temperature"] == temperature
+    assert "Ensemble of at most 3 trials" in get_note(reloaded)
     assert any(
         a.filename == "report.json" for a in optuna.artifacts.get_all_artifact_meta(reloaded)
     )
@@ -163,7 +188,8 @@ def test_a_corrupt_checkpoint_is_skipped_and_the_next_best_takes_its_place(
     report = build_ensemble(
         config, study, top=2, method=Method.UNIFORM, out_dir=tmp_path / "o"
     ).report
-    assert [m["trial"] for m in report["members"]] == [ranked[1].number, ranked[2].number]
+    assert [m["trial"] for m in report["members"][:2]] == [ranked[1].number, ranked[2].number]
+    assert best.number not in [m["trial"] for m in report["members"]]
     assert report["skipped"][0]["trial"] == best.number
     reason = report["skipped"][0]["reason"]
     assert f"trial {best.number}: its checkpoint {artifact} has SHA-256" in reason
@@ -251,7 +277,9 @@ def test_more_than_available_uses_all_and_says_so(
     assert code == 0
     captured = capsys.readouterr()
     assert "only 4 COMPLETE trials; using all of them" in caplog.text
-    assert "ensemble (caruana)" in captured.out
+    assert "top 4 (caruana)" in captured.out
+    assert "pool selection of 4" in captured.out
+    assert "Temperature" in captured.out
     assert len(json.loads((out / "report.json").read_text())["members"]) == 4
 
 
@@ -329,7 +357,7 @@ def test_a_member_that_verifies_but_does_not_load_is_skipped(
     config, study = open_study(study_copy, None, None)
     report = build_ensemble(config, study, top=2, out_dir=tmp_path / "e").report
     assert best.number not in [m["trial"] for m in report["members"]]
-    assert len(report["members"]) == 2
+    assert report["top"] == 2
     assert "cannot load checkpoint" in report["skipped"][0]["reason"]
 
 
@@ -380,7 +408,10 @@ def test_predict_refuses_a_changed_export(
 
     config, study = open_study(study_copy, None, None)
     out = tmp_path / "e"
-    build_ensemble(config, study, top=2, out_dir=out)
+    report = build_ensemble(config, study, top=2, out_dir=out, calibrate=False).report
+    assert not report["calibration"]["enabled"]
+    assert report["calibration"]["temperature"] == 1.0
+    assert "temperature" not in [layer.name for layer in load_keras_file(out / EXPORT_NAME).layers]
     assert predict.main(["--ensemble", str(out), "A wonderful film."]) == 0
     assert "A wonderful film." in capsys.readouterr().out
     with (out / "ensemble.keras").open("ab") as handle:

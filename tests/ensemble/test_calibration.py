@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+import pytest
+
+from hpo import metrics
+from hpo.contract import load_keras_file
+from hpo.ensemble.calibration import apply_temperature, fit_temperature, temperature_slope
+from hpo.models._calibration import Temperature
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+RNG = np.random.default_rng(3)
+
+
+def _calibrated(n: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels drawn from them: calibrated by construction."""
+    if classes == 2:
+        p = 1 / (1 + np.exp(-RNG.normal(0, 2.5, n)))
+        return p, (RNG.uniform(size=n) < p).astype(np.int64)
+    logits = RNG.normal(0, 2, (n, classes))
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return p, (p.cumsum(axis=1) > RNG.uniform(size=(n, 1))).argmax(axis=1)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+@pytest.mark.parametrize("distortion", [0.5, 2.5])
+def test_the_fitted_temperature_undoes_a_known_one(classes: int, distortion: float) -> None:
+    # Over-confident (logits times 2) or under-confident (divided by 2.5) copies of calibrated
+    # probabilities: the fitted temperature is the factor that undoes it.
+    p, labels = _calibrated(20000, classes)
+    distorted = apply_temperature(p, distortion)
+    fitted = fit_temperature(distorted, labels)
+    assert fitted.temperature == pytest.approx(1 / distortion, rel=0.05)
+    assert fitted.val_log_loss_after < fitted.val_log_loss_before
+    assert metrics.expected_calibration_error(
+        labels, apply_temperature(distorted, fitted.temperature), 15
+    ) < metrics.expected_calibration_error(labels, distorted, 15)
+    # Temperature never changes the predicted class.
+    np.testing.assert_array_equal(
+        metrics.predicted_class(apply_temperature(distorted, fitted.temperature)),
+        metrics.predicted_class(distorted),
+    )
+
+
+def test_an_exactly_calibrated_ensemble_keeps_temperature_one() -> None:
+    # Exactly calibrated (each probability is its examples' rate of positives): T = 1 is the
+    # optimum, which a numerical search only comes near.
+    exact = np.repeat([0.2, 0.8, 0.6], [5, 5, 5])
+    exact_labels = np.array([1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0])
+    fitted = fit_temperature(exact, exact_labels)
+    assert fitted.temperature == 1.0
+    assert fitted.val_log_loss_after == fitted.val_log_loss_before
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_calibration_never_raises_the_validation_log_loss(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    labels = rng.integers(0, 2, n)
+    cases = [
+        rng.uniform(0, 1, n),  # noise
+        np.full(n, 0.5),  # chance: every temperature gives the same loss
+        np.where(labels == 1, 0.9, 0.1),  # all right: the best temperature is at the bound
+        np.where(labels == 1, 1.0, 0.0),  # saturated
+        _calibrated(n, 2)[0],
+    ]
+    for p in cases:
+        fitted = fit_temperature(p, labels)
+        assert fitted.val_log_loss_after <= fitted.val_log_loss_before
+        assert fitted.val_log_loss_before == pytest.approx(metrics.log_loss(labels, p))
+        assert fitted.val_log_loss_after == pytest.approx(
+            metrics.log_loss(labels, apply_temperature(p, fitted.temperature))
+        )
+        assert 0.05 - 1e-9 <= fitted.temperature <= 20 + 1e-9
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_keras_layer_computes_what_was_evaluated_and_survives_a_round_trip(
+    classes: int, tmp_path: Path
+) -> None:
+    p, _ = _calibrated(256, classes)
+    columns = p.reshape(len(p), -1).astype(np.float32)
+    inputs = keras.Input(shape=(columns.shape[1],))
+    model = keras.Model(inputs, Temperature(1.7, name="temperature")(inputs))
+    model.save(tmp_path / "t.keras")
+    loaded = load_keras_file(tmp_path / "t.keras")
+    assert loaded.get_layer("temperature").temperature == 1.7
+    got = metrics.as_probabilities(loaded.predict(columns, verbose=0))
+    expected = apply_temperature(columns.astype(np.float64).reshape(p.shape), 1.7)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_the_export_tolerance_grows_only_where_the_temperature_magnifies() -> None:
+    p = np.array([0.5, 0.9, 1 - 1e-7, 1e-7])
+    slope = temperature_slope(p, 2.0)
+    assert slope[0] == 1.0  # T > 1 flattens the middle
+    assert slope[2] > 1000  # and magnifies the last float32 steps before 1
+    np.testing.assert_allclose(temperature_slope(p, 0.5)[0], 2.0)
+    np.testing.assert_array_equal(temperature_slope(np.full((3, 4), 0.25), 3.0), 1.0)
