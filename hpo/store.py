@@ -11,7 +11,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import optuna
 import sqlalchemy
@@ -19,6 +19,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpo.errors import StoreError
+from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -117,8 +118,9 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
     """Opens an Optuna RDB storage, configured for several workers.
 
     SQLite gets write-ahead logging and a long busy timeout, so parallel workers and a polling
-    dashboard wait for each other instead of failing with "database is locked". Heartbeats let
-    a later run fail and re-queue trials whose worker was killed.
+    dashboard wait for each other instead of failing with "database is locked". A database
+    server's outage is waited out for $HPO_STORAGE_WAIT seconds (`WaitingRDBStorage`).
+    Heartbeats let a later run fail and re-queue trials whose worker was killed.
 
     Args:
         url: SQLAlchemy URL, e.g. `sqlite:///studies/imdb/study.db` or `postgresql://...`.
@@ -165,23 +167,33 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
             "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
             "pool_pre_ping": True,
         }
+    # A database server that stops answering (a restart, a fail-over) is waited for; SQLite's
+    # errors (a locked or read-only file) do not pass with time.
+    waits = parsed.get_backend_name() != "sqlite"
+    wait_s = _seconds_from_env("HPO_STORAGE_WAIT", STORAGE_WAIT_S)
     heartbeat_kwargs: dict[str, object] = {}
     if heartbeat:
+        interval = _seconds_from_env("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
+        # No heartbeat is written while the server is away: a trial is stale only after longer
+        # than its worker waits for the server, or an outage would fail every running trial.
+        grace = max(GRACE_PERIOD, wait_s + 2 * interval) if waits else GRACE_PERIOD
         heartbeat_kwargs = {
-            "heartbeat_interval": _seconds_from_env("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL),
-            "grace_period": _seconds_from_env("HPO_HEARTBEAT_GRACE", GRACE_PERIOD),
+            "heartbeat_interval": interval,
+            "grace_period": _seconds_from_env("HPO_HEARTBEAT_GRACE", grace),
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
                 max_retry=STALE_TRIAL_RETRIES
             ),
         }
 
     def connect() -> RDBStorage:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            skip_table_creation=not create,
-            **heartbeat_kwargs,  # type: ignore[arg-type]
-        )
+        kwargs: dict[str, Any] = {
+            "engine_kwargs": engine_kwargs,
+            "skip_table_creation": not create,
+            **heartbeat_kwargs,
+        }
+        if waits:
+            return WaitingRDBStorage(url, wait_s=wait_s, **kwargs)
+        return RDBStorage(url, **kwargs)
 
     try:
         for wait in SCHEMA_RACE_WAITS_S:

@@ -31,7 +31,7 @@ from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import calibration
 from hpo.data import provenance
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, HpoError
 from hpo.models import is_builtin
 from hpo.search.progress import FINISHED, Progress
 from hpo.search.recovery import (
@@ -420,6 +420,9 @@ def _worker_process(
         run_worker(config, data_folder, threads, deadline=deadline, seed=seed, gpu=gpu)
     except KeyboardInterrupt:
         sys.exit(130)
+    except HpoError as exc:  # the study storage gone for good, say: the reason, not a traceback
+        print(f"error: worker {worker_id()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
 
 
 def _backend(config: StudyConfig) -> Backend:
