@@ -15,7 +15,7 @@ from hpo.errors import StoreError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["STORAGE_WAIT_S", "WaitingRDBStorage"]
+__all__ = ["STORAGE_WAIT_S", "WaitingRDBStorage", "connection_lost", "driver_message"]
 
 # Seconds a process waits for its database server to answer again before it gives up.
 STORAGE_WAIT_S = 300
@@ -65,22 +65,29 @@ class WaitingRDBStorage(RDBStorage):
     the server answers or `wait_s` seconds have passed since it stopped answering (shared by
     every call of the process, so calls made during one outage do not add up their waits). A
     call is one transaction, so a failed one left nothing half-written. The pool's pre-ping
-    replaces the connections the outage broke. Opening the storage does not wait: a wrong URL
-    or a server that is down from the start is an error at once.
+    replaces the connections the outage broke.
 
     Args:
         url: The database URL.
         wait_s: Seconds to wait for the server before a call raises `StoreError`.
+        wait_to_open: Whether opening waits too. A command opening a study does not (a wrong
+            URL, a server down from the start, is an error at once); a process that a running
+            search starts (a trial's) does: the server answered its search a moment ago.
         **kwargs: Passed to `RDBStorage`.
     """
 
-    def __init__(self, url: str, *, wait_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self, url: str, *, wait_s: float, wait_to_open: bool = False, **kwargs: Any
+    ) -> None:
         self.wait_s = wait_s
         parsed = sqlalchemy.engine.make_url(url)
         self.shown = parsed.render_as_string(hide_password=True)
         self._password = parsed.password
         self._down_since: float | None = None
-        super().__init__(url, **kwargs)
+        if wait_to_open:
+            self._call(RDBStorage.__init__, url, **kwargs)
+        else:
+            super().__init__(url, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
         # A beat that cannot be written even after the wait is skipped rather than ending the
@@ -130,11 +137,7 @@ class WaitingRDBStorage(RDBStorage):
         time.sleep(min(pause, left))
 
     def _cause(self, exc: BaseException) -> str:
-        """The driver's first line about the failure, e.g. 'Connection refused', password masked."""
-        seen: BaseException | None = exc
-        while seen is not None and not isinstance(seen, sqlalchemy.exc.DBAPIError):
-            seen = seen.__cause__ or seen.__context__
-        text = str(seen.orig if seen is not None else exc).strip().splitlines()[0]
+        text = driver_message(exc).splitlines()[0]
         return text.replace(str(self._password), "***") if self._password else text
 
 
@@ -165,3 +168,13 @@ def connection_lost(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def driver_message(exc: BaseException) -> str:
+    """The database driver's own words for `exc` (e.g. 'Connection refused'), found under
+    Optuna's StorageInternalError, whose text blames invalid data whatever the cause; or
+    `exc`'s message when no driver error is in its chain."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, sqlalchemy.exc.DBAPIError):
+        seen = seen.__cause__ or seen.__context__
+    return str(seen.orig if seen is not None else exc).strip()

@@ -19,7 +19,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpo.errors import StoreError
-from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage
+from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -81,7 +81,9 @@ def redact_url(url: str) -> str:
         return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
 
 
-def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> BaseStorage:
+def open_storage(
+    url: str, *, create: bool, heartbeat: bool = True, wait_to_open: bool = False
+) -> BaseStorage:
     """Opens a study store: an RDB URL (SQLite, PostgreSQL, ...) or `grpc://host:port`, Optuna's
     gRPC storage proxy in front of one (see `hpo storage-proxy`).
 
@@ -93,7 +95,7 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> BaseStora
     """
     if url.startswith(GRPC_SCHEME):
         return _open_grpc_proxy(url)
-    return open_rdb_storage(url, create=create, heartbeat=heartbeat)
+    return open_rdb_storage(url, create=create, heartbeat=heartbeat, wait_to_open=wait_to_open)
 
 
 def _open_grpc_proxy(url: str) -> BaseStorage:
@@ -114,7 +116,9 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
     return proxy
 
 
-def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorage:
+def open_rdb_storage(
+    url: str, *, create: bool, heartbeat: bool = True, wait_to_open: bool = False
+) -> RDBStorage:
     """Opens an Optuna RDB storage, configured for several workers.
 
     SQLite gets write-ahead logging and a long busy timeout, so parallel workers and a polling
@@ -127,6 +131,8 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
         create: Whether a missing SQLite file may be created. Read-only commands pass False, so
             a mistyped path is an error rather than a new empty database.
         heartbeat: Whether trials send heartbeats (search workers) or not (readers).
+        wait_to_open: Whether a database server that does not answer is waited for already
+            while opening (the processes of a running search), not only once open.
 
     Raises:
         StoreError: The URL is malformed, its driver is missing or its SQLite file is absent.
@@ -192,7 +198,7 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
             **heartbeat_kwargs,
         }
         if waits:
-            return WaitingRDBStorage(url, wait_s=wait_s, **kwargs)
+            return WaitingRDBStorage(url, wait_s=wait_s, wait_to_open=wait_to_open, **kwargs)
         return RDBStorage(url, **kwargs)
 
     try:
@@ -212,7 +218,7 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
         optuna.exceptions.StorageInternalError,
         RuntimeError,
     ) as exc:
-        message = str(exc).replace(url, shown)
+        message = " ".join(driver_message(exc).split()).replace(url, shown)
         if parsed.password:
             message = message.replace(str(parsed.password), "***")
         raise StoreError(

@@ -315,7 +315,7 @@ def run_worker(
     """
     task = task or study_task(config)
     space = space or search_space(task, config.space)
-    storage = open_storage(config.storage_url, create=False)
+    storage = open_storage(config.storage_url, create=False, wait_to_open=True)
     study = create_study(config, storage, seed=seed)
     bar = None
     if progress and clock is not None and config.budget is not None:

@@ -456,3 +456,26 @@ def test_a_storage_gone_longer_than_the_wait_is_a_clear_error_and_then_usable_ag
     # The same storage goes on once the server is back: its pool replaces the broken connections.
     study.set_user_attr("note", "written after the outage")
     assert study.user_attrs["note"] == "written after the outage"
+
+
+def test_a_trial_process_that_starts_during_an_outage_waits_to_open_the_storage(
+    own_server: tuple[str, str],
+) -> None:
+    """A command opening a study fails at once on a server that does not answer; a process a
+    running search starts (a trial's, `wait_to_open`) waits for it instead."""
+    import threading
+
+    data, url = own_server
+    optuna.create_study(study_name="later", storage=open_storage(url, create=True))
+    _server("pause", data)
+    resume = threading.Timer(4, _server, ("resume", data))
+    try:
+        with pytest.raises(StoreError, match="cannot open storage"):
+            open_storage(url, create=False, heartbeat=False)
+        started = time.monotonic()
+        resume.start()
+        storage = open_storage(url, create=False, heartbeat=False, wait_to_open=True)
+        assert time.monotonic() - started >= 3
+    finally:
+        resume.join()
+    assert optuna.load_study(study_name="later", storage=storage).study_name == "later"
