@@ -11,7 +11,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import optuna
 import sqlalchemy
@@ -20,6 +20,7 @@ from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTri
 
 from hpo.disk import writing
 from hpo.errors import StoreError
+from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -115,7 +116,9 @@ def redact_url(url: str) -> str:
         return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
 
 
-def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> BaseStorage:
+def open_storage(
+    url: str, *, create: bool, heartbeat: bool = True, wait_to_open: bool = False
+) -> BaseStorage:
     """Opens a study store: an RDB URL (SQLite, PostgreSQL, ...) or `grpc://host:port`, Optuna's
     gRPC storage proxy in front of one (see `hpo storage-proxy`).
 
@@ -128,7 +131,7 @@ def open_storage(url: str, *, create: bool, heartbeat: bool = True) -> BaseStora
     """
     if url.startswith(GRPC_SCHEME):
         return _open_grpc_proxy(url)
-    return open_rdb_storage(url, create=create, heartbeat=heartbeat)
+    return open_rdb_storage(url, create=create, heartbeat=heartbeat, wait_to_open=wait_to_open)
 
 
 def _open_grpc_proxy(url: str) -> BaseStorage:
@@ -149,18 +152,23 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
     return proxy
 
 
-def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBStorage:
+def open_rdb_storage(
+    url: str, *, create: bool, heartbeat: bool = True, wait_to_open: bool = False
+) -> RDBStorage:
     """Opens an Optuna RDB storage, configured for several workers.
 
     SQLite gets write-ahead logging and a long busy timeout, so parallel workers and a polling
-    dashboard wait for each other instead of failing with "database is locked". Heartbeats let
-    a later run fail and re-queue trials whose worker was killed.
+    dashboard wait for each other instead of failing with "database is locked". A database
+    server's outage is waited out for $HPO_STORAGE_WAIT seconds (`WaitingRDBStorage`).
+    Heartbeats let a later run fail and re-queue trials whose worker was killed.
 
     Args:
         url: SQLAlchemy URL, e.g. `sqlite:///studies/imdb/study.db` or `postgresql://...`.
         create: Whether a missing SQLite file may be created. Read-only commands pass False, so
             a mistyped path is an error rather than a new empty database.
         heartbeat: Whether trials send heartbeats (search workers) or not (readers).
+        wait_to_open: Whether a database server that does not answer is waited for already
+            while opening (the processes of a running search), not only once open.
 
     Raises:
         StoreError: The URL is malformed, its driver is missing or its SQLite file is absent.
@@ -203,23 +211,33 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
             "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
             "pool_pre_ping": True,
         }
+    # A database server that stops answering (a restart, a fail-over) is waited for; SQLite's
+    # errors (a locked or read-only file) do not pass with time.
+    waits = parsed.get_backend_name() != "sqlite"
+    wait_s = _seconds_from_env("HPO_STORAGE_WAIT", STORAGE_WAIT_S)
     heartbeat_kwargs: dict[str, object] = {}
     if heartbeat:
+        interval = _seconds_from_env("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
+        # No heartbeat is written while the server is away: a trial is stale only after longer
+        # than its worker waits for the server, or an outage would fail every running trial.
+        grace = max(GRACE_PERIOD, wait_s + 2 * interval) if waits else GRACE_PERIOD
         heartbeat_kwargs = {
-            "heartbeat_interval": _seconds_from_env("HPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL),
-            "grace_period": _seconds_from_env("HPO_HEARTBEAT_GRACE", GRACE_PERIOD),
+            "heartbeat_interval": interval,
+            "grace_period": _seconds_from_env("HPO_HEARTBEAT_GRACE", grace),
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
                 max_retry=STALE_TRIAL_RETRIES
             ),
         }
 
     def connect() -> RDBStorage:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            skip_table_creation=not create,
-            **heartbeat_kwargs,  # type: ignore[arg-type]
-        )
+        kwargs: dict[str, Any] = {
+            "engine_kwargs": engine_kwargs,
+            "skip_table_creation": not create,
+            **heartbeat_kwargs,
+        }
+        if waits:
+            return WaitingRDBStorage(url, wait_s=wait_s, wait_to_open=wait_to_open, **kwargs)
+        return RDBStorage(url, **kwargs)
 
     try:
         for wait in SCHEMA_RACE_WAITS_S:
@@ -238,7 +256,7 @@ def open_rdb_storage(url: str, *, create: bool, heartbeat: bool = True) -> RDBSt
         optuna.exceptions.StorageInternalError,
         RuntimeError,
     ) as exc:
-        message = str(exc).replace(url, shown)
+        message = " ".join(driver_message(exc).split()).replace(url, shown)
         if parsed.password:
             message = message.replace(str(parsed.password), "***")
         raise StoreError(

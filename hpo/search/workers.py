@@ -34,7 +34,7 @@ from hpo.contract import Attr
 from hpo.cost import calibration
 from hpo.data import provenance
 from hpo.disk import has_room
-from hpo.errors import ConfigError, DiskFull, TrialProcessDied, TrialTimedOut
+from hpo.errors import ConfigError, DiskFull, HpoError, TrialProcessDied, TrialTimedOut
 from hpo.models import is_builtin
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
@@ -322,7 +322,7 @@ def run_worker(
     """
     task = task or study_task(config)
     space = space or search_space(task, config.space)
-    storage = open_storage(config.storage_url, create=False)
+    storage = open_storage(config.storage_url, create=False, wait_to_open=True)
     study = create_study(config, storage, seed=seed)
     bar = None
     if progress and clock is not None and config.budget is not None:
@@ -457,6 +457,9 @@ def _worker_process(
         run_worker(config, data_folder, threads, deadline=deadline, seed=seed, gpu=gpu)
     except KeyboardInterrupt:
         sys.exit(130)
+    except HpoError as exc:  # the study storage gone for good, say: the reason, not a traceback
+        print(f"error: worker {WorkerIdentity.current()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
 
 
 def _backend(config: StudyConfig) -> Backend:

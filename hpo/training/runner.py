@@ -115,7 +115,7 @@ def run_trial(job: TrialJob) -> TrialResult:
     configure_threads(job.threads)
     use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     config = job.config
-    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    storage = open_storage(config.storage_url, create=False, heartbeat=False, wait_to_open=True)
     # A hypermodel samples its parameters here, as it builds: each trial's process seeds the
     # sampler anew, or every trial would draw the same random startup values.
     seed = int(np.random.SeedSequence([config.sampler.seed, job.trial_id]).generate_state(1)[0])

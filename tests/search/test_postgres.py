@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import pytest
@@ -19,25 +20,34 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
-from hpo.contract import Attr
+from hpo.contract import Attr, fetch_checkpoint
 from hpo.errors import StoreError
 from hpo.search import run_search
-from hpo.store import open_storage
+from hpo.store import open_artifact_store, open_storage
 
 from ..conftest import free_port, write_study
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 HPO = [sys.executable, "-m", "hpo"]
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """A fresh, empty database on the test server, as a storage URL."""
+def _test_server() -> str:
+    """The test server's URL; fails in CI without one, skips elsewhere."""
     server = os.environ.get("HPO_TEST_POSTGRES_URL")
     if not server:
         if os.environ.get("CI"):
             pytest.fail("HPO_TEST_POSTGRES_URL is not set; .ci/run starts a PostgreSQL server")
         pytest.skip('no PostgreSQL server: eval "$(bash .ci/postgres.sh start)" starts one')
+    return server
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh, empty database on the test server, as a storage URL."""
+    server = _test_server()
     import psycopg
 
     name = f"hpo_{uuid.uuid4().hex[:10]}"
@@ -314,3 +324,158 @@ def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
     )
     assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.fixture
+def own_server() -> Iterator[tuple[str, str]]:
+    """A throw-away PostgreSQL cluster for this test alone, which it may stop and start (where
+    the test server runs, so can this): (its data folder, its storage URL)."""
+    _test_server()
+    started = subprocess.run(
+        ["bash", ".ci/postgres.sh", "start"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
+    )
+    data = exports["HPO_TEST_PGDATA"]
+    try:
+        yield data, exports["HPO_TEST_POSTGRES_URL"]
+    finally:
+        subprocess.run(["bash", ".ci/postgres.sh", "stop", data], cwd=ROOT, check=False)
+
+
+def _server(action: str, data: str) -> None:
+    """Stops (`pause`, ending every connection) or starts (`resume`) a cluster, same port."""
+    subprocess.run(["bash", ".ci/postgres.sh", action, data], cwd=ROOT, check=True)
+
+
+@pytest.mark.slow
+def test_a_storage_outage_mid_trial_is_waited_out_and_the_study_completes(
+    fake_imdb: Path, tmp_path: Path, own_server: tuple[str, str]
+) -> None:
+    """The server stops while two workers train (heartbeats every second, so every worker meets
+    the outage) until a trial's own process has met it too, then starts again: the workers and
+    the trial processes wait, and the study ends complete, readable by status and ensemble."""
+    data, url = own_server
+    path = write_study(tmp_path, fake_imdb, n_trials=2, enqueue=False)
+    logs = tmp_path / "tiny" / "logs"
+    out, err = tmp_path / "search.out", tmp_path / "search.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        search = subprocess.Popen(
+            [*HPO, "search", "--study", str(path), "--storage", url, "--workers", "2"],
+            cwd=ROOT,
+            env={**os.environ, "HPO_HEARTBEAT_INTERVAL": "1"},
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert search.poll() is None, err.read_text()[-2000:]
+            try:
+                storage = open_storage(url, create=False, heartbeat=False)
+                running = optuna.load_study(study_name="tiny", storage=storage).get_trials(
+                    states=(TrialState.RUNNING,)
+                )
+            except (StoreError, KeyError):  # the search creates the tables and the study first
+                running = []
+            if any(t.intermediate_values for t in running):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial reported an epoch")
+        _server("pause", data)
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < 10 or (
+            time.monotonic() - stopped < 45
+            and not any("unreachable" in log.read_text() for log in logs.glob("trial-*.log"))
+        ):
+            time.sleep(0.5)
+        _server("resume", data)
+        assert search.wait(timeout=600) == 0, err.read_text()[-3000:]
+    finally:
+        if search.poll() is None:
+            search.kill()
+            search.wait()
+    assert "unreachable" in err.read_text()
+    assert "retrying for up to 300 s" in err.read_text()
+    assert "answers again" in err.read_text()
+    assert any("answers again" in log.read_text() for log in logs.glob("trial-*.log"))
+    study = optuna.load_study(
+        study_name="tiny", storage=open_storage(url, create=False, heartbeat=False)
+    )
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    for trial in study.get_trials(states=(TrialState.FAIL,)):
+        assert trial.user_attrs.get(Attr.FAIL_REASON), trial.number
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) >= 2
+    store = open_artifact_store(tmp_path / "tiny" / "artifacts")
+    for trial in complete:
+        assert fetch_checkpoint(store, trial, tmp_path).is_file()
+
+    status = _run("status", "--storage", url, "--study-name", "tiny", "--json")
+    assert status.returncode == 0, status.stderr
+    ensemble = _run(
+        "ensemble",
+        "--storage",
+        url,
+        "--study-name",
+        "tiny",
+        "--top",
+        "2",
+        "--out",
+        str(tmp_path / "ensemble"),
+    )
+    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
+    assert (tmp_path / "ensemble" / "ensemble.keras").is_file()
+
+
+def test_a_storage_gone_longer_than_the_wait_is_a_clear_error_and_then_usable_again(
+    own_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, url = own_server
+    url = url.replace("hpo@", "hpo:s3cret-pw@")  # the test cluster trusts any password
+    monkeypatch.setenv("HPO_STORAGE_WAIT", "2")
+    storage = open_storage(url, create=True)
+    study = optuna.create_study(study_name="gone", storage=storage)
+    _server("pause", data)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError) as raised:
+            study.set_user_attr("note", "written during the outage")
+        waited = time.monotonic() - started
+    finally:
+        _server("resume", data)
+    assert 2 <= waited < 15
+    message = str(raised.value)
+    assert "study storage postgresql+psycopg://hpo:***@127.0.0.1" in message
+    assert "unreachable for 2 s" in message
+    assert "Connection refused" in message
+    assert "$HPO_STORAGE_WAIT" in message
+    assert "s3cret-pw" not in message
+    # The same storage goes on once the server is back: its pool replaces the broken connections.
+    study.set_user_attr("note", "written after the outage")
+    assert study.user_attrs["note"] == "written after the outage"
+
+
+def test_a_trial_process_that_starts_during_an_outage_waits_to_open_the_storage(
+    own_server: tuple[str, str],
+) -> None:
+    """A command opening a study fails at once on a server that does not answer; a process a
+    running search starts (a trial's, `wait_to_open`) waits for it instead."""
+    import threading
+
+    data, url = own_server
+    optuna.create_study(study_name="later", storage=open_storage(url, create=True))
+    _server("pause", data)
+    resume = threading.Timer(4, _server, ("resume", data))
+    try:
+        with pytest.raises(StoreError, match="cannot open storage"):
+            open_storage(url, create=False, heartbeat=False)
+        started = time.monotonic()
+        resume.start()
+        storage = open_storage(url, create=False, heartbeat=False, wait_to_open=True)
+        assert time.monotonic() - started >= 3
+    finally:
+        resume.join()
+    assert optuna.load_study(study_name="later", storage=storage).study_name == "later"
