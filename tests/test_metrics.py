@@ -80,3 +80,15 @@ def test_binary_and_two_class_softmax_agree() -> None:
     weights = np.array([0.25, 0.75])
     blended = metrics.blend(weights, np.stack([softmax, softmax[::-1]]))
     np.testing.assert_allclose(blended, 0.25 * softmax + 0.75 * softmax[::-1])
+
+
+def test_probabilities_and_blends_are_float64_whatever_the_model_gave() -> None:
+    # A mixed-precision model's sigmoid output is float32 and [n, 1]; the ensemble's weights
+    # may be float32 too. Metrics and blends are computed in float64 on `[n]`.
+    sigmoid = np.array([[0.2], [0.9]], dtype=np.float32)
+    p = metrics.as_probabilities(sigmoid)
+    assert p.dtype == np.float64 and p.shape == (2,)
+    members = np.stack([sigmoid[:, 0], 1 - sigmoid[:, 0]])
+    blended = metrics.blend(np.array([0.25, 0.75], dtype=np.float32), members)
+    assert blended.dtype == np.float64
+    np.testing.assert_allclose(blended, [0.65, 0.3], rtol=1e-6)
