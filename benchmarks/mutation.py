@@ -56,33 +56,41 @@ def prepare(name: str) -> Path:
     folder.mkdir(parents=True)
     for link in ("hpo", "tests"):
         (folder / link).symlink_to(ROOT / link, target_is_directory=True)
+    # The shipped study files (tests load them), without the studies' generated folders.
+    (folder / "studies").mkdir()
+    for study in (ROOT / "studies").glob("*.toml"):
+        shutil.copy2(study, folder / "studies" / study.name)
     config = (
         "\n[tool.mutmut]\n"
         'source_paths = ["hpo"]\n'
         f"only_mutate = {_toml_list([module])}\n"
         f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
         'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "no:xdist"]\n'
+        'also_copy = ["studies"]\n'
         "use_git_change_detection = false\n"
     )
     (folder / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + config)
     return folder
 
 
-def run(name: str, max_children: int) -> dict[str, float]:
-    """Mutate one module, run its tests against each mutant, return mutmut's counts and time."""
+def run(name: str, max_children: int) -> dict[str, float] | None:
+    """Mutate one module, run its tests against each mutant: mutmut's counts and the time, or
+    None when mutmut could not run (its log says why)."""
     folder = prepare(name)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     started = time.monotonic()
     with (folder / "mutmut.log").open("w") as log:
-        subprocess.run(
+        done = subprocess.run(
             [str(MUTMUT), "run", "--max-children", str(max_children)],
             cwd=folder,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=True,
+            check=False,
         )
+        if done.returncode != 0:
+            return None
         subprocess.run(
             [str(MUTMUT), "export-cicd-stats"], cwd=folder, env=env, stdout=log, check=True
         )
@@ -100,6 +108,9 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.names:
         s = run(name, args.max_children)
+        if s is None:
+            print(f"| {MODULES[name][0]} | mutmut failed: {SCRATCH / name / 'mutmut.log'} |")
+            continue
         total = s["total"] - s.get("skipped", 0)
         killed = s["killed"]
         # A mutant that runs past its CPU-time limit (an endless loop) was caught too.
