@@ -36,6 +36,10 @@ def test_narrowing_keeps_log_and_step_and_skips_names_of_other_spaces() -> None:
     assert narrowed["blocks"] == IntDistribution(3, 9, step=2)
     assert narrowed["rate"] == FloatDistribution(1e-3, 1e-2, log=True)
     assert "elsewhere" not in narrowed
+    # A categorical entry is narrowed and the ones after it still are.
+    narrowed = narrow_space(SPACE, {"act": ["gelu"], "units": [16, 64]}, where="space")
+    assert narrowed["act"] == CategoricalDistribution(["gelu"])
+    assert narrowed["units"] == IntDistribution(16, 64, log=True)
     # One point, and the whole default range, are allowed; a float range of ints is float.
     assert narrow_space(SPACE, {"units": [8, 8]}, where="s")["units"] == IntDistribution(
         8, 8, log=True
