@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # (tests/conftest.py), start on different processes.
 TEST_WORKERS ?= 3
 
-.PHONY: search ensemble status report dashboard test lint unit benchmark
+.PHONY: search ensemble status report dashboard test lint unit benchmark mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,10 @@ test: lint  ## Lint, type-check and run every test
 
 benchmark: $(STAMP)  ## Data-load times and worker memory (see benchmarks/ for the others)
 	$(BIN)/python benchmarks/bench_search.py --study studies/imdb-smoke.toml
+
+# Mutation testing of the pure modules, each against its own unit tests (benchmarks/mutation.py);
+# `make mutation MODULES="metrics budget"` runs some. Niced: it keeps every core busy for minutes.
+MODULES ?=
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	nice -n 19 $(BIN)/python benchmarks/mutation.py $(MODULES)

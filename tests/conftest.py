@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
+
+    from optuna.trial import FrozenTrial
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -60,6 +62,24 @@ def write_fake_imdb(root: Path, *, movies: int = 40, per_movie: int = 6, seed: i
         for label, lines in urls.items():
             (base / split / f"urls_{label}.txt").write_text("\n".join(lines) + "\n")
     return base
+
+
+def assert_each_trial_trained_once(trials: Sequence[FrozenTrial], artifact_dir: Path) -> None:
+    """Every complete trial stored its own checkpoint and predictions, and nothing else is in the
+    store: a trial two workers both trained would have uploaded twice, leaving files no trial
+    names (Optuna numbers trials uniquely whatever the workers do, so numbers show nothing)."""
+    from optuna.trial import TrialState
+
+    from hpo.contract import Attr
+
+    keys = (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
+    assert all(
+        key in t.user_attrs for t in trials if t.state is TrialState.COMPLETE for key in keys
+    )
+    named = [t.user_attrs[key] for t in trials for key in keys if key in t.user_attrs]
+    assert len(set(named)) == len(named), "two trials name the same artifact"
+    stored = {p.name for p in artifact_dir.rglob("*") if p.is_file()}
+    assert stored == set(named), f"artifacts no trial names: {sorted(stored - set(named))}"
 
 
 def free_port() -> int:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import optuna
 import pytest
@@ -37,6 +39,7 @@ def test_format_duration() -> None:
     assert format_duration(7200) == "2h 00m"
     assert format_duration(750) == "12m 30s"
     assert format_duration(45.4) == "45s"
+    assert format_duration(0.4) == format_duration(-3) == "0s"
 
 
 def test_spent_is_the_union_of_run_intervals() -> None:
@@ -78,3 +81,39 @@ def test_runs_get_distinct_indices_in_start_order() -> None:
     assert second.run_index() == 1
     time.sleep(0.01)
     assert BudgetClock(study, budget=None).run_index() == 2
+
+
+class _FlakyStudy:
+    """A study whose second write fails, as a locked database would."""
+
+    def __init__(self) -> None:
+        self.user_attrs: dict[str, Any] = {}
+        self.writes = 0
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            raise OSError("database is locked")
+        self.user_attrs[key] = value
+
+
+def test_a_running_clock_keeps_recording_in_the_background_until_it_exits() -> None:
+    study = _FlakyStudy()
+    clock = BudgetClock(study, budget=None, refresh_s=0.01)  # type: ignore[arg-type]
+    with clock:
+        (thread,) = [t for t in threading.enumerate() if t.name == "hpo-budget"]
+        assert thread.daemon  # a hung store never keeps the process alive
+        waited = time.monotonic()
+        # The failed second write is skipped; later refreshes go on.
+        while study.writes < 4 and time.monotonic() - waited < 10:
+            time.sleep(0.01)
+        assert study.writes >= 4
+        before_exit = time.time()
+    after_exit = time.time()
+    assert not thread.is_alive()
+    writes = study.writes
+    time.sleep(0.05)
+    assert study.writes == writes
+    start, end = study.user_attrs[clock.key]
+    assert start == round(clock.started, 6)
+    assert before_exit - 1e-6 <= end <= after_exit + 1e-6

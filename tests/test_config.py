@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from hpo.config import PrunerKind, load_study_config
+from hpo.config import PrunerKind, config_from_dict, config_to_dict, load_study_config
 from hpo.errors import ConfigError
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -64,3 +65,16 @@ def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, messa
 def test_missing_study_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
         load_study_config(tmp_path / "nope.toml")
+
+
+def test_the_configuration_stored_in_a_study_never_holds_the_storage_password(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n')
+    url = "postgresql+psycopg://hpo:s3cret-pw@db.example:5432/studies"
+    stored = config_to_dict(load_study_config(path).with_overrides(storage=url))
+    assert stored["storage"] == "postgresql+psycopg://hpo:***@db.example:5432/studies"
+    assert "s3cret-pw" not in json.dumps(stored)
+    # What a later command rebuilds from the store still names the server, user and database.
+    assert config_from_dict(stored).storage_url == stored["storage"]

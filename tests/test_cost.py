@@ -104,3 +104,41 @@ def test_sequential_models_are_costed_and_subclassed_ones_raise_for_the_fallback
     subclassed(keras.ops.ones((2, 7), dtype="int32"))
     with pytest.raises(Exception):  # noqa: B017 - any failure falls back to measuring
         example_flops(subclassed, (50,))
+
+
+def test_calibration_estimates_by_family_then_overall_on_each_device() -> None:
+    def timed(family: str, device: str, prior: float, actual: float) -> optuna.trial.FrozenTrial:
+        attrs = {"family": family, "precision": "float32", "device": device}
+        attrs |= {"prior_epoch_seconds": prior, "epoch_seconds": actual}
+        return optuna.trial.create_trial(value=0.5, user_attrs=attrs)
+
+    trials = [
+        optuna.trial.create_trial(value=0.5, user_attrs={"family": "conv1d"}),  # no epoch yet
+        timed("conv1d", "cpu", 10.0, 20.0),
+        timed("sepconv1d", "cpu", 10.0, 40.0),
+        timed("conv1d", "H200", 10.0, 5.0),
+    ]
+    calibrated = calibration(trials)
+    assert calibrated.ratios == {
+        "conv1d/float32": 2.0,
+        "sepconv1d/float32": 4.0,
+        "*": 3.0,
+        "conv1d/float32@H200": 0.5,
+        "*@H200": 0.5,
+    }
+    features = CostFeatures(1e9, 1000, 100, 10, 1000)
+    prior = features.prior_seconds()
+    assert prior == pytest.approx(1e9 * (3 * 1000 + 100) / 150e9 + 10 * (0.01 + 1000 * 2e-9))
+    assert features.as_dict() == {
+        "flops_per_example": 1e9,
+        "train_examples": 1000,
+        "val_examples": 100,
+        "steps": 10,
+        "params": 1000,
+    }
+    assert calibrated.estimate(features, "conv1d", "float32") == 2.0 * prior
+    assert calibrated.estimate(features, "ngram", "float32") == 3.0 * prior
+    assert calibrated.estimate(features, "conv1d", "float32", "H200") == 0.5 * prior
+    assert calibrated.estimate(features, "ngram", "mixed_bfloat16", "H200") == 0.5 * prior
+    # A GPU no trial has measured: nothing tells (the CPU prior would be far off).
+    assert calibrated.estimate(features, "conv1d", "float32", "A100") is None

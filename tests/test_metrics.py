@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,70 @@ def test_binary_and_two_class_softmax_agree() -> None:
     weights = np.array([0.25, 0.75])
     blended = metrics.blend(weights, np.stack([softmax, softmax[::-1]]))
     np.testing.assert_allclose(blended, 0.25 * softmax + 0.75 * softmax[::-1])
+
+
+def test_probabilities_and_blends_are_float64_whatever_the_model_gave() -> None:
+    # A mixed-precision model's sigmoid output is float32 and [n, 1]; the ensemble's weights
+    # may be float32 too. Metrics and blends are computed in float64 on `[n]`.
+    sigmoid = np.array([[0.2], [0.9]], dtype=np.float32)
+    p = metrics.as_probabilities(sigmoid)
+    assert p.dtype == np.float64 and p.shape == (2,)
+    members = np.stack([sigmoid[:, 0], 1 - sigmoid[:, 0]])
+    blended = metrics.blend(np.array([0.25, 0.75], dtype=np.float32), members)
+    assert blended.dtype == np.float64
+    np.testing.assert_allclose(blended, [0.65, 0.3], rtol=1e-6)
+
+
+def test_summary_rounds_each_headline_metric_to_six_places() -> None:
+    y = np.array([0, 1, 1, 0, 1, 0])
+    p = np.array([0.1234567, 0.8, 0.3, 0.4, 0.95, 0.55])
+    got = metrics.summary(y, p)
+    expected = {
+        "accuracy": metrics.accuracy(y, p),
+        "roc_auc": metrics.roc_auc(y, p),
+        "log_loss": metrics.log_loss(y, p),
+        "ece": metrics.expected_calibration_error(y, p),
+    }
+    assert got == {k: round(v, 6) for k, v in expected.items()}
+    assert got["log_loss"] != expected["log_loss"] and got["ece"] != expected["ece"]
+    # Multi-class: top-3 accuracy instead of ROC AUC; a label 4th in its row is a top-3 miss.
+    y3 = np.array([1, 3])
+    p3 = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    got3 = metrics.summary(y3, p3)
+    assert list(got3) == ["accuracy", "top3_accuracy", "log_loss", "ece"]
+    assert (got3["accuracy"], got3["top3_accuracy"]) == (0.0, 0.5)
+    assert got3["log_loss"] == round(-(np.log(0.2) + np.log(0.1)) / 2, 6)
+
+
+def test_edges_a_half_ties_and_empty_classes() -> None:
+    # p = 0.5 is class 0; chance is 1/2 for a sigmoid output and 1/classes for a softmax.
+    assert metrics.accuracy(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+    assert metrics.predicted_class(np.array([0.5, 0.7])).tolist() == [0, 1]
+    assert metrics.chance_accuracy(np.array([0.3, 0.6])) == 0.5
+    assert metrics.chance_accuracy(np.full((2, 4), 0.25)) == 0.25
+    # A probability of 1 falls in the last of the default 10 bins.
+    mean_p, _, counts = metrics.reliability_curve(np.array([1, 1, 0]), np.array([1.0, 0.95, 0.05]))
+    np.testing.assert_allclose(mean_p, [0.05, 0.975])
+    np.testing.assert_array_equal(counts, [1, 2])
+    default = metrics.expected_calibration_error(np.array([1, 0]), np.array([0.62, 0.68]))
+    assert default == metrics.expected_calibration_error(
+        np.array([1, 0]), np.array([0.62, 0.68]), 10
+    )
+    assert default != metrics.expected_calibration_error(
+        np.array([1, 0]), np.array([0.62, 0.68]), 11
+    )
+    # A class never predicted nor seen still has its row and column; its accuracy is NaN,
+    # silently.
+    matrix = metrics.confusion_matrix(np.array([0, 0]), np.array([[0.9, 0.05, 0.05]] * 2), 3)
+    assert matrix.tolist() == [[2, 0, 0], [0, 0, 0], [0, 0, 0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        per_class = metrics.per_class_accuracy(np.array([0, 0]), np.array([[0.9, 0.1]] * 2), 2)
+    assert per_class[0] == 1.0 and np.isnan(per_class[1])
+    # float32 input is computed in float64: the same log-loss to the last bit.
+    p32 = np.array([0.3, 0.7, 0.9], dtype=np.float32)
+    y = np.array([0, 1, 1])
+    assert metrics.log_loss(y, p32) == metrics.log_loss(y, p32.astype(np.float64))
+    assert metrics.expected_calibration_error(y, p32) == metrics.expected_calibration_error(
+        y, p32.astype(np.float64)
+    )

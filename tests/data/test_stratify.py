@@ -40,3 +40,94 @@ def test_stratified_subset_draws_from_index_in_proportion() -> None:
     for size in (2, 51):
         with pytest.raises(ConfigError, match=rf"train_size .*between 3 .* and 50 .*got {size}"):
             stratify.stratified_subset(labels, index, size, seed=0)
+
+
+def _grouped_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """300 examples of 3 classes (shares 1/2, 1/3, 1/6) in 60 groups of 1 to 9 examples."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 10, 60)
+    groups = np.repeat([f"g{i}" for i in range(60)], sizes).astype(object)
+    labels = rng.choice(3, len(groups), p=[1 / 2, 1 / 3, 1 / 6]).astype(np.int32)
+    return labels, groups
+
+
+def test_grouped_split_keeps_groups_whole_and_classes_on_both_sides() -> None:
+    labels, groups = _grouped_data()
+    train, val = stratify.grouped_split(labels, groups, 60, seed=1)
+    assert not set(groups[train]) & set(groups[val])
+    assert sorted([*train, *val]) == list(range(len(labels)))
+    assert np.array_equal(train, np.sort(train)) and np.array_equal(val, np.sort(val))
+    assert set(labels[val]) == set(labels[train]) == {0, 1, 2}
+    assert 40 <= len(val) <= 60
+    shares = np.bincount(labels[val]) / len(val)
+    np.testing.assert_allclose(shares, np.bincount(labels) / len(labels), atol=0.1)
+
+
+def test_grouped_split_is_seeded() -> None:
+    labels, groups = _grouped_data()
+    first = stratify.grouped_split(labels, groups, 60, seed=3)
+    again = stratify.grouped_split(labels, groups, 60, seed=3)
+    other = stratify.grouped_split(labels, groups, 60, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_grouped_split_rescues_a_class_whose_groups_exceed_its_quota() -> None:
+    # Class 1's quota is 1 (10% of 10) but it only comes in pairs: strict filling skips it.
+    labels = np.array([0] * 16 + [1, 1, 1, 1])
+    groups = np.array([f"a{i}" for i in range(16)] + ["b", "b", "c", "c"])
+    train, val = stratify.grouped_split(labels, groups, 10, seed=0)
+    assert set(labels[val]) == set(labels[train]) == {0, 1}
+    assert not set(groups[train]) & set(groups[val])
+
+
+def test_grouped_split_names_the_fix_when_groups_are_too_coarse() -> None:
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    # All of class 1 is in group "b": whichever side gets it, the other has no class 1.
+    with pytest.raises(ConfigError, match=r"classes \[1\] sit in too few groups.*no group_col"):
+        stratify.grouped_split(np.array([0, 0, 1, 1, 0, 0]), groups, 2, seed=0)
+    with pytest.raises(ConfigError, match="between 2 and 4"):
+        stratify.grouped_split(np.array([0, 0, 1, 1, 0, 1]), groups, 5, seed=0)
+
+
+def test_grouped_split_without_groups_is_stratified() -> None:
+    labels, _ = _grouped_data()
+    got = stratify.grouped_split(labels, None, 60, seed=2)
+    expected = stratify.stratified_split(labels, 60, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert len(got[1]) == 60
+
+
+def test_largest_remainders_fill_the_gap_that_flooring_leaves() -> None:
+    # 10% of 47/33/20 is 4.7/3.3/2.0: floors sum to 9, the one left goes to the .7.
+    labels = np.repeat([0, 1, 2], [47, 33, 20])
+    _, val = stratify.stratified_split(labels, 10, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[val]), [5, 3, 2])
+
+
+def test_the_one_per_class_minimum_is_paid_by_the_largest_class() -> None:
+    # 4% of 90/5/5 floors to 3/0/0; one each for the small classes makes 5, one over: the
+    # class with room above its minimum gives it back.
+    labels = np.repeat([0, 1, 2], [90, 5, 5])
+    _, val = stratify.stratified_split(labels, 4, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[val]), [2, 1, 1])
+
+
+def test_a_full_class_takes_no_remainder() -> None:
+    # 96% of 2/98 is 1.92/94.08: the .92 would put class 0 wholly in validation.
+    labels = np.repeat([0, 1], [2, 98])
+    train, val = stratify.stratified_split(labels, 96, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[val]), [1, 95])
+    assert set(labels[train]) == {0, 1}
+
+
+def test_the_smallest_sizes_allowed_are_accepted() -> None:
+    labels = np.repeat([0, 1, 2, 3], [50, 30, 15, 5])
+    _, val = stratify.stratified_split(labels, 4, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[val]), [1, 1, 1, 1])
+    _, val = stratify.stratified_split(labels, 96, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[val]), [49, 29, 14, 4])
+    subset = stratify.stratified_subset(labels, np.arange(100), 4, seed=0)
+    np.testing.assert_array_equal(np.bincount(labels[subset]), [1, 1, 1, 1])
+    with pytest.raises(ConfigError, match=r"smallest class: 1\), got 2\. Pick a val_size"):
+        stratify.stratified_split(np.array([0, 1, 1]), 2, seed=0)

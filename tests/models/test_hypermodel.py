@@ -44,6 +44,20 @@ EXPECTED = {
 }
 
 
+TYPES = {
+    "int": int,
+    "int_log": int,
+    "int_log_step": int,
+    "float": float,
+    "float_log": float,
+    "float_reverse": float,
+    "choice": str,
+    "ordered": int,
+    "boolean": bool,
+    "fixed": str,
+}
+
+
 def test_every_kind_maps_to_its_distribution_and_the_sampled_values_reach_build() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
@@ -54,6 +68,8 @@ def test_every_kind_maps_to_its_distribution_and_the_sampled_values_reach_build(
         )
         _every_kind(hp, seen)
         assert trial.params == seen
+        # `==` holds between 16.0 and 16: build gets the types KerasTuner gives it.
+        assert {name: type(value) for name, value in seen.items()} == TYPES
         assert trial.distributions == EXPECTED
         # KerasTuner's own view of the parameters agrees: hp.values holds what build used.
         assert hp.values == seen

@@ -6,6 +6,7 @@ HPO_TEST_POSTGRES_URL. In CI a missing server fails these tests; elsewhere they 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,13 +20,13 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from hpo.config import load_study_config
+from hpo.config import config_from_dict, load_study_config
 from hpo.contract import Attr, fetch_checkpoint
 from hpo.errors import StoreError
 from hpo.search import run_search
 from hpo.store import open_artifact_store, open_storage
 
-from ..conftest import free_port, write_study
+from ..conftest import assert_each_trial_trained_once, free_port, write_study
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -75,13 +76,22 @@ def test_four_workers_share_one_postgres_study_and_the_commands_read_it(
 ) -> None:
     path = write_study(tmp_path, fake_imdb, n_trials=8, enqueue=False)
     path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
+    # The test server trusts loopback, so a password in the URL is accepted and ignored; it
+    # must never be written where others read it: the study's stored configuration, `hpo
+    # status --json`, the ensemble's report.json.
+    password = "s3cret-pw"
+    postgres_url = (
+        sqlalchemy.engine.make_url(postgres_url)
+        .set(password=password)
+        .render_as_string(hide_password=False)
+    )
     config = load_study_config(path).with_overrides(storage=postgres_url, workers=4)
     summary = run_search(config, progress=False)
     assert summary.finished >= 8
     storage = open_storage(postgres_url, create=False, heartbeat=False)
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert_each_trial_trained_once(study.trials, config.artifact_dir)
     keys = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(keys)) == len(keys)
     assert len({t.user_attrs[Attr.WORKER] for t in study.trials}) == 4
@@ -90,6 +100,9 @@ def test_four_workers_share_one_postgres_study_and_the_commands_read_it(
     status = _run("status", "--storage", postgres_url, "--study-name", "tiny", "--json")
     assert status.returncode == 0, status.stderr
     assert '"study": "tiny"' in status.stdout
+    assert ":***@" in json.loads(status.stdout)["storage"]
+    assert ":***@" in study.user_attrs["hpo_config"]["storage"]
+    assert password not in status.stdout + status.stderr + json.dumps(study.user_attrs)
     out = tmp_path / "ensemble"
     ensemble = _run(
         "ensemble",
@@ -104,6 +117,10 @@ def test_four_workers_share_one_postgres_study_and_the_commands_read_it(
     )
     assert ensemble.returncode == 0, ensemble.stderr[-2000:]
     assert (out / "ensemble.keras").is_file()
+    assert ":***@" in json.loads((out / "report.json").read_text())["storage"]
+    written = [p for p in out.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert not written
+    assert password not in ensemble.stdout + ensemble.stderr
 
 
 def test_an_unreachable_server_is_a_fast_exit_2_without_the_password(
@@ -262,9 +279,9 @@ def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:
     """One worker creates the study; three more, each in its own folder with its own host name,
-    join it by storage and name at the same time. Together they finish the study's trials with
-    unique numbers and no two trials sharing every parameter; the dashboard and `hpo report`
-    read the study by storage and name."""
+    join it by storage and name at the same time. Together they finish the study's trials, each
+    trained once, no two trials sharing every parameter; the dashboard and `hpo report` read the
+    study by storage and name."""
     path = write_study(tmp_path / "w0", fake_imdb, n_trials=1, enqueue=False)
     path.write_text(path.read_text().replace("max_epochs = 2", "max_epochs = 1"))
     first = _run("search", "--study", str(path), "--storage", postgres_url)
@@ -300,7 +317,9 @@ def test_four_worker_processes_on_four_hosts_never_repeat_each_other(
     )
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) >= 10
-    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert_each_trial_trained_once(
+        study.trials, config_from_dict(study.user_attrs["hpo_config"]).artifact_dir
+    )
     keys = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(keys)) == len(keys)
     hosts = {t.user_attrs[Attr.WORKER].split(":")[0] for t in study.trials}

@@ -12,7 +12,7 @@ from hpo.contract import Attr, load_keras_file
 from hpo.search import main, run_search
 from hpo.store import open_artifact_store, open_storage, sha256_file
 
-from ..conftest import write_study
+from ..conftest import assert_each_trial_trained_once, write_study
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,7 +81,10 @@ def test_two_workers_share_one_sqlite_study(fake_imdb: Path, tmp_path: Path) -> 
     assert summary.finished >= 4
     assert TrialState.FAIL not in states
     assert TrialState.RUNNING not in states
-    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert len({t.user_attrs[Attr.WORKER] for t in study.trials}) == 2
+    assert_each_trial_trained_once(study.trials, config.artifact_dir)
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(keys)) == len(keys), "two workers sampled the same parameters"
 
 
 def test_cli_reports_bad_input_with_exit_code_2(

@@ -1,0 +1,64 @@
+"""The search space's parts: asking a trial, narrowing by a study file, fitting a value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.errors import ConfigError
+from hpo.space import fit_value, narrow_space, suggest, suggest_all
+
+SPACE = {
+    "units": IntDistribution(8, 512, log=True),
+    "blocks": IntDistribution(1, 9, step=2),
+    "rate": FloatDistribution(1e-4, 1e-1, log=True),
+    "dropout": FloatDistribution(0.0, 0.5, step=0.1),
+    "act": CategoricalDistribution(["relu", "gelu"]),
+}
+
+
+def test_suggest_asks_for_the_whole_distribution() -> None:
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    values = suggest_all(trial, SPACE)
+    assert list(values) == list(SPACE)
+    assert trial.distributions == SPACE  # log and step included
+    with pytest.raises(TypeError, match="unsupported distribution"):
+        suggest(trial, "odd", object())  # type: ignore[arg-type]
+
+
+def test_narrowing_keeps_log_and_step_and_skips_names_of_other_spaces() -> None:
+    overrides = {"elsewhere": [1], "units": [16, 64], "blocks": [3, 9], "rate": [1e-3, 1e-2]}
+    narrowed = narrow_space(SPACE, overrides, where="space")
+    assert narrowed["units"] == IntDistribution(16, 64, log=True)
+    assert narrowed["blocks"] == IntDistribution(3, 9, step=2)
+    assert narrowed["rate"] == FloatDistribution(1e-3, 1e-2, log=True)
+    assert "elsewhere" not in narrowed
+    # A categorical entry is narrowed and the ones after it still are.
+    narrowed = narrow_space(SPACE, {"act": ["gelu"], "units": [16, 64]}, where="space")
+    assert narrowed["act"] == CategoricalDistribution(["gelu"])
+    assert narrowed["units"] == IntDistribution(16, 64, log=True)
+    # One point, and the whole default range, are allowed; a float range of ints is float.
+    assert narrow_space(SPACE, {"units": [8, 8]}, where="s")["units"] == IntDistribution(
+        8, 8, log=True
+    )
+    dropout = narrow_space(SPACE, {"dropout": [0, 1 / 2]}, where="s")["dropout"]
+    assert dropout == FloatDistribution(0.0, 0.5)
+    assert isinstance(dropout.low, float)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[16, 64, 128], [16.0, 64], [True, 64], ["16", 64], [64, 16], [4, 64], [16, 1024]],
+)
+def test_a_numeric_range_must_be_two_ordered_numbers_inside_the_default(value: list[Any]) -> None:
+    with pytest.raises(ConfigError, match=r"'space.units' must be \[low, high\] with 8 <= low"):
+        narrow_space(SPACE, {"units": value}, where="space")
+
+
+def test_fit_value_lands_on_the_step_grid() -> None:
+    fitted = fit_value(IntDistribution(3, 9, step=2), 6)
+    assert fitted == 5 and isinstance(fitted, int)
+    assert fit_value(IntDistribution(3, 9, step=2), 1) == 3
