@@ -78,3 +78,64 @@ def test_the_configuration_stored_in_a_study_never_holds_the_storage_password(
     assert "s3cret-pw" not in json.dumps(stored)
     # What a later command rebuilds from the store still names the server, user and database.
     assert config_from_dict(stored).storage_url == stored["storage"]
+
+
+# Every bounded key: the last value allowed, the first refused, and what the error says.
+BOUNDS = [
+    ("sampler", "startup_trials", 0, -1, ">= 0"),
+    ("pruner", "startup_trials", 0, -1, ">= 0"),
+    ("pruner", "warmup_epochs", 0, -1, ">= 0"),
+    ("data", "val_size", 2, 1, ">= 2"),
+    ("data", "train_size", 0, -1, ">= 0 (0 means all)"),
+    ("data", "image_size", [8, 4096], [7, 32], "[height, width] in pixels, each from 8 to 4096"),
+    ("data", "image_size", [4096, 8], [32, 4097], "[height, width] in pixels, each from 8 to 4096"),
+    ("data", "image_size", [32, 32], [32, 32, 3], "[height, width] in pixels, each from 8 to 4096"),
+    ("training", "max_epochs", 1, 0, ">= 1"),
+    ("training", "patience", 1, 0, ">= 1"),
+    ("training", "lr_patience", 1, 0, ">= 1"),
+    ("training", "lr_factor", 0.999, 1.0, "in (0, 1)"),
+    ("training", "lr_factor", 0.001, 0.0, "in (0, 1)"),
+    ("training", "chance_epochs", 0, -1, ">= 0"),
+    ("training", "chance_margin", 0.0, -0.01, "[0, 0.5)"),
+    ("training", "chance_margin", 0.49, 0.5, "[0, 0.5)"),
+    (None, "n_trials", 1, 0, ">= 1"),
+    (None, "timeout", 0.5, 0.0, "> 0 seconds"),
+    (None, "max_trial_minutes", 0.5, 0.0, "> 0"),
+    (None, "workers", 1, 0, ">= 1"),
+    (None, "trials_per_gpu", 1, 0, ">= 1"),
+    (None, "max_failures", 1, 0, ">= 1"),
+    (
+        None,
+        "keep_checkpoints",
+        1,
+        0,
+        ">= 1 (the best trials' checkpoints to keep; leave it out to keep all)",
+    ),
+]
+
+
+def _toml(value: object) -> str:
+    return json.dumps(value)  # TOML's numbers and arrays of numbers are JSON's
+
+
+@pytest.mark.parametrize(("table", "key", "edge", "past", "expected"), BOUNDS)
+def test_each_bound_takes_its_edge_and_refuses_one_past_it(
+    tmp_path: Path, table: str | None, key: str, edge: object, past: object, expected: str
+) -> None:
+    def study(value: object) -> Path:
+        path = tmp_path / "s.toml"
+        line = f"{key} = {_toml(value)}\n"
+        path.write_text('name = "s"\n' + (f"[{table}]\n{line}" if table else line))
+        return path
+
+    config = load_study_config(study(edge))
+    loaded = getattr(getattr(config, table) if table else config, key)
+    assert loaded == edge
+    name = f"{table}.{key}" if table else key
+    # Keys typed float hold what the file says as a float.
+    shown = float(past) if isinstance(edge, float) else past  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as refused:
+        load_study_config(study(past))
+    assert str(refused.value) == (
+        f"{tmp_path / 's.toml'}: '{name}' must be {expected}, got {shown!r}."
+    )

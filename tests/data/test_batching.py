@@ -118,3 +118,43 @@ def test_restricted_tokens_in_an_export_equal_a_trial_s_inputs() -> None:
     x = np.random.default_rng(0).integers(0, 500, (6, 40)).astype(np.int32)
     restricted = np.asarray(RestrictTokens(vocab_size=100, seq_len=25)(x))
     np.testing.assert_array_equal(restricted, derive(x, vocab_size=100, seq_len=25))
+
+
+def test_an_evaluation_plan_is_the_rows_sorted_by_length_in_batches() -> None:
+    lengths = np.array([5, 1, 9, 1, 3, 7, 2])
+    plan = batch_plan(lengths, 3)
+    # Sorted by length, ties in row order, cut into batches of 3, the last one short.
+    assert [b.tolist() for b in plan] == [[1, 3, 6], [4, 0, 5], [2]]
+
+
+def test_a_training_plan_sorts_within_chunks_and_keeps_full_batches() -> None:
+    lengths = np.arange(40)[::-1].copy()  # row i has 39 - i tokens
+    plan = batch_plan(lengths, 4, np.random.default_rng(0), chunk_batches=2)
+    assert sorted(len(b) for b in plan) == [4] * 10
+    assert sorted(np.concatenate(plan).tolist()) == list(range(40))
+    for rows in plan:
+        # Each batch is length-sorted (ascending) within its chunk of 8 rows.
+        assert np.all(np.diff(lengths[rows]) >= 0), lengths[rows]
+    # A batch of the last chunk (8 rows) and a short batch when 8 does not divide the rows.
+    short = batch_plan(np.arange(10), 4, np.random.default_rng(0), chunk_batches=2)
+    assert sorted(len(b) for b in short) == [2, 4, 4]
+
+
+def test_batch_width_rounds_up_to_a_multiple_and_stays_within_the_limit() -> None:
+    assert batch_width(np.array([1]), 600) == 8
+    assert batch_width(np.array([8]), 600) == 8
+    assert batch_width(np.array([9, 3]), 600) == 16
+    assert batch_width(np.array([597]), 600) == 600
+    assert batch_width(np.array([0, 0]), 600) == 8  # empty rows still get a column
+    assert batch_width(np.array([5]), 4) == 4
+    assert batch_width(np.array([0]), 1) == 1
+
+
+def test_a_fixed_plan_is_in_order_or_shuffled_and_covers_every_row() -> None:
+    from hpo.data.batching import fixed_plan
+
+    assert [b.tolist() for b in fixed_plan(7, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    shuffled = fixed_plan(7, 3, np.random.default_rng(0))
+    assert [len(b) for b in shuffled] == [3, 3, 1]
+    assert sorted(np.concatenate(shuffled).tolist()) == list(range(7))
+    assert np.concatenate(shuffled).tolist() != list(range(7))

@@ -76,3 +76,29 @@ def test_caruana_and_score_weights_on_softmax_members() -> None:
     score = fit_weights(Method.SCORE, predictions, labels)
     above = np.array([metrics.accuracy(labels, p) - 1 / 3 for p in predictions]).clip(0)
     np.testing.assert_allclose(score.weights, above / above.sum())
+
+
+def test_score_weights_fall_back_to_uniform_when_no_member_beats_chance() -> None:
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    # Both members right half the time: no accuracy above chance (0.5) to weight by.
+    guessing = np.array([[0.6, 0.6, 0.6, 0.6, 0.6, 0.6], [0.4, 0.4, 0.4, 0.4, 0.4, 0.4]])
+    fitted = fit_weights(Method.SCORE, guessing, labels)
+    np.testing.assert_array_equal(fitted.weights, [0.5, 0.5])
+    assert fitted.rounds == 0
+    assert fitted.val_accuracy == 0.5
+    assert fitted.val_log_loss == pytest.approx(-np.log(0.5))
+
+
+def test_caruana_reports_the_rounds_of_its_best_prefix_and_stops_improving() -> None:
+    labels = np.array([1, 1, 0, 0])
+    strong = np.array([0.9, 0.9, 0.1, 0.1])
+    weak = np.array([0.6, 0.6, 0.4, 0.4])
+    fitted = fit_weights(Method.CARUANA, np.stack([weak, strong]), labels)
+    # One round of the strong member is best; adding anything after only raises the loss.
+    assert fitted.rounds == 1
+    np.testing.assert_array_equal(fitted.weights, [0.0, 1.0])
+    assert fitted.val_log_loss == pytest.approx(-np.log(0.9))
+    weights, rounds = caruana_selection(np.stack([weak, strong]), labels, rounds=3)
+    assert rounds == 1 and weights.tolist() == [0.0, 1.0]
+    uniform = fit_weights(Method.UNIFORM, np.stack([weak, strong]), labels)
+    assert uniform.rounds == 0 and uniform.weights.tolist() == [0.5, 0.5]
