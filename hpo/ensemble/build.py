@@ -33,6 +33,7 @@ from hpo.ensemble.selection import (
     ranked_trials,
     skip,
 )
+from hpo.ensemble.serving import SAVED_MODEL_NAME, check_formats, export_saved_model
 from hpo.ensemble.weighting import Method
 from hpo.errors import StoreError
 from hpo.store import open_artifact_store, sha256_file
@@ -41,6 +42,8 @@ from hpo.tasks import study_task
 from hpo.training.interface import Padding, tolerance
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import keras
     import optuna
     from optuna.artifacts._protocol import ArtifactStore
@@ -83,6 +86,7 @@ def build_ensemble(
     pool: int = DEFAULT_POOL,
     method: Method = Method.CARUANA,
     calibrate: bool = True,
+    formats: Sequence[str] = (),
     out_dir: Path | None = None,
     data: str | None = None,
 ) -> EnsembleResult:
@@ -102,7 +106,9 @@ def build_ensemble(
             least `top`).
         method: How the plain top-`top` ensemble is weighted (default Caruana selection).
         calibrate: Fit and export a temperature (default True).
+        formats: Exports besides `ensemble.keras`: "savedmodel" (`hpo.ensemble.serving`).
     """
+    check_formats(formats, keras_config_backend())
     task = study_task(config)
     ranked = ranked_trials(study)
     if top > len(ranked):
@@ -168,14 +174,21 @@ def build_ensemble(
             # An export takes raw inputs, or (text off TensorFlow) the study's token ids.
             inputs = test.raw if takes_text(export) or not task.padded else test.x
             precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in members}
+            allowed = max(tolerance(p) for p in precisions)
+            slope = temperature_slope(kept.blend(test_matrix), kept.temperature)
             report["export"] = check_export(
-                staging / EXPORT_NAME,
-                inputs,
-                test.y,
-                ensemble_test,
-                max(tolerance(p) for p in precisions),
-                temperature_slope(kept.blend(test_matrix), kept.temperature),
+                staging / EXPORT_NAME, inputs, test.y, ensemble_test, allowed, slope
             )
+            if "savedmodel" in formats:
+                report["export"]["saved_model"] = export_saved_model(
+                    staging / EXPORT_NAME,
+                    staging / SAVED_MODEL_NAME,
+                    inputs,
+                    test.y,
+                    ensemble_test,
+                    allowed,
+                    slope,
+                )
             report["backend"] = str(keras_config_backend())
             if task.tokenizer is not None:
                 tokenizer_path = staging / TOKENIZER_NAME

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from hpo._cli import DATA_HELP, add_study_arguments, open_study, positive_int
 from hpo.backend import recorded_backend, use_backend
 from hpo.ensemble.report import format_table
+from hpo.ensemble.serving import FORMATS
 from hpo.ensemble.weighting import Method
 
 if TYPE_CHECKING:
@@ -55,6 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="export the weighted average without a temperature fitted on validation",
     )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        default=[],
+        help="also export as a TensorFlow SavedModel (for TensorFlow Serving), checked in a "
+        "process without hpo; ensemble.keras is always written",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default ensembles/<study>-top<K>)")
     parser.add_argument("--data", help=DATA_HELP)
 
@@ -71,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         pool=args.pool,
         method=Method(args.method),
         calibrate=args.calibrate,
+        formats=args.formats,
         out_dir=args.out,
         data=args.data,
     )

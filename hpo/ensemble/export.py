@@ -26,6 +26,7 @@ __all__ = [
     "TOKENIZER_NAME",
     "check_export",
     "check_rows",
+    "compare_rows",
     "export_ensemble",
     "takes_text",
 ]
@@ -121,18 +122,37 @@ def check_export(
     model = load_keras_file(path)
     rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
     got = np.asarray(model.predict(raw[rows], batch_size=256, verbose=0), dtype=np.float64)
-    got = metrics.as_probabilities(got).reshape(expected[rows].shape)
+    return {
+        "path": EXPORT_NAME,
+        "sha256": sha256_file(path),
+        **compare_rows(got, rows, labels, expected, tolerance, slope, "the exported ensemble"),
+    }
+
+
+def compare_rows(
+    got: np.ndarray,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    expected: np.ndarray,
+    tolerance: float,
+    slope: np.ndarray | None,
+    what: str,
+) -> dict[str, Any]:
+    """Checks an export's outputs `got` on test `rows` against the evaluated predictions.
+
+    Raises:
+        HpoError: One differs by more than `tolerance` (times its `slope`).
+    """
+    got = metrics.as_probabilities(np.asarray(got, np.float64)).reshape(expected[rows].shape)
     gaps = np.abs(got - expected[rows]).reshape(len(rows), -1).max(axis=1, initial=0.0)
     allowed = tolerance * (np.ones(len(rows)) if slope is None else slope[rows])
     worst = int(np.argmax(gaps / allowed)) if len(rows) else 0
     if len(rows) and gaps[worst] > allowed[worst]:
         raise HpoError(
-            f"the exported ensemble disagrees with the evaluated one by {gaps[worst]:.2e} on "
+            f"{what} disagrees with the evaluated one by {gaps[worst]:.2e} on "
             f"test example {rows[worst]} (tolerance {allowed[worst]:g})"
         )
     return {
-        "path": EXPORT_NAME,
-        "sha256": sha256_file(path),
         "checked_examples": len(rows),
         "checked_classes": len(np.unique(labels[rows])),
         "max_abs_difference": float(gaps.max(initial=0.0)),
