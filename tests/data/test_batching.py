@@ -158,3 +158,46 @@ def test_a_fixed_plan_is_in_order_or_shuffled_and_covers_every_row() -> None:
     assert [len(b) for b in shuffled] == [3, 3, 1]
     assert sorted(np.concatenate(shuffled).tolist()) == list(range(7))
     assert np.concatenate(shuffled).tolist() != list(range(7))
+
+
+def _row_and_width_model() -> object:
+    """A model that answers each row with its token sum and the width it was given."""
+    import keras
+    from keras import ops
+
+    tokens = keras.Input(shape=(None,), dtype="int32")
+
+    def answer(t: object) -> object:
+        total = ops.sum(ops.cast(t, "float32"), axis=1)
+        width = ops.ones_like(total) * ops.cast(ops.shape(t)[1], "float32")
+        return ops.stack([total, width], axis=1)
+
+    return keras.Model(tokens, keras.layers.Lambda(answer)(tokens))
+
+
+def test_predictions_come_back_in_row_order_from_the_widths_each_plan_gives() -> None:
+    from hpo.data.batching import cut_predictions
+
+    lengths = np.array([3, 50, 7, 0, 120, 9, 64, 33, 2, 77])
+    x = _padded(lengths, 128)
+    model = _row_and_width_model()
+    sums = x.sum(axis=1)
+
+    bucketed = predict_bucketed(model, x, batch_size=3)  # type: ignore[arg-type]
+    np.testing.assert_allclose(bucketed[:, 0], sums)
+    # Sorted by length in threes: the batch of each row is cut to its longest, rounded up.
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, 10, 3):
+        rows = order[start : start + 3]
+        assert set(bucketed[rows, 1]) == {batch_width(lengths[rows], 128)}
+
+    padded = predict_bucketed(model, x, batch_size=3, bucketed=False)  # type: ignore[arg-type]
+    np.testing.assert_allclose(padded[:, 0], sums)
+    assert set(padded[:, 1]) == {128}
+
+    alone = cut_predictions(model, x)  # type: ignore[arg-type]
+    np.testing.assert_allclose(alone[:, 0], sums)
+    np.testing.assert_array_equal(
+        alone[:, 1], [batch_width(lengths[i : i + 1], 128) for i in range(10)]
+    )
+    assert cut_predictions(model, x[:0]).shape == (0,)  # type: ignore[arg-type]
