@@ -72,8 +72,9 @@ def status(
     Args:
         artifact_bytes: What the study's artifact folder takes on disk, if known.
     """
+    every_trial = study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in every_trial:
         counts[trial.state.name] += 1
     best = best_trial(study)
     table = leaderboard(study).head(top)
@@ -94,7 +95,6 @@ def status(
         for _, row in table.iterrows()
     ]
     removed = removed_checkpoints(study)
-    trials_now = study.get_trials(deepcopy=False)
     ensembles = {k: v for k, v in study.user_attrs.items() if k.startswith("ensemble_top")}
     latest = max(ensembles.items(), key=lambda kv: kv[1].get("created", ""), default=None)
     budget = study.user_attrs.get("hpo_config", {}).get("budget")
@@ -105,7 +105,7 @@ def status(
         "storage": redact_url(storage_url),
         "artifacts": {
             "bytes": artifact_bytes,
-            "checkpoints": sum(has_checkpoint(t, removed) for t in trials_now),
+            "checkpoints": sum(has_checkpoint(t, removed) for t in every_trial),
             "removed_checkpoints": len(removed),
         },
         "budget": {

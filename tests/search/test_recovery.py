@@ -25,7 +25,7 @@ from hpo.search.identity import WorkerIdentity
 from hpo.search.recovery import sweep_dead_local_trials
 from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
 from hpo.training.callbacks import AtomicModelCheckpoint
-from hpo.training.isolation import WATCH_INTERVAL_S, process_identity
+from hpo.training.isolation import WATCH_INTERVAL_S, process_alive, process_identity
 
 from ..conftest import resize_disk, small_disk, write_study
 
@@ -450,15 +450,7 @@ def _descendants(pid: int) -> set[tuple[int, str]]:
 
 
 def _still_running(processes: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    alive = set()
-    for pid, started in processes:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat[19] == started and stat[0] != "Z":
-            alive.add((pid, started))
-    return alive
+    return {p for p in processes if process_alive(p)}
 
 
 @pytest.mark.slow
