@@ -181,7 +181,7 @@ def build_ensemble(
             )
             if "savedmodel" in formats:
                 report["export"]["saved_model"] = export_saved_model(
-                    staging / EXPORT_NAME,
+                    export,
                     staging / SAVED_MODEL_NAME,
                     inputs,
                     test.y,

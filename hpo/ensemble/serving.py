@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.contract import load_keras_file
 from hpo.ensemble.export import EXPORT_CHECK_EXAMPLES, check_rows, compare_rows
 from hpo.errors import ConfigError, HpoError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import keras
 
 __all__ = ["FORMATS", "SAVED_MODEL_NAME", "check_formats", "export_saved_model", "tree_sha256"]
 
@@ -62,7 +63,7 @@ def check_formats(formats: Sequence[str], backend: str) -> None:
 
 
 def export_saved_model(
-    keras_path: Path,
+    model: keras.Model,
     folder: Path,
     raw: np.ndarray,
     labels: np.ndarray,
@@ -70,10 +71,10 @@ def export_saved_model(
     tolerance: float,
     slope: np.ndarray | None,
 ) -> dict[str, Any]:
-    """Writes the ensemble at `keras_path` as a SavedModel in `folder` and checks it.
+    """Writes the ensemble `model` as a SavedModel in `folder` and checks it.
 
     Args:
-        keras_path: The exported, checked `ensemble.keras`.
+        model: The exported ensemble, whose `ensemble.keras` was checked.
         folder: Where the SavedModel goes (created; must not exist).
         raw, labels, expected: The test inputs as the export takes them, their labels and the
             evaluated ensemble's predictions.
@@ -86,7 +87,7 @@ def export_saved_model(
     Raises:
         HpoError: Loading or serving it failed, it imported hpo, or it disagrees.
     """
-    load_keras_file(keras_path).export(str(folder), format="tf_saved_model", verbose=False)
+    model.export(str(folder), format="tf_saved_model", verbose=False)
     rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
     inputs = raw[rows]
     if inputs.dtype == object:
