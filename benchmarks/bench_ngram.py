@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from hpo import metrics
-from hpo._cli import open_study
+from hpo.command_options import open_study
 from hpo.contract import fetch_predictions
 from hpo.ensemble.selection import ranked_trials
 from hpo.ensemble.weighting import Method, fit_weights

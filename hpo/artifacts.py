@@ -34,7 +34,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from hpo._cli import add_study_arguments, open_study, positive_int
+from hpo.command_options import add_study_arguments, open_study, positive_int
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
 from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo._cli import joining_config, recorded_config
+from hpo.command_options import joining_config, recorded_config
 from hpo.config import load_study_config
 from hpo.errors import ConfigError
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from hpo._cli import open_study
+from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import Attr
 from hpo.ensemble import build_ensemble

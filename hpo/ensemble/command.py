@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo._cli import DATA_HELP, add_study_arguments, open_study, positive_int
 from hpo.backend import recorded_backend, use_backend
+from hpo.command_options import DATA_HELP, add_study_arguments, open_study, positive_int
 from hpo.ensemble.report import format_table
 from hpo.ensemble.serving import FORMATS
 from hpo.ensemble.weighting import Method

@@ -17,7 +17,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import make_server
 
-from hpo._cli import add_bind_arguments, add_study_arguments, check_bind, is_loopback, open_study
+from hpo.command_options import (
+    add_bind_arguments,
+    add_study_arguments,
+    check_bind,
+    is_loopback,
+    open_study,
+)
 from hpo.store import open_artifact_store, open_storage
 
 if TYPE_CHECKING:

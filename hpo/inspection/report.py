@@ -25,7 +25,7 @@ import optuna
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
 
-from hpo._cli import add_study_arguments, open_study
+from hpo.command_options import add_study_arguments, open_study
 from hpo.errors import StoreError
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
-from hpo._cli import add_study_arguments, open_study
 from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
+from hpo.command_options import add_study_arguments, open_study
 from hpo.contract import Attr
 from hpo.search.identity import WorkerIdentity
 from hpo.store import redact_url

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo._cli import DATA_HELP, positive_int
 from hpo.budget import format_duration, parse_duration
+from hpo.command_options import DATA_HELP, positive_int
 from hpo.errors import ConfigError
 from hpo.search.recovery import (
     raise_keyboard_interrupt_on_sigterm,
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs or resumes the study and prints where it stands."""
-    from hpo._cli import joining_config
+    from hpo.command_options import joining_config
     from hpo.config import load_study_config
 
     raise_keyboard_interrupt_on_sigterm()

@@ -18,7 +18,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING
 
-from hpo._cli import add_bind_arguments, check_bind
+from hpo.command_options import add_bind_arguments, check_bind
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import open_rdb_storage, redact_url
 

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from hpo._cli import open_study
+from hpo.command_options import open_study
 from hpo.config import StudyConfig, load_study_config
 from hpo.contract import Attr, CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.ensemble import EXPORT_NAME, build_ensemble, main, ranked_trials

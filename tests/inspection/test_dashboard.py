@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo._cli import is_loopback
+from hpo.command_options import is_loopback
 from hpo.config import load_study_config
 from hpo.contract import Attr
 from hpo.inspection.dashboard import main

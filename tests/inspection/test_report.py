@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from hpo._cli import open_study
+from hpo.command_options import open_study
 from hpo.inspection.report import FIGURES, main
 
 if TYPE_CHECKING:

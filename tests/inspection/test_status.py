@@ -48,7 +48,7 @@ def test_table_and_csv(searched: Path, tmp_path: Path, capsys: pytest.CaptureFix
 def test_shows_the_latest_ensemble(
     study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hpo._cli import open_study
+    from hpo.command_options import open_study
     from hpo.ensemble import build_ensemble
 
     config, study = open_study(study_copy, None, None)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from hpo._cli import open_study
+from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.data.batching import predict_bucketed

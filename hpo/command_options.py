@@ -1,4 +1,8 @@
-"""Helpers for the commands that open an existing study (ensemble, status, report, dashboard)."""
+"""Options and study opening shared by the commands that work on a study.
+
+Used by search, ensemble, status, report, dashboard, gc and proxy; the `hpo` entry point itself
+is `hpo.cli`.
+"""
 
 from __future__ import annotations
 
