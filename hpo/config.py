@@ -24,6 +24,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "DataConfig",
+    "Diversity",
     "PrunerConfig",
     "PrunerKind",
     "SamplerConfig",
@@ -41,6 +42,14 @@ _DERIVED = ("study_dir", "import_families")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+class Diversity(enum.Enum):
+    """How each trial's model family is chosen (the other parameters are TPE's either way)."""
+
+    NONE = "none"
+    BALANCED = "balanced"
+    TOP = "top"
+
+
 class PrunerKind(enum.Enum):
     """Which Optuna pruner stops unpromising trials."""
 
@@ -56,10 +65,15 @@ class SamplerConfig:
     Args:
         seed: Random seed of the sampler; the same seed replays the same search.
         startup_trials: Random trials before TPE starts modelling the space.
+        diversity: How the family is chosen: "none" (TPE, like every other parameter),
+            "balanced" (the family with the fewest trials so far) or "top" (every other trial,
+            the family with the fewest trials among the study's best; TPE's choice otherwise).
+            See `hpo.diversity`.
     """
 
     seed: int = 0
     startup_trials: int = 10
+    diversity: Diversity = Diversity.NONE
 
     def __post_init__(self) -> None:
         _require(self.startup_trials >= 0, "sampler.startup_trials", self.startup_trials, ">= 0")

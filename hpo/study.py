@@ -134,12 +134,17 @@ def sampler_seed(config: StudyConfig, run: int, worker: int) -> int:
 
 
 def make_sampler(config: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """Seeded TPE sampler; `constant_liar` keeps parallel workers away from running trials."""
-    return optuna.samplers.TPESampler(
-        seed=config.sampler.seed if seed is None else seed,
-        n_startup_trials=config.sampler.startup_trials,
-        constant_liar=True,
+    """Seeded TPE sampler; `constant_liar` keeps parallel workers away from running trials.
+
+    With `[sampler] diversity`, the family is chosen by `hpo.diversity` and the rest by TPE.
+    """
+    from hpo.diversity import wrap
+
+    seed = config.sampler.seed if seed is None else seed
+    tpe = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=config.sampler.startup_trials, constant_liar=True
     )
+    return wrap(tpe, config.sampler.diversity, seed)
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
