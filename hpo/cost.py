@@ -6,8 +6,9 @@ epoch computes (for bucketed text, the token positions it really computes), thre
 training pass (forward and backward) and once for validation; plus a per-step cost that grows
 with the number of weights (the optimizer updates every weight every step). Constants measured on
 a 2-core CPU make this a prior; the trials a study has already run calibrate it: the estimate is
-scaled by the median ratio of actual to prior seconds per epoch of earlier trials of the same
-family and precision (or of any family, before there is one).
+scaled by the ratio of actual to prior seconds per epoch that earlier trials measured: their
+family's bias (same family and precision; none before there is one) times the machine's recent
+speed (recent trials weigh more, see `calibration`).
 
 A model the prior cannot analyse (a subclassed model, a layer whose output shape is unknown) is
 estimated from what earlier trials of its family measured: the median seconds per epoch; before
@@ -20,6 +21,7 @@ ratio until it has its own).
 
 from __future__ import annotations
 
+import datetime
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.contract import Attr
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Sequence
 
     import keras
     from optuna.trial import FrozenTrial
@@ -37,9 +39,12 @@ __all__ = [
     "Calibration",
     "CostFeatures",
     "calibration",
-    "estimate_epoch_seconds",
     "example_flops",
+    "weighted_median",
 ]
+
+# Calibration follows the machine's speed with this half-life, in finished trials.
+HALF_LIFE = 4
 
 # Prior constants, measured with benchmarks/bench_padding.py on a 2-core CPU (float32).
 PRIOR_FLOPS_PER_S = 150e9
@@ -148,34 +153,63 @@ def _key(family: str, precision: str, device: str) -> str:
 
 
 def calibration(trials: Iterable[FrozenTrial]) -> Calibration:
-    """Medians of what earlier trials measured, by "family/precision" (see `Calibration`).
+    """What earlier trials measured, by "family/precision" (see `Calibration`).
 
     Only trials that recorded an epoch's time (they trained at least one epoch) count; ratios
-    need the prior too.
+    need the prior too. A ratio is the family's median ratio (what the prior misjudges about that
+    kind of model) times how much faster or slower than their family's median the recent trials
+    ran (a median weighted by recency: half weight every `HALF_LIFE` trials back, in the order
+    they finished), so that a machine that becomes busier or quieter is followed within a few
+    trials instead of being averaged over the whole study.
     """
-    ratios: dict[str, list[float]] = {}
+    timed = [t for t in trials if t.user_attrs.get(Attr.EPOCH_SECONDS)]
+    timed.sort(key=_finished)
     measured: dict[str, list[float]] = {}
-    for trial in trials:
-        prior = trial.user_attrs.get(Attr.PRIOR_EPOCH_SECONDS)
-        actual = trial.user_attrs.get(Attr.EPOCH_SECONDS)
-        if not actual:
-            continue
+    # device -> [(key, ratio)] in the order the trials finished
+    ratios: dict[str, list[tuple[str, float]]] = {}
+    for trial in timed:
         attrs = trial.user_attrs
+        actual = float(attrs[Attr.EPOCH_SECONDS])
         device = str(attrs.get(Attr.DEVICE, "cpu"))
         key = _key(str(attrs.get(Attr.FAMILY)), str(attrs.get(Attr.PRECISION)), device)
         measured.setdefault(key, []).append(actual)
-        if prior:
-            ratios.setdefault(key, []).append(actual / prior)
-            ratios.setdefault(_key("*", "*", device), []).append(actual / prior)
+        if prior := attrs.get(Attr.PRIOR_EPOCH_SECONDS):
+            ratios.setdefault(device, []).append((key, actual / float(prior)))
+    scales: dict[str, float] = {}
+    for device, rows in ratios.items():
+        # Each family's median ratio, and how much slower or faster than its family's median
+        # each trial ran: the recent ones say how fast the machine is now.
+        median = {
+            key: statistics.median(r for k, r in rows if k == key) for key in {k for k, _ in rows}
+        }
+        ages = range(len(rows) - 1, -1, -1)
+        speed = weighted_median(
+            [ratio / median[key] for key, ratio in rows],
+            [0.5 ** (age / HALF_LIFE) for age in ages],
+        )
+        scales |= {key: m * speed for key, m in median.items()}
+        # A family not measured yet: the median of all ratios.
+        scales[_key("*", "*", device)] = statistics.median(r for _, r in rows) * speed
     return Calibration(
-        ratios={key: statistics.median(values) for key, values in ratios.items()},
+        ratios=scales,
         measured={key: statistics.median(values) for key, values in measured.items()},
     )
 
 
-def estimate_epoch_seconds(
-    features: CostFeatures, family: str, precision: str, ratios: Mapping[str, float]
-) -> float:
-    """Calibrated seconds per epoch of a trial of `family` in `precision`."""
-    scale = ratios.get(f"{family}/{precision}", ratios.get("*", 1.0))
-    return features.prior_seconds() * scale
+def _finished(trial: FrozenTrial) -> datetime.datetime:
+    return trial.datetime_complete or trial.datetime_start or datetime.datetime.min
+
+
+def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    """The value at which the sorted values' cumulative weight reaches half the total (the mean
+    of the two middle values where it falls exactly between them, as `statistics.median`)."""
+    pairs = sorted(zip(values, weights, strict=True))
+    half = sum(weights) / 2
+    cumulative = 0.0
+    for i, (value, weight) in enumerate(pairs):
+        cumulative += weight
+        if math.isclose(cumulative, half) and i + 1 < len(pairs):
+            return (value + pairs[i + 1][0]) / 2
+        if cumulative > half:
+            return value
+    return pairs[-1][0]

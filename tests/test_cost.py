@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import datetime
+import statistics
+
 import keras
 import optuna
 import pytest
 from keras import layers
 
-from hpo.cost import CostFeatures, calibration, estimate_epoch_seconds, example_flops
+from hpo.cost import CostFeatures, calibration, example_flops, weighted_median
 from hpo.models import conv1d
 
 
@@ -55,9 +58,47 @@ def test_calibration_scales_the_prior_by_family_then_overall() -> None:
     assert ratios["*"] == 3.0
     features = CostFeatures(1e9, 1000, 100, 10, 1000)
     prior = features.prior_seconds()
-    assert estimate_epoch_seconds(features, "conv1d", "float32", ratios) == 2.5 * prior
-    assert estimate_epoch_seconds(features, "other", "float32", ratios) == 3.0 * prior
-    assert estimate_epoch_seconds(features, "conv1d", "float32", {}) == prior
+    assert calibrated.estimate(features, "conv1d", "float32") == pytest.approx(2.5 * prior)
+    assert calibrated.estimate(features, "other", "float32") == pytest.approx(3.0 * prior)
+    assert calibration([]).estimate(features, "conv1d", "float32") == prior
+
+
+def _finished_at(trial: optuna.trial.FrozenTrial, minute: int) -> optuna.trial.FrozenTrial:
+    trial.datetime_start = datetime.datetime(2026, 1, 1) + datetime.timedelta(minutes=minute)
+    trial.datetime_complete = trial.datetime_start + datetime.timedelta(seconds=30)
+    return trial
+
+
+def test_calibration_follows_a_machine_that_slows_down_and_keeps_each_family_s_bias() -> None:
+    # sepconv1d takes 3 times what the prior says, conv1d 1 time; then the machine gets twice
+    # as slow (another job) for the last three trials, all conv1d.
+    ratios = [("sepconv1d", 3.0), ("conv1d", 1.0)] * 3 + [("conv1d", 2.0)] * 3
+    trials = [
+        _finished_at(_trial(family, "float32", 10.0, 10.0 * ratio), minute)
+        for minute, (family, ratio) in enumerate(ratios)
+    ]
+    # Stored in another order than they finished: the order is the trials' own.
+    calibrated = calibration(trials[::-1]).ratios
+    # A median over the whole study would still say conv1d 1.0; the recent trials say 2.
+    assert calibrated["conv1d/float32"] == pytest.approx(2.0)
+    # sepconv1d ran before the slow-down only (its median: 3); the slow-down carries over to it
+    # (by 2 / 1.5, the recent conv1d trials over conv1d's median).
+    assert calibrated["sepconv1d/float32"] == pytest.approx(3.0 * 2.0 / 1.5)
+    assert calibrated["*"] == pytest.approx(2.0 * 2.0 / 1.5)  # the median of all ratios: 2
+    # And the machine getting quiet again is followed too.
+    quiet = [("conv1d", 1.0)] * 4
+    trials += [
+        _finished_at(_trial(family, "float32", 10.0, 10.0 * ratio), 20 + minute)
+        for minute, (family, ratio) in enumerate(quiet)
+    ]
+    assert calibration(trials).ratios["conv1d/float32"] == pytest.approx(1.0)
+
+
+def test_weighted_median_is_the_median_with_equal_weights_and_leans_to_heavy_values() -> None:
+    for values in ([3.0], [1.0, 5.0], [4.0, 1.0, 9.0], [2.0, 8.0, 1.0, 7.0]):
+        assert weighted_median(values, [1.0] * len(values)) == statistics.median(values)
+    assert weighted_median([1.0, 5.0, 9.0], [0.1, 0.1, 1.0]) == 9.0
+    assert weighted_median([1.0, 5.0, 9.0], [1.0, 0.1, 0.1]) == 1.0
 
 
 def test_a_model_that_cannot_be_costed_is_estimated_from_its_family_s_measured_epochs() -> None:

@@ -1,0 +1,61 @@
+"""benchmarks/bench_clock.py: the epoch estimate replayed with what each trial's worker knew."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+import pytest
+
+if TYPE_CHECKING:
+    from hpo.cost import Calibration
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_clock.py"
+spec = importlib.util.spec_from_file_location("bench_clock", SCRIPT)
+assert spec is not None and spec.loader is not None
+bench_clock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_clock)
+
+T0 = datetime.datetime(2026, 1, 1)
+
+
+def _trial(start: int, end: int, family: str, actual: float) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(
+        value=0.5,
+        user_attrs={
+            "family": family,
+            "precision": "float32",
+            "prior_epoch_seconds": 10.0,
+            "epoch_seconds": actual,
+        },
+    )
+    trial.datetime_start = T0 + datetime.timedelta(minutes=start)
+    trial.datetime_complete = T0 + datetime.timedelta(minutes=end)
+    return trial
+
+
+def test_replay_calibrates_each_trial_on_the_trials_finished_before_it_started() -> None:
+    trials = [
+        _trial(0, 5, "conv1d", 20.0),  # nothing finished before: the prior alone (10 s)
+        _trial(1, 9, "conv1d", 40.0),  # started before trial 0 finished: still the prior
+        _trial(6, 8, "conv1d", 30.0),  # after trial 0: ratio 2 -> 20 s
+        _trial(10, 12, "ngram", 10.0),  # no ngram yet: all conv1d (2, 4, 3) -> median 3 -> 30 s
+    ]
+    seen: list[int] = []
+
+    def calibrate(before: list[optuna.trial.FrozenTrial]) -> Calibration:
+        seen.append(len(before))
+        return bench_clock.median_calibration(before)
+
+    errors = bench_clock.replay(trials, calibrate)
+    assert seen == [0, 0, 1, 3]
+    assert errors == pytest.approx([abs(10 / 20 - 1), abs(10 / 40 - 1), abs(20 / 30 - 1), 2.0])
+
+
+def test_the_median_reference_is_the_plain_median_of_each_family_and_of_all() -> None:
+    trials = [_trial(0, 1, "conv1d", a) for a in (20.0, 40.0)] + [_trial(0, 1, "ngram", 90.0)]
+    ratios = bench_clock.median_calibration(trials).ratios
+    assert ratios == {"conv1d/float32": 3.0, "ngram/float32": 9.0, "*": 4.0}
