@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # (tests/conftest.py), start on different processes.
 TEST_WORKERS ?= 3
 
-.PHONY: search ensemble status report dashboard test lint unit benchmark mutation
+.PHONY: search ensemble status report dashboard test lint unit docs benchmark mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,8 @@ dashboard: $(STAMP)  ## optuna-dashboard on STUDY at http://127.0.0.1:8080/dashb
 	$(BIN)/hpo dashboard --study $(STUDY) $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check hpo tests benchmarks
-	$(BIN)/ruff format --check hpo tests benchmarks
+	$(BIN)/ruff check hpo tests benchmarks docs/hooks.py
+	$(BIN)/ruff format --check hpo tests benchmarks docs/hooks.py
 	$(BIN)/mypy
 
 unit: $(STAMP)
@@ -45,6 +45,10 @@ unit: $(STAMP)
 
 test: lint  ## Lint, type-check and run every test
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
+
+# Material for MkDocs prints a notice about MkDocs 2 on every build unless told not to.
+docs: $(STAMP)  ## The documentation site from docs/ into site/; warnings (a broken link) are errors
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 benchmark: $(STAMP)  ## Data-load times and worker memory (see benchmarks/ for the others)
 	$(BIN)/python benchmarks/bench_search.py --study studies/imdb-smoke.toml

@@ -23,7 +23,7 @@ from hpo.errors import HpoError
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ["COMMANDS", "main", "quiet_tensorflow", "run_module"]
+__all__ = ["COMMANDS", "build_parser", "main", "quiet_tensorflow", "run_module"]
 
 # Each command and the module that implements it.
 MODULES = {
@@ -59,6 +59,12 @@ class Command(Protocol):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hpo` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return _run(_command(args.command), args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hpo` command's parser, every command's flags included; parsing runs nothing."""
     parser = argparse.ArgumentParser(
         prog="hpo", description="Hyperparameter search and ensembling for Keras, on Optuna."
     )
@@ -70,8 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub = commands.add_parser(name, help=summary, description=summary)
         _add_verbose(sub)
         module.add_arguments(sub)
-    args = parser.parse_args(argv)
-    return _run(_command(args.command), args)
+    return parser
 
 
 def run_module(name: str, argv: Sequence[str] | None = None) -> int:

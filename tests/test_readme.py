@@ -1,4 +1,4 @@
-"""The README's code runs as it is printed."""
+"""The docs' loading snippet (docs/outputs.md) runs as it is printed."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- tests/test_readme.py runs this block as it is printed here -->"
 
 
+PAGE = ROOT / "docs" / "outputs.md"
+
+
 def readme_block() -> str:
-    """The Python block that follows the marker in README.md."""
-    text = (ROOT / "README.md").read_text()
-    assert MARKER in text, "the README's loading snippet lost its marker"
+    """The Python block that follows the marker in docs/outputs.md."""
+    text = PAGE.read_text()
+    assert MARKER in text, f"the loading snippet in {PAGE.name} lost its marker"
     match = re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.DOTALL)
     assert match is not None
     return match.group(1)

@@ -62,7 +62,7 @@ from hpo.ensemble.export import (
 
 __all__ = ["DEFAULT_POOL", "EnsembleResult", "build_ensemble"]
 
-# The pool's size by default: see the README's "Ensemble" section for what a member costs.
+# The pool's size by default: docs/ensemble.md ("Pool") says what a member costs.
 DEFAULT_POOL = 100
 
 _log = logging.getLogger("hpo.ensemble")
