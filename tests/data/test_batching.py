@@ -35,6 +35,15 @@ def test_plan_uses_every_row_once_and_groups_similar_lengths() -> None:
     assert [b.tolist() for b in again] != [b.tolist() for b in plan]
 
 
+def _epoch(dataset: object) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One pass over a `tf.data` dataset (TensorFlow) or a `PyDataset` (other backends)."""
+    if hasattr(dataset, "as_numpy_iterator"):
+        return list(dataset.as_numpy_iterator())
+    batches = [dataset[i] for i in range(len(dataset))]  # type: ignore[index, arg-type]
+    dataset.on_epoch_end()  # type: ignore[attr-defined]
+    return batches
+
+
 def test_dataset_batches_are_cut_keep_labels_and_reshuffle_each_epoch() -> None:
     lengths = np.array([3, 50, 7, 0, 120, 9, 64, 33, 2, 77])
     x = _padded(lengths, 128)
@@ -43,7 +52,7 @@ def test_dataset_batches_are_cut_keep_labels_and_reshuffle_each_epoch() -> None:
     epochs = []
     for _ in range(2):
         seen = []
-        for xb, yb in dataset.as_numpy_iterator():
+        for xb, yb in _epoch(dataset):
             rows = yb.astype(int)
             assert xb.shape[1] == batch_width(lengths[rows], 128)
             assert xb.shape[1] % 8 == 0 or xb.shape[1] == 128
@@ -161,7 +170,8 @@ def test_a_fixed_plan_is_in_order_or_shuffled_and_covers_every_row() -> None:
 
 
 def _row_and_width_model() -> object:
-    """A model that answers each row with its token sum and the width it was given."""
+    """A model that answers each row with its token sum and the width it was given (and a
+    dropout that would change both if a prediction ran in training mode)."""
     import keras
     from keras import ops
 
@@ -172,7 +182,9 @@ def _row_and_width_model() -> object:
         width = ops.ones_like(total) * ops.cast(ops.shape(t)[1], "float32")
         return ops.stack([total, width], axis=1)
 
-    return keras.Model(tokens, keras.layers.Lambda(answer)(tokens))
+    return keras.Model(
+        tokens, keras.layers.Dropout(0.5, seed=0)(keras.layers.Lambda(answer)(tokens))
+    )
 
 
 def test_predictions_come_back_in_row_order_from_the_widths_each_plan_gives() -> None:
