@@ -15,6 +15,8 @@ from hpo.tasks.images import CIFAR10, IMAGES
 from hpo.tasks.imdb import IMDB
 from hpo.tasks.text import TEXT
 
+from hpo.tasks.arrays import ARRAYS  # isort: skip (it reuses the images task's batches)
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TASKS", "Family", "Task", "TestSet", "TrialData", "get_task", "study_task"]
 
-TASKS: dict[str, Task] = {task.name: task for task in (IMDB, TEXT, CIFAR10, IMAGES)}
+TASKS: dict[str, Task] = {task.name: task for task in (IMDB, TEXT, CIFAR10, IMAGES, ARRAYS)}
 
 
 def get_task(name: str) -> Task:
@@ -49,6 +51,13 @@ def study_task(config: StudyConfig) -> Task:
         ConfigError: No such task, or a family that cannot be loaded.
     """
     task = get_task(config.task)
+    if config.hypermodel is not None:
+        # Given in memory (`hpo.Tuner`): carried to this process by value, never imported.
+        from hpo.space import TRAINING_SPACE
+
+        reserved = {"family", *TRAINING_SPACE, *task.space}
+        family = config.hypermodel.family(reserved)
+        return dataclasses.replace(task, families={family.name: family})
     if not config.families:
         return task
     if not config.import_families:
