@@ -221,7 +221,16 @@ class Tuner:
             data=DataConfig(path=str(folder.resolve())),
             training=training,
         )
-        summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
+        try:
+            summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
+        except ConfigError as exc:
+            if not any(s in str(exc) for s in ("settings differ", "other data")):
+                raise
+            # The study's earlier trials trained otherwise: a Tuner's ways out are its own.
+            raise ConfigError(
+                f"{exc} With hpo.Tuner: run it as before, or start anew with overwrite=True or "
+                f"another project_name."
+            ) from exc
         if verbose:
             best = (
                 f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"

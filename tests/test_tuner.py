@@ -89,6 +89,10 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     assert all(t.state is TrialState.COMPLETE for t in trials)
     # Run again as it is: the study already holds its trials, nothing more runs.
     assert run(2).study().optuna_study.get_trials() == trials
+    # Other training settings would make the trials incomparable: refused before any trial.
+    with pytest.raises(ConfigError, match=r"settings differ.*overwrite=True"):
+        _tuner(tmp_path, 3).search(x, y, validation_data=(x_val, y_val), epochs=3, verbose=0)
+    assert len(tuner.study().optuna_study.get_trials()) == 2
     # The arrays were written once, into the study's folder, and are all the trials read.
     assert len(list((tmp_path / "synthetic" / "cache").glob("arrays-*"))) == 1
 
