@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.errors import ConfigError
 from hpo.tasks._base import Family, Task, TestSet, TrialData
+from hpo.tasks.arrays import ARRAYS
 from hpo.tasks.images import CIFAR10, IMAGES
 from hpo.tasks.imdb import IMDB
 from hpo.tasks.text import TEXT
-
-from hpo.tasks.arrays import ARRAYS  # isort: skip (it reuses the images task's batches)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
