@@ -38,7 +38,7 @@ __all__ = [
 
 S3_SCHEME = "s3://"
 # StudyConfig fields that no study file may set.
-_DERIVED = ("study_dir", "import_families")
+_DERIVED = ("study_dir", "import_families", "hypermodel")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -220,6 +220,9 @@ class StudyConfig:
         import_families: Whether `families` may be imported. True for a study file the user
             gives; False for a configuration read from a study store, whose module names are
             data that must never choose code to run (derived, never read from a file or store).
+        hypermodel: A hypermodel given in memory by `hpo.Tuner` (a `PortableHypermodel`), which
+            reaches trial processes by value and is never stored: a study store holds its name
+            only, as data (derived, never read from a file or store).
     """
 
     name: str
@@ -244,6 +247,7 @@ class StudyConfig:
     families: dict[str, str] = field(default_factory=dict)
     study_dir: Path = Path("studies")
     import_families: bool = True
+    hypermodel: Any = None
 
     def __post_init__(self) -> None:
         _require(
@@ -374,8 +378,10 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items() if v is not None}
         return value
 
-    data = plain(dataclasses.asdict(config))
+    # The in-memory hypermodel is code: it is never stored (nor deep-copied by `asdict`).
+    data = plain(dataclasses.asdict(dataclasses.replace(config, hypermodel=None)))
     data.pop("import_families", None)
+    data.pop("hypermodel", None)
     if data.get("storage"):
         # Stored in the study, where the dashboard shows it: never with a password.
         from hpo.store import redact_url
@@ -389,7 +395,7 @@ def config_from_dict(data: dict[str, Any]) -> StudyConfig:
 
     Its families are never imported (`import_families` is False): a study store is data.
     """
-    stored = {k: v for k, v in data.items() if k != "import_families"}
+    stored = {k: v for k, v in data.items() if k not in ("import_families", "hypermodel")}
     return dataclasses.replace(_build(StudyConfig, stored, ""), import_families=False)
 
 

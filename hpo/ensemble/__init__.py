@@ -9,6 +9,8 @@ temperature, `build` evaluates once on the test set and writes the report (`repo
 
 from __future__ import annotations
 
+from hpo import api
+from hpo._callable import make_callable
 from hpo.ensemble.build import EnsembleResult, build_ensemble
 from hpo.ensemble.command import main
 from hpo.ensemble.export import EXPORT_NAME, export_ensemble
@@ -23,3 +25,6 @@ __all__ = [
     "main",
     "ranked_trials",
 ]
+
+# `hpo.ensemble(...)` is the public API's function (`hpo.api.ensemble`), this package is callable.
+make_callable(__name__, api.ensemble)

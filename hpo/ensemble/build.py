@@ -60,12 +60,10 @@ from hpo.ensemble.export import (
     takes_text,
 )
 
-__all__ = ["DEFAULT_POOL", "EnsembleResult", "build_ensemble"]
+__all__ = ["DEFAULT_POOL", "EnsembleResult", "FittedEnsemble", "build_ensemble", "fit_ensemble"]
 
 # The pool's size by default: docs/ensemble.md ("Pool") says what a member costs.
 DEFAULT_POOL = 100
-
-_log = logging.getLogger("hpo.ensemble")
 
 _log = logging.getLogger("hpo.ensemble")
 
@@ -109,42 +107,27 @@ def build_ensemble(
         formats: Exports besides `ensemble.keras`: "savedmodel" (`hpo.ensemble.serving`).
     """
     check_formats(formats, keras_config_backend())
-    task = study_task(config)
-    ranked = ranked_trials(study)
-    if top > len(ranked):
-        _log.warning(
-            "--top %d, but the study has only %d COMPLETE trials; using all of them.",
-            top,
-            len(ranked),
-        )
     out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
-    store = open_artifact_store(config.artifact_location)
-    source = task.locate(config, data or provenance.recorded_source(study))
-    data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
-    provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
-    y_val = task.trial_data(data_folder, ranked[0].params).y_val
     with tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch:
-        candidates, skipped = pool_candidates(
-            ranked, store, max(pool, top), Path(scratch), len(y_val)
+        fitted = fit_ensemble(
+            config,
+            study,
+            Path(scratch),
+            top=top,
+            pool=pool,
+            method=method,
+            calibrate=calibrate,
+            data=data,
         )
-        members, kept, failed = _choose(
-            candidates, store, Path(scratch), y_val, top, method, calibrate
-        )
-        skipped += failed
-        val_matrix = np.stack([m.val_predictions for m in members])
-
-        models = [m.model for m in members]
+        task, data_folder, source = fitted.task, fitted.data_folder, fitted.source
+        members, kept, skipped = fitted.members, fitted.choice, fitted.skipped
+        val_matrix, y_val = fitted.val_matrix, fitted.y_val
         test = task.load_test(config, str(source), data_folder)
         test_data = testset.fingerprint(test.raw, test.y, test.source)
         test_change = testset.change(study.user_attrs.get(testset.TEST_DATA_ATTR), test_data)
         if test_change is not None:
             _log.warning(test_change["message"])
-        test_matrix = np.stack(
-            [
-                _predict(task, model, task.member_inputs(test.x, m.trial.params), m.trial)
-                for model, m in zip(models, members, strict=True)
-            ]
-        )
+        test_matrix = fitted.member_predictions(test.x)
         ensemble_test = kept.predict(test_matrix)
         report = build_report(
             config,
@@ -153,7 +136,7 @@ def build_ensemble(
             skipped,
             method,
             kept,
-            len(candidates),
+            fitted.pool_size,
             val_matrix,
             y_val,
             test_matrix,
@@ -168,8 +151,7 @@ def build_ensemble(
         staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
         try:
-            temperature = None if kept.calibration is None else kept.temperature
-            export = export_ensemble(task, data_folder, members, models, kept.weights, temperature)
+            export = fitted.export()
             export.save(staging / EXPORT_NAME)
             # An export takes raw inputs, or (text off TensorFlow) the study's token ids.
             inputs = test.raw if takes_text(export) or not task.padded else test.x
@@ -201,6 +183,108 @@ def build_ensemble(
             shutil.rmtree(staging, ignore_errors=True)
     record_in_study(study, out_dir, report, top)
     return EnsembleResult(out_dir=out_dir, report=report)
+
+
+@dataclass(frozen=True)
+class FittedEnsemble:
+    """An ensemble fitted on validation predictions only: its members (loaded) and weights.
+
+    Attributes:
+        task: The study's task.
+        data_folder: The study's prepared data.
+        source: Where the data was read from.
+        members: The members the kept ensemble and the plain top ensemble use, best first.
+        choice: The kept ensemble's weights (over `members`) and temperature.
+        skipped: Trials left out, with the reason.
+        pool_size: How many trials the members were chosen from.
+        val_matrix: The members' validation predictions, stacked.
+        y_val: The validation labels.
+    """
+
+    task: Task
+    data_folder: Path
+    source: Path
+    members: list[Member]
+    choice: Choice
+    skipped: list[dict[str, Any]]
+    pool_size: int
+    val_matrix: np.ndarray
+    y_val: np.ndarray
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The kept ensemble's probabilities for inputs `x` as the task encodes them."""
+        return self.choice.predict(self.member_predictions(x))
+
+    def member_predictions(self, x: np.ndarray) -> np.ndarray:
+        """Each member's probabilities for `x`, stacked: `[members, n(, classes)]`."""
+        return np.stack(
+            [
+                _predict(self.task, m.model, self.task.member_inputs(x, m.trial.params), m.trial)
+                for m in self.members
+            ]
+        )
+
+    def export(self) -> keras.Model:
+        """One Keras model of the kept ensemble, from raw inputs (`export_ensemble`)."""
+        temperature = None if self.choice.calibration is None else self.choice.temperature
+        return export_ensemble(
+            self.task,
+            self.data_folder,
+            self.members,
+            [m.model for m in self.members],
+            self.choice.weights,
+            temperature,
+        )
+
+
+def fit_ensemble(
+    config: StudyConfig,
+    study: optuna.Study,
+    scratch: Path,
+    *,
+    top: int = 5,
+    pool: int = DEFAULT_POOL,
+    method: Method = Method.CARUANA,
+    calibrate: bool = True,
+    data: str | None = None,
+) -> FittedEnsemble:
+    """Chooses members, weights and temperature on validation predictions; reads no test data.
+
+    Args:
+        scratch: A folder for the members' checkpoints while they load.
+        top, pool, method, calibrate: As `build_ensemble` takes them.
+        data: Overrides where the study's data is read from.
+
+    Raises:
+        StoreError: No COMPLETE trial, or none with usable predictions and checkpoint.
+        ConfigError: The data differ from those the study's trials saw.
+    """
+    task = study_task(config)
+    ranked = ranked_trials(study)
+    if top > len(ranked):
+        _log.warning(
+            "--top %d, but the study has only %d COMPLETE trials; using all of them.",
+            top,
+            len(ranked),
+        )
+    store = open_artifact_store(config.artifact_location)
+    source = task.locate(config, data or provenance.recorded_source(study))
+    data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
+    provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
+    y_val = np.asarray(task.trial_data(data_folder, ranked[0].params).y_val)
+    candidates, skipped = pool_candidates(ranked, store, max(pool, top), scratch, len(y_val))
+    members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
+    return FittedEnsemble(
+        task=task,
+        data_folder=data_folder,
+        source=source,
+        members=members,
+        choice=kept,
+        skipped=skipped + failed,
+        pool_size=len(candidates),
+        val_matrix=np.stack([m.val_predictions for m in members]),
+        y_val=y_val,
+    )
 
 
 def _choose(

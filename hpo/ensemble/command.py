@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.backend import recorded_backend, use_backend
-from hpo.command_options import DATA_HELP, add_study_arguments, open_study, positive_int
+from hpo.command_options import DATA_HELP, add_study_arguments, positive_int
 from hpo.ensemble.report import format_table
 from hpo.ensemble.serving import FORMATS
 from hpo.ensemble.weighting import Method
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
+from hpo.ensemble.build import DEFAULT_POOL
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -70,16 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Builds, evaluates and exports the ensemble, and prints its table."""
-    config, study = open_study(args.study, args.storage, args.study_name)
-    # The members load and predict on the backend the search trained them on.
-    use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
-    result = build_ensemble(
-        config,
-        study,
+    """Builds, evaluates and exports the ensemble (`hpo.ensemble`), and prints its table."""
+    from hpo.api import ensemble
+
+    result = ensemble(
+        args.study,
+        storage=args.storage,
+        study_name=args.study_name,
         top=args.top,
         pool=args.pool,
-        method=Method(args.method),
+        method=args.method,
         calibrate=args.calibrate,
         formats=args.formats,
         out_dir=args.out,

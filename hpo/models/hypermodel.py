@@ -181,6 +181,9 @@ class HyperModelFamily:
         rename: Maps a KerasTuner name to the Optuna parameter name (a prefix where needed).
         narrowed: Parameters narrowed by the study file, KerasTuner name -> choices or
             [low, high]; a name the hypermodel never declares is an error at its first build.
+        fit_kwargs: Arguments that reach the hypermodel's `fit` as KerasTuner's `search(...,
+            **kwargs)` passes them (`hpo.Tuner`); without a `fit` of its own they go to
+            `model.fit` as they are.
     """
 
     SPACE: Mapping[str, BaseDistribution] = {}
@@ -192,8 +195,10 @@ class HyperModelFamily:
         hypermodel: Any,
         rename: Callable[[str], str],
         narrowed: Mapping[str, list[Any]] | None = None,
+        fit_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.fit_kwargs = dict(fit_kwargs or {})
         # The study file's `[space]` narrowing of this hypermodel's parameters, by KerasTuner
         # name (`[space] "resnet/conv4_depth" = [6]`): KerasTuner's `hyperparameters=`.
         self.narrowed = dict(narrowed or {})
@@ -271,10 +276,10 @@ class HyperModelFamily:
         """
         fit = getattr(self.hypermodel, "fit", None)
         if self._hp is None or fit is None:
-            return {}
+            return {k: v for k, v in self.fit_kwargs.items() if k in FIT_ARGUMENTS}
         recorder = _FitRecorder()
         try:
-            fit(self._hp, recorder, x, y)
+            fit(self._hp, recorder, x, y, **self.fit_kwargs)
         except Exception as exc:
             raise ConfigError(
                 f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
@@ -295,17 +300,22 @@ class HyperModelFamily:
 
 
 # Constructor arguments of a HyperModel class that hpo fills from the task: what KerasTuner's
-# ready-made hypermodels take (HyperResNet(input_shape=..., classes=...)).
-_FROM_TASK = {"input_shape": "image_shape", "classes": "classes", "num_classes": "classes"}
+# ready-made hypermodels take (HyperResNet(input_shape=..., classes=...)), from the first of
+# the task's values that it gives (images give `image_shape`, in-memory arrays `input_shape`).
+_FROM_TASK = {
+    "input_shape": ("input_shape", "image_shape"),
+    "classes": ("classes",),
+    "num_classes": ("classes",),
+}
 
 
 def _instantiate(name: str, cls: type, given: Mapping[str, Any]) -> Any:
     """A HyperModel class instantiated with what the task gives (input shape, classes)."""
     parameters = inspect.signature(cls).parameters
     kwargs = {
-        argument: given[source]
-        for argument, source in _FROM_TASK.items()
-        if argument in parameters and source in given
+        argument: next(given[s] for s in sources if s in given)
+        for argument, sources in _FROM_TASK.items()
+        if argument in parameters and any(s in given for s in sources)
     }
     try:
         return cls(**kwargs)

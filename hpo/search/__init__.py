@@ -8,7 +8,12 @@ in `hpo.training`.
 
 from __future__ import annotations
 
+from hpo import api
+from hpo._callable import make_callable
 from hpo.search.command import main
 from hpo.search.workers import SearchSummary, run_search, run_worker
 
 __all__ = ["SearchSummary", "main", "run_search", "run_worker"]
+
+# `hpo.search(...)` is the public API's function (`hpo.api.search`), this package is callable.
+make_callable(__name__, api.search)

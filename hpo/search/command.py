@@ -13,26 +13,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpo.api import DEFAULT_STUDY
 from hpo.budget import format_duration, parse_duration
 from hpo.command_options import DATA_HELP, positive_int
 from hpo.errors import ConfigError
-from hpo.search.recovery import (
-    raise_keyboard_interrupt_on_sigterm,
-)
+from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-
-from hpo.search.workers import run_search
-
 __all__ = ["add_arguments", "main", "run"]
-
-DEFAULT_STUDY = "studies/imdb.toml"
 
 
 def _positive_float(text: str) -> float:
@@ -90,37 +83,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs or resumes the study and prints where it stands."""
-    from hpo.command_options import joining_config
-    from hpo.config import load_study_config
+    """Runs or resumes the study (`hpo.search`) and prints where it stands."""
+    from hpo.api import search
 
     raise_keyboard_interrupt_on_sigterm()
-    if args.study_name:
-        if args.study or not args.storage:
-            raise ConfigError(
-                "--study-name joins a study by its storage: give --storage URL --study-name "
-                "NAME, without --study."
-            )
-        base = joining_config(args.storage, args.study_name, Path("studies"))
-    else:
-        base = load_study_config(args.study or DEFAULT_STUDY)
     study_hint = (
         f"--storage {redact_url(args.storage)} --study-name {args.study_name}"
         if args.study_name
         else f"--study {args.study or DEFAULT_STUDY}"
     )
-    config = base.with_overrides(
-        storage=args.storage,
-        n_trials=args.n_trials,
-        budget=args.budget,
-        timeout=args.timeout,
-        workers=args.workers,
-        trials_per_gpu=args.trials_per_gpu,
-        tensorboard=args.tensorboard,
-    )
     try:
-        summary = run_search(
-            config,
+        summary = search(
+            args.study,
+            storage=args.storage,
+            study_name=args.study_name,
+            n_trials=args.n_trials,
+            budget=args.budget,
+            timeout=args.timeout,
+            workers=args.workers,
+            trials_per_gpu=args.trials_per_gpu,
+            tensorboard=args.tensorboard,
             data=args.data,
             progress=sys.stderr.isatty() or bool(os.environ.get("HPO_PROGRESS")),
         )

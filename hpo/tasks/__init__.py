@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.errors import ConfigError
 from hpo.tasks._base import Family, Task, TestSet, TrialData
+from hpo.tasks.arrays import ARRAYS
 from hpo.tasks.images import CIFAR10, IMAGES
 from hpo.tasks.imdb import IMDB
 from hpo.tasks.text import TEXT
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TASKS", "Family", "Task", "TestSet", "TrialData", "get_task", "study_task"]
 
-TASKS: dict[str, Task] = {task.name: task for task in (IMDB, TEXT, CIFAR10, IMAGES)}
+TASKS: dict[str, Task] = {task.name: task for task in (IMDB, TEXT, CIFAR10, IMAGES, ARRAYS)}
 
 
 def get_task(name: str) -> Task:
@@ -49,6 +50,13 @@ def study_task(config: StudyConfig) -> Task:
         ConfigError: No such task, or a family that cannot be loaded.
     """
     task = get_task(config.task)
+    if config.hypermodel is not None:
+        # Given in memory (`hpo.Tuner`): carried to this process by value, never imported.
+        from hpo.space import TRAINING_SPACE
+
+        reserved = {"family", *TRAINING_SPACE, *task.space}
+        family = config.hypermodel.family(reserved)
+        return dataclasses.replace(task, families={family.name: family})
     if not config.families:
         return task
     if not config.import_families:

@@ -1,0 +1,37 @@
+"""`hpo.search(...)` and `hpo.ensemble(...)`: packages that are also the public functions.
+
+`hpo.search` and `hpo.ensemble` name both a package (whose modules the commands and tests
+import) and a function of the public API (`hpo.api`). Python sets a package as an attribute of
+its parent whenever it is imported, so a function of the same name in `hpo/__init__.py` would be
+replaced by the package; instead the package itself is made callable, and calls the function.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["make_callable"]
+
+
+class _CallablePackage(types.ModuleType):
+    __function__: Callable[..., Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__function__(*args, **kwargs)
+
+
+def make_callable(package: str, function: Callable[..., Any]) -> None:
+    """Makes the package `package` (already in `sys.modules`) call `function` when called."""
+    module = sys.modules[package]
+    module.__class__ = _CallablePackage
+    module.__function__ = function  # type: ignore[attr-defined]
+    module.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    module.__doc__ = f"{module.__doc__}\nCalled as `hpo.{package.rpartition('.')[2]}(...)`:\n\n" + (
+        function.__doc__ or ""
+    )

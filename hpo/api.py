@@ -1,0 +1,280 @@
+"""hpo from Python: run a study's search, build its ensemble, read a study, load a model.
+
+The `hpo search` and `hpo ensemble` commands parse their flags and call `search` and
+`ensemble` here; `hpo.Tuner` (`hpo.tuner`) is the KerasTuner-shaped way to do both on arrays
+in memory. Importing this module loads neither Keras nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo.config import StudyConfig, load_study_config
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import keras
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from hpo.ensemble.build import EnsembleResult
+    from hpo.search.workers import SearchSummary
+
+__all__ = ["DEFAULT_STUDY", "Study", "StudyRef", "ensemble", "load_model", "load_study", "search"]
+
+DEFAULT_STUDY = "studies/imdb.toml"
+# A study as the functions here take it: its study file, or its configuration.
+StudyRef = str | Path | StudyConfig
+
+
+@dataclass(frozen=True)
+class Study:
+    """An existing study: its configuration and its Optuna study.
+
+    Attributes:
+        config: The study's configuration (from its study file, or as its search recorded it).
+        optuna_study: The Optuna study, for Optuna's own API (`trials_dataframe()`, plots).
+    """
+
+    config: StudyConfig
+    optuna_study: optuna.Study
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.config.name
+
+    def best_trials(self, n: int = 1) -> list[FrozenTrial]:
+        """The `n` best COMPLETE trials with a checkpoint, best validation accuracy first.
+
+        Raises:
+            StoreError: The study has no COMPLETE trial.
+        """
+        from hpo.ensemble.selection import ranked_trials
+
+        return ranked_trials(self.optuna_study)[:n]
+
+    def load_model(self, trial: int | None = None) -> keras.Model:
+        """A trial's best model, as stored: uncompiled, giving class probabilities.
+
+        Args:
+            trial: The trial's number; default: the best trial.
+
+        Raises:
+            StoreError: No such COMPLETE trial, or its checkpoint is missing or changed.
+        """
+        import tempfile
+
+        from hpo.contract import fetch_checkpoint, load_checkpoint
+        from hpo.ensemble.selection import ranked_trials
+        from hpo.errors import StoreError
+        from hpo.store import open_artifact_store
+
+        ranked = ranked_trials(self.optuna_study)
+        chosen = (
+            ranked[0] if trial is None else next((t for t in ranked if t.number == trial), None)
+        )
+        if chosen is None:
+            raise StoreError(
+                f"study {self.name!r} has no COMPLETE trial {trial} with a checkpoint; its "
+                f"best trials: {[t.number for t in ranked[:10]]}."
+            )
+        store = open_artifact_store(self.config.artifact_location)
+        with tempfile.TemporaryDirectory(prefix="hpo-model-") as scratch:
+            path = fetch_checkpoint(store, chosen, Path(scratch))
+            return load_checkpoint(path, chosen.number)
+
+
+def load_study(
+    study: StudyRef | None = None, *, storage: str | None = None, study_name: str | None = None
+) -> Study:
+    """Opens an existing study (never creates one).
+
+    Args:
+        study: Its study file (default `studies/imdb.toml`) or configuration.
+        storage: With `study_name` and no `study`: the storage URL of a study to read with the
+            settings its search recorded (its own model code is never imported from there).
+        study_name: The study's name in `storage`.
+
+    Raises:
+        ConfigError: Both ways, or only one of `storage` and `study_name`, were given.
+        StoreError: No such database or study, or the study was not made by hpo.
+    """
+    from hpo.command_options import open_study
+    from hpo.store import load_existing_study, open_storage
+
+    if isinstance(study, StudyConfig):
+        config = study.with_overrides(storage=storage)
+        opened = open_storage(config.storage_url, create=False, heartbeat=False)
+        return Study(config, load_existing_study(opened, config.name))
+    config, optuna_study = open_study(study, storage, study_name)
+    return Study(config, optuna_study)
+
+
+def search(
+    study: StudyRef | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    budget: str | float | None = None,
+    timeout: float | None = None,
+    workers: int | None = None,
+    trials_per_gpu: int | None = None,
+    tensorboard: bool | None = None,
+    data: str | None = None,
+    progress: bool = False,
+) -> SearchSummary:
+    """Runs or resumes a study's search, as `hpo search` does; each trial in its own process.
+
+    Arguments left None keep the study file's settings.
+
+    Args:
+        study: The study file (default `studies/imdb.toml`) or its configuration.
+        storage: The storage URL (default: SQLite in the study's folder). With `study_name`
+            and no `study`: join that study with the settings its search recorded.
+        study_name: The study to join in `storage`.
+        n_trials: Finished trials the study should hold.
+        budget: Wall-clock budget of the whole study across resumed runs ("2h", "90m", or
+            seconds).
+        timeout: Seconds after which no new trial starts.
+        workers: Worker processes sharing the storage.
+        trials_per_gpu: Trials that share one GPU at once.
+        tensorboard: Write a TensorBoard log per trial.
+        data: The data set's folder or archive (else the task's variable, the study file's
+            `data.path`, or a download).
+        progress: Show a progress bar.
+
+    Returns:
+        Counts and the best trial after the run.
+
+    Raises:
+        HpoError: Invalid configuration, data or storage, before any trial runs.
+    """
+    from hpo.budget import parse_duration
+    from hpo.command_options import joining_config
+    from hpo.search.workers import run_search
+
+    if study_name:
+        if study is not None or not storage:
+            raise ConfigError(
+                "study_name joins a study by its storage: give storage=URL and study_name=NAME, "
+                "without a study file (--storage URL --study-name NAME)."
+            )
+        base = joining_config(storage, study_name, Path("studies"))
+    elif isinstance(study, StudyConfig):
+        base = study
+    else:
+        base = load_study_config(study or DEFAULT_STUDY)
+    if isinstance(budget, str):
+        budget = parse_duration(budget, "budget")
+    config = base.with_overrides(
+        storage=storage,
+        n_trials=n_trials,
+        budget=budget,
+        timeout=timeout,
+        workers=workers,
+        trials_per_gpu=trials_per_gpu,
+        tensorboard=tensorboard,
+    )
+    return run_search(config, data=data, progress=progress)
+
+
+def ensemble(
+    study: StudyRef | Study | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    top: int = 5,
+    pool: int | None = None,
+    method: str = "caruana",
+    calibrate: bool = True,
+    formats: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    data: str | None = None,
+) -> EnsembleResult:
+    """Builds a study's ensemble, as `hpo ensemble` does: members and weights chosen on
+    validation, evaluated once on the task's test set, exported as `ensemble.keras`.
+
+    (For a study searched by `hpo.Tuner`, whose test set is yours, use `Tuner.ensemble`.)
+
+    Args:
+        study: The study file (default `studies/imdb.toml`), its configuration, or a `Study`.
+        storage, study_name: Instead of `study`: the study's storage URL and name.
+        top: The most members, and the plain ensemble's size (default 5).
+        pool: Choose members among this many of the best trials (default 100, at least `top`).
+        method: How the plain top ensemble is weighted: "caruana" (default), "score" or
+            "uniform".
+        calibrate: Fit a temperature on validation and export it (default True).
+        formats: Exports besides `ensemble.keras`: "savedmodel".
+        out_dir: The output folder (default `ensembles/<study>-top<top>`).
+        data: The data set's folder or archive, if not the one the search recorded.
+
+    Returns:
+        The output folder and the report (`report["test"]["ensemble"]["accuracy"]`, ...).
+
+    Raises:
+        HpoError: No such study, no usable trial, other data than the search's, or a bad
+            argument.
+    """
+    from hpo.backend import recorded_backend, use_backend
+    from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
+    from hpo.ensemble.weighting import Method
+
+    if top < 1:
+        raise ConfigError(f"top must be at least 1, got {top}. Use top=5 for the five best trials.")
+    try:
+        weighting = Method(method)
+    except ValueError as exc:
+        raise ConfigError(
+            f"method must be one of {[m.value for m in Method]}, got {method!r}."
+        ) from exc
+    opened = (
+        study
+        if isinstance(study, Study)
+        else load_study(study, storage=storage, study_name=study_name)
+    )
+    config = opened.config
+    # The members load and predict on the backend the search trained them on.
+    use_backend(
+        recorded_backend(opened.optuna_study.user_attrs.get("hpo_config"), config.training.backend)
+    )
+    return build_ensemble(
+        config,
+        opened.optuna_study,
+        top=top,
+        pool=DEFAULT_POOL if pool is None else pool,
+        method=weighting,
+        calibrate=calibrate,
+        formats=formats,
+        out_dir=None if out_dir is None else Path(out_dir),
+        data=data,
+    )
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Loads a model hpo wrote: an exported `ensemble.keras` (or its folder), or a trial's
+    checkpoint, in Keras's safe mode and uncompiled; it gives class probabilities.
+
+    Args:
+        path: A `.keras` file, or an ensemble's output folder (holding `ensemble.keras`).
+
+    Raises:
+        ConfigError: There is no such file.
+    """
+    from hpo.contract import load_keras_file
+    from hpo.ensemble.export import EXPORT_NAME
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / EXPORT_NAME
+    if not file.is_file():
+        raise ConfigError(
+            f"no model at {file}. Give a .keras file, or the folder `hpo ensemble` wrote "
+            f"(it holds {EXPORT_NAME})."
+        )
+    return load_keras_file(file)

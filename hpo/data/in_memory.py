@@ -1,0 +1,172 @@
+"""Data given in memory to `hpo.Tuner`: numpy arrays, `tf.data` datasets and Keras `PyDataset`s.
+
+Trials train in processes of their own, on arrays the study writes once (`hpo.tasks.arrays`):
+a dataset is read once, batch after batch as `model.fit` would read one epoch of it, and its
+batches are concatenated into arrays. Labels become class indices.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hpo.errors import DataError
+
+__all__ = ["SplitArrays", "class_labels", "split_arrays"]
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """Training and validation arrays, labels as class indices."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def split_arrays(
+    x: Any, y: Any, validation_data: Any = None, validation_split: float | None = None
+) -> SplitArrays:
+    """The training and validation arrays of a `search(x, y, validation_data=...)` call.
+
+    Args:
+        x: Inputs (an array), or a dataset of `(inputs, labels)` batches (then `y` is None).
+        y: Labels: class indices, or one-hot rows.
+        validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches.
+        validation_split: Without `validation_data`: the last fraction of `x` and `y` (before
+            any shuffling), as Keras's `fit` takes it.
+
+    Raises:
+        DataError: Missing validation data, mismatched lengths, inputs that are not numbers,
+            or labels that are not classes; each names the fix.
+    """
+    x_train, y_train = _pair(x, y, "x")
+    if validation_data is not None:
+        if validation_split:
+            raise DataError("give validation_data or validation_split, not both.")
+        if isinstance(validation_data, (tuple, list)):
+            if len(validation_data) != 2:
+                raise DataError(
+                    f"validation_data must be (x_val, y_val), got a {type(validation_data)} of "
+                    f"{len(validation_data)} items; sample weights are not supported."
+                )
+            x_val, y_val = _pair(validation_data[0], validation_data[1], "validation_data")
+        else:
+            x_val, y_val = _pair(validation_data, None, "validation_data")
+    elif validation_split:
+        if not 0 < validation_split < 1:
+            raise DataError(f"validation_split must be in (0, 1), got {validation_split}.")
+        cut = math.ceil(len(x_train) * (1.0 - validation_split))  # as Keras's fit cuts
+        if cut <= 0 or cut >= len(x_train):
+            raise DataError(
+                f"validation_split={validation_split} of {len(x_train)} examples leaves one "
+                f"side empty; give more examples or another split."
+            )
+        x_train, x_val = x_train[:cut], x_train[cut:]
+        y_train, y_val = y_train[:cut], y_train[cut:]
+    else:
+        raise DataError(
+            "hpo.Tuner needs validation data to score and ensemble trials: pass "
+            "validation_data=(x_val, y_val) or validation_split=0.2."
+        )
+    if x_val.shape[1:] != x_train.shape[1:] or x_val.dtype != x_train.dtype:
+        raise DataError(
+            f"validation inputs are {x_val.dtype} {x_val.shape[1:]} per example, training "
+            f"inputs {x_train.dtype} {x_train.shape[1:]}; give both the same shape and type."
+        )
+    if len(np.unique(y_train)) < 2:
+        raise DataError("the training labels hold a single class; hpo.Tuner classifies.")
+    return SplitArrays(x_train, y_train, x_val, y_val)
+
+
+def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if y is None:
+        x, y = _read_batches(x, what)
+    inputs = np.asarray(x)
+    if inputs.dtype == object or not (
+        np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool
+    ):
+        raise DataError(
+            f"{what}: inputs must be numbers (got {inputs.dtype}). hpo.Tuner writes them to "
+            f"disk as arrays: turn text into token ids first (keras.layers.TextVectorization "
+            f"applied to the data, outside the model)."
+        )
+    if inputs.ndim < 1 or len(inputs) == 0:
+        raise DataError(f"{what}: no examples (an array of shape {inputs.shape}).")
+    labels = class_labels(y, what)
+    if len(labels) != len(inputs):
+        raise DataError(f"{what}: {len(inputs)} inputs but {len(labels)} labels; give as many.")
+    return inputs, labels
+
+
+def class_labels(y: Any, what: str = "y") -> np.ndarray:
+    """Labels as class indices `[n]` (int32): from indices, or from one-hot rows.
+
+    Raises:
+        DataError: The labels are not class indices nor one-hot rows.
+    """
+    labels = np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim == 2:
+        if not (np.issubdtype(labels.dtype, np.number) and ((labels == 0) | (labels == 1)).all()):
+            raise DataError(f"{what}: 2-D labels must be one-hot rows of 0 and 1.")
+        return labels.argmax(axis=1).astype(np.int32)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number):
+        raise DataError(
+            f"{what}: labels must be class indices [n] or one-hot rows [n, classes], got "
+            f"{labels.dtype} {labels.shape}."
+        )
+    if len(labels) and (labels.min() < 0 or not np.array_equal(labels, np.round(labels))):
+        raise DataError(
+            f"{what}: labels must be class indices 0, 1, 2, ... (hpo.Tuner classifies; "
+            f"got values such as {labels[~np.isclose(labels, np.round(labels))][:3]} or "
+            f"{labels.min()})."
+        )
+    return labels.astype(np.int32)
+
+
+def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset's `(inputs, labels)` batches, read once and concatenated."""
+    batches = _batches(data, what)
+    xs, ys = [], []
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise DataError(
+                f"{what}: each batch must be (inputs, labels); got a {type(batch).__name__} "
+                f"(sample weights and dict inputs are not supported)."
+            )
+        xs.append(_numpy(batch[0], what))
+        ys.append(_numpy(batch[1], what))
+    if not xs:
+        raise DataError(f"{what}: the dataset is empty.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _batches(data: Any, what: str) -> Any:
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(data, tf.data.Dataset):
+        if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise DataError(f"{what}: the dataset repeats forever; remove its .repeat().")
+        return data.as_numpy_iterator()
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(data, keras.utils.PyDataset):
+        count = data.num_batches
+        if count is None:
+            raise DataError(f"{what}: the PyDataset has no length (num_batches is None).")
+        return (data[i] for i in range(count))
+    raise DataError(
+        f"{what}: expected a numpy array with labels, a tf.data.Dataset or a "
+        f"keras.utils.PyDataset of (inputs, labels) batches, got {type(data).__name__}."
+    )
+
+
+def _numpy(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, dict):
+        raise DataError(f"{what}: dict inputs are not supported; give one input array.")
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)

@@ -1,0 +1,166 @@
+"""How to combine, from Python: an ensemble to predict with, evaluate on your test set, export.
+
+`Tuner.ensemble()` fits the ensemble as `hpo ensemble` does, on validation predictions only
+(`hpo.ensemble.build.fit_ensemble`), and hands it back in memory: the test set is yours, read by
+`evaluate` alone and only when you call it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo import metrics
+from hpo.contract import Attr
+from hpo.data.in_memory import class_labels
+from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
+from hpo.ensemble.calibration import temperature_slope
+from hpo.ensemble.export import check_export
+from hpo.ensemble.weighting import Method
+from hpo.errors import ConfigError, DataError
+from hpo.training.interface import tolerance
+
+if TYPE_CHECKING:
+    import keras
+
+    from hpo.api import Study
+
+__all__ = ["Ensemble", "fit_in_memory"]
+
+
+def fit_in_memory(
+    study: Study,
+    *,
+    top: int = 5,
+    pool: int | None = None,
+    method: str = "caruana",
+    calibrate: bool = True,
+) -> Ensemble:
+    """Fits a study's ensemble on validation predictions (see `Tuner.ensemble`).
+
+    Raises:
+        ConfigError: A bad argument.
+        StoreError: No COMPLETE trial with a usable checkpoint.
+    """
+    if top < 1:
+        raise ConfigError(f"top must be at least 1, got {top}. Use top=5 for the five best trials.")
+    try:
+        weighting = Method(method)
+    except ValueError as exc:
+        raise ConfigError(
+            f"method must be one of {[m.value for m in Method]}, got {method!r}."
+        ) from exc
+    scratch = tempfile.TemporaryDirectory(prefix="hpo-ensemble-")
+    fitted = fit_ensemble(
+        study.config,
+        study.optuna_study,
+        Path(scratch.name),
+        top=top,
+        pool=DEFAULT_POOL if pool is None else pool,
+        method=weighting,
+        calibrate=calibrate,
+    )
+    scratch.cleanup()  # the members are loaded; their downloaded files are not needed
+    return Ensemble(fitted)
+
+
+class Ensemble:
+    """The best trials' weighted (and calibrated) average, chosen on validation data.
+
+    Attributes:
+        members: The trial numbers of the members that carry weight, best first.
+        weights: Their weights (summing to 1).
+        temperature: The fitted temperature (1.0 without calibration).
+    """
+
+    def __init__(self, fitted: FittedEnsemble) -> None:
+        self._fitted = fitted
+        weights = fitted.choice.weights
+        kept = [i for i, w in enumerate(weights) if w > 0]
+        self.members = [fitted.members[i].trial.number for i in kept]
+        self.weights = [float(weights[i]) for i in kept]
+        self.temperature = float(fitted.choice.temperature)
+
+    def __repr__(self) -> str:
+        return f"Ensemble(members={self.members}, weights={[round(w, 3) for w in self.weights]})"
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Class probabilities for inputs `x`: `[n]` (of class 1) for two classes, else
+        `[n, classes]`."""
+        return self._fitted.predict(self._inputs(x))
+
+    def evaluate(self, x: Any, y: Any) -> dict[str, Any]:
+        """Scores the ensemble and each member on your test data (read here only).
+
+        Args:
+            x: Test inputs, as the search's.
+            y: Test labels: class indices or one-hot rows.
+
+        Returns:
+            `accuracy` and `log_loss` of the ensemble, `best_member_accuracy` (of the member
+            with the best validation accuracy) and `members` (trial number -> accuracy).
+        """
+        inputs, labels = self._inputs(x), class_labels(y, "y_test")
+        if len(labels) != len(inputs):
+            raise DataError(f"{len(inputs)} test inputs but {len(labels)} labels; give as many.")
+        matrix = self._fitted.member_predictions(inputs)
+        ensemble = self._fitted.choice.predict(matrix)
+        members = {
+            m.trial.number: round(metrics.accuracy(labels, p), 6)
+            for m, p in zip(self._fitted.members, matrix, strict=True)
+        }
+        return {
+            "accuracy": metrics.accuracy(labels, ensemble),
+            "log_loss": metrics.log_loss(labels, ensemble),
+            "best_member_accuracy": members[self._fitted.members[0].trial.number],
+            "members": members,
+        }
+
+    def export(self, path: str | Path) -> Path:
+        """Writes the ensemble as one Keras model (`.keras`) and checks that, loaded back, it
+        reproduces the ensemble on validation rows of every class.
+
+        Load it with `hpo.load_model(path)` (or `keras.models.load_model` after `import hpo`).
+
+        Returns:
+            The file written.
+        """
+        file = Path(path)
+        if file.suffix != ".keras":
+            raise ConfigError(f"export(path) writes a .keras file; got {file}. Use 'model.keras'.")
+        fitted = self._fitted
+        model = self.model()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        model.save(file)
+        data = fitted.task.trial_data(fitted.data_folder, fitted.members[0].trial.params)
+        expected = fitted.choice.predict(fitted.val_matrix)
+        precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in fitted.members}
+        slope = temperature_slope(fitted.choice.blend(fitted.val_matrix), self.temperature)
+        check_export(
+            file,
+            np.asarray(data.x_val),
+            fitted.y_val,
+            expected,
+            max(tolerance(p) for p in precisions),
+            slope,
+        )
+        return file
+
+    def model(self) -> keras.Model:
+        """The ensemble as one Keras model, from the search's inputs to probabilities."""
+        return self._fitted.export()
+
+    def _inputs(self, x: Any) -> np.ndarray:
+        inputs = np.asarray(x)
+        expected = self._fitted.task.trial_data(
+            self._fitted.data_folder, self._fitted.members[0].trial.params
+        ).x_train
+        if inputs.shape[1:] != expected.shape[1:]:
+            raise DataError(
+                f"inputs of shape {inputs.shape[1:]} per example; the search's were "
+                f"{expected.shape[1:]}. Prepare them as the search's inputs were."
+            )
+        return inputs.astype(expected.dtype, copy=False)

@@ -1,0 +1,106 @@
+"""What to try, from memory: a hypermodel defined in a notebook or a script, carried to trials.
+
+`hpo.Tuner` takes a KerasTuner `build_model(hp)` function or `HyperModel` defined wherever the
+user runs it (a notebook cell, a script's `__main__`). Trial processes are started from a fork
+server that never ran the user's code, so the hypermodel travels with each trial's job, pickled
+by value with cloudpickle (its code and the globals it uses), never through the study store: the
+store records the family's name only, as data.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hpo.models.hypermodel import HyperModelFamily
+
+__all__ = ["PortableHypermodel", "family_name"]
+
+
+def family_name(hypermodel: Any) -> str:
+    """The family name a hypermodel gets in its study: its function's or class's name."""
+    target = hypermodel if inspect.isfunction(hypermodel) or inspect.isclass(hypermodel) else None
+    name = (target or type(hypermodel)).__name__
+    return name if name.isidentifier() and name != "<lambda>" else "hypermodel"
+
+
+class PortableHypermodel:
+    """A KerasTuner hypermodel and the arguments `search` gives its `fit`, picklable by value.
+
+    Args:
+        hypermodel: A `build(hp)` function, or a `keras_tuner.HyperModel` instance or class.
+        fit_kwargs: What `Tuner.search` passes on to the hypermodel's `fit` (and so to
+            `model.fit`): `batch_size`, `class_weight`, `callbacks`, `epochs`.
+
+    Raises:
+        ConfigError: The hypermodel (or a callback) cannot be pickled, naming the cause.
+    """
+
+    def __init__(self, hypermodel: Any, fit_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.name = family_name(hypermodel)
+        module = getattr(hypermodel, "__module__", None) or type(hypermodel).__module__
+        qualname = getattr(hypermodel, "__qualname__", None) or type(hypermodel).__qualname__
+        # What the study records of it: where it was defined, for people to read.
+        self.spec = f"{module}:{qualname}"
+        self.hypermodel = hypermodel
+        self.fit_kwargs = dict(fit_kwargs or {})
+        self._payload = self._pickle()
+        self._family: HyperModelFamily | None = None
+
+    def _pickle(self) -> bytes:
+        try:
+            return bytes(cloudpickle.dumps((self.hypermodel, self.fit_kwargs)))
+        except Exception as exc:
+            raise ConfigError(
+                f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
+                f"processes ({type(exc).__name__}: {str(exc)[:300]}). Each trial trains in a "
+                f"process of its own, which receives them pickled: keep open files, locks, "
+                f"loaded data sets and models out of the build function's globals and of the "
+                f"callbacks (build them inside the function instead)."
+            ) from exc
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "spec": self.spec, "payload": self._payload}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name, self.spec, self._payload = state["name"], state["spec"], state["payload"]
+        self.hypermodel, self.fit_kwargs = cloudpickle.loads(self._payload)
+        self._family = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PortableHypermodel) and self._payload == other._payload
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def family(self, reserved: set[str]) -> HyperModelFamily:
+        """The hypermodel as an hpo family, one per process (it keeps the last build's `hp`).
+
+        Args:
+            reserved: Parameter names hpo itself uses; a hypermodel parameter of the same name
+                gets the family's name as a prefix (`build_model/learning_rate`).
+        """
+        if self._family is None:
+            from hpo.models.hypermodel import HyperModelFamily, as_hypermodel
+
+            if as_hypermodel(self.hypermodel) is None:
+                raise ConfigError(
+                    f"hpo.Tuner takes a KerasTuner hypermodel: a build_model(hp) function of "
+                    f"one argument, or a keras_tuner.HyperModel; got {self.spec} "
+                    f"({type(self.hypermodel).__name__})."
+                )
+            name = self.name
+
+            def rename(parameter: str) -> str:
+                return f"{name}/{parameter}" if parameter in reserved else parameter
+
+            self._family = HyperModelFamily(
+                name, self.hypermodel, rename, fit_kwargs=self.fit_kwargs
+            )
+        return self._family

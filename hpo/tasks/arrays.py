@@ -1,0 +1,147 @@
+"""Classification of arrays given in memory (`hpo.Tuner`): the study's copy, memory-mapped.
+
+`hpo.Tuner.search(x, y, validation_data=...)` writes the four arrays once per study into the
+study's folder, as `.npy` files named by a fingerprint of their contents (`save_study_arrays`);
+each trial process memory-maps them, so a trial reads the batches it trains on and no process
+holds a copy of its own. Labels are class indices (binary or multiclass, like the other tasks);
+the metric is validation accuracy. There is no test set in the study: the ensemble is evaluated
+on test data the user gives (`Ensemble.evaluate(x_test, y_test)`), and only then.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo.data import array_cache
+from hpo.errors import ConfigError
+from hpo.tasks import images
+from hpo.tasks._base import Task, TestSet, TrialData
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hpo.config import StudyConfig
+    from hpo.space import Space
+
+__all__ = ["ARRAYS", "ARRAY_NAMES", "save_study_arrays"]
+
+ARRAY_NAMES = ("x_train", "y_train", "x_val", "y_val")
+
+
+def save_study_arrays(
+    cache_dir: Path, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+) -> Path:
+    """Writes the arrays once per study (a folder named by their fingerprint) and returns it.
+
+    Arrays already written by an earlier run of the same study are not written again.
+    """
+    arrays = dict(zip(ARRAY_NAMES, (x_train, y_train, x_val, y_val), strict=True))
+    classes = int(max(y_train.max(), y_val.max())) + 1
+    meta = {"task": "arrays", "classes": classes}
+    fingerprint = array_cache.fingerprint(arrays, meta)
+    folder = cache_dir / f"arrays-{fingerprint}"
+    if not (folder / array_cache.META_NAME).is_file():
+        array_cache.save_arrays(folder, arrays, {**meta, "fingerprint": fingerprint})
+    return folder
+
+
+def locate(config: StudyConfig, data_arg: str | None) -> Path:
+    """The folder `save_study_arrays` wrote: the search's record of it, else `data.path`."""
+    given = data_arg or config.data.path
+    folder = Path(given) if given else None
+    if folder is None or not (folder / array_cache.META_NAME).is_file():
+        raise ConfigError(
+            f"study {config.name!r} trains on arrays that hpo.Tuner.search(x, y, ...) writes "
+            f"into the study's folder, and they are not there ({folder}). Run the Tuner's "
+            f"search again with the same data."
+        )
+    return folder
+
+
+def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
+    """Nothing to prepare: the Tuner wrote the arrays before the search."""
+    return locate(config, data_arg)
+
+
+@functools.lru_cache(maxsize=2)
+def _meta(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / array_cache.META_NAME).read_text()))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(folder: Path) -> TrialData:
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAY_NAMES}
+    return TrialData(**arrays)
+
+
+def fingerprint(folder: Path) -> str:
+    """The arrays' fingerprint, computed once as they were written."""
+    return str(_meta(folder)["fingerprint"])
+
+
+def trial_data(folder: Path, params: Mapping[str, Any]) -> TrialData:
+    """The study's arrays, memory-mapped (read-only): every trial trains on them as they are."""
+    return _load(folder)
+
+
+def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
+    """Raises: the study holds no test set; the user's is given to the ensemble's `evaluate`."""
+    raise ConfigError(
+        f"study {config.name!r} was searched by hpo.Tuner on arrays, and holds no test set. "
+        f"Evaluate its ensemble on yours: tuner.ensemble(top=5).evaluate(x_test, y_test)."
+    )
+
+
+def build_context(folder: Path) -> dict[str, Any]:
+    """Models are built for the labels' classes and the inputs' shape (`hp.get("classes")`)."""
+    return {
+        "classes": int(_meta(folder)["classes"]),
+        "input_shape": tuple(_load(folder).x_train.shape[1:]),
+    }
+
+
+def class_names(folder: Path) -> list[str]:
+    """The class indices, as names."""
+    return [str(c) for c in range(int(_meta(folder)["classes"]))]
+
+
+def raw_input(folder: Path) -> Any:
+    """A Keras input of the arrays' shape and type."""
+    import keras
+
+    x = _load(folder).x_train
+    return keras.Input(shape=x.shape[1:], dtype=str(x.dtype), name="inputs")
+
+
+def cost_shape(params: Mapping[str, Any]) -> tuple[int, ...]:
+    """Models are costed at the inputs' shape."""
+    return tuple(params["input_shape"])
+
+
+# Batches, predictions and the export are the images task's: arrays in, no padding, no
+# preprocessing between the raw inputs and a member.
+ARRAYS = Task(
+    name="arrays",
+    families={},
+    space={},
+    defaults={},
+    locate=locate,
+    fingerprint=fingerprint,
+    prepare=prepare,
+    trial_data=trial_data,
+    load_test=load_test,
+    member_inputs=images.member_inputs,
+    build_context=build_context,
+    class_names=class_names,
+    export_preprocessing=images.export_preprocessing,
+    raw_input=raw_input,
+    dataset=images.dataset,
+    predict=images.predict,
+    cost_shape=cost_shape,
+    epoch_examples=images.epoch_examples,
+)

@@ -1,0 +1,373 @@
+"""hpo as KerasTuner: `Tuner(build_model, objective="val_accuracy", ...)` on arrays in memory.
+
+A `Tuner` is an ordinary hpo study (SQLite under `directory/project_name`, seen by `hpo status`
+and the dashboard) of the `arrays` task (`hpo.tasks.arrays`), whose one family is the
+hypermodel given here (`hpo.models.portable`). `search` writes the arrays into the study once,
+then runs the search as `hpo search` does: each trial in its own process, sampled by Optuna,
+pruned, within budget. Running the same code again continues the study; `overwrite=True`
+starts it anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import shutil
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.budget import format_duration, parse_duration
+from hpo.config import (
+    DataConfig,
+    PrunerConfig,
+    PrunerKind,
+    SamplerConfig,
+    StudyConfig,
+    TrainingConfig,
+)
+from hpo.errors import ConfigError, HpoError, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import keras
+    import keras_tuner
+    from optuna.trial import FrozenTrial
+
+    from hpo.api import Study
+    from hpo.ensemble.in_memory import Ensemble
+    from hpo.search.workers import SearchSummary
+
+__all__ = ["Tuner"]
+
+OBJECTIVE = "val_accuracy"
+# Without `max_trials` the budget alone ends the search.
+_UNLIMITED_TRIALS = 1_000_000
+# KerasTuner's default when neither a trial count nor a budget is given (its RandomSearch's).
+_DEFAULT_TRIALS = 10
+# Arguments of `search` that reach `model.fit` (through the hypermodel's `fit`, if it has one).
+_FIT_ARGUMENTS = ("batch_size", "class_weight")
+# KerasTuner constructor arguments hpo has no use for: accepted, so that switching is one line.
+_IGNORED = {
+    "hyperparameters": "narrow the space inside build_model instead",
+    "tune_new_entries": "every parameter build_model declares is searched",
+    "allow_new_entries": "every parameter build_model declares is searched",
+    "max_retries_per_trial": "a failed trial is not retried",
+    "logger": "trials are recorded in the study's store",
+    "tuner_id": "trials are named by the worker that ran them",
+    "distribution_strategy": "each trial trains in its own process, on one device",
+    "max_model_size": "every model is tried",
+}
+
+
+class Tuner:
+    """KerasTuner's tuner interface on an hpo study: Optuna's sampling and pruning, a budget,
+    a resumable SQLite study, trials in processes of their own, and an ensemble of the best.
+
+    Args:
+        hypermodel: A KerasTuner `build_model(hp)` function, or a `keras_tuner.HyperModel`
+            (instance or class), defined anywhere: in a notebook cell too.
+        objective: Must be "val_accuracy" (or `keras_tuner.Objective("val_accuracy", "max")`):
+            hpo maximizes validation accuracy, measured on your validation data.
+        max_trials: Finished trials the study should hold, across runs (default 10 without a
+            budget, else as many as the budget allows).
+        budget: Wall-clock budget of the whole study across runs, data writing included
+            ("30m", "2h", or seconds); no trial starts that cannot finish within it.
+        directory: The folder holding the study (default the current folder).
+        project_name: The study's name, and its folder's name inside `directory`.
+        seed: The sampler's seed (default 0); the same seed replays the same search.
+        pruner: "median" (default), "hyperband" or "none".
+        overwrite: Delete an earlier study of the same name first (default False: continue it).
+        max_consecutive_failed_trials: Consecutive failed trials that stop the search
+            (default 5).
+        executions_per_trial: Must be 1: hpo trains each trial once and averages over trials
+            in the ensemble instead.
+        **kwargs: KerasTuner's other constructor arguments are accepted and ignored, with a
+            warning that says why; any other is an error.
+
+    Raises:
+        ConfigError: A bad argument, naming the fix.
+    """
+
+    def __init__(
+        self,
+        hypermodel: Any,
+        objective: Any = OBJECTIVE,
+        *,
+        max_trials: int | None = None,
+        budget: str | float | None = None,
+        directory: str | Path = ".",
+        project_name: str = "untitled_project",
+        seed: int = 0,
+        pruner: str = "median",
+        overwrite: bool = False,
+        max_consecutive_failed_trials: int | None = None,
+        executions_per_trial: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        from hpo.models.portable import PortableHypermodel
+
+        _check_objective(objective)
+        unknown = sorted(set(kwargs) - set(_IGNORED))
+        if unknown:
+            raise TypeError(f"Tuner() got an unexpected keyword argument {unknown[0]!r}")
+        for name in kwargs:
+            warnings.warn(f"hpo.Tuner ignores {name}= ({_IGNORED[name]}).", stacklevel=2)
+        if executions_per_trial != 1:
+            raise ConfigError(
+                f"executions_per_trial must be 1 with hpo, got {executions_per_trial}: each "
+                f"trial trains once, and tuner.ensemble() averages the best trials instead."
+            )
+        try:
+            pruner_kind = PrunerKind(pruner)
+        except ValueError as exc:
+            raise ConfigError(
+                f"pruner must be one of {[k.value for k in PrunerKind]}, got {pruner!r}."
+            ) from exc
+        seconds = parse_duration(budget, "budget") if isinstance(budget, str) else budget
+        if max_trials is None:
+            max_trials = _DEFAULT_TRIALS if seconds is None else _UNLIMITED_TRIALS
+        self.hypermodel = hypermodel
+        self.directory = Path(directory)
+        self.project_dir = self.directory / project_name
+        portable = PortableHypermodel(hypermodel)
+        self.config = StudyConfig(
+            name=project_name,
+            task="arrays",
+            n_trials=max_trials,
+            budget=seconds,
+            max_failures=max_consecutive_failed_trials or StudyConfig.max_failures,
+            sampler=SamplerConfig(seed=seed),
+            pruner=PrunerConfig(kind=pruner_kind),
+            training=TrainingConfig(backend=_loaded_backend()),
+            families={portable.name: portable.spec},
+            study_dir=self.project_dir,
+            hypermodel=portable,
+        )
+        if overwrite and self.project_dir.exists():
+            shutil.rmtree(self.project_dir)
+
+    def search(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        epochs: int | None = None,
+        validation_data: Any = None,
+        validation_split: float | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        verbose: int = 1,
+        **fit_kwargs: Any,
+    ) -> SearchSummary:
+        """Runs the search, or continues the study's: trials until it holds `max_trials` or
+        its budget is spent.
+
+        The data are written once per study into its folder (`data/arrays-<fingerprint>/`)
+        and memory-mapped by every trial; a `tf.data.Dataset` or `keras.utils.PyDataset` is
+        read once, as one epoch of `fit` would read it, into arrays first.
+
+        Args:
+            x: Inputs (a numpy array), or a dataset of `(inputs, labels)` batches.
+            y: Labels, as class indices or one-hot rows (None with a dataset).
+            epochs: The most epochs per trial (default 20); each trial stops early once its
+                validation accuracy stops improving.
+            validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches;
+                trials are scored, pruned and ensembled on it.
+            validation_split: Instead of `validation_data`: this last fraction of `x`, as
+                Keras's `fit` takes it.
+            callbacks: Keras callbacks for every trial's `fit` (sent to each trial process,
+                so they must pickle), beside hpo's own (early stopping, checkpoint, pruning).
+            verbose: 0 for no progress bar.
+            **fit_kwargs: `batch_size` and `class_weight`, passed to `fit` as KerasTuner does
+                (through the hypermodel's own `fit`, if it has one).
+
+        Returns:
+            Counts and the best trial after the run.
+
+        Raises:
+            HpoError: Bad data or arguments, or a hypermodel hpo cannot train (found before
+                any trial runs), naming the fix.
+        """
+        from hpo.data.in_memory import split_arrays
+        from hpo.models.portable import PortableHypermodel
+        from hpo.search.workers import run_search
+        from hpo.tasks.arrays import save_study_arrays
+
+        _refuse_while_a_child_starts()
+        unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
+        if unknown:
+            raise ConfigError(
+                f"search() passes {', '.join(_FIT_ARGUMENTS)}, epochs and callbacks to fit; got "
+                f"{unknown[0]}=. hpo shuffles, batches and validates itself."
+            )
+        if epochs is not None and epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {epochs}.")
+        arrays = split_arrays(x, y, validation_data, validation_split)
+        folder = save_study_arrays(
+            self.config.cache_dir, arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val
+        )
+        fit = {k: v for k, v in fit_kwargs.items() if v is not None}
+        if callbacks:
+            fit["callbacks"] = list(callbacks)
+        if epochs is not None:
+            fit["epochs"] = epochs
+        training = self.config.training
+        if epochs is not None:
+            training = dataclasses.replace(training, max_epochs=epochs)
+        self.config = dataclasses.replace(
+            self.config,
+            hypermodel=PortableHypermodel(self.hypermodel, fit),
+            data=DataConfig(path=str(folder.resolve())),
+            training=training,
+        )
+        try:
+            summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
+        except ConfigError as exc:
+            if not any(s in str(exc) for s in ("settings differ", "other data")):
+                raise
+            # The study's earlier trials trained otherwise: a Tuner's ways out are its own.
+            raise ConfigError(
+                f"{exc} With hpo.Tuner: run it as before, or start anew with overwrite=True or "
+                f"another project_name."
+            ) from exc
+        if verbose:
+            best = (
+                f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"
+                if summary.best_number is not None
+                else "no complete trial yet"
+            )
+            print(
+                f"Study {summary.study_name!r}: {summary.finished} finished, {summary.failed} "
+                f"failed, {format_duration(summary.spent_seconds)} spent; {best}."
+            )
+        if summary.stopped_by_failures:
+            raise HpoError(f"search stopped: {summary.stopped_by_failures}")
+        return summary
+
+    def study(self) -> Study:
+        """The study (`hpo.load_study`), for Optuna's API and `hpo.Study`'s.
+
+        Raises:
+            StoreError: No search has run in this project yet.
+        """
+        from hpo.api import load_study
+
+        if not (self.project_dir / "study.db").is_file():
+            raise StoreError(
+                f"project {self.config.name!r} has no study in {self.project_dir} yet; run "
+                f"tuner.search(x, y, validation_data=(x_val, y_val)) first."
+            )
+        return load_study(self.config)
+
+    def best_trials(self, num_trials: int = 1) -> list[FrozenTrial]:
+        """The best COMPLETE trials, best validation accuracy first."""
+        return self.study().best_trials(num_trials)
+
+    def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
+        """The best trials' models at their best epoch, best first.
+
+        Each gives class probabilities (`[n]` for two classes, else `[n, classes]`), compiled
+        with a cross-entropy loss for class-index labels and an accuracy metric, so
+        `model.evaluate(x_test, y_test)` works.
+        """
+        study = self.study()
+        classes = _classes(study)
+        models = []
+        for trial in study.best_trials(num_models):
+            model = study.load_model(trial.number)
+            loss = "binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy"
+            model.compile(loss=loss, metrics=["accuracy"])
+            models.append(model)
+        return models
+
+    def get_best_hyperparameters(self, num_trials: int = 1) -> list[keras_tuner.HyperParameters]:
+        """The best trials' hyperparameters, best first, by the names `build_model` gave them:
+        `build_model(tuner.get_best_hyperparameters()[0])` builds the best trial's model."""
+        import keras_tuner
+
+        family = self.config.hypermodel.name
+        result = []
+        for trial in self.best_trials(num_trials):
+            hp = keras_tuner.HyperParameters()
+            own = {k: v for k, v in trial.params.items() if k != "family"}
+            # A parameter of the hypermodel's own is named as it declared it, without the
+            # family prefix (`build_model/learning_rate`) or scope (`units[model=cnn]`), and
+            # wins over an hpo training parameter of the same name.
+            for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
+                hp.values[name.removeprefix(f"{family}/").partition("[")[0]] = value
+            result.append(hp)
+        return result
+
+    def results_summary(self, num_trials: int = 10) -> None:
+        """Prints the best trials: their number, hyperparameters and validation accuracy."""
+        trials = self.best_trials(num_trials)
+        print(f"Results summary\nResults in {self.project_dir}")
+        print(f"Showing {len(trials)} best trials")
+        print(f'Objective(name="{OBJECTIVE}", direction="max")')
+        for trial, hp in zip(trials, self.get_best_hyperparameters(num_trials), strict=True):
+            print(f"\nTrial {trial.number:02d} summary\nHyperparameters:")
+            for name, value in hp.values.items():
+                print(f"{name}: {value}")
+            print(f"Score: {trial.value}")
+
+    def ensemble(
+        self,
+        top: int = 5,
+        *,
+        pool: int | None = None,
+        method: str = "caruana",
+        calibrate: bool = True,
+    ) -> Ensemble:
+        """The best trials' weighted ensemble, chosen and weighted on validation data only.
+
+        Args:
+            top: The most members (default 5).
+            pool: Choose members among this many of the best trials (default 100).
+            method: How the plain top ensemble is weighted: "caruana" (default), "score" or
+                "uniform" (`hpo ensemble --method`).
+            calibrate: Fit a temperature on validation (default True).
+
+        Returns:
+            An `Ensemble`, with `predict(x)`, `evaluate(x_test, y_test)` and `export(path)`.
+        """
+        from hpo.ensemble.in_memory import fit_in_memory
+
+        return fit_in_memory(self.study(), top=top, pool=pool, method=method, calibrate=calibrate)
+
+
+def _check_objective(objective: Any) -> None:
+    name = getattr(objective, "name", objective)
+    direction = getattr(objective, "direction", "max")
+    if name != OBJECTIVE or direction != "max":
+        raise ConfigError(
+            f"hpo.Tuner maximizes validation accuracy: objective must be {OBJECTIVE!r}, got "
+            f"{objective!r}. hpo measures it on your validation_data."
+        )
+
+
+def _loaded_backend() -> Any:
+    """The backend Keras runs on in this process, if it is loaded: the trials' backend."""
+    from hpo.backend import Backend, keras_backend
+
+    loaded = keras_backend()
+    return None if loaded is None else Backend(loaded)
+
+
+def _classes(study: Study) -> int:
+    from hpo.tasks import study_task
+
+    task = study_task(study.config)
+    data = study.optuna_study.user_attrs.get("data_source")
+    return int(task.build_context(task.locate(study.config, data))["classes"])
+
+
+def _refuse_while_a_child_starts() -> None:
+    # A trial process starts by importing the script that started the search (Python's
+    # multiprocessing does so to find its functions): a search at its top level would run again.
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise HpoError(
+            "hpo.Tuner.search ran while a trial process was starting, which imports your "
+            'script: put the search under `if __name__ == "__main__":` (a notebook needs '
+            "nothing)."
+        )

@@ -1,0 +1,253 @@
+"""`hpo.Tuner`: KerasTuner's interface on in-memory arrays, end to end, and its refusals."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+import hpo
+from hpo.config import StudyConfig, config_to_dict
+from hpo.data.in_memory import class_labels, split_arrays
+from hpo.errors import ConfigError, DataError
+from hpo.models.portable import PortableHypermodel
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hypermodel() -> Callable[[Any], Any]:
+    # Defined inside a function, as in a notebook cell: no trial process can import it by name,
+    # so it reaches them by value.
+    def build_model(hp: Any) -> Any:
+        import keras
+        from keras import layers
+
+        inputs = keras.Input(shape=(8,))
+        x = layers.Dense(hp.Int("units", 4, 16, step=4), activation="relu")(inputs)
+        outputs = layers.Dense(1, activation="sigmoid")(x)
+        model = keras.Model(inputs, outputs)
+        # `learning_rate` is also an hpo parameter's name: the study prefixes it.
+        rate = hp.Choice("learning_rate", [0.03, 0.01])
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
+        return model
+
+    return build_model
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int64")
+
+
+def _tuner(folder: Path, max_trials: int, **kwargs: Any) -> hpo.Tuner:
+    return hpo.Tuner(
+        _hypermodel(),
+        objective="val_accuracy",
+        max_trials=max_trials,
+        directory=folder,
+        project_name="synthetic",
+        seed=0,
+        **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> None:
+    x, y = _data(512, 0)
+    x_val, y_val = _data(256, 1)
+    x_test, y_test = _data(256, 2)
+
+    def run(max_trials: int) -> hpo.Tuner:
+        tuner = _tuner(tmp_path, max_trials)
+        tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, batch_size=32, verbose=0)
+        return tuner
+
+    tuner = run(1)
+    first = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in first] == [TrialState.COMPLETE]
+    # The same code again, asking for more trials (a new Tuner, as after a kernel restart):
+    # the study continues, its earlier trial kept as it was.
+    tuner = run(2)
+    trials = tuner.study().optuna_study.get_trials()
+    assert len(trials) == 2
+    assert (trials[0].number, trials[0].value, trials[0].params) == (
+        first[0].number,
+        first[0].value,
+        first[0].params,
+    )
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+    # Run again as it is: the study already holds its trials, nothing more runs.
+    assert run(2).study().optuna_study.get_trials() == trials
+    # Other training settings would make the trials incomparable: refused before any trial.
+    with pytest.raises(ConfigError, match=r"settings differ.*overwrite=True"):
+        _tuner(tmp_path, 3).search(x, y, validation_data=(x_val, y_val), epochs=3, verbose=0)
+    assert len(tuner.study().optuna_study.get_trials()) == 2
+    # The arrays were written once, into the study's folder, and are all the trials read.
+    assert len(list((tmp_path / "synthetic" / "cache").glob("arrays-*"))) == 1
+
+    best_hp = tuner.get_best_hyperparameters(2)
+    assert [sorted(hp.values) for hp in best_hp] == [["learning_rate", "units"]] * 2
+    best = max(trials, key=lambda t: t.value)
+    assert best_hp[0].values["units"] == best.params["units"]
+    assert best_hp[0].values["learning_rate"] == best.params["build_model/learning_rate"]
+    assert tuner.hypermodel(best_hp[0]).layers[1].units == best.params["units"]
+
+    [model] = tuner.get_best_models(1)
+    _, accuracy = model.evaluate(x_val, y_val, verbose=0)
+    assert accuracy == pytest.approx(best.value, abs=1e-6)
+
+    ensemble = tuner.ensemble(top=2)
+    assert set(ensemble.members) <= {t.number for t in trials}
+    probabilities = ensemble.predict(x_test)
+    assert probabilities.shape == (len(x_test),)
+    scores = ensemble.evaluate(x_test, y_test)
+    assert scores["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == y_test))
+    assert scores["accuracy"] > 0.8, scores
+    assert set(scores["members"]) == {t.number for t in trials}
+
+    path = ensemble.export(tmp_path / "ensemble.keras")
+    loaded = hpo.load_model(path)
+    exported = np.asarray(loaded.predict(x_test, verbose=0)).reshape(-1)
+    np.testing.assert_allclose(exported, probabilities, atol=1e-5)
+
+    # An ordinary hpo study: `hpo status` reads it from its store, without the Tuner's code.
+    storage = f"sqlite:///{(tmp_path / 'synthetic' / 'study.db').resolve()}"
+    status = subprocess.run(
+        [sys.executable, "-m", "hpo", "status", "--storage", storage, "--study-name", "synthetic"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "build_model" in status.stdout
+
+    # The public API reads the same study.
+    study = hpo.load_study(storage=storage, study_name="synthetic")
+    assert [t.number for t in study.best_trials(2)] == [
+        t.number for t in sorted(trials, key=lambda t: (-t.value, t.number))
+    ]
+    member = study.load_model()
+    np.testing.assert_allclose(
+        np.asarray(member.predict(x_val, verbose=0)).reshape(-1),
+        np.asarray(model.predict(x_val, verbose=0)).reshape(-1),
+        atol=1e-6,
+    )
+    with pytest.raises(hpo.StoreError, match="no COMPLETE trial 99"):
+        study.load_model(99)
+
+
+def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
+    portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
+    config = StudyConfig(
+        name="demo",
+        task="arrays",
+        families={portable.name: portable.spec},
+        hypermodel=portable,
+    )
+    stored = config_to_dict(config)
+    assert "hypermodel" not in stored
+    assert stored["families"] == {"build_model": portable.spec}
+    assert "<locals>" in portable.spec  # where it was defined, for people to read
+    # What a trial process receives: the function itself, by value.
+    received = pickle.loads(pickle.dumps(config))
+    assert received.hypermodel.fit_kwargs == {"batch_size": 16}
+    assert received.hypermodel.hypermodel.__code__.co_code == portable.hypermodel.__code__.co_code
+
+
+def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front() -> None:
+    lock = threading.Lock()
+
+    def build_model(hp: Any) -> Any:
+        with lock:
+            return None
+
+    with pytest.raises(ConfigError, match="cannot be sent to the trial processes"):
+        PortableHypermodel(build_model)
+
+
+def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="objective must be 'val_accuracy'"):
+        hpo.Tuner(_hypermodel(), objective="val_loss", directory=tmp_path)
+    with pytest.raises(ConfigError, match="executions_per_trial must be 1"):
+        hpo.Tuner(_hypermodel(), executions_per_trial=2, directory=tmp_path)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_trails'"):
+        hpo.Tuner(_hypermodel(), max_trails=3, directory=tmp_path)
+    with pytest.warns(UserWarning, match="ignores tune_new_entries="):
+        tuner = hpo.Tuner(_hypermodel(), tune_new_entries=False, directory=tmp_path)
+    assert tuner.config.n_trials == 10  # KerasTuner's default without a budget
+    assert hpo.Tuner(_hypermodel(), budget="30m", directory=tmp_path).config.budget == 1800
+    x, y = _data(32, 0)
+    with pytest.raises(ConfigError, match="got shuffle="):
+        tuner.search(x, y, validation_split=0.25, shuffle=True)
+    with pytest.raises(hpo.StoreError, match=r"run tuner\.search"):
+        tuner.get_best_models()
+
+
+def test_search_data_become_training_and_validation_arrays_of_class_indices() -> None:
+    x, y = _data(40, 0)
+    split = split_arrays(x, y, validation_split=0.25)
+    # Keras's cut: the last quarter, in order.
+    np.testing.assert_array_equal(split.x_val, x[30:])
+    np.testing.assert_array_equal(split.y_train, y[:30])
+    one_hot = np.eye(3)[[0, 2, 1, 2]]
+    np.testing.assert_array_equal(class_labels(one_hot), [0, 2, 1, 2])
+    assert class_labels(np.array([[1.0], [0.0]])).tolist() == [1, 0]
+    with pytest.raises(DataError, match="validation_data=\\(x_val, y_val\\)"):
+        split_arrays(x, y)
+    with pytest.raises(DataError, match="class indices"):
+        class_labels(np.array([0.5, 1.0]))
+    with pytest.raises(DataError, match="token ids first"):
+        split_arrays(np.array(["a good film"] * 4), np.array([0, 1, 0, 1]), validation_split=0.5)
+    with pytest.raises(DataError, match="40 inputs but 39 labels"):
+        split_arrays(x, y[:-1], validation_split=0.5)
+
+
+def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> None:
+    import keras
+    import tensorflow as tf
+
+    x, y = _data(50, 0)
+    from_tf = split_arrays(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), None, (x, y))
+    np.testing.assert_array_equal(from_tf.x_train, x)
+    np.testing.assert_array_equal(from_tf.y_train, y)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = slice(index * 16, (index + 1) * 16)
+            return x[rows], y[rows]
+
+    from_py = split_arrays(Batches(), None, Batches())
+    np.testing.assert_array_equal(from_py.x_val, x)
+    with pytest.raises(DataError, match="repeats forever"):
+        split_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), None, (x, y))
+
+
+def test_load_model_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no model at .*ensemble\.keras"):
+        hpo.load_model(tmp_path)
+
+
+def test_importing_hpo_and_its_public_names_loads_neither_keras_nor_tensorflow() -> None:
+    code = (
+        "import sys, hpo; hpo.search, hpo.ensemble, hpo.load_study, hpo.Tuner; "
+        "print(sorted({'tensorflow', 'keras'} & set(sys.modules)), callable(hpo.search))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] True"
