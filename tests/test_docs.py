@@ -28,6 +28,7 @@ from markdown.extensions.toc import slugify
 from markdown_it import MarkdownIt
 
 from hpo.cli import COMMANDS, build_parser, module_entry
+from hpo.config import _DERIVED as DERIVED_KEYS  # set by the code, never by a study file
 from hpo.config import StudyConfig, load_study_config
 from hpo.study import search_space
 from hpo.tasks import get_task
@@ -47,7 +48,6 @@ OTHER_PROGRAMS = {"cd", "curl", "docker", "git", "mkdir", "mkdocs", "optuna"}
 RUN_BY = re.compile(r"<!--\s*(tests/\S+\.py) runs this block")
 # A TOML block whose first line names a file is an excerpt of that file.
 EXCERPT_OF = re.compile(r"#\s*(\S+\.toml)\s*$")
-DERIVED_KEYS = {"study_dir", "import_families"}
 
 
 @dataclass(frozen=True)

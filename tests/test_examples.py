@@ -60,21 +60,6 @@ def test_the_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     _checks(output, tmp_path)
 
 
-@pytest.mark.e2e
-def test_the_script_runs(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT)],
-        env={**os.environ, **_tiny_run(tmp_path)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    _checks(result.stdout, tmp_path)
-
-
 def _code_lines(source: str) -> list[str]:
     return [
         line.strip()
@@ -84,6 +69,7 @@ def _code_lines(source: str) -> list[str]:
 
 
 def test_the_notebook_holds_the_scripts_code() -> None:
+    # The script is not run on its own: it is the notebook's code (this test), which runs.
     import nbformat
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
