@@ -1,18 +1,7 @@
-"""What the benchmarks share: legs side by side, budgets, hpo's leg, test scores and tables.
+"""What the benchmarks share: command line, legs side by side, budgets, hpo's leg, test scores
+and report tables, so that a benchmark script keeps only what it compares.
 
-A benchmark compares legs (hpo against KerasTuner, a fixed model, another pruner). This module
-holds what every comparison needs, so that a benchmark script keeps only what it compares:
-
-- the command line (`benchmark_parser`, `add_leg_arguments`, `run_main`);
-- legs side by side, each pinned to its own CPU core (`run_pinned`, `run_legs_pinned`);
-- a leg's wall-clock budget across resumed runs (`LegClock`, `leg_budget`);
-- hpo's leg: search within the budget, then the top-K ensemble unless it is current
-  (`run_hpo_leg`), and what it stored (`load_hpo_study`, `ensemble_report`);
-- one model's test scores (`evaluate_on_test`), read once, after the search;
-- the report: markdown tables (`markdown_table`, `comparison_table`) and their cells;
-- a timer of wall-clock and CPU seconds (`Stopwatch`) and JSON files written atomically.
-
-KerasTuner's legs add `benchmarks/_kerastuner.py`.
+benchmarks/README.md lists what is here; KerasTuner's legs add `_kerastuner.py`.
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def describe_trial(trial_id: str, record: Mapping[str, Any], budget: float) -> s
     return " ".join(parts)
 
 
-def search(tuner: BudgetedTuner) -> None:
+def search_within_budget(tuner: BudgetedTuner) -> None:
     """Searches while the budget lasts."""
     if tuner.clock.running:
         tuner.search(verbose=0)

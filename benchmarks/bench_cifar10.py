@@ -375,7 +375,7 @@ def run_epochs(config: StudyConfig, data: str | None, images: int, path: Path) -
                 keras.utils.set_random_seed(0)
                 # One epoch, in the order the dataset shuffles.
                 dataset = task.dataset(x, y, batch, 0)
-                step, cpu = step_seconds(build(), optimizer(), dataset, shuffle=False)
+                step, cpu = step_seconds(build(), optimizer(), dataset, epochs=1, shuffle=False)
             rows.append(
                 {
                     "model": name,

@@ -243,7 +243,7 @@ def run_kerastuner(config: StudyConfig, data: str | None, project_dir: Path) -> 
         )
         hypermodel = SharedSpace(config, task, space, folder)
         tuner = BudgetHyperband(oracle, hypermodel, project_dir, config.sampler.seed)
-        kt.search(tuner)
+        kt.search_within_budget(tuner)
 
     def evaluate(trial: Trial, model: keras.Model) -> Any:
         params = declare_space(trial.hyperparameters, space)

@@ -277,7 +277,7 @@ def run_kerastuner(config: StudyConfig, family: str, data: str | None, project_d
         with warnings.catch_warnings():
             # The Gaussian process's length-scale notes, once per trial.
             warnings.filterwarnings("ignore", module=r"sklearn\.gaussian_process")
-            kt.search(tuner)
+            kt.search_within_budget(tuner)
 
     def evaluate(trial: Trial, model: keras.Model) -> Any:
         # Loading the trial's model built it anew, which read its interface.
