@@ -16,7 +16,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -27,9 +26,11 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from _common import benchmark_parser, family_defaults
+
 from hpo.backend import Backend, backend_environment, visible_gpus
 from hpo.config import load_study_config
-from hpo.study import TRAINING_DEFAULTS, search_space
+from hpo.study import search_space
 from hpo.tasks import study_task
 from hpo.training.isolation import call_isolated
 
@@ -43,6 +44,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     from hpo.backend import compiles_per_shape, device_name, gpu_capability, keras_backend
     from hpo.data.batching import use_width_ladder
     from hpo.precision import Precision, resolve_precision
+    from hpo.training.callbacks import EpochClock
     from hpo.training.runner import EVAL_BATCH, global_policy, prepare_model
 
     config = job["config"]
@@ -51,14 +53,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     gpu = gpu_capability()
     use_width_ladder(compiles_per_shape(keras_backend(), gpu is not None))
     precision = resolve_precision(Precision(job["precision"]), params["family"], gpu)
-    times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            times.append(time.perf_counter() - self.start)
+    timer = EpochClock()
 
     with global_policy(precision.value):
         data = task.trial_data(job["folder"], params)
@@ -69,12 +64,12 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
             task.dataset(data.x_train, data.y_train, batch, 0, bucketed=interface.bucketed),
             validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
             epochs=job["epochs"],
-            callbacks=[Timer()],
+            callbacks=[timer],
             verbose=0,
         )
         predictions = metrics.as_probabilities(task.predict(model, data.x_val))
     return {
-        "times": times,
+        "times": timer.durations,
         "val_accuracy": metrics.accuracy(data.y_val, predictions),
         "precision": precision.value,
         "device": device_name(),
@@ -85,14 +80,12 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml")
+    parser = benchmark_parser(__doc__, "studies/imdb.toml")
     parser.add_argument("--train-size", type=int, default=0, help="training reviews (0: all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--families", nargs="+", default=["conv1d", "sepconv1d", "ngram"])
     parser.add_argument("--backends", nargs="+", default=[b.value for b in Backend])
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--data")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
@@ -113,12 +106,7 @@ def main() -> int:
     )
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for family in args.families:
-        params = {
-            **TRAINING_DEFAULTS,
-            **task.defaults,
-            **task.families[family].DEFAULTS,
-            "family": family,
-        }
+        params = family_defaults(task, family)
         for name in args.backends:
             backend = Backend(name)
             job = {

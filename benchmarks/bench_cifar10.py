@@ -37,61 +37,42 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import shlex
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The budget clock, JSON helpers and ensemble check are the IMDB headline's; the step
-# clock is the image epoch benchmark's.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _common as bench
 import keras
 import optuna
-from bench_headline import (
-    TunerClock,
-    _read_json,
-    _write_json,
-    ensemble_is_current,
-    load_hpo_study,
-)
-from bench_image_epoch import PRECISIONS, StepClock
-from optuna.trial import TrialState
-from side_by_side import cores_note, run_legs_pinned
+from bench_image_epoch import PRECISIONS, compile_classifier, step_seconds
 
 from hpo import metrics
 from hpo.backend import gpu_capability
-from hpo.budget import format_duration, parse_duration, spent_seconds, union_seconds
+from hpo.budget import format_duration, parse_duration, spent_seconds
 from hpo.config import load_study_config
 from hpo.contract import Attr
 from hpo.data import provenance
-from hpo.ensemble import build_ensemble
 from hpo.errors import ConfigError, HpoError
 from hpo.models import conv2d, sepconv2d
 from hpo.precision import resolve_precision
-from hpo.search import run_search
-from hpo.study import search_space
-from hpo.tasks import study_task
 from hpo.training.callbacks import EpochClock
 from hpo.training.runner import EVAL_BATCH, global_policy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
 
 LEGS = ("hpo", "book", "epochs", "report")
 IMAGE_TASKS = ("cifar10", "images")
-TOP = 5
-ENSEMBLE_FOLDER = f"ensemble-top{TOP}"
+ENSEMBLE_FOLDER = f"ensemble-top{bench.TOP}"
 BOOK_FOLDER = "book"
-BUDGET_FILE = "budget.json"
 STATE_FILE = "state.json"
 RESULT_FILE = "result.json"
 BEST_MODEL = "best.keras"
@@ -108,6 +89,7 @@ BOOK_MAX_EPOCHS = 10_000
 # The families' default trial: the training defaults hpo enqueues first.
 FAMILY_BATCH = 64
 FAMILY_LEARNING_RATE = 1e-3
+SCORES = ("accuracy", "top3_accuracy", "log_loss", "ece")
 REFERENCES = [
     (0.79, "Keras example cifar10_cnn (4 conv layers, RMSprop, 50 epochs with augmentation)"),
     # He et al. 2016, Table 6: 8.75% test error.
@@ -126,39 +108,10 @@ def prepared_data(config: StudyConfig, data: str | None) -> tuple[Task, Path]:
             f"this benchmark needs an image study (task one of {list(IMAGE_TASKS)}), got task "
             f"{config.task!r}. Use --study studies/cifar10.toml."
         )
-    task = study_task(config)
-    return task, task.prepare(config, data, search_space(task, config.space).shared)
+    return bench.prepare(config, data)
 
 
 # --- hpo leg ---------------------------------------------------------------------------------
-
-
-def run_hpo(config: StudyConfig, data: str | None, ensemble_dir: Path) -> None:
-    """Runs (or resumes) hpo's search within the budget, then its top-5 ensemble unless current.
-
-    Raises:
-        HpoError: The search failed or left no complete trial, or the ensemble failed.
-    """
-    # The progress bar only on a terminal: in a log (side by side) it would flood it.
-    summary = run_search(config, data=data, progress=sys.stderr.isatty())
-    if summary.stopped_by_failures:
-        print(f"note: hpo's search stopped early: {summary.stopped_by_failures}")
-    study = load_hpo_study(config)
-    if study is None or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise HpoError(
-            f"hpo completed no trial in study {config.name!r} ({config.study_dir}). "
-            f"Give it a larger --budget."
-        )
-    if ensemble_is_current(study, ensemble_dir / "report.json"):
-        print(f"The ensemble in {ensemble_dir} is newer than every trial; not rebuilt.")
-        return
-    result = build_ensemble(config, study, top=TOP, out_dir=ensemble_dir, data=data)
-    test = result.report["test"]
-    print(
-        f"hpo's top-{TOP} ensemble: test accuracy {test['ensemble']['accuracy']:.4f}; best "
-        f"member {test['best_member']['accuracy']:.4f}.",
-        flush=True,
-    )
 
 
 # --- book leg --------------------------------------------------------------------------------
@@ -203,15 +156,6 @@ def build_book_model(classes: int, image_shape: tuple[int, ...]) -> keras.Model:
     return keras.Model(inputs, outputs, name="book_sepconv2d")
 
 
-def compile_book_model(model: keras.Model) -> None:
-    """The book's compile: RMSprop at Keras's default learning rate."""
-    model.compile(
-        optimizer=keras.optimizers.RMSprop(),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
-
 class BookEpochs(keras.callbacks.Callback):
     """After each epoch: checkpoints the model, records the epoch and keeps the clock's file.
 
@@ -219,7 +163,7 @@ class BookEpochs(keras.callbacks.Callback):
     checkpoint is not on disk yet.
     """
 
-    def __init__(self, folder: Path, state: dict[str, Any], clock: TunerClock) -> None:
+    def __init__(self, folder: Path, state: dict[str, Any], clock: bench.LegClock) -> None:
         super().__init__()
         self.folder, self.state, self.clock = folder, state, clock
         self.started = time.perf_counter()
@@ -245,7 +189,7 @@ class BookEpochs(keras.callbacks.Callback):
                 "seconds": round(seconds, 1),
             }
         )
-        _write_json(self.folder / STATE_FILE, self.state)
+        bench.write_json(self.folder / STATE_FILE, self.state)
         print(
             f"book epoch {epoch + 1:>3}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
             f"val_accuracy {accuracy:.4f} val_loss {logs['val_loss']:.4f} {seconds:.0f}s "
@@ -261,37 +205,21 @@ def run_book(config: StudyConfig, data: str | None, folder: Path) -> None:
         ConfigError: The study has no budget and none was given.
         HpoError: No epoch finished.
     """
-    if config.budget is None:
-        raise ConfigError(
-            "the book leg needs a wall-clock budget and the study file sets no 'budget'. "
-            "Pass one, for example --budget 2h."
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    clock = TunerClock(folder / BUDGET_FILE, config.budget)
-    left = clock.left()
-    if left > 0:
-        clock.start()
-        print(
-            f"Book model: {format_duration(config.budget - left)} spent, "
-            f"{format_duration(left)} left of {format_duration(config.budget)}; folder {folder}",
-            flush=True,
-        )
-    try:
+    budget = bench.require_budget(config.budget, "the book leg needs", "2h")
+    with bench.leg_budget(folder, budget, "Book model") as clock:
         # Data preparation counts against the budget, as it does for hpo (cached if hpo ran).
         task, data_folder = prepared_data(config, data)
         check_same_data(config, data, task, data_folder)
         if clock.running:
             train_book(config, task, data_folder, folder, clock)
         else:
-            print(f"The book model has spent its budget of {format_duration(config.budget)}.")
-    finally:
-        clock.stop()
+            print(f"The book model has spent its budget of {format_duration(budget)}.")
     evaluate_book(config, data, task, data_folder, folder)
 
 
 def check_same_data(config: StudyConfig, data: str | None, task: Task, data_folder: Path) -> None:
     """Refuses prepared data other than the arrays hpo's trials saw (when hpo has run)."""
-    study = load_hpo_study(config)
+    study = bench.load_hpo_study(config)
     if study is not None:
         source = task.locate(config, data)
         provenance.check_fingerprint(
@@ -300,10 +228,10 @@ def check_same_data(config: StudyConfig, data: str | None, task: Task, data_fold
 
 
 def train_book(
-    config: StudyConfig, task: Task, data_folder: Path, folder: Path, clock: TunerClock
+    config: StudyConfig, task: Task, data_folder: Path, folder: Path, clock: bench.LegClock
 ) -> None:
     """Trains epochs until another would end past the budget, from the last checkpoint if any."""
-    state: dict[str, Any] = _read_json(folder / STATE_FILE) or {
+    state: dict[str, Any] = bench.read_json(folder / STATE_FILE) or {
         "epochs": 0,
         "best_epoch": None,
         "best_val_accuracy": None,
@@ -324,7 +252,8 @@ def train_book(
             state.update(epochs=0, best_epoch=None, best_val_accuracy=None, history=[])
             context = task.build_context(data_folder)
             model = build_book_model(context["classes"], tuple(context["image_shape"]))
-            compile_book_model(model)
+            # The book's compile: RMSprop at Keras's default learning rate.
+            compile_classifier(model, keras.optimizers.RMSprop())
         model.fit(
             task.dataset(data.x_train, data.y_train, BOOK_BATCH, seed),
             validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
@@ -354,22 +283,20 @@ def evaluate_book(
     Raises:
         HpoError: No epoch finished, so there is no checkpoint.
     """
-    state = _read_json(folder / STATE_FILE)
+    state = bench.read_json(folder / STATE_FILE)
     if not state or not state["best_epoch"] or not (folder / BEST_MODEL).is_file():
         raise HpoError(f"the book model finished no epoch in {folder}. Give it a larger --budget.")
-    stored = _read_json(folder / RESULT_FILE)
+    stored = bench.read_json(folder / RESULT_FILE)
     if stored and stored["best_epoch"] == state["best_epoch"]:
         print(f"The book model's best epoch {state['best_epoch']} was already tested.")
         return
     model = keras.models.load_model(folder / BEST_MODEL)
-    test = task.load_test(config, data, data_folder)
-    probabilities = metrics.as_probabilities(task.predict(model, test.x))
+    labels, probabilities, summary = bench.evaluate_on_test(config, data, task, data_folder, model)
     classes = task.class_names(data_folder)
-    summary: dict[str, Any] = metrics.summary(test.y, probabilities)
     summary["per_class_accuracy"] = {
         name: round(value, 6)
         for name, value in zip(
-            classes, metrics.per_class_accuracy(test.y, probabilities, len(classes)), strict=True
+            classes, metrics.per_class_accuracy(labels, probabilities, len(classes)), strict=True
         )
     }
     result = {
@@ -377,10 +304,10 @@ def evaluate_book(
         "epochs": state["epochs"],
         "val_accuracy": state["best_val_accuracy"],
         "precision": state.get("precision"),
-        "test_examples": len(test.y),
+        "test_examples": len(labels),
         "test": summary,
     }
-    _write_json(folder / RESULT_FILE, result)
+    bench.write_json(folder / RESULT_FILE, result)
     print(
         f"Book model, best epoch {state['best_epoch']} of {state['epochs']} (val_accuracy "
         f"{state['best_val_accuracy']:.4f}): test accuracy {summary['accuracy']:.4f}.",
@@ -425,7 +352,7 @@ def run_epochs(config: StudyConfig, data: str | None, images: int, path: Path) -
     Raises:
         ConfigError: Too few images for two steps of the largest batch.
     """
-    stored = _read_json(path)
+    stored = bench.read_json(path)
     if stored and stored["images"] == images:
         print(f"Epoch times for {images} images are in {path}; delete it to measure again.")
         return
@@ -446,21 +373,9 @@ def run_epochs(config: StudyConfig, data: str | None, images: int, path: Path) -
         for precision in PRECISIONS:
             with global_policy(precision):
                 keras.utils.set_random_seed(0)
-                model = build()
-                model.compile(
-                    optimizer=optimizer(),
-                    loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"],
-                )
-                clock = StepClock()
-                model.fit(
-                    task.dataset(x, y, batch, 0),
-                    epochs=1,
-                    callbacks=[clock.callback()],
-                    shuffle=False,  # the dataset shuffles
-                    verbose=0,
-                )
-            step, cpu = clock.seconds_per_step()
+                # One epoch, in the order the dataset shuffles.
+                dataset = task.dataset(x, y, batch, 0)
+                step, cpu = step_seconds(build(), optimizer(), dataset, epochs=1, shuffle=False)
             rows.append(
                 {
                     "model": name,
@@ -472,16 +387,16 @@ def run_epochs(config: StudyConfig, data: str | None, images: int, path: Path) -
                 }
             )
             print(format_epoch_row(rows[-1]), flush=True)
-    _write_json(path, {"images": len(x), "train_images": full, "rows": rows})
+    bench.write_json(path, {"images": len(x), "train_images": full, "rows": rows})
 
 
 def epoch_table_header(images: int, full: int) -> str:
     """The heading and header of the epoch-times table."""
+    header = ["model", "precision", "batch", "s/epoch", f"s/epoch ({full:,})"]
     return (
         f"\nSeconds per epoch, steady state (the traced first step left out), on the first "
         f"{images:,} training images and extrapolated to all {full:,}:\n\n"
-        f"| model | precision | batch | s/epoch | s/epoch ({full:,}) | CPU-s/epoch ({full:,}) |\n"
-        "| --- | --- | --- | --- | --- | --- |"
+        + bench.markdown_table([*header, f"CPU-s/epoch ({full:,})"], [])
     )
 
 
@@ -503,7 +418,7 @@ ROWS = [
     "epochs run",
     "best validation accuracy",
     "best single: test acc / top-3 / log-loss / ECE",
-    f"top-{TOP} ensemble: test acc / top-3 / log-loss / ECE",
+    f"top-{bench.TOP} ensemble: test acc / top-3 / log-loss / ECE",
 ]
 
 
@@ -511,92 +426,63 @@ def hpo_column(study: optuna.Study, ensemble_dir: Path) -> dict[str, str]:
     """hpo's rows of the table; the budget is the one its last search ran with."""
     budget = (study.user_attrs.get("hpo_config") or {}).get("budget")
     trials = study.get_trials(deepcopy=False)
-    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
     rows = {
-        "budget": format_duration(budget) if budget else "none",
+        "budget": bench.duration_or(budget, "none"),
         "budget used": format_duration(spent_seconds(study)),
-        "trials complete / pruned / failed": (
-            f"{counts[TrialState.COMPLETE]} / {counts[TrialState.PRUNED]} / "
-            f"{counts[TrialState.FAIL]}"
-        ),
+        "trials complete / pruned / failed": " / ".join(map(str, bench.state_counts(trials))),
         "epochs run": f"{sum(t.user_attrs.get(Attr.EPOCHS, 0) for t in trials)} (all trials)",
     }
-    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if values:
-        rows["best validation accuracy"] = f"{max(values):.4f}"
-    report = _read_json(ensemble_dir / "report.json")
-    if report and report.get("study") == study.study_name:
-        test, members = report["test"], report["members"]
-        rows["best single: test acc / top-3 / log-loss / ECE"] = (
-            f"{_scores(test['best_member'])} (trial {members[0]['trial']})"
-        )
-        rows[f"top-{TOP} ensemble: test acc / top-3 / log-loss / ECE"] = (
-            f"{_scores(test['ensemble'])} ({len(members)} members)"
-        )
-    return rows
+    return rows | bench.result_rows(study, ensemble_dir, SCORES, ROWS[4:7])
 
 
-def book_column(folder: Path) -> dict[str, str]:
-    """The book model's rows of the table (empty if it never ran); the budget is its last run's."""
-    state = _read_json(folder / STATE_FILE)
+def book_column(folder: Path) -> dict[str, str] | None:
+    """The book model's rows of the table (None if it never ran); the budget is its last run's."""
+    state = bench.read_json(folder / STATE_FILE)
     if not state:
-        return {}
-    clock = _read_json(folder / BUDGET_FILE) or {}
-    budget, intervals = clock.get("budget"), clock.get("intervals", [])
+        return None
+    budget, spent = bench.stored_budget(folder)
     rows = {
-        "budget": format_duration(budget) if budget else "none",
-        "budget used": format_duration(union_seconds(intervals)),
+        "budget": bench.duration_or(budget, "none"),
+        "budget used": format_duration(spent),
         "trials complete / pruned / failed": "- (one fixed model)",
         "epochs run": f"{state['epochs']} ({state.get('precision', '?')})",
-        f"top-{TOP} ensemble: test acc / top-3 / log-loss / ECE": "- (one model)",
+        f"top-{bench.TOP} ensemble: test acc / top-3 / log-loss / ECE": "- (one model)",
     }
     if state["best_epoch"]:
         rows["best validation accuracy"] = (
             f"{state['best_val_accuracy']:.4f} (epoch {state['best_epoch']})"
         )
-    result = _read_json(folder / RESULT_FILE)
+    result = bench.read_json(folder / RESULT_FILE)
     if result:
         rows["best single: test acc / top-3 / log-loss / ECE"] = (
-            f"{_scores(result['test'])} (epoch {result['best_epoch']})"
+            f"{bench.scores(result['test'], SCORES)} (epoch {result['best_epoch']})"
         )
     return rows
 
 
-def _scores(summary: Mapping[str, float]) -> str:
-    return (
-        f"{summary['accuracy']:.4f} / {summary['top3_accuracy']:.4f} / "
-        f"{summary['log_loss']:.4f} / {summary['ece']:.4f}"
-    )
-
-
 def print_report(config: StudyConfig, ensemble_dir: Path, book_dir: Path) -> None:
     """Prints the side-by-side markdown table, the epoch times, references and commands."""
-    study = load_hpo_study(config)
-    hpo_rows = hpo_column(study, ensemble_dir) if study else {}
-    book_rows = book_column(book_dir)
-    result = _read_json(book_dir / RESULT_FILE) or {}
+    study = bench.load_hpo_study(config)
+    result = bench.read_json(book_dir / RESULT_FILE) or {}
     examples = f", {result['test_examples']:,} test images" if result else ""
     print(
         f"\nCIFAR-10 headline: study {config.name!r} ({config.study_dir}){examples}; "
-        f"{cores_note()}, "
-        f"{'GPU' if gpu_capability() is not None else 'no GPU'}:\n"
+        f"{bench.machine_note()}:\n"
     )
-    pruner = config.pruner.kind.value
-    print(f"| | hpo (TPE, {pruner} pruner, top-{TOP} ensemble) | book SeparableConv2D (DLwP 9.3) |")
-    print("| --- | --- | --- |")
-    for row in ROWS:
-        hpo_value = hpo_rows.get(row, "-") if study else "not run"
-        book_value = book_rows.get(row, "-") if book_rows else "not run"
-        print(f"| {row} | {hpo_value} | {book_value} |")
-    epochs = _read_json(config.study_dir / EPOCHS_FILE)
+    legs = {
+        f"hpo (TPE, {config.pruner.kind.value} pruner, top-{bench.TOP} ensemble)": (
+            hpo_column(study, ensemble_dir) if study else None
+        ),
+        "book SeparableConv2D (DLwP 9.3)": book_column(book_dir),
+    }
+    print(bench.comparison_table(ROWS, legs))
+    epochs = bench.read_json(config.study_dir / EPOCHS_FILE)
     if epochs:
         print(epoch_table_header(epochs["images"], epochs["train_images"]))
         for row in epochs["rows"]:
             print(format_epoch_row(row))
-    print("\nPublished CIFAR-10 test accuracies, for reference:")
-    for accuracy, source in REFERENCES:
-        print(f"  {accuracy:.2%}  {source}")
-    commands = (_read_json(config.study_dir / COMMANDS_FILE) or {}).get("commands", [])
+    bench.print_references("CIFAR-10", REFERENCES)
+    commands = (bench.read_json(config.study_dir / COMMANDS_FILE) or {}).get("commands", [])
     if commands:
         print("\nCommands run:\n\n```")
         print("\n".join(commands))
@@ -606,64 +492,55 @@ def print_report(config: StudyConfig, ensemble_dir: Path, book_dir: Path) -> Non
 def record_command(config: StudyConfig, command: str) -> None:
     """Adds the command line to the study's list of benchmark commands, once."""
     path = config.study_dir / COMMANDS_FILE
-    commands = (_read_json(path) or {}).get("commands", [])
+    commands = (bench.read_json(path) or {}).get("commands", [])
     if command not in commands:
         config.study_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(path, {"commands": [*commands, command]})
+        bench.write_json(path, {"commands": [*commands, command]})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the chosen legs, then prints the report; returns the exit code."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--study", default="studies/cifar10.toml", help="study file")
-    parser.add_argument(
-        "--legs", nargs="+", choices=LEGS, default=list(LEGS), help="legs to run (report always)"
-    )
-    parser.add_argument("--budget", help="each leg's wall-clock budget (default: the study's)")
-    parser.add_argument(
-        "--data",
-        help="CIFAR-10 folder or archive (default: where the study's search read it, else "
+    parser = bench.benchmark_parser(
+        __doc__,
+        "studies/cifar10.toml",
+        "CIFAR-10 folder or archive (default: where the study's search read it, else "
         "$HPO_CIFAR10_PATH)",
     )
+    bench.add_leg_arguments(parser, LEGS)
     parser.add_argument(
         "--images", type=int, default=5000, help="training images the epochs leg times"
     )
-    parser.add_argument(
-        "--sequential", action="store_true", help="hpo and book one after the other"
-    )
-    parser.add_argument("--arm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     given = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "benchmarks/bench_cifar10.py", *given])
-    try:
+
+    def run() -> None:
         config = load_study_config(args.study)
         if args.budget:
             config = config.with_overrides(budget=parse_duration(args.budget, "--budget"))
         ensemble_dir = config.study_dir / ENSEMBLE_FOLDER
         book_dir = config.study_dir / BOOK_FOLDER
         if set(args.legs) - {"report"} and not args.arm:
-            record_command(config, command)
+            record_command(config, bench.command_line(__file__, given))
         # Where hpo's search read its data, unless given: the book must read the same arrays.
-        study = load_hpo_study(config)
+        study = bench.load_hpo_study(config)
         data = args.data or (provenance.recorded_source(study) if study else None)
         legs = list(args.legs)
         if {"hpo", "book"} <= set(legs) and not args.sequential:
-            run_legs_pinned(__file__, given, ("hpo", "book"))
+            bench.run_legs_pinned(__file__, given, ("hpo", "book"))
             legs = [leg for leg in legs if leg not in ("hpo", "book")]
         if "hpo" in legs:
-            run_hpo(config, data, ensemble_dir)
+            # The progress bar only on a terminal: in a log (side by side) it would flood it.
+            bench.run_hpo_leg(config, data, ensemble_dir, progress=sys.stderr.isatty())
         if "book" in legs:
             run_book(config, data, book_dir)
         if "epochs" in legs:
             run_epochs(config, data, args.images, config.study_dir / EPOCHS_FILE)
         if args.arm:
-            return 0  # one leg of a side-by-side run; the parent prints the report
+            return  # one leg of a side-by-side run; the parent prints the report
         print_report(config, ensemble_dir, book_dir)
-    except HpoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+    return bench.run_main(run)
 
 
 if __name__ == "__main__":

@@ -28,30 +28,23 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import math
 import os
 import statistics
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _common as bench
+import _kerastuner as kt
 import keras
 import keras_tuner
-import numpy as np
 import optuna
-from keras_tuner.engine.trial import Trial, TrialStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hpo import metrics
 from hpo.backend import gpu_capability
 from hpo.budget import (
     format_duration,
@@ -62,14 +55,13 @@ from hpo.budget import (
 )
 from hpo.config import load_study_config
 from hpo.contract import Attr
-from hpo.errors import ConfigError, HpoError
+from hpo.errors import HpoError
 from hpo.precision import resolve_precision
 from hpo.study import search_space
-from hpo.tasks import study_task
-from hpo.training.callbacks import EpochClock
 from hpo.training.runner import EVAL_BATCH, build_model
 
 if TYPE_CHECKING:
+    from keras_tuner.engine.trial import Trial
     from optuna.distributions import BaseDistribution
 
     from hpo.config import StudyConfig
@@ -77,17 +69,14 @@ if TYPE_CHECKING:
     from hpo.tasks import Task
 
 LEGS = ("hpo", "kerastuner", "report")
-TOP = 5
 FACTOR = 3
 # Far more Hyperband iterations than any budget holds: the budget ends KerasTuner's search.
 ITERATIONS = 1000
 TUNER_FOLDER = "kerastuner"
-BUDGET_FILE = "budget.json"
-TRIALS_FILE = "trials.json"
-TEST_FILE = "test.json"
 # Keras reports val_accuracy in float32 and hpo computes it in float64; equal accuracies may
 # differ by this much.
 TOLERANCE = 1e-6
+SCORES = ("accuracy", "log_loss", "ece")
 REFERENCES = [
     (0.864, "keras.io, text classification from scratch (Conv1D)"),
     (0.906, "MLPerf sentiment analysis target"),
@@ -95,16 +84,6 @@ REFERENCES = [
     (0.9196, "seq-CNN (Johnson & Zhang 2015)"),
     (0.9233, "seq2-bown-CNN (Johnson & Zhang 2015)"),
 ]
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
 
 
 # --- hpo leg ---------------------------------------------------------------------------------
@@ -124,23 +103,23 @@ def run_hpo(
     """
     common = ["--study", study_file, *(["--data", data] if data else [])]
     budget = ["--budget", budget_flag] if budget_flag else []
-    search = [sys.executable, "-m", "hpo.search", *common, *budget]
-    code = _run(search)
-    study = load_hpo_study(config)
+    search_command = [sys.executable, "-m", "hpo.search", *common, *budget]
+    code = _run(search_command)
+    study = bench.load_hpo_study(config)
     complete = 0 if study is None else len(study.get_trials(states=(TrialState.COMPLETE,)))
     if code != 0:
         if not complete:
             raise HpoError(
-                f"`{' '.join(search)}` exited with code {code} and the study holds no complete "
-                f"trial; its output above says why."
+                f"`{' '.join(search_command)}` exited with code {code} and the study holds no "
+                f"complete trial; its output above says why."
             )
         print(
             f"note: hpo.search exited with code {code}; ensembling its {complete} complete trials."
         )
-    if study is not None and ensemble_is_current(study, ensemble_dir / "report.json"):
+    if study is not None and bench.ensemble_is_current(study, ensemble_dir):
         print(f"The ensemble in {ensemble_dir} is newer than every trial; not rebuilt.")
         return
-    ensemble = [sys.executable, "-m", "hpo.ensemble", "--top", str(TOP), *common]
+    ensemble = [sys.executable, "-m", "hpo.ensemble", "--top", str(bench.TOP), *common]
     code = _run([*ensemble, "--out", str(ensemble_dir)])
     if code != 0:
         raise HpoError(
@@ -153,71 +132,7 @@ def _run(command: list[str]) -> int:
     return subprocess.run(command, check=False).returncode
 
 
-def load_hpo_study(config: StudyConfig) -> optuna.Study | None:
-    """The study hpo's search made, or None if there is none yet (nothing is created)."""
-    if config.storage is None and not (config.study_dir / "study.db").is_file():
-        return None
-    try:
-        return optuna.load_study(study_name=config.name, storage=config.storage_url)
-    except KeyError:
-        return None
-
-
-def ensemble_is_current(study: optuna.Study, report_path: Path) -> bool:
-    """Whether the ensemble report was written after the study's last trial finished."""
-    report = _read_json(report_path)
-    if not report or report.get("study") != study.study_name:
-        return False
-    created = datetime.datetime.fromisoformat(report["created"])
-    finished = [
-        t.datetime_complete.astimezone()
-        for t in study.get_trials(deepcopy=False)
-        if t.datetime_complete is not None
-    ]
-    return not finished or created >= max(finished)
-
-
 # --- kerastuner leg --------------------------------------------------------------------------
-
-
-class TunerClock:
-    """The KerasTuner leg's wall-clock time across resumed runs, kept as [start, end] intervals.
-
-    Args:
-        path: The JSON file; earlier runs' intervals are read from it.
-        budget: The budget in seconds.
-    """
-
-    def __init__(self, path: Path, budget: float) -> None:
-        self.path, self.budget = path, budget
-        self.intervals: list[list[float]] = (_read_json(path) or {}).get("intervals", [])
-        self.running = False
-
-    def start(self) -> None:
-        """Opens this run's interval."""
-        self.intervals.append([time.time(), time.time()])
-        self.running = True
-        self.record()
-
-    def stop(self) -> None:
-        """Closes this run's interval."""
-        self.record()
-        self.running = False
-
-    def record(self) -> None:
-        """Extends this run's interval to now and writes every interval to the file."""
-        if self.running:
-            self.intervals[-1][1] = time.time()
-        _write_json(self.path, {"budget": self.budget, "intervals": self.intervals})
-
-    def spent(self) -> float:
-        """Seconds spent by every run so far, this one included."""
-        self.record()
-        return union_seconds(self.intervals)
-
-    def left(self) -> float:
-        """Seconds left of the budget."""
-        return self.budget - self.spent()
 
 
 def declare_space(hp: keras_tuner.HyperParameters, space: SearchSpace) -> dict[str, Any]:
@@ -255,16 +170,7 @@ def _declare(hp: keras_tuner.HyperParameters, name: str, dist: BaseDistribution)
     raise TypeError(f"parameter {name!r}: no KerasTuner counterpart for {dist!r}")
 
 
-@dataclass(frozen=True)
-class FitRecord:
-    """What one `model.fit` of a KerasTuner trial took."""
-
-    seconds: float = 0.0
-    epochs: int = 0
-    stopped: bool = False
-
-
-class SharedSpace(keras_tuner.HyperModel):
+class SharedSpace(kt.BudgetedHyperModel):
     """hpo's search space as a KerasTuner hypermodel, trained as hpo's runner trains a trial.
 
     Args:
@@ -277,10 +183,9 @@ class SharedSpace(keras_tuner.HyperModel):
     def __init__(
         self, config: StudyConfig, task: Task, space: SearchSpace, data_folder: Path
     ) -> None:
-        super().__init__(name="hpo_space")
-        self.config, self.task, self.space, self.data_folder = config, task, space, data_folder
+        super().__init__("hpo_space", config, task)
+        self.space, self.data_folder = space, data_folder
         self.gpu = gpu_capability()
-        self.last_fit = FitRecord()
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """Builds and compiles the model of `hp`, in the precision hpo would train it in."""
@@ -289,174 +194,31 @@ class SharedSpace(keras_tuner.HyperModel):
         keras.mixed_precision.set_global_policy(precision.value)
         return build_model(self.task, params)
 
-    def fit(
-        self,
-        hp: keras_tuner.HyperParameters,
-        model: keras.Model,
-        *args: Any,
-        seed: int = 0,
-        deadline: float = math.inf,
-        **kwargs: Any,
-    ) -> Any:
-        """Trains on hpo's data and batches, for the epochs that Hyperband gives.
-
-        Args:
-            seed: Seed of the batch order.
-            deadline: Unix time past which training stops at the end of an epoch.
-            **kwargs: KerasTuner's `callbacks`, and Hyperband's `epochs` and `initial_epoch`.
-        """
+    def train(self, hp: Any, model: keras.Model, seed: int, arguments: dict[str, Any]) -> Any:
+        """Trains on hpo's data and batches, for the epochs that Hyperband gives."""
         params = declare_space(hp, self.space)
         data = self.task.trial_data(self.data_folder, params)
-        training = self.config.training
-        # hpo's own rule: stop before an epoch that would end past the deadline.
-        deadline_stop = EpochClock([(deadline, "the budget")])
-        callbacks = [
-            keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.EarlyStopping(
-                monitor=self.task.monitor,
-                mode="max",
-                patience=training.patience,
-                restore_best_weights=True,
-            ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=training.lr_factor, patience=training.lr_patience
-            ),
-            deadline_stop,
-            *kwargs.get("callbacks", []),
-        ]
-        started = time.perf_counter()
-        try:
-            return model.fit(
-                self.task.dataset(data.x_train, data.y_train, params["batch_size"], seed),
-                validation_data=self.task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
-                epochs=kwargs.get("epochs", training.max_epochs),
-                initial_epoch=kwargs.get("initial_epoch", 0),
-                callbacks=callbacks,
-                shuffle=False,  # the dataset shuffles, each epoch anew
-                verbose=0,
-            )
-        finally:
-            self.last_fit = FitRecord(
-                time.perf_counter() - started,
-                deadline_stop.count,
-                deadline_stop.stop_reason is not None,
-            )
-
-
-class BudgetHyperbandOracle(keras_tuner.oracles.HyperbandOracle):
-    """Hyperband that creates no trial once the wall-clock budget is spent.
-
-    Args:
-        clock: The leg's clock.
-        **kwargs: `HyperbandOracle`'s arguments.
-    """
-
-    def __init__(self, clock: TunerClock, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.clock = clock
-
-    def populate_space(self, trial_id: str) -> dict[str, Any]:
-        """Hyperband's next trial, or STOPPED once the budget is spent."""
-        if self.clock.left() <= 0:
-            return {"status": TrialStatus.STOPPED}
-        return super().populate_space(trial_id)
-
-    @keras_tuner.synchronized
-    def create_trial(self, tuner_id: str) -> Trial:
-        """Also stops the retries of trials an interrupted run left, which skip `populate_space`."""
-        if self._retry_queue and self.clock.left() <= 0:
-            return Trial(self.get_space(), status=TrialStatus.STOPPED)
-        return super().create_trial(tuner_id)
-
-
-class BudgetHyperband(keras_tuner.Hyperband):
-    """KerasTuner's Hyperband tuner with the budgeted oracle; logs each finished trial.
-
-    Args:
-        oracle: The budgeted oracle.
-        hypermodel: The shared search space.
-        project_dir: KerasTuner's project folder; an existing project is resumed.
-        seed: Trial `i` seeds its weights and batch order with `seed + i`, as hpo's trials do.
-    """
-
-    def __init__(
-        self,
-        oracle: BudgetHyperbandOracle,
-        hypermodel: SharedSpace,
-        project_dir: Path,
-        seed: int,
-    ) -> None:
-        # Hyperband's own __init__ only makes a plain HyperbandOracle and hands it to Tuner.
-        keras_tuner.Tuner.__init__(
-            self,
-            oracle=oracle,
-            hypermodel=hypermodel,
-            directory=str(project_dir.parent),
-            project_name=project_dir.name,
-            overwrite=False,
+        return model.fit(
+            self.task.dataset(data.x_train, data.y_train, params["batch_size"], seed),
+            validation_data=self.task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
+            **arguments,
         )
-        self.clock = oracle.clock
-        self.seed = seed
-        self.log_path = project_dir / TRIALS_FILE
-        self.log: dict[str, dict[str, Any]] = _read_json(self.log_path) or {}
-        self._started = 0.0
 
-    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
-        """Hyperband's trial, seeded and given the budget's deadline."""
-        seed = self.seed + int(trial.trial_id)
-        keras.utils.set_random_seed(seed)
-        kwargs.update(seed=seed, deadline=time.time() + self.clock.left())
-        return super().run_trial(trial, *args, **kwargs)
 
-    def on_trial_begin(self, trial: Trial) -> None:
-        """Starts the trial's wall-clock time."""
-        super().on_trial_begin(trial)
-        self._started = time.perf_counter()
-        self.hypermodel.last_fit = FitRecord()
+class BudgetHyperbandOracle(kt.BudgetedOracle, keras_tuner.oracles.HyperbandOracle):
+    """Hyperband that creates no trial once the wall-clock budget is spent."""
 
-    def on_epoch_end(self, trial: Trial, model: keras.Model, epoch: int, logs: Any = None) -> None:
-        """Keeps the budget file current, so an interrupted run loses at most an epoch."""
-        self.clock.record()
 
-    def on_trial_end(self, trial: Trial) -> None:
-        """Ends the trial in the oracle, then logs and prints it."""
-        super().on_trial_end(trial)
-        ended = self.oracle.get_trial(trial.trial_id)
-        values = ended.hyperparameters.values
-        fit = self.hypermodel.last_fit
-        record = {
-            "status": ended.status,
-            "val_accuracy": None if ended.score is None else float(ended.score),
+class BudgetHyperband(kt.BudgetedTuner, keras_tuner.Hyperband):
+    """KerasTuner's Hyperband tuner with the budgeted oracle; logs each finished trial."""
+
+    def describe(self, trial: Trial) -> dict[str, Any]:
+        """The trial's family and Hyperband's epochs."""
+        values = trial.hyperparameters.values
+        return {
             "family": values.get("family"),
             "epochs": [values.get("tuner/initial_epoch"), values.get("tuner/epochs")],
-            "epochs_run": fit.epochs,
-            "stopped_at_budget": fit.stopped,
-            "trial_seconds": round(time.perf_counter() - self._started, 2),
-            "fit_seconds": round(fit.seconds, 2),
-            "finished_at": round(time.time(), 3),
-            "elapsed_seconds": round(self.clock.spent(), 2),
         }
-        self.log[ended.trial_id] = record
-        _write_json(self.log_path, self.log)
-        print(describe_kt_trial(ended.trial_id, record, self.clock.budget), flush=True)
-
-
-def describe_kt_trial(trial_id: str, record: dict[str, Any], budget: float) -> str:
-    """One line about a finished KerasTuner trial."""
-    score = record["val_accuracy"]
-    first, last = record["epochs"]
-    parts = [
-        f"kerastuner trial {trial_id:>4}",
-        f"{record['family'] or '?':<10}",
-        f"{record['status']:<9}",
-        f"val_acc={score:.4f}" if score is not None else "val_acc=-",
-        f"epochs {first}->{last} ({record['epochs_run']} run)",
-        f"{record['fit_seconds']:.0f}s fit / {record['trial_seconds']:.0f}s",
-        f"[{format_duration(record['elapsed_seconds'])} of {format_duration(budget)}]",
-    ]
-    if record["stopped_at_budget"]:
-        parts.append("(stopped: budget spent)")
-    return " ".join(parts)
 
 
 def run_kerastuner(config: StudyConfig, data: str | None, project_dir: Path) -> None:
@@ -466,27 +228,11 @@ def run_kerastuner(config: StudyConfig, data: str | None, project_dir: Path) -> 
         ConfigError: The study has no budget and none was given.
         HpoError: KerasTuner finished no trial.
     """
-    if config.budget is None:
-        raise ConfigError(
-            "the KerasTuner leg needs a wall-clock budget and the study file sets no 'budget'. "
-            "Pass one, for example --budget 2h."
-        )
-    task = study_task(config)
-    space = search_space(task, config.space)
-    project_dir.mkdir(parents=True, exist_ok=True)
-    clock = TunerClock(project_dir / BUDGET_FILE, config.budget)
-    left = clock.left()
-    if left > 0:
-        clock.start()
-        print(
-            f"KerasTuner Hyperband: {format_duration(config.budget - left)} spent, "
-            f"{format_duration(left)} left of {format_duration(config.budget)}; "
-            f"project {project_dir}",
-            flush=True,
-        )
-    try:
+    budget = bench.require_budget(config.budget, "the KerasTuner leg needs", "2h")
+    with bench.leg_budget(project_dir, budget, "KerasTuner Hyperband") as clock:
         # Data preparation counts against the budget, as it does for hpo (cached if hpo ran).
-        folder = task.prepare(config, data, space.shared)
+        task, folder = bench.prepare(config, data)
+        space = search_space(task, config.space)
         oracle = BudgetHyperbandOracle(
             clock,
             objective=keras_tuner.Objective(task.monitor, "max"),
@@ -497,54 +243,13 @@ def run_kerastuner(config: StudyConfig, data: str | None, project_dir: Path) -> 
         )
         hypermodel = SharedSpace(config, task, space, folder)
         tuner = BudgetHyperband(oracle, hypermodel, project_dir, config.sampler.seed)
-        if clock.running:
-            tuner.search(verbose=0)
-        else:
-            print(f"KerasTuner has spent its budget of {format_duration(config.budget)}.")
-    finally:
-        clock.stop()
-    evaluate_best(config, data, task, space, folder, tuner, project_dir / TEST_FILE)
+        kt.search_within_budget(tuner)
 
+    def evaluate(trial: Trial, model: keras.Model) -> Any:
+        params = declare_space(trial.hyperparameters, space)
+        return params, bench.evaluate_on_test(config, data, task, folder, model, params)
 
-def evaluate_best(
-    config: StudyConfig,
-    data: str | None,
-    task: Task,
-    space: SearchSpace,
-    folder: Path,
-    tuner: BudgetHyperband,
-    path: Path,
-) -> None:
-    """Evaluates KerasTuner's best model on the test set once; stores the result in `path`."""
-    best = [t for t in tuner.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
-    if not best:
-        raise HpoError(
-            f"KerasTuner completed no trial in {tuner.project_dir}. Give it a larger --budget."
-        )
-    trial = best[0]
-    stored = _read_json(path)
-    if stored and stored.get("trial_id") == trial.trial_id:
-        print(f"KerasTuner's best trial {trial.trial_id} was already tested ({path}).")
-        return
-    params = declare_space(trial.hyperparameters, space)
-    model = tuner.load_model(trial)
-    test = task.load_test(config, data, folder)
-    predictions = np.asarray(task.predict(model, task.member_inputs(test.x, params)))
-    summary = metrics.summary(test.y, predictions.reshape(-1))
-    result = {
-        "trial_id": trial.trial_id,
-        "val_accuracy": float(trial.score),
-        "params": params,
-        "test_examples": len(test.y),
-        "test": summary,
-    }
-    _write_json(path, result)
-    print(
-        f"KerasTuner's best trial {trial.trial_id} (val_accuracy {trial.score:.4f}): test "
-        f"accuracy {summary['accuracy']:.4f}, log-loss {summary['log_loss']:.4f}, "
-        f"ECE {summary['ece']:.4f}.",
-        flush=True,
-    )
+    kt.evaluate_best_trial(tuner, evaluate)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -560,7 +265,7 @@ ROWS = [
     "epoch estimate error (median)",
     "best validation accuracy",
     "best single: test acc / logloss / ECE",
-    f"ensemble top-{TOP}: test acc / logloss / ECE",
+    f"ensemble top-{bench.TOP}: test acc / logloss / ECE",
     "ensemble gain: accuracy / logloss",
     "time to KerasTuner's best val acc",
 ]
@@ -581,7 +286,7 @@ def hpo_column(
         if a.get(Attr.ESTIMATED_EPOCH_SECONDS) and a.get(Attr.EPOCH_SECONDS)
     ]
     rows = {
-        "budget": format_duration(budget) if budget else "none",
+        "budget": bench.duration_or(budget, "none"),
         "wall clock spent (budget time)": format_duration(spent_seconds(study)),
         "trials complete": str(len(complete)),
         "  of which stopped early": str(
@@ -596,13 +301,15 @@ def hpo_column(
     }
     if complete:
         rows["best validation accuracy"] = f"{max(t.value or 0.0 for t in complete):.4f}"
-    report = _read_json(ensemble_dir / "report.json")
-    if report and report.get("study") == study.study_name:
+    report = bench.ensemble_report(study, ensemble_dir)
+    if report:
         member = report["members"][0]
         rows["best single: test acc / logloss / ECE"] = (
-            _scores(report["test"]["best_member"]) + f" (#{member['trial']})"
+            bench.scores(report["test"]["best_member"], SCORES) + f" (#{member['trial']})"
         )
-        rows[f"ensemble top-{TOP}: test acc / logloss / ECE"] = _scores(report["test"]["ensemble"])
+        rows[f"ensemble top-{bench.TOP}: test acc / logloss / ECE"] = bench.scores(
+            report["test"]["ensemble"], SCORES
+        )
         gain = report["gain_over_best_member"]
         rows["ensemble gain: accuracy / logloss"] = (
             f"{gain['accuracy']:+.4f} / {gain['log_loss']:+.4f}"
@@ -616,44 +323,39 @@ def hpo_column(
             if t.datetime_complete is not None and (t.value or 0.0) >= target - TOLERANCE
         ]
         reached = min(times, default=None)
-        rows["time to KerasTuner's best val acc"] = _duration_or(reached, "not reached")
+        rows["time to KerasTuner's best val acc"] = bench.duration_or(reached, "not reached")
     return rows, reached
 
 
 def kt_column(
     project_dir: Path, budget: float | None
-) -> tuple[dict[str, str], float | None, float | None]:
-    """KerasTuner's rows of the table (empty if it never ran), its best validation accuracy and
+) -> tuple[dict[str, str] | None, float | None, float | None]:
+    """KerasTuner's rows of the table (None if it never ran), its best validation accuracy and
     the budget time at which it first reached it (both None before a completed trial)."""
-    records = list((_read_json(project_dir / TRIALS_FILE) or {}).values())
-    if not records:
-        return {}, None, None
-    complete = [r for r in records if r["status"] == TrialStatus.COMPLETED]
-    failed = [r for r in records if r["status"] in (TrialStatus.FAILED, TrialStatus.INVALID)]
-    intervals = (_read_json(project_dir / BUDGET_FILE) or {}).get("intervals", [])
+    log = kt.read_tuner_log(project_dir)
+    if log is None:
+        return None, None, None
     rows = {
-        "budget": format_duration(budget) if budget else "none",
-        "wall clock spent (budget time)": format_duration(union_seconds(intervals)),
-        "trials complete": str(len(complete)),
-        "  of which stopped early": str(sum(bool(r["stopped_at_budget"]) for r in complete)),
+        "budget": bench.duration_or(budget, "none"),
+        "wall clock spent (budget time)": format_duration(bench.stored_budget(project_dir)[1]),
+        "trials complete": str(len(log.complete)),
+        "  of which stopped early": str(sum(bool(r["stopped_at_budget"]) for r in log.complete)),
         "trials pruned": "- (Hyperband)",
-        "trials failed": str(len(failed)),
+        "trials failed": str(len(log.failed)),
         "per-trial overhead (outside fit)": _overhead(
-            [r["trial_seconds"] for r in records], [r["fit_seconds"] for r in records]
+            [r["trial_seconds"] for r in log.records], [r["fit_seconds"] for r in log.records]
         ),
     }
-    best = max((r["val_accuracy"] for r in complete), default=None)
     reached = None
-    if best is not None:
-        rows["best validation accuracy"] = f"{best:.4f}"
-        reached = min(r["elapsed_seconds"] for r in complete if r["val_accuracy"] >= best)
+    if log.best is not None:
+        rows["best validation accuracy"] = f"{log.best:.4f}"
+        reached = min(r["elapsed_seconds"] for r in log.complete if r["val_accuracy"] >= log.best)
         rows["time to KerasTuner's best val acc"] = format_duration(reached)
-    test = _read_json(project_dir / TEST_FILE)
-    if test:
+    if log.test:
         rows["best single: test acc / logloss / ECE"] = (
-            _scores(test["test"]) + f" (#{test['trial_id']})"
+            bench.scores(log.test["test"], SCORES) + f" (#{log.test['trial_id']})"
         )
-    return rows, best, reached
+    return rows, log.best, reached
 
 
 def _overhead(trial_seconds: list[float], fit_seconds: list[float]) -> str:
@@ -663,28 +365,15 @@ def _overhead(trial_seconds: list[float], fit_seconds: list[float]) -> str:
     return f"{(total - sum(fit_seconds)) / total:.1%} of {len(trial_seconds)}"
 
 
-def _scores(summary: dict[str, float]) -> str:
-    return f"{summary['accuracy']:.4f} / {summary['log_loss']:.4f} / {summary['ece']:.4f}"
-
-
-def _duration_or(seconds: float | None, missing: str) -> str:
-    return missing if seconds is None else format_duration(seconds)
-
-
 def print_report(config: StudyConfig, ensemble_dir: Path, project_dir: Path) -> None:
     """Prints the side-by-side table, the time ratio and the published references."""
     kt_rows, target, kt_reached = kt_column(project_dir, config.budget)
-    study = load_hpo_study(config)
+    study = bench.load_hpo_study(config)
     hpo_rows, hpo_reached = (
-        hpo_column(study, ensemble_dir, config.budget, target) if study else ({}, None)
+        hpo_column(study, ensemble_dir, config.budget, target) if study else (None, None)
     )
-    width = max(len(r) for r in ROWS) + 2
-    print(f"\nHeadline benchmark: study {config.name!r} ({config.study_dir})")
-    print(f"{'':<{width}}{'hpo (Optuna)':<30}KerasTuner Hyperband")
-    for row in ROWS:
-        hpo_value = hpo_rows.get(row, "-") if study else "not run"
-        kt_value = kt_rows.get(row, "-") if kt_rows else "not run"
-        print(f"{row:<{width}}{hpo_value:<30}{kt_value}")
+    print(f"\nHeadline benchmark: study {config.name!r} ({config.study_dir})\n")
+    print(bench.comparison_table(ROWS, {"hpo (Optuna)": hpo_rows, "KerasTuner Hyperband": kt_rows}))
     if target is None:
         print("\nTime to KerasTuner's best validation accuracy: n/a (no KerasTuner trial yet).")
     else:
@@ -693,45 +382,39 @@ def print_report(config: StudyConfig, ensemble_dir: Path, project_dir: Path) -> 
             ratio = f"{kt_reached / hpo_reached:.2f}x"
         print(
             f"\nTime to first reach KerasTuner's best validation accuracy {target:.4f}: "
-            f"KerasTuner {_duration_or(kt_reached, 'never')}, hpo "
-            f"{_duration_or(hpo_reached, 'never')}; ratio KerasTuner / hpo: {ratio}."
+            f"KerasTuner {bench.duration_or(kt_reached, 'never')}, hpo "
+            f"{bench.duration_or(hpo_reached, 'never')}; ratio KerasTuner / hpo: {ratio}."
         )
-    print("\nPublished IMDB test accuracies, for reference:")
-    for accuracy, source in REFERENCES:
-        print(f"  {accuracy:.2%}  {source}")
+    bench.print_references("IMDB", REFERENCES)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the chosen legs, then prints the report; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml", help="study file")
-    parser.add_argument(
-        "--legs", nargs="+", choices=LEGS, default=list(LEGS), help="legs to run (report always)"
+    parser = bench.benchmark_parser(
+        __doc__, "studies/imdb.toml", "data set folder or archive (overrides $HPO_IMDB_PATH)"
     )
-    parser.add_argument("--data", help="data set folder or archive (overrides $HPO_IMDB_PATH)")
-    parser.add_argument("--budget", help="each tool's wall-clock budget (default: the study's)")
+    bench.add_leg_arguments(parser, LEGS, side_by_side=False)
     parser.add_argument(
         "--ensemble-dir",
         type=Path,
-        help=f"hpo's ensemble folder (default ensembles/<study>-top{TOP})",
+        help=f"hpo's ensemble folder (default ensembles/<study>-top{bench.TOP})",
     )
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+
+    def run() -> None:
         config = load_study_config(args.study)
         if args.budget:
             config = config.with_overrides(budget=parse_duration(args.budget, "--budget"))
-        ensemble_dir = args.ensemble_dir or Path("ensembles") / f"{config.name}-top{TOP}"
+        ensemble_dir = args.ensemble_dir or Path("ensembles") / f"{config.name}-top{bench.TOP}"
         project_dir = config.study_dir / TUNER_FOLDER
         if "hpo" in args.legs:
             run_hpo(args.study, config, args.data, args.budget, ensemble_dir)
         if "kerastuner" in args.legs:
             run_kerastuner(config, args.data, project_dir)
         print_report(config, ensemble_dir, project_dir)
-    except HpoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+    return bench.run_main(run)
 
 
 if __name__ == "__main__":

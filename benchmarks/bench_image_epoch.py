@@ -1,7 +1,8 @@
 """Seconds per epoch of the image families' defaults, float32 against mixed bfloat16.
 
-Decodes the first N training images per class of the CIFAR-10 JPEG archive (streaming the
-tarball; the test folder is never read), plus N/5 further training images as validation, and
+Decodes the first N + N/5 training images per class of the CIFAR-10 JPEG archive with hpo's
+reader (streaming the tarball; the test folder is never read), the first N of each class by file
+name to train on and the others as validation, and
 trains each family's DEFAULTS (Adam at 1e-3, batch 64, seed 0) at float32 and at mixed bfloat16
 side by side in one run. Prints steady-state seconds per epoch (the first step, which traces the
 graph, left out), the same extrapolated to 45,000 images, validation accuracy after the last
@@ -16,10 +17,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
-import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,25 +27,16 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from _common import Stopwatch
+
+from hpo.data.images import read_split
 from hpo.models import conv2d, sepconv2d
 
 if TYPE_CHECKING:
     import keras
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-IMAGE_SHAPE = (32, 32, 3)
+CLASSES = 10  # CIFAR-10's
 BATCH_SIZE = 64
 FULL_TRAIN = 45_000
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -55,38 +45,24 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 def load_train_images(
     path: Path, train_per_class: int, val_per_class: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The first `train_per_class` + `val_per_class` images of each class of cifar10/train/.
+    """The first `train_per_class` + `val_per_class` images met of each class of train/.
 
     Returns:
-        (x_train, y_train, x_val, y_val): uint8 images [n, 32, 32, 3] and int32 labels.
+        (x_train, y_train, x_val, y_val): uint8 images [n, 32, 32, 3] and int32 labels, each
+        split shuffled (seed 0).
     """
-    from PIL import Image
-
     wanted = train_per_class + val_per_class
-    images: dict[str, list[np.ndarray]] = {name: [] for name in CLASSES}
-    with tarfile.open(path, "r|gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if len(parts) != 4 or parts[:2] != ["cifar10", "train"] or not member.isfile():
-                continue
-            label = parts[2]
-            if len(images[label]) >= wanted:
-                continue
-            data = tar.extractfile(member)
-            assert data is not None
-            with Image.open(io.BytesIO(data.read())) as image:
-                images[label].append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-            if all(len(v) >= wanted for v in images.values()):
-                break
-    short = {name: len(v) for name, v in images.items() if len(v) < wanted}
+    images = read_split(path, "train", limit_per_class=wanted)
+    counts = np.bincount(images.y, minlength=len(images.classes))
+    short = {c: int(n) for c, n in zip(images.classes, counts, strict=True) if n < wanted}
     if short:
         raise SystemExit(f"{path} has fewer than {wanted} training images for {short}.")
+    # Ordered by class, then by file name: an image's rank within its class picks its split.
+    rank = np.arange(len(images.y)) - np.searchsorted(images.y, images.y)
     splits = []
-    for begin, end in ((0, train_per_class), (train_per_class, wanted)):
-        x = np.stack([img for name in CLASSES for img in images[name][begin:end]])
-        y = np.repeat(np.arange(len(CLASSES), dtype=np.int32), end - begin)
-        order = np.random.default_rng(0).permutation(len(x))
-        splits += [x[order], y[order]]
+    for part in (rank < train_per_class, rank >= train_per_class):
+        order = np.random.default_rng(0).permutation(int(part.sum()))
+        splits += [images.x[part][order], images.y[part][order]]
     return splits[0], splits[1], splits[2], splits[3]
 
 
@@ -94,10 +70,8 @@ class StepClock:
     """Times training steps after the first (which traces the graph)."""
 
     def __init__(self) -> None:
-        self.first: float | None = None
-        self.last = 0.0
-        self.first_cpu = 0.0
-        self.last_cpu = 0.0
+        self.first: Stopwatch | None = None
+        self.last = (0.0, 0.0)
         self.steps = 0
 
     def callback(self) -> keras.callbacks.Callback:
@@ -108,22 +82,34 @@ class StepClock:
 
         class _Clock(keras.callbacks.Callback):
             def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-                now, cpu = time.perf_counter(), time.process_time()
                 if clock.first is None:
-                    clock.first, clock.first_cpu = now, cpu
+                    clock.first = Stopwatch()
                 else:
                     clock.steps += 1
-                clock.last, clock.last_cpu = now, cpu
+                    clock.last = clock.first.seconds()
 
         return _Clock()
 
     def seconds_per_step(self) -> tuple[float, float]:
         """Mean wall-clock and CPU (all threads) seconds of a step after the first."""
         assert self.first is not None and self.steps
-        return (
-            (self.last - self.first) / self.steps,
-            (self.last_cpu - self.first_cpu) / self.steps,
-        )
+        return self.last[0] / self.steps, self.last[1] / self.steps
+
+
+def compile_classifier(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compiles for integer labels and softmax outputs, as the book and hpo's families do."""
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def step_seconds(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, *args: Any, **kwargs: Any
+) -> tuple[float, float]:
+    """Compiles and trains the model (`model.fit`'s arguments); returns the mean wall-clock and
+    CPU seconds of a step after the first."""
+    compile_classifier(model, optimizer)
+    clock = StepClock()
+    model.fit(*args, callbacks=[clock.callback()], verbose=0, **kwargs)
+    return clock.seconds_per_step()
 
 
 def run_one(
@@ -135,36 +121,29 @@ def run_one(
     """Trains one family's defaults; returns wall and CPU seconds per step, val accuracy."""
     import keras
 
+    from hpo.training.runner import global_policy
+
     x_train, y_train, x_val, y_val = data
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with global_policy(precision):
         keras.utils.set_random_seed(0)
         params = {
             **family.DEFAULTS,
-            "classes": len(CLASSES),
-            "image_shape": IMAGE_SHAPE,
+            "classes": CLASSES,
+            "image_shape": x_train.shape[1:],
             "upscale": args.upscale,
             "augment": args.augment,
         }
         model = family.build(params)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        clock = StepClock()
-        model.fit(
+        step, cpu = step_seconds(
+            model,
+            keras.optimizers.Adam(1e-3),
             x_train,
             y_train,
             batch_size=BATCH_SIZE,
             epochs=args.epochs,
-            callbacks=[clock.callback()],
-            verbose=0,
         )
         _, accuracy = model.evaluate(x_val, y_val, batch_size=256, verbose=0)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    return (*clock.seconds_per_step(), float(accuracy))
+    return step, cpu, float(accuracy)
 
 
 def main() -> int:
@@ -176,7 +155,7 @@ def main() -> int:
     parser.add_argument("--augment", default="none", choices=["none", "flip", "flip_translate"])
     parser.add_argument("--upscale", type=int, default=1, choices=[1, 2])
     args = parser.parse_args()
-    per_class = max(1, args.images // len(CLASSES))
+    per_class = max(1, args.images // CLASSES)
     started = time.perf_counter()
     data = load_train_images(Path(args.data), per_class, max(1, per_class // 5))
     print(

@@ -26,15 +26,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from _common import Stopwatch, benchmark_parser, run_main
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -42,10 +41,12 @@ from hpo import metrics
 from hpo.config import load_study_config
 from hpo.data import imdb
 from hpo.data.stratify import stratified_subset
-from hpo.errors import HpoError
+from hpo.errors import ConfigError
 from hpo.tasks.imdb import locate, read_split
 
 if TYPE_CHECKING:
+    import argparse
+
     from hpo.config import StudyConfig
 
 C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -87,16 +88,6 @@ class NBSVM:
         )
 
 
-class Clock:
-    """Wall-clock and CPU seconds (this process, all threads) since it was made."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def seconds(self) -> tuple[float, float]:
-        return time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
 def probabilities(model: NBSVM, classifier: LogisticRegression, texts: list[str]) -> np.ndarray:
     return classifier.predict_proba(model.features(texts))[:, 1]
 
@@ -126,13 +117,13 @@ def nbsvm_rows(
         f"C from {list(C_GRID)} by validation log-loss",
         flush=True,
     )
-    clock = Clock()
+    clock = Stopwatch()
     model = NBSVM(train_texts, y_train)
     featurize = clock.seconds()
     x_val = model.features(val_texts)
     fits = []
     for c in C_GRID:
-        clock = Clock()
+        clock = Stopwatch()
         classifier = model.fit(c)
         seconds = clock.seconds()
         p = classifier.predict_proba(x_val)[:, 1]
@@ -158,7 +149,7 @@ def nbsvm_rows(
     ]
     if refit:
         texts, labels = train_texts + val_texts, np.concatenate([y_train, y_val])
-        clock = Clock()
+        clock = Stopwatch()
         model = NBSVM(texts, labels)
         classifier = model.fit(best_c)
         seconds = clock.seconds()
@@ -211,10 +202,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml", help="an IMDB study file")
-    parser.add_argument(
-        "--data", help="aclImdb/ folder or archive (default: as the study finds it)"
+    parser = benchmark_parser(
+        __doc__, "studies/imdb.toml", "aclImdb/ folder or archive (default: as the study finds it)"
     )
     parser.add_argument("--refit", action="store_true", help="also refit on training + validation")
     parser.add_argument("--top", type=int, default=5, help="the ensemble's size, for its folder")
@@ -224,19 +213,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
-    try:
-        config = load_study_config(args.study)
-        if config.task != "imdb":
-            raise HpoError(
-                f"{args.study} is a '{config.task}' study; NBSVM-bi here reads IMDB's split "
-                "(task = 'imdb'). Pass an IMDB study file, e.g. --study studies/imdb.toml."
-            )
-        rows, val_examples, test_examples = nbsvm_rows(
-            config, locate(config, args.data), args.refit, args.smoke
+    return run_main(lambda: compare(args))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Fits NBSVM-bi and prints it beside hpo's ensemble.
+
+    Raises:
+        ConfigError: The study is not an IMDB study.
+    """
+    config = load_study_config(args.study)
+    if config.task != "imdb":
+        raise ConfigError(
+            f"{args.study} is a '{config.task}' study; NBSVM-bi here reads IMDB's split "
+            "(task = 'imdb'). Pass an IMDB study file, e.g. --study studies/imdb.toml."
         )
-    except HpoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    rows, val_examples, test_examples = nbsvm_rows(
+        config, locate(config, args.data), args.refit, args.smoke
+    )
     folder = args.ensemble or Path("ensembles") / f"{config.name}-top{args.top}"
     report = folder / "report.json"
     if report.is_file():
@@ -246,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,18 +13,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 import numpy as np
+from _common import benchmark_parser, family_defaults, prepare
 
 from hpo import metrics
 from hpo.command_options import open_study
@@ -32,8 +30,7 @@ from hpo.contract import fetch_predictions
 from hpo.ensemble.selection import ranked_trials
 from hpo.ensemble.weighting import Method, fit_weights
 from hpo.store import open_artifact_store
-from hpo.study import TRAINING_DEFAULTS, search_space
-from hpo.tasks import study_task
+from hpo.training.callbacks import EpochClock
 
 
 def crossfit(predictions: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -50,38 +47,24 @@ def crossfit(predictions: np.ndarray, labels: np.ndarray) -> tuple[float, float]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml")
+    parser = benchmark_parser(__doc__, "studies/imdb.toml")
     parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("--data")
     args = parser.parse_args()
 
     config, study = open_study(args.study, None, None)
-    task = study_task(config)
-    space = search_space(task, config.space)
-    folder = task.prepare(config, args.data, space.shared)
+    task, folder = prepare(config, args.data)
     members = ranked_trials(study)[: args.top]
     with tempfile.TemporaryDirectory() as tmp:
         store = open_artifact_store(config.artifact_location)
         study_predictions = [fetch_predictions(store, t, Path(tmp)) for t in members]
 
     family = task.families["ngram"]
-    params: dict[str, Any] = {
-        **TRAINING_DEFAULTS,
-        **task.defaults,
-        **family.DEFAULTS,
-        **task.build_context(folder),
-    }
+    params = {**family_defaults(task, "ngram"), **task.build_context(folder)}
     data = task.trial_data(folder, params)
     keras.utils.set_random_seed(config.sampler.seed)
     model = family.build(params)
     model.compile(keras.optimizers.Adam(params["learning_rate"]), "binary_crossentropy")
-    durations: list[float] = []
-    started = [0.0]
-    clock = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: started.__setitem__(0, time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: durations.append(time.perf_counter() - started[0]),
-    )
+    clock = EpochClock()
     stop = keras.callbacks.EarlyStopping(
         patience=config.training.patience, restore_best_weights=True, monitor="val_loss"
     )
@@ -106,7 +89,7 @@ def main() -> int:
         f"{metrics.log_loss(y, ngram):>13.4f}"
     )
     print(
-        f"  {len(durations)} epochs, {np.median(durations):.1f} s median per epoch, "
+        f"  {clock.count} epochs, {np.median(clock.durations):.1f} s median per epoch, "
         f"best epoch restored ({model.count_params():,} weights)"
     )
     without = crossfit(np.stack(study_predictions), y)

@@ -14,17 +14,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
-import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from _common import benchmark_parser, family_defaults
+
 from hpo.config import load_study_config
-from hpo.study import TRAINING_DEFAULTS, search_space
+from hpo.study import search_space
 from hpo.tasks import get_task, study_task
 from hpo.training.isolation import call_isolated
 
@@ -35,6 +35,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from hpo.data.batching import bucketed_dataset, computed_tokens, predict_bucketed, token_lengths
+    from hpo.training.callbacks import EpochClock
     from hpo.training.runner import build_model
 
     keras.mixed_precision.set_global_policy(job["precision"])
@@ -43,14 +44,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     data = task.trial_data(job["folder"], params)
     keras.utils.set_random_seed(0)
     model = build_model(task, params)
-    times: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            times.append(time.perf_counter() - self.start)
+    timer = EpochClock()
 
     batch = params["batch_size"]
     lengths = token_lengths(data.x_train)
@@ -63,7 +57,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
             train_data,
             validation_data=val_data,
             epochs=job["epochs"],
-            callbacks=[Timer()],
+            callbacks=[timer],
             verbose=0,
         )
         predictions = predict_bucketed(model, data.x_val)
@@ -75,22 +69,24 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
             validation_data=(data.x_val, data.y_val),
             batch_size=batch,
             epochs=job["epochs"],
-            callbacks=[Timer()],
+            callbacks=[timer],
             verbose=0,
         )
         predictions = model.predict(data.x_val, batch_size=512, verbose=0)
     accuracy = float(np.mean((predictions.reshape(-1) > 0.5) == data.y_val))
-    return {"times": times, "val_accuracy": accuracy, "real": float(lengths.sum() / computed)}
+    return {
+        "times": timer.durations,
+        "val_accuracy": accuracy,
+        "real": float(lengths.sum() / computed),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml")
+    parser = benchmark_parser(__doc__, "studies/imdb.toml")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=600)
     parser.add_argument("--families", nargs="+", default=["conv1d", "sepconv1d"])
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
-    parser.add_argument("--data")
     args = parser.parse_args()
 
     config = load_study_config(args.study)
@@ -104,13 +100,7 @@ def main() -> int:
     )
     results: dict[tuple[str, bool, str], dict[str, Any]] = {}
     for family in args.families:
-        params = {
-            **TRAINING_DEFAULTS,
-            **task.defaults,
-            **task.families[family].DEFAULTS,
-            "family": family,
-            "seq_len": args.seq_len,
-        }
+        params = {**family_defaults(task, family), "seq_len": args.seq_len}
         for bucketed in (False, True):
             for precision in args.precisions:
                 job = {

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import optuna
+from _common import TOP, benchmark_parser, run_pinned
 from optuna.trial import TrialState
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import run_pinned
 
 from hpo.budget import format_duration, parse_duration, run_intervals, union_seconds
 from hpo.config import PrunerKind, load_study_config
@@ -35,16 +33,12 @@ from hpo.contract import Attr
 from hpo.search import run_search
 from hpo.store import open_storage
 
-TOP = 5  # the ensemble's size
-
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml")
+    parser = benchmark_parser(__doc__, "studies/imdb.toml")
     parser.add_argument("--budget", default="30m", help="per pruner")
     parser.add_argument("--train-size", type=int, help="training reviews (default: the study's)")
     parser.add_argument("--out", default="/tmp/hpo-pruners")
-    parser.add_argument("--data")
     parser.add_argument("--sequential", action="store_true", help="one pruner after the other")
     parser.add_argument("--arm", choices=[k.value for k in PrunerKind], help=argparse.SUPPRESS)
     args = parser.parse_args()

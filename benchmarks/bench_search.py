@@ -12,20 +12,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
-import shutil
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import optuna
+from _common import benchmark_parser, prepare, scratch_study
 
 from hpo.config import StudyConfig, load_study_config
 from hpo.study import sample_params, search_space
@@ -47,10 +44,8 @@ def peak_rss_mb() -> float:
 
 
 def prepare_cold(args: tuple[StudyConfig, str | None]) -> tuple[Path, float]:
-    config, data = args
-    task = study_task(config)
     started = time.perf_counter()
-    folder = task.prepare(config, data, search_space(task, config.space).shared)
+    _, folder = prepare(*args)
     return folder, time.perf_counter() - started
 
 
@@ -110,16 +105,12 @@ def sample_sequence(config: StudyConfig, n: int) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb.toml")
+    parser = benchmark_parser(__doc__, "studies/imdb.toml")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--data")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_study_config(args.study)
-    scratch = Path(tempfile.mkdtemp(prefix="hpo-bench-"))
-    config = replace(base, study_dir=scratch / base.name)
-    try:
+    with scratch_study(base, "hpo-bench-") as config:
         subset = config.data.train_size or "all"
         print(f"# Data load ({base.name}: val_size={config.data.val_size}, train_size={subset})")
         folder, cold = call_isolated(prepare_cold, (config, args.data))
@@ -144,8 +135,6 @@ def main() -> int:
         print(f"growth from first to last trial, one process:       {growth_one:+8.0f} MB")
         print(f"growth of the worker over all trials, isolated:     {growth_iso:+8.0f} MB")
         print(f"largest trial-process peak (freed after each trial): {max(child_peaks):8.0f} MB")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

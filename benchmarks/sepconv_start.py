@@ -11,21 +11,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
-from dataclasses import replace
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from _common import benchmark_parser, family_defaults, prepare, scratch_study
+
 from hpo.config import load_study_config
-from hpo.models import sepconv1d
 from hpo.space import fit_value
-from hpo.study import TRAINING_DEFAULTS, search_space
-from hpo.tasks import study_task
+from hpo.study import search_space
 
 TWIN = {
     "blocks": 2,
@@ -42,23 +37,17 @@ TWIN = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/imdb-smoke.toml")
+    parser = benchmark_parser(__doc__, "studies/imdb-smoke.toml")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--data")
     args = parser.parse_args()
     import keras
 
     from hpo.training.runner import build_model
 
-    base = load_study_config(args.study)
-    scratch = Path(tempfile.mkdtemp(prefix="hpo-sepconv-"))
-    config = replace(base, study_dir=scratch / base.name)
-    task = study_task(config)
-    space = search_space(task, config.space)
-    try:
-        folder = task.prepare(config, args.data, space.shared)
-        values = {**TRAINING_DEFAULTS, **task.defaults, **sepconv1d.DEFAULTS}
+    with scratch_study(load_study_config(args.study), "hpo-sepconv-") as config:
+        task, folder = prepare(config, args.data)
+        space = search_space(task, config.space)
+        values = family_defaults(task, "sepconv1d")
         default = {n: fit_value(d, values[n]) for n, d in space.shared_and("sepconv1d").items()}
         for name, params in (
             ("classic twin, rmsprop 1e-3", {**default, **TWIN}),
@@ -77,8 +66,6 @@ def main() -> int:
             )
             accuracies = " ".join(f"{v:.3f}" for v in history.history["val_accuracy"])
             print(f"{name:<28} val_accuracy per epoch: {accuracies}")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -17,6 +17,21 @@ from .conftest import write_study
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run(script: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Runs a benchmark script as a user runs it; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def _fake_report(folder: Path) -> dict[str, object]:
     ensemble = {"accuracy": 0.91, "roc_auc": 0.97, "log_loss": 0.23, "ece": 0.014}
     best = {"accuracy": 0.89, "roc_auc": 0.95, "log_loss": 0.29, "ece": 0.04}
@@ -40,26 +55,9 @@ def test_nbsvm_smoke_learns_the_study_split_and_shows_the_ensemble(
     study = write_study(tmp_path, fake_imdb, name="nb")
     report = _fake_report(tmp_path / "ensembles" / "nb-top5")
     out = tmp_path / "rows.json"
-    script = ROOT / "benchmarks" / "bench_nbsvm.py"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--smoke",
-            "--refit",
-            "--study",
-            str(study),
-            "--json",
-            str(out),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _run(
+        "bench_nbsvm.py", "--smoke", "--refit", "--study", study, "--json", out, cwd=tmp_path
     )
-    assert result.returncode == 0, result.stderr
     nbsvm, refit, ensemble, best = json.loads(out.read_text())
 
     train_texts, _, val_texts, _, _ = read_split(load_study_config(study), fake_imdb)
@@ -76,3 +74,19 @@ def test_nbsvm_smoke_learns_the_study_split_and_shows_the_ensemble(
     assert best["log_loss"] == report["test"]["best_member"]["log_loss"]  # type: ignore[index]
     assert "best single: trial 11 (conv1d)" in result.stdout
     assert "NBSVM-bi, training + validation" in result.stdout
+
+
+def test_headline_report_reads_the_stored_study_and_marks_a_leg_not_run(
+    searched: Path, tmp_path: Path
+) -> None:
+    import optuna
+
+    config = load_study_config(searched)
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    result = _run("bench_headline.py", "--study", searched, "--legs", "report", cwd=tmp_path)
+    # hpo's column from the study store; KerasTuner never ran; no ensemble was built.
+    assert "| | hpo (Optuna) | KerasTuner Hyperband |" in result.stdout
+    assert "| budget | none | not run |" in result.stdout
+    assert f"| trials complete | {len(study.trials)} | not run |" in result.stdout
+    assert f"| best validation accuracy | {study.best_value:.4f} | not run |" in result.stdout
+    assert "| ensemble top-5: test acc / logloss / ECE | - | not run |" in result.stdout

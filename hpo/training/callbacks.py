@@ -6,14 +6,23 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import optuna
 
 from hpo.disk import writing
 
-__all__ = ["AtomicModelCheckpoint", "ChanceLevelStop", "EpochClock", "variable_bytes"]
+if TYPE_CHECKING:
+    from hpo.config import TrainingConfig
+
+__all__ = [
+    "AtomicModelCheckpoint",
+    "ChanceLevelStop",
+    "EpochClock",
+    "schedule_callbacks",
+    "variable_bytes",
+]
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -55,6 +64,20 @@ class EpochClock(keras.callbacks.Callback):
                 )
                 self.model.stop_training = True
                 return
+
+
+def schedule_callbacks(monitor: str, training: TrainingConfig) -> list[keras.callbacks.Callback]:
+    """Early stopping on `monitor` (best weights restored) and the learning rate cut on a
+    validation-loss plateau, as the study's `[training]` sets them: how every trial trains, and
+    the benchmarks' KerasTuner legs with it."""
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="max", patience=training.patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=training.lr_factor, patience=training.lr_patience
+        ),
+    ]
 
 
 class ChanceLevelStop(keras.callbacks.Callback):

@@ -201,6 +201,7 @@ def _train_trial(
         AtomicModelCheckpoint,
         ChanceLevelStop,
         EpochClock,
+        schedule_callbacks,
         variable_bytes,
     )
 
@@ -278,17 +279,7 @@ def _train_trial(
             task.monitor, chance, config.training.chance_epochs, config.training.chance_margin
         ),
         AtomicModelCheckpoint(checkpoint, monitor=task.monitor, mode="max"),
-        keras.callbacks.EarlyStopping(
-            monitor=task.monitor,
-            mode="max",
-            patience=config.training.patience,
-            restore_best_weights=True,
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss",
-            factor=config.training.lr_factor,
-            patience=config.training.lr_patience,
-        ),
+        *schedule_callbacks(task.monitor, config.training),
         KerasPruningCallback(trial, task.monitor),
         *fit_arguments.pop("callbacks", []),
     ]
