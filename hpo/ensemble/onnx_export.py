@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from hpo.ensemble.serving import Reference
 
-__all__ = ["NOT_ONNX_TEXT", "ONNX_NAME", "export_onnx", "token_model"]
+__all__ = ["NOT_ONNX_TEXT", "ONNX_NAME", "SERVE_ONNX", "export_onnx", "token_model"]
 
 ONNX_NAME = "ensemble.onnx"
 NOT_ONNX_TEXT = (
@@ -40,7 +40,7 @@ NOT_ONNX_TEXT = (
 )
 
 # Run as `python -c` in a fresh process: ONNX Runtime and NumPy only, and nothing of Keras's.
-_SERVE = (
+SERVE_ONNX = (
     """
 import json, sys
 import numpy as np
@@ -88,7 +88,7 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
                 f"{str(exc)[:300]}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
                 "--format savedmodel or keras instead."
             ) from exc
-    checked = check_served(_SERVE, path, inputs, reference, "the ONNX export")
+    checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export")
     entry = {
         "path": ONNX_NAME,
         "sha256": sha256_file(path),

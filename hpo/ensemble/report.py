@@ -314,9 +314,13 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
 
 
 def publish(staging: Path, out_dir: Path) -> None:
-    """Puts a finished output folder in place of `out_dir` at once, replacing an old one."""
+    """Puts a finished output folder (or file) in place of `out_dir` at once, replacing an old
+    one."""
     old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
     if out_dir.exists():
         os.rename(out_dir, old)
     os.rename(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)

@@ -46,6 +46,7 @@ __all__ = [
     "Reference",
     "check_formats",
     "check_served",
+    "describe_exports",
     "export_saved_model",
     "tree_sha256",
     "write_exports",
@@ -61,6 +62,7 @@ class Format(str, Enum):
 
 
 FORMATS = tuple(f.value for f in Format)
+FORMATS_ALL = tuple(Format)
 SAVED_MODEL_NAME = "saved_model"
 # What `--format onnx` needs besides TensorFlow: the `onnx` extra (pyproject.toml).
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
@@ -250,6 +252,28 @@ def check_served(
         what,
     )
     return {"input": info["input"], **summary}
+
+
+def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_ALL) -> list[str]:
+    """One line per export of `formats` in a report's `export` entry: its path, checksum and
+    check; for ONNX, what it leaves out and why."""
+    formats = set(formats)
+    parts = [
+        (Format.KERAS, entry if "path" in entry else None, "Keras"),
+        (Format.SAVEDMODEL, entry.get("saved_model"), "TensorFlow, no hpo"),
+        (Format.ONNX, entry.get("onnx"), "ONNX Runtime, no hpo or Keras"),
+    ]
+    lines = []
+    for fmt, part, runtime in parts:
+        if part is None or fmt not in formats:
+            continue
+        lines.append(
+            f"  {part['path']:<15} sha256 {part['sha256'][:16]}  loaded by {runtime}: "
+            f"{part['checked_examples']} examples within {part['max_abs_difference']:.1e}"
+        )
+        if "not_onnx" in part:
+            lines.append(f"    takes token ids, not text: {part['not_onnx']}")
+    return lines
 
 
 def tree_sha256(folder: Path) -> str:
