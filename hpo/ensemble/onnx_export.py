@@ -17,7 +17,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text
-from hpo.ensemble.serving import IMPORTED, check_served
+from hpo.ensemble.serving import IMPORTED, check_served, inference_model
 from hpo.errors import HpoError
 from hpo.store import sha256_file
 
@@ -76,6 +76,7 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
             raise HpoError("a raw-text export needs the token ids of its check inputs for ONNX.")
         model = token_model(model, reference.tokens.shape[1])
         left_out = NOT_ONNX_TEXT
+    model = inference_model(model)
     inputs = reference.inputs_for(model)
     signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
     path = folder / ONNX_NAME

@@ -48,6 +48,7 @@ __all__ = [
     "check_served",
     "describe_exports",
     "export_saved_model",
+    "inference_model",
     "tree_sha256",
     "write_exports",
 ]
@@ -189,6 +190,7 @@ def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -
     Raises:
         HpoError: Loading or serving it failed, it imported hpo or Keras, or it disagrees.
     """
+    model = inference_model(model)
     model.export(str(folder), format="tf_saved_model", verbose=False)
     checked = check_served(
         _SERVE_SAVED_MODEL, folder, reference.inputs_for(model), reference, "the SavedModel"
@@ -201,6 +203,20 @@ def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -
         "beyond those import tensorflow loads",
         **checked,
     }
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` called with `training=False`, for the formats that trace it.
+
+    `Model.export` traces `model(x)` with no training flag, and Keras's random augmentation
+    layers default to training there: a SavedModel would augment what it serves, and the random
+    ops it keeps have no ONNX operators.
+    """
+    import keras
+
+    given = model.inputs[0]
+    inputs = keras.Input(shape=given.shape[1:], dtype=given.dtype, name=given.name)
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
 def check_served(

@@ -21,23 +21,27 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def test_an_image_model_goes_to_onnx_whole_and_a_wrong_export_is_refused(tmp_path: Path) -> None:
-    import keras
-    from keras import layers
+def test_an_image_model_serves_unaugmented_and_whole_in_onnx_and_a_wrong_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    from hpo.models import sepconv2d
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(24) % 3
-    inputs = keras.Input((8, 8, 3), dtype="uint8", name="image")
-    x = layers.Rescaling(1 / 255)(inputs)
-    x = layers.Conv2D(4, 3, activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    # An image family's model as a search builds it: resizing, augmentation (inactive when
+    # serving), separable convolutions, batch norm, residual blocks.
+    task = {"classes": 3, "image_shape": (8, 8, 3), "upscale": 2, "augment": "flip_translate"}
+    model = sepconv2d.build({**sepconv2d.DEFAULTS, **task})
     probabilities = np.asarray(model.predict(images, verbose=0), np.float64)
 
     right = Reference(images, None, labels, probabilities, tolerance=1e-5)
     entry = write_exports(model, tmp_path, {Format.ONNX}, right)["onnx"]
-    assert entry["input_kind"] == "raw" and entry["input"] == "image" and "not_onnx" not in entry
+    assert (
+        entry["input_kind"] == "raw"
+        and entry["input"] == model.inputs[0].name
+        and "not_onnx" not in entry
+    )
     assert entry["checked_classes"] == 3 and entry["max_abs_difference"] <= 1e-5
 
     wrong = Reference(images, None, labels, probabilities[:, ::-1].copy(), tolerance=1e-5)
