@@ -168,6 +168,26 @@ class Tokenizer:
         """Token ids of `texts`, int32 `[len(texts), max_len]` (see `encode`)."""
         return _encode(texts, self._ids, self.max_len)
 
+    def decode(self, ids: np.ndarray) -> list[str]:
+        """Texts that `encode` turns back into `ids`: each row's tokens joined by spaces.
+
+        The vocabulary's tokens are standardized and hold no whitespace, so they encode to
+        themselves; the out-of-vocabulary id 1 is spelled as a word the vocabulary lacks. This
+        is how a study's validation texts are recovered from its token cache, which keeps no
+        raw text.
+
+        Args:
+            ids: Token ids `[n, length]` as `encode` gives them (id 0 is padding).
+        """
+        spelled = [*self.vocabulary]
+        spelled[0], spelled[_OOV_ID] = "", self._unknown_word
+        return [" ".join(spelled[i] for i in row if i) for row in np.asarray(ids).tolist()]
+
+    @cached_property
+    def _unknown_word(self) -> str:
+        known = set(self.vocabulary)
+        return next(w for n in range(len(known) + 1) if (w := f"unk{n or ''}") not in known)
+
     def restrict(self, vocab_size: int, seq_len: int) -> Tokenizer:
         """The tokenizer of the first `vocab_size` vocabulary entries and `seq_len` tokens.
 

@@ -9,7 +9,6 @@ new inputs with the export.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import uuid
@@ -24,7 +23,7 @@ from hpo.contract import Attr, CheckpointError
 from hpo.data import provenance, testset
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.choice import Choice, choose
-from hpo.ensemble.report import build_report, record_in_study, write_outputs
+from hpo.ensemble.report import build_report, publish, record_in_study, write_outputs
 from hpo.ensemble.selection import (
     Candidate,
     Member,
@@ -33,10 +32,10 @@ from hpo.ensemble.selection import (
     ranked_trials,
     skip,
 )
-from hpo.ensemble.serving import SAVED_MODEL_NAME, check_formats, export_saved_model
+from hpo.ensemble.serving import Format, Reference, check_formats, write_exports
 from hpo.ensemble.weighting import Method
 from hpo.errors import StoreError
-from hpo.store import open_artifact_store, sha256_file
+from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import study_task
 from hpo.training.interface import Padding, tolerance
@@ -51,14 +50,7 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
-from hpo.ensemble.export import (
-    EXPORT_NAME,
-    TOKENIZER_NAME,
-    check_export,
-    export_ensemble,
-    keras_config_backend,
-    takes_text,
-)
+from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
 
 __all__ = ["DEFAULT_POOL", "EnsembleResult", "FittedEnsemble", "build_ensemble", "fit_ensemble"]
 
@@ -104,9 +96,11 @@ def build_ensemble(
             least `top`).
         method: How the plain top-`top` ensemble is weighted (default Caruana selection).
         calibrate: Fit and export a temperature (default True).
-        formats: Exports besides `ensemble.keras`: "savedmodel" (`hpo.ensemble.serving`).
+        formats: Exports besides `ensemble.keras`: "savedmodel", "onnx"
+            (`hpo.ensemble.serving`).
     """
-    check_formats(formats, keras_config_backend())
+    asked = {Format.KERAS, *(Format(f) for f in formats)}
+    check_formats(asked, keras_config_backend())
     out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
     with tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch:
         fitted = fit_ensemble(
@@ -152,33 +146,20 @@ def build_ensemble(
         staging.mkdir(parents=True)
         try:
             export = fitted.export()
-            export.save(staging / EXPORT_NAME)
-            # An export takes raw inputs, or (text off TensorFlow) the study's token ids.
-            inputs = test.raw if takes_text(export) or not task.padded else test.x
             precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in members}
-            allowed = max(tolerance(p) for p in precisions)
-            slope = temperature_slope(kept.blend(test_matrix), kept.temperature)
-            report["export"] = check_export(
-                staging / EXPORT_NAME, inputs, test.y, ensemble_test, allowed, slope
+            reference = Reference(
+                raw=test.raw,
+                tokens=test.x if task.padded else None,
+                labels=test.y,
+                expected=ensemble_test,
+                tolerance=max(tolerance(p) for p in precisions),
+                slope=temperature_slope(kept.blend(test_matrix), kept.temperature),
             )
-            if "savedmodel" in formats:
-                report["export"]["saved_model"] = export_saved_model(
-                    export,
-                    staging / SAVED_MODEL_NAME,
-                    inputs,
-                    test.y,
-                    ensemble_test,
-                    allowed,
-                    slope,
-                )
+            report["export"] = write_exports(export, staging, asked, reference)
             report["backend"] = str(keras_config_backend())
-            if task.tokenizer is not None:
-                tokenizer_path = staging / TOKENIZER_NAME
-                tokenizer_path.write_text(task.tokenizer(data_folder).to_json())
-                report["export"]["tokenizer"] = TOKENIZER_NAME
-                report["export"]["tokenizer_sha256"] = sha256_file(tokenizer_path)
+            report["export"].update(write_tokenizer(task, data_folder, staging))
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
-            _publish(staging, out_dir)
+            publish(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     record_in_study(study, out_dir, report, top)
@@ -335,11 +316,3 @@ def _predict(task: Task, model: keras.Model, x: np.ndarray, trial: FrozenTrial) 
     # depends on padding (recorded by the trial; trials from before the rule were all bucketed).
     bucketed = trial.user_attrs.get(Attr.PADDING, Padding.BUCKETED.value) != Padding.FIXED.value
     return metrics.as_probabilities(task.predict(model, x, bucketed=bucketed))
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-    if out_dir.exists():
-        os.rename(out_dir, old)
-    os.rename(staging, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -6,6 +6,7 @@ Command line::
 
     hpo ensemble --top 5 [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--pool 50] [--method caruana|score|uniform] [--no-calibrate] [--out DIR] [--data PATH]
+        [--format savedmodel] [--format onnx]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from hpo.command_options import DATA_HELP, add_study_arguments, positive_int
 from hpo.ensemble.report import format_table
-from hpo.ensemble.serving import FORMATS
+from hpo.ensemble.serving import FORMATS, describe_exports
 from hpo.ensemble.weighting import Method
 
 if TYPE_CHECKING:
@@ -61,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=FORMATS,
         default=[],
-        help="also export as a TensorFlow SavedModel (for TensorFlow Serving), checked in a "
-        "process without hpo; ensemble.keras is always written",
+        help="also export as a TensorFlow SavedModel (for TensorFlow Serving) or ONNX, each "
+        "checked in a process without hpo (repeatable); ensemble.keras is always written",
     )
     parser.add_argument("--out", type=Path, help="output folder (default ensembles/<study>-top<K>)")
     parser.add_argument("--data", help=DATA_HELP)
@@ -95,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
         f"Report, figure and ensemble.keras in {result.out_dir}/"
     )
+    if args.formats:
+        print("Exports, each loaded back and checked against the test predictions:")
+        print("\n".join(describe_exports(report["export"])))
     if changed := report.get("test_data_changed"):
         # Repeated after the table, where it is read: the warning scrolled past above it.
         print(f"\nWarning: {changed['message']}")

@@ -29,6 +29,7 @@ __all__ = [
     "compare_rows",
     "export_ensemble",
     "takes_text",
+    "write_tokenizer",
 ]
 
 EXPORT_NAME = "ensemble.keras"
@@ -84,6 +85,16 @@ def export_ensemble(
 def takes_text(model: keras.Model) -> bool:
     """Whether an export reads raw strings (else token ids or images)."""
     return "string" in str(model.inputs[0].dtype)
+
+
+def write_tokenizer(task: Task, data_folder: Path, folder: Path) -> dict[str, str]:
+    """Text tasks: writes the study's `tokenizer.json` in `folder`; returns the report's keys
+    for it (none for other tasks)."""
+    if task.tokenizer is None:
+        return {}
+    path = folder / TOKENIZER_NAME
+    path.write_text(task.tokenizer(data_folder).to_json())
+    return {"tokenizer": TOKENIZER_NAME, "tokenizer_sha256": sha256_file(path)}
 
 
 def keras_config_backend() -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import shutil
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -308,3 +311,16 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         + "| trial | family | weight | val accuracy | test accuracy |\n"
         "| --- | --- | --- | --- | --- |\n" + rows + "\n",
     )
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Puts a finished output folder (or file) in place of `out_dir` at once, replacing an old
+    one."""
+    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)

@@ -1,125 +1,295 @@
-"""How to combine, for serving: the ensemble as a TensorFlow SavedModel, checked without hpo.
+"""How to combine, for serving: an export in the formats servers load, each checked as they load it.
 
-TensorFlow Serving, TFLite converters and most Python services load a SavedModel; only hpo opens
-`ensemble.keras` (its layers are hpo's). Keras writes the SavedModel (`Model.export`, a `serve`
-endpoint and a `serving_default` signature: raw text or images in, probabilities out). It is
-then loaded in a fresh Python process that imports TensorFlow and NumPy only, as a server would,
-and must reproduce the evaluated test predictions on rows of every class.
+`write_exports` writes one model (an ensemble, or one trial as a one-member ensemble) in the
+formats asked for and checks each against the predictions it must reproduce, on rows of every
+class: `.keras` loaded back by Keras (hpo's layers registered); the TensorFlow SavedModel
+(`Model.export`, a `serve` endpoint and a `serving_default` signature: raw text or images in,
+probabilities out) and ONNX (`hpo.ensemble.onnx_export`) each in a fresh Python process that
+imports its runtime and NumPy only, as a server would, and must import neither hpo nor Keras.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.ensemble.export import EXPORT_CHECK_EXAMPLES, check_rows, compare_rows
+from hpo.ensemble.export import (
+    EXPORT_CHECK_EXAMPLES,
+    EXPORT_NAME,
+    check_export,
+    check_rows,
+    compare_rows,
+    takes_text,
+)
 from hpo.errors import ConfigError, HpoError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable
 
     import keras
 
-__all__ = ["FORMATS", "SAVED_MODEL_NAME", "check_formats", "export_saved_model", "tree_sha256"]
+__all__ = [
+    "FORMATS",
+    "IMPORTED",
+    "SAVED_MODEL_NAME",
+    "Format",
+    "Reference",
+    "check_formats",
+    "check_served",
+    "describe_exports",
+    "export_saved_model",
+    "inference_model",
+    "tree_sha256",
+    "write_exports",
+]
 
+
+class Format(str, Enum):
+    """The formats an export can be written in."""
+
+    KERAS = "keras"
+    SAVEDMODEL = "savedmodel"
+    ONNX = "onnx"
+
+
+FORMATS = tuple(f.value for f in Format)
+FORMATS_ALL = tuple(Format)
 SAVED_MODEL_NAME = "saved_model"
-# What `hpo ensemble --format` may add to the `.keras` file it always writes.
-FORMATS = ("savedmodel",)
+# What `--format onnx` needs besides TensorFlow: the `onnx` extra (pyproject.toml).
+ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+# Modules a serving process must not import: a server has neither.
+_FORBIDDEN = ("hpo", "keras")
+
+# The last line of a serving script: which of the named packages loading and serving imported
+# (modules new since `runtime` was taken; for `hpo`, any).
+IMPORTED = """
+new = {m.split(".")[0] for m in set(sys.modules) - runtime} | {"hpo"} & set(sys.modules)
+print(json.dumps({"input": name, "imported": sorted(new & set(sys.argv[4:]))}))
+"""
 
 # Run as `python -c` in a fresh process: TensorFlow's loader and the serving signature only.
-_SERVE = """
+# `import tensorflow` itself loads parts of Keras 3's API; loading the model may add none.
+_SERVE_SAVED_MODEL = (
+    """
 import json, sys
 import numpy as np
 import tensorflow as tf
 
-loaded = tf.saved_model.load(sys.argv[1])
-serve = loaded.signatures["serving_default"]
+runtime = set(sys.modules)
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 (name,) = serve.structured_input_signature[1]
 outputs = serve(**{name: tf.constant(np.load(sys.argv[2], allow_pickle=False))})
 np.save(sys.argv[3], next(iter(outputs.values())).numpy())
-print(json.dumps({"input": name, "hpo_imported": "hpo" in sys.modules}))
 """
+    + IMPORTED
+)
 
 
-def check_formats(formats: Sequence[str], backend: str) -> None:
+@dataclass(frozen=True)
+class Reference:
+    """What an export must reproduce.
+
+    Attributes:
+        raw: The inputs as a raw-input export takes them (texts or uint8 images).
+        tokens: The same inputs as the study's token ids (text tasks), else None.
+        labels: Their labels (the check takes rows of every class).
+        expected: The predictions the export must give: the evaluated ensemble's on test, or a
+            trial's recorded ones on validation.
+        tolerance, slope: As `hpo.ensemble.export.check_export` allows.
+    """
+
+    raw: np.ndarray
+    tokens: np.ndarray | None
+    labels: np.ndarray
+    expected: np.ndarray
+    tolerance: float
+    slope: np.ndarray | None = None
+
+    def inputs_for(self, model: keras.Model) -> np.ndarray:
+        """The inputs in the form `model` takes: raw, or token ids."""
+        return self.raw if takes_text(model) or self.tokens is None else self.tokens
+
+
+def check_formats(formats: Iterable[Format], backend: str) -> None:
     """Refuses, before any work, an export format this process cannot write.
 
     Raises:
-        ConfigError: A SavedModel was asked for off the TensorFlow backend.
+        ConfigError: A SavedModel or ONNX was asked for off the TensorFlow backend, or ONNX
+            without its packages.
     """
-    if "savedmodel" in formats and backend != "tensorflow":
+    for served in (Format.SAVEDMODEL, Format.ONNX):
+        if served in formats and backend != "tensorflow":
+            raise ConfigError(
+                f"--format {served.value} needs the TensorFlow backend, and these models run on "
+                f"{backend}. Export --format keras, or search with "
+                '[training] backend = "tensorflow" to serve them with TensorFlow Serving or '
+                "ONNX Runtime."
+            )
+    missing = [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    if Format.ONNX in formats and missing:
         raise ConfigError(
-            f"--format savedmodel needs the TensorFlow backend, and this study's members run on "
-            f"{backend}. Export the .keras ensemble (the default), or search with "
-            '[training] backend = "tensorflow" to serve the ensemble with TensorFlow Serving.'
+            f"--format onnx needs {', '.join(ONNX_PACKAGES)}; {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them with "
+            "pip install 'hpo[onnx]'."
         )
 
 
-def export_saved_model(
-    model: keras.Model,
-    folder: Path,
-    raw: np.ndarray,
-    labels: np.ndarray,
-    expected: np.ndarray,
-    tolerance: float,
-    slope: np.ndarray | None,
+def write_exports(
+    model: keras.Model, folder: Path, formats: Iterable[Format], reference: Reference
 ) -> dict[str, Any]:
-    """Writes the ensemble `model` as a SavedModel in `folder` and checks it.
+    """Writes `model` in `folder` in each format and checks each export against `reference`.
 
-    Args:
-        model: The exported ensemble, whose `ensemble.keras` was checked.
-        folder: Where the SavedModel goes (created; must not exist).
-        raw, labels, expected: The test inputs as the export takes them, their labels and the
-            evaluated ensemble's predictions.
-        tolerance, slope: As `hpo.ensemble.export.check_export` allows.
+    Returns:
+        The report's `export` entry: the `.keras` file's path, SHA-256 and check at its top
+        level (as `hpo predict` reads them), and `saved_model` and `onnx` entries.
+
+    Raises:
+        HpoError: An export does not load, imports hpo or Keras, or disagrees.
+    """
+    from hpo.ensemble.onnx_export import export_onnx
+
+    formats = set(formats)
+    entry: dict[str, Any] = {}
+    if Format.KERAS in formats:
+        model.save(folder / EXPORT_NAME)
+        inputs = reference.inputs_for(model)
+        entry.update(
+            check_export(
+                folder / EXPORT_NAME,
+                inputs,
+                reference.labels,
+                reference.expected,
+                reference.tolerance,
+                reference.slope,
+            )
+        )
+    if Format.SAVEDMODEL in formats:
+        entry["saved_model"] = export_saved_model(model, folder / SAVED_MODEL_NAME, reference)
+    if Format.ONNX in formats:
+        entry["onnx"] = export_onnx(model, folder, reference)
+    return entry
+
+
+def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -> dict[str, Any]:
+    """Writes `model` as a SavedModel in `folder` (created; must not exist) and checks it.
 
     Returns:
         The report's entry: path, SHA-256 over the folder's files, the serving input's name and
-        how closely it reproduced the evaluated predictions.
+        how closely it reproduced the predictions.
 
     Raises:
-        HpoError: Loading or serving it failed, it imported hpo, or it disagrees.
+        HpoError: Loading or serving it failed, it imported hpo or Keras, or it disagrees.
     """
+    model = inference_model(model)
     model.export(str(folder), format="tf_saved_model", verbose=False)
-    rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
-    inputs = raw[rows]
-    if inputs.dtype == object:
-        inputs = np.asarray([str(text) for text in inputs])  # unicode, saved without pickle
+    checked = check_served(
+        _SERVE_SAVED_MODEL, folder, reference.inputs_for(model), reference, "the SavedModel"
+    )
+    return {
+        "path": folder.name,
+        "sha256": tree_sha256(folder),
+        "signature": "serving_default",
+        "loaded_with": "tensorflow.saved_model.load; imports no hpo, and no Keras module "
+        "beyond those import tensorflow loads",
+        **checked,
+    }
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` called with `training=False`, for the formats that trace it.
+
+    `Model.export` traces `model(x)` with no training flag, and Keras's random augmentation
+    layers default to training there: a SavedModel would augment what it serves, and the random
+    ops it keeps have no ONNX operators.
+    """
+    import keras
+
+    given = model.inputs[0]
+    inputs = keras.Input(shape=given.shape[1:], dtype=given.dtype, name=given.name)
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+
+
+def check_served(
+    script: str, artifact: Path, inputs: np.ndarray, reference: Reference, what: str
+) -> dict[str, Any]:
+    """Serves rows of every class with `script` in a fresh Python process and compares.
+
+    `script` runs as `python -c script ARTIFACT INPUTS.npy OUTPUTS.npy PACKAGE...`: it loads
+    the artifact, writes its outputs for the inputs, and ends with `IMPORTED`, which prints
+    the input's name and which of the named packages it imported.
+
+    Returns:
+        The input's name and `compare_rows`'s summary.
+
+    Raises:
+        HpoError: It failed, imported hpo or Keras, or disagrees.
+    """
+    rows = check_rows(reference.labels, EXPORT_CHECK_EXAMPLES)
+    batch = inputs[rows]
+    if batch.dtype == object:
+        batch = np.asarray([str(text) for text in batch])  # unicode, saved without pickle
     with tempfile.TemporaryDirectory(prefix="hpo-serve-") as scratch:
         given, served = Path(scratch) / "inputs.npy", Path(scratch) / "outputs.npy"
-        np.save(given, inputs, allow_pickle=False)
-        # A fresh process in an empty folder: nothing of hpo's on its path or in its modules.
+        np.save(given, batch, allow_pickle=False)
+        # A fresh process in an empty folder, as a server starts.
+        command = [sys.executable, "-c", script, str(artifact.resolve()), str(given), str(served)]
         run = subprocess.run(
-            [sys.executable, "-c", _SERVE, str(folder.resolve()), str(given), str(served)],
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            check=False,
+            [*command, *_FORBIDDEN], cwd=scratch, capture_output=True, text=True, check=False
         )
         if run.returncode != 0:
+            last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
             raise HpoError(
-                f"the SavedModel in {folder} did not load and serve in a fresh TensorFlow "
-                f"process: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ''}"
+                f"{what} in {artifact} did not load and serve in a fresh process: {last}"
             )
         info = json.loads(run.stdout.strip().splitlines()[-1])
         got = np.load(served)
-    if info["hpo_imported"]:
-        raise HpoError(f"loading the SavedModel in {folder} imported hpo; it must not need it.")
-    return {
-        "path": SAVED_MODEL_NAME,
-        "sha256": tree_sha256(folder),
-        "signature": "serving_default",
-        "input": info["input"],
-        "loaded_with": "tensorflow.saved_model.load, without hpo",
-        **compare_rows(got, rows, labels, expected, tolerance, slope, "the SavedModel"),
-    }
+    if info["imported"]:
+        raise HpoError(
+            f"serving {what} in {artifact} imported {', '.join(info['imported'])}; a server has "
+            f"neither, so it must not need them."
+        )
+    summary = compare_rows(
+        got,
+        rows,
+        reference.labels,
+        reference.expected,
+        reference.tolerance,
+        reference.slope,
+        what,
+    )
+    return {"input": info["input"], **summary}
+
+
+def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_ALL) -> list[str]:
+    """One line per export of `formats` in a report's `export` entry: its path, checksum and
+    check; for ONNX, what it leaves out and why."""
+    formats = set(formats)
+    parts = [
+        (Format.KERAS, entry if "path" in entry else None, "Keras"),
+        (Format.SAVEDMODEL, entry.get("saved_model"), "TensorFlow, no hpo"),
+        (Format.ONNX, entry.get("onnx"), "ONNX Runtime, no hpo or Keras"),
+    ]
+    lines = []
+    for fmt, part, runtime in parts:
+        if part is None or fmt not in formats:
+            continue
+        lines.append(
+            f"  {part['path']:<15} sha256 {part['sha256'][:16]}  loaded by {runtime}: "
+            f"{part['checked_examples']} examples within {part['max_abs_difference']:.1e}"
+        )
+        if "not_onnx" in part:
+            lines.append(f"    takes token ids, not text: {part['not_onnx']}")
+    return lines
 
 
 def tree_sha256(folder: Path) -> str:

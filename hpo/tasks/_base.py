@@ -41,13 +41,15 @@ class TrialData:
 
 @dataclass(frozen=True)
 class TestSet:
-    """The held-out test set, read only by the final evaluation.
+    """Labelled inputs, raw and encoded: the held-out test set, read only by the final
+    evaluation, or the validation split a trial's export is checked on (`Task.validation`).
 
     Attributes:
         raw: Raw inputs, as the exported ensemble takes them (review texts for IMDB).
         x: Inputs encoded at the prepared data's full size (see `Task.member_inputs`).
         y: Labels.
-        source: Where the test examples were read from (a file, folder or archive).
+        source: Where the examples were read from (a file, folder or archive; the prepared
+            folder for validation).
     """
 
     raw: np.ndarray
@@ -81,6 +83,8 @@ class Task:
         export_preprocessing: A Keras layer from raw inputs to one trial's inputs, and a key
             that is equal for trials that can share it.
         raw_input: A `keras.Input` for raw inputs, given the prepared data's folder.
+        validation: The validation split as a `TestSet`, from the prepared folder: what an
+            export of one trial is checked on, since only the ensemble reads the test set.
         dataset: A `tf.data.Dataset` of (inputs, labels) batches, or inputs only when labels are
             None: `dataset(x, y, batch_size, seed, bucketed=True)`; a seed shuffles anew every
             epoch, no seed keeps an order that `predict` undoes; `bucketed=False` pads every
@@ -111,6 +115,7 @@ class Task:
     class_names: Callable[[Path], list[str]]
     export_preprocessing: Callable[[Path, Mapping[str, Any]], tuple[Any, keras.layers.Layer]]
     raw_input: Callable[[Path], Any]
+    validation: Callable[[Path], TestSet]
     dataset: Callable[..., Any]
     predict: Callable[..., np.ndarray]
     cost_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]

@@ -89,6 +89,12 @@ def trial_data(folder: Path, params: Mapping[str, Any]) -> TrialData:
     return _load(folder)
 
 
+def validation(folder: Path) -> TestSet:
+    """The validation arrays, as models and exports take them."""
+    data = _load(folder)
+    return TestSet(raw=data.x_val, x=data.x_val, y=data.y_val, source=folder)
+
+
 def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
     """Raises: the study holds no test set; the user's is given to the ensemble's `evaluate`."""
     raise ConfigError(
@@ -140,6 +146,7 @@ ARRAYS = Task(
     class_names=class_names,
     export_preprocessing=images.export_preprocessing,
     raw_input=raw_input,
+    validation=validation,
     dataset=images.dataset,
     predict=images.predict,
     cost_shape=cost_shape,

@@ -145,6 +145,12 @@ def raw_input(folder: Path) -> Any:
     return keras.Input(shape=build_context(folder)["image_shape"], dtype="uint8", name="image")
 
 
+def validation(folder: Path) -> TestSet:
+    """The validation images as stored: models and exports take the same uint8 arrays."""
+    splits = _load(folder)
+    return TestSet(raw=splits.x_val, x=splits.x_val, y=splits.y_val, source=folder)
+
+
 def dataset(
     x: np.ndarray,
     y: np.ndarray | None,
@@ -202,6 +208,7 @@ def _task(name: str, env_var: str, download: bool) -> Task:
         class_names=class_names,
         export_preprocessing=export_preprocessing,
         raw_input=raw_input,
+        validation=validation,
         dataset=dataset,
         predict=predict,
         cost_shape=cost_shape,

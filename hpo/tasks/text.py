@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
 from hpo.data.tokenizer import Tokenizer
+from hpo.errors import DataError
 from hpo.models import conv1d, ngram, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
@@ -155,6 +156,23 @@ def raw_input(folder: Path) -> Any:
     return keras.Input(shape=(), dtype="string", name="review")
 
 
+def validation(folder: Path) -> TestSet:
+    """The validation split: texts spelled back from the cached token ids (`Tokenizer.decode`),
+    which encode to the same ids, with the ids and labels.
+
+    Raises:
+        DataError: The texts do not encode back to the cached ids.
+    """
+    splits, study_tokenizer = load(folder), tokenizer(folder)
+    texts = study_tokenizer.decode(splits.x_val)
+    if not np.array_equal(study_tokenizer.encode(texts), splits.x_val):
+        raise DataError(
+            f"the validation texts spelled back from the token cache in {folder} do not encode "
+            f"to its ids; delete that folder and run hpo search to tokenize the data again."
+        )
+    return TestSet(np.array(texts, dtype=object), splits.x_val, splits.y_val, folder)
+
+
 def _exports_text() -> bool:
     """Whether exports take raw text: `TextVectorization` needs TensorFlow's string ops."""
     import keras
@@ -211,6 +229,7 @@ def text_task(
         class_names=class_names,
         export_preprocessing=export_preprocessing,
         raw_input=raw_input,
+        validation=validation,
         dataset=batching.bucketed_dataset,
         predict=batching.predict_bucketed,
         cost_shape=cost_shape,

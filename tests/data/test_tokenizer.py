@@ -347,3 +347,15 @@ def test_restrict_rejects_sizes_out_of_range() -> None:
         tokenizer.restrict(10, 17)
     with pytest.raises(ValueError, match="between 1"):
         tokenizer.restrict(10, 0)
+
+
+@pytest.mark.parametrize("max_tokens", [None, 12])
+def test_decoded_texts_encode_back_to_the_same_ids(max_tokens: int | None) -> None:
+    # "unk" is a real word of these texts: the out-of-vocabulary spelling must avoid it.
+    texts = [*TRICKY, "unk UNK unk1 the", ""]
+    tokenizer = Tokenizer.fit(texts, max_tokens, max_len=10)
+    ids = tokenizer.encode(texts)
+    assert (ids == 1).any() == (max_tokens is not None)
+    decoded = tokenizer.decode(ids)
+    assert len(decoded) == len(texts) and decoded[-1] == ""
+    np.testing.assert_array_equal(tokenizer.encode(decoded), ids)

@@ -1,66 +1,70 @@
-"""The ensemble as a TensorFlow SavedModel, loaded the way TensorFlow Serving loads it."""
+"""Exports in each format, checked as their runtime loads them (`hpo.ensemble.serving`)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-from hpo.ensemble import main
-from hpo.ensemble.predict import predict
-from hpo.ensemble.serving import check_formats, tree_sha256
-from hpo.errors import ConfigError
+from hpo.ensemble.onnx_export import ONNX_NAME, SERVE_ONNX
+from hpo.ensemble.serving import (
+    Format,
+    Reference,
+    check_formats,
+    check_served,
+    write_exports,
+)
+from hpo.errors import ConfigError, HpoError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-# What a server does: TensorFlow's loader and the serving signature, nothing of hpo's.
-SERVE = """
-import json, sys
-import tensorflow as tf
 
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-(name,) = serve.structured_input_signature[1]
-out = next(iter(serve(**{name: tf.constant(sys.argv[2:])}).values())).numpy()
-assert "hpo" not in sys.modules, "loading it imported hpo"
-print(json.dumps({"input": name, "probabilities": out.reshape(len(sys.argv) - 2).tolist()}))
-"""
-
-
-@pytest.mark.slow
-def test_a_saved_model_serves_the_evaluated_predictions_without_hpo(
-    study_copy: Path, tmp_path: Path
+def test_an_image_model_serves_unaugmented_and_whole_in_onnx_and_a_wrong_one_is_refused(
+    tmp_path: Path,
 ) -> None:
-    out = tmp_path / "served"
-    args = ["--study", str(study_copy), "--top", "2", "--out", str(out), "--format", "savedmodel"]
-    assert main(args) == 0
-    report = json.loads((out / "report.json").read_text())
-    saved = report["export"]["saved_model"]
-    assert saved["path"] == "saved_model" and (out / "saved_model" / "saved_model.pb").is_file()
-    assert saved["sha256"] == tree_sha256(out / "saved_model")
-    assert saved["checked_classes"] == 2 and saved["checked_examples"] > 0
-    assert saved["max_abs_difference"] <= saved["max_tolerance"]
+    from hpo.models import sepconv2d
 
-    reviews = ["A wonderful, moving film with superb acting.", "Dull, boring and far too long."]
-    served = subprocess.run(
-        [sys.executable, "-c", SERVE, str(out / "saved_model"), *reviews],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(24) % 3
+    # An image family's model as a search builds it: resizing, augmentation (inactive when
+    # serving), separable convolutions, batch norm, residual blocks.
+    task = {"classes": 3, "image_shape": (8, 8, 3), "upscale": 2, "augment": "flip_translate"}
+    model = sepconv2d.build({**sepconv2d.DEFAULTS, **task})
+    probabilities = np.asarray(model.predict(images, verbose=0), np.float64)
+
+    right = Reference(images, None, labels, probabilities, tolerance=1e-5)
+    entry = write_exports(model, tmp_path, {Format.ONNX}, right)["onnx"]
+    assert (
+        entry["input_kind"] == "raw"
+        and entry["input"] == model.inputs[0].name
+        and "not_onnx" not in entry
     )
-    assert served.returncode == 0, served.stderr[-3000:]
-    answer = json.loads(served.stdout.strip().splitlines()[-1])
-    assert answer["input"] == saved["input"]
-    np.testing.assert_allclose(answer["probabilities"], predict(out, reviews), atol=1e-5)
+    assert entry["checked_classes"] == 3 and entry["max_abs_difference"] <= 1e-5
+
+    wrong = Reference(images, None, labels, probabilities[:, ::-1].copy(), tolerance=1e-5)
+    with pytest.raises(HpoError, match="the ONNX export disagrees with the evaluated one"):
+        check_served(SERVE_ONNX, tmp_path / ONNX_NAME, images, wrong, "the ONNX export")
 
 
-def test_a_saved_model_off_tensorflow_is_refused_before_any_work() -> None:
-    check_formats(["savedmodel"], "tensorflow")
-    check_formats([], "jax")
-    with pytest.raises(ConfigError, match=r"--format savedmodel needs the TensorFlow backend.*jax"):
-        check_formats(["savedmodel"], "jax")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_served_formats_off_tensorflow_are_refused_before_any_work(backend: str) -> None:
+    check_formats([Format.KERAS], backend)
+    for fmt in (Format.SAVEDMODEL, Format.ONNX):
+        check_formats([fmt], "tensorflow")
+        with pytest.raises(ConfigError, match=rf"--format {fmt.value} needs the TensorFlow.*"):
+            check_formats([fmt], backend)
+
+
+def test_onnx_without_its_packages_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tf2onnx" else real(name)
+    )
+    check_formats([Format.SAVEDMODEL], "tensorflow")
+    with pytest.raises(ConfigError, match=r"tf2onnx is not installed.*pip install 'hpo\[onnx\]'"):
+        check_formats([Format.ONNX], "tensorflow")

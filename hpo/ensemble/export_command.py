@@ -1,0 +1,94 @@
+"""Export the ensemble or one trial as .keras, TensorFlow SavedModel or ONNX, each checked.
+
+The `hpo export` command (also `python -m hpo.export`).
+
+Command line::
+
+    hpo export --ensemble ensembles/imdb-top5 --study studies/imdb.toml --format onnx
+    hpo export --trial 12 --study studies/imdb.toml --format savedmodel --format onnx [--out DIR]
+        [--format keras] [--data PATH]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo.backend import recorded_backend, use_backend
+from hpo.command_options import DATA_HELP, add_study_arguments, open_study
+from hpo.ensemble.exporter import export_built_ensemble, export_trial
+from hpo.ensemble.predict import export_backend
+from hpo.ensemble.serving import FORMATS, Format, describe_exports
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--ensemble", type=Path, help="an ensemble folder written by hpo ensemble: exports go in it"
+    )
+    what.add_argument("--trial", type=int, help="the number of a COMPLETE trial to export")
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        default=[],
+        help="keras, savedmodel (TensorFlow Serving) or onnx; repeatable (default for a trial: "
+        "keras; an ensemble already has its .keras)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="a trial's output folder (default exports/<study>-trial<N>)"
+    )
+    parser.add_argument("--data", help=DATA_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Writes and checks the exports, and prints one line per export."""
+    if args.ensemble is not None:
+        if args.out is not None:
+            raise ConfigError(
+                "--out is for a trial's export; an ensemble's exports go into its own folder, "
+                f"{args.ensemble}, beside ensemble.keras. Leave out --out."
+            )
+        if not args.formats:
+            raise ConfigError(
+                "say which formats to add to the ensemble: --format savedmodel and/or "
+                "--format onnx (its ensemble.keras is already there)."
+            )
+        use_backend(export_backend(args.ensemble))
+        config, study = open_study(args.study, args.storage, args.study_name)
+        result = export_built_ensemble(
+            config, study, args.ensemble, formats=args.formats, data=args.data
+        )
+    else:
+        config, study = open_study(args.study, args.storage, args.study_name)
+        use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
+        result = export_trial(
+            config,
+            study,
+            args.trial,
+            formats=args.formats or [Format.KERAS],
+            out_dir=args.out,
+            data=args.data,
+        )
+    checked = "the ensemble's test predictions" if args.ensemble else "its validation predictions"
+    print(f"Exports in {result.out_dir}/, each loaded back and checked against {checked}:")
+    print("\n".join(describe_exports(result.report["export"], result.written)))
+    print(f"Paths and SHA-256 in {result.out_dir / 'report.json'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.export`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("export", argv)

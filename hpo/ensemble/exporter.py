@@ -1,0 +1,242 @@
+"""How to combine, for serving: any trial, or an ensemble already built, in the serving formats.
+
+A trial is exported as a one-member ensemble (`hpo.ensemble.export.export_ensemble`): the same
+model from raw text or images to probabilities, and the same checks (`hpo.ensemble.serving`).
+Each export must reproduce the trial's recorded validation predictions, on validation inputs
+(only the ensemble's evaluation reads the test set). An ensemble's new exports go beside its
+`ensemble.keras`, must reproduce its evaluated test predictions, and are added to its
+`report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from optuna.trial import TrialState
+
+from hpo.artifacts import removed_checkpoints
+from hpo.contract import Attr, CheckpointError, fetch_predictions
+from hpo.data import provenance, testset
+from hpo.ensemble.calibration import apply_temperature, temperature_slope
+from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
+from hpo.ensemble.predict import load_export
+from hpo.ensemble.report import publish
+from hpo.ensemble.selection import Candidate, load_member
+from hpo.ensemble.serving import Format, Reference, check_formats, write_exports
+from hpo.errors import ConfigError, DataError, StoreError
+from hpo.store import open_artifact_store
+from hpo.study import search_space
+from hpo.tasks import study_task
+from hpo.training.interface import tolerance
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from hpo.config import StudyConfig
+    from hpo.tasks import Task
+
+__all__ = ["ExportResult", "export_built_ensemble", "export_trial"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the exports were written, the report that records them, and which were written."""
+
+    out_dir: Path
+    report: dict[str, Any]
+    written: tuple[Format, ...]
+
+
+def export_trial(
+    config: StudyConfig,
+    study: optuna.Study,
+    number: int,
+    *,
+    formats: Iterable[Format | str] = (Format.KERAS,),
+    out_dir: Path | None = None,
+    data: str | None = None,
+) -> ExportResult:
+    """Exports one COMPLETE trial, raw inputs to probabilities, in each of `formats`.
+
+    Args:
+        number: The trial's number.
+        formats: "keras", "savedmodel" and/or "onnx" (default keras).
+        out_dir: The output folder (default `exports/<study>-trial<N>`), replaced if it exists.
+        data: Where the data is, if not where the search read it.
+
+    Returns:
+        The folder, holding the exports, `tokenizer.json` for text, and `report.json`.
+
+    Raises:
+        ConfigError: No such trial, it is not COMPLETE, or its checkpoint was removed.
+        StoreError: Its checkpoint or predictions are missing or do not verify.
+        HpoError: An export does not reproduce the trial's validation predictions.
+    """
+    asked = tuple(dict.fromkeys(Format(f) for f in formats))
+    check_formats(asked, keras_config_backend())
+    trial = _complete_trial(study, number)
+    task, data_folder, _ = _prepare(config, study, data)
+    store = open_artifact_store(config.artifact_location)
+    out_dir = out_dir or Path("exports") / f"{config.name}-trial{number}"
+    with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
+        try:
+            predictions = fetch_predictions(store, trial, Path(scratch))
+            member = load_member(Candidate(trial, predictions), store, Path(scratch))
+        except CheckpointError as exc:
+            raise StoreError(f"trial {number} cannot be exported: {exc}") from exc
+        model = export_ensemble(task, data_folder, [member], [member.model], np.ones(1))
+        validation = task.validation(data_folder)
+        reference = Reference(
+            raw=validation.raw,
+            tokens=validation.x if task.padded else None,
+            labels=validation.y,
+            expected=np.asarray(predictions, np.float64),
+            tolerance=tolerance(trial.user_attrs.get(Attr.PRECISION)),
+        )
+        report: dict[str, Any] = {
+            "study": study.study_name,
+            "trial": number,
+            "family": trial.params.get("family"),
+            "params": trial.params,
+            "value": trial.value,
+            "backend": keras_config_backend(),
+            "classes": task.class_names(data_folder),
+            "checked_on": "validation",
+        }
+        staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            report["export"] = write_exports(model, staging, asked, reference)
+            report["export"].update(write_tokenizer(task, data_folder, staging))
+            (staging / "report.json").write_text(json.dumps(report, indent=2))
+            publish(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out_dir=out_dir, report=report, written=asked)
+
+
+def export_built_ensemble(
+    config: StudyConfig,
+    study: optuna.Study,
+    ensemble_dir: Path,
+    *,
+    formats: Iterable[Format | str],
+    data: str | None = None,
+) -> ExportResult:
+    """Adds exports to an ensemble folder that `hpo ensemble` wrote, and records them in its
+    `report.json`.
+
+    `ensemble.keras` is verified against its recorded checksum and loaded; each new export
+    must reproduce the evaluated test predictions (`test_predictions.npy`) on the test set the
+    ensemble was evaluated on, and replaces an earlier export of its format.
+
+    Args:
+        formats: "savedmodel" and/or "onnx"; "keras" is already there and only verified.
+        data: Where the data is, if not where the search read it.
+
+    Raises:
+        ConfigError: The folder is not an ensemble of this study, or its files do not verify.
+        DataError: The test set found is not the one the ensemble was evaluated on.
+        HpoError: An export does not reproduce the evaluated predictions.
+    """
+    report_path = ensemble_dir / "report.json"
+    try:
+        report = json.loads(report_path.read_text())
+        recorded_study, test_data = report["study"], report["test_data"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{ensemble_dir} holds no ensemble report ({report_path}: {exc!r}). Build one "
+            "with hpo ensemble --study FILE, or export a trial with --trial N."
+        ) from exc
+    if recorded_study != study.study_name:
+        raise ConfigError(
+            f"{ensemble_dir} is an ensemble of study {recorded_study!r}, not of "
+            f"{study.study_name!r}; pass the study file it was built from."
+        )
+    asked = tuple(dict.fromkeys(Format(f) for f in formats))
+    check_formats(asked, keras_config_backend())
+    model, _ = load_export(ensemble_dir)
+    task, data_folder, source = _prepare(config, study, data)
+    test = task.load_test(config, str(source), data_folder)
+    if testset.fingerprint(test.raw, test.y, test.source).sha256 != test_data:
+        raise DataError(
+            f"the test set read from {test.source} is not the one {ensemble_dir} was evaluated "
+            "on, so its predictions cannot be checked; pass that data with --data."
+        )
+    expected = np.load(ensemble_dir / "test_predictions.npy").astype(np.float64)
+    temperature = float(report.get("calibration", {}).get("temperature", 1.0))
+    # The slope is taken at the blend before the temperature, recovered from the predictions.
+    blend = apply_temperature(expected, 1.0 / temperature)
+    reference = Reference(
+        raw=test.raw,
+        tokens=test.x if task.padded else None,
+        labels=test.y,
+        expected=expected,
+        tolerance=float(report["export"]["tolerance"]),
+        slope=temperature_slope(blend, temperature),
+    )
+    staging = ensemble_dir / f".export-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        entries = write_exports(model, staging, set(asked) - {Format.KERAS}, reference)
+        for entry in entries.values():
+            publish(staging / entry["path"], ensemble_dir / entry["path"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report["export"].update(entries)
+    scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
+    scratch.write_text(json.dumps(report, indent=2))
+    os.replace(scratch, report_path)
+    return ExportResult(out_dir=ensemble_dir, report=report, written=asked)
+
+
+def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number`, COMPLETE and with its checkpoint.
+
+    Raises:
+        ConfigError: It does not exist, has not completed, or has no checkpoint any more.
+    """
+    trials = study.get_trials(deepcopy=False)
+    found = [t for t in trials if t.number == number]
+    if not found:
+        numbers = f"0 to {len(trials) - 1}" if trials else "none yet"
+        raise ConfigError(
+            f"study {study.study_name!r} has no trial {number} (its trials: {numbers}). "
+            "hpo status --study FILE lists them."
+        )
+    trial = found[0]
+    if trial.state != TrialState.COMPLETE:
+        raise ConfigError(
+            f"trial {number} is {trial.state.name}, not COMPLETE; only a finished trial has a "
+            "model to export. hpo status --study FILE lists the COMPLETE ones."
+        )
+    removed = removed_checkpoints(study)
+    if number in removed:
+        raise ConfigError(
+            f"trial {number}'s checkpoint was removed by hpo gc ({removed[number]}), so there "
+            "is no model to export. Export a trial whose checkpoint was kept (the best ones "
+            "and every ensemble member are)."
+        )
+    if not trial.user_attrs.get(Attr.CHECKPOINT_ID):
+        raise ConfigError(f"trial {number} stored no checkpoint, so there is no model to export.")
+    return trial
+
+
+def _prepare(config: StudyConfig, study: optuna.Study, data: str | None) -> tuple[Task, Path, Path]:
+    """The study's task, prepared data folder (checked against the search's) and data source."""
+    task = study_task(config)
+    source = task.locate(config, data or provenance.recorded_source(study))
+    data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
+    provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the export")
+    return task, data_folder, source

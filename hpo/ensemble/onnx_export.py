@@ -1,0 +1,147 @@
+"""How to combine, for serving: an export as ONNX, run by ONNX Runtime without hpo or Keras.
+
+Keras writes it (`Model.export(format="onnx")`, through tf2onnx on TensorFlow). An image export
+goes to ONNX whole: uint8 images in, probabilities out. A raw-text export does not: it tokenizes
+with TensorFlow string ops (`TextVectorization`: regex standardization, a string split and a
+vocabulary hash table) that ONNX has no operators for. Its ONNX file is the rest of the model,
+from the study's token ids to probabilities, with `tokenizer.json` beside it to make the ids:
+the same contract as text exports on the backends without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from hpo.ensemble.export import TOKENIZER_NAME, takes_text
+from hpo.ensemble.serving import IMPORTED, check_served, inference_model
+from hpo.errors import HpoError
+from hpo.store import sha256_file
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    import keras
+
+    from hpo.ensemble.serving import Reference
+
+__all__ = ["NOT_ONNX_TEXT", "ONNX_NAME", "SERVE_ONNX", "export_onnx", "token_model"]
+
+ONNX_NAME = "ensemble.onnx"
+NOT_ONNX_TEXT = (
+    "raw-text tokenizing is not ONNX-able: TextVectorization's string standardization, split "
+    "and vocabulary lookup are TensorFlow string ops with no ONNX operators. The ONNX file "
+    f"takes the study's token ids (int32 [batch, length]); {TOKENIZER_NAME} beside it makes "
+    "them from text."
+)
+
+# Run as `python -c` in a fresh process: ONNX Runtime and NumPy only, and nothing of Keras's.
+SERVE_ONNX = (
+    """
+import json, sys
+import numpy as np
+
+runtime = set()
+import onnxruntime
+
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+(given,) = session.get_inputs()
+outputs = session.run(None, {given.name: np.load(sys.argv[2], allow_pickle=False)})
+np.save(sys.argv[3], outputs[0])
+name = given.name
+"""
+    + IMPORTED
+)
+
+
+def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[str, Any]:
+    """Writes `model` (its token-id part, for raw text) as `ensemble.onnx` and checks it.
+
+    Returns:
+        The report's entry: path, SHA-256, the input's name and kind, what was left out and
+        why (text), and how closely ONNX Runtime reproduced the predictions.
+
+    Raises:
+        HpoError: tf2onnx cannot convert it, or ONNX Runtime cannot run it, or it disagrees.
+    """
+    import tensorflow as tf
+
+    left_out = None
+    if takes_text(model):
+        if reference.tokens is None:
+            raise HpoError("a raw-text export needs the token ids of its check inputs for ONNX.")
+        model = token_model(model, reference.tokens.shape[1])
+        left_out = NOT_ONNX_TEXT
+    model = inference_model(model)
+    inputs = reference.inputs_for(model)
+    signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
+    path = folder / ONNX_NAME
+    with _quiet_converter() as printed:
+        try:
+            model.export(str(path), format="onnx", verbose=False, input_signature=signature)
+        except Exception as exc:
+            raise HpoError(
+                f"tf2onnx could not convert this model to ONNX ({type(exc).__name__}: "
+                f"{str(exc)[:300]}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
+                "--format savedmodel or keras instead."
+            ) from exc
+    checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export")
+    entry = {
+        "path": ONNX_NAME,
+        "sha256": sha256_file(path),
+        "input_kind": "token ids" if left_out else "raw",
+        "loaded_with": "onnxruntime.InferenceSession, without hpo or keras",
+        **checked,
+    }
+    if left_out:
+        entry.update(tokenizer=TOKENIZER_NAME, not_onnx=left_out)
+    return entry
+
+
+def token_model(model: keras.Model, length: int) -> keras.Model:
+    """The same model from the study's token ids: each `TextVectorization` is replaced by a
+    `RestrictTokens` of its vocabulary and length, and every other layer (weights included) is
+    shared.
+
+    Args:
+        length: The token ids' length (the study's longest sequence).
+    """
+    import keras
+
+    from hpo.models._tokens import RestrictTokens
+
+    def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.layers.TextVectorization):
+            sequence = layer.get_config()["output_sequence_length"]
+            return RestrictTokens(layer.vocabulary_size(), sequence, name=layer.name)
+        return layer
+
+    tokens = keras.Input(shape=(length,), dtype="int32", name="tokens")
+    return keras.models.clone_model(model, input_tensors=tokens, clone_function=swap)
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[io.StringIO]:
+    # tf2onnx logs each graph rewrite and prints what it skips, TensorFlow warns about the
+    # graph it freezes, Keras's patch for NumPy 2 warns: none of it is news once the export
+    # checks out. What was printed is kept for the error when the conversion fails.
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow")]
+    levels = [logger.level for logger in loggers]
+    printed = io.StringIO()
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(printed),
+            contextlib.redirect_stderr(printed),
+        ):
+            warnings.simplefilter("ignore")
+            yield printed
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

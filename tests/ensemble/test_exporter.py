@@ -1,0 +1,155 @@
+"""`hpo export`: a trial or a built ensemble as .keras, SavedModel and ONNX, served without hpo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from hpo.artifacts import collect_garbage, removed_checkpoints
+from hpo.config import load_study_config
+from hpo.ensemble.export_command import main
+from hpo.ensemble.predict import predict
+from hpo.ensemble.serving import tree_sha256
+from hpo.store import load_existing_study, open_artifact_store, open_storage, sha256_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+REVIEWS = ["A wonderful, moving film with superb acting.", "Dull, boring and far too long."]
+
+# What an ONNX server does, as docs/serving.md shows it: tokenizer.json's rules in plain Python
+# and ONNX Runtime, nothing of hpo's or Keras's.
+SERVE_ONNX = """
+import json, string, sys
+import numpy as np
+import onnxruntime
+
+folder, texts = sys.argv[1], sys.argv[2:]
+with open(f"{folder}/tokenizer.json", encoding="utf-8") as file:
+    tokenizer = json.load(file)
+ids = {token: i for i, token in enumerate(tokenizer["vocabulary"])}
+lower = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
+
+def encode(text):
+    tokens = text.encode().translate(lower, string.punctuation.encode()).split()
+    row = [ids.get(token.decode(), 1) for token in tokens][: tokenizer["max_len"]]
+    return row + [0] * (tokenizer["max_len"] - len(row))
+
+session = onnxruntime.InferenceSession(f"{folder}/ensemble.onnx")
+batch = np.array([encode(text) for text in texts], dtype=np.int32)
+(probabilities,) = session.run(None, {session.get_inputs()[0].name: batch})
+assert "hpo" not in sys.modules and "keras" not in sys.modules
+print(json.dumps(probabilities.reshape(len(texts)).tolist()))
+"""
+
+SERVE_SAVED_MODEL = """
+import json, sys
+import tensorflow as tf
+
+serve = tf.saved_model.load(sys.argv[1] + "/saved_model").signatures["serving_default"]
+(name,) = serve.structured_input_signature[1]
+out = next(iter(serve(**{name: tf.constant(sys.argv[2:])}).values())).numpy()
+assert "hpo" not in sys.modules
+print(json.dumps(out.reshape(len(sys.argv) - 2).tolist()))
+"""
+
+
+def serve(script: str, folder: Path, texts: list[str]) -> np.ndarray:
+    """Runs a serving script in a fresh process outside the project; returns its answer."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(folder.resolve()), *texts],
+        cwd=folder.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return np.asarray(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def assert_recorded(entry: dict, checksum: str) -> None:
+    assert entry["sha256"] == checksum
+    assert entry["checked_classes"] == 2 and entry["checked_examples"] > 0
+    assert entry["max_abs_difference"] <= entry["max_tolerance"]
+
+
+@pytest.mark.slow
+def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "trial1"
+    formats = ["--format", "keras", "--format", "savedmodel", "--format", "onnx"]
+    assert main(["--study", str(study_copy), "--trial", "1", *formats, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble.onnx" in printed and "not ONNX-able" in printed
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["trial"] == 1 and report["checked_on"] == "validation"
+    export = report["export"]
+    assert_recorded(export, sha256_file(out / "ensemble.keras"))
+    assert_recorded(export["saved_model"], tree_sha256(out / "saved_model"))
+    assert_recorded(export["onnx"], sha256_file(out / "ensemble.onnx"))
+    assert export["onnx"]["input_kind"] == "token ids" and export["onnx"]["input"] == "tokens"
+    assert "TextVectorization" in export["onnx"]["not_onnx"]
+    assert export["tokenizer_sha256"] == sha256_file(out / "tokenizer.json")
+
+    expected = predict(out, REVIEWS)  # the .keras export, through hpo
+    assert expected[0] > 0.5 > expected[1]
+    np.testing.assert_allclose(serve(SERVE_SAVED_MODEL, out, REVIEWS), expected, atol=1e-5)
+    np.testing.assert_allclose(serve(SERVE_ONNX, out, REVIEWS), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_ensemble_gains_onnx_and_then_a_saved_model_each_serving_its_predictions(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    from hpo.ensemble import main as ensemble
+
+    out = tmp_path / "served"
+    args = ["--study", str(study_copy), "--top", "2", "--out", str(out), "--format", "onnx"]
+    assert ensemble(args) == 0
+    built = json.loads((out / "report.json").read_text())["export"]
+    assert_recorded(built["onnx"], sha256_file(out / "ensemble.onnx"))
+    assert "saved_model" not in built and not (out / "saved_model").exists()
+
+    added = ["--study", str(study_copy), "--ensemble", str(out), "--format", "savedmodel"]
+    assert main(added) == 0
+    export = json.loads((out / "report.json").read_text())["export"]
+    assert export["sha256"] == built["sha256"] == sha256_file(out / "ensemble.keras")
+    assert export["onnx"] == built["onnx"]
+    assert_recorded(export["saved_model"], tree_sha256(out / "saved_model"))
+
+    expected = predict(out, REVIEWS)
+    np.testing.assert_allclose(serve(SERVE_SAVED_MODEL, out, REVIEWS), expected, atol=1e-5)
+    np.testing.assert_allclose(serve(SERVE_ONNX, out, REVIEWS), expected, atol=1e-5)
+
+
+def test_unknown_trial_and_bad_flags_exit_2_with_the_fix(
+    searched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--study", str(searched), "--trial", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "has no trial 99 (its trials: 0 to 3)" in err and "Traceback" not in err
+
+    folder = str(searched.parent / "nowhere")
+    assert main(["--study", str(searched), "--ensemble", folder, "--out", folder]) == 2
+    assert "--out is for a trial's export" in capsys.readouterr().err
+    assert main(["--study", str(searched), "--ensemble", folder]) == 2
+    assert "--format savedmodel and/or --format onnx" in capsys.readouterr().err
+
+
+def test_a_trial_whose_checkpoint_gc_removed_is_refused(
+    study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_study_config(study_copy)
+    study = load_existing_study(open_storage(config.storage_url, create=False), config.name)
+    collect_garbage(study, open_artifact_store(config.artifact_location), keep=1)
+    (number,) = sorted(removed_checkpoints(study))[:1]
+    assert main(["--study", str(study_copy), "--trial", str(number), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert f"trial {number}'s checkpoint was removed by hpo gc" in err and "Traceback" not in err
