@@ -40,6 +40,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         ["tests/data/test_batching.py", "-k", "not test_bucketed_predictions_equal_padded_ones"],
     ),
     "cost": ("hpo/cost.py", ["tests/test_cost.py"]),
+    "diversity": ("hpo/diversity.py", ["tests/test_diversity.py"]),
     "config": ("hpo/config.py", ["tests/test_config.py"]),
 }
 
