@@ -197,7 +197,8 @@ def calibration(trials: Iterable[FrozenTrial]) -> Calibration:
 
 
 def _finished(trial: FrozenTrial) -> datetime.datetime:
-    return trial.datetime_complete or trial.datetime_start or datetime.datetime.min
+    # A trial still running has timed an epoch just now: the latest news of all.
+    return trial.datetime_complete or datetime.datetime.max
 
 
 def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:

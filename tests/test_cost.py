@@ -183,3 +183,34 @@ def test_calibration_estimates_by_family_then_overall_on_each_device() -> None:
     assert calibrated.estimate(features, "ngram", "mixed_bfloat16", "H200") == 0.5 * prior
     # A GPU no trial has measured: nothing tells (the CPU prior would be far off).
     assert calibrated.estimate(features, "conv1d", "float32", "A100") is None
+
+
+def test_calibration_halves_a_trial_s_weight_every_four_finished_trials() -> None:
+    # One fast trial after eight slow ones: the slow ones weigh 0.84 + 0.71 + ... + 0.25 = 3.96
+    # against the fast one's 1, so the machine is still taken as slow; after four fast trials
+    # (1 + 0.84 + 0.71 + 0.59 = 3.14 against the slow ones' 0.5 + ... + 0.06 = 1.98), as fast.
+    slow = [_finished_at(_trial("conv1d", "float32", 10.0, 20.0), m) for m in range(8)]
+    fast = [_finished_at(_trial("conv1d", "float32", 10.0, 10.0), 10 + m) for m in range(4)]
+    median = 2.0  # conv1d's median over the slow eight and one fast: 2
+    assert calibration(slow + fast[:1]).ratios["conv1d/float32"] == pytest.approx(median)
+    # Eight slow, four fast: conv1d's median is 2, the fast ones ran at half of it.
+    assert calibration(slow + fast).ratios["conv1d/float32"] == pytest.approx(1.0)
+
+
+def test_calibration_orders_trials_by_when_they_finished_and_running_ones_last() -> None:
+    # A long trial that started first but finished last, slow; a short one inside it, fast.
+    long = _trial("conv1d", "float32", 10.0, 20.0)
+    long.datetime_start = datetime.datetime(2026, 1, 1, 0, 0)
+    long.datetime_complete = datetime.datetime(2026, 1, 1, 1, 40)
+    short = _trial("conv1d", "float32", 10.0, 10.0)
+    short.datetime_start = datetime.datetime(2026, 1, 1, 0, 10)
+    short.datetime_complete = datetime.datetime(2026, 1, 1, 0, 20)
+    # The median is 1.5; the long one, finished last, weighs most: 1.5 * (2 / 1.5).
+    assert calibration([short, long]).ratios["conv1d/float32"] == pytest.approx(2.0)
+    # A trial still running (it started before the long one finished) has timed an epoch since:
+    # it is the latest news. The median is 1.5; the running one ran at 1: 1.5 * (1 / 1.5).
+    running = _trial("conv1d", "float32", 10.0, 10.0)
+    running.datetime_start = datetime.datetime(2026, 1, 1, 1, 0)
+    running.datetime_complete = None
+    running.state = optuna.trial.TrialState.RUNNING
+    assert calibration([running, long]).ratios["conv1d/float32"] == pytest.approx(1.0)
