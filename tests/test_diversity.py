@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from hpo.config import ConfigError, Diversity, config_from_dict
+from hpo.config import ConfigError, Diversity, StudyConfig, config_from_dict
 from hpo.diversity import TOP_TRIALS, DiversitySampler, choose_family
 from hpo.study import make_sampler
 
@@ -16,10 +16,11 @@ DIST = optuna.distributions.CategoricalDistribution(FAMILIES)
 
 
 def _trial(number: int, family: str, value: float | None, state: TrialState) -> optuna.Trial:
+    # A pruned trial keeps its last reported value, as Optuna stores it; a running one has none.
     trial = create_trial(
         params={"family": family},
         distributions={"family": DIST},
-        value=value if state is TrialState.COMPLETE else None,
+        value=value if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
         state=state,
     )
     trial.number = number
@@ -64,6 +65,8 @@ def test_top_goes_to_the_family_missing_from_the_best_trials() -> None:
     trials = [_trial(i, "ngram", 0.1 + i / 100, TrialState.COMPLETE) for i in range(TOP_TRIALS)]
     trials += [_trial(20 + i, "conv1d", 0.9, TrialState.COMPLETE) for i in range(5)]
     trials.append(_trial(30, "sepconv1d", 0.8, TrialState.COMPLETE))
+    # A pruned trial's last value, however good, is not a finished model: not among the best.
+    trials.append(_trial(40, "sepconv1d", 0.01, TrialState.PRUNED))
     assert choose_family(Diversity.TOP, FAMILIES, trials, 31, _rng()) == "sepconv1d"
     # A sepconv1d trial among the best: conv1d is now the one missing there.
     trials.append(_trial(32, "sepconv1d", 0.05, TrialState.COMPLETE))
@@ -80,16 +83,19 @@ def _objective(trial: optuna.Trial) -> float:
     return {"ngram": 0.0, "conv1d": 1.0, "sepconv1d": 1.2}[family] + x * x
 
 
-def _families(mode: str, n: int) -> tuple[Counter[str], list[float]]:
-    config = config_from_dict(
-        {
-            "name": "d",
-            "task": "imdb",
-            "sampler": {"seed": 3, "startup_trials": 4, "diversity": mode},
-        }
-    )
-    study = optuna.create_study(sampler=make_sampler(config))
+def _config(mode: str, seed: int = 3) -> StudyConfig:
+    sampler = {"seed": seed, "startup_trials": 4, "diversity": mode}
+    return config_from_dict({"name": "d", "task": "imdb", "sampler": sampler})
+
+
+def _study(mode: str, n: int, seed: int = 3) -> optuna.Study:
+    study = optuna.create_study(sampler=make_sampler(_config(mode, seed)))
     study.optimize(_objective, n_trials=n)
+    return study
+
+
+def _families(mode: str, n: int) -> tuple[Counter[str], list[float]]:
+    study = _study(mode, n)
     return Counter(t.params["family"] for t in study.trials), [t.params["x"] for t in study.trials]
 
 
@@ -120,3 +126,51 @@ def test_make_sampler_wraps_tpe_only_when_asked() -> None:
 def test_an_unknown_mode_is_refused_with_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"'sampler.diversity' must be one of 'none', 'balanced'"):
         config_from_dict({"name": "d", "task": "imdb", "sampler": {"diversity": "families"}})
+
+
+def test_the_same_seed_replays_the_same_families_and_another_seed_breaks_ties_otherwise() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def order(seed: int) -> list[str]:
+        return [t.params["family"] for t in _study("balanced", 12, seed).trials]
+
+    assert order(5) == order(5)
+    assert any(order(5) != order(seed) for seed in (6, 7, 8))
+
+
+def test_only_the_family_parameter_is_taken_from_tpe() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kinds = ("a", "b", "c")
+
+    def objective(trial: optuna.Trial) -> float:
+        family = trial.suggest_categorical("family", FAMILIES)
+        kind = trial.suggest_categorical("kind", kinds)  # another categorical: TPE's
+        return (0.0 if kind == "a" else 1.0) + (0.1 if family == "ngram" else 0.0)
+
+    config = config_from_dict(
+        {
+            "name": "d",
+            "task": "imdb",
+            "sampler": {"seed": 0, "startup_trials": 4, "diversity": "balanced"},
+        }
+    )
+    study = optuna.create_study(sampler=make_sampler(config))
+    study.optimize(objective, n_trials=24)
+    assert Counter(t.params["family"] for t in study.trials) == dict.fromkeys(FAMILIES, 8)
+    # TPE learns that kind "a" is best; a balanced choice would give it 8 of 24.
+    assert Counter(t.params["kind"] for t in study.trials)["a"] >= 14
+
+
+def test_a_maximizing_study_ranks_its_best_trials_from_the_top() -> None:
+    sampler = DiversitySampler(optuna.samplers.RandomSampler(seed=0), Diversity.TOP, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    # ngram holds the ten highest values, conv1d the lowest; sepconv1d two in the middle.
+    for i in range(TOP_TRIALS):
+        study.add_trial(_trial(i, "ngram", 0.9 + i / 1000, TrialState.COMPLETE))
+    study.add_trial(_trial(0, "sepconv1d", 0.5, TrialState.COMPLETE))
+    study.add_trial(_trial(0, "sepconv1d", 0.5, TrialState.COMPLETE))
+    study.add_trial(_trial(0, "conv1d", 0.1, TrialState.COMPLETE))
+    trial = study.ask()
+    assert trial.number % 2 == 1  # the diverse half of the trials
+    # Read as minimizing, conv1d and the sepconv1d pair would lead and ngram be missing.
+    assert trial.suggest_categorical("family", FAMILIES) == "conv1d"
