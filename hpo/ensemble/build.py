@@ -60,12 +60,10 @@ from hpo.ensemble.export import (
     takes_text,
 )
 
-__all__ = ["DEFAULT_POOL", "EnsembleResult", "build_ensemble"]
+__all__ = ["DEFAULT_POOL", "EnsembleResult", "build_ensemble", "predict_member", "publish"]
 
 # The pool's size by default: see the README's "Ensemble" section for what a member costs.
 DEFAULT_POOL = 100
-
-_log = logging.getLogger("hpo.ensemble")
 
 _log = logging.getLogger("hpo.ensemble")
 
@@ -141,7 +139,7 @@ def build_ensemble(
             _log.warning(test_change["message"])
         test_matrix = np.stack(
             [
-                _predict(task, model, task.member_inputs(test.x, m.trial.params), m.trial)
+                predict_member(task, model, task.member_inputs(test.x, m.trial.params), m.trial)
                 for model, m in zip(models, members, strict=True)
             ]
         )
@@ -196,7 +194,7 @@ def build_ensemble(
                 report["export"]["tokenizer"] = TOKENIZER_NAME
                 report["export"]["tokenizer_sha256"] = sha256_file(tokenizer_path)
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
-            _publish(staging, out_dir)
+            publish(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     record_in_study(study, out_dir, report, top)
@@ -246,14 +244,16 @@ def _choose(
     )
 
 
-def _predict(task: Task, model: keras.Model, x: np.ndarray, trial: FrozenTrial) -> np.ndarray:
-    # A member predicts as it was evaluated on validation: padded to its seq_len if its model
-    # depends on padding (recorded by the trial; trials from before the rule were all bucketed).
+def predict_member(task: Task, model: keras.Model, x: np.ndarray, trial: FrozenTrial) -> np.ndarray:
+    """A member's probabilities for inputs `x` (at its own size), as it was evaluated on
+    validation: padded to its seq_len if its model depends on padding (recorded by the trial;
+    trials from before the rule were all bucketed)."""
     bucketed = trial.user_attrs.get(Attr.PADDING, Padding.BUCKETED.value) != Padding.FIXED.value
     return metrics.as_probabilities(task.predict(model, x, bucketed=bucketed))
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
+def publish(staging: Path, out_dir: Path) -> None:
+    """Moves a finished output folder into place, replacing any earlier one at `out_dir`."""
     old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
     if out_dir.exists():
         os.rename(out_dir, old)
