@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
-from hpo.backend import backend_environment, keras_backend, resolve_backend
+from hpo.backend import Backend, backend_environment, keras_backend
 from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
 from hpo.data import provenance, testset
 from hpo.distill.latency import latencies
@@ -341,7 +341,8 @@ def _predict(task: Task, model: keras.Model, x: np.ndarray, bucketed: bool) -> n
 def _train(job: StudentJob, config: StudyConfig) -> StudentResult:
     """Trains the student in its own process, as a trial is trained."""
     log_path = config.study_dir / "logs" / "distill.log"
-    env = backend_environment(resolve_backend(config.training.backend))
+    # The student trains on the backend this process loaded: the study's recorded one.
+    env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
     try:
         return call_isolated(train_student, job, log_path=log_path, env=env)
     except HpoError:
