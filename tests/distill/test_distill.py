@@ -139,6 +139,7 @@ def test_the_student_learns_the_targets_it_is_given_not_the_labels(
     )
 
 
+@pytest.mark.slow
 def test_the_test_set_is_read_only_after_the_student_is_trained(
     distilled: tuple[Path, Path, dict[str, object]],
     fake_imdb: Path,
