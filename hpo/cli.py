@@ -1,6 +1,6 @@
 """The `hpo` command: one place that parses, configures logging and turns errors into exit codes.
 
-    hpo search | ensemble | export | predict | status | report | dashboard [--verbose] ...
+    hpo search | ensemble | export | predict | distill | status | report | dashboard [--verbose] ...
 
 Each command is a module with `add_arguments(parser)` and `run(args) -> int` (see `MODULES`);
 `python -m hpo.X` runs the same code through `run_module`. Unless `--verbose` (or
@@ -31,6 +31,7 @@ MODULES = {
     "ensemble": "hpo.ensemble.command",
     "export": "hpo.ensemble.export_command",
     "predict": "hpo.ensemble.predict",
+    "distill": "hpo.distill.command",
     "status": "hpo.inspection.status",
     "report": "hpo.inspection.report",
     "dashboard": "hpo.inspection.dashboard",

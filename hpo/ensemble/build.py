@@ -52,7 +52,14 @@ if TYPE_CHECKING:
     from hpo.tasks import Task
 from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
 
-__all__ = ["DEFAULT_POOL", "EnsembleResult", "FittedEnsemble", "build_ensemble", "fit_ensemble"]
+__all__ = [
+    "DEFAULT_POOL",
+    "EnsembleResult",
+    "FittedEnsemble",
+    "build_ensemble",
+    "fit_ensemble",
+    "predict_member",
+]
 
 # The pool's size by default: docs/ensemble.md ("Pool") says what a member costs.
 DEFAULT_POOL = 100
@@ -200,7 +207,9 @@ class FittedEnsemble:
         """Each member's probabilities for `x`, stacked: `[members, n(, classes)]`."""
         return np.stack(
             [
-                _predict(self.task, m.model, self.task.member_inputs(x, m.trial.params), m.trial)
+                predict_member(
+                    self.task, m.model, self.task.member_inputs(x, m.trial.params), m.trial
+                )
                 for m in self.members
             ]
         )
@@ -311,8 +320,9 @@ def _choose(
     )
 
 
-def _predict(task: Task, model: keras.Model, x: np.ndarray, trial: FrozenTrial) -> np.ndarray:
-    # A member predicts as it was evaluated on validation: padded to its seq_len if its model
-    # depends on padding (recorded by the trial; trials from before the rule were all bucketed).
+def predict_member(task: Task, model: keras.Model, x: np.ndarray, trial: FrozenTrial) -> np.ndarray:
+    """A member's probabilities for inputs `x` (at its own size), as it was evaluated on
+    validation: padded to its seq_len if its model depends on padding (recorded by the trial;
+    trials from before the rule were all bucketed)."""
     bucketed = trial.user_attrs.get(Attr.PADDING, Padding.BUCKETED.value) != Padding.FIXED.value
     return metrics.as_probabilities(task.predict(model, x, bucketed=bucketed))

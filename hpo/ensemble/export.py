@@ -3,17 +3,19 @@ prediction."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpo import metrics
 from hpo.contract import load_keras_file
-from hpo.errors import HpoError
+from hpo.errors import ConfigError, HpoError
 from hpo.store import sha256_file
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     import keras
@@ -24,15 +26,22 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_NAME",
     "TOKENIZER_NAME",
+    "ExportedMember",
     "check_export",
     "check_rows",
     "compare_rows",
     "export_ensemble",
+    "export_model",
+    "exported_members",
     "takes_text",
     "write_tokenizer",
 ]
 
 EXPORT_NAME = "ensemble.keras"
+# Layer names of an export, which `exported_members` reads back.
+MEMBER_LAYER = "trial_{}"
+WEIGHT_LAYER = "weight_trial_{}"
+TEMPERATURE_LAYER = "temperature"
 # Beside a text export: raw text to the study's token ids, for exports that take ids.
 TOKENIZER_NAME = "tokenizer.json"
 EXPORT_CHECK_EXAMPLES = 512
@@ -67,19 +76,84 @@ def export_ensemble(
     for member, model, weight in zip(members, models, weights, strict=True):
         if weight <= 0:
             continue
-        key, layer = task.export_preprocessing(data_folder, member.trial.params)
-        if key not in preprocessed:
-            layer.name = f"preprocess_{len(preprocessed)}"
-            preprocessed[key] = layer(inputs)
-        model.name = f"trial_{member.trial.number}"
-        x = model(preprocessed[key])
+        x = _preprocess(task, data_folder, member.trial.params, inputs, preprocessed)
+        model.name = MEMBER_LAYER.format(member.trial.number)
+        x = model(x)
         outputs.append(
-            layers.Rescaling(float(weight), name=f"weight_trial_{member.trial.number}")(x)
+            layers.Rescaling(float(weight), name=WEIGHT_LAYER.format(member.trial.number))(x)
         )
     output = layers.Add(name="weighted_average")(outputs) if len(outputs) > 1 else outputs[0]
     if temperature is not None:
-        output = Temperature(temperature, name="temperature")(output)
+        output = Temperature(temperature, name=TEMPERATURE_LAYER)(output)
     return keras.Model(inputs, output, name="ensemble")
+
+
+def export_model(
+    task: Task, data_folder: Path, params: Mapping[str, Any], model: keras.Model, name: str
+) -> keras.Model:
+    """One model as an ensemble is exported: raw inputs -> its preprocessing -> the model.
+
+    `hpo distill` exports its student so, and times the best member so beside the ensemble.
+
+    Args:
+        params: The parameters the model was trained with (its vocabulary and length, say).
+        name: The exported model's name.
+    """
+    import keras
+
+    inputs = task.raw_input(data_folder)
+    return keras.Model(inputs, model(_preprocess(task, data_folder, params, inputs, {})), name=name)
+
+
+def _preprocess(
+    task: Task,
+    data_folder: Path,
+    params: Mapping[str, Any],
+    inputs: Any,
+    preprocessed: dict[Any, Any],
+) -> Any:
+    """The export's inputs as a model of `params` takes them; models with equal preprocessing
+    share it (`preprocessed` holds what is already built)."""
+    key, layer = task.export_preprocessing(data_folder, params)
+    if key not in preprocessed:
+        layer.name = f"preprocess_{len(preprocessed)}"
+        preprocessed[key] = layer(inputs)
+    return preprocessed[key]
+
+
+@dataclass(frozen=True)
+class ExportedMember:
+    """A member of an exported ensemble, read back from it: its trial, model and weight."""
+
+    trial: int
+    model: keras.Model
+    weight: float
+
+
+def exported_members(export: keras.Model) -> tuple[list[ExportedMember], float | None]:
+    """What `export_ensemble` put together, read back by its layer names: each member with its
+    weight, and the temperature (None without calibration).
+
+    Raises:
+        ConfigError: The model is not an ensemble export (no member layers).
+    """
+    names = {layer.name for layer in export.layers}
+    members = []
+    for layer in export.layers:
+        match = re.fullmatch(MEMBER_LAYER.format(r"(\d+)"), layer.name)
+        weight = WEIGHT_LAYER.format(match.group(1)) if match else None
+        if match and weight in names:
+            scale = export.get_layer(weight).scale
+            members.append(ExportedMember(int(match.group(1)), layer, float(scale)))
+    if not members:
+        raise ConfigError(
+            f"model {export.name!r} holds no member layers ({MEMBER_LAYER.format('N')}), so it "
+            f"is not an ensemble exported by hpo ensemble; build one with hpo ensemble --top 5."
+        )
+    temperature = None
+    if TEMPERATURE_LAYER in names:
+        temperature = float(export.get_layer(TEMPERATURE_LAYER).temperature)
+    return members, temperature
 
 
 def takes_text(model: keras.Model) -> bool:

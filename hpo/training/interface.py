@@ -19,6 +19,7 @@ The result is recorded on the trial (`Attr.OUTPUT`, `Attr.LABELS`, `Attr.PADDING
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,21 @@ class ModelInterface:
         if self.labels is Labels.ONE_HOT:
             return np.eye(max(classes, self.output.units), dtype=np.float32)[y]
         return y
+
+    def soft(self) -> ModelInterface:
+        """The interface for training on probabilities (`hpo distill`): one-hot rows for
+        validation labels wherever the output has a column per class."""
+        return dataclasses.replace(
+            self, labels=Labels.SPARSE if self.output.units == 1 else Labels.ONE_HOT
+        )
+
+    def encode_probabilities(self, p: np.ndarray) -> np.ndarray:
+        """hpo's probabilities (`[n]` for two classes, else `[n, classes]`) as soft targets of
+        this output: `[n]` for one unit, a column per class otherwise."""
+        p = np.asarray(p, dtype=np.float32)
+        if self.output.units > 1 and p.ndim == 1:
+            p = np.stack([1.0 - p, p], axis=1)
+        return p
 
     @property
     def bucketed(self) -> bool:
@@ -313,11 +329,18 @@ def compile_model(
     model: keras.Model,
     interface: ModelInterface,
     make_optimizer: Callable[[], keras.optimizers.Optimizer],
+    *,
+    soft_targets: bool = False,
 ) -> None:
     """Compiles the model for training: its own loss and optimizer if it has them, else hpo's.
 
     Either way it gains the accuracy metric the study monitors, named `accuracy` and right for
     its output (a threshold of 0 for one logit, argmax otherwise); its own metrics stay.
+
+    Args:
+        soft_targets: Train on probabilities (`ModelInterface.soft`): cross-entropy against
+            them (binary for one unit, categorical otherwise) replaces any loss of the model's
+            own, which was written for class labels; its own optimizer stays.
     """
     import keras
 
@@ -331,7 +354,19 @@ def compile_model(
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+    own_optimizer = (
+        getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None
+    )
+    if soft_targets:
+        soft_loss: keras.losses.Loss = (
+            keras.losses.BinaryCrossentropy(from_logits=output.from_logits)
+            if output.units == 1
+            else keras.losses.CategoricalCrossentropy(from_logits=output.from_logits)
+        )
+        optimizer = model.optimizer if own_optimizer else make_optimizer()
+        model.compile(optimizer=optimizer, loss=soft_loss, metrics=[accuracy])
+        return
+    if own_optimizer:
         config = dict(getattr(getattr(model, "_compile_config", None), "config", {}) or {})
         own = [m for m in (config.get("metrics") or []) if not _is_accuracy(m)]
         model.compile(

@@ -49,19 +49,21 @@ from hpo.training.interface import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     import keras
 
-    from hpo.config import StudyConfig
+    from hpo.config import StudyConfig, TrainingConfig
     from hpo.tasks import Task
     from hpo.tasks._base import TrialData
+    from hpo.training.callbacks import EpochClock
 
 __all__ = [
     "EstimateJob",
     "TrialJob",
     "TrialResult",
     "estimate_epochs",
+    "fit_best_epoch",
     "run_trial",
     "scratch_folder",
 ]
@@ -197,13 +199,7 @@ def _train_trial(
     import keras
     from optuna_integration import KerasPruningCallback
 
-    from hpo.training.callbacks import (
-        AtomicModelCheckpoint,
-        ChanceLevelStop,
-        EpochClock,
-        schedule_callbacks,
-        variable_bytes,
-    )
+    from hpo.training.callbacks import ChanceLevelStop, EpochClock, variable_bytes
 
     started = time.time()
     task = study_task(config)
@@ -270,51 +266,47 @@ def _train_trial(
     # Always predicting the most frequent class scores this much.
     chance = float(np.bincount(data.y_val).max() / len(data.y_val))
     classes = int(params["classes"])
-    y_train = interface.encode_labels(data.y_train, classes)
-    y_val = interface.encode_labels(data.y_val, classes)
-    callbacks: list[keras.callbacks.Callback] = [
-        clock,
-        keras.callbacks.TerminateOnNaN(),
+    guards: list[keras.callbacks.Callback] = [
         ChanceLevelStop(
             task.monitor, chance, config.training.chance_epochs, config.training.chance_margin
-        ),
-        AtomicModelCheckpoint(checkpoint, monitor=task.monitor, mode="max"),
-        *schedule_callbacks(task.monitor, config.training),
+        )
+    ]
+    extra: list[keras.callbacks.Callback] = [
         KerasPruningCallback(trial, task.monitor),
         *fit_arguments.pop("callbacks", []),
     ]
     if config.tensorboard:
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+        extra.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
     epochs = min(config.training.max_epochs, fit_arguments.pop("epochs", math.inf))
     fit_started = time.perf_counter()
     try:
-        history = model.fit(
+        fit_best_epoch(
+            model,
             task.dataset(
                 data.x_train,
-                y_train,
+                interface.encode_labels(data.y_train, classes),
                 batch_size,
                 config.sampler.seed + trial.number,
                 bucketed=interface.bucketed,
             ),
-            validation_data=task.dataset(
-                data.x_val, y_val, EVAL_BATCH, None, bucketed=interface.bucketed
+            task.dataset(
+                data.x_val,
+                interface.encode_labels(data.y_val, classes),
+                EVAL_BATCH,
+                None,
+                bucketed=interface.bucketed,
             ),
+            monitor=task.monitor,
+            training=config.training,
+            checkpoint=checkpoint,
+            clock=clock,
             epochs=epochs,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles, each epoch anew
-            verbose=0,
-            **fit_arguments,
+            guards=guards,
+            extra=extra,
+            learning_rate=_learning_rate(trial.params),
+            fit_arguments=fit_arguments,
         )
-    except Exception as exc:
-        # A diverging optimizer can fail inside its own step (Keras's sparse embedding update
-        # rejects NaN gradients) before TerminateOnNaN sees the loss: name the cause.
-        if not all(np.isfinite(w).all() for w in model.get_weights()):
-            raise FloatingPointError(
-                f"the weights became non-finite during epoch {clock.count + 1} ({exc!s:.200}); "
-                f"{_learning_rate(trial.params)} is likely too high for this model."
-            ) from exc
-        raise
     finally:
         trial.set_user_attr(Attr.EPOCHS, clock.count)
         trial.set_user_attr(Attr.TRAIN_SECONDS, round(time.perf_counter() - fit_started, 1))
@@ -324,14 +316,6 @@ def _train_trial(
         trial.set_user_attr(Attr.PEAK_MEMORY_MB, round(peak_kib / 1024))
     if clock.stop_reason:
         trial.set_user_attr(Attr.STOP_REASON, clock.stop_reason)
-    losses = history.history.get("loss", [])
-    if any(not math.isfinite(v) for v in losses):
-        raise FloatingPointError(
-            f"the training loss became {losses[-1]} at epoch {len(losses)}; "
-            f"learning_rate={params['learning_rate']:.3g} is likely too high for this model."
-        )
-    if not checkpoint.exists():
-        raise RuntimeError(f"no checkpoint was written to {checkpoint}")
 
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
@@ -365,6 +349,80 @@ def _train_trial(
     trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
     trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
     return TrialResult(value=val_accuracy)
+
+
+def fit_best_epoch(
+    model: keras.Model,
+    train: Any,
+    validation: Any,
+    *,
+    monitor: str,
+    training: TrainingConfig,
+    checkpoint: Path,
+    clock: EpochClock,
+    epochs: float,
+    guards: Sequence[keras.callbacks.Callback] = (),
+    extra: Sequence[keras.callbacks.Callback] = (),
+    learning_rate: str = "the learning rate",
+    fit_arguments: Mapping[str, Any] | None = None,
+) -> keras.callbacks.History:
+    """Fits a compiled model as every trial is fitted, its best epoch saved to `checkpoint`.
+
+    The callbacks, in order: `clock` (counts and times epochs, stops before a deadline),
+    TerminateOnNaN, `guards`, the best epoch by `monitor` written atomically to `checkpoint`,
+    early stopping with the study's patience (best weights restored), the learning rate cut on a
+    validation-loss plateau, then `extra`. `hpo distill` trains its student through here too.
+
+    Args:
+        train: Shuffled training batches (`Task.dataset`); `validation`: validation batches.
+        epochs: The most epochs (the study's `max_epochs`, or less).
+        learning_rate: The setting an error about non-finite weights names.
+        fit_arguments: More arguments of `model.fit` (a hypermodel's own).
+
+    Raises:
+        FloatingPointError: The weights or the training loss became NaN or infinite.
+        RuntimeError: No epoch was checkpointed.
+    """
+    import keras
+
+    from hpo.training.callbacks import AtomicModelCheckpoint, schedule_callbacks
+
+    callbacks: list[keras.callbacks.Callback] = [
+        clock,
+        keras.callbacks.TerminateOnNaN(),
+        *guards,
+        AtomicModelCheckpoint(checkpoint, monitor=monitor, mode="max"),
+        *schedule_callbacks(monitor, training),
+        *extra,
+    ]
+    try:
+        history = model.fit(
+            train,
+            validation_data=validation,
+            epochs=epochs,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles, each epoch anew
+            verbose=0,
+            **(fit_arguments or {}),
+        )
+    except Exception as exc:
+        # A diverging optimizer can fail inside its own step (Keras's sparse embedding update
+        # rejects NaN gradients) before TerminateOnNaN sees the loss: name the cause.
+        if not all(np.isfinite(w).all() for w in model.get_weights()):
+            raise FloatingPointError(
+                f"the weights became non-finite during epoch {clock.count + 1} ({exc!s:.200}); "
+                f"{learning_rate} is likely too high for this model."
+            ) from exc
+        raise
+    losses = history.history.get("loss", [])
+    if any(not math.isfinite(v) for v in losses):
+        raise FloatingPointError(
+            f"the training loss became {losses[-1]} at epoch {len(losses)}; "
+            f"{learning_rate} is likely too high for this model."
+        )
+    if not checkpoint.exists():
+        raise RuntimeError(f"no checkpoint was written to {checkpoint}")
+    return history
 
 
 @dataclass(frozen=True)
@@ -452,6 +510,8 @@ def prepare_model(
     data: TrialData | None = None,
     trial: optuna.Trial | None = None,
     ask: Callable[[str], Any] | None = None,
+    *,
+    soft_targets: bool = False,
 ) -> tuple[keras.Model, ModelInterface]:
     """Builds the model of `params["family"]`, reads what it takes and gives, and compiles it.
 
@@ -464,6 +524,8 @@ def prepare_model(
     Args:
         data: The trial's data, whose first validation rows the model is probed on; without it
             the family must be one of hpo's own (probability outputs, masked padding).
+        soft_targets: Compile it to train on probabilities (`hpo distill`'s student); the
+            interface returned then takes them (`ModelInterface.soft`).
 
     Raises:
         ConfigError: The model's output, loss or inputs do not fit the task.
@@ -499,7 +561,9 @@ def prepare_model(
             }
         )
 
-    compile_model(model, interface, optimizer)
+    if soft_targets:
+        interface = interface.soft()
+    compile_model(model, interface, optimizer, soft_targets=soft_targets)
     return model, interface
 
 

@@ -1,0 +1,397 @@
+"""How to combine, after the ensemble: distil it into one model, test that once, export it.
+
+`distill_ensemble` reads the ensemble's soft labels (`teacher`), chooses the student's family and
+parameters, trains it in its own process (`student`), and only then reads the test set, once,
+to score the student beside the ensemble and its best member and to time all three side by side
+(`latency`); the report (`report`) and the student's export go to `<ensemble>/distilled/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo import metrics
+from hpo.backend import Backend, backend_environment, keras_backend
+from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
+from hpo.data import provenance, testset
+from hpo.distill.latency import latencies
+from hpo.distill.report import distill_report
+from hpo.distill.student import StudentJob, StudentResult, train_student
+from hpo.distill.teacher import (
+    TeacherMember,
+    check_teacher,
+    soft_labels,
+    teacher_members,
+)
+from hpo.ensemble.build import predict_member
+from hpo.ensemble.export import (
+    EXPORT_NAME,
+    TOKENIZER_NAME,
+    check_export,
+    check_rows,
+    export_model,
+    takes_text,
+)
+from hpo.ensemble.predict import load_export
+from hpo.ensemble.report import publish
+from hpo.ensemble.selection import ranked_trials
+from hpo.errors import ConfigError, DataError, HpoError
+from hpo.store import open_artifact_store, sha256_file
+from hpo.study import default_params, search_space
+from hpo.tasks import study_task
+from hpo.training.interface import tolerance
+from hpo.training.isolation import call_isolated
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import keras
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from hpo.config import StudyConfig
+    from hpo.study import SearchSpace
+    from hpo.tasks import Task
+
+__all__ = ["DISTILLED_DIR", "DistillResult", "distill_ensemble"]
+
+DISTILLED_DIR = "distilled"  # inside the ensemble's folder
+LATENCY_EXAMPLES = 1000
+LATENCY_REPEATS = 5
+# Batches of timed predictions: what `hpo predict` uses.
+LATENCY_BATCH = 256
+# Validation inputs each member is timed on to find the fastest.
+MEMBER_TIMING_EXAMPLES = 512
+
+_log = logging.getLogger("hpo.distill")
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """Where the student was written and its report."""
+
+    out_dir: Path
+    report: dict[str, Any]
+
+
+def distill_ensemble(
+    config: StudyConfig,
+    study: optuna.Study,
+    ensemble_dir: Path,
+    *,
+    family: str | None = None,
+    out_dir: Path | None = None,
+    data: str | None = None,
+    max_epochs: int | None = None,
+    latency_examples: int = LATENCY_EXAMPLES,
+    repeats: int = LATENCY_REPEATS,
+    progress: Callable[[str], None] = _log.info,
+) -> DistillResult:
+    """Trains one model of the study on the ensemble's soft labels, tests it once, exports it.
+
+    The student is trained on the ensemble's probabilities for the study's training inputs,
+    with the study's validation split (true labels) for early stopping, in its own process.
+    The test set is read after it is trained, once: the student, the ensemble and its best
+    member (by validation) are scored on it and timed side by side on the same test inputs.
+
+    Args:
+        ensemble_dir: A folder `hpo ensemble` wrote (its report.json and ensemble.keras).
+        family: The student's family; default the ensemble's fastest member's. Its parameters
+            are those of the fastest member of that family, else of the family's best trial in
+            the study, else the family's defaults.
+        out_dir: Where the report and export go (default `<ensemble_dir>/distilled`).
+        data: The data source, as `hpo ensemble --data` takes it.
+        max_epochs: The most epochs of the student (default the study's `max_epochs`).
+        latency_examples: How many test inputs each model predicts per timed call.
+        repeats: Timed rounds (their median counts).
+        progress: Called with a line as each step ends.
+
+    Raises:
+        ConfigError: No ensemble in `ensemble_dir`, one of another study, or a family the
+            study does not search.
+    """
+    ensemble_dir = Path(ensemble_dir)
+    recorded = read_ensemble_report(ensemble_dir)
+    if recorded.get("study") != study.study_name:
+        raise ConfigError(
+            f"the ensemble in {ensemble_dir} was built from study {recorded.get('study')!r}, not "
+            f"{study.study_name!r}; pass that study's file: --study FILE."
+        )
+    task = study_task(config)
+    space = search_space(task, config.space)
+    families = [str(f) for f in space.family.choices]
+    if family is not None and family not in families:
+        raise ConfigError(
+            f"--family {family!r} is not a family of study {study.study_name!r}; it searches "
+            f"{', '.join(families)}. Use --family {families[0]}, or leave --family out for the "
+            f"ensemble's fastest member's."
+        )
+    out_dir = out_dir or ensemble_dir / DISTILLED_DIR
+    export, _ = load_export(ensemble_dir)
+    members, temperature = teacher_members(export, study)
+    source = task.locate(config, data or provenance.recorded_source(study))
+    data_folder = task.prepare(config, str(source), space.shared)
+    provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the distillation")
+
+    soft = soft_labels(task, data_folder, members, temperature)
+    labels = task.trial_data(data_folder, members[0].trial.params)
+    teacher_val = check_teacher(
+        soft.val, labels.y_val, recorded["validation"]["ensemble"], ensemble_dir
+    )
+    progress(
+        f"Soft labels: the ensemble's {len(members)} members on {len(soft.train)} training "
+        f"inputs (validation accuracy {teacher_val['accuracy']:.4f}, as its report records)."
+    )
+    member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
+    params, chosen = choose_student(task, space, study, members, member_latency, family)
+    progress(f"Student: {params['family']}, with the parameters of {chosen}.")
+
+    with tempfile.TemporaryDirectory(prefix="hpo-distill-") as scratch:
+        targets = Path(scratch) / "soft_labels.npy"
+        np.save(targets, soft.train.astype(np.float32))
+        job = StudentJob(
+            config=config,
+            data_folder=data_folder,
+            params=dict(params),
+            targets=targets,
+            work=Path(scratch),
+            max_epochs=max_epochs or config.training.max_epochs,
+        )
+        result = _train(job, config)
+        student = load_keras_file(result.path)
+        student_data = task.trial_data(data_folder, params)
+        student_val = _predict(task, student, student_data.x_val, result.bucketed)
+        progress(
+            f"Student trained: {result.epochs} epochs ({result.epoch_seconds:.1f} s each), best "
+            f"epoch {result.best_epoch}, validation accuracy "
+            f"{metrics.accuracy(labels.y_val, student_val):.4f}."
+        )
+
+        # The final evaluation: the test set is read here, once, after the student is trained.
+        test = task.load_test(config, str(source), data_folder)
+        test_data = testset.fingerprint(test.raw, test.y, test.source)
+        ensemble_test = _ensemble_test(ensemble_dir, recorded, test_data)
+        best_trial = _best_member(study, recorded)
+        best_model = _member_model(config, members, best_trial, Path(scratch))
+        best_test = predict_member(
+            task, best_model, task.member_inputs(test.x, best_trial.params), best_trial
+        )
+        student_test = _predict(task, student, task.member_inputs(test.x, params), result.bucketed)
+
+        staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            student_export = export_model(task, data_folder, params, student, "student")
+            student_export.save(staging / EXPORT_NAME)
+            inputs = test.raw if takes_text(student_export) or not task.padded else test.x
+            checked = check_export(
+                staging / EXPORT_NAME,
+                inputs,
+                test.y,
+                student_test,
+                tolerance(result.precision),
+            )
+            served = load_keras_file(staging / EXPORT_NAME)
+            best_export = export_model(
+                task, data_folder, best_trial.params, best_model, "best_member"
+            )
+            rows = check_rows(test.y, latency_examples, seed=1)
+            batch = inputs[rows]
+            timed = latencies(
+                {
+                    name: _timed(model, batch)
+                    for name, model in (
+                        ("student", served),
+                        ("ensemble", export),
+                        ("best_member", best_export),
+                    )
+                },
+                len(rows),
+                repeats,
+            )
+            report = distill_report(
+                config=config,
+                study=study,
+                ensemble_dir=ensemble_dir,
+                recorded=recorded,
+                members=members,
+                member_latency=member_latency,
+                params=params,
+                chosen=chosen,
+                result=result,
+                soft=soft,
+                y_train=labels.y_train,
+                y_val=labels.y_val,
+                student_val=student_val,
+                teacher_val=teacher_val,
+                best_trial=best_trial.number,
+                y_test=test.y,
+                predictions={
+                    "student": student_test,
+                    "ensemble": ensemble_test,
+                    "best_member": best_test,
+                },
+                latency=timed,
+                latency_examples=len(rows),
+                repeats=repeats,
+                batch_size=LATENCY_BATCH,
+            )
+            report["test_data"] = test_data.as_dict()
+            report["out_dir"] = str(out_dir)
+            report["backend"] = str(keras_backend())
+            report["classes"] = recorded.get("classes") or task.class_names(data_folder)
+            report["export"] = checked
+            if task.tokenizer is not None:
+                tokenizer_path = staging / TOKENIZER_NAME
+                tokenizer_path.write_text(task.tokenizer(data_folder).to_json())
+                report["export"]["tokenizer"] = TOKENIZER_NAME
+                report["export"]["tokenizer_sha256"] = sha256_file(tokenizer_path)
+            (staging / "report.json").write_text(json.dumps(report, indent=2))
+            np.save(staging / "test_predictions.npy", student_test.astype(np.float32))
+            publish(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return DistillResult(out_dir=out_dir, report=report)
+
+
+def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
+    """The report.json of a folder `hpo ensemble` wrote.
+
+    Raises:
+        ConfigError: The folder, its report or its export is missing, or the report is not one.
+    """
+    report_path = ensemble_dir / "report.json"
+    hint = "Build one first: hpo ensemble --top 5 (it writes ensembles/<study>-top5)."
+    if not ensemble_dir.is_dir():
+        raise ConfigError(f"--ensemble {ensemble_dir}: no such folder. {hint}")
+    if not report_path.is_file() or not (ensemble_dir / EXPORT_NAME).is_file():
+        raise ConfigError(
+            f"--ensemble {ensemble_dir} holds no ensemble (report.json and {EXPORT_NAME}). {hint}"
+        )
+    try:
+        report = json.loads(report_path.read_text())
+        report["validation"]["ensemble"]["log_loss"]
+        report["members"][0]["trial"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigError(
+            f"{report_path} is not a report of hpo ensemble ({exc!r}). {hint}"
+        ) from exc
+    return dict(report)
+
+
+def choose_student(
+    task: Task,
+    space: SearchSpace,
+    study: optuna.Study,
+    members: list[TeacherMember],
+    member_latency: dict[int, float],
+    family: str | None,
+) -> tuple[dict[str, Any], str]:
+    """The student's parameters, and whose they are.
+
+    Without `family`, the ensemble's fastest member's (by measured latency). With it, the
+    fastest member of that family, else the family's best trial in the study, else its
+    defaults.
+    """
+    candidates = [m for m in members if family in (None, m.trial.params.get("family"))]
+    if candidates:
+        fastest = min(candidates, key=lambda m: member_latency[m.trial.number])
+        what = "member" if family is None else f"{family} member"
+        return dict(fastest.trial.params), f"trial {fastest.trial.number}, the fastest {what}"
+    trials = [t for t in ranked_trials(study) if t.params.get("family") == family]
+    if trials:
+        return dict(trials[0].params), f"trial {trials[0].number}, the best {family} trial"
+    defaults = next(p for p in default_params(task, space) if p["family"] == family)
+    return defaults, f"the {family} family's defaults (no trial of it completed)"
+
+
+def _member_latencies(
+    task: Task,
+    data_folder: Path,
+    members: list[TeacherMember],
+    y_val: np.ndarray,
+    repeats: int,
+) -> dict[int, float]:
+    """Each member's milliseconds per 1,000 validation inputs, timed side by side as the
+    export runs it (full-size inputs, `LATENCY_BATCH` at a time)."""
+    rows = check_rows(y_val, MEMBER_TIMING_EXAMPLES, seed=1)
+    predictors = {}
+    for member in members:
+        x = task.trial_data(data_folder, member.trial.params).x_val[rows]
+        predictors[str(member.trial.number)] = _timed(member.model, x)
+    return {int(n): ms for n, ms in latencies(predictors, len(rows), repeats).items()}
+
+
+def _timed(model: keras.Model, x: np.ndarray) -> Callable[[], object]:
+    return lambda: model.predict(x, batch_size=LATENCY_BATCH, verbose=0)
+
+
+def _predict(task: Task, model: keras.Model, x: np.ndarray, bucketed: bool) -> np.ndarray:
+    return metrics.as_probabilities(task.predict(model, x, bucketed=bucketed))
+
+
+def _train(job: StudentJob, config: StudyConfig) -> StudentResult:
+    """Trains the student in its own process, as a trial is trained."""
+    log_path = config.study_dir / "logs" / "distill.log"
+    # The student trains on the backend this process loaded: the study's recorded one.
+    env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
+    try:
+        return call_isolated(train_student, job, log_path=log_path, env=env)
+    except HpoError:
+        raise
+    except Exception as exc:
+        raise HpoError(
+            f"training the student failed ({type(exc).__name__}: {str(exc)[:300]}); its "
+            f"output is in {log_path}."
+        ) from exc
+
+
+def _ensemble_test(
+    ensemble_dir: Path, recorded: dict[str, Any], test_data: testset.Fingerprint
+) -> np.ndarray:
+    """The ensemble's evaluated test predictions, if they are of this test set.
+
+    Raises:
+        DataError: The test set differs from the one the ensemble was evaluated on.
+    """
+    previous = (recorded.get("test_data") or {}).get("sha256")
+    if previous is not None and previous != test_data.sha256:
+        raise DataError(
+            f"the test data ({test_data.examples} examples from {test_data.source}, fingerprint "
+            f"{test_data.sha256[:16]}) is not what the ensemble in {ensemble_dir} was evaluated "
+            f"on ({previous[:16]}); the scores would not compare. Pass that data (--data), or "
+            f"rebuild the ensemble on this one."
+        )
+    predictions = np.load(ensemble_dir / "test_predictions.npy").astype(np.float64)
+    if len(predictions) != test_data.examples:
+        raise DataError(
+            f"{ensemble_dir / 'test_predictions.npy'} holds {len(predictions)} predictions for "
+            f"{test_data.examples} test examples; rebuild the ensemble with hpo ensemble."
+        )
+    return predictions
+
+
+def _best_member(study: optuna.Study, recorded: dict[str, Any]) -> FrozenTrial:
+    """The ensemble's best member by validation (first in its report)."""
+    number = int(recorded["members"][0]["trial"])
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def _member_model(
+    config: StudyConfig, members: list[TeacherMember], trial: FrozenTrial, folder: Path
+) -> keras.Model:
+    """A trial's model: from the export if it is a member there, else its verified checkpoint."""
+    for member in members:
+        if member.trial.number == trial.number:
+            return member.model
+    store = open_artifact_store(config.artifact_location)
+    return load_checkpoint(fetch_checkpoint(store, trial, folder), trial.number)

@@ -1,0 +1,96 @@
+"""Distil an ensemble into one fast model: train it on the ensemble's soft labels, test it once.
+
+The `hpo distill` command (also `python -m hpo.distill`).
+
+Command line::
+
+    hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
+        [--study studies/imdb.toml | --storage URL --study-name NAME]
+        [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--out DIR] [--data PATH]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo.backend import recorded_backend, use_backend
+from hpo.command_options import DATA_HELP, add_study_arguments, open_study, positive_int
+from hpo.distill.build import (
+    DISTILLED_DIR,
+    LATENCY_EXAMPLES,
+    LATENCY_REPEATS,
+    distill_ensemble,
+    read_ensemble_report,
+)
+from hpo.distill.report import format_table
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+__all__ = ["add_arguments", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags."""
+    parser.add_argument(
+        "--ensemble",
+        required=True,
+        type=Path,
+        help="folder written by hpo ensemble (e.g. ensembles/imdb-top5)",
+    )
+    parser.add_argument(
+        "--family",
+        help="the student's model family (default: the family of the ensemble's fastest member)",
+    )
+    add_study_arguments(parser)
+    parser.add_argument(
+        "--max-epochs",
+        type=positive_int(" Use --max-epochs 12, say."),
+        help="the most epochs the student trains (default the study's max_epochs)",
+    )
+    parser.add_argument(
+        "--latency-examples",
+        type=positive_int(f" Use --latency-examples {LATENCY_EXAMPLES}."),
+        default=LATENCY_EXAMPLES,
+        help=f"test inputs each model predicts per timed call (default {LATENCY_EXAMPLES})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int(f" Use --repeats {LATENCY_REPEATS}."),
+        default=LATENCY_REPEATS,
+        help=f"timed rounds, the median counts (default {LATENCY_REPEATS})",
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"
+    )
+    parser.add_argument("--data", help=DATA_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Distils the ensemble and prints the student beside the ensemble and its best member."""
+    read_ensemble_report(args.ensemble)  # a missing ensemble is named before the study opens
+    config, study = open_study(args.study, args.storage, args.study_name)
+    use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
+    result = distill_ensemble(
+        config,
+        study,
+        args.ensemble,
+        family=args.family,
+        out_dir=args.out,
+        data=args.data,
+        max_epochs=args.max_epochs,
+        latency_examples=args.latency_examples,
+        repeats=args.repeats,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m hpo.distill`; returns the exit code."""
+    from hpo.cli import run_module
+
+    return run_module("distill", argv)

@@ -1,0 +1,162 @@
+"""How to combine, after the ensemble: train the student on the ensemble's soft labels.
+
+Runs in its own process, as a trial does (`hpo.training.isolation`), and trains as a trial
+trains (`hpo.training.runner.fit_best_epoch`): the study's epochs, patience, learning-rate
+schedule and precision, its best epoch by validation accuracy checkpointed and restored. What
+differs is the target: the ensemble's probabilities on the training inputs, with a
+cross-entropy against them; validation keeps its true labels, so early stopping watches the
+metric the study optimizes. Nothing here reads the test set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo.backend import compiles_per_shape, configure_threads, gpu_capability, keras_backend
+from hpo.contract import load_keras_file
+from hpo.data.batching import use_width_ladder
+from hpo.precision import resolve_precision
+from hpo.study import TRAINING_DEFAULTS
+from hpo.tasks import study_task
+from hpo.training.interface import Padding, check_padding, member_model
+from hpo.training.runner import (
+    CHECKPOINT_NAME,
+    EVAL_BATCH,
+    fit_best_epoch,
+    global_policy,
+    prepare_model,
+    probe_rows,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hpo.config import StudyConfig
+
+__all__ = ["STUDENT_NAME", "StudentJob", "StudentResult", "train_student"]
+
+STUDENT_NAME = "student.keras"  # the best epoch, probabilities in hpo's shape
+
+
+@dataclass(frozen=True)
+class StudentJob:
+    """What the student's process needs.
+
+    Attributes:
+        config: The study's configuration (epochs, patience, precision, seed).
+        data_folder: The study's prepared data.
+        params: The student's parameters, family included.
+        targets: A `.npy` file of the ensemble's probabilities on the training inputs.
+        work: An empty folder for the checkpoint and the student.
+        max_epochs: The most epochs (the study's `max_epochs` unless overridden).
+        threads: CPU threads the backend may use (0: its default).
+    """
+
+    config: StudyConfig
+    data_folder: Path
+    params: dict[str, Any]
+    targets: Path
+    work: Path
+    max_epochs: int
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """The trained student: where it is and how its training went."""
+
+    path: Path
+    bucketed: bool
+    precision: str
+    epochs: int
+    best_epoch: int
+    epoch_seconds: float
+    train_seconds: float
+    stop_reason: str | None
+    params_count: int
+    peak_memory_mb: int
+    history: dict[str, list[float]]
+
+
+def train_student(job: StudentJob) -> StudentResult:
+    """Trains the student on the soft labels and saves its best epoch as `STUDENT_NAME`."""
+    configure_threads(job.threads)
+    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
+    family = job.params["family"]
+    precision = resolve_precision(job.config.training.precision, family, gpu_capability())
+    with global_policy(precision.value):
+        return _train(job, precision.value)
+
+
+def _train(job: StudentJob, precision: str) -> StudentResult:
+    import keras
+
+    from hpo.training.callbacks import EpochClock
+
+    config = job.config
+    task = study_task(config)
+    params = {**job.params, **task.build_context(job.data_folder)}
+    data = task.trial_data(job.data_folder, params)
+    soft = np.load(job.targets)
+    if len(soft) != len(data.y_train):
+        raise ValueError(f"{len(soft)} soft labels for {len(data.y_train)} training inputs")
+    keras.utils.set_random_seed(config.sampler.seed)
+    model, interface = prepare_model(task, params, data, soft_targets=True)
+    classes = int(params["classes"])
+    checkpoint = job.work / CHECKPOINT_NAME
+    clock = EpochClock()
+    started = time.perf_counter()
+    history = fit_best_epoch(
+        model,
+        task.dataset(
+            data.x_train,
+            interface.encode_probabilities(soft),
+            params.get("batch_size") or TRAINING_DEFAULTS["batch_size"],
+            config.sampler.seed,
+            bucketed=interface.bucketed,
+        ),
+        task.dataset(
+            data.x_val,
+            interface.encode_labels(data.y_val, classes),
+            EVAL_BATCH,
+            None,
+            bucketed=interface.bucketed,
+        ),
+        monitor=task.monitor,
+        training=config.training,
+        checkpoint=checkpoint,
+        clock=clock,
+        epochs=job.max_epochs,
+        learning_rate=f"learning_rate={params.get('learning_rate')}",
+    )
+    train_seconds = time.perf_counter() - started
+    # As a trial stores its member: the best epoch, uncompiled, probabilities in hpo's shape.
+    best = member_model(load_keras_file(checkpoint), interface.output, data.x_val[:1])
+    if interface.bucketed and task.padded:
+        # The export pads every text to seq_len: a student that does not ignore padding is
+        # predicted padded, as the export will predict it.
+        padding, reason = check_padding(best, data.x_val[probe_rows(data.y_val)])
+        if padding is Padding.FIXED:
+            interface = dataclasses.replace(interface, padding=padding, padding_reason=reason)
+    path = job.work / STUDENT_NAME
+    best.save(path)
+    monitored = history.history.get(task.monitor, [])
+    return StudentResult(
+        path=path,
+        bucketed=interface.bucketed,
+        precision=precision,
+        epochs=clock.count,
+        best_epoch=int(np.argmax(monitored)) + 1 if monitored else 0,
+        epoch_seconds=round(float(np.mean(clock.durations)), 2) if clock.durations else 0.0,
+        train_seconds=round(train_seconds, 1),
+        stop_reason=clock.stop_reason,
+        params_count=int(best.count_params()),
+        peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        history={k: [round(float(v), 6) for v in vs] for k, vs in history.history.items()},
+    )

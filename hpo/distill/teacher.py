@@ -1,0 +1,115 @@
+"""How to combine, after the ensemble: the exported ensemble as a teacher, and its soft labels.
+
+The soft labels are the ensemble's own probabilities: its members, weights and temperature are
+read back from the verified `ensemble.keras` (`hpo.ensemble.export.exported_members`), each member
+predicts the study's training and validation inputs as it was evaluated, and they are blended as
+the export blends them. Their validation scores must match the ones `hpo ensemble` recorded,
+which shows they are that ensemble's predictions and not another's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hpo import metrics
+from hpo.ensemble.build import predict_member
+from hpo.ensemble.calibration import apply_temperature
+from hpo.ensemble.export import exported_members
+from hpo.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import keras
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from hpo.tasks import Task
+
+__all__ = ["SoftLabels", "TeacherMember", "check_teacher", "soft_labels", "teacher_members"]
+
+# How far the recomputed validation scores may differ from the recorded ones: the report rounds
+# to 6 places and the export's weights are float32.
+CHECK_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class TeacherMember:
+    """A member of the exported ensemble: its trial, its model (from the export) and weight."""
+
+    trial: FrozenTrial
+    model: keras.Model
+    weight: float
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    """The ensemble's probabilities on the study's training and validation inputs."""
+
+    train: np.ndarray
+    val: np.ndarray
+    temperature: float | None
+
+
+def teacher_members(
+    export: keras.Model, study: optuna.Study
+) -> tuple[list[TeacherMember], float | None]:
+    """The export's members with their trials, and its temperature (None: not calibrated).
+
+    Raises:
+        ConfigError: The model is not an ensemble export.
+        StoreError: A member's trial is not in `study`.
+    """
+    members, temperature = exported_members(export)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    missing = [m.trial for m in members if m.trial not in trials]
+    if missing:
+        raise StoreError(
+            f"the ensemble's member trial {missing[0]} is not in study {study.study_name!r}; "
+            f"pass the study the ensemble was built from (--study FILE)."
+        )
+    return [TeacherMember(trials[m.trial], m.model, m.weight) for m in members], temperature
+
+
+def soft_labels(
+    task: Task, data_folder: Path, members: list[TeacherMember], temperature: float | None
+) -> SoftLabels:
+    """The ensemble's probabilities on every training and validation input of the study."""
+    train, val = [], []
+    for member in members:
+        data = task.trial_data(data_folder, member.trial.params)
+        train.append(predict_member(task, member.model, data.x_train, member.trial))
+        val.append(predict_member(task, member.model, data.x_val, member.trial))
+    weights = np.array([m.weight for m in members])
+
+    def blend(predictions: list[np.ndarray]) -> np.ndarray:
+        blended = metrics.blend(weights, np.stack(predictions))
+        return blended if temperature is None else apply_temperature(blended, temperature)
+
+    return SoftLabels(train=blend(train), val=blend(val), temperature=temperature)
+
+
+def check_teacher(
+    val: np.ndarray, y_val: np.ndarray, recorded: dict[str, Any], ensemble_dir: Path
+) -> dict[str, float]:
+    """The soft labels' validation scores, checked against those the ensemble's report holds.
+
+    Raises:
+        ConfigError: They differ: the folder's report and export do not belong together, or
+            the study's data changed since.
+    """
+    scores = {
+        "accuracy": round(metrics.accuracy(y_val, val), 6),
+        "log_loss": round(metrics.log_loss(y_val, val), 6),
+    }
+    for name, value in scores.items():
+        if abs(value - float(recorded[name])) > CHECK_TOLERANCE:
+            raise ConfigError(
+                f"the ensemble in {ensemble_dir} scores validation {name} {value:.6f} here, but "
+                f"its report.json recorded {float(recorded[name]):.6f}: its export and report do "
+                f"not belong together or the data changed. Rebuild it with hpo ensemble."
+            )
+    return scores

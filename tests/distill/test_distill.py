@@ -1,0 +1,181 @@
+"""`hpo distill` on the tiny study's ensemble: the student is trained on the ensemble's soft
+labels, tested once, and its report and export hold real, reproducible numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from hpo import metrics
+from hpo.command_options import open_study
+from hpo.config import load_study_config
+from hpo.contract import load_keras_file
+from hpo.distill import DISTILLED_DIR, main
+from hpo.distill.student import StudentJob, train_student
+from hpo.ensemble import build_ensemble
+from hpo.ensemble.predict import main as predict_main
+from hpo.study import search_space
+from hpo.tasks.imdb import IMDB
+
+from ..conftest import _NEGATIVE, _POSITIVE
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture(scope="module")
+def distilled(
+    searched: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, dict[str, object]]:
+    """A copy of the tiny study, its top-3 ensemble, and `hpo distill` run on it once."""
+    folder = tmp_path_factory.mktemp("distill")
+    shutil.copytree(searched.parent, folder / "study")
+    study_file = folder / "study" / searched.name
+    config, study = open_study(study_file, None, None)
+    ensemble = folder / "ensemble"
+    build_ensemble(config, study, top=3, out_dir=ensemble)
+    args = ["--ensemble", str(ensemble), "--study", str(study_file)]
+    assert main([*args, "--latency-examples", "120", "--repeats", "2"]) == 0
+    return study_file, ensemble, json.loads((ensemble / DISTILLED_DIR / "report.json").read_text())
+
+
+def test_distill_reports_the_student_beside_the_ensemble_and_its_best_member(
+    distilled: tuple[Path, Path, dict[str, object]],
+) -> None:
+    study_file, ensemble, report = distilled
+    recorded = json.loads((ensemble / "report.json").read_text())
+    config = load_study_config(study_file)
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    test = IMDB.load_test(config, None, folder)
+
+    # The soft labels are the ensemble's: their validation scores are the ones it recorded.
+    assert report["validation"]["ensemble"] == pytest.approx(
+        recorded["validation"]["ensemble"], abs=1e-4
+    )
+    assert 0.5 < report["soft_labels"]["mean_top_probability"] < 1.0
+    # The ensemble and its best member score on test what `hpo ensemble` measured, the best
+    # member recomputed here from its own checkpoint.
+    for name in ("ensemble", "best_member"):
+        assert report["test"][name] == pytest.approx(recorded["test"][name], abs=1e-5)
+    assert report["best_member"]["trial"] == recorded["members"][0]["trial"]
+    assert report["test_examples"] == len(test.y)
+    assert report["test_data"]["sha256"] == recorded["test_data"]["sha256"]
+
+    # By default the student is the fastest member's family, with that member's parameters.
+    members = report["teacher"]["members"]
+    assert {m["trial"] for m in members} == {
+        m["trial"] for m in recorded["members"] if m["weight"] > 0
+    }
+    fastest = min(members, key=lambda m: m["ms_per_1000"])
+    student = report["student"]
+    assert student["family"] == fastest["family"]
+    assert student["chosen"] == f"trial {fastest['trial']}, the fastest member"
+    params = next(m["params"] for m in recorded["members"] if m["trial"] == fastest["trial"])
+    assert student["params"] == params
+    assert 1 <= student["best_epoch"] <= student["epochs"] <= config.training.max_epochs
+
+    # The exported student loads, takes raw text and reproduces the report's test scores.
+    exported = load_keras_file(ensemble / DISTILLED_DIR / "ensemble.keras")
+    p = metrics.as_probabilities(exported.predict(test.raw, verbose=0))
+    assert metrics.accuracy(test.y, p) == pytest.approx(report["test"]["student"]["accuracy"])
+    assert metrics.log_loss(test.y, p) == pytest.approx(
+        report["test"]["student"]["log_loss"], abs=1e-5
+    )
+    saved = np.load(ensemble / DISTILLED_DIR / "test_predictions.npy")
+    assert np.max(np.abs(saved - p)) <= report["export"]["max_tolerance"]
+    # It follows the ensemble it was taught by.
+    ensemble_p = np.load(ensemble / "test_predictions.npy")
+    agreement = report["agreement_with_ensemble"]["student"]
+    assert agreement["same_class"] == pytest.approx(
+        np.mean((p > 0.5) == (ensemble_p > 0.5)), abs=1e-6
+    )
+    assert agreement["correlation"] > 0.8
+
+    # All three were timed, and the goal's arithmetic follows from the table.
+    latency = report["latency"]["ms_per_1000"]
+    assert set(latency) == {"student", "ensemble", "best_member"}
+    assert all(v > 0 for v in latency.values())
+    goal = report["goal"]
+    assert goal["latency_ratio"] == pytest.approx(latency["student"] / latency["ensemble"], 1e-3)
+    gain = report["test"]["ensemble"]["accuracy"] - report["test"]["best_member"]["accuracy"]
+    if gain > 0:
+        kept = report["test"]["student"]["accuracy"] - report["test"]["best_member"]["accuracy"]
+        assert goal["gain_kept_accuracy"] == pytest.approx(kept / gain, abs=1e-4)
+
+
+def test_the_distilled_export_serves_with_hpo_predict(
+    distilled: tuple[Path, Path, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, ensemble, _ = distilled
+    positive, negative = " ".join(_POSITIVE), " ".join(_NEGATIVE)
+    assert predict_main(["--ensemble", str(ensemble / DISTILLED_DIR), positive, negative]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["positive", "negative"]
+
+
+def test_the_student_learns_the_targets_it_is_given_not_the_labels(
+    distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    # Soft labels that contradict the true ones: a student trained on them, not on the labels,
+    # ranks the validation reviews the wrong way round.
+    study_file, _, report = distilled
+    config = load_study_config(study_file)
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    params = dict(report["student"]["params"])
+    data = IMDB.trial_data(folder, params)
+    targets = tmp_path / "targets.npy"
+    np.save(targets, np.where(data.y_train == 1, 0.1, 0.9).astype(np.float32))
+    job = StudentJob(config, folder, params, targets, tmp_path, max_epochs=2)
+    result = train_student(job)
+    student = load_keras_file(result.path)
+    p = metrics.as_probabilities(IMDB.predict(student, data.x_val, bucketed=result.bucketed))
+    assert metrics.roc_auc(data.y_val, p) < 0.5
+    assert result.history["val_accuracy"][result.best_epoch - 1] == max(
+        result.history["val_accuracy"]
+    )
+
+
+@pytest.mark.slow
+def test_the_test_set_is_read_only_after_the_student_is_trained(
+    distilled: tuple[Path, Path, dict[str, object]],
+    fake_imdb: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # On a copy of the data without its test reviews, the student still trains (on another
+    # family, named by --family); only the final evaluation then fails for want of them.
+    study_file, ensemble, _ = distilled
+    train_only = tmp_path / "train-only" / "aclImdb"
+    shutil.copytree(fake_imdb / "train", train_only / "train")
+    code = main(
+        [
+            *("--ensemble", str(ensemble), "--study", str(study_file)),
+            *("--family", "sepconv1d", "--data", str(train_only), "--out", str(tmp_path / "o")),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "Student: sepconv1d" in out
+    assert "Student trained:" in out
+    assert err.startswith("error: ") and "no test reviews" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_input_is_named_with_exit_code_2(
+    distilled: tuple[Path, Path, dict[str, object]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study_file, ensemble, _ = distilled
+    study = ["--study", str(study_file)]
+    assert main(["--ensemble", str(tmp_path / "none"), *study]) == 2
+    err = capsys.readouterr().err
+    assert "no such folder" in err and "hpo ensemble --top 5" in err
+    assert main(["--ensemble", str(ensemble), *study, "--family", "resnet"]) == 2
+    err = capsys.readouterr().err
+    assert "'resnet' is not a family of study 'tiny'" in err and "conv1d, sepconv1d" in err
+    assert "Traceback" not in err
