@@ -223,16 +223,9 @@ def ensemble(
     """
     from hpo.backend import recorded_backend, use_backend
     from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
-    from hpo.ensemble.weighting import Method
+    from hpo.ensemble.weighting import ensemble_arguments
 
-    if top < 1:
-        raise ConfigError(f"top must be at least 1, got {top}. Use top=5 for the five best trials.")
-    try:
-        weighting = Method(method)
-    except ValueError as exc:
-        raise ConfigError(
-            f"method must be one of {[m.value for m in Method]}, got {method!r}."
-        ) from exc
+    weighting = ensemble_arguments(top, method)
     opened = (
         study
         if isinstance(study, Study)

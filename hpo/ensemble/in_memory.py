@@ -19,7 +19,7 @@ from hpo.data.in_memory import class_labels
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.export import check_export
-from hpo.ensemble.weighting import Method
+from hpo.ensemble.weighting import ensemble_arguments
 from hpo.errors import ConfigError, DataError
 from hpo.training.interface import tolerance
 
@@ -45,14 +45,7 @@ def fit_in_memory(
         ConfigError: A bad argument.
         StoreError: No COMPLETE trial with a usable checkpoint.
     """
-    if top < 1:
-        raise ConfigError(f"top must be at least 1, got {top}. Use top=5 for the five best trials.")
-    try:
-        weighting = Method(method)
-    except ValueError as exc:
-        raise ConfigError(
-            f"method must be one of {[m.value for m in Method]}, got {method!r}."
-        ) from exc
+    weighting = ensemble_arguments(top, method)
     scratch = tempfile.TemporaryDirectory(prefix="hpo-ensemble-")
     fitted = fit_ensemble(
         study.config,

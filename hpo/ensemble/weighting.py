@@ -8,8 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpo import metrics
+from hpo.errors import ConfigError
 
-__all__ = ["Method", "Weights", "caruana_selection", "fit_weights", "true_class"]
+__all__ = [
+    "Method",
+    "Weights",
+    "caruana_selection",
+    "ensemble_arguments",
+    "fit_weights",
+    "true_class",
+]
 
 CARUANA_ROUNDS = 50
 # As hpo.metrics.log_loss clips.
@@ -111,3 +119,19 @@ def true_class(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if p.ndim == 2:
         return np.where(y == 1, p, 1 - p)
     return p[:, np.arange(len(y)), y]
+
+
+def ensemble_arguments(top: int, method: str) -> Method:
+    """The weighting `method` of an ensemble of at most `top` members, checked.
+
+    Raises:
+        ConfigError: `top` below 1, or no such method.
+    """
+    if top < 1:
+        raise ConfigError(f"top must be at least 1, got {top}. Use top=5 for the five best trials.")
+    try:
+        return Method(method)
+    except ValueError as exc:
+        raise ConfigError(
+            f"method must be one of {[m.value for m in Method]}, got {method!r}."
+        ) from exc
