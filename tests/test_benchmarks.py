@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
+
 from hpo.config import load_study_config
 from hpo.tasks.imdb import read_split
 
@@ -90,3 +92,31 @@ def test_headline_report_reads_the_stored_study_and_marks_a_leg_not_run(
     assert f"| trials complete | {len(study.trials)} | not run |" in result.stdout
     assert f"| best validation accuracy | {study.best_value:.4f} | not run |" in result.stdout
     assert "| ensemble top-5: test acc / logloss / ECE | - | not run |" in result.stdout
+
+
+def test_refit_trains_each_weighted_member_on_training_and_validation_for_its_best_epochs(
+    searched: Path, fake_imdb: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "rows.json"
+    result = _run("bench_refit.py", "--study", searched, "--top", "3", "--json", out, cwd=tmp_path)
+    rows = json.loads(out.read_text())
+    original, refit = rows["original"], rows["refit"]
+
+    train_texts, _, val_texts, _, _ = read_split(load_study_config(searched), fake_imdb)
+    assert original["train_examples"] == len(train_texts)
+    assert refit["train_examples"] == len(train_texts) + len(val_texts)
+    config = load_study_config(searched)
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    assert 1 <= len(refit["members"]) <= 3
+    for number, member in refit["members"].items():
+        values = study.trials[int(number)].intermediate_values
+        best = max(values.values())
+        # The epoch the trial's checkpoint holds: its first best validation accuracy.
+        assert member["epochs"] == 1 + min(s for s, v in values.items() if v == best)
+        assert member["seconds"] > 0
+    for row in (original, refit):
+        for scores in (row["ensemble"], row["best_member"]):
+            # Three sentiment words among neutral ones: learnable well past chance.
+            assert scores["accuracy"] > 0.6
+            assert 0 <= scores["ece"] <= 1
+    assert "refit on training + validation" in result.stdout
