@@ -1,8 +1,7 @@
-"""What refitting the ensemble's members on training + validation data buys (AutoGluon's
-`refit_full`), measured on the test set beside the ensemble as `hpo ensemble` builds it.
+"""What refitting the ensemble's members on training + validation data buys on the test set.
 
-The ensemble is chosen and weighted on validation predictions exactly as `hpo ensemble` does
-(`hpo.ensemble.fit_ensemble`). Each member with a weight is then trained again from scratch, in
+AutoGluon's `refit_full`, measured beside the ensemble as `hpo ensemble` builds it, which is
+chosen and weighted on validation predictions (`hpo.ensemble.build.fit_ensemble`). Each member with a weight is then trained again from scratch, in
 its own process, as its trial was (its parameters, seed, precision and batch size), on the
 training and validation examples together, for as many epochs as its trial's best epoch (the
 epoch its checkpoint holds, from the validation accuracy it reported each epoch). There is no
