@@ -1,14 +1,15 @@
 """What refitting the ensemble's members on training + validation data buys on the test set.
 
 AutoGluon's `refit_full`, measured beside the ensemble as `hpo ensemble` builds it, which is
-chosen and weighted on validation predictions (`hpo.ensemble.build.fit_ensemble`). Each member with a weight is then trained again from scratch, in
-its own process, as its trial was (its parameters, seed, precision and batch size), on the
-training and validation examples together, for as many epochs as its trial's best epoch (the
-epoch its checkpoint holds, from the validation accuracy it reported each epoch). There is no
-validation data left to cut the learning rate on a plateau or to stop early, so the refit keeps
-its trial's starting learning rate throughout. The refitted members take the original weights and
-temperature. Both ensembles, and the best member before and after, are scored once on the test
-set, side by side. The study is only read.
+chosen and weighted on validation predictions (`hpo.ensemble.build.fit_ensemble`). Each member
+with a weight is then trained again from scratch, in its own process, as its trial was (its
+parameters, seed, precision and batch size), on the training and validation examples together,
+for as many epochs as its trial's best epoch (the epoch its checkpoint holds, from the
+validation accuracy it reported each epoch). There is no validation data left to cut the
+learning rate on a plateau or to stop early, so the refit keeps its trial's starting learning
+rate throughout. The refitted members take the original weights and temperature. Both
+ensembles, and the best member before and after, are scored once on the test set, side by
+side. The study is only read.
 
 Usage:
     python benchmarks/bench_refit.py [--study studies/imdb.toml] [--data PATH] [--top 5]
