@@ -6,19 +6,25 @@ it, and the error |estimate / actual - 1| taken; printed side by side in one run
 
 - `recorded`: the estimate the trial stored when it ran (whatever hpo's version was then);
 - `median`: every earlier trial of the family weighing the same (hpo before the recency rule);
-- `recent, half-life H`: `hpo.cost.calibration` with `HALF_LIFE = H` trials (hpo's is marked).
+- `recent, half-life H`: `hpo.cost.calibration` with `HALF_LIFE = H` trials (hpo's is marked);
+- `prior with P s per weight per step`: hpo's calibration over priors recomputed with the
+  per-weight step cost `PRIOR_PARAM_STEP_S = P` (hpo's is marked): from the features a trial
+  stored (`cost_features`), or for older trials from its recorded prior, operations and weights.
 
 Usage:
     python benchmarks/bench_clock.py --study studies/imdb.toml [--half-lives 2 4 8 16]
+        [--param-step-s 2e-9 1e-8]
     python benchmarks/bench_clock.py --storage sqlite:///PATH/study.db --study-name NAME
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import statistics
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hpo import cost
 from hpo.command_options import add_study_arguments, open_study
@@ -28,6 +34,57 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from optuna.trial import FrozenTrial
+
+
+# The prior's constants before trials stored their features (what older priors were computed with).
+RECORDED_WITH = {"flops_per_s": 150e9, "step_s": 0.01, "param_step_s": 2e-9}
+
+
+class Work(NamedTuple):
+    """What a trial's epoch computes, as the prior counts it."""
+
+    flops: float  # operations per epoch
+    steps: float
+    params: float
+
+
+def work_of(trial: FrozenTrial) -> Work | None:
+    """The trial's epoch as the prior saw it: its stored features, or for a trial from before
+    they were stored, the steps solved from its recorded prior (`RECORDED_WITH`), operations and
+    weights; None for a trial the prior did not cost."""
+    attrs = trial.user_attrs
+    if stored := attrs.get(Attr.COST_FEATURES):
+        features = cost.CostFeatures(**stored)
+        return Work(features.flops_per_epoch, features.steps, features.params)
+    prior, gflop, params = (
+        attrs.get(Attr.PRIOR_EPOCH_SECONDS),
+        attrs.get(Attr.GFLOP_PER_EPOCH),
+        attrs.get(Attr.PARAMS_COUNT),
+    )
+    if not prior or gflop is None or not params:
+        return None
+    flops = gflop * 1e9
+    per_step = RECORDED_WITH["step_s"] + params * RECORDED_WITH["param_step_s"]
+    return Work(flops, max(0.0, prior - flops / RECORDED_WITH["flops_per_s"]) / per_step, params)
+
+
+def prior_seconds(work: Work, param_step_s: float) -> float:
+    """`hpo.cost.CostFeatures.prior_seconds` with another per-weight step cost."""
+    return work.flops / cost.PRIOR_FLOPS_PER_S + work.steps * (
+        cost.PRIOR_STEP_S + work.params * param_step_s
+    )
+
+
+def with_prior(trials: Sequence[FrozenTrial], param_step_s: float) -> list[FrozenTrial]:
+    """Copies of the trials whose recorded prior is recomputed with `param_step_s`."""
+    copies = []
+    for trial in trials:
+        work = work_of(trial)
+        if work is not None:
+            trial = copy.deepcopy(trial)
+            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = prior_seconds(work, param_step_s)
+        copies.append(trial)
+    return copies
 
 
 def median_calibration(trials: Sequence[FrozenTrial]) -> cost.Calibration:
@@ -76,6 +133,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_arguments(parser)
     parser.add_argument("--half-lives", type=float, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument(
+        "--param-step-s",
+        type=float,
+        nargs="+",
+        default=[cost.PRIOR_PARAM_STEP_S * k for k in (0.2, 0.5, 1, 2, 5)],
+        help="per-weight step costs to recompute the prior with (default: hpo's, and around it)",
+    )
     args = parser.parse_args()
     _, study = open_study(args.study, args.storage, args.study_name)
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(Attr.FAMILY)]
@@ -95,6 +159,10 @@ def main() -> int:
         mark = " (hpo's)" if half_life == shipped else ""
         print(_row(f"recent, half-life {half_life:g}{mark}", replay(trials, cost.calibration)))
     cost.HALF_LIFE = shipped
+    for param_step_s in args.param_step_s:
+        mark = " (hpo's)" if math.isclose(param_step_s, cost.PRIOR_PARAM_STEP_S) else ""
+        errors = replay(with_prior(trials, param_step_s), cost.calibration)
+        print(_row(f"prior with {param_step_s:.2g} s per weight per step{mark}", errors))
     return 0
 
 

@@ -55,6 +55,8 @@ class Attr:
     PARAMS_COUNT: Final = "params_count"
     GFLOP_PER_EPOCH: Final = "gflop_per_epoch"
     PRIOR_EPOCH_SECONDS: Final = "prior_epoch_seconds"
+    # What the prior was computed from (`hpo.cost.CostFeatures`), so a later prior can be replayed.
+    COST_FEATURES: Final = "cost_features"
     ESTIMATED_EPOCH_SECONDS: Final = "estimated_epoch_seconds"
     EPOCH_SECONDS: Final = "epoch_seconds"
     EPOCHS: Final = "epochs"

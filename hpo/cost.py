@@ -46,10 +46,14 @@ __all__ = [
 # Calibration follows the machine's speed with this half-life, in finished trials.
 HALF_LIFE = 4
 
-# Prior constants, measured with benchmarks/bench_padding.py on a 2-core CPU (float32).
+# Prior constants, measured with benchmarks/bench_padding.py on a 2-core CPU (float32). The
+# per-weight step cost (the optimizer's dense update of every weight, embeddings included) was
+# 2e-9 until replaying two IMDB studies (`benchmarks/bench_clock.py --param-step-s`, RESULTS.md)
+# showed it 5 times too small beside the others: hashed n-gram tables of 8-67M weights cost
+# their epoch in those updates, not in operations.
 PRIOR_FLOPS_PER_S = 150e9
 PRIOR_STEP_S = 0.01
-PRIOR_PARAM_STEP_S = 2e-9
+PRIOR_PARAM_STEP_S = 1e-8
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,38 @@ def test_the_median_reference_is_the_plain_median_of_each_family_and_of_all() ->
     trials = [_trial(0, 1, "conv1d", a) for a in (20.0, 40.0)] + [_trial(0, 1, "ngram", 90.0)]
     ratios = bench_clock.median_calibration(trials).ratios
     assert ratios == {"conv1d/float32": 3.0, "ngram/float32": 9.0, "*": 4.0}
+
+
+def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_record() -> None:
+    features = {
+        "flops_per_example": 2e6,
+        "train_examples": 1000.0,
+        "val_examples": 200.0,
+        "steps": 32,
+        "params": 4_000_000,
+    }
+    stored = _trial(0, 1, "ngram", 30.0)
+    stored.user_attrs["cost_features"] = features
+    work = bench_clock.work_of(stored)
+    assert work == (2e6 * (3 * 1000 + 200), 32, 4_000_000)
+    expected = 2e6 * 3200 / 150e9 + 32 * (0.01 + 4_000_000 * 5e-8)
+    assert bench_clock.prior_seconds(work, 5e-8) == pytest.approx(expected)
+
+    # Before features were stored: the steps are solved from the prior as it was recorded.
+    recorded = bench_clock.RECORDED_WITH
+    old = _trial(0, 1, "ngram", 30.0)
+    old.user_attrs.update(
+        prior_epoch_seconds=2e6 * 3200 / recorded["flops_per_s"]
+        + 32 * (recorded["step_s"] + 4_000_000 * recorded["param_step_s"]),
+        gflop_per_epoch=2e6 * 3200 / 1e9,
+        params_count=4_000_000,
+    )
+    solved = bench_clock.work_of(old)
+    assert solved is not None and solved.steps == pytest.approx(32)
+    (copy,) = bench_clock.with_prior([old], 5e-8)
+    assert copy.user_attrs["prior_epoch_seconds"] == pytest.approx(expected)
+    assert old.user_attrs["prior_epoch_seconds"] != copy.user_attrs["prior_epoch_seconds"]
+    # A trial the prior did not cost keeps what it had.
+    uncosted = optuna.trial.create_trial(value=0.5, user_attrs={"family": "mine"})
+    assert bench_clock.work_of(uncosted) is None
+    assert bench_clock.with_prior([uncosted], 5e-8)[0] is uncosted

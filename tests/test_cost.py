@@ -169,7 +169,7 @@ def test_calibration_estimates_by_family_then_overall_on_each_device() -> None:
     }
     features = CostFeatures(1e9, 1000, 100, 10, 1000)
     prior = features.prior_seconds()
-    assert prior == pytest.approx(1e9 * (3 * 1000 + 100) / 150e9 + 10 * (0.01 + 1000 * 2e-9))
+    assert prior == pytest.approx(1e9 * (3 * 1000 + 100) / 150e9 + 10 * (0.01 + 1000 * 1e-8))
     assert features.as_dict() == {
         "flops_per_example": 1e9,
         "train_examples": 1000,

@@ -233,6 +233,7 @@ def _train_trial(
     if features is not None:
         attributes[Attr.GFLOP_PER_EPOCH] = round(features.flops_per_epoch / 1e9, 1)
         attributes[Attr.PRIOR_EPOCH_SECONDS] = round(features.prior_seconds(), 2)
+        attributes[Attr.COST_FEATURES] = features.as_dict()
     if estimate is not None:
         attributes[Attr.ESTIMATED_EPOCH_SECONDS] = round(estimate, 1)
     for key, value in attributes.items():
