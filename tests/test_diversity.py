@@ -115,12 +115,12 @@ def test_a_study_with_each_mode_spreads_its_trials_as_promised() -> None:
     assert top["ngram"] == max(top.values()) and top["ngram"] < tpe["ngram"]
 
 
-def test_make_sampler_wraps_tpe_only_when_asked() -> None:
-    plain = config_from_dict({"name": "d", "task": "imdb"})
+def test_make_sampler_keeps_families_diverse_by_default_and_plain_tpe_on_request() -> None:
+    default = config_from_dict({"name": "d", "task": "imdb"})
+    assert default.sampler.diversity is Diversity.TOP
+    assert isinstance(make_sampler(default), DiversitySampler)
+    plain = config_from_dict({"name": "d", "task": "imdb", "sampler": {"diversity": "none"}})
     assert isinstance(make_sampler(plain), optuna.samplers.TPESampler)
-    assert plain.sampler.diversity is Diversity.NONE
-    top = config_from_dict({"name": "d", "task": "imdb", "sampler": {"diversity": "top"}})
-    assert isinstance(make_sampler(top), DiversitySampler)
 
 
 def test_an_unknown_mode_is_refused_with_the_choices() -> None:
