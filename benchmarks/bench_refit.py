@@ -12,8 +12,8 @@ ensembles, and the best member before and after, are scored once on the test set
 side. The study is only read.
 
 Usage:
-    python benchmarks/bench_refit.py [--study studies/imdb.toml] [--data PATH] [--top 5]
-        [--json rows.json]
+    python benchmarks/bench_refit.py [--study studies/imdb.toml | --storage URL --study-name NAME]
+        [--data PATH] [--top 5] [--json rows.json]
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import optuna
 from _common import (
     TOP,
     benchmark_parser,
-    load_hpo_study,
     markdown_table,
     run_main,
     scores,
@@ -40,7 +39,7 @@ from _common import (
 from hpo import metrics
 from hpo.backend import compiles_per_shape, configure_threads, gpu_capability, keras_backend
 from hpo.budget import format_duration
-from hpo.config import load_study_config
+from hpo.command_options import open_study
 from hpo.data.batching import use_width_ladder
 from hpo.ensemble.build import fit_ensemble, predict_member
 from hpo.errors import ConfigError
@@ -143,14 +142,14 @@ def score(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
 
 def main() -> int:
     parser = benchmark_parser(__doc__, "studies/imdb.toml")
+    parser.add_argument("--storage", help="storage URL, with --study-name, instead of --study")
+    parser.add_argument("--study-name", help="study name, with --storage")
     parser.add_argument("--top", type=int, default=TOP, help=f"the most members (default {TOP})")
     parser.add_argument("--json", type=Path, help="also write the measured rows to this file")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_study_config(args.study)
-    study = load_hpo_study(config)
-    if study is None:
-        raise ConfigError(f"no study {config.name!r} in {config.storage_url}; run hpo search first")
+    study_file = None if args.storage or args.study_name else args.study
+    config, study = open_study(study_file, args.storage, args.study_name)
     with tempfile.TemporaryDirectory(prefix="hpo-refit-") as scratch:
         fitted = fit_ensemble(config, study, Path(scratch), top=args.top, data=args.data)
         task, members, weights = fitted.task, fitted.members, fitted.choice.weights
