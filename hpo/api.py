@@ -196,6 +196,7 @@ def ensemble(
     formats: Sequence[str] = (),
     out_dir: str | Path | None = None,
     data: str | None = None,
+    refit: bool = False,
 ) -> EnsembleResult:
     """Builds a study's ensemble, as `hpo ensemble` does: members and weights chosen on
     validation, evaluated once on the task's test set, exported as `ensemble.keras`.
@@ -213,6 +214,8 @@ def ensemble(
         formats: Exports besides `ensemble.keras`: "savedmodel".
         out_dir: The output folder (default `ensembles/<study>-top<top>`).
         data: The data set's folder or archive, if not the one the search recorded.
+        refit: Train each weighted member again on training + validation data for its best
+            epoch count, then evaluate and export those (default False; `hpo.ensemble.refit`).
 
     Returns:
         The output folder and the report (`report["test"]["ensemble"]["accuracy"]`, ...).
@@ -246,6 +249,7 @@ def ensemble(
         formats=formats,
         out_dir=None if out_dir is None else Path(out_dir),
         data=data,
+        refit=refit,
     )
 
 

@@ -8,6 +8,7 @@ new inputs with the export.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
-from hpo.contract import Attr, CheckpointError
+from hpo.contract import Attr, CheckpointError, load_keras_file
 from hpo.data import provenance, testset
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.choice import Choice, choose
+from hpo.ensemble.refit import refit_members
 from hpo.ensemble.report import build_report, publish, record_in_study, write_outputs
 from hpo.ensemble.selection import (
     Candidate,
@@ -86,6 +88,7 @@ def build_ensemble(
     formats: Sequence[str] = (),
     out_dir: Path | None = None,
     data: str | None = None,
+    refit: bool = False,
 ) -> EnsembleResult:
     """Builds, evaluates, exports and records the ensemble of at most `top` trials.
 
@@ -105,6 +108,10 @@ def build_ensemble(
         calibrate: Fit and export a temperature (default True).
         formats: Exports besides `ensemble.keras`: "savedmodel", "onnx"
             (`hpo.ensemble.serving`).
+        refit: Train each weighted member again on training + validation data for its best
+            epoch count, after the choice, and evaluate and export those (`hpo.ensemble.refit`);
+            the report's `refit` holds what was refitted and the ensemble's test scores as
+            searched. Members without a weight stay as searched.
     """
     asked = {Format.KERAS, *(Format(f) for f in formats)}
     check_formats(asked, keras_config_backend())
@@ -120,6 +127,10 @@ def build_ensemble(
             calibrate=calibrate,
             data=data,
         )
+        searched = None
+        if refit:
+            searched = fitted
+            fitted = _refitted(config, fitted, Path(scratch))
         task, data_folder, source = fitted.task, fitted.data_folder, fitted.source
         members, kept, skipped = fitted.members, fitted.choice, fitted.skipped
         val_matrix, y_val = fitted.val_matrix, fitted.y_val
@@ -145,6 +156,13 @@ def build_ensemble(
             task.class_names(data_folder),
         )
 
+        if searched is not None:
+            report["refit"] = {
+                "members": fitted.refitted,
+                "searched_test": metrics.summary(
+                    test.y, searched.choice.predict(searched.member_predictions(test.x))
+                ),
+            }
         report["out_dir"] = str(out_dir)
         report["test_data"] = test_data.as_dict()
         if test_change is not None:
@@ -185,8 +203,9 @@ class FittedEnsemble:
         choice: The kept ensemble's weights (over `members`) and temperature.
         skipped: Trials left out, with the reason.
         pool_size: How many trials the members were chosen from.
-        val_matrix: The members' validation predictions, stacked.
+        val_matrix: The members' validation predictions, stacked (as searched).
         y_val: The validation labels.
+        refitted: The members refitted on training + validation data (`_refitted`), if any.
     """
 
     task: Task
@@ -198,6 +217,7 @@ class FittedEnsemble:
     pool_size: int
     val_matrix: np.ndarray
     y_val: np.ndarray
+    refitted: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The kept ensemble's probabilities for inputs `x` as the task encodes them."""
@@ -274,6 +294,27 @@ def fit_ensemble(
         pool_size=len(candidates),
         val_matrix=np.stack([m.val_predictions for m in members]),
         y_val=y_val,
+    )
+
+
+def _refitted(config: StudyConfig, fitted: FittedEnsemble, folder: Path) -> FittedEnsemble:
+    """The fitted ensemble with each weighted member refitted on training + validation data;
+    its weights, temperature and validation predictions stay the searched members'."""
+    weights = fitted.choice.weights
+    weighted = [m.trial for m, w in zip(fitted.members, weights, strict=True) if w > 0]
+    refits = refit_members(config, fitted.data_folder, weighted, folder, _log.info)
+    members = [
+        dataclasses.replace(
+            m,
+            checkpoint=refits[m.trial.number].path,
+            model=load_keras_file(refits[m.trial.number].path),
+        )
+        if m.trial.number in refits
+        else m
+        for m in fitted.members
+    ]
+    return dataclasses.replace(
+        fitted, members=members, refitted=[r.as_dict() for r in refits.values()]
     )
 
 

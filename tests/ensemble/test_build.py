@@ -418,3 +418,51 @@ def test_predict_refuses_a_changed_export(
         handle.write(b"appended")
     assert predict.main(["--ensemble", str(out), "A wonderful film."]) == 2
     assert "not the" in capsys.readouterr().err
+
+
+def test_refit_trains_each_weighted_member_on_training_and_validation_and_exports_those(
+    study_copy: Path, tmp_path: Path, fake_imdb: Path
+) -> None:
+    config, study = open_study(study_copy, None, None)
+    searched = build_ensemble(config, study, top=3, out_dir=tmp_path / "searched").report
+    refit = build_ensemble(config, study, top=3, out_dir=tmp_path / "refit", refit=True).report
+
+    # The choice is made on validation before any refit: the same members and weights.
+    assert [(m["trial"], m["weight"]) for m in refit["members"]] == [
+        (m["trial"], m["weight"]) for m in searched["members"]
+    ]
+    weighted = {m["trial"] for m in refit["members"] if m["weight"] > 0}
+    refitted = refit["refit"]["members"]
+    assert {m["trial"] for m in refitted} == weighted
+    from hpo.tasks.imdb import read_split
+
+    train, _, val, _, _ = read_split(config, fake_imdb)
+    trials = {t.number: t for t in study.trials}
+    for member in refitted:
+        values = trials[member["trial"]].intermediate_values
+        best = max(values.values())
+        assert member["epochs"] == 1 + min(s for s, v in values.items() if v == best)
+        assert member["examples"] == len(train) + len(val)
+        assert member["seconds"] > 0
+    # What the refit bought is reported against the ensemble as searched, which scores on the
+    # test set exactly as the ensemble built without --refit.
+    assert refit["refit"]["searched_test"]["accuracy"] == pytest.approx(
+        searched["test"]["ensemble"]["accuracy"]
+    )
+    assert refit["refit"]["searched_test"]["log_loss"] == pytest.approx(
+        searched["test"]["ensemble"]["log_loss"]
+    )
+    # Retrained models predict otherwise, and the export reproduces the refitted ones.
+    assert refit["test"]["ensemble"]["log_loss"] != searched["test"]["ensemble"]["log_loss"]
+    assert refit["export"]["max_abs_difference"] <= refit["export"]["max_tolerance"]
+
+
+def test_refit_of_a_trial_without_epochs_is_refused_with_the_way_out() -> None:
+    from hpo.ensemble.refit import best_epoch
+    from hpo.errors import ConfigError
+
+    trial = optuna.trial.create_trial(value=0.5)
+    with pytest.raises(ConfigError, match=r"reported no epoch.*without --refit"):
+        best_epoch(trial)
+    trial = optuna.trial.create_trial(value=0.5, intermediate_values={0: 0.6, 1: 0.7, 2: 0.7})
+    assert best_epoch(trial) == 2
