@@ -32,9 +32,7 @@ from _common import (
 from hpo import metrics
 from hpo.budget import format_duration
 from hpo.command_options import open_study
-from hpo.contract import load_keras_file
-from hpo.ensemble.build import fit_ensemble, predict_member
-from hpo.ensemble.refit import refit_members
+from hpo.ensemble.build import fit_ensemble, refit_ensemble
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,18 +62,12 @@ def main() -> int:
     config, study = open_study(study_file, args.storage, args.study_name)
     with tempfile.TemporaryDirectory(prefix="hpo-refit-") as scratch:
         fitted = fit_ensemble(config, study, Path(scratch), top=args.top, data=args.data)
-        task, members, weights = fitted.task, fitted.members, fitted.choice.weights
-        weighted = [m.trial for m, w in zip(members, weights, strict=True) if w > 0]
-        refits = refit_members(config, fitted.data_folder, weighted, Path(scratch), _say)
+        refit = refit_ensemble(config, fitted, Path(scratch), _say)
+        task, members = fitted.task, fitted.members
         # The test set, read once, for the final evaluation of both.
         test = task.load_test(config, str(fitted.source), fitted.data_folder)
         original = fitted.member_predictions(test.x)
-        refitted = original.copy()
-        for i, member in enumerate(members):
-            if member.trial.number in refits:
-                model = load_keras_file(refits[member.trial.number].path)
-                inputs = task.member_inputs(test.x, member.trial.params)
-                refitted[i] = predict_member(task, model, inputs, member.trial)
+        refitted = refit.member_predictions(test.x)
     best = max(range(len(members)), key=lambda i: members[i].trial.value or 0.0)
     train_labels = task.trial_data(fitted.data_folder, members[0].trial.params).y_train
     rows: dict[str, Any] = {
@@ -87,11 +79,10 @@ def main() -> int:
         "refit": {
             "ensemble": score(test.y, fitted.choice.predict(refitted)),
             "best_member": score(test.y, refitted[best]),
-            "train_examples": next(iter(refits.values())).examples,
-            "seconds": round(sum(r.seconds for r in refits.values()), 1),
+            "train_examples": refit.refitted[0]["examples"],
+            "seconds": round(sum(r["seconds"] for r in refit.refitted), 1),
             "members": {
-                number: {"epochs": refit.epochs, "seconds": refit.seconds}
-                for number, refit in refits.items()
+                r["trial"]: {"epochs": r["epochs"], "seconds": r["seconds"]} for r in refit.refitted
             },
         },
     }
@@ -99,7 +90,7 @@ def main() -> int:
         write_json(args.json, rows)
     before, after = rows["original"], rows["refit"]
     trial = members[best].trial
-    print(f"\nstudy {config.name!r}, ensemble of {len(refits)} weighted member(s):")
+    print(f"\nstudy {config.name!r}, ensemble of {len(refit.refitted)} weighted member(s):")
     print(
         markdown_table(
             ["test accuracy / log-loss / ECE", "as searched", "refit on training + validation"],

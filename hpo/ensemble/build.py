@@ -61,6 +61,7 @@ __all__ = [
     "build_ensemble",
     "fit_ensemble",
     "predict_member",
+    "refit_ensemble",
 ]
 
 # The pool's size by default: docs/ensemble.md ("Pool") says what a member costs.
@@ -130,7 +131,7 @@ def build_ensemble(
         searched = None
         if refit:
             searched = fitted
-            fitted = _refitted(config, fitted, Path(scratch))
+            fitted = refit_ensemble(config, fitted, Path(scratch))
         task, data_folder, source = fitted.task, fitted.data_folder, fitted.source
         members, kept, skipped = fitted.members, fitted.choice, fitted.skipped
         val_matrix, y_val = fitted.val_matrix, fitted.y_val
@@ -205,7 +206,7 @@ class FittedEnsemble:
         pool_size: How many trials the members were chosen from.
         val_matrix: The members' validation predictions, stacked (as searched).
         y_val: The validation labels.
-        refitted: The members refitted on training + validation data (`_refitted`), if any.
+        refitted: The members refitted on training + validation data (`refit_ensemble`), if any.
     """
 
     task: Task
@@ -297,12 +298,15 @@ def fit_ensemble(
     )
 
 
-def _refitted(config: StudyConfig, fitted: FittedEnsemble, folder: Path) -> FittedEnsemble:
-    """The fitted ensemble with each weighted member refitted on training + validation data;
-    its weights, temperature and validation predictions stay the searched members'."""
+def refit_ensemble(
+    config: StudyConfig, fitted: FittedEnsemble, folder: Path, log: Any = _log.info
+) -> FittedEnsemble:
+    """The fitted ensemble with each weighted member refitted on training + validation data
+    into `folder` (`hpo.ensemble.refit`); its weights, temperature and validation predictions
+    stay the searched members'. `log` is called with a line before each refit."""
     weights = fitted.choice.weights
     weighted = [m.trial for m, w in zip(fitted.members, weights, strict=True) if w > 0]
-    refits = refit_members(config, fitted.data_folder, weighted, folder, _log.info)
+    refits = refit_members(config, fitted.data_folder, weighted, folder, log)
     members = [
         dataclasses.replace(
             m,
