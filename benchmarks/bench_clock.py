@@ -68,13 +68,6 @@ def work_of(trial: FrozenTrial) -> Work | None:
     return Work(flops, max(0.0, prior - flops / RECORDED_WITH["flops_per_s"]) / per_step, params)
 
 
-def prior_seconds(work: Work, param_step_s: float) -> float:
-    """`hpo.cost.CostFeatures.prior_seconds` with another per-weight step cost."""
-    return work.flops / cost.PRIOR_FLOPS_PER_S + work.steps * (
-        cost.PRIOR_STEP_S + work.params * param_step_s
-    )
-
-
 def with_prior(trials: Sequence[FrozenTrial], param_step_s: float) -> list[FrozenTrial]:
     """Copies of the trials whose recorded prior is recomputed with `param_step_s`."""
     copies = []
@@ -82,7 +75,7 @@ def with_prior(trials: Sequence[FrozenTrial], param_step_s: float) -> list[Froze
         work = work_of(trial)
         if work is not None:
             trial = copy.deepcopy(trial)
-            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = prior_seconds(work, param_step_s)
+            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = cost.prior_seconds(*work, param_step_s)
         copies.append(trial)
     return copies
 

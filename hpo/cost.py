@@ -40,6 +40,7 @@ __all__ = [
     "CostFeatures",
     "calibration",
     "example_flops",
+    "prior_seconds",
     "weighted_median",
 ]
 
@@ -82,13 +83,19 @@ class CostFeatures:
 
     def prior_seconds(self) -> float:
         """Seconds per epoch before any calibration."""
-        return self.flops_per_epoch / PRIOR_FLOPS_PER_S + self.steps * (
-            PRIOR_STEP_S + self.params * PRIOR_PARAM_STEP_S
-        )
+        return prior_seconds(self.flops_per_epoch, self.steps, self.params)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
         return asdict(self)
+
+
+def prior_seconds(
+    flops_per_epoch: float, steps: float, params: float, param_step_s: float = PRIOR_PARAM_STEP_S
+) -> float:
+    """The prior's seconds per epoch for this work; `param_step_s` replaces the per-weight step
+    cost (`benchmarks/bench_clock.py` replays others)."""
+    return flops_per_epoch / PRIOR_FLOPS_PER_S + steps * (PRIOR_STEP_S + params * param_step_s)
 
 
 def example_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import optuna
 import pytest
 
+from hpo import cost
+
 if TYPE_CHECKING:
     from hpo.cost import Calibration
 
@@ -74,7 +76,7 @@ def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_reco
     work = bench_clock.work_of(stored)
     assert work == (2e6 * (3 * 1000 + 200), 32, 4_000_000)
     expected = 2e6 * 3200 / 150e9 + 32 * (0.01 + 4_000_000 * 5e-8)
-    assert bench_clock.prior_seconds(work, 5e-8) == pytest.approx(expected)
+    assert cost.prior_seconds(*work, 5e-8) == pytest.approx(expected)
 
     # Before features were stored: the steps are solved from the prior as it was recorded.
     recorded = bench_clock.RECORDED_WITH
