@@ -26,6 +26,7 @@ __all__ = ["register_layers", "register_on_keras_import"]
 _MODULES = (
     "hpo.models._calibration",
     "hpo.models._masking",
+    "hpo.models._nb",
     "hpo.models._outputs",
     "hpo.models._tokens",
 )

@@ -12,7 +12,7 @@ from hpo.tasks.imdb import IMDB
 
 def test_space_covers_families_and_shared_parameters() -> None:
     space = search_space(IMDB, {})
-    assert set(space.family.choices) == {"conv1d", "sepconv1d", "ngram"}
+    assert set(space.family.choices) == {"conv1d", "sepconv1d", "ngram", "nbsvm"}
     expected = {"optimizer", "learning_rate", "batch_size", "vocab_size", "seq_len"}
     assert expected <= set(space.shared)
     assert "depth_multiplier" in space.families["sepconv1d"]
@@ -48,24 +48,24 @@ def test_sampling_gives_every_parameter_of_the_family() -> None:
     space = search_space(IMDB, {})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     families = set()
-    for _ in range(12):
+    for _ in range(16):
         trial = study.ask()
         params = sample_params(trial, IMDB, space)
         families.add(params["family"])
         assert set(params) == {"family", *space.shared_and(params["family"])}
         study.tell(trial, 0.5)
-    assert families == {"conv1d", "sepconv1d", "ngram"}
+    assert families == {"conv1d", "sepconv1d", "ngram", "nbsvm"}
 
 
 def test_defaults_are_enqueued_once_and_fit_the_narrowed_space() -> None:
     space = search_space(IMDB, {"seq_len": [200], "embedding_dim": [32, 64]})
     study = optuna.create_study()
-    assert enqueue_defaults(study, IMDB, space) == 3
+    assert enqueue_defaults(study, IMDB, space) == 4
     assert enqueue_defaults(study, IMDB, space) == 0
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     queued = [t.system_attrs["fixed_params"] for t in waiting]
     by_family = {p["family"]: p for p in queued}
-    assert set(by_family) == {"conv1d", "sepconv1d", "ngram"}
+    assert set(by_family) == {"conv1d", "sepconv1d", "ngram", "nbsvm"}
     assert by_family["conv1d"]["seq_len"] == 200
     assert by_family["conv1d"]["embedding_dim"] == 64
     assert by_family["conv1d"]["branches"] == 3

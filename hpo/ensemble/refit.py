@@ -12,6 +12,7 @@ temperature. Nothing here reads the test set.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,13 @@ def refit_member(job: RefitJob) -> Refitted:
     task = study_task(config)
     params = {**trial.params, **task.build_context(job.data_folder)}
     data = task.trial_data(job.data_folder, params)
+    # Everything learned from the training split (the `nbsvm` family's ratios too) now comes
+    # from training + validation data.
+    data = dataclasses.replace(
+        data,
+        x_train=np.concatenate([data.x_train, data.x_val]),
+        y_train=np.concatenate([data.y_train, data.y_val]),
+    )
     precision = resolve_precision(config.training.precision, params["family"], gpu_capability())
     with global_policy(precision.value):
         keras.utils.set_random_seed(config.sampler.seed + trial.number)
@@ -117,8 +125,7 @@ def refit_member(job: RefitJob) -> Refitted:
             data,
             optuna.trial.FixedTrial(dict(trial.params)),  # type: ignore[arg-type]
         )
-        x = np.concatenate([data.x_train, data.x_val])
-        y = np.concatenate([data.y_train, data.y_val])
+        x, y = data.x_train, data.y_train
         batch_size = params.get("batch_size") or TRAINING_DEFAULTS["batch_size"]
         started = time.perf_counter()
         model.fit(

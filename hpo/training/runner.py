@@ -562,6 +562,11 @@ def prepare_model(
             }
         )
 
+    adapt = getattr(family, "adapt", None)
+    if adapt is not None and data is not None and is_builtin(family):
+        # Weights computed from the training split (the `nbsvm` family's naive-Bayes ratios):
+        # set before training, saved with the model.
+        adapt(model, data.x_train, data.y_train, params)
     if soft_targets:
         interface = interface.soft()
     compile_model(model, interface, optimizer, soft_targets=soft_targets)
