@@ -6,7 +6,8 @@ Command line::
 
     hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
         [--study studies/imdb.toml | --storage URL --study-name NAME]
-        [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--out DIR] [--data PATH]
+        [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K] [--out DIR]
+        [--data PATH]
 """
 
 from __future__ import annotations
@@ -63,9 +64,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"timed rounds, the median counts (default {LATENCY_REPEATS})",
     )
     parser.add_argument(
+        "--cross-fit",
+        type=cross_fit_folds,
+        default=0,
+        metavar="K",
+        help="soft labels the members did not fit: train each member's configuration K times, "
+        "each time without one K-th of the training rows, and label those rows with it "
+        "(default 0: the members' own predictions)",
+    )
+    parser.add_argument(
         "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"
     )
     parser.add_argument("--data", help=DATA_HELP)
+
+
+def cross_fit_folds(value: str) -> int:
+    """`--cross-fit K`: 0, or 2 folds or more."""
+    try:
+        folds = int(value)
+    except ValueError:
+        folds = -1
+    if folds == 0 or folds >= 2:
+        return folds
+    import argparse
+
+    raise argparse.ArgumentTypeError(
+        f"--cross-fit takes 0 (off) or a number of folds of 2 or more, not {value!r}; "
+        f"use --cross-fit 2, say."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         latency_examples=args.latency_examples,
         repeats=args.repeats,
+        cross_fit=args.cross_fit,
         progress=lambda line: print(line, flush=True),
     )
     print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")

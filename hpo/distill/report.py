@@ -94,6 +94,9 @@ def distill_report(
             "temperature": soft.temperature,
         },
         "soft_labels": {
+            # 0: the members' own predictions on rows they learned from; K: cross-fitted.
+            "cross_fit_folds": soft.folds,
+            "cross_fit_seconds": soft.seconds,
             "train_examples": len(soft.train),
             # How far they are from hard labels: 1 would be one-hot.
             "mean_top_probability": round(float(np.mean(_top(soft.train))), 6),

@@ -9,6 +9,8 @@ which shows they are that ensemble's predictions and not another's.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ from hpo import metrics
 from hpo.ensemble.build import predict_member
 from hpo.ensemble.calibration import apply_temperature
 from hpo.ensemble.export import exported_members
+from hpo.ensemble.refit import out_of_fold
 from hpo.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
@@ -27,9 +30,18 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from hpo.config import StudyConfig
     from hpo.tasks import Task
 
-__all__ = ["SoftLabels", "TeacherMember", "check_teacher", "soft_labels", "teacher_members"]
+__all__ = [
+    "SoftLabels",
+    "TeacherMember",
+    "blend",
+    "check_teacher",
+    "cross_fitted",
+    "soft_labels",
+    "teacher_members",
+]
 
 # How far the recomputed validation scores may differ from the recorded ones: the report rounds
 # to 6 places and the export's weights are float32.
@@ -47,11 +59,19 @@ class TeacherMember:
 
 @dataclass(frozen=True)
 class SoftLabels:
-    """The ensemble's probabilities on the study's training and validation inputs."""
+    """The ensemble's probabilities on the study's training and validation inputs.
+
+    Attributes:
+        folds: 0 when the training labels are the members' own predictions (on rows they
+            learned from), else the folds they were cross-fitted on (`cross_fitted`).
+        seconds: The cross-fitting's training time.
+    """
 
     train: np.ndarray
     val: np.ndarray
     temperature: float | None
+    folds: int = 0
+    seconds: float = 0.0
 
 
 def teacher_members(
@@ -83,13 +103,41 @@ def soft_labels(
         data = task.trial_data(data_folder, member.trial.params)
         train.append(predict_member(task, member.model, data.x_train, member.trial))
         val.append(predict_member(task, member.model, data.x_val, member.trial))
-    weights = np.array([m.weight for m in members])
+    return SoftLabels(
+        train=blend(members, train, temperature),
+        val=blend(members, val, temperature),
+        temperature=temperature,
+    )
 
-    def blend(predictions: list[np.ndarray]) -> np.ndarray:
-        blended = metrics.blend(weights, np.stack(predictions))
-        return blended if temperature is None else apply_temperature(blended, temperature)
 
-    return SoftLabels(train=blend(train), val=blend(val), temperature=temperature)
+def cross_fitted(
+    config: StudyConfig,
+    data_folder: Path,
+    soft: SoftLabels,
+    members: list[TeacherMember],
+    folds: int,
+    log: Any = None,
+) -> SoftLabels:
+    """`soft` with training labels the members did not fit: each row's from the members'
+    configurations trained without its fold (`hpo.ensemble.refit.out_of_fold`), blended with
+    the ensemble's weights and temperature. The validation labels stay the ensemble's own.
+
+    A member predicts the rows it learned from almost as their labels, so the ensemble's own
+    soft labels on the training split are nearly hard; these carry what it is unsure of.
+    """
+    started = time.perf_counter()
+    predictions = out_of_fold(config, data_folder, [m.trial for m in members], folds, log)
+    train = blend(members, [predictions[m.trial.number] for m in members], soft.temperature)
+    seconds = round(time.perf_counter() - started, 1)
+    return dataclasses.replace(soft, train=train, folds=folds, seconds=seconds)
+
+
+def blend(
+    members: list[TeacherMember], predictions: list[np.ndarray], temperature: float | None
+) -> np.ndarray:
+    """The members' predictions blended as the export blends them: weights, then temperature."""
+    blended = metrics.blend(np.array([m.weight for m in members]), np.stack(predictions))
+    return blended if temperature is None else apply_temperature(blended, temperature)
 
 
 def check_teacher(

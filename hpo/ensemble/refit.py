@@ -12,6 +12,7 @@ temperature. Nothing here reads the test set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -39,14 +40,26 @@ from hpo.training.isolation import call_isolated
 from hpo.training.runner import global_policy, prepare_model
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
+    import keras
     from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
+    from hpo.tasks import Task
 
-__all__ = ["RefitJob", "Refitted", "best_epoch", "refit_member", "refit_members"]
+__all__ = [
+    "FoldJob",
+    "RefitJob",
+    "Refitted",
+    "best_epoch",
+    "fold_rows",
+    "out_of_fold",
+    "predict_held_out",
+    "refit_member",
+    "refit_members",
+]
 
 
 @dataclass(frozen=True)
@@ -100,21 +113,82 @@ def best_epoch(trial: FrozenTrial) -> int:
 def refit_member(job: RefitJob) -> Refitted:
     """Trains the member's model from scratch on training + validation data for `job.epochs`
     epochs (in a trial's process) and saves it as its trial stored its member."""
+    with _retrained(job.config, job.data_folder, job.trial, job.epochs, None) as fit:
+        fit.member.save(job.out)
+    return Refitted(job.trial.number, job.out, job.epochs, fit.examples, fit.seconds)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One member trained without some training rows, to predict them: a cross-fitting fold."""
+
+    config: StudyConfig
+    data_folder: Path
+    trial: FrozenTrial
+    epochs: int
+    held_out: np.ndarray
+
+
+def predict_held_out(job: FoldJob) -> np.ndarray:
+    """Trains the member's model from scratch on the training split without `job.held_out`
+    for `job.epochs` epochs (in a trial's process), and gives its probabilities for those rows."""
+    from hpo.ensemble.build import predict_member  # build imports this module
+
+    with _retrained(job.config, job.data_folder, job.trial, job.epochs, job.held_out) as fit:
+        return predict_member(fit.task, fit.member, fit.held_out, job.trial)
+
+
+def fold_rows(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """The training split's rows in `folds` disjoint, seeded parts of (nearly) equal size."""
+    if not 2 <= folds <= n:
+        raise ConfigError(f"cross-fitting needs 2 to {n} folds, got {folds}; use 2 or 5.")
+    return [
+        np.sort(part) for part in np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    ]
+
+
+@dataclass
+class _Fit:
+    task: Task
+    member: keras.Model
+    held_out: np.ndarray
+    examples: int
+    seconds: float
+
+
+@contextlib.contextmanager
+def _retrained(
+    config: StudyConfig,
+    data_folder: Path,
+    trial: FrozenTrial,
+    epochs: int,
+    held_out: np.ndarray | None,
+) -> Iterator[_Fit]:
+    """The trial's model trained from scratch as its trial trained it (parameters, seed,
+    precision, batch size), for `epochs` epochs, in this process: on training + validation data
+    (`held_out` None), else on the training rows not in `held_out`. Inside, Keras's dtype policy
+    is the trial's, so the model predicts as it trained."""
     import keras
 
     configure_threads(0)
     use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
-    config, trial = job.config, job.trial
     task = study_task(config)
-    params = {**trial.params, **task.build_context(job.data_folder)}
-    data = task.trial_data(job.data_folder, params)
-    # Everything learned from the training split (the `nbsvm` family's ratios too) now comes
-    # from training + validation data.
-    data = dataclasses.replace(
-        data,
-        x_train=np.concatenate([data.x_train, data.x_val]),
-        y_train=np.concatenate([data.y_train, data.y_val]),
-    )
+    params = {**trial.params, **task.build_context(data_folder)}
+    data = task.trial_data(data_folder, params)
+    if held_out is None:
+        # Everything learned from the training split (the `nbsvm` family's ratios too) now
+        # comes from training + validation data.
+        held = data.x_val[:0]
+        data = dataclasses.replace(
+            data,
+            x_train=np.concatenate([data.x_train, data.x_val]),
+            y_train=np.concatenate([data.y_train, data.y_val]),
+        )
+    else:
+        keep = np.ones(len(data.y_train), dtype=bool)
+        keep[held_out] = False
+        held = data.x_train[held_out]
+        data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     precision = resolve_precision(config.training.precision, params["family"], gpu_capability())
     with global_policy(precision.value):
         keras.utils.set_random_seed(config.sampler.seed + trial.number)
@@ -125,24 +199,23 @@ def refit_member(job: RefitJob) -> Refitted:
             data,
             optuna.trial.FixedTrial(dict(trial.params)),  # type: ignore[arg-type]
         )
-        x, y = data.x_train, data.y_train
         batch_size = params.get("batch_size") or TRAINING_DEFAULTS["batch_size"]
         started = time.perf_counter()
         model.fit(
             task.dataset(
-                x,
-                interface.encode_labels(y, int(params["classes"])),
+                data.x_train,
+                interface.encode_labels(data.y_train, int(params["classes"])),
                 batch_size,
                 config.sampler.seed + trial.number,
                 bucketed=interface.bucketed,
             ),
-            epochs=job.epochs,
+            epochs=epochs,
             shuffle=False,  # the dataset shuffles, each epoch anew
             verbose=0,
         )
-        seconds = time.perf_counter() - started
-        member_model(model, interface.output, data.x_val[:1]).save(job.out)
-    return Refitted(trial.number, job.out, job.epochs, len(y), round(seconds, 1))
+        seconds = round(time.perf_counter() - started, 1)
+        member = member_model(model, interface.output, data.x_val[:1])
+        yield _Fit(task, member, held, len(data.y_train), seconds)
 
 
 def refit_members(
@@ -157,8 +230,6 @@ def refit_members(
     Args:
         log: Called with a line before each refit (`logging.Logger.info`, say).
     """
-    # The members train on the backend this process loaded: the study's recorded one.
-    env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
     refitted = {}
     for trial in trials:
         epochs = best_epoch(trial)
@@ -166,19 +237,84 @@ def refit_members(
             log(
                 "refitting trial %d (%s) on training + validation data for %d epoch(s)",
                 trial.number,
-                trial.user_attrs.get(Attr.FAMILY, trial.params.get("family")),
+                _family(trial),
                 epochs,
             )
         job = RefitJob(config, data_folder, trial, epochs, folder / f"refit-{trial.number}.keras")
-        log_path = config.study_dir / "logs" / f"refit-{trial.number:05d}.log"
-        try:
-            refitted[trial.number] = call_isolated(refit_member, job, log_path=log_path, env=env)
-        except HpoError:
-            raise
-        except Exception as exc:
-            raise HpoError(
-                f"refitting trial {trial.number} failed ({type(exc).__name__}: "
-                f"{str(exc)[:300]}); its output is in {log_path}. Build the ensemble without "
-                f"--refit meanwhile."
-            ) from exc
+        refitted[trial.number] = _isolated(
+            refit_member, job, f"refit-{trial.number:05d}", "refitting", "--refit"
+        )
     return refitted
+
+
+def out_of_fold(
+    config: StudyConfig,
+    data_folder: Path,
+    trials: Sequence[FrozenTrial],
+    folds: int,
+    log: Any = None,
+) -> dict[int, np.ndarray]:
+    """Each trial's predictions for the training split, every row from a model that did not
+    learn from it: per fold, the trial's configuration trained from scratch on the other folds
+    for its best epoch count, in its own process.
+
+    Args:
+        folds: Parts of the training split (`fold_rows`, seeded by the study's seed).
+        log: Called with a line before each fold.
+    """
+    predictions = {}
+    for trial in trials:
+        epochs = best_epoch(trial)
+        parts: list[np.ndarray] = []
+        rows = fold_rows(_training_rows(config, data_folder, trial), folds, config.sampler.seed)
+        for k, held_out in enumerate(rows):
+            if log is not None:
+                log(
+                    "cross-fitting trial %d (%s), fold %d of %d: %d epoch(s) without %d rows",
+                    trial.number,
+                    _family(trial),
+                    k + 1,
+                    folds,
+                    epochs,
+                    len(held_out),
+                )
+            job = FoldJob(config, data_folder, trial, epochs, held_out)
+            parts.append(
+                _isolated(
+                    predict_held_out,
+                    job,
+                    f"crossfit-{trial.number:05d}-{k}",
+                    "cross-fitting",
+                    "--cross-fit 0",
+                )
+            )
+        full = np.empty((sum(len(r) for r in rows), *parts[0].shape[1:]), dtype=np.float32)
+        for held_out, part in zip(rows, parts, strict=True):
+            full[held_out] = part
+        predictions[trial.number] = full
+    return predictions
+
+
+def _training_rows(config: StudyConfig, data_folder: Path, trial: FrozenTrial) -> int:
+    task = study_task(config)
+    return len(task.trial_data(data_folder, dict(trial.params)).y_train)
+
+
+def _family(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get(Attr.FAMILY, trial.params.get("family")))
+
+
+def _isolated(function: Callable[[Any], Any], job: Any, name: str, what: str, way_out: str) -> Any:
+    """`function(job)` in a trial's process (the study's backend), its output in a log."""
+    # The members train on the backend this process loaded: the study's recorded one.
+    env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
+    log_path = job.config.study_dir / "logs" / f"{name}.log"
+    try:
+        return call_isolated(function, job, log_path=log_path, env=env)
+    except HpoError:
+        raise
+    except Exception as exc:
+        raise HpoError(
+            f"{what} trial {job.trial.number} failed ({type(exc).__name__}: "
+            f"{str(exc)[:300]}); its output is in {log_path}. Run without {way_out} meanwhile."
+        ) from exc

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from optuna.trial import TrialState
 
 from hpo import metrics
 from hpo.command_options import open_study
@@ -18,6 +19,8 @@ from hpo.distill import DISTILLED_DIR, main
 from hpo.distill.student import StudentJob, train_student
 from hpo.ensemble import build_ensemble
 from hpo.ensemble.predict import main as predict_main
+from hpo.ensemble.refit import FoldJob, _retrained, fold_rows, predict_held_out
+from hpo.errors import ConfigError
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
@@ -179,3 +182,60 @@ def test_bad_input_is_named_with_exit_code_2(
     err = capsys.readouterr().err
     assert "'resnet' is not a family of study 'tiny'" in err and "conv1d, sepconv1d" in err
     assert "Traceback" not in err
+
+
+def test_folds_cut_the_training_rows_once_each_the_same_way_for_a_seed() -> None:
+    folds = fold_rows(11, 3, seed=0)
+    assert [len(f) for f in folds] == [4, 4, 3]
+    np.testing.assert_array_equal(np.sort(np.concatenate(folds)), np.arange(11))
+    assert all(np.all(np.diff(f) > 0) for f in folds)
+    again = fold_rows(11, 3, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(folds, again, strict=True))
+    assert not np.array_equal(fold_rows(11, 3, seed=1)[0], folds[0])
+    with pytest.raises(ConfigError, match="needs 2 to 11 folds, got 1"):
+        fold_rows(11, 1, seed=0)
+
+
+def test_a_fold_model_learns_without_its_rows_and_predicts_them(searched: Path) -> None:
+    config, study = open_study(searched, None, None)
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    trial = max(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value or 0)
+    data = IMDB.trial_data(folder, trial.params)
+    held_out = fold_rows(len(data.y_train), 3, config.sampler.seed)[1]
+    with _retrained(config, folder, trial, 1, held_out) as fit:
+        assert fit.examples == len(data.y_train) - len(held_out)
+        np.testing.assert_array_equal(fit.held_out, data.x_train[held_out])
+    with _retrained(config, folder, trial, 1, None) as fit:  # --refit's: train + validation
+        assert fit.examples == len(data.y_train) + len(data.y_val)
+        assert len(fit.held_out) == 0
+    p = predict_held_out(FoldJob(config, folder, trial, 1, held_out))
+    assert p.shape == (len(held_out),) and np.all((p >= 0) & (p <= 1))
+
+
+def test_cross_fitted_soft_labels_replace_the_fitted_ones_on_training_rows_only(
+    distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    study_file, ensemble, fitted = distilled
+    out = tmp_path / "crossfit"
+    args = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
+    assert main([*args, "--cross-fit", "2", "--latency-examples", "60", "--repeats", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    soft = report["soft_labels"]
+    assert soft["cross_fit_folds"] == 2 and soft["cross_fit_seconds"] > 0
+    assert fitted["soft_labels"]["cross_fit_folds"] == 0  # the default
+    assert soft["train_examples"] == fitted["soft_labels"]["train_examples"]
+    # Other labels for the training rows: no member saw the row it labels.
+    assert soft["mean_top_probability"] != fitted["soft_labels"]["mean_top_probability"]
+    # The validation labels are still the ensemble's, which its report recorded.
+    assert report["validation"]["ensemble"] == fitted["validation"]["ensemble"]
+    assert report["test"]["ensemble"] == fitted["test"]["ensemble"]
+
+
+@pytest.mark.parametrize("value", ["1", "-2", "two"])
+def test_cross_fit_takes_0_or_2_folds_or_more(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--ensemble", "e", "--cross-fit", value])
+    assert exited.value.code == 2
+    assert "--cross-fit takes 0 (off) or a number of folds of 2 or more" in capsys.readouterr().err
