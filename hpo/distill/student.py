@@ -18,10 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.backend import compiles_per_shape, configure_threads, gpu_capability, keras_backend
 from hpo.contract import load_keras_file
-from hpo.data.batching import use_width_ladder
-from hpo.precision import resolve_precision
 from hpo.study import TRAINING_DEFAULTS
 from hpo.tasks import study_task
 from hpo.training.interface import Padding, check_padding, member_model
@@ -29,9 +26,9 @@ from hpo.training.runner import (
     CHECKPOINT_NAME,
     EVAL_BATCH,
     fit_best_epoch,
-    global_policy,
     prepare_model,
     probe_rows,
+    trial_process,
 )
 
 if TYPE_CHECKING:
@@ -86,11 +83,7 @@ class StudentResult:
 
 def train_student(job: StudentJob) -> StudentResult:
     """Trains the student on the soft labels and saves its best epoch as `STUDENT_NAME`."""
-    configure_threads(job.threads)
-    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
-    family = job.params["family"]
-    precision = resolve_precision(job.config.training.precision, family, gpu_capability())
-    with global_policy(precision.value):
+    with trial_process(job.config, job.params["family"], job.threads) as precision:
         return _train(job, precision.value)
 
 

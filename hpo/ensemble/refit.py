@@ -24,20 +24,15 @@ import optuna
 from hpo.backend import (
     Backend,
     backend_environment,
-    compiles_per_shape,
-    configure_threads,
-    gpu_capability,
     keras_backend,
 )
 from hpo.contract import Attr
-from hpo.data.batching import use_width_ladder
 from hpo.errors import ConfigError, HpoError
-from hpo.precision import resolve_precision
 from hpo.study import TRAINING_DEFAULTS
 from hpo.tasks import study_task
 from hpo.training.interface import member_model
 from hpo.training.isolation import call_isolated
-from hpo.training.runner import global_policy, prepare_model
+from hpo.training.runner import prepare_model, trial_process
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -170,8 +165,6 @@ def _retrained(
     is the trial's, so the model predicts as it trained."""
     import keras
 
-    configure_threads(0)
-    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     task = study_task(config)
     params = {**trial.params, **task.build_context(data_folder)}
     data = task.trial_data(data_folder, params)
@@ -189,8 +182,7 @@ def _retrained(
         keep[held_out] = False
         held = data.x_train[held_out]
         data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
-    precision = resolve_precision(config.training.precision, params["family"], gpu_capability())
-    with global_policy(precision.value):
+    with trial_process(config, params["family"]):
         keras.utils.set_random_seed(config.sampler.seed + trial.number)
         # A hypermodel builds from the values its trial sampled.
         model, interface = prepare_model(

@@ -114,8 +114,6 @@ def run_trial(job: TrialJob) -> TrialResult:
         optuna.TrialPruned: The pruner or the chance-level check stopped the trial.
         FloatingPointError: The loss became NaN or infinite.
     """
-    configure_threads(job.threads)
-    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     config = job.config
     storage = open_storage(config.storage_url, create=False, heartbeat=False, wait_to_open=True)
     # A hypermodel samples its parameters here, as it builds: each trial's process seeds the
@@ -137,6 +135,7 @@ def run_trial(job: TrialJob) -> TrialResult:
             work,
             deadline=job.deadline,
             cost_ratios=job.cost_ratios,
+            threads=job.threads,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -155,6 +154,7 @@ def train_trial(
     *,
     deadline: float | None = None,
     cost_ratios: Calibration | None = None,
+    threads: int = 0,
 ) -> TrialResult:
     """Trains a trial whose parameters are already sampled, in this process.
 
@@ -166,12 +166,23 @@ def train_trial(
         deadline: Unix time at which the study's budget ends; the trial does not start if its
             first epoch is estimated to end later, and stops before an epoch that would.
         cost_ratios: Calibration of the epoch-time estimate (`hpo.cost.calibration`).
+        threads: CPU threads of the backend (0 leaves its default; see `trial_process`).
     """
+    with trial_process(config, trial.params["family"], threads) as precision:
+        return _train_trial(trial, config, data_folder, work, deadline, cost_ratios, precision)
 
-    family = trial.params["family"]
+
+@contextlib.contextmanager
+def trial_process(config: StudyConfig, family: str, threads: int = 0) -> Iterator[Precision]:
+    """This process set up to train as a trial's does, inside: the backend's CPU threads
+    (`threads`, before it first computes; 0 leaves its default), the batch widths it compiles
+    best, and Keras's dtype policy the family's precision (restored after). Trials, `--refit`,
+    cross-fitting and the distilled student all train inside one."""
+    configure_threads(threads)
+    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     precision = resolve_precision(config.training.precision, family, gpu_capability())
     with global_policy(precision.value):
-        return _train_trial(trial, config, data_folder, work, deadline, cost_ratios, precision)
+        yield precision
 
 
 @contextlib.contextmanager
@@ -452,16 +463,12 @@ def estimate_epochs(job: EstimateJob) -> list[float | None]:
     import keras
 
     task = study_task(job.config)
-    use_width_ladder(compiles_per_shape(keras_backend(), gpu_capability() is not None))
     calibration = job.cost_ratios
     estimates = []
     with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
         for sampled in job.params:
             params = {**sampled, **task.build_context(job.data_folder)}
-            precision = resolve_precision(
-                job.config.training.precision, params["family"], gpu_capability()
-            )
-            with global_policy(precision.value):
+            with trial_process(job.config, params["family"]) as precision:
                 data = task.trial_data(job.data_folder, params)
                 try:
                     model, interface = prepare_model(task, params, data)
