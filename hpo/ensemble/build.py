@@ -107,7 +107,7 @@ def build_ensemble(
             least `top`).
         method: How the plain top-`top` ensemble is weighted (default Caruana selection).
         calibrate: Fit and export a temperature (default True).
-        formats: Exports besides `ensemble.keras`: "savedmodel", "onnx"
+        formats: Exports besides `ensemble.keras`: "savedmodel", "onnx", "litert"
             (`hpo.ensemble.serving`).
         refit: Train each weighted member again on training + validation data for its best
             epoch count, after the choice, and evaluate and export those (`hpo.ensemble.refit`);

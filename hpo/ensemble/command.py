@@ -6,7 +6,7 @@ Command line::
 
     hpo ensemble --top 5 [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--pool 50] [--method caruana|score|uniform] [--no-calibrate] [--out DIR] [--data PATH]
-        [--format savedmodel] [--format onnx]
+        [--format savedmodel] [--format onnx] [--format litert]
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=FORMATS,
         default=[],
-        help="also export as a TensorFlow SavedModel (for TensorFlow Serving) or ONNX, each "
-        "checked in a process without hpo (repeatable); ensemble.keras is always written",
+        help="also export as a TensorFlow SavedModel (for TensorFlow Serving), ONNX or LiteRT, "
+        "each checked in a process without hpo (repeatable); ensemble.keras is always written",
     )
     parser.add_argument(
         "--refit",

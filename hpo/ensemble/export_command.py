@@ -1,4 +1,4 @@
-"""Export the ensemble or one trial as .keras, TensorFlow SavedModel or ONNX, each checked.
+"""Export the ensemble or one trial as .keras, TensorFlow SavedModel, ONNX or LiteRT, each checked.
 
 The `hpo export` command (also `python -m hpo.export`).
 
@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=FORMATS,
         default=[],
-        help="keras, savedmodel (TensorFlow Serving) or onnx; repeatable (default for a trial: "
-        "keras; an ensemble already has its .keras)",
+        help="keras, savedmodel (TensorFlow Serving), onnx or litert (TensorFlow Lite); "
+        "repeatable (default for a trial: keras; an ensemble already has its .keras)",
     )
     parser.add_argument(
         "--out", type=Path, help="a trial's output folder (default exports/<study>-trial<N>)"
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if not args.formats:
             raise ConfigError(
-                "say which formats to add to the ensemble: --format savedmodel and/or "
-                "--format onnx (its ensemble.keras is already there)."
+                "say which formats to add to the ensemble: --format savedmodel, --format onnx "
+                "and/or --format litert (its ensemble.keras is already there)."
             )
         use_backend(export_backend(args.ensemble))
         config, study = open_study(args.study, args.storage, args.study_name)

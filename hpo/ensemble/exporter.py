@@ -71,7 +71,7 @@ def export_trial(
 
     Args:
         number: The trial's number.
-        formats: "keras", "savedmodel" and/or "onnx" (default keras).
+        formats: "keras", "savedmodel", "onnx" and/or "litert" (default keras).
         out_dir: The output folder (default `exports/<study>-trial<N>`), replaced if it exists.
         data: Where the data is, if not where the search read it.
 
@@ -142,7 +142,8 @@ def export_built_ensemble(
     ensemble was evaluated on, and replaces an earlier export of its format.
 
     Args:
-        formats: "savedmodel" and/or "onnx"; "keras" is already there and only verified.
+        formats: "savedmodel", "onnx" and/or "litert"; "keras" is already there and only
+            verified.
         data: Where the data is, if not where the search read it.
 
     Raises:

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 
     from hpo.ensemble.serving import Reference
 
-__all__ = ["NOT_ONNX_TEXT", "ONNX_NAME", "SERVE_ONNX", "export_onnx", "token_model"]
+__all__ = [
+    "NOT_ONNX_TEXT",
+    "ONNX_NAME",
+    "SERVE_ONNX",
+    "export_onnx",
+    "quiet_converter",
+    "token_model",
+]
 
 ONNX_NAME = "ensemble.onnx"
 NOT_ONNX_TEXT = (
@@ -80,7 +87,7 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
     inputs = reference.inputs_for(model)
     signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
     path = folder / ONNX_NAME
-    with _quiet_converter() as printed:
+    with quiet_converter() as printed:
         try:
             model.export(str(path), format="onnx", verbose=False, input_signature=signature)
         except Exception as exc:
@@ -125,11 +132,13 @@ def token_model(model: keras.Model, length: int) -> keras.Model:
 
 
 @contextlib.contextmanager
-def _quiet_converter() -> Iterator[io.StringIO]:
-    # tf2onnx logs each graph rewrite and prints what it skips, TensorFlow warns about the
-    # graph it freezes, Keras's patch for NumPy 2 warns: none of it is news once the export
-    # checks out. What was printed is kept for the error when the conversion fails.
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow")]
+def quiet_converter(names: tuple[str, ...] = ("tf2onnx", "tensorflow")) -> Iterator[io.StringIO]:
+    """Converters' chatter silenced inside; what was printed is kept for an error message.
+
+    tf2onnx logs each graph rewrite and prints what it skips, TensorFlow warns about the graph
+    it freezes, Keras's patch for NumPy 2 warns: none of it is news once the export checks out.
+    """
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     printed = io.StringIO()
     for logger in loggers:

@@ -4,8 +4,9 @@
 formats asked for and checks each against the predictions it must reproduce, on rows of every
 class: `.keras` loaded back by Keras (hpo's layers registered); the TensorFlow SavedModel
 (`Model.export`, a `serve` endpoint and a `serving_default` signature: raw text or images in,
-probabilities out) and ONNX (`hpo.ensemble.onnx_export`) each in a fresh Python process that
-imports its runtime and NumPy only, as a server would, and must import neither hpo nor Keras.
+probabilities out), ONNX (`hpo.ensemble.onnx_export`) and LiteRT (`hpo.ensemble.litert_export`)
+each in a fresh Python process that imports its runtime and NumPy only, as a server would, and
+must import neither hpo nor Keras (nor TensorFlow, for LiteRT).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ if TYPE_CHECKING:
     import keras
 
 __all__ = [
+    "FORBIDDEN",
     "FORMATS",
     "IMPORTED",
+    "LITERT_PACKAGES",
     "SAVED_MODEL_NAME",
     "Format",
     "Reference",
@@ -60,6 +63,7 @@ class Format(str, Enum):
     KERAS = "keras"
     SAVEDMODEL = "savedmodel"
     ONNX = "onnx"
+    LITERT = "litert"
 
 
 FORMATS = tuple(f.value for f in Format)
@@ -67,8 +71,10 @@ FORMATS_ALL = tuple(Format)
 SAVED_MODEL_NAME = "saved_model"
 # What `--format onnx` needs besides TensorFlow: the `onnx` extra (pyproject.toml).
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
+# What `--format litert` needs besides TensorFlow (which converts): the `litert` extra.
+LITERT_PACKAGES = ("ai_edge_litert",)
 # Modules a serving process must not import: a server has neither.
-_FORBIDDEN = ("hpo", "keras")
+FORBIDDEN = ("hpo", "keras")
 
 # The last line of a serving script: which of the named packages loading and serving imported
 # (modules new since `runtime` was taken; for `hpo`, any).
@@ -127,21 +133,22 @@ def check_formats(formats: Iterable[Format], backend: str) -> None:
         ConfigError: A SavedModel or ONNX was asked for off the TensorFlow backend, or ONNX
             without its packages.
     """
-    for served in (Format.SAVEDMODEL, Format.ONNX):
+    for served in (Format.SAVEDMODEL, Format.ONNX, Format.LITERT):
         if served in formats and backend != "tensorflow":
             raise ConfigError(
                 f"--format {served.value} needs the TensorFlow backend, and these models run on "
                 f"{backend}. Export --format keras, or search with "
-                '[training] backend = "tensorflow" to serve them with TensorFlow Serving or '
-                "ONNX Runtime."
+                '[training] backend = "tensorflow" to serve them with TensorFlow Serving, '
+                "ONNX Runtime or LiteRT."
             )
-    missing = [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None]
-    if Format.ONNX in formats and missing:
-        raise ConfigError(
-            f"--format onnx needs {', '.join(ONNX_PACKAGES)}; {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not installed. Install them with "
-            "pip install 'hpo[onnx]'."
-        )
+    for fmt, packages in ((Format.ONNX, ONNX_PACKAGES), (Format.LITERT, LITERT_PACKAGES)):
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        if fmt in formats and missing:
+            raise ConfigError(
+                f"--format {fmt.value} needs {', '.join(packages)}; {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not installed. Install "
+                f"{'it' if len(missing) == 1 else 'them'} with pip install 'hpo[{fmt.value}]'."
+            )
 
 
 def write_exports(
@@ -151,11 +158,12 @@ def write_exports(
 
     Returns:
         The report's `export` entry: the `.keras` file's path, SHA-256 and check at its top
-        level (as `hpo predict` reads them), and `saved_model` and `onnx` entries.
+        level (as `hpo predict` reads them), and `saved_model`, `onnx` and `litert` entries.
 
     Raises:
         HpoError: An export does not load, imports hpo or Keras, or disagrees.
     """
+    from hpo.ensemble.litert_export import export_litert
     from hpo.ensemble.onnx_export import export_onnx
 
     formats = set(formats)
@@ -177,6 +185,8 @@ def write_exports(
         entry["saved_model"] = export_saved_model(model, folder / SAVED_MODEL_NAME, reference)
     if Format.ONNX in formats:
         entry["onnx"] = export_onnx(model, folder, reference)
+    if Format.LITERT in formats:
+        entry["litert"] = export_litert(model, folder, reference)
     return entry
 
 
@@ -220,7 +230,12 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 
 def check_served(
-    script: str, artifact: Path, inputs: np.ndarray, reference: Reference, what: str
+    script: str,
+    artifact: Path,
+    inputs: np.ndarray,
+    reference: Reference,
+    what: str,
+    forbidden: tuple[str, ...] = FORBIDDEN,
 ) -> dict[str, Any]:
     """Serves rows of every class with `script` in a fresh Python process and compares.
 
@@ -232,7 +247,7 @@ def check_served(
         The input's name and `compare_rows`'s summary.
 
     Raises:
-        HpoError: It failed, imported hpo or Keras, or disagrees.
+        HpoError: It failed, imported one of `forbidden` (hpo, Keras), or disagrees.
     """
     rows = check_rows(reference.labels, EXPORT_CHECK_EXAMPLES)
     batch = inputs[rows]
@@ -244,7 +259,7 @@ def check_served(
         # A fresh process in an empty folder, as a server starts.
         command = [sys.executable, "-c", script, str(artifact.resolve()), str(given), str(served)]
         run = subprocess.run(
-            [*command, *_FORBIDDEN], cwd=scratch, capture_output=True, text=True, check=False
+            [*command, *forbidden], cwd=scratch, capture_output=True, text=True, check=False
         )
         if run.returncode != 0:
             last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
@@ -255,8 +270,8 @@ def check_served(
         got = np.load(served)
     if info["imported"]:
         raise HpoError(
-            f"serving {what} in {artifact} imported {', '.join(info['imported'])}; a server has "
-            f"neither, so it must not need them."
+            f"serving {what} in {artifact} imported {', '.join(info['imported'])}; where it is "
+            f"served there is none of {', '.join(forbidden)}, so it must not need them."
         )
     summary = compare_rows(
         got,
@@ -278,6 +293,7 @@ def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_
         (Format.KERAS, entry if "path" in entry else None, "Keras"),
         (Format.SAVEDMODEL, entry.get("saved_model"), "TensorFlow, no hpo"),
         (Format.ONNX, entry.get("onnx"), "ONNX Runtime, no hpo or Keras"),
+        (Format.LITERT, entry.get("litert"), "LiteRT, no hpo, Keras or TensorFlow"),
     ]
     lines = []
     for fmt, part, runtime in parts:
@@ -287,8 +303,9 @@ def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_
             f"  {part['path']:<15} sha256 {part['sha256'][:16]}  loaded by {runtime}: "
             f"{part['checked_examples']} examples within {part['max_abs_difference']:.1e}"
         )
-        if "not_onnx" in part:
-            lines.append(f"    takes token ids, not text: {part['not_onnx']}")
+        for left_out in ("not_onnx", "not_litert"):
+            if left_out in part:
+                lines.append(f"    takes token ids, not text: {part[left_out]}")
     return lines
 
 

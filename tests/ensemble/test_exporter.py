@@ -1,4 +1,5 @@
-"""`hpo export`: a trial or a built ensemble as .keras, SavedModel and ONNX, served without hpo."""
+"""`hpo export`: a trial or a built ensemble as .keras, SavedModel, ONNX and LiteRT, served
+without hpo."""
 
 from __future__ import annotations
 
@@ -47,6 +48,26 @@ assert "hpo" not in sys.modules and "keras" not in sys.modules
 print(json.dumps(probabilities.reshape(len(texts)).tolist()))
 """
 
+# What a device does with the LiteRT export: the same tokenizer, and LiteRT's interpreter alone.
+SERVE_LITERT = SERVE_ONNX.replace(
+    "import onnxruntime\n", "from ai_edge_litert.interpreter import Interpreter\n"
+).replace(
+    """session = onnxruntime.InferenceSession(f"{folder}/ensemble.onnx")
+batch = np.array([encode(text) for text in texts], dtype=np.int32)
+(probabilities,) = session.run(None, {session.get_inputs()[0].name: batch})
+assert "hpo" not in sys.modules and "keras" not in sys.modules""",
+    """interpreter = Interpreter(model_path=f"{folder}/ensemble.tflite")
+batch = np.array([encode(text) for text in texts], dtype=np.int32)
+(given,) = interpreter.get_input_details()
+interpreter.resize_tensor_input(given["index"], batch.shape)
+interpreter.allocate_tensors()
+interpreter.set_tensor(given["index"], batch)
+interpreter.invoke()
+probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+assert not {"hpo", "keras", "tensorflow"} & set(sys.modules)""",
+)
+assert "Interpreter(" in SERVE_LITERT
+
 SERVE_SAVED_MODEL = """
 import json, sys
 import tensorflow as tf
@@ -84,9 +105,11 @@ def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
 ) -> None:
     out = tmp_path / "trial1"
     formats = ["--format", "keras", "--format", "savedmodel", "--format", "onnx"]
+    formats += ["--format", "litert"]
     assert main(["--study", str(study_copy), "--trial", "1", *formats, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "ensemble.onnx" in printed and "not ONNX-able" in printed
+    assert "ensemble.tflite" in printed and "not LiteRT-able" in printed
 
     report = json.loads((out / "report.json").read_text())
     assert report["trial"] == 1 and report["checked_on"] == "validation"
@@ -96,16 +119,20 @@ def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
     assert_recorded(export["onnx"], sha256_file(out / "ensemble.onnx"))
     assert export["onnx"]["input_kind"] == "token ids" and export["onnx"]["input"] == "tokens"
     assert "TextVectorization" in export["onnx"]["not_onnx"]
+    assert_recorded(export["litert"], sha256_file(out / "ensemble.tflite"))
+    assert export["litert"]["input_kind"] == "token ids"
+    assert "TextVectorization" in export["litert"]["not_litert"]
     assert export["tokenizer_sha256"] == sha256_file(out / "tokenizer.json")
 
     expected = predict(out, REVIEWS)  # the .keras export, through hpo
     assert expected[0] > 0.5 > expected[1]
     np.testing.assert_allclose(serve(SERVE_SAVED_MODEL, out, REVIEWS), expected, atol=1e-5)
     np.testing.assert_allclose(serve(SERVE_ONNX, out, REVIEWS), expected, atol=1e-5)
+    np.testing.assert_allclose(serve(SERVE_LITERT, out, REVIEWS), expected, atol=1e-5)
 
 
 @pytest.mark.slow
-def test_an_ensemble_gains_onnx_and_then_a_saved_model_each_serving_its_predictions(
+def test_an_ensemble_gains_onnx_then_a_saved_model_and_litert_each_serving_its_predictions(
     study_copy: Path, tmp_path: Path
 ) -> None:
     from hpo.ensemble import main as ensemble
@@ -118,15 +145,17 @@ def test_an_ensemble_gains_onnx_and_then_a_saved_model_each_serving_its_predicti
     assert "saved_model" not in built and not (out / "saved_model").exists()
 
     added = ["--study", str(study_copy), "--ensemble", str(out), "--format", "savedmodel"]
-    assert main(added) == 0
+    assert main([*added, "--format", "litert"]) == 0
     export = json.loads((out / "report.json").read_text())["export"]
     assert export["sha256"] == built["sha256"] == sha256_file(out / "ensemble.keras")
     assert export["onnx"] == built["onnx"]
     assert_recorded(export["saved_model"], tree_sha256(out / "saved_model"))
+    assert_recorded(export["litert"], sha256_file(out / "ensemble.tflite"))
 
     expected = predict(out, REVIEWS)
     np.testing.assert_allclose(serve(SERVE_SAVED_MODEL, out, REVIEWS), expected, atol=1e-5)
     np.testing.assert_allclose(serve(SERVE_ONNX, out, REVIEWS), expected, atol=1e-5)
+    np.testing.assert_allclose(serve(SERVE_LITERT, out, REVIEWS), expected, atol=1e-5)
 
 
 def test_unknown_trial_and_bad_flags_exit_2_with_the_fix(
@@ -140,7 +169,7 @@ def test_unknown_trial_and_bad_flags_exit_2_with_the_fix(
     assert main(["--study", str(searched), "--ensemble", folder, "--out", folder]) == 2
     assert "--out is for a trial's export" in capsys.readouterr().err
     assert main(["--study", str(searched), "--ensemble", folder]) == 2
-    assert "--format savedmodel and/or --format onnx" in capsys.readouterr().err
+    assert "--format savedmodel, --format onnx and/or --format litert" in capsys.readouterr().err
 
 
 def test_a_trial_whose_checkpoint_gc_removed_is_refused(

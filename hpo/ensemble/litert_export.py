@@ -1,0 +1,114 @@
+"""How to combine, for devices: an export as LiteRT (TensorFlow Lite), run by the LiteRT
+interpreter without hpo, Keras or TensorFlow.
+
+Keras writes it (`Model.export(format="litert")`: a SavedModel, then TensorFlow's converter),
+with LiteRT's built-in operators only: the `ai-edge-litert` interpreter that phones and servers
+run has no TensorFlow ("select", or Flex) operators. An image export goes whole: uint8 images
+in, probabilities out. A raw-text export does not, for the reason ONNX does not take it
+(`hpo.ensemble.onnx_export`): its `.tflite` file takes the study's token ids, and
+`tokenizer.json` beside it makes them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpo.ensemble.export import TOKENIZER_NAME, takes_text
+from hpo.ensemble.onnx_export import quiet_converter, token_model
+from hpo.ensemble.serving import FORBIDDEN, IMPORTED, check_served, inference_model
+from hpo.errors import HpoError
+from hpo.store import sha256_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import keras
+
+    from hpo.ensemble.serving import Reference
+
+__all__ = ["LITERT_NAME", "NOT_LITERT_TEXT", "SERVE_LITERT", "export_litert"]
+
+LITERT_NAME = "ensemble.tflite"
+NOT_LITERT_TEXT = (
+    "raw-text tokenizing is not LiteRT-able with built-in operators: TextVectorization's "
+    "string standardization, split and vocabulary lookup are TensorFlow string ops. The "
+    f".tflite file takes the study's token ids (int32 [batch, length]); {TOKENIZER_NAME} "
+    "beside it makes them from text."
+)
+
+# Run as `python -c` in a fresh process: the LiteRT interpreter and NumPy only. The batch
+# dimension is resized to the inputs', as an app does for a batch of its own size.
+SERVE_LITERT = (
+    """
+import json, sys
+import numpy as np
+
+runtime = set()
+from ai_edge_litert.interpreter import Interpreter
+
+interpreter = Interpreter(model_path=sys.argv[1])
+(given,) = interpreter.get_input_details()
+x = np.load(sys.argv[2], allow_pickle=False)
+interpreter.resize_tensor_input(given["index"], x.shape)
+interpreter.allocate_tensors()
+interpreter.set_tensor(given["index"], x.astype(given["dtype"]))
+interpreter.invoke()
+np.save(sys.argv[3], interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+name = given["name"]
+"""
+    + IMPORTED
+)
+
+
+def export_litert(model: keras.Model, folder: Path, reference: Reference) -> dict[str, Any]:
+    """Writes `model` (its token-id part, for raw text) as `ensemble.tflite` and checks it.
+
+    Returns:
+        The report's entry: path, SHA-256, the input's kind, what was left out and why (text),
+        and how closely the LiteRT interpreter reproduced the predictions.
+
+    Raises:
+        HpoError: The converter needs an operator LiteRT does not build in, or the interpreter
+            cannot run it, or it disagrees.
+    """
+    import tensorflow as tf
+
+    left_out = None
+    if takes_text(model):
+        if reference.tokens is None:
+            raise HpoError("a raw-text export needs the token ids of its check inputs for LiteRT.")
+        model = token_model(model, reference.tokens.shape[1])
+        left_out = NOT_LITERT_TEXT
+    model = inference_model(model)
+    inputs = reference.inputs_for(model)
+    signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
+    path = folder / LITERT_NAME
+    with quiet_converter(("tensorflow", "absl")) as printed:
+        try:
+            model.export(
+                str(path),
+                format="litert",
+                verbose=False,
+                input_signature=signature,
+                target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+            )
+        except Exception as exc:
+            raise HpoError(
+                f"the LiteRT converter could not convert this model with built-in operators "
+                f"({type(exc).__name__}: {str(exc)[:400]}; it printed: "
+                f"{printed.getvalue()[-500:]!r}). Export it as --format savedmodel or onnx "
+                "instead."
+            ) from exc
+    checked = check_served(
+        SERVE_LITERT, path, inputs, reference, "the LiteRT export", (*FORBIDDEN, "tensorflow")
+    )
+    entry = {
+        "path": LITERT_NAME,
+        "sha256": sha256_file(path),
+        "input_kind": "token ids" if left_out else "raw",
+        "loaded_with": "ai_edge_litert.interpreter.Interpreter, without hpo, keras or tensorflow",
+        **checked,
+    }
+    if left_out:
+        entry.update(tokenizer=TOKENIZER_NAME, not_litert=left_out)
+    return entry
