@@ -28,6 +28,7 @@ from hpo import metrics
 from hpo.backend import gpu_capability
 from hpo.budget import format_duration, union_seconds
 from hpo.errors import ConfigError, HpoError
+from hpo.space import fit_value
 from hpo.study import TRAINING_DEFAULTS, search_space
 from hpo.tasks import study_task
 from hpo.training.interface import to_probabilities
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.ensemble import EnsembleResult
+    from hpo.study import SearchSpace
     from hpo.tasks import Task
     from hpo.training.interface import ModelInterface
 
@@ -157,14 +159,21 @@ def prepare(config: StudyConfig, data: str | None) -> tuple[Task, Path]:
     return task, task.prepare(config, data, search_space(task, config.space).shared)
 
 
-def family_defaults(task: Task, family: str) -> dict[str, Any]:
-    """A family's hand-made default trial (training defaults, the task's, the family's own)."""
-    return {
+def family_defaults(task: Task, family: str, space: SearchSpace | None = None) -> dict[str, Any]:
+    """A family's hand-made default trial (training defaults, the task's, the family's own),
+    each value fitted into `space` (a study's narrowed one, whose prepared data may hold shorter
+    sequences or a smaller vocabulary than the defaults ask for) when one is given."""
+    values = {
         **TRAINING_DEFAULTS,
         **task.defaults,
         **task.families[family].DEFAULTS,
         "family": family,
     }
+    if space is not None:
+        for name, dist in {**space.shared, **space.families.get(family, {})}.items():
+            if name in values:
+                values[name] = fit_value(dist, values[name])
+    return values
 
 
 @contextlib.contextmanager

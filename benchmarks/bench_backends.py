@@ -106,7 +106,7 @@ def main() -> int:
     )
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for family in args.families:
-        params = family_defaults(task, family)
+        params = family_defaults(task, family, space)
         for name in args.backends:
             backend = Backend(name)
             job = {

@@ -30,6 +30,7 @@ from hpo.contract import fetch_predictions
 from hpo.ensemble.selection import ranked_trials
 from hpo.ensemble.weighting import Method, fit_weights
 from hpo.store import open_artifact_store
+from hpo.study import search_space
 from hpo.training.callbacks import EpochClock
 
 
@@ -59,7 +60,8 @@ def main() -> int:
         study_predictions = [fetch_predictions(store, t, Path(tmp)) for t in members]
 
     family = task.families["ngram"]
-    params = {**family_defaults(task, "ngram"), **task.build_context(folder)}
+    space = search_space(task, config.space)
+    params = {**family_defaults(task, "ngram", space), **task.build_context(folder)}
     data = task.trial_data(folder, params)
     keras.utils.set_random_seed(config.sampler.seed)
     model = family.build(params)
