@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -264,10 +265,19 @@ def check_space_drift(study: optuna.Study, space: SearchSpace) -> list[str]:
         try:
             check_distribution_compatibility(old, new)
         except ValueError as exc:
+            restore = "restore the earlier one"
+            if isinstance(old, CategoricalDistribution) and isinstance(
+                new, CategoricalDistribution
+            ):
+                # New choices (a family added to hpo since the study began, say): the study
+                # resumes with its own choices listed in the study file.
+                listed = ", ".join(json.dumps(c) for c in old.choices)
+                restore = f"list the study's own choices in its study file: {name} = [{listed}]"
+                restore += " under [space]"
             raise ConfigError(
                 f"the search space changed incompatibly for study {study.study_name!r}: "
                 f"parameter {name!r} was {old} and is now {new} ({exc}). Use a new study name "
-                f"(the 'name' key) for the new space, or restore the earlier one."
+                f"(the 'name' key) for the new space, or {restore}."
             ) from exc
         notes.append(f"parameter {name!r} changed from {old} to {new}; earlier trials are kept.")
     return notes

@@ -6,7 +6,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hpo.errors import ConfigError
 from hpo.space import fit_value, narrow_space
-from hpo.study import enqueue_defaults, sample_params, search_space
+from hpo.study import check_space_drift, enqueue_defaults, sample_params, search_space
 from hpo.tasks.imdb import IMDB
 
 
@@ -73,3 +73,19 @@ def test_defaults_are_enqueued_once_and_fit_the_narrowed_space() -> None:
     assert by_family["sepconv1d"]["learning_rate"] == pytest.approx(3e-3)
     assert by_family["ngram"]["seq_len"] == 200  # its own default (1600), fitted
     assert by_family["ngram"]["ngram_order"] == 2
+
+
+def test_a_study_from_before_a_family_was_added_resumes_with_its_own_families_listed() -> None:
+    before = ["conv1d", "sepconv1d", "ngram"]
+    study = optuna.create_study()
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"family": "ngram"},
+            distributions={"family": CategoricalDistribution(before)},
+            value=0.8,
+        )
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_space_drift(study, search_space(IMDB, {}))
+    assert 'family = ["conv1d", "sepconv1d", "ngram"] under [space]' in str(refused.value)
+    assert check_space_drift(study, search_space(IMDB, {"family": before})) == []

@@ -123,7 +123,7 @@ def test_space_drift_is_refused_before_any_trial_and_range_changes_are_noted(
     assert main(["--study", str(path)]) == 2
     err = capsys.readouterr().err
     assert "parameter 'batch_size'" in err
-    assert "Use a new study name" in err
+    assert "Use a new study name" in err and "batch_size = [32] under [space]" in err
     config = load_study_config(path)
     unchanged = _study(config.storage_url, config.name)
     assert len(unchanged.trials) == 2
