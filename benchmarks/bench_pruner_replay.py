@@ -1,9 +1,10 @@
 """The median pruner's start-up rule, replayed on a finished study's own learning curves.
 
-For each setting (`startup_trials` x `warmup_epochs`), the study's trials are replayed one at a
-time in the order they started, as one worker ran them: each reports its recorded validation
-values epoch by epoch to Optuna's `MedianPruner` with that setting (what hpo's `[pruner]`
-builds), which may stop it before the run did. Printed side by side in one run: the trials the
+For each setting (`startup_trials` x `warmup_epochs` x judged within the study or within the
+trial's family, `by_family`), the study's trials are replayed one at a time in the order they
+started, as one worker ran them: each reports its recorded validation values epoch by epoch to
+Optuna's `MedianPruner` with that setting (what hpo's `[pruner]` builds), which may stop it
+before the run did. Printed side by side in one run: the trials the
 setting stops earlier than the run, the epochs and training time that frees, and which of the
 run's five best trials (the ensemble's candidates) it would have lost. The run's own setting
 comes first and must reproduce the run's median-pruner decisions (`agrees`), which shows the
@@ -17,7 +18,7 @@ Limits, printed with the table:
 
 Usage:
     python benchmarks/bench_pruner_replay.py --study studies/cifar10.toml
-        [--startup 1 2 3 5] [--warmup 0 1 2]
+        [--startup 1 2 3 5] [--warmup 0 1 2] [--within study family]
     python benchmarks/bench_pruner_replay.py --storage sqlite:///PATH/study.db --study-name NAME
 """
 
@@ -28,12 +29,14 @@ import sys
 from typing import TYPE_CHECKING, NamedTuple
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from hpo.budget import format_duration
 from hpo.command_options import add_study_arguments, open_study
 from hpo.config import PrunerKind
 from hpo.contract import Attr
+from hpo.study import FamilyPruner
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,6 +51,7 @@ class Replayed(NamedTuple):
 
     startup: int
     warmup: int
+    by_family: bool
     stopped_earlier: list[int]  # trial numbers stopped before the run stopped them
     epochs_saved: int
     seconds_saved: float
@@ -80,18 +84,27 @@ def pruned_by_median(trial: FrozenTrial) -> bool:
     )
 
 
-def replay(trials: Sequence[FrozenTrial], startup: int, warmup: int) -> Replayed:
-    """Replays the trials' curves (`curves` order) through a `MedianPruner(startup, warmup)`."""
+def replay(
+    trials: Sequence[FrozenTrial], startup: int, warmup: int, by_family: bool = False
+) -> Replayed:
+    """Replays the trials' curves (`curves` order) through a `MedianPruner(startup, warmup)`,
+    judging each trial within its family (`hpo.study.FamilyPruner`) if `by_family`."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
+        n_startup_trials=startup, n_warmup_steps=warmup
+    )
+    if by_family:
+        pruner = FamilyPruner(pruner)
     study = optuna.create_study(direction="maximize", pruner=pruner)
+    families = CategoricalDistribution(sorted({str(t.params.get("family")) for t in trials}))
     best = set(top_trials(trials))
     earlier: list[int] = []
     pruned_here: set[int] = set()
     epochs_saved, seconds_saved, unknown = 0, 0.0, 0
     for recorded in curves(trials):
         values = sorted(recorded.intermediate_values.items())
-        trial = study.ask()
+        study.enqueue_trial({"family": str(recorded.params.get("family"))})
+        trial = study.ask({"family": families})
         stop = None
         for step, value in values:
             trial.report(value, step)
@@ -117,6 +130,7 @@ def replay(trials: Sequence[FrozenTrial], startup: int, warmup: int) -> Replayed
     return Replayed(
         startup,
         warmup,
+        by_family,
         earlier,
         epochs_saved,
         round(seconds_saved, 1),
@@ -126,18 +140,20 @@ def replay(trials: Sequence[FrozenTrial], startup: int, warmup: int) -> Replayed
     )
 
 
-def table(results: Sequence[Replayed], run: tuple[int, int] | None) -> str:
+def table(results: Sequence[Replayed], run: tuple[int, int, bool] | None) -> str:
     """The settings side by side, the run's own marked."""
     lines = [
-        "| startup trials | warmup epochs | stopped earlier | epochs freed | training time freed "
-        f"| top-{TOP} lost | same decisions as the run | unknown |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| startup trials | warmup epochs | judged within | stopped earlier | epochs freed "
+        f"| training time freed | top-{TOP} lost | same decisions as the run | unknown |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        own = " (the run's)" if (r.startup, r.warmup) == run else ""
+        own = " (the run's)" if (r.startup, r.warmup, r.by_family) == run else ""
         lost = ", ".join(f"trial {n}" for n in r.top_lost) or "none"
+        within = "its family" if r.by_family else "the study"
         lines.append(
-            f"| {r.startup}{own} | {r.warmup} | {len(r.stopped_earlier)} | {r.epochs_saved} | "
+            f"| {r.startup}{own} | {r.warmup} | {within} | {len(r.stopped_earlier)} | "
+            f"{r.epochs_saved} | "
             f"{format_duration(r.seconds_saved)} | {lost} | {'yes' if r.agrees else 'no'} | "
             f"{r.unknown} |"
         )
@@ -151,13 +167,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_study_arguments(parser)
     parser.add_argument("--startup", type=int, nargs="+", default=[1, 2, 3, 5])
     parser.add_argument("--warmup", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--within",
+        nargs="+",
+        choices=["study", "family"],
+        default=["study", "family"],
+        help="judge each trial against the whole study's trials, its family's, or both",
+    )
     args = parser.parse_args(argv)
     config, study = open_study(args.study, args.storage, args.study_name)
     trials = study.get_trials(deepcopy=False)
     run = None
     if config.pruner.kind is PrunerKind.MEDIAN:
-        run = (config.pruner.startup_trials, config.pruner.warmup_epochs)
-    settings = [(s, w) for s in args.startup for w in args.warmup]
+        pruner = config.pruner
+        run = (pruner.startup_trials, pruner.warmup_epochs, pruner.by_family)
+    settings = [
+        (s, w, within == "family")
+        for within in args.within
+        for s in args.startup
+        for w in args.warmup
+    ]
     if run is not None:
         settings = [run, *(s for s in settings if s != run)]
     trained = curves(trials)
@@ -168,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Study {study.study_name!r}: {len(trained)} trials trained {format_duration(seconds)} "
         f"in all; the run's top {TOP}: {', '.join(map(str, top_trials(trials)))}."
     )
-    print(table([replay(trials, s, w) for s, w in settings], run))
+    print(table([replay(trials, s, w, f) for s, w, f in settings], run))
     print(
         "\nA trial the run stopped cannot go further in a replay (`unknown`: the run pruned it, "
         "this setting would not have); the time freed would have gone to other trials, which "

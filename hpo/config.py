@@ -88,11 +88,15 @@ class PrunerConfig:
         kind: "median" (default), "hyperband" or "none".
         startup_trials: Median pruner: trials that finish before any pruning.
         warmup_epochs: Median pruner: epochs of each trial that are never pruned.
+        by_family: Median pruner: judge a trial against the finished trials of its own family
+            only (and count `startup_trials` per family), so that a family that learns fast
+            does not prune every trial of the others at their first judged epoch.
     """
 
     kind: PrunerKind = PrunerKind.MEDIAN
     startup_trials: int = 5
     warmup_epochs: int = 1
+    by_family: bool = False
 
     def __post_init__(self) -> None:
         _require(self.startup_trials >= 0, "pruner.startup_trials", self.startup_trials, ">= 0")

@@ -21,10 +21,10 @@ from hpo.errors import ConfigError
 from hpo.space import TRAINING_SPACE, fit_value, narrow_space, suggest, suggest_all
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from optuna.storages import BaseStorage
-    from optuna.trial import FrozenTrial
+    from optuna.trial import FrozenTrial, TrialState
 
     from hpo.config import StudyConfig
     from hpo.space import Space
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIRECTION",
+    "FamilyPruner",
     "SearchSpace",
     "best_trial",
     "check_settings",
@@ -156,10 +157,50 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
             min_resource=1, max_resource=config.training.max_epochs
         )
     if settings.kind is PrunerKind.MEDIAN:
-        return optuna.pruners.MedianPruner(
+        median = optuna.pruners.MedianPruner(
             n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_epochs
         )
+        return FamilyPruner(median) if settings.by_family else median
     return optuna.pruners.NopPruner()
+
+
+class FamilyPruner(optuna.pruners.BasePruner):
+    """An Optuna pruner that sees, of the study, only the trials of the judged trial's family.
+
+    A median over every family compares a trial with the families that learn fastest: in a study
+    where one family's first epoch already beats another's best, every trial of the slower
+    family is pruned at its first judged epoch, whatever it would have become, and the
+    ensemble loses the family. Judged within its family, a trial is pruned for being worse than
+    its own kind.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, key: str = "family") -> None:
+        self._pruner, self._key = pruner, key
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        view = _Family(study, trial.params.get(self._key), self._key)
+        return self._pruner.prune(view, trial)  # type: ignore[arg-type]
+
+
+class _Family:
+    """What Optuna's percentile pruners read of a study (its direction and its trials), the
+    trials narrowed to one family."""
+
+    def __init__(self, study: optuna.Study, family: Any, key: str) -> None:
+        self._study, self._family, self._key = study, family, key
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.direction
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return [
+            t
+            for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+            if t.params.get(self._key) == self._family
+        ]
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

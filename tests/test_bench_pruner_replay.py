@@ -24,11 +24,14 @@ def _trial(
     state: TrialState = TrialState.COMPLETE,
     reason: str = "",
     start: int | None = None,
+    family: str = "conv1d",
 ) -> optuna.trial.FrozenTrial:
     trial = optuna.trial.create_trial(
         state=state,
         value=max(curve) if state is TrialState.COMPLETE else None,
         intermediate_values=dict(enumerate(curve)),
+        params={"family": family},
+        distributions={"family": optuna.distributions.CategoricalDistribution([family])},
         user_attrs={"epoch_seconds": 60.0, **({"prune_reason": reason} if reason else {})},
     )
     trial.number = number
@@ -84,3 +87,14 @@ def test_the_runs_own_pruning_is_reproduced_and_trials_it_cut_are_unknown_elsewh
     lax = bench.replay(trials, startup=5, warmup=0)
     assert not lax.agrees and lax.unknown == 1
     assert [t.number for t in bench.curves(trials)] == [8, *range(8)]
+
+
+def test_judged_within_its_family_a_slow_familys_trials_are_let_run() -> None:
+    # Two trials of a family at 0.88-0.91 from the first epoch, then one of a family that
+    # starts lower and ends as the study's best.
+    trials = [_trial(0, [0.88, 0.90], family="nbsvm"), _trial(1, [0.89, 0.91], family="nbsvm")]
+    trials.append(_trial(2, [0.80, 0.86, 0.93], family="conv1d"))
+    plain = bench.replay(trials, startup=2, warmup=0)
+    assert plain.stopped_earlier == [2] and plain.top_lost == [2]
+    within = bench.replay(trials, startup=2, warmup=0, by_family=True)
+    assert within.stopped_earlier == [] and within.by_family

@@ -139,3 +139,21 @@ def test_each_bound_takes_its_edge_and_refuses_one_past_it(
     assert str(refused.value) == (
         f"{tmp_path / 's.toml'}: '{name}' must be {expected}, got {shown!r}."
     )
+
+
+def test_pruning_within_each_family_is_off_unless_asked_and_builds_the_family_pruner(
+    tmp_path: Path,
+) -> None:
+    from hpo.study import FamilyPruner, make_pruner
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n')
+    assert not load_study_config(path).pruner.by_family
+    assert not isinstance(make_pruner(load_study_config(path)), FamilyPruner)
+    path.write_text('name = "s"\n[pruner]\nby_family = true\n')
+    config = load_study_config(path)
+    assert config.pruner.by_family and isinstance(make_pruner(config), FamilyPruner)
+    # A study recorded before the setting existed reads back with it off.
+    recorded = config_to_dict(config)
+    del recorded["pruner"]["by_family"]
+    assert config_from_dict(recorded).pruner.by_family is False

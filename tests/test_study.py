@@ -6,7 +6,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hpo.errors import ConfigError
 from hpo.space import fit_value, narrow_space
-from hpo.study import check_space_drift, enqueue_defaults, sample_params, search_space
+from hpo.study import (
+    FamilyPruner,
+    check_space_drift,
+    enqueue_defaults,
+    sample_params,
+    search_space,
+)
 from hpo.tasks.imdb import IMDB
 
 
@@ -89,3 +95,40 @@ def test_a_study_from_before_a_family_was_added_resumes_with_its_own_families_li
         check_space_drift(study, search_space(IMDB, {}))
     assert 'family = ["conv1d", "sepconv1d", "ngram"] under [space]' in str(refused.value)
     assert check_space_drift(study, search_space(IMDB, {"family": before})) == []
+
+
+def test_a_family_pruner_judges_a_trial_against_its_own_family_only() -> None:
+    families = CategoricalDistribution(["fast", "slow"])
+
+    def run(study: optuna.Study, family: str, curve: list[float]) -> bool:
+        """Runs one trial of `family` through `curve`; whether the pruner stopped it."""
+        study.enqueue_trial({"family": family})
+        trial = study.ask({"family": families})
+        assert trial.params["family"] == family
+        for step, value in enumerate(curve):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return True
+        study.tell(trial, curve[-1])
+        return False
+
+    def median() -> optuna.pruners.MedianPruner:
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+    plain = optuna.create_study(direction="maximize", pruner=median())
+    by_family = optuna.create_study(direction="maximize", pruner=FamilyPruner(median()))
+    for study in (plain, by_family):
+        for curve in ([0.88, 0.90], [0.89, 0.91]):
+            assert not run(study, "fast", curve)
+    # A slow family's good trial: below the fast family's first epoch, so the study-wide median
+    # stops it; its own family has no finished trial to judge it by.
+    slow = [0.80, 0.86, 0.89]
+    assert run(plain, "slow", slow)
+    assert not run(by_family, "slow", slow)
+    assert not run(by_family, "slow", [0.81, 0.87, 0.88])
+    # Once its family has two, a worse one of the family is stopped, and the fast family's
+    # trials are still judged by their own.
+    assert run(by_family, "slow", [0.70, 0.75])
+    assert run(by_family, "fast", [0.85, 0.86])
+    assert not run(by_family, "fast", [0.90, 0.92])
