@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
-from hpo.backend import Backend, backend_environment, keras_backend
+from hpo.backend import keras_backend
 from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
 from hpo.data import provenance, testset
 from hpo.distill.latency import latencies
@@ -43,14 +43,14 @@ from hpo.ensemble.export import (
     takes_text,
 )
 from hpo.ensemble.predict import load_export
+from hpo.ensemble.refit import in_trial_process
 from hpo.ensemble.report import publish
 from hpo.ensemble.selection import ranked_trials
-from hpo.errors import ConfigError, DataError, HpoError
+from hpo.errors import ConfigError, DataError
 from hpo.store import open_artifact_store, sha256_file
 from hpo.study import default_params, search_space
 from hpo.tasks import study_task
 from hpo.training.interface import tolerance
-from hpo.training.isolation import call_isolated
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -356,17 +356,7 @@ def _predict(task: Task, model: keras.Model, x: np.ndarray, bucketed: bool) -> n
 def _train(job: StudentJob, config: StudyConfig) -> StudentResult:
     """Trains the student in its own process, as a trial is trained."""
     log_path = config.study_dir / "logs" / "distill.log"
-    # The student trains on the backend this process loaded: the study's recorded one.
-    env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
-    try:
-        return call_isolated(train_student, job, log_path=log_path, env=env)
-    except HpoError:
-        raise
-    except Exception as exc:
-        raise HpoError(
-            f"training the student failed ({type(exc).__name__}: {str(exc)[:300]}); its "
-            f"output is in {log_path}."
-        ) from exc
+    return in_trial_process(train_student, job, log_path, "training the student failed")
 
 
 def _ensemble_test(

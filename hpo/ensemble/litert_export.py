@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hpo.ensemble.export import TOKENIZER_NAME, takes_text
-from hpo.ensemble.onnx_export import quiet_converter, token_model
-from hpo.ensemble.serving import FORBIDDEN, IMPORTED, check_served, inference_model
+from hpo.ensemble.export import TOKENIZER_NAME
+from hpo.ensemble.onnx_export import quiet_converter, traced
+from hpo.ensemble.serving import FORBIDDEN, IMPORTED, check_served
 from hpo.errors import HpoError
 from hpo.store import sha256_file
 
@@ -73,15 +73,8 @@ def export_litert(model: keras.Model, folder: Path, reference: Reference) -> dic
     """
     import tensorflow as tf
 
-    left_out = None
-    if takes_text(model):
-        if reference.tokens is None:
-            raise HpoError("a raw-text export needs the token ids of its check inputs for LiteRT.")
-        model = token_model(model, reference.tokens.shape[1])
-        left_out = NOT_LITERT_TEXT
-    model = inference_model(model)
-    inputs = reference.inputs_for(model)
-    signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
+    model, inputs, signature, text = traced(model, reference, "LiteRT")
+    left_out = NOT_LITERT_TEXT if text else None
     path = folder / LITERT_NAME
     with quiet_converter(("tensorflow", "absl")) as printed:
         try:

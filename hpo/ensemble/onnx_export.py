@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import keras
+    import numpy as np
 
     from hpo.ensemble.serving import Reference
 
@@ -36,6 +37,7 @@ __all__ = [
     "export_onnx",
     "quiet_converter",
     "token_model",
+    "traced",
 ]
 
 ONNX_NAME = "ensemble.onnx"
@@ -75,17 +77,8 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
     Raises:
         HpoError: tf2onnx cannot convert it, or ONNX Runtime cannot run it, or it disagrees.
     """
-    import tensorflow as tf
-
-    left_out = None
-    if takes_text(model):
-        if reference.tokens is None:
-            raise HpoError("a raw-text export needs the token ids of its check inputs for ONNX.")
-        model = token_model(model, reference.tokens.shape[1])
-        left_out = NOT_ONNX_TEXT
-    model = inference_model(model)
-    inputs = reference.inputs_for(model)
-    signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
+    model, inputs, signature, text = traced(model, reference, "ONNX")
+    left_out = NOT_ONNX_TEXT if text else None
     path = folder / ONNX_NAME
     with quiet_converter() as printed:
         try:
@@ -107,6 +100,32 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
     if left_out:
         entry.update(tokenizer=TOKENIZER_NAME, not_onnx=left_out)
     return entry
+
+
+def traced(
+    model: keras.Model, reference: Reference, runtime: str
+) -> tuple[keras.Model, np.ndarray, list[Any], bool]:
+    """What a converter traces for `runtime` (ONNX, LiteRT), which has no string operators:
+    the model from token ids for raw text (`token_model`), else the model itself, called with
+    `training=False`; with the check inputs in that form, their input signature (any batch),
+    and whether the tokenizing was left out.
+
+    Raises:
+        HpoError: A raw-text model whose reference has no token ids.
+    """
+    import tensorflow as tf
+
+    text = takes_text(model)
+    if text:
+        if reference.tokens is None:
+            raise HpoError(
+                f"a raw-text export needs the token ids of its check inputs for {runtime}."
+            )
+        model = token_model(model, reference.tokens.shape[1])
+    model = inference_model(model)
+    inputs = reference.inputs_for(model)
+    signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
+    return model, inputs, signature, text
 
 
 def token_model(model: keras.Model, length: int) -> keras.Model:

@@ -50,6 +50,7 @@ __all__ = [
     "Refitted",
     "best_epoch",
     "fold_rows",
+    "in_trial_process",
     "out_of_fold",
     "predict_held_out",
     "refit_member",
@@ -296,17 +297,31 @@ def _family(trial: FrozenTrial) -> str:
     return str(trial.user_attrs.get(Attr.FAMILY, trial.params.get("family")))
 
 
-def _isolated(function: Callable[[Any], Any], job: Any, name: str, what: str, way_out: str) -> Any:
-    """`function(job)` in a trial's process (the study's backend), its output in a log."""
-    # The members train on the backend this process loaded: the study's recorded one.
+def in_trial_process(
+    function: Callable[[Any], Any], job: Any, log_path: Path, failed: str, hint: str = ""
+) -> Any:
+    """`function(job)` in a trial's process on the backend this process loaded (the study's
+    recorded one), its output in `log_path`; a failure other than hpo's own is raised as an
+    HpoError that starts with `failed`, names the log and ends with `hint`."""
     env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
-    log_path = job.config.study_dir / "logs" / f"{name}.log"
     try:
         return call_isolated(function, job, log_path=log_path, env=env)
     except HpoError:
         raise
     except Exception as exc:
         raise HpoError(
-            f"{what} trial {job.trial.number} failed ({type(exc).__name__}: "
-            f"{str(exc)[:300]}); its output is in {log_path}. Run without {way_out} meanwhile."
+            f"{failed} ({type(exc).__name__}: {str(exc)[:300]}); its output is in {log_path}."
+            + (f" {hint}" if hint else "")
         ) from exc
+
+
+def _isolated(function: Callable[[Any], Any], job: Any, name: str, what: str, way_out: str) -> Any:
+    """A member's retraining in a trial's process, its log in the study's logs folder."""
+    log_path = job.config.study_dir / "logs" / f"{name}.log"
+    return in_trial_process(
+        function,
+        job,
+        log_path,
+        f"{what} trial {job.trial.number} failed",
+        f"Run without {way_out} meanwhile.",
+    )
