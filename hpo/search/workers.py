@@ -288,12 +288,19 @@ def _check_defaults(
         )
         return False
     needed = config.budget - left + 3 * cheapest
+    setup = time.time() - clock.started
     raise ConfigError(
-        f"the budget is too small: {format_duration(left)} left of 'budget' = "
-        f"{format_duration(config.budget)}, and one epoch of the cheapest default "
-        f"trial is estimated at {format_duration(cheapest)}. Give a budget with room for a "
-        f"few epochs, for example --budget {math.ceil(needed / 60)}m."
+        f"the budget is too small: preparing the data and costing the default models took "
+        f"{_seconds(setup)} of 'budget' = {_seconds(config.budget)}, leaving "
+        f"{_seconds(max(0.0, left))}, and one epoch of the cheapest default trial is estimated "
+        f"at {_seconds(cheapest)}. Give a budget with room for a few epochs, for example "
+        f"--budget {math.ceil(needed / 60)}m."
     )
+
+
+def _seconds(seconds: float) -> str:
+    """A duration for an error message: tenths of a second below ten seconds."""
+    return f"{seconds:.1f}s" if seconds < 10 else format_duration(seconds)
 
 
 def run_worker(
