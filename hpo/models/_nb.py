@@ -45,6 +45,12 @@ class NGramFeatures(keras.layers.Layer):
         """Rows of the id space: words, then hashed n-grams."""
         return self.vocab_size + self.buckets
 
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        # The hash layers hold no weights; building them says so to Keras, which otherwise warns
+        # that this layer's state is unbuilt.
+        for hash_layer in self._hashes:
+            hash_layer.build(input_shape)
+
     def call(self, tokens: Any) -> Any:
         tokens = ops.cast(tokens, "int32")
         parts = [tokens]
