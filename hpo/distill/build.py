@@ -8,6 +8,7 @@ to score the student beside the ensemble and its best member and to time all thr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -96,6 +97,7 @@ def distill_ensemble(
     latency_examples: int = LATENCY_EXAMPLES,
     repeats: int = LATENCY_REPEATS,
     cross_fit: int = 0,
+    label_weight: float = 0.0,
     progress: Callable[[str], None] = _log.info,
 ) -> DistillResult:
     """Trains one model of the study on the ensemble's soft labels, tests it once, exports it.
@@ -120,6 +122,9 @@ def distill_ensemble(
             members' configurations trained from scratch without its fold of K, for their
             trials' best epoch counts (K trainings per member; the validation labels stay the
             ensemble's).
+        label_weight: The true labels' share of the student's training targets, from 0 (the
+            soft labels alone, the default) to 1 (the labels alone: the student's family trained
+            as a trial is, the baseline distillation is measured against).
         progress: Called with a line as each step ends.
 
     Raises:
@@ -165,13 +170,14 @@ def distill_ensemble(
             f"labels agree with the training labels on "
             f"{metrics.accuracy(labels.y_train, soft.train):.4f} of rows."
         )
+    soft = dataclasses.replace(soft, label_weight=label_weight)
     member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
     params, chosen = choose_student(task, space, study, members, member_latency, family)
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
 
     with tempfile.TemporaryDirectory(prefix="hpo-distill-") as scratch:
         targets = Path(scratch) / "soft_labels.npy"
-        np.save(targets, soft.train.astype(np.float32))
+        np.save(targets, soft.targets(labels.y_train).astype(np.float32))
         job = StudentJob(
             config=config,
             data_folder=data_folder,

@@ -6,8 +6,8 @@ Command line::
 
     hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
         [--study studies/imdb.toml | --storage URL --study-name NAME]
-        [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K] [--out DIR]
-        [--data PATH]
+        [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K]
+        [--label-weight W] [--out DIR] [--data PATH]
 """
 
 from __future__ import annotations
@@ -73,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0: the members' own predictions)",
     )
     parser.add_argument(
+        "--label-weight",
+        type=label_weight,
+        default=0.0,
+        metavar="W",
+        help="the true labels' share of the student's training targets: W x labels + (1 - W) x "
+        "soft labels (default 0: the soft labels alone; 1: the labels alone)",
+    )
+    parser.add_argument(
         "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"
     )
     parser.add_argument("--data", help=DATA_HELP)
@@ -94,6 +102,22 @@ def cross_fit_folds(value: str) -> int:
     )
 
 
+def label_weight(value: str) -> float:
+    """`--label-weight W`: a number from 0 to 1."""
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = -1.0
+    if 0.0 <= weight <= 1.0:
+        return weight
+    import argparse
+
+    raise argparse.ArgumentTypeError(
+        f"--label-weight takes a number from 0 (soft labels only) to 1 (true labels only), not "
+        f"{value!r}; use --label-weight 0.5, say."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Distils the ensemble and prints the student beside the ensemble and its best member."""
     read_ensemble_report(args.ensemble)  # a missing ensemble is named before the study opens
@@ -110,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         latency_examples=args.latency_examples,
         repeats=args.repeats,
         cross_fit=args.cross_fit,
+        label_weight=args.label_weight,
         progress=lambda line: print(line, flush=True),
     )
     print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")

@@ -97,6 +97,8 @@ def distill_report(
             # 0: the members' own predictions on rows they learned from; K: cross-fitted.
             "cross_fit_folds": soft.folds,
             "cross_fit_seconds": soft.seconds,
+            # The true labels' share of the student's targets (0: the soft labels alone).
+            "label_weight": soft.label_weight,
             "train_examples": len(soft.train),
             # How far they are from hard labels: 1 would be one-hot.
             "mean_top_probability": round(float(np.mean(_top(soft.train))), 6),

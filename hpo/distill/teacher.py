@@ -65,6 +65,7 @@ class SoftLabels:
         folds: 0 when the training labels are the members' own predictions (on rows they
             learned from), else the folds they were cross-fitted on (`cross_fitted`).
         seconds: The cross-fitting's training time.
+        label_weight: The true labels' share of the student's training targets (`targets`).
     """
 
     train: np.ndarray
@@ -72,6 +73,18 @@ class SoftLabels:
     temperature: float | None
     folds: int = 0
     seconds: float = 0.0
+    label_weight: float = 0.0
+
+    def targets(self, y_train: np.ndarray) -> np.ndarray:
+        """The student's training targets: `label_weight` x the true labels + the rest x the
+        soft labels. Hinton et al. (2015) weigh a cross-entropy with the labels and one with the
+        soft labels; the cross-entropy is linear in its target, so this is the same loss."""
+        w = self.label_weight
+        if not w:
+            return self.train
+        y = np.asarray(y_train)
+        hard = y.astype(np.float32) if self.train.ndim == 1 else np.eye(self.train.shape[1])[y]
+        return (w * hard + (1.0 - w) * self.train).astype(np.float32)
 
 
 def teacher_members(

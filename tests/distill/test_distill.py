@@ -3,6 +3,7 @@ labels, tested once, and its report and export hold real, reproducible numbers."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
 from hpo.distill.student import StudentJob, train_student
+from hpo.distill.teacher import SoftLabels
 from hpo.ensemble import build_ensemble
 from hpo.ensemble.predict import main as predict_main
 from hpo.ensemble.refit import FoldJob, _retrained, fold_rows, predict_held_out
@@ -218,17 +220,45 @@ def test_cross_fitted_soft_labels_replace_the_fitted_ones_on_training_rows_only(
     study_file, ensemble, fitted = distilled
     out = tmp_path / "crossfit"
     args = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
-    assert main([*args, "--cross-fit", "2", "--latency-examples", "60", "--repeats", "1"]) == 0
+    timing = ["--latency-examples", "60", "--repeats", "1"]
+    assert main([*args, "--cross-fit", "2", "--label-weight", "0.5", *timing]) == 0
     report = json.loads((out / "report.json").read_text())
     soft = report["soft_labels"]
     assert soft["cross_fit_folds"] == 2 and soft["cross_fit_seconds"] > 0
+    assert soft["label_weight"] == 0.5
     assert fitted["soft_labels"]["cross_fit_folds"] == 0  # the default
+    assert fitted["soft_labels"]["label_weight"] == 0
     assert soft["train_examples"] == fitted["soft_labels"]["train_examples"]
     # Other labels for the training rows: no member saw the row it labels.
     assert soft["mean_top_probability"] != fitted["soft_labels"]["mean_top_probability"]
     # The validation labels are still the ensemble's, which its report recorded.
     assert report["validation"]["ensemble"] == fitted["validation"]["ensemble"]
     assert report["test"]["ensemble"] == fitted["test"]["ensemble"]
+
+
+def test_label_weight_mixes_the_true_labels_into_the_targets() -> None:
+    binary = SoftLabels(train=np.array([0.8, 0.3, 0.6]), val=np.zeros(1), temperature=None)
+    y = np.array([1, 0, 0])
+    np.testing.assert_array_equal(binary.targets(y), binary.train)  # weight 0: soft labels
+    half = dataclasses.replace(binary, label_weight=0.5).targets(y)
+    np.testing.assert_allclose(half, [0.9, 0.15, 0.3])
+    np.testing.assert_allclose(dataclasses.replace(binary, label_weight=1.0).targets(y), y)
+    three = SoftLabels(
+        train=np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]), val=np.zeros(1), temperature=None
+    )
+    mixed = dataclasses.replace(three, label_weight=0.25).targets(np.array([1, 2]))
+    np.testing.assert_allclose(mixed, [[0.45, 0.475, 0.075], [0.15, 0.15, 0.7]])
+    np.testing.assert_allclose(mixed.sum(axis=1), 1)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "half", "nan"])
+def test_label_weight_takes_a_number_from_0_to_1(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--ensemble", "e", "--label-weight", value])
+    assert exited.value.code == 2
+    assert "--label-weight takes a number from 0 (soft labels only) to 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["1", "-2", "two"])
