@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Calibration",
     "CostFeatures",
+    "Priced",
     "calibration",
+    "cheapest_epoch",
     "example_flops",
     "prior_seconds",
     "weighted_median",
@@ -153,6 +155,30 @@ class Calibration:
                 return None
             scale = 1.0
         return features.prior_seconds() * scale
+
+
+@dataclass(frozen=True)
+class Priced:
+    """A model as the clock prices it before it trains: its calibration key and its work.
+
+    Attributes:
+        features: What one of its epochs computes; None for a model the prior cannot analyse.
+    """
+
+    family: str
+    precision: str
+    device: str
+    features: CostFeatures | None
+
+    def seconds(self, calibration: Calibration) -> float | None:
+        """Its seconds per epoch under `calibration`; None where nothing tells."""
+        return calibration.estimate(self.features, self.family, self.precision, self.device)
+
+
+def cheapest_epoch(models: Iterable[Priced], calibration: Calibration) -> float | None:
+    """The fewest seconds per epoch among `models` under `calibration`; None if none is priced."""
+    seconds = [s for model in models if (s := model.seconds(calibration)) is not None]
+    return min(seconds) if seconds else None
 
 
 def _key(family: str, precision: str, device: str) -> str:

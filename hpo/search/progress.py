@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
@@ -11,6 +12,8 @@ from hpo.budget import BudgetClock, format_duration
 from hpo.contract import Attr
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
     from optuna.trial import FrozenTrial
 
@@ -21,7 +24,9 @@ __all__ = ["Progress", "describe_trial"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 NOT_STARTED = "not started"
-# Trials in a row that their estimate kept from starting, after which a worker stops.
+# Trials in a row that their estimate kept from starting, after which a worker stops, unless
+# the study's cheapest default model still fits (then smaller configurations can still run, and
+# the sampler learns from the trials that did not start to propose them).
 MAX_NOT_STARTED = 3
 
 
@@ -31,11 +36,25 @@ class Progress:
     disk is full."""
 
     def __init__(
-        self, config: StudyConfig, bar: tqdm[Any] | None, clock: BudgetClock | None = None
+        self,
+        config: StudyConfig,
+        bar: tqdm[Any] | None,
+        clock: BudgetClock | None = None,
+        *,
+        cheapest: Callable[[], float | None] | None = None,
+        deadline: float | None = None,
     ) -> None:
+        """
+        Args:
+            cheapest: Estimated seconds of one epoch of the study's cheapest default model,
+                under the calibration of the moment (None: not known).
+            deadline: Unix time at which the study's budget ends, or None.
+        """
         self.config = config
         self.bar = bar
         self.clock = clock
+        self.cheapest = cheapest
+        self.deadline = deadline
         self.consecutive_failures = 0
         self.not_started = 0
         self.failure_stop: str | None = None
@@ -79,14 +98,33 @@ class Progress:
             self.consecutive_failures = 0
         reason = str(trial.user_attrs.get(Attr.PRUNE_REASON, ""))
         self.not_started = self.not_started + 1 if reason.startswith(NOT_STARTED) else 0
-        if self.not_started >= MAX_NOT_STARTED:
+        if self.not_started >= MAX_NOT_STARTED and not self._cheapest_fits():
             tqdm.write(
-                f"{self.not_started} trials in a row were estimated not to fit in the time left; "
-                f"stopping."
+                f"{self.not_started} trials in a row were estimated not to fit in the time left, "
+                f"{self._cheapest_note()}; stopping."
             )
             study.stop()
         if finished + running >= self.config.n_trials:
             study.stop()
+
+    def _cheapest_fits(self) -> bool:
+        """Whether one epoch of the cheapest default model fits in the per-trial cap and in
+        the budget left: then some trial can still start."""
+        seconds = None if self.cheapest is None else self.cheapest()
+        if seconds is None:
+            return False
+        cap = self.config.trial_cap_seconds
+        left = None if self.deadline is None else self.deadline - time.time()
+        return all(limit is None or seconds <= limit for limit in (cap, left))
+
+    def _cheapest_note(self) -> str:
+        seconds = None if self.cheapest is None else self.cheapest()
+        if seconds is None:
+            return "and the study's default models cannot be costed"
+        return (
+            f"nor does one epoch of the cheapest default model ({format_duration(seconds)}); "
+            f"a larger --budget or max_trial_minutes gives trials room"
+        )
 
 
 def describe_trial(trial: FrozenTrial) -> str:

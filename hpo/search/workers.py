@@ -31,7 +31,7 @@ from hpo.backend import (
 from hpo.budget import BudgetClock, format_duration, spent_seconds
 from hpo.config import config_to_dict
 from hpo.contract import Attr
-from hpo.cost import calibration
+from hpo.cost import Priced, calibration, cheapest_epoch
 from hpo.data import provenance
 from hpo.disk import has_room
 from hpo.errors import ConfigError, DiskFull, HpoError, TrialProcessDied, TrialTimedOut
@@ -174,10 +174,14 @@ def run_search(
         # cannot be saved) before any trial, and prices the cheapest epoch.
         users = any(not is_builtin(f) for f in task.families.values())
         gpus = visible_gpus()
-        if (deadline is not None or users) and not _check_defaults(
-            config, study, task, space, data_folder, clock, gpus[0] if gpus else None
-        ):
-            return _summary(study, config)
+        defaults: list[Priced] = []
+        if deadline is not None or users:
+            checked = _check_defaults(
+                config, study, task, space, data_folder, clock, gpus[0] if gpus else None
+            )
+            if checked is None:
+                return _summary(study, config)
+            defaults = checked
         # On GPUs: `trials_per_gpu` workers per GPU, each worker's trials seeing one GPU.
         per_gpu = config.trials_per_gpu
         default_workers = len(gpus) * per_gpu if gpus else 1
@@ -211,6 +215,7 @@ def run_search(
                     sampler_seed(config, run, i),
                     gpu_of[i],
                     process_identity(os.getpid()),
+                    defaults,
                 ),
                 name=f"hpo-worker-{i}",
             )
@@ -230,6 +235,7 @@ def run_search(
                 progress=progress,
                 clock=clock,
                 gpu=gpu_of[0],
+                defaults=defaults,
             )
         except KeyboardInterrupt:
             for helper in helpers:
@@ -250,13 +256,14 @@ def _check_defaults(
     data_folder: Path,
     clock: BudgetClock,
     gpu: str | None = None,
-) -> bool:
+) -> list[Priced] | None:
     """Builds every family's default model and checks that one epoch of the cheapest default
     trial fits in the budget left.
 
     Returns:
-        Whether it fits. When it does not, a study with finished trials (resumed, its budget
-        spent by them) is told there is nothing to do.
+        The default models as the clock prices them, for the workers (see `cap_epochs`); None
+        when the cheapest does not fit, after telling a study with finished trials (resumed,
+        its budget spent by them) that there is nothing to do.
 
     Raises:
         ConfigError: It does not fit and no trial has finished: the budget is too small.
@@ -269,24 +276,22 @@ def _check_defaults(
     )
     log_path = config.study_dir / "logs" / "check.log"
     env = backend_environment(_backend(config), gpu)
-    estimates = [
-        e for e in call_isolated(estimate_epochs, job, log_path=log_path, env=env) if e is not None
-    ]
+    defaults = call_isolated(estimate_epochs, job, log_path=log_path, env=env)
+    cheapest = cheapest_epoch(defaults, job.cost_ratios)
     left = clock.left()
-    if not estimates:
+    if cheapest is None:
         # No default model can be costed before it trains (subclassed models, say): the
         # trials measure their own epochs, and the epoch clock keeps them in the budget.
-        return True
-    cheapest = min(estimates)
+        return defaults
     if config.budget is None or cheapest <= left:
-        return True
+        return defaults
     if study.get_trials(deepcopy=False, states=FINISHED):
         print(
             f"Study {config.name!r} has {format_duration(left)} of its budget left, less than "
             f"one epoch of its cheapest default trial ({format_duration(cheapest)}); nothing to "
             f"do. Pass a larger --budget to search further."
         )
-        return False
+        return None
     needed = config.budget - left + 3 * cheapest
     setup = time.time() - clock.started
     raise ConfigError(
@@ -315,6 +320,7 @@ def run_worker(
     progress: bool = False,
     clock: BudgetClock | None = None,
     gpu: str | None = None,
+    defaults: Sequence[Priced] = (),
 ) -> str | None:
     """Runs trials until the study holds enough, the budget or timeout ends, or too many fail.
 
@@ -323,6 +329,10 @@ def run_worker(
         seed: This worker's sampler seed (see `hpo.study.sampler_seed`).
         clock: The run's budget clock, for the progress display.
         gpu: The GPU this worker's trials see (`CUDA_VISIBLE_DEVICES`), or None.
+        defaults: The study's default models as the clock prices them (`_check_defaults`):
+            the cheapest, under the calibration of the moment, sets how many epochs the
+            per-trial cap can promise, and whether anything still fits when trials keep being
+            estimated not to.
 
     Returns:
         None, or the reason the worker stopped after `max_failures` consecutive failures.
@@ -344,7 +354,11 @@ def run_worker(
         bar = tqdm(
             total=config.n_trials, initial=_count(study, FINISHED), unit="trial", desc=config.name
         )
-    stopper = Progress(config, bar, clock)
+
+    def cheapest() -> float | None:
+        return cheapest_epoch(defaults, calibration(study.get_trials(deepcopy=False)))
+
+    stopper = Progress(config, bar, clock, cheapest=cheapest, deadline=deadline)
     timeout = config.timeout
     if deadline is not None:
         left = max(0.0, deadline - time.time())
@@ -360,6 +374,7 @@ def run_worker(
                 threads=threads,
                 deadline=deadline,
                 gpu=gpu,
+                defaults=defaults,
             ),
             timeout=timeout,
             callbacks=[stopper, *_collectors(config)],
@@ -391,17 +406,20 @@ def _objective(
     threads: int,
     deadline: float | None,
     gpu: str | None = None,
+    defaults: Sequence[Priced] = (),
 ) -> float:
     started = time.perf_counter()
     WorkerIdentity.current().record(trial)
     sample_params(trial, task, space)
+    ratios = calibration(trial.study.get_trials(deepcopy=False))
     job = TrialJob(
         config=config,
         trial_id=trial._trial_id,
         data_folder=data_folder,
         threads=threads,
         deadline=deadline,
-        cost_ratios=calibration(trial.study.get_trials(deepcopy=False)),
+        cost_ratios=ratios,
+        cheapest=cheapest_epoch(defaults, ratios),
     )
     log_path = config.study_dir / "logs" / f"trial-{trial.number:05d}.log"
     # The trial keeps to its cap and the budget by itself; this ends one that hangs.
@@ -454,6 +472,7 @@ def _worker_process(
     seed: int,
     gpu: str | None,
     parent: tuple[int, str | None],
+    defaults: Sequence[Priced] = (),
 ) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     raise_keyboard_interrupt_on_sigterm()
@@ -461,7 +480,9 @@ def _worker_process(
     # (see `raise_keyboard_interrupt_on_sigterm`), and its trial process dies with it.
     die_with(parent, signal.SIGTERM)
     try:
-        run_worker(config, data_folder, threads, deadline=deadline, seed=seed, gpu=gpu)
+        run_worker(
+            config, data_folder, threads, deadline=deadline, seed=seed, gpu=gpu, defaults=defaults
+        )
     except KeyboardInterrupt:
         sys.exit(130)
     except HpoError as exc:  # the study storage gone for good, say: the reason, not a traceback

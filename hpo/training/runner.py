@@ -26,7 +26,7 @@ from hpo.backend import (
 )
 from hpo.budget import format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
-from hpo.cost import Calibration, CostFeatures, example_flops
+from hpo.cost import Calibration, CostFeatures, Priced, example_flops
 from hpo.data.batching import use_width_ladder
 from hpo.disk import writing
 from hpo.errors import ConfigError
@@ -62,6 +62,7 @@ __all__ = [
     "EstimateJob",
     "TrialJob",
     "TrialResult",
+    "cap_epochs",
     "estimate_epochs",
     "fit_best_epoch",
     "run_trial",
@@ -86,6 +87,8 @@ class TrialJob:
         threads: CPU threads TensorFlow may use.
         deadline: Unix time at which the study's budget ends, or None.
         cost_ratios: Calibration of the cost estimate from earlier trials (`hpo.cost`).
+        cheapest: Estimated seconds of one epoch of the study's cheapest default model under
+            `cost_ratios`, or None: how many epochs the per-trial cap can promise any trial.
     """
 
     config: StudyConfig
@@ -94,6 +97,7 @@ class TrialJob:
     threads: int = 0
     deadline: float | None = None
     cost_ratios: Calibration = field(default_factory=lambda: Calibration())
+    cheapest: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,9 +140,20 @@ def run_trial(job: TrialJob) -> TrialResult:
             deadline=job.deadline,
             cost_ratios=job.cost_ratios,
             threads=job.threads,
+            cheapest=job.cheapest,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def cap_epochs(config: StudyConfig, cap: float, cheapest: float | None) -> int:
+    """Epochs a trial's estimate must fit in its cap to start: `patience + 1` (at most
+    `max_epochs`), or as many of the cheapest default model's epochs as the cap holds, if fewer
+    (at least 1)."""
+    wanted = min(config.training.max_epochs, config.training.patience + 1)
+    if cheapest is None or cheapest <= 0:
+        return wanted
+    return max(1, min(wanted, math.floor(cap / cheapest)))
 
 
 def scratch_folder(config: StudyConfig, number: int) -> Path:
@@ -155,6 +170,7 @@ def train_trial(
     deadline: float | None = None,
     cost_ratios: Calibration | None = None,
     threads: int = 0,
+    cheapest: float | None = None,
 ) -> TrialResult:
     """Trains a trial whose parameters are already sampled, in this process.
 
@@ -167,9 +183,14 @@ def train_trial(
             first epoch is estimated to end later, and stops before an epoch that would.
         cost_ratios: Calibration of the epoch-time estimate (`hpo.cost.calibration`).
         threads: CPU threads of the backend (0 leaves its default; see `trial_process`).
+        cheapest: Estimated seconds per epoch of the study's cheapest default model: where
+            the per-trial cap holds fewer than `patience + 1` of those, a trial needs room for
+            as many as it holds (at least one) to start, not for `patience + 1`.
     """
     with trial_process(config, trial.params["family"], threads) as precision:
-        return _train_trial(trial, config, data_folder, work, deadline, cost_ratios, precision)
+        return _train_trial(
+            trial, config, data_folder, work, deadline, cost_ratios, precision, cheapest
+        )
 
 
 @contextlib.contextmanager
@@ -206,6 +227,7 @@ def _train_trial(
     deadline: float | None,
     cost_ratios: Calibration | None,
     precision: Precision,
+    cheapest: float | None = None,
 ) -> TrialResult:
     import keras
     from optuna_integration import KerasPruningCallback
@@ -252,7 +274,10 @@ def _train_trial(
 
     # Within the study's budget one epoch is worth starting (a late, short trial still yields a
     # member); within its own cap a trial must have room to learn and show it has stopped
-    # improving: `patience + 1` epochs. A config too slow for that is not started at all.
+    # improving: `patience + 1` epochs. A config too slow for that is not started at all. On a
+    # machine where even the cheapest default model fits fewer in the cap, a trial needs room
+    # for as many as that one has (at least one): the study trains what fits instead of
+    # starting nothing.
     deadlines, needs = [], []
     if deadline is not None:
         deadlines.append((deadline, "the study's budget"))
@@ -261,9 +286,7 @@ def _train_trial(
     if cap is not None:
         why = f"the per-trial cap of {format_duration(cap)}"
         deadlines.append((started + cap, why))
-        needs.append(
-            (started + cap, min(config.training.max_epochs, config.training.patience + 1), why)
-        )
+        needs.append((started + cap, cap_epochs(config, cap, cheapest), why))
     for end, epochs, why in needs:
         # Without an estimate (a model hpo cannot cost, and no earlier trial of its family)
         # the trial starts; the epoch clock stops it after the first epoch that shows it won't fit.
@@ -447,15 +470,16 @@ class EstimateJob:
     cost_ratios: Calibration = field(default_factory=lambda: Calibration())
 
 
-def estimate_epochs(job: EstimateJob) -> list[float | None]:
-    """Checks each parameter set's model and estimates its seconds per epoch; trains none.
+def estimate_epochs(job: EstimateJob) -> list[Priced]:
+    """Checks each parameter set's model and prices its epochs (`hpo.cost.Priced`); trains none.
 
     Each model is built, probed (`hpo.training.interface`) and, for a family that is not hpo's
     own, saved and loaded back, so what a user's model cannot do is an error before any trial.
 
     Returns:
-        Estimated seconds of one epoch per parameter set; None where the model cannot be costed
-        and no earlier trial of its family measured one.
+        Each parameter set's model as the clock prices it: `seconds(job.cost_ratios)` is its
+        estimated epoch, None where the model cannot be costed and no earlier trial of its
+        family measured one.
 
     Raises:
         ConfigError: A model that does not fit the task or cannot be saved and loaded.
@@ -463,8 +487,7 @@ def estimate_epochs(job: EstimateJob) -> list[float | None]:
     import keras
 
     task = study_task(job.config)
-    calibration = job.cost_ratios
-    estimates = []
+    priced = []
     with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
         for sampled in job.params:
             params = {**sampled, **task.build_context(job.data_folder)}
@@ -483,11 +506,9 @@ def estimate_epochs(job: EstimateJob) -> list[float | None]:
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                 features, _ = cost_features(task, model, params, data)
-            estimates.append(
-                calibration.estimate(features, params["family"], precision.value, device_name())
-            )
+            priced.append(Priced(params["family"], precision.value, device_name(), features))
             keras.backend.clear_session()
-    return estimates
+    return priced
 
 
 def check_round_trip(

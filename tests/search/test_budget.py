@@ -111,8 +111,9 @@ def test_a_trial_without_room_for_patience_plus_one_epochs_in_its_cap_does_not_s
 
     config, folder = _prepared(fake_imdb, tmp_path)
     config = config.with_overrides(max_trial_minutes=1.0)
-    prior = estimate_epochs(EstimateJob(config=config, data_folder=folder, params=[PARAMS]))[0]
-    assert prior is not None
+    priced = estimate_epochs(EstimateJob(config=config, data_folder=folder, params=[PARAMS]))[0]
+    prior = priced.seconds(Calibration())
+    assert prior is not None and priced.family == PARAMS["family"]
     # One epoch of 10 s fits the 60 s cap; patience + 1 = 21 (at most max_epochs = 20) do not.
     trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
     with pytest.raises(optuna.TrialPruned, match=r"not started: 20 epoch\(s\) are estimated"):
@@ -123,6 +124,95 @@ def test_a_trial_without_room_for_patience_plus_one_epochs_in_its_cap_does_not_s
             tmp_path / "work",
             cost_ratios=Calibration(ratios={"*": 10.0 / prior}),
         )
+
+
+@pytest.mark.usefixtures("late_epochs")
+def test_where_the_cheapest_default_fits_fewer_epochs_in_the_cap_a_trial_needs_room_for_those(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    """The CIFAR-10 study on one slow core: its default model's epoch took 312 s, so the
+    15-minute cap held 2 of them, not patience + 1 = 4, and every later trial was not started.
+    A trial now needs room for as many epochs as the cheapest default model has."""
+    from hpo.training.runner import EstimateJob, estimate_epochs, train_trial
+
+    config, folder = _prepared(fake_imdb, tmp_path)
+    config = config.with_overrides(max_trial_minutes=1.0)
+    priced = estimate_epochs(EstimateJob(config=config, data_folder=folder, params=[PARAMS]))[0]
+    ratios = Calibration(ratios={"*": 10.0 / priced.seconds(Calibration())})  # 10 s an epoch
+    # The cheapest default takes 25 s an epoch: the 60 s cap holds 2; this trial's 2 fit.
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    train_trial(trial, config, folder, tmp_path / "work", cost_ratios=ratios, cheapest=25.0)
+    attrs = trial.study.trials[0].user_attrs
+    assert attrs["epochs"] == 1 and "per-trial cap" in attrs[Attr.STOP_REASON]
+    # The cheapest takes 2 s: the cap holds 30, more than patience + 1 (at most max_epochs =
+    # 20), so the trial needs room for 20 of its own, which it does not have.
+    trial = _trial(config.with_overrides(name="other"), PARAMS, optuna.pruners.NopPruner())
+    with pytest.raises(optuna.TrialPruned, match=r"not started: 20 epoch\(s\) are estimated"):
+        train_trial(trial, config, folder, tmp_path / "work", cost_ratios=ratios, cheapest=2.0)
+
+
+def test_cap_epochs_is_patience_plus_one_or_what_the_cheapest_default_fits() -> None:
+    from hpo.config import StudyConfig, TrainingConfig
+    from hpo.training.runner import cap_epochs
+
+    config = StudyConfig(name="s", task="imdb", training=TrainingConfig(max_epochs=12, patience=3))
+    assert cap_epochs(config, 900, None) == 4
+    assert cap_epochs(config, 900, 100.0) == 4  # 9 fit: patience + 1 is enough
+    assert cap_epochs(config, 900, 312.0) == 2
+    assert cap_epochs(config, 900, 2000.0) == 1  # not even one: a trial still needs one
+    short = StudyConfig(name="s", task="imdb", training=TrainingConfig(max_epochs=2, patience=3))
+    assert cap_epochs(short, 900, 1.0) == 2
+
+
+class _Study:
+    """What `Progress` reads of a study, and whether it was told to stop."""
+
+    def __init__(self) -> None:
+        self.trials: list[optuna.trial.FrozenTrial] = []
+        self.stopped = False
+
+    def get_trials(self, deepcopy: bool = True, states: object = None) -> list[object]:
+        return list(self.trials)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _not_started(number: int) -> optuna.trial.FrozenTrial:
+    trial = optuna.trial.create_trial(
+        state=TrialState.PRUNED,
+        user_attrs={Attr.PRUNE_REASON: "not started: 4 epoch(s) are estimated at 3009 s"},
+    )
+    trial.number = number
+    return trial
+
+
+@pytest.mark.parametrize(
+    ("cheapest", "left", "stops"),
+    [
+        (312.0, 6400.0, False),  # it fits the 15-minute cap and the budget left: go on
+        (None, 6400.0, True),  # nothing is priced: three in a row stop the worker
+        (1000.0, 6400.0, True),  # not even one epoch of it fits the cap
+        (312.0, 200.0, True),  # nor the budget left
+    ],
+)
+def test_trials_that_do_not_start_stop_a_worker_only_when_the_cheapest_default_does_not_fit(
+    cheapest: float | None, left: float, stops: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.config import StudyConfig
+    from hpo.search.progress import MAX_NOT_STARTED, Progress
+
+    config = StudyConfig(name="s", task="cifar10", budget=7200.0)  # a 15-minute cap
+    progress = Progress(config, None, cheapest=lambda: cheapest, deadline=time.time() + left)
+    study = _Study()
+    for number in range(MAX_NOT_STARTED):
+        study.trials.append(_not_started(number))
+        progress(study, study.trials[-1])  # type: ignore[arg-type]
+    assert study.stopped is stops
+    out = capsys.readouterr().out
+    assert ("3 trials in a row were estimated not to fit" in out) is stops
+    if stops and cheapest is not None:
+        assert "nor does one epoch of the cheapest default model" in out
 
 
 @pytest.mark.slow
