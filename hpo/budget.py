@@ -9,6 +9,7 @@ inside the interval, so it counts.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import threading
 import time
@@ -22,8 +23,11 @@ if TYPE_CHECKING:
 
     import optuna
 
+    from hpo.config import StudyConfig
+
 __all__ = [
     "BudgetClock",
+    "cap_epochs",
     "format_duration",
     "parse_duration",
     "run_intervals",
@@ -168,3 +172,13 @@ class BudgetClock:
             # A failed write is retried by the next refresh, or by the final record.
             with contextlib.suppress(Exception):
                 self.record()
+
+
+def cap_epochs(config: StudyConfig, cap: float, cheapest: float | None) -> int:
+    """Epochs a trial's estimate must fit in its cap to start: `patience + 1` (at most
+    `max_epochs`), or as many of the cheapest default model's epochs as the cap holds, if fewer
+    (at least 1)."""
+    wanted = min(config.training.max_epochs, config.training.patience + 1)
+    if cheapest is None or cheapest <= 0:
+        return wanted
+    return max(1, min(wanted, math.floor(cap / cheapest)))

@@ -9,7 +9,8 @@ both by a grace that no healthy trial needs, and fails it with the reason.
 A healthy trial runs over its end by at most the error of its last epoch's guess plus what follows
 its last epoch (loading the best checkpoint, predicting the validation set, saving and uploading),
 and its clock starts a little after the worker's (a spawned child imports Keras first). A trial
-starts only if `min(max_epochs, patience + 1)` epochs fit in its cap, so none of those is longer
+starts only if `hpo.budget.cap_epochs` epochs fit in its cap (`min(max_epochs, patience + 1)`,
+fewer where even the cheapest default model's epochs are longer), so none of those is longer
 than one such epoch, the grace: a quarter of the cap with the default patience of 3, and never
 under `MIN_GRACE_S`, for the fixed costs a short cap leaves no room for.
 """
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpo.budget import format_duration
+from hpo.budget import cap_epochs, format_duration
 
 if TYPE_CHECKING:
     from hpo.config import StudyConfig
@@ -53,13 +54,17 @@ class TrialLimit:
         )
 
 
-def trial_limit(config: StudyConfig, deadline: float | None) -> TrialLimit | None:
+def trial_limit(
+    config: StudyConfig, deadline: float | None, cheapest: float | None = None
+) -> TrialLimit | None:
     """The limit of a trial that starts now: its cap or the study's deadline, whichever comes
     first, plus a grace (see the module's docstring); None if it has neither.
 
     Args:
         config: The study's configuration (`trial_cap_seconds`, `training.patience`).
         deadline: Unix time at which the study's budget ends, or None.
+        cheapest: Estimated seconds per epoch of the study's cheapest default model, which
+            may let a trial start with longer epochs (`hpo.budget.cap_epochs`).
     """
     cap = config.trial_cap_seconds
     ends = []
@@ -72,6 +77,5 @@ def trial_limit(config: StudyConfig, deadline: float | None) -> TrialLimit | Non
     left, why = min(ends)
     grace = MIN_GRACE_S
     if cap is not None:
-        training = config.training
-        grace = max(grace, cap / min(training.max_epochs, training.patience + 1))
+        grace = max(grace, cap / cap_epochs(config, cap, cheapest))
     return TrialLimit(at=time.monotonic() + max(0.0, left) + grace, grace=grace, why=why)

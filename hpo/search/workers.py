@@ -412,6 +412,7 @@ def _objective(
     WorkerIdentity.current().record(trial)
     sample_params(trial, task, space)
     ratios = calibration(trial.study.get_trials(deepcopy=False))
+    cheapest = cheapest_epoch(defaults, ratios)
     job = TrialJob(
         config=config,
         trial_id=trial._trial_id,
@@ -419,11 +420,11 @@ def _objective(
         threads=threads,
         deadline=deadline,
         cost_ratios=ratios,
-        cheapest=cheapest_epoch(defaults, ratios),
+        cheapest=cheapest,
     )
     log_path = config.study_dir / "logs" / f"trial-{trial.number:05d}.log"
     # The trial keeps to its cap and the budget by itself; this ends one that hangs.
-    limit = trial_limit(config, deadline)
+    limit = trial_limit(config, deadline, cheapest)
     try:
         env = backend_environment(_backend(config), gpu, threads)
         return call_isolated(

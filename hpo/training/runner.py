@@ -24,7 +24,7 @@ from hpo.backend import (
     gpu_capability,
     keras_backend,
 )
-from hpo.budget import format_duration
+from hpo.budget import cap_epochs, format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, Priced, example_flops
 from hpo.data.batching import use_width_ladder
@@ -62,7 +62,6 @@ __all__ = [
     "EstimateJob",
     "TrialJob",
     "TrialResult",
-    "cap_epochs",
     "estimate_epochs",
     "fit_best_epoch",
     "run_trial",
@@ -144,16 +143,6 @@ def run_trial(job: TrialJob) -> TrialResult:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def cap_epochs(config: StudyConfig, cap: float, cheapest: float | None) -> int:
-    """Epochs a trial's estimate must fit in its cap to start: `patience + 1` (at most
-    `max_epochs`), or as many of the cheapest default model's epochs as the cap holds, if fewer
-    (at least 1)."""
-    wanted = min(config.training.max_epochs, config.training.patience + 1)
-    if cheapest is None or cheapest <= 0:
-        return wanted
-    return max(1, min(wanted, math.floor(cap / cheapest)))
 
 
 def scratch_folder(config: StudyConfig, number: int) -> Path:

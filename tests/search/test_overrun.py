@@ -75,6 +75,10 @@ def test_the_grace_is_the_longest_epoch_a_trial_may_start_with(tmp_path: Path) -
     budget = trial_limit(default, time.time() + 600)
     assert budget is not None and budget.why == "the study's budget"
     assert budget.at - time.monotonic() == pytest.approx(600 + 30 * 60, abs=5)
+    # Where the cheapest default's epoch is 50 minutes, a trial may start with room for two of
+    # its own (`cap_epochs`): a healthy epoch is at most half the cap.
+    slow = trial_limit(default, None, cheapest=50 * 60.0)
+    assert slow is not None and slow.grace == 60 * 60
     # Without a cap or a budget, a trial runs as long as it runs.
     assert trial_limit(config, None) is None
 
