@@ -98,33 +98,34 @@ class Progress:
             self.consecutive_failures = 0
         reason = str(trial.user_attrs.get(Attr.PRUNE_REASON, ""))
         self.not_started = self.not_started + 1 if reason.startswith(NOT_STARTED) else 0
-        if self.not_started >= MAX_NOT_STARTED and not self._cheapest_fits():
-            tqdm.write(
-                f"{self.not_started} trials in a row were estimated not to fit in the time left, "
-                f"{self._cheapest_note()}; stopping."
-            )
-            study.stop()
+        if self.not_started >= MAX_NOT_STARTED:
+            seconds = None if self.cheapest is None else self.cheapest()
+            if not self._fits(seconds):
+                tqdm.write(
+                    f"{self.not_started} trials in a row were estimated not to fit in the time "
+                    f"left, {_cheapest_note(seconds)}; stopping."
+                )
+                study.stop()
         if finished + running >= self.config.n_trials:
             study.stop()
 
-    def _cheapest_fits(self) -> bool:
-        """Whether one epoch of the cheapest default model fits in the per-trial cap and in
-        the budget left: then some trial can still start."""
-        seconds = None if self.cheapest is None else self.cheapest()
+    def _fits(self, seconds: float | None) -> bool:
+        """Whether one epoch of the cheapest default model (`seconds`) fits in the per-trial
+        cap and in the budget left: then some trial can still start."""
         if seconds is None:
             return False
         cap = self.config.trial_cap_seconds
         left = None if self.deadline is None else self.deadline - time.time()
         return all(limit is None or seconds <= limit for limit in (cap, left))
 
-    def _cheapest_note(self) -> str:
-        seconds = None if self.cheapest is None else self.cheapest()
-        if seconds is None:
-            return "and the study's default models cannot be costed"
-        return (
-            f"nor does one epoch of the cheapest default model ({format_duration(seconds)}); "
-            f"a larger --budget or max_trial_minutes gives trials room"
-        )
+
+def _cheapest_note(seconds: float | None) -> str:
+    if seconds is None:
+        return "and the study's default models cannot be costed"
+    return (
+        f"nor does one epoch of the cheapest default model ({format_duration(seconds)}); "
+        f"a larger --budget or max_trial_minutes gives trials room"
+    )
 
 
 def describe_trial(trial: FrozenTrial) -> str:

@@ -272,12 +272,11 @@ def _check_defaults(
         config=config,
         data_folder=data_folder,
         params=default_params(task, space),
-        cost_ratios=calibration(study.get_trials(deepcopy=False)),
     )
     log_path = config.study_dir / "logs" / "check.log"
     env = backend_environment(_backend(config), gpu)
     defaults = call_isolated(estimate_epochs, job, log_path=log_path, env=env)
-    cheapest = cheapest_epoch(defaults, job.cost_ratios)
+    cheapest = cheapest_epoch(defaults, calibration(study.get_trials(deepcopy=False)))
     left = clock.left()
     if cheapest is None:
         # No default model can be costed before it trains (subclassed models, say): the

@@ -456,7 +456,6 @@ class EstimateJob:
     config: StudyConfig
     data_folder: Path
     params: list[dict[str, Any]]
-    cost_ratios: Calibration = field(default_factory=lambda: Calibration())
 
 
 def estimate_epochs(job: EstimateJob) -> list[Priced]:
@@ -466,9 +465,9 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
     own, saved and loaded back, so what a user's model cannot do is an error before any trial.
 
     Returns:
-        Each parameter set's model as the clock prices it: `seconds(job.cost_ratios)` is its
-        estimated epoch, None where the model cannot be costed and no earlier trial of its
-        family measured one.
+        Each parameter set's model as the clock prices it: `seconds(calibration)` is its
+        estimated epoch under the study's calibration, None where the model cannot be costed
+        and no earlier trial of its family measured one.
 
     Raises:
         ConfigError: A model that does not fit the task or cannot be saved and loaded.
