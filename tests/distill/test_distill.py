@@ -296,21 +296,21 @@ def test_label_weight_mixes_the_true_labels_into_the_targets() -> None:
     np.testing.assert_allclose(mixed.sum(axis=1), 1)
 
 
-@pytest.mark.parametrize("value", ["-0.1", "1.5", "half", "nan"])
-def test_label_weight_takes_a_number_from_0_to_1(
-    value: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["--ensemble", "e", "--label-weight", value])
-    assert exited.value.code == 2
-    assert "--label-weight takes a number from 0 (soft labels only) to 1" in capsys.readouterr().err
+LABEL_WEIGHT = "--label-weight takes a number from 0 (soft labels only) to 1"
+CROSS_FIT = "--cross-fit takes 0 (off) or a number of folds of 2 or more"
 
 
-@pytest.mark.parametrize("value", ["1", "-2", "two"])
-def test_cross_fit_takes_0_or_2_folds_or_more(
-    value: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        *(("--label-weight", v, LABEL_WEIGHT) for v in ("-0.1", "1.5", "half", "nan")),
+        *(("--cross-fit", v, CROSS_FIT) for v in ("1", "-2", "two")),
+    ],
+)
+def test_a_bad_flag_value_exits_2_saying_what_it_takes(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["--ensemble", "e", "--cross-fit", value])
+        main(["--ensemble", "e", flag, value])
     assert exited.value.code == 2
-    assert "--cross-fit takes 0 (off) or a number of folds of 2 or more" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
