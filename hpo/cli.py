@@ -61,18 +61,30 @@ class Command(Protocol):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hpo` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    # Only the command being run is imported (its flags parsed): `hpo status` need not load
+    # what `hpo ensemble` plots with.
+    named = next((word for word in words if not word.startswith("-")), None)
+    args = build_parser(only=named if named in MODULES else None).parse_args(words)
     return _run(_command(args.command), args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `hpo` command's parser, every command's flags included; parsing runs nothing."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `hpo` command's parser; parsing runs nothing.
+
+    Args:
+        only: The command whose flags it parses: its module alone is imported, the others are
+            only names (nothing shows their help). None: every command's flags and summary.
+    """
     parser = argparse.ArgumentParser(
         prog="hpo", description="Hyperparameter search and ensembling for Keras, on Optuna."
     )
     _add_verbose(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
+        if only is not None and name != only:
+            commands.add_parser(name)
+            continue
         module = _command(name)
         summary = _summary(module)
         sub = commands.add_parser(name, help=summary, description=summary)

@@ -44,6 +44,28 @@ def test_each_command_has_help_both_ways(name: str) -> None:
     assert flags == {w for w in as_module.stdout.split() if w.startswith("--")}
 
 
+def test_a_command_loads_only_its_own_module() -> None:
+    """`hpo gc` parses its flags without importing what the search, the ensemble or the report
+    load (seconds of imports on every call); `hpo --help` still loads them all, to list them."""
+    code = (
+        "import sys\n"
+        "from hpo import cli\n"
+        "try:\n"
+        "    cli.main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "others = ('hpo.search.workers', 'hpo.ensemble.build', 'hpo.inspection.report')\n"
+        "print('loaded:', *(m for m in others if m in sys.modules))\n"
+    )
+    alone = _run(sys.executable, "-c", code, "gc", "--help")
+    assert "usage: hpo gc" in alone.stdout, alone.stderr
+    assert alone.stdout.strip().endswith("loaded:")
+    every = _run(sys.executable, "-c", code, "--help")
+    assert every.stdout.strip().endswith(
+        "loaded: hpo.search.workers hpo.ensemble.build hpo.inspection.report"
+    )
+
+
 def test_errors_exit_2_without_tensorflow_noise(tmp_path: Path) -> None:
     result = _run(str(HPO), "predict", "--ensemble", str(tmp_path), "A film.")
     assert result.returncode == 2
