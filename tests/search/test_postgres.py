@@ -221,7 +221,6 @@ def test_a_worker_with_other_settings_is_refused(
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_four_workers_on_two_hosts_share_one_study_and_the_commands_read_it(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:
