@@ -117,7 +117,7 @@ def test_a_study_with_each_mode_spreads_its_trials_as_promised() -> None:
 
 def test_make_sampler_keeps_families_diverse_by_default_and_plain_tpe_on_request() -> None:
     default = config_from_dict({"name": "d", "task": "imdb"})
-    assert default.sampler.diversity is Diversity.TOP
+    assert default.sampler.diversity is Diversity.BALANCED
     assert isinstance(make_sampler(default), DiversitySampler)
     plain = config_from_dict({"name": "d", "task": "imdb", "sampler": {"diversity": "none"}})
     assert isinstance(make_sampler(plain), optuna.samplers.TPESampler)
