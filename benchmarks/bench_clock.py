@@ -9,11 +9,15 @@ it, and the error |estimate / actual - 1| taken; printed side by side in one run
 - `recent, half-life H`: `hpo.cost.calibration` with `HALF_LIFE = H` trials (hpo's is marked);
 - `prior with P s per weight per step`: hpo's calibration over priors recomputed with the
   per-weight step cost `PRIOR_PARAM_STEP_S = P` (hpo's is marked): from the features a trial
-  stored (`cost_features`), or for older trials from its recorded prior, operations and weights.
+  stored (`cost_features`), or for older trials from its recorded prior, operations and weights;
+- `prior with E output values per s`: likewise with `PRIOR_ELEMENTS_PER_S = E` ("no value
+  term": the prior before it counted layer outputs). A trial recorded before its features held
+  the output values counts none, unless `--rebuild` builds its model again from its parameters
+  (the study's own task and families; no training) to count them.
 
 Usage:
     python benchmarks/bench_clock.py --study studies/imdb.toml [--half-lives 2 4 8 16]
-        [--param-step-s 2e-9 1e-8]
+        [--param-step-s 2e-9 1e-8] [--elements-per-s 1.5e8 3e8] [--rebuild]
     python benchmarks/bench_clock.py --storage sqlite:///PATH/study.db --study-name NAME
 """
 
@@ -29,11 +33,14 @@ from typing import TYPE_CHECKING, NamedTuple
 from hpo import cost
 from hpo.command_options import add_study_arguments, open_study
 from hpo.contract import Attr
+from hpo.tasks import study_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from optuna.trial import FrozenTrial
+
+    from hpo.tasks import Task
 
 
 # The prior's constants before trials stored their features (what older priors were computed with).
@@ -46,6 +53,7 @@ class Work(NamedTuple):
     flops: float  # operations per epoch
     steps: float
     params: float
+    elements: float = 0.0  # layer output values per epoch
 
 
 def work_of(trial: FrozenTrial) -> Work | None:
@@ -55,7 +63,9 @@ def work_of(trial: FrozenTrial) -> Work | None:
     attrs = trial.user_attrs
     if stored := attrs.get(Attr.COST_FEATURES):
         features = cost.CostFeatures(**stored)
-        return Work(features.flops_per_epoch, features.steps, features.params)
+        return Work(
+            features.flops_per_epoch, features.steps, features.params, features.elements_per_epoch
+        )
     prior, gflop, params = (
         attrs.get(Attr.PRIOR_EPOCH_SECONDS),
         attrs.get(Attr.GFLOP_PER_EPOCH),
@@ -68,14 +78,47 @@ def work_of(trial: FrozenTrial) -> Work | None:
     return Work(flops, max(0.0, prior - flops / RECORDED_WITH["flops_per_s"]) / per_step, params)
 
 
-def with_prior(trials: Sequence[FrozenTrial], param_step_s: float) -> list[FrozenTrial]:
-    """Copies of the trials whose recorded prior is recomputed with `param_step_s`."""
+def with_prior(
+    trials: Sequence[FrozenTrial],
+    param_step_s: float = cost.PRIOR_PARAM_STEP_S,
+    elements_per_s: float | None = cost.PRIOR_ELEMENTS_PER_S,
+) -> list[FrozenTrial]:
+    """Copies of the trials whose recorded prior is recomputed with `param_step_s` and
+    `elements_per_s` (None: no term for output values)."""
     copies = []
     for trial in trials:
         work = work_of(trial)
         if work is not None:
             trial = copy.deepcopy(trial)
-            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = cost.prior_seconds(*work, param_step_s)
+            flops, steps, params, elements = work
+            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = cost.prior_seconds(
+                flops,
+                steps,
+                params,
+                param_step_s,
+                elements=elements if elements_per_s else 0.0,
+                elements_per_s=elements_per_s or 1.0,
+            )
+        copies.append(trial)
+    return copies
+
+
+def rebuilt(trials: Sequence[FrozenTrial], task: Task) -> list[FrozenTrial]:
+    """Copies of the trials whose stored features lack the output values, with them counted on
+    the model built again from the trial's parameters (`task`'s family; nothing trains)."""
+    import keras
+
+    copies = []
+    for trial in trials:
+        stored = trial.user_attrs.get(Attr.COST_FEATURES)
+        if stored and not stored.get("elements_per_example"):
+            # The output layer's width barely changes the count: two classes where not recorded.
+            params = {"classes": 2, **trial.params}
+            model = task.families[params["family"]].build(params)
+            work = cost.example_work(model, task.cost_shape(params))
+            keras.backend.clear_session()
+            trial = copy.deepcopy(trial)
+            trial.user_attrs[Attr.COST_FEATURES] = {**stored, "elements_per_example": work.elements}
         copies.append(trial)
     return copies
 
@@ -133,9 +176,25 @@ def main() -> int:
         default=[cost.PRIOR_PARAM_STEP_S * k for k in (0.2, 0.5, 1, 2, 5)],
         help="per-weight step costs to recompute the prior with (default: hpo's, and around it)",
     )
+    parser.add_argument(
+        "--elements-per-s",
+        type=float,
+        nargs="+",
+        default=[cost.PRIOR_ELEMENTS_PER_S * k for k in (0.5, 1, 2)],
+        help="output values per second to recompute the prior with (default: hpo's, and around "
+        "it; the prior without them is always shown)",
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="count the output values of trials recorded before they were stored, by building "
+        "their models again (the study's own task; nothing trains)",
+    )
     args = parser.parse_args()
-    _, study = open_study(args.study, args.storage, args.study_name)
+    config, study = open_study(args.study, args.storage, args.study_name)
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(Attr.FAMILY)]
+    if args.rebuild:
+        trials = rebuilt(trials, study_task(config))
     recorded = [
         abs(t.user_attrs[Attr.ESTIMATED_EPOCH_SECONDS] / t.user_attrs[Attr.EPOCH_SECONDS] - 1)
         for t in trials
@@ -156,6 +215,14 @@ def main() -> int:
         mark = " (hpo's)" if math.isclose(param_step_s, cost.PRIOR_PARAM_STEP_S) else ""
         errors = replay(with_prior(trials, param_step_s), cost.calibration)
         print(_row(f"prior with {param_step_s:.2g} s per weight per step{mark}", errors))
+    for elements_per_s in [None, *args.elements_per_s]:
+        errors = replay(with_prior(trials, elements_per_s=elements_per_s), cost.calibration)
+        if elements_per_s is None:
+            name = "prior with no value term"
+        else:
+            mark = " (hpo's)" if math.isclose(elements_per_s, cost.PRIOR_ELEMENTS_PER_S) else ""
+            name = f"prior with {elements_per_s:.2g} output values per s{mark}"
+        print(_row(name, errors))
     return 0
 
 

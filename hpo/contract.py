@@ -59,6 +59,8 @@ class Attr:
     COST_FEATURES: Final = "cost_features"
     ESTIMATED_EPOCH_SECONDS: Final = "estimated_epoch_seconds"
     EPOCH_SECONDS: Final = "epoch_seconds"
+    # Each epoch's seconds in order: the first also traces the model's functions.
+    EPOCH_DURATIONS: Final = "epoch_durations"
     EPOCHS: Final = "epochs"
     TRAIN_SECONDS: Final = "train_seconds"
     TRIAL_SECONDS: Final = "trial_seconds"

@@ -1,8 +1,10 @@
 """What to try, and at what price: a trial's seconds per epoch, estimated before it trains.
 
 The estimate starts from the model itself: floating-point operations per example (each layer
-with weights costs about two operations per weight per output position), times the examples an
-epoch computes (for bucketed text, the token positions it really computes), three times for the
+with weights costs about two operations per weight per output position) and the values its
+layers write per example (every layer's output: the memory traffic that bounds depthwise
+convolutions, normalization and activations, which FLOPs miss), times the examples an epoch
+computes (for bucketed text, the token positions it really computes), three times for the
 training pass (forward and backward) and once for validation; plus a per-step cost that grows
 with the number of weights (the optimizer updates every weight every step). Constants measured on
 a 2-core CPU make this a prior; the trials a study has already run calibrate it: the estimate is
@@ -38,10 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Calibration",
     "CostFeatures",
+    "ExampleWork",
     "Priced",
     "calibration",
     "cheapest_epoch",
     "example_flops",
+    "example_work",
     "prior_seconds",
     "weighted_median",
 ]
@@ -49,14 +53,23 @@ __all__ = [
 # Calibration follows the machine's speed with this half-life, in finished trials.
 HALF_LIFE = 4
 
-# Prior constants, measured with benchmarks/bench_padding.py on a 2-core CPU (float32). The
-# per-weight step cost (the optimizer's dense update of every weight, embeddings included) was
-# 2e-9 until replaying two IMDB studies (`benchmarks/bench_clock.py --param-step-s`, RESULTS.md)
-# showed it 5 times too small beside the others: hashed n-gram tables of 8-67M weights cost
-# their epoch in those updates, not in operations.
-PRIOR_FLOPS_PER_S = 150e9
-PRIOR_STEP_S = 0.01
-PRIOR_PARAM_STEP_S = 1e-8
+# Prior constants for one core of a 2-core CPU (float32). Their ratios are what matters (the
+# calibration scales each family's prior by what its trials measured); their level only prices
+# a family's first trial and the budget check before any trial. First measured with
+# benchmarks/bench_padding.py; the per-weight step cost (the optimizer's dense update of every
+# weight, embeddings included) then rose 5 times beside the others when replaying two IMDB
+# studies (`benchmarks/bench_clock.py --param-step-s`, RESULTS.md): hashed n-gram tables of
+# 8-67M weights cost their epoch in those updates, not in operations. Then the output values
+# (below), and all four halved together, so that the median actual/prior ratio of the two
+# studies that measured them was about 1 again (0.54 without it).
+PRIOR_FLOPS_PER_S = 300e9
+PRIOR_STEP_S = 0.005
+PRIOR_PARAM_STEP_S = 5e-9
+# Layer output values written per second. Within a family the actual/prior ratio rose with the
+# output values per FLOP (correlation 0.76-0.82 in each of the four text families of two 1-hour
+# IMDB studies); with this term the replayed median error fell from 33% and 29% to 20% and 18%
+# (`benchmarks/bench_clock.py --rebuild`, RESULTS.md).
+PRIOR_ELEMENTS_PER_S = 6e8
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ class CostFeatures:
         val_examples: Validation examples likewise.
         steps: Optimizer steps per epoch.
         params: Trainable weights.
+        elements_per_example: Output values all layers write for one example at the reference
+            shape (0 in trials recorded before it was counted).
     """
 
     flops_per_example: float
@@ -77,15 +92,28 @@ class CostFeatures:
     val_examples: float
     steps: int
     params: int
+    elements_per_example: float = 0.0
+
+    @property
+    def _passes(self) -> float:
+        # Forward and backward on training data, forward on validation.
+        return 3 * self.train_examples + self.val_examples
 
     @property
     def flops_per_epoch(self) -> float:
         """Operations per epoch: forward and backward on training data, forward on validation."""
-        return self.flops_per_example * (3 * self.train_examples + self.val_examples)
+        return self.flops_per_example * self._passes
+
+    @property
+    def elements_per_epoch(self) -> float:
+        """Output values written per epoch, counted as `flops_per_epoch`."""
+        return self.elements_per_example * self._passes
 
     def prior_seconds(self) -> float:
         """Seconds per epoch before any calibration."""
-        return prior_seconds(self.flops_per_epoch, self.steps, self.params)
+        return prior_seconds(
+            self.flops_per_epoch, self.steps, self.params, elements=self.elements_per_epoch
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
@@ -93,15 +121,39 @@ class CostFeatures:
 
 
 def prior_seconds(
-    flops_per_epoch: float, steps: float, params: float, param_step_s: float = PRIOR_PARAM_STEP_S
+    flops_per_epoch: float,
+    steps: float,
+    params: float,
+    param_step_s: float = PRIOR_PARAM_STEP_S,
+    *,
+    elements: float = 0.0,
+    elements_per_s: float = PRIOR_ELEMENTS_PER_S,
 ) -> float:
-    """The prior's seconds per epoch for this work; `param_step_s` replaces the per-weight step
-    cost (`benchmarks/bench_clock.py` replays others)."""
-    return flops_per_epoch / PRIOR_FLOPS_PER_S + steps * (PRIOR_STEP_S + params * param_step_s)
+    """The prior's seconds per epoch for this work (`elements`: output values written per
+    epoch); `param_step_s` and `elements_per_s` replace the prior's constants
+    (`benchmarks/bench_clock.py` replays others)."""
+    return (
+        flops_per_epoch / PRIOR_FLOPS_PER_S
+        + elements / elements_per_s
+        + steps * (PRIOR_STEP_S + params * param_step_s)
+    )
+
+
+@dataclass(frozen=True)
+class ExampleWork:
+    """One example's forward pass: operations, and output values all layers write."""
+
+    flops: float
+    elements: float
 
 
 def example_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:
-    """Forward-pass operations of `model` for one example of `input_shape` (batch dim excluded).
+    """Forward-pass operations of `model` for one example of `input_shape` (see `example_work`)."""
+    return example_work(model, input_shape).flops
+
+
+def example_work(model: keras.Model, input_shape: tuple[int, ...]) -> ExampleWork:
+    """Forward-pass work of `model` for one example of `input_shape` (batch dim excluded).
 
     Dimensions left open in the model's input (a text model takes any length) are fixed to
     `input_shape` by rebuilding the model from its config, so every layer's output size is known.
@@ -118,15 +170,16 @@ def example_flops(model: keras.Model, input_shape: tuple[int, ...]) -> float:
         if "build_input_shape" in config:
             config["build_input_shape"] = [None, *input_shape]
         model = type(model).from_config(config)
-    total = 0.0
+    flops = elements = 0.0
     for layer in model.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        elements += sum(math.prod(d or 1 for d in output.shape[1:]) for output in outputs)
         weights = sum(math.prod(w.shape) for w in layer.trainable_weights)
         if not weights or isinstance(layer, keras.layers.Embedding):
             continue
-        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
         positions = math.prod(d or 1 for d in outputs[0].shape[1:-1])
-        total += 2.0 * weights * positions
-    return total
+        flops += 2.0 * weights * positions
+    return ExampleWork(flops, elements)
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,9 @@ def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_reco
     stored = _trial(0, 1, "ngram", 30.0)
     stored.user_attrs["cost_features"] = features
     work = bench_clock.work_of(stored)
-    assert work == (2e6 * (3 * 1000 + 200), 32, 4_000_000)
-    expected = 2e6 * 3200 / 150e9 + 32 * (0.01 + 4_000_000 * 5e-8)
-    assert cost.prior_seconds(*work, 5e-8) == pytest.approx(expected)
+    assert work == (2e6 * (3 * 1000 + 200), 32, 4_000_000, 0.0)
+    expected = 2e6 * 3200 / cost.PRIOR_FLOPS_PER_S + 32 * (cost.PRIOR_STEP_S + 4_000_000 * 5e-8)
+    assert cost.prior_seconds(*work[:3], 5e-8) == pytest.approx(expected)
 
     # Before features were stored: the steps are solved from the prior as it was recorded.
     recorded = bench_clock.RECORDED_WITH
@@ -96,3 +96,23 @@ def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_reco
     uncosted = optuna.trial.create_trial(value=0.5, user_attrs={"family": "mine"})
     assert bench_clock.work_of(uncosted) is None
     assert bench_clock.with_prior([uncosted], 5e-8)[0] is uncosted
+
+
+def test_the_output_values_term_is_replayed_at_any_rate_or_left_out() -> None:
+    features = {
+        "flops_per_example": 2e6,
+        "train_examples": 1000.0,
+        "val_examples": 200.0,
+        "steps": 32,
+        "params": 4_000_000,
+        "elements_per_example": 5e4,
+    }
+    stored = _trial(0, 1, "conv1d", 30.0)
+    stored.user_attrs["cost_features"] = features
+    without = bench_clock.with_prior([stored], elements_per_s=None)[0]
+    at_rate = bench_clock.with_prior([stored], elements_per_s=1e8)[0]
+    added = at_rate.user_attrs["prior_epoch_seconds"] - without.user_attrs["prior_epoch_seconds"]
+    assert added == pytest.approx(5e4 * 3200 / 1e8)
+    assert without.user_attrs["prior_epoch_seconds"] == pytest.approx(
+        cost.prior_seconds(2e6 * 3200, 32, 4_000_000)
+    )

@@ -8,7 +8,8 @@ import optuna
 import pytest
 from keras import layers
 
-from hpo.cost import CostFeatures, calibration, example_flops, weighted_median
+from hpo import cost
+from hpo.cost import CostFeatures, calibration, example_flops, example_work, weighted_median
 from hpo.models import conv1d
 
 
@@ -21,6 +22,29 @@ def test_example_flops_counts_two_per_weight_per_position() -> None:
     model = keras.Model(inputs, outputs)
     assert example_flops(model, (50,)) == 2 * (78 * 50 + 7)
     assert example_flops(model, (100,)) == 2 * (78 * 100 + 7)
+
+
+def test_example_work_counts_every_layers_output_values_too() -> None:
+    inputs = keras.Input(shape=(None,), dtype="int32")  # the input layer's: 1 per position
+    x = layers.Embedding(100, 4)(inputs)  # 4 values per position
+    x = layers.Conv1D(6, 3, padding="same")(x)  # 6 per position
+    x = layers.Activation("relu")(x)  # no weights, but 6 values per position written
+    x = layers.GlobalMaxPooling1D()(x)  # 6
+    outputs = layers.Dense(1)(x)  # 1
+    model = keras.Model(inputs, outputs)
+    work = example_work(model, (50,))
+    assert work.flops == 2 * (78 * 50 + 7)
+    assert work.elements == (1 + 4 + 6 + 6) * 50 + 6 + 1
+
+
+def test_output_values_add_to_the_prior_and_older_features_load_without_them() -> None:
+    stored = {"flops_per_example": 1e9, "train_examples": 1000.0, "val_examples": 100.0}
+    old = CostFeatures(**stored, steps=10, params=1000)  # as trials recorded them before
+    assert old.elements_per_example == 0
+    new = CostFeatures(**stored, steps=10, params=1000, elements_per_example=3e6)
+    assert new.elements_per_epoch == 3e6 * (3 * 1000 + 100)
+    added = new.prior_seconds() - old.prior_seconds()
+    assert added == pytest.approx(new.elements_per_epoch / cost.PRIOR_ELEMENTS_PER_S)
 
 
 def test_family_flops_grow_with_length_and_width() -> None:
@@ -169,13 +193,15 @@ def test_calibration_estimates_by_family_then_overall_on_each_device() -> None:
     }
     features = CostFeatures(1e9, 1000, 100, 10, 1000)
     prior = features.prior_seconds()
-    assert prior == pytest.approx(1e9 * (3 * 1000 + 100) / 150e9 + 10 * (0.01 + 1000 * 1e-8))
+    per_step = cost.PRIOR_STEP_S + 1000 * cost.PRIOR_PARAM_STEP_S
+    assert prior == pytest.approx(1e9 * (3 * 1000 + 100) / cost.PRIOR_FLOPS_PER_S + 10 * per_step)
     assert features.as_dict() == {
         "flops_per_example": 1e9,
         "train_examples": 1000,
         "val_examples": 100,
         "steps": 10,
         "params": 1000,
+        "elements_per_example": 0.0,
     }
     assert calibrated.estimate(features, "conv1d", "float32") == 2.0 * prior
     assert calibrated.estimate(features, "ngram", "float32") == 3.0 * prior

@@ -26,7 +26,7 @@ from hpo.backend import (
 )
 from hpo.budget import cap_epochs, format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
-from hpo.cost import Calibration, CostFeatures, Priced, example_flops
+from hpo.cost import Calibration, CostFeatures, Priced, example_work
 from hpo.data.batching import use_width_ladder
 from hpo.disk import writing
 from hpo.errors import ConfigError
@@ -336,6 +336,7 @@ def _train_trial(
         trial.set_user_attr(Attr.TRAIN_SECONDS, round(time.perf_counter() - fit_started, 1))
         if clock.durations:
             trial.set_user_attr(Attr.EPOCH_SECONDS, round(float(np.mean(clock.durations)), 2))
+            trial.set_user_attr(Attr.EPOCH_DURATIONS, [round(d, 2) for d in clock.durations])
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         trial.set_user_attr(Attr.PEAK_MEMORY_MB, round(peak_kib / 1024))
     if clock.stop_reason:
@@ -641,16 +642,17 @@ def cost_features(
     """
     batch_size = params["batch_size"]
     try:
-        flops = example_flops(model, task.cost_shape(params))
+        work = example_work(model, task.cost_shape(params))
     except Exception as exc:
         return None, f"the model cannot be costed ({type(exc).__name__}: {str(exc)[:120]})"
     return (
         CostFeatures(
-            flops_per_example=flops,
+            flops_per_example=work.flops,
             train_examples=task.epoch_examples(data.x_train, batch_size, params),
             val_examples=task.epoch_examples(data.x_val, EVAL_BATCH, params),
             steps=-(-len(data.x_train) // batch_size),
             params=int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+            elements_per_example=work.elements,
         ),
         "",
     )
