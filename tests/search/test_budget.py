@@ -73,6 +73,10 @@ def test_budget_stops_a_running_trial_after_an_epoch_and_keeps_its_checkpoint(
     assert attrs[Attr.CHECKPOINT_ID]
     assert result.value == attrs["val_accuracy"]
     assert attrs[Attr.EPOCH_SECONDS] > 0
+    # Each epoch's seconds, for the clock's replays: here the one epoch it ran.
+    assert attrs[Attr.EPOCH_DURATIONS] == [pytest.approx(attrs[Attr.EPOCH_SECONDS], abs=0.01)]
+    # The work the prior priced, output values included (`hpo.cost.CostFeatures`).
+    assert attrs[Attr.COST_FEATURES]["elements_per_example"] > 0
     # The estimate recorded is the one the deadline check used: the prior, scaled by INSTANT.
     assert attrs[Attr.PRIOR_EPOCH_SECONDS] > 0
     assert attrs[Attr.ESTIMATED_EPOCH_SECONDS] == round(attrs[Attr.PRIOR_EPOCH_SECONDS] * 1e-9, 1)
