@@ -90,14 +90,13 @@ def with_prior(
         work = work_of(trial)
         if work is not None:
             trial = copy.deepcopy(trial)
-            flops, steps, params, elements = work
+            # Without a rate, no term: no values at hpo's rate.
+            elements = work.elements if elements_per_s is not None else 0.0
             trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = cost.prior_seconds(
-                flops,
-                steps,
-                params,
+                *work[:3],
                 param_step_s,
-                elements=elements if elements_per_s else 0.0,
-                elements_per_s=elements_per_s or 1.0,
+                elements=elements,
+                elements_per_s=elements_per_s or cost.PRIOR_ELEMENTS_PER_S,
             )
         copies.append(trial)
     return copies

@@ -22,6 +22,14 @@ bench_clock = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench_clock)
 
 T0 = datetime.datetime(2026, 1, 1)
+# What a trial stores as `cost_features` (`hpo.cost.CostFeatures`), before output values counted.
+FEATURES = {
+    "flops_per_example": 2e6,
+    "train_examples": 1000.0,
+    "val_examples": 200.0,
+    "steps": 32,
+    "params": 4_000_000,
+}
 
 
 def _trial(start: int, end: int, family: str, actual: float) -> optuna.trial.FrozenTrial:
@@ -64,15 +72,8 @@ def test_the_median_reference_is_the_plain_median_of_each_family_and_of_all() ->
 
 
 def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_record() -> None:
-    features = {
-        "flops_per_example": 2e6,
-        "train_examples": 1000.0,
-        "val_examples": 200.0,
-        "steps": 32,
-        "params": 4_000_000,
-    }
     stored = _trial(0, 1, "ngram", 30.0)
-    stored.user_attrs["cost_features"] = features
+    stored.user_attrs["cost_features"] = FEATURES
     work = bench_clock.work_of(stored)
     assert work == (2e6 * (3 * 1000 + 200), 32, 4_000_000, 0.0)
     expected = 2e6 * 3200 / cost.PRIOR_FLOPS_PER_S + 32 * (cost.PRIOR_STEP_S + 4_000_000 * 5e-8)
@@ -99,16 +100,8 @@ def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_reco
 
 
 def test_the_output_values_term_is_replayed_at_any_rate_or_left_out() -> None:
-    features = {
-        "flops_per_example": 2e6,
-        "train_examples": 1000.0,
-        "val_examples": 200.0,
-        "steps": 32,
-        "params": 4_000_000,
-        "elements_per_example": 5e4,
-    }
     stored = _trial(0, 1, "conv1d", 30.0)
-    stored.user_attrs["cost_features"] = features
+    stored.user_attrs["cost_features"] = {**FEATURES, "elements_per_example": 5e4}
     without = bench_clock.with_prior([stored], elements_per_s=None)[0]
     at_rate = bench_clock.with_prior([stored], elements_per_s=1e8)[0]
     added = at_rate.user_attrs["prior_epoch_seconds"] - without.user_attrs["prior_epoch_seconds"]
