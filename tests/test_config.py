@@ -18,6 +18,9 @@ def test_shipped_study_files_load(name: str) -> None:
     assert config.study_dir == STUDIES / config.name
     assert config.storage_url == f"sqlite:///{(STUDIES / config.name / 'study.db').resolve()}"
     assert config.artifact_dir == STUDIES / config.name / "artifacts"
+    # The default study judges each trial within its family (the smoke study, with two
+    # start-up trials in all, stays study-wide).
+    assert config.pruner.by_family is (name == "imdb.toml")
 
 
 def test_values_and_defaults(tmp_path: Path) -> None:
