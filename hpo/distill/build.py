@@ -138,6 +138,16 @@ def distill_ensemble(
             f"the ensemble in {ensemble_dir} was built from study {recorded.get('study')!r}, not "
             f"{study.study_name!r}; pass that study's file: --study FILE."
         )
+    if recorded.get("refit"):
+        # Its members learned the validation inputs that the student's training stops on and
+        # that the soft labels are checked against.
+        raise ConfigError(
+            f"the ensemble in {ensemble_dir} was refitted on training + validation data (hpo "
+            f"ensemble --refit, which make ensemble runs), so its members have seen the "
+            f"validation inputs the student is stopped on. Distil the ensemble as searched: hpo "
+            f"ensemble --top 5 --study FILE --out {ensemble_dir}-searched (no --refit), then hpo "
+            f"distill --ensemble {ensemble_dir}-searched."
+        )
     task = study_task(config)
     space = search_space(task, config.space)
     families = [str(f) for f in space.family.choices]

@@ -192,6 +192,15 @@ def test_bad_input_is_named_with_exit_code_2(
     err = capsys.readouterr().err
     assert "'resnet' is not a family of study 'tiny'" in err and "conv1d, sepconv1d" in err
     assert "Traceback" not in err
+    # A refitted ensemble (make ensemble's) is refused with the command that makes one to distil.
+    refitted = tmp_path / "refitted"
+    shutil.copytree(ensemble, refitted, ignore=shutil.ignore_patterns(DISTILLED_DIR))
+    report = json.loads((refitted / "report.json").read_text())
+    (refitted / "report.json").write_text(json.dumps({**report, "refit": {"members": []}}))
+    assert main(["--ensemble", str(refitted), *study]) == 2
+    err = capsys.readouterr().err
+    assert "was refitted on training + validation data" in err
+    assert f"--out {refitted}-searched (no --refit)" in err and "Traceback" not in err
 
 
 def test_folds_cut_the_training_rows_once_each_the_same_way_for_a_seed() -> None:
