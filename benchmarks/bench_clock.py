@@ -6,11 +6,7 @@ it, and the error |estimate / actual - 1| taken; printed side by side in one run
 
 - `recorded`: the estimate the trial stored when it ran (whatever hpo's version was then);
 - `median`: every earlier trial of the family weighing the same (hpo before the recency rule);
-- `recent, half-life H`: `hpo.cost.calibration` with `HALF_LIFE = H` trials (hpo's is marked),
-  on the priors the trials recorded;
-- `hpo's, with / without the per-parameter correction` (`hpo.cost.Correction`): hpo's
-  calibration on the priors as hpo computes them now (see `prior with ...` below), with its
-  correction and without;
+- `recent, half-life H`: `hpo.cost.calibration` with `HALF_LIFE = H` trials (hpo's is marked);
 - `prior with P s per weight per step`: hpo's calibration over priors recomputed with the
   per-weight step cost `PRIOR_PARAM_STEP_S = P` (hpo's is marked): from the features a trial
   stored (`cost_features`), or for older trials from its recorded prior, operations and weights;
@@ -29,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import math
 import statistics
 import sys
@@ -155,9 +150,9 @@ def replay(
             for t in trials
             if t.datetime_complete is not None and t.datetime_complete < trial.datetime_start
         ]
+        scale = calibrate(before).ratios
         key = f"{attrs.get(Attr.FAMILY)}/{attrs.get(Attr.PRECISION)}"
-        scale = calibrate(before).scale(key, trial.params)
-        estimate = prior * (1.0 if scale is None else scale)
+        estimate = prior * scale.get(key, scale.get("*", 1.0))
         errors.append(abs(estimate / actual - 1))
     return errors
 
@@ -209,11 +204,6 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: |")
     print(_row("recorded when the trial ran", recorded))
     print(_row("median of the family's trials", replay(trials, median_calibration)))
-    # Both on the prior as hpo computes it now (older trials recorded other priors).
-    current = with_prior(trials)
-    uncorrected = replay(current, functools.partial(cost.calibration, correct=False))
-    print(_row("hpo's, without the per-parameter correction", uncorrected))
-    print(_row("hpo's, with it", replay(current, cost.calibration)))
     shipped = cost.HALF_LIFE
     for half_life in args.half_lives:
         cost.HALF_LIFE = half_life

@@ -10,10 +10,7 @@ with the number of weights (the optimizer updates every weight every step). Cons
 a 2-core CPU make this a prior; the trials a study has already run calibrate it: the estimate is
 scaled by the ratio of actual to prior seconds per epoch that earlier trials measured: their
 family's bias (same family and precision; none before there is one) times the machine's recent
-speed (recent trials weigh more, see `calibration`), times what the family's trials say about
-its hyperparameters (`Correction`: a ridge regression of each trial's ratio on its parameters,
-which learns what the prior misprices within a family, such as a depth multiplier that a
-backend computes slowly).
+speed (recent trials weigh more, see `calibration`).
 
 A model the prior cannot analyse (a subclassed model, a layer whose output shape is unknown) is
 estimated from what earlier trials of its family measured: the median seconds per epoch; before
@@ -32,19 +29,16 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from hpo.contract import Attr
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
 
     import keras
     from optuna.trial import FrozenTrial
 
 __all__ = [
     "Calibration",
-    "Correction",
     "CostFeatures",
     "ExampleWork",
     "Priced",
@@ -52,22 +46,12 @@ __all__ = [
     "cheapest_epoch",
     "example_flops",
     "example_work",
-    "fit_correction",
     "prior_seconds",
     "weighted_median",
 ]
 
 # Calibration follows the machine's speed with this half-life, in finished trials.
 HALF_LIFE = 4
-
-# The per-parameter correction (`Correction`): fitted once a family has this many timed trials,
-# its ridge penalty chosen among these by leave-one-out error on them, and its factor kept
-# within e^-1..e^1 of the family's median ratio. Parameters that change no computation are left
-# out (the learning rate; a category is no number and is left out too).
-CORRECTION_MIN_TRIALS = 3
-CORRECTION_PENALTIES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
-CORRECTION_LIMIT = 1.0
-CORRECTION_IGNORED = frozenset({"learning_rate"})
 
 # Prior constants for one core of a 2-core CPU (float32). Their ratios are what matters (the
 # calibration scales each family's prior by what its trials measured); their level only prices
@@ -205,137 +189,25 @@ class Calibration:
     Attributes:
         ratios: Median ratio of actual to prior seconds per epoch (and overall, under "*").
         measured: Median actual seconds per epoch, for models the prior cannot analyse.
-        corrections: Per key, the factor its trials' parameters add (`Correction`).
     """
 
     ratios: dict[str, float] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)
-    corrections: dict[str, Correction] = field(default_factory=dict)
 
     def estimate(
-        self,
-        features: CostFeatures | None,
-        family: str,
-        precision: str,
-        device: str = "cpu",
-        params: Mapping[str, Any] | None = None,
+        self, features: CostFeatures | None, family: str, precision: str, device: str = "cpu"
     ) -> float | None:
-        """Seconds per epoch of a trial of `family` in `precision` on `device` with `params`
-        (its sampled parameters), or None if nothing tells (a model the prior cannot cost, or a
-        GPU no trial has measured yet)."""
+        """Seconds per epoch of a trial of `family` in `precision` on `device`, or None if
+        nothing tells (a model the prior cannot cost, or a GPU no trial has measured yet)."""
         key = _key(family, precision, device)
         if features is None:
             return self.measured.get(key)
-        scale = self.scale(key, params)
+        scale = self.ratios.get(key, self.ratios.get(_key("*", "*", device)))
         if scale is None:
             if device != "cpu":
                 return None
             scale = 1.0
         return features.prior_seconds() * scale
-
-    def scale(self, key: str, params: Mapping[str, Any] | None = None) -> float | None:
-        """The factor on the prior for `key` ("family/precision[@device]") and `params`: the
-        family's ratio times its correction, else the device's overall ratio; None if none."""
-        if key in self.ratios:
-            correction = self.corrections.get(key)
-            factor = correction.factor(params) if correction and params else 1.0
-            return self.ratios[key] * factor
-        suffix = key[key.index("@") :] if "@" in key else ""
-        return self.ratios.get(f"*{suffix}")
-
-
-@dataclass(frozen=True)
-class Correction:
-    """What a family's parameters say about its ratio beyond its median: a ridge regression of
-    the log ratios of its trials on their numeric parameters (logarithms, standardized; a
-    parameter a trial lacks counts as 0), as `fit_correction` fits it.
-
-    Attributes:
-        names: The parameters, in the order of the other fields.
-        means: Their means over the trials fitted on.
-        scales: Their standard deviations there.
-        coefficients: Change of the log ratio per standard deviation of each.
-        penalty: The ridge penalty its leave-one-out error chose.
-    """
-
-    names: tuple[str, ...]
-    means: tuple[float, ...]
-    scales: tuple[float, ...]
-    coefficients: tuple[float, ...]
-    penalty: float
-
-    def factor(self, params: Mapping[str, Any]) -> float:
-        """The factor on the family's ratio for a trial with `params`, within e^+-1."""
-        x = (_numeric(params, self.names) - np.array(self.means)) / np.array(self.scales)
-        log_factor = float(x @ np.array(self.coefficients))
-        return math.exp(min(CORRECTION_LIMIT, max(-CORRECTION_LIMIT, log_factor)))
-
-
-def fit_correction(
-    params: Sequence[Mapping[str, Any]], log_ratios: Sequence[float]
-) -> Correction | None:
-    """The ridge regression of `log_ratios` (minus their median) on the trials' numeric
-    parameters, its penalty the one of `CORRECTION_PENALTIES` with the least leave-one-out
-    squared error; None where it does not beat the median alone (fewer than
-    `CORRECTION_MIN_TRIALS` trials, no parameter that varies, or no signal)."""
-    if len(params) < CORRECTION_MIN_TRIALS:
-        return None
-    names = sorted(
-        {
-            name
-            for p in params
-            for name, value in p.items()
-            if _is_number(value) and name not in CORRECTION_IGNORED
-        }
-    )
-    x = np.array([_numeric(p, names) for p in params])
-    scales = x.std(axis=0)
-    varies = scales > 1e-12
-    if not varies.any():
-        return None
-    names = [n for n, v in zip(names, varies, strict=True) if v]
-    x, scales = x[:, varies], scales[varies]
-    means = x.mean(axis=0)
-    z = (x - means) / scales
-    y = np.asarray(log_ratios, dtype=float)
-    y = y - np.median(y)
-    n = len(y)
-    # Leave-one-out error of the median alone (about that of the mean: n / (n - 1) times the
-    # residual), the bar a regression must pass.
-    best_error, best = float(np.mean((y * n / (n - 1)) ** 2)), None
-    u, s, vt = np.linalg.svd(z, full_matrices=False)
-    uy = u.T @ y
-    for penalty in CORRECTION_PENALTIES:
-        shrink = s**2 / (s**2 + penalty)
-        fitted = u @ (shrink * uy)
-        leverage = (u**2) @ shrink
-        error = float(np.mean(((y - fitted) / np.clip(1 - leverage, 1e-6, None)) ** 2))
-        if error < best_error:
-            coefficients = vt.T @ (s / (s**2 + penalty) * uy)
-            best_error, best = error, (penalty, coefficients)
-    if best is None:
-        return None
-    penalty, coefficients = best
-    return Correction(
-        names=tuple(names),
-        means=tuple(float(m) for m in means),
-        scales=tuple(float(v) for v in scales),
-        coefficients=tuple(float(c) for c in coefficients),
-        penalty=penalty,
-    )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _numeric(params: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
-    # Costs grow as powers of sizes: logarithms. Zero, negatives and absent parameters: 0.
-    values = [params.get(name) for name in names]
-    numbers = [
-        float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0 for v in values
-    ]
-    return np.array([math.log(v) if v > 0 else 0.0 for v in numbers])
 
 
 @dataclass(frozen=True)
@@ -350,13 +222,10 @@ class Priced:
     precision: str
     device: str
     features: CostFeatures | None
-    params: dict[str, Any] = field(default_factory=dict)
 
     def seconds(self, calibration: Calibration) -> float | None:
         """Its seconds per epoch under `calibration`; None where nothing tells."""
-        return calibration.estimate(
-            self.features, self.family, self.precision, self.device, self.params
-        )
+        return calibration.estimate(self.features, self.family, self.precision, self.device)
 
 
 def cheapest_epoch(models: Iterable[Priced], calibration: Calibration) -> float | None:
@@ -373,7 +242,7 @@ def _key(family: str, precision: str, device: str) -> str:
     return f"{family}/{precision}{suffix}"
 
 
-def calibration(trials: Iterable[FrozenTrial], *, correct: bool = True) -> Calibration:
+def calibration(trials: Iterable[FrozenTrial]) -> Calibration:
     """What earlier trials measured, by "family/precision" (see `Calibration`).
 
     Only trials that recorded an epoch's time (they trained at least one epoch) count; ratios
@@ -381,15 +250,13 @@ def calibration(trials: Iterable[FrozenTrial], *, correct: bool = True) -> Calib
     kind of model) times how much faster or slower than their family's median the recent trials
     ran (a median weighted by recency: half weight every `HALF_LIFE` trials back, in the order
     they finished), so that a machine that becomes busier or quieter is followed within a few
-    trials instead of being averaged over the whole study. A family with enough timed trials
-    also gets its `Correction` (`fit_correction`): what their parameters say beyond its median
-    (`correct=False`: none, as before it was fitted; `benchmarks/bench_clock.py` compares).
+    trials instead of being averaged over the whole study.
     """
     timed = [t for t in trials if t.user_attrs.get(Attr.EPOCH_SECONDS)]
     timed.sort(key=_finished)
     measured: dict[str, list[float]] = {}
-    # device -> [(key, ratio, parameters)] in the order the trials finished
-    ratios: dict[str, list[tuple[str, float, dict[str, Any]]]] = {}
+    # device -> [(key, ratio)] in the order the trials finished
+    ratios: dict[str, list[tuple[str, float]]] = {}
     for trial in timed:
         attrs = trial.user_attrs
         actual = float(attrs[Attr.EPOCH_SECONDS])
@@ -397,41 +264,26 @@ def calibration(trials: Iterable[FrozenTrial], *, correct: bool = True) -> Calib
         key = _key(str(attrs.get(Attr.FAMILY)), str(attrs.get(Attr.PRECISION)), device)
         measured.setdefault(key, []).append(actual)
         if prior := attrs.get(Attr.PRIOR_EPOCH_SECONDS):
-            ratios.setdefault(device, []).append((key, actual / float(prior), trial.params))
+            ratios.setdefault(device, []).append((key, actual / float(prior)))
     scales: dict[str, float] = {}
-    corrections: dict[str, Correction] = {}
     for device, rows in ratios.items():
-        keys = {k for k, _, _ in rows}
-        # Each family's median ratio, and what its parameters say beyond it.
-        median = {key: statistics.median(r for k, r, _ in rows if k == key) for key in keys}
-        for key in keys if correct else ():
-            fitted = [(p, math.log(r)) for k, r, p in rows if k == key]
-            if correction := fit_correction([p for p, _ in fitted], [y for _, y in fitted]):
-                corrections[key] = correction
-
-        # How much slower or faster than that each trial ran: the recent ones say how fast the
-        # machine is now.
+        # Each family's median ratio, and how much slower or faster than its family's median
+        # each trial ran: the recent ones say how fast the machine is now.
+        median = {
+            key: statistics.median(r for k, r in rows if k == key) for key in {k for k, _ in rows}
+        }
         ages = range(len(rows) - 1, -1, -1)
         speed = weighted_median(
-            [ratio / _expected(median, corrections, key, params) for key, ratio, params in rows],
+            [ratio / median[key] for key, ratio in rows],
             [0.5 ** (age / HALF_LIFE) for age in ages],
         )
         scales |= {key: m * speed for key, m in median.items()}
         # A family not measured yet: the median of all ratios.
-        scales[_key("*", "*", device)] = statistics.median(r for _, r, _ in rows) * speed
+        scales[_key("*", "*", device)] = statistics.median(r for _, r in rows) * speed
     return Calibration(
         ratios=scales,
         measured={key: statistics.median(values) for key, values in measured.items()},
-        corrections=corrections,
     )
-
-
-def _expected(
-    median: dict[str, float], corrections: dict[str, Correction], key: str, params: dict[str, Any]
-) -> float:
-    # A trial's ratio as its family's median and correction expect it.
-    correction = corrections.get(key)
-    return median[key] * (correction.factor(params) if correction else 1.0)
 
 
 def _finished(trial: FrozenTrial) -> datetime.datetime:

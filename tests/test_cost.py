@@ -1,12 +1,9 @@
 from __future__ import annotations
 
 import datetime
-import math
 import statistics
-from typing import Any
 
 import keras
-import numpy as np
 import optuna
 import pytest
 from keras import layers
@@ -243,89 +240,3 @@ def test_calibration_orders_trials_by_when_they_finished_and_running_ones_last()
     running.datetime_complete = None
     running.state = optuna.trial.TrialState.RUNNING
     assert calibration([running, long]).ratios["conv1d/float32"] == pytest.approx(1.0)
-
-
-def _timed_trial(params: dict[str, object], prior: float, actual: float, minute: int) -> Any:
-    trial = optuna.trial.create_trial(
-        value=0.5,
-        params=params,
-        distributions={
-            name: optuna.distributions.CategoricalDistribution([value])
-            for name, value in params.items()
-        },
-        user_attrs={
-            "family": "sep",
-            "precision": "float32",
-            "prior_epoch_seconds": prior,
-            "epoch_seconds": actual,
-        },
-    )
-    return _finished_at(trial, minute)
-
-
-def test_the_correction_learns_what_a_parameter_costs_beyond_the_prior() -> None:
-    # The prior misses that a depth multiplier of 2 makes an epoch 1.8 times as slow; kernel
-    # sizes and learning rates vary too, and cost nothing the prior misses.
-    rng = np.random.default_rng(0)
-    trials = []
-    for minute in range(12):
-        params = {
-            "depth_multiplier": [1, 2][minute % 2],
-            "kernel_size": [3, 5, 7][minute % 3],
-            "learning_rate": float(rng.uniform(1e-4, 1e-2)),
-            "optimizer": "adam",
-        }
-        ratio = 1.8 ** (params["depth_multiplier"] - 1) * float(rng.uniform(0.97, 1.03))
-        trials.append(_timed_trial(params, 10.0, 10.0 * ratio, minute))
-    calibrated = calibration(trials)
-    correction = calibrated.corrections["sep/float32"]
-    assert "learning_rate" not in correction.names  # it changes no computation
-    assert "optimizer" not in correction.names  # a category is not a number
-    features = CostFeatures(1e9, 1000, 100, 10, 1000)
-    prior = features.prior_seconds()
-    for multiplier, expected in ((1, 1.0), (2, 1.8)):
-        params = {"depth_multiplier": multiplier, "kernel_size": 5, "learning_rate": 1e-3}
-        estimate = calibrated.estimate(features, "sep", "float32", params=params)
-        assert estimate == pytest.approx(expected * prior, rel=0.06)
-    # Without the parameters, the family's ratio alone.
-    ratio = calibrated.ratios["sep/float32"]
-    assert calibrated.estimate(features, "sep", "float32") == pytest.approx(ratio * prior)
-    # Without the correction, the last trial (a slow multiplier of 2) reads as a slower
-    # machine, and a multiplier of 1 is overestimated by a quarter.
-    uncorrected = calibration(trials, correct=False)
-    assert uncorrected.corrections == {}
-    params = {"depth_multiplier": 1, "kernel_size": 5, "learning_rate": 1e-3}
-    estimate = uncorrected.estimate(features, "sep", "float32", params=params)
-    assert estimate is not None and estimate > 1.2 * prior
-
-
-def test_the_correction_stays_out_where_parameters_tell_nothing_and_is_bounded() -> None:
-    rng = np.random.default_rng(1)
-    noise = [
-        _timed_trial({"units": int(u)}, 10.0, 10.0 * float(rng.uniform(0.8, 1.25)), minute)
-        for minute, u in enumerate(rng.integers(8, 512, size=10))
-    ]
-    correction = calibration(noise).corrections.get("sep/float32")
-    for units in (8, 64, 512):  # none, or one that changes nothing
-        assert correction is None or correction.factor({"units": units}) == pytest.approx(
-            1, abs=0.02
-        )
-    assert "sep/float32" not in calibration(noise[:2]).corrections  # too few to fit
-    # A steep trend is followed within e^+-1 of the median, however far one extrapolates.
-    steep = [_timed_trial({"units": u}, 10.0, u / 10.0, i) for i, u in enumerate([8, 16, 32, 64])]
-    correction = calibration(steep).corrections["sep/float32"]
-    assert correction.factor({"units": 1e9}) == pytest.approx(math.e)
-    assert correction.factor({"units": 1e-9}) == pytest.approx(1 / math.e)
-
-
-def test_a_priced_model_carries_its_parameters_to_the_correction() -> None:
-    trials = [
-        _timed_trial({"units": u}, 10.0, 10.0 * (u / 64) ** 0.5, i)
-        for i, u in enumerate([16, 32, 64, 128, 256, 16, 256])
-    ]
-    calibrated = calibration(trials)
-    features = CostFeatures(1e9, 1000, 100, 10, 1000)
-    small = cost.Priced("sep", "float32", "cpu", features, {"units": 16}).seconds(calibrated)
-    large = cost.Priced("sep", "float32", "cpu", features, {"units": 256}).seconds(calibrated)
-    assert small is not None and large is not None
-    assert large / small == pytest.approx(4.0, rel=0.25)

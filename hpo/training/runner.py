@@ -242,7 +242,7 @@ def _train_trial(
     features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     calibration = cost_ratios or Calibration()
     device = device_name()
-    estimate = calibration.estimate(features, family, precision.value, device, trial.params)
+    estimate = calibration.estimate(features, family, precision.value, device)
     attributes: dict[str, Any] = {
         Attr.FAMILY: family,
         Attr.PRECISION: precision.value,
@@ -495,9 +495,7 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                 features, _ = cost_features(task, model, params, data)
-            priced.append(
-                Priced(params["family"], precision.value, device_name(), features, dict(sampled))
-            )
+            priced.append(Priced(params["family"], precision.value, device_name(), features))
             keras.backend.clear_session()
     return priced
 
