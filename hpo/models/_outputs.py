@@ -12,7 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["Probabilities"]
+__all__ = ["Probabilities", "leaning_accuracy"]
 
 
 @keras.saving.register_keras_serializable(package="hpo")
@@ -47,3 +47,12 @@ class Probabilities(keras.layers.Layer):
             "from_logits": self.from_logits,
             "positive_column": self.positive_column,
         }
+
+
+@keras.saving.register_keras_serializable(package="hpo")
+def leaning_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> Any:
+    """Binary accuracy against the class a soft target leans to (over 0.5: the first): a soft
+    target such as 0.87 is no 0 or 1 that a thresholded prediction could equal."""
+    y_true = ops.reshape(ops.cast(y_true, "float32"), ops.shape(y_pred))
+    hits = ops.equal(y_true > 0.5, ops.cast(y_pred, "float32") > threshold)
+    return ops.mean(ops.cast(hits, "float32"), axis=-1)

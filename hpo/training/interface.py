@@ -349,7 +349,11 @@ def compile_model(
     if output.units == 1 and soft_targets:
         # A soft target is no 0 or 1 that a thresholded prediction could equal: it is the class
         # the target leans to (validation's hard labels score the same either way).
-        accuracy = _leaning_accuracy_metric(threshold=0.0 if output.from_logits else 0.5)
+        from hpo.models._outputs import leaning_accuracy
+
+        accuracy = keras.metrics.MeanMetricWrapper(
+            leaning_accuracy, name="accuracy", threshold=0.0 if output.from_logits else 0.5
+        )
     elif output.units == 1:
         accuracy = keras.metrics.BinaryAccuracy(
             name="accuracy", threshold=0.0 if output.from_logits else 0.5
@@ -389,20 +393,6 @@ def compile_model(
         else keras.losses.SparseCategoricalCrossentropy(from_logits=output.from_logits)
     )
     model.compile(optimizer=make_optimizer(), loss=loss, metrics=[accuracy])
-
-
-def _leaning_accuracy_metric(threshold: float) -> keras.metrics.Metric:
-    """Binary accuracy against the class a soft target leans to (over 0.5: the first)."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="hpo")
-    def leaning_accuracy(y_true: Any, y_pred: Any) -> Any:
-        ops = keras.ops
-        y_true = ops.reshape(ops.cast(y_true, "float32"), ops.shape(y_pred))
-        hits = ops.equal(y_true > 0.5, ops.cast(y_pred, "float32") > threshold)
-        return ops.mean(ops.cast(hits, "float32"), axis=-1)
-
-    return keras.metrics.MeanMetricWrapper(leaning_accuracy, name="accuracy")
 
 
 def _is_accuracy(metric: Any) -> bool:
