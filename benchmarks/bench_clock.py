@@ -7,13 +7,18 @@ it, and the error |estimate / actual - 1| taken; printed side by side in one run
 - `recorded`: the estimate the trial stored when it ran (whatever hpo's version was then);
 - `median`: every earlier trial of the family weighing the same (hpo before the recency rule);
 - `recent, half-life H`: `hpo.cost.calibration` with `HALF_LIFE = H` trials (hpo's is marked);
-- `prior with P s per weight per step`: hpo's calibration over priors recomputed with the
-  per-weight step cost `PRIOR_PARAM_STEP_S = P` (hpo's is marked): from the features a trial
-  stored (`cost_features`), or for older trials from its recorded prior, operations and weights;
-- `prior with E output values per s`: likewise with `PRIOR_ELEMENTS_PER_S = E` ("no value
-  term": the prior before it counted layer outputs). A trial recorded before its features held
-  the output values counts none, unless `--rebuild` builds its model again from its parameters
-  (the study's own task and families; no training) to count them.
+- `each family's own rates (hpo's)` and `the default rates for every family`: hpo's calibration
+  over priors recomputed from the features a trial stored (`cost_features`), or for older trials
+  from its recorded prior, operations and weights, at each family's `PRIOR_RATES` (what hpo
+  does) or at `hpo.cost.DEFAULT_RATES` for all;
+- `default rates with P s per weight per step`: the default rates with the per-weight step
+  cost `P` (the default's is marked), for every family;
+- `default rates with E output values per s`: likewise with `E` output values per second ("no
+  value term": the prior before it counted layer outputs). A trial recorded before its features
+  held the output values counts none, unless `--rebuild` builds its model again from its
+  parameters (the study's own task and families; no training) to count them.
+
+Each family's rates are fitted across studies by `bench_rates.py`.
 
 Usage:
     python benchmarks/bench_clock.py --study studies/imdb.toml [--half-lives 2 4 8 16]
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import statistics
 import sys
@@ -79,24 +85,17 @@ def work_of(trial: FrozenTrial) -> Work | None:
 
 
 def with_prior(
-    trials: Sequence[FrozenTrial],
-    param_step_s: float = cost.PRIOR_PARAM_STEP_S,
-    elements_per_s: float | None = cost.PRIOR_ELEMENTS_PER_S,
+    trials: Sequence[FrozenTrial], rates: Callable[[str], cost.Rates]
 ) -> list[FrozenTrial]:
-    """Copies of the trials whose recorded prior is recomputed with `param_step_s` and
-    `elements_per_s` (None: no term for output values)."""
+    """Copies of the trials whose recorded prior is recomputed at `rates(family)`."""
     copies = []
     for trial in trials:
         work = work_of(trial)
         if work is not None:
             trial = copy.deepcopy(trial)
-            # Without a rate, no term: no values at hpo's rate.
-            elements = work.elements if elements_per_s is not None else 0.0
-            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = cost.prior_seconds(
-                *work[:3],
-                param_step_s,
-                elements=elements,
-                elements_per_s=elements_per_s or cost.PRIOR_ELEMENTS_PER_S,
+            family_rates = rates(str(trial.user_attrs.get(Attr.FAMILY)))
+            trial.user_attrs[Attr.PRIOR_EPOCH_SECONDS] = family_rates.seconds(
+                work.flops, work.elements, work.steps, work.params
             )
         copies.append(trial)
     return copies
@@ -173,15 +172,16 @@ def main() -> int:
         type=float,
         nargs="+",
         default=[cost.PRIOR_PARAM_STEP_S * k for k in (0.2, 0.5, 1, 2, 5)],
-        help="per-weight step costs to recompute the prior with (default: hpo's, and around it)",
+        help="per-weight step costs to recompute the default rates' prior with (default: its "
+        "own, and around it)",
     )
     parser.add_argument(
         "--elements-per-s",
         type=float,
         nargs="+",
         default=[cost.PRIOR_ELEMENTS_PER_S * k for k in (0.5, 1, 2)],
-        help="output values per second to recompute the prior with (default: hpo's, and around "
-        "it; the prior without them is always shown)",
+        help="output values per second to recompute the default rates' prior with (default: "
+        "its own, and around it; the prior without them is always shown)",
     )
     parser.add_argument(
         "--rebuild",
@@ -210,17 +210,32 @@ def main() -> int:
         mark = " (hpo's)" if half_life == shipped else ""
         print(_row(f"recent, half-life {half_life:g}{mark}", replay(trials, cost.calibration)))
     cost.HALF_LIFE = shipped
+    task = study_task(config)
+
+    def shipped(family: str) -> cost.Rates:
+        return cost.family_rates(task.families.get(family))
+
+    for name, rates in (
+        ("each family's own rates (hpo's)", shipped),
+        ("the default rates for every family", lambda _: cost.DEFAULT_RATES),
+    ):
+        print(_row(name, replay(with_prior(trials, rates), cost.calibration)))
+    default = cost.DEFAULT_RATES
     for param_step_s in args.param_step_s:
-        mark = " (hpo's)" if math.isclose(param_step_s, cost.PRIOR_PARAM_STEP_S) else ""
-        errors = replay(with_prior(trials, param_step_s), cost.calibration)
-        print(_row(f"prior with {param_step_s:.2g} s per weight per step{mark}", errors))
+        mark = " (default)" if math.isclose(param_step_s, default.param_step_s) else ""
+        changed = dataclasses.replace(default, param_step_s=param_step_s)
+        errors = replay(with_prior(trials, lambda _, r=changed: r), cost.calibration)
+        print(_row(f"default rates with {param_step_s:.2g} s per weight per step{mark}", errors))
     for elements_per_s in [None, *args.elements_per_s]:
-        errors = replay(with_prior(trials, elements_per_s=elements_per_s), cost.calibration)
+        changed = dataclasses.replace(
+            default, element_s=1 / elements_per_s if elements_per_s else 0.0
+        )
+        errors = replay(with_prior(trials, lambda _, r=changed: r), cost.calibration)
         if elements_per_s is None:
-            name = "prior with no value term"
+            name = "default rates with no value term"
         else:
-            mark = " (hpo's)" if math.isclose(elements_per_s, cost.PRIOR_ELEMENTS_PER_S) else ""
-            name = f"prior with {elements_per_s:.2g} output values per s{mark}"
+            mark = " (default)" if math.isclose(1 / elements_per_s, default.element_s) else ""
+            name = f"default rates with {elements_per_s:.2g} output values per s{mark}"
         print(_row(name, errors))
     return 0
 

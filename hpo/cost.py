@@ -6,8 +6,11 @@ layers write per example (every layer's output: the memory traffic that bounds d
 convolutions, normalization and activations, which FLOPs miss), times the examples an epoch
 computes (for bucketed text, the token positions it really computes), three times for the
 training pass (forward and backward) and once for validation; plus a per-step cost that grows
-with the number of weights (the optimizer updates every weight every step). Constants measured on
-a 2-core CPU make this a prior; the trials a study has already run calibrate it: the estimate is
+with the number of weights (the optimizer updates every weight every step). Rates measured on a
+2-core CPU make this a prior: hpo's defaults (`DEFAULT_RATES`), or a family's own where its module
+sets `PRIOR_RATES` (hpo's text families do: what each unit of work costs differs between them,
+fitted on earlier studies with `benchmarks/bench_rates.py`); the trials a study has already run
+calibrate it: the estimate is
 scaled by the ratio of actual to prior seconds per epoch that earlier trials measured: their
 family's bias (same family and precision; none before there is one) times the machine's recent
 speed (recent trials weigh more, see `calibration`).
@@ -38,15 +41,17 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 __all__ = [
+    "DEFAULT_RATES",
     "Calibration",
     "CostFeatures",
     "ExampleWork",
     "Priced",
+    "Rates",
     "calibration",
     "cheapest_epoch",
     "example_flops",
     "example_work",
-    "prior_seconds",
+    "family_rates",
     "weighted_median",
 ]
 
@@ -70,6 +75,45 @@ PRIOR_PARAM_STEP_S = 5e-9
 # IMDB studies); with this term the replayed median error fell from 33% and 29% to 20% and 18%
 # (`benchmarks/bench_clock.py --rebuild`, RESULTS.md).
 PRIOR_ELEMENTS_PER_S = 6e8
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What each unit of an epoch's work costs, in seconds (one core of a 2-core CPU, float32).
+
+    Their ratios are what matters within a family (the calibration scales its prior by what its
+    trials measured); their level prices a family's first trial and the budget check before any
+    trial.
+
+    Attributes:
+        flop_s: Per floating-point operation.
+        element_s: Per layer output value written.
+        step_s: Per optimizer step.
+        param_step_s: Per weight per optimizer step (the update of every weight).
+    """
+
+    flop_s: float = 1 / PRIOR_FLOPS_PER_S
+    element_s: float = 1 / PRIOR_ELEMENTS_PER_S
+    step_s: float = PRIOR_STEP_S
+    param_step_s: float = PRIOR_PARAM_STEP_S
+
+    def seconds(self, flops: float, elements: float, steps: float, params: float) -> float:
+        """Seconds for this work: operations and output values per epoch, optimizer steps
+        per epoch, and trainable weights."""
+        return (
+            flops * self.flop_s
+            + elements * self.element_s
+            + steps * (self.step_s + params * self.param_step_s)
+        )
+
+
+DEFAULT_RATES = Rates()
+
+
+def family_rates(family: object) -> Rates:
+    """A family's prior rates: its module's `PRIOR_RATES`, else `DEFAULT_RATES`."""
+    rates = getattr(family, "PRIOR_RATES", None)
+    return rates if isinstance(rates, Rates) else DEFAULT_RATES
 
 
 @dataclass(frozen=True)
@@ -109,34 +153,13 @@ class CostFeatures:
         """Output values written per epoch, counted as `flops_per_epoch`."""
         return self.elements_per_example * self._passes
 
-    def prior_seconds(self) -> float:
-        """Seconds per epoch before any calibration."""
-        return prior_seconds(
-            self.flops_per_epoch, self.steps, self.params, elements=self.elements_per_epoch
-        )
+    def prior_seconds(self, rates: Rates = DEFAULT_RATES) -> float:
+        """Seconds per epoch before any calibration, at the family's `rates`."""
+        return rates.seconds(self.flops_per_epoch, self.elements_per_epoch, self.steps, self.params)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
         return asdict(self)
-
-
-def prior_seconds(
-    flops_per_epoch: float,
-    steps: float,
-    params: float,
-    param_step_s: float = PRIOR_PARAM_STEP_S,
-    *,
-    elements: float = 0.0,
-    elements_per_s: float = PRIOR_ELEMENTS_PER_S,
-) -> float:
-    """The prior's seconds per epoch for this work (`elements`: output values written per
-    epoch); `param_step_s` and `elements_per_s` replace the prior's constants
-    (`benchmarks/bench_clock.py` replays others)."""
-    return (
-        flops_per_epoch / PRIOR_FLOPS_PER_S
-        + elements / elements_per_s
-        + steps * (PRIOR_STEP_S + params * param_step_s)
-    )
 
 
 @dataclass(frozen=True)
@@ -195,10 +218,16 @@ class Calibration:
     measured: dict[str, float] = field(default_factory=dict)
 
     def estimate(
-        self, features: CostFeatures | None, family: str, precision: str, device: str = "cpu"
+        self,
+        features: CostFeatures | None,
+        family: str,
+        precision: str,
+        device: str = "cpu",
+        rates: Rates = DEFAULT_RATES,
     ) -> float | None:
-        """Seconds per epoch of a trial of `family` in `precision` on `device`, or None if
-        nothing tells (a model the prior cannot cost, or a GPU no trial has measured yet)."""
+        """Seconds per epoch of a trial of `family` in `precision` on `device` (its prior at
+        the family's `rates`, calibrated), or None if nothing tells (a model the prior cannot
+        cost, or a GPU no trial has measured yet)."""
         key = _key(family, precision, device)
         if features is None:
             return self.measured.get(key)
@@ -207,7 +236,7 @@ class Calibration:
             if device != "cpu":
                 return None
             scale = 1.0
-        return features.prior_seconds() * scale
+        return features.prior_seconds(rates) * scale
 
 
 @dataclass(frozen=True)
@@ -216,16 +245,20 @@ class Priced:
 
     Attributes:
         features: What one of its epochs computes; None for a model the prior cannot analyse.
+        rates: Its family's prior rates (`family_rates`).
     """
 
     family: str
     precision: str
     device: str
     features: CostFeatures | None
+    rates: Rates = DEFAULT_RATES
 
     def seconds(self, calibration: Calibration) -> float | None:
         """Its seconds per epoch under `calibration`; None where nothing tells."""
-        return calibration.estimate(self.features, self.family, self.precision, self.device)
+        return calibration.estimate(
+            self.features, self.family, self.precision, self.device, self.rates
+        )
 
 
 def cheapest_epoch(models: Iterable[Priced], calibration: Calibration) -> float | None:

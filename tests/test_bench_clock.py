@@ -76,8 +76,11 @@ def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_reco
     stored.user_attrs["cost_features"] = FEATURES
     work = bench_clock.work_of(stored)
     assert work == (2e6 * (3 * 1000 + 200), 32, 4_000_000, 0.0)
+    rates = cost.Rates(param_step_s=5e-8)
     expected = 2e6 * 3200 / cost.PRIOR_FLOPS_PER_S + 32 * (cost.PRIOR_STEP_S + 4_000_000 * 5e-8)
-    assert cost.prior_seconds(*work[:3], 5e-8) == pytest.approx(expected)
+    assert rates.seconds(work.flops, work.elements, work.steps, work.params) == pytest.approx(
+        expected
+    )
 
     # Before features were stored: the steps are solved from the prior as it was recorded.
     recorded = bench_clock.RECORDED_WITH
@@ -90,22 +93,25 @@ def test_a_prior_is_recomputed_from_stored_features_or_solved_from_an_older_reco
     )
     solved = bench_clock.work_of(old)
     assert solved is not None and solved.steps == pytest.approx(32)
-    (copy,) = bench_clock.with_prior([old], 5e-8)
+    (copy,) = bench_clock.with_prior([old], lambda _: rates)
     assert copy.user_attrs["prior_epoch_seconds"] == pytest.approx(expected)
     assert old.user_attrs["prior_epoch_seconds"] != copy.user_attrs["prior_epoch_seconds"]
     # A trial the prior did not cost keeps what it had.
     uncosted = optuna.trial.create_trial(value=0.5, user_attrs={"family": "mine"})
     assert bench_clock.work_of(uncosted) is None
-    assert bench_clock.with_prior([uncosted], 5e-8)[0] is uncosted
+    assert bench_clock.with_prior([uncosted], lambda _: rates)[0] is uncosted
 
 
-def test_the_output_values_term_is_replayed_at_any_rate_or_left_out() -> None:
-    stored = _trial(0, 1, "conv1d", 30.0)
-    stored.user_attrs["cost_features"] = {**FEATURES, "elements_per_example": 5e4}
-    without = bench_clock.with_prior([stored], elements_per_s=None)[0]
-    at_rate = bench_clock.with_prior([stored], elements_per_s=1e8)[0]
-    added = at_rate.user_attrs["prior_epoch_seconds"] - without.user_attrs["prior_epoch_seconds"]
-    assert added == pytest.approx(5e4 * 3200 / 1e8)
-    assert without.user_attrs["prior_epoch_seconds"] == pytest.approx(
-        cost.prior_seconds(2e6 * 3200, 32, 4_000_000)
+def test_each_trial_is_repriced_at_its_own_familys_rates() -> None:
+    conv, ngram = _trial(0, 1, "conv1d", 30.0), _trial(0, 1, "ngram", 30.0)
+    for trial in (conv, ngram):
+        trial.user_attrs["cost_features"] = {**FEATURES, "elements_per_example": 5e4}
+    no_values = cost.Rates(element_s=0.0)
+    by_family = {"conv1d": cost.DEFAULT_RATES, "ngram": no_values}
+    conv_copy, ngram_copy = bench_clock.with_prior([conv, ngram], by_family.__getitem__)
+    conv_prior = conv_copy.user_attrs["prior_epoch_seconds"]
+    added = conv_prior - ngram_copy.user_attrs["prior_epoch_seconds"]
+    assert added == pytest.approx(5e4 * 3200 / cost.PRIOR_ELEMENTS_PER_S)
+    assert ngram_copy.user_attrs["prior_epoch_seconds"] == pytest.approx(
+        2e6 * 3200 / cost.PRIOR_FLOPS_PER_S + 32 * (cost.PRIOR_STEP_S + 4_000_000 * 5e-9)
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import statistics
+import types
 
 import keras
 import optuna
@@ -240,3 +241,31 @@ def test_calibration_orders_trials_by_when_they_finished_and_running_ones_last()
     running.datetime_complete = None
     running.state = optuna.trial.TrialState.RUNNING
     assert calibration([running, long]).ratios["conv1d/float32"] == pytest.approx(1.0)
+
+
+def test_a_familys_own_rates_price_its_prior_and_other_families_take_the_defaults() -> None:
+    features = CostFeatures(1e6, 1000.0, 100.0, 10, 1000, elements_per_example=1e4)
+    own = cost.Rates(flop_s=0.0, element_s=1e-9, step_s=0.01, param_step_s=0.0)
+    assert cost.family_rates(types.SimpleNamespace(PRIOR_RATES=own)) is own
+    assert cost.family_rates(types.SimpleNamespace()) is cost.DEFAULT_RATES
+    assert cost.family_rates(None) is cost.DEFAULT_RATES
+    # Anything but rates (a user's module with a constant of that name) is not taken for them.
+    assert cost.family_rates(types.SimpleNamespace(PRIOR_RATES=2.0)) is cost.DEFAULT_RATES
+    assert features.prior_seconds(own) == pytest.approx(1e4 * 3100 * 1e-9 + 10 * 0.01)
+    assert features.prior_seconds() == pytest.approx(
+        1e6 * 3100 / cost.PRIOR_FLOPS_PER_S
+        + 1e4 * 3100 / cost.PRIOR_ELEMENTS_PER_S
+        + 10 * (cost.PRIOR_STEP_S + 1000 * cost.PRIOR_PARAM_STEP_S)
+    )
+    calibrated = cost.Calibration(ratios={"mine/float32": 2.0})
+    estimate = calibrated.estimate(features, "mine", "float32", rates=own)
+    assert estimate == pytest.approx(2 * features.prior_seconds(own))
+    assert cost.Priced("mine", "float32", "cpu", features, own).seconds(calibrated) == estimate
+
+
+def test_hpos_text_families_each_carry_rates_of_their_own() -> None:
+    from hpo.models import nbsvm, ngram, sepconv1d
+
+    rates = [cost.family_rates(module) for module in (conv1d, sepconv1d, ngram, nbsvm)]
+    assert all(r is not cost.DEFAULT_RATES for r in rates)
+    assert len(set(rates)) == len(rates)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hpo.cost import Rates
 from hpo.models import _textconv
 from hpo.space import suggest_all
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
 # Its answer never depends on the padding after a text (tested), so batches may be cut.
 MASKS_PADDING = True
+# What a unit of this family's epoch costs, for the clock's prior (`hpo.cost.Rates`): fitted on
+# six IMDB studies' 272 trials by benchmarks/bench_rates.py (RESULTS.md, "Each family's own
+# prior rates").
+PRIOR_RATES = Rates(flop_s=2.56e-12, element_s=6.46e-10, step_s=0.0148, param_step_s=1.25e-09)
 SPACE: Space = _textconv.SPACE
 # The hand-made three-branch model (kernels 3/5/7 x 128 filters, embedding 128, dropout 0.5).
 DEFAULTS: Mapping[str, Any] = {

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hpo.cost import Rates
 from hpo.space import suggest_all
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ __all__ = ["DEFAULTS", "SPACE", "adapt", "build", "suggest"]
 
 # Its answer never depends on the padding after a text (tested), so batches may be cut.
 MASKS_PADDING = True
+# What a unit of this family's epoch costs, for the clock's prior (`hpo.cost.Rates`): fitted on
+# six IMDB studies' 272 trials by benchmarks/bench_rates.py (RESULTS.md, "Each family's own
+# prior rates").
+PRIOR_RATES = Rates(flop_s=0.0, element_s=2.1e-08, step_s=0.00319, param_step_s=6.28e-09)
 SPACE: Space = {
     "nb_order": IntDistribution(1, 3),
     "nb_buckets": CategoricalDistribution([262144, 524288, 1048576, 2097152]),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hpo.cost import Rates
 from hpo.space import suggest_all
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ __all__ = ["DEFAULTS", "SPACE", "build", "suggest"]
 # and a sampler pools what it learns about a parameter name across families.
 # Its answer never depends on the padding after a text (tested), so batches may be cut.
 MASKS_PADDING = True
+# What a unit of this family's epoch costs, for the clock's prior (`hpo.cost.Rates`): fitted on
+# six IMDB studies' 272 trials by benchmarks/bench_rates.py (RESULTS.md, "Each family's own
+# prior rates").
+PRIOR_RATES = Rates(flop_s=0.0, element_s=2e-09, step_s=0.0039, param_step_s=2.53e-09)
 SPACE: Space = {
     "ngram_order": IntDistribution(1, 3),
     "ngram_dim": IntDistribution(16, 128, log=True),

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import IntDistribution
 
+from hpo.cost import Rates
 from hpo.models import _textconv
 from hpo.space import suggest_all
 
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 
 # Its answer never depends on the padding after a text (tested), so batches may be cut.
 MASKS_PADDING = True
+# What a unit of this family's epoch costs, for the clock's prior (`hpo.cost.Rates`): fitted on
+# six IMDB studies' 272 trials by benchmarks/bench_rates.py (RESULTS.md, "Each family's own
+# prior rates").
+PRIOR_RATES = Rates(flop_s=8.3e-12, element_s=7.1e-10, step_s=0.00411, param_step_s=5.67e-09)
 SPACE: Space = {**_textconv.SPACE, "depth_multiplier": IntDistribution(1, 2)}
 # Settings where this family learns from the first epoch. A plain SeparableConv1D twin of the
 # classic model trained with rmsprop at 1e-3 stays at chance for epochs; residual connections

@@ -26,7 +26,7 @@ from hpo.backend import (
 )
 from hpo.budget import cap_epochs, format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
-from hpo.cost import Calibration, CostFeatures, Priced, example_work
+from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rates
 from hpo.data.batching import use_width_ladder
 from hpo.disk import writing
 from hpo.errors import ConfigError
@@ -242,7 +242,8 @@ def _train_trial(
     features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     calibration = cost_ratios or Calibration()
     device = device_name()
-    estimate = calibration.estimate(features, family, precision.value, device)
+    rates = family_rates(task.families.get(family))
+    estimate = calibration.estimate(features, family, precision.value, device, rates)
     attributes: dict[str, Any] = {
         Attr.FAMILY: family,
         Attr.PRECISION: precision.value,
@@ -254,7 +255,7 @@ def _train_trial(
     }
     if features is not None:
         attributes[Attr.GFLOP_PER_EPOCH] = round(features.flops_per_epoch / 1e9, 1)
-        attributes[Attr.PRIOR_EPOCH_SECONDS] = round(features.prior_seconds(), 2)
+        attributes[Attr.PRIOR_EPOCH_SECONDS] = round(features.prior_seconds(rates), 2)
         attributes[Attr.COST_FEATURES] = features.as_dict()
     if estimate is not None:
         attributes[Attr.ESTIMATED_EPOCH_SECONDS] = round(estimate, 1)
@@ -495,7 +496,8 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                 features, _ = cost_features(task, model, params, data)
-            priced.append(Priced(params["family"], precision.value, device_name(), features))
+            rates = family_rates(task.families[params["family"]])
+            priced.append(Priced(params["family"], precision.value, device_name(), features, rates))
             keras.backend.clear_session()
     return priced
 

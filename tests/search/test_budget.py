@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo import cost
 from hpo.budget import spent_seconds
 from hpo.config import load_study_config
 from hpo.contract import Attr
@@ -18,6 +19,7 @@ from hpo.cost import Calibration
 from hpo.search import main, run_search
 from hpo.store import open_storage
 from hpo.study import search_space
+from hpo.tasks import study_task
 from hpo.tasks.imdb import IMDB
 
 from ..conftest import write_study
@@ -77,7 +79,14 @@ def test_budget_stops_a_running_trial_after_an_epoch_and_keeps_its_checkpoint(
     assert attrs[Attr.EPOCH_DURATIONS] == [pytest.approx(attrs[Attr.EPOCH_SECONDS], abs=0.01)]
     # The work the prior priced, output values included (`hpo.cost.CostFeatures`).
     assert attrs[Attr.COST_FEATURES]["elements_per_example"] > 0
-    # The estimate recorded is the one the deadline check used: the prior, scaled by INSTANT.
+    # The estimate recorded is the one the deadline check used: the prior, at the family's
+    # own rates, scaled by INSTANT.
+    family = study_task(config).families[PARAMS["family"]]
+    features = cost.CostFeatures(**attrs[Attr.COST_FEATURES])
+    assert cost.family_rates(family) is not cost.DEFAULT_RATES
+    assert attrs[Attr.PRIOR_EPOCH_SECONDS] == pytest.approx(
+        features.prior_seconds(cost.family_rates(family)), abs=0.01
+    )
     assert attrs[Attr.PRIOR_EPOCH_SECONDS] > 0
     assert attrs[Attr.ESTIMATED_EPOCH_SECONDS] == round(attrs[Attr.PRIOR_EPOCH_SECONDS] * 1e-9, 1)
 
