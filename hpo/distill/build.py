@@ -29,6 +29,7 @@ from hpo.distill.report import distill_report
 from hpo.distill.student import StudentJob, StudentResult, train_student
 from hpo.distill.teacher import (
     TeacherMember,
+    augmented_labels,
     check_teacher,
     cross_fitted,
     soft_labels,
@@ -98,6 +99,7 @@ def distill_ensemble(
     repeats: int = LATENCY_REPEATS,
     cross_fit: int = 0,
     label_weight: float = 0.0,
+    augment: int = 0,
     progress: Callable[[str], None] = _log.info,
 ) -> DistillResult:
     """Trains one model of the study on the ensemble's soft labels, tests it once, exports it.
@@ -125,6 +127,9 @@ def distill_ensemble(
         label_weight: The true labels' share of the student's training targets, from 0 (the
             soft labels alone, the default) to 1 (the labels alone: the student's family trained
             as a trial is, the baseline distillation is measured against).
+        augment: Altered copies of the training inputs (`Task.augmented`) the student also
+            learns, each labelled by the ensemble alone: inputs no member learned from, on
+            which the ensemble's probabilities say what it knows beyond the labels (default 0).
         progress: Called with a line as each step ends.
 
     Raises:
@@ -149,6 +154,11 @@ def distill_ensemble(
             f"distill --ensemble {ensemble_dir}-searched."
         )
     task = study_task(config)
+    if augment and task.augmented is None:
+        raise ConfigError(
+            f"--augment: task {task.name!r} has no way to alter its inputs (text tasks have); "
+            f"leave --augment out."
+        )
     space = search_space(task, config.space)
     families = [str(f) for f in space.family.choices]
     if family is not None and family not in families:
@@ -181,6 +191,14 @@ def distill_ensemble(
             f"{metrics.accuracy(labels.y_train, soft.train):.4f} of rows."
         )
     soft = dataclasses.replace(soft, label_weight=label_weight)
+    if augment:
+        soft = augmented_labels(task, data_folder, soft, members, augment, config.sampler.seed)
+        assert soft.augmented is not None
+        progress(
+            f"Augmented: {augment} altered copies of the training inputs, labelled by the "
+            f"ensemble; its class agrees with the original input's label on "
+            f"{metrics.accuracy(np.tile(labels.y_train, augment), soft.augmented):.4f} of them."
+        )
     member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
     params, chosen = choose_student(task, space, study, members, member_latency, family)
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
@@ -195,6 +213,7 @@ def distill_ensemble(
             targets=targets,
             work=Path(scratch),
             max_epochs=max_epochs or config.training.max_epochs,
+            augment=augment,
         )
         result = _train(job, config)
         student = load_keras_file(result.path)

@@ -7,7 +7,7 @@ Command line::
     hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
         [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K]
-        [--label-weight W] [--out DIR] [--data PATH]
+        [--label-weight W] [--augment N] [--out DIR] [--data PATH]
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "soft labels (default 0: the soft labels alone; 1: the labels alone)",
     )
     parser.add_argument(
+        "--augment",
+        type=augment_copies,
+        default=0,
+        metavar="N",
+        help="the student also learns N altered copies of the training inputs (text: tokens "
+        "masked or dropped), labelled by the ensemble alone (default 0)",
+    )
+    parser.add_argument(
         "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"
     )
     parser.add_argument("--data", help=DATA_HELP)
@@ -99,6 +107,22 @@ def cross_fit_folds(value: str) -> int:
     raise argparse.ArgumentTypeError(
         f"--cross-fit takes 0 (off) or a number of folds of 2 or more, not {value!r}; "
         f"use --cross-fit 2, say."
+    )
+
+
+def augment_copies(value: str) -> int:
+    """`--augment N`: 0 or more copies."""
+    try:
+        copies = int(value)
+    except ValueError:
+        copies = -1
+    if copies >= 0:
+        return copies
+    import argparse
+
+    raise argparse.ArgumentTypeError(
+        f"--augment takes a number of altered copies, 0 (off) or more, not {value!r}; use "
+        f"--augment 2, say."
     )
 
 
@@ -135,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         cross_fit=args.cross_fit,
         label_weight=args.label_weight,
+        augment=args.augment,
         progress=lambda line: print(line, flush=True),
     )
     print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")

@@ -103,6 +103,18 @@ def distill_report(
             # How far they are from hard labels: 1 would be one-hot.
             "mean_top_probability": round(float(np.mean(_top(soft.train))), 6),
             "agree_with_labels": round(metrics.accuracy(y_train, soft.train), 6),
+            # Altered copies of the training inputs the student also learned (`--augment`).
+            "augment_copies": 0 if soft.augmented is None else len(soft.augmented) // len(y_train),
+            "augmented_agree_with_labels": (
+                None
+                if soft.augmented is None
+                else round(
+                    metrics.accuracy(
+                        np.tile(y_train, len(soft.augmented) // len(y_train)), soft.augmented
+                    ),
+                    6,
+                )
+            ),
         },
         "best_member": {"trial": best_trial},
         "validation": {

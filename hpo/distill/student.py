@@ -53,6 +53,8 @@ class StudentJob:
         work: An empty folder for the checkpoint and the student.
         max_epochs: The most epochs (the study's `max_epochs` unless overridden).
         threads: CPU threads the backend may use (0: its default).
+        augment: Altered copies of the training inputs after them (`Task.augmented`, with the
+            study's seed), as many as `targets` holds rows for.
     """
 
     config: StudyConfig
@@ -62,6 +64,7 @@ class StudentJob:
     work: Path
     max_epochs: int
     threads: int = 0
+    augment: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,14 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
     task = study_task(config)
     params = {**job.params, **task.build_context(job.data_folder)}
     data = task.trial_data(job.data_folder, params)
+    x_train = data.x_train
+    if job.augment:
+        assert task.augmented is not None
+        extra = task.augmented(job.data_folder, params, job.augment, config.sampler.seed)
+        x_train = np.concatenate([x_train, extra])
     soft = np.load(job.targets)
-    if len(soft) != len(data.y_train):
-        raise ValueError(f"{len(soft)} soft labels for {len(data.y_train)} training inputs")
+    if len(soft) != len(x_train):
+        raise ValueError(f"{len(soft)} soft labels for {len(x_train)} training inputs")
     keras.utils.set_random_seed(config.sampler.seed)
     model, interface = prepare_model(task, params, data, soft_targets=True)
     classes = int(params["classes"])
@@ -108,7 +116,7 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
     history = fit_best_epoch(
         model,
         task.dataset(
-            data.x_train,
+            x_train,
             interface.encode_probabilities(soft),
             params.get("batch_size") or TRAINING_DEFAULTS["batch_size"],
             config.sampler.seed,

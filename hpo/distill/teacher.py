@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SoftLabels",
     "TeacherMember",
+    "augmented_labels",
     "blend",
     "check_teacher",
     "cross_fitted",
@@ -66,6 +67,8 @@ class SoftLabels:
             learned from), else the folds they were cross-fitted on (`cross_fitted`).
         seconds: The cross-fitting's training time.
         label_weight: The true labels' share of the student's training targets (`targets`).
+        augmented: The ensemble's probabilities on altered copies of the training inputs
+            (`augmented_labels`), after the training rows in the student's targets.
     """
 
     train: np.ndarray
@@ -74,17 +77,22 @@ class SoftLabels:
     folds: int = 0
     seconds: float = 0.0
     label_weight: float = 0.0
+    augmented: np.ndarray | None = None
 
     def targets(self, y_train: np.ndarray) -> np.ndarray:
         """The student's training targets: `label_weight` x the true labels + the rest x the
-        soft labels. Hinton et al. (2015) weigh a cross-entropy with the labels and one with the
-        soft labels; the cross-entropy is linear in its target, so this is the same loss."""
+        soft labels, then the augmented rows' soft labels. Hinton et al. (2015) weigh a
+        cross-entropy with the labels and one with the soft labels; the cross-entropy is linear
+        in its target, so this is the same loss."""
         w = self.label_weight
-        if not w:
-            return self.train
-        y = np.asarray(y_train)
-        hard = y.astype(np.float32) if self.train.ndim == 1 else np.eye(self.train.shape[1])[y]
-        return (w * hard + (1.0 - w) * self.train).astype(np.float32)
+        train = self.train
+        if w:
+            y = np.asarray(y_train)
+            hard = y.astype(np.float32) if train.ndim == 1 else np.eye(train.shape[1])[y]
+            train = w * hard + (1.0 - w) * train
+        if self.augmented is not None:
+            train = np.concatenate([train, self.augmented])
+        return np.asarray(train, dtype=np.float32)
 
 
 def teacher_members(
@@ -143,6 +151,29 @@ def cross_fitted(
     train = blend(members, [predictions[m.trial.number] for m in members], soft.temperature)
     seconds = round(time.perf_counter() - started, 1)
     return dataclasses.replace(soft, train=train, folds=folds, seconds=seconds)
+
+
+def augmented_labels(
+    task: Task,
+    data_folder: Path,
+    soft: SoftLabels,
+    members: list[TeacherMember],
+    copies: int,
+    seed: int,
+) -> SoftLabels:
+    """`soft` with the ensemble's probabilities on `copies` altered copies of the training
+    inputs (`Task.augmented`, the same copies for every member and for the student)."""
+    assert task.augmented is not None
+    predictions = [
+        predict_member(
+            task,
+            member.model,
+            task.augmented(data_folder, member.trial.params, copies, seed),
+            member.trial,
+        )
+        for member in members
+    ]
+    return dataclasses.replace(soft, augmented=blend(members, predictions, soft.temperature))
 
 
 def blend(

@@ -99,6 +99,10 @@ class Task:
             longest row for a model that ignores padding.
         tokenizer: Text tasks: the study's tokenizer (raw text to the prepared token ids),
             saved beside an export for `hpo predict`.
+        augmented: Altered copies of the training inputs, as one trial's inputs, for a
+            distilled student to learn the ensemble on inputs no member learned from:
+            `augmented(folder, params, copies, seed)`, the same copies for the same seed
+            whatever the trial; None where the task has none.
     """
 
     name: str
@@ -123,6 +127,7 @@ class Task:
     monitor: str = "val_accuracy"
     padded: bool = False
     tokenizer: Callable[[Path], Tokenizer] | None = None
+    augmented: Callable[[Path, Mapping[str, Any], int, int], np.ndarray] | None = None
 
 
 def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:

@@ -120,6 +120,36 @@ def member_inputs(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
     return text_cache.derive(x, params["vocab_size"], params["seq_len"])
 
 
+# How the training reviews are altered for distillation (`augmented`): each token is masked (the
+# out-of-vocabulary id) with this probability, or else dropped with this one.
+AUGMENT_MASK = 0.1
+AUGMENT_DROP = 0.1
+
+
+def augmented(folder: Path, params: Mapping[str, Any], copies: int, seed: int) -> np.ndarray:
+    """`copies` altered copies of the training reviews, as one trial's inputs (see
+    `Task.augmented`): in each, every token is masked with probability `AUGMENT_MASK` or dropped
+    with probability `AUGMENT_DROP` (masking, as Tang et al. 2019 augment text to distil into
+    small models). The same seed alters the same tokens for every trial."""
+    x = load(folder).x_train
+    rows = [
+        member_inputs(_altered(x, np.random.default_rng([seed, copy])), params)
+        for copy in range(copies)
+    ]
+    return np.concatenate(rows) if rows else member_inputs(x[:0], params)
+
+
+def _altered(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # Padding (id 0, at the end) stays; the kept tokens close up to the front.
+    draw = rng.random(x.shape)
+    real = x != 0
+    masked = np.where(real & (draw < AUGMENT_MASK), text_cache.OOV_ID, x)
+    dropped = real & (draw >= AUGMENT_MASK) & (draw < AUGMENT_MASK + AUGMENT_DROP)
+    kept = np.where(dropped, 0, masked)
+    order = np.argsort(dropped | ~real, axis=1, kind="stable")
+    return np.take_along_axis(kept, order, axis=1).astype(x.dtype)
+
+
 def build_context(folder: Path) -> dict[str, Any]:
     """Models are built for the data's number of classes (one sigmoid unit for two)."""
     return {"classes": len(load(folder).classes)}
@@ -236,6 +266,7 @@ def text_task(
         epoch_examples=epoch_examples,
         padded=True,
         tokenizer=tokenizer,
+        augmented=augmented,
     )
 
 

@@ -296,7 +296,7 @@ def test_the_student_is_the_best_by_validation_of_the_members_about_as_fast_as_t
 def test_label_weight_mixes_the_true_labels_into_the_targets() -> None:
     binary = SoftLabels(train=np.array([0.8, 0.3, 0.6]), val=np.zeros(1), temperature=None)
     y = np.array([1, 0, 0])
-    np.testing.assert_array_equal(binary.targets(y), binary.train)  # weight 0: soft labels
+    np.testing.assert_allclose(binary.targets(y), binary.train, rtol=1e-6)  # weight 0: soft labels
     half = dataclasses.replace(binary, label_weight=0.5).targets(y)
     np.testing.assert_allclose(half, [0.9, 0.15, 0.3])
     np.testing.assert_allclose(dataclasses.replace(binary, label_weight=1.0).targets(y), y)
@@ -308,8 +308,58 @@ def test_label_weight_mixes_the_true_labels_into_the_targets() -> None:
     np.testing.assert_allclose(mixed.sum(axis=1), 1)
 
 
+def test_augmented_rows_follow_the_training_rows_in_the_targets() -> None:
+    soft = SoftLabels(
+        train=np.array([0.8, 0.3]),
+        val=np.zeros(1),
+        temperature=None,
+        label_weight=0.5,
+        augmented=np.array([0.7, 0.2, 0.6, 0.4]),
+    )
+    # The label weight mixes the true labels into the training rows only: an altered copy's
+    # target is the ensemble's alone.
+    np.testing.assert_allclose(soft.targets(np.array([1, 0])), [0.9, 0.15, 0.7, 0.2, 0.6, 0.4])
+
+
+def test_augmented_copies_are_labelled_by_the_ensemble_and_learned_by_the_student(
+    distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    study_file, ensemble, fitted = distilled
+    out = tmp_path / "augmented"
+    args = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
+    timing = ["--latency-examples", "60", "--repeats", "1"]
+    assert main([*args, "--augment", "2", *timing]) == 0
+    report = json.loads((out / "report.json").read_text())
+    soft = report["soft_labels"]
+    assert soft["augment_copies"] == 2
+    assert 0.5 < soft["augmented_agree_with_labels"] <= 1.0
+    assert fitted["soft_labels"]["augment_copies"] == 0  # the default
+    assert fitted["soft_labels"]["augmented_agree_with_labels"] is None
+    # The training rows' labels and the validation and test scores of the ensemble are the
+    # same as without the copies.
+    assert soft["agree_with_labels"] == fitted["soft_labels"]["agree_with_labels"]
+    assert report["validation"]["ensemble"] == fitted["validation"]["ensemble"]
+    assert report["test"]["ensemble"] == fitted["test"]["ensemble"]
+
+
+def test_a_student_given_targets_for_other_rows_than_its_inputs_is_refused(
+    distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    study_file, _, report = distilled
+    config = load_study_config(study_file)
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    params = dict(report["student"]["params"])
+    rows = len(IMDB.trial_data(folder, params).y_train)
+    targets = tmp_path / "targets.npy"
+    np.save(targets, np.full(rows * 2, 0.5, dtype=np.float32))  # rows for one copy
+    job = StudentJob(config, folder, params, targets, tmp_path, max_epochs=1, augment=2)
+    with pytest.raises(ValueError, match=f"{rows * 2} soft labels for {rows * 3} training"):
+        train_student(job)
+
+
 LABEL_WEIGHT = "--label-weight takes a number from 0 (soft labels only) to 1"
 CROSS_FIT = "--cross-fit takes 0 (off) or a number of folds of 2 or more"
+AUGMENT = "--augment takes a number of altered copies, 0 (off) or more"
 
 
 @pytest.mark.parametrize(
@@ -317,6 +367,7 @@ CROSS_FIT = "--cross-fit takes 0 (off) or a number of folds of 2 or more"
     [
         *(("--label-weight", v, LABEL_WEIGHT) for v in ("-0.1", "1.5", "half", "nan")),
         *(("--cross-fit", v, CROSS_FIT) for v in ("1", "-2", "two")),
+        *(("--augment", v, AUGMENT) for v in ("-1", "two", "1.5")),
     ],
 )
 def test_a_bad_flag_value_exits_2_saying_what_it_takes(

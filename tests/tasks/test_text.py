@@ -19,6 +19,8 @@ from hpo.tasks import get_task
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pytest
+
 WORDS = {
     "cooking": ["recipe", "oven", "bake", "flour", "simmer"],
     "sports": ["goal", "match", "team", "coach", "score"],
@@ -120,3 +122,43 @@ def test_a_three_class_text_folder_runs_a_study(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="topics", storage=config.storage_url)
     best = study.best_trial
     assert best.user_attrs["val_accuracy"] > 0.5
+
+
+def test_augmented_copies_mask_and_drop_tokens_the_same_way_for_every_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo.data import text_cache
+    from hpo.tasks import text
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(50, 200, size=300)
+    x = np.zeros((300, 200), dtype=np.int32)
+    for row, length in enumerate(lengths):
+        x[row, :length] = rng.integers(2, 5000, size=length)
+    splits = type("Splits", (), {"x_train": x})
+    monkeypatch.setattr(text, "load", lambda folder: splits)
+    wide = {"vocab_size": 5000, "seq_len": 200}
+    copies = text.augmented(tmp_path, wide, 2, seed=7)
+    assert copies.shape == (600, 200)
+    first, second = copies[:300], copies[300:]
+    assert not np.array_equal(first, second)  # each copy altered anew
+    np.testing.assert_array_equal(copies, text.augmented(tmp_path, wide, 2, seed=7))
+    # A narrower trial gets the same copies, cut to its vocabulary and length.
+    narrow = {"vocab_size": 1000, "seq_len": 100}
+    np.testing.assert_array_equal(
+        text.augmented(tmp_path, narrow, 2, seed=7), text_cache.derive(copies, 1000, 100)
+    )
+    # About a tenth of the tokens dropped (the rest close up, padding stays at the end) and a
+    # tenth masked.
+    kept = (first != 0).sum(axis=1)
+    assert 0.85 < kept.sum() / lengths.sum() < 0.95
+    assert all(
+        (row[:n] != 0).all() and (row[n:] == 0).all() for row, n in zip(first, kept, strict=True)
+    )
+    masked = (first == text_cache.OOV_ID).sum() / kept.sum()
+    assert 0.08 < masked < 0.14
+    # The kept tokens keep their order: a copy's unmasked tokens are a subsequence of its
+    # original's.
+    for row, n, original in zip(first[:20], kept, x, strict=False):
+        rest = iter(original.tolist())
+        assert all(token in rest for token in row[:n].tolist() if token != text_cache.OOV_ID)
