@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="the student also learns N altered copies of the training inputs (text: tokens "
-        "masked or dropped), labelled by the ensemble alone (default 0)",
+        "masked or dropped, half the reviews cut to a window), labelled by the ensemble alone "
+        "(default 0)",
     )
     parser.add_argument(
         "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"

@@ -121,16 +121,21 @@ def member_inputs(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
 
 
 # How the training reviews are altered for distillation (`augmented`): each token is masked (the
-# out-of-vocabulary id) with this probability, or else dropped with this one.
+# out-of-vocabulary id) with this probability, or else dropped with this one; then this share of
+# the reviews is cut to a window of their tokens, of a share of them drawn between these bounds.
 AUGMENT_MASK = 0.1
 AUGMENT_DROP = 0.1
+AUGMENT_WINDOW = 0.5
+AUGMENT_WINDOW_SHARE = (0.1, 0.5)
 
 
 def augmented(folder: Path, params: Mapping[str, Any], copies: int, seed: int) -> np.ndarray:
     """`copies` altered copies of the training reviews, as one trial's inputs (see
     `Task.augmented`): in each, every token is masked with probability `AUGMENT_MASK` or dropped
-    with probability `AUGMENT_DROP` (masking, as Tang et al. 2019 augment text to distil into
-    small models). The same seed alters the same tokens for every trial."""
+    with probability `AUGMENT_DROP`, then a share `AUGMENT_WINDOW` of the reviews keep only a
+    window of their tokens (Tang et al. 2019 augment text this way, by masking and n-gram
+    sampling, to distil into small models: on a part of a review the teacher is unsure, and its
+    probabilities say how). The same seed alters the same tokens for every trial."""
     x = load(folder).x_train
     rows = [
         member_inputs(_altered(x, np.random.default_rng([seed, copy])), params)
@@ -145,9 +150,23 @@ def _altered(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     real = x != 0
     masked = np.where(real & (draw < AUGMENT_MASK), text_cache.OOV_ID, x)
     dropped = real & (draw >= AUGMENT_MASK) & (draw < AUGMENT_MASK + AUGMENT_DROP)
-    kept = np.where(dropped, 0, masked)
-    order = np.argsort(dropped | ~real, axis=1, kind="stable")
-    return np.take_along_axis(kept, order, axis=1).astype(x.dtype)
+    return _to_front(np.where(dropped, 0, masked), ~dropped & real, rng)
+
+
+def _to_front(x: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # The tokens `keep` marks, cut to a window in a share AUGMENT_WINDOW of the rows, closed up
+    # to the front in their order.
+    order = np.argsort(~keep, axis=1, kind="stable")
+    x = np.take_along_axis(np.where(keep, x, 0), order, axis=1)
+    lengths = keep.sum(axis=1)
+    cut = rng.random(len(x)) < AUGMENT_WINDOW
+    size = np.maximum(1, np.round(lengths * rng.uniform(*AUGMENT_WINDOW_SHARE, len(x))))
+    start = np.floor(rng.random(len(x)) * np.maximum(lengths - size + 1, 1)).astype(int)
+    positions = np.arange(x.shape[1])
+    inside = (positions >= start[:, None]) & (positions < (start + size)[:, None])
+    window = np.where(~cut[:, None] | inside, x, 0)
+    order = np.argsort(window == 0, axis=1, kind="stable")
+    return np.take_along_axis(window, order, axis=1).astype(x.dtype)
 
 
 def build_context(folder: Path) -> dict[str, Any]:

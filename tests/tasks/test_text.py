@@ -124,7 +124,7 @@ def test_a_three_class_text_folder_runs_a_study(tmp_path: Path) -> None:
     assert best.user_attrs["val_accuracy"] > 0.5
 
 
-def test_augmented_copies_mask_and_drop_tokens_the_same_way_for_every_trial(
+def test_augmented_copies_mask_drop_and_window_tokens_the_same_way_for_every_trial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hpo.data import text_cache
@@ -149,12 +149,16 @@ def test_augmented_copies_mask_and_drop_tokens_the_same_way_for_every_trial(
         text.augmented(tmp_path, narrow, 2, seed=7), text_cache.derive(copies, 1000, 100)
     )
     # About a tenth of the tokens dropped (the rest close up, padding stays at the end) and a
-    # tenth masked.
+    # tenth masked; half the reviews then cut to a window of 10-50% of what is left.
     kept = (first != 0).sum(axis=1)
-    assert 0.85 < kept.sum() / lengths.sum() < 0.95
     assert all(
         (row[:n] != 0).all() and (row[n:] == 0).all() for row, n in zip(first, kept, strict=True)
     )
+    share = kept / lengths
+    whole = share > 0.7
+    assert 0.4 < whole.mean() < 0.6
+    assert 0.85 < kept[whole].sum() / lengths[whole].sum() < 0.95
+    assert share[~whole].min() >= 0.9 * 0.1 - 0.05 and share[~whole].max() < 0.5
     masked = (first == text_cache.OOV_ID).sum() / kept.sum()
     assert 0.08 < masked < 0.14
     # The kept tokens keep their order: a copy's unmasked tokens are a subsequence of its
