@@ -234,15 +234,24 @@ def test_a_fold_model_learns_without_its_rows_and_predicts_them(searched: Path) 
     assert p.shape == (len(held_out),) and np.all((p >= 0) & (p <= 1))
 
 
+def _distil_again(
+    distilled: tuple[Path, Path, dict[str, object]], out: Path, *options: str
+) -> dict:
+    """`hpo distill` on the `distilled` fixture's ensemble again, with `options`, into `out`
+    (a short latency step): its report."""
+    study_file, ensemble, _ = distilled
+    args = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
+    assert main([*args, *options, "--latency-examples", "60", "--repeats", "1"]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
 def test_cross_fitted_soft_labels_replace_the_fitted_ones_on_training_rows_only(
     distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
 ) -> None:
-    study_file, ensemble, fitted = distilled
-    out = tmp_path / "crossfit"
-    args = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
-    timing = ["--latency-examples", "60", "--repeats", "1"]
-    assert main([*args, "--cross-fit", "2", "--label-weight", "0.5", *timing]) == 0
-    report = json.loads((out / "report.json").read_text())
+    fitted = distilled[2]
+    report = _distil_again(
+        distilled, tmp_path / "crossfit", "--cross-fit", "2", "--label-weight", "0.5"
+    )
     soft = report["soft_labels"]
     assert soft["cross_fit_folds"] == 2 and soft["cross_fit_seconds"] > 0
     assert soft["label_weight"] == 0.5
@@ -324,12 +333,8 @@ def test_augmented_rows_follow_the_training_rows_in_the_targets() -> None:
 def test_augmented_copies_are_labelled_by_the_ensemble_and_learned_by_the_student(
     distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
 ) -> None:
-    study_file, ensemble, fitted = distilled
-    out = tmp_path / "augmented"
-    args = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
-    timing = ["--latency-examples", "60", "--repeats", "1"]
-    assert main([*args, "--augment", "2", *timing]) == 0
-    report = json.loads((out / "report.json").read_text())
+    fitted = distilled[2]
+    report = _distil_again(distilled, tmp_path / "augmented", "--augment", "2")
     soft = report["soft_labels"]
     assert soft["augment_copies"] == 2
     assert 0.5 < soft["augmented_agree_with_labels"] <= 1.0
