@@ -149,24 +149,18 @@ def _altered(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     draw = rng.random(x.shape)
     real = x != 0
     masked = np.where(real & (draw < AUGMENT_MASK), text_cache.OOV_ID, x)
-    dropped = real & (draw >= AUGMENT_MASK) & (draw < AUGMENT_MASK + AUGMENT_DROP)
-    return _to_front(np.where(dropped, 0, masked), ~dropped & real, rng)
-
-
-def _to_front(x: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    # The tokens `keep` marks, cut to a window in a share AUGMENT_WINDOW of the rows, closed up
-    # to the front in their order.
-    order = np.argsort(~keep, axis=1, kind="stable")
-    x = np.take_along_axis(np.where(keep, x, 0), order, axis=1)
-    lengths = keep.sum(axis=1)
+    kept = real & ~((draw >= AUGMENT_MASK) & (draw < AUGMENT_MASK + AUGMENT_DROP))
+    # A share AUGMENT_WINDOW of the rows keep only a window of their kept tokens, counted in
+    # their order (`rank`).
+    lengths = kept.sum(axis=1)
     cut = rng.random(len(x)) < AUGMENT_WINDOW
     size = np.maximum(1, np.round(lengths * rng.uniform(*AUGMENT_WINDOW_SHARE, len(x))))
     start = np.floor(rng.random(len(x)) * np.maximum(lengths - size + 1, 1)).astype(int)
-    positions = np.arange(x.shape[1])
-    inside = (positions >= start[:, None]) & (positions < (start + size)[:, None])
-    window = np.where(~cut[:, None] | inside, x, 0)
-    order = np.argsort(window == 0, axis=1, kind="stable")
-    return np.take_along_axis(window, order, axis=1).astype(x.dtype)
+    rank = np.cumsum(kept, axis=1) - 1
+    inside = (rank >= start[:, None]) & (rank < (start + size)[:, None])
+    kept &= ~cut[:, None] | inside
+    order = np.argsort(~kept, axis=1, kind="stable")
+    return np.take_along_axis(np.where(kept, masked, 0), order, axis=1).astype(x.dtype)
 
 
 def build_context(folder: Path) -> dict[str, Any]:
