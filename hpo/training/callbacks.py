@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import optuna
+from optuna_integration import KerasPruningCallback
 
 from hpo.disk import writing
 
@@ -20,6 +21,7 @@ __all__ = [
     "AtomicModelCheckpoint",
     "ChanceLevelStop",
     "EpochClock",
+    "PruningCallback",
     "schedule_callbacks",
     "variable_bytes",
 ]
@@ -94,11 +96,38 @@ class ChanceLevelStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.best = max(self.best, float((logs or {}).get(self.monitor, -math.inf)))
+        if _last_epoch(self, epoch):
+            return  # trained all it will: stopping it saves nothing, and would lose its model
         if self.epochs and epoch + 1 == self.epochs and self.best <= self.chance + self.margin:
             raise optuna.TrialPruned(
                 f"{self.monitor} {self.best:.3f} is still at chance level ({self.chance:.3f}) "
                 f"after {self.epochs} epochs"
             )
+
+
+class PruningCallback(KerasPruningCallback):
+    """Optuna's Keras pruning callback (`optuna_integration`), except after fit's last epoch.
+
+    Then the trial has trained all it will: pruning it would save no time and lose its model
+    (an hpo.Tuner search of `epochs=2` would otherwise end with no complete trial to return or
+    ensemble). The epoch's value is still reported, for the pruner to compare later trials with.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        super().__init__(trial, monitor)
+        self.trial, self.monitor = trial, monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if not _last_epoch(self, epoch):
+            super().on_epoch_end(epoch, logs)
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is not None:
+            self.trial.report(float(value), step=epoch)
+
+
+def _last_epoch(callback: keras.callbacks.Callback, epoch: int) -> bool:
+    return epoch + 1 >= (callback.params or {}).get("epochs", math.inf)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):

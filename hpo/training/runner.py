@@ -219,9 +219,13 @@ def _train_trial(
     cheapest: float | None = None,
 ) -> TrialResult:
     import keras
-    from optuna_integration import KerasPruningCallback
 
-    from hpo.training.callbacks import ChanceLevelStop, EpochClock, variable_bytes
+    from hpo.training.callbacks import (
+        ChanceLevelStop,
+        EpochClock,
+        PruningCallback,
+        variable_bytes,
+    )
 
     started = time.time()
     task = study_task(config)
@@ -297,7 +301,7 @@ def _train_trial(
         )
     ]
     extra: list[keras.callbacks.Callback] = [
-        KerasPruningCallback(trial, task.monitor),
+        PruningCallback(trial, task.monitor),
         *fit_arguments.pop("callbacks", []),
     ]
     if config.tensorboard:

@@ -15,7 +15,12 @@ from hpo.models import conv1d
 from hpo.store import open_artifact_store, open_storage, sha256_file
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
-from hpo.training.callbacks import AtomicModelCheckpoint, ChanceLevelStop, EpochClock
+from hpo.training.callbacks import (
+    AtomicModelCheckpoint,
+    ChanceLevelStop,
+    EpochClock,
+    PruningCallback,
+)
 from hpo.training.runner import train_trial
 
 from ..conftest import write_study
@@ -141,6 +146,26 @@ def test_chance_level_stop() -> None:
     learning.on_epoch_end(0, {"val_accuracy": 0.7})
     learning.on_epoch_end(1, {"val_accuracy": 0.6})
     assert learning.best == 0.7
+    # A fit of two epochs has trained all it will after the second: the trial completes.
+    finished = ChanceLevelStop("val_accuracy", chance=0.5, epochs=2, margin=0.02)
+    finished.set_params({"epochs": 2})
+    finished.on_epoch_end(0, {"val_accuracy": 0.5})
+    finished.on_epoch_end(1, {"val_accuracy": 0.5})
+    assert finished.best == 0.5
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_the_pruner_reports_every_epoch_but_never_prunes_after_the_last(epochs: int) -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(1.5))
+    trial = study.ask()
+    callback = PruningCallback(trial, "val_accuracy")
+    callback.set_params({"epochs": epochs})
+    if epochs == 1:
+        callback.on_epoch_end(0, {"val_accuracy": 0.6})
+    else:
+        with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
+            callback.on_epoch_end(0, {"val_accuracy": 0.6})
+    assert study.trials[0].intermediate_values == {0: 0.6}
 
 
 def test_epoch_clock_stops_before_an_epoch_that_would_overrun(
