@@ -28,7 +28,7 @@ TRAINING_SPACE: dict[str, BaseDistribution] = {
 }
 
 
-def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+def suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
     """Asks the trial for one parameter drawn from `dist`."""
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)

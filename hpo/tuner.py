@@ -29,7 +29,7 @@ from hpo.config import (
 from hpo.errors import ConfigError, HpoError, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import keras
     import keras_tuner
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from hpo.api import Study
     from hpo.ensemble.in_memory import Ensemble
     from hpo.search.workers import SearchSummary
+    from hpo.tasks import Task
 
 __all__ = ["Tuner"]
 
@@ -265,19 +266,43 @@ class Tuner:
         return self.study().best_trials(num_trials)
 
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
-        """The best trials' models at their best epoch, best first.
+        """The best trials' models at their best epoch, best first, as KerasTuner gives them.
 
-        Each gives class probabilities (`[n]` for two classes, else `[n, classes]`), compiled
-        with a cross-entropy loss for class-index labels and an accuracy metric, so
-        `model.evaluate(x_test, y_test)` works.
+        The hypermodel builds each again from its trial's hyperparameters, compiled as it
+        compiles it (an `accuracy` metric added), and it takes the weights of the trial's best
+        epoch: so `model.evaluate(x_test, y_test)` takes labels as `search` took them, and
+        `predict` gives what the model gives.
+
+        A hypermodel that does not compile its model (hpo compiled it to train), or that builds
+        another model for the same hyperparameters (other weights, then with a warning naming
+        why), gets the model as the study stores it: class probabilities (`[n]` for two
+        classes, else `[n, classes]`), compiled for class-index labels.
         """
+        from hpo.tasks import study_task
+
         study = self.study()
-        classes = _classes(study)
+        task = study_task(study.config)
+        data = study.optuna_study.user_attrs.get("data_source")
+        context = task.build_context(task.locate(study.config, data))
         models = []
         for trial in study.best_trials(num_models):
-            model = study.load_model(trial.number)
-            loss = "binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy"
-            model.compile(loss=loss, metrics=["accuracy"])
+            stored = study.load_model(trial.number)
+            model, why = _rebuilt(task, trial, context, stored)
+            if model is None and why is not None:
+                warnings.warn(
+                    f"trial {trial.number}: the hypermodel does not build its model again "
+                    f"({why}); get_best_models gives the model as the study stores it, which "
+                    f"gives class probabilities and takes class-index labels.",
+                    stacklevel=2,
+                )
+            if model is None:
+                loss = (
+                    "binary_crossentropy"
+                    if context["classes"] == 2
+                    else "sparse_categorical_crossentropy"
+                )
+                stored.compile(loss=loss, metrics=["accuracy"])
+                model = stored
             models.append(model)
         return models
 
@@ -354,12 +379,38 @@ def _loaded_backend() -> Any:
     return None if loaded is None else Backend(loaded)
 
 
-def _classes(study: Study) -> int:
-    from hpo.tasks import study_task
+def _rebuilt(
+    task: Task, trial: FrozenTrial, context: Mapping[str, Any], stored: keras.Model
+) -> tuple[keras.Model | None, str | None]:
+    """The trial's model built again by its hypermodel, with the stored model's weights; or
+    None, and why not (None if the hypermodel does not compile its model)."""
+    import optuna
 
-    task = study_task(study.config)
-    data = study.optuna_study.user_attrs.get("data_source")
-    return int(task.build_context(task.locate(study.config, data))["classes"])
+    from hpo.models.hypermodel import HyperModelFamily
+    from hpo.training.interface import members_model, recompile
+
+    family = task.families[trial.params["family"]]
+    assert isinstance(family, HyperModelFamily)  # a Tuner's one family
+    try:
+        model = family.build_trial(
+            optuna.trial.FixedTrial(dict(trial.params)), {**trial.params, **context}
+        )
+    except Exception as exc:  # the user's code, given the trial's values
+        return None, f"building it failed: {type(exc).__name__}: {str(exc)[:200]}"
+    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
+        return None, None  # hpo compiled it to train: the stored model is as it trained
+    trained = members_model(stored)
+    if not model.built and trained.get_build_config():
+        model.build_from_config(trained.get_build_config())
+    built = [tuple(w.shape) for w in model.weights]
+    stored_shapes = [tuple(w.shape) for w in trained.weights]
+    if built != stored_shapes:
+        return None, (
+            f"it builds {len(built)} weights of other shapes than the trial's {len(stored_shapes)}"
+        )
+    model.set_weights(trained.get_weights())
+    recompile(model, "accuracy")
+    return model, ""
 
 
 def _refuse_while_a_child_starts() -> None:

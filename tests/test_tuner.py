@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import subprocess
 import sys
@@ -149,6 +151,117 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
         study.load_model(99)
 
 
+# A user's script, run as `__main__` as a script or a notebook runs: its own layer and model,
+# registered with Keras there (the trial processes never run this code), one-hot labels of
+# three classes, and two epochs (the last one ends every trial: none is pruned after it).
+USERS_SCRIPT = """
+import json, os, warnings
+import keras
+import numpy as np
+from keras import layers
+import hpo
+
+
+@keras.saving.register_keras_serializable(package="users")
+class Scale(layers.Layer):
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="users")
+class Net(keras.Model):
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.scale = Scale(0.5)
+        self.hidden = layers.Dense(units, activation="relu")
+        self.out = layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.out(self.hidden(self.scale(x)))
+
+    def get_config(self):
+        return {"units": self.units}
+
+
+def build_model(hp):
+    # Another width when asked to: a hypermodel that builds another model for the same values.
+    units = hp.Int("units", 8, 16, step=8) + int(os.environ.get("EXTRA_UNITS", "0"))
+    model = Net(units)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    return model
+
+
+def data(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    return x, keras.utils.to_categorical(np.digitize(x[:, 0], [-0.4, 0.4]), 3)
+
+
+if __name__ == "__main__":
+    (x, y), (x_val, y_val) = data(300, 0), data(100, 1)
+    tuner = hpo.Tuner(build_model, max_trials=2, directory="runs", project_name="users")
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    [model] = tuner.get_best_models(1)
+    loss, accuracy = model.evaluate(x_val, y_val, verbose=0)  # one-hot, as search took them
+    stored = tuner.study().load_model()
+    os.environ["EXTRA_UNITS"] = "1"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [fallback] = tuner.get_best_models(1)
+    print(json.dumps({
+        "states": [t.state.name for t in trials],
+        "best": max(t.value for t in trials),
+        "class": type(model).__name__,
+        "accuracy": accuracy,
+        "shape": list(model.predict(x_val, verbose=0).shape),
+        "difference": float(np.abs(
+            model.predict(x_val, verbose=0) - stored.predict(x_val, verbose=0)).max()),
+        "warnings": [str(w.message) for w in caught],
+        "fallback": fallback.evaluate(x_val, y_val.argmax(axis=1), verbose=0),
+    }))
+"""
+
+
+@pytest.mark.slow
+def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "users.py").write_text(USERS_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "users.py"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # The classes the script registered reached the trial processes, and no trial was pruned
+    # after its last epoch.
+    assert report["states"] == ["COMPLETE", "COMPLETE"]
+    # The best model is the script's own class, compiled as build_model compiles it, with the
+    # trial's weights: it scores the trial's validation accuracy on the one-hot labels.
+    assert report["class"] == "Net"
+    assert report["accuracy"] == pytest.approx(report["best"], abs=1e-6)
+    assert report["shape"] == [100, 3]
+    assert report["difference"] < 1e-6
+    # A hypermodel that builds another model for the same values gets the stored model, told why.
+    [warning] = [w for w in report["warnings"] if "does not build its model again" in w]
+    assert "weights of other shapes" in warning
+    assert report["fallback"][1] == pytest.approx(report["best"], abs=1e-6)
+
+
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
     portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
     config = StudyConfig(
@@ -165,6 +278,25 @@ def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() ->
     received = pickle.loads(pickle.dumps(config))
     assert received.hypermodel.fit_kwargs == {"batch_size": 16}
     assert received.hypermodel.hypermodel.__code__.co_code == portable.hypermodel.__code__.co_code
+
+
+def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_again() -> None:
+    import keras
+
+    # As a notebook cell or a script defines one: in `__main__`, registered there.
+    layer = type("MainScale", (keras.layers.Layer,), {"__module__": "__main__"})
+    keras.saving.register_keras_serializable(package="tests")(layer)
+    try:
+        portable = PortableHypermodel(_hypermodel())
+        assert portable.custom_objects == {"tests>MainScale": layer}
+        # Registered classes of importable modules are registered again by their import.
+        assert all(obj.__module__ == "__main__" for obj in portable.custom_objects.values())
+        received = pickle.loads(pickle.dumps(portable))
+        copy = received.custom_objects["tests>MainScale"]
+        assert keras.saving.get_registered_object("tests>MainScale") is copy
+        assert keras.saving.get_registered_name(copy) == "tests>MainScale"
+    finally:
+        keras.saving.get_custom_objects().pop("tests>MainScale", None)
 
 
 def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front() -> None:
@@ -213,6 +345,13 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
         split_arrays(np.array(["a good film"] * 4), np.array([0, 1, 0, 1]), validation_split=0.5)
     with pytest.raises(DataError, match="40 inputs but 39 labels"):
         split_arrays(x, y[:-1], validation_split=0.5)
+    # A model of several inputs: named as such, with the way to one input.
+    with pytest.raises(DataError, match=r"a dict of 2 inputs \('a', 'b'\).*Join them"):
+        split_arrays({"a": x, "b": x[:, :3]}, y, validation_split=0.5)
+    with pytest.raises(DataError, match="a list of 2 input arrays"):
+        split_arrays([x, x[:, :3]], y, validation_split=0.5)
+    # Rows given as a list are one input.
+    np.testing.assert_array_equal(split_arrays(list(x), y, validation_split=0.5).x_train, x[:20])
 
 
 def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> None:

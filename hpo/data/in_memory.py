@@ -87,6 +87,7 @@ def split_arrays(
 def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if y is None:
         x, y = _read_batches(x, what)
+    _check_one_input(x, what)
     inputs = np.asarray(x)
     if inputs.dtype == object or not (
         np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool
@@ -166,7 +167,26 @@ def _batches(data: Any, what: str) -> Any:
     )
 
 
+def _check_one_input(x: Any, what: str) -> None:
+    """Refuses the inputs of a model of several inputs (a dict, or a list of arrays)."""
+    if isinstance(x, dict):
+        several = f"a dict of {len(x)} inputs ({', '.join(map(repr, list(x)[:4]))})"
+    elif (
+        isinstance(x, (list, tuple))
+        and all(hasattr(a, "shape") for a in x)
+        and len({tuple(a.shape) for a in x}) > 1
+    ):
+        several = f"a {type(x).__name__} of {len(x)} input arrays"
+    else:
+        return
+    raise DataError(
+        f"{what}: {several}. hpo.Tuner trains models of one input, given as one array (it "
+        f"writes the inputs to disk as one array per split). Join them into one array (say "
+        f"np.concatenate on the last axis) and split it again at the start of the model "
+        f"(slicing the keras.Input)."
+    )
+
+
 def _numpy(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, dict):
-        raise DataError(f"{what}: dict inputs are not supported; give one input array.")
+    _check_one_input(value, what)
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)

@@ -223,7 +223,7 @@ class HyperModelFamily:
         self._check_narrowed()
         return model
 
-    def build_trial(self, trial: optuna.Trial, params: Mapping[str, Any]) -> keras.Model:
+    def build_trial(self, trial: optuna.trial.BaseTrial, params: Mapping[str, Any]) -> keras.Model:
         """The hypermodel with each parameter asked of `trial` as it is declared."""
 
         def ask(name: str, distribution: BaseDistribution, default: Any) -> Any:

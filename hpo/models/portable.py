@@ -5,11 +5,16 @@ user runs it (a notebook cell, a script's `__main__`). Trial processes are start
 server that never ran the user's code, so the hypermodel travels with each trial's job, pickled
 by value with cloudpickle (its code and the globals it uses), never through the study store: the
 store records the family's name only, as data.
+
+Layers and models the same code registered with `keras.saving.register_keras_serializable` travel
+with it, and are registered again in the trial's process: there the decorator never ran, and
+Keras could not save or load a model that holds them.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -21,7 +26,10 @@ if TYPE_CHECKING:
 
     from hpo.models.hypermodel import HyperModelFamily
 
-__all__ = ["PortableHypermodel", "family_name"]
+__all__ = ["PortableHypermodel", "family_name", "main_custom_objects", "register_custom_objects"]
+
+# Where a notebook's cells and a script run: code that a trial's process cannot import.
+_MAIN = "__main__"
 
 
 def family_name(hypermodel: Any) -> str:
@@ -51,12 +59,14 @@ class PortableHypermodel:
         self.spec = f"{module}:{qualname}"
         self.hypermodel = hypermodel
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
         self._family: HyperModelFamily | None = None
 
     def _pickle(self) -> bytes:
         try:
-            return bytes(cloudpickle.dumps((self.hypermodel, self.fit_kwargs)))
+            # One pickle: the hypermodel's code and the registered classes stay the same objects.
+            return bytes(cloudpickle.dumps((self.hypermodel, self.fit_kwargs, self.custom_objects)))
         except Exception as exc:
             raise ConfigError(
                 f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
@@ -71,7 +81,8 @@ class PortableHypermodel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.spec, self._payload = state["name"], state["spec"], state["payload"]
-        self.hypermodel, self.fit_kwargs = cloudpickle.loads(self._payload)
+        self.hypermodel, self.fit_kwargs, self.custom_objects = cloudpickle.loads(self._payload)
+        register_custom_objects(self.custom_objects)
         self._family = None
 
     def __eq__(self, other: object) -> bool:
@@ -104,3 +115,30 @@ class PortableHypermodel:
                 name, self.hypermodel, rename, fit_kwargs=self.fit_kwargs
             )
         return self._family
+
+
+def main_custom_objects() -> dict[str, Any]:
+    """The Keras objects that `__main__` (a notebook or a script) registered, by registered
+    name: what a trial's process must register again (`register_custom_objects`)."""
+    keras = sys.modules.get("keras")
+    if keras is None:  # nothing can have been registered yet
+        return {}
+    return {
+        name: obj
+        for name, obj in keras.saving.get_custom_objects().items()
+        if getattr(obj, "__module__", None) == _MAIN
+    }
+
+
+def register_custom_objects(objects: Mapping[str, Any]) -> None:
+    """Registers `objects` (registered name -> class or function) as Keras registered them."""
+    if not objects:
+        return
+    import keras
+
+    for registered, obj in objects.items():
+        package, marker, name = registered.rpartition(">")
+        if marker:
+            keras.saving.register_keras_serializable(package=package, name=name)(obj)
+        else:  # put in `get_custom_objects()` by hand, under a plain name
+            keras.saving.get_custom_objects()[registered] = obj

@@ -41,7 +41,9 @@ __all__ = [
     "check_padding",
     "compile_model",
     "member_model",
+    "members_model",
     "read_interface",
+    "recompile",
     "to_probabilities",
     "tolerance",
 ]
@@ -375,17 +377,7 @@ def compile_model(
         model.compile(optimizer=optimizer, loss=soft_loss, metrics=[accuracy])
         return
     if own_optimizer:
-        config = dict(getattr(getattr(model, "_compile_config", None), "config", {}) or {})
-        own = [m for m in (config.get("metrics") or []) if not _is_accuracy(m)]
-        model.compile(
-            optimizer=model.optimizer,
-            loss=model.loss,
-            loss_weights=config.get("loss_weights"),
-            metrics=[*own, accuracy],
-            weighted_metrics=config.get("weighted_metrics"),
-            run_eagerly=bool(config.get("run_eagerly", False)),
-            jit_compile=config.get("jit_compile", "auto"),
-        )
+        recompile(model, accuracy)
         return
     loss: keras.losses.Loss = (
         keras.losses.BinaryCrossentropy(from_logits=output.from_logits)
@@ -393,6 +385,22 @@ def compile_model(
         else keras.losses.SparseCategoricalCrossentropy(from_logits=output.from_logits)
     )
     model.compile(optimizer=make_optimizer(), loss=loss, metrics=[accuracy])
+
+
+def recompile(model: keras.Model, accuracy: keras.metrics.Metric | str) -> None:
+    """Compiles a compiled model again as it was (its optimizer, loss, loss weights and other
+    metrics), with `accuracy` in place of any accuracy metric of its own."""
+    config = dict(getattr(getattr(model, "_compile_config", None), "config", {}) or {})
+    own = [m for m in (config.get("metrics") or []) if not _is_accuracy(m)]
+    model.compile(
+        optimizer=model.optimizer,
+        loss=model.loss,
+        loss_weights=config.get("loss_weights"),
+        metrics=[*own, accuracy],
+        weighted_metrics=config.get("weighted_metrics"),
+        run_eagerly=bool(config.get("run_eagerly", False)),
+        jit_compile=config.get("jit_compile", "auto"),
+    )
 
 
 def _is_accuracy(metric: Any) -> bool:
@@ -433,6 +441,23 @@ def member_model(model: keras.Model, output: Output, x: np.ndarray) -> keras.Mod
         from_logits=output.from_logits, positive_column=output.units == 2, name="probabilities"
     )(model(inputs))
     return keras.Model(inputs, probabilities, name=f"{model.name}_probabilities")
+
+
+def members_model(member: keras.Model) -> keras.Model:
+    """The model a member was made from (the inverse of `member_model`): the model inside the
+    `Probabilities` layer `member_model` put on top of it, or else the member itself."""
+    import keras
+
+    from hpo.models._outputs import Probabilities
+
+    layers = member.layers
+    if (
+        len(layers) == 3
+        and isinstance(layers[1], keras.Model)
+        and isinstance(layers[2], Probabilities)
+    ):
+        return layers[1]
+    return member
 
 
 def _model_input(model: keras.Model, x: np.ndarray) -> Any:
