@@ -341,6 +341,10 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
         split_arrays(x, y)
     with pytest.raises(DataError, match="class indices"):
         class_labels(np.array([0.5, 1.0]))
+    # Booleans are classes 0 and 1, as Keras takes them; names must be numbered first.
+    assert class_labels(np.array([True, False])).tolist() == [1, 0]
+    with pytest.raises(DataError, match=r"\['cat', 'dog'\].*np\.unique\(y, return_inverse=True\)"):
+        class_labels(np.array(["cat", "dog"]))
     with pytest.raises(DataError, match="token ids first"):
         split_arrays(np.array(["a good film"] * 4), np.array([0, 1, 0, 1]), validation_split=0.5)
     with pytest.raises(DataError, match="40 inputs but 39 labels"):

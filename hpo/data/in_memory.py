@@ -112,13 +112,21 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
         DataError: The labels are not class indices nor one-hot rows.
     """
     labels = np.asarray(y)
+    if labels.dtype == bool:  # False and True: classes 0 and 1, as Keras takes them
+        labels = labels.astype(np.int32)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 2:
         if not (np.issubdtype(labels.dtype, np.number) and ((labels == 0) | (labels == 1)).all()):
             raise DataError(f"{what}: 2-D labels must be one-hot rows of 0 and 1.")
         return labels.argmax(axis=1).astype(np.int32)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number):
+    if labels.ndim == 1 and not np.issubdtype(labels.dtype, np.number):
+        raise DataError(
+            f"{what}: labels must be class indices 0, 1, 2, ..., got {labels.dtype} values such "
+            f"as {labels[:3].tolist()}; number the classes first: names, y = np.unique(y, "
+            f"return_inverse=True)."
+        )
+    if labels.ndim != 1:
         raise DataError(
             f"{what}: labels must be class indices [n] or one-hot rows [n, classes], got "
             f"{labels.dtype} {labels.shape}."
