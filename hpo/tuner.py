@@ -11,6 +11,7 @@ starts it anew.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import multiprocessing
 import shutil
 import warnings
@@ -323,6 +324,37 @@ class Tuner:
                 hp.values[name.removeprefix(f"{family}/").partition("[")[0]] = value
             result.append(hp)
         return result
+
+    def search_space_summary(self, extended: bool = False) -> None:
+        """Prints the hyperparameters `build_model` declares, as KerasTuner prints them: it
+        builds the model once here, each parameter at its default (`extended` is accepted, as
+        KerasTuner's, and changes nothing). hpo also searches the training settings a model
+        leaves open (`batch_size`; the optimizer and learning rate of an uncompiled model).
+
+        Raises:
+            ConfigError: The hypermodel cannot be built before the search (a `HyperModel`
+                class that needs the data's input shape or classes).
+        """
+        import keras_tuner
+
+        hp = keras_tuner.HyperParameters()
+        target = self.hypermodel
+        try:
+            if inspect.isclass(target):
+                target = target()
+            getattr(target, "build", target)(hp)
+        except TypeError as exc:
+            raise ConfigError(
+                f"search_space_summary builds the hypermodel now, before the data are known, "
+                f"and it failed ({exc}); call it after tuner.search(...), or give the "
+                f"hypermodel its input_shape and classes."
+            ) from exc
+        print("Search space summary")
+        print(f"Default search space size: {len(hp.space)}")
+        for parameter in hp.space:
+            config = parameter.get_config()
+            print(f"{config.pop('name')} ({type(parameter).__name__})")
+            print(config)
 
     def results_summary(self, num_trials: int = 10) -> None:
         """Prints the best trials: their number, hyperparameters and validation accuracy."""

@@ -328,6 +328,18 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
         tuner.get_best_models()
 
 
+def test_the_search_space_summary_lists_build_models_parameters_as_kerastuner_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tuner(tmp_path, 2).search_space_summary()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["Search space summary", "Default search space size: 2"]
+    assert lines[2] == "units (Int)"
+    assert "'min_value': 4, 'max_value': 16, 'step': 4" in lines[3]
+    assert lines[4] == "learning_rate (Choice)"
+    assert not (tmp_path / "synthetic").exists()  # nothing searched, nothing written
+
+
 def test_search_data_become_training_and_validation_arrays_of_class_indices() -> None:
     x, y = _data(40, 0)
     split = split_arrays(x, y, validation_split=0.25)
