@@ -127,6 +127,9 @@ def _configure_logging(verbose: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # TensorFlow's Python warnings too: retracing notices, as batches cut to their longest
+        # text come in many shapes, which is intended (`hpo.data.batching`).
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

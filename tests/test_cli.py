@@ -81,6 +81,17 @@ def test_search_prints_no_tensorflow_start_up_lines(fake_imdb: Path, tmp_path: P
     assert not [n for n in NOISE if n in result.stdout + result.stderr], result.stderr
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflows_python_warnings_show_only_when_verbose(verbose: bool) -> None:
+    code = (
+        f"from hpo.cli import _configure_logging; _configure_logging({verbose}); "
+        "import tensorflow as tf; tf.get_logger().warning('5 out of the last 57 calls retraced')"
+    )
+    result = _run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert ("retraced" in result.stderr) is verbose, result.stderr
+
+
 def test_requires_python_covers_this_python() -> None:
     if sys.version_info >= (3, 11):
         import tomllib
