@@ -332,23 +332,23 @@ class Tuner:
         leaves open (`batch_size`; the optimizer and learning rate of an uncompiled model).
 
         Raises:
-            ConfigError: The hypermodel cannot be built before the search (a `HyperModel`
-                class that needs the data's input shape or classes).
+            ConfigError: A `HyperModel` class that cannot be made before the search, without
+                the data's input shape and classes.
         """
         import keras_tuner
 
         hp = keras_tuner.HyperParameters()
         target = self.hypermodel
-        try:
-            if inspect.isclass(target):
+        if inspect.isclass(target):
+            try:
                 target = target()
-            getattr(target, "build", target)(hp)
-        except TypeError as exc:
-            raise ConfigError(
-                f"search_space_summary builds the hypermodel now, before the data are known, "
-                f"and it failed ({exc}); call it after tuner.search(...), or give the "
-                f"hypermodel its input_shape and classes."
-            ) from exc
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"search_space_summary builds the hypermodel now, before the data are "
+                    f"known, and {target.__name__}() failed ({exc}); give it its input_shape "
+                    f"and classes: hpo.Tuner({target.__name__}(input_shape=..., classes=...))."
+                ) from exc
+        getattr(target, "build", target)(hp)
         print("Search space summary")
         print(f"Default search space size: {len(hp.space)}")
         for parameter in hp.space:

@@ -338,6 +338,12 @@ def test_the_search_space_summary_lists_build_models_parameters_as_kerastuner_do
     assert "'min_value': 4, 'max_value': 16, 'step': 4" in lines[3]
     assert lines[4] == "learning_rate (Choice)"
     assert not (tmp_path / "synthetic").exists()  # nothing searched, nothing written
+    from keras_tuner.applications import HyperResNet
+
+    # A HyperModel class is made with the data's shape and classes when a search starts.
+    tuner = hpo.Tuner(HyperResNet, directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"HyperResNet\(\) failed .*input_shape=\.\.\."):
+        tuner.search_space_summary()
 
 
 def test_search_data_become_training_and_validation_arrays_of_class_indices() -> None:
