@@ -7,6 +7,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +81,23 @@ def assert_each_trial_trained_once(trials: Sequence[FrozenTrial], artifact_dir: 
     assert len(set(named)) == len(named), "two trials name the same artifact"
     stored = {p.name for p in artifact_dir.rglob("*") if p.is_file()}
     assert stored == set(named), f"artifacts no trial names: {sorted(stored - set(named))}"
+
+
+def run_user_script(folder: Path, code: str, timeout: int = 900) -> str:
+    """Writes `code` as `folder/script.py` and runs it as a user runs a script (`__main__`,
+    with hpo importable); it must succeed. Returns what it printed."""
+    (folder / "script.py").write_text(code)
+    result = subprocess.run(
+        [sys.executable, "script.py"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def free_port() -> int:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import REAL_IMDB
+from .conftest import REAL_IMDB, run_user_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "tuner_imdb.ipynb"
@@ -94,16 +92,5 @@ def test_the_complete_example_of_the_python_docs_runs(tmp_path: Path) -> None:
     for big, small in (("max_trials=4", "max_trials=2"), ("epochs=5", "epochs=1")):
         assert big in code
         code = code.replace(big, small)
-    (tmp_path / "example.py").write_text(code)
-    result = subprocess.run(
-        [sys.executable, "example.py"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Ensemble(members=" in result.stdout
+    assert "Ensemble(members=" in run_user_script(tmp_path, code)
     assert (tmp_path / "tuner_runs" / "three_classes.keras").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from hpo.config import StudyConfig, config_to_dict
 from hpo.data.in_memory import class_labels, split_arrays
 from hpo.errors import ConfigError, DataError
 from hpo.models.portable import PortableHypermodel
+
+from .conftest import run_user_script
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -235,18 +236,8 @@ if __name__ == "__main__":
 def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "users.py").write_text(USERS_SCRIPT)
-    result = subprocess.run(
-        [sys.executable, "users.py"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    printed = run_user_script(tmp_path, USERS_SCRIPT, timeout=600)
+    report = json.loads(printed.strip().splitlines()[-1])
     # The classes the script registered reached the trial processes, and no trial was pruned
     # after its last epoch.
     assert report["states"] == ["COMPLETE", "COMPLETE"]
