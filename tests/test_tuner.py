@@ -152,9 +152,10 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
         study.load_model(99)
 
 
-# A user's script, run as `__main__` as a script or a notebook runs: its own layer and model,
-# registered with Keras there (the trial processes never run this code), one-hot labels of
-# three classes, and two epochs (the last one ends every trial: none is pruned after it).
+# A user's script, run as `__main__` as a script or a notebook runs: its own layer (registered
+# with Keras there; the trial processes never run this code) and model (not registered), one-hot
+# labels of three classes, and two epochs (the last one ends every trial: none is pruned after
+# it).
 USERS_SCRIPT = """
 import json, os, warnings
 import keras
@@ -176,7 +177,7 @@ class Scale(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
-@keras.saving.register_keras_serializable(package="users")
+# Not registered, as in KerasTuner's examples: hpo registers it.
 class Net(keras.Model):
     def __init__(self, units=8, **kwargs):
         super().__init__(**kwargs)
@@ -271,15 +272,20 @@ def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() ->
     assert received.hypermodel.hypermodel.__code__.co_code == portable.hypermodel.__code__.co_code
 
 
-def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_again() -> None:
+def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import keras
 
-    # As a notebook cell or a script defines one: in `__main__`, registered there.
+    # As a notebook cell or a script defines them: in `__main__`, one registered there, one not.
     layer = type("MainScale", (keras.layers.Layer,), {"__module__": "__main__"})
     keras.saving.register_keras_serializable(package="tests")(layer)
+    model = type("MainNet", (keras.Model,), {"__module__": "__main__"})
+    monkeypatch.setattr(sys.modules["__main__"], "MainNet", model, raising=False)
     try:
         portable = PortableHypermodel(_hypermodel())
-        assert portable.custom_objects == {"tests>MainScale": layer}
+        assert portable.custom_objects == {"tests>MainScale": layer, "__main__>MainNet": model}
+        assert keras.saving.get_registered_name(model) == "__main__>MainNet"
         # Registered classes of importable modules are registered again by their import.
         assert all(obj.__module__ == "__main__" for obj in portable.custom_objects.values())
         received = pickle.loads(pickle.dumps(portable))
@@ -287,7 +293,8 @@ def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_a
         assert keras.saving.get_registered_object("tests>MainScale") is copy
         assert keras.saving.get_registered_name(copy) == "tests>MainScale"
     finally:
-        keras.saving.get_custom_objects().pop("tests>MainScale", None)
+        for name in ("tests>MainScale", "__main__>MainNet"):
+            keras.saving.get_custom_objects().pop(name, None)
 
 
 def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front() -> None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from hpo.tasks import Family
 
-__all__ = ["load_families"]
+__all__ = ["load_families", "register_keras_classes"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -118,7 +118,7 @@ def _import(spec: str, key: str, base: Path) -> Any:
             f"'{key}' = {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc}). "
             f"Put the module beside the study file ({base}) or on the Python path."
         ) from exc
-    _register_keras_classes(module)
+    register_keras_classes(module)
     if not attribute:
         return module
     try:
@@ -135,7 +135,7 @@ def _import(spec: str, key: str, base: Path) -> Any:
         ) from exc
 
 
-def _register_keras_classes(module: Any) -> None:
+def register_keras_classes(module: Any) -> None:
     """Registers the module's own Keras layer and model classes with Keras's serialization.
 
     A checkpoint of a subclassed model or a custom layer names its class; Keras loads it only if

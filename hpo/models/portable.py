@@ -6,9 +6,11 @@ server that never ran the user's code, so the hypermodel travels with each trial
 by value with cloudpickle (its code and the globals it uses), never through the study store: the
 store records the family's name only, as data.
 
-Layers and models the same code registered with `keras.saving.register_keras_serializable` travel
-with it, and are registered again in the trial's process: there the decorator never ran, and
-Keras could not save or load a model that holds them.
+Layers and models the same code defines travel with it, and are registered with Keras again in
+the trial's process: there `keras.saving.register_keras_serializable` never ran, and Keras could
+not save or load a model that holds them. Those `__main__` leaves unregistered (KerasTuner's
+examples do not register theirs: KerasTuner keeps weights and builds again), hpo registers
+under `__main__`, as it does for a study file's module (`hpo.models.external`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from hpo.errors import ConfigError
+from hpo.models.external import register_keras_classes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -59,6 +62,9 @@ class PortableHypermodel:
         self.spec = f"{module}:{qualname}"
         self.hypermodel = hypermodel
         self.fit_kwargs = dict(fit_kwargs or {})
+        main = sys.modules.get(_MAIN)
+        if main is not None:
+            register_keras_classes(main)
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
         self._family: HyperModelFamily | None = None
