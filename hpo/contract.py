@@ -37,6 +37,7 @@ __all__ = [
     "fetch_predictions",
     "load_checkpoint",
     "load_keras_file",
+    "own_class_hint",
     "store_trial_artifacts",
 ]
 
@@ -194,15 +195,20 @@ def load_checkpoint(path: Path, number: int) -> keras.Model:
     try:
         return load_keras_file(path)
     except Exception as exc:
-        hint = (
-            "; it holds a class of your own: pass the study file that names its module "
-            "(--study FILE), which hpo imports"
-            if "Could not locate class" in str(exc)
-            else ""
-        )
         raise CheckpointError(
-            f"trial {number}: cannot load checkpoint {path.name}: {exc}{hint}"
+            f"trial {number}: cannot load checkpoint {path.name}: {exc}{own_class_hint(exc)}"
         ) from exc
+
+
+def own_class_hint(exc: Exception) -> str:
+    """What to do when a `.keras` file holds a class of the user's own that Keras cannot find."""
+    if "Could not locate class" not in str(exc):
+        return ""
+    return (
+        "; it holds a class of your own: pass the study file that names its module (--study "
+        "FILE), which hpo imports, or from Python define or import the class before loading "
+        "(hpo registers the Keras classes your script or notebook defines)"
+    )
 
 
 def fetch_predictions(store: ArtifactStore, trial: FrozenTrial, folder: Path) -> np.ndarray:

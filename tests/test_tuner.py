@@ -219,6 +219,7 @@ if __name__ == "__main__":
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         [fallback] = tuner.get_best_models(1)
+    tuner.ensemble(top=2).export("users.keras")
     print(json.dumps({
         "states": [t.state.name for t in trials],
         "best": max(t.value for t in trials),
@@ -252,6 +253,15 @@ def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
     [warning] = [w for w in report["warnings"] if "does not build its model again" in w]
     assert "weights of other shapes" in warning
     assert report["fallback"][1] == pytest.approx(report["best"], abs=1e-6)
+
+    # Another session, as after a kernel restart: the same classes defined (Net still not
+    # registered), then the exported ensemble loaded.
+    definitions = USERS_SCRIPT[: USERS_SCRIPT.index('if __name__ == "__main__":')]
+    loader = f"{definitions}\nprint(hpo.load_model('users.keras').predict(data(5, 2)[0]).shape)\n"
+    assert run_user_script(tmp_path, loader, timeout=300).strip().endswith("(5, 3)")
+    # Without them, the error says what to do.
+    with pytest.raises(ConfigError, match=r"a class of your own.*define or import the class"):
+        hpo.load_model(tmp_path / "users.keras")
 
 
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:

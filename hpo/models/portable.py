@@ -29,7 +29,13 @@ if TYPE_CHECKING:
 
     from hpo.models.hypermodel import HyperModelFamily
 
-__all__ = ["PortableHypermodel", "family_name", "main_custom_objects", "register_custom_objects"]
+__all__ = [
+    "PortableHypermodel",
+    "family_name",
+    "main_custom_objects",
+    "register_custom_objects",
+    "register_main_classes",
+]
 
 # Where a notebook's cells and a script run: code that a trial's process cannot import.
 _MAIN = "__main__"
@@ -62,9 +68,7 @@ class PortableHypermodel:
         self.spec = f"{module}:{qualname}"
         self.hypermodel = hypermodel
         self.fit_kwargs = dict(fit_kwargs or {})
-        main = sys.modules.get(_MAIN)
-        if main is not None:
-            register_keras_classes(main)
+        register_main_classes()
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
         self._family: HyperModelFamily | None = None
@@ -121,6 +125,14 @@ class PortableHypermodel:
                 name, self.hypermodel, rename, fit_kwargs=self.fit_kwargs
             )
         return self._family
+
+
+def register_main_classes() -> None:
+    """Registers the Keras layer and model classes `__main__` (a notebook or a script) defines
+    and leaves unregistered, under `__main__`, as hpo registers a study file's module's."""
+    main = sys.modules.get(_MAIN)
+    if main is not None:
+        register_keras_classes(main)
 
 
 def main_custom_objects() -> dict[str, Any]:
