@@ -56,7 +56,7 @@ class EpochClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         now = time.time()
         self.durations.append(now - self._started)
-        if epoch + 1 >= self.params.get("epochs", math.inf):
+        if _last_epoch(self, epoch):
             return  # fit's last epoch: no other follows to stop
         for deadline, why in self.deadlines:
             if now + self.durations[-1] > deadline:
