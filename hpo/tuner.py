@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from hpo.ensemble.in_memory import Ensemble
     from hpo.search.workers import SearchSummary
     from hpo.tasks import Task
+    from hpo.tasks._base import TrialData
 
 __all__ = ["Tuner"]
 
@@ -269,34 +270,34 @@ class Tuner:
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
         """The best trials' models at their best epoch, best first, as KerasTuner gives them.
 
-        The hypermodel builds each again from its trial's hyperparameters, compiled as it
-        compiles it (an `accuracy` metric added), and it takes the weights of the trial's best
-        epoch: so `model.evaluate(x_test, y_test)` takes labels as `search` took them, and
-        `predict` gives what the model gives.
+        The hypermodel builds each again from its trial's hyperparameters, compiled as the
+        trial compiled it (its own way, an `accuracy` metric added; or, left uncompiled, with
+        the trial's optimizer and learning rate and the loss its output needs), and it takes
+        the weights of the trial's best epoch: so `model.evaluate(x_test, y_test)` takes labels
+        as `search` took them, and `predict` gives what the model gives.
 
-        A hypermodel that does not compile its model (hpo compiled it to train), or that builds
-        another model for the same hyperparameters (other weights, then with a warning naming
-        why), gets the model as the study stores it: class probabilities (`[n]` for two
-        classes, else `[n, classes]`), compiled for class-index labels.
+        A hypermodel that builds another model for the same hyperparameters (other weights)
+        gets, with a warning naming why, the model as the study stores it: class probabilities
+        (`[n, 1]` for two classes, else `[n, classes]`), compiled for class-index labels.
         """
         from hpo.tasks import study_task
 
         study = self.study()
         task = study_task(study.config)
-        data = study.optuna_study.user_attrs.get("data_source")
-        context = task.build_context(task.locate(study.config, data))
+        folder = task.locate(study.config, study.optuna_study.user_attrs.get("data_source"))
+        context = task.build_context(folder)
+        data = task.trial_data(folder, context)
         models = []
         for trial in study.best_trials(num_models):
             stored = study.load_model(trial.number)
-            model, why = _rebuilt(task, trial, context, stored)
-            if model is None and why is not None:
+            model, why = _rebuilt(task, trial, data, context, stored)
+            if model is None:
                 warnings.warn(
                     f"trial {trial.number}: the hypermodel does not build its model again "
                     f"({why}); get_best_models gives the model as the study stores it, which "
                     f"gives class probabilities and takes class-index labels.",
                     stacklevel=2,
                 )
-            if model is None:
                 loss = (
                     "binary_crossentropy"
                     if context["classes"] == 2
@@ -412,25 +413,28 @@ def _loaded_backend() -> Any:
 
 
 def _rebuilt(
-    task: Task, trial: FrozenTrial, context: Mapping[str, Any], stored: keras.Model
-) -> tuple[keras.Model | None, str | None]:
-    """The trial's model built again by its hypermodel, with the stored model's weights; or
-    None, and why not (None if the hypermodel does not compile its model)."""
+    task: Task,
+    trial: FrozenTrial,
+    data: TrialData,
+    context: Mapping[str, Any],
+    stored: keras.Model,
+) -> tuple[keras.Model | None, str]:
+    """The trial's model built and compiled again as the trial did, with the stored model's
+    weights; or None, and why not."""
     import optuna
 
-    from hpo.models.hypermodel import HyperModelFamily
-    from hpo.training.interface import members_model, recompile
+    from hpo.training.interface import members_model
+    from hpo.training.runner import prepare_model
 
-    family = task.families[trial.params["family"]]
-    assert isinstance(family, HyperModelFamily)  # a Tuner's one family
+    params = {**trial.params, **context}
     try:
-        model = family.build_trial(
-            optuna.trial.FixedTrial(dict(trial.params)), {**trial.params, **context}
+        # Every value the trial asked for is in its params: the hypermodel's, and the training
+        # settings (optimizer, learning rate) of a model it left uncompiled.
+        model, _ = prepare_model(
+            task, params, data, optuna.trial.FixedTrial(dict(trial.params)), params.__getitem__
         )
     except Exception as exc:  # the user's code, given the trial's values
         return None, f"building it failed: {type(exc).__name__}: {str(exc)[:200]}"
-    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        return None, None  # hpo compiled it to train: the stored model is as it trained
     trained = members_model(stored)
     if not model.built and trained.get_build_config():
         model.build_from_config(trained.get_build_config())
@@ -441,7 +445,6 @@ def _rebuilt(
             f"it builds {len(built)} weights of other shapes than the trial's {len(stored_shapes)}"
         )
     model.set_weights(trained.get_weights())
-    recompile(model, "accuracy")
     return model, ""
 
 

@@ -201,6 +201,11 @@ def build_model(hp):
     return model
 
 
+def build_uncompiled(hp):
+    # Left to hpo to compile, with the trial's optimizer and learning rate.
+    return Net(hp.Int("units", 8, 16, step=8))
+
+
 def data(n, seed):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 8)).astype("float32")
@@ -220,6 +225,9 @@ if __name__ == "__main__":
         warnings.simplefilter("always")
         [fallback] = tuner.get_best_models(1)
     tuner.ensemble(top=2).export("users.keras")
+    plain = hpo.Tuner(build_uncompiled, max_trials=1, directory="runs", project_name="plain")
+    plain.search(x, y, validation_data=(x_val, y_val), epochs=1, verbose=0)
+    [uncompiled] = plain.get_best_models(1)
     print(json.dumps({
         "states": [t.state.name for t in trials],
         "best": max(t.value for t in trials),
@@ -230,6 +238,18 @@ if __name__ == "__main__":
             model.predict(x_val, verbose=0) - stored.predict(x_val, verbose=0)).max()),
         "warnings": [str(w.message) for w in caught],
         "fallback": fallback.evaluate(x_val, y_val.argmax(axis=1), verbose=0),
+        "uncompiled": {
+            "best": plain.study().optuna_study.best_value,
+            "class": type(uncompiled).__name__,
+            "shape": list(uncompiled.predict(x_val, verbose=0).shape),
+            "evaluate": uncompiled.evaluate(x_val, y_val.argmax(axis=1), verbose=0),
+            "optimizer": [
+                type(uncompiled.optimizer).__name__.lower(),
+                float(uncompiled.optimizer.learning_rate),
+            ],
+            "trial": [plain.get_best_hyperparameters()[0].values[name]
+                      for name in ("optimizer", "learning_rate")],
+        },
     }))
 """
 
@@ -253,6 +273,13 @@ def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
     [warning] = [w for w in report["warnings"] if "does not build its model again" in w]
     assert "weights of other shapes" in warning
     assert report["fallback"][1] == pytest.approx(report["best"], abs=1e-6)
+    # A model build_model leaves uncompiled comes back as the user's model too, compiled as the
+    # trial compiled it: its optimizer at the trial's learning rate, for class-index labels.
+    uncompiled = report["uncompiled"]
+    assert (uncompiled["class"], uncompiled["shape"]) == ("Net", [100, 3])
+    assert uncompiled["evaluate"][1] == pytest.approx(uncompiled["best"], abs=1e-6)
+    optimizer, rate = uncompiled["trial"]
+    assert uncompiled["optimizer"] == [optimizer, pytest.approx(rate, rel=1e-6)]
 
     # Another session, as after a kernel restart: the same classes defined (Net still not
     # registered), then the exported ensemble loaded.

@@ -190,7 +190,7 @@ def _retrained(
             task,
             params,
             data,
-            optuna.trial.FixedTrial(dict(trial.params)),  # type: ignore[arg-type]
+            optuna.trial.FixedTrial(dict(trial.params)),
         )
         batch_size = params.get("batch_size") or TRAINING_DEFAULTS["batch_size"]
         started = time.perf_counter()

@@ -532,7 +532,7 @@ def prepare_model(
     task: Task,
     params: Mapping[str, Any],
     data: TrialData | None = None,
-    trial: optuna.Trial | None = None,
+    trial: optuna.trial.BaseTrial | None = None,
     ask: Callable[[str], Any] | None = None,
     *,
     soft_targets: bool = False,
