@@ -159,6 +159,7 @@ def run_search(
             functools.partial(task.prepare, config, str(source)),
             space.shared,
             log_path=config.study_dir / "logs" / "prepare.log",
+            relay_warnings=True,
         )
         fingerprint = task.fingerprint(data_folder)
         provenance.check_fingerprint(study, fingerprint, source, "resuming the search")

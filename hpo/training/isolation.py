@@ -11,6 +11,7 @@ from scratch instead.
 from __future__ import annotations
 
 import faulthandler
+import logging
 import multiprocessing
 import os
 import pickle
@@ -56,6 +57,7 @@ def call_isolated(
     log_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     deadline: float | None = None,
+    relay_warnings: bool = False,
 ) -> T:
     """Calls `fn(arg)` in a spawned child process and returns its result.
 
@@ -66,6 +68,8 @@ def call_isolated(
             to this file, appended.
         env: Environment variables of the child on top of this process's (its Keras backend,
             its GPU: see `hpo.backend.backend_environment`).
+        relay_warnings: Log here, too, the warnings the child logged on hpo's loggers (which
+            `log_path` would otherwise keep from the user: files skipped, rows dropped).
         deadline: A `time.monotonic()` time after which the child is ended: SIGTERM (its
             Python stack goes to its output, then it exits), SIGKILL if it is still there
             `_TERMINATE_GRACE_S` later. Default None: wait for it however long it runs.
@@ -80,7 +84,8 @@ def call_isolated(
     receiver, sender = context.Pipe(duplex=False)
     caller = process_identity(os.getpid())
     process = context.Process(
-        target=_child_main, args=(fn, arg, sender, log_path, environment, caller)
+        target=_child_main,
+        args=(fn, arg, sender, log_path, environment, caller, relay_warnings),
     )
     process.start()
     sender.close()
@@ -104,7 +109,7 @@ def call_isolated(
                     message += f"; its output is in {log_path}"
             raise TrialTimedOut(message)
         try:
-            status, payload = receiver.recv()
+            status, payload, warned = receiver.recv()
         except EOFError:
             process.join()
             killed = process.exitcode == -signal.SIGKILL
@@ -119,6 +124,8 @@ def call_isolated(
     finally:
         receiver.close()
         _end(process)
+    for name, level, message in warned:
+        logging.getLogger(name).log(level, message)
     if status == "error":
         raise payload
     return payload
@@ -226,6 +233,7 @@ def _child_main(
     log_path: Path | None,
     environment: dict[str, str],
     caller: tuple[int, str | None],
+    relay_warnings: bool,
 ) -> None:
     die_with(caller)
     # A fork server's children inherit the server's environment from when it started; the
@@ -243,6 +251,9 @@ def _child_main(
     # Ended for hanging past its deadline (see `call_isolated`), the child first writes where
     # each of its threads was, which names the callback or data step that never returned.
     faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
+    warned = _Warnings()
+    if relay_warnings:
+        logging.getLogger("hpo").addHandler(warned)
     try:
         result: tuple[str, Any] = ("ok", fn(arg))
     except BaseException as exc:
@@ -250,8 +261,22 @@ def _child_main(
         result = ("error", _picklable(exc))
     sys.stdout.flush()
     sys.stderr.flush()
-    sender.send(result)
+    sender.send((*result, warned.records))
     sender.close()
+
+
+class _Warnings(logging.Handler):
+    """Keeps the warnings (and errors) logged, as (logger name, level, message), and still
+    writes them where Python would without it (the log, when no logging is set up)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[tuple[str, int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+        if not logging.getLogger().handlers and logging.lastResort is not None:
+            logging.lastResort.handle(record)
 
 
 def _picklable(exc: BaseException) -> BaseException:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -111,3 +113,23 @@ def test_a_test_split_missing_a_class_is_an_error(image_folder: Path, tmp_path: 
     folder = task.prepare(config, None, search_space(task, config.space).shared)
     with pytest.raises(ConfigError, match=r"missing \['red'\]"):
         task.load_test(config, None, folder)
+
+
+@pytest.mark.slow
+def test_search_tells_the_user_which_files_it_skipped(tmp_path: Path) -> None:
+    # The data are read in a child process whose output goes to logs/prepare.log; its warnings
+    # reach the terminal too.
+    data = write_images(tmp_path / "data", {"train": 20, "test": 4})
+    (data / "train" / "red" / ".DS_Store").write_bytes(b"\x00\x01")
+    (data / "train" / "green" / "broken.png").write_bytes(b"not a png")
+    study = _study(tmp_path, data)
+    result = subprocess.run(
+        [sys.executable, "-m", "hpo", "search", "--study", str(study), "--n-trials", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 2 unreadable or non-image files in the train split" in result.stderr
+    assert "Study 'shapes': 1 finished" in result.stdout

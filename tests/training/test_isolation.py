@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -26,6 +27,26 @@ def raise_in_child(message: str) -> None:
 
 def die_in_child(_: object) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def warn_in_child(message: str) -> int:
+    logging.getLogger("hpo.data.images").warning(message)
+    logging.getLogger("elsewhere").warning("not hpo's")
+    return 1
+
+
+def test_the_childs_warnings_reach_the_caller_when_asked_and_stay_in_its_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "child.log"
+    with caplog.at_level(logging.WARNING):
+        assert call_isolated(warn_in_child, "skipped 2 files", log_path=log) == 1
+        assert caplog.records == []
+        assert call_isolated(warn_in_child, "skipped 3 files", log_path=log, relay_warnings=True)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("hpo.data.images", logging.WARNING, "skipped 3 files")
+    ]
+    assert "skipped 2 files" in log.read_text() and "skipped 3 files" in log.read_text()
 
 
 def test_returns_the_result_from_another_process(tmp_path: Path) -> None:
