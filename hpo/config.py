@@ -14,6 +14,7 @@ from typing import Any, Union
 
 from hpo.backend import Backend  # noqa: TC001 (typing.get_type_hints reads it at run time)
 from hpo.budget import parse_duration
+from hpo.data.holdout import TEST_FRACTION
 from hpo.errors import ConfigError
 from hpo.precision import Precision
 
@@ -118,6 +119,9 @@ class DataConfig:
             folder's images differ in size.
         test_path: Text tables: the test split's own table (relative paths are read from the
             study file's folder).
+        test_fraction: A folder of class folders without train/ and test/ splits: the share of
+            each class held out as its test split (chosen by file name, never read by the
+            search).
         text_column, label_column: Text tables: the columns holding the text and its class.
         group_column: Text tables: a column whose groups (an author, a product) stay on one
             side of the validation split; none by default.
@@ -129,6 +133,7 @@ class DataConfig:
     seed: int = 0
     image_size: list[int] | None = None
     test_path: str | None = None
+    test_fraction: float = TEST_FRACTION
     text_column: str = "text"
     label_column: str = "label"
     group_column: str | None = None
@@ -136,6 +141,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
         _require(self.train_size >= 0, "data.train_size", self.train_size, ">= 0 (0 means all)")
+        _require(
+            isinstance(self.test_fraction, (int, float)) and 0.05 <= self.test_fraction <= 0.5,
+            "data.test_fraction",
+            self.test_fraction,
+            "a share of each class from 0.05 to 0.5",
+        )
         _require(
             self.image_size is None
             or (

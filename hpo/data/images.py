@@ -1,9 +1,11 @@
 """Labelled image data sets: finding them and decoding them (see `image_cache` for the cache).
 
-Three sources are read, told apart by their content: a folder in the
+Four sources are read, told apart by their content: a folder in the
 `keras.utils.image_dataset_from_directory` layout (`<root>/<split>/<class>/<image>`, optionally
-one folder deeper), a `.tar`/`.tar.gz` archive of one (streamed, never extracted), and CIFAR-10's
-"python version" (`cifar-10-batches-py/`, as a folder or its archive).
+one folder deeper), a `.tar`/`.tar.gz` archive of one (streamed, never extracted), a folder of
+class folders without splits (`<root>/<class>/<image>`, whose test split is held out by
+`hpo.data.holdout`), and CIFAR-10's "python version" (`cifar-10-batches-py/`, as a folder or
+its archive).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from hpo.data.holdout import SPLITS, TEST_FRACTION, held_out
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ __all__ = [
     "ENV_VARS",
     "IMAGES_ENV_VAR",
     "LabelledImages",
+    "has_test_split",
     "load_image",
     "locate_images",
     "read_split",
@@ -120,13 +124,37 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
     if path.is_dir():
         if (batches := _batches_dir(path)) is not None:
             return batches.resolve()
-        if any((folder / split).is_dir() for folder in _roots(path) for split in _BATCHES):
+        if _split_folders(path) or _class_root(path) is not None:
             return path.resolve()
     raise DataError(
         f"{origin} points at {path}, which is neither a {_LAYOUT.format(split='train')} folder, "
-        f"a cifar-10-batches-py/ folder, nor a .tar(.gz) archive of one. "
+        f"a folder of class folders (<root>/<class>/<image>), a cifar-10-batches-py/ folder, "
+        f"nor a .tar(.gz) archive of one. "
         f"Fix the path given by --data, ${env_var} or the study file's data.path."
     )
+
+
+def has_test_split(source: Path) -> bool:
+    """Whether the data set holds a test split of its own (else one is held out of it)."""
+    return not source.is_dir() or _batches_dir(source) is not None or _split_folders(source)
+
+
+def _split_folders(path: Path) -> bool:
+    return any((folder / split).is_dir() for folder in _roots(path) for split in SPLITS)
+
+
+def _class_root(path: Path) -> Path | None:
+    """The folder of class folders `path` is (or its one subfolder is), or None."""
+    folders = _subfolders(path)
+    if len(folders) == 1:
+        path, folders = folders[0], _subfolders(folders[0])
+    if len(folders) < 2 or any(folder.name in SPLITS for folder in folders):
+        return None
+    return path
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _batches_dir(path: Path) -> Path | None:
@@ -147,6 +175,7 @@ def read_split(
     image_size: tuple[int, int] | None = None,
     classes: list[str] | None = None,
     limit_per_class: int | None = None,
+    test_fraction: float = TEST_FRACTION,
 ) -> LabelledImages:
     """Decodes one split ("train" or "test") of a folder, an archive or CIFAR-10 batches.
 
@@ -161,6 +190,8 @@ def read_split(
             None sorts the classes found. The split must hold exactly these classes.
         limit_per_class: Keep at most this many images of each class, the first ones met
             (archives are still read in one pass); None keeps all.
+        test_fraction: A folder of class folders without splits: the share of each class's
+            images held out as its test split (`hpo.data.holdout`).
 
     Raises:
         DataError: The split is missing, has no readable image, or fewer than 2 classes.
@@ -170,7 +201,7 @@ def read_split(
     if split not in _BATCHES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     _check_settings(image_size, limit_per_class)
-    images, skipped = _gather(_items(source, split), limit_per_class)
+    images, skipped = _gather(_items(source, split, test_fraction), limit_per_class)
     if skipped:
         _log.warning(
             "%s: skipped %d unreadable or non-image files in the %s split, e.g. %s",
@@ -208,13 +239,15 @@ def _check_settings(image_size: tuple[int, int] | None, limit: int | None) -> No
         raise ConfigError(f"limit_per_class must be at least 1 or None, got {limit}.")
 
 
-def _items(source: Path, split: str) -> Iterator[_Item]:
+def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
     if source.is_file():
         yield from _archive_items(source, split)
     elif (batches := _batches_dir(source)) is not None:
         paths = [batches / name for name in (*_BATCHES[split], _META)]
         blobs = {path.name: path.read_bytes for path in paths if path.is_file()}
         yield from _batch_items(blobs, split, batches)
+    elif not _split_folders(source) and (root := _class_root(source)) is not None:
+        yield from _held_out_items(source, root, split, test_fraction)
     else:
         tops = [root / split for root in _roots(source) if (root / split).is_dir()]
         if not tops:
@@ -229,6 +262,28 @@ def _items(source: Path, split: str) -> Iterator[_Item]:
                     path.relative_to(tops[0]).as_posix(),
                     partial(_decode, path.read_bytes),
                 )
+
+
+def _held_out_items(source: Path, root: Path, split: str, fraction: float) -> Iterator[_Item]:
+    files = [
+        (folder.name, path.relative_to(root).as_posix(), path)
+        for folder in _subfolders(root)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    ]
+    test = held_out([(label, name) for label, name, _ in files], fraction)
+    if split == "train":
+        _log.warning(
+            "%s has no train/ and test/ folders: %d of its %d files (about %g of each class, "
+            "[data] test_fraction) are held out as the test set, which the search never reads",
+            source,
+            len(test),
+            len(files),
+            fraction,
+        )
+    for label, name, path in files:
+        if ((label, name) in test) == (split == "test"):
+            yield label, name, partial(_decode, path.read_bytes)
 
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:

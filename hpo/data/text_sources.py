@@ -2,9 +2,11 @@
 
 Three sources are read, told apart by what the path is: a folder in the
 `keras.utils.text_dataset_from_directory` layout (`<root>/<split>/<class>/*.txt`, optionally one
-folder deeper), a `.tar`/`.tar.gz` archive of one (streamed, never extracted), and a table
-(`.csv`, `.tsv` or `.parquet`) with a text, a label and optionally a group column, whose test
-split is a second table with the same columns.
+folder deeper, or `<root>/<class>/*.txt` without splits), a `.tar`/`.tar.gz` archive of one with
+splits (streamed, never extracted), and a table (`.csv`, `.tsv` or `.parquet`) with a text, a
+label and optionally a group column, whose test split is a second table with the same columns.
+A folder or table without a test split of its own gives up a share of each class as one
+(`hpo.data.holdout`).
 """
 
 from __future__ import annotations
@@ -19,19 +21,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo.data.holdout import TEST_FRACTION, held_out, held_out_groups
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ["ENV_VAR", "LabelledTexts", "TextColumns", "locate_texts", "read_texts"]
+__all__ = [
+    "ENV_VAR",
+    "LabelledTexts",
+    "TextColumns",
+    "has_test_split",
+    "locate_texts",
+    "read_texts",
+]
 
 ENV_VAR = "HPO_TEXT_PATH"
 _LAYOUT = "<root>/{split}/<class>/*.txt"
 _SPLITS = ("train", "test")
 # Table suffixes and their field separator (None: not a delimited text file).
 _TABLES = {".csv": ",", ".tsv": "\t", ".parquet": None}
-_KINDS = "a <root>/train/<class>/*.txt folder, a .tar.gz of one, or a .csv/.tsv/.parquet table"
+_KINDS = (
+    "a <root>/train/<class>/*.txt folder (or <root>/<class>/*.txt), a .tar.gz of one with "
+    "splits, or a .csv/.tsv/.parquet table"
+)
 # Only empty cells are missing: a text or a label reading "NA" or "None" is kept as written.
 _CSV = {"dtype": str, "keep_default_na": False, "na_values": [""], "encoding_errors": "replace"}
 _log = logging.getLogger(__name__)
@@ -132,6 +145,14 @@ def _kind(path: Path) -> _Kind | None:
     return _Kind.ARCHIVE if tarfile.is_tarfile(path) else None
 
 
+def has_test_split(source: Path, test_path: Path | None = None) -> bool:
+    """Whether the data hold a test split of their own (else one is held out of them)."""
+    kind = _kind(source)
+    if kind is _Kind.TABLE:
+        return test_path is not None
+    return kind is not _Kind.FOLDER or _split_top(source, "train") is not None
+
+
 def read_texts(
     source: Path,
     split: str,
@@ -139,6 +160,7 @@ def read_texts(
     columns: TextColumns = TextColumns(),
     test_path: Path | None = None,
     classes: list[str] | None = None,
+    test_fraction: float = TEST_FRACTION,
 ) -> LabelledTexts:
     """Reads one split ("train" or "test") of a folder, an archive or a table.
 
@@ -153,6 +175,8 @@ def read_texts(
         test_path: The table holding the test split (`[data] test_path`); for tables only.
         classes: The class order to label with (train's classes when reading test); None
             sorts the classes found. The split must hold exactly these classes.
+        test_fraction: Data without a test split of their own (a table without `test_path`,
+            a folder of class folders): the share of each class held out as the test split.
 
     Raises:
         DataError: The split, the table or its engine is missing, the file is unreadable,
@@ -166,12 +190,23 @@ def read_texts(
     if kind is None:
         raise DataError(f"{source} is not {_KINDS}. Fix --data or the study file's data.path.")
     if kind is _Kind.TABLE:
+        if test_path is None:
+            texts, labels, groups = _read_table(source, columns)
+            keep = _held_out_rows(labels, groups, split, test_fraction, source)
+            return _assemble(
+                [texts[i] for i in keep],
+                [labels[i] for i in keep],
+                None if groups is None else [groups[i] for i in keep],
+                classes,
+                source,
+                split,
+            )
         where = source if split == "train" else test_path
-        if where is None or _kind(where) is not _Kind.TABLE:
+        if _kind(where) is not _Kind.TABLE:
             raise DataError(
-                f"{source} is a table, so the test split is a table of its own: `test_path` in "
-                f"the study file's [data], which is {'not set' if where is None else 'missing'}. "
-                "Set test_path to a .csv/.tsv/.parquet file with the same columns."
+                f"the test table {where} (`test_path` in the study file's [data]) is missing or "
+                "not a .csv/.tsv/.parquet file. Set test_path to a table with the same columns, "
+                "or remove it to hold out a share of the training table as the test split."
             )
         texts, labels, groups = _read_table(where, columns)
         return _assemble(texts, labels, groups, classes, where, split)
@@ -181,7 +216,11 @@ def read_texts(
             "label_column, group_column or test_path, which apply to tables only. Remove them "
             f"(the folder names are the labels; the test split is {_LAYOUT.format(split='test')})."
         )
-    rows = sorted(_folder_rows(source, split) if kind is _Kind.FOLDER else _tar_rows(source, split))
+    rows = sorted(
+        _folder_rows(source, split, test_fraction)
+        if kind is _Kind.FOLDER
+        else _tar_rows(source, split)
+    )
     if not rows:
         raise DataError(
             f"no {split} texts in {source}; expected {_LAYOUT.format(split=split)} files "
@@ -190,19 +229,81 @@ def read_texts(
     return _assemble([r[2] for r in rows], [r[0] for r in rows], None, classes, source, split)
 
 
-def _folder_rows(source: Path, split: str) -> Iterator[_Row]:
+def _split_top(source: Path, split: str) -> Path | None:
+    """`<source>/<split>`, or `<source>/<top>/<split>` one folder below, if either is there."""
     roots = [source, *sorted(child for child in source.iterdir() if child.is_dir())]
-    tops = [root / split for root in roots if (root / split).is_dir()]
-    if not tops:
+    return next((root / split for root in roots if (root / split).is_dir()), None)
+
+
+def _folder_rows(source: Path, split: str, test_fraction: float) -> Iterator[_Row]:
+    top = _split_top(source, split)
+    held = None
+    if top is None and _split_top(source, "train") is None and _split_top(source, "test") is None:
+        # <root>/<class>/*.txt (or one folder below): the test split is held out of it.
+        folders = _class_folders(source)
+        if len(folders) == 1:
+            folders = _class_folders(folders[0])
+        if len(folders) >= 2:
+            top = folders[0].parent
+            files = [(f.name, p.relative_to(top).as_posix()) for f in folders for p in _texts(f)]
+            held = held_out(files, test_fraction)
+            if split == "train":
+                _log.warning(
+                    "%s has no train/ and test/ folders: %d of its %d texts (about %g of each "
+                    "class, [data] test_fraction) are held out as the test set, which the search "
+                    "never reads",
+                    source,
+                    len(held),
+                    len(files),
+                    test_fraction,
+                )
+    if top is None:
         raise DataError(
             f"no {split}/ folder in {source} (nor one folder below it); expected "
-            f"{_LAYOUT.format(split=split)}. Fix --data or the study file's data.path."
+            f"{_LAYOUT.format(split=split)}, or <root>/<class>/*.txt for hpo to hold out a test "
+            "split. Fix --data or the study file's data.path."
         )
-    for folder in (p for p in tops[0].iterdir() if p.is_dir()):
-        for path in folder.rglob("*.txt"):
-            if path.is_file() and not path.name.startswith("."):
-                name = path.relative_to(tops[0]).as_posix()
+    for folder in _class_folders(top):
+        for path in _texts(folder):
+            name = path.relative_to(top).as_posix()
+            if held is None or ((folder.name, name) in held) == (split == "test"):
                 yield folder.name, name, path.read_bytes().decode("utf-8", errors="replace")
+
+
+def _class_folders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _texts(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.txt") if p.is_file() and not p.name.startswith("."))
+
+
+def _held_out_rows(
+    labels: Sequence[str | None],
+    groups: Sequence[str] | None,
+    split: str,
+    fraction: float,
+    source: Path,
+) -> list[int]:
+    """The rows of a table without a test table that make `split`: whole groups if it has
+    them, else about `fraction` of each label's rows."""
+    if groups is not None:
+        held_groups = held_out_groups(groups, fraction)
+        test = {i for i, group in enumerate(groups) if group in held_groups}
+    else:
+        items = [(str(label), str(i)) for i, label in enumerate(labels) if label is not None]
+        test = {int(i) for _, i in held_out(items, fraction)}
+    if split == "train":
+        _log.warning(
+            "%s has no test table ([data] test_path): %d of its %d rows (about %g of %s, "
+            "[data] test_fraction) are held out as the test set, which the search never reads",
+            source,
+            len(test),
+            len(labels),
+            fraction,
+            "its groups" if groups is not None else "each label",
+        )
+    return [i for i in range(len(labels)) if (i in test) == (split == "test")]
 
 
 def _tar_rows(source: Path, split: str) -> Iterator[_Row]:

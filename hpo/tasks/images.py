@@ -1,8 +1,9 @@
 """Image classification: labelled images in class folders, CIFAR-10 by default.
 
 Two tasks share this module: `cifar10` (CIFAR-10, found through $HPO_CIFAR10_PATH or downloaded)
-and `images` (any folder or archive in the `<split>/<class>/<image>` layout, found through
-`--data`, $HPO_IMAGES_PATH or the study file). Images are decoded once per study and cached as
+and `images` (any folder or archive in the `<split>/<class>/<image>` layout, or a folder of class
+folders whose test split is held out, found through `--data`, $HPO_IMAGES_PATH or the study
+file). Images are decoded once per study and cached as
 uint8 arrays; models take raw uint8 images and do their own resizing, augmentation and scaling,
 so a trial's inputs, the test set and the exported ensemble's inputs are the same arrays.
 """
@@ -63,12 +64,19 @@ def _prepare(
     """
     source = locate(config, data_arg)
     settings = {**source_settings(config, source), "image_size": config.data.image_size}
+    if not images.has_test_split(source):
+        settings["test_fraction"] = config.data.test_fraction
     folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
     if (folder / array_cache.META_NAME).is_file():
         return folder
     _log.info("decoding %s (cache miss: %s)", source, folder)
     size = tuple(config.data.image_size) if config.data.image_size else None
-    train = images.read_split(source, "train", image_size=size)  # type: ignore[arg-type]
+    train = images.read_split(
+        source,
+        "train",
+        image_size=size,  # type: ignore[arg-type]
+        test_fraction=config.data.test_fraction,
+    )
     train_index, val_index = stratify.stratified_split(
         train.y, config.data.val_size, config.data.seed
     )
@@ -110,7 +118,11 @@ def _load_test(config: StudyConfig, data_arg: str | None, folder: Path, *, locat
     splits = _load(folder)
     source = locate(config, data_arg)
     test = images.read_split(
-        source, "test", image_size=splits.x_train.shape[1:3], classes=splits.classes
+        source,
+        "test",
+        image_size=splits.x_train.shape[1:3],
+        classes=splits.classes,
+        test_fraction=config.data.test_fraction,
     )
     return TestSet(raw=test.x, x=test.x, y=test.y, source=source)
 

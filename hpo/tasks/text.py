@@ -304,7 +304,11 @@ def _read_own(
     config: StudyConfig, source: Path
 ) -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
     data = text_sources.read_texts(
-        source, "train", columns=_columns(config), test_path=_test_path(config)
+        source,
+        "train",
+        columns=_columns(config),
+        test_path=_test_path(config),
+        test_fraction=config.data.test_fraction,
     )
     train, val = stratify.grouped_split(
         data.labels, data.groups, config.data.val_size, config.data.seed
@@ -319,10 +323,12 @@ def _read_own(
 
 def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     columns = _columns(config)
-    extra = {
+    extra: dict[str, Any] = {
         "columns": [columns.text, columns.label, columns.group],
         "test_path": config.data.test_path,
     }
+    if not text_sources.has_test_split(_locate(config, data_arg), _test_path(config)):
+        extra["test_fraction"] = config.data.test_fraction
     return prepare_tokens(
         config, data_arg, space, name="text", locate=_locate, read=_read_own, extra_settings=extra
     )
@@ -331,7 +337,12 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
 def _load_own_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
     source, test_path = _locate(config, data_arg), _test_path(config)
     test = text_sources.read_texts(
-        source, "test", columns=_columns(config), test_path=test_path, classes=class_names(folder)
+        source,
+        "test",
+        columns=_columns(config),
+        test_path=test_path,
+        classes=class_names(folder),
+        test_fraction=config.data.test_fraction,
     )
     # A table's test split is a table of its own; a folder's or archive's is inside it.
     return encode_test(folder, test.texts, test.labels, test_path or source)

@@ -95,6 +95,31 @@ def test_folder_nested_folder_and_tarball_read_the_same_images(tmp_path: Path) -
         np.testing.assert_array_equal(test.y, _expected_y("test"))
 
 
+def test_a_folder_of_class_folders_holds_out_a_share_of_each_class_as_test(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # keras.utils.image_dataset_from_directory's layout: class folders, no splits.
+    root = tmp_path / "flowers"
+    counts = {"daisy": 30, "rose": 2, "tulip": 25}
+    write_folder(tmp_path, {"flowers": counts})
+    (root / "rose" / ".DS_Store").write_bytes(b"\x00")
+    (root / "LICENSE.txt").write_text("not a class")
+    for given in (root, tmp_path):  # or one folder above it, as an archive unpacks
+        located = images.locate_images(given, None, env_var="UNSET_VAR", download=False)
+        assert located == given.resolve() and not images.has_test_split(located)
+        with caplog.at_level(logging.WARNING, logger=images.__name__):
+            train = images.read_split(located, "train")
+        assert "no train/ and test/ folders" in caplog.text and "test_fraction" in caplog.text
+        test = images.read_split(located, "test", classes=train.classes)
+        assert train.classes == test.classes == ["daisy", "rose", "tulip"]
+        # Every class on both sides, each image on one; hidden files are not images.
+        held = np.bincount(test.y, minlength=3)
+        assert held[1] == 1 and (held >= 1).all() and held.sum() < 20, held
+        assert (np.bincount(train.y) + held).tolist() == list(counts.values())
+        assert train.skipped == test.skipped == 0
+    assert images.has_test_split(write_folder(tmp_path / "split"))
+
+
 def test_python_batches_folder_and_archive(tmp_path: Path) -> None:
     folder, expected = write_batches(tmp_path / "raw")
     archive = tar_folder(folder, tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py")

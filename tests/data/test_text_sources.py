@@ -98,7 +98,8 @@ def test_table_settings_on_a_folder_are_rejected(tmp_path: Path) -> None:
 def test_csv_with_string_labels_and_a_group_column(tmp_path: Path) -> None:
     path = write_table(tmp_path / "train.csv", TRAIN_ROWS)
     columns = ts.TextColumns(text="body", label="topic", group="author")
-    read = ts.read_texts(path, "train", columns=columns)
+    # Given a test table, the training table is read whole.
+    read = ts.read_texts(path, "train", columns=columns, test_path=path)
     assert read.texts == TRAIN_ROWS["body"]
     assert read.classes == ["art", "news", "sport"]
     np.testing.assert_array_equal(read.labels, [2, 0, 1, 2, 0, 1])
@@ -118,7 +119,8 @@ def test_tsv_integer_labels_sort_numerically_and_na_words_are_kept(tmp_path: Pat
         "text": ["NA", "None", "ten, with a comma", "two"],
         "label": [10, 2, 10, 1],
     }
-    read = ts.read_texts(write_table(tmp_path / "train.tsv", rows), "train")
+    path = write_table(tmp_path / "train.tsv", rows)
+    read = ts.read_texts(path, "train", test_path=path)
     assert read.classes == ["1", "2", "10"]
     assert read.texts == ["NA", "None", "ten, with a comma", "two"]
     np.testing.assert_array_equal(read.labels, [2, 1, 2, 0])
@@ -132,7 +134,8 @@ def test_parquet_is_read_or_asks_for_pyarrow(tmp_path: Path) -> None:
             ts.read_texts(path, "train")
         return
     rows = {"text": list("xyzw"), "label": [3.0, None, 1.0, 3.0], "g": [7.0, 8.0, None, 9.0]}
-    read = ts.read_texts(write_table(path, rows), "train", columns=ts.TextColumns(group="g"))
+    write_table(path, rows)
+    read = ts.read_texts(path, "train", columns=ts.TextColumns(group="g"), test_path=path)
     assert read.classes == ["1", "3"]
     assert read.texts == ["x", "z", "w"]
     np.testing.assert_array_equal(read.labels, [1, 0, 1])
@@ -154,19 +157,63 @@ def test_parquet_without_an_engine_asks_for_pyarrow(
 def test_table_test_split_is_test_path_labelled_with_train_classes(tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.csv", {"text": ["a", "b", "c"], "label": [0, 1, 2]})
     test = write_table(tmp_path / "test.csv", {"text": ["x", "y", "z"], "label": [2, 0, 1]})
-    classes = ts.read_texts(train, "train").classes
+    classes = ts.read_texts(train, "train", test_path=test).classes
     read = ts.read_texts(train, "test", test_path=test, classes=classes)
     assert read.texts == ["x", "y", "z"]
     assert read.labels.tolist() == [2, 0, 1]
     assert ts.read_texts(train, "train", test_path=test).texts == ["a", "b", "c"]
 
 
-def test_table_test_split_without_test_path_says_to_set_it(tmp_path: Path) -> None:
-    train = write_table(tmp_path / "train.csv", {"text": ["a", "b"], "label": ["x", "y"]})
-    with pytest.raises(DataError, match=r"`test_path` in the study file's \[data\].*not set"):
-        ts.read_texts(train, "test")
-    with pytest.raises(DataError, match="missing"):
-        ts.read_texts(train, "test", test_path=tmp_path / "nope.csv")
+def test_a_table_without_test_path_holds_out_a_share_of_each_label(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = {"text": [f"text {i}" for i in range(300)], "label": ["x"] * 200 + ["y"] * 100}
+    table = write_table(tmp_path / "all.csv", rows)
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        train = ts.read_texts(table, "train")
+    assert "of its 300 rows" in caplog.text and "[data] test_path" in caplog.text
+    test = ts.read_texts(table, "test", classes=train.classes)
+    # About a fifth of each label, by default, on one side only; the same rows every time.
+    held = np.bincount(test.labels).tolist()
+    assert 25 <= held[0] <= 55 and 10 <= held[1] <= 30, held
+    assert sorted(train.texts + test.texts) == sorted(rows["text"])
+    assert ts.read_texts(table, "test", classes=train.classes).texts == test.texts
+    assert 120 <= len(ts.read_texts(table, "test", test_fraction=0.5).texts) <= 180
+    # Rows of one group stay together: whole groups are held out.
+    rows["author"] = [f"a{i % 40}" for i in range(300)]
+    grouped = write_table(tmp_path / "grouped.csv", rows)
+    columns = ts.TextColumns(group="author")
+    held_out = ts.read_texts(grouped, "test", columns=columns)
+    kept = ts.read_texts(grouped, "train", columns=columns)
+    assert held_out.groups is not None and kept.groups is not None
+    assert not set(held_out.groups.tolist()) & set(kept.groups.tolist())
+    assert held_out.texts and len(held_out.texts) + len(kept.texts) == 300
+    with pytest.raises(DataError, match=r"test table .*nope\.csv.*missing"):
+        ts.read_texts(table, "test", test_path=tmp_path / "nope.csv")
+
+
+def test_a_folder_of_class_folders_holds_out_a_share_of_each_class(tmp_path: Path) -> None:
+    root = tmp_path / "reviews"
+    counts = {"neg": 2, "pos": 40}
+    for label, count in counts.items():
+        (root / label).mkdir(parents=True)
+        for i in range(count):
+            (root / label / f"{i:02d}.txt").write_text(f"{label} {i}")
+    train = ts.read_texts(root, "train")
+    test = ts.read_texts(root, "test", classes=train.classes)
+    # Every class on both sides, even a class of two.
+    assert np.bincount(test.labels)[0] == 1 and 1 <= np.bincount(test.labels)[1] < 40
+    assert sorted(train.texts + test.texts) == sorted(
+        f"{label} {i}" for label, count in counts.items() for i in range(count)
+    )
+    # One folder above it, as an archive unpacks, reads the same; files added later join
+    # one side and move no other.
+    assert ts.read_texts(tmp_path, "test").texts == test.texts
+    for i in range(40, 60):
+        (root / "pos" / f"{i:02d}.txt").write_text(f"pos {i}")
+    again = ts.read_texts(root, "test")
+    assert set(test.texts) <= set(again.texts)
+    assert not ts.has_test_split(root) and ts.has_test_split(write_folder(tmp_path / "split"))
 
 
 @pytest.mark.parametrize(
@@ -195,7 +242,7 @@ def test_empty_texts_and_missing_labels_are_dropped_with_a_count(
     path = tmp_path / "train.csv"
     path.write_text('text,label,g\nkeep one,x,\n,y,u\n"   ",x,u\nno label,,v\nkeep two,y,v\n')
     with caplog.at_level(logging.WARNING, logger=ts.__name__):
-        read = ts.read_texts(path, "train", columns=ts.TextColumns(group="g"))
+        read = ts.read_texts(path, "train", columns=ts.TextColumns(group="g"), test_path=path)
     assert read.texts == ["keep one", "keep two"]
     assert read.labels.tolist() == [0, 1]
     assert read.groups is not None

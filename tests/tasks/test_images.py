@@ -115,6 +115,23 @@ def test_a_test_split_missing_a_class_is_an_error(image_folder: Path, tmp_path: 
         task.load_test(config, None, folder)
 
 
+def test_a_folder_without_splits_gives_its_held_out_share_to_the_test_set_only(
+    tmp_path: Path,
+) -> None:
+    data = write_images(tmp_path / "data", {"photos": 30}) / "photos"
+    config = load_study_config(_study(tmp_path, data))
+    task = get_task("images")
+    folder = task.prepare(config, None, search_space(task, config.space).shared)
+    trial = task.trial_data(folder, {})
+    test = task.load_test(config, None, folder)
+    assert len(trial.x_train) + len(trial.x_val) + len(test.y) == 90
+    assert len(trial.x_val) == 24 and 3 <= len(test.y) <= 36
+    assert sorted(set(test.y.tolist())) == [0, 1, 2]
+    # No test image is among those the search reads.
+    searched = {x.tobytes() for x in (*trial.x_train, *trial.x_val)}
+    assert not [x for x in test.x if x.tobytes() in searched]
+
+
 @pytest.mark.slow
 def test_search_tells_the_user_which_files_it_skipped(tmp_path: Path) -> None:
     # The data are read in a child process whose output goes to logs/prepare.log; its warnings
