@@ -437,6 +437,14 @@ def _objective(
     except optuna.TrialPruned as exc:
         trial.set_user_attr(Attr.PRUNE_REASON, str(exc))
         raise
+    except FloatingPointError as exc:
+        # Diverged (a learning rate too high for the model): an outcome of its values, not a
+        # fault. Pruned, TPE ranks it among the worst and samples elsewhere (a failed trial it
+        # leaves out, and would sample the same values again), and no run of such trials stops
+        # the search as failures in a row would.
+        reason = f"diverged: {exc}"
+        trial.set_user_attr(Attr.PRUNE_REASON, reason)
+        raise optuna.TrialPruned(reason) from exc
     except DiskFull as exc:
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
         # Room may have come back (another trial's scratch files removed): then the search goes

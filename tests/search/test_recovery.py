@@ -200,7 +200,22 @@ def test_four_workers_share_sqlite_without_locking_errors(fake_imdb: Path, tmp_p
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_broken_trial_fails_alone_and_repeated_failures_stop_the_search(
+BREAKABLE = """
+import keras
+from keras import layers
+
+
+def build(hp):
+    if hp.Boolean("broken"):
+        raise RuntimeError("broken on purpose")
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(hp.get("vocab_size"), 8, mask_zero=True)(inputs)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+"""
+
+
+def test_a_diverging_trial_is_pruned_a_broken_one_fails_alone_and_failures_stop_the_search(
     fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = load_study_config(write_study(tmp_path / "nan", fake_imdb, n_trials=2, enqueue=False))
@@ -210,28 +225,38 @@ def test_a_broken_trial_fails_alone_and_repeated_failures_stop_the_search(
     with pytest.warns(UserWarning, match="out of range"):
         summary = run_search(config, progress=False)
     trials = _load(config).trials
-    assert trials[0].state == TrialState.FAIL
-    assert "log: " in trials[0].user_attrs[Attr.FAIL_REASON]
-    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
+    # Diverged: an outcome of its values, which the sampler learns from (it leaves failed
+    # trials out); pruned trials count as finished.
+    assert trials[0].state == TrialState.PRUNED
+    reason = trials[0].user_attrs[Attr.PRUNE_REASON]
+    assert reason.startswith("diverged: ") and "likely too high" in reason, reason
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE]
     assert summary.stopped_by_failures is None
 
     from hpo.search import main
 
-    broken = write_study(tmp_path / "broken", fake_imdb, n_trials=5, enqueue=False)
-    broken.write_text("max_failures = 2\n" + broken.read_text())
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "breakable.py").write_text(BREAKABLE)
+    broken = write_study(folder, fake_imdb, n_trials=5, enqueue=False, families='["mine"]')
+    broken.write_text(
+        "max_failures = 2\n" + broken.read_text() + '\n[families]\nmine = "breakable:build"\n'
+    )
     broken_config = load_study_config(broken)
     study = optuna.create_study(
         study_name=broken_config.name,
         storage=open_storage(broken_config.storage_url, create=True),
         direction="maximize",
     )
+    study.enqueue_trial({"family": "mine", "broken": False})
     for _ in range(3):
-        study.enqueue_trial({"learning_rate": 1e12, "optimizer": "rmsprop"})
-    with pytest.warns(UserWarning, match="out of range"):
-        assert main(["--study", str(broken)]) == 1
+        study.enqueue_trial({"family": "mine", "broken": True})
+    assert main(["--study", str(broken)]) == 1
     err = capsys.readouterr().err
-    assert "2 consecutive trials failed; the last: FloatingPointError" in err
-    assert len(_load(broken_config).get_trials(states=(TrialState.FAIL,))) == 2
+    assert "2 consecutive trials failed; the last: RuntimeError: broken on purpose" in err
+    trials = _load(broken_config).trials
+    assert [t.state for t in trials[:3]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert "log: " in trials[1].user_attrs[Attr.FAIL_REASON]
 
     # An artifact folder that cannot be made is an error before any trial, not a failure in each.
     unusable = write_study(tmp_path / "unusable", fake_imdb, n_trials=5, enqueue=False)
