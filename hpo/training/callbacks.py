@@ -15,6 +15,8 @@ from optuna_integration import KerasPruningCallback
 from hpo.disk import writing
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from hpo.config import TrainingConfig
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "EpochClock",
     "PruningCallback",
     "schedule_callbacks",
+    "trial_tensorboards",
     "variable_bytes",
 ]
 
@@ -148,6 +151,31 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             super().on_epoch_end(epoch, logs)
         if partial.exists():
             os.replace(partial, self.final_path)
+
+
+def trial_tensorboards(
+    callbacks: Sequence[keras.callbacks.Callback], number: int, params: Mapping[str, Any]
+) -> list[keras.callbacks.Callback]:
+    """The user's callbacks for trial `number`, each `TensorBoard` writing into a folder of
+    the trial's own under its `log_dir` (`trial-00003`), as KerasTuner gives each trial one;
+    on TensorFlow also with the trial's values for TensorBoard's HParams dashboard."""
+    result = list(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.TensorBoard):
+            continue
+        callback.log_dir = os.path.join(callback.log_dir, f"trial-{number:05d}")
+        if keras.backend.backend() != "tensorflow":
+            continue
+        try:
+            from tensorboard.plugins.hparams import api as hparams_api
+        except ImportError:
+            continue
+        result.append(
+            hparams_api.KerasCallback(
+                writer=callback.log_dir, hparams=dict(params), trial_id=f"trial-{number:05d}"
+            )
+        )
+    return result
 
 
 def variable_bytes(model: keras.Model) -> int:

@@ -224,6 +224,7 @@ def _train_trial(
         ChanceLevelStop,
         EpochClock,
         PruningCallback,
+        trial_tensorboards,
         variable_bytes,
     )
 
@@ -302,7 +303,7 @@ def _train_trial(
     ]
     extra: list[keras.callbacks.Callback] = [
         PruningCallback(trial, task.monitor),
-        *fit_arguments.pop("callbacks", []),
+        *trial_tensorboards(fit_arguments.pop("callbacks", []), trial.number, trial.params),
     ]
     if config.tensorboard:
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"

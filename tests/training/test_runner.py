@@ -20,6 +20,7 @@ from hpo.training.callbacks import (
     ChanceLevelStop,
     EpochClock,
     PruningCallback,
+    trial_tensorboards,
 )
 from hpo.training.runner import train_trial
 
@@ -238,3 +239,20 @@ def test_tensorboard_writes_a_log_per_trial(tiny: tuple[StudyConfig, Path], tmp_
     )
     assert events
     assert all(e.stat().st_size > 0 for e in events)
+
+
+def test_a_users_tensorboard_writes_into_a_folder_per_trial_with_its_values(
+    tmp_path: Path,
+) -> None:
+    board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "logs"))
+    stop = keras.callbacks.EarlyStopping(patience=1)
+    callbacks = trial_tensorboards([board, stop], 7, {"units": 8, "family": "build_model"})
+    assert callbacks[:2] == [board, stop] and len(callbacks) == 3  # + TensorBoard's HParams
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    x, y = np.ones((8, 3), "float32"), np.ones(8, "float32")
+    model.fit(x, y, validation_data=(x, y), epochs=1, callbacks=callbacks, verbose=0)
+    trial = tmp_path / "logs" / "trial-00007"
+    assert sorted(p.name for p in trial.iterdir() if p.is_dir()) == ["train", "validation"]
+    assert list(trial.glob("events.out.tfevents.*"))  # the trial's values
+    assert not list((tmp_path / "logs").glob("events.*"))
