@@ -167,8 +167,8 @@ class Tuner:
         its budget is spent.
 
         The data are written once per study into its folder (`data/arrays-<fingerprint>/`)
-        and memory-mapped by every trial; a `tf.data.Dataset` or `keras.utils.PyDataset` is
-        read once, as one epoch of `fit` would read it, into arrays first.
+        and memory-mapped by every trial; a `tf.data.Dataset`, `keras.utils.PyDataset` or
+        torch `DataLoader` is read once, as one epoch of `fit` would read it, into arrays first.
 
         Args:
             x: Inputs (a numpy array), or a dataset of `(inputs, labels)` batches.

@@ -434,6 +434,30 @@ def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> N
         split_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), None, (x, y))
 
 
+def test_a_torch_data_loader_is_read_once_and_a_generator_is_refused_with_the_fix() -> None:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _data(50, 0)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=16)
+    split = split_arrays(loader, None, loader)
+    np.testing.assert_array_equal(split.x_train, x)
+    np.testing.assert_array_equal(split.y_val, y)
+
+    class Stream(torch.utils.data.IterableDataset[Any]):
+        def __iter__(self) -> Any:
+            return iter(zip(x, y, strict=True))
+
+    with pytest.raises(DataError, match="DataLoader has no length"):
+        split_arrays(DataLoader(Stream(), batch_size=16), None, (x, y))
+    batches = ((x[i : i + 10], y[i : i + 10]) for i in range(0, 50, 10))
+    with pytest.raises(DataError, match=r"generator may never end.*map\(np\.concatenate"):
+        split_arrays(batches, None, (x, y))
+    # The fix the error names.
+    joined = split_arrays(*map(np.concatenate, zip(*batches, strict=True)), validation_split=0.2)
+    np.testing.assert_array_equal(joined.x_train, x[:40])
+
+
 def test_load_model_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no model at .*ensemble\.keras"):
         hpo.load_model(tmp_path)

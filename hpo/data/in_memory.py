@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,9 +170,27 @@ def _batches(data: Any, what: str) -> Any:
         if count is None:
             raise DataError(f"{what}: the PyDataset has no length (num_batches is None).")
         return (data[i] for i in range(count))
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(data, torch.utils.data.DataLoader):
+        try:
+            len(data)
+        except TypeError:
+            raise DataError(
+                f"{what}: the DataLoader has no length (its dataset is an IterableDataset, "
+                f"which may never end); give it a map-style dataset, such as a TensorDataset."
+            ) from None
+        return iter(data)
+    if isinstance(data, Iterator):
+        raise DataError(
+            f"{what}: a {type(data).__name__} may never end, so hpo does not read it; make "
+            f"arrays of a finite one's (inputs, labels) batches first: x, y = "
+            f"map(np.concatenate, zip(*batches)); or pass a tf.data.Dataset, a "
+            f"keras.utils.PyDataset or a torch DataLoader."
+        )
     raise DataError(
-        f"{what}: expected a numpy array with labels, a tf.data.Dataset or a "
-        f"keras.utils.PyDataset of (inputs, labels) batches, got {type(data).__name__}."
+        f"{what}: expected a numpy array with labels, a tf.data.Dataset, a "
+        f"keras.utils.PyDataset or a torch DataLoader of (inputs, labels) batches, got "
+        f"{type(data).__name__}."
     )
 
 
@@ -197,4 +216,6 @@ def _check_one_input(x: Any, what: str) -> None:
 
 def _numpy(value: Any, what: str) -> np.ndarray:
     _check_one_input(value, what)
+    if hasattr(value, "detach"):  # a torch tensor, on any device
+        value = value.detach().cpu()
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
