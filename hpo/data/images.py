@@ -136,7 +136,21 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
 
 def has_test_split(source: Path) -> bool:
     """Whether the data set holds a test split of its own (else one is held out of it)."""
-    return not source.is_dir() or _batches_dir(source) is not None or _split_folders(source)
+    return _held_out_root(source) is None
+
+
+def _held_out_root(source: Path) -> Path | None:
+    """The folder of class folders a test split is held out of: a folder without splits, or
+    the train/ folder of one without test/; None where the data have a test split."""
+    if not source.is_dir() or _batches_dir(source) is not None:
+        return None
+    tops = {
+        split: next((root / split for root in _roots(source) if (root / split).is_dir()), None)
+        for split in SPLITS
+    }
+    if tops["test"] is not None:
+        return None
+    return tops["train"] or _class_root(source)
 
 
 def _split_folders(path: Path) -> bool:
@@ -246,7 +260,7 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
         paths = [batches / name for name in (*_BATCHES[split], _META)]
         blobs = {path.name: path.read_bytes for path in paths if path.is_file()}
         yield from _batch_items(blobs, split, batches)
-    elif not _split_folders(source) and (root := _class_root(source)) is not None:
+    elif (root := _held_out_root(source)) is not None:
         yield from _held_out_items(source, root, split, test_fraction)
     else:
         tops = [root / split for root in _roots(source) if (root / split).is_dir()]
@@ -274,7 +288,7 @@ def _held_out_items(source: Path, root: Path, split: str, fraction: float) -> It
     test = held_out([(label, name) for label, name, _ in files], fraction)
     if split == "train":
         _log.warning(
-            "%s has no train/ and test/ folders: %d of its %d files (about %g of each class, "
+            "%s has no test split of its own: %d of its %d files (about %g of each class, "
             "[data] test_fraction) are held out as the test set, which the search never reads",
             source,
             len(test),

@@ -150,7 +150,7 @@ def has_test_split(source: Path, test_path: Path | None = None) -> bool:
     kind = _kind(source)
     if kind is _Kind.TABLE:
         return test_path is not None
-    return kind is not _Kind.FOLDER or _split_top(source, "train") is not None
+    return kind is not _Kind.FOLDER or _split_top(source, "test") is not None
 
 
 def read_texts(
@@ -238,10 +238,12 @@ def _split_top(source: Path, split: str) -> Path | None:
 def _folder_rows(source: Path, split: str, test_fraction: float) -> Iterator[_Row]:
     top = _split_top(source, split)
     held = None
-    if top is None and _split_top(source, "train") is None and _split_top(source, "test") is None:
-        # <root>/<class>/*.txt (or one folder below): the test split is held out of it.
-        folders = _class_folders(source)
-        if len(folders) == 1:
+    if _split_top(source, "test") is None:
+        # <root>/train/<class>/*.txt without test/, or <root>/<class>/*.txt (or one folder
+        # below): the test split is held out of it.
+        train = _split_top(source, "train")
+        folders = _class_folders(train or source)
+        if train is None and len(folders) == 1:
             folders = _class_folders(folders[0])
         if len(folders) >= 2:
             top = folders[0].parent
@@ -249,7 +251,7 @@ def _folder_rows(source: Path, split: str, test_fraction: float) -> Iterator[_Ro
             held = held_out(files, test_fraction)
             if split == "train":
                 _log.warning(
-                    "%s has no train/ and test/ folders: %d of its %d texts (about %g of each "
+                    "%s has no test split of its own: %d of its %d texts (about %g of each "
                     "class, [data] test_fraction) are held out as the test set, which the search "
                     "never reads",
                     source,

@@ -109,7 +109,7 @@ def test_a_folder_of_class_folders_holds_out_a_share_of_each_class_as_test(
         assert located == given.resolve() and not images.has_test_split(located)
         with caplog.at_level(logging.WARNING, logger=images.__name__):
             train = images.read_split(located, "train")
-        assert "no train/ and test/ folders" in caplog.text and "test_fraction" in caplog.text
+        assert "no test split of its own" in caplog.text and "test_fraction" in caplog.text
         test = images.read_split(located, "test", classes=train.classes)
         assert train.classes == test.classes == ["daisy", "rose", "tulip"]
         # Every class on both sides, each image on one; hidden files are not images.
@@ -118,6 +118,11 @@ def test_a_folder_of_class_folders_holds_out_a_share_of_each_class_as_test(
         assert (np.bincount(train.y) + held).tolist() == list(counts.values())
         assert train.skipped == test.skipped == 0
     assert images.has_test_split(write_folder(tmp_path / "split"))
+    # A train/ folder without test/ (a test split without labels, say) gives one up too.
+    only_train = write_folder(tmp_path / "kaggle", {"train": counts})
+    assert not images.has_test_split(only_train)
+    held = images.read_split(only_train, "test")
+    assert held.classes == ["daisy", "rose", "tulip"] and len(held.y) == len(test.y)
 
 
 def test_python_batches_folder_and_archive(tmp_path: Path) -> None:
@@ -179,8 +184,10 @@ def test_too_few_classes_missing_split_and_no_images_are_data_errors(tmp_path: P
     one = write_folder(tmp_path / "one", {"train": {"a": 2}})
     with pytest.raises(DataError, match=r"1 class\(es\) \['a'\].*at least 2"):
         images.read_split(one, "train")
-    with pytest.raises(DataError, match=r"no test/ folder"):
-        images.read_split(one, "test")
+    # A train/ folder alone gives up a test split; an archive has to hold one.
+    archive = tar_folder(one, tmp_path / "one.tar.gz")
+    with pytest.raises(DataError, match=r"no readable test images.*<root>/test/<class>/<image>"):
+        images.read_split(archive, "test")
     junk = tmp_path / "junk" / "train" / "a"
     junk.mkdir(parents=True)
     (junk / "x.png").write_bytes(b"garbage")
@@ -189,7 +196,7 @@ def test_too_few_classes_missing_split_and_no_images_are_data_errors(tmp_path: P
 
 
 def test_mixed_sizes_need_image_size_which_resizes(tmp_path: Path) -> None:
-    root = write_folder(tmp_path, {"train": {"a": 2, "b": 2}})
+    root = write_folder(tmp_path, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
     Image.new("RGB", (9, 7), (1, 2, 3)).save(root / "train" / "b" / "big.png")
     with pytest.raises(ConfigError, match=r"2 sizes.*5x6.*7x9.*image_size = \[H, W\]"):
         images.read_split(root, "train")

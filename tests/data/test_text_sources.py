@@ -76,10 +76,16 @@ def test_one_top_folder_and_tarball_read_the_same_texts(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read.labels, plain.labels)
 
 
-def test_missing_split_names_the_layout(tmp_path: Path) -> None:
+def test_a_train_folder_without_test_gives_up_a_test_split_and_an_archive_names_the_layout(
+    tmp_path: Path,
+) -> None:
     root = write_folder(tmp_path / "set", {"train": COUNTS["train"]})
-    with pytest.raises(DataError, match=r"no test/ folder.*<root>/test/<class>/\*\.txt"):
-        ts.read_texts(root, "test")
+    assert not ts.has_test_split(root)
+    train, test = ts.read_texts(root, "train"), ts.read_texts(root, "test")
+    assert sorted(train.texts + test.texts) == sorted(
+        f"train {label} {i} é" for label, count in COUNTS["train"].items() for i in range(count)
+    )
+    assert set(test.labels.tolist()) == {0, 1, 2}
     archive = tmp_path / "set.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(root, arcname="set")
