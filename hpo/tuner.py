@@ -61,6 +61,10 @@ _IGNORED = {
     "tuner_id": "trials are named by the worker that ran them",
     "distribution_strategy": "each trial trains in its own process, on one device",
     "max_model_size": "every model is tried",
+    "factor": "hpo's pruner (pruner=) stops unpromising trials after each epoch",
+    "hyperband_iterations": "hpo's pruner (pruner=) stops unpromising trials after each epoch",
+    "alpha": "TPE models the space, not a Gaussian process",
+    "beta": "TPE models the space, not a Gaussian process",
 }
 
 
@@ -86,6 +90,10 @@ class Tuner:
             (default 5).
         executions_per_trial: Must be 1: hpo trains each trial once and averages over trials
             in the ensemble instead.
+        max_epochs: As KerasTuner's `Hyperband` takes it: the most epochs of any trial, over
+            `search(epochs=)` too.
+        num_initial_points: As KerasTuner's `BayesianOptimization` takes it: the random
+            trials before TPE models the space (default 10).
         **kwargs: KerasTuner's other constructor arguments are accepted and ignored, with a
             warning that says why; any other is an error.
 
@@ -107,6 +115,8 @@ class Tuner:
         overwrite: bool = False,
         max_consecutive_failed_trials: int | None = None,
         executions_per_trial: int = 1,
+        max_epochs: int | None = None,
+        num_initial_points: int | None = None,
         **kwargs: Any,
     ) -> None:
         from hpo.models.portable import PortableHypermodel
@@ -131,7 +141,10 @@ class Tuner:
         seconds = parse_duration(budget, "budget") if isinstance(budget, str) else budget
         if max_trials is None:
             max_trials = _DEFAULT_TRIALS if seconds is None else _UNLIMITED_TRIALS
-        self.hypermodel = hypermodel
+        if max_epochs is not None and max_epochs < 1:
+            raise ConfigError(f"max_epochs must be at least 1, got {max_epochs}.")
+        self._hypermodel = hypermodel
+        self._epochs_cap = max_epochs
         self.directory = Path(directory)
         self.project_dir = self.directory / project_name
         portable = PortableHypermodel(hypermodel)
@@ -141,15 +154,55 @@ class Tuner:
             n_trials=max_trials,
             budget=seconds,
             max_failures=max_consecutive_failed_trials or StudyConfig.max_failures,
-            sampler=SamplerConfig(seed=seed),
+            sampler=SamplerConfig(
+                seed=seed,
+                startup_trials=(
+                    SamplerConfig.startup_trials
+                    if num_initial_points is None
+                    else num_initial_points
+                ),
+            ),
             pruner=PrunerConfig(kind=pruner_kind),
-            training=TrainingConfig(backend=_loaded_backend()),
+            training=TrainingConfig(
+                backend=_loaded_backend(),
+                max_epochs=TrainingConfig.max_epochs if max_epochs is None else max_epochs,
+            ),
             families={portable.name: portable.spec},
             study_dir=self.project_dir,
             hypermodel=portable,
         )
         if overwrite and self.project_dir.exists():
             shutil.rmtree(self.project_dir)
+
+    @property
+    def hypermodel(self) -> keras_tuner.HyperModel:
+        """The hypermodel as KerasTuner holds it (a `build_model` function wrapped in a
+        `HyperModel`): `tuner.hypermodel.build(best_hp)` builds a model of the best values, and
+        `tuner.hypermodel.fit(best_hp, model, x, y, ...)` trains it as the hypermodel trains.
+
+        Raises:
+            ConfigError: A `HyperModel` class that cannot be made without arguments.
+        """
+        return self._made("tuner.hypermodel makes the hypermodel")
+
+    def _made(self, why: str) -> keras_tuner.HyperModel:
+        import keras_tuner
+
+        target = self._hypermodel
+        if inspect.isclass(target):
+            try:
+                target = target()
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"{why}, before the data are known, and {target.__name__}() failed ({exc}); "
+                    f"give it its input_shape and classes: "
+                    f"hpo.Tuner({target.__name__}(input_shape=..., classes=...))."
+                ) from exc
+        if isinstance(target, keras_tuner.HyperModel):
+            return target
+        hypermodel = keras_tuner.HyperModel(name=getattr(target, "__name__", None))
+        hypermodel.build = target  # as KerasTuner wraps a build function
+        return hypermodel
 
     def search(
         self,
@@ -206,6 +259,8 @@ class Tuner:
             )
         if epochs is not None and epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs}.")
+        if self._epochs_cap is not None and epochs is not None:
+            epochs = min(epochs, self._epochs_cap)
         arrays = split_arrays(x, y, validation_data, validation_split)
         folder = save_study_arrays(
             self.config.cache_dir, arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val
@@ -220,7 +275,7 @@ class Tuner:
             training = dataclasses.replace(training, max_epochs=epochs)
         self.config = dataclasses.replace(
             self.config,
-            hypermodel=PortableHypermodel(self.hypermodel, fit),
+            hypermodel=PortableHypermodel(self._hypermodel, fit),
             data=DataConfig(path=str(folder.resolve())),
             training=training,
         )
@@ -339,17 +394,7 @@ class Tuner:
         import keras_tuner
 
         hp = keras_tuner.HyperParameters()
-        target = self.hypermodel
-        if inspect.isclass(target):
-            try:
-                target = target()
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"search_space_summary builds the hypermodel now, before the data are "
-                    f"known, and {target.__name__}() failed ({exc}); give it its input_shape "
-                    f"and classes: hpo.Tuner({target.__name__}(input_shape=..., classes=...))."
-                ) from exc
-        getattr(target, "build", target)(hp)
+        self._made("search_space_summary builds the hypermodel now").build(hp)
         print("Search space summary")
         print(f"Default search space size: {len(hp.space)}")
         for parameter in hp.space:

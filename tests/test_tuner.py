@@ -104,7 +104,8 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     best = max(trials, key=lambda t: t.value)
     assert best_hp[0].values["units"] == best.params["units"]
     assert best_hp[0].values["learning_rate"] == best.params["build_model/learning_rate"]
-    assert tuner.hypermodel(best_hp[0]).layers[1].units == best.params["units"]
+    # As KerasTuner's tutorials use it: the hypermodel builds the best values' model.
+    assert tuner.hypermodel.build(best_hp[0]).layers[1].units == best.params["units"]
 
     [model] = tuner.get_best_models(1)
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
@@ -361,6 +362,42 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
         tuner.search(x, y, validation_split=0.25, shuffle=True)
     with pytest.raises(hpo.StoreError, match=r"run tuner\.search"):
         tuner.get_best_models()
+
+
+def test_hyperbands_and_bayesian_optimizations_arguments_are_taken_or_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The constructor lines of KerasTuner's Hyperband and BayesianOptimization, renamed.
+    with pytest.warns(UserWarning) as caught:
+        tuner = hpo.Tuner(
+            _hypermodel(), max_epochs=3, factor=3, hyperband_iterations=2, directory=tmp_path
+        )
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        "hpo.Tuner ignores factor=",
+        "hpo.Tuner ignores hyperband_iterations=",
+    ]
+    with pytest.warns(UserWarning, match="ignores alpha="):
+        bayesian = hpo.Tuner(_hypermodel(), num_initial_points=4, alpha=1e-4, directory=tmp_path)
+    assert bayesian.config.sampler.startup_trials == 4
+    assert hpo.Tuner(_hypermodel(), directory=tmp_path).config.sampler.startup_trials == 10
+    with pytest.raises(ConfigError, match="max_epochs must be at least 1"):
+        hpo.Tuner(_hypermodel(), max_epochs=0, directory=tmp_path)
+
+    # max_epochs caps the epochs of every trial, as Hyperband's does, over search(epochs=).
+    from hpo.search import workers
+
+    searched: list[StudyConfig] = []
+
+    def run_search(config: StudyConfig, **kwargs: Any) -> Any:
+        searched.append(config)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(workers, "run_search", run_search)
+    x, y = _data(32, 0)
+    for epochs in (None, 2, 50):
+        with pytest.raises(ConfigError, match="stop here"):
+            tuner.search(x, y, validation_split=0.25, epochs=epochs, verbose=0)
+    assert [config.training.max_epochs for config in searched] == [3, 2, 3]
 
 
 def test_the_search_space_summary_lists_build_models_parameters_as_kerastuner_does(
