@@ -227,7 +227,12 @@ def read_split(
     if not images:
         raise DataError(
             f"no readable {split} images in {source} ({len(skipped)} files skipped); expected "
-            f"{_LAYOUT.format(split=split)} files that Pillow can open."
+            f"{_LAYOUT.format(split=split)} files that Pillow can open"
+            + (
+                "; or unpack the archive: a folder without test/ gives up a test split."
+                if source.is_file() and split == "test" and not skipped
+                else "."
+            )
         )
     images.sort(key=lambda item: (item[0], item[1]))
     names = _check_classes(sorted({label for label, _, _ in images}), classes, source, split)

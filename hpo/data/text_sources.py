@@ -224,7 +224,12 @@ def read_texts(
     if not rows:
         raise DataError(
             f"no {split} texts in {source}; expected {_LAYOUT.format(split=split)} files "
-            "(or one folder deeper). Fix --data or the study file's data.path."
+            "(or one folder deeper). Fix --data or the study file's data.path"
+            + (
+                "; or unpack the archive: a folder without test/ gives up a test split."
+                if kind is _Kind.ARCHIVE and split == "test"
+                else "."
+            )
         )
     return _assemble([r[2] for r in rows], [r[0] for r in rows], None, classes, source, split)
 

@@ -89,7 +89,7 @@ def test_a_train_folder_without_test_gives_up_a_test_split_and_an_archive_names_
     archive = tmp_path / "set.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(root, arcname="set")
-    with pytest.raises(DataError, match=r"no test texts.*<root>/test/<class>/\*\.txt"):
+    with pytest.raises(DataError, match=r"no test texts.*<root>/test/<class>/\*\.txt.*unpack"):
         ts.read_texts(archive, "test")
 
 
