@@ -59,11 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         dest="formats",
-        action="append",
+        action="extend",
+        nargs="+",
         choices=FORMATS,
         default=[],
         help="also export as a TensorFlow SavedModel (for TensorFlow Serving), ONNX or LiteRT, "
-        "each checked in a process without hpo (repeatable); ensemble.keras is always written",
+        "each checked in a process without hpo (one or more: --format savedmodel onnx); "
+        "ensemble.keras is always written",
     )
     parser.add_argument(
         "--refit",

@@ -39,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         dest="formats",
-        action="append",
+        action="extend",
+        nargs="+",
         choices=FORMATS,
         default=[],
-        help="keras, savedmodel (TensorFlow Serving), onnx or litert (TensorFlow Lite); "
-        "repeatable (default for a trial: keras; an ensemble already has its .keras)",
+        help="keras, savedmodel (TensorFlow Serving), onnx or litert (TensorFlow Lite); one "
+        "or more (default for a trial: keras; an ensemble already has its .keras)",
     )
     parser.add_argument(
         "--out", type=Path, help="a trial's output folder (default exports/<study>-trial<N>)"
