@@ -444,6 +444,16 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
         split_arrays({"a": x, "b": x[:, :3]}, y, validation_split=0.5)
     with pytest.raises(DataError, match="a list of 2 input arrays"):
         split_arrays([x, x[:, :3]], y, validation_split=0.5)
+    # A sparse matrix (TF-IDF features) is stored dense, where that fits.
+    import scipy.sparse
+
+    sparse = scipy.sparse.csr_matrix(np.where(x > 1, x, 0))
+    np.testing.assert_array_equal(
+        split_arrays(sparse, y, validation_split=0.5).x_val, sparse[20:].toarray()
+    )
+    huge = scipy.sparse.csr_matrix((100_000, 10_000), dtype="float32")
+    with pytest.raises(DataError, match=r"sparse 100000 x 10000 matrix.*3\.7 GiB.*max_features"):
+        split_arrays(huge, np.arange(100_000) % 2, validation_split=0.5)
     # Rows given as a list are one input.
     np.testing.assert_array_equal(split_arrays(list(x), y, validation_split=0.5).x_train, x[:20])
 

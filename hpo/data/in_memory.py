@@ -30,6 +30,10 @@ class SplitArrays:
     y_val: np.ndarray
 
 
+# The largest dense copy of a sparse input matrix hpo.Tuner makes.
+MAX_DENSE_BYTES = 2 * 2**30
+
+
 def split_arrays(
     x: Any, y: Any, validation_data: Any = None, validation_split: float | None = None
 ) -> SplitArrays:
@@ -89,7 +93,7 @@ def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if y is None:
         x, y = _read_batches(x, what)
     _check_one_input(x, what)
-    inputs = np.asarray(x)
+    inputs = _dense(x, what) if hasattr(x, "toarray") else np.asarray(x)
     if inputs.dtype == object or not (
         np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool
     ):
@@ -139,6 +143,20 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
             f"{labels.min()})."
         )
     return labels.astype(np.int32)
+
+
+def _dense(matrix: Any, what: str) -> np.ndarray:
+    """A scipy sparse matrix (TF-IDF features, say) as the dense array hpo stores, if it fits."""
+    rows, columns = matrix.shape
+    size = rows * columns * np.dtype(matrix.dtype).itemsize
+    if size > MAX_DENSE_BYTES:
+        raise DataError(
+            f"{what}: a sparse {rows} x {columns} matrix; hpo.Tuner stores inputs as dense "
+            f"arrays, {size / 2**30:.1f} GiB for this one (at most "
+            f"{MAX_DENSE_BYTES / 2**30:.0f} GiB). Keep fewer features (max_features= of the "
+            f"vectorizer, or SelectKBest), or give token ids to an Embedding model instead."
+        )
+    return np.asarray(matrix.toarray())
 
 
 def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
