@@ -115,6 +115,10 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     assert set(ensemble.members) <= {t.number for t in trials}
     probabilities = ensemble.predict(x_test)
     assert probabilities.shape == (len(x_test),)
+    # Inputs as the search took them: a sparse matrix too.
+    import scipy.sparse
+
+    np.testing.assert_allclose(ensemble.predict(scipy.sparse.csr_matrix(x_test)), probabilities)
     scores = ensemble.evaluate(x_test, y_test)
     assert scores["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == y_test))
     assert scores["accuracy"] > 0.8, scores

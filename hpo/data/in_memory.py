@@ -17,7 +17,7 @@ import numpy as np
 
 from hpo.errors import DataError
 
-__all__ = ["SplitArrays", "class_labels", "split_arrays"]
+__all__ = ["SplitArrays", "class_labels", "input_array", "split_arrays"]
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ def split_arrays(
 def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if y is None:
         x, y = _read_batches(x, what)
-    _check_one_input(x, what)
-    inputs = _dense(x, what) if hasattr(x, "toarray") else np.asarray(x)
+    inputs = input_array(x, what)
     if inputs.dtype == object or not (
         np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool
     ):
@@ -145,6 +144,21 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def input_array(x: Any, what: str) -> np.ndarray:
+    """Inputs as one numpy array: an array, rows, a torch tensor, or a scipy sparse matrix
+    (dense, where that fits).
+
+    Raises:
+        DataError: Several inputs (a dict or a list of arrays), or a sparse matrix too large.
+    """
+    _check_one_input(x, what)
+    if hasattr(x, "toarray"):
+        return _dense(x, what)
+    if hasattr(x, "detach"):  # a torch tensor, on any device
+        x = x.detach().cpu()
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+
 def _dense(matrix: Any, what: str) -> np.ndarray:
     """A scipy sparse matrix (TF-IDF features, say) as the dense array hpo stores, if it fits."""
     rows, columns = matrix.shape
@@ -169,8 +183,8 @@ def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
                 f"{what}: each batch must be (inputs, labels); got a {type(batch).__name__} "
                 f"(sample weights and dict inputs are not supported)."
             )
-        xs.append(_numpy(batch[0], what))
-        ys.append(_numpy(batch[1], what))
+        xs.append(input_array(batch[0], what))
+        ys.append(input_array(batch[1], what))
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")
     return np.concatenate(xs), np.concatenate(ys)
@@ -230,10 +244,3 @@ def _check_one_input(x: Any, what: str) -> None:
         f"np.concatenate on the last axis) and split it again at the start of the model "
         f"(slicing the keras.Input)."
     )
-
-
-def _numpy(value: Any, what: str) -> np.ndarray:
-    _check_one_input(value, what)
-    if hasattr(value, "detach"):  # a torch tensor, on any device
-        value = value.detach().cpu()
-    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)

@@ -147,7 +147,9 @@ class Ensemble:
         return self._fitted.export()
 
     def _inputs(self, x: Any) -> np.ndarray:
-        inputs = np.asarray(x)
+        from hpo.data.in_memory import input_array
+
+        inputs = input_array(x, "x")
         expected = self._fitted.task.trial_data(
             self._fitted.data_folder, self._fitted.members[0].trial.params
         ).x_train
