@@ -63,6 +63,8 @@ def test_image_models_and_keras_tuner_applications_search_ensemble_and_predict(
     tmp_path: Path,
 ) -> None:
     data = write_images(tmp_path / "data", {"train": 32, "test": 8}, size=32)
+    (data / "train" / "red" / ".DS_Store").write_bytes(b"\x00\x01")
+    (data / "train" / "green" / "broken.png").write_bytes(b"not a png")
     folder = tmp_path / "study"
     folder.mkdir()
     shutil.copy(image_models.__file__, folder / "image_models.py")
@@ -71,6 +73,9 @@ def test_image_models_and_keras_tuner_applications_search_ensemble_and_predict(
 
     search = hpo("search", "--study", str(study_file))
     assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
+    # The data are read in a child process whose output goes to logs/prepare.log; its
+    # warnings reach the terminal too.
+    assert "skipped 2 unreadable or non-image files in the train split" in search.stderr
     config = load_study_config(study_file)
     trials = optuna.load_study(study_name="shapes", storage=config.storage_url).trials
     by_family = {t.params["family"]: t for t in trials}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,23 +128,3 @@ def test_a_folder_without_splits_gives_its_held_out_share_to_the_test_set_only(
     # No test image is among those the search reads.
     searched = {x.tobytes() for x in (*trial.x_train, *trial.x_val)}
     assert not [x for x in test.x if x.tobytes() in searched]
-
-
-@pytest.mark.slow
-def test_search_tells_the_user_which_files_it_skipped(tmp_path: Path) -> None:
-    # The data are read in a child process whose output goes to logs/prepare.log; its warnings
-    # reach the terminal too.
-    data = write_images(tmp_path / "data", {"train": 20, "test": 4})
-    (data / "train" / "red" / ".DS_Store").write_bytes(b"\x00\x01")
-    (data / "train" / "green" / "broken.png").write_bytes(b"not a png")
-    study = _study(tmp_path, data)
-    result = subprocess.run(
-        [sys.executable, "-m", "hpo", "search", "--study", str(study), "--n-trials", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "skipped 2 unreadable or non-image files in the train split" in result.stderr
-    assert "Study 'shapes': 1 finished" in result.stdout
