@@ -29,6 +29,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import keras_tuner
+import numpy as np
 from keras_tuner.engine import hyperparameters as hp_types
 from optuna.distributions import (
     BaseDistribution,
@@ -163,10 +164,18 @@ class _FitRecorder:
     """Stands in for the model in a hypermodel's `fit`, to read the arguments it passes."""
 
     def __init__(self) -> None:
+        self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
-        self.kwargs = kwargs
+        self.args, self.kwargs = args, kwargs
+
+    def data(self) -> dict[str, Any]:
+        """The inputs and labels it was given, by name."""
+        return {
+            **dict(zip(("x", "y"), self.args, strict=False)),
+            **{k: v for k, v in self.kwargs.items() if k in ("x", "y")},
+        }
 
 
 class HyperModelFamily:
@@ -286,7 +295,16 @@ class HyperModelFamily:
                 f"training ({type(exc).__name__}: {str(exc)[:200]}); hpo reads from it only the "
                 f"arguments it passes to model.fit ({', '.join(FIT_ARGUMENTS)})."
             ) from exc
-        ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS))
+        for name, value in recorder.data().items():
+            if not _same_data(value, {"x": x, "y": y}[name]):
+                raise ConfigError(
+                    f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) passes model.fit "
+                    f"other {name} than it is given ({type(value).__name__}): it transforms "
+                    f"the data. hpo trains every trial on the data as given, so the "
+                    f"transformation would be lost: do it in the model (a layer in build, such "
+                    f"as keras.layers.Normalization) or to the data before the search."
+                )
+        ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
         return {k: v for k, v in recorder.kwargs.items() if k in FIT_ARGUMENTS and v is not None}
@@ -297,6 +315,22 @@ class HyperModelFamily:
             self._hypermodel = _instantiate(self.name, self._hypermodel, hp._given)
         build = getattr(self._hypermodel, "build", self._hypermodel)
         return build(hp)
+
+
+def _same_data(passed: Any, given: Any, rows: int = 256) -> bool:
+    """Whether a hypermodel's `fit` passed the data it was given on (the same object, or the
+    same values: a conversion to a tensor, say), read on its first and last rows."""
+    if passed is given:
+        return True
+    if given is None or passed is None:
+        return False
+    try:
+        a, b = np.asarray(passed), np.asarray(given)
+    except Exception:
+        return False
+    return a.shape == b.shape and all(
+        np.array_equal(a[part], b[part]) for part in (slice(None, rows), slice(-rows, None))
+    )
 
 
 # Constructor arguments of a HyperModel class that hpo fills from the task: what KerasTuner's

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import keras_tuner
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -127,6 +128,31 @@ def test_family_prefixes_clashing_names_and_reads_fit_arguments() -> None:
     assert set(trial.params) == {"units", "mine/batch_size"}
     # Without a trial (cost estimates), every parameter takes its default.
     assert family.build({"vocab_size": 5}) == {"units": 1, "vocab": 5}
+
+
+def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> None:
+    # KerasTuner's "tune model training" guide normalizes x in fit when hp.Boolean says so:
+    # hpo trains on the data as given, so it says where such a transformation belongs.
+    class Normalizing(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return hp.Boolean("normalize")
+
+        def fit(
+            self, hp: keras_tuner.HyperParameters, model: Any, x: Any, y: Any, **kw: Any
+        ) -> Any:
+            if hp.get("normalize"):
+                x = (x - x.mean()) / x.std()
+            return model.fit(x=np.asarray(x), y=list(y), **kw)
+
+    x, y = np.arange(600, dtype="float32").reshape(300, 2), np.arange(300) % 2
+    for normalize, refused in ((False, False), (True, True)):
+        family = HyperModelFamily("norm", Normalizing(), lambda n: n)
+        family.build_trial(optuna.trial.FixedTrial({"normalize": normalize}), {})
+        if refused:
+            with pytest.raises(ConfigError, match=r"passes model\.fit other x .*Normalization"):
+                family.fit_arguments(x, y)
+        else:  # the same values, converted, are the data as given
+            assert family.fit_arguments(x, y) == {}
 
 
 def test_load_families_from_a_module_beside_the_study(tmp_path: Path) -> None:
