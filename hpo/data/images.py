@@ -3,9 +3,9 @@
 Four sources are read, told apart by their content: a folder in the
 `keras.utils.image_dataset_from_directory` layout (`<root>/<split>/<class>/<image>`, optionally
 one folder deeper), a `.tar`/`.tar.gz` archive of one (streamed, never extracted), a folder of
-class folders without splits (`<root>/<class>/<image>`, whose test split is held out by
-`hpo.data.holdout`), and CIFAR-10's "python version" (`cifar-10-batches-py/`, as a folder or
-its archive).
+class folders without splits (`<root>/<class>/<image>`, or a `train/` folder without `test/`,
+whose test split is held out by `hpo.data.holdout`), and CIFAR-10's "python version"
+(`cifar-10-batches-py/`, as a folder or its archive).
 """
 
 from __future__ import annotations
