@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -15,11 +16,12 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-__all__ = ["META_NAME", "cache_key", "fingerprint", "load_arrays", "save_arrays"]
+__all__ = ["META_NAME", "cache_key", "cached", "fingerprint", "load_arrays", "save_arrays"]
 
 META_NAME = "meta.json"
 # Bump when a cached format changes in a way that invalidates existing caches.
 _FORMAT = 1
+_log = logging.getLogger(__name__)
 
 
 def cache_key(settings: Mapping[str, Any]) -> str:
@@ -48,6 +50,29 @@ def save_arrays(folder: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[st
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached(folder: Path) -> bool:
+    """Whether `folder` holds a whole cache; a damaged one (a file cut short or garbled, on a
+    disk that failed, say) is deleted, with a warning, so that it is written again.
+
+    Checks the record and each array's header against its file's size (memory-mapped: no
+    array is read).
+    """
+    meta_path = folder / META_NAME
+    if not meta_path.is_file():
+        return False
+    try:
+        json.loads(meta_path.read_text())
+        for path in folder.glob("*.npy"):
+            np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        _log.warning("%s is damaged (%s); deleting it to write it again", folder, exc)
+        aside = folder.parent / f".damaged-{folder.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
+    return True
 
 
 def load_arrays(

@@ -45,7 +45,7 @@ def save_study_arrays(
     meta = {"task": "arrays", "classes": classes}
     fingerprint = array_cache.fingerprint(arrays, meta)
     folder = cache_dir / f"arrays-{fingerprint}"
-    if not (folder / array_cache.META_NAME).is_file():
+    if not array_cache.cached(folder):
         array_cache.save_arrays(folder, arrays, {**meta, "fingerprint": fingerprint})
     return folder
 

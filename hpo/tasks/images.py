@@ -67,7 +67,7 @@ def _prepare(
     if not images.has_test_split(source):
         settings["test_fraction"] = config.data.test_fraction
     folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
-    if (folder / array_cache.META_NAME).is_file():
+    if array_cache.cached(folder):
         return folder
     _log.info("decoding %s (cache miss: %s)", source, folder)
     size = tuple(config.data.image_size) if config.data.image_size else None

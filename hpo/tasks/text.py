@@ -71,7 +71,7 @@ def prepare_tokens(
         "max_len": max_len,
     }
     folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
-    if (folder / array_cache.META_NAME).is_file():
+    if array_cache.cached(folder):
         return folder
     _log.info("tokenizing %s (cache miss: %s)", source, folder)
     train_texts, y_train, val_texts, y_val, classes = read(config, source)

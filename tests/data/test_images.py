@@ -261,6 +261,26 @@ def test_cache_round_trip_and_fingerprint(tmp_path: Path) -> None:
     assert image_cache.fingerprint(other) != first
 
 
+@pytest.mark.parametrize("damage", ["cut short", "garbled record"])
+def test_a_damaged_cache_is_deleted_to_be_written_again(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "cache" / "images-0123"
+    image_cache.save_cached(folder, _splits(np.zeros((2, 2, 2, 3), np.uint8)), {})
+    assert array_cache.cached(folder)
+    if damage == "cut short":
+        path = folder / "x_train.npy"
+        path.write_bytes(path.read_bytes()[:-20])
+    else:
+        (folder / array_cache.META_NAME).write_text('{"classes": [')
+    with caplog.at_level(logging.WARNING):
+        assert not array_cache.cached(folder)
+    assert "is damaged" in caplog.text and "write it again" in caplog.text
+    assert not folder.exists() and list(folder.parent.iterdir()) == []
+    image_cache.save_cached(folder, _splits(np.zeros((2, 2, 2, 3), np.uint8)), {})
+    assert array_cache.cached(folder) and image_cache.load_cached(folder) is not None
+
+
 def test_locate_prefers_flag_then_env_var_then_study(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
