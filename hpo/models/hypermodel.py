@@ -302,7 +302,8 @@ class HyperModelFamily:
                     f"other {name} than it is given ({type(value).__name__}): it transforms "
                     f"the data. hpo trains every trial on the data as given, so the "
                     f"transformation would be lost: do it in the model (a layer in build, such "
-                    f"as keras.layers.Normalization) or to the data before the search."
+                    f"as keras.layers.Normalization) or to the data before the search; to batch "
+                    f"the data (a tf.data pipeline), pass batch_size= to model.fit instead."
                 )
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y"})
         if ignored:
