@@ -481,8 +481,7 @@ def _rebuilt(
     except Exception as exc:  # the user's code, given the trial's values
         return None, f"building it failed: {type(exc).__name__}: {str(exc)[:200]}"
     trained = members_model(stored)
-    if not model.built and trained.get_build_config():
-        model.build_from_config(trained.get_build_config())
+    # prepare_model called the model on validation rows: it is built.
     built = [tuple(w.shape) for w in model.weights]
     stored_shapes = [tuple(w.shape) for w in trained.weights]
     if built != stored_shapes:

@@ -11,16 +11,74 @@ are the test set in every study and every run, and the search never reads them.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
 
-__all__ = ["SPLITS", "TEST_FRACTION", "held_out", "held_out_groups"]
+__all__ = [
+    "SPLITS",
+    "TEST_FRACTION",
+    "held_out",
+    "held_out_groups",
+    "held_out_root",
+    "held_out_side",
+    "split_folder",
+    "subfolders",
+]
 
 SPLITS = ("train", "test")
 # `[data] test_fraction`'s default: Keras's examples hold out a fifth (validation_split=0.2).
 TEST_FRACTION = 0.2
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def split_folder(source: Path, split: str) -> Path | None:
+    """`<source>/<split>`, or `<source>/<top>/<split>` one folder below (as an archive of the
+    data set unpacks), if either is there."""
+    roots = [source, *sorted(child for child in source.iterdir() if child.is_dir())]
+    return next((root / split for root in roots if (root / split).is_dir()), None)
+
+
+def subfolders(path: Path) -> list[Path]:
+    """The folders in `path` (its classes), by name, hidden ones left out."""
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def held_out_root(source: Path) -> Path | None:
+    """The folder of class folders a test split is held out of: `source` (or its one
+    subfolder) when it holds two or more class folders and no splits, or the train/ folder of
+    one without test/; None where the data have a test split of their own."""
+    if split_folder(source, "test") is not None:
+        return None
+    if (train := split_folder(source, "train")) is not None:
+        return train
+    folders = subfolders(source)
+    if len(folders) == 1:
+        source, folders = folders[0], subfolders(folders[0])
+    return source if len(folders) >= 2 else None
+
+
+def held_out_side(
+    files: Sequence[tuple[str, str, T]], split: str, fraction: float, source: Path, noun: str
+) -> list[tuple[str, str, T]]:
+    """The `(class, name, ...)` files of `split` in data whose test split is held out
+    (`held_out`); reading train says how many are held out."""
+    test = held_out([(label, name) for label, name, _ in files], fraction)
+    if split == "train":
+        _log.warning(
+            "%s has no test split of its own: %d of its %d %s (about %g of each class, "
+            "[data] test_fraction) are held out as the test set, which the search never reads",
+            source,
+            len(test),
+            len(files),
+            noun,
+            fraction,
+        )
+    return [file for file in files if ((file[0], file[1]) in test) == (split == "test")]
 
 
 def held_out(items: Iterable[tuple[str, str]], fraction: float) -> set[tuple[str, str]]:

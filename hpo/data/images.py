@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from hpo.data.holdout import SPLITS, TEST_FRACTION, held_out
+from hpo.data.holdout import (
+    SPLITS,
+    TEST_FRACTION,
+    held_out_root,
+    held_out_side,
+    split_folder,
+    subfolders,
+)
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -124,7 +131,7 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
     if path.is_dir():
         if (batches := _batches_dir(path)) is not None:
             return batches.resolve()
-        if _split_folders(path) or _class_root(path) is not None:
+        if any(split_folder(path, split) for split in SPLITS) or held_out_root(path):
             return path.resolve()
     raise DataError(
         f"{origin} points at {path}, which is neither a {_LAYOUT.format(split='train')} folder, "
@@ -140,35 +147,11 @@ def has_test_split(source: Path) -> bool:
 
 
 def _held_out_root(source: Path) -> Path | None:
-    """The folder of class folders a test split is held out of: a folder without splits, or
-    the train/ folder of one without test/; None where the data have a test split."""
+    """The folder of class folders a test split is held out of, or None (`held_out_root`;
+    an archive or CIFAR-10's batches always have a test split)."""
     if not source.is_dir() or _batches_dir(source) is not None:
         return None
-    tops = {
-        split: next((root / split for root in _roots(source) if (root / split).is_dir()), None)
-        for split in SPLITS
-    }
-    if tops["test"] is not None:
-        return None
-    return tops["train"] or _class_root(source)
-
-
-def _split_folders(path: Path) -> bool:
-    return any((folder / split).is_dir() for folder in _roots(path) for split in SPLITS)
-
-
-def _class_root(path: Path) -> Path | None:
-    """The folder of class folders `path` is (or its one subfolder is), or None."""
-    folders = _subfolders(path)
-    if len(folders) == 1:
-        path, folders = folders[0], _subfolders(folders[0])
-    if len(folders) < 2 or any(folder.name in SPLITS for folder in folders):
-        return None
-    return path
-
-
-def _subfolders(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return held_out_root(source)
 
 
 def _batches_dir(path: Path) -> Path | None:
@@ -176,10 +159,6 @@ def _batches_dir(path: Path) -> Path | None:
         if (folder / _META).is_file():
             return folder
     return None
-
-
-def _roots(path: Path) -> list[Path]:
-    return [path, *sorted(child for child in path.iterdir() if child.is_dir())]
 
 
 def read_split(
@@ -268,17 +247,17 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
     elif (root := _held_out_root(source)) is not None:
         yield from _held_out_items(source, root, split, test_fraction)
     else:
-        tops = [root / split for root in _roots(source) if (root / split).is_dir()]
-        if not tops:
+        top = split_folder(source, split)
+        if top is None:
             raise DataError(
                 f"no {split}/ folder in {source} (nor one folder below it); expected "
                 f"{_LAYOUT.format(split=split)}. Fix --data or the study file's data.path."
             )
-        for folder in sorted(p for p in tops[0].iterdir() if p.is_dir()):
+        for folder in sorted(p for p in top.iterdir() if p.is_dir()):
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 yield (
                     folder.name,
-                    path.relative_to(tops[0]).as_posix(),
+                    path.relative_to(top).as_posix(),
                     partial(_decode, path.read_bytes),
                 )
 
@@ -286,23 +265,12 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
 def _held_out_items(source: Path, root: Path, split: str, fraction: float) -> Iterator[_Item]:
     files = [
         (folder.name, path.relative_to(root).as_posix(), path)
-        for folder in _subfolders(root)
+        for folder in subfolders(root)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.name.startswith(".")
     ]
-    test = held_out([(label, name) for label, name, _ in files], fraction)
-    if split == "train":
-        _log.warning(
-            "%s has no test split of its own: %d of its %d files (about %g of each class, "
-            "[data] test_fraction) are held out as the test set, which the search never reads",
-            source,
-            len(test),
-            len(files),
-            fraction,
-        )
-    for label, name, path in files:
-        if ((label, name) in test) == (split == "test"):
-            yield label, name, partial(_decode, path.read_bytes)
+    for label, name, path in held_out_side(files, split, fraction, source, "files"):
+        yield label, name, partial(_decode, path.read_bytes)
 
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:

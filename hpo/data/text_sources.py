@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpo.data.holdout import TEST_FRACTION, held_out, held_out_groups
+from hpo.data.holdout import (
+    TEST_FRACTION,
+    held_out,
+    held_out_groups,
+    held_out_root,
+    held_out_side,
+    split_folder,
+    subfolders,
+)
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -150,7 +158,7 @@ def has_test_split(source: Path, test_path: Path | None = None) -> bool:
     kind = _kind(source)
     if kind is _Kind.TABLE:
         return test_path is not None
-    return kind is not _Kind.FOLDER or _split_top(source, "test") is not None
+    return kind is not _Kind.FOLDER or held_out_root(source) is None
 
 
 def read_texts(
@@ -234,51 +242,24 @@ def read_texts(
     return _assemble([r[2] for r in rows], [r[0] for r in rows], None, classes, source, split)
 
 
-def _split_top(source: Path, split: str) -> Path | None:
-    """`<source>/<split>`, or `<source>/<top>/<split>` one folder below, if either is there."""
-    roots = [source, *sorted(child for child in source.iterdir() if child.is_dir())]
-    return next((root / split for root in roots if (root / split).is_dir()), None)
-
-
 def _folder_rows(source: Path, split: str, test_fraction: float) -> Iterator[_Row]:
-    top = _split_top(source, split)
-    held = None
-    if _split_top(source, "test") is None:
-        # <root>/train/<class>/*.txt without test/, or <root>/<class>/*.txt (or one folder
-        # below): the test split is held out of it.
-        train = _split_top(source, "train")
-        folders = _class_folders(train or source)
-        if train is None and len(folders) == 1:
-            folders = _class_folders(folders[0])
-        if len(folders) >= 2:
-            top = folders[0].parent
-            files = [(f.name, p.relative_to(top).as_posix()) for f in folders for p in _texts(f)]
-            held = held_out(files, test_fraction)
-            if split == "train":
-                _log.warning(
-                    "%s has no test split of its own: %d of its %d texts (about %g of each "
-                    "class, [data] test_fraction) are held out as the test set, which the search "
-                    "never reads",
-                    source,
-                    len(held),
-                    len(files),
-                    test_fraction,
-                )
+    root = held_out_root(source)
+    top = split_folder(source, split) if root is None else root
     if top is None:
         raise DataError(
             f"no {split}/ folder in {source} (nor one folder below it); expected "
             f"{_LAYOUT.format(split=split)}, or <root>/<class>/*.txt for hpo to hold out a test "
             "split. Fix --data or the study file's data.path."
         )
-    for folder in _class_folders(top):
-        for path in _texts(folder):
-            name = path.relative_to(top).as_posix()
-            if held is None or ((folder.name, name) in held) == (split == "test"):
-                yield folder.name, name, path.read_bytes().decode("utf-8", errors="replace")
-
-
-def _class_folders(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = [
+        (folder.name, path.relative_to(top).as_posix(), path)
+        for folder in subfolders(top)
+        for path in _texts(folder)
+    ]
+    if root is not None:  # <root>/<class>/*.txt, or train/ without test/
+        files = held_out_side(files, split, test_fraction, source, "texts")
+    for label, name, path in files:
+        yield label, name, path.read_bytes().decode("utf-8", errors="replace")
 
 
 def _texts(folder: Path) -> list[Path]:
