@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import multiprocessing
 import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo._script import check_main_guard, child_starting
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
     DataConfig,
@@ -171,7 +171,9 @@ class Tuner:
             study_dir=self.project_dir,
             hypermodel=portable,
         )
-        if overwrite and self.project_dir.exists():
+        # A trial process starting imports the script again: its Tuner must not delete the
+        # study that the search running in this script is writing.
+        if overwrite and self.project_dir.exists() and not child_starting():
             shutil.rmtree(self.project_dir)
 
     @property
@@ -250,7 +252,7 @@ class Tuner:
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
 
-        _refuse_while_a_child_starts()
+        check_main_guard("hpo.Tuner.search")
         unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
         if unknown:
             raise ConfigError(
@@ -490,14 +492,3 @@ def _rebuilt(
         )
     model.set_weights(trained.get_weights())
     return model, ""
-
-
-def _refuse_while_a_child_starts() -> None:
-    # A trial process starts by importing the script that started the search (Python's
-    # multiprocessing does so to find its functions): a search at its top level would run again.
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise HpoError(
-            "hpo.Tuner.search ran while a trial process was starting, which imports your "
-            'script: put the search under `if __name__ == "__main__":` (a notebook needs '
-            "nothing)."
-        )
