@@ -259,6 +259,79 @@ if __name__ == "__main__":
 """
 
 
+def _two_input_hypermodel() -> Callable[[Any], Any]:
+    def build_model(hp: Any) -> Any:
+        import keras
+        from keras import layers
+
+        tokens = keras.Input(shape=(6,), dtype="int32", name="tokens")
+        numbers = keras.Input(shape=(3,), name="numbers")
+        words = layers.GlobalAveragePooling1D()(layers.Embedding(20, 8)(tokens))
+        hidden = layers.Dense(hp.Choice("units", [8, 16]), activation="relu")(numbers)
+        joined = layers.Concatenate()([words, hidden])
+        model = keras.Model({"tokens": tokens, "numbers": numbers}, layers.Dense(2)(joined))
+        model.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        return model
+
+    return build_model
+
+
+def _two_inputs(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, 20, size=(n, 6)).astype("int32")
+    numbers = rng.normal(size=(n, 3)).astype("float32")
+    y = ((numbers[:, 0] > 0) ^ (tokens[:, 0] > 10)).astype("int64")
+    return {"tokens": tokens, "numbers": numbers}, y
+
+
+@pytest.mark.slow
+def test_a_model_of_several_inputs_searches_ensembles_and_exports_taking_them_as_given(
+    tmp_path: Path,
+) -> None:
+    from hpo.ensemble.serving import Format, Reference, write_exports
+    from hpo.errors import ConfigError
+
+    x, y = _two_inputs(600, 0)
+    x_val, y_val = _two_inputs(200, 1)
+    x_test, y_test = _two_inputs(200, 2)
+    tuner = hpo.Tuner(_two_input_hypermodel(), max_trials=2, directory=tmp_path, seed=0)
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, batch_size=32, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+
+    [model] = tuner.get_best_models(1)
+    _, accuracy = model.evaluate(x_val, y_val, verbose=0)
+    assert accuracy == pytest.approx(max(t.value for t in trials), abs=1e-6)
+    ensemble = tuner.ensemble(top=2)
+    scores = ensemble.evaluate(x_test, y_test)
+    assert 0.5 < scores["accuracy"] <= 1
+    probabilities = ensemble.predict(x_test)
+    assert probabilities.shape == (200,)
+    # Into a folder, as `hpo ensemble` writes one (the README's example); a .keras file too.
+    path = ensemble.export(tmp_path / "two-inputs")
+    assert path == tmp_path / "two-inputs" / "ensemble.keras"
+    loaded = hpo.load_model(tmp_path / "two-inputs").predict(x_test, verbose=0)
+    np.testing.assert_allclose(loaded.ravel(), probabilities, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"writes a \.keras file.*Use '.*model\.keras'"):
+        ensemble.export(tmp_path / "model.h5")
+    # Other inputs than the search's: named.
+    with pytest.raises(DataError, match=r"inputs of a list of inputs .*the search's were a dict"):
+        ensemble.predict([x_test["tokens"], x_test["numbers"]])
+    # The serving formats take one input: refused, before anything is written.
+    reference = Reference(
+        split_arrays(x, y, (x_val, y_val)).x_val, None, y_val, probabilities, 1e-5
+    )
+    with pytest.raises(ConfigError, match=r"--format onnx savedmodel: the models take a dict"):
+        write_exports(
+            ensemble.model(), tmp_path / "out", {Format.SAVEDMODEL, Format.ONNX}, reference
+        )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
     tmp_path: Path,
@@ -443,11 +516,12 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
         split_arrays(np.array(["a good film"] * 4), np.array([0, 1, 0, 1]), validation_split=0.5)
     with pytest.raises(DataError, match="40 inputs but 39 labels"):
         split_arrays(x, y[:-1], validation_split=0.5)
-    # A model of several inputs: named as such, with the way to one input.
-    with pytest.raises(DataError, match=r"a dict of 2 inputs \('a', 'b'\).*Join them"):
-        split_arrays({"a": x, "b": x[:, :3]}, y, validation_split=0.5)
-    with pytest.raises(DataError, match="a list of 2 input arrays"):
-        split_arrays([x, x[:, :3]], y, validation_split=0.5)
+    # A model of several inputs: one array of a field per input, cut as any other.
+    several = split_arrays({"a": x, "b": x[:, :3]}, y, validation_split=0.25)
+    np.testing.assert_array_equal(several.x_val["b"], x[30:, :3])
+    np.testing.assert_array_equal(
+        split_arrays([x, x[:, :3]], y, validation_split=0.5).x_val["input_1"], x[20:, :3]
+    )
     # A sparse matrix (TF-IDF features) is stored dense, where that fits.
     import scipy.sparse
 
@@ -522,3 +596,55 @@ def test_importing_hpo_and_its_public_names_loads_neither_keras_nor_tensorflow()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[] True"
+
+
+UNGUARDED_SCRIPT = """
+import numpy as np
+import hpo
+from hpo._script import check_main_guard
+from hpo.errors import HpoError
+
+
+def build_model(hp):
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(loss="binary_crossentropy")
+    return model
+
+
+def main():
+    check_main_guard("main's search")
+    print("allowed")
+
+
+x, y = np.zeros((8, 4), "float32"), np.arange(8) % 2
+tuner = hpo.Tuner(build_model, directory=".", project_name="p", overwrite=True)
+try:
+    tuner.search(x, y, validation_split=0.5)
+except HpoError as exc:
+    print("refused:", exc)
+try:
+    main()
+except HpoError as exc:
+    print("refused:", exc)
+
+if "__main__" == __name__:
+    main()
+"""
+
+
+def test_a_search_at_a_scripts_top_level_is_refused_before_any_trial_process_starts(
+    tmp_path: Path,
+) -> None:
+    """Each trial process runs the script again to start: a search at its top level would run
+    again there (and `overwrite=True` delete the study being searched), so it is refused."""
+    printed = run_user_script(tmp_path, UNGUARDED_SCRIPT, timeout=300).splitlines()
+    assert printed[0].startswith("refused: hpo.Tuner.search is called at the top level of ")
+    assert (
+        'script.py (line 24); put hpo.Tuner.search under `if __name__ == "__main__":`'
+        in (printed[0])
+    )
+    assert "main's search is called at the top level" in printed[1] and "(line 28)" in printed[1]
+    assert printed[2:] == ["allowed"]
+    assert not (tmp_path / "p").exists()  # refused before anything was written

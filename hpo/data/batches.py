@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from hpo.data.inputs import given_as_list, input_specs, model_inputs, packed
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -44,7 +46,11 @@ def epoch_batches(
 def _batch(
     x: np.ndarray, y: np.ndarray | None, rows: np.ndarray, width: Callable[[np.ndarray], int] | None
 ) -> Any:
-    inputs = x[rows] if width is None else x[rows, : width(rows)]
+    inputs = model_inputs(x[rows]) if width is None else x[rows, : width(rows)]
+    if isinstance(inputs, list):  # several inputs in order: a tuple, as tf.data nests them
+        inputs = tuple(inputs)
+        if y is None:  # alone, Keras would read a tuple as (inputs, labels)
+            return (inputs,)
     return inputs if y is None else (inputs, y[rows])
 
 
@@ -63,9 +69,17 @@ def _tf_dataset(
         for rows in plan(next(passes)):
             yield _batch(x, y, rows, width)
 
-    shape = (None, *([None] if width is not None else x.shape[1:2]), *x.shape[2:])
-    x_spec = tf.TensorSpec(shape, tf.as_dtype(x.dtype))
-    signature: Any = x_spec
+    x_spec: Any
+    if packed(x):  # several inputs: a spec each, in the dict or list the batches hold
+        specs = {
+            name: tf.TensorSpec((None, *shape), tf.as_dtype(dtype))
+            for name, shape, dtype in input_specs(x)
+        }
+        x_spec = tuple(specs.values()) if given_as_list(x) else specs
+    else:
+        shape = (None, *([None] if width is not None else x.shape[1:2]), *x.shape[2:])
+        x_spec = tf.TensorSpec(shape, tf.as_dtype(x.dtype))
+    signature: Any = (x_spec,) if y is None and isinstance(x_spec, tuple) else x_spec
     if y is not None:
         signature = (x_spec, tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.data.inputs import describe, is_several, pack, packed
 from hpo.errors import DataError
 
 __all__ = ["SplitArrays", "class_labels", "input_array", "split_arrays"]
@@ -81,8 +82,8 @@ def split_arrays(
         )
     if x_val.shape[1:] != x_train.shape[1:] or x_val.dtype != x_train.dtype:
         raise DataError(
-            f"validation inputs are {x_val.dtype} {x_val.shape[1:]} per example, training "
-            f"inputs {x_train.dtype} {x_train.shape[1:]}; give both the same shape and type."
+            f"validation inputs are {describe(x_val)} per example, training inputs "
+            f"{describe(x_train)}; give both the same inputs, shapes and types."
         )
     if len(np.unique(y_train)) < 2:
         raise DataError("the training labels hold a single class; hpo.Tuner classifies.")
@@ -92,9 +93,11 @@ def split_arrays(
 def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if y is None:
         x, y = _read_batches(x, what)
-    inputs = input_array(x, what)
-    if inputs.dtype == object or not (
-        np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool
+    labels = class_labels(y, what)
+    inputs = input_array(x, what, examples=len(labels))
+    if not packed(inputs) and (
+        inputs.dtype == object
+        or not (np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool)
     ):
         raise DataError(
             f"{what}: inputs must be numbers (got {inputs.dtype}). hpo.Tuner writes them to "
@@ -103,7 +106,6 @@ def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if inputs.ndim < 1 or len(inputs) == 0:
         raise DataError(f"{what}: no examples (an array of shape {inputs.shape}).")
-    labels = class_labels(y, what)
     if len(labels) != len(inputs):
         raise DataError(f"{what}: {len(inputs)} inputs but {len(labels)} labels; give as many.")
     return inputs, labels
@@ -144,19 +146,35 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def input_array(x: Any, what: str) -> np.ndarray:
+def input_array(x: Any, what: str, examples: int | None = None) -> np.ndarray:
     """Inputs as one numpy array: an array, rows, a torch tensor, or a scipy sparse matrix
-    (dense, where that fits).
+    (dense, where that fits); the inputs of a model of several inputs (a dict, or a list of
+    arrays) as one structured array (`hpo.data.inputs`).
+
+    Args:
+        examples: How many examples `x` holds, where the labels tell (see `is_several`).
 
     Raises:
-        DataError: Several inputs (a dict or a list of arrays), or a sparse matrix too large.
+        DataError: A sparse matrix too large, or several inputs that do not fit together.
     """
-    _check_one_input(x, what)
+    if is_several(x, examples):
+        return pack(x, _one_input, what)
+    return _one_input(x, what)
+
+
+def _one_input(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "toarray"):
         return _dense(x, what)
     if hasattr(x, "detach"):  # a torch tensor, on any device
         x = x.detach().cpu()
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+    try:
+        return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+    except ValueError as exc:  # rows of several lengths
+        raise DataError(
+            f"{what}: rows of different lengths ({str(exc).split('. ')[-1].rstrip('.')}); "
+            f"hpo stores inputs as arrays: pad them to one length first, such as token ids with "
+            f"keras.utils.pad_sequences(rows, padding='post')."
+        ) from exc
 
 
 def _dense(matrix: Any, what: str) -> np.ndarray:
@@ -181,10 +199,11 @@ def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise DataError(
                 f"{what}: each batch must be (inputs, labels); got a {type(batch).__name__} "
-                f"(sample weights and dict inputs are not supported)."
+                f"(sample weights are not supported)."
             )
-        xs.append(input_array(batch[0], what))
-        ys.append(input_array(batch[1], what))
+        labels = _one_input(batch[1], what)
+        xs.append(input_array(batch[0], what, examples=len(labels)))
+        ys.append(labels)
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")
     return np.concatenate(xs), np.concatenate(ys)
@@ -223,24 +242,4 @@ def _batches(data: Any, what: str) -> Any:
         f"{what}: expected a numpy array with labels, a tf.data.Dataset, a "
         f"keras.utils.PyDataset or a torch DataLoader of (inputs, labels) batches, got "
         f"{type(data).__name__}."
-    )
-
-
-def _check_one_input(x: Any, what: str) -> None:
-    """Refuses the inputs of a model of several inputs (a dict, or a list of arrays)."""
-    if isinstance(x, dict):
-        several = f"a dict of {len(x)} inputs ({', '.join(map(repr, list(x)[:4]))})"
-    elif (
-        isinstance(x, (list, tuple))
-        and all(hasattr(a, "shape") for a in x)
-        and len({tuple(a.shape) for a in x}) > 1
-    ):
-        several = f"a {type(x).__name__} of {len(x)} input arrays"
-    else:
-        return
-    raise DataError(
-        f"{what}: {several}. hpo.Tuner trains models of one input, given as one array (it "
-        f"writes the inputs to disk as one array per split). Join them into one array (say "
-        f"np.concatenate on the last axis) and split it again at the start of the model "
-        f"(slicing the keras.Input)."
     )

@@ -18,7 +18,7 @@ from hpo.contract import Attr
 from hpo.data.in_memory import class_labels
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
 from hpo.ensemble.calibration import temperature_slope
-from hpo.ensemble.export import check_export
+from hpo.ensemble.export import EXPORT_NAME, check_export
 from hpo.ensemble.weighting import ensemble_arguments
 from hpo.errors import ConfigError, DataError
 from hpo.training.interface import tolerance
@@ -113,17 +113,26 @@ class Ensemble:
         }
 
     def export(self, path: str | Path) -> Path:
-        """Writes the ensemble as one Keras model (`.keras`) and checks that, loaded back, it
-        reproduces the ensemble on validation rows of every class.
+        """Writes the ensemble as one Keras model and checks that, loaded back, it reproduces
+        the ensemble on validation rows of every class.
 
         Load it with `hpo.load_model(path)` (or `keras.models.load_model` after `import hpo`).
+
+        Args:
+            path: A `.keras` file, or a folder to write `ensemble.keras` into (as `hpo
+                ensemble` writes it; `hpo.load_model` takes either).
 
         Returns:
             The file written.
         """
         file = Path(path)
+        if file.suffix in (".h5", ".hdf5", ".tf", ".onnx", ".tflite"):
+            raise ConfigError(
+                f"export(path) writes a .keras file, or ensemble.keras into a folder; got {file}. "
+                f"Use '{file.with_suffix('.keras')}'."
+            )
         if file.suffix != ".keras":
-            raise ConfigError(f"export(path) writes a .keras file; got {file}. Use 'model.keras'.")
+            file = file / EXPORT_NAME
         fitted = self._fitted
         model = self.model()
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -148,14 +157,22 @@ class Ensemble:
 
     def _inputs(self, x: Any) -> np.ndarray:
         from hpo.data.in_memory import input_array
+        from hpo.data.inputs import describe, input_specs, packed
 
-        inputs = input_array(x, "x")
         expected = self._fitted.task.trial_data(
             self._fitted.data_folder, self._fitted.members[0].trial.params
         ).x_train
-        if inputs.shape[1:] != expected.shape[1:]:
+        examples = None  # a list of arrays: the search's several inputs, or else rows
+        if isinstance(x, (list, tuple)) and x and getattr(x[0], "ndim", 0) > 0:
+            examples = len(x[0]) if packed(expected) else len(x)
+        inputs = input_array(x, "x", examples)
+        same = (inputs.shape[1:], inputs.dtype.names) == (expected.shape[1:], expected.dtype.names)
+        if same and packed(inputs):  # the same inputs, each of the same shape
+            shapes = [[shape for _, shape, _ in input_specs(a)] for a in (inputs, expected)]
+            same = shapes[0] == shapes[1]
+        if not same:
             raise DataError(
-                f"inputs of shape {inputs.shape[1:]} per example; the search's were "
-                f"{expected.shape[1:]}. Prepare them as the search's inputs were."
+                f"inputs of {describe(inputs)} per example; the search's were "
+                f"{describe(expected)}. Prepare them as the search's inputs were."
             )
         return inputs.astype(expected.dtype, copy=False)

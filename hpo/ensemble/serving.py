@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo.data.inputs import describe, packed
 from hpo.ensemble.export import (
     EXPORT_CHECK_EXAMPLES,
     EXPORT_NAME,
@@ -167,6 +168,13 @@ def write_exports(
     from hpo.ensemble.onnx_export import export_onnx
 
     formats = set(formats)
+    served = sorted(f.value for f in formats - {Format.KERAS})
+    if served and packed(reference.raw):
+        raise ConfigError(
+            f"--format {' '.join(served)}: the models take {describe(reference.raw)}, and hpo "
+            f"exports a model of several inputs as .keras only (--format keras); load it with "
+            f"hpo.load_model and export it from Keras (model.export) with a signature of your own."
+        )
     entry: dict[str, Any] = {}
     if Format.KERAS in formats:
         model.save(folder / EXPORT_NAME)

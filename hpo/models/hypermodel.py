@@ -325,6 +325,18 @@ def _same_data(passed: Any, given: Any, rows: int = 256) -> bool:
         return True
     if given is None or passed is None:
         return False
+    if isinstance(given, dict):  # several inputs, by name
+        return (
+            isinstance(passed, dict)
+            and passed.keys() == given.keys()
+            and all(_same_data(passed[k], given[k], rows) for k in given)
+        )
+    if isinstance(given, list):  # several inputs, in order
+        return (
+            isinstance(passed, (list, tuple))
+            and len(passed) == len(given)
+            and all(_same_data(p, g, rows) for p, g in zip(passed, given, strict=True))
+        )
     try:
         a, b = np.asarray(passed), np.asarray(given)
     except Exception:

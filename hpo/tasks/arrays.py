@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.data import array_cache
+from hpo.data.inputs import input_specs, keras_inputs, packed
 from hpo.errors import ConfigError
 from hpo.tasks import images
 from hpo.tasks._base import Task, TestSet, TrialData
@@ -104,11 +105,15 @@ def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSe
 
 
 def build_context(folder: Path) -> dict[str, Any]:
-    """Models are built for the labels' classes and the inputs' shape (`hp.get("classes")`)."""
-    return {
-        "classes": int(_meta(folder)["classes"]),
-        "input_shape": tuple(_load(folder).x_train.shape[1:]),
-    }
+    """Models are built for the labels' classes and the inputs' shape (`hp.get("classes")`,
+    `hp.get("input_shape")`); several inputs give `input_shapes`, by input name."""
+    x = _load(folder).x_train
+    context: dict[str, Any] = {"classes": int(_meta(folder)["classes"])}
+    if packed(x):
+        context["input_shapes"] = {name: shape for name, shape, _ in input_specs(x)}
+    else:
+        context["input_shape"] = tuple(x.shape[1:])
+    return context
 
 
 def class_names(folder: Path) -> list[str]:
@@ -117,15 +122,18 @@ def class_names(folder: Path) -> list[str]:
 
 
 def raw_input(folder: Path) -> Any:
-    """A Keras input of the arrays' shape and type."""
-    import keras
-
-    x = _load(folder).x_train
-    return keras.Input(shape=x.shape[1:], dtype=str(x.dtype), name="inputs")
+    """A Keras input of the arrays' shape and type (a dict or list of them, for several)."""
+    return keras_inputs(_load(folder).x_train)
 
 
 def cost_shape(params: Mapping[str, Any]) -> tuple[int, ...]:
-    """Models are costed at the inputs' shape."""
+    """Models are costed at the inputs' shape (models of several inputs are timed instead).
+
+    Raises:
+        ValueError: The model takes several inputs.
+    """
+    if "input_shape" not in params:
+        raise ValueError("a model of several inputs is timed, not costed")
     return tuple(params["input_shape"])
 
 

@@ -26,6 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo.data.inputs import (
+    describe,
+    given_as_list,
+    input_specs,
+    keras_inputs,
+    model_inputs,
+    packed,
+)
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -186,11 +194,11 @@ def read_interface(
 def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) -> Output:
     """The model's output units and whether it gives logits, from a call on `x`."""
     try:
-        raw = model(x, training=False)
+        raw = model(model_inputs(x), training=False)
     except Exception as exc:
         raise ConfigError(
             f"family {family!r}: its model fails on a batch of the task's inputs "
-            f"(shape {list(x.shape)}, {x.dtype}): {type(exc).__name__}: {str(exc)[:300]}. "
+            f"({_batch_description(x)}): {type(exc).__name__}: {str(exc)[:300]}. "
             f"Take inputs of shape {_input_hint(x)}."
         ) from exc
     if isinstance(raw, (list, tuple, dict)):
@@ -463,6 +471,8 @@ def members_model(member: keras.Model) -> keras.Model:
 def _model_input(model: keras.Model, x: np.ndarray) -> Any:
     import keras
 
+    if packed(x):
+        return keras_inputs(x)
     try:
         spec = model.inputs[0]
         return keras.Input(shape=spec.shape[1:], dtype=spec.dtype, name="inputs")
@@ -471,7 +481,20 @@ def _model_input(model: keras.Model, x: np.ndarray) -> Any:
         return keras.Input(shape=shape, dtype=str(x.dtype), name="inputs")
 
 
+def _batch_description(x: np.ndarray) -> str:
+    if packed(x):
+        return f"{len(x)} examples of {describe(x)}"
+    return f"shape {list(x.shape)}, {x.dtype}"
+
+
 def _input_hint(x: np.ndarray) -> str:
+    if packed(x):
+        inputs = ", ".join(
+            f"keras.Input(shape={shape}, dtype={str(dtype)!r}, name={name!r})"
+            for name, shape, dtype in input_specs(x)
+        )
+        given = "in this order" if given_as_list(x) else "matched by name"
+        return f"per input ({given}): {inputs}"
     if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
         return "(None,) of token ids: keras.Input(shape=(None,), dtype='int32')"
     return f"{tuple(x.shape[1:])} of {x.dtype}: keras.Input(shape={tuple(x.shape[1:])})"

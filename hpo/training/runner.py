@@ -28,6 +28,7 @@ from hpo.budget import cap_epochs, format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rates
 from hpo.data.batching import use_width_ladder
+from hpo.data.inputs import model_inputs
 from hpo.disk import writing
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
@@ -635,7 +636,9 @@ def _fit_arguments(task: Task, params: Mapping[str, Any], data: TrialData) -> di
     """Training arguments a family's own `fit` adds (a hypermodel's batch size, say)."""
     family = task.families[params["family"]]
     arguments = getattr(family, "fit_arguments", None)
-    return dict(arguments(data.x_train, data.y_train)) if arguments is not None else {}
+    if arguments is None:
+        return {}
+    return dict(arguments(model_inputs(data.x_train, contiguous=False), data.y_train))
 
 
 def cost_features(

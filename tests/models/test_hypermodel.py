@@ -154,6 +154,28 @@ def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> 
         else:  # the same values, converted, are the data as given
             assert family.fit_arguments(x, y) == {}
 
+    # A model of several inputs: its dict or list passed on as given, or transformed.
+    class Passing(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return hp.Boolean("scale")
+
+        def fit(
+            self, hp: keras_tuner.HyperParameters, model: Any, x: Any, y: Any, **kw: Any
+        ) -> Any:
+            if hp.get("scale"):
+                x = {**x, "b": x["b"] * 2} if isinstance(x, dict) else [x[0], x[1] * 2]
+            return model.fit(x, y, **kw)
+
+    for given in ({"a": x, "b": x[:, :1]}, [x, x[:, :1]]):
+        for scale in (False, True):
+            family = HyperModelFamily("pass", Passing(), lambda n: n)
+            family.build_trial(optuna.trial.FixedTrial({"scale": scale}), {})
+            if scale:
+                with pytest.raises(ConfigError, match=r"passes model\.fit other x"):
+                    family.fit_arguments(given, y)
+            else:
+                assert family.fit_arguments(given, y) == {}
+
 
 def test_load_families_from_a_module_beside_the_study(tmp_path: Path) -> None:
     (tmp_path / "userfams_a.py").write_text(

@@ -1,0 +1,161 @@
+"""Models of several inputs: their inputs kept as one structured array, one field per input.
+
+Keras gives a model of several inputs its data as a dict (by input name) or a list (in the
+model's order). hpo keeps such inputs as one numpy structured array, one field per input, each
+with its own type and shape per example: everything that handles examples by row (the
+validation split, shuffling, batching, memory-mapping, the cache's fingerprint) handles them as
+it handles one array. Where rows reach Keras (`model_inputs`), they become the dict or the list
+again. Fields of inputs given as a list carry a title (numpy's name for a field's second name),
+which is how a list is told from a dict when the array is read back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from hpo.errors import DataError
+
+__all__ = [
+    "describe",
+    "given_as_list",
+    "input_specs",
+    "is_several",
+    "keras_inputs",
+    "model_inputs",
+    "pack",
+    "packed",
+]
+
+_LIST_TITLE = "list item {}"
+
+
+def is_several(x: Any, examples: int | None = None) -> bool:
+    """Whether `x` holds the inputs of a model of several inputs, as Keras's `fit` reads them:
+    a dict, or a list or tuple of two or more arrays, each of `examples` rows.
+
+    A list of arrays can also be rows, one array per example: with `examples` unknown, arrays
+    that are fewer than the rows each holds are taken as inputs (a model's inputs are few, its
+    examples many).
+    """
+    if isinstance(x, Mapping):
+        return True
+    if not (isinstance(x, (list, tuple)) and len(x) > 1):
+        return False
+    if not all(hasattr(item, "shape") and len(item.shape) > 0 for item in x):
+        return False
+    lengths = {item.shape[0] for item in x}
+    if len(lengths) > 1:  # inputs that disagree (`pack` says so), or rows of several lengths
+        return examples != len(x)
+    (length,) = lengths
+    return length == examples if examples is not None else len(x) < length
+
+
+def pack(x: Any, convert: Callable[[Any, str], np.ndarray], what: str) -> np.ndarray:
+    """The inputs of a model of several inputs as one structured array.
+
+    Args:
+        x: A dict of inputs (keys: the model's input names) or a list of them.
+        convert: Makes one input an array (a tensor, a sparse matrix: see `input_array`).
+        what: Where the inputs come from, for errors.
+
+    Raises:
+        DataError: An empty dict, a key that is not a string, inputs of different lengths,
+            or an input that is not numbers.
+    """
+    if isinstance(x, Mapping):
+        if not x:
+            raise DataError(f"{what}: an empty dict of inputs.")
+        odd = [key for key in x if not isinstance(key, str) or not key]
+        if odd:
+            raise DataError(
+                f"{what}: input names must be strings (the model's input names), got {odd[0]!r}."
+            )
+        # By name: Keras matches a dict to the model's inputs by name, whatever its order.
+        items = [(key, key, convert(x[key], f"{what}[{key!r}]")) for key in sorted(x)]
+    else:
+        items = [
+            (f"input_{i}", _LIST_TITLE.format(i), convert(item, f"{what}[{i}]"))
+            for i, item in enumerate(x)
+        ]
+    for label, _, array in items:
+        if array.ndim == 0:
+            raise DataError(f"{what}: input {label!r} is a single value, not one per example.")
+    lengths = {label: len(array) for label, _, array in items}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{label}: {n}" for label, n in lengths.items())
+        raise DataError(f"{what}: the inputs hold different numbers of examples ({listed}).")
+    for label, _, array in items:
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise DataError(
+                f"{what}: input {label!r} holds {array.dtype}, not numbers; hpo writes inputs to "
+                f"disk as arrays: turn text into token ids first (keras.layers.TextVectorization "
+                f"applied to the data, outside the model)."
+            )
+    fields = [
+        ((title, name) if title != name else name, array.dtype, array.shape[1:])
+        for name, title, array in items
+    ]
+    out = np.empty(len(items[0][2]), dtype=np.dtype(fields))
+    for name, _, array in items:
+        out[name] = array
+    return out
+
+
+def packed(x: np.ndarray) -> bool:
+    """Whether `x` holds several inputs (`pack`'s structured array)."""
+    return x.dtype.names is not None
+
+
+def _names(x: np.ndarray) -> tuple[str, ...]:
+    return x.dtype.names or ()
+
+
+def given_as_list(x: np.ndarray) -> bool:
+    """Whether `x` holds several inputs given as a list (else a dict, or one input)."""
+    fields = x.dtype.fields
+    return fields is not None and any(len(fields[name]) > 2 for name in _names(x))
+
+
+def model_inputs(x: np.ndarray, *, contiguous: bool = True) -> Any:
+    """Rows as a model takes them: one array as it is; several inputs as the dict or the list
+    they were given as, each input contiguous (as Keras converts it; copied), or else a view
+    of its field in `x` (`contiguous=False`: nothing copied)."""
+    if not packed(x):
+        return x
+    arrays = [np.ascontiguousarray(x[n]) if contiguous else x[n] for n in _names(x)]
+    if given_as_list(x):
+        return arrays
+    return dict(zip(_names(x), arrays, strict=True))
+
+
+def input_specs(x: np.ndarray) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """Each input's name, shape per example and type (one, unnamed, for one array)."""
+    if not packed(x):
+        return [("", x.shape[1:], x.dtype)]
+    return [(name, x.dtype[name].shape, x.dtype[name].base) for name in _names(x)]
+
+
+def describe(x: np.ndarray) -> str:
+    """The inputs' types and shapes per example, for messages."""
+    if not packed(x):
+        return f"{x.dtype} {x.shape[1:]}"
+    kind = "list" if given_as_list(x) else "dict"
+    inner = ", ".join(f"{name!r}: {dtype} {shape}" for name, shape, dtype in input_specs(x))
+    return f"a {kind} of inputs ({inner})"
+
+
+def keras_inputs(x: np.ndarray, name: str = "inputs") -> Any:
+    """`keras.Input`s for rows like `x`'s: one, or the dict or list of several, named as
+    the data name them (so a functional model matches a dict to its inputs by name)."""
+    import keras
+
+    if not packed(x):
+        return keras.Input(shape=x.shape[1:], dtype=str(x.dtype), name=name)
+    inputs = {
+        field: keras.Input(shape=shape, dtype=str(dtype), name=field)
+        for field, shape, dtype in input_specs(x)
+    }
+    return list(inputs.values()) if given_as_list(x) else inputs

@@ -1,0 +1,135 @@
+"""Several inputs kept as one structured array: packed, batched and handed back as given."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from hpo.data import array_cache
+from hpo.data.in_memory import input_array, split_arrays
+from hpo.data.inputs import describe, given_as_list, is_several, keras_inputs, model_inputs
+from hpo.errors import DataError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _inputs(n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(1, 50, size=(n, 6)).astype("int32"), rng.normal(size=(n, 3)).astype(
+        "float32"
+    )
+
+
+def test_a_dict_and_a_list_of_inputs_come_back_as_given_from_rows_of_one_array(
+    tmp_path: Path,
+) -> None:
+    tokens, numbers = _inputs()
+    by_name = input_array({"tokens": tokens, "numbers": numbers}, "x")
+    in_order = input_array([tokens, numbers], "x")
+    assert by_name.shape == in_order.shape == (10,)
+    assert not given_as_list(by_name) and given_as_list(in_order)
+    rows = np.array([7, 2])
+    as_dict = model_inputs(by_name[rows])
+    assert list(as_dict) == ["numbers", "tokens"]  # by name: Keras matches a dict so
+    np.testing.assert_array_equal(as_dict["tokens"], tokens[rows])
+    np.testing.assert_array_equal(as_dict["numbers"], numbers[rows])
+    assert all(a.flags["C_CONTIGUOUS"] for a in as_dict.values())
+    first, second = model_inputs(in_order[rows])
+    np.testing.assert_array_equal(first, tokens[rows])
+    np.testing.assert_array_equal(second, numbers[rows])
+    assert describe(in_order) == (
+        "a list of inputs ('input_0': int32 (6,), 'input_1': float32 (3,))"
+    )
+    # Written, memory-mapped and read back (the study's cache): still a list, still the rows.
+    array_cache.save_arrays(tmp_path / "c", {"x": in_order}, {})
+    assert array_cache.cached(tmp_path / "c")
+    mapped = np.load(tmp_path / "c" / "x.npy", mmap_mode="r")
+    assert given_as_list(mapped)
+    np.testing.assert_array_equal(model_inputs(mapped[rows])[1], numbers[rows])
+    assert array_cache.fingerprint({"x": in_order}, 0) != array_cache.fingerprint({"x": by_name}, 0)
+    # Keras inputs named as the data name them.
+    import keras
+
+    named = keras_inputs(by_name)
+    assert {k: (v.shape, v.dtype) for k, v in named.items()} == {
+        "numbers": ((None, 3), "float32"),
+        "tokens": ((None, 6), "int32"),
+    }
+    assert [i.name for i in keras_inputs(in_order)] == ["input_0", "input_1"]
+    assert isinstance(keras_inputs(tokens), keras.KerasTensor)
+
+
+def test_a_list_of_arrays_is_inputs_or_rows_as_the_examples_tell() -> None:
+    tokens, numbers = _inputs()
+    assert is_several([tokens, numbers], examples=10)
+    assert is_several([tokens, numbers])  # two arrays of ten rows: inputs
+    rows = list(tokens)
+    assert not is_several(rows, examples=10)
+    assert not is_several(rows)  # ten arrays of six: rows
+    assert not is_several([tokens])  # one array in a list: Keras unwraps it
+    # Rows of several lengths (token lists): not inputs, and not an array either.
+    ragged = [np.arange(n) for n in range(1, 11)]
+    assert not is_several(ragged, examples=10)
+    with pytest.raises(DataError, match=r"rows of different lengths.*pad_sequences"):
+        split_arrays(ragged, np.arange(10) % 2, validation_split=0.5)
+
+
+def test_several_inputs_that_do_not_fit_together_are_refused_naming_the_input() -> None:
+    tokens, numbers = _inputs()
+    y = np.arange(10) % 2
+    with pytest.raises(DataError, match=r"different numbers of examples \(numbers: 9, tokens: 10"):
+        split_arrays({"tokens": tokens, "numbers": numbers[:9]}, y, validation_split=0.5)
+    with pytest.raises(DataError, match=r"input 'text' holds <U4, not numbers.*token ids"):
+        split_arrays({"tokens": tokens, "text": np.array(["good"] * 10)}, y, validation_split=0.5)
+    with pytest.raises(DataError, match="input names must be strings"):
+        split_arrays({0: tokens, 1: numbers}, y, validation_split=0.5)
+    with pytest.raises(DataError, match="empty dict"):
+        input_array({}, "x")
+    with pytest.raises(DataError, match=r"x: input 'scale' is a single value"):
+        input_array({"tokens": tokens, "scale": np.float32(1.0)}, "x", examples=10)
+    # Validation inputs must be the same inputs, of the same shapes.
+    with pytest.raises(DataError, match=r"validation inputs are a dict of inputs \('numbers'"):
+        split_arrays(
+            {"tokens": tokens, "numbers": numbers},
+            y,
+            validation_data=({"tokens": tokens, "numbers": numbers[:, :2]}, y),
+        )
+
+
+def test_datasets_of_dict_inputs_are_read_once_and_batched_back_as_dicts() -> None:
+    import tensorflow as tf
+
+    from hpo.data.batches import PlannedBatches, epoch_batches
+    from hpo.data.batching import fixed_plan
+
+    tokens, numbers = _inputs(40)
+    y = np.arange(40) % 2
+    batches = tf.data.Dataset.from_tensor_slices(({"tokens": tokens, "numbers": numbers}, y))
+    split = split_arrays(batches.batch(16), None, validation_split=0.25)
+    np.testing.assert_array_equal(split.x_train["tokens"], tokens[:30])
+    np.testing.assert_array_equal(split.y_val, y[30:])
+
+    def plan(epoch: int) -> list[np.ndarray]:
+        return fixed_plan(30, 16, None)
+
+    for listed in (False, True):
+        x = input_array(
+            [tokens, numbers] if listed else {"tokens": tokens, "numbers": numbers}, "x"
+        )
+        # Through tf.data (TensorFlow) and a PyDataset (JAX, PyTorch): labelled, and alone,
+        # where a tuple of inputs must not be read as (inputs, labels).
+        first = next(iter(epoch_batches(x, y, plan)))
+        alone = next(iter(epoch_batches(x, None, plan)))
+        planned = PlannedBatches(x, None, plan)[0]
+        if listed:
+            assert len(first[0]) == 2 and len(alone) == 1 and len(planned) == 1
+            np.testing.assert_array_equal(np.asarray(alone[0][1]), numbers[:16])
+            np.testing.assert_array_equal(planned[0][0], tokens[:16])
+        else:
+            np.testing.assert_array_equal(np.asarray(first[0]["tokens"]), tokens[:16])
+            np.testing.assert_array_equal(np.asarray(alone["numbers"]), numbers[:16])
+            np.testing.assert_array_equal(planned["numbers"], numbers[:16])
+        np.testing.assert_array_equal(np.asarray(first[1]), y[:16])
