@@ -92,12 +92,14 @@ def test_the_keras_tuner_example_smoke_study_runs(fake_imdb: Path, tmp_path: Pat
     shutil.copy(example / "text_hypermodels.py", folder)
     study = folder / "imdb-kerastuner-smoke.toml"
     # The example as shipped, on the small synthetic data set instead of the IMDB subset.
+    # Three of its four trials: the two families' defaults and one sampled.
     text = (example / "imdb-kerastuner-smoke.toml").read_text()
-    assert "val_size = 1000\ntrain_size = 4000" in text
-    study.write_text(text.replace("val_size = 1000\ntrain_size = 4000", "val_size = 60"))
+    assert "val_size = 1000\ntrain_size = 4000" in text and "n_trials = 4\n" in text
+    text = text.replace("val_size = 1000\ntrain_size = 4000", "val_size = 60")
+    study.write_text(text.replace("n_trials = 4\n", "n_trials = 3\n"))
     result = _search(study, fake_imdb)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "4 finished, 0 failed" in result.stdout
+    assert "3 finished, 0 failed" in result.stdout
     config = load_study_config(study)
     trials = optuna.load_study(study_name=config.name, storage=config.storage_url).trials
     # The enqueued defaults try each family first.
