@@ -169,7 +169,9 @@ def _one_input(x: Any, what: str) -> np.ndarray:
         x = x.detach().cpu()
     try:
         return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
-    except ValueError as exc:  # rows of several lengths
+    except ValueError as exc:
+        if "inhomogeneous" not in str(exc):
+            raise DataError(f"{what}: not an array of numbers ({exc}).") from exc
         raise DataError(
             f"{what}: rows of different lengths ({str(exc).split('. ')[-1].rstrip('.')}); "
             f"hpo stores inputs as arrays: pad them to one length first, such as token ids with "
@@ -202,7 +204,7 @@ def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
                 f"(sample weights are not supported)."
             )
         labels = _one_input(batch[1], what)
-        xs.append(input_array(batch[0], what, examples=len(labels)))
+        xs.append(input_array(batch[0], what, examples=len(labels) if labels.ndim else None))
         ys.append(labels)
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")

@@ -162,6 +162,7 @@ def write_exports(
         level (as `hpo predict` reads them), and `saved_model`, `onnx` and `litert` entries.
 
     Raises:
+        ConfigError: A served format (SavedModel, ONNX, LiteRT) of a model of several inputs.
         HpoError: An export does not load, imports hpo or Keras, or disagrees.
     """
     from hpo.ensemble.litert_export import export_litert

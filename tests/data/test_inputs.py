@@ -133,3 +133,37 @@ def test_datasets_of_dict_inputs_are_read_once_and_batched_back_as_dicts() -> No
             np.testing.assert_array_equal(np.asarray(alone["numbers"]), numbers[:16])
             np.testing.assert_array_equal(planned["numbers"], numbers[:16])
         np.testing.assert_array_equal(np.asarray(first[1]), y[:16])
+
+
+def test_a_model_that_does_not_take_the_inputs_as_given_is_told_each_inputs_shape_and_name() -> (
+    None
+):
+    import keras
+
+    from hpo.errors import ConfigError
+    from hpo.training.interface import member_model, read_output
+
+    tokens, numbers = _inputs()
+    x = input_array({"tokens": tokens, "numbers": numbers}, "x")
+    words = keras.Input(shape=(6,), dtype="int32", name="words")  # not the data's name
+    other = keras.Input(shape=(3,), name="numbers")
+    joined = keras.layers.Concatenate()(
+        [keras.layers.Flatten()(keras.layers.Embedding(50, 2)(words)), other]
+    )
+    model = keras.Model({"words": words, "numbers": other}, keras.layers.Dense(2)(joined))
+    with pytest.raises(
+        ConfigError, match=r"keras\.Input\(shape=\(6,\), dtype='int32', name='tokens'\)"
+    ):
+        read_output(model, x[:4], 2, "mine")
+    # Named as the data name them: its logits become the probabilities members give.
+    words = keras.Input(shape=(6,), dtype="int32", name="tokens")
+    joined = keras.layers.Concatenate()(
+        [keras.layers.Flatten()(keras.layers.Embedding(50, 2)(words)), other]
+    )
+    model = keras.Model({"tokens": words, "numbers": other}, keras.layers.Dense(2)(joined))
+    output = read_output(model, x[:4], 2, "mine")
+    assert output.from_logits
+    member = member_model(model, output, x[:1])
+    probabilities = np.asarray(member.predict(model_inputs(x), verbose=0))
+    assert probabilities.shape == (10,) or probabilities.shape == (10, 1)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
