@@ -271,7 +271,7 @@ def _two_input_hypermodel() -> Callable[[Any], Any]:
         joined = layers.Concatenate()([words, hidden])
         model = keras.Model({"tokens": tokens, "numbers": numbers}, layers.Dense(2)(joined))
         model.compile(
-            optimizer="adam",
+            optimizer=keras.optimizers.Adam(0.01),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
@@ -284,7 +284,9 @@ def _two_inputs(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     rng = np.random.default_rng(seed)
     tokens = rng.integers(1, 20, size=(n, 6)).astype("int32")
     numbers = rng.normal(size=(n, 3)).astype("float32")
-    y = ((numbers[:, 0] > 0) ^ (tokens[:, 0] > 10)).astype("int64")
+    # Both inputs tell: the first number, and the share of the tokens above 10 (which the
+    # averaged embedding can read).
+    y = (numbers[:, 0] + 4 * ((tokens > 10).mean(axis=1) - 0.5) > 0).astype("int64")
     return {"tokens": tokens, "numbers": numbers}, y
 
 
@@ -308,7 +310,7 @@ def test_a_model_of_several_inputs_searches_ensembles_and_exports_taking_them_as
     assert accuracy == pytest.approx(max(t.value for t in trials), abs=1e-6)
     ensemble = tuner.ensemble(top=2)
     scores = ensemble.evaluate(x_test, y_test)
-    assert 0.5 < scores["accuracy"] <= 1
+    assert scores["accuracy"] > 0.75, scores
     probabilities = ensemble.predict(x_test)
     assert probabilities.shape == (200,)
     # Into a folder, as `hpo ensemble` writes one (the README's example); a .keras file too.
