@@ -80,8 +80,10 @@ class WaitingRDBStorage(RDBStorage):
         self, url: str, *, wait_s: float, wait_to_open: bool = False, **kwargs: Any
     ) -> None:
         self.wait_s = wait_s
+        from hpo.store import redact_url  # which opens this storage
+
         parsed = sqlalchemy.engine.make_url(url)
-        self.shown = parsed.render_as_string(hide_password=True)
+        self.shown = redact_url(url)
         self._password = parsed.password
         self._down_since: float | None = None
         if wait_to_open:

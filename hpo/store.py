@@ -111,9 +111,12 @@ def artifact_address(store: ArtifactStore, artifact_id: str) -> str:
 def redact_url(url: str) -> str:
     """The storage URL with its password masked, for messages and logs."""
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
         return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+    if parsed.password is None:  # nothing to hide: as given (SQLAlchemy escapes a path's é)
+        return url
+    return parsed.render_as_string(hide_password=True)
 
 
 def open_storage(

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 
 from hpo.errors import StoreError
-from hpo.store import open_storage
+from hpo.store import open_storage, redact_url
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -155,3 +155,12 @@ def test_every_command_refuses_a_damaged_database_naming_it_and_the_fix(
         assert "Restore it from a backup copy" in err
         assert "Traceback" not in err
         assert database.read_bytes() == damaged, f"{command} changed the damaged file"
+
+
+def test_a_storage_url_is_shown_as_given_with_only_its_password_masked() -> None:
+    # A path's letters stay as typed (SQLAlchemy would print %C3%A9 for é).
+    assert redact_url("sqlite:////data/études 2/study.db") == "sqlite:////data/études 2/study.db"
+    assert redact_url("postgresql+psycopg://hpo:s3cret@db:5432/hpo") == (
+        "postgresql+psycopg://hpo:***@db:5432/hpo"
+    )
+    assert redact_url("grpc://127.0.0.1:13000") == "grpc://127.0.0.1:13000"
