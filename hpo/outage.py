@@ -79,9 +79,9 @@ class WaitingRDBStorage(RDBStorage):
     def __init__(
         self, url: str, *, wait_s: float, wait_to_open: bool = False, **kwargs: Any
     ) -> None:
-        self.wait_s = wait_s
-        from hpo.store import redact_url  # which opens this storage
+        from hpo.store import redact_url  # hpo.store imports this module
 
+        self.wait_s = wait_s
         parsed = sqlalchemy.engine.make_url(url)
         self.shown = redact_url(url)
         self._password = parsed.password

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo.data.inputs import describe, is_several, pack, packed
+from hpo.data.inputs import describe, is_several, pack, packed, require_numbers
 from hpo.errors import DataError
 
 __all__ = ["SplitArrays", "class_labels", "input_array", "split_arrays"]
@@ -95,15 +95,8 @@ def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = _read_batches(x, what)
     labels = class_labels(y, what)
     inputs = input_array(x, what, examples=len(labels))
-    if not packed(inputs) and (
-        inputs.dtype == object
-        or not (np.issubdtype(inputs.dtype, np.number) or inputs.dtype == bool)
-    ):
-        raise DataError(
-            f"{what}: inputs must be numbers (got {inputs.dtype}). hpo.Tuner writes them to "
-            f"disk as arrays: turn text into token ids first (keras.layers.TextVectorization "
-            f"applied to the data, outside the model)."
-        )
+    if not packed(inputs):  # several inputs were checked one by one
+        require_numbers(inputs, f"{what}: the inputs hold")
     if inputs.ndim < 1 or len(inputs) == 0:
         raise DataError(f"{what}: no examples (an array of shape {inputs.shape}).")
     if len(labels) != len(inputs):

@@ -27,6 +27,7 @@ __all__ = [
     "model_inputs",
     "pack",
     "packed",
+    "require_numbers",
 ]
 
 _LIST_TITLE = "list item {}"
@@ -88,12 +89,7 @@ def pack(x: Any, convert: Callable[[Any, str], np.ndarray], what: str) -> np.nda
         listed = ", ".join(f"{label}: {n}" for label, n in lengths.items())
         raise DataError(f"{what}: the inputs hold different numbers of examples ({listed}).")
     for label, _, array in items:
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-            raise DataError(
-                f"{what}: input {label!r} holds {array.dtype}, not numbers; hpo writes inputs to "
-                f"disk as arrays: turn text into token ids first (keras.layers.TextVectorization "
-                f"applied to the data, outside the model)."
-            )
+        require_numbers(array, f"{what}: input {label!r} holds")
     fields = [
         ((title, name) if title != name else name, array.dtype, array.shape[1:])
         for name, title, array in items
@@ -102,6 +98,23 @@ def pack(x: Any, convert: Callable[[Any, str], np.ndarray], what: str) -> np.nda
     for name, _, array in items:
         out[name] = array
     return out
+
+
+def require_numbers(array: np.ndarray, subject: str) -> None:
+    """Refuses inputs that are not numbers (nor booleans), such as text.
+
+    Args:
+        subject: What holds them, as the message begins ("x: input 'a' holds").
+
+    Raises:
+        DataError: Naming their type and the fix.
+    """
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise DataError(
+            f"{subject} {array.dtype}, not numbers; hpo writes inputs to disk as arrays: turn "
+            f"text into token ids first (keras.layers.TextVectorization applied to the data, "
+            f"outside the model)."
+        )
 
 
 def packed(x: np.ndarray) -> bool:

@@ -166,11 +166,9 @@ class Ensemble:
         if isinstance(x, (list, tuple)) and x and getattr(x[0], "ndim", 0) > 0:
             examples = len(x[0]) if packed(expected) else len(x)
         inputs = input_array(x, "x", examples)
-        same = (inputs.shape[1:], inputs.dtype.names) == (expected.shape[1:], expected.dtype.names)
-        if same and packed(inputs):  # the same inputs, each of the same shape
-            shapes = [[shape for _, shape, _ in input_specs(a)] for a in (inputs, expected)]
-            same = shapes[0] == shapes[1]
-        if not same:
+        # The same inputs (one, or the same names), each of the same shape per example.
+        shapes = [[(n, shape) for n, shape, _ in input_specs(a)] for a in (inputs, expected)]
+        if shapes[0] != shapes[1]:
             raise DataError(
                 f"inputs of {describe(inputs)} per example; the search's were "
                 f"{describe(expected)}. Prepare them as the search's inputs were."
