@@ -72,6 +72,8 @@ class Attr:
     PREDICTIONS_SHA256: Final = "val_predictions_sha256"
     VAL_ACCURACY: Final = "val_accuracy"
     VAL_LOSS: Final = "val_loss"
+    # The best epoch's Keras logs: the model's own loss and metrics (`val_auc`, say), by name.
+    METRICS: Final = "metrics"
     PRUNE_REASON: Final = "prune_reason"
     FAIL_REASON: Final = "fail_reason"
     STOP_REASON: Final = "stop_reason"

@@ -442,12 +442,19 @@ class Tuner:
 
 
 def _check_objective(objective: Any) -> None:
+    """Refuses an objective other than validation accuracy (KerasTuner's spellings of it: a
+    name, a `keras_tuner.Objective`, or a list of one)."""
+    if isinstance(objective, (list, tuple)) and len(objective) == 1:
+        objective = objective[0]
     name = getattr(objective, "name", objective)
     direction = getattr(objective, "direction", "max")
     if name != OBJECTIVE or direction != "max":
+        shown = f"{name!r} ({direction})" if hasattr(objective, "name") else repr(objective)
         raise ConfigError(
-            f"hpo.Tuner maximizes validation accuracy: objective must be {OBJECTIVE!r}, got "
-            f"{objective!r}. hpo measures it on your validation_data."
+            f"hpo.Tuner maximizes validation accuracy: objective must be {OBJECTIVE!r} (or "
+            f"left out), got {shown}. hpo ranks, prunes, stops and ensembles trials by the "
+            f"accuracy it measures on your validation_data; a model's own metrics and loss are "
+            f"still recorded in each trial's history."
         )
 
 

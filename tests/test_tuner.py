@@ -110,6 +110,10 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     [model] = tuner.get_best_models(1)
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
     assert accuracy == pytest.approx(best.value, abs=1e-6)
+    # What Keras logged at the kept epoch, the model's own loss among it, is on the trial.
+    logged = best.user_attrs["metrics"]
+    assert {"loss", "val_loss", "val_accuracy"} <= set(logged)
+    assert logged["val_accuracy"] == pytest.approx(best.value, abs=1e-6)
 
     ensemble = tuner.ensemble(top=2)
     assert set(ensemble.members) <= {t.number for t in trials}
@@ -426,8 +430,17 @@ def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front(
 
 
 def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: Path) -> None:
+    import keras_tuner
+
     with pytest.raises(ConfigError, match="objective must be 'val_accuracy'"):
         hpo.Tuner(_hypermodel(), objective="val_loss", directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"got 'val_auc' \(max\)"):
+        hpo.Tuner(
+            _hypermodel(), objective=keras_tuner.Objective("val_auc", "max"), directory=tmp_path
+        )
+    # KerasTuner's other spellings of validation accuracy are taken.
+    for objective in (keras_tuner.Objective("val_accuracy", "max"), ["val_accuracy"]):
+        hpo.Tuner(_hypermodel(), objective=objective, directory=tmp_path)
     with pytest.raises(ConfigError, match="executions_per_trial must be 1"):
         hpo.Tuner(_hypermodel(), executions_per_trial=2, directory=tmp_path)
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_trails'"):

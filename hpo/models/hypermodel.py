@@ -28,6 +28,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
+import keras
 import keras_tuner
 import numpy as np
 from keras_tuner.engine import hyperparameters as hp_types
@@ -44,7 +45,6 @@ from hpo.space import fit_value, narrow_space, suggest
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    import keras
     import optuna
 
 __all__ = ["HyperModelFamily", "OptunaHyperParameters", "to_distribution"]
@@ -378,13 +378,20 @@ def as_hypermodel(target: Any) -> Any | None:
     """`target` as something with `build(hp)`, or None if it is not a KerasTuner hypermodel.
 
     Accepts a `HyperModel` instance, a `HyperModel` subclass (instantiated at the first build,
-    with the task's `input_shape` and `classes` where its constructor takes them) and a function
-    of one argument, `hp`.
+    with the task's `input_shape` and `classes` where its constructor takes them) and, as
+    KerasTuner does, anything callable as `build_model(hp)`: a function (its other parameters
+    left at their defaults), a `functools.partial`, a lambda, a method or an object with
+    `__call__`. A Keras model or layer, itself callable, is not one.
     """
     if isinstance(target, keras_tuner.HyperModel):
         return target
-    if inspect.isclass(target) and issubclass(target, keras_tuner.HyperModel):
-        return target  # instantiated at the first build (see `HyperModelFamily`)
-    if inspect.isfunction(target) and len(inspect.signature(target).parameters) == 1:
-        return target
-    return None
+    if inspect.isclass(target):
+        # A HyperModel class is instantiated at the first build (see `HyperModelFamily`).
+        return target if issubclass(target, keras_tuner.HyperModel) else None
+    if not callable(target) or isinstance(target, keras.layers.Layer):
+        return None
+    try:
+        inspect.signature(target).bind(None)
+    except (TypeError, ValueError):  # needs more than `hp`, or has no signature to read
+        return None
+    return target

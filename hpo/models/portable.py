@@ -15,6 +15,7 @@ under `__main__`, as it does for a study file's module (`hpo.models.external`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,13 @@ _MAIN = "__main__"
 
 
 def family_name(hypermodel: Any) -> str:
-    """The family name a hypermodel gets in its study: its function's or class's name."""
-    target = hypermodel if inspect.isfunction(hypermodel) or inspect.isclass(hypermodel) else None
-    name = (target or type(hypermodel)).__name__
-    return name if name.isidentifier() and name != "<lambda>" else "hypermodel"
+    """The family name a hypermodel gets in its study: its function's, method's or class's name
+    (a `functools.partial`'s function's), else its object's class name."""
+    while isinstance(hypermodel, functools.partial):
+        hypermodel = hypermodel.func
+    named = inspect.isroutine(hypermodel) or inspect.isclass(hypermodel)
+    name = getattr(hypermodel if named else type(hypermodel), "__name__", "")
+    return name if name.isidentifier() else "hypermodel"
 
 
 class PortableHypermodel:
@@ -112,8 +116,9 @@ class PortableHypermodel:
 
             if as_hypermodel(self.hypermodel) is None:
                 raise ConfigError(
-                    f"hpo.Tuner takes a KerasTuner hypermodel: a build_model(hp) function of "
-                    f"one argument, or a keras_tuner.HyperModel; got {self.spec} "
+                    f"hpo.Tuner takes a KerasTuner hypermodel: a keras_tuner.HyperModel, or "
+                    f"a function callable as build_model(hp) that builds and returns a new "
+                    f"model (its other parameters need defaults); got {self.spec} "
                     f"({type(self.hypermodel).__name__})."
                 )
             name = self.name

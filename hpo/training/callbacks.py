@@ -89,22 +89,34 @@ class ChanceLevelStop(keras.callbacks.Callback):
     """Prunes a trial whose validation metric is still at chance level after a few epochs.
 
     Some settings never leave chance (a separable-conv model with rmsprop at 1e-3, for one);
-    such a trial would otherwise use its whole patience before early stopping ends it.
+    such a trial would otherwise use its whole patience before early stopping ends it. It is
+    judged once, after `epochs` epochs and at least `MIN_STEPS` optimizer steps: on a few
+    thousand rows two epochs of large batches are a few dozen steps, too few to tell a model
+    that learns slowly from one that never will.
     """
+
+    MIN_STEPS = 100
 
     def __init__(self, monitor: str, chance: float, epochs: int, margin: float) -> None:
         super().__init__()
         self.monitor, self.chance, self.epochs, self.margin = monitor, chance, epochs, margin
         self.best = -math.inf
+        self.judged = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.best = max(self.best, float((logs or {}).get(self.monitor, -math.inf)))
+        if not self.epochs or self.judged or epoch + 1 < self.epochs:
+            return
+        steps = (self.params or {}).get("steps") or 0
+        if steps and (epoch + 1) * steps < self.MIN_STEPS:
+            return
+        self.judged = True
         if _last_epoch(self, epoch):
             return  # trained all it will: stopping it saves nothing, and would lose its model
-        if self.epochs and epoch + 1 == self.epochs and self.best <= self.chance + self.margin:
+        if self.best <= self.chance + self.margin:
             raise optuna.TrialPruned(
                 f"{self.monitor} {self.best:.3f} is still at chance level ({self.chance:.3f}) "
-                f"after {self.epochs} epochs"
+                f"after {epoch + 1} epochs"
             )
 
 

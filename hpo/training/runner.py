@@ -312,7 +312,7 @@ def _train_trial(
     epochs = min(config.training.max_epochs, fit_arguments.pop("epochs", math.inf))
     fit_started = time.perf_counter()
     try:
-        fit_best_epoch(
+        history = fit_best_epoch(
             model,
             task.dataset(
                 data.x_train,
@@ -348,6 +348,7 @@ def _train_trial(
         trial.set_user_attr(Attr.PEAK_MEMORY_MB, round(peak_kib / 1024))
     if clock.stop_reason:
         trial.set_user_attr(Attr.STOP_REASON, clock.stop_reason)
+    trial.set_user_attr(Attr.METRICS, best_epoch_logs(history.history, task.monitor))
 
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
@@ -381,6 +382,20 @@ def _train_trial(
     trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
     trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
     return TrialResult(value=val_accuracy)
+
+
+def best_epoch_logs(history: Mapping[str, Sequence[float]], monitor: str) -> dict[str, float]:
+    """What Keras logged at the best epoch by `monitor` (the model's own loss and metrics, on
+    the training and validation data), the epoch whose weights the trial keeps."""
+    values = history.get(monitor) or []
+    if not values:
+        return {}
+    best = int(np.argmax(values))
+    return {
+        name: round(float(logged[best]), 6)
+        for name, logged in history.items()
+        if len(logged) > best and math.isfinite(float(logged[best]))
+    }
 
 
 def fit_best_epoch(

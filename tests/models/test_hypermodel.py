@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
+import keras
 import keras_tuner
 import numpy as np
 import optuna
@@ -12,7 +14,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hpo.errors import ConfigError
 from hpo.models.external import load_families
-from hpo.models.hypermodel import HyperModelFamily, OptunaHyperParameters, to_distribution
+from hpo.models.hypermodel import (
+    HyperModelFamily,
+    OptunaHyperParameters,
+    as_hypermodel,
+    to_distribution,
+)
+from hpo.models.portable import family_name
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -175,6 +183,39 @@ def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> 
                     family.fit_arguments(given, y)
             else:
                 assert family.fit_arguments(given, y) == {}
+
+
+def _build_with_defaults(hp: Any, units: int = 4, activation: str = "relu") -> Any:
+    return (hp, units, activation)
+
+
+class _Builder:
+    def __call__(self, hp: Any) -> Any:
+        return hp
+
+    def build_model(self, hp: Any, *, units: int = 8) -> Any:
+        return hp
+
+
+def test_anything_callable_as_build_model_of_hp_is_a_hypermodel_as_in_kerastuner() -> None:
+    named = [
+        (_build_with_defaults, "_build_with_defaults"),
+        (functools.partial(_build_with_defaults, units=8), "_build_with_defaults"),
+        (lambda hp: hp, "hypermodel"),
+        (_Builder(), "_Builder"),
+        (_Builder().build_model, "build_model"),
+    ]
+    for target, name in named:
+        assert as_hypermodel(target) is target, name
+        assert family_name(target) == name
+    # What needs more than `hp`, or is a model already built, is not one.
+
+    def two(hp: Any, data: Any) -> Any:
+        return hp
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    for target in (two, model, _Builder, "module:function", 3):
+        assert as_hypermodel(target) is None, target
 
 
 def test_load_families_from_a_module_beside_the_study(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from hpo.training.callbacks import (
     PruningCallback,
     trial_tensorboards,
 )
-from hpo.training.runner import train_trial
+from hpo.training.runner import best_epoch_logs, train_trial
 
 from ..conftest import write_study
 
@@ -153,6 +153,36 @@ def test_chance_level_stop() -> None:
     finished.on_epoch_end(0, {"val_accuracy": 0.5})
     finished.on_epoch_end(1, {"val_accuracy": 0.5})
     assert finished.best == 0.5
+
+
+def test_the_best_epochs_logs_are_those_of_the_epoch_the_monitor_chose() -> None:
+    history = {
+        "loss": [0.9, 0.5, 0.4],
+        "val_accuracy": [0.6, 0.8, 0.7],
+        "val_auc": [0.65, 0.85, float("nan")],
+    }
+    assert best_epoch_logs(history, "val_accuracy") == {
+        "loss": 0.5,
+        "val_accuracy": 0.8,
+        "val_auc": 0.85,
+    }
+    assert best_epoch_logs({"loss": [0.3]}, "val_accuracy") == {}
+
+
+def test_chance_level_is_judged_after_enough_steps_on_few_rows() -> None:
+    # 40 steps an epoch (a few thousand rows in large batches): two epochs are 80 steps, too
+    # few to judge; the third epoch reaches 120, and it is judged there, once.
+    slow = ChanceLevelStop("val_accuracy", chance=0.5, epochs=2, margin=0.02)
+    slow.set_params({"epochs": 20, "steps": 40})
+    slow.on_epoch_end(0, {"val_accuracy": 0.5})
+    slow.on_epoch_end(1, {"val_accuracy": 0.5})
+    with pytest.raises(optuna.TrialPruned, match="after 3 epochs"):
+        slow.on_epoch_end(2, {"val_accuracy": 0.5})
+    learner = ChanceLevelStop("val_accuracy", chance=0.5, epochs=2, margin=0.02)
+    learner.set_params({"epochs": 20, "steps": 40})
+    for epoch, accuracy in enumerate([0.5, 0.5, 0.8, 0.5, 0.5]):
+        learner.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert learner.judged
 
 
 @pytest.mark.parametrize("epochs", [1, 3])
