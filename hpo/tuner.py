@@ -255,9 +255,15 @@ class Tuner:
         check_main_guard("hpo.Tuner.search")
         unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
         if unknown:
+            fix = (
+                " Rows are not weighted one by one: weight classes with class_weight={class: "
+                "weight}, or repeat the rows that should count more."
+                if unknown[0] == "sample_weight"
+                else ""
+            )
             raise ConfigError(
                 f"search() passes {', '.join(_FIT_ARGUMENTS)}, epochs and callbacks to fit; got "
-                f"{unknown[0]}=. hpo shuffles, batches and validates itself."
+                f"{unknown[0]}=. hpo shuffles, batches and validates itself.{fix}"
             )
         if epochs is not None and epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs}.")

@@ -452,6 +452,8 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
     x, y = _data(32, 0)
     with pytest.raises(ConfigError, match="got shuffle="):
         tuner.search(x, y, validation_split=0.25, shuffle=True)
+    with pytest.raises(ConfigError, match=r"got sample_weight=.*class_weight="):
+        tuner.search(x, y, validation_split=0.25, sample_weight=np.ones(len(y)))
     with pytest.raises(hpo.StoreError, match=r"run tuner\.search"):
         tuner.get_best_models()
 

@@ -28,7 +28,7 @@ from hpo.training import isolation
 from hpo.training.callbacks import AtomicModelCheckpoint
 from hpo.training.isolation import WATCH_INTERVAL_S, process_alive, process_identity
 
-from ..conftest import resize_disk, small_disk, write_study
+from ..conftest import assert_each_trial_trained_once, resize_disk, small_disk, write_study
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -194,6 +194,7 @@ def test_four_workers_share_sqlite_without_locking_errors(fake_imdb: Path, tmp_p
     keys = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(keys)) == len(keys)
     assert len({t.user_attrs["worker"] for t in study.trials}) == 4
+    assert_each_trial_trained_once(study.trials, config.artifact_dir)
     database = config.storage_url.removeprefix("sqlite:///")
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

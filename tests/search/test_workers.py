@@ -12,7 +12,7 @@ from hpo.contract import Attr, load_keras_file
 from hpo.search import main, run_search
 from hpo.store import open_artifact_store, open_storage, sha256_file
 
-from ..conftest import assert_each_trial_trained_once, write_study
+from ..conftest import write_study
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -71,20 +71,6 @@ def test_search_runs_resumes_and_extends(
     trials = _study(config.storage_url, config.name).get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(_files(config.artifact_dir)[k] == v for k, v in before.items())
-
-
-def test_two_workers_share_one_sqlite_study(fake_imdb: Path, tmp_path: Path) -> None:
-    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=4, enqueue=False))
-    summary = run_search(config.with_overrides(workers=2), progress=False)
-    study = _study(config.storage_url, config.name)
-    states = [t.state for t in study.trials]
-    assert summary.finished >= 4
-    assert TrialState.FAIL not in states
-    assert TrialState.RUNNING not in states
-    assert len({t.user_attrs[Attr.WORKER] for t in study.trials}) == 2
-    assert_each_trial_trained_once(study.trials, config.artifact_dir)
-    keys = [tuple(sorted(t.params.items())) for t in study.trials]
-    assert len(set(keys)) == len(keys), "two workers sampled the same parameters"
 
 
 def test_cli_reports_bad_input_with_exit_code_2(
