@@ -10,6 +10,7 @@ starts it anew.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import shutil
@@ -53,9 +54,6 @@ _DEFAULT_TRIALS = 10
 _FIT_ARGUMENTS = ("batch_size", "class_weight")
 # KerasTuner constructor arguments hpo has no use for: accepted, so that switching is one line.
 _IGNORED = {
-    "hyperparameters": "narrow the space inside build_model instead",
-    "tune_new_entries": "every parameter build_model declares is searched",
-    "allow_new_entries": "every parameter build_model declares is searched",
     "max_retries_per_trial": "a failed trial is not retried",
     "logger": "trials are recorded in the study's store",
     "tuner_id": "trials are named by the worker that ran them",
@@ -88,12 +86,18 @@ class Tuner:
         overwrite: Delete an earlier study of the same name first (default False: continue it).
         max_consecutive_failed_trials: Consecutive failed trials that stop the search
             (default 5).
-        executions_per_trial: Must be 1: hpo trains each trial once and averages over trials
-            in the ensemble instead.
+        executions_per_trial: Taken for KerasTuner's sake, with a warning above 1: hpo trains
+            each trial once and averages over trials in the ensemble instead.
         max_epochs: As KerasTuner's `Hyperband` takes it: the most epochs of any trial, over
             `search(epochs=)` too.
         num_initial_points: As KerasTuner's `BayesianOptimization` takes it: the random
             trials before TPE models the space (default 10).
+        hyperparameters: As KerasTuner's tuners take it: a `keras_tuner.HyperParameters` whose
+            parameters take the place of the hypermodel's of the same name
+            (`hp.Fixed("learning_rate", 1e-4)` fixes a rate it would search).
+        tune_new_entries: False: parameters `hyperparameters` does not name keep their
+            defaults (default True: searched).
+        allow_new_entries: False: a parameter `hyperparameters` does not name is an error.
         **kwargs: KerasTuner's other constructor arguments are accepted and ignored, with a
             warning that says why; any other is an error.
 
@@ -117,6 +121,9 @@ class Tuner:
         executions_per_trial: int = 1,
         max_epochs: int | None = None,
         num_initial_points: int | None = None,
+        hyperparameters: keras_tuner.HyperParameters | None = None,
+        tune_new_entries: bool = True,
+        allow_new_entries: bool = True,
         **kwargs: Any,
     ) -> None:
         from hpo.models.portable import PortableHypermodel
@@ -127,10 +134,16 @@ class Tuner:
             raise TypeError(f"Tuner() got an unexpected keyword argument {unknown[0]!r}")
         for name in kwargs:
             warnings.warn(f"hpo.Tuner ignores {name}= ({_IGNORED[name]}).", stacklevel=2)
-        if executions_per_trial != 1:
+        if not isinstance(executions_per_trial, int) or executions_per_trial < 1:
             raise ConfigError(
-                f"executions_per_trial must be 1 with hpo, got {executions_per_trial}: each "
-                f"trial trains once, and tuner.ensemble() averages the best trials instead."
+                f"executions_per_trial must be a whole number >= 1, got {executions_per_trial!r}."
+            )
+        if executions_per_trial > 1:
+            warnings.warn(
+                f"hpo.Tuner trains each trial once (executions_per_trial={executions_per_trial} "
+                f"is not used): tuner.ensemble() averages the best trials instead, and a "
+                f"search's trials are compared on one validation set.",
+                stacklevel=2,
             )
         try:
             pruner_kind = PrunerKind(pruner)
@@ -143,11 +156,22 @@ class Tuner:
             max_trials = _DEFAULT_TRIALS if seconds is None else _UNLIMITED_TRIALS
         if max_epochs is not None and max_epochs < 1:
             raise ConfigError(f"max_epochs must be at least 1, got {max_epochs}.")
+        if hyperparameters is not None and not hasattr(hyperparameters, "space"):
+            raise ConfigError(
+                f"hyperparameters must be a keras_tuner.HyperParameters, got "
+                f"{type(hyperparameters).__name__}: hp = keras_tuner.HyperParameters(); "
+                f"hp.Fixed('learning_rate', 1e-4); hpo.Tuner(..., hyperparameters=hp)."
+            )
+        self._declared = {
+            "declared": hyperparameters,
+            "tune_new_entries": bool(tune_new_entries),
+            "allow_new_entries": bool(allow_new_entries),
+        }
         self._hypermodel = hypermodel
         self._epochs_cap = max_epochs
         self.directory = Path(directory)
         self.project_dir = self.directory / project_name
-        portable = PortableHypermodel(hypermodel)
+        portable = PortableHypermodel(hypermodel, declared=self._declared)
         self.config = StudyConfig(
             name=project_name,
             task="arrays",
@@ -283,7 +307,7 @@ class Tuner:
             training = dataclasses.replace(training, max_epochs=epochs)
         self.config = dataclasses.replace(
             self.config,
-            hypermodel=PortableHypermodel(self._hypermodel, fit),
+            hypermodel=PortableHypermodel(self._hypermodel, fit, self._declared),
             data=DataConfig(path=str(folder.resolve())),
             training=training,
         )
@@ -401,7 +425,13 @@ class Tuner:
         """
         import keras_tuner
 
-        hp = keras_tuner.HyperParameters()
+        # Parameters given as hyperparameters= come first, in place of the model's own.
+        declared = self._declared["declared"]
+        hp = (
+            copy.deepcopy(declared)
+            if isinstance(declared, keras_tuner.HyperParameters)
+            else keras_tuner.HyperParameters()
+        )
         self._made("search_space_summary builds the hypermodel now").build(hp)
         print("Search space summary")
         print(f"Default search space size: {len(hp.space)}")

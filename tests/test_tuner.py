@@ -375,6 +375,38 @@ def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
         hpo.load_model(tmp_path / "users.keras")
 
 
+@pytest.mark.slow
+def test_values_the_hypermodel_rejects_are_pruned_its_defaults_too(tmp_path: Path) -> None:
+    """KerasTuner's guide to failed trials: a build_model that raises FailedTrialError for
+    values it will not train (here its own defaults) skips them; the search goes on."""
+
+    def build_model(hp: Any) -> Any:
+        import keras
+        import keras_tuner
+        from keras import layers
+
+        units = hp.Int("units", 4, 8, step=4)
+        if units == 4:
+            raise keras_tuner.errors.FailedTrialError("4 units are too few")
+        model = keras.Sequential(
+            [keras.Input((8,)), layers.Dense(units), layers.Dense(1, activation="sigmoid")]
+        )
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = _data(256, 0)
+    tuner = hpo.Tuner(build_model, max_trials=4, directory=tmp_path, seed=0)
+    summary = tuner.search(x, y, validation_split=0.25, epochs=1, batch_size=64, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    rejected = [t for t in trials if t.params["units"] == 4]
+    assert rejected and summary.failed == 0
+    for trial in trials:
+        expected = TrialState.PRUNED if trial in rejected else TrialState.COMPLETE
+        assert trial.state == expected, (trial.params, trial.user_attrs)
+    assert "4 units are too few" in rejected[0].user_attrs["prune_reason"]
+    assert tuner.get_best_hyperparameters()[0].values["units"] > 4
+
+
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
     portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
     config = StudyConfig(
@@ -391,6 +423,22 @@ def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() ->
     received = pickle.loads(pickle.dumps(config))
     assert received.hypermodel.fit_kwargs == {"batch_size": 16}
     assert received.hypermodel.hypermodel.__code__.co_code == portable.hypermodel.__code__.co_code
+
+
+def test_the_tuners_hyperparameters_reach_the_trial_processes_hypermodel(tmp_path: Path) -> None:
+    import keras_tuner
+    import optuna
+
+    given = keras_tuner.HyperParameters()
+    given.Fixed("units", 8)
+    tuner = _tuner(tmp_path, 1, hyperparameters=given, tune_new_entries=False)
+    # What a trial process receives, and the family it makes of it.
+    received = pickle.loads(pickle.dumps(tuner.config)).hypermodel
+    trial = optuna.create_study().ask()
+    model = received.family(reserved=set()).build_trial(trial, {"input_shape": (8,)})
+    assert model.layers[1].units == 8
+    # Not given, the learning rate keeps its default (not searched).
+    assert trial.params == {"units": 8}
 
 
 def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_again(
@@ -441,12 +489,17 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
     # KerasTuner's other spellings of validation accuracy are taken.
     for objective in (keras_tuner.Objective("val_accuracy", "max"), ["val_accuracy"]):
         hpo.Tuner(_hypermodel(), objective=objective, directory=tmp_path)
-    with pytest.raises(ConfigError, match="executions_per_trial must be 1"):
+    # KerasTuner's getting-started guide averages two executions per trial: hpo trains once.
+    with pytest.warns(UserWarning, match=r"trains each trial once \(executions_per_trial=2"):
         hpo.Tuner(_hypermodel(), executions_per_trial=2, directory=tmp_path)
+    with pytest.raises(ConfigError, match="executions_per_trial must be a whole number"):
+        hpo.Tuner(_hypermodel(), executions_per_trial=0, directory=tmp_path)
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_trails'"):
         hpo.Tuner(_hypermodel(), max_trails=3, directory=tmp_path)
-    with pytest.warns(UserWarning, match="ignores tune_new_entries="):
-        tuner = hpo.Tuner(_hypermodel(), tune_new_entries=False, directory=tmp_path)
+    with pytest.warns(UserWarning, match="ignores logger="):
+        tuner = hpo.Tuner(_hypermodel(), logger=None, directory=tmp_path)
+    with pytest.raises(ConfigError, match="hyperparameters must be a keras_tuner"):
+        hpo.Tuner(_hypermodel(), hyperparameters={"units": 8}, directory=tmp_path)
     assert tuner.config.n_trials == 10  # KerasTuner's default without a budget
     assert hpo.Tuner(_hypermodel(), budget="30m", directory=tmp_path).config.budget == 1800
     x, y = _data(32, 0)
@@ -504,6 +557,14 @@ def test_the_search_space_summary_lists_build_models_parameters_as_kerastuner_do
     assert "'min_value': 4, 'max_value': 16, 'step': 4" in lines[3]
     assert lines[4] == "learning_rate (Choice)"
     assert not (tmp_path / "synthetic").exists()  # nothing searched, nothing written
+    import keras_tuner
+
+    # Parameters given as hyperparameters= come first, in place of the model's own.
+    given = keras_tuner.HyperParameters()
+    given.Fixed("units", 8)
+    _tuner(tmp_path, 2, hyperparameters=given).search_space_summary()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:4] == ["units (Fixed)", "{'conditions': [], 'value': 8}"]
     from keras_tuner.applications import HyperResNet
 
     # A HyperModel class is made with the data's shape and classes when a search starts.

@@ -125,16 +125,28 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
             being its Optuna name (`optuna_name`).
         given: Values readable with `hp.get(name)` that are not searched here (the task's
             input size and classes, say).
+        declared: KerasTuner's `Tuner(hyperparameters=...)`: parameters declared before the
+            hypermodel builds, which take the place of its declarations of the same name
+            (`hp.Fixed("learning_rate", 1e-4)` fixes a rate the model would search).
+        tune_new_entries: False: a parameter `declared` does not name keeps its default and is
+            not searched. `allow_new_entries`: False: such a parameter is an error.
     """
 
     def __init__(
         self,
         ask: Callable[[str, BaseDistribution, Any], Any],
         given: Mapping[str, Any] | None = None,
+        *,
+        declared: keras_tuner.HyperParameters | None = None,
+        tune_new_entries: bool = True,
+        allow_new_entries: bool = True,
     ) -> None:
         super().__init__()
         self._ask = ask
         self._given = dict(given or {})
+        self._declared = {hp.name: hp for hp in (declared.space if declared else [])}
+        self._tune_new = tune_new_entries
+        self._allow_new = allow_new_entries
 
     def get(self, name: str) -> Any:
         """A parameter's value, or else a given value (`hp.get("classes")`)."""
@@ -146,8 +158,23 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
             raise
 
     def _register(self, hyperparameter: Any, overwrite: bool = False) -> Any:
-        hp = hyperparameter.__class__.from_config(hyperparameter.get_config())
+        declared = self._declared.get(hyperparameter.name)
+        if declared is not None:
+            # Declared before the build: it takes the place of this declaration, in its scope.
+            config = {
+                **declared.get_config(),
+                "conditions": hyperparameter.get_config()["conditions"],
+            }
+            hp = declared.__class__.from_config(config)
+        else:
+            hp = hyperparameter.__class__.from_config(hyperparameter.get_config())
         self._validate_name(hp.name)
+        if declared is None and self._declared and not self._allow_new:
+            raise ConfigError(
+                f"hyperparameter {hp.name!r} is not among those given as hyperparameters= "
+                f"({', '.join(sorted(self._declared))}), and allow_new_entries is False: "
+                f"declare it there, or allow new entries."
+            )
         # Inactive ones are mapped too, so an unsupported parameter fails on any build.
         distribution = to_distribution(hp)
         self._hps[hp.name].append(hp)
@@ -155,7 +182,9 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
         if not self.is_active(hp):
             return None
         if overwrite or hp.name not in self.values:
-            value = self._ask(optuna_name(hp), distribution, _typed(hp, hp.default))
+            default = _typed(hp, hp.default)
+            searched = declared is not None or self._tune_new
+            value = self._ask(optuna_name(hp), distribution, default) if searched else default
             self.values[hp.name] = _typed(hp, value)
         return self.values[hp.name]
 
@@ -193,6 +222,9 @@ class HyperModelFamily:
         fit_kwargs: Arguments that reach the hypermodel's `fit` as KerasTuner's `search(...,
             **kwargs)` passes them (`hpo.Tuner`); without a `fit` of its own they go to
             `model.fit` as they are.
+        declared: `hpo.Tuner(hyperparameters=..., tune_new_entries=..., allow_new_entries=...)`
+            as KerasTuner's tuners take them (see `OptunaHyperParameters`): a
+            `keras_tuner.HyperParameters` and the two flags, by name.
     """
 
     SPACE: Mapping[str, BaseDistribution] = {}
@@ -205,9 +237,11 @@ class HyperModelFamily:
         rename: Callable[[str], str],
         narrowed: Mapping[str, list[Any]] | None = None,
         fit_kwargs: Mapping[str, Any] | None = None,
+        declared: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.declared = dict(declared or {})
         # The study file's `[space]` narrowing of this hypermodel's parameters, by KerasTuner
         # name (`[space] "resnet/conv4_depth" = [6]`): KerasTuner's `hyperparameters=`.
         self.narrowed = dict(narrowed or {})
@@ -228,7 +262,7 @@ class HyperModelFamily:
         def default(name: str, distribution: BaseDistribution, value: Any) -> Any:
             return fit_value(self._narrow(name, distribution), value)
 
-        model = self._build(OptunaHyperParameters(default, params))
+        model = self._build(OptunaHyperParameters(default, params, **self.declared))
         self._check_narrowed()
         return model
 
@@ -248,7 +282,7 @@ class HyperModelFamily:
                     f"declaration its own name, or declare it in a conditional_scope."
                 ) from exc
 
-        return self._build(OptunaHyperParameters(ask, params))
+        return self._build(OptunaHyperParameters(ask, params, **self.declared))
 
     def _narrow(self, name: str, distribution: BaseDistribution) -> BaseDistribution:
         """The distribution narrowed by the study file, for the Optuna name `name`."""
@@ -315,7 +349,20 @@ class HyperModelFamily:
         if inspect.isclass(self._hypermodel):
             self._hypermodel = _instantiate(self.name, self._hypermodel, hp._given)
         build = getattr(self._hypermodel, "build", self._hypermodel)
-        return build(hp)
+        try:
+            return build(hp)
+        except keras_tuner.errors.FailedTrialError as exc:
+            # KerasTuner's "skip these values" (a model too large, say): pruned rather than
+            # failed, so that TPE ranks them among the worst and samples elsewhere, and a run
+            # of them does not stop the search as failures in a row would.
+            import optuna
+
+            raise optuna.TrialPruned(f"the hypermodel rejected these values ({exc})") from exc
+        except keras_tuner.errors.FatalError as exc:
+            raise ConfigError(
+                f"family {self.name!r}: its build raised keras_tuner.errors.FatalError ({exc}); "
+                f"the search stops, as KerasTuner's does."
+            ) from exc
 
 
 def _same_data(passed: Any, given: Any, rows: int = 256) -> bool:

@@ -59,12 +59,19 @@ class PortableHypermodel:
         hypermodel: A `build(hp)` function, or a `keras_tuner.HyperModel` instance or class.
         fit_kwargs: What `Tuner.search` passes on to the hypermodel's `fit` (and so to
             `model.fit`): `batch_size`, `class_weight`, `callbacks`, `epochs`.
+        declared: The Tuner's `hyperparameters`, `tune_new_entries` and `allow_new_entries`
+            (KerasTuner's), by name: parameters declared before the hypermodel builds.
 
     Raises:
         ConfigError: The hypermodel (or a callback) cannot be pickled, naming the cause.
     """
 
-    def __init__(self, hypermodel: Any, fit_kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        hypermodel: Any,
+        fit_kwargs: Mapping[str, Any] | None = None,
+        declared: Mapping[str, Any] | None = None,
+    ) -> None:
         self.name = family_name(hypermodel)
         module = getattr(hypermodel, "__module__", None) or type(hypermodel).__module__
         qualname = getattr(hypermodel, "__qualname__", None) or type(hypermodel).__qualname__
@@ -72,6 +79,7 @@ class PortableHypermodel:
         self.spec = f"{module}:{qualname}"
         self.hypermodel = hypermodel
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.declared = dict(declared or {})
         register_main_classes()
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
@@ -80,7 +88,11 @@ class PortableHypermodel:
     def _pickle(self) -> bytes:
         try:
             # One pickle: the hypermodel's code and the registered classes stay the same objects.
-            return bytes(cloudpickle.dumps((self.hypermodel, self.fit_kwargs, self.custom_objects)))
+            return bytes(
+                cloudpickle.dumps(
+                    (self.hypermodel, self.fit_kwargs, self.declared, self.custom_objects)
+                )
+            )
         except Exception as exc:
             raise ConfigError(
                 f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
@@ -95,7 +107,9 @@ class PortableHypermodel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.spec, self._payload = state["name"], state["spec"], state["payload"]
-        self.hypermodel, self.fit_kwargs, self.custom_objects = cloudpickle.loads(self._payload)
+        self.hypermodel, self.fit_kwargs, self.declared, self.custom_objects = cloudpickle.loads(
+            self._payload
+        )
         register_custom_objects(self.custom_objects)
         self._family = None
 
@@ -127,7 +141,7 @@ class PortableHypermodel:
                 return f"{name}/{parameter}" if parameter in reserved else parameter
 
             self._family = HyperModelFamily(
-                name, self.hypermodel, rename, fit_kwargs=self.fit_kwargs
+                name, self.hypermodel, rename, fit_kwargs=self.fit_kwargs, declared=self.declared
             )
         return self._family
 

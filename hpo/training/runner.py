@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import resource
 import shutil
@@ -68,6 +69,8 @@ __all__ = [
     "run_trial",
     "scratch_folder",
 ]
+
+_log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "training.keras"  # the best epoch as ModelCheckpoint writes it
 MEMBER_NAME = "best.keras"  # the same model without optimizer state, as stored
@@ -508,6 +511,11 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                     model, interface = prepare_model(task, params, data)
                 except ConfigError:
                     raise
+                except optuna.TrialPruned:
+                    # The hypermodel rejects its own defaults (keras_tuner's FailedTrialError):
+                    # nothing to check or price; its trials are checked as they build.
+                    _log.info("family %r rejects its default values", params["family"])
+                    continue
                 except Exception as exc:
                     raise ConfigError(
                         f"family {params['family']!r}: building its model with its default "

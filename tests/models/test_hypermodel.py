@@ -185,6 +185,60 @@ def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> 
                 assert family.fit_arguments(given, y) == {}
 
 
+def test_hyperparameters_given_to_the_tuner_take_the_place_of_the_hypermodels() -> None:
+    """KerasTuner's `Tuner(hyperparameters=hp, tune_new_entries=False)`, as its guide fixes
+    HyperResNet's learning rate: the given parameters replace the model's declarations."""
+
+    def build(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        return {
+            "rate": hp.Choice("learning_rate", [0.1, 0.01]),
+            "units": hp.Int("units", 8, 64),
+            "activation": hp.Choice("activation", ["relu", "tanh"]),
+        }
+
+    given = keras_tuner.HyperParameters()
+    given.Fixed("learning_rate", 1e-4)
+    given.Int("units", 16, 32, step=16)
+
+    def family(**flags: bool) -> HyperModelFamily:
+        return HyperModelFamily("m", build, lambda n: n, declared={"declared": given, **flags})
+
+    study = optuna.create_study()
+    trial = study.ask()
+    built = family(tune_new_entries=False).build_trial(trial, {})
+    # The rate is the given one (outside the model's own choices), units the given range; the
+    # activation, not given, keeps its default and is not searched.
+    assert built["rate"] == 1e-4 and built["units"] in (16, 32) and built["activation"] == "relu"
+    assert trial.distributions == {
+        "learning_rate": CategoricalDistribution([1e-4]),
+        "units": IntDistribution(16, 32, step=16),
+    }
+    trial = study.ask()
+    family().build_trial(trial, {})
+    assert set(trial.params) == {"learning_rate", "units", "activation"}
+    with pytest.raises(ConfigError, match=r"'activation' is not among.*allow_new_entries"):
+        family(allow_new_entries=False).build_trial(study.ask(), {})
+
+
+def test_kerastuners_failed_trial_prunes_the_trial_and_its_fatal_error_stops_the_search() -> None:
+    def build(hp: keras_tuner.HyperParameters) -> int:
+        units = hp.Int("units", 8, 64)
+        if units > 32:
+            raise keras_tuner.errors.FailedTrialError(f"model too large: {units} units")
+        if units == 8:
+            raise keras_tuner.errors.FatalError("no model of 8 units")
+        return units
+
+    family = HyperModelFamily("m", build, lambda n: n)
+    study = optuna.create_study()
+    study.enqueue_trial({"units": 48})
+    with pytest.raises(optuna.TrialPruned, match=r"rejected these values .*48 units"):
+        family.build_trial(study.ask(), {})
+    study.enqueue_trial({"units": 8})
+    with pytest.raises(ConfigError, match=r"FatalError .*8 units.*the search stops"):
+        family.build_trial(study.ask(), {})
+
+
 def _build_with_defaults(hp: Any, units: int = 4, activation: str = "relu") -> Any:
     return (hp, units, activation)
 
