@@ -262,7 +262,9 @@ class Tuner:
                 so they must pickle), beside hpo's own (early stopping, checkpoint, pruning).
             verbose: 0 for no progress bar.
             **fit_kwargs: `batch_size` and `class_weight`, passed to `fit` as KerasTuner does
-                (through the hypermodel's own `fit`, if it has one).
+                (through the hypermodel's own `fit`, if it has one), and `sample_weight`, one
+                weight per example of `x` in the training loss (cut with `validation_split`
+                as `x` is; validation accuracy is not weighted).
 
         Returns:
             Counts and the best trial after the run.
@@ -277,25 +279,30 @@ class Tuner:
         from hpo.tasks.arrays import save_study_arrays
 
         check_main_guard("hpo.Tuner.search")
+        sample_weight = fit_kwargs.pop("sample_weight", None)
         unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
         if unknown:
-            fix = (
-                " Rows are not weighted one by one: weight classes with class_weight={class: "
-                "weight}, or repeat the rows that should count more."
-                if unknown[0] == "sample_weight"
-                else ""
-            )
             raise ConfigError(
-                f"search() passes {', '.join(_FIT_ARGUMENTS)}, epochs and callbacks to fit; got "
-                f"{unknown[0]}=. hpo shuffles, batches and validates itself.{fix}"
+                f"search() passes {', '.join(_FIT_ARGUMENTS)}, sample_weight, epochs and "
+                f"callbacks to fit; got {unknown[0]}=. hpo shuffles, batches and validates itself."
+            )
+        if sample_weight is not None and fit_kwargs.get("class_weight") is not None:
+            raise ConfigError(
+                "give sample_weight or class_weight, not both (Keras takes one): multiply "
+                "each example's weight by its class's weight instead."
             )
         if epochs is not None and epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs}.")
         if self._epochs_cap is not None and epochs is not None:
             epochs = min(epochs, self._epochs_cap)
-        arrays = split_arrays(x, y, validation_data, validation_split)
+        arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
         folder = save_study_arrays(
-            self.config.cache_dir, arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val
+            self.config.cache_dir,
+            arrays.x_train,
+            arrays.y_train,
+            arrays.x_val,
+            arrays.y_val,
+            arrays.w_train,
         )
         fit = {k: v for k, v in fit_kwargs.items() if v is not None}
         if callbacks:

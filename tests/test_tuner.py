@@ -407,6 +407,36 @@ def test_values_the_hypermodel_rejects_are_pruned_its_defaults_too(tmp_path: Pat
     assert tuner.get_best_hyperparameters()[0].values["units"] > 4
 
 
+@pytest.mark.slow
+def test_sample_weights_reach_the_training_loss(tmp_path: Path) -> None:
+    # Half the training labels are flipped, and those rows weigh 0: a model that learns the
+    # rule scores high on the clean validation rows only if the weights reached its loss.
+    x, y = _data(512, 0)
+    x_val, y_val = _data(256, 1)
+    flipped = np.arange(len(y)) % 2 == 1
+    noisy = np.where(flipped, 1 - y, y)
+    tuner = _tuner(tmp_path, 1)
+    tuner.search(
+        x,
+        noisy,
+        validation_data=(x_val, y_val),
+        epochs=4,
+        batch_size=32,
+        verbose=0,
+        sample_weight=(~flipped).astype("float32"),
+    )
+    [best] = tuner.best_trials(1)
+    assert best.value > 0.85, best.user_attrs
+    with pytest.raises(ConfigError, match="sample_weight or class_weight, not both"):
+        tuner.search(
+            x,
+            y,
+            validation_data=(x_val, y_val),
+            sample_weight=np.ones(512),
+            class_weight={0: 1.0, 1: 2.0},
+        )
+
+
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
     portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
     config = StudyConfig(
@@ -505,8 +535,6 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
     x, y = _data(32, 0)
     with pytest.raises(ConfigError, match="got shuffle="):
         tuner.search(x, y, validation_split=0.25, shuffle=True)
-    with pytest.raises(ConfigError, match=r"got sample_weight=.*class_weight="):
-        tuner.search(x, y, validation_split=0.25, sample_weight=np.ones(len(y)))
     with pytest.raises(hpo.StoreError, match=r"run tuner\.search"):
         tuner.get_best_models()
 
@@ -612,6 +640,27 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
         split_arrays(huge, np.arange(100_000) % 2, validation_split=0.5)
     # Rows given as a list are one input.
     np.testing.assert_array_equal(split_arrays(list(x), y, validation_split=0.5).x_train, x[:20])
+
+
+def test_sample_weights_are_cut_with_the_training_rows_and_checked() -> None:
+    x, y = _data(40, 0)
+    weights = np.arange(40, dtype="float64")
+    split = split_arrays(x, y, validation_split=0.25, sample_weight=weights)
+    assert split.w_train is not None and split.w_train.dtype == np.float32
+    np.testing.assert_array_equal(split.w_train, weights[:30])
+    given = split_arrays(x, y, (x[:8], y[:8]), sample_weight=list(weights))
+    np.testing.assert_array_equal(given.w_train, weights)
+    assert split_arrays(x, y, validation_split=0.25).w_train is None
+    for bad, message in [
+        (weights[:-1], r"one weight per example of x, shape \(40,\); got shape \(39,\)"),
+        (-weights, "finite and at least 0"),
+        (np.zeros(40), "every training example weighs 0"),
+        (["heavy"] * 40, "must be numbers"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            split_arrays(x, y, validation_split=0.25, sample_weight=bad)
+    with pytest.raises(DataError, match="validation is not weighted"):
+        split_arrays(x, y, (x, y, weights))
 
 
 def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> None:

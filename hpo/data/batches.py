@@ -28,6 +28,7 @@ def epoch_batches(
     y: np.ndarray | None,
     plan: Callable[[int], Plan],
     width: Callable[[np.ndarray], int] | None = None,
+    weights: np.ndarray | None = None,
 ) -> Any:
     """A dataset of `(x, y)` batches (inputs only when `y` is None), planned anew each epoch.
 
@@ -37,21 +38,29 @@ def epoch_batches(
         plan: `plan(epoch)` gives each batch's rows for that epoch; every epoch has as many
             batches.
         width: Columns of `x` a batch keeps (text cut to its longest row); None keeps all.
+        weights: Each example's weight in the loss (`fit(sample_weight=)`): batches are then
+            `(x, y, weights)`.
     """
     if str(keras.config.backend()) == "tensorflow":
-        return _tf_dataset(x, y, plan, width)
-    return PlannedBatches(x, y, plan, width)
+        return _tf_dataset(x, y, plan, width, weights)
+    return PlannedBatches(x, y, plan, width, weights)
 
 
 def _batch(
-    x: np.ndarray, y: np.ndarray | None, rows: np.ndarray, width: Callable[[np.ndarray], int] | None
+    x: np.ndarray,
+    y: np.ndarray | None,
+    rows: np.ndarray,
+    width: Callable[[np.ndarray], int] | None,
+    weights: np.ndarray | None = None,
 ) -> Any:
     inputs = model_inputs(x[rows]) if width is None else x[rows, : width(rows)]
     if isinstance(inputs, list):  # several inputs in order: a tuple, as tf.data nests them
         inputs = tuple(inputs)
         if y is None:  # alone, Keras would read a tuple as (inputs, labels)
             return (inputs,)
-    return inputs if y is None else (inputs, y[rows])
+    if y is None:
+        return inputs
+    return (inputs, y[rows]) if weights is None else (inputs, y[rows], weights[rows])
 
 
 def _tf_dataset(
@@ -59,6 +68,7 @@ def _tf_dataset(
     y: np.ndarray | None,
     plan: Callable[[int], Plan],
     width: Callable[[np.ndarray], int] | None,
+    weights: np.ndarray | None,
 ) -> Any:
     import tensorflow as tf
 
@@ -67,7 +77,7 @@ def _tf_dataset(
 
     def generate() -> Iterator[Any]:
         for rows in plan(next(passes)):
-            yield _batch(x, y, rows, width)
+            yield _batch(x, y, rows, width, weights)
 
     x_spec: Any
     if packed(x):  # several inputs: a spec each, in the dict or list the batches hold
@@ -82,6 +92,8 @@ def _tf_dataset(
     signature: Any = (x_spec,) if y is None and isinstance(x_spec, tuple) else x_spec
     if y is not None:
         signature = (x_spec, tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
+        if weights is not None:
+            signature = (*signature, tf.TensorSpec((None,), tf.as_dtype(weights.dtype)))
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return dataset.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
@@ -95,9 +107,10 @@ class PlannedBatches(keras.utils.PyDataset):
         y: np.ndarray | None,
         plan: Callable[[int], Plan],
         width: Callable[[np.ndarray], int] | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        self.x, self.y, self.plan, self.width = x, y, plan, width
+        self.x, self.y, self.plan, self.width, self.weights = x, y, plan, width, weights
         self.epoch = 0
         self.rows = plan(0)
 
@@ -105,7 +118,7 @@ class PlannedBatches(keras.utils.PyDataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> Any:
-        return _batch(self.x, self.y, self.rows[index], self.width)
+        return _batch(self.x, self.y, self.rows[index], self.width, self.weights)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

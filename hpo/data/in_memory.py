@@ -29,6 +29,8 @@ class SplitArrays:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    # The training examples' weights in the loss (`sample_weight=`), or None.
+    w_train: np.ndarray | None = None
 
 
 # The largest dense copy of a sparse input matrix hpo.Tuner makes.
@@ -36,7 +38,11 @@ MAX_DENSE_BYTES = 2 * 2**30
 
 
 def split_arrays(
-    x: Any, y: Any, validation_data: Any = None, validation_split: float | None = None
+    x: Any,
+    y: Any,
+    validation_data: Any = None,
+    validation_split: float | None = None,
+    sample_weight: Any = None,
 ) -> SplitArrays:
     """The training and validation arrays of a `search(x, y, validation_data=...)` call.
 
@@ -46,12 +52,15 @@ def split_arrays(
         validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches.
         validation_split: Without `validation_data`: the last fraction of `x` and `y` (before
             any shuffling), as Keras's `fit` takes it.
+        sample_weight: Each example of `x`'s weight in the training loss, as Keras's `fit`
+            takes it (cut with `validation_split` as `x` is; validation is not weighted).
 
     Raises:
         DataError: Missing validation data, mismatched lengths, inputs that are not numbers,
             or labels that are not classes; each names the fix.
     """
     x_train, y_train = _pair(x, y, "x")
+    w_train = None if sample_weight is None else _weights(sample_weight, y, len(x_train))
     if validation_data is not None:
         if validation_split:
             raise DataError("give validation_data or validation_split, not both.")
@@ -59,7 +68,8 @@ def split_arrays(
             if len(validation_data) != 2:
                 raise DataError(
                     f"validation_data must be (x_val, y_val), got a {type(validation_data)} of "
-                    f"{len(validation_data)} items; sample weights are not supported."
+                    f"{len(validation_data)} items; validation is not weighted (trials are "
+                    f"compared by their plain validation accuracy): leave the weights out."
                 )
             x_val, y_val = _pair(validation_data[0], validation_data[1], "validation_data")
         else:
@@ -75,6 +85,7 @@ def split_arrays(
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
+        w_train = None if w_train is None else w_train[:cut]
     else:
         raise DataError(
             "hpo.Tuner needs validation data to score and ensemble trials: pass "
@@ -87,7 +98,34 @@ def split_arrays(
         )
     if len(np.unique(y_train)) < 2:
         raise DataError("the training labels hold a single class; hpo.Tuner classifies.")
-    return SplitArrays(x_train, y_train, x_val, y_val)
+    if w_train is not None and not w_train.any():
+        raise DataError("sample_weight: every training example weighs 0; nothing would train.")
+    return SplitArrays(x_train, y_train, x_val, y_val, w_train)
+
+
+def _weights(sample_weight: Any, y: Any, examples: int) -> np.ndarray:
+    """Sample weights as float32 `[examples]`.
+
+    Raises:
+        DataError: Weights given with a dataset, of another length, negative or not finite.
+    """
+    if y is None:
+        raise DataError(
+            "sample_weight= goes with arrays x and y; a dataset carries its weights in its "
+            "batches, which hpo does not read: give the arrays instead."
+        )
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"sample_weight must be numbers, one per example ({exc}).") from exc
+    if weights.shape != (examples,):
+        raise DataError(
+            f"sample_weight must hold one weight per example of x, shape ({examples},); got "
+            f"shape {weights.shape}."
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise DataError("sample_weight must be finite and at least 0.")
+    return weights
 
 
 def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:

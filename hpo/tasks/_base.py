@@ -37,6 +37,8 @@ class TrialData:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    # Each training example's weight in the loss (`hpo.Tuner.search(sample_weight=)`), or None.
+    w_train: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -32,16 +32,25 @@ if TYPE_CHECKING:
 __all__ = ["ARRAYS", "ARRAY_NAMES", "save_study_arrays"]
 
 ARRAY_NAMES = ("x_train", "y_train", "x_val", "y_val")
+WEIGHTS_NAME = "w_train"
 
 
 def save_study_arrays(
-    cache_dir: Path, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+    cache_dir: Path,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    w_train: np.ndarray | None = None,
 ) -> Path:
     """Writes the arrays once per study (a folder named by their fingerprint) and returns it.
 
     Arrays already written by an earlier run of the same study are not written again.
+    `w_train`, the training examples' weights, is written (and fingerprinted) when given.
     """
     arrays = dict(zip(ARRAY_NAMES, (x_train, y_train, x_val, y_val), strict=True))
+    if w_train is not None:
+        arrays[WEIGHTS_NAME] = w_train
     classes = int(max(y_train.max(), y_val.max())) + 1
     meta = {"task": "arrays", "classes": classes}
     fingerprint = array_cache.fingerprint(arrays, meta)
@@ -77,7 +86,9 @@ def _meta(folder: Path) -> dict[str, Any]:
 @functools.lru_cache(maxsize=2)
 def _load(folder: Path) -> TrialData:
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAY_NAMES}
-    return TrialData(**arrays)
+    weights = folder / f"{WEIGHTS_NAME}.npy"
+    w_train = np.load(weights, mmap_mode="r") if weights.is_file() else None
+    return TrialData(**arrays, w_train=w_train)
 
 
 def fingerprint(folder: Path) -> str:

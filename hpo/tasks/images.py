@@ -170,9 +170,10 @@ def dataset(
     seed: int | None = None,
     *,
     bucketed: bool = True,
+    weights: np.ndarray | None = None,
 ) -> Any:
     """A dataset of batches (`hpo.data.batches`: any backend); with a seed, shuffled anew every
-    epoch, else in order.
+    epoch, else in order; with `weights` (in-memory arrays' sample weights), `(x, y, w)`.
 
     Images are never padded: `bucketed` is accepted for the task interface and changes nothing.
     """
@@ -183,7 +184,7 @@ def dataset(
         rng = None if seed is None else np.random.default_rng([seed, epoch])
         return fixed_plan(len(x), batch_size, rng)
 
-    return epoch_batches(x, y, plan)
+    return epoch_batches(x, y, plan, weights=weights)
 
 
 def predict(

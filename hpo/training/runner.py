@@ -323,6 +323,8 @@ def _train_trial(
                 batch_size,
                 config.sampler.seed + trial.number,
                 bucketed=interface.bucketed,
+                # In-memory arrays' sample weights (hpo.Tuner), when given.
+                **({} if data.w_train is None else {"weights": data.w_train}),
             ),
             task.dataset(
                 data.x_val,

@@ -213,3 +213,21 @@ def test_predictions_come_back_in_row_order_from_the_widths_each_plan_gives() ->
         alone[:, 1], [batch_width(lengths[i : i + 1], 128) for i in range(10)]
     )
     assert cut_predictions(model, x[:0]).shape == (0,)  # type: ignore[arg-type]
+
+
+def test_sample_weights_ride_with_their_rows_on_tf_data_and_a_py_dataset() -> None:
+    from hpo.data.batches import PlannedBatches, epoch_batches
+
+    x = np.arange(12, dtype="float32").reshape(6, 2)
+    y = np.arange(6) % 2
+    weights = np.linspace(0.5, 3.0, 6).astype("float32")
+    rows = [np.array([4, 1, 3]), np.array([0, 5, 2])]
+    for batches in (
+        epoch_batches(x, y, lambda epoch: rows, weights=weights),
+        PlannedBatches(x, y, lambda epoch: rows, weights=weights),
+    ):
+        first = next(iter(batches)) if not isinstance(batches, PlannedBatches) else batches[0]
+        inputs, labels, weighed = (np.asarray(part) for part in first)
+        np.testing.assert_array_equal(inputs, x[rows[0]])
+        np.testing.assert_array_equal(labels, y[rows[0]])
+        np.testing.assert_array_equal(weighed, weights[rows[0]])
