@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import os
 import shutil
 import subprocess
@@ -42,6 +43,8 @@ __all__ = [
     "use_backend",
     "visible_gpus",
 ]
+
+_log = logging.getLogger(__name__)
 
 BACKEND_VAR = "KERAS_BACKEND"
 
@@ -201,10 +204,15 @@ def configure_threads(threads: int) -> None:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as exc:
+            # TensorFlow already ran (a script's top level that adapts a Normalization layer,
+            # say, runs again in each trial's process): its settings are fixed; train as it is.
+            _log.info("TensorFlow started before hpo set its threads (%s); left as they are", exc)
     elif backend == "torch":
         import torch
 

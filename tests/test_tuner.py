@@ -221,6 +221,12 @@ def data(n, seed):
     return x, keras.utils.to_categorical(np.digitize(x[:, 0], [-0.4, 0.4]), 3)
 
 
+# TensorFlow runs at the script's top level (a layer adapted to the data), so it has started
+# in each trial's process before hpo sets its threads there.
+normalizer = layers.Normalization()
+normalizer.adapt(data(300, 0)[0])
+
+
 if __name__ == "__main__":
     (x, y), (x_val, y_val) = data(300, 0), data(100, 1)
     tuner = hpo.Tuner(build_model, max_trials=2, directory="runs", project_name="users")
