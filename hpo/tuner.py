@@ -162,7 +162,7 @@ class Tuner:
                 f"{type(hyperparameters).__name__}: hp = keras_tuner.HyperParameters(); "
                 f"hp.Fixed('learning_rate', 1e-4); hpo.Tuner(..., hyperparameters=hp)."
             )
-        self._declared = {
+        self._declared: dict[str, Any] = {
             "declared": hyperparameters,
             "tune_new_entries": bool(tune_new_entries),
             "allow_new_entries": bool(allow_new_entries),
@@ -434,11 +434,7 @@ class Tuner:
 
         # Parameters given as hyperparameters= come first, in place of the model's own.
         declared = self._declared["declared"]
-        hp = (
-            copy.deepcopy(declared)
-            if isinstance(declared, keras_tuner.HyperParameters)
-            else keras_tuner.HyperParameters()
-        )
+        hp = keras_tuner.HyperParameters() if declared is None else copy.deepcopy(declared)
         self._made("search_space_summary builds the hypermodel now").build(hp)
         print("Search space summary")
         print(f"Default search space size: {len(hp.space)}")
