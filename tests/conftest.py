@@ -285,10 +285,29 @@ def searched(fake_imdb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_once(tmp_path_factory, "searched", search)
 
 
+def copy_study_folder(source: Path, destination: Path) -> None:
+    """Copies a study's folder while other tests may have its SQLite database open.
+
+    A reader in another test worker creates and deletes the database's `-wal` and `-shm` files
+    as it opens and closes it, so a plain copytree can list one and then miss it. Those files
+    are left behind and each database is copied with SQLite's backup, which reads a consistent
+    snapshot whatever the readers do.
+    """
+    import sqlite3
+
+    def transient(_folder: str, names: list[str]) -> set[str]:
+        return {name for name in names if name.endswith(("-wal", "-shm", "-journal", ".db"))}
+
+    shutil.copytree(source, destination, ignore=transient)
+    for database in source.rglob("*.db"):
+        target = destination / database.relative_to(source)
+        reader = contextlib.closing(sqlite3.connect(database))
+        with reader as source_db, contextlib.closing(sqlite3.connect(target)) as target_db:
+            source_db.backup(target_db)
+
+
 @pytest.fixture
 def study_copy(searched: Path, tmp_path: Path) -> Path:
     """A private copy of the searched study, for tests that change it."""
-    import shutil
-
-    shutil.copytree(searched.parent, tmp_path / "copy")
+    copy_study_folder(searched.parent, tmp_path / "copy")
     return tmp_path / "copy" / searched.name

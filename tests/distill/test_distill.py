@@ -30,7 +30,7 @@ from hpo.errors import ConfigError
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
-from ..conftest import _NEGATIVE, _POSITIVE
+from ..conftest import _NEGATIVE, _POSITIVE, copy_study_folder
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,7 +42,7 @@ def distilled(
 ) -> tuple[Path, Path, dict[str, object]]:
     """A copy of the tiny study, its top-3 ensemble, and `hpo distill` run on it once."""
     folder = tmp_path_factory.mktemp("distill")
-    shutil.copytree(searched.parent, folder / "study")
+    copy_study_folder(searched.parent, folder / "study")
     study_file = folder / "study" / searched.name
     config, study = open_study(study_file, None, None)
     ensemble = folder / "ensemble"
