@@ -63,6 +63,9 @@ class Attr:
     # Each epoch's seconds in order: the first also traces the model's functions.
     EPOCH_DURATIONS: Final = "epoch_durations"
     EPOCHS: Final = "epochs"
+    # The batch size a trial trained with where the search did not sample it: the hypermodel's
+    # own `fit`, `hpo.Tuner.search(batch_size=)` or the batches of the dataset it was given.
+    BATCH_SIZE: Final = "batch_size"
     TRAIN_SECONDS: Final = "train_seconds"
     TRIAL_SECONDS: Final = "trial_seconds"
     PEAK_MEMORY_MB: Final = "peak_memory_mb"

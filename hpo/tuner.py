@@ -250,7 +250,9 @@ class Tuner:
         torch `DataLoader` is read once, as one epoch of `fit` would read it, into arrays first.
 
         Args:
-            x: Inputs (a numpy array), or a dataset of `(inputs, labels)` batches.
+            x: Inputs (a numpy array), or a dataset of `(inputs, labels)` batches (or
+                `(inputs, labels, weights)`); its batch size is the trials' unless
+                `batch_size=` or the hypermodel's own `fit` sets another.
             y: Labels, as class indices or one-hot rows (None with a dataset).
             epochs: The most epochs per trial (default 20); each trial stops early once its
                 validation accuracy stops improving.
@@ -312,9 +314,12 @@ class Tuner:
         training = self.config.training
         if epochs is not None:
             training = dataclasses.replace(training, max_epochs=epochs)
+        # A dataset's batches are the batch size the user chose, as `fit` would train on them;
+        # `batch_size=` and the hypermodel's own `fit` come first (else hpo searches it).
+        defaults = {"batch_size": arrays.batch_size} if arrays.batch_size else {}
         self.config = dataclasses.replace(
             self.config,
-            hypermodel=PortableHypermodel(self._hypermodel, fit, self._declared),
+            hypermodel=PortableHypermodel(self._hypermodel, fit, self._declared, defaults),
             data=DataConfig(path=str(folder.resolve())),
             training=training,
         )

@@ -443,6 +443,24 @@ def test_sample_weights_reach_the_training_loss(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
+def test_a_datasets_weights_and_batch_size_are_what_the_trials_train_with(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    # As above, half the labels flipped and those rows weighing 0, now carried by the
+    # dataset's batches of 20, which is also the batch size the trials train with.
+    x, y = _data(512, 0)
+    flipped = np.arange(len(y)) % 2 == 1
+    weights = (~flipped).astype("float32")
+    noisy = tf.data.Dataset.from_tensor_slices((x, np.where(flipped, 1 - y, y), weights))
+    tuner = _tuner(tmp_path, 1)
+    tuner.search(noisy.batch(20), validation_data=_data(256, 1), epochs=4, verbose=0)
+    [best] = tuner.best_trials(1)
+    assert best.value > 0.85, best.user_attrs
+    assert "batch_size" not in best.params
+    assert best.user_attrs["batch_size"] == 20
+
+
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
     portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
     config = StudyConfig(
@@ -669,6 +687,37 @@ def test_sample_weights_are_cut_with_the_training_rows_and_checked() -> None:
         split_arrays(x, y, (x, y, weights))
 
 
+def test_a_datasets_weights_are_read_with_its_rows_and_refused_for_validation() -> None:
+    import keras
+    import tensorflow as tf
+
+    x, y = _data(50, 0)
+    weights = np.linspace(0, 1, 50).astype("float32")
+    weighted = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(16)
+    split = split_arrays(weighted, None, (x, y))
+    assert split.w_train is not None
+    np.testing.assert_array_equal(split.w_train, weights)
+    np.testing.assert_array_equal(split.x_train, x)
+    # Cut with validation_split as the rows are.
+    cut = split_arrays(weighted, None, validation_split=0.2)
+    np.testing.assert_array_equal(cut.w_train, weights[:40])
+    with pytest.raises(DataError, match=r"validation is not weighted.*lambda x, y, w: \(x, y\)"):
+        split_arrays(x, y, weighted)
+    with pytest.raises(DataError, match=r"make them \(inputs, labels, weights\)"):
+        split_arrays(weighted, None, (x, y), sample_weight=weights)
+
+    class Mixed(keras.utils.PyDataset):  # the first batch weighted, the second not
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+            rows = slice(index * 25, (index + 1) * 25)
+            return (x[rows], y[rows], weights[rows])[: 3 - index]
+
+    with pytest.raises(DataError, match="some batches carry weights and others do not"):
+        split_arrays(Mixed(), None, (x, y))
+
+
 def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> None:
     import keras
     import tensorflow as tf
@@ -688,6 +737,9 @@ def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> N
 
     from_py = split_arrays(Batches(), None, Batches())
     np.testing.assert_array_equal(from_py.x_val, x)
+    # The batch size the user chose: the first batch's rows (the last may be shorter).
+    assert (from_tf.batch_size, from_py.batch_size) == (16, 16)
+    assert split_arrays(x, y, (x, y)).batch_size is None
     with pytest.raises(DataError, match="repeats forever"):
         split_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), None, (x, y))
 
@@ -701,6 +753,7 @@ def test_a_torch_data_loader_is_read_once_and_a_generator_is_refused_with_the_fi
     split = split_arrays(loader, None, loader)
     np.testing.assert_array_equal(split.x_train, x)
     np.testing.assert_array_equal(split.y_val, y)
+    assert split.batch_size == 16
 
     class Stream(torch.utils.data.IterableDataset[Any]):
         def __iter__(self) -> Any:

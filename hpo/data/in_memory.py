@@ -31,6 +31,8 @@ class SplitArrays:
     y_val: np.ndarray
     # The training examples' weights in the loss (`sample_weight=`), or None.
     w_train: np.ndarray | None = None
+    # The training dataset's batch size (its first batch's rows); None for arrays.
+    batch_size: int | None = None
 
 
 # The largest dense copy of a sparse input matrix hpo.Tuner makes.
@@ -47,7 +49,8 @@ def split_arrays(
     """The training and validation arrays of a `search(x, y, validation_data=...)` call.
 
     Args:
-        x: Inputs (an array), or a dataset of `(inputs, labels)` batches (then `y` is None).
+        x: Inputs (an array), or a dataset of `(inputs, labels)` or `(inputs, labels,
+            weights)` batches (then `y` is None).
         y: Labels: class indices, or one-hot rows.
         validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches.
         validation_split: Without `validation_data`: the last fraction of `x` and `y` (before
@@ -59,8 +62,14 @@ def split_arrays(
         DataError: Missing validation data, mismatched lengths, inputs that are not numbers,
             or labels that are not classes; each names the fix.
     """
-    x_train, y_train = _pair(x, y, "x")
-    w_train = None if sample_weight is None else _weights(sample_weight, y, len(x_train))
+    if sample_weight is not None and y is None:
+        raise DataError(
+            "sample_weight= goes with arrays x and y; a dataset carries its weights in its "
+            "batches: make them (inputs, labels, weights)."
+        )
+    x_train, y_train, w_train, batch_size = _pair(x, y, "x")
+    if sample_weight is not None:
+        w_train = _weights(sample_weight, len(x_train))
     if validation_data is not None:
         if validation_split:
             raise DataError("give validation_data or validation_split, not both.")
@@ -71,9 +80,15 @@ def split_arrays(
                     f"{len(validation_data)} items; validation is not weighted (trials are "
                     f"compared by their plain validation accuracy): leave the weights out."
                 )
-            x_val, y_val = _pair(validation_data[0], validation_data[1], "validation_data")
+            x_val, y_val, _, _ = _pair(validation_data[0], validation_data[1], "validation_data")
         else:
-            x_val, y_val = _pair(validation_data, None, "validation_data")
+            x_val, y_val, w_val, _ = _pair(validation_data, None, "validation_data")
+            if w_val is not None:
+                raise DataError(
+                    "validation_data: its batches carry weights, but validation is not weighted "
+                    "(trials are compared by their plain validation accuracy): drop them, "
+                    "validation_data.map(lambda x, y, w: (x, y))."
+                )
     elif validation_split:
         if not 0 < validation_split < 1:
             raise DataError(f"validation_split must be in (0, 1), got {validation_split}.")
@@ -100,37 +115,37 @@ def split_arrays(
         raise DataError("the training labels hold a single class; hpo.Tuner classifies.")
     if w_train is not None and not w_train.any():
         raise DataError("sample_weight: every training example weighs 0; nothing would train.")
-    return SplitArrays(x_train, y_train, x_val, y_val, w_train)
+    return SplitArrays(x_train, y_train, x_val, y_val, w_train, batch_size)
 
 
-def _weights(sample_weight: Any, y: Any, examples: int) -> np.ndarray:
+def _weights(sample_weight: Any, examples: int, what: str = "sample_weight") -> np.ndarray:
     """Sample weights as float32 `[examples]`.
 
     Raises:
-        DataError: Weights given with a dataset, of another length, negative or not finite.
+        DataError: Weights of another length, negative or not finite.
     """
-    if y is None:
-        raise DataError(
-            "sample_weight= goes with arrays x and y; a dataset carries its weights in its "
-            "batches, which hpo does not read: give the arrays instead."
-        )
     try:
         weights = np.asarray(sample_weight, dtype=np.float32)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"sample_weight must be numbers, one per example ({exc}).") from exc
+        raise DataError(f"{what} must be numbers, one per example ({exc}).") from exc
     if weights.shape != (examples,):
         raise DataError(
-            f"sample_weight must hold one weight per example of x, shape ({examples},); got "
+            f"{what} must hold one weight per example of x, shape ({examples},); got "
             f"shape {weights.shape}."
         )
     if not np.isfinite(weights).all() or (weights < 0).any():
-        raise DataError("sample_weight must be finite and at least 0.")
+        raise DataError(f"{what} must be finite and at least 0.")
     return weights
 
 
-def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    x: Any, y: Any, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
+    """Inputs and labels, from arrays or a dataset's batches; with a dataset, also the weights
+    its batches carry (or None) and its batch size."""
+    weights = batch_size = None
     if y is None:
-        x, y = _read_batches(x, what)
+        x, y, weights, batch_size = _read_batches(x, what)
     labels = class_labels(y, what)
     inputs = input_array(x, what, examples=len(labels))
     if not packed(inputs):  # several inputs were checked one by one
@@ -139,7 +154,9 @@ def _pair(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{what}: no examples (an array of shape {inputs.shape}).")
     if len(labels) != len(inputs):
         raise DataError(f"{what}: {len(inputs)} inputs but {len(labels)} labels; give as many.")
-    return inputs, labels
+    if weights is not None:
+        weights = _weights(weights, len(inputs), f"{what}: the batches' weights")
+    return inputs, labels, weights, batch_size
 
 
 def class_labels(y: Any, what: str = "y") -> np.ndarray:
@@ -224,22 +241,31 @@ def _dense(matrix: Any, what: str) -> np.ndarray:
     return np.asarray(matrix.toarray())
 
 
-def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """A dataset's `(inputs, labels)` batches, read once and concatenated."""
+def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """A dataset's `(inputs, labels)` or `(inputs, labels, weights)` batches, read once and
+    concatenated, and its batch size: the first batch's rows, as Keras's `fit` would train."""
     batches = _batches(data, what)
-    xs, ys = [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ws: list[np.ndarray] = []
     for batch in batches:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
             raise DataError(
-                f"{what}: each batch must be (inputs, labels); got a {type(batch).__name__} "
-                f"(sample weights are not supported)."
+                f"{what}: each batch must be (inputs, labels) or (inputs, labels, weights); "
+                f"got a {type(batch).__name__}{size}."
             )
+        if (ws and len(batch) == 2) or (xs and not ws and len(batch) == 3):
+            raise DataError(f"{what}: some batches carry weights and others do not.")
         labels = _one_input(batch[1], what)
         xs.append(input_array(batch[0], what, examples=len(labels) if labels.ndim else None))
         ys.append(labels)
+        if len(batch) == 3:
+            ws.append(np.reshape(_one_input(batch[2], what), -1))
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")
-    return np.concatenate(xs), np.concatenate(ys)
+    weights = np.concatenate(ws) if ws else None
+    return np.concatenate(xs), np.concatenate(ys), weights, len(ys[0])
 
 
 def _batches(data: Any, what: str) -> Any:

@@ -225,6 +225,8 @@ class HyperModelFamily:
         declared: `hpo.Tuner(hyperparameters=..., tune_new_entries=..., allow_new_entries=...)`
             as KerasTuner's tuners take them (see `OptunaHyperParameters`): a
             `keras_tuner.HyperParameters` and the two flags, by name.
+        fit_defaults: `model.fit` arguments for what neither `fit_kwargs` nor the hypermodel's
+            own `fit` sets: the batch size of the dataset `hpo.Tuner.search` was given.
     """
 
     SPACE: Mapping[str, BaseDistribution] = {}
@@ -238,9 +240,11 @@ class HyperModelFamily:
         narrowed: Mapping[str, list[Any]] | None = None,
         fit_kwargs: Mapping[str, Any] | None = None,
         declared: Mapping[str, Any] | None = None,
+        fit_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.fit_defaults = dict(fit_defaults or {})
         self.declared = dict(declared or {})
         # The study file's `[space]` narrowing of this hypermodel's parameters, by KerasTuner
         # name (`[space] "resnet/conv4_depth" = [6]`): KerasTuner's `hyperparameters=`.
@@ -307,7 +311,8 @@ class HyperModelFamily:
         return self._hypermodel
 
     def fit_arguments(self, x: Any = None, y: Any = None) -> dict[str, Any]:
-        """What the hypermodel's own `fit` passes to `model.fit`, among `FIT_ARGUMENTS`.
+        """What the hypermodel's own `fit` passes to `model.fit`, among `FIT_ARGUMENTS`, over
+        `fit_defaults`.
 
         Runs the hypermodel's `fit` with a stand-in model (after `build_trial`, so the same
         parameters are read), given the training inputs and labels as KerasTuner gives them
@@ -319,7 +324,8 @@ class HyperModelFamily:
         """
         fit = getattr(self.hypermodel, "fit", None)
         if self._hp is None or fit is None:
-            return {k: v for k, v in self.fit_kwargs.items() if k in FIT_ARGUMENTS}
+            given = {k: v for k, v in self.fit_kwargs.items() if k in FIT_ARGUMENTS}
+            return {**self.fit_defaults, **given}
         recorder = _FitRecorder()
         try:
             fit(self._hp, recorder, x, y, **self.fit_kwargs)
@@ -342,7 +348,8 @@ class HyperModelFamily:
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
-        return {k: v for k, v in recorder.kwargs.items() if k in FIT_ARGUMENTS and v is not None}
+        passed = {k: v for k, v in recorder.kwargs.items() if k in FIT_ARGUMENTS and v is not None}
+        return {**self.fit_defaults, **passed}
 
     def _build(self, hp: OptunaHyperParameters) -> keras.Model:
         self._hp = hp

@@ -61,6 +61,8 @@ class PortableHypermodel:
             `model.fit`): `batch_size`, `class_weight`, `callbacks`, `epochs`.
         declared: The Tuner's `hyperparameters`, `tune_new_entries` and `allow_new_entries`
             (KerasTuner's), by name: parameters declared before the hypermodel builds.
+        fit_defaults: `model.fit` arguments the data imply (a dataset's `batch_size`), for
+            what neither `fit_kwargs` nor the hypermodel's own `fit` sets.
 
     Raises:
         ConfigError: The hypermodel (or a callback) cannot be pickled, naming the cause.
@@ -71,6 +73,7 @@ class PortableHypermodel:
         hypermodel: Any,
         fit_kwargs: Mapping[str, Any] | None = None,
         declared: Mapping[str, Any] | None = None,
+        fit_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = family_name(hypermodel)
         module = getattr(hypermodel, "__module__", None) or type(hypermodel).__module__
@@ -80,6 +83,7 @@ class PortableHypermodel:
         self.hypermodel = hypermodel
         self.fit_kwargs = dict(fit_kwargs or {})
         self.declared = dict(declared or {})
+        self.fit_defaults = dict(fit_defaults or {})
         register_main_classes()
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
@@ -90,7 +94,13 @@ class PortableHypermodel:
             # One pickle: the hypermodel's code and the registered classes stay the same objects.
             return bytes(
                 cloudpickle.dumps(
-                    (self.hypermodel, self.fit_kwargs, self.declared, self.custom_objects)
+                    (
+                        self.hypermodel,
+                        self.fit_kwargs,
+                        self.declared,
+                        self.fit_defaults,
+                        self.custom_objects,
+                    )
                 )
             )
         except Exception as exc:
@@ -107,9 +117,13 @@ class PortableHypermodel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.spec, self._payload = state["name"], state["spec"], state["payload"]
-        self.hypermodel, self.fit_kwargs, self.declared, self.custom_objects = cloudpickle.loads(
-            self._payload
-        )
+        (
+            self.hypermodel,
+            self.fit_kwargs,
+            self.declared,
+            self.fit_defaults,
+            self.custom_objects,
+        ) = cloudpickle.loads(self._payload)
         register_custom_objects(self.custom_objects)
         self._family = None
 
@@ -141,7 +155,12 @@ class PortableHypermodel:
                 return f"{name}/{parameter}" if parameter in reserved else parameter
 
             self._family = HyperModelFamily(
-                name, self.hypermodel, rename, fit_kwargs=self.fit_kwargs, declared=self.declared
+                name,
+                self.hypermodel,
+                rename,
+                fit_kwargs=self.fit_kwargs,
+                declared=self.declared,
+                fit_defaults=self.fit_defaults,
             )
         return self._family
 

@@ -268,6 +268,8 @@ def _train_trial(
         attributes[Attr.COST_FEATURES] = features.as_dict()
     if estimate is not None:
         attributes[Attr.ESTIMATED_EPOCH_SECONDS] = round(estimate, 1)
+    if "batch_size" not in trial.params:
+        attributes[Attr.BATCH_SIZE] = int(batch_size)
     for key, value in attributes.items():
         trial.set_user_attr(key, value)
 

@@ -138,6 +138,40 @@ def test_family_prefixes_clashing_names_and_reads_fit_arguments() -> None:
     assert family.build({"vocab_size": 5}) == {"units": 1, "vocab": 5}
 
 
+def test_a_datasets_batch_size_is_the_default_under_what_the_user_sets() -> None:
+    # hpo.Tuner.search given a dataset batched by 20 passes that batch size as a default: the
+    # search's batch_size= and the hypermodel's own fit come first.
+    def build(hp: keras_tuner.HyperParameters) -> Any:
+        return hp.Int("units", 1, 4)
+
+    class OwnFit(keras_tuner.HyperModel):  # type: ignore[misc]
+        def __init__(self, batch_size: int | None) -> None:
+            super().__init__()
+            self.batch_size = batch_size
+
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return hp.Int("units", 1, 4)
+
+        def fit(self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kw: Any) -> Any:
+            if self.batch_size is not None:
+                kw["batch_size"] = self.batch_size
+            return model.fit(*args, **kw)
+
+    defaults = {"batch_size": 20}
+    for hypermodel, given, expected in [
+        (build, {}, 20),
+        (build, {"batch_size": 8}, 8),
+        (OwnFit(None), {}, 20),
+        (OwnFit(None), {"batch_size": 8}, 8),
+        (OwnFit(16), {}, 16),
+    ]:
+        family = HyperModelFamily(
+            "mine", hypermodel, lambda n: n, fit_kwargs=given, fit_defaults=defaults
+        )
+        family.build_trial(optuna.trial.FixedTrial({"units": 2}), {})
+        assert family.fit_arguments() == {"batch_size": expected}, (hypermodel, given)
+
+
 def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> None:
     # KerasTuner's "tune model training" guide normalizes x in fit when hp.Boolean says so:
     # hpo trains on the data as given, so it says where such a transformation belongs.
