@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -818,6 +819,46 @@ except HpoError as exc:
 if "__main__" == __name__:
     main()
 """
+
+
+PIPED_SCRIPT = """
+import numpy as np
+import hpo
+
+
+def build_model(hp):
+    import keras
+
+    hidden = keras.layers.Dense(hp.Int("units", 2, 4), activation="relu")
+    output = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Sequential([keras.Input((4,)), hidden, output])
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    return model
+
+
+x = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
+tuner = hpo.Tuner(build_model, max_trials=2, directory=".", project_name="piped")
+summary = tuner.search(x, x[:, 0] > 0, validation_split=0.25, epochs=2, verbose=0)
+print("finished", summary.finished, "failed", summary.failed)
+"""
+
+
+def test_a_script_read_from_standard_input_searches_as_a_notebook_does(tmp_path: Path) -> None:
+    """`python - < search.py`: `__main__` has a file name but no file, which multiprocessing
+    would have each trial process run again (it died before starting). Like a notebook's, that
+    main is not run again, and a search at its top level is allowed."""
+    result = subprocess.run(
+        [sys.executable, "-"],
+        input=PIPED_SCRIPT,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "finished 2 failed 0"
 
 
 def test_a_search_at_a_scripts_top_level_is_refused_before_any_trial_process_starts(

@@ -53,7 +53,7 @@ from hpo.study import (
     search_space,
 )
 from hpo.tasks import study_task
-from hpo.training.isolation import call_isolated, die_with, process_identity
+from hpo.training.isolation import call_isolated, die_with, process_identity, start_process
 from hpo.training.runner import (
     EstimateJob,
     TrialJob,
@@ -223,7 +223,7 @@ def run_search(
             for i in range(1, workers)
         ]
         for helper in helpers:
-            helper.start()
+            start_process(helper)
         try:
             stopped = run_worker(
                 config,

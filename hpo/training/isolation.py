@@ -13,6 +13,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import multiprocessing
+import multiprocessing.spawn
 import os
 import pickle
 import signal
@@ -29,7 +30,13 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from pathlib import Path
 
-__all__ = ["call_isolated", "die_with", "process_alive", "process_identity"]
+__all__ = [
+    "call_isolated",
+    "die_with",
+    "process_alive",
+    "process_identity",
+    "start_process",
+]
 
 START_METHOD_VAR = "HPO_START_METHOD"
 # Imported once by the fork server; children inherit them without running any op. Keras loads
@@ -48,6 +55,31 @@ A = TypeVar("A")
 _TERMINATE_GRACE_S = 10
 # How often a child checks that the process waiting for it is still there.
 WATCH_INTERVAL_S = 1.0
+# Held while `__main__.__file__` is hidden from a starting child (`start_process`).
+_MAIN_LOCK = threading.Lock()
+
+
+def start_process(process: multiprocessing.process.BaseProcess) -> None:
+    """Starts a child process, also from a main module whose file cannot be run again.
+
+    A spawned or fork-server child first runs `__main__`'s file again, as multiprocessing does.
+    A script read from standard input (`python - < search.py`), or code run under a made-up
+    file name, has no such file, and the child would die before it starts. Its main is then
+    treated as a notebook's: hidden while the child starts, so that the child runs nothing of
+    it (hpo sends what a trial needs of it, the hypermodel, by value).
+    """
+    main = sys.modules.get("__main__")
+    path = multiprocessing.spawn.get_preparation_data("hpo").get("init_main_from_path")
+    if main is None or path is None or os.path.isfile(path):
+        process.start()
+        return
+    with _MAIN_LOCK:
+        file = main.__dict__.pop("__file__", None)
+        try:
+            process.start()
+        finally:
+            if file is not None:
+                main.__file__ = file
 
 
 def call_isolated(
@@ -87,7 +119,7 @@ def call_isolated(
         target=_child_main,
         args=(fn, arg, sender, log_path, environment, caller, relay_warnings),
     )
-    process.start()
+    start_process(process)
     sender.close()
     try:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
