@@ -145,10 +145,16 @@ def call_isolated(
         except EOFError:
             process.join()
             killed = process.exitcode == -signal.SIGKILL
+            if log_path is None:
+                output = ""
+            elif log_path.exists():
+                output = f"; its output is in {log_path}"
+            else:  # it died while starting, before it opened its log
+                output = f", while starting (before writing {log_path})"
             raise TrialProcessDied(
                 f"the child process exited with {_describe_exit(process.exitcode)} before "
                 f"reporting a result"
-                + (f"; its output is in {log_path}" if log_path else "")
+                + output
                 + (" (SIGKILL often means the system ran out of memory)" if killed else "")
                 + "."
             ) from None
