@@ -469,6 +469,10 @@ def _objective(
     except Exception as exc:
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")
         raise
+    except KeyboardInterrupt:
+        # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this).
+        trial.set_user_attr(Attr.FAIL_REASON, "interrupted: the search was stopped")
+        raise
     finally:
         trial.set_user_attr(Attr.TRIAL_SECONDS, round(time.perf_counter() - started, 1))
 
