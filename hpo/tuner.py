@@ -10,9 +10,11 @@ starts it anew.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
+import io
 import shutil
 import warnings
 from pathlib import Path
@@ -31,7 +33,7 @@ from hpo.config import (
 from hpo.errors import ConfigError, HpoError, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import keras
     import keras_tuner
@@ -64,6 +66,22 @@ _IGNORED = {
     "alpha": "TPE models the space, not a Gaussian process",
     "beta": "TPE models the space, not a Gaussian process",
 }
+
+
+@contextlib.contextmanager
+def _optuna_logs(*, shown: bool) -> Iterator[None]:
+    """Optuna's INFO lines ("Trial 3 finished with value ...") hidden unless `shown`, then
+    restored: hpo prints its own line for each trial, with the parameters the trial's process
+    sampled, which Optuna's line in this process does not see."""
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    if not shown:
+        optuna.logging.set_verbosity(max(previous, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 class Tuner:
@@ -262,7 +280,8 @@ class Tuner:
                 Keras's `fit` takes it.
             callbacks: Keras callbacks for every trial's `fit` (sent to each trial process,
                 so they must pickle), beside hpo's own (early stopping, checkpoint, pruning).
-            verbose: 0 for no progress bar.
+            verbose: 0 prints nothing (warnings aside); 1 a progress bar and a line for each
+                trial; 2 also Optuna's own log lines, which repeat hpo's line for each trial.
             **fit_kwargs: `batch_size` and `class_weight`, passed to `fit` as KerasTuner does
                 (through the hypermodel's own `fit`, if it has one), and `sample_weight`, one
                 weight per example of `x` in the training loss (cut with `validation_split`
@@ -324,7 +343,10 @@ class Tuner:
             training=training,
         )
         try:
-            summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
+            # verbose=0 prints nothing, as in KerasTuner (warnings and errors still show).
+            silent = contextlib.redirect_stdout(io.StringIO()) if verbose == 0 else None
+            with _optuna_logs(shown=verbose >= 2), silent or contextlib.nullcontext():
+                summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
         except ConfigError as exc:
             if not any(s in str(exc) for s in ("settings differ", "other data")):
                 raise
