@@ -741,6 +741,8 @@ def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> N
     # The batch size the user chose: the first batch's rows (the last may be shorter).
     assert (from_tf.batch_size, from_py.batch_size) == (16, 16)
     assert split_arrays(x, y, (x, y)).batch_size is None
+    with pytest.raises(DataError, match=r"single examples .* dataset\.batch\(32\)"):
+        split_arrays(tf.data.Dataset.from_tensor_slices((x, y)), None, (x, y))
     with pytest.raises(DataError, match="repeats forever"):
         split_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), None, (x, y))
 

@@ -258,7 +258,12 @@ def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         if (ws and len(batch) == 2) or (xs and not ws and len(batch) == 3):
             raise DataError(f"{what}: some batches carry weights and others do not.")
         labels = _one_input(batch[1], what)
-        xs.append(input_array(batch[0], what, examples=len(labels) if labels.ndim else None))
+        if labels.ndim == 0:
+            raise DataError(
+                f"{what}: the dataset yields single examples (a label of shape ()), not "
+                f"batches, which Keras's fit takes: batch it, dataset.batch(32)."
+            )
+        xs.append(input_array(batch[0], what, examples=len(labels)))
         ys.append(labels)
         if len(batch) == 3:
             ws.append(np.reshape(_one_input(batch[2], what), -1))
