@@ -667,6 +667,21 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
     np.testing.assert_array_equal(split_arrays(list(x), y, validation_split=0.5).x_train, x[:20])
 
 
+def test_inputs_that_are_nan_or_infinite_are_refused_naming_the_first() -> None:
+    x, y = _data(50, 0)
+    holed = x.copy()
+    holed[17, 3], holed[30, 1] = np.nan, np.inf
+    message = r"2 NaN or infinite value\(s\), the first in example 17.*np\.nan_to_num"
+    with pytest.raises(DataError, match="x: the inputs hold " + message):
+        split_arrays(holed, y, validation_split=0.2)
+    with pytest.raises(DataError, match="validation_data: the inputs hold " + message):
+        split_arrays(x, y, (holed, y))
+    with pytest.raises(DataError, match="x: input 'b' holds " + message):
+        split_arrays({"a": x, "b": holed}, y, validation_split=0.2)
+    # Whole numbers cannot be NaN; finite floats pass.
+    assert split_arrays(x.astype("int32"), y, validation_split=0.2).x_train.dtype == np.int32
+
+
 def test_sample_weights_are_cut_with_the_training_rows_and_checked() -> None:
     x, y = _data(40, 0)
     weights = np.arange(40, dtype="float64")

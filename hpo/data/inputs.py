@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 _LIST_TITLE = "list item {}"
+# Examples checked for NaN at a time.
+_FINITE_CHUNK = 65_536
 
 
 def is_several(x: Any, examples: int | None = None) -> bool:
@@ -101,19 +103,36 @@ def pack(x: Any, convert: Callable[[Any, str], np.ndarray], what: str) -> np.nda
 
 
 def require_numbers(array: np.ndarray, subject: str) -> None:
-    """Refuses inputs that are not numbers (nor booleans), such as text.
+    """Refuses inputs that are not numbers (nor booleans), such as text, and NaN or infinite
+    values, from which every trial would learn a NaN loss.
 
     Args:
         subject: What holds them, as the message begins ("x: input 'a' holds").
 
     Raises:
-        DataError: Naming their type and the fix.
+        DataError: Naming their type, or where the first value that is not finite is, and the
+            fix.
     """
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(
             f"{subject} {array.dtype}, not numbers; hpo writes inputs to disk as arrays: turn "
             f"text into token ids first (keras.layers.TextVectorization applied to the data, "
             f"outside the model)."
+        )
+    if not np.issubdtype(array.dtype, np.inexact) or array.ndim == 0:
+        return
+    count, first = 0, None
+    for start in range(0, len(array), _FINITE_CHUNK):  # without a copy of the whole array
+        rows = ~np.isfinite(array[start : start + _FINITE_CHUNK])
+        if rows.any():
+            count += int(rows.sum())
+            if first is None:
+                first = start + int(np.argmax(rows.reshape(len(rows), -1).any(axis=1)))
+    if count:
+        raise DataError(
+            f"{subject} {count} NaN or infinite value(s), the first in example {first}, from "
+            f"which a model computes NaN (losses, predictions): fill them (np.nan_to_num(x), "
+            f"or a column's mean) or drop those examples, with their labels, first."
         )
 
 
