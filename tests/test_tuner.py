@@ -462,6 +462,32 @@ def test_a_datasets_weights_and_batch_size_are_what_the_trials_train_with(tmp_pa
     assert best.user_attrs["batch_size"] == 20
 
 
+@pytest.mark.slow
+def test_a_model_that_predicts_nan_is_pruned_never_stored_as_a_member(tmp_path: Path) -> None:
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        # Trains on each batch's own statistics (finite), predicts with moving ones that stay
+        # negative: NaN at inference only, with a finite training loss.
+        norm = keras.layers.BatchNormalization(
+            momentum=0.999, moving_variance_initializer=keras.initializers.Constant(-1.0)
+        )
+        hidden = keras.layers.Dense(hp.Int("units", 4, 8))  # a relu would turn NaN into 0
+        model = keras.Sequential(
+            [keras.Input((8,)), norm, hidden, keras.layers.Dense(1, activation="sigmoid")]
+        )
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        return model
+
+    x, y = _data(256, 0)
+    tuner = hpo.Tuner(build_model, max_trials=1, directory=tmp_path, project_name="nan")
+    tuner.search(x, y, validation_split=0.25, epochs=2, batch_size=32, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state == TrialState.PRUNED, trial.user_attrs
+    reason = trial.user_attrs["prune_reason"]
+    assert reason.startswith("diverged: the best epoch's model predicts NaN or infinite values")
+
+
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
     portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
     config = StudyConfig(

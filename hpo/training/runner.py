@@ -377,6 +377,15 @@ def _train_trial(
     predictions = metrics.as_probabilities(
         task.predict(best, data.x_val, bucketed=interface.bucketed)
     ).astype(np.float32)
+    unusable = int((~np.isfinite(predictions.reshape(len(predictions), -1))).any(axis=1).sum())
+    if unusable:
+        # A loss that stayed finite (clipped, say) over weights that did not: no member.
+        raise FloatingPointError(
+            f"the best epoch's model predicts NaN or infinite values for {unusable} of "
+            f"{len(predictions)} validation examples: its weights diverged "
+            f"({_learning_rate(trial.params)} too high for this model), or a layer computes "
+            f"NaN on these inputs."
+        )
     predictions_path = work / PREDICTIONS_NAME
     with writing(predictions_path, predictions.nbytes):
         np.save(predictions_path, predictions)
