@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -782,6 +783,15 @@ def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> N
     # The batch size the user chose: the first batch's rows (the last may be shorter).
     assert (from_tf.batch_size, from_py.batch_size) == (16, 16)
     assert split_arrays(x, y, (x, y)).batch_size is None
+    # Random augmentation in the pipeline would be drawn once: said. Shuffling is not.
+    images = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    flip = keras.layers.RandomFlip("horizontal")
+    augmented = tf.data.Dataset.from_tensor_slices((images, np.arange(32) % 2)).batch(8)
+    with pytest.warns(UserWarning, match=r"draws random numbers \(StatelessRandom.*drawn once"):
+        split_arrays(augmented.map(lambda a, b: (flip(a), b)), None, validation_split=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_arrays(augmented.shuffle(4), None, validation_split=0.5)
     with pytest.raises(DataError, match=r"single examples .* dataset\.batch\(32\)"):
         split_arrays(tf.data.Dataset.from_tensor_slices((x, y)), None, (x, y))
     with pytest.raises(DataError, match="repeats forever"):

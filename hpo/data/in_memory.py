@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -273,11 +274,35 @@ def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.concatenate(xs), np.concatenate(ys), weights, len(ys[0])
 
 
+def _random_ops(dataset: Any) -> list[str]:
+    """The random-number operations in a `tf.data` pipeline's functions (a `map` that augments),
+    shuffling aside; empty where the pipeline cannot be read."""
+    import tensorflow as tf
+
+    try:
+        graph = tf.compat.v1.GraphDef()
+        serialized = tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor)
+        graph.ParseFromString(serialized.numpy())
+    except Exception:  # a private handle, or a dataset TensorFlow cannot serialize
+        return []
+    nodes = [*graph.node, *(node for f in graph.library.function for node in f.node_def)]
+    return sorted({n.op for n in nodes if "Random" in n.op and "Shuffle" not in n.op})
+
+
 def _batches(data: Any, what: str) -> Any:
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
         if data.cardinality() == tf.data.INFINITE_CARDINALITY:
             raise DataError(f"{what}: the dataset repeats forever; remove its .repeat().")
+        drawn = _random_ops(data)
+        if drawn:
+            warnings.warn(
+                f"{what}: the dataset's pipeline draws random numbers ({', '.join(drawn)}), "
+                f"random augmentation say; hpo reads it once, so they are drawn once, not anew "
+                f"each epoch. Put augmentation layers in the model instead "
+                f"(keras.layers.RandomFlip, ...), where they run on every training batch.",
+                stacklevel=6,  # the line calling hpo.Tuner.search
+            )
         return data.as_numpy_iterator()
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(data, keras.utils.PyDataset):
