@@ -662,6 +662,10 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
     one_hot = np.eye(3)[[0, 2, 1, 2]]
     np.testing.assert_array_equal(class_labels(one_hot), [0, 2, 1, 2])
     assert class_labels(np.array([[1.0], [0.0]])).tolist() == [1, 0]
+    # Several classes an example (multi-label), or none: not one class to learn.
+    for rows, row, ones in (([[1, 0, 1], [0, 1, 0]], 0, 2), ([[0, 1, 0], [0, 0, 0]], 1, 0)):
+        with pytest.raises(DataError, match=f"row {row} holds {ones}.*multi-label"):
+            class_labels(np.array(rows))
     with pytest.raises(DataError, match="validation_data=\\(x_val, y_val\\)"):
         split_arrays(x, y)
     with pytest.raises(DataError, match="class indices"):

@@ -174,6 +174,14 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
     if labels.ndim == 2:
         if not (np.issubdtype(labels.dtype, np.number) and ((labels == 0) | (labels == 1)).all()):
             raise DataError(f"{what}: 2-D labels must be one-hot rows of 0 and 1.")
+        ones = labels.sum(axis=1)
+        if (ones != 1).any():
+            row = int(np.argmax(ones != 1))
+            raise DataError(
+                f"{what}: one-hot rows must hold exactly one 1; row {row} holds "
+                f"{int(ones[row])}. hpo classifies each example into one class: multi-label "
+                f"targets (several classes an example) are not supported."
+            )
         return labels.argmax(axis=1).astype(np.int32)
     if labels.ndim == 1 and not np.issubdtype(labels.dtype, np.number):
         raise DataError(
