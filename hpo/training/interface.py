@@ -193,6 +193,14 @@ def read_interface(
 
 def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) -> Output:
     """The model's output units and whether it gives logits, from a call on `x`."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ConfigError(
+            f"family {family!r}: its build returned a {type(model).__name__}, not a Keras "
+            f"model; build the model and end with `return model` (a keras.Model, a "
+            f"keras.Sequential or a subclass)."
+        )
     try:
         raw = model(model_inputs(x), training=False)
     except Exception as exc:

@@ -83,6 +83,10 @@ def test_an_output_that_does_not_fit_the_task_names_the_shape_and_the_fix() -> N
     images = keras.Sequential([keras.Input((8, 8, 3)), layers.Flatten(), layers.Dense(1)])
     with pytest.raises(ConfigError, match=r"fails on a batch of the task's inputs"):
         read_output(images, x, 2, "mine")
+    # A build that forgot `return model`, or returned more than the model.
+    for built, kind in ((None, "NoneType"), ((images, "extra"), "tuple")):
+        with pytest.raises(ConfigError, match=rf"returned a {kind}, not a Keras model.*return"):
+            read_output(built, x, 2, "mine")  # type: ignore[arg-type]
 
 
 def test_labels_follow_the_model_s_own_loss() -> None:
