@@ -30,7 +30,7 @@ from hpo.config import (
     StudyConfig,
     TrainingConfig,
 )
-from hpo.errors import ConfigError, HpoError, StoreError
+from hpo.errors import ConfigError, DataError, HpoError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -66,6 +66,25 @@ _IGNORED = {
     "alpha": "TPE models the space, not a Gaussian process",
     "beta": "TPE models the space, not a Gaussian process",
 }
+
+
+def _check_text_backend(x: Any, configured: Any) -> None:
+    """Refuses text inputs on a backend other than TensorFlow, the only one with strings.
+
+    Raises:
+        DataError: Naming the backend and the two ways out.
+    """
+    from hpo.backend import Backend, resolve_backend
+    from hpo.data.inputs import input_specs, is_text
+
+    backend = resolve_backend(configured)
+    if backend is not Backend.TENSORFLOW and any(is_text(d) for _, _, d in input_specs(x)):
+        raise DataError(
+            f"the inputs hold text, which Keras models take as TensorFlow strings only, and "
+            f"this study trains on {backend.value}: run it with KERAS_BACKEND=tensorflow, or "
+            f"turn the text into token ids first (keras.layers.TextVectorization applied to "
+            f"the data, outside the model)."
+        )
 
 
 @contextlib.contextmanager
@@ -317,6 +336,7 @@ class Tuner:
         if self._epochs_cap is not None and epochs is not None:
             epochs = min(epochs, self._epochs_cap)
         arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
+        _check_text_backend(arrays.x_train, self.config.training.backend)
         folder = save_study_arrays(
             self.config.cache_dir,
             arrays.x_train,

@@ -674,8 +674,8 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
     assert class_labels(np.array([True, False])).tolist() == [1, 0]
     with pytest.raises(DataError, match=r"\['cat', 'dog'\].*np\.unique\(y, return_inverse=True\)"):
         class_labels(np.array(["cat", "dog"]))
-    with pytest.raises(DataError, match="token ids first"):
-        split_arrays(np.array(["a good film"] * 4), np.array([0, 1, 0, 1]), validation_split=0.5)
+    with pytest.raises(DataError, match="object, neither numbers nor text"):
+        split_arrays(np.array(["a", 1] * 2, dtype=object), np.arange(4) % 2, validation_split=0.5)
     with pytest.raises(DataError, match="40 inputs but 39 labels"):
         split_arrays(x, y[:-1], validation_split=0.5)
     # A model of several inputs: one array of a field per input, cut as any other.
@@ -696,6 +696,84 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
         split_arrays(huge, np.arange(100_000) % 2, validation_split=0.5)
     # Rows given as a list are one input.
     np.testing.assert_array_equal(split_arrays(list(x), y, validation_split=0.5).x_train, x[:20])
+
+
+def test_text_inputs_are_stored_as_utf8_bytes_for_tensorflow_only() -> None:
+    import pandas as pd
+    import tensorflow as tf
+
+    from hpo.backend import Backend
+    from hpo.data.inputs import keras_inputs
+    from hpo.tuner import _check_text_backend
+
+    texts = ["un café noir", "bad", "a good film", "worse"] * 5
+    y = np.arange(20) % 2
+    # numpy's str, a list, a pandas column, object arrays of str or of bytes, a dataset.
+    given = [
+        np.array(texts),
+        texts,
+        pd.Series(texts),
+        np.array(texts, dtype=object),
+        np.array([t.encode() for t in texts], dtype=object),
+    ]
+    dataset = tf.data.Dataset.from_tensor_slices((texts, y)).batch(3)
+    for x in [*given, dataset]:
+        split = split_arrays(x, None if x is dataset else y, (np.array(["ok"] * 4), y[:4]))
+        assert split.x_train.dtype.kind == "S", type(x)
+        assert split.x_train[0].decode("utf-8") == "un café noir"
+        assert split.x_val.dtype == np.dtype("S2")  # any width: the same inputs
+    several = split_arrays({"t": np.array(texts), "n": y[:, None] * 1.0}, y, validation_split=0.5)
+    inputs = keras_inputs(several.x_train)
+    assert (inputs["t"].dtype, inputs["n"].dtype) == ("string", "float64")
+    _check_text_backend(split.x_train, Backend.TENSORFLOW)
+    with pytest.raises(DataError, match=r"text.*trains on jax: run it with KERAS_BACKEND="):
+        _check_text_backend(several.x_train, Backend.JAX)
+    _check_text_backend(several.x_train["n"], Backend.JAX)  # numbers go anywhere
+
+
+@pytest.mark.slow
+def test_a_model_that_vectorizes_its_own_text_searches_ensembles_and_exports(
+    tmp_path: Path,
+) -> None:
+    import tensorflow as tf
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        # Keras's text classification as its tutorials end it: strings in, the vocabulary
+        # inside the model.
+        vectorize = keras.layers.TextVectorization(
+            output_sequence_length=6, vocabulary=["good", "bad", "film", "plot", "a", "very"]
+        )
+        inputs = keras.Input(shape=(1,), dtype="string")
+        x = keras.layers.Embedding(8, hp.Int("dim", 4, 8, step=4))(vectorize(inputs))
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+        return model
+
+    rng = np.random.default_rng(0)
+    words = np.array(["a", "very", "film", "plot"])
+    y = rng.integers(0, 2, 400)
+    texts = [
+        " ".join([*rng.choice(words, 3), "good" if label else "bad", *rng.choice(words, 2)])
+        for label in y
+    ]
+    x = np.array(texts)[:, None]
+    tuner = hpo.Tuner(build_model, max_trials=2, directory=tmp_path, project_name="text")
+    tuner.search(x[:300], y[:300], validation_split=0.25, epochs=4, verbose=0)
+    [best] = tuner.get_best_models(1)
+    assert best.predict(tf.constant(x[300:302]), verbose=0).shape == (2, 1)
+    ensemble = tuner.ensemble(top=2)
+    assert ensemble.evaluate(x[300:], y[300:])["accuracy"] > 0.9
+    exported = ensemble.export(tmp_path / "ensemble")
+    model = hpo.load_model(exported)
+    # Keras's predict takes text as TensorFlow strings.
+    np.testing.assert_allclose(
+        model.predict(tf.constant(x[300:]), verbose=0).reshape(-1),
+        ensemble.predict(x[300:]).reshape(-1),
+        atol=1e-5,
+    )
 
 
 def test_inputs_that_are_nan_or_infinite_are_refused_naming_the_first() -> None:

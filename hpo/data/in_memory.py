@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from hpo.data.inputs import describe, is_several, pack, packed, require_numbers
+from hpo.data.inputs import (
+    describe,
+    is_several,
+    pack,
+    packed,
+    require_storable,
+    same_inputs,
+    text_bytes,
+)
 from hpo.errors import DataError
 
 __all__ = ["SplitArrays", "class_labels", "input_array", "split_arrays"]
@@ -107,7 +115,7 @@ def split_arrays(
             "hpo.Tuner needs validation data to score and ensemble trials: pass "
             "validation_data=(x_val, y_val) or validation_split=0.2."
         )
-    if x_val.shape[1:] != x_train.shape[1:] or x_val.dtype != x_train.dtype:
+    if not same_inputs(x_train, x_val):
         raise DataError(
             f"validation inputs are {describe(x_val)} per example, training inputs "
             f"{describe(x_train)}; give both the same inputs, shapes and types."
@@ -150,7 +158,7 @@ def _pair(
     labels = class_labels(y, what)
     inputs = input_array(x, what, examples=len(labels))
     if not packed(inputs):  # several inputs were checked one by one
-        require_numbers(inputs, f"{what}: the inputs hold")
+        require_storable(inputs, f"{what}: the inputs hold")
     if inputs.ndim < 1 or len(inputs) == 0:
         raise DataError(f"{what}: no examples (an array of shape {inputs.shape}).")
     if len(labels) != len(inputs):
@@ -215,8 +223,13 @@ def input_array(x: Any, what: str, examples: int | None = None) -> np.ndarray:
         DataError: A sparse matrix too large, or several inputs that do not fit together.
     """
     if is_several(x, examples):
-        return pack(x, _one_input, what)
-    return _one_input(x, what)
+        return pack(x, _one_feature, what)
+    return _one_feature(x, what)
+
+
+def _one_feature(x: Any, what: str) -> np.ndarray:
+    """One input as an array, text as UTF-8 bytes."""
+    return text_bytes(_one_input(x, what))
 
 
 def _one_input(x: Any, what: str) -> np.ndarray:
@@ -279,7 +292,23 @@ def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")
     weights = np.concatenate(ws) if ws else None
-    return np.concatenate(xs), np.concatenate(ys), weights, len(ys[0])
+    return _joined(xs), np.concatenate(ys), weights, len(ys[0])
+
+
+def _joined(batches: list[np.ndarray]) -> np.ndarray:
+    """Batches of inputs concatenated; several inputs' batches whose text fields differ in
+    width (each batch's longest text) first widened to the widest."""
+    if not packed(batches[0]) or len({b.dtype for b in batches}) == 1:
+        return np.concatenate(batches)
+    first = batches[0].dtype
+    layout: list[tuple[Any, np.dtype]] = []
+    for name, field in (first.fields or {}).items():
+        if len(field) > 2 and name == field[2]:
+            continue  # a title, listed again beside its field's name
+        kind = max((b.dtype[name] for b in batches), key=lambda d: d.itemsize)
+        layout.append(((field[2], name) if len(field) > 2 else name, kind))
+    widest = np.dtype(layout)
+    return np.concatenate([b.astype(widest) for b in batches])
 
 
 def _random_ops(dataset: Any) -> list[str]:

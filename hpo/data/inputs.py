@@ -23,11 +23,15 @@ __all__ = [
     "given_as_list",
     "input_specs",
     "is_several",
+    "is_text",
     "keras_inputs",
     "model_inputs",
     "pack",
     "packed",
-    "require_numbers",
+    "require_storable",
+    "same_inputs",
+    "tensors",
+    "text_bytes",
 ]
 
 _LIST_TITLE = "list item {}"
@@ -91,7 +95,7 @@ def pack(x: Any, convert: Callable[[Any, str], np.ndarray], what: str) -> np.nda
         listed = ", ".join(f"{label}: {n}" for label, n in lengths.items())
         raise DataError(f"{what}: the inputs hold different numbers of examples ({listed}).")
     for label, _, array in items:
-        require_numbers(array, f"{what}: input {label!r} holds")
+        require_storable(array, f"{what}: input {label!r} holds")
     fields = [
         ((title, name) if title != name else name, array.dtype, array.shape[1:])
         for name, title, array in items
@@ -102,9 +106,9 @@ def pack(x: Any, convert: Callable[[Any, str], np.ndarray], what: str) -> np.nda
     return out
 
 
-def require_numbers(array: np.ndarray, subject: str) -> None:
-    """Refuses inputs that are not numbers (nor booleans), such as text, and NaN or infinite
-    values, from which every trial would learn a NaN loss.
+def require_storable(array: np.ndarray, subject: str) -> None:
+    """Refuses inputs that are neither numbers (nor booleans) nor text as UTF-8 bytes
+    (`text_bytes`), and NaN or infinite values, from which every trial would learn a NaN loss.
 
     Args:
         subject: What holds them, as the message begins ("x: input 'a' holds").
@@ -113,11 +117,12 @@ def require_numbers(array: np.ndarray, subject: str) -> None:
         DataError: Naming their type, or where the first value that is not finite is, and the
             fix.
     """
+    if array.dtype.kind == "S":  # text, as UTF-8 bytes (`text_bytes`)
+        return
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(
-            f"{subject} {array.dtype}, not numbers; hpo writes inputs to disk as arrays: turn "
-            f"text into token ids first (keras.layers.TextVectorization applied to the data, "
-            f"outside the model)."
+            f"{subject} {array.dtype}, neither numbers nor text (str or bytes): hpo writes "
+            f"inputs to disk as arrays of one type; give numbers, or strings only."
         )
     if not np.issubdtype(array.dtype, np.inexact) or array.ndim == 0:
         return
@@ -136,9 +141,61 @@ def require_numbers(array: np.ndarray, subject: str) -> None:
         )
 
 
+def text_bytes(array: np.ndarray) -> np.ndarray:
+    """Text inputs (str, or bytes, in a numpy, object or pandas array) as UTF-8 bytes: what
+    TensorFlow's string tensors hold, at a quarter of numpy's str size; other arrays as they are.
+    """
+    if array.dtype.kind == "U":
+        return np.char.encode(array, "utf-8")
+    if array.dtype == object and array.size:
+        flat = array.reshape(-1)
+        if all(isinstance(v, str) for v in flat):
+            return np.char.encode(array.astype(str), "utf-8")
+        if all(isinstance(v, bytes) for v in flat):
+            return array.astype(bytes)
+    return array
+
+
+def is_text(dtype: np.dtype) -> bool:
+    """Whether inputs of `dtype` are text (`text_bytes`'s, or numpy's str)."""
+    return dtype.kind in "SU"
+
+
+def same_inputs(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether `a` and `b` hold the same inputs, shapes and types per example (text of any
+    length alike)."""
+
+    def specs(x: np.ndarray) -> list[tuple[str, tuple[int, ...], str]]:
+        return [
+            (name, shape, "text" if is_text(dtype) else str(dtype))
+            for name, shape, dtype in input_specs(x)
+        ]
+
+    return a.shape[1:] == b.shape[1:] and specs(a) == specs(b)
+
+
 def packed(x: np.ndarray) -> bool:
     """Whether `x` holds several inputs (`pack`'s structured array)."""
     return x.dtype.names is not None
+
+
+def tensors(x: np.ndarray) -> Any:
+    """`model_inputs(x)` with text as TensorFlow strings, as `model.predict` and a model's call
+    take text (Keras refuses numpy's str and bytes arrays); numbers as they are."""
+    inputs = model_inputs(x)
+
+    def convert(array: np.ndarray) -> Any:
+        if not is_text(array.dtype):
+            return array
+        import tensorflow as tf
+
+        return tf.constant(array)
+
+    if isinstance(inputs, dict):
+        return {name: convert(array) for name, array in inputs.items()}
+    if isinstance(inputs, list):
+        return [convert(array) for array in inputs]
+    return convert(inputs)
 
 
 def _names(x: np.ndarray) -> tuple[str, ...]:
@@ -154,7 +211,11 @@ def given_as_list(x: np.ndarray) -> bool:
 def model_inputs(x: np.ndarray, *, contiguous: bool = True) -> Any:
     """Rows as a model takes them: one array as it is; several inputs as the dict or the list
     they were given as, each input contiguous (as Keras converts it; copied), or else a view
-    of its field in `x` (`contiguous=False`: nothing copied)."""
+    of its field in `x` (`contiguous=False`: nothing copied).
+
+    Text stays numpy bytes, which `tf.data` takes; Keras's `predict` and a model's call take
+    it as TensorFlow strings only (`tensors`).
+    """
     if not packed(x):
         return x
     arrays = [np.ascontiguousarray(x[n]) if contiguous else x[n] for n in _names(x)]
@@ -184,10 +245,13 @@ def keras_inputs(x: np.ndarray, name: str = "inputs") -> Any:
     the data name them (so a functional model matches a dict to its inputs by name)."""
     import keras
 
+    def dtype(of: np.dtype) -> str:
+        return "string" if is_text(of) else str(of)
+
     if not packed(x):
-        return keras.Input(shape=x.shape[1:], dtype=str(x.dtype), name=name)
+        return keras.Input(shape=x.shape[1:], dtype=dtype(x.dtype), name=name)
     inputs = {
-        field: keras.Input(shape=shape, dtype=str(dtype), name=field)
-        for field, shape, dtype in input_specs(x)
+        field: keras.Input(shape=shape, dtype=dtype(kind), name=field)
+        for field, shape, kind in input_specs(x)
     }
     return list(inputs.values()) if given_as_list(x) else inputs

@@ -11,7 +11,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import load_keras_file
-from hpo.data.inputs import model_inputs
+from hpo.data.inputs import tensors
 from hpo.errors import ConfigError, HpoError
 from hpo.store import sha256_file
 
@@ -207,9 +207,7 @@ def check_export(
     """
     model = load_keras_file(path)
     rows = check_rows(labels, EXPORT_CHECK_EXAMPLES)
-    got = np.asarray(
-        model.predict(model_inputs(raw[rows]), batch_size=256, verbose=0), dtype=np.float64
-    )
+    got = np.asarray(model.predict(tensors(raw[rows]), batch_size=256, verbose=0), dtype=np.float64)
     return {
         "path": EXPORT_NAME,
         "sha256": sha256_file(path),

@@ -119,7 +119,9 @@ def traced(
     if text:
         if reference.tokens is None:
             raise HpoError(
-                f"a raw-text export needs the token ids of its check inputs for {runtime}."
+                f"{runtime} has no string operators, and this model takes text that the study "
+                f"holds no token ids of (the model vectorizes it itself): export it as keras or "
+                f"savedmodel, which take text."
             )
         model = token_model(model, reference.tokens.shape[1])
     model = inference_model(model)

@@ -31,8 +31,8 @@ from hpo.data.inputs import (
     given_as_list,
     input_specs,
     keras_inputs,
-    model_inputs,
     packed,
+    tensors,
 )
 from hpo.errors import ConfigError
 
@@ -202,7 +202,7 @@ def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) ->
             f"keras.Sequential or a subclass)."
         )
     try:
-        raw = model(model_inputs(x), training=False)
+        raw = model(tensors(x), training=False)
     except Exception as exc:
         raise ConfigError(
             f"family {family!r}: its model fails on a batch of the task's inputs "
