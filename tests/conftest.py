@@ -83,12 +83,14 @@ def assert_each_trial_trained_once(trials: Sequence[FrozenTrial], artifact_dir: 
     assert stored == set(named), f"artifacts no trial names: {sorted(stored - set(named))}"
 
 
-def run_user_script(folder: Path, code: str, timeout: int = 900) -> str:
+def run_user_script(folder: Path, code: str, timeout: int = 900, *, piped: bool = False) -> str:
     """Writes `code` as `folder/script.py` and runs it as a user runs a script (`__main__`,
-    with hpo importable); it must succeed. Returns what it printed."""
+    with hpo importable), or with `piped` feeds it to `python -`; it must succeed. Returns what
+    it printed."""
     (folder / "script.py").write_text(code)
     result = subprocess.run(
-        [sys.executable, "script.py"],
+        [sys.executable, "-" if piped else "script.py"],
+        input=code if piped else None,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         cwd=folder,
         capture_output=True,

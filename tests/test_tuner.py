@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -982,19 +981,9 @@ def test_a_script_read_from_standard_input_searches_as_a_notebook_does(tmp_path:
     """`python - < search.py`: `__main__` has a file name but no file, which multiprocessing
     would have each trial process run again (it died before starting). Like a notebook's, that
     main is not run again, and a search at its top level is allowed."""
-    result = subprocess.run(
-        [sys.executable, "-"],
-        input=PIPED_SCRIPT,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    printed = run_user_script(tmp_path, PIPED_SCRIPT, timeout=300, piped=True)
     # verbose=0: the script's own line is all there is.
-    assert result.stdout.splitlines() == ["finished 2 failed 0"]
+    assert printed.splitlines() == ["finished 2 failed 0"]
 
 
 def test_a_search_at_a_scripts_top_level_is_refused_before_any_trial_process_starts(
