@@ -697,7 +697,9 @@ def test_search_data_become_training_and_validation_arrays_of_class_indices() ->
     np.testing.assert_array_equal(split_arrays(list(x), y, validation_split=0.5).x_train, x[:20])
 
 
-def test_text_inputs_are_stored_as_utf8_bytes_for_tensorflow_only() -> None:
+def test_text_inputs_are_stored_as_utf8_bytes_for_tensorflow_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import pandas as pd
     import tensorflow as tf
 
@@ -728,6 +730,11 @@ def test_text_inputs_are_stored_as_utf8_bytes_for_tensorflow_only() -> None:
     with pytest.raises(DataError, match=r"text.*trains on jax: run it with KERAS_BACKEND="):
         _check_text_backend(several.x_train, Backend.JAX)
     _check_text_backend(several.x_train["n"], Backend.JAX)  # numbers go anywhere
+    # Each text is stored at the longest's width: one outlier could fill the disk.
+    monkeypatch.setattr("hpo.data.inputs.MAX_TEXT_BYTES", 1000)
+    outlier = ["short"] * 19 + ["long " * 20]
+    with pytest.raises(DataError, match=r"20 texts.*\(100 bytes, text 19; the median is 5\)"):
+        split_arrays(outlier, y, validation_split=0.5)
 
 
 @pytest.mark.slow

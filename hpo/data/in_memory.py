@@ -229,7 +229,7 @@ def input_array(x: Any, what: str, examples: int | None = None) -> np.ndarray:
 
 def _one_feature(x: Any, what: str) -> np.ndarray:
     """One input as an array, text as UTF-8 bytes."""
-    return text_bytes(_one_input(x, what))
+    return text_bytes(_one_input(x, what), what)
 
 
 def _one_input(x: Any, what: str) -> np.ndarray:

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _LIST_TITLE = "list item {}"
+# The most text inputs may take stored: each text takes the longest's width.
+MAX_TEXT_BYTES = 2 * 2**30
 # Examples checked for NaN at a time.
 _FINITE_CHUNK = 65_536
 
@@ -141,19 +143,33 @@ def require_storable(array: np.ndarray, subject: str) -> None:
         )
 
 
-def text_bytes(array: np.ndarray) -> np.ndarray:
+def text_bytes(array: np.ndarray, what: str) -> np.ndarray:
     """Text inputs (str, or bytes, in a numpy, object or pandas array) as UTF-8 bytes: what
     TensorFlow's string tensors hold, at a quarter of numpy's str size; other arrays as they are.
+
+    Raises:
+        DataError: The texts would take more than `MAX_TEXT_BYTES` stored, each at the
+            longest's width; naming the longest and the fix.
     """
-    if array.dtype.kind == "U":
-        return np.char.encode(array, "utf-8")
-    if array.dtype == object and array.size:
-        flat = array.reshape(-1)
-        if all(isinstance(v, str) for v in flat):
-            return np.char.encode(array.astype(str), "utf-8")
-        if all(isinstance(v, bytes) for v in flat):
-            return array.astype(bytes)
-    return array
+    flat = array.reshape(-1)
+    if array.dtype.kind == "U" or (array.dtype == object and all(isinstance(v, str) for v in flat)):
+        encoded = [str(v).encode("utf-8") for v in flat]
+    elif array.dtype == object and all(isinstance(v, bytes) for v in flat):
+        encoded = list(flat)
+    else:
+        return array
+    lengths = np.array([len(v) for v in encoded] or [0])
+    if lengths.size * int(lengths.max()) > MAX_TEXT_BYTES:
+        longest = int(lengths.argmax())
+        raise DataError(
+            f"{what}: {lengths.size} texts, stored each at the longest's width "
+            f"({int(lengths.max()):,} bytes, text {longest}; the median is "
+            f"{int(np.median(lengths)):,}), would take {lengths.size * lengths.max() / 2**30:.1f} "
+            f"GiB (at most {MAX_TEXT_BYTES / 2**30:.0f} GiB). Cut the longest texts first, "
+            f"texts = [t[:20_000] for t in texts]: a TextVectorization keeps only its "
+            f"output_sequence_length tokens anyway."
+        )
+    return np.array(encoded, dtype=f"S{max(1, int(lengths.max()))}").reshape(array.shape)
 
 
 def is_text(dtype: np.dtype) -> bool:
