@@ -772,6 +772,8 @@ def test_a_model_that_vectorizes_its_own_text_searches_ensembles_and_exports(
     assert best.predict(tf.constant(x[300:302]), verbose=0).shape == (2, 1)
     ensemble = tuner.ensemble(top=2)
     assert ensemble.evaluate(x[300:], y[300:])["accuracy"] > 0.9
+    with pytest.raises(DataError, match=r"text \(\) per example; the search's were text \(1,\)"):
+        ensemble.evaluate(x[300:, 0], y[300:])
     exported = ensemble.export(tmp_path / "ensemble")
     model = hpo.load_model(exported)
     # Keras's predict takes text as TensorFlow strings.

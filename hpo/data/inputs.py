@@ -249,11 +249,15 @@ def input_specs(x: np.ndarray) -> list[tuple[str, tuple[int, ...], np.dtype]]:
 
 def describe(x: np.ndarray) -> str:
     """The inputs' types and shapes per example, for messages."""
+
+    def kind(dtype: np.dtype) -> str:
+        return "text" if is_text(dtype) else str(dtype)
+
     if not packed(x):
-        return f"{x.dtype} {x.shape[1:]}"
-    kind = "list" if given_as_list(x) else "dict"
-    inner = ", ".join(f"{name!r}: {dtype} {shape}" for name, shape, dtype in input_specs(x))
-    return f"a {kind} of inputs ({inner})"
+        return f"{kind(x.dtype)} {x.shape[1:]}"
+    given = "list" if given_as_list(x) else "dict"
+    inner = ", ".join(f"{name!r}: {kind(dtype)} {shape}" for name, shape, dtype in input_specs(x))
+    return f"a {given} of inputs ({inner})"
 
 
 def keras_inputs(x: np.ndarray, name: str = "inputs") -> Any:
