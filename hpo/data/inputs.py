@@ -177,15 +177,18 @@ def is_text(dtype: np.dtype) -> bool:
     return dtype.kind in "SU"
 
 
+def _type_name(dtype: np.dtype) -> str:
+    """An input's type as messages name it, and as inputs are compared: text of any width is
+    "text"."""
+    return "text" if is_text(dtype) else str(dtype)
+
+
 def same_inputs(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether `a` and `b` hold the same inputs, shapes and types per example (text of any
     length alike)."""
 
     def specs(x: np.ndarray) -> list[tuple[str, tuple[int, ...], str]]:
-        return [
-            (name, shape, "text" if is_text(dtype) else str(dtype))
-            for name, shape, dtype in input_specs(x)
-        ]
+        return [(name, shape, _type_name(dtype)) for name, shape, dtype in input_specs(x)]
 
     return a.shape[1:] == b.shape[1:] and specs(a) == specs(b)
 
@@ -249,14 +252,12 @@ def input_specs(x: np.ndarray) -> list[tuple[str, tuple[int, ...], np.dtype]]:
 
 def describe(x: np.ndarray) -> str:
     """The inputs' types and shapes per example, for messages."""
-
-    def kind(dtype: np.dtype) -> str:
-        return "text" if is_text(dtype) else str(dtype)
-
     if not packed(x):
-        return f"{kind(x.dtype)} {x.shape[1:]}"
+        return f"{_type_name(x.dtype)} {x.shape[1:]}"
     given = "list" if given_as_list(x) else "dict"
-    inner = ", ".join(f"{name!r}: {kind(dtype)} {shape}" for name, shape, dtype in input_specs(x))
+    inner = ", ".join(
+        f"{name!r}: {_type_name(dtype)} {shape}" for name, shape, dtype in input_specs(x)
+    )
     return f"a {given} of inputs ({inner})"
 
 
