@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Collection",
     "artifact_bytes",
+    "best_first",
     "collect_garbage",
     "has_checkpoint",
     "main",
@@ -105,6 +106,12 @@ def ensemble_members(study: optuna.Study) -> dict[int, str]:
     return members
 
 
+def best_first(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """COMPLETE `trials` best first by the study's direction (ties: the earlier trial first)."""
+    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+    return sorted(trials, key=lambda t: (sign * (t.value or 0.0), t.number))
+
+
 def plan_collection(study: optuna.Study, keep: int) -> tuple[dict[int, str], list[FrozenTrial]]:
     """Which checkpoints stay (with why) and which trials' checkpoints go; changes nothing."""
     if keep < 0:
@@ -117,10 +124,8 @@ def plan_collection(study: optuna.Study, keep: int) -> tuple[dict[int, str], lis
             kept[trial.number] = "not finished"
     for number, key in ensemble_members(study).items():
         kept.setdefault(number, f"member of {key}")
-    sign = 1 if study.direction == StudyDirection.MAXIMIZE else -1
-    complete = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and has_checkpoint(t, removed)),
-        key=lambda t: (-sign * (t.value or 0.0), t.number),
+    complete = best_first(
+        study, [t for t in trials if t.state == TrialState.COMPLETE and has_checkpoint(t, removed)]
     )
     for trial in complete[:keep]:
         kept.setdefault(trial.number, f"among the best {keep}")

@@ -24,7 +24,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "KNOWN_DIRECTIONS",
     "DataConfig",
+    "Direction",
     "Diversity",
     "PrunerConfig",
     "PrunerKind",
@@ -49,6 +51,22 @@ class Diversity(enum.Enum):
     NONE = "none"
     BALANCED = "balanced"
     TOP = "top"
+
+
+class Direction(enum.Enum):
+    """Whether the study's objective is better higher or lower."""
+
+    MAX = "max"
+    MIN = "min"
+
+
+# Objectives whose direction goes without saying; any other needs `training.direction`.
+KNOWN_DIRECTIONS = {
+    "val_accuracy": Direction.MAX,
+    "accuracy": Direction.MAX,
+    "val_loss": Direction.MIN,
+    "loss": Direction.MIN,
+}
 
 
 class PrunerKind(enum.Enum):
@@ -175,6 +193,12 @@ class TrainingConfig:
             `hpo.precision`), "float32", "mixed_bfloat16" or "mixed_float16".
         backend: The Keras backend trials train on: "tensorflow", "jax" or "torch"; default
             `$KERAS_BACKEND`, else TensorFlow. A search records the one it used.
+        objective: What ranks trials, as Keras logs it (default "val_accuracy", which hpo
+            measures itself on the validation data; "val_loss", or "val_auc" of a model
+            compiled with an `AUC` metric): early stopping, the best epoch's checkpoint,
+            pruning, the study's best trial and the ensemble's candidates all follow it.
+        direction: "max" or "min": needed for an objective other than (val_)accuracy and
+            (val_)loss, whose directions are known.
     """
 
     max_epochs: int = 20
@@ -185,8 +209,29 @@ class TrainingConfig:
     chance_margin: float = 0.02
     precision: Precision = Precision.AUTO
     backend: Backend | None = None
+    objective: str = "val_accuracy"
+    direction: Direction | None = None
 
     def __post_init__(self) -> None:
+        _require(
+            isinstance(self.objective, str) and self.objective.strip() == self.objective != "",
+            "training.objective",
+            self.objective,
+            "a metric's name as Keras logs it, such as 'val_accuracy' or 'val_auc'",
+        )
+        known = KNOWN_DIRECTIONS.get(self.objective)
+        _require(
+            self.direction is not None or known is not None,
+            "training.direction",
+            self.direction,
+            f"'max' or 'min' for objective {self.objective!r}, whose direction hpo cannot tell "
+            f"from its name",
+        )
+        if known is not None and self.direction not in (None, known):
+            raise ConfigError(
+                f"objective {self.objective!r} is better {known.value}imized: its direction "
+                f"must be {known.value!r} (or left out), got {self.direction}."
+            )
         _require(self.max_epochs >= 1, "training.max_epochs", self.max_epochs, ">= 1")
         _require(self.patience >= 1, "training.patience", self.patience, ">= 1")
         _require(self.lr_patience >= 1, "training.lr_patience", self.lr_patience, ">= 1")
@@ -195,6 +240,16 @@ class TrainingConfig:
         _require(
             0 <= self.chance_margin < 0.5, "training.chance_margin", self.chance_margin, "[0, 0.5)"
         )
+
+    @property
+    def mode(self) -> str:
+        """The objective's direction as Keras's callbacks take it: "max" or "min"."""
+        return (self.direction or KNOWN_DIRECTIONS[self.objective]).value
+
+    @property
+    def maximize(self) -> bool:
+        """Whether a higher objective is better."""
+        return self.mode == Direction.MAX.value
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from hpo.tasks import Task
 
 __all__ = [
-    "DIRECTION",
     "FamilyPruner",
     "SearchSpace",
     "best_trial",
@@ -46,7 +45,6 @@ __all__ = [
     "search_space",
 ]
 
-DIRECTION: Final = "maximize"
 # Defaults of the parameters every task shares, for enqueued default trials.
 TRAINING_DEFAULTS = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 64}
 
@@ -235,7 +233,7 @@ def create_study(
         storage=storage,
         sampler=make_sampler(config, seed),
         pruner=make_pruner(config),
-        direction=DIRECTION,
+        direction="maximize" if config.training.maximize else "minimize",
         load_if_exists=True,
     )
 

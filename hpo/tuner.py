@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from hpo._script import check_main_guard, child_starting
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
+    KNOWN_DIRECTIONS,
     DataConfig,
+    Direction,
     PrunerConfig,
     PrunerKind,
     SamplerConfig,
@@ -110,8 +112,12 @@ class Tuner:
     Args:
         hypermodel: A KerasTuner `build_model(hp)` function, or a `keras_tuner.HyperModel`
             (instance or class), defined anywhere: in a notebook cell too.
-        objective: Must be "val_accuracy" (or `keras_tuner.Objective("val_accuracy", "max")`):
-            hpo maximizes validation accuracy, measured on your validation data.
+        objective: What ranks the trials, as KerasTuner takes it (default "val_accuracy",
+            which hpo measures on your validation data): a metric's name as Keras logs it
+            ("val_loss", "val_auc" of a model compiled with `keras.metrics.AUC()`), its
+            direction inferred as KerasTuner infers it, or a `keras_tuner.Objective(name,
+            direction)`. Early stopping, each trial's best epoch, pruning, the best trials and
+            the ensemble's candidates follow it.
         max_trials: Finished trials the study should hold, across runs (default 10 without a
             budget, else as many as the budget allows).
         budget: Wall-clock budget of the whole study across runs, data writing included
@@ -165,7 +171,7 @@ class Tuner:
     ) -> None:
         from hpo.models.portable import PortableHypermodel
 
-        _check_objective(objective)
+        objective_name, direction = _objective(objective)
         unknown = sorted(set(kwargs) - set(_IGNORED))
         if unknown:
             raise TypeError(f"Tuner() got an unexpected keyword argument {unknown[0]!r}")
@@ -227,6 +233,8 @@ class Tuner:
             training=TrainingConfig(
                 backend=_loaded_backend(),
                 max_epochs=TrainingConfig.max_epochs if max_epochs is None else max_epochs,
+                objective=objective_name,
+                direction=direction,
             ),
             families={portable.name: portable.spec},
             study_dir=self.project_dir,
@@ -292,7 +300,7 @@ class Tuner:
                 `batch_size=` or the hypermodel's own `fit` sets another.
             y: Labels, as class indices or one-hot rows (None with a dataset).
             epochs: The most epochs per trial (default 20); each trial stops early once its
-                validation accuracy stops improving.
+                objective stops improving.
             validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches;
                 trials are scored, pruned and ensembled on it.
             validation_split: Instead of `validation_data`: this last fraction of `x`, as
@@ -377,7 +385,7 @@ class Tuner:
             ) from exc
         if verbose:
             best = (
-                f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"
+                f"best trial {summary.best_number}: {summary.objective} {summary.best_value:.4f}"
                 if summary.best_number is not None
                 else "no complete trial yet"
             )
@@ -405,7 +413,7 @@ class Tuner:
         return load_study(self.config)
 
     def best_trials(self, num_trials: int = 1) -> list[FrozenTrial]:
-        """The best COMPLETE trials, best validation accuracy first."""
+        """The best COMPLETE trials, best first by the objective."""
         return self.study().best_trials(num_trials)
 
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
@@ -491,11 +499,12 @@ class Tuner:
             print(config)
 
     def results_summary(self, num_trials: int = 10) -> None:
-        """Prints the best trials: their number, hyperparameters and validation accuracy."""
+        """Prints the best trials: their number, hyperparameters and objective value."""
         trials = self.best_trials(num_trials)
         print(f"Results summary\nResults in {self.project_dir}")
         print(f"Showing {len(trials)} best trials")
-        print(f'Objective(name="{OBJECTIVE}", direction="max")')
+        training = self.config.training
+        print(f'Objective(name="{training.objective}", direction="{training.mode}")')
         for trial, hp in zip(trials, self.get_best_hyperparameters(num_trials), strict=True):
             print(f"\nTrial {trial.number:02d} summary\nHyperparameters:")
             for name, value in hp.values.items():
@@ -527,21 +536,32 @@ class Tuner:
         return fit_in_memory(self.study(), top=top, pool=pool, method=method, calibrate=calibrate)
 
 
-def _check_objective(objective: Any) -> None:
-    """Refuses an objective other than validation accuracy (KerasTuner's spellings of it: a
-    name, a `keras_tuner.Objective`, or a list of one)."""
-    if isinstance(objective, (list, tuple)) and len(objective) == 1:
+def _objective(objective: Any) -> tuple[str, Direction]:
+    """The metric and direction of KerasTuner's spellings of an objective: a name (its
+    direction inferred as KerasTuner infers it), a `keras_tuner.Objective`, or a list of one.
+
+    Raises:
+        ConfigError: Several objectives, or a name whose direction cannot be inferred.
+    """
+    if objective is None:
+        objective = OBJECTIVE
+    if isinstance(objective, (list, tuple)):
+        if len(objective) != 1:
+            raise ConfigError(
+                f"hpo.Tuner ranks trials by one objective, got {len(objective)}: "
+                f"{list(objective)!r}. Give the one that matters most; every metric the model "
+                f"logs is still recorded in each trial's history (its 'metrics' attribute)."
+            )
         objective = objective[0]
-    name = getattr(objective, "name", objective)
-    direction = getattr(objective, "direction", "max")
-    if name != OBJECTIVE or direction != "max":
-        shown = f"{name!r} ({direction})" if hasattr(objective, "name") else repr(objective)
-        raise ConfigError(
-            f"hpo.Tuner maximizes validation accuracy: objective must be {OBJECTIVE!r} (or "
-            f"left out), got {shown}. hpo ranks, prunes, stops and ensembles trials by the "
-            f"accuracy it measures on your validation_data; a model's own metrics and loss are "
-            f"still recorded in each trial's history."
-        )
+    if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
+        return objective, KNOWN_DIRECTIONS[objective]  # without loading Keras to infer it
+    from keras_tuner.src.engine.objective import create_objective
+
+    try:
+        resolved = create_objective(objective)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"objective: {exc}") from exc
+    return resolved.name, Direction(resolved.direction)
 
 
 def _loaded_backend() -> Any:

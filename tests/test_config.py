@@ -56,6 +56,15 @@ def test_values_and_defaults(tmp_path: Path) -> None:
         ('name = "s"\nmax_trial_minutes = 0\n', r"'max_trial_minutes' must be > 0"),
         ('name = "s"\ntraining = 3\n', r"'training' must be a table"),
         ("name = \n", r"not valid TOML"),
+        (
+            'name = "s"\n[training]\nobjective = "val_auc"\n',
+            r"'training.direction' must be 'max' or 'min' for objective 'val_auc'",
+        ),
+        (
+            'name = "s"\n[training]\nobjective = "val_loss"\ndirection = "max"\n',
+            r"'val_loss' is better minimized: its direction must be 'min'",
+        ),
+        ('name = "s"\n[training]\nobjective = ""\n', r"'training.objective' must be a metric"),
     ],
 )
 def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import pickle
 import subprocess
@@ -382,6 +384,99 @@ def test_a_scripts_own_classes_one_hot_labels_and_two_epochs_work_end_to_end(
         hpo.load_model(tmp_path / "users.keras")
 
 
+def _auc_hypermodel(metrics: bool = True) -> Callable[[Any], Any]:
+    def build_model(hp: Any) -> Any:
+        import keras
+        from keras import layers
+
+        inputs = keras.Input(shape=(8,))
+        x = layers.Dense(hp.Int("units", 4, 16, step=4), activation="relu")(inputs)
+        model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+        model.compile(
+            optimizer=keras.optimizers.Adam(hp.Choice("rate", [0.03, 0.003])),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc")] if metrics else [],
+        )
+        return model
+
+    return build_model
+
+
+@pytest.mark.slow
+def test_an_objective_of_the_users_ranks_stops_and_keeps_trials_by_it(tmp_path: Path) -> None:
+    """KerasTuner's guide, "Specify the tuning objective": a metric the model is compiled
+    with (`val_auc`), or the validation loss, minimized, instead of validation accuracy."""
+    import keras
+    import keras_tuner
+
+    x, y = _data(400, 0)
+    x_val, y_val = _data(200, 1)
+    x_test, y_test = _data(200, 2)
+    auc = hpo.Tuner(
+        _auc_hypermodel(),
+        objective=keras_tuner.Objective("val_auc", direction="max"),
+        max_trials=2,
+        directory=tmp_path,
+        project_name="auc",
+    )
+    summary = auc.search(x, y, validation_data=(x_val, y_val), epochs=3, batch_size=32, verbose=0)
+    assert summary.objective == "val_auc"
+    optuna_study = auc.study().optuna_study
+    assert optuna_study.metric_names == ["val_auc"]
+    trials = optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        # Each trial's value is the AUC Keras logged at its best epoch by AUC, whose model it keeps.
+        logged = trial.user_attrs["metrics"]
+        assert trial.value == logged["val_auc"]
+    [model] = auc.get_best_models(1)
+    best = auc.best_trials(1)[0]
+    assert best.value == max(t.value for t in trials)
+    assert model.evaluate(x_val, y_val, verbose=0, return_dict=True)["auc"] == pytest.approx(
+        best.value, abs=1e-4
+    )
+
+    loss = hpo.Tuner(
+        _hypermodel(), objective="val_loss", max_trials=3, directory=tmp_path, project_name="loss"
+    )
+    loss.search(x, y, validation_data=(x_val, y_val), epochs=3, batch_size=32, verbose=0)
+    study = loss.study()
+    assert study.optuna_study.direction.name == "MINIMIZE"
+    ranked = study.best_trials(3)
+    assert [t.value for t in ranked] == sorted(t.value for t in study.optuna_study.get_trials())
+    for trial in ranked:
+        history = trial.user_attrs["metrics"]
+        assert trial.value == history["val_loss"]
+    # The best trial is the lowest loss, in Optuna's API, hpo's and the printed summary alike.
+    assert study.optuna_study.best_trial.number == ranked[0].number
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        loss.results_summary(1)
+    assert 'Objective(name="val_loss", direction="min")' in printed.getvalue()
+    assert f"Score: {ranked[0].value}" in printed.getvalue()
+    [model] = loss.get_best_models(1)
+    evaluated = model.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
+    assert evaluated == pytest.approx(ranked[0].value, rel=1e-3)
+    # The ensemble's candidates are the lowest-loss trials; it is fitted as ever.
+    scores = loss.ensemble(top=2).evaluate(x_test, y_test)
+    assert set(scores["members"]) <= {t.number for t in ranked[:2]}
+    assert scores["accuracy"] > 0.8
+    status = hpo.load_study(loss.config).optuna_study
+    assert status.metric_names == ["val_loss"]
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_an_objective_the_model_does_not_log_is_refused_before_any_trial(tmp_path: Path) -> None:
+    x, y = _data(200, 0)
+    tuner = hpo.Tuner(_auc_hypermodel(metrics=False), objective="val_auc", directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"'val_auc' is not among what the model logs.*val_loss"):
+        tuner.search(x, y, validation_split=0.25, epochs=2, verbose=0)
+    # Nothing trained: the default trial enqueued for the first run still waits.
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.WAITING]
+
+
 @pytest.mark.slow
 def test_values_the_hypermodel_rejects_are_pruned_its_defaults_too(tmp_path: Path) -> None:
     """KerasTuner's guide to failed trials: a build_model that raises FailedTrialError for
@@ -561,15 +656,26 @@ def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front(
 def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: Path) -> None:
     import keras_tuner
 
-    with pytest.raises(ConfigError, match="objective must be 'val_accuracy'"):
-        hpo.Tuner(_hypermodel(), objective="val_loss", directory=tmp_path)
-    with pytest.raises(ConfigError, match=r"got 'val_auc' \(max\)"):
+    # KerasTuner's spellings of an objective, its direction inferred as KerasTuner infers it.
+    for objective, expected in [
+        (keras_tuner.Objective("val_accuracy", "max"), ("val_accuracy", "max")),
+        (["val_accuracy"], ("val_accuracy", "max")),
+        (None, ("val_accuracy", "max")),
+        ("val_loss", ("val_loss", "min")),
+        ("val_mean_absolute_error", ("val_mean_absolute_error", "min")),
+        ("val_auc", ("val_auc", "max")),
+        (keras_tuner.Objective("val_custom_metric", direction="min"), ("val_custom_metric", "min")),
+    ]:
+        training = hpo.Tuner(_hypermodel(), objective=objective, directory=tmp_path).config.training
+        assert (training.objective, training.mode) == expected
+    with pytest.raises(ConfigError, match=r'Could not infer optimization direction.*"val_score"'):
+        hpo.Tuner(_hypermodel(), objective="val_score", directory=tmp_path)
+    with pytest.raises(ConfigError, match="ranks trials by one objective, got 2"):
+        hpo.Tuner(_hypermodel(), objective=["val_loss", "val_accuracy"], directory=tmp_path)
+    with pytest.raises(ConfigError, match="'val_loss' is better minimized"):
         hpo.Tuner(
-            _hypermodel(), objective=keras_tuner.Objective("val_auc", "max"), directory=tmp_path
+            _hypermodel(), objective=keras_tuner.Objective("val_loss", "max"), directory=tmp_path
         )
-    # KerasTuner's other spellings of validation accuracy are taken.
-    for objective in (keras_tuner.Objective("val_accuracy", "max"), ["val_accuracy"]):
-        hpo.Tuner(_hypermodel(), objective=objective, directory=tmp_path)
     # KerasTuner's getting-started guide averages two executions per trial: hpo trains once.
     with pytest.warns(UserWarning, match=r"trains each trial once \(executions_per_trial=2"):
         hpo.Tuner(_hypermodel(), executions_per_trial=2, directory=tmp_path)

@@ -89,9 +89,10 @@ class Refitted:
         }
 
 
-def best_epoch(trial: FrozenTrial) -> int:
-    """The epoch (from 1) whose weights the trial's checkpoint holds: its best reported value,
-    the first of equals, as the checkpoint keeps only an improvement.
+def best_epoch(trial: FrozenTrial, maximize: bool = True) -> int:
+    """The epoch (from 1) whose weights the trial's checkpoint holds: its best reported value
+    (highest, or lowest for a minimized objective), the first of equals, as the checkpoint
+    keeps only an improvement.
 
     Raises:
         ConfigError: The trial reported no epoch, so it cannot be refitted.
@@ -102,7 +103,7 @@ def best_epoch(trial: FrozenTrial) -> int:
             f"trial {trial.number} reported no epoch, so --refit cannot tell how long to train "
             f"it; build the ensemble without --refit."
         )
-    best = max(values.values())
+    best = (max if maximize else min)(values.values())
     return min(step for step, value in values.items() if value == best) + 1
 
 
@@ -225,7 +226,7 @@ def refit_members(
     """
     refitted = {}
     for trial in trials:
-        epochs = best_epoch(trial)
+        epochs = best_epoch(trial, config.training.maximize)
         if log is not None:
             log(
                 "refitting trial %d (%s) on training + validation data for %d epoch(s)",
@@ -257,7 +258,7 @@ def out_of_fold(
     """
     predictions = {}
     for trial in trials:
-        epochs = best_epoch(trial)
+        epochs = best_epoch(trial, config.training.maximize)
         parts: list[np.ndarray] = []
         rows = fold_rows(_training_rows(config, data_folder, trial), folds, config.sampler.seed)
         for k, held_out in enumerate(rows):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
-from hpo.artifacts import removed_checkpoints
+from hpo.artifacts import best_first, removed_checkpoints
 from hpo.contract import (
     Attr,
     CheckpointError,
@@ -83,7 +83,7 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
             f"study {study.study_name!r} has no COMPLETE trials yet. Run the search first: "
             f"python -m hpo.search --study <file>."
         )
-    return sorted(complete, key=lambda t: (-(t.value or 0.0), t.number))
+    return best_first(study, complete)
 
 
 def pool_candidates(

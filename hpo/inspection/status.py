@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
@@ -60,7 +61,8 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     frame = frame.rename(columns=lambda c: "value" if c.startswith("value_") else c)
     frame = frame.rename(columns=_COLUMNS)
     frame["complete"] = frame["state"] == TrialState.COMPLETE.name
-    frame = frame.sort_values(["complete", "value", "trial"], ascending=[False, False, True])
+    lower_first = study.direction == StudyDirection.MINIMIZE
+    frame = frame.sort_values(["complete", "value", "trial"], ascending=[False, lower_first, True])
     return frame.drop(columns="complete").reset_index(drop=True)
 
 
@@ -114,6 +116,7 @@ def status(
             "left_seconds": None if budget is None else round(max(0.0, budget - spent), 1),
         },
         "direction": study.direction.name.lower(),
+        "objective": (study.metric_names or [Attr.VAL_ACCURACY])[0],
         "counts": counts,
         "best": {"number": best.number, "value": best.value} if best else None,
         "trials": trials,
@@ -148,7 +151,10 @@ def format_status(data: dict[str, Any]) -> str:
             )
         )
     if data["best"]:
-        lines.append(f"Best: trial {data['best']['number']}, value {data['best']['value']:.4f}")
+        objective = data.get("objective", "value")
+        lines.append(
+            f"Best: trial {data['best']['number']}, {objective} {data['best']['value']:.4f}"
+        )
     if data["trials"]:
         shown = _varying_params([t["params"] for t in data["trials"]], MAX_PARAM_COLUMNS)
         rows = [

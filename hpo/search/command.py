@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     best = (
-        f"best trial {summary.best_number}: val_accuracy {summary.best_value:.4f}"
+        f"best trial {summary.best_number}: {summary.objective} {summary.best_value:.4f}"
         if summary.best_number is not None
         else "no complete trial yet"
     )

@@ -62,7 +62,7 @@ class Progress:
         self.disk_full: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        tqdm.write(describe_trial(trial))
+        tqdm.write(describe_trial(trial, self.config.training.objective))
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -70,7 +70,8 @@ class Progress:
             postfix = {"trials": str(finished)}
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if complete:
-                postfix["best"] = f"{max(t.value or 0.0 for t in complete):.4f}"
+                best = max if self.config.training.maximize else min
+                postfix["best"] = f"{best(t.value or 0.0 for t in complete):.4f}"
             if self.clock is not None and self.config.budget is not None:
                 spent = self.clock.spent()
                 self.bar.n = min(round(spent), round(self.config.budget))
@@ -128,15 +129,17 @@ def _cheapest_note(seconds: float | None) -> str:
     )
 
 
-def describe_trial(trial: FrozenTrial) -> str:
-    """One concise line about a finished trial."""
+def describe_trial(trial: FrozenTrial, objective: str = "val_accuracy") -> str:
+    """One concise line about a finished trial: its `objective` value first, if that is
+    neither validation accuracy nor loss."""
     attrs = trial.user_attrs
     family = trial.params.get("family", "?")
     parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
     if trial.state == TrialState.COMPLETE:
-        parts.append(
-            f"val_acc={trial.value:.4f} val_loss={attrs.get(Attr.VAL_LOSS, float('nan')):.4f}"
-        )
+        if objective not in (Attr.VAL_ACCURACY, Attr.VAL_LOSS):
+            parts.append(f"{objective}={trial.value:.4f}")
+        accuracy, loss = (attrs.get(a, float("nan")) for a in (Attr.VAL_ACCURACY, Attr.VAL_LOSS))
+        parts.append(f"val_acc={accuracy:.4f} val_loss={loss:.4f}")
     if Attr.EPOCHS in attrs:
         parts.append(f"epochs={attrs[Attr.EPOCHS]}")
     if Attr.TRAIN_SECONDS in attrs:

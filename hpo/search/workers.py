@@ -87,6 +87,7 @@ class SearchSummary:
     stopped_by_failures: str | None = None
     spent_seconds: float = 0.0
     budget: float | None = None
+    objective: str = "val_accuracy"
 
 
 def run_search(
@@ -168,7 +169,7 @@ def run_search(
         study.set_user_attr("hpo_config", config_to_dict(config))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([task.monitor])
+            study.set_metric_names([config.training.objective])
         deadline = clock.deadline()
         # Building each family's default model (in a child) catches a model hpo cannot train
         # (an unmapped hypermodel parameter, an output that does not fit the task, a model that
@@ -525,4 +526,5 @@ def _summary(
         best_number=best.number if best else None,
         best_value=best.value if best else None,
         stopped_by_failures=stopped_by_failures,
+        objective=config.training.objective,
     )

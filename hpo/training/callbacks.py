@@ -13,6 +13,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from hpo.disk import writing
+from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ __all__ = [
     "ChanceLevelStop",
     "EpochClock",
     "PruningCallback",
+    "RequireMonitor",
+    "missing_metric",
     "schedule_callbacks",
     "trial_tensorboards",
     "variable_bytes",
@@ -71,18 +74,48 @@ class EpochClock(keras.callbacks.Callback):
                 return
 
 
-def schedule_callbacks(monitor: str, training: TrainingConfig) -> list[keras.callbacks.Callback]:
-    """Early stopping on `monitor` (best weights restored) and the learning rate cut on a
-    validation-loss plateau, as the study's `[training]` sets them: how every trial trains, and
-    the benchmarks' KerasTuner legs with it."""
+def schedule_callbacks(
+    monitor: str, training: TrainingConfig, mode: str = "max"
+) -> list[keras.callbacks.Callback]:
+    """Early stopping on `monitor` (`mode` "max" or "min"; best weights restored) and the
+    learning rate cut on a validation-loss plateau, as the study's `[training]` sets them: how
+    every trial trains, and the benchmarks' KerasTuner legs with it."""
     return [
         keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max", patience=training.patience, restore_best_weights=True
+            monitor=monitor, mode=mode, patience=training.patience, restore_best_weights=True
         ),
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=training.lr_factor, patience=training.lr_patience
         ),
     ]
+
+
+class RequireMonitor(keras.callbacks.Callback):
+    """Stops training at the first epoch's end if Keras does not log the monitored metric
+    (an objective the model is not compiled to measure), naming what it does log.
+
+    Without it, early stopping and the checkpoint would only warn, every epoch, and the trial
+    would end with no checkpoint.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        super().__init__()
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logged = sorted(logs or {})
+        if self.monitor not in logged:
+            raise ConfigError(missing_metric(self.monitor, logged))
+
+
+def missing_metric(monitor: str, logged: Sequence[str]) -> str:
+    """Why an objective is not measured, and the fix: what the model logs instead."""
+    return (
+        f"the objective {monitor!r} is not among what the model logs "
+        f"({', '.join(logged) or 'nothing'}): compile the model with the metric it names "
+        f"(metrics=[keras.metrics.AUC(name='auc')] is logged as 'auc' and 'val_auc'), or "
+        f"choose one of those as the objective."
+    )
 
 
 class ChanceLevelStop(keras.callbacks.Callback):

@@ -307,8 +307,9 @@ def _train_trial(
             task.monitor, chance, config.training.chance_epochs, config.training.chance_margin
         )
     ]
+    objective = config.training.objective
     extra: list[keras.callbacks.Callback] = [
-        PruningCallback(trial, task.monitor),
+        PruningCallback(trial, objective),
         *trial_tensorboards(fit_arguments.pop("callbacks", []), trial.number, trial.params),
     ]
     if config.tensorboard:
@@ -335,7 +336,8 @@ def _train_trial(
                 None,
                 bucketed=interface.bucketed,
             ),
-            monitor=task.monitor,
+            monitor=objective,
+            mode=config.training.mode,
             training=config.training,
             checkpoint=checkpoint,
             clock=clock,
@@ -355,7 +357,8 @@ def _train_trial(
         trial.set_user_attr(Attr.PEAK_MEMORY_MB, round(peak_kib / 1024))
     if clock.stop_reason:
         trial.set_user_attr(Attr.STOP_REASON, clock.stop_reason)
-    trial.set_user_attr(Attr.METRICS, best_epoch_logs(history.history, task.monitor))
+    logged = best_epoch_logs(history.history, objective, config.training.mode)
+    trial.set_user_attr(Attr.METRICS, logged)
 
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
@@ -397,16 +400,23 @@ def _train_trial(
     )
     trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
     trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
-    return TrialResult(value=val_accuracy)
+    # Validation accuracy, hpo's own objective, is measured on the stored model's predictions;
+    # any other is the value Keras logged at the best epoch, whose weights are stored.
+    value = val_accuracy if objective == task.monitor else logged[objective]
+    return TrialResult(value=value)
 
 
-def best_epoch_logs(history: Mapping[str, Sequence[float]], monitor: str) -> dict[str, float]:
-    """What Keras logged at the best epoch by `monitor` (the model's own loss and metrics, on
-    the training and validation data), the epoch whose weights the trial keeps."""
-    values = history.get(monitor) or []
-    if not values:
+def best_epoch_logs(
+    history: Mapping[str, Sequence[float]], monitor: str, mode: str = "max"
+) -> dict[str, float]:
+    """What Keras logged at the best epoch by `monitor` (`mode` "max" or "min": the model's
+    own loss and metrics, on the training and validation data), the epoch whose weights the
+    trial keeps."""
+    values = np.asarray(history.get(monitor) or [], dtype=float)
+    if not np.isfinite(values).any():
         return {}
-    best = int(np.argmax(values))
+    # As the checkpoint chose it: an epoch whose value is NaN is never the best.
+    best = int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
     return {
         name: round(float(logged[best]), 6)
         for name, logged in history.items()
@@ -420,6 +430,7 @@ def fit_best_epoch(
     validation: Any,
     *,
     monitor: str,
+    mode: str = "max",
     training: TrainingConfig,
     checkpoint: Path,
     clock: EpochClock,
@@ -432,7 +443,8 @@ def fit_best_epoch(
     """Fits a compiled model as every trial is fitted, its best epoch saved to `checkpoint`.
 
     The callbacks, in order: `clock` (counts and times epochs, stops before a deadline),
-    TerminateOnNaN, `guards`, the best epoch by `monitor` written atomically to `checkpoint`,
+    TerminateOnNaN, a check that `monitor` is logged, `guards`, the best epoch by `monitor`
+    (`mode` "max" or "min") written atomically to `checkpoint`,
     early stopping with the study's patience (best weights restored), the learning rate cut on a
     validation-loss plateau, then `extra`. `hpo distill` trains its student through here too.
 
@@ -448,14 +460,19 @@ def fit_best_epoch(
     """
     import keras
 
-    from hpo.training.callbacks import AtomicModelCheckpoint, schedule_callbacks
+    from hpo.training.callbacks import (
+        AtomicModelCheckpoint,
+        RequireMonitor,
+        schedule_callbacks,
+    )
 
     callbacks: list[keras.callbacks.Callback] = [
         clock,
         keras.callbacks.TerminateOnNaN(),
+        RequireMonitor(monitor),
         *guards,
-        AtomicModelCheckpoint(checkpoint, monitor=monitor, mode="max"),
-        *schedule_callbacks(monitor, training),
+        AtomicModelCheckpoint(checkpoint, monitor=monitor, mode=mode),
+        *schedule_callbacks(monitor, training, mode),
         *extra,
     ]
     try:
@@ -535,6 +552,7 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                         f"parameters failed ({type(exc).__name__}: {str(exc)[:300]}). Fix the "
                         f"model's code; the traceback is in the study's logs/check.log."
                     ) from exc
+                check_objective(task, model, interface, data, params, job.config.training.objective)
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                 features, _ = cost_features(task, model, params, data)
@@ -542,6 +560,43 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
             priced.append(Priced(params["family"], precision.value, device_name(), features, rates))
             keras.backend.clear_session()
     return priced
+
+
+def check_objective(
+    task: Task,
+    model: keras.Model,
+    interface: ModelInterface,
+    data: TrialData,
+    params: Mapping[str, Any],
+    objective: str,
+) -> None:
+    """Evaluates the compiled model on a few validation rows to see that Keras logs the
+    study's objective (a model compiled without the metric it names would train its trials
+    with no best epoch to keep).
+
+    Raises:
+        ConfigError: The objective is not logged, naming what is.
+    """
+    from hpo.training.callbacks import missing_metric
+
+    if objective in (task.monitor, "val_loss", "loss"):
+        return  # every model logs its loss, and hpo adds the accuracy it measures
+    rows = probe_rows(data.y_val)
+    classes = int(params["classes"])
+    logs = model.evaluate(
+        task.dataset(
+            data.x_val[rows],
+            interface.encode_labels(data.y_val[rows], classes),
+            EVAL_BATCH,
+            None,
+            bucketed=interface.bucketed,
+        ),
+        verbose=0,
+        return_dict=True,
+    )
+    logged = [*logs, *(f"val_{name}" for name in logs)]
+    if objective not in logged:
+        raise ConfigError(missing_metric(objective, sorted(logged)))
 
 
 def check_round_trip(

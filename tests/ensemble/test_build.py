@@ -466,3 +466,6 @@ def test_refit_of_a_trial_without_epochs_is_refused_with_the_way_out() -> None:
         best_epoch(trial)
     trial = optuna.trial.create_trial(value=0.5, intermediate_values={0: 0.6, 1: 0.7, 2: 0.7})
     assert best_epoch(trial) == 2
+    # A minimized objective (validation loss): its lowest epoch.
+    trial = optuna.trial.create_trial(value=0.3, intermediate_values={0: 0.4, 1: 0.3, 2: 0.35})
+    assert best_epoch(trial, maximize=False) == 2

@@ -10,6 +10,7 @@ from optuna.artifacts import download_artifact
 
 from hpo.config import StudyConfig, load_study_config
 from hpo.contract import Attr, load_keras_file
+from hpo.errors import ConfigError
 from hpo.metrics import log_loss
 from hpo.models import conv1d
 from hpo.store import open_artifact_store, open_storage, sha256_file
@@ -20,6 +21,7 @@ from hpo.training.callbacks import (
     ChanceLevelStop,
     EpochClock,
     PruningCallback,
+    RequireMonitor,
     trial_tensorboards,
 )
 from hpo.training.runner import best_epoch_logs, train_trial
@@ -167,6 +169,17 @@ def test_the_best_epochs_logs_are_those_of_the_epoch_the_monitor_chose() -> None
         "val_auc": 0.85,
     }
     assert best_epoch_logs({"loss": [0.3]}, "val_accuracy") == {}
+    # A minimized objective's best epoch is its lowest; an epoch whose value is NaN never is.
+    history["val_loss"] = [0.5, float("nan"), 0.45]
+    assert best_epoch_logs(history, "val_loss", "min")["loss"] == 0.4
+    assert best_epoch_logs({"val_loss": [float("nan")]}, "val_loss", "min") == {}
+
+
+def test_a_monitor_the_model_does_not_log_stops_training_naming_what_it_logs() -> None:
+    check = RequireMonitor("val_auc")
+    check.on_epoch_end(0, {"loss": 0.4, "val_auc": 0.8})
+    with pytest.raises(ConfigError, match=r"'val_auc' is not among what the model logs \(loss, "):
+        check.on_epoch_end(0, {"val_loss": 0.5, "loss": 0.4})
 
 
 def test_chance_level_is_judged_after_enough_steps_on_few_rows() -> None:
