@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "absolute_error",
     "accuracy",
     "as_probabilities",
     "blend",
@@ -21,6 +22,7 @@ __all__ = [
     "per_class_accuracy",
     "reliability_curve",
     "roc_auc",
+    "squared_error",
     "summary",
     "top_k_accuracy",
 ]
@@ -73,6 +75,20 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
         return float(-np.mean(np.log(p[np.arange(len(y)), y])))
     y = y.astype(np.float64)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def squared_error(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean squared error of regression predictions (over examples and targets)."""
+    t = np.asarray(targets, dtype=np.float64)
+    p = np.asarray(predictions, dtype=np.float64).reshape(t.shape)
+    return float(np.mean((p - t) ** 2))
+
+
+def absolute_error(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean absolute error of regression predictions (over examples and targets)."""
+    t = np.asarray(targets, dtype=np.float64)
+    p = np.asarray(predictions, dtype=np.float64).reshape(t.shape)
+    return float(np.mean(np.abs(p - t)))
 
 
 def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:

@@ -113,7 +113,8 @@ class Tuner:
         hypermodel: A KerasTuner `build_model(hp)` function, or a `keras_tuner.HyperModel`
             (instance or class), defined anywhere: in a notebook cell too.
         objective: What ranks the trials, as KerasTuner takes it (default "val_accuracy",
-            which hpo measures on your validation data): a metric's name as Keras logs it
+            which hpo measures on your validation data, or for regression targets
+            "val_loss"): a metric's name as Keras logs it
             ("val_loss", "val_auc" of a model compiled with `keras.metrics.AUC()`), its
             direction inferred as KerasTuner infers it, or a `keras_tuner.Objective(name,
             direction)`. Early stopping, each trial's best epoch, pruning, the best trials and
@@ -151,7 +152,7 @@ class Tuner:
     def __init__(
         self,
         hypermodel: Any,
-        objective: Any = OBJECTIVE,
+        objective: Any = None,
         *,
         max_trials: int | None = None,
         budget: str | float | None = None,
@@ -172,6 +173,8 @@ class Tuner:
         from hpo.models.portable import PortableHypermodel
 
         objective_name, direction = _objective(objective)
+        # Regression targets have no accuracy: left out, the objective is then the loss.
+        self._objective_given = objective is not None
         unknown = sorted(set(kwargs) - set(_IGNORED))
         if unknown:
             raise TypeError(f"Tuner() got an unexpected keyword argument {unknown[0]!r}")
@@ -298,7 +301,8 @@ class Tuner:
             x: Inputs (a numpy array), or a dataset of `(inputs, labels)` batches (or
                 `(inputs, labels, weights)`); its batch size is the trials' unless
                 `batch_size=` or the hypermodel's own `fit` sets another.
-            y: Labels, as class indices or one-hot rows (None with a dataset).
+            y: Labels, as class indices or one-hot rows, or regression targets: floats
+                `[n]` or `[n, outputs]` that are not all whole numbers (None with a dataset).
             epochs: The most epochs per trial (default 20); each trial stops early once its
                 objective stops improving.
             validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches;
@@ -321,7 +325,7 @@ class Tuner:
             HpoError: Bad data or arguments, or a hypermodel hpo cannot train (found before
                 any trial runs), naming the fix.
         """
-        from hpo.data.in_memory import split_arrays
+        from hpo.data.in_memory import is_targets, split_arrays
         from hpo.models.portable import PortableHypermodel
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
@@ -345,6 +349,16 @@ class Tuner:
             epochs = min(epochs, self._epochs_cap)
         arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
         _check_text_backend(arrays.x_train, self.config.training.backend)
+        training = self.config.training
+        if is_targets(arrays.y_train) and training.objective == OBJECTIVE:
+            if self._objective_given:
+                raise ConfigError(
+                    "the labels are regression targets (floats that are not all whole "
+                    "numbers), which have no accuracy: choose objective='val_loss' or a "
+                    "metric the model logs, such as 'val_mean_absolute_error' (or leave "
+                    "objective out: the validation loss)."
+                )
+            training = dataclasses.replace(training, objective="val_loss", direction=None)
         folder = save_study_arrays(
             self.config.cache_dir,
             arrays.x_train,
@@ -358,7 +372,6 @@ class Tuner:
             fit["callbacks"] = list(callbacks)
         if epochs is not None:
             fit["epochs"] = epochs
-        training = self.config.training
         if epochs is not None:
             training = dataclasses.replace(training, max_epochs=epochs)
         # A dataset's batches are the batch size the user chose, as `fit` would train on them;
@@ -447,12 +460,15 @@ class Tuner:
                     f"gives class probabilities and takes class-index labels.",
                     stacklevel=2,
                 )
-                loss = (
-                    "binary_crossentropy"
-                    if context["classes"] == 2
-                    else "sparse_categorical_crossentropy"
-                )
-                stored.compile(loss=loss, metrics=["accuracy"])
+                if "targets" in context:
+                    stored.compile(loss="mean_squared_error", metrics=["mean_absolute_error"])
+                else:
+                    loss = (
+                        "binary_crossentropy"
+                        if context["classes"] == 2
+                        else "sparse_categorical_crossentropy"
+                    )
+                    stored.compile(loss=loss, metrics=["accuracy"])
                 model = stored
             models.append(model)
         return models
@@ -503,8 +519,11 @@ class Tuner:
         trials = self.best_trials(num_trials)
         print(f"Results summary\nResults in {self.project_dir}")
         print(f"Showing {len(trials)} best trials")
-        training = self.config.training
-        print(f'Objective(name="{training.objective}", direction="{training.mode}")')
+        # As the study recorded it: a new Tuner of a regression study learns so in `search`.
+        study = self.study().optuna_study
+        name = (study.metric_names or [self.config.training.objective])[0]
+        direction = "max" if study.direction.name == "MAXIMIZE" else "min"
+        print(f'Objective(name="{name}", direction="{direction}")')
         for trial, hp in zip(trials, self.get_best_hyperparameters(num_trials), strict=True):
             print(f"\nTrial {trial.number:02d} summary\nHyperparameters:")
             for name, value in hp.values.items():

@@ -477,6 +477,146 @@ def test_an_objective_the_model_does_not_log_is_refused_before_any_trial(tmp_pat
     assert [t.state for t in trials] == [TrialState.WAITING]
 
 
+def _regression_data(n: int, seed: int, targets: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    y = np.tanh(x[:, :targets] + 0.5 * x[:, 1:2]) + 0.05 * rng.normal(size=(n, targets))
+    return x, y.astype("float32")
+
+
+@pytest.mark.slow
+def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_writes_it(
+    tmp_path: Path,
+) -> None:
+    """KerasTuner's getting-started guide, "Specify the tuning objective": `build_regressor`
+    compiled for the mean squared error with a MeanAbsoluteError metric, searched on
+    `objective="val_mean_absolute_error"`, targets `[n, 1]` of floats."""
+    import keras
+    from keras import layers
+
+    def build_regressor(hp: Any) -> Any:
+        model = keras.Sequential(
+            [
+                layers.Dense(units=hp.Int("units", 32, 128, 32), activation="relu"),
+                layers.Dense(units=1),
+            ]
+        )
+        model.compile(
+            optimizer="adam",
+            loss="mean_squared_error",
+            metrics=[keras.metrics.MeanAbsoluteError()],
+        )
+        return model
+
+    x, y = _regression_data(400, 0)
+    x_val, y_val = _regression_data(100, 1)
+    x_test, y_test = _regression_data(200, 2)
+    tuner = hpo.Tuner(
+        hypermodel=build_regressor,
+        objective="val_mean_absolute_error",
+        max_trials=3,
+        overwrite=True,
+        directory=tmp_path,
+        project_name="built_in_metrics",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=6, verbose=0)
+    study = tuner.study().optuna_study
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert study.direction.name == "MINIMIZE"
+    ranked = tuner.best_trials(3)
+    assert [t.value for t in ranked] == sorted(t.value for t in trials)
+    for trial in trials:
+        assert trial.value == trial.user_attrs["metrics"]["val_mean_absolute_error"]
+        assert "val_accuracy" not in trial.user_attrs  # no accuracy to measure
+        assert trial.user_attrs["labels"] == "targets"
+    [model] = tuner.get_best_models(1)
+    scores = model.evaluate(x_val, y_val, verbose=0, return_dict=True)
+    assert scores["mean_absolute_error"] == pytest.approx(ranked[0].value, rel=1e-4)
+
+    ensemble = tuner.ensemble(top=3)
+    evaluated = ensemble.evaluate(x_test, y_test)
+    predicted = ensemble.predict(x_test)
+    assert predicted.shape == (len(x_test),)
+    assert evaluated["mean_squared_error"] == pytest.approx(
+        np.mean((predicted - y_test[:, 0]) ** 2)
+    )
+    assert evaluated["mean_squared_error"] < 0.5 * np.var(y_test)  # it learned the rule
+    # Weights fitted on validation: there, it does no worse than its best member.
+    on_validation = ensemble.evaluate(x_val, y_val)
+    members = on_validation["members"].values()
+    assert on_validation["mean_squared_error"] <= min(members) + 1e-6
+    assert set(evaluated["members"]) == {t.number for t in trials}
+    path = ensemble.export(tmp_path / "regression.keras")
+    exported = hpo.load_model(path).predict(x_test, verbose=0).reshape(-1)
+    np.testing.assert_allclose(exported, predicted, atol=1e-5)
+
+    # hpo ensemble evaluates classifiers on a study's test set: it names the way that works.
+    from hpo.ensemble.build import build_ensemble
+
+    with pytest.raises(ConfigError, match=r"regression models.*tuner\.ensemble\(top=5\)"):
+        build_ensemble(tuner.config, study)
+    # Left out, a regression study's objective is the validation loss; accuracy is refused.
+    default = hpo.Tuner(build_regressor, max_trials=1, directory=tmp_path, project_name="default")
+    default.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
+    assert default.study().optuna_study.metric_names == ["val_loss"]
+    accuracy = hpo.Tuner(build_regressor, objective="val_accuracy", directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"regression targets.*no accuracy.*'val_loss'"):
+        accuracy.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
+
+
+@pytest.mark.slow
+def test_several_targets_train_an_uncompiled_model_on_the_squared_error(tmp_path: Path) -> None:
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        inputs = keras.Input((8,))
+        x = keras.layers.Dense(hp.Int("units", 8, 32, step=8), activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+    x, y = _regression_data(300, 0, targets=3)
+    tuner = hpo.Tuner(build_model, max_trials=2, directory=tmp_path)
+    tuner.search(x, y, validation_split=0.25, epochs=4, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    # hpo compiled it: the mean squared error, the mean absolute error beside it.
+    assert {"val_loss", "val_mean_absolute_error"} <= set(trials[0].user_attrs["metrics"])
+    assert trials[0].user_attrs["output"] == "regression3"
+    x_test, _ = _regression_data(50, 1, targets=3)
+    assert tuner.ensemble(top=2).predict(x_test).shape == (50, 3)
+
+    def one_output(hp: Any) -> Any:
+        import keras
+
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+
+    wrong = hpo.Tuner(one_output, directory=tmp_path, project_name="wrong")
+    with pytest.raises(ConfigError, match=r"3 value\(s\) an example.*Dense\(3\)"):
+        wrong.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+
+
+def test_floats_that_are_not_whole_numbers_are_regression_targets() -> None:
+    x, _ = _data(40, 0)
+    prices = np.linspace(0.5, 9.5, 40).astype("float64")
+    split = split_arrays(x, prices, validation_split=0.25)
+    assert split.y_train.dtype == np.float32
+    np.testing.assert_allclose(split.y_val, prices[30:], rtol=1e-6)
+    # Whole numbers as floats are class indices, as they are for Keras's sparse losses.
+    assert split_arrays(x, (prices > 5).astype("float32"), validation_split=0.25).y_val.dtype == (
+        np.int32
+    )
+    # Validation targets are read as the training ones: whole numbers too, shaped alike.
+    column = prices[:, None]
+    split = split_arrays(x, column, validation_data=(x[:4], np.array([1.0, 2.0, 3.0, 4.0])))
+    assert (split.y_train.shape, split.y_val.shape) == ((40, 1), (4, 1))
+    with pytest.raises(DataError, match=r"validation targets have shape \[4, 2\]"):
+        split_arrays(x, prices, validation_data=(x[:4], np.ones((4, 2)) / 3))
+    with pytest.raises(DataError, match=r"1 regression targets are NaN or infinite.*example 3"):
+        split_arrays(x, np.where(np.arange(40) == 3, np.nan, prices), validation_split=0.25)
+    with pytest.raises(DataError, match=r"single class.*Regression targets are floats"):
+        split_arrays(x, np.ones(40), validation_split=0.25)
+
+
 @pytest.mark.slow
 def test_values_the_hypermodel_rejects_are_pruned_its_defaults_too(tmp_path: Path) -> None:
     """KerasTuner's guide to failed trials: a build_model that raises FailedTrialError for

@@ -2,7 +2,8 @@
 
 Trials train in processes of their own, on arrays the study writes once (`hpo.tasks.arrays`):
 a dataset is read once, batch after batch as `model.fit` would read one epoch of it, and its
-batches are concatenated into arrays. Labels become class indices.
+batches are concatenated into arrays. Labels become class indices, or regression targets
+(floats that are not all whole numbers).
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ from hpo.data.inputs import (
 )
 from hpo.errors import DataError
 
-__all__ = ["SplitArrays", "class_labels", "input_array", "split_arrays"]
+__all__ = [
+    "SplitArrays",
+    "class_labels",
+    "input_array",
+    "is_targets",
+    "labels_or_targets",
+    "split_arrays",
+]
 
 
 @dataclass(frozen=True)
 class SplitArrays:
-    """Training and validation arrays, labels as class indices."""
+    """Training and validation arrays, labels as class indices or regression targets."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -77,6 +85,8 @@ def split_arrays(
             "batches: make them (inputs, labels, weights)."
         )
     x_train, y_train, w_train, batch_size = _pair(x, y, "x")
+    # Validation labels are read as the training labels were: classes, or targets.
+    regression = is_targets(y_train)
     if sample_weight is not None:
         w_train = _weights(sample_weight, len(x_train))
     if validation_data is not None:
@@ -89,9 +99,11 @@ def split_arrays(
                     f"{len(validation_data)} items; validation is not weighted (trials are "
                     f"compared by their plain validation accuracy): leave the weights out."
                 )
-            x_val, y_val, _, _ = _pair(validation_data[0], validation_data[1], "validation_data")
+            x_val, y_val, _, _ = _pair(
+                validation_data[0], validation_data[1], "validation_data", regression
+            )
         else:
-            x_val, y_val, w_val, _ = _pair(validation_data, None, "validation_data")
+            x_val, y_val, w_val, _ = _pair(validation_data, None, "validation_data", regression)
             if w_val is not None:
                 raise DataError(
                     "validation_data: its batches carry weights, but validation is not weighted "
@@ -120,8 +132,22 @@ def split_arrays(
             f"validation inputs are {describe(x_val)} per example, training inputs "
             f"{describe(x_train)}; give both the same inputs, shapes and types."
         )
-    if len(np.unique(y_train)) < 2:
-        raise DataError("the training labels hold a single class; hpo.Tuner classifies.")
+    if regression:
+        outputs = [1 if t.ndim == 1 else t.shape[1] for t in (y_train, y_val)]
+        if outputs[0] != outputs[1]:
+            raise DataError(
+                f"validation targets have shape {list(y_val.shape)}, training targets "
+                f"{list(y_train.shape)}; give both as many outputs."
+            )
+        y_val = y_val.reshape((len(y_val), *y_train.shape[1:]))  # [n] or [n, 1], as training
+        if np.ptp(y_train, axis=0).max() == 0:
+            raise DataError("the training targets hold a single value; nothing to learn.")
+    elif len(np.unique(y_train)) < 2:
+        raise DataError(
+            "the training labels hold a single class: classification needs two or more. "
+            "Regression targets are floats, such as y.astype('float32'), that are not all "
+            "whole numbers."
+        )
     if w_train is not None and not w_train.any():
         raise DataError("sample_weight: every training example weighs 0; nothing would train.")
     return SplitArrays(x_train, y_train, x_val, y_val, w_train, batch_size)
@@ -148,14 +174,15 @@ def _weights(sample_weight: Any, examples: int, what: str = "sample_weight") -> 
 
 
 def _pair(
-    x: Any, y: Any, what: str
+    x: Any, y: Any, what: str, targets: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
-    """Inputs and labels, from arrays or a dataset's batches; with a dataset, also the weights
-    its batches carry (or None) and its batch size."""
+    """Inputs and labels (or regression targets: `labels_or_targets`), from arrays or a
+    dataset's batches; with a dataset, also the weights its batches carry (or None) and its
+    batch size."""
     weights = batch_size = None
     if y is None:
         x, y, weights, batch_size = _read_batches(x, what)
-    labels = class_labels(y, what)
+    labels = labels_or_targets(y, what, targets)
     inputs = input_array(x, what, examples=len(labels))
     if not packed(inputs):  # several inputs were checked one by one
         require_storable(inputs, f"{what}: the inputs hold")
@@ -166,6 +193,53 @@ def _pair(
     if weights is not None:
         weights = _weights(weights, len(inputs), f"{what}: the batches' weights")
     return inputs, labels, weights, batch_size
+
+
+def is_targets(labels: np.ndarray) -> bool:
+    """Whether labels as `_pair` reads them are regression targets (float32) rather than
+    class indices (int32)."""
+    return bool(np.issubdtype(np.asarray(labels).dtype, np.floating))
+
+
+def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> np.ndarray:
+    """Class indices `[n]` (int32), or regression targets `[n]` or `[n, k]` (float32).
+
+    Labels of a floating type that hold a value that is no whole number (prices, say) are
+    regression targets; any others are classes (`class_labels`), as are whole numbers of a
+    floating type (`y.astype("float32")` of class indices).
+
+    Args:
+        targets: Read them as targets (True) or classes (False), as the training labels were
+            read; None: decide as above.
+
+    Raises:
+        DataError: Targets that are not finite or not one row each; labels that are no classes.
+    """
+    values = np.asarray(y)
+    if targets is None:
+        targets = (
+            np.issubdtype(values.dtype, np.floating)
+            and values.size > 0
+            and not np.array_equal(values, np.round(values))
+        )
+    if not targets:
+        return class_labels(values, what)
+    try:
+        result = values.astype(np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what}: regression targets must be numbers ({exc}).") from exc
+    # Kept as given ([n, 1] too): a metric of the user's own may not broadcast another shape.
+    if result.ndim not in (1, 2):
+        raise DataError(
+            f"{what}: regression targets must be [n] or [n, outputs], got shape {result.shape}."
+        )
+    bad = ~np.isfinite(result.reshape(len(result), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{what}: {int(bad.sum())} regression targets are NaN or infinite, the first at "
+            f"example {int(np.argmax(bad))}; drop or fill those examples first."
+        )
+    return result
 
 
 def class_labels(y: Any, what: str = "y") -> np.ndarray:

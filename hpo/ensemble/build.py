@@ -36,7 +36,7 @@ from hpo.ensemble.selection import (
 )
 from hpo.ensemble.serving import Format, Reference, check_formats, write_exports
 from hpo.ensemble.weighting import Method
-from hpo.errors import StoreError
+from hpo.errors import ConfigError, StoreError
 from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import study_task
@@ -62,6 +62,7 @@ __all__ = [
     "fit_ensemble",
     "predict_member",
     "refit_ensemble",
+    "stacked_predictions",
 ]
 
 # The pool's size by default: docs/ensemble.md ("Pool") says what a member costs.
@@ -114,6 +115,15 @@ def build_ensemble(
             the report's `refit` holds what was refitted and the ensemble's test scores as
             searched. Members without a weight stay as searched.
     """
+    from hpo.ensemble.regression import is_regression
+
+    if is_regression(study):
+        raise ConfigError(
+            f"study {config.name!r} holds regression models (hpo.Tuner on float targets), "
+            f"and hpo ensemble evaluates classifiers on the study's test set: fit, evaluate "
+            f"and export its ensemble in Python, tuner.ensemble(top={top}).evaluate(x_test, "
+            f"y_test) and .export(path)."
+        )
     asked = {Format.KERAS, *(Format(f) for f in formats)}
     check_formats(asked, keras_config_backend())
     out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
@@ -226,14 +236,7 @@ class FittedEnsemble:
 
     def member_predictions(self, x: np.ndarray) -> np.ndarray:
         """Each member's probabilities for `x`, stacked: `[members, n(, classes)]`."""
-        return np.stack(
-            [
-                predict_member(
-                    self.task, m.model, self.task.member_inputs(x, m.trial.params), m.trial
-                )
-                for m in self.members
-            ]
-        )
+        return stacked_predictions(self.task, self.members, x)
 
     def export(self) -> keras.Model:
         """One Keras model of the kept ensemble, from raw inputs (`export_ensemble`)."""
@@ -362,6 +365,17 @@ def _choose(
         f"none of the {len(pooled)} COMPLETE trials has a usable checkpoint, so there is no "
         f"ensemble to build (the warnings above give each reason). The best one: "
         f"{best['reason']}"
+    )
+
+
+def stacked_predictions(task: Task, members: Sequence[Member], x: np.ndarray) -> np.ndarray:
+    """Each member's predictions for inputs `x` as the task encodes them, stacked:
+    `[members, n(, classes or targets)]`."""
+    return np.stack(
+        [
+            predict_member(task, m.model, task.member_inputs(x, m.trial.params), m.trial)
+            for m in members
+        ]
     )
 
 

@@ -15,10 +15,11 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr
-from hpo.data.in_memory import class_labels
+from hpo.data.in_memory import labels_or_targets
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.export import EXPORT_NAME, check_export
+from hpo.ensemble.regression import FittedRegression, fit_regression, is_regression
 from hpo.ensemble.weighting import ensemble_arguments
 from hpo.errors import ConfigError, DataError
 from hpo.training.interface import tolerance
@@ -47,42 +48,51 @@ def fit_in_memory(
     """
     weighting = ensemble_arguments(top, method)
     scratch = tempfile.TemporaryDirectory(prefix="hpo-ensemble-")
-    fitted = fit_ensemble(
-        study.config,
-        study.optuna_study,
-        Path(scratch.name),
-        top=top,
-        pool=DEFAULT_POOL if pool is None else pool,
-        method=weighting,
-        calibrate=calibrate,
-    )
+    fitted: FittedEnsemble | FittedRegression
+    if is_regression(study.optuna_study):
+        fitted = fit_regression(
+            study.config, study.optuna_study, Path(scratch.name), top=top, method=weighting
+        )
+    else:
+        fitted = fit_ensemble(
+            study.config,
+            study.optuna_study,
+            Path(scratch.name),
+            top=top,
+            pool=DEFAULT_POOL if pool is None else pool,
+            method=weighting,
+            calibrate=calibrate,
+        )
     scratch.cleanup()  # the members are loaded; their downloaded files are not needed
     return Ensemble(fitted)
 
 
 class Ensemble:
-    """The best trials' weighted (and calibrated) average, chosen on validation data.
+    """The best trials' weighted (and calibrated) average, chosen on validation data; for
+    regression targets, their weighted average (`hpo.ensemble.regression`).
 
     Attributes:
         members: The trial numbers of the members that carry weight, best first.
         weights: Their weights (summing to 1).
-        temperature: The fitted temperature (1.0 without calibration).
+        temperature: The fitted temperature (1.0 without calibration, and for regression).
     """
 
-    def __init__(self, fitted: FittedEnsemble) -> None:
+    def __init__(self, fitted: FittedEnsemble | FittedRegression) -> None:
         self._fitted = fitted
-        weights = fitted.choice.weights
+        if isinstance(fitted, FittedRegression):
+            weights, self.temperature = fitted.weights, 1.0
+        else:
+            weights, self.temperature = fitted.choice.weights, float(fitted.choice.temperature)
         kept = [i for i, w in enumerate(weights) if w > 0]
         self.members = [fitted.members[i].trial.number for i in kept]
         self.weights = [float(weights[i]) for i in kept]
-        self.temperature = float(fitted.choice.temperature)
 
     def __repr__(self) -> str:
         return f"Ensemble(members={self.members}, weights={[round(w, 3) for w in self.weights]})"
 
     def predict(self, x: Any) -> np.ndarray:
         """Class probabilities for inputs `x`: `[n]` (of class 1) for two classes, else
-        `[n, classes]`."""
+        `[n, classes]`; for regression, the predicted targets (`[n]` for one)."""
         return self._fitted.predict(self._inputs(x))
 
     def evaluate(self, x: Any, y: Any) -> dict[str, Any]:
@@ -90,31 +100,48 @@ class Ensemble:
 
         Args:
             x: Test inputs, as the search's.
-            y: Test labels: class indices or one-hot rows.
+            y: Test labels: class indices or one-hot rows (regression: the targets).
 
         Returns:
             `accuracy` and `log_loss` of the ensemble, `best_member_accuracy` (of the member
-            with the best validation accuracy) and `members` (trial number -> accuracy).
+            ranked best by the study's objective) and `members` (trial number -> accuracy).
+            For regression: `mean_squared_error` and `mean_absolute_error` of the ensemble,
+            `best_member_mean_squared_error` and `members` (trial number -> squared error).
         """
-        inputs, labels = self._inputs(x), class_labels(y, "y_test")
+        fitted = self._fitted
+        regression = isinstance(fitted, FittedRegression)
+        inputs = self._inputs(x)
+        labels = labels_or_targets(y, "y_test", targets=regression)
         if len(labels) != len(inputs):
             raise DataError(f"{len(inputs)} test inputs but {len(labels)} labels; give as many.")
-        matrix = self._fitted.member_predictions(inputs)
-        ensemble = self._fitted.choice.predict(matrix)
+        matrix = fitted.member_predictions(inputs)
+        if isinstance(fitted, FittedRegression):
+            errors = {
+                m.trial.number: round(metrics.squared_error(labels, p), 6)
+                for m, p in zip(fitted.members, matrix, strict=True)
+            }
+            blended = fitted.blend(matrix)
+            return {
+                "mean_squared_error": metrics.squared_error(labels, blended),
+                "mean_absolute_error": metrics.absolute_error(labels, blended),
+                "best_member_mean_squared_error": errors[fitted.members[0].trial.number],
+                "members": errors,
+            }
+        ensemble = fitted.choice.predict(matrix)
         members = {
             m.trial.number: round(metrics.accuracy(labels, p), 6)
-            for m, p in zip(self._fitted.members, matrix, strict=True)
+            for m, p in zip(fitted.members, matrix, strict=True)
         }
         return {
             "accuracy": metrics.accuracy(labels, ensemble),
             "log_loss": metrics.log_loss(labels, ensemble),
-            "best_member_accuracy": members[self._fitted.members[0].trial.number],
+            "best_member_accuracy": members[fitted.members[0].trial.number],
             "members": members,
         }
 
     def export(self, path: str | Path) -> Path:
         """Writes the ensemble as one Keras model and checks that, loaded back, it reproduces
-        the ensemble on validation rows of every class.
+        the ensemble on validation rows (of every class, for a classifier).
 
         Load it with `hpo.load_model(path)` (or `keras.models.load_model` after `import hpo`).
 
@@ -138,9 +165,12 @@ class Ensemble:
         file.parent.mkdir(parents=True, exist_ok=True)
         model.save(file)
         data = fitted.task.trial_data(fitted.data_folder, fitted.members[0].trial.params)
-        expected = fitted.choice.predict(fitted.val_matrix)
         precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in fitted.members}
-        slope = temperature_slope(fitted.choice.blend(fitted.val_matrix), self.temperature)
+        if isinstance(fitted, FittedRegression):
+            expected, slope = fitted.blend(fitted.val_matrix), None
+        else:
+            expected = fitted.choice.predict(fitted.val_matrix)
+            slope = temperature_slope(fitted.choice.blend(fitted.val_matrix), self.temperature)
         check_export(
             file,
             np.asarray(data.x_val),
@@ -152,7 +182,8 @@ class Ensemble:
         return file
 
     def model(self) -> keras.Model:
-        """The ensemble as one Keras model, from the search's inputs to probabilities."""
+        """The ensemble as one Keras model, from the search's inputs to probabilities (or
+        predicted targets)."""
         return self._fitted.export()
 
     def _inputs(self, x: Any) -> np.ndarray:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hpo import metrics
 from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Method",
@@ -16,6 +20,8 @@ __all__ = [
     "caruana_selection",
     "ensemble_arguments",
     "fit_weights",
+    "greedy_selection",
+    "squared_error_selection",
     "true_class",
 ]
 
@@ -95,14 +101,46 @@ def caruana_selection(
         (weights, length of the best prefix).
     """
     hit = true_class(predictions, labels)
-    counts = np.zeros(len(hit), dtype=np.int64)
-    running = np.zeros(hit.shape[1])
+    return greedy_selection(
+        hit, lambda mean: -np.log(np.clip(mean, _EPSILON, 1 - _EPSILON)).mean(axis=1), rounds
+    )
+
+
+def squared_error_selection(
+    predictions: np.ndarray, targets: np.ndarray, rounds: int = CARUANA_ROUNDS
+) -> tuple[np.ndarray, int]:
+    """Caruana selection of regression members by the mean squared error of their average.
+
+    Args:
+        predictions: `[members, n]` or `[members, n, targets]` validation predictions.
+        targets: `[n]` or `[n, targets]` validation targets.
+
+    Returns:
+        (weights, length of the best prefix).
+    """
+    p = np.asarray(predictions, dtype=np.float64).reshape(len(predictions), len(targets), -1)
+    t = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+    return greedy_selection(p, lambda mean: ((mean - t) ** 2).mean(axis=(1, 2)), rounds)
+
+
+def greedy_selection(
+    terms: np.ndarray, loss: Callable[[np.ndarray], np.ndarray], rounds: int = CARUANA_ROUNDS
+) -> tuple[np.ndarray, int]:
+    """Greedy forward selection with replacement over members' `terms` (`[members, ...]`):
+    each round adds the member whose addition gives the lowest `loss` of the selection's mean
+    (`loss` maps the `[members, ...]` candidate means to one loss each).
+
+    Returns:
+        (weights: the best prefix's selection counts over its length, that length).
+    """
+    counts = np.zeros(len(terms), dtype=np.int64)
+    running = np.zeros(terms.shape[1:])
     best_loss, best_counts, best_rounds = np.inf, counts.copy(), 0
     for size in range(1, rounds + 1):
-        losses = -np.log(np.clip((running + hit) / size, _EPSILON, 1 - _EPSILON)).mean(axis=1)
+        losses = loss((running + terms) / size)
         choice = int(np.argmin(losses))
         counts[choice] += 1
-        running += hit[choice]
+        running += terms[choice]
         if losses[choice] < best_loss - 1e-12:
             best_loss, best_counts, best_rounds = float(losses[choice]), counts.copy(), size
     return best_counts / best_counts.sum(), best_rounds

@@ -157,11 +157,15 @@ def format_status(data: dict[str, Any]) -> str:
         )
     if data["trials"]:
         shown = _varying_params([t["params"] for t in data["trials"]], MAX_PARAM_COLUMNS)
+        # An objective of the study's own (not the accuracy hpo measures) gets its column.
+        objective = data.get("objective", Attr.VAL_ACCURACY)
+        own = {} if objective == Attr.VAL_ACCURACY else {objective: "value"}
         rows = [
             {
                 "trial": t["number"],
                 "state": t["state"],
                 "family": t["family"],
+                **{name: t[key] for name, key in own.items()},
                 "val_acc": t["val_accuracy"],
                 "val_loss": t["val_loss"],
                 "epochs": t["epochs"],
@@ -171,9 +175,10 @@ def format_status(data: dict[str, Any]) -> str:
             }
             for t in data["trials"]
         ]
-        lines.append(
-            pd.DataFrame(rows).to_string(index=False, na_rep="-", float_format=_format_number)
-        )
+        table = pd.DataFrame(rows)
+        if table["val_acc"].isna().all():  # regression: no trial has an accuracy
+            table = table.drop(columns="val_acc")
+        lines.append(table.to_string(index=False, na_rep="-", float_format=_format_number))
     if data["latest_ensemble"]:
         e = data["latest_ensemble"]
         lines.append(

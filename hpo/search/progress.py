@@ -138,8 +138,9 @@ def describe_trial(trial: FrozenTrial, objective: str = "val_accuracy") -> str:
     if trial.state == TrialState.COMPLETE:
         if objective not in (Attr.VAL_ACCURACY, Attr.VAL_LOSS):
             parts.append(f"{objective}={trial.value:.4f}")
-        accuracy, loss = (attrs.get(a, float("nan")) for a in (Attr.VAL_ACCURACY, Attr.VAL_LOSS))
-        parts.append(f"val_acc={accuracy:.4f} val_loss={loss:.4f}")
+        if Attr.VAL_ACCURACY in attrs:  # a classifier's
+            parts.append(f"val_acc={attrs[Attr.VAL_ACCURACY]:.4f}")
+        parts.append(f"val_loss={attrs.get(Attr.VAL_LOSS, float('nan')):.4f}")
     if Attr.EPOCHS in attrs:
         parts.append(f"epochs={attrs[Attr.EPOCHS]}")
     if Attr.TRAIN_SECONDS in attrs:

@@ -1,11 +1,13 @@
-"""Classification of arrays given in memory (`hpo.Tuner`): the study's copy, memory-mapped.
+"""Classification (or regression) of arrays given in memory (`hpo.Tuner`): the study's copy,
+memory-mapped.
 
 `hpo.Tuner.search(x, y, validation_data=...)` writes the four arrays once per study into the
 study's folder, as `.npy` files named by a fingerprint of their contents (`save_study_arrays`);
 each trial process memory-maps them, so a trial reads the batches it trains on and no process
-holds a copy of its own. Labels are class indices (binary or multiclass, like the other tasks);
-the metric is validation accuracy. There is no test set in the study: the ensemble is evaluated
-on test data the user gives (`Ensemble.evaluate(x_test, y_test)`), and only then.
+holds a copy of its own. Labels are class indices (binary or multiclass, like the other tasks),
+or regression targets (float32 `[n]` or `[n, outputs]`, `hpo.data.in_memory.labels_or_targets`).
+There is no test set in the study: the ensemble is evaluated on test data the user gives
+(`Ensemble.evaluate(x_test, y_test)`), and only then.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.data import array_cache
+from hpo.data.in_memory import is_targets
 from hpo.data.inputs import input_specs, keras_inputs, packed
 from hpo.errors import ConfigError
 from hpo.tasks import images
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
     from hpo.space import Space
 
-__all__ = ["ARRAYS", "ARRAY_NAMES", "save_study_arrays"]
+__all__ = ["ARRAYS", "ARRAY_NAMES", "regression", "save_study_arrays"]
 
 ARRAY_NAMES = ("x_train", "y_train", "x_val", "y_val")
 WEIGHTS_NAME = "w_train"
@@ -51,8 +54,11 @@ def save_study_arrays(
     arrays = dict(zip(ARRAY_NAMES, (x_train, y_train, x_val, y_val), strict=True))
     if w_train is not None:
         arrays[WEIGHTS_NAME] = w_train
-    classes = int(max(y_train.max(), y_val.max())) + 1
-    meta = {"task": "arrays", "classes": classes}
+    meta: dict[str, Any] = {"task": "arrays"}
+    if is_targets(y_train):
+        meta["targets"] = 1 if y_train.ndim == 1 else int(y_train.shape[1])
+    else:
+        meta["classes"] = int(max(y_train.max(), y_val.max())) + 1
     fingerprint = array_cache.fingerprint(arrays, meta)
     folder = cache_dir / f"arrays-{fingerprint}"
     if not array_cache.cached(folder):
@@ -115,11 +121,19 @@ def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSe
     )
 
 
+def regression(folder: Path) -> bool:
+    """Whether the study's labels are regression targets rather than classes."""
+    return "targets" in _meta(folder)
+
+
 def build_context(folder: Path) -> dict[str, Any]:
-    """Models are built for the labels' classes and the inputs' shape (`hp.get("classes")`,
-    `hp.get("input_shape")`); several inputs give `input_shapes`, by input name."""
+    """Models are built for the labels' classes (or regression targets' outputs) and the
+    inputs' shape (`hp.get("classes")` or `hp.get("targets")`, `hp.get("input_shape")`);
+    several inputs give `input_shapes`, by input name."""
     x = _load(folder).x_train
-    context: dict[str, Any] = {"classes": int(_meta(folder)["classes"])}
+    meta = _meta(folder)
+    key = "targets" if "targets" in meta else "classes"
+    context: dict[str, Any] = {key: int(meta[key])}
     if packed(x):
         context["input_shapes"] = {name: shape for name, shape, _ in input_specs(x)}
     else:
@@ -128,8 +142,8 @@ def build_context(folder: Path) -> dict[str, Any]:
 
 
 def class_names(folder: Path) -> list[str]:
-    """The class indices, as names."""
-    return [str(c) for c in range(int(_meta(folder)["classes"]))]
+    """The class indices, as names (none for regression targets)."""
+    return [str(c) for c in range(int(_meta(folder).get("classes", 0)))]
 
 
 def raw_input(folder: Path) -> Any:

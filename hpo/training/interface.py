@@ -4,11 +4,13 @@ hpo trains models it did not write (a user's `Sequential`, subclassed model or K
 hypermodel), so before training it reads from the built model, on a few validation examples:
 
 - **its output**: one unit (binary tasks) or one per class, probabilities (sigmoid, softmax) or
-  logits. Anything else is a `ConfigError` naming the shape and the fix. The stored member always
-  gives probabilities in hpo's shape (`[n]` for two classes, `[n, classes]` otherwise): a model
-  that gives logits, or two columns for two classes, is stored with a `Probabilities` layer on top;
+  logits; for regression targets, one value per target. Anything else is a `ConfigError` naming
+  the shape and the fix. The stored member of a classifier always gives probabilities in hpo's
+  shape (`[n]` for two classes, `[n, classes]` otherwise): a model that gives logits, or two
+  columns for two classes, is stored with a `Probabilities` layer on top (a regression model
+  is stored as it is);
 - **its labels**: class ids, or one-hot rows when its own loss expects them (KerasTuner's
-  HyperResNet compiles with `categorical_crossentropy`);
+  HyperResNet compiles with `categorical_crossentropy`), or regression targets as given;
 - **its padding rule** (text): a model whose answer does not change when padding follows a text
   (it masks, as hpo's own families do) trains and predicts on length-bucketed batches; any other
   is trained, evaluated and exported on texts padded to the trial's `seq_len`, as KerasTuner
@@ -93,6 +95,7 @@ class Labels(enum.Enum):
 
     SPARSE = "sparse"  # class ids
     ONE_HOT = "one_hot"  # one row of zeros and a one per example
+    TARGETS = "targets"  # regression targets, as given
 
 
 @dataclass(frozen=True)
@@ -100,20 +103,27 @@ class Output:
     """What a model's output holds.
 
     Attributes:
-        units: 1 (the probability of class 1) or one per class (2 for a binary softmax).
+        units: 1 (the probability of class 1) or one per class (2 for a binary softmax); for
+            regression, one per target.
         from_logits: Logits rather than probabilities.
+        regression: Values of regression targets, stored as they are.
     """
 
     units: int
     from_logits: bool
+    regression: bool = False
 
     @property
     def standard(self) -> bool:
-        """Whether it is already hpo's shape: probabilities, one unit for two classes."""
-        return not self.from_logits and self.units != 2
+        """Whether it is already hpo's shape: probabilities, one unit for two classes (or
+        regression values, taken as they are)."""
+        return self.regression or (not self.from_logits and self.units != 2)
 
     def describe(self) -> str:
-        """`sigmoid`, `softmax`, `logits` or `softmax2` (two columns for two classes)."""
+        """`sigmoid`, `softmax`, `logits` or `softmax2` (two columns for two classes), or
+        `regression` (`regression3` for three targets)."""
+        if self.regression:
+            return "regression" if self.units == 1 else f"regression{self.units}"
         kind = "logits" if self.from_logits else ("sigmoid" if self.units == 1 else "softmax")
         return f"{kind}{self.units}" if self.units == 2 else kind
 
@@ -129,6 +139,8 @@ class ModelInterface:
 
     def encode_labels(self, y: np.ndarray, classes: int) -> np.ndarray:
         """Labels as the model's loss takes them."""
+        if self.labels is Labels.TARGETS:
+            return np.asarray(y, dtype=np.float32)
         if self.labels is Labels.ONE_HOT:
             return np.eye(max(classes, self.output.units), dtype=np.float32)[y]
         return y
@@ -163,6 +175,7 @@ def read_interface(
     family: str,
     text: bool,
     masks_padding: bool = False,
+    targets: int = 0,
 ) -> ModelInterface:
     """Reads a built (or not yet built) model's output, labels and padding rule.
 
@@ -170,7 +183,8 @@ def read_interface(
         model: The model, compiled by its family or not.
         x: A few validation inputs (text: ids padded to the trial's length).
         y: Their labels.
-        classes: The task's number of classes.
+        classes: The task's number of classes (0 for regression).
+        targets: For regression, the number of targets an example has (else 0).
         family: The family's name, for messages.
         text: Whether inputs are padded token ids.
         masks_padding: The family is known to ignore padding (hpo's own text families).
@@ -179,8 +193,11 @@ def read_interface(
         ConfigError: The output does not fit the task, or the model's loss takes neither class
             ids nor one-hot labels.
     """
-    output = read_output(model, x, classes, family)
-    labels = read_labels(model, output, y, classes, family)
+    if targets:
+        output, labels = read_regression_output(model, x, targets, family), Labels.TARGETS
+    else:
+        output = read_output(model, x, classes, family)
+        labels = read_labels(model, output, y, classes, family)
     padding, reason = None, ""
     if text:
         padding, reason = (
@@ -193,6 +210,51 @@ def read_interface(
 
 def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) -> Output:
     """The model's output units and whether it gives logits, from a call on `x`."""
+    p = _call(model, x, family)
+    units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
+    binary_ok = classes == 2 and units in (1, 2)
+    if not (binary_ok or (units == classes and classes > 2)):
+        expected = (
+            "[batch, 1] (one sigmoid unit) or [batch, 2]"
+            if classes == 2
+            else (f"[batch, {classes}] (a softmax over the classes)")
+        )
+        raise ConfigError(
+            f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
+            f"{len(x)}, but this task has {classes} classes: the output must be {expected}. "
+            f"End the model with Dense({1 if classes == 2 else classes}, "
+            f"activation={'sigmoid' if classes == 2 else 'softmax'!r})."
+        )
+    if p.ndim == 1:
+        p = p[:, None]
+    return Output(units=units, from_logits=_gives_logits(model, p))
+
+
+def read_regression_output(model: keras.Model, x: np.ndarray, targets: int, family: str) -> Output:
+    """A regression model's output, from a call on `x`: one value per target.
+
+    Raises:
+        ConfigError: Another shape, naming the one the targets need.
+    """
+    p = _call(model, x, family)
+    units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
+    if units != targets:
+        raise ConfigError(
+            f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
+            f"{len(x)}, but the regression targets have {targets} value(s) an example: the "
+            f"output must be [batch, {targets}]. End the model with Dense({targets}) (no "
+            f"activation). Class labels are whole numbers: floats that are not all whole "
+            f"are read as regression targets."
+        )
+    return Output(units=units, from_logits=False, regression=True)
+
+
+def _call(model: keras.Model, x: np.ndarray, family: str) -> np.ndarray:
+    """The model's one output for `x`, as float64.
+
+    Raises:
+        ConfigError: No Keras model, a model that fails on `x`, or several outputs.
+    """
     import keras
 
     if not isinstance(model, keras.Model):
@@ -211,27 +273,11 @@ def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) ->
         ) from exc
     if isinstance(raw, (list, tuple, dict)):
         raise ConfigError(
-            f"family {family!r}: its model has {len(raw)} outputs; hpo tunes classifiers with one "
-            f"output, [batch, 1] (sigmoid) or [batch, classes] (softmax)."
+            f"family {family!r}: its model has {len(raw)} outputs; hpo tunes models with one "
+            f"output: [batch, 1] (sigmoid) or [batch, classes] (softmax) for classes, "
+            f"[batch, targets] for regression."
         )
-    p = _numpy(raw).astype(np.float64)
-    units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
-    binary_ok = classes == 2 and units in (1, 2)
-    if not (binary_ok or (units == classes and classes > 2)):
-        expected = (
-            "[batch, 1] (one sigmoid unit) or [batch, 2]"
-            if classes == 2
-            else (f"[batch, {classes}] (a softmax over the classes)")
-        )
-        raise ConfigError(
-            f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
-            f"{len(x)}, but this task has {classes} classes: the output must be {expected}. "
-            f"End the model with Dense({1 if classes == 2 else classes}, "
-            f"activation={'sigmoid' if classes == 2 else 'softmax'!r})."
-        )
-    if p.ndim == 1:
-        p = p[:, None]
-    return Output(units=units, from_logits=_gives_logits(model, p))
+    return _numpy(raw).astype(np.float64)
 
 
 def _gives_logits(model: keras.Model, p: np.ndarray) -> bool:
@@ -352,8 +398,10 @@ def compile_model(
 ) -> None:
     """Compiles the model for training: its own loss and optimizer if it has them, else hpo's.
 
-    Either way it gains the accuracy metric the study monitors, named `accuracy` and right for
-    its output (a threshold of 0 for one logit, argmax otherwise); its own metrics stay.
+    Either way a classifier gains the accuracy metric the study monitors, named `accuracy` and
+    right for its output (a threshold of 0 for one logit, argmax otherwise); its own metrics
+    stay. A regression model compiled by its family is left as it is; any other is compiled for
+    the mean squared error.
 
     Args:
         soft_targets: Train on probabilities (`ModelInterface.soft`): cross-entropy against
@@ -363,6 +411,19 @@ def compile_model(
     import keras
 
     output = interface.output
+    own_optimizer = (
+        getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None
+    )
+    if output.regression:
+        # No accuracy: a model compiled for regression trains as it is; any other on the
+        # mean squared error, its mean absolute error measured beside it.
+        if not own_optimizer:
+            model.compile(
+                optimizer=make_optimizer(),
+                loss=keras.losses.MeanSquaredError(),
+                metrics=[keras.metrics.MeanAbsoluteError(name="mean_absolute_error")],
+            )
+        return
     accuracy: keras.metrics.Metric
     if output.units == 1 and soft_targets:
         # A soft target is no 0 or 1 that a thresholded prediction could equal: it is the class
@@ -380,9 +441,6 @@ def compile_model(
         accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    own_optimizer = (
-        getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None
-    )
     if soft_targets:
         soft_loss: keras.losses.Loss = (
             keras.losses.BinaryCrossentropy(from_logits=output.from_logits)

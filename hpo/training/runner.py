@@ -299,14 +299,22 @@ def _train_trial(
 
     checkpoint = work / CHECKPOINT_NAME
     clock = EpochClock(deadlines)
-    # Always predicting the most frequent class scores this much.
-    chance = float(np.bincount(data.y_val).max() / len(data.y_val))
-    classes = int(params["classes"])
-    guards: list[keras.callbacks.Callback] = [
-        ChanceLevelStop(
-            task.monitor, chance, config.training.chance_epochs, config.training.chance_margin
+    regression = interface.output.regression
+    classes = int(params.get("classes", 0))
+    if regression and config.training.objective == task.monitor:
+        raise ConfigError(
+            f"the study's objective is {task.monitor}, but its labels are regression targets, "
+            f"which have no accuracy: choose objective='val_loss' or a metric the model logs, "
+            f"such as 'val_mean_absolute_error'."
         )
-    ]
+    guards: list[keras.callbacks.Callback] = []
+    if not regression:
+        # Always predicting the most frequent class scores this much.
+        chance = float(np.bincount(data.y_val).max() / len(data.y_val))
+        training = config.training
+        guards.append(
+            ChanceLevelStop(task.monitor, chance, training.chance_epochs, training.chance_margin)
+        )
     objective = config.training.objective
     extra: list[keras.callbacks.Callback] = [
         PruningCallback(trial, objective),
@@ -379,7 +387,7 @@ def _train_trial(
         best.save(member)
     predictions = metrics.as_probabilities(
         task.predict(best, data.x_val, bucketed=interface.bucketed)
-    ).astype(np.float32)
+    ).astype(np.float32)  # for regression: the values, [n] for one target
     unusable = int((~np.isfinite(predictions.reshape(len(predictions), -1))).any(axis=1).sum())
     if unusable:
         # A loss that stayed finite (clipped, say) over weights that did not: no member.
@@ -392,13 +400,16 @@ def _train_trial(
     predictions_path = work / PREDICTIONS_NAME
     with writing(predictions_path, predictions.nbytes):
         np.save(predictions_path, predictions)
-    val_accuracy = metrics.accuracy(data.y_val, predictions)
-    val_loss = metrics.log_loss(data.y_val, predictions)
-
     store_trial_artifacts(
         trial, open_artifact_store(config.artifact_location), member, predictions_path
     )
-    trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
+    if regression:
+        # hpo's loss of a regression model is the mean squared error, whatever it trained on.
+        val_loss = metrics.squared_error(data.y_val, predictions)
+    else:
+        val_accuracy = metrics.accuracy(data.y_val, predictions)
+        val_loss = metrics.log_loss(data.y_val, predictions)
+        trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
     trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
     # Validation accuracy, hpo's own objective, is measured on the stored model's predictions;
     # any other is the value Keras logged at the best epoch, whose weights are stored.
@@ -582,7 +593,7 @@ def check_objective(
     if objective in (task.monitor, "val_loss", "loss"):
         return  # every model logs its loss, and hpo adds the accuracy it measures
     rows = probe_rows(data.y_val)
-    classes = int(params["classes"])
+    classes = int(params.get("classes", 0))
     logs = model.evaluate(
         task.dataset(
             data.x_val[rows],
@@ -668,6 +679,7 @@ def prepare_model(
             family=params["family"],
             text=task.padded,
             masks_padding=bool(getattr(family, "MASKS_PADDING", False)),
+            targets=int(params.get("targets", 0)),
         )
 
     def optimizer() -> keras.optimizers.Optimizer:
@@ -700,7 +712,10 @@ def build_model(
 
 
 def probe_rows(labels: np.ndarray, n: int = PROBE_ROWS) -> np.ndarray:
-    """Validation rows the model is probed on: the first few of every class."""
+    """Validation rows the model is probed on: the first few of every class (the first `n`
+    of regression targets)."""
+    if np.issubdtype(labels.dtype, np.floating):
+        return np.arange(min(n, len(labels)))
     classes = np.unique(labels)
     per_class = max(1, n // max(1, len(classes)))
     return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in classes]))

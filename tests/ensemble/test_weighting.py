@@ -102,3 +102,19 @@ def test_caruana_reports_the_rounds_of_its_best_prefix_and_stops_improving() -> 
     assert rounds == 1 and weights.tolist() == [0.0, 1.0]
     uniform = fit_weights(Method.UNIFORM, np.stack([weak, strong]), labels)
     assert uniform.rounds == 0 and uniform.weights.tolist() == [0.5, 0.5]
+
+
+def test_regression_members_are_selected_by_the_squared_error_of_their_average() -> None:
+    from hpo.ensemble.weighting import squared_error_selection
+
+    targets = np.linspace(-1.0, 1.0, 50)
+    # Two members biased in opposite directions average to the targets; a third is noise.
+    rng = np.random.default_rng(0)
+    members = np.stack([targets + 0.3, targets - 0.3, targets + rng.normal(0, 0.5, 50)])
+    weights, rounds = squared_error_selection(members, targets)
+    np.testing.assert_allclose(weights, [0.5, 0.5, 0.0])
+    assert rounds == 2
+    # Targets of several outputs ([n, k]) are scored over every output.
+    two = np.stack([targets, 2 * targets], axis=1)
+    weights, _ = squared_error_selection(np.stack([two + 0.3, two - 0.3, two + 1.0]), two)
+    np.testing.assert_allclose(weights, [0.5, 0.5, 0.0])
