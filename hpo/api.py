@@ -49,7 +49,7 @@ class Study:
         return self.config.name
 
     def best_trials(self, n: int = 1) -> list[FrozenTrial]:
-        """The `n` best COMPLETE trials with a checkpoint, best validation accuracy first.
+        """The `n` best COMPLETE trials with a checkpoint, best first by the objective.
 
         Raises:
             StoreError: The study has no COMPLETE trial.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -14,6 +16,9 @@ from hpo.study import (
     search_space,
 )
 from hpo.tasks.imdb import IMDB
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_space_covers_families_and_shared_parameters() -> None:
@@ -132,3 +137,22 @@ def test_a_family_pruner_judges_a_trial_against_its_own_family_only() -> None:
     assert run(by_family, "slow", [0.70, 0.75])
     assert run(by_family, "fast", [0.85, 0.86])
     assert not run(by_family, "fast", [0.90, 0.92])
+
+
+def test_a_minimized_objective_makes_a_minimizing_study_ranked_lowest_first(tmp_path: Path) -> None:
+    from hpo.artifacts import best_first
+    from hpo.config import StudyConfig, TrainingConfig, config_to_dict
+    from hpo.study import check_settings, create_study
+
+    config = StudyConfig(name="s", training=TrainingConfig(objective="val_loss"))
+    study = create_study(config, f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.direction is optuna.study.StudyDirection.MINIMIZE
+    for value in (0.5, 0.3, 0.4):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    trials = study.get_trials()
+    assert [t.value for t in best_first(study, trials)] == [0.3, 0.4, 0.5]
+    assert study.best_trial.value == 0.3
+    # Another objective would make the trials incomparable: refused, naming it.
+    study.set_user_attr("hpo_config", config_to_dict(config))
+    with pytest.raises(ConfigError, match=r"val_loss.*val_accuracy"):
+        check_settings(study, StudyConfig(name="s"))

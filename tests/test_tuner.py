@@ -595,6 +595,45 @@ def test_several_targets_train_an_uncompiled_model_on_the_squared_error(tmp_path
         wrong.search(x, y, validation_split=0.25, epochs=1, verbose=0)
 
 
+@pytest.mark.slow
+def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KerasTuner's guide, "Custom objective in HyperModel.fit": `fit(hp, model, x, y,
+    validation_data, **kwargs)` trains and returns a float. It is given validation_data as
+    KerasTuner gives it; hpo ranks by the study's objective and says so before any trial."""
+    import keras
+    import keras_tuner
+    from keras import layers
+
+    class HyperRegressor(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential(
+                [
+                    layers.Dense(units=hp.Int("units", 32, 128, 32), activation="relu"),
+                    layers.Dense(units=1),
+                ]
+            )
+            model.compile(optimizer="adam", loss="mean_squared_error")
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            model.fit(x, y, **kwargs)
+            x_val, y_val = validation_data
+            y_pred = model.predict(x_val)
+            return np.mean(np.abs(y_pred - y_val))
+
+    x, y = _regression_data(200, 0)
+    x_val, y_val = _regression_data(50, 1)
+    tuner = hpo.Tuner(HyperRegressor(), max_trials=1, directory=tmp_path)
+    with caplog.at_level("WARNING", logger="hpo"):
+        tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert trial.value == trial.user_attrs["metrics"]["val_loss"]
+    assert "KerasTuner would take as the objective" in caplog.text
+
+
 def test_floats_that_are_not_whole_numbers_are_regression_targets() -> None:
     x, _ = _data(40, 0)
     prices = np.linspace(0.5, 9.5, 40).astype("float64")

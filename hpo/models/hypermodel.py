@@ -199,6 +199,15 @@ class _FitRecorder:
     def fit(self, *args: Any, **kwargs: Any) -> None:
         self.args, self.kwargs = args, kwargs
 
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        """Zeros, one a row: a `fit` that scores the model itself after training (KerasTuner's
+        custom objective) runs to its end; what it returns is not used."""
+        first = next(iter(x.values())) if isinstance(x, dict) else x
+        return np.zeros((len(first), 1), dtype=np.float32)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> float:
+        return 0.0
+
     def data(self) -> dict[str, Any]:
         """The inputs and labels it was given, by name."""
         return {
@@ -310,14 +319,18 @@ class HyperModelFamily:
         """The hypermodel (instantiated, for a class, at the first build)."""
         return self._hypermodel
 
-    def fit_arguments(self, x: Any = None, y: Any = None) -> dict[str, Any]:
+    def fit_arguments(
+        self, x: Any = None, y: Any = None, validation_data: Any = None
+    ) -> dict[str, Any]:
         """What the hypermodel's own `fit` passes to `model.fit`, among `FIT_ARGUMENTS`, over
         `fit_defaults`.
 
         Runs the hypermodel's `fit` with a stand-in model (after `build_trial`, so the same
-        parameters are read), given the training inputs and labels as KerasTuner gives them
-        (`fit(hp, model, x, y, **kwargs)` and `fit(hp, model, *args, **kwargs)` alike);
-        parameters it declares there are sampled like the others.
+        parameters are read), given the training inputs and labels, and `validation_data`, as
+        KerasTuner gives them (`fit(hp, model, x, y, validation_data, **kwargs)` and
+        `fit(hp, model, *args, **kwargs)` alike); parameters it declares there are sampled like
+        the others. A value it returns (KerasTuner's custom objective) is not used: hpo ranks
+        trials by the study's objective, which Keras logs as the model trains.
 
         Raises:
             ConfigError: The hypermodel's `fit` fails with a stand-in model.
@@ -327,8 +340,9 @@ class HyperModelFamily:
             given = {k: v for k, v in self.fit_kwargs.items() if k in FIT_ARGUMENTS}
             return {**self.fit_defaults, **given}
         recorder = _FitRecorder()
+        given = {} if validation_data is None else {"validation_data": validation_data}
         try:
-            fit(self._hp, recorder, x, y, **self.fit_kwargs)
+            returned = fit(self._hp, recorder, x, y, **given, **self.fit_kwargs)
         except Exception as exc:
             raise ConfigError(
                 f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
@@ -345,9 +359,17 @@ class HyperModelFamily:
                     f"as keras.layers.Normalization) or to the data before the search; to batch "
                     f"the data (a tf.data pipeline), pass batch_size= to model.fit instead."
                 )
-        ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y"})
+        ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y", "validation_data"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
+        if isinstance(returned, (int, float, dict, np.number)):
+            _log.warning(
+                "family %s: its fit returns %r, which KerasTuner would take as the objective; "
+                "hpo ranks trials by the study's objective instead, as Keras logs it while "
+                "the model trains (hpo.Tuner(objective=...) names one)",
+                self.name,
+                returned,
+            )
         passed = {k: v for k, v in recorder.kwargs.items() if k in FIT_ARGUMENTS and v is not None}
         return {**self.fit_defaults, **passed}
 

@@ -277,7 +277,7 @@ def _check_defaults(
     )
     log_path = config.study_dir / "logs" / "check.log"
     env = backend_environment(_backend(config), gpu)
-    defaults = call_isolated(estimate_epochs, job, log_path=log_path, env=env)
+    defaults = call_isolated(estimate_epochs, job, log_path=log_path, env=env, relay_warnings=True)
     cheapest = cheapest_epoch(defaults, calibration(study.get_trials(deepcopy=False)))
     left = clock.left()
     if cheapest is None:

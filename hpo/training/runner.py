@@ -566,6 +566,9 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 check_objective(task, model, interface, data, params, job.config.training.objective)
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
+                    # A hypermodel's own fit, run as a trial will run it: its failure (or a
+                    # value it returns, which is warned of) shows before any trial.
+                    _fit_arguments(task, params, data)
                 features, _ = cost_features(task, model, params, data)
             rates = family_rates(task.families[params["family"]])
             priced.append(Priced(params["family"], precision.value, device_name(), features, rates))
@@ -744,7 +747,8 @@ def _fit_arguments(task: Task, params: Mapping[str, Any], data: TrialData) -> di
     arguments = getattr(family, "fit_arguments", None)
     if arguments is None:
         return {}
-    return dict(arguments(model_inputs(data.x_train, contiguous=False), data.y_train))
+    validation = (model_inputs(data.x_val, contiguous=False), data.y_val)
+    return dict(arguments(model_inputs(data.x_train, contiguous=False), data.y_train, validation))
 
 
 def cost_features(

@@ -78,7 +78,7 @@ def test_an_output_that_does_not_fit_the_task_names_the_shape_and_the_fix() -> N
     inputs = keras.Input(shape=(None,), dtype="int32")
     pooled = layers.GlobalAveragePooling1D()(layers.Embedding(50, 4)(inputs))
     two = keras.Model(inputs, [layers.Dense(1)(pooled), layers.Dense(1)(pooled)])
-    with pytest.raises(ConfigError, match="has 2 outputs; hpo tunes classifiers with one"):
+    with pytest.raises(ConfigError, match="has 2 outputs; hpo tunes models with one output"):
         read_output(two, x, 2, "mine")
     images = keras.Sequential([keras.Input((8, 8, 3)), layers.Flatten(), layers.Dense(1)])
     with pytest.raises(ConfigError, match=r"fails on a batch of the task's inputs"):
