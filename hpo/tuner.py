@@ -572,6 +572,9 @@ def _objective(objective: Any) -> tuple[str, Direction]:
                 f"logs is still recorded in each trial's history (its 'metrics' attribute)."
             )
         objective = objective[0]
+    # Keras 1's name for accuracy, which hpo's accuracy metric (named "accuracy") replaces.
+    if isinstance(objective, str) and objective in ("acc", "val_acc"):
+        objective = objective.replace("acc", "accuracy")
     if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
         return objective, KNOWN_DIRECTIONS[objective]  # without loading Keras to infer it
     from keras_tuner.src.engine.objective import create_objective

@@ -841,6 +841,7 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
         (["val_accuracy"], ("val_accuracy", "max")),
         (None, ("val_accuracy", "max")),
         ("val_loss", ("val_loss", "min")),
+        ("val_acc", ("val_accuracy", "max")),  # Keras 1's name, as hpo's metric is named
         ("val_mean_absolute_error", ("val_mean_absolute_error", "min")),
         ("val_auc", ("val_auc", "max")),
         (keras_tuner.Objective("val_custom_metric", direction="min"), ("val_custom_metric", "min")),
