@@ -43,7 +43,8 @@ def _common_params(study: optuna.Study) -> list[str]:
     return sorted(names - {"family"})[:MAX_PARALLEL_PARAMS]
 
 
-# name -> (title, plotly plot, matplotlib plot, keyword arguments from the study)
+# name -> (title, with {objective} the study's metric name; plotly plot, matplotlib plot,
+# keyword arguments from the study)
 FIGURES: dict[
     str,
     tuple[str, Callable[..., Any], Callable[..., Any], Callable[[optuna.Study], dict[str, Any]]],
@@ -61,7 +62,7 @@ FIGURES: dict[
         lambda study: {"evaluator": PedAnovaImportanceEvaluator()},
     ),
     "intermediate_values": (
-        "Learning curves: validation accuracy per epoch (pruned trials included)",
+        "Learning curves: {objective} per epoch (pruned trials included)",
         optuna.visualization.plot_intermediate_values,
         optuna.visualization.matplotlib.plot_intermediate_values,
         lambda study: {},
@@ -73,7 +74,7 @@ FIGURES: dict[
         lambda study: {"params": _common_params(study)},
     ),
     "family_comparison": (
-        "Validation accuracy by model family",
+        "{objective} by model family",
         optuna.visualization.plot_slice,
         optuna.visualization.matplotlib.plot_slice,
         lambda study: {"params": ["family"]},
@@ -120,7 +121,9 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
             body = interactive.to_html(
                 full_html=False, include_plotlyjs="inline" if index == 0 else False
             )
-            sections.append(f"<h2>{html.escape(title)}</h2>\n{body}")
+            # The study's objective as Keras logs it (val_accuracy unless the study chose another).
+            shown = title.format(objective=(study.metric_names or ["value"])[0])
+            sections.append(f"<h2>{html.escape(shown)}</h2>\n{body}")
     page = out_dir / "report.html"
     name = html.escape(study.study_name)
     page.write_text(

@@ -26,6 +26,8 @@ def test_report_writes_each_figure_and_registers_them(
         assert png.stat().st_size > 5000, name
     page = (out / "report.html").read_text()
     assert "<h1>Study tiny</h1>" in page
+    # Titles name the study's objective as Keras logs it.
+    assert "<h2>val_accuracy by model family</h2>" in page
     assert "plotly" in page.lower()
     assert str(out / "report.html") in capsys.readouterr().out
 
