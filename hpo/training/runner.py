@@ -567,8 +567,10 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 if not is_builtin(task.families[params["family"]]):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                     # A hypermodel's own fit, run as a trial will run it: its failure (or a
-                    # value it returns, which is warned of) shows before any trial.
-                    _fit_arguments(task, params, data)
+                    # value it returns, which is warned of) shows before any trial; the batch
+                    # size it (or the user's dataset) sets is the one its epochs are priced at.
+                    fixed = _fit_arguments(task, params, data).get("batch_size")
+                    params = {**params, "batch_size": fixed or params["batch_size"]}
                 features, _ = cost_features(task, model, params, data)
             rates = family_rates(task.families[params["family"]])
             priced.append(Priced(params["family"], precision.value, device_name(), features, rates))

@@ -172,6 +172,49 @@ def test_a_datasets_batch_size_is_the_default_under_what_the_user_sets() -> None
         assert family.fit_arguments() == {"batch_size": expected}, (hypermodel, given)
 
 
+def test_the_up_front_cost_estimate_prices_the_batch_size_the_trials_will_use(
+    tmp_path: Path,
+) -> None:
+    # A dataset batched by 16 (hpo.Tuner's default for its trials): the pre-trial check prices
+    # an epoch of 100 rows at 7 optimizer steps, not at hpo's default batch of 64 (2 steps).
+    from hpo.config import DataConfig, StudyConfig
+    from hpo.models.portable import PortableHypermodel
+    from hpo.study import default_params, search_space
+    from hpo.tasks import study_task
+    from hpo.tasks.arrays import save_study_arrays
+    from hpo.training.runner import EstimateJob, estimate_epochs
+
+    def build(hp: keras_tuner.HyperParameters) -> Any:
+        hidden = keras.layers.Dense(hp.Int("units", 2, 4), activation="relu")
+        model = keras.Sequential(
+            [keras.Input((4,)), hidden, keras.layers.Dense(1, activation="sigmoid")]
+        )
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(140, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    folder = save_study_arrays(tmp_path / "cache", x[:100], y[:100], x[100:], y[100:])
+    steps = {}
+    for defaults in ({}, {"batch_size": 16}):
+        portable = PortableHypermodel(build, {}, None, defaults)
+        config = StudyConfig(
+            name="s",
+            task="arrays",
+            families={portable.name: portable.spec},
+            study_dir=tmp_path,
+            hypermodel=portable,
+            data=DataConfig(path=str(folder)),
+        )
+        task = study_task(config)
+        params = default_params(task, search_space(task, config.space))
+        [priced] = estimate_epochs(EstimateJob(config=config, data_folder=folder, params=params))
+        assert priced.features is not None
+        steps[defaults.get("batch_size")] = priced.features.steps
+    assert steps == {None: 2, 16: 7}
+
+
 def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> None:
     # KerasTuner's "tune model training" guide normalizes x in fit when hp.Boolean says so:
     # hpo trains on the data as given, so it says where such a transformation belongs.
