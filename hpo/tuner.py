@@ -350,6 +350,12 @@ class Tuner:
         arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
         _check_text_backend(arrays.x_train, self.config.training.backend)
         training = self.config.training
+        if is_targets(arrays.y_train) and fit_kwargs.get("class_weight") is not None:
+            raise ConfigError(
+                "class_weight weighs classes, and the labels are regression targets (floats "
+                "that are not all whole numbers): give each example its weight with "
+                "sample_weight= instead."
+            )
         if is_targets(arrays.y_train) and training.objective == OBJECTIVE:
             if self._objective_given:
                 raise ConfigError(

@@ -563,6 +563,8 @@ def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_wr
     accuracy = hpo.Tuner(build_regressor, objective="val_accuracy", directory=tmp_path)
     with pytest.raises(ConfigError, match=r"regression targets.*no accuracy.*'val_loss'"):
         accuracy.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
+    with pytest.raises(ConfigError, match=r"class_weight weighs classes.*sample_weight="):
+        default.search(x, y, validation_data=(x_val, y_val), class_weight={0: 1.0}, verbose=0)
 
 
 @pytest.mark.slow
