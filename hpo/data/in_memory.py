@@ -97,7 +97,7 @@ def split_arrays(
                 raise DataError(
                     f"validation_data must be (x_val, y_val), got a {type(validation_data)} of "
                     f"{len(validation_data)} items; validation is not weighted (trials are "
-                    f"compared by their plain validation accuracy): leave the weights out."
+                    f"compared on every validation example alike): leave the weights out."
                 )
             x_val, y_val, _, _ = _pair(
                 validation_data[0], validation_data[1], "validation_data", regression
@@ -107,7 +107,7 @@ def split_arrays(
             if w_val is not None:
                 raise DataError(
                     "validation_data: its batches carry weights, but validation is not weighted "
-                    "(trials are compared by their plain validation accuracy): drop them, "
+                    "(trials are compared on every validation example alike): drop them, "
                     "validation_data.map(lambda x, y, w: (x, y))."
                 )
     elif validation_split:
