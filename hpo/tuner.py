@@ -460,10 +460,15 @@ class Tuner:
             stored = study.load_model(trial.number)
             model, why = _rebuilt(task, trial, data, context, stored)
             if model is None:
+                gives = (
+                    "the predicted targets, compiled for the mean squared error"
+                    if "targets" in context
+                    else "class probabilities and takes class-index labels"
+                )
                 warnings.warn(
                     f"trial {trial.number}: the hypermodel does not build its model again "
                     f"({why}); get_best_models gives the model as the study stores it, which "
-                    f"gives class probabilities and takes class-index labels.",
+                    f"gives {gives}.",
                     stacklevel=2,
                 )
                 if "targets" in context:
