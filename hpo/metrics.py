@@ -14,6 +14,8 @@ __all__ = [
     "absolute_error",
     "accuracy",
     "as_probabilities",
+    "binary_accuracy",
+    "binary_targets",
     "blend",
     "chance_accuracy",
     "confusion_matrix",
@@ -89,6 +91,20 @@ def absolute_error(targets: np.ndarray, predictions: np.ndarray) -> float:
     t = np.asarray(targets, dtype=np.float64)
     p = np.asarray(predictions, dtype=np.float64).reshape(t.shape)
     return float(np.mean(np.abs(p - t)))
+
+
+def binary_targets(targets: np.ndarray) -> bool:
+    """Whether targets are all 0s and 1s (multi-label rows, say)."""
+    t = np.asarray(targets)
+    return bool(t.size and ((t == 0) | (t == 1)).all())
+
+
+def binary_accuracy(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Keras's binary accuracy: the share of 0/1 targets a probability over 0.5 gets right,
+    each target of each example alike (multi-label rows)."""
+    t = np.asarray(targets, dtype=np.float64)
+    p = np.asarray(probabilities, dtype=np.float64).reshape(t.shape)
+    return float(np.mean((p > 0.5) == (t > 0.5)))
 
 
 def roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> float:

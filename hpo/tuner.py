@@ -325,7 +325,7 @@ class Tuner:
             HpoError: Bad data or arguments, or a hypermodel hpo cannot train (found before
                 any trial runs), naming the fix.
         """
-        from hpo.data.in_memory import is_targets, split_arrays
+        from hpo.data.in_memory import is_multi_hot, is_targets, split_arrays
         from hpo.models.portable import PortableHypermodel
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
@@ -350,21 +350,24 @@ class Tuner:
         arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
         _check_text_backend(arrays.x_train, self.config.training.backend)
         training = self.config.training
-        if is_targets(arrays.y_train) and fit_kwargs.get("class_weight") is not None:
+        targets = is_targets(arrays.y_train)
+        # Multi-label rows of 0s and 1s: a model's binary accuracy, as Keras logs it, may rank.
+        multi_label = targets and is_multi_hot(arrays.y_train)
+        if targets and fit_kwargs.get("class_weight") is not None:
             raise ConfigError(
-                "class_weight weighs classes, and the labels are regression targets (floats "
-                "that are not all whole numbers): give each example its weight with "
-                "sample_weight= instead."
+                "class_weight weighs classes, and the labels are targets (regression values, "
+                "or multi-label rows): give each example its weight with sample_weight= "
+                "instead."
             )
-        if is_targets(arrays.y_train) and training.objective == OBJECTIVE:
-            if self._objective_given:
-                raise ConfigError(
-                    "the labels are regression targets (floats that are not all whole "
-                    "numbers), which have no accuracy: choose objective='val_loss' or a "
-                    "metric the model logs, such as 'val_mean_absolute_error' (or leave "
-                    "objective out: the validation loss)."
-                )
+        if targets and training.objective == OBJECTIVE and not self._objective_given:
             training = dataclasses.replace(training, objective="val_loss", direction=None)
+        elif targets and training.objective == OBJECTIVE and not multi_label:
+            raise ConfigError(
+                "the labels are regression targets (floats that are not all whole numbers), "
+                "which have no accuracy: choose objective='val_loss' or a metric the model "
+                "logs, such as 'val_mean_absolute_error' (or leave objective out: the "
+                "validation loss)."
+            )
         folder = save_study_arrays(
             self.config.cache_dir,
             arrays.x_train,

@@ -128,7 +128,7 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     np.testing.assert_allclose(ensemble.predict(scipy.sparse.csr_matrix(x_test)), probabilities)
     scores = ensemble.evaluate(x_test, y_test)
     assert scores["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == y_test))
-    assert scores["accuracy"] > 0.8, scores
+    assert scores["accuracy"] > 0.8, scores  # always 0 would score 0.61
     assert set(scores["members"]) == {t.number for t in trials}
 
     path = ensemble.export(tmp_path / "ensemble.keras")
@@ -636,6 +636,50 @@ def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
     assert "KerasTuner would take as the objective" in caplog.text
 
 
+@pytest.mark.slow
+def test_multi_label_rows_train_sigmoid_outputs_ranked_by_their_logged_accuracy(
+    tmp_path: Path,
+) -> None:
+    """Keras's multi-label text classification example: multi-hot labels, a sigmoid output of
+    one unit per label, binary cross-entropy and `metrics=["binary_accuracy"]`."""
+
+    def make_model(hp: Any) -> Any:
+        import keras
+        from keras import layers
+
+        model = keras.Sequential(
+            [
+                layers.Dense(hp.Int("units", 16, 64, step=16), activation="relu"),
+                layers.Dense(3, activation="sigmoid"),
+            ]
+        )
+        model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["binary_accuracy"])
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8)).astype("float32")
+    y = (x[:, :3] > 0.2).astype("int64")  # several labels an example, or none
+    tuner = hpo.Tuner(make_model, objective="val_binary_accuracy", max_trials=2, directory=tmp_path)
+    tuner.search(
+        x[:300],
+        y[:300],
+        validation_data=(x[300:400], y[300:400]),
+        epochs=8,
+        batch_size=16,
+        verbose=0,
+    )
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        assert trial.value == trial.user_attrs["metrics"]["val_binary_accuracy"]
+        # hpo measures the stored model's binary accuracy as Keras does, each label alike.
+        assert trial.user_attrs["val_accuracy"] == pytest.approx(trial.value, abs=1e-4)
+    ensemble = tuner.ensemble(top=2)
+    assert ensemble.predict(x[400:]).shape == (100, 3)
+    scores = ensemble.evaluate(x[400:], y[400:])
+    assert scores["accuracy"] > 0.8, scores  # always 0 would score 0.61
+
+
 def test_floats_that_are_not_whole_numbers_are_regression_targets() -> None:
     x, _ = _data(40, 0)
     prices = np.linspace(0.5, 9.5, 40).astype("float64")
@@ -656,6 +700,21 @@ def test_floats_that_are_not_whole_numbers_are_regression_targets() -> None:
         split_arrays(x, np.where(np.arange(40) == 3, np.nan, prices), validation_split=0.25)
     with pytest.raises(DataError, match=r"single class.*Regression targets are floats"):
         split_arrays(x, np.ones(40), validation_split=0.25)
+    # Rows of 0s and 1s, not all one-hot: multi-label targets; validation rows alike.
+    tags = (x[:, :3] > 0).astype("int64")
+    split = split_arrays(x, tags, validation_data=(x[:4], np.eye(3)[[0, 1, 2, 0]]))
+    assert (split.y_train.dtype, split.y_train.shape, split.y_val.shape) == (
+        np.float32,
+        (40, 3),
+        (4, 3),
+    )
+    # Training labels of one class an example make a row of two an error, saying why.
+    with pytest.raises(DataError, match=r"row 1 holds 2.*one class an example.*multi-label"):
+        split_arrays(
+            x,
+            np.eye(3)[np.arange(40) % 3],
+            validation_data=(x[:2], np.array([[1, 0, 0], [1, 1, 0]])),
+        )
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ __all__ = [
     "SplitArrays",
     "class_labels",
     "input_array",
+    "is_multi_hot",
     "is_targets",
     "labels_or_targets",
     "split_arrays",
@@ -201,11 +202,32 @@ def is_targets(labels: np.ndarray) -> bool:
     return bool(np.issubdtype(np.asarray(labels).dtype, np.floating))
 
 
+def _fractional(values: np.ndarray) -> bool:
+    """Whether labels are floats that are not all whole numbers (regression targets)."""
+    return bool(
+        np.issubdtype(values.dtype, np.floating)
+        and values.size > 0
+        and not np.array_equal(values, np.round(values))
+    )
+
+
+def is_multi_hot(values: np.ndarray) -> bool:
+    """Whether labels are rows of 0s and 1s, `[n, labels]`, some of which hold other than one
+    1: multi-label targets (an example may have several labels, or none)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape[1] < 2 or values.size == 0:
+        return False
+    if not (values.dtype == bool or np.issubdtype(values.dtype, np.number)):
+        return False
+    return bool(((values == 0) | (values == 1)).all() and (values.sum(axis=1) != 1).any())
+
+
 def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> np.ndarray:
-    """Class indices `[n]` (int32), or regression targets `[n]` or `[n, k]` (float32).
+    """Class indices `[n]` (int32), or targets `[n]` or `[n, k]` (float32).
 
     Labels of a floating type that hold a value that is no whole number (prices, say) are
-    regression targets; any others are classes (`class_labels`), as are whole numbers of a
+    regression targets, and rows of 0s and 1s that are not all one-hot are multi-label targets
+    (`is_multi_hot`); any others are classes (`class_labels`), as are whole numbers of a
     floating type (`y.astype("float32")` of class indices).
 
     Args:
@@ -217,11 +239,7 @@ def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> n
     """
     values = np.asarray(y)
     if targets is None:
-        targets = (
-            np.issubdtype(values.dtype, np.floating)
-            and values.size > 0
-            and not np.array_equal(values, np.round(values))
-        )
+        targets = _fractional(values) or is_multi_hot(values)
     if not targets:
         return class_labels(values, what)
     try:
@@ -261,8 +279,9 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
             row = int(np.argmax(ones != 1))
             raise DataError(
                 f"{what}: one-hot rows must hold exactly one 1; row {row} holds "
-                f"{int(ones[row])}. hpo classifies each example into one class: multi-label "
-                f"targets (several classes an example) are not supported."
+                f"{int(ones[row])}. The training labels are one class an example; multi-label "
+                f"targets (several classes an example, or none) are taken as such where the "
+                f"training labels are multi-label too."
             )
         return labels.argmax(axis=1).astype(np.int32)
     if labels.ndim == 1 and not np.issubdtype(labels.dtype, np.number):

@@ -105,8 +105,10 @@ class Ensemble:
         Returns:
             `accuracy` and `log_loss` of the ensemble, `best_member_accuracy` (of the member
             ranked best by the study's objective) and `members` (trial number -> accuracy).
-            For regression: `mean_squared_error` and `mean_absolute_error` of the ensemble,
-            `best_member_mean_squared_error` and `members` (trial number -> squared error).
+            For targets: `mean_squared_error` and `mean_absolute_error` of the ensemble,
+            `best_member_mean_squared_error` and `members` (trial number -> squared error);
+            for targets of 0s and 1s (multi-label rows), also the ensemble's binary
+            `accuracy` (each label of each example alike, at 0.5).
         """
         fitted = self._fitted
         regression = isinstance(fitted, FittedRegression)
@@ -121,12 +123,15 @@ class Ensemble:
                 for m, p in zip(fitted.members, matrix, strict=True)
             }
             blended = fitted.blend(matrix)
-            return {
+            scores = {
                 "mean_squared_error": metrics.squared_error(labels, blended),
                 "mean_absolute_error": metrics.absolute_error(labels, blended),
                 "best_member_mean_squared_error": errors[fitted.members[0].trial.number],
                 "members": errors,
             }
+            if metrics.binary_targets(labels):  # multi-label rows: each label's accuracy
+                scores["accuracy"] = metrics.binary_accuracy(labels, blended)
+            return scores
         ensemble = fitted.choice.predict(matrix)
         members = {
             m.trial.number: round(metrics.accuracy(labels, p), 6)

@@ -231,7 +231,8 @@ def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) ->
 
 
 def read_regression_output(model: keras.Model, x: np.ndarray, targets: int, family: str) -> Output:
-    """A regression model's output, from a call on `x`: one value per target.
+    """The output of a model of targets (regression values, or multi-label rows), from a call
+    on `x`: one value per target.
 
     Raises:
         ConfigError: Another shape, naming the one the targets need.
@@ -241,10 +242,11 @@ def read_regression_output(model: keras.Model, x: np.ndarray, targets: int, fami
     if units != targets:
         raise ConfigError(
             f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
-            f"{len(x)}, but the regression targets have {targets} value(s) an example: the "
-            f"output must be [batch, {targets}]. End the model with Dense({targets}) (no "
-            f"activation). Class labels are whole numbers: floats that are not all whole "
-            f"are read as regression targets."
+            f"{len(x)}, but the targets have {targets} value(s) an example: the output must "
+            f"be [batch, {targets}]. End the model with Dense({targets}) (no activation for "
+            f"regression values, a sigmoid for multi-label rows of 0s and 1s). Class labels "
+            f"are whole numbers, one class an example: floats that are not all whole are "
+            f"read as regression targets."
         )
     return Output(units=units, from_logits=False, regression=True)
 
@@ -415,14 +417,18 @@ def compile_model(
         getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None
     )
     if output.regression:
-        # No accuracy: a model compiled for regression trains as it is; any other on the
-        # mean squared error, its mean absolute error measured beside it.
-        if not own_optimizer:
-            model.compile(
-                optimizer=make_optimizer(),
-                loss=keras.losses.MeanSquaredError(),
-                metrics=[keras.metrics.MeanAbsoluteError(name="mean_absolute_error")],
-            )
+        # Targets: a model compiled for them trains as it is. Any other: a sigmoid output
+        # (multi-label rows of 0s and 1s, say) on the binary cross-entropy, its binary accuracy
+        # beside it; else on the mean squared error, its mean absolute error beside it.
+        if own_optimizer:
+            return
+        if _output_activation(model) == "sigmoid":
+            loss: keras.losses.Loss = keras.losses.BinaryCrossentropy()
+            metric: keras.metrics.Metric = keras.metrics.BinaryAccuracy(name="accuracy")
+        else:
+            loss = keras.losses.MeanSquaredError()
+            metric = keras.metrics.MeanAbsoluteError(name="mean_absolute_error")
+        model.compile(optimizer=make_optimizer(), loss=loss, metrics=[metric])
         return
     accuracy: keras.metrics.Metric
     if output.units == 1 and soft_targets:
@@ -453,7 +459,7 @@ def compile_model(
     if own_optimizer:
         recompile(model, accuracy)
         return
-    loss: keras.losses.Loss = (
+    loss = (
         keras.losses.BinaryCrossentropy(from_logits=output.from_logits)
         if output.units == 1
         else keras.losses.SparseCategoricalCrossentropy(from_logits=output.from_logits)

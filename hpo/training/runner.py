@@ -301,12 +301,6 @@ def _train_trial(
     clock = EpochClock(deadlines)
     regression = interface.output.regression
     classes = int(params.get("classes", 0))
-    if regression and config.training.objective == task.monitor:
-        raise ConfigError(
-            f"the study's objective is {task.monitor}, but its labels are regression targets, "
-            f"which have no accuracy: choose objective='val_loss' or a metric the model logs, "
-            f"such as 'val_mean_absolute_error'."
-        )
     guards: list[keras.callbacks.Callback] = []
     if not regression:
         # Always predicting the most frequent class scores this much.
@@ -404,17 +398,22 @@ def _train_trial(
         trial, open_artifact_store(config.artifact_location), member, predictions_path
     )
     if regression:
-        # hpo's loss of a regression model is the mean squared error, whatever it trained on.
+        # hpo's loss of a model of targets is the mean squared error, whatever it trained on;
+        # targets of 0s and 1s (multi-label) also have a binary accuracy, each label alike.
         val_loss = metrics.squared_error(data.y_val, predictions)
+        if metrics.binary_targets(data.y_val):
+            accuracy = metrics.binary_accuracy(data.y_val, predictions)
+            trial.set_user_attr(Attr.VAL_ACCURACY, round(accuracy, 6))
     else:
         val_accuracy = metrics.accuracy(data.y_val, predictions)
         val_loss = metrics.log_loss(data.y_val, predictions)
         trial.set_user_attr(Attr.VAL_ACCURACY, round(val_accuracy, 6))
     trial.set_user_attr(Attr.VAL_LOSS, round(val_loss, 6))
-    # Validation accuracy, hpo's own objective, is measured on the stored model's predictions;
-    # any other is the value Keras logged at the best epoch, whose weights are stored.
-    value = val_accuracy if objective == task.monitor else logged[objective]
-    return TrialResult(value=value)
+    # A classifier's validation accuracy, hpo's own objective, is measured on the stored
+    # model's predictions; any other objective is the value Keras logged at the best epoch,
+    # whose weights are stored.
+    own = objective == task.monitor and not regression
+    return TrialResult(value=val_accuracy if own else logged[objective])
 
 
 def best_epoch_logs(
@@ -595,8 +594,10 @@ def check_objective(
     """
     from hpo.training.callbacks import missing_metric
 
-    if objective in (task.monitor, "val_loss", "loss"):
-        return  # every model logs its loss, and hpo adds the accuracy it measures
+    if objective in ("val_loss", "loss") or (
+        objective == task.monitor and not interface.output.regression
+    ):
+        return  # every model logs its loss, and hpo adds a classifier's accuracy
     rows = probe_rows(data.y_val)
     classes = int(params.get("classes", 0))
     logs = model.evaluate(
