@@ -554,7 +554,7 @@ def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_wr
     # hpo ensemble evaluates classifiers on a study's test set: it names the way that works.
     from hpo.ensemble.build import build_ensemble
 
-    with pytest.raises(ConfigError, match=r"regression models.*tuner\.ensemble\(top=5\)"):
+    with pytest.raises(ConfigError, match=r"models of targets.*tuner\.ensemble\(top=5\)"):
         build_ensemble(tuner.config, study)
     # Left out, a regression study's objective is the validation loss; accuracy is refused.
     default = hpo.Tuner(build_regressor, max_trials=1, directory=tmp_path, project_name="default")

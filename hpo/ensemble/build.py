@@ -119,8 +119,9 @@ def build_ensemble(
 
     if is_regression(study):
         raise ConfigError(
-            f"study {config.name!r} holds regression models (hpo.Tuner on float targets), "
-            f"and hpo ensemble evaluates classifiers on the study's test set: fit, evaluate "
+            f"study {config.name!r} holds models of targets (hpo.Tuner on regression values "
+            f"or multi-label rows), and hpo ensemble evaluates classifiers of one class an "
+            f"example on the study's test set: fit, evaluate "
             f"and export its ensemble in Python, tuner.ensemble(top={top}).evaluate(x_test, "
             f"y_test) and .export(path)."
         )
