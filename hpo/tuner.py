@@ -301,8 +301,9 @@ class Tuner:
             x: Inputs (a numpy array), or a dataset of `(inputs, labels)` batches (or
                 `(inputs, labels, weights)`); its batch size is the trials' unless
                 `batch_size=` or the hypermodel's own `fit` sets another.
-            y: Labels, as class indices or one-hot rows, or regression targets: floats
-                `[n]` or `[n, outputs]` that are not all whole numbers (None with a dataset).
+            y: Labels, as class indices or one-hot rows; or targets: regression values,
+                floats `[n]` or `[n, outputs]` that are not all whole numbers, or multi-label
+                rows of 0s and 1s that are not all one-hot (None with a dataset).
             epochs: The most epochs per trial (default 20); each trial stops early once its
                 objective stops improving.
             validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches;
