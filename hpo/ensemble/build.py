@@ -58,8 +58,10 @@ __all__ = [
     "DEFAULT_POOL",
     "EnsembleResult",
     "FittedEnsemble",
+    "StudyPool",
     "build_ensemble",
     "fit_ensemble",
+    "open_pool",
     "predict_member",
     "refit_ensemble",
     "stacked_predictions",
@@ -274,32 +276,77 @@ def fit_ensemble(
         StoreError: No COMPLETE trial, or none with usable predictions and checkpoint.
         ConfigError: The data differ from those the study's trials saw.
     """
-    task = study_task(config)
-    ranked = ranked_trials(study)
-    if top > len(ranked):
+    opened = open_pool(config, study, scratch, max(pool, top), data)
+    if top > opened.complete:
         _log.warning(
             "--top %d, but the study has only %d COMPLETE trials; using all of them.",
             top,
-            len(ranked),
+            opened.complete,
         )
+    candidates, store, y_val = opened.candidates, opened.store, opened.y_val
+    members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
+    return FittedEnsemble(
+        task=opened.task,
+        data_folder=opened.data_folder,
+        source=opened.source,
+        members=members,
+        choice=kept,
+        skipped=opened.skipped + failed,
+        pool_size=len(candidates),
+        val_matrix=np.stack([m.val_predictions for m in members]),
+        y_val=y_val,
+    )
+
+
+@dataclass(frozen=True)
+class StudyPool:
+    """Where every ensemble of a study starts: its task and data (checked against the
+    fingerprint its trials recorded), its artifact store, and its best trials' verified
+    validation predictions (`pool_candidates`); no test data, no checkpoint loaded.
+
+    Attributes:
+        complete: The COMPLETE trials with a checkpoint the pool was drawn from.
+        skipped: Trials left out of the pool, with the reason.
+    """
+
+    task: Task
+    source: Path
+    data_folder: Path
+    store: ArtifactStore
+    y_val: np.ndarray
+    candidates: list[Candidate]
+    skipped: list[dict[str, Any]]
+    complete: int
+
+
+def open_pool(
+    config: StudyConfig,
+    study: optuna.Study,
+    scratch: Path,
+    size: int | None = None,
+    data: str | None = None,
+) -> StudyPool:
+    """The study's data and the `size` best trials' validation predictions (default: all).
+
+    Args:
+        scratch: A folder for the fetched predictions.
+        data: Overrides where the study's data is read from.
+
+    Raises:
+        StoreError: No COMPLETE trial, or none with usable predictions.
+        ConfigError: The data differ from those the study's trials saw.
+    """
+    task = study_task(config)
+    ranked = ranked_trials(study)
     store = open_artifact_store(config.artifact_location)
     source = task.locate(config, data or provenance.recorded_source(study))
     data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
     y_val = np.asarray(task.trial_data(data_folder, ranked[0].params).y_val)
-    candidates, skipped = pool_candidates(ranked, store, max(pool, top), scratch, len(y_val))
-    members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
-    return FittedEnsemble(
-        task=task,
-        data_folder=data_folder,
-        source=source,
-        members=members,
-        choice=kept,
-        skipped=skipped + failed,
-        pool_size=len(candidates),
-        val_matrix=np.stack([m.val_predictions for m in members]),
-        y_val=y_val,
+    candidates, skipped = pool_candidates(
+        ranked, store, len(ranked) if size is None else size, scratch, len(y_val)
     )
+    return StudyPool(task, source, data_folder, store, y_val, candidates, skipped, len(ranked))
 
 
 def refit_ensemble(

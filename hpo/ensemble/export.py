@@ -11,6 +11,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import load_keras_file
+from hpo.data.in_memory import is_targets
 from hpo.data.inputs import tensors
 from hpo.errors import ConfigError, HpoError
 from hpo.store import sha256_file
@@ -183,7 +184,7 @@ def check_rows(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Up to `n` row indices drawn evenly from every class (test files are sorted by class);
     for regression targets, `n` rows drawn at random."""
     rng = np.random.default_rng(seed)
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_targets(labels):
         return np.sort(rng.permutation(len(labels))[:n])
     classes = np.unique(labels)
     per_class = max(1, n // max(1, len(classes)))
@@ -243,9 +244,7 @@ def compare_rows(
         )
     return {
         "checked_examples": len(rows),
-        "checked_classes": 0
-        if np.issubdtype(labels.dtype, np.floating)
-        else len(np.unique(labels[rows])),
+        "checked_classes": 0 if is_targets(labels) else len(np.unique(labels[rows])),
         "max_abs_difference": float(gaps.max(initial=0.0)),
         "tolerance": tolerance,
         "max_tolerance": float(allowed.max(initial=tolerance)),

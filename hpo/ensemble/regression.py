@@ -16,15 +16,11 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr, CheckpointError
-from hpo.data import provenance
-from hpo.ensemble.build import stacked_predictions
+from hpo.ensemble.build import open_pool, stacked_predictions
 from hpo.ensemble.export import export_ensemble
-from hpo.ensemble.selection import Member, load_member, pool_candidates, ranked_trials, skip
+from hpo.ensemble.selection import Member, load_member, ranked_trials, skip
 from hpo.ensemble.weighting import Method, squared_error_selection
 from hpo.errors import StoreError
-from hpo.store import open_artifact_store
-from hpo.study import search_space
-from hpo.tasks import study_task
 from hpo.training.interface import Labels
 
 if TYPE_CHECKING:
@@ -95,20 +91,15 @@ def fit_regression(
     Raises:
         StoreError: No COMPLETE trial has a usable checkpoint.
     """
-    task = study_task(config)
-    ranked = ranked_trials(study)
-    store = open_artifact_store(config.artifact_location)
-    source = task.locate(config, provenance.recorded_source(study))
-    data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
-    provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
-    y_val = np.asarray(task.trial_data(data_folder, ranked[0].params).y_val, dtype=np.float64)
-    candidates, skipped = pool_candidates(ranked, store, len(ranked), scratch, len(y_val))
+    opened = open_pool(config, study, scratch)
+    candidates, skipped = opened.candidates, opened.skipped
+    y_val = np.asarray(opened.y_val, dtype=np.float64)
     members: list[Member] = []
     for candidate in candidates:
         if len(members) == top:
             break
         try:
-            members.append(load_member(candidate, store, scratch))
+            members.append(load_member(candidate, opened.store, scratch))
         except CheckpointError as exc:
             skip(skipped, candidate.trial, exc)
     if not members:
@@ -125,4 +116,6 @@ def fit_regression(
         weights = inverse / inverse.sum()
     else:
         weights = np.full(len(members), 1 / len(members))
-    return FittedRegression(task, data_folder, members, weights, matrix, y_val, skipped)
+    return FittedRegression(
+        opened.task, opened.data_folder, members, weights, matrix, y_val, skipped
+    )

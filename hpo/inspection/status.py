@@ -150,22 +150,22 @@ def format_status(data: dict[str, Any]) -> str:
                 else ""
             )
         )
+    # What the trials' value is (absent from older output); an objective of the study's own,
+    # not the accuracy hpo measures, gets a column of its own.
+    objective = data.get("objective")
     if data["best"]:
-        objective = data.get("objective", "value")
         lines.append(
-            f"Best: trial {data['best']['number']}, {objective} {data['best']['value']:.4f}"
+            f"Best: trial {data['best']['number']}, {objective or 'value'} "
+            f"{data['best']['value']:.4f}"
         )
     if data["trials"]:
         shown = _varying_params([t["params"] for t in data["trials"]], MAX_PARAM_COLUMNS)
-        # An objective of the study's own (not the accuracy hpo measures) gets its column.
-        objective = data.get("objective", Attr.VAL_ACCURACY)
-        own = {} if objective == Attr.VAL_ACCURACY else {objective: "value"}
         rows = [
             {
                 "trial": t["number"],
                 "state": t["state"],
                 "family": t["family"],
-                **{name: t[key] for name, key in own.items()},
+                **({objective: t["value"]} if objective not in (None, Attr.VAL_ACCURACY) else {}),
                 "val_acc": t["val_accuracy"],
                 "val_loss": t["val_loss"],
                 "epochs": t["epochs"],

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
     from hpo.space import Space
 
-__all__ = ["ARRAYS", "ARRAY_NAMES", "regression", "save_study_arrays"]
+__all__ = ["ARRAYS", "ARRAY_NAMES", "save_study_arrays"]
 
 ARRAY_NAMES = ("x_train", "y_train", "x_val", "y_val")
 WEIGHTS_NAME = "w_train"
@@ -119,11 +119,6 @@ def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSe
         f"study {config.name!r} was searched by hpo.Tuner on arrays, and holds no test set. "
         f"Evaluate its ensemble on yours: tuner.ensemble(top=5).evaluate(x_test, y_test)."
     )
-
-
-def regression(folder: Path) -> bool:
-    """Whether the study's labels are regression targets rather than classes."""
-    return "targets" in _meta(folder)
 
 
 def build_context(folder: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from hpo.budget import cap_epochs, format_duration
 from hpo.contract import Attr, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rates
 from hpo.data.batching import use_width_ladder
+from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs
 from hpo.disk import writing
 from hpo.errors import ConfigError
@@ -720,7 +721,7 @@ def build_model(
 def probe_rows(labels: np.ndarray, n: int = PROBE_ROWS) -> np.ndarray:
     """Validation rows the model is probed on: the first few of every class (the first `n`
     of regression targets)."""
-    if np.issubdtype(labels.dtype, np.floating):
+    if is_targets(labels):
         return np.arange(min(n, len(labels)))
     classes = np.unique(labels)
     per_class = max(1, n // max(1, len(classes)))
