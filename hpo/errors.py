@@ -7,6 +7,7 @@ __all__ = [
     "DataError",
     "DiskFull",
     "HpoError",
+    "OneValueOutput",
     "StoreError",
     "TrialProcessDied",
     "TrialTimedOut",
@@ -25,6 +26,11 @@ class HpoError(Exception):
 
 class ConfigError(HpoError):
     """A study file or a command-line flag is invalid; raised before any work starts."""
+
+
+class OneValueOutput(ConfigError):
+    """A model gives one value an example, and the labels hold three or more classes: hpo.Tuner
+    reads such whole-number labels as regression targets instead (`hpo.Tuner.search`)."""
 
 
 class DataError(HpoError):

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import inspect
 import io
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -39,9 +40,11 @@ if TYPE_CHECKING:
 
     import keras
     import keras_tuner
+    import optuna
     from optuna.trial import FrozenTrial
 
     from hpo.api import Study
+    from hpo.data.in_memory import SplitArrays
     from hpo.ensemble.in_memory import Ensemble
     from hpo.search.workers import SearchSummary
     from hpo.tasks import Task
@@ -302,8 +305,9 @@ class Tuner:
                 `(inputs, labels, weights)`); its batch size is the trials' unless
                 `batch_size=` or the hypermodel's own `fit` sets another.
             y: Labels, as class indices or one-hot rows; or targets: regression values,
-                floats `[n]` or `[n, outputs]` that are not all whole numbers, or multi-label
-                rows of 0s and 1s that are not all one-hot (None with a dataset).
+                floats `[n]` or `[n, outputs]` that are not all whole numbers or go below 0,
+                whole numbers above 1 for a model of one output, rows of counts, or
+                multi-label rows of 0s and 1s that are not all one-hot (None with a dataset).
             epochs: The most epochs per trial (default 20); each trial stops early once its
                 objective stops improving.
             validation_data: `(x_val, y_val)`, or a dataset of `(inputs, labels)` batches;
@@ -326,10 +330,8 @@ class Tuner:
             HpoError: Bad data or arguments, or a hypermodel hpo cannot train (found before
                 any trial runs), naming the fix.
         """
-        from hpo.data.in_memory import is_multi_hot, is_targets, split_arrays
-        from hpo.models.portable import PortableHypermodel
-        from hpo.search.workers import run_search
-        from hpo.tasks.arrays import save_study_arrays
+        from hpo.data.in_memory import split_arrays
+        from hpo.errors import OneValueOutput
 
         check_main_guard("hpo.Tuner.search")
         sample_weight = fit_kwargs.pop("sample_weight", None)
@@ -350,6 +352,59 @@ class Tuner:
             epochs = min(epochs, self._epochs_cap)
         arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
         _check_text_backend(arrays.x_train, self.config.training.backend)
+        if arrays.numbered and self._searched_targets():
+            # The study's earlier search read these whole numbers as targets (below).
+            arrays = split_arrays(
+                x, y, validation_data, validation_split, sample_weight, targets=True
+            )
+        given = self.config
+        try:
+            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs)
+        except OneValueOutput:
+            if not arrays.numbered:
+                raise
+            # Whole numbers, and a model of one output: regression targets (ages, counts,
+            # prices in whole units), which KerasTuner would fit as they are. Read them again
+            # as targets, in a study made anew (the check runs before any trial).
+            self.config = given
+            self._forget_unstarted_study()
+            arrays = split_arrays(
+                x, y, validation_data, validation_split, sample_weight, targets=True
+            )
+            if verbose:
+                print(
+                    "The model gives one value an example, and y holds whole numbers: they are "
+                    "read as regression targets."
+                )
+            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs)
+        if verbose:
+            best = (
+                f"best trial {summary.best_number}: {summary.objective} {summary.best_value:.4f}"
+                if summary.best_number is not None
+                else "no complete trial yet"
+            )
+            print(
+                f"Study {summary.study_name!r}: {summary.finished} finished, {summary.failed} "
+                f"failed, {format_duration(summary.spent_seconds)} spent; {best}."
+            )
+        if summary.stopped_by_failures:
+            raise HpoError(f"search stopped: {summary.stopped_by_failures}")
+        return summary
+
+    def _run(
+        self,
+        arrays: SplitArrays,
+        epochs: int | None,
+        callbacks: Sequence[keras.callbacks.Callback] | None,
+        verbose: int,
+        fit_kwargs: dict[str, Any],
+    ) -> SearchSummary:
+        """Writes the arrays into the study's folder and runs the search on them."""
+        from hpo.data.in_memory import is_multi_hot, is_targets
+        from hpo.models.portable import PortableHypermodel
+        from hpo.search.workers import run_search
+        from hpo.tasks.arrays import save_study_arrays
+
         training = self.config.training
         targets = is_targets(arrays.y_train)
         # Multi-label rows of 0s and 1s: a model's binary accuracy, as Keras logs it, may rank.
@@ -364,10 +419,9 @@ class Tuner:
             training = dataclasses.replace(training, objective="val_loss", direction=None)
         elif targets and training.objective == OBJECTIVE and not multi_label:
             raise ConfigError(
-                "the labels are regression targets (floats that are not all whole numbers), "
-                "which have no accuracy: choose objective='val_loss' or a metric the model "
-                "logs, such as 'val_mean_absolute_error' (or leave objective out: the "
-                "validation loss)."
+                "the labels are regression targets, which have no accuracy: choose "
+                "objective='val_loss' or a metric the model logs, such as "
+                "'val_mean_absolute_error' (or leave objective out: the validation loss)."
             )
         folder = save_study_arrays(
             self.config.cache_dir,
@@ -406,19 +460,60 @@ class Tuner:
                 f"{exc} With hpo.Tuner: run it as before, or start anew with overwrite=True or "
                 f"another project_name."
             ) from exc
-        if verbose:
-            best = (
-                f"best trial {summary.best_number}: {summary.objective} {summary.best_value:.4f}"
-                if summary.best_number is not None
-                else "no complete trial yet"
-            )
-            print(
-                f"Study {summary.study_name!r}: {summary.finished} finished, {summary.failed} "
-                f"failed, {format_duration(summary.spent_seconds)} spent; {best}."
-            )
-        if summary.stopped_by_failures:
-            raise HpoError(f"search stopped: {summary.stopped_by_failures}")
         return summary
+
+    def _existing_study(self) -> optuna.Study | None:
+        """The project's study as the store holds it, or None before its first search."""
+        import optuna
+
+        from hpo.store import open_storage
+
+        if not (self.project_dir / "study.db").is_file():
+            return None
+        storage = open_storage(self.config.storage_url, create=False)
+        try:
+            return optuna.load_study(study_name=self.config.name, storage=storage)
+        except KeyError:
+            return None
+
+    def _searched_targets(self) -> bool:
+        """Whether the study's search read its labels as regression targets."""
+        from hpo.data import provenance
+        from hpo.data.array_cache import META_NAME
+
+        study = self._existing_study()
+        source = provenance.recorded_source(study) if study is not None else None
+        meta = Path(source) / META_NAME if source else None
+        return meta is not None and meta.is_file() and "targets" in json.loads(meta.read_text())
+
+    def _forget_unstarted_study(self) -> None:
+        """Deletes the project's study (and its copy of the data) before a search starts it
+        anew on other labels; one with a trial that ran is kept, and the search refused.
+
+        Raises:
+            ConfigError: A trial of the study ran on the labels as first read.
+        """
+        import optuna
+        from optuna.trial import TrialState
+
+        from hpo.data.provenance import SOURCE_ATTR
+        from hpo.store import open_storage
+
+        study = self._existing_study()
+        if study is None:
+            return
+        ran = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        if ran:
+            raise ConfigError(
+                f"the model gives one value an example, so y's whole numbers are regression "
+                f"targets, but study {self.config.name!r} holds {len(ran)} trial(s) that read "
+                f"them as classes: start anew with overwrite=True or another project_name."
+            )
+        source = study.user_attrs.get(SOURCE_ATTR)
+        storage = open_storage(self.config.storage_url, create=False)
+        optuna.delete_study(study_name=self.config.name, storage=storage)
+        if source and Path(source).parent == self.config.cache_dir:
+            shutil.rmtree(source, ignore_errors=True)
 
     def study(self) -> Study:
         """The study (`hpo.load_study`), for Optuna's API and `hpo.Study`'s.

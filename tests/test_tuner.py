@@ -598,6 +598,82 @@ def test_several_targets_train_an_uncompiled_model_on_the_squared_error(tmp_path
 
 
 @pytest.mark.slow
+def test_whole_number_targets_of_a_one_output_model_are_regression_values(tmp_path: Path) -> None:
+    """Ages in whole years, as int64, for a model of one output compiled for the squared
+    error: KerasTuner fits them as they are, so hpo reads them as targets (not 60 classes),
+    and a later search of the same study reads them so from the start."""
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        model = keras.Sequential(
+            [
+                keras.layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu"),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", metrics=["mae"])
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8)).astype("float32")
+    ages = np.round(40 + 10 * x[:, 0] + 3 * x[:, 1]).astype("int64")
+    assert ages.min() >= 0 and len(np.unique(ages)) > 2
+
+    def search(max_trials: int) -> tuple[hpo.Tuner, str]:
+        tuner = hpo.Tuner(
+            build_model, objective="val_mae", max_trials=max_trials, directory=tmp_path, seed=0
+        )
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            tuner.search(
+                x[:300], ages[:300], validation_data=(x[300:], ages[300:]), epochs=8, batch_size=16
+            )
+        return tuner, out.getvalue()
+
+    tuner, printed = search(1)
+    assert "read as regression targets" in printed
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert trial.user_attrs["labels"] == "targets"
+    assert trial.value == trial.user_attrs["metrics"]["val_mae"]
+    assert trial.value < np.mean(np.abs(ages[300:] - ages[:300].mean()))  # better than the mean
+    # The first read (classes) left no copy of the data behind.
+    assert len(list(tuner.config.cache_dir.glob("arrays-*"))) == 1
+
+    tuner, printed = search(2)
+    assert "read as regression targets" not in printed
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert tuner.ensemble(top=2).predict(x[:5]).shape == (5,)
+
+
+def test_numbers_that_can_be_no_classes_are_targets_and_one_per_example_may_be_either() -> None:
+    x, _ = _data(40, 0)
+    # Floats below 0, and rows of several counts: no class indices.
+    split = split_arrays(x, np.arange(40.0) - 20, validation_split=0.25)
+    assert split.y_train.dtype == np.float32 and not split.numbered
+    counts = np.stack([np.arange(40), np.arange(40) % 7], axis=1)
+    assert split_arrays(x, counts, validation_split=0.25).y_train.shape == (30, 2)
+    # Whole numbers from 0, one an example: classes, which a one-output model reads again as
+    # targets, in the shape given.
+    years = np.arange(40)[:, None] % 9
+    split = split_arrays(x, years, validation_split=0.25)
+    assert (split.y_train.dtype, split.numbered) == (np.int32, True)
+    split = split_arrays(x, years, validation_split=0.25, targets=True)
+    assert (split.y_train.dtype, split.y_train.shape, split.y_val.shape) == (
+        np.float32,
+        (30, 1),
+        (10, 1),
+    )
+    # Booleans and one-hot rows are classes only.
+    assert not split_arrays(x, np.arange(40) % 2 == 0, validation_split=0.25).numbered
+    assert not split_arrays(x, np.eye(3)[np.arange(40) % 3], validation_split=0.25).numbered
+    with pytest.raises(DataError, match=r"class indices 0, 1, 2.*-1.*y.astype\('float32'\)"):
+        split_arrays(x, np.arange(40) % 3 - 1, validation_split=0.25)
+
+
+@pytest.mark.slow
 def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,7 +3,7 @@
 Trials train in processes of their own, on arrays the study writes once (`hpo.tasks.arrays`):
 a dataset is read once, batch after batch as `model.fit` would read one epoch of it, and its
 batches are concatenated into arrays. Labels become class indices, or regression targets
-(floats that are not all whole numbers).
+(`labels_or_targets`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class SplitArrays:
     w_train: np.ndarray | None = None
     # The training dataset's batch size (its first batch's rows); None for arrays.
     batch_size: int | None = None
+    # The training labels are numbers, one an example, read as classes: whole numbers that a
+    # model of one output takes as regression targets (`split_arrays(targets=True)`).
+    numbered: bool = False
 
 
 # The largest dense copy of a sparse input matrix hpo.Tuner makes.
@@ -63,6 +66,7 @@ def split_arrays(
     validation_data: Any = None,
     validation_split: float | None = None,
     sample_weight: Any = None,
+    targets: bool | None = None,
 ) -> SplitArrays:
     """The training and validation arrays of a `search(x, y, validation_data=...)` call.
 
@@ -75,6 +79,8 @@ def split_arrays(
             any shuffling), as Keras's `fit` takes it.
         sample_weight: Each example of `x`'s weight in the training loss, as Keras's `fit`
             takes it (cut with `validation_split` as `x` is; validation is not weighted).
+        targets: Read the labels as regression targets (True), as classes (False), or as
+            `labels_or_targets` decides (None).
 
     Raises:
         DataError: Missing validation data, mismatched lengths, inputs that are not numbers,
@@ -85,7 +91,7 @@ def split_arrays(
             "sample_weight= goes with arrays x and y; a dataset carries its weights in its "
             "batches: make them (inputs, labels, weights)."
         )
-    x_train, y_train, w_train, batch_size = _pair(x, y, "x")
+    x_train, y_train, w_train, batch_size, numbered = _pair(x, y, "x", targets)
     # Validation labels are read as the training labels were: classes, or targets.
     regression = is_targets(y_train)
     if sample_weight is not None:
@@ -100,11 +106,11 @@ def split_arrays(
                     f"{len(validation_data)} items; validation is not weighted (trials are "
                     f"compared on every validation example alike): leave the weights out."
                 )
-            x_val, y_val, _, _ = _pair(
+            x_val, y_val, *_ = _pair(
                 validation_data[0], validation_data[1], "validation_data", regression
             )
         else:
-            x_val, y_val, w_val, _ = _pair(validation_data, None, "validation_data", regression)
+            x_val, y_val, w_val, *_ = _pair(validation_data, None, "validation_data", regression)
             if w_val is not None:
                 raise DataError(
                     "validation_data: its batches carry weights, but validation is not weighted "
@@ -151,7 +157,9 @@ def split_arrays(
         )
     if w_train is not None and not w_train.any():
         raise DataError("sample_weight: every training example weighs 0; nothing would train.")
-    return SplitArrays(x_train, y_train, x_val, y_val, w_train, batch_size)
+    return SplitArrays(
+        x_train, y_train, x_val, y_val, w_train, batch_size, numbered and not regression
+    )
 
 
 def _weights(sample_weight: Any, examples: int, what: str = "sample_weight") -> np.ndarray:
@@ -176,14 +184,20 @@ def _weights(sample_weight: Any, examples: int, what: str = "sample_weight") -> 
 
 def _pair(
     x: Any, y: Any, what: str, targets: bool | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None, bool]:
     """Inputs and labels (or regression targets: `labels_or_targets`), from arrays or a
     dataset's batches; with a dataset, also the weights its batches carry (or None) and its
-    batch size."""
+    batch size; and whether the labels are numbers, one an example (`SplitArrays.numbered`)."""
     weights = batch_size = None
     if y is None:
         x, y, weights, batch_size = _read_batches(x, what)
-    labels = labels_or_targets(y, what, targets)
+    raw = np.asarray(y)
+    numbered = (
+        raw.dtype != bool
+        and np.issubdtype(raw.dtype, np.number)
+        and (raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1))
+    )
+    labels = labels_or_targets(raw, what, targets)
     inputs = input_array(x, what, examples=len(labels))
     if not packed(inputs):  # several inputs were checked one by one
         require_storable(inputs, f"{what}: the inputs hold")
@@ -193,7 +207,7 @@ def _pair(
         raise DataError(f"{what}: {len(inputs)} inputs but {len(labels)} labels; give as many.")
     if weights is not None:
         weights = _weights(weights, len(inputs), f"{what}: the batches' weights")
-    return inputs, labels, weights, batch_size
+    return inputs, labels, weights, batch_size, numbered
 
 
 def is_targets(labels: np.ndarray) -> bool:
@@ -211,6 +225,16 @@ def _fractional(values: np.ndarray) -> bool:
     )
 
 
+def _no_classes(values: np.ndarray) -> bool:
+    """Whether numbers can be no class labels: floats below 0, or rows of several numbers not
+    all 0s and 1s."""
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.number) or values.size == 0:
+        return False
+    if values.ndim == 2 and values.shape[1] > 1:
+        return not ((values == 0) | (values == 1)).all()
+    return bool(np.issubdtype(values.dtype, np.floating) and values.min() < 0)
+
+
 def is_multi_hot(values: np.ndarray) -> bool:
     """Whether labels are rows of 0s and 1s, `[n, labels]`, some of which hold other than one
     1: multi-label targets (an example may have several labels, or none)."""
@@ -225,10 +249,12 @@ def is_multi_hot(values: np.ndarray) -> bool:
 def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> np.ndarray:
     """Class indices `[n]` (int32), or targets `[n]` or `[n, k]` (float32).
 
-    Labels of a floating type that hold a value that is no whole number (prices, say) are
-    regression targets, and rows of 0s and 1s that are not all one-hot are multi-label targets
-    (`is_multi_hot`); any others are classes (`class_labels`), as are whole numbers of a
-    floating type (`y.astype("float32")` of class indices).
+    Labels of a floating type that hold a value that is no whole number (prices, say) or below
+    0 are regression targets, as are rows of several numbers that are not all 0s and 1s (counts,
+    say), and rows of 0s and 1s that are not all one-hot are multi-label targets
+    (`is_multi_hot`); any others are classes (`class_labels`), as are whole numbers of 0 and
+    more of a floating type (`y.astype("float32")` of class indices). A model of one output
+    takes whole numbers as targets: `hpo.Tuner.search` reads them again (`targets=True`).
 
     Args:
         targets: Read them as targets (True) or classes (False), as the training labels were
@@ -239,7 +265,7 @@ def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> n
     """
     values = np.asarray(y)
     if targets is None:
-        targets = _fractional(values) or is_multi_hot(values)
+        targets = _fractional(values) or is_multi_hot(values) or _no_classes(values)
     if not targets:
         return class_labels(values, what)
     try:
@@ -297,9 +323,9 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
         )
     if len(labels) and (labels.min() < 0 or not np.array_equal(labels, np.round(labels))):
         raise DataError(
-            f"{what}: labels must be class indices 0, 1, 2, ... (hpo.Tuner classifies; "
-            f"got values such as {labels[~np.isclose(labels, np.round(labels))][:3]} or "
-            f"{labels.min()})."
+            f"{what}: labels must be class indices 0, 1, 2, ..., got values such as "
+            f"{labels[~np.isclose(labels, np.round(labels))][:3]} or {labels.min()}. "
+            f"Regression targets are floats: give y.astype('float32')."
         )
     return labels.astype(np.int32)
 

@@ -36,7 +36,7 @@ from hpo.data.inputs import (
     packed,
     tensors,
 )
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, OneValueOutput
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -219,12 +219,15 @@ def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) ->
             if classes == 2
             else (f"[batch, {classes}] (a softmax over the classes)")
         )
-        raise ConfigError(
+        message = (
             f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
             f"{len(x)}, but this task has {classes} classes: the output must be {expected}. "
             f"End the model with Dense({1 if classes == 2 else classes}, "
             f"activation={'sigmoid' if classes == 2 else 'softmax'!r})."
         )
+        # One value an example for 3+ classes: no classifier, so the labels may be regression
+        # targets (hpo.Tuner then reads them so).
+        raise (OneValueOutput if units == 1 and classes > 2 else ConfigError)(message)
     if p.ndim == 1:
         p = p[:, None]
     return Output(units=units, from_logits=_gives_logits(model, p))
