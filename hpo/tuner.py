@@ -400,29 +400,24 @@ class Tuner:
         fit_kwargs: dict[str, Any],
     ) -> SearchSummary:
         """Writes the arrays into the study's folder and runs the search on them."""
-        from hpo.data.in_memory import is_multi_hot, is_targets
+        from hpo.data.in_memory import is_targets
         from hpo.models.portable import PortableHypermodel
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
 
         training = self.config.training
         targets = is_targets(arrays.y_train)
-        # Multi-label rows of 0s and 1s: a model's binary accuracy, as Keras logs it, may rank.
-        multi_label = targets and is_multi_hot(arrays.y_train)
         if targets and fit_kwargs.get("class_weight") is not None:
             raise ConfigError(
                 "class_weight weighs classes, and the labels are targets (regression values, "
                 "or multi-label rows): give each example its weight with sample_weight= "
                 "instead."
             )
+        # Targets rank by the validation loss unless the user chose: an accuracy the model
+        # logs (of multi-label rows, or of soft labels for a softmax, say) is checked before
+        # the first trial (`check_objective`).
         if targets and training.objective == OBJECTIVE and not self._objective_given:
             training = dataclasses.replace(training, objective="val_loss", direction=None)
-        elif targets and training.objective == OBJECTIVE and not multi_label:
-            raise ConfigError(
-                "the labels are regression targets, which have no accuracy: choose "
-                "objective='val_loss' or a metric the model logs, such as "
-                "'val_mean_absolute_error' (or leave objective out: the validation loss)."
-            )
         folder = save_study_arrays(
             self.config.cache_dir,
             arrays.x_train,
@@ -715,15 +710,21 @@ def _rebuilt(
     weights; or None, and why not."""
     import optuna
 
+    from hpo.study import TRAINING_DEFAULTS
     from hpo.training.interface import members_model
     from hpo.training.runner import prepare_model
 
     params = {**trial.params, **context}
-    try:
+
+    def ask(name: str) -> Any:
         # Every value the trial asked for is in its params: the hypermodel's, and the training
-        # settings (optimizer, learning rate) of a model it left uncompiled.
+        # settings (optimizer, learning rate) of a model it left uncompiled, unless its fit
+        # trained it in a loop of its own (then they are hpo's defaults, as in the trial).
+        return params[name] if name in params else TRAINING_DEFAULTS[name]
+
+    try:
         model, _ = prepare_model(
-            task, params, data, optuna.trial.FixedTrial(dict(trial.params)), params.__getitem__
+            task, params, data, optuna.trial.FixedTrial(dict(trial.params)), ask
         )
     except Exception as exc:  # the user's code, given the trial's values
         return None, f"building it failed: {type(exc).__name__}: {str(exc)[:200]}"

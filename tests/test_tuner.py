@@ -674,6 +674,222 @@ def test_numbers_that_can_be_no_classes_are_targets_and_one_per_example_may_be_e
 
 
 @pytest.mark.slow
+def test_kerastuners_tune_data_preprocessing_example_trains_on_what_its_fit_makes(
+    tmp_path: Path,
+) -> None:
+    """KerasTuner's getting-started guide, "Tune data preprocessing", as it writes it: random
+    soft labels for a softmax, `fit` normalizing x when `hp.Boolean("normalize")` says so,
+    ranked by `val_accuracy` (Keras's categorical accuracy, logged). Then a fit that blinds
+    the model (zeros for inputs) shows that a trial trains on what its fit makes."""
+    import keras
+    import keras_tuner
+    from keras import layers
+
+    class MyHyperModel(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential()
+            model.add(layers.Flatten())
+            model.add(
+                layers.Dense(
+                    units=hp.Int("units", min_value=32, max_value=512, step=32),
+                    activation="relu",
+                )
+            )
+            model.add(layers.Dense(10, activation="softmax"))
+            model.compile(
+                optimizer="adam",
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, **kwargs: Any) -> Any:
+            if hp.Boolean("normalize"):
+                x = layers.Normalization()(x)
+            return model.fit(
+                x,
+                y,
+                # Tune whether to shuffle the data in each epoch.
+                shuffle=hp.Boolean("shuffle"),
+                **kwargs,
+            )
+
+    x, y = np.random.rand(100, 28, 28, 1), np.random.rand(100, 10)
+    tuner = hpo.Tuner(
+        MyHyperModel(),
+        objective="val_accuracy",
+        max_trials=3,
+        overwrite=True,
+        directory=tmp_path,
+        project_name="tune_hypermodel",
+    )
+    tuner.search(x, y, epochs=2, validation_data=(x, y), verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for trial in trials:
+        assert {"normalize", "shuffle"} <= set(trial.params)
+        assert trial.value == trial.user_attrs["metrics"]["val_accuracy"]
+
+    def separable(hp: Any) -> Any:
+        model = keras.Sequential([layers.Dense(1, activation="sigmoid")])
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy", metrics=["accuracy"]
+        )
+        return model
+
+    class Blinding(keras_tuner.HyperModel):
+        build = staticmethod(separable)
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, **kwargs: Any) -> Any:
+            return model.fit(x * 0 if hp.Boolean("blind") else x, y, **kwargs)
+
+    x, y = _data(400, 0)
+    accuracy = {}
+    for blind in (False, True):
+        fixed = keras_tuner.HyperParameters()
+        fixed.Fixed("blind", blind)
+        tuner = hpo.Tuner(
+            Blinding(),
+            max_trials=1,
+            directory=tmp_path,
+            project_name=f"blind{blind}",
+            hyperparameters=fixed,
+        )
+        tuner.search(
+            x[:300], y[:300], validation_data=(x[300:], y[300:]), epochs=4, batch_size=16, verbose=0
+        )
+        [trial] = tuner.study().optuna_study.get_trials()
+        accuracy[blind] = trial.user_attrs["metrics"]["accuracy"]  # on the training batches
+    assert accuracy[False] > 0.85 and accuracy[True] < 0.7, accuracy
+
+
+@pytest.mark.slow
+def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it_reports(
+    tmp_path: Path,
+) -> None:
+    """KerasTuner's guide "Tune hyperparameters in your custom training loop", as it writes it
+    (on synthetic 28x28 images for MNIST): `fit` never calls `model.fit`, trains with its own
+    optimizer and batches, and reports `my_metric` to the callbacks it is given."""
+    import keras
+    import keras_tuner
+    import tensorflow as tf
+
+    class MyHyperModel(keras_tuner.HyperModel):
+        def build(self, hp):
+            """Builds a convolutional model."""
+            inputs = keras.Input(shape=(28, 28, 1))
+            x = keras.layers.Flatten()(inputs)
+            x = keras.layers.Dense(units=hp.Choice("units", [32, 64, 128]), activation="relu")(x)
+            outputs = keras.layers.Dense(10)(x)
+            return keras.Model(inputs=inputs, outputs=outputs)
+
+        def fit(self, hp, model, x, y, validation_data, callbacks=None, **kwargs):
+            # Convert the datasets to tf.data.Dataset.
+            batch_size = hp.Int("batch_size", 32, 128, step=32, default=64)
+            train_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+            validation_data = tf.data.Dataset.from_tensor_slices(validation_data).batch(batch_size)
+
+            # Define the optimizer.
+            optimizer = keras.optimizers.Adam(
+                hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+            )
+            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+            # The metric to track validation loss.
+            epoch_loss_metric = keras.metrics.Mean()
+
+            # Function to run the train step.
+            @tf.function
+            def run_train_step(images, labels):
+                with tf.GradientTape() as tape:
+                    logits = model(images)
+                    loss = loss_fn(labels, logits)
+                    # Add any regularization losses.
+                    if model.losses:
+                        loss += tf.math.add_n(model.losses)
+                gradients = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(gradients, model.trainable_variables))  # noqa: B905
+
+            # Function to run the validation step.
+            @tf.function
+            def run_val_step(images, labels):
+                logits = model(images)
+                loss = loss_fn(labels, logits)
+                # Update the metric.
+                epoch_loss_metric.update_state(loss)
+
+            # Assign the model to the callbacks.
+            for callback in callbacks:
+                callback.set_model(model)
+
+            # Record the best validation loss value
+            best_epoch_loss = float("inf")
+
+            # The custom training loop.
+            for epoch in range(2):
+                print(f"Epoch: {epoch}")
+
+                # Iterate the training data to run the training step.
+                for images, labels in train_ds:
+                    run_train_step(images, labels)
+
+                # Iterate the validation data to run the validation step.
+                for images, labels in validation_data:
+                    run_val_step(images, labels)
+
+                # Calling the callbacks after epoch.
+                epoch_loss = float(epoch_loss_metric.result().numpy())
+                for callback in callbacks:
+                    # The "my_metric" is the objective passed to the tuner.
+                    callback.on_epoch_end(epoch, logs={"my_metric": epoch_loss})
+                epoch_loss_metric.reset_state()
+
+                print(f"Epoch loss: {epoch_loss}")
+                best_epoch_loss = min(best_epoch_loss, epoch_loss)
+
+            # Return the evaluation metric value.
+            return best_epoch_loss
+
+    tuner = hpo.Tuner(
+        objective=keras_tuner.Objective("my_metric", "min"),
+        max_trials=2,
+        hypermodel=MyHyperModel(),
+        directory=tmp_path,
+        project_name="custom_training",
+        overwrite=True,
+    )
+    rng = np.random.default_rng(0)
+    images = rng.random((700, 28, 28, 1), dtype=np.float32)
+    labels = (images[:, :14].mean(axis=(1, 2, 3)) > 0.5).astype("int64") * 9
+    tuner.search(
+        x=images[:500], y=labels[:500], validation_data=(images[500:], labels[500:]), verbose=0
+    )
+    trials = tuner.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        # The fit's own parameters, none of hpo's training settings (the loop has its own).
+        assert set(trial.params) == {
+            "family",
+            "units",
+            "MyHyperModel/batch_size",
+            "MyHyperModel/learning_rate",
+        }
+        assert trial.user_attrs["epochs"] == 2
+        assert trial.value == trial.user_attrs["metrics"]["my_metric"]
+    best = tuner.best_trials(1)[0]
+    assert best.value == min(t.value for t in trials)
+    # The best epoch's weights are stored: its validation loss is the reported one.
+    [model] = tuner.get_best_models(1)
+    logits = model.predict(images[500:], verbose=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    size = best.params["MyHyperModel/batch_size"]  # the loop's mean of its batches' losses
+    batches = [
+        float(loss(labels[500:][i : i + size], logits[i : i + size])) for i in range(0, 200, size)
+    ]
+    assert np.mean(batches) == pytest.approx(best.value, rel=1e-4)
+
+
+@pytest.mark.slow
 def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -189,15 +189,30 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
         return self.values[hp.name]
 
 
+class _TrainsItself(AttributeError):
+    """The hypermodel's `fit` calls the model, or reads what only a model has, instead of
+    passing it to `model.fit`: it trains it in a loop of its own."""
+
+
 class _FitRecorder:
     """Stands in for the model in a hypermodel's `fit`, to read the arguments it passes."""
 
     def __init__(self) -> None:
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
+        self.fitted = False
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.kwargs = args, kwargs
+        self.args, self.kwargs, self.fitted = args, kwargs, True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _TrainsItself("the model is called")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the stand-in lacks: `model.trainable_variables` of a training loop.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _TrainsItself(f"model.{name} is read")
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         """Zeros, one a row: a `fit` that scores the model itself after training (KerasTuner's
@@ -263,6 +278,9 @@ class HyperModelFamily:
         self._hypermodel = hypermodel
         self.rename = rename
         self._hp: OptunaHyperParameters | None = None
+        # Its `fit` trains the model in a loop of its own, not through `model.fit`: found by
+        # `fit_arguments`, and then the trial runs it (`train_own`).
+        self.trains_itself = False
 
     def suggest(self, trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> dict[str, Any]:
         """Nothing up front: the hypermodel declares its space while it builds."""
@@ -341,24 +359,44 @@ class HyperModelFamily:
             return {**self.fit_defaults, **given}
         recorder = _FitRecorder()
         given = {} if validation_data is None else {"validation_data": validation_data}
+        # KerasTuner passes a list of callbacks, which a training loop of the user's calls.
+        kwargs = {"callbacks": [], **self.fit_kwargs}
         try:
-            returned = fit(self._hp, recorder, x, y, **given, **self.fit_kwargs)
+            returned = fit(self._hp, recorder, x, y, **given, **kwargs)
+        except _TrainsItself:
+            if recorder.fitted:
+                raise ConfigError(
+                    f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) calls model.fit "
+                    f"and uses the model otherwise besides; hpo trains the model either with "
+                    f"model.fit, or in the fit's own training loop (no model.fit)."
+                ) from None
+            # KerasTuner's custom training loop: the trial runs the fit with the model.
+            self.trains_itself = True
+            own = self.fit_kwargs.get("callbacks")
+            return {"callbacks": own} if own else {}
         except Exception as exc:
             raise ConfigError(
                 f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
                 f"training ({type(exc).__name__}: {str(exc)[:200]}); hpo reads from it only the "
                 f"arguments it passes to model.fit ({', '.join(FIT_ARGUMENTS)})."
             ) from exc
+        transformed: dict[str, np.ndarray] = {}
         for name, value in recorder.data().items():
-            if not _same_data(value, {"x": x, "y": y}[name]):
+            if _same_data(value, {"x": x, "y": y}[name]):
+                continue
+            inputs = _transformed_inputs(value, x) if name == "x" else None
+            if inputs is None:
                 raise ConfigError(
                     f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) passes model.fit "
-                    f"other {name} than it is given ({type(value).__name__}): it transforms "
-                    f"the data. hpo trains every trial on the data as given, so the "
-                    f"transformation would be lost: do it in the model (a layer in build, such "
-                    f"as keras.layers.Normalization) or to the data before the search; to batch "
-                    f"the data (a tf.data pipeline), pass batch_size= to model.fit instead."
+                    f"other {name} than it is given ({_shape_of(value)} for "
+                    f"{_shape_of({'x': x, 'y': y}[name])}): hpo trains on inputs its fit "
+                    f'transforms (KerasTuner\'s "tune data preprocessing") where they keep '
+                    f"their shape, and on labels as given. Transform the data before the "
+                    f"search, or in the model (a layer in build, such as "
+                    f"keras.layers.Normalization); to batch the data (a tf.data pipeline), pass "
+                    f"batch_size= to model.fit instead."
                 )
+            transformed[name] = inputs
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y", "validation_data"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
@@ -370,8 +408,29 @@ class HyperModelFamily:
                 self.name,
                 returned,
             )
-        passed = {k: v for k, v in recorder.kwargs.items() if k in FIT_ARGUMENTS and v is not None}
-        return {**self.fit_defaults, **passed}
+        passed = {
+            k: v
+            for k, v in recorder.kwargs.items()
+            if k in FIT_ARGUMENTS and v is not None and not (k == "callbacks" and v == [])
+        }
+        return {**self.fit_defaults, **passed, **transformed}
+
+    def train_own(
+        self,
+        model: keras.Model,
+        x: Any,
+        y: Any,
+        validation_data: Any,
+        callbacks: list[keras.callbacks.Callback],
+    ) -> Any:
+        """Runs the hypermodel's `fit` on the model, which it trains in a loop of its own
+        (`trains_itself`), as KerasTuner runs it: given `validation_data` and
+        the callbacks (hpo's, and the search's own), whose `on_epoch_end` it calls with its
+        logs. Returns what the fit returns."""
+        kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
+        return self.hypermodel.fit(
+            self._hp, model, x, y, validation_data=validation_data, callbacks=callbacks, **kwargs
+        )
 
     def _build(self, hp: OptunaHyperParameters) -> keras.Model:
         self._hp = hp
@@ -392,6 +451,27 @@ class HyperModelFamily:
                 f"family {self.name!r}: its build raised keras_tuner.errors.FatalError ({exc}); "
                 f"the search stops, as KerasTuner's does."
             ) from exc
+
+
+def _transformed_inputs(passed: Any, given: Any) -> np.ndarray | None:
+    """Inputs a hypermodel's `fit` made from the training inputs, as an array, where they are
+    one array of the same shape (scaled or normalized for this trial, say); else None."""
+    if isinstance(passed, (dict, list, tuple)) or isinstance(given, (dict, list, tuple)):
+        return None
+    import keras
+
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(passed))
+    except Exception:
+        return None
+    if array.shape != np.shape(given) or not np.issubdtype(array.dtype, np.number):
+        return None
+    return array.astype(np.asarray(given[:1]).dtype, copy=False)
+
+
+def _shape_of(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} {list(shape)}" if shape is not None else type(value).__name__
 
 
 def _same_data(passed: Any, given: Any, rows: int = 256) -> bool:

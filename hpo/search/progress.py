@@ -131,12 +131,13 @@ def _cheapest_note(seconds: float | None) -> str:
 
 def describe_trial(trial: FrozenTrial, objective: str = "val_accuracy") -> str:
     """One concise line about a finished trial: its `objective` value first, if that is
-    neither validation accuracy nor loss."""
+    neither the validation accuracy hpo measures nor the validation loss."""
     attrs = trial.user_attrs
     family = trial.params.get("family", "?")
     parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
     if trial.state == TrialState.COMPLETE:
-        if objective not in (Attr.VAL_ACCURACY, Attr.VAL_LOSS):
+        measured = Attr.VAL_LOSS, *([Attr.VAL_ACCURACY] if Attr.VAL_ACCURACY in attrs else [])
+        if objective not in measured:
             parts.append(f"{objective}={trial.value:.4f}")
         if Attr.VAL_ACCURACY in attrs:  # a classifier's
             parts.append(f"val_acc={attrs[Attr.VAL_ACCURACY]:.4f}")

@@ -24,6 +24,7 @@ __all__ = [
     "AtomicModelCheckpoint",
     "ChanceLevelStop",
     "EpochClock",
+    "EpochLogs",
     "PruningCallback",
     "RequireMonitor",
     "missing_metric",
@@ -56,12 +57,18 @@ class EpochClock(keras.callbacks.Callback):
         """Finished epochs, including those of a trial that is pruned or stopped."""
         return len(self.durations)
 
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._started = time.time()
+
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self._started = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         now = time.time()
         self.durations.append(now - self._started)
+        # A training loop of a hypermodel's own may call on_epoch_end alone: the next epoch
+        # starts as this one ends.
+        self._started = now
         if _last_epoch(self, epoch):
             return  # fit's last epoch: no other follows to stop
         for deadline, why in self.deadlines:
@@ -88,6 +95,19 @@ def schedule_callbacks(
             monitor="val_loss", factor=training.lr_factor, patience=training.lr_patience
         ),
     ]
+
+
+class EpochLogs(keras.callbacks.Callback):
+    """Each epoch's logs, by name, as `model.fit`'s `History` keeps them, from `on_epoch_end`
+    alone (a training loop of a hypermodel's own calls only that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
 
 
 class RequireMonitor(keras.callbacks.Callback):

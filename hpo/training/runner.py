@@ -37,7 +37,7 @@ from hpo.models import is_builtin
 from hpo.precision import Precision, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
-from hpo.study import create_study, search_space
+from hpo.study import TRAINING_DEFAULTS, create_study, search_space
 from hpo.tasks import study_task
 from hpo.training.interface import (
     PROBE_ROWS,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig, TrainingConfig
     from hpo.tasks import Task
     from hpo.tasks._base import TrialData
-    from hpo.training.callbacks import EpochClock
+    from hpo.training.callbacks import EpochClock, EpochLogs
 
 __all__ = [
     "EstimateJob",
@@ -240,15 +240,34 @@ def _train_trial(
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
 
+    arguments: dict[str, Any] = {}
+
+    def fit_arguments() -> dict[str, Any]:
+        # The hypermodel's own fit, read once its model is built (its parameters sampled).
+        if not arguments:
+            arguments["read"] = _fit_arguments(task, params, data)
+        return dict(arguments["read"])
+
+    def trains_itself() -> bool:
+        # A hypermodel's fit that trains the model in a loop of its own (with its own
+        # optimizer, batches as it likes): hpo's training settings would be left unused.
+        fit_arguments()
+        return bool(getattr(task.families[family], "trains_itself", False))
+
     def ask(name: str) -> Any:
         # A training parameter the search left to this process (see `build_model`).
         if name in params:
             return params[name]
+        if name in TRAINING_DEFAULTS and trains_itself():
+            return TRAINING_DEFAULTS[name]
         return suggest(trial, name, search_space(task, config.space).shared[name])
 
     model, interface = prepare_model(task, params, data, trial, ask)
-    fit_arguments = _fit_arguments(task, params, data)
-    batch_size = fit_arguments.pop("batch_size", None) or ask("batch_size")
+    fitting = fit_arguments()
+    if "x" in fitting:  # a hypermodel's fit transformed the inputs: this trial's
+        data = dataclasses.replace(data, x_train=fitting.pop("x"))
+    own_loop = trains_itself()
+    batch_size = fitting.pop("batch_size", None) or ask("batch_size")
     features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     calibration = cost_ratios or Calibration()
     device = device_name()
@@ -303,7 +322,7 @@ def _train_trial(
     regression = interface.output.regression
     classes = int(params.get("classes", 0))
     guards: list[keras.callbacks.Callback] = []
-    if not regression:
+    if not regression and not own_loop:
         # Always predicting the most frequent class scores this much.
         chance = float(np.bincount(data.y_val).max() / len(data.y_val))
         training = config.training
@@ -313,43 +332,56 @@ def _train_trial(
     objective = config.training.objective
     extra: list[keras.callbacks.Callback] = [
         PruningCallback(trial, objective),
-        *trial_tensorboards(fit_arguments.pop("callbacks", []), trial.number, trial.params),
+        *trial_tensorboards(fitting.pop("callbacks", []), trial.number, trial.params),
     ]
     if config.tensorboard:
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"
         extra.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
-    epochs = min(config.training.max_epochs, fit_arguments.pop("epochs", math.inf))
+    epochs = min(config.training.max_epochs, fitting.pop("epochs", math.inf))
     fit_started = time.perf_counter()
     try:
-        history = fit_best_epoch(
-            model,
-            task.dataset(
-                data.x_train,
-                interface.encode_labels(data.y_train, classes),
-                batch_size,
-                config.sampler.seed + trial.number,
-                bucketed=interface.bucketed,
-                # In-memory arrays' sample weights (hpo.Tuner), when given.
-                **({} if data.w_train is None else {"weights": data.w_train}),
-            ),
-            task.dataset(
-                data.x_val,
-                interface.encode_labels(data.y_val, classes),
-                EVAL_BATCH,
-                None,
-                bucketed=interface.bucketed,
-            ),
-            monitor=objective,
-            mode=config.training.mode,
-            training=config.training,
-            checkpoint=checkpoint,
-            clock=clock,
-            epochs=epochs,
-            guards=guards,
-            extra=extra,
-            learning_rate=_learning_rate(trial.params),
-            fit_arguments=fit_arguments,
-        )
+        if own_loop:
+            history = _train_own_loop(
+                task.families[family],
+                model,
+                interface,
+                data,
+                classes,
+                objective=objective,
+                mode=config.training.mode,
+                checkpoint=checkpoint,
+                callbacks=[clock, *extra],
+            )
+        else:
+            history = fit_best_epoch(
+                model,
+                task.dataset(
+                    data.x_train,
+                    interface.encode_labels(data.y_train, classes),
+                    batch_size,
+                    config.sampler.seed + trial.number,
+                    bucketed=interface.bucketed,
+                    # In-memory arrays' sample weights (hpo.Tuner), when given.
+                    **({} if data.w_train is None else {"weights": data.w_train}),
+                ),
+                task.dataset(
+                    data.x_val,
+                    interface.encode_labels(data.y_val, classes),
+                    EVAL_BATCH,
+                    None,
+                    bucketed=interface.bucketed,
+                ),
+                monitor=objective,
+                mode=config.training.mode,
+                training=config.training,
+                checkpoint=checkpoint,
+                clock=clock,
+                epochs=epochs,
+                guards=guards,
+                extra=extra,
+                learning_rate=_learning_rate(trial.params),
+                fit_arguments=fitting,
+            )
     finally:
         trial.set_user_attr(Attr.EPOCHS, clock.count)
         trial.set_user_attr(Attr.TRAIN_SECONDS, round(time.perf_counter() - fit_started, 1))
@@ -415,6 +447,76 @@ def _train_trial(
     # whose weights are stored.
     own = objective == task.monitor and not regression
     return TrialResult(value=val_accuracy if own else logged[objective])
+
+
+def _train_own_loop(
+    family: Any,
+    model: keras.Model,
+    interface: ModelInterface,
+    data: TrialData,
+    classes: int,
+    *,
+    objective: str,
+    mode: str,
+    checkpoint: Path,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> EpochLogs:
+    """Trains a model in its hypermodel's own training loop (KerasTuner's "custom training
+    loop" guide: a `fit` that never calls `model.fit`), given hpo's callbacks as KerasTuner
+    gives its own: each epoch's end that the loop reports (`callback.on_epoch_end(epoch,
+    logs={objective: value})`) is logged, checkpointed when best by `objective`, timed and
+    reported to the pruner.
+
+    Returns:
+        The logs of each epoch; a loop that reports none but returns a number (KerasTuner's
+        returned objective) has that value as its one epoch's `objective`, its final model
+        as the checkpoint.
+
+    Raises:
+        ConfigError: The loop reports no epoch and returns no number.
+    """
+    from hpo.training.callbacks import (
+        AtomicModelCheckpoint,
+        EpochLogs,
+        RequireMonitor,
+        variable_bytes,
+    )
+
+    logs = EpochLogs()
+    everything = [
+        logs,
+        RequireMonitor(objective),
+        AtomicModelCheckpoint(checkpoint, monitor=objective, mode=mode),
+        *callbacks,
+    ]
+    for callback in everything:
+        callback.set_model(model)
+        callback.on_train_begin()
+    returned = family.train_own(
+        model,
+        model_inputs(data.x_train),
+        interface.encode_labels(data.y_train, classes),
+        (model_inputs(data.x_val), interface.encode_labels(data.y_val, classes)),
+        everything,
+    )
+    for callback in everything:
+        callback.on_train_end()
+    if logs.history:
+        return logs
+    if isinstance(returned, dict):
+        returned = returned.get(objective)
+    if not isinstance(returned, (int, float, np.number)) or not math.isfinite(float(returned)):
+        raise ConfigError(
+            f"family {family.name!r}: its fit trains the model in a loop of its own, and "
+            f"neither reported an epoch to the callbacks it is given nor returned the "
+            f"objective's value (it returned {type(returned).__name__}). At each epoch's end "
+            f"call callback.on_epoch_end(epoch, logs={{{objective!r}: value}}) for each "
+            f"callback, as KerasTuner's custom training loop guide does, or return the value."
+        )
+    with writing(checkpoint, variable_bytes(model)):
+        model.save(checkpoint)
+    logs.history = {objective: [float(returned)]}
+    return logs
 
 
 def best_epoch_logs(
@@ -563,13 +665,19 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                         f"parameters failed ({type(exc).__name__}: {str(exc)[:300]}). Fix the "
                         f"model's code; the traceback is in the study's logs/check.log."
                     ) from exc
-                check_objective(task, model, interface, data, params, job.config.training.objective)
-                if not is_builtin(task.families[params["family"]]):
+                family = task.families[params["family"]]
+                # A hypermodel's own fit, run as a trial will run it: its failure (or a value
+                # it returns, which is warned of) shows before any trial; the batch size it
+                # (or the user's dataset) sets is the one its epochs are priced at.
+                arguments = {} if is_builtin(family) else _fit_arguments(task, params, data)
+                # A training loop of the hypermodel's own logs what it logs as it runs.
+                if not getattr(family, "trains_itself", False):
+                    check_objective(
+                        task, model, interface, data, params, job.config.training.objective
+                    )
+                if not is_builtin(family):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
-                    # A hypermodel's own fit, run as a trial will run it: its failure (or a
-                    # value it returns, which is warned of) shows before any trial; the batch
-                    # size it (or the user's dataset) sets is the one its epochs are priced at.
-                    fixed = _fit_arguments(task, params, data).get("batch_size")
+                    fixed = arguments.get("batch_size")
                     params = {**params, "batch_size": fixed or params["batch_size"]}
                 features, _ = cost_features(task, model, params, data)
             rates = family_rates(task.families[params["family"]])
@@ -613,6 +721,13 @@ def check_objective(
         return_dict=True,
     )
     logged = [*logs, *(f"val_{name}" for name in logs)]
+    if objective == task.monitor and objective not in logged:
+        raise ConfigError(
+            f"the labels are regression targets, and the model logs no accuracy "
+            f"({', '.join(sorted(logged))}): choose objective='val_loss' or one of those (or "
+            f"leave objective out: the validation loss), or compile the model with "
+            f"metrics=['accuracy'] where its targets have one."
+        )
     if objective not in logged:
         raise ConfigError(missing_metric(objective, sorted(logged)))
 
@@ -746,7 +861,8 @@ def _learning_rate(params: Mapping[str, Any]) -> str:
 
 
 def _fit_arguments(task: Task, params: Mapping[str, Any], data: TrialData) -> dict[str, Any]:
-    """Training arguments a family's own `fit` adds (a hypermodel's batch size, say)."""
+    """Training arguments a family's own `fit` adds (a hypermodel's batch size, say), and `x`,
+    the training inputs, where it transforms them."""
     family = task.families[params["family"]]
     arguments = getattr(family, "fit_arguments", None)
     if arguments is None:

@@ -215,9 +215,9 @@ def test_the_up_front_cost_estimate_prices_the_batch_size_the_trials_will_use(
     assert steps == {None: 2, 16: 7}
 
 
-def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> None:
-    # KerasTuner's "tune model training" guide normalizes x in fit when hp.Boolean says so:
-    # hpo trains on the data as given, so it says where such a transformation belongs.
+def test_inputs_a_fit_transforms_are_the_trials_and_other_changes_are_refused() -> None:
+    # KerasTuner's "tune data preprocessing" guide normalizes x in fit when hp.Boolean says so:
+    # the trial trains on the inputs so transformed (of the same shape); labels are as given.
     class Normalizing(keras_tuner.HyperModel):  # type: ignore[misc]
         def build(self, hp: keras_tuner.HyperParameters) -> Any:
             return hp.Boolean("normalize")
@@ -230,14 +230,36 @@ def test_a_fit_that_transforms_the_data_is_refused_naming_where_to_move_it() -> 
             return model.fit(x=np.asarray(x), y=list(y), **kw)
 
     x, y = np.arange(600, dtype="float32").reshape(300, 2), np.arange(300) % 2
-    for normalize, refused in ((False, False), (True, True)):
+    for normalize in (False, True):
         family = HyperModelFamily("norm", Normalizing(), lambda n: n)
         family.build_trial(optuna.trial.FixedTrial({"normalize": normalize}), {})
-        if refused:
-            with pytest.raises(ConfigError, match=r"passes model\.fit other x .*Normalization"):
-                family.fit_arguments(x, y)
+        if normalize:
+            [(name, inputs)] = family.fit_arguments(x, y).items()
+            assert (name, inputs.dtype) == ("x", np.float32)
+            np.testing.assert_allclose(inputs, (x - x.mean()) / x.std(), rtol=1e-6)
         else:  # the same values, converted, are the data as given
             assert family.fit_arguments(x, y) == {}
+
+    class Reshaping(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return None
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, **kw: Any) -> Any:
+            return model.fit(x[:, :1], y, **kw)
+
+    family = HyperModelFamily("reshape", Reshaping(), lambda n: n)
+    family.build_trial(optuna.trial.FixedTrial({}), {})
+    with pytest.raises(ConfigError, match=r"other x .*\[300, 1\] for .*\[300, 2\].*Normalization"):
+        family.fit_arguments(x, y)
+
+    class Relabeling(Reshaping):
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, **kw: Any) -> Any:
+            return model.fit(x, 1 - y, **kw)
+
+    family = HyperModelFamily("relabel", Relabeling(), lambda n: n)
+    family.build_trial(optuna.trial.FixedTrial({}), {})
+    with pytest.raises(ConfigError, match=r"other y .*labels as given"):
+        family.fit_arguments(x, y)
 
     # A model of several inputs: its dict or list passed on as given, or transformed.
     class Passing(keras_tuner.HyperModel):  # type: ignore[misc]

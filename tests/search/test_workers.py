@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
@@ -165,3 +165,22 @@ def test_unwritable_study_folder_is_a_clear_error(
     err = capsys.readouterr().err
     assert "the study folder" in err
     assert "is not writable" in err
+
+
+def test_a_trial_line_names_the_objective_unless_it_shows_anyway() -> None:
+    from hpo.search.progress import describe_trial
+
+    def trial(value: float, **attrs: Any) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(
+            value=value,
+            params={"family": "net"},
+            distributions={"family": optuna.distributions.CategoricalDistribution(["net"])},
+            user_attrs={"val_loss": 0.25, **attrs},
+        )
+
+    classifier = trial(0.9, val_accuracy=0.9)
+    assert "val_acc=0.9000 val_loss=0.2500" in describe_trial(classifier, "val_accuracy")
+    assert "val_auc=0.9500 val_acc=" in describe_trial(trial(0.95, val_accuracy=0.9), "val_auc")
+    # Soft targets ranked by the accuracy Keras logs: hpo measures none, so the line names it.
+    assert "val_accuracy=0.1600 val_loss=0.2500" in describe_trial(trial(0.16), "val_accuracy")
+    assert "val_accuracy" not in describe_trial(trial(0.25), "val_loss")

@@ -299,3 +299,56 @@ def test_a_users_tensorboard_writes_into_a_folder_per_trial_with_its_values(
     assert sorted(p.name for p in trial.iterdir() if p.is_dir()) == ["train", "validation"]
     assert list(trial.glob("events.out.tfevents.*"))  # the trial's values
     assert not list((tmp_path / "logs").glob("events.*"))
+
+
+def test_a_training_loop_of_the_hypermodels_own_reports_epochs_or_returns_a_value(
+    tmp_path: Path,
+) -> None:
+    from hpo.models.hypermodel import HyperModelFamily
+    from hpo.tasks._base import TrialData
+    from hpo.training.interface import Labels, ModelInterface, Output
+    from hpo.training.runner import _train_own_loop
+
+    class Loop:
+        """Trains in fit without model.fit; reports its epochs, or only returns a value."""
+
+        def __init__(self, report: bool, returns: Any) -> None:
+            self.report, self.returns = report, returns
+
+        def build(self, hp: Any) -> Any:
+            return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, callbacks: Any):
+            model(x[:2])  # the stand-in model tells hpo it trains itself here
+            for epoch, value in enumerate([0.5, 0.3, 0.4] if self.report else []):
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs={"my_metric": value})
+            return self.returns
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), np.arange(20) % 2
+    data = TrialData(x, y, x, y)
+    interface = ModelInterface(Output(units=2, from_logits=True), Labels.SPARSE, None, "")
+
+    def train(report: bool, returns: Any, checkpoint: Path) -> Any:
+        family = HyperModelFamily("loop", Loop(report, returns), lambda n: n)
+        model = family.build_trial(optuna.trial.FixedTrial({}), {})
+        assert family.fit_arguments(x, y, (x, y)) == {} and family.trains_itself
+        return _train_own_loop(
+            family,
+            model,
+            interface,
+            data,
+            2,
+            objective="my_metric",
+            mode="min",
+            checkpoint=checkpoint,
+            callbacks=[],
+        )
+
+    for report, returns, expected in ((True, None, [0.5, 0.3, 0.4]), (False, 0.25, [0.25])):
+        checkpoint = tmp_path / f"{report}.keras"
+        assert train(report, returns, checkpoint).history == {"my_metric": expected}
+        assert checkpoint.is_file()
+    with pytest.raises(ConfigError, match=r"loop of its own.*on_epoch_end\(epoch, logs="):
+        train(False, None, tmp_path / "none.keras")
