@@ -1410,7 +1410,11 @@ def test_a_model_that_vectorizes_its_own_text_searches_ensembles_and_exports(
     [best] = tuner.get_best_models(1)
     assert best.predict(tf.constant(x[300:302]), verbose=0).shape == (2, 1)
     ensemble = tuner.ensemble(top=2)
-    assert ensemble.evaluate(x[300:], y[300:])["accuracy"] > 0.9
+    scores = ensemble.evaluate(x[300:], y[300:])
+    assert scores["accuracy"] > 0.9
+    # A test dataset of (inputs, labels) batches, as Keras's evaluate takes one.
+    test = tf.data.Dataset.from_tensor_slices((x[300:], y[300:])).batch(32)
+    assert ensemble.evaluate(test) == scores
     with pytest.raises(DataError, match=r"text \(\) per example; the search's were text \(1,\)"):
         ensemble.evaluate(x[300:, 0], y[300:])
     exported = ensemble.export(tmp_path / "ensemble")

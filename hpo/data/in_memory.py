@@ -35,6 +35,7 @@ __all__ = [
     "is_multi_hot",
     "is_targets",
     "labels_or_targets",
+    "read_batches",
     "split_arrays",
 ]
 
@@ -190,7 +191,7 @@ def _pair(
     batch size; and whether the labels are numbers, one an example (`SplitArrays.numbered`)."""
     weights = batch_size = None
     if y is None:
-        x, y, weights, batch_size = _read_batches(x, what)
+        x, y, weights, batch_size = read_batches(x, what)
     raw = np.asarray(y)
     numbered = (
         raw.dtype != bool
@@ -382,7 +383,7 @@ def _dense(matrix: Any, what: str) -> np.ndarray:
     return np.asarray(matrix.toarray())
 
 
-def _read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+def read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """A dataset's `(inputs, labels)` or `(inputs, labels, weights)` batches, read once and
     concatenated, and its batch size: the first batch's rows, as Keras's `fit` would train."""
     batches = _batches(data, what)

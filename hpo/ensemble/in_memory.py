@@ -15,7 +15,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr
-from hpo.data.in_memory import labels_or_targets
+from hpo.data.in_memory import labels_or_targets, read_batches
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.export import EXPORT_NAME, check_export
@@ -95,11 +95,12 @@ class Ensemble:
         `[n, classes]`; for regression, the predicted targets (`[n]` for one)."""
         return self._fitted.predict(self._inputs(x))
 
-    def evaluate(self, x: Any, y: Any) -> dict[str, Any]:
+    def evaluate(self, x: Any, y: Any = None) -> dict[str, Any]:
         """Scores the ensemble and each member on your test data (read here only).
 
         Args:
-            x: Test inputs, as the search's.
+            x: Test inputs, as the search's; or a dataset of `(inputs, labels)` batches, as
+                Keras's `evaluate` takes one (then `y` is None).
             y: Test labels: class indices or one-hot rows (regression: the targets).
 
         Returns:
@@ -112,6 +113,13 @@ class Ensemble:
         """
         fitted = self._fitted
         regression = isinstance(fitted, FittedRegression)
+        if y is None:
+            x, y, weights, _ = read_batches(x, "x")
+            if weights is not None:
+                raise DataError(
+                    "x: its batches carry weights, and the ensemble is scored on every test "
+                    "example alike: drop them, dataset.map(lambda x, y, w: (x, y))."
+                )
         inputs = self._inputs(x)
         labels = labels_or_targets(y, "y_test", targets=regression)
         if len(labels) != len(inputs):

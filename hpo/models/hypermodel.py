@@ -359,8 +359,11 @@ class HyperModelFamily:
             return {**self.fit_defaults, **given}
         recorder = _FitRecorder()
         given = {} if validation_data is None else {"validation_data": validation_data}
-        # KerasTuner passes a list of callbacks, which a training loop of the user's calls.
-        kwargs = {"callbacks": [], **self.fit_kwargs}
+        # KerasTuner passes a list of callbacks, which a training loop of the user's calls:
+        # given to a fit that names `callbacks`, one that passes its own beside **kwargs works.
+        kwargs = dict(self.fit_kwargs)
+        if "callbacks" in _parameters(fit):
+            kwargs.setdefault("callbacks", [])
         try:
             returned = fit(self._hp, recorder, x, y, **given, **kwargs)
         except _TrainsItself:
@@ -422,12 +425,16 @@ class HyperModelFamily:
         y: Any,
         validation_data: Any,
         callbacks: list[keras.callbacks.Callback],
+        sample_weight: Any = None,
     ) -> Any:
         """Runs the hypermodel's `fit` on the model, which it trains in a loop of its own
         (`trains_itself`), as KerasTuner runs it: given `validation_data` and
         the callbacks (hpo's, and the search's own), whose `on_epoch_end` it calls with its
-        logs. Returns what the fit returns."""
+        logs; and `sample_weight`, where the search was given one, among its keyword arguments.
+        Returns what the fit returns."""
         kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
+        if sample_weight is not None:
+            kwargs["sample_weight"] = sample_weight
         return self.hypermodel.fit(
             self._hp, model, x, y, validation_data=validation_data, callbacks=callbacks, **kwargs
         )
@@ -451,6 +458,14 @@ class HyperModelFamily:
                 f"family {self.name!r}: its build raised keras_tuner.errors.FatalError ({exc}); "
                 f"the search stops, as KerasTuner's does."
             ) from exc
+
+
+def _parameters(function: Any) -> set[str]:
+    """The names of a function's parameters (none where they cannot be read)."""
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _transformed_inputs(passed: Any, given: Any) -> np.ndarray | None:

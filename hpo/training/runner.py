@@ -498,6 +498,7 @@ def _train_own_loop(
         interface.encode_labels(data.y_train, classes),
         (model_inputs(data.x_val), interface.encode_labels(data.y_val, classes)),
         everything,
+        sample_weight=data.w_train,
     )
     for callback in everything:
         callback.on_train_end()
