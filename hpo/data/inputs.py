@@ -200,11 +200,14 @@ def packed(x: np.ndarray) -> bool:
 
 def tensors(x: np.ndarray) -> Any:
     """`model_inputs(x)` with text as TensorFlow strings, as `model.predict` and a model's call
-    take text (Keras refuses numpy's str and bytes arrays); numbers as they are."""
+    take text (Keras refuses numpy's str and bytes arrays); numbers as they are, or as
+    TensorFlow tensors beside text (a call refuses tensors mixed with arrays)."""
     inputs = model_inputs(x)
+    arrays = list(inputs.values()) if isinstance(inputs, dict) else inputs
+    text = any(is_text(a.dtype) for a in (arrays if isinstance(arrays, list) else [arrays]))
 
     def convert(array: np.ndarray) -> Any:
-        if not is_text(array.dtype):
+        if not text:
             return array
         import tensorflow as tf
 

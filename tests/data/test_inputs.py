@@ -168,3 +168,22 @@ def test_a_model_that_does_not_take_the_inputs_as_given_is_told_each_inputs_shap
     probabilities = np.asarray(member.predict(model_inputs(x), verbose=0))
     assert probabilities.shape == (10,) or probabilities.shape == (10, 1)
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def test_a_model_of_text_and_numbers_is_called_on_them_as_tensors_alike() -> None:
+    """Keras refuses a call on numpy arrays mixed with tensors: beside text (TensorFlow
+    strings), numbers become tensors too."""
+    import keras
+
+    from hpo.data.inputs import tensors
+
+    words = keras.Input(shape=(1,), dtype="string", name="words")
+    count = keras.Input(shape=(1,), name="count")
+    lookup = keras.layers.StringLookup(vocabulary=["a", "b"], output_mode="one_hot")(words)
+    model = keras.Model(
+        {"words": words, "count": count},
+        keras.layers.Dense(1)(keras.layers.Concatenate()([lookup, count])),
+    )
+    x = input_array({"words": np.array([["a"], ["b"], ["c"]]), "count": np.ones((3, 1))}, "x")
+    assert model(tensors(x)).shape == (3, 1)
+    assert isinstance(tensors(input_array(np.ones((3, 2)), "x")), np.ndarray)  # numbers alone
