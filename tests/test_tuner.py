@@ -1415,6 +1415,10 @@ def test_a_model_that_vectorizes_its_own_text_searches_ensembles_and_exports(
     # A test dataset of (inputs, labels) batches, as Keras's evaluate takes one.
     test = tf.data.Dataset.from_tensor_slices((x[300:], y[300:])).batch(32)
     assert ensemble.evaluate(test) == scores
+    # predict takes a dataset of inputs, or of (inputs, labels) batches, as Keras's does.
+    predicted = ensemble.predict(x[300:])
+    np.testing.assert_array_equal(ensemble.predict(test), predicted)
+    np.testing.assert_array_equal(ensemble.predict(test.map(lambda i, _: i)), predicted)
     with pytest.raises(DataError, match=r"text \(\) per example; the search's were text \(1,\)"):
         ensemble.evaluate(x[300:, 0], y[300:])
     exported = ensemble.export(tmp_path / "ensemble")

@@ -32,10 +32,12 @@ __all__ = [
     "SplitArrays",
     "class_labels",
     "input_array",
+    "is_dataset",
     "is_multi_hot",
     "is_targets",
     "labels_or_targets",
     "read_batches",
+    "read_inputs",
     "split_arrays",
 ]
 
@@ -444,6 +446,32 @@ def _random_ops(dataset: Any) -> list[str]:
         return []
     nodes = [*graph.node, *(node for f in graph.library.function for node in f.node_def)]
     return sorted({n.op for n in nodes if "Random" in n.op and "Shuffle" not in n.op})
+
+
+def is_dataset(data: Any) -> bool:
+    """Whether `data` is a dataset of batches hpo reads: a `tf.data.Dataset`, a
+    `keras.utils.PyDataset` or a torch `DataLoader`."""
+    tf, keras, torch = (sys.modules.get(name) for name in ("tensorflow", "keras", "torch"))
+    return (
+        (tf is not None and isinstance(data, tf.data.Dataset))
+        or (keras is not None and isinstance(data, keras.utils.PyDataset))
+        or (torch is not None and isinstance(data, torch.utils.data.DataLoader))
+    )
+
+
+def read_inputs(data: Any, what: str) -> np.ndarray:
+    """A dataset's inputs, batch after batch, concatenated, as Keras's `predict` reads one:
+    the first item of an `(inputs, labels)` or `(inputs, labels, weights)` batch, else the
+    batch itself."""
+    xs = []
+    for batch in _batches(data, what):
+        if isinstance(batch, list):
+            batch = tuple(batch)
+        inputs = batch[0] if isinstance(batch, tuple) and 1 <= len(batch) <= 3 else batch
+        xs.append(input_array(inputs, what))
+    if not xs:
+        raise DataError(f"{what}: the dataset is empty.")
+    return _joined(xs)
 
 
 def _batches(data: Any, what: str) -> Any:

@@ -91,8 +91,9 @@ class Ensemble:
         return f"Ensemble(members={self.members}, weights={[round(w, 3) for w in self.weights]})"
 
     def predict(self, x: Any) -> np.ndarray:
-        """Class probabilities for inputs `x`: `[n]` (of class 1) for two classes, else
-        `[n, classes]`; for regression, the predicted targets (`[n]` for one)."""
+        """Class probabilities for inputs `x` (arrays, or a dataset of batches of inputs or of
+        `(inputs, labels)`, as Keras's `predict` takes one): `[n]` (of class 1) for two
+        classes, else `[n, classes]`; for regression, the predicted targets (`[n]` for one)."""
         return self._fitted.predict(self._inputs(x))
 
     def evaluate(self, x: Any, y: Any = None) -> dict[str, Any]:
@@ -200,9 +201,11 @@ class Ensemble:
         return self._fitted.export()
 
     def _inputs(self, x: Any) -> np.ndarray:
-        from hpo.data.in_memory import input_array
+        from hpo.data.in_memory import input_array, is_dataset, read_inputs
         from hpo.data.inputs import describe, input_specs, packed
 
+        if is_dataset(x):
+            x = read_inputs(x, "x")
         expected = self._fitted.task.trial_data(
             self._fitted.data_folder, self._fitted.members[0].trial.params
         ).x_train
