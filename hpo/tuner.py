@@ -80,10 +80,10 @@ def _check_text_backend(x: Any, configured: Any) -> None:
         DataError: Naming the backend and the two ways out.
     """
     from hpo.backend import Backend, resolve_backend
-    from hpo.data.inputs import input_specs, is_text
+    from hpo.data.inputs import has_text
 
     backend = resolve_backend(configured)
-    if backend is not Backend.TENSORFLOW and any(is_text(d) for _, _, d in input_specs(x)):
+    if backend is not Backend.TENSORFLOW and has_text(x):
         raise DataError(
             f"the inputs hold text, which Keras models take as TensorFlow strings only, and "
             f"this study trains on {backend.value}: run it with KERAS_BACKEND=tensorflow, or "

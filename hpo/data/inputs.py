@@ -21,6 +21,7 @@ from hpo.errors import DataError
 __all__ = [
     "describe",
     "given_as_list",
+    "has_text",
     "input_specs",
     "is_several",
     "is_text",
@@ -172,6 +173,11 @@ def text_bytes(array: np.ndarray, what: str) -> np.ndarray:
     return np.array(encoded, dtype=f"S{max(1, int(lengths.max()))}").reshape(array.shape)
 
 
+def has_text(x: np.ndarray) -> bool:
+    """Whether any of the inputs is text."""
+    return any(is_text(dtype) for _, _, dtype in input_specs(x))
+
+
 def is_text(dtype: np.dtype) -> bool:
     """Whether inputs of `dtype` are text (`text_bytes`'s, or numpy's str)."""
     return dtype.kind in "SU"
@@ -203,8 +209,7 @@ def tensors(x: np.ndarray) -> Any:
     take text (Keras refuses numpy's str and bytes arrays); numbers as they are, or as
     TensorFlow tensors beside text (a call refuses tensors mixed with arrays)."""
     inputs = model_inputs(x)
-    arrays = list(inputs.values()) if isinstance(inputs, dict) else inputs
-    text = any(is_text(a.dtype) for a in (arrays if isinstance(arrays, list) else [arrays]))
+    text = has_text(x)
 
     def convert(array: np.ndarray) -> Any:
         if not text:

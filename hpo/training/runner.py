@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import resource
@@ -240,13 +241,10 @@ def _train_trial(
     data = task.trial_data(data_folder, params)
     keras.utils.set_random_seed(config.sampler.seed + trial.number)
 
-    arguments: dict[str, Any] = {}
-
+    @functools.cache
     def fit_arguments() -> dict[str, Any]:
         # The hypermodel's own fit, read once its model is built (its parameters sampled).
-        if not arguments:
-            arguments["read"] = _fit_arguments(task, params, data)
-        return dict(arguments["read"])
+        return _fit_arguments(task, params, data)
 
     def trains_itself() -> bool:
         # A hypermodel's fit that trains the model in a loop of its own (with its own
@@ -263,7 +261,7 @@ def _train_trial(
         return suggest(trial, name, search_space(task, config.space).shared[name])
 
     model, interface = prepare_model(task, params, data, trial, ask)
-    fitting = fit_arguments()
+    fitting = dict(fit_arguments())
     if "x" in fitting:  # a hypermodel's fit transformed the inputs: this trial's
         data = dataclasses.replace(data, x_train=fitting.pop("x"))
     own_loop = trains_itself()
