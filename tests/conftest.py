@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -267,6 +269,67 @@ def real_imdb() -> Path:
 def real_cifar10() -> Path:
     """The shared real CIFAR-10 JPEG archive; fails in CI if it is missing, skips elsewhere."""
     return _real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH")
+
+
+def _real_subset(archive: Path, folder: Path, keep: Callable[[str, bytes], bytes | None]) -> Path:
+    """A .tar.gz in `folder` of `archive`'s files as `keep(name, content)` returns them (None
+    leaves a file out), in the same layout: a small real data set for the end-to-end studies,
+    whose cost grows with every review or image read, tokenized, trained on and evaluated."""
+    subset = folder / archive.name
+    with tarfile.open(archive) as source, tarfile.open(subset, "w:gz", compresslevel=1) as out:
+        for member in source:
+            if member.isdir():
+                out.addfile(member)
+                continue
+            read = source.extractfile(member)
+            content = None if read is None else keep(member.name, read.read())
+            if content is not None:
+                member.size = len(content)
+                out.addfile(member, io.BytesIO(content))
+    return subset
+
+
+def _imdb_subset(folder: Path, per_class: dict[str, int]) -> Path:
+    """The real IMDB archive cut to its first `per_class[split]` reviews of each class (review
+    ids below it) and the lines of urls_*.txt that name their movies (line N: review N's)."""
+    review = re.compile(r"aclImdb/(train|test)/(?:pos|neg)/(\d+)_\d+\.txt$")
+    movies = re.compile(r"aclImdb/(train|test)/urls_(?:pos|neg)\.txt$")
+
+    def keep(name: str, content: bytes) -> bytes | None:
+        if (found := review.match(name)) is not None:
+            return content if int(found[2]) < per_class[found[1]] else None
+        if (found := movies.match(name)) is not None:
+            return b"".join(content.splitlines(keepends=True)[: per_class[found[1]]])
+        return content if name == "aclImdb/README" else None
+
+    return _real_subset(_real_data(REAL_IMDB, "IMDB", "HPO_IMDB_PATH"), folder, keep)
+
+
+def _cifar10_subset(folder: Path, per_class: dict[str, int]) -> Path:
+    """The real CIFAR-10 archive cut to `per_class[split]` images of each class."""
+    image = re.compile(r"cifar10/(train|test)/[^/]+/(\d+)\.jpg$")
+
+    def keep(name: str, content: bytes) -> bytes | None:
+        found = image.match(name)
+        return content if found is not None and int(found[2]) < per_class[found[1]] else None
+
+    return _real_subset(_real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH"), folder, keep)
+
+
+@pytest.fixture(scope="session")
+def real_imdb_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6,000 real training reviews and 2,000 real test reviews, half of each positive, in the
+    official archive's layout: enough for the smoke study's 4,000 + 1,000 split."""
+    per_class = {"train": 3000, "test": 1000}
+    return shared_once(tmp_path_factory, "imdb-subset", lambda d: _imdb_subset(d, per_class))
+
+
+@pytest.fixture(scope="session")
+def real_cifar10_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 real CIFAR-10 training images and 1,000 test images (300 and 100 of each class):
+    enough for the smoke study's 2,000 + 500 split."""
+    per_class = {"train": 300, "test": 100}
+    return shared_once(tmp_path_factory, "cifar10-subset", lambda d: _cifar10_subset(d, per_class))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
 
 
-def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
+def test_smoke_study_end_to_end(real_imdb_subset: Path, tmp_path: Path) -> None:
+    real_imdb = real_imdb_subset
     studies = tmp_path / "studies"
     studies.mkdir()
     study_file = studies / "imdb-smoke.toml"
@@ -95,7 +96,7 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
     )
     assert ensemble.returncode == 0, ensemble.stderr[-3000:]
     assert f"only {len(complete)} COMPLETE trials; using all of them" in ensemble.stderr
-    assert "on 25000 test examples" in ensemble.stdout
+    assert "on 2000 test examples" in ensemble.stdout
     report = json.loads((out / "report.json").read_text())
     assert len(report["members"]) == len(complete)
     # The export was checked on reviews of both classes (the test files come sorted by class).
@@ -121,12 +122,14 @@ def test_smoke_study_end_to_end(real_imdb: Path, tmp_path: Path) -> None:
     assert float(lines[0].split("\t")[0]) > float(lines[1].split("\t")[0])
 
 
-def test_cifar10_smoke_study_ensemble_and_predict(real_cifar10: Path, tmp_path: Path) -> None:
+def test_cifar10_smoke_study_ensemble_and_predict(
+    real_cifar10_subset: Path, real_cifar10: Path, tmp_path: Path
+) -> None:
     studies = tmp_path / "studies"
     studies.mkdir()
     study_file = studies / "cifar10-smoke.toml"
     shutil.copy(ROOT / "studies" / "cifar10-smoke.toml", study_file)
-    data = ("--data", str(real_cifar10))
+    data = ("--data", str(real_cifar10_subset))
 
     # The shipped study, with a budget whose per-trial cap (an eighth) still leaves its trials
     # their 3 epochs when the test shares a loaded machine: 10 minutes cap them at 75 s, which
@@ -164,7 +167,7 @@ def test_cifar10_smoke_study_ensemble_and_predict(real_cifar10: Path, tmp_path: 
         cwd=ROOT,
     )
     assert ensemble.returncode == 0, ensemble.stderr[-3000:]
-    assert "on 10000 test examples" in ensemble.stdout
+    assert "on 1000 test examples" in ensemble.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["classes"][:3] == ["airplane", "automobile", "bird"]
     test = report["test"]["ensemble"]
