@@ -193,24 +193,31 @@ def read_interface(
         ConfigError: The output does not fit the task, or the model's loss takes neither class
             ids nor one-hot labels.
     """
+    # One eager call serves the output's reading and the padding check: on a recurrent model
+    # (a Python loop over the time steps) it takes seconds.
+    p = _call(model, x, family)
     if targets:
-        output, labels = read_regression_output(model, x, targets, family), Labels.TARGETS
+        output, labels = read_regression_output(model, x, targets, family, p), Labels.TARGETS
     else:
-        output = read_output(model, x, classes, family)
+        output = read_output(model, x, classes, family, p)
         labels = read_labels(model, output, y, classes, family)
     padding, reason = None, ""
     if text:
         padding, reason = (
             (Padding.BUCKETED, "the family masks padding")
             if masks_padding
-            else check_padding(model, x)
+            else check_padding(model, x, p)
         )
     return ModelInterface(output, labels, padding, reason)
 
 
-def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) -> Output:
-    """The model's output units and whether it gives logits, from a call on `x`."""
-    p = _call(model, x, family)
+def read_output(
+    model: keras.Model, x: np.ndarray, classes: int, family: str, p: np.ndarray | None = None
+) -> Output:
+    """The model's output units and whether it gives logits, from a call on `x` (or `p`, the
+    output of `_call` on it)."""
+    if p is None:
+        p = _call(model, x, family)
     units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
     binary_ok = classes == 2 and units in (1, 2)
     if not (binary_ok or (units == classes and classes > 2)):
@@ -233,14 +240,17 @@ def read_output(model: keras.Model, x: np.ndarray, classes: int, family: str) ->
     return Output(units=units, from_logits=_gives_logits(model, p))
 
 
-def read_regression_output(model: keras.Model, x: np.ndarray, targets: int, family: str) -> Output:
+def read_regression_output(
+    model: keras.Model, x: np.ndarray, targets: int, family: str, p: np.ndarray | None = None
+) -> Output:
     """The output of a model of targets (regression values, or multi-label rows), from a call
-    on `x`: one value per target.
+    on `x` (or `p`, the output of `_call` on it): one value per target.
 
     Raises:
         ConfigError: Another shape, naming the one the targets need.
     """
-    p = _call(model, x, family)
+    if p is None:
+        p = _call(model, x, family)
     units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
     if units != targets:
         raise ConfigError(
@@ -370,15 +380,21 @@ def _loss_config(loss: Any) -> dict[str, Any]:
         return {}
 
 
-def check_padding(model: keras.Model, x: np.ndarray) -> tuple[Padding, str]:
+def check_padding(
+    model: keras.Model, x: np.ndarray, full: np.ndarray | None = None
+) -> tuple[Padding, str]:
     """Whether the model scores each text the same cut to its length as padded to `x`'s width.
+
+    Args:
+        full: The model's output for `x` where the caller has it (one eager call fewer).
 
     Returns:
         The padding rule, and why.
     """
     from hpo.data.batching import cut_predictions
 
-    full = _numpy(model(x, training=False))
+    if full is None:
+        full = _numpy(model(x, training=False))
     try:
         cut = cut_predictions(model, x)
     except Exception as exc:
