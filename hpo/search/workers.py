@@ -397,6 +397,9 @@ def _collectors(config: StudyConfig) -> list[KeepBest]:
     return [] if config.keep_checkpoints is None else [KeepBest(config, config.keep_checkpoints)]
 
 
+_INTERRUPTED = "interrupted: the search was stopped"
+
+
 def _objective(
     trial: optuna.Trial,
     *,
@@ -410,9 +413,15 @@ def _objective(
     defaults: Sequence[Priced] = (),
 ) -> float:
     started = time.perf_counter()
-    WorkerIdentity.current().record(trial)
-    sample_params(trial, task, space)
-    ratios = calibration(trial.study.get_trials(deepcopy=False))
+    try:
+        WorkerIdentity.current().record(trial)
+        sample_params(trial, task, space)
+        ratios = calibration(trial.study.get_trials(deepcopy=False))
+    except KeyboardInterrupt:
+        # Stopped as the trial starts (a signal right after the last one ended): it failed
+        # for the same reason as one stopped mid-training.
+        trial.set_user_attr(Attr.FAIL_REASON, _INTERRUPTED)
+        raise
     cheapest = cheapest_epoch(defaults, ratios)
     job = TrialJob(
         config=config,
@@ -472,7 +481,7 @@ def _objective(
         raise
     except KeyboardInterrupt:
         # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this).
-        trial.set_user_attr(Attr.FAIL_REASON, "interrupted: the search was stopped")
+        trial.set_user_attr(Attr.FAIL_REASON, _INTERRUPTED)
         raise
     finally:
         trial.set_user_attr(Attr.TRIAL_SECONDS, round(time.perf_counter() - started, 1))

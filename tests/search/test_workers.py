@@ -184,3 +184,34 @@ def test_a_trial_line_names_the_objective_unless_it_shows_anyway() -> None:
     # Soft targets ranked by the accuracy Keras logs: hpo measures none, so the line names it.
     assert "val_accuracy=0.1600 val_loss=0.2500" in describe_trial(trial(0.16), "val_accuracy")
     assert "val_accuracy" not in describe_trial(trial(0.25), "val_loss")
+
+
+def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM or Ctrl-C that lands while a trial samples its parameters (right after the last
+    trial ended) fails it with the same reason as one stopped mid-training."""
+    from hpo.search import workers
+    from hpo.study import search_space
+    from hpo.tasks import study_task
+
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+    task = study_task(config)
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workers, "sample_params", interrupted)
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(KeyboardInterrupt):
+        workers._objective(
+            trial,
+            config=config,
+            task=task,
+            space=search_space(task, config.space),
+            data_folder=tmp_path,
+            threads=1,
+            deadline=None,
+        )
+    assert study.trials[0].user_attrs[Attr.FAIL_REASON] == "interrupted: the search was stopped"
