@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -397,10 +397,18 @@ def _collectors(config: StudyConfig) -> list[KeepBest]:
     return [] if config.keep_checkpoints is None else [KeepBest(config, config.keep_checkpoints)]
 
 
-_INTERRUPTED = "interrupted: the search was stopped"
+def _objective(trial: optuna.Trial, **settings: Any) -> float:
+    """`_trial`, with an interruption recorded on the trial wherever it lands: while it
+    samples its parameters (a signal right after the last trial ended) as while it trains."""
+    try:
+        return _trial(trial, **settings)
+    except KeyboardInterrupt:
+        # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this).
+        trial.set_user_attr(Attr.FAIL_REASON, "interrupted: the search was stopped")
+        raise
 
 
-def _objective(
+def _trial(
     trial: optuna.Trial,
     *,
     config: StudyConfig,
@@ -413,15 +421,9 @@ def _objective(
     defaults: Sequence[Priced] = (),
 ) -> float:
     started = time.perf_counter()
-    try:
-        WorkerIdentity.current().record(trial)
-        sample_params(trial, task, space)
-        ratios = calibration(trial.study.get_trials(deepcopy=False))
-    except KeyboardInterrupt:
-        # Stopped as the trial starts (a signal right after the last one ended): it failed
-        # for the same reason as one stopped mid-training.
-        trial.set_user_attr(Attr.FAIL_REASON, _INTERRUPTED)
-        raise
+    WorkerIdentity.current().record(trial)
+    sample_params(trial, task, space)
+    ratios = calibration(trial.study.get_trials(deepcopy=False))
     cheapest = cheapest_epoch(defaults, ratios)
     job = TrialJob(
         config=config,
@@ -478,10 +480,6 @@ def _objective(
         raise
     except Exception as exc:
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")
-        raise
-    except KeyboardInterrupt:
-        # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this).
-        trial.set_user_attr(Attr.FAIL_REASON, _INTERRUPTED)
         raise
     finally:
         trial.set_user_attr(Attr.TRIAL_SECONDS, round(time.perf_counter() - started, 1))
