@@ -72,7 +72,6 @@ class Study:
         from hpo.contract import fetch_checkpoint, load_checkpoint
         from hpo.ensemble.selection import ranked_trials
         from hpo.errors import StoreError
-        from hpo.models.portable import register_main_classes
         from hpo.store import open_artifact_store
 
         ranked = ranked_trials(self.optuna_study)
@@ -85,7 +84,6 @@ class Study:
                 f"best trials: {[t.number for t in ranked[:10]]}."
             )
         store = open_artifact_store(self.config.artifact_location)
-        register_main_classes()  # as hpo.Tuner registered them when its trial saved the model
         with tempfile.TemporaryDirectory(prefix="hpo-model-") as scratch:
             path = fetch_checkpoint(store, chosen, Path(scratch))
             return load_checkpoint(path, chosen.number)
@@ -268,9 +266,8 @@ def load_model(path: str | Path) -> keras.Model:
     Raises:
         ConfigError: There is no such file.
     """
-    from hpo.contract import load_keras_file, own_class_hint
+    from hpo.contract import keras_cause, load_keras_file, own_class_hint
     from hpo.ensemble.export import EXPORT_NAME
-    from hpo.models.portable import register_main_classes
 
     file = Path(path)
     if file.is_dir():
@@ -280,11 +277,10 @@ def load_model(path: str | Path) -> keras.Model:
             f"no model at {file}. Give a .keras file, or the folder `hpo ensemble` wrote "
             f"(it holds {EXPORT_NAME})."
         )
-    register_main_classes()  # as hpo.Tuner registered them when it saved the model
     try:
         return load_keras_file(file)
     except Exception as exc:
         hint = own_class_hint(exc)
         if not hint:
             raise
-        raise ConfigError(f"cannot load {file}: {str(exc)[:300]}{hint}.") from exc
+        raise ConfigError(f"cannot load {file}: {keras_cause(exc)}{hint}.") from exc

@@ -35,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "fetch_checkpoint",
     "fetch_predictions",
+    "keras_cause",
     "load_checkpoint",
     "load_keras_file",
     "own_class_hint",
@@ -186,12 +187,15 @@ def refuse_unsafe_layers(path: Path, what: str) -> None:
 
 
 def load_keras_file(path: Path | str) -> keras.Model:
-    """Loads a `.keras` file with Keras safe mode on, hpo's own layers registered, uncompiled."""
+    """Loads a `.keras` file with Keras safe mode on, uncompiled, hpo's own layers and the
+    classes of the user's code this process has loaded registered (`register_user_classes`)."""
     import keras
 
     from hpo._layers import register_layers
+    from hpo.models.external import register_user_classes
 
     register_layers()
+    register_user_classes()
     return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
@@ -201,8 +205,18 @@ def load_checkpoint(path: Path, number: int) -> keras.Model:
         return load_keras_file(path)
     except Exception as exc:
         raise CheckpointError(
-            f"trial {number}: cannot load checkpoint {path.name}: {exc}{own_class_hint(exc)}"
+            f"trial {number}: cannot load checkpoint {path.name}: {keras_cause(exc)}"
+            f"{own_class_hint(exc)}"
         ) from exc
+
+
+def keras_cause(exc: Exception, limit: int = 400) -> str:
+    """The innermost of the errors Keras nests in one message when it cannot load a model
+    ("... Exception encountered: ..."), without the object's whole configuration."""
+    text = str(exc).rpartition("Exception encountered:")[2].strip() or str(exc)
+    for tail in (" Full object config:", "\n\nconfig="):
+        text = text.partition(tail)[0]
+    return text[:limit]
 
 
 def own_class_hint(exc: Exception) -> str:

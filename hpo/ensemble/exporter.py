@@ -167,8 +167,10 @@ def export_built_ensemble(
         )
     asked = tuple(dict.fromkeys(Format(f) for f in formats))
     check_formats(asked, keras_config_backend())
-    model, _ = load_export(ensemble_dir)
+    # The task first: a study file's own families are imported (their classes registered)
+    # before the ensemble that holds them loads.
     task, data_folder, source = _prepare(config, study, data)
+    model, _ = load_export(ensemble_dir)
     test = task.load_test(config, str(source), data_folder)
     if testset.fingerprint(test.raw, test.y, test.source).sha256 != test_data:
         raise DataError(

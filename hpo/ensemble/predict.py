@@ -19,7 +19,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.backend import Backend, claim_backend, use_backend
-from hpo.contract import CheckpointError, load_keras_file, refuse_unsafe_layers
+from hpo.contract import CheckpointError, keras_cause, load_keras_file, refuse_unsafe_layers
 from hpo.data.tokenizer import Tokenizer
 from hpo.ensemble import EXPORT_NAME
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text
@@ -57,7 +57,7 @@ def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
         model = load_keras_file(path)
     except Exception as exc:
         raise ConfigError(
-            f"{path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}). If its members "
+            f"{path} cannot be loaded ({type(exc).__name__}: {keras_cause(exc)}). If its members "
             f"are models of your own classes, pass the study file that names their modules, "
             f"--study FILE, so that hpo imports them."
         ) from exc

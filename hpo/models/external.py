@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from hpo.tasks import Family
 
-__all__ = ["load_families", "register_keras_classes"]
+__all__ = ["accept_base_arguments", "load_families", "register_user_classes"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -118,7 +118,7 @@ def _import(spec: str, key: str, base: Path) -> Any:
             f"'{key}' = {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc}). "
             f"Put the module beside the study file ({base}) or on the Python path."
         ) from exc
-    register_keras_classes(module)
+    register_user_classes()
     if not attribute:
         return module
     try:
@@ -135,26 +135,105 @@ def _import(spec: str, key: str, base: Path) -> Any:
         ) from exc
 
 
-def register_keras_classes(module: Any) -> None:
-    """Registers the module's own Keras layer and model classes with Keras's serialization.
+# Packages whose Keras classes Keras itself finds when it loads a model (by import or their own
+# registration); every other loaded class is the user's code.
+_LIBRARIES = frozenset(
+    {"keras", "keras_hub", "keras_nlp", "keras_cv", "keras_tuner", "tensorflow", "tf_keras", "hpo"}
+)
+
+
+def register_user_classes() -> None:
+    """Registers with Keras's serialization the layer and model classes of the user's code that
+    this process has loaded, under their module and qualified name, and lets them load
+    (`accept_base_arguments`).
 
     A checkpoint of a subclassed model or a custom layer names its class; Keras loads it only if
-    the class is registered. KerasTuner's examples do not register theirs (KerasTuner keeps
-    weights and builds again), so hpo does, under the module's name, for the classes the module
-    itself defines and leaves unregistered. Loading such a checkpoint later needs the same study
-    file (which imports the module again).
+    the class is registered, and never imports a module a file names. KerasTuner's examples do
+    not register theirs (KerasTuner keeps weights and builds again), so hpo does, for the classes
+    the user's code defined or imported (a script, a notebook, the module a study file names and
+    what it imports), when it builds a model and before it loads one. A checkpoint can only name
+    one of those classes, never make hpo import anything; loading it in another process needs the
+    same code loaded (the same study file, or the notebook's classes defined again).
     """
     keras = sys.modules.get("keras")
-    if keras is None:  # the module defines no Keras class without importing Keras
+    if keras is None:  # no Keras class can have been defined without importing Keras
         return
-    for value in list(vars(module).values()):
-        if (
-            inspect.isclass(value)
-            and value.__module__ == module.__name__
-            and issubclass(value, keras.layers.Layer)
-            and keras.saving.get_registered_name(value) == value.__name__
-        ):
-            keras.saving.register_keras_serializable(package=module.__name__)(value)
+    pending = [keras.layers.Layer]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            pending.append(cls)
+            if cls.__module__.partition(".")[0] in _LIBRARIES:
+                continue
+            accept_base_arguments(cls)
+            if keras.saving.get_registered_name(cls) == cls.__name__:
+                # The qualified name keeps apart two classes of one name in one module (a
+                # notebook cell run again, two functions' local classes): the newest one wins.
+                keras.saving.register_keras_serializable(cls.__module__, cls.__qualname__)(cls)
+
+
+# What every Keras layer's configuration holds beside its own arguments (`Layer.get_config`).
+_BASE_ARGUMENTS = ("name", "trainable", "dtype")
+
+
+def accept_base_arguments(cls: type) -> None:
+    """Lets Keras load a layer or model of the user's class whose `__init__` takes its own
+    arguments only: `def __init__(self, units): super().__init__()`.
+
+    Keras saves such a layer's arguments (its automatic `get_config`) together with the base
+    layer's `name`, `trainable` and `dtype`, and its `from_config` then passes all of them to
+    `__init__`, which refuses the base ones. Keras's own examples write layers this way, and
+    KerasTuner never loads them (it keeps weights and builds again), so hpo gives such a class
+    a `from_config` that builds it from its own arguments and sets the base ones after (the
+    dtype policy while it builds). A class with its own `from_config`, or whose `__init__`
+    takes `**kwargs` or every base argument, is left as it is.
+    """
+    import keras
+
+    # Keras's own `from_config` (a classmethod's function), which passes `__init__` everything.
+    bases = [getattr(c.from_config, "__func__", None) for c in (keras.layers.Layer, keras.Model)]
+    inherited = getattr(getattr(cls, "from_config", None), "__func__", None)
+    if inherited is None or inherited not in bases:
+        return
+    try:
+        parameters = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    refused = tuple(k for k in _BASE_ARGUMENTS if k not in parameters)
+    if not refused:
+        return
+
+    def from_config(klass: type, config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        own = dict(config)
+        base = {k: own.pop(k) for k in refused if k in own}
+        with _dtype_policy(keras, base.get("dtype")):
+            layer = inherited(klass, own, *args, **kwargs)
+        if "name" in base:
+            layer.name = base["name"]
+        if "trainable" in base:
+            layer.trainable = base["trainable"]
+        return layer
+
+    cls.from_config = classmethod(from_config)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _dtype_policy(keras: Any, dtype: Any) -> Iterator[None]:
+    """Keras's global dtype policy set to `dtype` (a layer's saved one) while a layer builds."""
+    if dtype is None:
+        yield
+        return
+    policy = keras.dtype_policies.get(dtype)
+    before = keras.config.dtype_policy()
+    if policy.name == before.name:
+        yield
+        return
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 @contextmanager

@@ -10,7 +10,8 @@ Layers and models the same code defines travel with it, and are registered with 
 the trial's process: there `keras.saving.register_keras_serializable` never ran, and Keras could
 not save or load a model that holds them. Those `__main__` leaves unregistered (KerasTuner's
 examples do not register theirs: KerasTuner keeps weights and builds again), hpo registers
-under `__main__`, as it does for a study file's module (`hpo.models.external`).
+under `__main__`, as it does every class of the user's code it meets
+(`hpo.models.external.register_user_classes`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from hpo.errors import ConfigError
-from hpo.models.external import register_keras_classes
+from hpo.models.external import accept_base_arguments, register_user_classes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -35,7 +36,6 @@ __all__ = [
     "family_name",
     "main_custom_objects",
     "register_custom_objects",
-    "register_main_classes",
 ]
 
 # Where a notebook's cells and a script run: code that a trial's process cannot import.
@@ -84,7 +84,7 @@ class PortableHypermodel:
         self.fit_kwargs = dict(fit_kwargs or {})
         self.declared = dict(declared or {})
         self.fit_defaults = dict(fit_defaults or {})
-        register_main_classes()
+        register_user_classes()
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
         self._family: HyperModelFamily | None = None
@@ -165,14 +165,6 @@ class PortableHypermodel:
         return self._family
 
 
-def register_main_classes() -> None:
-    """Registers the Keras layer and model classes `__main__` (a notebook or a script) defines
-    and leaves unregistered, under `__main__`, as hpo registers a study file's module's."""
-    main = sys.modules.get(_MAIN)
-    if main is not None:
-        register_keras_classes(main)
-
-
 def main_custom_objects() -> dict[str, Any]:
     """The Keras objects that `__main__` (a notebook or a script) registered, by registered
     name: what a trial's process must register again (`register_custom_objects`)."""
@@ -193,6 +185,8 @@ def register_custom_objects(objects: Mapping[str, Any]) -> None:
     import keras
 
     for registered, obj in objects.items():
+        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer):
+            accept_base_arguments(obj)
         package, marker, name = registered.rpartition(">")
         if marker:
             keras.saving.register_keras_serializable(package=package, name=name)(obj)

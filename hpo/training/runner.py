@@ -27,7 +27,7 @@ from hpo.backend import (
     keras_backend,
 )
 from hpo.budget import cap_epochs, format_duration
-from hpo.contract import Attr, load_keras_file, store_trial_artifacts
+from hpo.contract import Attr, keras_cause, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rates
 from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
@@ -35,6 +35,7 @@ from hpo.data.inputs import model_inputs
 from hpo.disk import writing
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
+from hpo.models.external import register_user_classes
 from hpo.precision import Precision, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
@@ -746,8 +747,8 @@ def check_round_trip(
     except Exception as exc:
         raise ConfigError(
             f"family {family!r}: its model cannot be saved and loaded back as a .keras file "
-            f"({type(exc).__name__}: {str(exc)[:300]}). hpo stores every trial's best model as "
-            f"one: build it with the functional API or keras.Sequential, or give your custom "
+            f"({type(exc).__name__}: {keras_cause(exc)}). hpo stores every trial's best model "
+            f"as one: build it with the functional API or keras.Sequential, or give your custom "
             f"layers and models get_config() (and from_config() if their arguments are not "
             f"plain values) and no Lambda layers."
         ) from exc
@@ -785,6 +786,8 @@ def prepare_model(
         model = build_trial(trial, params)
     else:
         model = family.build(params)
+    # Before the model is saved: its classes of the user's own load back (by their names).
+    register_user_classes()
     classes = int(params.get("classes", 2))
     if data is None:
         output = Output(units=1 if classes == 2 else classes, from_logits=False)

@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 
 from hpo.config import load_study_config
 
-from . import text_models
-
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = Path(text_models.__file__)
+MODELS = Path(__file__).with_name("text_models.py")
+# The module of the user's own layers that `text_models.py` imports.
+LAYERS = MODELS.with_name("keras_io_layers.py")
 FAMILIES = {
     "functional_masked": "text_models:functional_masked",
     "functional_unmasked": "text_models:functional_unmasked",
@@ -29,7 +29,24 @@ FAMILIES = {
     "own_loss": "text_models:own_loss",
     "fit_override": "text_models:FitOverride",
     "fixed_length": "text_models:fixed_length",
+    "transformer": "text_models:transformer",
 }
+# What hpo must read from each family's model: (output, labels, padding).
+EXPECTED = {
+    "functional_masked": ("sigmoid", "sparse", "bucketed"),
+    "functional_unmasked": ("sigmoid", "sparse", "fixed"),
+    "sequential_unbuilt": ("softmax2", "sparse", "fixed"),
+    "sequential_built": ("sigmoid", "sparse", "fixed"),
+    "subclassed_unbuilt": ("logits", "sparse", "bucketed"),
+    "subclassed_built": ("logits", "sparse", "bucketed"),
+    "declarations": ("sigmoid", "sparse", "bucketed"),
+    "own_loss": ("softmax2", "one_hot", "bucketed"),
+    "fit_override": ("sigmoid", "sparse", "bucketed"),
+    "fixed_length": ("sigmoid", "sparse", "fixed"),
+    "transformer": ("softmax2", "sparse", "fixed"),
+}
+
+
 STUDY = """
 name = "{name}"
 n_trials = {n_trials}
@@ -67,6 +84,7 @@ def write_user_study(
     """A study file beside a copy of `text_models.py` that searches `families`."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(MODELS, folder / MODELS.name)
+    shutil.copy(LAYERS, folder / LAYERS.name)
     path = folder / f"{name}.toml"
     path.write_text(
         STUDY.format(
@@ -105,7 +123,7 @@ def test_every_kind_of_text_model_searches_ensembles_exports_and_predicts(
     trials = optuna.load_study(study_name="users", storage=config.storage_url).trials
     by_family = {t.params["family"]: t for t in trials}
     assert set(by_family) == set(FAMILIES)
-    for family, (output, labels, padding) in text_models.EXPECTED.items():
+    for family, (output, labels, padding) in EXPECTED.items():
         trial = by_family[family]
         assert trial.state == TrialState.COMPLETE, (family, trial.user_attrs)
         attrs = trial.user_attrs
@@ -147,6 +165,13 @@ def test_every_kind_of_text_model_searches_ensembles_exports_and_predicts(
     assert {m["family"] for m in report["members"]} == set(FAMILIES)
     assert report["export"]["max_abs_difference"] <= 1e-5
     assert report["export"]["checked_examples"] > 0
+
+    # Added later, the SavedModel loads the members of the user's own classes as `predict` does.
+    export = hpo(
+        "export", "--ensemble", str(out), "--study", str(study_file), "--format", "savedmodel"
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert "saved_model" in json.loads((out / "report.json").read_text())["export"]
 
     texts = ["A great and wonderful film.", "Dull, boring and far too long."]
     predict = hpo("predict", "--ensemble", str(out), "--study", str(study_file), *texts)

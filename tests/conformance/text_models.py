@@ -1,8 +1,8 @@
 """Text models written the way users write them (KerasTuner's docs, keras.io examples).
 
 Not hpo's code and not written for hpo: each is what a Keras user would bring. A test copies this
-file beside a study file that names its models in `[families]`; `EXPECTED` says what hpo must
-read from each (output, labels, padding).
+file (and `keras_io_layers.py`, which it imports) beside a study file that names its models in
+`[families]`; the test never imports it, as hpo's commands are what must.
 """
 
 from __future__ import annotations
@@ -10,20 +10,7 @@ from __future__ import annotations
 import keras
 import keras_tuner
 from keras import layers
-
-# What hpo must read from each family's model: (output, labels, padding).
-EXPECTED = {
-    "functional_masked": ("sigmoid", "sparse", "bucketed"),
-    "functional_unmasked": ("sigmoid", "sparse", "fixed"),
-    "sequential_unbuilt": ("softmax2", "sparse", "fixed"),
-    "sequential_built": ("sigmoid", "sparse", "fixed"),
-    "subclassed_unbuilt": ("logits", "sparse", "bucketed"),
-    "subclassed_built": ("logits", "sparse", "bucketed"),
-    "declarations": ("sigmoid", "sparse", "bucketed"),
-    "own_loss": ("softmax2", "one_hot", "bucketed"),
-    "fit_override": ("sigmoid", "sparse", "bucketed"),
-    "fixed_length": ("sigmoid", "sparse", "fixed"),
-}
+from keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
 
 
 def functional_masked(hp):
@@ -212,3 +199,19 @@ def fixed_length(hp):
     x = layers.Flatten()(x)
     outputs = layers.Dense(1, activation="sigmoid")(x)
     return keras.Model(inputs, outputs)
+
+
+def transformer(hp):
+    """keras.io's Transformer classifier, its layers imported from the user's own module."""
+    maxlen, embed_dim = hp.get("seq_len"), hp.Choice("embed_dim", [16, 32])
+    inputs = layers.Input(shape=(maxlen,))
+    x = TokenAndPositionEmbedding(maxlen, hp.get("vocab_size"), embed_dim)(inputs)
+    x = TransformerBlock(embed_dim, 2, 32)(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    x = layers.Dropout(0.1)(x)
+    x = layers.Dense(20, activation="relu")(x)
+    x = layers.Dropout(0.1)(x)
+    outputs = layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inputs=inputs, outputs=outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

@@ -1,0 +1,132 @@
+"""Layers of the user's own classes, written as keras.io's examples write them, load back.
+
+Their `__init__` takes their own arguments only and they are not registered with Keras; the
+classes here live in this module (neither `__main__` nor a study file's module), as a user's
+helper module's do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+from keras import layers
+
+from hpo.contract import load_keras_file
+from hpo.models.external import register_user_classes
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _round_trip(model: keras.Model, path: Path) -> keras.Model:
+    register_user_classes()  # as hpo does once it has built a model, before it saves it
+    model.save(path)
+    return load_keras_file(path)
+
+
+def test_a_layer_of_its_own_arguments_only_loads_back_with_its_weights_and_base_settings(
+    tmp_path: Path,
+) -> None:
+    class Scale(layers.Layer):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="random_normal")
+
+        def call(self, x):
+            return x * self.w * self.factor
+
+    inputs = keras.Input(shape=(3,))
+    frozen = Scale(2.0)
+    outputs = layers.Dense(1)(frozen(inputs))
+    model = keras.Model(inputs, outputs)
+    frozen.trainable = False
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+
+    loaded = _round_trip(model, tmp_path / "scale.keras")
+
+    (scale,) = [layer for layer in loaded.layers if isinstance(layer, Scale)]
+    assert scale.factor == 2.0
+    assert not scale.trainable
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_layer_built_under_another_dtype_policy_keeps_it(tmp_path: Path) -> None:
+    class Offset(layers.Layer):
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = offset
+
+        def call(self, x):
+            return x + self.offset
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        offset = Offset(0.5)
+    finally:
+        keras.config.set_dtype_policy(before)
+    inputs = keras.Input(shape=(2,))
+    model = keras.Model(inputs, layers.Dense(1)(offset(inputs)))
+
+    loaded = _round_trip(model, tmp_path / "offset.keras")
+
+    (restored,) = [layer for layer in loaded.layers if isinstance(layer, Offset)]
+    assert restored.dtype_policy.name == "float64"
+    assert keras.config.dtype_policy().name == before.name
+
+
+def _add_one() -> keras.Model:
+    class Shift(layers.Layer):
+        def __init__(self):
+            super().__init__()
+
+        def call(self, x):
+            return x + 1.0
+
+    inputs = keras.Input(shape=(1,))
+    return keras.Model(inputs, Shift()(inputs))
+
+
+def _add_two() -> keras.Model:
+    class Shift(layers.Layer):
+        def __init__(self):
+            super().__init__()
+
+        def call(self, x):
+            return x + 2.0
+
+    inputs = keras.Input(shape=(1,))
+    return keras.Model(inputs, Shift()(inputs))
+
+
+def test_two_functions_classes_of_one_name_each_load_as_themselves(tmp_path: Path) -> None:
+    one, two = _add_one(), _add_two()
+    x = np.zeros((1, 1), dtype="float32")
+
+    loaded_one = _round_trip(one, tmp_path / "one.keras")
+    loaded_two = _round_trip(two, tmp_path / "two.keras")
+
+    assert loaded_one.predict(x, verbose=0)[0, 0] == 1.0
+    assert loaded_two.predict(x, verbose=0)[0, 0] == 2.0
+
+
+def test_a_class_that_takes_the_base_arguments_keeps_keras_own_loading(tmp_path: Path) -> None:
+    class Doubler(layers.Layer):
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input(shape=(1,))
+    model = keras.Model(inputs, Doubler(name="twice")(inputs))
+
+    loaded = _round_trip(model, tmp_path / "doubler.keras")
+
+    assert "from_config" not in vars(Doubler)
+    assert loaded.layers[-1].name == "twice"
