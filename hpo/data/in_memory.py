@@ -357,6 +357,8 @@ def _one_feature(x: Any, what: str) -> np.ndarray:
 def _one_input(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "toarray"):
         return _dense(x, what)
+    if type(x).__module__.startswith("pandas") and hasattr(x, "columns"):
+        return _frame(x, what)
     if hasattr(x, "detach"):  # a torch tensor, on any device
         x = x.detach().cpu()
     try:
@@ -369,6 +371,36 @@ def _one_input(x: Any, what: str) -> np.ndarray:
             f"hpo stores inputs as arrays: pad them to one length first, such as token ids with "
             f"keras.utils.pad_sequences(rows, padding='post')."
         ) from exc
+
+
+def _frame(frame: Any, what: str) -> np.ndarray:
+    """A pandas DataFrame's columns as one array. Columns of numbers and booleans together (the
+    one-hot columns `pd.get_dummies` makes are bool) take their common type, as Keras's `fit`
+    takes them; columns of text alone stay text.
+
+    Raises:
+        DataError: Columns of numbers beside columns of anything else, naming the latter.
+    """
+    import pandas as pd
+
+    numeric = {
+        name: pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+        for name, dtype in frame.dtypes.items()
+    }
+    if not any(numeric.values()):
+        return np.asarray(frame)
+    others = [name for name, number in numeric.items() if not number]
+    if others:
+        raise DataError(
+            f"{what}: DataFrame column(s) {others[:10]} hold {frame[others[0]].dtype} beside "
+            f"columns of numbers; a model takes numbers: encode them first "
+            f"(pd.get_dummies(df, columns={others[:3]}, dtype='float32')) or drop them."
+        )
+    try:
+        dtype = np.result_type(*(np.dtype(d) for d in frame.dtypes))
+    except TypeError:  # pandas' own types (nullable integers): as floats, missing values NaN
+        return np.asarray(frame.to_numpy(dtype="float64", na_value=np.nan))
+    return np.asarray(frame.to_numpy(dtype=dtype))
 
 
 def _dense(matrix: Any, what: str) -> np.ndarray:

@@ -187,3 +187,29 @@ def test_a_model_of_text_and_numbers_is_called_on_them_as_tensors_alike() -> Non
     x = input_array({"words": np.array([["a"], ["b"], ["c"]]), "count": np.ones((3, 1))}, "x")
     assert model(tensors(x)).shape == (3, 1)
     assert isinstance(tensors(input_array(np.ones((3, 2)), "x")), np.ndarray)  # numbers alone
+
+
+def test_a_dataframe_of_numbers_and_one_hot_booleans_is_one_array_of_their_common_type() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"weight": [1.5, 2.0, 3.25], "cylinders": [4, 6, 8]})
+    # `pd.get_dummies` makes bool columns: numpy alone would give an array of objects.
+    frame = pd.concat([frame, pd.get_dummies(pd.Series(["us", "eu", "us"]))], axis=1)
+    assert frame.to_numpy().dtype == object
+
+    array = input_array(frame, "x")
+
+    assert array.dtype == np.float64
+    np.testing.assert_array_equal(array[:, -2:], [[0, 1], [1, 0], [0, 1]])
+    nullable = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [0.5, 1.0, 2.0]})
+    assert np.isnan(input_array(nullable, "x")[1, 0])
+    texts = pd.DataFrame({"review": ["good", "bad"]})
+    assert input_array(texts, "x").dtype.kind == "S"  # text, as UTF-8 bytes
+
+
+def test_a_dataframe_with_a_column_of_text_beside_numbers_is_refused_naming_it() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"weight": [1.5, 2.0], "origin": ["us", "eu"]})
+    with pytest.raises(DataError, match=r"\['origin'\] hold \w+ beside columns of numbers"):
+        input_array(frame, "x")
