@@ -745,12 +745,20 @@ def check_round_trip(
         member_model(model, interface.output, data.x_val[:1]).save(path)
         load_keras_file(path)
     except Exception as exc:
+        cause = keras_cause(exc)
+        fix = (
+            "replace each Lambda layer with a layer of your own class, which hpo loads "
+            "without running code from the file: class Scale(keras.layers.Layer): def "
+            "call(self, x): return ops.relu(x) * 2.0"
+            if "`Lambda` layer" in cause
+            else "build it with the functional API or keras.Sequential, or give your custom "
+            "layers and models get_config() (and from_config() if their arguments are not "
+            "plain values) and no Lambda layers"
+        )
         raise ConfigError(
             f"family {family!r}: its model cannot be saved and loaded back as a .keras file "
-            f"({type(exc).__name__}: {keras_cause(exc)}). hpo stores every trial's best model "
-            f"as one: build it with the functional API or keras.Sequential, or give your custom "
-            f"layers and models get_config() (and from_config() if their arguments are not "
-            f"plain values) and no Lambda layers."
+            f"({type(exc).__name__}: {cause}). hpo stores every trial's best model as one and "
+            f"loads it with Keras's safe mode on: {fix}."
         ) from exc
 
 

@@ -70,5 +70,23 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
     class Data:
         x_val = np.ones((2, 5), dtype=np.int32)
 
-    with pytest.raises(ConfigError, match=r"family 'lam': .* cannot be saved and loaded back"):
+    with pytest.raises(ConfigError, match=r"family 'lam': .* cannot be saved and loaded back") as e:
         check_round_trip(model, interface, "lam", Data(), tmp_path)  # type: ignore[arg-type]
+    assert "replace each Lambda layer with a layer of your own class" in str(e.value)
+
+    class Wrapper(layers.Layer):
+        """Takes a layer, which Keras cannot write into the configuration without get_config."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x):
+            return self.inner(x)
+
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = Wrapper(layers.Embedding(20, 4))(inputs)
+    outputs = layers.Dense(1, activation="sigmoid")(layers.GlobalAveragePooling1D()(x))
+    with pytest.raises(ConfigError, match=r"family 'wrap': .* cannot be saved") as e:
+        check_round_trip(keras.Model(inputs, outputs), interface, "wrap", Data(), tmp_path)  # type: ignore[arg-type]
+    assert "give your custom layers and models get_config()" in str(e.value)
