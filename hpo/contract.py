@@ -188,14 +188,14 @@ def refuse_unsafe_layers(path: Path, what: str) -> None:
 
 def load_keras_file(path: Path | str) -> keras.Model:
     """Loads a `.keras` file with Keras safe mode on, uncompiled, hpo's own layers and the
-    classes of the user's code this process has loaded registered (`register_user_classes`)."""
+    classes of the user's code this process has loaded registered (`register_user_objects`)."""
     import keras
 
     from hpo._layers import register_layers
-    from hpo.models.external import register_user_classes
+    from hpo.models.external import register_user_objects
 
     register_layers()
-    register_user_classes()
+    register_user_objects()
     return keras.models.load_model(path, safe_mode=True, compile=False)
 
 

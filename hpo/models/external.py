@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from hpo.tasks import Family
 
-__all__ = ["accept_base_arguments", "load_families", "register_user_classes"]
+__all__ = ["accept_base_arguments", "load_families", "register_user_objects"]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -118,7 +118,7 @@ def _import(spec: str, key: str, base: Path) -> Any:
             f"'{key}' = {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc}). "
             f"Put the module beside the study file ({base}) or on the Python path."
         ) from exc
-    register_user_classes()
+    register_user_objects(module)
     if not attribute:
         return module
     try:
@@ -142,10 +142,11 @@ _LIBRARIES = frozenset(
 )
 
 
-def register_user_classes() -> None:
+def register_user_objects(module: Any = None) -> None:
     """Registers with Keras's serialization the layer and model classes of the user's code that
     this process has loaded, under their module and qualified name, and lets them load
-    (`accept_base_arguments`).
+    (`accept_base_arguments`); and the functions that `__main__` and `module` (a study file's
+    family module) define, such as an activation of the user's own.
 
     A checkpoint of a subclassed model or a custom layer names its class; Keras loads it only if
     the class is registered, and never imports a module a file names. KerasTuner's examples do
@@ -158,6 +159,16 @@ def register_user_classes() -> None:
     keras = sys.modules.get("keras")
     if keras is None:  # no Keras class can have been defined without importing Keras
         return
+    owners = [m for m in (sys.modules.get("__main__"), module) if m is not None]
+    for owner in owners:
+        for value in list(vars(owner).values()):
+            if (
+                inspect.isfunction(value)
+                and value.__module__ == owner.__name__
+                and value.__name__.isidentifier()
+                and keras.saving.get_registered_name(value) == value.__name__
+            ):
+                keras.saving.register_keras_serializable(owner.__name__, value.__qualname__)(value)
     pending = [keras.layers.Layer]
     while pending:
         for cls in pending.pop().__subclasses__():

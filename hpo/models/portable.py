@@ -11,7 +11,7 @@ the trial's process: there `keras.saving.register_keras_serializable` never ran,
 not save or load a model that holds them. Those `__main__` leaves unregistered (KerasTuner's
 examples do not register theirs: KerasTuner keeps weights and builds again), hpo registers
 under `__main__`, as it does every class of the user's code it meets
-(`hpo.models.external.register_user_classes`).
+(`hpo.models.external.register_user_objects`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from hpo.errors import ConfigError
-from hpo.models.external import accept_base_arguments, register_user_classes
+from hpo.models.external import accept_base_arguments, register_user_objects
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -84,7 +84,7 @@ class PortableHypermodel:
         self.fit_kwargs = dict(fit_kwargs or {})
         self.declared = dict(declared or {})
         self.fit_defaults = dict(fit_defaults or {})
-        register_user_classes()
+        register_user_objects()
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
         self._family: HyperModelFamily | None = None

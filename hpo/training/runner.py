@@ -35,7 +35,7 @@ from hpo.data.inputs import model_inputs
 from hpo.disk import writing
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
-from hpo.models.external import register_user_classes
+from hpo.models.external import register_user_objects
 from hpo.precision import Precision, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
@@ -795,7 +795,7 @@ def prepare_model(
     else:
         model = family.build(params)
     # Before the model is saved: its classes of the user's own load back (by their names).
-    register_user_classes()
+    register_user_objects()
     classes = int(params.get("classes", 2))
     if data is None:
         output = Output(units=1 if classes == 2 else classes, from_logits=False)
