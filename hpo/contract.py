@@ -214,7 +214,7 @@ def keras_cause(exc: Exception, limit: int = 400) -> str:
     """The innermost of the errors Keras nests in one message when it cannot load a model
     ("... Exception encountered: ..."), without the object's whole configuration."""
     text = str(exc).rpartition("Exception encountered:")[2].strip() or str(exc)
-    for tail in (" Full object config:", "\n\nconfig="):
+    for tail in (" Full object config:", "\n\nconfig=", "\n\nExample:"):
         text = text.partition(tail)[0]
     return text[:limit]
 

@@ -746,15 +746,26 @@ def check_round_trip(
         load_keras_file(path)
     except Exception as exc:
         cause = keras_cause(exc)
-        fix = (
-            "replace each Lambda layer with a layer of your own class, which hpo loads "
-            "without running code from the file: class Scale(keras.layers.Layer): def "
-            "call(self, x): return ops.relu(x) * 2.0"
-            if "`Lambda` layer" in cause
-            else "build it with the functional API or keras.Sequential, or give your custom "
-            "layers and models get_config() (and from_config() if their arguments are not "
-            "plain values) and no Lambda layers"
-        )
+        name = type(model).__name__
+        if "`Lambda` layer" in cause:
+            fix = (
+                "replace each Lambda layer with a layer of your own class, which hpo loads "
+                "without running code from the file: class Scale(keras.layers.Layer): def "
+                "call(self, x): return ops.relu(x) * 2.0"
+            )
+        elif f"Object {name} was created" in cause:
+            # Keras records a layer's __init__ arguments, but not a subclassed model's.
+            fix = (
+                f"give {name} a get_config() that returns its __init__ arguments (Keras records "
+                f"none for a subclassed keras.Model): def get_config(self): return "
+                f"{{'units': self.units}}; or build the model with the functional API"
+            )
+        else:
+            fix = (
+                "build it with the functional API or keras.Sequential, or give your custom "
+                "layers and models get_config() (and from_config() if their arguments are not "
+                "plain values) and no Lambda layers"
+            )
         raise ConfigError(
             f"family {family!r}: its model cannot be saved and loaded back as a .keras file "
             f"({type(exc).__name__}: {cause}). hpo stores every trial's best model as one and "

@@ -90,3 +90,20 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
     with pytest.raises(ConfigError, match=r"family 'wrap': .* cannot be saved") as e:
         check_round_trip(keras.Model(inputs, outputs), interface, "wrap", Data(), tmp_path)  # type: ignore[arg-type]
     assert "give your custom layers and models get_config()" in str(e.value)
+
+    class Classifier(keras.Model):
+        """keras.io's subclassing guide's model: Keras records no __init__ argument of it."""
+
+        def __init__(self, units):
+            super().__init__()
+            self.embedding = layers.Embedding(20, units)
+            self.head = layers.Dense(1, activation="sigmoid")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.embedding(x), axis=1))
+
+    subclassed = Classifier(4)
+    subclassed(Data.x_val)
+    with pytest.raises(ConfigError, match=r"family 'sub': .* cannot be saved") as e:
+        check_round_trip(subclassed, interface, "sub", Data(), tmp_path)  # type: ignore[arg-type]
+    assert "give Classifier a get_config() that returns its __init__ arguments" in str(e.value)
