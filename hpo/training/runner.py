@@ -31,7 +31,7 @@ from hpo.contract import Attr, keras_cause, load_keras_file, store_trial_artifac
 from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rates
 from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
-from hpo.data.inputs import model_inputs
+from hpo.data.inputs import model_inputs, tensors
 from hpo.disk import writing
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
@@ -51,6 +51,7 @@ from hpo.training.interface import (
     compile_model,
     member_model,
     read_interface,
+    tolerance,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ MEMBER_NAME = "best.keras"  # the same model without optimizer state, as stored
 PREDICTIONS_NAME = "val_predictions.npy"
 # Validation and prediction batches: larger than training ones, which only costs memory.
 EVAL_BATCH = 512
+# Validation rows a user's model is compared on before and after a save and load.
+ROUND_TRIP_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -735,15 +738,19 @@ def check_objective(
 def check_round_trip(
     model: keras.Model, interface: ModelInterface, family: str, data: TrialData, folder: Path
 ) -> None:
-    """Saves a family's model as a `.keras` file and loads it back as the ensemble will.
+    """Saves a family's model as a `.keras` file and loads it back as the ensemble will, and
+    checks that the loaded model predicts what the saved one does on a few validation rows.
 
     Raises:
-        ConfigError: It cannot be saved, or loaded in safe mode, naming the cause and the fix.
+        ConfigError: It cannot be saved, or loaded in safe mode, or it loads as another model;
+            naming the cause and the fix.
     """
     path = folder / f"{family}.keras"
+    register_user_objects()  # as `prepare_model` has, for a model built elsewhere
     try:
-        member_model(model, interface.output, data.x_val[:1]).save(path)
-        load_keras_file(path)
+        saved = member_model(model, interface.output, data.x_val[:1])
+        saved.save(path)
+        loaded = load_keras_file(path)
     except Exception as exc:
         cause = keras_cause(exc)
         name = type(model).__name__
@@ -771,6 +778,25 @@ def check_round_trip(
             f"({type(exc).__name__}: {cause}). hpo stores every trial's best model as one and "
             f"loads it with Keras's safe mode on: {fix}."
         ) from exc
+    from keras import ops
+
+    rows = tensors(data.x_val[:ROUND_TRIP_ROWS])
+    before = np.asarray(ops.convert_to_numpy(saved(rows, training=False)), dtype=np.float64)
+    after = np.asarray(ops.convert_to_numpy(loaded(rows, training=False)), dtype=np.float64)
+    # Relative to the outputs' scale: a regression model's may be large.
+    difference = float(np.max(np.abs(before - after)) / max(1.0, float(np.max(np.abs(before)))))
+    policy = getattr(getattr(model, "dtype_policy", None), "name", None)
+    if difference > tolerance(policy):
+        # Keras rebuilds a class of the user's from its get_config(); for a subclassed
+        # keras.Model it records the __init__ arguments' defaults, not the values given.
+        raise ConfigError(
+            f"family {family!r}: its model loads back from a .keras file as another model: "
+            f"its predictions differ by {difference:.3g} on {ROUND_TRIP_ROWS} validation "
+            f"examples. Keras builds a layer or model of your own class again from its "
+            f"get_config(), which must return every __init__ argument as it was given (Keras "
+            f"records the defaults of a subclassed keras.Model's arguments, not the values "
+            f"passed): give {type(model).__name__} and your layers such a get_config()."
+        )
 
 
 def prepare_model(

@@ -107,3 +107,23 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
     with pytest.raises(ConfigError, match=r"family 'sub': .* cannot be saved") as e:
         check_round_trip(subclassed, interface, "sub", Data(), tmp_path)  # type: ignore[arg-type]
     assert "give Classifier a get_config() that returns its __init__ arguments" in str(e.value)
+
+    class Tanh(keras.Model):
+        """Keras records the default "relu", not the "tanh" given: it loads as another model."""
+
+        def __init__(self, activation="relu"):
+            super().__init__()
+            self.embedding = layers.Embedding(20, 4)
+            self.hidden = layers.Dense(4, activation=activation)
+            self.head = layers.Dense(1, activation="sigmoid")
+
+        def call(self, x):
+            return self.head(self.hidden(keras.ops.mean(self.embedding(x), axis=1)))
+
+    other = Tanh(activation="tanh")
+    other(Data.x_val)
+    with pytest.raises(ConfigError, match=r"family 'tanh': .* loads back .* as another model"):
+        check_round_trip(other, interface, "tanh", Data(), tmp_path)  # type: ignore[arg-type]
+    default = Tanh()
+    default(Data.x_val)  # hpo calls every model before this check (`read_interface`)
+    check_round_trip(default, interface, "relu", Data(), tmp_path)  # type: ignore[arg-type]
