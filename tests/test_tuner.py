@@ -1656,3 +1656,42 @@ def test_a_search_at_a_scripts_top_level_is_refused_before_any_trial_process_sta
     assert "main's search is called at the top level" in printed[1] and "(line 28)" in printed[1]
     assert printed[2:] == ["allowed"]
     assert not (tmp_path / "p").exists()  # refused before anything was written
+
+
+def test_a_trials_model_that_loads_back_as_another_stops_the_search_before_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    """A subclassed keras.Model whose argument the hypermodel sets: Keras records the
+    argument's default, not the value given, so a trial's checkpoint would load as another
+    model. The default model's check passes (its value is the default); the first trial given
+    the other value stops the search, naming the fix, and stores no member."""
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        class Classifier(keras.Model):
+            def __init__(self, activation="relu"):
+                super().__init__()
+                self.hidden = keras.layers.Dense(8, activation=activation)
+                self.head = keras.layers.Dense(1, activation="sigmoid")
+
+            def call(self, x):
+                return self.head(self.hidden(x))
+
+        model = Classifier(activation=hp.Choice("activation", ["relu", "tanh"]))
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = _data(256, 0)
+    tuner = hpo.Tuner(build_model, max_trials=4, directory=tmp_path, project_name="reload")
+    with pytest.raises(ConfigError, match=r"loads back from a \.keras file as another model"):
+        tuner.search(x, y, validation_split=0.25, epochs=1, batch_size=32, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    refused = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.params["activation"] for t in refused] == ["tanh"]
+    assert (
+        "give Classifier and your layers such a get_config()"
+        in refused[0].user_attrs["fail_reason"]
+    )
+    assert all(t.params["activation"] == "relu" for t in trials if t.state == TrialState.COMPLETE)
+    assert "checkpoint_artifact_id" not in refused[0].user_attrs

@@ -400,6 +400,14 @@ def _train_trial(
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
     best = member_model(load_keras_file(checkpoint), interface.output, data.x_val[:1])
+    if not is_builtin(task.families[family]):
+        # A user's class built again from its configuration, as every reader will build it.
+        model.load_weights(checkpoint)  # the best epoch's weights, in the model as built
+        difference = reload_difference(
+            member_model(model, interface.output, data.x_val[:1]), best, data.x_val, model
+        )
+        if difference is not None:
+            raise ConfigError(reloaded_as_another(family, model, difference))
     if interface.bucketed and task.padded:
         # The trained model must still ignore padding, or the export (which pads every text to
         # seq_len) would not reproduce what is evaluated here: else it is predicted padded.
@@ -778,25 +786,40 @@ def check_round_trip(
             f"({type(exc).__name__}: {cause}). hpo stores every trial's best model as one and "
             f"loads it with Keras's safe mode on: {fix}."
         ) from exc
+    difference = reload_difference(saved, loaded, data.x_val, model)
+    if difference is not None:
+        raise ConfigError(reloaded_as_another(family, model, difference))
+
+
+def reload_difference(
+    saved: keras.Model, loaded: keras.Model, x: np.ndarray, model: keras.Model
+) -> float | None:
+    """How far a loaded model's predictions on the first `ROUND_TRIP_ROWS` of `x` are from the
+    saved one's, relative to their scale, where that is more than rounding (`model`'s
+    precision); else None."""
     from keras import ops
 
-    rows = tensors(data.x_val[:ROUND_TRIP_ROWS])
+    rows = tensors(x[:ROUND_TRIP_ROWS])
     before = np.asarray(ops.convert_to_numpy(saved(rows, training=False)), dtype=np.float64)
     after = np.asarray(ops.convert_to_numpy(loaded(rows, training=False)), dtype=np.float64)
     # Relative to the outputs' scale: a regression model's may be large.
     difference = float(np.max(np.abs(before - after)) / max(1.0, float(np.max(np.abs(before)))))
     policy = getattr(getattr(model, "dtype_policy", None), "name", None)
-    if difference > tolerance(policy):
-        # Keras rebuilds a class of the user's from its get_config(); for a subclassed
-        # keras.Model it records the __init__ arguments' defaults, not the values given.
-        raise ConfigError(
-            f"family {family!r}: its model loads back from a .keras file as another model: "
-            f"its predictions differ by {difference:.3g} on {ROUND_TRIP_ROWS} validation "
-            f"examples. Keras builds a layer or model of your own class again from its "
-            f"get_config(), which must return every __init__ argument as it was given (Keras "
-            f"records the defaults of a subclassed keras.Model's arguments, not the values "
-            f"passed): give {type(model).__name__} and your layers such a get_config()."
-        )
+    return difference if difference > tolerance(policy) else None
+
+
+def reloaded_as_another(family: str, model: keras.Model, difference: float) -> str:
+    """Why a model that loads back as another model is refused, and the fix."""
+    # Keras builds a class of the user's again from its get_config(); for a subclassed
+    # keras.Model it records the __init__ arguments' defaults, not the values given.
+    return (
+        f"family {family!r}: its model loads back from a .keras file as another model: its "
+        f"predictions differ by {difference:.3g} on {ROUND_TRIP_ROWS} validation examples. "
+        f"Keras builds a layer or model of your own class again from its get_config(), which "
+        f"must return every __init__ argument as it was given (Keras records the defaults of a "
+        f"subclassed keras.Model's arguments, not the values passed): give "
+        f"{type(model).__name__} and your layers such a get_config()."
+    )
 
 
 def prepare_model(
