@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 
     from hpo.tasks import Family
 
-__all__ = ["accept_base_arguments", "load_families", "register_user_objects"]
+__all__ = [
+    "accept_base_arguments",
+    "load_families",
+    "register_user_objects",
+    "uses_user_classes",
+]
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -180,6 +185,13 @@ def register_user_objects(module: Any = None) -> None:
                 # The qualified name keeps apart two classes of one name in one module (a
                 # notebook cell run again, two functions' local classes): the newest one wins.
                 keras.saving.register_keras_serializable(cls.__module__, cls.__qualname__)(cls)
+
+
+def uses_user_classes(model: Any) -> bool:
+    """Whether the model, or a layer in it, is of a class of the user's code (which Keras builds
+    again from the class's own get_config, whose fidelity is the user's)."""
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    return any(type(layer).__module__.partition(".")[0] not in _LIBRARIES for layer in layers)
 
 
 # What every Keras layer's configuration holds beside its own arguments (`Layer.get_config`).

@@ -35,7 +35,7 @@ from hpo.data.inputs import model_inputs, tensors
 from hpo.disk import writing
 from hpo.errors import ConfigError
 from hpo.models import is_builtin
-from hpo.models.external import register_user_objects
+from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
@@ -400,7 +400,7 @@ def _train_trial(
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
     best = member_model(load_keras_file(checkpoint), interface.output, data.x_val[:1])
-    if not is_builtin(task.families[family]):
+    if uses_user_classes(model):
         # A user's class built again from its configuration, as every reader will build it.
         model.load_weights(checkpoint)  # the best epoch's weights, in the model as built
         difference = reload_difference(

@@ -15,7 +15,7 @@ import numpy as np
 from keras import layers
 
 from hpo.contract import load_keras_file
-from hpo.models.external import register_user_objects
+from hpo.models.external import register_user_objects, uses_user_classes
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -149,3 +149,11 @@ def test_an_activation_function_of_the_users_module_loads_back(tmp_path: Path) -
 
     assert loaded.layers[-1].activation is scaled_tanh
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_only_models_holding_a_class_of_the_users_are_checked_after_each_trial() -> None:
+    inputs = keras.Input(shape=(2,))
+    builtin = keras.Model(inputs, layers.Dense(1)(layers.Dense(3)(inputs)))
+    assert not uses_user_classes(builtin)
+    assert not uses_user_classes(keras.Sequential([keras.Input((2,)), layers.Dense(1)]))
+    assert uses_user_classes(_add_one())  # a layer of the user's inside a functional model
