@@ -551,8 +551,12 @@ class Tuner:
         data = task.trial_data(folder, context)
         models = []
         for trial in study.best_trials(num_models):
+            # Built first: a class that build_model defines inside itself exists only then,
+            # and the stored model holds it.
+            model, why = _rebuilt(task, trial, data, context)
             stored = study.load_model(trial.number)
-            model, why = _rebuilt(task, trial, data, context, stored)
+            if model is not None:
+                model, why = _with_weights(model, stored)
             if model is None:
                 gives = (
                     "the predicted targets, compiled for the mean squared error"
@@ -656,8 +660,18 @@ class Tuner:
             An `Ensemble`, with `predict(x)`, `evaluate(x_test, y_test)` and `export(path)`.
         """
         from hpo.ensemble.in_memory import fit_in_memory
+        from hpo.tasks import study_task
 
-        return fit_in_memory(self.study(), top=top, pool=pool, method=method, calibrate=calibrate)
+        study = self.study()
+        best = study.best_trials(1)
+        if best:
+            # The classes build_model defines inside itself exist once it has run: the stored
+            # members hold them (a failed build leaves loading to say what is missing).
+            task = study_task(study.config)
+            folder = task.locate(study.config, study.optuna_study.user_attrs.get("data_source"))
+            context = task.build_context(folder)
+            _rebuilt(task, best[0], task.trial_data(folder, context), context)
+        return fit_in_memory(study, top=top, pool=pool, method=method, calibrate=calibrate)
 
 
 def _objective(objective: Any) -> tuple[str, Direction]:
@@ -700,18 +714,13 @@ def _loaded_backend() -> Any:
 
 
 def _rebuilt(
-    task: Task,
-    trial: FrozenTrial,
-    data: TrialData,
-    context: Mapping[str, Any],
-    stored: keras.Model,
+    task: Task, trial: FrozenTrial, data: TrialData, context: Mapping[str, Any]
 ) -> tuple[keras.Model | None, str]:
-    """The trial's model built and compiled again as the trial did, with the stored model's
-    weights; or None, and why not."""
+    """The trial's model built and compiled again as the trial did (its weights new); or
+    None, and why not."""
     import optuna
 
     from hpo.study import TRAINING_DEFAULTS
-    from hpo.training.interface import members_model
     from hpo.training.runner import prepare_model
 
     params = {**trial.params, **context}
@@ -728,6 +737,13 @@ def _rebuilt(
         )
     except Exception as exc:  # the user's code, given the trial's values
         return None, f"building it failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return model, ""
+
+
+def _with_weights(model: keras.Model, stored: keras.Model) -> tuple[keras.Model | None, str]:
+    """`model` (`_rebuilt`) with the stored model's weights; or None, and why not."""
+    from hpo.training.interface import members_model
+
     trained = members_model(stored)
     # prepare_model called the model on validation rows: it is built.
     built = [tuple(w.shape) for w in model.weights]

@@ -1695,3 +1695,36 @@ def test_a_trials_model_that_loads_back_as_another_stops_the_search_before_it_is
     )
     assert all(t.params["activation"] == "relu" for t in trials if t.state == TrialState.COMPLETE)
     assert "checkpoint_artifact_id" not in refused[0].user_attrs
+
+
+def test_a_layer_class_defined_inside_build_model_loads_for_best_models_and_the_ensemble(
+    tmp_path: Path,
+) -> None:
+    """The class exists in this process only once build_model has run: hpo builds before it
+    loads what the trials stored."""
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        class Gate(keras.layers.Layer):
+            def __init__(self, units):
+                super().__init__()
+                self.proj = keras.layers.Dense(units)
+                self.gate = keras.layers.Dense(units, activation="sigmoid")
+
+            def call(self, x):
+                return self.proj(x) * self.gate(x)
+
+        inputs = keras.Input(shape=(8,))
+        outputs = keras.layers.Dense(1, activation="sigmoid")(Gate(hp.Int("units", 4, 8))(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = _data(256, 0)
+    tuner = hpo.Tuner(build_model, max_trials=2, directory=tmp_path, project_name="local")
+    tuner.search(x[:200], y[:200], validation_split=0.25, epochs=1, batch_size=32, verbose=0)
+
+    [best] = tuner.get_best_models(1)
+    assert type(best.layers[1]).__name__ == "Gate"
+    assert tuner.ensemble(top=2).predict(x[200:]).shape == (56,)
