@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 import zipfile
 from typing import TYPE_CHECKING, Any, Final
 
@@ -196,7 +197,11 @@ def load_keras_file(path: Path | str) -> keras.Model:
 
     register_layers()
     register_user_objects()
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    with warnings.catch_warnings():
+        # Keras's warning for a layer that makes its sublayers in __init__ and has no build()
+        # (keras.io's examples): they are built as the model is, and their weights load.
+        warnings.filterwarnings("ignore", message=r"`build\(\)` was called on layer")
+        return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
 def load_checkpoint(path: Path, number: int) -> keras.Model:

@@ -8,6 +8,7 @@ helper module's do.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -157,3 +158,22 @@ def test_only_models_holding_a_class_of_the_users_are_checked_after_each_trial()
     assert not uses_user_classes(builtin)
     assert not uses_user_classes(keras.Sequential([keras.Input((2,)), layers.Dense(1)]))
     assert uses_user_classes(_add_one())  # a layer of the user's inside a functional model
+
+
+def test_loading_layers_that_make_their_sublayers_in_init_warns_nothing(tmp_path: Path) -> None:
+    class Block(layers.Layer):  # keras.io's way: sublayers in __init__, no build()
+        def __init__(self, units):
+            super().__init__()
+            self.dense = layers.Dense(units)
+
+        def call(self, x):
+            return self.dense(x)
+
+    inputs = keras.Input(shape=(2,))
+    model = keras.Model(inputs, Block(3)(inputs))
+    x = np.ones((1, 2), dtype="float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = _round_trip(model, tmp_path / "block.keras")
+    assert not [w for w in caught if "was called on layer" in str(w.message)]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
