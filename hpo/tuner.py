@@ -542,18 +542,13 @@ class Tuner:
         gets, with a warning naming why, the model as the study stores it: class probabilities
         (`[n, 1]` for two classes, else `[n, classes]`), compiled for class-index labels.
         """
-        from hpo.tasks import study_task
-
         study = self.study()
-        task = study_task(study.config)
-        folder = task.locate(study.config, study.optuna_study.user_attrs.get("data_source"))
-        context = task.build_context(folder)
-        data = task.trial_data(folder, context)
+        task, data, context = _trial_inputs(study)
         models = []
         for trial in study.best_trials(num_models):
             # Built first: a class that build_model defines inside itself exists only then,
             # and the stored model holds it.
-            model, why = _rebuilt(task, trial, data, context)
+            model, why = _rebuilt(trial, task, data, context)
             stored = study.load_model(trial.number)
             if model is not None:
                 model, why = _with_weights(model, stored)
@@ -660,17 +655,13 @@ class Tuner:
             An `Ensemble`, with `predict(x)`, `evaluate(x_test, y_test)` and `export(path)`.
         """
         from hpo.ensemble.in_memory import fit_in_memory
-        from hpo.tasks import study_task
 
         study = self.study()
         best = study.best_trials(1)
         if best:
             # The classes build_model defines inside itself exist once it has run: the stored
             # members hold them (a failed build leaves loading to say what is missing).
-            task = study_task(study.config)
-            folder = task.locate(study.config, study.optuna_study.user_attrs.get("data_source"))
-            context = task.build_context(folder)
-            _rebuilt(task, best[0], task.trial_data(folder, context), context)
+            _rebuilt(best[0], *_trial_inputs(study))
         return fit_in_memory(study, top=top, pool=pool, method=method, calibrate=calibrate)
 
 
@@ -713,8 +704,18 @@ def _loaded_backend() -> Any:
     return None if loaded is None else Backend(loaded)
 
 
+def _trial_inputs(study: Study) -> tuple[Task, TrialData, Mapping[str, Any]]:
+    """The study's task, its trials' data and build context, as a trial reads them."""
+    from hpo.tasks import study_task
+
+    task = study_task(study.config)
+    folder = task.locate(study.config, study.optuna_study.user_attrs.get("data_source"))
+    context = task.build_context(folder)
+    return task, task.trial_data(folder, context), context
+
+
 def _rebuilt(
-    task: Task, trial: FrozenTrial, data: TrialData, context: Mapping[str, Any]
+    trial: FrozenTrial, task: Task, data: TrialData, context: Mapping[str, Any]
 ) -> tuple[keras.Model | None, str]:
     """The trial's model built and compiled again as the trial did (its weights new); or
     None, and why not."""

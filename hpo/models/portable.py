@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from hpo.errors import ConfigError
-from hpo.models.external import accept_base_arguments, register_user_objects
+from hpo.models.external import register_user_objects
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -185,8 +185,6 @@ def register_custom_objects(objects: Mapping[str, Any]) -> None:
     import keras
 
     for registered, obj in objects.items():
-        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer):
-            accept_base_arguments(obj)
         package, marker, name = registered.rpartition(">")
         if marker:
             keras.saving.register_keras_serializable(package=package, name=name)(obj)

@@ -403,11 +403,9 @@ def _train_trial(
     if uses_user_classes(model):
         # A user's class built again from its configuration, as every reader will build it.
         model.load_weights(checkpoint)  # the best epoch's weights, in the model as built
-        difference = reload_difference(
-            member_model(model, interface.output, data.x_val[:1]), best, data.x_val, model
+        check_reloaded(
+            family, model, member_model(model, interface.output, data.x_val[:1]), best, data.x_val
         )
-        if difference is not None:
-            raise ConfigError(reloaded_as_another(family, model, difference))
     if interface.bucketed and task.padded:
         # The trained model must still ignore padding, or the export (which pads every text to
         # seq_len) would not reproduce what is evaluated here: else it is predicted padded.
@@ -786,17 +784,18 @@ def check_round_trip(
             f"({type(exc).__name__}: {cause}). hpo stores every trial's best model as one and "
             f"loads it with Keras's safe mode on: {fix}."
         ) from exc
-    difference = reload_difference(saved, loaded, data.x_val, model)
-    if difference is not None:
-        raise ConfigError(reloaded_as_another(family, model, difference))
+    check_reloaded(family, model, saved, loaded, data.x_val)
 
 
-def reload_difference(
-    saved: keras.Model, loaded: keras.Model, x: np.ndarray, model: keras.Model
-) -> float | None:
-    """How far a loaded model's predictions on the first `ROUND_TRIP_ROWS` of `x` are from the
-    saved one's, relative to their scale, where that is more than rounding (`model`'s
-    precision); else None."""
+def check_reloaded(
+    family: str, model: keras.Model, saved: keras.Model, loaded: keras.Model, x: np.ndarray
+) -> None:
+    """Checks that a loaded model predicts as the saved one on the first `ROUND_TRIP_ROWS` of
+    `x`, relative to their scale, within rounding in `model`'s precision.
+
+    Raises:
+        ConfigError: They differ: the model loads back as another model; naming the fix.
+    """
     from keras import ops
 
     rows = tensors(x[:ROUND_TRIP_ROWS])
@@ -805,14 +804,11 @@ def reload_difference(
     # Relative to the outputs' scale: a regression model's may be large.
     difference = float(np.max(np.abs(before - after)) / max(1.0, float(np.max(np.abs(before)))))
     policy = getattr(getattr(model, "dtype_policy", None), "name", None)
-    return difference if difference > tolerance(policy) else None
-
-
-def reloaded_as_another(family: str, model: keras.Model, difference: float) -> str:
-    """Why a model that loads back as another model is refused, and the fix."""
+    if not difference > tolerance(policy):  # NaN too: a model predicting NaN is the trial's
+        return
     # Keras builds a class of the user's again from its get_config(); for a subclassed
     # keras.Model it records the __init__ arguments' defaults, not the values given.
-    return (
+    raise ConfigError(
         f"family {family!r}: its model loads back from a .keras file as another model: its "
         f"predictions differ by {difference:.3g} on {ROUND_TRIP_ROWS} validation examples. "
         f"Keras builds a layer or model of your own class again from its get_config(), which "
