@@ -9,6 +9,7 @@ file names are imported; the study file's folder is searched first, then the Pyt
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "accept_base_arguments",
+    "complete_config",
     "load_families",
+    "record_model_arguments",
     "register_user_objects",
     "uses_user_classes",
 ]
@@ -150,8 +153,9 @@ _LIBRARIES = frozenset(
 def register_user_objects(module: Any = None) -> None:
     """Registers with Keras's serialization the layer and model classes of the user's code that
     this process has loaded, under their module and qualified name, and lets them load
-    (`accept_base_arguments`); and the functions that `__main__` and `module` (a study file's
-    family module) define, such as an activation of the user's own.
+    (`accept_base_arguments`, `complete_config`); and the functions that `__main__`, `module` (a
+    study file's family module) and the user's other modules define, such as an activation of
+    the user's own.
 
     A checkpoint of a subclassed model or a custom layer names its class; Keras loads it only if
     the class is registered, and never imports a module a file names. KerasTuner's examples do
@@ -165,6 +169,7 @@ def register_user_objects(module: Any = None) -> None:
     if keras is None:  # no Keras class can have been defined without importing Keras
         return
     owners = [m for m in (sys.modules.get("__main__"), module) if m is not None]
+    owners += [m for m in list(sys.modules.values()) if _is_user_module(m)]
     for owner in owners:
         for value in list(vars(owner).values()):
             if (
@@ -181,10 +186,51 @@ def register_user_objects(module: Any = None) -> None:
             if cls.__module__.partition(".")[0] in _LIBRARIES:
                 continue
             accept_base_arguments(cls)
+            complete_config(cls)
+            record_model_arguments(keras, cls)
             if keras.saving.get_registered_name(cls) == cls.__name__:
                 # The qualified name keeps apart two classes of one name in one module (a
                 # notebook cell run again, two functions' local classes): the newest one wins.
                 keras.saving.register_keras_serializable(cls.__module__, cls.__qualname__)(cls)
+
+
+# Where Python's own modules and installed packages lie: a module loaded from elsewhere is the
+# user's code (a script's helper module, a notebook's folder, a package installed editable).
+_INSTALLED: tuple[str, ...] = ()
+# Module name -> whether it is the user's, for the module objects seen so far.
+_SEEN: dict[str, tuple[Any, bool]] = {}
+
+
+def _is_user_module(module: Any) -> bool:
+    """Whether `module` is a loaded module of the user's code: its file lies outside Python's
+    standard library and installed packages, and it is none of `_LIBRARIES`."""
+    global _INSTALLED
+    name = getattr(module, "__name__", None)
+    if not isinstance(name, str):
+        return False
+    seen = _SEEN.get(name)
+    if seen is not None and seen[0] is module:
+        return seen[1]
+    if not _INSTALLED:
+        import site
+        import sysconfig
+
+        paths = {*sysconfig.get_paths().values(), *site.getsitepackages(), sys.base_prefix}
+        paths.add(site.getusersitepackages())
+        _INSTALLED = tuple(
+            os.path.join(variant, "") for p in paths for variant in {p, os.path.realpath(p)}
+        )
+    try:
+        file = getattr(module, "__file__", None)
+    except Exception:  # a lazily loaded module may raise on any attribute
+        file = None
+    mine = (
+        isinstance(file, str)
+        and name.partition(".")[0] not in _LIBRARIES
+        and not os.path.abspath(file).startswith(_INSTALLED)
+    )
+    _SEEN[name] = (module, mine)
+    return mine
 
 
 def uses_user_classes(model: Any) -> bool:
@@ -239,6 +285,62 @@ def accept_base_arguments(cls: type) -> None:
         return layer
 
     cls.from_config = classmethod(from_config)  # type: ignore[attr-defined]
+
+
+def complete_config(cls: type) -> None:
+    """Lets Keras load a layer of the user's class whose own `get_config` leaves out some of its
+    `__init__` arguments, as keras.io's Vision Transformer's `PatchEncoder` leaves out
+    `projection_dim`: the arguments it was made with (which Keras records when they are plain
+    values, `_auto_config`) fill in those the configuration lacks.
+
+    KerasTuner builds such a model again from its hyperparameters and never from the
+    configuration; hpo stores it as a `.keras` file, which Keras builds from the configuration.
+    """
+    own = cls.__dict__.get("get_config")
+    if own is None or getattr(own, "_hpo_complete", False):
+        return
+
+    def get_config(self: Any) -> Any:
+        config = own(self)
+        recorded = getattr(self, "_auto_config", None)
+        if recorded is None or not isinstance(config, dict):
+            return config
+        try:
+            parameters = inspect.signature(type(self).__init__).parameters
+        except (TypeError, ValueError):
+            return config
+        missing = {
+            key: value
+            for key, value in recorded.config.items()
+            if key not in config
+            and key in parameters
+            and parameters[key].kind
+            in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+        return {**config, **missing} if missing else config
+
+    get_config._hpo_complete = True  # type: ignore[attr-defined]
+    functools.update_wrapper(get_config, own)
+    cls.get_config = get_config  # type: ignore[attr-defined]
+
+
+def record_model_arguments(keras: Any, cls: type) -> None:
+    """Makes Keras record the `__init__` arguments of a subclassed `keras.Model` of the user's as
+    it records a layer's (plain values only), for the configuration it saves.
+
+    Keras's `Model.__new__` drops them, so such a model saves no arguments: one that requires any
+    cannot load, and one given a non-default value (`Classifier(activation="tanh")`) loads as
+    the default's model. KerasTuner never loads a model; hpo stores each trial's as a file. Only
+    models made after this runs record theirs (hpo runs it before it builds a model).
+    """
+    if not issubclass(cls, keras.Model) or cls.__new__ is not keras.Model.__new__:
+        return
+    cls.__new__ = staticmethod(_recording_new)  # type: ignore[assignment]
+
+
+def _recording_new(cls: type, *args: Any, **kwargs: Any) -> Any:
+    # `keras.Model.__new__` for a subclass, but passing the arguments on, as a layer's does.
+    return sys.modules["keras"].layers.Layer.__new__(cls, *args, **kwargs)
 
 
 @contextmanager

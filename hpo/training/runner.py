@@ -767,11 +767,20 @@ def check_round_trip(
                 "call(self, x): return ops.relu(x) * 2.0"
             )
         elif f"Object {name} was created" in cause:
-            # Keras records a layer's __init__ arguments, but not a subclassed model's.
+            # Keras records a layer's __init__ arguments, but not a subclassed model's; hpo
+            # records them for a class it has seen before the model was made.
             fix = (
-                f"give {name} a get_config() that returns its __init__ arguments (Keras records "
-                f"none for a subclassed keras.Model): def get_config(self): return "
-                f"{{'units': self.units}}; or build the model with the functional API"
+                f"give {name} a get_config() that returns its __init__ arguments: def "
+                f"get_config(self): return {{'units': self.units}} (hpo records them itself "
+                f"only for a class defined outside build_model, given plain values such as "
+                f"numbers and strings); or build the model with the functional API"
+            )
+        elif "Could not locate" in cause:
+            # hpo registers what the user's own code defines, not an installed package's.
+            fix = (
+                "register it where it is defined, with @keras.saving."
+                "register_keras_serializable(): hpo registers the layers and functions that "
+                "your script, notebook and modules define, not an installed package's"
             )
         else:
             fix = (
@@ -807,14 +816,15 @@ def check_reloaded(
     if not difference > tolerance(policy):  # NaN too: a model predicting NaN is the trial's
         return
     # Keras builds a class of the user's again from its get_config(); for a subclassed
-    # keras.Model it records the __init__ arguments' defaults, not the values given.
+    # keras.Model made before hpo saw its class it records the __init__ arguments' defaults.
     raise ConfigError(
         f"family {family!r}: its model loads back from a .keras file as another model: its "
         f"predictions differ by {difference:.3g} on {ROUND_TRIP_ROWS} validation examples. "
         f"Keras builds a layer or model of your own class again from its get_config(), which "
-        f"must return every __init__ argument as it was given (Keras records the defaults of a "
-        f"subclassed keras.Model's arguments, not the values passed): give "
-        f"{type(model).__name__} and your layers such a get_config()."
+        f"must return every __init__ argument as it was given (for a subclassed keras.Model "
+        f"defined inside build_model, Keras records its arguments' defaults, not the values "
+        f"passed): give {type(model).__name__} and your layers such a get_config(), or define "
+        f"the class outside build_model."
     )
 
 
@@ -846,6 +856,8 @@ def prepare_model(
     """
     family = task.families[params["family"]]
     build_trial = getattr(family, "build_trial", None)
+    # Before the model is made: a subclassed keras.Model of the user's records its arguments.
+    register_user_objects()
     if trial is not None and build_trial is not None:
         model = build_trial(trial, params)
     else:

@@ -109,7 +109,8 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
     assert "give Classifier a get_config() that returns its __init__ arguments" in str(e.value)
 
     class Tanh(keras.Model):
-        """Keras records the default "relu", not the "tanh" given: it loads as another model."""
+        """Made before hpo saw the class (as one build_model defines inside itself is), it
+        records the default "relu", not the "tanh" given: it loads as another model."""
 
         def __init__(self, activation="relu"):
             super().__init__()
@@ -127,3 +128,23 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
     default = Tanh()
     default(Data.x_val)  # hpo calls every model before this check (`read_interface`)
     check_round_trip(default, interface, "relu", Data(), tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_function_of_an_installed_package_unregistered_is_refused_naming_the_fix(
+    tmp_path: Path,
+) -> None:
+    def doubled(x):
+        return 2.0 * x
+
+    doubled.__module__ = "json"  # as if an installed package defined it: hpo leaves it alone
+    inputs = keras.Input(shape=(3,))
+    outputs = layers.Dense(1, activation="sigmoid")(layers.Dense(2, activation=doubled)(inputs))
+    interface = ModelInterface(Output(1, False), Labels.SPARSE, Padding.FIXED)
+
+    class Data:
+        x_val = np.ones((2, 3), dtype=np.float32)
+
+    with pytest.raises(ConfigError, match=r"Could not locate function 'doubled'") as e:
+        check_round_trip(keras.Model(inputs, outputs), interface, "fn", Data(), tmp_path)  # type: ignore[arg-type]
+    assert "@keras.saving.register_keras_serializable()" in str(e.value)
+    assert "not an installed package's" in str(e.value)

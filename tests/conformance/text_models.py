@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import keras_tuner
 from keras import layers
-from keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
+from keras_io_layers import TokenAndPositionEmbedding, TransformerBlock, scaled_relu
 
 
 def functional_masked(hp):
@@ -207,14 +207,15 @@ def fixed_length(hp):
 
 
 def transformer(hp):
-    """keras.io's Transformer classifier, its layers imported from the user's own module."""
+    """keras.io's Transformer classifier, its layers (and an activation) imported from the user's
+    own module."""
     maxlen, embed_dim = hp.get("seq_len"), hp.Choice("embed_dim", [16, 32])
     inputs = layers.Input(shape=(maxlen,))
     x = TokenAndPositionEmbedding(maxlen, hp.get("vocab_size"), embed_dim)(inputs)
     x = TransformerBlock(embed_dim, 2, 32)(x)
     x = layers.GlobalAveragePooling1D()(x)
     x = layers.Dropout(0.1)(x)
-    x = layers.Dense(20, activation="relu")(x)
+    x = layers.Dense(20, activation=scaled_relu)(x)  # the helper module's own activation
     x = layers.Dropout(0.1)(x)
     outputs = layers.Dense(2, activation="softmax")(x)
     model = keras.Model(inputs=inputs, outputs=outputs)

@@ -177,3 +177,101 @@ def test_loading_layers_that_make_their_sublayers_in_init_warns_nothing(tmp_path
         loaded = _round_trip(model, tmp_path / "block.keras")
     assert not [w for w in caught if "was called on layer" in str(w.message)]
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_function_of_a_helper_module_the_script_imports_loads_back(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # A module of the user's, neither `__main__` nor a study file's: a script's `from helpers
+    # import halve`. Only its being loaded makes hpo register its functions.
+    (tmp_path / "hpo_test_helpers.py").write_text(
+        "import keras\n\ndef halve(x):\n    return keras.ops.relu(x) / 2.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "hpo_test_helpers", raising=False)
+    import hpo_test_helpers  # type: ignore[import-not-found]
+
+    inputs = keras.Input(shape=(2,))
+    model = keras.Model(inputs, layers.Dense(3, activation=hpo_test_helpers.halve)(inputs))
+    x = np.ones((1, 2), dtype="float32")
+    register_user_objects()
+    model.save(tmp_path / "halve.keras")
+
+    loaded = load_keras_file(tmp_path / "halve.keras")
+
+    assert loaded.layers[-1].activation is hpo_test_helpers.halve
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_layer_whose_get_config_leaves_out_an_argument_loads_back(tmp_path: Path) -> None:
+    class PatchEncoder(layers.Layer):  # keras.io's Vision Transformer's, as it is written
+        def __init__(self, num_patches, projection_dim):
+            super().__init__()
+            self.num_patches = num_patches
+            self.projection = layers.Dense(units=projection_dim)
+            self.position_embedding = layers.Embedding(num_patches, projection_dim)
+
+        def call(self, patch):
+            positions = keras.ops.expand_dims(keras.ops.arange(0, self.num_patches), axis=0)
+            return self.projection(patch) + self.position_embedding(positions)
+
+        def get_config(self):
+            config = super().get_config()
+            config.update({"num_patches": self.num_patches})  # no projection_dim
+            return config
+
+    inputs = keras.Input(shape=(4, 6))
+    model = keras.Model(inputs, PatchEncoder(4, 5)(inputs))
+    x = np.random.default_rng(0).normal(size=(2, 4, 6)).astype("float32")
+
+    loaded = _round_trip(model, tmp_path / "patches.keras")
+
+    (encoder,) = [layer for layer in loaded.layers if isinstance(layer, PatchEncoder)]
+    assert encoder.get_config()["projection_dim"] == 5
+    assert encoder.get_config()["num_patches"] == 4
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_complete_get_config_is_left_as_it_is() -> None:
+    class Scaled(layers.Layer):
+        def __init__(self, factor, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+
+    register_user_objects()
+
+    config = Scaled(3.0, name="thrice").get_config()
+    assert config["factor"] == 3.0
+    assert config["name"] == "thrice"
+    assert set(config) == {"factor", "name", "trainable", "dtype"}
+
+
+def test_a_subclassed_model_made_after_registration_loads_back_with_its_arguments(
+    tmp_path: Path,
+) -> None:
+    class Classifier(keras.Model):  # Keras's subclassing guide's way: no get_config
+        def __init__(self, units, activation="relu"):
+            super().__init__()
+            self.hidden = layers.Dense(units, activation=activation)
+            self.head = layers.Dense(1, activation="sigmoid")
+
+        def call(self, x):
+            return self.head(self.hidden(x))
+
+    register_user_objects()  # as hpo does before it builds a model
+    model = Classifier(4, activation="tanh")
+    x = np.random.default_rng(0).normal(size=(3, 2)).astype("float32")
+    model(x)
+
+    loaded = _round_trip(model, tmp_path / "classifier.keras")
+
+    assert isinstance(loaded, Classifier)
+    assert loaded.hidden.units == 4
+    assert loaded.hidden.activation is keras.activations.tanh
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
