@@ -1115,6 +1115,35 @@ def test_a_model_that_predicts_nan_is_pruned_never_stored_as_a_member(tmp_path: 
     assert reason.startswith("diverged: the best epoch's model predicts NaN or infinite values")
 
 
+@pytest.mark.slow
+def test_a_layer_computing_in_16_bits_in_a_float32_model_searches_and_exports(
+    tmp_path: Path,
+) -> None:
+    # As a script that sets keras.mixed_precision's global policy before making a layer
+    # that build_model uses: the model is float32, one of its layers computes in float16.
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        inputs = keras.Input((8,))
+        hidden = keras.layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu")
+        hidden.dtype_policy = keras.DTypePolicy("mixed_float16")
+        outputs = keras.layers.Dense(1, activation="sigmoid")(hidden(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = _data(384, 0)
+    tuner = hpo.Tuner(build_model, max_trials=2, directory=tmp_path, project_name="half")
+    tuner.search(x, y, validation_split=0.25, epochs=2, batch_size=32, verbose=0)
+    trials = tuner.best_trials(2)
+    assert len(trials) == 2
+    # The trials record what the model computes in: the checks allow for its rounding.
+    assert {t.user_attrs["precision"] for t in trials} == {"mixed_float16"}
+    file = tuner.ensemble(top=2).export(tmp_path / "half.keras")
+    loaded = hpo.load_model(file)
+    assert np.asarray(loaded.predict(x[:4], verbose=0)).shape == (4, 1)
+
+
 def test_the_stored_configuration_holds_the_hypermodels_name_never_its_code() -> None:
     portable = PortableHypermodel(_hypermodel(), {"batch_size": 16})
     config = StudyConfig(

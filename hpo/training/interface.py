@@ -71,6 +71,20 @@ def tolerance(precision: str | None) -> float:
     return PADDING_TOLERANCE if precision in (None, "float32") else HALF_PRECISION_TOLERANCE
 
 
+def model_precision(model: Any) -> str:
+    """The precision `model` computes in: its dtype policy's, or a 16-bit one where any of its
+    layers computes in 16 bits (one made under a global `mixed_float16` policy the user's
+    script set, say, in a model hpo built in float32)."""
+    policy = str(getattr(getattr(model, "dtype_policy", None), "name", None) or "float32")
+    if policy != "float32":
+        return policy
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        compute = str(getattr(layer, "compute_dtype", "float32"))
+        if compute in ("float16", "bfloat16"):
+            return f"mixed_{compute}"
+    return policy
+
+
 # Rows of the validation set the probes run on.
 PROBE_ROWS = 32
 _ONE_HOT_LOSSES = (
@@ -400,8 +414,7 @@ def check_padding(
     except Exception as exc:
         return Padding.FIXED, f"its input takes only full-length texts ({type(exc).__name__})"
     difference = float(np.max(np.abs(cut.astype(np.float64) - full))) if len(x) else 0.0
-    policy = getattr(getattr(model, "dtype_policy", None), "name", None)
-    if difference > tolerance(policy):
+    if difference > tolerance(model_precision(model)):
         return (
             Padding.FIXED,
             f"its output changes by {difference:.2g} with the padding after a text (it does not "

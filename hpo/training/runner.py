@@ -50,6 +50,7 @@ from hpo.training.interface import (
     check_padding,
     compile_model,
     member_model,
+    model_precision,
     read_interface,
     tolerance,
 )
@@ -186,10 +187,8 @@ def train_trial(
             the per-trial cap holds fewer than `patience + 1` of those, a trial needs room for
             as many as it holds (at least one) to start, not for `patience + 1`.
     """
-    with trial_process(config, trial.params["family"], threads) as precision:
-        return _train_trial(
-            trial, config, data_folder, work, deadline, cost_ratios, precision, cheapest
-        )
+    with trial_process(config, trial.params["family"], threads):
+        return _train_trial(trial, config, data_folder, work, deadline, cost_ratios, cheapest)
 
 
 @contextlib.contextmanager
@@ -225,7 +224,6 @@ def _train_trial(
     work: Path,
     deadline: float | None,
     cost_ratios: Calibration | None,
-    precision: Precision,
     cheapest: float | None = None,
 ) -> TrialResult:
     import keras
@@ -274,10 +272,13 @@ def _train_trial(
     calibration = cost_ratios or Calibration()
     device = device_name()
     rates = family_rates(task.families.get(family))
-    estimate = calibration.estimate(features, family, precision.value, device, rates)
+    # What the model computes in: a layer that the user's script made under a global policy of
+    # its own computes in that (the round-trip and export checks allow for its rounding).
+    computes_in = model_precision(model)
+    estimate = calibration.estimate(features, family, computes_in, device, rates)
     attributes: dict[str, Any] = {
         Attr.FAMILY: family,
-        Attr.PRECISION: precision.value,
+        Attr.PRECISION: computes_in,
         Attr.PARAMS_COUNT: int(model.count_params()),
         Attr.BACKEND: keras_backend(),
         Attr.DEVICE: device,
@@ -657,7 +658,7 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
     with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
         for sampled in job.params:
             params = {**sampled, **task.build_context(job.data_folder)}
-            with trial_process(job.config, params["family"]) as precision:
+            with trial_process(job.config, params["family"]):
                 data = task.trial_data(job.data_folder, params)
                 try:
                     model, interface = prepare_model(task, params, data)
@@ -690,7 +691,8 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                     params = {**params, "batch_size": fixed or params["batch_size"]}
                 features, _ = cost_features(task, model, params, data)
             rates = family_rates(task.families[params["family"]])
-            priced.append(Priced(params["family"], precision.value, device_name(), features, rates))
+            computes_in = model_precision(model)
+            priced.append(Priced(params["family"], computes_in, device_name(), features, rates))
             keras.backend.clear_session()
     return priced
 
@@ -812,8 +814,8 @@ def check_reloaded(
     after = np.asarray(ops.convert_to_numpy(loaded(rows, training=False)), dtype=np.float64)
     # Relative to the outputs' scale: a regression model's may be large.
     difference = float(np.max(np.abs(before - after)) / max(1.0, float(np.max(np.abs(before)))))
-    policy = getattr(getattr(model, "dtype_policy", None), "name", None)
-    if not difference > tolerance(policy):  # NaN too: a model predicting NaN is the trial's
+    # NaN too: a model predicting NaN is the trial's.
+    if not difference > tolerance(model_precision(model)):
         return
     # Keras builds a class of the user's again from its get_config(); for a subclassed
     # keras.Model made before hpo saw its class it records the __init__ arguments' defaults.
