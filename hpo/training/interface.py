@@ -246,6 +246,15 @@ def read_output(
             f"End the model with Dense({1 if classes == 2 else classes}, "
             f"activation={'sigmoid' if classes == 2 else 'softmax'!r})."
         )
+        if units == 1 and classes > 2 and _binary_classifier(model):
+            raise ConfigError(
+                f"family {family!r}: its model is a classifier of two classes (one sigmoid "
+                f"unit, or a binary loss), but the labels, training and validation together, "
+                f"hold {classes} classes (0 to {classes - 1}). Give labels 0 and 1 only (look for a "
+                f"validation label that no training label has), or end the model with "
+                f"Dense({classes}, activation='softmax') and compile it with "
+                f"sparse_categorical_crossentropy."
+            )
         # One value an example for 3+ classes: no classifier, so the labels may be regression
         # targets (hpo.Tuner then reads them so).
         raise (OneValueOutput if units == 1 and classes > 2 else ConfigError)(message)
@@ -323,6 +332,16 @@ def _gives_logits(model: keras.Model, p: np.ndarray) -> bool:
     if np.any(p < 0) or np.any(p > 1):
         return True
     return p.shape[1] > 1 and not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
+
+
+def _binary_classifier(model: keras.Model) -> bool:
+    """Whether a model of one output unit is evidently a classifier of two classes: it ends in
+    a sigmoid or is compiled with a binary loss (a regression model does neither)."""
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    named = loss is not None and not isinstance(loss, (list, tuple, dict))
+    return _output_activation(model) == "sigmoid" or (
+        named and _loss_name(loss).startswith("binary")
+    )
 
 
 def _output_activation(model: keras.Model) -> str | None:

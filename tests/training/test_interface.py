@@ -89,6 +89,23 @@ def test_an_output_that_does_not_fit_the_task_names_the_shape_and_the_fix() -> N
             read_output(built, x, 2, "mine")  # type: ignore[arg-type]
 
 
+def test_one_output_for_three_classes_may_be_targets_unless_the_model_is_a_classifier() -> None:
+    from hpo.errors import OneValueOutput
+
+    x = _tokens()
+    # One linear value an example: no classifier of 3 classes, maybe regression targets.
+    with pytest.raises(OneValueOutput):
+        read_output(_text_model(None), x, 3, "mine")
+    # One sigmoid unit, or a binary loss: a classifier of two, given labels of three.
+    binary_loss = _text_model(None)
+    binary_loss.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    for model in (_text_model("sigmoid"), binary_loss):
+        with pytest.raises(ConfigError, match=r"two classes.*hold 3 classes \(0 to 2\)") as error:
+            read_output(model, x, 3, "mine")
+        assert not isinstance(error.value, OneValueOutput)
+        assert "Dense(3, activation='softmax')" in str(error.value)
+
+
 def test_labels_follow_the_model_s_own_loss() -> None:
     x, y = _tokens(), np.arange(12) % 2
     model = _text_model("softmax", outputs=2)
