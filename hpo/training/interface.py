@@ -250,8 +250,8 @@ def read_output(
             raise ConfigError(
                 f"family {family!r}: its model is a classifier of two classes (one sigmoid "
                 f"unit, or a binary loss), but the labels, training and validation together, "
-                f"hold {classes} classes (0 to {classes - 1}). Give labels 0 and 1 only (look for a "
-                f"validation label that no training label has), or end the model with "
+                f"hold {classes} classes (0 to {classes - 1}). Give labels 0 and 1 only (look "
+                f"for a validation label that no training label has), or end the model with "
                 f"Dense({classes}, activation='softmax') and compile it with "
                 f"sparse_categorical_crossentropy."
             )
