@@ -676,9 +676,10 @@ def _objective(objective: Any) -> tuple[str, Direction]:
         objective = OBJECTIVE
     if isinstance(objective, (list, tuple)):
         if len(objective) != 1:
+            names = [getattr(o, "name", o) for o in objective]  # keras_tuner.Objective's
             raise ConfigError(
                 f"hpo.Tuner ranks trials by one objective, got {len(objective)}: "
-                f"{list(objective)!r}. Give the one that matters most; every metric the model "
+                f"{names!r}. Give the one that matters most; every metric the model "
                 f"logs is still recorded in each trial's history (its 'metrics' attribute)."
             )
         objective = objective[0]

@@ -1234,6 +1234,9 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
         hpo.Tuner(_hypermodel(), objective="val_score", directory=tmp_path)
     with pytest.raises(ConfigError, match="ranks trials by one objective, got 2"):
         hpo.Tuner(_hypermodel(), objective=["val_loss", "val_accuracy"], directory=tmp_path)
+    both = [keras_tuner.Objective("val_auc", "max"), "val_loss"]
+    with pytest.raises(ConfigError, match=r"got 2: \['val_auc', 'val_loss'\]\. Give the one"):
+        hpo.Tuner(_hypermodel(), objective=both, directory=tmp_path)
     with pytest.raises(ConfigError, match="'val_loss' is better minimized"):
         hpo.Tuner(
             _hypermodel(), objective=keras_tuner.Objective("val_loss", "max"), directory=tmp_path
