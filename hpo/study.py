@@ -110,13 +110,16 @@ def sample_params(trial: optuna.Trial, task: Task, space: SearchSpace) -> dict[s
 
     A family that samples while it builds (a KerasTuner hypermodel) may compile itself or pass
     its own batch size, so its training parameters are left to the trial's process, which asks
-    for each only if the model leaves it to hpo (`hpo.training.runner.build_model`): no trial
-    differs from another in a setting its model ignores.
+    for each only if the model leaves it to hpo (`hpo.training.runner.build_model`), and it is
+    not given the task's parameters of hpo's own models (`Task.model_space`): no trial differs
+    from another in a setting its model ignores.
     """
     family = suggest(trial, "family", space.family)
     shared = space.shared
     if hasattr(task.families[family], "build_trial"):
-        shared = {name: dist for name, dist in shared.items() if name not in TRAINING_SPACE}
+        # Nor does it build from the task's parameters for hpo's own models (`model_space`).
+        left = {*TRAINING_SPACE, *task.model_space}
+        shared = {name: dist for name, dist in shared.items() if name not in left}
     shared = suggest_all(trial, shared)
     own = task.families[family].suggest(trial, space.families[family])
     return {"family": family, **shared, **own}

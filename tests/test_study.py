@@ -18,6 +18,7 @@ from hpo.study import (
 from hpo.tasks.imdb import IMDB
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
 
@@ -66,6 +67,36 @@ def test_sampling_gives_every_parameter_of_the_family() -> None:
         assert set(params) == {"family", *space.shared_and(params["family"])}
         study.tell(trial, 0.5)
     assert families == {"conv1d", "sepconv1d", "ngram", "nbsvm"}
+
+
+def test_a_hypermodel_is_given_the_tasks_data_parameters_not_those_of_hpos_models() -> None:
+    import dataclasses
+    from types import MappingProxyType
+
+    from hpo.space import TRAINING_SPACE
+    from hpo.tasks.images import IMAGES
+
+    class Hypermodel:  # samples while it builds: hpo.models.hypermodel's families
+        SPACE: Mapping[str, object] = MappingProxyType({})
+        DEFAULTS: Mapping[str, object] = MappingProxyType({})
+
+        def build_trial(self, trial: object, params: object) -> None: ...
+
+        def suggest(self, trial: object, space: object) -> dict[str, object]:
+            return {}
+
+    for task, given in ((IMAGES, set()), (IMDB, {"vocab_size", "seq_len"})):
+        task = dataclasses.replace(task, families={**task.families, "mine": Hypermodel()})
+        space = search_space(task, {"family": ["mine"]})
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        params = sample_params(study.ask(), task, space)
+        # The images are read as they are whatever `upscale` and `augment` (hpo's models
+        # resize and augment inside), and training parameters are asked as the model needs.
+        assert set(params) == {"family", *given}, params
+        assert not set(params) & (set(TRAINING_SPACE) | {"upscale", "augment"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    builtin = sample_params(study.ask(), IMAGES, search_space(IMAGES, {}))
+    assert {"upscale", "augment", "batch_size"} <= set(builtin)
 
 
 def test_defaults_are_enqueued_once_and_fit_the_narrowed_space() -> None:

@@ -105,6 +105,10 @@ class Task:
             distilled student to learn the ensemble on inputs no member learned from:
             `augmented(folder, params, copies, seed)`, the same copies for the same seed
             whatever the trial; None where the task has none.
+        model_space: The names in `space` that only hpo's own families read as they build
+            (images: `upscale`, `augment`), which the task's data never needs: a hypermodel,
+            which builds from its own hyperparameters, is not given them (they would be
+            searched for nothing).
     """
 
     name: str
@@ -130,6 +134,7 @@ class Task:
     padded: bool = False
     tokenizer: Callable[[Path], Tokenizer] | None = None
     augmented: Callable[[Path, Mapping[str, Any], int, int], np.ndarray] | None = None
+    model_space: frozenset[str] = frozenset()
 
 
 def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:

@@ -226,6 +226,8 @@ def _task(name: str, env_var: str, download: bool) -> Task:
         predict=predict,
         cost_shape=cost_shape,
         epoch_examples=epoch_examples,
+        # hpo's families resize and augment inside the model; a hypermodel does its own.
+        model_space=frozenset(SPACE),
     )
 
 
