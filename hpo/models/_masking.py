@@ -171,7 +171,11 @@ class NGramHash(keras.layers.Layer):
             else:
                 h = h * ops.cast(_PRIME, dtype) + part
             real = real * ops.cast(ops.not_equal(part, 0), dtype)
-        ids = ops.mod(h, ops.cast(self.buckets - 1, dtype)) + 1
+        rows = ops.cast(self.buckets - 1, dtype)
+        # The floor modulo of a wrapped (negative) hash, taken again of a sum that is never
+        # negative: the same ids, and the same in ONNX, where tf2onnx writes TensorFlow's
+        # FloorMod of integers as a remainder truncated toward zero (negative for negative h).
+        ids = ops.mod(ops.mod(h, rows) + rows, rows) + 1
         return ops.cast(ids * real, "int32")
 
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:

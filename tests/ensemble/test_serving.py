@@ -50,6 +50,25 @@ def test_an_image_model_serves_unaugmented_and_whole_in_onnx_and_a_wrong_one_is_
         check_served(SERVE_ONNX, tmp_path / ONNX_NAME, images, wrong, "the ONNX export")
 
 
+def test_hashed_ngrams_serve_in_onnx_as_in_keras(tmp_path: Path) -> None:
+    from hpo.models import ngram
+
+    # Trigrams of ids up to 40,000 wrap the 32-bit hash to negative values, whose floor modulo
+    # tf2onnx would write as a remainder truncated toward zero (other buckets, other outputs).
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(2, 40000, (32, 40)).astype(np.int32)
+    tokens[::3, 25:] = 0  # padded reviews too
+    params = {**ngram.DEFAULTS, "ngram_order": 3, "ngram_dim": 8, "ngram_buckets": 65536}
+    model = ngram.build(params)
+    for layer in model.layers:  # weights far from their initial zeros: every bucket counts
+        layer.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in layer.get_weights()])
+    probabilities = np.asarray(model.predict(tokens, verbose=0), np.float64)
+
+    reference = Reference(tokens, tokens, np.arange(32) % 2, probabilities, tolerance=1e-5)
+    entry = write_exports(model, tmp_path, {Format.ONNX}, reference)["onnx"]
+    assert entry["input_kind"] == "token ids" and entry["max_abs_difference"] <= 1e-5
+
+
 def test_an_image_model_serves_whole_in_litert_without_tensorflow(tmp_path: Path) -> None:
     from hpo.models import conv2d
 
