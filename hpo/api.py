@@ -7,6 +7,7 @@ in memory. Importing this module loads neither Keras nor TensorFlow.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,8 +228,9 @@ def ensemble(
         HpoError: No such study, no usable trial, other data than the search's, or a bad
             argument.
     """
-    from hpo.backend import recorded_backend, use_backend
+    from hpo.backend import Backend, recorded_backend, use_backend
     from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
+    from hpo.ensemble.serving import Format, check_formats, serving_backend
     from hpo.ensemble.weighting import ensemble_arguments
 
     weighting = ensemble_arguments(top, method)
@@ -239,21 +241,45 @@ def ensemble(
     )
     config = opened.config
     # The members load and predict on the backend the search trained them on.
-    use_backend(
-        recorded_backend(opened.optuna_study.user_attrs.get("hpo_config"), config.training.backend)
+    made_on = recorded_backend(
+        opened.optuna_study.user_attrs.get("hpo_config"), config.training.backend
     )
-    return build_ensemble(
+    asked = [Format(f) for f in formats]
+    # TensorFlow writes a SavedModel, ONNX and LiteRT: for members made on JAX or PyTorch, a
+    # process of its own exports the built ensemble on it (its packages checked first).
+    later = tuple(f.value for f in asked if f is not Format.KERAS)
+    if serving_backend(made_on, asked) is made_on:
+        later = ()
+    else:
+        check_formats(asked, Backend.TENSORFLOW.value)
+    use_backend(made_on)
+    result = build_ensemble(
         config,
         opened.optuna_study,
         top=top,
         pool=DEFAULT_POOL if pool is None else pool,
         method=weighting,
         calibrate=calibrate,
-        formats=formats,
+        formats=[f.value for f in asked if f.value not in later],
         out_dir=None if out_dir is None else Path(out_dir),
         data=data,
         refit=refit,
     )
+    if later:
+        from hpo.backend import backend_environment
+        from hpo.ensemble.exporter import export_on_tensorflow
+        from hpo.training.isolation import call_isolated
+
+        job = (config, opened.optuna_study.study_name, result.out_dir, later, data)
+        exported = call_isolated(
+            export_on_tensorflow,
+            job,
+            log_path=config.study_dir / "logs" / "export.log",
+            env=backend_environment(Backend.TENSORFLOW),
+            relay_warnings=True,
+        )
+        result = dataclasses.replace(result, report=exported.report)
+    return result
 
 
 def load_model(path: str | Path) -> keras.Model:

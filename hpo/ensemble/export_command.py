@@ -18,7 +18,7 @@ from hpo.backend import recorded_backend, use_backend
 from hpo.command_options import DATA_HELP, add_study_arguments, open_study
 from hpo.ensemble.exporter import export_built_ensemble, export_trial
 from hpo.ensemble.predict import export_backend
-from hpo.ensemble.serving import FORMATS, Format, describe_exports
+from hpo.ensemble.serving import FORMATS, Format, describe_exports, serving_backend
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,14 +65,16 @@ def run(args: argparse.Namespace) -> int:
                 "say which formats to add to the ensemble: --format savedmodel, --format onnx "
                 "and/or --format litert (its ensemble.keras is already there)."
             )
-        use_backend(export_backend(args.ensemble))
+        # A SavedModel, ONNX or LiteRT is written on TensorFlow, whatever the models were made on.
+        use_backend(serving_backend(export_backend(args.ensemble), args.formats))
         config, study = open_study(args.study, args.storage, args.study_name)
         result = export_built_ensemble(
             config, study, args.ensemble, formats=args.formats, data=args.data
         )
     else:
         config, study = open_study(args.study, args.storage, args.study_name)
-        use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
+        made_on = recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend)
+        use_backend(serving_backend(made_on, args.formats or [Format.KERAS]))
         result = export_trial(
             config,
             study,

@@ -27,10 +27,16 @@ from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
-from hpo.ensemble.predict import load_export
+from hpo.ensemble.predict import export_backend, load_export
 from hpo.ensemble.report import publish
 from hpo.ensemble.selection import Candidate, load_member
-from hpo.ensemble.serving import Format, Reference, check_formats, write_exports
+from hpo.ensemble.serving import (
+    Format,
+    Reference,
+    check_formats,
+    serving_backend,
+    write_exports,
+)
 from hpo.errors import ConfigError, DataError, StoreError
 from hpo.store import open_artifact_store
 from hpo.study import search_space
@@ -166,11 +172,12 @@ def export_built_ensemble(
             f"{study.study_name!r}; pass the study file it was built from."
         )
     asked = tuple(dict.fromkeys(Format(f) for f in formats))
-    check_formats(asked, keras_config_backend())
+    backend = serving_backend(export_backend(ensemble_dir), asked)
+    check_formats(asked, backend.value)
     # The task first: a study file's own families are imported (their classes registered)
     # before the ensemble that holds them loads.
     task, data_folder, source = _prepare(config, study, data)
-    model, _ = load_export(ensemble_dir)
+    model, _ = load_export(ensemble_dir, backend)
     test = task.load_test(config, str(source), data_folder)
     if testset.fingerprint(test.raw, test.y, test.source).sha256 != test_data:
         raise DataError(
@@ -202,6 +209,27 @@ def export_built_ensemble(
     scratch.write_text(json.dumps(report, indent=2))
     os.replace(scratch, report_path)
     return ExportResult(out_dir=ensemble_dir, report=report, written=asked)
+
+
+def export_on_tensorflow(
+    job: tuple[StudyConfig, str, Path, tuple[str, ...], str | None],
+) -> ExportResult:
+    """`export_built_ensemble` in a process of its own on TensorFlow, which writes a SavedModel,
+    ONNX and LiteRT, for an ensemble made on JAX or PyTorch (`hpo.training.isolation.
+    call_isolated` runs it; Keras cannot switch backends in a process).
+
+    Args:
+        job: The study's configuration, its name, the ensemble's folder, the formats and the
+            data's location (`export_built_ensemble`'s `data`).
+    """
+    from hpo.backend import Backend, use_backend
+    from hpo.store import load_existing_study, open_storage
+
+    config, study_name, ensemble_dir, formats, data = job
+    use_backend(Backend.TENSORFLOW)
+    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    study = load_existing_study(storage, study_name)
+    return export_built_ensemble(config, study, ensemble_dir, formats=formats, data=data)
 
 
 def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:

@@ -98,7 +98,8 @@ def export_litert(model: keras.Model, folder: Path, reference: Reference) -> dic
     entry = {
         "path": LITERT_NAME,
         "sha256": sha256_file(path),
-        "input_kind": "token ids" if left_out else "raw",
+        # Text: token ids, its text part left out, or as an ensemble made off TensorFlow takes.
+        "input_kind": "token ids" if left_out or reference.tokens is not None else "raw",
         "loaded_with": "ai_edge_litert.interpreter.Interpreter, without hpo, keras or tensorflow",
         **checked,
     }

@@ -35,12 +35,14 @@ if TYPE_CHECKING:
 __all__ = ["load_export", "main", "predict", "verify_export"]
 
 
-def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
+def load_export(
+    ensemble_dir: Path, backend: Backend | None = None
+) -> tuple[keras.Model, list[str]]:
     """The exported ensemble and its class names, after checking it.
 
     The exported model is verified as the ensemble verifies its members: its SHA-256 must match
     the one `report.json` recorded when it was evaluated, it may hold no `Lambda` layer, and it
-    is loaded in Keras safe mode.
+    is loaded in Keras safe mode, on `backend` (default: the one it was made on).
 
     Raises:
         ConfigError: The folder holds no exported ensemble, or it does not verify.
@@ -52,7 +54,7 @@ def load_export(ensemble_dir: Path) -> tuple[keras.Model, list[str]]:
         )
     verify_export(Path(ensemble_dir))
     report = json.loads((Path(ensemble_dir) / "report.json").read_text())
-    use_backend(export_backend(Path(ensemble_dir)))
+    use_backend(backend or export_backend(Path(ensemble_dir)))
     try:
         model = load_keras_file(path)
     except Exception as exc:

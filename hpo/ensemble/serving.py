@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     import keras
 
+    from hpo.backend import Backend
+
 __all__ = [
     "FORBIDDEN",
     "FORMATS",
@@ -53,6 +55,7 @@ __all__ = [
     "describe_exports",
     "export_saved_model",
     "inference_model",
+    "serving_backend",
     "tree_sha256",
     "write_exports",
 ]
@@ -127,20 +130,33 @@ class Reference:
         return self.raw if takes_text(model) or self.tokens is None else self.tokens
 
 
+def serving_backend(made_on: Backend, formats: Iterable[Format | str]) -> Backend:
+    """The backend to export on: TensorFlow for a SavedModel, ONNX or LiteRT (which
+    TensorFlow writes) wherever it is installed, since a `.keras` file loads on any backend;
+    else `made_on`, the backend the models were made on (`check_formats` then names what is
+    missing)."""
+    from hpo.backend import Backend
+
+    served = {Format.SAVEDMODEL, Format.ONNX, Format.LITERT}
+    if {Format(f) for f in formats} & served and importlib.util.find_spec("tensorflow"):
+        return Backend.TENSORFLOW
+    return made_on
+
+
 def check_formats(formats: Iterable[Format], backend: str) -> None:
     """Refuses, before any work, an export format this process cannot write.
 
     Raises:
-        ConfigError: A SavedModel or ONNX was asked for off the TensorFlow backend, or ONNX
-            without its packages.
+        ConfigError: A SavedModel, ONNX or LiteRT was asked for off the TensorFlow backend
+            (TensorFlow is not installed: `serving_backend`), or without its packages.
     """
     for served in (Format.SAVEDMODEL, Format.ONNX, Format.LITERT):
         if served in formats and backend != "tensorflow":
             raise ConfigError(
-                f"--format {served.value} needs the TensorFlow backend, and these models run on "
-                f"{backend}. Export --format keras, or search with "
-                '[training] backend = "tensorflow" to serve them with TensorFlow Serving, '
-                "ONNX Runtime or LiteRT."
+                f"--format {served.value} is written by TensorFlow, which is not installed "
+                f"here, and these models run on {backend}. Install it (pip install "
+                f"tensorflow) and export again (hpo export loads the models on it), or "
+                f"export --format keras."
             )
     for fmt, packages in ((Format.ONNX, ONNX_PACKAGES), (Format.LITERT, LITERT_PACKAGES)):
         missing = [p for p in packages if importlib.util.find_spec(p) is None]
@@ -214,14 +230,23 @@ def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -
     checked = check_served(
         _SERVE_SAVED_MODEL, folder, reference.inputs_for(model), reference, "the SavedModel"
     )
-    return {
+    tokens = reference.tokens is not None and not takes_text(model)
+    entry = {
         "path": folder.name,
         "sha256": tree_sha256(folder),
         "signature": "serving_default",
         "loaded_with": "tensorflow.saved_model.load; imports no hpo, and no Keras module "
         "beyond those import tensorflow loads",
+        "input_kind": "token ids" if tokens else "raw",
         **checked,
     }
+    if tokens:
+        # A text ensemble made on JAX or PyTorch holds no TensorFlow string operations.
+        entry["not_raw"] = (
+            "the ensemble was made off TensorFlow, so it takes the token ids of tokenizer.json "
+            "(beside it); an ensemble searched on TensorFlow takes raw text"
+        )
+    return entry
 
 
 def inference_model(model: keras.Model) -> keras.Model:
@@ -312,7 +337,7 @@ def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_
             f"  {part['path']:<15} sha256 {part['sha256'][:16]}  loaded by {runtime}: "
             f"{part['checked_examples']} examples within {part['max_abs_difference']:.1e}"
         )
-        for left_out in ("not_onnx", "not_litert"):
+        for left_out in ("not_raw", "not_onnx", "not_litert"):
             if left_out in part:
                 lines.append(f"    takes token ids, not text: {part[left_out]}")
     return lines

@@ -14,6 +14,7 @@ from hpo.ensemble.serving import (
     Reference,
     check_formats,
     check_served,
+    serving_backend,
     write_exports,
 )
 from hpo.errors import ConfigError, HpoError
@@ -69,6 +70,24 @@ def test_hashed_ngrams_serve_in_onnx_as_in_keras(tmp_path: Path) -> None:
     assert entry["input_kind"] == "token ids" and entry["max_abs_difference"] <= 1e-5
 
 
+def test_a_bfloat16_model_that_onnx_runtime_refuses_names_the_way_out(tmp_path: Path) -> None:
+    import keras
+
+    from hpo.models import conv1d
+
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(2, 500, (16, 30)).astype(np.int32)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as `precision = "auto"` may
+    try:
+        model = conv1d.build({**conv1d.DEFAULTS, "vocab_size": 500, "seq_len": 30})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    probabilities = np.asarray(model.predict(tokens, verbose=0), np.float64)
+    reference = Reference(tokens, tokens, np.arange(16) % 2, probabilities, tolerance=2e-3)
+    with pytest.raises(HpoError, match=r"compute in bfloat16.*--format savedmodel.*float32"):
+        write_exports(model, tmp_path, {Format.ONNX}, reference)
+
+
 def test_an_image_model_serves_whole_in_litert_without_tensorflow(tmp_path: Path) -> None:
     from hpo.models import conv2d
 
@@ -92,11 +111,29 @@ def test_an_image_model_serves_whole_in_litert_without_tensorflow(tmp_path: Path
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_served_formats_off_tensorflow_are_refused_before_any_work(backend: str) -> None:
+def test_served_formats_are_written_on_tensorflow_or_refused_without_it(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from hpo.backend import Backend
+
+    made_on = Backend(backend)
+    # A .keras file loads on any backend: TensorFlow writes the served formats.
+    assert serving_backend(made_on, ["keras"]) is made_on
+    for fmt in ("savedmodel", "onnx", "litert"):
+        assert serving_backend(made_on, ["keras", fmt]) is Backend.TENSORFLOW
+    # Without TensorFlow they stay on the models' backend, which refuses before any work.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorflow" else real(name)
+    )
+    assert serving_backend(made_on, ["onnx"]) is made_on
     check_formats([Format.KERAS], backend)
     for fmt in (Format.SAVEDMODEL, Format.ONNX, Format.LITERT):
-        check_formats([fmt], "tensorflow")
-        with pytest.raises(ConfigError, match=rf"--format {fmt.value} needs the TensorFlow.*"):
+        with pytest.raises(
+            ConfigError, match=rf"--format {fmt.value} is written by TensorFlow.*pip install"
+        ):
             check_formats([fmt], backend)
 
 

@@ -26,11 +26,32 @@ def _installed(backend: str) -> None:
         pytest.skip(f"{backend} is not installed here")
 
 
+# Python's path finder, blind to TensorFlow: `import tensorflow` fails as a missing package
+# does, `find_spec` finds none, and `sys.modules` never names it (Keras checks there).
+_NO_TENSORFLOW = """
+import sys
+from importlib.machinery import PathFinder
+
+
+class _WithoutTensorFlow(PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] == "tensorflow":
+            return None
+        return super().find_spec(name, path, target)
+
+
+sys.meta_path = [_WithoutTensorFlow if f is PathFinder else f for f in sys.meta_path]
+"""
+
+
 def _without_tensorflow(tmp_path: Path) -> dict[str, str]:
-    """An environment in which `import tensorflow` fails, as on a machine without it."""
+    """An environment in which `import tensorflow` fails and `importlib.util.find_spec`
+    finds no TensorFlow, as on a machine without it (every Python process it starts runs
+    `sitecustomize` first)."""
     shim = tmp_path / "no-tensorflow"
     shim.mkdir()
-    (shim / "tensorflow.py").write_text("raise ImportError('TensorFlow is not installed here')\n")
+    (shim / "sitecustomize.py").write_text(_NO_TENSORFLOW)
     return {**os.environ, "PYTHONPATH": str(shim)}
 
 
@@ -51,11 +72,11 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
         study.read_text().replace("[training]\n", f'[training]\nbackend = "{backend}"\n')
     )
 
-    def hpo(*args: str) -> subprocess.CompletedProcess[str]:
+    def hpo(*args: str, tensorflow: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "hpo", *args],
             cwd=ROOT,
-            env=env,
+            env=dict(os.environ) if tensorflow else env,
             capture_output=True,
             text=True,
             timeout=900,
@@ -85,3 +106,22 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
     lines = predict.stdout.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["A wonderful film.", "Dull and boring."]
     assert all(0 <= float(line.split("\t")[0]) <= 1 for line in lines)
+
+    # TensorFlow writes the served formats: without it they are refused before any work...
+    refused = hpo("export", "--ensemble", str(out), "--study", str(study), "--format", "onnx")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "is written by TensorFlow, which is not installed here" in refused.stderr
+    # ...and where it is installed, a process on it loads the models made on `backend`: `hpo
+    # export` of a built ensemble (JAX), or `hpo ensemble --format` (PyTorch).
+    if backend == "jax":
+        served = ("export", "--ensemble", str(out), "--study", str(study))
+    else:
+        out = tmp_path / "ensemble-served"
+        served = ("ensemble", "--study", str(study), "--top", "3", "--out", str(out))
+    exported = hpo(*served, "--format", "savedmodel", "onnx", tensorflow=True)
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
+    entry = json.loads((out / "report.json").read_text())["export"]
+    assert entry["saved_model"]["input_kind"] == entry["onnx"]["input_kind"] == "token ids"
+    assert entry["saved_model"]["max_abs_difference"] <= 1e-5
+    assert entry["onnx"]["max_abs_difference"] <= 1e-5
+    assert (out / "saved_model").is_dir() and (out / "ensemble.onnx").is_file()
