@@ -20,7 +20,6 @@ from hpo.ensemble.export import TOKENIZER_NAME, takes_text
 from hpo.ensemble.serving import IMPORTED, check_served, inference_model
 from hpo.errors import HpoError
 from hpo.store import sha256_file
-from hpo.training.interface import model_precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -90,16 +89,7 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
                 f"{str(exc)[:300]}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
                 "--format savedmodel or keras instead."
             ) from exc
-    try:
-        checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export")
-    except HpoError as exc:
-        if model_precision(model) != "mixed_bfloat16":
-            raise
-        raise HpoError(
-            f"{str(exc).rstrip('.')}. The models compute in bfloat16, which tf2onnx does not "
-            f"convert faithfully (it mixes float16 and bfloat16): export --format savedmodel, "
-            f'or search with [training] precision = "float32".'
-        ) from exc
+    checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export")
     entry = {
         "path": ONNX_NAME,
         "sha256": sha256_file(path),

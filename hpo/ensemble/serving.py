@@ -11,6 +11,7 @@ must import neither hpo nor Keras (nor TensorFlow, for LiteRT).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -24,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpo.data.inputs import describe, packed
+from hpo import metrics
+from hpo.data.inputs import describe, packed, tensors
 from hpo.ensemble.export import (
     EXPORT_CHECK_EXAMPLES,
     EXPORT_NAME,
+    EXPORT_TOLERANCE,
     check_export,
     check_rows,
     compare_rows,
@@ -208,11 +211,73 @@ def write_exports(
         )
     if Format.SAVEDMODEL in formats:
         entry["saved_model"] = export_saved_model(model, folder / SAVED_MODEL_NAME, reference)
+    portable, checked_against, note = (
+        float32_copy(model, reference)
+        if formats & {Format.ONNX, Format.LITERT}
+        else (model, reference, {})
+    )
     if Format.ONNX in formats:
-        entry["onnx"] = export_onnx(model, folder, reference)
+        entry["onnx"] = {**export_onnx(portable, folder, checked_against), **note}
     if Format.LITERT in formats:
-        entry["litert"] = export_litert(model, folder, reference)
+        entry["litert"] = {**export_litert(portable, folder, checked_against), **note}
     return entry
+
+
+def float32_copy(
+    model: keras.Model, reference: Reference
+) -> tuple[keras.Model, Reference, dict[str, Any]]:
+    """For ONNX and LiteRT, whose converters do not take bfloat16 faithfully (tf2onnx mixes
+    float16 and bfloat16 in one operation; the LiteRT converter has no bfloat16 kernels): a
+    model computing in bfloat16 (`precision = "auto"` picks it for a family where it was
+    measured faster) as a copy that computes in float32 with the same weights (mixed precision
+    keeps them in float32), else the model itself.
+
+    Returns:
+        The model to convert; the reference its export must reproduce (for the copy: its own
+        predictions in Keras, on the rows the check serves); and the report's note for the
+        copy: what it computes in and how far its predictions lie from the evaluated ones.
+    """
+    from hpo.training.interface import model_precision
+
+    if model_precision(model) != "mixed_bfloat16":
+        return model, reference, {}
+    import keras
+
+    config = _in_float32(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    rows = check_rows(reference.labels, EXPORT_CHECK_EXAMPLES)
+    inputs = reference.inputs_for(copy)[rows]
+    predicted = copy.predict(tensors(inputs), batch_size=256, verbose=0)
+    expected = np.array(reference.expected, dtype=np.float64)
+    got = metrics.as_probabilities(np.asarray(predicted)).reshape(expected[rows].shape)
+    gap = float(np.abs(got - expected[rows]).max(initial=0.0))
+    expected[rows] = got
+    note = {
+        "computes_in": "float32",
+        "float32_copy": "the members compute in bfloat16, which the converter does not take: "
+        "this export is a float32 copy of them (same weights), checked against that copy",
+        "float32_max_abs_difference_from_evaluated": gap,
+    }
+    return copy, dataclasses.replace(reference, expected=expected, tolerance=EXPORT_TOLERANCE), note
+
+
+def _in_float32(config: Any) -> Any:
+    """A serialized model's configuration with every mixed dtype policy made float32."""
+    if isinstance(config, list):
+        return [_in_float32(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if "DTypePolicy" in str(config.get("class_name", "")):
+        name = str(config.get("config", {}).get("name", ""))
+        if name.startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+    return {
+        key: "float32"
+        if key == "dtype" and isinstance(value, str) and value.startswith("mixed_")
+        else _in_float32(value)
+        for key, value in config.items()
+    }
 
 
 def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -> dict[str, Any]:
@@ -340,6 +405,11 @@ def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_
         for left_out in ("not_raw", "not_onnx", "not_litert"):
             if left_out in part:
                 lines.append(f"    takes token ids, not text: {part[left_out]}")
+        if "float32_copy" in part:
+            lines.append(
+                f"    computes in float32: {part['float32_copy']} (it differs from the evaluated "
+                f"predictions by up to {part['float32_max_abs_difference_from_evaluated']:.1e})"
+            )
     return lines
 
 
