@@ -247,10 +247,9 @@ def ensemble(
     asked = [Format(f) for f in formats]
     # TensorFlow writes a SavedModel, ONNX and LiteRT: for members made on JAX or PyTorch, a
     # process of its own exports the built ensemble on it (its packages checked first).
-    later = tuple(f.value for f in asked if f is not Format.KERAS)
-    if serving_backend(made_on, asked) is made_on:
-        later = ()
-    else:
+    later: tuple[str, ...] = ()
+    if serving_backend(made_on, asked) is not made_on:
+        later = tuple(f.value for f in asked if f is not Format.KERAS)
         check_formats(asked, Backend.TENSORFLOW.value)
     use_backend(made_on)
     result = build_ensemble(
