@@ -11,7 +11,9 @@ HPO_EXAMPLE_BUDGET and HPO_EXAMPLE_DIR (where the study goes, default `tuner_run
 again continues the study where it stopped.
 
 Each trial trains in a process of its own, which starts by importing this script (Python's
-multiprocessing does so): the work is done under `if __name__ == "__main__":`.
+multiprocessing does so): the work is done under `if __name__ == "__main__":`, so that the
+reviews are read once, not again in each trial's process (a script with no guard at all works
+too: hpo then starts the trials without running it; see `docs/python.md`).
 """
 
 from __future__ import annotations

@@ -1,23 +1,38 @@
-"""A search started from a script's top level, outside `if __name__ == "__main__":`, refused.
+"""A script's top level, which the trial processes of a search it starts must not run again.
 
-Each trial process starts by running the script that started the search again, as Python's
-multiprocessing does to find the script's functions (`python script.py`; not `python -m
-package`, nor a notebook). A search at the script's top level would run again in each of them:
-the children fail before they can write a log, and a `Tuner(..., overwrite=True)` there would
-delete the study being searched. So the search looks at the script before any child starts.
+Each child process that Python's multiprocessing starts (spawn, fork server) begins by running
+the script that started its parent again (`python script.py`, `python -m package.module`; not
+a notebook), to find what it was given by name. hpo gives its children what they need of the
+user's code by value (the hypermodel and the classes `__main__` registered: see
+`hpo.models.portable`), so they need nothing of the script. Run again, a search at the script's
+top level (outside `if __name__ == "__main__":`, as KerasTuner's examples write it) would run
+again in each child, and a `Tuner(..., overwrite=True)` before it delete the study being
+searched. So while the script's main thread runs outside that guard, children start with the
+script hidden from them, as a notebook's is (`main_hidden_from_children`).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import multiprocessing
 import multiprocessing.spawn
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpo.errors import HpoError
 
-__all__ = ["check_main_guard", "child_starting"]
+if TYPE_CHECKING:
+    from types import FrameType
+
+__all__ = [
+    "check_not_starting_child",
+    "child_starting",
+    "main_hidden_from_children",
+    "script_outside_guard",
+]
 
 
 def child_starting() -> bool:
@@ -25,35 +40,52 @@ def child_starting() -> bool:
     return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
-def check_main_guard(what: str) -> None:
-    """Refuses `what` (a search) called from where each trial process would call it again.
+def check_not_starting_child(what: str) -> None:
+    """Refuses `what` (a search) called by a child process while it runs its parent's script.
+
+    hpo's children never run the part of a script a search is called from
+    (`main_hidden_from_children`); this stops what would otherwise loop, should one ever.
 
     Raises:
-        HpoError: Called while a child process starts, or from a script's top level outside
-            `if __name__ == "__main__":`; names the fix.
+        HpoError: Called while a child process starts; names the fix.
     """
-    fix = (
-        f'put {what} under `if __name__ == "__main__":` at the end of your script (a notebook '
-        f"needs nothing): each trial process starts by running the script again"
-    )
     if child_starting():
-        raise HpoError(f"{what} ran while a trial process was starting; {fix}.")
-    script = _script_children_run()
-    line = _top_level_line()
-    if script is None or line is None:
-        return
+        raise HpoError(
+            f"{what} ran while a trial process was starting (it ran the script that started "
+            f'the search again); put {what} under `if __name__ == "__main__":` in your script.'
+        )
+
+
+def main_hidden_from_children() -> bool:
+    """Whether children started now must not run `__main__` again: it has no file to run
+    (a script piped to `python -`), or its main thread is at the script's top level outside
+    `if __name__ == "__main__":`, where what it runs now would run again in each child."""
+    path = _script_children_run()
+    if path is None:
+        return False
     try:
-        tree = ast.parse(script.read_text(), str(script))
+        return _outside_guard(path)
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return  # cannot tell: the children will say
-    guarded = [
-        (node.lineno, node.end_lineno or node.lineno)
-        for node in tree.body
-        if isinstance(node, ast.If) and _is_main_test(node.test)
-    ]
-    if any(first <= line <= last for first, last in guarded):
-        return
-    raise HpoError(f"{what} is called at the top level of {script} (line {line}); {fix}.")
+        return True  # no file a child could run (or not one Python could)
+
+
+def script_outside_guard() -> Path | None:
+    """The script (`__main__`'s file) whose top level the main thread runs outside `if
+    __name__ == "__main__":` now, if it does; importing it would run that part again."""
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not file:
+        return None
+    try:
+        return Path(file) if _outside_guard(Path(file)) else None
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _outside_guard(path: Path) -> bool:
+    ranges = _guarded_lines(str(path), path.stat().st_mtime_ns)
+    main = sys._current_frames().get(threading.main_thread().ident or -1)
+    line = _top_level_line(main)
+    return line is not None and not any(first <= line <= last for first, last in ranges)
 
 
 def _script_children_run() -> Path | None:
@@ -68,14 +100,26 @@ def _script_children_run() -> Path | None:
     return Path(file) if file else None
 
 
-def _top_level_line() -> int | None:
-    """The line of the main module's top level that this call comes from, if any."""
-    frame = sys._getframe(1)
+@functools.lru_cache(maxsize=8)
+def _guarded_lines(path: str, mtime_ns: int) -> tuple[tuple[int, int], ...]:
+    """The line ranges of the script's top-level `if __name__ == "__main__":` blocks (the
+    modification time keys the cache)."""
+    del mtime_ns
+    tree = ast.parse(Path(path).read_text(), path)
+    return tuple(
+        (node.lineno, node.end_lineno or node.lineno)
+        for node in tree.body
+        if isinstance(node, ast.If) and _is_main_test(node.test)
+    )
+
+
+def _top_level_line(frame: FrameType | None) -> int | None:
+    """The line of the main module's top level that `frame` runs within, if any."""
     line = None
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
             line = frame.f_lineno
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return line
 
 

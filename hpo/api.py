@@ -156,12 +156,12 @@ def search(
     Raises:
         HpoError: Invalid configuration, data or storage, before any trial runs.
     """
-    from hpo._script import check_main_guard
+    from hpo._script import check_not_starting_child
     from hpo.budget import parse_duration
     from hpo.command_options import joining_config
     from hpo.search.workers import run_search
 
-    check_main_guard("hpo.search")
+    check_not_starting_child("hpo.search")
 
     if study_name:
         if study is not None or not storage:

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo._script import check_main_guard, child_starting
+from hpo._script import check_not_starting_child, child_starting
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
     KNOWN_DIRECTIONS,
@@ -333,7 +333,7 @@ class Tuner:
         from hpo.data.in_memory import split_arrays
         from hpo.errors import OneValueOutput
 
-        check_main_guard("hpo.Tuner.search")
+        check_not_starting_child("hpo.Tuner.search")
         sample_weight = fit_kwargs.pop("sample_weight", None)
         unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
         if unknown:

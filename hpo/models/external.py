@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import os
 import re
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo._script import script_outside_guard
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-    from pathlib import Path
 
     from hpo.tasks import Family
 
@@ -117,6 +119,7 @@ def _import(spec: str, key: str, base: Path) -> Any:
         )
     from hpo.cli import quiet_tensorflow
 
+    _check_not_running_script(module_name, spec, key, base)
     try:
         # A user's module usually imports Keras, and so TensorFlow and its start-up chatter.
         with _searching(base), quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
@@ -141,6 +144,26 @@ def _import(spec: str, key: str, base: Path) -> Any:
             f"'{key}' = {spec!r}: module {module_name!r} has no {attribute!r}; it defines "
             f"{public[:10]}."
         ) from exc
+
+
+def _check_not_running_script(module_name: str, spec: str, key: str, base: Path) -> None:
+    """Refuses a family in the script whose top level runs the search, outside `if __name__ ==
+    "__main__":`: importing it would run the script, and so the search, again."""
+    script = script_outside_guard()
+    if script is None or module_name in sys.modules:
+        return
+    try:
+        with _searching(base):
+            found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return  # importing it will say
+    if found is None or not found.origin or Path(found.origin).resolve() != script.resolve():
+        return
+    raise ConfigError(
+        f"'{key}' = {spec!r} is in {script.name}, which runs this search from its top level: "
+        f"importing it would run the script, and the search, again. Put the search under "
+        f'`if __name__ == "__main__":` in {script.name}, or the family in a module of its own.'
+    )
 
 
 # Packages whose Keras classes Keras itself finds when it loads a model (by import or their own

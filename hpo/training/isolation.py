@@ -13,7 +13,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import multiprocessing
-import multiprocessing.spawn
 import os
 import pickle
 import signal
@@ -23,6 +22,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hpo._script import main_hidden_from_children
 from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
 
 if TYPE_CHECKING:
@@ -60,24 +60,29 @@ _MAIN_LOCK = threading.Lock()
 
 
 def start_process(process: multiprocessing.process.BaseProcess) -> None:
-    """Starts a child process, also from a main module whose file cannot be run again.
+    """Starts a child process, which runs the script that started this one again only where
+    that is safe.
 
-    A spawned or fork-server child first runs `__main__`'s file again, as multiprocessing does.
-    A script read from standard input (`python - < search.py`), or code run under a made-up
-    file name, has no such file, and the child would die before it starts. Its main is then
-    treated as a notebook's: hidden while the child starts, so that the child runs nothing of
-    it (hpo sends what a trial needs of it, the hypermodel, by value).
+    A spawned or fork-server child first runs `__main__`'s script again, as multiprocessing
+    does. Where the script's main thread is at its top level outside `if __name__ ==
+    "__main__":` (a search written as KerasTuner's examples write it), the child would run the
+    search again; a script read from standard input (`python - < search.py`) has no file, and
+    the child would die before it starts. Then the main is treated as a notebook's: hidden
+    while the child starts, so that the child runs nothing of it (hpo sends what a trial needs
+    of it, the hypermodel and the classes it registered, by value).
     """
     main = sys.modules.get("__main__")
-    path = multiprocessing.spawn.get_preparation_data("hpo").get("init_main_from_path")
-    if main is None or path is None or os.path.isfile(path):
+    if main is None or not main_hidden_from_children():
         process.start()
         return
     with _MAIN_LOCK:
         file = main.__dict__.pop("__file__", None)
+        spec = main.__dict__.get("__spec__")
+        main.__spec__ = None  # `python -m package.module`: the child would import it by name
         try:
             process.start()
         finally:
+            main.__spec__ = spec
             if file is not None:
                 main.__file__ = file
 
