@@ -94,6 +94,8 @@ class Attr:
     BACKEND: Final = "backend"
     DEVICE: Final = "device"
     CONFIG_ERROR: Final = "config_error"
+    # Set on a trial whose user code raised KerasTuner's FatalError (its class's name).
+    FATAL: Final = "fatal"
     # Set on a trial that failed on a full disk that still had no room after it: stops the search.
     DISK_FULL: Final = "disk_full"
 

@@ -8,10 +8,15 @@ __all__ = [
     "DiskFull",
     "HpoError",
     "OneValueOutput",
+    "SearchStopped",
     "StoreError",
     "TrialProcessDied",
     "TrialTimedOut",
+    "kerastuner_outcome",
 ]
+
+# KerasTuner's errors that stop a search (`keras_tuner.errors`), by class name.
+FATAL_KINDS = ("FatalError", "FatalValueError", "FatalTypeError", "FatalRuntimeError")
 
 
 class HpoError(Exception):
@@ -31,6 +36,46 @@ class ConfigError(HpoError):
 class OneValueOutput(ConfigError):
     """A model gives one value an example, and the labels hold three or more classes: hpo.Tuner
     reads such whole-number labels as regression targets instead (`hpo.Tuner.search`)."""
+
+
+class SearchStopped(ConfigError):
+    """The user's code raised KerasTuner's `FatalError` (or a subclass) in a trial: the search
+    stops, as KerasTuner's does; `hpo.Tuner.search` raises KerasTuner's error of that kind.
+
+    Attributes:
+        kind: The KerasTuner class, one of `FATAL_KINDS`.
+    """
+
+    def __init__(self, message: str, kind: str = "FatalError") -> None:
+        super().__init__(message)  # the message only: it pickles with `kind` (see DiskFull)
+        # Read back from a study's store: one of KerasTuner's names, never another.
+        self.kind = kind if kind in FATAL_KINDS else "FatalError"
+
+
+def kerastuner_outcome(exc: BaseException, source: str) -> Exception | None:
+    """What a trial makes of KerasTuner's signals, raised by the user's code (`source`, such as
+    "family 'm': its build"); None for any other exception.
+
+    `FailedTrialError` (these values cannot train: a model too large, say) prunes the trial
+    rather than failing it, so that TPE ranks them among the worst and samples elsewhere, and a
+    run of them does not stop the search as failures in a row would. A `FatalError` (or a
+    subclass) stops the search: `SearchStopped`. Found by class name, without importing
+    KerasTuner.
+    """
+    for cls in type(exc).__mro__:
+        if not cls.__module__.startswith("keras_tuner"):
+            continue
+        if cls.__name__ == "FailedTrialError":
+            import optuna
+
+            return optuna.TrialPruned(f"{source} rejected these values ({exc})")
+        if cls.__name__ in FATAL_KINDS:
+            return SearchStopped(
+                f"{source} raised keras_tuner.errors.{cls.__name__} ({exc}); the search stops, "
+                f"as KerasTuner's does.",
+                cls.__name__,
+            )
+    return None
 
 
 class DataError(HpoError):

@@ -33,7 +33,7 @@ from hpo.config import (
     StudyConfig,
     TrainingConfig,
 )
-from hpo.errors import ConfigError, DataError, HpoError, StoreError
+from hpo.errors import ConfigError, DataError, HpoError, SearchStopped, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -329,6 +329,8 @@ class Tuner:
         Raises:
             HpoError: Bad data or arguments, or a hypermodel hpo cannot train (found before
                 any trial runs), naming the fix.
+            keras_tuner.errors.FatalError: Your code raised it (or a subclass of it) in a
+                trial, which stops the search, as in KerasTuner; raised again here.
         """
         from hpo.data.in_memory import split_arrays
         from hpo.errors import OneValueOutput
@@ -447,6 +449,11 @@ class Tuner:
             silent = contextlib.redirect_stdout(io.StringIO()) if verbose == 0 else None
             with _optuna_logs(shown=verbose >= 2), silent or contextlib.nullcontext():
                 summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
+        except SearchStopped as exc:
+            # KerasTuner raises the FatalError again from search(); scripts catch it.
+            import keras_tuner
+
+            raise getattr(keras_tuner.errors, exc.kind)(str(exc)) from exc
         except ConfigError as exc:
             if not any(s in str(exc) for s in ("settings differ", "other data")):
                 raise

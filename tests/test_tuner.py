@@ -1734,6 +1734,37 @@ def test_a_family_in_the_script_searching_from_its_top_level_is_refused(
     assert not (tmp_path / "here").exists()
 
 
+def test_kerastuners_fatal_error_from_a_fit_stops_the_search_and_is_raised_again(
+    tmp_path: Path,
+) -> None:
+    """KerasTuner's failed-trials guide catches `keras_tuner.errors.FatalError` around
+    `search`: raised in a trial's process (here by the hypermodel's `fit`, a subclass of it),
+    it stops the search and `search` raises it again, of the same class, after the trials
+    before it were kept."""
+    import keras
+    import keras_tuner
+
+    class Stopping(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential([keras.layers.Dense(hp.Int("units", 2, 4, step=2))])
+            model.add(keras.layers.Dense(1, activation="sigmoid"))
+            model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+            return model
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            if hp.Int("units", 2, 4, step=2) == 4:
+                raise keras_tuner.errors.FatalRuntimeError("4 units: stop")
+            return model.fit(*args, **kwargs)
+
+    x, y = _data(200, 0)
+    tuner = hpo.Tuner(Stopping(), max_trials=6, directory=tmp_path, project_name="fatal")
+    with pytest.raises(keras_tuner.errors.FatalRuntimeError, match=r"4 units: stop.*stops"):
+        tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    states = [t.state for t in tuner.study().optuna_study.get_trials()]
+    assert states[-1] == TrialState.FAIL and states.count(TrialState.FAIL) == 1
+    assert len(states) < 6
+
+
 def test_a_trials_model_that_loads_back_as_another_stops_the_search_before_it_is_stored(
     tmp_path: Path,
 ) -> None:

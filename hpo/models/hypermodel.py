@@ -39,7 +39,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, kerastuner_outcome
 from hpo.space import fit_value, narrow_space, suggest
 
 if TYPE_CHECKING:
@@ -378,6 +378,9 @@ class HyperModelFamily:
             own = self.fit_kwargs.get("callbacks")
             return {"callbacks": own} if own else {}
         except Exception as exc:
+            outcome = kerastuner_outcome(exc, f"family {self.name!r}: its fit")
+            if outcome is not None:
+                raise outcome from exc
             raise ConfigError(
                 f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
                 f"training ({type(exc).__name__}: {str(exc)[:200]}); hpo reads from it only the "
@@ -446,18 +449,11 @@ class HyperModelFamily:
         build = getattr(self._hypermodel, "build", self._hypermodel)
         try:
             return build(hp)
-        except keras_tuner.errors.FailedTrialError as exc:
-            # KerasTuner's "skip these values" (a model too large, say): pruned rather than
-            # failed, so that TPE ranks them among the worst and samples elsewhere, and a run
-            # of them does not stop the search as failures in a row would.
-            import optuna
-
-            raise optuna.TrialPruned(f"the hypermodel rejected these values ({exc})") from exc
-        except keras_tuner.errors.FatalError as exc:
-            raise ConfigError(
-                f"family {self.name!r}: its build raised keras_tuner.errors.FatalError ({exc}); "
-                f"the search stops, as KerasTuner's does."
-            ) from exc
+        except Exception as exc:
+            outcome = kerastuner_outcome(exc, f"family {self.name!r}: its build")
+            if outcome is None:
+                raise
+            raise outcome from exc
 
 
 def _parameters(function: Any) -> set[str]:

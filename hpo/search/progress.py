@@ -59,6 +59,8 @@ class Progress:
         self.not_started = 0
         self.failure_stop: str | None = None
         self.config_error: str | None = None
+        # The KerasTuner error the user's code stopped the search with (`Attr.FATAL`), if any.
+        self.fatal: str | None = None
         self.disk_full: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -83,6 +85,7 @@ class Progress:
             self.bar.refresh()
         if trial.state == TrialState.FAIL and Attr.CONFIG_ERROR in trial.user_attrs:
             self.config_error = str(trial.user_attrs[Attr.CONFIG_ERROR])
+            self.fatal = trial.user_attrs.get(Attr.FATAL)
             study.stop()
         if trial.state == TrialState.FAIL and Attr.DISK_FULL in trial.user_attrs:
             self.disk_full = str(trial.user_attrs[Attr.DISK_FULL])

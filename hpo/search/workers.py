@@ -34,7 +34,14 @@ from hpo.contract import Attr
 from hpo.cost import Priced, calibration, cheapest_epoch
 from hpo.data import provenance
 from hpo.disk import has_room
-from hpo.errors import ConfigError, DiskFull, HpoError, TrialProcessDied, TrialTimedOut
+from hpo.errors import (
+    ConfigError,
+    DiskFull,
+    HpoError,
+    SearchStopped,
+    TrialProcessDied,
+    TrialTimedOut,
+)
 from hpo.models import is_builtin
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
@@ -385,6 +392,8 @@ def run_worker(
     finally:
         if bar is not None:
             bar.close()
+    if stopper.fatal is not None:
+        raise SearchStopped(stopper.config_error or "", stopper.fatal)
     if stopper.config_error is not None:
         raise ConfigError(stopper.config_error)
     if stopper.disk_full is not None:
@@ -469,6 +478,8 @@ def _trial(
         # the reason instead of failing trial after trial.
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
         trial.set_user_attr(Attr.CONFIG_ERROR, str(exc))
+        if isinstance(exc, SearchStopped):
+            trial.set_user_attr(Attr.FATAL, exc.kind)
         raise
     except TrialProcessDied as exc:
         # Its process ended before removing its scratch folder (a checkpoint nothing reads).

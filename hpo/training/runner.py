@@ -33,7 +33,7 @@ from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
 from hpo.disk import writing
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, kerastuner_outcome
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, resolve_precision
@@ -127,6 +127,8 @@ def run_trial(job: TrialJob) -> TrialResult:
     Raises:
         optuna.TrialPruned: The pruner or the chance-level check stopped the trial.
         FloatingPointError: The loss became NaN or infinite.
+        SearchStopped: The user's code raised KerasTuner's `FatalError` (and its
+            `FailedTrialError` prunes the trial).
     """
     config = job.config
     storage = open_storage(config.storage_url, create=False, heartbeat=False, wait_to_open=True)
@@ -152,6 +154,12 @@ def run_trial(job: TrialJob) -> TrialResult:
             threads=job.threads,
             cheapest=job.cheapest,
         )
+    except Exception as exc:
+        # KerasTuner's signals from the user's training loop, callback or metric.
+        outcome = kerastuner_outcome(exc, f"trial {trial.number}: your code")
+        if outcome is None:
+            raise
+        raise outcome from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

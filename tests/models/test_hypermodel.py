@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, SearchStopped
 from hpo.models.external import load_families
 from hpo.models.hypermodel import (
     HyperModelFamily,
@@ -325,7 +325,7 @@ def test_kerastuners_failed_trial_prunes_the_trial_and_its_fatal_error_stops_the
         if units > 32:
             raise keras_tuner.errors.FailedTrialError(f"model too large: {units} units")
         if units == 8:
-            raise keras_tuner.errors.FatalError("no model of 8 units")
+            raise keras_tuner.errors.FatalValueError("no model of 8 units")
         return units
 
     family = HyperModelFamily("m", build, lambda n: n)
@@ -334,8 +334,9 @@ def test_kerastuners_failed_trial_prunes_the_trial_and_its_fatal_error_stops_the
     with pytest.raises(optuna.TrialPruned, match=r"rejected these values .*48 units"):
         family.build_trial(study.ask(), {})
     study.enqueue_trial({"units": 8})
-    with pytest.raises(ConfigError, match=r"FatalError .*8 units.*the search stops"):
+    with pytest.raises(SearchStopped, match=r"FatalValueError .*8 units.*the search stops") as info:
         family.build_trial(study.ask(), {})
+    assert info.value.kind == "FatalValueError"
 
 
 def _build_with_defaults(hp: Any, units: int = 4, activation: str = "relu") -> Any:
