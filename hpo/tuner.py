@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from hpo.api import Study
     from hpo.data.in_memory import SplitArrays
     from hpo.ensemble.in_memory import Ensemble
+    from hpo.oracle import StudyOracle
     from hpo.search.workers import SearchSummary
     from hpo.tasks import Task
     from hpo.tasks._base import TrialData
@@ -280,6 +281,15 @@ class Tuner:
         hypermodel = keras_tuner.HyperModel(name=getattr(target, "__name__", None))
         hypermodel.build = target  # as KerasTuner wraps a build function
         return hypermodel
+
+    @property
+    def oracle(self) -> StudyOracle:
+        """The study's trials as KerasTuner's oracle gives them, to read:
+        `tuner.oracle.get_best_trials(1)[0].score`, `.trials`, `.get_trial(id)`, `.objective`
+        (`hpo.oracle`; Optuna chooses the values)."""
+        from hpo.oracle import StudyOracle
+
+        return StudyOracle(self)
 
     def search(
         self,
@@ -587,20 +597,10 @@ class Tuner:
     def get_best_hyperparameters(self, num_trials: int = 1) -> list[keras_tuner.HyperParameters]:
         """The best trials' hyperparameters, best first, by the names `build_model` gave them:
         `build_model(tuner.get_best_hyperparameters()[0])` builds the best trial's model."""
-        import keras_tuner
+        from hpo.oracle import trial_hyperparameters
 
         family = self.config.hypermodel.name
-        result = []
-        for trial in self.best_trials(num_trials):
-            hp = keras_tuner.HyperParameters()
-            own = {k: v for k, v in trial.params.items() if k != "family"}
-            # A parameter of the hypermodel's own is named as it declared it, without the
-            # family prefix (`build_model/learning_rate`) or scope (`units[model=cnn]`), and
-            # wins over an hpo training parameter of the same name.
-            for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
-                hp.values[name.removeprefix(f"{family}/").partition("[")[0]] = value
-            result.append(hp)
-        return result
+        return [trial_hyperparameters(trial, family) for trial in self.best_trials(num_trials)]
 
     def search_space_summary(self, extended: bool = False) -> None:
         """Prints the hyperparameters `build_model` declares, as KerasTuner prints them: it

@@ -107,6 +107,21 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     best = max(trials, key=lambda t: t.value)
     assert best_hp[0].values["units"] == best.params["units"]
     assert best_hp[0].values["learning_rate"] == best.params["build_model/learning_rate"]
+    # KerasTuner's oracle, as scripts read it: tuner.oracle.get_best_trials(1)[0].score.
+    oracle = tuner.oracle
+    assert (oracle.objective.name, oracle.objective.direction) == ("val_accuracy", "max")
+    [top] = oracle.get_best_trials(1)
+    assert (top.trial_id, top.status, top.score) == (f"{best.number:02d}", "COMPLETED", best.value)
+    assert top.hyperparameters.values == best_hp[0].values
+    per_epoch = [best.intermediate_values[e] for e in sorted(best.intermediate_values)]
+    assert top.best_step == int(np.argmax(per_epoch))
+    assert top.metrics.get_best_value("val_accuracy") == best.value
+    assert top.metrics.get_history("val_accuracy")[-1].value == [per_epoch[-1]]
+    assert top.metrics.get_best_value("val_loss") == best.user_attrs["metrics"]["val_loss"]
+    assert list(oracle.trials) == ["00", "01"]
+    assert oracle.get_trial("01").score == oracle.get_trial(1).score == trials[1].value
+    with pytest.raises(ConfigError, match=r"no trial '7'.*\['00', '01'\]"):
+        oracle.get_trial("7")
     # As KerasTuner's tutorials use it: the hypermodel builds the best values' model.
     assert tuner.hypermodel.build(best_hp[0]).layers[1].units == best.params["units"]
 

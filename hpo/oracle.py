@@ -1,0 +1,129 @@
+"""KerasTuner's oracle, read from an hpo study: `tuner.oracle.get_best_trials(1)[0].score`.
+
+In KerasTuner the oracle chooses each trial's values and records its results, and scripts read
+the results through it (`get_best_trials`, `trials`, `get_trial`, `objective`). With hpo,
+Optuna's sampler chooses and the study store records, so `hpo.Tuner.oracle` gives the study's
+trials as KerasTuner `Trial`s to read: their hyperparameters (as `get_best_hyperparameters`
+names them), score (the objective at the best epoch), best step (that epoch), status, and
+metrics (the objective at each epoch, the other logs at the best epoch). It runs no trial: a
+Tuner subclass's `run_trial` (`oracle.update_trial`) is KerasTuner's own training loop, which
+hpo does not run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpo.contract import Attr
+from hpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras_tuner
+    from optuna.trial import FrozenTrial
+
+    from hpo.tuner import Tuner
+
+__all__ = ["StudyOracle", "trial_hyperparameters"]
+
+# Optuna's trial states as KerasTuner's statuses: a pruned trial was stopped early, as
+# Hyperband stops one.
+_STATUS = {
+    "COMPLETE": "COMPLETED",
+    "PRUNED": "STOPPED",
+    "FAIL": "FAILED",
+    "RUNNING": "RUNNING",
+    "WAITING": "IDLE",
+}
+
+
+class StudyOracle:
+    """A Tuner's study, read as KerasTuner's `Oracle` (see the module)."""
+
+    def __init__(self, tuner: Tuner) -> None:
+        self._tuner = tuner
+
+    @property
+    def objective(self) -> keras_tuner.Objective:
+        """What ranks the trials, as the study recorded it."""
+        import keras_tuner
+
+        study = self._tuner.study().optuna_study
+        name = (study.metric_names or [self._tuner.config.training.objective])[0]
+        return keras_tuner.Objective(name, "max" if study.direction.name == "MAXIMIZE" else "min")
+
+    @property
+    def max_trials(self) -> int:
+        """The finished trials the study should hold."""
+        return self._tuner.config.n_trials
+
+    @property
+    def trials(self) -> dict[str, keras_tuner.engine.trial.Trial]:
+        """Every trial of the study, by trial id ("00", "01", ...), in order."""
+        study = self._tuner.study().optuna_study
+        trials = [self._trial(t) for t in study.get_trials(deepcopy=False)]
+        return {t.trial_id: t for t in trials}
+
+    def get_trial(self, trial_id: str) -> keras_tuner.engine.trial.Trial:
+        """The trial of that id (`trial.trial_id`, or its number).
+
+        Raises:
+            ConfigError: The study has no such trial.
+        """
+        trials = self.trials
+        if str(trial_id) in trials:
+            return trials[str(trial_id)]
+        for trial in trials.values():
+            if str(trial_id).isdigit() and int(trial.trial_id) == int(trial_id):
+                return trial
+        raise ConfigError(
+            f"the study has no trial {trial_id!r}; its trials are {list(trials)[:20]}."
+        )
+
+    def get_best_trials(self, num_trials: int = 1) -> list[keras_tuner.engine.trial.Trial]:
+        """The best completed trials, best first; as KerasTuner's, other trials after them
+        where fewer than `num_trials` completed."""
+        best = self._tuner.best_trials(num_trials)
+        trials = [self._trial(t) for t in best]
+        if len(trials) < num_trials:
+            shown = {t.number for t in best}
+            study = self._tuner.study().optuna_study
+            rest = [t for t in study.get_trials(deepcopy=False) if t.number not in shown]
+            trials += [self._trial(t) for t in rest[: num_trials - len(trials)]]
+        return trials
+
+    def _trial(self, frozen: FrozenTrial) -> keras_tuner.engine.trial.Trial:
+        from keras_tuner.engine.trial import Trial
+
+        width = max(2, len(str(self.max_trials)))
+        hp = trial_hyperparameters(frozen, self._tuner.config.hypermodel.name)
+        trial = Trial(hp, trial_id=f"{frozen.number:0{width}d}", status=_STATUS[frozen.state.name])
+        objective = self.objective
+        trial.metrics.register(objective.name, objective.direction)
+        for step, value in sorted(frozen.intermediate_values.items()):
+            trial.metrics.update(objective.name, value, step=step)
+        if frozen.intermediate_values:
+            trial.best_step = trial.metrics.get_best_step(objective.name)
+        logs: dict[str, Any] = frozen.user_attrs.get(Attr.METRICS) or {}
+        for name, value in logs.items():
+            if name != objective.name and isinstance(value, (int, float)):
+                trial.metrics.update(name, value, step=trial.best_step)
+        if frozen.value is not None:
+            trial.score = frozen.value
+        reason = frozen.user_attrs.get(Attr.FAIL_REASON) or frozen.user_attrs.get(Attr.PRUNE_REASON)
+        trial.message = None if reason is None else str(reason)
+        return trial
+
+
+def trial_hyperparameters(trial: FrozenTrial, family: str) -> keras_tuner.HyperParameters:
+    """A trial's values as `keras_tuner.HyperParameters`, by the names the hypermodel `family`
+    gave them: `build_model(hp)` builds the trial's model."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    own = {k: v for k, v in trial.params.items() if k != "family"}
+    # A parameter of the hypermodel's own is named as it declared it, without the family
+    # prefix (`build_model/learning_rate`) or scope (`units[model=cnn]`), and wins over an hpo
+    # training parameter of the same name.
+    for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
+        hp.values[name.removeprefix(f"{family}/").partition("[")[0]] = value
+    return hp
