@@ -66,7 +66,6 @@ _IGNORED = {
     "logger": "trials are recorded in the study's store",
     "tuner_id": "trials are named by the worker that ran them",
     "distribution_strategy": "each trial trains in its own process, on one device",
-    "max_model_size": "every model is tried",
     "factor": "hpo's pruner (pruner=) stops unpromising trials after each epoch",
     "hyperband_iterations": "hpo's pruner (pruner=) stops unpromising trials after each epoch",
     "alpha": "TPE models the space, not a Gaussian process",
@@ -146,6 +145,11 @@ class Tuner:
         tune_new_entries: False: parameters `hyperparameters` does not name keep their
             defaults (default True: searched).
         allow_new_entries: False: a parameter `hyperparameters` does not name is an error.
+        optimizer, loss, metrics: As KerasTuner's tuners take them: each model `build_model`
+            compiled is compiled again with these in place of its own (the rest of its compile
+            arguments kept; a new optimizer each time).
+        max_model_size: As KerasTuner's: a model of more parameters is rejected, and its trial
+            pruned.
         **kwargs: KerasTuner's other constructor arguments are accepted and ignored, with a
             warning that says why; any other is an error.
 
@@ -172,6 +176,10 @@ class Tuner:
         hyperparameters: keras_tuner.HyperParameters | None = None,
         tune_new_entries: bool = True,
         allow_new_entries: bool = True,
+        optimizer: Any = None,
+        loss: Any = None,
+        metrics: Any = None,
+        max_model_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         from hpo.models.portable import PortableHypermodel
@@ -218,10 +226,20 @@ class Tuner:
             "allow_new_entries": bool(allow_new_entries),
         }
         self._hypermodel = hypermodel
+        given = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
+        self._overrides = {k: v for k, v in given.items() if v is not None}
+        if max_model_size is not None:
+            if isinstance(max_model_size, bool) or not isinstance(max_model_size, int):
+                raise ConfigError(
+                    f"max_model_size must be a whole number of parameters, got {max_model_size!r}."
+                )
+            self._overrides["max_model_size"] = max_model_size
         self._epochs_cap = max_epochs
         self.directory = Path(directory)
         self.project_dir = self.directory / project_name
-        portable = PortableHypermodel(hypermodel, declared=self._declared)
+        portable = PortableHypermodel(
+            hypermodel, declared=self._declared, overrides=self._overrides
+        )
         self.config = StudyConfig(
             name=project_name,
             task="arrays",
@@ -450,7 +468,9 @@ class Tuner:
         defaults = {"batch_size": arrays.batch_size} if arrays.batch_size else {}
         self.config = dataclasses.replace(
             self.config,
-            hypermodel=PortableHypermodel(self._hypermodel, fit, self._declared, defaults),
+            hypermodel=PortableHypermodel(
+                self._hypermodel, fit, self._declared, defaults, self._overrides
+            ),
             data=DataConfig(path=str(folder.resolve())),
             training=training,
         )
@@ -618,9 +638,13 @@ class Tuner:
         declared = self._declared["declared"]
         hp = keras_tuner.HyperParameters() if declared is None else copy.deepcopy(declared)
         self._made("search_space_summary builds the hypermodel now").build(hp)
+        space = hp.space
+        if declared is not None and not self._declared["tune_new_entries"]:
+            # The others keep their defaults: not searched, and not shown (as in KerasTuner).
+            space = [p for p in space if declared._exists(p.name, p.conditions)]
         print("Search space summary")
-        print(f"Default search space size: {len(hp.space)}")
-        for parameter in hp.space:
+        print(f"Default search space size: {len(space)}")
+        for parameter in space:
             config = parameter.get_config()
             print(f"{config.pop('name')} ({type(parameter).__name__})")
             print(config)

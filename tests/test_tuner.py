@@ -1749,6 +1749,64 @@ def test_a_family_in_the_script_searching_from_its_top_level_is_refused(
     assert not (tmp_path / "here").exists()
 
 
+def test_kerastuners_compile_overrides_and_max_model_size_apply_to_every_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KerasTuner's `Tuner(optimizer=, loss=, metrics=, max_model_size=)` (its "tailor the
+    search space" guide): each model is compiled again with them, and one larger than
+    `max_model_size` is rejected (its trial pruned); `tune_new_entries=False` leaves the
+    others out of the search space summary. hpo refused these arguments."""
+    import keras
+    import keras_tuner
+
+    def build_model(hp: Any) -> Any:
+        model = keras.Sequential([keras.Input((8,))])
+        model.add(keras.layers.Dense(hp.Int("units", 2, 32, step=30), activation="relu"))
+        model.add(keras.layers.Dense(2, activation="softmax"))
+        rate = hp.Choice("learning_rate", [1e-3, 1e-2])
+        model.compile(
+            keras.optimizers.SGD(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        return model
+
+    x, y = _data(200, 0)
+    tuner = hpo.Tuner(
+        build_model,
+        max_trials=4,
+        directory=tmp_path,
+        project_name="tailored",
+        optimizer=keras.optimizers.Adam(0.02),
+        loss="categorical_crossentropy",
+        max_model_size=100,  # units=2: 24 parameters; units=32: 354
+    )
+    tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    assert {t.params["units"] for t in trials} == {2, 32}
+    for trial in trials:
+        if trial.params["units"] == 32:
+            assert trial.state == TrialState.PRUNED
+            assert "Oversized model: 354 parameters" in trial.user_attrs["prune_reason"]
+        else:
+            assert trial.state == TrialState.COMPLETE
+    [model] = tuner.get_best_models(1)
+    assert model.loss == "categorical_crossentropy"
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("learning_rate", [1e-3, 1e-2])
+    hpo.Tuner(
+        build_model,
+        directory=tmp_path,
+        project_name="few",
+        hyperparameters=hp,
+        tune_new_entries=False,
+    ).search_space_summary()
+    printed = capsys.readouterr().out
+    assert "Default search space size: 1\nlearning_rate (Choice)" in printed
+    assert "units" not in printed
+
+
 def test_kerastuners_fatal_error_from_a_fit_stops_the_search_and_is_raised_again(
     tmp_path: Path,
 ) -> None:

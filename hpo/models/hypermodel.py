@@ -251,6 +251,8 @@ class HyperModelFamily:
             `keras_tuner.HyperParameters` and the two flags, by name.
         fit_defaults: `model.fit` arguments for what neither `fit_kwargs` nor the hypermodel's
             own `fit` sets: the batch size of the dataset `hpo.Tuner.search` was given.
+        overrides: `hpo.Tuner(optimizer=, loss=, metrics=, max_model_size=)`, as KerasTuner's
+            tuners take them, applied to each model built (`override_compile`).
     """
 
     SPACE: Mapping[str, BaseDistribution] = {}
@@ -265,8 +267,10 @@ class HyperModelFamily:
         fit_kwargs: Mapping[str, Any] | None = None,
         declared: Mapping[str, Any] | None = None,
         fit_defaults: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.overrides = dict(overrides or {})
         self.fit_kwargs = dict(fit_kwargs or {})
         self.fit_defaults = dict(fit_defaults or {})
         self.declared = dict(declared or {})
@@ -448,12 +452,53 @@ class HyperModelFamily:
             self._hypermodel = _instantiate(self.name, self._hypermodel, hp._given)
         build = getattr(self._hypermodel, "build", self._hypermodel)
         try:
-            return build(hp)
+            model = build(hp)
+            override_compile(model, self.overrides, self.name)
+            return model
         except Exception as exc:
             outcome = kerastuner_outcome(exc, f"family {self.name!r}: its build")
             if outcome is None:
                 raise
             raise outcome from exc
+
+
+def override_compile(model: Any, overrides: Mapping[str, Any], family: str) -> None:
+    """KerasTuner's `Tuner(optimizer=, loss=, metrics=, max_model_size=)` on a model its
+    hypermodel built: a model of more parameters than `max_model_size` is rejected
+    (`FailedTrialError`: the trial is pruned), and the others are compiled again with the
+    given optimizer (a copy each time), loss or metrics in place of their own, keeping the
+    rest of the model's compile arguments.
+
+    Raises:
+        keras_tuner.errors.FailedTrialError: The model is larger than `max_model_size`.
+        ConfigError: A compile argument is given for a model that comes uncompiled.
+    """
+    import keras
+
+    limit = overrides.get("max_model_size")
+    if limit is not None and isinstance(model, keras.Model) and model.built:
+        size = model.count_params()
+        if size > limit:
+            raise keras_tuner.errors.FailedTrialError(
+                f"Oversized model: {size} parameters (max_model_size={limit}). Skip model."
+            )
+    given = {k: overrides[k] for k in ("optimizer", "loss", "metrics") if overrides.get(k)}
+    if not given or not isinstance(model, keras.Model):
+        return
+    if not model.compiled:
+        raise ConfigError(
+            f"family {family!r}: hpo.Tuner({', '.join(f'{k}=' for k in given)}) compiles "
+            f"again the model build_model compiled, as KerasTuner does, and this one comes "
+            f"uncompiled: compile it in build_model, or leave them out (hpo then compiles it "
+            f"with the optimizer and learning rate it searches and the loss its output needs)."
+        )
+    arguments = keras.saving.deserialize_keras_object(model.get_compile_config() or {})
+    if "optimizer" in given and not isinstance(given["optimizer"], str):
+        # A new optimizer for each model, as KerasTuner makes it.
+        given["optimizer"] = keras.optimizers.deserialize(
+            keras.optimizers.serialize(given["optimizer"])
+        )
+    model.compile(**{**arguments, **given})
 
 
 def _parameters(function: Any) -> set[str]:

@@ -63,6 +63,8 @@ class PortableHypermodel:
             (KerasTuner's), by name: parameters declared before the hypermodel builds.
         fit_defaults: `model.fit` arguments the data imply (a dataset's `batch_size`), for
             what neither `fit_kwargs` nor the hypermodel's own `fit` sets.
+        overrides: The Tuner's `optimizer`, `loss`, `metrics` and `max_model_size` (KerasTuner's),
+            applied to each model the hypermodel builds.
 
     Raises:
         ConfigError: The hypermodel (or a callback) cannot be pickled, naming the cause.
@@ -74,6 +76,7 @@ class PortableHypermodel:
         fit_kwargs: Mapping[str, Any] | None = None,
         declared: Mapping[str, Any] | None = None,
         fit_defaults: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = family_name(hypermodel)
         module = getattr(hypermodel, "__module__", None) or type(hypermodel).__module__
@@ -84,6 +87,7 @@ class PortableHypermodel:
         self.fit_kwargs = dict(fit_kwargs or {})
         self.declared = dict(declared or {})
         self.fit_defaults = dict(fit_defaults or {})
+        self.overrides = dict(overrides or {})
         register_user_objects()
         self.custom_objects = main_custom_objects()
         self._payload = self._pickle()
@@ -99,6 +103,7 @@ class PortableHypermodel:
                         self.fit_kwargs,
                         self.declared,
                         self.fit_defaults,
+                        self.overrides,
                         self.custom_objects,
                     )
                 )
@@ -122,6 +127,7 @@ class PortableHypermodel:
             self.fit_kwargs,
             self.declared,
             self.fit_defaults,
+            self.overrides,
             self.custom_objects,
         ) = cloudpickle.loads(self._payload)
         register_custom_objects(self.custom_objects)
@@ -161,6 +167,7 @@ class PortableHypermodel:
                 fit_kwargs=self.fit_kwargs,
                 declared=self.declared,
                 fit_defaults=self.fit_defaults,
+                overrides=self.overrides,
             )
         return self._family
 

@@ -371,9 +371,11 @@ def read_labels(
         )
     name = _loss_name(loss)
     if name in _ONE_HOT_LOSSES:
-        return Labels.ONE_HOT
-    if output.units == 1 or name.startswith("sparse") or name.startswith("binary"):
+        return _agreeing_metrics(model, Labels.ONE_HOT, name, family)
+    if output.units == 1 or name.startswith("binary"):
         return Labels.SPARSE
+    if name.startswith("sparse"):
+        return _agreeing_metrics(model, Labels.SPARSE, name, family)
     # A loss of the user's own: one-hot if it takes those and not class ids.
     import keras
 
@@ -388,12 +390,43 @@ def read_labels(
         except Exception:
             continue
         if np.all(np.isfinite(value)):
-            return labels
+            return _agreeing_metrics(model, labels, name, family)
     raise ConfigError(
         f"family {family!r}: its loss {name!r} takes neither class ids nor one-hot labels for an "
         f"output of {output.units} units; compile with sparse_categorical_crossentropy or "
         f"categorical_crossentropy, or leave the model uncompiled for hpo to compile."
     )
+
+
+def _agreeing_metrics(model: keras.Model, labels: Labels, loss: str, family: str) -> Labels:
+    """`labels`, which the loss takes, where the model's compiled metrics take them too.
+
+    Raises:
+        ConfigError: A metric takes class ids (`sparse_...`) and the loss one-hot rows, or
+            the other way round: hpo gives the loss and the metrics the same labels.
+    """
+    import keras
+
+    try:
+        config = keras.saving.deserialize_keras_object(model.get_compile_config() or {})
+    except Exception:  # a metric Keras cannot rebuild here: fit will say
+        return labels
+    metrics = config.get("metrics") if isinstance(config, dict) else None
+    names = [_loss_name(m) for m in metrics or () if not isinstance(m, (list, tuple, dict))]
+    if labels is Labels.ONE_HOT:
+        other = [n for n in names if n.startswith("sparse")]
+    else:
+        other = [n for n in names if n in _ONE_HOT_LOSSES or n == "categorical_accuracy"]
+    if other:
+        takes = {Labels.ONE_HOT: "one-hot rows", Labels.SPARSE: "class ids"}
+        raise ConfigError(
+            f"family {family!r}: its loss {loss!r} takes {takes[labels]} and its metric "
+            f"{other[0]!r} takes "
+            f"{takes[Labels.SPARSE if labels is Labels.ONE_HOT else Labels.ONE_HOT]}; hpo gives "
+            f"the loss and the metrics the same labels: compile it with metrics that take "
+            f"{takes[labels]} (or 'accuracy', which takes either)."
+        )
+    return labels
 
 
 def _loss_name(loss: Any) -> str:

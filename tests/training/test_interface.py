@@ -123,6 +123,15 @@ def test_labels_follow_the_model_s_own_loss() -> None:
     assert read_labels(model, output, y, 2, "f") is Labels.ONE_HOT
     interface = ModelInterface(output, Labels.ONE_HOT, None)
     assert interface.encode_labels(np.array([1, 0]), 2).tolist() == [[0, 1], [1, 0]]
+    # Its metrics take the same labels, or the loss's labels would fail (or fool) them.
+    model.compile(loss="mse", metrics=["accuracy", "sparse_categorical_crossentropy"])
+    with pytest.raises(ConfigError, match=r"loss 'mse' takes one-hot rows and its metric "):
+        read_labels(model, output, y, 2, "f")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["categorical_accuracy"])
+    with pytest.raises(ConfigError, match=r"metric 'categorical_accuracy' takes one-hot rows"):
+        read_labels(model, output, y, 2, "f")
+    model.compile(loss="categorical_crossentropy", metrics=[keras.metrics.AUC(), "accuracy"])
+    assert read_labels(model, output, y, 2, "f") is Labels.ONE_HOT
 
 
 def test_the_padding_probe_tells_masked_from_unmasked_and_fixed_length_models() -> None:
