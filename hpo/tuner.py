@@ -60,6 +60,14 @@ _UNLIMITED_TRIALS = 1_000_000
 _DEFAULT_TRIALS = 10
 # Arguments of `search` that reach `model.fit` (through the hypermodel's `fit`, if it has one).
 _FIT_ARGUMENTS = ("batch_size", "class_weight")
+# `model.fit` arguments KerasTuner's guides pass to `search` that hpo decides itself: accepted,
+# with a warning, so that a script runs as written.
+_FIT_DECIDED = {
+    "steps_per_epoch": "each epoch trains on every training batch",
+    "validation_steps": "each epoch is scored on every validation example",
+    "validation_freq": "every epoch is scored, for early stopping and pruning",
+    "shuffle": "the training examples are shuffled each epoch",
+}
 # KerasTuner constructor arguments hpo has no use for: accepted, so that switching is one line.
 _IGNORED = {
     "max_retries_per_trial": "a failed trial is not retried",
@@ -349,7 +357,9 @@ class Tuner:
             **fit_kwargs: `batch_size` and `class_weight`, passed to `fit` as KerasTuner does
                 (through the hypermodel's own `fit`, if it has one), and `sample_weight`, one
                 weight per example of `x` in the training loss (cut with `validation_split`
-                as `x` is; validation accuracy is not weighted).
+                as `x` is; validation accuracy is not weighted). `steps_per_epoch`,
+                `validation_steps`, `validation_freq` and `shuffle`, which KerasTuner's guides
+                pass, are accepted with a warning: hpo trains and scores whole epochs, shuffled.
 
         Returns:
             Counts and the best trial after the run.
@@ -365,6 +375,12 @@ class Tuner:
 
         check_not_starting_child("hpo.Tuner.search")
         sample_weight = fit_kwargs.pop("sample_weight", None)
+        for name in sorted(set(fit_kwargs) & set(_FIT_DECIDED)):
+            warnings.warn(
+                f"hpo.Tuner.search does not pass {name}= to fit: {_FIT_DECIDED[name]}.",
+                stacklevel=2,
+            )
+            del fit_kwargs[name]
         unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
         if unknown:
             raise ConfigError(

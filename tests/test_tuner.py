@@ -1270,8 +1270,8 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
     assert tuner.config.n_trials == 10  # KerasTuner's default without a budget
     assert hpo.Tuner(_hypermodel(), budget="30m", directory=tmp_path).config.budget == 1800
     x, y = _data(32, 0)
-    with pytest.raises(ConfigError, match="got shuffle="):
-        tuner.search(x, y, validation_split=0.25, shuffle=True)
+    with pytest.raises(ConfigError, match="got initial_epoch="):
+        tuner.search(x, y, validation_split=0.25, initial_epoch=1)
     with pytest.raises(hpo.StoreError, match=r"run tuner\.search"):
         tuner.get_best_models()
 
@@ -1805,6 +1805,51 @@ def test_kerastuners_compile_overrides_and_max_model_size_apply_to_every_model(
     printed = capsys.readouterr().out
     assert "Default search space size: 1\nlearning_rate (Choice)" in printed
     assert "units" not in printed
+
+
+def test_kerastuners_distributed_guide_search_arguments_are_accepted_with_warnings(
+    tmp_path: Path,
+) -> None:
+    """KerasTuner's distributed-tuning guide passes `steps_per_epoch`, `validation_steps` and
+    an EarlyStopping callback to `search`, and a distribution strategy to its tuner: hpo
+    warns that it trains and scores whole epochs, and searches (they were refused). A `fit`
+    argument nobody passes to a search (`initial_epoch`) is still an error."""
+    import keras
+    import tensorflow as tf
+
+    tuner = hpo.Tuner(
+        hypermodel=_hypermodel(),
+        objective="val_accuracy",
+        max_epochs=2,
+        factor=3,
+        hyperband_iterations=1,
+        distribution_strategy=tf.distribute.MirroredStrategy(),
+        directory=tmp_path,
+        project_name="distributed",
+        overwrite=True,
+        max_trials=1,
+    )
+    x, y = _data(200, 0)
+    x_val, y_val = _data(100, 1)
+    with pytest.warns(UserWarning) as warned:
+        tuner.search(
+            x,
+            y,
+            steps_per_epoch=600,
+            validation_data=(x_val, y_val),
+            validation_steps=100,
+            callbacks=[keras.callbacks.EarlyStopping("val_accuracy")],
+            verbose=0,
+        )
+    messages = [str(w.message) for w in warned]
+    assert "hpo.Tuner.search does not pass steps_per_epoch= to fit: each epoch trains on " in (
+        "\n".join(messages)
+    )
+    assert any(m.startswith("hpo.Tuner.search does not pass validation_steps=") for m in messages)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs"] <= 2
+    with pytest.raises(ConfigError, match=r"got initial_epoch=\. hpo shuffles"):
+        tuner.search(x, y, validation_data=(x_val, y_val), initial_epoch=1, verbose=0)
 
 
 def test_kerastuners_fatal_error_from_a_fit_stops_the_search_and_is_raised_again(
