@@ -81,6 +81,34 @@ _IGNORED = {
 }
 
 
+def _check_no_kerastuner_hooks(cls: type) -> None:
+    """Refuses a Tuner subclass that overrides KerasTuner's `run_trial` or its hooks (its
+    custom-tuner guide), which hpo never calls: each trial trains in a process of its own, by
+    `model.fit` or the hypermodel's own `fit`.
+
+    Raises:
+        ConfigError: Naming the methods and the fix.
+    """
+    hooks = ["run_trial", "on_trial_begin", "on_trial_end", "on_epoch_begin", "on_epoch_end"]
+    hooks += ["on_batch_begin", "on_batch_end", "on_search_begin", "on_search_end"]
+    mine = [
+        f"{c.__name__}.{name}"
+        for c in cls.__mro__
+        if c is not Tuner and issubclass(c, Tuner)
+        for name in hooks
+        if name in vars(c)
+    ]
+    if mine:
+        raise ConfigError(
+            f"{', '.join(mine)}: hpo.Tuner never calls KerasTuner's run_trial or its hooks "
+            f"(each trial trains in a process of its own). Put the training in a "
+            f"keras_tuner.HyperModel's fit(hp, model, x, y, validation_data, callbacks, ...), "
+            f"which each trial runs, calling callback.on_epoch_end(epoch, logs) with the "
+            f"validation metrics each epoch (KerasTuner's custom training loop guide; see "
+            f"docs/hypermodels.md), and give that HyperModel to hpo.Tuner."
+        )
+
+
 def _check_text_backend(x: Any, configured: Any) -> None:
     """Refuses text inputs on a backend other than TensorFlow, the only one with strings.
 
@@ -192,6 +220,7 @@ class Tuner:
     ) -> None:
         from hpo.models.portable import PortableHypermodel
 
+        _check_no_kerastuner_hooks(type(self))
         objective_name, direction = _objective(objective)
         # Regression targets have no accuracy: left out, the objective is then the loss.
         self._objective_given = objective is not None

@@ -1263,6 +1263,17 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
         hpo.Tuner(_hypermodel(), executions_per_trial=0, directory=tmp_path)
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_trails'"):
         hpo.Tuner(_hypermodel(), max_trails=3, directory=tmp_path)
+
+    # KerasTuner's custom-tuner guide subclasses its Tuner: hpo would never call these.
+    class MyTuner(hpo.Tuner):
+        def run_trial(self, trial: Any, train_ds: Any) -> None:
+            raise AssertionError("never called")
+
+        def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
+            pass
+
+    with pytest.raises(ConfigError, match=r"MyTuner\.run_trial, MyTuner\.on_epoch_end: .*fit\("):
+        MyTuner(_hypermodel(), directory=tmp_path)
     with pytest.warns(UserWarning, match="ignores logger="):
         tuner = hpo.Tuner(_hypermodel(), logger=None, directory=tmp_path)
     with pytest.raises(ConfigError, match="hyperparameters must be a keras_tuner"):
