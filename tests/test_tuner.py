@@ -1894,6 +1894,56 @@ def test_kerastuners_fatal_error_from_a_fit_stops_the_search_and_is_raised_again
     assert len(states) < 6
 
 
+TORCH_MODULE_SCRIPT = """
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"
+import keras
+import numpy as np
+import torch
+
+import hpo
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 8)
+
+    def forward(self, x):
+        return torch.relu(self.lin(x))
+
+
+def build_model(hp):
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.TorchModuleWrapper(Block()),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+tuner = hpo.Tuner(build_model, max_trials=1, directory=".", project_name="torch")
+try:
+    tuner.search(x, (x[:, 0] > 0).astype("int64"), validation_split=0.25, epochs=1, verbose=0)
+except hpo.HpoError as exc:
+    print(exc)
+"""
+
+
+def test_a_torch_module_wrapper_is_refused_naming_why_and_the_fix(tmp_path: Path) -> None:
+    """Keras's TorchModuleWrapper pickles its torch module into the .keras file, which only an
+    unsafe load runs; hpo loads checkpoints as data, so the search stops before any trial,
+    saying so (it gave the generic advice on get_config)."""
+    printed = run_user_script(tmp_path, TORCH_MODULE_SCRIPT, timeout=300)
+    assert "its keras.layers.TorchModuleWrapper (torch_module_wrapper) stores the torch " in (
+        printed
+    )
+    assert "Write the module as Keras layers" in printed
+
+
 def test_a_trials_model_that_loads_back_as_another_stops_the_search_before_it_is_stored(
     tmp_path: Path,
 ) -> None:

@@ -770,7 +770,19 @@ def check_round_trip(
     except Exception as exc:
         cause = keras_cause(exc)
         name = type(model).__name__
-        if "`Lambda` layer" in cause:
+        wrapped = [
+            layer.name
+            for layer in model._flatten_layers(include_self=False)
+            if type(layer).__name__ == "TorchModuleWrapper"
+        ]
+        if wrapped:
+            fix = (
+                f"its keras.layers.TorchModuleWrapper ({wrapped[0]}) stores the torch module "
+                f"as a pickle, which loading would run as code, and hpo loads a checkpoint as "
+                f"data only. Write the module as Keras layers (torch.nn.Linear as "
+                f"keras.layers.Dense, say), which run on the torch backend too"
+            )
+        elif "`Lambda` layer" in cause:
             fix = (
                 "replace each Lambda layer with a layer of your own class, which hpo loads "
                 "without running code from the file: class Scale(keras.layers.Layer): def "
