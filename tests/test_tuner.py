@@ -1944,6 +1944,41 @@ def test_a_torch_module_wrapper_is_refused_naming_why_and_the_fix(tmp_path: Path
     assert "Write the module as Keras layers" in printed
 
 
+def test_a_model_that_cannot_be_evaluated_is_refused_before_any_trial(tmp_path: Path) -> None:
+    """Keras's "customizing fit()" guide: a model with a train_step of its own, compiled
+    without a loss, trains but cannot be evaluated (Keras: "No loss to compute"). hpo scores
+    every epoch by evaluation: refused before any trial, naming the fix; each trial failed."""
+    import keras
+    import tensorflow as tf
+
+    class CustomModel(keras.Model):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.loss_tracker = keras.metrics.Mean(name="loss")
+
+        def train_step(self, data: Any) -> Any:
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = keras.losses.mean_squared_error(y, self(x, training=True))
+            gradients = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(gradients, self.trainable_variables)
+            self.loss_tracker.update_state(loss)
+            return {"loss": self.loss_tracker.result()}
+
+    def build_model(hp: Any) -> Any:
+        inputs = keras.Input(shape=(8,))
+        model = CustomModel(inputs, keras.layers.Dense(1)(inputs))
+        model.compile(optimizer="adam")
+        return model
+
+    x = np.random.default_rng(0).random((100, 8)).astype("float32")
+    tuner = hpo.Tuner(build_model, max_trials=2, directory=tmp_path, project_name="steps")
+    with pytest.raises(ConfigError, match=r"cannot be evaluated .*No loss to compute.*test_step"):
+        tuner.search(x, x.sum(axis=1) + 0.5, validation_split=0.25, epochs=1, verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    assert all(t.state == TrialState.WAITING for t in trials)  # none ran
+
+
 def test_a_trials_model_that_loads_back_as_another_stops_the_search_before_it_is_stored(
     tmp_path: Path,
 ) -> None:

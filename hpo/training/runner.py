@@ -722,23 +722,35 @@ def check_objective(
     """
     from hpo.training.callbacks import missing_metric
 
-    if objective in ("val_loss", "loss") or (
+    logged_anyway = objective in ("val_loss", "loss") or (
         objective == task.monitor and not interface.output.regression
-    ):
+    )
+    family = params["family"]
+    if logged_anyway and is_builtin(task.families[family]):
         return  # every model logs its loss, and hpo adds a classifier's accuracy
     rows = probe_rows(data.y_val)
     classes = int(params.get("classes", 0))
-    logs = model.evaluate(
-        task.dataset(
-            data.x_val[rows],
-            interface.encode_labels(data.y_val[rows], classes),
-            EVAL_BATCH,
-            None,
-            bucketed=interface.bucketed,
-        ),
-        verbose=0,
-        return_dict=True,
-    )
+    try:
+        logs = model.evaluate(
+            task.dataset(
+                data.x_val[rows],
+                interface.encode_labels(data.y_val[rows], classes),
+                EVAL_BATCH,
+                None,
+                bucketed=interface.bucketed,
+            ),
+            verbose=0,
+            return_dict=True,
+        )
+    except Exception as exc:  # the user's model (its test_step, loss or metrics)
+        raise ConfigError(
+            f"family {family!r}: its model cannot be evaluated on validation rows "
+            f"({type(exc).__name__}: {str(exc)[:300]}). hpo scores every epoch by Keras's "
+            f"evaluation of the validation data (the model's test_step): compile the model "
+            f"with its loss, or give a model with a train_step of its own a test_step too."
+        ) from exc
+    if logged_anyway:
+        return
     logged = [*logs, *(f"val_{name}" for name in logs)]
     if objective == task.monitor and objective not in logged:
         raise ConfigError(
