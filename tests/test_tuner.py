@@ -1979,6 +1979,52 @@ def test_a_model_that_cannot_be_evaluated_is_refused_before_any_trial(tmp_path: 
     assert all(t.state == TrialState.WAITING for t in trials)  # none ran
 
 
+def test_optunas_failed_trial_tracebacks_give_way_to_hpos_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed trial is one line of hpo's (the error and the trial's log, which holds its
+    traceback); Optuna's warning with this process's traceback, which pointed into hpo, is
+    left out unless HPO_VERBOSE=1 (KerasTuner's failed-trials guide printed three)."""
+    import logging
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        units = hp.Int("units", 2, 4, step=2)
+        if units == 4:
+            raise ValueError("Model too large!")
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(units)])
+        model.add(keras.layers.Dense(1, activation="sigmoid"))
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    x, y = _data(120, 0)
+    records = Records()
+    logging.getLogger("optuna").addHandler(records)
+    try:
+        for verbose, project in (("0", "quiet"), ("1", "verbose")):
+            monkeypatch.setenv("HPO_VERBOSE", verbose)
+            tuner = hpo.Tuner(build_model, max_trials=4, directory=tmp_path, project_name=project)
+            tuner.search(x, y, validation_split=0.25, epochs=1)
+            failed = [t for t in tuner.study().optuna_study.get_trials() if t.state.name == "FAIL"]
+            assert failed, "no trial sampled units=4"
+            said = [m for m in records.messages if " failed with parameters" in m]
+            assert len(said) == (0 if verbose == "0" else len(failed))
+            printed = capsys.readouterr().out
+            assert f"trial {failed[0].number:4d} build_model FAIL" in printed
+            assert "(ValueError: Model too large! (log: " in printed
+    finally:
+        logging.getLogger("optuna").removeHandler(records)
+
+
 def test_a_trials_model_that_loads_back_as_another_stops_the_search_before_it_is_stored(
     tmp_path: Path,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import multiprocessing
 import os
@@ -371,6 +372,11 @@ def run_worker(
     if deadline is not None:
         left = max(0.0, deadline - time.time())
         timeout = left if timeout is None else min(timeout, left)
+    said = _TrialFailureLines()
+    # The logger that writes them (a logger's filters see only its own records).
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    if os.environ.get("HPO_VERBOSE") != "1":
+        optuna_log.addFilter(said)
     try:
         study.optimize(
             functools.partial(
@@ -390,6 +396,7 @@ def run_worker(
             gc_after_trial=False,
         )
     finally:
+        optuna_log.removeFilter(said)
         if bar is not None:
             bar.close()
     if stopper.fatal is not None:
@@ -399,6 +406,16 @@ def run_worker(
     if stopper.disk_full is not None:
         raise DiskFull(f"search stopped, the disk is still full: {stopper.disk_full}")
     return stopper.failure_stop
+
+
+class _TrialFailureLines(logging.Filter):
+    """Drops Optuna's "Trial N failed with ..." warnings, whose traceback is this process's
+    (the call that waited for the trial's process): hpo's line for the trial gives the error
+    and its log, which holds the trial's own traceback. `HPO_VERBOSE=1` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Trial ") and " failed with " in message)
 
 
 def _collectors(config: StudyConfig) -> list[KeepBest]:
