@@ -625,39 +625,32 @@ class Tuner:
         (`[n, 1]` for two classes, else `[n, classes]`), compiled for class-index labels.
         """
         study = self.study()
-        task, data, context = _trial_inputs(study)
-        models = []
-        for trial in study.best_trials(num_models):
-            # Built first: a class that build_model defines inside itself exists only then,
-            # and the stored model holds it.
-            model, why = _rebuilt(trial, task, data, context)
-            stored = study.load_model(trial.number)
-            if model is not None:
-                model, why = _with_weights(model, stored)
-            if model is None:
-                gives = (
-                    "the predicted targets, compiled for the mean squared error"
-                    if "targets" in context
-                    else "class probabilities and takes class-index labels"
-                )
-                warnings.warn(
-                    f"trial {trial.number}: the hypermodel does not build its model again "
-                    f"({why}); get_best_models gives the model as the study stores it, which "
-                    f"gives {gives}.",
-                    stacklevel=2,
-                )
-                if "targets" in context:
-                    stored.compile(loss="mean_squared_error", metrics=["mean_absolute_error"])
-                else:
-                    loss = (
-                        "binary_crossentropy"
-                        if context["classes"] == 2
-                        else "sparse_categorical_crossentropy"
-                    )
-                    stored.compile(loss=loss, metrics=["accuracy"])
-                model = stored
-            models.append(model)
-        return models
+        inputs = _trial_inputs(study)
+        return [_trained(study, trial, *inputs) for trial in study.best_trials(num_models)]
+
+    def load_model(self, trial: Any) -> keras.Model:
+        """One trial's model at its best epoch, as `get_best_models` gives them; as KerasTuner's
+        `tuner.load_model(trial)` takes it: a trial of `tuner.oracle`, an Optuna trial, or a
+        trial number.
+
+        Raises:
+            ConfigError: The study has no such trial.
+            StoreError: The trial stored no model (it did not complete, or `hpo gc` removed
+                its checkpoint).
+        """
+        study = self.study()
+        number = getattr(trial, "number", None)
+        if number is None:
+            number = getattr(trial, "trial_id", trial)
+        trials = {t.number: t for t in study.optuna_study.get_trials(deepcopy=False)}
+        try:
+            frozen = trials[int(number)]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"the study has no trial {number!r}; give a trial of tuner.oracle, an Optuna "
+                f"trial or a trial number (0 to {len(trials) - 1})."
+            ) from None
+        return _trained(study, frozen, *_trial_inputs(study))
 
     def get_best_hyperparameters(self, num_trials: int = 1) -> list[keras_tuner.HyperParameters]:
         """The best trials' hyperparameters, best first, by the names `build_model` gave them:
@@ -789,6 +782,39 @@ def _trial_inputs(study: Study) -> tuple[Task, TrialData, Mapping[str, Any]]:
     folder = task.locate(study.config, study.optuna_study.user_attrs.get("data_source"))
     context = task.build_context(folder)
     return task, task.trial_data(folder, context), context
+
+
+def _trained(
+    study: Study, trial: FrozenTrial, task: Task, data: TrialData, context: Mapping[str, Any]
+) -> keras.Model:
+    """A trial's model with the weights of its best epoch: built again by the hypermodel and
+    compiled as the trial compiled it, or, where it does not build the same model again, the
+    stored model (with a warning naming why)."""
+    # Built first: a class that build_model defines inside itself exists only then, and the
+    # stored model holds it.
+    model, why = _rebuilt(trial, task, data, context)
+    stored = study.load_model(trial.number)
+    if model is not None:
+        model, why = _with_weights(model, stored)
+    if model is not None:
+        return model
+    gives = (
+        "the predicted targets, compiled for the mean squared error"
+        if "targets" in context
+        else "class probabilities and takes class-index labels"
+    )
+    warnings.warn(
+        f"trial {trial.number}: the hypermodel does not build its model again ({why}); the "
+        f"tuner gives the model as the study stores it, which gives {gives}.",
+        stacklevel=3,
+    )
+    if "targets" in context:
+        stored.compile(loss="mean_squared_error", metrics=["mean_absolute_error"])
+    else:
+        binary = context["classes"] == 2
+        loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+        stored.compile(loss=loss, metrics=["accuracy"])
+    return stored
 
 
 def _rebuilt(

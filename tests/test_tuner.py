@@ -128,6 +128,13 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     [model] = tuner.get_best_models(1)
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
     assert accuracy == pytest.approx(best.value, abs=1e-6)
+    # KerasTuner's tuner.load_model(trial), given the oracle's trial or a number.
+    for trial in (top, best.number):
+        np.testing.assert_allclose(
+            tuner.load_model(trial).predict(x_val, verbose=0), model.predict(x_val, verbose=0)
+        )
+    with pytest.raises(ConfigError, match=r"no trial 7; .*trial number \(0 to 1\)"):
+        tuner.load_model(7)
     # What Keras logged at the kept epoch, the model's own loss among it, is on the trial.
     logged = best.user_attrs["metrics"]
     assert {"loss", "val_loss", "val_accuracy"} <= set(logged)
