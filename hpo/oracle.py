@@ -18,6 +18,8 @@ from hpo.contract import Attr
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import keras_tuner
     from optuna.trial import FrozenTrial
 
@@ -44,7 +46,8 @@ class StudyOracle:
 
     @property
     def objective(self) -> keras_tuner.Objective:
-        """What ranks the trials, as the study recorded it."""
+        """What ranks the trials, as the study recorded it (a new Tuner of a regression
+        study learns that it ranks by `val_loss` only in `search`)."""
         import keras_tuner
 
         study = self._tuner.study().optuna_study
@@ -60,8 +63,7 @@ class StudyOracle:
     def trials(self) -> dict[str, keras_tuner.engine.trial.Trial]:
         """Every trial of the study, by trial id ("00", "01", ...), in order."""
         study = self._tuner.study().optuna_study
-        trials = [self._trial(t) for t in study.get_trials(deepcopy=False)]
-        return {t.trial_id: t for t in trials}
+        return {t.trial_id: t for t in self._read(study.get_trials(deepcopy=False))}
 
     def get_trial(self, trial_id: str) -> keras_tuner.engine.trial.Trial:
         """The trial of that id (`trial.trial_id`, or its number).
@@ -83,21 +85,25 @@ class StudyOracle:
         """The best completed trials, best first; as KerasTuner's, other trials after them
         where fewer than `num_trials` completed."""
         best = self._tuner.best_trials(num_trials)
-        trials = [self._trial(t) for t in best]
-        if len(trials) < num_trials:
+        if len(best) < num_trials:
             shown = {t.number for t in best}
             study = self._tuner.study().optuna_study
             rest = [t for t in study.get_trials(deepcopy=False) if t.number not in shown]
-            trials += [self._trial(t) for t in rest[: num_trials - len(trials)]]
-        return trials
+            best += rest[: num_trials - len(best)]
+        return self._read(best)
 
-    def _trial(self, frozen: FrozenTrial) -> keras_tuner.engine.trial.Trial:
+    def _read(self, frozen: Sequence[FrozenTrial]) -> list[keras_tuner.engine.trial.Trial]:
+        objective = self.objective  # read from the store once
+        return [self._trial(t, objective) for t in frozen]
+
+    def _trial(
+        self, frozen: FrozenTrial, objective: keras_tuner.Objective
+    ) -> keras_tuner.engine.trial.Trial:
         from keras_tuner.engine.trial import Trial
 
         width = max(2, len(str(self.max_trials)))
         hp = trial_hyperparameters(frozen, self._tuner.config.hypermodel.name)
         trial = Trial(hp, trial_id=f"{frozen.number:0{width}d}", status=_STATUS[frozen.state.name])
-        objective = self.objective
         trial.metrics.register(objective.name, objective.direction)
         for step, value in sorted(frozen.intermediate_values.items()):
             trial.metrics.update(objective.name, value, step=step)

@@ -693,10 +693,8 @@ class Tuner:
         print(f"Results summary\nResults in {self.project_dir}")
         print(f"Showing {len(trials)} best trials")
         # As the study recorded it: a new Tuner of a regression study learns so in `search`.
-        study = self.study().optuna_study
-        name = (study.metric_names or [self.config.training.objective])[0]
-        direction = "max" if study.direction.name == "MAXIMIZE" else "min"
-        print(f'Objective(name="{name}", direction="{direction}")')
+        objective = self.oracle.objective
+        print(f'Objective(name="{objective.name}", direction="{objective.direction}")')
         for trial, hp in zip(trials, self.get_best_hyperparameters(num_trials), strict=True):
             print(f"\nTrial {trial.number:02d} summary\nHyperparameters:")
             for name, value in hp.values.items():
