@@ -12,6 +12,7 @@ __all__ = [
     "StoreError",
     "TrialProcessDied",
     "TrialTimedOut",
+    "WiderOutput",
     "kerastuner_outcome",
 ]
 
@@ -36,6 +37,20 @@ class ConfigError(HpoError):
 class OneValueOutput(ConfigError):
     """A model gives one value an example, and the labels hold three or more classes: hpo.Tuner
     reads such whole-number labels as regression targets instead (`hpo.Tuner.search`)."""
+
+
+class WiderOutput(ConfigError):
+    """A classifier's output has more units than the labels have classes (ids up to the
+    largest label): hpo.Tuner takes the units as the classes, some of which the data lacks, as
+    Keras and KerasTuner train such a model (`hpo.Tuner.search`).
+
+    Attributes:
+        units: The output's units, one a class.
+    """
+
+    def __init__(self, message: str, units: int = 0) -> None:
+        super().__init__(message)  # the message only: it pickles with `units` (see DiskFull)
+        self.units = units
 
 
 class SearchStopped(ConfigError):

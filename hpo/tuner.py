@@ -399,8 +399,10 @@ class Tuner:
             keras_tuner.errors.FatalError: Your code raised it (or a subclass of it) in a
                 trial, which stops the search, as in KerasTuner; raised again here.
         """
+        import numpy as np
+
         from hpo.data.in_memory import split_arrays
-        from hpo.errors import OneValueOutput
+        from hpo.errors import OneValueOutput, WiderOutput
 
         check_not_starting_child("hpo.Tuner.search")
         sample_weight = fit_kwargs.pop("sample_weight", None)
@@ -427,14 +429,33 @@ class Tuner:
             epochs = min(epochs, self._epochs_cap)
         arrays = split_arrays(x, y, validation_data, validation_split, sample_weight)
         _check_text_backend(arrays.x_train, self.config.training.backend)
-        if arrays.numbered and self._searched_targets():
+        searched = self._searched_meta()
+        if arrays.numbered and "targets" in searched:
             # The study's earlier search read these whole numbers as targets (below).
             arrays = split_arrays(
                 x, y, validation_data, validation_split, sample_weight, targets=True
             )
+        # An earlier search's model had room for more classes than the labels hold (below).
+        classes = int(searched.get("classes", 0))
         given = self.config
         try:
-            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs)
+            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs, classes)
+        except WiderOutput as exc:
+            # A softmax of 10 units, and labels 0 to 5: classes the data lacks, which Keras and
+            # KerasTuner train as they are. The study is made anew for that many classes.
+            self.config = given
+            largest = int(max(np.max(arrays.y_train), np.max(arrays.y_val)))
+            self._forget_unstarted_study(
+                f"the model's output has room for {exc.units} classes and the labels' largest "
+                f"id is {largest}"
+            )
+            if verbose:
+                print(
+                    f"The model gives {exc.units} class scores an example, and the labels' "
+                    f"largest class id is {largest}: the study has {exc.units} classes, "
+                    f"{largest + 1} to {exc.units - 1} without examples."
+                )
+            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs, exc.units)
         except OneValueOutput:
             if not arrays.numbered:
                 raise
@@ -442,7 +463,9 @@ class Tuner:
             # prices in whole units), which KerasTuner would fit as they are. Read them again
             # as targets, in a study made anew (the check runs before any trial).
             self.config = given
-            self._forget_unstarted_study()
+            self._forget_unstarted_study(
+                "the model gives one value an example, so y's whole numbers are regression targets"
+            )
             arrays = split_arrays(
                 x, y, validation_data, validation_split, sample_weight, targets=True
             )
@@ -473,8 +496,10 @@ class Tuner:
         callbacks: Sequence[keras.callbacks.Callback] | None,
         verbose: int,
         fit_kwargs: dict[str, Any],
+        classes: int = 0,
     ) -> SearchSummary:
-        """Writes the arrays into the study's folder and runs the search on them."""
+        """Writes the arrays into the study's folder (of `classes` classes at least, for
+        class labels) and runs the search on them."""
         from hpo.data.in_memory import is_targets
         from hpo.models.portable import PortableHypermodel
         from hpo.search.workers import run_search
@@ -500,6 +525,7 @@ class Tuner:
             arrays.x_val,
             arrays.y_val,
             arrays.w_train,
+            classes=classes,
         )
         fit = {k: v for k, v in fit_kwargs.items() if v is not None}
         if callbacks:
@@ -553,19 +579,23 @@ class Tuner:
         except KeyError:
             return None
 
-    def _searched_targets(self) -> bool:
-        """Whether the study's search read its labels as regression targets."""
+    def _searched_meta(self) -> dict[str, Any]:
+        """How the study's search read its labels: `{"targets": n}` for regression targets,
+        `{"classes": n}` for classes; empty before its first search."""
         from hpo.data import provenance
         from hpo.data.array_cache import META_NAME
 
         study = self._existing_study()
         source = provenance.recorded_source(study) if study is not None else None
         meta = Path(source) / META_NAME if source else None
-        return meta is not None and meta.is_file() and "targets" in json.loads(meta.read_text())
+        return dict(json.loads(meta.read_text())) if meta is not None and meta.is_file() else {}
 
-    def _forget_unstarted_study(self) -> None:
+    def _forget_unstarted_study(self, why: str) -> None:
         """Deletes the project's study (and its copy of the data) before a search starts it
         anew on other labels; one with a trial that ran is kept, and the search refused.
+
+        Args:
+            why: How the labels are to be read now, for the message.
 
         Raises:
             ConfigError: A trial of the study ran on the labels as first read.
@@ -582,9 +612,8 @@ class Tuner:
         ran = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
         if ran:
             raise ConfigError(
-                f"the model gives one value an example, so y's whole numbers are regression "
-                f"targets, but study {self.config.name!r} holds {len(ran)} trial(s) that read "
-                f"them as classes: start anew with overwrite=True or another project_name."
+                f"{why}, but study {self.config.name!r} holds {len(ran)} trial(s) that read "
+                f"the labels otherwise: start anew with overwrite=True or another project_name."
             )
         source = study.user_attrs.get(SOURCE_ATTR)
         storage = open_storage(self.config.storage_url, create=False)

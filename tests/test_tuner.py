@@ -670,6 +670,88 @@ def test_whole_number_targets_of_a_one_output_model_are_regression_values(tmp_pa
     assert tuner.ensemble(top=2).predict(x[:5]).shape == (5,)
 
 
+@pytest.mark.slow
+def test_a_softmax_with_room_for_classes_the_labels_lack_trains_as_keras_would(
+    tmp_path: Path,
+) -> None:
+    """A softmax of 6 units and labels 0 to 3 (a subset of the data, say): Keras and
+    KerasTuner train it as it is, so hpo's study has 6 classes, the two without examples
+    included, and a later search of the study reads them so from the start."""
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        model = keras.Sequential(
+            [
+                keras.layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu"),
+                keras.layers.Dense(6, activation="softmax"),
+            ]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.05),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8)).astype("float32")
+    y = np.digitize(x[:, 0], [-0.7, 0.0, 0.7]).astype("int64")
+    assert set(np.unique(y)) == {0, 1, 2, 3}
+
+    def search(max_trials: int) -> tuple[hpo.Tuner, str]:
+        tuner = hpo.Tuner(build_model, max_trials=max_trials, directory=tmp_path, seed=0)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            tuner.search(
+                x[:300], y[:300], validation_data=(x[300:], y[300:]), epochs=8, batch_size=16
+            )
+        return tuner, out.getvalue()
+
+    tuner, printed = search(1)
+    assert "the study has 6 classes, 4 to 5 without examples" in printed
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert len(list(tuner.config.cache_dir.glob("arrays-*"))) == 1
+
+    tuner, printed = search(2)
+    assert "without examples" not in printed
+    assert [t.state for t in tuner.study().optuna_study.get_trials()] == [TrialState.COMPLETE] * 2
+    ensemble = tuner.ensemble(top=2)
+    assert ensemble.predict(x[:5]).shape == (5, 6)
+    assert ensemble.evaluate(x[300:], y[300:])["accuracy"] > 0.6
+
+
+def test_an_output_wider_than_the_labels_is_a_classifier_only_if_it_scores_classes() -> None:
+    """Softmax rows (or logits for a loss compiled `from_logits=True`) of more units than the
+    labels' classes are read as a classifier of that many classes where the classes come from
+    the labels only; features left without a head, or a folder's fixed classes, are refused."""
+    import keras
+
+    from hpo.errors import WiderOutput
+    from hpo.training.interface import read_output
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+
+    def model(activation: str | None, from_logits: bool | None = None) -> keras.Model:
+        made = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10, activation=activation)])
+        if from_logits is not None:
+            made.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+        return made
+
+    for wide in (model("softmax"), model(None, from_logits=True)):
+        with pytest.raises(WiderOutput) as raised:
+            read_output(wide, x, 6, "m", open_classes=True)
+        assert raised.value.units == 10
+        with pytest.raises(ConfigError, match=r"this task has 6 classes"):
+            read_output(wide, x, 6, "m")
+    for features in (model("relu"), model(None)):
+        with pytest.raises(ConfigError, match=r"this task has 6 classes") as raised:
+            read_output(features, x, 6, "m", open_classes=True)
+        assert not isinstance(raised.value, WiderOutput)
+    assert read_output(model("softmax"), x, 10, "m", open_classes=True).units == 10
+
+
 def test_numbers_that_can_be_no_classes_are_targets_and_one_per_example_may_be_either() -> None:
     x, _ = _data(40, 0)
     # Floats below 0, and rows of several counts: no class indices.

@@ -99,6 +99,10 @@ class Task:
         monitor: The validation metric the study maximizes, as Keras logs name it.
         padded: Inputs are token ids padded at the end (id 0), so batches may be cut to their
             longest row for a model that ignores padding.
+        open_classes: The classes are known only from the labels (arrays in memory): a
+            classifier's output with more units than the largest label's id has room for
+            classes the data lacks, and `read_output` says so (`WiderOutput`) instead of
+            refusing it.
         tokenizer: Text tasks: the study's tokenizer (raw text to the prepared token ids),
             saved beside an export for `hpo predict`.
         augmented: Altered copies of the training inputs, as one trial's inputs, for a
@@ -132,6 +136,7 @@ class Task:
     epoch_examples: Callable[[np.ndarray, int, Mapping[str, Any]], float]
     monitor: str = "val_accuracy"
     padded: bool = False
+    open_classes: bool = False
     tokenizer: Callable[[Path], Tokenizer] | None = None
     augmented: Callable[[Path, Mapping[str, Any], int, int], np.ndarray] | None = None
     model_space: frozenset[str] = frozenset()

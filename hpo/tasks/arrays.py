@@ -45,11 +45,14 @@ def save_study_arrays(
     x_val: np.ndarray,
     y_val: np.ndarray,
     w_train: np.ndarray | None = None,
+    classes: int = 0,
 ) -> Path:
     """Writes the arrays once per study (a folder named by their fingerprint) and returns it.
 
     Arrays already written by an earlier run of the same study are not written again.
     `w_train`, the training examples' weights, is written (and fingerprinted) when given.
+    Class labels make `classes` classes, or more where a label's id needs them (the model's
+    output may have room for classes the data lacks: `WiderOutput`).
     """
     arrays = dict(zip(ARRAY_NAMES, (x_train, y_train, x_val, y_val), strict=True))
     if w_train is not None:
@@ -58,7 +61,7 @@ def save_study_arrays(
     if is_targets(y_train):
         meta["targets"] = 1 if y_train.ndim == 1 else int(y_train.shape[1])
     else:
-        meta["classes"] = int(max(y_train.max(), y_val.max())) + 1
+        meta["classes"] = max(int(max(y_train.max(), y_val.max())) + 1, classes)
     fingerprint = array_cache.fingerprint(arrays, meta)
     folder = cache_dir / f"arrays-{fingerprint}"
     if not array_cache.cached(folder):
@@ -179,4 +182,5 @@ ARRAYS = Task(
     predict=images.predict,
     cost_shape=cost_shape,
     epoch_examples=images.epoch_examples,
+    open_classes=True,
 )

@@ -36,7 +36,7 @@ from hpo.data.inputs import (
     packed,
     tensors,
 )
-from hpo.errors import ConfigError, OneValueOutput
+from hpo.errors import ConfigError, OneValueOutput, WiderOutput
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -190,6 +190,7 @@ def read_interface(
     text: bool,
     masks_padding: bool = False,
     targets: int = 0,
+    open_classes: bool = False,
 ) -> ModelInterface:
     """Reads a built (or not yet built) model's output, labels and padding rule.
 
@@ -202,6 +203,7 @@ def read_interface(
         family: The family's name, for messages.
         text: Whether inputs are padded token ids.
         masks_padding: The family is known to ignore padding (hpo's own text families).
+        open_classes: The classes are known from the labels only (`Task.open_classes`).
 
     Raises:
         ConfigError: The output does not fit the task, or the model's loss takes neither class
@@ -213,7 +215,7 @@ def read_interface(
     if targets:
         output, labels = read_regression_output(model, x, targets, family, p), Labels.TARGETS
     else:
-        output = read_output(model, x, classes, family, p)
+        output = read_output(model, x, classes, family, p, open_classes=open_classes)
         labels = read_labels(model, output, y, classes, family)
     padding, reason = None, ""
     if text:
@@ -226,13 +228,32 @@ def read_interface(
 
 
 def read_output(
-    model: keras.Model, x: np.ndarray, classes: int, family: str, p: np.ndarray | None = None
+    model: keras.Model,
+    x: np.ndarray,
+    classes: int,
+    family: str,
+    p: np.ndarray | None = None,
+    *,
+    open_classes: bool = False,
 ) -> Output:
     """The model's output units and whether it gives logits, from a call on `x` (or `p`, the
-    output of `_call` on it)."""
+    output of `_call` on it).
+
+    Raises:
+        WiderOutput: With `open_classes`, a softmax (or logits, for a loss compiled
+            `from_logits=True`) of more units than `classes`, 3 at least.
+        ConfigError: An output of another shape than the classes need.
+    """
     if p is None:
         p = _call(model, x, family)
     units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
+    if open_classes and units > max(classes, 2) and _class_scores(model, p):
+        raise WiderOutput(
+            f"family {family!r}: its model outputs {units} values an example, and the labels' "
+            f"largest class id is {classes - 1}: the model is taken as a classifier of {units} "
+            f"classes, of which the data holds fewer.",
+            units,
+        )
     binary_ok = classes == 2 and units in (1, 2)
     if not (binary_ok or (units == classes and classes > 2)):
         expected = (
@@ -332,6 +353,16 @@ def _gives_logits(model: keras.Model, p: np.ndarray) -> bool:
     if np.any(p < 0) or np.any(p > 1):
         return True
     return p.shape[1] > 1 and not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
+
+
+def _class_scores(model: keras.Model, p: np.ndarray) -> bool:
+    """Whether an output of several units is evidently one score a class: probabilities whose
+    rows sum to 1, or logits for a loss compiled with `from_logits=True` (a layer of features
+    left without a head is neither)."""
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    if _loss_config(loss).get("from_logits"):
+        return True
+    return bool(np.all(p >= 0) and np.all(p <= 1) and np.allclose(p.sum(axis=1), 1.0, atol=1e-3))
 
 
 def _binary_classifier(model: keras.Model) -> bool:

@@ -914,6 +914,7 @@ def prepare_model(
             text=task.padded,
             masks_padding=bool(getattr(family, "MASKS_PADDING", False)),
             targets=int(params.get("targets", 0)),
+            open_classes=task.open_classes,
         )
 
     def optimizer() -> keras.optimizers.Optimizer:
