@@ -1682,6 +1682,25 @@ def test_a_tf_dataset_and_a_py_dataset_are_read_once_into_the_same_arrays() -> N
         split_arrays(tf.data.Dataset.from_tensor_slices((x, y)).repeat(), None, (x, y))
 
 
+def test_labels_of_several_outputs_are_refused_naming_them_and_one_hot_lists_are_not() -> None:
+    import tensorflow as tf
+
+    x, y = _data(50, 0)
+    by_output = {"kind": y, "size": x[:, :1]}
+    with pytest.raises(DataError, match=r"a dict of 2 outputs' labels \('kind', 'size'\)"):
+        split_arrays(x, by_output, validation_split=0.2)
+    with pytest.raises(DataError, match=r"a list of 2 arrays, one an output.*one output"):
+        split_arrays(x, [y, x[:, :1]], validation_split=0.2)
+    with pytest.raises(DataError, match=r"^validation_data: the labels are a dict of 2"):
+        split_arrays(x, y, (x, by_output))
+    batches = tf.data.Dataset.from_tensor_slices((x, by_output)).batch(16)
+    with pytest.raises(DataError, match=r"a dict of 2 outputs' labels"):
+        split_arrays(batches, None, validation_split=0.2)
+    # One-hot rows as a list of arrays, one an example: one output's labels.
+    one_hot = list(np.eye(2, dtype="float32")[y])
+    np.testing.assert_array_equal(split_arrays(x, one_hot, (x, y)).y_train, y)
+
+
 def test_a_torch_data_loader_is_read_once_and_a_generator_is_refused_with_the_fix() -> None:
     import torch
     from torch.utils.data import DataLoader, TensorDataset

@@ -194,6 +194,8 @@ def _pair(
     weights = batch_size = None
     if y is None:
         x, y, weights, batch_size = read_batches(x, what)
+    else:
+        _check_one_output(y, what)
     raw = np.asarray(y)
     numbered = (
         raw.dtype != bool
@@ -211,6 +213,28 @@ def _pair(
     if weights is not None:
         weights = _weights(weights, len(inputs), f"{what}: the batches' weights")
     return inputs, labels, weights, batch_size, numbered
+
+
+def _check_one_output(y: Any, what: str) -> None:
+    """Raises DataError for the labels of a model of several outputs: a dict of arrays by
+    output name, or a list of arrays, one an output, each longer than the list (a list of
+    one-hot rows, one an example, is one output's labels)."""
+    if isinstance(y, dict):
+        given = f"a dict of {len(y)} outputs' labels ({', '.join(map(repr, y))})"
+    elif (
+        isinstance(y, (list, tuple))
+        and y
+        and all(getattr(v, "ndim", 0) >= 1 and len(v) == len(y[0]) for v in y)
+        and len(y[0]) > len(y)
+    ):
+        given = f"a {type(y).__name__} of {len(y)} arrays, one an output"
+    else:
+        return
+    raise DataError(
+        f"{what}: the labels are {given}; hpo tunes models of one output, whose labels are one "
+        f"array (class indices, one-hot rows or targets). Search a model of one output (each "
+        f"output's model on its own, or several targets as one Dense(outputs) for regression)."
+    )
 
 
 def is_targets(labels: np.ndarray) -> bool:
@@ -433,6 +457,7 @@ def read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
             )
         if (ws and len(batch) == 2) or (xs and not ws and len(batch) == 3):
             raise DataError(f"{what}: some batches carry weights and others do not.")
+        _check_one_output(batch[1], what)
         labels = _one_input(batch[1], what)
         if labels.ndim == 0:
             raise DataError(
