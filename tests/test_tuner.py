@@ -775,6 +775,9 @@ def test_numbers_that_can_be_no_classes_are_targets_and_one_per_example_may_be_e
     assert not split_arrays(x, np.eye(3)[np.arange(40) % 3], validation_split=0.25).numbered
     with pytest.raises(DataError, match=r"class indices 0, 1, 2.*-1.*y.astype\('float32'\)"):
         split_arrays(x, np.arange(40) % 3 - 1, validation_split=0.25)
+    # An SVM's labels, -1 and 1: the one value that is no class is named, with the fix.
+    with pytest.raises(DataError, match=r"got 1 other value\(s\) such as \[-1\].*\(y > 0\)"):
+        split_arrays(x, np.where(np.arange(40) % 2 == 0, -1, 1), validation_split=0.25)
 
 
 @pytest.mark.slow

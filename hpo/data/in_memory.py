@@ -349,10 +349,12 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
             f"{labels.dtype} {labels.shape}."
         )
     if len(labels) and (labels.min() < 0 or not np.array_equal(labels, np.round(labels))):
+        bad = np.unique(labels[(labels < 0) | ~np.isclose(labels, np.round(labels))])
         raise DataError(
-            f"{what}: labels must be class indices 0, 1, 2, ..., got values such as "
-            f"{labels[~np.isclose(labels, np.round(labels))][:3]} or {labels.min()}. "
-            f"Regression targets are floats: give y.astype('float32')."
+            f"{what}: labels must be class indices 0, 1, 2, ..., got {bad.size} other value(s) "
+            f"such as {bad[:3].tolist()}: number the classes from 0 (labels -1 and 1: "
+            f"y = (y > 0).astype(int)). Regression targets are floats: give "
+            f"y.astype('float32')."
         )
     return labels.astype(np.int32)
 
