@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -14,6 +20,7 @@ __all__ = [
     "TrialTimedOut",
     "WiderOutput",
     "kerastuner_outcome",
+    "kerastuner_signals",
 ]
 
 # KerasTuner's errors that stop a search (`keras_tuner.errors`), by class name.
@@ -123,3 +130,16 @@ class DiskFull(HpoError):
         super().__init__(message)
         self.path = path
         self.needed = needed
+
+
+@contextlib.contextmanager
+def kerastuner_signals(source: str) -> Iterator[None]:
+    """Raises what a trial makes of KerasTuner's signals from the code run inside
+    (`kerastuner_outcome`, `source` naming that code); any other exception passes as it is."""
+    try:
+        yield
+    except Exception as exc:
+        outcome = kerastuner_outcome(exc, source)
+        if outcome is None:
+            raise
+        raise outcome from exc

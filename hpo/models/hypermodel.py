@@ -39,7 +39,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from hpo.errors import ConfigError, kerastuner_outcome
+from hpo.errors import ConfigError, kerastuner_outcome, kerastuner_signals
 from hpo.space import fit_value, narrow_space, suggest
 
 if TYPE_CHECKING:
@@ -451,15 +451,10 @@ class HyperModelFamily:
         if inspect.isclass(self._hypermodel):
             self._hypermodel = _instantiate(self.name, self._hypermodel, hp._given)
         build = getattr(self._hypermodel, "build", self._hypermodel)
-        try:
+        with kerastuner_signals(f"family {self.name!r}: its build"):
             model = build(hp)
             override_compile(model, self.overrides, self.name)
             return model
-        except Exception as exc:
-            outcome = kerastuner_outcome(exc, f"family {self.name!r}: its build")
-            if outcome is None:
-                raise
-            raise outcome from exc
 
 
 def override_compile(model: Any, overrides: Mapping[str, Any], family: str) -> None:

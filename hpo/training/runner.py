@@ -33,7 +33,7 @@ from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
 from hpo.disk import writing
-from hpo.errors import ConfigError, kerastuner_outcome
+from hpo.errors import ConfigError, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, resolve_precision
@@ -144,22 +144,18 @@ def run_trial(job: TrialJob) -> TrialResult:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        return train_trial(
-            trial,
-            config,
-            job.data_folder,
-            work,
-            deadline=job.deadline,
-            cost_ratios=job.cost_ratios,
-            threads=job.threads,
-            cheapest=job.cheapest,
-        )
-    except Exception as exc:
         # KerasTuner's signals from the user's training loop, callback or metric.
-        outcome = kerastuner_outcome(exc, f"trial {trial.number}: your code")
-        if outcome is None:
-            raise
-        raise outcome from exc
+        with kerastuner_signals(f"trial {trial.number}: your code"):
+            return train_trial(
+                trial,
+                config,
+                job.data_folder,
+                work,
+                deadline=job.deadline,
+                cost_ratios=job.cost_ratios,
+                threads=job.threads,
+                cheapest=job.cheapest,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
