@@ -3,14 +3,21 @@ every group (a movie, an author) on one side only."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hpo.errors import ConfigError
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = ["grouped_split", "stratified_split", "stratified_subset"]
 
 
-def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_size: int, seed: int, names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Splits indices into train and validation, keeping class proportions (seeded).
 
     Every class appears on both sides; per-class validation counts are the largest-remainder
@@ -20,11 +27,12 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
         (train_index, val_index), each sorted.
 
     Raises:
-        ConfigError: `val_size` leaves some class out of one side.
+        ConfigError: A class of fewer than 2 examples (named by `names`, if given), or a
+            `val_size` that leaves some class out of one side.
     """
     classes, counts = np.unique(labels, return_counts=True)
     n = len(labels)
-    _check_val_size(counts, val_size)
+    _check_val_size(classes, counts, val_size, names)
     quota = _allocate(counts, val_size, np.ones_like(counts), counts - 1)
     val_index = _pick(labels, np.arange(n), classes, quota, seed)
     return np.setdiff1d(np.arange(n), val_index), val_index
@@ -55,9 +63,22 @@ def stratified_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: in
     return _pick(labels[index], np.asarray(index), classes, quota, seed)
 
 
-def _check_val_size(counts: np.ndarray, val_size: int) -> None:
+def _check_val_size(
+    classes: np.ndarray, counts: np.ndarray, val_size: int, names: Sequence[str] | None
+) -> None:
     k, n = len(counts), int(counts.sum())
-    if not k <= val_size <= n - k or counts.min() < 2:
+    small = [
+        f"{names[c] if names is not None else c!r} ({count})"
+        for c, count in zip(classes.tolist(), counts.tolist(), strict=True)
+        if count < 2
+    ]
+    if small:
+        raise ConfigError(
+            f"every class needs 2 training examples at least, one for the validation split and "
+            f"one to train on; {len(small)} class(es) have fewer: {', '.join(small[:5])}. Add "
+            f"examples of them, or leave them out of the data."
+        )
+    if not k <= val_size <= n - k:
         raise ConfigError(
             f"data.val_size must leave every class on both sides: between {k} and {n - k} for "
             f"{n} examples of {k} classes (smallest class: {counts.min()}), got {val_size}. "
@@ -86,7 +107,11 @@ def _pick(
 
 
 def grouped_split(
-    labels: np.ndarray, groups: np.ndarray | None, val_size: int, seed: int
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    val_size: int,
+    seed: int,
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits indices into train and validation (seeded), keeping every group on one side.
 
@@ -103,6 +128,7 @@ def grouped_split(
         groups: Group id of every example, or None.
         val_size: About how many examples validation gets (data.val_size).
         seed: Seed of the split.
+        names: The classes' names by index, for messages.
 
     Returns:
         (train_index, val_index), each sorted.
@@ -111,10 +137,10 @@ def grouped_split(
         ConfigError: `val_size` or the grouping leaves some class out of one side.
     """
     if groups is None:
-        return stratified_split(labels, val_size, seed)
+        return stratified_split(labels, val_size, seed, names)
     classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
     k = len(classes)
-    _check_val_size(counts, val_size)
+    _check_val_size(classes, counts, val_size, names)
     ids, group_of = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     per_group = np.zeros((len(ids), k), dtype=np.int64)
     np.add.at(per_group, (group_of, y), 1)

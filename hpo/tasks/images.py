@@ -78,7 +78,7 @@ def _prepare(
         test_fraction=config.data.test_fraction,
     )
     train_index, val_index = stratify.stratified_split(
-        train.y, config.data.val_size, config.data.seed
+        train.y, config.data.val_size, config.data.seed, train.classes
     )
     if config.data.train_size:
         train_index = stratify.stratified_subset(

@@ -311,7 +311,7 @@ def _read_own(
         test_fraction=config.data.test_fraction,
     )
     train, val = stratify.grouped_split(
-        data.labels, data.groups, config.data.val_size, config.data.seed
+        data.labels, data.groups, config.data.val_size, config.data.seed, data.classes
     )
     if config.data.train_size:
         train = stratify.stratified_subset(

@@ -129,5 +129,8 @@ def test_the_smallest_sizes_allowed_are_accepted() -> None:
     np.testing.assert_array_equal(np.bincount(labels[val]), [49, 29, 14, 4])
     subset = stratify.stratified_subset(labels, np.arange(100), 4, seed=0)
     np.testing.assert_array_equal(np.bincount(labels[subset]), [1, 1, 1, 1])
-    with pytest.raises(ConfigError, match=r"smallest class: 1\), got 2\. Pick a val_size"):
-        stratify.stratified_split(np.array([0, 1, 1]), 2, seed=0)
+    # A class of one example fits on one side only, whatever the size: named, not a range.
+    with pytest.raises(ConfigError, match=r"1 class\(es\) have fewer: 'rare' \(1\)\. Add"):
+        stratify.stratified_split(np.array([0, 1, 1]), 2, seed=0, names=["rare", "common"])
+    with pytest.raises(ConfigError, match=r"have fewer: 2 \(1\), 3 \(1\)\."):
+        stratify.grouped_split(np.array([0, 0, 1, 1, 2, 3]), np.arange(6), 3, seed=0)
