@@ -123,6 +123,10 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
 
     other = Tanh(activation="tanh")
     other(Data.x_val)
+    # Weights under which tanh and relu differ plainly (random small ones may not, at random).
+    other.embedding.embeddings.assign(np.ones((20, 4), dtype="float32"))
+    other.hidden.kernel.assign(-2.0 * np.eye(4, dtype="float32"))
+    other.head.kernel.assign(np.ones((4, 1), dtype="float32"))
     with pytest.raises(ConfigError, match=r"family 'tanh': .* loads back .* as another model"):
         check_round_trip(other, interface, "tanh", Data(), tmp_path)  # type: ignore[arg-type]
     default = Tanh()
