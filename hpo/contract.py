@@ -137,7 +137,8 @@ class CheckpointError(HpoError):
 # What a user does about a trial's stored file that is missing or damaged.
 _FIX = (
     "Restore it from a backup of the artifact folder; it cannot be rebuilt, but searching on "
-    "(hpo search with a larger --n-trials) gives trials to take this one's place."
+    "(hpo search with a larger --n-trials, or tuner.search with a larger max_trials) gives "
+    "trials to take this one's place."
 )
 
 
