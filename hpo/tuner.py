@@ -34,6 +34,7 @@ from hpo.config import (
     TrainingConfig,
 )
 from hpo.errors import ConfigError, DataError, HpoError, SearchStopped, StoreError
+from hpo.precision import Precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -518,6 +519,11 @@ class Tuner:
         # the first trial (`check_objective`).
         if targets and training.objective == OBJECTIVE and not self._objective_given:
             training = dataclasses.replace(training, objective="val_loss", direction=None)
+        # The session's mixed precision (keras.mixed_precision.set_global_policy), as KerasTuner
+        # builds every model under it: the trials' precision, which their processes set.
+        policy = _session_policy()
+        if policy is not None and training.precision is Precision.AUTO:
+            training = dataclasses.replace(training, precision=policy)
         folder = save_study_arrays(
             self.config.cache_dir,
             arrays.x_train,
@@ -759,6 +765,29 @@ class Tuner:
             # members hold them (a failed build leaves loading to say what is missing).
             _rebuilt(best[0], *_trial_inputs(study))
         return fit_in_memory(study, top=top, pool=pool, method=method, calibrate=calibrate)
+
+
+def _session_policy() -> Precision | None:
+    """This session's global Keras dtype policy where it is a mixed one, else None (float32,
+    or Keras not imported yet); another one (`set_floatx("float64")`) is named in a warning:
+    trials compute in float32, or the precision hpo chooses."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    name = keras.mixed_precision.global_policy().name
+    mixed = {Precision.MIXED_FLOAT16.value, Precision.MIXED_BFLOAT16.value}
+    if name in mixed:
+        return Precision(name)
+    if name != "float32":
+        warnings.warn(
+            f"this session's Keras dtype policy is {name!r}, which hpo.Tuner does not carry to "
+            f"its trial processes: they compute in float32 (or mixed precision, where set). "
+            f"Give the layers that need {name} dtype={name!r} in build_model instead.",
+            stacklevel=4,  # the user's search() call
+        )
+    return None
 
 
 def _objective(objective: Any) -> tuple[str, Direction]:

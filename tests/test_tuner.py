@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -2053,6 +2054,75 @@ def test_a_torch_module_wrapper_is_refused_naming_why_and_the_fix(tmp_path: Path
         printed
     )
     assert "Write the module as Keras layers" in printed
+
+
+SESSION_SETTINGS_SCRIPT = """
+import keras
+import numpy as np
+
+import hpo
+
+# Set at run time, as a notebook's cell sets them: trial processes never run this code.
+keras.config.set_image_data_format("channels_first")
+keras.config.set_epsilon(1e-5)
+keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+
+def build_model(hp):
+    assert keras.config.image_data_format() == "channels_first", "data format lost"
+    assert keras.config.epsilon() == 1e-5, "epsilon lost"
+    model = keras.Sequential([
+        keras.Input((3, 8, 8)),
+        keras.layers.Conv2D(hp.Int("filters", 4, 8, step=4), 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, activation="softmax", dtype="float32"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+rng = np.random.default_rng(0)
+x = rng.random((120, 3, 8, 8)).astype("float32")
+y = (x[:, 0].mean(axis=(1, 2)) > x[:, 1].mean(axis=(1, 2))).astype("int64")
+tuner = hpo.Tuner(build_model, max_trials=1, directory=".", project_name="session")
+tuner.search(x[:90], y[:90], validation_data=(x[90:], y[90:]), epochs=1, verbose=0)
+[trial] = tuner.study().optuna_study.get_trials()
+print("state", trial.state.name, trial.user_attrs["precision"])
+conv = tuner.get_best_models(1)[0].layers[0]
+print("conv", conv.data_format, conv.dtype_policy.name, tuple(conv.kernel.shape))
+"""
+
+
+def test_a_sessions_keras_settings_reach_the_trials_as_kerastuner_builds_under_them(
+    tmp_path: Path,
+) -> None:
+    """A notebook sets channels_first, an epsilon and mixed precision at run time: KerasTuner
+    builds every model under them in that process, so hpo's trial processes build under
+    them too (they were built channels_last, in float32, with the default epsilon)."""
+    printed = run_user_script(tmp_path, SESSION_SETTINGS_SCRIPT, timeout=300)
+    assert "state COMPLETE mixed_bfloat16" in printed
+    # Channels first: the kernel reads 3 channels (channels last, it read 8 rows as channels).
+    assert re.search(r"conv channels_first mixed_bfloat16 \(3, 3, 3, [48]\)", printed), printed
+
+
+def test_a_sessions_dtype_policy_is_the_trials_precision_where_mixed_else_named() -> None:
+    import keras
+
+    from hpo.precision import Precision
+    from hpo.tuner import _session_policy
+
+    try:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        assert _session_policy() is Precision.MIXED_FLOAT16
+        keras.mixed_precision.set_global_policy("float32")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert _session_policy() is None
+        keras.mixed_precision.set_global_policy("float64")
+        with pytest.warns(UserWarning, match=r"dtype policy is 'float64'.*dtype='float64'"):
+            assert _session_policy() is None
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_a_model_that_cannot_be_evaluated_is_refused_before_any_trial(tmp_path: Path) -> None:

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PortableHypermodel",
+    "apply_keras_settings",
     "family_name",
+    "keras_settings",
     "main_custom_objects",
     "register_custom_objects",
 ]
@@ -90,6 +92,9 @@ class PortableHypermodel:
         self.overrides = dict(overrides or {})
         register_user_objects()
         self.custom_objects = main_custom_objects()
+        # As the user's session set them (a notebook's keras.config.set_image_data_format):
+        # the trial's process, which never ran that code, builds the models under them too.
+        self.keras_settings = keras_settings()
         self._payload = self._pickle()
         self._family: HyperModelFamily | None = None
 
@@ -105,6 +110,7 @@ class PortableHypermodel:
                         self.fit_defaults,
                         self.overrides,
                         self.custom_objects,
+                        self.keras_settings,
                     )
                 )
             )
@@ -129,8 +135,10 @@ class PortableHypermodel:
             self.fit_defaults,
             self.overrides,
             self.custom_objects,
+            self.keras_settings,
         ) = cloudpickle.loads(self._payload)
         register_custom_objects(self.custom_objects)
+        apply_keras_settings(self.keras_settings)
         self._family = None
 
     def __eq__(self, other: object) -> bool:
@@ -170,6 +178,32 @@ class PortableHypermodel:
                 overrides=self.overrides,
             )
         return self._family
+
+
+# Keras's global settings that decide what a model builds into, by `keras.config` getter. The
+# dtype policy (and `floatx`, which it follows) travels as the study's training precision
+# instead, where it is a mixed one (`hpo.Tuner.search`): trials compute in that precision.
+_SETTINGS = ("image_data_format", "epsilon")
+
+
+def keras_settings() -> dict[str, Any]:
+    """Keras's global settings in this process (`_SETTINGS`), by name; none before Keras is
+    imported (then they are Keras's defaults, which every process has)."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return {}
+    return {name: getattr(keras.config, name)() for name in _SETTINGS}
+
+
+def apply_keras_settings(settings: Mapping[str, Any]) -> None:
+    """Sets Keras's global settings to `settings` (`keras_settings` of another process)."""
+    if not settings:
+        return
+    import keras
+
+    for name, value in settings.items():
+        if name in _SETTINGS:  # by name from a fixed list: data, never an attribute to look up
+            getattr(keras.config, f"set_{name}")(value)
 
 
 def main_custom_objects() -> dict[str, Any]:
