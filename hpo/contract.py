@@ -82,6 +82,9 @@ class Attr:
     PRUNE_REASON: Final = "prune_reason"
     FAIL_REASON: Final = "fail_reason"
     STOP_REASON: Final = "stop_reason"
+    # What scheduled the learning rate instead of hpo's cut on a plateau, where the user's code
+    # does (`hpo.training.callbacks.user_schedules_learning_rate`).
+    LR_SCHEDULE: Final = "lr_schedule"
     WORKER: Final = "worker"
     WORKER_IDENTITY: Final = "worker_identity"
     SEEDED: Final = "seeded"

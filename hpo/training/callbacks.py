@@ -30,6 +30,7 @@ __all__ = [
     "missing_metric",
     "schedule_callbacks",
     "trial_tensorboards",
+    "user_schedules_learning_rate",
     "variable_bytes",
 ]
 
@@ -82,19 +83,52 @@ class EpochClock(keras.callbacks.Callback):
 
 
 def schedule_callbacks(
-    monitor: str, training: TrainingConfig, mode: str = "max"
+    monitor: str,
+    training: TrainingConfig,
+    mode: str = "max",
+    *,
+    model: keras.Model | None = None,
+    given: Sequence[keras.callbacks.Callback] = (),
 ) -> list[keras.callbacks.Callback]:
     """Early stopping on `monitor` (`mode` "max" or "min"; best weights restored) and the
     learning rate cut on a validation-loss plateau, as the study's `[training]` sets them: how
-    every trial trains, and the benchmarks' KerasTuner legs with it."""
-    return [
+    every trial trains, and the benchmarks' KerasTuner legs with it.
+
+    The cut is left out where the learning rate is the user's to schedule: `model`'s optimizer
+    follows a `LearningRateSchedule` (its rate cannot be set: Keras raises a TypeError), or a
+    callback among `given` sets it (`ReduceLROnPlateau`, `LearningRateScheduler`).
+    """
+    callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=training.patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=training.lr_factor, patience=training.lr_patience
-        ),
+        )
     ]
+    if user_schedules_learning_rate(model, given) is None:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=training.lr_factor, patience=training.lr_patience
+            )
+        )
+    return callbacks
+
+
+def user_schedules_learning_rate(
+    model: keras.Model | None, given: Sequence[keras.callbacks.Callback] = ()
+) -> str | None:
+    """What schedules the learning rate in the user's stead, if anything: the model's
+    optimizer's `LearningRateSchedule` or a callback of `given` that sets the rate, named."""
+    setters = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
+    for callback in given:
+        if isinstance(callback, setters):
+            return f"the callback {type(callback).__name__}"
+    optimizer = getattr(model, "optimizer", None)
+    # A LossScaleOptimizer (mixed float16) schedules through the optimizer it wraps.
+    while optimizer is not None and hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        return f"the optimizer's {type(rate).__name__}"
+    return None
 
 
 class EpochLogs(keras.callbacks.Callback):

@@ -237,6 +237,7 @@ def _train_trial(
         EpochClock,
         PruningCallback,
         trial_tensorboards,
+        user_schedules_learning_rate,
         variable_bytes,
     )
 
@@ -345,6 +346,9 @@ def _train_trial(
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"
         extra.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
     epochs = min(config.training.max_epochs, fitting.pop("epochs", math.inf))
+    scheduled_by = None if own_loop else user_schedules_learning_rate(model, extra)
+    if scheduled_by is not None:
+        trial.set_user_attr(Attr.LR_SCHEDULE, scheduled_by)
     fit_started = time.perf_counter()
     try:
         if own_loop:
@@ -573,7 +577,8 @@ def fit_best_epoch(
     TerminateOnNaN, a check that `monitor` is logged, `guards`, the best epoch by `monitor`
     (`mode` "max" or "min") written atomically to `checkpoint`,
     early stopping with the study's patience (best weights restored), the learning rate cut on a
-    validation-loss plateau, then `extra`. `hpo distill` trains its student through here too.
+    validation-loss plateau (unless the model's optimizer or a callback of `extra` schedules the
+    rate: `schedule_callbacks`), then `extra`. `hpo distill` trains its student through here too.
 
     Args:
         train: Shuffled training batches (`Task.dataset`); `validation`: validation batches.
@@ -599,7 +604,7 @@ def fit_best_epoch(
         RequireMonitor(monitor),
         *guards,
         AtomicModelCheckpoint(checkpoint, monitor=monitor, mode=mode),
-        *schedule_callbacks(monitor, training, mode),
+        *schedule_callbacks(monitor, training, mode, model=model, given=extra),
         *extra,
     ]
     try:

@@ -352,3 +352,52 @@ def test_a_training_loop_of_the_hypermodels_own_reports_epochs_or_returns_a_valu
         assert checkpoint.is_file()
     with pytest.raises(ConfigError, match=r"loop of its own.*on_epoch_end\(epoch, logs="):
         train(False, None, tmp_path / "none.keras")
+
+
+@pytest.mark.parametrize("scheduled_by", ["optimizer", "callback"])
+def test_a_learning_rate_the_user_schedules_is_left_to_them(
+    scheduled_by: str, tmp_path: Path
+) -> None:
+    """An optimizer on a LearningRateSchedule (CosineDecay, as keras.io's examples compile
+    them) cannot have its rate set: hpo's cut on a plateau failed every such trial at its first
+    plateau (Keras's TypeError). A ReduceLROnPlateau or LearningRateScheduler of the user's
+    schedules it instead of hpo's too, as KerasTuner trains with the user's alone."""
+    from hpo.config import TrainingConfig
+    from hpo.training.callbacks import user_schedules_learning_rate
+    from hpo.training.runner import fit_best_epoch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.integers(0, 2, 64)  # noise: the validation loss stops falling at once
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    given: list[keras.callbacks.Callback] = []
+    if scheduled_by == "optimizer":
+        rate: Any = keras.optimizers.schedules.CosineDecay(0.5, decay_steps=100)
+    else:
+        rate = 0.5
+        given.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9))
+    model.compile(
+        optimizer=keras.optimizers.SGD(rate), loss="binary_crossentropy", metrics=["accuracy"]
+    )
+    import tensorflow as tf
+
+    history = fit_best_epoch(
+        model,
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+        tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(16),
+        monitor="val_loss",
+        mode="min",
+        training=TrainingConfig(patience=6, lr_patience=1),
+        checkpoint=tmp_path / "best.keras",
+        clock=EpochClock(),
+        epochs=6,
+        extra=given,
+    )
+    assert len(history.history["loss"]) == 6
+    if scheduled_by == "callback":  # the user's schedule alone: no cut of hpo's between
+        rates = history.history["learning_rate"]
+        np.testing.assert_allclose(rates, 0.5 * 0.9 ** np.arange(1, 7), rtol=1e-5)
+    expected = "CosineDecay" if scheduled_by == "optimizer" else "LearningRateScheduler"
+    assert expected in str(user_schedules_learning_rate(model, given))
+    assert user_schedules_learning_rate(keras.Sequential([keras.Input((4,))])) is None
