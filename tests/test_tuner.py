@@ -620,6 +620,23 @@ def test_several_targets_train_an_uncompiled_model_on_the_squared_error(tmp_path
         wrong.search(x, y, validation_split=0.25, epochs=1, verbose=0)
 
 
+def _search_printing(
+    build_model: Callable[[Any], Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    folder: Path,
+    max_trials: int,
+    **kwargs: Any,
+) -> tuple[hpo.Tuner, str]:
+    """A Tuner's search of 8 epochs on the first 300 rows, validated on the rest (a later call
+    resumes the study), and what it printed."""
+    tuner = hpo.Tuner(build_model, max_trials=max_trials, directory=folder, seed=0, **kwargs)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tuner.search(x[:300], y[:300], validation_data=(x[300:], y[300:]), epochs=8, batch_size=16)
+    return tuner, out.getvalue()
+
+
 @pytest.mark.slow
 def test_whole_number_targets_of_a_one_output_model_are_regression_values(tmp_path: Path) -> None:
     """Ages in whole years, as int64, for a model of one output compiled for the squared
@@ -644,15 +661,7 @@ def test_whole_number_targets_of_a_one_output_model_are_regression_values(tmp_pa
     assert ages.min() >= 0 and len(np.unique(ages)) > 2
 
     def search(max_trials: int) -> tuple[hpo.Tuner, str]:
-        tuner = hpo.Tuner(
-            build_model, objective="val_mae", max_trials=max_trials, directory=tmp_path, seed=0
-        )
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            tuner.search(
-                x[:300], ages[:300], validation_data=(x[300:], ages[300:]), epochs=8, batch_size=16
-            )
-        return tuner, out.getvalue()
+        return _search_printing(build_model, x, ages, tmp_path, max_trials, objective="val_mae")
 
     tuner, printed = search(1)
     assert "read as regression targets" in printed
@@ -701,13 +710,7 @@ def test_a_softmax_with_room_for_classes_the_labels_lack_trains_as_keras_would(
     assert set(np.unique(y)) == {0, 1, 2, 3}
 
     def search(max_trials: int) -> tuple[hpo.Tuner, str]:
-        tuner = hpo.Tuner(build_model, max_trials=max_trials, directory=tmp_path, seed=0)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            tuner.search(
-                x[:300], y[:300], validation_data=(x[300:], y[300:]), epochs=8, batch_size=16
-            )
-        return tuner, out.getvalue()
+        return _search_printing(build_model, x, y, tmp_path, max_trials)
 
     tuner, printed = search(1)
     assert "the study has 6 classes, 4 to 5 without examples" in printed
