@@ -340,8 +340,7 @@ def _call(model: keras.Model, x: np.ndarray, family: str) -> np.ndarray:
 
 
 def _gives_logits(model: keras.Model, p: np.ndarray) -> bool:
-    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
-    from_logits = _loss_config(loss).get("from_logits")
+    from_logits = _loss_config(_compiled_loss(model)).get("from_logits")
     if from_logits is not None:
         return bool(from_logits)
     activation = _output_activation(model)
@@ -349,26 +348,34 @@ def _gives_logits(model: keras.Model, p: np.ndarray) -> bool:
         return False
     if activation == "linear":
         return True
-    # A subclassed model: read the values. Probabilities lie in [0, 1], softmax rows sum to 1.
-    if np.any(p < 0) or np.any(p > 1):
-        return True
-    return p.shape[1] > 1 and not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
+    # A subclassed model: read the values.
+    return not _probability_rows(p)
 
 
 def _class_scores(model: keras.Model, p: np.ndarray) -> bool:
     """Whether an output of several units is evidently one score a class: probabilities whose
     rows sum to 1, or logits for a loss compiled with `from_logits=True` (a layer of features
     left without a head is neither)."""
-    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
-    if _loss_config(loss).get("from_logits"):
-        return True
-    return bool(np.all(p >= 0) and np.all(p <= 1) and np.allclose(p.sum(axis=1), 1.0, atol=1e-3))
+    return bool(_loss_config(_compiled_loss(model)).get("from_logits")) or _probability_rows(p)
+
+
+def _compiled_loss(model: keras.Model) -> Any:
+    """The loss `model` is compiled with; None for a model not compiled."""
+    return getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+
+
+def _probability_rows(p: np.ndarray) -> bool:
+    """Whether `p` (`[n, units]`) holds probabilities: values in [0, 1], whose rows sum to 1
+    where there are several units (a softmax)."""
+    if np.any(p < 0) or np.any(p > 1):
+        return False
+    return p.shape[1] == 1 or bool(np.allclose(p.sum(axis=1), 1.0, atol=1e-3))
 
 
 def _binary_classifier(model: keras.Model) -> bool:
     """Whether a model of one output unit is evidently a classifier of two classes: it ends in
     a sigmoid or is compiled with a binary loss (a regression model does neither)."""
-    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    loss = _compiled_loss(model)
     named = loss is not None and not isinstance(loss, (list, tuple, dict))
     return _output_activation(model) == "sigmoid" or (
         named and _loss_name(loss).startswith("binary")
