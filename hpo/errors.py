@@ -14,6 +14,7 @@ __all__ = [
     "DiskFull",
     "HpoError",
     "OneValueOutput",
+    "OtherData",
     "SearchStopped",
     "StoreError",
     "TrialProcessDied",
@@ -58,6 +59,20 @@ class WiderOutput(ConfigError):
     def __init__(self, message: str, units: int = 0) -> None:
         super().__init__(message)  # the message only: it pickles with `units` (see DiskFull)
         self.units = units
+
+
+class OtherData(ConfigError):
+    """The data given differ from those the study's trials saw (`hpo.data.provenance`).
+
+    Attributes:
+        fingerprint: The given data's fingerprint.
+        recorded: The fingerprint of the data the study's trials saw.
+    """
+
+    def __init__(self, message: str, fingerprint: str = "", recorded: str = "") -> None:
+        super().__init__(message)  # the message only: it pickles with its attributes (DiskFull)
+        self.fingerprint = fingerprint
+        self.recorded = recorded
 
 
 class SearchStopped(ConfigError):

@@ -33,7 +33,7 @@ from hpo.config import (
     StudyConfig,
     TrainingConfig,
 )
-from hpo.errors import ConfigError, DataError, HpoError, SearchStopped, StoreError
+from hpo.errors import ConfigError, DataError, HpoError, OtherData, SearchStopped, StoreError
 from hpo.precision import Precision
 
 if TYPE_CHECKING:
@@ -561,8 +561,19 @@ class Tuner:
             import keras_tuner
 
             raise getattr(keras_tuner.errors, exc.kind)(str(exc)) from exc
+        except OtherData as exc:
+            # The copy just written is no trial's: a notebook trying again and again would fill
+            # the disk with copies of its data.
+            if folder.name == f"arrays-{exc.fingerprint}":
+                shutil.rmtree(folder, ignore_errors=True)
+            raise ConfigError(
+                f"project {self.config.name!r} was searched on other data: the arrays given "
+                f"now (fingerprint {exc.fingerprint}) are not those its trials trained on "
+                f"({exc.recorded}). Search it with the data of its earlier searches, or start "
+                f"anew with overwrite=True or another project_name."
+            ) from None
         except ConfigError as exc:
-            if not any(s in str(exc) for s in ("settings differ", "other data")):
+            if "settings differ" not in str(exc):
                 raise
             # The study's earlier trials trained otherwise: a Tuner's ways out are its own.
             raise ConfigError(

@@ -99,6 +99,12 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     # Other training settings would make the trials incomparable: refused before any trial.
     with pytest.raises(ConfigError, match=r"settings differ.*overwrite=True"):
         _tuner(tmp_path, 3).search(x, y, validation_data=(x_val, y_val), epochs=3, verbose=0)
+    # So would other data: refused, and the copy of them written for the search removed (a
+    # notebook trying again and again would fill the disk with copies).
+    with pytest.raises(ConfigError, match=r"searched on other data.*overwrite=True"):
+        _tuner(tmp_path, 3).search(
+            x_val, y_val, validation_data=(x, y), epochs=2, batch_size=32, verbose=0
+        )
     assert len(tuner.study().optuna_study.get_trials()) == 2
     # The arrays were written once, into the study's folder, and are all the trials read.
     assert len(list((tmp_path / "synthetic" / "cache").glob("arrays-*"))) == 1

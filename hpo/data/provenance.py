@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from hpo.errors import ConfigError
+from hpo.errors import OtherData
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +35,7 @@ def recorded_source(study: optuna.Study) -> str | None:
 
 
 def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what: str) -> None:
-    """Raises ConfigError if the study's trials saw other data than `fingerprint`.
+    """Raises OtherData (a ConfigError) if the study's trials saw other data than `fingerprint`.
 
     Args:
         study: The study.
@@ -46,11 +46,13 @@ def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what:
     recorded = study.user_attrs.get(FINGERPRINT_ATTR)
     if recorded is None or recorded == fingerprint:
         return
-    raise ConfigError(
+    raise OtherData(
         f"{what} would use other data than the study's trials saw: data fingerprint "
         f"{fingerprint} (from {source}) differs from the study's {recorded} (from "
         f"{study.user_attrs.get(SOURCE_ATTR)}). Restore the study file's [data] settings and "
-        f"point --data at the data the search used, or start a new study (a new 'name')."
+        f"point --data at the data the search used, or start a new study (a new 'name').",
+        fingerprint,
+        recorded,
     )
 
 
