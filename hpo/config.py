@@ -143,6 +143,9 @@ class DataConfig:
         text_column, label_column: Text tables: the columns holding the text and its class.
         group_column: Text tables: a column whose groups (an author, a product) stay on one
             side of the validation split; none by default.
+        encoding: Own text data (tables and .txt files): the files' text encoding, a Python
+            codec name ("cp1252" for a table Excel saved on Windows); UTF-8 by default, with
+            a UTF-16 file told by its byte-order mark.
     """
 
     path: str | None = None
@@ -155,9 +158,16 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     group_column: str | None = None
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
+        _require(
+            _is_text_codec(self.encoding),
+            "data.encoding",
+            self.encoding,
+            "a text encoding Python knows, such as 'utf-8', 'cp1252' or 'latin-1'",
+        )
         _require(self.train_size >= 0, "data.train_size", self.train_size, ">= 0 (0 means all)")
         _require(
             isinstance(self.test_fraction, (int, float)) and 0.05 <= self.test_fraction <= 0.5,
@@ -468,6 +478,16 @@ def config_from_dict(data: dict[str, Any]) -> StudyConfig:
     """
     stored = {k: v for k, v in data.items() if k not in ("import_families", "hypermodel")}
     return dataclasses.replace(_build(StudyConfig, stored, ""), import_families=False)
+
+
+def _is_text_codec(name: object) -> bool:
+    try:
+        "a".encode(str(name))  # LookupError for an unknown codec or a bytes one ("base64")
+    except UnicodeError:
+        pass  # a text codec that has no "a"
+    except LookupError:
+        return False
+    return isinstance(name, str)
 
 
 def _require(ok: bool, key: str, value: object, expected: str) -> None:

@@ -65,6 +65,11 @@ def test_values_and_defaults(tmp_path: Path) -> None:
             r"'val_loss' is better minimized: its direction must be 'min'",
         ),
         ('name = "s"\n[training]\nobjective = ""\n', r"'training.objective' must be a metric"),
+        (
+            'name = "s"\n[data]\nencoding = "utf8-bom"\n',
+            r"'data.encoding' must be a text encoding Python knows, such as 'utf-8', 'cp1252'",
+        ),
+        ('name = "s"\n[data]\nencoding = "base64"\n', r"'data.encoding' must be a text"),
     ],
 )
 def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, message: str) -> None:

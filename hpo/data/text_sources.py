@@ -11,6 +11,7 @@ A folder or table without a test split of its own gives up a share of each class
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import tarfile
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
 __all__ = [
+    "ENCODING",
     "ENV_VAR",
     "LabelledTexts",
     "TextColumns",
@@ -54,8 +56,10 @@ _KINDS = (
     "splits, or a .csv/.tsv/.parquet table"
 )
 # Only empty cells are missing: a text or a label reading "NA" or "None" is kept as written.
-_CSV = {"dtype": str, "keep_default_na": False, "na_values": [""], "encoding_errors": "replace"}
+_CSV = {"dtype": str, "keep_default_na": False, "na_values": [""]}
 _log = logging.getLogger(__name__)
+ENCODING = "utf-8"
+_UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 # (class name, path within the split, text)
 _Row = tuple[str, str, str]
@@ -169,10 +173,13 @@ def read_texts(
     test_path: Path | None = None,
     classes: list[str] | None = None,
     test_fraction: float = TEST_FRACTION,
+    encoding: str = ENCODING,
 ) -> LabelledTexts:
     """Reads one split ("train" or "test") of a folder, an archive or a table.
 
-    Files are decoded as UTF-8, undecodable bytes replaced; hidden files (`.name`, such as
+    Files are decoded in `encoding` (UTF-16 where UTF-8 is asked for and a file begins with
+    UTF-16's byte-order mark); bytes that are not are replaced by U+FFFD and the texts that
+    held them counted in a warning that names `[data] encoding`. Hidden files (`.name`, such as
     macOS's `._name.txt`) are left out. Rows with an empty text or no label are dropped, counted
     and logged as one warning; a table row without a group is a group of its own.
 
@@ -185,6 +192,7 @@ def read_texts(
             sorts the classes found. The split must hold exactly these classes.
         test_fraction: Data without a test split of their own (a table without `test_path`,
             a folder of class folders): the share of each class held out as the test split.
+        encoding: The files' text encoding (`[data] encoding`).
 
     Raises:
         DataError: The split, the table or its engine is missing, the file is unreadable,
@@ -199,7 +207,7 @@ def read_texts(
         raise DataError(f"{source} is not {_KINDS}. Fix --data or the study file's data.path.")
     if kind is _Kind.TABLE:
         if test_path is None:
-            texts, labels, groups = _read_table(source, columns)
+            texts, labels, groups = _read_table(source, columns, encoding)
             keep = _held_out_rows(labels, groups, split, test_fraction, source)
             return _assemble(
                 [texts[i] for i in keep],
@@ -216,7 +224,7 @@ def read_texts(
                 "not a .csv/.tsv/.parquet file. Set test_path to a table with the same columns, "
                 "or remove it to hold out a share of the training table as the test split."
             )
-        texts, labels, groups = _read_table(where, columns)
+        texts, labels, groups = _read_table(where, columns, encoding)
         return _assemble(texts, labels, groups, classes, where, split)
     if columns != TextColumns() or test_path is not None:
         raise ConfigError(
@@ -224,11 +232,13 @@ def read_texts(
             "label_column, group_column or test_path, which apply to tables only. Remove them "
             f"(the folder names are the labels; the test split is {_LAYOUT.format(split='test')})."
         )
+    undecodable: list[str] = []
     rows = sorted(
-        _folder_rows(source, split, test_fraction)
+        _folder_rows(source, split, test_fraction, encoding, undecodable)
         if kind is _Kind.FOLDER
-        else _tar_rows(source, split)
+        else _tar_rows(source, split, encoding, undecodable)
     )
+    _warn_undecodable(source, split, undecodable, len(rows), "files", encoding)
     if not rows:
         raise DataError(
             f"no {split} texts in {source}; expected {_LAYOUT.format(split=split)} files "
@@ -242,7 +252,9 @@ def read_texts(
     return _assemble([r[2] for r in rows], [r[0] for r in rows], None, classes, source, split)
 
 
-def _folder_rows(source: Path, split: str, test_fraction: float) -> Iterator[_Row]:
+def _folder_rows(
+    source: Path, split: str, test_fraction: float, encoding: str, undecodable: list[str]
+) -> Iterator[_Row]:
     root = held_out_root(source)
     top = split_folder(source, split) if root is None else root
     if top is None:
@@ -259,7 +271,43 @@ def _folder_rows(source: Path, split: str, test_fraction: float) -> Iterator[_Ro
     if root is not None:  # <root>/<class>/*.txt, or train/ without test/
         files = held_out_side(files, split, test_fraction, source, "texts")
     for label, name, path in files:
-        yield label, name, path.read_bytes().decode("utf-8", errors="replace")
+        yield label, name, _decode(path.read_bytes(), encoding, name, undecodable)
+
+
+def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> str:
+    """A file's text; its name joins `undecodable` if bytes of it were not `encoding`."""
+    read_as = _sniffed(data[:2], encoding)
+    try:
+        return data.decode(read_as)
+    except UnicodeDecodeError:
+        undecodable.append(name)
+        return data.decode(read_as, errors="replace")
+
+
+def _sniffed(head: bytes, encoding: str) -> str:
+    """`encoding`, or UTF-16 for a file that begins with its byte-order mark where UTF-8 is
+    asked for (Excel's "Unicode text", Notepad's "Unicode"). UTF-8's own mark is left out."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+        return encoding
+    return "utf-16" if head[:2] in _UTF16_MARKS else "utf-8-sig"
+
+
+def _warn_undecodable(
+    where: Path, split: str, undecodable: list[str], total: int, what: str, encoding: str
+) -> None:
+    if undecodable:
+        _log.warning(
+            "%s: %d of %d %s %s held bytes that are not %s (the first: %s), read as U+FFFD. If "
+            "the data are in another encoding, set it as [data] encoding in the study file "
+            '("cp1252" for a table Excel saved on Windows, "latin-1"), or save them as UTF-8',
+            where,
+            len(undecodable),
+            total,
+            split,
+            what,
+            encoding,
+            undecodable[0],
+        )
 
 
 def _texts(folder: Path) -> list[Path]:
@@ -294,7 +342,7 @@ def _held_out_rows(
     return [i for i in range(len(labels)) if (i in test) == (split == "test")]
 
 
-def _tar_rows(source: Path, split: str) -> Iterator[_Row]:
+def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -> Iterator[_Row]:
     with tarfile.open(source, "r|*") as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
@@ -305,21 +353,30 @@ def _tar_rows(source: Path, split: str) -> Iterator[_Row]:
                 continue
             handle = archive.extractfile(member)
             assert handle is not None  # regular files always have contents
-            text = handle.read().decode("utf-8", errors="replace")
-            yield parts[at + 1], "/".join(parts[at + 1 :]), text
+            within = "/".join(parts[at + 1 :])
+            yield parts[at + 1], within, _decode(handle.read(), encoding, within, undecodable)
 
 
 def _read_table(
-    path: Path, columns: TextColumns
+    path: Path, columns: TextColumns, encoding: str = ENCODING
 ) -> tuple[list[str | None], list[str | None], list[str] | None]:
     import pandas as pd
 
     sep = _TABLES[path.suffix.lower()]
+    replaced = False
     try:
         if sep is None:
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep=sep, encoding="utf-8", **_CSV)
+            with path.open("rb") as handle:
+                read_as = _sniffed(handle.read(2), encoding)
+            try:
+                frame = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV)
+            except UnicodeDecodeError:
+                replaced = True
+                frame = pd.read_csv(
+                    path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV
+                )
     except ImportError as exc:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, which is not installed. "
@@ -346,7 +403,15 @@ def _read_table(
     if columns.group is not None:
         found = strings(frame[columns.group])
         groups = [f"<row {i}>" if g is None else g for i, g in enumerate(found)]
-    return strings(frame[columns.text]), strings(frame[columns.label]), groups
+    texts, labels = strings(frame[columns.text]), strings(frame[columns.label])
+    if replaced:
+        rows = [
+            f"data row {i + 1}"
+            for i, cells in enumerate(zip(texts, labels, strict=True))
+            if any(cell is not None and "\ufffd" in cell for cell in cells)
+        ]
+        _warn_undecodable(path, "table", rows, len(texts), "rows", encoding)
+    return texts, labels, groups
 
 
 def _assemble(

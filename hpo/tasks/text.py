@@ -309,6 +309,7 @@ def _read_own(
         columns=_columns(config),
         test_path=_test_path(config),
         test_fraction=config.data.test_fraction,
+        encoding=config.data.encoding,
     )
     train, val = stratify.grouped_split(
         data.labels, data.groups, config.data.val_size, config.data.seed, data.classes
@@ -329,6 +330,8 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
     }
     if not text_sources.has_test_split(_locate(config, data_arg), _test_path(config)):
         extra["test_fraction"] = config.data.test_fraction
+    if config.data.encoding != text_sources.ENCODING:  # the default's caches keep their keys
+        extra["encoding"] = config.data.encoding
     return prepare_tokens(
         config, data_arg, space, name="text", locate=_locate, read=_read_own, extra_settings=extra
     )
@@ -343,6 +346,7 @@ def _load_own_test(config: StudyConfig, data_arg: str | None, folder: Path) -> T
         test_path=test_path,
         classes=class_names(folder),
         test_fraction=config.data.test_fraction,
+        encoding=config.data.encoding,
     )
     # A table's test split is a table of its own; a folder's or archive's is inside it.
     return encode_test(folder, test.texts, test.labels, test_path or source)

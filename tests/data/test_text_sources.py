@@ -299,3 +299,36 @@ def test_locate_without_data_or_with_a_bad_path_says_how_to_give_it(
     (tmp_path / "notes.json").write_text("{}")
     with pytest.raises(DataError, match=r"the study file's data.path .* is not a <root>"):
         ts.locate_texts(None, tmp_path / "notes.json")
+
+
+def test_texts_in_another_encoding_are_named_with_the_setting_that_reads_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A table Excel saved on Windows (cp1252), another in UTF-16 with its byte-order mark (Excel's
+    # "Unicode text"), and a folder with a UTF-8 file that begins with UTF-8's mark.
+    rows = "text,label\ncafé crème,négatif\nnaïve,positif\nplain,positif\n"
+    windows = tmp_path / "windows.csv"
+    windows.write_bytes(rows.encode("cp1252"))
+    unicode = tmp_path / "unicode.tsv"
+    unicode.write_bytes(rows.replace(",", "\t").encode("utf-16"))
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        default = ts.read_texts(windows, "train", test_path=windows)
+    # UTF-8 cannot read it: the bytes become U+FFFD, counted, with the setting that reads them.
+    assert default.texts[:2] == ["caf\ufffd cr\ufffdme", "na\ufffdve"]
+    assert "2 of 3 table rows held bytes that are not utf-8 (the first: data row 1)" in caplog.text
+    assert "[data] encoding" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        for path, encoding in ((windows, "cp1252"), (unicode, "utf-8")):
+            read = ts.read_texts(path, "train", test_path=path, encoding=encoding)
+            assert read.texts == ["café crème", "naïve", "plain"]
+            assert read.classes == ["négatif", "positif"]
+    assert caplog.text == ""
+
+    folder = write_folder(tmp_path / "texts", {"train": {"a": 1, "b": 1}})
+    (folder / "train" / "a" / "00.txt").write_bytes("\ufeffcrème".encode())
+    (folder / "train" / "b" / "00.txt").write_bytes("crème".encode("cp1252"))
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(folder, "train")
+    assert read.texts == ["crème", "cr\ufffdme"]  # UTF-8's mark is no part of the text
+    assert "1 of 2 train files held bytes that are not utf-8 (the first: b/00.txt)" in caplog.text
