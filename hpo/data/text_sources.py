@@ -36,6 +36,8 @@ from hpo.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    import pandas as pd
+
 __all__ = [
     "ENCODING",
     "ENV_VAR",
@@ -357,6 +359,18 @@ def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -
             yield parts[at + 1], within, _decode(handle.read(), encoding, within, undecodable)
 
 
+def _read_delimited(path: Path, sep: str, encoding: str) -> tuple[pd.DataFrame, bool]:
+    """The table, and whether bytes of it were not `encoding` (read as U+FFFD)."""
+    import pandas as pd
+
+    with path.open("rb") as handle:
+        read_as = _sniffed(handle.read(2), encoding)
+    try:
+        return pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False
+    except UnicodeDecodeError:
+        return pd.read_csv(path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV), True
+
+
 def _read_table(
     path: Path, columns: TextColumns, encoding: str = ENCODING
 ) -> tuple[list[str | None], list[str | None], list[str] | None]:
@@ -368,15 +382,11 @@ def _read_table(
         if sep is None:
             frame = pd.read_parquet(path)
         else:
-            with path.open("rb") as handle:
-                read_as = _sniffed(handle.read(2), encoding)
-            try:
-                frame = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV)
-            except UnicodeDecodeError:
-                replaced = True
-                frame = pd.read_csv(
-                    path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV
-                )
+            frame, replaced = _read_delimited(path, sep, encoding)
+            header = [str(c) for c in frame.columns]
+            # A CSV that Excel saved where the decimal mark is a comma: fields split by ";".
+            if sep == "," and len(header) == 1 and columns.text in header[0].split(";"):
+                frame, replaced = _read_delimited(path, ";", encoding)
     except ImportError as exc:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, which is not installed. "

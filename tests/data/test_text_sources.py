@@ -332,3 +332,14 @@ def test_texts_in_another_encoding_are_named_with_the_setting_that_reads_them(
         read = ts.read_texts(folder, "train")
     assert read.texts == ["crème", "cr\ufffdme"]  # UTF-8's mark is no part of the text
     assert "1 of 2 train files held bytes that are not utf-8 (the first: b/00.txt)" in caplog.text
+
+
+def test_a_csv_of_semicolon_separated_fields_is_read_by_them(tmp_path: Path) -> None:
+    # As Excel saves a CSV where the decimal mark is a comma; commas inside the texts stay.
+    path = tmp_path / "train.csv"
+    path.write_text('text;label;author\n"good, very good";pos;a\nbad;neg;b\n')
+    read = ts.read_texts(path, "train", columns=ts.TextColumns(group="author"), test_path=path)
+    assert read.texts == ["good, very good", "bad"]
+    assert read.classes == ["neg", "pos"]
+    assert read.groups is not None
+    assert read.groups.tolist() == ["a", "b"]
