@@ -329,9 +329,21 @@ def _batch_items(blobs: dict[str, Callable[[], bytes]], split: str, where: Path)
 def _decode(read: Callable[[], bytes]) -> np.ndarray | None:
     try:
         with Image.open(io.BytesIO(read())) as image:
-            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            return _rgb(image)
     except Exception:  # Pillow raises many kinds of error on bad files; each means "skip it".
         return None
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    """The image's uint8 RGB pixels. Grey of 16 bits (an X-ray's or a microscope's PNG) keeps
+    its high byte, as TensorFlow's `decode_png` reads it into 8 bits: Pillow's own conversion
+    clips it at 255, an image all but white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        grey = np.asarray(image).astype(np.int64)
+        if image.mode != "I" or grey.max() > 255:  # "I": 16 bits in 32, or 8 bits
+            grey >>= 8
+        return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _gather(

@@ -180,6 +180,16 @@ def test_corrupt_and_non_image_files_are_skipped_and_counted(
         assert "skipped 2 unreadable" in caplog.text and "broken.png" in caplog.text
 
 
+def test_grey_of_16_bits_keeps_its_high_byte_as_tensorflow_reads_it(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set", {"train": {"ant": 1, "cat": 1}})
+    grey = np.arange(5 * 6, dtype=np.uint16).reshape(5, 6) * 2000  # 0 to 58,000
+    Image.fromarray(grey).save(root / "train" / "ant" / "00.png")
+    assert Image.open(root / "train" / "ant" / "00.png").mode == "I;16"
+    train = images.read_split(root, "train")
+    np.testing.assert_array_equal(train.x[0], np.repeat((grey >> 8)[..., None], 3, axis=-1))
+    assert train.x[0].max() == 226  # Pillow's conversion to RGB gave 255 from the second on
+
+
 def test_too_few_classes_missing_split_and_no_images_are_data_errors(tmp_path: Path) -> None:
     one = write_folder(tmp_path / "one", {"train": {"a": 2}})
     with pytest.raises(DataError, match=r"1 class\(es\) \['a'\].*at least 2"):
