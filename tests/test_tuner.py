@@ -2285,3 +2285,46 @@ def test_a_layer_class_defined_inside_build_model_loads_for_best_models_and_the_
     [best] = tuner.get_best_models(1)
     assert type(best.layers[1]).__name__ == "Gate"
     assert tuner.ensemble(top=2).predict(x[200:]).shape == (56,)
+
+
+@pytest.mark.slow
+def test_data_deleted_while_the_search_runs_stop_it_and_the_next_search_goes_on(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "gone" / "cache"
+    builds = tmp_path / "builds"
+
+    def build_model(hp: Any) -> Any:
+        import shutil
+
+        import keras
+
+        # The third build (the checks before any trial build it too) deletes the study's copy
+        # of the data, as a cache cleaned up by hand would, while trials are left to run.
+        with builds.open("a") as log:
+            log.write("x")
+        if len(builds.read_text()) == 3:
+            shutil.rmtree(cache)
+        hidden = keras.layers.Dense(hp.Int("units", 4, 8), activation="relu")
+        model = keras.Sequential(
+            [keras.Input((8,)), hidden, keras.layers.Dense(1, activation="sigmoid")]
+        )
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        return model
+
+    x, y = _data(256, 0)
+
+    def search() -> hpo.Tuner:
+        tuner = hpo.Tuner(build_model, max_trials=4, directory=tmp_path, project_name="gone")
+        tuner.search(x, y, validation_split=0.25, epochs=1, batch_size=32, verbose=0)
+        return tuner
+
+    with pytest.raises(ConfigError, match=r"prepared data .* went away.*Run the search again"):
+        search()
+    trials = hpo.Tuner(build_model, directory=tmp_path, project_name="gone").study()
+    states = [t.state for t in trials.optuna_study.get_trials()]
+    # The trial that found its data gone fails, and none after it ran.
+    assert states.count(TrialState.FAIL) == 1 and states[-1] == TrialState.FAIL, states
+    assert len(states) < 4, states
+    states = [t.state for t in search().study().optuna_study.get_trials()]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4, states

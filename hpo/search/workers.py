@@ -507,6 +507,17 @@ def _trial(
             trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
         raise
     except Exception as exc:
+        if not data_folder.is_dir():
+            # Deleted while the search ran (a cache cleaned up): every later trial would fail
+            # the same way, so the search stops at the first.
+            gone = (
+                f"the study's prepared data ({data_folder}) went away while the search ran "
+                f"({type(exc).__name__}: {exc}). Run the search again: it prepares them anew "
+                f"and goes on."
+            )
+            trial.set_user_attr(Attr.FAIL_REASON, gone)
+            trial.set_user_attr(Attr.CONFIG_ERROR, gone)
+            raise ConfigError(gone) from exc
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")
         raise
     finally:
