@@ -79,6 +79,8 @@ class Attr:
     VAL_LOSS: Final = "val_loss"
     # The best epoch's Keras logs: the model's own loss and metrics (`val_auc`, say), by name.
     METRICS: Final = "metrics"
+    # Every epoch's Keras logs, by name: one value an epoch (None where not finite).
+    HISTORY: Final = "history"
     PRUNE_REASON: Final = "prune_reason"
     FAIL_REASON: Final = "fail_reason"
     STOP_REASON: Final = "stop_reason"

@@ -5,7 +5,7 @@ the results through it (`get_best_trials`, `trials`, `get_trial`, `objective`). 
 Optuna's sampler chooses and the study store records, so `hpo.Tuner.oracle` gives the study's
 trials as KerasTuner `Trial`s to read: their hyperparameters (as `get_best_hyperparameters`
 names them), score (the objective at the best epoch), best step (that epoch), status, and
-metrics (the objective at each epoch, the other logs at the best epoch). It runs no trial: a
+metrics (what Keras logged at each epoch). It runs no trial: a
 Tuner subclass's `run_trial` (`oracle.update_trial`) is KerasTuner's own training loop, which
 hpo does not run.
 """
@@ -109,9 +109,16 @@ class StudyOracle:
             trial.metrics.update(objective.name, value, step=step)
         if frozen.intermediate_values:
             trial.best_step = trial.metrics.get_best_step(objective.name)
+        # Every epoch's logs (a trial of an earlier version recorded the best epoch's only).
+        history: dict[str, Any] = frozen.user_attrs.get(Attr.HISTORY) or {}
+        for name, values in history.items():
+            if name != objective.name and isinstance(values, list):
+                for step, value in enumerate(values):
+                    if isinstance(value, (int, float)):
+                        trial.metrics.update(name, value, step=step)
         logs: dict[str, Any] = frozen.user_attrs.get(Attr.METRICS) or {}
         for name, value in logs.items():
-            if name != objective.name and isinstance(value, (int, float)):
+            if name not in history and name != objective.name and isinstance(value, (int, float)):
                 trial.metrics.update(name, value, step=trial.best_step)
         if frozen.value is not None:
             trial.score = frozen.value

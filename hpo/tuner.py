@@ -816,7 +816,7 @@ def _objective(objective: Any) -> tuple[str, Direction]:
             raise ConfigError(
                 f"hpo.Tuner ranks trials by one objective, got {len(objective)}: "
                 f"{names!r}. Give the one that matters most; every metric the model "
-                f"logs is still recorded in each trial's history (its 'metrics' attribute)."
+                f"logs is still recorded at every epoch (each trial's 'history' attribute)."
             )
         objective = objective[0]
     # Keras 1's name for accuracy, which hpo's accuracy metric (named "accuracy") replaces.

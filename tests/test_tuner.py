@@ -124,7 +124,11 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     assert top.best_step == int(np.argmax(per_epoch))
     assert top.metrics.get_best_value("val_accuracy") == best.value
     assert top.metrics.get_history("val_accuracy")[-1].value == [per_epoch[-1]]
-    assert top.metrics.get_best_value("val_loss") == best.user_attrs["metrics"]["val_loss"]
+    # Every epoch's logs, as KerasTuner's trials keep them.
+    val_loss = [o.value for o in top.metrics.get_history("val_loss")]
+    assert val_loss == [[v] for v in best.user_attrs["history"]["val_loss"]]
+    assert len(val_loss) == best.user_attrs["epochs"]
+    assert best.user_attrs["metrics"]["val_loss"] == val_loss[top.best_step][0]
     assert list(oracle.trials) == ["00", "01"]
     assert oracle.get_trial("01").score == oracle.get_trial(1).score == trials[1].value
     with pytest.raises(ConfigError, match=r"no trial '7'.*\['00', '01'\]"):

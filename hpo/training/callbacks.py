@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 import optuna
 from optuna_integration import KerasPruningCallback
 
@@ -137,11 +138,12 @@ class EpochLogs(keras.callbacks.Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.history: dict[str, list[float]] = {}
+        self.history: dict[str, list[Any]] = {}
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for name, value in (logs or {}).items():
-            self.history.setdefault(name, []).append(float(value))
+            # A number, or a metric's value a class (`F1Score(average=None)`).
+            self.history.setdefault(name, []).append(np.asarray(value, dtype=float).tolist())
 
 
 class RequireMonitor(keras.callbacks.Callback):
@@ -156,10 +158,18 @@ class RequireMonitor(keras.callbacks.Callback):
         super().__init__()
         self.monitor = monitor
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logged = sorted(logs or {})
         if self.monitor not in logged:
             raise ConfigError(missing_metric(self.monitor, logged))
+        values = np.size((logs or {})[self.monitor])
+        if values != 1:
+            raise ConfigError(
+                f"the objective {self.monitor!r} is {values} values an epoch (a metric of one "
+                f"value a class, such as keras.metrics.F1Score(average=None)); trials are ranked "
+                f"by one number: give the metric an average (F1Score(average='macro')), or "
+                f"choose another objective."
+            )
 
 
 def missing_metric(monitor: str, logged: Sequence[str]) -> str:

@@ -405,6 +405,7 @@ def _train_trial(
         trial.set_user_attr(Attr.STOP_REASON, clock.stop_reason)
     logged = best_epoch_logs(history.history, objective, config.training.mode)
     trial.set_user_attr(Attr.METRICS, logged)
+    trial.set_user_attr(Attr.HISTORY, epoch_logs(history.history))
 
     # The stored member is the best epoch's model without the optimizer's state (about twice
     # the weights again), which nothing resumes from: loaded uncompiled and saved anew.
@@ -538,8 +539,8 @@ def _train_own_loop(
 
 
 def best_epoch_logs(
-    history: Mapping[str, Sequence[float]], monitor: str, mode: str = "max"
-) -> dict[str, float]:
+    history: Mapping[str, Sequence[Any]], monitor: str, mode: str = "max"
+) -> dict[str, Any]:
     """What Keras logged at the best epoch by `monitor` (`mode` "max" or "min": the model's
     own loss and metrics, on the training and validation data), the epoch whose weights the
     trial keeps."""
@@ -548,11 +549,22 @@ def best_epoch_logs(
         return {}
     # As the checkpoint chose it: an epoch whose value is NaN is never the best.
     best = int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
-    return {
-        name: round(float(logged[best]), 6)
-        for name, logged in history.items()
-        if len(logged) > best and math.isfinite(float(logged[best]))
-    }
+    kept = {name: recorded(logged[best]) for name, logged in history.items() if len(logged) > best}
+    return {name: value for name, value in kept.items() if value is not None}
+
+
+def epoch_logs(history: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """What Keras logged at every epoch, by name, each value as `recorded` keeps it."""
+    return {name: [recorded(value) for value in logged] for name, logged in history.items()}
+
+
+def recorded(value: Any) -> Any:
+    """A logged value as a trial's record (JSON) keeps it: a number rounded to 6 places, None
+    where not finite; a metric of one value a class (`F1Score(average=None)`) as a list."""
+    array = np.asarray(value, dtype=float)
+    if array.ndim:
+        return [recorded(v) for v in array.reshape(-1)]
+    return round(float(array), 6) if math.isfinite(array) else None
 
 
 def fit_best_epoch(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -20,11 +21,12 @@ from hpo.training.callbacks import (
     AtomicModelCheckpoint,
     ChanceLevelStop,
     EpochClock,
+    EpochLogs,
     PruningCallback,
     RequireMonitor,
     trial_tensorboards,
 )
-from hpo.training.runner import best_epoch_logs, train_trial
+from hpo.training.runner import best_epoch_logs, epoch_logs, train_trial
 
 from ..conftest import write_study
 
@@ -175,11 +177,39 @@ def test_the_best_epochs_logs_are_those_of_the_epoch_the_monitor_chose() -> None
     assert best_epoch_logs({"val_loss": [float("nan")]}, "val_loss", "min") == {}
 
 
+def test_a_metric_of_one_value_a_class_is_recorded_as_a_list_every_epoch() -> None:
+    # As Keras logs keras.metrics.F1Score(average=None): an array an epoch (every trial of
+    # such a model failed, float() of it raising TypeError).
+    history = {
+        "val_accuracy": [0.6, 0.8, 0.7],
+        "val_f1_score": [np.array([0.5, 0.25]), np.array([0.75, np.nan]), np.array([1.0, 0.5])],
+        "val_loss": [0.7, 0.3333333333, float("inf")],
+    }
+    assert best_epoch_logs(history, "val_accuracy") == {
+        "val_accuracy": 0.8,
+        "val_f1_score": [0.75, None],
+        "val_loss": 0.333333,
+    }
+    assert epoch_logs(history) == {
+        "val_accuracy": [0.6, 0.8, 0.7],
+        "val_f1_score": [[0.5, 0.25], [0.75, None], [1.0, 0.5]],
+        "val_loss": [0.7, 0.333333, None],
+    }
+    json.dumps(epoch_logs(history), allow_nan=False)  # a trial's record, as JSON keeps it
+    collected = EpochLogs()
+    collected.on_epoch_end(0, {"loss": np.float32(0.5), "f1_score": np.array([0.5, 0.25])})
+    assert collected.history == {"loss": [0.5], "f1_score": [[0.5, 0.25]]}
+
+
 def test_a_monitor_the_model_does_not_log_stops_training_naming_what_it_logs() -> None:
     check = RequireMonitor("val_auc")
     check.on_epoch_end(0, {"loss": 0.4, "val_auc": 0.8})
     with pytest.raises(ConfigError, match=r"'val_auc' is not among what the model logs \(loss, "):
         check.on_epoch_end(0, {"val_loss": 0.5, "loss": 0.4})
+    # An objective must be one number: a metric of one value a class cannot rank trials.
+    per_class = RequireMonitor("val_f1_score")
+    with pytest.raises(ConfigError, match=r"'val_f1_score' is 3 values an epoch.*average='macro'"):
+        per_class.on_epoch_end(0, {"val_f1_score": np.array([0.1, 0.2, 0.3])})
 
 
 def test_chance_level_is_judged_after_enough_steps_on_few_rows() -> None:
