@@ -1718,6 +1718,20 @@ def test_labels_of_several_outputs_are_refused_naming_them_and_one_hot_lists_are
     np.testing.assert_array_equal(split_arrays(x, one_hot, (x, y)).y_train, y)
 
 
+def test_labels_of_an_array_an_example_are_refused_naming_the_ways_out() -> None:
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
+    masks = (x[..., 0] > 0.5).astype("int64")  # a class a pixel: segmentation
+    with pytest.raises(
+        DataError, match=r"^x: the labels are int64 \(40, 8, 8\), an array of \[8, 8\]"
+    ):
+        split_arrays(x, masks, validation_split=0.25)
+    # An autoencoder's targets, the images themselves: refused, with the flattening that works.
+    with pytest.raises(DataError, match=r"float32 \(40, 8, 8, 1\).*y.reshape\(len\(y\), -1\)"):
+        split_arrays(x, x, validation_split=0.25)
+    flat = split_arrays(x, x.reshape(len(x), -1) + 0.5, validation_split=0.25)
+    assert flat.y_train.shape == (30, 64)
+
+
 def test_a_torch_data_loader_is_read_once_and_a_generator_is_refused_with_the_fix() -> None:
     import torch
     from torch.utils.data import DataLoader, TensorDataset

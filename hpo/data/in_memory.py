@@ -301,9 +301,7 @@ def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> n
         raise DataError(f"{what}: regression targets must be numbers ({exc}).") from exc
     # Kept as given ([n, 1] too): a metric of the user's own may not broadcast another shape.
     if result.ndim not in (1, 2):
-        raise DataError(
-            f"{what}: regression targets must be [n] or [n, outputs], got shape {result.shape}."
-        )
+        raise DataError(_per_position(what, result))
     bad = ~np.isfinite(result.reshape(len(result), -1)).all(axis=1)
     if bad.any():
         raise DataError(
@@ -343,6 +341,8 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
             f"as {labels[:3].tolist()}; number the classes first: names, y = np.unique(y, "
             f"return_inverse=True)."
         )
+    if labels.ndim > 2:
+        raise DataError(_per_position(what, labels))
     if labels.ndim != 1:
         raise DataError(
             f"{what}: labels must be class indices [n] or one-hot rows [n, classes], got "
@@ -357,6 +357,19 @@ def class_labels(y: Any, what: str = "y") -> np.ndarray:
             f"y.astype('float32')."
         )
     return labels.astype(np.int32)
+
+
+def _per_position(what: str, labels: np.ndarray) -> str:
+    """Why labels of an array an example (a class a pixel, an image to give back) are refused."""
+    return (
+        f"{what}: the labels are {labels.dtype} {labels.shape}, an array of "
+        f"{list(labels.shape[1:])} an example (a class a pixel or a token, an image to give "
+        f"back), where hpo takes one prediction an example: class indices [n] or one-hot rows "
+        f"[n, classes], targets [n] or [n, outputs], which it ranks, ensembles and scores. "
+        f"Values of another shape can be flattened, y.reshape(len(y), -1), for a model whose "
+        f"output is flattened to match (keras.layers.Flatten()); a class a position is beyond "
+        f"hpo: tune such a model with KerasTuner."
+    )
 
 
 def input_array(x: Any, what: str, examples: int | None = None) -> np.ndarray:

@@ -246,7 +246,8 @@ def read_output(
     """
     if p is None:
         p = _call(model, x, family)
-    units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
+    _check_one_prediction(p, len(x), family)
+    units = 1 if p.ndim == 1 else p.shape[1]
     if open_classes and units > max(classes, 2) and _class_scores(model, p):
         raise WiderOutput(
             f"family {family!r}: its model outputs {units} values an example, and the labels' "
@@ -295,7 +296,8 @@ def read_regression_output(
     """
     if p is None:
         p = _call(model, x, family)
-    units = 1 if p.ndim == 1 else (p.shape[1] if p.ndim == 2 else -1)
+    _check_one_prediction(p, len(x), family)
+    units = 1 if p.ndim == 1 else p.shape[1]
     if units != targets:
         raise ConfigError(
             f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of "
@@ -306,6 +308,26 @@ def read_regression_output(
             f"read as regression targets."
         )
     return Output(units=units, from_logits=False, regression=True)
+
+
+def _check_one_prediction(p: np.ndarray, batch: int, family: str) -> None:
+    """Refuses an output of a prediction a position (`[batch, steps, classes]`, `[batch,
+    height, width, classes]`): hpo ranks, ensembles and scores one prediction an example.
+
+    Raises:
+        ConfigError: Naming the shape and both ways out.
+    """
+    if p.ndim <= 2:
+        return
+    positions = int(np.prod(p.shape[1:-1]))
+    raise ConfigError(
+        f"family {family!r}: its model outputs shape {list(p.shape)} for a batch of {batch}: "
+        f"a prediction for each of {positions} positions an example, where hpo takes one an "
+        f"example (a class, or a row of values), which it ranks, ensembles and scores. For one "
+        f"an example, pool or flatten before the last layer (keras.layers."
+        f"GlobalAveragePooling2D() or Flatten() before the Dense); a label a position (a tag "
+        f"a token, a class a pixel) is beyond hpo: tune such a model with KerasTuner."
+    )
 
 
 def _call(model: keras.Model, x: np.ndarray, family: str) -> np.ndarray:

@@ -22,6 +22,7 @@ from hpo.training.interface import (
     read_interface,
     read_labels,
     read_output,
+    read_regression_output,
     to_probabilities,
 )
 
@@ -80,6 +81,15 @@ def test_an_output_that_does_not_fit_the_task_names_the_shape_and_the_fix() -> N
     two = keras.Model(inputs, [layers.Dense(1)(pooled), layers.Dense(1)(pooled)])
     with pytest.raises(ConfigError, match="has 2 outputs; hpo tunes models with one output"):
         read_output(two, x, 2, "mine")
+    # A prediction a position: a tag a token (or a CNN's Dense before any pooling).
+    tags = keras.Sequential([keras.Input((None,), dtype="int32"), layers.Embedding(50, 4)])
+    tags.add(layers.Dense(5, activation="softmax"))
+    for check in (
+        lambda: read_output(tags, x, 5, "mine"),
+        lambda: read_regression_output(tags, x, x.shape[1], "mine"),
+    ):
+        with pytest.raises(ConfigError, match=rf"shape \[12, {x.shape[1]}, 5\].*each of "):
+            check()
     images = keras.Sequential([keras.Input((8, 8, 3)), layers.Flatten(), layers.Dense(1)])
     with pytest.raises(ConfigError, match=r"fails on a batch of the task's inputs"):
         read_output(images, x, 2, "mine")
