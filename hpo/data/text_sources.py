@@ -46,6 +46,7 @@ __all__ = [
     "has_test_split",
     "locate_texts",
     "read_texts",
+    "sniffed_encoding",
 ]
 
 ENV_VAR = "HPO_TEXT_PATH"
@@ -278,7 +279,7 @@ def _folder_rows(
 
 def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> str:
     """A file's text; its name joins `undecodable` if bytes of it were not `encoding`."""
-    read_as = _sniffed(data[:2], encoding)
+    read_as = sniffed_encoding(data[:2], encoding)
     try:
         return data.decode(read_as)
     except UnicodeDecodeError:
@@ -286,7 +287,7 @@ def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> st
         return data.decode(read_as, errors="replace")
 
 
-def _sniffed(head: bytes, encoding: str) -> str:
+def sniffed_encoding(head: bytes, encoding: str) -> str:
     """`encoding`, or UTF-16 for a file that begins with its byte-order mark where UTF-8 is
     asked for (Excel's "Unicode text", Notepad's "Unicode"). UTF-8's own mark is left out."""
     if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
@@ -364,7 +365,7 @@ def _read_delimited(path: Path, sep: str, encoding: str) -> tuple[pd.DataFrame, 
     import pandas as pd
 
     with path.open("rb") as handle:
-        read_as = _sniffed(handle.read(2), encoding)
+        read_as = sniffed_encoding(handle.read(2), encoding)
     try:
         return pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False
     except UnicodeDecodeError:

@@ -199,12 +199,26 @@ def run(args: argparse.Namespace) -> int:
 def _texts(args: argparse.Namespace) -> list[str]:
     if args.file is not None:
         try:
-            texts = args.file.read_text(encoding="utf-8").splitlines()
+            texts = _decoded(args.file.read_bytes(), f"--file {args.file}").splitlines()
         except OSError as exc:
             raise ConfigError(f"--file {args.file} cannot be read: {exc}") from exc
     else:
-        texts = args.inputs or sys.stdin.read().splitlines()
+        texts = args.inputs or _decoded(sys.stdin.buffer.read(), "standard input").splitlines()
     return [t for t in texts if t.strip()]
+
+
+def _decoded(data: bytes, where: str) -> str:
+    """Texts to predict: UTF-8 (or UTF-16, told by its byte-order mark), else an error."""
+    from hpo.data.text_sources import sniffed_encoding
+
+    try:
+        return data.decode(sniffed_encoding(data[:2], "utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where} is not UTF-8: byte {exc.start} is {data[exc.start : exc.start + 1]!r}. "
+            f"Save it as UTF-8 (iconv -f cp1252 -t utf-8 texts.txt > texts-utf8.txt, for a "
+            f"file saved on Windows), or give the texts as arguments."
+        ) from None
 
 
 def _run_text(model: keras.Model, classes: list[str], texts: list[str], folder: Path) -> int:

@@ -304,6 +304,16 @@ def test_predict_scores_new_text(
     reviews.write_text("great movie\n\nawful movie\n")
     assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    # Saved by Notepad as "Unicode" (UTF-16): read by its mark; cp1252: named, with the fix.
+    reviews.write_bytes("great movie\r\nawful movie\r\n".encode("utf-16"))
+    assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 0
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == [
+        "great movie",
+        "awful movie",
+    ]
+    reviews.write_bytes("café movie\n".encode("cp1252"))
+    assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 2
+    assert "is not UTF-8: byte 3 is b'\\xe9'. Save it as UTF-8" in capsys.readouterr().err
     assert predict_main(["--ensemble", str(tmp_path / "none"), "x"]) == 2
     assert "no ensemble.keras" in capsys.readouterr().err
 
