@@ -25,6 +25,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "KNOWN_DIRECTIONS",
+    "STUDY_NAME",
     "DataConfig",
     "Direction",
     "Diversity",
@@ -42,7 +43,8 @@ __all__ = [
 S3_SCHEME = "s3://"
 # StudyConfig fields that no study file may set.
 _DERIVED = ("study_dir", "import_families", "hypermodel")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# A study's name (a folder's, and an hpo.Tuner's project_name).
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class Diversity(enum.Enum):
@@ -332,11 +334,11 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         _require(
-            _NAME.fullmatch(self.name) is not None,
+            STUDY_NAME.fullmatch(self.name) is not None,
             "name",
             self.name,
-            "a name of letters, digits, '-', '_' or '.' that starts with a letter or digit "
-            "(it names the study's folder)",
+            "a name of ASCII letters, digits, '-', '_' or '.' that starts with a letter or "
+            "digit (it names the study's folder)",
         )
         _require(self.n_trials >= 1, "n_trials", self.n_trials, ">= 1")
         _require(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "> 0 seconds")

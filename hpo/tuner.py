@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import io
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -273,6 +274,7 @@ class Tuner:
                 )
             self._overrides["max_model_size"] = max_model_size
         self._epochs_cap = max_epochs
+        _check_project_name(project_name)
         self.directory = Path(directory)
         self.project_dir = self.directory / project_name
         portable = PortableHypermodel(
@@ -776,6 +778,19 @@ class Tuner:
             # members hold them (a failed build leaves loading to say what is missing).
             _rebuilt(best[0], *_trial_inputs(study))
         return fit_in_memory(study, top=top, pool=pool, method=method, calibrate=calibrate)
+
+
+def _check_project_name(name: object) -> None:
+    """Refuses a project name that cannot name a study and its folder, suggesting one that can."""
+    from hpo.config import STUDY_NAME
+
+    if isinstance(name, str) and STUDY_NAME.fullmatch(name):
+        return
+    suggested = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:100] or "untitled_project"
+    raise ConfigError(
+        f"project_name must be ASCII letters, digits, '-', '_' or '.', starting with a letter or "
+        f"digit (it names the study and its folder), got {name!r}: {suggested!r}, say."
+    )
 
 
 def _session_policy() -> Precision | None:

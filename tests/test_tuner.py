@@ -1757,6 +1757,16 @@ def test_a_torch_data_loader_is_read_once_and_a_generator_is_refused_with_the_fi
     np.testing.assert_array_equal(joined.x_train, x[:40])
 
 
+def test_a_project_name_that_cannot_name_a_folder_is_refused_suggesting_one(
+    tmp_path: Path,
+) -> None:
+    for given, suggested in (("my project", "my_project"), ("résumé v2", "r_sum_v2"), ("", None)):
+        with pytest.raises(ConfigError, match=r"^project_name must be ASCII letters") as refused:
+            hpo.Tuner(_hypermodel(), directory=tmp_path, project_name=given)
+        assert f"got {given!r}: {(suggested or 'untitled_project')!r}, say." in str(refused.value)
+    assert hpo.Tuner(_hypermodel(), directory=tmp_path, project_name="v1.2").config.name == "v1.2"
+
+
 def test_load_model_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no model at .*ensemble\.keras"):
         hpo.load_model(tmp_path)
