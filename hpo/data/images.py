@@ -194,7 +194,7 @@ def read_split(
     if split not in _BATCHES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     _check_settings(image_size, limit_per_class)
-    images, skipped = _gather(_items(source, split, test_fraction), limit_per_class)
+    images, skipped = _gather(_items(source, split, test_fraction), limit_per_class, image_size)
     if skipped:
         _log.warning(
             "%s: skipped %d unreadable or non-image files in the %s split, e.g. %s",
@@ -347,8 +347,10 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 
 def _gather(
-    items: Iterable[_Item], limit: int | None
+    items: Iterable[_Item], limit: int | None, image_size: tuple[int, int] | None = None
 ) -> tuple[list[tuple[str, str, np.ndarray]], list[str]]:
+    """The images, each resized to `image_size` as soon as it is decoded (a folder of phone
+    photos, 36 MB each decoded, would otherwise be held whole until all are read)."""
     images: list[tuple[str, str, np.ndarray]] = []
     skipped: list[str] = []
     taken: Counter[str] = Counter()
@@ -360,7 +362,7 @@ def _gather(
             skipped.append(name)
             continue
         taken[label] += 1
-        images.append((label, name, array))
+        images.append((label, name, array if image_size is None else _resized(array, image_size)))
     return images, skipped
 
 
@@ -399,13 +401,15 @@ def _same_size(
                 "the study file's [data] table to resize them all."
             )
         return [array for _, array in images]
-    height, width = image_size
-    return [
-        array
-        if array.shape[:2] == (height, width)
-        else np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR))
-        for _, array in images
-    ]
+    return [_resized(array, image_size) for _, array in images]
+
+
+def _resized(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image at (height, width) `size`, resized bilinearly where it is not."""
+    height, width = size
+    if array.shape[:2] == (height, width):
+        return array
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -217,6 +217,24 @@ def test_mixed_sizes_need_image_size_which_resizes(tmp_path: Path) -> None:
         images.read_split(root, "train", image_size=(0, 3))
 
 
+def test_large_images_are_resized_one_by_one_as_they_are_decoded(tmp_path: Path) -> None:
+    import tracemalloc
+
+    # Eight photos of 1,000 x 1,000 (3 MB each, decoded), read at 8 x 8: no more than a couple
+    # are ever held at full size (all eight were, until the last was decoded).
+    counts = {"train": {"ant": 4, "cat": 4}, "test": {"ant": 1, "cat": 1}}
+    root = write_folder(tmp_path / "set", counts, size=(1000, 1000))
+    one = 1000 * 1000 * 3
+    tracemalloc.start()
+    try:
+        train = images.read_split(root, "train", image_size=(8, 8))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert train.x.shape == (8, 8, 8, 3)
+    assert peak < 5 * one, peak / one  # 3.0 images measured (a decode, its copies), 9.1 before
+
+
 def test_limit_per_class_keeps_the_first_images_of_each_class(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "set")
     archive = tmp_path / "interleaved.tar.gz"
