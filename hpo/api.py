@@ -59,13 +59,14 @@ class Study:
 
         return ranked_trials(self.optuna_study)[:n]
 
-    def load_model(self, trial: int | None = None) -> keras.Model:
+    def load_model(self, trial: int | str | None = None) -> keras.Model:
         """A trial's best model, as stored: uncompiled, giving class probabilities.
 
         Args:
-            trial: The trial's number; default: the best trial.
+            trial: The trial's number (or KerasTuner's id of it, "01"); default: the best.
 
         Raises:
+            ConfigError: `trial` is no trial number.
             StoreError: No such COMPLETE trial, or its checkpoint is missing or changed.
         """
         import tempfile
@@ -75,6 +76,10 @@ class Study:
         from hpo.errors import StoreError
         from hpo.store import open_artifact_store
 
+        if isinstance(trial, str) and trial.strip().isdigit():
+            trial = int(trial)  # a KerasTuner trial id, "01"
+        if not (trial is None or isinstance(trial, int)):
+            raise ConfigError(f"trial must be a trial's number, got {trial!r}.")
         ranked = ranked_trials(self.optuna_study)
         chosen = (
             ranked[0] if trial is None else next((t for t in ranked if t.number == trial), None)
@@ -230,7 +235,7 @@ def ensemble(
     """
     from hpo.backend import Backend, recorded_backend, use_backend
     from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
-    from hpo.ensemble.serving import Format, check_formats, serving_backend
+    from hpo.ensemble.serving import Format, as_formats, check_formats, serving_backend
     from hpo.ensemble.weighting import ensemble_arguments
 
     weighting = ensemble_arguments(top, method)
@@ -244,7 +249,7 @@ def ensemble(
     made_on = recorded_backend(
         opened.optuna_study.user_attrs.get("hpo_config"), config.training.backend
     )
-    asked = [Format(f) for f in formats]
+    asked = list(as_formats(formats))
     # TensorFlow writes a SavedModel, ONNX and LiteRT: for members made on JAX or PyTorch, a
     # process of its own exports the built ensemble on it (its packages checked first).
     later: tuple[str, ...] = ()

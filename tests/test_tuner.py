@@ -195,6 +195,12 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     )
     with pytest.raises(hpo.StoreError, match="no COMPLETE trial 99"):
         study.load_model(99)
+    # KerasTuner's id of a trial, as the oracle gives it, is its number too.
+    assert study.load_model(top.trial_id).count_params() == member.count_params()
+    with pytest.raises(ConfigError, match=r"trial must be a trial's number, got 'best'"):
+        study.load_model("best")
+    with pytest.raises(ConfigError, match=r"no export format 'pickle'; the formats are \['keras'"):
+        hpo.ensemble(study, formats=("pickle",))
 
 
 # A user's script, run as `__main__` as a script or a notebook runs: its own layer (registered

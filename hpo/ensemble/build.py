@@ -34,7 +34,7 @@ from hpo.ensemble.selection import (
     ranked_trials,
     skip,
 )
-from hpo.ensemble.serving import Format, Reference, check_formats, write_exports
+from hpo.ensemble.serving import Format, Reference, as_formats, check_formats, write_exports
 from hpo.ensemble.weighting import Method
 from hpo.errors import ConfigError, StoreError
 from hpo.store import open_artifact_store
@@ -127,7 +127,7 @@ def build_ensemble(
             f"and export its ensemble in Python, tuner.ensemble(top={top}).evaluate(x_test, "
             f"y_test) and .export(path)."
         )
-    asked = {Format.KERAS, *(Format(f) for f in formats)}
+    asked = {Format.KERAS, *as_formats(formats)}
     check_formats(asked, keras_config_backend())
     out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
     with tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch:

@@ -33,6 +33,7 @@ from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
     Format,
     Reference,
+    as_formats,
     check_formats,
     serving_backend,
     write_exports,
@@ -89,7 +90,7 @@ def export_trial(
         StoreError: Its checkpoint or predictions are missing or do not verify.
         HpoError: An export does not reproduce the trial's validation predictions.
     """
-    asked = tuple(dict.fromkeys(Format(f) for f in formats))
+    asked = as_formats(formats)
     check_formats(asked, keras_config_backend())
     trial = _complete_trial(study, number)
     task, data_folder, _ = _prepare(config, study, data)
@@ -171,7 +172,7 @@ def export_built_ensemble(
             f"{ensemble_dir} is an ensemble of study {recorded_study!r}, not of "
             f"{study.study_name!r}; pass the study file it was built from."
         )
-    asked = tuple(dict.fromkeys(Format(f) for f in formats))
+    asked = as_formats(formats)
     backend = serving_backend(export_backend(ensemble_dir), asked)
     check_formats(asked, backend.value)
     # The task first: a study file's own families are imported (their classes registered)

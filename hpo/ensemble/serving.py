@@ -53,6 +53,7 @@ __all__ = [
     "SAVED_MODEL_NAME",
     "Format",
     "Reference",
+    "as_formats",
     "check_formats",
     "check_served",
     "describe_exports",
@@ -75,6 +76,20 @@ class Format(str, Enum):
 
 FORMATS = tuple(f.value for f in Format)
 FORMATS_ALL = tuple(Format)
+
+
+def as_formats(formats: Iterable[str | Format]) -> tuple[Format, ...]:
+    """The formats asked for, once each, in order.
+
+    Raises:
+        ConfigError: A name that is no format, naming those there are.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"no export format {unknown[0]!r}; the formats are {list(FORMATS)}.")
+    return tuple(dict.fromkeys(Format(f) for f in formats))
+
+
 SAVED_MODEL_NAME = "saved_model"
 # What `--format onnx` needs besides TensorFlow: the `onnx` extra (pyproject.toml).
 ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")
