@@ -37,7 +37,10 @@ __all__ = [
 
 RUN_ATTR_PREFIX = "budget_run:"
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+# "2h", "1h30m", "90 minutes", "2 hours": a unit's name or its first letter.
+_DURATION = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)(?![a-z])"
+)
 
 
 def parse_duration(value: Any, key: str) -> float:
@@ -56,7 +59,7 @@ def parse_duration(value: Any, key: str) -> float:
         except ValueError:
             parts = _DURATION.findall(text)
             if parts and _DURATION.sub("", text).strip() == "":
-                seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
+                seconds = sum(float(n) * _UNITS[unit[0]] for n, unit in parts)
     if seconds is None or not seconds > 0 or seconds == float("inf"):
         raise ConfigError(
             f"'{key}' must be a duration greater than zero: seconds, or text such as \"2h\", "

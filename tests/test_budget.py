@@ -23,13 +23,20 @@ from hpo.errors import ConfigError
         (0.5, 0.5),
         (" 2H ", 7200),
         ("1d", 86400),
+        ("2 hours", 7200),
+        ("1 hour 30 minutes", 5400),
+        ("90 mins", 5400),
+        ("2hrs", 7200),
+        ("30 sec", 30),
     ],
 )
 def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text, "budget") == seconds
 
 
-@pytest.mark.parametrize("bad", [0, -5, "0", "-5", "2 weeks ago", "h", "", True, None, "inf"])
+@pytest.mark.parametrize(
+    "bad", [0, -5, "0", "-5", "2 weeks ago", "h", "", True, None, "inf", "500ms", "2 hoursx"]
+)
 def test_parse_duration_names_the_key(bad: object) -> None:
     with pytest.raises(ConfigError, match=r"'budget' must be a duration greater than zero"):
         parse_duration(bad, "budget")
