@@ -396,7 +396,7 @@ class StudyConfig:
         try:
             return dataclasses.replace(self, **given)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (from a command-line flag)") from exc
+            raise ConfigError(f"{exc} (given as a flag or argument, over the study file)") from exc
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
