@@ -401,15 +401,25 @@ def _one_input(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor, on any device
         x = x.detach().cpu()
     try:
-        return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+        array = np.asarray(x.numpy() if hasattr(x, "numpy") else x)
     except ValueError as exc:
         if "inhomogeneous" not in str(exc):
             raise DataError(f"{what}: not an array of numbers ({exc}).") from exc
-        raise DataError(
-            f"{what}: rows of different lengths ({str(exc).split('. ')[-1].rstrip('.')}); "
-            f"hpo stores inputs as arrays: pad them to one length first, such as token ids with "
-            f"keras.utils.pad_sequences(rows, padding='post')."
-        ) from exc
+        raise DataError(_unpadded(what, str(exc).split(". ")[-1].rstrip("."))) from exc
+    # Rows of different lengths as objects: a tf.RaggedTensor's, or an array of lists.
+    rows = array[:1000] if array.dtype == object and array.ndim == 1 else ()
+    if len(rows) and all(isinstance(r, (list, tuple, np.ndarray)) for r in rows):
+        lengths = sorted({len(r) for r in rows})
+        raise DataError(_unpadded(what, f"{lengths[0]} to {lengths[-1]} values a row"))
+    return array
+
+
+def _unpadded(what: str, detail: str) -> str:
+    return (
+        f"{what}: rows of different lengths ({detail}); hpo stores inputs as arrays: pad them to "
+        f"one length first, such as token ids with keras.utils.pad_sequences(rows, "
+        f"padding='post') (a tf.RaggedTensor: x.to_tensor())."
+    )
 
 
 def _frame(frame: Any, what: str) -> np.ndarray:

@@ -75,6 +75,16 @@ def test_a_list_of_arrays_is_inputs_or_rows_as_the_examples_tell() -> None:
     assert not is_several(ragged, examples=10)
     with pytest.raises(DataError, match=r"rows of different lengths.*pad_sequences"):
         split_arrays(ragged, np.arange(10) % 2, validation_split=0.5)
+    # The same rows as an array of objects, or a tf.RaggedTensor: named as such too.
+    import tensorflow as tf
+
+    as_objects = np.empty(10, dtype=object)
+    as_objects[:] = ragged
+    for given in (as_objects, tf.ragged.constant([list(r) for r in ragged])):
+        with pytest.raises(
+            DataError, match=r"different lengths \(1 to 10 values a row\).*to_tensor"
+        ):
+            split_arrays(given, np.arange(10) % 2, validation_split=0.5)
 
 
 def test_several_inputs_that_do_not_fit_together_are_refused_naming_the_input() -> None:
