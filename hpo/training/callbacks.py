@@ -28,6 +28,7 @@ __all__ = [
     "EpochLogs",
     "PruningCallback",
     "RequireMonitor",
+    "logged_value",
     "missing_metric",
     "schedule_callbacks",
     "trial_tensorboards",
@@ -142,8 +143,16 @@ class EpochLogs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for name, value in (logs or {}).items():
-            # A number, or a metric's value a class (`F1Score(average=None)`).
-            self.history.setdefault(name, []).append(np.asarray(value, dtype=float).tolist())
+            self.history.setdefault(name, []).append(logged_value(value))
+
+
+def logged_value(value: Any) -> float | list[float]:
+    """A value in an epoch's logs as a number (a tensor a loop of the user's own logged, too),
+    or a list of them: a metric of one value a class (`F1Score(average=None)`)."""
+    try:
+        return float(value)
+    except TypeError:
+        return np.asarray(value, dtype=float).reshape(-1).tolist()
 
 
 class RequireMonitor(keras.callbacks.Callback):
@@ -162,10 +171,10 @@ class RequireMonitor(keras.callbacks.Callback):
         logged = sorted(logs or {})
         if self.monitor not in logged:
             raise ConfigError(missing_metric(self.monitor, logged))
-        values = np.size((logs or {})[self.monitor])
-        if values != 1:
+        value = logged_value((logs or {})[self.monitor])
+        if isinstance(value, list):
             raise ConfigError(
-                f"the objective {self.monitor!r} is {values} values an epoch (a metric of one "
+                f"the objective {self.monitor!r} is {len(value)} values an epoch (a metric of one "
                 f"value a class, such as keras.metrics.F1Score(average=None)); trials are ranked "
                 f"by one number: give the metric an average (F1Score(average='macro')), or "
                 f"choose another objective."

@@ -199,6 +199,13 @@ def test_a_metric_of_one_value_a_class_is_recorded_as_a_list_every_epoch() -> No
     collected = EpochLogs()
     collected.on_epoch_end(0, {"loss": np.float32(0.5), "f1_score": np.array([0.5, 0.25])})
     assert collected.history == {"loss": [0.5], "f1_score": [[0.5, 0.25]]}
+    # A training loop of the user's own may log a tensor that still requires its gradient.
+    import torch
+
+    loss = (torch.ones(2, requires_grad=True) * 0.25).sum()
+    collected.on_epoch_end(1, {"loss": loss, "f1_score": np.array([0.75, 0.5])})
+    assert collected.history == {"loss": [0.5, 0.5], "f1_score": [[0.5, 0.25], [0.75, 0.5]]}
+    RequireMonitor("loss").on_epoch_end(1, {"loss": loss})
 
 
 def test_a_monitor_the_model_does_not_log_stops_training_naming_what_it_logs() -> None:
