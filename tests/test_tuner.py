@@ -1115,8 +1115,22 @@ def test_floats_that_are_not_whole_numbers_are_regression_targets() -> None:
     assert (split.y_train.shape, split.y_val.shape) == ((40, 1), (4, 1))
     with pytest.raises(DataError, match=r"validation targets have shape \[4, 2\]"):
         split_arrays(x, prices, validation_data=(x[:4], np.ones((4, 2)) / 3))
-    with pytest.raises(DataError, match=r"1 regression targets are NaN or infinite.*example 3"):
-        split_arrays(x, np.where(np.arange(40) == 3, np.nan, prices), validation_split=0.25)
+    # A missing value is no label nor target: named as missing (a NaN among class ids 0 and 1
+    # read the labels as regression targets, and named them so), as pandas' NA and None are.
+    import pandas as pd
+
+    for missing in (
+        np.where(np.arange(40) == 3, np.nan, prices),
+        np.where(np.arange(40) == 3, np.nan, prices > 5),
+        pd.Series(np.where(np.arange(40) == 3, None, prices > 5), dtype="boolean"),
+        pd.Series(np.where(np.arange(40) == 3, None, (prices > 5).astype(int)), dtype="Int64"),
+        ["a" if i != 3 else None for i in range(40)],
+    ):
+        with pytest.raises(DataError, match=r"1 example\(s\) have no label .* at example 3"):
+            split_arrays(x, missing, validation_split=0.25)
+    # A float beyond float32's range: infinite as a target.
+    with pytest.raises(DataError, match=r"1 regression targets are NaN or infinite.*example 5"):
+        split_arrays(x, np.where(np.arange(40) == 5, 1e300, prices), validation_split=0.25)
     with pytest.raises(DataError, match=r"single class.*Regression targets are floats"):
         split_arrays(x, np.ones(40), validation_split=0.25)
     # Rows of 0s and 1s, not all one-hot: multi-label targets; validation rows alike.

@@ -291,6 +291,14 @@ def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> n
         DataError: Targets that are not finite or not one row each; labels that are no classes.
     """
     values = np.asarray(y)
+    missing = _missing(values)
+    if missing is not None and missing.any():
+        rows = missing.reshape(len(values), -1).any(axis=1)
+        raise DataError(
+            f"{what}: {int(rows.sum())} example(s) have no label (NaN, None or infinite), the "
+            f"first at example {int(np.argmax(rows))}; drop those examples (or fill their "
+            f"labels) first."
+        )
     if targets is None:
         targets = _fractional(values) or is_multi_hot(values) or _no_classes(values)
     if not targets:
@@ -309,6 +317,19 @@ def labels_or_targets(y: Any, what: str = "y", targets: bool | None = None) -> n
             f"example {int(np.argmax(bad))}; drop or fill those examples first."
         )
     return result
+
+
+def _missing(values: np.ndarray) -> np.ndarray | None:
+    """Which labels are missing (NaN, None, pandas' NA) or infinite; None where none can be."""
+    if values.ndim == 0:
+        return None
+    if np.issubdtype(values.dtype, np.floating):
+        return ~np.isfinite(values)
+    if values.dtype == object:
+        import pandas as pd
+
+        return np.asarray(pd.isna(values), dtype=bool)
+    return None
 
 
 def class_labels(y: Any, what: str = "y") -> np.ndarray:
