@@ -290,7 +290,7 @@ def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> st
 def sniffed_encoding(head: bytes, encoding: str) -> str:
     """`encoding`, or UTF-16 for a file that begins with its byte-order mark where UTF-8 is
     asked for (Excel's "Unicode text", Notepad's "Unicode"). UTF-8's own mark is left out."""
-    if encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+    if codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig"):  # by any of its aliases
         return encoding
     return "utf-16" if head[:2] in _UTF16_MARKS else "utf-8-sig"
 
