@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,13 @@ from hpo.errors import StoreError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["STORAGE_WAIT_S", "WaitingRDBStorage", "connection_lost", "driver_message"]
+__all__ = [
+    "STORAGE_WAIT_S",
+    "WaitingRDBStorage",
+    "connection_lost",
+    "driver_message",
+    "masked",
+]
 
 # Seconds a process waits for its database server to answer again before it gives up.
 STORAGE_WAIT_S = 300
@@ -140,7 +147,7 @@ class WaitingRDBStorage(RDBStorage):
 
     def _cause(self, exc: BaseException) -> str:
         text = driver_message(exc).splitlines()[0]
-        return text.replace(str(self._password), "***") if self._password else text
+        return masked(text, self._password)
 
 
 def _waiting(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,6 +177,15 @@ def connection_lost(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def masked(text: str, password: object) -> str:
+    """`text` with each stand-alone occurrence of `password` as `***`: a password of "p" leaves
+    "port" as it is, which a plain replace would print as "***ort"."""
+    if not password:
+        return text
+    pattern = rf"(?<![A-Za-z0-9]){re.escape(str(password))}(?![A-Za-z0-9])"
+    return re.sub(pattern, "***", text)
 
 
 def driver_message(exc: BaseException) -> str:

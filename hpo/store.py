@@ -20,7 +20,7 @@ from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTri
 
 from hpo.disk import writing
 from hpo.errors import StoreError
-from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message
+from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message, masked
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -185,7 +185,15 @@ def open_rdb_storage(
             f"postgresql://user:password@host/dbname."
         ) from exc
     try:
-        parsed.get_dialect().import_dbapi()
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StoreError(
+            f"storage URL {shown!r} names a database kind SQLAlchemy does not know "
+            f"({parsed.drivername!r}). Use sqlite:///path/to/study.db or "
+            f"postgresql://user:password@host/dbname."
+        ) from None
+    try:
+        dialect.import_dbapi()
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(
             f"storage URL {shown!r} needs a database driver that is not installed ({exc}). "
@@ -259,9 +267,7 @@ def open_rdb_storage(
         optuna.exceptions.StorageInternalError,
         RuntimeError,
     ) as exc:
-        message = " ".join(driver_message(exc).split()).replace(url, shown)
-        if parsed.password:
-            message = message.replace(str(parsed.password), "***")
+        message = masked(" ".join(driver_message(exc).split()).replace(url, shown), parsed.password)
         raise StoreError(
             f"cannot open storage {shown!r} as an Optuna study database: {message}. Check the "
             f"URL, and that the database server is running and reachable from this machine."

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy
 
 from hpo.errors import StoreError
+from hpo.outage import masked
 from hpo.store import open_storage, redact_url
 
 if TYPE_CHECKING:
@@ -164,3 +165,23 @@ def test_a_storage_url_is_shown_as_given_with_only_its_password_masked() -> None
         "postgresql+psycopg://hpo:***@db:5432/hpo"
     )
     assert redact_url("grpc://127.0.0.1:13000") == "grpc://127.0.0.1:13000"
+
+
+def test_a_mistyped_database_kind_is_named_as_such_not_as_a_missing_driver() -> None:
+    for url, kind in (
+        ("sqlit:///x.db", "sqlit"),
+        ("postgresql+nodriver://u@h/db", r"postgresql\+nodriver"),
+    ):
+        with pytest.raises(StoreError, match=rf"names a database kind .*'{kind}'") as caught:
+            open_storage(url, create=False)
+        assert "sqlite:///path/to/study.db" in str(caught.value)
+        assert "not installed" not in str(caught.value)
+
+
+def test_a_short_password_is_masked_where_it_stands_alone_not_inside_words() -> None:
+    quoted = 'connection to server at "h", port 1 failed for user u with password p; p'
+    assert masked(quoted, "p") == (
+        'connection to server at "h", port 1 failed for user u with password ***; ***'
+    )
+    assert masked("pw=s3cr.t+ failed", "s3cr.t+") == "pw=*** failed"
+    assert masked("no password given", None) == "no password given"
