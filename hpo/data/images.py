@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from hpo.data.archives import open_archive
 from hpo.data.holdout import (
     SPLITS,
     TEST_FRACTION,
@@ -275,7 +276,7 @@ def _held_out_items(source: Path, root: Path, split: str, fraction: float) -> It
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:
     blobs: dict[str, Callable[[], bytes]] = {}
-    with tarfile.open(source, "r|*") as archive:
+    with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
             if not member.isfile():

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo.data.archives import open_archive
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _members(source: Path, split: str) -> Iterator[tuple[str, Callable[[], bytes
         for path in sorted((source / split).rglob("*.txt")):
             yield path.relative_to(root).as_posix(), path.read_bytes
         return
-    with tarfile.open(source, "r:*") as archive:
+    with open_archive(source, "r:*") as archive:
         for member in archive:
             name = member.name.removeprefix("./")
             if member.isfile() and name.startswith(prefix):

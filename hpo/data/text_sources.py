@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo.data.archives import open_archive
 from hpo.data.holdout import (
     TEST_FRACTION,
     held_out,
@@ -346,7 +347,7 @@ def _held_out_rows(
 
 
 def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -> Iterator[_Row]:
-    with tarfile.open(source, "r|*") as archive:
+    with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
             # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...

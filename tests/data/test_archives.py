@@ -1,0 +1,83 @@
+"""A data set's archive cut short (an interrupted download or copy) or altered is an error that
+says so, from every task's reader, never a traceback of the decompressor's."""
+
+from __future__ import annotations
+
+import tarfile
+from functools import partial
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hpo.data import images, imdb, text_sources
+from hpo.errors import DataError
+from tests.data.test_images import write_folder as write_images
+from tests.data.test_text_sources import COUNTS
+from tests.data.test_text_sources import write_folder as write_texts
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+
+READERS: dict[str, Callable[[Path], object]] = {
+    "imdb": partial(imdb.read_reviews, split="train"),
+    "images": partial(images.read_split, split="train"),
+    "text": partial(text_sources.read_texts, split="train"),
+}
+
+
+def _archive(folder: Path, arcname: str) -> bytes:
+    archive = folder.parent / f"{folder.name}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=arcname)
+    return archive.read_bytes()
+
+
+def _cut(whole: bytes) -> bytes:
+    return whole[: len(whole) // 2]
+
+
+def _altered(whole: bytes) -> bytes:
+    middle = len(whole) // 2
+    return (
+        whole[:middle] + bytes(b ^ 0xFF for b in whole[middle : middle + 64]) + whole[middle + 64 :]
+    )
+
+
+@pytest.mark.parametrize("damage", [_cut, _altered], ids=["cut short", "altered"])
+@pytest.mark.parametrize("task", ["imdb", "images", "text"])
+def test_every_reader_names_a_damaged_archive_and_the_fix(
+    task: str, damage: Callable[[bytes], bytes], fake_imdb: Path, tmp_path: Path
+) -> None:
+    folder, arcname = {
+        "imdb": (fake_imdb, "aclImdb"),
+        "images": (write_images(tmp_path / "pictures", size=(40, 40)), "pictures"),
+        "text": (write_texts(tmp_path / "notes"), "notes"),
+    }[task]
+    whole = _archive(folder, arcname)
+    source = tmp_path / "damaged.tar.gz"
+    source.write_bytes(damage(whole))
+    with pytest.raises(DataError, match="is cut short or damaged") as caught:
+        READERS[task](source)
+    assert str(source) in str(caught.value)
+    assert "Fetch or copy it again" in str(caught.value)
+
+
+def test_an_uncompressed_archive_cut_at_a_member_s_end_is_not_read_as_whole(
+    tmp_path: Path,
+) -> None:
+    # Python's tarfile reads the members before such a cut as the whole archive, silently.
+    folder = write_texts(tmp_path / "notes")
+    whole = tmp_path / "notes.tar"
+    with tarfile.open(whole, "w") as tar:
+        tar.add(folder, arcname="notes")
+    with tarfile.open(whole) as tar:
+        ends = [m.offset_data + -(-m.size // 512) * 512 for m in tar.getmembers() if m.isfile()]
+    sound = text_sources.read_texts(whole, "train")
+    source = tmp_path / "cut.tar"
+    for cut in (ends[len(ends) // 2], ends[len(ends) // 2] - 100):  # at a member's end, within
+        source.write_bytes(whole.read_bytes()[:cut])
+        with pytest.raises(DataError, match="is cut short or damaged"):
+            text_sources.read_texts(source, "train")
+    assert len(sound.texts) == sum(COUNTS["train"].values())
