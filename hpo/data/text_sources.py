@@ -394,8 +394,21 @@ def _read_table(
             f"{path}: reading Parquet needs pyarrow, which is not installed. "
             "Run `pip install pyarrow`, or save the table as .csv."
         ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path} is empty: it holds no header and no rows.") from exc
     except (OSError, ValueError) as exc:  # pandas' parser and pyarrow errors are ValueErrors
-        raise DataError(f"{path}: cannot be read as a table ({exc}). Check the file.") from exc
+        why = " ".join(str(exc).split())
+        if "EOF inside string" in why:  # a quote that never closes runs to the file's end
+            raise DataError(
+                f"{path}: a quoted field never closes ({why}): the file is cut short there, or "
+                f'a text holds a lone " (a CSV writes one inside quotes as "").'
+            ) from exc
+        raise DataError(f"{path}: cannot be read as a table ({why}). Check the file.") from exc
+    if frame.empty:
+        raise DataError(
+            f"{path} has no rows below its header {[str(c) for c in frame.columns]}: add the "
+            f"examples, one a row."
+        )
     wanted = {"text_column": columns.text, "label_column": columns.label}
     for key, name in {**wanted, "group_column": columns.group}.items():
         if name is not None and name not in frame.columns:

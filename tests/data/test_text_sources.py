@@ -343,3 +343,21 @@ def test_a_csv_of_semicolon_separated_fields_is_read_by_them(tmp_path: Path) -> 
     assert read.classes == ["neg", "pos"]
     assert read.groups is not None
     assert read.groups.tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("", "is empty: it holds no header and no rows"),
+        ("text,label\n", r"has no rows below its header \['text', 'label'\]"),
+        ('text,label\n"good,\nvery good",pos\n"bad, cut', "a quoted field never closes"),
+    ],
+    ids=["empty", "header only", "cut inside a quote"],
+)
+def test_a_table_without_rows_or_cut_inside_a_quote_is_named_as_such(
+    tmp_path: Path, content: str, said: str
+) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=said):
+        ts.read_texts(path, "train", test_path=path)
