@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import re
 import sys
@@ -10,13 +11,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from hpo.backend import Backend  # noqa: TC001 (typing.get_type_hints reads it at run time)
 from hpo.budget import parse_duration
 from hpo.data.holdout import TEST_FRACTION
 from hpo.errors import ConfigError
 from hpo.precision import Precision
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -503,13 +507,44 @@ def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(table) - fields)
     if unknown:
         key = prefix + unknown[0]
+        known = sorted(fields - set(_DERIVED))
+        if home := _tables_with(unknown[0]):
+            # In TOML a key belongs to the table whose header is above it.
+            hint = (
+                f" It is a key of the {' or the '.join(f'[{t}]' for t in home)} table: move it "
+                f"under that header (a key belongs to the [table] header above it)."
+            )
+        elif prefix and unknown[0] in _top_level():
+            hint = " It is a top-level key: move it above the file's first [table] header."
+        else:
+            hint = did_you_mean(unknown[0], known, prefix)
         raise ConfigError(
-            f"unknown key '{key}'. Expected one of: "
-            + ", ".join(prefix + name for name in sorted(fields - set(_DERIVED)))
+            f"unknown key '{key}'.{hint} Expected one of: "
+            + ", ".join(prefix + name for name in known)
             + "."
         )
     kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in table.items()}
     return cls(**kwargs)
+
+
+def _top_level() -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(StudyConfig)) - set(_DERIVED)
+
+
+def _tables_with(name: str) -> list[str]:
+    """The study file's tables ([training], ...) that have a key `name`."""
+    hints = typing.get_type_hints(StudyConfig)
+    return [
+        table
+        for table, hint in hints.items()
+        if dataclasses.is_dataclass(hint) and name in {f.name for f in dataclasses.fields(hint)}
+    ]
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """ " Did you mean 'x'?" for the known name closest to a mistyped one, or ""."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" Did you mean '{prefix}{close[0]}'?" if close else ""
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -550,5 +585,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return Path(value)
     expected: tuple[type, ...] = (int, float) if hint is float else (hint,)
     if (isinstance(value, bool) and hint is not bool) or not isinstance(value, expected):
+        if hint is int and isinstance(value, float):
+            share = key.endswith("_size") and 0 < value < 1
+            counted = " (a count of examples, not a share of them)" if share else ""
+            raise ConfigError(f"'{key}' must be a whole number{counted}, got {value!r}.")
         raise ConfigError(f"'{key}' must be of type {hint.__name__}, got {value!r}.")
     return float(value) if hint is float else value  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from optuna.distributions import (
     check_distribution_compatibility,
 )
 
-from hpo.config import PrunerKind
+from hpo.config import PrunerKind, did_you_mean
 from hpo.contract import Attr
 from hpo.errors import ConfigError
 from hpo.space import TRAINING_SPACE, fit_value, narrow_space, suggest, suggest_all
@@ -87,9 +87,8 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
         unknown = []
     if unknown:
         raise ConfigError(
-            f"unknown key 'space.{unknown[0]}'. Parameters of task {task.name!r}: "
-            + ", ".join(sorted(known))
-            + "."
+            f"unknown key 'space.{unknown[0]}'.{did_you_mean(unknown[0], known, 'space.')} "
+            f"Parameters of task {task.name!r}: " + ", ".join(sorted(known)) + "."
         )
     if "family" in overrides:
         family = narrow_space({"family": family}, {"family": overrides["family"]}, where="space")[

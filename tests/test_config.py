@@ -39,7 +39,24 @@ def test_values_and_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('name = "s"\nn_trial = 3\n', r"unknown key 'n_trial'"),
+        ('name = "s"\nn_trial = 3\n', r"unknown key 'n_trial'\. Did you mean 'n_trials'\?"),
+        (
+            'name = "s"\npatience = 3\n',
+            r"unknown key 'patience'\. It is a key of the \[training\] table: move it under",
+        ),
+        ('name = "s"\nseed = 3\n', r"It is a key of the \[sampler\] or the \[data\] table"),
+        (
+            'name = "s"\n[data]\nval_size = 10\nmax_epochs = 3\n',
+            r"unknown key 'data\.max_epochs'\. It is a key of the \[training\] table",
+        ),
+        (
+            'name = "s"\n[data]\nval_size = 10\nbudget = "1h"\n',
+            r"unknown key 'data\.budget'\. It is a top-level key: move it above",
+        ),
+        (
+            'name = "s"\n[data]\nval_size = 0.1\n',
+            r"'data\.val_size' must be a whole number \(a count of examples, not a share",
+        ),
         (
             'name = "s"\n[training]\nmax_epoch = 3\n',
             r"unknown key 'training.max_epoch'.*training.max_epochs",

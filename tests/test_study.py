@@ -37,7 +37,9 @@ def test_narrowing_applies_and_validates() -> None:
     assert space.family.choices == ("conv1d",)
     assert space.shared["seq_len"] == CategoricalDistribution([200])
     assert space.families["conv1d"]["dropout"] == FloatDistribution(0.1, 0.2)
-    with pytest.raises(ConfigError, match=r"unknown key 'space.dropuot'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'space.dropuot'. Did you mean 'space.dropout'\?"
+    ):
         search_space(IMDB, {"dropuot": [0.1, 0.2]})
     with pytest.raises(ConfigError, match=r"'space.seq_len' must list distinct choices"):
         search_space(IMDB, {"seq_len": [123]})
