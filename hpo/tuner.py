@@ -918,12 +918,23 @@ def _rebuilt(
         return params[name] if name in params else TRAINING_DEFAULTS[name]
 
     try:
-        model, _ = prepare_model(
-            task, params, data, optuna.trial.FixedTrial(dict(trial.params)), ask
-        )
+        with warnings.catch_warnings():
+            # A value of a range the hypermodel has changed since: it is the trial's, as built.
+            warnings.filterwarnings("ignore", "The value .* is out of the range", UserWarning)
+            model, _ = prepare_model(
+                task, params, data, optuna.trial.FixedTrial(dict(trial.params)), ask
+            )
     except Exception as exc:  # the user's code, given the trial's values
-        return None, f"building it failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return None, f"building it failed: {type(exc).__name__}: {_first_lines(str(exc))}"
     return model, ""
+
+
+def _first_lines(text: str, most: int = 600) -> str:
+    """`text` up to `most` characters, cut at a sentence's end where it is longer."""
+    if len(text) <= most:
+        return text
+    cut = text[:most]
+    return cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "..."
 
 
 def _with_weights(model: keras.Model, stored: keras.Model) -> tuple[keras.Model | None, str]:

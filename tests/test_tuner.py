@@ -2376,3 +2376,13 @@ def test_data_deleted_while_the_search_runs_stop_it_and_the_next_search_goes_on(
     assert len(states) < 4, states
     states = [t.state for t in search().study().optuna_study.get_trials()]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 4, states
+
+
+def test_why_a_model_is_not_built_again_is_cut_at_a_sentence_not_within_a_word() -> None:
+    from hpo.tuner import _first_lines
+
+    said = "The value of the parameter 'drop' is not found. " * 20
+    cut = _first_lines(said)
+    assert cut.endswith("is not found.")
+    assert len(cut) <= 600
+    assert _first_lines("short") == "short"

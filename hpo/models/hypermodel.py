@@ -38,6 +38,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import FixedTrial
 
 from hpo.errors import ConfigError, kerastuner_outcome, kerastuner_signals
 from hpo.space import fit_value, narrow_space, suggest
@@ -309,6 +310,15 @@ class HyperModelFamily:
             try:
                 return suggest(trial, self.rename(name), distribution)
             except ValueError as exc:
+                if isinstance(trial, FixedTrial) and "is not found" in str(exc):
+                    # A finished trial built again (`hpo.Tuner.get_best_models`) by a
+                    # hypermodel changed since, which declares what the trial was never asked.
+                    raise ConfigError(
+                        f"family {self.name!r} now declares hyperparameter {name!r}, which "
+                        f"this trial never had: an earlier version of the hypermodel built it. "
+                        f"(To search the new one alone, start a new project: overwrite=True or "
+                        f"another project_name.)"
+                    ) from None
                 # Optuna keeps one distribution per parameter name for the whole study.
                 raise ConfigError(
                     f"family {self.name!r}: hyperparameter {name!r} is declared as "

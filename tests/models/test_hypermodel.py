@@ -407,3 +407,18 @@ def test_load_families_from_a_module_beside_the_study(tmp_path: Path) -> None:
         load_families({"x": "models/userfams_a.py:Tuned"}, tmp_path, builtin={}, reserved=set())
     with pytest.raises(ConfigError, match="differ from the task's own families"):
         load_families({"conv1d": "userfams_a:Tuned"}, tmp_path, {"conv1d": None}, set())  # type: ignore[dict-item]
+
+
+def test_a_finished_trial_built_by_a_changed_hypermodel_names_the_new_hyperparameter() -> None:
+    # A notebook's build_model, changed and searched again in the same project: the earlier
+    # trials are built again (get_best_models) with only their own values.
+    def build(hp: keras_tuner.HyperParameters) -> Any:
+        return hp.Int("units", 64, 128, step=64), hp.Float("dropout", 0.0, 0.5)
+
+    family = HyperModelFamily("build_model", build, lambda n: n)
+    with pytest.raises(
+        ConfigError,
+        match=r"now declares hyperparameter 'dropout', which this trial never had: an earlier "
+        r"version of the hypermodel built it\. .*overwrite=True",
+    ):
+        family.build_trial(optuna.trial.FixedTrial({"units": 32}), {})
