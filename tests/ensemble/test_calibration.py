@@ -102,3 +102,22 @@ def test_the_export_tolerance_grows_only_where_the_temperature_magnifies() -> No
     assert slope[2] > 1000  # and magnifies the last float32 steps before 1
     np.testing.assert_allclose(temperature_slope(p, 0.5)[0], 2.0)
     np.testing.assert_array_equal(temperature_slope(np.full((3, 4), 0.25), 3.0), 1.0)
+
+
+def test_a_temperature_that_only_fits_a_few_examples_noise_is_not_kept() -> None:
+    # A model near chance on 10 validation images (6 right, all at about 0.5): the loss on
+    # those 10 alone falls with T -> 0.06, sharpening every prediction, which made the test
+    # log-loss worse. Fitted on either half, that temperature does not lower the other half's.
+    labels = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1])
+    p = np.array([0.52, 0.47, 0.55, 0.51, 0.53, 0.46, 0.49, 0.54, 0.48, 0.53])
+    assert (metrics.predicted_class(p) == labels).sum() == 6
+    fitted = fit_temperature(p, labels)
+    assert fitted.temperature == 1.0
+    # Where the sharpening holds on unseen examples (the same shape of model, 2,000 of them),
+    # it is kept.
+    rng = np.random.default_rng(0)
+    many = rng.integers(0, 2, 2000)
+    right = rng.uniform(size=2000) < 0.6
+    sure = 0.5 + rng.uniform(0.0, 0.05, 2000)
+    q = np.where(right == (many == 1), sure, 1 - sure)
+    assert fit_temperature(q, many).temperature < 0.5
