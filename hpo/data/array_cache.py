@@ -96,5 +96,8 @@ def fingerprint(arrays: Mapping[str, np.ndarray], extra: Any) -> str:
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
         digest.update(f"{name}{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
+        try:
+            digest.update(array)  # the array's own buffer: tobytes() held a copy of it
+        except (TypeError, ValueError, BufferError):  # a dtype without a plain buffer
+            digest.update(array.tobytes())
     return digest.hexdigest()[:16]
