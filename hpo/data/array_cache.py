@@ -97,7 +97,7 @@ def fingerprint(arrays: Mapping[str, np.ndarray], extra: Any) -> str:
         array = np.ascontiguousarray(array)
         digest.update(f"{name}{array.shape}{array.dtype}".encode())
         try:
-            digest.update(array)  # the array's own buffer: tobytes() held a copy of it
+            digest.update(array.data)  # the array's own buffer: tobytes() held a copy of it
         except (TypeError, ValueError, BufferError):  # a dtype without a plain buffer
             digest.update(array.tobytes())
     return digest.hexdigest()[:16]
