@@ -89,7 +89,7 @@ class Study:
                 f"study {self.name!r} has no COMPLETE trial {trial} with a checkpoint; its "
                 f"best trials: {[t.number for t in ranked[:10]]}."
             )
-        store = open_artifact_store(self.config.artifact_location)
+        store = open_artifact_store(self.config.artifact_location, create=False)
         with tempfile.TemporaryDirectory(prefix="hpo-model-") as scratch:
             path = fetch_checkpoint(store, chosen, Path(scratch))
             return load_checkpoint(path, chosen.number)
@@ -237,6 +237,7 @@ def ensemble(
     from hpo.ensemble.build import DEFAULT_POOL, build_ensemble
     from hpo.ensemble.serving import Format, as_formats, check_formats, serving_backend
     from hpo.ensemble.weighting import ensemble_arguments
+    from hpo.store import refuse_read_only
 
     weighting = ensemble_arguments(top, method)
     opened = (
@@ -245,6 +246,12 @@ def ensemble(
         else load_study(study, storage=storage, study_name=study_name)
     )
     config = opened.config
+    refuse_read_only(
+        config.storage_url,
+        "hpo ensemble",
+        "records each ensemble in its study (hpo gc keeps its members; the test data's hash is "
+        "checked against it)",
+    )
     # The members load and predict on the backend the search trained them on.
     made_on = recorded_backend(
         opened.optuna_study.user_attrs.get("hpo_config"), config.training.backend

@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hpo.command_options import add_study_arguments, open_study, positive_int
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
-from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store
+from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store, refuse_read_only
 
 if TYPE_CHECKING:
     import argparse
@@ -222,9 +222,16 @@ def run(args: argparse.Namespace) -> int:
             "how many checkpoints to keep? Give --keep N, or set keep_checkpoints = N in the "
             "study file (the best N complete trials and every recorded ensemble's members stay)."
         )
+    if not args.dry_run:
+        refuse_read_only(
+            config.storage_url, "hpo gc", "records on each trial that its checkpoint went"
+        )
     before = artifact_bytes(config)
     result = collect_garbage(
-        study, open_artifact_store(config.artifact_location), keep, dry_run=args.dry_run
+        study,
+        open_artifact_store(config.artifact_location, create=False),
+        keep,
+        dry_run=args.dry_run,
     )
     verb = "would remove" if args.dry_run else "removed"
     print(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hpo.config import config_from_dict, load_study_config
 from hpo.errors import ConfigError, StoreError
-from hpo.store import load_existing_study, open_storage
+from hpo.store import load_existing_study, open_storage, sqlite_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,12 +55,28 @@ def open_study(
             raise ConfigError("--storage and --study-name go together; give both, or --study FILE.")
         storage = open_storage(storage_url, create=False, heartbeat=False)
         study = load_existing_study(storage, study_name)
-        return reader_config(recorded_config(study), Path("studies")).with_overrides(
-            storage=storage_url
-        ), study
+        recorded = recorded_config(study)
+        config = reader_config(recorded, Path("studies")).with_overrides(storage=storage_url)
+        return _artifacts_beside(config, recorded, storage_url), study
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     return config, load_existing_study(storage, config.name)
+
+
+def _artifacts_beside(config: StudyConfig, recorded: StudyConfig, url: str) -> StudyConfig:
+    """`config` with the artifact folder where it now stands, for a study's folder moved or
+    copied since its search (an archive, another machine): the recorded folder is gone, and one
+    stands where it was beside the study's database. Anything else is kept as recorded."""
+    location = recorded.artifact_location
+    old, new = sqlite_file(recorded.storage_url), sqlite_file(url)
+    if location.startswith("s3://") or Path(location).exists() or old is None or new is None:
+        return config
+    try:
+        within = Path(location).relative_to(old.resolve().parent)
+    except ValueError:  # the artifacts were not beside the database
+        return config
+    moved = new.resolve().parent / within
+    return dataclasses.replace(config, artifacts=str(moved)) if moved.is_dir() else config
 
 
 def reader_config(config: StudyConfig, work_dir: Path) -> StudyConfig:

@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 import uuid
 import warnings
 from pathlib import Path
@@ -38,8 +39,11 @@ __all__ = [
     "open_artifact_store",
     "open_rdb_storage",
     "open_storage",
+    "read_only_database",
     "redact_url",
+    "refuse_read_only",
     "sha256_file",
+    "sqlite_file",
 ]
 
 # Seconds to wait for a database server before the command fails.
@@ -202,8 +206,17 @@ def open_rdb_storage(
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(parsed, url)
+        writable = os.access(path.parent, os.W_OK)
+        if path.exists() and not writable:
+            if create:
+                raise StoreError(
+                    f"the study database {path} is in a read-only folder, and a search writes "
+                    f"there. Copy the study's folder somewhere writable and run it from there."
+                )
+            # A reader: the file as it stands, without SQLite's locks.
+            url = f"sqlite:///{_read_only_uri(path)}&uri=true"
         if path.exists():
-            check_sqlite_file(path)
+            check_sqlite_file(path, read_only=not writable)
         if not path.exists():
             if not create:
                 raise StoreError(
@@ -308,7 +321,56 @@ def _create_sqlite_database(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def check_sqlite_file(path: Path) -> None:
+def sqlite_file(url: str) -> Path | None:
+    """The file a `sqlite:///` storage URL names; None for another store."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def read_only_database(url: str) -> Path | None:
+    """The SQLite file of a study store in a read-only folder, which readers open as it stands
+    and nothing can write to; None for any other store."""
+    path = sqlite_file(url)
+    if path is None or not path.exists():
+        return None
+    return None if os.access(path.parent, os.W_OK) else path
+
+
+def refuse_read_only(url: str, command: str, why: str) -> None:
+    """Raises StoreError naming `command` and `why` it writes, where the study's store is a
+    SQLite file in a read-only folder (see `read_only_database`)."""
+    if (path := read_only_database(url)) is not None:
+        raise StoreError(
+            f"{command} {why}, and the study database {path} is in a read-only folder. Copy "
+            f"the study's folder somewhere writable and run it there."
+        )
+
+
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens a study database in a read-only folder (an archive's mount, another
+    user's study), where SQLite cannot make the shared-memory file a WAL database is read with:
+    read-only and immutable, the file as it stands.
+
+    Raises:
+        StoreError: Writes not yet in the file wait in its `-wal` file, which such a reader
+            cannot read.
+    """
+    wal = path.with_name(f"{path.name}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(
+            f"the study database {path} is in a read-only folder, and {wal.name} beside it holds "
+            f"writes not yet in {path.name} (it was copied while a search ran), which SQLite "
+            f"cannot read there. Copy the study's folder somewhere writable and read it there."
+        )
+    return f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro&immutable=1"
+
+
+def check_sqlite_file(path: Path, *, read_only: bool = False) -> None:
     """Raises StoreError if the SQLite file at `path` is damaged (overwritten, truncated).
 
     SQLite notices damage only when it reads the damaged page, which may be mid-command and
@@ -321,7 +383,11 @@ def check_sqlite_file(path: Path) -> None:
         problem = "it is empty: 0 bytes"
     else:
         try:
-            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            connection = (
+                sqlite3.connect(_read_only_uri(path), uri=True)
+                if read_only
+                else sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+            )
             try:
                 rows = connection.execute("PRAGMA quick_check").fetchall()
             finally:
@@ -379,16 +445,24 @@ def _where(storage: BaseStorage) -> str:
     return redact_url(url) if isinstance(url, str) else type(storage).__name__
 
 
-def open_artifact_store(location: str | Path) -> ArtifactStore:
-    """Opens a study's artifact store: `s3://bucket`, or a folder (created if needed).
+def open_artifact_store(location: str | Path, *, create: bool = True) -> ArtifactStore:
+    """Opens a study's artifact store: `s3://bucket`, or a folder (created if needed, where
+    `create`; readers pass False).
 
     Raises:
         StoreError: The bucket cannot be reached (missing, no permission, no endpoint), or
-            boto3 is not installed.
+            boto3 is not installed; or, not to `create`, the folder is missing.
     """
     text = str(location)
     if not text.startswith("s3://"):
         folder = Path(location)
+        if not create and not folder.is_dir():
+            raise StoreError(
+                f"the study's artifact folder {folder} (its checkpoints and predictions) does not "
+                f"exist. If the study's folder was moved or copied, open it by its study file "
+                f"(--study), or keep artifacts/ beside its study.db; else set 'artifacts' in "
+                f"the study file to where it is now."
+            )
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -449,5 +449,5 @@ def _member_model(
     for member in members:
         if member.trial.number == trial.number:
             return member.model
-    store = open_artifact_store(config.artifact_location)
+    store = open_artifact_store(config.artifact_location, create=False)
     return load_checkpoint(fetch_checkpoint(store, trial, folder), trial.number)

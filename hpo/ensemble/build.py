@@ -338,7 +338,7 @@ def open_pool(
     """
     task = study_task(config)
     ranked = ranked_trials(study)
-    store = open_artifact_store(config.artifact_location)
+    store = open_artifact_store(config.artifact_location, create=False)
     source = task.locate(config, data or provenance.recorded_source(study))
     data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")

@@ -94,7 +94,7 @@ def export_trial(
     check_formats(asked, keras_config_backend())
     trial = _complete_trial(study, number)
     task, data_folder, _ = _prepare(config, study, data)
-    store = open_artifact_store(config.artifact_location)
+    store = open_artifact_store(config.artifact_location, create=False)
     out_dir = out_dir or Path("exports") / f"{config.name}-trial{number}"
     with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
         try:

@@ -24,6 +24,7 @@ from hpo.command_options import (
     is_loopback,
     open_study,
 )
+from hpo.errors import StoreError
 from hpo.store import open_artifact_store, open_storage
 
 if TYPE_CHECKING:
@@ -54,14 +55,19 @@ def run(args: argparse.Namespace) -> int:
             f"can reach it can read and change study {study.study_name!r}.",
             file=sys.stderr,
         )
+    try:
+        store = open_artifact_store(config.artifact_location, create=False)
+        artifacts = f"artifacts from {config.artifact_location}"
+    except StoreError as exc:  # the trials and figures are still worth showing
+        print(f"WARNING: {exc} The dashboard shows no artifacts.", file=sys.stderr)
+        store, artifacts = None, "no artifacts"
     print(
         f"Dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard/ "
-        f"(artifacts from {config.artifact_location}); Ctrl-C or SIGTERM stops it.",
+        f"({artifacts}); Ctrl-C or SIGTERM stops it.",
         flush=True,
     )
     app = wsgi(
-        open_storage(config.storage_url, create=False, heartbeat=False),
-        artifact_store=open_artifact_store(config.artifact_location),
+        open_storage(config.storage_url, create=False, heartbeat=False), artifact_store=store
     )
     serve_until_signalled(app, args.host, args.port)
     return 0

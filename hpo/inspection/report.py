@@ -15,6 +15,7 @@ optuna-dashboard, so they show on the study's page there.
 from __future__ import annotations
 
 import html
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +27,8 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
 
 from hpo.command_options import add_study_arguments, open_study
-from hpo.errors import StoreError
+from hpo.errors import ConfigError, StoreError
+from hpo.store import read_only_database
 
 if TYPE_CHECKING:
     import argparse
@@ -143,10 +145,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _writable(folder: Path) -> bool:
+    """Whether `folder` can be written, or made where it is missing."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    return os.access(existing, os.W_OK)
+
+
 def run(args: argparse.Namespace) -> int:
     """Writes the figures and prints their paths."""
     config, study = open_study(args.study, args.storage, args.study_name)
-    files = write_report(study, args.out or config.study_dir / "reports")
+    read_only = read_only_database(config.storage_url) is not None
+    out = args.out or config.study_dir / "reports"
+    if read_only and args.out is None and not _writable(out):
+        raise ConfigError(
+            f"the study's folder is read-only, so its report cannot go to {out}: give --out "
+            f"DIR, a folder of yours."
+        )
+    files = write_report(study, out, register=not read_only)
+    if read_only:
+        print("(The study is read-only: its figures are not registered for the dashboard.)")
     print("\n".join(str(f) for f in files))
     return 0
 

@@ -1,0 +1,118 @@
+"""A study's folder read where its search did not leave it: copied to another machine or an
+archive (its recorded folder gone), or mounted read-only (another user's, a backup's)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from typing import TYPE_CHECKING
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage
+
+from hpo.command_options import open_study
+from hpo.config import load_study_config
+from hpo.errors import StoreError
+from hpo.store import open_storage
+
+from .conformance.test_text_models import hpo
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def _moved(study_copy: Path) -> tuple[str, str, Path]:
+    """The copy as a folder whose search ran elsewhere: its recorded folder is gone. Returns its
+    storage URL, study name and folder."""
+    config = load_study_config(study_copy)
+    url = config.storage_url
+    study = optuna.load_study(study_name=config.name, storage=url)
+    recorded = dict(study.user_attrs["hpo_config"])
+    recorded["study_dir"] = f"/gone/machine/{config.name}"
+    study.set_user_attr("hpo_config", recorded)
+    return url, config.name, config.study_dir
+
+
+def test_a_copied_study_opened_by_its_database_reads_the_artifacts_beside_it(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    url, name, folder = _moved(study_copy)
+    config, _ = open_study(None, url, name)
+    assert config.artifact_location == str((folder / "artifacts").resolve())
+    exported = hpo(
+        "export", "--storage", url, "--study-name", name, "--trial", "0", "--format", "keras",
+        "--out", str(tmp_path / "out"), cwd=tmp_path,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "ensemble.keras").is_file()
+    # A reader never makes the recorded folder, and where the artifacts are nowhere it says so.
+    assert not os.path.exists("/gone")
+    (folder / "artifacts").rename(folder / "elsewhere")
+    refused = hpo("ensemble", "--storage", url, "--study-name", name, "--top", "2", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "/gone/machine/" in refused.stderr
+    assert "does not exist" in refused.stderr
+    assert not os.path.exists("/gone")
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[Path]:
+    """`folder` made read-only where it is, by a read-only bind mount over it (needs root, as
+    CI runs)."""
+    steps = (
+        ["mount", "--bind", str(folder), str(folder)],
+        ["mount", "-o", "remount,ro,bind", str(folder)],
+    )
+    for number, step in enumerate(steps):
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode:
+            if number:
+                subprocess.run(["umount", str(folder)], capture_output=True)
+            reason = f"cannot mount a read-only view ({done.stderr.strip()})"
+            if os.environ.get("CI"):
+                pytest.fail(f"{reason}; CI must run as root")
+            pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_read_only_study_is_read_and_what_would_write_to_it_says_why_not(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    config = load_study_config(study_copy)
+    study = str(study_copy)
+    before = (config.study_dir / "study.db").read_bytes()
+    with _read_only(config.study_dir):
+        status = hpo("status", "--study", study, cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert "COMPLETE" in status.stdout
+        assert "Checkpoints: " in status.stdout
+        nowhere = hpo("report", "--study", study, cwd=tmp_path)
+        assert nowhere.returncode == 2
+        assert "give --out DIR" in nowhere.stderr
+        report = hpo("report", "--study", study, "--out", str(tmp_path / "figures"), cwd=tmp_path)
+        assert report.returncode == 0, report.stderr
+        assert "not registered for the dashboard" in report.stdout
+        assert (tmp_path / "figures" / "report.html").is_file()
+        for command, said in (
+            (("ensemble", "--top", "2"), "hpo ensemble records each ensemble in its study"),
+            (("gc", "--keep", "1"), "hpo gc records on each trial"),
+            (("search",), "is not writable"),
+        ):
+            refused = hpo(command[0], "--study", study, *command[1:], cwd=tmp_path)
+            assert refused.returncode == 2, (command, refused.stderr)
+            assert said in refused.stderr, refused.stderr
+        # The store itself: a reader opens it as it stands, a writer is refused.
+        reader = open_storage(config.storage_url, create=False, heartbeat=False)
+        assert isinstance(reader, RDBStorage)
+        assert [s.study_name for s in optuna.get_all_study_summaries(reader)] == [config.name]
+        reader.engine.dispose()
+        with pytest.raises(StoreError, match="a search writes there"):
+            open_storage(config.storage_url, create=True)
+    assert (config.study_dir / "study.db").read_bytes() == before
