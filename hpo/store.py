@@ -364,8 +364,9 @@ def _read_only_uri(path: Path) -> str:
     if wal.exists() and wal.stat().st_size > 0:
         raise StoreError(
             f"the study database {path} is in a read-only folder, and {wal.name} beside it holds "
-            f"writes not yet in {path.name} (it was copied while a search ran), which SQLite "
-            f"cannot read there. Copy the study's folder somewhere writable and read it there."
+            f"writes not yet in {path.name} (a search is writing it, or it was copied while one "
+            f"did), which SQLite cannot read there. Copy the study's folder somewhere writable "
+            f"and read it there."
         )
     return f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro&immutable=1"
 
