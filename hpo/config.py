@@ -366,7 +366,7 @@ class StudyConfig:
     @property
     def storage_url(self) -> str:
         """The storage URL, defaulting to a SQLite file in the study's folder."""
-        return self.storage or f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
+        return self.storage or sqlite_url((self.study_dir / "study.db").resolve())
 
     @property
     def trial_cap_seconds(self) -> float | None:
@@ -484,6 +484,12 @@ def config_from_dict(data: dict[str, Any]) -> StudyConfig:
     """
     stored = {k: v for k, v in data.items() if k not in ("import_families", "hypermodel")}
     return dataclasses.replace(_build(StudyConfig, stored, ""), import_families=False)
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file at `path`, whose `%` and `?` are escaped: a URL reads
+    them as an escape and as its query's start (a folder "runs?" put the database in "runs")."""
+    return "sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 def _is_text_codec(name: object) -> bool:

@@ -19,6 +19,7 @@ import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from hpo.config import sqlite_url
 from hpo.disk import writing
 from hpo.errors import StoreError
 from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message, masked
@@ -214,7 +215,8 @@ def open_rdb_storage(
                     f"there. Copy the study's folder somewhere writable and run it from there."
                 )
             # A reader: the file as it stands, without SQLite's locks.
-            url = f"sqlite:///{_read_only_uri(path)}&uri=true"
+            # SQLAlchemy decodes the URL's escapes once, SQLite the URI's once more.
+            url = f"sqlite:///{_read_only_uri(path).replace('%', '%25')}&uri=true"
         if path.exists():
             check_sqlite_file(path, read_only=not writable)
         if not path.exists():
@@ -310,7 +312,7 @@ def _create_sqlite_database(path: Path) -> None:
         connection = sqlite3.connect(tmp)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.close()
-        RDBStorage(f"sqlite:///{tmp}").engine.dispose()
+        RDBStorage(sqlite_url(tmp)).engine.dispose()
         connection = sqlite3.connect(tmp)
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         connection.close()

@@ -185,3 +185,20 @@ def test_a_short_password_is_masked_where_it_stands_alone_not_inside_words() -> 
     )
     assert masked("pw=s3cr.t+ failed", "s3cr.t+") == "pw=*** failed"
     assert masked("no password given", None) == "no password given"
+
+
+def test_a_study_folder_named_with_a_question_mark_or_percent_keeps_its_database_inside(
+    tmp_path: Path,
+) -> None:
+    # "?" starts a URL's query and "%" an escape: the database of a folder "runs #1?" was made
+    # as a file named "runs #1" beside it, and a reader then found no study.
+    from hpo.config import StudyConfig
+    from hpo.store import sqlite_file
+
+    for name in ("runs #1?", "100%ab", "é 50%"):
+        folder = tmp_path / name / "study"
+        config = StudyConfig(name="study", study_dir=folder)
+        assert sqlite_file(config.storage_url) == (folder / "study.db").resolve()
+        open_storage(config.storage_url, create=True, heartbeat=False)
+        assert (folder / "study.db").is_file()
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["study"]
