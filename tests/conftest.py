@@ -113,6 +113,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _mount(command: list[str], what: str, undo: Path | None = None) -> None:
+    """Runs a mount command; where it fails (it needs root), unmounts `undo` and skips the test
+    with the reason, but under CI fails it instead."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+        problem = done.stderr.strip() if done.returncode else None
+    except OSError as exc:
+        problem = str(exc)
+    if problem is None:
+        return
+    if undo is not None:
+        unmount(undo)
+    reason = f"cannot mount {what} ({problem})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run as root")
+    pytest.skip(reason)
+
+
+def unmount(folder: Path) -> None:
+    if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` (e.g. "64k") mounted at `folder`, to fill; unmounted after.
@@ -121,25 +144,23 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
     skipped with the reason, but under CI it fails instead.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        problem = mounted.stderr.strip() if mounted.returncode else None
-    except OSError as exc:
-        problem = str(exc)
-    if problem is not None:
-        reason = f"cannot mount a small tmpfs to fill ({problem})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run as root")
-        pytest.skip(reason)
+    _mount(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], "a small tmpfs")
     try:
         yield folder
     finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
-            subprocess.run(["umount", "--lazy", str(folder)], check=True)
+        unmount(folder)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` made read-only where it stands by a read-only bind mount over it; as
+    `small_disk`, it needs root."""
+    _mount(["mount", "--bind", str(folder), str(folder)], "a read-only view")
+    _mount(["mount", "-o", "remount,ro,bind", str(folder)], "a read-only view", undo=folder)
+    try:
+        yield folder
+    finally:
+        unmount(folder)
 
 
 def resize_disk(folder: Path, size: str) -> None:

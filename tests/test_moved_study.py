@@ -3,9 +3,7 @@ archive (its recorded folder gone), or mounted read-only (another user's, a back
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 from typing import TYPE_CHECKING
 
 import optuna
@@ -18,9 +16,9 @@ from hpo.errors import StoreError
 from hpo.store import open_storage
 
 from .conformance.test_text_models import hpo
+from .conftest import read_only
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -58,37 +56,13 @@ def test_a_copied_study_opened_by_its_database_reads_the_artifacts_beside_it(
     assert not os.path.exists("/gone")
 
 
-@contextlib.contextmanager
-def _read_only(folder: Path) -> Iterator[Path]:
-    """`folder` made read-only where it is, by a read-only bind mount over it (needs root, as
-    CI runs)."""
-    steps = (
-        ["mount", "--bind", str(folder), str(folder)],
-        ["mount", "-o", "remount,ro,bind", str(folder)],
-    )
-    for number, step in enumerate(steps):
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode:
-            if number:
-                subprocess.run(["umount", str(folder)], capture_output=True)
-            reason = f"cannot mount a read-only view ({done.stderr.strip()})"
-            if os.environ.get("CI"):
-                pytest.fail(f"{reason}; CI must run as root")
-            pytest.skip(reason)
-    try:
-        yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
-            subprocess.run(["umount", "--lazy", str(folder)], check=True)
-
-
 def test_a_read_only_study_is_read_and_what_would_write_to_it_says_why_not(
     study_copy: Path, tmp_path: Path
 ) -> None:
     config = load_study_config(study_copy)
     study = str(study_copy)
     before = (config.study_dir / "study.db").read_bytes()
-    with _read_only(config.study_dir):
+    with read_only(config.study_dir):
         status = hpo("status", "--study", study, cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         assert "COMPLETE" in status.stdout
