@@ -548,7 +548,7 @@ def _tables_with(name: str) -> list[str]:
 
 
 def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
-    """ " Did you mean 'x'?" for the known name closest to a mistyped one, or ""."""
+    """A hint naming the known name closest to a mistyped one (Did you mean 'x'?), or ""."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
     return f" Did you mean '{prefix}{close[0]}'?" if close else ""
 
