@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     import optuna
 
@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 RUN_ATTR_PREFIX = "budget_run:"
+# Seconds the wall clock may move apart from the monotonic one between two records before the
+# run's interval is split (NTP's corrections are far smaller).
+CLOCK_JUMP_S = 30.0
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 # "2h", "1h30m", "90 minutes", "2 hours": a unit's name or its first letter.
 _DURATION = re.compile(
@@ -115,16 +118,43 @@ class BudgetClock:
             a killed run loses at most this much of its accounting.
     """
 
-    def __init__(self, study: optuna.Study, budget: float | None, refresh_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        budget: float | None,
+        refresh_s: float = 15.0,
+        *,
+        wall: Callable[[], float] = time.time,
+        steady: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.study, self.budget, self.refresh_s = study, budget, refresh_s
+        self._wall, self._steady = wall, steady
         self.key = f"{RUN_ATTR_PREFIX}{uuid.uuid4().hex[:12]}"
-        self.started = time.time()
+        self.started = wall()
+        self._last = (self.started, steady())
+        # Seconds the wall clock moved apart from the monotonic one: the machine slept (the
+        # monotonic clock stops while it does), or the clock was set.
+        self.slept = 0.0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def record(self) -> None:
-        """Writes this run's interval [start, now] to the study."""
-        self.study.set_user_attr(self.key, [round(self.started, 6), round(time.time(), 6)])
+        """Writes this run's interval [start, now] to the study.
+
+        Where the wall clock moved more than `CLOCK_JUMP_S` apart from the monotonic clock since
+        the last record (a laptop that slept, a clock set), the interval ends at that record and
+        a new one starts now: the budget does not count the sleep.
+        """
+        with self._lock:
+            now, steady = self._wall(), self._steady()
+            jump = (now - self._last[0]) - (steady - self._last[1])
+            if abs(jump) > CLOCK_JUMP_S:
+                self.slept += max(jump, 0.0)
+                self.key = f"{RUN_ATTR_PREFIX}{uuid.uuid4().hex[:12]}"
+                self.started = now
+            self._last = (now, steady)
+            self.study.set_user_attr(self.key, [round(self.started, 6), round(now, 6)])
 
     def spent(self) -> float:
         """Seconds spent by every run so far, this one included."""
@@ -156,7 +186,7 @@ class BudgetClock:
         """Unix time at which the budget ends, or None without a budget."""
         if self.budget is None:
             return None
-        return time.time() + self.left()
+        return self._wall() + self.left()
 
     def __enter__(self) -> BudgetClock:
         self.record()

@@ -124,3 +124,35 @@ def test_a_running_clock_keeps_recording_in_the_background_until_it_exits() -> N
     start, end = study.user_attrs[clock.key]
     assert start == round(clock.started, 6)
     assert before_exit - 1e-6 <= end <= after_exit + 1e-6
+
+
+def test_a_machine_that_sleeps_or_a_clock_that_is_set_does_not_spend_the_budget() -> None:
+    # A laptop closed mid-search: the wall clock runs on, the monotonic clock stops.
+    clocks = {"wall": 1000.0, "steady": 50.0}
+    study = optuna.create_study()
+    clock = BudgetClock(
+        study, budget=7200.0, wall=lambda: clocks["wall"], steady=lambda: clocks["steady"]
+    )
+
+    def run(seconds: float, *, slept: float = 0.0) -> None:
+        clocks["wall"] += seconds + slept
+        clocks["steady"] += seconds
+
+    clock.record()
+    run(100.0)
+    assert clock.spent() == pytest.approx(100.0)
+    run(20.0, slept=3600.0)
+    assert clock.spent() == pytest.approx(100.0)  # the interval ended at its last record
+    run(50.0)
+    assert clock.spent() == pytest.approx(150.0)
+    assert clock.slept == pytest.approx(3600.0)
+    assert clock.left() == pytest.approx(7200.0 - 150.0)
+    # A clock set back an hour: the time before it stays counted, and the run counts on.
+    clocks["wall"] -= 3600.0
+    clock.record()
+    run(10.0)
+    assert clock.spent() == pytest.approx(160.0)
+    # A small correction (NTP's) is not a jump.
+    clocks["wall"] += 5.0
+    run(10.0)
+    assert clock.spent() == pytest.approx(175.0)

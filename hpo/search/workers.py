@@ -255,6 +255,14 @@ def run_search(
         finally:
             for helper in helpers:
                 helper.join()
+    if clock.slept and config.budget is not None:
+        # The workers' deadline was set at the start: what the sleep took is left for a rerun.
+        print(
+            f"The machine slept (or its clock was set) for {format_duration(clock.slept)} during "
+            f"this run: the budget does not count that time, and what is left of it is spent by "
+            f"running the same command again.",
+            flush=True,
+        )
     return _summary(study, config, stopped_by_failures=stopped)
 
 
