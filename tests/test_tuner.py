@@ -168,6 +168,16 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     loaded = hpo.load_model(path)
     exported = np.asarray(loaded.predict(x_test, verbose=0)).reshape(-1)
     np.testing.assert_allclose(exported, probabilities, atol=1e-5)
+    # To serve: a SavedModel (TensorFlow Serving) and an ONNX file, each checked by its runtime.
+    served = ensemble.export(tmp_path / "served", formats=("savedmodel", "onnx"))
+    assert served == tmp_path / "served"
+    assert (served / "saved_model" / "saved_model.pb").is_file()
+    import onnxruntime
+
+    [onnx_file] = served.glob("*.onnx")
+    session = onnxruntime.InferenceSession(str(onnx_file))
+    [onnx_out] = session.run(None, {session.get_inputs()[0].name: x_test.astype(np.float32)})
+    np.testing.assert_allclose(np.asarray(onnx_out).reshape(-1), probabilities, atol=1e-5)
 
     # An ordinary hpo study: `hpo status` reads it from its store, without the Tuner's code.
     storage = f"sqlite:///{(tmp_path / 'synthetic' / 'study.db').resolve()}"

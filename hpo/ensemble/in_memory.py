@@ -25,6 +25,8 @@ from hpo.errors import ConfigError, DataError
 from hpo.training.interface import tolerance
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import keras
 
     from hpo.api import Study
@@ -153,31 +155,41 @@ class Ensemble:
             "members": members,
         }
 
-    def export(self, path: str | Path) -> Path:
-        """Writes the ensemble as one Keras model and checks that, loaded back, it reproduces
-        the ensemble on validation rows (of every class, for a classifier).
+    def export(self, path: str | Path, formats: Iterable[str] = ("keras",)) -> Path:
+        """Writes the ensemble as one Keras model, and in the serving formats asked for, and
+        checks that each, loaded back by its own runtime, reproduces the ensemble on
+        validation rows (of every class, for a classifier).
 
-        Load it with `hpo.load_model(path)` (or `keras.models.load_model` after `import hpo`).
+        Load the `.keras` file with `hpo.load_model(path)` (or `keras.models.load_model` after
+        `import hpo`); the SavedModel with `tf.saved_model.load` (TensorFlow Serving), the ONNX
+        file with `onnxruntime`, as `hpo export` writes them ([serving](serving.md)).
 
         Args:
             path: A `.keras` file, or a folder to write `ensemble.keras` into (as `hpo
-                ensemble` writes it; `hpo.load_model` takes either).
+                ensemble` writes it; `hpo.load_model` takes either). The other formats go in
+                that folder (beside the file).
+            formats: Any of "keras", "savedmodel", "onnx", "litert" (the last three need the
+                TensorFlow backend, and ONNX and LiteRT their extras).
 
         Returns:
-            The file written.
+            The `.keras` file written, or the folder, where "keras" is not among `formats`.
         """
+        from hpo.ensemble.export import keras_config_backend
+        from hpo.ensemble.serving import Format, Reference, as_formats, check_formats, write_exports
+
         file = Path(path)
         if file.suffix in (".h5", ".hdf5", ".tf", ".onnx", ".tflite"):
             raise ConfigError(
                 f"export(path) writes a .keras file, or ensemble.keras into a folder; got {file}. "
-                f"Use '{file.with_suffix('.keras')}'."
+                f"Use '{file.with_suffix('.keras')}', and formats=('onnx',) for an ONNX file."
             )
+        asked = set(as_formats(formats))
+        check_formats(asked, keras_config_backend())
         if file.suffix != ".keras":
             file = file / EXPORT_NAME
         fitted = self._fitted
         model = self.model()
         file.parent.mkdir(parents=True, exist_ok=True)
-        model.save(file)
         data = fitted.task.trial_data(fitted.data_folder, fitted.members[0].trial.params)
         precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in fitted.members}
         if isinstance(fitted, FittedRegression):
@@ -185,15 +197,15 @@ class Ensemble:
         else:
             expected = fitted.choice.predict(fitted.val_matrix)
             slope = temperature_slope(fitted.choice.blend(fitted.val_matrix), self.temperature)
-        check_export(
-            file,
-            np.asarray(data.x_val),
-            fitted.y_val,
-            expected,
-            max(tolerance(p) for p in precisions),
-            slope,
-        )
-        return file
+        x_val = np.asarray(data.x_val)
+        allowed = max(tolerance(p) for p in precisions)
+        if Format.KERAS in asked:
+            model.save(file)
+            check_export(file, x_val, fitted.y_val, expected, allowed, slope)
+        if served := asked - {Format.KERAS}:
+            reference = Reference(x_val, None, np.asarray(fitted.y_val), expected, allowed, slope)
+            write_exports(model, file.parent, served, reference)
+        return file if Format.KERAS in asked else file.parent
 
     def model(self) -> keras.Model:
         """The ensemble as one Keras model, from the search's inputs to probabilities (or
