@@ -134,6 +134,11 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
             return batches.resolve()
         if any(split_folder(path, split) for split in SPLITS) or held_out_root(path):
             return path.resolve()
+    if not path.exists():
+        raise DataError(
+            f"{origin} points at {path}, which does not exist. Fix the path given by --data, "
+            f"${env_var} or the study file's data.path."
+        )
     raise DataError(
         f"{origin} points at {path}, which is neither a {_LAYOUT.format(split='train')} folder, "
         f"a folder of class folders (<root>/<class>/<image>), a cifar-10-batches-py/ folder, "

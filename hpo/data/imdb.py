@@ -83,6 +83,11 @@ def _check_source(path: Path, origin: str) -> Path:
         for candidate in (path, path / "aclImdb"):
             if (candidate / "train" / "pos").is_dir():
                 return candidate.resolve()
+    if not path.exists():
+        raise DataError(
+            f"{origin} points at {path}, which does not exist. Fix the path given by --data or "
+            f"${ENV_VAR}."
+        )
     raise DataError(
         f"{origin} points at {path}, which is neither an aclImdb/ folder (with train/pos/) nor "
         f"a .tar.gz archive of one. Fix the path given by --data or ${ENV_VAR}."

@@ -322,7 +322,7 @@ def test_locate_prefers_flag_then_env_var_then_study(
     assert images.locate_images(None, study, env_var=var, download=True) == study.resolve()
     with pytest.raises(DataError, match=rf"no image data given.*--data.*\${var}.*\[data\] path"):
         images.locate_images(None, None, env_var=var, download=False)
-    with pytest.raises(DataError, match=rf"--data points at .*nope.*\${var}"):
+    with pytest.raises(DataError, match=rf"--data points at .*nope, which does not exist.*\${var}"):
         images.locate_images(tmp_path / "nope", None, env_var=var, download=False)
 
 

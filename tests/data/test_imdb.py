@@ -54,8 +54,11 @@ def test_locate_accepts_parent_folder_and_prefers_flag_then_env(
 
 
 def test_locate_rejects_a_wrong_path_naming_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"--data.*HPO_IMDB_PATH"):
+    with pytest.raises(DataError, match=r"--data.*nope, which does not exist.*HPO_IMDB_PATH"):
         imdb.locate_imdb(tmp_path / "nope", None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"--data.*empty, which is neither an aclImdb/ folder"):
+        imdb.locate_imdb(tmp_path / "empty", None)
 
 
 def test_no_data_and_no_network_names_env_var_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
