@@ -90,7 +90,8 @@ def _check_source(path: Path, origin: str) -> Path:
         )
     raise DataError(
         f"{origin} points at {path}, which is neither an aclImdb/ folder (with train/pos/) nor "
-        f"a .tar.gz archive of one. Fix the path given by --data or ${ENV_VAR}."
+        f"a .tar.gz archive of one. Fix the path given by --data or ${ENV_VAR}; texts of your "
+        f'own (a table, or a folder of .txt files by class) are task = "text".'
     )
 
 

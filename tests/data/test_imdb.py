@@ -57,7 +57,9 @@ def test_locate_rejects_a_wrong_path_naming_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"--data.*nope, which does not exist.*HPO_IMDB_PATH"):
         imdb.locate_imdb(tmp_path / "nope", None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"--data.*empty, which is neither an aclImdb/ folder"):
+    with pytest.raises(
+        DataError, match=r"--data.*empty, which is neither an aclImdb/ .*task = \"text\""
+    ):
         imdb.locate_imdb(tmp_path / "empty", None)
 
 
