@@ -28,7 +28,7 @@ from hpo.store import sha256_file
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import keras
 
@@ -174,7 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="*",
-        help="texts (text ensembles; without them and --file, read stdin) or image files",
+        help="texts (text ensembles; without them and --file, read stdin), or image files and "
+        "folders of them",
     )
 
 
@@ -240,18 +241,43 @@ def _run_images(model: keras.Model, classes: list[str], files: list[str], folder
             "e.g. hpo predict --ensemble DIR a.jpg b.png."
         )
     height, width = model.inputs[0].shape[1:3]
-    images, readable, failed = [], [], 0
-    for name in files:
+    images, readable, failed, skipped = [], [], 0, []
+    for name, in_folder in _image_files(files):
         try:
             images.append(load_image(Path(name), (height, width)))
             readable.append(name)
         except DataError as exc:
+            if in_folder:  # a folder's other files (Thumbs.db, notes), as training skips them
+                skipped.append(name)
+                continue
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
+    if skipped:
+        print(
+            f"skipped {len(skipped)} file(s) in the folders given that are not images, e.g. "
+            f"{skipped[0]}",
+            file=sys.stderr,
+        )
+    if not readable:
+        return 1
     for name, p in zip(readable, _predict(model, images, folder), strict=True):
         label, score = _top(classes, p)
         print(f"{label}\t{score:.4f}\t{name}")
     return 1 if failed else 0
+
+
+def _image_files(names: list[str]) -> Iterator[tuple[str, bool]]:
+    """Each name given, a folder as the files in it and below (hidden ones left out, in
+    order); with whether it came from a folder."""
+    for name in names:
+        path = Path(name)
+        if not path.is_dir():
+            yield name, False
+            continue
+        inside = (p for p in sorted(path.rglob("*")) if p.is_file())
+        for file in inside:
+            if not any(part.startswith(".") for part in file.relative_to(path).parts):
+                yield str(file), True
 
 
 def _top(classes: list[str], p: np.ndarray) -> tuple[str, float]:

@@ -115,3 +115,16 @@ def test_image_models_and_keras_tuner_applications_search_ensemble_and_predict(
     label, probability, name = predict.stdout.strip().split("\t")
     assert label in ("blue", "green", "red") and 0 <= float(probability) <= 1
     assert name == str(image)
+    # A folder is its images, in order; its other files (as a camera or Windows leaves them)
+    # are skipped and counted, hidden ones left out.
+    (data / "test" / "red" / "Thumbs.db").write_bytes(bytes(64))
+    (data / "test" / "red" / "._a.png").write_bytes(bytes(64))
+    red = sorted(
+        p for p in (data / "test" / "red").iterdir() if p.suffix == ".png" and p.name[0] != "."
+    )
+    folder = hpo("predict", "--ensemble", str(out), str(data / "test" / "red"))
+    assert folder.returncode == 0, folder.stderr[-3000:]
+    assert [line.split("\t")[2] for line in folder.stdout.strip().splitlines()] == [
+        str(p) for p in red
+    ]
+    assert "skipped 1 file(s) in the folders given that are not images" in folder.stderr
