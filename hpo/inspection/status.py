@@ -66,6 +66,17 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     return frame.drop(columns="complete").reset_index(drop=True)
 
 
+def _as_json_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with each cell that holds a list or a dict (a trial's history, its metrics) as
+    JSON text, which a CSV reader can parse back (`json.loads`), not as Python's repr."""
+    import json
+
+    def cell(value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+    return frame.apply(lambda column: column.map(cell) if column.dtype == object else column)
+
+
 def status(
     study: optuna.Study, storage_url: str, top: int, artifact_bytes: int | None = None
 ) -> dict[str, Any]:
@@ -252,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.csv:
-        leaderboard(study).to_csv(args.csv, index=False)
+        _as_json_cells(leaderboard(study)).to_csv(args.csv, index=False)
         print(f"Wrote {len(study.trials)} trials to {args.csv}")
     else:
         print(format_status(data))

@@ -43,6 +43,9 @@ def test_table_and_csv(searched: Path, tmp_path: Path, capsys: pytest.CaptureFix
     frame = pd.read_csv(csv)
     assert len(frame) == 4
     assert {"trial", "state", "value", "family", "val_accuracy"} <= set(frame.columns)
+    # What a trial records as a list or a table is JSON there, to be read back.
+    history = json.loads(frame.loc[0, "user_attrs_history"])
+    assert len(history["val_loss"]) == frame.loc[0, "epochs"]
 
 
 def test_shows_the_latest_ensemble(
