@@ -2396,3 +2396,49 @@ def test_why_a_model_is_not_built_again_is_cut_at_a_sentence_not_within_a_word()
     assert cut.endswith("is not found.")
     assert len(cut) <= 600
     assert _first_lines("short") == "short"
+
+
+JAX_SCRIPT = """
+import os
+os.environ["KERAS_BACKEND"] = "jax"
+import keras
+import numpy as np
+
+import hpo
+
+
+def build_model(hp):
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(hp.Int("units", 2, 4, step=2), activation="relu"),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    tuner = hpo.Tuner(build_model, objective="val_accuracy", max_trials=2, directory="runs")
+    tuner.search(x[:200], y[:200], validation_data=(x[200:], y[200:]), epochs=1, verbose=0)
+    ensemble = tuner.ensemble(top=2)
+    try:
+        ensemble.export("served", formats=("savedmodel",))
+    except hpo.ConfigError as exc:
+        print(exc)
+    print(ensemble.export("served"))
+"""
+
+
+def test_serving_formats_asked_of_an_ensemble_on_jax_name_the_way_to_them(
+    tmp_path: Path,
+) -> None:
+    # TensorFlow writes a SavedModel, and Keras cannot switch backends in a running process.
+    printed = run_user_script(tmp_path, JAX_SCRIPT, timeout=600).strip().splitlines()
+    assert printed[-2].startswith(
+        "formats ['savedmodel'] are written by TensorFlow, and Keras runs on jax in this process."
+    )
+    assert "KERAS_BACKEND=tensorflow: hpo.load_model(path).export(...)" in printed[-2]
+    assert printed[-1] == "served/ensemble.keras"

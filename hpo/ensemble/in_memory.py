@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,7 +185,17 @@ class Ensemble:
                 f"Use '{file.with_suffix('.keras')}', and formats=('onnx',) for an ONNX file."
             )
         asked = set(as_formats(formats))
-        check_formats(asked, keras_config_backend())
+        backend = keras_config_backend()
+        names = sorted(f.value for f in asked - {Format.KERAS})
+        if names and backend != "tensorflow" and importlib.util.find_spec("tensorflow"):
+            # TensorFlow writes them, and Keras cannot switch backends in a running process.
+            raise ConfigError(
+                f"formats {names} are written by TensorFlow, and Keras runs on {backend} in "
+                f"this process. Export formats=('keras',) here, then, in a process started with "
+                f"KERAS_BACKEND=tensorflow: hpo.load_model(path).export(...) (Keras's own "
+                f"export), or search on TensorFlow."
+            )
+        check_formats(asked, backend)
         if file.suffix != ".keras":
             file = file / EXPORT_NAME
         fitted = self._fitted
