@@ -206,7 +206,7 @@ def open_rdb_storage(
         ) from exc
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
-        path = _sqlite_path(parsed, url)
+        path = _sqlite_path(url)
         writable = os.access(path.parent, os.W_OK)
         if path.exists() and not writable:
             if create:
@@ -418,12 +418,12 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     return str(exc) in _SQLITE_DAMAGED.values()
 
 
-def _sqlite_path(parsed: sqlalchemy.engine.URL, url: str) -> Path:
-    if not parsed.database or parsed.database == ":memory:":
+def _sqlite_path(url: str) -> Path:
+    if (path := sqlite_file(url)) is None:
         raise StoreError(
             f"storage URL {url!r} names no SQLite file. Use sqlite:///path/to/study.db."
         )
-    return Path(parsed.database)
+    return path
 
 
 def load_existing_study(storage: BaseStorage, study_name: str) -> optuna.Study:

@@ -71,12 +71,8 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> Calibratio
     test log-loss worse.
     """
     before = metrics.log_loss(labels, probabilities)
-
-    def loss(inverse: float) -> float:
-        return metrics.log_loss(labels, apply_temperature(probabilities, 1.0 / inverse))
-
     inverse = _fitted_inverse(probabilities, labels)
-    after = loss(inverse)
+    after = metrics.log_loss(labels, apply_temperature(probabilities, 1.0 / inverse))
     if not np.isfinite(after) or after >= before or not _holds_out(probabilities, labels):
         return Calibration(temperature=1.0, val_log_loss_before=before, val_log_loss_after=before)
     return Calibration(

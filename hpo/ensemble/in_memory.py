@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,8 +174,16 @@ class Ensemble:
         Returns:
             The `.keras` file written, or the folder, where "keras" is not among `formats`.
         """
+        from hpo.backend import Backend
         from hpo.ensemble.export import keras_config_backend
-        from hpo.ensemble.serving import Format, Reference, as_formats, check_formats, write_exports
+        from hpo.ensemble.serving import (
+            Format,
+            Reference,
+            as_formats,
+            check_formats,
+            serving_backend,
+            write_exports,
+        )
 
         file = Path(path)
         if file.suffix in (".h5", ".hdf5", ".tf", ".onnx", ".tflite"):
@@ -187,7 +194,8 @@ class Ensemble:
         asked = set(as_formats(formats))
         backend = keras_config_backend()
         names = sorted(f.value for f in asked - {Format.KERAS})
-        if names and backend != "tensorflow" and importlib.util.find_spec("tensorflow"):
+        made_on = Backend(backend)
+        if serving_backend(made_on, asked) is not made_on:
             # TensorFlow writes them, and Keras cannot switch backends in a running process.
             raise ConfigError(
                 f"formats {names} are written by TensorFlow, and Keras runs on {backend} in "
