@@ -93,3 +93,24 @@ def test_the_convolutional_path_learns_beside_an_nbsvm_path_that_fits_the_texts(
 
     assert accuracy(nbconv.NB_PATH) > 0.95
     assert accuracy(nbconv.CONV_PATH) > 0.9
+
+
+def test_a_study_that_names_it_searches_it(fake_imdb: Path, tmp_path: Path) -> None:
+    from hpo.command_options import open_study
+    from hpo.config import load_study_config
+    from hpo.search import run_search
+
+    from ..conftest import write_study
+
+    study_file = write_study(
+        tmp_path,
+        fake_imdb,
+        n_trials=1,
+        families='["nbconv"]',
+        extra="nb_buckets = [262144]\nnb_share = [0.6, 0.6]\n",
+    )
+    assert run_search(load_study_config(study_file), progress=False).finished == 1
+    _, study = open_study(study_file, None, None)
+    (trial,) = study.trials
+    assert trial.params["family"] == "nbconv" and trial.params["nb_share"] == 0.6
+    assert trial.value is not None and trial.user_attrs["padding"] == "bucketed"
