@@ -74,12 +74,7 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
     Raises:
         ConfigError: A `[space]` entry names no parameter, or is outside the default space.
     """
-    # A family that is not `SEARCHED` by default (`hpo.models.nbconv`) joins where `[space]
-    # family` names it.
-    every = CategoricalDistribution(list(task.families))
-    family = CategoricalDistribution(
-        [name for name, f in task.families.items() if getattr(f, "SEARCHED", True)]
-    )
+    family = CategoricalDistribution(list(task.families))
     shared_default = {**TRAINING_SPACE, **task.space}
     known = {"family", *shared_default}
     for module in task.families.values():
@@ -96,7 +91,7 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
             f"Parameters of task {task.name!r}: " + ", ".join(sorted(known)) + "."
         )
     if "family" in overrides:
-        family = narrow_space({"family": every}, {"family": overrides["family"]}, where="space")[
+        family = narrow_space({"family": family}, {"family": overrides["family"]}, where="space")[
             "family"
         ]  # type: ignore[assignment]
     return SearchSpace(

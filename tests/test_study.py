@@ -32,17 +32,6 @@ def test_space_covers_families_and_shared_parameters() -> None:
     assert space.shared["learning_rate"].log
 
 
-def test_a_student_family_is_searched_only_where_the_study_names_it() -> None:
-    # `nbconv` is made for `hpo distill`: a default study's families, and so the studies
-    # begun before it was added, stay as they were.
-    assert "nbconv" in IMDB.families
-    assert "nbconv" not in search_space(IMDB, {}).family.choices
-    space = search_space(IMDB, {"family": ["nbsvm", "nbconv"], "nb_share": [0.4, 0.6]})
-    assert space.family.choices == ("nbsvm", "nbconv")
-    assert space.families["nbconv"]["nb_share"] == FloatDistribution(0.4, 0.6)
-    assert {"nb_order", "depth_multiplier", "filters"} <= set(space.families["nbconv"])
-
-
 def test_narrowing_applies_and_validates() -> None:
     space = search_space(IMDB, {"family": ["conv1d"], "seq_len": [200], "dropout": [0.1, 0.2]})
     assert space.family.choices == ("conv1d",)

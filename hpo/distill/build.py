@@ -49,14 +49,13 @@ from hpo.ensemble.refit import in_trial_process
 from hpo.ensemble.report import publish
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError, DataError
-from hpo.space import fit_value, narrow_space
 from hpo.store import open_artifact_store, sha256_file
-from hpo.study import TRAINING_DEFAULTS, default_params, search_space
+from hpo.study import default_params, search_space
 from hpo.tasks import study_task
 from hpo.training.interface import tolerance
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     import keras
     import optuna
@@ -162,14 +161,11 @@ def distill_ensemble(
         )
     space = search_space(task, config.space)
     families = [str(f) for f in space.family.choices]
-    # Families made to be students (`hpo.models.nbconv`), which a study searches only if named.
-    students = [n for n, f in task.families.items() if not getattr(f, "SEARCHED", True)]
-    if family is not None and family not in families + students:
-        also = f" (or a student family: {', '.join(students)})" if students else ""
+    if family is not None and family not in families:
         raise ConfigError(
             f"--family {family!r} is not a family of study {study.study_name!r}; it searches "
-            f"{', '.join(families)}{also}. Use --family {families[0]}, or leave --family out "
-            f"for the ensemble's fastest member's."
+            f"{', '.join(families)}. Use --family {families[0]}, or leave --family out for the "
+            f"ensemble's fastest member's."
         )
     out_dir = out_dir or ensemble_dir / DISTILLED_DIR
     export, _ = load_export(ensemble_dir)
@@ -204,9 +200,7 @@ def distill_ensemble(
             f"{metrics.accuracy(np.tile(labels.y_train, augment), soft.augmented):.4f} of them."
         )
     member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
-    params, chosen = choose_student(
-        task, space, study, members, member_latency, family, overrides=config.space
-    )
+    params, chosen = choose_student(task, space, study, members, member_latency, family)
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
 
     with tempfile.TemporaryDirectory(prefix="hpo-distill-") as scratch:
@@ -357,15 +351,13 @@ def choose_student(
     members: list[TeacherMember],
     member_latency: dict[int, float],
     family: str | None,
-    overrides: Mapping[str, list[Any]] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The student's parameters, and whose they are.
 
     Without `family`, the ensemble's fastest member's (by measured latency). With it, the
     fastest member of that family, else the family's best trial in the study, else its
-    defaults; a student family the study does not search is `composed_params`, within the
-    study file's `[space]` (`overrides`). Members within `SAME_SPEED` of the fastest count as
-    fastest too, and the best of them by validation is chosen.
+    defaults. Members within `SAME_SPEED` of the fastest count as fastest too, and the best of
+    them by validation is chosen.
     """
     candidates = [m for m in members if family in (None, m.trial.params.get("family"))]
     if candidates:
@@ -384,47 +376,8 @@ def choose_student(
     trials = [t for t in ranked_trials(study) if t.params.get("family") == family]
     if trials:
         return dict(trials[0].params), f"trial {trials[0].number}, the best {family} trial"
-    if family is not None and family not in space.family.choices:
-        return composed_params(task, space, family, members, member_latency, overrides or {})
     defaults = next(p for p in default_params(task, space) if p["family"] == family)
     return defaults, f"the {family} family's defaults (no trial of it completed)"
-
-
-def composed_params(
-    task: Task,
-    space: SearchSpace,
-    family: str,
-    members: list[TeacherMember],
-    member_latency: dict[int, float],
-    overrides: Mapping[str, list[Any]],
-) -> tuple[dict[str, Any], str]:
-    """A student family the study did not search (`hpo.models.nbconv`): each of its parameters
-    from the fastest member that has it, else its default, fitted into the study's `[space]`.
-
-    So `nbconv`'s NBSVM path takes the fastest `nbsvm` member's parameters, its convolutional
-    path the fastest convolutional member's, and what they share (vocabulary, length, learning
-    rate, batch size) the fastest member's.
-    """
-    module = task.families[family]
-    dists = {
-        **space.shared,
-        **narrow_space(module.SPACE, overrides, where="space"),
-    }
-    defaults = {**TRAINING_DEFAULTS, **task.defaults, **module.DEFAULTS}
-    fastest = sorted(members, key=lambda m: member_latency[m.trial.number])
-    params: dict[str, Any] = {"family": family}
-    sources: dict[int, list[str]] = {}
-    for name, dist in dists.items():
-        member = next((m for m in fastest if name in m.trial.params), None)
-        if member is None:
-            params[name] = fit_value(dist, defaults[name])
-            continue
-        params[name] = fit_value(dist, member.trial.params[name])
-        sources.setdefault(member.trial.number, []).append(name)
-    taken = "; ".join(
-        f"trial {number}'s {', '.join(names)}" for number, names in sorted(sources.items())
-    )
-    return params, f"the fastest members that have them ({taken or 'none'}), else defaults"
 
 
 def _member_latencies(

@@ -43,8 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--family",
-        help="the student's model family: one the study searches, or a student family such as "
-        "nbconv (default: the family of the ensemble's fastest member)",
+        help="the student's model family (default: the family of the ensemble's fastest member)",
     )
     add_study_arguments(parser)
     parser.add_argument(

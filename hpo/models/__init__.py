@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo.models import conv1d, conv2d, nbconv, nbsvm, ngram, sepconv1d, sepconv2d
+from hpo.models import conv1d, conv2d, nbsvm, ngram, sepconv1d, sepconv2d
 
-__all__ = ["conv1d", "conv2d", "is_builtin", "nbconv", "nbsvm", "ngram", "sepconv1d", "sepconv2d"]
+__all__ = ["conv1d", "conv2d", "is_builtin", "nbsvm", "ngram", "sepconv1d", "sepconv2d"]
 
 
 def is_builtin(family: Any) -> bool:

@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
 from hpo.data.tokenizer import Tokenizer
 from hpo.errors import DataError
-from hpo.models import conv1d, nbconv, nbsvm, ngram, sepconv1d
+from hpo.models import conv1d, nbsvm, ngram, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
 
@@ -259,13 +259,7 @@ def text_task(
     """A text task: its own data reading, and the shared tokens, batches and families."""
     return Task(
         name=name,
-        families={
-            "conv1d": conv1d,
-            "sepconv1d": sepconv1d,
-            "ngram": ngram,
-            "nbsvm": nbsvm,
-            "nbconv": nbconv,
-        },
+        families={"conv1d": conv1d, "sepconv1d": sepconv1d, "ngram": ngram, "nbsvm": nbsvm},
         space=SPACE,
         defaults={key: fit_value(SPACE[key], value) for key, value in DEFAULTS.items()},
         locate=locate,

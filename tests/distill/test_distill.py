@@ -27,7 +27,7 @@ from hpo.ensemble.predict import main as predict_main
 from hpo.ensemble.refit import FoldJob, _retrained, fold_rows, predict_held_out
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError
-from hpo.study import default_params, search_space
+from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
 from ..conftest import _NEGATIVE, _POSITIVE, copy_study_folder
@@ -181,36 +181,6 @@ def test_the_test_set_is_read_only_after_the_student_is_trained(
     assert not (tmp_path / "o").exists()
 
 
-def test_an_nbconv_student_trains_exports_and_serves(
-    distilled: tuple[Path, Path, dict[str, object]],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # The tiny study searches conv1d and sepconv1d only: the student's NBSVM path takes the
-    # family's defaults, its convolutional path the fastest member's parameters.
-    study_file, ensemble, _ = distilled
-    out = tmp_path / "nbconv"
-    args = ["--ensemble", str(ensemble), "--study", str(study_file), "--family", "nbconv"]
-    assert main([*args, "--out", str(out), "--latency-examples", "60", "--repeats", "1"]) == 0
-    assert "Student: nbconv, with the parameters of the fastest members" in capsys.readouterr().out
-    report = json.loads((out / "report.json").read_text())
-    params = report["student"]["params"]
-    members = {m["trial"]: m for m in report["teacher"]["members"]}
-    fastest = min(members.values(), key=lambda m: m["ms_per_1000"])
-    recorded = json.loads((ensemble / "report.json").read_text())
-    member_params = next(m["params"] for m in recorded["members"] if m["trial"] == fastest["trial"])
-    assert all(params[k] == member_params[k] for k in ("filters", "kernel_size", "vocab_size"))
-    assert params["nb_order"] == IMDB.families["nbconv"].DEFAULTS["nb_order"]
-    # Its export takes raw text and reproduced the student's test predictions when checked.
-    assert (
-        params["family"] == "nbconv"
-        and report["export"]["max_abs_difference"] <= (report["export"]["max_tolerance"])
-    )
-    positive, negative = " ".join(_POSITIVE), " ".join(_NEGATIVE)
-    assert predict_main(["--ensemble", str(out), positive, negative]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2
-
-
 def test_bad_input_is_named_with_exit_code_2(
     distilled: tuple[Path, Path, dict[str, object]],
     tmp_path: Path,
@@ -224,7 +194,6 @@ def test_bad_input_is_named_with_exit_code_2(
     assert main(["--ensemble", str(ensemble), *study, "--family", "resnet"]) == 2
     err = capsys.readouterr().err
     assert "'resnet' is not a family of study 'tiny'" in err and "conv1d, sepconv1d" in err
-    assert "(or a student family: nbconv)" in err
     assert "Traceback" not in err
     # A refitted ensemble (make ensemble's) is refused with the command that makes one to distil.
     refitted = tmp_path / "refitted"
@@ -331,48 +300,6 @@ def test_the_student_is_the_best_by_validation_of_the_members_about_as_fast_as_t
         3,
         "trial 3, the fastest ngram member",
     )
-
-
-def test_a_student_family_takes_each_parameter_from_the_fastest_member_that_has_it() -> None:
-    space = search_space(IMDB, {})
-    study = optuna.create_study(direction="maximize")
-    given = {
-        "nbsvm": {"nb_order": 3, "nb_buckets": 262144, "vocab_size": 20000, "seq_len": 400},
-        "sepconv1d": {"filters": 32, "depth_multiplier": 2, "vocab_size": 10000},
-        "conv1d": {"filters": 256, "kernel_size": 9, "seq_len": 200},
-    }
-    defaults = {p["family"]: p for p in default_params(IMDB, space)}
-    for number, (family, own) in enumerate(given.items()):
-        dists = space.shared_and(family)
-        params = {**defaults[family], **own}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions={"family": space.family, **dists},
-                value=0.9 - number / 100,
-            )
-        )
-    members = [TeacherMember(t, None, 1 / 3) for t in study.trials]  # type: ignore[arg-type]
-    latency = {0: 100.0, 1: 300.0, 2: 200.0}  # nbsvm, then conv1d, then sepconv1d
-
-    def student(overrides: dict[str, list[object]]) -> tuple[dict[str, object], str]:
-        return choose_student(IMDB, space, study, members, latency, "nbconv", overrides)
-
-    params, chosen = student({})
-    assert params["family"] == "nbconv"
-    # The NBSVM path's, and what both paths share, from the fastest member (nbsvm's)...
-    assert (params["nb_order"], params["nb_buckets"]) == (3, 262144)
-    assert (params["vocab_size"], params["seq_len"]) == (20000, 400)
-    # ...the convolutional path's from the faster convolutional member (conv1d, trial 2)...
-    assert (params["filters"], params["kernel_size"]) == (256, 9)
-    # ...what only sepconv1d has from it, and what no member has from the family's defaults.
-    assert (params["depth_multiplier"], params["nb_share"]) == (2, 0.5)
-    assert set(params) == {"family", *space.shared, *IMDB.families["nbconv"].SPACE}
-    assert chosen.startswith("the fastest members that have them (trial 0's ")
-    assert "; trial 1's depth_multiplier; trial 2's embedding_dim, " in chosen
-    # Each value fits the study's [space]: the nearest choice, a clipped range.
-    params, _ = student({"filters": [64, 128], "nb_share": [0.6, 0.8]})
-    assert (params["filters"], params["nb_share"]) == (128, 0.6)
 
 
 def test_label_weight_mixes_the_true_labels_into_the_targets() -> None:
