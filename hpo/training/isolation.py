@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpo._script import main_hidden_from_children
 from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
+from hpo.training.allocator import keep_freed_memory
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -283,6 +284,7 @@ def _child_main(
     # caller's environment now is the one that counts.
     os.environ.clear()
     os.environ.update(environment)
+    keep_freed_memory(environment)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
