@@ -176,6 +176,63 @@ def family_defaults(task: Task, family: str, space: SearchSpace | None = None) -
     return values
 
 
+def train_default(job: dict[str, Any]) -> dict[str, Any]:
+    """One family's model in its own process (`call_isolated`), batched, compiled and at the
+    precision a trial's would be: fit `job["epochs"]` epochs, time each, score validation.
+
+    `job` holds the study's `config`, its prepared data `folder`, the trial's `params` and the
+    `precision` setting. Returns each epoch's seconds, validation accuracy, and the process's
+    CPU seconds (user and kernel, all threads) and minor page faults while it fitted.
+    """
+    import resource
+
+    import keras
+    import numpy as np
+
+    from hpo import metrics
+    from hpo.backend import compiles_per_shape, device_name, gpu_capability, keras_backend
+    from hpo.data.batching import use_width_ladder
+    from hpo.precision import Precision, resolve_precision
+    from hpo.training.callbacks import EpochClock
+    from hpo.training.runner import EVAL_BATCH, global_policy, prepare_model
+
+    config = job["config"]
+    task = study_task(config)
+    params = {**job["params"], **task.build_context(job["folder"])}
+    gpu = gpu_capability()
+    use_width_ladder(compiles_per_shape(keras_backend(), gpu is not None))
+    precision = resolve_precision(Precision(job["precision"]), params["family"], gpu)
+    timer = EpochClock()
+
+    with global_policy(precision.value):
+        data = task.trial_data(job["folder"], params)
+        keras.utils.set_random_seed(0)
+        model, interface = prepare_model(task, params, data)
+        batch = params["batch_size"]
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        model.fit(
+            task.dataset(data.x_train, data.y_train, batch, 0, bucketed=interface.bucketed),
+            validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
+            epochs=job["epochs"],
+            callbacks=[timer],
+            verbose=0,
+        )
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        predictions = metrics.as_probabilities(task.predict(model, data.x_val))
+    return {
+        "times": timer.durations,
+        "val_accuracy": metrics.accuracy(data.y_val, predictions),
+        "precision": precision.value,
+        "device": device_name(),
+        "backend": keras_backend(),
+        "examples": len(data.x_train),
+        "finite": bool(np.isfinite(predictions).all()),
+        "cpu_user": after.ru_utime - before.ru_utime,
+        "cpu_kernel": after.ru_stime - before.ru_stime,
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+    }
+
+
 @contextlib.contextmanager
 def scratch_study(config: StudyConfig, prefix: str) -> Iterator[StudyConfig]:
     """The study with its folder (data cache, store) in a temporary folder, removed after."""

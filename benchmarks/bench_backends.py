@@ -26,57 +26,13 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import benchmark_parser, family_defaults
+from _common import benchmark_parser, family_defaults, train_default
 
 from hpo.backend import Backend, backend_environment, visible_gpus
 from hpo.config import load_study_config
 from hpo.study import search_space
 from hpo.tasks import study_task
 from hpo.training.isolation import call_isolated
-
-
-def train(job: dict[str, Any]) -> dict[str, Any]:
-    """One family on one backend, in its own process: fit, time each epoch, score validation."""
-    import keras
-    import numpy as np
-
-    from hpo import metrics
-    from hpo.backend import compiles_per_shape, device_name, gpu_capability, keras_backend
-    from hpo.data.batching import use_width_ladder
-    from hpo.precision import Precision, resolve_precision
-    from hpo.training.callbacks import EpochClock
-    from hpo.training.runner import EVAL_BATCH, global_policy, prepare_model
-
-    config = job["config"]
-    task = study_task(config)
-    params = {**job["params"], **task.build_context(job["folder"])}
-    gpu = gpu_capability()
-    use_width_ladder(compiles_per_shape(keras_backend(), gpu is not None))
-    precision = resolve_precision(Precision(job["precision"]), params["family"], gpu)
-    timer = EpochClock()
-
-    with global_policy(precision.value):
-        data = task.trial_data(job["folder"], params)
-        keras.utils.set_random_seed(0)
-        model, interface = prepare_model(task, params, data)
-        batch = params["batch_size"]
-        model.fit(
-            task.dataset(data.x_train, data.y_train, batch, 0, bucketed=interface.bucketed),
-            validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
-            epochs=job["epochs"],
-            callbacks=[timer],
-            verbose=0,
-        )
-        predictions = metrics.as_probabilities(task.predict(model, data.x_val))
-    return {
-        "times": timer.durations,
-        "val_accuracy": metrics.accuracy(data.y_val, predictions),
-        "precision": precision.value,
-        "device": device_name(),
-        "backend": keras_backend(),
-        "examples": len(data.x_train),
-        "finite": bool(np.isfinite(predictions).all()),
-    }
 
 
 def main() -> int:
@@ -120,7 +76,7 @@ def main() -> int:
             }
             env = backend_environment(backend, gpus[0] if gpus else None)
             try:
-                result = call_isolated(train, job, env=env)
+                result = call_isolated(train_default, job, env=env)
             except Exception as exc:  # a backend that fails is reported, the others still run
                 result = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 print(f"{family:<10} {name:<11} failed: {result['error']}", flush=True)

@@ -120,3 +120,23 @@ def test_refit_trains_each_weighted_member_on_training_and_validation_for_its_be
             assert scores["accuracy"] > 0.6
             assert 0 <= scores["ece"] <= 1
     assert "refit on training + validation" in result.stdout
+
+
+def test_allocator_arms_train_the_same_model_side_by_side_and_report_both(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path, fake_imdb, name="alloc")
+    out = tmp_path / "arms.json"
+    result = _run(
+        "bench_allocator.py",
+        *("--study", study, "--train-size", "0", "--epochs", "2", "--families", "conv1d"),
+        *("--json", out),
+        cwd=tmp_path,
+    )
+    arms = json.loads(out.read_text())
+    glibc, hpo = arms["glibc"]["conv1d"], arms["hpo"]["conv1d"]
+    assert len(glibc["times"]) == len(hpo["times"]) == 2
+    assert all(arm["cpu_user"] > 0 and arm["minor_faults"] > 0 for arm in (glibc, hpo))
+    # The allocator changes where memory comes from, not the arithmetic.
+    assert glibc["val_accuracy"] == hpo["val_accuracy"]
+    assert "conv1d     epoch" in result.stdout and "kernel" in result.stdout
