@@ -4,10 +4,10 @@ glibc's malloc hands freed memory back to the kernel early: blocks over its mmap
 are unmapped on free, the main heap's free top is trimmed past 128 KiB, and a thread's heap
 (TensorFlow's and PyTorch's CPU kernels allocate from their threads) is unmapped as soon as
 it is empty. So each training step asks the kernel for its tensors' pages again, and the
-kernel zeroes every one of them: measured in `benchmarks/bench_allocator.py`, the kernel's
-page faults took about a third of a CPU trial's time on the 2-core machines of
-`benchmarks/RESULTS.md`. A trial's process lives for one trial, so it may keep what it frees
-for the next step; what it holds at its peak is unchanged.
+kernel zeroes every one of them: measured in `benchmarks/bench_allocator.py`, the kernel took
+a third to over half of a trial's CPU time on the 2-core machines of `benchmarks/RESULTS.md`.
+A trial's process lives for one trial, so it may keep what it frees for the next step; what it
+holds at its peak is unchanged.
 """
 
 from __future__ import annotations
