@@ -47,13 +47,25 @@ from hpo.training.isolation import call_isolated
 ARMS = {"glibc": "0", "hpo": "1"}
 
 
-def run_arm(arm: str, args: argparse.Namespace, out: Path, families: list[str]) -> None:
-    """Trains each of `families`' default in its own process with the arm's malloc; adds the
-    results to `out/<arm>.json` after each family."""
-    config = _config(args)
+def prepared(args: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
+    """The study (its training size set), its task, its search space and its prepared data
+    folder (read from the cache once it is there)."""
+    config = load_study_config(args.study)
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, train_size=args.train_size)
+    )
     task = study_task(config)
     space = search_space(task, config.space)
     folder = call_isolated(functools.partial(task.prepare, config, args.data), space.shared)
+    return config, task, space, folder
+
+
+def run_arm(
+    arm: str, args: argparse.Namespace, out: Path, families: list[str], study: tuple[Any, ...]
+) -> None:
+    """Trains each of `families`' default in its own process with the arm's malloc; adds the
+    results to `out/<arm>.json` after each family. `study` is what `prepared` returns."""
+    config, task, space, folder = study
     results: dict[str, Any] = read_json(out / f"{arm}.json") or {}
     for family in families:
         job = {
@@ -65,13 +77,6 @@ def run_arm(arm: str, args: argparse.Namespace, out: Path, families: list[str]) 
         }
         results[family] = call_isolated(train_default, job, env={KEEP_FREED_MEMORY_VAR: ARMS[arm]})
         write_json(out / f"{arm}.json", results)
-
-
-def _config(args: argparse.Namespace) -> Any:
-    config = load_study_config(args.study)
-    return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, train_size=args.train_size)
-    )
 
 
 def report(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -118,22 +123,18 @@ def main() -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
-        run_arm(args.arm, args, Path(args.out), args.families)
+        run_arm(args.arm, args, Path(args.out), args.families, prepared(args))
         return 0
 
-    config = _config(args)
-    task = study_task(config)
-    # Prepared once here, so that the arms read the same cached data and start together.
-    call_isolated(
-        functools.partial(task.prepare, config, args.data), search_space(task, config.space).shared
-    )
+    # Prepared once here, so that side-by-side arms read it from the cache and start together.
+    study = prepared(args)
     with tempfile.TemporaryDirectory(prefix="bench-allocator-") as scratch:
         out = Path(scratch)
         argv = [sys.executable, __file__, *sys.argv[1:], "--out", scratch]
         if args.sequential:  # each family's arms one after the other, so both see the same drift
             for family in args.families:
                 for arm in ARMS:
-                    run_arm(arm, args, out, [family])
+                    run_arm(arm, args, out, [family], study)
         else:
             run_pinned({arm: [*argv, "--arm", arm] for arm in ARMS})
         arms = report(args, out)
