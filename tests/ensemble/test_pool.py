@@ -8,22 +8,23 @@ from hpo.ensemble.choice import Source, choose
 from hpo.ensemble.pool import guarded_selection, halves
 from hpo.ensemble.weighting import caruana_selection
 
-RNG = np.random.default_rng(7)
 N = 600
-LABELS = RNG.integers(0, 2, N)
+LABELS = np.random.default_rng(7).integers(0, 2, N)
+# Each test draws its members from a generator of its own: a shared one would give each test
+# data that depends on which tests pytest-xdist ran before it in the same process.
 
 
-def _informative(strength: float = 1.2) -> np.ndarray:
+def _informative(rng: np.random.Generator, strength: float = 1.2) -> np.ndarray:
     """A member that knows the label, with noise of its own: sigmoid of a noisy margin."""
-    margin = (2 * LABELS - 1) * strength + RNG.normal(0, 1, N)
+    margin = (2 * LABELS - 1) * strength + rng.normal(0, 1, N)
     return 1 / (1 + np.exp(-margin))
 
 
-def _half_fitter(first: np.ndarray) -> np.ndarray:
+def _half_fitter(rng: np.random.Generator, first: np.ndarray) -> np.ndarray:
     """Confidently right on the examples in `first`, confidently guessing on the others: a
     member that fits one half's noise (by chance or by leaking it) and knows nothing else."""
     right = np.where(LABELS == 1, 0.97, 0.03)
-    guess = RNG.choice([0.03, 0.97], N)
+    guess = rng.choice([0.03, 0.97], N)
     return np.where(first, right, guess)
 
 
@@ -37,8 +38,9 @@ def test_halves_are_stratified_and_fixed() -> None:
 
 
 def test_selection_picks_the_informative_members_out_of_a_noisy_pool() -> None:
-    informative = [_informative() for _ in range(3)]
-    noise = [RNG.uniform(0.05, 0.95, N) for _ in range(4)] + [np.full(N, 0.5)]
+    rng = np.random.default_rng(1)
+    informative = [_informative(rng) for _ in range(3)]
+    noise = [rng.uniform(0.05, 0.95, N) for _ in range(4)] + [np.full(N, 0.5)]
     # Noise first: a pool ranks trials by accuracy, and a lucky noise member can rank high.
     order = [noise[0], informative[0], noise[1], noise[2], informative[1], noise[3]]
     pool = np.stack([*order, informative[2], noise[4]])
@@ -53,9 +55,10 @@ def test_selection_picks_the_informative_members_out_of_a_noisy_pool() -> None:
 
 @pytest.mark.parametrize("fitted_half", [0, 1])
 def test_selection_never_picks_a_member_that_fits_only_one_half(fitted_half: int) -> None:
+    rng = np.random.default_rng(2)
     first = halves(LABELS)
-    fitter = _half_fitter(first if fitted_half == 0 else ~first)
-    pool = np.stack([fitter, _informative(), _informative(), _informative(0.8)])
+    fitter = _half_fitter(rng, first if fitted_half == 0 else ~first)
+    pool = np.stack([fitter, _informative(rng), _informative(rng), _informative(rng, 0.8)])
     # Unguarded selection on the whole validation set takes it: it is right on half of it.
     unguarded, _ = caruana_selection(pool, LABELS)
     assert unguarded[0] > 0
@@ -65,12 +68,13 @@ def test_selection_never_picks_a_member_that_fits_only_one_half(fitted_half: int
 
 
 def test_a_pool_of_duplicates_keeps_the_best_ranked_copy() -> None:
-    member = _informative()
+    rng = np.random.default_rng(3)
+    member = _informative(rng)
     selection = guarded_selection(np.stack([member] * 6), LABELS, max_members=3)
     np.testing.assert_array_equal(selection.weights, [1, 0, 0, 0, 0, 0])
     assert selection.rounds == 1
     # Duplicates beside other members: copies tie, and only the first copy gets weight.
-    other = _informative()
+    other = _informative(rng)
     selection = guarded_selection(np.stack([member, other, member, other]), LABELS, 4)
     assert selection.weights[2] == selection.weights[3] == 0
     # Copies of a member no better than chance: nothing qualifies; the best-ranked stands alone.
@@ -81,8 +85,7 @@ def test_a_pool_of_duplicates_keeps_the_best_ranked_copy() -> None:
 
 
 def test_selection_holds_at_most_max_members_and_works_on_softmax_members() -> None:
-    # Its own generator: the module's RNG is where the tests before it in this process left it
-    # (pytest-xdist's order), and one of 30 draws of these members has a single best one.
+    # One of 30 draws of these members has a single best one; this one has not.
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 100)
     eye = np.eye(3)
@@ -99,8 +102,9 @@ def test_selection_holds_at_most_max_members_and_works_on_softmax_members() -> N
 
 def test_choose_keeps_the_pool_when_the_top_trials_are_weak_and_scores_both_cross_fitted() -> None:
     # The two best-ranked trials are weak and overconfident; better ones rank lower.
-    weak = [np.where(_informative(0.5) > 0.5, 0.999, 0.001) for _ in range(2)]
-    pool = np.stack([*weak, _informative(1.5), _informative(1.5)])
+    rng = np.random.default_rng(4)
+    weak = [np.where(_informative(rng, 0.5) > 0.5, 0.999, 0.001) for _ in range(2)]
+    pool = np.stack([*weak, _informative(rng, 1.5), _informative(rng, 1.5)])
     choice = choose(pool, LABELS, top=2)
     assert choice.chosen is Source.POOL
     assert choice.cross_fitted["pool"] < choice.cross_fitted["top"]
