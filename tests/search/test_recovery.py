@@ -33,6 +33,8 @@ from ..conftest import assert_each_trial_trained_once, resize_disk, small_disk, 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from optuna.trial import FrozenTrial
+
     from hpo.config import StudyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,12 +85,9 @@ def _mid_training(config: StudyConfig) -> bool:
     return bool(complete) and any(t.intermediate_values for t in running)
 
 
-def _finished(config: StudyConfig) -> tuple[int, set[int]]:
-    """How many trials the study holds, and which of them trained to an end."""
-    trials = _load(config).get_trials(deepcopy=False)
-    return len(trials), {
-        t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    }
+def _finished(trials: list[FrozenTrial]) -> set[int]:
+    """The trials that trained to an end."""
+    return {t.number for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
 
 
 def _search(study_file: Path) -> subprocess.Popen[str]:
@@ -525,7 +524,7 @@ def test_a_search_killed_with_sigkill_leaves_no_process_behind(
         assert len(below) >= 4, below  # helper, fork servers, trial processes
         process.kill()  # the search process alone, as the OOM killer or `kill -9` would
         process.wait()
-        finished = _finished(config)
+        before = _load(config).get_trials(deepcopy=False)
         # A helper ends its trial as Ctrl-C would: SIGTERM to the trial's process, SIGKILL after
         # the grace period if that is not enough, then the trial marked FAIL. On a loaded
         # machine that takes more than the second its watcher needs to notice.
@@ -536,10 +535,19 @@ def test_a_search_killed_with_sigkill_leaves_no_process_behind(
         # An orphan would go on finishing trials (and starting new ones) that the budget of a
         # resumed run does not know of.
         time.sleep(WATCH_INTERVAL_S * 3)
-        finished_later = _finished(config)
+        later = _load(config).get_trials(deepcopy=False)
     finally:
         with contextlib.suppress(ProcessLookupError):  # gone already, as it should be
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
     assert not left, f"processes of the killed search still running: {left}"
-    assert finished_later == finished
+    assert _finished(later) == _finished(before)
+    # In the second before its watcher sees the search gone, the helper may have asked for the
+    # next trial: SIGTERM stops it before it trains (failed as interrupted, or left RUNNING for
+    # the next run's sweep if it came while Optuna created it). Nothing more starts.
+    asked = later[len(before) :]
+    assert len(asked) <= 1, asked
+    assert all(
+        t.state in (TrialState.FAIL, TrialState.RUNNING) and not t.intermediate_values
+        for t in asked
+    ), asked
