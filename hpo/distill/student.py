@@ -25,6 +25,7 @@ from hpo.training.interface import Padding, check_padding, member_model
 from hpo.training.runner import (
     CHECKPOINT_NAME,
     EVAL_BATCH,
+    STEP_STATE_ROWS,
     fit_best_epoch,
     prepare_model,
     probe_rows,
@@ -135,6 +136,10 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         clock=clock,
         epochs=job.max_epochs,
         learning_rate=f"learning_rate={params.get('learning_rate')}",
+        example=(
+            x_train[:STEP_STATE_ROWS],
+            interface.encode_probabilities(soft[:STEP_STATE_ROWS]),
+        ),
     )
     train_seconds = time.perf_counter() - started
     # As a trial stores its member: the best epoch, uncompiled, probabilities in hpo's shape.

@@ -69,6 +69,7 @@ __all__ = [
     "EstimateJob",
     "TrialJob",
     "TrialResult",
+    "build_step_state",
     "estimate_epochs",
     "fit_best_epoch",
     "run_trial",
@@ -76,6 +77,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+# Training examples the training step's state is built on before `fit` (`build_step_state`).
+STEP_STATE_ROWS = 2
 
 CHECKPOINT_NAME = "training.keras"  # the best epoch as ModelCheckpoint writes it
 MEMBER_NAME = "best.keras"  # the same model without optimizer state, as stored
@@ -392,6 +395,10 @@ def _train_trial(
                 extra=extra,
                 learning_rate=_learning_rate(trial.params),
                 fit_arguments=fitting,
+                example=(
+                    data.x_train[:STEP_STATE_ROWS],
+                    interface.encode_labels(data.y_train[:STEP_STATE_ROWS], classes),
+                ),
             )
     finally:
         trial.set_user_attr(Attr.EPOCHS, clock.count)
@@ -567,6 +574,35 @@ def recorded(value: Any) -> Any:
     return round(float(array), 6) if math.isfinite(array) else None
 
 
+def build_step_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
+    """Creates the compiled metrics' and the optimizer's variables before `fit` traces its
+    training step, from inputs `x` and labels `y` as the training batches hold them.
+
+    Keras's TensorFlow trainer creates them while it traces the first step, and a `tf.function`
+    whose first trace creates variables is traced again: the step is traced twice, a quarter of
+    a small model's `fit`. Built here, they are what `fit` would build (the metrics are reset
+    after, and the forward pass is in inference mode: nothing else changes), and the step is
+    traced once. Nothing is done on the other backends (JAX and PyTorch build them before their
+    first step), for an uncompiled model, or for one with a step, loss or metrics of its own;
+    where the model fails on `x`, `fit` meets and reports the same failure.
+    """
+    import keras
+
+    if keras_backend() != "tensorflow" or getattr(model, "optimizer", None) is None:
+        return
+    for method in ("train_step", "compute_loss", "compute_metrics"):
+        if getattr(type(model), method, None) is not getattr(keras.Model, method):
+            return
+    try:
+        predicted = model(tensors(x), training=False)
+        model.compute_metrics(tensors(x), y, predicted, sample_weight=None)
+        model.reset_metrics()
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+    except Exception as exc:  # left to `fit`, which builds them itself (and reports a failure)
+        _log.debug("the training step's state is left to fit: %s", exc)
+
+
 def fit_best_epoch(
     model: keras.Model,
     train: Any,
@@ -582,6 +618,7 @@ def fit_best_epoch(
     extra: Sequence[keras.callbacks.Callback] = (),
     learning_rate: str = "the learning rate",
     fit_arguments: Mapping[str, Any] | None = None,
+    example: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.callbacks.History:
     """Fits a compiled model as every trial is fitted, its best epoch saved to `checkpoint`.
 
@@ -597,6 +634,8 @@ def fit_best_epoch(
         epochs: The most epochs (the study's `max_epochs`, or less).
         learning_rate: The setting an error about non-finite weights names.
         fit_arguments: More arguments of `model.fit` (a hypermodel's own).
+        example: A few training inputs and their labels as `train` holds them: the step's
+            state is built on them before `fit` traces it (`build_step_state`).
 
     Raises:
         FloatingPointError: The weights or the training loss became NaN or infinite.
@@ -619,6 +658,8 @@ def fit_best_epoch(
         *schedule_callbacks(monitor, training, mode, model=model, given=extra),
         *extra,
     ]
+    if example is not None:
+        build_step_state(model, *example)
     try:
         history = model.fit(
             train,

@@ -438,3 +438,83 @@ def test_a_learning_rate_the_user_schedules_is_left_to_them(
     expected = "CosineDecay" if scheduled_by == "optimizer" else "LearningRateScheduler"
     assert expected in str(user_schedules_learning_rate(model, given))
     assert user_schedules_learning_rate(keras.Sequential([keras.Input((4,))])) is None
+
+
+def _traced_steps(model: keras.Model) -> dict[str, int]:
+    """Counts the traces of `model`'s training and evaluation steps (each trace runs the
+    Python step once; compiled calls do not)."""
+    traces = {"train": 0, "test": 0}
+    for kind in traces:
+        step = getattr(model, f"{kind}_step")
+
+        def counted(data: Any, step: Any = step, kind: str = kind) -> Any:
+            traces[kind] += 1
+            return step(data)
+
+        setattr(model, f"{kind}_step", counted)
+    return traces
+
+
+def _token_batches(x: np.ndarray, y: np.ndarray) -> Any:
+    """Batches of several widths, as bucketed text reaches `fit` (hpo.data.batching)."""
+    from hpo.data.batching import bucketed_dataset
+
+    return bucketed_dataset(x, y, batch_size=16, seed=0)
+
+
+def _token_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None,), dtype="int32")
+    hidden = keras.layers.Embedding(50, 8, mask_zero=True)(inputs)
+    hidden = keras.layers.GlobalAveragePooling1D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _tokens() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 50, (96, 24)).astype("int32")
+    x[np.arange(96) % 3 == 0, 12:] = 0  # a third of the rows half padding
+    return x, (x[:, 0] > 25).astype("int32")
+
+
+def test_the_training_step_is_traced_once_when_its_state_is_built_first() -> None:
+    """Keras's TensorFlow trainer creates the metrics' and the optimizer's variables while it
+    traces the first training step, and TensorFlow then traces it again; built before `fit`,
+    the step is traced once and trains to the same weights."""
+    from hpo.training.runner import STEP_STATE_ROWS, build_step_state
+
+    x, y = _tokens()
+    plain = _token_model()
+    plain_traces = _traced_steps(plain)
+    plain.fit(_token_batches(x, y), validation_data=_token_batches(x, y), epochs=2, verbose=0)
+    assert plain_traces == {"train": 2, "test": 1}  # what Keras does unaided
+
+    built = _token_model()
+    built_traces = _traced_steps(built)
+    build_step_state(built, x[:STEP_STATE_ROWS], y[:STEP_STATE_ROWS])
+    assert built.optimizer.built
+    # The metrics' state is reset: nothing of the two rows is counted.
+    assert all(float(v) == 0 for v in built.metrics_variables)
+    built.fit(_token_batches(x, y), validation_data=_token_batches(x, y), epochs=2, verbose=0)
+    assert built_traces == {"train": 1, "test": 1}
+    for ours, theirs in zip(built.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_a_training_step_of_its_own_is_left_to_fit() -> None:
+    from hpo.training.runner import build_step_state
+
+    class OwnStep(keras.Model):
+        def train_step(self, data: Any) -> Any:
+            return super().train_step(data)
+
+    inputs = keras.Input((4,))
+    model = OwnStep(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    build_step_state(model, np.zeros((2, 4), "float32"), np.zeros(2, "int32"))
+    assert not model.optimizer.built
+    uncompiled = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    build_step_state(uncompiled, np.zeros((2, 4), "float32"), np.zeros(2, "int32"))
+    assert not uncompiled.compiled and not uncompiled.metrics_variables
