@@ -181,8 +181,10 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
     precision a trial's would be: fit `job["epochs"]` epochs, time each, score validation.
 
     `job` holds the study's `config`, its prepared data `folder`, the trial's `params` and the
-    `precision` setting. Returns each epoch's seconds, validation accuracy, and the process's
-    CPU seconds (user and kernel, all threads) and minor page faults while it fitted.
+    `precision` setting; with `build_step_state` true, the training step's state is built
+    before `fit`, as a trial's is (`hpo.training.runner.build_step_state`). Returns each epoch's
+    seconds, validation accuracy, the process's CPU seconds (user and kernel, all threads) and
+    minor page faults while it fitted, and how often the training step was traced.
     """
     import resource
 
@@ -194,7 +196,13 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
     from hpo.data.batching import use_width_ladder
     from hpo.precision import Precision, resolve_precision
     from hpo.training.callbacks import EpochClock
-    from hpo.training.runner import EVAL_BATCH, global_policy, prepare_model
+    from hpo.training.runner import (
+        EVAL_BATCH,
+        STEP_STATE_ROWS,
+        build_step_state,
+        global_policy,
+        prepare_model,
+    )
 
     config = job["config"]
     task = study_task(config)
@@ -209,7 +217,18 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
         keras.utils.set_random_seed(0)
         model, interface = prepare_model(task, params, data)
         batch = params["batch_size"]
+        traces = [0]
+        step = model.train_step
+
+        def counted(data: Any) -> Any:  # runs once per trace of the compiled step
+            traces[0] += 1
+            return step(data)
+
+        model.train_step = counted
         before = resource.getrusage(resource.RUSAGE_SELF)
+        if job.get("build_step_state"):
+            rows = slice(0, STEP_STATE_ROWS)
+            build_step_state(model, data.x_train[rows], data.y_train[rows])
         model.fit(
             task.dataset(data.x_train, data.y_train, batch, 0, bucketed=interface.bucketed),
             validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),
@@ -230,6 +249,7 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
         "cpu_user": after.ru_utime - before.ru_utime,
         "cpu_kernel": after.ru_stime - before.ru_stime,
         "minor_faults": after.ru_minflt - before.ru_minflt,
+        "train_traces": traces[0],
     }
 
 

@@ -140,3 +140,22 @@ def test_allocator_arms_train_the_same_model_side_by_side_and_report_both(
     # The allocator changes where memory comes from, not the arithmetic.
     assert glibc["val_accuracy"] == hpo["val_accuracy"]
     assert "conv1d     epoch" in result.stdout and "kernel" in result.stdout
+
+
+def test_step_state_arms_train_the_same_model_and_the_built_one_traces_its_step_once(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path, fake_imdb, name="step")
+    out = tmp_path / "runs.json"
+    result = _run(
+        "bench_step_state.py",
+        *("--study", study, "--train-size", "0", "--epochs", "1", "--families", "conv1d"),
+        *("--repeats", "1", "--json", out),
+        cwd=tmp_path,
+    )
+    runs = json.loads(out.read_text())["conv1d"]
+    [keras_run], [hpo_run] = runs["keras"], runs["hpo"]
+    assert (keras_run["train_traces"], hpo_run["train_traces"]) == (2, 1)
+    # Built first or by Keras, the state is the same: so are the weights and their accuracy.
+    assert keras_run["val_accuracy"] == hpo_run["val_accuracy"]
+    assert "conv1d     first epoch" in result.stdout and "CPU" in result.stdout
