@@ -198,7 +198,6 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
     from hpo.training.callbacks import EpochClock
     from hpo.training.runner import (
         EVAL_BATCH,
-        STEP_STATE_ROWS,
         build_step_state,
         global_policy,
         prepare_model,
@@ -227,8 +226,7 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
         model.train_step = counted
         before = resource.getrusage(resource.RUSAGE_SELF)
         if job.get("build_step_state"):
-            rows = slice(0, STEP_STATE_ROWS)
-            build_step_state(model, data.x_train[rows], data.y_train[rows])
+            build_step_state(model, data.x_train, data.y_train)
         model.fit(
             task.dataset(data.x_train, data.y_train, batch, 0, bucketed=interface.bucketed),
             validation_data=task.dataset(data.x_val, data.y_val, EVAL_BATCH, None),

@@ -25,7 +25,6 @@ from hpo.training.interface import Padding, check_padding, member_model
 from hpo.training.runner import (
     CHECKPOINT_NAME,
     EVAL_BATCH,
-    STEP_STATE_ROWS,
     fit_best_epoch,
     prepare_model,
     probe_rows,
@@ -114,11 +113,12 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
     checkpoint = job.work / CHECKPOINT_NAME
     clock = EpochClock()
     started = time.perf_counter()
+    targets = interface.encode_probabilities(soft)
     history = fit_best_epoch(
         model,
         task.dataset(
             x_train,
-            interface.encode_probabilities(soft),
+            targets,
             params.get("batch_size") or TRAINING_DEFAULTS["batch_size"],
             config.sampler.seed,
             bucketed=interface.bucketed,
@@ -136,10 +136,7 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         clock=clock,
         epochs=job.max_epochs,
         learning_rate=f"learning_rate={params.get('learning_rate')}",
-        example=(
-            x_train[:STEP_STATE_ROWS],
-            interface.encode_probabilities(soft[:STEP_STATE_ROWS]),
-        ),
+        example=(x_train, targets),
     )
     train_seconds = time.perf_counter() - started
     # As a trial stores its member: the best epoch, uncompiled, probabilities in hpo's shape.

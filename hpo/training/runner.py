@@ -78,7 +78,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 # Training examples the training step's state is built on before `fit` (`build_step_state`).
-STEP_STATE_ROWS = 2
+_STEP_STATE_ROWS = 2
 
 CHECKPOINT_NAME = "training.keras"  # the best epoch as ModelCheckpoint writes it
 MEMBER_NAME = "best.keras"  # the same model without optimizer state, as stored
@@ -367,11 +367,12 @@ def _train_trial(
                 callbacks=[clock, *extra],
             )
         else:
+            labels = interface.encode_labels(data.y_train, classes)
             history = fit_best_epoch(
                 model,
                 task.dataset(
                     data.x_train,
-                    interface.encode_labels(data.y_train, classes),
+                    labels,
                     batch_size,
                     config.sampler.seed + trial.number,
                     bucketed=interface.bucketed,
@@ -395,10 +396,7 @@ def _train_trial(
                 extra=extra,
                 learning_rate=_learning_rate(trial.params),
                 fit_arguments=fitting,
-                example=(
-                    data.x_train[:STEP_STATE_ROWS],
-                    interface.encode_labels(data.y_train[:STEP_STATE_ROWS], classes),
-                ),
+                example=(data.x_train, labels),
             )
     finally:
         trial.set_user_attr(Attr.EPOCHS, clock.count)
@@ -576,7 +574,8 @@ def recorded(value: Any) -> Any:
 
 def build_step_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
     """Creates the compiled metrics' and the optimizer's variables before `fit` traces its
-    training step, from inputs `x` and labels `y` as the training batches hold them.
+    training step, from the first two of training inputs `x` and labels `y` as the training
+    batches hold them.
 
     Keras's TensorFlow trainer creates them while it traces the first step, and a `tf.function`
     whose first trace creates variables is traced again: the step is traced twice, a quarter of
@@ -593,9 +592,10 @@ def build_step_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
     for method in ("train_step", "compute_loss", "compute_metrics"):
         if getattr(type(model), method, None) is not getattr(keras.Model, method):
             return
+    inputs, labels = tensors(x[:_STEP_STATE_ROWS]), y[:_STEP_STATE_ROWS]
     try:
-        predicted = model(tensors(x), training=False)
-        model.compute_metrics(tensors(x), y, predicted, sample_weight=None)
+        predicted = model(inputs, training=False)
+        model.compute_metrics(inputs, labels, predicted, sample_weight=None)
         model.reset_metrics()
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -634,8 +634,8 @@ def fit_best_epoch(
         epochs: The most epochs (the study's `max_epochs`, or less).
         learning_rate: The setting an error about non-finite weights names.
         fit_arguments: More arguments of `model.fit` (a hypermodel's own).
-        example: A few training inputs and their labels as `train` holds them: the step's
-            state is built on them before `fit` traces it (`build_step_state`).
+        example: The training inputs and their labels as `train` holds them: the step's
+            state is built on their first rows before `fit` traces it (`build_step_state`).
 
     Raises:
         FloatingPointError: The weights or the training loss became NaN or infinite.

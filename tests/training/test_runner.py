@@ -483,7 +483,7 @@ def test_the_training_step_is_traced_once_when_its_state_is_built_first() -> Non
     """Keras's TensorFlow trainer creates the metrics' and the optimizer's variables while it
     traces the first training step, and TensorFlow then traces it again; built before `fit`,
     the step is traced once and trains to the same weights."""
-    from hpo.training.runner import STEP_STATE_ROWS, build_step_state
+    from hpo.training.runner import build_step_state
 
     x, y = _tokens()
     plain = _token_model()
@@ -493,9 +493,9 @@ def test_the_training_step_is_traced_once_when_its_state_is_built_first() -> Non
 
     built = _token_model()
     built_traces = _traced_steps(built)
-    build_step_state(built, x[:STEP_STATE_ROWS], y[:STEP_STATE_ROWS])
+    build_step_state(built, x, y)
     assert built.optimizer.built
-    # The metrics' state is reset: nothing of the two rows is counted.
+    # The metrics' state is reset: nothing of the rows it was built on is counted.
     assert all(float(v) == 0 for v in built.metrics_variables)
     built.fit(_token_batches(x, y), validation_data=_token_batches(x, y), epochs=2, verbose=0)
     assert built_traces == {"train": 1, "test": 1}
