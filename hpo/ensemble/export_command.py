@@ -18,12 +18,21 @@ from hpo.backend import recorded_backend, use_backend
 from hpo.command_options import DATA_HELP, add_study_arguments, open_study
 from hpo.ensemble.exporter import export_built_ensemble, export_trial
 from hpo.ensemble.predict import export_backend
-from hpo.ensemble.serving import FORMATS, Format, describe_exports, serving_backend
+from hpo.ensemble.serving import (
+    FORMATS,
+    Format,
+    as_formats,
+    check_formats,
+    describe_exports,
+    serving_backend,
+)
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+
+    from hpo.backend import Backend
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "and/or --format litert (its ensemble.keras is already there)."
             )
         # A SavedModel, ONNX or LiteRT is written on TensorFlow, whatever the models were made on.
-        use_backend(serving_backend(export_backend(args.ensemble), args.formats))
+        _load_keras(export_backend(args.ensemble), args.formats)
         config, study = open_study(args.study, args.storage, args.study_name)
         result = export_built_ensemble(
             config, study, args.ensemble, formats=args.formats, data=args.data
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config, study = open_study(args.study, args.storage, args.study_name)
         made_on = recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend)
-        use_backend(serving_backend(made_on, args.formats or [Format.KERAS]))
+        _load_keras(made_on, args.formats or [Format.KERAS])
         result = export_trial(
             config,
             study,
@@ -88,6 +97,14 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(describe_exports(result.report["export"], result.written)))
     print(f"Paths and SHA-256 in {result.out_dir / 'report.json'}")
     return 0
+
+
+def _load_keras(made_on: Backend, formats: Sequence[str]) -> None:
+    """Loads Keras on the backend that writes `formats` of models made on `made_on`, after
+    refusing a format this process cannot write (loading Keras takes seconds)."""
+    backend = serving_backend(made_on, formats)
+    check_formats(as_formats(formats), backend.value)
+    use_backend(backend)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -144,6 +144,47 @@ def test_served_formats_are_written_on_tensorflow_or_refused_without_it(
             check_formats([fmt], backend)
 
 
+@pytest.mark.parametrize("what", ["ensemble", "trial"])
+def test_hpo_export_refuses_a_format_it_cannot_write_before_loading_keras(
+    what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Loading Keras on JAX or PyTorch takes seconds: the refusal comes first."""
+    import importlib.util
+    import json
+
+    from hpo.ensemble import export_command
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorflow" else real(name)
+    )
+
+    def load_keras(backend: object) -> None:
+        raise AssertionError(f"Keras loaded on {backend} before the refusal")
+
+    monkeypatch.setattr(export_command, "use_backend", load_keras)
+    if what == "ensemble":
+        folder = tmp_path / "ensemble"
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps({"backend": "jax"}))
+        args = ["--ensemble", str(folder), "--study", str(tmp_path / "unread.toml")]
+    else:
+        import optuna
+
+        from hpo.config import load_study_config
+
+        study = tmp_path / "study.toml"
+        study.write_text('name = "tiny"\n\n[data]\npath = "data"\n')
+        url = load_study_config(study).storage_url
+        (tmp_path / "tiny").mkdir()
+        searched = optuna.create_study(study_name="tiny", storage=url)
+        searched.set_user_attr("hpo_config", {"training": {"backend": "jax"}})
+        args = ["--trial", "0", "--study", str(study)]
+    assert export_command.main([*args, "--format", "onnx"]) == 2
+    refused = capsys.readouterr().err
+    assert "--format onnx is written by TensorFlow, which is not installed" in refused
+
+
 def test_onnx_without_its_packages_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
