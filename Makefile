@@ -15,6 +15,12 @@ STAMP := $(VENV)/.installed
 # (tests/conftest.py), start on different processes.
 TEST_WORKERS ?= 3
 
+# scikit-learn (pyproject.toml's `bench` pin), for the test that runs benchmarks/bench_nbsvm.py,
+# in a folder of its own that the test puts on that script's path: installed in the environment,
+# Keras would import it on start-up in each of the suite's TensorFlow processes (0.9 s each).
+BENCH_PACKAGES := $(VENV)/bench-packages
+SKLEARN := scikit-learn==1.9.1 'joblib>=1.4' 'threadpoolctl>=3.5'
+
 .PHONY: search ensemble status report dashboard test lint unit docs benchmark mutation
 
 $(STAMP): pyproject.toml
@@ -22,6 +28,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(BENCH_PACKAGES)/.installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade --target $(BENCH_PACKAGES) $(SKLEARN)
+	touch $@
 
 search: $(STAMP)  ## Run (or resume) the study in STUDY within its budget
 	$(BIN)/hpo search --study $(STUDY) $(ARGS)
@@ -43,10 +53,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check hpo tests benchmarks docs/hooks.py
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(BENCH_PACKAGES)/.installed
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not e2e"
 
-test: lint  ## Lint, type-check and run every test
+test: lint $(BENCH_PACKAGES)/.installed  ## Lint, type-check and run every test
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 # Material for MkDocs prints a notice about MkDocs 2 on every build unless told not to.
