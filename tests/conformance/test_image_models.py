@@ -109,22 +109,19 @@ def test_image_models_and_keras_tuner_applications_search_ensemble_and_predict(
     assert {m["family"] for m in report["members"]} == {"own", "hyper", "xception"}
     assert report["export"]["max_abs_difference"] <= 1e-5
 
+    # One image, then a folder: its images, in order; its other files (as a camera or Windows
+    # leaves them) are skipped and counted, hidden ones left out.
     image = next((data / "test" / "red").iterdir())
-    predict = hpo("predict", "--ensemble", str(out), str(image))
-    assert predict.returncode == 0, predict.stderr[-3000:]
-    label, probability, name = predict.stdout.strip().split("\t")
-    assert label in ("blue", "green", "red") and 0 <= float(probability) <= 1
-    assert name == str(image)
-    # A folder is its images, in order; its other files (as a camera or Windows leaves them)
-    # are skipped and counted, hidden ones left out.
     (data / "test" / "red" / "Thumbs.db").write_bytes(bytes(64))
     (data / "test" / "red" / "._a.png").write_bytes(bytes(64))
     red = sorted(
         p for p in (data / "test" / "red").iterdir() if p.suffix == ".png" and p.name[0] != "."
     )
-    folder = hpo("predict", "--ensemble", str(out), str(data / "test" / "red"))
-    assert folder.returncode == 0, folder.stderr[-3000:]
-    assert [line.split("\t")[2] for line in folder.stdout.strip().splitlines()] == [
-        str(p) for p in red
-    ]
-    assert "skipped 1 file(s) in the folders given that are not images" in folder.stderr
+    predict = hpo("predict", "--ensemble", str(out), str(image), str(data / "test" / "red"))
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    lines = [line.split("\t") for line in predict.stdout.strip().splitlines()]
+    label, probability, name = lines[0]
+    assert label in ("blue", "green", "red") and 0 <= float(probability) <= 1
+    assert name == str(image)
+    assert [line[2] for line in lines[1:]] == [str(p) for p in red]
+    assert "skipped 1 file(s) in the folders given that are not images" in predict.stderr
