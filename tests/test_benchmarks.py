@@ -182,3 +182,22 @@ def test_step_state_arms_train_the_same_model_and_the_built_one_traces_its_step_
     # Built first or by Keras, the state is the same: so are the weights and their accuracy.
     assert keras_run["val_accuracy"] == hpo_run["val_accuracy"]
     assert "conv1d     first epoch" in result.stdout and "CPU" in result.stdout
+
+
+def test_startup_arms_report_what_each_loaded_and_their_ratios(tmp_path: Path) -> None:
+    # json imports _json if it can and runs without it: an optional module as Keras's are.
+    out = tmp_path / "runs.json"
+    result = _run(
+        "bench_startup.py",
+        *("--modules", "json", "--hide", "_json", "--path", f"empty={tmp_path}"),
+        *("--repeats", "2", "--json", out),
+        cwd=tmp_path,
+    )
+    runs = json.loads(out.read_text())
+    assert list(runs) == ["installed", "without:_json", "with:empty"]
+    assert all(len(rows) == 2 and all(r["cpu"] > 0 for r in rows) for rows in runs.values())
+    assert runs["installed"][0]["loaded"] == {"_json": "loaded"}
+    assert runs["without:_json"][0]["loaded"] == {}
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
+    assert lines["installed"].split()[3] == "1.00x"
+    assert lines["without:_json"].endswith("none of them")
