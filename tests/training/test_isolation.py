@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -47,6 +49,20 @@ def test_the_childs_warnings_reach_the_caller_when_asked_and_stay_in_its_log(
         ("hpo.data.images", logging.WARNING, "skipped 3 files")
     ]
     assert "skipped 2 files" in log.read_text() and "skipped 3 files" in log.read_text()
+
+
+def loaded(names: list[str]) -> list[str]:
+    return [name for name in names if name in sys.modules]
+
+
+def test_a_child_starts_with_what_its_study_store_connection_imports() -> None:
+    # Each trial opens the study store: Optuna's models, Alembic and the dialects come from the
+    # fork server once (psycopg too, where it is installed), not from each trial's import.
+    wanted = [name for name in isolation.STORE_PRELOAD if importlib.util.find_spec(name)]
+    assert "alembic.migration" in wanted
+    # On the backend of this process's fork server, if an earlier test started one.
+    backend = isolation._server_backend or "tensorflow"
+    assert call_isolated(loaded, wanted, env={"KERAS_BACKEND": backend}) == wanted
 
 
 def test_returns_the_result_from_another_process(tmp_path: Path) -> None:
