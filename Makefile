@@ -17,7 +17,8 @@ TEST_WORKERS ?= 3
 
 # scikit-learn (pyproject.toml's `bench` pin), for the test that runs benchmarks/bench_nbsvm.py,
 # in a folder of its own that the test puts on that script's path: installed in the environment,
-# Keras would import it on start-up in each of the suite's TensorFlow processes (0.9 s each).
+# Keras would import it on start-up in each of the suite's TensorFlow processes (1.5 s each,
+# benchmarks/RESULTS.md).
 BENCH_PACKAGES := $(VENV)/bench-packages
 SKLEARN := scikit-learn==1.9.1 'joblib>=1.4' 'threadpoolctl>=3.5'
 
