@@ -60,21 +60,27 @@ def prepared(args: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
     return config, task, space, folder
 
 
+def default_job(study: tuple[Any, ...], family: str, epochs: int) -> dict[str, Any]:
+    """`_common.train_default`'s job: `family`'s default for `epochs` epochs at the precision
+    a trial would choose, on the study that `prepared` returns."""
+    config, task, space, folder = study
+    return {
+        "config": config,
+        "folder": folder,
+        "params": family_defaults(task, family, space),
+        "epochs": epochs,
+        "precision": "auto",
+    }
+
+
 def run_arm(
     arm: str, args: argparse.Namespace, out: Path, families: list[str], study: tuple[Any, ...]
 ) -> None:
     """Trains each of `families`' default in its own process with the arm's malloc; adds the
     results to `out/<arm>.json` after each family. `study` is what `prepared` returns."""
-    config, task, space, folder = study
     results: dict[str, Any] = read_json(out / f"{arm}.json") or {}
     for family in families:
-        job = {
-            "config": config,
-            "folder": folder,
-            "params": family_defaults(task, family, space),
-            "epochs": args.epochs,
-            "precision": "auto",
-        }
+        job = default_job(study, family, args.epochs)
         results[family] = call_isolated(train_default, job, env={KEEP_FREED_MEMORY_VAR: ARMS[arm]})
         write_json(out / f"{arm}.json", results)
 

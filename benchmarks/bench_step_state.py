@@ -27,8 +27,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import benchmark_parser, family_defaults, train_default, write_json
-from bench_allocator import prepared
+from _common import benchmark_parser, train_default, write_json
+from bench_allocator import default_job, prepared
 
 from hpo.training.isolation import call_isolated
 
@@ -73,21 +73,14 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
-    config, task, space, folder = prepared(args)
+    study = prepared(args)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         f: {a: [] for a in ARMS} for f in args.families
     }
     for _ in range(args.repeats):
         for family in args.families:
             for arm in ARMS:
-                job = {
-                    "config": config,
-                    "folder": folder,
-                    "params": family_defaults(task, family, space),
-                    "epochs": args.epochs,
-                    "precision": "auto",
-                    "build_step_state": arm == "hpo",
-                }
+                job = {**default_job(study, family, args.epochs), "build_step_state": arm == "hpo"}
                 runs[family][arm].append(call_isolated(train_default, job))
     report(args.families, runs)
     if args.json:
