@@ -9,8 +9,9 @@ ARGS ?=
 # training each; +0.23 points on the 2-hour IMDB study, benchmarks/RESULTS.md); `REFIT=` skips it.
 REFIT ?= --refit
 STAMP := $(VENV)/.installed
-# pytest-xdist processes: most of the suite waits on subprocesses (workers, servers, commands),
-# so more processes than cores finish sooner; `make test TEST_WORKERS=0` runs in one process.
+# pytest-xdist processes: on 2 cores, 3 keep both busy (2 leave 8% idle while tests wait on
+# servers and workers; 4 only add contention: benchmarks/RESULTS.md); `make test TEST_WORKERS=0`
+# runs in one process.
 # One test at a time per process (--maxschedchunk 1), so the slowest, collected first
 # (tests/conftest.py), start on different processes.
 TEST_WORKERS ?= 3
