@@ -219,9 +219,11 @@ def train_default(job: dict[str, Any]) -> dict[str, Any]:
         traces = [0]
         step = model.train_step
 
-        def counted(data: Any) -> Any:  # runs once per trace of the compiled step
+        # Runs once per trace of the compiled step. JAX's step also takes the state first
+        # (`train_step(state, data)`), TensorFlow's and PyTorch's the batch alone.
+        def counted(*args: Any) -> Any:
             traces[0] += 1
-            return step(data)
+            return step(*args)
 
         model.train_step = counted
         before = resource.getrusage(resource.RUSAGE_SELF)

@@ -106,7 +106,7 @@ def main() -> int:
             )
             print(
                 f"  {family:<10} {name:<11} steady {steady:6.1f} s  speed vs {base}: "
-                f"{ratio:<6}  first epoch +{overhead:.1f} s"
+                f"{ratio:<6}  first epoch {overhead:+.1f} s"
             )
     if args.json:
         with open(args.json, "w") as file:

@@ -184,6 +184,25 @@ def test_step_state_arms_train_the_same_model_and_the_built_one_traces_its_step_
     assert "conv1d     first epoch" in result.stdout and "CPU" in result.stdout
 
 
+def test_backends_trains_each_backend_and_counts_jaxs_traces_of_its_two_argument_step(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # JAX's training step takes (state, data); the bench's trace counter once took one
+    # argument, and every JAX run failed (the GPU check's dry run found it).
+    study = write_study(tmp_path, fake_imdb, name="backends")
+    out = tmp_path / "runs.json"
+    result = _run(
+        "bench_backends.py",
+        *("--study", study, "--train-size", "0", "--epochs", "2", "--families", "ngram"),
+        *("--backends", "jax", "--json", out),
+        cwd=tmp_path,
+    )
+    run = json.loads(out.read_text())["ngram/jax"]
+    assert "error" not in run, run
+    assert run["backend"] == "jax" and len(run["times"]) == 2 and run["train_traces"] >= 1
+    assert "ngram      jax         steady" in result.stdout
+
+
 def test_startup_arms_report_what_each_loaded_and_their_ratios(tmp_path: Path) -> None:
     # json imports _json if it can and runs without it: an optional module as Keras's are.
     out = tmp_path / "runs.json"
