@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from hpo.errors import OtherData
+from hpo.errors import ConfigError, OtherData
 
 if TYPE_CHECKING:
     import optuna
@@ -20,6 +20,7 @@ __all__ = [
     "FINGERPRINT_ATTR",
     "SOURCE_ATTR",
     "check_fingerprint",
+    "check_study_outside",
     "record",
     "recorded_source",
 ]
@@ -32,6 +33,38 @@ def recorded_source(study: optuna.Study) -> str | None:
     """The data source the study's search used, if it recorded one and it still exists."""
     value = study.user_attrs.get(SOURCE_ATTR)
     return str(value) if value and Path(value).exists() else None
+
+
+def check_study_outside(study_dir: Path, name: str, source: Path) -> None:
+    """Raises ConfigError if the study's folder is its data folder or inside it.
+
+    The study's folder is the study file's folder joined with the study's name, so a study file
+    beside a data folder of the same name, or inside the data folder, would put the study's
+    database, prepared data, checkpoints and logs among the user's files: read back as
+    examples (a folder of class folders gains `cache/`, `logs/` and `trials/` as classes for
+    Keras's own loaders), and changing the folder's time stamp, so its cache is rebuilt each run.
+
+    Args:
+        study_dir: The study's folder.
+        name: The study's name, for the message.
+        source: The data the search reads: a folder, archive or file.
+    """
+    if not source.is_dir():
+        return
+    study, data = study_dir.resolve(), source.resolve()
+    if study != data and data not in study.parents:
+        return
+    where = "is" if study == data else "is inside"
+    fix = (
+        f"Give the study another name (name = {name!r} names its folder, beside the study file)"
+        if study == data
+        else "Move the study file out of the data folder"
+    )
+    raise ConfigError(
+        f"the study's folder {study_dir} {where} its data folder {source}: the study would "
+        f"write its database, prepared data, checkpoints and logs among the data, and read "
+        f"them back as examples. {fix}, or put the data elsewhere."
+    )
 
 
 def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what: str) -> None:

@@ -122,6 +122,10 @@ def run_search(
     )
     task = study_task(config)
     space = search_space(task, config.space)
+    if data or config.data.path:
+        # A path that is given is checked before the study's folder is made in it; one found
+        # otherwise (the environment, the study's record, a download) when it is resolved below.
+        provenance.check_study_outside(config.study_dir, config.name, task.locate(config, data))
     try:
         config.study_dir.mkdir(parents=True, exist_ok=True)
         probe = config.study_dir / ".write-test"
@@ -163,6 +167,7 @@ def run_search(
         run = clock.run_index()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         source = task.locate(config, data or provenance.recorded_source(study))
+        provenance.check_study_outside(config.study_dir, config.name, source)
         print(f"Preparing data for task {task.name!r} from {source} ...", flush=True)
         data_folder = call_isolated(
             functools.partial(task.prepare, config, str(source)),

@@ -11,6 +11,7 @@ from PIL import Image
 from hpo.config import load_study_config
 from hpo.data import images
 from hpo.errors import ConfigError
+from hpo.search import main
 from hpo.study import search_space
 from hpo.tasks import get_task
 
@@ -128,3 +129,34 @@ def test_a_folder_without_splits_gives_its_held_out_share_to_the_test_set_only(
     # No test image is among those the search reads.
     searched = {x.tobytes() for x in (*trial.x_train, *trial.x_val)}
     assert not [x for x in test.x if x.tobytes() in searched]
+
+
+@pytest.mark.parametrize("layout", ["beside", "inside"])
+def test_a_study_folder_in_its_own_data_folder_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    # The study's folder is the study file's folder and its name: a study file beside an image
+    # folder of the same name, or inside it, would write the study among the images (and read
+    # cache/, logs/ and trials/ back as class folders).
+    data = write_images(tmp_path / "shapes", {"train": 6, "test": 2})
+    folder, path = (tmp_path, str(data)) if layout == "beside" else (data, ".")
+    before = set(data.rglob("*"))
+    assert main(["--study", str(_study(folder, path))]) == 2
+    err = capsys.readouterr().err
+    where = "is its data folder" if layout == "beside" else "is inside its data folder"
+    assert f"the study's folder {folder / 'shapes'} {where} {data}" in err
+    assert ("Give the study another name" if layout == "beside" else "Move the study") in err
+    written = {data / "shapes.toml"} if layout == "inside" else set()  # the study file itself
+    assert set(data.rglob("*")) - before == written
+
+
+def test_a_study_folder_in_a_data_folder_found_in_the_environment_is_refused_before_reading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_images(tmp_path / "shapes", {"train": 6, "test": 2})
+    study = tmp_path / "shapes.toml"
+    study.write_text(STUDY.replace('path = "{data}"\n', ""))
+    monkeypatch.setenv("HPO_IMAGES_PATH", str(data))
+    assert main(["--study", str(study)]) == 2
+    assert f"the study's folder {data} is its data folder {data}" in capsys.readouterr().err
+    assert not (data / "cache").exists() and not (data / "logs").exists()
