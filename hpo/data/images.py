@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -317,11 +317,11 @@ def _batch_items(blobs: dict[str, Callable[[], bytes]], split: str, where: Path)
             f"Download cifar-10-python.tar.gz again from {CIFAR10_URL}."
         )
     try:
-        # CIFAR-10's own format is pickled; the loader in keras.datasets reads it the same way.
-        meta = pickle.loads(blobs[_META](), encoding="bytes")
+        # CIFAR-10's own format is pickled: read as data only (keras.datasets unpickles it).
+        meta = _unpickle_data(blobs[_META]())
         labels = [name.decode() for name in meta[b"label_names"]]
         for name in _BATCHES[split]:
-            batch = pickle.loads(blobs[name](), encoding="bytes")
+            batch = _unpickle_data(blobs[name]())
             x = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             for row, label in enumerate(batch[b"labels"]):
                 yield labels[label], f"{name}/{row:05d}", partial(x.__getitem__, row)
@@ -330,6 +330,43 @@ def _batch_items(blobs: dict[str, Callable[[], bytes]], split: str, where: Path)
             f"{where}: the CIFAR-10 python batches {list(wanted)} are unreadable ({exc!r}). "
             f"Download cifar-10-python.tar.gz again from {CIFAR10_URL}."
         ) from exc
+
+
+# The only globals CIFAR-10's batches name: NumPy's array rebuilding (under NumPy 1's module
+# names, as Python 2 pickled them; NumPy 2's `numpy._core` is read as the same), and the codec
+# Python 3 pickles bytes with.
+_DATA_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+    }
+)
+_NUMPY_CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles lists, dictionaries, bytes, numbers and NumPy arrays, and refuses every other
+    global: a pickle can name any function to call as it loads (`os.system`, say), and a data
+    file must never run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        numpy_1 = module.replace("numpy._core.", "numpy.core.")
+        if (numpy_1, name) not in _DATA_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which is not data: CIFAR-10's batches hold only "
+                f"lists, bytes and NumPy arrays, and hpo does not run code from a data file"
+            )
+        if numpy_1.startswith("numpy.core."):  # NumPy 2 warns on its old module names
+            module = _NUMPY_CORE + numpy_1.removeprefix("numpy.core")
+        return super().find_class(module, name)
+
+
+def _unpickle_data(blob: bytes) -> Any:
+    return _DataUnpickler(io.BytesIO(blob), encoding="bytes").load()
 
 
 def _decode(read: Callable[[], bytes]) -> np.ndarray | None:

@@ -44,14 +44,23 @@ def tar_folder(root: Path, archive: Path, arcname: str = "set") -> Path:
     return archive
 
 
-def write_batches(root: Path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+def _pickled(value: object, protocol: int) -> bytes:
+    """`value` pickled; at protocol 0, with NumPy 1's module names, as Python 2 pickled
+    CIFAR-10's own batches."""
+    blob = pickle.dumps(value, protocol=protocol)
+    return blob.replace(b"numpy._core.", b"numpy.core.") if protocol == 0 else blob
+
+
+def write_batches(
+    root: Path, protocol: int = pickle.DEFAULT_PROTOCOL
+) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """A tiny cifar-10-batches-py/ folder with unsorted label names; returns it and, per split,
     the images (HWC) and the labels as indices into the sorted names."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     names = [b"truck", b"airplane", b"cat"]  # sorted: airplane, cat, truck
     to_sorted = np.array([2, 0, 1])
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    (folder / "batches.meta").write_bytes(_pickled({b"label_names": names}, protocol))
     rng = np.random.default_rng(0)
     expected: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "test": []}
     for split, batch_names in (
@@ -62,7 +71,7 @@ def write_batches(root: Path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndar
             x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
             labels = [0, 1, 2, int(rng.integers(0, 3))]
             data = x.transpose(0, 3, 1, 2).reshape(4, 3072)
-            (folder / name).write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+            (folder / name).write_bytes(_pickled({b"data": data, b"labels": labels}, protocol))
             expected[split].append((x, to_sorted[labels]))
     merged = {
         split: (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
@@ -125,8 +134,10 @@ def test_a_folder_of_class_folders_holds_out_a_share_of_each_class_as_test(
     assert held.classes == ["daisy", "rose", "tulip"] and len(held.y) == len(test.y)
 
 
-def test_python_batches_folder_and_archive(tmp_path: Path) -> None:
-    folder, expected = write_batches(tmp_path / "raw")
+# 0: as Python 2 wrote CIFAR-10's own files (NumPy 1's names); 2 and 5: as Python 3 writes.
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_python_batches_folder_and_archive(tmp_path: Path, protocol: int) -> None:
+    folder, expected = write_batches(tmp_path / "raw", protocol)
     archive = tar_folder(folder, tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py")
     for given in (folder, folder.parent, archive):
         located = images.locate_images(given, None, env_var="UNSET_VAR", download=False)
@@ -324,6 +335,31 @@ def test_locate_prefers_flag_then_env_var_then_study(
         images.locate_images(None, None, env_var=var, download=False)
     with pytest.raises(DataError, match=rf"--data points at .*nope, which does not exist.*\${var}"):
         images.locate_images(tmp_path / "nope", None, env_var=var, download=False)
+
+
+class _Runs:
+    """Unpickled, it calls `os.mkdir(path)`: what a crafted data file could make any
+    function do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.mkdir, (str(self.path),)
+
+
+@pytest.mark.parametrize("where", ["batches.meta", "data_batch_2"])
+def test_python_batches_are_read_as_data_and_a_pickle_that_calls_a_function_is_refused(
+    tmp_path: Path, where: str
+) -> None:
+    folder, _ = write_batches(tmp_path / "raw")
+    ran = tmp_path / "ran"
+    (folder / where).write_bytes(pickle.dumps({b"label_names": [b"a"], b"x": _Runs(ran)}))
+    with pytest.raises(DataError, match=r"unreadable .*names posix\.mkdir, which is not data"):
+        images.read_split(folder, "train")
+    assert not ran.exists()
 
 
 def test_download_gives_the_batches_folder_or_a_clear_error(
