@@ -226,7 +226,10 @@ def _run_text(model: keras.Model, classes: list[str], texts: list[str], folder: 
     probabilities = _predict(model, texts, folder)
     for text, p in zip(texts, probabilities, strict=True):
         label, score = _top(classes, p)
-        preview = text if len(text) <= 70 else text[:67] + "..."
+        # One line of three columns per input: a review's own tabs and line breaks (one
+        # given as an argument, "$(cat review.txt)") are shown as spaces.
+        flat = " ".join(text.split())
+        preview = flat if len(flat) <= 70 else flat[:67] + "..."
         # Binary exports print the positive class's probability, as they always have.
         print(f"{p if p.ndim == 0 else score:.4f}\t{label}\t{preview}")
     return 0

@@ -300,6 +300,10 @@ def test_predict_scores_new_text(
     assert probabilities[0] > probabilities[1]
     assert labels == ["positive" if p > 0.5 else "negative" for p in probabilities]
     assert [line.split("\t")[2] for line in lines] == [positive, negative]
+    # A review with its own paragraphs and tabs, given as an argument: still one line of three.
+    assert predict_main(["--ensemble", str(out), f"{positive}\n\n\t{negative}"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[2] == f"{positive} {negative}"[:67] + "..."
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("great movie\n\nawful movie\n")
     assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 0
