@@ -314,8 +314,14 @@ def _warn_undecodable(
         )
 
 
+def _is_text_file(name: str) -> bool:
+    """A `.txt` file, its suffix in any case (`.TXT`), as Keras's text_dataset_from_directory
+    takes them; hidden ones (macOS's `._name.txt`) left out."""
+    return name.lower().endswith(".txt") and not name.startswith(".")
+
+
 def _texts(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.txt") if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.rglob("*") if _is_text_file(p.name) and p.is_file())
 
 
 def _held_out_rows(
@@ -353,7 +359,7 @@ def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -
             # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...
             at = next((a for a in (0, 1) if len(parts) >= a + 3 and parts[a] == split), None)
             name = parts[-1]
-            if at is None or not member.isfile() or not name.endswith(".txt") or name[0] == ".":
+            if at is None or not member.isfile() or not _is_text_file(name):
                 continue
             handle = archive.extractfile(member)
             assert handle is not None  # regular files always have contents

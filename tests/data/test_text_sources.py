@@ -76,6 +76,21 @@ def test_one_top_folder_and_tarball_read_the_same_texts(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read.labels, plain.labels)
 
 
+def test_a_txt_suffix_in_capitals_is_a_text_as_keras_reads_it_in_a_folder_and_an_archive(
+    tmp_path: Path,
+) -> None:
+    root = write_folder(tmp_path / "set")
+    for index, path in enumerate(sorted((root / "train").rglob("01.txt"))):
+        path.rename(path.with_suffix((".TXT", ".Txt")[index % 2]))  # saved on Windows, say
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="set")
+    for source in (root, archive):
+        read = ts.read_texts(source, "train")
+        assert len(read.texts) == sum(COUNTS["train"].values())
+        assert "train art 1 é" in read.texts and "train news 1 é" in read.texts
+
+
 def test_a_train_folder_without_test_gives_up_a_test_split_and_an_archive_names_the_layout(
     tmp_path: Path,
 ) -> None:
