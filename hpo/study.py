@@ -267,9 +267,9 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
         recorded = {**recorded, "training": {**training, "backend": "tensorflow"}}
     current = config_to_dict(config)
     changes = [
-        f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"
+        change
         for key in TRIAL_SETTINGS
-        if recorded.get(key) != current.get(key)
+        for change in _changes(key, recorded.get(key), current.get(key))
     ]
     if changes:
         raise ConfigError(
@@ -278,6 +278,20 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
             f"study with its recorded settings (hpo search --storage URL --study-name "
             f"{study.study_name}), or start a new study (a new 'name')."
         )
+
+
+def _changes(key: str, before: object, after: object) -> list[str]:
+    """`key: before -> after`, or for two tables each key of theirs that differs
+    (`training.backend: 'torch' -> 'jax'`), not the whole tables."""
+    if before == after:
+        return []
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            f"{key}.{name}: {before.get(name)!r} -> {after.get(name)!r}"
+            for name in sorted({*before, *after}, key=str)
+            if before.get(name) != after.get(name)
+        ]
+    return [f"{key}: {before!r} -> {after!r}"]
 
 
 def check_space_drift(study: optuna.Study, space: SearchSpace) -> list[str]:

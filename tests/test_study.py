@@ -189,3 +189,27 @@ def test_a_minimized_objective_makes_a_minimizing_study_ranked_lowest_first(tmp_
     study.set_user_attr("hpo_config", config_to_dict(config))
     with pytest.raises(ConfigError, match=r"val_loss.*val_accuracy"):
         check_settings(study, StudyConfig(name="s"))
+
+
+def test_changed_settings_are_named_key_by_key_not_as_whole_tables(tmp_path: Path) -> None:
+    import dataclasses
+
+    from hpo.backend import Backend
+    from hpo.config import StudyConfig, TrainingConfig, config_to_dict
+    from hpo.study import check_settings, create_study
+
+    config = StudyConfig(name="s", training=TrainingConfig(backend=Backend.TORCH))
+    study = create_study(config, f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr("hpo_config", config_to_dict(config))
+    check_settings(study, config)  # the same settings: nothing to say
+    changed = dataclasses.replace(
+        config,
+        training=dataclasses.replace(config.training, backend=Backend.JAX),
+        sampler=dataclasses.replace(config.sampler, seed=config.sampler.seed + 1),
+    )
+    with pytest.raises(ConfigError) as raised:
+        check_settings(study, changed)
+    seed = config.sampler.seed
+    assert f"(sampler.seed: {seed} -> {seed + 1}; training.backend: 'torch' -> 'jax')" in str(
+        raised.value
+    )

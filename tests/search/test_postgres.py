@@ -217,7 +217,7 @@ def test_a_worker_with_other_settings_is_refused(
     result = _run("search", "--study", str(path), "--storage", postgres_url, "--n-trials", "2")
     assert result.returncode == 2
     assert "settings differ from those study 'tiny' recorded" in result.stderr
-    assert "'max_epochs': 2" in result.stderr
+    assert "(training.max_epochs: 2 -> 5)" in result.stderr
 
 
 @pytest.mark.slow
