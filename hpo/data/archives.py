@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import lzma
+import shlex
 import tarfile
+import zipfile
 import zlib
 from typing import TYPE_CHECKING
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-__all__ = ["open_archive"]
+__all__ = ["open_archive", "zip_hint"]
 
 # What Python's tarfile and its decompressors raise for an archive that ends early (an
 # interrupted download or copy) or whose bytes were altered.
@@ -59,3 +61,15 @@ def open_archive(source: Path, mode: str = "r|*") -> Iterator[tarfile.TarFile]:
             f"file holds {size:.1f} MB): an interrupted download or copy leaves it so. Fetch or "
             f"copy it again (compare its SHA-256, `sha256sum`, with its source's)."
         ) from exc
+
+
+def zip_hint(path: Path) -> str:
+    """For a `.zip` given as data, how to give it instead (hpo reads `.tar(.gz)` archives, as
+    a stream; a zip's index is at its end), else ""."""
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return ""
+    folder = path.with_suffix("") if path.suffix else path.with_name(f"{path.name}-files")
+    return (
+        f" It is a .zip archive, which hpo does not read: unpack it "
+        f"(unzip {shlex.quote(str(path))} -d {shlex.quote(str(folder))}) and give the folder."
+    )

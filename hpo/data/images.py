@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from hpo.data.archives import open_archive
+from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
     SPLITS,
     TEST_FRACTION,
@@ -142,7 +142,7 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
     raise DataError(
         f"{origin} points at {path}, which is neither a {_LAYOUT.format(split='train')} folder, "
         f"a folder of class folders (<root>/<class>/<image>), a cifar-10-batches-py/ folder, "
-        f"nor a .tar(.gz) archive of one. "
+        f"nor a .tar(.gz) archive of one.{zip_hint(path)} "
         f"Fix the path given by --data, ${env_var} or the study file's data.path."
     )
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpo.data.archives import open_archive
+from hpo.data.archives import open_archive, zip_hint
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -90,8 +90,9 @@ def _check_source(path: Path, origin: str) -> Path:
         )
     raise DataError(
         f"{origin} points at {path}, which is neither an aclImdb/ folder (with train/pos/) nor "
-        f"a .tar.gz archive of one. Fix the path given by --data or ${ENV_VAR}; texts of your "
-        f'own (a table, or a folder of .txt files by class) are task = "text".'
+        f"a .tar.gz archive of one.{zip_hint(path)} Fix the path given by --data or "
+        f"${ENV_VAR}; texts of your own (a table, or a folder of .txt files by class) are "
+        f'task = "text".'
     )
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpo.data.archives import open_archive
+from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
     TEST_FRACTION,
     held_out,
@@ -141,7 +141,7 @@ def locate_texts(data_arg: str | Path | None, study_path: str | Path | None) -> 
             if _kind(path) is None:
                 what = "is not " + _KINDS if path.exists() else "does not exist"
                 raise DataError(
-                    f"{origin} points at {path}, which {what}. "
+                    f"{origin} points at {path}, which {what}.{zip_hint(path)} "
                     f"Fix the path given by --data, ${ENV_VAR} or the study file's data.path."
                 )
             return path.resolve()

@@ -81,3 +81,29 @@ def test_an_uncompressed_archive_cut_at_a_member_s_end_is_not_read_as_whole(
         with pytest.raises(DataError, match="is cut short or damaged"):
             text_sources.read_texts(source, "train")
     assert len(sound.texts) == sum(COUNTS["train"].values())
+
+
+LOCATORS: dict[str, Callable[[Path], Path]] = {
+    "imdb": lambda path: imdb.locate_imdb(path, None),
+    "images": lambda path: images.locate_images(path, None, env_var="UNSET", download=False),
+    "text": lambda path: text_sources.locate_texts(path, None),
+}
+
+
+@pytest.mark.parametrize("task", sorted(LOCATORS))
+def test_a_zip_given_as_data_is_named_with_how_to_unpack_it(tmp_path: Path, task: str) -> None:
+    import zipfile
+
+    archive = tmp_path / "flowers.zip"  # as a data set's download often comes
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("train/a/1.txt", "text")
+    with pytest.raises(DataError) as raised:
+        LOCATORS[task](archive)
+    assert f"It is a .zip archive, which hpo does not read: unpack it (unzip {archive} -d " in str(
+        raised.value
+    )
+    assert f"-d {tmp_path / 'flowers'}) and give the folder." in str(raised.value)
+    (tmp_path / "notes.bin").write_bytes(b"neither")  # not a zip: no such advice
+    with pytest.raises(DataError) as raised:
+        LOCATORS[task](tmp_path / "notes.bin")
+    assert ".zip" not in str(raised.value)
