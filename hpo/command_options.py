@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,9 +31,15 @@ DATA_HELP = (
 )
 
 
-def add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds --study, or --storage with --study-name, to a parser."""
-    parser.add_argument("--study", help=f"study file (default {DEFAULT_STUDY})")
+def add_study_arguments(parser: argparse.ArgumentParser, *, ensemble: bool = False) -> None:
+    """Adds --study, or --storage with --study-name, to a parser; `ensemble`: its --ensemble
+    names the study by default (`open_ensemble_study`)."""
+    default = (
+        f"{DEFAULT_STUDY}; with --ensemble, the study its report.json names"
+        if ensemble
+        else DEFAULT_STUDY
+    )
+    parser.add_argument("--study", help=f"study file (default {default})")
     parser.add_argument("--storage", help="storage URL, with --study-name, instead of --study")
     parser.add_argument("--study-name", help="study name, with --storage")
 
@@ -61,6 +68,46 @@ def open_study(
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     return config, load_existing_study(storage, config.name)
+
+
+def open_ensemble_study(
+    args: argparse.Namespace, ensemble_dir: Path
+) -> tuple[StudyConfig, optuna.Study]:
+    """The study an ensemble was built from: as `--study` or `--storage`/`--study-name` give
+    it; else the default study file if it is that study; else as the ensemble's report.json
+    records it (its storage and name), so that `--ensemble DIR` alone names the study.
+
+    Raises:
+        ConfigError: The recorded study cannot be opened (its database moved, or its storage
+            URL holds a password, which the report masks): pass the study's file.
+    """
+    if args.study or args.storage or args.study_name:
+        return open_study(args.study, args.storage, args.study_name)
+    try:
+        report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        report = None  # the command names what is wrong with the folder
+    if not isinstance(report, dict):
+        return open_study(None, None, None)
+    name, storage = report.get("study"), report.get("storage")
+    if not (isinstance(name, str) and isinstance(storage, str)):
+        return open_study(None, None, None)
+    default = Path(DEFAULT_STUDY)
+    if default.is_file() and load_study_config(default).name == name:
+        return open_study(None, None, None)
+    fix = f"pass its study file: --study FILE (or --storage URL --study-name {name})"
+    if "***" in storage:
+        raise ConfigError(
+            f"the ensemble was built from study {name!r} in {storage}, whose password its "
+            f"report does not keep; {fix}."
+        )
+    try:
+        return open_study(None, storage, name)
+    except (ConfigError, StoreError) as exc:
+        raise ConfigError(
+            f"the ensemble was built from study {name!r} in {storage}, which cannot be opened "
+            f"({exc}); {fix}."
+        ) from exc
 
 
 def _artifacts_beside(config: StudyConfig, recorded: StudyConfig, url: str) -> StudyConfig:

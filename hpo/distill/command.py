@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo.backend import recorded_backend, use_backend
-from hpo.command_options import DATA_HELP, add_study_arguments, open_study, positive_int
+from hpo.command_options import DATA_HELP, add_study_arguments, open_ensemble_study, positive_int
 from hpo.distill.build import (
     DISTILLED_DIR,
     LATENCY_EXAMPLES,
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--family",
         help="the student's model family (default: the family of the ensemble's fastest member)",
     )
-    add_study_arguments(parser)
+    add_study_arguments(parser, ensemble=True)
     parser.add_argument(
         "--max-epochs",
         type=positive_int(" Use --max-epochs 12, say."),
@@ -146,7 +146,7 @@ def label_weight(value: str) -> float:
 def run(args: argparse.Namespace) -> int:
     """Distils the ensemble and prints the student beside the ensemble and its best member."""
     read_ensemble_report(args.ensemble)  # a missing ensemble is named before the study opens
-    config, study = open_study(args.study, args.storage, args.study_name)
+    config, study = open_ensemble_study(args, args.ensemble)
     use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
     result = distill_ensemble(
         config,

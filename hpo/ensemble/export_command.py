@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo.backend import recorded_backend, use_backend
-from hpo.command_options import DATA_HELP, add_study_arguments, open_study
+from hpo.command_options import (
+    DATA_HELP,
+    add_study_arguments,
+    open_ensemble_study,
+    open_study,
+)
 from hpo.ensemble.exporter import export_built_ensemble, export_trial
 from hpo.ensemble.predict import export_backend
 from hpo.ensemble.serving import (
@@ -44,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ensemble", type=Path, help="an ensemble folder written by hpo ensemble: exports go in it"
     )
     what.add_argument("--trial", type=int, help="the number of a COMPLETE trial to export")
-    add_study_arguments(parser)
+    add_study_arguments(parser, ensemble=True)
     parser.add_argument(
         "--format",
         dest="formats",
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             )
         # A SavedModel, ONNX or LiteRT is written on TensorFlow, whatever the models were made on.
         _load_keras(export_backend(args.ensemble), args.formats)
-        config, study = open_study(args.study, args.storage, args.study_name)
+        config, study = open_ensemble_study(args, args.ensemble)
         result = export_built_ensemble(
             config, study, args.ensemble, formats=args.formats, data=args.data
         )

@@ -1,0 +1,69 @@
+"""The study a command on an ensemble opens: the flags', else the one its report names."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hpo.command_options import open_ensemble_study
+from hpo.config import StudyConfig, config_to_dict, load_study_config
+from hpo.errors import ConfigError
+from hpo.study import create_study
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _flags(study: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(study=study, storage=None, study_name=None)
+
+
+def _made(config: StudyConfig) -> str:
+    """The study as a search leaves it (with its recorded settings); its storage URL."""
+    config.study_dir.mkdir(parents=True, exist_ok=True)
+    study = create_study(config, config.storage_url)
+    study.set_user_attr("hpo_config", config_to_dict(config))
+    return config.storage_url
+
+
+def _ensemble(tmp_path: Path, name: str, storage: str) -> Path:
+    folder = tmp_path / f"{name}-top5"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps({"study": name, "storage": storage}))
+    return folder
+
+
+def test_an_ensemble_alone_opens_the_study_its_report_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not the default study (studies/imdb.toml): `hpo export --ensemble DIR` and `hpo distill
+    # --ensemble DIR` read that one, and said "no study database at studies/imdb/study.db".
+    monkeypatch.chdir(tmp_path)
+    flowers = StudyConfig(name="flowers", study_dir=tmp_path / "elsewhere" / "flowers")
+    ensemble = _ensemble(tmp_path, "flowers", _made(flowers))
+    config, study = open_ensemble_study(_flags(), ensemble)
+    assert (study.study_name, config.name) == ("flowers", "flowers")
+    # The flags still choose: the study file given is the study opened.
+    (tmp_path / "other.toml").write_text('name = "other"\n')
+    _made(load_study_config(tmp_path / "other.toml"))
+    config, study = open_ensemble_study(_flags(str(tmp_path / "other.toml")), ensemble)
+    assert (study.study_name, config.name) == ("other", "other")
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("postgresql://hpo:***@db.example/hpo", "whose password its report does not keep"),
+        ("sqlite:////gone/flowers.db", "which cannot be opened"),
+    ],
+)
+def test_a_study_the_report_names_but_that_cannot_be_opened_asks_for_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message) as raised:
+        open_ensemble_study(_flags(), _ensemble(tmp_path, "flowers", storage))
+    assert "pass its study file: --study FILE" in str(raised.value)
