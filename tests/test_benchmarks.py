@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -52,6 +53,22 @@ def _run(
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+def _family_bench(
+    script: str, fake_imdb: Path, tmp_path: Path, family: str, epochs: int, *args: str
+) -> tuple[Any, str]:
+    """Runs a bench of one family's default model on the whole fake IMDB with `args` and
+    `--json`; returns what it wrote there and what it printed."""
+    study = write_study(tmp_path, fake_imdb, name="bench")
+    out = tmp_path / "runs.json"
+    result = _run(
+        script,
+        *("--study", study, "--train-size", "0", "--epochs", str(epochs), "--families", family),
+        *(*args, "--json", out),
+        cwd=tmp_path,
+    )
+    return json.loads(out.read_text()), result.stdout
 
 
 def _fake_report(folder: Path) -> dict[str, object]:
@@ -148,40 +165,27 @@ def test_refit_trains_each_weighted_member_on_training_and_validation_for_its_be
 def test_allocator_arms_train_the_same_model_side_by_side_and_report_both(
     fake_imdb: Path, tmp_path: Path
 ) -> None:
-    study = write_study(tmp_path, fake_imdb, name="alloc")
-    out = tmp_path / "arms.json"
-    result = _run(
-        "bench_allocator.py",
-        *("--study", study, "--train-size", "0", "--epochs", "2", "--families", "conv1d"),
-        *("--json", out),
-        cwd=tmp_path,
-    )
-    arms = json.loads(out.read_text())
+    arms, stdout = _family_bench("bench_allocator.py", fake_imdb, tmp_path, "conv1d", 2)
     glibc, hpo = arms["glibc"]["conv1d"], arms["hpo"]["conv1d"]
     assert len(glibc["times"]) == len(hpo["times"]) == 2
     assert all(arm["cpu_user"] > 0 and arm["minor_faults"] > 0 for arm in (glibc, hpo))
     # The allocator changes where memory comes from, not the arithmetic.
     assert glibc["val_accuracy"] == hpo["val_accuracy"]
-    assert "conv1d     epoch" in result.stdout and "kernel" in result.stdout
+    assert "conv1d     epoch" in stdout and "kernel" in stdout
 
 
 def test_step_state_arms_train_the_same_model_and_the_built_one_traces_its_step_once(
     fake_imdb: Path, tmp_path: Path
 ) -> None:
-    study = write_study(tmp_path, fake_imdb, name="step")
-    out = tmp_path / "runs.json"
-    result = _run(
-        "bench_step_state.py",
-        *("--study", study, "--train-size", "0", "--epochs", "1", "--families", "conv1d"),
-        *("--repeats", "1", "--json", out),
-        cwd=tmp_path,
+    runs, stdout = _family_bench(
+        "bench_step_state.py", fake_imdb, tmp_path, "conv1d", 1, "--repeats", "1"
     )
-    runs = json.loads(out.read_text())["conv1d"]
+    runs = runs["conv1d"]
     [keras_run], [hpo_run] = runs["keras"], runs["hpo"]
     assert (keras_run["train_traces"], hpo_run["train_traces"]) == (2, 1)
     # Built first or by Keras, the state is the same: so are the weights and their accuracy.
     assert keras_run["val_accuracy"] == hpo_run["val_accuracy"]
-    assert "conv1d     first epoch" in result.stdout and "CPU" in result.stdout
+    assert "conv1d     first epoch" in stdout and "CPU" in stdout
 
 
 def test_backends_trains_each_backend_and_counts_jaxs_traces_of_its_two_argument_step(
@@ -189,18 +193,13 @@ def test_backends_trains_each_backend_and_counts_jaxs_traces_of_its_two_argument
 ) -> None:
     # JAX's training step takes (state, data); the bench's trace counter once took one
     # argument, and every JAX run failed (the GPU check's dry run found it).
-    study = write_study(tmp_path, fake_imdb, name="backends")
-    out = tmp_path / "runs.json"
-    result = _run(
-        "bench_backends.py",
-        *("--study", study, "--train-size", "0", "--epochs", "2", "--families", "ngram"),
-        *("--backends", "jax", "--json", out),
-        cwd=tmp_path,
+    runs, stdout = _family_bench(
+        "bench_backends.py", fake_imdb, tmp_path, "ngram", 2, "--backends", "jax"
     )
-    run = json.loads(out.read_text())["ngram/jax"]
+    run = runs["ngram/jax"]
     assert "error" not in run, run
     assert run["backend"] == "jax" and len(run["times"]) == 2 and run["train_traces"] >= 1
-    assert "ngram      jax         steady" in result.stdout
+    assert "ngram      jax         steady" in stdout
 
 
 def test_startup_arms_report_what_each_loaded_and_their_ratios(tmp_path: Path) -> None:
