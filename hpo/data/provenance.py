@@ -54,12 +54,13 @@ def check_study_outside(study_dir: Path, name: str, source: Path) -> None:
     study, data = study_dir.resolve(), source.resolve()
     if study != data and data not in study.parents:
         return
-    where = "is" if study == data else "is inside"
-    fix = (
-        f"Give the study another name (name = {name!r} names its folder, beside the study file)"
-        if study == data
-        else "Move the study file out of the data folder"
-    )
+    if study == data:
+        where = "is"
+        fix = (
+            f"Give the study another name (name = {name!r} names its folder, beside the study file)"
+        )
+    else:
+        where, fix = "is inside", "Move the study file out of the data folder"
     raise ConfigError(
         f"the study's folder {study_dir} {where} its data folder {source}: the study would "
         f"write its database, prepared data, checkpoints and logs among the data, and read "
