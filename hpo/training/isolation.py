@@ -69,6 +69,9 @@ _server_backend: str | None = None
 T = TypeVar("T")
 A = TypeVar("A")
 _TERMINATE_GRACE_S = 10
+# The longest single wait on a child's pipe: `poll` takes at most 2**31 - 1 milliseconds (24.8
+# days), and a budget such as "365d" gives a deadline further away than that.
+_LONGEST_POLL_S = 86400.0
 # How often a child checks that the process waiting for it is still there.
 WATCH_INTERVAL_S = 1.0
 # Held while `__main__.__file__` is hidden from a starting child (`start_process`).
@@ -143,9 +146,8 @@ def call_isolated(
     start_process(process)
     sender.close()
     try:
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         # A result or the child's end (EOF) makes the pipe readable; a hung child neither.
-        if not receiver.poll(wait):
+        if not _readable_by(receiver, deadline):
             _end(process)
             message = (
                 f"the child process ran past its deadline and was ended with "
@@ -188,6 +190,19 @@ def call_isolated(
     if status == "error":
         raise payload
     return payload
+
+
+def _readable_by(receiver: Connection, deadline: float | None) -> bool:
+    """Whether `receiver` has something to read (or is closed) by `deadline`, waiting in
+    spans `poll` accepts."""
+    if deadline is None:
+        return receiver.poll(None)
+    while True:
+        left = deadline - time.monotonic()
+        if receiver.poll(min(max(0.0, left), _LONGEST_POLL_S)):
+            return True
+        if left <= _LONGEST_POLL_S:
+            return False
 
 
 def _end(process: multiprocessing.process.BaseProcess) -> None:

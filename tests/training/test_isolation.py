@@ -130,6 +130,12 @@ def test_a_child_running_past_its_deadline_is_ended_and_reported(tmp_path: Path)
     assert output.rstrip().endswith("was ended with signal 15 (SIGTERM).")
 
 
+def test_a_deadline_further_than_poll_can_wait_is_waited_for() -> None:
+    # A budget of "365d" ends a trial's process a year from now: past the 24.8 days one poll of
+    # the pipe can wait, which raised OverflowError in every trial.
+    assert call_isolated(square_in_child, 3, deadline=time.monotonic() + 365 * 86400)[0] == 9
+
+
 def test_a_child_that_ignores_sigterm_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(isolation, "_TERMINATE_GRACE_S", 1.0)
     call_isolated(square_in_child, 1)
