@@ -25,7 +25,13 @@ from hpo.data import provenance, testset
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.choice import Choice, choose
 from hpo.ensemble.refit import refit_members
-from hpo.ensemble.report import build_report, publish, record_in_study, write_outputs
+from hpo.ensemble.report import (
+    build_report,
+    check_out_dir,
+    publish,
+    record_in_study,
+    write_outputs,
+)
 from hpo.ensemble.selection import (
     Candidate,
     Member,
@@ -129,7 +135,7 @@ def build_ensemble(
         )
     asked = {Format.KERAS, *as_formats(formats)}
     check_formats(asked, keras_config_backend())
-    out_dir = out_dir or Path("ensembles") / f"{config.name}-top{top}"
+    out_dir = check_out_dir(out_dir or Path("ensembles") / f"{config.name}-top{top}")
     with tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch:
         fitted = fit_ensemble(
             config,

@@ -28,7 +28,7 @@ from hpo.data import provenance, testset
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
 from hpo.ensemble.predict import export_backend, load_export
-from hpo.ensemble.report import publish
+from hpo.ensemble.report import check_out_dir, publish
 from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
     Format,
@@ -92,10 +92,10 @@ def export_trial(
     """
     asked = as_formats(formats)
     check_formats(asked, keras_config_backend())
+    out_dir = check_out_dir(out_dir or Path("exports") / f"{config.name}-trial{number}")
     trial = _complete_trial(study, number)
     task, data_folder, _ = _prepare(config, study, data)
     store = open_artifact_store(config.artifact_location, create=False)
-    out_dir = out_dir or Path("exports") / f"{config.name}-trial{number}"
     with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
         try:
             predictions = fetch_predictions(store, trial, Path(scratch))

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,11 +16,11 @@ from optuna.artifacts import upload_artifact
 from hpo import metrics
 from hpo.data.testset import TEST_DATA_ATTR
 from hpo.ensemble.calibration import ECE_BINS
+from hpo.errors import ConfigError
 from hpo.store import open_artifact_store, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
     import optuna
 
@@ -28,7 +29,14 @@ if TYPE_CHECKING:
     from hpo.ensemble.choice import Choice
     from hpo.ensemble.weighting import Method
 
-__all__ = ["build_report", "format_table", "record_in_study", "write_outputs"]
+__all__ = [
+    "build_report",
+    "check_out_dir",
+    "format_table",
+    "publish",
+    "record_in_study",
+    "write_outputs",
+]
 
 
 def build_report(
@@ -311,6 +319,41 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         + "| trial | family | weight | val accuracy | test accuracy |\n"
         "| --- | --- | --- | --- | --- |\n" + rows + "\n",
     )
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """`out_dir` (normalized) if `publish` may put an output there: a path not taken yet, an
+    empty folder, or an earlier output of hpo's (a folder holding report.json), which it
+    replaces whole; checked before any work, so that nothing a user keeps there is lost.
+
+    Raises:
+        ConfigError: `out_dir` is a file, holds files hpo did not write (a folder of the
+            user's, the data, a study's folder), is the folder the command runs in or one
+            above it, or cannot be created.
+    """
+    out = Path(os.path.normpath(out_dir))
+    fix = "Give a folder that does not exist yet, such as ensembles/NAME"
+    holder = next(p for p in Path(os.path.abspath(out)).parents if p.exists())
+    if not (holder.is_dir() and os.access(holder, os.W_OK | os.X_OK)):
+        raise ConfigError(f"output folder {out_dir} (--out): hpo cannot write in {holder}. {fix}.")
+    if not (out.exists() or out.is_symlink()):
+        return out
+    if not out.is_dir():
+        raise ConfigError(
+            f"output folder {out_dir} (--out) is a file, and hpo writes a folder there. {fix}."
+        )
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ConfigError(
+            f"output folder {out_dir} (--out) is the folder this command runs in, or one "
+            f"above it, and hpo replaces its output folder whole. {fix}."
+        )
+    if not (out / "report.json").is_file() and any(out.iterdir()):
+        raise ConfigError(
+            f"output folder {out_dir} (--out) holds files that hpo did not write (it has no "
+            f"report.json), and hpo replaces its output folder whole. {fix}, or move those "
+            f"files away."
+        )
+    return out
 
 
 def publish(staging: Path, out_dir: Path) -> None:

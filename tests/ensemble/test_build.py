@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -23,9 +23,6 @@ from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
 from ..conftest import _NEGATIVE, _POSITIVE, write_study
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def _snapshot(config: StudyConfig) -> list[tuple[int, str, dict[str, object]]]:
@@ -253,6 +250,46 @@ def test_bad_input_errors_leave_the_study_unchanged(
     assert "has no COMPLETE trials" in capsys.readouterr().err
     optuna.delete_study(study_name="empty", storage=config.storage_url)
     assert _snapshot(config) == before
+
+
+def test_an_output_folder_that_holds_other_files_is_refused_before_any_work(
+    study_copy: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # hpo replaces its output folder whole: --out naming a folder of the user's, the data, the
+    # study's folder, a file or the folder it runs in deleted them (the last two a traceback).
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("my notes")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("important")
+    here = tmp_path / "here"  # an earlier ensemble's folder, to run in
+    here.mkdir()
+    (here / "report.json").write_text("{}")
+    monkeypatch.chdir(here)
+    config = load_study_config(study_copy)
+    before = _snapshot(config)
+    for out, said in [
+        (mine, "holds files that hpo did not write"),
+        (config.study_dir, "holds files that hpo did not write"),
+        (notes, "is a file, and hpo writes a folder there"),
+        (Path("."), "is the folder this command runs in"),
+        (here / "..", "is the folder this command runs in, or one above it"),
+    ]:
+        assert main(["--study", str(study_copy), "--out", str(out)]) == 2
+        assert said in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "my notes" and (mine / "sub").is_dir()
+    assert notes.read_text() == "important"
+    assert (here / "report.json").is_file()
+    assert _snapshot(config) == before
+    # An earlier ensemble's folder is replaced; so is an empty one.
+    (tmp_path / "empty").mkdir()
+    assert main(["--study", str(study_copy), "--top", "2", "--out", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / EXPORT_NAME).is_file()
+    assert main(["--study", str(study_copy), "--top", "2", "--out", str(tmp_path / "empty")]) == 0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_more_than_available_uses_all_and_says_so(
