@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,13 +145,39 @@ class Task:
 
 
 def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
-    """What a prepared cache depends on besides the space: the source and the split settings."""
+    """What a prepared cache depends on besides the space: the source and the split settings.
+
+    A file is known by its size and modification time; a folder by those of every file in it
+    (`folder_signature`): a folder's own time changes only when an entry directly in it does,
+    not when a file moves between its class or split folders.
+    """
     stat = source.stat()
     return {
         "source": str(source),
         "source_size": stat.st_size,
         "source_mtime_ns": stat.st_mtime_ns,
+        **({"source_files": folder_signature(source)} if source.is_dir() else {}),
         "val_size": config.data.val_size,
         "train_size": config.data.train_size,
         "seed": config.data.seed,
     }
+
+
+def folder_signature(folder: Path) -> str:
+    """A hash of the path, size and modification time of every file under `folder` (symbolic
+    links followed), leaving out a `test` folder beside a `train` one: the search never reads
+    the test split, and it is not prepared with the rest."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        if "train" in dirs and "test" in dirs:
+            dirs.remove("test")
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            try:
+                stat = os.stat(path)
+            except OSError:  # a dangling link: the reader skips it too
+                continue
+            relative = os.path.relpath(path, folder)
+            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

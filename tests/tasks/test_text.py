@@ -166,3 +166,29 @@ def test_augmented_copies_mask_drop_and_window_tokens_the_same_way_for_every_tri
     for row, n, original in zip(first[:20], kept, x, strict=False):
         rest = iter(original.tolist())
         assert all(token in rest for token in row[:n].tolist() if token != text_cache.OOV_ID)
+
+
+def test_files_moved_inside_a_data_folder_are_prepared_again(tmp_path: Path) -> None:
+    # The cache was keyed by the data folder's own size and time, which change only when an
+    # entry directly in it does: texts moved from train/ to test/ (a split "fixed" after a
+    # search) kept training and validating the next search on the old split, test texts
+    # among them, and the fingerprint check passed on that stale cache.
+    for split, n, seed in (("train", 60, 2), ("test", 15, 3)):
+        for i, (text, label, _) in enumerate(_texts(n, seed)):
+            path = tmp_path / "data" / split / label / f"{i:04d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    config = load_study_config(_study(tmp_path, tmp_path / "data"))
+    task = get_task("text")
+    shared = search_space(task, config.space).shared
+    folder = task.prepare(config, None, shared)
+    rows = len(task.trial_data(folder, {"vocab_size": 10000, "seq_len": 200}).y_train)
+    # Touching only test/ changes nothing the search read: the cache stands.
+    (tmp_path / "data" / "test" / "sports" / "extra.txt").write_text("goal team coach")
+    assert task.prepare(config, None, shared) == folder
+    for i, moved in enumerate(sorted((tmp_path / "data" / "train" / "cooking").iterdir())[:3]):
+        moved.rename(tmp_path / "data" / "test" / "cooking" / f"moved{i}.txt")
+    again = task.prepare(config, None, shared)
+    assert again != folder
+    train = task.trial_data(again, {"vocab_size": 10000, "seq_len": 200})
+    assert len(train.y_train) + len(train.y_val) == rows + 30 - 3
