@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from pathlib import Path
 
 __all__ = [
     "SPLITS",
@@ -25,8 +26,10 @@ __all__ = [
     "held_out_groups",
     "held_out_root",
     "held_out_side",
+    "hidden",
     "split_folder",
     "subfolders",
+    "visible_files",
 ]
 
 SPLITS = ("train", "test")
@@ -46,6 +49,23 @@ def split_folder(source: Path, split: str) -> Path | None:
 def subfolders(path: Path) -> list[Path]:
     """The folders in `path` (its classes), by name, hidden ones left out."""
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """The files under `folder` (symbolic links followed), by path, leaving out hidden ones and
+    everything in hidden folders: Jupyter's `.ipynb_checkpoints/` copies, `.git/`, macOS's
+    `._name` files."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, name) for name in files if not name.startswith(".")]
+    return sorted(p for p in found if p.is_file())
+
+
+def hidden(parts: Sequence[str]) -> bool:
+    """Whether a path inside a data set (its parts, as an archive member names them) is in a
+    hidden folder or is a hidden file, which `visible_files` leaves out."""
+    return any(part.startswith(".") and part not in (".", "..") for part in parts)
 
 
 def held_out_root(source: Path) -> Path | None:

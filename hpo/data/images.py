@@ -30,8 +30,10 @@ from hpo.data.holdout import (
     TEST_FRACTION,
     held_out_root,
     held_out_side,
+    hidden,
     split_folder,
     subfolders,
+    visible_files,
 )
 from hpo.errors import ConfigError, DataError
 
@@ -259,8 +261,8 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
                 f"no {split}/ folder in {source} (nor one folder below it); expected "
                 f"{_LAYOUT.format(split=split)}. Fix --data or the study file's data.path."
             )
-        for folder in sorted(p for p in top.iterdir() if p.is_dir()):
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for folder in subfolders(top):
+            for path in visible_files(folder):
                 yield (
                     folder.name,
                     path.relative_to(top).as_posix(),
@@ -272,8 +274,7 @@ def _held_out_items(source: Path, root: Path, split: str, fraction: float) -> It
     files = [
         (folder.name, path.relative_to(root).as_posix(), path)
         for folder in subfolders(root)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith(".")
+        for path in visible_files(folder)
     ]
     for label, name, path in held_out_side(files, split, fraction, source, "files"):
         yield label, name, partial(_decode, path.read_bytes)
@@ -284,7 +285,7 @@ def _archive_items(source: Path, split: str) -> Iterator[_Item]:
     with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
-            if not member.isfile():
+            if not member.isfile() or hidden(parts):
                 continue
             if len(parts) <= 2 and parts[-1] in (*_BATCHES[split], _META):
                 blobs[parts[-1]] = partial(bytes, _read_member(archive, member))

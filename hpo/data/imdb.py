@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hpo.data.archives import open_archive, zip_hint
+from hpo.data.holdout import hidden, visible_files
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -137,13 +138,15 @@ def _members(source: Path, split: str) -> Iterator[tuple[str, Callable[[], bytes
     prefix = f"aclImdb/{split}/"
     if source.is_dir():
         root = source.parent
-        for path in sorted((source / split).rglob("*.txt")):
+        for path in visible_files(source / split):
+            if path.suffix != ".txt":
+                continue
             yield path.relative_to(root).as_posix(), path.read_bytes
         return
     with open_archive(source, "r:*") as archive:
         for member in archive:
             name = member.name.removeprefix("./")
-            if member.isfile() and name.startswith(prefix):
+            if member.isfile() and name.startswith(prefix) and not hidden(name.split("/")):
                 handle = archive.extractfile(member)
                 assert handle is not None
                 yield name, handle.read

@@ -29,8 +29,10 @@ from hpo.data.holdout import (
     held_out_groups,
     held_out_root,
     held_out_side,
+    hidden,
     split_folder,
     subfolders,
+    visible_files,
 )
 from hpo.errors import ConfigError, DataError
 
@@ -321,7 +323,7 @@ def _is_text_file(name: str) -> bool:
 
 
 def _texts(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if _is_text_file(p.name) and p.is_file())
+    return [p for p in visible_files(folder) if _is_text_file(p.name)]
 
 
 def _held_out_rows(
@@ -359,7 +361,7 @@ def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -
             # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...
             at = next((a for a in (0, 1) if len(parts) >= a + 3 and parts[a] == split), None)
             name = parts[-1]
-            if at is None or not member.isfile() or not _is_text_file(name):
+            if at is None or not member.isfile() or not _is_text_file(name) or hidden(parts):
                 continue
             handle = archive.extractfile(member)
             assert handle is not None  # regular files always have contents

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shutil
 import sys
 import tarfile
 import types
@@ -89,7 +90,11 @@ def test_folder_nested_folder_and_tarball_read_the_same_images(tmp_path: Path) -
     root = write_folder(tmp_path / "plain")
     nested = write_folder(tmp_path / "outer" / "set")
     archive = tar_folder(root, tmp_path / "set.tar.gz")
-    for source in (root, nested.parent, archive):
+    # Hidden folders hold no class and no image: Jupyter's checkpoints, a class's .git.
+    for hidden in (root / "train" / ".ipynb_checkpoints", root / "train" / "cat" / ".cache"):
+        hidden.mkdir()
+        shutil.copy(next((root / "train" / "ant").iterdir()), hidden / "copy.png")
+    for source in (root, nested.parent, archive, tar_folder(root, tmp_path / "hidden.tar.gz")):
         located = images.locate_images(source, None, env_var="UNSET_VAR", download=False)
         train = images.read_split(located, "train")
         assert train.classes == ["ant", "cat", "dog"]

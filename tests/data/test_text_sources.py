@@ -63,6 +63,37 @@ def test_folder_layout_reads_classes_sorted_then_paths(tmp_path: Path) -> None:
     assert test.texts == ["test art 0 é", "test news 0 é", "test news 1 é", "test sport 0 é"]
 
 
+def test_files_in_hidden_folders_are_no_examples_and_never_cross_the_held_out_split(
+    tmp_path: Path,
+) -> None:
+    # Jupyter keeps a copy of each text opened in it in .ipynb_checkpoints/ beside it: read as
+    # examples, each held-out test text's copy (another path, so another side of the hash)
+    # trained the search on the test split.
+    root = tmp_path / "flat"
+    for label in ("pos", "neg"):
+        (root / label / ".ipynb_checkpoints").mkdir(parents=True)
+        for i in range(20):
+            text = f"{label} review {i}"
+            (root / label / f"{i}.txt").write_text(text)
+            (root / label / ".ipynb_checkpoints" / f"{i}-checkpoint.txt").write_text(text)
+    (root / ".git" / "pos").mkdir(parents=True)
+    (root / ".git" / "pos" / "x.txt").write_text("not a class")
+    train = ts.read_texts(root, "train")
+    test = ts.read_texts(root, "test", classes=train.classes)
+    assert train.classes == ["neg", "pos"]
+    assert len(train.texts) + len(test.texts) == 40 and test.texts
+    assert not set(train.texts) & set(test.texts)
+    # The same in an archive of train/ and test/ folders.
+    split = write_folder(tmp_path / "split")
+    (split / "train" / "art" / ".ipynb_checkpoints").mkdir()
+    (split / "train" / "art" / ".ipynb_checkpoints" / "00-checkpoint.txt").write_text("copy")
+    archive = tmp_path / "split.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(split, arcname="split")
+    assert "copy" not in ts.read_texts(archive, "train").texts
+    assert ts.read_texts(archive, "train").texts == ts.read_texts(split, "train").texts
+
+
 def test_one_top_folder_and_tarball_read_the_same_texts(tmp_path: Path) -> None:
     plain = ts.read_texts(write_folder(tmp_path / "plain"), "train")
     nested = write_folder(tmp_path / "outer" / "mydata").parent
