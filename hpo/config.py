@@ -423,6 +423,14 @@ def load_study_config(path: str | Path) -> StudyConfig:
             f"study file {path} does not exist. Pass an existing file, "
             f"for example --study studies/imdb.toml."
         ) from exc
+    except IsADirectoryError as exc:
+        files = sorted(p.name for p in path.glob("*.toml"))[:5]
+        raise ConfigError(
+            f"study file {path} is a folder; give a study file (TOML) in it"
+            + (f", such as {path / files[0]} (it holds {', '.join(files)})." if files else ".")
+        ) from exc
+    except PermissionError as exc:
+        raise ConfigError(f"study file {path} cannot be read: {exc.strerror}.") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"study file {path} is not valid TOML: {exc}") from exc
     for derived in _DERIVED:

@@ -99,6 +99,13 @@ def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, messa
 def test_missing_study_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
         load_study_config(tmp_path / "nope.toml")
+    # A folder (tab completion stopping at studies/) was a raw IsADirectoryError.
+    (tmp_path / "studies").mkdir()
+    with pytest.raises(ConfigError, match=r"is a folder; give a study file \(TOML\) in it\.$"):
+        load_study_config(tmp_path / "studies")
+    (tmp_path / "studies" / "imdb.toml").write_text("")
+    with pytest.raises(ConfigError, match=r"such as .*studies/imdb.toml \(it holds imdb.toml\)"):
+        load_study_config(tmp_path / "studies")
 
 
 def test_the_configuration_stored_in_a_study_never_holds_the_storage_password(
