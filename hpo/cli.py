@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Protocol
 
@@ -115,6 +117,38 @@ def _run(module: Command, args: argparse.Namespace) -> int:
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader of the output left (`hpo status --json | head`): stop writing, quietly,
+        # with the exit code of a process that SIGPIPE ended, as a C program's would be.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as exc:
+        # A path the user gave that cannot be read or written: a folder where a file goes,
+        # a missing folder, no permission. Other OS errors keep their traceback.
+        if verbose or exc.filename is None or exc.errno not in _PATH_ERRNOS:
+            raise
+        print(f"error: {_path_error(exc)}", file=sys.stderr)
+        return 2
+
+
+_PATH_ERRNOS = {
+    errno.EACCES,
+    errno.EEXIST,
+    errno.EISDIR,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EPERM,
+    errno.EROFS,
+}
+
+
+def _path_error(exc: OSError) -> str:
+    """An OS error on a path, with what to check."""
+    paths = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return (
+        f"{exc.strerror}: {paths}. Check that path: a file where a folder goes (or the other way "
+        f"round), a folder that is missing, or one this user cannot write. --verbose shows where."
+    )
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -73,6 +73,50 @@ def test_errors_exit_2_without_tensorflow_noise(tmp_path: Path) -> None:
     assert not [n for n in NOISE if n in result.stderr], result.stderr
 
 
+def test_output_paths_that_cannot_be_written_exit_2_naming_them(
+    searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.cli import main
+
+    (tmp_path / "afile").write_text("mine")
+    for argv, said in [
+        (["status", "--csv", str(tmp_path)], f"--csv {tmp_path} is a folder"),
+        (["status", "--csv", str(tmp_path / "no" / "t.csv")], "no folder; give a file path"),
+        (["report", "--out", str(tmp_path / "afile")], "is a file; give a folder"),
+    ]:
+        assert main([*argv, "--study", str(searched)]) == 2
+        assert said in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_any_other_unwritable_path_is_one_line_with_exit_2_and_a_traceback_when_verbose(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo import cli
+
+    def fails(_args: object) -> int:
+        raise IsADirectoryError(21, "Is a directory", "out/x.csv")
+
+    monkeypatch.setattr(cli, "_command", lambda _name: type("M", (), {"run": staticmethod(fails)}))
+    monkeypatch.setattr(cli, "_configure_logging", lambda _verbose: None)
+    monkeypatch.setenv(cli.VERBOSE_VAR, "0")  # restored after the verbose run sets it
+    assert cli._run(cli._command("status"), cli.argparse.Namespace()) == 2
+    assert capsys.readouterr().err.startswith("error: Is a directory: out/x.csv. Check that path")
+    with pytest.raises(IsADirectoryError):
+        cli._run(cli._command("status"), cli.argparse.Namespace(verbose=True))
+
+
+def test_output_into_a_closed_pipe_ends_quietly(searched: Path) -> None:
+    # `hpo status --json | head -1`: the reader leaves before the output is written.
+    command = [str(HPO), "status", "--study", str(searched), "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait(timeout=300) == 141, errors
+    assert errors == ""
+
+
 def test_search_prints_no_tensorflow_start_up_lines(fake_imdb: Path, tmp_path: Path) -> None:
     study = write_study(tmp_path, fake_imdb, n_trials=1, enqueue=False)
     result = _run(str(HPO), "search", "--study", str(study))

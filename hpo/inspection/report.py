@@ -156,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     config, study = open_study(args.study, args.storage, args.study_name)
     read_only = read_only_database(config.storage_url) is not None
     out = args.out or config.study_dir / "reports"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the report's figures.")
     if read_only and args.out is None and not _writable(out):
         raise ConfigError(
             f"the study's folder is read-only, so its report cannot go to {out}: give --out "

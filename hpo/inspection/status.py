@@ -23,6 +23,7 @@ from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
 from hpo.command_options import add_study_arguments, open_study
 from hpo.contract import Attr
+from hpo.errors import ConfigError
 from hpo.search.identity import WorkerIdentity
 from hpo.store import redact_url
 from hpo.study import best_trial
@@ -258,6 +259,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints the leaderboard, JSON, or writes the CSV."""
+    if args.csv is not None and (args.csv.is_dir() or not args.csv.parent.is_dir()):
+        where = "is a folder" if args.csv.is_dir() else f"is in {args.csv.parent}, no folder"
+        raise ConfigError(f"--csv {args.csv} {where}; give a file path, such as trials.csv.")
     config, study = open_study(args.study, args.storage, args.study_name)
     data = status(study, config.storage_url, max(args.top, 0), artifact_bytes(config))
     if args.json:
