@@ -56,8 +56,9 @@ def stratified_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: in
     classes, counts = np.unique(labels[index], return_counts=True)
     if not len(classes) <= size <= len(index):
         raise ConfigError(
-            f"data.train_size must be between {len(classes)} (one image per class) and "
-            f"{len(index)} (the training images there are), got {size}. Pick one in that range."
+            f"data.train_size must be between {len(classes)} (one example per class) and "
+            f"{len(index)} (the training examples left after the validation split), got "
+            f"{size}. Pick one in that range."
         )
     quota = _allocate(counts, size, np.ones_like(counts), counts)
     return _pick(labels[index], np.asarray(index), classes, quota, seed)

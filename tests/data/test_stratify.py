@@ -38,7 +38,9 @@ def test_stratified_subset_draws_from_index_in_proportion() -> None:
     np.testing.assert_array_equal(stratify.stratified_subset(labels, index, 10, seed=0), subset)
     np.testing.assert_array_equal(stratify.stratified_subset(labels, index, 50, seed=0), index)
     for size in (2, 51):
-        with pytest.raises(ConfigError, match=rf"train_size .*between 3 .* and 50 .*got {size}"):
+        # Text studies use it too: it says examples, not images.
+        said = rf"between 3 \(one example per class\) and 50 \(the training examples .*got {size}"
+        with pytest.raises(ConfigError, match=said):
             stratify.stratified_subset(labels, index, size, seed=0)
 
 
