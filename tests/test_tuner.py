@@ -1615,6 +1615,9 @@ def test_a_model_that_vectorizes_its_own_text_searches_ensembles_and_exports(
     np.testing.assert_array_equal(ensemble.predict(test.map(lambda i, _: i)), predicted)
     with pytest.raises(DataError, match=r"text \(\) per example; the search's were text \(1,\)"):
         ensemble.evaluate(x[300:, 0], y[300:])
+    # A label the study never had (a typo, a new class) was an IndexError from the metrics.
+    with pytest.raises(DataError, match=r"1 test label\(s\) are no class of the ensemble's 2 "):
+        ensemble.evaluate(x[300:], np.where(np.arange(100) == 7, 2, y[300:]))
     exported = ensemble.export(tmp_path / "ensemble")
     model = hpo.load_model(exported)
     # Keras's predict takes text as TensorFlow strings.

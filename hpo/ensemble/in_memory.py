@@ -127,6 +127,16 @@ class Ensemble:
         labels = labels_or_targets(y, "y_test", targets=regression)
         if len(labels) != len(inputs):
             raise DataError(f"{len(inputs)} test inputs but {len(labels)} labels; give as many.")
+        if not regression:
+            # [members, n] of class 1's probability, or [members, n, classes].
+            classes = 2 if fitted.val_matrix.ndim == 2 else fitted.val_matrix.shape[2]
+            outside = labels[(labels < 0) | (labels >= classes)]
+            if len(outside):
+                raise DataError(
+                    f"y: {len(outside)} test label(s) are no class of the ensemble's {classes} "
+                    f"(0 to {classes - 1}), the first {outside[0]}; give the labels as the "
+                    f"search's were, or drop those examples."
+                )
         matrix = fitted.member_predictions(inputs)
         if isinstance(fitted, FittedRegression):
             errors = {
