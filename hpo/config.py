@@ -417,7 +417,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows editors (Notepad) save UTF-8 with a byte-order mark, which TOML
+        # does not allow.
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError as exc:
         raise ConfigError(
             f"study file {path} does not exist. Pass an existing file, "

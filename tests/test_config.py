@@ -96,6 +96,13 @@ def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, messa
         load_study_config(path)
 
 
+def test_a_study_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes('name = "bom"\nbudget = "5m"\n'.encode("utf-8-sig"))
+    config = load_study_config(path)
+    assert (config.name, config.budget) == ("bom", 300)
+
+
 def test_missing_study_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
         load_study_config(tmp_path / "nope.toml")
