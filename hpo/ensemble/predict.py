@@ -203,8 +203,16 @@ def _texts(args: argparse.Namespace) -> list[str]:
             texts = _decoded(args.file.read_bytes(), f"--file {args.file}").splitlines()
         except OSError as exc:
             raise ConfigError(f"--file {args.file} cannot be read: {exc}") from exc
+    elif args.inputs:
+        # One line of output per argument: a blank one would shift every line after it.
+        if blank := [i for i, text in enumerate(args.inputs, 1) if not text.strip()]:
+            raise ConfigError(
+                f"input {blank[0]} of {len(args.inputs)} is blank; give each input a text (blank "
+                f"lines of --file and of standard input are skipped)."
+            )
+        return list(args.inputs)
     else:
-        texts = args.inputs or _decoded(sys.stdin.buffer.read(), "standard input").splitlines()
+        texts = _decoded(sys.stdin.buffer.read(), "standard input").splitlines()
     return [t for t in texts if t.strip()]
 
 

@@ -341,6 +341,9 @@ def test_predict_scores_new_text(
     assert predict_main(["--ensemble", str(out), f"{positive}\n\n\t{negative}"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert line.split("\t")[2] == f"{positive} {negative}"[:67] + "..."
+    # A blank argument was dropped, and every line after it answered the input before it.
+    assert predict_main(["--ensemble", str(out), positive, " ", negative]) == 2
+    assert "input 2 of 3 is blank" in capsys.readouterr().err
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("great movie\n\nawful movie\n")
     assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 0
