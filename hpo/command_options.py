@@ -173,10 +173,32 @@ def add_bind_arguments(parser: argparse.ArgumentParser, default_port: int) -> No
     """Adds --host (loopback by default), --port and --allow-remote to a server command."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=default_port, help=f"port (default {default_port})"
+        "--port", type=port_number, default=default_port, help=f"port (default {default_port})"
     )
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow binding a non-loopback address"
+    )
+
+
+def port_number(text: str) -> int:
+    """A TCP port to serve on, 1 to 65535 (`argparse` type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 1 to 65535, got {text!r}. Use --port 8080, say."
+        )
+    return port
+
+
+def bind_error(host: str, port: int, exc: BaseException) -> ConfigError:
+    """The error for a server that cannot listen at `host:port`, naming the fix."""
+    cause = (getattr(exc, "strerror", None) or str(exc)).rstrip(".")
+    return ConfigError(
+        f"cannot serve at {host}:{port}: {cause}. Another program (or another hpo server) may "
+        f"be using that port: give another --port, or stop that one."
     )
 
 

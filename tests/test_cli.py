@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,18 @@ def test_servers_bind_to_loopback_unless_told(command: list[str], what: str) -> 
     assert result.returncode == 2
     assert f"--host 0.0.0.0 would expose {what}" in result.stderr
     assert "--allow-remote" in result.stderr
+
+
+def test_the_storage_proxy_on_a_taken_port_is_one_line_with_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        storage = f"sqlite:///{tmp_path / 'proxy.db'}"
+        result = _run(str(HPO), "storage-proxy", "--storage", storage, "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert f"error: cannot serve at 127.0.0.1:{port}: Failed to bind" in result.stderr
+    assert "give another --port" in result.stderr and "Traceback" not in result.stderr
+    result = _run(str(HPO), "storage-proxy", "--storage", storage, "--port", "0")
+    assert result.returncode == 2
+    assert "must be a port number from 1 to 65535, got '0'" in result.stderr

@@ -20,6 +20,7 @@ from wsgiref.simple_server import make_server
 from hpo.command_options import (
     add_bind_arguments,
     add_study_arguments,
+    bind_error,
     check_bind,
     is_loopback,
     open_study,
@@ -61,20 +62,20 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:  # the trials and figures are still worth showing
         print(f"WARNING: {exc} The dashboard shows no artifacts.", file=sys.stderr)
         store, artifacts = None, "no artifacts"
-    print(
-        f"Dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard/ "
-        f"({artifacts}); Ctrl-C or SIGTERM stops it.",
-        flush=True,
-    )
     app = wsgi(
         open_storage(config.storage_url, create=False, heartbeat=False), artifact_store=store
     )
-    serve_until_signalled(app, args.host, args.port)
+    ready = (
+        f"Dashboard for study {study.study_name!r}: http://{args.host}:{args.port}/dashboard/ "
+        f"({artifacts}); Ctrl-C or SIGTERM stops it."
+    )
+    serve_until_signalled(app, args.host, args.port, ready)
     return 0
 
 
-def serve_until_signalled(app: WSGIApplication, host: str, port: int) -> None:
-    """Serves `app` with wsgiref (as optuna-dashboard's `run_server` does) until SIGINT or SIGTERM.
+def serve_until_signalled(app: WSGIApplication, host: str, port: int, ready: str = "") -> None:
+    """Serves `app` with wsgiref (as optuna-dashboard's `run_server` does) until SIGINT or SIGTERM;
+    prints `ready` once it listens.
 
     The signal only sets a flag that the serving loop reads between requests, so a request in
     flight finishes first. Raising KeyboardInterrupt from the handler instead (what `run_server`
@@ -86,9 +87,15 @@ def serve_until_signalled(app: WSGIApplication, host: str, port: int) -> None:
     def handler(signum: int, frame: Any) -> None:
         stop.set()
 
+    try:
+        server = make_server(host, port, app)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise bind_error(host, port, exc) from exc
+    if ready:
+        print(ready, flush=True)
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with make_server(host, port, app) as server:
+        with server:
             server.timeout = 0.2  # how long handle_request waits before the flag is read again
             while not stop.is_set():
                 server.handle_request()

@@ -18,7 +18,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING
 
-from hpo.command_options import add_bind_arguments, check_bind
+from hpo.command_options import add_bind_arguments, bind_error, check_bind
 from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm
 from hpo.store import open_rdb_storage, redact_url
 
@@ -52,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
     )
     raise_keyboard_interrupt_on_sigterm()
     with contextlib.suppress(KeyboardInterrupt):
-        run_grpc_proxy_server(storage, host=args.host, port=args.port)
+        try:
+            run_grpc_proxy_server(storage, host=args.host, port=args.port)
+        except RuntimeError as exc:  # gRPC's "Failed to bind to address ..."
+            if "bind" not in str(exc).lower():
+                raise
+            raise bind_error(args.host, args.port, exc) from exc
     return 0
 
 

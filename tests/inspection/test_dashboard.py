@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -199,6 +200,25 @@ def test_binding_beyond_loopback_needs_a_flag(
     assert not is_loopback("0.0.0.0")
     assert main(["--study", str(searched), "--host", "0.0.0.0"]) == 2
     assert "no authentication" in capsys.readouterr().err
+
+
+def test_a_port_taken_or_out_of_range_is_one_line_with_exit_2(
+    searched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both printed the dashboard's address, then died with a traceback (OSError: Address
+    # already in use; OverflowError).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--study", str(searched), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot serve at 127.0.0.1:{port}: Address already in use" in captured.err
+    assert "give another --port" in captured.err and "Dashboard for" not in captured.out
+    with pytest.raises(SystemExit) as exited:
+        main(["--study", str(searched), "--port", "99999"])
+    assert exited.value.code == 2
+    assert "must be a port number from 1 to 65535, got '99999'" in capsys.readouterr().err
 
 
 def test_a_mistyped_study_never_creates_a_database(
