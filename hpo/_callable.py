@@ -8,6 +8,7 @@ replaced by the package; instead the package itself is made callable, and calls 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import types
@@ -24,6 +25,12 @@ class _CallablePackage(types.ModuleType):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__function__(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by name, as a module is: cloudpickle sends `hpo.search` along with a user's
+        # function that calls `tuner.search` (any name a package has as a submodule), and its
+        # reducer for modules does not apply to a subclass.
+        return importlib.import_module, (self.__name__,)
 
 
 def make_callable(package: str, function: Callable[..., Any]) -> None:

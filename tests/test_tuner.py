@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -1900,6 +1901,67 @@ def test_a_search_at_a_scripts_top_level_runs_without_running_the_script_again(
     hypermodel and the script's layer by value, as in a notebook's."""
     printed = run_user_script(tmp_path, UNGUARDED_SCRIPT, timeout=300).splitlines()
     assert printed == ["the script runs", "finished 2 failed 0", "test accuracy True"]
+
+
+MAIN_FUNCTION_SCRIPT = """
+import keras
+import numpy as np
+import hpo
+
+log_file = open("log.txt", "a")
+
+
+def log(message):  # a helper the hypermodel never uses, its globals an open file
+    log_file.write(message + "\\n")
+
+
+def build_model(hp):
+    hidden = keras.layers.Dense(hp.Int("units", 2, 4), activation="relu")
+    output = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Sequential([keras.Input((4,)), hidden, output])
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    return model
+
+
+def main():
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
+    tuner = hpo.Tuner(build_model, max_trials=1, directory=".", project_name="in_main")
+    summary = tuner.search(x, x[:, 0] > 0, validation_split=0.25, epochs=1, verbose=0)
+    log("searched")
+    print("finished", summary.finished, "failed", summary.failed)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_the_callable_packages_pickle_by_name() -> None:
+    import cloudpickle
+
+    for package in (hpo.search, hpo.ensemble):
+        assert pickle.loads(pickle.dumps(package)) is package
+        assert pickle.loads(cloudpickle.dumps(package)) is package
+
+
+def test_a_search_inside_the_scripts_main_function_runs(tmp_path: Path) -> None:
+    """The usual script layout, `def main(): ... tuner.search(...)`: the script's functions
+    travel to the trials (to be registered with Keras there), `main` with them, and cloudpickle
+    sent `hpo.search` along as a module `main` uses, which it could not pickle: every search
+    was refused. A helper it cannot pickle (its globals an open file) is left behind, named."""
+    (tmp_path / "script.py").write_text(MAIN_FUNCTION_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "script.py"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["finished 1 failed 0"]
+    assert result.stderr.count("__main__>log is not sent to the trial processes") == 1
 
 
 FAMILY_IN_SCRIPT = """

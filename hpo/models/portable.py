@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,9 @@ __all__ = [
 
 # Where a notebook's cells and a script run: code that a trial's process cannot import.
 _MAIN = "__main__"
+_log = logging.getLogger(__name__)
+# The registered names of the functions a search has left behind, unpicklable, in this process.
+_LEFT_BEHIND: set[str] = set()
 
 
 def family_name(hypermodel: Any) -> str:
@@ -100,28 +104,53 @@ class PortableHypermodel:
 
     def _pickle(self) -> bytes:
         try:
-            # One pickle: the hypermodel's code and the registered classes stay the same objects.
-            return bytes(
-                cloudpickle.dumps(
-                    (
-                        self.hypermodel,
-                        self.fit_kwargs,
-                        self.declared,
-                        self.fit_defaults,
-                        self.overrides,
-                        self.custom_objects,
-                        self.keras_settings,
-                    )
+            return self._dumps()
+        except Exception as exc:
+            failure = exc
+        # The script's other functions go along to be registered in the trial (a custom
+        # activation named in a layer's config); one whose globals hold an open file, say, is
+        # left behind, named, rather than stopping a search that does not use it.
+        objects = self.custom_objects
+        left = {name: why for name, obj in objects.items() if (why := _unpicklable(obj))}
+        if left:
+            for name, why in left.items():
+                if name in _LEFT_BEHIND:  # said once a process, not at every search
+                    continue
+                _LEFT_BEHIND.add(name)
+                _log.warning(
+                    "%s is not sent to the trial processes, which cannot unpickle it (%s); a model "
+                    "that names it in its config will not load there",
+                    name,
+                    why,
+                )
+            self.custom_objects = {k: v for k, v in self.custom_objects.items() if k not in left}
+            try:
+                return self._dumps()
+            except Exception as exc:
+                failure = exc
+        raise ConfigError(
+            f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
+            f"processes ({type(failure).__name__}: {str(failure)[:300]}). Each trial trains in a "
+            f"process of its own, which receives them pickled: keep open files, locks, loaded "
+            f"data sets and models out of the build function's globals and of the callbacks "
+            f"(build them inside the function instead)."
+        ) from failure
+
+    def _dumps(self) -> bytes:
+        # One pickle: the hypermodel's code and the registered classes stay the same objects.
+        return bytes(
+            cloudpickle.dumps(
+                (
+                    self.hypermodel,
+                    self.fit_kwargs,
+                    self.declared,
+                    self.fit_defaults,
+                    self.overrides,
+                    self.custom_objects,
+                    self.keras_settings,
                 )
             )
-        except Exception as exc:
-            raise ConfigError(
-                f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
-                f"processes ({type(exc).__name__}: {str(exc)[:300]}). Each trial trains in a "
-                f"process of its own, which receives them pickled: keep open files, locks, "
-                f"loaded data sets and models out of the build function's globals and of the "
-                f"callbacks (build them inside the function instead)."
-            ) from exc
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "payload": self._payload}
@@ -231,3 +260,12 @@ def register_custom_objects(objects: Mapping[str, Any]) -> None:
             keras.saving.register_keras_serializable(package=package, name=name)(obj)
         else:  # put in `get_custom_objects()` by hand, under a plain name
             keras.saving.get_custom_objects()[registered] = obj
+
+
+def _unpicklable(obj: Any) -> str:
+    """Why `obj` cannot be pickled by value, or "" if it can."""
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return ""
