@@ -707,6 +707,33 @@ def test_whole_number_targets_of_a_one_output_model_are_regression_values(tmp_pa
     assert tuner.ensemble(top=2).predict(x[:5]).shape == (5,)
 
 
+def test_labels_0_and_1_fitted_by_a_linear_output_and_mse_are_targets(tmp_path: Path) -> None:
+    """A linear probability model: Dense(1), "mse", labels 0.0 and 1.0. Its values were taken
+    as logits: the ensemble gave their sigmoid (0.53 where Keras gave 0.12) and scored them at
+    0, so the trials' accuracy was 0.48 where the model's at 0.5 is 0.67."""
+
+    def build_model(hp: Any) -> Any:
+        import keras
+
+        hidden = keras.layers.Dense(hp.Int("units", 4, 8, step=4), activation="relu")
+        model = keras.Sequential([keras.Input((6,)), hidden, keras.layers.Dense(1)])
+        model.compile(keras.optimizers.Adam(1e-2), loss="mse", metrics=["mae"])
+        return model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 6)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0.3).astype("float32")
+    tuner = hpo.Tuner(build_model, objective="val_loss", max_trials=1, directory=tmp_path)
+    tuner.search(x[:200], y[:200], validation_data=(x[200:], y[200:]), epochs=3, verbose=0)
+    [model] = tuner.get_best_models(1)
+    ensemble = tuner.ensemble(top=1, calibrate=False)
+    np.testing.assert_allclose(
+        ensemble.predict(x[200:]), model.predict(x[200:], verbose=0).reshape(-1), atol=1e-5
+    )
+    scores = ensemble.evaluate(x[200:], y[200:])
+    assert scores["accuracy"] == np.mean((model.predict(x[200:], verbose=0)[:, 0] > 0.5) == y[200:])
+
+
 @pytest.mark.slow
 def test_a_softmax_with_room_for_classes_the_labels_lack_trains_as_keras_would(
     tmp_path: Path,

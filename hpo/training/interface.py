@@ -282,6 +282,23 @@ def read_output(
         raise (OneValueOutput if units == 1 and classes > 2 else ConfigError)(message)
     if p.ndim == 1:
         p = p[:, None]
+    if (loss := _regression_loss(model)) and _output_activation(model) == "linear":
+        # Dense(1) and "mse" on 0/1 labels fits the labels as numbers (a linear probability
+        # model): taken as logits, a sigmoid of its values was scored at 0 instead of 0.5.
+        if units == 1:
+            raise OneValueOutput(
+                f"family {family!r}: its model gives one value an example, without an "
+                f"activation, and is compiled with {loss}, a regression loss: its labels are "
+                f"regression targets. For a classifier, end it with Dense(1, "
+                f"activation='sigmoid') and compile it with binary_crossentropy."
+            )
+        raise ConfigError(
+            f"family {family!r}: its model gives {units} values an example without an "
+            f"activation and is compiled with {loss}, a regression loss, so its values are "
+            f"neither class probabilities nor logits. For a classifier, end it with "
+            f"Dense({units}, activation='softmax') and compile it with "
+            f"categorical_crossentropy; for regression, give the targets as floats."
+        )
     return Output(units=units, from_logits=_gives_logits(model, p))
 
 
@@ -487,6 +504,34 @@ def _agreeing_metrics(model: keras.Model, labels: Labels, loss: str, family: str
             f"{takes[labels]} (or 'accuracy', which takes either)."
         )
     return labels
+
+
+# Keras's losses of values rather than of classes, by the names `_loss_name` gives them.
+_REGRESSION_LOSSES = frozenset(
+    {
+        "mse",
+        "mae",
+        "mape",
+        "msle",
+        "mean_squared_error",
+        "mean_absolute_error",
+        "mean_absolute_percentage_error",
+        "mean_squared_logarithmic_error",
+        "huber",
+        "huber_loss",
+        "log_cosh",
+        "logcosh",
+    }
+)
+
+
+def _regression_loss(model: keras.Model) -> str | None:
+    """The name of the regression loss `model` is compiled with (one loss), or None."""
+    loss = _compiled_loss(model)
+    if loss is None or isinstance(loss, (list, tuple, dict)):
+        return None
+    name = _loss_name(loss)
+    return name if name.lower() in _REGRESSION_LOSSES else None
 
 
 def _loss_name(loss: Any) -> str:

@@ -116,6 +116,29 @@ def test_one_output_for_three_classes_may_be_targets_unless_the_model_is_a_class
         assert "Dense(3, activation='softmax')" in str(error.value)
 
 
+def test_a_linear_output_compiled_with_a_regression_loss_gives_no_logits() -> None:
+    from hpo.errors import OneValueOutput
+
+    x = _tokens()
+    # Dense(1) and "mse" on labels 0 and 1: targets (hpo.Tuner reads them so), not logits, a
+    # sigmoid of which was scored at 0 instead of 0.5.
+    for loss in ("mse", keras.losses.Huber(), keras.losses.mean_absolute_error):
+        model = _text_model(None)
+        model.compile(loss=loss)
+        with pytest.raises(OneValueOutput, match=r"compiled with \w+, a regression loss"):
+            read_output(model, x, 2, "mine")
+    several = _text_model(None, outputs=3)
+    several.compile(loss="mse")
+    with pytest.raises(ConfigError, match=r"neither class probabilities nor logits") as error:
+        read_output(several, x, 3, "mine")
+    assert not isinstance(error.value, OneValueOutput)
+    # A sigmoid fitted with "mse" still gives probabilities; logits still need no compile.
+    probabilities = _text_model("sigmoid")
+    probabilities.compile(loss="mse")
+    assert read_output(probabilities, x, 2, "mine") == Output(1, from_logits=False)
+    assert read_output(_text_model(None), x, 2, "mine") == Output(1, from_logits=True)
+
+
 def test_labels_follow_the_model_s_own_loss() -> None:
     x, y = _tokens(), np.arange(12) % 2
     model = _text_model("softmax", outputs=2)
