@@ -12,6 +12,7 @@ A folder or table without a test split of its own gives up a share of each class
 from __future__ import annotations
 
 import codecs
+import csv
 import logging
 import os
 import tarfile
@@ -376,9 +377,47 @@ def _read_delimited(path: Path, sep: str, encoding: str) -> tuple[pd.DataFrame, 
     with path.open("rb") as handle:
         read_as = sniffed_encoding(handle.read(2), encoding)
     try:
-        return pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False
+        frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False
     except UnicodeDecodeError:
-        return pd.read_csv(path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV), True
+        replaced = True
+        frame = pd.read_csv(path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV)
+    if sep == "\t" and _holds_a_tab(frame):
+        # A cell with a tab in a tab-separated file: a text that begins with a double quote
+        # (a quoted title) opened a CSV quoted field, which ran to the next quote and took in
+        # the rows between. TSV has no quoting; read so, if every row then has its columns.
+        unquoted = _unquoted(path, read_as, frame.columns)
+        if unquoted is not None:
+            _log.warning(
+                "%s: read without quoting (%d rows, against %d with CSV's quotes): a text that "
+                "begins with a double quote ran over the rows after it",
+                path,
+                len(unquoted),
+                len(frame),
+            )
+            return unquoted, replaced
+    return frame, replaced
+
+
+def _holds_a_tab(frame: pd.DataFrame) -> bool:
+    return any(frame[c].str.contains("\t", regex=False).any() for c in frame.columns)
+
+
+def _unquoted(path: Path, read_as: str, columns: pd.Index) -> pd.DataFrame | None:
+    """The table read with no quoting at all, or None if a row then has other columns."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            encoding=read_as,
+            encoding_errors="replace",
+            quoting=csv.QUOTE_NONE,
+            **_CSV,
+        )
+    except (pd.errors.ParserError, ValueError):
+        return None
+    return frame if list(frame.columns) == list(columns) else None
 
 
 def _read_table(

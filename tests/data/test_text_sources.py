@@ -178,6 +178,26 @@ def test_tsv_integer_labels_sort_numerically_and_na_words_are_kept(tmp_path: Pat
     np.testing.assert_array_equal(read.labels, [2, 1, 2, 0])
 
 
+def test_a_tsv_text_that_begins_with_a_quote_stays_one_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # TSV has no quoting: a text that begins with '"' (a quoted title) opened a CSV quoted
+    # field that ran to the next quote, 6 rows read as 3, one text holding the others' labels.
+    lines = ["text\tlabel"] + [f"review {i}\t{['neg', 'pos'][i % 2]}" for i in range(6)]
+    lines[2] = '"Casablanca, overrated\tpos'
+    lines[5] = '"Vertigo, a classic\tneg'
+    path = tmp_path / "reviews.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(path, "train", test_path=path)
+    assert len(read.texts) == 6 and '"Casablanca, overrated' in read.texts
+    assert "read without quoting (6 rows, against 3 with CSV's quotes)" in caplog.text
+    # A TSV that pandas wrote, its quotes and a tab escaped CSV's way, reads as written.
+    rows: dict[str, list[object]] = {"text": ['"Casablanca" again', "a\ttab"], "label": [1, 0]}
+    written = write_table(tmp_path / "quoted.tsv", rows)
+    assert ts.read_texts(written, "train", test_path=written).texts == rows["text"]
+
+
 def test_parquet_is_read_or_asks_for_pyarrow(tmp_path: Path) -> None:
     path = tmp_path / "train.parquet"
     if importlib.util.find_spec("pyarrow") is None:
