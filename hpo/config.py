@@ -457,6 +457,17 @@ def load_study_config(path: str | Path) -> StudyConfig:
                     key: str(data_path if data_path.is_absolute() else path.parent / data_path),
                 }
         raw["data"] = data
+    # A relative SQLite file and artifact folder are the study file's too, as its data are:
+    # from another folder, the same study file must find the same study.
+    storage = raw.get("storage")
+    if isinstance(storage, str) and storage.startswith(_SQLITE_FILE):
+        file, query, rest = storage.removeprefix(_SQLITE_FILE).partition("?")
+        if file and file != ":memory:" and not file.startswith("/"):
+            raw["storage"] = f"{sqlite_url(path.parent.resolve())}/{file}{query}{rest}"
+    artifacts = raw.get("artifacts")
+    if isinstance(artifacts, str) and artifacts and not artifacts.startswith(S3_SCHEME):
+        folder = Path(artifacts).expanduser()
+        raw["artifacts"] = str(folder if folder.is_absolute() else path.parent.resolve() / folder)
     try:
         return _build(StudyConfig, raw, "")
     except ConfigError as exc:
@@ -494,6 +505,9 @@ def config_from_dict(data: dict[str, Any]) -> StudyConfig:
     """
     stored = {k: v for k, v in data.items() if k not in ("import_families", "hypermodel")}
     return dataclasses.replace(_build(StudyConfig, stored, ""), import_families=False)
+
+
+_SQLITE_FILE = "sqlite:///"
 
 
 def sqlite_url(path: Path) -> str:

@@ -103,6 +103,27 @@ def test_a_study_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> No
     assert (config.name, config.budget) == ("bom", 300)
 
 
+def test_a_relative_sqlite_file_and_artifact_folder_are_the_study_files_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read from the current folder, the same study file run from another one made a second,
+    # empty study there: a fresh budget, trials from 0 again.
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "s.toml").write_text('storage = "sqlite:///db/s.db?timeout=5"\nartifacts = "arts"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_study_config(Path("../proj/s.toml"))
+    assert config.storage_url == f"sqlite:///{folder.resolve()}/db/s.db?timeout=5"
+    assert config.artifact_location == str(folder.resolve() / "arts")
+    # Absolute paths, other databases and buckets are kept as written.
+    for storage in ("sqlite:////data/s.db", "postgresql://u@db/hpo"):
+        (folder / "s.toml").write_text(f'storage = "{storage}"\nartifacts = "s3://bucket"\n')
+        config = load_study_config(folder / "s.toml")
+        assert (config.storage_url, config.artifact_location) == (storage, "s3://bucket")
+
+
 def test_missing_study_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
         load_study_config(tmp_path / "nope.toml")
