@@ -16,12 +16,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from hpo.errors import ConfigError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 __all__ = [
     "SPLITS",
     "TEST_FRACTION",
+    "check_test_classes",
     "held_out",
     "held_out_groups",
     "held_out_root",
@@ -66,6 +69,31 @@ def hidden(parts: Sequence[str]) -> bool:
     """Whether a path inside a data set (its parts, as an archive member names them) is in a
     hidden folder or is a hidden file, which `visible_files` leaves out."""
     return any(part.startswith(".") and part not in (".", "..") for part in parts)
+
+
+def check_test_classes(source: Path) -> None:
+    """Before the search: a folder's test/ split must have a class folder of each of train/'s
+    and no other, which `hpo ensemble` would otherwise find only after the budget is spent. It
+    lists their names; it opens no test file.
+
+    Raises:
+        ConfigError: Names the class folders test/ lacks and those it has over train/'s.
+    """
+    if not source.is_dir() or held_out_root(source) is not None:
+        return
+    train, test = split_folder(source, "train"), split_folder(source, "test")
+    if train is None or test is None:
+        return
+    classes = [p.name for p in subfolders(train)]
+    found = [p.name for p in subfolders(test)]
+    unknown = [name for name in found if name not in classes]
+    missing = [name for name in classes if name not in found]
+    if unknown or missing:
+        raise ConfigError(
+            f"{test}: its class folders differ from those of {train} {classes}: missing "
+            f"{missing}, unknown {unknown}. Give test/ a folder of each of train/'s classes and "
+            f"no other, so that the ensemble can evaluate every class."
+        )
 
 
 def held_out_root(source: Path) -> Path | None:

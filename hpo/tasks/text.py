@@ -17,6 +17,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
+from hpo.data.holdout import check_test_classes
 from hpo.data.tokenizer import Tokenizer
 from hpo.errors import DataError
 from hpo.models import conv1d, nbsvm, ngram, sepconv1d
@@ -332,6 +333,7 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
         extra["test_fraction"] = config.data.test_fraction
     if config.data.encoding != text_sources.ENCODING:  # the default's caches keep their keys
         extra["encoding"] = config.data.encoding
+    check_test_classes(_locate(config, data_arg))
     return prepare_tokens(
         config, data_arg, space, name="text", locate=_locate, read=_read_own, extra_settings=extra
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -109,9 +110,18 @@ def test_a_test_split_missing_a_class_is_an_error(image_folder: Path, tmp_path: 
     (data / "test" / "red").rmdir()
     config = load_study_config(_study(tmp_path, data))
     task = get_task("images")
-    folder = task.prepare(config, None, search_space(task, config.space).shared)
+    # Found by the search before any work, from the folders' names, not by the ensemble
+    # after the budget is spent.
+    with pytest.raises(ConfigError, match=r"missing \['red'\], unknown \[\]"):
+        task.prepare(config, None, search_space(task, config.space).shared)
+    assert not config.cache_dir.exists()
+    # An archive's test split is checked as the ensemble reads it.
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, arcname="data")
+    folder = task.prepare(config, str(archive), search_space(task, config.space).shared)
     with pytest.raises(ConfigError, match=r"missing \['red'\]"):
-        task.load_test(config, None, folder)
+        task.load_test(config, str(archive), folder)
 
 
 def test_a_folder_without_splits_gives_its_held_out_share_to_the_test_set_only(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
@@ -18,8 +19,6 @@ from hpo.tasks import get_task
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 WORDS = {
     "cooking": ["recipe", "oven", "bake", "flour", "simmer"],
@@ -192,3 +191,20 @@ def test_files_moved_inside_a_data_folder_are_prepared_again(tmp_path: Path) -> 
     assert again != folder
     train = task.trial_data(again, {"vocab_size": 10000, "seq_len": 200})
     assert len(train.y_train) + len(train.y_val) == rows + 30 - 3
+
+
+def test_test_class_folders_unlike_trains_are_refused_before_any_work(tmp_path: Path) -> None:
+    # hpo ensemble found them, after the search had spent its budget.
+    from hpo.errors import ConfigError
+
+    for split, n, seed in (("train", 30, 2), ("test", 9, 3)):
+        for i, (text, label, _) in enumerate(_texts(n, seed)):
+            path = tmp_path / "data" / split / label / f"{i:04d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    (tmp_path / "data" / "test" / "sports").rename(tmp_path / "data" / "test" / "sport")
+    config = load_study_config(_study(tmp_path, tmp_path / "data"))
+    task = get_task("text")
+    with pytest.raises(ConfigError, match=r"missing \['sports'\], unknown \['sport'\]"):
+        task.prepare(config, None, search_space(task, config.space).shared)
+    assert not config.cache_dir.exists()
