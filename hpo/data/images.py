@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import tarfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -205,7 +206,8 @@ def read_split(
     images, skipped = _gather(_items(source, split, test_fraction), limit_per_class, image_size)
     if skipped:
         _log.warning(
-            "%s: skipped %d unreadable or non-image files in the %s split, e.g. %s",
+            "%s: skipped %d unreadable or non-image files (or images over Pillow's size limit) "
+            "in the %s split, e.g. %s",
             source,
             len(skipped),
             split,
@@ -372,10 +374,28 @@ def _unpickle_data(blob: bytes) -> Any:
 
 def _decode(read: Callable[[], bytes]) -> np.ndarray | None:
     try:
-        with Image.open(io.BytesIO(read())) as image:
-            return _rgb(image)
+        with warnings.catch_warnings():
+            # Over half its guard's size Pillow only warns, on stderr: decoded all the same.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(read())) as image:
+                return _rgb(image)
     except Exception:  # Pillow raises many kinds of error on bad files; each means "skip it".
         return None
+
+
+def _undecodable(data: bytes) -> str:
+    """Why Pillow cannot decode `data`, which `_decode` could not."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Image.DecompressionBombError as exc:
+        return (
+            f"an image over Pillow's limit for one image ({exc}). Shrink it first (Pillow's "
+            f"Image.thumbnail, ImageMagick's convert -resize); the model sees it resized anyway"
+        )
+    except Exception:
+        pass
+    return "not an image file (Pillow cannot decode it)"
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
@@ -468,5 +488,5 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
     array = _decode(lambda: data)
     if array is None:
-        raise DataError(f"{path}: not an image file (Pillow cannot decode it).")
+        raise DataError(f"{path}: {_undecodable(data)}.")
     return _same_size([(path.name, array)], size, "input")[0]

@@ -6,6 +6,7 @@ import shutil
 import sys
 import tarfile
 import types
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -391,3 +392,21 @@ def test_download_gives_the_batches_folder_or_a_clear_error(
     keras.utils.get_file = offline
     with pytest.raises(DataError, match=rf"download .* failed.*unreachable.*\${var}"):
         images.locate_images(None, None, env_var=var, download=True)
+
+
+def test_an_image_over_pillows_size_limit_is_named_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 15000x15000 scan was "not an image file", and one of half that limit printed Pillow's
+    # DecompressionBombWarning; the limit scaled down here, to images of a few hundred pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("RGB", (20, 20), (10, 20, 30)).save(tmp_path / "scan.png")  # over twice the limit
+    Image.new("RGB", (15, 10), (10, 20, 30)).save(tmp_path / "big.png")  # over the limit
+    with pytest.raises(DataError, match=r"scan.png: an image over Pillow's limit .* Shrink it"):
+        images.load_image(tmp_path / "scan.png", (4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert images.load_image(tmp_path / "big.png", (4, 4)).shape == (4, 4, 3)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match=r"notes.png: not an image file"):
+        images.load_image(tmp_path / "notes.png", (4, 4))
