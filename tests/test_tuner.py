@@ -2537,3 +2537,10 @@ def test_serving_formats_asked_of_an_ensemble_on_jax_name_the_way_to_them(
     )
     assert "KERAS_BACKEND=tensorflow: hpo.load_model(path).export(...)" in printed[-2]
     assert printed[-1] == "served/ensemble.keras"
+
+
+def test_a_fit_argument_search_does_not_pass_is_named_with_its_value(tmp_path: Path) -> None:
+    tuner = hpo.Tuner(lambda hp: None, max_trials=1, directory=tmp_path, project_name="fit")
+    x = np.zeros((20, 3), "float32")
+    with pytest.raises(ConfigError, match=r"got initial_epoch=1\. .*leave it out"):
+        tuner.search(x, np.arange(20) % 2, validation_split=0.25, initial_epoch=1)
