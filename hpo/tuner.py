@@ -417,10 +417,10 @@ class Tuner:
             del fit_kwargs[name]
         unknown = sorted(set(fit_kwargs) - set(_FIT_ARGUMENTS))
         if unknown:
-            given = f"{unknown[0]}={repr(fit_kwargs[unknown[0]])[:40]}"
+            passed = f"{unknown[0]}={repr(fit_kwargs[unknown[0]])[:40]}"
             raise ConfigError(
                 f"search() passes {', '.join(_FIT_ARGUMENTS)}, sample_weight, epochs and "
-                f"callbacks to fit; got {given}. hpo shuffles, batches and validates itself: "
+                f"callbacks to fit; got {passed}. hpo shuffles, batches and validates itself: "
                 f"leave it out."
             )
         if sample_weight is not None and fit_kwargs.get("class_weight") is not None:
