@@ -146,8 +146,10 @@ def test_gc_command_dry_run_real_run_and_the_ensemble_after(study_copy: Path) ->
     artifacts = json.loads(status.stdout)["artifacts"]
     assert artifacts["checkpoints"] == 2 and artifacts["removed_checkpoints"] == 2
     assert artifacts["bytes"] == sum(p.stat().st_size for p in config.artifact_dir.iterdir())
-    again = hpo("ensemble", "--study", str(study_copy), "--top", "2", "--method", "uniform")
+    again = hpo("ensemble", "--study", str(study_copy), "--top", "3", "--method", "uniform")
     assert again.returncode == 0, again.stderr[-3000:]
+    # 4 trials are COMPLETE; it said the study had only 2.
+    assert "only 2 COMPLETE trials whose checkpoint hpo gc kept; using all" in again.stderr
 
     missing = hpo("gc", "--study", str(study_copy))
     assert missing.returncode == 2

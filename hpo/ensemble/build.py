@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo.artifacts import removed_checkpoints
 from hpo.contract import Attr, CheckpointError, load_keras_file
 from hpo.data import provenance, testset
 from hpo.ensemble.calibration import temperature_slope
@@ -285,9 +286,10 @@ def fit_ensemble(
     opened = open_pool(config, study, scratch, max(pool, top), data)
     if top > opened.complete:
         _log.warning(
-            "--top %d, but the study has only %d COMPLETE trials; using all of them.",
+            "--top %d, but the study has only %d COMPLETE trials%s; using all of them.",
             top,
             opened.complete,
+            " whose checkpoint hpo gc kept" if removed_checkpoints(study) else "",
         )
     candidates, store, y_val = opened.candidates, opened.store, opened.y_val
     members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
@@ -416,7 +418,8 @@ def _choose(
     rank = {c.trial.number: i for i, c in enumerate(pooled)}
     best = min(skipped, key=lambda s: rank.get(s["trial"], len(rank)))
     raise StoreError(
-        f"none of the {len(pooled)} COMPLETE trials has a usable checkpoint, so there is no "
+        f"none of the {len(pooled)} COMPLETE trials with usable validation predictions has a "
+        f"usable checkpoint, so there is no "
         f"ensemble to build (the warnings above give each reason). The best one: "
         f"{best['reason']}"
     )

@@ -207,7 +207,8 @@ def test_when_every_checkpoint_is_damaged_the_ensemble_stops_naming_the_files(
     assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     best = config.artifact_dir / ranked[0].user_attrs[Attr.CHECKPOINT_ID]
-    assert f"none of the {len(ranked)} COMPLETE trials has a usable checkpoint" in err
+    usable = f"none of the {len(ranked)} COMPLETE trials with usable validation predictions"
+    assert f"{usable} has a usable checkpoint" in err
     assert f"trial {ranked[0].number}: its checkpoint {best} has SHA-256" in err
     assert "Traceback" not in err
     assert not out.exists()
