@@ -15,7 +15,7 @@ from hpo.store import STALE_TRIAL_RETRIES
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["raise_keyboard_interrupt_on_sigterm", "sweep_dead_local_trials"]
+__all__ = ["raise_keyboard_interrupt_on_sigterm", "requeue", "sweep_dead_local_trials"]
 
 
 def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
@@ -33,7 +33,6 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
     """
     me = WorkerIdentity.current()
     storage = study._storage
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_RETRIES)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = WorkerIdentity.recorded(trial)
@@ -44,11 +43,18 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
         )
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(trial.number)
-            frozen = storage.get_trial(trial._trial_id)
-            for key in (Attr.WORKER, Attr.WORKER_IDENTITY, Attr.FAIL_REASON):
-                frozen.user_attrs.pop(key, None)
-            retry(study, frozen)
+            requeue(study, trial._trial_id)
     return failed
+
+
+def requeue(study: optuna.Study, trial_id: int) -> None:
+    """Queues a trial that did not finish again, with the parameters it had, so that the next
+    run trains it first (at most `STALE_TRIAL_RETRIES` times): Optuna's retry of a trial whose
+    heartbeat went stale, without the worker and failure the trial recorded."""
+    frozen = study._storage.get_trial(trial_id)
+    for key in (Attr.WORKER, Attr.WORKER_IDENTITY, Attr.FAIL_REASON):
+        frozen.user_attrs.pop(key, None)
+    RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_RETRIES)(study, frozen)
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:

@@ -47,7 +47,11 @@ from hpo.models import is_builtin
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
 from hpo.search.progress import FINISHED, Progress
-from hpo.search.recovery import raise_keyboard_interrupt_on_sigterm, sweep_dead_local_trials
+from hpo.search.recovery import (
+    raise_keyboard_interrupt_on_sigterm,
+    requeue,
+    sweep_dead_local_trials,
+)
 from hpo.store import open_artifact_store, open_storage, redact_url
 from hpo.study import (
     best_trial,
@@ -79,7 +83,10 @@ if TYPE_CHECKING:
     from hpo.tasks import Task
 
 
-__all__ = ["SearchSummary", "run_search", "run_worker"]
+__all__ = ["INTERRUPTED", "SearchSummary", "run_search", "run_worker"]
+
+# Why a trial the search was stopped in failed; it is queued again (`_objective`).
+INTERRUPTED = "interrupted: the search was stopped; queued again for the next run"
 
 
 @dataclass(frozen=True)
@@ -442,8 +449,11 @@ def _objective(trial: optuna.Trial, **settings: Any) -> float:
     try:
         return _trial(trial, **settings)
     except KeyboardInterrupt:
-        # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this).
-        trial.set_user_attr(Attr.FAIL_REASON, "interrupted: the search was stopped")
+        # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this): queued
+        # again, as a trial whose worker was killed is, for the next run to train first.
+        if trial.params:
+            requeue(trial.study, trial._trial_id)
+        trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
         raise
 
 

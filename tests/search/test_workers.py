@@ -214,4 +214,6 @@ def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
             threads=1,
             deadline=None,
         )
-    assert study.trials[0].user_attrs[Attr.FAIL_REASON] == "interrupted: the search was stopped"
+    assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
+    # Stopped before it had parameters: nothing to queue again.
+    assert len(study.trials) == 1
