@@ -254,6 +254,8 @@ class Ensemble:
         if isinstance(x, (list, tuple)) and x and getattr(x[0], "ndim", 0) > 0:
             examples = len(x[0]) if packed(expected) else len(x)
         inputs = input_array(x, "x", examples)
+        if len(inputs) == 0:  # Keras's own predict: an UnboundLocalError
+            raise DataError("x holds no examples; give at least one to predict or evaluate.")
         # The same inputs (one, or the same names), each of the same shape per example.
         shapes = [[(n, shape) for n, shape, _ in input_specs(a)] for a in (inputs, expected)]
         if shapes[0] != shapes[1]:
