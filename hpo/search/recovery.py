@@ -48,9 +48,10 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
 
 
 def requeue(study: optuna.Study, trial_id: int) -> None:
-    """Queues a trial that did not finish again, with the parameters it had, so that the next
-    run trains it first (at most `STALE_TRIAL_RETRIES` times): Optuna's retry of a trial whose
-    heartbeat went stale, without the worker and failure the trial recorded."""
+    """Queues a trial that did not finish again, with the parameters it had (at most
+    `STALE_TRIAL_RETRIES` times): Optuna's retry of a trial whose heartbeat went stale, without
+    the worker and failure the trial recorded. The next run trains it before sampling new
+    trials, after those queued before it (Optuna runs its queue in order)."""
     frozen = study._storage.get_trial(trial_id)
     for key in (Attr.WORKER, Attr.WORKER_IDENTITY, Attr.FAIL_REASON):
         frozen.user_attrs.pop(key, None)

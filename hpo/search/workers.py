@@ -450,7 +450,7 @@ def _objective(trial: optuna.Trial, **settings: Any) -> float:
         return _trial(trial, **settings)
     except KeyboardInterrupt:
         # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this): queued
-        # again, as a trial whose worker was killed is, for the next run to train first.
+        # again, as a trial whose worker was killed is, for the next run to train.
         if trial.params:
             requeue(trial.study, trial._trial_id)
         trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
