@@ -219,3 +219,18 @@ def test_startup_arms_report_what_each_loaded_and_their_ratios(tmp_path: Path) -
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:]}
     assert lines["installed"].split()[3] == "1.00x"
     assert lines["without:_json"].endswith("none of them")
+
+
+def test_backend_preload_arms_load_tensorflow_in_the_jax_fork_server_only_with_hpos(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "runs.json"
+    result = _run(
+        "bench_backend_preload.py", "--children", "1", "--repeats", "1", "--json", out, cwd=tmp_path
+    )
+    runs = json.loads(out.read_text())
+    # Each child: [wall seconds, whether TensorFlow was loaded before its first Keras call].
+    assert [[p for _, p in run] for run in runs["bare"]] == [[False]]
+    assert [[p for _, p in run] for run in runs["hpo"]] == [[True]]
+    assert all(s > 0 for arm in runs.values() for run in arm for s, _ in run)
+    assert "hpo / bare:" in result.stdout

@@ -64,6 +64,11 @@ STORE_PRELOAD = [
     "sqlalchemy.dialects.postgresql.psycopg",
     "psycopg",
 ]
+# On JAX and PyTorch, Keras imports TensorFlow where it is installed all the same: its
+# `set_random_seed` seeds it, and `get_config` checks for its TensorShape. Imported once by
+# the server, not 3-4 s in each trial (benchmarks/bench_backend_preload.py); skipped where it
+# is not installed.
+OTHER_BACKEND_PRELOAD = ["tensorflow"]
 # The backend the fork server of this process was started with (it starts once per process).
 _server_backend: str | None = None
 T = TypeVar("T")
@@ -233,7 +238,9 @@ def _context(
         # The server reads KERAS_BACKEND from this process's environment when it starts.
         os.environ["KERAS_BACKEND"] = backend
         # The backend's own package (tensorflow, jax, torch) first, as Keras imports it anyway.
-        context.set_forkserver_preload([PRELOAD[0], backend, *PRELOAD[1:], *STORE_PRELOAD])
+        others = [] if backend == "tensorflow" else OTHER_BACKEND_PRELOAD
+        preload = [PRELOAD[0], backend, *others, *PRELOAD[1:], *STORE_PRELOAD]
+        context.set_forkserver_preload(preload)
         _server_backend = backend
     return context
 
