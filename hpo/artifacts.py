@@ -150,16 +150,19 @@ def collect_garbage(
     kept, doomed = plan_collection(study, keep)
     why = f"not among the best {keep} complete trials nor in a recorded ensemble"
     removed = {t.number: why for t in doomed}
-    sizes = [_size(store, t.user_attrs[Attr.CHECKPOINT_ID]) for t in doomed]
+    left = _left_behind(study, store)
+    removed.update({t.number: "recorded as removed by a collection that was stopped" for t in left})
+    sizes = [_size(store, t.user_attrs[Attr.CHECKPOINT_ID]) for t in [*doomed, *left]]
     freed = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
-    if dry_run or not doomed:
+    if dry_run or not removed:
         return Collection(kept, removed, freed)
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    study.set_user_attr(
-        f"{GC_ATTR_PREFIX}{when}:{uuid.uuid4().hex[:6]}",
-        {"keep": keep, "at": when, "removed": {str(n): w for n, w in removed.items()}},
-    )
-    for trial in doomed:
+    if doomed:
+        when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        study.set_user_attr(
+            f"{GC_ATTR_PREFIX}{when}:{uuid.uuid4().hex[:6]}",
+            {"keep": keep, "at": when, "removed": {str(t.number): why for t in doomed}},
+        )
+    for trial in [*doomed, *left]:
         # Gone already where an earlier collection was interrupted after its record.
         with contextlib.suppress(ArtifactNotFound):
             store.remove(trial.user_attrs[Attr.CHECKPOINT_ID])
@@ -174,6 +177,22 @@ def artifact_bytes(config: StudyConfig) -> int | None:
     if not folder.is_dir():
         return None
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _left_behind(study: optuna.Study, store: ArtifactStore) -> list[FrozenTrial]:
+    """The trials a collection recorded as removed whose checkpoint file is still there: it was
+    stopped between its record and the deletion (a file-system store; an S3 one is not asked,
+    which would take a request a trial at every collection)."""
+    if not isinstance(store, AtomicFileSystemArtifactStore):
+        return []
+    removed = removed_checkpoints(study)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number in removed
+        and Attr.CHECKPOINT_ID in t.user_attrs
+        and store.size(t.user_attrs[Attr.CHECKPOINT_ID]) > 0
+    ]
 
 
 def _size(store: ArtifactStore, artifact_id: str) -> int | None:

@@ -14,6 +14,7 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState, create_trial
 
 from hpo.artifacts import (
+    GC_ATTR_PREFIX,
     collect_garbage,
     has_checkpoint,
     plan_collection,
@@ -113,6 +114,22 @@ def test_gc_survives_an_interrupted_collection_and_a_minimising_study(tmp_path: 
     store.remove(study.trials[0].user_attrs[Attr.CHECKPOINT_ID])
     assert sorted(collect_garbage(minimising, store, keep=1).removed) == [0, 2]
     assert _stored(minimising, store) == {1}
+
+
+def test_a_collection_stopped_after_its_record_has_its_files_deleted_by_the_next(
+    tmp_path: Path,
+) -> None:
+    # Killed between recording trial 0's removal and deleting its file: the next collection
+    # skipped trial 0 (recorded as removed) and its file stayed for good.
+    study, store = _study_with_checkpoints(tmp_path, [0.1, 0.3, 0.2])
+    study.set_user_attr(f"{GC_ATTR_PREFIX}stopped", {"removed": {"0": "not among the best"}})
+    assert _stored(study, store) == {0, 1, 2}
+    dry = collect_garbage(study, store, keep=5, dry_run=True)
+    assert dry.removed == {0: "recorded as removed by a collection that was stopped"}
+    assert dry.freed_bytes == 1000 and _stored(study, store) == {0, 1, 2}
+    assert sorted(collect_garbage(study, store, keep=5).removed) == [0]
+    assert _stored(study, store) == {1, 2}
+    assert collect_garbage(study, store, keep=5).removed == {}
 
 
 def test_gc_command_dry_run_real_run_and_the_ensemble_after(study_copy: Path) -> None:
