@@ -14,9 +14,10 @@ from hpo.errors import DiskFull
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["free_bytes", "has_room", "writing"]
+__all__ = ["free_bytes", "has_room", "raise_if_full", "writing"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE = "No space left on device"  # strerror(ENOSPC), in the messages of other errors
 
 
 @contextlib.contextmanager
@@ -42,6 +43,25 @@ def writing(path: Path, needed: int) -> Iterator[None]:
             path=str(path),
             needed=needed,
         ) from exc
+
+
+def raise_if_full(error: BaseException, folder: Path) -> None:
+    """Raises DiskFull if `error` (or one it came from) is a full disk, met while writing an
+    output in `folder`: Keras's saving and tf2onnx raise OSError, TensorFlow's SavedModel
+    writer its own error whose message says so. Returns otherwise."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if (isinstance(cause, OSError) and cause.errno in _FULL) or _NO_SPACE in str(cause):
+            raise DiskFull(
+                f"no space left on device writing {folder} ({_size(free_bytes(folder))} free "
+                f"there); what was there before is untouched. Free space on that disk, or give "
+                f"--out a folder on a larger one.",
+                path=str(folder),
+                needed=0,
+            ) from error
+        cause = cause.__cause__ or cause.__context__
 
 
 def free_bytes(path: Path) -> int:

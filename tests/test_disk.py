@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 from typing import TYPE_CHECKING
 
@@ -10,8 +11,8 @@ import optuna
 import pytest
 
 from hpo.contract import Attr, store_trial_artifacts
-from hpo.disk import has_room
-from hpo.errors import DiskFull
+from hpo.disk import has_room, raise_if_full
+from hpo.errors import DiskFull, HpoError
 from hpo.store import AtomicFileSystemArtifactStore, sha256_file
 
 from .conftest import resize_disk, small_disk
@@ -64,3 +65,22 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path: Path) 
             callback.on_epoch_end(1, {"val_accuracy": 0.7})
         assert sorted(p.name for p in disk.iterdir()) == ["training.keras"]
         assert sha256_file(final) == saved
+
+
+def test_a_full_disk_met_writing_an_output_is_disk_full_whatever_raised_it(tmp_path: Path) -> None:
+    # hpo ensemble --format savedmodel on a full disk: Keras's OSError, TensorFlow's own error
+    # ("... No space left on device"), or tf2onnx's wrapped in hpo's message: a traceback, or
+    # advice to choose another format.
+    class ResourceExhaustedError(Exception):  # TensorFlow's, as its message reads
+        pass
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    tensorflow = ResourceExhaustedError("saved_model.pb.tmp; No space left on device")
+    try:
+        raise HpoError("tf2onnx could not convert the model: use --format savedmodel") from full
+    except HpoError as wrapped:
+        onnx = wrapped
+    for error in (full, tensorflow, onnx):
+        with pytest.raises(DiskFull, match=rf"no space left on device writing {tmp_path} \("):
+            raise_if_full(error, tmp_path)
+    raise_if_full(ValueError("a bug, not the disk"), tmp_path)  # returns: the caller re-raises

@@ -24,6 +24,7 @@ from hpo import metrics
 from hpo.backend import keras_backend
 from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
 from hpo.data import provenance, testset
+from hpo.disk import raise_if_full
 from hpo.distill.latency import latencies
 from hpo.distill.report import distill_report
 from hpo.distill.student import StudentJob, StudentResult, train_student
@@ -307,6 +308,9 @@ def distill_ensemble(
             (staging / "report.json").write_text(json.dumps(report, indent=2))
             np.save(staging / "test_predictions.npy", student_test.astype(np.float32))
             publish(staging, out_dir)
+        except Exception as exc:
+            raise_if_full(exc, out_dir)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return DistillResult(out_dir=out_dir, report=report)

@@ -23,6 +23,7 @@ from hpo import metrics
 from hpo.artifacts import removed_checkpoints
 from hpo.contract import Attr, CheckpointError, load_keras_file
 from hpo.data import provenance, testset
+from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.choice import Choice, choose
 from hpo.ensemble.refit import refit_members
@@ -206,6 +207,9 @@ def build_ensemble(
             report["export"].update(write_tokenizer(task, data_folder, staging))
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
             publish(staging, out_dir)
+        except Exception as exc:
+            raise_if_full(exc, out_dir)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     record_in_study(study, out_dir, report, top)

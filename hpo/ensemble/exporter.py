@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from hpo.artifacts import removed_checkpoints
 from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
+from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
 from hpo.ensemble.predict import export_backend, load_export
@@ -128,6 +129,9 @@ def export_trial(
             report["export"].update(write_tokenizer(task, data_folder, staging))
             (staging / "report.json").write_text(json.dumps(report, indent=2))
             publish(staging, out_dir)
+        except Exception as exc:
+            raise_if_full(exc, out_dir)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out_dir=out_dir, report=report, written=asked)
@@ -203,6 +207,9 @@ def export_built_ensemble(
         entries = write_exports(model, staging, set(asked) - {Format.KERAS}, reference)
         for entry in entries.values():
             publish(staging / entry["path"], ensemble_dir / entry["path"])
+    except Exception as exc:
+        raise_if_full(exc, ensemble_dir)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report["export"].update(entries)
