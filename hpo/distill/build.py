@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,7 @@ from hpo.ensemble.export import (
 )
 from hpo.ensemble.predict import load_export
 from hpo.ensemble.refit import in_trial_process
-from hpo.ensemble.report import check_out_dir, publish
+from hpo.ensemble.report import check_out_dir, publish, staging_for
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError, DataError
 from hpo.store import open_artifact_store, sha256_file
@@ -237,7 +236,7 @@ def distill_ensemble(
         )
         student_test = _predict(task, student, task.member_inputs(test.x, params), result.bucketed)
 
-        staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging = staging_for(out_dir)
         staging.mkdir(parents=True)
         try:
             student_export = export_model(task, data_folder, params, student, "student")

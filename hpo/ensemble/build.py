@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from hpo.ensemble.report import (
     check_out_dir,
     publish,
     record_in_study,
+    staging_for,
     write_outputs,
 )
 from hpo.ensemble.selection import (
@@ -189,7 +189,7 @@ def build_ensemble(
         report["test_data"] = test_data.as_dict()
         if test_change is not None:
             report["test_data_changed"] = test_change
-        staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging = staging_for(out_dir)
         staging.mkdir(parents=True)
         try:
             export = fitted.export()

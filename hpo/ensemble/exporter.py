@@ -29,7 +29,7 @@ from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
 from hpo.ensemble.predict import export_backend, load_export
-from hpo.ensemble.report import check_out_dir, publish
+from hpo.ensemble.report import check_out_dir, publish, staging_for
 from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
     Format,
@@ -122,7 +122,7 @@ def export_trial(
             "classes": task.class_names(data_folder),
             "checked_on": "validation",
         }
-        staging = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging = staging_for(out_dir)
         staging.mkdir(parents=True)
         try:
             report["export"] = write_exports(model, staging, asked, reference)
@@ -201,7 +201,7 @@ def export_built_ensemble(
         tolerance=float(report["export"]["tolerance"]),
         slope=temperature_slope(blend, temperature),
     )
-    staging = ensemble_dir / f".export-{uuid.uuid4().hex[:8]}"
+    staging = staging_for(ensemble_dir / "export")
     staging.mkdir()
     try:
         entries = write_exports(model, staging, set(asked) - {Format.KERAS}, reference)

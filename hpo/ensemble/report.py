@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,7 @@ __all__ = [
     "format_table",
     "publish",
     "record_in_study",
+    "staging_for",
     "write_outputs",
 ]
 
@@ -356,10 +359,43 @@ def check_out_dir(out_dir: Path) -> Path:
     return out
 
 
+def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
+    """A new path beside `out_dir` to write its output in before `publish` puts it in place
+    (`kind` "old": where `publish` moves the earlier output meanwhile), once those of the same
+    kind that processes of this machine left there and that are gone are removed: a kill skips
+    a run's own cleanup, and a refitted ensemble's exports take hundreds of MB.
+
+    Its name holds the process id and the host: a folder shared by several machines keeps the
+    others' runs. An "old" one goes only while `out_dir` is there: a run killed between
+    `publish`'s two renames left the only copy of the earlier output in it.
+    """
+    prefix = f".{out_dir.name}.{kind}-"
+    host = socket.gethostname()
+    if out_dir.parent.is_dir() and (kind != "old" or out_dir.exists()):
+        for stale in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
+            pid, _, rest = stale.name.removeprefix(prefix).partition("-")
+            if pid.isdigit() and rest[9:] == host and not _alive(int(pid)):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+    return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def publish(staging: Path, out_dir: Path) -> None:
     """Puts a finished output folder (or file) in place of `out_dir` at once, replacing an old
     one."""
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+    old = staging_for(out_dir, "old")
     if out_dir.exists():
         os.rename(out_dir, old)
     os.rename(staging, out_dir)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -291,6 +292,40 @@ def test_an_output_folder_that_holds_other_files_is_refused_before_any_work(
     assert (tmp_path / "empty" / EXPORT_NAME).is_file()
     assert main(["--study", str(study_copy), "--top", "2", "--out", str(tmp_path / "empty")]) == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
+    tmp_path: Path,
+) -> None:
+    # kill -9 of hpo ensemble, export or distill skipped their cleanup: their staging folders
+    # (a refitted ensemble's exports, hundreds of MB) stayed beside --out for good.
+    import socket
+    import subprocess
+
+    from hpo.ensemble.report import staging_for
+
+    out = tmp_path / "ensemble"
+    out.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    left = {
+        "killed": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{host}",
+        "running": tmp_path / f".ensemble.tmp-{os.getpid()}-0123abcd-{host}",
+        "elsewhere": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{host}x",
+        "old": tmp_path / f".ensemble.old-{gone.pid}-0123abcd-{host}",
+    }
+    for folder in left.values():
+        (folder / "saved_model").mkdir(parents=True)
+    out.rename(tmp_path / "moved")  # killed between publish's renames: the old copy stays
+    staging_for(out, "old")
+    assert left["old"].exists()
+    (tmp_path / "moved").rename(out)
+    new = staging_for(out)
+    assert new.name.startswith(f".ensemble.tmp-{os.getpid()}-") and not new.exists()
+    assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "old"}
+    staging_for(out, "old")
+    assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere"}
 
 
 def test_more_than_available_uses_all_and_says_so(
