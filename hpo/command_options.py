@@ -166,7 +166,10 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
             f"and hpo never imports code that a study store names. Join it with the study file "
             f"that names them: hpo search --study FILE --storage URL."
         )
-    return dataclasses.replace(reader_config(config, work_dir), storage=storage_url)
+    # The study file's data path was the first machine's (relative to where it ran, maybe):
+    # here the data is --data, $HPO_*_PATH, or else the source the study recorded.
+    unplaced = dataclasses.replace(config.data, path=None)
+    return dataclasses.replace(reader_config(config, work_dir), storage=storage_url, data=unplaced)
 
 
 def add_bind_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         f"--storage {redact_url(args.storage)} --study-name {args.study_name}"
         if args.study_name
         else f"--study {args.study or DEFAULT_STUDY}"
+        + (f" --storage {redact_url(args.storage)}" if args.storage else "")
     )
     try:
         summary = search(
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         print(
-            "\nInterrupted. Finished trials are saved; the running one is marked FAIL. "
+            "\nInterrupted. Finished trials are saved; the running one is marked FAIL and "
+            "queued again. "
             f"Run the same command again to resume: hpo search {study_hint}",
             file=sys.stderr,
         )
@@ -118,13 +120,19 @@ def run(args: argparse.Namespace) -> int:
         if summary.best_number is not None
         else "no complete trial yet"
     )
+    # A study file's study in another store is read from that store by its name.
+    status_hint = (
+        f"--storage {redact_url(args.storage)} --study-name {summary.study_name}"
+        if args.storage
+        else study_hint
+    )
     spent = f"; {format_duration(summary.spent_seconds)} spent"
     if summary.budget is not None:
         spent += f" of a {format_duration(summary.budget)} budget"
     print(
         f"Study {summary.study_name!r}: {summary.finished} finished, "
         f"{summary.failed} failed{spent}; {best}.\n"
-        f"Inspect: hpo status {study_hint}"
+        f"Inspect: hpo status {status_hint}"
     )
     if summary.stopped_by_failures:
         print(f"error: search stopped: {summary.stopped_by_failures}", file=sys.stderr)

@@ -217,3 +217,41 @@ def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
     assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
     # Stopped before it had parameters: nothing to queue again.
     assert len(study.trials) == 1
+
+
+def test_a_study_file_searched_in_another_store_is_inspected_from_that_store(
+    study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `hpo search --study F --storage URL` ended with "Inspect: hpo status --study F", which
+    # looks for the study beside F ("no study database"); it is read from the store by name.
+    from hpo.search.command import main
+
+    config = load_study_config(study_copy)
+    assert main(["--study", str(study_copy), "--storage", config.storage_url]) == 0
+    out = capsys.readouterr().out
+    assert f"Inspect: hpo status --storage {config.storage_url} --study-name tiny" in out
+
+
+def test_a_worker_joining_by_storage_reads_the_recorded_data_source_not_the_study_files_path(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first machine's study file said data.path = "../data", relative to where it ran: a
+    # worker joining from another folder without --data stopped on "the study file's data.path
+    # points at ../data", though it has no study file and the study recorded its data source.
+    from hpo.command_options import joining_config
+    from hpo.search.command import main
+
+    config = load_study_config(study_copy)
+    study = optuna.load_study(study_name="tiny", storage=config.storage_url)
+    recorded = dict(study.user_attrs["hpo_config"])
+    recorded["data"] = {**recorded["data"], "path": "../data"}
+    study.set_user_attr("hpo_config", recorded)
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert joining_config(config.storage_url, "tiny", elsewhere).data.path is None
+    assert main(["--storage", config.storage_url, "--study-name", "tiny", "--n-trials", "5"]) == 0
+    finished = optuna.load_study(study_name="tiny", storage=config.storage_url).get_trials(
+        states=(TrialState.COMPLETE, TrialState.PRUNED)
+    )
+    assert len(finished) == 5
