@@ -20,6 +20,7 @@ from hpo.data.testset import TEST_DATA_ATTR
 from hpo.ensemble.calibration import ECE_BINS
 from hpo.errors import ConfigError
 from hpo.store import open_artifact_store, redact_url
+from hpo.training.isolation import process_alive
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -374,22 +375,12 @@ def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
     if out_dir.parent.is_dir() and (kind != "old" or out_dir.exists()):
         for stale in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
             pid, _, rest = stale.name.removeprefix(prefix).partition("-")
-            if pid.isdigit() and rest[9:] == host and not _alive(int(pid)):
+            if pid.isdigit() and rest[9:] == host and not process_alive((int(pid), None)):
                 if stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:
                     stale.unlink(missing_ok=True)
     return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def publish(staging: Path, out_dir: Path) -> None:
