@@ -65,6 +65,24 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
+def run_arms(script: str, arms: Sequence[str], repeats: int, *args: str) -> dict[str, list[Any]]:
+    """Runs `script --arm ARM *args` for each arm in turn, `repeats` rounds, each in a Python
+    process of its own; returns each arm's runs, the JSON each printed on its last line."""
+    runs: dict[str, list[Any]] = {arm: [] for arm in arms}
+    for _ in range(repeats):
+        for arm in arms:
+            done = subprocess.run(
+                [sys.executable, script, "--arm", arm, *args],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"arm {arm} failed:\n{done.stderr[-2000:]}")
+            runs[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
 def benchmark_parser(
     doc: str | None, study: str, data: str = "data set folder or archive (default: the study's)"
 ) -> argparse.ArgumentParser:

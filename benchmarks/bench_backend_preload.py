@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import write_json
+from _common import run_arms, write_json
 
 ARMS = ("bare", "hpo")
 
@@ -64,18 +63,7 @@ def main() -> None:
         print(json.dumps(run_arm(args.arm, args.children)))
         return
 
-    runs: dict[str, list[list[tuple[float, bool]]]] = {arm: [] for arm in ARMS}
-    for _ in range(args.repeats):
-        for arm in ARMS:
-            done = subprocess.run(
-                [sys.executable, __file__, "--arm", arm, "--children", str(args.children)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"arm {arm} failed:\n{done.stderr[-2000:]}")
-            runs[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    runs = run_arms(__file__, ARMS, args.repeats, "--children", str(args.children))
     medians = {arm: statistics.median(s for run in runs[arm] for s, _ in run) for arm in ARMS}
     loaded = {arm: all(p for run in runs[arm] for _, p in run) for arm in ARMS}
     print(f"{args.children} JAX trial processes per arm and round, {args.repeats} round(s)")
