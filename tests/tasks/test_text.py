@@ -81,6 +81,15 @@ def _study(folder: Path, path: Path, extra: str = "", n_trials: int = 2) -> Path
     return study
 
 
+def _write_folder(root: Path, *, train: int, test: int) -> None:
+    """`root/<split>/<topic>/NNNN.txt`: `train` and `test` texts of the three topics."""
+    for split, n, seed in (("train", train, 2), ("test", test, 3)):
+        for i, (text, label, _) in enumerate(_texts(n, seed)):
+            path = root / split / label / f"{i:04d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+
 def test_a_three_class_csv_with_groups_searches_and_ensembles(tmp_path: Path) -> None:
     columns = ["body", "topic", "author"]
     pd.DataFrame(_texts(150, 0), columns=columns).to_csv(tmp_path / "train.csv", index=False)
@@ -110,11 +119,7 @@ def test_a_three_class_csv_with_groups_searches_and_ensembles(tmp_path: Path) ->
 
 
 def test_a_three_class_text_folder_runs_a_study(tmp_path: Path) -> None:
-    for split, n, seed in (("train", 120, 2), ("test", 30, 3)):
-        for i, (text, label, _) in enumerate(_texts(n, seed)):
-            path = tmp_path / "data" / split / label / f"{i:04d}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    _write_folder(tmp_path / "data", train=120, test=30)
     config = load_study_config(_study(tmp_path, tmp_path / "data"))
     summary = run_search(config, progress=False)
     assert summary.finished == 2 and summary.failed == 0
@@ -172,11 +177,7 @@ def test_files_moved_inside_a_data_folder_are_prepared_again(tmp_path: Path) -> 
     # entry directly in it does: texts moved from train/ to test/ (a split "fixed" after a
     # search) kept training and validating the next search on the old split, test texts
     # among them, and the fingerprint check passed on that stale cache.
-    for split, n, seed in (("train", 60, 2), ("test", 15, 3)):
-        for i, (text, label, _) in enumerate(_texts(n, seed)):
-            path = tmp_path / "data" / split / label / f"{i:04d}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    _write_folder(tmp_path / "data", train=60, test=15)
     config = load_study_config(_study(tmp_path, tmp_path / "data"))
     task = get_task("text")
     shared = search_space(task, config.space).shared
@@ -197,11 +198,7 @@ def test_test_class_folders_unlike_trains_are_refused_before_any_work(tmp_path: 
     # hpo ensemble found them, after the search had spent its budget.
     from hpo.errors import ConfigError
 
-    for split, n, seed in (("train", 30, 2), ("test", 9, 3)):
-        for i, (text, label, _) in enumerate(_texts(n, seed)):
-            path = tmp_path / "data" / split / label / f"{i:04d}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    _write_folder(tmp_path / "data", train=30, test=9)
     (tmp_path / "data" / "test" / "sports").rename(tmp_path / "data" / "test" / "sport")
     config = load_study_config(_study(tmp_path, tmp_path / "data"))
     task = get_task("text")
