@@ -119,6 +119,7 @@ def export_trial(
             "params": trial.params,
             "value": trial.value,
             "backend": keras_config_backend(),
+            "trained_on": trial.user_attrs.get(Attr.BACKEND, "tensorflow"),
             "classes": task.class_names(data_folder),
             "checked_on": "validation",
         }

@@ -113,6 +113,7 @@ def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
 
     report = json.loads((out / "report.json").read_text())
     assert report["trial"] == 1 and report["checked_on"] == "validation"
+    assert report["backend"] == report["trained_on"] == "tensorflow"
     export = report["export"]
     assert_recorded(export, sha256_file(out / "ensemble.keras"))
     assert_recorded(export["saved_model"], tree_sha256(out / "saved_model"))

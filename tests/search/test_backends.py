@@ -125,3 +125,20 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
     assert entry["saved_model"]["max_abs_difference"] <= 1e-5
     assert entry["onnx"]["max_abs_difference"] <= 1e-5
     assert (out / "saved_model").is_dir() and (out / "ensemble.onnx").is_file()
+    # A trial's SavedModel, written on TensorFlow, names the backend it trained on too.
+    trial_out = tmp_path / "trial0"
+    trial = hpo(
+        "export",
+        "--study",
+        str(study),
+        "--trial",
+        "0",
+        "--format",
+        "savedmodel",
+        "--out",
+        str(trial_out),
+        tensorflow=True,
+    )
+    assert trial.returncode == 0, trial.stdout[-2000:] + trial.stderr[-3000:]
+    report = json.loads((trial_out / "report.json").read_text())
+    assert (report["backend"], report["trained_on"]) == ("tensorflow", backend)
