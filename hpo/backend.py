@@ -26,6 +26,7 @@ from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from types import ModuleType
 
 __all__ = [
     "BACKEND_VAR",
@@ -37,6 +38,7 @@ __all__ = [
     "device_name",
     "gpu_assignment",
     "gpu_capability",
+    "import_keras",
     "keras_backend",
     "recorded_backend",
     "resolve_backend",
@@ -125,10 +127,17 @@ def use_backend(backend: Backend) -> None:
     loaded = keras_backend()
     claim_backend(backend)
     if loaded is None:
+        import_keras()
+
+
+def import_keras() -> ModuleType:
+    """Keras, imported without TensorFlow's C++ start-up lines unless HPO_VERBOSE=1."""
+    if keras_backend() is None:
         from hpo.cli import quiet_tensorflow
 
         with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
             import keras  # noqa: F401
+    return sys.modules["keras"]
 
 
 def backend_environment(

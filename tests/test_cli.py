@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -71,6 +72,27 @@ def test_errors_exit_2_without_tensorflow_noise(tmp_path: Path) -> None:
     result = _run(str(HPO), "predict", "--ensemble", str(tmp_path), "A film.")
     assert result.returncode == 2
     assert "error: no ensemble.keras in" in result.stderr
+    assert not [n for n in NOISE if n in result.stderr], result.stderr
+
+
+def test_imdb_missing_is_one_line_without_tensorflow_noise(tmp_path: Path) -> None:
+    # No data given: the official download is tried, here through a proxy that refuses at once.
+    study = tmp_path / "imdb.toml"
+    study.write_text('name = "imdb"\ntask = "imdb"\n')
+    env = {k: v for k, v in os.environ.items() if k != "HPO_IMDB_PATH"}
+    env.update(https_proxy="http://127.0.0.1:9", KERAS_HOME=str(tmp_path / "keras"))
+    result = subprocess.run(
+        [str(HPO), "search", "--study", str(study)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: IMDB data not found and the download from" in result.stderr
+    assert "Point --data or $HPO_IMDB_PATH at" in result.stderr
     assert not [n for n in NOISE if n in result.stderr], result.stderr
 
 

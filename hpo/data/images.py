@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
     SPLITS,
@@ -114,7 +115,7 @@ def locate_images(
     fix = f"Pass --data PATH, set ${env_var}, or set `[data] path` in the study file"
     if not download:
         raise DataError(f"no image data given. {fix} (a {_LAYOUT} folder or a .tar.gz of one).")
-    import keras
+    keras = import_keras()
 
     try:
         # The file name keras.datasets.cifar10 uses, so both share one download.

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import hidden, visible_files
 from hpo.errors import DataError
@@ -65,7 +66,7 @@ def locate_imdb(data_arg: str | Path | None, study_path: str | Path | None) -> P
     ):
         if value is not None:
             return _check_source(Path(value).expanduser(), origin)
-    import keras
+    keras = import_keras()
 
     try:
         archive = keras.utils.get_file(origin=URL, extract=False)
