@@ -20,6 +20,7 @@ import numpy as np
 from hpo import metrics
 from hpo.backend import Backend, claim_backend, use_backend
 from hpo.contract import CheckpointError, keras_cause, load_keras_file, refuse_unsafe_layers
+from hpo.data.holdout import visible_files
 from hpo.data.tokenizer import Tokenizer
 from hpo.ensemble import EXPORT_NAME
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text
@@ -278,17 +279,16 @@ def _run_images(model: keras.Model, classes: list[str], files: list[str], folder
 
 
 def _image_files(names: list[str]) -> Iterator[tuple[str, bool]]:
-    """Each name given, a folder as the files in it and below (hidden ones left out, in
-    order); with whether it came from a folder."""
+    """Each name given, a folder as the files in it and below as training reads a folder
+    (symbolic links followed, hidden ones left out, in order); with whether it came from a
+    folder."""
     for name in names:
         path = Path(name)
         if not path.is_dir():
             yield name, False
             continue
-        inside = (p for p in sorted(path.rglob("*")) if p.is_file())
-        for file in inside:
-            if not any(part.startswith(".") for part in file.relative_to(path).parts):
-                yield str(file), True
+        for file in visible_files(path):
+            yield str(file), True
 
 
 def _top(classes: list[str], p: np.ndarray) -> tuple[str, float]:
