@@ -32,17 +32,56 @@ from hpo.store import read_only_database
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Container, Sequence
 
 __all__ = ["FIGURES", "main", "write_report"]
 
 MAX_PARALLEL_PARAMS = 8
+# A learning-curve legend beyond this many trials is unreadable, and drawing one of thousands
+# takes longer than every figure of the report together.
+MAX_LEGEND_ENTRIES = 40
+
+
+class _ReadOnce(optuna.Study):
+    """The study as the figures read it: its trials read once, into memory, and `trials`
+    without a deep copy at each read.
+
+    Optuna's plots read `study.trials`, a deep copy of every trial, once per hyperparameter
+    (the importances' hover text), and each read asks the database again: minutes on a study
+    of thousands of trials. The figures only read the trials.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        storage = optuna.storages.InMemoryStorage()
+        storage.create_new_study(study.directions, study.study_name)
+        super().__init__(study.study_name, storage)
+        self.add_trials(study.get_trials(deepcopy=False))
+
+    @property
+    def trials(self) -> list[optuna.trial.FrozenTrial]:
+        return self.get_trials(deepcopy=False)
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        return super().get_trials(deepcopy=False, states=states)
+
+
+def _drop_long_legends(figure: Any) -> None:
+    """Removes a legend of more than `MAX_LEGEND_ENTRIES` entries from `figure`'s axes."""
+    for axes in figure.axes:
+        legend = axes.get_legend()
+        if legend is not None and len(legend.get_texts()) > MAX_LEGEND_ENTRIES:
+            legend.remove()
 
 
 def _common_params(study: optuna.Study) -> list[str]:
+    """The parameters every COMPLETE trial has and that take more than one value among them
+    (an axis of one value carries nothing, and matplotlib warns on each)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     names = set.intersection(*(set(t.params) for t in complete)) if complete else set()
-    return sorted(names - {"family"})[:MAX_PARALLEL_PARAMS]
+    varied = {n for n in names if len({repr(t.params[n]) for t in complete}) > 1}
+    return sorted(varied - {"family"})[:MAX_PARALLEL_PARAMS]
 
 
 # name -> (title, with {objective} the study's metric name; plotly plot, matplotlib plot,
@@ -99,25 +138,29 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
     import matplotlib.pyplot as plt
     from optuna_dashboard import save_plotly_graph_object
 
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    plotted = _ReadOnce(study)
+    if not plotted.get_trials(states=(TrialState.COMPLETE,)):
         raise StoreError(f"study {study.study_name!r} has no COMPLETE trials to plot yet.")
     out_dir.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # One line per parameter on a study of a few trials, where no importance is firm.
+        warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
         for index, (name, (title, plotly_plot, matplotlib_plot, kwargs)) in enumerate(
             FIGURES.items()
         ):
-            arguments = kwargs(study)
-            axes = matplotlib_plot(study, **arguments)
+            arguments = kwargs(plotted)
+            axes = matplotlib_plot(plotted, **arguments)
             figure = np.atleast_1d(axes).flat[0].figure
+            _drop_long_legends(figure)
             figure.set_size_inches(10, 6)
             figure.tight_layout()
             png = out_dir / f"{name}.png"
             figure.savefig(png, dpi=90)
             plt.close(figure)
             written.append(png)
-            interactive = plotly_plot(study, **arguments)
+            interactive = plotly_plot(plotted, **arguments)
             if register:
                 save_plotly_graph_object(study, interactive, graph_object_id=name)
             body = interactive.to_html(

@@ -87,6 +87,7 @@ def status(
         artifact_bytes: What the study's artifact folder takes on disk, if known.
     """
     every_trial = study.get_trials(deepcopy=False)
+    by_number = {trial.number: trial for trial in every_trial}
     counts = {state.name: 0 for state in TrialState}
     for trial in every_trial:
         counts[trial.state.name] += 1
@@ -102,9 +103,9 @@ def status(
             "val_loss": _number(row.get("val_loss")),
             "epochs": _integer(row.get("epochs")),
             "train_seconds": _number(row.get("train_seconds")),
-            "params": study.trials[int(row["trial"])].params,
-            "reason": _reason(study.trials[int(row["trial"])]),
-            "worker": _worker(study.trials[int(row["trial"])]),
+            "params": by_number[int(row["trial"])].params,
+            "reason": _reason(by_number[int(row["trial"])]),
+            "worker": _worker(by_number[int(row["trial"])]),
         }
         for _, row in table.iterrows()
     ]
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     elif args.csv:
         _as_json_cells(leaderboard(study)).to_csv(args.csv, index=False)
-        print(f"Wrote {len(study.trials)} trials to {args.csv}")
+        print(f"Wrote {len(study.get_trials(deepcopy=False))} trials to {args.csv}")
     else:
         print(format_status(data))
     return 0

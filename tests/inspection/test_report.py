@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import optuna
 
 from hpo.command_options import open_study
-from hpo.inspection.report import FIGURES, main
+from hpo.inspection.report import FIGURES, main, write_report
+
+from .test_status import _many_trials
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,3 +51,44 @@ def test_report_of_a_study_without_complete_trials(
     study.set_user_attr("hpo_config", {"name": "empty", "study_dir": str(tmp_path / "empty")})
     assert main(["--storage", url, "--study-name", "empty"]) == 2
     assert "no COMPLETE trials to plot" in capsys.readouterr().err
+
+
+def test_a_large_study_is_read_once_and_its_figures_say_nothing_to_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optuna's plots read `study.trials` (a deep copy of every trial, from the database) once per
+    # parameter; the figures read a copy in memory, made from one read.
+    study = _many_trials(80)
+    reads = []
+    read = study._storage.get_all_trials
+
+    def counting(study_id: int, deepcopy: bool = True, states: object = None) -> list[object]:
+        reads.append(deepcopy)
+        return read(study_id, deepcopy=deepcopy, states=states)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study._storage, "get_all_trials", counting)
+    with warnings.catch_warnings():
+        # Neither PED-ANOVA's "fewer than 2 trials" per parameter, nor matplotlib's on an
+        # axis of one value (a parameter every trial shares).
+        warnings.simplefilter("error")
+        written = write_report(study, tmp_path / "report", register=False)
+    assert reads == [False]
+    assert {p.name for p in written} == {f"{name}.png" for name in FIGURES} | {"report.html"}
+
+
+def test_a_legend_of_more_trials_than_anyone_reads_is_left_out() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpo.inspection.report import MAX_LEGEND_ENTRIES, _drop_long_legends
+
+    figure, (few, many) = plt.subplots(1, 2)
+    for axes, lines in ((few, 3), (many, MAX_LEGEND_ENTRIES + 1)):
+        for n in range(lines):
+            axes.plot([0, 1], [0, n], label=f"Trial{n}")
+        axes.legend()
+    _drop_long_legends(figure)
+    assert few.get_legend() is not None and many.get_legend() is None
+    plt.close(figure)
