@@ -132,7 +132,7 @@ def use_backend(backend: Backend) -> None:
 
 def import_keras() -> ModuleType:
     """Keras, imported without TensorFlow's C++ start-up lines unless HPO_VERBOSE=1."""
-    if keras_backend() is None:
+    if "keras" not in sys.modules:
         from hpo.cli import quiet_tensorflow
 
         with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
