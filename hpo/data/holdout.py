@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 __all__ = [
     "SPLITS",
@@ -33,6 +33,7 @@ __all__ = [
     "split_folder",
     "subfolders",
     "visible_files",
+    "walk",
 ]
 
 SPLITS = ("train", "test")
@@ -54,12 +55,39 @@ def subfolders(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def visible_files(folder: Path) -> list[Path]:
-    """The files under `folder` (symbolic links followed), by path, leaving out hidden ones and
-    everything in hidden folders: Jupyter's `.ipynb_checkpoints/` copies, `.git/`, macOS's
-    `._name` files."""
-    found = []
+def walk(folder: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk(folder)` with symbolic links to folders followed, except one that leads to a
+    folder this walk is inside or has read already (a link to `..` would read every file again
+    and again, and another class's files as this one's): that link is left out, with a warning
+    naming it. Yields what `os.walk` yields; a caller may prune `dirs` as with `os.walk`."""
+    top = os.path.realpath(folder)
+    seen = {top}
     for root, dirs, files in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):  # in order, so which of two links is read does not vary
+            path = os.path.join(root, name)
+            real = os.path.realpath(path)
+            if real in seen or top.startswith(real.rstrip(os.sep) + os.sep):
+                _log.warning(
+                    "left out %s: it leads to %s, a folder already read or one that holds "
+                    "this data (a symbolic link loop, or the same files twice). Remove the "
+                    "link, or copy what it should add.",
+                    path,
+                    real,
+                )
+                continue
+            seen.add(real)
+            kept.append(name)
+        dirs[:] = kept
+        yield root, dirs, files
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """The files under `folder` (symbolic links followed, once each: see `walk`), by path,
+    leaving out hidden ones and everything in hidden folders: Jupyter's `.ipynb_checkpoints/`
+    copies, `.git/`, macOS's `._name` files."""
+    found = []
+    for root, dirs, files in walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(root, name) for name in files if not name.startswith(".")]
     return sorted(p for p in found if p.is_file())

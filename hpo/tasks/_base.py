@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hpo.data import holdout
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
@@ -165,10 +167,10 @@ def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
 
 def folder_signature(folder: Path) -> str:
     """A hash of the path, size and modification time of every file under `folder` (symbolic
-    links followed), leaving out a `test` folder beside a `train` one: the search never reads
-    the test split, and it is not prepared with the rest."""
+    links followed, as `holdout.walk` follows them), leaving out a `test` folder beside a
+    `train` one: the search never reads the test split, and it is not prepared with the rest."""
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    for root, dirs, files in holdout.walk(folder):
         if "train" in dirs and "test" in dirs:
             dirs.remove("test")
         dirs.sort()

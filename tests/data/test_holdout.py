@@ -1,0 +1,55 @@
+"""Walking a data folder: symbolic links followed, each folder read once."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hpo.data.holdout import visible_files
+from hpo.tasks._base import folder_signature
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+
+
+def _classes(root: Path) -> None:
+    for label in ("neg", "pos"):
+        (root / label).mkdir(parents=True)
+        for n in range(3):
+            (root / label / f"{label}{n}.txt").write_text(f"{label} {n}")
+
+
+def test_a_link_back_up_the_tree_is_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    _classes(data)
+    before = folder_signature(data)
+    # `ln -s .. data/pos/loop`: followed, it read pos's files again and again, and neg's as pos's.
+    (data / "pos" / "loop").symlink_to("..", target_is_directory=True)
+    with caplog.at_level(logging.WARNING):
+        assert [p.name for p in visible_files(data / "pos")] == ["pos0.txt", "pos1.txt", "pos2.txt"]
+    assert f"left out {data / 'pos' / 'loop'}: it leads to {data}" in caplog.text
+    assert folder_signature(data) == before
+
+
+def test_a_folder_linked_twice_is_read_once_and_a_plain_link_is_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    _classes(data)
+    elsewhere.mkdir()
+    (elsewhere / "more.txt").write_text("pos 3")
+    (data / "pos" / "a").symlink_to(elsewhere, target_is_directory=True)
+    (data / "pos" / "b").symlink_to(elsewhere, target_is_directory=True)
+    with caplog.at_level(logging.WARNING):
+        files = visible_files(data / "pos")
+    assert [p.relative_to(data / "pos").as_posix() for p in files] == [
+        "a/more.txt",
+        "pos0.txt",
+        "pos1.txt",
+        "pos2.txt",
+    ]
+    assert f"left out {data / 'pos' / 'b'}" in caplog.text
