@@ -214,6 +214,16 @@ def read_split(
             split,
             skipped[0],
         )
+        found = {label for label, _, _ in images}
+        if lost := sorted({name.split("/")[0] for name in skipped} - found):
+            _log.warning(
+                "%s: class folder(s) %s of the %s split hold no readable image, so they are "
+                "left out, not classes. Convert their files to a format Pillow opens (JPEG, "
+                "PNG), or move the folders out of the data.",
+                source,
+                lost,
+                split,
+            )
     if not images:
         raise DataError(
             f"no readable {split} images in {source} ({len(skipped)} files skipped); expected "

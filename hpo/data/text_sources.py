@@ -270,15 +270,34 @@ def _folder_rows(
             f"{_LAYOUT.format(split=split)}, or <root>/<class>/*.txt for hpo to hold out a test "
             "split. Fix --data or the study file's data.path."
         )
-    files = [
-        (folder.name, path.relative_to(top).as_posix(), path)
-        for folder in subfolders(top)
-        for path in _texts(folder)
-    ]
+    files = []
+    for folder in subfolders(top):
+        texts = _texts(folder)
+        if not texts:
+            _warn_no_texts(folder)
+        files += [(folder.name, path.relative_to(top).as_posix(), path) for path in texts]
     if root is not None:  # <root>/<class>/*.txt, or train/ without test/
         files = held_out_side(files, split, test_fraction, source, "texts")
     for label, name, path in files:
         yield label, name, _decode(path.read_bytes(), encoding, name, undecodable)
+
+
+def _warn_no_texts(folder: Path) -> None:
+    """Says that `folder`, a class folder without a `.txt` file, is not a class."""
+    others = [p.name for p in visible_files(folder)]
+    if not others:
+        held = "it is empty"
+    elif len(others) == 1:
+        held = f"its one file, {others[0]}, is not a .txt file"
+    else:
+        held = f"its {len(others)} files (such as {others[0]}) are not .txt files"
+    _log.warning(
+        "%s/ is left out, not a class: %s, and only .txt files are read as texts (as Keras's "
+        "text_dataset_from_directory reads them). Rename its files to .txt, or move the folder "
+        "out of the data.",
+        folder,
+        held,
+    )
 
 
 def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> str:

@@ -195,6 +195,21 @@ def test_corrupt_and_non_image_files_are_skipped_and_counted(
         assert len(train.y) == 13  # the 12 PNGs and the grayscale JPEG, as RGB
         np.testing.assert_allclose(train.x[-1], 90, atol=2)
         assert "skipped 2 unreadable" in caplog.text and "broken.png" in caplog.text
+        assert "left out, not classes" not in caplog.text
+
+
+def test_a_class_folder_of_no_readable_image_is_named_as_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_folder(tmp_path / "set")
+    (root / "train" / "bird").mkdir()
+    (root / "train" / "bird" / "a.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    for source in (root, tar_folder(root, tmp_path / "set.tar")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hpo.data.images"):
+            train = images.read_split(source, "train")
+        assert train.classes == ["ant", "cat", "dog"]
+        assert "class folder(s) ['bird'] of the train split hold no readable image" in caplog.text
 
 
 def test_grey_of_16_bits_keeps_its_high_byte_as_tensorflow_reads_it(tmp_path: Path) -> None:
