@@ -234,3 +234,28 @@ def test_backend_preload_arms_load_tensorflow_in_the_jax_fork_server_only_with_h
     assert [[p for _, p in run] for run in runs["hpo"]] == [[True]]
     assert all(s > 0 for arm in runs.values() for run in arm for s, _ in run)
     assert "hpo / bare:" in result.stdout
+
+
+def test_inspect_arms_time_this_tree_against_a_commits_worktree(tmp_path: Path) -> None:
+    out = tmp_path / "runs.json"
+    result = _run(
+        "bench_inspect.py",
+        "--trials",
+        "12",
+        "--top",
+        "5",
+        "--baseline",
+        "HEAD",
+        "--json",
+        out,
+        cwd=tmp_path,
+    )
+    runs = json.loads(out.read_text())
+    assert list(runs) == ["baseline", "hpo"]
+    assert all(r["rows"] == 5 and r["status"] > 0 and r["report"] > 0 for r in runs["hpo"])
+    assert "hpo / baseline: status" in result.stdout
+    # The worktree is gone again.
+    worktrees = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
+    )
+    assert "bench-inspect-" not in worktrees.stdout
