@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
 def _texts(args: argparse.Namespace) -> list[str]:
     if args.file is not None:
         try:
-            texts = _decoded(args.file.read_bytes(), f"--file {args.file}").splitlines()
+            texts = _lines(_decoded(args.file.read_bytes(), f"--file {args.file}"))
         except OSError as exc:
             raise ConfigError(f"--file {args.file} cannot be read: {exc}") from exc
     elif args.inputs:
@@ -213,8 +213,20 @@ def _texts(args: argparse.Namespace) -> list[str]:
             )
         return list(args.inputs)
     else:
-        texts = _decoded(sys.stdin.buffer.read(), "standard input").splitlines()
+        texts = _lines(_decoded(sys.stdin.buffer.read(), "standard input"))
     return [t for t in texts if t.strip()]
+
+
+def _lines(text: str) -> list[str]:
+    """`text`'s lines, ended by a line feed, a carriage return or both, as a text editor counts
+    them (`str.splitlines` also breaks at form feeds, U+2028 and other separators a review may
+    hold, and the predictions no longer lined up with the file's lines)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _one_line(text: str) -> str:
+    """`text` with its runs of whitespace (tabs, line breaks) as single spaces: one column."""
+    return " ".join(text.split())
 
 
 def _decoded(data: bytes, where: str) -> str:
@@ -236,11 +248,11 @@ def _run_text(model: keras.Model, classes: list[str], texts: list[str], folder: 
     for text, p in zip(texts, probabilities, strict=True):
         label, score = _top(classes, p)
         # One line of three columns per input: a review's own tabs and line breaks (one
-        # given as an argument, "$(cat review.txt)") are shown as spaces.
-        flat = " ".join(text.split())
+        # given as an argument, "$(cat review.txt)"), and a class name's, are shown as spaces.
+        flat = _one_line(text)
         preview = flat if len(flat) <= 70 else flat[:67] + "..."
         # Binary exports print the positive class's probability, as they always have.
-        print(f"{p if p.ndim == 0 else score:.4f}\t{label}\t{preview}")
+        print(f"{p if p.ndim == 0 else score:.4f}\t{_one_line(label)}\t{preview}")
     return 0
 
 
@@ -274,7 +286,7 @@ def _run_images(model: keras.Model, classes: list[str], files: list[str], folder
         return 1
     for name, p in zip(readable, _predict(model, images, folder), strict=True):
         label, score = _top(classes, p)
-        print(f"{label}\t{score:.4f}\t{name}")
+        print(f"{_one_line(label)}\t{score:.4f}\t{name}")
     return 1 if failed else 0
 
 

@@ -391,6 +391,14 @@ def test_predict_scores_new_text(
         "great movie",
         "awful movie",
     ]
+    # A line is what an editor shows as one: a form feed or U+2028 inside a review is no break.
+    reviews.write_text("great\x0cmovie\nawful\u2028movie\rfine film\n")
+    assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 0
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == [
+        "great movie",
+        "awful movie",
+        "fine film",
+    ]
     reviews.write_bytes("café movie\n".encode("cp1252"))
     assert predict_main(["--ensemble", str(out), "--file", str(reviews)]) == 2
     assert "is not UTF-8: byte 3 is b'\\xe9'. Save it as UTF-8" in capsys.readouterr().err

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from hpo.ensemble import predict
 from hpo.ensemble.predict import _image_files
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 
 def test_a_folder_given_to_predict_is_read_as_training_reads_it(tmp_path: Path) -> None:
@@ -24,3 +29,11 @@ def test_a_folder_given_to_predict_is_read_as_training_reads_it(tmp_path: Path) 
         (str(folder / "b.png"), True),
         (str(folder / "linked" / "c.png"), True),
     ]
+
+
+def test_a_class_name_with_a_line_break_or_tab_is_printed_in_one_column(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(predict, "_predict", lambda model, x, folder: np.array([[0.2, 0.8]]))
+    assert predict._run_text(None, ["plain", "new\nline\tclass"], ["A film."], tmp_path) == 0
+    assert capsys.readouterr().out == "0.8000\tnew line class\tA film.\n"
