@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -39,6 +40,9 @@ __all__ = [
 SPLITS = ("train", "test")
 # `[data] test_fraction`'s default: Keras's examples hold out a fifth (validation_split=0.2).
 TEST_FRACTION = 0.2
+# A class (or a table's groups) of fewer items gives up at most `fraction` of them, rounded up;
+# in a larger one the hash's share is close to `fraction`, and left as it falls.
+SMALL_CLASS = 20
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -162,8 +166,9 @@ def held_out(items: Iterable[tuple[str, str]], fraction: float) -> set[tuple[str
 
     An item is held out when the hash of its class and name, read as a number in [0, 1), is
     below `fraction`: files added later join one side without moving any other (but in a class
-    so small that none was below it). A class of two or more items always gives at least one
-    and keeps at least one.
+    so small that none was below it, or one of fewer than `SMALL_CLASS` items, which gives up at
+    most `fraction` of them, rounded up). A class of two or more items always gives at least
+    one and keeps at least one.
 
     Args:
         items: Every `(class, name)` of the data, in any order.
@@ -190,6 +195,10 @@ def _below(scored: list[tuple[float, str]], fraction: float) -> list[str]:
     if len(scored) < 2:
         return []
     chosen = [name for score, name in scored if score < fraction] or [scored[0][1]]
+    if len(scored) < SMALL_CLASS:
+        # By chance a hash can fall below `fraction` for most of a small class (5 of 6);
+        # hold out at most `fraction` of it, rounded up.
+        chosen = chosen[: math.ceil(fraction * len(scored))]
     return chosen[: len(scored) - 1]
 
 

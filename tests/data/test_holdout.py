@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING
 
-from hpo.data.holdout import visible_files
+from hpo.data.holdout import held_out, visible_files
 from hpo.tasks._base import folder_signature
 
 if TYPE_CHECKING:
@@ -53,3 +54,16 @@ def test_a_folder_linked_twice_is_read_once_and_a_plain_link_is_followed(
         "pos2.txt",
     ]
     assert f"left out {data / 'pos' / 'b'}" in caplog.text
+
+
+def test_a_small_class_gives_up_at_most_its_fraction_rounded_up() -> None:
+    # 200 classes of 6: by the hash alone, some gave up 4 or 5 of their 6.
+    items = [(f"class{c}", f"{c}-{n}.txt") for c in range(200) for n in range(6)]
+    test = held_out(items, 0.2)
+    per_class = Counter(label for label, _ in test)
+    assert set(per_class.values()) <= {1, 2} and len(per_class) == 200
+    # A larger class's share is the hash's, about the fraction.
+    large = held_out([("a", f"{n}.txt") for n in range(2000)], 0.2)
+    assert 360 < len(large) < 440
+    # Two items: one a side, whatever the fraction.
+    assert len(held_out([("a", "x"), ("a", "y")], 0.9)) == 1
