@@ -45,7 +45,8 @@ def block_widths(params: Mapping[str, Any]) -> list[int]:
 
 
 def build(params: Mapping[str, Any], separable: bool, name: str) -> keras.Model:
-    """Builds the image classifier.
+    """Builds the image classifier, channels last (as hpo's images are) whatever Keras's
+    `image_data_format` is in this process (a `keras.json`, or a user's module that set it).
 
     Args:
         params: The trial's parameters: this module's SPACE plus the task's `classes` (at
@@ -63,6 +64,17 @@ def build(params: Mapping[str, Any], separable: bool, name: str) -> keras.Model:
     Raises:
         ValueError: `augment` or `upscale` is not one of the values above.
     """
+    import keras
+
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_last")
+    try:
+        return _build(params, separable, name)
+    finally:
+        keras.config.set_image_data_format(previous)
+
+
+def _build(params: Mapping[str, Any], separable: bool, name: str) -> keras.Model:
     import keras
     from keras import layers
 

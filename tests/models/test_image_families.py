@@ -190,3 +190,21 @@ def test_flops_are_plausible_and_separable_is_cheaper() -> None:
     assert 0 < separable < plain / 3
     upscaled = example_flops(conv2d.build({**params, "upscale": 2}), (32, 32, 3))
     assert 3.5 < upscaled / plain < 4.1
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=_name)
+def test_family_builds_channels_last_under_a_channels_first_setting(family: Any) -> None:
+    # A keras.json, or a user's family module, that set channels_first: hpo's images are
+    # [height, width, 3] all the same, and the setting is left as it was.
+    import keras
+
+    params = {**family.DEFAULTS, **TASK, "augment": "flip"}
+    keras.config.set_image_data_format("channels_first")
+    try:
+        model = family.build(params)
+        assert keras.config.image_data_format() == "channels_first"
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    formats = {layer.get_config().get("data_format") for layer in model.layers}
+    assert formats - {None} == {"channels_last"}
+    assert model.get_layer("stem").output.shape[1:3] == params["image_shape"][:2]
