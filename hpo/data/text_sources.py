@@ -494,7 +494,7 @@ def _read_table(
     if columns.group is not None:
         found = strings(frame[columns.group])
         groups = [f"<row {i}>" if g is None else g for i, g in enumerate(found)]
-    texts, labels = strings(frame[columns.text]), strings(frame[columns.label])
+    texts, labels = strings(frame[columns.text]), _labels(strings(frame[columns.label]))
     if replaced:
         rows = [
             f"data row {i + 1}"
@@ -503,6 +503,12 @@ def _read_table(
         ]
         _warn_undecodable(path, "table", rows, len(texts), "rows", encoding)
     return texts, labels, groups
+
+
+def _labels(found: list[str | None]) -> list[str | None]:
+    """A table's labels without surrounding whitespace ("pos " is "pos", as a spreadsheet cell
+    shows it); a label of whitespace alone is no label."""
+    return [None if label is None else label.strip() or None for label in found]
 
 
 def _assemble(

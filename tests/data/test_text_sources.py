@@ -322,6 +322,26 @@ def test_empty_texts_and_missing_labels_are_dropped_with_a_count(
     assert "dropped 3 of 5 train rows (2 with empty text, 1 without label)" in caplog.text
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_labels_are_read_without_surrounding_whitespace_in_train_and_test(
+    tmp_path: Path, suffix: str
+) -> None:
+    # "pos " (a spreadsheet cell with a trailing space) was a class of its own beside "pos".
+    train = write_table(
+        tmp_path / f"train{suffix}",
+        {"text": list("abcdef"), "label": ["pos", "pos ", " neg", "neg\t", "pos", "  "]},
+    )
+    test = write_table(
+        tmp_path / f"test{suffix}", {"text": list("xyz"), "label": [" pos ", "neg", "neg "]}
+    )
+    read = ts.read_texts(train, "train", test_path=test)
+    assert read.classes == ["neg", "pos"]
+    assert read.texts == list("abcde")  # a label of spaces alone is no label
+    assert read.labels.tolist() == [1, 1, 0, 0, 1]
+    held = ts.read_texts(train, "test", test_path=test, classes=read.classes)
+    assert held.labels.tolist() == [1, 0, 0]
+
+
 def test_test_labels_must_match_train_classes(tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.csv", {"text": list("abc"), "label": list("xyz")})
     unknown = write_table(tmp_path / "u.csv", {"text": list("abc"), "label": list("xyq")})
