@@ -67,6 +67,8 @@ _CSV = {"dtype": str, "keep_default_na": False, "na_values": [""]}
 _log = logging.getLogger(__name__)
 ENCODING = "utf-8"
 _UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# The bytes of a table read to tell its encoding and its header: a header is one line.
+_HEAD = 1 << 16
 
 # (class name, path within the split, text)
 _Row = tuple[str, str, str]
@@ -389,12 +391,16 @@ def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -
             yield parts[at + 1], within, _decode(handle.read(), encoding, within, undecodable)
 
 
-def _read_delimited(path: Path, sep: str, encoding: str) -> tuple[pd.DataFrame, bool]:
+def _read_delimited(
+    path: Path, sep: str, encoding: str, text_column: str
+) -> tuple[pd.DataFrame, bool]:
     """The table, and whether bytes of it were not `encoding` (read as U+FFFD)."""
     import pandas as pd
 
     with path.open("rb") as handle:
-        read_as = sniffed_encoding(handle.read(2), encoding)
+        head = handle.read(_HEAD)
+    read_as = sniffed_encoding(head[:2], encoding)
+    sep = _separator(head, read_as, sep, text_column)
     try:
         frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False
     except UnicodeDecodeError:
@@ -415,6 +421,18 @@ def _read_delimited(path: Path, sep: str, encoding: str) -> tuple[pd.DataFrame, 
             )
             return unquoted, replaced
     return frame, replaced
+
+
+def _separator(head: bytes, read_as: str, sep: str, text_column: str) -> str:
+    """`sep`, or ";" for a .csv whose header holds `text_column` only when split by semicolons
+    (as Excel saves a CSV where the decimal mark is a comma). Told by the header alone: read
+    by commas first, a text holding commas in a later row stopped the read before a retry."""
+    if sep != ",":
+        return sep
+    lines = codecs.getincrementaldecoder(read_as)(errors="replace").decode(head).splitlines()
+    header = lines[0] if lines else ""
+    by = {mark: next(csv.reader([header], delimiter=mark), []) for mark in (",", ";")}
+    return ";" if text_column not in by[","] and text_column in by[";"] else sep
 
 
 def _holds_a_tab(frame: pd.DataFrame) -> bool:
@@ -450,11 +468,7 @@ def _read_table(
         if sep is None:
             frame = pd.read_parquet(path)
         else:
-            frame, replaced = _read_delimited(path, sep, encoding)
-            header = [str(c) for c in frame.columns]
-            # A CSV that Excel saved where the decimal mark is a comma: fields split by ";".
-            if sep == "," and len(header) == 1 and columns.text in header[0].split(";"):
-                frame, replaced = _read_delimited(path, ";", encoding)
+            frame, replaced = _read_delimited(path, sep, encoding, columns.text)
     except ImportError as exc:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, which is not installed. "

@@ -431,6 +431,28 @@ def test_a_csv_of_semicolon_separated_fields_is_read_by_them(tmp_path: Path) -> 
     assert read.groups.tolist() == ["a", "b"]
 
 
+def test_semicolon_fields_are_told_by_the_header_before_texts_with_commas(
+    tmp_path: Path,
+) -> None:
+    # Read by commas first, the row with three commas stopped pandas ("Expected 1 fields in
+    # line 4, saw 4") before the semicolon read was tried.
+    rows = ["text;label", "good film;pos", "bad film;neg", "well, it was, you know, fine;pos"]
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("\n".join(rows) + "\n")
+    read = ts.read_texts(semicolons, "train", test_path=semicolons)
+    assert read.texts == ["good film", "bad film", "well, it was, you know, fine"]
+    assert read.labels.tolist() == [1, 0, 1]
+    # A comma-separated header keeps commas, whatever semicolons the texts hold; so does a UTF-16
+    # one, its header decoded before it is split.
+    commas = tmp_path / "commas.csv"
+    commas.write_text('text,label\n"one; two; three",pos\nfour;five,neg\n')
+    by_commas = ts.read_texts(commas, "train", test_path=commas)
+    assert by_commas.texts == ["one; two; three", "four;five"]
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes("\n".join(rows).encode("utf-16"))
+    assert ts.read_texts(wide, "train", test_path=wide).texts == read.texts
+
+
 @pytest.mark.parametrize(
     ("content", "said"),
     [
