@@ -69,6 +69,12 @@ ENCODING = "utf-8"
 _UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # The bytes of a table read to tell its encoding and its header: a header is one line.
 _HEAD = 1 << 16
+# UTF-16 without a byte-order mark is told from a file's first bytes: at least this share of
+# its characters have a NUL byte on one side, and at most this share on the other.
+_SNIFF = 4096
+_UTF16_SHARE = 0.3
+_UTF16_OTHERS = 0.05
+_UTF16_UNMARKED = ("utf-16-le", "utf-16-be")
 
 # (class name, path within the split, text)
 _Row = tuple[str, str, str]
@@ -242,12 +248,14 @@ def read_texts(
             f"(the folder names are the labels; the test split is {_LAYOUT.format(split='test')})."
         )
     undecodable: list[str] = []
+    unmarked: list[str] = []
     rows = sorted(
-        _folder_rows(source, split, test_fraction, encoding, undecodable)
+        _folder_rows(source, split, test_fraction, encoding, undecodable, unmarked)
         if kind is _Kind.FOLDER
-        else _tar_rows(source, split, encoding, undecodable)
+        else _tar_rows(source, split, encoding, undecodable, unmarked)
     )
     _warn_undecodable(source, split, undecodable, len(rows), "files", encoding)
+    _warn_unmarked(source, split, unmarked, len(rows))
     if not rows:
         raise DataError(
             f"no {split} texts in {source}; expected {_LAYOUT.format(split=split)} files "
@@ -262,7 +270,12 @@ def read_texts(
 
 
 def _folder_rows(
-    source: Path, split: str, test_fraction: float, encoding: str, undecodable: list[str]
+    source: Path,
+    split: str,
+    test_fraction: float,
+    encoding: str,
+    undecodable: list[str],
+    unmarked: list[str],
 ) -> Iterator[_Row]:
     root = held_out_root(source)
     top = split_folder(source, split) if root is None else root
@@ -281,7 +294,7 @@ def _folder_rows(
     if root is not None:  # <root>/<class>/*.txt, or train/ without test/
         files = held_out_side(files, split, test_fraction, source, "texts")
     for label, name, path in files:
-        yield label, name, _decode(path.read_bytes(), encoding, name, undecodable)
+        yield label, name, _decode(path.read_bytes(), encoding, name, undecodable, unmarked)
 
 
 def _warn_no_texts(folder: Path) -> None:
@@ -302,9 +315,14 @@ def _warn_no_texts(folder: Path) -> None:
     )
 
 
-def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> str:
-    """A file's text; its name joins `undecodable` if bytes of it were not `encoding`."""
-    read_as = sniffed_encoding(data[:2], encoding)
+def _decode(
+    data: bytes, encoding: str, name: str, undecodable: list[str], unmarked: list[str]
+) -> str:
+    """A file's text; its name joins `undecodable` if bytes of it were not `encoding`, and
+    `unmarked` if it was read as UTF-16 without a byte-order mark."""
+    read_as = sniffed_encoding(data, encoding)
+    if read_as != encoding and read_as in _UTF16_UNMARKED:
+        unmarked.append(name)
     try:
         return data.decode(read_as)
     except UnicodeDecodeError:
@@ -313,11 +331,25 @@ def _decode(data: bytes, encoding: str, name: str, undecodable: list[str]) -> st
 
 
 def sniffed_encoding(head: bytes, encoding: str) -> str:
-    """`encoding`, or UTF-16 for a file that begins with its byte-order mark where UTF-8 is
-    asked for (Excel's "Unicode text", Notepad's "Unicode"). UTF-8's own mark is left out."""
+    """`encoding`, or UTF-16 where UTF-8 is asked for and the file (`head`: its first bytes, or
+    all of them) is UTF-16: it begins with UTF-16's byte-order mark (Excel's "Unicode text",
+    Notepad's "Unicode"), or, without one, a NUL byte stands beside most characters, always on
+    the same side ("utf-16-le" or "utf-16-be"): UTF-16 spells every character below U+0100 so,
+    and UTF-8 text holds no such run of NULs. UTF-8's own mark is left out."""
     if codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig"):  # by any of its aliases
         return encoding
-    return "utf-16" if head[:2] in _UTF16_MARKS else "utf-8-sig"
+    if head[:2] in _UTF16_MARKS:
+        return "utf-16"
+    return _utf16_unmarked(head[:_SNIFF]) or "utf-8-sig"
+
+
+def _utf16_unmarked(head: bytes) -> str | None:
+    pairs = len(head) // 2
+    first, second = head[0 : 2 * pairs : 2].count(0), head[1 : 2 * pairs : 2].count(0)
+    for nuls, others, codec in ((second, first, "utf-16-le"), (first, second, "utf-16-be")):
+        if nuls >= max(2, _UTF16_SHARE * pairs) and others <= _UTF16_OTHERS * pairs:
+            return codec
+    return None
 
 
 def _warn_undecodable(
@@ -335,6 +367,19 @@ def _warn_undecodable(
             what,
             encoding,
             undecodable[0],
+        )
+
+
+def _warn_unmarked(where: Path, split: str, unmarked: list[str], total: int) -> None:
+    if unmarked:
+        _log.warning(
+            "%s: %d of %d %s files are UTF-16 without a byte-order mark (the first: %s), read "
+            "as UTF-16. Save them as UTF-8, which every tool reads alike",
+            where,
+            len(unmarked),
+            total,
+            split,
+            unmarked[0],
         )
 
 
@@ -376,7 +421,9 @@ def _held_out_rows(
     return [i for i in range(len(labels)) if (i in test) == (split == "test")]
 
 
-def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -> Iterator[_Row]:
+def _tar_rows(
+    source: Path, split: str, encoding: str, undecodable: list[str], unmarked: list[str]
+) -> Iterator[_Row]:
     with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
@@ -388,7 +435,8 @@ def _tar_rows(source: Path, split: str, encoding: str, undecodable: list[str]) -
             handle = archive.extractfile(member)
             assert handle is not None  # regular files always have contents
             within = "/".join(parts[at + 1 :])
-            yield parts[at + 1], within, _decode(handle.read(), encoding, within, undecodable)
+            text = _decode(handle.read(), encoding, within, undecodable, unmarked)
+            yield parts[at + 1], within, text
 
 
 def _read_delimited(
@@ -399,7 +447,14 @@ def _read_delimited(
 
     with path.open("rb") as handle:
         head = handle.read(_HEAD)
-    read_as = sniffed_encoding(head[:2], encoding)
+    read_as = sniffed_encoding(head, encoding)
+    if read_as != encoding and read_as in _UTF16_UNMARKED:
+        _log.warning(
+            "%s is UTF-16 without a byte-order mark, read as UTF-16. Save it as UTF-8, or set "
+            '[data] encoding = "%s" in the study file',
+            path,
+            read_as,
+        )
     sep = _separator(head, read_as, sep, text_column)
     try:
         frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False

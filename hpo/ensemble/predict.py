@@ -230,11 +230,12 @@ def _one_line(text: str) -> str:
 
 
 def _decoded(data: bytes, where: str) -> str:
-    """Texts to predict: UTF-8 (or UTF-16, told by its byte-order mark), else an error."""
+    """Texts to predict: UTF-8 (or UTF-16, told by its byte-order mark or its NULs), else an
+    error."""
     from hpo.data.text_sources import sniffed_encoding
 
     try:
-        return data.decode(sniffed_encoding(data[:2], "utf-8"))
+        return data.decode(sniffed_encoding(data, "utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{where} is not UTF-8: byte {exc.start} is {data[exc.start : exc.start + 1]!r}. "

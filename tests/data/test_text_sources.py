@@ -420,6 +420,40 @@ def test_texts_in_another_encoding_are_named_with_the_setting_that_reads_them(
     assert "1 of 2 train files held bytes that are not utf-8 (the first: b/00.txt)" in caplog.text
 
 
+def test_utf16_without_a_byte_order_mark_is_read_as_utf16_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Read as UTF-8, such a file had a NUL between every two letters: garbage tokens, and for a
+    # table a column error asking for text_column 't\x00e\x00x\x00t\x00'.
+    counts = {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}
+    folder = write_folder(tmp_path / "texts", counts)
+    (folder / "train" / "a" / "00.txt").write_bytes("good film, é".encode("utf-16-le"))
+    (folder / "train" / "b" / "01.txt").write_bytes("bad film".encode("utf-16-be"))
+    (folder / "train" / "b" / "00.txt").write_bytes(b"padded film\x00")  # UTF-8, one NUL
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(folder, "train")
+    assert read.texts == ["good film, é", "train a 1 é", "padded film\x00", "bad film"]
+    assert "2 of 4 train files are UTF-16 without a byte-order mark (the first: a/00.txt)" in (
+        caplog.text
+    )
+    caplog.clear()
+    table = tmp_path / "wide.csv"
+    table.write_bytes("text,label\ngood film,pos\nbad film,neg\n".encode("utf-16-le"))
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(table, "train", test_path=table)
+    assert read.texts == ["good film", "bad film"]
+    assert read.classes == ["neg", "pos"]
+    assert f"{table} is UTF-16 without a byte-order mark" in caplog.text
+    assert 'encoding = "utf-16-le"' in caplog.text
+    # Set so, the encoding is read without a word; other encodings are never second-guessed.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        ts.read_texts(table, "train", test_path=table, encoding="utf-16-le")
+    assert caplog.text == ""
+    assert ts.sniffed_encoding("ab".encode("utf-16-le"), "latin-1") == "latin-1"
+    assert ts.sniffed_encoding(b"a\x00", "utf-8") == "utf-8-sig"  # too short to tell
+
+
 def test_a_csv_of_semicolon_separated_fields_is_read_by_them(tmp_path: Path) -> None:
     # As Excel saves a CSV where the decimal mark is a comma; commas inside the texts stay.
     path = tmp_path / "train.csv"
