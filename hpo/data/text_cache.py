@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OOV_ID",
     "TokenizedSplits",
+    "cached_classes",
     "derive",
     "fingerprint",
     "load_cached",
@@ -79,6 +80,14 @@ def load_cached(folder: Path) -> TokenizedSplits | None:
         # Caches from before other text tasks were all IMDB's.
         classes=meta.get("classes", ["negative", "positive"]),
     )
+
+
+def cached_classes(folder: Path) -> list[str]:
+    """The class names of the cache in `folder`, read from its record alone (no array)."""
+    loaded = array_cache.load_arrays(folder, ())
+    if loaded is None:
+        raise FileNotFoundError(f"no tokenized data in {folder}")
+    return list(loaded[1].get("classes", ["negative", "positive"]))
 
 
 def save_cached(folder: Path, splits: TokenizedSplits, settings: dict[str, Any]) -> None:

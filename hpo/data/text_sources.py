@@ -15,11 +15,13 @@ import codecs
 import csv
 import logging
 import os
+import re
 import tarfile
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,9 +47,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ENCODING",
     "ENV_VAR",
+    "LABEL_RULES",
     "LabelledTexts",
     "TextColumns",
+    "check_test_table",
     "has_test_split",
+    "is_table",
     "locate_texts",
     "read_texts",
     "sniffed_encoding",
@@ -75,6 +80,12 @@ _SNIFF = 4096
 _UTF16_SHARE = 0.3
 _UTF16_OTHERS = 0.05
 _UTF16_UNMARKED = ("utf-16-le", "utf-16-be")
+
+# A label that is a number as a spreadsheet writes one: "1", "-0.5", "1.0e3" (not "nan", "inf").
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# How table labels are read, recorded in their caches so that one prepared under other rules
+# is prepared again (2: stripped of whitespace, numbers as numbers; before: as written).
+LABEL_RULES = 2
 
 # (class name, path within the split, text)
 _Row = tuple[str, str, str]
@@ -172,6 +183,11 @@ def _kind(path: Path) -> _Kind | None:
     return _Kind.ARCHIVE if tarfile.is_tarfile(path) else None
 
 
+def is_table(source: Path) -> bool:
+    """Whether `source` is a table (.csv, .tsv, .parquet), whose labels are a column of it."""
+    return _kind(source) is _Kind.TABLE
+
+
 def has_test_split(source: Path, test_path: Path | None = None) -> bool:
     """Whether the data hold a test split of their own (else one is held out of them)."""
     kind = _kind(source)
@@ -233,12 +249,7 @@ def read_texts(
                 split,
             )
         where = source if split == "train" else test_path
-        if _kind(where) is not _Kind.TABLE:
-            raise DataError(
-                f"the test table {where} (`test_path` in the study file's [data]) is missing or "
-                "not a .csv/.tsv/.parquet file. Set test_path to a table with the same columns, "
-                "or remove it to hold out a share of the training table as the test split."
-            )
+        _check_test_table_kind(where)
         texts, labels, groups = _read_table(where, columns, encoding)
         return _assemble(texts, labels, groups, classes, where, split)
     if columns != TextColumns() or test_path is not None:
@@ -267,6 +278,15 @@ def read_texts(
             )
         )
     return _assemble([r[2] for r in rows], [r[0] for r in rows], None, classes, source, split)
+
+
+def _check_test_table_kind(where: Path) -> None:
+    if _kind(where) is not _Kind.TABLE:
+        raise DataError(
+            f"the test table {where} (`test_path` in the study file's [data]) is missing or "
+            "not a .csv/.tsv/.parquet file. Set test_path to a table with the same columns, "
+            "or remove it to hold out a share of the training table as the test split."
+        )
 
 
 def _folder_rows(
@@ -440,9 +460,10 @@ def _tar_rows(
 
 
 def _read_delimited(
-    path: Path, sep: str, encoding: str, text_column: str
+    path: Path, sep: str, encoding: str, text_column: str, **read: Any
 ) -> tuple[pd.DataFrame, bool]:
-    """The table, and whether bytes of it were not `encoding` (read as U+FFFD)."""
+    """The table, and whether bytes of it were not `encoding` (read as U+FFFD); `read` are
+    more arguments of `pandas.read_csv` (`usecols`, `nrows`)."""
     import pandas as pd
 
     with path.open("rb") as handle:
@@ -457,10 +478,12 @@ def _read_delimited(
         )
     sep = _separator(head, read_as, sep, text_column)
     try:
-        frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV), False
+        frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV, **read), False
     except UnicodeDecodeError:
         replaced = True
-        frame = pd.read_csv(path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV)
+        frame = pd.read_csv(
+            path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV, **read
+        )
     if sep == "\t" and _holds_a_tab(frame):
         # A cell with a tab in a tab-separated file: a text that begins with a double quote
         # (a quoted title) opened a CSV quoted field, which ran to the next quote and took in
@@ -512,18 +535,23 @@ def _unquoted(path: Path, read_as: str, columns: pd.Index) -> pd.DataFrame | Non
     return frame if list(frame.columns) == list(columns) else None
 
 
-def _read_table(
-    path: Path, columns: TextColumns, encoding: str = ENCODING
-) -> tuple[list[str | None], list[str | None], list[str] | None]:
+def _read_frame(
+    path: Path, columns: TextColumns, encoding: str, *, labels_only: bool = False
+) -> tuple[pd.DataFrame, bool]:
+    """The table (its label column alone if `labels_only`), checked for the columns it must
+    have, and whether bytes of it were not `encoding`."""
     import pandas as pd
 
     sep = _TABLES[path.suffix.lower()]
     replaced = False
     try:
         if sep is None:
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(path, columns=[columns.label] if labels_only else None)
         else:
-            frame, replaced = _read_delimited(path, sep, encoding, columns.text)
+            only = {"usecols": lambda name: name == columns.label} if labels_only else {}
+            frame, replaced = _read_delimited(path, sep, encoding, columns.text, **only)
+            if columns.label not in frame.columns and labels_only:
+                frame, _ = _read_delimited(path, sep, encoding, columns.text, nrows=0)
     except ImportError as exc:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, which is not installed. "
@@ -539,31 +567,33 @@ def _read_table(
                 f'a text holds a lone " (a CSV writes one inside quotes as "").'
             ) from exc
         raise DataError(f"{path}: cannot be read as a table ({why}). Check the file.") from exc
-    if frame.empty:
-        raise DataError(
-            f"{path} has no rows below its header {[str(c) for c in frame.columns]}: add the "
-            f"examples, one a row."
-        )
-    wanted = {"text_column": columns.text, "label_column": columns.label}
-    for key, name in {**wanted, "group_column": columns.group}.items():
+    wanted: dict[str, str | None] = {"label_column": columns.label}
+    if not labels_only:
+        wanted = {"text_column": columns.text, **wanted, "group_column": columns.group}
+    for key, name in wanted.items():
         if name is not None and name not in frame.columns:
             raise ConfigError(
                 f"{path} has no column {name!r} (the [data] {key}); its columns are "
                 f"{[str(c) for c in frame.columns]}. Set `{key}` in the study file's [data] "
                 "table to one of them."
             )
+    if frame.empty:
+        raise DataError(
+            f"{path} has no rows below its header {[str(c) for c in frame.columns]}: add the "
+            f"examples, one a row."
+        )
+    return frame, replaced
 
-    def strings(values: pd.Series) -> list[str | None]:
-        # Integers come back as floats from a Parquet column with gaps: 1.0 must read "1".
-        if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
-            values = values.astype("Int64")
-        return [None if pd.isna(v) else str(v) for v in values]
 
+def _read_table(
+    path: Path, columns: TextColumns, encoding: str = ENCODING
+) -> tuple[list[str | None], list[str | None], list[str] | None]:
+    frame, replaced = _read_frame(path, columns, encoding)
     groups = None
     if columns.group is not None:
-        found = strings(frame[columns.group])
+        found = _strings(frame[columns.group])
         groups = [f"<row {i}>" if g is None else g for i, g in enumerate(found)]
-    texts, labels = strings(frame[columns.text]), _labels(strings(frame[columns.label]))
+    texts, labels = _strings(frame[columns.text]), _labels(_strings(frame[columns.label]))
     if replaced:
         rows = [
             f"data row {i + 1}"
@@ -574,10 +604,60 @@ def _read_table(
     return texts, labels, groups
 
 
+def _strings(values: pd.Series) -> list[str | None]:
+    import pandas as pd
+
+    # Integers come back as floats from a Parquet column with gaps: 1.0 must read "1".
+    if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+        values = values.astype("Int64")
+    return [None if pd.isna(v) else str(v) for v in values]
+
+
 def _labels(found: list[str | None]) -> list[str | None]:
     """A table's labels without surrounding whitespace ("pos " is "pos", as a spreadsheet cell
-    shows it); a label of whitespace alone is no label."""
-    return [None if label is None else label.strip() or None for label in found]
+    shows it); a label of whitespace alone is no label. A column of numbers alone is read as a
+    Parquet column of them is (`_strings`): whole numbers as integers ("1.0" and "1" are "1"),
+    else as floats ("0.50" is "0.5")."""
+    labels = [None if label is None else label.strip() or None for label in found]
+    spelled = {label for label in labels if label is not None}
+    if not spelled or not all(_NUMBER.fullmatch(label) for label in spelled):
+        return labels
+    numbers = {label: Decimal(label) for label in spelled}
+    whole = all(number == number.to_integral_value() for number in numbers.values())
+    read = {label: str(int(n)) if whole else str(float(n)) for label, n in numbers.items()}
+    return [None if label is None else read[label] for label in labels]
+
+
+def check_test_table(
+    source: Path,
+    test_path: Path | None,
+    classes: list[str],
+    *,
+    columns: TextColumns = TextColumns(),
+    encoding: str = ENCODING,
+) -> None:
+    """Before the search: the labels of a table's test table (`[data] test_path`) must be the
+    training classes, all of them, which `hpo ensemble` would otherwise find only after the
+    budget is spent. It reads the label column alone; no text of the test table is read.
+
+    Args:
+        source: What `locate_texts` returned; anything but a table with a test table passes.
+        test_path: The test table, or None.
+        classes: The training split's classes.
+        columns: The columns of the tables.
+        encoding: The files' text encoding (`[data] encoding`).
+
+    Raises:
+        DataError: The test table is missing or unreadable.
+        ConfigError: Its label column is missing, or its labels are not `classes`: names the
+            unknown ones and those without a row.
+    """
+    if test_path is None or not is_table(source):
+        return
+    _check_test_table_kind(test_path)
+    frame, _ = _read_frame(test_path, columns, encoding, labels_only=True)
+    labels = _labels(_strings(frame[columns.label]))
+    _check_classes({label for label in labels if label is not None}, classes, test_path, "test")
 
 
 def _assemble(

@@ -324,19 +324,31 @@ def _read_own(
 
 
 def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
-    columns = _columns(config)
+    columns, source = _columns(config), _locate(config, data_arg)
     extra: dict[str, Any] = {
         "columns": [columns.text, columns.label, columns.group],
         "test_path": config.data.test_path,
     }
-    if not text_sources.has_test_split(_locate(config, data_arg), _test_path(config)):
+    if not text_sources.has_test_split(source, _test_path(config)):
         extra["test_fraction"] = config.data.test_fraction
     if config.data.encoding != text_sources.ENCODING:  # the default's caches keep their keys
         extra["encoding"] = config.data.encoding
-    check_test_classes(_locate(config, data_arg))
-    return prepare_tokens(
+    if text_sources.is_table(source):  # labels read by other rules may name other classes
+        extra["label_rules"] = text_sources.LABEL_RULES
+    check_test_classes(source)
+    folder = prepare_tokens(
         config, data_arg, space, name="text", locate=_locate, read=_read_own, extra_settings=extra
     )
+    # Train's classes are known once it is read (or from the cache): the test table's labels
+    # are checked against them before the search, as a folder's test/ is above.
+    text_sources.check_test_table(
+        source,
+        _test_path(config),
+        text_cache.cached_classes(folder),
+        columns=columns,
+        encoding=config.data.encoding,
+    )
+    return folder
 
 
 def _load_own_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:

@@ -352,6 +352,43 @@ def test_test_labels_must_match_train_classes(tmp_path: Path) -> None:
         ts.read_texts(train, "test", test_path=fewer, classes=["x", "y", "z"])
 
 
+def test_number_labels_read_as_numbers_so_a_train_1_0_is_a_test_1(tmp_path: Path) -> None:
+    # A spreadsheet's "0.0"/"1.0" beside a test table's "0"/"1" were four classes; a Parquet float
+    # column already read 1.0 as "1".
+    train = write_table(tmp_path / "train.csv", {"text": list("abcd"), "label": ["0.0", "1.0"] * 2})
+    test = write_table(tmp_path / "test.csv", {"text": list("xyz"), "label": ["1", " 0", "+1"]})
+    read = ts.read_texts(train, "train", test_path=test)
+    assert read.classes == ["0", "1"]
+    held = ts.read_texts(train, "test", test_path=test, classes=read.classes)
+    assert held.labels.tolist() == [1, 0, 1]
+    halves = write_table(
+        tmp_path / "halves.csv", {"text": list("abc"), "label": ["0.50", "1", ".5"]}
+    )
+    assert ts.read_texts(halves, "train", test_path=test).classes == ["0.5", "1.0"]
+    words = write_table(tmp_path / "words.csv", {"text": list("abc"), "label": ["1.0", "nan", "2"]})
+    assert ts.read_texts(words, "train", test_path=test).classes == ["1.0", "2", "nan"]
+
+
+def test_a_test_tables_labels_are_checked_from_its_label_column_alone(tmp_path: Path) -> None:
+    train = write_table(
+        tmp_path / "train.csv", {"text": list("abc"), "label": ["0.0", "1.0", "2.0"]}
+    )
+    classes = ts.read_texts(train, "train", test_path=train).classes
+    # No text column: only the labels are read.
+    fine = write_table(tmp_path / "fine.csv", {"label": ["2", "1", "0"], "note": list("xyz")})
+    ts.check_test_table(train, fine, classes)
+    odd = write_table(tmp_path / "odd.csv", {"text": list("xyz"), "label": ["0", "1", "3"]})
+    with pytest.raises(ConfigError, match=r"odd\.csv: .*unknown \['3'\], without examples \['2'\]"):
+        ts.check_test_table(train, odd, classes)
+    with pytest.raises(ConfigError, match=r"has no column 'label' .*columns are \['text', 'y'\]"):
+        ts.check_test_table(
+            train, write_table(tmp_path / "y.csv", {"text": ["x"], "y": [0]}), classes
+        )
+    with pytest.raises(DataError, match=r"the test table .*gone\.csv .* is missing"):
+        ts.check_test_table(train, tmp_path / "gone.csv", classes)
+    ts.check_test_table(train, None, classes)  # no test table: nothing to check
+
+
 def test_fewer_than_two_classes_is_a_data_error(tmp_path: Path) -> None:
     table = write_table(tmp_path / "one.csv", {"text": ["a", "b"], "label": ["x", "x"]})
     with pytest.raises(DataError, match=r"1 class\(es\) \['x'\].*at least 2"):

@@ -205,3 +205,27 @@ def test_test_class_folders_unlike_trains_are_refused_before_any_work(tmp_path: 
     with pytest.raises(ConfigError, match=r"missing \['sports'\], unknown \['sport'\]"):
         task.prepare(config, None, search_space(task, config.space).shared)
     assert not config.cache_dir.exists()
+
+
+def test_a_test_tables_labels_unlike_trains_are_refused_before_the_search(tmp_path: Path) -> None:
+    # Train labels "0.0"/"1.0" against test's "0"/"1" (one class each now), and a test label
+    # train lacks, were found by hpo ensemble only, after the search had spent its budget.
+    from hpo.errors import ConfigError
+
+    rows = _texts(60, 0)
+    train = pd.DataFrame({"text": [r[0] for r in rows], "label": [f"{i % 2}.0" for i in range(60)]})
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test = pd.DataFrame({"text": ["goal team", "oven bake", "hotel"], "label": ["1", "0", "1"]})
+    test.to_csv(tmp_path / "test.csv", index=False)
+    config = load_study_config(_study(tmp_path, tmp_path / "train.csv", 'test_path = "test.csv"'))
+    task = get_task("text")
+    shared = search_space(task, config.space).shared
+    folder = task.prepare(config, None, shared)
+    assert task.class_names(folder) == ["0", "1"]
+    test.assign(label=["1", "0", "2"]).to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(ConfigError, match=r"test\.csv: .*unknown \['2'\], without examples \[\]"):
+        task.prepare(config, None, shared)
+    with pytest.raises(ConfigError, match=r"unknown \['2'\]"):
+        run_search(config, progress=False)
+    study = optuna.load_study(study_name="topics", storage=config.storage_url)
+    assert {trial.state for trial in study.trials} <= {TrialState.WAITING}  # none ran
