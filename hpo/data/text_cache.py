@@ -126,11 +126,15 @@ def vectorize(
 def make_vectorizer(
     *, max_len: int, max_vocab: int | None = None, vocabulary: list[str] | None = None
 ) -> Any:
-    """A Keras `TextVectorization` layer with the project's fixed standardization and split."""
+    """A Keras `TextVectorization` layer with the project's fixed standardization and split:
+    `hpo.data.tokenizer`'s (Keras's default, and NUL as a space)."""
     from keras import layers
+
+    from hpo.models._tokens import standardize_text
 
     return layers.TextVectorization(
         max_tokens=max_vocab if vocabulary is None else None,
+        standardize=standardize_text,
         output_mode="int",
         output_sequence_length=max_len,
         vocabulary=vocabulary,

@@ -2,8 +2,9 @@ r"""How text becomes token ids without TensorFlow: `TextVectorization`'s vocabul
 
 Gives exactly what `keras.layers.TextVectorization(max_tokens=N, output_mode="int",
 output_sequence_length=L)` gives with its default `standardize="lower_and_strip_punctuation"` and
-`split="whitespace"`, so that a study can tokenize on the JAX and PyTorch backends. The rules, each
-checked against TensorFlow over every Unicode code point (see tests/data/test_tokenizer.py):
+`split="whitespace"`, but for NUL, so that a study can tokenize on the JAX and PyTorch backends.
+The rules, each checked against TensorFlow over every Unicode code point (see
+tests/data/test_tokenizer.py):
 
 - `tf.strings.lower` without an encoding lowercases the bytes A-Z only: "É", "Σ", "Ж" stay as
   they are.
@@ -11,10 +12,14 @@ checked against TensorFlow over every Unicode code point (see tests/data/test_to
   characters of `string.punctuation`; nothing outside ASCII is stripped.
 - `tf.strings.split` with no separator splits on the six ASCII whitespace bytes " \t\n\v\f\r"
   only: "\xa0", "\u2003", "\u3000" and "\x1c"-"\x1f" stay inside tokens.
+- NUL ("\x00") is a space: a token ending in NUL cannot be in an exported vectorizer's
+  vocabulary, which passes through NumPy strings that drop trailing NULs ("film\x00" would be a
+  second "film"). The exported vectorizer standardizes so too (`hpo.models._tokens.
+  standardize_text`); TensorFlow's default keeps NULs inside tokens.
 - The vocabulary is ordered by descending count, ties by descending token compared as UTF-8 bytes
   (`np.lexsort((tokens, counts))[::-1]` in Keras's `IndexLookup.finalize_state`).
 
-All four rules act on ASCII bytes, and UTF-8 never uses an ASCII byte inside a multi-byte
+All five rules act on ASCII bytes, and UTF-8 never uses an ASCII byte inside a multi-byte
 character, so the work is done on the UTF-8 bytes, as TensorFlow does, where `bytes.translate` and
 `bytes.split` run in C and `bytes.split()` splits on exactly those six bytes.
 """
@@ -39,7 +44,10 @@ __all__ = ["Tokenizer", "build_vocabulary", "encode", "split", "standardize"]
 # Keras's mask (padding, id 0) and out-of-vocabulary (id 1) tokens, first in every vocabulary.
 _SPECIAL = ("", "[UNK]")
 _OOV_ID = 1
-_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
+# A-Z to a-z, and NUL to a space.
+_LOWER = bytes.maketrans(
+    string.ascii_uppercase.encode() + b"\x00", string.ascii_lowercase.encode() + b" "
+)
 _PUNCTUATION = string.punctuation.encode()
 # Texts are tokenized many at a time, joined by this token: 0xFF never occurs in UTF-8, so no
 # text can produce it, and one C-level split covers the whole chunk.
@@ -54,14 +62,16 @@ _JSON_KEYS = {"format", "version", "standardize", "split", "vocabulary", "max_le
 
 
 def standardize(text: str) -> str:
-    """Lowercases ASCII letters and deletes ASCII punctuation, as `TextVectorization` does.
+    """Lowercases ASCII letters and deletes ASCII punctuation, as `TextVectorization` does, and
+    makes NUL a space.
 
     Args:
         text: The raw text.
 
     Returns:
-        The text with A-Z lowercased and the 32 `string.punctuation` characters removed; every
-        other character, whitespace and non-ASCII letters included, is kept.
+        The text with A-Z lowercased, NUL replaced by a space and the 32 `string.punctuation`
+        characters removed; every other character, whitespace and non-ASCII letters included,
+        is kept.
     """
     return text.encode().translate(_LOWER, _PUNCTUATION).decode()
 

@@ -13,7 +13,23 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["RestrictTokens"]
+__all__ = ["RestrictTokens", "standardize_text"]
+
+# The punctuation TextVectorization's "lower_and_strip_punctuation" strips.
+_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+
+
+@keras.saving.register_keras_serializable(package="hpo")
+def standardize_text(texts: Any) -> Any:
+    """TextVectorization's "lower_and_strip_punctuation", and NUL as a space: the exported
+    vectorizer's standardization, equal to `hpo.data.tokenizer.standardize`. A token ending in
+    NUL cannot be in its vocabulary (NumPy strings drop trailing NULs: "film\\x00" would be
+    "film" twice), so NUL splits tokens. TensorFlow string tensors only, as text exports are."""
+    import tensorflow as tf
+
+    texts = tf.strings.lower(texts)
+    texts = tf.strings.regex_replace(texts, _PUNCTUATION, "")
+    return tf.strings.regex_replace(texts, r"\x00", " ")
 
 
 @keras.saving.register_keras_serializable(package="hpo")

@@ -61,12 +61,12 @@ def _every_code_point() -> list[str]:
 def _layer(
     max_len: int, max_tokens: int | None = None, vocabulary: Sequence[str] | None = None
 ) -> Any:
-    from keras import layers
+    """The `TextVectorization` exports hold (Keras's defaults, and NUL as a space)."""
+    from hpo.data.text_cache import make_vectorizer
 
-    return layers.TextVectorization(
-        max_tokens=max_tokens,
-        output_mode="int",
-        output_sequence_length=max_len,
+    return make_vectorizer(
+        max_len=max_len,
+        max_vocab=max_tokens,
         vocabulary=None if vocabulary is None else list(vocabulary),
     )
 
@@ -97,9 +97,12 @@ def test_importing_the_tokenizer_loads_neither_tensorflow_nor_keras() -> None:
 def test_standardize_matches_tensorflow_on_every_code_point() -> None:
     import tensorflow as tf
 
+    from hpo.models._tokens import standardize_text
+
     text = "".join(_every_code_point())
-    expected = tf.strings.regex_replace(tf.strings.lower(text), KERAS_STRIP, "")
-    assert tk.standardize(text) == expected.numpy().decode()
+    keras_default = tf.strings.regex_replace(tf.strings.lower(text), KERAS_STRIP, "")
+    expected = standardize_text(tf.constant(text)).numpy().decode()
+    assert tk.standardize(text) == expected == keras_default.numpy().decode().replace("\x00", " ")
 
 
 def test_standardize_lowercases_ascii_only_and_strips_ascii_punctuation() -> None:
@@ -178,17 +181,27 @@ def test_ties_are_broken_by_descending_utf8_bytes() -> None:
     assert tk.build_vocabulary(texts, 5) == _keras(texts, 5, texts, 2)[0] == expected[:5]
 
 
-def test_tokens_ending_in_nul() -> None:
-    texts = ["a a\x00 a\x00\x00 x\x00y", "a\x00 b"]
-    layer = _layer(6)
-    layer.adapt(np.array(texts, dtype=object))
+def test_nul_is_a_space_so_a_vocabulary_of_nul_texts_exports_and_reproduces(
+    tmp_path: Path,
+) -> None:
+    # "film\x00" and "film" were two tokens; the exported TextVectorization's vocabulary goes
+    # through NumPy strings, which drop trailing NULs: "film" twice, a "repeated term" error.
+    import keras
+
+    texts = ["a a\x00 a\x00\x00 x\x00y", "a\x00 b film\x00", "film\x00\x00 Film"]
     vocabulary = tk.build_vocabulary(texts, None)
-    # get_vocabulary() passes through numpy, which drops trailing NULs; the ids keep them apart.
-    assert [token.rstrip("\x00") for token in vocabulary] == [
-        str(token) for token in layer.get_vocabulary()
-    ]
-    assert vocabulary == ["", "[UNK]", "a\x00", "x\x00y", "b", "a\x00\x00", "a"]
-    np.testing.assert_array_equal(tk.encode(texts, vocabulary, 6), _keras_ids(layer, texts))
+    assert vocabulary == ["", "[UNK]", "a", "film", "y", "x", "b"]
+    learned = _layer(8)
+    learned.adapt(np.array(texts, dtype=object))
+    assert [str(token) for token in learned.get_vocabulary()] == vocabulary
+    exported = _layer(8, vocabulary=vocabulary)
+    ids = tk.encode(texts, vocabulary, 8)
+    np.testing.assert_array_equal(ids, _keras_ids(exported, texts))
+    # Saved and loaded (safe mode) as an export is, it still gives the same ids.
+    inputs = keras.Input(shape=(), dtype="string")
+    keras.Model(inputs, exported(inputs)).save(tmp_path / "vectorizer.keras")
+    loaded = keras.models.load_model(tmp_path / "vectorizer.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded(np.array(texts, dtype=object))), ids)
 
 
 def test_texts_across_chunk_boundaries() -> None:
