@@ -7,11 +7,16 @@ families listed for its instruction set below. Everywhere else it is float32.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Precision", "cpu_bf16_kind", "resolve_precision"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["Precision", "cpu_bf16_kind", "global_policy", "resolve_precision"]
 
 # The GPU's compute capability comes from the loaded backend: `hpo.backend.gpu_capability`.
 
@@ -66,3 +71,20 @@ def resolve_precision(requested: Precision, family: str, gpu_capability: int | N
     if kind is not None and family in CPU_BF16_FAMILIES.get(kind, frozenset()):
         return Precision.MIXED_BFLOAT16
     return Precision.FLOAT32
+
+
+@contextlib.contextmanager
+def global_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy set to `name` inside, and its `floatx` to float32 (losses
+    and metrics take their dtype from it, and a `keras.json` may say "float16"); both restored
+    after, for in-process callers."""
+    import keras
+
+    previous, floatx = keras.mixed_precision.global_policy(), keras.config.floatx()
+    keras.config.set_floatx("float32")
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(floatx)
+        keras.mixed_precision.set_global_policy(previous)

@@ -8,7 +8,7 @@ import pytest
 
 from hpo.config import load_study_config
 from hpo.contract import Attr
-from hpo.precision import Precision, resolve_precision
+from hpo.precision import Precision, global_policy, resolve_precision
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
@@ -78,3 +78,16 @@ def test_a_trial_trains_its_layers_in_the_resolved_policy_and_restores_the_globa
         assert layer.compute_dtype == compute
         assert all(w.dtype == "float32" for w in layer.weights)
     assert model.output.dtype == "float32"
+
+
+def test_a_trials_policy_computes_losses_in_float32_under_a_float16_floatx() -> None:
+    import keras
+
+    # A keras.json of "floatx": "float16": losses and metrics take floatx as their dtype.
+    keras.config.set_floatx("float16")
+    try:
+        with global_policy("float32"):
+            assert keras.losses.SparseCategoricalCrossentropy().dtype == "float32"
+        assert keras.config.floatx() == "float16"
+    finally:
+        keras.config.set_floatx("float32")

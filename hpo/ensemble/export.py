@@ -14,6 +14,7 @@ from hpo.contract import load_keras_file
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import tensors
 from hpo.errors import ConfigError, HpoError
+from hpo.precision import global_policy
 from hpo.store import sha256_file
 
 if TYPE_CHECKING:
@@ -72,22 +73,24 @@ def export_ensemble(
 
     from hpo.models._calibration import Temperature
 
-    inputs = task.raw_input(data_folder)
-    preprocessed: dict[Any, Any] = {}
-    outputs = []
-    for member, model, weight in zip(members, models, weights, strict=True):
-        if weight <= 0:
-            continue
-        x = _preprocess(task, data_folder, member.trial.params, inputs, preprocessed)
-        model.name = MEMBER_LAYER.format(member.trial.number)
-        x = model(x)
-        outputs.append(
-            layers.Rescaling(float(weight), name=WEIGHT_LAYER.format(member.trial.number))(x)
-        )
-    output = layers.Add(name="weighted_average")(outputs) if len(outputs) > 1 else outputs[0]
-    if temperature is not None:
-        output = Temperature(temperature, name=TEMPERATURE_LAYER)(output)
-    return keras.Model(inputs, output, name="ensemble")
+    # Its own layers in float32 whatever this process's dtype policy or floatx (a session's
+    # mixed bfloat16, a keras.json's float16): the members keep the precision they trained in.
+    with global_policy("float32"):
+        inputs = task.raw_input(data_folder)
+        preprocessed: dict[Any, Any] = {}
+        outputs = []
+        for member, model, weight in zip(members, models, weights, strict=True):
+            if weight <= 0:
+                continue
+            x = _preprocess(task, data_folder, member.trial.params, inputs, preprocessed)
+            model.name = MEMBER_LAYER.format(member.trial.number)
+            x = model(x)
+            scale = layers.Rescaling(float(weight), name=WEIGHT_LAYER.format(member.trial.number))
+            outputs.append(scale(x))
+        output = layers.Add(name="weighted_average")(outputs) if len(outputs) > 1 else outputs[0]
+        if temperature is not None:
+            output = Temperature(temperature, name=TEMPERATURE_LAYER)(output)
+        return keras.Model(inputs, output, name="ensemble")
 
 
 def export_model(
@@ -103,8 +106,10 @@ def export_model(
     """
     import keras
 
-    inputs = task.raw_input(data_folder)
-    return keras.Model(inputs, model(_preprocess(task, data_folder, params, inputs, {})), name=name)
+    with global_policy("float32"):  # as `export_ensemble`'s own layers
+        inputs = task.raw_input(data_folder)
+        x = _preprocess(task, data_folder, params, inputs, {})
+        return keras.Model(inputs, model(x), name=name)
 
 
 def _preprocess(

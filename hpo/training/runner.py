@@ -36,7 +36,7 @@ from hpo.disk import writing
 from hpo.errors import ConfigError, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
-from hpo.precision import Precision, resolve_precision
+from hpo.precision import Precision, global_policy, resolve_precision
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
 from hpo.study import TRAINING_DEFAULTS, create_study, search_space
@@ -209,19 +209,6 @@ def trial_process(config: StudyConfig, family: str, threads: int = 0) -> Iterato
     precision = resolve_precision(config.training.precision, family, gpu_capability())
     with global_policy(precision.value):
         yield precision
-
-
-@contextlib.contextmanager
-def global_policy(name: str) -> Iterator[None]:
-    """Keras's global dtype policy set to `name` inside, restored after (for in-process callers)."""
-    import keras
-
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _train_trial(
