@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import re
 import sys
 import uuid
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ __all__ = [
 _log = logging.getLogger(__name__)
 GC_ATTR_PREFIX = "gc:"
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
+# What optuna.artifacts.upload_artifact names an artifact: a UUID.
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ID_ATTRS = (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,34 @@ class Collection:
 
 
 def removed_checkpoints(study: optuna.Study) -> dict[int, str]:
-    """Trial number -> why its checkpoint was removed, from every recorded collection."""
+    """Trial number -> why its checkpoint was removed, from every recorded collection (an entry
+    that is not a trial number is passed over: the records are data, and a store is shared)."""
     removed: dict[int, str] = {}
     for key, value in study.user_attrs.items():
         if key.startswith(GC_ATTR_PREFIX) and isinstance(value, dict):
-            for number, why in value.get("removed", {}).items():
-                removed[int(number)] = str(why)
+            entries = value.get("removed")
+            for number, why in entries.items() if isinstance(entries, dict) else ():
+                if isinstance(number, str) and number.isdecimal():
+                    removed[int(number)] = str(why)
     return removed
+
+
+def artifact_id(trial: FrozenTrial, attr: str) -> str | None:
+    """The artifact id the trial records under `attr`, where it is one the artifact store
+    wrote (Optuna's, a UUID); None where it records none, or something else (a path, a
+    number: the store is shared data, and gc must not delete what such a value names)."""
+    value = trial.user_attrs.get(attr)
+    if isinstance(value, str) and _ARTIFACT_ID.fullmatch(value):
+        return value
+    if value is not None:
+        _log.warning(
+            "trial %d's %s is %r, not an artifact id the store wrote; hpo leaves it alone. "
+            "The study's database was changed by hand or by another program.",
+            trial.number,
+            attr,
+            value,
+        )
+    return None
 
 
 def has_checkpoint(trial: FrozenTrial, removed: dict[int, str]) -> bool:
@@ -148,9 +173,24 @@ def collect_garbage(
         dry_run: Only say what would be removed.
     """
     kept, doomed = plan_collection(study, keep)
+    # Only a checkpoint no other record names goes: not one a kept trial's attributes name
+    # too, nor a trial's predictions (a store's records are data, shared, and may be wrong).
+    left = _left_behind(study, store)
+    going = {t.number for t in [*doomed, *left]}
+    named = {
+        value
+        for t in study.get_trials(deepcopy=False)
+        for attr in _ID_ATTRS
+        if (attr != Attr.CHECKPOINT_ID or t.number not in going)
+        and isinstance(value := t.user_attrs.get(attr), str)
+    }
+    # The study's own artifacts (each ensemble's report.json), by Optuna's record of them.
+    study_attrs = study._storage.get_study_system_attrs(study._study_id)
+    named.update(k.removeprefix("artifacts:") for k in study_attrs if k.startswith("artifacts:"))
+    doomed = [t for t in doomed if (i := artifact_id(t, Attr.CHECKPOINT_ID)) and i not in named]
     why = f"not among the best {keep} complete trials nor in a recorded ensemble"
     removed = {t.number: why for t in doomed}
-    left = _left_behind(study, store)
+    left = [t for t in left if t.user_attrs[Attr.CHECKPOINT_ID] not in named]
     removed.update({t.number: "recorded as removed by a collection that was stopped" for t in left})
     sizes = [_size(store, t.user_attrs[Attr.CHECKPOINT_ID]) for t in [*doomed, *left]]
     freed = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
@@ -190,8 +230,8 @@ def _left_behind(study: optuna.Study, store: ArtifactStore) -> list[FrozenTrial]
         t
         for t in study.get_trials(deepcopy=False)
         if t.number in removed
-        and Attr.CHECKPOINT_ID in t.user_attrs
-        and store.size(t.user_attrs[Attr.CHECKPOINT_ID]) > 0
+        and (checkpoint := artifact_id(t, Attr.CHECKPOINT_ID)) is not None
+        and store.size(checkpoint) > 0
     ]
 
 

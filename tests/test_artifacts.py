@@ -224,3 +224,50 @@ def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
         [best.user_attrs[Attr.CHECKPOINT_ID]]
         + [t.user_attrs[Attr.PREDICTIONS_ID] for t in complete]
     )
+
+
+def test_gc_deletes_no_file_another_record_names_nor_one_that_is_not_an_artifact(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A shared store's records are data: a doomed trial's checkpoint id that names a kept
+    # trial's predictions, the study's own report, or a file by path must delete nothing.
+    study, store = _study_with_checkpoints(tmp_path, [0.9, 0.8, 0.7, 0.6, 0.5])
+    predictions = upload_artifact(
+        artifact_store=store, file_path=_file(tmp_path, 90), study_or_trial=study
+    )
+    report = upload_artifact(
+        artifact_store=store, file_path=_file(tmp_path, 91), study_or_trial=study
+    )
+    victim = tmp_path / "artifacts" / "precious.txt"
+    victim.write_text("mine")
+    tampered = optuna.create_study(direction="maximize")
+    tampered._storage.set_study_system_attr(
+        tampered._study_id, f"artifacts:{report}", json.dumps({"artifact_id": report})
+    )
+    for trial in study.trials:
+        attrs = dict(trial.user_attrs)
+        attrs[Attr.CHECKPOINT_ID] = {
+            0: attrs[Attr.CHECKPOINT_ID],
+            1: predictions,
+            2: report,
+            3: "precious.txt",
+            4: 7,
+        }[trial.number]
+        if trial.number == 0:
+            attrs[Attr.PREDICTIONS_ID] = predictions
+        tampered.add_trial(create_trial(value=trial.value, user_attrs=attrs))
+    with caplog.at_level("WARNING"):
+        done = collect_garbage(tampered, store, keep=1)
+    assert done.removed == {}
+    assert victim.read_text() == "mine"
+    assert store.size(predictions) and store.size(report)
+    assert "trial 3's checkpoint_artifact_id is 'precious.txt', not an artifact id" in caplog.text
+    assert "trial 4's checkpoint_artifact_id is 7" in caplog.text
+
+
+def test_malformed_collection_records_are_passed_over(tmp_path: Path) -> None:
+    study, _ = _study_with_checkpoints(tmp_path, [0.1, 0.2])
+    study.set_user_attr(f"{GC_ATTR_PREFIX}a", {"removed": {"abc": "x", "1": "old"}})
+    study.set_user_attr(f"{GC_ATTR_PREFIX}b", {"removed": [1, 2]})
+    study.set_user_attr(f"{GC_ATTR_PREFIX}c", "junk")
+    assert removed_checkpoints(study) == {1: "old"}
