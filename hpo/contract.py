@@ -270,6 +270,10 @@ def _download(store: ArtifactStore, trial: FrozenTrial, key: str, target: Path) 
         raise CheckpointError(
             f"trial {trial.number} records no {key}; it finished before checkpoints existed?"
         )
+    if not isinstance(artifact_id, str):  # the store's records are data; a path is refused below
+        raise CheckpointError(
+            f"trial {trial.number}'s {key} is {artifact_id!r}, not an artifact id. {_FIX}"
+        )
     target.unlink(missing_ok=True)
     where = artifact_address(store, str(artifact_id))
     try:

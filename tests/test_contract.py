@@ -33,3 +33,22 @@ def test_keras_with_safe_mode_fixes_is_required() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'"keras>=3\.13\.2"', pyproject)
     assert Version(keras.__version__) >= Version("3.13.2")
+
+
+@pytest.mark.parametrize("recorded", [123, {"a": 1}, ["x"]])
+def test_an_artifact_id_that_is_not_a_string_is_a_damaged_checkpoint(
+    recorded: object, tmp_path: Path
+) -> None:
+    import optuna
+
+    from hpo.contract import Attr, fetch_checkpoint
+    from hpo.store import AtomicFileSystemArtifactStore
+
+    (tmp_path / "artifacts").mkdir()
+    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={Attr.CHECKPOINT_ID: recorded})
+    trial.number = 4
+    with pytest.raises(
+        CheckpointError, match=rf"trial 4's {Attr.CHECKPOINT_ID} is .*not an artifact id"
+    ):
+        fetch_checkpoint(store, trial, tmp_path)
