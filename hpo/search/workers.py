@@ -471,7 +471,17 @@ def _trial(
 ) -> float:
     started = time.perf_counter()
     WorkerIdentity.current().record(trial)
-    sample_params(trial, task, space)
+    try:
+        sample_params(trial, task, space)
+    except ValueError as exc:
+        # A queued trial (enqueue_trial, another worker's, an older run's) whose fixed value
+        # is outside this study's space: Optuna refuses it while the trial asks for it.
+        trial.set_user_attr(
+            Attr.FAIL_REASON,
+            f"queued with a value outside the study's space ({exc}); widen [space] in the "
+            f"study file, or queue values from it",
+        )
+        raise
     ratios = calibration(trial.study.get_trials(deepcopy=False))
     cheapest = cheapest_epoch(defaults, ratios)
     job = TrialJob(

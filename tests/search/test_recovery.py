@@ -230,6 +230,23 @@ def build(hp):
 """
 
 
+def test_a_queued_trial_outside_the_space_fails_saying_so(fake_imdb: Path, tmp_path: Path) -> None:
+    # Queued by another worker or an older run of a wider space: Optuna refuses the value as
+    # the trial asks for it, and the trial failed with no reason and no log.
+    config = load_study_config(write_study(tmp_path / "q", fake_imdb, n_trials=2, enqueue=False))
+    storage = open_storage(config.storage_url, create=True)
+    study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    study.enqueue_trial({"optimizer": "sgd"})
+    run_search(config, progress=False)
+    first, *others = _load(config).trials
+    assert first.state == TrialState.FAIL
+    reason = first.user_attrs[Attr.FAIL_REASON]
+    assert (
+        reason.startswith("queued with a value outside the study's space (") and "'sgd'" in reason
+    )
+    assert TrialState.COMPLETE in {t.state for t in others}
+
+
 def test_a_diverging_trial_is_pruned_a_broken_one_fails_alone_and_failures_stop_the_search(
     fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
