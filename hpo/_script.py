@@ -17,6 +17,7 @@ import ast
 import functools
 import multiprocessing
 import multiprocessing.spawn
+import os
 import sys
 import threading
 from pathlib import Path
@@ -84,7 +85,7 @@ def script_outside_guard() -> Path | None:
 def _outside_guard(path: Path) -> bool:
     ranges = _guarded_lines(str(path), path.stat().st_mtime_ns)
     main = sys._current_frames().get(threading.main_thread().ident or -1)
-    line = _top_level_line(main)
+    line = _top_level_line(main, path)
     return line is not None and not any(first <= line <= last for first, last in ranges)
 
 
@@ -113,12 +114,22 @@ def _guarded_lines(path: str, mtime_ns: int) -> tuple[tuple[int, int], ...]:
     )
 
 
-def _top_level_line(frame: FrameType | None) -> int | None:
-    """The line of the main module's top level that `frame` runs within, if any."""
+def _top_level_line(frame: FrameType | None, script: Path) -> int | None:
+    """The line of the script's top level, run as `__main__`, that `frame` runs within, if any.
+
+    Only the script's own code counts: a child process that multiprocessing started runs as
+    `__main__` too, from `python -c ...` (`<string>`, line 1), while the script it ran again
+    is `__mp_main__`; that line is none of the script's.
+    """
     line = None
+    target: str | None = None
     while frame is not None:
-        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
-            line = frame.f_lineno
+        code = frame.f_code
+        if code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__":
+            if target is None:
+                target = os.path.realpath(script)
+            if os.path.realpath(code.co_filename) == target:
+                line = frame.f_lineno
         frame = frame.f_back
     return line
 

@@ -2033,6 +2033,46 @@ def test_a_family_in_the_script_searching_from_its_top_level_is_refused(
     assert not (tmp_path / "here").exists()
 
 
+GUARDED_FAMILY_IN_SCRIPT = """
+import hpo
+
+
+def build(hp):
+    import keras
+
+    inputs = keras.Input(hp.get("image_shape"))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(hp.get("classes"), activation="softmax")(x))
+
+
+if __name__ == "__main__":
+    with open("s.toml", "w") as study:
+        study.write('name = "here"\\ntask = "images"\\nn_trials = 1\\n')
+        study.write('families = {{ mine = "script:build" }}\\n')
+        study.write('data = {{ path = "{data}", val_size = 24 }}\\n')
+        study.write('training = {{ max_epochs = 1, chance_epochs = 0 }}\\n')
+        study.write('space = {{ family = ["mine"] }}\\n')
+    summary = hpo.search("s.toml")
+    print("finished", summary.finished, "failed", summary.failed)
+    result = hpo.ensemble("s.toml", top=1)
+    print("ensemble.keras", (result.out_dir / "ensemble.keras").is_file())
+"""
+
+
+def test_a_family_in_the_script_searching_under_its_main_guard_runs(tmp_path: Path) -> None:
+    """The same study file, the search under `if __name__ == "__main__":`: importing the
+    script runs nothing of the search, so its family is searched and ensembled. It was refused
+    in the process that checks the family's default model, whose multiprocessing start-up
+    (`python -c ...`, line 1, as `__main__`) was taken for the script's unguarded top level."""
+    from .tasks.test_images import write_images
+
+    data = write_images(tmp_path / "data", {"train": 10, "test": 3})
+    printed = run_user_script(tmp_path, GUARDED_FAMILY_IN_SCRIPT.format(data=data), timeout=300)
+    lines = printed.splitlines()
+    assert "finished 1 failed 0" in lines, printed
+    assert lines[-1] == "ensemble.keras True", printed
+
+
 def test_kerastuners_compile_overrides_and_max_model_size_apply_to_every_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
