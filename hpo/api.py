@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpo.backend import callers_environment
 from hpo.config import StudyConfig, load_study_config
 from hpo.errors import ConfigError
 
@@ -193,6 +194,7 @@ def search(
     return run_search(config, data=data, progress=progress)
 
 
+@callers_environment()
 def ensemble(
     study: StudyRef | Study | None = None,
     *,

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from hpo.errors import ConfigError
@@ -32,6 +33,7 @@ __all__ = [
     "BACKEND_VAR",
     "Backend",
     "backend_environment",
+    "callers_environment",
     "claim_backend",
     "compiles_per_shape",
     "configure_threads",
@@ -172,11 +174,61 @@ def environment(values: dict[str, str]) -> Iterator[None]:
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _put_back(saved)
+
+
+# What hpo sets in its own process for the processes it starts, which read it as they start:
+# Keras's backend (the fork server, spawned children, the user's modules a search imports) and
+# TensorFlow's C++ log level.
+_SET_FOR_CHILDREN = (BACKEND_VAR, "TF_CPP_MIN_LOG_LEVEL")
+
+
+class _CallerEnvironment:
+    """The caller's values of `_SET_FOR_CHILDREN`, kept while any call of the API runs (calls
+    nest, and may run in several threads at once), put back when the last one returns."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.saved: dict[str, str | None] = {}
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.calls == 0:
+                self.saved = {key: os.environ.get(key) for key in _SET_FOR_CHILDREN}
+            self.calls += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.calls -= 1
+            if self.calls == 0:
+                _put_back(self.saved)
+
+
+_caller = _CallerEnvironment()
+
+
+@contextlib.contextmanager
+def callers_environment() -> Iterator[None]:
+    """Leaves the caller's `os.environ` as it found it: what hpo sets for its processes while
+    a search or an ensemble runs (`KERAS_BACKEND`, `TF_CPP_MIN_LOG_LEVEL`) is put back when
+    it returns, so that the caller's own `import keras` and subprocesses see their own.
+
+    Keras loaded here stays loaded, with its backend: `claim_backend` checks that on each call.
+    """
+    _caller.enter()
+    try:
+        yield
+    finally:
+        _caller.leave()
+
+
+def _put_back(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def visible_gpus() -> list[str]:

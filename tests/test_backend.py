@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from hpo.backend import (
     Backend,
     backend_environment,
+    callers_environment,
     compiles_per_shape,
     gpu_assignment,
     recorded_backend,
@@ -19,6 +22,8 @@ from hpo.backend import (
 )
 from hpo.config import load_study_config
 from hpo.errors import ConfigError
+
+from .conftest import run_user_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +102,73 @@ def test_only_compiling_backends_get_the_width_ladder() -> None:
     assert compiles_per_shape("tensorflow", gpu=True)
     assert not compiles_per_shape("tensorflow", gpu=False)
     assert not compiles_per_shape("torch", gpu=True)
+
+
+def test_the_callers_environment_is_put_back_when_the_outermost_call_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    with callers_environment():
+        os.environ["KERAS_BACKEND"] = "torch"
+        with callers_environment():  # a call within a call: the caller's is the outer one's
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        assert os.environ["KERAS_BACKEND"] == "torch"
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert "KERAS_BACKEND" not in os.environ
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+BACKEND_STUDY_SCRIPT = """
+import os
+import sys
+
+import hpo
+
+SET_FOR_TRIALS = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
+
+
+def changed(before):
+    return sorted(k for k in {{*before, *os.environ}} if before.get(k) != os.environ.get(k))
+
+
+if __name__ == "__main__":
+    for name in SET_FOR_TRIALS:
+        os.environ.pop(name, None)  # as the user's shell has them: unset
+    with open("s.toml", "w") as study:
+        study.write('name = "s"\\ntask = "images"\\nn_trials = 1\\n')
+        study.write('data = {{ path = "{data}", val_size = 24 }}\\n')
+        study.write('training = {{ max_epochs = 1, chance_epochs = 0, backend = "torch" }}\\n')
+        study.write('space = {{ family = ["conv2d"], upscale = [1], blocks = [2, 2] }}\\n')
+    before = dict(os.environ)
+    summary = hpo.search("s.toml")
+    print("finished", summary.finished, "failed", summary.failed)
+    print("search changed", changed(before), "keras loaded", "keras" in sys.modules)
+    trials = hpo.load_study("s.toml").optuna_study.trials
+    print("trained on", [t.user_attrs.get("backend") for t in trials])
+    hpo.ensemble("s.toml", top=1)  # loads Keras here, and Keras sets variables of its own
+    print("ensemble changed", [k for k in changed(before) if k in SET_FOR_TRIALS])
+"""
+
+
+def test_a_search_on_another_backend_leaves_the_callers_environment_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """`hpo.search` of a study on PyTorch, from a process that had not loaded Keras, left
+    `KERAS_BACKEND=torch` and `TF_CPP_MIN_LOG_LEVEL=2` in its `os.environ`: the caller's own
+    `import keras` then loaded PyTorch, and its subprocesses inherited both. Its trials still
+    train on PyTorch; the caller's environment is its own again when the search (and the
+    ensemble) returns."""
+    if importlib.util.find_spec("torch") is None:
+        if os.environ.get("CI"):
+            pytest.fail("torch is not installed; .ci/run installs it")
+        pytest.skip("torch is not installed here")
+    from .tasks.test_images import write_images
+
+    data = write_images(tmp_path / "data", {"train": 10, "test": 3})
+    printed = run_user_script(tmp_path, BACKEND_STUDY_SCRIPT.format(data=data), timeout=300)
+    lines = printed.splitlines()
+    assert "finished 1 failed 0" in lines, printed
+    assert "search changed [] keras loaded False" in lines, printed
+    assert "trained on ['torch']" in lines, printed
+    assert lines[-1] == "ensemble changed []", printed

@@ -24,6 +24,7 @@ from hpo.artifacts import KeepBest
 from hpo.backend import (
     Backend,
     backend_environment,
+    callers_environment,
     claim_backend,
     gpu_assignment,
     resolve_backend,
@@ -105,10 +106,14 @@ class SearchSummary:
     objective: str = "val_accuracy"
 
 
+@callers_environment()
 def run_search(
     config: StudyConfig, data: str | None = None, progress: bool = True
 ) -> SearchSummary:
     """Runs (or resumes) a study until it holds `config.n_trials` finished trials.
+
+    Its processes get the study's backend; this process's `os.environ` is as it was when the
+    search returns (`hpo.backend.callers_environment`).
 
     Args:
         config: The study configuration.

@@ -235,7 +235,8 @@ def _context(
     context = multiprocessing.get_context("forkserver")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _server_backend is None:
-        # The server reads KERAS_BACKEND from this process's environment when it starts.
+        # The server reads KERAS_BACKEND from this process's environment when it starts (the
+        # search or ensemble that starts it puts the caller's back: `callers_environment`).
         os.environ["KERAS_BACKEND"] = backend
         # The backend's own package (tensorflow, jax, torch) first, as Keras imports it anyway.
         others = [] if backend == "tensorflow" else OTHER_BACKEND_PRELOAD
