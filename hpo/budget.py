@@ -9,6 +9,7 @@ inside the interval, so it counts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import threading
@@ -39,6 +40,7 @@ RUN_ATTR_PREFIX = "budget_run:"
 # Seconds the wall clock may move apart from the monotonic one between two records before the
 # run's interval is split (NTP's corrections are far smaller).
 CLOCK_JUMP_S = 30.0
+_log = logging.getLogger("hpo.budget")
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 # "2h", "1h30m", "90 minutes", "2 hours": a unit's name or its first letter.
 _DURATION = re.compile(
@@ -85,11 +87,34 @@ def format_duration(seconds: float) -> str:
 
 def run_intervals(study: optuna.Study) -> list[tuple[float, float]]:
     """The [start, end] Unix times of each search run the study recorded (`BudgetClock`)."""
-    return [
-        (float(value[0]), float(value[1]))
-        for key, value in study.user_attrs.items()
-        if key.startswith(RUN_ATTR_PREFIX)
-    ]
+    return list(_recorded_runs(study).values())
+
+
+def _recorded_runs(study: optuna.Study) -> dict[str, tuple[float, float]]:
+    """Each run's attribute name -> its [start, end]; a record that is not two finite Unix
+    times (written by something else) counts nothing, with a warning."""
+    runs = {}
+    for key, value in study.user_attrs.items():
+        if not key.startswith(RUN_ATTR_PREFIX):
+            continue
+        try:
+            start, end = (_finite(x) for x in value)
+        except (TypeError, ValueError):
+            _log.warning(
+                "study attribute %r should be [start, end] in Unix seconds, got %.80r; its time "
+                "is not counted in the budget. Delete that attribute to silence this warning.",
+                key,
+                value,
+            )
+            continue
+        runs[key] = (start, end)
+    return runs
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(value)
+    return float(value)
 
 
 def spent_seconds(study: optuna.Study, now: float | None = None) -> float:
@@ -169,11 +194,7 @@ class BudgetClock:
         came first).
         """
         self.record()
-        runs = sorted(
-            (float(value[0]), key)
-            for key, value in self.study.user_attrs.items()
-            if key.startswith(RUN_ATTR_PREFIX)
-        )
+        runs = sorted((start, key) for key, (start, _) in _recorded_runs(self.study).items())
         return runs.index((round(self.started, 6), self.key))
 
     def left(self) -> float:

@@ -11,6 +11,7 @@ Command line::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ from hpo.study import best_trial
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import optuna
     import pandas as pd
@@ -39,6 +40,7 @@ __all__ = ["SCHEMA_PATH", "leaderboard", "main", "status"]
 
 SCHEMA_PATH = Path(__file__).with_name("status_schema.json")
 SCHEMA_VERSION = 1
+_log = logging.getLogger("hpo.status")
 # Parameter columns in the terminal table: those that differ between the trials shown.
 MAX_PARAM_COLUMNS = 8
 _COLUMNS = {
@@ -110,9 +112,16 @@ def status(
         for _, row in table.iterrows()
     ]
     removed = removed_checkpoints(study)
-    ensembles = {k: v for k, v in study.user_attrs.items() if k.startswith("ensemble_top")}
-    latest = max(ensembles.items(), key=lambda kv: kv[1].get("created", ""), default=None)
-    budget = study.user_attrs.get("hpo_config", {}).get("budget")
+    ensembles = [
+        summary
+        for name, record in study.user_attrs.items()
+        if name.startswith("ensemble_top") and (summary := _ensemble(name, record)) is not None
+    ]
+    latest = max(ensembles, key=lambda e: e["created"], default=None)
+    recorded = study.user_attrs.get("hpo_config")
+    budget = _number(recorded.get("budget")) if isinstance(recorded, dict) else None
+    if budget is not None and not math.isfinite(budget):
+        budget = None
     spent = spent_seconds(study)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -133,7 +142,7 @@ def status(
         "counts": counts,
         "best": {"number": best.number, "value": best.value} if best else None,
         "trials": trials,
-        "latest_ensemble": {"name": latest[0], **latest[1]} if latest else None,
+        "latest_ensemble": latest,
     }
 
 
@@ -226,7 +235,46 @@ def _number(value: Any) -> float | None:
 
 def _integer(value: Any) -> int | None:
     number = _number(value)
-    return None if number is None else int(number)
+    return None if number is None or not math.isfinite(number) else int(number)
+
+
+# An ensemble's study attribute (`hpo.ensemble.report`): what status shows of it, by type.
+_ENSEMBLE_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "out_dir": lambda v: isinstance(v, str),
+    "method": lambda v: v in ("caruana", "score", "uniform"),
+    "members": lambda v: isinstance(v, list) and all(_is_integer(m) for m in v),
+    "weights": lambda v: isinstance(v, list) and all(_is_number(w) for w in v),
+    "test_accuracy": lambda v: _is_number(v),
+    "test_log_loss": lambda v: _is_number(v),
+    "created": lambda v: isinstance(v, str),
+}
+
+
+def _ensemble(name: str, record: Any) -> dict[str, Any] | None:
+    """The ensemble's record with its name, or None (with a warning) where a field status shows
+    is missing or of another type: the attribute was written by something else."""
+    wrong = (
+        list(_ENSEMBLE_FIELDS)
+        if not isinstance(record, dict)
+        else [k for k, valid in _ENSEMBLE_FIELDS.items() if k not in record or not valid(record[k])]
+    )
+    if wrong:
+        _log.warning(
+            "study attribute %r is not an ensemble's record as hpo ensemble writes it (%s "
+            "missing or malformed); status leaves it out. Run hpo ensemble again to replace it.",
+            name,
+            ", ".join(wrong),
+        )
+        return None
+    return {**record, "name": name}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str | None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import jsonschema
 import optuna
 import pandas as pd
+import pytest
 
 from hpo.config import load_study_config
 from hpo.inspection.status import SCHEMA_PATH, format_status, main, status
@@ -13,8 +14,6 @@ from hpo.store import open_storage
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 
 def test_json_follows_the_documented_schema(
@@ -165,3 +164,63 @@ def test_status_reads_the_trials_without_copying_them_per_row(
     assert len(data["trials"]) == 50 and data["trials"][0]["number"] == 59
     assert data["trials"][0]["params"]["family"] == "nbsvm"
     assert copied and not any(copied)
+
+
+def _ensemble_record(**changes: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "out_dir": "ensembles/e",
+        "method": "caruana",
+        "members": [0],
+        "weights": [1.0],
+        "test_accuracy": 0.9,
+        "test_log_loss": 0.3,
+        "created": "2025-01-01T00:00:00+00:00",
+    }
+    return {**record, **changes}
+
+
+@pytest.mark.parametrize(
+    ("attrs", "shown"),
+    [
+        ({"ensemble_top3": "hello"}, None),
+        ({"ensemble_top3": {"members": [1], "created": "z"}}, None),
+        ({"ensemble_top3": _ensemble_record(test_accuracy="high")}, None),
+        (
+            {
+                "ensemble_top3": _ensemble_record(created="2025-01-01"),
+                "ensemble_top9": _ensemble_record(created=5),
+            },
+            "ensemble_top3",
+        ),
+        ({"hpo_config": {"budget": "abc"}}, None),
+        ({"hpo_config": [1]}, None),
+        ({"hpo_config": {"budget": float("inf")}}, None),
+        ({"budget_run:zzz": "abc", "budget_run:yyy": [0, 60]}, None),
+    ],
+)
+def test_status_leaves_out_malformed_study_attributes(
+    attrs: dict[str, object], shown: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = _many_trials(2)
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    data = status(study, "sqlite:///s.db", top=5)
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    assert format_status(data).startswith("Study")
+    assert (data["latest_ensemble"] or {}).get("name") == shown
+    assert data["budget"]["budget_seconds"] is None
+    assert data["budget"]["spent_seconds"] == (60 if "budget_run:yyy" in attrs else 0)
+    malformed = [k for k in attrs if k != "budget_run:yyy" and k != shown]
+    if not malformed[0].startswith("hpo_config"):  # a malformed budget is shown as none
+        assert all(key in caplog.text for key in malformed)
+
+
+def test_status_shows_an_infinite_epoch_count_as_unknown() -> None:
+    study = _many_trials(2)
+    study.add_trial(
+        optuna.trial.create_trial(value=0.99, user_attrs={"epochs": float("inf"), "history": {}})
+    )
+    data = status(study, "sqlite:///s.db", top=5)
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    assert data["trials"][0]["epochs"] is None
+    assert "Study" in format_status(data)
