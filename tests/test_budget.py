@@ -61,6 +61,19 @@ def test_spent_is_the_union_of_run_intervals() -> None:
     assert spent_seconds(study, now=250.0) == pytest.approx(100.0)
 
 
+@pytest.mark.parametrize("bad", ["abc", [1.0], [1.0, "2"], [0.0, float("inf")], 5, [True, 9.0]])
+def test_a_malformed_run_record_counts_nothing_with_a_warning(
+    bad: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A record another program or an older version wrote: the search resumes all the same.
+    study = optuna.create_study()
+    study.set_user_attr("budget_run:a", [100.0, 160.0])
+    study.set_user_attr("budget_run:zzz", bad)
+    assert spent_seconds(study) == pytest.approx(60.0)
+    assert "'budget_run:zzz'" in caplog.text
+    assert BudgetClock(study, budget=None).run_index() == 1
+
+
 def test_clock_adds_to_earlier_runs() -> None:
     study = optuna.create_study()
     now = time.time()

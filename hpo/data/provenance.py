@@ -8,6 +8,7 @@ misaligned validation predictions, or members fed other token ids, would be sile
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -27,12 +28,22 @@ __all__ = [
 
 SOURCE_ATTR: Final = "data_source"
 FINGERPRINT_ATTR: Final = "data_fingerprint"
+_log = logging.getLogger("hpo.data")
 
 
 def recorded_source(study: optuna.Study) -> str | None:
     """The data source the study's search used, if it recorded one and it still exists."""
     value = study.user_attrs.get(SOURCE_ATTR)
-    return str(value) if value and Path(value).exists() else None
+    if value is not None and not isinstance(value, str):
+        _log.warning(
+            "study attribute %r should be the data's path, got %.80r; it is ignored and the "
+            "data are located as for a new study (--data, the environment, the study file). "
+            "The next search records the path again.",
+            SOURCE_ATTR,
+            value,
+        )
+        return None
+    return value if value and Path(value).exists() else None
 
 
 def check_study_outside(study_dir: Path, name: str, source: Path) -> None:

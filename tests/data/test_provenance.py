@@ -5,20 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
+import pytest
 
 from hpo import ensemble, search
 from hpo.config import load_study_config
-from hpo.data.provenance import FINGERPRINT_ATTR, SOURCE_ATTR
+from hpo.data.provenance import FINGERPRINT_ATTR, SOURCE_ATTR, recorded_source
 from hpo.search import run_search
 from hpo.store import open_storage
 
 from ..conftest import write_study
-
-if TYPE_CHECKING:
-    import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,3 +121,15 @@ def test_fingerprinting_arrays_holds_no_copy_of_them() -> None:
     reference.update(x.tobytes())
     assert digest == reference.hexdigest()[:16]
     assert fingerprint({"x": strided}, {}) == fingerprint({"x": strided.copy()}, {})
+
+
+@pytest.mark.parametrize("bad", [[1], {"path": "x"}, 5])
+def test_a_recorded_source_that_is_no_path_is_ignored_with_a_warning(
+    bad: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = optuna.create_study()
+    study.set_user_attr(SOURCE_ATTR, str(tmp_path))
+    assert recorded_source(study) == str(tmp_path)
+    study.set_user_attr(SOURCE_ATTR, bad)
+    assert recorded_source(study) is None
+    assert f"{SOURCE_ATTR!r}" in caplog.text
