@@ -182,7 +182,8 @@ def refuse_unsafe_layers(path: Path, what: str) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
+        # RecursionError: a config.json nested deeper than JSON's parser goes.
         raise CheckpointError(
             f"{what}: {path.name} is not a readable .keras file ({exc})."
         ) from exc

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import keras
 import pytest
 from packaging.version import Version
 
-from hpo.contract import CheckpointError, load_checkpoint, load_keras_file
+from hpo.contract import CheckpointError, load_checkpoint, load_keras_file, refuse_unsafe_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +53,13 @@ def test_an_artifact_id_that_is_not_a_string_is_a_damaged_checkpoint(
         CheckpointError, match=rf"trial 4's {Attr.CHECKPOINT_ID} is .*not an artifact id"
     ):
         fetch_checkpoint(store, trial, tmp_path)
+
+
+def test_a_config_nested_deeper_than_json_parses_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(
+        CheckpointError, match=r"trial 3: deep\.keras is not a readable \.keras file"
+    ):
+        refuse_unsafe_layers(path, "trial 3")
