@@ -348,6 +348,8 @@ def open_pool(
         StoreError: No COMPLETE trial, or none with usable predictions.
         ConfigError: The data differ from those the study's trials saw.
     """
+    from hpo.ensemble.regression import is_regression
+
     task = study_task(config)
     ranked = ranked_trials(study)
     store = open_artifact_store(config.artifact_location, create=False)
@@ -356,7 +358,13 @@ def open_pool(
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
     y_val = np.asarray(task.trial_data(data_folder, ranked[0].params).y_val)
     candidates, skipped = pool_candidates(
-        ranked, store, len(ranked) if size is None else size, scratch, len(y_val)
+        ranked,
+        store,
+        len(ranked) if size is None else size,
+        scratch,
+        y_val,
+        regression=is_regression(study),
+        open_classes=task.open_classes,
     )
     return StudyPool(task, source, data_folder, store, y_val, candidates, skipped, len(ranked))
 

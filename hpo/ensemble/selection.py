@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from optuna.trial import TrialState
 
 from hpo.artifacts import best_first, removed_checkpoints
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import keras
-    import numpy as np
     import optuna
     from optuna.artifacts._protocol import ArtifactStore
     from optuna.trial import FrozenTrial
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Candidate",
     "Member",
+    "check_predictions",
     "load_member",
     "pool_candidates",
     "ranked_trials",
@@ -91,12 +92,21 @@ def pool_candidates(
     store: ArtifactStore,
     size: int,
     folder: Path,
-    n_val: int,
+    y_val: np.ndarray,
+    *,
+    regression: bool = False,
+    open_classes: bool = False,
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
-    """The `size` best trials that record a checkpoint and whose validation predictions verify.
+    """The `size` best trials that record a checkpoint and whose validation predictions verify
+    and fit the validation labels `y_val` (`check_predictions`).
 
     Only the predictions are fetched here (a small file each); checkpoints are fetched and
     loaded by `load_member` for the members an ensemble uses.
+
+    Args:
+        regression: The trials predict targets, not probabilities.
+        open_classes: An output may have more columns than the labels have classes
+            (`hpo.tasks.Task.open_classes`).
 
     Returns:
         The candidates, best first, and the skipped trials with the reason.
@@ -113,10 +123,12 @@ def pool_candidates(
             if not trial.user_attrs.get(Attr.CHECKPOINT_ID):
                 raise CheckpointError(f"trial {trial.number} records no checkpoint.")
             predictions = fetch_predictions(store, trial, folder)
-            if len(predictions) != n_val:
+            check_predictions(trial.number, predictions, y_val, regression, open_classes)
+            if candidates and predictions.shape != candidates[0].val_predictions.shape:
                 raise CheckpointError(
-                    f"trial {trial.number}: {len(predictions)} validation predictions for "
-                    f"{n_val} validation examples; it was trained on another split."
+                    f"trial {trial.number}: validation predictions of shape "
+                    f"{predictions.shape}, where the better trials' have "
+                    f"{candidates[0].val_predictions.shape}; they cannot be combined."
                 )
         except CheckpointError as exc:
             skip(skipped, trial, exc)
@@ -128,6 +140,49 @@ def pool_candidates(
             f"there is no ensemble to build (the warnings above give each reason)."
         )
     return candidates, skipped
+
+
+def check_predictions(
+    number: int,
+    predictions: np.ndarray,
+    y_val: np.ndarray,
+    regression: bool = False,
+    open_classes: bool = False,
+) -> None:
+    """Raises CheckpointError unless a trial's validation predictions (a file that verified,
+    but was written by another worker or version) fit the labels: a row per example, finite,
+    and for a classifier probabilities of hpo's shape, `[n]` for two classes, `[n, classes]`
+    otherwise (at least `classes` columns with `open_classes`)."""
+    n_val = len(y_val)
+    if len(predictions) != n_val:
+        raise CheckpointError(
+            f"trial {number}: {len(predictions)} validation predictions for "
+            f"{n_val} validation examples; it was trained on another split."
+        )
+    if not np.isfinite(predictions).all():
+        raise CheckpointError(
+            f"trial {number}: its validation predictions hold NaN or infinite values; its "
+            f"model diverged, or the file was written by something else."
+        )
+    if regression:
+        return
+    if predictions.size and not (predictions.min() >= 0 and predictions.max() <= 1):
+        raise CheckpointError(
+            f"trial {number}: its validation predictions hold values outside [0, 1], so they "
+            f"are not probabilities."
+        )
+    classes = max(2, int(np.max(y_val, initial=0)) + 1)
+    if classes == 2:
+        fits = predictions.ndim == 1 or (open_classes and predictions.ndim == 2)
+    else:
+        fits = predictions.ndim == 2 and predictions.shape[1] >= classes
+    if not fits:
+        expected = f"({n_val},)" if classes == 2 else f"({n_val}, {classes})"
+        raise CheckpointError(
+            f"trial {number}: validation predictions of shape {predictions.shape} for "
+            f"{classes} classes, where hpo stores {expected}; the file was written by "
+            f"something else."
+        )
 
 
 def load_member(candidate: Candidate, store: ArtifactStore, folder: Path) -> Member:
