@@ -64,8 +64,41 @@ def load_export(
             f"are models of your own classes, pass the study file that names their modules, "
             f"--study FILE, so that hpo imports them."
         ) from exc
+    import keras
+
+    if takes_text(model) and keras.backend.backend() != Backend.TENSORFLOW.value:
+        # An export that reads raw strings was made on TensorFlow, whatever report.json says.
+        raise ConfigError(
+            f"{path} reads raw text, which only TensorFlow runs, but "
+            f"{Path(ensemble_dir) / 'report.json'} records backend "
+            f"{keras.backend.backend()!r} for it. Restore its report.json (backend "
+            f"'tensorflow'), or rebuild the ensemble with hpo ensemble."
+        )
+    return model, _class_names(report, model, Path(ensemble_dir) / "report.json")
+
+
+def _class_names(report: dict[str, Any], model: keras.Model, report_path: Path) -> list[str]:
+    """The report's class names, one a column of the export's output (two for one column).
+
+    Raises:
+        ConfigError: They are not as many names as that, or not names.
+    """
+    shape = model.outputs[0].shape
+    columns = int(shape[-1]) if len(shape) > 1 and shape[-1] is not None else 1
+    wanted = 2 if columns == 1 else columns
     # Reports from before multi-class tasks name no classes; they were binary sentiment.
-    return model, report.get("classes") or ["negative", "positive"]
+    classes = report.get("classes", ["negative", "positive"])
+    if (
+        not isinstance(classes, list)
+        or len(classes) != wanted
+        or not all(isinstance(name, str) for name in classes)
+    ):
+        raise ConfigError(
+            f"{report_path}: 'classes' must be a list of {wanted} class names, one a class the "
+            f"exported ensemble scores ({columns} output column(s)), got {classes!r:.100}. "
+            f"Rebuild the ensemble with hpo ensemble, or restore its report.json."
+        )
+    return classes
 
 
 def export_backend(ensemble_dir: Path) -> Backend:

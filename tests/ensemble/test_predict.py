@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pytest
 
 from hpo.ensemble import predict
 from hpo.ensemble.predict import _image_files
+from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 
 def test_a_folder_given_to_predict_is_read_as_training_reads_it(tmp_path: Path) -> None:
@@ -37,3 +41,58 @@ def test_a_class_name_with_a_line_break_or_tab_is_printed_in_one_column(
     monkeypatch.setattr(predict, "_predict", lambda model, x, folder: np.array([[0.2, 0.8]]))
     assert predict._run_text(None, ["plain", "new\nline\tclass"], ["A film."], tmp_path) == 0
     assert capsys.readouterr().out == "0.8000\tnew line class\tA film.\n"
+
+
+def _export(folder: Path, units: int, text: bool = False, **report: object) -> Path:
+    """A folder holding an `ensemble.keras` of `units` output columns and its report.json."""
+    import keras
+
+    from hpo.store import sha256_file
+
+    folder.mkdir()
+    if text:
+        inputs = keras.Input(shape=(1,), dtype="string")
+        vectorize = keras.layers.TextVectorization(vocabulary=["good", "bad"], output_mode="count")
+        x = vectorize(inputs)
+    else:
+        inputs = x = keras.Input(shape=(3,))
+    outputs = keras.layers.Dense(units, activation="sigmoid" if units == 1 else "softmax")(x)
+    keras.Model(inputs, outputs).save(folder / "ensemble.keras")
+    sha256 = sha256_file(folder / "ensemble.keras")
+    (folder / "report.json").write_text(json.dumps({"export": {"sha256": sha256}, **report}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("units", "classes"),
+    [(1, ["only"]), (1, 5), (1, [{"a": 1}, [2]]), (1, "ab"), (1, []), (3, ["a", "b"]), (3, None)],
+)
+def test_class_names_that_do_not_fit_the_export_are_refused(
+    tmp_path: Path, units: int, classes: object
+) -> None:
+    folder = _export(tmp_path / "e", units, classes=classes)
+    with pytest.raises(ConfigError, match=r"report\.json: 'classes' must be a list of"):
+        predict.load_export(folder)
+
+
+def test_class_names_that_fit_the_export_are_taken(tmp_path: Path) -> None:
+    assert predict.load_export(_export(tmp_path / "a", 1))[1] == ["negative", "positive"]
+    assert predict.load_export(_export(tmp_path / "b", 3, classes=["x", "y", "z"]))[1] == [
+        "x",
+        "y",
+        "z",
+    ]
+
+
+def test_a_text_export_whose_report_names_another_backend_is_refused(tmp_path: Path) -> None:
+    folder = _export(tmp_path / "e", 1, text=True, backend="jax")
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.predict", "--ensemble", str(folder), "a good film"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HPO_VERBOSE": "0"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "reads raw text, which only TensorFlow runs" in done.stderr
+    assert "report.json" in done.stderr
