@@ -28,8 +28,11 @@ from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message, masked
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 if TYPE_CHECKING:
+    from collections.abc import Container, Iterator
+
     from optuna.artifacts._protocol import ArtifactStore
     from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "HEARTBEAT_INTERVAL",
@@ -140,6 +143,57 @@ def open_storage(
     if url.startswith(GRPC_SCHEME):
         return _open_grpc_proxy(url)
     return open_rdb_storage(url, create=create, heartbeat=heartbeat, wait_to_open=wait_to_open)
+
+
+class _CheckedRDBStorage(RDBStorage):
+    """Optuna's RDB storage, whose trial rows Optuna cannot read (written by something else: a
+    state or value type none of its enums holds, a parameter's index beyond its choices, JSON
+    that does not parse, a distribution it does not know, a date that is none) raise a
+    StoreError naming the damaged database, not the error of the field Optuna failed on."""
+
+    # Where the database is, for the message (set by `open_rdb_storage`).
+    where = "the study database"
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._readable_rows():
+            return super().get_trial(trial_id)
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[FrozenTrial]:
+        # Where Optuna reads a study's trials (`get_all_trials`, and its cache's reads).
+        with self._readable_rows():
+            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+
+    @contextlib.contextmanager
+    def _readable_rows(self) -> Iterator[None]:
+        try:
+            yield
+        # What Optuna and SQLAlchemy raise on such a row: LookupError for a value no enum holds
+        # (IndexError for a choice, KeyError for a distribution's field), ValueError for JSON
+        # or a date that does not parse and a distribution class it does not know.
+        except (LookupError, ValueError) as exc:
+            problem = f"a trial's row: {type(exc).__name__}: {exc}"
+            raise StoreError(_damaged(self.where, problem)) from exc
+
+
+class _CheckedWaitingRDBStorage(_CheckedRDBStorage, WaitingRDBStorage):
+    """`WaitingRDBStorage` with `_CheckedRDBStorage`'s reads."""
+
+
+def _damaged(where: object, problem: str) -> str:
+    """The message for a damaged SQLite database or a database holding malformed rows."""
+    name = Path(str(where)).name
+    return (
+        f"the study database {where} is damaged ({problem}); hpo will not read or extend "
+        f"it. Restore it from a backup copy (and delete any {name}-wal and {name}-shm beside "
+        f"it first), or move it aside to start a new study; sqlite3's .recover command may "
+        f"salvage its trials."
+    )
 
 
 def _open_grpc_proxy(url: str) -> BaseStorage:
@@ -261,9 +315,15 @@ def open_rdb_storage(
             "skip_table_creation": not create,
             **heartbeat_kwargs,
         }
+        storage: _CheckedRDBStorage
         if waits:
-            return WaitingRDBStorage(url, wait_s=wait_s, wait_to_open=wait_to_open, **kwargs)
-        return RDBStorage(url, **kwargs)
+            storage = _CheckedWaitingRDBStorage(
+                url, wait_s=wait_s, wait_to_open=wait_to_open, **kwargs
+            )
+        else:
+            storage = _CheckedRDBStorage(url, **kwargs)
+        storage.where = str(sqlite_file(shown) or shown)
+        return storage
 
     try:
         for wait in SCHEMA_RACE_WAITS_S:
@@ -403,12 +463,7 @@ def check_sqlite_file(path: Path, *, read_only: bool = False) -> None:
             if rows != [("ok",)]:
                 problem = "; ".join(str(row[0]) for row in rows[:3])
     if problem is not None:
-        raise StoreError(
-            f"the study database {path} is damaged ({problem}); hpo will not read or extend "
-            f"it. Restore it from a backup copy (and delete any {path.name}-wal and "
-            f"{path.name}-shm beside it first), or move it aside to start a new study; "
-            f"sqlite3's .recover command may salvage its trials."
-        )
+        raise StoreError(_damaged(path, problem))
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:

@@ -84,7 +84,8 @@ def test_opening_a_database_another_process_is_creating_tries_again(
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     open_storage(url, create=True, heartbeat=False)
-    real, calls = hpo.store.RDBStorage, []
+    # The class a SQLite storage is opened as (Optuna's RDBStorage, its trial rows checked).
+    real, calls = hpo.store._CheckedRDBStorage, []
 
     def racing(*args: object, **kwargs: object) -> object:
         calls.append(1)
@@ -92,7 +93,7 @@ def test_opening_a_database_another_process_is_creating_tries_again(
             raise _schema_race()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hpo.store, "RDBStorage", racing)
+    monkeypatch.setattr(hpo.store, "_CheckedRDBStorage", racing)
     monkeypatch.setattr(hpo.store, "SCHEMA_RACE_WAITS_S", (0.0,))
     assert isinstance(open_storage(url, create=False, heartbeat=False), real)
     assert len(calls) == 2
@@ -101,7 +102,7 @@ def test_opening_a_database_another_process_is_creating_tries_again(
     def failing(*args: object, **kwargs: object) -> object:
         raise _schema_race()
 
-    monkeypatch.setattr(hpo.store, "RDBStorage", failing)
+    monkeypatch.setattr(hpo.store, "_CheckedRDBStorage", failing)
     with pytest.raises(StoreError, match="already exists"):
         open_storage(url, create=False, heartbeat=False)
 
@@ -202,3 +203,33 @@ def test_a_study_folder_named_with_a_question_mark_or_percent_keeps_its_database
         open_storage(config.storage_url, create=True, heartbeat=False)
         assert (folder / "study.db").is_file()
         assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["study"]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "update trials set state = 'BOGUS' where number = 1",
+        "update trial_params set param_value = 7 where param_name = 'family'",
+        "update trial_params set distribution_json = 'not json' where param_name = 'family'",
+        """update trial_params set distribution_json = '{"name": "Evil"}'""",
+        "update trial_user_attributes set value_json = '{not json' where key = 'epochs'",
+        "update trials set datetime_start = 'yesterday' where number = 1",
+        "update trial_values set value = NULL, value_type = 'NAN'",
+    ],
+)
+def test_a_trial_row_optuna_cannot_read_is_a_damaged_database(tmp_path: Path, tamper: str) -> None:
+    # The file's pages are sound (PRAGMA quick_check passes); its rows were written by hand.
+    database = tmp_path / "study.db"
+    url = f"sqlite:///{database}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url, create=True))
+    for number in range(2):
+        trial = study.ask({"family": optuna.distributions.CategoricalDistribution(["a", "b"])})
+        trial.set_user_attr("epochs", 3)
+        study.tell(trial, 0.5 + number / 10)
+    with sqlite3.connect(database) as connection:
+        connection.execute(tamper)
+    reader = optuna.load_study(study_name="s", storage=open_storage(url, create=False))
+    with pytest.raises(StoreError, match=f"the study database {database} is damaged"):
+        reader.get_trials()
+    with pytest.raises(StoreError, match="a trial's row"):
+        reader.trials_dataframe()
