@@ -332,11 +332,18 @@ def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
     try:
         report = json.loads(report_path.read_text())
         report["validation"]["ensemble"]["log_loss"]
-        report["members"][0]["trial"]
+        best = report["members"][0]["trial"]
+        if not isinstance(best, int) or isinstance(best, bool):
+            raise TypeError(f"its best member's trial is {best!r}, not a trial number")
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ConfigError(
             f"{report_path} is not a report of hpo ensemble ({exc!r}). {hint}"
         ) from exc
+    if not (ensemble_dir / "test_predictions.npy").is_file():
+        raise ConfigError(
+            f"--ensemble {ensemble_dir} lacks the test predictions the student is compared "
+            f"with (test_predictions.npy). Rebuild it: hpo ensemble --top 5."
+        )
     return dict(report)
 
 
@@ -430,7 +437,18 @@ def _ensemble_test(
             f"on ({previous[:16]}); the scores would not compare. Pass that data (--data), or "
             f"rebuild the ensemble on this one."
         )
-    predictions = np.load(ensemble_dir / "test_predictions.npy").astype(np.float64)
+    path = ensemble_dir / "test_predictions.npy"
+    try:
+        predictions = np.load(path).astype(np.float64)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{path} cannot be read ({exc}); rebuild the ensemble: hpo ensemble."
+        ) from exc
+    if predictions.ndim not in (1, 2) or not np.isfinite(predictions).all():
+        raise DataError(
+            f"{path} holds no ensemble's predictions (shape {predictions.shape}, or values that "
+            f"are not finite); rebuild the ensemble: hpo ensemble."
+        )
     if len(predictions) != test_data.examples:
         raise DataError(
             f"{ensemble_dir / 'test_predictions.npy'} holds {len(predictions)} predictions for "
@@ -441,8 +459,14 @@ def _ensemble_test(
 
 def _best_member(study: optuna.Study, recorded: dict[str, Any]) -> FrozenTrial:
     """The ensemble's best member by validation (first in its report)."""
-    number = int(recorded["members"][0]["trial"])
-    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    number = recorded["members"][0]["trial"]
+    found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not found:
+        raise ConfigError(
+            f"the ensemble's best member, trial {number}, is not in study {study.study_name!r}: "
+            f"the ensemble was built on another study. Pass that study (--study)."
+        )
+    return found[0]
 
 
 def _member_model(

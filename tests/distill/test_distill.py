@@ -204,6 +204,25 @@ def test_bad_input_is_named_with_exit_code_2(
     err = capsys.readouterr().err
     assert "was refitted on training + validation data" in err
     assert f"--out {refitted}-searched (no --refit)" in err and "Traceback" not in err
+    # A damaged ensemble folder (its report or test predictions written by something else):
+    # named, before the student trains where it can be.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(ensemble, damaged, ignore=shutil.ignore_patterns(DISTILLED_DIR))
+    members = [{**report["members"][0], "trial": "abc"}, *report["members"][1:]]
+    (damaged / "report.json").write_text(json.dumps({**report, "members": members}))
+    assert main(["--ensemble", str(damaged), *study]) == 2
+    assert "is not a report of hpo ensemble" in capsys.readouterr().err
+    (damaged / "report.json").write_text(json.dumps(report))
+    (damaged / "test_predictions.npy").unlink()
+    assert main(["--ensemble", str(damaged), *study]) == 2
+    assert "lacks the test predictions the student is compared with" in capsys.readouterr().err
+    np.save(
+        damaged / "test_predictions.npy",
+        np.full(len(np.load(ensemble / "test_predictions.npy")), np.nan),
+    )
+    assert main(["--ensemble", str(damaged), *study, "--max-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no ensemble's predictions" in err and "Traceback" not in err
 
 
 def test_folds_cut_the_training_rows_once_each_the_same_way_for_a_seed() -> None:
