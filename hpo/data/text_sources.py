@@ -239,7 +239,7 @@ def read_texts(
     if kind is _Kind.TABLE:
         if test_path is None:
             texts, labels, groups = _read_table(source, columns, encoding)
-            keep = _held_out_rows(labels, groups, split, test_fraction, source)
+            keep = _held_out_rows(texts, labels, groups, split, test_fraction, source)
             return _assemble(
                 [texts[i] for i in keep],
                 [labels[i] for i in keep],
@@ -414,6 +414,7 @@ def _texts(folder: Path) -> list[Path]:
 
 
 def _held_out_rows(
+    texts: Sequence[str | None],
     labels: Sequence[str | None],
     groups: Sequence[str] | None,
     split: str,
@@ -421,13 +422,25 @@ def _held_out_rows(
     source: Path,
 ) -> list[int]:
     """The rows of a table without a test table that make `split`: whole groups if it has
-    them, else about `fraction` of each label's rows."""
+    them, else about `fraction` of each label's rows, a row's copies (the same text) on the
+    side of its first: copies on both sides would score the test set on rows trained on."""
     if groups is not None:
         held_groups = held_out_groups(groups, fraction)
         test = {i for i, group in enumerate(groups) if group in held_groups}
     else:
-        items = [(str(label), str(i)) for i, label in enumerate(labels) if label is not None]
-        test = {int(i) for _, i in held_out(items, fraction)}
+        # Each row by its text; a row without one (dropped later) by its position.
+        keys = [text or i for i, text in enumerate(texts)]
+        first: dict[str | int, int] = {}
+        for i, (key, label) in enumerate(zip(keys, labels, strict=True)):
+            if label is not None:
+                first.setdefault(key, i)
+        items = [(str(labels[i]), str(i)) for i in first.values()]
+        chosen = {int(i) for _, i in held_out(items, fraction)}
+        test = {
+            i
+            for i, (key, label) in enumerate(zip(keys, labels, strict=True))
+            if label is not None and first[key] in chosen
+        }
     if split == "train":
         _log.warning(
             "%s has no test table ([data] test_path): %d of its %d rows (about %g of %s, "

@@ -260,6 +260,12 @@ def test_a_table_without_test_path_holds_out_a_share_of_each_label(
     assert held_out.groups is not None and kept.groups is not None
     assert not set(held_out.groups.tolist()) & set(kept.groups.tolist())
     assert held_out.texts and len(held_out.texts) + len(kept.texts) == 300
+    # A row's copies go to the side of its first: never one copy in train and one in test.
+    rows = {"text": [f"text {i % 150}" for i in range(300)], "label": ["x", "y"] * 150}
+    doubled = write_table(tmp_path / "doubled.csv", rows)
+    train, test = ts.read_texts(doubled, "train"), ts.read_texts(doubled, "test")
+    assert not set(train.texts) & set(test.texts)
+    assert len(train.texts) + len(test.texts) == 300 and 40 <= len(test.texts) <= 80
     with pytest.raises(DataError, match=r"test table .*nope\.csv.*missing"):
         ts.read_texts(table, "test", test_path=tmp_path / "nope.csv")
 
