@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import os
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -121,10 +122,20 @@ def check_test_classes(source: Path) -> None:
     unknown = [name for name in found if name not in classes]
     missing = [name for name in classes if name not in found]
     if unknown or missing:
+        same = {unicodedata.normalize("NFC", n) for n in unknown} & {
+            unicodedata.normalize("NFC", n) for n in missing
+        }
+        spelled = (
+            f" {sorted(ascii(n) for n in unknown + missing)} differ only in how their accented "
+            f"letters are encoded (Unicode's composed and decomposed forms, as different systems "
+            f"write them): rename them to be spelled alike."
+            if same
+            else ""
+        )
         raise ConfigError(
             f"{test}: its class folders differ from those of {train} {classes}: missing "
             f"{missing}, unknown {unknown}. Give test/ a folder of each of train/'s classes and "
-            f"no other, so that the ensemble can evaluate every class."
+            f"no other, so that the ensemble can evaluate every class.{spelled}"
         )
 
 

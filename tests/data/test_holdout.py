@@ -6,13 +6,14 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from hpo.data.holdout import held_out, visible_files
+import pytest
+
+from hpo.data.holdout import check_test_classes, held_out, visible_files
+from hpo.errors import ConfigError
 from hpo.tasks._base import folder_signature
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 
 def _classes(root: Path) -> None:
@@ -67,3 +68,16 @@ def test_a_small_class_gives_up_at_most_its_fraction_rounded_up() -> None:
     assert 360 < len(large) < 440
     # Two items: one a side, whatever the fraction.
     assert len(held_out([("a", "x"), ("a", "y")], 0.9)) == 1
+
+
+def test_class_folders_spelled_in_two_unicode_forms_are_named_as_such(tmp_path: Path) -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    for split, name in (
+        ("train", composed),
+        ("train", "tea"),
+        ("test", decomposed),
+        ("test", "tea"),
+    ):
+        (tmp_path / split / name).mkdir(parents=True)
+    with pytest.raises(ConfigError, match="differ only in how their accented letters are encoded"):
+        check_test_classes(tmp_path)
