@@ -94,8 +94,9 @@ def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what:
     raise OtherData(
         f"{what} would use other data than the study's trials saw: data fingerprint "
         f"{fingerprint} (from {source}) differs from the study's {recorded} (from "
-        f"{study.user_attrs.get(SOURCE_ATTR)}). Restore the study file's [data] settings and "
-        f"point --data at the data the search used, or start a new study (a new 'name').",
+        f"{study.user_attrs.get(SOURCE_ATTR)}): the data's files, or the study file's [data] "
+        f"settings, changed since. Restore them and point --data at the data the search used, "
+        f"or start a new study (a new 'name').",
         fingerprint,
         recorded,
     )

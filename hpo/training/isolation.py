@@ -223,7 +223,7 @@ def _context(
     backend: str,
 ) -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     global _server_backend
-    method = os.environ.get(START_METHOD_VAR, "forkserver")
+    method = os.environ.get(START_METHOD_VAR) or "forkserver"  # set but empty: the default
     if method == "spawn":
         return multiprocessing.get_context("spawn")
     if method != "forkserver":

@@ -58,7 +58,9 @@ def test_resumed_search_with_other_data_settings_is_refused(
     before = _attrs(study_copy)
     _change_split_seed(study_copy)
     assert search.main(["--study", str(study_copy), "--n-trials", "5"]) == 2
-    assert "resuming the search would use other data" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resuming the search would use other data" in err
+    assert "the data's files, or the study file's [data] settings, changed since" in err
     after = _attrs(study_copy)
     assert after[FINGERPRINT_ATTR] == before[FINGERPRINT_ATTR]
     assert after["hpo_config"] == before["hpo_config"]

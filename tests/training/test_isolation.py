@@ -88,6 +88,8 @@ def test_spawn_start_method_works_and_a_bad_one_is_refused(monkeypatch: pytest.M
 
     monkeypatch.setenv("HPO_START_METHOD", "spawn")
     assert call_isolated(square_in_child, 3)[0] == 9
+    monkeypatch.setenv("HPO_START_METHOD", "")  # set but empty, as `HPO_START_METHOD= hpo ...`
+    assert call_isolated(square_in_child, 4)[0] == 16
     monkeypatch.setenv("HPO_START_METHOD", "fork")
     with pytest.raises(
         ConfigError, match="HPO_START_METHOD must be 'forkserver' or 'spawn', got 'fork'"
