@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
 __all__ = [
+    "HOLDOUT_RULES",
     "SPLITS",
     "TEST_FRACTION",
     "check_test_classes",
@@ -44,6 +45,10 @@ TEST_FRACTION = 0.2
 # A class (or a table's groups) of fewer items gives up at most `fraction` of them, rounded up;
 # in a larger one the hash's share is close to `fraction`, and left as it falls.
 SMALL_CLASS = 20
+# How a test split is held out, recorded in the caches of data prepared with one, so that data
+# held out under other rules are prepared again (2: a small class's share capped, a table row's
+# copies with its first; before: the hash alone, by position).
+HOLDOUT_RULES = 2
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 

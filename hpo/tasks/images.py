@@ -18,7 +18,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, image_cache, images, stratify
-from hpo.data.holdout import check_test_classes
+from hpo.data.holdout import HOLDOUT_RULES, check_test_classes
 from hpo.models import conv2d, sepconv2d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
@@ -67,6 +67,7 @@ def _prepare(
     settings = {**source_settings(config, source), "image_size": config.data.image_size}
     if not images.has_test_split(source):
         settings["test_fraction"] = config.data.test_fraction
+        settings["holdout_rules"] = HOLDOUT_RULES
     folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
     check_test_classes(source)
     if array_cache.cached(folder):

@@ -17,7 +17,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
-from hpo.data.holdout import check_test_classes
+from hpo.data.holdout import HOLDOUT_RULES, check_test_classes
 from hpo.data.tokenizer import Tokenizer
 from hpo.errors import DataError
 from hpo.models import conv1d, nbsvm, ngram, sepconv1d
@@ -331,6 +331,7 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
     }
     if not text_sources.has_test_split(source, _test_path(config)):
         extra["test_fraction"] = config.data.test_fraction
+        extra["holdout_rules"] = HOLDOUT_RULES
     if config.data.encoding != text_sources.ENCODING:  # the default's caches keep their keys
         extra["encoding"] = config.data.encoding
     if text_sources.is_table(source):  # labels read by other rules may name other classes

@@ -194,6 +194,30 @@ def test_files_moved_inside_a_data_folder_are_prepared_again(tmp_path: Path) -> 
     assert len(train.y_train) + len(train.y_val) == rows + 30 - 3
 
 
+@pytest.mark.parametrize("layout", ["folder", "table"])
+def test_data_held_out_under_other_rules_are_prepared_again(
+    layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache prepared before a row's copies went with its first (or a small class's share was
+    # capped) held test rows in its training data, and a later search used it without a word.
+    import hpo.tasks.text
+
+    if layout == "folder":
+        _write_folder(tmp_path / "data", train=60, test=0)
+        source = tmp_path / "data" / "train"
+    else:
+        source = tmp_path / "all.csv"
+        rows = _texts(60, 0)
+        pd.DataFrame(rows, columns=["text", "label", "author"]).to_csv(source, index=False)
+    config = load_study_config(_study(tmp_path, source))
+    task = get_task("text")
+    shared = search_space(task, config.space).shared
+    folder = task.prepare(config, None, shared)
+    assert task.prepare(config, None, shared) == folder
+    monkeypatch.setattr(hpo.tasks.text, "HOLDOUT_RULES", 1)
+    assert task.prepare(config, None, shared) != folder
+
+
 def test_test_class_folders_unlike_trains_are_refused_before_any_work(tmp_path: Path) -> None:
     # hpo ensemble found them, after the search had spent its budget.
     from hpo.errors import ConfigError
