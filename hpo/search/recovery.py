@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["raise_keyboard_interrupt_on_sigterm", "requeue", "sweep_dead_local_trials"]
 
+# What a trial held when it was queued, which its retry keeps: whether it is a family's default.
+_QUEUED_ATTRS = (Attr.SEEDED,)
+
 
 def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
     """Fails RUNNING trials whose worker ran where this one runs and is gone, and re-queues them.
@@ -43,19 +46,33 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
         )
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(trial.number)
-            requeue(study, trial._trial_id)
+            if not requeue(study, trial._trial_id):
+                storage.set_trial_user_attr(
+                    trial._trial_id,
+                    Attr.FAIL_REASON,
+                    f"its worker {owner} died, as the workers of its {STALE_TRIAL_RETRIES} "
+                    f"earlier tries did; not queued again",
+                )
     return failed
 
 
-def requeue(study: optuna.Study, trial_id: int) -> None:
-    """Queues a trial that did not finish again, with the parameters it had (at most
-    `STALE_TRIAL_RETRIES` times): Optuna's retry of a trial whose heartbeat went stale, without
-    the worker and failure the trial recorded. The next run trains it before sampling new
-    trials, after those queued before it (Optuna runs its queue in order)."""
+def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_RETRIES) -> bool:
+    """Queues a trial that did not finish again, with the parameters it had (at most `limit`
+    times; None: always): Optuna's retry of a trial whose heartbeat went stale, with none of
+    what the trial recorded as it ran (its worker, scores, checkpoint), only whether it was a
+    family's default. The next run trains it before sampling new trials, after those queued
+    before it (Optuna runs its queue in order).
+
+    Returns:
+        Whether it was queued (not, after `limit` tries).
+    """
     frozen = study._storage.get_trial(trial_id)
-    for key in (Attr.WORKER, Attr.WORKER_IDENTITY, Attr.FAIL_REASON):
-        frozen.user_attrs.pop(key, None)
-    RetryHeartbeatStaleTrialCallback(max_retry=STALE_TRIAL_RETRIES)(study, frozen)
+    kept = {k: v for k, v in frozen.user_attrs.items() if k in _QUEUED_ATTRS}
+    frozen.user_attrs.clear()
+    frozen.user_attrs.update(kept)
+    before = len(study._storage.get_all_trials(study._study_id, deepcopy=False))
+    RetryHeartbeatStaleTrialCallback(max_retry=limit)(study, frozen)
+    return len(study._storage.get_all_trials(study._study_id, deepcopy=False)) > before
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:

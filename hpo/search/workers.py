@@ -456,8 +456,9 @@ def _objective(trial: optuna.Trial, **settings: Any) -> float:
     except KeyboardInterrupt:
         # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this): queued
         # again, as a trial whose worker was killed is, for the next run to train.
+        # However often: interrupting it says nothing of its parameters.
         if trial.params:
-            requeue(trial.study, trial._trial_id)
+            requeue(trial.study, trial._trial_id, limit=None)
         trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
         raise
 

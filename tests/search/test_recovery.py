@@ -590,3 +590,36 @@ def test_a_search_killed_with_sigkill_leaves_no_process_behind(
         t.state in (TrialState.FAIL, TrialState.RUNNING) and not t.intermediate_values
         for t in asked
     ), asked
+
+
+def test_a_requeued_trial_keeps_its_parameters_only_and_an_interrupted_one_is_always_requeued() -> (
+    None
+):
+    from hpo.search.recovery import requeue
+    from hpo.store import STALE_TRIAL_RETRIES
+
+    study = optuna.create_study(direction="maximize")
+    rate = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+
+    def failed(tries: list[int]) -> int:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.FAIL,
+                params={"learning_rate": 0.003},
+                distributions={"learning_rate": rate},
+                user_attrs={Attr.SEEDED: "family default", "epochs": 4, Attr.CHECKPOINT_ID: "x"},
+                system_attrs={"retry_history": tries} if tries else {},
+            )
+        )
+        return study.trials[-1]._trial_id
+
+    assert requeue(study, failed([]))
+    queued = study.trials[-1]
+    assert queued.state == TrialState.WAITING and queued.params == {"learning_rate": 0.003}
+    # What it recorded as it ran (scores, a checkpoint) is no part of the retry.
+    assert queued.user_attrs == {Attr.SEEDED: "family default"}
+    # A worker that died so often is not retried again; an interrupted trial always is.
+    tried = list(range(STALE_TRIAL_RETRIES))
+    assert not requeue(study, failed(tried))
+    assert requeue(study, failed(tried), limit=None)
+    assert study.trials[-1].state == TrialState.WAITING
