@@ -29,6 +29,7 @@ from hpo.ensemble.refit import refit_members
 from hpo.ensemble.report import (
     build_report,
     check_out_dir,
+    folder_lock,
     publish,
     record_in_study,
     staging_for,
@@ -206,7 +207,8 @@ def build_ensemble(
             report["backend"] = str(keras_config_backend())
             report["export"].update(write_tokenizer(task, data_folder, staging))
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
-            publish(staging, out_dir)
+            with folder_lock(out_dir):  # not while an `hpo export` adds to the old one
+                publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)
             raise

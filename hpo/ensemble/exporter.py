@@ -29,7 +29,7 @@ from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
 from hpo.ensemble.predict import export_backend, load_export
-from hpo.ensemble.report import check_out_dir, publish, staging_for
+from hpo.ensemble.report import check_out_dir, folder_lock, publish, staging_for
 from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
     Format,
@@ -163,6 +163,22 @@ def export_built_ensemble(
         DataError: The test set found is not the one the ensemble was evaluated on.
         HpoError: An export does not reproduce the evaluated predictions.
     """
+    # The folder as one `hpo ensemble` wrote it, from its report to the report's new entries:
+    # another `hpo ensemble --out` replacing it, or another export adding to it, waits.
+    asked = as_formats(formats)
+    with folder_lock(ensemble_dir):
+        report = _export_into(config, study, ensemble_dir, asked, data)
+    return ExportResult(out_dir=ensemble_dir, report=report, written=asked)
+
+
+def _export_into(
+    config: StudyConfig,
+    study: optuna.Study,
+    ensemble_dir: Path,
+    formats: Iterable[Format | str],
+    data: str | None,
+) -> dict[str, Any]:
+    """`export_built_ensemble`'s work, under the folder's lock; returns the report written."""
     report_path = ensemble_dir / "report.json"
     try:
         report = json.loads(report_path.read_text())
@@ -217,7 +233,7 @@ def export_built_ensemble(
     scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
     scratch.write_text(json.dumps(report, indent=2))
     os.replace(scratch, report_path)
-    return ExportResult(out_dir=ensemble_dir, report=report, written=asked)
+    return report
 
 
 def export_on_tensorflow(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import glob
 import json
 import os
 import shutil
 import socket
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,7 @@ from hpo.store import open_artifact_store, redact_url
 from hpo.training.isolation import process_alive
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import optuna
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "build_report",
     "check_out_dir",
+    "folder_lock",
     "format_table",
     "publish",
     "record_in_study",
@@ -381,6 +385,31 @@ def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
                 else:
                     stale.unlink(missing_ok=True)
     return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}"
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: Path) -> Iterator[None]:
+    """Holds the lock of an output folder of hpo's (`.<name>.lock` beside it) inside: `hpo
+    ensemble` replacing the folder and `hpo export` adding to it take turns, so that no export
+    is checked against one ensemble and recorded in another's report, and two exports' records
+    both land. A folder whose parent cannot hold the lock file is not locked."""
+    path = out_dir.parent / f".{out_dir.name}.lock"
+    try:
+        handle = open(path, "a")  # noqa: SIM115 (held open for the lock's life)
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"waiting for another hpo command to finish writing {out_dir} ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # the lock goes with the file's closing
 
 
 def publish(staging: Path, out_dir: Path) -> None:

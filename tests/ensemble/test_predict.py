@@ -96,3 +96,32 @@ def test_a_text_export_whose_report_names_another_backend_is_refused(tmp_path: P
     assert done.returncode == 2, done.stderr
     assert "reads raw text, which only TensorFlow runs" in done.stderr
     assert "report.json" in done.stderr
+
+
+def test_an_output_folders_lock_makes_a_second_writer_wait_its_turn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `hpo export` adding to an ensemble folder and `hpo ensemble --out` replacing it took no
+    # turns: the export's report entry landed in the new ensemble's folder, or was lost.
+    import threading
+    import time
+
+    from hpo.ensemble.report import folder_lock
+
+    out, order = tmp_path / "ensemble", []
+
+    def second() -> None:
+        with folder_lock(out):
+            order.append("second")
+
+    with folder_lock(out):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        time.sleep(0.5)
+        order.append("first")
+    waiting.join(10)
+    assert order == ["first", "second"]
+    assert f"waiting for another hpo command to finish writing {out}" in capsys.readouterr().err
+    # Where the lock file cannot be made, the folder is written unlocked.
+    with folder_lock(tmp_path / "no" / "such" / "folder"):
+        pass
