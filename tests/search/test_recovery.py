@@ -117,7 +117,9 @@ def _verify_complete_checkpoints(config: StudyConfig, scratch: Path) -> int:
 def test_killed_worker_trial_is_failed_requeued_and_finished_work_kept(
     fake_imdb: Path, tmp_path: Path
 ) -> None:
-    config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=3))
+    # More trials than it runs before the kill: each after the first is a window of a few
+    # seconds, and a loaded machine has let all of three pass between polls.
+    config = load_study_config(_slow_study(tmp_path, fake_imdb, n_trials=6))
     process = _search(config.study_dir.parent / "tiny.toml")
     try:
         _wait_for(lambda: _mid_training(config), process=process)
