@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import logging
 import re
 import sys
 import types
@@ -42,6 +43,8 @@ __all__ = [
     "config_to_dict",
     "load_study_config",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 S3_SCHEME = "s3://"
@@ -463,15 +466,40 @@ def load_study_config(path: str | Path) -> StudyConfig:
     if isinstance(storage, str) and storage.startswith(_SQLITE_FILE):
         file, query, rest = storage.removeprefix(_SQLITE_FILE).partition("?")
         if file and file != ":memory:" and not file.startswith("/"):
-            raw["storage"] = f"{sqlite_url(path.parent.resolve())}/{file}{query}{rest}"
+            folder = _beside(path, Path(file), "storage").parent
+            raw["storage"] = f"{sqlite_url(folder)}/{Path(file).name}{query}{rest}"
     artifacts = raw.get("artifacts")
     if isinstance(artifacts, str) and artifacts and not artifacts.startswith(S3_SCHEME):
         folder = Path(artifacts).expanduser()
-        raw["artifacts"] = str(folder if folder.is_absolute() else path.parent.resolve() / folder)
+        raw["artifacts"] = str(
+            folder if folder.is_absolute() else _beside(path, folder, "artifacts")
+        )
     try:
         return _build(StudyConfig, raw, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _beside(study_file: Path, relative: Path, key: str) -> Path:
+    """A relative `storage` file or `artifacts` folder, read from the study file's folder; or,
+    where nothing is there but something is where hpo read it before a64489b (from the folder
+    it runs in), from there, with a warning, so that an upgrade finds the study's files."""
+    here = study_file.parent.resolve() / relative
+    before = Path.cwd() / relative
+    if here.exists() or not before.exists() or before.resolve() == here:
+        return here
+    _log.warning(
+        "%s: %s %r is read from the study file's folder (%s), where there is nothing; it is "
+        "read from %s, where hpo read it from before. Move it beside the study file, or give "
+        "%s as an absolute path.",
+        study_file,
+        key,
+        str(relative),
+        here,
+        before,
+        key,
+    )
+    return before.resolve()
 
 
 def config_to_dict(config: StudyConfig) -> dict[str, Any]:

@@ -124,6 +124,28 @@ def test_a_relative_sqlite_file_and_artifact_folder_are_the_study_files_own(
         assert (config.storage_url, config.artifact_location) == (storage, "s3://bucket")
 
 
+def test_a_relative_storage_an_older_hpo_read_from_the_working_folder_is_still_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before a64489b they were read from the folder hpo ran in: after an upgrade, the same
+    # command made a second, empty study beside the study file, and lost the checkpoints.
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "runs" / "arts").mkdir(parents=True)
+    (tmp_path / "runs" / "s.db").write_bytes(b"")
+    study = tmp_path / "studies" / "s.toml"
+    study.write_text('storage = "sqlite:///runs/s.db"\nartifacts = "runs/arts"\n')
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="hpo.config"):
+        config = load_study_config(study)
+    assert config.storage_url == f"sqlite:///{tmp_path.resolve()}/runs/s.db"
+    assert config.artifact_location == str(tmp_path.resolve() / "runs" / "arts")
+    assert caplog.text.count("where there is nothing; it is read from") == 2
+    # Once they are beside the study file, they are read from there, without a word.
+    (tmp_path / "runs").rename(tmp_path / "studies" / "runs")
+    config = load_study_config(study)
+    assert config.storage_url == f"sqlite:///{tmp_path.resolve()}/studies/runs/s.db"
+
+
 def test_missing_study_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
         load_study_config(tmp_path / "nope.toml")
