@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Protocol
 
 from hpo.errors import HpoError
@@ -111,9 +112,24 @@ def _run(module: Command, args: argparse.Namespace) -> int:
     if verbose:
         os.environ[VERBOSE_VAR] = "1"
     _configure_logging(verbose)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler's stop, `kill`) as Ctrl-C: one line and exit code 130 below.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         # Commands load Keras themselves, on their study's backend (`hpo.backend`).
         return module.run(args)
+    except KeyboardInterrupt as exc:
+        if verbose:
+            raise
+        # `hpo search` says what became of its trials itself; the other commands put what they
+        # write in place whole or not at all (`hpo.ensemble.report.publish`).
+        how = f" ({exc})" if str(exc) else ""
+        print(
+            f"\ninterrupted{how}: nothing half-written was left in place. Run the same command "
+            "again.",
+            file=sys.stderr,
+        )
+        return 130
     except HpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -129,6 +145,10 @@ def _run(module: Command, args: argparse.Namespace) -> int:
             raise
         print(f"error: {_path_error(exc)}", file=sys.stderr)
         return 2
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 _PATH_ERRNOS = {

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,35 @@ def test_the_storage_proxy_on_a_taken_port_is_one_line_with_exit_2(tmp_path: Pat
     result = _run(str(HPO), "storage-proxy", "--storage", storage, "--port", "0")
     assert result.returncode == 2
     assert "must be a port number from 1 to 65535, got '0'" in result.stderr
+
+
+def test_an_interrupted_command_says_so_in_one_line_with_exit_code_130(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Ctrl-C in hpo ensemble printed 141 lines of traceback; SIGTERM ended it silently with 143.
+    import argparse
+    import types
+
+    from hpo.cli import _run
+
+    def terminated(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        for run, said in (
+            (terminated, "interrupted (signal SIGTERM): "),
+            (interrupted, "interrupted: "),
+        ):
+            module = types.SimpleNamespace(run=run)
+            assert _run(module, argparse.Namespace(verbose=False)) == 130  # type: ignore[arg-type]
+            err = capsys.readouterr().err
+            assert said in err and "Run the same command again." in err
+            assert "Traceback" not in err
+    finally:
+        signal.signal(signal.SIGTERM, before)
