@@ -95,8 +95,9 @@ def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what:
         f"{what} would use other data than the study's trials saw: data fingerprint "
         f"{fingerprint} (from {source}) differs from the study's {recorded} (from "
         f"{study.user_attrs.get(SOURCE_ATTR)}): the data's files, or the study file's [data] "
-        f"settings, changed since. Restore them and point --data at the data the search used, "
-        f"or start a new study (a new 'name').",
+        f"settings, changed since, or (after an upgrade of hpo) how hpo reads them. Restore "
+        f"them and point --data at the data the search used; after an upgrade, use the hpo "
+        f"version that searched it; or start a new study (a new 'name').",
         fingerprint,
         recorded,
     )
