@@ -281,7 +281,9 @@ def _download(store: ArtifactStore, trial: FrozenTrial, key: str, target: Path) 
         download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
     except ArtifactNotFound as exc:
         raise CheckpointError(
-            f"trial {trial.number}: {where} ({key}) is missing from the artifact store. {_FIX}"
+            f"trial {trial.number}: {where} ({key}) is missing from the artifact store. If "
+            f"`hpo gc` (or keep_checkpoints) ran meanwhile, it removed it: run this again, and "
+            f"the trial is no candidate. Else: {_FIX}"
         ) from exc
     except (OSError, ValueError) as exc:
         raise CheckpointError(

@@ -63,3 +63,19 @@ def test_a_config_nested_deeper_than_json_parses_is_refused(tmp_path: Path) -> N
         CheckpointError, match=r"trial 3: deep\.keras is not a readable \.keras file"
     ):
         refuse_unsafe_layers(path, "trial 3")
+
+
+def test_a_checkpoint_missing_from_the_store_names_gc_as_a_cause(tmp_path: Path) -> None:
+    # A collection running beside `hpo ensemble` removes candidates' checkpoints as documented;
+    # the warning told the user to restore them from a backup.
+    import optuna
+
+    from hpo.contract import Attr, fetch_checkpoint
+    from hpo.store import AtomicFileSystemArtifactStore
+
+    (tmp_path / "artifacts").mkdir()
+    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
+    gone = "0b4c2f8e-1d3a-4e5f-9a7b-6c5d4e3f2a1b"
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={Attr.CHECKPOINT_ID: gone})
+    with pytest.raises(CheckpointError, match=r"If `hpo gc` \(or keep_checkpoints\) ran meanwhile"):
+        fetch_checkpoint(store, trial, tmp_path)
