@@ -389,27 +389,42 @@ def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
 
 @contextlib.contextmanager
 def folder_lock(out_dir: Path) -> Iterator[None]:
-    """Holds the lock of an output folder of hpo's (`.<name>.lock` beside it) inside: `hpo
-    ensemble` replacing the folder and `hpo export` adding to it take turns, so that no export
-    is checked against one ensemble and recorded in another's report, and two exports' records
-    both land. A folder whose parent cannot hold the lock file is not locked."""
+    """Holds the lock of an output folder of hpo's (`.<name>.lock` beside it, there only while
+    held) inside: `hpo ensemble` replacing the folder and `hpo export` adding to it take turns,
+    so that no export is checked against one ensemble and recorded in another's report, and two
+    exports' records both land. A folder whose parent cannot hold the lock file is not locked."""
     path = out_dir.parent / f".{out_dir.name}.lock"
-    try:
-        handle = open(path, "a")  # noqa: SIM115 (held open for the lock's life)
-    except OSError:
-        yield
-        return
-    with handle:
+    said = False
+    while True:
+        try:
+            handle = open(path, "a")  # noqa: SIM115 (held open for the lock's life)
+        except OSError:
+            yield
+            return
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(
-                f"waiting for another hpo command to finish writing {out_dir} ...",
-                file=sys.stderr,
-                flush=True,
-            )
+            if not said:
+                print(
+                    f"waiting for another hpo command to finish writing {out_dir} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
             fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # the lock goes with the file's closing
+        # The holder before removes the file as it lets go: a lock on a removed file is none.
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
 
 
 def publish(staging: Path, out_dir: Path) -> None:

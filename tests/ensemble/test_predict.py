@@ -122,6 +122,7 @@ def test_an_output_folders_lock_makes_a_second_writer_wait_its_turn(
     waiting.join(10)
     assert order == ["first", "second"]
     assert f"waiting for another hpo command to finish writing {out}" in capsys.readouterr().err
+    assert not (tmp_path / ".ensemble.lock").exists()  # there only while held
     # Where the lock file cannot be made, the folder is written unlocked.
     with folder_lock(tmp_path / "no" / "such" / "folder"):
         pass
