@@ -67,12 +67,13 @@ def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_
         Whether it was queued (not, after `limit` tries).
     """
     frozen = study._storage.get_trial(trial_id)
+    if limit is not None and len(frozen.system_attrs.get("retry_history", [])) >= limit:
+        return False  # as Optuna's callback would decide with max_retry=limit
     kept = {k: v for k, v in frozen.user_attrs.items() if k in _QUEUED_ATTRS}
     frozen.user_attrs.clear()
     frozen.user_attrs.update(kept)
-    before = len(study._storage.get_all_trials(study._study_id, deepcopy=False))
-    RetryHeartbeatStaleTrialCallback(max_retry=limit)(study, frozen)
-    return len(study._storage.get_all_trials(study._study_id, deepcopy=False)) > before
+    RetryHeartbeatStaleTrialCallback()(study, frozen)
+    return True
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:
