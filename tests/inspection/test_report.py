@@ -8,7 +8,7 @@ import optuna
 from hpo.command_options import open_study
 from hpo.inspection.report import FIGURES, main, write_report
 
-from .test_status import _many_trials
+from .test_status import _many_trials, _trial_reads
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,14 +59,7 @@ def test_a_large_study_is_read_once_and_its_figures_say_nothing_to_stderr(
     # Optuna's plots read `study.trials` (a deep copy of every trial, from the database) once per
     # parameter; the figures read a copy in memory, made from one read.
     study = _many_trials(80)
-    reads = []
-    read = study._storage.get_all_trials
-
-    def counting(study_id: int, deepcopy: bool = True, states: object = None) -> list[object]:
-        reads.append(deepcopy)
-        return read(study_id, deepcopy=deepcopy, states=states)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(study._storage, "get_all_trials", counting)
+    reads = _trial_reads(study, monkeypatch)
     with warnings.catch_warnings():
         # Neither PED-ANOVA's "fewer than 2 trials" per parameter, nor matplotlib's on an
         # axis of one value (a parameter every trial shares).

@@ -146,20 +146,26 @@ def _many_trials(count: int) -> optuna.Study:
     return study
 
 
+def _trial_reads(study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records each read of the study's trials from its storage: whether it deep-copied them."""
+    reads: list[bool] = []
+    read = study._storage.get_all_trials
+
+    def counting(study_id: int, deepcopy: bool = True, states: object = None) -> list[object]:
+        reads.append(deepcopy)
+        return read(study_id, deepcopy=deepcopy, states=states)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study._storage, "get_all_trials", counting)
+    return reads
+
+
 def test_status_reads_the_trials_without_copying_them_per_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # `study.trials` deep-copies every trial: read once per leaderboard row it took `hpo status`
     # a minute on a study of 3,000 trials.
     study = _many_trials(60)
-    copied = []
-    read = study._storage.get_all_trials
-
-    def counting(study_id: int, deepcopy: bool = True, states: object = None) -> list[object]:
-        copied.append(deepcopy)
-        return read(study_id, deepcopy=deepcopy, states=states)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(study._storage, "get_all_trials", counting)
+    copied = _trial_reads(study, monkeypatch)
     data = status(study, "sqlite:///s.db", top=50)
     assert len(data["trials"]) == 50 and data["trials"][0]["number"] == 59
     assert data["trials"][0]["params"]["family"] == "nbsvm"
