@@ -65,17 +65,31 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(partial, path)
 
 
-def run_arms(script: str, arms: Sequence[str], repeats: int, *args: str) -> dict[str, list[Any]]:
+def run_arms(
+    script: str,
+    arms: Sequence[str],
+    repeats: int,
+    *args: str,
+    trees: Mapping[str, Path] | None = None,
+) -> dict[str, list[Any]]:
     """Runs `script --arm ARM *args` for each arm in turn, `repeats` rounds, each in a Python
-    process of its own; returns each arm's runs, the JSON each printed on its last line."""
+    process of its own; returns each arm's runs, the JSON each printed on its last line.
+
+    Args:
+        trees: An arm's source tree (another commit's worktree, say), which it runs in and
+            imports hpo from; an arm without one runs as this process does.
+    """
     runs: dict[str, list[Any]] = {arm: [] for arm in arms}
     for _ in range(repeats):
         for arm in arms:
+            tree = (trees or {}).get(arm)
             done = subprocess.run(
                 [sys.executable, script, "--arm", arm, *args],
                 capture_output=True,
                 text=True,
                 check=False,
+                cwd=tree,
+                env=None if tree is None else {**os.environ, "PYTHONPATH": str(tree)},
             )
             if done.returncode != 0:
                 raise SystemExit(f"arm {arm} failed:\n{done.stderr[-2000:]}")

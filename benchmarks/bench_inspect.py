@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import write_json
+from _common import run_arms, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
@@ -133,30 +131,8 @@ def main() -> None:
         if args.baseline:
             trees = {"baseline": _worktree(args.baseline, Path(scratch) / "baseline"), **trees}
         try:
-            runs: dict[str, list[dict[str, float]]] = {arm: [] for arm in trees}
-            for _ in range(args.repeats):
-                for arm, tree in trees.items():
-                    env = {**os.environ, "PYTHONPATH": str(tree)}
-                    done = subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--arm",
-                            arm,
-                            "--url",
-                            url,
-                            "--top",
-                            f"{args.top}",
-                        ],
-                        capture_output=True,
-                        text=True,
-                        env=env,
-                        cwd=tree,
-                        check=False,
-                    )
-                    if done.returncode != 0:
-                        raise SystemExit(f"arm {arm} failed:\n{done.stderr[-2000:]}")
-                    runs[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            arguments = ("--url", url, "--top", f"{args.top}")
+            runs = run_arms(__file__, list(trees), args.repeats, *arguments, trees=trees)
         finally:
             if args.baseline:
                 subprocess.run(
