@@ -23,8 +23,12 @@ HPO = Path(sys.executable).with_name("hpo")
 NOISE = ("oneDNN", "cuInit", "cudart_stub", "absl::InitializeLog", "cpu_feature_guard")
 
 
-def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+def _run(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_hpo_help_lists_every_command() -> None:
@@ -83,15 +87,7 @@ def test_imdb_missing_is_one_line_without_tensorflow_noise(tmp_path: Path) -> No
     study.write_text('name = "imdb"\ntask = "imdb"\n')
     env = {k: v for k, v in os.environ.items() if k != "HPO_IMDB_PATH"}
     env.update(https_proxy="http://127.0.0.1:9", KERAS_HOME=str(tmp_path / "keras"))
-    result = subprocess.run(
-        [str(HPO), "search", "--study", str(study)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _run(str(HPO), "search", "--study", str(study), cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     assert "error: IMDB data not found and the download from" in result.stderr
     assert "Point --data or $HPO_IMDB_PATH at" in result.stderr
