@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from hpo.tasks import Task
 
 __all__ = [
+    "KERAS_SETTINGS",
     "FamilyPruner",
     "SearchSpace",
     "best_trial",
@@ -39,6 +40,7 @@ __all__ = [
     "create_study",
     "default_params",
     "enqueue_defaults",
+    "keras_settings_of",
     "make_pruner",
     "make_sampler",
     "sampler_seed",
@@ -271,6 +273,14 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
         for key in TRIAL_SETTINGS
         for change in _changes(key, recorded.get(key), current.get(key))
     ]
+    # The Keras settings an `hpo.Tuner` session built its models under (`image_data_format`):
+    # a model built under the other reads an image's rows as its channels.
+    before = study.user_attrs.get(KERAS_SETTINGS)
+    after = keras_settings_of(config)
+    if isinstance(before, dict) and after is not None:
+        # A setting one side lacks was Keras's default there (Keras not imported yet).
+        shared = sorted(before.keys() & after.keys())
+        changes += _changes("keras", {k: before[k] for k in shared}, {k: after[k] for k in shared})
     if changes:
         raise ConfigError(
             f"this run's settings differ from those study {study.study_name!r} recorded, so its "
@@ -278,6 +288,17 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
             f"study with its recorded settings (hpo search --storage URL --study-name "
             f"{study.study_name}), or start a new study (a new 'name')."
         )
+
+
+# The study attribute that records the Keras settings of an `hpo.Tuner`'s session.
+KERAS_SETTINGS = "keras_settings"
+
+
+def keras_settings_of(config: StudyConfig) -> dict[str, Any] | None:
+    """The Keras settings an in-memory hypermodel carries to its trials (`hpo.Tuner`), or None
+    for a study file's families, which each trial's process builds under Keras's own."""
+    settings = getattr(config.hypermodel, "keras_settings", None)
+    return dict(settings) if isinstance(settings, dict) else None
 
 
 def _changes(key: str, before: object, after: object) -> list[str]:

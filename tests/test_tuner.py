@@ -2309,6 +2309,36 @@ def test_a_sessions_keras_settings_reach_the_trials_as_kerastuner_builds_under_t
     assert re.search(r"pool channels_first mixed_bfloat16 \(3, [48]\)", printed), printed
 
 
+def test_a_project_resumed_under_another_image_data_format_is_refused(tmp_path: Path) -> None:
+    """A notebook searched under channels_first, then ran again under channels_last: the new
+    trials would read an image's rows as its channels beside the old ones, and
+    get_best_models would build the old trials' models the other way. Refused before any
+    trial, naming the setting and the way out (it was searched on)."""
+    import keras
+
+    x, y = _data(120, 0)
+    try:
+        keras.config.set_image_data_format("channels_first")
+        _tuner(tmp_path, 1).search(x, y, validation_split=0.25, epochs=1, verbose=0)
+        keras.config.set_image_data_format("channels_last")
+        tuner = _tuner(tmp_path, 2)
+        with pytest.raises(
+            ConfigError,
+            match=r"keras\.image_data_format: 'channels_first' -> 'channels_last'.*overwrite=True",
+        ):
+            tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    assert len(tuner.study().optuna_study.get_trials()) == 1
+    # Run as before, it searches on.
+    keras.config.set_image_data_format("channels_first")
+    try:
+        _tuner(tmp_path, 2).search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    assert len(tuner.study().optuna_study.get_trials()) == 2
+
+
 def test_a_sessions_dtype_policy_is_the_trials_precision_where_mixed_else_named() -> None:
     import keras
 

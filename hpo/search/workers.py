@@ -55,12 +55,14 @@ from hpo.search.recovery import (
 )
 from hpo.store import open_artifact_store, open_storage, redact_url
 from hpo.study import (
+    KERAS_SETTINGS,
     best_trial,
     check_settings,
     check_space_drift,
     create_study,
     default_params,
     enqueue_defaults,
+    keras_settings_of,
     sample_params,
     sampler_seed,
     search_space,
@@ -192,6 +194,8 @@ def run_search(
         provenance.record(study, fingerprint, source)
         study.set_user_attr("task", config.task)
         study.set_user_attr("hpo_config", config_to_dict(config))
+        if (settings := keras_settings_of(config)) is not None:
+            study.set_user_attr(KERAS_SETTINGS, settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([config.training.objective])
