@@ -97,6 +97,23 @@ def run_arms(
     return runs
 
 
+@contextlib.contextmanager
+def commit_tree(rev: str, folder: Path) -> Iterator[Path]:
+    """Commit REV's source tree, checked out into `folder` (a detached git worktree) and removed
+    after: a benchmark arm that runs another commit's code (`run_arms(trees=...)`)."""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(folder), rev],
+        check=True,
+    )
+    try:
+        yield folder
+    finally:
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "remove", "--force", str(folder)], check=False
+        )
+
+
 def benchmark_parser(
     doc: str | None, study: str, data: str = "data set folder or archive (default: the study's)"
 ) -> argparse.ArgumentParser:

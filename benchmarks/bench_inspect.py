@@ -18,15 +18,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from _common import run_arms, write_json
+from _common import commit_tree, run_arms, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
@@ -100,15 +100,6 @@ def run_arm(url: str, top: int, out: Path) -> dict[str, float]:
     return {"status": status_s, "report": time.perf_counter() - started, "rows": rows}
 
 
-def _worktree(rev: str, folder: Path) -> Path:
-    """REV's tree, checked out into `folder` (a detached git worktree)."""
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(folder), rev],
-        check=True,
-    )
-    return folder
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -128,25 +119,12 @@ def main() -> None:
         write_study(url, args.trials)
         print(f"{args.trials} trials written in {time.perf_counter() - started:.0f} s")
         trees = {"hpo": ROOT}
-        if args.baseline:
-            trees = {"baseline": _worktree(args.baseline, Path(scratch) / "baseline"), **trees}
-        try:
+        with contextlib.ExitStack() as stack:
+            if args.baseline:
+                baseline = commit_tree(args.baseline, Path(scratch) / "baseline")
+                trees = {"baseline": stack.enter_context(baseline), **trees}
             arguments = ("--url", url, "--top", f"{args.top}")
             runs = run_arms(__file__, list(trees), args.repeats, *arguments, trees=trees)
-        finally:
-            if args.baseline:
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(ROOT),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(trees["baseline"]),
-                    ],
-                    check=False,
-                )
     medians = {
         arm: {part: statistics.median(r[part] for r in arm_runs) for part in ("status", "report")}
         for arm, arm_runs in runs.items()

@@ -236,6 +236,24 @@ def test_backend_preload_arms_load_tensorflow_in_the_jax_fork_server_only_with_h
     assert "hpo / bare:" in result.stdout
 
 
+def test_nb_counts_arms_compute_the_same_ratios_in_this_tree_and_a_commits(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    study = write_study(tmp_path, fake_imdb, name="counts")
+    out = tmp_path / "runs.json"
+    result = _run(
+        "bench_nb_counts.py",
+        *("--study", study, "--baseline", "HEAD", "--repeats", "1", "--json", out),
+        cwd=tmp_path,
+    )
+    runs = json.loads(out.read_text())
+    assert list(runs) == ["baseline", "hpo"]
+    [[baseline], [hpo]] = runs.values()
+    assert baseline["digest"] == hpo["digest"] and hpo["rows"] == baseline["rows"] > 0
+    assert hpo["seconds"] > 0
+    assert "hpo / baseline: " in result.stdout and "(same ratios)" in result.stdout
+
+
 def test_inspect_arms_time_this_tree_against_a_commits_worktree(tmp_path: Path) -> None:
     out = tmp_path / "runs.json"
     result = _run(
