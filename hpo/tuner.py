@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     import keras
     import keras_tuner
+    import numpy as np
     import optuna
     from optuna.trial import FrozenTrial
 
@@ -876,10 +877,10 @@ def _trained(
     stored model (with a warning naming why)."""
     # Built first: a class that build_model defines inside itself exists only then, and the
     # stored model holds it.
-    model, why = _rebuilt(trial, task, data, context)
+    model, why = _rebuilt(trial, task, data, context, seed=study.config.sampler.seed)
     stored = study.load_model(trial.number)
     if model is not None:
-        model, why = _with_weights(model, stored)
+        model, why = _with_weights(model, stored, data.x_val[:_PROBE_ROWS])
     if model is not None:
         return model
     gives = (
@@ -902,10 +903,21 @@ def _trained(
 
 
 def _rebuilt(
-    trial: FrozenTrial, task: Task, data: TrialData, context: Mapping[str, Any]
+    trial: FrozenTrial,
+    task: Task,
+    data: TrialData,
+    context: Mapping[str, Any],
+    *,
+    seed: int | None = None,
 ) -> tuple[keras.Model | None, str]:
     """The trial's model built and compiled again as the trial did (its weights new); or
-    None, and why not."""
+    None, and why not.
+
+    Args:
+        seed: The study's seed: the build is seeded as the trial's was, so that what it draws
+            (a vocabulary adapted on a random sample of texts) is drawn again.
+    """
+    import keras
     import optuna
 
     from hpo.study import TRAINING_DEFAULTS
@@ -919,6 +931,8 @@ def _rebuilt(
         # trained it in a loop of its own (then they are hpo's defaults, as in the trial).
         return params[name] if name in params else TRAINING_DEFAULTS[name]
 
+    if seed is not None:
+        keras.utils.set_random_seed(seed + trial.number)
     try:
         with warnings.catch_warnings():
             # A value of a range the hypermodel has changed since: it is the trial's, as built.
@@ -939,8 +953,20 @@ def _first_lines(text: str, most: int = 600) -> str:
     return cut[: cut.rfind(". ") + 1] if ". " in cut else cut + "..."
 
 
-def _with_weights(model: keras.Model, stored: keras.Model) -> tuple[keras.Model | None, str]:
-    """`model` (`_rebuilt`) with the stored model's weights; or None, and why not."""
+# Validation rows a model built again must predict as the trial's stored model does.
+_PROBE_ROWS = 16
+
+
+def _with_weights(
+    model: keras.Model, stored: keras.Model, probe: np.ndarray
+) -> tuple[keras.Model | None, str]:
+    """`model` (`_rebuilt`) with the stored model's weights; or None, and why not: other
+    weights, or other outputs on the `probe` rows (state that is no weight, such as a
+    vocabulary or statistics adapted in the build, differs from the trial's)."""
+    import keras
+    import numpy as np
+
+    from hpo.data.inputs import tensors
     from hpo.training.interface import members_model
 
     trained = members_model(stored)
@@ -952,4 +978,21 @@ def _with_weights(model: keras.Model, stored: keras.Model) -> tuple[keras.Model 
             f"it builds {len(built)} weights of other shapes than the trial's {len(stored_shapes)}"
         )
     model.set_weights(trained.get_weights())
+    try:
+        given = tensors(probe)
+        # Called, not `predict`: no predict function traced for a check of a few rows.
+        outputs = [
+            [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(m(given, training=False))]
+            for m in (model, trained)
+        ]
+    except Exception as exc:  # the user's model, called on the trial's inputs
+        return None, f"predicting with it failed: {type(exc).__name__}: {_first_lines(str(exc))}"
+    if len(outputs[0]) != len(outputs[1]) or not all(
+        np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=1e-3, atol=1e-4)
+        for a, b in zip(*outputs, strict=False)
+    ):
+        return None, (
+            "with the trial's weights it predicts otherwise than the trial's model: state that "
+            "is not a weight (a vocabulary or statistics adapted in build_model, say) differs"
+        )
     return model, ""

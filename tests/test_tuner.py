@@ -1656,6 +1656,68 @@ def test_a_model_that_vectorizes_its_own_text_searches_ensembles_and_exports(
         ensemble.predict(x[300:]).reshape(-1),
         atol=1e-5,
     )
+    # Texts longer than every training text, read whole (the training texts' width cut them
+    # to the unknown words before "good" and "bad": one probability for both).
+    longer = np.array([["unheardofword " * 4 + "good"], ["unheardofword " * 4 + "bad"]])
+    np.testing.assert_allclose(
+        ensemble.predict(longer).reshape(-1),
+        model.predict(tf.constant(longer), verbose=0).reshape(-1),
+        atol=1e-5,
+    )
+    assert ensemble.evaluate(longer, np.array([1, 0]))["accuracy"] == 1.0
+
+
+@pytest.mark.slow
+def test_get_best_models_gives_the_trials_adapted_vocabulary_or_else_the_stored_model(
+    tmp_path: Path,
+) -> None:
+    """A vocabulary is no weight: a build_model that adapts one on a random sample of the texts
+    got another vocabulary in get_best_models than in its trial (val accuracy 0.56 against
+    0.87), silently. Its build is seeded as the trial's was; one that draws otherwise still
+    (here: a sample that changes at each build) gives the stored model, with the warning."""
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    y = rng.integers(0, 2, 300)
+    x = np.array([" ".join(rng.choice(words[:15] if c else words[15:], 3)) for c in y])
+    builds = [0]
+
+    def model_on(sample: np.ndarray, hp: Any) -> Any:
+        # The 10 commonest words of the sample: which they are depends on the sample.
+        vectorize = keras.layers.TextVectorization(max_tokens=12, output_sequence_length=3)
+        vectorize.adapt(sample)
+        inputs = keras.Input(shape=(), dtype="string")
+        embedded = keras.layers.Embedding(12, hp.Int("d", 4, 8, step=4))(vectorize(inputs))
+        outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(embedded))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    def sampled(hp: Any) -> Any:
+        return model_on(np.random.choice(x, 40), hp)
+
+    def changing() -> Any:
+        def sampled(hp: Any) -> Any:  # the same family, edited (a notebook's cell run again)
+            builds[0] += 1
+            return model_on(np.random.default_rng(builds[0]).choice(x, 40), hp)
+
+        return sampled
+
+    tuner = hpo.Tuner(sampled, max_trials=1, directory=tmp_path, project_name="vocab")
+    tuner.search(x[:200], y[:200], validation_data=(x[200:], y[200:]), epochs=3, verbose=0)
+    [trial] = tuner.best_trials(1)
+    stored = tuner.study().load_model(trial.number)
+    expected = stored.predict(tf.constant(x[200:]), verbose=0).reshape(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        [best] = tuner.get_best_models(1)
+    assert best.predict(tf.constant(x[200:]), verbose=0).reshape(-1) == pytest.approx(expected)
+    again = hpo.Tuner(changing(), max_trials=1, directory=tmp_path, project_name="vocab")
+    with pytest.warns(UserWarning, match=r"predicts otherwise than the trial's model.*vocabulary"):
+        [best] = again.get_best_models(1)
+    assert best.predict(tf.constant(x[200:]), verbose=0).reshape(-1) == pytest.approx(expected)
 
 
 def test_inputs_that_are_nan_or_infinite_are_refused_naming_the_first() -> None:

@@ -25,7 +25,7 @@ from hpo.errors import ConfigError, DataError
 from hpo.training.interface import tolerance
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     import keras
 
@@ -263,4 +263,29 @@ class Ensemble:
                 f"inputs of {describe(inputs)} per example; the search's were "
                 f"{describe(expected)}. Prepare them as the search's inputs were."
             )
-        return inputs.astype(expected.dtype, copy=False)
+        # The search's types, text as wide as it is here: the training texts' width would cut
+        # a longer one (the exported model reads it whole).
+        return inputs.astype(_widened(expected.dtype, inputs.dtype), copy=False)
+
+
+def _widened(expected: np.dtype, given: np.dtype) -> np.dtype:
+    """`expected` (the search's inputs' type) with each text input (UTF-8 bytes) at least as
+    wide as in `given`, by name for several inputs, so that casting to it cuts no text."""
+
+    def wider(base: np.dtype, other: np.dtype | None) -> np.dtype:
+        if other is not None and base.kind == other.kind == "S":
+            return other if other.itemsize > base.itemsize else base
+        return base
+
+    if expected.names is None:
+        return wider(expected, given if given.names is None else None)
+    fields: Mapping[str, tuple[Any, ...]] = expected.fields or {}
+    others: Mapping[str, tuple[Any, ...]] = given.fields or {}
+    formats, titles = [], []
+    for name in expected.names:
+        field = fields[name]
+        other = others.get(name)
+        base = wider(field[0].base, other[0].base if other else None)
+        formats.append((base, field[0].shape) if field[0].shape else base)
+        titles.append(field[2] if len(field) > 2 else None)
+    return np.dtype({"names": list(expected.names), "formats": formats, "titles": titles})
