@@ -58,7 +58,15 @@ runtime = set()
 import onnxruntime
 
 session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-(given,) = session.get_inputs()
+inputs = session.get_inputs()
+if len(inputs) != 1:
+    sys.exit(
+        f"the ONNX graph takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}) "
+        "where the model takes one: tf2onnx made tensors the model holds besides its weights "
+        "into inputs (a keras.layers.Normalization's mean and variance do this). Export it as "
+        "savedmodel or keras instead."
+    )
+(given,) = inputs
 outputs = session.run(None, {given.name: np.load(sys.argv[2], allow_pickle=False)})
 np.save(sys.argv[3], outputs[0])
 name = given.name

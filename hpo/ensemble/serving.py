@@ -11,10 +11,12 @@ must import neither hpo nor Keras (nor TensorFlow, for LiteRT).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ from hpo.ensemble.export import (
 from hpo.errors import ConfigError, HpoError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     import keras
 
@@ -199,8 +201,8 @@ def write_exports(
         ConfigError: A served format (SavedModel, ONNX, LiteRT) of a model of several inputs.
         HpoError: An export does not load, imports hpo or Keras, or disagrees.
     """
-    from hpo.ensemble.litert_export import export_litert
-    from hpo.ensemble.onnx_export import export_onnx
+    from hpo.ensemble.litert_export import LITERT_NAME, export_litert
+    from hpo.ensemble.onnx_export import ONNX_NAME, export_onnx
 
     formats = set(formats)
     served = sorted(f.value for f in formats - {Format.KERAS})
@@ -212,30 +214,60 @@ def write_exports(
         )
     entry: dict[str, Any] = {}
     if Format.KERAS in formats:
-        model.save(folder / EXPORT_NAME)
-        inputs = reference.inputs_for(model)
-        entry.update(
-            check_export(
-                folder / EXPORT_NAME,
-                inputs,
-                reference.labels,
-                reference.expected,
-                reference.tolerance,
-                reference.slope,
+        with _removed_on_failure(folder / EXPORT_NAME):
+            model.save(folder / EXPORT_NAME)
+            inputs = reference.inputs_for(model)
+            entry.update(
+                check_export(
+                    folder / EXPORT_NAME,
+                    inputs,
+                    reference.labels,
+                    reference.expected,
+                    reference.tolerance,
+                    reference.slope,
+                )
             )
-        )
     if Format.SAVEDMODEL in formats:
-        entry["saved_model"] = export_saved_model(model, folder / SAVED_MODEL_NAME, reference)
+        with _removed_on_failure(folder / SAVED_MODEL_NAME):
+            entry["saved_model"] = export_saved_model(model, folder / SAVED_MODEL_NAME, reference)
     portable, checked_against, note = (
         float32_copy(model, reference)
         if formats & {Format.ONNX, Format.LITERT}
         else (model, reference, {})
     )
     if Format.ONNX in formats:
-        entry["onnx"] = {**export_onnx(portable, folder, checked_against), **note}
+        with _removed_on_failure(folder / ONNX_NAME):
+            entry["onnx"] = {**export_onnx(portable, folder, checked_against), **note}
     if Format.LITERT in formats:
-        entry["litert"] = {**export_litert(portable, folder, checked_against), **note}
+        with _removed_on_failure(folder / LITERT_NAME):
+            entry["litert"] = {**export_litert(portable, folder, checked_against), **note}
     return entry
+
+
+@contextlib.contextmanager
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    """Removes what an export that fails wrote at `path` (a file that did not load or serve, a
+    half-written folder), so that none is taken for a checked export; what was there before
+    and left as it was stays."""
+    before = _stamp(path)
+    try:
+        yield
+    except BaseException:
+        if path.exists() and _stamp(path) != before:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """`path`'s modification time and size, or None where there is nothing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def float32_copy(

@@ -51,6 +51,46 @@ def test_an_image_model_serves_unaugmented_and_whole_in_onnx_and_a_wrong_one_is_
         check_served(SERVE_ONNX, tmp_path / ONNX_NAME, images, wrong, "the ONNX export")
 
 
+def test_an_onnx_graph_with_inputs_the_model_lacks_is_refused_naming_why_and_removed(
+    tmp_path: Path,
+) -> None:
+    """tf2onnx makes an adapted Normalization's mean and variance graph inputs: the check's
+    own unpacking failed ("too many values to unpack") and the file that no server can feed
+    stayed in the folder."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(5, 3, (32, 4)).astype("float32")
+    normalize = keras.layers.Normalization()
+    normalize.adapt(x)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(normalize(inputs)))
+    probabilities = np.asarray(model.predict(x, verbose=0), np.float64)
+    reference = Reference(x, None, np.arange(32) % 2, probabilities, tolerance=1e-5)
+    with pytest.raises(
+        HpoError, match=r"takes 3 inputs .*Normalization's mean .* as savedmodel or keras"
+    ):
+        write_exports(model, tmp_path, {Format.ONNX}, reference)
+    assert not (tmp_path / ONNX_NAME).exists()
+
+
+def test_a_failed_export_removes_what_it_wrote_and_keeps_what_it_left(tmp_path: Path) -> None:
+    from hpo.ensemble.serving import _removed_on_failure
+
+    kept, written, folder = tmp_path / "kept.onnx", tmp_path / "new.onnx", tmp_path / "saved"
+    kept.write_text("an earlier export")
+    for path, write in (
+        (kept, lambda: None),  # failed before writing: the earlier file stays
+        (written, lambda: written.write_text("half")),
+        (folder, lambda: (folder.mkdir(), (folder / "saved_model.pb").write_text("half"))),
+    ):
+        with pytest.raises(HpoError), _removed_on_failure(path):
+            write()
+            raise HpoError("did not serve")
+    assert kept.read_text() == "an earlier export"
+    assert not written.exists() and not folder.exists()
+
+
 def test_hashed_ngrams_serve_in_onnx_as_in_keras(tmp_path: Path) -> None:
     from hpo.models import ngram
 
