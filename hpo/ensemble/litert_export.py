@@ -89,8 +89,8 @@ def export_litert(model: keras.Model, folder: Path, reference: Reference) -> dic
             raise HpoError(
                 f"the LiteRT converter could not convert this model with built-in operators "
                 f"({type(exc).__name__}: {str(exc)[:400]}; it printed: "
-                f"{printed.getvalue()[-500:]!r}). Export it as --format savedmodel or onnx "
-                "instead."
+                f"{printed.getvalue()[-500:]!r}). Export it as savedmodel or keras "
+                "instead (or onnx, where tf2onnx converts it)."
             ) from exc
     checked = check_served(
         SERVE_LITERT, path, inputs, reference, "the LiteRT export", (*FORBIDDEN, "tensorflow")

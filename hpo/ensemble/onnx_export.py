@@ -95,7 +95,7 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
             raise HpoError(
                 f"tf2onnx could not convert this model to ONNX ({type(exc).__name__}: "
                 f"{str(exc)[:300]}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
-                "--format savedmodel or keras instead."
+                "savedmodel or keras instead."
             ) from exc
     checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export")
     entry = {
