@@ -154,7 +154,13 @@ def run_search(
     open_artifact_store(config.artifact_location)
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
-    check_settings(study, config)
+    if study.get_trials(deepcopy=False, states=_STARTED):
+        check_settings(study, config)
+    else:
+        # No trial has run: this run's settings are the study's (a run that stopped on a typo
+        # before any trial binds nothing). Recorded now, so that a run started beside this one
+        # with other settings (another backend) finds them when it checks again below.
+        _record_settings(study, config)
     for note in check_space_drift(study, space):
         print(f"note: {note}")
     swept = sweep_dead_local_trials(study)
@@ -193,9 +199,10 @@ def run_search(
         provenance.check_fingerprint(study, fingerprint, source, "resuming the search")
         provenance.record(study, fingerprint, source)
         study.set_user_attr("task", config.task)
-        study.set_user_attr("hpo_config", config_to_dict(config))
-        if (settings := keras_settings_of(config)) is not None:
-            study.set_user_attr(KERAS_SETTINGS, settings)
+        # Again, now that the data are ready: a run started beside this one may have recorded
+        # other settings since this one checked.
+        check_settings(study, config)
+        _record_settings(study, config)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([config.training.objective])
@@ -599,6 +606,17 @@ def _backend(config: StudyConfig) -> Backend:
 
 def _count(study: optuna.Study, states: Sequence[TrialState]) -> int:
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+# The states of trials that started: a study holding any trained under its recorded settings.
+_STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _record_settings(study: optuna.Study, config: StudyConfig) -> None:
+    """Records the run's trial-defining settings in the study (`check_settings` reads them)."""
+    study.set_user_attr("hpo_config", config_to_dict(config))
+    if (settings := keras_settings_of(config)) is not None:
+        study.set_user_attr(KERAS_SETTINGS, settings)
 
 
 def _summary(

@@ -94,6 +94,39 @@ def test_cli_reports_missing_data_naming_the_fix(
     assert "HPO_IMDB_PATH" in err
 
 
+def test_a_run_beside_another_with_other_settings_is_refused_and_a_stopped_one_binds_nothing(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of a new study started together (one on TensorFlow, one on JAX) both passed
+    the check, made before either had recorded its settings, and trained trials into one
+    study. Now the first records its settings before preparing the data and both check again
+    after: the run whose settings are not the study's stops before any trial."""
+    import dataclasses
+
+    from hpo.config import config_to_dict
+    from hpo.data import provenance
+    from hpo.errors import ConfigError
+
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=1))
+    other = dataclasses.replace(config, training=dataclasses.replace(config.training, max_epochs=7))
+    record = provenance.record
+
+    def beside(study: optuna.Study, *args: Any) -> None:
+        record(study, *args)
+        study.set_user_attr("hpo_config", config_to_dict(other))  # the other run's, meanwhile
+
+    monkeypatch.setattr(provenance, "record", beside)
+    with pytest.raises(ConfigError, match=r"settings differ .*training\.max_epochs: 7 -> 2"):
+        run_search(config, progress=False)
+    study = _study(config.storage_url, config.name)
+    assert all(t.state == TrialState.WAITING for t in study.get_trials())
+    # No trial has run, so nothing binds the study to the other run's settings: this one's are.
+    monkeypatch.setattr(provenance, "record", record)
+    assert run_search(config, progress=False).finished == 1
+    recorded = _study(config.storage_url, config.name).user_attrs["hpo_config"]
+    assert recorded["training"]["max_epochs"] == config.training.max_epochs
+
+
 def test_space_drift_is_refused_before_any_trial_and_range_changes_are_noted(
     fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
