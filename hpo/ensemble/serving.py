@@ -230,18 +230,22 @@ def write_exports(
     if Format.SAVEDMODEL in formats:
         with _removed_on_failure(folder / SAVED_MODEL_NAME):
             entry["saved_model"] = export_saved_model(model, folder / SAVED_MODEL_NAME, reference)
-    portable, checked_against, note = (
-        float32_copy(model, reference)
-        if formats & {Format.ONNX, Format.LITERT}
-        else (model, reference, {})
-    )
     if Format.ONNX in formats:
         with _removed_on_failure(folder / ONNX_NAME):
+            portable, checked_against, note = float32_copy(model, reference, _NOT_ONNX)
             entry["onnx"] = {**export_onnx(portable, folder, checked_against), **note}
     if Format.LITERT in formats:
         with _removed_on_failure(folder / LITERT_NAME):
+            portable, checked_against, note = float32_copy(model, reference, _NOT_LITERT)
             entry["litert"] = {**export_litert(portable, folder, checked_against), **note}
     return entry
+
+
+# The mixed precisions each converter does not take: tf2onnx mixes float16 and bfloat16 in one
+# operation of a bfloat16 model; the LiteRT converter has no bfloat16 kernels and fails on a
+# mixed float16 model's casts (a Dense model of a mixed_float16 session).
+_NOT_ONNX = frozenset({"mixed_bfloat16"})
+_NOT_LITERT = frozenset({"mixed_bfloat16", "mixed_float16"})
 
 
 @contextlib.contextmanager
@@ -271,13 +275,13 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def float32_copy(
-    model: keras.Model, reference: Reference
+    model: keras.Model, reference: Reference, precisions: frozenset[str] = _NOT_ONNX
 ) -> tuple[keras.Model, Reference, dict[str, Any]]:
-    """For ONNX and LiteRT, whose converters do not take bfloat16 faithfully (tf2onnx mixes
-    float16 and bfloat16 in one operation; the LiteRT converter has no bfloat16 kernels): a
-    model computing in bfloat16 (`precision = "auto"` picks it for a family where it was
-    measured faster) as a copy that computes in float32 with the same weights (mixed precision
-    keeps them in float32), else the model itself.
+    """For a converter that does not take some mixed precisions (`precisions`: ONNX's and
+    LiteRT's, above): a model computing in one of them (`precision = "auto"` picks bfloat16 for
+    a family where it was measured faster; a session's policy, float16) as a copy that computes
+    in float32 with the same weights (mixed precision keeps them in float32), else the model
+    itself.
 
     Returns:
         The model to convert; the reference its export must reproduce (for the copy: its own
@@ -286,7 +290,8 @@ def float32_copy(
     """
     from hpo.training.interface import model_precision
 
-    if model_precision(model) != "mixed_bfloat16":
+    precision = model_precision(model)
+    if precision not in precisions:
         return model, reference, {}
     import keras
 
@@ -302,8 +307,9 @@ def float32_copy(
     expected[rows] = got
     note = {
         "computes_in": "float32",
-        "float32_copy": "the members compute in bfloat16, which the converter does not take: "
-        "this export is a float32 copy of them (same weights), checked against that copy",
+        "float32_copy": f"the members compute in {precision.removeprefix('mixed_')}, which "
+        "the converter does not take: this export is a float32 copy of them (same weights), "
+        "checked against that copy",
         "float32_max_abs_difference_from_evaluated": gap,
     }
     return copy, dataclasses.replace(reference, expected=expected, tolerance=EXPORT_TOLERANCE), note

@@ -135,6 +135,28 @@ def test_a_bfloat16_model_goes_to_onnx_and_litert_as_a_float32_copy(tmp_path: Pa
     assert model.layers[1].compute_dtype == "bfloat16"  # the model itself is left as it was
 
 
+def test_a_float16_model_goes_to_litert_as_a_float32_copy(tmp_path: Path) -> None:
+    """A session's mixed_float16 (hpo.Tuner carries it to the trials): the LiteRT converter
+    failed on a plain Dense model's casts, with 17 lines of its errors."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 4)).astype(np.float32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(8, activation="relu")(inputs)
+        outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(hidden)
+        model = keras.Model(inputs, outputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    probabilities = np.asarray(model.predict(x, verbose=0), np.float64)
+    reference = Reference(x, None, np.arange(16) % 2, probabilities, tolerance=2e-3)
+    entry = write_exports(model, tmp_path, {Format.LITERT}, reference)["litert"]
+    assert entry["computes_in"] == "float32" and "float16" in entry["float32_copy"]
+    assert entry["max_abs_difference"] <= 1e-5
+
+
 def test_an_image_model_serves_whole_in_litert_without_tensorflow(tmp_path: Path) -> None:
     from hpo.models import conv2d
 
