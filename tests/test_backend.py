@@ -23,7 +23,7 @@ from hpo.backend import (
 from hpo.config import load_study_config
 from hpo.errors import ConfigError
 
-from .conftest import run_user_script
+from .conftest import run_user_script, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +70,32 @@ def test_keras_loaded_with_another_backend_is_a_clear_error() -> None:
     assert "ConfigError this study trains on jax, but Keras is already loaded here with torch" in (
         result.stdout
     ), result.stderr[-2000:]
+
+
+def test_a_search_from_python_with_keras_loaded_on_another_backend_names_the_study_setting(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    """A script imports Keras first, on keras.json's backend (JAX), then runs hpo.search on a
+    study file that names none: the search is TensorFlow's, as documented, and the message
+    named only restarting on TensorFlow, a backend the user never asked for."""
+    study = write_study(tmp_path, fake_imdb)
+    code = (
+        "import os; os.environ['KERAS_BACKEND'] = 'jax'\n"
+        "import keras\n"
+        "del os.environ['KERAS_BACKEND']\n"
+        "import hpo\n"
+        "try:\n"
+        f"    hpo.search({str(study)!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert "ConfigError this study trains on tensorflow, but Keras is already loaded" in (
+        result.stdout
+    ), result.stderr[-2000:]
+    assert 'Or, to search on jax, set backend = "jax" under [training]' in result.stdout
 
 
 def test_gpus_are_read_from_cuda_visible_devices_and_shared_by_trials_per_gpu(

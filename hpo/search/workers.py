@@ -27,6 +27,7 @@ from hpo.backend import (
     callers_environment,
     claim_backend,
     gpu_assignment,
+    keras_backend,
     resolve_backend,
     visible_gpus,
 )
@@ -130,7 +131,16 @@ def run_search(
     """
     # Every process of the study loads Keras with its backend, the user's modules included.
     backend = resolve_backend(config.training.backend)
-    claim_backend(backend)
+    try:
+        claim_backend(backend)
+    except ConfigError as exc:
+        # From Python, Keras loaded first (on keras.json's backend, say): the study file may
+        # name that one instead.
+        loaded = keras_backend()
+        raise ConfigError(
+            f'{exc} Or, to search on {loaded}, set backend = "{loaded}" under [training] in '
+            f"the study file."
+        ) from None
     config = dataclasses.replace(
         config, training=dataclasses.replace(config.training, backend=backend)
     )
