@@ -34,7 +34,14 @@ from hpo.config import (
     StudyConfig,
     TrainingConfig,
 )
-from hpo.errors import ConfigError, DataError, HpoError, OtherData, SearchStopped, StoreError
+from hpo.errors import (
+    ConfigError,
+    DataError,
+    HpoError,
+    OtherData,
+    SearchStopped,
+    StoreError,
+)
 from hpo.precision import Precision
 
 if TYPE_CHECKING:
@@ -677,7 +684,8 @@ class Tuner:
         """
         study = self.study()
         inputs = _trial_inputs(study)
-        return [_trained(study, trial, *inputs) for trial in study.best_trials(num_models)]
+        with _on_recorded_backend(study):
+            return [_trained(study, trial, *inputs) for trial in study.best_trials(num_models)]
 
     def load_model(self, trial: Any) -> keras.Model:
         """One trial's model at its best epoch, as `get_best_models` gives them; as KerasTuner's
@@ -701,7 +709,8 @@ class Tuner:
                 f"the study has no trial {number!r}; give a trial of tuner.oracle, an Optuna "
                 f"trial or a trial number (0 to {len(trials) - 1})."
             ) from None
-        return _trained(study, frozen, *_trial_inputs(study))
+        with _on_recorded_backend(study):
+            return _trained(study, frozen, *_trial_inputs(study))
 
     def get_best_hyperparameters(self, num_trials: int = 1) -> list[keras_tuner.HyperParameters]:
         """The best trials' hyperparameters, best first, by the names `build_model` gave them:
@@ -780,7 +789,32 @@ class Tuner:
             # The classes build_model defines inside itself exist once it has run: the stored
             # members hold them (a failed build leaves loading to say what is missing).
             _rebuilt(best[0], *_trial_inputs(study))
-        return fit_in_memory(study, top=top, pool=pool, method=method, calibrate=calibrate)
+        with _on_recorded_backend(study):
+            return fit_in_memory(study, top=top, pool=pool, method=method, calibrate=calibrate)
+
+
+@contextlib.contextmanager
+def _on_recorded_backend(study: Study) -> Iterator[None]:
+    """Where a trial's model does not load (a checkpoint error, or no usable checkpoint) and
+    Keras runs here on another backend than the trials trained on, says so: a model that calls
+    its backend's own functions (a torch layer, say) loads there only, and the checkpoints are
+    as they were."""
+    from hpo.backend import keras_backend, recorded_backend
+    from hpo.contract import CheckpointError
+
+    try:
+        yield
+    except (CheckpointError, StoreError) as exc:
+        trained = recorded_backend(study.optuna_study.user_attrs.get("hpo_config"), None).value
+        here = keras_backend()
+        if here is None or here == trained:
+            raise
+        raise type(exc)(
+            f"{exc} The study's trials trained on {trained}, and Keras runs on {here} in this "
+            f"process: a model that calls {trained} itself loads only there. Open the project "
+            f"in a process started with KERAS_BACKEND={trained} (in a notebook: restart the "
+            f"kernel)."
+        ) from exc
 
 
 def _check_project_name(name: object) -> None:

@@ -2401,6 +2401,38 @@ def test_a_project_resumed_under_another_image_data_format_is_refused(tmp_path: 
     assert len(tuner.study().optuna_study.get_trials()) == 2
 
 
+def test_a_model_that_does_not_load_on_this_backend_names_the_trials_backend() -> None:
+    """A project searched on torch (a layer calling torch), reopened in a TensorFlow session:
+    get_best_models said "cannot load checkpoint" and ensemble "no usable checkpoint", as if
+    the checkpoints were damaged, and never named the backends."""
+    import types
+
+    import keras
+
+    from hpo.contract import CheckpointError
+    from hpo.errors import StoreError
+    from hpo.tuner import _on_recorded_backend
+
+    here = keras.config.backend()
+    other = "torch" if here != "torch" else "jax"
+
+    def study(backend: str) -> Any:
+        attrs = {"hpo_config": {"training": {"backend": backend}}}
+        return types.SimpleNamespace(optuna_study=types.SimpleNamespace(user_attrs=attrs))
+
+    for error in (CheckpointError, StoreError):
+        with pytest.raises(error) as raised, _on_recorded_backend(study(other)):
+            raise error("trial 0: cannot load checkpoint x.keras")
+        assert str(raised.value).startswith("trial 0: cannot load checkpoint x.keras The study's")
+        assert f"trained on {other}, and Keras runs on {here}" in str(raised.value)
+        assert f"KERAS_BACKEND={other}" in str(raised.value)
+    with (
+        pytest.raises(CheckpointError, match=r"^trial 0: damaged$"),
+        _on_recorded_backend(study(here)),
+    ):
+        raise CheckpointError("trial 0: damaged")  # on its own backend: damaged indeed
+
+
 def test_a_sessions_dtype_policy_is_the_trials_precision_where_mixed_else_named() -> None:
     import keras
 
