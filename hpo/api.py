@@ -305,6 +305,7 @@ def load_model(path: str | Path) -> keras.Model:
     Raises:
         ConfigError: There is no such file.
     """
+    from hpo.backend import keras_backend
     from hpo.contract import keras_cause, load_keras_file, own_class_hint
     from hpo.ensemble.export import EXPORT_NAME
 
@@ -317,9 +318,28 @@ def load_model(path: str | Path) -> keras.Model:
             f"(it holds {EXPORT_NAME})."
         )
     try:
-        return load_keras_file(file)
+        model = load_keras_file(file)
     except Exception as exc:
         hint = own_class_hint(exc)
         if not hint:
             raise
         raise ConfigError(f"cannot load {file}: {keras_cause(exc)}{hint}.") from exc
+    backend = keras_backend()
+    if backend != "tensorflow" and _takes_text(model):
+        # It would load and then fail in predict with the backend's own dtype error.
+        raise ConfigError(
+            f"{file} takes raw text, which Keras reads with TensorFlow's string operations only, "
+            f"and Keras runs on {backend} in this process. Load it in a process started with "
+            f"KERAS_BACKEND=tensorflow, or score texts with hpo predict, which does."
+        )
+    return model
+
+
+def _takes_text(model: keras.Model) -> bool:
+    """Whether `model` reads raw strings; False for one without inputs to read (subclassed)."""
+    from hpo.ensemble.export import takes_text
+
+    try:
+        return takes_text(model)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return False

@@ -98,6 +98,35 @@ def test_a_search_from_python_with_keras_loaded_on_another_backend_names_the_stu
     assert 'Or, to search on jax, set backend = "jax" under [training]' in result.stdout
 
 
+def test_a_raw_text_model_loaded_off_tensorflow_is_refused_naming_the_way(tmp_path: Path) -> None:
+    """A text ensemble made on TensorFlow takes strings: on JAX hpo.load_model loaded it and
+    predict then failed with JAX's "not a valid JAX array type"."""
+    import keras
+
+    vectorize = keras.layers.TextVectorization(vocabulary=["good", "bad"], output_mode="count")
+    inputs = keras.Input(shape=(1,), dtype="string")
+    outputs = keras.layers.Dense(1, activation="sigmoid")(vectorize(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "text.keras")
+    code = (
+        "import hpo\n"
+        "try:\n"
+        f"    hpo.load_model({str(tmp_path / 'text.keras')!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert "ConfigError " in result.stdout, result.stderr[-2000:]
+    assert "takes raw text" in result.stdout and "Keras runs on jax" in result.stdout
+    assert "KERAS_BACKEND=tensorflow, or score texts with hpo predict" in result.stdout
+
+
 def test_gpus_are_read_from_cuda_visible_devices_and_shared_by_trials_per_gpu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
