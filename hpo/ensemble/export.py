@@ -3,6 +3,7 @@ prediction."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from hpo.precision import global_policy
 from hpo.store import sha256_file
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
     import keras
@@ -245,7 +246,7 @@ def compare_rows(
     if len(rows) and gaps[worst] > allowed[worst]:
         raise HpoError(
             f"{what} disagrees with the evaluated one by {gaps[worst]:.2e} on "
-            f"test example {rows[worst]} (tolerance {allowed[worst]:g})"
+            f"example {rows[worst]} of those checked (tolerance {allowed[worst]:g})"
         )
     return {
         "checked_examples": len(rows),
@@ -254,3 +255,24 @@ def compare_rows(
         "tolerance": tolerance,
         "max_tolerance": float(allowed.max(initial=tolerance)),
     }
+
+
+@contextlib.contextmanager
+def across_backends(made_on: str) -> Iterator[None]:
+    """Where an export disagrees with the predictions its models made on another backend than
+    the one it is checked on here (TensorFlow writes a SavedModel, ONNX and LiteRT), says so:
+    a layer that computes otherwise there (a bicubic `Resizing`, say), not a broken export."""
+    from hpo.backend import keras_backend
+
+    try:
+        yield
+    except HpoError as exc:
+        here = keras_backend()
+        if here is None or here == made_on or " disagrees with the evaluated one " not in str(exc):
+            raise
+        raise HpoError(
+            f"{exc}. Its models were trained and evaluated on {made_on}, and the exports are "
+            f"checked here on {here}, which writes these formats: a layer that computes "
+            f"otherwise on {here} (a bicubic Resizing, say) makes them disagree. Export .keras "
+            f"on its own (--format keras, or formats=('keras',)), which stays on {made_on}."
+        ) from exc

@@ -21,6 +21,7 @@ from hpo.command_options import (
     open_ensemble_study,
     open_study,
 )
+from hpo.ensemble.export import across_backends
 from hpo.ensemble.exporter import export_built_ensemble, export_trial
 from hpo.ensemble.predict import export_backend
 from hpo.ensemble.serving import (
@@ -80,23 +81,26 @@ def run(args: argparse.Namespace) -> int:
                 "and/or --format litert (its ensemble.keras is already there)."
             )
         # A SavedModel, ONNX or LiteRT is written on TensorFlow, whatever the models were made on.
-        _load_keras(export_backend(args.ensemble), args.formats)
+        made_on = export_backend(args.ensemble)
+        _load_keras(made_on, args.formats)
         config, study = open_ensemble_study(args, args.ensemble)
-        result = export_built_ensemble(
-            config, study, args.ensemble, formats=args.formats, data=args.data
-        )
+        with across_backends(made_on.value):
+            result = export_built_ensemble(
+                config, study, args.ensemble, formats=args.formats, data=args.data
+            )
     else:
         config, study = open_study(args.study, args.storage, args.study_name)
         made_on = recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend)
         _load_keras(made_on, args.formats or [Format.KERAS])
-        result = export_trial(
-            config,
-            study,
-            args.trial,
-            formats=args.formats or [Format.KERAS],
-            out_dir=args.out,
-            data=args.data,
-        )
+        with across_backends(made_on.value):
+            result = export_trial(
+                config,
+                study,
+                args.trial,
+                formats=args.formats or [Format.KERAS],
+                out_dir=args.out,
+                data=args.data,
+            )
     checked = "the ensemble's test predictions" if args.ensemble else "its validation predictions"
     print(f"Exports in {result.out_dir}/, each loaded back and checked against {checked}:")
     print("\n".join(describe_exports(result.report["export"], result.written)))

@@ -27,7 +27,12 @@ from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
-from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
+from hpo.ensemble.export import (
+    across_backends,
+    export_ensemble,
+    keras_config_backend,
+    write_tokenizer,
+)
 from hpo.ensemble.predict import export_backend, load_export
 from hpo.ensemble.report import check_out_dir, folder_lock, publish, staging_for
 from hpo.ensemble.selection import Candidate, load_member
@@ -254,7 +259,8 @@ def export_on_tensorflow(
     use_backend(Backend.TENSORFLOW)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     study = load_existing_study(storage, study_name)
-    return export_built_ensemble(config, study, ensemble_dir, formats=formats, data=data)
+    with across_backends(export_backend(ensemble_dir).value):
+        return export_built_ensemble(config, study, ensemble_dir, formats=formats, data=data)
 
 
 def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:

@@ -273,3 +273,25 @@ def test_litert_without_its_interpreter_says_what_to_install(
         ConfigError, match=r"ai_edge_litert is not installed.*pip install 'hpo\[litert\]'"
     ):
         check_formats([Format.LITERT], "tensorflow")
+
+
+def test_an_export_that_disagrees_across_backends_says_where_the_models_were_made() -> None:
+    """A study trained on PyTorch with a bicubic Resizing: its SavedModel, checked on
+    TensorFlow, disagreed "on test example 58" (a validation row) and named no cause."""
+    import keras
+
+    from hpo.ensemble.export import across_backends
+
+    here = keras.config.backend()
+    other = "torch" if here != "torch" else "jax"
+    disagrees = "the SavedModel disagrees with the evaluated one by 7.0e-02 on example 58"
+    with pytest.raises(HpoError) as raised, across_backends(other):
+        raise HpoError(disagrees + " of those checked (tolerance 1e-05)")
+    assert str(raised.value).startswith(disagrees)
+    assert f"trained and evaluated on {other}, and the exports are checked here on {here}" in (
+        str(raised.value)
+    )
+    assert f"--format keras, or formats=('keras',)), which stays on {other}" in str(raised.value)
+    for made_on, message in ((here, disagrees), (other, "tf2onnx could not convert")):
+        with pytest.raises(HpoError, match=f"^{message}$"), across_backends(made_on):
+            raise HpoError(message)
