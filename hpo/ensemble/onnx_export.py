@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text
 from hpo.ensemble.serving import IMPORTED, check_served, inference_model
@@ -161,26 +164,81 @@ def token_model(model: keras.Model, length: int) -> keras.Model:
     return keras.models.clone_model(model, input_tensors=tokens, clone_function=swap)
 
 
+class _Printed(io.StringIO):
+    """What a converter printed: Python's output, and the process's own while it is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.native: IO[bytes] | None = None
+
+    def getvalue(self) -> str:
+        value = super().getvalue()
+        if self.native is not None:  # read where the process writes, its position kept
+            position = self.native.tell()
+            self.native.seek(0)
+            value += self.native.read().decode("utf-8", errors="replace")
+            self.native.seek(position)
+        return value
+
+
+@contextlib.contextmanager
+def _process_output_kept(printed: _Printed) -> Iterator[None]:
+    """The process's standard output and error (file descriptors 1 and 2, which native code
+    writes to) go to `printed` inside; left as they are where either is closed."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    kept: list[int] = []
+    try:
+        kept.extend(os.dup(fd) for fd in (1, 2))
+    except OSError:
+        for fd in kept:
+            os.close(fd)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            printed.native = sink
+            yield
+        finally:
+            printed.native = None
+            os.dup2(kept[0], 1)
+            os.dup2(kept[1], 2)
+            for fd in kept:
+                os.close(fd)
+            sink.seek(0)
+            printed.write(sink.read().decode("utf-8", errors="replace"))
+
+
 @contextlib.contextmanager
 def quiet_converter(names: tuple[str, ...] = ("tf2onnx", "tensorflow")) -> Iterator[io.StringIO]:
     """Converters' chatter silenced inside; what was printed is kept for an error message.
 
     tf2onnx logs each graph rewrite and prints what it skips, TensorFlow warns about the graph
     it freezes, Keras's patch for NumPy 2 warns: none of it is news once the export checks out.
+    Their loggers' records, Python's streams and the process's own output (the LiteRT
+    converter's C++ code writes its errors there) all go to what is kept.
     """
     loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    printed = io.StringIO()
+    saved = [(logger.level, logger.handlers, logger.propagate) for logger in loggers]
+    printed = _Printed()
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+        logger.handlers = [logging.StreamHandler(printed)]
+        logger.propagate = False
     try:
         with (
             warnings.catch_warnings(),
+            _process_output_kept(printed),
             contextlib.redirect_stdout(printed),
             contextlib.redirect_stderr(printed),
         ):
             warnings.simplefilter("ignore")
             yield printed
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
+        for logger, (level, handlers, propagate) in zip(loggers, saved, strict=True):
             logger.setLevel(level)
+            logger.handlers = handlers
+            logger.propagate = propagate

@@ -295,3 +295,24 @@ def test_an_export_that_disagrees_across_backends_says_where_the_models_were_mad
     for made_on, message in ((here, disagrees), (other, "tf2onnx could not convert")):
         with pytest.raises(HpoError, match=f"^{message}$"), across_backends(made_on):
             raise HpoError(message)
+
+
+def test_a_converters_own_errors_go_into_the_message_not_onto_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The LiteRT converter's C++ code writes its errors to the process's stderr: dozens of
+    lines around hpo's message, which said "it printed: ''"."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 50, (8, 6)).astype(np.int32)
+    inputs = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.LSTM(4)(keras.layers.Embedding(50, 4, mask_zero=True)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
+    probabilities = np.asarray(model.predict(tokens, verbose=0), np.float64)
+    reference = Reference(tokens, tokens, np.arange(8) % 2, probabilities, tolerance=1e-5)
+    capfd.readouterr()
+    with pytest.raises(HpoError, match=r"it printed: '.*Lowering tensor list ops is failed"):
+        write_exports(model, tmp_path, {Format.LITERT}, reference)
+    assert "TensorListReserve" not in capfd.readouterr().err
+    assert not (tmp_path / LITERT_NAME).exists()
