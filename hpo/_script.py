@@ -106,7 +106,7 @@ def _guarded_lines(path: str, mtime_ns: int) -> tuple[tuple[int, int], ...]:
     """The line ranges of the script's top-level `if __name__ == "__main__":` blocks (the
     modification time keys the cache)."""
     del mtime_ns
-    tree = ast.parse(Path(path).read_text(), path)
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), path)
     return tuple(
         (node.lineno, node.end_lineno or node.lineno)
         for node in tree.body

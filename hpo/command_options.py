@@ -84,7 +84,7 @@ def open_ensemble_study(
     if args.study or args.storage or args.study_name:
         return open_study(args.study, args.storage, args.study_name)
     try:
-        report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+        report = json.loads((Path(ensemble_dir) / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         report = None  # the command names what is wrong with the folder
     if not isinstance(report, dict):

@@ -45,7 +45,7 @@ CPU_BF16_FAMILIES: dict[str, frozenset[str]] = {
 def cpu_bf16_kind() -> str | None:
     """'amx' or 'avx512_bf16' when the CPU has bfloat16 matrix or vector instructions, else None."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
     except OSError:
         return None
     if "amx_bf16" in flags:

@@ -617,7 +617,11 @@ class Tuner:
         study = self._existing_study()
         source = provenance.recorded_source(study) if study is not None else None
         meta = Path(source) / META_NAME if source else None
-        return dict(json.loads(meta.read_text())) if meta is not None and meta.is_file() else {}
+        return (
+            dict(json.loads(meta.read_text(encoding="utf-8")))
+            if meta is not None and meta.is_file()
+            else {}
+        )
 
     def _forget_unstarted_study(self, why: str) -> None:
         """Deletes the project's study (and its copy of the data) before a search starts it

@@ -42,7 +42,7 @@ def save_arrays(folder: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[st
     try:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
-        (tmp / META_NAME).write_text(json.dumps(meta))
+        (tmp / META_NAME).write_text(json.dumps(meta), encoding="utf-8")
         try:
             os.rename(tmp, folder)
         except OSError:
@@ -63,7 +63,7 @@ def cached(folder: Path) -> bool:
     if not meta_path.is_file():
         return False
     try:
-        json.loads(meta_path.read_text())
+        json.loads(meta_path.read_text(encoding="utf-8"))
         for path in folder.glob("*.npy"):
             np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -82,7 +82,7 @@ def load_arrays(
     meta_path = folder / META_NAME
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     return {name: np.load(folder / f"{name}.npy") for name in names}, meta
 
 

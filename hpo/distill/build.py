@@ -38,18 +38,18 @@ from hpo.distill.teacher import (
 from hpo.ensemble.build import predict_member
 from hpo.ensemble.export import (
     EXPORT_NAME,
-    TOKENIZER_NAME,
     check_export,
     check_rows,
     export_model,
     takes_text,
+    write_tokenizer,
 )
 from hpo.ensemble.predict import load_export
 from hpo.ensemble.refit import in_trial_process
 from hpo.ensemble.report import check_out_dir, publish, staging_for
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError, DataError
-from hpo.store import open_artifact_store, sha256_file
+from hpo.store import open_artifact_store
 from hpo.study import default_params, search_space
 from hpo.tasks import study_task
 from hpo.training.interface import tolerance
@@ -299,12 +299,8 @@ def distill_ensemble(
             report["backend"] = str(keras_backend())
             report["classes"] = recorded.get("classes") or task.class_names(data_folder)
             report["export"] = checked
-            if task.tokenizer is not None:
-                tokenizer_path = staging / TOKENIZER_NAME
-                tokenizer_path.write_text(task.tokenizer(data_folder).to_json())
-                report["export"]["tokenizer"] = TOKENIZER_NAME
-                report["export"]["tokenizer_sha256"] = sha256_file(tokenizer_path)
-            (staging / "report.json").write_text(json.dumps(report, indent=2))
+            report["export"].update(write_tokenizer(task, data_folder, staging))
+            (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
             np.save(staging / "test_predictions.npy", student_test.astype(np.float32))
             publish(staging, out_dir)
         except Exception as exc:
@@ -330,7 +326,7 @@ def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
             f"--ensemble {ensemble_dir} holds no ensemble (report.json and {EXPORT_NAME}). {hint}"
         )
     try:
-        report = json.loads(report_path.read_text())
+        report = json.loads(report_path.read_text(encoding="utf-8"))
         report["validation"]["ensemble"]["log_loss"]
         best = report["members"][0]["trial"]
         if not isinstance(best, int) or isinstance(best, bool):

@@ -175,7 +175,7 @@ def write_tokenizer(task: Task, data_folder: Path, folder: Path) -> dict[str, st
     if task.tokenizer is None:
         return {}
     path = folder / TOKENIZER_NAME
-    path.write_text(task.tokenizer(data_folder).to_json())
+    path.write_text(task.tokenizer(data_folder).to_json(), encoding="utf-8")
     return {"tokenizer": TOKENIZER_NAME, "tokenizer_sha256": sha256_file(path)}
 
 

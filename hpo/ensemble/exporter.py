@@ -133,7 +133,7 @@ def export_trial(
         try:
             report["export"] = write_exports(model, staging, asked, reference)
             report["export"].update(write_tokenizer(task, data_folder, staging))
-            (staging / "report.json").write_text(json.dumps(report, indent=2))
+            (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
             publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)
@@ -186,7 +186,7 @@ def _export_into(
     """`export_built_ensemble`'s work, under the folder's lock; returns the report written."""
     report_path = ensemble_dir / "report.json"
     try:
-        report = json.loads(report_path.read_text())
+        report = json.loads(report_path.read_text(encoding="utf-8"))
         recorded_study, test_data = report["study"], report["test_data"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
@@ -236,7 +236,7 @@ def _export_into(
         shutil.rmtree(staging, ignore_errors=True)
     report["export"].update(entries)
     scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
-    scratch.write_text(json.dumps(report, indent=2))
+    scratch.write_text(json.dumps(report, indent=2), encoding="utf-8")
     os.replace(scratch, report_path)
     return report
 

@@ -54,7 +54,7 @@ def load_export(
             f"no {EXPORT_NAME} in {ensemble_dir}. Build one first: hpo ensemble --top 5."
         )
     verify_export(Path(ensemble_dir))
-    report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+    report = json.loads((Path(ensemble_dir) / "report.json").read_text(encoding="utf-8"))
     use_backend(backend or export_backend(Path(ensemble_dir)))
     try:
         model = load_keras_file(path)
@@ -104,7 +104,7 @@ def _class_names(report: dict[str, Any], model: keras.Model, report_path: Path) 
 def export_backend(ensemble_dir: Path) -> Backend:
     """The backend the export was made (and so loads) on; reports from before: TensorFlow."""
     try:
-        report = json.loads((Path(ensemble_dir) / "report.json").read_text())
+        report = json.loads((Path(ensemble_dir) / "report.json").read_text(encoding="utf-8"))
         return Backend(report.get("backend", Backend.TENSORFLOW.value))
     except (OSError, ValueError, AttributeError):
         return Backend.TENSORFLOW  # `load_export` names what is wrong with the folder
@@ -152,7 +152,7 @@ def load_tokenizer(ensemble_dir: Path) -> Tokenizer:
         ConfigError: It is missing, changed, or not a tokenizer.
     """
     path = ensemble_dir / TOKENIZER_NAME
-    report = json.loads((ensemble_dir / "report.json").read_text())
+    report = json.loads((ensemble_dir / "report.json").read_text(encoding="utf-8"))
     recorded = report.get("export", {}).get("tokenizer_sha256")
     if not path.is_file() or recorded is None or sha256_file(path) != recorded:
         raise ConfigError(
@@ -173,7 +173,7 @@ def verify_export(ensemble_dir: Path) -> None:
     """
     report_path = ensemble_dir / "report.json"
     try:
-        recorded = json.loads(report_path.read_text())["export"]["sha256"]
+        recorded = json.loads(report_path.read_text(encoding="utf-8"))["export"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{report_path} does not record the exported ensemble's checksum ({exc!r}); "

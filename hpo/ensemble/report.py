@@ -185,7 +185,7 @@ def write_outputs(
 
     from hpo.ensemble.figure import save_figure
 
-    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     rows = [
         {
             "trial": m["trial"],
@@ -397,7 +397,8 @@ def folder_lock(out_dir: Path) -> Iterator[None]:
     said = False
     while True:
         try:
-            handle = open(path, "a")  # noqa: SIM115 (held open for the lock's life)
+            # Held open for the lock's life.
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError:
             yield
             return

@@ -89,7 +89,7 @@ def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
 
 @functools.lru_cache(maxsize=2)
 def _meta(folder: Path) -> dict[str, Any]:
-    return dict(json.loads((folder / array_cache.META_NAME).read_text()))
+    return dict(json.loads((folder / array_cache.META_NAME).read_text(encoding="utf-8")))
 
 
 @functools.lru_cache(maxsize=2)

@@ -160,7 +160,7 @@ def call_isolated(
             )
             if log_path is not None:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(log_path, "a") as log:
+                with open(log_path, "a", encoding="utf-8") as log:
                     log.write(f"\nhpo: {message}.\n")
                 # SIGTERM made it write its stack (see `_child_main`); SIGKILL leaves none.
                 if process.exitcode == -signal.SIGTERM:
@@ -284,8 +284,9 @@ def process_alive(identity: tuple[int, str | None]) -> bool:
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/PID/stat from field 3 (the state) on, or None where it cannot be read."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # Counted after the command name, which may hold spaces and parentheses.
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            # Counted after the command name, which may hold spaces, parentheses and bytes
+            # of any encoding.
             fields = stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None

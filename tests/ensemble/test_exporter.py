@@ -4,6 +4,7 @@ without hpo."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import pytest
 
 from hpo.artifacts import collect_garbage, removed_checkpoints
 from hpo.config import load_study_config
+from hpo.data.tokenizer import Tokenizer
 from hpo.ensemble.export_command import main
 from hpo.ensemble.predict import predict
 from hpo.ensemble.serving import tree_sha256
@@ -183,3 +185,32 @@ def test_a_trial_whose_checkpoint_gc_removed_is_refused(
     assert main(["--study", str(study_copy), "--trial", str(number), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
     assert f"trial {number}'s checkpoint was removed by hpo gc" in err and "Traceback" not in err
+
+
+def test_tokenizer_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    # The C locale with Python's switch to UTF-8 turned off: text files default to ASCII there,
+    # yet hpo's reader and docs/serving.md's recipe read tokenizer.json as UTF-8.
+    code = (
+        "import locale, sys, types\n"
+        "from pathlib import Path\n"
+        "from hpo.data.tokenizer import Tokenizer\n"
+        "from hpo.ensemble.export import write_tokenizer\n"
+        # Escaped: the command line itself is ASCII in that locale.
+        "tokenizer = Tokenizer(['', '[UNK]', 'caf\\u00e9', '\\u65e5\\u672c'], 8)\n"
+        "task = types.SimpleNamespace(tokenizer=lambda folder: tokenizer)\n"
+        "write_tokenizer(task, Path(), Path(sys.argv[1]))\n"
+        "print(locale.getpreferredencoding(False))\n"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "UTF" not in done.stdout.upper(), "the locale under test must not be UTF-8"
+    text = (tmp_path / "tokenizer.json").read_text(encoding="utf-8")
+    assert Tokenizer.from_json(text).vocabulary == ["", "[UNK]", "café", "日本"]
