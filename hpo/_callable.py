@@ -39,6 +39,6 @@ def make_callable(package: str, function: Callable[..., Any]) -> None:
     module.__class__ = _CallablePackage
     module.__function__ = function  # type: ignore[attr-defined]
     module.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
-    module.__doc__ = f"{module.__doc__}\nCalled as `hpo.{package.rpartition('.')[2]}(...)`:\n\n" + (
-        function.__doc__ or ""
-    )
+    if module.__doc__ is not None:  # None under python -OO, which drops docstrings
+        call = f"Called as `hpo.{package.rpartition('.')[2]}(...)`"
+        module.__doc__ += f"\n{call}:\n\n{function.__doc__ or ''}"

@@ -228,7 +228,10 @@ def _command(name: str) -> Command:
 
 
 def _summary(module: Command) -> str:
-    return (module.__doc__ or "").strip().splitlines()[0]
+    # Python run with -OO (PYTHONOPTIMIZE=2, set in some container images) drops docstrings:
+    # the commands then go without their summaries rather than fail to start.
+    lines = (module.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 if __name__ == "__main__":

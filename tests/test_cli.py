@@ -228,3 +228,18 @@ def test_an_interrupted_command_says_so_in_one_line_with_exit_code_130(
             assert "Traceback" not in err
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_commands_start_with_docstrings_stripped(tmp_path: Path) -> None:
+    # python -OO (PYTHONOPTIMIZE=2, set in some container images) leaves every __doc__ None.
+    env = {**os.environ, "PYTHONOPTIMIZE": "2"}
+    listed = _run(str(HPO), "--help", env=env)
+    assert listed.returncode == 0, listed.stderr
+    for name in COMMANDS:
+        assert f"    {name}" in listed.stdout
+    missing = tmp_path / "missing.toml"
+    alone = _run(sys.executable, "-m", "hpo.status", "--study", str(missing), env=env)
+    assert alone.returncode == 2, alone.stderr
+    assert f"error: study file {missing} does not exist" in alone.stderr
+    api = _run(sys.executable, "-c", "import hpo; print(hpo.search.__doc__)", env=env)
+    assert api.stdout == "None\n", api.stderr
