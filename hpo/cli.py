@@ -64,6 +64,7 @@ class Command(Protocol):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hpo` console script; returns the exit code."""
+    _usable_output()
     words = sys.argv[1:] if argv is None else list(argv)
     # Only the command being run is imported (its flags parsed): `hpo status` need not load
     # what `hpo ensemble` plots with.
@@ -98,6 +99,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def run_module(name: str, argv: Sequence[str] | None = None) -> int:
     """Runs one command as `python -m hpo.<name>`; returns the exit code."""
+    _usable_output()
     module = _command(name)
     parser = argparse.ArgumentParser(
         prog=f"python -m {module_entry(name)}", description=_summary(module)
@@ -145,6 +147,28 @@ def _run(module: Command, args: argparse.Namespace) -> int:
             raise
         print(f"error: {_path_error(exc)}", file=sys.stderr)
         return 2
+
+
+def _usable_output() -> None:
+    """Makes standard output and error take whatever hpo prints.
+
+    A stream started closed (`2>&-`, some daemons and cron wrappers) is None in Python: its
+    descriptor is given /dev/null, so that no file hpo opens takes its number (TensorFlow's C++
+    libraries write to descriptor 2) and what hpo prints there is dropped, as the shell asked.
+    """
+    for descriptor, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            try:
+                os.fstat(descriptor)
+                stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the run)
+            except OSError:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                if devnull != descriptor:
+                    os.dup2(devnull, descriptor)
+                    os.close(devnull)
+                os.set_inheritable(descriptor, True)  # trial processes write to it too
+                stream = open(descriptor, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+            setattr(sys, name, stream)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -196,7 +220,8 @@ def quiet_tensorflow(verbose: bool = False) -> Iterator[None]:
     if verbose:
         yield
         return
-    sys.stderr.flush()
+    if sys.stderr is not None:  # None where it was closed (`2>&-`) and hpo is a library
+        sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)

@@ -243,3 +243,13 @@ def test_commands_start_with_docstrings_stripped(tmp_path: Path) -> None:
     assert f"error: study file {missing} does not exist" in alone.stderr
     api = _run(sys.executable, "-c", "import hpo; print(hpo.search.__doc__)", env=env)
     assert api.stdout == "None\n", api.stderr
+
+
+def test_search_with_stderr_closed_runs_and_reports_on_stdout(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # `hpo search 2>&-` (some daemons and cron wrappers): Python's sys.stderr is None.
+    study = write_study(tmp_path, fake_imdb, n_trials=1, enqueue=False)
+    result = _run("sh", "-c", f'exec "{HPO}" search --study "{study}" 2>&-')
+    assert result.returncode == 0, result.stdout
+    assert "Study 'tiny': 1 finished, 0 failed" in result.stdout

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             trials_per_gpu=args.trials_per_gpu,
             tensorboard=args.tensorboard,
             data=args.data,
-            progress=sys.stderr.isatty() or bool(os.environ.get("HPO_PROGRESS")),
+            progress=(sys.stderr is not None and sys.stderr.isatty())
+            or bool(os.environ.get("HPO_PROGRESS")),
         )
     except KeyboardInterrupt:
         print(

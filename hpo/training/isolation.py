@@ -327,8 +327,7 @@ def _child_main(
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_output()
         os.dup2(descriptor, 1)
         os.dup2(descriptor, 2)
         os.close(descriptor)
@@ -343,10 +342,15 @@ def _child_main(
     except BaseException as exc:
         traceback.print_exc()
         result = ("error", _picklable(exc))
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_output()
     sender.send((*result, warned.records))
     sender.close()
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None where the caller started with it closed (`2>&-`)
+            stream.flush()
 
 
 class _Warnings(logging.Handler):
