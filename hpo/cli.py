@@ -155,6 +155,9 @@ def _usable_output() -> None:
     A stream started closed (`2>&-`, some daemons and cron wrappers) is None in Python: its
     descriptor is given /dev/null, so that no file hpo opens takes its number (TensorFlow's C++
     libraries write to descriptor 2) and what hpo prints there is dropped, as the shell asked.
+    A character the stream's encoding cannot show (a review's 日本 in a latin-1 locale, or
+    PYTHONIOENCODING=ascii) is written escaped, as Python writes it to stderr, rather than
+    ending the command halfway through its output.
     """
     for descriptor, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is None:
@@ -169,6 +172,9 @@ def _usable_output() -> None:
                 os.set_inheritable(descriptor, True)  # trial processes write to it too
                 stream = open(descriptor, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
             setattr(sys, name, stream)
+        reconfigure = getattr(getattr(sys, name), "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def _interrupt(signum: int, frame: object) -> None:

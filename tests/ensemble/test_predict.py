@@ -126,3 +126,17 @@ def test_an_output_folders_lock_makes_a_second_writer_wait_its_turn(
     # Where the lock file cannot be made, the folder is written unlocked.
     with folder_lock(tmp_path / "no" / "such" / "folder"):
         pass
+
+
+def test_texts_the_terminal_cannot_show_are_predicted_escaped(tmp_path: Path) -> None:
+    # A latin-1 locale, or PYTHONIOENCODING=ascii: the first such text ended the output.
+    folder = _export(tmp_path / "e", 1, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.predict", "--ensemble", str(folder), "日本 good", "bad"],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "ascii", "HPO_VERBOSE": "0"},
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode("ascii").splitlines()
+    assert [line.split("\t")[2] for line in lines] == ["\\u65e5\\u672c good", "bad"]
