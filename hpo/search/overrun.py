@@ -13,6 +13,11 @@ starts only if `hpo.budget.cap_epochs` epochs fit in its cap (`min(max_epochs, p
 fewer where even the cheapest default model's epochs are longer), so none of those is longer
 than one such epoch, the grace: a quarter of the cap with the default patience of 3, and never
 under `MIN_GRACE_S`, for the fixed costs a short cap leaves no room for.
+
+Time the worker was stopped (SIGSTOP of the search's process group: Ctrl-Z, `docker pause`, a
+paused VM) is not the trial hanging: its process was stopped with it. The limit moves later by
+that time (`hpo.training.isolation.call_isolated`), and the trial, continued, stops at its next
+epoch boundary, whose epoch its clock sees ran past its cap, with its best checkpoint kept.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ class TrialLimit:
     """When a trial's process is ended, and why.
 
     Attributes:
-        at: The `time.monotonic()` time after which the trial's process is ended.
+        at: The `time.monotonic()` time after which the trial's process is ended, later by
+            any time its worker is stopped meanwhile.
         grace: Seconds between the trial's end (`why`) and `at`.
         why: Which end it ran past, for the reason: "the per-trial cap of 2m 00s".
     """

@@ -76,9 +76,13 @@ _server_backend: str | None = None
 T = TypeVar("T")
 A = TypeVar("A")
 _TERMINATE_GRACE_S = 10
-# The longest single wait on a child's pipe: `poll` takes at most 2**31 - 1 milliseconds (24.8
-# days), and a budget such as "365d" gives a deadline further away than that.
-_LONGEST_POLL_S = 86400.0
+# How often the wait for a child with a deadline wakes, to see whether this process was stopped
+# in between (which also keeps each wait within the 24.8 days `poll` takes at most, where a
+# budget such as "365d" gives a deadline further away than that).
+_WAKE_S = 1.0
+# A wake-up this many seconds later than asked: this process was stopped (SIGSTOP, Ctrl-Z,
+# `docker pause`, a paused VM, a debugger) rather than slowed by a busy machine.
+_STOPPED_GAP_S = 5.0
 # How often a child checks that the process waiting for it is still there.
 WATCH_INTERVAL_S = 1.0
 # Held while `__main__.__file__` is hidden from a starting child (`start_process`).
@@ -135,7 +139,9 @@ def call_isolated(
             `log_path` would otherwise keep from the user: files skipped, rows dropped).
         deadline: A `time.monotonic()` time after which the child is ended: SIGTERM (its
             Python stack goes to its output, then it exits), SIGKILL if it is still there
-            `_TERMINATE_GRACE_S` later. Default None: wait for it however long it runs.
+            `_TERMINATE_GRACE_S` later. Default None: wait for it however long it runs. Time
+            this process is seen stopped while it waits moves the deadline later by as much
+            (see `_readable_by`).
 
     Raises:
         TrialTimedOut: The child was still running at `deadline` and was ended.
@@ -154,10 +160,12 @@ def call_isolated(
     sender.close()
     try:
         # A result or the child's end (EOF) makes the pipe readable; a hung child neither.
-        if not _readable_by(receiver, deadline):
+        readable, stopped = _readable_by(receiver, deadline)
+        if not readable:
             _end(process)
+            moved = f" (moved {stopped:.0f}s later: the caller was stopped)" if stopped else ""
             message = (
-                f"the child process ran past its deadline and was ended with "
+                f"the child process ran past its deadline{moved} and was ended with "
                 f"{_describe_exit(process.exitcode)}"
             )
             if log_path is not None:
@@ -199,17 +207,34 @@ def call_isolated(
     return payload
 
 
-def _readable_by(receiver: Connection, deadline: float | None) -> bool:
-    """Whether `receiver` has something to read (or is closed) by `deadline`, waiting in
-    spans `poll` accepts."""
+def _readable_by(
+    receiver: Connection, deadline: float | None, clock: Callable[[], float] = time.monotonic
+) -> tuple[bool, float]:
+    """Whether `receiver` has something to read (or is closed) by `deadline`, and the seconds
+    this process was stopped while it waited, by which the deadline moved later.
+
+    The monotonic clock runs on while a process is stopped (SIGSTOP of the search's process
+    group: Ctrl-Z, `docker pause`, a paused VM), and the child with it was stopped too: it did
+    not hang, and when it goes on its epoch clock sees the long epoch and stops it at the next
+    epoch boundary. Ended the moment the wait went on, it would lose what it trained. So the
+    wait wakes every `_WAKE_S`, and a wake-up `_STOPPED_GAP_S` or more later than asked adds
+    the time between to the deadline; a child that hangs is still ended, that much later.
+    """
     if deadline is None:
-        return receiver.poll(None)
+        return receiver.poll(None), 0.0
+    stopped = 0.0
+    woke = clock()
     while True:
-        left = deadline - time.monotonic()
-        if receiver.poll(min(max(0.0, left), _LONGEST_POLL_S)):
-            return True
-        if left <= _LONGEST_POLL_S:
-            return False
+        asked = min(max(0.0, deadline + stopped - woke), _WAKE_S)
+        if receiver.poll(asked):
+            return True, stopped
+        now = clock()
+        late = now - woke - asked
+        if late >= _STOPPED_GAP_S:
+            stopped += late
+        elif now >= deadline + stopped:
+            return False, stopped
+        woke = now
 
 
 def _end(process: multiprocessing.process.BaseProcess) -> None:

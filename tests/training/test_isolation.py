@@ -164,3 +164,55 @@ def test_a_trial_completes_where_the_users_shell_makes_warnings_errors(
     )
     assert done.returncode == 0, done.stderr
     assert "Study 'tiny': 1 finished, 0 failed" in done.stdout
+
+
+class _StoppedPipe:
+    """A child's pipe and the caller's monotonic clock, where the search's process group (the
+    caller and the child) is stopped `pause` seconds once the clock reaches `stop_at`; the
+    child's result comes after `ready` seconds of running, never where it is None (it hangs)."""
+
+    def __init__(self, ready: float | None, stop_at: float, pause: float) -> None:
+        self.now = 0.0
+        self.ready = float("inf") if ready is None else ready
+        self.stop_at = stop_at
+        self.pause = pause
+
+    def clock(self) -> float:
+        return self.now
+
+    def poll(self, timeout: float) -> bool:
+        end = self.now + timeout
+        if self.pause and end >= self.stop_at:
+            # Stopped during this wait, the child with it: its time is up when both go on.
+            end = max(end, self.stop_at + self.pause)
+            self.ready += self.pause
+            self.pause = 0.0
+        if self.ready <= end:
+            self.now = max(self.now, self.ready)
+            return True
+        self.now = end
+        return False
+
+
+def test_time_the_caller_was_stopped_moves_the_deadline_later() -> None:
+    # A healthy child, 8 s from its result with a deadline at 10 s, and the search paused
+    # (SIGSTOP, as Ctrl-Z or `docker pause`) for 150 s after 3 s: not a hang, its result comes.
+    pipe = _StoppedPipe(ready=8.0, stop_at=3.0, pause=150.0)
+    readable, stopped = isolation._readable_by(pipe, 10.0, pipe.clock)  # type: ignore[arg-type]
+    assert readable and stopped == pytest.approx(150.0, abs=1.0)
+    assert pipe.now == pytest.approx(158.0)
+    # A child that hangs is still ended: past its deadline, later by the time it was stopped...
+    pipe = _StoppedPipe(ready=None, stop_at=3.0, pause=150.0)
+    readable, stopped = isolation._readable_by(pipe, 10.0, pipe.clock)  # type: ignore[arg-type]
+    assert not readable and stopped == pytest.approx(150.0, abs=1.0)
+    assert pipe.now == pytest.approx(10.0 + stopped, abs=1.0)
+    # ... and, where nothing was stopped, at its deadline.
+    pipe = _StoppedPipe(ready=None, stop_at=3.0, pause=0.0)
+    assert isolation._readable_by(pipe, 10.0, pipe.clock) == (False, 0.0)  # type: ignore[arg-type]
+    assert pipe.now == pytest.approx(10.0, abs=1.0)
+
+
+def test_a_child_ended_past_a_moved_deadline_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolation, "_readable_by", lambda receiver, deadline: (False, 150.0))
+    with pytest.raises(TrialTimedOut, match=r"past its deadline \(moved 150s later: the caller"):
+        call_isolated(square_in_child, 3, deadline=time.monotonic())
