@@ -1,5 +1,6 @@
-"""Writing files on a disk that may fill: a full disk is an error naming the file, and leaves
-no partial file behind. Used by how to train one trial (checkpoints) and the study store."""
+"""Writing files on a disk that may fill: a full disk, or a folder that cannot be written, is an
+error naming it, and leaves no partial file behind. Used by how to train one trial (checkpoints)
+and the study store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.errors import DiskFull
+from hpo.errors import ConfigError, DiskFull
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -17,22 +18,34 @@ if TYPE_CHECKING:
 __all__ = ["free_bytes", "has_room", "raise_if_full", "writing"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+# A folder that cannot be written: its file system remounted read-only (after an error, a NAS
+# share gone read-only) or its permissions changed. No trial after can write there either.
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_SPACE = "No space left on device"  # strerror(ENOSPC), in the messages of other errors
 
 
 @contextlib.contextmanager
-def writing(path: Path, needed: int) -> Iterator[None]:
-    """Removes `path` if the body fails with an OSError, and turns a full disk into DiskFull.
+def writing(path: Path, needed: int, folder: str = "folder") -> Iterator[None]:
+    """Removes `path` if the body fails with an OSError, turns a full disk into DiskFull and a
+    folder that cannot be written into ConfigError (which stops a search: every later trial
+    would train to the end and fail the same way).
 
     Args:
         path: The file the body writes (a temporary one, renamed into place by the caller).
         needed: About how many bytes it takes, for the message and `has_room`.
+        folder: What its folder is, for the message: "artifact folder". Default "folder".
     """
     try:
         yield
     except OSError as exc:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+        if exc.errno in _UNWRITABLE:
+            raise ConfigError(
+                f"the {folder} {path.parent} is not writable ({exc}). Make it writable again "
+                f"(remount it read-write, or fix its permissions), or move the study's folder "
+                f"(or its 'artifacts') to a writable one, then run the same command to resume."
+            ) from exc
         if exc.errno not in _FULL:
             raise
         free = free_bytes(path)

@@ -77,14 +77,17 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            with writing(tmp, _bytes_left(content_body)), open(tmp, "wb") as out:
+            with writing(tmp, _bytes_left(content_body), "artifact folder"), open(tmp, "wb") as out:
                 while chunk := content_body.read(1 << 20):
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
         finally:
-            tmp.unlink(missing_ok=True)
+            # On a read-only file system removing even a file that is not there fails (EROFS),
+            # which would hide the error that says so, or an upload that succeeded.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def size(self, artifact_id: str) -> int:
         """The artifact's size in bytes; 0 if it is not there."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import pathlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 
 from hpo.contract import Attr, store_trial_artifacts
 from hpo.disk import has_room, raise_if_full
-from hpo.errors import DiskFull, HpoError
+from hpo.errors import ConfigError, DiskFull, HpoError
 from hpo.store import AtomicFileSystemArtifactStore, sha256_file
 
 from .conftest import resize_disk, small_disk
@@ -45,6 +47,48 @@ def test_a_trial_whose_predictions_do_not_fit_keeps_no_checkpoint(tmp_path: Path
             store_trial_artifacts(trial, store, checkpoint, predictions)
         assert Attr.CHECKPOINT_ID in trial.user_attrs  # it was stored, then removed again
         assert sorted(disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_an_artifact_folder_gone_read_only_stops_with_its_name_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    # Remounted read-only mid-search (EROFS), or its permissions changed (EACCES): a trial's
+    # upload stops the search as a full disk does, not a raw OSError in every later trial.
+    import hpo.store
+
+    checkpoint, predictions = tmp_path / "best.keras", tmp_path / "val.npy"
+    checkpoint.write_bytes(b"c" * 2_000)
+    np.save(predictions, np.zeros(500, np.float32))
+    folder = tmp_path / "artifacts"
+    store = AtomicFileSystemArtifactStore(folder)
+    written: list[str] = []
+
+    def read_only_after_one(file: Path, mode: str = "r") -> io.IOBase:
+        if "w" in mode:
+            written.append(str(file))
+            if len(written) > 1:  # the checkpoint is stored, its predictions are not
+                raise OSError(code, os.strerror(code), str(file))
+        return open(file, mode)
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name.endswith(".partial"):  # as a read-only file system does, there or not
+            raise OSError(code, os.strerror(code), str(path))
+        remove(path, missing_ok=missing_ok)
+
+    remove = pathlib.Path.unlink
+    monkeypatch.setattr(hpo.store, "open", read_only_after_one, raising=False)
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+    trial = optuna.create_study().ask()
+    with pytest.raises(ConfigError) as caught:
+        store_trial_artifacts(trial, store, checkpoint, predictions)
+    message = str(caught.value)
+    assert message.startswith(f"the artifact folder {folder} is not writable ([Errno {code}] ")
+    assert "Make it writable again (remount it read-write, or fix its permissions)" in message
+    assert isinstance(caught.value.__cause__, OSError)
+    # What the trial stored is removed again, and no partial file is left.
+    assert Attr.CHECKPOINT_ID in trial.user_attrs
+    assert sorted(folder.iterdir()) == []
 
 
 def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path: Path) -> None:
