@@ -13,17 +13,19 @@ import contextlib
 import json
 import warnings
 import zipfile
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import numpy as np
-from optuna.artifacts import download_artifact, upload_artifact
+from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo import metrics
+from hpo.disk import writing_temporary
 from hpo.errors import HpoError
 from hpo.store import artifact_address, sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     import keras
@@ -277,8 +279,17 @@ def _download(store: ArtifactStore, trial: FrozenTrial, key: str, target: Path) 
         )
     target.unlink(missing_ok=True)
     where = artifact_address(store, str(artifact_id))
+    unreadable = f"trial {trial.number}: cannot read {where} ({key}) from the artifact store"
     try:
-        download_artifact(artifact_store=store, file_path=str(target), artifact_id=artifact_id)
+        # The copy goes to a temporary folder (TMPDIR, often a small tmpfs): one that is full
+        # is that folder's error, not the artifact's, which is intact.
+        with (
+            store.open_reader(artifact_id) as reader,
+            writing_temporary(target, _artifact_size(store, artifact_id)),
+            open(target, "xb") as copy,
+        ):
+            for chunk in _chunks(reader, unreadable):
+                copy.write(chunk)
     except ArtifactNotFound as exc:
         raise CheckpointError(
             f"trial {trial.number}: {where} ({key}) is missing from the artifact store. If "
@@ -286,11 +297,27 @@ def _download(store: ArtifactStore, trial: FrozenTrial, key: str, target: Path) 
             f"the trial is no candidate. Else: {_FIX}"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"trial {trial.number}: cannot read {where} ({key}) from the artifact store: {exc}. "
-            f"{_FIX}"
-        ) from exc
+        raise CheckpointError(f"{unreadable}: {exc}. {_FIX}") from exc
     return target
+
+
+def _chunks(reader: BinaryIO, unreadable: str) -> Iterator[bytes]:
+    """An artifact's bytes, a failed read a CheckpointError (`unreadable`, the message's start)
+    rather than an OSError, which `writing_temporary` would take for the copy's."""
+    while True:
+        try:
+            chunk = reader.read(1 << 20)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{unreadable}: {exc}. {_FIX}") from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _artifact_size(store: ArtifactStore, artifact_id: str) -> int:
+    """An artifact's size in bytes where the store tells it (a folder's), else 0."""
+    size = getattr(store, "size", None)
+    return size(artifact_id) if callable(size) else 0
 
 
 def _class_names(node: Any) -> set[str]:

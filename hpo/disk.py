@@ -7,15 +7,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.errors import ConfigError, DiskFull
+from hpo.errors import ConfigError, DiskFull, HpoError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["free_bytes", "has_room", "raise_if_full", "writing"]
+__all__ = ["free_bytes", "has_room", "raise_if_full", "writing", "writing_temporary"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # A folder that cannot be written: its file system remounted read-only (after an error, a NAS
@@ -55,6 +56,37 @@ def writing(path: Path, needed: int, folder: str = "folder") -> Iterator[None]:
             f"(or its 'artifacts') to a larger one, then run the same command to resume.",
             path=str(path),
             needed=needed,
+        ) from exc
+
+
+@contextlib.contextmanager
+def writing_temporary(path: Path, needed: int) -> Iterator[None]:
+    """`writing` for a working copy in the temporary folder (`tempfile.gettempdir()`: TMPDIR,
+    often a small tmpfs): where it is full (DiskFull) or cannot be written (HpoError), the error
+    names it and TMPDIR, not the file being copied, which is intact.
+
+    Args:
+        path: The copy the body writes, in a folder of the temporary folder.
+        needed: About how many bytes it takes, for the message; 0 if unknown.
+    """
+    try:
+        yield
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        folder = tempfile.gettempdir()
+        if exc.errno in _FULL:
+            about = f", about {_size(needed)} needed" if needed else ""
+            raise DiskFull(
+                f"no space left in the temporary folder {folder} for a copy of {path.name} "
+                f"({_size(free_bytes(path))} free there{about}). Free space there, or set "
+                f"TMPDIR to a folder on a larger disk, then run the same command again.",
+                path=str(path),
+                needed=needed,
+            ) from exc
+        raise HpoError(
+            f"cannot write a copy of {path.name} in the temporary folder {folder} ({exc}). "
+            f"Set TMPDIR to a writable folder, then run the same command again."
         ) from exc
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import errno
+import io
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -78,4 +81,66 @@ def test_a_checkpoint_missing_from_the_store_names_gc_as_a_cause(tmp_path: Path)
     gone = "0b4c2f8e-1d3a-4e5f-9a7b-6c5d4e3f2a1b"
     trial = optuna.trial.create_trial(value=0.5, user_attrs={Attr.CHECKPOINT_ID: gone})
     with pytest.raises(CheckpointError, match=r"If `hpo gc` \(or keep_checkpoints\) ran meanwhile"):
+        fetch_checkpoint(store, trial, tmp_path)
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a disk with no space left: every write fails with ENOSPC."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _Unreadable(io.RawIOBase):
+    """An artifact whose every read fails with EIO."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_a_full_temporary_folder_is_named_not_the_checkpoint_copied_into_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TMPDIR on a small tmpfs: `hpo ensemble` said each intact checkpoint could not be read
+    # and should be restored from a backup, skipped every trial, and ended with none usable.
+    import tempfile
+
+    import optuna
+
+    import hpo.contract
+    from hpo.contract import Attr, fetch_checkpoint
+    from hpo.errors import DiskFull
+    from hpo.store import AtomicFileSystemArtifactStore
+
+    (tmp_path / "artifacts").mkdir()
+    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
+    store.write("checkpoint-id", io.BytesIO(b"k" * 3000))
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={Attr.CHECKPOINT_ID: "checkpoint-id"})
+    temporary = tmp_path / "tmp"
+    (temporary / "scratch").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setattr(hpo.contract, "open", lambda path, mode: _FullDisk(), raising=False)
+    with pytest.raises(DiskFull) as caught:
+        fetch_checkpoint(store, trial, temporary / "scratch")
+    message = str(caught.value)
+    copy = f"trial-{trial.number:05d}.keras"
+    assert message.startswith(
+        f"no space left in the temporary folder {temporary} for a copy of {copy} ("
+    )
+    assert message.endswith(
+        "about 3 KB needed). Free space there, or set TMPDIR to a folder on a larger disk, then "
+        "run the same command again."
+    )
+    assert not (temporary / "scratch" / copy).exists()
+
+    # A read of the artifact that fails is still the artifact's.
+    monkeypatch.undo()
+    monkeypatch.setattr(store, "open_reader", lambda artifact_id: _Unreadable())
+    with pytest.raises(CheckpointError, match=r"cannot read .*checkpoint-id.* Input/output error"):
         fetch_checkpoint(store, trial, tmp_path)
