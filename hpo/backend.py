@@ -133,12 +133,23 @@ def use_backend(backend: Backend) -> None:
 
 
 def import_keras() -> ModuleType:
-    """Keras, imported without TensorFlow's C++ start-up lines unless HPO_VERBOSE=1."""
+    """Keras, imported without TensorFlow's C++ start-up lines unless HPO_VERBOSE=1.
+
+    On JAX and PyTorch, TensorFlow (where installed) is imported with it: Keras imports it on
+    its first calls all the same (`set_random_seed`, `get_config`), which printed those lines
+    from an export of a JAX or PyTorch study.
+    """
     if "keras" not in sys.modules:
+        import importlib.util
+
         from hpo.cli import quiet_tensorflow
 
+        other = os.environ.get(BACKEND_VAR, Backend.TENSORFLOW.value) != Backend.TENSORFLOW.value
         with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
             import keras  # noqa: F401
+
+            if other and importlib.util.find_spec("tensorflow") is not None:
+                import tensorflow  # noqa: F401
     return sys.modules["keras"]
 
 

@@ -127,6 +127,29 @@ def test_a_raw_text_model_loaded_off_tensorflow_is_refused_naming_the_way(tmp_pa
     assert "KERAS_BACKEND=tensorflow, or score texts with hpo predict" in result.stdout
 
 
+def test_keras_on_jax_loads_tensorflow_quietly_with_it() -> None:
+    """Keras on JAX imports TensorFlow on its first calls (seeding): its C++ start-up lines
+    reached stderr from an export of a JAX study, outside the quiet import of Keras."""
+    code = (
+        "import sys\n"
+        "from hpo.backend import import_keras\n"
+        "keras = import_keras()\n"
+        "keras.utils.set_random_seed(0)\n"
+        "print(keras.config.backend(), 'tensorflow' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**env, "KERAS_BACKEND": "jax"},
+    )
+    assert result.stdout.split() == ["jax", "True"], result.stderr[-2000:]
+    assert "oneDNN" not in result.stderr and "I0000" not in result.stderr, result.stderr
+
+
 def test_gpus_are_read_from_cuda_visible_devices_and_shared_by_trials_per_gpu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
