@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import sys
 import tempfile
 import warnings
 from typing import IO, TYPE_CHECKING, Any
@@ -184,30 +182,16 @@ class _Printed(io.StringIO):
 @contextlib.contextmanager
 def _process_output_kept(printed: _Printed) -> Iterator[None]:
     """The process's standard output and error (file descriptors 1 and 2, which native code
-    writes to) go to `printed` inside; left as they are where either is closed."""
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
-    kept: list[int] = []
-    try:
-        kept.extend(os.dup(fd) for fd in (1, 2))
-    except OSError:
-        for fd in kept:
-            os.close(fd)
-        yield
-        return
+    writes to) go to `printed` inside; one that is closed is left as it is."""
+    from hpo.cli import descriptors_to
+
     with tempfile.TemporaryFile() as sink:
         try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            printed.native = sink
-            yield
+            with descriptors_to(sink.fileno(), (1, 2)):
+                printed.native = sink
+                yield
         finally:
             printed.native = None
-            os.dup2(kept[0], 1)
-            os.dup2(kept[1], 2)
-            for fd in kept:
-                os.close(fd)
             sink.seek(0)
             printed.write(sink.read().decode("utf-8", errors="replace"))
 
