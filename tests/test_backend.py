@@ -53,6 +53,16 @@ def test_a_recorded_backend_wins_and_old_studies_were_tensorflow() -> None:
     assert recorded_backend(None, Backend.TORCH) is Backend.TORCH
 
 
+def _python(
+    code: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`code` run by this Python in a process of its own (in `cwd`, with `env`, else this
+    process's environment), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False, env=env
+    )
+
+
 def test_keras_loaded_with_another_backend_is_a_clear_error() -> None:
     code = (
         "import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
@@ -64,9 +74,7 @@ def test_keras_loaded_with_another_backend_is_a_clear_error() -> None:
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = _python(code, ROOT)
     assert "ConfigError this study trains on jax, but Keras is already loaded here with torch" in (
         result.stdout
     ), result.stderr[-2000:]
@@ -89,9 +97,7 @@ def test_a_search_from_python_with_keras_loaded_on_another_backend_names_the_stu
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    result = _python(code, tmp_path)
     assert "ConfigError this study trains on tensorflow, but Keras is already loaded" in (
         result.stdout
     ), result.stderr[-2000:]
@@ -114,14 +120,7 @@ def test_a_raw_text_model_loaded_off_tensorflow_is_refused_naming_the_way(tmp_pa
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "KERAS_BACKEND": "jax"},
-    )
+    result = _python(code, tmp_path, {**os.environ, "KERAS_BACKEND": "jax"})
     assert "ConfigError " in result.stdout, result.stderr[-2000:]
     assert "takes raw text" in result.stdout and "Keras runs on jax" in result.stdout
     assert "KERAS_BACKEND=tensorflow, or score texts with hpo predict" in result.stdout
@@ -138,14 +137,7 @@ def test_keras_on_jax_loads_tensorflow_quietly_with_it() -> None:
         "print(keras.config.backend(), 'tensorflow' in sys.modules)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**env, "KERAS_BACKEND": "jax"},
-    )
+    result = _python(code, ROOT, {**env, "KERAS_BACKEND": "jax"})
     assert result.stdout.split() == ["jax", "True"], result.stderr[-2000:]
     assert "oneDNN" not in result.stderr and "I0000" not in result.stderr, result.stderr
 
