@@ -72,6 +72,7 @@ class Study:
         """
         import tempfile
 
+        from hpo.artifacts import holding
         from hpo.contract import fetch_checkpoint, load_checkpoint
         from hpo.ensemble.selection import ranked_trials
         from hpo.errors import StoreError
@@ -91,7 +92,15 @@ class Study:
                 f"best trials: {[t.number for t in ranked[:10]]}."
             )
         store = open_artifact_store(self.config.artifact_location, create=False)
-        with tempfile.TemporaryDirectory(prefix="hpo-model-") as scratch:
+        with (
+            holding(self.optuna_study, [chosen.number], "load_model") as removed,
+            tempfile.TemporaryDirectory(prefix="hpo-model-") as scratch,
+        ):
+            if chosen.number in removed:
+                raise StoreError(
+                    f"trial {chosen.number}'s checkpoint was removed by hpo gc just now "
+                    f"({removed[chosen.number]}); ask for another trial, or none for the best."
+                )
             path = fetch_checkpoint(store, chosen, Path(scratch))
             return load_checkpoint(path, chosen.number)
 

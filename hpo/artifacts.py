@@ -6,7 +6,11 @@ after each trial) or `hpo gc --keep N` deletes the checkpoints of all but:
 
 - the best N COMPLETE trials,
 - every trial that a recorded ensemble uses (`hpo ensemble` records its members in the study),
-- trials that have not finished (a worker may be storing theirs right now).
+- trials that have not finished (a worker may be storing theirs right now),
+- trials whose checkpoints a command is reading right now (`holding`: `hpo ensemble`, `hpo
+  export`, `hpo distill`, `Study.load_model`), until it is done or, if it was killed, for
+  `HOLD_S` (6 hours). A hold is a `reading:<id>` study attribute, deleted when released
+  (set to null where the store cannot delete one: a gRPC proxy).
 
 Validation predictions stay (a few hundred KB each; an ensemble's pool reads them). What was
 removed, and why, is recorded in the study as one user attribute per collection (`gc:<when>`);
@@ -25,12 +29,14 @@ import datetime
 import logging
 import re
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.exceptions import StorageInternalError
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,11 +44,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from hpo.command_options import add_study_arguments, open_study, positive_int
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
-from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store, refuse_read_only
+from hpo.store import (
+    AtomicFileSystemArtifactStore,
+    delete_study_attr,
+    open_artifact_store,
+    refuse_read_only,
+)
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     import optuna
     from optuna.artifacts._protocol import ArtifactStore
@@ -56,6 +67,8 @@ __all__ = [
     "best_first",
     "collect_garbage",
     "has_checkpoint",
+    "held_checkpoints",
+    "holding",
     "main",
     "plan_collection",
     "removed_checkpoints",
@@ -63,6 +76,10 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 GC_ATTR_PREFIX = "gc:"
+HOLD_ATTR_PREFIX = "reading:"
+# How long a hold lasts whose reader was killed before releasing it: its checkpoints are kept
+# that long, no longer. A reader holds only while it fetches and loads checkpoints (minutes).
+HOLD_S = 6 * 3600
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 # What optuna.artifacts.upload_artifact names an artifact: a UUID.
 _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -95,6 +112,69 @@ def removed_checkpoints(study: optuna.Study) -> dict[int, str]:
                 if isinstance(number, str) and number.isdecimal():
                     removed[int(number)] = str(why)
     return removed
+
+
+def held_checkpoints(study: optuna.Study, now: float | None = None) -> dict[int, str]:
+    """Trial number -> who is reading its checkpoint (`holding`), for the holds neither
+    released nor lapsed (an entry that is not a hold is passed over: the records are data)."""
+    now = time.time() if now is None else now
+    held: dict[int, str] = {}
+    for key, value in study.user_attrs.items():
+        if not (key.startswith(HOLD_ATTR_PREFIX) and isinstance(value, dict)):
+            continue
+        until, trials = value.get("until"), value.get("trials")
+        if not (isinstance(until, (int, float)) and until > now and isinstance(trials, list)):
+            continue
+        by = value.get("by")
+        reader = by[:40] if isinstance(by, str) else "another command"
+        for number in trials:
+            if isinstance(number, int) and not isinstance(number, bool):
+                held.setdefault(number, f"being read by {reader}")
+    return held
+
+
+@contextlib.contextmanager
+def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[dict[int, str]]:
+    """Keeps `hpo gc` and `keep_checkpoints` from removing the checkpoints of trials
+    `numbers` while `by` (a command's name) reads them; released on exit.
+
+    Yields `removed_checkpoints` as read once the hold is recorded: a trial in it has no
+    checkpoint to read. Together with `collect_garbage`, which reads the holds after recording
+    its removals, no checkpoint goes from under a reader: a collection that recorded first is
+    in what this yields, and one that recorded later sees the hold. Where the study cannot be
+    written (a read-only copy), nothing can be collected through it either, and the checkpoints
+    are read unheld.
+    """
+    key = f"{HOLD_ATTR_PREFIX}{uuid.uuid4().hex[:12]}"
+    now = time.time()
+    trials = sorted(set(numbers))
+    record = {
+        "trials": trials,
+        "by": by,
+        "at": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat("T", "seconds"),
+        "until": now + HOLD_S,
+    }
+    try:
+        study.set_user_attr(key, record)
+    except (SQLAlchemyError, StorageInternalError) as exc:
+        _log.debug("%s reads checkpoints unheld: the study cannot be written (%s)", by, exc)
+        key = ""
+    try:
+        yield removed_checkpoints(study)
+    finally:
+        if key:
+            try:
+                if not delete_study_attr(study, key):
+                    study.set_user_attr(key, None)
+            except (SQLAlchemyError, StorageInternalError) as exc:
+                _log.warning(
+                    "could not release %s's hold on %d checkpoint(s) (%s); hpo gc keeps them "
+                    "until it lapses in %d hours.",
+                    by,
+                    len(trials),
+                    exc,
+                    HOLD_S // 3600,
+                )
 
 
 def artifact_id(trial: FrozenTrial, attr: str) -> str | None:
@@ -149,6 +229,8 @@ def plan_collection(study: optuna.Study, keep: int) -> tuple[dict[int, str], lis
             kept[trial.number] = "not finished"
     for number, key in ensemble_members(study).items():
         kept.setdefault(number, f"member of {key}")
+    for number, reader in held_checkpoints(study).items():
+        kept.setdefault(number, reader)
     complete = best_first(
         study, [t for t in trials if t.state == TrialState.COMPLETE and has_checkpoint(t, removed)]
     )
@@ -192,16 +274,23 @@ def collect_garbage(
     removed = {t.number: why for t in doomed}
     left = [t for t in left if t.user_attrs[Attr.CHECKPOINT_ID] not in named]
     removed.update({t.number: "recorded as removed by a collection that was stopped" for t in left})
-    sizes = [_size(store, t.user_attrs[Attr.CHECKPOINT_ID]) for t in [*doomed, *left]]
-    freed = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
     if dry_run or not removed:
-        return Collection(kept, removed, freed)
+        return Collection(kept, removed, _freed(store, [*doomed, *left]))
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    key = f"{GC_ATTR_PREFIX}{when}:{uuid.uuid4().hex[:6]}"
     if doomed:
-        when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        study.set_user_attr(
-            f"{GC_ATTR_PREFIX}{when}:{uuid.uuid4().hex[:6]}",
-            {"keep": keep, "at": when, "removed": {str(t.number): why for t in doomed}},
-        )
+        study.set_user_attr(key, {"keep": keep, "at": when, "removed": _numbered(doomed, why)})
+    # A reader that began holding checkpoints since the plan did not see this record: what it
+    # holds stays, and leaves the record (see `holding`).
+    held = held_checkpoints(study)
+    if held.keys() & removed.keys():
+        kept.update({n: held[n] for n in removed if n in held})
+        removed = {n: w for n, w in removed.items() if n not in held}
+        doomed = [t for t in doomed if t.number not in held]
+        left = [t for t in left if t.number not in held]
+        if key in study.user_attrs:
+            study.set_user_attr(key, {"keep": keep, "at": when, "removed": _numbered(doomed, why)})
+    freed = _freed(store, [*doomed, *left])
     for trial in [*doomed, *left]:
         # Gone already where an earlier collection was interrupted after its record.
         with contextlib.suppress(ArtifactNotFound):
@@ -235,8 +324,16 @@ def _left_behind(study: optuna.Study, store: ArtifactStore) -> list[FrozenTrial]
     ]
 
 
-def _size(store: ArtifactStore, artifact_id: str) -> int | None:
-    return store.size(artifact_id) if isinstance(store, AtomicFileSystemArtifactStore) else None
+def _numbered(trials: Sequence[FrozenTrial], why: str) -> dict[str, str]:
+    """A collection's record of what it removed: trial number (a string, JSON's keys) -> why."""
+    return {str(t.number): why for t in trials}
+
+
+def _freed(store: ArtifactStore, trials: Sequence[FrozenTrial]) -> int | None:
+    """What the trials' checkpoints take (None where the store cannot say: S3)."""
+    if not isinstance(store, AtomicFileSystemArtifactStore):
+        return None
+    return sum(store.size(t.user_attrs[Attr.CHECKPOINT_ID]) for t in trials)
 
 
 class KeepBest:

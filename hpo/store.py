@@ -39,6 +39,7 @@ __all__ = [
     "AtomicFileSystemArtifactStore",
     "artifact_address",
     "check_sqlite_file",
+    "delete_study_attr",
     "load_existing_study",
     "open_artifact_store",
     "open_rdb_storage",
@@ -157,6 +158,18 @@ class _CheckedRDBStorage(RDBStorage):
     # Where the database is, for the message (set by `open_rdb_storage`).
     where = "the study database"
 
+    def delete_study_user_attr(self, study_id: int, key: str) -> None:
+        """Deletes one study attribute, if it is there (Optuna has no call for it; see
+        `delete_study_attr`)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        attribute = models.StudyUserAttributeModel
+        with _create_scoped_session(self.scoped_session, True) as session:
+            session.query(attribute).filter(
+                attribute.study_id == study_id, attribute.key == key
+            ).delete()
+
     def get_trial(self, trial_id: int) -> FrozenTrial:
         with self._readable_rows():
             return super().get_trial(trial_id)
@@ -186,6 +199,17 @@ class _CheckedRDBStorage(RDBStorage):
 
 class _CheckedWaitingRDBStorage(_CheckedRDBStorage, WaitingRDBStorage):
     """`WaitingRDBStorage` with `_CheckedRDBStorage`'s reads."""
+
+
+def delete_study_attr(study: optuna.Study, key: str) -> bool:
+    """Deletes the study attribute `key` where its store is a database hpo opened (SQLite,
+    PostgreSQL); False, deleting nothing, where it cannot (a gRPC proxy, an in-memory study),
+    for the caller to overwrite it instead."""
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    if not isinstance(storage, _CheckedRDBStorage):
+        return False
+    storage.delete_study_user_attr(study._study_id, key)
+    return True
 
 
 def _damaged(where: object, problem: str) -> str:

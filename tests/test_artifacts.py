@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import pytest
@@ -15,16 +16,32 @@ from optuna.trial import TrialState, create_trial
 
 from hpo.artifacts import (
     GC_ATTR_PREFIX,
+    HOLD_ATTR_PREFIX,
+    Collection,
     collect_garbage,
     has_checkpoint,
+    held_checkpoints,
+    holding,
     plan_collection,
     removed_checkpoints,
 )
+from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import Attr, fetch_checkpoint
-from hpo.store import AtomicFileSystemArtifactStore, open_storage
+from hpo.ensemble import build as hpo_build
+from hpo.ensemble.build import build_ensemble
+from hpo.ensemble.weighting import Method
+from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store, open_storage
 
 from .conformance.test_text_models import hpo
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from optuna.artifacts._protocol import ArtifactStore
+    from optuna.trial import FrozenTrial
+
+    from hpo.ensemble.selection import Candidate, Member
 from .conftest import write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,3 +288,83 @@ def test_malformed_collection_records_are_passed_over(tmp_path: Path) -> None:
     study.set_user_attr(f"{GC_ATTR_PREFIX}b", {"removed": [1, 2]})
     study.set_user_attr(f"{GC_ATTR_PREFIX}c", "junk")
     assert removed_checkpoints(study) == {1: "old"}
+
+
+def test_gc_keeps_what_a_reader_holds_until_it_is_released_or_lapses(tmp_path: Path) -> None:
+    study, store = _study_with_checkpoints(tmp_path, [0.70, 0.90, 0.60, 0.80, 0.50])
+    with holding(study, [0, 4], "hpo ensemble") as removed:
+        assert removed == {}
+        assert held_checkpoints(study) == dict.fromkeys([0, 4], "being read by hpo ensemble")
+        dry = collect_garbage(study, store, keep=1, dry_run=True)
+        assert sorted(dry.removed) == [2, 3]
+        assert dry.kept[0] == dry.kept[4] == "being read by hpo ensemble"
+        assert sorted(collect_garbage(study, store, keep=1).removed) == [2, 3]
+        assert _stored(study, store) == {0, 1, 4}
+    assert held_checkpoints(study) == {}
+    assert sorted(collect_garbage(study, store, keep=1).removed) == [0, 4]
+    assert _stored(study, store) == {1}
+    # A hold whose reader was killed lapses; malformed ones are passed over.
+    now = time.time()
+    study.set_user_attr(f"{HOLD_ATTR_PREFIX}killed", {"trials": [1], "until": now - 1})
+    study.set_user_attr(f"{HOLD_ATTR_PREFIX}alive", {"trials": [1, "2", True], "until": now + 60})
+    study.set_user_attr(f"{HOLD_ATTR_PREFIX}junk", {"trials": 1, "until": now + 60})
+    assert held_checkpoints(study) == {1: "being read by another command"}
+    assert held_checkpoints(study, now=now + 61) == {}
+
+
+def test_a_reader_that_holds_between_a_collections_plan_and_record_keeps_its_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, store = _study_with_checkpoints(tmp_path, [0.70, 0.90, 0.60])
+    planned = plan_collection
+    holds: list[contextlib.AbstractContextManager[dict[int, str]]] = []
+    seen: list[dict[int, str]] = []
+
+    def plan_then_a_reader_holds(
+        study: optuna.Study, keep: int
+    ) -> tuple[dict[int, str], list[FrozenTrial]]:
+        plan = planned(study, keep)
+        # An `hpo ensemble` begins here: it holds trial 0 and sees no removal recorded yet.
+        holds.append(holding(study, [0], "hpo ensemble"))
+        seen.append(holds[-1].__enter__())
+        return plan
+
+    monkeypatch.setattr("hpo.artifacts.plan_collection", plan_then_a_reader_holds)
+    done = collect_garbage(study, store, keep=1)
+    assert seen == [{}]
+    assert done.removed == {2: "not among the best 1 complete trials nor in a recorded ensemble"}
+    assert done.kept[0] == "being read by hpo ensemble"
+    assert done.freed_bytes == 1000
+    assert _stored(study, store) == {0, 1}
+    assert removed_checkpoints(study) == {2: done.removed[2]}
+    # A reader that holds after a collection's record sees the removal, and passes it over.
+    with holding(study, [0, 2], "hpo export") as removed:
+        assert removed == {2: done.removed[2]}
+    holds[0].__exit__(None, None, None)
+    assert held_checkpoints(study) == {}
+
+
+def test_gc_while_an_ensemble_loads_its_members_removes_none_of_its_pool(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, study = open_study(study_copy, None, None)
+    loading = hpo_build.load_member
+    collections: list[Collection] = []
+
+    def gc_then_load(candidate: Candidate, store: ArtifactStore, folder: Path) -> Member:
+        # Another process's `hpo gc --keep 0`, while the ensemble fetches its members.
+        other = optuna.load_study(study_name=config.name, storage=config.storage_url)
+        collections.append(collect_garbage(other, open_artifact_store(config.artifact_location), 0))
+        return loading(candidate, store, folder)
+
+    monkeypatch.setattr(hpo_build, "load_member", gc_then_load)
+    result = build_ensemble(config, study, top=2, method=Method.UNIFORM, out_dir=tmp_path / "e")
+    assert collections and all(c.removed == {} for c in collections)
+    assert not result.report["skipped"], result.report["skipped"]
+    assert len(result.report["members"]) == 2
+    members = set(study.user_attrs["ensemble_top2"]["members"])
+    # Released once built: a collection now keeps the members the ensemble recorded.
+    monkeypatch.undo()
+    after = collect_garbage(study, open_artifact_store(config.artifact_location), 0)
+    assert after.removed and members.isdisjoint(after.removed)
+    assert held_checkpoints(study) == {}

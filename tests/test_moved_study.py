@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.storages import RDBStorage
 
+from hpo.api import load_study
 from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.errors import StoreError
@@ -70,6 +71,9 @@ def test_a_read_only_study_is_read_and_what_would_write_to_it_says_why_not(
         nowhere = hpo("report", "--study", study, cwd=tmp_path)
         assert nowhere.returncode == 2
         assert "give --out DIR" in nowhere.stderr
+        # Reading a checkpoint holds it against hpo gc where the study can be written; here
+        # it cannot, and the checkpoint is read unheld.
+        assert load_study(study_copy).load_model().count_params() > 0
         report = hpo("report", "--study", study, "--out", str(tmp_path / "figures"), cwd=tmp_path)
         assert report.returncode == 0, report.stderr
         assert "not registered for the dashboard" in report.stdout

@@ -9,9 +9,10 @@ import optuna
 import pytest
 import sqlalchemy
 
+from hpo.artifacts import held_checkpoints, holding
 from hpo.errors import StoreError
 from hpo.outage import masked
-from hpo.store import open_storage, redact_url
+from hpo.store import delete_study_attr, open_storage, redact_url
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -233,3 +234,21 @@ def test_a_trial_row_optuna_cannot_read_is_a_damaged_database(tmp_path: Path, ta
         reader.get_trials()
     with pytest.raises(StoreError, match="a trial's row"):
         reader.trials_dataframe()
+
+
+def test_a_released_hold_leaves_no_attribute_where_the_store_can_delete_one(
+    tmp_path: Path,
+) -> None:
+    on_disk = optuna.create_study(
+        storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}", create=True)
+    )
+    in_memory = optuna.create_study()
+    for study in (on_disk, in_memory):
+        study.set_user_attr("kept", 1)
+        with holding(study, [3, 1], "hpo ensemble"):
+            assert held_checkpoints(study) == dict.fromkeys([1, 3], "being read by hpo ensemble")
+        assert held_checkpoints(study) == {}
+    assert on_disk.user_attrs == {"kept": 1}
+    # Optuna's in-memory storage (like a gRPC proxy) cannot delete one: it is overwritten.
+    assert sorted(in_memory.user_attrs.values(), key=str) == [1, None]
+    assert not delete_study_attr(in_memory, "kept")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo.artifacts import holding
 from hpo.backend import keras_backend
 from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
 from hpo.data import provenance, testset
@@ -48,7 +49,7 @@ from hpo.ensemble.predict import load_export
 from hpo.ensemble.refit import in_trial_process
 from hpo.ensemble.report import check_out_dir, publish, staging_for
 from hpo.ensemble.selection import ranked_trials
-from hpo.errors import ConfigError, DataError
+from hpo.errors import ConfigError, DataError, StoreError
 from hpo.store import open_artifact_store
 from hpo.study import default_params, search_space
 from hpo.tasks import study_task
@@ -230,7 +231,7 @@ def distill_ensemble(
         test_data = testset.fingerprint(test.raw, test.y, test.source)
         ensemble_test = _ensemble_test(ensemble_dir, recorded, test_data)
         best_trial = _best_member(study, recorded)
-        best_model = _member_model(config, members, best_trial, Path(scratch))
+        best_model = _member_model(config, study, members, best_trial, Path(scratch))
         best_test = predict_member(
             task, best_model, task.member_inputs(test.x, best_trial.params), best_trial
         )
@@ -466,11 +467,21 @@ def _best_member(study: optuna.Study, recorded: dict[str, Any]) -> FrozenTrial:
 
 
 def _member_model(
-    config: StudyConfig, members: list[TeacherMember], trial: FrozenTrial, folder: Path
+    config: StudyConfig,
+    study: optuna.Study,
+    members: list[TeacherMember],
+    trial: FrozenTrial,
+    folder: Path,
 ) -> keras.Model:
     """A trial's model: from the export if it is a member there, else its verified checkpoint."""
     for member in members:
         if member.trial.number == trial.number:
             return member.model
     store = open_artifact_store(config.artifact_location, create=False)
-    return load_checkpoint(fetch_checkpoint(store, trial, folder), trial.number)
+    with holding(study, [trial.number], "hpo distill") as removed:
+        if trial.number in removed:
+            raise StoreError(
+                f"trial {trial.number}'s checkpoint was removed by hpo gc just now "
+                f"({removed[trial.number]}); run hpo distill again to choose another student."
+            )
+        return load_checkpoint(fetch_checkpoint(store, trial, folder), trial.number)

@@ -8,6 +8,7 @@ new inputs with the export.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
-from hpo.artifacts import removed_checkpoints
+from hpo.artifacts import holding, removed_checkpoints
 from hpo.contract import Attr, CheckpointError, load_keras_file
 from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
@@ -52,7 +53,7 @@ from hpo.tasks import study_task
 from hpo.training.interface import Padding, tolerance
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import keras
     import optuna
@@ -289,16 +290,16 @@ def fit_ensemble(
         StoreError: No COMPLETE trial, or none with usable predictions and checkpoint.
         ConfigError: The data differ from those the study's trials saw.
     """
-    opened = open_pool(config, study, scratch, max(pool, top), data)
-    if top > opened.complete:
-        _log.warning(
-            "--top %d, but the study has only %d COMPLETE trials%s; using all of them.",
-            top,
-            opened.complete,
-            " whose checkpoint hpo gc kept" if removed_checkpoints(study) else "",
-        )
-    candidates, store, y_val = opened.candidates, opened.store, opened.y_val
-    members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
+    with open_pool(config, study, scratch, max(pool, top), data) as opened:
+        if top > opened.complete:
+            _log.warning(
+                "--top %d, but the study has only %d COMPLETE trials%s; using all of them.",
+                top,
+                opened.complete,
+                " whose checkpoint hpo gc kept" if removed_checkpoints(study) else "",
+            )
+        candidates, store, y_val = opened.candidates, opened.store, opened.y_val
+        members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
     return FittedEnsemble(
         task=opened.task,
         data_folder=opened.data_folder,
@@ -333,14 +334,16 @@ class StudyPool:
     complete: int
 
 
+@contextlib.contextmanager
 def open_pool(
     config: StudyConfig,
     study: optuna.Study,
     scratch: Path,
     size: int | None = None,
     data: str | None = None,
-) -> StudyPool:
-    """The study's data and the `size` best trials' validation predictions (default: all).
+) -> Iterator[StudyPool]:
+    """The study's data and the `size` best trials' validation predictions (default: all),
+    their checkpoints held against `hpo gc` until the block ends (`hpo.artifacts.holding`).
 
     Args:
         scratch: A folder for the fetched predictions.
@@ -353,22 +356,31 @@ def open_pool(
     from hpo.ensemble.regression import is_regression
 
     task = study_task(config)
-    ranked = ranked_trials(study)
     store = open_artifact_store(config.artifact_location, create=False)
     source = task.locate(config, data or provenance.recorded_source(study))
     data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
-    y_val = np.asarray(task.trial_data(data_folder, ranked[0].params).y_val)
-    candidates, skipped = pool_candidates(
-        ranked,
-        store,
-        len(ranked) if size is None else size,
-        scratch,
-        y_val,
-        regression=is_regression(study),
-        open_classes=task.open_classes,
-    )
-    return StudyPool(task, source, data_folder, store, y_val, candidates, skipped, len(ranked))
+    complete = ranked_trials(study)
+    held = {t.number for t in complete[:size]}
+    with holding(study, held, "hpo ensemble") as removed:
+        # What a collection removed before the hold was recorded is in `removed`.
+        ranked = [t for t in complete[:size] if t.number not in removed]
+        if not ranked:
+            raise StoreError(
+                f"hpo gc removed the checkpoints of study {study.study_name!r}'s best trials "
+                f"while the ensemble started; there is nothing to ensemble. Run it again."
+            )
+        y_val = np.asarray(task.trial_data(data_folder, ranked[0].params).y_val)
+        candidates, skipped = pool_candidates(
+            ranked,
+            store,
+            len(ranked),
+            scratch,
+            y_val,
+            regression=is_regression(study),
+            open_classes=task.open_classes,
+        )
+        yield StudyPool(task, source, data_folder, store, y_val, candidates, skipped, len(complete))
 
 
 def refit_ensemble(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import TrialState
 
-from hpo.artifacts import removed_checkpoints
+from hpo.artifacts import holding, removed_checkpoints
 from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
@@ -105,7 +105,10 @@ def export_trial(
     with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
         try:
             predictions = fetch_predictions(store, trial, Path(scratch))
-            member = load_member(Candidate(trial, predictions), store, Path(scratch))
+            with holding(study, [number], "hpo export") as removed:
+                if number in removed:  # by a collection since `_complete_trial` looked
+                    raise _removed(number, removed[number])
+                member = load_member(Candidate(trial, predictions), store, Path(scratch))
         except CheckpointError as exc:
             raise StoreError(f"trial {number} cannot be exported: {exc}") from exc
         model = export_ensemble(task, data_folder, [member], [member.model], np.ones(1))
@@ -285,14 +288,18 @@ def _complete_trial(study: optuna.Study, number: int) -> FrozenTrial:
         )
     removed = removed_checkpoints(study)
     if number in removed:
-        raise ConfigError(
-            f"trial {number}'s checkpoint was removed by hpo gc ({removed[number]}), so there "
-            "is no model to export. Export a trial whose checkpoint was kept (the best ones "
-            "and every ensemble member are)."
-        )
+        raise _removed(number, removed[number])
     if not trial.user_attrs.get(Attr.CHECKPOINT_ID):
         raise ConfigError(f"trial {number} stored no checkpoint, so there is no model to export.")
     return trial
+
+
+def _removed(number: int, why: str) -> ConfigError:
+    return ConfigError(
+        f"trial {number}'s checkpoint was removed by hpo gc ({why}), so there is no model to "
+        "export. Export a trial whose checkpoint was kept (the best ones and every ensemble "
+        "member are)."
+    )
 
 
 def _prepare(config: StudyConfig, study: optuna.Study, data: str | None) -> tuple[Task, Path, Path]:

@@ -91,22 +91,22 @@ def fit_regression(
     Raises:
         StoreError: No COMPLETE trial has a usable checkpoint.
     """
-    opened = open_pool(config, study, scratch)
-    candidates, skipped = opened.candidates, opened.skipped
-    y_val = np.asarray(opened.y_val, dtype=np.float64)
-    members: list[Member] = []
-    for candidate in candidates:
-        if len(members) == top:
-            break
-        try:
-            members.append(load_member(candidate, opened.store, scratch))
-        except CheckpointError as exc:
-            skip(skipped, candidate.trial, exc)
-    if not members:
-        raise StoreError(
-            f"none of the {len(candidates)} COMPLETE trials has a usable checkpoint, so there "
-            f"is no ensemble to build (the warnings above give each reason)."
-        )
+    with open_pool(config, study, scratch) as opened:
+        candidates, skipped = opened.candidates, opened.skipped
+        y_val = np.asarray(opened.y_val, dtype=np.float64)
+        members: list[Member] = []
+        for candidate in candidates:
+            if len(members) == top:
+                break
+            try:
+                members.append(load_member(candidate, opened.store, scratch))
+            except CheckpointError as exc:
+                skip(skipped, candidate.trial, exc)
+        if not members:
+            raise StoreError(
+                f"none of the {len(candidates)} COMPLETE trials has a usable checkpoint, so there "
+                f"is no ensemble to build (the warnings above give each reason)."
+            )
     matrix = np.stack([m.val_predictions for m in members]).astype(np.float64)
     if method is Method.CARUANA:
         weights, _ = squared_error_selection(matrix, y_val)

@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from hpo.artifacts import held_checkpoints, holding
 from hpo.config import config_from_dict
 from hpo.contract import Attr, fetch_checkpoint
 from hpo.errors import StoreError
@@ -485,3 +486,12 @@ def test_a_trial_process_that_starts_during_an_outage_waits_to_open_the_storage(
     finally:
         resume.join()
     assert optuna.load_study(study_name="later", storage=storage).study_name == "later"
+
+
+def test_a_hold_on_checkpoints_is_deleted_from_postgresql_when_released(
+    postgres_url: str,
+) -> None:
+    study = optuna.create_study(storage=open_storage(postgres_url, create=True))
+    with holding(study, [0], "hpo export"):
+        assert held_checkpoints(study) == {0: "being read by hpo export"}
+    assert study.user_attrs == {}
