@@ -45,6 +45,7 @@ __all__ = [
     "make_sampler",
     "sampler_seed",
     "search_space",
+    "shared_space",
 ]
 
 # Defaults of the parameters every task shares, for enqueued default trials.
@@ -98,12 +99,19 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
         ]  # type: ignore[assignment]
     return SearchSpace(
         family=family,
-        shared=narrow_space(shared_default, overrides, where="space"),
+        shared=shared_space(task, overrides),
         families={
             str(name): narrow_space(task.families[str(name)].SPACE, overrides, where="space")
             for name in family.choices
         },
     )
+
+
+def shared_space(task: Task, overrides: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """The parameters every family of `task` has (training and task-level ones), narrowed by a
+    study file's `[space]` table; its families are neither loaded nor their entries checked
+    (`search_space` checks them)."""
+    return narrow_space({**TRAINING_SPACE, **task.space}, overrides, where="space")
 
 
 def sample_params(trial: optuna.Trial, task: Task, space: SearchSpace) -> dict[str, Any]:

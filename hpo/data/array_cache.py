@@ -1,7 +1,14 @@
-"""Prepared data sets cached on disk as numpy arrays plus a JSON record, written atomically."""
+"""Prepared data sets cached on disk as numpy arrays plus a JSON record, written atomically.
+
+Each use of a cache refreshes its record's modification time (`mark_used`), which `hpo gc`
+reads as its last use (`hpo.caches`); a writer holds a lock on its temporary folder while it
+writes (`writer_alive`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -13,12 +20,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
-__all__ = ["META_NAME", "cache_key", "cached", "fingerprint", "load_arrays", "save_arrays"]
+__all__ = [
+    "META_NAME",
+    "cache_folder",
+    "cache_key",
+    "cached",
+    "discard",
+    "fingerprint",
+    "last_used",
+    "load_arrays",
+    "mark_used",
+    "save_arrays",
+    "writer_alive",
+]
 
 META_NAME = "meta.json"
+# The prefixes of the folders beside the caches that are not caches: one being written, one
+# found damaged and one being deleted (each renamed aside first, then removed).
+TEMP_PREFIX, DAMAGED_PREFIX, REMOVING_PREFIX = ".tmp", ".damaged", ".removing"
 # Bump when a cached format changes in a way that invalidates existing caches.
 _FORMAT = 1
 _log = logging.getLogger(__name__)
@@ -30,6 +52,12 @@ def cache_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def cache_folder(cache_dir: Path, name: str, settings: Mapping[str, Any]) -> Path:
+    """The folder of the cache of `settings` (JSON-serialisable) in `cache_dir`:
+    `<name>-<cache_key(settings)>`."""
+    return cache_dir / f"{name}-{cache_key(settings)}"
+
+
 def save_arrays(folder: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     """Writes `<name>.npy` per array and `meta.json`, into a temporary folder renamed into place.
 
@@ -37,19 +65,51 @@ def save_arrays(folder: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[st
     process finished the same cache first, its copy is kept.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    tmp = folder.parent / f"{TEMP_PREFIX}-{folder.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / META_NAME).write_text(json.dumps(meta), encoding="utf-8")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / META_NAME).is_file():
-                raise
+        with _holding(tmp):
+            for name, array in arrays.items():
+                np.save(tmp / f"{name}.npy", array)
+            (tmp / META_NAME).write_text(json.dumps(meta), encoding="utf-8")
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not (folder / META_NAME).is_file():
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _holding(folder: Path) -> Iterator[None]:
+    # A lock the file system drops when the process dies, however it dies; where it has none
+    # (some network file systems), the writer goes on without and only the age protects it.
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def writer_alive(folder: Path) -> bool:
+    """Whether a live process holds `folder`, as `save_arrays` holds its temporary folder while
+    it writes; False where the file system has no locks, or the folder is gone."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def cached(folder: Path) -> bool:
@@ -68,11 +128,35 @@ def cached(folder: Path) -> bool:
             np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         _log.warning("%s is damaged (%s); deleting it to write it again", folder, exc)
-        aside = folder.parent / f".damaged-{folder.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(folder, aside)
-        shutil.rmtree(aside, ignore_errors=True)
+        discard(folder, DAMAGED_PREFIX)
         return False
+    mark_used(folder)
     return True
+
+
+def discard(folder: Path, prefix: str = REMOVING_PREFIX) -> None:
+    """Deletes the cache in `folder`: renamed aside first (`<prefix>-<name>-<random>`, beside
+    it), in one step, so that a deletion stopped half way never leaves a folder of the cache's
+    name without all of its files."""
+    aside = folder.parent / f"{prefix}-{folder.name}-{uuid.uuid4().hex[:8]}"
+    os.rename(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def mark_used(folder: Path) -> None:
+    """Records that the cache in `folder` is being used: its record's modification time is
+    now. A cache that cannot be touched (a read-only disk) keeps its time."""
+    with contextlib.suppress(OSError):
+        os.utime(folder / META_NAME)
+
+
+def last_used(folder: Path) -> float | None:
+    """When the cache in `folder` was written or last used (`mark_used`), as a POSIX time;
+    None where it has no record (it is not a whole cache)."""
+    try:
+        return (folder / META_NAME).stat().st_mtime
+    except OSError:
+        return None
 
 
 def load_arrays(
@@ -83,6 +167,7 @@ def load_arrays(
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    mark_used(folder)
     return {name: np.load(folder / f"{name}.npy") for name in names}, meta
 
 

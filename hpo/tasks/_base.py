@@ -79,6 +79,9 @@ class Task:
             the data was read from; trials and the ensemble must see the same one.
         prepare: Runs once per study before any trial (for example tokenizes and caches the
             data) and returns the folder that `trial_data` reads. Never reads test data.
+        cache_folder: The folder `prepare` returns, worked out without reading the data (from
+            the settings and the source's file sizes and times): `cache_folder(config, source,
+            space)`, `source` as `locate` gives it and `space` the shared one. `hpo gc` keeps it.
         trial_data: Loads the inputs of one trial from the prepared folder, given its params.
         load_test: Reads and encodes the test set; only the ensemble's evaluation calls it.
         member_inputs: Turns full-size encoded inputs into one trial's inputs, given its params.
@@ -126,6 +129,7 @@ class Task:
     locate: Callable[[StudyConfig, str | None], Path]
     fingerprint: Callable[[Path], str]
     prepare: Callable[[StudyConfig, str | None, Space], Path]
+    cache_folder: Callable[[StudyConfig, Path, Space], Path]
     trial_data: Callable[[Path, Mapping[str, Any]], TrialData]
     load_test: Callable[[StudyConfig, str | None, Path], TestSet]
     member_inputs: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]

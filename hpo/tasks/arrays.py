@@ -87,6 +87,11 @@ def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     return locate(config, data_arg)
 
 
+def cache_folder(config: StudyConfig, source: Path, space: Space) -> Path:
+    """The arrays' folder is their source (`locate`'s)."""
+    return source
+
+
 @functools.lru_cache(maxsize=2)
 def _meta(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / array_cache.META_NAME).read_text(encoding="utf-8")))
@@ -94,6 +99,7 @@ def _meta(folder: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=2)
 def _load(folder: Path) -> TrialData:
+    array_cache.mark_used(folder)
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAY_NAMES}
     weights = folder / f"{WEIGHTS_NAME}.npy"
     w_train = np.load(weights, mmap_mode="r") if weights.is_file() else None
@@ -170,6 +176,7 @@ ARRAYS = Task(
     locate=locate,
     fingerprint=fingerprint,
     prepare=prepare,
+    cache_folder=cache_folder,
     trial_data=trial_data,
     load_test=load_test,
     member_inputs=images.member_inputs,

@@ -48,6 +48,20 @@ def _locate(config: StudyConfig, data_arg: str | None, *, env_var: str, download
     return images.locate_images(data_arg, config.data.path, env_var=env_var, download=download)
 
 
+def _cache(config: StudyConfig, source: Path, *, name: str) -> tuple[Path, dict[str, Any]]:
+    """The image cache's folder and the settings that key it, from the data's file sizes and
+    times alone (nothing is read): the source and every setting that changes its content."""
+    settings = {**source_settings(config, source), "image_size": config.data.image_size}
+    if not images.has_test_split(source):
+        settings["test_fraction"] = config.data.test_fraction
+        settings["holdout_rules"] = HOLDOUT_RULES
+    return array_cache.cache_folder(config.cache_dir, name, settings), settings
+
+
+def _cache_folder(config: StudyConfig, source: Path, space: Space, *, name: str) -> Path:
+    return _cache(config, source, name=name)[0]
+
+
 def _prepare(
     config: StudyConfig,
     data_arg: str | None,
@@ -56,19 +70,14 @@ def _prepare(
     name: str,
     locate: Any,
 ) -> Path:
-    """Decodes the training images once per study, splits off validation, caches the arrays.
-
-    The cache is keyed by the data source and every setting that changes its content.
+    """Decodes the training images once per study, splits off validation, caches the arrays
+    (in `_cache`'s folder).
 
     Returns:
         The cache folder, for `trial_data`.
     """
     source = locate(config, data_arg)
-    settings = {**source_settings(config, source), "image_size": config.data.image_size}
-    if not images.has_test_split(source):
-        settings["test_fraction"] = config.data.test_fraction
-        settings["holdout_rules"] = HOLDOUT_RULES
-    folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
+    folder, settings = _cache(config, source, name=name)
     check_test_classes(source)
     if array_cache.cached(folder):
         return folder
@@ -217,6 +226,7 @@ def _task(name: str, env_var: str, download: bool) -> Task:
         locate=locate,
         fingerprint=image_cache.fingerprint,
         prepare=functools.partial(_prepare, name=name, locate=locate),
+        cache_folder=functools.partial(_cache_folder, name=name),
         trial_data=trial_data,
         load_test=functools.partial(_load_test, locate=locate),
         member_inputs=member_inputs,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hpo.data import imdb
-from hpo.tasks.text import encode_test, prepare_tokens, text_task
+from hpo.tasks.text import encode_test, prepare_tokens, text_task, token_cache
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,7 +53,12 @@ def read_split(
 
 def prepare(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     """Tokenizes the training reviews once per study and caches the arrays (see `text`)."""
-    return prepare_tokens(config, data_arg, space, name="imdb", locate=locate, read=read_split)
+    return prepare_tokens(config, locate(config, data_arg), space, name="imdb", read=read_split)
+
+
+def cache_folder(config: StudyConfig, source: Path, space: Space) -> Path:
+    """The folder `prepare` caches the tokenized reviews in (see `text.token_cache`)."""
+    return token_cache(config, source, space, name="imdb")[0]
 
 
 def load_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
@@ -72,4 +77,6 @@ def _balanced_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: int
     return np.sort(np.concatenate(parts))
 
 
-IMDB = text_task("imdb", locate=locate, prepare=prepare, load_test=load_test)
+IMDB = text_task(
+    "imdb", locate=locate, prepare=prepare, cache_folder=cache_folder, load_test=load_test
+)

@@ -41,20 +41,37 @@ SPACE: Space = {
 DEFAULTS = {"vocab_size": 30000, "seq_len": 800}
 
 
-def prepare_tokens(
+def token_cache(
     config: StudyConfig,
-    data_arg: str | None,
+    source: Path,
     space: Space,
     *,
     name: str,
-    locate: Callable[[StudyConfig, str | None], Path],
+    extra_settings: Mapping[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """The token cache's folder and the settings that key it, from the data's file sizes and
+    times alone (nothing is read): the source and every setting that changes the cache's
+    content, with the largest vocabulary and sequence length the (narrowed) space allows."""
+    settings = {
+        **source_settings(config, source),
+        **(extra_settings or {}),
+        "max_vocab": _largest(space["vocab_size"]),
+        "max_len": _largest(space["seq_len"]),
+    }
+    return array_cache.cache_folder(config.cache_dir, name, settings), settings
+
+
+def prepare_tokens(
+    config: StudyConfig,
+    source: Path,
+    space: Space,
+    *,
+    name: str,
     read: Any,
     extra_settings: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Reads and splits the training texts once per study, tokenizes them and caches the arrays.
-
-    The vocabulary and sequence length are the largest the (narrowed) space allows; the cache
-    is keyed by the data source and every setting that changes its content.
+    """Reads and splits the training texts once per study, tokenizes them and caches the arrays
+    (in `token_cache`'s folder).
 
     Args:
         read: `read(config, source)` gives train texts, labels, validation texts, labels and the
@@ -63,19 +80,12 @@ def prepare_tokens(
     Returns:
         The cache folder, for `trial_data`.
     """
-    source = locate(config, data_arg)
-    max_vocab, max_len = _largest(space["vocab_size"]), _largest(space["seq_len"])
-    settings = {
-        **source_settings(config, source),
-        **(extra_settings or {}),
-        "max_vocab": max_vocab,
-        "max_len": max_len,
-    }
-    folder = config.cache_dir / f"{name}-{array_cache.cache_key(settings)}"
+    folder, settings = token_cache(config, source, space, name=name, extra_settings=extra_settings)
     if array_cache.cached(folder):
         return folder
     _log.info("tokenizing %s (cache miss: %s)", source, folder)
     train_texts, y_train, val_texts, y_val, classes = read(config, source)
+    max_vocab, max_len = settings["max_vocab"], settings["max_len"]
     vocabulary, (x_train, x_val) = text_cache.vectorize(
         train_texts, [val_texts], max_vocab=max_vocab, max_len=max_len
     )
@@ -254,6 +264,7 @@ def text_task(
     *,
     locate: Callable[[StudyConfig, str | None], Path],
     prepare: Callable[[StudyConfig, str | None, Space], Path],
+    cache_folder: Callable[[StudyConfig, Path, Space], Path],
     load_test: Callable[[StudyConfig, str | None, Path], TestSet],
     fingerprint: Callable[[Path], str] = text_cache.fingerprint,
 ) -> Task:
@@ -266,6 +277,7 @@ def text_task(
         locate=locate,
         fingerprint=fingerprint,
         prepare=prepare,
+        cache_folder=cache_folder,
         trial_data=trial_data,
         load_test=load_test,
         member_inputs=member_inputs,
@@ -323,8 +335,9 @@ def _read_own(
     return train_part.texts, train_part.labels, val_part.texts, val_part.labels, data.classes
 
 
-def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
-    columns, source = _columns(config), _locate(config, data_arg)
+def _own_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
+    """What the cache of the user's own texts depends on besides `token_cache`'s settings."""
+    columns = _columns(config)
     extra: dict[str, Any] = {
         "columns": [columns.text, columns.label, columns.group],
         "test_path": config.data.test_path,
@@ -336,9 +349,24 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
         extra["encoding"] = config.data.encoding
     if text_sources.is_table(source):  # labels read by other rules may name other classes
         extra["label_rules"] = text_sources.LABEL_RULES
+    return extra
+
+
+def _own_cache_folder(config: StudyConfig, source: Path, space: Space) -> Path:
+    extra = _own_settings(config, source)
+    return token_cache(config, source, space, name="text", extra_settings=extra)[0]
+
+
+def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
+    source = _locate(config, data_arg)
     check_test_classes(source)
     folder = prepare_tokens(
-        config, data_arg, space, name="text", locate=_locate, read=_read_own, extra_settings=extra
+        config,
+        source,
+        space,
+        name="text",
+        read=_read_own,
+        extra_settings=_own_settings(config, source),
     )
     # Train's classes are known once it is read (or from the cache): the test table's labels
     # are checked against them before the search, as a folder's test/ is above.
@@ -346,7 +374,7 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
         source,
         _test_path(config),
         text_cache.cached_classes(folder),
-        columns=columns,
+        columns=_columns(config),
         encoding=config.data.encoding,
     )
     return folder
@@ -371,5 +399,6 @@ TEXT = text_task(
     "text",
     locate=_locate,
     prepare=_prepare_own,
+    cache_folder=_own_cache_folder,
     load_test=_load_own_test,
 )
