@@ -15,7 +15,10 @@ after each trial) or `hpo gc --keep N` deletes the checkpoints of all but:
 Validation predictions stay (a few hundred KB each; an ensemble's pool reads them). What was
 removed, and why, is recorded in the study as one user attribute per collection (`gc:<when>`);
 Optuna does not let a finished trial's attributes change. Nothing here imports anything a store
-names: the records are data.
+names: the records are data. Without N (neither flag nor setting) every checkpoint stays.
+
+`hpo gc` also removes the study's prepared data that its current settings no longer use
+(`hpo.caches`).
 
 Command line::
 
@@ -364,20 +367,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep",
         type=positive_int(" Use e.g. --keep 20."),
         help="checkpoints of the best N complete trials to keep (default: the study file's "
-        "keep_checkpoints)",
+        "keep_checkpoints; without either, every checkpoint stays)",
     )
     parser.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Removes (or lists) the checkpoints the study no longer needs."""
+    """Removes (or lists) the checkpoints and the prepared data the study no longer needs."""
+    from hpo.caches import sweep_caches
+
     config, study = open_study(args.study, args.storage, args.study_name)
     keep: Any = args.keep if args.keep is not None else config.keep_checkpoints
+    verb = "would remove" if args.dry_run else "removed"
     if keep is None:
-        raise ConfigError(
-            "how many checkpoints to keep? Give --keep N, or set keep_checkpoints = N in the "
-            "study file (the best N complete trials and every recorded ensemble's members stay)."
+        print(
+            f"Study {config.name!r}: kept every checkpoint (give --keep N, or set "
+            f"keep_checkpoints = N in the study file, to remove all but the best N)."
         )
+    else:
+        _collect_checkpoints(args, config, study, keep, verb)
+    sweep = sweep_caches(config, study, dry_run=args.dry_run)
+    freed = f"{_megabytes(sweep.freed_bytes)}{'' if args.dry_run else ' freed'}"
+    print(
+        f"Prepared data in {config.cache_dir}: {verb} {len(sweep.removed)} folder(s) "
+        f"({freed}); kept {len(sweep.kept)}."
+    )
+    for name, why in sweep.removed.items():
+        print(f"  {verb} {name} ({_megabytes(sweep.sizes[name])}): {why}")
+    for name, why in sweep.kept.items():
+        print(f"  kept {name}: {why}")
+    if sweep.unknown is not None:
+        print(f"  No cache was removed: {sweep.unknown}.")
+    return 0
+
+
+def _collect_checkpoints(
+    args: argparse.Namespace, config: StudyConfig, study: optuna.Study, keep: int, verb: str
+) -> None:
     if not args.dry_run:
         refuse_read_only(
             config.storage_url, "hpo gc", "records on each trial that its checkpoint went"
@@ -389,7 +415,6 @@ def run(args: argparse.Namespace) -> int:
         keep,
         dry_run=args.dry_run,
     )
-    verb = "would remove" if args.dry_run else "removed"
     print(
         f"Study {config.name!r}: {verb} {len(result.removed)} checkpoint(s) "
         f"({_megabytes(result.freed_bytes)}); kept {len(result.kept)} trial(s)."
@@ -400,7 +425,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  kept trial {number}: {why}")
     if not args.dry_run and before is not None:
         print(f"Artifacts on disk: {_megabytes(before)} -> {_megabytes(artifact_bytes(config))}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

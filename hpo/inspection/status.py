@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
+from hpo.caches import cache_bytes
 from hpo.command_options import add_study_arguments, open_study
 from hpo.contract import Attr
 from hpo.errors import ConfigError
@@ -81,12 +82,17 @@ def _as_json_cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def status(
-    study: optuna.Study, storage_url: str, top: int, artifact_bytes: int | None = None
+    study: optuna.Study,
+    storage_url: str,
+    top: int,
+    artifact_bytes: int | None = None,
+    cache_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The study's status as JSON-serialisable data (see `hpo/inspection/status_schema.json`).
 
     Args:
         artifact_bytes: What the study's artifact folder takes on disk, if known.
+        cache_bytes: What the study's prepared data (its cache folder) take on disk, if known.
     """
     every_trial = study.get_trials(deepcopy=False)
     by_number = {trial.number: trial for trial in every_trial}
@@ -132,6 +138,7 @@ def status(
             "checkpoints": sum(has_checkpoint(t, removed) for t in every_trial),
             "removed_checkpoints": len(removed),
         },
+        "cache": {"bytes": cache_bytes},
         "budget": {
             "budget_seconds": budget,
             "spent_seconds": round(spent, 1),
@@ -172,6 +179,9 @@ def format_status(data: dict[str, Any]) -> str:
                 else ""
             )
         )
+    cache = data.get("cache")
+    if cache and cache["bytes"]:
+        lines.append(f"Prepared data: {cache['bytes'] / 1e6:.1f} MB on disk")
     # What the trials' value is (absent from older output); an objective of the study's own,
     # not the accuracy hpo measures, gets a column of its own.
     objective = data.get("objective")
@@ -312,7 +322,9 @@ def run(args: argparse.Namespace) -> int:
         where = "is a folder" if args.csv.is_dir() else f"is in {args.csv.parent}, no folder"
         raise ConfigError(f"--csv {args.csv} {where}; give a file path, such as trials.csv.")
     config, study = open_study(args.study, args.storage, args.study_name)
-    data = status(study, config.storage_url, max(args.top, 0), artifact_bytes(config))
+    data = status(
+        study, config.storage_url, max(args.top, 0), artifact_bytes(config), cache_bytes(config)
+    )
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.csv:
