@@ -577,7 +577,7 @@ class Tuner:
             # The copy just written is no trial's: a notebook trying again and again would fill
             # the disk with copies of its data.
             if folder.name == f"arrays-{exc.fingerprint}":
-                shutil.rmtree(folder, ignore_errors=True)
+                _discard(folder)
             raise ConfigError(
                 f"project {self.config.name!r} was searched on other data: the arrays given "
                 f"now (fingerprint {exc.fingerprint}) are not those its trials trained on "
@@ -652,7 +652,7 @@ class Tuner:
         storage = open_storage(self.config.storage_url, create=False)
         optuna.delete_study(study_name=self.config.name, storage=storage)
         if source and Path(source).parent == self.config.cache_dir:
-            shutil.rmtree(source, ignore_errors=True)
+            _discard(Path(source))
 
     def study(self) -> Study:
         """The study (`hpo.load_study`), for Optuna's API and `hpo.Study`'s.
@@ -832,6 +832,15 @@ def _check_project_name(name: object) -> None:
         f"project_name must be ASCII letters, digits, '-', '_' or '.', starting with a letter or "
         f"digit (it names the study and its folder), got {name!r}: {suggested!r}, say."
     )
+
+
+def _discard(folder: Path) -> None:
+    """Deletes a copy of the data as `hpo gc` deletes a cache (renamed aside first: stopped half
+    way, it leaves no folder that looks whole); one already gone is no error."""
+    from hpo.data import array_cache
+
+    with contextlib.suppress(OSError):
+        array_cache.discard(folder)
 
 
 def _session_policy() -> Precision | None:
