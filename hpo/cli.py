@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from hpo._warnings import warnings_not_errors
 from hpo.errors import HpoError
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def run_module(name: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _run(module: Command, args: argparse.Namespace) -> int:
+    warnings_not_errors()
     verbose = bool(getattr(args, "verbose", False)) or os.environ.get(VERBOSE_VAR) == "1"
     if verbose:
         os.environ[VERBOSE_VAR] = "1"

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
 
+from hpo._warnings import warnings_not_errors
 from hpo.cli import COMMANDS, module_entry
 
 from .conftest import write_study
@@ -253,3 +255,35 @@ def test_search_with_stderr_closed_runs_and_reports_on_stdout(
     result = _run("sh", "-c", f'exec "{HPO}" search --study "{study}" 2>&-')
     assert result.returncode == 0, result.stdout
     assert "Study 'tiny': 1 finished, 0 failed" in result.stdout
+
+
+def test_commands_show_the_libraries_warnings_where_the_users_filters_make_them_errors(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    # PYTHONWARNINGS=error (CI and development shells): a DeprecationWarning inside Keras's
+    # saving ended `hpo ensemble` after its evaluation, with nothing exported.
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    out = tmp_path / "ensemble"
+    study = str(study_copy)
+    made = _run(str(HPO), "ensemble", "--study", study, "--top", "2", "--out", str(out), env=env)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert (out / "ensemble.keras").is_file()
+    # Shown, once each, as the user's filters would show any other.
+    assert made.stderr.count("DeprecationWarning") <= 1, made.stderr[-3000:]
+    scored = _run(str(HPO), "predict", "--ensemble", str(out), "a fine film", env=env)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert scored.stdout.count("\t") == 2
+
+
+def test_warning_filters_that_raise_show_instead_and_the_others_stay_in_order() -> None:
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.filterwarnings("error")
+        warnings.filterwarnings("ignore", message="quiet", category=UserWarning, module="m")
+        warnings_not_errors()
+        assert [(f[0], f[2]) for f in warnings.filters] == [
+            ("ignore", UserWarning),
+            ("default", Warning),
+        ]
+        with pytest.warns(UserWarning, match="shown"):
+            warnings.warn("shown", stacklevel=1)

@@ -15,16 +15,15 @@ import logging
 import multiprocessing
 import os
 import pickle
-import re
 import signal
 import sys
 import threading
 import time
 import traceback
-import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpo._script import main_hidden_from_children
+from hpo._warnings import warnings_not_errors
 from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
 from hpo.training.allocator import keep_freed_memory
 
@@ -351,7 +350,7 @@ def _child_main(
     os.environ.clear()
     os.environ.update(environment)
     keep_freed_memory(environment)
-    _warnings_not_errors()
+    warnings_not_errors()
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -373,37 +372,6 @@ def _child_main(
     _flush_output()
     sender.send((*result, warned.records))
     sender.close()
-
-
-def _warnings_not_errors() -> None:
-    """Shows once each warning a filter would raise as an error (PYTHONWARNINGS=error, -W error).
-
-    A trial runs Keras, TensorFlow and NumPy, whose deprecation warnings (a NumPy 2 `__array__`
-    notice in Keras's checkpointing) the user can neither fix nor silence one by one: raised,
-    each failed the trial after its training. They are written to the trial's log instead; the
-    other filters (hpo's, the libraries', the user's "ignore") stay as they are, in order.
-    """
-    filters: list[Any] = list(warnings.filters)  # as filterwarnings took them
-    if not any(action == "error" for action, *_ in filters):
-        return
-    warnings.resetwarnings()
-    for action, message, category, module, lineno in filters:
-        warnings.filterwarnings(
-            "default" if action == "error" else action,
-            _pattern(message),
-            category,
-            _pattern(module),
-            lineno,
-            append=True,
-        )
-
-
-def _pattern(value: re.Pattern[str] | str | None) -> str:
-    # A filter holds a compiled expression, or a name that Python's own default filters match
-    # exactly ("__main__").
-    if value is None:
-        return ""
-    return value.pattern if isinstance(value, re.Pattern) else re.escape(value) + r"\Z"
 
 
 def _flush_output() -> None:
