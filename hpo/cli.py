@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from hpo._output import usable_output
 from hpo._warnings import warnings_not_errors
 from hpo.errors import HpoError
 
@@ -154,26 +155,13 @@ def _run(module: Command, args: argparse.Namespace) -> int:
 def _usable_output() -> None:
     """Makes standard output and error take whatever hpo prints.
 
-    A stream started closed (`2>&-`, some daemons and cron wrappers) is None in Python: its
-    descriptor is given /dev/null, so that no file hpo opens takes its number (TensorFlow's C++
-    libraries write to descriptor 2) and what hpo prints there is dropped, as the shell asked.
-    A character the stream's encoding cannot show (a review's 日本 in a latin-1 locale, or
-    PYTHONIOENCODING=ascii) is written escaped, as Python writes it to stderr, rather than
-    ending the command halfway through its output.
+    A stream started closed (`2>&-`, some daemons and cron wrappers) writes to /dev/null, as
+    the shell asked (`hpo._output.usable_output`). A character the stream's encoding cannot
+    show (a review's 日本 in a latin-1 locale, or PYTHONIOENCODING=ascii) is written escaped,
+    as Python writes it to stderr, rather than ending the command halfway through its output.
     """
-    for descriptor, name in ((1, "stdout"), (2, "stderr")):
-        if getattr(sys, name) is None:
-            try:
-                os.fstat(descriptor)
-                stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the run)
-            except OSError:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                if devnull != descriptor:
-                    os.dup2(devnull, descriptor)
-                    os.close(devnull)
-                os.set_inheritable(descriptor, True)  # trial processes write to it too
-                stream = open(descriptor, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-            setattr(sys, name, stream)
+    usable_output()
+    for name in ("stdout", "stderr"):
         reconfigure = getattr(getattr(sys, name), "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
