@@ -85,13 +85,36 @@ def assert_each_trial_trained_once(trials: Sequence[FrozenTrial], artifact_dir: 
     assert stored == set(named), f"artifacts no trial names: {sorted(stored - set(named))}"
 
 
-def run_user_script(folder: Path, code: str, timeout: int = 900, *, piped: bool = False) -> str:
+# Python prints an uncaught error on sys.stderr, and on nothing where that is None.
+_TRACEBACK_TO_STDOUT = (
+    "import sys, traceback; "
+    "sys.excepthook = lambda *error: traceback.print_exception(*error, file=sys.stdout)\n"
+)
+
+
+def run_user_script(
+    folder: Path,
+    code: str,
+    timeout: int = 900,
+    *,
+    piped: bool = False,
+    without_stderr: bool = False,
+) -> str:
     """Writes `code` as `folder/script.py` and runs it as a user runs a script (`__main__`,
     with hpo importable), or with `piped` feeds it to `python -`; it must succeed. Returns what
-    it printed."""
+    it printed.
+
+    `without_stderr` starts it with descriptor 2 closed (`2>&-`; Python's `sys.stderr` is then
+    None, as under pythonw): an error it does not catch is printed on stdout instead.
+    """
+    if without_stderr:
+        code = _TRACEBACK_TO_STDOUT + code
     (folder / "script.py").write_text(code)
+    command = [sys.executable, "-" if piped else "script.py"]
+    if without_stderr:
+        command = ["sh", "-c", 'exec "$0" "$@" 2>&-', *command]
     result = subprocess.run(
-        [sys.executable, "-" if piped else "script.py"],
+        command,
         input=code if piped else None,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         cwd=folder,
@@ -100,7 +123,7 @@ def run_user_script(folder: Path, code: str, timeout: int = 900, *, piped: bool 
         timeout=timeout,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stderr or result.stdout)[-3000:]
     return result.stdout
 
 

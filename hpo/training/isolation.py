@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hpo._output import usable_output
 from hpo._script import main_hidden_from_children
 from hpo._warnings import warnings_not_errors
 from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
@@ -358,6 +359,9 @@ def _child_main(
         os.dup2(descriptor, 1)
         os.dup2(descriptor, 2)
         os.close(descriptor)
+    # Where the caller runs without a stderr (`2>&-`, pythonw) the child starts without one too,
+    # and `faulthandler` below, or a report of its error, ended it before it could say why.
+    usable_output(own_descriptors=log_path is not None)
     # Ended for hanging past its deadline (see `call_isolated`), the child first writes where
     # each of its threads was, which names the callback or data step that never returned.
     faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)

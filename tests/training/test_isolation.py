@@ -15,7 +15,7 @@ from hpo.errors import TrialProcessDied, TrialTimedOut
 from hpo.training import isolation
 from hpo.training.isolation import call_isolated
 
-from ..conftest import write_study
+from ..conftest import run_user_script, write_study
 
 
 def square_in_child(x: int) -> tuple[int, int]:
@@ -95,6 +95,38 @@ def test_spawn_start_method_works_and_a_bad_one_is_refused(monkeypatch: pytest.M
         ConfigError, match="HPO_START_METHOD must be 'forkserver' or 'spawn', got 'fork'"
     ):
         call_isolated(square_in_child, 3)
+
+
+def test_a_child_of_a_caller_without_a_stderr_runs_and_logs_its_error(tmp_path: Path) -> None:
+    # pythonw, or a script started with 2>&-: Python's sys.stderr is None, and the first file
+    # the script opens takes descriptor 2, which no child inherits (Python opens files
+    # close-on-exec). Each child started without a stderr and died before saying why (exit
+    # code 1, an empty log).
+    printed = run_user_script(
+        tmp_path,
+        """
+import sys
+from pathlib import Path
+
+held = open("held.txt", "w")
+assert sys.stderr is None and held.fileno() == 2
+
+from hpo.training.isolation import call_isolated
+
+log = Path("child.log")
+print("result:", call_isolated(abs, -3, log_path=log))
+try:
+    call_isolated(int, "seven", log_path=log)
+except ValueError as exc:
+    print("raised:", exc)
+""",
+        without_stderr=True,
+    )
+    assert "result: 3\n" in printed
+    assert "raised: invalid literal for int() with base 10: 'seven'" in printed
+    # Its traceback went to its log, where every child's does.
+    assert "ValueError: invalid literal" in (tmp_path / "child.log").read_text()
+    assert (tmp_path / "held.txt").read_text() == ""
 
 
 def read_environment(name: str) -> str | None:
