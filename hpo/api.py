@@ -163,7 +163,7 @@ def search(
         tensorboard: Write a TensorBoard log per trial.
         data: The data set's folder or archive (else the task's variable, the study file's
             `data.path`, or a download).
-        progress: Show a progress bar.
+        progress: Show a progress bar (on stderr, where the process has one).
 
     Returns:
         Counts and the best trial after the run.

@@ -121,7 +121,7 @@ def run_search(
     Args:
         config: The study configuration.
         data: Overrides where the data is read from (`--data`).
-        progress: Show a progress bar.
+        progress: Show a progress bar (on stderr, where the process has one).
 
     Returns:
         Counts and the best trial after the run.
@@ -397,6 +397,8 @@ def run_worker(
     storage = open_storage(config.storage_url, create=False, wait_to_open=True)
     study = create_study(config, storage, seed=seed)
     bar = None
+    # tqdm writes to sys.stderr, which a process started without one (`2>&-`, pythonw) lacks.
+    progress = progress and sys.stderr is not None
     if progress and clock is not None and config.budget is not None:
         # With a budget, time is what runs out: the bar shows the budget spent.
         bar = tqdm(
