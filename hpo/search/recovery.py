@@ -10,15 +10,23 @@ from optuna.trial import TrialState
 
 from hpo.contract import Attr
 from hpo.search.identity import WorkerIdentity
+from hpo.search.progress import FINISHED
 from hpo.store import STALE_TRIAL_RETRIES
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["raise_keyboard_interrupt_on_sigterm", "requeue", "sweep_dead_local_trials"]
+__all__ = [
+    "raise_keyboard_interrupt_on_sigterm",
+    "requeue",
+    "retire_retries",
+    "sweep_dead_local_trials",
+]
 
 # What a trial held when it was queued, which its retry keeps: whether it is a family's default.
 _QUEUED_ATTRS = (Attr.SEEDED,)
+# Why a queued retry was never trained (`retire_retries`).
+NOT_RUN = "not run: n_trials={n_trials} reached (retry of trial {failed})"
 
 
 def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
@@ -74,6 +82,38 @@ def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_
     frozen.user_attrs.update(kept)
     RetryHeartbeatStaleTrialCallback()(study, frozen)
     return True
+
+
+def retire_retries(study: optuna.Study, n_trials: int) -> dict[int, int]:
+    """Marks FAIL the retries still queued once the study holds `n_trials` finished trials.
+
+    A retry (`requeue`, or Optuna's of a trial whose heartbeat went stale) stands in for a
+    failed trial, which n_trials does not count. Once the study holds its n_trials without it,
+    no run to that n_trials trains it, and left WAITING it would show as waiting for ever
+    (`hpo status`, the dashboard, `hpo gc`). Trials queued otherwise (the family defaults, the
+    user's `enqueue_trial`) stay queued for a run with a larger n_trials.
+
+    Returns:
+        The retries marked FAIL: each one's number -> the number of the trial it retried.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if sum(t.state in FINISHED for t in trials) < n_trials:
+        return {}
+    storage = study._storage
+    retired: dict[int, int] = {}
+    for trial in trials:
+        failed = trial.system_attrs.get("failed_trial")
+        if trial.state != TrialState.WAITING or failed is None:
+            continue
+        # Taken as a worker takes a queued trial, so that one another worker has just taken
+        # (and trains) is left to it.
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+            continue
+        reason = NOT_RUN.format(n_trials=n_trials, failed=failed)
+        storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        retired[trial.number] = failed
+    return retired
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:

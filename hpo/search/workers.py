@@ -52,6 +52,7 @@ from hpo.search.progress import FINISHED, Progress
 from hpo.search.recovery import (
     raise_keyboard_interrupt_on_sigterm,
     requeue,
+    retire_retries,
     sweep_dead_local_trials,
 )
 from hpo.store import open_artifact_store, open_storage, redact_url
@@ -185,6 +186,7 @@ def run_search(
             f"Study {config.name!r} already holds {finished} finished trials "
             f"(n_trials={config.n_trials}); nothing to do. Pass --n-trials to run more."
         )
+        _retire_retries(study, config)
         return _summary(study, config)
     if config.budget is not None and spent_seconds(study) >= config.budget:
         print(
@@ -293,6 +295,7 @@ def run_search(
         finally:
             for helper in helpers:
                 helper.join()
+    _retire_retries(study, config)
     if clock.slept and config.budget is not None:
         # The workers' deadline was set at the start: what the sleep took is left for a rerun.
         print(
@@ -610,6 +613,17 @@ def _worker_process(
     except HpoError as exc:  # the study storage gone for good, say: the reason, not a traceback
         print(f"error: worker {WorkerIdentity.current()}: {exc}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
+
+
+def _retire_retries(study: optuna.Study, config: StudyConfig) -> None:
+    """`retire_retries`, saying which."""
+    retired = retire_retries(study, config.n_trials)
+    if retired:
+        print(
+            f"Trials {sorted(retired)}, queued to retry failed trials {sorted(retired.values())}, "
+            f"were not run: the study holds its n_trials={config.n_trials} finished trials "
+            f"without them. Marked FAIL."
+        )
 
 
 def _backend(config: StudyConfig) -> Backend:

@@ -625,3 +625,91 @@ def test_a_requeued_trial_keeps_its_parameters_only_and_an_interrupted_one_is_al
     assert not requeue(study, failed(tried))
     assert requeue(study, failed(tried), limit=None)
     assert study.trials[-1].state == TrialState.WAITING
+
+
+def _interrupted(study: optuna.Study, like: FrozenTrial) -> int:
+    """Records a trial with `like`'s parameters failed as Ctrl-C leaves one, queued again;
+    returns its number."""
+    from hpo.search.recovery import requeue
+
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params=like.params,
+            distributions=like.distributions,
+            user_attrs={Attr.FAIL_REASON: INTERRUPTED},
+        )
+    )
+    failed = study.trials[-1]
+    assert requeue(study, failed._trial_id, limit=None)
+    return failed.number
+
+
+def _retried(study: optuna.Study, failed: int) -> FrozenTrial:
+    [retry] = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed]
+    return retry
+
+
+def test_retries_still_queued_when_the_study_holds_n_trials_are_failed_not_left_waiting(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    """A retry stands in for a failed trial, which n_trials does not count: once the study
+    holds n_trials without it, nothing trains it. It showed as WAITING for ever (in hpo
+    status, the dashboard, and as "not finished" to hpo gc)."""
+    from hpo.search.recovery import NOT_RUN
+
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=1, enqueue=False))
+    assert run_search(config, progress=False).finished == 1
+    study = _load(config)
+    [first] = study.trials
+    one, two = _interrupted(study, first), _interrupted(study, first)
+    # Queued trials run in order: the first retry makes the second n_trials; the second is
+    # left over when the run ends.
+    summary = run_search(config.with_overrides(n_trials=2), progress=False)
+    study = _load(config)
+    assert summary.finished == 2
+    assert _retried(study, one).state == TrialState.COMPLETE
+    left = _retried(study, two)
+    assert left.state == TrialState.FAIL
+    assert left.user_attrs[Attr.FAIL_REASON] == NOT_RUN.format(n_trials=2, failed=two)
+    # A run that finds the study holding its n_trials already (a Ctrl-C, then a run asking
+    # for fewer) has nothing to train, the retry included.
+    three = _interrupted(study, first)
+    assert run_search(config.with_overrides(n_trials=2), progress=False).finished == 2
+    study = _load(config)
+    assert _retried(study, three).state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
+
+
+def test_only_retries_are_retired_and_only_once_the_study_holds_n_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo.search.recovery import retire_retries
+
+    study = _study(tmp_path)
+    rate = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"learning_rate": 0.003}, distributions={"learning_rate": rate}, value=0.5
+        )
+    )
+    failed = _interrupted(study, study.trials[0])
+    # Queued otherwise (a family default, the user's enqueue_trial): kept for a larger run.
+    study.enqueue_trial({"learning_rate": 0.001}, user_attrs={Attr.SEEDED: "family default"})
+    assert retire_retries(study, n_trials=2) == {}
+    assert [t.state for t in study.trials[-2:]] == [TrialState.WAITING] * 2
+
+    retry = _retried(study, failed).number
+    assert retire_retries(study, n_trials=1) == {retry: failed}
+    assert study.trials[retry].state == TrialState.FAIL
+    assert study.trials[-1].state == TrialState.WAITING
+    # Another worker takes a retry between the look at the queue and its retirement: it
+    # trains it, and the retirement leaves it to that worker.
+    taken = _retried(study, _interrupted(study, study.trials[0]))
+    seen = study.get_trials(deepcopy=False)
+    assert study._storage.set_trial_state_values(taken._trial_id, state=TrialState.RUNNING)
+    monkeypatch.setattr(study, "get_trials", lambda **_: seen)
+    assert retire_retries(study, n_trials=1) == {}
+    monkeypatch.undo()
+    assert study.trials[taken.number].state == TrialState.RUNNING
+    assert Attr.FAIL_REASON not in study.trials[taken.number].user_attrs
