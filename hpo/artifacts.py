@@ -28,6 +28,7 @@ Command line::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 import re
@@ -47,8 +48,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from hpo.command_options import add_study_arguments, open_study, positive_int
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
+from hpo.outage import driver_message
 from hpo.store import (
     AtomicFileSystemArtifactStore,
+    database_time,
     delete_study_attr,
     open_artifact_store,
     refuse_read_only,
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
+    from hpo.search.identity import WorkerIdentity
 
 __all__ = [
     "Collection",
@@ -87,6 +91,7 @@ _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 # What optuna.artifacts.upload_artifact names an artifact: a UUID.
 _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ID_ATTRS = (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
+_IDENTITY_FIELDS = ("host", "pid", "started", "boot_id", "pid_namespace")
 
 
 @dataclass(frozen=True)
@@ -118,22 +123,64 @@ def removed_checkpoints(study: optuna.Study) -> dict[int, str]:
 
 
 def held_checkpoints(study: optuna.Study, now: float | None = None) -> dict[int, str]:
-    """Trial number -> who is reading its checkpoint (`holding`), for the holds neither
-    released nor lapsed (an entry that is not a hold is passed over: the records are data)."""
-    now = time.time() if now is None else now
-    held: dict[int, str] = {}
+    """Trial number -> who is reading its checkpoint (`holding`), for the holds in force: not
+    released, not lapsed, and not of a reader this machine sees has ended (an entry that is not
+    a hold is passed over: the records are data)."""
+    return {n: why for hold in _holds(study, now) if hold.live for n, why in hold.trials.items()}
+
+
+@dataclass(frozen=True)
+class _Hold:
+    key: str
+    trials: dict[int, str]
+    live: bool
+
+
+def _holds(study: optuna.Study, now: float | None = None) -> list[_Hold]:
+    """Every hold record in the study, in force or not (released ones are None: not holds)."""
+    now = study_time(study) if now is None else now
+    holds = []
     for key, value in study.user_attrs.items():
         if not (key.startswith(HOLD_ATTR_PREFIX) and isinstance(value, dict)):
             continue
         until, trials = value.get("until"), value.get("trials")
-        if not (isinstance(until, (int, float)) and until > now and isinstance(trials, list)):
+        if not (isinstance(until, (int, float)) and isinstance(trials, list)):
             continue
         by = value.get("by")
         reader = by[:40] if isinstance(by, str) else "another command"
-        for number in trials:
-            if isinstance(number, int) and not isinstance(number, bool):
-                held.setdefault(number, f"being read by {reader}")
-    return held
+        who = _reader(value.get("reader"))
+        lapses = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
+        why = f"being read by {reader}{f' ({who})' if who else ''}, held until {lapses:%H:%M} UTC"
+        numbers = [n for n in trials if isinstance(n, int) and not isinstance(n, bool)]
+        live = until > now and not (who is not None and _ended(who))
+        holds.append(_Hold(key, dict.fromkeys(numbers, why), live))
+    return holds
+
+
+def _reader(fields: object) -> WorkerIdentity | None:
+    from hpo.search.identity import WorkerIdentity
+
+    if not isinstance(fields, dict):
+        return None
+    try:
+        return WorkerIdentity(**{f: fields[f] for f in _IDENTITY_FIELDS})._checked()
+    except (KeyError, TypeError):
+        return None
+
+
+def _ended(reader: WorkerIdentity) -> bool:
+    """Whether the reader's process has ended, where this machine can look it up (the same
+    host, boot and PID namespace); False where it cannot tell."""
+    from hpo.search.identity import WorkerIdentity
+
+    return WorkerIdentity.current().shares_processes_with(reader) and reader.is_gone()
+
+
+def study_time(study: optuna.Study) -> float:
+    """Now, in POSIX seconds, by the clock of the study's database server where it has one
+    (PostgreSQL: every worker and reader then reads one clock, however wrong their own are);
+    else by this machine's."""
+    return database_time(study) or time.time()
 
 
 @contextlib.contextmanager
@@ -144,31 +191,41 @@ def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[di
     Yields `removed_checkpoints` as read once the hold is recorded: a trial in it has no
     checkpoint to read. Together with `collect_garbage`, which reads the holds after recording
     its removals, no checkpoint goes from under a reader: a collection that recorded first is
-    in what this yields, and one that recorded later sees the hold. Where the study cannot be
-    written (a read-only copy), nothing can be collected through it either, and the checkpoints
-    are read unheld.
+    in what this yields, and one that recorded later sees the hold. A hold records its reader
+    (a collection on the reader's machine ends the hold of a reader that was killed) and lapses
+    `HOLD_S` after it began, by the database server's clock where there is one. Where the
+    study cannot be written (a read-only copy, another user's folder), the checkpoints are read
+    unheld, with a warning.
     """
+    from hpo.search.identity import WorkerIdentity
+
     key = f"{HOLD_ATTR_PREFIX}{uuid.uuid4().hex[:12]}"
-    now = time.time()
+    now = study_time(study)
     trials = sorted(set(numbers))
     record = {
         "trials": trials,
         "by": by,
+        "reader": dataclasses.asdict(WorkerIdentity.current()),
         "at": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat("T", "seconds"),
         "until": now + HOLD_S,
     }
     try:
         study.set_user_attr(key, record)
     except (SQLAlchemyError, StorageInternalError) as exc:
-        _log.debug("%s reads checkpoints unheld: the study cannot be written (%s)", by, exc)
+        _log.warning(
+            "%s reads checkpoints without holding them against hpo gc: the study cannot be "
+            "written from here (%s). A collection by the study's owner meanwhile may remove "
+            "them; run it again then.",
+            by,
+            driver_message(exc).splitlines()[0],
+        )
         key = ""
     try:
         yield removed_checkpoints(study)
     finally:
         if key:
             try:
-                if not delete_study_attr(study, key):
-                    study.set_user_attr(key, None)
+                _release(study, key)
             except (SQLAlchemyError, StorageInternalError) as exc:
                 _log.warning(
                     "could not release %s's hold on %d checkpoint(s) (%s); hpo gc keeps them "
@@ -178,6 +235,33 @@ def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[di
                     exc,
                     HOLD_S // 3600,
                 )
+
+
+def _release(study: optuna.Study, key: str) -> None:
+    # Optuna has no call to delete an attribute; where the store cannot (a gRPC proxy), the
+    # hold is overwritten, and a collection run on the database itself deletes it later.
+    if not delete_study_attr(study, key):
+        study.set_user_attr(key, None)
+
+
+def _restore(study: optuna.Study, numbers: set[int]) -> None:
+    """Takes trials `numbers` out of every collection's record of what it removed."""
+    for key, value in study.user_attrs.items():
+        entries = value.get("removed") if isinstance(value, dict) else None
+        if key.startswith(GC_ATTR_PREFIX) and isinstance(entries, dict):
+            kept = {n: w for n, w in entries.items() if not (n.isdecimal() and int(n) in numbers)}
+            if kept != entries:
+                study.set_user_attr(key, {**value, "removed": kept})
+
+
+def _tidy_holds(study: optuna.Study) -> None:
+    """Deletes the records of holds no longer in force (released, lapsed, of a reader that
+    ended), where the store can delete them."""
+    attrs = study.user_attrs
+    released = [k for k, v in attrs.items() if k.startswith(HOLD_ATTR_PREFIX) and v is None]
+    for key in released + [hold.key for hold in _holds(study) if not hold.live]:
+        if not delete_study_attr(study, key):
+            return
 
 
 def artifact_id(trial: FrozenTrial, attr: str) -> str | None:
@@ -276,7 +360,14 @@ def collect_garbage(
     why = f"not among the best {keep} complete trials nor in a recorded ensemble"
     removed = {t.number: why for t in doomed}
     left = [t for t in left if t.user_attrs[Attr.CHECKPOINT_ID] not in named]
+    # A trial a stopped collection recorded, that is kept since (an ensemble recorded it, a
+    # reader holds it): its file stays, and the record of its removal is undone.
+    restored = {t.number for t in left if t.number in kept}
+    left = [t for t in left if t.number not in kept]
     removed.update({t.number: "recorded as removed by a collection that was stopped" for t in left})
+    if not dry_run:
+        _restore(study, restored)
+        _tidy_holds(study)
     if dry_run or not removed:
         return Collection(kept, removed, _freed(store, [*doomed, *left]))
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -39,6 +39,7 @@ __all__ = [
     "AtomicFileSystemArtifactStore",
     "artifact_address",
     "check_sqlite_file",
+    "database_time",
     "delete_study_attr",
     "load_existing_study",
     "open_artifact_store",
@@ -199,6 +200,17 @@ class _CheckedRDBStorage(RDBStorage):
 
 class _CheckedWaitingRDBStorage(_CheckedRDBStorage, WaitingRDBStorage):
     """`WaitingRDBStorage` with `_CheckedRDBStorage`'s reads."""
+
+
+def database_time(study: optuna.Study) -> float | None:
+    """Now by the study's database server, in POSIX seconds (PostgreSQL); None for a store
+    without a server of its own (SQLite, whose clock is this machine's; a gRPC proxy; memory)."""
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    if not isinstance(storage, _CheckedRDBStorage) or storage.engine.dialect.name != "postgresql":
+        return None
+    now = sqlalchemy.text("SELECT EXTRACT(EPOCH FROM now())")
+    with storage.engine.connect() as connection:
+        return float(connection.execute(now).scalar_one())
 
 
 def delete_study_attr(study: optuna.Study, key: str) -> bool:

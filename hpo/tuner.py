@@ -686,10 +686,22 @@ class Tuner:
         gets, with a warning naming why, the model as the study stores it: class probabilities
         (`[n, 1]` for two classes, else `[n, classes]`), compiled for class-index labels.
         """
+        from hpo.artifacts import holding
+
         study = self.study()
         inputs = _trial_inputs(study)
-        with _on_recorded_backend(study):
-            return [_trained(study, trial, *inputs) for trial in study.best_trials(num_models)]
+        with _on_recorded_backend(study), contextlib.ExitStack() as held:
+            # Held together against `hpo gc` (a search's keep_checkpoints) while they load;
+            # chosen again where a collection recorded one before the hold.
+            def hold_best() -> tuple[list[FrozenTrial], dict[int, str]]:
+                best = study.best_trials(num_models)
+                numbers = [t.number for t in best]
+                return best, held.enter_context(holding(study.optuna_study, numbers, "hpo.Tuner"))
+
+            best, removed = hold_best()
+            while any(t.number in removed for t in best):
+                best, removed = hold_best()
+            return [_trained(study, trial, *inputs) for trial in best]
 
     def load_model(self, trial: Any) -> keras.Model:
         """One trial's model at its best epoch, as `get_best_models` gives them; as KerasTuner's

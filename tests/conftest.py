@@ -420,3 +420,10 @@ def study_copy(searched: Path, tmp_path: Path) -> Path:
     """A private copy of the searched study, for tests that change it."""
     copy_study_folder(searched.parent, tmp_path / "copy")
     return tmp_path / "copy" / searched.name
+
+
+def hold_readers(reasons: dict[int, str]) -> dict[int, str]:
+    """Trial number -> the command whose hold keeps its checkpoint, from `hpo gc`'s reasons
+    ("" for a trial kept for another reason)."""
+    held = re.compile(r"being read by (.+?)(?: \(.*\))?, held until \d\d:\d\d UTC")
+    return {n: m.group(1) if (m := held.fullmatch(why)) else "" for n, why in reasons.items()}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
@@ -32,7 +33,9 @@ from hpo.contract import Attr, fetch_checkpoint
 from hpo.ensemble import build as hpo_build
 from hpo.ensemble.build import build_ensemble
 from hpo.ensemble.weighting import Method
+from hpo.search.identity import WorkerIdentity
 from hpo.store import AtomicFileSystemArtifactStore, open_artifact_store, open_storage
+from hpo.training.isolation import process_identity
 
 from .conformance.test_text_models import hpo
 from .test_caches import _DAY, _age, _leftover
@@ -44,18 +47,19 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from hpo.ensemble.selection import Candidate, Member
-from .conftest import write_study
+from .conftest import hold_readers, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study_with_checkpoints(
-    tmp_path: Path, values: list[float]
+    tmp_path: Path, values: list[float], storage: optuna.storages.BaseStorage | None = None
 ) -> tuple[optuna.Study, AtomicFileSystemArtifactStore]:
-    """An in-memory study whose COMPLETE trials have the given values and 1 kB checkpoints."""
+    """A study (in memory by default) whose COMPLETE trials have the given values and 1 kB
+    checkpoints."""
     store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
     (tmp_path / "artifacts").mkdir()
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction="maximize", storage=storage)
     for value in values:
         trial = study.ask()
         artifact_id = upload_artifact(
@@ -315,10 +319,10 @@ def test_gc_keeps_what_a_reader_holds_until_it_is_released_or_lapses(tmp_path: P
     study, store = _study_with_checkpoints(tmp_path, [0.70, 0.90, 0.60, 0.80, 0.50])
     with holding(study, [0, 4], "hpo ensemble") as removed:
         assert removed == {}
-        assert held_checkpoints(study) == dict.fromkeys([0, 4], "being read by hpo ensemble")
+        assert hold_readers(held_checkpoints(study)) == dict.fromkeys([0, 4], "hpo ensemble")
         dry = collect_garbage(study, store, keep=1, dry_run=True)
         assert sorted(dry.removed) == [2, 3]
-        assert dry.kept[0] == dry.kept[4] == "being read by hpo ensemble"
+        assert hold_readers(dry.kept) == {0: "hpo ensemble", 1: "", 4: "hpo ensemble"}
         assert sorted(collect_garbage(study, store, keep=1).removed) == [2, 3]
         assert _stored(study, store) == {0, 1, 4}
     assert held_checkpoints(study) == {}
@@ -329,7 +333,7 @@ def test_gc_keeps_what_a_reader_holds_until_it_is_released_or_lapses(tmp_path: P
     study.set_user_attr(f"{HOLD_ATTR_PREFIX}killed", {"trials": [1], "until": now - 1})
     study.set_user_attr(f"{HOLD_ATTR_PREFIX}alive", {"trials": [1, "2", True], "until": now + 60})
     study.set_user_attr(f"{HOLD_ATTR_PREFIX}junk", {"trials": 1, "until": now + 60})
-    assert held_checkpoints(study) == {1: "being read by another command"}
+    assert hold_readers(held_checkpoints(study)) == {1: "another command"}
     assert held_checkpoints(study, now=now + 61) == {}
 
 
@@ -354,7 +358,7 @@ def test_a_reader_that_holds_between_a_collections_plan_and_record_keeps_its_che
     done = collect_garbage(study, store, keep=1)
     assert seen == [{}]
     assert done.removed == {2: "not among the best 1 complete trials nor in a recorded ensemble"}
-    assert done.kept[0] == "being read by hpo ensemble"
+    assert hold_readers(done.kept) == {0: "hpo ensemble", 1: ""}
     assert done.freed_bytes == 1000
     assert _stored(study, store) == {0, 1}
     assert removed_checkpoints(study) == {2: done.removed[2]}
@@ -392,3 +396,65 @@ def test_gc_while_an_ensemble_loads_its_members_removes_none_of_its_pool(
 
 
 # Prepared data: `hpo gc` sweeps the study's cache folder (`hpo.caches`).
+
+
+def test_the_hold_of_a_reader_that_ended_on_this_machine_keeps_nothing_and_is_deleted(
+    tmp_path: Path,
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", create=True)
+    study, store = _study_with_checkpoints(tmp_path, [0.9, 0.1, 0.2, 0.3], storage)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    pid, started = process_identity(child.pid)
+    child.kill()
+    child.wait()
+    here = dataclasses.asdict(WorkerIdentity.current())
+    until = time.time() + 3600
+    for key, trial, reader in (
+        ("killed", 1, {**here, "pid": pid, "started": started}),  # `hpo export`, killed
+        ("alive", 2, here),
+        ("elsewhere", 3, {**here, "boot_id": "another machine's"}),  # cannot be looked up
+    ):
+        record = {"trials": [trial], "by": "hpo export", "reader": reader, "until": until}
+        study.set_user_attr(f"{HOLD_ATTR_PREFIX}{key}", record)
+    assert hold_readers(held_checkpoints(study)) == {2: "hpo export", 3: "hpo export"}
+    assert sorted(collect_garbage(study, store, keep=1).removed) == [1]
+    assert _stored(study, store) == {0, 2, 3}
+    holds = [key for key in study.user_attrs if key.startswith(HOLD_ATTR_PREFIX)]
+    assert sorted(holds) == [f"{HOLD_ATTR_PREFIX}alive", f"{HOLD_ATTR_PREFIX}elsewhere"]
+
+
+def test_a_stopped_collections_record_of_a_trial_kept_since_is_undone_and_its_file_stays(
+    tmp_path: Path,
+) -> None:
+    # Stopped between its record and its deletions, while an ensemble that had not seen the
+    # record took trial 0 as a member: the next collection deleted the member's file.
+    study, store = _study_with_checkpoints(tmp_path, [0.1, 0.3, 0.2])
+    study.set_user_attr(f"{GC_ATTR_PREFIX}stopped", {"removed": {"0": "old", "2": "old"}})
+    study.set_user_attr("ensemble_top1", {"members": [0], "weights": [1.0]})
+    done = collect_garbage(study, store, keep=5)
+    assert done.removed == {2: "recorded as removed by a collection that was stopped"}
+    assert done.kept[0] == "member of ensemble_top1"
+    assert _stored(study, store) == {0, 1}
+    assert removed_checkpoints(study) == {2: "old"}
+
+
+def test_an_ensemble_holds_its_members_until_it_is_recorded(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, study = open_study(study_copy, None, None)
+    exporting = hpo_build.write_exports
+
+    def gc_then_export(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        # A `keep_checkpoints` of a running search, while the ensemble writes its exports.
+        other = optuna.load_study(study_name=config.name, storage=config.storage_url)
+        collect_garbage(other, open_artifact_store(config.artifact_location), 0)
+        return exporting(*args, **kwargs)
+
+    monkeypatch.setattr(hpo_build, "write_exports", gc_then_export)
+    build_ensemble(config, study, top=2, method=Method.UNIFORM, out_dir=tmp_path / "e")
+    members = study.user_attrs["ensemble_top2"]["members"]
+    store = open_artifact_store(config.artifact_location)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number in members:
+            fetch_checkpoint(store, trial, tmp_path)  # there, and verifies
+    assert not set(members) & set(removed_checkpoints(study))

@@ -140,7 +140,11 @@ def build_ensemble(
     asked = {Format.KERAS, *as_formats(formats)}
     check_formats(asked, keras_config_backend())
     out_dir = check_out_dir(out_dir or Path("ensembles") / f"{config.name}-top{top}")
-    with tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch:
+    # The members stay held until the ensemble is recorded, which keeps them from then on.
+    with (
+        tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch,
+        contextlib.ExitStack() as held,
+    ):
         fitted = fit_ensemble(
             config,
             study,
@@ -150,6 +154,7 @@ def build_ensemble(
             method=method,
             calibrate=calibrate,
             data=data,
+            held=held,
         )
         searched = None
         if refit:
@@ -215,7 +220,7 @@ def build_ensemble(
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    record_in_study(study, out_dir, report, top)
+        record_in_study(study, out_dir, report, top)
     return EnsembleResult(out_dir=out_dir, report=report)
 
 
@@ -278,6 +283,7 @@ def fit_ensemble(
     method: Method = Method.CARUANA,
     calibrate: bool = True,
     data: str | None = None,
+    held: contextlib.ExitStack | None = None,
 ) -> FittedEnsemble:
     """Chooses members, weights and temperature on validation predictions; reads no test data.
 
@@ -285,6 +291,9 @@ def fit_ensemble(
         scratch: A folder for the members' checkpoints while they load.
         top, pool, method, calibrate: As `build_ensemble` takes them.
         data: Overrides where the study's data is read from.
+        held: Where the members' checkpoints stay held against `hpo gc` once chosen, until it
+            closes (`build_ensemble` holds them until the ensemble is recorded); by default
+            they are held only while they load.
 
     Raises:
         StoreError: No COMPLETE trial, or none with usable predictions and checkpoint.
@@ -300,6 +309,8 @@ def fit_ensemble(
             )
         candidates, store, y_val = opened.candidates, opened.store, opened.y_val
         members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
+        if held is not None:  # before the pool's hold ends
+            held.enter_context(holding(study, [m.trial.number for m in members], "hpo ensemble"))
     return FittedEnsemble(
         task=opened.task,
         data_folder=opened.data_folder,

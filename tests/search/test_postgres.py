@@ -20,13 +20,13 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from hpo.artifacts import held_checkpoints, holding
+from hpo.artifacts import held_checkpoints, holding, study_time
 from hpo.config import config_from_dict
 from hpo.contract import Attr, fetch_checkpoint
 from hpo.errors import StoreError
 from hpo.store import open_artifact_store, open_storage
 
-from ..conftest import assert_each_trial_trained_once, free_port, write_study
+from ..conftest import assert_each_trial_trained_once, free_port, hold_readers, write_study
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -493,5 +493,19 @@ def test_a_hold_on_checkpoints_is_deleted_from_postgresql_when_released(
 ) -> None:
     study = optuna.create_study(storage=open_storage(postgres_url, create=True))
     with holding(study, [0], "hpo export"):
-        assert held_checkpoints(study) == {0: "being read by hpo export"}
+        assert hold_readers(held_checkpoints(study)) == {0: "hpo export"}
     assert study.user_attrs == {}
+
+
+def test_holds_lapse_by_the_database_servers_clock_not_the_machines(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = optuna.create_study(storage=open_storage(postgres_url, create=True))
+    assert abs(study_time(study) - time.time()) < 60
+    # A reader whose clock is 7 hours behind the collector's: by its own clock its hold would
+    # have lapsed an hour before it began.
+    behind = time.time() - 7 * 3600
+    monkeypatch.setattr("hpo.artifacts.time.time", lambda: behind)
+    with holding(study, [0], "hpo export"):
+        monkeypatch.undo()
+        assert hold_readers(held_checkpoints(study)) == {0: "hpo export"}
