@@ -467,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
     """Removes (or lists) the checkpoints and the prepared data the study no longer needs."""
     from hpo.caches import sweep_caches
 
-    config, study = open_study(args.study, args.storage, args.study_name)
+    config, study = open_study(args.study, args.storage, args.study_name, writes=not args.dry_run)
     keep: Any = args.keep if args.keep is not None else config.keep_checkpoints
     verb = "would remove" if args.dry_run else "removed"
     if keep is None:

@@ -10,10 +10,11 @@ import argparse
 import dataclasses
 import ipaddress
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.config import config_from_dict, load_study_config
+from hpo.config import config_from_dict, load_study_config, sqlite_url
 from hpo.errors import ConfigError, StoreError
 from hpo.store import load_existing_study, open_storage, sqlite_file
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     import optuna
 
     from hpo.config import StudyConfig
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_STUDY = "studies/imdb.toml"
 DATA_HELP = (
@@ -45,12 +48,24 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, ensemble: bool = Fal
 
 
 def open_study(
-    study_file: str | Path | None, storage_url: str | None, study_name: str | None
+    study_file: str | Path | None,
+    storage_url: str | None,
+    study_name: str | None,
+    *,
+    writes: bool = False,
 ) -> tuple[StudyConfig, optuna.Study]:
     """Opens an existing study, by its study file or by storage URL and name; never creates one.
 
+    Args:
+        study_file: The study's file, or None for `storage_url` and `study_name`.
+        storage_url: The study's storage URL, with `study_name`.
+        study_name: The study's name in `storage_url`.
+        writes: The caller changes the study's artifacts (hpo gc), which is refused for a copy
+            of a study's database whose artifacts are still the original's. Default False.
+
     Raises:
-        ConfigError: Both ways were given, or only one of --storage and --study-name.
+        ConfigError: Both ways were given, or only one of --storage and --study-name; or
+            `writes` and the artifacts belong to another copy of the study's database.
         StoreError: No such database or study, or the study was not made by `hpo.search`.
     """
     if storage_url or study_name:
@@ -64,7 +79,7 @@ def open_study(
         study = load_existing_study(storage, study_name)
         recorded = recorded_config(study)
         config = reader_config(recorded, Path("studies")).with_overrides(storage=storage_url)
-        return _artifacts_beside(config, recorded, storage_url), study
+        return _artifacts_beside(config, recorded, storage_url, study, writes=writes), study
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
     return config, load_existing_study(storage, config.name)
@@ -110,20 +125,69 @@ def open_ensemble_study(
         ) from exc
 
 
-def _artifacts_beside(config: StudyConfig, recorded: StudyConfig, url: str) -> StudyConfig:
-    """`config` with the artifact folder where it now stands, for a study's folder moved or
-    copied since its search (an archive, another machine): the recorded folder is gone, and one
-    stands where it was beside the study's database. Anything else is kept as recorded."""
+def _artifacts_beside(
+    config: StudyConfig, recorded: StudyConfig, url: str, study: optuna.Study, *, writes: bool
+) -> StudyConfig:
+    """`config` with the study's artifact folder as its database at `url` finds it.
+
+    A study's folder copied or moved since its search (a backup, an archive, another machine)
+    records the folder its search used, beside the database then. The folder at the same place
+    beside the database now is the study's where the recorded one is gone, or where it holds
+    the study's artifacts (a copy made beside its original), or where neither holds any. Else
+    the recorded folder stays; a command that `writes` to it is refused where the database
+    that recorded it is another one that still stands, which names the same files."""
     location = recorded.artifact_location
     old, new = sqlite_file(recorded.storage_url), sqlite_file(url)
-    if location.startswith("s3://") or Path(location).exists() or old is None or new is None:
+    if location.startswith("s3://") or old is None or new is None or _same_file(old, new):
         return config
     try:
         within = Path(location).relative_to(old.resolve().parent)
     except ValueError:  # the artifacts were not beside the database
         return config
-    moved = new.resolve().parent / within
-    return dataclasses.replace(config, artifacts=str(moved)) if moved.is_dir() else config
+    here, beside = Path(location), new.resolve().parent / within
+    if beside == here:
+        return config
+    if beside.is_dir() and not (
+        here.exists() and _holds_any(here, study) and not _holds_any(beside, study)
+    ):
+        if here.exists():
+            _log.warning(
+                "study %r: its artifacts are in %s beside its database, not in %s where its "
+                "search recorded them (the study's folder was copied or moved).",
+                study.study_name,
+                beside,
+                here,
+            )
+        return dataclasses.replace(config, artifacts=str(beside))
+    if writes and here.exists() and old.exists():
+        raise ConfigError(
+            f"study {study.study_name!r} in {new} records its artifacts in {here}, which "
+            f"belong to the study's database {old} as well: changing them from this copy "
+            f"would break that study. Give this copy its own artifacts (copy the files of "
+            f"{here} into {beside}), or run this on the original: --storage "
+            f"{sqlite_url(old)} --study-name {study.study_name}."
+        )
+    return config
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them is gone
+        return a.resolve() == b.resolve()
+
+
+def _holds_any(folder: Path, study: optuna.Study) -> bool:
+    """Whether `folder` holds an artifact that one of the study's trials records."""
+    from hpo.artifacts import artifact_id
+    from hpo.contract import Attr
+
+    return any(
+        (folder / name).is_file()
+        for trial in study.get_trials(deepcopy=False)
+        for attr in (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
+        if (name := artifact_id(trial, attr)) is not None
+    )
 
 
 def reader_config(config: StudyConfig, work_dir: Path) -> StudyConfig:
@@ -159,7 +223,9 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
     folder, which must be the same shared folder on every machine.
     """
     storage = open_storage(storage_url, create=False, heartbeat=False)
-    config = recorded_config(load_existing_study(storage, study_name))
+    study = load_existing_study(storage, study_name)
+    recorded = recorded_config(study)
+    config = _artifacts_beside(recorded, recorded, storage_url, study, writes=True)
     if config.families:
         raise ConfigError(
             f"study {study_name!r} searches families of your own ({', '.join(config.families)}), "

@@ -1,9 +1,11 @@
 """A study's folder read where its search did not leave it: copied to another machine or an
-archive (its recorded folder gone), or mounted read-only (another user's, a backup's)."""
+archive (its recorded folder gone), copied beside its original (a backup), or mounted read-only
+(another user's, a backup's)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import TYPE_CHECKING
 
 import optuna
@@ -11,13 +13,15 @@ import pytest
 from optuna.storages import RDBStorage
 
 from hpo.api import load_study
-from hpo.command_options import open_study
-from hpo.config import load_study_config
-from hpo.errors import StoreError
-from hpo.store import open_storage
+from hpo.artifacts import removed_checkpoints
+from hpo.command_options import joining_config, open_study
+from hpo.config import load_study_config, sqlite_url
+from hpo.contract import Attr, fetch_checkpoint
+from hpo.errors import ConfigError, StoreError
+from hpo.store import AtomicFileSystemArtifactStore, open_storage
 
 from .conformance.test_text_models import hpo
-from .conftest import read_only
+from .conftest import copy_study_folder, read_only
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,11 +30,17 @@ if TYPE_CHECKING:
 def _moved(study_copy: Path) -> tuple[str, str, Path]:
     """The copy as a folder whose search ran elsewhere: its recorded folder is gone. Returns its
     storage URL, study name and folder."""
+    return _searched_in(study_copy, f"/gone/machine/{load_study_config(study_copy).name}")
+
+
+def _searched_in(study_copy: Path, folder: str | None = None) -> tuple[str, str, Path]:
+    """The copy as a study whose search ran in `folder` (default: the copy's own, as if it were
+    the original). Returns its storage URL, study name and folder."""
     config = load_study_config(study_copy)
     url = config.storage_url
     study = optuna.load_study(study_name=config.name, storage=url)
     recorded = dict(study.user_attrs["hpo_config"])
-    recorded["study_dir"] = f"/gone/machine/{config.name}"
+    recorded["study_dir"] = folder or str(config.study_dir.resolve())
     study.set_user_attr("hpo_config", recorded)
     return url, config.name, config.study_dir
 
@@ -55,6 +65,61 @@ def test_a_copied_study_opened_by_its_database_reads_the_artifacts_beside_it(
     assert "/gone/machine/" in refused.stderr
     assert "does not exist" in refused.stderr
     assert not os.path.exists("/gone")
+
+
+def test_hpo_gc_on_a_copy_of_a_study_folder_removes_the_copys_checkpoints_not_the_originals(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    url, name, original = _searched_in(study_copy)
+    copy_study_folder(original.parent, tmp_path / "backup")  # cp -r, the original still there
+    copy = tmp_path / "backup" / name
+    copy_url = sqlite_url(copy / "study.db")
+    collected = hpo(
+        "gc", "--storage", copy_url, "--study-name", name, "--keep", "1", cwd=tmp_path
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    study = optuna.load_study(study_name=name, storage=url)
+    store = AtomicFileSystemArtifactStore(original / "artifacts")
+    for trial in study.get_trials():
+        fetch_checkpoint(store, trial, tmp_path)  # verifies its SHA-256
+    assert f"its artifacts are in {copy / 'artifacts'} beside its database" in collected.stderr
+    _, copied = open_study(None, copy_url, name)
+    removed = removed_checkpoints(copied)
+    assert len(removed) == len(copied.trials) - 1
+    for trial in copied.trials:
+        kept = (copy / "artifacts" / trial.user_attrs[Attr.CHECKPOINT_ID]).is_file()
+        assert kept == (trial.number not in removed), trial.number
+    # A search resumed on the copy by its database stores (and collects) there too.
+    joined = joining_config(copy_url, name, tmp_path)
+    assert joined.artifact_location == str((copy / "artifacts").resolve())
+
+
+def test_a_copy_of_a_study_database_alone_does_not_change_the_originals_artifacts(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    url, name, original = _searched_in(study_copy)
+    copy_study_folder(original.parent, tmp_path / "db-only")
+    copy = tmp_path / "db-only" / name
+    shutil.rmtree(copy / "artifacts")
+    copy_url = sqlite_url(copy / "study.db")
+    args = ("--storage", copy_url, "--study-name", name, "--keep", "1")
+    listed = hpo("gc", *args, "--dry-run", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    refused = hpo("gc", *args, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert str((original / "artifacts").resolve()) in refused.stderr
+    assert f"into {copy / 'artifacts'}" in refused.stderr
+    assert "--storage " + sqlite_url((original / "study.db").resolve()) in refused.stderr
+    with pytest.raises(ConfigError, match="would break that study"):
+        joining_config(copy_url, name, tmp_path)
+    study = optuna.load_study(study_name=name, storage=url)
+    assert not removed_checkpoints(study)
+    store = AtomicFileSystemArtifactStore(original / "artifacts")
+    for trial in study.get_trials():
+        fetch_checkpoint(store, trial, tmp_path)
+    # Reading through the copy still reads the original's artifacts.
+    config, _ = open_study(None, copy_url, name)
+    assert config.artifact_location == str((original / "artifacts").resolve())
 
 
 def test_a_read_only_study_is_read_and_what_would_write_to_it_says_why_not(
