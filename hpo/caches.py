@@ -22,8 +22,9 @@ study's is tokenized at the largest vocabulary and length its space allows and e
 derives its own inputs from it.
 
 A cache goes renamed aside first, then deleted, so that a deletion stopped half way never
-leaves a folder that looks whole. A sweep reads only names, times and sizes in the folder:
-nothing in it is opened, let alone run.
+leaves a folder that looks whole; one that a search marked used between the sweep's reading of
+its time and that renaming goes back under its name. A sweep reads only names, times and sizes
+in the folder: nothing in it is opened, let alone run.
 """
 
 from __future__ import annotations
@@ -157,10 +158,12 @@ def sweep_caches(config: StudyConfig, study: optuna.Study, *, dry_run: bool = Fa
             why = f"left by a writer or a deletion that stopped, unchanged for {unchanged}"
         if not dry_run:
             try:
-                if used is not None:
-                    array_cache.discard(folder)
-                else:
+                if used is None:
                     shutil.rmtree(folder)
+                elif not _discard_unused(folder, used):
+                    if folder.exists():
+                        kept[folder.name] = "used while the sweep removed it"
+                    continue
             except FileNotFoundError:  # another sweep's
                 continue
             except OSError as exc:
@@ -168,6 +171,13 @@ def sweep_caches(config: StudyConfig, study: optuna.Study, *, dry_run: bool = Fa
                 continue
         removed[folder.name], sizes[folder.name] = why, size
     return Sweep(kept, removed, sizes, unknown)
+
+
+def _discard_unused(folder: Path, used: float) -> bool:
+    """Deletes the cache in `folder` unless its record's time is no longer `used`: a search
+    marked it used between the sweep's reading of that time and its renaming (then it stays);
+    False where it stays or was gone already."""
+    return array_cache.discard(folder, keep=lambda aside: array_cache.last_used(aside) != used)
 
 
 def cache_bytes(config: StudyConfig) -> int | None:

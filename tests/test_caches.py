@@ -256,3 +256,88 @@ def test_gc_removes_no_cache_a_running_trial_may_read_nor_any_when_the_data_are_
     assert sweep.kept == {
         name: "the study's current cache is unknown" for name in (current.name, stale.name)
     }
+
+
+def test_a_cache_a_search_uses_while_the_sweep_decides_stays(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, stale = _prepared(tmp_path, fake_imdb, val_size=90)
+    config, _ = _prepared(tmp_path, fake_imdb)
+    study = _searched_study(config, fake_imdb)
+    _age(stale, 2 * _DAY)
+    discard = array_cache.discard
+
+    # A search of the older settings finds the cache after the sweep read its time, before
+    # the sweep renames it.
+    def used_first(folder: Path, *args: Any, **kwargs: Any) -> bool:
+        assert array_cache.cached(folder)
+        return discard(folder, *args, **kwargs)
+
+    monkeypatch.setattr("hpo.data.array_cache.discard", used_first)
+    sweep = sweep_caches(config, study)
+    assert sweep.removed == {}
+    assert sweep.kept[stale.name] == "used while the sweep removed it"
+    assert array_cache.cached(stale)
+    assert not list(config.cache_dir.glob(".removing-*"))
+
+
+def _saved(tmp_path: Path) -> Path:
+    folder = tmp_path / "cache" / "arrays-0123456789abcdef"
+    array_cache.save_arrays(folder, {"x": np.zeros(3), "y": np.ones(2)}, {})
+    return folder
+
+
+def test_a_cache_that_goes_while_it_is_checked_is_no_cache_and_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _saved(tmp_path)
+    aside = tmp_path / "cache" / f".removing-{folder.name}-01234567"
+    load = np.load
+
+    def swept_meanwhile(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if folder.exists():
+            os.rename(folder, aside)  # hpo gc's sweep
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr("hpo.data.array_cache.np.load", swept_meanwhile)
+    assert array_cache.cached(folder) is False
+    assert sorted(p.name for p in aside.iterdir()) == ["meta.json", "x.npy", "y.npy"]
+    assert "damaged" not in caplog.text
+    monkeypatch.undo()
+
+    # Gone after the check, before its use was recorded: no cache either.
+    os.rename(aside, folder)
+    utime = os.utime
+
+    def swept_then(path: Any, *args: Any, **kwargs: Any) -> None:
+        if folder.exists():
+            os.rename(folder, aside)
+        utime(path, *args, **kwargs)
+
+    monkeypatch.setattr("hpo.data.array_cache.os.utime", swept_then)
+    assert array_cache.cached(folder) is False
+    assert aside.is_dir()
+
+
+def test_a_damaged_cache_replaced_while_it_is_checked_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _saved(tmp_path)
+    for path in folder.glob("*.npy"):
+        path.write_bytes(b"garbled")
+    old = tmp_path / "old"
+    load = np.load
+
+    # Another process removes the damaged cache and writes a whole one in its place.
+    def replaced_meanwhile(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if not old.exists():
+            os.rename(folder, old)
+            array_cache.save_arrays(folder, {"x": np.zeros(3), "y": np.ones(2)}, {})
+            return load(old / Path(path).name, *args, **kwargs)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr("hpo.data.array_cache.np.load", replaced_meanwhile)
+    assert array_cache.cached(folder) is False
+    monkeypatch.undo()
+    assert array_cache.cached(folder)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]

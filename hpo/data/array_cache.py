@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
 __all__ = [
@@ -117,8 +117,13 @@ def cached(folder: Path) -> bool:
     disk that failed, say) is deleted, with a warning, so that it is written again.
 
     Checks the record and each array's header against its file's size (memory-mapped: no
-    array is read).
+    array is read). A folder that goes meanwhile (`hpo gc` renamed it away) is no cache, not a
+    damaged one: nothing is deleted, nor is a folder another process put in its place.
     """
+    try:
+        checked = os.stat(folder)
+    except OSError:
+        return False
     meta_path = folder / META_NAME
     if not meta_path.is_file():
         return False
@@ -127,27 +132,63 @@ def cached(folder: Path) -> bool:
         for path in folder.glob("*.npy"):
             np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        _log.warning("%s is damaged (%s); deleting it to write it again", folder, exc)
-        discard(folder, DAMAGED_PREFIX)
+        if discard(folder, DAMAGED_PREFIX, keep=lambda aside: not _same(aside, checked)):
+            _log.warning("%s is damaged (%s); deleted it to write it again", folder, exc)
         return False
-    mark_used(folder)
+    return mark_used(folder)
+
+
+def _same(path: Path, checked: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), checked)
+    except OSError:
+        return False
+
+
+def discard(
+    folder: Path, prefix: str = REMOVING_PREFIX, *, keep: Callable[[Path], bool] | None = None
+) -> bool:
+    """Deletes the cache in `folder`: renamed aside first (`<prefix>-<name>-<random>`, beside
+    it), in one step, so that a deletion stopped half way never leaves a folder of the cache's
+    name without all of its files.
+
+    Args:
+        folder: The cache's folder.
+        prefix: The name's start while it is deleted; defaults to `REMOVING_PREFIX`.
+        keep: Asked of the renamed folder before anything in it goes, where given: true puts
+            it back under its name (left aside, for `hpo gc`, if that name was taken meanwhile).
+            Defaults to None: it goes.
+
+    Returns:
+        Whether it was deleted: False where `folder` was gone already, or `keep` kept it.
+    """
+    aside = folder.parent / f"{prefix}-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return False
+    if keep is not None and keep(aside):
+        with contextlib.suppress(OSError):
+            os.rename(aside, folder)
+        return False
+    shutil.rmtree(aside, ignore_errors=True)
     return True
 
 
-def discard(folder: Path, prefix: str = REMOVING_PREFIX) -> None:
-    """Deletes the cache in `folder`: renamed aside first (`<prefix>-<name>-<random>`, beside
-    it), in one step, so that a deletion stopped half way never leaves a folder of the cache's
-    name without all of its files."""
-    aside = folder.parent / f"{prefix}-{folder.name}-{uuid.uuid4().hex[:8]}"
-    os.rename(folder, aside)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def mark_used(folder: Path) -> None:
+def mark_used(folder: Path) -> bool:
     """Records that the cache in `folder` is being used: its record's modification time is
-    now. A cache that cannot be touched (a read-only disk) keeps its time."""
-    with contextlib.suppress(OSError):
+    now. A cache that cannot be touched (a read-only disk) keeps its time.
+
+    Returns:
+        False where the record is gone (`hpo gc` renamed the folder away), else True.
+    """
+    try:
         os.utime(folder / META_NAME)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def last_used(folder: Path) -> float | None:
