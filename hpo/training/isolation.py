@@ -11,6 +11,7 @@ from scratch instead.
 from __future__ import annotations
 
 import faulthandler
+import io
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hpo._output import usable_output
@@ -146,15 +148,19 @@ def call_isolated(
     Raises:
         TrialTimedOut: The child was still running at `deadline` and was ended.
         TrialProcessDied: The child ended without a result (killed, out of memory, crashed).
-        Exception: Whatever `fn` raised in the child, re-raised here.
+        Exception: Whatever `fn` raised in the child, re-raised here; so is what unpickling
+            `fn` and `arg` raised there (a class the child cannot find, say).
+        Exception: What pickling `fn` and `arg` raised here (`pickle.PicklingError`,
+            `TypeError`), before any child starts.
     """
     environment = {**os.environ, **(env or {})}
     context = _context(environment.get("KERAS_BACKEND", "tensorflow"))
+    job = _pickled((fn, arg))
     receiver, sender = context.Pipe(duplex=False)
     caller = process_identity(os.getpid())
     process = context.Process(
         target=_child_main,
-        args=(fn, arg, sender, log_path, environment, caller, relay_warnings),
+        args=(job, sender, log_path, environment, caller, relay_warnings),
     )
     start_process(process)
     sender.close()
@@ -336,9 +342,21 @@ def die_with(identity: tuple[int, str | None], signum: int = signal.SIGKILL) -> 
     threading.Thread(target=watch, name="hpo-die-with-caller", daemon=True).start()
 
 
+def _pickled(job: tuple[Callable[[Any], Any], Any]) -> bytes:
+    """`job` pickled as multiprocessing pickles a child's arguments.
+
+    Sent as bytes and unpickled by `_child_main` once the child's log is open: unpickled by
+    multiprocessing as the child starts, a job that fails to load there (a class the child cannot
+    find) ended the child with exit code 1 before it wrote a line, and the cause went to the fork
+    server's stderr, which is /dev/null (`hpo._quiet`).
+    """
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(job)
+    return buffer.getvalue()
+
+
 def _child_main(
-    fn: Callable[[Any], Any],
-    arg: Any,
+    job: bytes,
     sender: Connection,
     log_path: Path | None,
     environment: dict[str, str],
@@ -369,6 +387,14 @@ def _child_main(
     if relay_warnings:
         logging.getLogger("hpo").addHandler(warned)
     try:
+        try:
+            fn, arg = pickle.loads(job)
+        except BaseException:
+            print(
+                "hpo: the child process could not unpickle the function and argument sent to it:",
+                file=sys.stderr,
+            )
+            raise
         result: tuple[str, Any] = ("ok", fn(arg))
     except BaseException as exc:
         traceback.print_exc()

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +18,9 @@ from hpo.training import isolation
 from hpo.training.isolation import call_isolated
 
 from ..conftest import run_user_script, write_study
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def square_in_child(x: int) -> tuple[int, int]:
@@ -76,6 +81,38 @@ def test_returns_the_result_from_another_process(tmp_path: Path) -> None:
 def test_reraises_the_childs_exception() -> None:
     with pytest.raises(ValueError, match="bad input"):
         call_isolated(raise_in_child, "bad input")
+
+
+def refuse_to_load(message: str) -> None:
+    raise TypeError(message)
+
+
+class LoadsWithError:
+    """Pickles, and raises where it is unpickled: as a hypermodel whose layer class the child
+    cannot find (Keras's `TypeError: Could not locate class ...`)."""
+
+    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
+        return refuse_to_load, ("Could not locate class 'Jitter'",)
+
+
+def test_what_unpickling_its_job_raises_in_the_child_reaches_the_caller_and_the_log(
+    tmp_path: Path,
+) -> None:
+    # Unpickled by multiprocessing as the child started, before its log was open, such a job
+    # ended the child with exit code 1 and no word of why.
+    log = tmp_path / "child.log"
+    with pytest.raises(TypeError, match="Could not locate class 'Jitter'"):
+        call_isolated(square_in_child, LoadsWithError(), log_path=log)
+    written = log.read_text()
+    assert "could not unpickle the function and argument sent to it" in written
+    assert "in refuse_to_load" in written
+    assert "TypeError: Could not locate class 'Jitter'" in written
+
+
+def test_a_job_that_cannot_be_pickled_is_refused_in_the_caller(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"cannot pickle '_thread\.lock' object"):
+        call_isolated(square_in_child, threading.Lock(), log_path=tmp_path / "child.log")
+    assert not (tmp_path / "child.log").exists()
 
 
 def test_a_killed_child_is_reported_with_its_signal(tmp_path: Path) -> None:
