@@ -16,13 +16,36 @@ from hpo.errors import ConfigError, DiskFull, HpoError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["free_bytes", "has_room", "raise_if_full", "writing", "writing_temporary"]
+__all__ = [
+    "free_bytes",
+    "has_room",
+    "make_study_folder",
+    "raise_if_full",
+    "writing",
+    "writing_temporary",
+]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 # A folder that cannot be written: its file system remounted read-only (after an error, a NAS
 # share gone read-only) or its permissions changed. No trial after can write there either.
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_SPACE = "No space left on device"  # strerror(ENOSPC), in the messages of other errors
+
+
+def make_study_folder(study_dir: Path) -> None:
+    """Makes the study's folder, or raises ConfigError naming it (absolute: a Tuner's default
+    directory is the working folder) where it cannot be written."""
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        probe = study_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the study folder {study_dir.absolute()} is not writable ({exc}). Put the study "
+            f"(the study file, or a Tuner's directory=) in a writable folder or fix the "
+            f"permissions."
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -514,6 +514,7 @@ class Tuner:
         """Writes the arrays into the study's folder (of `classes` classes at least, for
         class labels) and runs the search on them."""
         from hpo.data.in_memory import is_targets
+        from hpo.disk import make_study_folder
         from hpo.models.portable import PortableHypermodel
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
@@ -536,6 +537,10 @@ class Tuner:
         policy = _session_policy()
         if policy is not None and training.precision is Precision.AUTO:
             training = dataclasses.replace(training, precision=policy)
+        # Before the arrays go into it: a study folder that cannot be written (a Tuner's default
+        # directory in a read-only working folder) is the error that says so, not the
+        # PermissionError of the first file written there.
+        make_study_folder(self.config.study_dir)
         folder = save_study_arrays(
             self.config.cache_dir,
             arrays.x_train,

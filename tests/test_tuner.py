@@ -2703,3 +2703,18 @@ def test_serving_formats_asked_of_an_ensemble_on_jax_name_the_way_to_them(
     )
     assert "KERAS_BACKEND=tensorflow: hpo.load_model(path).export(...)" in printed[-2]
     assert printed[-1] == "served/ensemble.keras"
+
+
+def test_a_study_folder_that_cannot_be_written_is_named_before_the_arrays_go_into_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `directory="."` in a read-only working folder: the arrays were written first, and their
+    # PermissionError ('default_dir') named neither the folder nor the fix.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file where the study folder should be")
+    tuner = hpo.Tuner(_hypermodel(), max_trials=1, directory=".", project_name="taken")
+    x, y = _data(64, 0)
+    with pytest.raises(ConfigError, match="is not writable") as raised:
+        tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    assert f"the study folder {tmp_path / 'taken'} is not writable" in str(raised.value)
+    assert "Tuner's directory=" in str(raised.value)

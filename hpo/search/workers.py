@@ -36,7 +36,7 @@ from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import Priced, calibration, cheapest_epoch
 from hpo.data import provenance
-from hpo.disk import has_room
+from hpo.disk import has_room, make_study_folder
 from hpo.errors import (
     ConfigError,
     DiskFull,
@@ -151,16 +151,7 @@ def run_search(
         # A path that is given is checked before the study's folder is made in it; one found
         # otherwise (the environment, the study's record, a download) when it is resolved below.
         provenance.check_study_outside(config.study_dir, config.name, task.locate(config, data))
-    try:
-        config.study_dir.mkdir(parents=True, exist_ok=True)
-        probe = config.study_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"the study folder {config.study_dir} is not writable ({exc}). Put the study file "
-            f"in a writable folder or fix the permissions."
-        ) from exc
+    make_study_folder(config.study_dir)
     # An unreachable artifact bucket is an error now, not a failure in every trial.
     open_artifact_store(config.artifact_location)
     storage = open_storage(config.storage_url, create=True)
