@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["usable_output"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["dropped", "usable_output"]
 
 
 def usable_output(*, own_descriptors: bool = False) -> None:
@@ -42,3 +47,30 @@ def usable_output(*, own_descriptors: bool = False) -> None:
         # Line-buffered, as Python's own stderr is: a process killed mid-line loses no more.
         stream = open(descriptor, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
         setattr(sys, name, stream)
+
+
+@contextlib.contextmanager
+def dropped(descriptor: int) -> Iterator[None]:
+    """What this process writes to `descriptor` inside the block, Python's streams and C++
+    libraries alike, goes to /dev/null; a descriptor that is closed stays so."""
+    try:
+        saved = os.dup(descriptor)
+    except OSError:
+        yield
+        return
+    _flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        _flush()
+        os.dup2(saved, descriptor)
+        os.close(saved)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()

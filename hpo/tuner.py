@@ -572,7 +572,12 @@ class Tuner:
             # verbose=0 prints nothing, as in KerasTuner (warnings and errors still show).
             silent = contextlib.redirect_stdout(io.StringIO()) if verbose == 0 else None
             with _optuna_logs(shown=verbose >= 2), silent or contextlib.nullcontext():
-                summary = run_search(self.config, data=str(folder.resolve()), progress=verbose > 0)
+                summary = run_search(
+                    self.config,
+                    data=str(folder.resolve()),
+                    progress=verbose > 0,
+                    quiet=verbose == 0,
+                )
         except SearchStopped as exc:
             # KerasTuner raises the FatalError again from search(); scripts catch it.
             import keras_tuner

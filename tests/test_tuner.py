@@ -2718,3 +2718,23 @@ def test_a_study_folder_that_cannot_be_written_is_named_before_the_arrays_go_int
         tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
     assert f"the study folder {tmp_path / 'taken'} is not writable" in str(raised.value)
     assert "Tuner's directory=" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_quiet_search_prints_nothing_of_its_other_workers_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Two workers, as on a machine of two GPUs (absent here: the trials run on the CPU). Only
+    # the search's own process was silenced: the helper printed its trial lines, and its
+    # TensorFlow its start-up notices, into the notebook's cell.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    import keras
+
+    keras.ops.zeros(1)  # this process's own start-up notices, printed before the cell as well
+    capfd.readouterr()
+    x, y = _data(128, 0)
+    summary = _tuner(tmp_path, 4).search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    assert summary.finished == 4
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "absl" not in err and "I0000" not in err

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import math
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -20,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from hpo._output import dropped
 from hpo.artifacts import KeepBest
 from hpo.backend import (
     Backend,
@@ -112,7 +115,7 @@ class SearchSummary:
 
 @callers_environment()
 def run_search(
-    config: StudyConfig, data: str | None = None, progress: bool = True
+    config: StudyConfig, data: str | None = None, progress: bool = True, quiet: bool = False
 ) -> SearchSummary:
     """Runs (or resumes) a study until it holds `config.n_trials` finished trials.
 
@@ -123,6 +126,9 @@ def run_search(
         config: The study configuration.
         data: Overrides where the data is read from (`--data`).
         progress: Show a progress bar (on stderr, where the process has one).
+        quiet: The other workers' processes print nothing either (their trial lines and
+            TensorFlow's start-up notices; Python's warnings and errors still show), where the
+            caller silences this process's stdout (`Tuner.search(verbose=0)`). Default False.
 
     Returns:
         Counts and the best trial after the run.
@@ -245,19 +251,13 @@ def run_search(
             flush=True,
         )
         context = multiprocessing.get_context("spawn")
+        job = pickle.dumps(
+            (config, data_folder, threads, deadline, process_identity(os.getpid()), defaults)
+        )
         helpers = [
             context.Process(
                 target=_worker_process,
-                args=(
-                    config,
-                    data_folder,
-                    threads,
-                    deadline,
-                    sampler_seed(config, run, i),
-                    gpu_of[i],
-                    process_identity(os.getpid()),
-                    defaults,
-                ),
+                args=(job, sampler_seed(config, run, i), gpu_of[i], quiet),
                 name=f"hpo-worker-{i}",
             )
             for i in range(1, workers)
@@ -580,7 +580,18 @@ def _trial(
         trial.set_user_attr(Attr.TRIAL_SECONDS, round(time.perf_counter() - started, 1))
 
 
-def _worker_process(
+def _worker_process(job: bytes, seed: int, gpu: str | None, quiet: bool) -> None:
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            stack.enter_context(dropped(1))
+        # Sent as bytes, as unpickling the config (its hypermodel) imports Keras, whose
+        # TensorFlow writes its start-up notices to descriptor 2: dropped while quiet.
+        with dropped(2) if quiet else contextlib.nullcontext():
+            config, data_folder, threads, deadline, parent, defaults = pickle.loads(job)
+        _run_helper(config, data_folder, threads, deadline, seed, gpu, parent, defaults)
+
+
+def _run_helper(
     config: StudyConfig,
     data_folder: Path,
     threads: int,
@@ -588,7 +599,7 @@ def _worker_process(
     seed: int,
     gpu: str | None,
     parent: tuple[int, str | None],
-    defaults: Sequence[Priced] = (),
+    defaults: Sequence[Priced],
 ) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     raise_keyboard_interrupt_on_sigterm()
