@@ -1382,6 +1382,91 @@ def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_a
             keras.saving.get_custom_objects().pop(name, None)
 
 
+def test_a_global_instance_of_a_main_class_unpickles_where_its_class_was_never_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notebook's `jitter = Jitter()` (and `loss_fn = MyLoss()`), used by build_model: Keras
+    unpickles such an object by its class's registered name, which a trial's process had not
+    registered yet, and every trial died while starting."""
+    import keras
+
+    layer = type("MainJitter", (keras.layers.Layer,), {"__module__": "__main__"})
+    layer.call = lambda self, x: x
+    loss = type("MainLoss", (keras.losses.Loss,), {"__module__": "__main__"})
+    loss.call = lambda self, y_true, y_pred: keras.ops.mean(y_pred)
+    monkeypatch.setattr(sys.modules["__main__"], "MainLoss", loss, raising=False)
+    jitter, loss_fn = layer(), loss()
+
+    def build_model(hp: Any) -> Any:
+        inputs = keras.Input(shape=(8,))
+        model = keras.Model(inputs, keras.layers.Dense(1)(jitter(inputs)))
+        model.compile(optimizer="adam", loss=loss_fn)
+        return model
+
+    registered = ["__main__>MainJitter", "__main__>MainLoss"]
+    try:
+        payload = pickle.dumps(PortableHypermodel(build_model))
+        # The trial's process: a new one, where nothing of the notebook's is registered.
+        for name in registered:
+            keras.saving.get_custom_objects().pop(name, None)
+        received = pickle.loads(payload)
+        assert set(registered) <= received.custom_objects.keys()
+        # The class the build function's object has is the one registered, not a copy.
+        model = received.hypermodel(None)
+        assert type(model.layers[1]) is keras.saving.get_registered_object(registered[0])
+        assert type(model.loss) is keras.saving.get_registered_object(registered[1])
+    finally:
+        for name in registered:
+            keras.saving.get_custom_objects().pop(name, None)
+
+
+def test_the_users_regularizer_initializer_constraint_schedule_loss_and_metric_are_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Classes of these kinds that a notebook or script defines are named in a model's config
+    as its layers are, and were refused as ones Keras could not load back."""
+    import keras
+
+    bases = [
+        keras.regularizers.Regularizer,
+        keras.initializers.Initializer,
+        keras.constraints.Constraint,
+        keras.optimizers.schedules.LearningRateSchedule,
+        keras.losses.Loss,
+        keras.metrics.Metric,
+    ]
+    classes = [type(f"Main{b.__name__}", (b,), {"__module__": "__main__"}) for b in bases]
+    for cls in classes:
+        monkeypatch.setattr(sys.modules["__main__"], cls.__name__, cls, raising=False)
+    try:
+        portable = PortableHypermodel(_hypermodel())
+        for cls in classes:
+            assert keras.saving.get_registered_name(cls) == f"__main__>{cls.__name__}"
+            assert portable.custom_objects[f"__main__>{cls.__name__}"] is cls
+        # A regularizer of its own in a layer's config loads back, as a trial checks.
+        regularizer = type(
+            "L1Half",
+            (keras.regularizers.Regularizer,),
+            {
+                "__module__": "__main__",
+                "__init__": lambda self, strength=0.01: setattr(self, "strength", strength),
+                "__call__": lambda self, w: self.strength * keras.ops.sum(keras.ops.abs(w)),
+                "get_config": lambda self: {"strength": self.strength},
+            },
+        )
+        monkeypatch.setattr(sys.modules["__main__"], "L1Half", regularizer, raising=False)
+        PortableHypermodel(_hypermodel())
+        dense = keras.layers.Dense(2, kernel_regularizer=regularizer(0.5))
+        config = keras.saving.serialize_keras_object(dense)
+        monkeypatch.delattr(sys.modules["__main__"], "L1Half")
+        loaded = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        assert type(loaded.kernel_regularizer) is regularizer
+        assert loaded.kernel_regularizer.strength == 0.5
+    finally:
+        for name in [f"__main__>{cls.__name__}" for cls in classes] + ["__main__>L1Half"]:
+            keras.saving.get_custom_objects().pop(name, None)
+
+
 def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front() -> None:
     lock = threading.Lock()
 
@@ -2369,6 +2454,74 @@ def test_a_sessions_keras_settings_reach_the_trials_as_kerastuner_builds_under_t
     assert "state COMPLETE mixed_bfloat16" in printed
     # Channels first: the pooling keeps 3 channels (channels last, it kept 8 columns).
     assert re.search(r"pool channels_first mixed_bfloat16 \(3, [48]\)", printed), printed
+
+
+GLOBAL_OBJECTS_SCRIPT = """
+import keras
+import numpy as np
+from keras import layers, ops
+import hpo
+
+
+class Jitter(layers.Layer):
+    def call(self, x):
+        return x
+
+
+class WeightedBCE(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1, 1))
+        return keras.losses.binary_crossentropy(y_true, y_pred)
+
+
+class L1Half(keras.regularizers.Regularizer):
+    def __init__(self, strength=0.01):
+        self.strength = strength
+
+    def __call__(self, w):
+        return self.strength * ops.sum(ops.abs(w)) * 0.5
+
+    def get_config(self):
+        return {"strength": self.strength}
+
+
+# Made once, at the top level, as Keras's tutorials make an augmentation block.
+jitter = Jitter()
+loss_fn = WeightedBCE()
+
+
+def build_model(hp):
+    inputs = keras.Input(shape=(8,))
+    x = jitter(inputs)
+    x = layers.Dense(hp.Int("units", 4, 8, step=4), activation="relu",
+                     kernel_regularizer=L1Half(0.01))(x)
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+    model.compile(optimizer="adam", loss=loss_fn, metrics=["accuracy"])
+    return model
+
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    tuner = hpo.Tuner(build_model, max_trials=1, directory=".", project_name="globals")
+    tuner.search(x[:90], y[:90], validation_data=(x[90:], y[90:]), epochs=1, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    print("state", trial.state.name)
+    print("layers", [type(layer).__name__ for layer in tuner.get_best_models(1)[0].layers])
+"""
+
+
+def test_a_scripts_global_layer_and_loss_objects_and_its_regularizer_reach_the_trials(
+    tmp_path: Path,
+) -> None:
+    """A layer and a loss made once at a script's (or notebook's) top level and used by
+    build_model, and a regularizer class of its own: every trial process died while starting
+    (Keras unpickles an instance by its class's registered name, registered only after), and
+    the regularizer was refused as a class Keras could not load back."""
+    printed = run_user_script(tmp_path, GLOBAL_OBJECTS_SCRIPT, timeout=300)
+    assert "state COMPLETE" in printed, printed
+    assert "'Jitter'" in printed, printed
 
 
 def test_a_project_resumed_under_another_image_data_format_is_refused(tmp_path: Path) -> None:

@@ -176,9 +176,10 @@ _LIBRARIES = frozenset(
 def register_user_objects(module: Any = None) -> None:
     """Registers with Keras's serialization the layer and model classes of the user's code that
     this process has loaded, under their module and qualified name, and lets them load
-    (`accept_base_arguments`, `complete_config`); and the functions that `__main__`, `module` (a
-    study file's family module) and the user's other modules define, such as an activation of
-    the user's own.
+    (`accept_base_arguments`, `complete_config`); its loss, metric, regularizer, initializer,
+    constraint and learning-rate schedule classes the same way; and the functions that
+    `__main__`, `module` (a study file's family module) and the user's other modules define,
+    such as an activation of the user's own.
 
     A checkpoint of a subclassed model or a custom layer names its class; Keras loads it only if
     the class is registered, and never imports a module a file names. KerasTuner's examples do
@@ -202,19 +203,38 @@ def register_user_objects(module: Any = None) -> None:
                 and keras.saving.get_registered_name(value) == value.__name__
             ):
                 keras.saving.register_keras_serializable(owner.__name__, value.__qualname__)(value)
-    pending = [keras.layers.Layer]
+    # A loss, metric, regularizer, initializer, constraint or schedule object of the user's own
+    # is named by its class in a model's config too (`Dense(kernel_regularizer=L1Half())`).
+    pending = [keras.layers.Layer, *_other_bases(keras)]
+    seen: set[type] = set()
     while pending:
         for cls in pending.pop().__subclasses__():
+            if cls in seen:
+                continue
+            seen.add(cls)
             pending.append(cls)
             if cls.__module__.partition(".")[0] in _LIBRARIES:
                 continue
-            accept_base_arguments(cls)
-            complete_config(cls)
-            record_model_arguments(keras, cls)
+            if issubclass(cls, keras.layers.Layer):
+                accept_base_arguments(cls)
+                complete_config(cls)
+                record_model_arguments(keras, cls)
             if keras.saving.get_registered_name(cls) == cls.__name__:
                 # The qualified name keeps apart two classes of one name in one module (a
                 # notebook cell run again, two functions' local classes): the newest one wins.
                 keras.saving.register_keras_serializable(cls.__module__, cls.__qualname__)(cls)
+
+
+def _other_bases(keras: Any) -> list[type]:
+    """Keras's base classes, besides `Layer`, of the objects a model's config names by class."""
+    return [
+        keras.losses.Loss,
+        keras.metrics.Metric,
+        keras.regularizers.Regularizer,
+        keras.initializers.Initializer,
+        keras.constraints.Constraint,
+        keras.optimizers.schedules.LearningRateSchedule,
+    ]
 
 
 # Where Python's own modules and installed packages lie: a module loaded from elsewhere is the

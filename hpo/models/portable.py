@@ -6,8 +6,9 @@ server that never ran the user's code, so the hypermodel travels with each trial
 by value with cloudpickle (its code and the globals it uses), never through the study store: the
 store records the family's name only, as data.
 
-Layers and models the same code defines travel with it, and are registered with Keras again in
-the trial's process: there `keras.saving.register_keras_serializable` never ran, and Keras could
+Layers and models the same code defines (and its losses, metrics, regularizers and the like)
+travel with it, and are registered with Keras again in the trial's process, before the rest is
+unpickled: there `keras.saving.register_keras_serializable` never ran, and Keras could
 not save or load a model that holds them. Those `__main__` leaves unregistered (KerasTuner's
 examples do not register theirs: KerasTuner keeps weights and builds again), hpo registers
 under `__main__`, as it does every class of the user's code it meets
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import pickle
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -137,36 +139,42 @@ class PortableHypermodel:
         ) from failure
 
     def _dumps(self) -> bytes:
-        # One pickle: the hypermodel's code and the registered classes stay the same objects.
-        return bytes(
-            cloudpickle.dumps(
-                (
-                    self.hypermodel,
-                    self.fit_kwargs,
-                    self.declared,
-                    self.fit_defaults,
-                    self.overrides,
-                    self.custom_objects,
-                    self.keras_settings,
-                )
-            )
+        # Two pickles, the classes' first: the trial's process registers them before it unpickles
+        # the rest, where Keras's own unpickling of an instance of one (a layer or a loss in a
+        # global the build function uses, pickled as a saved model) looks its class up by name.
+        # Unpickled in one process, a class both pickles hold is one object (cloudpickle tracks it).
+        classes = {k: v for k, v in self.custom_objects.items() if isinstance(v, type)}
+        functions = {k: v for k, v in self.custom_objects.items() if k not in classes}
+        rest = (
+            self.hypermodel,
+            self.fit_kwargs,
+            self.declared,
+            self.fit_defaults,
+            self.overrides,
+            functions,
+            self.keras_settings,
         )
+        return pickle.dumps((bytes(cloudpickle.dumps(classes)), bytes(cloudpickle.dumps(rest))))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "payload": self._payload}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.spec, self._payload = state["name"], state["spec"], state["payload"]
+        first, rest = pickle.loads(self._payload)
+        classes = cloudpickle.loads(first)
+        register_custom_objects(classes)
         (
             self.hypermodel,
             self.fit_kwargs,
             self.declared,
             self.fit_defaults,
             self.overrides,
-            self.custom_objects,
+            functions,
             self.keras_settings,
-        ) = cloudpickle.loads(self._payload)
-        register_custom_objects(self.custom_objects)
+        ) = cloudpickle.loads(rest)
+        register_custom_objects(functions)
+        self.custom_objects = {**classes, **functions}
         apply_keras_settings(self.keras_settings)
         self._family = None
 
