@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -1464,6 +1465,47 @@ def test_the_users_regularizer_initializer_constraint_schedule_loss_and_metric_a
         assert loaded.kernel_regularizer.strength == 0.5
     finally:
         for name in [f"__main__>{cls.__name__}" for cls in classes] + ["__main__>L1Half"]:
+            keras.saving.get_custom_objects().pop(name, None)
+
+
+def test_a_main_function_over_a_large_global_goes_to_the_trials_only_where_it_is_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notebook's one-line helper over its loaded data set went, with the data, to every trial
+    (400 MB for a 400 MB array); one the hypermodel does not use stays behind, named once, and
+    a small one (an activation a layer's config names) still goes."""
+    import keras
+    import numpy as np
+
+    # As a notebook cell defines them: in `__main__`, over the notebook's globals.
+    cell = "def peek(i):\n    return big[i]\n\ndef act(x):\n    return x\n"
+    notebook: dict[str, Any] = {"__name__": "__main__", "big": np.ones(2**19, "float32")}
+    exec(cell, notebook)
+    for name in ("peek", "act"):
+        monkeypatch.setattr(sys.modules["__main__"], name, notebook[name], raising=False)
+
+    peek = notebook["peek"]
+
+    def build_peek(hp: Any) -> Any:
+        peek(0)
+        return _hypermodel()(hp)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="hpo.models.portable"):
+            portable = PortableHypermodel(_hypermodel())
+            PortableHypermodel(_hypermodel())
+        assert len(portable._payload) < 2**20
+        assert "__main__>peek" not in portable.custom_objects
+        assert keras.saving.get_registered_object("__main__>act") is notebook["act"]
+        assert "__main__>act" in pickle.loads(pickle.dumps(portable)).custom_objects
+        [said] = [r.getMessage() for r in caplog.records if "__main__>peek" in r.getMessage()]
+        assert "build_model does not use: with the globals it uses, it pickles to 2 MB" in said
+        # Used by the hypermodel, it goes, however large.
+        used = PortableHypermodel(build_peek)
+        assert "__main__>peek" in used.custom_objects
+        assert len(used._payload) > 2**21
+    finally:
+        for name in ("__main__>peek", "__main__>act"):
             keras.saving.get_custom_objects().pop(name, None)
 
 

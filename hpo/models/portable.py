@@ -105,27 +105,24 @@ class PortableHypermodel:
         self._family: HyperModelFamily | None = None
 
     def _pickle(self) -> bytes:
+        # The script's other functions go along to be registered in the trial (a custom
+        # activation named in a layer's config); one the hypermodel does not use is left behind,
+        # named, where its globals are large (a helper over a loaded data set: every trial's
+        # process would receive the data), or where it cannot be pickled (its globals hold an
+        # open file, say), rather than stopping a search that does not use it.
+        self._leave_behind(self._large_and_unused())
         try:
             return self._dumps()
         except Exception as exc:
             failure = exc
-        # The script's other functions go along to be registered in the trial (a custom
-        # activation named in a layer's config); one whose globals hold an open file, say, is
-        # left behind, named, rather than stopping a search that does not use it.
         objects = self.custom_objects
-        left = {name: why for name, obj in objects.items() if (why := _unpicklable(obj))}
+        left = {
+            name: f"which cannot unpickle it ({why})"
+            for name, obj in objects.items()
+            if (why := _unpicklable(obj))
+        }
         if left:
-            for name, why in left.items():
-                if name in _LEFT_BEHIND:  # said once a process, not at every search
-                    continue
-                _LEFT_BEHIND.add(name)
-                _log.warning(
-                    "%s is not sent to the trial processes, which cannot unpickle it (%s); a model "
-                    "that names it in its config will not load there",
-                    name,
-                    why,
-                )
-            self.custom_objects = {k: v for k, v in self.custom_objects.items() if k not in left}
+            self._leave_behind(left)
             try:
                 return self._dumps()
             except Exception as exc:
@@ -137,6 +134,50 @@ class PortableHypermodel:
             f"data sets and models out of the build function's globals and of the callbacks "
             f"(build them inside the function instead)."
         ) from failure
+
+    def _large_and_unused(self) -> dict[str, str]:
+        """The functions of `custom_objects` that pickle to over `_LARGE` bytes and that neither
+        the hypermodel, the search's arguments nor the classes use, each with why it stays."""
+        large = {}
+        for name, obj in self.custom_objects.items():
+            if isinstance(obj, type):
+                continue
+            size = _Recorder()
+            try:
+                size.dump(obj)
+            except Exception:
+                continue  # left behind as one that cannot be pickled
+            if size.size > _LARGE:
+                large[name] = (obj, size.size)
+        if not large:
+            return {}
+        classes = [v for v in self.custom_objects.values() if isinstance(v, type)]
+        used = _Recorder()
+        try:
+            used.dump((self.hypermodel, self.fit_kwargs, self.overrides, classes))
+        except Exception:  # said by the pickling that follows, which fails too
+            return {}
+        return {
+            name: (
+                f"which {self.name} does not use: with the globals it uses, it pickles to "
+                f"{size / 2**20:.0f} MB, which every trial's process would receive (give it what "
+                f"it needs as arguments to send it)"
+            )
+            for name, (function, size) in large.items()
+            if id(function) not in used.functions
+        }
+
+    def _leave_behind(self, left: Mapping[str, str]) -> None:
+        for name, why in left.items():
+            if name not in _LEFT_BEHIND:  # said once a process, not at every search
+                _LEFT_BEHIND.add(name)
+                _log.warning(
+                    "%s is not sent to the trial processes, %s; a model that names it in its "
+                    "config will not load there",
+                    name,
+                    why,
+                )
+        self.custom_objects = {k: v for k, v in self.custom_objects.items() if k not in left}
 
     def _dumps(self) -> bytes:
         # Two pickles, the classes' first: the trial's process registers them before it unpickles
@@ -268,6 +309,29 @@ def register_custom_objects(objects: Mapping[str, Any]) -> None:
             keras.saving.register_keras_serializable(package=package, name=name)(obj)
         else:  # put in `get_custom_objects()` by hand, under a plain name
             keras.saving.get_custom_objects()[registered] = obj
+
+
+# A function the hypermodel does not use is left behind from this size of its pickle up.
+_LARGE = 1 << 20
+
+
+class _Recorder(cloudpickle.Pickler):
+    """Pickles into nothing, counting the bytes and recording the functions it met."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.functions: set[int] = set()
+        super().__init__(self)
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes  # a large array's buffer comes as a `PickleBuffer`
+        self.size += size
+        return size
+
+    def reducer_override(self, obj: Any) -> Any:
+        if inspect.isfunction(obj):
+            self.functions.add(id(obj))
+        return super().reducer_override(obj)
 
 
 def _unpicklable(obj: Any) -> str:
