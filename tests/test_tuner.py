@@ -1520,6 +1520,21 @@ def test_a_hypermodel_that_cannot_reach_the_trial_processes_is_refused_up_front(
         PortableHypermodel(build_model)
 
 
+def test_a_callback_that_cannot_reach_the_trial_processes_is_named() -> None:
+    """tqdm.keras.TqdmCallback() in a notebook holds the kernel's session (an HMAC): the error
+    named a search() argument, not which."""
+    import keras
+
+    class Holding(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()
+
+    callbacks = [keras.callbacks.EarlyStopping(patience=1), Holding()]
+    with pytest.raises(ConfigError, match=r"callback tests\.test_tuner\..*Holding given to search"):
+        PortableHypermodel(_hypermodel(), {"callbacks": callbacks})
+
+
 def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: Path) -> None:
     import keras_tuner
 

@@ -127,6 +127,17 @@ class PortableHypermodel:
                 return self._dumps()
             except Exception as exc:
                 failure = exc
+        callbacks = self.fit_kwargs.get("callbacks") or ()
+        for callback in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
+            if why := _unpicklable(callback):
+                kind = type(callback)
+                raise ConfigError(
+                    f"the callback {kind.__module__}.{kind.__qualname__} given to search() "
+                    f"cannot be sent to the trial processes ({why}). Each trial trains in a "
+                    f"process of its own, which receives the callbacks pickled: leave it out, or "
+                    f"give search() one that holds no open file, lock or connection (the "
+                    f"notebook's own, a progress bar's)."
+                ) from failure
         raise ConfigError(
             f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
             f"processes ({type(failure).__name__}: {str(failure)[:300]}). Each trial trains in a "
