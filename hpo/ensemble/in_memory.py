@@ -21,7 +21,7 @@ from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.export import EXPORT_NAME, check_export
 from hpo.ensemble.regression import FittedRegression, fit_regression, is_regression
 from hpo.ensemble.weighting import ensemble_arguments
-from hpo.errors import ConfigError, DataError
+from hpo.errors import ConfigError, DataError, HpoError
 from hpo.training.interface import tolerance
 
 if TYPE_CHECKING:
@@ -230,7 +230,16 @@ class Ensemble:
         allowed = max(tolerance(p) for p in precisions)
         if Format.KERAS in asked:
             model.save(file)
-            check_export(file, x_val, fitted.y_val, expected, allowed, slope)
+            try:
+                check_export(file, x_val, fitted.y_val, expected, allowed, slope)
+            except HpoError as exc:
+                raise HpoError(
+                    f"{exc}: the members no longer predict what they did in their trials (their "
+                    f"stored validation predictions). The likeliest cause is a layer or model "
+                    f"class of yours whose code changed since they trained (a notebook cell run "
+                    f"again, %autoreload): search it in a new project_name, or run this where "
+                    f"the class is as the trials had it."
+                ) from exc
         if served := asked - {Format.KERAS}:
             reference = Reference(x_val, None, np.asarray(fitted.y_val), expected, allowed, slope)
             write_exports(model, file.parent, served, reference)
