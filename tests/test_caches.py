@@ -71,6 +71,15 @@ def _leftover(cache_dir: Path, age: float) -> Path:
     return folder
 
 
+def _one_stale(tmp_path: Path, data: Path) -> tuple[StudyConfig, optuna.Study, Path, Path]:
+    """A study on `data`, its current cache, and a cache of other settings unused for two days."""
+    _, stale = _prepared(tmp_path, data, val_size=90)
+    config, current = _prepared(tmp_path, data)
+    study = _searched_study(config, data)
+    _age(stale, 2 * _DAY)
+    return config, study, current, stale
+
+
 def _stale_caches(tmp_path: Path, data: Path) -> tuple[StudyConfig, optuna.Study, dict[str, Path]]:
     """A study whose cache folder holds its current cache, two of other settings (one unused
     for two days, one used an hour ago), an old and a fresh temporary folder, and a folder
@@ -193,10 +202,7 @@ def test_a_writer_holds_its_temporary_folder_until_the_cache_is_in_place(tmp_pat
 def test_a_sweep_stopped_half_way_leaves_no_cache_that_looks_whole(
     fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, stale = _prepared(tmp_path, fake_imdb, val_size=90)
-    config, current = _prepared(tmp_path, fake_imdb)
-    study = _searched_study(config, fake_imdb)
-    _age(stale, 2 * _DAY)
+    config, study, current, stale = _one_stale(tmp_path, fake_imdb)
 
     def killed(path: Path, *_: object, **__: object) -> None:
         (Path(path) / array_cache.META_NAME).unlink()
@@ -219,10 +225,7 @@ def test_gc_removes_no_cache_a_running_trial_may_read_nor_any_when_the_data_are_
     fake_imdb: Path, tmp_path: Path
 ) -> None:
     data = Path(shutil.copytree(fake_imdb, tmp_path / "data" / "aclImdb"))
-    _, stale = _prepared(tmp_path, data, val_size=90)
-    config, current = _prepared(tmp_path, data)
-    study = _searched_study(config, data)
-    _age(stale, 2 * _DAY)
+    config, study, current, stale = _one_stale(tmp_path, data)
     # A trial running for three days, on a search of older settings: its cache, used two days
     # ago, may be what it reads.
     began = datetime.datetime.now() - datetime.timedelta(days=3)
@@ -261,10 +264,7 @@ def test_gc_removes_no_cache_a_running_trial_may_read_nor_any_when_the_data_are_
 def test_a_cache_a_search_uses_while_the_sweep_decides_stays(
     fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, stale = _prepared(tmp_path, fake_imdb, val_size=90)
-    config, _ = _prepared(tmp_path, fake_imdb)
-    study = _searched_study(config, fake_imdb)
-    _age(stale, 2 * _DAY)
+    config, study, _, stale = _one_stale(tmp_path, fake_imdb)
     discard = array_cache.discard
 
     # A search of the older settings finds the cache after the sweep read its time, before
