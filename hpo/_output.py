@@ -8,9 +8,9 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
-__all__ = ["dropped", "usable_output"]
+__all__ = ["descriptors_to", "dropped", "usable_output"]
 
 
 def usable_output(*, own_descriptors: bool = False) -> None:
@@ -53,21 +53,34 @@ def usable_output(*, own_descriptors: bool = False) -> None:
 def dropped(descriptor: int) -> Iterator[None]:
     """What this process writes to `descriptor` inside the block, Python's streams and C++
     libraries alike, goes to /dev/null; a descriptor that is closed stays so."""
-    try:
-        saved = os.dup(descriptor)
-    except OSError:
-        yield
-        return
-    _flush()
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, descriptor)
-    os.close(devnull)
     try:
+        with descriptors_to(devnull, (descriptor,)):
+            yield
+    finally:
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def descriptors_to(target: int, descriptors: Sequence[int]) -> Iterator[None]:
+    """Points the process's file `descriptors` (1 and 2: what native code such as TensorFlow's
+    C++ libraries writes to) at the open file `target` inside, and back after; what Python's
+    streams hold is written out on either side. One that is closed (`2>&-`, where hpo runs as
+    a library) is left as it is."""
+    _flush()
+    saved: dict[int, int] = {}
+    try:
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                saved[descriptor] = os.dup(descriptor)
+        for descriptor in saved:
+            os.dup2(target, descriptor)
         yield
     finally:
         _flush()
-        os.dup2(saved, descriptor)
-        os.close(saved)
+        for descriptor, kept in saved.items():
+            os.dup2(kept, descriptor)
+            os.close(kept)
 
 
 def _flush() -> None:

@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
-from hpo._output import usable_output
+from hpo._output import dropped, usable_output
 from hpo._warnings import warnings_not_errors
 from hpo.errors import HpoError
 
@@ -216,40 +216,16 @@ def quiet_tensorflow(verbose: bool = False) -> Iterator[None]:
     if verbose:
         yield
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        with descriptors_to(devnull, (2,)):
+        with dropped(2):
             yield
     finally:
-        os.close(devnull)
         try:
             import absl.logging
 
             absl.logging.set_verbosity(absl.logging.ERROR)
         except ImportError:
             pass
-
-
-@contextlib.contextmanager
-def descriptors_to(target: int, descriptors: Sequence[int]) -> Iterator[None]:
-    """Points the process's file `descriptors` (1 and 2: what native code such as TensorFlow's
-    C++ libraries writes to) at the open file `target` inside, and back after. One that is
-    closed (`2>&-`, where hpo runs as a library) is left as it is."""
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:  # None where it was closed
-            stream.flush()
-    saved: dict[int, int] = {}
-    try:
-        for descriptor in descriptors:
-            with contextlib.suppress(OSError):
-                saved[descriptor] = os.dup(descriptor)
-        for descriptor in saved:
-            os.dup2(target, descriptor)
-        yield
-    finally:
-        for descriptor, kept in saved.items():
-            os.dup2(kept, descriptor)
-            os.close(kept)
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:

@@ -183,7 +183,7 @@ class _Printed(io.StringIO):
 def _process_output_kept(printed: _Printed) -> Iterator[None]:
     """The process's standard output and error (file descriptors 1 and 2, which native code
     writes to) go to `printed` inside; one that is closed is left as it is."""
-    from hpo.cli import descriptors_to
+    from hpo._output import descriptors_to
 
     with tempfile.TemporaryFile() as sink:
         try:
