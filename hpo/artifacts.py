@@ -66,7 +66,6 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
-    from hpo.search.identity import WorkerIdentity
 
 __all__ = [
     "Collection",
@@ -91,7 +90,6 @@ _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 # What optuna.artifacts.upload_artifact names an artifact: a UUID.
 _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ID_ATTRS = (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
-_IDENTITY_FIELDS = ("host", "pid", "started", "boot_id", "pid_namespace")
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,10 @@ class _Hold:
 
 def _holds(study: optuna.Study, now: float | None = None) -> list[_Hold]:
     """Every hold record in the study, in force or not (released ones are None: not holds)."""
+    from hpo.search.identity import WorkerIdentity
+
     now = study_time(study) if now is None else now
+    here = WorkerIdentity.current()
     holds = []
     for key, value in study.user_attrs.items():
         if not (key.startswith(HOLD_ATTR_PREFIX) and isinstance(value, dict)):
@@ -148,32 +149,15 @@ def _holds(study: optuna.Study, now: float | None = None) -> list[_Hold]:
             continue
         by = value.get("by")
         reader = by[:40] if isinstance(by, str) else "another command"
-        who = _reader(value.get("reader"))
+        who = WorkerIdentity.from_fields(value.get("reader"))
         lapses = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
         why = f"being read by {reader}{f' ({who})' if who else ''}, held until {lapses:%H:%M} UTC"
         numbers = [n for n in trials if isinstance(n, int) and not isinstance(n, bool)]
-        live = until > now and not (who is not None and _ended(who))
+        # A reader this machine can look up (the same host, boot and PID namespace) that ended.
+        ended = who is not None and here.shares_processes_with(who) and who.is_gone()
+        live = until > now and not ended
         holds.append(_Hold(key, dict.fromkeys(numbers, why), live))
     return holds
-
-
-def _reader(fields: object) -> WorkerIdentity | None:
-    from hpo.search.identity import WorkerIdentity
-
-    if not isinstance(fields, dict):
-        return None
-    try:
-        return WorkerIdentity(**{f: fields[f] for f in _IDENTITY_FIELDS})._checked()
-    except (KeyError, TypeError):
-        return None
-
-
-def _ended(reader: WorkerIdentity) -> bool:
-    """Whether the reader's process has ended, where this machine can look it up (the same
-    host, boot and PID namespace); False where it cannot tell."""
-    from hpo.search.identity import WorkerIdentity
-
-    return WorkerIdentity.current().shares_processes_with(reader) and reader.is_gone()
 
 
 def study_time(study: optuna.Study) -> float:

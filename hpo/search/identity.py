@@ -74,12 +74,20 @@ class WorkerIdentity:
         """
         fields = trial.user_attrs.get(Attr.WORKER_IDENTITY)
         if isinstance(fields, dict):
-            try:
-                return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})._checked()
-            except (KeyError, TypeError):
-                return None
+            return cls.from_fields(fields)
         host, _, pid = str(trial.user_attrs.get(Attr.WORKER, "")).rpartition(":")
         return cls(host=host, pid=int(pid)) if host and pid.isdigit() else None
+
+    @classmethod
+    def from_fields(cls, fields: object) -> WorkerIdentity | None:
+        """The identity whose fields (`dataclasses.asdict`) a store holds, or None where they
+        are not one (the store's word: missing fields or other types)."""
+        if not isinstance(fields, dict):
+            return None
+        try:
+            return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})._checked()
+        except (KeyError, TypeError):
+            return None
 
     def record(self, trial: optuna.Trial) -> None:
         """Stores this identity in `trial`: `host:pid` to read, all of it to compare."""
