@@ -150,7 +150,10 @@ def _holds(study: optuna.Study, now: float | None = None) -> list[_Hold]:
         by = value.get("by")
         reader = by[:40] if isinstance(by, str) else "another command"
         who = WorkerIdentity.from_fields(value.get("reader"))
-        lapses = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
+        try:
+            lapses = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
+        except (OverflowError, ValueError, OSError):  # NaN, infinite, past the year 9999
+            continue
         why = f"being read by {reader}{f' ({who})' if who else ''}, held until {lapses:%H:%M} UTC"
         numbers = [n for n in trials if isinstance(n, int) and not isinstance(n, bool)]
         # A reader this machine can look up (the same host, boot and PID namespace) that ended.

@@ -333,6 +333,8 @@ def test_gc_keeps_what_a_reader_holds_until_it_is_released_or_lapses(tmp_path: P
     study.set_user_attr(f"{HOLD_ATTR_PREFIX}killed", {"trials": [1], "until": now - 1})
     study.set_user_attr(f"{HOLD_ATTR_PREFIX}alive", {"trials": [1, "2", True], "until": now + 60})
     study.set_user_attr(f"{HOLD_ATTR_PREFIX}junk", {"trials": 1, "until": now + 60})
+    for i, until in enumerate((float("inf"), float("nan"), 1e30)):  # no time: no hold
+        study.set_user_attr(f"{HOLD_ATTR_PREFIX}timeless{i}", {"trials": [2], "until": until})
     assert hold_readers(held_checkpoints(study)) == {1: "another command"}
     assert held_checkpoints(study, now=now + 61) == {}
 
