@@ -9,8 +9,9 @@ after each trial) or `hpo gc --keep N` deletes the checkpoints of all but:
 - trials that have not finished (a worker may be storing theirs right now),
 - trials whose checkpoints a command is reading right now (`holding`: `hpo ensemble`, `hpo
   export`, `hpo distill`, `Study.load_model`), until it is done or, if it was killed, for
-  `HOLD_S` (6 hours). A hold is a `reading:<id>` study attribute, deleted when released
-  (set to null where the store cannot delete one: a gRPC proxy).
+  `HOLD_S` (6 hours). A hold is a `reading:<process>-<slot>` study attribute, deleted when
+  released (set to null where the store cannot delete one, a gRPC proxy: the process's next
+  hold writes the same attribute, so a server reading many times leaves one, not thousands).
 
 Validation predictions stay (a few hundred KB each; an ensemble's pool reads them). What was
 removed, and why, is recorded in the study as one user attribute per collection (`gc:<when>`);
@@ -31,8 +32,10 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import re
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -90,6 +93,35 @@ _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 # What optuna.artifacts.upload_artifact names an artifact: a UUID.
 _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ID_ATTRS = (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
+
+
+class _HoldSlots:
+    """This process's hold attributes: a name drawn once per process (a forked child draws its
+    own) and a slot per hold open at once, the lowest free one reused once released."""
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Starts afresh (in a forked child: its parent's name and slots are not its own)."""
+        self.lock = threading.Lock()
+        self.process = ""
+        self.taken: set[int] = set()
+
+    def take(self) -> str:
+        with self.lock:
+            self.process = self.process or uuid.uuid4().hex[:12]
+            slot = min(set(range(len(self.taken) + 1)) - self.taken)
+            self.taken.add(slot)
+        return f"{HOLD_ATTR_PREFIX}{self.process}-{slot}"
+
+    def give_back(self, key: str) -> None:
+        with self.lock:
+            self.taken.discard(int(key.rpartition("-")[2]))
+
+
+_slots = _HoldSlots()
+os.register_at_fork(after_in_child=_slots.forget)
 
 
 @dataclass(frozen=True)
@@ -186,7 +218,7 @@ def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[di
     """
     from hpo.search.identity import WorkerIdentity
 
-    key = f"{HOLD_ATTR_PREFIX}{uuid.uuid4().hex[:12]}"
+    key = _slots.take()
     now = study_time(study)
     trials = sorted(set(numbers))
     record = {
@@ -206,6 +238,7 @@ def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[di
             by,
             driver_message(exc).splitlines()[0],
         )
+        _slots.give_back(key)
         key = ""
     try:
         yield removed_checkpoints(study)
@@ -213,6 +246,7 @@ def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[di
         if key:
             try:
                 _release(study, key)
+                _slots.give_back(key)
             except (SQLAlchemyError, StorageInternalError) as exc:
                 _log.warning(
                     "could not release %s's hold on %d checkpoint(s) (%s); hpo gc keeps them "

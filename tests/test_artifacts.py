@@ -339,6 +339,43 @@ def test_gc_keeps_what_a_reader_holds_until_it_is_released_or_lapses(tmp_path: P
     assert held_checkpoints(study, now=now + 61) == {}
 
 
+def test_a_process_that_reads_many_times_leaves_one_hold_record_where_none_can_be_deleted(
+    tmp_path: Path,
+) -> None:
+    # In memory, as through a gRPC proxy, a released hold cannot be deleted, only set to null:
+    # a server that loaded a model 50,000 times left 50,000 records, read by every collection.
+    study, store = _study_with_checkpoints(tmp_path, [0.9, 0.1, 0.2])
+
+    def records() -> dict[str, Any]:
+        return {k: v for k, v in study.user_attrs.items() if k.startswith(HOLD_ATTR_PREFIX)}
+
+    for _ in range(5):
+        with holding(study, [1], "Study.load_model"):
+            assert hold_readers(held_checkpoints(study)) == {1: "Study.load_model"}
+    assert list(records().values()) == [None]
+    with holding(study, [1], "hpo ensemble"), holding(study, [2], "hpo export"):
+        assert hold_readers(held_checkpoints(study)) == {1: "hpo ensemble", 2: "hpo export"}
+        assert sorted(collect_garbage(study, store, keep=1).removed) == []
+    assert len(records()) == 2 and not any(records().values())
+    assert sorted(collect_garbage(study, store, keep=1).removed) == [1, 2]
+    # A forked child's holds are its own: it never writes over its parent's.
+    forked = """
+import os, optuna
+from hpo.artifacts import holding
+study = optuna.create_study()
+with holding(study, [0], "parent"):
+    if os.fork() == 0:
+        with holding(study, [0], "child"):
+            print(*sorted(k for k, v in study.user_attrs.items() if v), flush=True)
+        os._exit(0)
+    os.wait()
+"""
+    run = subprocess.run([sys.executable, "-c", forked], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    keys = run.stdout.split()
+    assert len(keys) == 2 and len({key.rpartition("-")[0] for key in keys}) == 2, keys
+
+
 def test_a_reader_that_holds_between_a_collections_plan_and_record_keeps_its_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
