@@ -2126,6 +2126,83 @@ print("finished", summary.finished, "failed", summary.failed)
 """
 
 
+BY_PATH_SCRIPT = """
+# The hypermodel in a module loaded by its file's path, as Python's importlib docs show it:
+# no process started afresh can import "models_by_path".
+import importlib.util
+import sys
+
+import numpy as np
+
+import hpo
+
+spec = importlib.util.spec_from_file_location("models_by_path", "src/models.py")
+models = importlib.util.module_from_spec(spec)
+sys.modules["models_by_path"] = models
+spec.loader.exec_module(models)
+
+x = np.random.default_rng(0).normal(size=(240, 4)).astype("float32")
+y = (x[:, 0] > 0).astype("int64")
+tuner = hpo.Tuner(models.build_model, max_trials=2, directory=".", project_name="p")
+summary = tuner.search(x, y, validation_split=0.25, epochs=2, verbose=0)
+print("finished", summary.finished, "failed", summary.failed)
+print("best", tuner.get_best_models(1)[0].predict(x[:3], verbose=0).shape)
+print("exported", tuner.ensemble(top=2).export("ensemble.keras"))
+# The user's own pickling of the module is left as it was: by reference.
+print("by reference", len(__import__("cloudpickle").dumps(models.build_model)) < 200)
+"""
+
+BY_PATH_MODULE = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="mine")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+class Shift(keras.layers.Layer):  # not registered, as KerasTuner's examples write layers
+    def call(self, x):
+        return x + 0.1
+
+
+def build_model(hp):
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(hp.Int("units", 4, 8, step=4), activation="relu"),
+        Scale(),
+        Shift(),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    return model
+"""
+
+
+@pytest.mark.slow
+def test_a_hypermodel_from_a_module_loaded_by_its_path_searches_and_exports(
+    tmp_path: Path,
+) -> None:
+    # Its trials died with "ModuleNotFoundError: No module named 'models_by_path'".
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "models.py").write_text(BY_PATH_MODULE)
+    printed = run_user_script(tmp_path, BY_PATH_SCRIPT, timeout=600).splitlines()
+    assert printed == [
+        "finished 2 failed 0",
+        "best (3, 1)",
+        "exported ensemble.keras",
+        "by reference True",
+    ]
+
+
 def test_a_script_read_from_standard_input_searches_as_a_notebook_does(tmp_path: Path) -> None:
     """`python - < search.py`: `__main__` has a file name but no file, which multiprocessing
     would have each trial process run again (it died before starting). Like a notebook's, that

@@ -32,6 +32,7 @@ __all__ = [
     "accept_base_arguments",
     "complete_config",
     "load_families",
+    "modules_loaded_by_path",
     "record_model_arguments",
     "register_user_objects",
     "uses_user_classes",
@@ -242,6 +243,44 @@ def _other_bases(keras: Any) -> list[type]:
 _INSTALLED: tuple[str, ...] = ()
 # Module name -> whether it is the user's, for the module objects seen so far.
 _SEEN: dict[str, tuple[Any, bool]] = {}
+
+
+def modules_loaded_by_path() -> list[Any]:
+    """The user's modules that another process could not import by name: loaded from a file by
+    path (`importlib.util.spec_from_file_location`, put in `sys.modules` as Python's docs show)
+    under a name that nothing on the import path finds, or finds as another file. What they
+    define must travel to the trials' processes by value, as what `__main__` defines does."""
+    verdicts: dict[str, bool] = {}
+    loaded = []
+    for name, module in list(sys.modules.items()):
+        if name == "__main__" or not _is_user_module(module):
+            continue
+        top = name.partition(".")[0]
+        if top not in verdicts:
+            verdicts[top] = _importable(top)
+        if not verdicts[top]:
+            loaded.append(module)
+    return loaded
+
+
+def _importable(name: str) -> bool:
+    """Whether a fresh process would import the top-level module `name` as the one loaded here:
+    the import system's finders find it, as the same file (they do not read `sys.modules`)."""
+    here = getattr(sys.modules.get(name), "__file__", None)
+    for finder in sys.meta_path:
+        try:
+            spec = finder.find_spec(name, None)
+        except Exception:  # a finder of some other tool's, which this name is not for
+            continue
+        if spec is not None:
+            origin = spec.origin if spec.has_location else None
+            if here is None or origin is None:
+                return True
+            try:
+                return os.path.samefile(origin, here)
+            except OSError:  # the file loaded here is gone: no process can import it now
+                return False
+    return False
 
 
 def _is_user_module(module: Any) -> bool:

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from hpo.errors import ConfigError
-from hpo.models.external import register_user_objects
+from hpo.models.external import modules_loaded_by_path, register_user_objects
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
     from hpo.models.hypermodel import HyperModelFamily
 
@@ -97,7 +97,9 @@ class PortableHypermodel:
         self.fit_defaults = dict(fit_defaults or {})
         self.overrides = dict(overrides or {})
         register_user_objects()
-        self.custom_objects = main_custom_objects()
+        # Modules loaded by file path, which a trial's process cannot import: sent by value.
+        self._by_value = [m for m in modules_loaded_by_path() if not _pickled_by_value(m)]
+        self.custom_objects = main_custom_objects({m.__name__ for m in self._by_value})
         # As the user's session set them (a notebook's keras.config.set_image_data_format):
         # the trial's process, which never ran that code, builds the models under them too.
         self.keras_settings = keras_settings()
@@ -206,13 +208,20 @@ class PortableHypermodel:
             functions,
             self.keras_settings,
         )
-        return pickle.dumps((bytes(cloudpickle.dumps(classes)), bytes(cloudpickle.dumps(rest))))
+        for module in self._by_value:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            return pickle.dumps((bytes(cloudpickle.dumps(classes)), bytes(cloudpickle.dumps(rest))))
+        finally:  # for this pickle only: the user's own pickling of them stays as it was
+            for module in self._by_value:
+                cloudpickle.unregister_pickle_by_value(module)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "payload": self._payload}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.spec, self._payload = state["name"], state["spec"], state["payload"]
+        self._by_value = []
         first, rest = pickle.loads(self._payload)
         classes = cloudpickle.loads(first)
         register_custom_objects(classes)
@@ -295,16 +304,17 @@ def apply_keras_settings(settings: Mapping[str, Any]) -> None:
             getattr(keras.config, f"set_{name}")(value)
 
 
-def main_custom_objects() -> dict[str, Any]:
-    """The Keras objects that `__main__` (a notebook or a script) registered, by registered
-    name: what a trial's process must register again (`register_custom_objects`)."""
+def main_custom_objects(modules: Collection[str] = ()) -> dict[str, Any]:
+    """The Keras objects that `__main__` (a notebook or a script) registered, and those of
+    `modules`, by registered name: what a trial's process must register again
+    (`register_custom_objects`)."""
     keras = sys.modules.get("keras")
     if keras is None:  # nothing can have been registered yet
         return {}
     return {
         name: obj
         for name, obj in keras.saving.get_custom_objects().items()
-        if getattr(obj, "__module__", None) == _MAIN
+        if getattr(obj, "__module__", None) in {_MAIN, *modules}
     }
 
 
@@ -343,6 +353,14 @@ class _Recorder(cloudpickle.Pickler):
         if inspect.isfunction(obj):
             self.functions.add(id(obj))
         return super().reducer_override(obj)
+
+
+def _pickled_by_value(module: Any) -> bool:
+    """Whether the user registered `module` with cloudpickle to be pickled by value already."""
+    try:
+        return bool(cloudpickle.cloudpickle._is_registered_pickle_by_value(module))
+    except AttributeError:  # a cloudpickle without it: registering again is harmless
+        return False
 
 
 def _unpicklable(obj: Any) -> str:

@@ -7,6 +7,7 @@ helper module's do.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,16 @@ import numpy as np
 from keras import layers
 
 from hpo.contract import load_keras_file
-from hpo.models.external import register_user_objects, uses_user_classes
+from hpo.models.external import (
+    modules_loaded_by_path,
+    register_user_objects,
+    uses_user_classes,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
 
 def _round_trip(model: keras.Model, path: Path) -> keras.Model:
@@ -275,3 +282,31 @@ def test_a_subclassed_model_made_after_registration_loads_back_with_its_argument
     assert loaded.hidden.units == 4
     assert loaded.hidden.activation is keras.activations.tanh
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_modules_loaded_by_path_are_those_no_fresh_process_would_import_as_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "helpers_here.py").write_text("WHICH = 'on the path'\n")
+    (tmp_path / "importable_mod.py").write_text("WHICH = 'on the path'\n")
+    for name in ("nowhere_mod", "helpers_here"):
+        (tmp_path / "src" / f"{name}.py").write_text("WHICH = 'by path'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load(name: str, file: Path) -> object:
+        spec = importlib.util.spec_from_file_location(name, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    nowhere = load("nowhere_mod", tmp_path / "src" / "nowhere_mod.py")
+    # Found on the path, but as another file than the one loaded under that name.
+    shadowed = load("helpers_here", tmp_path / "src" / "helpers_here.py")
+    importable = load("importable_mod", tmp_path / "importable_mod.py")
+    found = modules_loaded_by_path()
+    assert nowhere in found and shadowed in found
+    assert importable not in found
+    assert not any(m.__name__ in {"__main__", "hpo", "keras", "numpy"} for m in found)
