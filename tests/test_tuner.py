@@ -323,7 +323,7 @@ if __name__ == "__main__":
 """
 
 
-def _two_input_hypermodel() -> Callable[[Any], Any]:
+def _two_input_hypermodel(*, as_list: bool = False) -> Callable[[Any], Any]:
     def build_model(hp: Any) -> Any:
         import keras
         from keras import layers
@@ -333,7 +333,8 @@ def _two_input_hypermodel() -> Callable[[Any], Any]:
         words = layers.GlobalAveragePooling1D()(layers.Embedding(20, 8)(tokens))
         hidden = layers.Dense(hp.Choice("units", [8, 16]), activation="relu")(numbers)
         joined = layers.Concatenate()([words, hidden])
-        model = keras.Model({"tokens": tokens, "numbers": numbers}, layers.Dense(2)(joined))
+        inputs = [tokens, numbers] if as_list else {"tokens": tokens, "numbers": numbers}
+        model = keras.Model(inputs, layers.Dense(2)(joined))
         model.compile(
             optimizer=keras.optimizers.Adam(0.01),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -406,6 +407,33 @@ def test_a_model_of_several_inputs_searches_ensembles_and_exports_taking_them_as
     monkeypatch.setattr("hpo.ensemble.in_memory.check_export", disagrees)
     with pytest.raises(HpoError, match="class of yours whose code changed since they trained"):
         ensemble.export(tmp_path / "changed")
+
+
+@pytest.mark.slow
+def test_inputs_searched_as_a_list_are_also_taken_by_the_names_the_model_gives_them(
+    tmp_path: Path,
+) -> None:
+    # The export's inputs were `input_0` and `input_1`, and a dict keyed by the model's own
+    # input names, which Keras takes, was refused.
+    def as_list(x: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [x["tokens"], x["numbers"]]
+
+    (x, y), (x_val, y_val), (x_test, _) = (_two_inputs(n, seed) for n, seed in ((300, 0),) * 3)
+    hypermodel = _two_input_hypermodel(as_list=True)
+    tuner = hpo.Tuner(hypermodel, max_trials=2, directory=tmp_path, seed=0)
+    tuner.search(as_list(x), y, validation_data=(as_list(x_val), y_val), epochs=1, verbose=0)
+    ensemble = tuner.ensemble(top=2)
+    probabilities = ensemble.predict(as_list(x_test))
+    by_name = {"numbers": x_test["numbers"], "tokens": x_test["tokens"]}
+    np.testing.assert_allclose(ensemble.predict(by_name), probabilities, atol=1e-6)
+    path = ensemble.export(tmp_path / "ensemble.keras")
+    exported = hpo.load_model(path)
+    assert [t.name for t in exported.inputs] == ["tokens", "numbers"]
+    for given in (by_name, as_list(x_test)):
+        predicted = exported.predict(given, verbose=0).ravel()
+        np.testing.assert_allclose(predicted, probabilities, atol=1e-5)
+    with pytest.raises(DataError, match=r"a dict of inputs .*the search's were a list"):
+        ensemble.predict({"words": x_test["tokens"], "numbers": x_test["numbers"]})
 
 
 @pytest.mark.slow

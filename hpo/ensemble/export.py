@@ -37,6 +37,7 @@ __all__ = [
     "export_ensemble",
     "export_model",
     "exported_members",
+    "input_names",
     "takes_text",
     "write_tokenizer",
 ]
@@ -50,6 +51,8 @@ TEMPERATURE_LAYER = "temperature"
 TOKENIZER_NAME = "tokenizer.json"
 EXPORT_CHECK_EXAMPLES = 512
 EXPORT_TOLERANCE = 1e-5
+# The names Keras gives an input that its code did not name.
+_AUTOMATIC_NAME = re.compile(r"(keras_tensor|input_layer|input)(_\d+)?")
 
 
 def export_ensemble(
@@ -77,7 +80,8 @@ def export_ensemble(
     # Its own layers in float32 whatever this process's dtype policy or floatx (a session's
     # mixed bfloat16, a keras.json's float16): the members keep the precision they trained in.
     with global_policy("float32"):
-        inputs = task.raw_input(data_folder)
+        used = [model for model, weight in zip(models, weights, strict=True) if weight > 0]
+        inputs = _named(task.raw_input(data_folder), input_names(used))
         preprocessed: dict[Any, Any] = {}
         outputs = []
         for member, model, weight in zip(members, models, weights, strict=True):
@@ -108,9 +112,40 @@ def export_model(
     import keras
 
     with global_policy("float32"):  # as `export_ensemble`'s own layers
-        inputs = task.raw_input(data_folder)
+        inputs = _named(task.raw_input(data_folder), input_names([model]))
         x = _preprocess(task, data_folder, params, inputs, {})
         return keras.Model(inputs, model(x), name=name)
+
+
+def input_names(models: Sequence[keras.Model]) -> list[str] | None:
+    """The names every one of `models` gives its inputs in its own code (`keras.Input(name=...)`,
+    under any layer hpo put on top), where it takes several and all name them alike; else None.
+
+    A search given its inputs as a list names them by position (`input_0`, ...); an export takes
+    the models' own names instead, so that a dict keyed by them works, as it does for the model.
+    """
+    from hpo.training.interface import members_model
+
+    agreed: list[str] | None = None
+    for model in models:
+        names = [str(getattr(t, "name", "")) for t in members_model(model).inputs]
+        named = len(names) > 1 and not any(_AUTOMATIC_NAME.fullmatch(n) for n in names)
+        if not named or len(set(names)) < len(names) or agreed not in (None, names):
+            return None
+        agreed = names
+    return agreed
+
+
+def _named(inputs: Any, names: list[str] | None) -> Any:
+    """`inputs` (a task's raw inputs); a list of them renamed `names`, one name each."""
+    if names is None or not isinstance(inputs, list) or len(inputs) != len(names):
+        return inputs
+    import keras
+
+    return [
+        keras.Input(shape=given.shape[1:], dtype=given.dtype, name=name)
+        for given, name in zip(inputs, names, strict=True)
+    ]
 
 
 def _preprocess(

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +19,14 @@ from hpo.contract import Attr
 from hpo.data.in_memory import labels_or_targets, read_batches
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
 from hpo.ensemble.calibration import temperature_slope
-from hpo.ensemble.export import EXPORT_NAME, check_export
+from hpo.ensemble.export import EXPORT_NAME, check_export, input_names
 from hpo.ensemble.regression import FittedRegression, fit_regression, is_regression
 from hpo.ensemble.weighting import ensemble_arguments
 from hpo.errors import ConfigError, DataError, HpoError
 from hpo.training.interface import tolerance
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     import keras
 
@@ -252,13 +253,19 @@ class Ensemble:
 
     def _inputs(self, x: Any) -> np.ndarray:
         from hpo.data.in_memory import input_array, is_dataset, read_inputs
-        from hpo.data.inputs import describe, input_specs, packed
+        from hpo.data.inputs import describe, given_as_list, input_specs, packed
 
         if is_dataset(x):
             x = read_inputs(x, "x")
         expected = self._fitted.task.trial_data(
             self._fitted.data_folder, self._fitted.members[0].trial.params
         ).x_train
+        if isinstance(x, Mapping) and given_as_list(expected):
+            # A search given a list, asked by the names the models give their inputs (which
+            # the export takes): in the models' order.
+            names = input_names([member.model for member in self._fitted.members])
+            if names is not None and set(x) == set(names):
+                x = [x[name] for name in names]
         examples = None  # a list of arrays: the search's several inputs, or else rows
         if isinstance(x, (list, tuple)) and x and getattr(x[0], "ndim", 0) > 0:
             examples = len(x[0]) if packed(expected) else len(x)

@@ -719,13 +719,14 @@ def members_model(member: keras.Model) -> keras.Model:
 
     from hpo.models._outputs import Probabilities
 
-    layers = member.layers
+    # After its inputs (one, or one per input of a model of several), the two layers.
+    layers = [x for x in member.layers if not isinstance(x, keras.layers.InputLayer)]
     if (
-        len(layers) == 3
-        and isinstance(layers[1], keras.Model)
-        and isinstance(layers[2], Probabilities)
+        len(layers) == 2
+        and isinstance(layers[0], keras.Model)
+        and isinstance(layers[1], Probabilities)
     ):
-        return layers[1]
+        return layers[0]
     return member
 
 
