@@ -422,6 +422,11 @@ def test_inputs_searched_as_a_list_are_also_taken_by_the_names_the_model_gives_t
     hypermodel = _two_input_hypermodel(as_list=True)
     tuner = hpo.Tuner(hypermodel, max_trials=2, directory=tmp_path, seed=0)
     tuner.search(as_list(x), y, validation_data=(as_list(x_val), y_val), epochs=1, verbose=0)
+    # The model as the hypermodel builds it (logits), not the stored one with a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [best] = tuner.get_best_models(1)
+    assert best.predict(as_list(x_test), verbose=0).shape == (300, 2)
     ensemble = tuner.ensemble(top=2)
     probabilities = ensemble.predict(as_list(x_test))
     by_name = {"numbers": x_test["numbers"], "tokens": x_test["tokens"]}
