@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
-from hpo.data.inputs import describe, packed, tensors
+from hpo.data.inputs import describe, model_inputs, packed, tensors
 from hpo.ensemble.export import (
     EXPORT_CHECK_EXAMPLES,
     EXPORT_NAME,
@@ -117,9 +117,15 @@ import tensorflow as tf
 
 runtime = set(sys.modules)
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-(name,) = serve.structured_input_signature[1]
-outputs = serve(**{name: tf.constant(np.load(sys.argv[2], allow_pickle=False))})
+names = sorted(serve.structured_input_signature[1])
+given = np.load(sys.argv[2], allow_pickle=False)
+if sys.argv[2].endswith(".npz"):  # a model of several inputs: one array an input, by name
+    feed = {name: tf.constant(given[name]) for name in names}
+else:
+    feed = {names[0]: tf.constant(given)}
+outputs = serve(**feed)
 np.save(sys.argv[3], next(iter(outputs.values())).numpy())
+name = ", ".join(names)
 """
     + IMPORTED
 )
@@ -198,19 +204,19 @@ def write_exports(
         level (as `hpo predict` reads them), and `saved_model`, `onnx` and `litert` entries.
 
     Raises:
-        ConfigError: A served format (SavedModel, ONNX, LiteRT) of a model of several inputs.
+        ConfigError: ONNX or LiteRT of a model of several inputs.
         HpoError: An export does not load, imports hpo or Keras, or disagrees.
     """
     from hpo.ensemble.litert_export import LITERT_NAME, export_litert
     from hpo.ensemble.onnx_export import ONNX_NAME, export_onnx
 
     formats = set(formats)
-    served = sorted(f.value for f in formats - {Format.KERAS})
-    if served and packed(reference.raw):
+    converted = sorted(f.value for f in formats & {Format.ONNX, Format.LITERT})
+    if converted and packed(reference.raw):
         raise ConfigError(
-            f"--format {' '.join(served)}: the models take {describe(reference.raw)}, and hpo "
-            f"exports a model of several inputs as .keras only (--format keras); load it with "
-            f"hpo.load_model and export it from Keras (model.export) with a signature of your own."
+            f"--format {' '.join(converted)}: the models take {describe(reference.raw)}, and hpo "
+            f"exports a model of several inputs as keras and savedmodel only (--format keras "
+            f"savedmodel); load it with hpo.load_model and convert it yourself."
         )
     entry: dict[str, Any] = {}
     if Format.KERAS in formats:
@@ -346,7 +352,12 @@ def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -
     model = inference_model(model)
     model.export(str(folder), format="tf_saved_model", verbose=False)
     checked = check_served(
-        _SERVE_SAVED_MODEL, folder, reference.inputs_for(model), reference, "the SavedModel"
+        _SERVE_SAVED_MODEL,
+        folder,
+        reference.inputs_for(model),
+        reference,
+        "the SavedModel",
+        names=[given.name for given in model.inputs],
     )
     tokens = reference.tokens is not None and not takes_text(model)
     entry = {
@@ -376,8 +387,10 @@ def inference_model(model: keras.Model) -> keras.Model:
     """
     import keras
 
-    given = model.inputs[0]
-    inputs = keras.Input(shape=given.shape[1:], dtype=given.dtype, name=given.name)
+    inputs = keras.tree.map_structure(
+        lambda given: keras.Input(shape=given.shape[1:], dtype=given.dtype, name=given.name),
+        model.input,  # one input, or the list or dict of several
+    )
     return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
@@ -388,12 +401,15 @@ def check_served(
     reference: Reference,
     what: str,
     forbidden: tuple[str, ...] = FORBIDDEN,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Serves rows of every class with `script` in a fresh Python process and compares.
 
     `script` runs as `python -c script ARTIFACT INPUTS.npy OUTPUTS.npy PACKAGE...`: it loads
     the artifact, writes its outputs for the inputs, and ends with `IMPORTED`, which prints
-    the input's name and which of the named packages it imported.
+    the input's name and which of the named packages it imported. Several inputs (`inputs`
+    packed) go as `INPUTS.npz`, one array each, named `names`: the model's input names, in
+    its order (a list's inputs are given in that order; a dict's by name).
 
     Returns:
         The input's name and `compare_rows`'s summary.
@@ -407,7 +423,12 @@ def check_served(
         batch = np.asarray([str(text) for text in batch])  # unicode, saved without pickle
     with tempfile.TemporaryDirectory(prefix="hpo-serve-") as scratch:
         given, served = Path(scratch) / "inputs.npy", Path(scratch) / "outputs.npy"
-        np.save(given, batch, allow_pickle=False)
+        if packed(batch):
+            given = given.with_suffix(".npz")
+            arrays: dict[str, Any] = _by_input_name(batch, names)  # no object arrays: no pickle
+            np.savez(given, **arrays)
+        else:
+            np.save(given, batch, allow_pickle=False)
         # A fresh process in an empty folder, as a server starts.
         command = [sys.executable, "-c", script, str(artifact.resolve()), str(given), str(served)]
         run = subprocess.run(
@@ -435,6 +456,17 @@ def check_served(
         what,
     )
     return {"input": info["input"], **summary}
+
+
+def _by_input_name(batch: np.ndarray, names: list[str] | None) -> dict[str, np.ndarray]:
+    """Rows of several inputs (`packed`) as one array an input, keyed by the model's input
+    names: a list's in their order, a dict's by its own names."""
+    arrays = model_inputs(batch)
+    if isinstance(arrays, dict):
+        return arrays
+    if names is None or len(names) != len(arrays):
+        raise HpoError(f"the export takes inputs {names}, and the rows hold {len(arrays)}")
+    return dict(zip(names, arrays, strict=True))
 
 
 def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_ALL) -> list[str]:
