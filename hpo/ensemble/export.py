@@ -128,7 +128,10 @@ def input_names(models: Sequence[keras.Model]) -> list[str] | None:
 
     agreed: list[str] | None = None
     for model in models:
-        names = [str(getattr(t, "name", "")) for t in members_model(model).inputs]
+        try:
+            names = [str(getattr(t, "name", "")) for t in members_model(model).inputs or ()]
+        except (AttributeError, ValueError):  # a subclassed model: it keeps no inputs
+            return None
         named = len(names) > 1 and not any(_AUTOMATIC_NAME.fullmatch(n) for n in names)
         if not named or len(set(names)) < len(names) or agreed not in (None, names):
             return None
