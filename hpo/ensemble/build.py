@@ -50,10 +50,10 @@ from hpo.errors import ConfigError, StoreError
 from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import study_task
-from hpo.training.interface import Padding, tolerance
+from hpo.training.interface import PROBE_ROWS, Padding, model_precision, tolerance
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     import keras
     import optuna
@@ -62,7 +62,12 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
-from hpo.ensemble.export import export_ensemble, keras_config_backend, write_tokenizer
+from hpo.ensemble.export import (
+    check_rows,
+    export_ensemble,
+    keras_config_backend,
+    write_tokenizer,
+)
 
 __all__ = [
     "DEFAULT_POOL",
@@ -308,7 +313,14 @@ def fit_ensemble(
                 " whose checkpoint hpo gc kept" if removed_checkpoints(study) else "",
             )
         candidates, store, y_val = opened.candidates, opened.store, opened.y_val
-        members, kept, failed = _choose(candidates, store, scratch, y_val, top, method, calibrate)
+        rows = check_rows(y_val, PROBE_ROWS)
+
+        def verify(member: Member) -> None:
+            verify_member(opened.task, opened.data_folder, member, rows)
+
+        members, kept, failed = _choose(
+            candidates, store, scratch, y_val, top, method, calibrate, verify
+        )
         if held is not None:  # before the pool's hold ends
             held.enter_context(holding(study, [m.trial.number for m in members], "hpo ensemble"))
     return FittedEnsemble(
@@ -426,12 +438,14 @@ def _choose(
     top: int,
     method: Method,
     calibrate: bool,
+    verify: Callable[[Member], None],
 ) -> tuple[list[Member], Choice, list[dict[str, Any]]]:
     """The members the kept ensemble and the plain one use, loaded, the choice over them, and
     the trials skipped because their checkpoint failed.
 
-    A member whose checkpoint does not verify or load leaves the pool, and the choice is made
-    again without it (the next best trial then joins the plain top ensemble).
+    A member whose checkpoint does not verify or load, or whose model no longer predicts what
+    its trial recorded (`verify`), leaves the pool, and the choice is made again without it
+    (the next best trial then joins the plain top ensemble).
     """
     loaded: dict[int, Member] = {}
     skipped: list[dict[str, Any]] = []
@@ -445,7 +459,9 @@ def _choose(
             for index in used:
                 candidate = candidates[index]
                 if candidate.trial.number not in loaded:
-                    loaded[candidate.trial.number] = load_member(candidate, store, folder)
+                    member = load_member(candidate, store, folder)
+                    verify(member)
+                    loaded[candidate.trial.number] = member
         except CheckpointError as exc:
             skip(skipped, candidate.trial, exc)
             candidates.remove(candidate)
@@ -460,6 +476,38 @@ def _choose(
         f"ensemble to build (the warnings above give each reason). The best one: "
         f"{best['reason']}"
     )
+
+
+def verify_member(task: Task, data_folder: Path, member: Member, rows: np.ndarray) -> None:
+    """Checks that the loaded member predicts, on validation `rows`, what its trial recorded
+    (its stored validation predictions, which the ensemble's weights are fitted on).
+
+    A checkpoint names its classes and is built with the code loaded now: a layer, model or
+    family module of the user's that changed since the trial (a notebook cell run again,
+    `%autoreload`, an edited file) loads, and computes something else.
+
+    Raises:
+        CheckpointError: It predicts otherwise (beyond its precision's tolerance).
+    """
+    x_val = task.trial_data(data_folder, member.trial.params).x_val
+    got = predict_member(task, member.model, x_val[rows], member.trial)
+    expected = np.asarray(member.val_predictions[rows], dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64).reshape(expected.shape)
+    # Ten times what two computations of one prediction may differ by (a half-precision model
+    # batched otherwise than in its trial), on the values' own scale for regression targets.
+    allowed = 10 * tolerance(model_precision(member.model)) * np.maximum(1.0, np.abs(expected))
+    gaps = np.abs(got - expected)
+    bad = ~(gaps <= allowed)  # NaN included
+    if bad.any():
+        worst = int(np.argmax(np.where(bad, gaps / allowed, -1).reshape(len(rows), -1).max(1)))
+        raise CheckpointError(
+            f"trial {member.trial.number}'s model, loaded, no longer predicts what its trial "
+            f"recorded: on validation example {int(rows[worst])} it gives "
+            f"{np.ravel(got[worst])[:3]} against {np.ravel(expected[worst])[:3]}. The likeliest "
+            f"cause is a layer, model or family module of yours whose code changed since the "
+            f"trial trained (a notebook cell run again, %autoreload, an edited file): run this "
+            f"with the code as the trials had it, or search again in a new study"
+        )
 
 
 def stacked_predictions(task: Task, members: Sequence[Member], x: np.ndarray) -> np.ndarray:

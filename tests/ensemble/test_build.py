@@ -473,6 +473,37 @@ def test_changed_validation_predictions_are_skipped(study_copy: Path, tmp_path: 
     assert f"its validation predictions file {artifact} has SHA-256" in reason
 
 
+def test_a_member_whose_code_changed_since_its_trial_is_skipped_naming_the_cause(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a layer class of the user's redefined since (a notebook cell run again): the
+    # checkpoint loads, and its model computes something else than the trial's did.
+    from hpo.ensemble import build as hpo_build
+
+    config, study = open_study(study_copy, None, None)
+    ranked = ranked_trials(study)
+    best = ranked[0]
+    loading = hpo_build.load_member
+
+    def changed(candidate, store, folder):  # type: ignore[no-untyped-def]
+        member = loading(candidate, store, folder)
+        if candidate.trial.number == best.number:
+            last = member.model.weights[-1]
+            last.assign(last.numpy() + 1.0)
+        return member
+
+    monkeypatch.setattr(hpo_build, "load_member", changed)
+    report = build_ensemble(
+        config, study, top=2, method=Method.UNIFORM, out_dir=tmp_path / "o"
+    ).report
+    assert best.number not in [m["trial"] for m in report["members"]]
+    assert [m["trial"] for m in report["members"][:2]] == [ranked[1].number, ranked[2].number]
+    assert [s["trial"] for s in report["skipped"]] == [best.number]
+    reason = report["skipped"][0]["reason"]
+    assert f"trial {best.number}'s model, loaded, no longer predicts what its trial" in reason
+    assert "whose code changed since the trial trained" in reason
+
+
 def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: Path) -> None:
     import warnings
     import zipfile
