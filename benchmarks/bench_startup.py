@@ -34,10 +34,10 @@ from typing import Any
 
 from _common import write_json
 
-from hpo.training.isolation import PRELOAD
+from hpo.training.isolation import STORE_PRELOAD, server_preload
 
-# The fork server's preload on TensorFlow, in its order (`hpo.training.isolation._context`).
-SERVER_PRELOAD = [PRELOAD[0], "tensorflow", *PRELOAD[1:]]
+# The fork server's preload on TensorFlow, in its order, without the store's modules.
+SERVER_PRELOAD = [m for m in server_preload("tensorflow") if m not in STORE_PRELOAD]
 # Optional packages whose loading each arm reports, besides those it hides or adds.
 WATCHED = ["sklearn", "jax", "ml_dtypes", "IPython"]
 

@@ -40,6 +40,7 @@ __all__ = [
     "die_with",
     "process_alive",
     "process_identity",
+    "server_preload",
     "start_process",
 ]
 
@@ -103,6 +104,19 @@ def start_process(process: multiprocessing.process.BaseProcess) -> None:
     while the child starts, so that the child runs nothing of it (hpo sends what a trial needs
     of it, the hypermodel and the classes it registered, by value).
     """
+    try:
+        _start(process)
+    except EOFError as exc:  # multiprocessing.forkserver: the server closed before answering
+        raise TrialProcessDied(
+            "the fork server that starts the trial processes died before starting one: a "
+            "native library crashed while it imported what it preloads (Keras, its backend, "
+            "TensorFlow). Run again with PYTHONFAULTHANDLER=1 and --verbose (HPO_VERBOSE=1) "
+            f"to see where; {START_METHOD_VAR}=spawn starts each trial afresh, without the "
+            "server."
+        ) from exc
+
+
+def _start(process: multiprocessing.process.BaseProcess) -> None:
     main = sys.modules.get("__main__")
     if main is None or not main_hidden_from_children():
         process.start()
@@ -271,12 +285,28 @@ def _context(
         # The server reads KERAS_BACKEND from this process's environment when it starts (the
         # search or ensemble that starts it puts the caller's back: `callers_environment`).
         os.environ["KERAS_BACKEND"] = backend
-        # The backend's own package (tensorflow, jax, torch) first, as Keras imports it anyway.
-        others = [] if backend == "tensorflow" else OTHER_BACKEND_PRELOAD
-        preload = [PRELOAD[0], backend, *others, *PRELOAD[1:], *STORE_PRELOAD]
-        context.set_forkserver_preload(preload)
+        context.set_forkserver_preload(server_preload(backend))
         _server_backend = backend
     return context
+
+
+def server_preload(backend: str) -> list[str]:
+    """What the fork server of a study on `backend` imports, in the order a user's process
+    imports it: the backend's own package (tensorflow, jax, torch) first, as Keras imports it
+    anyway; then Keras; then, off TensorFlow, TensorFlow. Keras on PyTorch's CUDA build imports
+    Triton (through torch._dynamo), and Triton imported after TensorFlow kills the process with
+    a segmentation fault (torch 2.13.0+cu130, TensorFlow 2.21): with TensorFlow first, the
+    server died before its first trial."""
+    others = [] if backend == "tensorflow" else OTHER_BACKEND_PRELOAD
+    after_keras = PRELOAD.index("keras") + 1
+    return [
+        PRELOAD[0],
+        backend,
+        *PRELOAD[1:after_keras],
+        *others,
+        *PRELOAD[after_keras:],
+        *STORE_PRELOAD,
+    ]
 
 
 def _describe_exit(code: int | None) -> str:

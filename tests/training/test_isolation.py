@@ -70,6 +70,43 @@ def test_a_child_starts_with_what_its_study_store_connection_imports() -> None:
     assert call_isolated(loaded, wanted, env={"KERAS_BACKEND": backend}) == wanted
 
 
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_the_fork_server_imports_tensorflow_after_keras_as_a_users_process_does(
+    backend: str,
+) -> None:
+    # PyTorch's CUDA build: Keras imports Triton, which crashes a process that imported
+    # TensorFlow before it; with TensorFlow preloaded first the server died at once.
+    preload = isolation.server_preload(backend)
+    assert preload[:2] == ["hpo._quiet", backend]
+    assert preload.index("keras") < preload.index("tensorflow")
+    assert isolation.server_preload("tensorflow").count("tensorflow") == 1
+
+
+def test_a_fork_server_that_dies_while_it_preloads_is_named_with_the_way_out(
+    tmp_path: Path,
+) -> None:
+    # It raised multiprocessing's bare "EOFError: unexpected EOF" in every trial.
+    (tmp_path / "crashes_on_import.py").write_text("import os\nos.abort()\n")
+    script = """
+from hpo.training import isolation
+isolation.server_preload = lambda backend: ["crashes_on_import"]
+try:
+    isolation.call_isolated(abs, -1)
+except isolation.TrialProcessDied as exc:
+    print(exc)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": f"{Path(__file__).resolve().parents[2]}:{tmp_path}"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "the fork server that starts the trial processes died" in run.stdout
+    assert "HPO_START_METHOD=spawn" in run.stdout
+
+
 def test_returns_the_result_from_another_process(tmp_path: Path) -> None:
     log = tmp_path / "child.log"
     value, pid = call_isolated(square_in_child, 7, log_path=log)
