@@ -183,7 +183,7 @@ def _holds(study: optuna.Study, now: float | None = None) -> list[_Hold]:
         reader = by[:40] if isinstance(by, str) else "another command"
         who = WorkerIdentity.from_fields(value.get("reader"))
         try:
-            lapses = datetime.datetime.fromtimestamp(until, datetime.timezone.utc)
+            lapses = datetime.datetime.fromtimestamp(until, datetime.UTC)
         except (OverflowError, ValueError, OSError):  # NaN, infinite, past the year 9999
             continue
         why = f"being read by {reader}{f' ({who})' if who else ''}, held until {lapses:%H:%M} UTC"
@@ -225,7 +225,7 @@ def holding(study: optuna.Study, numbers: Iterable[int], by: str) -> Iterator[di
         "trials": trials,
         "by": by,
         "reader": dataclasses.asdict(WorkerIdentity.current()),
-        "at": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat("T", "seconds"),
+        "at": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat("T", "seconds"),
         "until": now + HOLD_S,
     }
     try:
@@ -391,7 +391,7 @@ def collect_garbage(
         _tidy_holds(study)
     if dry_run or not removed:
         return Collection(kept, removed, _freed(store, [*doomed, *left]))
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     key = f"{GC_ATTR_PREFIX}{when}:{uuid.uuid4().hex[:6]}"
     if doomed:
         study.set_user_attr(key, {"keep": keep, "at": when, "removed": _numbered(doomed, why)})

@@ -7,7 +7,7 @@ import difflib
 import enum
 import logging
 import re
-import sys
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,11 +22,6 @@ from hpo.precision import Precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "KNOWN_DIRECTIONS",

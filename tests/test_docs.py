@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,11 +33,6 @@ from hpo.config import _DERIVED as DERIVED_KEYS  # set by the code, never by a s
 from hpo.config import StudyConfig, load_study_config
 from hpo.study import search_space
 from hpo.tasks import get_task
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -65,7 +65,7 @@ def distill_report(
         "storage": redact_url(config.storage_url),
         "task": config.task,
         "ensemble_dir": str(ensemble_dir),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "student": {
             "family": params["family"],
             "chosen": chosen,

@@ -105,7 +105,7 @@ def build_report(
             "fallback": choice.pool.fallback,
             "cross_fitted_val_log_loss": choice.cross_fitted,
         },
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "classes": list(classes),
         "test_examples": len(y_test),
         "val_examples": len(y_val),

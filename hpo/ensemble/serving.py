@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-class Format(str, Enum):
+class Format(str, Enum):  # noqa: UP042 (a StrEnum's str() and format() differ)
     """The formats an export can be written in."""
 
     KERAS = "keras"
