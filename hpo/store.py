@@ -320,9 +320,8 @@ def open_rdb_storage(
                 )
             _create_sqlite_database(path)
         elif create:
-            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.close()
+            with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     elif parsed.get_backend_name() == "postgresql":
         # An unreachable server is an error within seconds, not a hang.
@@ -408,13 +407,11 @@ def _create_sqlite_database(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.creating")
     try:
-        connection = sqlite3.connect(tmp)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.close()
+        with contextlib.closing(sqlite3.connect(tmp)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
         RDBStorage(sqlite_url(tmp)).engine.dispose()
-        connection = sqlite3.connect(tmp)
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        connection.close()
+        with contextlib.closing(sqlite3.connect(tmp)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
     finally:
