@@ -388,10 +388,10 @@ def test_a_model_of_several_inputs_searches_ensembles_and_exports_taking_them_as
     # Other inputs than the search's: named.
     with pytest.raises(DataError, match=r"inputs of a list of inputs .*the search's were a dict"):
         ensemble.predict([x_test["tokens"], x_test["numbers"]])
-    # The converted formats take one input: refused, before anything is written.
+    # LiteRT takes one input: refused, before anything is written.
     packed_val = split_arrays(x, y, (x_val, y_val)).x_val
     reference = Reference(packed_val, None, y_val, ensemble.predict(x_val), 1e-5)
-    with pytest.raises(ConfigError, match=r"--format litert onnx: the models take a dict"):
+    with pytest.raises(ConfigError, match=r"--format litert: the models take a dict"):
         write_exports(
             ensemble.model(),
             tmp_path / "out",
@@ -399,11 +399,13 @@ def test_a_model_of_several_inputs_searches_ensembles_and_exports_taking_them_as
             reference,
         )
     assert not (tmp_path / "out").exists()
-    # A SavedModel takes them by name, served in a fresh process without hpo or Keras.
+    # A SavedModel and ONNX take them by name, served in a fresh process without hpo or Keras.
     (tmp_path / "out").mkdir()
-    served = write_exports(ensemble.model(), tmp_path / "out", {Format.SAVEDMODEL}, reference)
-    assert served["saved_model"]["input"] == "numbers, tokens"
-    assert served["saved_model"]["max_abs_difference"] <= 1e-5
+    formats = {Format.SAVEDMODEL, Format.ONNX}
+    served = write_exports(ensemble.model(), tmp_path / "out", formats, reference)
+    for entry in (served["saved_model"], served["onnx"]):
+        assert entry["input"] == "numbers, tokens"
+        assert entry["max_abs_difference"] <= 1e-5
     # Members that no longer predict what they did in their trials (a class of the notebook's
     # changed since): the likeliest cause is named, not only the gap.
     gap = "the exported ensemble disagrees with the evaluated one by 2.51e-02 on example 80"
@@ -438,11 +440,12 @@ def test_inputs_searched_as_a_list_are_also_taken_by_the_names_the_model_gives_t
     probabilities = ensemble.predict(as_list(x_test))
     by_name = {"numbers": x_test["numbers"], "tokens": x_test["tokens"]}
     np.testing.assert_allclose(ensemble.predict(by_name), probabilities, atol=1e-6)
-    path = ensemble.export(tmp_path / "ensemble", formats=("keras", "savedmodel"))
+    path = ensemble.export(tmp_path / "ensemble", formats=("keras", "savedmodel", "onnx"))
     exported = hpo.load_model(path)
     assert [t.name for t in exported.inputs] == ["tokens", "numbers"]
     # Checked as a server loads it (a fresh process, TensorFlow only), taking them by name.
     assert (path.parent / "saved_model" / "saved_model.pb").is_file()
+    assert (path.parent / "ensemble.onnx").is_file()
     for given in (by_name, as_list(x_test)):
         predicted = exported.predict(given, verbose=0).ravel()
         np.testing.assert_allclose(predicted, probabilities, atol=1e-5)

@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from typing import IO, TYPE_CHECKING, Any
 
+from hpo.data.inputs import packed
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text
 from hpo.ensemble.serving import IMPORTED, check_served, inference_model
 from hpo.errors import HpoError
@@ -60,17 +61,21 @@ import onnxruntime
 
 session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 inputs = session.get_inputs()
-if len(inputs) != 1:
+given = np.load(sys.argv[2], allow_pickle=False)
+# A model of several inputs: one array an input, by the model's input names (an .npz).
+arrays = dict(given) if sys.argv[2].endswith(".npz") else None
+wanted = sorted(arrays) if arrays is not None else ["one input"]
+if len(inputs) != len(wanted) or (arrays is not None and set(arrays) != {i.name for i in inputs}):
     sys.exit(
         f"the ONNX graph takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}) "
-        "where the model takes one: tf2onnx made tensors the model holds besides its weights "
-        "into inputs (a keras.layers.Normalization's mean and variance do this). Export it as "
-        "savedmodel or keras instead."
+        f"where the model takes {', '.join(wanted)}: tf2onnx made tensors the model holds "
+        "besides its weights into inputs (a keras.layers.Normalization's mean and variance do "
+        "this). Export it as savedmodel or keras instead."
     )
-(given,) = inputs
-outputs = session.run(None, {given.name: np.load(sys.argv[2], allow_pickle=False)})
+feed = arrays if arrays is not None else {inputs[0].name: given}
+outputs = session.run(None, feed)
 np.save(sys.argv[3], outputs[0])
-name = given.name
+name = ", ".join(sorted(feed))
 """
     + IMPORTED
 )
@@ -98,7 +103,8 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
                 f"{str(exc)[:300]}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
                 "savedmodel or keras instead."
             ) from exc
-    checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export")
+    names = [given.name for given in model.inputs]
+    checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export", names=names)
     entry = {
         "path": ONNX_NAME,
         "sha256": sha256_file(path),
@@ -136,6 +142,13 @@ def traced(
         model = token_model(model, reference.tokens.shape[1])
     model = inference_model(model)
     inputs = reference.inputs_for(model)
+    if packed(inputs):  # several inputs: the model's own structure (a list or a dict) of specs
+        import keras
+
+        def spec(given: Any) -> Any:
+            return tf.TensorSpec((None, *given.shape[1:]), given.dtype, given.name)
+
+        return model, inputs, [keras.tree.map_structure(spec, model.input)], text
     signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
     return model, inputs, signature, text
 

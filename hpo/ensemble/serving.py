@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
-from hpo.data.inputs import describe, model_inputs, packed, tensors
+from hpo.data.inputs import describe, has_text, model_inputs, packed, tensors
 from hpo.ensemble.export import (
     EXPORT_CHECK_EXAMPLES,
     EXPORT_NAME,
@@ -204,19 +204,21 @@ def write_exports(
         level (as `hpo predict` reads them), and `saved_model`, `onnx` and `litert` entries.
 
     Raises:
-        ConfigError: ONNX or LiteRT of a model of several inputs.
+        ConfigError: LiteRT of a model of several inputs, or ONNX of one that takes text.
         HpoError: An export does not load, imports hpo or Keras, or disagrees.
     """
     from hpo.ensemble.litert_export import LITERT_NAME, export_litert
     from hpo.ensemble.onnx_export import ONNX_NAME, export_onnx
 
     formats = set(formats)
-    converted = sorted(f.value for f in formats & {Format.ONNX, Format.LITERT})
+    # Several inputs: LiteRT not at all, ONNX (which has no string operators) numbers only.
+    refused = {Format.LITERT} | ({Format.ONNX} if has_text(reference.raw) else set())
+    converted = sorted(f.value for f in formats & refused)
     if converted and packed(reference.raw):
         raise ConfigError(
             f"--format {' '.join(converted)}: the models take {describe(reference.raw)}, and hpo "
-            f"exports a model of several inputs as keras and savedmodel only (--format keras "
-            f"savedmodel); load it with hpo.load_model and convert it yourself."
+            f"exports a model of several inputs as keras, savedmodel and (numbers only) onnx; "
+            f"load it with hpo.load_model and convert it yourself."
         )
     entry: dict[str, Any] = {}
     if Format.KERAS in formats:
