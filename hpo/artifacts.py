@@ -281,7 +281,9 @@ def _tidy_holds(study: optuna.Study) -> None:
     attrs = study.user_attrs
     released = [k for k, v in attrs.items() if k.startswith(HOLD_ATTR_PREFIX) and v is None]
     for key in released + [hold.key for hold in _holds(study) if not hold.live]:
-        if not delete_study_attr(study, key):
+        # Only as read: the process that released a hold writes its next one under the same key
+        # (`_HoldSlots`), and that live hold must stay.
+        if not delete_study_attr(study, key, unchanged_from=attrs.get(key)):
             return
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -159,17 +160,23 @@ class _CheckedRDBStorage(RDBStorage):
     # Where the database is, for the message (set by `open_rdb_storage`).
     where = "the study database"
 
-    def delete_study_user_attr(self, study_id: int, key: str) -> None:
-        """Deletes one study attribute, if it is there (Optuna has no call for it; see
+    def delete_study_user_attr(
+        self, study_id: int, key: str, value_json: str | None = None
+    ) -> None:
+        """Deletes one study attribute, if it is there, and only while its value is
+        `value_json` (Optuna's JSON of it) where that is given (Optuna has no call for it; see
         `delete_study_attr`)."""
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         attribute = models.StudyUserAttributeModel
         with _create_scoped_session(self.scoped_session, True) as session:
-            session.query(attribute).filter(
+            rows = session.query(attribute).filter(
                 attribute.study_id == study_id, attribute.key == key
-            ).delete()
+            )
+            if value_json is not None:
+                rows = rows.filter(attribute.value_json == value_json)
+            rows.delete()
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         with self._readable_rows():
@@ -213,14 +220,21 @@ def database_time(study: optuna.Study) -> float | None:
         return float(connection.execute(now).scalar_one())
 
 
-def delete_study_attr(study: optuna.Study, key: str) -> bool:
+def delete_study_attr(study: optuna.Study, key: str, *, unchanged_from: Any = ...) -> bool:
     """Deletes the study attribute `key` where its store is a database hpo opened (SQLite,
     PostgreSQL); False, deleting nothing, where it cannot (a gRPC proxy, an in-memory study),
-    for the caller to overwrite it instead."""
+    for the caller to overwrite it instead.
+
+    Args:
+        unchanged_from: Where given, the value read before: the attribute is deleted only if
+            it still holds that (another process may have written it since).
+    """
     storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
     if not isinstance(storage, _CheckedRDBStorage):
         return False
-    storage.delete_study_user_attr(study._study_id, key)
+    # Optuna stores an attribute as json.dumps of its value.
+    expected = None if unchanged_from is ... else json.dumps(unchanged_from)
+    storage.delete_study_user_attr(study._study_id, key, expected)
     return True
 
 

@@ -16,6 +16,7 @@ import pytest
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState, create_trial
 
+from hpo import artifacts as artifacts_module
 from hpo.artifacts import (
     GC_ATTR_PREFIX,
     HOLD_ATTR_PREFIX,
@@ -374,6 +375,31 @@ with holding(study, [0], "parent"):
     assert run.returncode == 0, run.stderr
     keys = run.stdout.split()
     assert len(keys) == 2 and len({key.rpartition("-")[0] for key in keys}) == 2, keys
+
+
+def test_gc_tidying_a_released_hold_leaves_the_live_hold_written_since_under_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader through a gRPC proxy releases a hold as null and writes its next hold under the
+    # same key; a collection that read the null and then deleted the key took the live hold.
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", create=True)
+    study, store = _study_with_checkpoints(tmp_path, [0.9, 0.1, 0.2], storage)
+    key = f"{HOLD_ATTR_PREFIX}proxyreader-0"
+    study.set_user_attr(key, None)  # released, as through the proxy
+    live = {"trials": [2], "by": "hpo export", "until": time.time() + 3600}
+    deleting = artifacts_module.delete_study_attr
+
+    def reader_holds_first(study: optuna.Study, key: str, **kwargs: Any) -> bool:
+        study.set_user_attr(key, live)  # between the collection's read and its delete
+        return deleting(study, key, **kwargs)
+
+    monkeypatch.setattr(artifacts_module, "delete_study_attr", reader_holds_first)
+    assert sorted(collect_garbage(study, store, keep=1).removed) == [1]
+    monkeypatch.undo()
+    assert study.user_attrs[key] == live
+    assert hold_readers(held_checkpoints(study)) == {2: "hpo export"}
+    assert collect_garbage(study, store, keep=1).removed == {}
+    assert _stored(study, store) == {0, 2}
 
 
 def test_a_reader_that_holds_between_a_collections_plan_and_record_keeps_its_checkpoints(
