@@ -592,7 +592,7 @@ def _regression_data(n: int, seed: int, targets: int = 1) -> tuple[np.ndarray, n
 
 @pytest.mark.slow
 def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_writes_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """KerasTuner's getting-started guide, "Specify the tuning objective": `build_regressor`
     compiled for the mean squared error with a MeanAbsoluteError metric, searched on
@@ -656,6 +656,26 @@ def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_wr
     path = ensemble.export(tmp_path / "regression.keras")
     exported = hpo.load_model(path).predict(x_test, verbose=0).reshape(-1)
     np.testing.assert_allclose(exported, predicted, atol=1e-5)
+    # A member whose model no longer predicts what its trial stored (a class changed since) is
+    # left out of a regression ensemble too, its reason logged.
+    from hpo.ensemble import regression
+
+    loading = regression.load_member
+
+    def changed(candidate: Any, store: Any, folder: Any) -> Any:
+        member = loading(candidate, store, folder)
+        if candidate.trial.number == ranked[0].number:
+            bias = member.model.weights[-1]
+            bias.assign(bias.numpy() + 1.0)
+        return member
+
+    monkeypatch.setattr(regression, "load_member", changed)
+    with caplog.at_level("WARNING"):
+        kept = tuner.ensemble(top=3).evaluate(x_val, y_val)["members"]
+    monkeypatch.undo()
+    assert ranked[0].number not in kept
+    assert f"skipping trial {ranked[0].number}" in caplog.text
+    assert "no longer predicts what its trial recorded" in caplog.text
 
     # hpo ensemble evaluates classifiers on a study's test set: it names the way that works.
     from hpo.ensemble.build import build_ensemble

@@ -484,30 +484,56 @@ def verify_member(task: Task, data_folder: Path, member: Member, rows: np.ndarra
 
     A checkpoint names its classes and is built with the code loaded now: a layer, model or
     family module of the user's that changed since the trial (a notebook cell run again,
-    `%autoreload`, an edited file) loads, and computes something else.
+    `%autoreload`, an edited file) loads, and computes something else. Where the trial ran on
+    another backend or device (a GPU's TF32 matrix products, say), the same model's
+    predictions differ by more than rounding, and only a gap a changed model makes counts.
 
     Raises:
-        CheckpointError: It predicts otherwise (beyond its precision's tolerance).
+        CheckpointError: It predicts otherwise, or not at all.
     """
-    x_val = task.trial_data(data_folder, member.trial.params).x_val
-    got = predict_member(task, member.model, x_val[rows], member.trial)
+    from hpo.backend import device_name, keras_backend
+
+    trial = member.trial
+    ran_on = (trial.user_attrs.get(Attr.BACKEND), trial.user_attrs.get(Attr.DEVICE))
+    here = (keras_backend(), device_name())
     expected = np.asarray(member.val_predictions[rows], dtype=np.float64)
-    got = np.asarray(got, dtype=np.float64).reshape(expected.shape)
-    # Ten times what two computations of one prediction may differ by (a half-precision model
-    # batched otherwise than in its trial), on the values' own scale for regression targets.
-    allowed = 10 * tolerance(model_precision(member.model)) * np.maximum(1.0, np.abs(expected))
-    gaps = np.abs(got - expected)
-    bad = ~(gaps <= allowed)  # NaN included
-    if bad.any():
-        worst = int(np.argmax(np.where(bad, gaps / allowed, -1).reshape(len(rows), -1).max(1)))
+    cause = (
+        "The likeliest cause is a layer, model or family module of yours whose code changed "
+        "since the trial trained (a notebook cell run again, %autoreload, an edited file): run "
+        "this with the code as the trials had it, or search again in a new study"
+    )
+    x_val = task.trial_data(data_folder, trial.params).x_val
+    try:
+        got = np.asarray(predict_member(task, member.model, x_val[rows], trial), np.float64)
+        got = got.reshape(expected.shape)
+    except Exception as exc:  # the user's code, changed: other outputs, or none
         raise CheckpointError(
-            f"trial {member.trial.number}'s model, loaded, no longer predicts what its trial "
-            f"recorded: on validation example {int(rows[worst])} it gives "
-            f"{np.ravel(got[worst])[:3]} against {np.ravel(expected[worst])[:3]}. The likeliest "
-            f"cause is a layer, model or family module of yours whose code changed since the "
-            f"trial trained (a notebook cell run again, %autoreload, an edited file): run this "
-            f"with the code as the trials had it, or search again in a new study"
+            f"trial {trial.number}'s model, loaded, no longer predicts as its trial did "
+            f"({type(exc).__name__}: {str(exc)[:200]}). {cause}"
+        ) from exc
+    # Ten times what two computations of one prediction may differ by (a half-precision model
+    # batched otherwise than in its trial); more where the trial ran elsewhere.
+    same = ran_on == here
+    allowed = 10 * tolerance(model_precision(member.model)) if same else _ACROSS_MACHINES
+    # On the values' own scale for regression targets.
+    allowed_each = allowed * np.maximum(1.0, np.abs(expected))
+    gaps = np.abs(got - expected)
+    bad = ~(gaps <= allowed_each)  # NaN included
+    if bad.any():
+        worst = int(np.argmax(np.where(bad, gaps / allowed_each, -1).reshape(len(rows), -1).max(1)))
+        elsewhere = f"its trial ran on {ran_on[0]} {ran_on[1]}, this on {here[0]} {here[1]}"
+        where = "" if same else f" ({elsewhere}; a gap of up to {allowed:g} was allowed for that)"
+        raise CheckpointError(
+            f"trial {trial.number}'s model, loaded, no longer predicts what its trial recorded"
+            f"{where}: on validation example {int(rows[worst])} it gives "
+            f"{np.ravel(got[worst])[:3]} against {np.ravel(expected[worst])[:3]}. {cause}"
         )
+
+
+# How far a model's predictions may move between backends or devices (a GPU's TF32 matrix
+# products against a CPU's float32, a resize computed otherwise): well below what a changed
+# layer makes of them.
+_ACROSS_MACHINES = 0.05
 
 
 def stacked_predictions(task: Task, members: Sequence[Member], x: np.ndarray) -> np.ndarray:

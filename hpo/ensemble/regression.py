@@ -16,12 +16,12 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr, CheckpointError
-from hpo.ensemble.build import open_pool, stacked_predictions
-from hpo.ensemble.export import export_ensemble
+from hpo.ensemble.build import open_pool, stacked_predictions, verify_member
+from hpo.ensemble.export import check_rows, export_ensemble
 from hpo.ensemble.selection import Member, load_member, ranked_trials, skip
 from hpo.ensemble.weighting import Method, squared_error_selection
 from hpo.errors import StoreError
-from hpo.training.interface import Labels
+from hpo.training.interface import PROBE_ROWS, Labels
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -94,12 +94,15 @@ def fit_regression(
     with open_pool(config, study, scratch) as opened:
         candidates, skipped = opened.candidates, opened.skipped
         y_val = np.asarray(opened.y_val, dtype=np.float64)
+        rows = check_rows(y_val, PROBE_ROWS)
         members: list[Member] = []
         for candidate in candidates:
             if len(members) == top:
                 break
             try:
-                members.append(load_member(candidate, opened.store, scratch))
+                member = load_member(candidate, opened.store, scratch)
+                verify_member(opened.task, opened.data_folder, member, rows)
+                members.append(member)
             except CheckpointError as exc:
                 skip(skipped, candidate.trial, exc)
         if not members:

@@ -504,6 +504,43 @@ def test_a_member_whose_code_changed_since_its_trial_is_skipped_naming_the_cause
     assert "whose code changed since the trial trained" in reason
 
 
+def _verified(shift: float, ran_on: str | None = None, stored: np.ndarray | None = None) -> None:
+    """verify_member on a one-unit sigmoid model whose trial stored its predictions (or
+    `stored`) plus `shift`, trained on this machine or on the device `ran_on`."""
+    from types import SimpleNamespace
+
+    from hpo.backend import device_name, keras_backend
+    from hpo.ensemble.build import verify_member
+    from hpo.ensemble.selection import Member
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    predicted = model.predict(x, verbose=0)[:, 0]
+    task = SimpleNamespace(
+        trial_data=lambda folder, params: SimpleNamespace(x_val=x),
+        predict=lambda model, x, bucketed: model.predict(x, verbose=0),
+    )
+    attrs = {Attr.BACKEND: keras_backend(), Attr.DEVICE: ran_on or device_name()}
+    trial = optuna.trial.create_trial(value=0.5, user_attrs=attrs)
+    recorded = (predicted if stored is None else stored) + shift
+    member = Member(trial, Path("m.keras"), recorded, model)
+    verify_member(task, Path("data"), member, np.arange(0, 40, 2))  # type: ignore[arg-type]
+
+
+def test_a_member_is_checked_within_what_its_trials_device_and_precision_allow() -> None:
+    _verified(0.0)
+    _verified(5e-5)  # rounding: within ten times float32's tolerance
+    with pytest.raises(CheckpointError, match="no longer predicts what its trial recorded: on"):
+        _verified(1e-3)
+    # Trained on a GPU (TF32 products) and ensembled here: only a changed model's gap counts.
+    _verified(1e-3, ran_on="gpu:NVIDIA H100 80GB HBM3")
+    with pytest.raises(CheckpointError, match=r"its trial ran on \w+ gpu:NVIDIA H100"):
+        _verified(0.2, ran_on="gpu:NVIDIA H100 80GB HBM3")
+    # A model that no longer gives the trial's shape of predictions: skipped, not a crash.
+    with pytest.raises(CheckpointError, match=r"no longer predicts as its trial did \(ValueError"):
+        _verified(0.0, stored=np.zeros((40, 3)))
+
+
 def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: Path) -> None:
     import warnings
     import zipfile
