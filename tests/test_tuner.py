@@ -2202,6 +2202,7 @@ BY_PATH_SCRIPT = """
 # The hypermodel in a module loaded by its file's path, as Python's importlib docs show it:
 # no process started afresh can import "models_by_path".
 import importlib.util
+import logging
 import sys
 
 import numpy as np
@@ -2213,11 +2214,15 @@ models = importlib.util.module_from_spec(spec)
 sys.modules["models_by_path"] = models
 spec.loader.exec_module(models)
 
+said = []
+logging.getLogger("hpo").addHandler(logging.Handler())
+logging.getLogger("hpo").handlers[-1].emit = lambda record: said.append(record.getMessage())
 x = np.random.default_rng(0).normal(size=(240, 4)).astype("float32")
 y = (x[:, 0] > 0).astype("int64")
 tuner = hpo.Tuner(models.build_model, max_trials=2, directory=".", project_name="p")
 summary = tuner.search(x, y, validation_split=0.25, epochs=2, verbose=0)
 print("finished", summary.finished, "failed", summary.failed)
+print("left behind", any("mine>locked_relu is not sent" in line for line in said))
 print("best", tuner.get_best_models(1)[0].predict(x[:3], verbose=0).shape)
 print("exported", tuner.ensemble(top=2).export("ensemble.keras"))
 # The user's own pickling of the module is left as it was: by reference.
@@ -2225,7 +2230,17 @@ print("by reference", len(__import__("cloudpickle").dumps(models.build_model)) <
 """
 
 BY_PATH_MODULE = """
+import threading
+
 import keras
+
+_lock = threading.Lock()
+
+
+@keras.saving.register_keras_serializable(package="mine")
+def locked_relu(x):  # registered, unused by build_model, its globals a lock: left behind
+    with _lock:
+        return keras.ops.relu(x)
 
 
 @keras.saving.register_keras_serializable(package="mine")
@@ -2269,6 +2284,7 @@ def test_a_hypermodel_from_a_module_loaded_by_its_path_searches_and_exports(
     printed = run_user_script(tmp_path, BY_PATH_SCRIPT, timeout=600).splitlines()
     assert printed == [
         "finished 2 failed 0",
+        "left behind True",
         "best (3, 1)",
         "exported ensemble.keras",
         "by reference True",

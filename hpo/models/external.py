@@ -253,7 +253,8 @@ def modules_loaded_by_path() -> list[Any]:
     verdicts: dict[str, bool] = {}
     loaded = []
     for name, module in list(sys.modules.items()):
-        if name == "__main__" or not _is_user_module(module):
+        # `__main__` travels by value anyway (also as `__mp_main__`, multiprocessing's alias).
+        if getattr(module, "__name__", name) == "__main__" or not _is_user_module(module):
             continue
         top = name.partition(".")[0]
         if top not in verdicts:
@@ -274,8 +275,10 @@ def _importable(name: str) -> bool:
             continue
         if spec is not None:
             origin = spec.origin if spec.has_location else None
-            if here is None or origin is None:
+            if here is None:
                 return True
+            if origin is None:  # a folder of that name (a namespace package), not the file
+                return False
             try:
                 return os.path.samefile(origin, here)
             except OSError:  # the file loaded here is gone: no process can import it now

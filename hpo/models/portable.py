@@ -107,6 +107,17 @@ class PortableHypermodel:
         self._family: HyperModelFamily | None = None
 
     def _pickle(self) -> bytes:
+        # Modules that travel by value are pickled so for this pickle only, checks included: the
+        # user's own pickling of them stays as it was.
+        for module in self._by_value:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            return self._checked_pickle()
+        finally:
+            for module in self._by_value:
+                cloudpickle.unregister_pickle_by_value(module)
+
+    def _checked_pickle(self) -> bytes:
         # The script's other functions go along to be registered in the trial (a custom
         # activation named in a layer's config); one the hypermodel does not use is left behind,
         # named, where its globals are large (a helper over a loaded data set: every trial's
@@ -208,13 +219,7 @@ class PortableHypermodel:
             functions,
             self.keras_settings,
         )
-        for module in self._by_value:
-            cloudpickle.register_pickle_by_value(module)
-        try:
-            return pickle.dumps((bytes(cloudpickle.dumps(classes)), bytes(cloudpickle.dumps(rest))))
-        finally:  # for this pickle only: the user's own pickling of them stays as it was
-            for module in self._by_value:
-                cloudpickle.unregister_pickle_by_value(module)
+        return pickle.dumps((bytes(cloudpickle.dumps(classes)), bytes(cloudpickle.dumps(rest))))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "payload": self._payload}

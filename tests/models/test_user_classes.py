@@ -303,10 +303,15 @@ def test_modules_loaded_by_path_are_those_no_fresh_process_would_import_as_loade
         return module
 
     nowhere = load("nowhere_mod", tmp_path / "src" / "nowhere_mod.py")
-    # Found on the path, but as another file than the one loaded under that name.
+    # Found on the path, but as another file than the one loaded under that name, or as a
+    # folder of that name (which a fresh process imports as an empty namespace package).
     shadowed = load("helpers_here", tmp_path / "src" / "helpers_here.py")
+    (tmp_path / "data_here").mkdir()
+    (tmp_path / "src" / "data_here.py").write_text("WHICH = 'by path'\n")
+    folder = load("data_here", tmp_path / "src" / "data_here.py")
     importable = load("importable_mod", tmp_path / "importable_mod.py")
     found = modules_loaded_by_path()
-    assert nowhere in found and shadowed in found
+    assert nowhere in found and shadowed in found and folder in found
     assert importable not in found
+    # `__main__` travels by value anyway, under multiprocessing's alias `__mp_main__` too.
     assert not any(m.__name__ in {"__main__", "hpo", "keras", "numpy"} for m in found)
