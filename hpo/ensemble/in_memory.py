@@ -263,7 +263,14 @@ class Ensemble:
         if isinstance(x, Mapping) and given_as_list(expected):
             # A search given a list, asked by the names the models give their inputs (which
             # the export takes): in the models' order.
-            names = input_names([member.model for member in self._fitted.members])
+            fitted = self._fitted
+            if isinstance(fitted, FittedRegression):
+                weights = fitted.weights
+            else:
+                weights = fitted.choice.weights
+            # The members the export holds (weighted), whose names its inputs take.
+            used = [m.model for m, w in zip(fitted.members, weights, strict=True) if w > 0]
+            names = input_names(used)
             if names is not None and set(x) == set(names):
                 x = [x[name] for name in names]
         examples = None  # a list of arrays: the search's several inputs, or else rows

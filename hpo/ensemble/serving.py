@@ -427,8 +427,7 @@ def check_served(
         given, served = Path(scratch) / "inputs.npy", Path(scratch) / "outputs.npy"
         if packed(batch):
             given = given.with_suffix(".npz")
-            arrays: dict[str, Any] = _by_input_name(batch, names)  # no object arrays: no pickle
-            np.savez(given, **arrays)
+            _save_npz(given, _by_input_name(batch, names))
         else:
             np.save(given, batch, allow_pickle=False)
         # A fresh process in an empty folder, as a server starts.
@@ -469,6 +468,17 @@ def _by_input_name(batch: np.ndarray, names: list[str] | None) -> dict[str, np.n
     if names is None or len(names) != len(arrays):
         raise HpoError(f"the export takes inputs {names}, and the rows hold {len(arrays)}")
     return dict(zip(names, arrays, strict=True))
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez(path, **arrays)`, for any names (an input named `file` or `allow_pickle` is an
+    argument of `savez`), without pickles: `np.load` reads it back by name."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
 
 def describe_exports(entry: dict[str, Any], formats: Iterable[Format] = FORMATS_ALL) -> list[str]:

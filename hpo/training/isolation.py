@@ -106,7 +106,7 @@ def start_process(process: multiprocessing.process.BaseProcess) -> None:
     """
     try:
         _start(process)
-    except EOFError as exc:  # multiprocessing.forkserver: the server closed before answering
+    except (EOFError, ConnectionError) as exc:  # multiprocessing.forkserver: the server is gone
         raise TrialProcessDied(
             "the fork server that starts the trial processes died before starting one: a "
             "native library crashed while it imported what it preloads (Keras, its backend, "
@@ -176,8 +176,13 @@ def call_isolated(
         target=_child_main,
         args=(job, sender, log_path, environment, caller, relay_warnings),
     )
-    start_process(process)
-    sender.close()
+    try:
+        start_process(process)
+    except BaseException:
+        receiver.close()
+        raise
+    finally:
+        sender.close()
     try:
         # A result or the child's end (EOF) makes the pipe readable; a hung child neither.
         readable, stopped = _readable_by(receiver, deadline)

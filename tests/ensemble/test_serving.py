@@ -316,3 +316,20 @@ def test_a_converters_own_errors_go_into_the_message_not_onto_stderr(
         write_exports(model, tmp_path, {Format.LITERT}, reference)
     assert "TensorListReserve" not in capfd.readouterr().err
     assert not (tmp_path / LITERT_NAME).exists()
+
+
+def test_inputs_sent_to_a_serving_check_keep_any_name() -> None:
+    # np.savez(path, **arrays) refused an input named "file" and dropped one named "allow_pickle".
+    import tempfile
+    from pathlib import Path as FolderPath
+
+    from hpo.ensemble.serving import _save_npz
+
+    arrays = {"file": np.arange(3), "allow_pickle": np.ones((2, 2)), "tokens": np.zeros(1, "S4")}
+    with tempfile.TemporaryDirectory() as folder:
+        path = FolderPath(folder) / "inputs.npz"
+        _save_npz(path, arrays)
+        with np.load(path, allow_pickle=False) as loaded:
+            assert sorted(loaded) == sorted(arrays)
+            for name, array in arrays.items():
+                np.testing.assert_array_equal(loaded[name], array)
