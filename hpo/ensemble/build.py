@@ -313,10 +313,10 @@ def fit_ensemble(
                 " whose checkpoint hpo gc kept" if removed_checkpoints(study) else "",
             )
         candidates, store, y_val = opened.candidates, opened.store, opened.y_val
-        rows = check_rows(y_val, PROBE_ROWS)
+        rows, here = check_rows(y_val, PROBE_ROWS), running_on()
 
         def verify(member: Member) -> None:
-            verify_member(opened.task, opened.data_folder, member, rows)
+            verify_member(opened.task, opened.data_folder, member, rows, here)
 
         members, kept, failed = _choose(
             candidates, store, scratch, y_val, top, method, calibrate, verify
@@ -478,9 +478,19 @@ def _choose(
     )
 
 
-def verify_member(task: Task, data_folder: Path, member: Member, rows: np.ndarray) -> None:
+def running_on() -> tuple[str | None, str]:
+    """This process's Keras backend and device, as a trial records them (`verify_member`)."""
+    from hpo.backend import device_name, keras_backend
+
+    return keras_backend(), device_name()
+
+
+def verify_member(
+    task: Task, data_folder: Path, member: Member, rows: np.ndarray, here: tuple[str | None, str]
+) -> None:
     """Checks that the loaded member predicts, on validation `rows`, what its trial recorded
-    (its stored validation predictions, which the ensemble's weights are fitted on).
+    (its stored validation predictions, which the ensemble's weights are fitted on); `here` is
+    where this process computes (`running_on()`).
 
     A checkpoint names its classes and is built with the code loaded now: a layer, model or
     family module of the user's that changed since the trial (a notebook cell run again,
@@ -491,11 +501,8 @@ def verify_member(task: Task, data_folder: Path, member: Member, rows: np.ndarra
     Raises:
         CheckpointError: It predicts otherwise, or not at all.
     """
-    from hpo.backend import device_name, keras_backend
-
     trial = member.trial
     ran_on = (trial.user_attrs.get(Attr.BACKEND), trial.user_attrs.get(Attr.DEVICE))
-    here = (keras_backend(), device_name())
     expected = np.asarray(member.val_predictions[rows], dtype=np.float64)
     cause = (
         "The likeliest cause is a layer, model or family module of yours whose code changed "

@@ -89,6 +89,8 @@ class Ensemble:
         kept = [i for i, w in enumerate(weights) if w > 0]
         self.members = [fitted.members[i].trial.number for i in kept]
         self.weights = [float(weights[i]) for i in kept]
+        # The members the export holds (`export_ensemble` leaves out those of weight 0).
+        self._weighted_models = [fitted.members[i].model for i in kept]
 
     def __repr__(self) -> str:
         return f"Ensemble(members={self.members}, weights={[round(w, 3) for w in self.weights]})"
@@ -262,15 +264,8 @@ class Ensemble:
         ).x_train
         if isinstance(x, Mapping) and given_as_list(expected):
             # A search given a list, asked by the names the models give their inputs (which
-            # the export takes): in the models' order.
-            fitted = self._fitted
-            if isinstance(fitted, FittedRegression):
-                weights = fitted.weights
-            else:
-                weights = fitted.choice.weights
-            # The members the export holds (weighted), whose names its inputs take.
-            used = [m.model for m, w in zip(fitted.members, weights, strict=True) if w > 0]
-            names = input_names(used)
+            # the export takes, from the members it holds): in the models' order.
+            names = input_names(self._weighted_models)
             if names is not None and set(x) == set(names):
                 x = [x[name] for name in names]
         examples = None  # a list of arrays: the search's several inputs, or else rows

@@ -16,7 +16,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr, CheckpointError
-from hpo.ensemble.build import open_pool, stacked_predictions, verify_member
+from hpo.ensemble.build import open_pool, running_on, stacked_predictions, verify_member
 from hpo.ensemble.export import check_rows, export_ensemble
 from hpo.ensemble.selection import Member, load_member, ranked_trials, skip
 from hpo.ensemble.weighting import Method, squared_error_selection
@@ -94,14 +94,14 @@ def fit_regression(
     with open_pool(config, study, scratch) as opened:
         candidates, skipped = opened.candidates, opened.skipped
         y_val = np.asarray(opened.y_val, dtype=np.float64)
-        rows = check_rows(y_val, PROBE_ROWS)
+        rows, here = check_rows(y_val, PROBE_ROWS), running_on()
         members: list[Member] = []
         for candidate in candidates:
             if len(members) == top:
                 break
             try:
                 member = load_member(candidate, opened.store, scratch)
-                verify_member(opened.task, opened.data_folder, member, rows)
+                verify_member(opened.task, opened.data_folder, member, rows, here)
                 members.append(member)
             except CheckpointError as exc:
                 skip(skipped, candidate.trial, exc)

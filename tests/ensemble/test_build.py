@@ -509,8 +509,7 @@ def _verified(shift: float, ran_on: str | None = None, stored: np.ndarray | None
     `stored`) plus `shift`, trained on this machine or on the device `ran_on`."""
     from types import SimpleNamespace
 
-    from hpo.backend import device_name, keras_backend
-    from hpo.ensemble.build import verify_member
+    from hpo.ensemble.build import running_on, verify_member
     from hpo.ensemble.selection import Member
 
     x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
@@ -520,11 +519,12 @@ def _verified(shift: float, ran_on: str | None = None, stored: np.ndarray | None
         trial_data=lambda folder, params: SimpleNamespace(x_val=x),
         predict=lambda model, x, bucketed: model.predict(x, verbose=0),
     )
-    attrs = {Attr.BACKEND: keras_backend(), Attr.DEVICE: ran_on or device_name()}
+    here = running_on()
+    attrs = {Attr.BACKEND: here[0], Attr.DEVICE: ran_on or here[1]}
     trial = optuna.trial.create_trial(value=0.5, user_attrs=attrs)
     recorded = (predicted if stored is None else stored) + shift
     member = Member(trial, Path("m.keras"), recorded, model)
-    verify_member(task, Path("data"), member, np.arange(0, 40, 2))  # type: ignore[arg-type]
+    verify_member(task, Path("data"), member, np.arange(0, 40, 2), here)  # type: ignore[arg-type]
 
 
 def test_a_member_is_checked_within_what_its_trials_device_and_precision_allow() -> None:
