@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import io
 import json
+import logging
 import re
 import shutil
 import warnings
@@ -43,6 +44,8 @@ from hpo.errors import (
     StoreError,
 )
 from hpo.precision import Precision
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -695,6 +698,8 @@ class Tuner:
         A hypermodel that builds another model for the same hyperparameters (other weights)
         gets, with a warning naming why, the model as the study stores it: class probabilities
         (`[n, 1]` for two classes, else `[n, classes]`), compiled for class-index labels.
+        One whose stored model no longer predicts what its trial recorded on validation (a
+        layer class of the user's redefined since, say) is given too, with a warning.
         """
         from hpo.artifacts import holding
 
@@ -948,6 +953,7 @@ def _trained(
     # stored model holds it.
     model, why = _rebuilt(trial, task, data, context, seed=study.config.sampler.seed)
     stored = study.load_model(trial.number)
+    _warn_if_changed(study, trial, task, data, stored)
     if model is not None:
         model, why = _with_weights(model, stored, data.x_val[:_PROBE_ROWS])
     if model is not None:
@@ -969,6 +975,34 @@ def _trained(
         loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
         stored.compile(loss=loss, metrics=["accuracy"])
     return stored
+
+
+def _warn_if_changed(
+    study: Study, trial: FrozenTrial, task: Task, data: TrialData, stored: keras.Model
+) -> None:
+    """Warns where the trial's stored model, loaded with the code loaded now, no longer
+    predicts what the trial recorded on validation (`hpo.ensemble.build.verify_member`): a
+    class of the user's redefined since (a notebook cell run again, `%autoreload`)."""
+    import tempfile
+
+    from hpo.contract import CheckpointError, fetch_predictions
+    from hpo.ensemble.build import PROBE_ROWS, running_on, verify_member
+    from hpo.ensemble.export import check_rows
+    from hpo.ensemble.selection import Member
+    from hpo.store import open_artifact_store
+
+    store = open_artifact_store(study.config.artifact_location, create=False)
+    with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
+        try:
+            recorded = fetch_predictions(store, trial, Path(scratch))
+        except CheckpointError as exc:  # the check only; the model itself loaded
+            _log.debug("trial %d: not checked against its predictions: %s", trial.number, exc)
+            return
+    member = Member(trial, Path(), recorded, stored)
+    try:
+        verify_member(task, data.x_val, member, check_rows(data.y_val, PROBE_ROWS), running_on())
+    except CheckpointError as exc:
+        warnings.warn(f"{exc} The tuner gives the model as it loads now.", stacklevel=4)
 
 
 def _rebuilt(

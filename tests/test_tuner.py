@@ -72,7 +72,9 @@ def _tuner(folder: Path, max_trials: int, **kwargs: Any) -> hpo.Tuner:
 
 
 @pytest.mark.slow
-def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> None:
+def test_a_tuner_searches_arrays_ensembles_them_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x, y = _data(512, 0)
     x_val, y_val = _data(256, 1)
     x_test, y_test = _data(256, 2)
@@ -138,7 +140,10 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
     # As KerasTuner's tutorials use it: the hypermodel builds the best values' model.
     assert tuner.hypermodel.build(best_hp[0]).layers[1].units == best.params["units"]
 
-    [model] = tuner.get_best_models(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [model] = tuner.get_best_models(1)
+    assert not [w for w in caught if "no longer predicts" in str(w.message)]
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
     assert accuracy == pytest.approx(best.value, abs=1e-6)
     # KerasTuner's tuner.load_model(trial), given the oracle's trial or a number.
@@ -148,6 +153,24 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(tmp_path: Path) -> N
         )
     with pytest.raises(ConfigError, match=r"no trial 7; .*trial number \(0 to 1\)"):
         tuner.load_model(7)
+
+    # A model whose code changed since its trial (a notebook cell defining a layer run again)
+    # loads and computes something else than the trial recorded: the tuner says so.
+    loading = hpo.api.Study.load_model
+
+    def changed(study: Any, trial: Any = None) -> Any:
+        loaded = loading(study, trial)
+        last = loaded.weights[-1]
+        last.assign(last.numpy() + 1.0)
+        return loaded
+
+    recorded = rf"trial {best.number}'s model, loaded, no longer predicts what its trial recorded"
+    with monkeypatch.context() as patched:
+        patched.setattr(hpo.api.Study, "load_model", changed)
+        with pytest.warns(UserWarning, match=rf"(?s){recorded}: .*code changed.*as it loads now"):
+            tuner.get_best_models(1)
+        with pytest.warns(UserWarning, match=recorded):
+            tuner.load_model(best.number)
     # What Keras logged at the kept epoch, the model's own loss among it, is on the trial.
     logged = best.user_attrs["metrics"]
     assert {"loss", "val_loss", "val_accuracy"} <= set(logged)

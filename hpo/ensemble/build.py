@@ -316,7 +316,8 @@ def fit_ensemble(
         rows, here = check_rows(y_val, PROBE_ROWS), running_on()
 
         def verify(member: Member) -> None:
-            verify_member(opened.task, opened.data_folder, member, rows, here)
+            x_val = opened.task.trial_data(opened.data_folder, member.trial.params).x_val
+            verify_member(opened.task, x_val, member, rows, here)
 
         members, kept, failed = _choose(
             candidates, store, scratch, y_val, top, method, calibrate, verify
@@ -486,11 +487,11 @@ def running_on() -> tuple[str | None, str]:
 
 
 def verify_member(
-    task: Task, data_folder: Path, member: Member, rows: np.ndarray, here: tuple[str | None, str]
+    task: Task, x_val: np.ndarray, member: Member, rows: np.ndarray, here: tuple[str | None, str]
 ) -> None:
-    """Checks that the loaded member predicts, on validation `rows`, what its trial recorded
-    (its stored validation predictions, which the ensemble's weights are fitted on); `here` is
-    where this process computes (`running_on()`).
+    """Checks that the loaded member predicts, on validation `rows` (of its trial's validation
+    inputs `x_val`), what its trial recorded (its stored validation predictions, which the
+    ensemble's weights are fitted on); `here` is where this process computes (`running_on()`).
 
     A checkpoint names its classes and is built with the code loaded now: a layer, model or
     family module of the user's that changed since the trial (a notebook cell run again,
@@ -509,7 +510,6 @@ def verify_member(
         "since the trial trained (a notebook cell run again, %autoreload, an edited file): run "
         "this with the code as the trials had it, or search again in a new study"
     )
-    x_val = task.trial_data(data_folder, trial.params).x_val
     try:
         got = np.asarray(predict_member(task, member.model, x_val[rows], trial), np.float64)
         got = got.reshape(expected.shape)

@@ -101,7 +101,8 @@ def fit_regression(
                 break
             try:
                 member = load_member(candidate, opened.store, scratch)
-                verify_member(opened.task, opened.data_folder, member, rows, here)
+                x_val = opened.task.trial_data(opened.data_folder, candidate.trial.params).x_val
+                verify_member(opened.task, x_val, member, rows, here)
                 members.append(member)
             except CheckpointError as exc:
                 skip(skipped, candidate.trial, exc)

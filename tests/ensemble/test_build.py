@@ -515,16 +515,13 @@ def _verified(shift: float, ran_on: str | None = None, stored: np.ndarray | None
     x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
     predicted = model.predict(x, verbose=0)[:, 0]
-    task = SimpleNamespace(
-        trial_data=lambda folder, params: SimpleNamespace(x_val=x),
-        predict=lambda model, x, bucketed: model.predict(x, verbose=0),
-    )
+    task = SimpleNamespace(predict=lambda model, x, bucketed: model.predict(x, verbose=0))
     here = running_on()
     attrs = {Attr.BACKEND: here[0], Attr.DEVICE: ran_on or here[1]}
     trial = optuna.trial.create_trial(value=0.5, user_attrs=attrs)
     recorded = (predicted if stored is None else stored) + shift
     member = Member(trial, Path("m.keras"), recorded, model)
-    verify_member(task, Path("data"), member, np.arange(0, 40, 2), here)  # type: ignore[arg-type]
+    verify_member(task, x, member, np.arange(0, 40, 2), here)  # type: ignore[arg-type]
 
 
 def test_a_member_is_checked_within_what_its_trials_device_and_precision_allow() -> None:
