@@ -15,6 +15,7 @@ from hpo.store import STALE_TRIAL_RETRIES
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = [
     "raise_keyboard_interrupt_on_sigterm",
@@ -49,19 +50,26 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
         owner = WorkerIdentity.recorded(trial)
         if owner is None or not me.shares_processes_with(owner) or not owner.is_gone():
             continue
-        storage.set_trial_user_attr(
-            trial._trial_id, Attr.FAIL_REASON, f"its worker {owner} died; re-queued by the next run"
+        # Its reason is written while it runs: a finished trial takes no more attributes.
+        again = _may_retry(trial, STALE_TRIAL_RETRIES)
+        reason = (
+            f"its worker {owner} died; re-queued by the next run"
+            if again
+            else f"its worker {owner} died, as the workers of its {STALE_TRIAL_RETRIES} "
+            f"earlier tries did; not queued again"
         )
+        storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(trial.number)
-            if not requeue(study, trial._trial_id):
-                storage.set_trial_user_attr(
-                    trial._trial_id,
-                    Attr.FAIL_REASON,
-                    f"its worker {owner} died, as the workers of its {STALE_TRIAL_RETRIES} "
-                    f"earlier tries did; not queued again",
-                )
+            if again:
+                requeue(study, trial._trial_id)
     return failed
+
+
+def _may_retry(trial: FrozenTrial, limit: int | None) -> bool:
+    """Whether `trial` may be queued again: fewer than `limit` (None: no limit) earlier tries,
+    as Optuna's callback decides with max_retry=limit."""
+    return limit is None or len(trial.system_attrs.get("retry_history", [])) < limit
 
 
 def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_RETRIES) -> bool:
@@ -75,8 +83,8 @@ def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_
         Whether it was queued (not, after `limit` tries).
     """
     frozen = study._storage.get_trial(trial_id)
-    if limit is not None and len(frozen.system_attrs.get("retry_history", [])) >= limit:
-        return False  # as Optuna's callback would decide with max_retry=limit
+    if not _may_retry(frozen, limit):
+        return False
     kept = {k: v for k, v in frozen.user_attrs.items() if k in _QUEUED_ATTRS}
     frozen.user_attrs.clear()
     frozen.user_attrs.update(kept)

@@ -24,7 +24,7 @@ from hpo.search import identity, run_search
 from hpo.search.identity import WorkerIdentity
 from hpo.search.recovery import sweep_dead_local_trials
 from hpo.search.workers import INTERRUPTED
-from hpo.store import AtomicFileSystemArtifactStore, open_storage, sha256_file
+from hpo.store import STALE_TRIAL_RETRIES, AtomicFileSystemArtifactStore, open_storage, sha256_file
 from hpo.training import isolation
 from hpo.training.callbacks import AtomicModelCheckpoint
 from hpo.training.isolation import WATCH_INTERVAL_S, process_alive, process_identity
@@ -598,7 +598,6 @@ def test_a_requeued_trial_keeps_its_parameters_only_and_an_interrupted_one_is_al
     None
 ):
     from hpo.search.recovery import requeue
-    from hpo.store import STALE_TRIAL_RETRIES
 
     study = optuna.create_study(direction="maximize")
     rate = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
@@ -713,3 +712,21 @@ def test_only_retries_are_retired_and_only_once_the_study_holds_n_trials(
     monkeypatch.undo()
     assert study.trials[taken.number].state == TrialState.RUNNING
     assert Attr.FAIL_REASON not in study.trials[taken.number].user_attrs
+
+
+def test_a_dead_workers_trial_past_its_retries_is_failed_naming_why_and_not_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its fourth try's worker killed too: the next run marks it FAIL and goes on (its reason
+    # was written after the trial had finished: UpdateFinishedTrialError stopped the run).
+    monkeypatch.setenv("HPO_WORKER_HOST", "localhost")
+    study = _study(tmp_path)
+    pid, started = _ended_process()
+    dead = _running(study, dataclasses.replace(WorkerIdentity.current(), pid=pid, started=started))
+    tries = list(range(STALE_TRIAL_RETRIES))
+    study._storage.set_trial_system_attr(study.trials[dead]._trial_id, "retry_history", tries)
+
+    assert sweep_dead_local_trials(study) == [dead]
+    assert _states(study) == {dead: TrialState.FAIL}
+    reason = study.trials[dead].user_attrs[Attr.FAIL_REASON]
+    assert f"as the workers of its {STALE_TRIAL_RETRIES} earlier tries did; not queued" in reason
