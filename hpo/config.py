@@ -81,6 +81,10 @@ class PrunerKind(enum.Enum):
     NONE = "none"
 
 
+# The seeds Optuna's samplers and NumPy take: 0 to 2**32 - 1.
+SEEDS = 2**32
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Seeded TPE sampler settings.
@@ -101,6 +105,12 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         _require(self.startup_trials >= 0, "sampler.startup_trials", self.startup_trials, ">= 0")
+        _require(0 <= self.seed < SEEDS, "sampler.seed", self.seed, f"from 0 to {SEEDS - 1}")
+
+    def trial_seed(self, number: int) -> int:
+        """The seed of trial `number`'s training: the study's seed plus its number, within
+        the seeds NumPy takes (Keras's `set_random_seed`)."""
+        return (self.seed + number) % SEEDS
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
+        _require(self.seed >= 0, "data.seed", self.seed, ">= 0")
         _require(
             _is_text_codec(self.encoding),
             "data.encoding",

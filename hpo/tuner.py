@@ -951,7 +951,9 @@ def _trained(
     stored model (with a warning naming why)."""
     # Built first: a class that build_model defines inside itself exists only then, and the
     # stored model holds it.
-    model, why = _rebuilt(trial, task, data, context, seed=study.config.sampler.seed)
+    model, why = _rebuilt(
+        trial, task, data, context, seed=study.config.sampler.trial_seed(trial.number)
+    )
     stored = study.load_model(trial.number)
     _warn_if_changed(study, trial, task, data, stored)
     if model is not None:
@@ -1017,8 +1019,9 @@ def _rebuilt(
     None, and why not.
 
     Args:
-        seed: The study's seed: the build is seeded as the trial's was, so that what it draws
-            (a vocabulary adapted on a random sample of texts) is drawn again.
+        seed: The trial's seed (`SamplerConfig.trial_seed`): the build is seeded as the
+            trial's was, so that what it draws (a vocabulary adapted on a random sample of
+            texts) is drawn again.
     """
     import keras
     import optuna
@@ -1035,7 +1038,7 @@ def _rebuilt(
         return params[name] if name in params else TRAINING_DEFAULTS[name]
 
     if seed is not None:
-        keras.utils.set_random_seed(seed + trial.number)
+        keras.utils.set_random_seed(seed)
     try:
         with warnings.catch_warnings():
             # A value of a range the hypermodel has changed since: it is the trial's, as built.

@@ -174,6 +174,10 @@ def test_the_configuration_stored_in_a_study_never_holds_the_storage_password(
 # Every bounded key: the last value allowed, the first refused, and what the error says.
 BOUNDS = [
     ("sampler", "startup_trials", 0, -1, ">= 0"),
+    # Optuna's samplers and NumPy take no other seed: a traceback after the study was made.
+    ("sampler", "seed", 0, -1, "from 0 to 4294967295"),
+    ("sampler", "seed", 2**32 - 1, 2**32, "from 0 to 4294967295"),
+    ("data", "seed", 0, -1, ">= 0"),
     ("pruner", "startup_trials", 0, -1, ">= 0"),
     ("pruner", "warmup_epochs", 0, -1, ">= 0"),
     ("data", "val_size", 2, 1, ">= 2"),
@@ -248,3 +252,14 @@ def test_pruning_within_each_family_is_off_unless_asked_and_builds_the_family_pr
     recorded = config_to_dict(config)
     del recorded["pruner"]["by_family"]
     assert config_from_dict(recorded).pruner.by_family is False
+
+
+def test_a_trials_seed_stays_within_the_seeds_numpy_takes() -> None:
+    import numpy as np
+
+    from hpo.config import SamplerConfig
+
+    assert SamplerConfig(seed=7).trial_seed(3) == 10
+    last = SamplerConfig(seed=2**32 - 1)
+    assert last.trial_seed(3) == 2
+    np.random.seed(last.trial_seed(0))  # as keras.utils.set_random_seed seeds NumPy

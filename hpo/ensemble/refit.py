@@ -185,7 +185,7 @@ def _retrained(
         held = data.x_train[held_out]
         data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
     with trial_process(config, params["family"]):
-        keras.utils.set_random_seed(config.sampler.seed + trial.number)
+        keras.utils.set_random_seed(config.sampler.trial_seed(trial.number))
         # A hypermodel builds from the values its trial sampled.
         model, interface = prepare_model(
             task,
@@ -200,7 +200,7 @@ def _retrained(
                 data.x_train,
                 interface.encode_labels(data.y_train, int(params["classes"])),
                 batch_size,
-                config.sampler.seed + trial.number,
+                config.sampler.trial_seed(trial.number),
                 bucketed=interface.bucketed,
             ),
             epochs=epochs,

@@ -236,7 +236,7 @@ def _train_trial(
     params = {**trial.params, **task.build_context(data_folder)}
     family = params["family"]
     data = task.trial_data(data_folder, params)
-    keras.utils.set_random_seed(config.sampler.seed + trial.number)
+    keras.utils.set_random_seed(config.sampler.trial_seed(trial.number))
 
     @functools.cache
     def fit_arguments() -> dict[str, Any]:
@@ -361,7 +361,7 @@ def _train_trial(
                     data.x_train,
                     labels,
                     batch_size,
-                    config.sampler.seed + trial.number,
+                    config.sampler.trial_seed(trial.number),
                     bucketed=interface.bucketed,
                     # In-memory arrays' sample weights (hpo.Tuner), when given.
                     **({} if data.w_train is None else {"weights": data.w_train}),
