@@ -316,6 +316,14 @@ def _run_images(model: keras.Model, classes: list[str], files: list[str], folder
             f"{skipped[0]}",
             file=sys.stderr,
         )
+    if not readable and not failed:  # folders of no image: nothing above says so
+        given = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        raise DataError(
+            f"no image to classify in {given}: "
+            + (f"its {len(skipped)} file(s) are not images" if skipped else "it holds no files")
+            + "; name image files or folders that hold them, e.g. hpo predict --ensemble DIR "
+            "photos/."
+        )
     if not readable:
         return 1
     for name, p in zip(readable, _predict(model, images, folder), strict=True):

@@ -13,7 +13,7 @@ import pytest
 
 from hpo.ensemble import predict
 from hpo.ensemble.predict import _image_files
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,6 +33,20 @@ def test_a_folder_given_to_predict_is_read_as_training_reads_it(tmp_path: Path) 
         (str(folder / "b.png"), True),
         (str(folder / "linked" / "c.png"), True),
     ]
+
+
+def test_folders_of_no_image_are_refused_naming_them(tmp_path: Path) -> None:
+    import keras
+
+    model = keras.Model(inputs := keras.Input((8, 8, 3)), keras.layers.Flatten()(inputs))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    # It exited 1 printing nothing (or only that it skipped a file).
+    with pytest.raises(DataError, match=r"no image to classify in .*empty: it holds no files"):
+        predict._run_images(model, ["a", "b"], [str(tmp_path / "empty")], tmp_path)
+    with pytest.raises(DataError, match=r"notes: its 1 file\(s\) are not images; name image"):
+        predict._run_images(model, ["a", "b"], [str(tmp_path / "notes")], tmp_path)
 
 
 def test_a_class_name_with_a_line_break_or_tab_is_printed_in_one_column(
