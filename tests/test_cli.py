@@ -106,10 +106,31 @@ def test_output_paths_that_cannot_be_written_exit_2_naming_them(
         (["status", "--csv", str(tmp_path)], f"--csv {tmp_path} is a folder"),
         (["status", "--csv", str(tmp_path / "no" / "t.csv")], "no folder; give a file path"),
         (["report", "--out", str(tmp_path / "afile")], "is a file; give a folder"),
+        (["status", "--csv", str(tmp_path / "afile")], "give a new path, such as trials.csv"),
     ]:
         assert main([*argv, "--study", str(searched)]) == 2
         assert said in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_csv_path_naming_the_studys_own_files_is_refused_and_a_table_is_written_again(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo.cli import main
+
+    # A typo naming the study's database or study file replaced it with the table.
+    database = next(study_copy.parent.rglob("*.db"))
+    for own in (database, study_copy):
+        kept = own.read_bytes()
+        assert main(["status", "--study", str(study_copy), "--csv", str(own)]) == 2
+        assert "is a file that hpo status did not write" in capsys.readouterr().err
+        assert own.read_bytes() == kept
+    (tmp_path / "tables").mkdir()
+    table = tmp_path / "tables" / "trials.csv"
+    for _ in range(2):
+        assert main(["status", "--study", str(study_copy), "--csv", str(table)]) == 0
+    assert table.read_text().startswith("trial,state,")
+    assert [p.name for p in table.parent.iterdir()] == ["trials.csv"]  # no part file left
 
 
 def test_any_other_unwritable_path_is_one_line_with_exit_2_and_a_traceback_when_verbose(

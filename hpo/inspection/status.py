@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,9 +319,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints the leaderboard, JSON, or writes the CSV."""
-    if args.csv is not None and (args.csv.is_dir() or not args.csv.parent.is_dir()):
-        where = "is a folder" if args.csv.is_dir() else f"is in {args.csv.parent}, no folder"
-        raise ConfigError(f"--csv {args.csv} {where}; give a file path, such as trials.csv.")
+    if args.csv is not None:
+        _check_csv_path(args.csv)
     config, study = open_study(args.study, args.storage, args.study_name)
     data = status(
         study, config.storage_url, max(args.top, 0), artifact_bytes(config), cache_bytes(config)
@@ -328,11 +328,47 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.csv:
-        _as_json_cells(leaderboard(study)).to_csv(args.csv, index=False)
+        _write_csv(_as_json_cells(leaderboard(study)), args.csv)
         print(f"Wrote {len(study.get_trials(deepcopy=False))} trials to {args.csv}")
     else:
         print(format_status(data))
     return 0
+
+
+# The first cells of every table `--csv` writes: a file that starts otherwise is not one.
+_CSV_HEADER = "trial,state,"
+
+
+def _check_csv_path(path: Path) -> None:
+    """Refuses a `--csv` path that is a folder, in none, or a file other than a table an
+    earlier `--csv` wrote (a typo naming the study's database, its study file or a checkpoint
+    would replace it)."""
+    if path.is_dir() or not path.parent.is_dir():
+        where = "is a folder" if path.is_dir() else f"is in {path.parent}, no folder"
+        raise ConfigError(f"--csv {path} {where}; give a file path, such as trials.csv.")
+    if not path.exists():
+        return
+    try:
+        with path.open("rb") as file:
+            ours = file.read(len(_CSV_HEADER)) == _CSV_HEADER.encode()
+    except OSError as exc:
+        raise ConfigError(f"--csv {path} cannot be read ({exc}); give another path.") from exc
+    if not ours:
+        raise ConfigError(
+            f"--csv {path} is a file that hpo status did not write (it does not start with "
+            f"{_CSV_HEADER!r}), which the table would replace; give a new path, such as "
+            "trials.csv, or remove that file first."
+        )
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Writes `table` to `path` whole or not at all (a temporary file beside it, renamed)."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        table.to_csv(part, index=False)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
