@@ -47,7 +47,7 @@ from hpo.ensemble.export import (
 )
 from hpo.ensemble.predict import load_export
 from hpo.ensemble.refit import in_trial_process
-from hpo.ensemble.report import check_out_dir, publish, staging_for
+from hpo.ensemble.report import OutputKind, check_out_dir, publish, staging_for
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError, DataError, StoreError
 from hpo.store import open_artifact_store
@@ -168,7 +168,7 @@ def distill_ensemble(
             f"{', '.join(families)}. Use --family {families[0]}, or leave --family out for the "
             f"ensemble's fastest member's."
         )
-    out_dir = check_out_dir(out_dir or ensemble_dir / DISTILLED_DIR)
+    out_dir = check_out_dir(out_dir or ensemble_dir / DISTILLED_DIR, OutputKind.DISTILLATION)
     export, _ = load_export(ensemble_dir)
     members, temperature = teacher_members(export, study)
     source = task.locate(config, data or provenance.recorded_source(study))

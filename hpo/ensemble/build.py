@@ -28,6 +28,7 @@ from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.choice import Choice, choose
 from hpo.ensemble.refit import refit_members
 from hpo.ensemble.report import (
+    OutputKind,
     build_report,
     check_out_dir,
     folder_lock,
@@ -144,7 +145,9 @@ def build_ensemble(
         )
     asked = {Format.KERAS, *as_formats(formats)}
     check_formats(asked, keras_config_backend())
-    out_dir = check_out_dir(out_dir or Path("ensembles") / f"{config.name}-top{top}")
+    out_dir = check_out_dir(
+        out_dir or Path("ensembles") / f"{config.name}-top{top}", OutputKind.ENSEMBLE
+    )
     # The members stay held until the ensemble is recorded, which keeps them from then on.
     with (
         tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch,

@@ -34,7 +34,7 @@ from hpo.ensemble.export import (
     write_tokenizer,
 )
 from hpo.ensemble.predict import export_backend, load_export
-from hpo.ensemble.report import check_out_dir, folder_lock, publish, staging_for
+from hpo.ensemble.report import OutputKind, check_out_dir, folder_lock, publish, staging_for
 from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
     Format,
@@ -98,7 +98,9 @@ def export_trial(
     """
     asked = as_formats(formats)
     check_formats(asked, keras_config_backend())
-    out_dir = check_out_dir(out_dir or Path("exports") / f"{config.name}-trial{number}")
+    out_dir = check_out_dir(
+        out_dir or Path("exports") / f"{config.name}-trial{number}", OutputKind.TRIAL
+    )
     trial = _complete_trial(study, number)
     task, data_folder, _ = _prepare(config, study, data)
     store = open_artifact_store(config.artifact_location, create=False)

@@ -12,6 +12,7 @@ import shutil
 import socket
 import sys
 import uuid
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from hpo.store import open_artifact_store, redact_url
 from hpo.training.isolation import process_alive
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import optuna
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from hpo.ensemble.weighting import Method
 
 __all__ = [
+    "OutputKind",
     "build_report",
     "check_out_dir",
     "folder_lock",
@@ -329,15 +331,41 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
     )
 
 
-def check_out_dir(out_dir: Path) -> Path:
-    """`out_dir` (normalized) if `publish` may put an output there: a path not taken yet, an
-    empty folder, or an earlier output of hpo's (a folder holding report.json), which it
-    replaces whole; checked before any work, so that nothing a user keeps there is lost.
+class OutputKind(str, Enum):  # noqa: UP042 (its values are written and compared as text)
+    """What an output folder of hpo's holds, as its report.json tells."""
+
+    ENSEMBLE = "ensemble"  # hpo ensemble
+    TRIAL = "trial export"  # hpo export --trial
+    DISTILLATION = "distilled student"  # hpo distill
+
+    @classmethod
+    def of(cls, report: Mapping[str, Any]) -> OutputKind | None:
+        """The kind of output whose report.json holds `report`; None for none of hpo's."""
+        if "student" in report:
+            return cls.DISTILLATION
+        if "members" in report:
+            return cls.ENSEMBLE
+        if "trial" in report:
+            return cls.TRIAL
+        return None
+
+    @property
+    def with_article(self) -> str:
+        """ "an ensemble", "a trial export"."""
+        return f"{'an' if self.value[0] in 'aeiou' else 'a'} {self.value}"
+
+
+def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
+    """`out_dir` (normalized) if `publish` may put an output of `kind` there: a path not taken
+    yet, an empty folder, or an earlier output of hpo's of the same kind (a folder whose
+    report.json says so), which it replaces whole; checked before any work, so that nothing a
+    user keeps there is lost, nor another kind of result (a typo in `--out` naming the
+    ensemble a distillation reads).
 
     Raises:
         ConfigError: `out_dir` is a file, holds files hpo did not write (a folder of the
-            user's, the data, a study's folder), is the folder the command runs in or one
-            above it, or cannot be created.
+            user's, the data, a study's folder), holds another kind of output, is the folder
+            the command runs in or one above it, or cannot be created.
     """
     out = Path(os.path.normpath(out_dir))
     fix = "Give a folder that does not exist yet, such as ensembles/NAME"
@@ -355,11 +383,24 @@ def check_out_dir(out_dir: Path) -> Path:
             f"output folder {out_dir} (--out) is the folder this command runs in, or one "
             f"above it, and hpo replaces its output folder whole. {fix}."
         )
-    if not (out / "report.json").is_file() and any(out.iterdir()):
+    if not (out / "report.json").is_file():
+        if any(out.iterdir()):
+            raise ConfigError(
+                f"output folder {out_dir} (--out) holds files that hpo did not write (it has "
+                f"no report.json), and hpo replaces its output folder whole. {fix}, or move "
+                f"those files away."
+            )
+        return out
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = None
+    found = OutputKind.of(report) if isinstance(report, dict) else None
+    if found != kind:
+        what = "a report.json hpo did not write" if found is None else found.with_article
         raise ConfigError(
-            f"output folder {out_dir} (--out) holds files that hpo did not write (it has no "
-            f"report.json), and hpo replaces its output folder whole. {fix}, or move those "
-            f"files away."
+            f"output folder {out_dir} (--out) holds {what}, and this {kind.value} would "
+            f"replace it whole. {fix}."
         )
     return out
 

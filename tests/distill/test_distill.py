@@ -195,6 +195,12 @@ def test_bad_input_is_named_with_exit_code_2(
     err = capsys.readouterr().err
     assert "'resnet' is not a family of study 'tiny'" in err and "conv1d, sepconv1d" in err
     assert "Traceback" not in err
+    # --out naming the ensemble it reads: the ensemble was replaced by the student.
+    files = sorted(p.name for p in ensemble.iterdir())
+    assert main(["--ensemble", str(ensemble), *study, "--out", str(ensemble)]) == 2
+    err = capsys.readouterr().err
+    assert "holds an ensemble, and this distilled student would replace it whole" in err
+    assert sorted(p.name for p in ensemble.iterdir()) == files
     # A refitted ensemble (make ensemble's) is refused with the command that makes one to distil.
     refitted = tmp_path / "refitted"
     shutil.copytree(ensemble, refitted, ignore=shutil.ignore_patterns(DISTILLED_DIR))

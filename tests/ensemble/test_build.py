@@ -17,7 +17,7 @@ from hpo.ensemble import EXPORT_NAME, build_ensemble, main, ranked_trials
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import check_rows
 from hpo.ensemble.weighting import Method
-from hpo.errors import DataError
+from hpo.errors import ConfigError, DataError
 from hpo.search import run_search
 from hpo.store import open_storage, sha256_file
 from hpo.study import search_space
@@ -292,6 +292,32 @@ def test_an_output_folder_that_holds_other_files_is_refused_before_any_work(
     assert (tmp_path / "empty" / EXPORT_NAME).is_file()
     assert main(["--study", str(study_copy), "--top", "2", "--out", str(tmp_path / "empty")]) == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_output_folder_is_replaced_only_by_an_output_of_its_own_kind(tmp_path: Path) -> None:
+    # A typo in --out replaced an ensemble with a trial's export or a distilled student.
+    from hpo.ensemble.report import OutputKind, check_out_dir
+
+    reports = {
+        OutputKind.ENSEMBLE: {"study": "s", "members": [{"trial": 3}]},
+        OutputKind.TRIAL: {"study": "s", "trial": 3},
+        OutputKind.DISTILLATION: {"study": "s", "student": {}, "ensemble": {}},
+    }
+    for held, report in reports.items():
+        folder = tmp_path / held.name
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps(report))
+        assert OutputKind.of(report) is held
+        for kind in OutputKind:
+            if kind is held:
+                assert check_out_dir(folder, kind) == folder
+            else:
+                with pytest.raises(ConfigError, match=f"holds {held.with_article}, and this"):
+                    check_out_dir(folder, kind)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"holds a report\.json hpo did not write"):
+        check_out_dir(tmp_path / "other", OutputKind.ENSEMBLE)
 
 
 def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
