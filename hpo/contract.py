@@ -116,7 +116,7 @@ def store_trial_artifacts(
     store later fails `fetch_checkpoint` / `fetch_predictions`. If an upload fails (a full disk:
     `DiskFull`), what this trial already stored is removed again.
     """
-    uploaded: list[str] = []
+    written = _Written(store)
     try:
         for path, id_attr, sha_attr in (
             (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
@@ -124,17 +124,36 @@ def store_trial_artifacts(
         ):
             trial.set_user_attr(sha_attr, sha256_file(path))
             artifact_id = upload_artifact(
-                artifact_store=store, file_path=str(path), study_or_trial=trial
+                artifact_store=written, file_path=str(path), study_or_trial=trial
             )
-            uploaded.append(artifact_id)
             trial.set_user_attr(id_attr, artifact_id)
     except BaseException:
         # The trial fails: a checkpoint stored before its predictions could not be would only
-        # take space (on a disk that is likely full).
-        for artifact_id in uploaded:
+        # take space (on a disk that is likely full); so would a file whose record the study's
+        # database could not take (Optuna writes the file first).
+        for artifact_id in written.ids:
             with contextlib.suppress(Exception):
                 store.remove(artifact_id)
         raise
+
+
+class _Written:
+    """An artifact store that notes the ids of the files it was given to write (all
+    `upload_artifact` calls on it)."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+        self.ids: list[str] = []
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.ids.append(artifact_id)  # before: a write that fails may leave part of a file
+        self._store.write(artifact_id, content_body)
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self._store.open_reader(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self._store.remove(artifact_id)
 
 
 class CheckpointError(HpoError):

@@ -16,11 +16,14 @@ from hpo.errors import ConfigError, DiskFull, HpoError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from hpo.config import StudyConfig
+
 __all__ = [
     "free_bytes",
     "has_room",
     "make_study_folder",
     "raise_if_full",
+    "raise_if_study_full",
     "writing",
     "writing_temporary",
 ]
@@ -30,6 +33,7 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 # share gone read-only) or its permissions changed. No trial after can write there either.
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_SPACE = "No space left on device"  # strerror(ENOSPC), in the messages of other errors
+_SQLITE_FULL = "database or disk is full"  # SQLite's SQLITE_FULL, as Python's sqlite3 says it
 
 
 def make_study_folder(study_dir: Path) -> None:
@@ -113,23 +117,54 @@ def writing_temporary(path: Path, needed: int) -> Iterator[None]:
         ) from exc
 
 
-def raise_if_full(error: BaseException, folder: Path) -> None:
+def raise_if_full(
+    error: BaseException,
+    folder: Path,
+    what: str | None = None,
+    fix: str = "what was there before is untouched. Free space on that disk, or give --out a "
+    "folder on a larger one.",
+) -> None:
     """Raises DiskFull if `error` (or one it came from) is a full disk, met while writing an
-    output in `folder`: Keras's saving and tf2onnx raise OSError, TensorFlow's SavedModel
-    writer its own error whose message says so. Returns otherwise."""
+    output in `folder` (or `what`, where that names it better): Keras's saving and tf2onnx
+    raise OSError, TensorFlow's SavedModel writer its own error whose message says so, a
+    study's database Optuna's StorageInternalError from SQLite's "database or disk is full"
+    (PostgreSQL's says "No space left on device"). Returns otherwise.
+
+    Args:
+        fix: What to do, after the free space the message gives.
+    """
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if (isinstance(cause, OSError) and cause.errno in _FULL) or _NO_SPACE in str(cause):
+        if (isinstance(cause, OSError) and cause.errno in _FULL) or any(
+            words in str(cause) for words in (_NO_SPACE, _SQLITE_FULL)
+        ):
             raise DiskFull(
-                f"no space left on device writing {folder} ({_size(free_bytes(folder))} free "
-                f"there); what was there before is untouched. Free space on that disk, or give "
-                f"--out a folder on a larger one.",
+                f"no space left on device writing {what or folder} "
+                f"({_size(free_bytes(folder))} free there); {fix}",
                 path=str(folder),
                 needed=0,
             ) from error
         cause = cause.__cause__ or cause.__context__
+
+
+def raise_if_study_full(error: BaseException, config: StudyConfig) -> None:
+    """Raises DiskFull naming the study's database and folder if `error` came of a full disk
+    (`raise_if_full`): SQLite's file, or the study's own files, could not grow. Returns
+    otherwise, and for an error of hpo's own (a DiskFull that names its file already)."""
+    from hpo.store import redact_url
+
+    if isinstance(error, HpoError):
+        return
+    raise_if_full(
+        error,
+        config.study_dir,
+        f"the study (its database {redact_url(config.storage_url)}, or its files in "
+        f"{config.study_dir.absolute()})",
+        "finished trials are kept. Free space on that disk, or move the study to a larger "
+        "one, then run the same command to resume (a trial it stopped is queued again).",
+    )
 
 
 def free_bytes(path: Path) -> int:

@@ -128,3 +128,75 @@ def test_a_full_disk_met_writing_an_output_is_disk_full_whatever_raised_it(tmp_p
         with pytest.raises(DiskFull, match=rf"no space left on device writing {tmp_path} \("):
             raise_if_full(error, tmp_path)
     raise_if_full(ValueError("a bug, not the disk"), tmp_path)  # returns: the caller re-raises
+
+
+def _database_full() -> Exception:
+    """What Optuna's RDB storage raises where SQLite cannot grow its file: the cause chain
+    of a commit on a full disk."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    try:
+        try:
+            try:
+                raise sqlite3.OperationalError("database or disk is full")
+            except sqlite3.OperationalError as exc:
+                raise sqlalchemy.exc.OperationalError("COMMIT", {}, exc) from exc
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. This typically happens due to "
+                "invalid data in the commit, e.g. exceeding max length. "
+            ) from exc
+    except optuna.exceptions.StorageInternalError as exc:
+        return exc
+
+
+def test_a_study_database_on_a_full_disk_stops_the_search_naming_it(tmp_path: Path) -> None:
+    # It was a traceback blaming the data ("e.g. exceeding max length"), exit code 1.
+    from hpo.config import StudyConfig
+    from hpo.search import workers
+
+    config = StudyConfig(name="s", study_dir=tmp_path / "s")
+
+    @workers._full_disk_named
+    def search(config: StudyConfig) -> None:
+        raise _database_full()
+
+    with pytest.raises(DiskFull) as caught:
+        search(config)
+    message = str(caught.value)
+    assert message.startswith(
+        f"no space left on device writing the study (its database {config.storage_url}, or "
+        f"its files in {config.study_dir.absolute()}) ("
+    )
+    assert "finished trials are kept. Free space on that disk" in message
+    assert "run the same command to resume" in message
+    assert caught.value.exit_code == 2
+
+    @workers._full_disk_named
+    def other(config: StudyConfig) -> None:
+        raise optuna.exceptions.StorageInternalError("a bad value")
+
+    with pytest.raises(optuna.exceptions.StorageInternalError, match="a bad value"):
+        other(config)
+
+
+def test_a_stored_file_whose_record_the_database_cannot_take_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optuna writes the file, then records it: a database on a full disk left the checkpoint
+    # in the artifact folder with no trial naming it.
+    checkpoint, predictions = tmp_path / "best.keras", tmp_path / "val.npy"
+    checkpoint.write_bytes(b"c" * 2_000)
+    np.save(predictions, np.zeros(500, np.float32))
+    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
+    trial = optuna.create_study().ask()
+
+    def full(*args: object) -> None:
+        raise _database_full()
+
+    monkeypatch.setattr(trial.storage, "set_trial_system_attr", full)
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        store_trial_artifacts(trial, store, checkpoint, predictions)
+    assert sorted((tmp_path / "artifacts").iterdir()) == []

@@ -39,7 +39,7 @@ from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import Priced, calibration, cheapest_epoch
 from hpo.data import provenance
-from hpo.disk import has_room, make_study_folder
+from hpo.disk import has_room, make_study_folder, raise_if_study_full
 from hpo.errors import (
     ConfigError,
     DiskFull,
@@ -83,7 +83,7 @@ from hpo.training.runner import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from hpo.config import StudyConfig
@@ -113,6 +113,23 @@ class SearchSummary:
     objective: str = "val_accuracy"
 
 
+def _full_disk_named(search: Callable[..., SearchSummary]) -> Callable[..., SearchSummary]:
+    """`search`, where a full disk under the study (its database, its files) is DiskFull
+    naming it: SQLite's "database or disk is full" came as Optuna's StorageInternalError,
+    whose message blames the data ("e.g. exceeding max length"), with a traceback."""
+
+    @functools.wraps(search)
+    def named(config: StudyConfig, *args: Any, **kwargs: Any) -> SearchSummary:
+        try:
+            return search(config, *args, **kwargs)
+        except Exception as exc:
+            raise_if_study_full(exc, config)
+            raise
+
+    return named
+
+
+@_full_disk_named
 @callers_environment()
 def run_search(
     config: StudyConfig, data: str | None = None, progress: bool = True, quiet: bool = False

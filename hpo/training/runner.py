@@ -32,7 +32,7 @@ from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rat
 from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
-from hpo.disk import writing
+from hpo.disk import raise_if_study_full, writing
 from hpo.errors import ConfigError, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
@@ -159,6 +159,11 @@ def run_trial(job: TrialJob) -> TrialResult:
                 threads=job.threads,
                 cheapest=job.cheapest,
             )
+    except Exception as exc:
+        # Named here: the error the search process receives keeps no cause (it is pickled),
+        # and Optuna's for a database on a full disk blames the data.
+        raise_if_study_full(exc, config)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
