@@ -398,7 +398,12 @@ class HyperModelFamily:
             raise ConfigError(
                 f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
                 f"training ({type(exc).__name__}: {str(exc)[:200]}); hpo reads from it only the "
-                f"arguments it passes to model.fit ({', '.join(FIT_ARGUMENTS)})."
+                f"arguments it passes to model.fit ({', '.join(FIT_ARGUMENTS)}). It is given "
+                f"x and y as NumPy arrays (a dict or list of them for several inputs), whatever "
+                f"the search was given: hpo reads a tf.data.Dataset or PyDataset once into "
+                f"arrays that every trial's process reads. A fit written for a dataset "
+                f"(x.map, x.batch) can transform the arrays instead, or the model can (a layer "
+                f"in build), and pass batch_size= to model.fit."
             ) from exc
         transformed: dict[str, np.ndarray] = {}
         for name, value in recorder.data().items():
@@ -417,6 +422,9 @@ class HyperModelFamily:
                     f"batch_size= to model.fit instead."
                 )
             transformed[name] = inputs
+        passed_validation = recorder.kwargs.get("validation_data")
+        if validation_data is not None and passed_validation is not None:
+            self._check_validation(passed_validation, validation_data)
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y", "validation_data"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
@@ -434,6 +442,27 @@ class HyperModelFamily:
             if k in FIT_ARGUMENTS and v is not None and not (k == "callbacks" and v == [])
         }
         return {**self.fit_defaults, **passed, **transformed}
+
+    def _check_validation(self, passed: Any, given: Any) -> None:
+        """Refuses validation data the hypermodel's `fit` changed before `model.fit`: the trial
+        is validated, and its model ensembled, tested and served, on inputs as given, which
+        the fit's own transformation (code, not a layer of the model) never reaches.
+
+        Raises:
+            ConfigError: `passed` holds other inputs or labels than `given`.
+        """
+        pairs = isinstance(passed, (tuple, list)) and len(passed) >= 2
+        if pairs and _same_data(passed[0], given[0]) and _same_data(passed[1], given[1]):
+            return
+        raise ConfigError(
+            f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) passes model.fit other "
+            f"validation_data than it is given (transformed, as it transforms x, say). hpo "
+            f"validates each trial on the validation data as given, as it later ensembles, "
+            f"tests and serves the model on inputs as given, which a transformation in fit "
+            f"never reaches. Pass validation_data on as given (a fit that normalizes x alone "
+            f'is KerasTuner\'s "tune data preprocessing" guide), or transform in the model (a '
+            f"layer in build, such as keras.layers.Normalization adapted to x)."
+        )
 
     def train_own(
         self,

@@ -284,6 +284,56 @@ def test_inputs_a_fit_transforms_are_the_trials_and_other_changes_are_refused() 
                 assert family.fit_arguments(given, y) == {}
 
 
+def test_validation_data_a_fit_transforms_is_refused_and_as_given_is_taken() -> None:
+    # Standardized with x's statistics, as x is: each trial was scored on the validation
+    # data as given, untransformed, at chance, with nothing said.
+    class Standardizing(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return hp.Boolean("validation_too")
+
+        def fit(
+            self,
+            hp: keras_tuner.HyperParameters,
+            model: Any,
+            x: Any,
+            y: Any,
+            validation_data: Any = None,
+            **kw: Any,
+        ) -> Any:
+            mean, std = x.mean(0), x.std(0)
+            if hp.get("validation_too"):
+                x_val, y_val = validation_data
+                validation_data = ((x_val - mean) / std, y_val)
+            else:
+                validation_data = (np.asarray(validation_data[0]), list(validation_data[1]))
+            return model.fit((x - mean) / std, y, validation_data=validation_data, **kw)
+
+    x, y = np.arange(600, dtype="float32").reshape(300, 2), np.arange(300) % 2
+    validation = (x[:50] + 1, y[:50])
+    family = HyperModelFamily("std", Standardizing(), lambda n: n)
+    family.build_trial(optuna.trial.FixedTrial({"validation_too": False}), {})
+    assert set(family.fit_arguments(x, y, validation)) == {"x"}
+    family = HyperModelFamily("std", Standardizing(), lambda n: n)
+    family.build_trial(optuna.trial.FixedTrial({"validation_too": True}), {})
+    with pytest.raises(ConfigError, match=r"other validation_data than it is given .*Normaliz"):
+        family.fit_arguments(x, y, validation)
+
+
+def test_a_fit_written_for_a_dataset_is_told_it_is_given_arrays() -> None:
+    class Mapping(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return None
+
+        def fit(self, hp: Any, model: Any, x: Any, *args: Any, **kw: Any) -> Any:
+            return model.fit(x.map(lambda a, b: (a * 2, b)), **kw)
+
+    family = HyperModelFamily("mapping", Mapping(), lambda n: n)
+    family.build_trial(optuna.trial.FixedTrial({}), {})
+    x, y = np.zeros((20, 2), "float32"), np.zeros(20)
+    with pytest.raises(ConfigError, match=r"no attribute 'map'.*given x and y as NumPy arrays"):
+        family.fit_arguments(x, y)
+
+
 def test_hyperparameters_given_to_the_tuner_take_the_place_of_the_hypermodels() -> None:
     """KerasTuner's `Tuner(hyperparameters=hp, tune_new_entries=False)`, as its guide fixes
     HyperResNet's learning rate: the given parameters replace the model's declarations."""
