@@ -80,11 +80,33 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
             f"hpo gc; there is nothing to ensemble. Run more trials: hpo search --study <file>."
         )
     if not complete:
-        raise StoreError(
-            f"study {study.study_name!r} has no COMPLETE trials yet. Run the search first: "
-            f"python -m hpo.search --study <file>."
-        )
+        raise StoreError(f"study {study.study_name!r} has no COMPLETE trials{_why_none(study)}")
     return best_first(study, complete)
+
+
+def _why_none(study: optuna.Study) -> str:
+    """Why a study has no COMPLETE trial, and what to do, for `ranked_trials`' error: its
+    trials all pruned or failed (the last one's reason), or none has run."""
+    ended = study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.FAIL))
+    if not ended:
+        return (
+            " yet. Run the search first: hpo search --study FILE, or tuner.search(...) from Python."
+        )
+    last = ended[-1]
+    reason = last.user_attrs.get(Attr.PRUNE_REASON) or last.user_attrs.get(Attr.FAIL_REASON)
+    counts = {
+        state: sum(t.state == state for t in ended)
+        for state in (TrialState.PRUNED, TrialState.FAIL)
+    }
+    said = " and ".join(f"{n} {state.name}" for state, n in counts.items() if n)
+    because = f" ({str(reason)[:300]})" if reason else ""
+    return (
+        f": its {len(ended)} finished trials were all stopped ({said}); the last, trial "
+        f"{last.number}, {'was pruned' if last.state == TrialState.PRUNED else 'failed'}"
+        f"{because}. See each trial's reason (hpo "
+        f"status, or tuner.results_summary()), mend the model or its search space, and search "
+        f"again."
+    )
 
 
 def pool_candidates(

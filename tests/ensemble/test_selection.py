@@ -80,3 +80,31 @@ def test_the_pool_skips_a_trial_whose_output_is_another_width(
     candidates, skipped = pool_candidates(ranked, None, 2, tmp_path, THREE, open_classes=True)  # type: ignore[arg-type]
     assert [c.trial.number for c in candidates] == [0]
     assert "where the better trials' have (60, 3)" in skipped[0]["reason"]
+
+
+def test_a_study_of_no_complete_trial_says_why_and_what_to_do() -> None:
+    from hpo.ensemble.selection import ranked_trials
+    from hpo.errors import StoreError
+
+    study = optuna.create_study(study_name="s")
+    with pytest.raises(StoreError, match=r"no COMPLETE trials yet\. Run the search first: hpo "):
+        ranked_trials(study)
+    # Every trial pruned (a loss that diverged): it said to run the search first, as if none had.
+    for number in range(2):
+        trial = study.ask()
+        trial.set_user_attr(Attr.PRUNE_REASON, f"diverged: the loss is nan at epoch {number}")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(StoreError) as caught:
+        ranked_trials(study)
+    assert str(caught.value) == (
+        "study 's' has no COMPLETE trials: its 3 finished trials were all stopped (2 PRUNED and "
+        "1 FAIL); the last, trial 2, failed. See each trial's reason (hpo status, or "
+        "tuner.results_summary()), mend the model or its search space, and search again."
+    )
+    last = study.ask()
+    last.set_user_attr(Attr.PRUNE_REASON, "diverged: the loss is nan at epoch 1")
+    study.tell(last, state=optuna.trial.TrialState.PRUNED)
+    with pytest.raises(StoreError, match=r"trial 3, was pruned \(diverged: the loss is nan at"):
+        ranked_trials(study)
