@@ -14,6 +14,7 @@ from optuna.distributions import (
     CategoricalDistribution,
     check_distribution_compatibility,
 )
+from optuna.trial import TrialState
 
 from hpo.config import PrunerKind, did_you_mean
 from hpo.contract import Attr
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from optuna.storages import BaseStorage
-    from optuna.trial import FrozenTrial, TrialState
+    from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
     from hpo.space import Space
@@ -380,8 +381,44 @@ def enqueue_defaults(study: optuna.Study, task: Task, space: SearchSpace) -> int
         return 0
     defaults = default_params(task, space)
     for params in defaults:
-        study.enqueue_trial(params, user_attrs={Attr.SEEDED: "family default"})
+        study.enqueue_trial(params, user_attrs={Attr.SEEDED: FAMILY_DEFAULT})
+    _drop_copied_defaults(study)
     return len(defaults)
+
+
+FAMILY_DEFAULT = "family default"  # Attr.SEEDED of the trials `enqueue_defaults` queues
+
+
+def _drop_copied_defaults(study: optuna.Study) -> list[int]:
+    """Fails the copies of the family defaults that workers started at once on a new study
+    queued (each found it empty): each one still waiting is taken, as a worker takes a queued
+    trial (so one that a worker has just taken is left to train), and marked FAIL naming the
+    first, which trains. A retry of a default (`hpo.search.recovery.requeue`) is no copy.
+
+    Returns:
+        The numbers of the copies failed.
+    """
+    storage = study._storage
+    first: dict[str, int] = {}
+    dropped = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.system_attrs
+        if trial.user_attrs.get(Attr.SEEDED) != FAMILY_DEFAULT or "failed_trial" in attrs:
+            continue
+        key = json.dumps(attrs.get("fixed_params"), sort_keys=True, default=str)
+        if key not in first:
+            first[key] = trial.number
+        elif trial.state == TrialState.WAITING and storage.set_trial_state_values(
+            trial._trial_id, state=TrialState.RUNNING
+        ):
+            reason = (
+                f"a copy of trial {first[key]}'s family defaults, queued by another worker "
+                f"that started on the new study at the same time; not trained"
+            )
+            storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            dropped.append(trial.number)
+    return dropped
 
 
 def default_params(task: Task, space: SearchSpace) -> list[dict[str, Any]]:

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
+from hpo.contract import Attr
 from hpo.errors import ConfigError
+from hpo.search.recovery import requeue
 from hpo.space import fit_value, narrow_space
 from hpo.study import (
     FamilyPruner,
+    _drop_copied_defaults,
     check_space_drift,
     enqueue_defaults,
     sample_params,
@@ -117,6 +121,53 @@ def test_defaults_are_enqueued_once_and_fit_the_narrowed_space() -> None:
     assert by_family["sepconv1d"]["learning_rate"] == pytest.approx(3e-3)
     assert by_family["ngram"]["seq_len"] == 200  # its own default (1600), fitted
     assert by_family["ngram"]["ngram_order"] == 2
+
+
+def test_defaults_two_workers_queue_at_once_are_trained_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two `hpo search` started together on a new study each found it empty and queued the
+    # defaults: a third of a 6-trial study trained the same parameters twice.
+    space = search_space(IMDB, {"seq_len": [200]})
+    study = optuna.create_study()
+    assert enqueue_defaults(study, IMDB, space) == 4
+    first = study.get_trials()
+    # The other worker, which looked before the first queued anything; one of its copies
+    # is taken by a worker before it looks for copies (it trains).
+    looked = study.get_trials
+    monkeypatch.setattr(study, "get_trials", lambda *a, **k: [] if not calls else looked(*a, **k))
+    calls: list[int] = []
+    enqueue = study.enqueue_trial
+
+    def queue(params: Any, **kwargs: Any) -> None:
+        enqueue(params, **kwargs)
+        if not calls:
+            calls.append(1)
+            taken = study.get_trials()[-1]
+            assert study._storage.set_trial_state_values(taken._trial_id, TrialState.RUNNING)
+
+    monkeypatch.setattr(study, "enqueue_trial", queue)
+    assert enqueue_defaults(study, IMDB, space) == 4
+    monkeypatch.undo()
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.WAITING] * 4 + [TrialState.RUNNING] + [
+        TrialState.FAIL
+    ] * 3
+    assert [t.system_attrs["fixed_params"] for t in trials[4:]] == [
+        t.system_attrs["fixed_params"] for t in first
+    ]
+    assert trials[5].user_attrs[Attr.FAIL_REASON] == (
+        "a copy of trial 1's family defaults, queued by another worker that started on the new "
+        "study at the same time; not trained"
+    )
+    # A retry of a default is no copy: it stays queued.
+    retried = study.get_trials()[0]
+    study._storage.set_trial_state_values(retried._trial_id, TrialState.RUNNING)
+    study._storage.set_trial_state_values(retried._trial_id, TrialState.FAIL)
+    requeue(study, retried._trial_id)
+    assert study.get_trials()[-1].state == TrialState.WAITING
+    assert _drop_copied_defaults(study) == []
+    assert study.get_trials()[-1].state == TrialState.WAITING
 
 
 def test_a_study_from_before_a_family_was_added_resumes_with_its_own_families_listed() -> None:
