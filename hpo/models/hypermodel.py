@@ -48,7 +48,14 @@ if TYPE_CHECKING:
 
     import optuna
 
-__all__ = ["HyperModelFamily", "OptunaHyperParameters", "to_distribution"]
+__all__ = [
+    "GivenHyperParameters",
+    "HyperModelFamily",
+    "OptunaHyperParameters",
+    "task_arguments",
+    "task_parameters",
+    "to_distribution",
+]
 
 _log = logging.getLogger(__name__)
 # Arguments of a hypermodel's own `fit` that hpo honours; it trains with its own data and
@@ -118,7 +125,38 @@ def to_distribution(hp: Any) -> BaseDistribution:
     )
 
 
-class OptunaHyperParameters(keras_tuner.HyperParameters):
+class GivenHyperParameters(keras_tuner.HyperParameters):
+    """KerasTuner's `HyperParameters`, which also read, with `hp.get(name)`, the values a trial
+    gives its hypermodel beside those it samples: what the task gives every model
+    (`hp.get("input_shape")`, `hp.get("classes")`), where no active parameter has that name.
+    They are not among `values`, which hold the hyperparameters alone, as in KerasTuner.
+
+    Args:
+        given: Values readable with `hp.get(name)` that are not searched here (the task's
+            input shape and classes, say).
+    """
+
+    def __init__(self, given: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self._given = dict(given or {})
+
+    def get(self, name: str) -> Any:
+        """A parameter's value, or else a given value (`hp.get("classes")`)."""
+        try:
+            return super().get(name)
+        except KeyError:
+            if name in self._given:
+                return self._given[name]
+            raise
+
+    def copy(self) -> GivenHyperParameters:
+        """A copy, given values included (KerasTuner's `copy` makes plain `HyperParameters`)."""
+        copied = GivenHyperParameters.from_config(self.get_config())
+        copied._given = dict(self._given)
+        return copied
+
+
+class OptunaHyperParameters(GivenHyperParameters):
     """KerasTuner's `HyperParameters`, with each new active parameter's value asked of Optuna.
 
     Args:
@@ -142,21 +180,11 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
         tune_new_entries: bool = True,
         allow_new_entries: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(given)
         self._ask = ask
-        self._given = dict(given or {})
         self._declared = {hp.name: hp for hp in (declared.space if declared else [])}
         self._tune_new = tune_new_entries
         self._allow_new = allow_new_entries
-
-    def get(self, name: str) -> Any:
-        """A parameter's value, or else a given value (`hp.get("classes")`)."""
-        try:
-            return super().get(name)
-        except KeyError:
-            if name in self._given:
-                return self._given[name]
-            raise
 
     def _register(self, hyperparameter: Any, overwrite: bool = False) -> Any:
         declared = self._declared.get(hyperparameter.name)
@@ -602,14 +630,26 @@ _FROM_TASK = {
 }
 
 
+def task_parameters(cls: type) -> list[str]:
+    """The parameters of HyperModel class `cls`'s constructor that the task fills: those of
+    `input_shape`, `classes` and `num_classes` it takes."""
+    parameters = inspect.signature(cls).parameters
+    return [argument for argument in _FROM_TASK if argument in parameters]
+
+
+def task_arguments(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of HyperModel class `cls`'s constructor (`task_parameters`) that the
+    task's values `given` (its build context) give."""
+    return {
+        argument: next(given[s] for s in _FROM_TASK[argument] if s in given)
+        for argument in task_parameters(cls)
+        if any(s in given for s in _FROM_TASK[argument])
+    }
+
+
 def _instantiate(name: str, cls: type, given: Mapping[str, Any]) -> Any:
     """A HyperModel class instantiated with what the task gives (input shape, classes)."""
-    parameters = inspect.signature(cls).parameters
-    kwargs = {
-        argument: next(given[s] for s in sources if s in given)
-        for argument, sources in _FROM_TASK.items()
-        if argument in parameters and any(s in given for s in sources)
-    }
+    kwargs = task_arguments(cls, given)
     try:
         return cls(**kwargs)
     except Exception as exc:
