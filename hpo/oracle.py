@@ -12,20 +12,22 @@ hpo does not run.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from hpo.contract import Attr
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import keras_tuner
     from optuna.trial import FrozenTrial
 
+    from hpo.api import Study
     from hpo.tuner import Tuner
 
-__all__ = ["StudyOracle", "trial_hyperparameters"]
+__all__ = ["StudyOracle", "given_values", "trial_hyperparameters"]
 
 # Optuna's trial states as KerasTuner's statuses: a pruned trial was stopped early, as
 # Hyperband stops one.
@@ -94,15 +96,16 @@ class StudyOracle:
 
     def _read(self, frozen: Sequence[FrozenTrial]) -> list[keras_tuner.engine.trial.Trial]:
         objective = self.objective  # read from the store once
-        return [self._trial(t, objective) for t in frozen]
+        given = given_values(self._tuner.study())
+        return [self._trial(t, objective, given) for t in frozen]
 
     def _trial(
-        self, frozen: FrozenTrial, objective: keras_tuner.Objective
+        self, frozen: FrozenTrial, objective: keras_tuner.Objective, given: Mapping[str, Any]
     ) -> keras_tuner.engine.trial.Trial:
         from keras_tuner.engine.trial import Trial
 
         width = max(2, len(str(self.max_trials)))
-        hp = trial_hyperparameters(frozen, self._tuner.config.hypermodel.name)
+        hp = trial_hyperparameters(frozen, self._tuner.config.hypermodel.name, given)
         trial = Trial(hp, trial_id=f"{frozen.number:0{width}d}", status=_STATUS[frozen.state.name])
         trial.metrics.register(objective.name, objective.direction)
         for step, value in sorted(frozen.intermediate_values.items()):
@@ -127,12 +130,20 @@ class StudyOracle:
         return trial
 
 
-def trial_hyperparameters(trial: FrozenTrial, family: str) -> keras_tuner.HyperParameters:
+def trial_hyperparameters(
+    trial: FrozenTrial, family: str, given: Mapping[str, Any] | None = None
+) -> keras_tuner.HyperParameters:
     """A trial's values as `keras_tuner.HyperParameters`, by the names the hypermodel `family`
-    gave them: `build_model(hp)` builds the trial's model."""
-    import keras_tuner
+    gave them: `build_model(hp)` builds the trial's model.
 
-    hp = keras_tuner.HyperParameters()
+    Args:
+        given: What the trial gave its hypermodel beside its values (`given_values`), read
+            with `hp.get(name)` as in the trial (`hp.get("input_shape")`), and not among
+            `values`.
+    """
+    from hpo.models.hypermodel import GivenHyperParameters
+
+    hp = GivenHyperParameters(given)
     own = {k: v for k, v in trial.params.items() if k != "family"}
     # A parameter of the hypermodel's own is named as it declared it, without the family
     # prefix (`build_model/learning_rate`) or scope (`units[model=cnn]`), and wins over an hpo
@@ -140,3 +151,27 @@ def trial_hyperparameters(trial: FrozenTrial, family: str) -> keras_tuner.HyperP
     for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
         hp.values[name.removeprefix(f"{family}/").partition("[")[0]] = value
     return hp
+
+
+def given_values(study: Study) -> dict[str, Any]:
+    """What every trial of `study` gives its hypermodel beside the values it samples, for
+    `hp.get(name)`: the task's build context, read from the study's data (for `hpo.Tuner`'s
+    arrays `input_shape`, or `input_shapes` by input name, and `classes`, or `targets` for
+    regression targets). Empty, with a warning naming why, where the data are gone.
+    """
+    from hpo.data.provenance import SOURCE_ATTR, recorded_source
+    from hpo.tasks import get_task
+
+    if study.optuna_study.user_attrs.get(SOURCE_ATTR) is None:
+        return {}  # no search of it has read its data yet
+    task = get_task(study.config.task)
+    try:
+        folder = task.locate(study.config, recorded_source(study.optuna_study))
+    except ConfigError as exc:
+        warnings.warn(
+            f"{exc} Until then, hp.get() reads none of the values the data give the "
+            f"hypermodel (its input shape and classes).",
+            stacklevel=3,
+        )
+        return {}
+    return dict(task.build_context(folder))

@@ -11,7 +11,6 @@ starts it anew.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import inspect
 import io
@@ -667,6 +666,17 @@ class Tuner:
         if source and Path(source).parent == self.config.cache_dir:
             _discard(Path(source))
 
+    def _given(self) -> dict[str, Any]:
+        """What the trials give the hypermodel beside their values (`hpo.oracle.given_values`):
+        the data's input shape and classes; empty before the project's first search."""
+        from hpo.oracle import given_values
+
+        try:
+            study = self.study()
+        except StoreError:
+            return {}
+        return given_values(study)
+
     def study(self) -> Study:
         """The study (`hpo.load_study`), for Optuna's API and `hpo.Study`'s.
 
@@ -745,28 +755,48 @@ class Tuner:
 
     def get_best_hyperparameters(self, num_trials: int = 1) -> list[keras_tuner.HyperParameters]:
         """The best trials' hyperparameters, best first, by the names `build_model` gave them:
-        `build_model(tuner.get_best_hyperparameters()[0])` builds the best trial's model."""
-        from hpo.oracle import trial_hyperparameters
+        `build_model(tuner.get_best_hyperparameters()[0])` builds the best trial's model.
 
+        `values` holds the trial's hyperparameters; `hp.get(name)` also reads what the trial
+        gave the hypermodel from the data (`hp.get("input_shape")`, `hp.get("classes")`), as
+        in the trial."""
+        from hpo.oracle import given_values, trial_hyperparameters
+
+        study = self.study()
         family = self.config.hypermodel.name
-        return [trial_hyperparameters(trial, family) for trial in self.best_trials(num_trials)]
+        given = given_values(study)
+        return [
+            trial_hyperparameters(trial, family, given) for trial in study.best_trials(num_trials)
+        ]
 
     def search_space_summary(self, extended: bool = False) -> None:
         """Prints the hyperparameters `build_model` declares, as KerasTuner prints them: it
         builds the model once here, each parameter at its default (`extended` is accepted, as
         KerasTuner's, and changes nothing). hpo also searches the training settings a model
         leaves open (`batch_size`; the optimizer and learning rate of an uncompiled model).
+        Once the project has searched, the build reads what the data give it, as the trials
+        read it (`hp.get("input_shape")`, `hp.get("classes")`).
 
         Raises:
-            ConfigError: A `HyperModel` class that cannot be made before the search, without
-                the data's input shape and classes.
+            ConfigError: A `HyperModel` class that cannot be made; or, before the project's
+                first search, a build that reads what only the data give.
         """
-        import keras_tuner
+        from hpo.models.hypermodel import GivenHyperParameters
 
+        given = self._given()
+        hp = GivenHyperParameters(given)
         # Parameters given as hyperparameters= come first, in place of the model's own.
         declared = self._declared["declared"]
-        hp = keras_tuner.HyperParameters() if declared is None else copy.deepcopy(declared)
-        self._made("search_space_summary builds the hypermodel now").build(hp)
+        if declared is not None:
+            hp.merge(declared)
+        hypermodel = self._made("search_space_summary builds the hypermodel now")
+        try:
+            hypermodel.build(hp)
+        except Exception as exc:  # the user's code
+            unknown = None if given else self._wants_data(exc)
+            if unknown is None:
+                raise
+            raise unknown from exc
         space = hp.space
         if declared is not None and not self._declared["tune_new_entries"]:
             # The others keep their defaults: not searched, and not shown (as in KerasTuner).
@@ -778,15 +808,40 @@ class Tuner:
             print(f"{config.pop('name')} ({type(parameter).__name__})")
             print(config)
 
+    def _wants_data(self, exc: Exception) -> ConfigError | None:
+        """Where a build before the project's first search failed for want of what the data
+        give (`hp.get("input_shape")`), the error that says so; else None."""
+        from hpo.tasks.arrays import CONTEXT_NAMES
+
+        missing = [n for n in CONTEXT_NAMES if exc.args == (f"{n} does not exist.",)]
+        if isinstance(exc, KeyError) and missing:
+            reads = f"build_model reads hp.get({missing[0]!r})"
+            other = (
+                f"or give it a default until then: hp.get({missing[0]!r}) if {missing[0]!r} in "
+                f"hp else DEFAULT"
+            )
+        else:
+            return None
+        return ConfigError(
+            f"search_space_summary builds the hypermodel, and {reads}, which hpo.Tuner gives "
+            f"from the data of search(): project {self.config.name!r} has none yet, and the "
+            f"build failed ({type(exc).__name__}: {exc}). Call tuner.search_space_summary() "
+            f"after tuner.search(x, y, validation_data=...), {other}."
+        )
+
     def results_summary(self, num_trials: int = 10) -> None:
         """Prints the best trials: their number, hyperparameters and objective value."""
+        from hpo.oracle import trial_hyperparameters
+
         trials = self.best_trials(num_trials)
         print(f"Results summary\nResults in {self.project_dir}")
         print(f"Showing {len(trials)} best trials")
         # As the study recorded it: a new Tuner of a regression study learns so in `search`.
         objective = self.oracle.objective
         print(f'Objective(name="{objective.name}", direction="{objective.direction}")')
-        for trial, hp in zip(trials, self.get_best_hyperparameters(num_trials), strict=True):
+        family = self.config.hypermodel.name
+        for trial in trials:
+            hp = trial_hyperparameters(trial, family)
             print(f"\nTrial {trial.number:02d} summary\nHyperparameters:")
             for name, value in hp.values.items():
                 print(f"{name}: {value}")

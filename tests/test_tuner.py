@@ -9,6 +9,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -1758,6 +1759,66 @@ def test_the_search_space_summary_lists_build_models_parameters_as_kerastuner_do
     tuner = hpo.Tuner(HyperResNet, directory=tmp_path)
     with pytest.raises(ConfigError, match=r"HyperResNet\(\) failed .*input_shape=\.\.\."):
         tuner.search_space_summary()
+
+
+def _shaped_hypermodel() -> Callable[[Any], Any]:
+    # Reads what hpo gives every build from the data, as docs/hypermodels.md shows.
+    def build_model(hp: Any) -> Any:
+        import keras
+        from keras import layers
+
+        inputs = keras.Input(shape=hp.get("input_shape"))
+        x = layers.Dense(hp.Int("units", 4, 8, step=4), activation="relu")(inputs)
+        outputs = layers.Dense(hp.get("classes"), activation="softmax")(x)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return model
+
+    return build_model
+
+
+@pytest.mark.slow
+def test_what_the_data_give_build_model_is_given_again_after_the_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hp.get("input_shape")` and `hp.get("classes")` read the data's values in a trial, and
+    after the search in the best values, the oracle's trials and the search space summary:
+    `build_model(best_hp)` builds the best model again, as KerasTuner's tutorials write it."""
+    build_model = _shaped_hypermodel()
+    tuner = hpo.Tuner(build_model, max_trials=1, directory=tmp_path, project_name="shaped")
+    x, y = _data(64, 0)
+    tuner.search(x, y, validation_data=_data(32, 1), epochs=1, batch_size=32, verbose=0)
+
+    [best_hp] = tuner.get_best_hyperparameters()
+    assert list(best_hp.values) == ["units"]  # the hyperparameters, as KerasTuner gives them
+    assert (best_hp.get("input_shape"), best_hp.get("classes")) == ((8,), 2)
+    [top] = tuner.oracle.get_best_trials(1)
+    for hp in (best_hp, top.hyperparameters, best_hp.copy()):
+        for model in (build_model(hp), tuner.hypermodel.build(hp)):
+            assert (model.inputs[0].shape, model.outputs[0].shape) == ((None, 8), (None, 2))
+            assert model.layers[1].units == best_hp.values["units"]
+    capsys.readouterr()
+    tuner.search_space_summary()
+    assert "Default search space size: 1\nunits (Int)" in capsys.readouterr().out
+    # A Tuner of the project in a later session reads them from the study.
+    later = hpo.Tuner(build_model, directory=tmp_path, project_name="shaped")
+    later.search_space_summary()
+    assert "units (Int)" in capsys.readouterr().out
+    assert later.get_best_hyperparameters()[0].get("classes") == 2
+    # Data deleted by hand: the hyperparameters still, with a warning naming why.
+    for folder in (tmp_path / "shaped" / "cache").glob("arrays-*"):
+        shutil.rmtree(folder)
+    with pytest.warns(UserWarning, match="not there.*none of the values the data give"):
+        [hp] = later.get_best_hyperparameters()
+    assert hp.values == best_hp.values
+    assert "input_shape" not in hp
+    # Before a project's first search the data are unknown: said so, with the fix, not as the
+    # build's KeyError.
+    unsearched = hpo.Tuner(build_model, directory=tmp_path, project_name="unsearched")
+    with pytest.raises(
+        ConfigError, match=r"reads hp.get\('input_shape'\).*has none yet.*after tuner.search"
+    ):
+        unsearched.search_space_summary()
 
 
 def test_search_data_become_training_and_validation_arrays_of_class_indices() -> None:

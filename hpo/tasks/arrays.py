@@ -32,10 +32,13 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
     from hpo.space import Space
 
-__all__ = ["ARRAYS", "ARRAY_NAMES", "save_study_arrays"]
+__all__ = ["ARRAYS", "ARRAY_NAMES", "CONTEXT_NAMES", "save_study_arrays"]
 
 ARRAY_NAMES = ("x_train", "y_train", "x_val", "y_val")
 WEIGHTS_NAME = "w_train"
+# What `build_context` may give every model, read with `hp.get(name)`: the labels' classes, or
+# the regression targets' outputs, and the inputs' shape, or each input's by name.
+CONTEXT_NAMES = ("classes", "targets", "input_shape", "input_shapes")
 
 
 def save_study_arrays(
