@@ -325,24 +325,39 @@ class Tuner:
         """The hypermodel as KerasTuner holds it (a `build_model` function wrapped in a
         `HyperModel`): `tuner.hypermodel.build(best_hp)` builds a model of the best values, and
         `tuner.hypermodel.fit(best_hp, model, x, y, ...)` trains it as the hypermodel trains.
+        A `HyperModel` class is made as the trials made it: with the data's `input_shape` and
+        `classes` where its constructor takes them, once a search has given them.
 
         Raises:
-            ConfigError: A `HyperModel` class that cannot be made without arguments.
+            ConfigError: A `HyperModel` class that cannot be made with those arguments, or
+                without any before the first search.
         """
         return self._made("tuner.hypermodel makes the hypermodel")
 
-    def _made(self, why: str) -> keras_tuner.HyperModel:
+    def _made(self, why: str, given: Mapping[str, Any] | None = None) -> keras_tuner.HyperModel:
+        """The hypermodel as a `keras_tuner.HyperModel`; a class made with the arguments the
+        task's values `given` (default the study's, `_given`) give it, as each trial makes it."""
         import keras_tuner
+
+        from hpo.models.hypermodel import task_arguments
 
         target = self._hypermodel
         if inspect.isclass(target):
+            arguments = task_arguments(target, self._given() if given is None else given)
             try:
-                target = target()
+                target = target(**arguments)
             except (TypeError, ValueError) as exc:
+                name = target.__name__
+                if arguments:
+                    made = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+                    raise ConfigError(
+                        f"{why} as the trials made it, and {name}({made}) failed ({exc}); "
+                        f"give hpo.Tuner an instance made with the arguments it needs."
+                    ) from exc
                 raise ConfigError(
-                    f"{why}, before the data are known, and {target.__name__}() failed ({exc}); "
+                    f"{why}, before the data are known, and {name}() failed ({exc}); "
                     f"give it its input_shape and classes: "
-                    f"hpo.Tuner({target.__name__}(input_shape=..., classes=...))."
+                    f"hpo.Tuner({name}(input_shape=..., classes=...))."
                 ) from exc
         if isinstance(target, keras_tuner.HyperModel):
             return target
@@ -775,7 +790,7 @@ class Tuner:
         KerasTuner's, and changes nothing). hpo also searches the training settings a model
         leaves open (`batch_size`; the optimizer and learning rate of an uncompiled model).
         Once the project has searched, the build reads what the data give it, as the trials
-        read it (`hp.get("input_shape")`, `hp.get("classes")`).
+        read it (`hp.get("input_shape")`, a `HyperModel` class's `input_shape` and `classes`).
 
         Raises:
             ConfigError: A `HyperModel` class that cannot be made; or, before the project's
@@ -789,7 +804,7 @@ class Tuner:
         declared = self._declared["declared"]
         if declared is not None:
             hp.merge(declared)
-        hypermodel = self._made("search_space_summary builds the hypermodel now")
+        hypermodel = self._made("search_space_summary builds the hypermodel now", given)
         try:
             hypermodel.build(hp)
         except Exception as exc:  # the user's code
@@ -810,9 +825,12 @@ class Tuner:
 
     def _wants_data(self, exc: Exception) -> ConfigError | None:
         """Where a build before the project's first search failed for want of what the data
-        give (`hp.get("input_shape")`), the error that says so; else None."""
+        give (`hp.get("input_shape")`, a `HyperModel` class made without its input shape and
+        classes), the error that says so; else None."""
+        from hpo.models.hypermodel import task_parameters
         from hpo.tasks.arrays import CONTEXT_NAMES
 
+        target = self._hypermodel
         missing = [n for n in CONTEXT_NAMES if exc.args == (f"{n} does not exist.",)]
         if isinstance(exc, KeyError) and missing:
             reads = f"build_model reads hp.get({missing[0]!r})"
@@ -820,6 +838,10 @@ class Tuner:
                 f"or give it a default until then: hp.get({missing[0]!r}) if {missing[0]!r} in "
                 f"hp else DEFAULT"
             )
+        elif inspect.isclass(target) and (taken := task_parameters(target)):
+            reads = f"{target.__name__} takes {' and '.join(taken)}"
+            arguments = ", ".join(f"{name}=..." for name in taken)
+            other = f"or give hpo.Tuner an instance made with them: {target.__name__}({arguments})"
         else:
             return None
         return ConfigError(

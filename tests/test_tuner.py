@@ -1821,6 +1821,54 @@ def test_what_the_data_give_build_model_is_given_again_after_the_search(
         unsearched.search_space_summary()
 
 
+@pytest.mark.slow
+def test_a_hypermodel_class_is_made_with_the_datas_shape_and_classes_after_the_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `HyperModel` class whose constructor takes `input_shape` and `classes` gets them in
+    each trial (docs/hypermodels.md), and so as `tuner.hypermodel` after the search:
+    `tuner.hypermodel.build(best_hp)` builds the best model again."""
+    import keras
+    import keras_tuner
+    from keras import layers
+
+    class ShapedHyperModel(keras_tuner.HyperModel):
+        def __init__(self, input_shape: Any = None, classes: Any = None) -> None:
+            super().__init__()
+            self.input_shape = input_shape
+            self.classes = classes
+
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential(
+                [
+                    keras.Input(shape=self.input_shape),
+                    layers.Dense(hp.Int("units", 4, 8, step=4), activation="relu"),
+                    layers.Dense(self.classes, activation="softmax"),
+                ]
+            )
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+            return model
+
+    tuner = hpo.Tuner(ShapedHyperModel, max_trials=1, directory=tmp_path, project_name="cls")
+    x, y = _data(64, 0)
+    tuner.search(x, y, validation_data=_data(32, 1), epochs=1, batch_size=32, verbose=0)
+
+    hypermodel = tuner.hypermodel
+    assert (hypermodel.input_shape, hypermodel.classes) == ((8,), 2)
+    [best_hp] = tuner.get_best_hyperparameters()
+    model = hypermodel.build(best_hp)
+    assert (model.inputs[0].shape, model.outputs[0].shape) == ((None, 8), (None, 2))
+    capsys.readouterr()
+    tuner.search_space_summary()
+    assert "units (Int)" in capsys.readouterr().out
+    # Before a project's first search, made without them: said so, with the fix.
+    unsearched = hpo.Tuner(ShapedHyperModel, directory=tmp_path, project_name="unsearched")
+    with pytest.raises(
+        ConfigError, match=r"ShapedHyperModel takes input_shape and classes.*has none yet"
+    ):
+        unsearched.search_space_summary()
+
+
 def test_search_data_become_training_and_validation_arrays_of_class_indices() -> None:
     x, y = _data(40, 0)
     split = split_arrays(x, y, validation_split=0.25)
