@@ -852,15 +852,21 @@ class Tuner:
         )
 
     def results_summary(self, num_trials: int = 10) -> None:
-        """Prints the best trials: their number, hyperparameters and objective value."""
+        """Prints the best trials: their number, hyperparameters and objective value; where no
+        trial completed, why each of the last ones stopped (pruned, failed)."""
         from hpo.oracle import trial_hyperparameters
 
-        trials = self.best_trials(num_trials)
+        try:
+            trials = self.best_trials(num_trials)
+        except StoreError:  # none completed: all pruned or failed, or no search yet
+            trials = []
         print(f"Results summary\nResults in {self.project_dir}")
         print(f"Showing {len(trials)} best trials")
         # As the study recorded it: a new Tuner of a regression study learns so in `search`.
         objective = self.oracle.objective
         print(f'Objective(name="{objective.name}", direction="{objective.direction}")')
+        if not trials:
+            self._print_stopped(num_trials)
         family = self.config.hypermodel.name
         for trial in trials:
             hp = trial_hyperparameters(trial, family)
@@ -868,6 +874,26 @@ class Tuner:
             for name, value in hp.values.items():
                 print(f"{name}: {value}")
             print(f"Score: {trial.value}")
+
+    def _print_stopped(self, num_trials: int) -> None:
+        """The last `num_trials` trials that stopped (pruned or failed), each with its reason."""
+        import optuna
+
+        from hpo.contract import Attr
+
+        try:
+            study = self.study().optuna_study
+        except StoreError:
+            return
+        states = (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        stopped = study.get_trials(deepcopy=False, states=states)[-num_trials:]
+        if stopped:
+            print(f"\nNo trial completed; the last {len(stopped)} stopped:")
+        for trial in stopped:
+            reason = trial.user_attrs.get(Attr.PRUNE_REASON) or trial.user_attrs.get(
+                Attr.FAIL_REASON, ""
+            )
+            print(f"Trial {trial.number:02d} {trial.state.name}: {reason}".rstrip(": "))
 
     def ensemble(
         self,

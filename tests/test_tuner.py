@@ -1321,6 +1321,30 @@ def test_values_the_hypermodel_rejects_are_pruned_its_defaults_too(tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_a_search_whose_trials_were_all_stopped_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # results_summary and get_best_models raised "no COMPLETE trials yet. Run the search
+    # first: python -m hpo.search --study <file>", to a notebook that had just searched.
+    def build_model(hp: Any) -> Any:
+        import keras_tuner
+
+        raise keras_tuner.errors.FailedTrialError(f"{hp.Int('units', 4, 8, step=4)} won't do")
+
+    x, y = _data(128, 0)
+    tuner = hpo.Tuner(build_model, max_trials=2, directory=tmp_path, seed=0)
+    tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    capsys.readouterr()
+    tuner.results_summary()
+    out = capsys.readouterr().out
+    assert "Showing 0 best trials" in out
+    assert "No trial completed; the last 2 stopped:\nTrial 00 PRUNED: " in out
+    assert "won't do" in out
+    with pytest.raises(hpo.StoreError, match=r"2 finished trials were all stopped \(2 PRUNED\)"):
+        tuner.get_best_models()
+
+
+@pytest.mark.slow
 def test_sample_weights_reach_the_training_loss(tmp_path: Path) -> None:
     # Half the training labels are flipped, and those rows weigh 0: a model that learns the
     # rule scores high on the clean validation rows only if the weights reached its loss.
