@@ -202,6 +202,20 @@ def run_search(
         )
         _retire_retries(study, config)
         return _summary(study, config)
+    # Trials other workers are running count: a worker joining a study they are about to
+    # fill ran one more (n_trials + 1 finished). Those of workers whose heartbeat is stale
+    # (dead on another machine) are failed and queued again first, as Optuna does.
+    optuna.storages.fail_stale_trials(study)
+    running = _count(study, (TrialState.RUNNING,))
+    if remaining - running <= 0:
+        print(
+            f"Study {config.name!r} holds {finished} finished trials and {running} that other "
+            f"workers are running (n_trials={config.n_trials}); nothing to start. Pass "
+            f"--n-trials to run more; if those workers died elsewhere, their trials are queued "
+            f"again once their heartbeat is stale: run the same command then."
+        )
+        return _summary(study, config)
+    remaining -= running
     if config.budget is not None and spent_seconds(study) >= config.budget:
         print(
             f"Study {config.name!r} has spent its budget of {format_duration(config.budget)} "

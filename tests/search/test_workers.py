@@ -72,6 +72,17 @@ def test_search_runs_resumes_and_extends(
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(_files(config.artifact_dir)[k] == v for k, v in before.items())
 
+    # A worker joining a study whose last trial another worker (on another machine) is
+    # running: it ran one more, n_trials + 1 finished.
+    elsewhere = _study(config.storage_url, config.name).ask()
+    elsewhere.set_user_attr(Attr.WORKER, "another-machine:123")
+    capsys.readouterr()
+    joined = run_search(config.with_overrides(n_trials=5), progress=False)
+    assert joined.finished == 4
+    assert len(_study(config.storage_url, config.name).trials) == 5
+    out = capsys.readouterr().out
+    assert "holds 4 finished trials and 1 that other workers are running (n_trials=5)" in out
+
 
 def test_cli_reports_bad_input_with_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
