@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -23,7 +24,16 @@ from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTri
 from hpo.config import sqlite_url
 from hpo.disk import writing
 from hpo.errors import StoreError
-from hpo.outage import STORAGE_WAIT_S, WaitingRDBStorage, driver_message, masked
+from hpo.outage import (
+    FIRST_PAUSE_S,
+    LONGEST_PAUSE_S,
+    STORAGE_WAIT_S,
+    WaitingRDBStorage,
+    driver_message,
+    masked,
+)
+
+_log = logging.getLogger(__name__)
 
 # Heartbeats and the stale-trial callback are marked experimental; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -256,7 +266,8 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
             f"storage URL {url!r} is malformed. A gRPC storage proxy is grpc://host:port, "
             f"for example grpc://127.0.0.1:13000."
         )
-    proxy = GrpcStorageProxy(host=host, port=int(port))
+    wait_s = _seconds_from_env("HPO_STORAGE_WAIT", STORAGE_WAIT_S)
+    proxy = _WaitingGrpcStorageProxy(host=host, port=int(port), wait_s=wait_s)
     try:
         proxy.wait_server_ready(timeout=CONNECT_TIMEOUT_S)
     except ConnectionError as exc:
@@ -265,6 +276,77 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
             f"with: hpo storage-proxy --storage <database URL> --port {port}"
         ) from exc
     return proxy
+
+
+class _WaitingGrpcStorageProxy(GrpcStorageProxy):
+    """Optuna's gRPC storage proxy client whose calls wait out a proxy that stops answering
+    (restarted, as a database server is waited out: `WaitingRDBStorage`), and whose errors
+    from the proxy's side (its database gone for longer than it waits) are `StoreError`s
+    naming it, not gRPC's tracebacks.
+
+    Args:
+        wait_s: Seconds a call waits for the proxy to answer again before it gives up.
+    """
+
+    def __init__(self, *, host: str, port: int, wait_s: float) -> None:
+        self._wait_s = wait_s
+        super().__init__(host=host, port=port)
+
+    def _setup(self) -> None:  # also run when unpickled in a trial's process
+        from optuna.storages._grpc.client import GrpcClientCache
+
+        super()._setup()
+        url = f"grpc://{self._host}:{self._port}"
+        self._stub = _WaitingStub(self._stub, url, self._wait_s)  # type: ignore[assignment]
+        self._cache = GrpcClientCache(self._stub)
+
+
+class _WaitingStub:
+    """A gRPC stub whose calls are made again while the server is unavailable (refused,
+    restarting), for up to `wait_s` seconds, with backoff. A call the proxy did not receive
+    is safe to make again; one it received but did not answer (it died mid-call) may be
+    made twice, as a database call cut off at its commit can be."""
+
+    def __init__(self, stub: Any, url: str, wait_s: float) -> None:
+        self._stub, self._url, self._wait_s = stub, url, wait_s
+
+    def __getattr__(self, name: str) -> Any:
+        import grpc
+
+        call = getattr(self._stub, name)
+
+        def waiting(*args: Any, **kwargs: Any) -> Any:
+            started, pause = time.monotonic(), FIRST_PAUSE_S
+            while True:
+                try:
+                    return call(*args, **kwargs)
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    if code == grpc.StatusCode.UNKNOWN:  # an error on the proxy's side
+                        raise StoreError(
+                            f"the gRPC storage proxy at {self._url} failed: {exc.details()}"
+                        ) from exc
+                    if code != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    waited = time.monotonic() - started
+                    if waited >= self._wait_s:
+                        raise StoreError(
+                            f"the gRPC storage proxy at {self._url} has not answered for "
+                            f"{waited:.0f} s ({exc.details()}); giving up. Start it again "
+                            f"(hpo storage-proxy --storage <database URL> --port "
+                            f"{self._url.rpartition(':')[2]}), then run the same command: a "
+                            f"search resumes, its interrupted trials queued again."
+                        ) from exc
+                    _log.warning(
+                        "the gRPC storage proxy at %s does not answer (%s); waiting up to %.0f s",
+                        self._url,
+                        code.name,
+                        self._wait_s - waited,
+                    )
+                    time.sleep(min(pause, self._wait_s - waited))
+                    pause = min(2 * pause, LONGEST_PAUSE_S)
+
+        return waiting
 
 
 def open_rdb_storage(

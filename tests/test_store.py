@@ -3,8 +3,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import optuna
 import pytest
 import sqlalchemy
@@ -254,3 +256,51 @@ def test_a_released_hold_leaves_no_attribute_where_the_store_can_delete_one(
     # Optuna's in-memory storage (like a gRPC proxy) cannot delete one: it is overwritten.
     assert sorted(in_memory.user_attrs.values(), key=str) == [1, None]
     assert not delete_study_attr(in_memory, "kept")
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_a_storage_proxy_that_restarts_is_waited_out_and_its_own_errors_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A restarted proxy killed every worker with gRPC's traceback, leaving its trial RUNNING.
+    from hpo import store
+
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
+    answers: list[Any] = [
+        _RpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),
+        _RpcError(grpc.StatusCode.UNAVAILABLE, "Connection refused"),
+        "studies",
+    ]
+
+    def call(request: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    stub = store._WaitingStub(SimpleNamespace(GetAllStudies=call), "grpc://h:13000", 60.0)
+    assert stub.GetAllStudies("request") == "studies"
+    assert answers == []
+    # The proxy's own error (its database gone longer than it waits): one line, no traceback.
+    answers[:] = [_RpcError(grpc.StatusCode.UNKNOWN, "Exception calling application: gone")]
+    with pytest.raises(StoreError, match=r"proxy at grpc://h:13000 failed: Exception calling"):
+        stub.GetAllStudies("request")
+    # Other codes are Optuna's to read (ALREADY_EXISTS: a study of that name).
+    answers[:] = [_RpcError(grpc.StatusCode.ALREADY_EXISTS, "exists")]
+    with pytest.raises(grpc.RpcError):
+        stub.GetAllStudies("request")
+    # A proxy that stays away: given up after the wait, naming how to resume.
+    never = store._WaitingStub(SimpleNamespace(GetAllStudies=call), "grpc://h:13000", 0.0)
+    answers[:] = [_RpcError(grpc.StatusCode.UNAVAILABLE, "Connection refused")]
+    with pytest.raises(StoreError, match=r"has not answered for 0 s \(Connection refused\);"):
+        never.GetAllStudies("request")

@@ -123,6 +123,42 @@ def test_workers_through_the_grpc_storage_proxy(
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
 
 
+def test_a_storage_proxy_restarted_is_waited_out(postgres_url: str) -> None:
+    # Every worker using it died with gRPC's traceback, its trial left RUNNING.
+    import signal
+    import threading
+
+    port = free_port()
+
+    def proxy() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*HPO, "storage-proxy", "--storage", postgres_url, "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    first = proxy()
+    storage = open_storage(f"grpc://127.0.0.1:{port}", create=True)
+    study = optuna.create_study(study_name="restarted", storage=storage)
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=60)
+    started: list[subprocess.Popen[str]] = []
+    later = threading.Timer(2.0, lambda: started.append(proxy()))
+    later.start()
+    try:
+        study.set_user_attr("after", "the restart")  # waits for the new proxy
+        assert optuna.load_study(study_name="restarted", storage=storage).user_attrs == {
+            "after": "the restart"
+        }
+    finally:
+        later.join()
+        for process in started:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
 def test_no_proxy_at_the_address_is_exit_2(fake_imdb: Path, tmp_path: Path) -> None:
     port = free_port()
     result = _run(
