@@ -124,6 +124,7 @@ def export_trial(
         )
         report: dict[str, Any] = {
             "study": study.study_name,
+            "task": config.task,
             "trial": number,
             "family": trial.params.get("family"),
             "params": trial.params,

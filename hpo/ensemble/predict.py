@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -225,10 +225,44 @@ def run(args: argparse.Namespace) -> int:
         from hpo.tasks import study_task
 
         study_task(load_study_config(args.study))  # imports (and registers) its families
+    _check_served(args.ensemble)
     model, classes = load_export(args.ensemble)
     if reads_text(model):
         return _run_text(model, classes, _texts(args), args.ensemble)
+    if not takes_images(model):
+        _refuse_arrays(args.ensemble, model)
     return _run_images(model, classes, args.inputs, args.ensemble)
+
+
+def takes_images(model: keras.Model) -> bool:
+    """Whether the export reads one batch of images: [batch, height, width, channels]."""
+    shape = model.inputs[0].shape
+    return len(model.inputs) == 1 and len(shape) == 4 and shape[-1] in (1, 3, 4)
+
+
+def _check_served(folder: Path) -> None:
+    """Refuses, before loading it, an export of a study searched on arrays (`hpo.Tuner`'s),
+    whose inputs `hpo predict` cannot make from files: it fed an image model trained on
+    scaled pixels the raw ones, silently."""
+    try:
+        report = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # load_export names what is wrong with it
+    if isinstance(report, dict) and report.get("task") == "arrays":
+        _refuse_arrays(folder, None)
+
+
+def _refuse_arrays(folder: Path, model: keras.Model | None) -> NoReturn:
+    takes = ""
+    if model is not None:
+        inputs = ", ".join(f"{i.name}: {i.dtype} {tuple(i.shape[1:])}" for i in model.inputs)
+        takes = f", taking {inputs}"
+    raise ConfigError(
+        f"{folder} holds a model of a study searched on arrays (hpo.Tuner's){takes}: hpo "
+        f"predict scores texts and image files for text and image studies, and cannot make "
+        f"this model's inputs from them. From Python: model = hpo.load_model({str(folder)!r}); "
+        f"model.predict(x), with x prepared as the search's was."
+    )
 
 
 def _texts(args: argparse.Namespace) -> list[str]:

@@ -115,6 +115,7 @@ def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
 
     report = json.loads((out / "report.json").read_text())
     assert report["trial"] == 1 and report["checked_on"] == "validation"
+    assert report["task"] == "imdb"  # hpo predict reads it (an arrays study's is refused)
     assert report["backend"] == report["trained_on"] == "tensorflow"
     export = report["export"]
     assert_recorded(export, sha256_file(out / "ensemble.keras"))

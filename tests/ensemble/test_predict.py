@@ -154,3 +154,23 @@ def test_texts_the_terminal_cannot_show_are_predicted_escaped(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr.decode()
     lines = done.stdout.decode("ascii").splitlines()
     assert [line.split("\t")[2] for line in lines] == ["\\u65e5\\u672c good", "bad"]
+
+
+def test_an_export_of_arrays_is_refused_naming_hpo_load_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trial's export of an hpo.Tuner study: its image model, trained on pixels scaled to
+    # [0, 1], was fed raw ones (every line 1.0000); other shapes were tracebacks.
+    from hpo.ensemble.predict import main
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    arrays = _export(tmp_path / "arrays", 1, task="arrays", classes=["no", "yes"])
+    assert main(["--ensemble", str(arrays), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a model of a study searched on arrays (hpo.Tuner's): hpo predict scores" in err
+    assert f"model = hpo.load_model('{arrays}')" in err
+    # One whose report does not say (written before exports recorded their task).
+    features = _export(tmp_path / "features", 1)
+    assert main(["--ensemble", str(features), str(image)]) == 2
+    assert ", taking " in capsys.readouterr().err
