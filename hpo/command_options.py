@@ -79,6 +79,13 @@ def open_study(
         study = load_existing_study(storage, study_name)
         recorded = recorded_config(study)
         config = reader_config(recorded, Path("studies")).with_overrides(storage=storage_url)
+        database = sqlite_file(storage_url)
+        if database is not None and database.name == "study.db" and (
+            database.resolve().parent.name == config.name
+        ):
+            # hpo's own layout (<study folder>/study.db, a Tuner's <directory>/<project>/):
+            # its folder is the study's (reports, caches), not ./studies/<name> here.
+            config = dataclasses.replace(config, study_dir=database.resolve().parent)
         return _artifacts_beside(config, recorded, storage_url, study, writes=writes), study
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)

@@ -67,3 +67,21 @@ def test_a_study_the_report_names_but_that_cannot_be_opened_asks_for_its_file(
     with pytest.raises(ConfigError, match=message) as raised:
         open_ensemble_study(_flags(), _ensemble(tmp_path, "flowers", storage))
     assert "pass its study file: --study FILE" in str(raised.value)
+
+
+def test_a_study_opened_by_its_database_url_from_elsewhere_keeps_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hpo report --storage sqlite:///runs/demo/study.db wrote ./studies/demo/reports in the
+    # folder it ran in (docs/python.md tells Tuner users to run it so).
+    from hpo.command_options import open_study
+
+    config = StudyConfig(name="demo", study_dir=tmp_path / "runs" / "demo")
+    url = _made(config)
+    monkeypatch.chdir(tmp_path / "runs")
+    opened, _ = open_study(None, url, "demo")
+    assert opened.study_dir == config.study_dir.resolve()
+    # A database of another layout (several studies in one file): the folder here, as before.
+    other = StudyConfig(name="b", study_dir=tmp_path / "b", storage=f"sqlite:///{tmp_path}/all.db")
+    opened, _ = open_study(None, _made(other), "b")
+    assert opened.study_dir.resolve() == tmp_path / "runs" / "studies" / "b"
