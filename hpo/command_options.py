@@ -80,8 +80,10 @@ def open_study(
         recorded = recorded_config(study)
         config = reader_config(recorded, Path("studies")).with_overrides(storage=storage_url)
         database = sqlite_file(storage_url)
-        if database is not None and database.name == "study.db" and (
-            database.resolve().parent.name == config.name
+        if (
+            database is not None
+            and database.name == "study.db"
+            and (database.resolve().parent.name == config.name)
         ):
             # hpo's own layout (<study folder>/study.db, a Tuner's <directory>/<project>/):
             # its folder is the study's (reports, caches), not ./studies/<name> here.

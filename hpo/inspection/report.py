@@ -147,6 +147,9 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # One line per parameter on a study of a few trials, where no importance is firm.
         warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
+        warnings.filterwarnings("ignore", "The number of trials is too small", UserWarning)
+        # Matplotlib's, where a slice has one value (a study of one trial, one family).
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
         for index, (name, (title, plotly_plot, matplotlib_plot, kwargs)) in enumerate(
             FIGURES.items()
         ):

@@ -67,6 +67,10 @@ def test_a_large_study_is_read_once_and_its_figures_say_nothing_to_stderr(
         written = write_report(study, tmp_path / "report", register=False)
     assert reads == [False]
     assert {p.name for p in written} == {f"{name}.png" for name in FIGURES} | {"report.html"}
+    # A study of one trial: matplotlib's "identical low and high xlims" on its slice plot.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(_many_trials(1), tmp_path / "one", register=False)
 
 
 def test_a_legend_of_more_trials_than_anyone_reads_is_left_out() -> None:
