@@ -84,8 +84,10 @@ def test_reading_a_poisoned_store_runs_none_of_its_code(study_copy: Path, tmp_pa
     assert not marker.exists(), "a module named by the store was imported"
     for result in (status, ensemble, report, join):
         assert "Zen of Python" not in result.stdout
-    # The reader's scratch (the data cache) is its own, not the folder the store names.
-    assert (reader / "studies" / "tiny" / "cache").is_dir()
+    # The reader's scratch (the data cache) is in the study's folder as the reader's URL
+    # names it (its database's, in hpo's layout), not in the folder the store names.
+    database_folder = Path(storage.removeprefix("sqlite:///")).parent
+    assert (database_folder / "cache").is_dir()
     assert not (evil_dir / "tiny").exists()
 
 
