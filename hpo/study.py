@@ -408,17 +408,28 @@ def _drop_copied_defaults(study: optuna.Study) -> list[int]:
         key = json.dumps(attrs.get("fixed_params"), sort_keys=True, default=str)
         if key not in first:
             first[key] = trial.number
-        elif trial.state == TrialState.WAITING and storage.set_trial_state_values(
-            trial._trial_id, state=TrialState.RUNNING
+        elif trial.state == TrialState.WAITING and fail_queued(
+            storage,
+            trial._trial_id,
+            f"a copy of trial {first[key]}'s family defaults, queued by another worker "
+            f"that started on the new study at the same time; not trained",
         ):
-            reason = (
-                f"a copy of trial {first[key]}'s family defaults, queued by another worker "
-                f"that started on the new study at the same time; not trained"
-            )
-            storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             dropped.append(trial.number)
     return dropped
+
+
+def fail_queued(storage: BaseStorage, trial_id: int, reason: str) -> bool:
+    """Marks a queued (WAITING) trial FAIL with `reason`, untrained. It is taken first as a
+    worker takes a queued trial, so that one a worker has just taken (and trains) is left to it.
+
+    Returns:
+        Whether this call failed it (not, when a worker took it first).
+    """
+    if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+        return False
+    storage.set_trial_user_attr(trial_id, Attr.FAIL_REASON, reason)
+    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    return True
 
 
 def default_params(task: Task, space: SearchSpace) -> list[dict[str, Any]]:

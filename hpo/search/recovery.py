@@ -12,6 +12,7 @@ from hpo.contract import Attr
 from hpo.search.identity import WorkerIdentity
 from hpo.search.progress import FINISHED
 from hpo.store import STALE_TRIAL_RETRIES
+from hpo.study import fail_queued
 
 if TYPE_CHECKING:
     import optuna
@@ -113,14 +114,8 @@ def retire_retries(study: optuna.Study, n_trials: int) -> dict[int, int]:
         failed = trial.system_attrs.get("failed_trial")
         if trial.state != TrialState.WAITING or failed is None:
             continue
-        # Taken as a worker takes a queued trial, so that one another worker has just taken
-        # (and trains) is left to it.
-        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-            continue
-        reason = NOT_RUN.format(n_trials=n_trials, failed=failed)
-        storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        retired[trial.number] = failed
+        if fail_queued(storage, trial._trial_id, NOT_RUN.format(n_trials=n_trials, failed=failed)):
+            retired[trial.number] = failed
     return retired
 
 
