@@ -455,7 +455,8 @@ def _ensemble_test(
 
 
 def _best_member(study: optuna.Study, recorded: dict[str, Any]) -> FrozenTrial:
-    """The ensemble's best member by validation (first in its report)."""
+    """The best single model of the ensemble's pool by validation (first in its report),
+    which the ensemble may weigh 0: the model the ensemble's gain is measured over."""
     number = recorded["members"][0]["trial"]
     found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not found:

@@ -186,9 +186,16 @@ def format_table(report: dict[str, Any]) -> str:
     import pandas as pd
 
     best, student = report["best_member"]["trial"], report["student"]
+    weighted = [m["trial"] for m in report["teacher"]["members"]]
+    count = f"{len(weighted)} member{'s' if len(weighted) != 1 else ''}"
     names = {
-        "best_member": f"best member (trial {best})",
-        "ensemble": f"ensemble ({len(report['teacher']['members'])} members)",
+        # The best single model by validation: of the ensemble's pool, weighted in or not.
+        "best_member": (
+            f"best member (trial {best})"
+            if best in weighted
+            else f"best single model (trial {best}, weight 0: not in the ensemble)"
+        ),
+        "ensemble": f"ensemble ({count})",
         "student": f"student ({student['family']})",
     }
     latency = report["latency"]["ms_per_1000"]

@@ -20,6 +20,7 @@ from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
 from hpo.distill.build import SAME_SPEED, choose_student
+from hpo.distill.report import format_table
 from hpo.distill.student import StudentJob, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
 from hpo.ensemble import build_ensemble
@@ -118,6 +119,24 @@ def test_distill_reports_the_student_beside_the_ensemble_and_its_best_member(
     if gain > 0:
         kept = report["test"]["student"]["accuracy"] - report["test"]["best_member"]["accuracy"]
         assert goal["gain_kept_accuracy"] == pytest.approx(kept / gain, abs=1e-4)
+
+
+def test_a_best_single_model_the_ensemble_weighs_0_is_not_called_its_member(
+    distilled: tuple[Path, Path, dict[str, object]],
+) -> None:
+    # The gain is measured over the pool's best trial by validation; the ensemble may weigh it 0.
+    report = distilled[2]
+    best = report["best_member"]["trial"]  # type: ignore[index]
+    members = report["teacher"]["members"]  # type: ignore[index]
+    others = [m for m in members if m["trial"] != best]
+    weighted = {**report, "teacher": {**report["teacher"], "members": [*others, {"trial": best}]}}  # type: ignore[dict-item]
+    assert f"best member (trial {best})" in format_table(weighted)
+    unweighted = {**report, "teacher": {**report["teacher"], "members": others}}  # type: ignore[dict-item]
+    table = format_table(unweighted)
+    assert f"best single model (trial {best}, weight 0: not in the ensemble)" in table
+    assert f"best member (trial {best})" not in table
+    count = len(others)
+    assert f"ensemble ({count} member{'s' if count != 1 else ''})" in table
 
 
 def test_the_distilled_export_serves_with_hpo_predict(
