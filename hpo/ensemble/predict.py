@@ -172,6 +172,13 @@ def verify_export(ensemble_dir: Path) -> None:
         ConfigError: No report, no recorded checksum, a mismatch, or a `Lambda` layer.
     """
     report_path = ensemble_dir / "report.json"
+    if not report_path.exists():
+        raise ConfigError(
+            f"{ensemble_dir} holds {EXPORT_NAME} but no report.json, as Ensemble.export(path) "
+            f"writes it from Python: hpo predict serves the folders hpo ensemble and hpo export "
+            f"write, whose report records the evaluated model's checksum. Load this one with "
+            f"hpo.load_model({str(ensemble_dir)!r}).predict(x), or write it with hpo ensemble."
+        )
     try:
         recorded = json.loads(report_path.read_text(encoding="utf-8"))["export"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -174,3 +174,21 @@ def test_an_export_of_arrays_is_refused_naming_hpo_load_model(
     features = _export(tmp_path / "features", 1)
     assert main(["--ensemble", str(features), str(image)]) == 2
     assert ", taking " in capsys.readouterr().err
+
+
+def test_a_model_saved_from_python_without_a_report_is_refused_naming_hpo_load_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ensemble.export(path) writes ensemble.keras alone: "does not record the exported
+    # ensemble's checksum ... rebuild the ensemble with hpo ensemble" sent users the wrong way.
+    from hpo.ensemble.predict import main
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    saved = _export(tmp_path / "saved", 1)
+    (saved / "report.json").unlink()
+    assert main(["--ensemble", str(saved), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "holds ensemble.keras but no report.json, as Ensemble.export(path) writes it" in err
+    assert f"hpo.load_model('{saved}').predict(x)" in err
+    assert "Traceback" not in err
