@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _run_flags(args: argparse.Namespace) -> str:
+    """The flags beside the study's that shaped this run, as the command line gave them (a
+    resume without --n-trials or --budget would run to the study file's, and retire the trial
+    it interrupted)."""
+    flags = [
+        (flag, value)
+        for flag, value in (
+            ("--n-trials", args.n_trials),
+            ("--budget", None if args.budget is None else f"{args.budget:g}"),
+            ("--timeout", None if args.timeout is None else f"{args.timeout:g}"),
+            ("--workers", args.workers),
+            ("--trials-per-gpu", args.trials_per_gpu),
+            ("--data", args.data),
+        )
+        if value is not None
+    ]
+    text = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in flags)
+    return text + (" --tensorboard" if args.tensorboard else "")
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs or resumes the study (`hpo.search`) and prints where it stands."""
     from hpo.api import search
@@ -112,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             "\nInterrupted. Finished trials are saved; the running one is marked FAIL and "
             "queued again. "
-            f"Run the same command again to resume: hpo search {study_hint}",
+            f"Run the same command again to resume: hpo search {study_hint}{_run_flags(args)}",
             file=sys.stderr,
         )
         return 130

@@ -198,7 +198,8 @@ def run_search(
     if remaining <= 0:
         print(
             f"Study {config.name!r} already holds {finished} finished trials "
-            f"(n_trials={config.n_trials}); nothing to do. Pass --n-trials to run more."
+            f"(n_trials={config.n_trials}); nothing to do. Raise n_trials to run more: hpo "
+            f"search --n-trials N (from Python, n_trials=N; hpo.Tuner's max_trials=N)."
         )
         _retire_retries(study, config)
         return _summary(study, config)

@@ -64,7 +64,9 @@ def test_search_runs_resumes_and_extends(
     assert again.finished == 3
     assert len(_study(config.storage_url, config.name).trials) == 3
     assert _files(config.artifact_dir) == before
-    assert "nothing to do" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing to do. Raise n_trials to run more: hpo search --n-trials N (from Python" in out
+    assert "hpo.Tuner's max_trials=N" in out  # not a flag to a notebook's user only
 
     more = run_search(config.with_overrides(n_trials=4), progress=False)
     assert more.finished == 4
@@ -299,3 +301,32 @@ def test_a_worker_joining_by_storage_reads_the_recorded_data_source_not_the_stud
         states=(TrialState.COMPLETE, TrialState.PRUNED)
     )
     assert len(finished) == 5
+
+
+def test_an_interrupted_run_names_a_resume_with_the_flags_that_shaped_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "Run the same command again to resume: hpo search --study F" dropped --n-trials: the run
+    # it named counted to the study file's n_trials and retired the trial it interrupted.
+    import shlex
+
+    import hpo.api
+    from hpo.search.command import main
+
+    runs: list[dict[str, object]] = []
+
+    def interrupted(study: object, **kwargs: object) -> None:
+        runs.append({"study": study, **kwargs})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hpo.api, "search", interrupted)
+    argv = ["--study", "s.toml", "--n-trials", "11", "--budget", "30m", "--timeout", "90.5"]
+    argv += ["--workers", "2", "--trials-per-gpu", "3", "--data", "my data", "--tensorboard"]
+    assert main(argv) == 130
+    resume = capsys.readouterr().err.split("Run the same command again to resume: ")[1].strip()
+    assert resume == (
+        "hpo search --study s.toml --n-trials 11 --budget 1800 --timeout 90.5 --workers 2 "
+        "--trials-per-gpu 3 --data 'my data' --tensorboard"
+    )
+    assert main(shlex.split(resume)[2:]) == 130
+    assert runs[1] == runs[0]
