@@ -159,17 +159,19 @@ def _goal(test: dict[str, dict[str, float]], latency: dict[str, float]) -> dict[
     """The share of the ensemble's test gain over its best member that the student keeps, in
     accuracy and log-loss, and its latency as a fraction of the ensemble's."""
 
-    def kept(metric: str) -> float | None:
+    def kept(metric: str, better: float) -> float | None:
+        # None where the ensemble does not beat its best member: no gain to keep a share of
+        # (a share of a loss, such as 5.2, would read as one).
         gain = test["ensemble"][metric] - test["best_member"][metric]
-        if gain == 0:
+        if gain * better <= 0:
             return None
         return round((test["student"][metric] - test["best_member"][metric]) / gain, 4)
 
-    accuracy, log_loss = kept("accuracy"), kept("log_loss")
+    accuracy, log_loss = kept("accuracy", 1.0), kept("log_loss", -1.0)
     ratio = round(latency["student"] / latency["ensemble"], 4)
     met = (
         None
-        if accuracy is None or test["ensemble"]["accuracy"] <= test["best_member"]["accuracy"]
+        if accuracy is None
         else accuracy >= GOAL["gain_kept_at_least"] and ratio <= GOAL["latency_ratio_at_most"]
     )
     return {

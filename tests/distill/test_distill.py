@@ -20,7 +20,7 @@ from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
 from hpo.distill.build import SAME_SPEED, choose_student
-from hpo.distill.report import format_table
+from hpo.distill.report import _goal, format_table
 from hpo.distill.student import StudentJob, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
 from hpo.ensemble import build_ensemble
@@ -119,6 +119,31 @@ def test_distill_reports_the_student_beside_the_ensemble_and_its_best_member(
     if gain > 0:
         kept = report["test"]["student"]["accuracy"] - report["test"]["best_member"]["accuracy"]
         assert goal["gain_kept_accuracy"] == pytest.approx(kept / gain, abs=1e-4)
+    else:
+        assert goal["gain_kept_accuracy"] is None
+        assert goal["met"] is None
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "kept", "met"),
+    [
+        ((0.90, 0.30), (0.5, 0.5), True),
+        ((0.80, 0.30), (None, 0.5), None),
+        ((0.85, 0.40), (None, None), None),
+    ],
+)
+def test_a_share_of_the_gain_is_given_only_where_the_ensemble_gains(
+    ensemble: tuple[float, float], kept: tuple[float | None, float | None], met: bool | None
+) -> None:
+    # An ensemble below its best member has no gain to keep: a share of its loss read as one.
+    test = {
+        "best_member": {"accuracy": 0.85, "log_loss": 0.40},
+        "ensemble": dict(zip(("accuracy", "log_loss"), ensemble, strict=True)),
+        "student": {"accuracy": 0.875, "log_loss": 0.35},
+    }
+    goal = _goal(test, {"student": 1.0, "ensemble": 4.0, "best_member": 1.0})
+    assert (goal["gain_kept_accuracy"], goal["gain_kept_log_loss"]) == kept
+    assert goal["met"] is met
 
 
 def test_a_best_single_model_the_ensemble_weighs_0_is_not_called_its_member(
