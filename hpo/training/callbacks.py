@@ -239,10 +239,17 @@ class PruningCallback(KerasPruningCallback):
         self.trial, self.monitor = trial, monitor
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        if not _last_epoch(self, epoch):
-            super().on_epoch_end(epoch, logs)
-            return
         value = (logs or {}).get(self.monitor)
+        if not _last_epoch(self, epoch):
+            try:
+                super().on_epoch_end(epoch, logs)
+            except optuna.TrialPruned as exc:
+                # Optuna's "pruned at epoch 0" counts from 0; the trial's epochs count from 1.
+                raise optuna.TrialPruned(
+                    f"pruned by the study's pruner after epoch {epoch + 1} "
+                    f"({self.monitor} {value:.4f})"
+                ) from exc
+            return
         if value is not None:
             self.trial.report(float(value), step=epoch)
 
