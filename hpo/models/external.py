@@ -302,6 +302,9 @@ def _is_user_module(module: Any) -> bool:
 
         paths = {*sysconfig.get_paths().values(), *site.getsitepackages(), sys.base_prefix}
         paths.add(site.getusersitepackages())
+        # Folders of installed packages elsewhere on the import path (a .pth line's, or
+        # $PYTHONPATH's, as a cluster's `module load` gives them): they hold their metadata.
+        paths |= _distribution_folders()
         _INSTALLED = tuple(
             os.path.join(variant, "") for p in paths for variant in {p, os.path.realpath(p)}
         )
@@ -316,6 +319,23 @@ def _is_user_module(module: Any) -> bool:
     )
     _SEEN[name] = (module, mine)
     return mine
+
+
+def _distribution_folders() -> set[str]:
+    """The `site-packages` (`dist-packages`) folders that hold installed distributions,
+    wherever the import path finds them. Not a project's own folder, which may hold its
+    `*.egg-info` beside the user's modules."""
+    import importlib.metadata
+
+    folders = set()
+    for dist in importlib.metadata.distributions():
+        try:
+            folder = os.path.abspath(dist.locate_file(""))
+        except Exception:  # a finder of another tool's, whose distributions have no folder
+            continue
+        if os.path.basename(folder) in ("site-packages", "dist-packages"):
+            folders.add(folder)
+    return folders
 
 
 def uses_user_classes(model: Any) -> bool:

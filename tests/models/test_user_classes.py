@@ -315,3 +315,41 @@ def test_modules_loaded_by_path_are_those_no_fresh_process_would_import_as_loade
     assert importable not in found
     # `__main__` travels by value anyway, under multiprocessing's alias `__mp_main__` too.
     assert not any(m.__name__ in {"__main__", "hpo", "keras", "numpy"} for m in found)
+
+
+def test_a_package_installed_in_a_site_packages_folder_off_the_venv_is_not_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Installed packages reached through a .pth line or $PYTHONPATH (a cluster's `module
+    # load`) were taken for the user's code: a module such a package loads by path (debugpy's
+    # vendored `_pydevd_bundle`) was sent to the trials by value, and a notebook's search
+    # failed there with "No module named '_pydevd_bundle'".
+    from hpo.models import external
+
+    site = tmp_path / "other-env" / "lib" / "site-packages"
+    (site / "vendored").mkdir(parents=True)
+    (site / "tool_pkg").mkdir()
+    (site / "tool_pkg" / "__init__.py").write_text("")
+    (site / "tool_pkg-1.0.dist-info").mkdir()
+    (site / "tool_pkg-1.0.dist-info" / "METADATA").write_text("Name: tool-pkg\nVersion: 1.0\n")
+    (site / "vendored" / "vendored_bundle_mod.py").write_text("WHICH = 'vendored'\n")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "my_helpers_mod.py").write_text("WHICH = 'mine'\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(tmp_path / "project"))
+    monkeypatch.setattr(external, "_INSTALLED", ())
+    monkeypatch.setattr(external, "_SEEN", {})
+    spec = importlib.util.spec_from_file_location(
+        "vendored_bundle_mod", site / "vendored" / "vendored_bundle_mod.py"
+    )
+    assert spec is not None and spec.loader is not None
+    vendored = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "vendored_bundle_mod", vendored)
+    spec.loader.exec_module(vendored)
+    import my_helpers_mod  # type: ignore[import-not-found]
+
+    monkeypatch.setitem(sys.modules, "my_helpers_mod", my_helpers_mod)
+    found = modules_loaded_by_path()
+    assert vendored not in found
+    assert not external._is_user_module(vendored)
+    assert external._is_user_module(my_helpers_mod)
