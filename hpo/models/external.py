@@ -330,7 +330,7 @@ def _distribution_folders() -> set[str]:
     folders = set()
     for dist in importlib.metadata.distributions():
         try:
-            folder = os.path.abspath(dist.locate_file(""))
+            folder = os.path.abspath(str(dist.locate_file("")))
         except Exception:  # a finder of another tool's, whose distributions have no folder
             continue
         if os.path.basename(folder) in ("site-packages", "dist-packages"):
