@@ -1,5 +1,8 @@
-"""A test split for data that come without one: a share of each class, chosen by name.
+"""A data folder's layout: its split folders, its class folders, and a test split for data that
+come without one: a share of each class, chosen by name.
 
+Split folders are told by their names, in any case (`SPLIT_NAMES`: `train/` or `Training/`,
+`test/` or `Testing/`, `val/`, `valid/`, `validation/` or `dev/`), in folders and archives alike.
 Keras's own loaders read a folder of class folders (`<root>/<class>/<file>`) and split it with
 `validation_split`; hpo keeps a test split apart for the ensemble's one final evaluation, so such
 a folder (or a table without `[data] test_path`) gives up about `[data] test_fraction` of each
@@ -16,30 +19,46 @@ import math
 import os
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "HOLDOUT_RULES",
     "SPLITS",
+    "SPLIT_NAMES",
     "TEST_FRACTION",
+    "MemberSplits",
     "check_test_classes",
+    "class_folders",
+    "data_splits",
     "held_out",
     "held_out_groups",
     "held_out_root",
     "held_out_side",
     "hidden",
+    "ignored",
     "split_folder",
+    "split_of",
     "subfolders",
     "visible_files",
     "walk",
 ]
 
 SPLITS = ("train", "test")
+# The names each split's folder goes by, in any case: Keras's tutorials write train/ and test/,
+# Kaggle's data sets Training/ and Testing/, others valid/, validation/ or dev/.
+SPLIT_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
+    "train": ("train", "training"),
+    "test": ("test", "testing"),
+    "val": ("val", "valid", "validation", "dev"),
+}
+# Folders that hold no data whatever is in them: a zip made on macOS keeps its files' metadata
+# in a copy of their folders under __MACOSX/, beside the data.
+_NOT_DATA = frozenset({"__MACOSX"})
 # `[data] test_fraction`'s default: Keras's examples hold out a fifth (validation_split=0.2).
 TEST_FRACTION = 0.2
 # A class (or a table's groups) of fewer items gives up at most `fraction` of them, rounded up;
@@ -53,16 +72,123 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def split_of(name: str) -> str | None:
+    """The split ("train", "test" or "val") a folder named `name` holds, told by its name in any
+    case (`SPLIT_NAMES`: `Training` is "train"), or None for any other name."""
+    lower = name.lower()
+    return next((split for split, names in SPLIT_NAMES.items() if lower in names), None)
+
+
+def data_splits(source: Path) -> dict[str, Path]:
+    """The data's split folders, by split (`split_of`): those in `source`, or else those in the
+    first of its folders (by name) that holds one, as an archive of the data set unpacks
+    (`cifar10/train/...`); empty if neither holds one.
+
+    Raises:
+        ConfigError: Two folders name one split (`train/` and `Training/`).
+    """
+    for root in (source, *subfolders(source)):
+        found: dict[str, list[Path]] = {}
+        for folder in subfolders(root):
+            if (split := split_of(folder.name)) is not None:
+                found.setdefault(split, []).append(folder)
+        for split, folders in found.items():
+            if len(folders) > 1:
+                raise ConfigError(_two_names(split, [f.name for f in folders], root))
+        if found:
+            return {split: folders[0] for split, folders in found.items()}
+    return {}
+
+
 def split_folder(source: Path, split: str) -> Path | None:
-    """`<source>/<split>`, or `<source>/<top>/<split>` one folder below (as an archive of the
-    data set unpacks), if either is there."""
-    roots = [source, *sorted(child for child in source.iterdir() if child.is_dir())]
-    return next((root / split for root in roots if (root / split).is_dir()), None)
+    """The folder of `split` ("train", "test" or "val") in the data (`data_splits`), if any."""
+    return data_splits(source).get(split)
+
+
+def _two_names(split: str, names: Sequence[str], where: Path | str) -> str:
+    return (
+        f"{where}: {' and '.join(f'{name}/' for name in names)} both name the {split} split "
+        f"(a folder named any of {list(SPLIT_NAMES[split])}, in any case, is it). Merge them "
+        f"into one folder, or move one out of the data."
+    )
+
+
+class MemberSplits:
+    """The split of each member of a data set's archive, by its path: `<split>/<class>/...` or
+    `<top>/<split>/<class>/...`, its split folder told by name as `split_of` tells a folder's.
+    Two folders that name one split (`train/` and `Training/`) are refused, as in a folder."""
+
+    def __init__(self, source: Path) -> None:
+        self._source = source
+        self._names: dict[tuple[str, str], str] = {}
+
+    def split_at(self, parts: Sequence[str]) -> tuple[str, int] | None:
+        """The member's split and the index of its split folder in `parts` (its path, split at
+        "/"), or None where it lies in no class folder of a split.
+
+        Raises:
+            ConfigError: Its split folder names a split that another folder beside it named.
+        """
+        for at in (0, 1):
+            if len(parts) >= at + 3 and (split := split_of(parts[at])) is not None:
+                top = "/".join(parts[:at])
+                name = self._names.setdefault((top, split), parts[at])
+                if name != parts[at]:
+                    where = f"{self._source} ({top}/)" if top else self._source
+                    raise ConfigError(_two_names(split, [name, parts[at]], where))
+                return split, at
+        return None
+
+
+def ignored(name: str) -> bool:
+    """Whether a file or folder named `name` is no part of the data: a hidden one (Jupyter's
+    `.ipynb_checkpoints/`, `.git/`, macOS's `._name` files) or macOS's zip metadata folder,
+    `__MACOSX/`."""
+    return name.startswith(".") or name in _NOT_DATA
+
+
+def _entries(folder: Path) -> tuple[list[str], list[str]]:
+    """The names of the files and of the folders directly in `folder`, ignored ones left out."""
+    files: list[str] = []
+    folders: list[str] = []
+    with os.scandir(folder) as entries:  # one listing, no file's status read where it tells
+        for entry in entries:
+            if not ignored(entry.name):
+                (folders if entry.is_dir() else files).append(entry.name)
+    return files, folders
 
 
 def subfolders(path: Path) -> list[Path]:
-    """The folders in `path` (its classes), by name, hidden ones left out."""
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The folders in `path` (its classes), by name, hidden ones and `__MACOSX/` left out."""
+    return sorted(path / name for name in _entries(path)[1])
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """The class folders in `folder` (`subfolders`).
+
+    Raises:
+        DataError: None holds a file, each only the same two or more folders: the classes are
+            one level deeper than hpo reads (`<root>/<part>/<class>/...`, split folders named
+            otherwise than `SPLIT_NAMES` says), and these folders would be taken as classes.
+    """
+    folders = subfolders(folder)
+    inner = []
+    for class_folder in folders:
+        files, inside = _entries(class_folder)
+        if files or len(inside) < 2:
+            return folders
+        inner.append(set(inside))
+    shared = sorted(set.intersection(*inner)) if inner else []
+    if len(shared) >= 2:
+        raise DataError(
+            f"{folder}: its folders {[f.name for f in folders][:5]} hold no file, each only "
+            f"folders, the same ones ({shared[:5]}): its classes are one level deeper than hpo "
+            f"reads them, and these folders would be taken as classes. hpo reads "
+            f"<root>/<class>/<file>, or <root>/train/<class>/<file> with test/ and val/ beside "
+            f"train/: give the folder of class folders, or rename the split folders "
+            f"train/ (or training/), test/ (or testing/) and val/ (or valid/, validation/, dev/)."
+        )
+    return folders
 
 
 def walk(folder: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -94,19 +220,19 @@ def walk(folder: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:
 
 def visible_files(folder: Path) -> list[Path]:
     """The files under `folder` (symbolic links followed, once each: see `walk`), by path,
-    leaving out hidden ones and everything in hidden folders: Jupyter's `.ipynb_checkpoints/`
-    copies, `.git/`, macOS's `._name` files."""
+    leaving out hidden ones and everything in hidden folders (`ignored`): Jupyter's
+    `.ipynb_checkpoints/` copies, `.git/`, macOS's `._name` files and `__MACOSX/`."""
     found = []
     for root, dirs, files in walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, name) for name in files if not name.startswith(".")]
+        dirs[:] = [d for d in dirs if not ignored(d)]
+        found += [Path(root, name) for name in files if not ignored(name)]
     return sorted(p for p in found if p.is_file())
 
 
 def hidden(parts: Sequence[str]) -> bool:
     """Whether a path inside a data set (its parts, as an archive member names them) is in a
-    hidden folder or is a hidden file, which `visible_files` leaves out."""
-    return any(part.startswith(".") and part not in (".", "..") for part in parts)
+    hidden folder or `__MACOSX/`, or is a hidden file, which `visible_files` leaves out."""
+    return any(ignored(part) and part not in (".", "..") for part in parts)
 
 
 def check_test_classes(source: Path) -> None:
@@ -117,13 +243,14 @@ def check_test_classes(source: Path) -> None:
     Raises:
         ConfigError: Names the class folders test/ lacks and those it has over train/'s.
     """
-    if not source.is_dir() or held_out_root(source) is not None:
+    if not source.is_dir():
         return
-    train, test = split_folder(source, "train"), split_folder(source, "test")
+    splits = data_splits(source)
+    train, test = splits.get("train"), splits.get("test")
     if train is None or test is None:
         return
-    classes = [p.name for p in subfolders(train)]
-    found = [p.name for p in subfolders(test)]
+    classes = [p.name for p in class_folders(train)]
+    found = [p.name for p in class_folders(test)]
     unknown = [name for name in found if name not in classes]
     missing = [name for name in classes if name not in found]
     if unknown or missing:
@@ -147,15 +274,24 @@ def check_test_classes(source: Path) -> None:
 def held_out_root(source: Path) -> Path | None:
     """The folder of class folders a test split is held out of: `source` (or its one
     subfolder) when it holds two or more class folders and no splits, or the train/ folder of
-    one without test/; None where the data have a test split of their own."""
-    if split_folder(source, "test") is not None:
+    one without test/; None where the data have a test split of their own. A val/ folder is
+    never a class: data with one and train/ but no test/ hold their test split out of train/.
+
+    Raises:
+        ConfigError: Two folders name one split.
+        DataError: The class folders are one level deeper than hpo reads (`class_folders`).
+    """
+    splits = data_splits(source)
+    if "test" in splits:
         return None
-    if (train := split_folder(source, "train")) is not None:
-        return train
+    if "train" in splits:
+        return splits["train"]
+    if splits:  # val/ alone: no class folders, and no train/ to read
+        return None
     folders = subfolders(source)
     if len(folders) == 1:
-        source, folders = folders[0], subfolders(folders[0])
-    return source if len(folders) >= 2 else None
+        source = folders[0]
+    return source if len(class_folders(source)) >= 2 else None
 
 
 def held_out_side(

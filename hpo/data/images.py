@@ -28,13 +28,14 @@ from PIL import Image
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
-    SPLITS,
     TEST_FRACTION,
+    MemberSplits,
+    class_folders,
+    data_splits,
     held_out_root,
     held_out_side,
     hidden,
     split_folder,
-    subfolders,
     visible_files,
 )
 from hpo.errors import ConfigError, DataError
@@ -136,7 +137,7 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
     if path.is_dir():
         if (batches := _batches_dir(path)) is not None:
             return batches.resolve()
-        if any(split_folder(path, split) for split in SPLITS) or held_out_root(path):
+        if data_splits(path) or held_out_root(path):
             return path.resolve()
     if not path.exists():
         raise DataError(
@@ -266,7 +267,9 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
         blobs = {path.name: path.read_bytes for path in paths if path.is_file()}
         yield from _batch_items(blobs, split, batches)
     elif (root := _held_out_root(source)) is not None:
-        yield from _held_out_items(source, root, split, test_fraction)
+        files = _class_files(root)
+        for label, name, path in held_out_side(files, split, test_fraction, source, "files"):
+            yield label, name, partial(_decode, path.read_bytes)
     else:
         top = split_folder(source, split)
         if top is None:
@@ -274,27 +277,22 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
                 f"no {split}/ folder in {source} (nor one folder below it); expected "
                 f"{_LAYOUT.format(split=split)}. Fix --data or the study file's data.path."
             )
-        for folder in subfolders(top):
-            for path in visible_files(folder):
-                yield (
-                    folder.name,
-                    path.relative_to(top).as_posix(),
-                    partial(_decode, path.read_bytes),
-                )
+        for label, name, path in _class_files(top):
+            yield label, name, partial(_decode, path.read_bytes)
 
 
-def _held_out_items(source: Path, root: Path, split: str, fraction: float) -> Iterator[_Item]:
-    files = [
-        (folder.name, path.relative_to(root).as_posix(), path)
-        for folder in subfolders(root)
+def _class_files(top: Path) -> list[tuple[str, str, Path]]:
+    """The `(class, name within top, path)` of the files in `top`'s class folders."""
+    return [
+        (folder.name, path.relative_to(top).as_posix(), path)
+        for folder in class_folders(top)
         for path in visible_files(folder)
     ]
-    for label, name, path in held_out_side(files, split, fraction, source, "files"):
-        yield label, name, partial(_decode, path.read_bytes)
 
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:
     blobs: dict[str, Callable[[], bytes]] = {}
+    splits = MemberSplits(source)
     with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
@@ -302,7 +300,8 @@ def _archive_items(source: Path, split: str) -> Iterator[_Item]:
                 continue
             if len(parts) <= 2 and parts[-1] in (*_BATCHES[split], _META):
                 blobs[parts[-1]] = partial(bytes, _read_member(archive, member))
-            elif (at := _split_at(parts, split)) is not None:
+            elif (found := splits.split_at(parts)) is not None and found[0] == split:
+                at = found[1]
                 read = partial(_read_member, archive, member)
                 yield parts[at + 1], "/".join(parts[at + 1 :]), partial(_decode, read)
     if blobs:
@@ -313,14 +312,6 @@ def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     handle = archive.extractfile(member)
     assert handle is not None  # regular files always have contents
     return handle.read()
-
-
-def _split_at(parts: list[str], split: str) -> int | None:
-    # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...
-    for at in (0, 1):
-        if len(parts) >= at + 3 and parts[at] == split:
-            return at
-    return None
 
 
 def _batch_items(blobs: dict[str, Callable[[], bytes]], split: str, where: Path) -> Iterator[_Item]:

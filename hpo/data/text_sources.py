@@ -28,13 +28,14 @@ import numpy as np
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
     TEST_FRACTION,
+    MemberSplits,
+    class_folders,
     held_out,
     held_out_groups,
     held_out_root,
     held_out_side,
     hidden,
     split_folder,
-    subfolders,
     visible_files,
 )
 from hpo.errors import ConfigError, DataError
@@ -306,7 +307,7 @@ def _folder_rows(
             "split. Fix --data or the study file's data.path."
         )
     files = []
-    for folder in subfolders(top):
+    for folder in class_folders(top):
         texts = _texts(folder)
         if not texts:
             _warn_no_texts(folder)
@@ -457,14 +458,15 @@ def _held_out_rows(
 def _tar_rows(
     source: Path, split: str, encoding: str, undecodable: list[str], unmarked: list[str]
 ) -> Iterator[_Row]:
+    splits = MemberSplits(source)
     with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
-            # One optional top folder: <split>/<class>/... or <top>/<split>/<class>/...
-            at = next((a for a in (0, 1) if len(parts) >= a + 3 and parts[a] == split), None)
-            name = parts[-1]
-            if at is None or not member.isfile() or not _is_text_file(name) or hidden(parts):
+            if not member.isfile() or hidden(parts) or not _is_text_file(parts[-1]):
                 continue
+            if (found := splits.split_at(parts)) is None or found[0] != split:
+                continue
+            at = found[1]
             handle = archive.extractfile(member)
             assert handle is not None  # regular files always have contents
             within = "/".join(parts[at + 1 :])

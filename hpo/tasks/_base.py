@@ -171,12 +171,14 @@ def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
 
 def folder_signature(folder: Path) -> str:
     """A hash of the path, size and modification time of every file under `folder` (symbolic
-    links followed, as `holdout.walk` follows them), leaving out a `test` folder beside a
-    `train` one: the search never reads the test split, and it is not prepared with the rest."""
+    links followed, as `holdout.walk` follows them), leaving out a test split's folder beside
+    a train split's (`holdout.split_of`: `test/` beside `train/`, `Testing/` beside `Training/`):
+    the search never reads the test split, and it is not prepared with the rest."""
     digest = hashlib.sha256()
     for root, dirs, files in holdout.walk(folder):
-        if "train" in dirs and "test" in dirs:
-            dirs.remove("test")
+        named = {name: holdout.split_of(name) for name in dirs}
+        if "train" in named.values() and "test" in named.values():
+            dirs[:] = [name for name in dirs if named[name] != "test"]
         dirs.sort()
         for name in sorted(files):
             path = os.path.join(root, name)

@@ -1,16 +1,22 @@
-"""Walking a data folder: symbolic links followed, each folder read once."""
+"""A data folder's layout: split folders told by name, class folders, symbolic links followed
+once, and the test split held out of data without one."""
 
 from __future__ import annotations
 
 import logging
+import tarfile
 from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
 
+from hpo.data import images, text_sources
 from hpo.data.holdout import check_test_classes, held_out, visible_files
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, DataError
 from hpo.tasks._base import folder_signature
+from tests.data.test_images import write_folder as write_images
+from tests.data.test_text_sources import COUNTS
+from tests.data.test_text_sources import write_folder as write_texts
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,3 +87,95 @@ def test_class_folders_spelled_in_two_unicode_forms_are_named_as_such(tmp_path: 
         (tmp_path / split / name).mkdir(parents=True)
     with pytest.raises(ConfigError, match="differ only in how their accented letters are encoded"):
         check_test_classes(tmp_path)
+
+
+def _tar(folder: Path, arcname: str) -> Path:
+    archive = folder.parent / f"{folder.name}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=arcname)
+    return archive
+
+
+@pytest.mark.parametrize(
+    ("train", "test"), [("Training", "Testing"), ("Train", "Test"), ("training", "TESTING")]
+)
+def test_split_folders_are_told_by_name_in_any_case_and_by_their_other_names(
+    tmp_path: Path, train: str, test: str
+) -> None:
+    # Kaggle's Training/ and Testing/ were read as a folder of two classes named after them.
+    counts = {"train": {"cat": 3, "dog": 3}, "test": {"cat": 1, "dog": 1}}
+    root = write_images(tmp_path / "pets", counts)
+    (root / "train").rename(root / train)
+    (root / "test").rename(root / test)
+    archive = _tar(root, "pets")
+    for source in (root, tmp_path, archive):
+        located = images.locate_images(source, None, env_var="UNSET_VAR", download=False)
+        assert images.has_test_split(located)
+        read = images.read_split(located, "train")
+        assert read.classes == ["cat", "dog"] and len(read.y) == 6
+        assert len(images.read_split(located, "test", classes=read.classes).y) == 2
+    texts = write_texts(tmp_path / "texts", COUNTS)
+    (texts / "train").rename(texts / train)
+    (texts / "test").rename(texts / test)
+    for source in (texts, _tar(texts, "texts")):
+        assert text_sources.has_test_split(source)
+        read_texts = text_sources.read_texts(source, "train")
+        assert read_texts.classes == sorted(COUNTS["train"])
+        assert len(read_texts.texts) == sum(COUNTS["train"].values())
+    # The test split is no part of what the search reads, under any name.
+    before = folder_signature(texts)
+    (texts / test / "art" / "new.txt").write_text("test art new")
+    assert folder_signature(texts) == before
+
+
+def test_two_folders_that_name_one_split_are_refused_naming_both(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "pets", {"train": {"cat": 1, "dog": 1}})
+    write_images(root.parent / "more", {"Training": {"cat": 1, "dog": 1}})
+    (root.parent / "more" / "Training").rename(root / "Training")
+    both = r"Training/ and train/ both name the train split"
+    with pytest.raises(ConfigError, match=both):
+        images.locate_images(root, None, env_var="UNSET_VAR", download=False)
+    with pytest.raises(ConfigError, match=r"train/ and Training/|Training/ and train/"):
+        images.read_split(_tar(root, "pets"), "train")
+    texts = write_texts(tmp_path / "texts", {"train": COUNTS["train"], "validation": {"art": 1}})
+    (texts / "validation").rename(texts / "Dev")
+    (texts / "val").mkdir()
+    with pytest.raises(ConfigError, match=r"Dev/ and val/ both name the val split"):
+        text_sources.read_texts(texts, "train")
+
+
+def test_class_folders_one_level_deeper_than_hpo_reads_are_refused(tmp_path: Path) -> None:
+    # <root>/<split>/<class>/... with split folders hpo does not know by name: read as a folder
+    # of class folders, its classes were the splits.
+    root = write_images(tmp_path / "data", {"seg_train": {"sea": 2, "street": 2}})
+    write_images(root, {"seg_test": {"sea": 1, "street": 1}})
+    with pytest.raises(DataError, match=r"data: its folders \['seg_test', 'seg_train'\] hold no"):
+        images.locate_images(root, None, env_var="UNSET_VAR", download=False)
+    texts = write_texts(tmp_path / "texts", {"part1": COUNTS["train"], "part2": COUNTS["test"]})
+    with pytest.raises(DataError, match=r"one level deeper .* <root>/<class>/<file>"):
+        text_sources.read_texts(texts, "train")
+    # A class's images in folders of their own (albums), other in each class, are read.
+    albums = write_images(tmp_path / "albums", {"cat": {"a": 2, "b": 2}, "dog": {"c": 2, "d": 2}})
+    read, held = images.read_split(albums, "train"), images.read_split(albums, "test")
+    assert read.classes == held.classes == ["cat", "dog"] and len(read.y) + len(held.y) == 8
+
+
+def test_a_macos_zips_metadata_folder_is_no_class_and_holds_no_example(tmp_path: Path) -> None:
+    # Unzipped, a zip made on macOS holds __MACOSX/ beside the data: it made pets/{cat,ship}
+    # fail with "1 class(es) ['pets']".
+    root = tmp_path / "unzipped"
+    write_images(root, {"pets": {"cat": 4, "ship": 4}})
+    for path in (root / "pets").rglob("*.png"):
+        copy = root / "__MACOSX" / path.relative_to(root).parent / f"._{path.name}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    (root / "__MACOSX" / "pets" / "cat" / "00.png").write_bytes(path.read_bytes())
+    located = images.locate_images(root, None, env_var="UNSET_VAR", download=False)
+    train = images.read_split(located, "train")
+    test = images.read_split(located, "test", classes=train.classes)
+    assert train.classes == ["cat", "ship"] and len(train.y) + len(test.y) == 8
+    split = write_texts(tmp_path / "texts", COUNTS)
+    (split / "__MACOSX" / "train" / "art").mkdir(parents=True)
+    (split / "__MACOSX" / "train" / "art" / "00.txt").write_text("metadata")
+    for source in (split, _tar(split, "texts")):
+        assert "metadata" not in text_sources.read_texts(source, "train").texts
