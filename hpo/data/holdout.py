@@ -32,7 +32,7 @@ __all__ = [
     "SPLIT_NAMES",
     "TEST_FRACTION",
     "MemberSplits",
-    "check_test_classes",
+    "check_split_classes",
     "class_folders",
     "data_splits",
     "held_out",
@@ -229,19 +229,35 @@ def visible_files(folder: Path) -> list[Path]:
     return sorted(p for p in found if p.is_file())
 
 
+def _holds_file(folder: Path, suffix: str = "") -> bool:
+    """Whether a file `visible_files` would list, ending in `suffix` in any case, lies under
+    `folder`; the listing stops at the first, and no file is opened."""
+    for _, dirs, files in walk(folder):
+        dirs[:] = [d for d in dirs if not ignored(d)]
+        if any(not ignored(name) and name.lower().endswith(suffix) for name in files):
+            return True
+    return False
+
+
 def hidden(parts: Sequence[str]) -> bool:
     """Whether a path inside a data set (its parts, as an archive member names them) is in a
     hidden folder or `__MACOSX/`, or is a hidden file, which `visible_files` leaves out."""
     return any(ignored(part) and part not in (".", "..") for part in parts)
 
 
-def check_test_classes(source: Path) -> None:
-    """Before the search: a folder's test/ split must have a class folder of each of train/'s
-    and no other, which `hpo ensemble` would otherwise find only after the budget is spent. It
-    lists their names; it opens no test file.
+def check_split_classes(source: Path, suffix: str = "") -> None:
+    """Before the search: a folder's test/ split must hold a class folder of each of train/'s
+    and no other, which `hpo ensemble` would otherwise find only after the budget is spent. A
+    class folder counts only where a file (ending in `suffix`, in any case) lies in it: an
+    empty one is no class, in train/ or test/. It lists the folders; it opens no file.
+
+    Args:
+        source: The data; anything but a folder with train/ and test/ passes.
+        suffix: The ending of an example's file name (".txt"); "" counts every file.
 
     Raises:
-        ConfigError: Names the class folders test/ lacks and those it has over train/'s.
+        ConfigError: Names the classes test/ lacks, those it has over train/'s, and the
+            class folders that hold no file.
     """
     if not source.is_dir():
         return
@@ -249,26 +265,52 @@ def check_test_classes(source: Path) -> None:
     train, test = splits.get("train"), splits.get("test")
     if train is None or test is None:
         return
-    classes = [p.name for p in class_folders(train)]
-    found = [p.name for p in class_folders(test)]
+    classes, empty_train = _classes_held(train, suffix)
+    found, empty = _classes_held(test, suffix)
     unknown = [name for name in found if name not in classes]
     missing = [name for name in classes if name not in found]
     if unknown or missing:
-        same = {unicodedata.normalize("NFC", n) for n in unknown} & {
-            unicodedata.normalize("NFC", n) for n in missing
-        }
-        spelled = (
-            f" {sorted(ascii(n) for n in unknown + missing)} differ only in how their accented "
-            f"letters are encoded (Unicode's composed and decomposed forms, as different systems "
-            f"write them): rename them to be spelled alike."
-            if same
-            else ""
-        )
         raise ConfigError(
             f"{test}: its class folders differ from those of {train} {classes}: missing "
-            f"{missing}, unknown {unknown}. Give test/ a folder of each of train/'s classes and "
-            f"no other, so that the ensemble can evaluate every class.{spelled}"
+            f"{missing}, unknown {unknown}"
+            f"{_empty_note([*empty_train, *empty], unknown + missing, suffix)}. Give "
+            f"{test.name}/ a folder of each of {train.name}/'s classes, with at least one file "
+            f"in each, and no other, so that the ensemble can evaluate every class."
+            f"{_spelled(unknown, missing)}"
         )
+
+
+def _classes_held(folder: Path, suffix: str) -> tuple[list[str], list[Path]]:
+    """The names of `folder`'s class folders that hold a file, and those that hold none."""
+    held: list[str] = []
+    empty: list[Path] = []
+    for class_folder in class_folders(folder):
+        if _holds_file(class_folder, suffix):
+            held.append(class_folder.name)
+        else:
+            empty.append(class_folder)
+    return held, empty
+
+
+def _empty_note(empty: list[Path], names: list[str], suffix: str) -> str:
+    named = [f"{path}/" for path in empty if path.name in names]
+    if not named:
+        return ""
+    what = f"{suffix} file" if suffix else "file"
+    return f" ({', '.join(named)} {'holds' if len(named) == 1 else 'hold'} no {what})"
+
+
+def _spelled(unknown: list[str], missing: list[str]) -> str:
+    same = {unicodedata.normalize("NFC", n) for n in unknown} & {
+        unicodedata.normalize("NFC", n) for n in missing
+    }
+    if not same:
+        return ""
+    return (
+        f" {sorted(ascii(n) for n in unknown + missing)} differ only in how their accented "
+        f"letters are encoded (Unicode's composed and decomposed forms, as different systems "
+        f"write them): rename them to be spelled alike."
+    )
 
 
 def held_out_root(source: Path) -> Path | None:

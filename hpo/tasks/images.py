@@ -18,7 +18,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, image_cache, images, stratify
-from hpo.data.holdout import HOLDOUT_RULES, check_test_classes
+from hpo.data.holdout import HOLDOUT_RULES, check_split_classes
 from hpo.models import conv2d, sepconv2d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
@@ -78,7 +78,7 @@ def _prepare(
     """
     source = locate(config, data_arg)
     folder, settings = _cache(config, source, name=name)
-    check_test_classes(source)
+    check_split_classes(source)
     if array_cache.cached(folder):
         return folder
     _log.info("decoding %s (cache miss: %s)", source, folder)

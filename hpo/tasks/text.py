@@ -17,7 +17,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
-from hpo.data.holdout import HOLDOUT_RULES, check_test_classes
+from hpo.data.holdout import HOLDOUT_RULES, check_split_classes
 from hpo.data.tokenizer import Tokenizer
 from hpo.errors import DataError
 from hpo.models import conv1d, nbsvm, ngram, sepconv1d
@@ -359,7 +359,7 @@ def _own_cache_folder(config: StudyConfig, source: Path, space: Space) -> Path:
 
 def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     source = _locate(config, data_arg)
-    check_test_classes(source)
+    check_split_classes(source, ".txt")
     folder = prepare_tokens(
         config,
         source,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hpo.data import images, text_sources
-from hpo.data.holdout import check_test_classes, held_out, visible_files
+from hpo.data.holdout import check_split_classes, held_out, visible_files
 from hpo.errors import ConfigError, DataError
 from hpo.tasks._base import folder_signature
 from tests.data.test_images import write_folder as write_images
@@ -85,8 +85,35 @@ def test_class_folders_spelled_in_two_unicode_forms_are_named_as_such(tmp_path: 
         ("test", "tea"),
     ):
         (tmp_path / split / name).mkdir(parents=True)
+        (tmp_path / split / name / "1.txt").write_text(name)
     with pytest.raises(ConfigError, match="differ only in how their accented letters are encoded"):
-        check_test_classes(tmp_path)
+        check_split_classes(tmp_path)
+
+
+def test_a_class_folder_counts_only_where_it_holds_a_file(tmp_path: Path) -> None:
+    # An empty test/frog/ passed before the search, and hpo ensemble failed after it ("missing
+    # ['frog']"); an empty train/frog/ beside a filled test/frog/ the same.
+    root = write_images(tmp_path / "set", {"train": {"cat": 1, "dog": 1}, "test": {"cat": 1}})
+    (root / "train" / "dog" / "more").mkdir()  # a class's files may lie deeper
+    (root / "train" / "dog" / "00.png").rename(root / "train" / "dog" / "more" / "00.png")
+    (root / "test" / "dog" / ".ipynb_checkpoints").mkdir(parents=True)
+    (root / "test" / "dog" / ".ipynb_checkpoints" / "00.png").write_bytes(b"a copy")
+    empty = rf"missing \['dog'\], unknown \[\] \({root / 'test' / 'dog'}/ holds no file\)"
+    with pytest.raises(ConfigError, match=empty):
+        check_split_classes(root)
+    (root / "test" / "dog" / "00.png").write_bytes(b"an image")
+    check_split_classes(root)
+    write_images(root, {"train": {"frog": 0}, "test": {"frog": 1}})
+    with pytest.raises(ConfigError, match=rf"unknown \['frog'\] \({root / 'train' / 'frog'}/ hold"):
+        check_split_classes(root)
+    # Texts count only as .txt files: a class folder of notes is no class.
+    texts = write_texts(tmp_path / "texts", COUNTS)
+    (texts / "test" / "music").mkdir()
+    (texts / "test" / "music" / "notes.md").write_text("not a text")
+    check_split_classes(texts, ".txt")
+    (texts / "test" / "sport" / "00.txt").rename(texts / "test" / "sport" / "00.md")
+    with pytest.raises(ConfigError, match=r"missing \['sport'\], .*sport/ holds no \.txt file"):
+        check_split_classes(texts, ".txt")
 
 
 def _tar(folder: Path, arcname: str) -> Path:
