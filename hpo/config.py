@@ -144,7 +144,8 @@ class DataConfig:
         path: The data set (folder or archive); relative paths are read from the study file's
             folder. `--data` and the task's environment variable take precedence.
         val_size: Validation examples held out of the training set (balanced; IMDB's are
-            grouped by movie, images' stratified by class).
+            grouped by movie, images' stratified by class). Unused where a folder or archive
+            holds a validation split of its own (`val/`), which is then the validation set.
         train_size: Training examples used after the split; 0 uses all of them.
         seed: Seed of the validation split and of the training subset.
         image_size: Image tasks: [height, width] every image is resized to; needed only when a

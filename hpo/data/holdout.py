@@ -13,6 +13,7 @@ are the test set in every study and every run, and the search never reads them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -21,6 +22,7 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from hpo.data.archives import open_archive
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -31,16 +33,20 @@ __all__ = [
     "SPLITS",
     "SPLIT_NAMES",
     "TEST_FRACTION",
+    "VAL_SPLIT_SETTINGS",
     "MemberSplits",
+    "archive_splits",
     "check_split_classes",
     "class_folders",
     "data_splits",
+    "has_split",
     "held_out",
     "held_out_groups",
     "held_out_root",
     "held_out_side",
     "hidden",
     "ignored",
+    "note_val_split",
     "split_folder",
     "split_of",
     "subfolders",
@@ -48,7 +54,7 @@ __all__ = [
     "walk",
 ]
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "val")
 # The names each split's folder goes by, in any case: Keras's tutorials write train/ and test/,
 # Kaggle's data sets Training/ and Testing/, others valid/, validation/ or dev/.
 SPLIT_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
@@ -68,6 +74,10 @@ SMALL_CLASS = 20
 # held out under other rules are prepared again (2: a small class's share capped, a table row's
 # copies with its first; before: the hash alone, by position).
 HOLDOUT_RULES = 2
+# Recorded in the caches of data with a validation split of their own, which is their validation
+# set: `val_size` does not apply, and a cache prepared before, its validation cut from train/
+# (a val/ folder was not read then), is not theirs. Other data's caches keep their keys.
+VAL_SPLIT_SETTINGS: Final[Mapping[str, object]] = {"val_size": None, "val_split": True}
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -138,6 +148,47 @@ class MemberSplits:
                     raise ConfigError(_two_names(split, [name, parts[at]], where))
                 return split, at
         return None
+
+
+def archive_splits(source: Path) -> frozenset[str]:
+    """The splits an archive holds files of (`MemberSplits`), read once per process for each
+    size and time of the file: every member's header is read, none of their contents.
+
+    Raises:
+        ConfigError: Two folders name one split.
+        DataError: The archive is cut short or damaged.
+    """
+    stat = source.stat()
+    return _archive_splits(source, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _archive_splits(source: Path, size: int, mtime_ns: int) -> frozenset[str]:
+    splits = MemberSplits(source)
+    found: set[str] = set()
+    with open_archive(source) as archive:
+        for member in archive:
+            parts = member.name.removeprefix("./").split("/")
+            if member.isfile() and not hidden(parts) and (at := splits.split_at(parts)):
+                found.add(at[0])
+    return frozenset(found)
+
+
+def has_split(source: Path, split: str) -> bool:
+    """Whether a data folder (`data_splits`) or archive (`archive_splits`) holds `split`."""
+    if source.is_file():
+        return split in archive_splits(source)
+    return source.is_dir() and split_folder(source, split) is not None
+
+
+def note_val_split(source: Path, val_size: int) -> None:
+    """Says, as the data are read, that their own validation split is the validation set."""
+    _log.warning(
+        "%s has a validation split of its own (a val/, valid/, validation/ or dev/ folder): it "
+        "is the validation set, and [data] val_size (%d) is unused",
+        source,
+        val_size,
+    )
 
 
 def ignored(name: str) -> bool:
@@ -246,38 +297,41 @@ def hidden(parts: Sequence[str]) -> bool:
 
 
 def check_split_classes(source: Path, suffix: str = "") -> None:
-    """Before the search: a folder's test/ split must hold a class folder of each of train/'s
-    and no other, which `hpo ensemble` would otherwise find only after the budget is spent. A
-    class folder counts only where a file (ending in `suffix`, in any case) lies in it: an
-    empty one is no class, in train/ or test/. It lists the folders; it opens no file.
+    """Before the search: a folder's test/ and val/ splits must each hold a class folder of
+    each of train/'s and no other, which `hpo ensemble` (for test/) would otherwise find only
+    after the budget is spent. A class folder counts only where a file (ending in `suffix`,
+    in any case) lies in it: an empty one is no class. It lists the folders; it opens no file.
 
     Args:
-        source: The data; anything but a folder with train/ and test/ passes.
+        source: The data; anything but a folder with train/ and test/ or val/ passes.
         suffix: The ending of an example's file name (".txt"); "" counts every file.
 
     Raises:
-        ConfigError: Names the classes test/ lacks, those it has over train/'s, and the
+        ConfigError: Names the classes a split lacks, those it has over train/'s, and the
             class folders that hold no file.
     """
     if not source.is_dir():
         return
     splits = data_splits(source)
-    train, test = splits.get("train"), splits.get("test")
-    if train is None or test is None:
+    if (train := splits.get("train")) is None:
         return
     classes, empty_train = _classes_held(train, suffix)
-    found, empty = _classes_held(test, suffix)
-    unknown = [name for name in found if name not in classes]
-    missing = [name for name in classes if name not in found]
-    if unknown or missing:
-        raise ConfigError(
-            f"{test}: its class folders differ from those of {train} {classes}: missing "
-            f"{missing}, unknown {unknown}"
-            f"{_empty_note([*empty_train, *empty], unknown + missing, suffix)}. Give "
-            f"{test.name}/ a folder of each of {train.name}/'s classes, with at least one file "
-            f"in each, and no other, so that the ensemble can evaluate every class."
-            f"{_spelled(unknown, missing)}"
-        )
+    for split in ("val", "test"):
+        if (folder := splits.get(split)) is None:
+            continue
+        found, empty = _classes_held(folder, suffix)
+        unknown = [name for name in found if name not in classes]
+        missing = [name for name in classes if name not in found]
+        if unknown or missing:
+            raise ConfigError(
+                f"{folder}: its class folders differ from those of {train} {classes}: missing "
+                f"{missing}, unknown {unknown}"
+                f"{_empty_note([*empty_train, *empty], unknown + missing, suffix)}. Give "
+                f"{folder.name}/ a folder of each of {train.name}/'s classes, with at least one "
+                f"file in each, and no other, so that every class is "
+                f"{'evaluated' if split == 'test' else 'validated'}."
+                f"{_spelled(unknown, missing)}"
+            )
 
 
 def _classes_held(folder: Path, suffix: str) -> tuple[list[str], list[Path]]:

@@ -28,10 +28,12 @@ from PIL import Image
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
+    SPLITS,
     TEST_FRACTION,
     MemberSplits,
     class_folders,
     data_splits,
+    has_split,
     held_out_root,
     held_out_side,
     hidden,
@@ -50,6 +52,7 @@ __all__ = [
     "IMAGES_ENV_VAR",
     "LabelledImages",
     "has_test_split",
+    "has_val_split",
     "load_image",
     "locate_images",
     "read_split",
@@ -157,6 +160,13 @@ def has_test_split(source: Path) -> bool:
     return _held_out_root(source) is None
 
 
+def has_val_split(source: Path) -> bool:
+    """Whether the data set holds a validation split of its own (a `val/` folder, or one of
+    its other names: `hpo.data.holdout.SPLIT_NAMES`), which is then the validation set; an
+    archive's members are listed to tell (once per process)."""
+    return _batches_dir(source) is None and has_split(source, "val")
+
+
 def _held_out_root(source: Path) -> Path | None:
     """The folder of class folders a test split is held out of, or None (`held_out_root`;
     an archive or CIFAR-10's batches always have a test split)."""
@@ -181,13 +191,13 @@ def read_split(
     limit_per_class: int | None = None,
     test_fraction: float = TEST_FRACTION,
 ) -> LabelledImages:
-    """Decodes one split ("train" or "test") of a folder, an archive or CIFAR-10 batches.
+    """Decodes one split ("train", "test" or "val") of a folder, an archive or CIFAR-10 batches.
 
     Unreadable and non-image files are skipped, counted and logged as one warning.
 
     Args:
         source: What `locate_images` returned.
-        split: "train" or "test".
+        split: "train", "test" or "val" (a folder's or an archive's own: `has_val_split`).
         image_size: (height, width) to resize every image to (bilinear); None keeps the
             size, which must then be the same for every image.
         classes: The class order to label with (the train split's classes when reading test);
@@ -202,8 +212,8 @@ def read_split(
         ConfigError: Mixed sizes without `image_size`, a bad setting, or classes that differ
             from `classes`.
     """
-    if split not in _BATCHES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_settings(image_size, limit_per_class)
     images, skipped = _gather(_items(source, split, test_fraction), limit_per_class, image_size)
     if skipped:
@@ -263,10 +273,12 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
     if source.is_file():
         yield from _archive_items(source, split)
     elif (batches := _batches_dir(source)) is not None:
+        if split not in _BATCHES:
+            raise DataError(f"{batches}: CIFAR-10's python batches hold no {split} split.")
         paths = [batches / name for name in (*_BATCHES[split], _META)]
         blobs = {path.name: path.read_bytes for path in paths if path.is_file()}
         yield from _batch_items(blobs, split, batches)
-    elif (root := _held_out_root(source)) is not None:
+    elif split != "val" and (root := _held_out_root(source)) is not None:
         files = _class_files(root)
         for label, name, path in held_out_side(files, split, test_fraction, source, "files"):
             yield label, name, partial(_decode, path.read_bytes)
@@ -292,13 +304,14 @@ def _class_files(top: Path) -> list[tuple[str, str, Path]]:
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:
     blobs: dict[str, Callable[[], bytes]] = {}
+    batches = (*_BATCHES[split], _META) if split in _BATCHES else ()
     splits = MemberSplits(source)
     with open_archive(source) as archive:
         for member in archive:
             parts = member.name.removeprefix("./").split("/")
             if not member.isfile() or hidden(parts):
                 continue
-            if len(parts) <= 2 and parts[-1] in (*_BATCHES[split], _META):
+            if len(parts) <= 2 and parts[-1] in batches:
                 blobs[parts[-1]] = partial(bytes, _read_member(archive, member))
             elif (found := splits.split_at(parts)) is not None and found[0] == split:
                 at = found[1]

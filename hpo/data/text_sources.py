@@ -27,9 +27,11 @@ import numpy as np
 
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import (
+    SPLITS,
     TEST_FRACTION,
     MemberSplits,
     class_folders,
+    has_split,
     held_out,
     held_out_groups,
     held_out_root,
@@ -53,6 +55,7 @@ __all__ = [
     "TextColumns",
     "check_test_table",
     "has_test_split",
+    "has_val_split",
     "is_table",
     "locate_texts",
     "read_texts",
@@ -61,7 +64,6 @@ __all__ = [
 
 ENV_VAR = "HPO_TEXT_PATH"
 _LAYOUT = "<root>/{split}/<class>/*.txt"
-_SPLITS = ("train", "test")
 # Table suffixes and their field separator (None: not a delimited text file).
 _TABLES = {".csv": ",", ".tsv": "\t", ".parquet": None}
 _KINDS = (
@@ -197,6 +199,13 @@ def has_test_split(source: Path, test_path: Path | None = None) -> bool:
     return kind is not _Kind.FOLDER or held_out_root(source) is None
 
 
+def has_val_split(source: Path) -> bool:
+    """Whether a folder or archive holds a validation split of its own (a `val/` folder, or one
+    of its other names: `hpo.data.holdout.SPLIT_NAMES`), which is then the validation set; an
+    archive's members are listed to tell (once per process). A table has none."""
+    return _kind(source) is not _Kind.TABLE and has_split(source, "val")
+
+
 def read_texts(
     source: Path,
     split: str,
@@ -207,7 +216,7 @@ def read_texts(
     test_fraction: float = TEST_FRACTION,
     encoding: str = ENCODING,
 ) -> LabelledTexts:
-    """Reads one split ("train" or "test") of a folder, an archive or a table.
+    """Reads one split ("train", "test" or "val") of a folder, an archive or a table.
 
     Files are decoded in `encoding` (UTF-16 where UTF-8 is asked for and a file begins with
     UTF-16's byte-order mark); bytes that are not are replaced by U+FFFD and the texts that
@@ -217,7 +226,7 @@ def read_texts(
 
     Args:
         source: What `locate_texts` returned.
-        split: "train" or "test".
+        split: "train", "test" or "val" (a folder's or an archive's own: `has_val_split`).
         columns: The columns of a table; must stay at their defaults for folders and archives.
         test_path: The table holding the test split (`[data] test_path`); for tables only.
         classes: The class order to label with (train's classes when reading test); None
@@ -232,12 +241,14 @@ def read_texts(
         ConfigError: A column is missing, a setting does not fit the source, or the classes
             differ from `classes`.
     """
-    if split not in _SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     kind = _kind(source)
     if kind is None:
         raise DataError(f"{source} is not {_KINDS}. Fix --data or the study file's data.path.")
     if kind is _Kind.TABLE:
+        if split == "val":
+            raise ValueError(f"{source} is a table, which has no val split of its own")
         if test_path is None:
             texts, labels, groups = _read_table(source, columns, encoding)
             keep = _held_out_rows(texts, labels, groups, split, test_fraction, source)
@@ -298,7 +309,7 @@ def _folder_rows(
     undecodable: list[str],
     unmarked: list[str],
 ) -> Iterator[_Row]:
-    root = held_out_root(source)
+    root = None if split == "val" else held_out_root(source)
     top = split_folder(source, split) if root is None else root
     if top is None:
         raise DataError(

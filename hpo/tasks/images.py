@@ -18,7 +18,12 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, image_cache, images, stratify
-from hpo.data.holdout import HOLDOUT_RULES, check_split_classes
+from hpo.data.holdout import (
+    HOLDOUT_RULES,
+    VAL_SPLIT_SETTINGS,
+    check_split_classes,
+    note_val_split,
+)
 from hpo.models import conv2d, sepconv2d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
@@ -55,6 +60,8 @@ def _cache(config: StudyConfig, source: Path, *, name: str) -> tuple[Path, dict[
     if not images.has_test_split(source):
         settings["test_fraction"] = config.data.test_fraction
         settings["holdout_rules"] = HOLDOUT_RULES
+    if images.has_val_split(source):
+        settings.update(VAL_SPLIT_SETTINGS)
     return array_cache.cache_folder(config.cache_dir, name, settings), settings
 
 
@@ -70,8 +77,8 @@ def _prepare(
     name: str,
     locate: Any,
 ) -> Path:
-    """Decodes the training images once per study, splits off validation, caches the arrays
-    (in `_cache`'s folder).
+    """Decodes the training images once per study, splits off validation (or reads the data's
+    own val/ split), caches the arrays (in `_cache`'s folder).
 
     Returns:
         The cache folder, for `trial_data`.
@@ -89,9 +96,18 @@ def _prepare(
         image_size=size,  # type: ignore[arg-type]
         test_fraction=config.data.test_fraction,
     )
-    train_index, val_index = stratify.stratified_split(
-        train.y, config.data.val_size, config.data.seed, train.classes
-    )
+    if images.has_val_split(source):
+        note_val_split(source, config.data.val_size)
+        # At train's size, as the test split is read: `image_size` where set, else theirs.
+        height, width = train.x.shape[1:3]
+        val = images.read_split(source, "val", image_size=(height, width), classes=train.classes)
+        train_index = np.arange(len(train.y))
+        x_val, y_val, skipped = val.x, val.y, train.skipped + val.skipped
+    else:
+        train_index, val_index = stratify.stratified_split(
+            train.y, config.data.val_size, config.data.seed, train.classes
+        )
+        x_val, y_val, skipped = train.x[val_index], train.y[val_index], train.skipped
     if config.data.train_size:
         train_index = stratify.stratified_subset(
             train.y, train_index, config.data.train_size, config.data.seed
@@ -99,10 +115,10 @@ def _prepare(
     splits = image_cache.ImageSplits(
         x_train=train.x[train_index],
         y_train=train.y[train_index],
-        x_val=train.x[val_index],
-        y_val=train.y[val_index],
+        x_val=x_val,
+        y_val=y_val,
         classes=train.classes,
-        skipped=train.skipped,
+        skipped=skipped,
     )
     image_cache.save_cached(folder, splits, settings)
     return folder

@@ -17,7 +17,12 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
-from hpo.data.holdout import HOLDOUT_RULES, check_split_classes
+from hpo.data.holdout import (
+    HOLDOUT_RULES,
+    VAL_SPLIT_SETTINGS,
+    check_split_classes,
+    note_val_split,
+)
 from hpo.data.tokenizer import Tokenizer
 from hpo.errors import DataError
 from hpo.models import conv1d, nbsvm, ngram, sepconv1d
@@ -324,14 +329,22 @@ def _read_own(
         test_fraction=config.data.test_fraction,
         encoding=config.data.encoding,
     )
-    train, val = stratify.grouped_split(
-        data.labels, data.groups, config.data.val_size, config.data.seed, data.classes
-    )
+    if text_sources.has_val_split(source):
+        note_val_split(source, config.data.val_size)
+        val_part = text_sources.read_texts(
+            source, "val", classes=data.classes, encoding=config.data.encoding
+        )
+        train = np.arange(len(data))
+    else:
+        train, val = stratify.grouped_split(
+            data.labels, data.groups, config.data.val_size, config.data.seed, data.classes
+        )
+        val_part = data.take(val)
     if config.data.train_size:
         train = stratify.stratified_subset(
             data.labels, train, config.data.train_size, config.data.seed
         )
-    train_part, val_part = data.take(train), data.take(val)
+    train_part = data.take(train)
     return train_part.texts, train_part.labels, val_part.texts, val_part.labels, data.classes
 
 
@@ -345,6 +358,8 @@ def _own_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
     if not text_sources.has_test_split(source, _test_path(config)):
         extra["test_fraction"] = config.data.test_fraction
         extra["holdout_rules"] = HOLDOUT_RULES
+    if text_sources.has_val_split(source):
+        extra.update(VAL_SPLIT_SETTINGS)
     if config.data.encoding != text_sources.ENCODING:  # the default's caches keep their keys
         extra["encoding"] = config.data.encoding
     if text_sources.is_table(source):  # labels read by other rules may name other classes

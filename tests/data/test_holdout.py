@@ -4,6 +4,7 @@ once, and the test split held out of data without one."""
 from __future__ import annotations
 
 import logging
+import shutil
 import tarfile
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hpo.data import images, text_sources
-from hpo.data.holdout import check_split_classes, held_out, visible_files
+from hpo.data.holdout import check_split_classes, held_out, held_out_root, visible_files
 from hpo.errors import ConfigError, DataError
 from hpo.tasks._base import folder_signature
 from tests.data.test_images import write_folder as write_images
@@ -206,3 +207,29 @@ def test_a_macos_zips_metadata_folder_is_no_class_and_holds_no_example(tmp_path:
     (split / "__MACOSX" / "train" / "art" / "00.txt").write_text("metadata")
     for source in (split, _tar(split, "texts")):
         assert "metadata" not in text_sources.read_texts(source, "train").texts
+
+
+def test_a_val_folder_is_a_split_of_its_own_and_never_a_class(tmp_path: Path) -> None:
+    counts = {"train": {"cat": 4, "dog": 4}, "val": {"cat": 1, "dog": 2}}
+    root = write_images(tmp_path / "set", counts)
+    # No test/: the test split is still held out of train/, and val/ is no class.
+    assert held_out_root(root) == root / "train" and held_out_root(tmp_path) == root / "train"
+    assert not images.has_test_split(root) and images.has_val_split(root)
+    for source in (root, _tar(root, "set")):
+        assert images.has_val_split(source)
+        val = images.read_split(source, "val", classes=["cat", "dog"])
+        assert val.y.tolist() == [0, 1, 1]
+    write_images(root, {"test": {"cat": 1, "dog": 1}})
+    assert held_out_root(root) is None and images.has_test_split(root)
+    assert not images.has_val_split(write_images(tmp_path / "plain", {"train": counts["train"]}))
+    texts = write_texts(tmp_path / "texts", {"train": COUNTS["train"], "dev": COUNTS["test"]})
+    assert not text_sources.has_test_split(texts) and text_sources.has_val_split(texts)
+    for source in (texts, _tar(texts, "texts")):
+        read = text_sources.read_texts(source, "val", classes=sorted(COUNTS["train"]))
+        assert sorted(read.texts) == sorted(
+            f"dev {label} {i} é" for label, n in COUNTS["test"].items() for i in range(n)
+        )
+    assert "dev" not in text_sources.read_texts(texts, "test").classes
+    with pytest.raises(ConfigError, match=r"texts/dev: .*missing \['sport'\]"):
+        shutil.rmtree(texts / "dev" / "sport")
+        check_split_classes(texts, ".txt")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import tarfile
 from typing import TYPE_CHECKING
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import hpo.tasks.images
 from hpo.config import load_study_config
 from hpo.data import images
 from hpo.errors import ConfigError
@@ -170,3 +173,55 @@ def test_a_study_folder_in_a_data_folder_found_in_the_environment_is_refused_bef
     assert main(["--study", str(study)]) == 2
     assert f"the study's folder {data} is its data folder {data}" in capsys.readouterr().err
     assert not (data / "cache").exists() and not (data / "logs").exists()
+
+
+def test_a_val_folder_is_the_validation_set_and_val_size_is_unused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A val/ folder beside train/ was never read: validation was cut from train/.
+    data = write_images(tmp_path / "data", {"train": 10, "val": 3, "test": 2})
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, arcname="data")
+    config = load_study_config(_study(tmp_path, data))
+    task = get_task("images")
+    shared = search_space(task, config.space).shared
+    val = images.read_split(data, "val", classes=CLASSES)
+    for source in (str(archive), None):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            folder = task.prepare(config, source, shared)
+        trial = task.trial_data(folder, {})
+        assert len(trial.x_train) == 30 and np.array_equal(trial.x_val, val.x)
+        assert np.array_equal(trial.y_val, val.y)
+        assert "it is the validation set, and [data] val_size (24) is unused" in caplog.text
+    # A cache prepared before val/ was read (validation cut from train/) is not this one.
+    monkeypatch.setattr(hpo.tasks.images, "VAL_SPLIT_SETTINGS", {})
+    assert task.prepare(config, None, shared) != folder
+    monkeypatch.undo()
+    assert task.prepare(config, None, shared) == folder
+    # train_size still takes a subset of train/; the test split is held out of train/ where
+    # there is no test/.
+    for path in (data / "test").rglob("*.png"):
+        path.unlink()
+    for name in CLASSES:
+        (data / "test" / name).rmdir()
+    (data / "test").rmdir()
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, train_size=12))
+    folder = task.prepare(config, None, shared)
+    trial, test = task.trial_data(folder, {}), task.load_test(config, None, folder)
+    assert len(trial.x_train) == 12 and np.array_equal(trial.x_val, val.x)
+    assert sorted(set(test.y.tolist())) == [0, 1, 2] and len(test.y) <= 6
+    # A val/ without one of train's classes is refused before any work.
+    for path in (data / "val" / "red").iterdir():
+        path.unlink()
+    with pytest.raises(ConfigError, match=r"data/val: .*missing \['red'\], unknown \[\]"):
+        task.prepare(config, None, shared)
+
+
+def test_data_without_a_val_folder_keep_their_cache_key(image_folder: Path, tmp_path: Path) -> None:
+    from hpo.tasks.images import _cache
+
+    config = load_study_config(_study(tmp_path, image_folder))
+    _, settings = _cache(config, image_folder, name="images")
+    assert "val_split" not in settings and settings["val_size"] == 24

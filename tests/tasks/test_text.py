@@ -253,3 +253,39 @@ def test_a_test_tables_labels_unlike_trains_are_refused_before_the_search(tmp_pa
         run_search(config, progress=False)
     study = optuna.load_study(study_name="topics", storage=config.storage_url)
     assert {trial.state for trial in study.trials} <= {TrialState.WAITING}  # none ran
+
+
+def test_a_val_folder_is_the_validation_set_in_a_folder_and_an_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A valid/ folder beside train/ and test/ was never read: validation was cut from train/.
+    import tarfile
+
+    import hpo.tasks.text
+    from hpo.errors import ConfigError
+
+    data = tmp_path / "data"
+    _write_folder(data, train=60, test=15)
+    for i, (text, label, _) in enumerate(_texts(12, 4)):
+        (data / "Valid" / label).mkdir(parents=True, exist_ok=True)
+        (data / "Valid" / label / f"{i:04d}.txt").write_text(text)
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, arcname="data")
+    config = load_study_config(_study(tmp_path, data))
+    task = get_task("text")
+    shared = search_space(task, config.space).shared
+    wide = {"vocab_size": 10000, "seq_len": 200}
+    for source in (str(archive), None):
+        folder = task.prepare(config, source, shared)
+        trial = task.trial_data(folder, wide)
+        assert len(trial.y_train) == 60 and np.bincount(trial.y_val).tolist() == [4, 4, 4]
+        assert sorted(task.validation(folder).raw) == sorted(t for t, _, _ in _texts(12, 4))
+    monkeypatch.setattr(hpo.tasks.text, "VAL_SPLIT_SETTINGS", {})
+    assert task.prepare(config, None, shared) != folder
+    monkeypatch.undo()
+    # Classes beyond train's are refused before any work.
+    (data / "Valid" / "music").mkdir()
+    (data / "Valid" / "music" / "0.txt").write_text("guitar")
+    with pytest.raises(ConfigError, match=r"Valid: .*missing \[\], unknown \['music'\]"):
+        task.prepare(config, None, shared)
