@@ -294,12 +294,19 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
 
 
 def _class_files(top: Path) -> list[tuple[str, str, Path]]:
-    """The `(class, name within top, path)` of the files in `top`'s class folders."""
-    return [
-        (folder.name, path.relative_to(top).as_posix(), path)
-        for folder in class_folders(top)
-        for path in visible_files(folder)
-    ]
+    """The `(class, name within top, path)` of the files in `top`'s class folders; an empty
+    one is named as left out."""
+    files = []
+    for folder in class_folders(top):
+        found = visible_files(folder)
+        if not found:
+            _log.warning(
+                "%s/ is left out, not a class: it is empty. Put the class's images in it, or "
+                "move the folder out of the data.",
+                folder,
+            )
+        files += [(folder.name, path.relative_to(top).as_posix(), path) for path in found]
+    return files
 
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from hpo.data import images
 from hpo.data import text_sources as ts
+from tests.data.test_images import write_folder as write_images
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,3 +32,18 @@ def test_a_class_folder_without_a_txt_file_is_named_as_left_out(
     neutral, empty = tmp_path / "train" / "neutral", tmp_path / "train" / "empty"
     assert f"{neutral}/ is left out, not a class: its 2 files (such as a.md) are not" in caplog.text
     assert f"{empty}/ is left out, not a class: it is empty, and only .txt files" in caplog.text
+
+
+def test_an_empty_image_class_folder_is_named_as_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A folder without splits dropped it without a word, where texts said so.
+    flat = write_images(tmp_path / "flat", {"photos": {"cat": 4, "dog": 4}}) / "photos"
+    split = write_images(tmp_path / "split", {"train": {"cat": 1, "dog": 1}})
+    for source, root in ((flat, flat), (split, split / "train")):
+        (root / "frog").mkdir()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            read = images.read_split(source, "train")
+        assert read.classes == ["cat", "dog"]
+        assert f"{root / 'frog'}/ is left out, not a class: it is empty" in caplog.text
