@@ -36,6 +36,7 @@ __all__ = [
     "VAL_SPLIT_SETTINGS",
     "MemberSplits",
     "archive_splits",
+    "check_not_one_class",
     "check_split_classes",
     "class_folders",
     "data_splits",
@@ -388,6 +389,31 @@ def held_out_root(source: Path) -> Path | None:
     if len(folders) == 1:
         source = folders[0]
     return source if len(class_folders(source)) >= 2 else None
+
+
+def check_not_one_class(source: Path, layout: str) -> None:
+    """Refuses data without splits that hold one class folder (`<root>/<class>/<file>`, or
+    one folder deeper), which classification cannot learn from.
+
+    Args:
+        source: The data folder.
+        layout: The layout expected, for the message ("<root>/<class>/<image>").
+
+    Raises:
+        DataError: Names the one class folder.
+    """
+    if data_splits(source):
+        return
+    folders = subfolders(source)
+    if len(folders) == 1 and not _entries(folders[0])[0]:  # a top folder, as an archive unpacks
+        folders = subfolders(folders[0])
+    if len(folders) == 1 and _holds_file(folders[0]):
+        raise DataError(
+            f"{source} holds one class folder, {folders[0].name}/ ({folders[0]}), and "
+            f"classification needs at least 2: add a folder of each other class beside it "
+            f"({layout}), or give the folder that holds them all. Fix --data or the study "
+            f"file's data.path."
+        )
 
 
 def held_out_side(

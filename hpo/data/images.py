@@ -31,6 +31,7 @@ from hpo.data.holdout import (
     SPLITS,
     TEST_FRACTION,
     MemberSplits,
+    check_not_one_class,
     class_folders,
     data_splits,
     has_split,
@@ -142,6 +143,7 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
             return batches.resolve()
         if data_splits(path) or held_out_root(path):
             return path.resolve()
+        check_not_one_class(path, "<root>/<class>/<image>")
     if not path.exists():
         raise DataError(
             f"{origin} points at {path}, which does not exist. Fix the path given by --data, "

@@ -30,6 +30,7 @@ from hpo.data.holdout import (
     SPLITS,
     TEST_FRACTION,
     MemberSplits,
+    check_not_one_class,
     class_folders,
     has_split,
     held_out,
@@ -312,6 +313,7 @@ def _folder_rows(
     root = None if split == "val" else held_out_root(source)
     top = split_folder(source, split) if root is None else root
     if top is None:
+        check_not_one_class(source, "<root>/<class>/*.txt")
         raise DataError(
             f"no {split}/ folder in {source} (nor one folder below it); expected "
             f"{_LAYOUT.format(split=split)}, or <root>/<class>/*.txt for hpo to hold out a test "

@@ -233,3 +233,14 @@ def test_a_val_folder_is_a_split_of_its_own_and_never_a_class(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"texts/dev: .*missing \['sport'\]"):
         shutil.rmtree(texts / "dev" / "sport")
         check_split_classes(texts, ".txt")
+
+
+def test_a_folder_of_one_class_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    # It was "neither a <root>/train/<class>/<image> folder, a folder of class folders, ...".
+    single = write_images(tmp_path / "edge", {"single": {"cat": 3}}) / "single"
+    for given in (single, single.parent):
+        with pytest.raises(DataError, match=r"holds one class folder, cat/ .* at least 2"):
+            images.locate_images(given, None, env_var="UNSET_VAR", download=False)
+    texts = write_texts(tmp_path / "texts", {"reviews": {"pos": 3}}) / "reviews"
+    with pytest.raises(DataError, match=r"reviews holds one class folder, pos/ .* at least 2"):
+        text_sources.read_texts(texts, "train")
