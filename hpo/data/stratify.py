@@ -16,12 +16,18 @@ __all__ = ["grouped_split", "stratified_split", "stratified_subset"]
 
 
 def stratified_split(
-    labels: np.ndarray, val_size: int, seed: int, names: Sequence[str] | None = None
+    labels: np.ndarray,
+    val_size: int,
+    seed: int,
+    names: Sequence[str] | None = None,
+    *,
+    held_out: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits indices into train and validation, keeping class proportions (seeded).
 
     Every class appears on both sides; per-class validation counts are the largest-remainder
-    rounding of `val_size` times the class's share.
+    rounding of `val_size` times the class's share. `held_out` says that a test split was held
+    out of the examples before (`hpo.data.holdout`), which a too small class's message names.
 
     Returns:
         (train_index, val_index), each sorted.
@@ -32,7 +38,7 @@ def stratified_split(
     """
     classes, counts = np.unique(labels, return_counts=True)
     n = len(labels)
-    _check_val_size(classes, counts, val_size, names)
+    _check_val_size(classes, counts, val_size, names, held_out)
     quota = _allocate(counts, val_size, np.ones_like(counts), counts - 1)
     val_index = _pick(labels, np.arange(n), classes, quota, seed)
     return np.setdiff1d(np.arange(n), val_index), val_index
@@ -65,7 +71,11 @@ def stratified_subset(labels: np.ndarray, index: np.ndarray, size: int, seed: in
 
 
 def _check_val_size(
-    classes: np.ndarray, counts: np.ndarray, val_size: int, names: Sequence[str] | None
+    classes: np.ndarray,
+    counts: np.ndarray,
+    val_size: int,
+    names: Sequence[str] | None,
+    held_out: bool,
 ) -> None:
     k, n = len(counts), int(counts.sum())
     small = [
@@ -74,10 +84,16 @@ def _check_val_size(
         if count < 2
     ]
     if small:
+        after = (
+            ", counted after the test split was held out of each class (a class of 2 gives "
+            "it 1: a class then needs 3 at least)"
+            if held_out
+            else ""
+        )
         raise ConfigError(
             f"every class needs 2 training examples at least, one for the validation split and "
-            f"one to train on; {len(small)} class(es) have fewer: {', '.join(small[:5])}. Add "
-            f"examples of them, or leave them out of the data."
+            f"one to train on; {len(small)} class(es) have fewer: {', '.join(small[:5])}{after}. "
+            f"Add examples of them, or leave them out of the data."
         )
     if not k <= val_size <= n - k:
         raise ConfigError(
@@ -113,6 +129,8 @@ def grouped_split(
     val_size: int,
     seed: int,
     names: Sequence[str] | None = None,
+    *,
+    held_out: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits indices into train and validation (seeded), keeping every group on one side.
 
@@ -130,6 +148,7 @@ def grouped_split(
         val_size: About how many examples validation gets (data.val_size).
         seed: Seed of the split.
         names: The classes' names by index, for messages.
+        held_out: Whether a test split was held out of the examples before, for messages.
 
     Returns:
         (train_index, val_index), each sorted.
@@ -138,10 +157,10 @@ def grouped_split(
         ConfigError: `val_size` or the grouping leaves some class out of one side.
     """
     if groups is None:
-        return stratified_split(labels, val_size, seed, names)
+        return stratified_split(labels, val_size, seed, names, held_out=held_out)
     classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
     k = len(classes)
-    _check_val_size(classes, counts, val_size, names)
+    _check_val_size(classes, counts, val_size, names, held_out)
     ids, group_of = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     per_group = np.zeros((len(ids), k), dtype=np.int64)
     np.add.at(per_group, (group_of, y), 1)

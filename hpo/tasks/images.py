@@ -105,7 +105,11 @@ def _prepare(
         x_val, y_val, skipped = val.x, val.y, train.skipped + val.skipped
     else:
         train_index, val_index = stratify.stratified_split(
-            train.y, config.data.val_size, config.data.seed, train.classes
+            train.y,
+            config.data.val_size,
+            config.data.seed,
+            train.classes,
+            held_out=not images.has_test_split(source),
         )
         x_val, y_val, skipped = train.x[val_index], train.y[val_index], train.skipped
     if config.data.train_size:

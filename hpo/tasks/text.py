@@ -337,7 +337,12 @@ def _read_own(
         train = np.arange(len(data))
     else:
         train, val = stratify.grouped_split(
-            data.labels, data.groups, config.data.val_size, config.data.seed, data.classes
+            data.labels,
+            data.groups,
+            config.data.val_size,
+            config.data.seed,
+            data.classes,
+            held_out=not text_sources.has_test_split(source, _test_path(config)),
         )
         val_part = data.take(val)
     if config.data.train_size:

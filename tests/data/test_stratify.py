@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -136,3 +138,14 @@ def test_the_smallest_sizes_allowed_are_accepted() -> None:
         stratify.stratified_split(np.array([0, 1, 1]), 2, seed=0, names=["rare", "common"])
     with pytest.raises(ConfigError, match=r"have fewer: 2 \(1\), 3 \(1\)\."):
         stratify.grouped_split(np.array([0, 0, 1, 1, 2, 3]), np.arange(6), 3, seed=0)
+
+
+def test_a_class_too_small_to_split_is_counted_after_a_held_out_test_split() -> None:
+    # "'rare' (1)" read as wrong where the class's folder held 2 files: one went to the test
+    # split first.
+    labels = np.repeat([0, 1], [10, 1])
+    for split in (stratify.stratified_split, partial(stratify.grouped_split, groups=None)):
+        with pytest.raises(ConfigError, match=r"'rare' \(1\)\. Add examples"):
+            split(labels=labels, val_size=4, seed=0, names=["common", "rare"])
+        with pytest.raises(ConfigError, match=r"'rare' \(1\), counted after the test split was"):
+            split(labels=labels, val_size=4, seed=0, names=["common", "rare"], held_out=True)

@@ -225,3 +225,13 @@ def test_data_without_a_val_folder_keep_their_cache_key(image_folder: Path, tmp_
     config = load_study_config(_study(tmp_path, image_folder))
     _, settings = _cache(config, image_folder, name="images")
     assert "val_split" not in settings and settings["val_size"] == 24
+
+
+def test_a_class_too_small_after_the_held_out_test_split_is_named_so(tmp_path: Path) -> None:
+    data = write_images(tmp_path / "data", {"photos": 10}) / "photos"
+    for path in sorted((data / "red").iterdir())[2:]:
+        path.unlink()
+    config = load_study_config(_study(tmp_path, data))
+    task = get_task("images")
+    with pytest.raises(ConfigError, match=r"'red' \(1\), counted after the test split was held"):
+        task.prepare(config, None, search_space(task, config.space).shared)

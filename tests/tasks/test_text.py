@@ -289,3 +289,16 @@ def test_a_val_folder_is_the_validation_set_in_a_folder_and_an_archive(
     (data / "Valid" / "music" / "0.txt").write_text("guitar")
     with pytest.raises(ConfigError, match=r"Valid: .*missing \[\], unknown \['music'\]"):
         task.prepare(config, None, shared)
+
+
+def test_a_class_too_small_after_the_held_out_test_split_is_named_so(tmp_path: Path) -> None:
+    from hpo.errors import ConfigError
+
+    _write_folder(tmp_path / "data", train=30, test=0)
+    (tmp_path / "data" / "train" / "rare").mkdir()
+    for i in range(2):
+        (tmp_path / "data" / "train" / "rare" / f"{i}.txt").write_text(f"rare text {i}")
+    config = load_study_config(_study(tmp_path, tmp_path / "data"))
+    task = get_task("text")
+    with pytest.raises(ConfigError, match=r"'rare' \(1\), counted after the test split was held"):
+        task.prepare(config, None, search_space(task, config.space).shared)
