@@ -244,3 +244,12 @@ def test_a_folder_of_one_class_folder_is_refused_naming_it(tmp_path: Path) -> No
     texts = write_texts(tmp_path / "texts", {"reviews": {"pos": 3}}) / "reviews"
     with pytest.raises(DataError, match=r"reviews holds one class folder, pos/ .* at least 2"):
         text_sources.read_texts(texts, "train")
+
+
+def test_a_folder_named_as_a_val_split_among_class_folders_alone_is_a_class(
+    tmp_path: Path,
+) -> None:
+    # Beside neither train/ nor test/, dev/ may well be a class: tickets for dev, ops and sales.
+    tickets = write_texts(tmp_path / "data", {"tickets": {"dev": 5, "ops": 5, "sales": 5}})
+    assert not text_sources.has_test_split(tickets) and not text_sources.has_val_split(tickets)
+    assert text_sources.read_texts(tickets, "train").classes == ["dev", "ops", "sales"]
