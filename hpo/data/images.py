@@ -27,16 +27,14 @@ from PIL import Image
 
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
-from hpo.data.holdout import (
+from hpo.data.holdout import TEST_FRACTION, held_out_root, held_out_side
+from hpo.data.layout import (
     SPLITS,
-    TEST_FRACTION,
     MemberSplits,
     check_not_one_class,
     class_folders,
     data_splits,
     has_split,
-    held_out_root,
-    held_out_side,
     hidden,
     split_folder,
     visible_files,
@@ -164,7 +162,7 @@ def has_test_split(source: Path) -> bool:
 
 def has_val_split(source: Path) -> bool:
     """Whether the data set holds a validation split of its own (a `val/` folder, or one of
-    its other names: `hpo.data.holdout.SPLIT_NAMES`), which is then the validation set; an
+    its other names: `hpo.data.layout.SPLIT_NAMES`), which is then the validation set; an
     archive's members are listed to tell (once per process)."""
     return _batches_dir(source) is None and has_split(source, "val")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
-from hpo.data.holdout import hidden, visible_files
+from hpo.data.layout import hidden, visible_files
 from hpo.errors import DataError
 
 if TYPE_CHECKING:

@@ -26,17 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.data.archives import open_archive, zip_hint
-from hpo.data.holdout import (
+from hpo.data.holdout import TEST_FRACTION, held_out, held_out_groups, held_out_root, held_out_side
+from hpo.data.layout import (
     SPLITS,
-    TEST_FRACTION,
     MemberSplits,
     check_not_one_class,
     class_folders,
     has_split,
-    held_out,
-    held_out_groups,
-    held_out_root,
-    held_out_side,
     hidden,
     split_folder,
     visible_files,
@@ -202,7 +198,7 @@ def has_test_split(source: Path, test_path: Path | None = None) -> bool:
 
 def has_val_split(source: Path) -> bool:
     """Whether a folder or archive holds a validation split of its own (a `val/` folder, or one
-    of its other names: `hpo.data.holdout.SPLIT_NAMES`), which is then the validation set; an
+    of its other names: `hpo.data.layout.SPLIT_NAMES`), which is then the validation set; an
     archive's members are listed to tell (once per process). A table has none."""
     return _kind(source) is not _Kind.TABLE and has_split(source, "val")
 

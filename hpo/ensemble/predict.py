@@ -20,7 +20,7 @@ import numpy as np
 from hpo import metrics
 from hpo.backend import Backend, claim_backend, use_backend
 from hpo.contract import CheckpointError, keras_cause, load_keras_file, refuse_unsafe_layers
-from hpo.data.holdout import visible_files
+from hpo.data.layout import visible_files
 from hpo.data.tokenizer import Tokenizer
 from hpo.ensemble import EXPORT_NAME
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hpo.data import holdout
+from hpo.data import layout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -171,12 +171,12 @@ def source_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
 
 def folder_signature(folder: Path) -> str:
     """A hash of the path, size and modification time of every file under `folder` (symbolic
-    links followed, as `holdout.walk` follows them), leaving out a test split's folder beside
-    a train split's (`holdout.split_of`: `test/` beside `train/`, `Testing/` beside `Training/`):
+    links followed, as `layout.walk` follows them), leaving out a test split's folder beside
+    a train split's (`layout.split_of`: `test/` beside `train/`, `Testing/` beside `Training/`):
     the search never reads the test split, and it is not prepared with the rest."""
     digest = hashlib.sha256()
-    for root, dirs, files in holdout.walk(folder):
-        named = {name: holdout.split_of(name) for name in dirs}
+    for root, dirs, files in layout.walk(folder):
+        named = {name: layout.split_of(name) for name in dirs}
         if "train" in named.values() and "test" in named.values():
             dirs[:] = [name for name in dirs if named[name] != "test"]
         dirs.sort()

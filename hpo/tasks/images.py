@@ -18,12 +18,8 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, image_cache, images, stratify
-from hpo.data.holdout import (
-    HOLDOUT_RULES,
-    VAL_SPLIT_SETTINGS,
-    check_split_classes,
-    note_val_split,
-)
+from hpo.data.holdout import HOLDOUT_RULES
+from hpo.data.layout import VAL_SPLIT_SETTINGS, check_split_classes, note_val_split
 from hpo.models import conv2d, sepconv2d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings

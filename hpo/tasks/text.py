@@ -17,12 +17,8 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 
 from hpo.data import array_cache, batching, stratify, text_cache, text_sources
-from hpo.data.holdout import (
-    HOLDOUT_RULES,
-    VAL_SPLIT_SETTINGS,
-    check_split_classes,
-    note_val_split,
-)
+from hpo.data.holdout import HOLDOUT_RULES
+from hpo.data.layout import VAL_SPLIT_SETTINGS, check_split_classes, note_val_split
 from hpo.data.tokenizer import Tokenizer
 from hpo.errors import DataError
 from hpo.models import conv1d, nbsvm, ngram, sepconv1d

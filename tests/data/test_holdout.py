@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hpo.data import images, text_sources
-from hpo.data.holdout import check_split_classes, held_out, held_out_root, visible_files
+from hpo.data.holdout import held_out, held_out_root
+from hpo.data.layout import check_split_classes, visible_files
 from hpo.errors import ConfigError, DataError
 from hpo.tasks._base import folder_signature
 from tests.data.test_images import write_folder as write_images
