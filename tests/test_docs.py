@@ -39,7 +39,7 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 FRONT_PAGE_LINES = 200
 # Programs a shell block may run that are not this project's: shown, not checked.
-OTHER_PROGRAMS = {"cd", "curl", "docker", "git", "mkdir", "mkdocs", "optuna"}
+OTHER_PROGRAMS = {"cd", "curl", "docker", "git", "mkdir", "mkdocs", "optuna", "source"}
 # A block a test runs says so in the comment above it, naming the test file.
 RUN_BY = re.compile(r"<!--\s*(tests/\S+\.py) runs this block")
 # A TOML block whose first line names a file is an excerpt of that file.
