@@ -39,7 +39,7 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 FRONT_PAGE_LINES = 200
 # Programs a shell block may run that are not this project's: shown, not checked.
-OTHER_PROGRAMS = {"cd", "curl", "docker", "git", "mkdir", "mkdocs", "optuna", "source"}
+OTHER_PROGRAMS = {"cd", "curl", "docker", "git", "mkdir", "mkdocs", "optuna", "sed", "source"}
 # A block a test runs says so in the comment above it, naming the test file.
 RUN_BY = re.compile(r"<!--\s*(tests/\S+\.py) runs this block")
 # A TOML block whose first line names a file is an excerpt of that file.
@@ -107,11 +107,12 @@ def test_code_block_agrees_with_the_code(block: Block, tmp_path: Path) -> None:
 
 
 def check_shell(block: Block) -> None:
+    written: set[str] = set()  # files the block's lines write (`> FILE`), which later ones read
     for line in block.text.replace("\\\n", " ").splitlines():
-        check_shell_line(line, block.where)
+        check_shell_line(line, block.where, written)
 
 
-def check_shell_line(line: str, where: str) -> None:
+def check_shell_line(line: str, where: str, written: set[str]) -> None:
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
     lexer.whitespace_split = True
     lexer.commenters = "#"
@@ -120,14 +121,17 @@ def check_shell_line(line: str, where: str) -> None:
     for token in lexer:
         depth += token.count("[") - token.count("]")
         if token in ("&&", "||", ";", "&") or (token == "|" and depth == 0):
-            check_command(command, where)
+            check_command(command, where, written)
             command = []
         else:
             command.append(token)
-    check_command(command, where)
+    check_command(command, where, written)
 
 
-def check_command(tokens: list[str], where: str) -> None:
+def check_command(tokens: list[str], where: str, written: set[str]) -> None:
+    if ">" in tokens:
+        written.update(tokens[tokens.index(">") + 1 :][:1])
+        tokens = tokens[: tokens.index(">")]
     while tokens and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", tokens[0]):
         check_variable(tokens.pop(0).partition("=")[0], where)
     if tokens[:1] == ["nice"]:
@@ -136,7 +140,7 @@ def check_command(tokens: list[str], where: str) -> None:
         return
     program, args = Path(tokens[0]).name, tokens[1:]
     if program == "hpo":
-        check_hpo(args, where)
+        check_hpo(args, where, written)
     elif program in ("python", "python3"):
         check_python_command(args, where)
     elif program in ("bash", "sh"):
@@ -150,7 +154,7 @@ def check_command(tokens: list[str], where: str) -> None:
             check_variable(arg.partition("=")[0], where)
     elif program == "eval":
         for inner in re.findall(r"\$\((.*)\)", " ".join(args)):
-            check_shell_line(inner, where)
+            check_shell_line(inner, where, written)
     else:
         assert program in OTHER_PROGRAMS, (
             f"{where}: `{program}` is neither hpo, python, make, pip nor a program the docs "
@@ -173,8 +177,9 @@ def check_python_command(args: list[str], where: str) -> None:
     assert args and (ROOT / args[0]).is_file(), f"{where}: `python {args[0]}`: no such file"
 
 
-def check_hpo(args: list[str], where: str) -> None:
-    """Parses an `hpo ...` line with hpo's own parser; a usage synopsis has its flags checked."""
+def check_hpo(args: list[str], where: str, written: set[str] | None = None) -> None:
+    """Parses an `hpo ...` line with hpo's own parser; a usage synopsis has its flags checked.
+    Its study file is one of the repository's, or one an earlier line of its block `written`."""
     parser = build_parser()
     if any("[" in arg for arg in args):
         flags = _flags(_subparser(parser, args[0], where))
@@ -193,7 +198,8 @@ def check_hpo(args: list[str], where: str) -> None:
             return
     study = getattr(parsed, "study", None)
     if study and not re.fullmatch(r"[A-Z]+", study):
-        assert (ROOT / study).is_file(), f"{where}: --study {study}: no such file"
+        found = (ROOT / study).is_file() or study in (written or ())
+        assert found, f"{where}: --study {study}: no such file"
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str, where: str) -> argparse.ArgumentParser:
