@@ -1,4 +1,4 @@
-"""Delete the checkpoints a study no longer needs (--dry-run lists them): `hpo gc`.
+"""Delete the checkpoints and prepared data a study no longer needs (--dry-run lists them).
 
 How to combine, what it draws on. A study keeps every complete trial's checkpoint until told
 otherwise; a long study's can fill a disk. `keep_checkpoints = N` in the study file (applied
@@ -18,8 +18,8 @@ removed, and why, is recorded in the study as one user attribute per collection 
 Optuna does not let a finished trial's attributes change. Nothing here imports anything a store
 names: the records are data. Without N (neither flag nor setting) every checkpoint stays.
 
-`hpo gc` also removes the study's prepared data that its current settings no longer use
-(`hpo.caches`).
+This is `hpo gc`, which also removes the study's prepared data that its current settings no
+longer use (`hpo.caches`).
 
 Command line::
 

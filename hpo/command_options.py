@@ -30,7 +30,7 @@ _log = logging.getLogger(__name__)
 DEFAULT_STUDY = "studies/imdb.toml"
 DATA_HELP = (
     "data set folder or archive (overrides the task's variable: $HPO_IMDB_PATH, "
-    "$HPO_CIFAR10_PATH or $HPO_IMAGES_PATH, and the study file's data.path)"
+    "$HPO_TEXT_PATH, $HPO_CIFAR10_PATH or $HPO_IMAGES_PATH, and the study file's data.path)"
 )
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hpo.command_options import open_ensemble_study
+from hpo.command_options import DATA_HELP, open_ensemble_study
 from hpo.config import StudyConfig, config_to_dict, load_study_config
 from hpo.errors import ConfigError
 from hpo.study import create_study
@@ -85,3 +85,10 @@ def test_a_study_opened_by_its_database_url_from_elsewhere_keeps_its_own_folder(
     other = StudyConfig(name="b", study_dir=tmp_path / "b", storage=f"sqlite:///{tmp_path}/all.db")
     opened, _ = open_study(None, _made(other), "b")
     assert opened.study_dir.resolve() == tmp_path / "runs" / "studies" / "b"
+
+
+def test_the_data_flags_help_names_every_tasks_variable() -> None:
+    from hpo.data import images, imdb, text_sources
+
+    for variable in (imdb.ENV_VAR, text_sources.ENV_VAR, *images.ENV_VARS.values()):
+        assert f"${variable}" in DATA_HELP
