@@ -215,6 +215,7 @@ def distill_ensemble(
             work=Path(scratch),
             max_epochs=max_epochs or config.training.max_epochs,
             augment=augment,
+            sampled=any(t.params == params for t in study.get_trials(deepcopy=False)),
         )
         result = _train(job, config)
         student = load_keras_file(result.path)

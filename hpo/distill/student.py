@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import optuna
 
 from hpo.contract import load_keras_file
 from hpo.study import TRAINING_DEFAULTS
@@ -55,6 +56,8 @@ class StudentJob:
         threads: CPU threads the backend may use (0: its default).
         augment: Altered copies of the training inputs after them (`Task.augmented`, with the
             study's seed), as many as `targets` holds rows for.
+        sampled: Whether `params` are a trial's values, which a family that samples as it
+            builds (a KerasTuner hypermodel) is then given (else it builds at its defaults).
     """
 
     config: StudyConfig
@@ -65,6 +68,7 @@ class StudentJob:
     max_epochs: int
     threads: int = 0
     augment: int = 0
+    sampled: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,9 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
     if len(soft) != len(x_train):
         raise ValueError(f"{len(soft)} soft labels for {len(x_train)} training inputs")
     keras.utils.set_random_seed(config.sampler.seed)
-    model, interface = prepare_model(task, params, data, soft_targets=True)
+    # A hypermodel builds from the values its trial sampled, as the trial built it.
+    trial = optuna.trial.FixedTrial(dict(job.params)) if job.sampled else None
+    model, interface = prepare_model(task, params, data, trial, soft_targets=True)
     classes = int(params["classes"])
     checkpoint = job.work / CHECKPOINT_NAME
     clock = EpochClock()

@@ -451,3 +451,60 @@ def test_a_bad_flag_value_exits_2_saying_what_it_takes(
         main(["--ensemble", "e", flag, value])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+WIDE_HYPERMODEL = """
+import keras
+from keras import layers
+
+
+def build(hp):
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(hp.get("vocab_size"), hp.Int("width", 4, 32, step=28), mask_zero=True)(
+        inputs
+    )
+    x = layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+    rate = hp.Float("lr", 1e-3, 1e-2, sampling="log")
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy")
+    return model
+"""
+
+
+def test_a_hypermodel_student_is_built_from_its_trials_values_not_its_defaults(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # The student of a [families] hypermodel was built at its defaults (width 4, lr 0.001),
+    # while the report named the chosen trial's values (width 32, lr 0.005).
+    from hpo.tasks import study_task
+
+    from ..conftest import write_study
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "wide_hm.py").write_text(WIDE_HYPERMODEL)
+    path = write_study(folder, fake_imdb, families='["wide"]')
+    path.write_text(path.read_text() + '\n[families]\nwide = "wide_hm:build"\n')
+    config = load_study_config(path)
+    task = study_task(config)
+    data_folder = task.prepare(config, None, search_space(task, config.space).shared)
+    params = {
+        "family": "wide",
+        "vocab_size": 10000,
+        "seq_len": 200,
+        "width": 32,
+        "lr": 0.005,
+    }
+    y_train = task.trial_data(data_folder, params).y_train
+    targets = tmp_path / "targets.npy"
+    np.save(targets, np.where(y_train == 1, 0.9, 0.1).astype(np.float32))
+    widths = {}
+    for sampled in (True, False):
+        work = tmp_path / f"sampled-{sampled}"
+        work.mkdir()
+        job = StudentJob(config, data_folder, params, targets, work, max_epochs=1, sampled=sampled)
+        result = train_student(job)
+        embedding = load_keras_file(result.path).get_layer(index=1)
+        widths[sampled] = (embedding.output_dim, result.history["learning_rate"][0])
+    assert widths[True] == (32, pytest.approx(0.005))
+    assert widths[False] == (4, pytest.approx(0.001))  # a family's defaults: no trial's values
