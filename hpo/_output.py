@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ["descriptors_to", "dropped", "usable_output"]
+__all__ = ["descriptors_to", "dropped", "optuna_logs", "usable_output"]
 
 
 def usable_output(*, own_descriptors: bool = False) -> None:
@@ -87,3 +87,19 @@ def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
+
+
+@contextlib.contextmanager
+def optuna_logs(*, shown: bool) -> Iterator[None]:
+    """Optuna's INFO lines ("Trial 3 finished with value ...") hidden unless `shown`, then
+    restored: hpo prints its own line for each trial, with the parameters the trial's process
+    sampled, which Optuna's line in this process does not see."""
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    if not shown:
+        optuna.logging.set_verbosity(max(previous, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)

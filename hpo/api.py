@@ -171,6 +171,7 @@ def search(
     Raises:
         HpoError: Invalid configuration, data or storage, before any trial runs.
     """
+    from hpo._output import optuna_logs
     from hpo._script import check_not_starting_child
     from hpo.budget import parse_duration
     from hpo.command_options import joining_config
@@ -200,7 +201,9 @@ def search(
         trials_per_gpu=trials_per_gpu,
         tensorboard=tensorboard,
     )
-    return run_search(config, data=data, progress=progress)
+    # Optuna's own INFO lines are the CLI's --verbose; hpo prints a line for each trial.
+    with optuna_logs(shown=False):
+        return run_search(config, data=data, progress=progress)
 
 
 @callers_environment()

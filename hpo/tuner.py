@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo._output import optuna_logs
 from hpo._script import check_not_starting_child, child_starting
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
@@ -138,22 +139,6 @@ def _check_text_backend(x: Any, configured: Any) -> None:
             f"turn the text into token ids first (keras.layers.TextVectorization applied to "
             f"the data, outside the model)."
         )
-
-
-@contextlib.contextmanager
-def _optuna_logs(*, shown: bool) -> Iterator[None]:
-    """Optuna's INFO lines ("Trial 3 finished with value ...") hidden unless `shown`, then
-    restored: hpo prints its own line for each trial, with the parameters the trial's process
-    sampled, which Optuna's line in this process does not see."""
-    import optuna
-
-    previous = optuna.logging.get_verbosity()
-    if not shown:
-        optuna.logging.set_verbosity(max(previous, optuna.logging.WARNING))
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
 
 
 class Tuner:
@@ -588,7 +573,7 @@ class Tuner:
         try:
             # verbose=0 prints nothing, as in KerasTuner (warnings and errors still show).
             silent = contextlib.redirect_stdout(io.StringIO()) if verbose == 0 else None
-            with _optuna_logs(shown=verbose >= 2), silent or contextlib.nullcontext():
+            with optuna_logs(shown=verbose >= 2), silent or contextlib.nullcontext():
                 summary = run_search(
                     self.config,
                     data=str(folder.resolve()),

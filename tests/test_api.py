@@ -25,11 +25,23 @@ import sys
 log = open("search.log", "w")
 assert sys.stderr is None and log.fileno() == 2
 
+import logging
+
+import optuna
+
 import hpo
 
+seen = []
+handler = logging.Handler()
+handler.emit = lambda record: seen.append(record.getMessage())
+logging.getLogger("optuna").addHandler(handler)
 summary = hpo.search({str(study)!r}, progress=True)
+# Optuna's INFO lines ("A new study created", "Trial 0 finished with value") are the CLI's
+# --verbose only, from Python too; the caller's verbosity is left as it was.
+print([m for m in seen if "finished with value" in m or "study" in m.lower()])
+print(optuna.logging.get_verbosity() == optuna.logging.INFO)
 print(summary.finished, summary.failed, summary.best_value is not None)
 """,
         without_stderr=True,
     )
-    assert printed.splitlines()[-1] == "2 0 True", printed
+    assert printed.splitlines()[-3:] == ["[]", "True", "2 0 True"], printed
