@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from hpo.backend import callers_environment
 from hpo.config import StudyConfig, load_study_config
 from hpo.errors import ConfigError
+from hpo.scratch import scratch_folder
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,7 +71,6 @@ class Study:
             ConfigError: `trial` is no trial number.
             StoreError: No such COMPLETE trial, or its checkpoint is missing or changed.
         """
-        import tempfile
 
         from hpo.artifacts import holding
         from hpo.contract import fetch_checkpoint, load_checkpoint
@@ -94,7 +94,7 @@ class Study:
         store = open_artifact_store(self.config.artifact_location, create=False)
         with (
             holding(self.optuna_study, [chosen.number], "load_model") as removed,
-            tempfile.TemporaryDirectory(prefix="hpo-model-") as scratch,
+            scratch_folder("model") as scratch,
         ):
             if chosen.number in removed:
                 raise StoreError(

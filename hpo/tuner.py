@@ -44,6 +44,7 @@ from hpo.errors import (
     StoreError,
 )
 from hpo.precision import Precision
+from hpo.scratch import scratch_folder
 
 _log = logging.getLogger(__name__)
 
@@ -1073,7 +1074,6 @@ def _warn_if_changed(
     """Warns where the trial's stored model, loaded with the code loaded now, no longer
     predicts what the trial recorded on validation (`hpo.ensemble.build.verify_member`): a
     class of the user's redefined since (a notebook cell run again, `%autoreload`)."""
-    import tempfile
 
     from hpo.contract import CheckpointError, fetch_predictions
     from hpo.ensemble.build import PROBE_ROWS, running_on, verify_member
@@ -1082,7 +1082,7 @@ def _warn_if_changed(
     from hpo.store import open_artifact_store
 
     store = open_artifact_store(study.config.artifact_location, create=False)
-    with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
+    with scratch_folder("check") as scratch:
         try:
             recorded = fetch_predictions(store, trial, Path(scratch))
         except CheckpointError as exc:  # the check only; the model itself loaded

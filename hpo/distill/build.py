@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,7 @@ from hpo.ensemble.refit import in_trial_process
 from hpo.ensemble.report import OutputKind, check_out_dir, publish, staging_for
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError, DataError, StoreError
+from hpo.scratch import scratch_folder
 from hpo.store import open_artifact_store
 from hpo.study import default_params, search_space
 from hpo.tasks import study_task
@@ -204,7 +204,7 @@ def distill_ensemble(
     params, chosen = choose_student(task, space, study, members, member_latency, family)
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
 
-    with tempfile.TemporaryDirectory(prefix="hpo-distill-") as scratch:
+    with scratch_folder("distill") as scratch:
         targets = Path(scratch) / "soft_labels.npy"
         np.save(targets, soft.targets(labels.y_train).astype(np.float32))
         job = StudentJob(

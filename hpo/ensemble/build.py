@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +68,7 @@ from hpo.ensemble.export import (
     keras_config_backend,
     write_tokenizer,
 )
+from hpo.scratch import scratch_folder
 
 __all__ = [
     "DEFAULT_POOL",
@@ -150,7 +150,7 @@ def build_ensemble(
     )
     # The members stay held until the ensemble is recorded, which keeps them from then on.
     with (
-        tempfile.TemporaryDirectory(prefix="hpo-ensemble-") as scratch,
+        scratch_folder("ensemble") as scratch,
         contextlib.ExitStack() as held,
     ):
         fitted = fit_ensemble(

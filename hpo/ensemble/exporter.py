@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from hpo.ensemble.serving import (
     write_exports,
 )
 from hpo.errors import ConfigError, DataError, StoreError
+from hpo.scratch import scratch_folder
 from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import study_task
@@ -104,7 +104,7 @@ def export_trial(
     trial = _complete_trial(study, number)
     task, data_folder, _ = _prepare(config, study, data)
     store = open_artifact_store(config.artifact_location, create=False)
-    with tempfile.TemporaryDirectory(prefix="hpo-export-") as scratch:
+    with scratch_folder("export") as scratch:
         try:
             predictions = fetch_predictions(store, trial, Path(scratch))
             with holding(study, [number], "hpo export") as removed:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from hpo.ensemble.export import EXPORT_NAME, check_export, input_names
 from hpo.ensemble.regression import FittedRegression, fit_regression, is_regression
 from hpo.ensemble.weighting import ensemble_arguments
 from hpo.errors import ConfigError, DataError, HpoError
+from hpo.scratch import scratch_folder
 from hpo.training.interface import tolerance
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def fit_in_memory(
         StoreError: No COMPLETE trial with a usable checkpoint.
     """
     weighting = ensemble_arguments(top, method)
-    scratch = tempfile.TemporaryDirectory(prefix="hpo-ensemble-")
+    scratch = scratch_folder("ensemble")
     fitted: FittedEnsemble | FittedRegression
     if is_regression(study.optuna_study):
         fitted = fit_regression(

@@ -19,7 +19,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,6 +38,7 @@ from hpo.ensemble.export import (
     takes_text,
 )
 from hpo.errors import ConfigError, HpoError
+from hpo.scratch import scratch_folder
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -423,7 +423,7 @@ def check_served(
     batch = inputs[rows]
     if batch.dtype == object:
         batch = np.asarray([str(text) for text in batch])  # unicode, saved without pickle
-    with tempfile.TemporaryDirectory(prefix="hpo-serve-") as scratch:
+    with scratch_folder("serve") as scratch:
         given, served = Path(scratch) / "inputs.npy", Path(scratch) / "outputs.npy"
         if packed(batch):
             given = given.with_suffix(".npz")

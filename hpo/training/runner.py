@@ -9,7 +9,6 @@ import logging
 import math
 import resource
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from hpo.errors import ConfigError, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, global_policy, resolve_precision
+from hpo.scratch import scratch_folder as temporary_folder
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
 from hpo.study import TRAINING_DEFAULTS, create_study, search_space
@@ -709,7 +709,7 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
 
     task = study_task(job.config)
     priced = []
-    with tempfile.TemporaryDirectory(prefix="hpo-check-") as scratch:
+    with temporary_folder("check") as scratch:
         for sampled in job.params:
             params = {**sampled, **task.build_context(job.data_folder)}
             with trial_process(job.config, params["family"]):

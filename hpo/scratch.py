@@ -1,0 +1,66 @@
+"""Scratch folders in the system's temporary folder, named by the process that makes them.
+
+`hpo ensemble`, `hpo export`, `hpo distill` and each trial copy checkpoints into a scratch folder
+and remove it when they end. A process killed with SIGKILL (or by the out-of-memory killer)
+cannot: its folder, megabytes of checkpoints, stays. So each folder's name holds its process's
+id, and every new one first removes those whose process is gone: the next hpo command sweeps
+what a killed one left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["scratch_folder", "sweep_scratch"]
+
+# hpo-<kind>-<pid>-<tempfile's random part>: the random part never holds a "-".
+_NAME = re.compile(r"hpo-[a-z]+-(\d+)-[^-]+\Z")
+
+
+def scratch_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
+    """A new scratch folder for `kind` of work ("ensemble", "export"), removed when its
+    context ends; the scratch folders of processes that have died are removed first."""
+    sweep_scratch()
+    return tempfile.TemporaryDirectory(prefix=f"hpo-{kind}-{os.getpid()}-")
+
+
+def sweep_scratch() -> list[Path]:
+    """Removes this user's hpo scratch folders whose process no longer runs.
+
+    Returns:
+        The folders removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _NAME.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue  # another user's: theirs to sweep
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of that id runs (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
