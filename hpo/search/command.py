@@ -108,11 +108,13 @@ def run(args: argparse.Namespace) -> int:
     from hpo.api import search
 
     raise_keyboard_interrupt_on_sigterm()
+    # Quoted as a shell reads them: a path with a space is copied and pasted whole.
+    storage = shlex.quote(redact_url(args.storage)) if args.storage else None
     study_hint = (
-        f"--storage {redact_url(args.storage)} --study-name {args.study_name}"
+        f"--storage {storage} --study-name {shlex.quote(args.study_name)}"
         if args.study_name
-        else f"--study {args.study or DEFAULT_STUDY}"
-        + (f" --storage {redact_url(args.storage)}" if args.storage else "")
+        else f"--study {shlex.quote(str(args.study or DEFAULT_STUDY))}"
+        + (f" --storage {storage}" if storage else "")
     )
     try:
         summary = search(
@@ -144,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     )
     # A study file's study in another store is read from that store by its name.
     status_hint = (
-        f"--storage {redact_url(args.storage)} --study-name {summary.study_name}"
-        if args.storage
+        f"--storage {storage} --study-name {shlex.quote(summary.study_name)}"
+        if storage
         else study_hint
     )
     spent = f"; {format_duration(summary.spent_seconds)} spent"

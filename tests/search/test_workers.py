@@ -320,12 +320,12 @@ def test_an_interrupted_run_names_a_resume_with_the_flags_that_shaped_it(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(hpo.api, "search", interrupted)
-    argv = ["--study", "s.toml", "--n-trials", "11", "--budget", "30m", "--timeout", "90.5"]
+    argv = ["--study", "my s.toml", "--n-trials", "11", "--budget", "30m", "--timeout", "90.5"]
     argv += ["--workers", "2", "--trials-per-gpu", "3", "--data", "my data", "--tensorboard"]
     assert main(argv) == 130
     resume = capsys.readouterr().err.split("Run the same command again to resume: ")[1].strip()
     assert resume == (
-        "hpo search --study s.toml --n-trials 11 --budget 1800 --timeout 90.5 --workers 2 "
+        "hpo search --study 'my s.toml' --n-trials 11 --budget 1800 --timeout 90.5 --workers 2 "
         "--trials-per-gpu 3 --data 'my data' --tensorboard"
     )
     assert main(shlex.split(resume)[2:]) == 130
