@@ -107,16 +107,23 @@ def open_ensemble_study(
     """
     if args.study or args.storage or args.study_name:
         return open_study(args.study, args.storage, args.study_name)
+    path = Path(ensemble_dir) / "report.json"
     try:
-        report = json.loads((Path(ensemble_dir) / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        report = None  # the command names what is wrong with the folder
-    if not isinstance(report, dict):
-        return open_study(None, None, None)
-    name, storage = report.get("study"), report.get("storage")
-    if not (isinstance(name, str) and isinstance(storage, str)):
-        return open_study(None, None, None)
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        report = exc  # the command names what is wrong with the folder, given the study
     default = Path(DEFAULT_STUDY)
+    name = report.get("study") if isinstance(report, dict) else None
+    storage = report.get("storage") if isinstance(report, dict) else None
+    if not (isinstance(name, str) and isinstance(storage, str)):
+        if not default.is_file() and Path(ensemble_dir).is_dir():
+            why = report if isinstance(report, Exception) else "it names no study"
+            raise ConfigError(
+                f"{path} cannot tell the study the ensemble was built from ({why}): pass it, "
+                f"--study FILE (or --storage URL --study-name NAME), or rebuild the ensemble "
+                f"with hpo ensemble."
+            )
+        return open_study(None, None, None)
     if default.is_file() and load_study_config(default).name == name:
         return open_study(None, None, None)
     fix = f"pass its study file: --study FILE (or --storage URL --study-name {name})"

@@ -69,6 +69,31 @@ def test_a_study_the_report_names_but_that_cannot_be_opened_asks_for_its_file(
     assert "pass its study file: --study FILE" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("report", "why"),
+    [
+        ('{"study": ', "Expecting value"),
+        ('{"members": []}', "it names no study"),
+        (None, "No such"),
+    ],
+)
+def test_a_report_that_names_no_study_is_named_not_the_default_study_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: str | None, why: str
+) -> None:
+    # hpo export --ensemble DIR, its report.json cut short: "study file studies/imdb.toml does
+    # not exist", which named neither the report nor the fix.
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "t-top3"
+    folder.mkdir()
+    if report is not None:
+        (folder / "report.json").write_text(report)
+    with pytest.raises(ConfigError, match=why) as raised:
+        open_ensemble_study(_flags(), folder)
+    message = str(raised.value)
+    assert message.startswith(f"{folder / 'report.json'} cannot tell the study")
+    assert "--study FILE" in message and "studies/imdb.toml" not in message
+
+
 def test_a_study_opened_by_its_database_url_from_elsewhere_keeps_its_own_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
