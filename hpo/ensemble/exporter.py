@@ -236,7 +236,13 @@ def _export_into(
         for entry in entries.values():
             publish(staging / entry["path"], ensemble_dir / entry["path"])
     except Exception as exc:
-        raise_if_full(exc, ensemble_dir)
+        # The exports go beside the ensemble they are of: --out does not move them.
+        raise_if_full(
+            exc,
+            ensemble_dir,
+            fix="the ensemble and its exports are untouched. Free space on that disk, or copy "
+            "the ensemble's folder to a larger one and export it there.",
+        )
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
