@@ -80,11 +80,7 @@ def open_study(
         recorded = recorded_config(study)
         config = reader_config(recorded, Path("studies")).with_overrides(storage=storage_url)
         database = sqlite_file(storage_url)
-        if (
-            database is not None
-            and database.name == "study.db"
-            and (database.resolve().parent.name == config.name)
-        ):
+        if database is not None and _in_own_folder(database, recorded):
             # hpo's own layout (<study folder>/study.db, a Tuner's <directory>/<project>/):
             # its folder is the study's (reports, caches), not ./studies/<name> here.
             config = dataclasses.replace(config, study_dir=database.resolve().parent)
@@ -139,6 +135,19 @@ def open_ensemble_study(
             f"the ensemble was built from study {name!r} in {storage}, which cannot be opened "
             f"({exc}); {fix}."
         ) from exc
+
+
+def _in_own_folder(database: Path, recorded: StudyConfig) -> bool:
+    """Whether the study's database `database` is in hpo's layout, `<study folder>/study.db`:
+    in a folder named after the study, or where its search kept it in the study's folder (a
+    study folder renamed since, `mv studies/t studies/t-old`, is still the study's)."""
+    if database.name != "study.db":
+        return False
+    if database.resolve().parent.name == recorded.name:
+        return True
+    searched = sqlite_file(recorded.storage_url)
+    own = (recorded.study_dir / "study.db").resolve()
+    return searched is not None and searched.resolve() == own
 
 
 def _artifacts_beside(
@@ -228,7 +237,37 @@ def recorded_config(study: optuna.Study) -> StudyConfig:
     stored = study.user_attrs.get("hpo_config")
     if not isinstance(stored, dict):
         raise StoreError(f"study {study.study_name!r} was not made by hpo search (no hpo_config).")
-    return config_from_dict(stored)
+    return _placed_data(config_from_dict(stored), study)
+
+
+def _placed_data(config: StudyConfig, study: optuna.Study) -> StudyConfig:
+    """`config` with the data paths an older hpo recorded relative to the folder its search ran
+    in made absolute, where that folder is known: the one (the study file's folder or above
+    it) from which the recorded `data.path` names the data source the search recorded.
+
+    Elsewhere a relative `test_path` stays as recorded, and the text task refuses it rather than
+    read it from the folder this runs in, where it may name another table.
+    """
+    from hpo.data.provenance import SOURCE_ATTR
+
+    data, source = config.data, study.user_attrs.get(SOURCE_ATTR)
+    # Only a relative data.path tells that folder; the recorded study folder is absolute.
+    if (
+        not data.path
+        or Path(data.path).is_absolute()
+        or not isinstance(source, str)
+        or not config.study_dir.is_absolute()
+    ):
+        return config
+    for folder in (config.study_dir.parent, *config.study_dir.parent.parents):
+        if (folder / data.path).resolve() == Path(source).resolve():
+            placed = dataclasses.replace(
+                data,
+                path=str((folder / data.path).resolve()),
+                test_path=data.test_path and str((folder / data.test_path).resolve()),
+            )
+            return dataclasses.replace(config, data=placed)
+    return config
 
 
 def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyConfig:

@@ -461,11 +461,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
     if isinstance(data, dict):
         for key in ("path", "test_path"):
             if isinstance(data.get(key), str):
-                data_path = Path(data[key]).expanduser()
-                data = {
-                    **data,
-                    key: str(data_path if data_path.is_absolute() else path.parent / data_path),
-                }
+                # Absolute, as the study records them: a command run from another folder, or
+                # on the study's database alone, reads the same files.
+                data = {**data, key: str((path.parent / Path(data[key]).expanduser()).resolve())}
         raw["data"] = data
     # A relative SQLite file and artifact folder are the study file's too, as its data are:
     # from another folder, the same study file must find the same study.
@@ -523,6 +521,11 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
 
     # The in-memory hypermodel is code: it is never stored (nor deep-copied by `asdict`).
     data = plain(dataclasses.asdict(dataclasses.replace(config, hypermodel=None)))
+    for key in ("path", "test_path"):
+        # A relative path names a file in the folder the search runs in, which a reader of
+        # the study elsewhere does not know.
+        if isinstance(value := data["data"].get(key), str):
+            data["data"][key] = str(Path(value).expanduser().resolve())
     data.pop("import_families", None)
     data.pop("hypermodel", None)
     if data.get("storage"):

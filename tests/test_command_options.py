@@ -6,10 +6,12 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+import optuna
 import pytest
 
 from hpo.command_options import DATA_HELP, open_ensemble_study
 from hpo.config import StudyConfig, config_to_dict, load_study_config
+from hpo.data.provenance import SOURCE_ATTR
 from hpo.errors import ConfigError
 from hpo.study import create_study
 
@@ -117,3 +119,57 @@ def test_the_data_flags_help_names_every_tasks_variable() -> None:
 
     for variable in (imdb.ENV_VAR, text_sources.ENV_VAR, *images.ENV_VARS.values()):
         assert f"${variable}" in DATA_HELP
+
+
+def _older_record(config: StudyConfig, searched_in: Path, **data: str) -> str:
+    """The study as an hpo before the data paths were recorded absolute left it: `data`'s
+    paths relative to the folder `searched_in` its search ran in; its storage URL."""
+    url = _made(config)
+    study = optuna.load_study(study_name=config.name, storage=url)
+    recorded = config_to_dict(config)
+    study.set_user_attr("hpo_config", {**recorded, "data": {**recorded["data"], **data}})
+    study.set_user_attr(SOURCE_ATTR, str(searched_in / "data" / "train.csv"))
+    return url
+
+
+def test_an_older_studys_relative_test_path_is_read_from_the_folder_its_search_ran_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was read from the folder the command runs in: `hpo ensemble --storage URL` from any
+    # other folder found no test table, or another table of the same relative path.
+    from hpo.command_options import open_study
+
+    run = tmp_path / "run"
+    config = StudyConfig(name="t", task="text", study_dir=run / "studies" / "t")
+    relative = {"path": "studies/../data/train.csv", "test_path": "studies/../data/test.csv"}
+    url = _older_record(config, run, **relative)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)
+    (elsewhere / "data" / "test.csv").write_text("text,label\nanother table,0\n")
+    monkeypatch.chdir(elsewhere)
+    opened, _ = open_study(None, url, "t")
+    assert opened.data.test_path == str(run.resolve() / "data" / "test.csv")
+    # Where the record cannot tell that folder (the search read --data), the path stays as it
+    # was recorded, which the text task refuses (tests/tasks/test_text.py).
+    other = StudyConfig(name="u", task="text", study_dir=run / "studies" / "u")
+    url = _older_record(other, tmp_path / "moved", **relative)
+    opened, _ = open_study(None, url, "u")
+    assert opened.data.test_path == "studies/../data/test.csv"
+
+
+def test_a_renamed_study_folder_opened_by_its_database_is_still_the_studys_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After `mv studies/t studies/t-renamed`, `hpo export --storage
+    # sqlite:///studies/t-renamed/study.db` wrote its prepared data into ./studies/t/cache.
+    import shutil
+
+    from hpo.command_options import open_study
+
+    config = StudyConfig(name="t", study_dir=tmp_path / "studies" / "t")
+    _made(config)
+    shutil.move(tmp_path / "studies" / "t", tmp_path / "studies" / "t-renamed")
+    monkeypatch.chdir(tmp_path)
+    opened, _ = open_study(None, "sqlite:///studies/t-renamed/study.db", "t")
+    assert opened.study_dir == tmp_path.resolve() / "studies" / "t-renamed"
+    assert opened.cache_dir == tmp_path.resolve() / "studies" / "t-renamed" / "cache"

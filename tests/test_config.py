@@ -124,6 +124,26 @@ def test_a_relative_sqlite_file_and_artifact_folder_are_the_study_files_own(
         assert (config.storage_url, config.artifact_location) == (storage, "s3://bucket")
 
 
+def test_the_data_paths_a_study_records_are_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # test_path was recorded as the search read it, 'studies/../data/test.csv' from the folder
+    # it ran in, while its data source was recorded absolute: `hpo export --storage URL` from
+    # any other folder found no test table, or another table of the same relative path.
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "t.toml").write_text(
+        'name = "t"\ntask = "text"\n[data]\npath = "../data/train.csv"\n'
+        'test_path = "../data/test.csv"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    recorded = config_to_dict(load_study_config(Path("studies/t.toml")))["data"]
+    assert recorded["path"] == str(tmp_path.resolve() / "data" / "train.csv")
+    assert recorded["test_path"] == str(tmp_path.resolve() / "data" / "test.csv")
+    # A configuration made in Python names its files from the folder its search runs in.
+    made = config_from_dict({"name": "p", "data": {"test_path": "held/test.csv"}})
+    assert config_to_dict(made)["data"]["test_path"] == str(tmp_path.resolve() / "held/test.csv")
+
+
 def test_a_relative_storage_an_older_hpo_read_from_the_working_folder_is_still_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

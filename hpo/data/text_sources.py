@@ -293,8 +293,10 @@ def _check_test_table_kind(where: Path) -> None:
     if _kind(where) is not _Kind.TABLE:
         raise DataError(
             f"the test table {where} (`test_path` in the study file's [data]) is missing or "
-            "not a .csv/.tsv/.parquet file. Set test_path to a table with the same columns, "
-            "or remove it to hold out a share of the training table as the test split."
+            "not a .csv/.tsv/.parquet file. Restore it, or set test_path to where it is now "
+            "(a table with the same columns). Only before a study's first search may test_path "
+            "be left out, to hold out a share of the training table as the test split: after "
+            "it, that would change the study's test split."
         )
 
 

@@ -20,7 +20,7 @@ from hpo.data import array_cache, batching, stratify, text_cache, text_sources
 from hpo.data.holdout import HOLDOUT_RULES
 from hpo.data.layout import VAL_SPLIT_SETTINGS, check_split_classes, note_val_split
 from hpo.data.tokenizer import Tokenizer
-from hpo.errors import DataError
+from hpo.errors import ConfigError, DataError
 from hpo.models import conv1d, nbsvm, ngram, sepconv1d
 from hpo.space import fit_value
 from hpo.tasks._base import Task, TestSet, TrialData, source_settings
@@ -311,7 +311,21 @@ def _columns(config: StudyConfig) -> text_sources.TextColumns:
 
 
 def _test_path(config: StudyConfig) -> Path | None:
-    return Path(config.data.test_path) if config.data.test_path else None
+    """The test table, absolute. A relative one is the folder's this runs in (a configuration
+    made in Python), except in a configuration read from a study store (`import_families` is
+    False there): an hpo before test_path was recorded absolute recorded it relative to the
+    folder its search ran in, which `recorded_config` places where it can tell that folder."""
+    if not config.data.test_path:
+        return None
+    path = Path(config.data.test_path)
+    if not path.is_absolute() and not config.import_families:
+        raise ConfigError(
+            f"study {config.name!r} records [data] test_path {path} relative to the folder its "
+            f"search ran in, which it does not record (hpo recorded it so before it recorded "
+            f"test_path absolute); it is not read from this folder, where it may name another "
+            f"table. Pass the study's file, --study FILE, from whose folder test_path is read."
+        )
+    return path.resolve()
 
 
 def _read_own(
@@ -351,12 +365,12 @@ def _read_own(
 
 def _own_settings(config: StudyConfig, source: Path) -> dict[str, Any]:
     """What the cache of the user's own texts depends on besides `token_cache`'s settings."""
-    columns = _columns(config)
+    columns, test_path = _columns(config), _test_path(config)
     extra: dict[str, Any] = {
         "columns": [columns.text, columns.label, columns.group],
-        "test_path": config.data.test_path,
+        "test_path": None if test_path is None else str(test_path),
     }
-    if not text_sources.has_test_split(source, _test_path(config)):
+    if not text_sources.has_test_split(source, test_path):
         extra["test_fraction"] = config.data.test_fraction
         extra["holdout_rules"] = HOLDOUT_RULES
     if text_sources.has_val_split(source):

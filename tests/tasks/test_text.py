@@ -302,3 +302,28 @@ def test_a_class_too_small_after_the_held_out_test_split_is_named_so(tmp_path: P
     task = get_task("text")
     with pytest.raises(ConfigError, match=r"'rare' \(1\), counted after the test split was held"):
         task.prepare(config, None, search_space(task, config.space).shared)
+
+
+def test_an_older_studys_test_path_relative_to_an_unknown_folder_is_not_read_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An hpo before test_path was recorded absolute recorded it relative to the folder its
+    # search ran in; read from the folder a command runs in, it was another table (or none,
+    # with an error that said to remove test_path, which changes the study's test split).
+    from hpo.config import config_from_dict, config_to_dict
+    from hpo.errors import ConfigError
+
+    rows = _texts(60, 0)
+    pd.DataFrame(rows, columns=["text", "label", "author"]).to_csv(tmp_path / "train.csv")
+    study = load_study_config(_study(tmp_path, tmp_path / "train.csv", 'test_path = "test.csv"'))
+    recorded = config_to_dict(study)
+    recorded["data"]["test_path"] = "data/test.csv"
+    config = config_from_dict(recorded)  # as read from the study's store
+    here = tmp_path / "here"
+    (here / "data").mkdir(parents=True)
+    pd.DataFrame(rows[:6], columns=["text", "label", "author"]).to_csv(here / "data/test.csv")
+    monkeypatch.chdir(here)
+    task = get_task("text")
+    with pytest.raises(ConfigError, match=r"test_path data/test\.csv relative to the folder") as e:
+        task.prepare(config, None, search_space(task, config.space).shared)
+    assert "--study FILE" in str(e.value) and "remove" not in str(e.value)
