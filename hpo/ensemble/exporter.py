@@ -32,7 +32,7 @@ from hpo.ensemble.export import (
     keras_config_backend,
     write_tokenizer,
 )
-from hpo.ensemble.predict import export_backend, load_export
+from hpo.ensemble.predict import export_backend, load_export, verify_tokenizer
 from hpo.ensemble.report import OutputKind, check_out_dir, folder_lock, publish, staging_for
 from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
@@ -160,9 +160,10 @@ def export_built_ensemble(
     """Adds exports to an ensemble folder that `hpo ensemble` wrote, and records them in its
     `report.json`.
 
-    `ensemble.keras` is verified against its recorded checksum and loaded; each new export
-    must reproduce the evaluated test predictions (`test_predictions.npy`) on the test set the
-    ensemble was evaluated on, and replaces an earlier export of its format.
+    `ensemble.keras` and `tokenizer.json` are verified against their recorded checksums, and
+    `ensemble.keras` is loaded; each new export must reproduce the evaluated test predictions
+    (`test_predictions.npy`) on the test set the ensemble was evaluated on, and replaces an
+    earlier export of its format.
 
     Args:
         formats: "savedmodel", "onnx" and/or "litert"; "keras" is already there and only
@@ -204,6 +205,9 @@ def _export_into(
             f"{ensemble_dir} is an ensemble of study {recorded_study!r}, not of "
             f"{study.study_name!r}; pass the study file it was built from."
         )
+    # Checked before any work: an export that takes token ids is served with the tokenizer
+    # beside it (its checks below use the study's token ids, not that file).
+    verify_tokenizer(ensemble_dir, report)
     asked = as_formats(formats)
     backend = serving_backend(export_backend(ensemble_dir), asked)
     check_formats(asked, backend.value)

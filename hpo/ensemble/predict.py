@@ -29,11 +29,11 @@ from hpo.store import sha256_file
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     import keras
 
-__all__ = ["load_export", "main", "predict", "verify_export"]
+__all__ = ["load_export", "main", "predict", "verify_export", "verify_tokenizer"]
 
 
 def load_export(
@@ -151,18 +151,40 @@ def load_tokenizer(ensemble_dir: Path) -> Tokenizer:
     Raises:
         ConfigError: It is missing, changed, or not a tokenizer.
     """
-    path = ensemble_dir / TOKENIZER_NAME
     report = json.loads((ensemble_dir / "report.json").read_text(encoding="utf-8"))
-    recorded = report.get("export", {}).get("tokenizer_sha256")
-    if not path.is_file() or recorded is None or sha256_file(path) != recorded:
+    path = verify_tokenizer(ensemble_dir, report)
+    if path is None:
         raise ConfigError(
-            f"{path} is missing or differs from the one recorded when the ensemble was "
-            f"evaluated; rebuild the ensemble with hpo ensemble."
+            f"{ensemble_dir / 'report.json'} records no {TOKENIZER_NAME}, which this export's "
+            f"token ids are made with; rebuild the ensemble with hpo ensemble."
         )
     try:
         return Tokenizer.from_json(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ConfigError(f"{path} is not an hpo tokenizer ({exc}).") from exc
+
+
+def verify_tokenizer(ensemble_dir: Path, report: Mapping[str, Any]) -> Path | None:
+    """The folder's `tokenizer.json`, checked against the checksum its `report` records; None
+    where the report records none (an image ensemble's).
+
+    Raises:
+        ConfigError: It is missing or changed since the ensemble was evaluated.
+    """
+    export = report.get("export")
+    recorded = export.get("tokenizer_sha256") if isinstance(export, dict) else None
+    if recorded is None:
+        return None
+    path = Path(ensemble_dir) / TOKENIZER_NAME
+    actual = sha256_file(path) if path.is_file() else None
+    if actual != recorded:
+        found = "is missing" if actual is None else f"has checksum {actual[:12]}..."
+        raise ConfigError(
+            f"{path} {found}, not the tokenizer (checksum {str(recorded)[:12]}...) recorded "
+            f"when the ensemble was evaluated, which its token ids are made with; rebuild the "
+            f"ensemble with hpo ensemble."
+        )
+    return path
 
 
 def verify_export(ensemble_dir: Path) -> None:

@@ -176,6 +176,48 @@ def test_unknown_trial_and_bad_flags_exit_2_with_the_fix(
     assert "--format savedmodel, --format onnx and/or --format litert" in capsys.readouterr().err
 
 
+def _unbuilt_ensemble(folder: Path, **recorded: object) -> Path:
+    """An ensemble folder's report.json and tokenizer.json, without its models: what `hpo
+    export --ensemble` verifies before any work."""
+    folder.mkdir()
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_text(Tokenizer(["", "[UNK]", "film"], 8).to_json(), encoding="utf-8")
+    np.save(folder / "test_predictions.npy", np.array([0.1, 0.9, 0.4, 0.6], np.float32))
+    export = {"sha256": "0" * 64, "tolerance": 0.002, "tokenizer": "tokenizer.json"}
+    report = {
+        "study": "tiny",
+        "test_examples": 4,
+        "test_data": {"sha256": "0" * 64, "examples": 4},
+        "export": {**export, "tokenizer_sha256": sha256_file(tokenizer)},
+        **recorded,
+    }
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def _refused(searched: Path, folder: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """`hpo export --ensemble folder --format onnx`'s one-line error (exit code 2)."""
+    assert main(["--study", str(searched), "--ensemble", str(folder), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (folder / "ensemble.onnx").exists()
+    return err
+
+
+def test_an_ensemble_whose_tokenizer_changed_is_refused_before_any_export(
+    searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # hpo export --ensemble said "checked" (exit 0) with tokenizer.json missing or '{}', which
+    # its token-id exports (ONNX, LiteRT) are served with; report.json kept its old checksum.
+    folder = _unbuilt_ensemble(tmp_path / "tiny-top3")
+    (folder / "tokenizer.json").write_text("{}")
+    err = _refused(searched, folder, capsys)
+    assert "tokenizer.json has checksum" in err and "rebuild the ensemble with hpo ensemble" in err
+    (folder / "tokenizer.json").unlink()
+    err = _refused(searched, folder, capsys)
+    assert "tokenizer.json is missing" in err and "rebuild the ensemble with hpo ensemble" in err
+
+
 def test_a_trial_whose_checkpoint_gc_removed_is_refused(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
