@@ -36,6 +36,12 @@ from hpo.distill.teacher import (
     teacher_members,
 )
 from hpo.ensemble.build import predict_member
+from hpo.ensemble.evaluated import (
+    PREDICTIONS_NAME,
+    REPORT_KEY,
+    load_predictions,
+    save_predictions,
+)
 from hpo.ensemble.export import (
     EXPORT_NAME,
     check_export,
@@ -139,6 +145,8 @@ def distill_ensemble(
     """
     ensemble_dir = Path(ensemble_dir)
     recorded = read_ensemble_report(ensemble_dir)
+    # Before any work: the student is compared with them only after it has trained.
+    evaluated = load_predictions(ensemble_dir, recorded)
     if recorded.get("study") != study.study_name:
         raise ConfigError(
             f"the ensemble in {ensemble_dir} was built from study {recorded.get('study')!r}, not "
@@ -230,7 +238,7 @@ def distill_ensemble(
         # The final evaluation: the test set is read here, once, after the student is trained.
         test = task.load_test(config, str(source), data_folder)
         test_data = testset.fingerprint(test.raw, test.y, test.source)
-        ensemble_test = _ensemble_test(ensemble_dir, recorded, test_data)
+        ensemble_test = _ensemble_test(ensemble_dir, recorded, test_data, evaluated)
         best_trial = _best_member(study, recorded)
         best_model = _member_model(config, study, members, best_trial, Path(scratch))
         best_test = predict_member(
@@ -302,8 +310,8 @@ def distill_ensemble(
             report["classes"] = recorded.get("classes") or task.class_names(data_folder)
             report["export"] = checked
             report["export"].update(write_tokenizer(task, data_folder, staging))
+            report[REPORT_KEY] = save_predictions(staging, student_test)
             (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-            np.save(staging / "test_predictions.npy", student_test.astype(np.float32))
             publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)
@@ -337,11 +345,6 @@ def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{report_path} is not a report of hpo ensemble ({exc!r}). {hint}"
         ) from exc
-    if not (ensemble_dir / "test_predictions.npy").is_file():
-        raise ConfigError(
-            f"--ensemble {ensemble_dir} lacks the test predictions the student is compared "
-            f"with (test_predictions.npy). Rebuild it: hpo ensemble --top 5."
-        )
     return dict(report)
 
 
@@ -420,9 +423,13 @@ def _train(job: StudentJob, config: StudyConfig) -> StudentResult:
 
 
 def _ensemble_test(
-    ensemble_dir: Path, recorded: dict[str, Any], test_data: testset.Fingerprint
+    ensemble_dir: Path,
+    recorded: dict[str, Any],
+    test_data: testset.Fingerprint,
+    predictions: np.ndarray,
 ) -> np.ndarray:
-    """The ensemble's evaluated test predictions, if they are of this test set.
+    """The ensemble's evaluated test predictions (`load_predictions`'s), if they are of this
+    test set.
 
     Raises:
         DataError: The test set differs from the one the ensemble was evaluated on.
@@ -435,21 +442,9 @@ def _ensemble_test(
             f"on ({previous[:16]}); the scores would not compare. Pass that data (--data), or "
             f"rebuild the ensemble on this one."
         )
-    path = ensemble_dir / "test_predictions.npy"
-    try:
-        predictions = np.load(path).astype(np.float64)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"{path} cannot be read ({exc}); rebuild the ensemble: hpo ensemble."
-        ) from exc
-    if predictions.ndim not in (1, 2) or not np.isfinite(predictions).all():
-        raise DataError(
-            f"{path} holds no ensemble's predictions (shape {predictions.shape}, or values that "
-            f"are not finite); rebuild the ensemble: hpo ensemble."
-        )
     if len(predictions) != test_data.examples:
         raise DataError(
-            f"{ensemble_dir / 'test_predictions.npy'} holds {len(predictions)} predictions for "
+            f"{ensemble_dir / PREDICTIONS_NAME} holds {len(predictions)} predictions for "
             f"{test_data.examples} test examples; rebuild the ensemble with hpo ensemble."
         )
     return predictions

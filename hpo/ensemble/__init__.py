@@ -4,10 +4,10 @@
 `weighting` and `pool` fit weights on validation predictions (the top trials', and a guarded
 selection from the whole pool), `choice` keeps one of the two and `calibration` fits its
 temperature, `build` evaluates once on the test set and writes the report (`report`,
-`figure`), `export` makes one Keras model of them and `predict` scores new inputs with it.
-`serving` writes that model as `.keras`, a SavedModel or ONNX (`onnx_export`) and checks each
-as its runtime loads it; `exporter` does so for one trial, or for an ensemble already built
-(`hpo export`).
+`figure`, and `evaluated`: the test predictions with their checksum), `export` makes one
+Keras model of them and `predict` scores new inputs with it. `serving` writes that model as
+`.keras`, a SavedModel or ONNX (`onnx_export`) and checks each as its runtime loads it;
+`exporter` does so for one trial, or for an ensemble already built (`hpo export`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
+from hpo.ensemble.evaluated import load_predictions
 from hpo.ensemble.export import (
     across_backends,
     export_ensemble,
@@ -160,10 +161,10 @@ def export_built_ensemble(
     """Adds exports to an ensemble folder that `hpo ensemble` wrote, and records them in its
     `report.json`.
 
-    `ensemble.keras` and `tokenizer.json` are verified against their recorded checksums, and
-    `ensemble.keras` is loaded; each new export must reproduce the evaluated test predictions
-    (`test_predictions.npy`) on the test set the ensemble was evaluated on, and replaces an
-    earlier export of its format.
+    `ensemble.keras`, `tokenizer.json` and the evaluated test predictions
+    (`test_predictions.npy`) are verified against their recorded checksums, before any work;
+    each new export must reproduce those predictions on the test set the ensemble was
+    evaluated on, and replaces an earlier export of its format.
 
     Args:
         formats: "savedmodel", "onnx" and/or "litert"; "keras" is already there and only
@@ -206,8 +207,10 @@ def _export_into(
             f"{study.study_name!r}; pass the study file it was built from."
         )
     # Checked before any work: an export that takes token ids is served with the tokenizer
-    # beside it (its checks below use the study's token ids, not that file).
+    # beside it (its checks below use the study's token ids, not that file), and is checked
+    # against the evaluated predictions (a changed file would be blamed on the export).
     verify_tokenizer(ensemble_dir, report)
+    expected = load_predictions(ensemble_dir, report)
     asked = as_formats(formats)
     backend = serving_backend(export_backend(ensemble_dir), asked)
     check_formats(asked, backend.value)
@@ -221,7 +224,6 @@ def _export_into(
             f"the test set read from {test.source} is not the one {ensemble_dir} was evaluated "
             "on, so its predictions cannot be checked; pass that data with --data."
         )
-    expected = np.load(ensemble_dir / "test_predictions.npy").astype(np.float64)
     temperature = float(report.get("calibration", {}).get("temperature", 1.0))
     # The slope is taken at the blend before the temperature, recovered from the predictions.
     blend = apply_temperature(expected, 1.0 / temperature)

@@ -182,11 +182,14 @@ def write_outputs(
     ensemble_test: np.ndarray,
     test_matrix: np.ndarray,
 ) -> None:
-    """Writes report.json, members.csv, the ensemble's test predictions and the figure."""
+    """Writes the ensemble's test predictions, report.json (which gains their checksum),
+    members.csv and the figure."""
     import pandas as pd
 
+    from hpo.ensemble.evaluated import REPORT_KEY, save_predictions
     from hpo.ensemble.figure import save_figure
 
+    report[REPORT_KEY] = save_predictions(folder, ensemble_test)
     (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     rows = [
         {
@@ -201,7 +204,6 @@ def write_outputs(
         for m in report["members"]
     ]
     pd.DataFrame(rows).to_csv(folder / "members.csv", index=False)
-    np.save(folder / "test_predictions.npy", ensemble_test.astype(np.float32))
     save_figure(folder / "ensemble.png", report, y_test, ensemble_test, test_matrix[0])
 
 

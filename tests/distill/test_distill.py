@@ -265,14 +265,26 @@ def test_bad_input_is_named_with_exit_code_2(
     (damaged / "report.json").write_text(json.dumps(report))
     (damaged / "test_predictions.npy").unlink()
     assert main(["--ensemble", str(damaged), *study]) == 2
-    assert "lacks the test predictions the student is compared with" in capsys.readouterr().err
-    np.save(
-        damaged / "test_predictions.npy",
-        np.full(len(np.load(ensemble / "test_predictions.npy")), np.nan),
+    err = capsys.readouterr().err
+    assert "test_predictions.npy is missing" in err and "hpo ensemble" in err
+    # Truncated, it was found by np.load after the student had trained (a traceback); it is
+    # refused by its checksum before any work, as a file of other values is.
+    evaluated = (ensemble / "test_predictions.npy").read_bytes()
+    for changed in (evaluated[:-100], b"\x80\x04garbage" * 50):
+        (damaged / "test_predictions.npy").write_bytes(changed)
+        assert main(["--ensemble", str(damaged), *study, "--max-epochs", "1"]) == 2
+        printed = capsys.readouterr()
+        assert "test_predictions.npy has checksum" in printed.err
+        assert "rebuild the ensemble with hpo ensemble" in printed.err
+        assert "Traceback" not in printed.err and "Soft labels" not in printed.out
+    # A report from before the checksum was recorded: the file is still read safely.
+    (damaged / "report.json").write_text(
+        json.dumps({k: v for k, v in report.items() if k != "test_predictions"})
     )
+    np.save(damaged / "test_predictions.npy", np.full(report["test_examples"], np.nan))
     assert main(["--ensemble", str(damaged), *study, "--max-epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert "holds no ensemble's predictions" in err and "Traceback" not in err
+    assert "not finite predictions for its" in err and "Traceback" not in err
 
 
 def test_folds_cut_the_training_rows_once_each_the_same_way_for_a_seed() -> None:

@@ -218,6 +218,28 @@ def test_an_ensemble_whose_tokenizer_changed_is_refused_before_any_export(
     assert "tokenizer.json is missing" in err and "rebuild the ensemble with hpo ensemble" in err
 
 
+def test_an_ensemble_whose_test_predictions_changed_is_refused_before_any_export(
+    searched: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A damaged test_predictions.npy gave a traceback (truncated, garbage, other rows), or
+    # with 1 - p an "ONNX export disagrees ... by 9.24e-01" that blamed the export.
+    from hpo.ensemble.evaluated import REPORT_KEY, save_predictions
+
+    evaluated = save_predictions(tmp_path, np.array([0.1, 0.9, 0.4, 0.6]))
+    folder = _unbuilt_ensemble(tmp_path / "tiny-top3", **{REPORT_KEY: evaluated})
+    np.save(folder / "test_predictions.npy", 1 - np.array([0.1, 0.9, 0.4, 0.6], np.float32))
+    err = _refused(searched, folder, capsys)
+    assert "test_predictions.npy has checksum" in err and "rebuild the ensemble" in err
+    (folder / "test_predictions.npy").unlink()
+    err = _refused(searched, folder, capsys)
+    assert "test_predictions.npy is missing" in err and "rebuild the ensemble" in err
+    # A report from before the checksum: the file is still read safely, its rows counted.
+    older = _unbuilt_ensemble(tmp_path / "older")
+    np.save(older / "test_predictions.npy", np.array([0.1, 0.9, 0.4], np.float32))
+    err = _refused(searched, older, capsys)
+    assert "shape (3,), not finite predictions for its 4 test examples" in err
+
+
 def test_a_trial_whose_checkpoint_gc_removed_is_refused(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
