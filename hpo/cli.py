@@ -127,7 +127,7 @@ def _run(module: Command, args: argparse.Namespace) -> int:
         if verbose:
             raise
         # `hpo search` says what became of its trials itself; the other commands put what they
-        # write in place whole or not at all (`hpo.ensemble.report.publish`).
+        # write in place whole or not at all (`hpo.ensemble.output_folder.publish`).
         how = f" ({exc})" if str(exc) else ""
         print(
             f"\ninterrupted{how}: nothing half-written was left in place. Run the same command "

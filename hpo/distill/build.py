@@ -50,9 +50,9 @@ from hpo.ensemble.export import (
     takes_text,
     write_tokenizer,
 )
+from hpo.ensemble.output_folder import OutputKind, check_out_dir, publish, staging_for
 from hpo.ensemble.predict import load_export
 from hpo.ensemble.refit import in_trial_process
-from hpo.ensemble.report import OutputKind, check_out_dir, publish, staging_for
 from hpo.ensemble.selection import ranked_trials
 from hpo.errors import ConfigError, DataError, StoreError
 from hpo.scratch import scratch_folder

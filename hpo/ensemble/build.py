@@ -25,17 +25,15 @@ from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.choice import Choice, choose
-from hpo.ensemble.refit import refit_members
-from hpo.ensemble.report import (
+from hpo.ensemble.output_folder import (
     OutputKind,
-    build_report,
     check_out_dir,
     folder_lock,
     publish,
-    record_in_study,
     staging_for,
-    write_outputs,
 )
+from hpo.ensemble.refit import refit_members
+from hpo.ensemble.report import build_report, record_in_study, write_outputs
 from hpo.ensemble.selection import (
     Candidate,
     Member,

@@ -33,8 +33,14 @@ from hpo.ensemble.export import (
     keras_config_backend,
     write_tokenizer,
 )
+from hpo.ensemble.output_folder import (
+    OutputKind,
+    check_out_dir,
+    folder_lock,
+    publish,
+    staging_for,
+)
 from hpo.ensemble.predict import export_backend, load_export, verify_tokenizer
-from hpo.ensemble.report import OutputKind, check_out_dir, folder_lock, publish, staging_for
 from hpo.ensemble.selection import Candidate, load_member
 from hpo.ensemble.serving import (
     Format,

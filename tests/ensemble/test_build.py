@@ -296,7 +296,7 @@ def test_an_output_folder_that_holds_other_files_is_refused_before_any_work(
 
 def test_an_output_folder_is_replaced_only_by_an_output_of_its_own_kind(tmp_path: Path) -> None:
     # A typo in --out replaced an ensemble with a trial's export or a distilled student.
-    from hpo.ensemble.report import OutputKind, check_out_dir
+    from hpo.ensemble.output_folder import OutputKind, check_out_dir
 
     reports = {
         OutputKind.ENSEMBLE: {"study": "s", "members": [{"trial": 3}]},
@@ -328,7 +328,7 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     import socket
     import subprocess
 
-    from hpo.ensemble.report import staging_for
+    from hpo.ensemble.output_folder import staging_for
 
     out = tmp_path / "ensemble"
     out.mkdir()

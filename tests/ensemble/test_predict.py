@@ -120,7 +120,7 @@ def test_an_output_folders_lock_makes_a_second_writer_wait_its_turn(
     import threading
     import time
 
-    from hpo.ensemble.report import folder_lock
+    from hpo.ensemble.output_folder import folder_lock
 
     out, order = tmp_path / "ensemble", []
 

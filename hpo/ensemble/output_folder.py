@@ -1,0 +1,176 @@
+"""How to combine, written down: hpo's output folders (an ensemble's, a trial export's, a
+distilled student's), what may replace one, their lock, and how a new one is put in place."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import shutil
+import socket
+import sys
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import ConfigError
+from hpo.training.isolation import process_alive
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = ["OutputKind", "check_out_dir", "folder_lock", "publish", "staging_for"]
+
+
+class OutputKind(str, Enum):  # noqa: UP042 (its values are written and compared as text)
+    """What an output folder of hpo's holds, as its report.json tells."""
+
+    ENSEMBLE = "ensemble"  # hpo ensemble
+    TRIAL = "trial export"  # hpo export --trial
+    DISTILLATION = "distilled student"  # hpo distill
+
+    @classmethod
+    def of(cls, report: Mapping[str, Any]) -> OutputKind | None:
+        """The kind of output whose report.json holds `report`; None for none of hpo's."""
+        if "student" in report:
+            return cls.DISTILLATION
+        if "members" in report:
+            return cls.ENSEMBLE
+        if "trial" in report:
+            return cls.TRIAL
+        return None
+
+    @property
+    def with_article(self) -> str:
+        """ "an ensemble", "a trial export"."""
+        return f"{'an' if self.value[0] in 'aeiou' else 'a'} {self.value}"
+
+
+def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
+    """`out_dir` (normalized) if `publish` may put an output of `kind` there: a path not taken
+    yet, an empty folder, or an earlier output of hpo's of the same kind (a folder whose
+    report.json says so), which it replaces whole; checked before any work, so that nothing a
+    user keeps there is lost, nor another kind of result (a typo in `--out` naming the
+    ensemble a distillation reads).
+
+    Raises:
+        ConfigError: `out_dir` is a file, holds files hpo did not write (a folder of the
+            user's, the data, a study's folder), holds another kind of output, is the folder
+            the command runs in or one above it, or cannot be created.
+    """
+    out = Path(os.path.normpath(out_dir))
+    fix = "Give a folder that does not exist yet, such as ensembles/NAME"
+    holder = next(p for p in Path(os.path.abspath(out)).parents if p.exists())
+    if not (holder.is_dir() and os.access(holder, os.W_OK | os.X_OK)):
+        raise ConfigError(f"output folder {out_dir} (--out): hpo cannot write in {holder}. {fix}.")
+    if not (out.exists() or out.is_symlink()):
+        return out
+    if not out.is_dir():
+        raise ConfigError(
+            f"output folder {out_dir} (--out) is a file, and hpo writes a folder there. {fix}."
+        )
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ConfigError(
+            f"output folder {out_dir} (--out) is the folder this command runs in, or one "
+            f"above it, and hpo replaces its output folder whole. {fix}."
+        )
+    if not (out / "report.json").is_file():
+        if any(out.iterdir()):
+            raise ConfigError(
+                f"output folder {out_dir} (--out) holds files that hpo did not write (it has "
+                f"no report.json), and hpo replaces its output folder whole. {fix}, or move "
+                f"those files away."
+            )
+        return out
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = None
+    found = OutputKind.of(report) if isinstance(report, dict) else None
+    if found != kind:
+        what = "a report.json hpo did not write" if found is None else found.with_article
+        raise ConfigError(
+            f"output folder {out_dir} (--out) holds {what}, and this {kind.value} would "
+            f"replace it whole. {fix}."
+        )
+    return out
+
+
+def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
+    """A new path beside `out_dir` to write its output in before `publish` puts it in place
+    (`kind` "old": where `publish` moves the earlier output meanwhile), once those of the same
+    kind that processes of this machine left there and that are gone are removed: a kill skips
+    a run's own cleanup, and a refitted ensemble's exports take hundreds of MB.
+
+    Its name holds the process id and the host: a folder shared by several machines keeps the
+    others' runs. An "old" one goes only while `out_dir` is there: a run killed between
+    `publish`'s two renames left the only copy of the earlier output in it.
+    """
+    prefix = f".{out_dir.name}.{kind}-"
+    host = socket.gethostname()
+    if out_dir.parent.is_dir() and (kind != "old" or out_dir.exists()):
+        for stale in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
+            pid, _, rest = stale.name.removeprefix(prefix).partition("-")
+            if pid.isdigit() and rest[9:] == host and not process_alive((int(pid), None)):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+    return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}"
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: Path) -> Iterator[None]:
+    """Holds the lock of an output folder of hpo's (`.<name>.lock` beside it, there only while
+    held) inside: `hpo ensemble` replacing the folder and `hpo export` adding to it take turns,
+    so that no export is checked against one ensemble and recorded in another's report, and two
+    exports' records both land. A folder whose parent cannot hold the lock file is not locked."""
+    path = out_dir.parent / f".{out_dir.name}.lock"
+    said = False
+    while True:
+        try:
+            # Held open for the lock's life.
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:
+                print(
+                    f"waiting for another hpo command to finish writing {out_dir} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        # The holder before removes the file as it lets go: a lock on a removed file is none.
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Puts a finished output folder (or file) in place of `out_dir` at once, replacing an old
+    one."""
+    old = staging_for(out_dir, "old")
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
