@@ -126,6 +126,10 @@ def build_ensemble(
         calibrate: Fit and export a temperature (default True).
         formats: Exports besides `ensemble.keras`: "savedmodel", "onnx", "litert"
             (`hpo.ensemble.serving`).
+        out_dir: The output folder (default `ensembles/<study>-top<K>`). An earlier ensemble
+            there is replaced whole; a folder holding anything more (a student `hpo distill`
+            wrote in it, files of yours), or another kind of output, is refused
+            (`check_out_dir`).
         refit: Train each weighted member again on training + validation data for its best
             epoch count, after the choice, and evaluate and export those (`hpo.ensemble.refit`);
             the report's `refit` holds what was refitted and the ensemble's test scores as
@@ -220,6 +224,8 @@ def build_ensemble(
             report["export"].update(write_tokenizer(task, data_folder, staging))
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
             with folder_lock(out_dir):  # not while an `hpo export` adds to the old one
+                # Checked again: a student may have been distilled into it meanwhile.
+                check_out_dir(out_dir, OutputKind.ENSEMBLE)
                 publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)

@@ -8,6 +8,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -16,6 +17,10 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.ensemble.export import EXPORT_NAME, TOKENIZER_NAME
+from hpo.ensemble.litert_export import LITERT_NAME
+from hpo.ensemble.onnx_export import ONNX_NAME
+from hpo.ensemble.serving import SAVED_MODEL_NAME
 from hpo.errors import ConfigError
 from hpo.training.isolation import process_alive
 
@@ -52,9 +57,10 @@ class OutputKind(str, Enum):  # noqa: UP042 (its values are written and compared
 def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
     """`out_dir` (normalized) if `publish` may put an output of `kind` there: a path not taken
     yet, an empty folder, or an earlier output of hpo's of the same kind (a folder whose
-    report.json says so), which it replaces whole; checked before any work, so that nothing a
-    user keeps there is lost, nor another kind of result (a typo in `--out` naming the
-    ensemble a distillation reads).
+    report.json says so) holding only what hpo writes there, which it replaces whole;
+    checked before any work, so that nothing a user keeps there is lost (a student distilled
+    into an ensemble's folder, a file of theirs), nor another kind of result (a typo in `--out`
+    naming the ensemble a distillation reads).
 
     Raises:
         ConfigError: `out_dir` is a file, holds files hpo did not write (a folder of the
@@ -85,18 +91,80 @@ def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
                 f"those files away."
             )
         return out
-    try:
-        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        report = None
-    found = OutputKind.of(report) if isinstance(report, dict) else None
-    if found != kind:
+    report = _report(out)
+    found = OutputKind.of(report) if report is not None else None
+    if report is None or found != kind:
         what = "a report.json hpo did not write" if found is None else found.with_article
         raise ConfigError(
             f"output folder {out_dir} (--out) holds {what}, and this {kind.value} would "
             f"replace it whole. {fix}."
         )
+    others = sorted(
+        entry.name + ("/" if entry.is_dir() else "")
+        for entry in out.iterdir()
+        if entry.name not in _WRITTEN and not _is_scratch(entry.name)
+    )
+    students = [
+        name
+        for name in others
+        if OutputKind.of(_report(out / name) or {}) is OutputKind.DISTILLATION
+    ]
+    if students:
+        raise ConfigError(
+            f"output folder {out_dir} (--out) holds {kind.with_article} and, in "
+            f"{', '.join(students)}, a student hpo distill made of it, which replacing the "
+            f"{kind.value} whole would delete; the student was distilled from the "
+            f"{kind.value} being replaced and does not belong beside a new one. Move it out "
+            f"first (mv {out / students[0].rstrip('/')} {out}-{students[0].rstrip('/')}), or give "
+            f"this {kind.value} another folder with --out."
+        )
+    if others:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ConfigError(
+            f"output folder {out_dir} (--out) holds {kind.with_article} and files hpo did not "
+            f"write there ({listed}), which replacing it whole would delete. Move them out "
+            f"first, or give this {kind.value} another folder with --out."
+        )
     return out
+
+
+# What hpo writes in its output folders, of every kind and version (`report.write_outputs`,
+# `serving.write_exports`, hpo distill's `student.keras` before its export was `ensemble.keras`).
+_WRITTEN = frozenset(
+    {
+        "report.json",
+        "members.csv",
+        "test_predictions.npy",
+        "ensemble.png",
+        "student.keras",
+        EXPORT_NAME,
+        TOKENIZER_NAME,
+        SAVED_MODEL_NAME,
+        ONNX_NAME,
+        LITERT_NAME,
+    }
+)
+# `staging_for`'s folders, and `hpo export`'s report.json before it is renamed into place.
+_SCRATCH = re.compile(
+    r"\.(?P<name>.+)\.(?P<kind>tmp|old)-\d+-[0-9a-f]{8}-.+|\.report-[0-9a-f]{8}\.json"
+)
+
+
+def _is_scratch(name: str) -> bool:
+    """Whether `name` is what a run of hpo's left unfinished in an output folder: a staging
+    folder, or an earlier copy of one of its files; an "old" copy of anything else (a student
+    a killed `hpo distill` was replacing) may be the only one there is."""
+    match = _SCRATCH.fullmatch(name)
+    return match is not None and (match["kind"] != "old" or match["name"] in _WRITTEN)
+
+
+def _report(folder: Path) -> dict[str, Any] | None:
+    """The report.json in `folder` if it holds a JSON object; None otherwise."""
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def staging_for(out_dir: Path, kind: str = "tmp") -> Path:

@@ -15,7 +15,10 @@ from hpo.config import StudyConfig, load_study_config
 from hpo.contract import Attr, CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.ensemble import EXPORT_NAME, build_ensemble, main, ranked_trials
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
-from hpo.ensemble.export import check_rows
+from hpo.ensemble.export import TOKENIZER_NAME, check_rows
+from hpo.ensemble.litert_export import LITERT_NAME
+from hpo.ensemble.onnx_export import ONNX_NAME
+from hpo.ensemble.serving import SAVED_MODEL_NAME
 from hpo.ensemble.weighting import Method
 from hpo.errors import ConfigError, DataError
 from hpo.search import run_search
@@ -318,6 +321,49 @@ def test_an_output_folder_is_replaced_only_by_an_output_of_its_own_kind(tmp_path
     (tmp_path / "other" / "report.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"holds a report\.json hpo did not write"):
         check_out_dir(tmp_path / "other", OutputKind.ENSEMBLE)
+
+
+def test_an_ensemble_folder_holding_a_distilled_student_or_files_of_yours_is_not_replaced(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A new `hpo ensemble` over an ensemble's folder deleted distilled/, the student `hpo
+    # distill` writes there by default (hours of work with --cross-fit or --augment).
+    from hpo.ensemble.output_folder import OutputKind, check_out_dir
+
+    config = load_study_config(study_copy)
+    out = tmp_path / "ensemble"
+    (out / "distilled").mkdir(parents=True)
+    ensemble = {"study": config.name, "storage": config.storage_url, "members": [{"trial": 0}]}
+    (out / "report.json").write_text(json.dumps(ensemble))
+    (out / "distilled" / "report.json").write_text(
+        json.dumps({"study": config.name, "student": {}})
+    )
+    before = _snapshot(config)
+    assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert f"output folder {out} (--out) holds an ensemble and, in distilled/, a student" in said
+    assert f"mv {out / 'distilled'} {out}-distilled), or give this ensemble another" in said
+    assert (out / "distilled" / "report.json").is_file()
+    assert _snapshot(config) == before
+    # What hpo writes there is replaced with it: exports `hpo export` added, runs' scratch.
+    shutil.move(out / "distilled", tmp_path / "moved")
+    for name in [
+        SAVED_MODEL_NAME,
+        ".export.tmp-7-0123abcd-host",
+        ".ensemble.onnx.old-7-0123abcd-h",
+    ]:
+        (out / name).mkdir()
+    for name in [ONNX_NAME, LITERT_NAME, TOKENIZER_NAME, ".report-0123abcd.json"]:
+        (out / name).write_text("")
+    assert check_out_dir(out, OutputKind.ENSEMBLE) == out
+    # Anything else is not, nor the only copy of a student a killed `hpo distill` left.
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"files hpo did not write there \(notes\.txt\)"):
+        check_out_dir(out, OutputKind.ENSEMBLE)
+    (out / "notes.txt").unlink()
+    (out / ".distilled.old-7-0123abcd-host").mkdir()
+    with pytest.raises(ConfigError, match=r"there \(\.distilled\.old-7-0123abcd-host/\)"):
+        check_out_dir(out, OutputKind.ENSEMBLE)
 
 
 def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
