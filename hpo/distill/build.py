@@ -50,7 +50,13 @@ from hpo.ensemble.export import (
     takes_text,
     write_tokenizer,
 )
-from hpo.ensemble.output_folder import OutputKind, check_out_dir, publish, staging_for
+from hpo.ensemble.output_folder import (
+    OutputKind,
+    check_out_dir,
+    publish,
+    replacing,
+    staging_for,
+)
 from hpo.ensemble.predict import load_export
 from hpo.ensemble.refit import in_trial_process
 from hpo.ensemble.selection import ranked_trials
@@ -176,7 +182,14 @@ def distill_ensemble(
             f"{', '.join(families)}. Use --family {families[0]}, or leave --family out for the "
             f"ensemble's fastest member's."
         )
-    out_dir = check_out_dir(out_dir or ensemble_dir / DISTILLED_DIR, OutputKind.DISTILLATION)
+    out_dir = check_out_dir(
+        out_dir or ensemble_dir / DISTILLED_DIR,
+        OutputKind.DISTILLATION,
+        study=study.study_name,
+        storage=config.storage_url,
+    )
+    if said := replacing(out_dir):
+        progress(said)
     export, _ = load_export(ensemble_dir)
     members, temperature = teacher_members(export, study)
     source = task.locate(config, data or provenance.recorded_source(study))

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from hpo.ensemble.output_folder import (
     check_out_dir,
     folder_lock,
     publish,
+    replacing,
     staging_for,
 )
 from hpo.ensemble.refit import refit_members
@@ -126,10 +128,10 @@ def build_ensemble(
         calibrate: Fit and export a temperature (default True).
         formats: Exports besides `ensemble.keras`: "savedmodel", "onnx", "litert"
             (`hpo.ensemble.serving`).
-        out_dir: The output folder (default `ensembles/<study>-top<K>`). An earlier ensemble
-            there is replaced whole; a folder holding anything more (a student `hpo distill`
-            wrote in it, files of yours), or another kind of output, is refused
-            (`check_out_dir`).
+        out_dir: The output folder (default `ensembles/<study>-top<K>`). An earlier ensemble of
+            this study there is replaced whole, and a line on stderr names it; a folder holding
+            anything more (a student `hpo distill` wrote in it, files of yours), or another
+            kind of output or another study's, is refused (`check_out_dir`).
         refit: Train each weighted member again on training + validation data for its best
             epoch count, after the choice, and evaluate and export those (`hpo.ensemble.refit`);
             the report's `refit` holds what was refitted and the ensemble's test scores as
@@ -147,9 +149,12 @@ def build_ensemble(
         )
     asked = {Format.KERAS, *as_formats(formats)}
     check_formats(asked, keras_config_backend())
+    owner = {"study": study.study_name, "storage": config.storage_url}
     out_dir = check_out_dir(
-        out_dir or Path("ensembles") / f"{config.name}-top{top}", OutputKind.ENSEMBLE
+        out_dir or Path("ensembles") / f"{config.name}-top{top}", OutputKind.ENSEMBLE, **owner
     )
+    if said := replacing(out_dir):
+        print(said, file=sys.stderr, flush=True)
     # The members stay held until the ensemble is recorded, which keeps them from then on.
     with (
         scratch_folder("ensemble") as scratch,
@@ -225,7 +230,9 @@ def build_ensemble(
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
             with folder_lock(out_dir):  # not while an `hpo export` adds to the old one
                 # Checked again: a student may have been distilled into it meanwhile.
-                check_out_dir(out_dir, OutputKind.ENSEMBLE)
+                check_out_dir(out_dir, OutputKind.ENSEMBLE, **owner)
+                if (now := replacing(out_dir)) not in (None, said):
+                    print(now, file=sys.stderr, flush=True)
                 publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)

@@ -106,7 +106,10 @@ def export_trial(
     asked = as_formats(formats)
     check_formats(asked, keras_config_backend())
     out_dir = check_out_dir(
-        out_dir or Path("exports") / f"{config.name}-trial{number}", OutputKind.TRIAL
+        out_dir or Path("exports") / f"{config.name}-trial{number}",
+        OutputKind.TRIAL,
+        study=study.study_name,
+        storage=config.storage_url,
     )
     trial = _complete_trial(study, number)
     task, data_folder, _ = _prepare(config, study, data)

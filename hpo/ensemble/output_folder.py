@@ -22,12 +22,13 @@ from hpo.ensemble.litert_export import LITERT_NAME
 from hpo.ensemble.onnx_export import ONNX_NAME
 from hpo.ensemble.serving import SAVED_MODEL_NAME
 from hpo.errors import ConfigError
+from hpo.store import redact_url, sqlite_file
 from hpo.training.isolation import process_alive
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-__all__ = ["OutputKind", "check_out_dir", "folder_lock", "publish", "staging_for"]
+__all__ = ["OutputKind", "check_out_dir", "folder_lock", "publish", "replacing", "staging_for"]
 
 
 class OutputKind(str, Enum):  # noqa: UP042 (its values are written and compared as text)
@@ -54,18 +55,27 @@ class OutputKind(str, Enum):  # noqa: UP042 (its values are written and compared
         return f"{'an' if self.value[0] in 'aeiou' else 'a'} {self.value}"
 
 
-def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
+def check_out_dir(
+    out_dir: Path, kind: OutputKind, *, study: str | None = None, storage: str | None = None
+) -> Path:
     """`out_dir` (normalized) if `publish` may put an output of `kind` there: a path not taken
     yet, an empty folder, or an earlier output of hpo's of the same kind (a folder whose
-    report.json says so) holding only what hpo writes there, which it replaces whole;
-    checked before any work, so that nothing a user keeps there is lost (a student distilled
-    into an ensemble's folder, a file of theirs), nor another kind of result (a typo in `--out`
-    naming the ensemble a distillation reads).
+    report.json says so) of the same study, holding only what hpo writes there, which it
+    replaces whole; checked before any work, so that nothing a user keeps there is lost (a
+    student distilled into an ensemble's folder, a file of theirs), nor another kind of result
+    (a typo in `--out` naming the ensemble a distillation reads), nor another study's (whose
+    record of where its ensemble is would then name this one's).
+
+    Args:
+        study: The name of the study the new output is of; None: any study's may be replaced.
+        storage: Its storage URL. An earlier output recorded in another storage is another
+            study's, unless that storage is a SQLite file that is gone (the study's folder was
+            moved, or copied to another machine) or the same file by another path.
 
     Raises:
         ConfigError: `out_dir` is a file, holds files hpo did not write (a folder of the
-            user's, the data, a study's folder), holds another kind of output, is the folder
-            the command runs in or one above it, or cannot be created.
+            user's, the data, a study's folder), holds another kind of output or another
+            study's, is the folder the command runs in or one above it, or cannot be created.
     """
     out = Path(os.path.normpath(out_dir))
     fix = "Give a folder that does not exist yet, such as ensembles/NAME"
@@ -99,6 +109,14 @@ def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
             f"output folder {out_dir} (--out) holds {what}, and this {kind.value} would "
             f"replace it whole. {fix}."
         )
+    if study is not None and not _same_study(report, study, storage):
+        raise ConfigError(
+            f"output folder {out_dir} (--out) holds {kind.with_article} of study "
+            f"{report.get('study')!r} ({report.get('storage', 'storage not recorded')}), and "
+            f"this one is of study {study!r} ({redact_url(storage or '')}): replacing it would "
+            f"leave that study recording (hpo status) an output that is no longer its own. "
+            f"Give this one a folder of its own with --out, such as {out}-{study}."
+        )
     others = sorted(
         entry.name + ("/" if entry.is_dir() else "")
         for entry in out.iterdir()
@@ -126,6 +144,17 @@ def check_out_dir(out_dir: Path, kind: OutputKind) -> Path:
             f"first, or give this {kind.value} another folder with --out."
         )
     return out
+
+
+def replacing(out_dir: Path) -> str | None:
+    """The line that names the earlier output in `out_dir`, which `publish` would replace:
+    "replacing the ensemble in DIR (built CREATED from study S)"; None where there is none."""
+    report = _report(Path(out_dir))
+    kind = OutputKind.of(report) if report is not None else None
+    if report is None or kind is None:
+        return None
+    built = f"built {report['created']} " if "created" in report else ""
+    return f"replacing the {kind.value} in {out_dir} ({built}from study {report.get('study')!r})"
 
 
 # What hpo writes in its output folders, of every kind and version (`report.write_outputs`,
@@ -165,6 +194,21 @@ def _report(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return report if isinstance(report, dict) else None
+
+
+def _same_study(report: Mapping[str, Any], study: str, storage: str | None) -> bool:
+    """Whether the output `report` describes is of `study` in `storage`."""
+    if report.get("study") != study:
+        return False
+    recorded = report.get("storage")
+    if recorded is None or storage is None or recorded == redact_url(storage):
+        return True
+    then, now = sqlite_file(recorded), sqlite_file(storage)
+    if then is None or now is None:
+        return False
+    if not then.exists():  # moved with its study's folder: no other study records it
+        return True
+    return now.exists() and os.path.samefile(then, now)
 
 
 def staging_for(out_dir: Path, kind: str = "tmp") -> Path:

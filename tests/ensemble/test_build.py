@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from hpo.command_options import open_study
-from hpo.config import StudyConfig, load_study_config
+from hpo.config import StudyConfig, load_study_config, sqlite_url
 from hpo.contract import Attr, CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.ensemble import EXPORT_NAME, build_ensemble, main, ranked_trials
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
@@ -364,6 +364,39 @@ def test_an_ensemble_folder_holding_a_distilled_student_or_files_of_yours_is_not
     (out / ".distilled.old-7-0123abcd-host").mkdir()
     with pytest.raises(ConfigError, match=r"there \(\.distilled\.old-7-0123abcd-host/\)"):
         check_out_dir(out, OutputKind.ENSEMBLE)
+
+
+def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_named(
+    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `hpo ensemble` silently replaced, in its default folder, the ensemble of a study of the
+    # same name in another database, whose record (hpo status: "-> ensembles/t-top3") then
+    # named this study's ensemble.
+    config = load_study_config(study_copy)
+    out, other = tmp_path / "ensemble", tmp_path / "other" / "study.db"
+    out.mkdir()
+    other.parent.mkdir()
+    other.write_bytes(b"")
+    created = "2020-01-02T03:04:05+00:00"
+
+    def holding(study: str, storage: str) -> None:
+        report = {"study": study, "storage": storage, "created": created, "members": []}
+        (out / "report.json").write_text(json.dumps(report))
+
+    for study, storage in [("other", config.storage_url), (config.name, sqlite_url(other))]:
+        holding(study, storage)
+        assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 2
+        said = capsys.readouterr().err
+        assert f"holds an ensemble of study {study!r} ({storage}), and this one is" in said
+        assert f"of study {config.name!r} ({config.storage_url})" in said
+        assert f"with --out, such as {out}-{config.name}." in said
+        assert json.loads((out / "report.json").read_text())["created"] == created
+    # This study's, from where its folder was before it moved (that database is gone).
+    holding(config.name, sqlite_url(tmp_path / "moved" / "study.db"))
+    assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 0
+    said = capsys.readouterr().err
+    assert f"replacing the ensemble in {out} (built {created} from study {config.name!r})" in said
+    assert json.loads((out / "report.json").read_text())["created"] != created
 
 
 def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
