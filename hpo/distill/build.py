@@ -30,6 +30,7 @@ from hpo.distill.student import StudentJob, StudentResult, train_student
 from hpo.distill.teacher import (
     TeacherMember,
     augmented_labels,
+    check_still_teacher,
     check_teacher,
     cross_fitted,
     soft_labels,
@@ -53,6 +54,7 @@ from hpo.ensemble.export import (
 from hpo.ensemble.output_folder import (
     OutputKind,
     check_out_dir,
+    folder_lock,
     publish,
     replacing,
     staging_for,
@@ -150,6 +152,43 @@ def distill_ensemble(
             study does not search.
     """
     ensemble_dir = Path(ensemble_dir)
+    # The teacher stays as it is read until its student is published beside it: `hpo ensemble`
+    # replacing it, or `hpo export` adding to it, waits (and this waits for them).
+    with folder_lock(ensemble_dir):
+        return _distill(
+            config,
+            study,
+            ensemble_dir,
+            family=family,
+            out_dir=out_dir,
+            data=data,
+            max_epochs=max_epochs,
+            latency_examples=latency_examples,
+            repeats=repeats,
+            cross_fit=cross_fit,
+            label_weight=label_weight,
+            augment=augment,
+            progress=progress,
+        )
+
+
+def _distill(
+    config: StudyConfig,
+    study: optuna.Study,
+    ensemble_dir: Path,
+    *,
+    family: str | None,
+    out_dir: Path | None,
+    data: str | None,
+    max_epochs: int | None,
+    latency_examples: int,
+    repeats: int,
+    cross_fit: int,
+    label_weight: float,
+    augment: int,
+    progress: Callable[[str], None],
+) -> DistillResult:
+    """`distill_ensemble`'s work, under the ensemble folder's lock."""
     recorded = read_ensemble_report(ensemble_dir)
     # Before any work: the student is compared with them only after it has trained.
     evaluated = load_predictions(ensemble_dir, recorded)
@@ -325,6 +364,7 @@ def distill_ensemble(
             report["export"].update(write_tokenizer(task, data_folder, staging))
             report[REPORT_KEY] = save_predictions(staging, student_test)
             (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+            check_still_teacher(ensemble_dir, recorded)
             publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)

@@ -9,6 +9,7 @@ import numpy as np
 
 from hpo import metrics
 from hpo.contract import Attr
+from hpo.distill.teacher import teacher_identity
 from hpo.store import redact_url
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def distill_report(
         latency: Milliseconds per 1,000 test inputs of each, measured side by side.
     """
     test = {name: metrics.summary(y_test, predictions[name]) for name in MODELS}
+    created, sha256 = teacher_identity(recorded)
     ensemble = predictions["ensemble"]
     return {
         "study": study.study_name,
@@ -81,6 +83,9 @@ def distill_report(
             "history": result.history,
         },
         "teacher": {
+            # The ensemble in `ensemble_dir` it was distilled from (`teacher_identity`).
+            "created": created,
+            "sha256": sha256,
             "members": [
                 {
                     "trial": m.trial.number,

@@ -10,6 +10,7 @@ which shows they are that ensemble's predictions and not another's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from hpo.ensemble.build import predict_member
 from hpo.ensemble.calibration import apply_temperature
 from hpo.ensemble.export import exported_members
 from hpo.ensemble.refit import out_of_fold
-from hpo.errors import ConfigError, StoreError
+from hpo.errors import ConfigError, HpoError, StoreError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,9 +39,11 @@ __all__ = [
     "TeacherMember",
     "augmented_labels",
     "blend",
+    "check_still_teacher",
     "check_teacher",
     "cross_fitted",
     "soft_labels",
+    "teacher_identity",
     "teacher_members",
 ]
 
@@ -205,3 +208,32 @@ def check_teacher(
                 f"not belong together or the data changed. Rebuild it with hpo ensemble."
             )
     return scores
+
+
+def check_still_teacher(ensemble_dir: Path, recorded: dict[str, Any]) -> None:
+    """Checks that the ensemble in `ensemble_dir` is still the one whose report was `recorded`
+    as the student's teacher: built at the same time, with the same export. Under the folder's
+    lock nothing replaces it; this catches a replace the lock cannot see (another machine's on a
+    file system without locks, a folder whose parent cannot hold the lock file).
+
+    Raises:
+        HpoError: It was replaced or removed.
+    """
+    try:
+        now = json.loads((ensemble_dir / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        now = None
+    if not isinstance(now, dict) or teacher_identity(now) != teacher_identity(recorded):
+        found = f"one built {now.get('created')}" if isinstance(now, dict) else "none"
+        raise HpoError(
+            f"the ensemble in {ensemble_dir} was replaced while its student was distilled: the "
+            f"student learned the ensemble built {recorded.get('created')}, and the folder now "
+            f"holds {found}. The student was not written; distil the ensemble there now: hpo "
+            f"distill --ensemble {ensemble_dir}."
+        )
+
+
+def teacher_identity(report: dict[str, Any]) -> tuple[object, object]:
+    """What tells one ensemble from another in its report: when it was built and its export's
+    SHA-256 (an `hpo export` adding formats to it changes neither)."""
+    return report.get("created"), (report.get("export") or {}).get("sha256")

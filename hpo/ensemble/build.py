@@ -228,7 +228,8 @@ def build_ensemble(
             report["backend"] = str(keras_config_backend())
             report["export"].update(write_tokenizer(task, data_folder, staging))
             write_outputs(staging, report, test.y, ensemble_test, test_matrix)
-            with folder_lock(out_dir):  # not while an `hpo export` adds to the old one
+            # Not while an `hpo export` adds to the old one, or an `hpo distill` reads it.
+            with folder_lock(out_dir):
                 # Checked again: a student may have been distilled into it meanwhile.
                 check_out_dir(out_dir, OutputKind.ENSEMBLE, **owner)
                 if (now := replacing(out_dir)) not in (None, said):

@@ -3,6 +3,7 @@ labels, tested once, and its report and export hold real, reproducible numbers."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -21,7 +22,7 @@ from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
 from hpo.distill.build import SAME_SPEED, choose_student
 from hpo.distill.report import _goal, format_table
-from hpo.distill.student import StudentJob, train_student
+from hpo.distill.student import StudentJob, StudentResult, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
 from hpo.ensemble import build_ensemble
 from hpo.ensemble.predict import main as predict_main
@@ -34,7 +35,10 @@ from hpo.tasks.imdb import IMDB
 from ..conftest import _NEGATIVE, _POSITIVE, copy_study_folder
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+
+    from hpo.config import StudyConfig
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,9 @@ def test_distill_reports_the_student_beside_the_ensemble_and_its_best_member(
     assert report["best_member"]["trial"] == recorded["members"][0]["trial"]
     assert report["test_examples"] == len(test.y)
     assert report["test_data"]["sha256"] == recorded["test_data"]["sha256"]
+    # It names the ensemble it learned: when it was built, and its export.
+    assert report["teacher"]["created"] == recorded["created"]
+    assert report["teacher"]["sha256"] == recorded["export"]["sha256"]
 
     # By default the student is the fastest member's family, with that member's parameters;
     # members within SAME_SPEED of the fastest count as fastest, the best by validation wins.
@@ -285,6 +292,101 @@ def test_bad_input_is_named_with_exit_code_2(
     assert main(["--ensemble", str(damaged), *study, "--max-epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "not finite predictions for its" in err and "Traceback" not in err
+
+
+def _distil_while(
+    study_file: Path, ensemble: Path, meanwhile: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """`hpo distill` (short) on `ensemble`, calling `meanwhile` as its student starts training;
+    its exit code."""
+    from hpo.distill import build as distill_build
+
+    train = distill_build._train
+
+    def train_after(job: StudentJob, config: StudyConfig) -> StudentResult:
+        meanwhile()
+        return train(job, config)
+
+    monkeypatch.setattr(distill_build, "_train", train_after)
+    options = ["--max-epochs", "1", "--latency-examples", "50", "--repeats", "1"]
+    return main(["--ensemble", str(ensemble), "--study", str(study_file), *options])
+
+
+def test_an_ensemble_rebuilt_while_it_is_distilled_waits_and_keeps_its_student(
+    study_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `hpo distill` took no lock: an `hpo ensemble` rebuilding its ensemble meanwhile and the
+    # distillation both exited 0, and the student lay beside an ensemble it did not learn.
+    import threading
+    import time
+
+    from hpo.ensemble import build as ensemble_build
+
+    config, study = open_study(study_copy, None, None)
+    ensemble = tmp_path / "ensemble"
+    taught = build_ensemble(config, study, top=2, out_dir=ensemble).report
+    lock, at_lock, rebuilt = ensemble_build.folder_lock, threading.Event(), []
+
+    def lock_noted(folder: Path) -> contextlib.AbstractContextManager[None]:
+        at_lock.set()
+        return lock(folder)
+
+    def rebuild() -> None:
+        try:
+            build_ensemble(config, study, top=2, out_dir=ensemble)
+            rebuilt.append("replaced the ensemble")
+        except ConfigError as exc:
+            rebuilt.append(str(exc))
+
+    rebuilding = threading.Thread(target=rebuild)
+
+    def rebuild_meanwhile() -> None:
+        rebuilding.start()
+        assert at_lock.wait(300)  # its ensemble built, to be published
+        time.sleep(0.5)
+
+    monkeypatch.setattr(ensemble_build, "folder_lock", lock_noted)
+    assert _distil_while(study_copy, ensemble, rebuild_meanwhile, monkeypatch) == 0
+    rebuilding.join(60)
+    assert (
+        f"waiting for another hpo command to finish writing {ensemble}" in capsys.readouterr().err
+    )
+    # The rebuild waited for the student, then found it in the folder it would have replaced.
+    assert len(rebuilt) == 1 and "in distilled/, a student hpo distill made of it" in rebuilt[0]
+    now = json.loads((ensemble / "report.json").read_text())
+    student = json.loads((ensemble / DISTILLED_DIR / "report.json").read_text())
+    assert now["created"] == student["teacher"]["created"] == taught["created"]
+    assert student["teacher"]["sha256"] == taught["export"]["sha256"]
+
+
+def test_a_student_is_not_written_beside_an_ensemble_replaced_unseen_by_the_lock(
+    study_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Another machine's `hpo ensemble` on a file system without locks: nothing waits, and the
+    # student is checked against the ensemble in the folder before it is published.
+    from hpo.distill import build as distill_build
+
+    config, study = open_study(study_copy, None, None)
+    ensemble = tmp_path / "ensemble"
+    taught = build_ensemble(config, study, top=2, out_dir=ensemble).report
+    monkeypatch.setattr(distill_build, "folder_lock", lambda _folder: contextlib.nullcontext())
+
+    def replace() -> None:
+        rebuilt = {**taught, "created": "2030-01-01T00:00:00+00:00"}
+        (ensemble / "report.json").write_text(json.dumps(rebuilt))
+
+    assert _distil_while(study_copy, ensemble, replace, monkeypatch) == 2
+    said = capsys.readouterr().err
+    assert f"the ensemble in {ensemble} was replaced while its student was distilled" in said
+    assert f"built {taught['created']}, and the folder now holds one built 2030-01-01" in said
+    assert not (ensemble / DISTILLED_DIR).exists()
+    assert [p.name for p in ensemble.iterdir() if p.name.startswith(".")] == []
 
 
 def test_folds_cut_the_training_rows_once_each_the_same_way_for_a_seed() -> None:
