@@ -120,7 +120,7 @@ def check_out_dir(
     others = sorted(
         entry.name + ("/" if entry.is_dir() else "")
         for entry in out.iterdir()
-        if entry.name not in _WRITTEN and not _is_scratch(entry.name)
+        if entry.name not in _WRITTEN and not _is_scratch(entry.name) and not _system(entry.name)
     )
     students = [
         name
@@ -177,6 +177,12 @@ _WRITTEN = frozenset(
 _SCRATCH = re.compile(
     r"\.(?P<name>.+)\.(?P<kind>tmp|old)-\d+-[0-9a-f]{8}-.+|\.report-[0-9a-f]{8}\.json"
 )
+
+
+def _system(name: str) -> bool:
+    """Whether `name` is a file a file manager leaves in any folder it shows (macOS's Finder,
+    Windows' Explorer): no one's work, replaced with the folder."""
+    return name in (".DS_Store", "Thumbs.db", "desktop.ini") or name.startswith("._")
 
 
 def _is_scratch(name: str) -> bool:

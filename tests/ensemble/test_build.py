@@ -353,7 +353,8 @@ def test_an_ensemble_folder_holding_a_distilled_student_or_files_of_yours_is_not
         ".ensemble.onnx.old-7-0123abcd-h",
     ]:
         (out / name).mkdir()
-    for name in [ONNX_NAME, LITERT_NAME, TOKENIZER_NAME, ".report-0123abcd.json"]:
+    # And what a file manager leaves in a folder it showed (macOS's Finder).
+    for name in [ONNX_NAME, LITERT_NAME, TOKENIZER_NAME, ".report-0123abcd.json", ".DS_Store"]:
         (out / name).write_text("")
     assert check_out_dir(out, OutputKind.ENSEMBLE) == out
     # Anything else is not, nor the only copy of a student a killed `hpo distill` left.
