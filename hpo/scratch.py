@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from hpo.training.isolation import process_alive
+
 __all__ = ["scratch_folder", "sweep_scratch"]
 
 # hpo-<kind>-<pid>-<tempfile's random part>: the random part never holds a "-".
@@ -41,7 +43,7 @@ def sweep_scratch() -> list[Path]:
         return removed
     for entry in entries:
         match = _NAME.match(entry.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or process_alive((int(match.group(1)), None)):
             continue
         try:
             if not entry.is_dir(follow_symlinks=False):
@@ -53,14 +55,3 @@ def sweep_scratch() -> list[Path]:
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process of that id runs (another user's too)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

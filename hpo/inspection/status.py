@@ -365,10 +365,24 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     """Writes `table` to `path` whole or not at all (a temporary file beside it, renamed)."""
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        table.to_csv(part, index=False)
+        _whole_numbers(table).to_csv(part, index=False)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
+
+
+def _whole_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each float column whose values are all whole numbers as integers: a
+    parameter some trials lack (another family's `filters`) is a float column to pandas, and
+    was written 64.0, 1.0; an empty cell stays empty."""
+    table = table.copy()
+    for name in table.columns:
+        column = table[name]
+        if column.dtype.kind == "f" and column.notna().any():
+            known = column.dropna()
+            if (known == known.round()).all() and known.abs().max() < 2**53:
+                table[name] = column.astype("Int64")
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

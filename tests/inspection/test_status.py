@@ -230,3 +230,27 @@ def test_status_shows_an_infinite_epoch_count_as_unknown() -> None:
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
     assert data["trials"][0]["epochs"] is None
     assert "Study" in format_status(data)
+
+
+def test_whole_number_columns_are_written_as_integers_empty_cells_kept(tmp_path: Path) -> None:
+    # A parameter some trials lack (another family's `filters`) is a float column to pandas:
+    # --csv wrote 64.0 and 1.0.
+    from hpo.inspection.status import _write_csv
+
+    table = pd.DataFrame(
+        {
+            "trial": [0, 1, 2],
+            "state": ["COMPLETE"] * 3,
+            "filters": [64.0, None, 32.0],
+            "learning_rate": [0.01, 0.003, None],
+            "value": [0.5, 1.0, 0.75],
+        }
+    )
+    path = tmp_path / "trials.csv"
+    _write_csv(table, path)
+    assert path.read_text().splitlines() == [
+        "trial,state,filters,learning_rate,value",
+        "0,COMPLETE,64,0.01,0.5",
+        "1,COMPLETE,,0.003,1.0",
+        "2,COMPLETE,32,,0.75",
+    ]
