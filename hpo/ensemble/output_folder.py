@@ -214,7 +214,11 @@ def _same_study(report: Mapping[str, Any], study: str, storage: str | None) -> b
         return False
     if not then.exists():  # moved with its study's folder: no other study records it
         return True
-    return now.exists() and os.path.samefile(then, now)
+    if now.exists() and os.path.samefile(then, now):
+        return True
+    # Another database, outside the folder this command runs in: the study of a project this
+    # one was copied from (cp -a), whose record names its own folder's ensembles/, not this.
+    return not Path(os.path.abspath(then)).is_relative_to(Path.cwd().resolve())
 
 
 def staging_for(out_dir: Path, kind: str = "tmp") -> Path:

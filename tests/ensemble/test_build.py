@@ -368,16 +368,21 @@ def test_an_ensemble_folder_holding_a_distilled_student_or_files_of_yours_is_not
 
 
 def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_named(
-    study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    study_copy: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # `hpo ensemble` silently replaced, in its default folder, the ensemble of a study of the
-    # same name in another database, whose record (hpo status: "-> ensembles/t-top3") then
-    # named this study's ensemble.
+    # same name in another database of the same project, whose record (hpo status: "->
+    # ensembles/t-top3") then named this study's ensemble.
     config = load_study_config(study_copy)
-    out, other = tmp_path / "ensemble", tmp_path / "other" / "study.db"
-    out.mkdir()
+    project = tmp_path / "project"
+    out, other = project / "ensemble", project / "other" / "study.db"
+    out.mkdir(parents=True)
     other.parent.mkdir()
     other.write_bytes(b"")
+    monkeypatch.chdir(project)
     created = "2020-01-02T03:04:05+00:00"
 
     def holding(study: str, storage: str) -> None:
@@ -392,12 +397,18 @@ def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_na
         assert f"of study {config.name!r} ({config.storage_url})" in said
         assert f"with --out, such as {out}-{config.name}." in said
         assert json.loads((out / "report.json").read_text())["created"] == created
-    # This study's, from where its folder was before it moved (that database is gone).
-    holding(config.name, sqlite_url(tmp_path / "moved" / "study.db"))
-    assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 0
-    said = capsys.readouterr().err
-    assert f"replacing the ensemble in {out} (built {created} from study {config.name!r})" in said
-    assert json.loads((out / "report.json").read_text())["created"] != created
+    # This study's, from where its folder was before it moved (that database is gone), or
+    # from the project this one was copied from (cp -a; its record names its own folder).
+    original = tmp_path / "original" / "study.db"
+    original.parent.mkdir()
+    original.write_bytes(b"")
+    for recorded in (tmp_path / "moved" / "study.db", original):
+        holding(config.name, sqlite_url(recorded))
+        assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 0
+        said = capsys.readouterr().err
+        replaced = f"replacing the ensemble in {out} (built {created} from study {config.name!r})"
+        assert replaced in said
+        assert json.loads((out / "report.json").read_text())["created"] != created
 
 
 def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
