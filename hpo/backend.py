@@ -202,11 +202,17 @@ class _CallerEnvironment:
         self.lock = threading.Lock()
         self.calls = 0
         self.saved: dict[str, str | None] = {}
+        self.tensorflow_level = logging.NOTSET
 
     def enter(self) -> None:
         with self.lock:
             if self.calls == 0:
                 self.saved = {key: os.environ.get(key) for key in _SET_FOR_CHILDREN}
+                # TensorFlow's retracing notices, as the CLI drops them without --verbose:
+                # batches cut to their longest text come in many shapes, as intended.
+                tensorflow = logging.getLogger("tensorflow")
+                self.tensorflow_level = tensorflow.level
+                tensorflow.setLevel(max(tensorflow.getEffectiveLevel(), logging.ERROR))
             self.calls += 1
 
     def leave(self) -> None:
@@ -214,6 +220,7 @@ class _CallerEnvironment:
             self.calls -= 1
             if self.calls == 0:
                 _put_back(self.saved)
+                logging.getLogger("tensorflow").setLevel(self.tensorflow_level)
 
 
 _caller = _CallerEnvironment()

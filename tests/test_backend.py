@@ -189,6 +189,23 @@ def test_the_callers_environment_is_put_back_when_the_outermost_call_returns(
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
 
 
+def test_tensorflows_notices_are_dropped_while_a_call_runs_then_the_callers_level_is_back() -> None:
+    # From Python, retracing notices (batches cut to their longest text come in many shapes)
+    # filled a notebook's output, which the CLI drops without --verbose.
+    import logging
+
+    tensorflow = logging.getLogger("tensorflow")
+    before = tensorflow.level
+    tensorflow.setLevel(logging.INFO)
+    try:
+        with callers_environment():
+            assert not tensorflow.isEnabledFor(logging.WARNING)
+            assert tensorflow.isEnabledFor(logging.ERROR)
+        assert tensorflow.level == logging.INFO
+    finally:
+        tensorflow.setLevel(before)
+
+
 BACKEND_STUDY_SCRIPT = """
 import os
 import sys
