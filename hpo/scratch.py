@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -19,19 +20,20 @@ from hpo.training.isolation import process_alive
 
 __all__ = ["scratch_folder", "sweep_scratch"]
 
-# hpo-<kind>-<pid>-<tempfile's random part>: the random part never holds a "-".
-_NAME = re.compile(r"hpo-[a-z]+-(\d+)-[^-]+\Z")
+# hpo-<kind>-<pid>-<host>-<tempfile's random part>: the random part never holds a "-". The host
+# keeps apart the processes of machines (or containers) that share a temporary folder.
+_NAME = re.compile(r"hpo-[a-z]+-(?P<pid>\d+)-(?P<host>.+)-[^-]+\Z")
 
 
 def scratch_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
     """A new scratch folder for `kind` of work ("ensemble", "export"), removed when its
     context ends; the scratch folders of processes that have died are removed first."""
     sweep_scratch()
-    return tempfile.TemporaryDirectory(prefix=f"hpo-{kind}-{os.getpid()}-")
+    return tempfile.TemporaryDirectory(prefix=f"hpo-{kind}-{os.getpid()}-{socket.gethostname()}-")
 
 
 def sweep_scratch() -> list[Path]:
-    """Removes this user's hpo scratch folders whose process no longer runs.
+    """Removes this user's hpo scratch folders whose process, on this machine, no longer runs.
 
     Returns:
         The folders removed.
@@ -43,7 +45,9 @@ def sweep_scratch() -> list[Path]:
         return removed
     for entry in entries:
         match = _NAME.match(entry.name)
-        if match is None or process_alive((int(match.group(1)), None)):
+        if match is None or match["host"] != socket.gethostname():
+            continue  # not hpo's, or another machine's: this one cannot tell if it runs
+        if process_alive((int(match["pid"]), None)):
             continue
         try:
             if not entry.is_dir(follow_symlinks=False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,20 +30,28 @@ def test_a_dead_processs_scratch_folders_are_removed_and_no_others(
         text=True,
     )
     dead = int(done.stdout)
-    left = tmp_path / f"hpo-ensemble-{dead}-k2j_x9ab"
+    host = socket.gethostname()
+    left = tmp_path / f"hpo-ensemble-{dead}-{host}-k2j_x9ab"
     (left / "trial-00001.keras").parent.mkdir()
     (left / "trial-00001.keras").write_bytes(b"checkpoint")
-    mine = tmp_path / f"hpo-export-{os.getpid()}-a1b2c3d4"
+    mine = tmp_path / f"hpo-export-{os.getpid()}-{host}-a1b2c3d4"
+    # Another machine's, in a temporary folder they share: its process may well run there.
+    theirs = tmp_path / f"hpo-export-{dead}-other-host.example-a1b2c3d4"
     mine.mkdir()
     # Not hpo's scratch, or named before folders held their process's id.
-    others = [tmp_path / "hpo-ensemble-k2j_x9ab", tmp_path / f"other-{dead}-x", tmp_path / "data"]
+    others = [
+        theirs,
+        tmp_path / "hpo-ensemble-k2j_x9ab",
+        tmp_path / f"other-{dead}-x",
+        tmp_path / "data",
+    ]
     for folder in others:
         folder.mkdir()
-    link = tmp_path / f"hpo-serve-{dead}-linkname"
+    link = tmp_path / f"hpo-serve-{dead}-{host}-linkname"
     link.symlink_to(tmp_path / "data", target_is_directory=True)
 
     with scratch_folder("distill") as scratch:
-        assert os.path.basename(scratch).startswith(f"hpo-distill-{os.getpid()}-")
+        assert os.path.basename(scratch).startswith(f"hpo-distill-{os.getpid()}-{host}-")
         assert not left.exists()
         assert mine.is_dir() and all(folder.is_dir() for folder in others)
         assert link.is_symlink()
