@@ -53,7 +53,6 @@ def held_out_root(source: Path) -> Path | None:
 
     Raises:
         ConfigError: Two folders name one split.
-        DataError: The class folders are one level deeper than hpo reads (`class_folders`).
     """
     splits = data_splits(source)
     if "test" in splits:

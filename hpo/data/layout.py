@@ -78,11 +78,17 @@ def data_splits(source: Path) -> dict[str, Path]:
     """
     for root in (source, *subfolders(source)):
         found: dict[str, list[Path]] = {}
+        others = []
         for folder in subfolders(root):
-            if (split := split_of(folder.name)) is not None:
+            # A split holds class folders: Train/ of files is a class (vehicles/{Bus,Car,Train}).
+            if (split := split_of(folder.name)) is not None and _entries(folder)[1]:
                 found.setdefault(split, []).append(folder)
+            else:
+                others.append(folder)
         if not found.keys() & {"train", "test"}:
             continue
+        if others and not found.keys() >= {"train", "test"}:
+            continue  # one split-named folder among others: a class of that name
         for split, folders in found.items():
             if len(folders) > 1:
                 raise ConfigError(_two_names(split, [f.name for f in folders], root))
@@ -196,13 +202,10 @@ def subfolders(path: Path) -> list[Path]:
 
 
 def class_folders(folder: Path) -> list[Path]:
-    """The class folders in `folder` (`subfolders`).
-
-    Raises:
-        DataError: None holds a file, each only the same two or more folders: the classes are
-            one level deeper than hpo reads (`<root>/<part>/<class>/...`, split folders named
-            otherwise than `SPLIT_NAMES` says), and these folders would be taken as classes.
-    """
+    """The class folders in `folder` (`subfolders`). Where none holds a file, each only the same
+    two or more folders, a warning says so once: they may be splits named otherwise than
+    `SPLIT_NAMES` says (`seg_train/`, `seg_test/`), with the classes one level deeper, or
+    classes of subgroups (`cat/{indoor,outdoor}/`), which Keras reads as hpo does."""
     folders = subfolders(folder)
     inner = []
     for class_folder in folders:
@@ -211,16 +214,21 @@ def class_folders(folder: Path) -> list[Path]:
             return folders
         inner.append(set(inside))
     shared = sorted(set.intersection(*inner)) if inner else []
-    if len(shared) >= 2:
-        raise DataError(
-            f"{folder}: its folders {[f.name for f in folders][:5]} hold no file, each only "
-            f"folders, the same ones ({shared[:5]}): its classes are one level deeper than hpo "
-            f"reads them, and these folders would be taken as classes. hpo reads "
-            f"<root>/<class>/<file>, or <root>/train/<class>/<file> with test/ and val/ beside "
-            f"train/: give the folder of class folders, or rename the split folders "
-            f"train/ (or training/), test/ (or testing/) and val/ (or valid/, validation/, dev/)."
+    if len(shared) >= 2 and folder not in _WARNED:
+        _WARNED.add(folder)
+        _log.warning(
+            "%s: its classes %s hold no file, each only folders, the same ones (%s); each "
+            "class's files are read from all of them. If those folders are the classes and "
+            "these are splits, name the splits train/ (or training/), test/ (or testing/) and "
+            "val/ (or valid/, validation/, dev/), or give the folder of class folders.",
+            folder,
+            [f.name for f in folders][:5],
+            ", ".join(shared[:5]),
         )
     return folders
+
+
+_WARNED: set[Path] = set()  # the folders `class_folders` has warned of, once each
 
 
 def walk(folder: Path | str) -> Iterator[tuple[str, list[str], list[str]]]:

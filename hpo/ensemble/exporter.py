@@ -52,7 +52,7 @@ from hpo.ensemble.serving import (
 )
 from hpo.errors import ConfigError, DataError, StoreError
 from hpo.scratch import scratch_folder
-from hpo.store import open_artifact_store
+from hpo.store import open_artifact_store, redact_url
 from hpo.study import search_space
 from hpo.tasks import study_task
 from hpo.training.interface import tolerance
@@ -134,6 +134,9 @@ def export_trial(
         )
         report: dict[str, Any] = {
             "study": study.study_name,
+            # Where the study is, as an ensemble's report says: another study's export of the
+            # same name in the same folder is refused (`check_out_dir`).
+            "storage": redact_url(config.storage_url),
             "task": config.task,
             "trial": number,
             "family": trial.params.get("family"),

@@ -168,25 +168,43 @@ def test_two_folders_that_name_one_split_are_refused_naming_both(tmp_path: Path)
         images.read_split(_tar(root, "pets"), "train")
     texts = write_texts(tmp_path / "texts", {"train": COUNTS["train"], "validation": {"art": 1}})
     (texts / "validation").rename(texts / "Dev")
-    (texts / "val").mkdir()
+    (texts / "val" / "art").mkdir(parents=True)  # a split holds class folders
     with pytest.raises(ConfigError, match=r"Dev/ and val/ both name the val split"):
         text_sources.read_texts(texts, "train")
 
 
-def test_class_folders_one_level_deeper_than_hpo_reads_are_refused(tmp_path: Path) -> None:
-    # <root>/<split>/<class>/... with split folders hpo does not know by name: read as a folder
-    # of class folders, its classes were the splits.
+def test_class_folders_of_the_same_subfolders_are_read_as_classes_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # <root>/<split>/<class>/... with split folders hpo does not know by name, or classes of
+    # subgroups (cat/{indoor,outdoor}/, which Keras reads): refusing them refused valid data.
     root = write_images(tmp_path / "data", {"seg_train": {"sea": 2, "street": 2}})
     write_images(root, {"seg_test": {"sea": 1, "street": 1}})
-    with pytest.raises(DataError, match=r"data: its folders \['seg_test', 'seg_train'\] hold no"):
-        images.locate_images(root, None, env_var="UNSET_VAR", download=False)
+    with caplog.at_level(logging.WARNING):
+        assert images.read_split(root, "train").classes == ["seg_test", "seg_train"]
+    assert "its classes ['seg_test', 'seg_train'] hold no file, each only folders" in caplog.text
+    assert "name the splits train/ (or training/), test/" in caplog.text
+    subgroups = {"indoor": 3, "outdoor": 3}
+    rooms = write_images(tmp_path / "rooms", {"cat": subgroups, "dog": subgroups})
+    read, held = images.read_split(rooms, "train"), images.read_split(rooms, "test")
+    assert read.classes == held.classes == ["cat", "dog"] and len(read.y) + len(held.y) == 12
     texts = write_texts(tmp_path / "texts", {"part1": COUNTS["train"], "part2": COUNTS["test"]})
-    with pytest.raises(DataError, match=r"one level deeper .* <root>/<class>/<file>"):
-        text_sources.read_texts(texts, "train")
+    assert text_sources.read_texts(texts, "train").classes == ["part1", "part2"]
     # A class's images in folders of their own (albums), other in each class, are read.
     albums = write_images(tmp_path / "albums", {"cat": {"a": 2, "b": 2}, "dog": {"c": 2, "d": 2}})
     read, held = images.read_split(albums, "train"), images.read_split(albums, "test")
     assert read.classes == held.classes == ["cat", "dog"] and len(read.y) + len(held.y) == 8
+
+
+def test_a_class_named_as_a_split_among_classes_is_a_class(tmp_path: Path) -> None:
+    # vehicles/{Bus,Car,Train}: Train/ was taken as the train split (names in any case), Bus and
+    # Car were lost, and the search stopped on "no readable train images".
+    vehicles = write_images(tmp_path / "vehicles", {"": {"Bus": 3, "Car": 3, "Train": 3}})
+    assert images.read_split(vehicles, "train").classes == ["Bus", "Car", "Train"]
+    # Nor is one split-named folder of class folders among other class folders a split.
+    shapes = {"2019": 2, "2020": 2}
+    mixed = write_images(tmp_path / "mixed", {"Bus": shapes, "Car": shapes, "Train": shapes})
+    assert images.read_split(mixed, "train").classes == ["Bus", "Car", "Train"]
 
 
 def test_a_macos_zips_metadata_folder_is_no_class_and_holds_no_example(tmp_path: Path) -> None:

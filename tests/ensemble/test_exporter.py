@@ -116,6 +116,8 @@ def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
     report = json.loads((out / "report.json").read_text())
     assert report["trial"] == 1 and report["checked_on"] == "validation"
     assert report["task"] == "imdb"  # hpo predict reads it (an arrays study's is refused)
+    # Which study it is of, as an ensemble's report says: another's is not replaced by it.
+    assert report["storage"] == load_study_config(study_copy).storage_url
     assert report["backend"] == report["trained_on"] == "tensorflow"
     export = report["export"]
     assert_recorded(export, sha256_file(out / "ensemble.keras"))
