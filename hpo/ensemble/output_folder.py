@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo.config import sqlite_url
 from hpo.ensemble.export import EXPORT_NAME, TOKENIZER_NAME
 from hpo.ensemble.litert_export import LITERT_NAME
 from hpo.ensemble.onnx_export import ONNX_NAME
@@ -70,7 +71,9 @@ def check_out_dir(
         study: The name of the study the new output is of; None: any study's may be replaced.
         storage: Its storage URL. An earlier output recorded in another storage is another
             study's, unless that storage is a SQLite file that is gone (the study's folder was
-            moved, or copied to another machine) or the same file by another path.
+            moved, or copied to another machine), the same file by another path, or a study
+            that does not record this folder as its ensemble's (the project this one was
+            copied from, cp -a, records its own).
 
     Raises:
         ConfigError: `out_dir` is a file, holds files hpo did not write (a folder of the
@@ -109,7 +112,7 @@ def check_out_dir(
             f"output folder {out_dir} (--out) holds {what}, and this {kind.value} would "
             f"replace it whole. {fix}."
         )
-    if study is not None and not _same_study(report, study, storage):
+    if study is not None and not _same_study(report, study, storage, out):
         raise ConfigError(
             f"output folder {out_dir} (--out) holds {kind.with_article} of study "
             f"{report.get('study')!r} ({report.get('storage', 'storage not recorded')}), and "
@@ -202,7 +205,7 @@ def _report(folder: Path) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def _same_study(report: Mapping[str, Any], study: str, storage: str | None) -> bool:
+def _same_study(report: Mapping[str, Any], study: str, storage: str | None, out: Path) -> bool:
     """Whether the output `report` describes is of `study` in `storage`."""
     if report.get("study") != study:
         return False
@@ -216,9 +219,32 @@ def _same_study(report: Mapping[str, Any], study: str, storage: str | None) -> b
         return True
     if now.exists() and os.path.samefile(then, now):
         return True
-    # Another database, outside the folder this command runs in: the study of a project this
-    # one was copied from (cp -a), whose record names its own folder's ensembles/, not this.
-    return not Path(os.path.abspath(then)).is_relative_to(Path.cwd().resolve())
+    # Another database: the study's own only where that study does not record this folder as
+    # its ensemble's, as the one of a project this one was copied from (cp -a) records its own.
+    return not _recorded_there(then, study, out)
+
+
+def _recorded_there(database: Path, study: str, out: Path) -> bool:
+    """Whether `study` in the SQLite file `database` records `out` as an ensemble's folder
+    (`hpo.ensemble.report.record_in_study`; a relative one, as the command that wrote it was
+    given it, from a folder above the database); True where it cannot be read."""
+    from hpo.store import open_storage
+
+    try:
+        storage = open_storage(sqlite_url(database), create=False, heartbeat=False)
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+    except Exception:  # a locked, damaged or other database: another study's, as it says
+        return True
+    for key, record in attrs.items():
+        if not (key.startswith("ensemble_top") and isinstance(record, dict)):
+            continue
+        recorded = Path(str(record.get("out_dir", "")))
+        bases = [Path("/")] if recorded.is_absolute() else database.resolve().parents
+        for base in bases:
+            place = base / recorded
+            if place.exists() and os.path.samefile(place, out):
+                return True
+    return False
 
 
 def staging_for(out_dir: Path, kind: str = "tmp") -> Path:

@@ -378,11 +378,19 @@ def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_na
     # ensembles/t-top3") then named this study's ensemble.
     config = load_study_config(study_copy)
     project = tmp_path / "project"
-    out, other = project / "ensemble", project / "other" / "study.db"
+    out = project / "ensemble"
     out.mkdir(parents=True)
-    other.parent.mkdir()
-    other.write_bytes(b"")
-    monkeypatch.chdir(project)
+
+    def study_recording(database: Path, out_dir: str) -> Path:
+        """A study of this one's name whose ensemble of 2 is `out_dir`, as it was given."""
+        database.parent.mkdir(parents=True)
+        other = optuna.create_study(study_name=config.name, storage=sqlite_url(database))
+        other.set_user_attr("ensemble_top2", {"out_dir": out_dir})
+        return database
+
+    # Run from anywhere: where a command runs decides nothing.
+    monkeypatch.chdir(tmp_path)
+    other = study_recording(project / "studies" / "tiny" / "study.db", "ensemble")
     created = "2020-01-02T03:04:05+00:00"
 
     def holding(study: str, storage: str) -> None:
@@ -399,9 +407,7 @@ def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_na
         assert json.loads((out / "report.json").read_text())["created"] == created
     # This study's, from where its folder was before it moved (that database is gone), or
     # from the project this one was copied from (cp -a; its record names its own folder).
-    original = tmp_path / "original" / "study.db"
-    original.parent.mkdir()
-    original.write_bytes(b"")
+    original = study_recording(tmp_path / "original" / "studies" / "tiny" / "study.db", "ensemble")
     for recorded in (tmp_path / "moved" / "study.db", original):
         holding(config.name, sqlite_url(recorded))
         assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 0
