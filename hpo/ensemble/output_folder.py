@@ -276,7 +276,9 @@ def folder_lock(out_dir: Path) -> Iterator[None]:
     held) inside: `hpo ensemble` replacing the folder and `hpo export` adding to it take turns,
     so that no export is checked against one ensemble and recorded in another's report, and two
     exports' records both land. A folder whose parent cannot hold the lock file is not locked."""
-    path = out_dir.parent / f".{out_dir.name}.lock"
+    # The folder itself, whatever path names it (a link to it, `.`): one lock per folder.
+    real = Path(os.path.realpath(out_dir))
+    path = real.parent / f".{real.name}.lock"
     said = False
     while True:
         try:

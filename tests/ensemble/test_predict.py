@@ -123,9 +123,12 @@ def test_an_output_folders_lock_makes_a_second_writer_wait_its_turn(
     from hpo.ensemble.output_folder import folder_lock
 
     out, order = tmp_path / "ensemble", []
+    out.mkdir()
+    # The same folder by another name (a link serving the latest ensemble) is the same lock.
+    (tmp_path / "latest").symlink_to(out, target_is_directory=True)
 
     def second() -> None:
-        with folder_lock(out):
+        with folder_lock(tmp_path / "latest"):
             order.append("second")
 
     with folder_lock(out):
@@ -135,7 +138,8 @@ def test_an_output_folders_lock_makes_a_second_writer_wait_its_turn(
         order.append("first")
     waiting.join(10)
     assert order == ["first", "second"]
-    assert f"waiting for another hpo command to finish writing {out}" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"waiting for another hpo command to finish writing {tmp_path / 'latest'}" in said
     assert not (tmp_path / ".ensemble.lock").exists()  # there only while held
     # Where the lock file cannot be made, the folder is written unlocked.
     with folder_lock(tmp_path / "no" / "such" / "folder"):
