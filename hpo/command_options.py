@@ -113,7 +113,7 @@ def open_ensemble_study(
     storage = report.get("storage") if isinstance(report, dict) else None
     if not (isinstance(name, str) and isinstance(storage, str)):
         if not default.is_file() and Path(ensemble_dir).is_dir():
-            why = report if isinstance(report, Exception) else "it names no study"
+            why = report if isinstance(report, Exception) else "it names no study and storage"
             raise ConfigError(
                 f"{path} cannot tell the study the ensemble was built from ({why}): pass it, "
                 f"--study FILE (or --storage URL --study-name NAME), or rebuild the ensemble "

@@ -75,7 +75,7 @@ def test_a_study_the_report_names_but_that_cannot_be_opened_asks_for_its_file(
     ("report", "why"),
     [
         ('{"study": ', "Expecting value"),
-        ('{"members": []}', "it names no study"),
+        ('{"members": []}', "it names no study and storage"),
         (None, "No such"),
     ],
 )
