@@ -78,17 +78,14 @@ def data_splits(source: Path) -> dict[str, Path]:
     """
     for root in (source, *subfolders(source)):
         found: dict[str, list[Path]] = {}
-        others = []
         for folder in subfolders(root):
-            # A split holds class folders: Train/ of files is a class (vehicles/{Bus,Car,Train}).
-            if (split := split_of(folder.name)) is not None and _entries(folder)[1]:
+            if (split := split_of(folder.name)) is not None:
                 found.setdefault(split, []).append(folder)
-            else:
-                others.append(folder)
-        if not found.keys() & {"train", "test"}:
+        # A train or test split holds class folders: a Train/ of files is a class among others
+        # (vehicles/{Bus,Car,Train}). Beside one that does, every split-named folder is a split
+        # (a test/ of loose files is then refused for lacking train/'s classes).
+        if not any(_entries(f)[1] for s in ("train", "test") for f in found.get(s, [])):
             continue
-        if others and not found.keys() >= {"train", "test"}:
-            continue  # one split-named folder among others: a class of that name
         for split, folders in found.items():
             if len(folders) > 1:
                 raise ConfigError(_two_names(split, [f.name for f in folders], root))

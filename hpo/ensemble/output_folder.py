@@ -219,6 +219,8 @@ def _same_study(report: Mapping[str, Any], study: str, storage: str | None, out:
         return True
     if now.exists() and os.path.samefile(then, now):
         return True
+    if OutputKind.of(report) is OutputKind.TRIAL:
+        return False  # a trial's export, which no study records: another database's is its own
     # Another database: the study's own only where that study does not record this folder as
     # its ensemble's, as the one of a project this one was copied from (cp -a) records its own.
     return not _recorded_there(then, study, out)
@@ -238,12 +240,17 @@ def _recorded_there(database: Path, study: str, out: Path) -> bool:
     for key, record in attrs.items():
         if not (key.startswith("ensemble_top") and isinstance(record, dict)):
             continue
-        recorded = Path(str(record.get("out_dir", "")))
-        bases = [Path("/")] if recorded.is_absolute() else database.resolve().parents
-        for base in bases:
-            place = base / recorded
-            if place.exists() and os.path.samefile(place, out):
+        if "out_dir_resolved" in record:
+            places = [Path(str(record["out_dir_resolved"]))]
+        else:  # recorded before: the path as given, from a folder above the database, likely
+            recorded = Path(str(record.get("out_dir", "")))
+            bases = [Path("/")] if recorded.is_absolute() else database.resolve().parents
+            places = [base / recorded for base in bases]
+        try:
+            if any(place.exists() and os.path.samefile(place, out) for place in places):
                 return True
+        except OSError:  # a folder on the way this user cannot search: not known to be this
+            continue
     return False
 
 

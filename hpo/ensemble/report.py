@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -264,6 +265,9 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
     test = report["test"]
     summary = {
         "out_dir": str(out_dir),
+        # The folder itself, wherever this ran: what another study's ensemble would replace
+        # is told by it (`hpo.ensemble.output_folder.check_out_dir`).
+        "out_dir_resolved": os.path.realpath(out_dir),
         "method": report["method"],
         "kept": report["kept"],
         "temperature": report["calibration"]["temperature"],

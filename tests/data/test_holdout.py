@@ -13,7 +13,7 @@ import pytest
 
 from hpo.data import images, text_sources
 from hpo.data.holdout import held_out, held_out_root
-from hpo.data.layout import check_split_classes, visible_files
+from hpo.data.layout import check_split_classes, data_splits, visible_files
 from hpo.errors import ConfigError, DataError
 from hpo.tasks._base import folder_signature
 from tests.data.test_images import write_folder as write_images
@@ -201,10 +201,16 @@ def test_a_class_named_as_a_split_among_classes_is_a_class(tmp_path: Path) -> No
     # Car were lost, and the search stopped on "no readable train images".
     vehicles = write_images(tmp_path / "vehicles", {"": {"Bus": 3, "Car": 3, "Train": 3}})
     assert images.read_split(vehicles, "train").classes == ["Bus", "Car", "Train"]
-    # Nor is one split-named folder of class folders among other class folders a split.
-    shapes = {"2019": 2, "2020": 2}
-    mixed = write_images(tmp_path / "mixed", {"Bus": shapes, "Car": shapes, "Train": shapes})
-    assert images.read_split(mixed, "train").classes == ["Bus", "Car", "Train"]
+    # A train/ of class folders is a split, whatever is beside it: a test/ of loose files (a
+    # competition's unlabelled set) is refused, not read with train/ as two classes.
+    texts = write_texts(tmp_path / "texts", {"train": COUNTS["train"]})
+    (texts / "test").mkdir()
+    (texts / "test" / "0001.txt").write_text("unlabelled")
+    assert text_sources.read_texts(texts, "train").classes == sorted(COUNTS["train"])
+    with pytest.raises(ConfigError, match=r"its class folders differ from those of"):
+        check_split_classes(texts, ".txt")
+    extra = write_images(tmp_path / "extra", {"train": {"cat": 3, "dog": 3}, "notes": {"x": 1}})
+    assert data_splits(extra) == {"train": extra / "train"}
 
 
 def test_a_macos_zips_metadata_folder_is_no_class_and_holds_no_example(tmp_path: Path) -> None:

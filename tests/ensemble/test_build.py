@@ -381,23 +381,30 @@ def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_na
     out = project / "ensemble"
     out.mkdir(parents=True)
 
-    def study_recording(database: Path, out_dir: str) -> Path:
-        """A study of this one's name whose ensemble of 2 is `out_dir`, as it was given."""
+    def study_recording(database: Path, out_dir: str, resolved: Path | None = None) -> Path:
+        """A study of this one's name whose ensemble of 2 is `out_dir`, as it was given (and
+        as the folder it is, where `resolved`; records before had only the former)."""
         database.parent.mkdir(parents=True)
         other = optuna.create_study(study_name=config.name, storage=sqlite_url(database))
-        other.set_user_attr("ensemble_top2", {"out_dir": out_dir})
+        record = {"out_dir": out_dir}
+        if resolved is not None:
+            record["out_dir_resolved"] = str(resolved)
+        other.set_user_attr("ensemble_top2", record)
         return database
 
     # Run from anywhere: where a command runs decides nothing.
     monkeypatch.chdir(tmp_path)
     other = study_recording(project / "studies" / "tiny" / "study.db", "ensemble")
+    # Written from a folder that is not above its database: the folder itself tells.
+    shared = study_recording(tmp_path / "shared" / "tiny.db", "../project/ensemble", out)
     created = "2020-01-02T03:04:05+00:00"
 
     def holding(study: str, storage: str) -> None:
         report = {"study": study, "storage": storage, "created": created, "members": []}
         (out / "report.json").write_text(json.dumps(report))
 
-    for study, storage in [("other", config.storage_url), (config.name, sqlite_url(other))]:
+    refused = [("other", config.storage_url), (config.name, sqlite_url(other))]
+    for study, storage in [*refused, (config.name, sqlite_url(shared))]:
         holding(study, storage)
         assert main(["--study", str(study_copy), "--top", "2", "--out", str(out)]) == 2
         said = capsys.readouterr().err
@@ -415,6 +422,25 @@ def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_na
         replaced = f"replacing the ensemble in {out} (built {created} from study {config.name!r})"
         assert replaced in said
         assert json.loads((out / "report.json").read_text())["created"] != created
+
+
+def test_a_trial_export_of_another_study_database_is_refused_and_its_own_replaced(
+    tmp_path: Path,
+) -> None:
+    # No study records its trials' exports: one of another database of the study's name is
+    # another study's, which the report's storage (recorded since) tells.
+    from hpo.ensemble.output_folder import OutputKind, check_out_dir
+
+    mine, theirs = tmp_path / "mine.db", tmp_path / "theirs.db"
+    for database in (mine, theirs):
+        optuna.create_study(study_name="tiny", storage=sqlite_url(database))
+    out = tmp_path / "exports" / "tiny-trial1"
+    out.mkdir(parents=True)
+    report = {"study": "tiny", "storage": sqlite_url(theirs), "trial": 1}
+    (out / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ConfigError, match=r"holds a trial export of study 'tiny'"):
+        check_out_dir(out, OutputKind.TRIAL, study="tiny", storage=sqlite_url(mine))
+    assert check_out_dir(out, OutputKind.TRIAL, study="tiny", storage=sqlite_url(theirs)) == out
 
 
 def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
