@@ -9,27 +9,29 @@ what a killed one left.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 from hpo.training.isolation import process_alive
 
-__all__ = ["scratch_folder", "sweep_scratch"]
+__all__ = ["machine_tag", "scratch_folder", "sweep_scratch"]
 
-# hpo-<kind>-<pid>-<host>-<tempfile's random part>: the random part never holds a "-". The host
-# keeps apart the processes of machines (or containers) that share a temporary folder.
-_NAME = re.compile(r"hpo-[a-z]+-(?P<pid>\d+)-(?P<host>.+)-[^-]+\Z")
+# hpo-<kind>-<pid>-<machine>-<tempfile's random part>: the random part never holds a "-". The
+# machine (`machine_tag`) keeps apart the processes of machines or containers that share a
+# temporary folder, as a worker's identity does (`hpo.search.identity`).
+_NAME = re.compile(r"hpo-[a-z]+-(?P<pid>\d+)-(?P<machine>[0-9a-f]{12})-[^-]+\Z")
 
 
 def scratch_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
     """A new scratch folder for `kind` of work ("ensemble", "export"), removed when its
     context ends; the scratch folders of processes that have died are removed first."""
     sweep_scratch()
-    return tempfile.TemporaryDirectory(prefix=f"hpo-{kind}-{os.getpid()}-{socket.gethostname()}-")
+    return tempfile.TemporaryDirectory(prefix=f"hpo-{kind}-{os.getpid()}-{machine_tag()}-")
 
 
 def sweep_scratch() -> list[Path]:
@@ -45,7 +47,7 @@ def sweep_scratch() -> list[Path]:
         return removed
     for entry in entries:
         match = _NAME.match(entry.name)
-        if match is None or match["host"] != socket.gethostname():
+        if match is None or match["machine"] != machine_tag():
             continue  # not hpo's, or another machine's: this one cannot tell if it runs
         if process_alive((int(match["pid"]), None)):
             continue
@@ -59,3 +61,14 @@ def sweep_scratch() -> list[Path]:
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))
     return removed
+
+
+@functools.cache
+def machine_tag() -> str:
+    """Twelve hex digits that differ between machines, boots and PID namespaces (containers)
+    that share a temporary folder: of the host name, the kernel's boot id and the namespace."""
+    from hpo.search.identity import WorkerIdentity
+
+    me = WorkerIdentity.current()
+    seen = f"{me.host}\0{me.boot_id}\0{me.pid_namespace}"
+    return hashlib.sha256(seen.encode()).hexdigest()[:12]

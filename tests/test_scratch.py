@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 from typing import TYPE_CHECKING
 
-from hpo.scratch import scratch_folder, sweep_scratch
+from hpo.scratch import machine_tag, scratch_folder, sweep_scratch
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,13 +29,13 @@ def test_a_dead_processs_scratch_folders_are_removed_and_no_others(
         text=True,
     )
     dead = int(done.stdout)
-    host = socket.gethostname()
-    left = tmp_path / f"hpo-ensemble-{dead}-{host}-k2j_x9ab"
+    machine = machine_tag()
+    left = tmp_path / f"hpo-ensemble-{dead}-{machine}-k2j_x9ab"
     (left / "trial-00001.keras").parent.mkdir()
     (left / "trial-00001.keras").write_bytes(b"checkpoint")
-    mine = tmp_path / f"hpo-export-{os.getpid()}-{host}-a1b2c3d4"
+    mine = tmp_path / f"hpo-export-{os.getpid()}-{machine}-a1b2c3d4"
     # Another machine's, in a temporary folder they share: its process may well run there.
-    theirs = tmp_path / f"hpo-export-{dead}-other-host.example-a1b2c3d4"
+    theirs = tmp_path / f"hpo-export-{dead}-0123456789ab-a1b2c3d4"
     mine.mkdir()
     # Not hpo's scratch, or named before folders held their process's id.
     others = [
@@ -47,11 +46,11 @@ def test_a_dead_processs_scratch_folders_are_removed_and_no_others(
     ]
     for folder in others:
         folder.mkdir()
-    link = tmp_path / f"hpo-serve-{dead}-{host}-linkname"
+    link = tmp_path / f"hpo-serve-{dead}-{machine}-linkname"
     link.symlink_to(tmp_path / "data", target_is_directory=True)
 
     with scratch_folder("distill") as scratch:
-        assert os.path.basename(scratch).startswith(f"hpo-distill-{os.getpid()}-{host}-")
+        assert os.path.basename(scratch).startswith(f"hpo-distill-{os.getpid()}-{machine}-")
         assert not left.exists()
         assert mine.is_dir() and all(folder.is_dir() for folder in others)
         assert link.is_symlink()
