@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import uuid
 from enum import Enum
@@ -23,6 +22,7 @@ from hpo.ensemble.litert_export import LITERT_NAME
 from hpo.ensemble.onnx_export import ONNX_NAME
 from hpo.ensemble.serving import SAVED_MODEL_NAME
 from hpo.errors import ConfigError
+from hpo.scratch import machine_tag
 from hpo.store import redact_url, sqlite_file
 from hpo.training.isolation import process_alive
 
@@ -232,11 +232,16 @@ def _recorded_there(database: Path, study: str, out: Path) -> bool:
     given it, from a folder above the database); True where it cannot be read."""
     from hpo.store import open_storage
 
+    storage = None
     try:
         storage = open_storage(sqlite_url(database), create=False, heartbeat=False)
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
     except Exception:  # a locked, damaged or other database: another study's, as it says
         return True
+    finally:  # its file handle, which a long process (a notebook) would otherwise keep
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
     for key, record in attrs.items():
         if not (key.startswith("ensemble_top") and isinstance(record, dict)):
             continue
@@ -260,21 +265,22 @@ def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
     kind that processes of this machine left there and that are gone are removed: a kill skips
     a run's own cleanup, and a refitted ensemble's exports take hundreds of MB.
 
-    Its name holds the process id and the host: a folder shared by several machines keeps the
-    others' runs. An "old" one goes only while `out_dir` is there: a run killed between
-    `publish`'s two renames left the only copy of the earlier output in it.
+    Its name holds the process id and the machine (`hpo.scratch.machine_tag`: host, boot and
+    PID namespace): a folder shared by several machines or containers keeps the others' runs.
+    An "old" one goes only while `out_dir` is there: a run killed between `publish`'s two
+    renames left the only copy of the earlier output in it.
     """
     prefix = f".{out_dir.name}.{kind}-"
-    host = socket.gethostname()
+    machine = machine_tag()
     if out_dir.parent.is_dir() and (kind != "old" or out_dir.exists()):
         for stale in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
             pid, _, rest = stale.name.removeprefix(prefix).partition("-")
-            if pid.isdigit() and rest[9:] == host and not process_alive((int(pid), None)):
+            if pid.isdigit() and rest[9:] == machine and not process_alive((int(pid), None)):
                 if stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:
                     stale.unlink(missing_ok=True)
-    return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}"
+    return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{machine}"
 
 
 @contextlib.contextmanager

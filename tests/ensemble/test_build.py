@@ -422,6 +422,9 @@ def test_an_ensemble_folder_of_another_study_is_refused_and_a_replaced_one_is_na
         replaced = f"replacing the ensemble in {out} (built {created} from study {config.name!r})"
         assert replaced in said
         assert json.loads((out / "report.json").read_text())["created"] != created
+    # Nothing keeps the other study's database open (a notebook's process held its file).
+    held = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+    assert os.path.realpath(original) not in held
 
 
 def test_a_trial_export_of_another_study_database_is_refused_and_its_own_replaced(
@@ -447,22 +450,26 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     tmp_path: Path,
 ) -> None:
     # kill -9 of hpo ensemble, export or distill skipped their cleanup: their staging folders
-    # (a refitted ensemble's exports, hundreds of MB) stayed beside --out for good.
+    # (a refitted ensemble's exports, hundreds of MB) stayed beside --out for good. Only this
+    # machine's are swept: a container sharing the host name (`--network host`) and the folder
+    # has its own PIDs, and one named by the host alone lost its running export.
     import socket
     import subprocess
 
     from hpo.ensemble.output_folder import staging_for
+    from hpo.scratch import machine_tag
 
     out = tmp_path / "ensemble"
     out.mkdir()
     gone = subprocess.Popen(["true"])
     gone.wait()
-    host = socket.gethostname()
+    tag = machine_tag()
     left = {
-        "killed": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{host}",
-        "running": tmp_path / f".ensemble.tmp-{os.getpid()}-0123abcd-{host}",
-        "elsewhere": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{host}x",
-        "old": tmp_path / f".ensemble.old-{gone.pid}-0123abcd-{host}",
+        "killed": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{tag}",
+        "running": tmp_path / f".ensemble.tmp-{os.getpid()}-0123abcd-{tag}",
+        "elsewhere": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{tag[::-1]}",
+        "host only": tmp_path / f".ensemble.tmp-{gone.pid}-0123abcd-{socket.gethostname()}",
+        "old": tmp_path / f".ensemble.old-{gone.pid}-0123abcd-{tag}",
     }
     for folder in left.values():
         (folder / "saved_model").mkdir(parents=True)
@@ -472,9 +479,14 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     (tmp_path / "moved").rename(out)
     new = staging_for(out)
     assert new.name.startswith(f".ensemble.tmp-{os.getpid()}-") and not new.exists()
-    assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "old"}
+    assert {k for k, f in left.items() if f.exists()} == {
+        "running",
+        "elsewhere",
+        "host only",
+        "old",
+    }
     staging_for(out, "old")
-    assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere"}
+    assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "host only"}
 
 
 def test_more_than_available_uses_all_and_says_so(
