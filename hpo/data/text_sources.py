@@ -63,6 +63,7 @@ ENV_VAR = "HPO_TEXT_PATH"
 _LAYOUT = "<root>/{split}/<class>/*.txt"
 # Table suffixes and their field separator (None: not a delimited text file).
 _TABLES = {".csv": ",", ".tsv": "\t", ".parquet": None}
+_SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
 _KINDS = (
     "a <root>/train/<class>/*.txt folder (or <root>/<class>/*.txt), a .tar.gz of one with "
     "splits, or a .csv/.tsv/.parquet table"
@@ -504,12 +505,23 @@ def _read_delimited(
         )
     sep = _separator(head, read_as, sep, text_column)
     try:
-        frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV, **read), False
-    except UnicodeDecodeError:
-        replaced = True
-        frame = pd.read_csv(
-            path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV, **read
-        )
+        try:
+            frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV, **read), False
+        except UnicodeDecodeError:
+            replaced = True
+            frame = pd.read_csv(
+                path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV, **read
+            )
+    except pd.errors.ParserError as exc:
+        why = " ".join(str(exc).split())
+        if "Expected" not in why:  # "Expected 2 fields in line 7, saw 3"
+            raise
+        raise DataError(
+            f"{path}: cannot be read as a table ({why}): a row has more fields than the "
+            f"header, most often a text that holds an unquoted {_SEPARATORS[sep]}. "
+            f"{_separator_fix(sep)}"
+        ) from exc
+    _check_no_index(frame, path, sep)
     if sep == "\t" and _holds_a_tab(frame):
         # A cell with a tab in a tab-separated file: a text that begins with a double quote
         # (a quoted title) opened a CSV quoted field, which ran to the next quote and took in
@@ -525,6 +537,41 @@ def _read_delimited(
             )
             return unquoted, replaced
     return frame, replaced
+
+
+def _check_no_index(frame: pd.DataFrame, path: Path, sep: str) -> None:
+    """Refuses a table read with an index: pandas takes a first data row with more fields than
+    the header for one whose first fields name the row, so every row lost them silently (a
+    text's words before its unquoted comma)."""
+    import pandas as pd
+
+    if isinstance(frame.index, pd.RangeIndex):
+        return
+    name = _SEPARATORS[sep]
+    extra = "a field" if frame.index.nlevels == 1 else f"{frame.index.nlevels} fields"
+    if frame.iloc[:, -1].isna().all():  # every row's last field is empty
+        raise DataError(
+            f"{path}: each data row ends with a {name}, which gives it {extra} more than the "
+            f"header, and its fields would be read one column off. Remove the {name} at the "
+            "end of each row, or end the header with a column name for it."
+        )
+    first = frame.index[0]
+    lost = sep.join(first) if isinstance(first, tuple) else str(first)
+    raise DataError(
+        f"{path}: its first data row has {extra} more than its header: a text holds an "
+        f"unquoted {name}, and each row's fields would be read one column off, its first lost "
+        f"({lost!r} in the first row). {_separator_fix(sep)}"
+    )
+
+
+def _separator_fix(sep: str) -> str:
+    """How to keep a field separator inside a text, in a file separated by `sep`."""
+    if sep == "\t":  # TSV has no quoting
+        return "Replace the tabs in the texts with spaces."
+    return (
+        f'Quote each text that holds a {_SEPARATORS[sep]} ("loved it{sep} a lot"{sep}pos), as '
+        "a spreadsheet or Python's csv module writes it."
+    )
 
 
 def _separator(head: bytes, read_as: str, sep: str, text_column: str) -> str:

@@ -533,6 +533,52 @@ def test_semicolon_fields_are_told_by_the_header_before_texts_with_commas(
 @pytest.mark.parametrize(
     ("content", "said"),
     [
+        ("text,label\nloved it, a lot,pos\nhated it, all,neg\n", r"'loved it' in the first row"),
+        ("id,text,label\n1,loved it, a lot,pos\n2,hated it, all,neg\n", r"'1' in the first row"),
+        ("text,label\na, b, c,pos\nd, e, f,neg\n", r"has 2 fields more .*'a, b' in the first"),
+        ("text;label\nloved it; a lot;pos\nhated it; all;neg\n", r"unquoted semicolon"),
+    ],
+    ids=["text,label", "id,text,label", "two commas", "semicolons"],
+)
+def test_texts_with_an_unquoted_comma_in_every_row_are_refused_not_cut(
+    tmp_path: Path, content: str, said: str
+) -> None:
+    # Every data row one field longer than the header: pandas read the first field as the
+    # row's index, so each text lost its words before the comma and the search ran at chance.
+    path = tmp_path / "train.csv"
+    path.write_text(content)
+    fix = "Quote each text that holds a"
+    with pytest.raises(DataError, match=rf"more than its header: a text holds an unquoted .*{fix}"):
+        ts.read_texts(path, "train", test_path=path)
+    with pytest.raises(DataError, match=said):
+        ts.read_texts(path, "train", test_path=path)
+    # The test table's labels, read alone before the search, are refused alike.
+    train = write_table(tmp_path / "ok.csv", {"text": ["a", "b"], "label": ["neg", "pos"]})
+    with pytest.raises(DataError, match="a text holds an unquoted"):
+        ts.check_test_table(train, path, ["neg", "pos"])
+
+
+def test_rows_that_end_with_a_separator_or_some_with_a_comma_more_are_refused(
+    tmp_path: Path,
+) -> None:
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("text,label\nloved it,pos,\nhated it,neg,\n")
+    with pytest.raises(DataError, match=r"each data row ends with a comma.*Remove the comma"):
+        ts.read_texts(trailing, "train", test_path=trailing)
+    # Rows of both lengths: pandas names the first longer one; the fix is the same.
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("text,label\nloved it,pos\nhated it, all,neg\n")
+    with pytest.raises(DataError, match=r"Expected 2 fields in line 3, saw 3\): .* unquoted comma"):
+        ts.read_texts(mixed, "train", test_path=mixed)
+    tabs = tmp_path / "tabs.tsv"
+    tabs.write_text("text\tlabel\nloved it\ta lot\tpos\nhated it\tall\tneg\n")
+    with pytest.raises(DataError, match=r"unquoted tab.*Replace the tabs in the texts"):
+        ts.read_texts(tabs, "train", test_path=tabs)
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
         ("", "is empty: it holds no header and no rows"),
         ("text,label\n", r"has no rows below its header \['text', 'label'\]"),
         ('text,label\n"good,\nvery good",pos\n"bad, cut', "a quoted field never closes"),
