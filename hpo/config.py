@@ -214,7 +214,9 @@ class TrainingConfig:
         lr_factor: Factor applied to the learning rate on a plateau.
         chance_epochs: A trial whose validation accuracy is still at chance level after
             this many epochs is stopped (0 disables the check).
-        chance_margin: How far above chance level counts as learning.
+        chance_margin: How far above chance level (the most frequent class's share of the
+            validation examples) counts as learning; where twice this share of the error
+            chance leaves (1 - chance) is less, that, so a class of 98% leaves it reachable.
         precision: "auto" (default: bfloat16 where it was measured faster, see
             `hpo.precision`), "float32", "mixed_bfloat16" or "mixed_float16".
         backend: The Keras backend trials train on: "tensorflow", "jax" or "torch"; default

@@ -199,6 +199,11 @@ class ChanceLevelStop(keras.callbacks.Callback):
     judged once, after `epochs` epochs and at least `MIN_STEPS` optimizer steps: on a few
     thousand rows two epochs of large batches are a few dozen steps, too few to tell a model
     that learns slowly from one that never will.
+
+    Learning is beating `chance` by `margin`, or by twice `margin` of the error that chance
+    leaves (1 - chance) where that is less: on 98% of one class, chance + 0.02 would be out of
+    reach of a perfect model, and every trial was pruned. Where no class holds more than half
+    of the examples, it is chance + margin.
     """
 
     MIN_STEPS = 100
@@ -206,6 +211,8 @@ class ChanceLevelStop(keras.callbacks.Callback):
     def __init__(self, monitor: str, chance: float, epochs: int, margin: float) -> None:
         super().__init__()
         self.monitor, self.chance, self.epochs, self.margin = monitor, chance, epochs, margin
+        # margin < 0.5 (`TrainingConfig`) keeps it below 1, as the error left is above 0.
+        self.threshold = chance + min(margin, 2 * margin * (1 - chance))
         self.best = -math.inf
         self.judged = False
 
@@ -219,10 +226,11 @@ class ChanceLevelStop(keras.callbacks.Callback):
         self.judged = True
         if _last_epoch(self, epoch):
             return  # trained all it will: stopping it saves nothing, and would lose its model
-        if self.best <= self.chance + self.margin:
+        if self.best <= self.threshold:
             raise optuna.TrialPruned(
-                f"{self.monitor} {self.best:.3f} is still at chance level ({self.chance:.3f}) "
-                f"after {epoch + 1} epochs"
+                f"{self.monitor} {self.best:.4g} is still at chance level ({self.chance:.4g}) "
+                f"after {epoch + 1} epochs: learning is above {self.threshold:.4g} "
+                f"(training.chance_margin)"
             )
 
 

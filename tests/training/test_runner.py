@@ -163,6 +163,31 @@ def test_chance_level_stop() -> None:
     assert finished.best == 0.5
 
 
+@pytest.mark.parametrize(
+    ("chance", "at_chance", "learning"),
+    [
+        (0.5, 0.52, 0.521),  # balanced: chance + margin, as it always was
+        (0.1, 0.12, 0.121),
+        (0.983, 0.9833, 0.985),  # 98.3% of one class: chance + 0.02 would be above 1
+        (0.999, 0.999, 1.0),
+    ],
+)
+def test_a_trial_better_than_chance_passes_the_chance_check_however_imbalanced_the_classes(
+    chance: float, at_chance: float, learning: float
+) -> None:
+    # With 98.3% of one class, chance + margin >= 1: every trial was pruned "at chance level",
+    # a perfect one too.
+    for accuracy in (learning, 1.0):
+        passing = ChanceLevelStop("val_accuracy", chance=chance, epochs=1, margin=0.02)
+        passing.on_epoch_end(0, {"val_accuracy": accuracy})
+        assert passing.judged
+    stop = ChanceLevelStop("val_accuracy", chance=chance, epochs=1, margin=0.02)
+    with pytest.raises(optuna.TrialPruned, match=r"still at chance level .*learning is above"):
+        stop.on_epoch_end(0, {"val_accuracy": at_chance})
+    # The largest margin allowed (under 0.5) leaves a perfect score above the threshold.
+    assert ChanceLevelStop("val_accuracy", chance, 1, margin=0.4999).threshold < 1
+
+
 def test_the_best_epochs_logs_are_those_of_the_epoch_the_monitor_chose() -> None:
     history = {
         "loss": [0.9, 0.5, 0.4],
