@@ -505,15 +505,22 @@ def _read_delimited(
         )
     sep = _separator(head, read_as, sep, text_column)
     try:
-        try:
-            frame, replaced = pd.read_csv(path, sep=sep, encoding=read_as, **_CSV, **read), False
-        except UnicodeDecodeError:
-            replaced = True
-            frame = pd.read_csv(
-                path, sep=sep, encoding=read_as, encoding_errors="replace", **_CSV, **read
-            )
+        frame, replaced = _read_csv(path, read_as, sep=sep, **read)
     except pd.errors.ParserError as exc:
         why = " ".join(str(exc).split())
+        if sep == "\t" and "EOF inside string" in why:
+            # A text that begins with a double quote and holds no other: CSV's quoted field
+            # ran to the file's end. TSV has no quoting; read so, as below.
+            unquoted = _unquoted(path, read_as, _header(path, read_as, sep, read), **read)
+            if unquoted is not None:
+                _log.warning(
+                    "%s: read without quoting (%d rows): a text that begins with a double "
+                    "quote never closes as a CSV quoted field",
+                    path,
+                    len(unquoted[0]),
+                )
+                _check_no_index(unquoted[0], path, sep)
+                return unquoted
         if "Expected" not in why:  # "Expected 2 fields in line 7, saw 3"
             raise
         raise DataError(
@@ -526,17 +533,34 @@ def _read_delimited(
         # A cell with a tab in a tab-separated file: a text that begins with a double quote
         # (a quoted title) opened a CSV quoted field, which ran to the next quote and took in
         # the rows between. TSV has no quoting; read so, if every row then has its columns.
-        unquoted = _unquoted(path, read_as, frame.columns)
+        unquoted = _unquoted(path, read_as, frame.columns, **read)
         if unquoted is not None:
             _log.warning(
                 "%s: read without quoting (%d rows, against %d with CSV's quotes): a text that "
                 "begins with a double quote ran over the rows after it",
                 path,
-                len(unquoted),
+                len(unquoted[0]),
                 len(frame),
             )
-            return unquoted, replaced
+            _check_no_index(unquoted[0], path, sep)
+            return unquoted
     return frame, replaced
+
+
+def _read_csv(path: Path, read_as: str, **read: Any) -> tuple[pd.DataFrame, bool]:
+    """`pandas.read_csv` with `read`, and whether bytes of the file were not `read_as`, which
+    are then read as U+FFFD."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, encoding=read_as, **_CSV, **read), False
+    except UnicodeDecodeError:
+        return pd.read_csv(path, encoding=read_as, encoding_errors="replace", **_CSV, **read), True
+
+
+def _header(path: Path, read_as: str, sep: str, read: dict[str, Any]) -> pd.Index:
+    """The table's columns, read from its header alone."""
+    return _read_csv(path, read_as, sep=sep, **{**read, "nrows": 0})[0].columns
 
 
 def _check_no_index(frame: pd.DataFrame, path: Path, sep: str) -> None:
@@ -590,22 +614,18 @@ def _holds_a_tab(frame: pd.DataFrame) -> bool:
     return any(frame[c].str.contains("\t", regex=False).any() for c in frame.columns)
 
 
-def _unquoted(path: Path, read_as: str, columns: pd.Index) -> pd.DataFrame | None:
-    """The table read with no quoting at all, or None if a row then has other columns."""
+def _unquoted(
+    path: Path, read_as: str, columns: pd.Index, **read: Any
+) -> tuple[pd.DataFrame, bool] | None:
+    """The table read with no quoting at all, and whether bytes of it were not `read_as`; or
+    None if a row then has other columns."""
     import pandas as pd
 
     try:
-        frame = pd.read_csv(
-            path,
-            sep="\t",
-            encoding=read_as,
-            encoding_errors="replace",
-            quoting=csv.QUOTE_NONE,
-            **_CSV,
-        )
+        frame, replaced = _read_csv(path, read_as, sep="\t", quoting=csv.QUOTE_NONE, **read)
     except (pd.errors.ParserError, ValueError):
         return None
-    return frame if list(frame.columns) == list(columns) else None
+    return (frame, replaced) if list(frame.columns) == list(columns) else None
 
 
 def _read_frame(

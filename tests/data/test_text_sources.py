@@ -198,6 +198,28 @@ def test_a_tsv_text_that_begins_with_a_quote_stays_one_row(
     assert ts.read_texts(written, "train", test_path=written).texts == rows["text"]
 
 
+def test_a_tsv_text_that_begins_with_a_quote_it_never_closes_is_read_without_quoting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With no other quote after it, CSV's quoted field ran to the file's end: refused as cut
+    # short with CSV's advice ("a CSV writes one inside quotes"), which a TSV has no use for.
+    lines = ["text\tlabel"] + [f"review {i}\t{['neg', 'pos'][i % 2]}" for i in range(6)]
+    lines[2] = '"Casablanca, overrated\tpos'
+    path = tmp_path / "reviews.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(path, "train", test_path=path)
+    assert len(read.texts) == 6 and read.texts[1] == '"Casablanca, overrated'
+    assert read.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert "read without quoting (6 rows): a text that begins with a double quote" in caplog.text
+    ts.check_test_table(path, path, read.classes)  # its label column alone reads so too
+    # A CSV has quoting: there it is a quote that never closes.
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("\n".join(line.replace("\t", ",") for line in lines) + "\n")
+    with pytest.raises(DataError, match="a quoted field never closes"):
+        ts.read_texts(csv, "train", test_path=csv)
+
+
 def test_parquet_is_read_or_asks_for_pyarrow(tmp_path: Path) -> None:
     path = tmp_path / "train.parquet"
     if importlib.util.find_spec("pyarrow") is None:
