@@ -119,8 +119,8 @@ def change(previous: Mapping[str, Any] | None, current: Fingerprint) -> dict[str
         f"{current.source}) differs from {previous['sha256']} ({previous.get('examples')} "
         f"examples from {previous.get('source')}); changed: {', '.join(changed)}. Its test "
         f"scores are not comparable with that report's; report.json records both under "
-        f"'test_data_changed'. If this is not deliberate, point --data at the test data used "
-        f"before."
+        f"'test_data_changed'. If this is not deliberate, point --data (for a table's test "
+        f"table, [data] test_path) at the test data used before."
     )
     return {
         "previous": dict(previous),

@@ -232,9 +232,19 @@ def _export_into(
     model, _ = load_export(ensemble_dir, backend)
     test = task.load_test(config, str(source), data_folder)
     if testset.fingerprint(test.raw, test.y, test.source).sha256 != test_data:
+        # A test set read from elsewhere than the data is a table's test table, which --data
+        # does not replace: `[data] test_path` names it.
+        evaluated = report["test_data"].get("source")
+        fix = (
+            f"pass that data ({evaluated}) with --data"
+            if Path(test.source) == source
+            else "it is the study file's [data] test_path, which --data does not replace: "
+            f"restore the table it was evaluated on ({evaluated}) and point test_path at it"
+        )
         raise DataError(
             f"the test set read from {test.source} is not the one {ensemble_dir} was evaluated "
-            "on, so its predictions cannot be checked; pass that data with --data."
+            f"on, so its predictions cannot be checked; {fix}. Or build the ensemble again "
+            "with hpo ensemble, to evaluate it on this test set."
         )
     temperature = float(report.get("calibration", {}).get("temperature", 1.0))
     # The slope is taken at the blend before the temperature, recovered from the predictions.

@@ -139,6 +139,8 @@ def test_a_change_names_both_fingerprints_counts_and_what_differs() -> None:
     ]
     for part in (before.sha256, after.sha256, "3 examples", "2 examples", "ensembles/x-top5"):
         assert part in found["message"]
+    # A table's test set is [data] test_path's, which --data does not replace.
+    assert "point --data (for a table's test table, [data] test_path) at" in found["message"]
 
     labels_only = change(recorded, fingerprint(texts, np.array([1, 1, 0]), "/data/a"))
     assert labels_only is not None

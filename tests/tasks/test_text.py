@@ -13,6 +13,8 @@ from optuna.trial import TrialState
 
 from hpo.config import load_study_config
 from hpo.ensemble import build_ensemble
+from hpo.ensemble.exporter import export_built_ensemble
+from hpo.errors import DataError
 from hpo.search import run_search
 from hpo.study import search_space
 from hpo.tasks import get_task
@@ -116,6 +118,15 @@ def test_a_three_class_csv_with_groups_searches_and_ensembles(tmp_path: Path) ->
     assert set(report["test"]["ensemble"]["per_class_accuracy"]) == set(WORDS)
     assert report["test"]["ensemble"]["accuracy"] > 0.6  # chance is 1/3
     assert np.load(out / "test_predictions.npy").shape == (45, 3)
+
+    # A test table changed since: an export cannot check its predictions, and says that the
+    # test table is test_path's (it said "pass that data with --data", which replaces train's).
+    export_built_ensemble(config, study, out, formats=["keras"])
+    changed = pd.DataFrame(_texts(45, 1), columns=columns)
+    changed.loc[0, "topic"] = "sports"  # a cooking text
+    changed.to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(DataError, match=r"test_path, which --data does not replace"):
+        export_built_ensemble(config, study, out, formats=["keras"])
 
 
 def test_a_three_class_text_folder_runs_a_study(tmp_path: Path) -> None:
