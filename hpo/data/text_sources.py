@@ -70,6 +70,9 @@ _KINDS = (
 )
 # Only empty cells are missing: a text or a label reading "NA" or "None" is kept as written.
 _CSV = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+# Labels as spreadsheets, R and pandas write a missing value (case aside): kept as classes, as
+# a label may mean them, but named in a warning ("None" is left out: it names a class often).
+_MISSING_SPELLINGS = frozenset({"nan", "na", "n/a", "#n/a", "null", "<na>"})
 _log = logging.getLogger(__name__)
 ENCODING = "utf-8"
 _UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -687,6 +690,7 @@ def _read_table(
         found = _strings(frame[columns.group])
         groups = [f"<row {i}>" if g is None else g for i, g in enumerate(found)]
     texts, labels = _strings(frame[columns.text]), _labels(_strings(frame[columns.label]))
+    _warn_missing_spellings(path, labels)
     if replaced:
         rows = [
             f"data row {i + 1}"
@@ -695,6 +699,20 @@ def _read_table(
         ]
         _warn_undecodable(path, "table", rows, len(texts), "rows", encoding)
     return texts, labels, groups
+
+
+def _warn_missing_spellings(path: Path, labels: list[str | None]) -> None:
+    spelled = sorted({label for label in labels if label and label.lower() in _MISSING_SPELLINGS})
+    if spelled:
+        _log.warning(
+            "%s: %d row(s) are labelled %s, as a spreadsheet or pandas writes a missing value; "
+            "they are kept as %s. If they have no label, empty those cells: rows without a "
+            "label are dropped",
+            path,
+            sum(label in spelled for label in labels),
+            " or ".join(repr(label) for label in spelled),
+            "a class" if len(spelled) == 1 else "classes",
+        )
 
 
 def _strings(values: pd.Series) -> list[str | None]:

@@ -350,6 +350,25 @@ def test_empty_texts_and_missing_labels_are_dropped_with_a_count(
     assert "dropped 3 of 5 train rows (2 with empty text, 1 without label)" in caplog.text
 
 
+def test_labels_spelled_as_a_missing_value_are_kept_and_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "NaN", "nan" and "NA" were classes of their own with nothing said, where data.md said
+    # that rows with no label are dropped.
+    labels = ["pos", "NaN", "neg", "nan", "NA", "pos", "neg", "none"]
+    path = write_table(tmp_path / "train.csv", {"text": list("abcdefgh"), "label": labels})
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        read = ts.read_texts(path, "train", test_path=path)
+    assert read.classes == ["NA", "NaN", "nan", "neg", "none", "pos"]
+    assert "3 row(s) are labelled 'NA' or 'NaN' or 'nan', as a spreadsheet or pandas" in caplog.text
+    assert "kept as classes. If they have no label, empty those cells" in caplog.text
+    caplog.clear()
+    plain = write_table(tmp_path / "plain.csv", {"text": list("ab"), "label": ["NAN ", "pos"]})
+    with caplog.at_level(logging.WARNING, logger=ts.__name__):
+        ts.read_texts(plain, "train", test_path=plain)
+    assert "1 row(s) are labelled 'NAN', as" in caplog.text and "kept as a class." in caplog.text
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
 def test_labels_are_read_without_surrounding_whitespace_in_train_and_test(
     tmp_path: Path, suffix: str
