@@ -50,6 +50,7 @@ __all__ = [
     "LABEL_RULES",
     "LabelledTexts",
     "TextColumns",
+    "check_test_path",
     "check_test_table",
     "has_test_split",
     "has_val_split",
@@ -737,6 +738,29 @@ def _labels(found: list[str | None]) -> list[str | None]:
     whole = all(number == number.to_integral_value() for number in numbers.values())
     read = {label: str(int(n)) if whole else str(float(n)) for label, n in numbers.items()}
     return [None if label is None else read[label] for label in labels]
+
+
+def check_test_path(source: Path, test_path: Path | None) -> None:
+    """Refuses a test table (`[data] test_path`) that is the training table itself: its test
+    score would be measured on the rows the search trained and chose on.
+
+    Args:
+        source: What `locate_texts` returned.
+        test_path: The test table, or None.
+
+    Raises:
+        ConfigError: `test_path` is `source` (by any path to it: a link, another spelling).
+    """
+    if test_path is None or not is_table(source) or not test_path.is_file():
+        return
+    if source.samefile(test_path):
+        raise ConfigError(
+            f"[data] test_path {test_path} is the training table {source} (from --data, "
+            f"${ENV_VAR} or [data] path): the test set must be rows the search never reads, or "
+            "its score is measured on training data. Set test_path to a table of other rows, "
+            "or remove it for hpo to hold out a share of each label of the training table "
+            "([data] test_fraction)."
+        )
 
 
 def check_test_table(

@@ -389,6 +389,7 @@ def _own_cache_folder(config: StudyConfig, source: Path, space: Space) -> Path:
 
 def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Path:
     source = _locate(config, data_arg)
+    text_sources.check_test_path(source, _test_path(config))
     check_split_classes(source, ".txt")
     folder = prepare_tokens(
         config,

@@ -266,6 +266,29 @@ def test_a_test_tables_labels_unlike_trains_are_refused_before_the_search(tmp_pa
     assert {trial.state for trial in study.trials} <= {TrialState.WAITING}  # none ran
 
 
+def test_a_test_path_that_is_the_training_table_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    # It was read silently: the "test" score was measured on the rows the search trained on.
+    from hpo.errors import ConfigError
+
+    pd.DataFrame(_texts(60, 0), columns=["text", "label", "author"]).to_csv(
+        tmp_path / "train.csv", index=False
+    )
+    (tmp_path / "same.csv").symlink_to(tmp_path / "train.csv")
+    task = get_task("text")
+    for test_path in ("train.csv", "./same.csv"):
+        extra = f'test_path = "{test_path}"'
+        config = load_study_config(_study(tmp_path, tmp_path / "train.csv", extra))
+        with pytest.raises(ConfigError, match=r"test_path .* is the training table .*train\.csv"):
+            task.prepare(config, None, search_space(task, config.space).shared)
+        assert not config.cache_dir.exists()
+    # --data naming the test table is the same mistake.
+    config = load_study_config(_study(tmp_path, tmp_path / "other.csv", 'test_path = "same.csv"'))
+    with pytest.raises(ConfigError, match=r"Set test_path to a table of other rows"):
+        task.prepare(config, str(tmp_path / "train.csv"), search_space(task, config.space).shared)
+
+
 def test_a_val_folder_is_the_validation_set_in_a_folder_and_an_archive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
