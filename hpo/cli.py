@@ -28,7 +28,7 @@ from hpo.errors import HpoError
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ["COMMANDS", "build_parser", "main", "quiet_tensorflow", "run_module"]
+__all__ = ["COMMANDS", "build_parser", "in_command", "main", "quiet_tensorflow", "run_module"]
 
 # Each command and the module that implements it.
 MODULES = {
@@ -52,6 +52,15 @@ def module_entry(name: str) -> str:
 
 
 VERBOSE_VAR = "HPO_VERBOSE"
+
+# Whether this process runs an `hpo` command (`_run`): its messages then name the command's
+# flags, and otherwise what a Python caller passes.
+_IN_COMMAND = False
+
+
+def in_command() -> bool:
+    """Whether this process runs an `hpo` command, rather than a Python session calling hpo."""
+    return _IN_COMMAND
 
 
 class Command(Protocol):
@@ -112,6 +121,15 @@ def run_module(name: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _run(module: Command, args: argparse.Namespace) -> int:
+    global _IN_COMMAND
+    _IN_COMMAND = True
+    try:
+        return _run_command(module, args)
+    finally:
+        _IN_COMMAND = False  # a Python session that ran a command in-process (tests) goes on
+
+
+def _run_command(module: Command, args: argparse.Namespace) -> int:
     warnings_not_errors()
     verbose = bool(getattr(args, "verbose", False)) or os.environ.get(VERBOSE_VAR) == "1"
     if verbose:

@@ -223,15 +223,29 @@ def load_keras_file(path: Path | str) -> keras.Model:
     import keras
 
     from hpo._layers import register_layers
-    from hpo.models.external import register_user_objects
+    from hpo.models.external import register_user_objects, user_objects_for
 
     register_layers()
     register_user_objects()
-    with warnings.catch_warnings():
+    # A class the search script defined is saved as `__main__>Name`; a later script imports it.
+    stand_ins = user_objects_for(_saved_names(path))
+    with warnings.catch_warnings(), keras.saving.custom_object_scope(stand_ins):
         # Keras's warning for a layer that makes its sublayers in __init__ and has no build()
         # (keras.io's examples): they are built as the model is, and their weights load.
         warnings.filterwarnings("ignore", message=r"`build\(\)` was called on layer")
         return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def _saved_names(path: Path | str) -> set[str]:
+    """The registered names (`module>Name`) of the classes and functions a `.keras` file's
+    configuration names; none for a file that is no readable `.keras` archive (Keras says why
+    when it loads it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, RecursionError):
+        return set()
+    return _registered_names(config)
 
 
 def load_checkpoint(path: Path, number: int) -> keras.Model:
@@ -255,13 +269,23 @@ def keras_cause(exc: Exception, limit: int = 400) -> str:
 
 
 def own_class_hint(exc: Exception) -> str:
-    """What to do when a `.keras` file holds a class of the user's own that Keras cannot find."""
+    """What to do when a `.keras` file holds a class of the user's own that Keras cannot find:
+    an `hpo` command imports a study file's family module; Python loads what its caller has
+    defined or imported (a Tuner's project has no study file)."""
     if "Could not locate class" not in str(exc):
         return ""
+    from hpo.cli import in_command
+
+    if in_command():
+        return (
+            "; it holds a class of your own: pass the study file that names its module (--study "
+            "FILE), which hpo imports. A class that a Python script or notebook defines loads "
+            "from Python only, with the class defined or imported first"
+        )
     return (
-        "; it holds a class of your own: pass the study file that names its module (--study "
-        "FILE), which hpo imports, or from Python define or import the class before loading "
-        "(hpo registers the Keras classes your script or notebook defines)"
+        "; it holds a class of your own: define or import the class before loading, as the "
+        "search's script did (hpo finds the Keras classes your script or notebook defines or "
+        "imports, under any module name)"
     )
 
 
@@ -349,4 +373,21 @@ def _class_names(node: Any) -> set[str]:
     elif isinstance(node, list):
         for value in node:
             names |= _class_names(value)
+    return names
+
+
+def _registered_names(node: Any) -> set[str]:
+    """The names Keras looks up in its registry: a class's `registered_name`, a function's
+    `config` (`_retrieve_class_or_fn`)."""
+    names: set[str] = set()
+    if isinstance(node, dict):
+        name = node.get("config") if node.get("class_name") == "function" else None
+        for found in (name, node.get("registered_name")):
+            if isinstance(found, str) and ">" in found:
+                names.add(found)
+        for value in node.values():
+            names |= _registered_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _registered_names(value)
     return names

@@ -24,7 +24,7 @@ from hpo._script import script_outside_guard
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from hpo.tasks import Family
 
@@ -35,6 +35,7 @@ __all__ = [
     "modules_loaded_by_path",
     "record_model_arguments",
     "register_user_objects",
+    "user_objects_for",
     "uses_user_classes",
 ]
 
@@ -188,7 +189,8 @@ def register_user_objects(module: Any = None) -> None:
     the user's code defined or imported (a script, a notebook, the module a study file names and
     what it imports), when it builds a model and before it loads one. A checkpoint can only name
     one of those classes, never make hpo import anything; loading it in another process needs the
-    same code loaded (the same study file, or the notebook's classes defined again).
+    same code loaded (the same study file, the notebook's classes defined again, or the search
+    script's imported: `user_objects_for` finds a class saved by another module's name).
     """
     keras = sys.modules.get("keras")
     if keras is None:  # no Keras class can have been defined without importing Keras
@@ -224,6 +226,48 @@ def register_user_objects(module: Any = None) -> None:
                 # The qualified name keeps apart two classes of one name in one module (a
                 # notebook cell run again, two functions' local classes): the newest one wins.
                 keras.saving.register_keras_serializable(cls.__module__, cls.__qualname__)(cls)
+
+
+def user_objects_for(saved: Iterable[str]) -> dict[str, Any]:
+    """The user's registered classes and functions that stand for the names a model file saved
+    and Keras's registry lacks: `{saved name: object}`, for `keras.saving.custom_object_scope`.
+
+    Keras names a class of the user's by its module and qualified name (`__main__>MyModel`),
+    and the module is where the class was defined in the saving process: the search script run
+    as `python search.py` saves `__main__>MyModel`, and a later script that does `from search
+    import MyModel` holds `search>MyModel`. The saved name stands for the one registered class
+    or function of the user's of that qualified name, whatever its module now; the file's
+    module is never imported.
+
+    Raises:
+        ConfigError: Two of the user's loaded classes (or functions) have the name; the file
+            does not tell which one it saved.
+    """
+    import keras
+
+    registered = keras.saving.get_custom_objects()
+    by_name: dict[str, dict[int, Any]] = {}
+    for name, value in registered.items():
+        package, separator, qualified = name.partition(">")
+        module = getattr(value, "__module__", None)
+        if separator and isinstance(module, str) and module.partition(".")[0] not in _LIBRARIES:
+            by_name.setdefault(qualified, {})[id(value)] = value
+    found = {}
+    for name in saved:
+        package, separator, qualified = name.partition(">")
+        if not separator or name in registered or qualified not in by_name:
+            continue
+        candidates = list(by_name[qualified].values())
+        if len(candidates) > 1:
+            places = " and ".join(f"{c.__module__}.{qualified}" for c in candidates)
+            raise ConfigError(
+                f"the model names {qualified!r} of module {package!r} (where it was defined when "
+                f"the model was saved), and this process has loaded {len(candidates)} of that "
+                f"name: {places}. Load it in a process that defines or imports only the one "
+                f"the model was made with."
+            )
+        found[name] = candidates[0]
+    return found
 
 
 def _other_bases(keras: Any) -> list[type]:

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+import pytest
 from keras import layers
 
-from hpo.contract import load_keras_file
+import hpo.cli
+from hpo.contract import load_keras_file, own_class_hint
+from hpo.errors import ConfigError
 from hpo.models.external import (
     modules_loaded_by_path,
     register_user_objects,
@@ -25,8 +28,6 @@ from hpo.models.external import (
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 
 def _round_trip(model: keras.Model, path: Path) -> keras.Model:
@@ -353,3 +354,74 @@ def test_a_package_installed_in_a_site_packages_folder_off_the_venv_is_not_the_u
     assert vendored not in found
     assert not external._is_user_module(vendored)
     assert external._is_user_module(my_helpers_mod)
+
+
+def _registered(monkeypatch: pytest.MonkeyPatch, cls: type, package: str) -> None:
+    """Registers `cls` with Keras as `package>Name` for this test only."""
+    from keras.src.saving import object_registration
+
+    monkeypatch.setitem(keras.saving.get_custom_objects(), f"{package}>{cls.__name__}", cls)
+    monkeypatch.setitem(object_registration.GLOBAL_CUSTOM_NAMES, cls, f"{package}>{cls.__name__}")
+
+
+def _shift_class() -> type:
+    class Shift(layers.Layer):
+        def __init__(self, by, **kwargs):
+            super().__init__(**kwargs)
+            self.by = by
+
+        def call(self, x):
+            return x + self.by
+
+        def get_config(self):
+            return {**super().get_config(), "by": self.by}
+
+    return Shift
+
+
+def test_a_class_the_search_script_defined_loads_where_a_later_script_imports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shift = _shift_class()
+    # The search ran as `python search.py`: Keras names the class by `__main__`.
+    _registered(monkeypatch, shift, "__main__")
+    inputs = keras.Input(shape=(2,))
+    model = keras.Model(inputs, shift(3.0)(inputs))
+    model.save(tmp_path / "shift.keras")
+    # A later script does `from search import Shift`: the class is registered by that name.
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "__main__>Shift")
+    _registered(monkeypatch, shift, "search")
+
+    loaded = load_keras_file(tmp_path / "shift.keras")
+
+    (layer,) = [layer for layer in loaded.layers if isinstance(layer, shift)]
+    assert layer.by == 3.0
+    np.testing.assert_array_equal(loaded.predict(np.zeros((1, 2)), verbose=0), [[3.0, 3.0]])
+
+
+def test_a_saved_class_name_two_loaded_classes_have_is_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shift = _shift_class()
+    _registered(monkeypatch, shift, "__main__")
+    inputs = keras.Input(shape=(2,))
+    keras.Model(inputs, shift(3.0)(inputs)).save(tmp_path / "shift.keras")
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "__main__>Shift")
+    first, second = _shift_class(), _shift_class()
+    first.__module__, second.__module__ = "search", "other_search"
+    _registered(monkeypatch, first, "search")
+    _registered(monkeypatch, second, "other_search")
+
+    with pytest.raises(ConfigError, match=r"search\.Shift and other_search\.Shift"):
+        load_keras_file(tmp_path / "shift.keras")
+
+
+def test_the_hint_for_a_missing_class_of_ones_own_fits_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = TypeError("Could not locate class 'Shift'.")
+
+    assert "--study" not in own_class_hint(missing)  # a Tuner's project has no study file
+    assert "define or import the class" in own_class_hint(missing)
+    monkeypatch.setattr(hpo.cli, "_IN_COMMAND", True)
+    assert "--study FILE" in own_class_hint(missing)
