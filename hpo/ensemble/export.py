@@ -81,7 +81,7 @@ def export_ensemble(
     # mixed bfloat16, a keras.json's float16): the members keep the precision they trained in.
     with global_policy("float32"):
         used = [model for model, weight in zip(models, weights, strict=True) if weight > 0]
-        inputs = _named(task.raw_input(data_folder), input_names(used))
+        inputs = _declared(_named(task.raw_input(data_folder), input_names(used)), used)
         preprocessed: dict[Any, Any] = {}
         outputs = []
         for member, model, weight in zip(members, models, weights, strict=True):
@@ -112,7 +112,7 @@ def export_model(
     import keras
 
     with global_policy("float32"):  # as `export_ensemble`'s own layers
-        inputs = _named(task.raw_input(data_folder), input_names([model]))
+        inputs = _declared(_named(task.raw_input(data_folder), input_names([model])), [model])
         x = _preprocess(task, data_folder, params, inputs, {})
         return keras.Model(inputs, model(x), name=name)
 
@@ -149,6 +149,46 @@ def _named(inputs: Any, names: list[str] | None) -> Any:
         keras.Input(shape=given.shape[1:], dtype=given.dtype, name=name)
         for given, name in zip(inputs, names, strict=True)
     ]
+
+
+def _declared(inputs: Any, models: Sequence[keras.Model]) -> Any:
+    """`inputs` (a task's raw inputs, typed as the training data were) typed as the models'
+    own `keras.Input`s declare them: a float32 model trained on a float64 DataFrame serves
+    float32, as a client of the model expects. Where the models declare different types for
+    an input, it takes the widest of them (each model casts what it gets to its own); text,
+    and an input a model keeps no declaration of (a subclassed model), stay as they are.
+    """
+    import keras
+
+    from hpo.training.interface import members_model
+
+    declared: list[dict[Any, str]] = []
+    for model in models:
+        try:
+            own = list(members_model(model).inputs or ())
+        except (AttributeError, ValueError):  # a subclassed model: it keeps no inputs
+            return inputs
+        by_position = dict(enumerate(str(t.dtype) for t in own))
+        declared.append(by_position | {str(t.name): str(t.dtype) for t in own})
+
+    def typed(given: Any, key: Any) -> Any:
+        found = [d.get(key) for d in declared]
+        kinds = {kind for kind in found if kind is not None}
+        if not declared or None in found or "string" in kinds | {str(given.dtype)}:
+            return given
+        try:
+            widest = kinds.pop() if len(kinds) == 1 else str(np.result_type(*sorted(kinds)))
+        except TypeError:  # a type numpy does not know (bfloat16) beside another
+            return given
+        if widest == str(given.dtype):
+            return given
+        return keras.Input(shape=given.shape[1:], dtype=widest, name=given.name)
+
+    if isinstance(inputs, dict):
+        return {name: typed(given, name) for name, given in inputs.items()}
+    if isinstance(inputs, list):
+        return [typed(given, position) for position, given in enumerate(inputs)]
+    return typed(inputs, 0)
 
 
 def _preprocess(

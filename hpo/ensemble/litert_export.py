@@ -93,7 +93,13 @@ def export_litert(model: keras.Model, folder: Path, reference: Reference) -> dic
                 "instead (or onnx, where tf2onnx converts it)."
             ) from exc
     checked = check_served(
-        SERVE_LITERT, path, inputs, reference, "the LiteRT export", (*FORBIDDEN, "tensorflow")
+        SERVE_LITERT,
+        path,
+        inputs,
+        reference,
+        "the LiteRT export",
+        (*FORBIDDEN, "tensorflow"),
+        declared=[str(given.dtype) for given in model.inputs],
     )
     entry = {
         "path": LITERT_NAME,

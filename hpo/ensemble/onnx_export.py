@@ -104,7 +104,10 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
                 "savedmodel or keras instead."
             ) from exc
     names = [given.name for given in model.inputs]
-    checked = check_served(SERVE_ONNX, path, inputs, reference, "the ONNX export", names=names)
+    declared = [str(given.dtype) for given in model.inputs]
+    checked = check_served(
+        SERVE_ONNX, path, inputs, reference, "the ONNX export", names=names, declared=declared
+    )
     entry = {
         "path": ONNX_NAME,
         "sha256": sha256_file(path),
@@ -149,7 +152,9 @@ def traced(
             return tf.TensorSpec((None, *given.shape[1:]), given.dtype, given.name)
 
         return model, inputs, [keras.tree.map_structure(spec, model.input)], text
-    signature = [tf.TensorSpec((None, *inputs.shape[1:]), inputs.dtype, model.inputs[0].name)]
+    # The model's own input type, which a client sends, not the check rows' (float64 data).
+    given = model.inputs[0]
+    signature = [tf.TensorSpec((None, *inputs.shape[1:]), given.dtype, given.name)]
     return model, inputs, signature, text
 
 

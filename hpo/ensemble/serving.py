@@ -360,6 +360,7 @@ def export_saved_model(model: keras.Model, folder: Path, reference: Reference) -
         reference,
         "the SavedModel",
         names=[given.name for given in model.inputs],
+        declared=[str(given.dtype) for given in model.inputs],
     )
     tokens = reference.tokens is not None and not takes_text(model)
     entry = {
@@ -404,6 +405,7 @@ def check_served(
     what: str,
     forbidden: tuple[str, ...] = FORBIDDEN,
     names: list[str] | None = None,
+    declared: list[str] | None = None,
 ) -> dict[str, Any]:
     """Serves rows of every class with `script` in a fresh Python process and compares.
 
@@ -411,7 +413,8 @@ def check_served(
     the artifact, writes its outputs for the inputs, and ends with `IMPORTED`, which prints
     the input's name and which of the named packages it imported. Several inputs (`inputs`
     packed) go as `INPUTS.npz`, one array each, named `names`: the model's input names, in
-    its order (a list's inputs are given in that order; a dict's by name).
+    its order (a list's inputs are given in that order; a dict's by name). Numbers go as
+    `declared` types them (the model's input types, in its order), as a client sends them.
 
     Returns:
         The input's name and `compare_rows`'s summary.
@@ -427,9 +430,13 @@ def check_served(
         given, served = Path(scratch) / "inputs.npy", Path(scratch) / "outputs.npy"
         if packed(batch):
             given = given.with_suffix(".npz")
-            _save_npz(given, _by_input_name(batch, names))
+            arrays = _by_input_name(batch, names)
+            for name, kind in zip(names or (), declared or (), strict=False):
+                arrays[name] = _as_declared(arrays[name], kind)
+            _save_npz(given, arrays)
         else:
-            np.save(given, batch, allow_pickle=False)
+            one = _as_declared(batch, declared[0]) if declared else batch
+            np.save(given, one, allow_pickle=False)
         # A fresh process in an empty folder, as a server starts.
         command = [sys.executable, "-c", script, str(artifact.resolve()), str(given), str(served)]
         run = subprocess.run(
@@ -457,6 +464,13 @@ def check_served(
         what,
     )
     return {"input": info["input"], **summary}
+
+
+def _as_declared(array: np.ndarray, kind: str | None) -> np.ndarray:
+    """`array` as a model input typed `kind` takes it; text, or no type known, as it is."""
+    if kind is None or kind == "string" or array.dtype.kind in "OSU":
+        return array
+    return array.astype(kind)
 
 
 def _by_input_name(batch: np.ndarray, names: list[str] | None) -> dict[str, np.ndarray]:
