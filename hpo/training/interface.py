@@ -449,8 +449,12 @@ def read_labels(
     name = _loss_name(loss)
     if name in _ONE_HOT_LOSSES:
         return _agreeing_metrics(model, Labels.ONE_HOT, name, family)
-    if output.units == 1 or name.startswith("binary"):
+    if output.units == 1:
         return Labels.SPARSE
+    if name.startswith("binary"):
+        # Several sigmoid units, each scoring its class (Keras's "binary_crossentropy" on
+        # one-hot rows): they take the rows of the output's width, as Keras fits them.
+        return _agreeing_metrics(model, Labels.ONE_HOT, name, family)
     if name.startswith("sparse"):
         return _agreeing_metrics(model, Labels.SPARSE, name, family)
     # A loss of the user's own: one-hot if it takes those and not class ids.

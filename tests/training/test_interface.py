@@ -167,6 +167,23 @@ def test_labels_follow_the_model_s_own_loss() -> None:
     assert read_labels(model, output, y, 2, "f") is Labels.ONE_HOT
 
 
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "binary_crossentropy",
+        keras.losses.BinaryCrossentropy(),
+        keras.losses.BinaryFocalCrossentropy(),
+    ],
+)
+def test_a_binary_loss_on_several_sigmoid_units_takes_one_hot_rows(loss: Any) -> None:
+    x, y = _tokens(), np.arange(12) % 3
+    model = _text_model("sigmoid", outputs=3)
+    model.compile(loss=loss, metrics=["accuracy"])
+    output = read_output(model, x, 3, "f")
+
+    assert read_labels(model, output, y, 3, "f") is Labels.ONE_HOT
+
+
 def test_the_padding_probe_tells_masked_from_unmasked_and_fixed_length_models() -> None:
     x = _tokens()
     padding, reason = check_padding(_text_model("sigmoid", mask=True), x)
