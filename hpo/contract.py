@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import warnings
 import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import numpy as np
@@ -26,7 +28,6 @@ from hpo.store import artifact_address, sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     import keras
     import optuna
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 _UNSAFE_LAYERS = {"Lambda"}
+# Packages whose modules Keras imports, even in safe mode, when a file names one as an object's
+# `module` and no registered object answers to its name (`_retrieve_class_or_fn` in
+# keras/src/saving/serialization_lib.py); it imports no other module a file names but its own.
+_IMPORTED_BY_KERAS = frozenset({"keras_hub", "keras_cv", "keras_nlp"})
 
 
 class Attr:
@@ -198,23 +203,75 @@ def _verify(
         )
 
 
-def refuse_unsafe_layers(path: Path, what: str) -> None:
-    """Raises CheckpointError if a `.keras` file holds a `Lambda` layer (arbitrary Python code)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
-        # RecursionError: a config.json nested deeper than JSON's parser goes.
-        raise CheckpointError(
-            f"{what}: {path.name} is not a readable .keras file ({exc})."
-        ) from exc
+def refuse_unsafe_layers(path: Path, what: str | None = None) -> None:
+    """Raises CheckpointError if a `.keras` file holds a `Lambda` layer (arbitrary Python code),
+    or names a module that Keras would import to load it from outside installed packages.
+
+    Args:
+        path: The `.keras` file.
+        what: What the file is (`trial 3`), which the message names before the file's name;
+            default: the message names the file's whole path.
+    """
+    where = f"{what}: {path.name}" if what else str(path)
+    config = _config(path, where)
     found = sorted(_class_names(config) & _UNSAFE_LAYERS)
     if found:
         raise CheckpointError(
-            f"{what}: {path.name} contains a {found[0]} layer, which runs arbitrary "
+            f"{where} contains a {found[0]} layer, which runs arbitrary "
             f"Python code when loaded; refusing to load it. Only built-in, serialisable layers "
             f"are allowed."
         )
+    _refuse_imports(config, where)
+
+
+def _config(path: Path, where: str) -> Any:
+    """A `.keras` file's `config.json`, parsed."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
+        # RecursionError: a config.json nested deeper than JSON's parser goes.
+        raise CheckpointError(f"{where} is not a readable .keras file ({exc}).") from exc
+
+
+def _refuse_imports(config: Any, where: str) -> None:
+    """Raises CheckpointError if loading `config` would make Keras import a module of a package
+    that is neither loaded here nor installed: Python would find it on the import path first
+    (`python -m hpo` puts the working directory there, a notebook its folder), and run it."""
+    from hpo.models.external import installed_package
+
+    for node in _objects(config):
+        module = node.get("module")
+        if not isinstance(module, str):
+            continue
+        package = module.partition(".")[0]
+        if package not in _IMPORTED_BY_KERAS or _registered(node) or installed_package(package):
+            continue
+        inner = node.get("config")
+        name = inner.get("name") if isinstance(inner, dict) else None
+        named = f" {name!r}" if isinstance(name, str) else ""
+        raise CheckpointError(
+            f"{where} names module {module!r} for its {node.get('class_name')!r} "
+            f"object{named}, which Keras would import to load it, and {package} is not "
+            f"installed here (a {package} elsewhere on the import path, such as the working "
+            f"directory, is not imported: a file never makes hpo import a module); refusing to "
+            f"load it. If the model was made with {package}, install it (pip install "
+            f"{package}) and run this again; else the file was changed: restore it from a backup."
+        )
+
+
+def _registered(node: dict[str, Any]) -> bool:
+    """Whether Keras finds the object `node` describes among the registered ones, by the name it
+    looks up before importing the node's module (a function's own name, else a class's
+    registered name)."""
+    keras = sys.modules.get("keras")
+    if keras is None:  # nothing can be registered before Keras is loaded
+        return False
+    if node.get("class_name") == "function":
+        name = node.get("config")
+    else:
+        name = node.get("registered_name", node.get("class_name"))
+    return isinstance(name, str) and keras.saving.get_registered_object(name) is not None
 
 
 def load_keras_file(path: Path | str) -> keras.Model:
@@ -227,25 +284,18 @@ def load_keras_file(path: Path | str) -> keras.Model:
 
     register_layers()
     register_user_objects()
+    # Checked here, for every file hpo loads (a `.h5` file, which Keras would read another way,
+    # is refused as no `.keras` file). Keras's safe mode refuses a Lambda's code itself.
+    config = _config(Path(path), str(path))
     # A class the search script defined is saved as `__main__>Name`; a later script imports it.
-    stand_ins = user_objects_for(_saved_names(path))
+    stand_ins = user_objects_for(_registered_names(config))
     with warnings.catch_warnings(), keras.saving.custom_object_scope(stand_ins):
+        # After the registrations Keras's lookup sees, the stand-ins included.
+        _refuse_imports(config, str(path))
         # Keras's warning for a layer that makes its sublayers in __init__ and has no build()
         # (keras.io's examples): they are built as the model is, and their weights load.
         warnings.filterwarnings("ignore", message=r"`build\(\)` was called on layer")
         return keras.models.load_model(path, safe_mode=True, compile=False)
-
-
-def _saved_names(path: Path | str) -> set[str]:
-    """The registered names (`module>Name`) of the classes and functions a `.keras` file's
-    configuration names; none for a file that is no readable `.keras` archive (Keras says why
-    when it loads it)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError, RecursionError):
-        return set()
-    return _registered_names(config)
 
 
 def load_checkpoint(path: Path, number: int) -> keras.Model:
@@ -363,31 +413,32 @@ def _artifact_size(store: ArtifactStore, artifact_id: str) -> int:
     return size(artifact_id) if callable(size) else 0
 
 
-def _class_names(node: Any) -> set[str]:
-    names: set[str] = set()
-    if isinstance(node, dict):
-        if isinstance(node.get("class_name"), str):
-            names.add(node["class_name"])
-        for value in node.values():
-            names |= _class_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            names |= _class_names(value)
-    return names
+def _class_names(config: Any) -> set[str]:
+    return {
+        node["class_name"] for node in _objects(config) if isinstance(node.get("class_name"), str)
+    }
 
 
-def _registered_names(node: Any) -> set[str]:
+def _objects(config: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in `config`, however deep (without recursion: JSON's parser goes deeper
+    than Python's stack would)."""
+    pending = [config]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            yield node
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
+def _registered_names(config: Any) -> set[str]:
     """The names Keras looks up in its registry: a class's `registered_name`, a function's
     `config` (`_retrieve_class_or_fn`)."""
     names: set[str] = set()
-    if isinstance(node, dict):
+    for node in _objects(config):
         name = node.get("config") if node.get("class_name") == "function" else None
         for found in (name, node.get("registered_name")):
             if isinstance(found, str) and ">" in found:
                 names.add(found)
-        for value in node.values():
-            names |= _registered_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            names |= _registered_names(value)
     return names

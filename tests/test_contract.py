@@ -33,6 +33,73 @@ def test_loading_runs_in_safe_mode(tmp_path: Path) -> None:
         load_checkpoint(path, 3)
 
 
+def _naming_module(path: Path, module: str) -> Path:
+    """A small model saved to `path` whose Dropout layer's config names `module`."""
+    inputs = keras.Input(shape=(3,))
+    outputs = keras.layers.Dropout(0.1, name="drop")(inputs)
+    keras.Model(inputs, outputs).save(path)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    text = files["config.json"].decode()
+    assert text.count('"module": "keras.layers", "class_name": "Dropout"') == 1
+    files["config.json"] = text.replace(
+        '"module": "keras.layers", "class_name": "Dropout"',
+        f'"module": "{module}", "class_name": "Dropout"',
+    ).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("package", ["keras_nlp", "keras_hub", "keras_cv"])
+def test_a_file_never_makes_keras_import_a_module_of_the_working_directory(
+    package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keras's safe mode imports a module a file names under these packages: `python -m hpo`
+    # and a notebook put their folder on the import path, so ./keras_nlp.py ran.
+    import sys
+
+    ran = tmp_path / "ran"
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    (folder / f"{package}.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\nimport keras\nDropout = keras.layers.Dropout\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, package, raising=False)
+    path = _naming_module(tmp_path / "model.keras", f"{package}.layers")
+    expected = rf"model\.keras names module '{package}\.layers' for its 'Dropout' object 'drop'"
+    with pytest.raises(CheckpointError, match=rf"trial 3: {expected}"):
+        refuse_unsafe_layers(path, "trial 3")
+    with pytest.raises(CheckpointError, match=expected):
+        load_keras_file(path)
+    with pytest.raises(CheckpointError, match="trial 3: cannot load checkpoint"):
+        load_checkpoint(path, 3)
+    assert not ran.exists()
+    assert package not in sys.modules
+
+
+def test_a_file_may_name_a_package_this_process_has_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    from hpo.models.external import installed_package
+
+    loaded = types.ModuleType("keras_nlp")
+    loaded.Dropout = keras.layers.Dropout  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "keras_nlp", loaded)
+    path = _naming_module(tmp_path / "model.keras", "keras_nlp")
+    refuse_unsafe_layers(path, "trial 3")
+    assert isinstance(load_keras_file(path).get_layer("drop"), keras.layers.Dropout)
+    # Installed packages are found where they are installed, without running them.
+    assert installed_package("keras")
+    monkeypatch.delitem(sys.modules, "packaging")
+    assert installed_package("packaging")
+
+
 def test_keras_with_safe_mode_fixes_is_required() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'"keras>=3\.13\.2"', pyproject)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "accept_base_arguments",
     "complete_config",
+    "installed_package",
     "load_families",
     "modules_loaded_by_path",
     "record_model_arguments",
@@ -380,6 +381,39 @@ def _distribution_folders() -> set[str]:
         if os.path.basename(folder) in ("site-packages", "dist-packages"):
             folders.add(folder)
     return folders
+
+
+def installed_package(name: str) -> bool:
+    """Whether the top-level package `name` is loaded in this process, or installed: the import
+    path finds it (without running it) in a folder of installed distributions, not in the
+    working directory, a script's or a notebook's folder, where anyone who can write a file
+    can put a module of that name."""
+    if sys.modules.get(name) is not None:
+        return True
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    places = [spec.origin] if spec.has_location and spec.origin else []
+    places += list(spec.submodule_search_locations or [])
+    folders = _site_folders()
+    return bool(places) and all(
+        os.path.join(os.path.realpath(place), "").startswith(folders) for place in places
+    )
+
+
+@functools.cache
+def _site_folders() -> tuple[str, ...]:
+    """The folders installed packages lie in (`site-packages`, wherever found), with a final
+    separator: a package's files lie under one of them."""
+    import site
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    paths |= {*site.getsitepackages(), site.getusersitepackages(), *_distribution_folders()}
+    return tuple(os.path.join(os.path.realpath(p), "") for p in paths)
 
 
 def uses_user_classes(model: Any) -> bool:
