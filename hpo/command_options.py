@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from hpo.config import config_from_dict, load_study_config, sqlite_url
 from hpo.errors import ConfigError, StoreError
-from hpo.store import load_existing_study, open_storage, sqlite_file
+from hpo.store import (
+    documented_storage,
+    load_existing_study,
+    open_storage,
+    redact_url,
+    sqlite_file,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,12 +134,22 @@ def open_ensemble_study(
             f"the ensemble was built from study {name!r} in {storage}, whose password its "
             f"report does not keep; {fix}."
         )
+    if not documented_storage(storage):
+        raise ConfigError(
+            f"{path} says the ensemble was built from study {name!r} in {redact_url(storage)}, "
+            f"which hpo does not open for a file: a storage URL read from a file may name SQLite "
+            f"(sqlite:///...), PostgreSQL through psycopg (postgresql+psycopg://..., with "
+            f"psycopg installed) or hpo's storage proxy (grpc://...), since any other names a "
+            f"database driver to import; {fix}."
+        )
     try:
         return open_study(None, storage, name)
-    except (ConfigError, StoreError) as exc:
+    except Exception as exc:
+        # Any failure: the URL and the study are data of the report's, which may be anything;
+        # the user's way on is the same.
         raise ConfigError(
-            f"the ensemble was built from study {name!r} in {storage}, which cannot be opened "
-            f"({exc}); {fix}."
+            f"the ensemble was built from study {name!r} in {redact_url(storage)}, which cannot "
+            f"be opened ({type(exc).__name__}: {exc}); {fix}."
         ) from exc
 
 

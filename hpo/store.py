@@ -52,6 +52,7 @@ __all__ = [
     "check_sqlite_file",
     "database_time",
     "delete_study_attr",
+    "documented_storage",
     "load_existing_study",
     "open_artifact_store",
     "open_rdb_storage",
@@ -141,6 +142,35 @@ def redact_url(url: str) -> str:
     if parsed.password is None:  # nothing to hide: as given (SQLAlchemy escapes a path's é)
         return url
     return parsed.render_as_string(hide_password=True)
+
+
+# The study stores hpo documents (docs/scale-out.md): the SQLAlchemy names a URL may give them,
+# and their drivers (SQLAlchemy's default for plain `postgresql` is psycopg from 2.1 on, psycopg2
+# before), with the module of each, which SQLAlchemy imports.
+_DOCUMENTED_NAMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+_DOCUMENTED_DRIVERS = {"pysqlite": "sqlite3", "psycopg": "psycopg"}
+
+
+def documented_storage(url: str) -> bool:
+    """Whether `url` is a study store hpo documents, which a URL read from a file (an
+    ensemble's report.json) may name: SQLite, PostgreSQL through psycopg with psycopg
+    installed, or hpo's storage proxy (`grpc://`). Any other URL names a database driver that
+    SQLAlchemy would import, which Python may find first in the working directory
+    (`./pymysql.py` for `mysql+pymysql://`): a file never makes hpo import a module."""
+    from hpo.models.external import installed_package
+
+    if url.startswith(GRPC_SCHEME):
+        return True
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        # Only a name of SQLAlchemy's own dialects: another is looked up among the entry points
+        # of whatever distributions the import path holds, the working directory's included.
+        if parsed.drivername not in _DOCUMENTED_NAMES:
+            return False
+        module = _DOCUMENTED_DRIVERS.get(parsed.get_dialect().driver)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError):
+        return False
+    return module is not None and installed_package(module)
 
 
 def open_storage(

@@ -72,6 +72,35 @@ def test_a_study_the_report_names_but_that_cannot_be_opened_asks_for_its_file(
 
 
 @pytest.mark.parametrize(
+    "storage",
+    [
+        "mysql+pymysql://u@127.0.0.1:1/db",
+        "postgresql+psycopg2://hpo@db.example/hpo",  # a driver hpo does not install
+        "sqlite+pysqlcipher:///flowers.db",
+    ],
+)
+def test_a_report_never_chooses_a_database_driver_to_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    # SQLAlchemy imports the driver a URL names: `hpo export --ensemble DIR` ran ./pymysql.py
+    # (`python -m hpo` puts the working directory on the import path), then a traceback.
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran = tmp_path / "ran"
+    for driver in ("pymysql", "psycopg2", "sqlcipher3", "pysqlcipher3"):
+        monkeypatch.delitem(sys.modules, driver, raising=False)
+        (tmp_path / f"{driver}.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    folder = _ensemble(tmp_path, "flowers", storage)
+    with pytest.raises(ConfigError, match="which hpo does not open for a file") as raised:
+        open_ensemble_study(_flags(), folder)
+    assert str(raised.value).startswith(f"{folder / 'report.json'} says the ensemble")
+    assert "pass its study file: --study FILE" in str(raised.value)
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize(
     ("report", "why"),
     [
         ('{"study": ', "Expecting value"),
