@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from hpo.errors import ConfigError, DiskFull, HpoError
 
@@ -24,6 +26,7 @@ __all__ = [
     "make_study_folder",
     "raise_if_full",
     "raise_if_study_full",
+    "replacing",
     "writing",
     "writing_temporary",
 ]
@@ -84,6 +87,30 @@ def writing(path: Path, needed: int, folder: str = "folder") -> Iterator[None]:
             path=str(path),
             needed=needed,
         ) from exc
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file beside `path`, open for writing, that replaces `path` once the body is done
+    (renamed over it), or is removed if the body fails.
+
+    A reader never sees half a file, and a symbolic link at `path` is replaced, never followed:
+    writing to `path` itself wrote over whatever file the link pointed to. The new file is made
+    afresh (never a link someone put there first), with the permissions of any new file.
+    """
+    while True:
+        part = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+        try:
+            descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            yield file
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from hpo.contract import Attr, store_trial_artifacts
-from hpo.disk import has_room, raise_if_full
+from hpo.disk import has_room, raise_if_full, replacing
 from hpo.errors import ConfigError, DiskFull, HpoError
 from hpo.store import AtomicFileSystemArtifactStore, sha256_file
 
@@ -200,3 +200,30 @@ def test_a_stored_file_whose_record_the_database_cannot_take_is_removed(
     with pytest.raises(optuna.exceptions.StorageInternalError):
         store_trial_artifacts(trial, store, checkpoint, predictions)
     assert sorted((tmp_path / "artifacts").iterdir()) == []
+
+
+def test_a_file_replaced_is_whole_or_untouched_and_a_link_there_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "theirs.txt"
+    target.write_text("theirs")
+    path = tmp_path / "report.html"
+    path.symlink_to(target)
+    with pytest.raises(RuntimeError), replacing(path) as file:
+        file.write(b"half")
+        raise RuntimeError
+    assert path.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.html",
+        "theirs.txt",
+    ]
+    with replacing(path) as file:
+        file.write(b"ours")
+    assert not path.is_symlink() and path.read_text() == "ours"
+    assert target.read_text() == "theirs"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -27,6 +27,7 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
 
 from hpo.command_options import add_study_arguments, open_study
+from hpo.disk import replacing
 from hpo.errors import ConfigError, StoreError
 from hpo.store import read_only_database
 
@@ -160,7 +161,8 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
             figure.set_size_inches(10, 6)
             figure.tight_layout()
             png = out_dir / f"{name}.png"
-            figure.savefig(png, dpi=90)
+            with replacing(png) as file:
+                figure.savefig(file, format="png", dpi=90)
             plt.close(figure)
             written.append(png)
             interactive = plotly_plot(plotted, **arguments)
@@ -174,11 +176,12 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
             sections.append(f"<h2>{html.escape(shown)}</h2>\n{body}")
     page = out_dir / "report.html"
     name = html.escape(study.study_name)
-    page.write_text(
+    text = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study {name}</title></head>\n"
-        f"<body><h1>Study {name}</h1>\n" + "\n".join(sections) + "\n</body></html>\n",
-        encoding="utf-8",
+        f"<body><h1>Study {name}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
+    with replacing(page) as file:
+        file.write(text.encode())
     written.append(page)
     return written
 

@@ -22,11 +22,23 @@ def test_report_writes_each_figure_and_registers_them(
     study_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report"
+    # Links where the files go, to files elsewhere: each is replaced, its target left alone
+    # (hpo report wrote through them).
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("a file of the user's")
+    for name in ("report.html", f"{next(iter(FIGURES))}.png"):
+        (out / name).symlink_to(elsewhere)
     assert main(["--study", str(study_copy), "--out", str(out)]) == 0
+    assert elsewhere.read_text() == "a file of the user's"
     for name in FIGURES:
         png = out / f"{name}.png"
+        assert not png.is_symlink(), name
         assert png.read_bytes().startswith(PNG_MAGIC), name
         assert png.stat().st_size > 5000, name
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.html", *(f"{name}.png" for name in FIGURES)]
+    )
     page = (out / "report.html").read_text()
     assert "<h1>Study tiny</h1>" in page
     # Titles name the study's objective as Keras logs it.
