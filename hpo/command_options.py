@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpo._json import read_json
 from hpo.config import config_from_dict, load_study_config, sqlite_url
 from hpo.errors import ConfigError, StoreError
 from hpo.store import (
@@ -111,7 +111,7 @@ def open_ensemble_study(
         return open_study(args.study, args.storage, args.study_name)
     path = Path(ensemble_dir) / "report.json"
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = read_json(path)
     except (OSError, ValueError) as exc:
         report = exc  # the command names what is wrong with the folder, given the study
     default = Path(DEFAULT_STUDY)

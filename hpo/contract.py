@@ -10,7 +10,6 @@ every `.keras` file is loaded in safe mode with hpo's own layers registered.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import warnings
 import zipfile
@@ -22,6 +21,7 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo import metrics
+from hpo._json import parse_json
 from hpo.disk import writing_temporary
 from hpo.errors import HpoError
 from hpo.store import artifact_address, sha256_file
@@ -228,9 +228,8 @@ def _config(path: Path, where: str) -> Any:
     """A `.keras` file's `config.json`, parsed."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
-        # RecursionError: a config.json nested deeper than JSON's parser goes.
+            return parse_json(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise CheckpointError(f"{where} is not a readable .keras file ({exc}).") from exc
 
 

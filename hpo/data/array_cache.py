@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo._json import read_json
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
@@ -128,7 +130,7 @@ def cached(folder: Path) -> bool:
     if not meta_path.is_file():
         return False
     try:
-        json.loads(meta_path.read_text(encoding="utf-8"))
+        read_json(meta_path)
         for path in folder.glob("*.npy"):
             np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:

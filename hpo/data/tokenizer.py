@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo._json import parse_json
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
@@ -250,8 +252,8 @@ class Tokenizer:
                 the message names the field at fault.
         """
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = parse_json(text)
+        except ValueError as exc:
             raise ValueError(f"tokenizer JSON is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"tokenizer JSON must be an object, got {type(data).__name__}.")

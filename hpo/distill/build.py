@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo._json import read_json
 from hpo.artifacts import holding
 from hpo.backend import keras_backend
 from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
@@ -389,7 +390,7 @@ def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
             f"--ensemble {ensemble_dir} holds no ensemble (report.json and {EXPORT_NAME}). {hint}"
         )
     try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
+        report = read_json(report_path)
         report["validation"]["ensemble"]["log_loss"]
         best = report["members"][0]["trial"]
         if not isinstance(best, int) or isinstance(best, bool):

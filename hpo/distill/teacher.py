@@ -10,7 +10,6 @@ which shows they are that ensemble's predictions and not another's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo._json import read_json
 from hpo.ensemble.build import predict_member
 from hpo.ensemble.calibration import apply_temperature
 from hpo.ensemble.export import exported_members
@@ -220,7 +220,7 @@ def check_still_teacher(ensemble_dir: Path, recorded: dict[str, Any]) -> None:
         HpoError: It was replaced or removed.
     """
     try:
-        now = json.loads((ensemble_dir / "report.json").read_text(encoding="utf-8"))
+        now = read_json(ensemble_dir / "report.json")
     except (OSError, ValueError):
         now = None
     if not isinstance(now, dict) or teacher_identity(now) != teacher_identity(recorded):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import TrialState
 
+from hpo._json import read_json
 from hpo.artifacts import holding, removed_checkpoints
 from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
@@ -206,7 +207,7 @@ def _export_into(
     """`export_built_ensemble`'s work, under the folder's lock; returns the report written."""
     report_path = ensemble_dir / "report.json"
     try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
+        report = read_json(report_path)
         recorded_study, test_data = report["study"], report["test_data"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
-import json
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo._json import read_json
 from hpo.config import sqlite_url
 from hpo.ensemble.export import EXPORT_NAME, TOKENIZER_NAME
 from hpo.ensemble.litert_export import LITERT_NAME
@@ -199,7 +199,7 @@ def _is_scratch(name: str) -> bool:
 def _report(folder: Path) -> dict[str, Any] | None:
     """The report.json in `folder` if it holds a JSON object; None otherwise."""
     try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        report = read_json(folder / "report.json")
     except (OSError, ValueError):
         return None
     return report if isinstance(report, dict) else None

@@ -10,7 +10,6 @@ Command line::
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 
 from hpo import metrics
+from hpo._json import read_json
 from hpo.backend import Backend, claim_backend, use_backend
 from hpo.contract import CheckpointError, keras_cause, load_keras_file, refuse_unsafe_layers
 from hpo.data.layout import visible_files
@@ -54,7 +54,7 @@ def load_export(
             f"no {EXPORT_NAME} in {ensemble_dir}. Build one first: hpo ensemble --top 5."
         )
     verify_export(Path(ensemble_dir))
-    report = json.loads((Path(ensemble_dir) / "report.json").read_text(encoding="utf-8"))
+    report = read_json(Path(ensemble_dir) / "report.json")
     use_backend(backend or export_backend(Path(ensemble_dir)))
     try:
         model = load_keras_file(path)
@@ -104,7 +104,7 @@ def _class_names(report: dict[str, Any], model: keras.Model, report_path: Path) 
 def export_backend(ensemble_dir: Path) -> Backend:
     """The backend the export was made (and so loads) on; reports from before: TensorFlow."""
     try:
-        report = json.loads((Path(ensemble_dir) / "report.json").read_text(encoding="utf-8"))
+        report = read_json(Path(ensemble_dir) / "report.json")
         return Backend(report.get("backend", Backend.TENSORFLOW.value))
     except (OSError, ValueError, AttributeError):
         return Backend.TENSORFLOW  # `load_export` names what is wrong with the folder
@@ -151,7 +151,7 @@ def load_tokenizer(ensemble_dir: Path) -> Tokenizer:
     Raises:
         ConfigError: It is missing, changed, or not a tokenizer.
     """
-    report = json.loads((ensemble_dir / "report.json").read_text(encoding="utf-8"))
+    report = read_json(ensemble_dir / "report.json")
     path = verify_tokenizer(ensemble_dir, report)
     if path is None:
         raise ConfigError(
@@ -202,7 +202,7 @@ def verify_export(ensemble_dir: Path) -> None:
             f"hpo.load_model({str(ensemble_dir)!r}).predict(x), or write it with hpo ensemble."
         )
     try:
-        recorded = json.loads(report_path.read_text(encoding="utf-8"))["export"]["sha256"]
+        recorded = read_json(report_path)["export"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{report_path} does not record the exported ensemble's checksum ({exc!r}); "
@@ -274,7 +274,7 @@ def _check_served(folder: Path) -> None:
     whose inputs `hpo predict` cannot make from files: it fed an image model trained on
     scaled pixels the raw ones, silently."""
     try:
-        report = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))
+        report = read_json(Path(folder) / "report.json")
     except (OSError, ValueError):
         return  # load_export names what is wrong with it
     if isinstance(report, dict) and report.get("task") == "arrays":
