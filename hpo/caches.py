@@ -16,6 +16,10 @@ folder removes:
   (`LEFTOVER_AFTER`) and no live process holds it (a writer locks its folder while it writes,
   where the file system has locks).
 
+A folder goes only where it holds nothing but what hpo writes in a cache (`<array>.npy` files,
+the record `meta.json`; a leftover may be empty): a folder of the user's of a cache's name,
+say in a folder the study's `cache/` is a link to, with photos in it, stays, however old.
+
 Where the current cache cannot be worked out (the recorded data are gone, the settings do not
 hold), no cache goes, only the leftovers. Trial hyperparameters never choose a cache: a text
 study's is tokenized at the largest vocabulary and length its space allows and each trial
@@ -135,7 +139,14 @@ def sweep_caches(config: StudyConfig, study: optuna.Study, *, dry_run: bool = Fa
     sizes: dict[str, int] = {}
     for folder in _folders(config.cache_dir):
         size, changed = _size_and_change(folder)
-        used = array_cache.last_used(folder) if _CACHE.fullmatch(folder.name) else None
+        cache = _CACHE.fullmatch(folder.name) is not None
+        used = array_cache.last_used(folder) if cache else None
+        if not _holds_only_ours(folder, empty=not cache):
+            kept[folder.name] = (
+                "not hpo's: it holds files other than a cache's (<array>.npy, "
+                f"{array_cache.META_NAME})"
+            )
+            continue
         if used is not None:
             if current is None:
                 kept[folder.name] = "the study's current cache is unknown"
@@ -200,6 +211,18 @@ def _folders(cache_dir: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     return [cache_dir / name for name in sorted(names)]
+
+
+def _holds_only_ours(folder: Path, *, empty: bool) -> bool:
+    """Whether all `folder` holds is files (not links, not folders) of the names hpo writes in
+    a cache; an empty folder is one where `empty` (a leftover, whose deletion stopped)."""
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name if e.is_file(follow_symlinks=False) else "" for e in entries]
+    except OSError:  # removed meanwhile, or unreadable: nothing to tell it is hpo's
+        return False
+    ours = all(name == array_cache.META_NAME or name.endswith(".npy") for name in names)
+    return ours and (empty or bool(names))
 
 
 def _size_and_change(folder: Path) -> tuple[int, float]:

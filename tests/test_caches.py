@@ -183,6 +183,31 @@ def test_gc_keeps_a_fresh_or_held_temporary_folder_and_removes_an_old_one(
     assert fresh.is_dir()
 
 
+def test_gc_removes_no_folder_of_a_caches_name_that_holds_anything_hpo_does_not_write(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # The study's cache/ a link to a folder of the user's: a folder there named like a cache,
+    # without hpo's record, old, went as "left by a writer or a deletion that stopped".
+    config, _ = _prepared(tmp_path, fake_imdb)
+    study = _searched_study(config, fake_imdb)
+    elsewhere = tmp_path / "elsewhere"
+    config.cache_dir.rename(elsewhere)
+    config.cache_dir.symlink_to(elsewhere)
+    photos = elsewhere / "photos-0123456789abcdef"
+    photos.mkdir()
+    (photos / "img.txt").write_text("keep")
+    # Arrays beside a file of another kind: not a cache hpo wrote either.
+    mixed = _leftover(elsewhere, 0)
+    (mixed / "notes.txt").write_text("mine")
+    old = _leftover(elsewhere, 0)
+    for folder in (photos, mixed, old):
+        _age(folder, 30 * _DAY)
+    sweep = sweep_caches(config, study)
+    assert list(sweep.removed) == [old.name]
+    assert sweep.kept[photos.name].startswith("not hpo's: it holds files other than a cache's")
+    assert (photos / "img.txt").read_text() == "keep" and (mixed / "notes.txt").is_file()
+
+
 def test_a_writer_holds_its_temporary_folder_until_the_cache_is_in_place(tmp_path: Path) -> None:
     held = []
 
