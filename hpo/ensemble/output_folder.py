@@ -276,10 +276,7 @@ def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
         for stale in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
             pid, _, rest = stale.name.removeprefix(prefix).partition("-")
             if pid.isdigit() and rest[9:] == machine and not process_alive((int(pid), None)):
-                if stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink(missing_ok=True)
+                _remove(stale)
     return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{machine}"
 
 
@@ -330,10 +327,16 @@ def publish(staging: Path, out_dir: Path) -> None:
     """Puts a finished output folder (or file) in place of `out_dir` at once, replacing an old
     one."""
     old = staging_for(out_dir, "old")
-    if out_dir.exists():
+    if os.path.lexists(out_dir):
         os.rename(out_dir, old)
     os.rename(staging, out_dir)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Removes a folder of hpo's, or a file or a link (never what a link points to: a link to
+    a folder was left behind for good, as `rmtree` refuses links)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        old.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)

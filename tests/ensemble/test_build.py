@@ -489,6 +489,34 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "host only"}
 
 
+def test_replacing_a_linked_output_folder_leaves_no_link_behind(tmp_path: Path) -> None:
+    # `old.is_dir()` followed the link, and rmtree refuses links (silently, with ignore_errors):
+    # each replace of a linked ensemble folder left its `.<name>.old-...` link for good.
+    import subprocess
+
+    from hpo.ensemble.output_folder import publish, staging_for
+    from hpo.scratch import machine_tag
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "report.json").write_text("{}")
+    out = tmp_path / "ensemble"
+    out.symlink_to(elsewhere)
+    staging = staging_for(out)
+    staging.mkdir()
+    publish(staging, out)
+    assert out.is_dir() and not out.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "ensemble"]
+    assert (elsewhere / "report.json").is_file()  # what the link pointed to is not hpo's to remove
+    # A link a killed run left under a staging name goes too, not what it points to.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = tmp_path / f".ensemble.old-{gone.pid}-0123abcd-{machine_tag()}"
+    left.symlink_to(elsewhere)
+    staging_for(out, "old")
+    assert not os.path.lexists(left) and (elsewhere / "report.json").is_file()
+
+
 def test_more_than_available_uses_all_and_says_so(
     study_copy: Path,
     tmp_path: Path,
