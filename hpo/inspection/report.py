@@ -14,6 +14,7 @@ optuna-dashboard, so they show on the study's page there.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import sys
@@ -144,7 +145,9 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
         raise StoreError(f"study {study.study_name!r} has no COMPLETE trials to plot yet.")
     out_dir.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
-    with warnings.catch_warnings():
+    # Each file is written beside its place and put there once all are done: an interrupted
+    # report (Ctrl-C, a figure that fails) leaves the earlier one whole, not mixed with this one.
+    with contextlib.ExitStack() as in_place, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # One line per parameter on a study of a few trials, where no importance is firm.
         warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
@@ -161,8 +164,7 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
             figure.set_size_inches(10, 6)
             figure.tight_layout()
             png = out_dir / f"{name}.png"
-            with replacing(png) as file:
-                figure.savefig(file, format="png", dpi=90)
+            figure.savefig(in_place.enter_context(replacing(png)), format="png", dpi=90)
             plt.close(figure)
             written.append(png)
             interactive = plotly_plot(plotted, **arguments)
@@ -174,15 +176,14 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
             # The study's objective as Keras logs it (val_accuracy unless the study chose another).
             shown = title.format(objective=(study.metric_names or ["value"])[0])
             sections.append(f"<h2>{html.escape(shown)}</h2>\n{body}")
-    page = out_dir / "report.html"
-    name = html.escape(study.study_name)
-    text = (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study {name}</title></head>\n"
-        f"<body><h1>Study {name}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
-    )
-    with replacing(page) as file:
-        file.write(text.encode())
-    written.append(page)
+        page = out_dir / "report.html"
+        name = html.escape(study.study_name)
+        text = (
+            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study {name}</title>"
+            f"</head>\n<body><h1>Study {name}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
+        )
+        in_place.enter_context(replacing(page)).write(text.encode())
+        written.append(page)
     return written
 
 

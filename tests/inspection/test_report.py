@@ -4,6 +4,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import optuna
+import pytest
 
 from hpo.command_options import open_study
 from hpo.inspection.report import FIGURES, main, write_report
@@ -12,8 +13,6 @@ from .test_status import _many_trials, _trial_reads
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -51,6 +50,28 @@ def test_report_writes_each_figure_and_registers_them(
     _, study = open_study(study_copy, None, None)
     registered = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
     assert set(FIGURES) <= set(registered)
+
+
+def test_an_interrupted_report_leaves_the_earlier_one_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second hpo report stopped (SIGTERM) after its first figure had rewritten that file
+    # beside the earlier report's others: a mixed report, said to be "nothing half-written".
+    import hpo.inspection.report as report
+
+    out = tmp_path / "report"
+    write_report(_many_trials(3), out, register=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    last = list(FIGURES)[-1]
+    title, plotly_plot, _, kwargs = FIGURES[last]
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(report.FIGURES, last, (title, plotly_plot, interrupted, kwargs))
+    with pytest.raises(KeyboardInterrupt):
+        write_report(_many_trials(5), out, register=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_report_of_a_study_without_complete_trials(
