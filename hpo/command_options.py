@@ -83,7 +83,7 @@ def open_study(
             raise ConfigError("--storage and --study-name go together; give both, or --study FILE.")
         storage = open_storage(storage_url, create=False, heartbeat=False)
         study = load_existing_study(storage, study_name)
-        recorded = recorded_config(study)
+        recorded = recorded_config(study, storage_url)
         config = reader_config(recorded, Path("studies")).with_overrides(storage=storage_url)
         database = sqlite_file(storage_url)
         if database is not None and _in_own_folder(database, recorded):
@@ -240,20 +240,34 @@ def reader_config(config: StudyConfig, work_dir: Path) -> StudyConfig:
     )
 
 
-def recorded_config(study: optuna.Study) -> StudyConfig:
+def recorded_config(study: optuna.Study, storage_url: str) -> StudyConfig:
     """The configuration the study's search recorded, as data.
 
     Module paths it names (`families`) are never imported and folders it names never put on
     the import path: whoever can write to a shared store must not choose code that every reader
     runs. Commands that need a study's own families take the local study file that names them.
 
+    Args:
+        study: The study, opened from `storage_url`.
+        storage_url: Its storage URL, which a damaged record's message names.
+
     Raises:
-        StoreError: The study was not made by `hpo search`.
+        StoreError: The study was not made by `hpo search`, or its record is damaged.
     """
     stored = study.user_attrs.get("hpo_config")
     if not isinstance(stored, dict):
         raise StoreError(f"study {study.study_name!r} was not made by hpo search (no hpo_config).")
-    return _placed_data(config_from_dict(stored), study)
+    try:
+        config = config_from_dict(stored)
+    except ConfigError as exc:
+        # Worded for a study file otherwise ("unknown key"), which this user never gave.
+        raise StoreError(
+            f"the configuration recorded for study {study.study_name!r} in "
+            f"{redact_url(storage_url)} (its hpo_config) is damaged: {exc} Pass the study's "
+            f"file instead, --study FILE (hpo.load_study(FILE) from Python), whose settings "
+            f"hpo reads in place of the record."
+        ) from exc
+    return _placed_data(config, study)
 
 
 def _placed_data(config: StudyConfig, study: optuna.Study) -> StudyConfig:
@@ -295,7 +309,7 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
     """
     storage = open_storage(storage_url, create=False, heartbeat=False)
     study = load_existing_study(storage, study_name)
-    recorded = recorded_config(study)
+    recorded = recorded_config(study, storage_url)
     config = _artifacts_beside(recorded, recorded, storage_url, study, writes=True)
     if config.families:
         raise ConfigError(

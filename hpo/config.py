@@ -593,6 +593,17 @@ def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:
             + ", ".join(prefix + name for name in known)
             + "."
         )
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in table
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        # A study file always has its name (its file's, unless it sets one); a study store's
+        # record may have lost it.
+        raise ConfigError(f"the key '{prefix + missing[0]}' is missing; it has no default.")
     kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in table.items()}
     return cls(**kwargs)
 
@@ -652,6 +663,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"'{key}' must be a list, got {value!r}.")
         return list(value)
     if hint is Path:
+        _require(isinstance(value, (str, Path)), key, value, "a path (a string)")
         return Path(value)
     expected: tuple[type, ...] = (int, float) if hint is float else (hint,)
     if (isinstance(value, bool) and hint is not bool) or not isinstance(value, expected):

@@ -12,10 +12,11 @@ import pytest
 from hpo.command_options import DATA_HELP, open_ensemble_study
 from hpo.config import StudyConfig, config_to_dict, load_study_config
 from hpo.data.provenance import SOURCE_ATTR
-from hpo.errors import ConfigError
+from hpo.errors import ConfigError, StoreError
 from hpo.study import create_study
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -141,6 +142,32 @@ def test_a_study_opened_by_its_database_url_from_elsewhere_keeps_its_own_folder(
     other = StudyConfig(name="b", study_dir=tmp_path / "b", storage=f"sqlite:///{tmp_path}/all.db")
     opened, _ = open_study(None, _made(other), "b")
     assert opened.study_dir.resolve() == tmp_path / "runs" / "studies" / "b"
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (lambda recorded: {}, "the key 'name' is missing"),
+        (lambda recorded: {**recorded, "study_dir": 5}, "'study_dir' must be a path"),
+        (lambda recorded: {**recorded, "zzz": 1}, "unknown key 'zzz'"),
+    ],
+)
+def test_a_damaged_recorded_configuration_is_named_as_the_stores(
+    tmp_path: Path, damage: Callable[[dict[str, object]], dict[str, object]], what: str
+) -> None:
+    # hpo status --storage URL --study-name NAME gave a TypeError traceback ({} has no name), or
+    # "unknown key 'zzz'" as if the user's own study file held it.
+    from hpo.command_options import open_study
+
+    config = StudyConfig(name="demo", study_dir=tmp_path / "demo")
+    url = _made(config)
+    study = optuna.load_study(study_name="demo", storage=url)
+    study.set_user_attr("hpo_config", damage(config_to_dict(config)))
+    with pytest.raises(StoreError, match=what) as raised:
+        open_study(None, url, "demo")
+    message = str(raised.value)
+    assert message.startswith(f"the configuration recorded for study 'demo' in {url} ")
+    assert "is damaged" in message and "--study FILE" in message
 
 
 def test_the_data_flags_help_names_every_tasks_variable() -> None:

@@ -94,7 +94,7 @@ def test_reading_a_poisoned_store_runs_none_of_its_code(study_copy: Path, tmp_pa
 def test_a_recorded_configuration_is_data(study_copy: Path, tmp_path: Path) -> None:
     storage, marker, _ = _poison(study_copy, tmp_path)
     study = optuna.load_study(study_name="tiny", storage=storage)
-    config = recorded_config(study)
+    config = recorded_config(study, storage)
     assert config.import_families is False
     from hpo.tasks import study_task
 
