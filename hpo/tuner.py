@@ -142,6 +142,28 @@ def _check_text_backend(x: Any, configured: Any) -> None:
         )
 
 
+def _remove_project(project_dir: Path) -> None:
+    """Deletes a project folder for `overwrite=True`; refuses a link or a file in its place.
+
+    Raises:
+        ConfigError: `project_dir` is a symbolic link (whose target hpo never deletes: it may
+            hold anything) or not a folder.
+    """
+    if project_dir.is_symlink():
+        raise ConfigError(
+            f"overwrite=True deletes the project's folder, but {project_dir} is a symbolic link "
+            f"(to {project_dir.readlink()}), and hpo never deletes a link's target. Remove the "
+            f"link (or empty its target yourself) and run again, or pass another project_name."
+        )
+    if project_dir.exists() and not project_dir.is_dir():
+        raise ConfigError(
+            f"overwrite=True deletes the project's folder, but {project_dir} is a file, not a "
+            f"project's folder. Move it aside and run again, or pass another project_name."
+        )
+    if project_dir.exists():
+        shutil.rmtree(project_dir)
+
+
 class Tuner:
     """KerasTuner's tuner interface on an hpo study: Optuna's sampling and pruning, a budget,
     a resumable SQLite study, trials in processes of their own, and an ensemble of the best.
@@ -164,7 +186,8 @@ class Tuner:
         project_name: The study's name, and its folder's name inside `directory`.
         seed: The sampler's seed (default 0); the same seed replays the same search.
         pruner: "median" (default), "hyperband" or "none".
-        overwrite: Delete an earlier study of the same name first (default False: continue it).
+        overwrite: Delete an earlier study of the same name first (default False: continue it);
+            a project folder that is a symbolic link is refused, its target never deleted.
         max_consecutive_failed_trials: Consecutive failed trials that stop the search
             (default 5).
         executions_per_trial: Taken for KerasTuner's sake, with a warning above 1: hpo trains
@@ -303,8 +326,8 @@ class Tuner:
         )
         # A trial process starting imports the script again: its Tuner must not delete the
         # study that the search running in this script is writing.
-        if overwrite and self.project_dir.exists() and not child_starting():
-            shutil.rmtree(self.project_dir)
+        if overwrite and not child_starting():
+            _remove_project(self.project_dir)
 
     @property
     def hypermodel(self) -> keras_tuner.HyperModel:

@@ -2272,6 +2272,24 @@ def test_a_project_name_that_cannot_name_a_folder_is_refused_suggesting_one(
     assert hpo.Tuner(_hypermodel(), directory=tmp_path, project_name="v1.2").config.name == "v1.2"
 
 
+def test_overwrite_refuses_a_project_that_is_a_link_or_a_file_and_keeps_what_it_names(
+    tmp_path: Path,
+) -> None:
+    # A link gave "OSError: Cannot call rmtree on a symbolic link", a file NotADirectoryError.
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("not hpo's")
+    (tmp_path / "synthetic").symlink_to(target)
+    with pytest.raises(ConfigError, match=r"is a symbolic link \(to .*elsewhere\).*another pro"):
+        _tuner(tmp_path, 1, overwrite=True)
+    assert (target / "keep.txt").read_text() == "not hpo's"
+    (tmp_path / "synthetic").unlink()
+    (tmp_path / "synthetic").write_text("a file")
+    with pytest.raises(ConfigError, match=r"synthetic is a file, not a project's folder"):
+        _tuner(tmp_path, 1, overwrite=True)
+    assert (tmp_path / "synthetic").read_text() == "a file"
+
+
 def test_load_model_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no model at .*ensemble\.keras"):
         hpo.load_model(tmp_path)
