@@ -315,10 +315,17 @@ def load_model(path: str | Path) -> keras.Model:
         path: A `.keras` file, or an ensemble's output folder (holding `ensemble.keras`).
 
     Raises:
-        ConfigError: There is no such file.
+        ConfigError: There is no such file, or it cannot be loaded: it is not a `.keras` file,
+            holds a layer that runs code (`Lambda`, `TFSMLayer`), or a class that is not loaded.
     """
     from hpo.backend import keras_backend
-    from hpo.contract import keras_cause, load_keras_file, own_class_hint
+    from hpo.contract import (
+        CheckpointError,
+        keras_cause,
+        load_keras_file,
+        own_class_hint,
+        refuse_unsafe_layers,
+    )
     from hpo.ensemble.export import EXPORT_NAME
 
     file = Path(path)
@@ -330,12 +337,21 @@ def load_model(path: str | Path) -> keras.Model:
             f"(it holds {EXPORT_NAME})."
         )
     try:
+        # The checks hpo's commands make before loading a file (hpo predict, hpo ensemble).
+        refuse_unsafe_layers(file, f"cannot load {file}")
         model = load_keras_file(file)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from exc
     except Exception as exc:
-        hint = own_class_hint(exc)
-        if not hint:
-            raise
-        raise ConfigError(f"cannot load {file}: {keras_cause(exc)}{hint}.") from exc
+        # Keras's own advice (pass safe_mode=False to the loading function) cannot be followed
+        # here: hpo.load_model takes no such argument, as no hpo command does.
+        cause = keras_cause(exc).partition(" If you trust the source")[0].rstrip(". ")
+        hint = own_class_hint(exc) or (
+            "; hpo loads models in Keras's safe mode only, as its commands do. If the file was "
+            "changed since hpo wrote it, restore it, or write it again (hpo ensemble or hpo "
+            "export)"
+        )
+        raise ConfigError(f"cannot load {file}: {cause}{hint}.") from exc
     backend = keras_backend()
     if backend != "tensorflow" and _takes_text(model):
         # It would load and then fail in predict with the backend's own dtype error.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from .conftest import run_user_script, write_study
 
 if TYPE_CHECKING:
@@ -45,3 +47,52 @@ print(summary.finished, summary.failed, summary.best_value is not None)
         without_stderr=True,
     )
     assert printed.splitlines()[-3:] == ["[]", "True", "2 0 True"], printed
+
+
+def _tampered(path: Path, layer: dict[str, object]) -> Path:
+    """A small model's `.keras` file whose Dense layer is replaced by `layer` (class and config),
+    as a changed file holds it."""
+    import json
+    import zipfile
+
+    import keras
+
+    inputs = keras.Input(shape=(3,))
+    made = path.with_name("made.keras")
+    keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs)).save(made)
+    with zipfile.ZipFile(made) as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    config = json.loads(files["config.json"])
+    (dense,) = [c for c in config["config"]["layers"] if c["class_name"] == "Dense"]
+    dense.update(layer, registered_name=None)
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in files.items():
+            target.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({"class_name": "Lambda"}, "contains a Lambda layer, which runs arbitrary Python code"),
+        (
+            {"class_name": "TFSMLayer", "config": {"name": "d", "filepath": "/no/such/model"}},
+            "deserialization of a `TFSMLayer`.*safe mode only",
+        ),
+    ],
+)
+def test_load_model_refuses_a_layer_that_runs_code_as_the_commands_do(
+    tmp_path: Path, layer: dict[str, object], message: str
+) -> None:
+    # Keras's own ValueError came through, whose advice (pass safe_mode=False to the loading
+    # function) hpo.load_model cannot follow; the Lambda one did not say what hpo predict says.
+    import hpo
+    from hpo.errors import ConfigError
+
+    path = _tampered(tmp_path / "m.keras", layer)
+    with pytest.raises(ConfigError, match=rf"^cannot load {tmp_path / 'm.keras'}: .*{message}"):
+        hpo.load_model(path)
+    with pytest.raises(ConfigError) as raised:
+        hpo.load_model(path)
+    assert "safe_mode=False" not in str(raised.value)
