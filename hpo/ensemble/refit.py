@@ -224,6 +224,7 @@ def refit_members(
     Args:
         log: Called with a line before each refit (`logging.Logger.info`, say).
     """
+    _check_families(config, trials, "--refit")
     refitted = {}
     for trial in trials:
         epochs = best_epoch(trial, config.training.maximize)
@@ -256,6 +257,7 @@ def out_of_fold(
         folds: Parts of the training split (`fold_rows`, seeded by the study's seed).
         log: Called with a line before each fold.
     """
+    _check_families(config, trials, "--cross-fit 0")
     predictions = {}
     for trial in trials:
         epochs = best_epoch(trial, config.training.maximize)
@@ -287,6 +289,23 @@ def out_of_fold(
             full[held_out] = part
         predictions[trial.number] = full
     return predictions
+
+
+def _check_families(config: StudyConfig, trials: Sequence[FrozenTrial], way_out: str) -> None:
+    """Refuses, before any retraining starts, a trial whose recorded family the study does not
+    have (a changed record, or a family since taken out of the study file): its build would
+    fail in a trial's process with a bare KeyError."""
+    families = study_task(config).families
+    for trial in trials:
+        family = trial.params.get("family")
+        if family not in families:
+            raise ConfigError(
+                f"trial {trial.number} records model family {family!r}, which study "
+                f"{config.name!r} does not have (its families: {', '.join(sorted(families))}), "
+                f"so it cannot be trained again. If the family is one of your own, pass the "
+                f"study file that names it (--study FILE); else build the ensemble without "
+                f"{way_out}."
+            )
 
 
 def _training_rows(config: StudyConfig, data_folder: Path, trial: FrozenTrial) -> int:

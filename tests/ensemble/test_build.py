@@ -809,6 +809,34 @@ def test_refit_trains_each_weighted_member_on_training_and_validation_and_export
     assert refit["export"]["max_abs_difference"] <= refit["export"]["max_tolerance"]
 
 
+@pytest.mark.parametrize("retrain", ["refit", "cross-fit"])
+def test_a_trial_whose_family_the_study_lacks_is_named_before_any_retraining(
+    tmp_path: Path, retrain: str
+) -> None:
+    # A trial whose stored family was changed to "evil:build": "refitting trial 1 failed
+    # (KeyError: 'evil:build')", from a trial's process started for nothing.
+    from hpo.ensemble.refit import out_of_fold, refit_members
+
+    config = StudyConfig(name="t", study_dir=tmp_path / "t")
+    trial = optuna.trial.create_trial(
+        value=0.5,
+        params={"family": "evil:build"},
+        distributions={"family": optuna.distributions.CategoricalDistribution(["evil:build"])},
+        intermediate_values={0: 0.5},
+    )
+    trial.number = 1
+    with pytest.raises(
+        ConfigError,
+        match=r"^trial 1 records model family 'evil:build', which study 't' does not have "
+        r"\(its families: .*ngram.*\).*without --(refit|cross-fit 0)\.$",
+    ):
+        if retrain == "refit":
+            refit_members(config, tmp_path, [trial], tmp_path)
+        else:
+            out_of_fold(config, tmp_path, [trial], 2)
+    assert not (tmp_path / "t" / "logs").exists()  # no retraining started
+
+
 def test_refit_of_a_trial_without_epochs_is_refused_with_the_way_out() -> None:
     from hpo.ensemble.refit import best_epoch
     from hpo.errors import ConfigError
