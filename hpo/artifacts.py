@@ -511,7 +511,8 @@ def run(args: argparse.Namespace) -> int:
     for name, why in sweep.kept.items():
         print(f"  kept {name}: {why}")
     if sweep.unknown is not None:
-        print(f"  No cache was removed: {sweep.unknown}.")
+        # The reason may be a sentence of its own ("... Fix the path ...").
+        print(f"  No cache was removed: {sweep.unknown.rstrip('.')}.")
     return 0
 
 

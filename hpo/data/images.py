@@ -39,6 +39,7 @@ from hpo.data.layout import (
     split_folder,
     visible_files,
 )
+from hpo.data.provenance import given_origin, origin_fix
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def locate_images(
             download fails.
     """
     for origin, value in (
-        ("--data", data_arg),
+        (given_origin(data_arg), data_arg),
         (f"${env_var}", os.environ.get(env_var) or None),
         ("the study file's data.path", study_path),
     ):
@@ -142,16 +143,15 @@ def _check_source(path: Path, origin: str, env_var: str) -> Path:
         if data_splits(path) or held_out_root(path):
             return path.resolve()
         check_not_one_class(path, "<root>/<class>/<image>")
+    fix = origin_fix(
+        origin, f"Fix the path given by --data, ${env_var} or the study file's data.path."
+    )
     if not path.exists():
-        raise DataError(
-            f"{origin} points at {path}, which does not exist. Fix the path given by --data, "
-            f"${env_var} or the study file's data.path."
-        )
+        raise DataError(f"{origin} points at {path}, which does not exist. {fix}")
     raise DataError(
         f"{origin} points at {path}, which is neither a {_LAYOUT.format(split='train')} folder, "
         f"a folder of class folders (<root>/<class>/<image>), a cifar-10-batches-py/ folder, "
-        f"nor a .tar(.gz) archive of one.{zip_hint(path)} "
-        f"Fix the path given by --data, ${env_var} or the study file's data.path."
+        f"nor a .tar(.gz) archive of one.{zip_hint(path)} {fix}"
     )
 
 

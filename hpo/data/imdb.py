@@ -14,6 +14,7 @@ import numpy as np
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.layout import hidden, visible_files
+from hpo.data.provenance import given_origin, origin_fix
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def locate_imdb(data_arg: str | Path | None, study_path: str | Path | None) -> P
         DataError: A given path is not usable, or nothing is given and the download fails.
     """
     for origin, value in (
-        ("--data", data_arg),
+        (given_origin(data_arg), data_arg),
         (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None),
         ("the study file's data.path", study_path),
     ):
@@ -87,14 +88,16 @@ def _check_source(path: Path, origin: str) -> Path:
                 return candidate.resolve()
     if not path.exists():
         raise DataError(
-            f"{origin} points at {path}, which does not exist. Fix the path given by --data or "
-            f"${ENV_VAR}."
+            f"{origin} points at {path}, which does not exist. "
+            + origin_fix(origin, f"Fix the path given by --data or ${ENV_VAR}.")
         )
+    fix = (
+        f"Fix the path given by --data or ${ENV_VAR}; texts of your own (a table, or a folder "
+        f'of .txt files by class) are task = "text".'
+    )
     raise DataError(
         f"{origin} points at {path}, which is neither an aclImdb/ folder (with train/pos/) nor "
-        f"a .tar.gz archive of one.{zip_hint(path)} Fix the path given by --data or "
-        f"${ENV_VAR}; texts of your own (a table, or a folder of .txt files by class) are "
-        f'task = "text".'
+        f"a .tar.gz archive of one.{zip_hint(path)} {origin_fix(origin, fix)}"
     )
 
 

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINGERPRINT_ATTR",
+    "RECORDED",
     "SOURCE_ATTR",
+    "RecordedSource",
     "check_fingerprint",
     "check_study_outside",
+    "given_origin",
+    "origin_fix",
     "record",
     "recorded_source",
 ]
@@ -31,7 +35,36 @@ FINGERPRINT_ATTR: Final = "data_fingerprint"
 _log = logging.getLogger("hpo.data")
 
 
-def recorded_source(study: optuna.Study) -> str | None:
+# How a message names a data path that the study's record gave, not the user.
+RECORDED: Final = f"the data source the study recorded (its {SOURCE_ATTR})"
+
+
+class RecordedSource(str):
+    """A data path read from the study's record (`recorded_source`): the data's locators take
+    it where they take --data (`data or recorded_source(study)`), and name it as the record's
+    (`given_origin`), so that a message about it does not blame a --data never given."""
+
+    __slots__ = ()
+
+
+def given_origin(data_arg: object) -> str:
+    """How a message names where the path a locator got in place of --data came from."""
+    return RECORDED if isinstance(data_arg, RecordedSource) else "--data"
+
+
+def origin_fix(origin: str, fix: str) -> str:
+    """`fix`, the way to correct a path the user gave; for one from the study's record
+    (`origin` is RECORDED), which no flag, variable or study file gave, the way to give the
+    data instead."""
+    if origin != RECORDED:
+        return fix
+    return (
+        "The record is out of date or was changed: pass the data the search used with --data "
+        "PATH (a search that runs trials with it records it anew)."
+    )
+
+
+def recorded_source(study: optuna.Study) -> RecordedSource | None:
     """The data source the study's search used, if it recorded one and it still exists."""
     value = study.user_attrs.get(SOURCE_ATTR)
     if value is not None and not isinstance(value, str):
@@ -43,7 +76,7 @@ def recorded_source(study: optuna.Study) -> str | None:
             value,
         )
         return None
-    return value if value and Path(value).exists() else None
+    return RecordedSource(value) if value and Path(value).exists() else None
 
 
 def check_study_outside(study_dir: Path, name: str, source: Path) -> None:

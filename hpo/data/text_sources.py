@@ -37,6 +37,7 @@ from hpo.data.layout import (
     split_folder,
     visible_files,
 )
+from hpo.data.provenance import given_origin, origin_fix
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ def locate_texts(data_arg: str | Path | None, study_path: str | Path | None) -> 
         DataError: Nothing is given, or the first path given is missing or of no known kind.
     """
     for origin, value in (
-        ("--data", data_arg),
+        (given_origin(data_arg), data_arg),
         (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None),
         ("the study file's data.path", study_path),
     ):
@@ -167,9 +168,10 @@ def locate_texts(data_arg: str | Path | None, study_path: str | Path | None) -> 
             path = Path(value).expanduser()
             if _kind(path) is None:
                 what = "is not " + _KINDS if path.exists() else "does not exist"
+                fix = f"Fix the path given by --data, ${ENV_VAR} or the study file's data.path."
                 raise DataError(
                     f"{origin} points at {path}, which {what}.{zip_hint(path)} "
-                    f"Fix the path given by --data, ${ENV_VAR} or the study file's data.path."
+                    f"{origin_fix(origin, fix)}"
                 )
             return path.resolve()
     raise DataError(

@@ -135,3 +135,32 @@ def test_a_recorded_source_that_is_no_path_is_ignored_with_a_warning(
     study.set_user_attr(SOURCE_ATTR, bad)
     assert recorded_source(study) is None
     assert f"{SOURCE_ATTR!r}" in caplog.text
+
+
+@pytest.mark.parametrize("task", ["text", "imdb", "images"])
+def test_a_recorded_source_that_is_no_data_is_named_as_the_records(
+    task: str, tmp_path: Path
+) -> None:
+    # hpo gc said "--data points at /etc/passwd ... Fix the path given by --data, $HPO_TEXT_PATH
+    # or the study file's data.path", though neither gave it: the study's record did.
+    from hpo.caches import current_cache
+    from hpo.config import StudyConfig
+    from hpo.errors import DataError
+
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    study = optuna.create_study()
+    study.set_user_attr(SOURCE_ATTR, str(tmp_path / "passwd"))
+    config = StudyConfig(name="t", task=task, study_dir=tmp_path / "t")
+    with pytest.raises(DataError) as raised:
+        current_cache(config, study)  # as hpo gc finds the study's cache
+    message = str(raised.value)
+    assert message.startswith(
+        f"the data source the study recorded (its {SOURCE_ATTR}) points at {tmp_path / 'passwd'}"
+    )
+    assert "pass the data the search used with --data PATH" in message
+    assert "Fix the path given" not in message
+    # A path the user gives is still named as theirs.
+    from hpo.tasks import get_task
+
+    with pytest.raises(DataError, match=r"^--data points at .*Fix the path given by --data"):
+        get_task(task).locate(config, str(tmp_path / "passwd"))
