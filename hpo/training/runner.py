@@ -32,7 +32,7 @@ from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
 from hpo.disk import raise_if_study_full, writing
-from hpo.errors import ConfigError, kerastuner_signals
+from hpo.errors import ConfigError, HpoError, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, global_policy, resolve_precision
@@ -72,6 +72,7 @@ __all__ = [
     "build_step_state",
     "estimate_epochs",
     "fit_best_epoch",
+    "fresh_scratch_folder",
     "run_trial",
     "scratch_folder",
 ]
@@ -143,9 +144,7 @@ def run_trial(job: TrialJob) -> TrialResult:
     # whose first parameter is a fixed (enqueued) one would otherwise fail to record it.
     study.get_trials(deepcopy=False)
     trial = optuna.Trial(study, job.trial_id)
-    work = scratch_folder(config, trial.number)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = fresh_scratch_folder(config, trial.number)
     try:
         # KerasTuner's signals from the user's training loop, callback or metric.
         with kerastuner_signals(f"trial {trial.number}: your code"):
@@ -171,6 +170,27 @@ def run_trial(job: TrialJob) -> TrialResult:
 def scratch_folder(config: StudyConfig, number: int) -> Path:
     """Where trial `number` keeps its checkpoint until it is uploaded; removed when it ends."""
     return config.study_dir / "trials" / f"{number:05d}"
+
+
+def fresh_scratch_folder(config: StudyConfig, number: int) -> Path:
+    """Trial `number`'s scratch folder (`scratch_folder`), made empty: an earlier run of the
+    trial's (a process killed) may have left one.
+
+    Raises:
+        HpoError: A symbolic link or a file is in its place. hpo makes only folders there, so
+            it is not hpo's to remove, and a link's target is never deleted or written into.
+    """
+    work = scratch_folder(config, number)
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        what = f"a symbolic link (to {work.readlink()})" if work.is_symlink() else "a file"
+        raise HpoError(
+            f"trial {number}'s scratch folder {work} is {what}, which hpo did not make (it "
+            f"makes a folder there) and neither deletes nor follows. Move it aside, mv {work} "
+            f"{work}.moved; this trial has failed, and the search goes on with the next."
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
 
 
 def train_trial(

@@ -547,3 +547,31 @@ def test_a_model_with_a_training_step_of_its_own_is_left_to_fit() -> None:
     uncompiled = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     build_step_state(uncompiled, np.zeros((2, 4), "float32"), np.zeros(2, "int32"))
     assert not uncompiled.compiled and not uncompiled.metrics_variables
+
+
+@pytest.mark.parametrize("leftover", ["link", "file"])
+def test_a_link_or_file_in_a_trials_scratch_folders_place_is_named_and_kept(
+    tmp_path: Path, leftover: str
+) -> None:
+    # "FileExistsError: [Errno 17] File exists: '.../trials/00002'" failed the trial.
+    from hpo.errors import HpoError
+    from hpo.training.runner import fresh_scratch_folder, scratch_folder
+
+    config = StudyConfig(name="t", study_dir=tmp_path / "t")
+    place = scratch_folder(config, 2)
+    place.parent.mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("not hpo's")
+    if leftover == "link":
+        place.symlink_to(target)
+    else:
+        place.write_text("not hpo's")
+    what = r"a symbolic link \(to .*elsewhere\)" if leftover == "link" else "a file"
+    with pytest.raises(HpoError, match=rf"^trial 2's scratch folder {place} is {what}.*mv {place}"):
+        fresh_scratch_folder(config, 2)
+    assert (target / "keep.txt").read_text() == "not hpo's"
+    assert place.is_symlink() if leftover == "link" else place.read_text() == "not hpo's"
+    # A folder an earlier run left (hpo's own) is emptied, as before.
+    (scratch_folder(config, 3) / "old").mkdir(parents=True)
+    assert list(fresh_scratch_folder(config, 3).iterdir()) == []
