@@ -343,9 +343,7 @@ def load_model(path: str | Path) -> keras.Model:
     except CheckpointError as exc:
         raise ConfigError(str(exc)) from exc
     except Exception as exc:
-        # Keras's own advice (pass safe_mode=False to the loading function) cannot be followed
-        # here: hpo.load_model takes no such argument, as no hpo command does.
-        cause = keras_cause(exc).partition(" If you trust the source")[0].rstrip(". ")
+        cause = keras_cause(exc).rstrip(". ")
         hint = own_class_hint(exc) or (
             "; hpo loads models in Keras's safe mode only, as its commands do. If the file was "
             "changed since hpo wrote it, restore it, or write it again (hpo ensemble or hpo "

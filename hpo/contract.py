@@ -310,9 +310,10 @@ def load_checkpoint(path: Path, number: int) -> keras.Model:
 
 def keras_cause(exc: Exception, limit: int = 400) -> str:
     """The innermost of the errors Keras nests in one message when it cannot load a model
-    ("... Exception encountered: ..."), without the object's whole configuration."""
+    ("... Exception encountered: ..."), without the object's whole configuration, nor Keras's
+    advice to pass `safe_mode=False`, which no hpo command or function takes."""
     text = str(exc).rpartition("Exception encountered:")[2].strip() or str(exc)
-    for tail in (" Full object config:", "\n\nconfig=", "\n\nExample:"):
+    for tail in (" Full object config:", "\n\nconfig=", "\n\nExample:", " If you trust the source"):
         text = text.partition(tail)[0]
     return text[:limit]
 
