@@ -93,7 +93,8 @@ def open_study(
         return _artifacts_beside(config, recorded, storage_url, study, writes=writes), study
     config = load_study_config(study_file or DEFAULT_STUDY)
     storage = open_storage(config.storage_url, create=False, heartbeat=False)
-    return config, load_existing_study(storage, config.name)
+    study = load_existing_study(storage, config.name)
+    return own_artifacts(config, study, writes=writes), study
 
 
 def open_ensemble_study(
@@ -185,21 +186,78 @@ def _artifacts_beside(
         within = Path(location).relative_to(old.resolve().parent)
     except ValueError:  # the artifacts were not beside the database
         return config
-    here, beside = Path(location), new.resolve().parent / within
-    if beside == here:
+    beside = new.resolve().parent / within
+    chosen = _copys_artifacts(Path(location), beside, study, old, new, writes=writes)
+    if chosen == beside and Path(location).exists():
+        _log.warning(
+            "study %r: its artifacts are in %s beside its database, not in %s where its "
+            "search recorded them (the study's folder was copied or moved).",
+            study.study_name,
+            beside,
+            location,
+        )
+    return config if chosen is None else dataclasses.replace(config, artifacts=str(chosen))
+
+
+def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> StudyConfig:
+    """`config`, a study file's (or a search's), checked against the artifact folder that the
+    study in its storage recorded, as `_artifacts_beside` checks a database opened by its URL.
+
+    The file's folder is the study's where it is the recorded one, where the recorded one is
+    gone, or where it holds the study's artifacts (a copied study folder), or where neither
+    holds any. A database copied without its artifacts/ reads the recorded folder (with a
+    notice), and a command that `writes` to it (hpo search, hpo gc) is refused: it would store
+    new checkpoints beside the copy while its trials' stay in the original's folder, and gc
+    would delete the only ones the copy has.
+
+    Raises:
+        ConfigError: `writes`, and the study's artifacts are in the folder of another database
+            of it, which still stands.
+    """
+    try:
+        recorded = recorded_config(study)
+    except (ConfigError, StoreError):  # a new study, or a record this hpo cannot read
         return config
+    here, mine = recorded.artifact_location, config.artifact_location
+    old, new = sqlite_file(recorded.storage_url), sqlite_file(config.storage_url)
+    if (
+        here == mine
+        or "s3://" in (here[:5], mine[:5])
+        or old is None
+        or new is None
+        or _same_file(old, new)
+    ):
+        return config
+    chosen = _copys_artifacts(Path(here), Path(mine), study, old, new, writes=writes)
+    if chosen is None and Path(here).exists():
+        _log.warning(
+            "study %r: %s holds none of its trials' artifacts; reading them in %s, where the "
+            "search of its database %s recorded them (this database was copied or moved "
+            "without them).",
+            study.study_name,
+            mine,
+            here,
+            old,
+        )
+        return dataclasses.replace(config, artifacts=here)
+    return config
+
+
+def _copys_artifacts(
+    here: Path, beside: Path, study: optuna.Study, old: Path, new: Path, *, writes: bool
+) -> Path | None:
+    """The folder the copy `new` of the study's database `old` uses: `beside` (its own), or
+    None for `here`, the folder `old` recorded (see `_artifacts_beside`).
+
+    Raises:
+        ConfigError: `writes` to `here` while `old` still stands.
+    """
+    if beside == here:
+        return None
     if beside.is_dir() and not (
         here.exists() and _holds_any(here, study) and not _holds_any(beside, study)
     ):
-        if here.exists():
-            _log.warning(
-                "study %r: its artifacts are in %s beside its database, not in %s where its "
-                "search recorded them (the study's folder was copied or moved).",
-                study.study_name,
-                beside,
-                here,
-            )
-        return dataclasses.replace(config, artifacts=str(beside))
+        return beside
     if writes and here.exists() and old.exists():
         raise ConfigError(
             f"study {study.study_name!r} in {new} records its artifacts in {here}, which "
@@ -208,7 +266,7 @@ def _artifacts_beside(
             f"{here} into {beside}), or run this on the original: --storage "
             f"{sqlite_url(old)} --study-name {study.study_name}."
         )
-    return config
+    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:

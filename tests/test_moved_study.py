@@ -122,6 +122,30 @@ def test_a_copy_of_a_study_database_alone_does_not_change_the_originals_artifact
     assert config.artifact_location == str((original / "artifacts").resolve())
 
 
+def test_a_copy_of_a_study_database_alone_opened_by_its_study_file_is_refused_as_well(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    # The study file beside the copied database names an artifacts/ of its own, which the
+    # copy lacks: a search stored new checkpoints there while its trials' stayed in the
+    # original's folder, and gc then deleted the copy's only checkpoint.
+    url, name, original = _searched_in(study_copy)
+    copy_study_folder(original.parent, tmp_path / "db-only")
+    shutil.rmtree(tmp_path / "db-only" / name / "artifacts")
+    copy = str(tmp_path / "db-only" / study_copy.name)
+    for command in (("search", "--n-trials", "5"), ("gc", "--keep", "1")):
+        refused = hpo(command[0], "--study", copy, *command[1:], cwd=tmp_path)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert str((original / "artifacts").resolve()) in refused.stderr
+        assert "would break that study" in refused.stderr
+    study = optuna.load_study(study_name=name, storage=url)
+    assert len(study.trials) == 4
+    assert not removed_checkpoints(study)
+    # Read through the copy's study file, its trials' checkpoints are the original's.
+    config, copied = open_study(copy, None, None)
+    assert config.artifact_location == str((original / "artifacts").resolve())
+    assert len(copied.trials) == 4
+
+
 def test_a_read_only_study_is_read_and_what_would_write_to_it_says_why_not(
     study_copy: Path, tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ from hpo.backend import (
     visible_gpus,
 )
 from hpo.budget import BudgetClock, format_duration, spent_seconds
+from hpo.command_options import own_artifacts
 from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import Priced, calibration, cheapest_epoch
@@ -179,6 +180,9 @@ def run_search(
     open_artifact_store(config.artifact_location)
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
+    # A copy of the study's database without its artifacts/ would store new checkpoints
+    # beside it while its trials' stay in the original's folder (which gc then mistakes).
+    config = own_artifacts(config, study, writes=True)
     if study.get_trials(deepcopy=False, states=_STARTED):
         check_settings(study, config)
     else:
