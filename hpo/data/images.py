@@ -112,7 +112,7 @@ def locate_images(
     for origin, value in (
         (given_origin(data_arg), data_arg),
         (f"${env_var}", os.environ.get(env_var) or None),
-        ("the study file's data.path", study_path),
+        (given_origin(study_path, "the study file's data.path"), study_path),
     ):
         if value is not None:
             return _check_source(Path(value).expanduser(), origin, env_var)

@@ -1,13 +1,15 @@
 """Which data a study's trials saw: the source the search resolved and a fingerprint of it.
 
 The search resolves the data once (flag > environment > study file > download) and records both
-on the study. Later runs and the ensemble read the recorded source by default, so no environment
-variable is needed after the search, and refuse data whose fingerprint differs: weights fitted on
+on the study. Later runs and the ensemble read the recorded source where nothing names the data
+now, so no environment variable is needed after the search, and refuse data whose fingerprint
+differs: weights fitted on
 misaligned validation predictions, or members fed other token ids, would be silently wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -17,6 +19,9 @@ from hpo.errors import ConfigError, OtherData
 if TYPE_CHECKING:
     import optuna
 
+    from hpo.config import StudyConfig
+    from hpo.tasks import Task
+
 __all__ = [
     "FINGERPRINT_ATTR",
     "RECORDED",
@@ -25,6 +30,7 @@ __all__ = [
     "check_fingerprint",
     "check_study_outside",
     "given_origin",
+    "locate_source",
     "origin_fix",
     "record",
     "recorded_source",
@@ -47,9 +53,10 @@ class RecordedSource(str):
     __slots__ = ()
 
 
-def given_origin(data_arg: object) -> str:
-    """How a message names where the path a locator got in place of --data came from."""
-    return RECORDED if isinstance(data_arg, RecordedSource) else "--data"
+def given_origin(value: object, given: str = "--data") -> str:
+    """How a message names where a path a locator got came from: `given` (--data, the study
+    file's data.path), or the study's record where `locate_source` put it there."""
+    return RECORDED if isinstance(value, RecordedSource) else given
 
 
 def origin_fix(origin: str, fix: str) -> str:
@@ -77,6 +84,23 @@ def recorded_source(study: optuna.Study) -> RecordedSource | None:
         )
         return None
     return RecordedSource(value) if value and Path(value).exists() else None
+
+
+def locate_source(task: Task, config: StudyConfig, data: str | None, study: optuna.Study) -> Path:
+    """Where a study that a search has read data for reads them now: `--data`, the task's
+    environment variable or the study file's `data.path` as given (`task.locate`), else the
+    source its search recorded, before a download.
+
+    The recorded source spares the environment variable after the search, and a second
+    download; it never outranks what the user names now (an edited `data.path`, a project
+    copied with its data), which `check_fingerprint` then refuses where the data differ.
+    """
+    recorded = recorded_source(study)
+    if config.data.path or recorded is None:
+        return task.locate(config, data)
+    return task.locate(
+        dataclasses.replace(config, data=dataclasses.replace(config.data, path=recorded)), data
+    )
 
 
 def check_study_outside(study_dir: Path, name: str, source: Path) -> None:

@@ -162,7 +162,7 @@ def locate_texts(data_arg: str | Path | None, study_path: str | Path | None) -> 
     for origin, value in (
         (given_origin(data_arg), data_arg),
         (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None),
-        ("the study file's data.path", study_path),
+        (given_origin(study_path, "the study file's data.path"), study_path),
     ):
         if value is not None:
             path = Path(value).expanduser()

@@ -232,7 +232,7 @@ def _distill(
         progress(said)
     export, _ = load_export(ensemble_dir)
     members, temperature = teacher_members(export, study)
-    source = task.locate(config, data or provenance.recorded_source(study))
+    source = provenance.locate_source(task, config, data, study)
     data_folder = task.prepare(config, str(source), space.shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the distillation")
 

@@ -396,7 +396,7 @@ def open_pool(
 
     task = study_task(config)
     store = open_artifact_store(config.artifact_location, create=False)
-    source = task.locate(config, data or provenance.recorded_source(study))
+    source = provenance.locate_source(task, config, data, study)
     data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the ensemble")
     complete = ranked_trials(study)

@@ -343,7 +343,7 @@ def _removed(number: int, why: str) -> ConfigError:
 def _prepare(config: StudyConfig, study: optuna.Study, data: str | None) -> tuple[Task, Path, Path]:
     """The study's task, prepared data folder (checked against the search's) and data source."""
     task = study_task(config)
-    source = task.locate(config, data or provenance.recorded_source(study))
+    source = provenance.locate_source(task, config, data, study)
     data_folder = task.prepare(config, str(source), search_space(task, config.space).shared)
     provenance.check_fingerprint(study, task.fingerprint(data_folder), source, "the export")
     return task, data_folder, source

@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -85,7 +86,6 @@ from hpo.training.runner import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from pathlib import Path
 
     from hpo.config import StudyConfig
     from hpo.study import SearchSpace
@@ -231,9 +231,17 @@ def run_search(
     with BudgetClock(study, config.budget) as clock:
         run = clock.run_index()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        source = task.locate(config, data or provenance.recorded_source(study))
+        source = provenance.locate_source(task, config, data, study)
         provenance.check_study_outside(config.study_dir, config.name, source)
         print(f"Preparing data for task {task.name!r} from {source} ...", flush=True)
+        recorded = provenance.recorded_source(study)
+        if recorded is not None and Path(recorded).resolve() != source.resolve():
+            print(
+                f"note: the study's search read its data from {recorded}; this run reads "
+                f"{source}, as given now (--data, the environment or the study file's data.path), "
+                f"and goes on only if they are the same data.",
+                flush=True,
+            )
         data_folder = call_isolated(
             functools.partial(task.prepare, config, str(source)),
             space.shared,

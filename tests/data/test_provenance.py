@@ -15,7 +15,7 @@ from hpo.data.provenance import FINGERPRINT_ATTR, SOURCE_ATTR, recorded_source
 from hpo.search import run_search
 from hpo.store import open_storage
 
-from ..conftest import write_study
+from ..conftest import write_fake_imdb, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +64,24 @@ def test_resumed_search_with_other_data_settings_is_refused(
     after = _attrs(study_copy)
     assert after[FINGERPRINT_ATTR] == before[FINGERPRINT_ATTR]
     assert after["hpo_config"] == before["hpo_config"]
+
+
+def test_a_resumed_search_reads_the_data_path_the_study_file_names_now(
+    study_copy: Path, fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The recorded source outranked an edited [data] path: the search went on with the old
+    # data, saying nothing.
+    other = write_fake_imdb(tmp_path / "other", seed=1)
+    text = study_copy.read_text()
+    assert f'path = "{fake_imdb}"' in text
+    study_copy.write_text(text.replace(f'path = "{fake_imdb}"', f'path = "{other}"'))
+    assert search.main(["--study", str(study_copy), "--n-trials", "5"]) == 2
+    out, err = capsys.readouterr()
+    assert f"from {other.resolve()} ..." in out
+    assert f"read its data from {fake_imdb.resolve()}; this run reads {other.resolve()}" in out
+    assert "resuming the search would use other data" in err
+    storage = load_study_config(study_copy).storage_url
+    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 4
 
 
 def test_make_ensemble_needs_no_environment_after_the_search(
