@@ -70,21 +70,48 @@ def narrow_space(
             narrowed[name] = CategoricalDistribution(value)
             continue
         assert isinstance(dist, (IntDistribution, FloatDistribution))
-        numeric = int if isinstance(dist, IntDistribution) else (int, float)
-        if (
-            len(value) != 2
-            or not all(isinstance(v, numeric) and not isinstance(v, bool) for v in value)
-            or not dist.low <= value[0] <= value[1] <= dist.high
+        rule = f"'{key}' must be [low, high] with {dist.low} <= low <= high <= {dist.high}"
+        if isinstance(dist, IntDistribution) and any(
+            isinstance(v, float) and not isinstance(v, bool) for v in value
         ):
             raise ConfigError(
-                f"'{key}' must be [low, high] with {dist.low} <= low <= high <= {dist.high}, "
-                f"got {value!r}."
+                f"{rule}, both whole numbers ('{name}' is an integer parameter; write them "
+                f"without a decimal point), got {value!r}."
             )
+        if (
+            len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or not dist.low <= value[0] <= value[1] <= dist.high
+        ):
+            raise ConfigError(f"{rule}, got {value!r}.")
         if isinstance(dist, IntDistribution):
+            _check_on_grid(key, dist, value)
             narrowed[name] = IntDistribution(value[0], value[1], log=dist.log, step=dist.step)
         else:
             narrowed[name] = FloatDistribution(float(value[0]), float(value[1]), log=dist.log)
     return narrowed
+
+
+def _check_on_grid(key: str, dist: IntDistribution, value: list[int]) -> None:
+    """Refuses bounds between the values of a stepped parameter (conv1d's odd kernel sizes):
+    Optuna would step from `low`, sampling values the family's space never holds."""
+    off = [v for v in value if (v - dist.low) % dist.step]
+    if not off:
+        return
+    grid = range(dist.low, dist.high + 1, dist.step)
+    values = (
+        ", ".join(map(str, grid))
+        if len(grid) <= 12
+        else f"{dist.low}, {dist.low + dist.step}, ... {grid[-1]}"
+    )
+    low = next(v for v in grid if v >= value[0])
+    high = max(v for v in grid if v <= value[1])
+    fix = f" such as [{low}, {high}]" if low <= high else ""
+    raise ConfigError(
+        f"'{key}' must be [low, high] among its values {values} (every {dist.step} from "
+        f"{dist.low}), got {value!r} ({', '.join(map(str, off))} between them): trials would "
+        f"sample values the family does not take. Give bounds among them{fix}."
+    )
 
 
 def fit_value(dist: BaseDistribution, value: Any) -> Any:
