@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
 from hpo.caches import cache_bytes
-from hpo.command_options import add_study_arguments, open_study
+from hpo.command_options import add_study_arguments, open_study, positive_int
 from hpo.contract import Attr
 from hpo.errors import ConfigError
 from hpo.search.identity import WorkerIdentity
@@ -309,7 +309,12 @@ def _running_on(trial: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags."""
     add_study_arguments(parser)
-    parser.add_argument("--top", type=int, default=10, help="trials to list (default 10)")
+    parser.add_argument(
+        "--top",
+        type=positive_int(" Use --top 5 for the five best trials."),
+        default=10,
+        help="trials to list (default 10)",
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument(
         "--json", action="store_true", help="print JSON (schema: hpo/inspection/status_schema.json)"
@@ -323,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         _check_csv_path(args.csv)
     config, study = open_study(args.study, args.storage, args.study_name)
     data = status(
-        study, config.storage_url, max(args.top, 0), artifact_bytes(config), cache_bytes(config)
+        study, config.storage_url, args.top, artifact_bytes(config), cache_bytes(config)
     )
     if args.json:
         print(json.dumps(data, indent=2))

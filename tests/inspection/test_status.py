@@ -62,6 +62,18 @@ def test_shows_the_latest_ensemble(
     assert 1 <= len(data["latest_ensemble"]["members"]) <= 2
 
 
+@pytest.mark.parametrize("top", ["0", "-1", "two"])
+def test_top_must_be_a_whole_number_of_trials(
+    top: str, searched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --top -1 and 0 printed the study's counts with no trial table, and no word why.
+    with pytest.raises(SystemExit) as exc:
+        main(["--study", str(searched), "--top", top])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--top: must be a whole number >= 1, got '{top}'. Use --top 5" in err
+
+
 def test_a_mistyped_storage_never_creates_a_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
