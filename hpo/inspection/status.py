@@ -82,18 +82,29 @@ def _as_json_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.apply(lambda column: column.map(cell) if column.dtype == object else column)
 
 
+class _Recorded:
+    """`status`'s default budget: the one the study's last run recorded."""
+
+
+_RECORDED = _Recorded()
+
+
 def status(
     study: optuna.Study,
     storage_url: str,
     top: int,
     artifact_bytes: int | None = None,
     cache_bytes: int | None = None,
+    budget: float | _Recorded | None = _RECORDED,
 ) -> dict[str, Any]:
     """The study's status as JSON-serialisable data (see `hpo/inspection/status_schema.json`).
 
     Args:
         artifact_bytes: What the study's artifact folder takes on disk, if known.
         cache_bytes: What the study's prepared data (its cache folder) take on disk, if known.
+        budget: The budget in seconds (None: none) that the next `hpo search` without
+            --budget uses, the study file's; default: the one the study's last run recorded.
+            A last run given another --budget is named beside it.
     """
     every_trial = study.get_trials(deepcopy=False)
     by_number = {trial.number: trial for trial in every_trial}
@@ -126,10 +137,15 @@ def status(
     ]
     latest = max(ensembles, key=lambda e: e["created"], default=None)
     recorded = study.user_attrs.get("hpo_config")
-    budget = _number(recorded.get("budget")) if isinstance(recorded, dict) else None
-    if budget is not None and not math.isfinite(budget):
-        budget = None
+    last = _number(recorded.get("budget")) if isinstance(recorded, dict) else None
+    if last is not None and not math.isfinite(last):
+        last = None
+    if isinstance(budget, _Recorded):
+        budget = last
     spent = spent_seconds(study)
+    # A run given --budget records it, and a rerun without the flag has the study file's: the
+    # status says what the next run has, and the last run's where it differs.
+    last_run = {"last_run_budget_seconds": last} if last != budget else {}
     return {
         "schema_version": SCHEMA_VERSION,
         "study": study.study_name,
@@ -144,6 +160,7 @@ def status(
             "budget_seconds": budget,
             "spent_seconds": round(spent, 1),
             "left_seconds": None if budget is None else round(max(0.0, budget - spent), 1),
+            **last_run,
         },
         "direction": study.direction.name.lower(),
         "objective": (study.metric_names or [Attr.VAL_ACCURACY])[0],
@@ -167,6 +184,13 @@ def format_status(data: dict[str, Any]) -> str:
             line += (
                 f" of a {format_duration(budget['budget_seconds'])} budget, "
                 f"{format_duration(budget['left_seconds'])} left"
+            )
+        if "last_run_budget_seconds" in budget:
+            last = budget["last_run_budget_seconds"]
+            line += (
+                f" (its last run had "
+                f"{'no budget' if last is None else f'--budget {format_duration(last)}'}; a "
+                f"search has the study file's budget unless given --budget)"
             )
         lines.append(line)
     artifacts = data.get("artifacts")
@@ -328,7 +352,12 @@ def run(args: argparse.Namespace) -> int:
         _check_csv_path(args.csv)
     config, study = open_study(args.study, args.storage, args.study_name)
     data = status(
-        study, config.storage_url, args.top, artifact_bytes(config), cache_bytes(config)
+        study,
+        config.storage_url,
+        args.top,
+        artifact_bytes(config),
+        cache_bytes(config),
+        budget=config.budget,
     )
     if args.json:
         print(json.dumps(data, indent=2))

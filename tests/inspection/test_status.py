@@ -233,6 +233,34 @@ def test_status_leaves_out_malformed_study_attributes(
         assert all(key in caplog.text for key in malformed)
 
 
+def test_status_shows_the_budget_the_next_search_has(
+    study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It showed the last run's --budget 8m, with time left, where a plain hpo search (the
+    # study file's 4m) then said the budget was spent.
+    text = study_copy.read_text()
+    study_copy.write_text(text.replace("n_trials = 4\n", 'n_trials = 4\nbudget = "4m"\n', 1))
+    config = load_study_config(study_copy)
+    assert config.budget == 240
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    study.set_user_attr("hpo_config", {**study.user_attrs["hpo_config"], "budget": 480.0})
+    study.set_user_attr("budget_run:extra", [0, 269])
+    assert main(["--study", str(study_copy)]) == 0
+    out = capsys.readouterr().out
+    assert "of a 4m 00s budget, 0s left (its last run had --budget 8m 00s; a search has " in out
+    assert main(["--study", str(study_copy), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    assert data["budget"]["budget_seconds"] == 240
+    assert data["budget"]["last_run_budget_seconds"] == 480
+    # Read by its database, the study's budget is the recorded one, as a joining search's is.
+    opened = ["--storage", config.storage_url, "--study-name", config.name, "--json"]
+    assert main(opened) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["budget"]["budget_seconds"] == 480
+    assert "last_run_budget_seconds" not in data["budget"]
+
+
 def test_status_shows_an_infinite_epoch_count_as_unknown() -> None:
     study = _many_trials(2)
     study.add_trial(
