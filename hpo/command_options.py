@@ -215,7 +215,7 @@ def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> 
             of it, which still stands.
     """
     try:
-        recorded = recorded_config(study)
+        recorded = recorded_config(study, config.storage_url)
     except (ConfigError, StoreError):  # a new study, or a record this hpo cannot read
         return config
     here, mine = recorded.artifact_location, config.artifact_location
