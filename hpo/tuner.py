@@ -399,7 +399,8 @@ class Tuner:
         its budget is spent.
 
         The data are written once per study into its folder (`data/arrays-<fingerprint>/`)
-        and memory-mapped by every trial; a `tf.data.Dataset`, `keras.utils.PyDataset` or
+        and memory-mapped by every trial (the same examples reordered, as an unseeded shuffle
+        gives them, are that first copy); a `tf.data.Dataset`, `keras.utils.PyDataset` or
         torch `DataLoader` is read once, as one epoch of `fit` would read it, into arrays first.
 
         Args:

@@ -36,6 +36,7 @@ __all__ = [
     "load_arrays",
     "mark_used",
     "save_arrays",
+    "unordered_fingerprint",
     "writer_alive",
 ]
 
@@ -228,4 +229,37 @@ def fingerprint(arrays: Mapping[str, np.ndarray], extra: Any) -> str:
             digest.update(array.data)  # the array's own buffer: tobytes() held a copy of it
         except (TypeError, ValueError, BufferError):  # a dtype without a plain buffer
             digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def unordered_fingerprint(groups: Mapping[str, Sequence[np.ndarray]], extra: Any) -> str | None:
+    """A hash of each group's examples in any order, and of `extra` (JSON-serialisable).
+
+    A group is arrays of one example per row (inputs, labels, weights), hashed row by row
+    together, so it depends on which rows go together and not on the order of the rows: the
+    same examples reshuffled (an unseeded `Dataset.shuffle`) give the same hash, other
+    examples, or the same ones split otherwise between groups, another.
+
+    Returns:
+        The hash (16 hex characters), or None where an array has no plain buffer (objects).
+    """
+    digest = hashlib.sha256(json.dumps(extra).encode())
+    for name, arrays in groups.items():
+        rows = []
+        for array in arrays:
+            array = np.ascontiguousarray(array)
+            digest.update(f"{name}{array.shape[1:]}{array.dtype}".encode())
+            try:
+                rows.append(array.reshape(len(array), -1).view(np.uint8))
+            except (TypeError, ValueError):
+                return None
+        lengths = {len(r) for r in rows}
+        if len(lengths) > 1:
+            raise ValueError(f"group {name!r}: arrays of {sorted(lengths)} rows, not one each")
+        row_digests = sorted(
+            hashlib.blake2b(b"".join(r.tobytes() for r in row), digest_size=16).digest()
+            for row in zip(*rows, strict=True)
+        )
+        digest.update(f"{name}{len(row_digests)}".encode())
+        digest.update(b"".join(row_digests))
     return digest.hexdigest()[:16]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ WEIGHTS_NAME = "w_train"
 # What `build_context` may give every model, read with `hp.get(name)`: the labels' classes, or
 # the regression targets' outputs, and the inputs' shape, or each input's by name.
 CONTEXT_NAMES = ("classes", "targets", "input_shape", "input_shapes")
+_log = logging.getLogger(__name__)
 
 
 def save_study_arrays(
@@ -52,7 +54,8 @@ def save_study_arrays(
 ) -> Path:
     """Writes the arrays once per study (a folder named by their fingerprint) and returns it.
 
-    Arrays already written by an earlier run of the same study are not written again.
+    Arrays already written by an earlier run of the same study are not written again, nor
+    are the same examples in another order (`_same_examples`): that earlier copy is returned.
     `w_train`, the training examples' weights, is written (and fingerprinted) when given.
     Class labels make `classes` classes, or more where a label's id needs them (the model's
     output may have room for classes the data lacks: `WiderOutput`).
@@ -67,9 +70,51 @@ def save_study_arrays(
         meta["classes"] = max(int(max(y_train.max(), y_val.max())) + 1, classes)
     fingerprint = array_cache.fingerprint(arrays, meta)
     folder = cache_dir / f"arrays-{fingerprint}"
-    if not array_cache.cached(folder):
-        array_cache.save_arrays(folder, arrays, {**meta, "fingerprint": fingerprint})
+    if array_cache.cached(folder):
+        return folder
+    earlier = _same_examples(cache_dir, arrays, meta)
+    if earlier is not None:
+        return earlier
+    array_cache.save_arrays(folder, arrays, {**meta, "fingerprint": fingerprint})
     return folder
+
+
+def _examples(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str | None:
+    # Which rows are training and which validation examples decides what trials learn and are
+    # scored on (a `validation_split` of reshuffled data cuts other rows), their order nothing:
+    # trials shuffle the training set each epoch and score the whole validation set.
+    train = [arrays[name] for name in ("x_train", "y_train", WEIGHTS_NAME) if name in arrays]
+    groups = {"train": train, "val": [arrays["x_val"], arrays["y_val"]]}
+    return array_cache.unordered_fingerprint(groups, {k: meta[k] for k in sorted(meta)})
+
+
+def _same_examples(
+    cache_dir: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> Path | None:
+    """The study's copy of the same examples as `arrays` in another order, if it has one.
+
+    Running the same code again (a notebook cell) with an unseeded `Dataset.shuffle` gives the
+    same examples reordered, so other arrays and another fingerprint, and the study, whose
+    trials recorded the first copy's, would refuse them as other data. The first copy serves
+    instead: its validation rows stay in the order of the earlier trials' predictions. Only
+    looked for when the exact copy is missing, so a study's first search hashes nothing more.
+    """
+    earlier = [f for f in sorted(cache_dir.glob("arrays-*")) if array_cache.cached(f)]
+    if not earlier:
+        return None
+    given = _examples(arrays, meta)
+    if given is None:
+        return None
+    for folder in earlier:
+        found = {k: v for k, v in _meta(folder).items() if k != "fingerprint"}
+        if found != dict(meta):
+            continue
+        files = (folder / f"{name}.npy" for name in (*ARRAY_NAMES, WEIGHTS_NAME))
+        copy = {f.stem: np.load(f, mmap_mode="r") for f in files if f.is_file()}
+        if _examples(copy, found) == given:
+            _log.info("the same examples as %s in another order: that copy is used", folder)
+            return folder
+    return None
 
 
 def locate(config: StudyConfig, data_arg: str | None) -> Path:
