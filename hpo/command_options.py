@@ -370,15 +370,37 @@ def joining_config(storage_url: str, study_name: str, work_dir: Path) -> StudyCo
     recorded = recorded_config(study, storage_url)
     config = _artifacts_beside(recorded, recorded, storage_url, study, writes=True)
     if config.families:
-        raise ConfigError(
-            f"study {study_name!r} searches families of your own ({', '.join(config.families)}), "
-            f"and hpo never imports code that a study store names. Join it with the study file "
-            f"that names them: hpo search --study FILE --storage URL."
-        )
+        raise ConfigError(_own_families_refusal(config, storage_url))
     # The study file's data path was the first machine's (relative to where it ran, maybe):
     # here the data is --data, $HPO_*_PATH, or else the source the study recorded.
     unplaced = dataclasses.replace(config.data, path=None)
     return dataclasses.replace(reader_config(config, work_dir), storage=storage_url, data=unplaced)
+
+
+def _own_families_refusal(config: StudyConfig, storage_url: str) -> str:
+    """Why a study of the user's own families cannot be joined from its store, and the way in."""
+    from hpo.cli import in_command
+    from hpo.tasks.arrays import ARRAYS
+
+    refusal = (
+        f"study {config.name!r} searches families of your own ({', '.join(config.families)}), "
+        f"and hpo never imports code that a study store names."
+    )
+    if config.task == ARRAYS.name:
+        # hpo.Tuner's project: its hypermodel and arrays reach the trials from the Tuner, and
+        # no study file names them.
+        return (
+            f"{refusal} It is an hpo.Tuner project, made without a study file: continue it by "
+            f"running the Tuner's search again, with the same build function and data: "
+            f"hpo.Tuner(build_model, ..., directory={str(config.study_dir.parent)!r}, "
+            f"project_name={config.name!r}).search(x, y, validation_data=...)."
+        )
+    join = (
+        "hpo search --study FILE --storage URL"
+        if in_command()
+        else f"hpo.search('FILE.toml', storage={storage_url!r})"
+    )
+    return f"{refusal} Join it with the study file that names them: {join}."
 
 
 def add_bind_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:

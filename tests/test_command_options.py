@@ -229,3 +229,34 @@ def test_a_renamed_study_folder_opened_by_its_database_is_still_the_studys_folde
     opened, _ = open_study(None, "sqlite:///studies/t-renamed/study.db", "t")
     assert opened.study_dir == tmp_path.resolve() / "studies" / "t-renamed"
     assert opened.cache_dir == tmp_path.resolve() / "studies" / "t-renamed" / "cache"
+
+
+def test_joining_a_study_of_ones_own_families_names_the_way_in_for_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo import cli
+    from hpo.command_options import joining_config
+    from hpo.models.portable import PortableHypermodel
+
+    def build_model(hp: object) -> None:
+        raise AssertionError("never built")
+
+    # hpo.Tuner's project has no study file: the way in is the Tuner's search, from Python and
+    # from a command alike.
+    portable = PortableHypermodel(build_model, {}, None, {})
+    tuner = StudyConfig(
+        name="project",
+        task="arrays",
+        families={portable.name: portable.spec},
+        study_dir=tmp_path / "runs" / "project",
+        hypermodel=portable,
+    )
+    url = _made(tuner)
+    for command in (False, True):
+        monkeypatch.setattr(cli, "_IN_COMMAND", command)
+        with pytest.raises(ConfigError) as refused:
+            joining_config(url, "project", tmp_path / "work")
+        message = str(refused.value)
+        assert "hpo.Tuner project" in message
+        assert f"directory={str(tmp_path / 'runs')!r}, project_name='project'" in message
+        assert "--study FILE" not in message
