@@ -931,8 +931,14 @@ def test_numbers_that_can_be_no_classes_are_targets_and_one_per_example_may_be_e
     # Booleans and one-hot rows are classes only.
     assert not split_arrays(x, np.arange(40) % 2 == 0, validation_split=0.25).numbered
     assert not split_arrays(x, np.eye(3)[np.arange(40) % 3], validation_split=0.25).numbered
-    with pytest.raises(DataError, match=r"class indices 0, 1, 2.*-1.*y.astype\('float32'\)"):
+    # Named as fit names them, y (not x, the inputs), or the validation data they come from.
+    with pytest.raises(DataError, match=r"^y: labels must be class indices 0, 1, 2.*-1.*float32"):
         split_arrays(x, np.arange(40) % 3 - 1, validation_split=0.25)
+    names = np.array(["cat", "dog"])[np.arange(40) % 2]
+    with pytest.raises(DataError, match=r"^y: labels must be class indices.*np\.unique"):
+        split_arrays(x, names, validation_split=0.25)
+    with pytest.raises(DataError, match=r"^validation_data: labels must be class indices"):
+        split_arrays(x, np.arange(40) % 2, (x, names))
     # An SVM's labels, -1 and 1: the one value that is no class is named, with the fix.
     with pytest.raises(DataError, match=r"got 1 other value\(s\) such as \[-1\].*\(y > 0\)"):
         split_arrays(x, np.where(np.arange(40) % 2 == 0, -1, 1), validation_split=0.25)
@@ -2227,7 +2233,7 @@ def test_labels_of_an_array_an_example_are_refused_naming_the_ways_out() -> None
     x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
     masks = (x[..., 0] > 0.5).astype("int64")  # a class a pixel: segmentation
     with pytest.raises(
-        DataError, match=r"^x: the labels are int64 \(40, 8, 8\), an array of \[8, 8\]"
+        DataError, match=r"^y: the labels are int64 \(40, 8, 8\), an array of \[8, 8\]"
     ):
         split_arrays(x, masks, validation_split=0.25)
     # An autoencoder's targets, the images themselves: refused, with the flattening that works.

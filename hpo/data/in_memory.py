@@ -192,17 +192,20 @@ def _pair(
     dataset's batches; with a dataset, also the weights its batches carry (or None) and its
     batch size; and whether the labels are numbers, one an example (`SplitArrays.numbered`)."""
     weights = batch_size = None
+    # Labels given beside the inputs are named as `fit` names them (y), not as the inputs (x);
+    # a dataset's, and validation_data's, are the dataset's.
+    labelled = "y" if y is not None and what == "x" else what
     if y is None:
         x, y, weights, batch_size = read_batches(x, what)
     else:
-        _check_one_output(y, what)
+        _check_one_output(y, labelled)
     raw = np.asarray(y)
     numbered = (
         raw.dtype != bool
         and np.issubdtype(raw.dtype, np.number)
         and (raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1))
     )
-    labels = labels_or_targets(raw, what, targets)
+    labels = labels_or_targets(raw, labelled, targets)
     inputs = input_array(x, what, examples=len(labels))
     if not packed(inputs):  # several inputs were checked one by one
         require_storable(inputs, f"{what}: the inputs hold")
