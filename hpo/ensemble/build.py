@@ -321,9 +321,11 @@ def fit_ensemble(
     """
     with open_pool(config, study, scratch, max(pool, top), data) as opened:
         if top > opened.complete:
+            from hpo.cli import in_command
+
             _log.warning(
-                "--top %d, but the study has only %d COMPLETE trials%s; using all of them.",
-                top,
+                "%s, but the study has only %d COMPLETE trials%s; using all of them.",
+                f"--top {top}" if in_command() else f"top={top}",
                 opened.complete,
                 " whose checkpoint hpo gc kept" if removed_checkpoints(study) else "",
             )

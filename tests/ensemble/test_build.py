@@ -14,6 +14,7 @@ from hpo.command_options import open_study
 from hpo.config import StudyConfig, load_study_config, sqlite_url
 from hpo.contract import Attr, CheckpointError, load_keras_file, refuse_unsafe_layers
 from hpo.ensemble import EXPORT_NAME, build_ensemble, main, ranked_trials
+from hpo.ensemble.build import fit_ensemble
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.export import TOKENIZER_NAME, check_rows
 from hpo.ensemble.litert_export import LITERT_NAME
@@ -535,11 +536,21 @@ def test_more_than_available_uses_all_and_says_so(
     )
     assert code == 0
     captured = capsys.readouterr()
-    assert "only 4 COMPLETE trials; using all of them" in caplog.text
+    assert "--top 9, but the study has only 4 COMPLETE trials; using all of them" in caplog.text
     assert "top 4 (caruana)" in captured.out
     assert "pool selection of 4" in captured.out
     assert "Temperature" in captured.out
     assert len(json.loads((out / "report.json").read_text())["members"]) == 4
+    # From Python the warning names the argument as Python passes it, not the command's flag.
+    caplog.clear()
+    config = load_study_config(study_copy)
+    study = optuna.load_study(study_name="tiny", storage=config.storage_url)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    fitted = fit_ensemble(config, study, scratch, top=9, calibrate=False)
+    assert len(fitted.members) == 4
+    assert "top=9, but the study has only 4 COMPLETE trials" in caplog.text
+    assert "--top" not in caplog.text
 
 
 def test_predict_scores_new_text(
