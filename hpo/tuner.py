@@ -870,10 +870,20 @@ class Tuner:
             trials = self.best_trials(num_trials)
         except StoreError:  # none completed: all pruned or failed, or no search yet
             trials = []
+        try:
+            # As the study recorded it: a new Tuner of a regression study learns so in `search`.
+            objective = self.oracle.objective
+        except StoreError:
+            objective = None
         print(f"Results summary\nResults in {self.project_dir}")
         print(f"Showing {len(trials)} best trials")
-        # As the study recorded it: a new Tuner of a regression study learns so in `search`.
-        objective = self.oracle.objective
+        if objective is None:
+            # No study yet: KerasTuner prints an empty summary here, not an error.
+            print(
+                "No trial has run yet: run tuner.search(x, y, validation_data=(x_val, y_val)) "
+                "first."
+            )
+            return
         print(f'Objective(name="{objective.name}", direction="{objective.direction}")')
         if not trials:
             self._print_stopped(num_trials)

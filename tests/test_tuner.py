@@ -1350,6 +1350,17 @@ def test_a_search_whose_trials_were_all_stopped_says_why(
         tuner.get_best_models()
 
 
+def test_a_summary_before_any_search_says_no_trial_has_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed its header, then raised StoreError ("no study ... yet"); KerasTuner prints an
+    # empty summary.
+    _tuner(tmp_path, 2).results_summary()
+    out = capsys.readouterr().out
+    assert out.startswith(f"Results summary\nResults in {tmp_path / 'synthetic'}\n")
+    assert "Showing 0 best trials\nNo trial has run yet: run tuner.search(x, y" in out
+
+
 @pytest.mark.slow
 def test_sample_weights_reach_the_training_loss(tmp_path: Path) -> None:
     # Half the training labels are flipped, and those rows weigh 0: a model that learns the
