@@ -85,33 +85,36 @@ def narrow_space(
         ):
             raise ConfigError(f"{rule}, got {value!r}.")
         if isinstance(dist, IntDistribution):
-            _check_on_grid(key, dist, value)
-            narrowed[name] = IntDistribution(value[0], value[1], log=dist.log, step=dist.step)
+            low, high = _on_grid(key, dist, value)
+            narrowed[name] = IntDistribution(low, high, log=dist.log, step=dist.step)
         else:
             narrowed[name] = FloatDistribution(float(value[0]), float(value[1]), log=dist.log)
     return narrowed
 
 
-def _check_on_grid(key: str, dist: IntDistribution, value: list[int]) -> None:
-    """Refuses bounds between the values of a stepped parameter (conv1d's odd kernel sizes):
-    Optuna would step from `low`, sampling values the family's space never holds."""
-    off = [v for v in value if (v - dist.low) % dist.step]
-    if not off:
-        return
+def _on_grid(key: str, dist: IntDistribution, value: list[int]) -> tuple[int, int]:
+    """`[low, high]` moved inward onto the values of a stepped parameter (conv1d's odd kernel
+    sizes): Optuna steps from `low`, so `[4, 7]` of 3, 5, 7, 9 sampled 4 and 6, which the
+    family's space never holds; it searches 5 and 7. A high bound between values is what
+    Optuna itself moves down (`[3, 8]` is 3, 5, 7), as it always did.
+
+    Raises:
+        ConfigError: No value of the parameter lies between the bounds.
+    """
     grid = range(dist.low, dist.high + 1, dist.step)
-    values = (
-        ", ".join(map(str, grid))
-        if len(grid) <= 12
-        else f"{dist.low}, {dist.low + dist.step}, ... {grid[-1]}"
-    )
-    low = next(v for v in grid if v >= value[0])
-    high = max(v for v in grid if v <= value[1])
-    fix = f" such as [{low}, {high}]" if low <= high else ""
-    raise ConfigError(
-        f"'{key}' must be [low, high] among its values {values} (every {dist.step} from "
-        f"{dist.low}), got {value!r} ({', '.join(map(str, off))} between them): trials would "
-        f"sample values the family does not take. Give bounds among them{fix}."
-    )
+    low = dist.low - (dist.low - value[0]) // dist.step * dist.step  # the first at or above
+    high = dist.low + (value[1] - dist.low) // dist.step * dist.step  # the last at or below
+    if low > high:
+        values = (
+            ", ".join(map(str, grid))
+            if len(grid) <= 12
+            else f"{dist.low}, {dist.low + dist.step}, ... {grid[-1]}"
+        )
+        raise ConfigError(
+            f"'{key}' must hold one of its values {values} (every {dist.step} from {dist.low}), "
+            f"got {value!r}, between them."
+        )
+    return low, high
 
 
 def fit_value(dist: BaseDistribution, value: Any) -> Any:
