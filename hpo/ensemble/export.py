@@ -153,10 +153,13 @@ def _named(inputs: Any, names: list[str] | None) -> Any:
 
 def _declared(inputs: Any, models: Sequence[keras.Model]) -> Any:
     """`inputs` (a task's raw inputs, typed as the training data were) typed as the models'
-    own `keras.Input`s declare them: a float32 model trained on a float64 DataFrame serves
-    float32, as a client of the model expects. Where the models declare different types for
-    an input, it takes the widest of them (each model casts what it gets to its own); text,
-    and an input a model keeps no declaration of (a subclassed model), stay as they are.
+    own `keras.Input`s declare them, where both are of one kind (floats, or whole numbers): a
+    float32 model trained on a float64 DataFrame serves float32, as a client of the model
+    expects. Where the models declare different types of that kind for an input, it takes the
+    widest of them (each model casts what it gets to its own). Another kind stays as the task
+    gives it: an image task's uint8 pixels, which a model of keras.io's (a float32
+    `keras.Input`, then `Rescaling`) casts itself, and which the serving docs promise; so do
+    text, and an input a model keeps no declaration of (a subclassed model).
     """
     import keras
 
@@ -174,7 +177,7 @@ def _declared(inputs: Any, models: Sequence[keras.Model]) -> Any:
     def typed(given: Any, key: Any) -> Any:
         found = [d.get(key) for d in declared]
         kinds = {kind for kind in found if kind is not None}
-        if not declared or None in found or "string" in kinds | {str(given.dtype)}:
+        if not declared or None in found or len({_kind(k) for k in kinds | {given.dtype}}) > 1:
             return given
         try:
             widest = kinds.pop() if len(kinds) == 1 else str(np.result_type(*sorted(kinds)))
@@ -189,6 +192,15 @@ def _declared(inputs: Any, models: Sequence[keras.Model]) -> Any:
     if isinstance(inputs, list):
         return [typed(given, position) for position, given in enumerate(inputs)]
     return typed(inputs, 0)
+
+
+def _kind(dtype: Any) -> str:
+    """Whether a type holds floats ("f"), whole numbers ("i") or something else (its name)."""
+    try:
+        kind = np.dtype(str(dtype)).kind
+    except TypeError:  # a type numpy does not know: bfloat16 is a float, "string" is not
+        return "f" if "float" in str(dtype) else str(dtype)
+    return {"f": "f", "i": "i", "u": "i"}.get(kind, str(dtype))
 
 
 def _preprocess(

@@ -77,3 +77,19 @@ def test_a_dict_of_inputs_takes_each_inputs_declared_type_by_name() -> None:
         "num": "float32",
         "cat": "int32",
     }
+
+
+def test_uint8_pixels_stay_uint8_for_a_float_input_and_kinds_that_disagree_stay_as_given() -> None:
+    # keras.io's image models declare float32 and rescale: the export serves the uint8 pixels
+    # the serving docs promise (a first fix served float32). Members declaring an integer and
+    # a float type do not make a float64 input either.
+    import keras
+
+    pixels = keras.Input((3,), dtype="uint8", name="image")
+    ensemble = export_ensemble(_task(pixels), None, [_member(0)], [_model("float32")], np.ones(1))
+    assert [str(given.dtype) for given in ensemble.inputs] == ["uint8"]
+
+    models = [_model("int32"), _model("float32")]
+    task = _task(keras.Input((3,), dtype="float32", name="inputs"))
+    ensemble = export_ensemble(task, None, [_member(0), _member(1)], models, np.full(2, 0.5))
+    assert [str(given.dtype) for given in ensemble.inputs] == ["float32"]
