@@ -586,7 +586,8 @@ def _check_no_index(frame: pd.DataFrame, path: Path, sep: str) -> None:
             "end of each row, or end the header with a column name for it."
         )
     first = frame.index[0]
-    lost = sep.join(first) if isinstance(first, tuple) else str(first)
+    fields = first if isinstance(first, tuple) else (first,)
+    lost = sep.join("" if pd.isna(field) else str(field) for field in fields)
     raise DataError(
         f"{path}: its first data row has {extra} more than its header: a text holds an "
         f"unquoted {name}, and each row's fields would be read one column off, its first lost "

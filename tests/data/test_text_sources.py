@@ -578,8 +578,10 @@ def test_semicolon_fields_are_told_by_the_header_before_texts_with_commas(
         ("id,text,label\n1,loved it, a lot,pos\n2,hated it, all,neg\n", r"'1' in the first row"),
         ("text,label\na, b, c,pos\nd, e, f,neg\n", r"has 2 fields more .*'a, b' in the first"),
         ("text;label\nloved it; a lot;pos\nhated it; all;neg\n", r"unquoted semicolon"),
+        # An empty first field: pandas gives it as NaN (the message's join failed on it).
+        ("text,label\n,a, b,pos\nx,y, z,neg\n", r"',a' in the first row"),
     ],
-    ids=["text,label", "id,text,label", "two commas", "semicolons"],
+    ids=["text,label", "id,text,label", "two commas", "semicolons", "empty first field"],
 )
 def test_texts_with_an_unquoted_comma_in_every_row_are_refused_not_cut(
     tmp_path: Path, content: str, said: str
