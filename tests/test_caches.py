@@ -50,7 +50,7 @@ def _searched_study(config: StudyConfig, data: Path) -> optuna.Study:
     study = optuna.create_study(
         study_name=config.name, storage=open_storage(config.storage_url, create=True)
     )
-    provenance.record(study, "0123456789abcdef", data)
+    provenance.record(study, "0123456789abcdef", data, given=False)
     return study
 
 
@@ -275,7 +275,7 @@ def test_gc_removes_no_cache_a_running_trial_may_read_nor_any_when_the_data_are_
     # The study's data gone (moved, or a disk not mounted): which cache is current is
     # unknown, so none goes; an old temporary folder still does.
     fresh_study = optuna.create_study(study_name="other", storage=config.storage_url)
-    provenance.record(fresh_study, "0123456789abcdef", data)
+    provenance.record(fresh_study, "0123456789abcdef", data, given=False)
     shutil.rmtree(data)
     old = _leftover(config.cache_dir, 2 * 3600)
     sweep = sweep_caches(config, fresh_study)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINGERPRINT_ATTR",
+    "GIVEN_ATTR",
     "RECORDED",
     "SOURCE_ATTR",
     "RecordedSource",
@@ -34,10 +35,14 @@ __all__ = [
     "origin_fix",
     "record",
     "recorded_source",
+    "source_given",
 ]
 
 SOURCE_ATTR: Final = "data_source"
 FINGERPRINT_ATTR: Final = "data_fingerprint"
+# Whether the recorded source was given by --data (True), or named by the environment or the
+# study file (False); studies recorded before have none.
+GIVEN_ATTR: Final = "data_source_given"
 _log = logging.getLogger("hpo.data")
 
 
@@ -87,19 +92,36 @@ def recorded_source(study: optuna.Study) -> RecordedSource | None:
 
 
 def locate_source(task: Task, config: StudyConfig, data: str | None, study: optuna.Study) -> Path:
-    """Where a study that a search has read data for reads them now: `--data`, the task's
-    environment variable or the study file's `data.path` as given (`task.locate`), else the
-    source its search recorded, before a download.
+    """Where a study that a search has read data for reads them now.
 
-    The recorded source spares the environment variable after the search, and a second
-    download; it never outranks what the user names now (an edited `data.path`, a project
-    copied with its data), which `check_fingerprint` then refuses where the data differ.
+    `--data` first. Then, where the search was given its data by `--data` (or recorded them
+    before hpo noted how), the source it recorded, as if given by `--data` again: `hpo search
+    --data big.csv` on a study file naming a sample is followed by `hpo ensemble` without it.
+    Where the search read what the task's environment variable or the study file's `data.path`
+    named, what they name now (an edited `data.path`, a project copied with its data), else the
+    recorded source, before a download. `check_fingerprint` then refuses other data.
+
+    The recorded source spares the environment variable after the search, and a second download.
     """
     recorded = recorded_source(study)
-    if config.data.path or recorded is None:
+    if data is not None or recorded is None:
         return task.locate(config, data)
+    if study.user_attrs.get(GIVEN_ATTR, True) is not False:
+        named = Path(config.data.path).expanduser().resolve() if config.data.path else None
+        if named is not None and named != Path(recorded).resolve():
+            _log.warning(
+                "study %r reads its data from %s, which its search was given (--data), not "
+                "from %s, which the study file's data.path names; to read that, pass --data %s.",
+                study.study_name,
+                recorded,
+                named,
+                named,
+            )
+        return task.locate(config, recorded)
+    if config.data.path:
+        return task.locate(config, None)
     return task.locate(
-        dataclasses.replace(config, data=dataclasses.replace(config.data, path=recorded)), data
+        dataclasses.replace(config, data=dataclasses.replace(config.data, path=recorded)), None
     )
 
 
@@ -160,7 +182,25 @@ def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what:
     )
 
 
-def record(study: optuna.Study, fingerprint: str, source: Path) -> None:
-    """Records the data the study's trials see."""
+def source_given(study: optuna.Study, config: StudyConfig, data: str | None, source: Path) -> bool:
+    """Whether the data a search reads from `source` count as given by `--data`, for `record`:
+    given now, or given to the search that recorded them and read again as such (a resumed
+    search without the flag keeps them; an older study's count as given unless the study file's
+    `data.path` names them)."""
+    if data is not None:
+        return True
+    recorded = recorded_source(study)
+    if recorded is None or study.user_attrs.get(GIVEN_ATTR, True) is False:
+        return False
+    if Path(recorded).resolve() != source.resolve():
+        return False
+    return not (
+        config.data.path and Path(config.data.path).expanduser().resolve() == source.resolve()
+    )
+
+
+def record(study: optuna.Study, fingerprint: str, source: Path, *, given: bool) -> None:
+    """Records the data the study's trials see, and whether `--data` named them (`given`)."""
     study.set_user_attr(SOURCE_ATTR, str(source))
+    study.set_user_attr(GIVEN_ATTR, given)
     study.set_user_attr(FINGERPRINT_ATTR, fingerprint)

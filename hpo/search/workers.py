@@ -250,7 +250,8 @@ def run_search(
         )
         fingerprint = task.fingerprint(data_folder)
         provenance.check_fingerprint(study, fingerprint, source, "resuming the search")
-        provenance.record(study, fingerprint, source)
+        given = provenance.source_given(study, config, data, source)
+        provenance.record(study, fingerprint, source, given=given)
         study.set_user_attr("task", config.task)
         # Again, now that the data are ready: a run started beside this one may have recorded
         # other settings since this one checked.

@@ -11,7 +11,7 @@ import pytest
 
 from hpo import ensemble, search
 from hpo.config import load_study_config
-from hpo.data.provenance import FINGERPRINT_ATTR, SOURCE_ATTR, recorded_source
+from hpo.data.provenance import FINGERPRINT_ATTR, GIVEN_ATTR, SOURCE_ATTR, recorded_source
 from hpo.search import run_search
 from hpo.store import open_storage
 
@@ -82,6 +82,26 @@ def test_a_resumed_search_reads_the_data_path_the_study_file_names_now(
     assert "resuming the search would use other data" in err
     storage = load_study_config(study_copy).storage_url
     assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 4
+
+
+def test_data_given_to_the_search_by_flag_stay_the_studys_until_a_flag_says_otherwise(
+    fake_imdb: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # hpo search --data big on a study file that names a sample: a resumed search (and the
+    # ensemble) without --data read the sample, and refused it as other data. A data.path
+    # edited after a search that read it is read (the test above).
+    other = write_fake_imdb(tmp_path / "other", seed=1)
+    study_file = write_study(tmp_path, fake_imdb, n_trials=1)
+    assert search.main(["--study", str(study_file), "--data", str(other)]) == 0
+    for trials in ("2", "3"):  # and the resumed search keeps them as given
+        capsys.readouterr()
+        assert search.main(["--study", str(study_file), "--n-trials", trials]) == 0
+        assert f"from {other.resolve()} ..." in capsys.readouterr().out
+        assert "which the study file's data.path names; to read that, pass --data" in caplog.text
+    assert _attrs(study_file)[GIVEN_ATTR] is True
 
 
 def test_make_ensemble_needs_no_environment_after_the_search(

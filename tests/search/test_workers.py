@@ -124,8 +124,8 @@ def test_a_run_beside_another_with_other_settings_is_refused_and_a_stopped_one_b
     other = dataclasses.replace(config, training=dataclasses.replace(config.training, max_epochs=7))
     record = provenance.record
 
-    def beside(study: optuna.Study, *args: Any) -> None:
-        record(study, *args)
+    def beside(study: optuna.Study, *args: Any, **kwargs: Any) -> None:
+        record(study, *args, **kwargs)
         study.set_user_attr("hpo_config", config_to_dict(other))  # the other run's, meanwhile
 
     monkeypatch.setattr(provenance, "record", beside)
