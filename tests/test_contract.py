@@ -102,6 +102,9 @@ def test_a_file_may_name_a_package_this_process_has_loaded(
     assert installed_package("keras")
     monkeypatch.delitem(sys.modules, "packaging")
     assert installed_package("packaging")
+    # And Python's own library (SQLite's driver), loaded or not.
+    monkeypatch.delitem(sys.modules, "sqlite3")
+    assert installed_package("sqlite3")
 
 
 def test_keras_with_safe_mode_fixes_is_required() -> None:

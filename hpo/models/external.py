@@ -406,12 +406,12 @@ def installed_package(name: str) -> bool:
 
 @functools.cache
 def _site_folders() -> tuple[str, ...]:
-    """The folders installed packages lie in (`site-packages`, wherever found), with a final
-    separator: a package's files lie under one of them."""
+    """The folders installed packages lie in (`site-packages`, wherever found, and Python's
+    own library: `sqlite3`), with a final separator: a package's files lie under one of them."""
     import site
     import sysconfig
 
-    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
     paths |= {*site.getsitepackages(), site.getusersitepackages(), *_distribution_folders()}
     return tuple(os.path.join(os.path.realpath(p), "") for p in paths)
 
