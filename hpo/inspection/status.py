@@ -189,7 +189,7 @@ def format_status(data: dict[str, Any]) -> str:
             last = budget["last_run_budget_seconds"]
             line += (
                 f" (its last run had "
-                f"{'no budget' if last is None else f'--budget {format_duration(last)}'}; a "
+                f"{'no budget' if last is None else f'a budget of {format_duration(last)}'}; a "
                 f"search has the study file's budget unless given --budget)"
             )
         lines.append(line)

@@ -247,7 +247,7 @@ def test_status_shows_the_budget_the_next_search_has(
     study.set_user_attr("budget_run:extra", [0, 269])
     assert main(["--study", str(study_copy)]) == 0
     out = capsys.readouterr().out
-    assert "of a 4m 00s budget, 0s left (its last run had --budget 8m 00s; a search has " in out
+    assert "of a 4m 00s budget, 0s left (its last run had a budget of 8m 00s; a search has " in out
     assert main(["--study", str(study_copy), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
