@@ -271,6 +271,7 @@ def test_a_test_path_that_is_the_training_table_is_refused_before_any_work(
 ) -> None:
     # It was read silently: the "test" score was measured on the rows the search trained on.
     from hpo.errors import ConfigError
+    from hpo.tasks.text import _load_own_test
 
     pd.DataFrame(_texts(60, 0), columns=["text", "label", "author"]).to_csv(
         tmp_path / "train.csv", index=False
@@ -283,6 +284,9 @@ def test_a_test_path_that_is_the_training_table_is_refused_before_any_work(
         with pytest.raises(ConfigError, match=r"test_path .* is the training table .*train\.csv"):
             task.prepare(config, None, search_space(task, config.space).shared)
         assert not config.cache_dir.exists()
+        # Nor is a study searched before the check scored on them (hpo ensemble, export).
+        with pytest.raises(ConfigError, match=r"test_path .* is the training table"):
+            _load_own_test(config, None, config.cache_dir)
     # --data naming the test table is the same mistake.
     config = load_study_config(_study(tmp_path, tmp_path / "other.csv", 'test_path = "same.csv"'))
     with pytest.raises(ConfigError, match=r"Set test_path to a table of other rows"):
