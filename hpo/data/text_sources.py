@@ -534,7 +534,7 @@ def _read_delimited(
             f"header, most often a text that holds an unquoted {_SEPARATORS[sep]}. "
             f"{_separator_fix(sep)}"
         ) from exc
-    _check_no_index(frame, path, sep)
+    _check_no_index(frame, path, sep, row_names=_quoted_row_number(head, read_as, sep))
     if sep == "\t" and _holds_a_tab(frame):
         # A cell with a tab in a tab-separated file: a text that begins with a double quote
         # (a quoted title) opened a CSV quoted field, which ran to the next quote and took in
@@ -569,13 +569,16 @@ def _header(path: Path, read_as: str, sep: str, read: dict[str, Any]) -> pd.Inde
     return _read_csv(path, read_as, sep=sep, **{**read, "nrows": 0})[0].columns
 
 
-def _check_no_index(frame: pd.DataFrame, path: Path, sep: str) -> None:
+def _check_no_index(frame: pd.DataFrame, path: Path, sep: str, *, row_names: bool = False) -> None:
     """Refuses a table read with an index: pandas takes a first data row with more fields than
     the header for one whose first fields name the row, so every row lost them silently (a
-    text's words before its unquoted comma)."""
+    text's words before its unquoted comma). Quoted row numbers (`row_names`, where the first
+    data row begins with one) are such names, as R's `write.table` writes them ("1","a
+    text","pos" under "text","label"), and are read as earlier releases read them: dropped.
+    Unquoted ones are not told from an `id` column before a text with an unquoted comma."""
     import pandas as pd
 
-    if isinstance(frame.index, pd.RangeIndex):
+    if isinstance(frame.index, pd.RangeIndex) or (row_names and _row_numbers(frame.index)):
         return
     name = _SEPARATORS[sep]
     extra = "a field" if frame.index.nlevels == 1 else f"{frame.index.nlevels} fields"
@@ -591,8 +594,29 @@ def _check_no_index(frame: pd.DataFrame, path: Path, sep: str) -> None:
     raise DataError(
         f"{path}: its first data row has {extra} more than its header: a text holds an "
         f"unquoted {name}, and each row's fields would be read one column off, its first lost "
-        f"({lost!r} in the first row). {_separator_fix(sep)}"
+        f"({lost!r} in the first row). {_separator_fix(sep)} If instead the first field names "
+        f"each row (R's write.table writes row names so), give it a column name in the header."
     )
+
+
+def _quoted_row_number(head: bytes, read_as: str, sep: str) -> bool:
+    """Whether the table's first data row (its second line, in `head`) begins with a quoted
+    whole number and a separator, as a row name R's `write.table` writes."""
+    lines = head.decode(read_as, errors="replace").lstrip("\ufeff").splitlines()
+    return len(lines) > 1 and re.match(rf'"\d+"{re.escape(sep)}', lines[1]) is not None
+
+
+def _row_numbers(index: pd.Index) -> bool:
+    """Whether `index` numbers the rows in order, from 0 or 1 (R's row names, pandas')."""
+    import pandas as pd
+
+    if index.nlevels != 1 or len(index) == 0:
+        return False
+    numbers = pd.to_numeric(pd.Series(index, dtype=object), errors="coerce")
+    if numbers.isna().any() or (numbers % 1 != 0).any():
+        return False
+    start = int(numbers.iloc[0])
+    return start in (0, 1) and numbers.tolist() == list(range(start, start + len(numbers)))
 
 
 def _separator_fix(sep: str) -> str:
