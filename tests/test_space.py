@@ -84,3 +84,16 @@ def test_fit_value_lands_on_the_step_grid() -> None:
     fitted = fit_value(IntDistribution(3, 9, step=2), 6)
     assert fitted == 5 and isinstance(fitted, int)
     assert fit_value(IntDistribution(3, 9, step=2), 1) == 3
+
+
+def test_a_stepped_float_keeps_its_step_and_its_values() -> None:
+    # A hypermodel's hp.Float("drop", 0.0, 0.5, step=0.1) narrowed to [0.1, 0.3] lost its
+    # step: trials sampled 0.2946.
+    space = {"drop": FloatDistribution(0.0, 0.5, step=0.1)}
+    for bounds, searched in [([0.1, 0.3], (0.1, 0.3)), ([0.15, 0.45], (0.2, 0.4))]:
+        low, high = searched
+        assert narrow_space(space, {"drop": bounds}, where="s")["drop"] == FloatDistribution(
+            low, high, step=0.1
+        )
+    with pytest.raises(ConfigError, match=r"'s.drop' must hold one of its values"):
+        narrow_space(space, {"drop": [0.11, 0.19]}, where="s")
