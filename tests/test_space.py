@@ -45,7 +45,7 @@ def test_narrowing_keeps_log_and_step_and_skips_names_of_other_spaces() -> None:
         8, 8, log=True
     )
     dropout = narrow_space(SPACE, {"dropout": [0, 1 / 2]}, where="s")["dropout"]
-    assert dropout == FloatDistribution(0.0, 0.5)
+    assert dropout == FloatDistribution(0.0, 0.5, step=0.1)
     assert isinstance(dropout.low, float)
 
 
