@@ -767,13 +767,15 @@ def _labels(found: list[str | None]) -> list[str | None]:
     return [None if label is None else read[label] for label in labels]
 
 
-def check_test_path(source: Path, test_path: Path | None) -> None:
+def check_test_path(source: Path, test_path: Path | None, *, searched: bool = False) -> None:
     """Refuses a test table (`[data] test_path`) that is the training table itself: its test
     score would be measured on the rows the search trained and chose on.
 
     Args:
         source: What `locate_texts` returned.
         test_path: The test table, or None.
+        searched: Whether a study has searched on it (scoring its ensemble), which removing
+            test_path would change the training rows of.
 
     Raises:
         ConfigError: `test_path` is `source` (by any path to it: a link, another spelling).
@@ -781,12 +783,17 @@ def check_test_path(source: Path, test_path: Path | None) -> None:
     if test_path is None or not is_table(source) or not test_path.is_file():
         return
     if source.samefile(test_path):
+        held_out = "hold out a share of each label of the training table ([data] test_fraction)"
+        fix = (
+            f"Set test_path to a table of other rows; without it hpo would {held_out}, which "
+            "changes the rows this study trained on, so only a new study (a new name) can"
+            if searched
+            else f"Set test_path to a table of other rows, or remove it for hpo to {held_out}"
+        )
         raise ConfigError(
             f"[data] test_path {test_path} is the training table {source} (from --data, "
             f"${ENV_VAR} or [data] path): the test set must be rows the search never reads, or "
-            "its score is measured on training data. Set test_path to a table of other rows, "
-            "or remove it for hpo to hold out a share of each label of the training table "
-            "([data] test_fraction)."
+            f"its score is measured on training data. {fix}."
         )
 
 
@@ -805,6 +812,8 @@ def check_test_table(
     Args:
         source: What `locate_texts` returned; anything but a table with a test table passes.
         test_path: The test table, or None.
+        searched: Whether a study has searched on it (scoring its ensemble), which removing
+            test_path would change the training rows of.
         classes: The training split's classes.
         columns: The columns of the tables.
         encoding: The files' text encoding (`[data] encoding`).
