@@ -89,8 +89,8 @@ def narrow_space(
             low, high = _on_grid(key, dist, value)
             narrowed[name] = IntDistribution(low, high, log=dist.log, step=dist.step)
         elif dist.step is not None:
-            low, high = _on_float_grid(key, dist, value)
-            narrowed[name] = FloatDistribution(low, high, step=dist.step)
+            bounds = _on_float_grid(key, dist, value)
+            narrowed[name] = FloatDistribution(*bounds, step=dist.step)
         else:
             narrowed[name] = FloatDistribution(float(value[0]), float(value[1]), log=dist.log)
     return narrowed

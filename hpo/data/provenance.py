@@ -106,14 +106,21 @@ def locate_source(task: Task, config: StudyConfig, data: str | None, study: optu
     recorded = recorded_source(study)
     if data is not None or recorded is None:
         return task.locate(config, data)
-    if study.user_attrs.get(GIVEN_ATTR, True) is not False:
+    given = study.user_attrs.get(GIVEN_ATTR)
+    if given is not False:
         named = Path(config.data.path).expanduser().resolve() if config.data.path else None
         if named is not None and named != Path(recorded).resolve():
+            how = (
+                "which its search was given (--data)"
+                if given is True
+                else "which its search read (an earlier hpo did not record whether --data gave it)"
+            )
             _log.warning(
-                "study %r reads its data from %s, which its search was given (--data), not "
-                "from %s, which the study file's data.path names; to read that, pass --data %s.",
+                "study %r reads its data from %s, %s, not from %s, which the study file's "
+                "data.path names; to read that, pass --data %s.",
                 study.study_name,
                 recorded,
+                how,
                 named,
                 named,
             )
@@ -182,25 +189,28 @@ def check_fingerprint(study: optuna.Study, fingerprint: str, source: Path, what:
     )
 
 
-def source_given(study: optuna.Study, config: StudyConfig, data: str | None, source: Path) -> bool:
+def source_given(
+    study: optuna.Study, config: StudyConfig, data: str | None, source: Path
+) -> bool | None:
     """Whether the data a search reads from `source` count as given by `--data`, for `record`:
     given now, or given to the search that recorded them and read again as such (a resumed
-    search without the flag keeps them; an older study's count as given unless the study file's
-    `data.path` names them)."""
+    search without the flag keeps them). None where that is unknown: an older study's record,
+    read again, which the study file's `data.path` does not name."""
     if data is not None:
         return True
     recorded = recorded_source(study)
-    if recorded is None or study.user_attrs.get(GIVEN_ATTR, True) is False:
+    if recorded is None or Path(recorded).resolve() != source.resolve():
         return False
-    if Path(recorded).resolve() != source.resolve():
+    if config.data.path and Path(config.data.path).expanduser().resolve() == source.resolve():
         return False
-    return not (
-        config.data.path and Path(config.data.path).expanduser().resolve() == source.resolve()
-    )
+    given = study.user_attrs.get(GIVEN_ATTR)
+    return given if isinstance(given, bool) else None
 
 
-def record(study: optuna.Study, fingerprint: str, source: Path, *, given: bool) -> None:
-    """Records the data the study's trials see, and whether `--data` named them (`given`)."""
+def record(study: optuna.Study, fingerprint: str, source: Path, *, given: bool | None) -> None:
+    """Records the data the study's trials see, and whether `--data` named them (`given`; not
+    where None, unknown)."""
     study.set_user_attr(SOURCE_ATTR, str(source))
-    study.set_user_attr(GIVEN_ATTR, given)
+    if given is not None:
+        study.set_user_attr(GIVEN_ATTR, given)
     study.set_user_attr(FINGERPRINT_ATTR, fingerprint)

@@ -104,6 +104,24 @@ def test_data_given_to_the_search_by_flag_stay_the_studys_until_a_flag_says_othe
     assert _attrs(study_file)[GIVEN_ATTR] is True
 
 
+def test_an_older_study_reads_its_recorded_data_as_before_and_records_no_guess(
+    study_copy: Path, fake_imdb: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A study recorded before hpo noted whether --data gave its data, copied (cp -a) so that
+    # its data.path names the copy: it reads the recorded data, as earlier releases did, and
+    # the warning claimed --data had given them, and recorded that guess.
+    config = load_study_config(study_copy)
+    storage = open_storage(config.storage_url, create=False, heartbeat=False)
+    storage.delete_study_user_attr(storage.get_study_id_from_name(config.name), GIVEN_ATTR)
+    copy = write_fake_imdb(tmp_path / "copy", seed=1)
+    text = study_copy.read_text()
+    study_copy.write_text(text.replace(f'path = "{fake_imdb}"', f'path = "{copy}"'))
+    assert search.main(["--study", str(study_copy), "--n-trials", "5"]) == 0
+    assert "which its search read (an earlier hpo did not record whether --data" in caplog.text
+    assert "(--data)" not in caplog.text
+    assert GIVEN_ATTR not in _attrs(study_copy)
+
+
 def test_make_ensemble_needs_no_environment_after_the_search(
     fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
