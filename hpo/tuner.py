@@ -184,7 +184,8 @@ class Tuner:
             ("30m", "2h", or seconds); no trial starts that cannot finish within it.
         directory: The folder holding the study (default the current folder).
         project_name: The study's name, and its folder's name inside `directory`.
-        seed: The sampler's seed (default 0); the same seed replays the same search.
+        seed: The sampler's seed (default 0); the same seed replays the same search. None
+            (KerasTuner's default) is 0: a study's seed is recorded, and a resumed one keeps it.
         pruner: "median" (default), "hyperband" or "none".
         overwrite: Delete an earlier study of the same name first (default False: continue it);
             a project folder that is a symbolic link is refused, its target never deleted.
@@ -223,7 +224,7 @@ class Tuner:
         budget: str | float | None = None,
         directory: str | Path = ".",
         project_name: str = "untitled_project",
-        seed: int = 0,
+        seed: int | None = 0,
         pruner: str = "median",
         overwrite: bool = False,
         max_consecutive_failed_trials: int | None = None,
@@ -306,7 +307,7 @@ class Tuner:
             budget=seconds,
             max_failures=max_consecutive_failed_trials or StudyConfig.max_failures,
             sampler=SamplerConfig(
-                seed=seed,
+                seed=0 if seed is None else seed,
                 startup_trials=(
                     SamplerConfig.startup_trials
                     if num_initial_points is None

@@ -3314,3 +3314,11 @@ def test_a_quiet_search_prints_nothing_of_its_other_workers_either(
     out, err = capfd.readouterr()
     assert out == ""
     assert "absl" not in err and "I0000" not in err
+
+
+def test_seed_none_as_keras_tuner_defaults_it_is_the_default_seed(tmp_path: Path) -> None:
+    # KerasTuner's tuners take seed=None; hpo.Tuner raised a TypeError comparing it.
+    tuner = hpo.Tuner(
+        _hypermodel(), objective="val_accuracy", max_trials=1, directory=tmp_path, seed=None
+    )
+    assert tuner.config.sampler.seed == 0

@@ -211,7 +211,7 @@ class ChanceLevelStop(keras.callbacks.Callback):
     def __init__(self, monitor: str, chance: float, epochs: int, margin: float) -> None:
         super().__init__()
         self.monitor, self.chance, self.epochs, self.margin = monitor, chance, epochs, margin
-        # margin < 0.5 (`TrainingConfig`) keeps it below 1, as the error left is above 0.
+        # margin < 0.5 (`TrainingConfig`) keeps it below 1 where the error left is above 0.
         self.threshold = chance + min(margin, 2 * margin * (1 - chance))
         self.best = -math.inf
         self.judged = False
@@ -226,6 +226,8 @@ class ChanceLevelStop(keras.callbacks.Callback):
         self.judged = True
         if _last_epoch(self, epoch):
             return  # trained all it will: stopping it saves nothing, and would lose its model
+        if self.chance >= 1:
+            return  # validation rows of one class: no accuracy is above chance, a perfect one too
         if self.best <= self.threshold:
             raise optuna.TrialPruned(
                 f"{self.monitor} {self.best:.4g} is still at chance level ({self.chance:.4g}) "

@@ -188,6 +188,14 @@ def test_a_trial_better_than_chance_passes_the_chance_check_however_imbalanced_t
     assert ChanceLevelStop("val_accuracy", chance, 1, margin=0.4999).threshold < 1
 
 
+def test_validation_rows_of_one_class_prune_no_trial_as_at_chance() -> None:
+    # validation_split of rows sorted by label: chance is 1, and a perfect trial was pruned
+    # "at chance level" (learning is above 1).
+    stop = ChanceLevelStop("val_accuracy", chance=1.0, epochs=1, margin=0.02)
+    stop.on_epoch_end(0, {"val_accuracy": 1.0})
+    assert stop.judged
+
+
 def test_the_best_epochs_logs_are_those_of_the_epoch_the_monitor_chose() -> None:
     history = {
         "loss": [0.9, 0.5, 0.4],
