@@ -261,11 +261,13 @@ def user_objects_for(saved: Iterable[str]) -> dict[str, Any]:
         candidates = list(by_name[qualified].values())
         if len(candidates) > 1:
             places = " and ".join(f"{c.__module__}.{qualified}" for c in candidates)
+            first = f"{candidates[0].__module__}.{qualified}"
             raise ConfigError(
                 f"the model names {qualified!r} of module {package!r} (where it was defined when "
                 f"the model was saved), and this process has loaded {len(candidates)} of that "
-                f"name: {places}. Load it in a process that defines or imports only the one "
-                f"the model was made with."
+                f"name: {places}. Say which one the model was made with before loading it, "
+                f"registered under the saved name: keras.saving.register_keras_serializable("
+                f"{package!r}, {qualified!r})({first}), say."
             )
         found[name] = candidates[0]
     return found

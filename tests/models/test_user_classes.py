@@ -414,6 +414,13 @@ def test_a_saved_class_name_two_loaded_classes_have_is_refused_naming_both(
 
     with pytest.raises(ConfigError, match=r"search\.Shift and other_search\.Shift"):
         load_keras_file(tmp_path / "shift.keras")
+    # The fix it names: the one meant, registered under the saved name (a module of the
+    # search script's imports had a class of that name too).
+    with pytest.raises(ConfigError, match=r"register_keras_serializable\('__main__', 'Shift'\)"):
+        load_keras_file(tmp_path / "shift.keras")
+    _registered(monkeypatch, first, "__main__")
+    loaded = load_keras_file(tmp_path / "shift.keras")
+    assert any(isinstance(layer, first) for layer in loaded.layers)
 
 
 def test_the_hint_for_a_missing_class_of_ones_own_fits_the_caller(
