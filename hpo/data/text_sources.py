@@ -607,16 +607,14 @@ def _quoted_row_number(head: bytes, read_as: str, sep: str) -> bool:
 
 
 def _row_numbers(index: pd.Index) -> bool:
-    """Whether `index` numbers the rows in order, from 0 or 1 (R's row names, pandas')."""
+    """Whether `index` names the rows by whole numbers, each once (R's row names: 1 to n, or
+    any order and gaps after a subset, `order()` or `na.omit`)."""
     import pandas as pd
 
-    if index.nlevels != 1 or len(index) == 0:
+    if index.nlevels != 1 or len(index) == 0 or not index.is_unique:
         return False
     numbers = pd.to_numeric(pd.Series(index, dtype=object), errors="coerce")
-    if numbers.isna().any() or (numbers % 1 != 0).any():
-        return False
-    start = int(numbers.iloc[0])
-    return start in (0, 1) and numbers.tolist() == list(range(start, start + len(numbers)))
+    return not numbers.isna().any() and bool((numbers % 1 == 0).all())
 
 
 def _separator_fix(sep: str) -> str:
@@ -767,15 +765,13 @@ def _labels(found: list[str | None]) -> list[str | None]:
     return [None if label is None else read[label] for label in labels]
 
 
-def check_test_path(source: Path, test_path: Path | None, *, searched: bool = False) -> None:
+def check_test_path(source: Path, test_path: Path | None) -> None:
     """Refuses a test table (`[data] test_path`) that is the training table itself: its test
     score would be measured on the rows the search trained and chose on.
 
     Args:
         source: What `locate_texts` returned.
         test_path: The test table, or None.
-        searched: Whether a study has searched on it (scoring its ensemble), which removing
-            test_path would change the training rows of.
 
     Raises:
         ConfigError: `test_path` is `source` (by any path to it: a link, another spelling).
@@ -783,17 +779,13 @@ def check_test_path(source: Path, test_path: Path | None, *, searched: bool = Fa
     if test_path is None or not is_table(source) or not test_path.is_file():
         return
     if source.samefile(test_path):
-        held_out = "hold out a share of each label of the training table ([data] test_fraction)"
-        fix = (
-            f"Set test_path to a table of other rows; without it hpo would {held_out}, which "
-            "changes the rows this study trained on, so only a new study (a new name) can"
-            if searched
-            else f"Set test_path to a table of other rows, or remove it for hpo to {held_out}"
-        )
         raise ConfigError(
             f"[data] test_path {test_path} is the training table {source} (from --data, "
             f"${ENV_VAR} or [data] path): the test set must be rows the search never reads, or "
-            f"its score is measured on training data. {fix}."
+            "its score is measured on training data. Set test_path to a table of other rows. "
+            "Removing it makes hpo hold out a share of each label of the training table ([data] "
+            "test_fraction), which changes the rows trials train on: a study that has searched "
+            "would refuse them, so do that only for a new study (a new name)."
         )
 
 
@@ -812,8 +804,6 @@ def check_test_table(
     Args:
         source: What `locate_texts` returned; anything but a table with a test table passes.
         test_path: The test table, or None.
-        searched: Whether a study has searched on it (scoring its ensemble), which removing
-            test_path would change the training rows of.
         classes: The training split's classes.
         columns: The columns of the tables.
         encoding: The files' text encoding (`[data] encoding`).

@@ -414,7 +414,7 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
 def _load_own_test(config: StudyConfig, data_arg: str | None, folder: Path) -> TestSet:
     source, test_path = _locate(config, data_arg), _test_path(config)
     # A study searched before the check was: its ensemble would score its training rows.
-    text_sources.check_test_path(source, test_path, searched=True)
+    text_sources.check_test_path(source, test_path)
     test = text_sources.read_texts(
         source,
         "test",

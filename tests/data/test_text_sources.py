@@ -611,6 +611,9 @@ def test_row_names_as_r_writes_them_are_read_as_earlier_releases_read_them(
     read = ts.read_texts(path, "train", test_path=path)
     assert read.texts == ["loved it, a lot", "hated it"]
     assert list(read.classes) == ["neg", "pos"]
+    # After a subset or a sort, R's row names are numbers in any order, with gaps.
+    path.write_text('"text","label"\n"3","loved it","pos"\n"1","hated it","neg"\n')
+    assert ts.read_texts(path, "train", test_path=path).texts == ["loved it", "hated it"]
     # Named rows other than numbers, or unquoted numbers (an id before an unquoted comma),
     # are not told from a text cut short: refused, naming both.
     for rows in ('"a","loved it","pos"\n"b","hated it","neg"\n', "1,loved it, a,pos\n2,b, c,neg\n"):

@@ -286,7 +286,7 @@ def test_a_test_path_that_is_the_training_table_is_refused_before_any_work(
         assert not config.cache_dir.exists()
         # Nor is a study searched before the check scored on them (hpo ensemble, export).
         # Removing test_path would change its training rows: only a new study can.
-        with pytest.raises(ConfigError, match=r"training table .* only a new study \(a new name"):
+        with pytest.raises(ConfigError, match=r"training table .* only for a new study \(a new"):
             _load_own_test(config, None, config.cache_dir)
     # --data naming the test table is the same mistake.
     config = load_study_config(_study(tmp_path, tmp_path / "other.csv", 'test_path = "same.csv"'))
