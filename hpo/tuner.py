@@ -161,7 +161,47 @@ def _remove_project(project_dir: Path) -> None:
             f"project's folder. Move it aside and run again, or pass another project_name."
         )
     if project_dir.exists():
+        _refuse_while_searched(project_dir)
         shutil.rmtree(project_dir)
+
+
+def _refuse_while_searched(project_dir: Path) -> None:
+    """Refuses `overwrite=True` of a project that a search is running in: a worker of this
+    machine that is alive, or one elsewhere that this machine cannot look up, holds a RUNNING
+    trial. Deleting it under that search failed each of its later trials with "no study
+    database", then "damaged" once the new one stood.
+
+    Raises:
+        ConfigError: Names the trial and its worker.
+    """
+    from optuna.trial import TrialState
+
+    from hpo.config import sqlite_url
+    from hpo.search.identity import WorkerIdentity
+    from hpo.store import open_storage
+
+    database = project_dir / "study.db"
+    if not database.is_file():
+        return
+    try:
+        storage = open_storage(sqlite_url(database), create=False, heartbeat=False)
+        running = [
+            trial
+            for study in storage.get_all_studies()
+            for trial in storage.get_all_trials(study._study_id, states=(TrialState.RUNNING,))
+        ]
+    except Exception:  # a damaged or foreign database: nothing known to run there
+        return
+    me = WorkerIdentity.current()
+    for trial in running:
+        worker = WorkerIdentity.recorded(trial)
+        if worker is not None and me.shares_processes_with(worker) and worker.is_gone():
+            continue  # left RUNNING by a search that was killed
+        raise ConfigError(
+            f"overwrite=True deletes the project's folder {project_dir}, and a search is running "
+            f"in it (trial {trial.number}, worker {worker or 'unknown'}): it would fail each "
+            f"trial after. Stop that search first, or pass another project_name."
+        )
 
 
 class Tuner:

@@ -3322,3 +3322,32 @@ def test_seed_none_as_keras_tuner_defaults_it_is_the_default_seed(tmp_path: Path
         _hypermodel(), objective="val_accuracy", max_trials=1, directory=tmp_path, seed=None
     )
     assert tuner.config.sampler.seed == 0
+
+
+def test_overwrite_refuses_a_project_a_live_search_runs_in(tmp_path: Path) -> None:
+    # It deleted the folder under a search of another process, each of whose trials after
+    # failed ("no study database", then "damaged" once the new one stood).
+    import dataclasses
+    import subprocess
+
+    import optuna
+
+    from hpo.config import sqlite_url
+    from hpo.search.identity import WorkerIdentity
+
+    (tmp_path / "synthetic").mkdir()
+    study = optuna.create_study(
+        study_name="synthetic", storage=sqlite_url(tmp_path / "synthetic" / "study.db")
+    )
+    me = WorkerIdentity.current()
+    me.record(study.ask())  # a trial this live process runs
+    with pytest.raises(ConfigError, match=r"a search is running in it \(trial 0, worker .*Stop"):
+        _tuner(tmp_path, 1, overwrite=True)
+    assert (tmp_path / "synthetic" / "study.db").is_file()
+    # A search killed left its trial RUNNING: the project goes.
+    study.tell(0, state=optuna.trial.TrialState.FAIL)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dataclasses.replace(me, pid=gone.pid).record(study.ask())
+    _tuner(tmp_path, 1, overwrite=True)
+    assert not (tmp_path / "synthetic").exists()
