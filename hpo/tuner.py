@@ -222,6 +222,7 @@ class Tuner:
             budget, else as many as the budget allows).
         budget: Wall-clock budget of the whole study across runs, data writing included
             ("30m", "2h", or seconds); no trial starts that cannot finish within it.
+        max_trial_minutes: Cap on one trial's training (default: an eighth of the budget).
         directory: The folder holding the study (default the current folder).
         project_name: The study's name, and its folder's name inside `directory`.
         seed: The sampler's seed (default 0); the same seed replays the same search. None
@@ -262,6 +263,7 @@ class Tuner:
         *,
         max_trials: int | None = None,
         budget: str | float | None = None,
+        max_trial_minutes: float | None = None,
         directory: str | Path = ".",
         project_name: str = "untitled_project",
         seed: int | None = 0,
@@ -345,6 +347,7 @@ class Tuner:
             task="arrays",
             n_trials=max_trials,
             budget=seconds,
+            max_trial_minutes=max_trial_minutes,
             max_failures=max_consecutive_failed_trials or StudyConfig.max_failures,
             sampler=SamplerConfig(
                 seed=0 if seed is None else seed,

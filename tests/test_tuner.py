@@ -3351,3 +3351,11 @@ def test_overwrite_refuses_a_project_a_live_search_runs_in(tmp_path: Path) -> No
     dataclasses.replace(me, pid=gone.pid).record(study.ask())
     _tuner(tmp_path, 1, overwrite=True)
     assert not (tmp_path / "synthetic").exists()
+
+
+def test_max_trial_minutes_is_a_tuner_argument_as_the_budget_messages_name_it(
+    tmp_path: Path,
+) -> None:
+    # "a larger budget or max_trial_minutes gives trials room": hpo.Tuner took no such argument.
+    tuner = _tuner(tmp_path, 1, budget="10m", max_trial_minutes=3)
+    assert tuner.config.max_trial_minutes == 3

@@ -128,8 +128,18 @@ def _cheapest_note(seconds: float | None) -> str:
         return "and the study's default models cannot be costed"
     return (
         f"nor does one epoch of the cheapest default model ({format_duration(seconds)}); "
-        f"a larger --budget or max_trial_minutes gives trials room"
+        f"{larger_budget()} or max_trial_minutes gives trials room"
     )
+
+
+def larger_budget() -> str:
+    """How the caller gives a study more budget: a flag to a command, an argument or a study
+    file's key from Python."""
+    from hpo.cli import in_command
+
+    if in_command():
+        return "a larger --budget"
+    return "a larger budget (hpo.Tuner's budget=, or the study file's)"
 
 
 def describe_trial(trial: FrozenTrial, objective: str = "val_accuracy") -> str:

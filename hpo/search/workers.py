@@ -53,7 +53,7 @@ from hpo.errors import (
 from hpo.models import is_builtin
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
-from hpo.search.progress import FINISHED, Progress
+from hpo.search.progress import FINISHED, Progress, larger_budget
 from hpo.search.recovery import (
     raise_keyboard_interrupt_on_sigterm,
     requeue,
@@ -224,8 +224,8 @@ def run_search(
     if config.budget is not None and spent_seconds(study) >= config.budget:
         print(
             f"Study {config.name!r} has spent its budget of {format_duration(config.budget)} "
-            f"({format_duration(spent_seconds(study))}); nothing to do. Pass a larger --budget "
-            f"to search further."
+            f"({format_duration(spent_seconds(study))}); nothing to do. Give it "
+            f"{larger_budget()} to search further."
         )
         return _summary(study, config)
     with BudgetClock(study, config.budget) as clock:
@@ -383,7 +383,7 @@ def _check_defaults(
         print(
             f"Study {config.name!r} has {format_duration(left)} of its budget left, less than "
             f"one epoch of its cheapest default trial ({format_duration(cheapest)}); nothing to "
-            f"do. Pass a larger --budget to search further."
+            f"do. Give it {larger_budget()} to search further."
         )
         return None
     needed = config.budget - left + 3 * cheapest

@@ -260,7 +260,10 @@ def test_budget_ends_the_search_and_resumed_runs_add_up(
     count = len(_study(config).trials)
     capsys.readouterr()
     run_search(config.with_overrides(budget=first), progress=False)
-    assert "has spent its budget" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "has spent its budget" in said
+    # From Python, the budget is no --budget flag (an hpo.Tuner's user was told to pass one).
+    assert "Give it a larger budget (hpo.Tuner's budget=, or the study file's)" in said
     assert len(_study(config).trials) == count
     # Less left than one epoch (the data preparation eats it): nothing to do, not an error.
     spent = spent_seconds(_study(config))
