@@ -216,7 +216,8 @@ def format_status(data: dict[str, Any]) -> str:
             f"{data['best']['value']:.4f}"
         )
     if data["trials"]:
-        shown = _varying_params([t["params"] for t in data["trials"]], MAX_PARAM_COLUMNS)
+        varying = _varying_params([t["params"] for t in data["trials"]])
+        shown = varying[:MAX_PARAM_COLUMNS]
         rows = [
             {
                 "trial": t["number"],
@@ -236,6 +237,13 @@ def format_status(data: dict[str, Any]) -> str:
         if table["val_acc"].isna().all():  # regression: no trial has an accuracy
             table = table.drop(columns="val_acc")
         lines.append(table.to_string(index=False, na_rep="-", float_format=_format_number))
+        if hidden := varying[MAX_PARAM_COLUMNS:]:
+            # A study of families of one's own varies more than fit a line; none is dropped
+            # unsaid.
+            lines.append(
+                f"({len(hidden)} more parameters vary, not shown: {', '.join(hidden)}; "
+                f"--json or --csv gives every one)"
+            )
     if data["latest_ensemble"]:
         e = data["latest_ensemble"]
         lines.append(
@@ -253,11 +261,10 @@ def _format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _varying_params(params: list[dict[str, Any]], limit: int) -> list[str]:
+def _varying_params(params: list[dict[str, Any]]) -> list[str]:
     """Names of parameters (besides the family) whose values differ, in order of appearance."""
     names = list(dict.fromkeys(name for p in params for name in p if name != "family"))
-    varying = [n for n in names if len({repr(p.get(n)) for p in params}) > 1]
-    return varying[:limit]
+    return [n for n in names if len({repr(p.get(n)) for p in params}) > 1]
 
 
 def _number(value: Any) -> float | None:

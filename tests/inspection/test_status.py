@@ -134,6 +134,12 @@ def test_the_table_prints_integer_parameters_as_integers() -> None:
     table = format_status(data)
     assert "30000" in table and "3e+04" not in table
     assert "0.003" in table and "0.8864" in table
+    # More varying parameters than columns (families of one's own): the rest are named, not
+    # dropped unsaid.
+    data["trials"] = [trial(n, {f"mine/p{i}": n * i for i in range(11)}) for n in range(2)]
+    table = format_status(data)
+    assert "mine/p8" in table and "mine/p9" not in table.splitlines()[0]
+    assert "(2 more parameters vary, not shown: mine/p9, mine/p10; --json or --csv" in table
 
 
 def _many_trials(count: int) -> optuna.Study:
