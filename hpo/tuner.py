@@ -16,6 +16,7 @@ import inspect
 import io
 import json
 import logging
+import numbers
 import re
 import shutil
 import warnings
@@ -313,6 +314,15 @@ class Tuner:
         seconds = parse_duration(budget, "budget") if isinstance(budget, str) else budget
         if max_trials is None:
             max_trials = _DEFAULT_TRIALS if seconds is None else _UNLIMITED_TRIALS
+        elif (
+            isinstance(max_trials, bool)
+            or not isinstance(max_trials, numbers.Integral)
+            or max_trials < 1
+        ):
+            # Named as the caller named it, not as the study file's n_trials.
+            raise ConfigError(f"max_trials must be a whole number >= 1, got {max_trials!r}.")
+        else:
+            max_trials = int(max_trials)  # numpy's too
         if max_epochs is not None and max_epochs < 1:
             raise ConfigError(f"max_epochs must be at least 1, got {max_epochs}.")
         if hyperparameters is not None and not hasattr(hyperparameters, "space"):

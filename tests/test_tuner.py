@@ -3359,3 +3359,12 @@ def test_max_trial_minutes_is_a_tuner_argument_as_the_budget_messages_name_it(
     # "a larger budget or max_trial_minutes gives trials room": hpo.Tuner took no such argument.
     tuner = _tuner(tmp_path, 1, budget="10m", max_trial_minutes=3)
     assert tuner.config.max_trial_minutes == 3
+
+
+@pytest.mark.parametrize("max_trials", [0, -1, 2.5])
+def test_max_trials_below_one_is_named_as_the_tuner_takes_it(
+    tmp_path: Path, max_trials: object
+) -> None:
+    # "'n_trials' must be >= 1, got 0": the study file's key, which a Tuner user never wrote.
+    with pytest.raises(ConfigError, match=r"^max_trials must be a whole number >= 1, got"):
+        _tuner(tmp_path, max_trials)  # type: ignore[arg-type]
