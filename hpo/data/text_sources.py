@@ -601,9 +601,14 @@ def _check_no_index(frame: pd.DataFrame, path: Path, sep: str, *, row_names: boo
 
 def _quoted_row_number(head: bytes, read_as: str, sep: str) -> bool:
     """Whether the table's first data row (its second line, in `head`) begins with a quoted
-    whole number and a separator, as a row name R's `write.table` writes."""
+    whole number and a separator, as a row name R's `write.table` writes, and quotes a field
+    after it, as R quotes a text."""
     lines = head.decode(read_as, errors="replace").lstrip("\ufeff").splitlines()
-    return len(lines) > 1 and re.match(rf'"\d+"{re.escape(sep)}', lines[1]) is not None
+    if len(lines) < 2:
+        return False
+    # R quotes a text as it quotes the name: an id before an unquoted text is no row name.
+    separator = re.escape(sep)
+    return re.match(rf'"\d+"{separator}(.*{separator})?"', lines[1]) is not None
 
 
 def _row_numbers(index: pd.Index) -> bool:
@@ -614,7 +619,7 @@ def _row_numbers(index: pd.Index) -> bool:
     if index.nlevels != 1 or len(index) == 0 or not index.is_unique:
         return False
     numbers = pd.to_numeric(pd.Series(index, dtype=object), errors="coerce")
-    return not numbers.isna().any() and bool((numbers % 1 == 0).all())
+    return not numbers.isna().any() and bool(((numbers % 1 == 0) & (numbers >= 1)).all())
 
 
 def _separator_fix(sep: str) -> str:

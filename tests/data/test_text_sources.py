@@ -616,8 +616,14 @@ def test_row_names_as_r_writes_them_are_read_as_earlier_releases_read_them(
     assert ts.read_texts(path, "train", test_path=path).texts == ["loved it", "hated it"]
     # Named rows other than numbers, or unquoted numbers (an id before an unquoted comma),
     # are not told from a text cut short: refused, naming both.
-    for rows in ('"a","loved it","pos"\n"b","hated it","neg"\n', "1,loved it, a,pos\n2,b, c,neg\n"):
-        path.write_text('"text","label"\n' + rows)
+    for content in (
+        '"text","label"\n"a","loved it","pos"\n"b","hated it","neg"\n',
+        "id,text,label\n1,loved it, a,pos\n2,b, c,neg\n",
+        # Quoted ids before texts that R would have quoted too; a name R never writes.
+        'id,text,label\n"907",loved it, a lot,pos\n"112",hated it, truly,neg\n',
+        '"text","label"\n"3","loved it","pos"\n-1,"hated it","neg"\n',
+    ):
+        path.write_text(content)
         with pytest.raises(DataError, match=r"first field names each row \(R's write.table"):
             ts.read_texts(path, "train", test_path=path)
 
