@@ -54,13 +54,16 @@ def module_entry(name: str) -> str:
 VERBOSE_VAR = "HPO_VERBOSE"
 
 # Whether this process runs an `hpo` command (`_run`): its messages then name the command's
-# flags, and otherwise what a Python caller passes.
+# flags, and otherwise what a Python caller passes. The processes a command starts (a search's
+# other workers, trials) learn it from the environment (`IN_COMMAND_VAR`).
 _IN_COMMAND = False
+IN_COMMAND_VAR = "HPO_IN_COMMAND"
 
 
 def in_command() -> bool:
-    """Whether this process runs an `hpo` command, rather than a Python session calling hpo."""
-    return _IN_COMMAND
+    """Whether this process runs an `hpo` command, or was started by one, rather than a Python
+    session calling hpo."""
+    return _IN_COMMAND or os.environ.get(IN_COMMAND_VAR) == "1"
 
 
 class Command(Protocol):
@@ -123,10 +126,16 @@ def run_module(name: str, argv: Sequence[str] | None = None) -> int:
 def _run(module: Command, args: argparse.Namespace) -> int:
     global _IN_COMMAND
     _IN_COMMAND = True
+    before = os.environ.get(IN_COMMAND_VAR)
+    os.environ[IN_COMMAND_VAR] = "1"
     try:
         return _run_command(module, args)
     finally:
         _IN_COMMAND = False  # a Python session that ran a command in-process (tests) goes on
+        if before is None:
+            os.environ.pop(IN_COMMAND_VAR, None)
+        else:
+            os.environ[IN_COMMAND_VAR] = before
 
 
 def _run_command(module: Command, args: argparse.Namespace) -> int:

@@ -313,3 +313,35 @@ def test_warning_filters_that_raise_show_instead_and_the_others_stay_in_order() 
         ]
         with pytest.warns(UserWarning, match="shown"):
             warnings.warn("shown", stacklevel=1)
+
+
+def test_processes_a_command_starts_know_they_run_for_a_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A search's other workers (spawned) worded their budget line for a Python caller
+    # ("hpo.Tuner's budget=") under hpo search.
+    import hpo.cli
+    from hpo.search.progress import larger_budget
+
+    monkeypatch.delenv(hpo.cli.IN_COMMAND_VAR, raising=False)
+    seen = {}
+
+    def command(module: object, args: object) -> int:
+        seen["child"] = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from hpo.search.progress import larger_budget as b; print(b())",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return 0
+
+    monkeypatch.setattr(hpo.cli, "_run_command", command)
+    assert hpo.cli._run(object(), object()) == 0  # type: ignore[arg-type]
+    assert seen["child"].strip() == "a larger --budget"
+    # And the Python session that ran it in-process is a Python session again.
+    assert larger_budget().startswith("a larger budget (hpo.Tuner's budget=")
+    assert hpo.cli.IN_COMMAND_VAR not in os.environ
