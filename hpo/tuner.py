@@ -180,10 +180,12 @@ def _refuse_while_searched(project_dir: Path) -> None:
     from hpo.config import sqlite_url
     from hpo.search.identity import WorkerIdentity
     from hpo.store import open_storage
+    from hpo.training.isolation import process_alive
 
     database = project_dir / "study.db"
     if not database.is_file():
         return
+    storage = None
     try:
         storage = open_storage(sqlite_url(database), create=False, heartbeat=False)
         running = [
@@ -193,15 +195,25 @@ def _refuse_while_searched(project_dir: Path) -> None:
         ]
     except Exception:  # a damaged or foreign database: nothing known to run there
         return
+    finally:  # its file, which is about to go (a notebook's process would keep it open)
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
     me = WorkerIdentity.current()
     for trial in running:
         worker = WorkerIdentity.recorded(trial)
-        if worker is not None and me.shares_processes_with(worker) and worker.is_gone():
-            continue  # left RUNNING by a search that was killed
+        if worker is None:
+            continue  # killed before it recorded its worker
+        # This machine's (an older hpo's record: host and pid alone), left RUNNING by a search
+        # that was killed.
+        here = me.shares_processes_with(worker) or (worker.host, worker.boot_id) == (me.host, None)
+        if here and not process_alive((worker.pid, worker.started)):
+            continue
         raise ConfigError(
             f"overwrite=True deletes the project's folder {project_dir}, and a search is running "
-            f"in it (trial {trial.number}, worker {worker or 'unknown'}): it would fail each "
-            f"trial after. Stop that search first, or pass another project_name."
+            f"in it (trial {trial.number}, worker {worker}): it would fail each trial after. "
+            f"Stop that search first, or pass another project_name. If no search runs (one "
+            f"killed on another machine or in another container), delete the folder yourself."
         )
 
 
@@ -323,6 +335,14 @@ class Tuner:
             raise ConfigError(f"max_trials must be a whole number >= 1, got {max_trials!r}.")
         else:
             max_trials = int(max_trials)  # numpy's too
+        if max_trial_minutes is not None and (
+            isinstance(max_trial_minutes, bool)
+            or not isinstance(max_trial_minutes, numbers.Real)
+            or not max_trial_minutes > 0
+        ):
+            raise ConfigError(
+                f"max_trial_minutes must be a number of minutes > 0, got {max_trial_minutes!r}."
+            )
         if max_epochs is not None and max_epochs < 1:
             raise ConfigError(f"max_epochs must be at least 1, got {max_epochs}.")
         if hyperparameters is not None and not hasattr(hyperparameters, "space"):

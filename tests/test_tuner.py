@@ -3344,11 +3344,14 @@ def test_overwrite_refuses_a_project_a_live_search_runs_in(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"a search is running in it \(trial 0, worker .*Stop"):
         _tuner(tmp_path, 1, overwrite=True)
     assert (tmp_path / "synthetic" / "study.db").is_file()
-    # A search killed left its trial RUNNING: the project goes.
+    # Searches killed left their trials RUNNING: the project goes. One killed before it
+    # recorded its worker, and one of an older hpo (host:pid alone), were refused for good.
     study.tell(0, state=optuna.trial.TrialState.FAIL)
     gone = subprocess.Popen(["true"])
     gone.wait()
     dataclasses.replace(me, pid=gone.pid).record(study.ask())
+    study.ask()
+    study.ask().set_user_attr("worker", f"{me.host}:{gone.pid}")
     _tuner(tmp_path, 1, overwrite=True)
     assert not (tmp_path / "synthetic").exists()
 
@@ -3359,6 +3362,9 @@ def test_max_trial_minutes_is_a_tuner_argument_as_the_budget_messages_name_it(
     # "a larger budget or max_trial_minutes gives trials room": hpo.Tuner took no such argument.
     tuner = _tuner(tmp_path, 1, budget="10m", max_trial_minutes=3)
     assert tuner.config.max_trial_minutes == 3
+    for bad in (True, "5", 0):
+        with pytest.raises(ConfigError, match=r"^max_trial_minutes must be a number of minutes"):
+            _tuner(tmp_path, 1, max_trial_minutes=bad)
 
 
 @pytest.mark.parametrize("max_trials", [0, -1, 2.5])

@@ -393,8 +393,15 @@ def _check_defaults(
         f"{_seconds(setup)} of 'budget' = {_seconds(config.budget)}, leaving "
         f"{_seconds(max(0.0, left))}, and one epoch of the cheapest default trial is estimated "
         f"at {_seconds(cheapest)}. Give a budget with room for a few epochs, for example "
-        f"--budget {math.ceil(needed / 60)}m."
+        f"{_budget_of(math.ceil(needed / 60))}."
     )
+
+
+def _budget_of(minutes: int) -> str:
+    """A budget of `minutes` as the caller gives it (`hpo.search.progress.larger_budget`)."""
+    from hpo.cli import in_command
+
+    return f"--budget {minutes}m" if in_command() else f'budget="{minutes}m"'
 
 
 def _seconds(seconds: float) -> str:

@@ -306,3 +306,7 @@ def test_a_budget_too_small_for_one_epoch_is_an_error_before_any_trial(
     assert re.search(r"estimated at \d+\.\ds", err), err
     assert "--budget 1m" in err
     assert _study(load_study_config(path)).get_trials(states=(TrialState.COMPLETE,)) == []
+    # From Python (hpo.Tuner, hpo.search) the budget is an argument, not a flag.
+    from hpo.search.workers import _budget_of
+
+    assert _budget_of(1) == 'budget="1m"'
