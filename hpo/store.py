@@ -49,6 +49,7 @@ __all__ = [
     "HEARTBEAT_INTERVAL",
     "AtomicFileSystemArtifactStore",
     "artifact_address",
+    "briefly_opened",
     "check_sqlite_file",
     "database_time",
     "delete_study_attr",
@@ -171,6 +172,21 @@ def documented_storage(url: str) -> bool:
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError):
         return False
     return module is not None and installed_package(module)
+
+
+@contextlib.contextmanager
+def briefly_opened(database: Path) -> Iterator[RDBStorage]:
+    """An existing SQLite study file, opened to read, and closed on leaving: its file handle,
+    which a long process (a notebook) would otherwise keep, on a file that may be about to go.
+
+    Raises:
+        StoreError: See `open_rdb_storage`.
+    """
+    storage = open_rdb_storage(sqlite_url(database), create=False, heartbeat=False)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
 
 
 def open_storage(

@@ -177,28 +177,22 @@ def _refuse_while_searched(project_dir: Path) -> None:
     """
     from optuna.trial import TrialState
 
-    from hpo.config import sqlite_url
     from hpo.search.identity import WorkerIdentity
-    from hpo.store import open_storage
+    from hpo.store import briefly_opened
     from hpo.training.isolation import process_alive
 
     database = project_dir / "study.db"
     if not database.is_file():
         return
-    storage = None
     try:
-        storage = open_storage(sqlite_url(database), create=False, heartbeat=False)
-        running = [
-            trial
-            for study in storage.get_all_studies()
-            for trial in storage.get_all_trials(study._study_id, states=(TrialState.RUNNING,))
-        ]
+        with briefly_opened(database) as storage:  # its file is about to go
+            running = [
+                trial
+                for study in storage.get_all_studies()
+                for trial in storage.get_all_trials(study._study_id, states=(TrialState.RUNNING,))
+            ]
     except Exception:  # a damaged or foreign database: nothing known to run there
         return
-    finally:  # its file, which is about to go (a notebook's process would keep it open)
-        engine = getattr(storage, "engine", None)
-        if engine is not None:
-            engine.dispose()
     me = WorkerIdentity.current()
     for trial in running:
         worker = WorkerIdentity.recorded(trial)

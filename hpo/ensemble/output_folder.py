@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._json import read_json
-from hpo.config import sqlite_url
 from hpo.ensemble.export import EXPORT_NAME, TOKENIZER_NAME
 from hpo.ensemble.litert_export import LITERT_NAME
 from hpo.ensemble.onnx_export import ONNX_NAME
@@ -230,18 +229,13 @@ def _recorded_there(database: Path, study: str, out: Path) -> bool:
     """Whether `study` in the SQLite file `database` records `out` as an ensemble's folder
     (`hpo.ensemble.report.record_in_study`; a relative one, as the command that wrote it was
     given it, from a folder above the database); True where it cannot be read."""
-    from hpo.store import open_storage
+    from hpo.store import briefly_opened
 
-    storage = None
     try:
-        storage = open_storage(sqlite_url(database), create=False, heartbeat=False)
-        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+        with briefly_opened(database) as storage:
+            attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
     except Exception:  # a locked, damaged or other database: another study's, as it says
         return True
-    finally:  # its file handle, which a long process (a notebook) would otherwise keep
-        engine = getattr(storage, "engine", None)
-        if engine is not None:
-            engine.dispose()
     for key, record in attrs.items():
         if not (key.startswith("ensemble_top") and isinstance(record, dict)):
             continue
