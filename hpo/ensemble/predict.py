@@ -328,7 +328,7 @@ def _one_line(text: str) -> str:
 def _decoded(data: bytes, where: str) -> str:
     """Texts to predict: UTF-8 (or UTF-16, told by its byte-order mark or its NULs), else an
     error."""
-    from hpo.data.text_sources import sniffed_encoding
+    from hpo.data.encodings import sniffed_encoding
 
     try:
         return data.decode(sniffed_encoding(data, "utf-8"))
