@@ -10,6 +10,7 @@ every `.keras` file is loaded in safe mode with hpo's own layers registered.
 from __future__ import annotations
 
 import contextlib
+import enum
 import sys
 import warnings
 import zipfile
@@ -25,6 +26,7 @@ from hpo._json import parse_json
 from hpo.disk import writing_temporary
 from hpo.errors import HpoError
 from hpo.store import artifact_address, sha256_file
+from hpo.training.interface import Labels
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attr",
     "CheckpointError",
+    "OwnLoss",
     "fetch_checkpoint",
     "fetch_predictions",
     "keras_cause",
@@ -83,6 +86,8 @@ class Attr:
     PREDICTIONS_ID: Final = "val_predictions_artifact_id"
     PREDICTIONS_SHA256: Final = "val_predictions_sha256"
     VAL_ACCURACY: Final = "val_accuracy"
+    # hpo's own loss of the stored model's validation predictions (`OwnLoss` says which), not
+    # the loss Keras logs as `val_loss`: that one is in `METRICS`.
     VAL_LOSS: Final = "val_loss"
     # The best epoch's Keras logs: the model's own loss and metrics (`val_auc`, say), by name.
     METRICS: Final = "metrics"
@@ -110,6 +115,24 @@ class Attr:
     FATAL: Final = "fatal"
     # Set on a trial that failed on a full disk that still had no room after it: stops the search.
     DISK_FULL: Final = "disk_full"
+
+
+class OwnLoss(enum.Enum):
+    """What a trial's `Attr.VAL_LOSS` measures, by the name it is shown under.
+
+    Keras's `val_loss` is the model's compiled loss (an MAE, a user's own, with the weights'
+    penalties) and is the trial's value where it is the objective; hpo's is measured the same
+    way for every model, so it keeps a name of its own beside it.
+    """
+
+    LOG_LOSS = "val_log_loss"  # a classifier's probabilities
+    MSE = "val_mse"  # a model of targets: regression values or multi-label rows
+
+    @classmethod
+    def of(cls, labels: object) -> OwnLoss:
+        """The loss a trial of these recorded labels (`Attr.LABELS`) measures; a trial that
+        recorded none was a classifier's, from before hpo recorded them."""
+        return cls.MSE if labels == Labels.TARGETS.value else cls.LOG_LOSS
 
 
 def store_trial_artifacts(

@@ -25,7 +25,7 @@ from hpo.artifacts import artifact_bytes, has_checkpoint, removed_checkpoints
 from hpo.budget import format_duration, spent_seconds
 from hpo.caches import cache_bytes
 from hpo.command_options import add_study_arguments, open_study, positive_int
-from hpo.contract import Attr
+from hpo.contract import Attr, OwnLoss
 from hpo.errors import ConfigError
 from hpo.search.identity import WorkerIdentity
 from hpo.store import redact_url
@@ -50,7 +50,6 @@ _COLUMNS = {
     "state": "state",
     "value": "value",
     f"user_attrs_{Attr.VAL_ACCURACY}": "val_accuracy",
-    f"user_attrs_{Attr.VAL_LOSS}": "val_loss",
     f"user_attrs_{Attr.EPOCHS}": "epochs",
     f"user_attrs_{Attr.TRAIN_SECONDS}": "train_seconds",
     "params_family": "family",
@@ -64,11 +63,30 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
         return frame
     # A study with metric names calls its value column "value_<name>".
     frame = frame.rename(columns=lambda c: "value" if c.startswith("value_") else c)
-    frame = frame.rename(columns=_COLUMNS)
+    frame = _own_losses(frame.rename(columns=_COLUMNS))
     frame["complete"] = frame["state"] == TrialState.COMPLETE.name
     lower_first = study.direction == StudyDirection.MINIMIZE
     frame = frame.sort_values(["complete", "value", "trial"], ascending=[False, lower_first, True])
     return frame.drop(columns="complete").reset_index(drop=True)
+
+
+def _own_losses(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with hpo's own loss (`Attr.VAL_LOSS`) where it was, in a column named for what
+    it measures (`OwnLoss`), not `val_loss`: that is Keras's, the value where it is the
+    objective. One column, as a study's models are all classifiers or all of targets."""
+    import pandas as pd
+
+    recorded = f"user_attrs_{Attr.VAL_LOSS}"
+    if recorded not in frame:
+        return frame
+    unrecorded = pd.Series(None, index=frame.index, dtype=object)
+    labels = frame.get(f"user_attrs_{Attr.LABELS}", unrecorded)
+    names = labels.map(lambda value: OwnLoss.of(value).value)
+    at = frame.columns.get_loc(recorded)
+    losses = frame.pop(recorded)
+    for name in reversed(names[losses.notna()].unique()):
+        frame.insert(at, name, losses.where(names == name))
+    return frame
 
 
 def _as_json_cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -120,7 +138,7 @@ def status(
             "value": _number(row.get("value")),
             "family": row.get("family") if isinstance(row.get("family"), str) else None,
             "val_accuracy": _number(row.get("val_accuracy")),
-            "val_loss": _number(row.get("val_loss")),
+            **_own_loss(by_number[int(row["trial"])]),
             "epochs": _integer(row.get("epochs")),
             "train_seconds": _number(row.get("train_seconds")),
             "params": by_number[int(row["trial"])].params,
@@ -171,6 +189,14 @@ def status(
     }
 
 
+def _own_loss(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's `val_loss` as it recorded it, hpo's own loss, and the name of what it measures
+    (`OwnLoss`), which the table shows it under."""
+    loss = _number(trial.user_attrs.get(Attr.VAL_LOSS))
+    name = None if loss is None else OwnLoss.of(trial.user_attrs.get(Attr.LABELS)).value
+    return {"val_loss": loss, "val_loss_name": name}
+
+
 def format_status(data: dict[str, Any]) -> str:
     """A readable terminal rendering of `status`."""
     import pandas as pd
@@ -207,31 +233,36 @@ def format_status(data: dict[str, Any]) -> str:
     cache = data.get("cache")
     if cache and cache["bytes"]:
         lines.append(f"Prepared data: {cache['bytes'] / 1e6:.1f} MB on disk")
-    # What the trials' value is (absent from older output); an objective of the study's own,
-    # not the accuracy hpo measures, gets a column of its own.
+    # What the trials' value is (absent from older output): a column of its own, under its
+    # name, unless hpo measured it itself (a classifier's accuracy), never replaced by another.
     objective = data.get("objective")
     if data["best"]:
         lines.append(
             f"Best: trial {data['best']['number']}, {objective or 'value'} "
             f"{data['best']['value']:.4f}"
         )
-    if data["trials"]:
-        varying = _varying_params([t["params"] for t in data["trials"]])
+    if trials := data["trials"]:
+        varying = _varying_params([t["params"] for t in trials])
         shown = varying[:MAX_PARAM_COLUMNS]
+        # hpo's loss under the name of what it measures: one, as a study's models are all
+        # classifiers or all of targets.
+        losses = list(dict.fromkeys(t["val_loss_name"] for t in trials if t["val_loss_name"]))
+        accuracy = any(t["val_accuracy"] is not None for t in trials)
+        measured = {*losses, *([Attr.VAL_ACCURACY] if accuracy else [])}
         rows = [
             {
                 "trial": t["number"],
                 "state": t["state"],
                 "family": t["family"],
-                **({objective: t["value"]} if objective not in (None, Attr.VAL_ACCURACY) else {}),
+                **({objective: t["value"]} if objective not in (None, *measured) else {}),
                 "val_acc": t["val_accuracy"],
-                "val_loss": t["val_loss"],
+                **{n: t["val_loss"] if t["val_loss_name"] == n else None for n in losses},
                 "epochs": t["epochs"],
                 "seconds": t["train_seconds"],
                 **{k: t["params"].get(k) for k in shown},
                 "note": (t["reason"] or _running_on(t))[:50],
             }
-            for t in data["trials"]
+            for t in trials
         ]
         table = pd.DataFrame(rows)
         if table["val_acc"].isna().all():  # regression: no trial has an accuracy

@@ -9,10 +9,10 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from hpo.budget import BudgetClock, format_duration
-from hpo.contract import Attr
+from hpo.contract import Attr, OwnLoss
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import optuna
     from optuna.trial import FrozenTrial
@@ -28,6 +28,8 @@ NOT_STARTED = "not started"
 # the study's cheapest default model still fits (then smaller configurations can still run, and
 # the sampler learns from the trials that did not start to propose them).
 MAX_NOT_STARTED = 3
+# Names the trial lines shorten.
+_SHORT = {Attr.VAL_ACCURACY: "val_acc"}
 
 
 class Progress:
@@ -143,18 +145,17 @@ def larger_budget() -> str:
 
 
 def describe_trial(trial: FrozenTrial, objective: str = "val_accuracy") -> str:
-    """One concise line about a finished trial: its `objective` value first, if that is
-    neither the validation accuracy hpo measures nor the validation loss."""
+    """One concise line about a finished trial: its `objective` value first, unless hpo
+    measured that itself (a classifier's `val_accuracy`), then what hpo measured: the accuracy
+    and its own loss, named for what it is (`val_log_loss`, `val_mse`), not Keras's `val_loss`."""
     attrs = trial.user_attrs
     family = trial.params.get("family", "?")
     parts = [f"trial {trial.number:>4}", f"{family:<10}", f"{trial.state.name:<8}"]
     if trial.state == TrialState.COMPLETE:
-        measured = Attr.VAL_LOSS, *([Attr.VAL_ACCURACY] if Attr.VAL_ACCURACY in attrs else [])
+        measured = _measured(attrs)
         if objective not in measured:
             parts.append(f"{objective}={trial.value:.4f}")
-        if Attr.VAL_ACCURACY in attrs:  # a classifier's
-            parts.append(f"val_acc={attrs[Attr.VAL_ACCURACY]:.4f}")
-        parts.append(f"val_loss={attrs.get(Attr.VAL_LOSS, float('nan')):.4f}")
+        parts += [f"{_SHORT.get(name, name)}={value:.4f}" for name, value in measured.items()]
     if Attr.EPOCHS in attrs:
         parts.append(f"epochs={attrs[Attr.EPOCHS]}")
     if Attr.TRAIN_SECONDS in attrs:
@@ -165,3 +166,12 @@ def describe_trial(trial: FrozenTrial, objective: str = "val_accuracy") -> str:
     if attrs.get(Attr.STOP_REASON) and trial.state == TrialState.COMPLETE:
         parts.append(f"({attrs[Attr.STOP_REASON]})")
     return " ".join(parts)
+
+
+def _measured(attrs: Mapping[str, Any]) -> dict[str, float]:
+    """What hpo measured of a trial's stored model, by name: the accuracy (a classifier's,
+    multi-label rows'), then its loss under the name of what it measures (`OwnLoss`). One named
+    as the objective measures what the trial's value does."""
+    measured = {Attr.VAL_ACCURACY: attrs.get(Attr.VAL_ACCURACY)}
+    measured[OwnLoss.of(attrs.get(Attr.LABELS)).value] = attrs.get(Attr.VAL_LOSS)
+    return {name: float(value) for name, value in measured.items() if value is not None}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hpo.config import load_study_config
-from hpo.inspection.status import SCHEMA_PATH, format_status, main, status
+from hpo.inspection.status import SCHEMA_PATH, format_status, leaderboard, main, status
 from hpo.store import open_storage
 
 if TYPE_CHECKING:
@@ -37,11 +37,15 @@ def test_table_and_csv(searched: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "Study 'tiny'" in out
     assert "4 COMPLETE" in out
     assert "val_acc" in out
+    # hpo's loss of a classifier under the name of what it measures, not Keras's val_loss.
+    assert "val_log_loss" in out and "val_loss" not in out
     csv = tmp_path / "trials.csv"
     assert main(["--study", str(searched), "--csv", str(csv)]) == 0
     frame = pd.read_csv(csv)
     assert len(frame) == 4
-    assert {"trial", "state", "value", "family", "val_accuracy"} <= set(frame.columns)
+    assert {"trial", "state", "value", "family", "val_accuracy", "val_log_loss"} <= set(
+        frame.columns
+    )
     # What a trial records as a list or a table is JSON there, to be read back.
     history = json.loads(frame.loc[0, "user_attrs_history"])
     assert len(history["val_loss"]) == frame.loc[0, "epochs"]
@@ -113,6 +117,7 @@ def test_the_table_prints_integer_parameters_as_integers() -> None:
             "family": "conv1d",
             "val_accuracy": 0.88643,
             "val_loss": 0.3,
+            "val_loss_name": "val_log_loss",
             "epochs": 4,
             "train_seconds": 12.5,
             "params": params,
@@ -140,6 +145,88 @@ def test_the_table_prints_integer_parameters_as_integers() -> None:
     table = format_status(data)
     assert "mine/p8" in table and "mine/p9" not in table.splitlines()[0]
     assert "(2 more parameters vary, not shown: mine/p9, mine/p10; --json or --csv" in table
+
+
+def _ranked_by(
+    objective: str, direction: str, trials: list[tuple[float, dict[str, object]]]
+) -> optuna.Study:
+    """An in-memory study ranked by `objective`, as a search names it, of complete trials of
+    these values and user attributes."""
+    study = optuna.create_study(direction=direction)
+    study.set_metric_names([objective])
+    study.add_trials(optuna.trial.create_trial(value=v, user_attrs=a) for v, a in trials)
+    return study
+
+
+def _table(data: dict[str, object]) -> list[dict[str, str]]:
+    """The rows of `format_status`'s table, each by its column's name."""
+    lines = format_status(data).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["trial", "state"])
+    header = lines[at].split()
+    return [dict(zip(header, line.split(), strict=False)) for line in lines[at + 1 :]]
+
+
+def test_an_objective_of_val_loss_keeps_its_column_beside_hpos_own_loss() -> None:
+    # A model compiled with loss="mae": Keras's val_loss (the objective, the value) is the MAE,
+    # hpo's own is the squared error. The table showed hpo's under "val_loss" in place of the
+    # objective's, so it read as sorted wrongly, and the trial lines did the same.
+    from hpo.search.progress import describe_trial
+
+    targets = {"labels": "targets"}
+    study = _ranked_by(
+        "val_loss",
+        "minimize",
+        [(2.1631, {"val_loss": 7.4598, **targets}), (0.8478, {"val_loss": 1.2839, **targets})],
+    )
+    data = status(study, "sqlite:///s.db", top=5)
+    rows = _table(data)
+    assert [(r["trial"], r["val_loss"]) for r in rows] == [("1", "0.8478"), ("0", "2.163")]
+    assert [r["val_mse"] for r in rows] == ["1.284", "7.46"] and "val_acc" not in rows[0]
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    assert [(t["value"], t["val_loss"], t["val_loss_name"]) for t in data["trials"]] == [
+        (0.8478, 1.2839, "val_mse"),
+        (2.1631, 7.4598, "val_mse"),
+    ]
+    assert "val_loss=0.8478 val_mse=1.2839" in describe_trial(study.trials[1], "val_loss")
+    # --csv names the column as the table does.
+    csv = leaderboard(study)
+    assert "val_loss" not in csv.columns and list(csv["val_mse"]) == [1.2839, 7.4598]
+
+    # A classifier's: hpo's log-loss, not Keras's val_loss (with the weights' penalties, say);
+    # a trial from before hpo recorded its labels was a classifier's.
+    study = _ranked_by(
+        "val_loss",
+        "minimize",
+        [
+            (0.41, {"val_loss": 0.3, "val_accuracy": 0.9, "labels": "sparse"}),
+            (0.52, {"val_loss": 0.4, "val_accuracy": 0.8}),
+        ],
+    )
+    data = status(study, "sqlite:///s.db", top=5)
+    assert [t["val_loss_name"] for t in data["trials"]] == ["val_log_loss"] * 2
+    assert [(r["val_loss"], r["val_acc"], r["val_log_loss"]) for r in _table(data)] == [
+        ("0.41", "0.9", "0.3"),
+        ("0.52", "0.8", "0.4"),
+    ]
+    line = describe_trial(study.trials[0], "val_loss")
+    assert "val_loss=0.4100 val_acc=0.9000 val_log_loss=0.3000" in line
+    assert list(leaderboard(study)["val_log_loss"]) == [0.3, 0.4]
+
+
+def test_the_objective_is_shown_once_under_its_name() -> None:
+    # hpo's accuracy is a classifier's value, and hpo's squared error the value of a study
+    # ranked by the val_mse Keras logs: each shows once, in hpo's column.
+    study = _ranked_by("val_accuracy", "maximize", [(0.9, {"val_loss": 0.3, "val_accuracy": 0.9})])
+    row = _table(status(study, "sqlite:///s.db", top=5))[0]
+    assert (row["val_acc"], row["val_log_loss"]) == ("0.9", "0.3") and "val_accuracy" not in row
+    study = _ranked_by("val_mse", "minimize", [(1.5, {"val_loss": 1.5, "labels": "targets"})])
+    row = _table(status(study, "sqlite:///s.db", top=5))[0]
+    assert row["val_mse"] == "1.5" and list(row).count("val_mse") == 1
+    # Soft labels ranked by the accuracy Keras logs: hpo measures none, so the objective keeps
+    # a column of its own (there was none).
+    study = _ranked_by("val_accuracy", "maximize", [(0.16, {"val_loss": 0.2, "labels": "targets"})])
+    row = _table(status(study, "sqlite:///s.db", top=5))[0]
+    assert (row["val_accuracy"], row["val_mse"]) == ("0.16", "0.2")
 
 
 def _many_trials(count: int) -> optuna.Study:

@@ -225,11 +225,16 @@ def test_a_trial_line_names_the_objective_unless_it_shows_anyway() -> None:
         )
 
     classifier = trial(0.9, val_accuracy=0.9)
-    assert "val_acc=0.9000 val_loss=0.2500" in describe_trial(classifier, "val_accuracy")
+    assert "val_acc=0.9000 val_log_loss=0.2500" in describe_trial(classifier, "val_accuracy")
     assert "val_auc=0.9500 val_acc=" in describe_trial(trial(0.95, val_accuracy=0.9), "val_auc")
     # Soft targets ranked by the accuracy Keras logs: hpo measures none, so the line names it.
-    assert "val_accuracy=0.1600 val_loss=0.2500" in describe_trial(trial(0.16), "val_accuracy")
-    assert "val_accuracy" not in describe_trial(trial(0.25), "val_loss")
+    soft = trial(0.16, labels="targets")
+    assert describe_trial(soft, "val_accuracy").endswith("val_accuracy=0.1600 val_mse=0.2500")
+    # Ranked by Keras's val_loss (of a model compiled with an MAE): the value under that name,
+    # hpo's own loss beside it under its own; the line showed hpo's as val_loss, not the value.
+    mae = trial(0.8478, val_loss=1.2839, labels="targets")
+    assert "COMPLETE val_loss=0.8478 val_mse=1.2839" in describe_trial(mae, "val_loss")
+    assert describe_trial(trial(0.25, labels="targets"), "val_mse").count("val_mse=") == 1
 
 
 def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
