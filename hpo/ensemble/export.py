@@ -62,6 +62,8 @@ def export_ensemble(
     models: Sequence[keras.Model],
     weights: np.ndarray,
     temperature: float | None = None,
+    *,
+    made_for: str | None = None,
 ) -> keras.Model:
     """One functional model: raw inputs -> shared preprocessing -> each member -> weighted average
     (-> the fitted temperature).
@@ -71,23 +73,29 @@ def export_ensemble(
     Args:
         temperature: Divides the logits of the weighted average (`hpo.models._calibration`);
             None (the default) exports the average as it is.
+        made_for: The backend whose inputs the export takes (`Task.raw_input`): a text study
+            made on JAX or PyTorch exports token ids even where TensorFlow writes its
+            SavedModel. Default: the one Keras runs on here.
     """
     import keras
     from keras import layers
 
     from hpo.models._calibration import Temperature
 
+    made_for = made_for or keras_config_backend()
+
     # Its own layers in float32 whatever this process's dtype policy or floatx (a session's
     # mixed bfloat16, a keras.json's float16): the members keep the precision they trained in.
     with global_policy("float32"):
         used = [model for model, weight in zip(models, weights, strict=True) if weight > 0]
-        inputs = _declared(_named(task.raw_input(data_folder), input_names(used)), used)
+        raw = task.raw_input(data_folder, made_for)
+        inputs = _declared(_named(raw, input_names(used)), used)
         preprocessed: dict[Any, Any] = {}
         outputs = []
         for member, model, weight in zip(members, models, weights, strict=True):
             if weight <= 0:
                 continue
-            x = _preprocess(task, data_folder, member.trial.params, inputs, preprocessed)
+            x = _preprocess(task, data_folder, member.trial.params, inputs, preprocessed, made_for)
             model.name = MEMBER_LAYER.format(member.trial.number)
             x = model(x)
             scale = layers.Rescaling(float(weight), name=WEIGHT_LAYER.format(member.trial.number))
@@ -111,9 +119,11 @@ def export_model(
     """
     import keras
 
+    made_for = keras_config_backend()
     with global_policy("float32"):  # as `export_ensemble`'s own layers
-        inputs = _declared(_named(task.raw_input(data_folder), input_names([model])), [model])
-        x = _preprocess(task, data_folder, params, inputs, {})
+        raw = task.raw_input(data_folder, made_for)
+        inputs = _declared(_named(raw, input_names([model])), [model])
+        x = _preprocess(task, data_folder, params, inputs, {}, made_for)
         return keras.Model(inputs, model(x), name=name)
 
 
@@ -209,10 +219,11 @@ def _preprocess(
     params: Mapping[str, Any],
     inputs: Any,
     preprocessed: dict[Any, Any],
+    made_for: str,
 ) -> Any:
-    """The export's inputs as a model of `params` takes them; models with equal preprocessing
-    share it (`preprocessed` holds what is already built)."""
-    key, layer = task.export_preprocessing(data_folder, params)
+    """The export's inputs as a model of `params` takes them, for backend `made_for`; models
+    with equal preprocessing share it (`preprocessed` holds what is already built)."""
+    key, layer = task.export_preprocessing(data_folder, params, made_for)
     if key not in preprocessed:
         layer.name = f"preprocess_{len(preprocessed)}"
         preprocessed[key] = layer(inputs)

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from hpo._json import read_json
 from hpo.artifacts import holding, removed_checkpoints
+from hpo.backend import Backend, recorded_backend
 from hpo.contract import Attr, CheckpointError, fetch_predictions
 from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
@@ -105,7 +106,14 @@ def export_trial(
         HpoError: An export does not reproduce the trial's validation predictions.
     """
     asked = as_formats(formats)
-    check_formats(asked, keras_config_backend())
+    here = keras_config_backend()
+    check_formats(asked, here)
+    # The export takes what the study's own exports take, whatever the formats asked: one made
+    # on TensorFlow for a SavedModel of a study searched on JAX takes its token ids, as `hpo
+    # ensemble`'s does (a raw-text .keras would load on TensorFlow only). Off TensorFlow, the
+    # backend here builds no raw-text export.
+    made_on = recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend)
+    made_for = made_on.value if here == Backend.TENSORFLOW.value else here
     out_dir = check_out_dir(
         out_dir or Path("exports") / f"{config.name}-trial{number}",
         OutputKind.TRIAL,
@@ -124,7 +132,9 @@ def export_trial(
                 member = load_member(Candidate(trial, predictions), store, Path(scratch))
         except CheckpointError as exc:
             raise StoreError(f"trial {number} cannot be exported: {exc}") from exc
-        model = export_ensemble(task, data_folder, [member], [member.model], np.ones(1))
+        model = export_ensemble(
+            task, data_folder, [member], [member.model], np.ones(1), made_for=made_for
+        )
         validation = task.validation(data_folder)
         reference = Reference(
             raw=validation.raw,
@@ -143,7 +153,7 @@ def export_trial(
             "family": trial.params.get("family"),
             "params": trial.params,
             "value": trial.value,
-            "backend": keras_config_backend(),
+            "backend": made_for,
             "trained_on": trial.user_attrs.get(Attr.BACKEND, "tensorflow"),
             "classes": task.class_names(data_folder),
             "checked_on": "validation",
@@ -293,7 +303,7 @@ def export_on_tensorflow(
         job: The study's configuration, its name, the ensemble's folder, the formats and the
             data's location (`export_built_ensemble`'s `data`).
     """
-    from hpo.backend import Backend, use_backend
+    from hpo.backend import use_backend
     from hpo.store import load_existing_study, open_storage
 
     config, study_name, ensemble_dir, formats, data = job

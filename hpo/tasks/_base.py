@@ -90,8 +90,11 @@ class Task:
             receives it with the trial's parameters.
         class_names: The class names, label index = position (from the prepared data).
         export_preprocessing: A Keras layer from raw inputs to one trial's inputs, and a key
-            that is equal for trials that can share it.
-        raw_input: A `keras.Input` for raw inputs, given the prepared data's folder.
+            that is equal for trials that can share it: `(folder, params, backend)`, `backend`
+            the one the export is made for (`raw_input`'s).
+        raw_input: A `keras.Input` for raw inputs, given the prepared data's folder and the
+            backend the export is made for (the study's, whichever backend writes it): text
+            is raw strings for TensorFlow, token ids for the others.
         validation: The validation split as a `TestSet`, from the prepared folder: what an
             export of one trial is checked on, since only the ensemble reads the test set.
         dataset: A `tf.data.Dataset` of (inputs, labels) batches, or inputs only when labels are
@@ -135,8 +138,8 @@ class Task:
     member_inputs: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
     build_context: Callable[[Path], Mapping[str, Any]]
     class_names: Callable[[Path], list[str]]
-    export_preprocessing: Callable[[Path, Mapping[str, Any]], tuple[Any, keras.layers.Layer]]
-    raw_input: Callable[[Path], Any]
+    export_preprocessing: Callable[[Path, Mapping[str, Any], str], tuple[Any, keras.layers.Layer]]
+    raw_input: Callable[[Path, str], Any]
     validation: Callable[[Path], TestSet]
     dataset: Callable[..., Any]
     predict: Callable[..., np.ndarray]

@@ -198,8 +198,9 @@ def class_names(folder: Path) -> list[str]:
     return [str(c) for c in range(int(_meta(folder).get("classes", 0)))]
 
 
-def raw_input(folder: Path) -> Any:
-    """A Keras input of the arrays' shape and type (a dict or list of them, for several)."""
+def raw_input(folder: Path, backend: str) -> Any:
+    """A Keras input of the arrays' shape and type (a dict or list of them, for several), on
+    any backend."""
     return keras_inputs(_load(folder).x_train)
 
 

@@ -171,15 +171,15 @@ def class_names(folder: Path) -> list[str]:
     return list(_load(folder).classes)
 
 
-def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, Any]:
-    """Nothing between raw images and a member: one shared identity layer."""
+def export_preprocessing(folder: Path, params: Mapping[str, Any], backend: str) -> tuple[Any, Any]:
+    """Nothing between raw images and a member, on any backend: one shared identity layer."""
     from keras import layers
 
     return None, layers.Identity()
 
 
-def raw_input(folder: Path) -> Any:
-    """A Keras input of uint8 images of the data's size."""
+def raw_input(folder: Path, backend: str) -> Any:
+    """A Keras input of uint8 images of the data's size, on any backend."""
     import keras
 
     return keras.Input(shape=build_context(folder)["image_shape"], dtype="uint8", name="image")

@@ -185,15 +185,15 @@ def class_names(folder: Path) -> list[str]:
     return list(load(folder).classes)
 
 
-def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, Any]:
+def export_preprocessing(folder: Path, params: Mapping[str, Any], backend: str) -> tuple[Any, Any]:
     """The layer from the export's inputs to one trial's token ids, equal to `member_inputs`.
 
-    On TensorFlow the export takes raw text: a `TextVectorization` with the study's vocabulary
-    cut to the trial's. Elsewhere it takes the study's token ids (`tokenizer.json` beside it
-    makes them): a `RestrictTokens` layer.
+    An export made for TensorFlow (`backend`) takes raw text: a `TextVectorization` with the
+    study's vocabulary cut to the trial's. One made for another backend takes the study's token
+    ids (`tokenizer.json` beside it makes them): a `RestrictTokens` layer.
     """
     vocab_size, seq_len = params["vocab_size"], params["seq_len"]
-    if not _exports_text():
+    if not _exports_text(backend):
         from hpo.models._tokens import RestrictTokens
 
         return (vocab_size, seq_len), RestrictTokens(vocab_size, seq_len)
@@ -202,11 +202,12 @@ def export_preprocessing(folder: Path, params: Mapping[str, Any]) -> tuple[Any, 
     return (vocab_size, seq_len), layer
 
 
-def raw_input(folder: Path) -> Any:
-    """The export's input: text strings on TensorFlow, else the study's token ids."""
+def raw_input(folder: Path, backend: str) -> Any:
+    """The export's input: text strings for TensorFlow (`backend`), else the study's token
+    ids."""
     import keras
 
-    if not _exports_text():
+    if not _exports_text(backend):
         return keras.Input(shape=(load(folder).max_len,), dtype="int32", name="tokens")
     return keras.Input(shape=(), dtype="string", name="review")
 
@@ -228,11 +229,11 @@ def validation(folder: Path) -> TestSet:
     return TestSet(np.array(texts, dtype=object), splits.x_val, splits.y_val, folder)
 
 
-def _exports_text() -> bool:
-    """Whether exports take raw text: `TextVectorization` needs TensorFlow's string ops."""
-    import keras
-
-    return str(keras.config.backend()) == "tensorflow"
+def _exports_text(backend: str) -> bool:
+    """Whether an export made for `backend` takes raw text: `TextVectorization` needs
+    TensorFlow's string ops, so a text study made on JAX or PyTorch exports token ids, even
+    where TensorFlow writes its SavedModel."""
+    return backend == "tensorflow"
 
 
 def cost_shape(params: Mapping[str, Any]) -> tuple[int, ...]:

@@ -18,8 +18,8 @@ def _task(raw_input: object) -> types.SimpleNamespace:
     import keras
 
     return types.SimpleNamespace(
-        raw_input=lambda folder: raw_input,
-        export_preprocessing=lambda folder, params: ("same", keras.layers.Identity()),
+        raw_input=lambda folder, backend: raw_input,
+        export_preprocessing=lambda folder, params, backend: ("same", keras.layers.Identity()),
     )
 
 

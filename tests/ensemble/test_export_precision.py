@@ -23,8 +23,8 @@ def test_the_wrapper_is_float32_under_a_sessions_mixed_policy_or_float16(
     import keras
 
     task = types.SimpleNamespace(
-        raw_input=lambda folder: keras.Input((3,), name="x"),
-        export_preprocessing=lambda folder, params: ("same", keras.layers.Identity()),
+        raw_input=lambda folder, backend: keras.Input((3,), name="x"),
+        export_preprocessing=lambda folder, params, backend: ("same", keras.layers.Identity()),
     )
     models = [
         keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])

@@ -138,6 +138,45 @@ def test_a_trial_exports_to_every_format_and_each_serves_without_hpo(
 
 
 @pytest.mark.slow
+def test_a_trial_of_a_study_made_off_tensorflow_keeps_its_token_ids_beside_a_saved_model(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    # A study searched on JAX: `hpo export --trial N` alone wrote a .keras taking token ids,
+    # recorded for jax; asked for a SavedModel too, the export loaded on TensorFlow and wrote a
+    # .keras (and a SavedModel) taking raw text, recorded for tensorflow, which JAX cannot load.
+    import keras
+
+    from hpo.api import load_model
+
+    config = load_study_config(study_copy)
+    study = load_existing_study(open_storage(config.storage_url, create=False), config.name)
+    recorded = study.user_attrs["hpo_config"]
+    # Its checkpoints load on any backend: the study is made to read as searched on JAX.
+    study.set_user_attr(
+        "hpo_config", {**recorded, "training": {**recorded["training"], "backend": "jax"}}
+    )
+    assert keras.config.backend() == "tensorflow"
+
+    out = tmp_path / "trial1"
+    formats = ["--format", "keras", "savedmodel"]
+    assert main(["--study", str(study_copy), "--trial", "1", *formats, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["backend"] == "jax"  # as hpo ensemble records the study's, whatever the format
+    assert report["export"]["saved_model"]["input_kind"] == "token ids"
+    assert str(load_model(out).inputs[0].dtype) == "int32"
+    # hpo predict loads it on the backend recorded, JAX, through tokenizer.json beside it.
+    scored = subprocess.run(
+        [sys.executable, "-m", "hpo", "predict", "--ensemble", str(out), *REVIEWS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert [line.split("\t")[2] for line in scored.stdout.strip().splitlines()] == REVIEWS
+
+
+@pytest.mark.slow
 def test_an_ensemble_gains_onnx_then_a_saved_model_and_litert_each_serving_its_predictions(
     study_copy: Path, tmp_path: Path
 ) -> None:

@@ -125,7 +125,8 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
     assert entry["saved_model"]["max_abs_difference"] <= 1e-5
     assert entry["onnx"]["max_abs_difference"] <= 1e-5
     assert (out / "saved_model").is_dir() and (out / "ensemble.onnx").is_file()
-    # A trial's SavedModel, written on TensorFlow, names the backend it trained on too.
+    # A trial's SavedModel is written on TensorFlow; its export takes the study's token ids and
+    # records the study's backend, as a trial exported as .keras alone does.
     trial_out = tmp_path / "trial0"
     trial = hpo(
         "export",
@@ -141,4 +142,5 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
     )
     assert trial.returncode == 0, trial.stdout[-2000:] + trial.stderr[-3000:]
     report = json.loads((trial_out / "report.json").read_text())
-    assert (report["backend"], report["trained_on"]) == ("tensorflow", backend)
+    assert (report["backend"], report["trained_on"]) == (backend, backend)
+    assert report["export"]["saved_model"]["input_kind"] == "token ids"
