@@ -210,11 +210,17 @@ class Ensemble:
         made_on = Backend(backend)
         if serving_backend(made_on, asked) is not made_on:
             # TensorFlow writes them, and Keras cannot switch backends in a running process.
+            # A Tuner made again there reads the search's trials, and its export writes what
+            # Keras's own does not (Model.export's ONNX of a mixed_bfloat16 model mixes float16
+            # and bfloat16, which ONNX Runtime refuses to load): a float32 copy, checked.
             raise ConfigError(
                 f"formats {names} are written by TensorFlow, and Keras runs on {backend} in "
-                f"this process. Export formats=('keras',) here, then, in a process started with "
-                f"KERAS_BACKEND=tensorflow: hpo.load_model(path).export(...) (Keras's own "
-                f"export), or search on TensorFlow."
+                f"this process. Export formats=('keras',) here; for the others, in a process "
+                f"started with KERAS_BACKEND=tensorflow, make the same hpo.Tuner (its model, "
+                f"directory and project_name; no search), call tuner.ensemble(...) as here, "
+                f"then .export(path, formats={tuple(names)}): it reads this search's trials, "
+                f"checks each export against the ensemble's predictions, and writes a float32 "
+                f"copy where ONNX or LiteRT does not take the models' 16-bit precision."
             )
         check_formats(asked, backend)
         if file.suffix != ".keras":
