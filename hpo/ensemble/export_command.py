@@ -22,7 +22,7 @@ from hpo.command_options import (
     open_study,
 )
 from hpo.ensemble.export import across_backends
-from hpo.ensemble.exporter import export_built_ensemble, export_trial
+from hpo.ensemble.exporter import ensemble_report, export_built_ensemble, export_trial
 from hpo.ensemble.predict import export_backend
 from hpo.ensemble.serving import (
     FORMATS,
@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
                 "say which formats to add to the ensemble: --format savedmodel, --format onnx "
                 "and/or --format litert (its ensemble.keras is already there)."
             )
+        # Before Keras loads, and before the study it names is asked for: a folder hpo
+        # ensemble wrote (Tuner.ensemble().export writes none of hpo export's).
+        ensemble_report(args.ensemble, args.formats)
         # A SavedModel, ONNX or LiteRT is written on TensorFlow, whatever the models were made on.
         made_on = export_backend(args.ensemble)
         _load_keras(made_on, args.formats)

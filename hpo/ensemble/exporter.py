@@ -30,6 +30,7 @@ from hpo.disk import raise_if_full
 from hpo.ensemble.calibration import apply_temperature, temperature_slope
 from hpo.ensemble.evaluated import load_predictions
 from hpo.ensemble.export import (
+    EXPORT_NAME,
     across_backends,
     export_ensemble,
     keras_config_backend,
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
     from hpo.tasks import Task
 
-__all__ = ["ExportResult", "export_built_ensemble", "export_trial"]
+__all__ = ["ExportResult", "ensemble_report", "export_built_ensemble", "export_trial"]
 
 
 @dataclass(frozen=True)
@@ -216,14 +217,7 @@ def _export_into(
 ) -> dict[str, Any]:
     """`export_built_ensemble`'s work, under the folder's lock; returns the report written."""
     report_path = ensemble_dir / "report.json"
-    try:
-        report = read_json(report_path)
-        recorded_study, test_data = report["study"], report["test_data"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"{ensemble_dir} holds no ensemble report ({report_path}: {exc!r}). Build one "
-            "with hpo ensemble --study FILE, or export a trial with --trial N."
-        ) from exc
+    report, recorded_study, test_data = ensemble_report(ensemble_dir, formats)
     if recorded_study != study.study_name:
         raise ConfigError(
             f"{ensemble_dir} is an ensemble of study {recorded_study!r}, not of "
@@ -290,6 +284,42 @@ def _export_into(
     scratch.write_text(json.dumps(report, indent=2), encoding="utf-8")
     os.replace(scratch, report_path)
     return report
+
+
+def ensemble_report(
+    ensemble_dir: Path, formats: Iterable[Format | str]
+) -> tuple[dict[str, Any], str, str]:
+    """The report.json `hpo ensemble` wrote in `ensemble_dir`, which `export_built_ensemble`
+    needs: it names the study and the test set the new exports (`formats`) are checked on.
+
+    Returns:
+        The report, its study's name and its test data's SHA-256.
+
+    Raises:
+        ConfigError: There is none, or not one of an ensemble; for a folder that
+            `Tuner.ensemble().export` wrote (`ensemble.keras` alone), naming the way to its
+            other formats.
+    """
+    path = ensemble_dir / "report.json"
+    try:
+        report = read_json(path)
+        return report, report["study"], report["test_data"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if (ensemble_dir / EXPORT_NAME).is_file() and not path.exists():
+            asked = tuple(f.value for f in as_formats(formats) if f is not Format.KERAS)
+            raise ConfigError(
+                f"{ensemble_dir} holds {EXPORT_NAME} but no report.json, so no ensemble report "
+                f"for hpo export to check new exports against (the test predictions hpo "
+                f"ensemble records); Tuner.ensemble().export(path) writes such a folder, "
+                f"{EXPORT_NAME} alone. Write its other formats from Python: "
+                f"tuner.ensemble(...).export(path, formats={asked}) in a process on TensorFlow "
+                f"(for a search on JAX or PyTorch, the same hpo.Tuner made again in a process "
+                f"started with KERAS_BACKEND=tensorflow, which reads the search's trials)."
+            ) from exc
+        raise ConfigError(
+            f"{ensemble_dir} holds no ensemble report ({path}: {exc!r}). Build one "
+            "with hpo ensemble --study FILE, or export a trial with --trial N."
+        ) from exc
 
 
 def export_on_tensorflow(

@@ -281,6 +281,26 @@ def test_an_ensemble_whose_test_predictions_changed_is_refused_before_any_export
     assert "shape (3,), not finite predictions for its 4 test examples" in err
 
 
+def test_a_folder_tuner_ensemble_export_wrote_is_refused_naming_the_way_to_its_formats(
+    searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # Tuner.ensemble().export(path) writes ensemble.keras alone. hpo export --ensemble asked
+    # for the study it was built from, then, given it, said there was no ensemble report and
+    # to build one with hpo ensemble, which a Tuner's study (its test set the user's) has not.
+    monkeypatch.chdir(tmp_path)  # no studies/imdb.toml here to fall back on
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "ensemble.keras").write_bytes(b"PK")  # refused before it is read
+    for study in ([], ["--study", str(searched)]):
+        assert main([*study, "--ensemble", str(folder), "--format", "onnx"]) == 2
+        err = capsys.readouterr().err
+        assert "holds ensemble.keras but no report.json" in err and "Traceback" not in err
+        assert "Tuner.ensemble().export(path) writes such a folder" in err
+        assert "tuner.ensemble(...).export(path, formats=('onnx',))" in err
+        assert "KERAS_BACKEND=tensorflow" in err and "--study FILE" not in err
+    assert sorted(p.name for p in folder.iterdir()) == ["ensemble.keras"]
+
+
 def test_a_trial_whose_checkpoint_gc_removed_is_refused(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
