@@ -301,8 +301,20 @@ def ensemble_report(
             other formats.
     """
     path = ensemble_dir / "report.json"
+    if not ensemble_dir.is_dir():
+        raise ConfigError(
+            f"--ensemble {ensemble_dir}: no such folder. Name a folder hpo ensemble wrote "
+            "(ensembles/<study>-top5, say), or build one: hpo ensemble --study FILE."
+        )
     try:
         report = read_json(path)
+        if isinstance(report, dict) and "trial" in report and "test_data" not in report:
+            one = report["trial"]
+            raise ConfigError(
+                f"{ensemble_dir} is trial {one}'s export (hpo export --trial), whose formats are "
+                f"written from the trial's checkpoint: hpo export --trial {one} --study FILE "
+                f"--out {ensemble_dir} --format ... writes them all again, the new ones with them."
+            )
         return report, report["study"], report["test_data"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         if (ensemble_dir / EXPORT_NAME).is_file() and not path.exists():

@@ -301,6 +301,30 @@ def test_a_folder_tuner_ensemble_export_wrote_is_refused_naming_the_way_to_its_f
     assert sorted(p.name for p in folder.iterdir()) == ["ensemble.keras"]
 
 
+def test_a_missing_folder_and_a_trial_s_export_are_named_for_what_they_are(
+    searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # A typo in --ensemble was reported as the default study's missing database (where a
+    # studies/imdb.toml is, as in every checkout), and a trial's export folder as one holding
+    # no ensemble report, to be built with hpo ensemble.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "imdb.toml").write_text('name = "imdb"\ntask = "imdb"\n')
+    assert main(["--ensemble", "ensembles/imdb-top5x", "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "--ensemble ensembles/imdb-top5x: no such folder" in err
+    assert "study database" not in err and "Traceback" not in err
+    trial = tmp_path / "exports" / "imdb-trial3"
+    trial.mkdir(parents=True)
+    (trial / "ensemble.keras").write_bytes(b"PK")  # refused before it is read
+    (trial / "report.json").write_text(json.dumps({"study": "imdb", "trial": 3}))
+    for study in ([], ["--study", str(searched)]):
+        assert main([*study, "--ensemble", str(trial), "--format", "onnx"]) == 2
+        err = capsys.readouterr().err
+        assert f"{trial} is trial 3's export (hpo export --trial)" in err
+        assert f"hpo export --trial 3 --study FILE --out {trial}" in err and "Traceback" not in err
+
+
 def test_a_trial_whose_checkpoint_gc_removed_is_refused(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
