@@ -14,7 +14,7 @@ import urllib.parse
 import uuid
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import optuna
 import sqlalchemy
@@ -442,18 +442,19 @@ def open_rdb_storage(
     engine_kwargs: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(url)
-        writable = os.access(path.parent, os.W_OK)
-        if path.exists() and not writable:
+        unwritable = _unwritable(path) if path.exists() else None
+        if unwritable is not None:
             if create:
                 raise StoreError(
-                    f"the study database {path} is in a read-only folder, and a search writes "
-                    f"there. Copy the study's folder somewhere writable and run it from there."
+                    f"the study database {path} {unwritable.why}, and a search writes there. "
+                    f"{unwritable.fix}"
                 )
-            # A reader: the file as it stands, without SQLite's locks.
+            # A reader: the file as it stands, without SQLite's locks, nor the -wal and -shm
+            # files SQLite would leave beside a read-only file (read-only too: see `_unwritable`).
             # SQLAlchemy decodes the URL's escapes once, SQLite the URI's once more.
             url = f"sqlite:///{_read_only_uri(path).replace('%', '%25')}&uri=true"
         if path.exists():
-            check_sqlite_file(path, read_only=not writable)
+            check_sqlite_file(path, read_only=unwritable is not None)
         if not path.exists():
             if not create:
                 raise StoreError(
@@ -572,29 +573,69 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def read_only_database(url: str) -> Path | None:
-    """The SQLite file of a study store in a read-only folder, which readers open as it stands
-    and nothing can write to; None for any other store."""
-    path = sqlite_file(url)
-    if path is None or not path.exists():
+class _Unwritable(NamedTuple):
+    """Why SQLite cannot write a study database, and the fix, for messages."""
+
+    why: str  # "is in a read-only folder", after "the study database <path>"
+    fix: str
+
+
+def _unwritable(path: Path) -> _Unwritable | None:
+    """Why SQLite cannot write the existing study database at `path`; None where it can.
+
+    SQLite writes the file and, beside it, its `-wal` and `-shm` files, which it makes with the
+    database's permissions: a read-only database read by SQLite leaves read-only ones there,
+    which fail every write after the database itself is made writable again.
+    """
+    if not os.access(path.parent, os.W_OK):
+        return _Unwritable(
+            "is in a read-only folder",
+            "Copy the study's folder somewhere writable and run it there.",
+        )
+    files = (path, *(path.with_name(f"{path.name}-{end}") for end in ("wal", "shm")))
+    locked = [f.name for f in files if f.exists() and not os.access(f, os.W_OK)]
+    if not locked:
         return None
-    return None if os.access(path.parent, os.W_OK) else path
+    return _Unwritable(
+        "is read-only"
+        if locked[0] == path.name
+        else f"has a read-only {' and '.join(locked)} beside it",
+        f"Make {'it' if len(locked) == 1 else 'them'} writable (chmod u+w "
+        f"{' '.join(locked)} in {path.parent}, as {'its' if len(locked) == 1 else 'their'} "
+        f"owner), then run the same command again.",
+    )
+
+
+def read_only_database(url: str) -> Path | None:
+    """The SQLite file of a study store that cannot be written (in a read-only folder, or
+    itself read-only: see `_unwritable`), which readers open as it stands and nothing writes
+    to; None for any other store."""
+    found = _unwritable_database(url)
+    return None if found is None else found[0]
 
 
 def refuse_read_only(url: str, command: str, why: str) -> None:
     """Raises StoreError naming `command` and `why` it writes, where the study's store is a
-    SQLite file in a read-only folder (see `read_only_database`)."""
-    if (path := read_only_database(url)) is not None:
+    SQLite file that cannot be written (see `read_only_database`), before the command's work."""
+    if (found := _unwritable_database(url)) is not None:
+        path, unwritable = found
         raise StoreError(
-            f"{command} {why}, and the study database {path} is in a read-only folder. Copy "
-            f"the study's folder somewhere writable and run it there."
+            f"{command} {why}, and the study database {path} {unwritable.why}. {unwritable.fix}"
         )
 
 
+def _unwritable_database(url: str) -> tuple[Path, _Unwritable] | None:
+    path = sqlite_file(url)
+    if path is None or not path.exists() or (unwritable := _unwritable(path)) is None:
+        return None
+    return path, unwritable
+
+
 def _read_only_uri(path: Path) -> str:
-    """An SQLite URI that opens a study database in a read-only folder (an archive's mount, another
-    user's study), where SQLite cannot make the shared-memory file a WAL database is read with:
-    read-only and immutable, the file as it stands.
+    """An SQLite URI that opens a study database that cannot be written (an archive's mount,
+    another user's study, a file made read-only), where SQLite cannot make the shared-memory
+    file a WAL database is read with, or would leave it read-only: read-only and immutable, the
+    file as it stands.
 
     Raises:
         StoreError: Writes not yet in the file wait in its `-wal` file, which such a reader
@@ -602,11 +643,13 @@ def _read_only_uri(path: Path) -> str:
     """
     wal = path.with_name(f"{path.name}-wal")
     if wal.exists() and wal.stat().st_size > 0:
+        unwritable = _unwritable(path) or _Unwritable(
+            "cannot be written", "Make it writable, then run the same command again."
+        )
         raise StoreError(
-            f"the study database {path} is in a read-only folder, and {wal.name} beside it holds "
+            f"the study database {path} {unwritable.why}, and {wal.name} beside it holds "
             f"writes not yet in {path.name} (a search is writing it, or it was copied while one "
-            f"did), which SQLite cannot read there. Copy the study's folder somewhere writable "
-            f"and read it there."
+            f"did), which SQLite cannot read without writing there. {unwritable.fix}"
         )
     return f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro&immutable=1"
 

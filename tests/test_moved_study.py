@@ -183,3 +183,57 @@ def test_a_read_only_study_is_read_and_what_would_write_to_it_says_why_not(
         with pytest.raises(StoreError, match="a search writes there"):
             open_storage(config.storage_url, create=True)
     assert (config.study_dir / "study.db").read_bytes() == before
+
+
+def test_a_read_only_study_database_in_a_writable_folder_is_refused_before_any_work(
+    study_copy: Path, tmp_path: Path
+) -> None:
+    # Only its folder was checked: hpo ensemble built and published its ensemble, then failed
+    # to record it (Optuna's StorageInternalError, exit 1), so hpo gc would not keep its
+    # members; and a reader left SQLite's -wal and -shm files beside it, read-only as well.
+    config = load_study_config(study_copy)
+    study = str(study_copy)
+    database = config.study_dir / "study.db"
+    before = database.read_bytes()
+    with read_only(database):
+        status = hpo("status", "--study", study, cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert "COMPLETE" in status.stdout
+        for command, said in (
+            (("ensemble", "--top", "2"), "hpo ensemble records each ensemble in its study"),
+            (("gc", "--keep", "1"), "hpo gc records on each trial"),
+            (("search",), "a search writes there"),
+        ):
+            refused = hpo(command[0], "--study", study, *command[1:], cwd=tmp_path)
+            assert refused.returncode == 2, (command, refused.stderr)
+            assert said in refused.stderr, refused.stderr
+            assert f"the study database {database} is read-only" in refused.stderr
+            assert "Make it writable (chmod u+w study.db in " in refused.stderr
+        assert not (tmp_path / "ensembles").exists()
+        assert sorted(p.name for p in config.study_dir.glob("study.db*")) == ["study.db"]
+    assert database.read_bytes() == before
+
+
+def test_read_only_wal_and_shm_files_left_beside_a_study_database_are_named(
+    tmp_path: Path,
+) -> None:
+    # Left by SQLite reading the database while it was read-only: every write failed after the
+    # database was made writable again, with Optuna's StorageInternalError.
+    url = sqlite_url(tmp_path / "study.db")
+    open_storage(url, create=True).engine.dispose()  # type: ignore[attr-defined]
+    leftovers = [tmp_path / "study.db-wal", tmp_path / "study.db-shm"]
+    for file in leftovers:
+        file.touch()
+    with read_only(leftovers[0]), read_only(leftovers[1]):
+        with pytest.raises(StoreError) as caught:
+            open_storage(url, create=True)
+        assert str(caught.value) == (
+            f"the study database {tmp_path / 'study.db'} has a read-only study.db-wal and "
+            f"study.db-shm beside it, and a search writes there. Make them writable (chmod u+w "
+            f"study.db-wal study.db-shm in {tmp_path}, as their owner), then run the same "
+            f"command again."
+        )
+        reader = open_storage(url, create=False, heartbeat=False)
+        assert isinstance(reader, RDBStorage)
+        assert optuna.get_all_study_summaries(reader) == []
+        reader.engine.dispose()
