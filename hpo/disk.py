@@ -24,6 +24,7 @@ __all__ = [
     "free_bytes",
     "has_room",
     "make_study_folder",
+    "raise_if_database_full",
     "raise_if_full",
     "raise_if_study_full",
     "replacing",
@@ -37,6 +38,11 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_SPACE = "No space left on device"  # strerror(ENOSPC), in the messages of other errors
 _SQLITE_FULL = "database or disk is full"  # SQLite's SQLITE_FULL, as Python's sqlite3 says it
+# SQLite's SQLITE_IOERR, which is all it says where its -shm file cannot grow (opening a WAL
+# database, even to read it) or a write to its -wal file fails: taken for a full disk where
+# less than _SQLITE_ROOM bytes are free there (it grows the -shm file 32 KB at a time).
+_SQLITE_IO = "disk I/O error"
+_SQLITE_ROOM = 1 << 20
 
 
 def make_study_folder(study_dir: Path) -> None:
@@ -154,8 +160,9 @@ def raise_if_full(
     """Raises DiskFull if `error` (or one it came from) is a full disk, met while writing an
     output in `folder` (or `what`, where that names it better): Keras's saving and tf2onnx
     raise OSError, TensorFlow's SavedModel writer its own error whose message says so, a
-    study's database Optuna's StorageInternalError from SQLite's "database or disk is full"
-    (PostgreSQL's says "No space left on device"). Returns otherwise.
+    study's database Optuna's StorageInternalError from SQLite's "database or disk is full", or
+    its "disk I/O error" where the disk has next to no room left (PostgreSQL's says "No space
+    left on device"). Returns otherwise.
 
     Args:
         fix: What to do, after the free space the message gives.
@@ -164,9 +171,7 @@ def raise_if_full(
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if (isinstance(cause, OSError) and cause.errno in _FULL) or any(
-            words in str(cause) for words in (_NO_SPACE, _SQLITE_FULL)
-        ):
+        if _full(cause, folder):
             raise DiskFull(
                 f"no space left on device writing {what or folder} "
                 f"({_size(free_bytes(folder))} free there); {fix}",
@@ -174,6 +179,29 @@ def raise_if_full(
                 needed=0,
             ) from error
         cause = cause.__cause__ or cause.__context__
+
+
+def _full(error: BaseException, folder: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return True
+    text = str(error)
+    if _NO_SPACE in text or _SQLITE_FULL in text:
+        return True
+    return _SQLITE_IO in text and free_bytes(folder) < _SQLITE_ROOM
+
+
+def raise_if_database_full(error: BaseException, database: Path) -> None:
+    """Raises DiskFull naming the SQLite study database `database` if `error`, met opening it,
+    came of its disk being full (`raise_if_full`): SQLite writes beside the file even to read
+    it, and said only "disk I/O error", which read as a broken database or server. Returns
+    otherwise."""
+    raise_if_full(
+        error,
+        database.parent,
+        f"the study database {database}",
+        "SQLite writes beside it (its -wal and -shm files) even to read it. Free space on that "
+        "disk, or move the study's folder to a larger one, then run the same command again.",
+    )
 
 
 def raise_if_study_full(error: BaseException, config: StudyConfig) -> None:

@@ -22,7 +22,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from hpo.config import sqlite_url
-from hpo.disk import writing
+from hpo.disk import raise_if_database_full, writing
 from hpo.errors import StoreError
 from hpo.outage import (
     FIRST_PAUSE_S,
@@ -440,6 +440,7 @@ def open_rdb_storage(
             f"For PostgreSQL: pip install -e '.[postgres]'."
         ) from exc
     engine_kwargs: dict[str, object] = {}
+    database: Path | None = None  # a SQLite file's, for the message where its disk is full
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(url)
         unwritable = _unwritable(path) if path.exists() else None
@@ -455,16 +456,21 @@ def open_rdb_storage(
             url = f"sqlite:///{_read_only_uri(path).replace('%', '%25')}&uri=true"
         if path.exists():
             check_sqlite_file(path, read_only=unwritable is not None)
-        if not path.exists():
-            if not create:
-                raise StoreError(
-                    f"no study database at {path} (from storage URL {shown!r}). Check the path, "
-                    f"or run the search first: hpo search --study <file>."
-                )
-            _create_sqlite_database(path)
-        elif create:
-            with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
+        if not path.exists() and not create:
+            raise StoreError(
+                f"no study database at {path} (from storage URL {shown!r}). Check the path, "
+                f"or run the search first: hpo search --study <file>."
+            )
+        try:
+            if not path.exists():
+                _create_sqlite_database(path)
+            elif create:
+                with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+        except (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+            raise_if_database_full(exc, path)
+            raise
+        database = path
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     elif parsed.get_backend_name() == "postgresql":
         # An unreachable server is an error within seconds, not a hang.
@@ -523,6 +529,8 @@ def open_rdb_storage(
         optuna.exceptions.StorageInternalError,
         RuntimeError,
     ) as exc:
+        if database is not None:
+            raise_if_database_full(exc, database)
         message = masked(" ".join(driver_message(exc).split()).replace(url, shown), parsed.password)
         raise StoreError(
             f"cannot open storage {shown!r} as an Optuna study database: {message}. Check the "

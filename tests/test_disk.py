@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -180,6 +181,49 @@ def test_a_study_database_on_a_full_disk_stops_the_search_naming_it(tmp_path: Pa
 
     with pytest.raises(optuna.exceptions.StorageInternalError, match="a bad value"):
         other(config)
+
+
+def _fill(disk: Path) -> None:
+    """Writes to `disk` until not one more byte fits."""
+    with open(disk / "filler", "wb", buffering=0) as filler:
+        for chunk in (1 << 16, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * chunk)
+
+
+def test_a_study_database_on_a_disk_with_no_room_left_is_named_full_when_opened(
+    tmp_path: Path,
+) -> None:
+    # SQLite says only "disk I/O error" where it cannot make its -shm file, even to read: hpo
+    # status and hpo ensemble blamed the URL and the database server (exit code 2), hpo search
+    # gave a traceback from its "PRAGMA journal_mode=WAL" (exit code 1).
+    from hpo.config import sqlite_url
+    from hpo.store import open_storage
+
+    from .conformance.test_text_models import hpo
+
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        database = disk / "study.db"
+        url = sqlite_url(database)
+        storage = open_storage(url, create=True)
+        optuna.create_study(study_name="s", storage=storage)
+        storage.engine.dispose()  # type: ignore[attr-defined]
+        assert sorted(p.name for p in disk.iterdir()) == ["study.db"]
+        _fill(disk)
+        for create in (False, True):
+            with pytest.raises(DiskFull) as caught:
+                open_storage(url, create=create, heartbeat=False)
+            assert str(caught.value) == (
+                f"no space left on device writing the study database {database} (0 KB free "
+                f"there); SQLite writes beside it (its -wal and -shm files) even to read it. "
+                f"Free space on that disk, or move the study's folder to a larger one, then run "
+                f"the same command again."
+            )
+        status = hpo("status", "--storage", url, "--study-name", "s", cwd=tmp_path)
+        assert status.returncode == 2, status.stderr
+        assert status.stderr.startswith("error: no space left on device writing the study")
+        assert "database server" not in status.stderr
 
 
 def test_a_stored_file_whose_record_the_database_cannot_take_is_removed(
