@@ -28,7 +28,7 @@ from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
 
 from hpo.command_options import add_study_arguments, open_study
-from hpo.disk import replacing
+from hpo.disk import raise_if_full, replacing
 from hpo.errors import ConfigError, StoreError
 from hpo.store import read_only_database
 
@@ -133,16 +133,33 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
 
     Raises:
         StoreError: The study has no COMPLETE trial to plot.
+        DiskFull: `out_dir`'s disk is full; the report there before is left whole.
     """
+    plotted = _ReadOnce(study)
+    if not plotted.get_trials(states=(TrialState.COMPLETE,)):
+        raise StoreError(f"study {study.study_name!r} has no COMPLETE trials to plot yet.")
+    try:
+        return _write_figures(study, plotted, out_dir, register)
+    except Exception as exc:
+        raise_if_full(
+            exc,
+            out_dir,
+            f"the report in {out_dir}",
+            "the report there before is untouched. Free space on that disk, or give --out a "
+            "folder on a larger one.",
+        )
+        raise
+
+
+def _write_figures(
+    study: optuna.Study, plotted: optuna.Study, out_dir: Path, register: bool
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna_dashboard import save_plotly_graph_object
 
-    plotted = _ReadOnce(study)
-    if not plotted.get_trials(states=(TrialState.COMPLETE,)):
-        raise StoreError(f"study {study.study_name!r} has no COMPLETE trials to plot yet.")
     out_dir.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
     # Each file is written beside its place and put there once all are done: an interrupted

@@ -74,6 +74,31 @@ def test_an_interrupted_report_leaves_the_earlier_one_whole(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_report_that_does_not_fit_is_disk_full_and_leaves_the_earlier_one_whole(
+    tmp_path: Path,
+) -> None:
+    # It was OSError's traceback (exit code 1), where hpo ensemble and hpo export say which
+    # disk is full and the fix.
+    from hpo.errors import DiskFull
+
+    from ..conftest import small_disk
+    from ..test_disk import _fill
+
+    with small_disk(tmp_path / "disk", "16m") as disk:
+        out = disk / "report"
+        write_report(_many_trials(3), out, register=False)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        _fill(disk)
+        with pytest.raises(DiskFull) as caught:
+            write_report(_many_trials(5), out, register=False)
+        assert str(caught.value).startswith(
+            f"no space left on device writing the report in {out} (0 KB free there); the "
+            f"report there before is untouched. Free space on that disk, or give --out "
+        )
+        assert caught.value.exit_code == 2
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_report_of_a_study_without_complete_trials(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
