@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import secrets
 import shutil
 import tempfile
@@ -37,12 +38,17 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 # share gone read-only) or its permissions changed. No trial after can write there either.
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 _NO_SPACE = "No space left on device"  # strerror(ENOSPC), in the messages of other errors
+# A file that would grow past this process's file-size limit (`ulimit -f`), or past the largest
+# file its file system takes: the disk may have room, but the same file fails the same way.
+_TOO_LARGE = "File too large"  # strerror(EFBIG)
 _SQLITE_FULL = "database or disk is full"  # SQLite's SQLITE_FULL, as Python's sqlite3 says it
 # SQLite's SQLITE_IOERR, which is all it says where its -shm file cannot grow (opening a WAL
 # database, even to read it) or a write to its -wal file fails: taken for a full disk where
 # less than _SQLITE_ROOM bytes are free there (it grows the -shm file 32 KB at a time).
 _SQLITE_IO = "disk I/O error"
 _SQLITE_ROOM = 1 << 20
+# The most SQLite grows a file by at one write (its -shm file's 32 KB; a -wal frame is a page).
+_SQLITE_GROWTH = 1 << 16
 
 
 def make_study_folder(study_dir: Path) -> None:
@@ -63,9 +69,9 @@ def make_study_folder(study_dir: Path) -> None:
 
 @contextlib.contextmanager
 def writing(path: Path, needed: int, folder: str = "folder") -> Iterator[None]:
-    """Removes `path` if the body fails with an OSError, turns a full disk into DiskFull and a
-    folder that cannot be written into ConfigError (which stops a search: every later trial
-    would train to the end and fail the same way).
+    """Removes `path` if the body fails with an OSError, turns a full disk into DiskFull, and a
+    folder that cannot be written or a file too large (`_too_large`) into ConfigError (which
+    stops a search: every later trial would train to the end and fail the same way).
 
     Args:
         path: The file the body writes (a temporary one, renamed into place by the caller).
@@ -77,6 +83,8 @@ def writing(path: Path, needed: int, folder: str = "folder") -> Iterator[None]:
     except OSError as exc:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+        if exc.errno == errno.EFBIG:
+            raise _too_large(path, exc) from exc
         if exc.errno in _UNWRITABLE:
             raise ConfigError(
                 f"the {folder} {path.parent} is not writable ({exc}). Make it writable again "
@@ -123,7 +131,8 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 def writing_temporary(path: Path, needed: int) -> Iterator[None]:
     """`writing` for a working copy in the temporary folder (`tempfile.gettempdir()`: TMPDIR,
     often a small tmpfs): where it is full (DiskFull) or cannot be written (HpoError), the error
-    names it and TMPDIR, not the file being copied, which is intact.
+    names it and TMPDIR, not the file being copied, which is intact; a copy too large is
+    ConfigError (`_too_large`).
 
     Args:
         path: The copy the body writes, in a folder of the temporary folder.
@@ -135,6 +144,10 @@ def writing_temporary(path: Path, needed: int) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
         folder = tempfile.gettempdir()
+        if exc.errno == errno.EFBIG:
+            raise _too_large(
+                f"a copy of {path.name} in the temporary folder {folder}", exc
+            ) from exc
         if exc.errno in _FULL:
             about = f", about {_size(needed)} needed" if needed else ""
             raise DiskFull(
@@ -162,15 +175,16 @@ def raise_if_full(
     raise OSError, TensorFlow's SavedModel writer its own error whose message says so, a
     study's database Optuna's StorageInternalError from SQLite's "database or disk is full", or
     its "disk I/O error" where the disk has next to no room left (PostgreSQL's says "No space
-    left on device"). Returns otherwise.
+    left on device"). Raises ConfigError where it is a file too large (`_too_large`). Returns
+    otherwise.
 
     Args:
         fix: What to do, after the free space the message gives.
     """
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(error):
+        if (isinstance(cause, OSError) and cause.errno == errno.EFBIG) or _TOO_LARGE in str(cause):
+            named = cause.filename if isinstance(cause, OSError) and cause.filename else None
+            raise _too_large(named or what or folder, cause) from error
         if _full(cause, folder):
             raise DiskFull(
                 f"no space left on device writing {what or folder} "
@@ -178,6 +192,15 @@ def raise_if_full(
                 path=str(folder),
                 needed=0,
             ) from error
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and those it came from."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
         cause = cause.__cause__ or cause.__context__
 
 
@@ -190,11 +213,27 @@ def _full(error: BaseException, folder: Path) -> bool:
     return _SQLITE_IO in text and free_bytes(folder) < _SQLITE_ROOM
 
 
+def _raise_if_database_too_large(error: BaseException, database: Path) -> None:
+    """Raises ConfigError (`_too_large`) where `error` is SQLite's "disk I/O error" and the
+    SQLite file `database`, or its -wal file, is within `_SQLITE_GROWTH` bytes of this
+    process's file-size limit: its write failed with EFBIG, which Python's sqlite3 does not
+    tell."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY or not any(_SQLITE_IO in str(c) for c in _causes(error)):
+        return
+    for file in (database, database.with_name(f"{database.name}-wal")):
+        with contextlib.suppress(OSError):
+            if file.stat().st_size > limit - _SQLITE_GROWTH:
+                raise _too_large(file, OSError(errno.EFBIG, _TOO_LARGE)) from error
+
+
 def raise_if_database_full(error: BaseException, database: Path) -> None:
     """Raises DiskFull naming the SQLite study database `database` if `error`, met opening it,
     came of its disk being full (`raise_if_full`): SQLite writes beside the file even to read
-    it, and said only "disk I/O error", which read as a broken database or server. Returns
+    it, and said only "disk I/O error", which read as a broken database or server. Raises
+    ConfigError where the file reached the file-size limit (`_too_large`). Returns
     otherwise."""
+    _raise_if_database_too_large(error, database)
     raise_if_full(
         error,
         database.parent,
@@ -206,12 +245,15 @@ def raise_if_database_full(error: BaseException, database: Path) -> None:
 
 def raise_if_study_full(error: BaseException, config: StudyConfig) -> None:
     """Raises DiskFull naming the study's database and folder if `error` came of a full disk
-    (`raise_if_full`): SQLite's file, or the study's own files, could not grow. Returns
-    otherwise, and for an error of hpo's own (a DiskFull that names its file already)."""
-    from hpo.store import redact_url
+    (`raise_if_full`): SQLite's file, or the study's own files, could not grow; ConfigError
+    where they reached the file-size limit (`_too_large`). Returns otherwise, and for an error
+    of hpo's own (a DiskFull that names its file already)."""
+    from hpo.store import redact_url, sqlite_file
 
     if isinstance(error, HpoError):
         return
+    if (database := sqlite_file(config.storage_url)) is not None:
+        _raise_if_database_too_large(error, database)
     raise_if_full(
         error,
         config.study_dir,
@@ -219,6 +261,25 @@ def raise_if_study_full(error: BaseException, config: StudyConfig) -> None:
         f"{config.study_dir.absolute()})",
         "finished trials are kept. Free space on that disk, or move the study to a larger "
         "one, then run the same command to resume (a trial it stopped is queued again).",
+    )
+
+
+def _too_large(path: object, error: BaseException) -> ConfigError:
+    """The error for a file `path` that could not grow (EFBIG, "File too large"): past this
+    process's file-size limit (`ulimit -f`, which its children share), or else past the largest
+    file its file system takes. Not DiskFull, whose search goes on where room came back: the
+    disk may have room, and each trial's file as large fails the same way."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return ConfigError(
+            f"cannot write {path}: it would be larger than its file system takes a file to be "
+            f"({error}). Move it to a folder on another file system, then run the same command "
+            f"again."
+        )
+    return ConfigError(
+        f"cannot write {path}: it would pass this process's file-size limit of {_size(limit)} "
+        f"({error}). Raise the limit in the shell that runs hpo (ulimit -f unlimited), then run "
+        f"the same command again."
     )
 
 

@@ -7,6 +7,10 @@ import errno
 import io
 import os
 import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,13 +18,14 @@ import optuna
 import pytest
 
 from hpo.contract import Attr, store_trial_artifacts
-from hpo.disk import has_room, raise_if_full, replacing
+from hpo.disk import has_room, raise_if_full, raise_if_study_full, replacing, writing_temporary
 from hpo.errors import ConfigError, DiskFull, HpoError
 from hpo.store import AtomicFileSystemArtifactStore, sha256_file
 
 from .conftest import resize_disk, small_disk
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -131,9 +136,9 @@ def test_a_full_disk_met_writing_an_output_is_disk_full_whatever_raised_it(tmp_p
     raise_if_full(ValueError("a bug, not the disk"), tmp_path)  # returns: the caller re-raises
 
 
-def _database_full() -> Exception:
+def _database_full(words: str = "database or disk is full") -> Exception:
     """What Optuna's RDB storage raises where SQLite cannot grow its file: the cause chain
-    of a commit on a full disk."""
+    of a commit on a full disk (or SQLite's `words` for another failed write)."""
     import sqlite3
 
     import sqlalchemy.exc
@@ -141,7 +146,7 @@ def _database_full() -> Exception:
     try:
         try:
             try:
-                raise sqlite3.OperationalError("database or disk is full")
+                raise sqlite3.OperationalError(words)
             except sqlite3.OperationalError as exc:
                 raise sqlalchemy.exc.OperationalError("COMMIT", {}, exc) from exc
         except sqlalchemy.exc.OperationalError as exc:
@@ -244,6 +249,120 @@ def test_a_stored_file_whose_record_the_database_cannot_take_is_removed(
     with pytest.raises(optuna.exceptions.StorageInternalError):
         store_trial_artifacts(trial, store, checkpoint, predictions)
     assert sorted((tmp_path / "artifacts").iterdir()) == []
+
+
+@contextlib.contextmanager
+def _file_size_limit(size: int) -> Iterator[None]:
+    """This process's file-size limit (`ulimit -f`) lowered to `size` bytes: a write past it
+    fails with EFBIG (Python ignores the SIGXFSZ that would end the process)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_file_past_the_file_size_limit_names_the_limit_not_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EFBIG ("File too large") was no full disk: a trial's checkpoint failed with a bare
+    # OSError, and hpo ensemble's copy in the temporary folder told to set TMPDIR.
+    limit = (
+        "it would pass this process's file-size limit of 64 KB ([Errno 27] File too large). "
+        "Raise the limit in the shell that runs hpo (ulimit -f unlimited), then run the same "
+        "command again."
+    )
+    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
+    copy = tmp_path / "copy.keras"
+    with _file_size_limit(64 * 1024):
+        with pytest.raises(ConfigError) as stored:
+            store.write("artifact-id", io.BytesIO(b"x" * 200_000))
+        with pytest.raises(ConfigError) as copied, writing_temporary(copy, 0):
+            copy.write_bytes(b"x" * 200_000)
+        try:
+            raise HpoError("Keras could not save") from OSError(errno.EFBIG, "File too large")
+        except HpoError as wrapped:
+            with pytest.raises(ConfigError) as written:
+                raise_if_full(wrapped, tmp_path)
+    message = str(stored.value)
+    assert message.startswith(f"cannot write {tmp_path / 'artifacts'}/.artifact-id.")
+    assert message.endswith(f".partial: {limit}")
+    assert sorted((tmp_path / "artifacts").iterdir()) == []
+    assert str(copied.value) == (
+        f"cannot write a copy of copy.keras in the temporary folder {tempfile.gettempdir()}: "
+        f"{limit}"
+    )
+    assert not copy.exists()
+    assert str(written.value).startswith(f"cannot write {tmp_path}: it would pass ")
+    # No limit: the file system's largest file.
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: unlimited)
+    model = OSError(errno.EFBIG, "File too large", str(tmp_path / "model.keras"))
+    with pytest.raises(ConfigError) as large:
+        raise_if_full(model, tmp_path)
+    assert str(large.value) == (
+        f"cannot write {tmp_path / 'model.keras'}: it would be larger than its file system "
+        f"takes a file to be ({model}). Move it to a folder on another file system, then run "
+        f"the same command again."
+    )
+
+
+def test_a_study_database_past_the_file_size_limit_names_the_limit(tmp_path: Path) -> None:
+    # SQLite says "disk I/O error" where its write fails with EFBIG: a search ended with
+    # Optuna's StorageInternalError blaming the data (exit code 1).
+    from hpo.config import StudyConfig
+
+    config = StudyConfig(name="s", study_dir=tmp_path)
+    wal = tmp_path / "study.db-wal"
+    wal.write_bytes(b"w" * 100_000)
+    with _file_size_limit(128 * 1024), pytest.raises(ConfigError) as caught:
+        raise_if_study_full(_database_full("disk I/O error"), config)
+    assert str(caught.value) == (
+        f"cannot write {wal}: it would pass this process's file-size limit of 128 KB ([Errno "
+        f"27] File too large). Raise the limit in the shell that runs hpo (ulimit -f "
+        f"unlimited), then run the same command again."
+    )
+    # Far from the limit, or with none, SQLite's I/O error is not taken for it.
+    with _file_size_limit(1 << 30):
+        raise_if_study_full(_database_full("disk I/O error"), config)
+
+
+def test_a_search_past_the_file_size_limit_stops_at_its_first_trial(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # Every trial failed with "OSError: [Errno 27] File too large", until 5 in a row had.
+    from hpo.config import load_study_config
+
+    from .conftest import write_study
+
+    study = write_study(tmp_path, fake_imdb, n_trials=3)
+    limit = 1 << 20  # the data and the database fit; a checkpoint (1.6 MB) does not
+
+    def lowered() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+
+    search = subprocess.run(
+        [sys.executable, "-m", "hpo", "search", "--study", str(study)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        preexec_fn=lowered,
+    )
+    assert search.returncode == 2, search.stderr
+    last = search.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write "), last
+    assert "it would pass this process's file-size limit of 1.0 MB" in last
+    assert "(ulimit -f unlimited)" in last
+    storage = load_study_config(study).storage_url
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    # One trial ran (the others queued by enqueue_defaults wait for the next run).
+    ran = [t for t in trials if t.state != optuna.trial.TrialState.WAITING]
+    assert [t.state for t in ran] == [optuna.trial.TrialState.FAIL]
+    assert "file-size limit" in ran[0].user_attrs[Attr.FAIL_REASON]
 
 
 def test_a_file_replaced_is_whole_or_untouched_and_a_link_there_is_not_followed(
