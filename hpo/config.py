@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 from hpo.backend import Backend  # noqa: TC001 (typing.get_type_hints reads it at run time)
 from hpo.budget import parse_duration
 from hpo.data.holdout import TEST_FRACTION
+from hpo.directions import Direction, known_direction, settled_direction
 from hpo.errors import ConfigError
 from hpo.precision import Precision
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
-    "KNOWN_DIRECTIONS",
     "STUDY_NAME",
     "DataConfig",
     "Direction",
@@ -57,20 +57,12 @@ class Diversity(enum.Enum):
     TOP = "top"
 
 
-class Direction(enum.Enum):
-    """Whether the study's objective is better higher or lower."""
-
-    MAX = "max"
-    MIN = "min"
-
-
-# Objectives whose direction goes without saying; any other needs `training.direction`.
-KNOWN_DIRECTIONS = {
-    "val_accuracy": Direction.MAX,
-    "accuracy": Direction.MAX,
-    "val_loss": Direction.MIN,
-    "loss": Direction.MIN,
-}
+# Objectives Keras logs whatever the model's metrics: the loss, and the accuracy hpo measures.
+_META_OBJECTIVES = ("val_loss", "loss", "val_accuracy", "accuracy")
+_RENAME = (
+    " For a metric of your own that Keras logs as {name!r}, give it a name of its own (its "
+    "`name=`) where the model is compiled."
+)
 
 
 class PrunerKind(enum.Enum):
@@ -225,8 +217,9 @@ class TrainingConfig:
             measures itself on the validation data; "val_loss", or "val_auc" of a model
             compiled with an `AUC` metric): early stopping, the best epoch's checkpoint,
             pruning, the study's best trial and the ensemble's candidates all follow it.
-        direction: "max" or "min": needed for an objective other than (val_)accuracy and
-            (val_)loss, whose directions are known.
+        direction: "max" or "min": needed for an objective that is not a metric or loss Keras
+            builds in, by the name Keras logs it ("val_auc", "val_r2_score", "val_mae", ...:
+            `hpo.directions`), whose directions are known.
     """
 
     max_epochs: int = 20
@@ -247,18 +240,21 @@ class TrainingConfig:
             self.objective,
             "a metric's name as Keras logs it, such as 'val_accuracy' or 'val_auc'",
         )
-        known = KNOWN_DIRECTIONS.get(self.objective)
+        known = known_direction(self.objective)
         _require(
             self.direction is not None or known is not None,
             "training.direction",
             self.direction,
-            f"'max' or 'min' for objective {self.objective!r}, whose direction hpo cannot tell "
-            f"from its name",
+            f"'max' or 'min' for objective {self.objective!r}, which is no metric Keras builds "
+            f"in, so hpo cannot tell from its name whether it is better higher or lower",
         )
-        if known is not None and self.direction not in (None, known):
+        settled = settled_direction(self.objective)
+        if settled is not None and self.direction not in (None, settled):
             raise ConfigError(
-                f"objective {self.objective!r} is better {known.value}imized: its direction "
-                f"must be {known.value!r} (or left out), got {self.direction}."
+                f"objective {self.objective!r} is better {settled.value}imized: its direction "
+                f"must be {settled.value!r} (or left out), got {self.direction.value!r}."
+                + _RENAME.format(name=self.objective.removeprefix("val_"))
+                * (self.objective not in _META_OBJECTIVES)
             )
         _require(self.max_epochs >= 1, "training.max_epochs", self.max_epochs, ">= 1")
         _require(self.patience >= 1, "training.patience", self.patience, ">= 1")
@@ -272,7 +268,9 @@ class TrainingConfig:
     @property
     def mode(self) -> str:
         """The objective's direction as Keras's callbacks take it: "max" or "min"."""
-        return (self.direction or KNOWN_DIRECTIONS[self.objective]).value
+        direction = self.direction or known_direction(self.objective)
+        assert direction is not None  # __post_init__ requires one or the other
+        return direction.value
 
     @property
     def maximize(self) -> bool:

@@ -27,15 +27,14 @@ from hpo._output import optuna_logs
 from hpo._script import check_not_starting_child, child_starting
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
-    KNOWN_DIRECTIONS,
     DataConfig,
-    Direction,
     PrunerConfig,
     PrunerKind,
     SamplerConfig,
     StudyConfig,
     TrainingConfig,
 )
+from hpo.directions import Direction, known_direction
 from hpo.errors import (
     ConfigError,
     DataError,
@@ -222,9 +221,10 @@ class Tuner:
             which hpo measures on your validation data, or for regression targets
             "val_loss"): a metric's name as Keras logs it
             ("val_loss", "val_auc" of a model compiled with `keras.metrics.AUC()`), its
-            direction inferred as KerasTuner infers it, or a `keras_tuner.Objective(name,
-            direction)`. Early stopping, each trial's best epoch, pruning, the best trials and
-            the ensemble's candidates follow it.
+            direction that of the Keras metric or loss of that name (R², F1, IoU, AUC and
+            correlations maximized, errors and losses minimized), or for a metric of your own
+            a `keras_tuner.Objective(name, direction)`. Early stopping, each trial's best
+            epoch, pruning, the best trials and the ensemble's candidates follow it.
         max_trials: Finished trials the study should hold, across runs (default 10 without a
             budget, else as many as the budget allows).
         budget: Wall-clock budget of the whole study across runs, data writing included
@@ -1085,11 +1085,13 @@ def _session_policy() -> Precision | None:
 
 
 def _objective(objective: Any) -> tuple[str, Direction]:
-    """The metric and direction of KerasTuner's spellings of an objective: a name (its
-    direction inferred as KerasTuner infers it), a `keras_tuner.Objective`, or a list of one.
+    """The metric and direction of KerasTuner's spellings of an objective: a name (the direction
+    of the Keras metric or loss logged under it, `hpo.directions`), a `keras_tuner.Objective`,
+    or a list of one.
 
     Raises:
-        ConfigError: Several objectives, or a name whose direction cannot be inferred.
+        ConfigError: Several objectives, a name that no Keras metric or loss is logged under,
+            or something else.
     """
     if objective is None:
         objective = OBJECTIVE
@@ -1105,15 +1107,24 @@ def _objective(objective: Any) -> tuple[str, Direction]:
     # Keras 1's name for accuracy, which hpo's accuracy metric (named "accuracy") replaces.
     if isinstance(objective, str) and objective in ("acc", "val_acc"):
         objective = objective.replace("acc", "accuracy")
-    if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
-        return objective, KNOWN_DIRECTIONS[objective]  # without loading Keras to infer it
-    from keras_tuner.src.engine.objective import create_objective
-
-    try:
-        resolved = create_objective(objective)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"objective: {exc}") from exc
-    return resolved.name, Direction(resolved.direction)
+    if isinstance(objective, str):
+        direction = known_direction(objective)
+        if direction is None:
+            # KerasTuner refuses such a name too: it has no direction to guess.
+            raise ConfigError(
+                f"objective {objective!r} is no metric or loss Keras builds in, so hpo cannot "
+                f"tell whether it is better higher or lower. Give its direction: "
+                f"objective=keras_tuner.Objective({objective!r}, direction='max') (or 'min')."
+            )
+        return objective, direction
+    # A keras_tuner.Objective, read without importing KerasTuner (and Keras with it).
+    name, direction = getattr(objective, "name", None), getattr(objective, "direction", None)
+    if not isinstance(name, str) or direction not in ("max", "min"):
+        raise ConfigError(
+            f"objective must be a metric's name as Keras logs it ('val_auc') or a "
+            f"keras_tuner.Objective(name, direction='max' or 'min'), got {objective!r}."
+        )
+    return name, Direction(direction)
 
 
 def _loaded_backend() -> Any:

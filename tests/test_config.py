@@ -74,8 +74,14 @@ def test_values_and_defaults(tmp_path: Path) -> None:
         ('name = "s"\ntraining = 3\n', r"'training' must be a table"),
         ("name = \n", r"not valid TOML"),
         (
-            'name = "s"\n[training]\nobjective = "val_auc"\n',
-            r"'training.direction' must be 'max' or 'min' for objective 'val_auc'",
+            'name = "s"\n[training]\nobjective = "val_my_score"\n',
+            r"'training.direction' must be 'max' or 'min' for objective 'val_my_score', which "
+            r"is no metric Keras builds in",
+        ),
+        (
+            'name = "s"\n[training]\nobjective = "val_r2_score"\ndirection = "min"\n',
+            r"'val_r2_score' is better maximized: its direction must be 'max' \(or left out\), "
+            r"got 'min'\. For a metric of your own that Keras logs as 'r2_score', give it a name",
         ),
         (
             'name = "s"\n[training]\nobjective = "val_loss"\ndirection = "max"\n',
@@ -94,6 +100,27 @@ def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, messa
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_study_config(path)
+
+
+@pytest.mark.parametrize(
+    ("objective", "mode"),
+    [
+        ("val_accuracy", "max"),
+        ("val_loss", "min"),
+        ("val_auc", "max"),
+        ("val_r2_score", "max"),
+        ("val_f1_score", "max"),
+        ("val_mean_io_u", "max"),
+        ("val_mae", "min"),
+        ("val_root_mean_squared_error", "min"),
+    ],
+)
+def test_a_keras_metrics_direction_goes_without_saying(
+    tmp_path: Path, objective: str, mode: str
+) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "s"\n[training]\nobjective = "{objective}"\n')
+    assert load_study_config(path).training.mode == mode
 
 
 def test_a_study_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

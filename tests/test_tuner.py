@@ -1685,7 +1685,7 @@ def test_a_callback_that_cannot_reach_the_trial_processes_is_named() -> None:
 def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: Path) -> None:
     import keras_tuner
 
-    # KerasTuner's spellings of an objective, its direction inferred as KerasTuner infers it.
+    # KerasTuner's spellings of an objective, its direction that of Keras's metric of the name.
     for objective, expected in [
         (keras_tuner.Objective("val_accuracy", "max"), ("val_accuracy", "max")),
         (["val_accuracy"], ("val_accuracy", "max")),
@@ -1694,12 +1694,34 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
         ("val_acc", ("val_accuracy", "max")),  # Keras 1's name, as hpo's metric is named
         ("val_mean_absolute_error", ("val_mean_absolute_error", "min")),
         ("val_auc", ("val_auc", "max")),
+        # KerasTuner minimizes these: its list of metrics to maximize predates them.
+        ("val_r2_score", ("val_r2_score", "max")),
+        ("val_f1_score", ("val_f1_score", "max")),
+        ("val_fbeta_score", ("val_fbeta_score", "max")),
+        ("val_cosine_similarity", ("val_cosine_similarity", "max")),
+        ("val_pearson_correlation", ("val_pearson_correlation", "max")),
+        ("val_binary_io_u", ("val_binary_io_u", "max")),
         (keras_tuner.Objective("val_custom_metric", direction="min"), ("val_custom_metric", "min")),
+        # keras.losses.cosine_similarity, compiled as a metric, is logged under the same name.
+        (keras_tuner.Objective("val_cosine_similarity", "min"), ("val_cosine_similarity", "min")),
     ]:
         training = hpo.Tuner(_hypermodel(), objective=objective, directory=tmp_path).config.training
         assert (training.objective, training.mode) == expected
-    with pytest.raises(ConfigError, match=r'Could not infer optimization direction.*"val_score"'):
+    # A name of the user's own has no direction to infer (KerasTuner refuses it too).
+    with pytest.raises(
+        ConfigError,
+        match=r"objective 'val_score' is no metric or loss Keras builds in.*"
+        r"keras_tuner\.Objective\('val_score', direction='max'\)",
+    ):
         hpo.Tuner(_hypermodel(), objective="val_score", directory=tmp_path)
+    with pytest.raises(ConfigError, match=r"'val_r2_score' is better maximized"):
+        hpo.Tuner(
+            _hypermodel(),
+            objective=keras_tuner.Objective("val_r2_score", "min"),
+            directory=tmp_path,
+        )
+    with pytest.raises(ConfigError, match=r"or a keras_tuner\.Objective\(name, direction="):
+        hpo.Tuner(_hypermodel(), objective=keras_tuner.Objective("val_x", "up"), directory=tmp_path)
     with pytest.raises(ConfigError, match="ranks trials by one objective, got 2"):
         hpo.Tuner(_hypermodel(), objective=["val_loss", "val_accuracy"], directory=tmp_path)
     both = [keras_tuner.Objective("val_auc", "max"), "val_loss"]
