@@ -110,7 +110,8 @@ class PrunerConfig:
     """Pruner settings.
 
     Args:
-        kind: "median" (default), "hyperband" or "none".
+        kind: "median" (default), "hyperband" or "none" (no trial pruned, by the chance-level
+            check neither: `TrainingConfig.chance_epochs`).
         startup_trials: Median pruner: trials that finish before any pruning.
         warmup_epochs: Median pruner: epochs of each trial that are never pruned.
         by_family: Median pruner: judge a trial against the finished trials of its own family
@@ -205,7 +206,8 @@ class TrainingConfig:
         lr_patience: Epochs without improvement before the learning rate is reduced.
         lr_factor: Factor applied to the learning rate on a plateau.
         chance_epochs: A trial whose validation accuracy is still at chance level after
-            this many epochs is stopped (0 disables the check).
+            this many epochs is pruned (0 disables the check); only where the objective is
+            "val_accuracy" and the study has a pruner (`PrunerKind.NONE` prunes no trial).
         chance_margin: How far above chance level (the most frequent class's share of the
             validation examples) counts as learning; where twice this share of the error
             chance leaves (1 - chance) is less, that, so a class of 98% leaves it reachable.

@@ -203,14 +203,23 @@ class ChanceLevelStop(keras.callbacks.Callback):
     Learning is beating `chance` by `margin`, or by twice `margin` of the error that chance
     leaves (1 - chance) where that is less: on 98% of one class, chance + 0.02 would be out of
     reach of a perfect model, and every trial was pruned. Where no class holds more than half
-    of the examples, it is chance + margin.
+    of the examples, it is chance + margin. `settings` names in the message what sets the check
+    (the study file's keys by default).
     """
 
     MIN_STEPS = 100
 
-    def __init__(self, monitor: str, chance: float, epochs: int, margin: float) -> None:
+    def __init__(
+        self,
+        monitor: str,
+        chance: float,
+        epochs: int,
+        margin: float,
+        settings: str = "training.chance_margin",
+    ) -> None:
         super().__init__()
         self.monitor, self.chance, self.epochs, self.margin = monitor, chance, epochs, margin
+        self.settings = settings
         # margin < 0.5 (`TrainingConfig`) keeps it below 1 where the error left is above 0.
         self.threshold = chance + min(margin, 2 * margin * (1 - chance))
         self.best = -math.inf
@@ -232,7 +241,7 @@ class ChanceLevelStop(keras.callbacks.Callback):
             raise optuna.TrialPruned(
                 f"{self.monitor} {self.best:.4g} is still at chance level ({self.chance:.4g}) "
                 f"after {epoch + 1} epochs: learning is above {self.threshold:.4g} "
-                f"(training.chance_margin)"
+                f"({self.settings})"
             )
 
 

@@ -26,6 +26,7 @@ from hpo.backend import (
     keras_backend,
 )
 from hpo.budget import cap_epochs, format_duration
+from hpo.config import PrunerKind
 from hpo.contract import Attr, keras_cause, load_keras_file, store_trial_artifacts
 from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rates
 from hpo.data.batching import use_width_ladder
@@ -248,7 +249,6 @@ def _train_trial(
     import keras
 
     from hpo.training.callbacks import (
-        ChanceLevelStop,
         EpochClock,
         PruningCallback,
         trial_tensorboards,
@@ -344,14 +344,6 @@ def _train_trial(
     clock = EpochClock(deadlines)
     regression = interface.output.regression
     classes = int(params.get("classes", 0))
-    guards: list[keras.callbacks.Callback] = []
-    if not regression and not own_loop:
-        # Always predicting the most frequent class scores this much.
-        chance = float(np.bincount(data.y_val).max() / len(data.y_val))
-        training = config.training
-        guards.append(
-            ChanceLevelStop(task.monitor, chance, training.chance_epochs, training.chance_margin)
-        )
     objective = config.training.objective
     extra: list[keras.callbacks.Callback] = [
         PruningCallback(trial, objective),
@@ -360,6 +352,9 @@ def _train_trial(
     if config.tensorboard:
         log_dir = config.study_dir / "tensorboard" / f"trial-{trial.number:05d}"
         extra.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+    if not regression and not own_loop and _checks_chance(config, task):
+        # Last: the epoch it prunes at is reported (the trial's history) and logged first.
+        extra.append(_chance_level_stop(config, task, data.y_val))
     epochs = min(config.training.max_epochs, fitting.pop("epochs", math.inf))
     scheduled_by = None if own_loop else user_schedules_learning_rate(model, extra)
     if scheduled_by is not None:
@@ -404,7 +399,6 @@ def _train_trial(
                 checkpoint=checkpoint,
                 clock=clock,
                 epochs=epochs,
-                guards=guards,
                 extra=extra,
                 learning_rate=_learning_rate(trial.params),
                 fit_arguments=fitting,
@@ -615,6 +609,38 @@ def build_step_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
         _log.debug("the training step's state is left to fit: %s", exc)
 
 
+def _checks_chance(config: StudyConfig, task: Task) -> bool:
+    """Whether a classifier's trials still at chance level are pruned (`ChanceLevelStop`)."""
+    # Pruning is the pruner's: "none" prunes no trial. And only accuracy has a chance level
+    # hpo knows: on imbalanced classes an objective such as AUC (or the loss) improves while
+    # the accuracy stays at the most frequent class's share.
+    return (
+        config.training.chance_epochs > 0
+        and config.pruner.kind is not PrunerKind.NONE
+        and config.training.objective == task.monitor
+    )
+
+
+def _chance_level_stop(
+    config: StudyConfig, task: Task, labels: np.ndarray
+) -> keras.callbacks.Callback:
+    from hpo.training.callbacks import ChanceLevelStop
+
+    # Always predicting the most frequent class scores this much.
+    chance = float(np.bincount(labels).max() / len(labels))
+    training = config.training
+    settings = (
+        # hpo.Tuner has no training settings: what turns the check off there.
+        "hpo.Tuner(pruner='none') prunes no trial, and an objective other than "
+        f"{task.monitor!r} is not checked against chance"
+        if config.hypermodel is not None
+        else "training.chance_margin; training.chance_epochs = 0 turns the check off"
+    )
+    return ChanceLevelStop(
+        task.monitor, chance, training.chance_epochs, training.chance_margin, settings
+    )
+
+
 def fit_best_epoch(
     model: keras.Model,
     train: Any,
@@ -626,7 +652,6 @@ def fit_best_epoch(
     checkpoint: Path,
     clock: EpochClock,
     epochs: float,
-    guards: Sequence[keras.callbacks.Callback] = (),
     extra: Sequence[keras.callbacks.Callback] = (),
     learning_rate: str = "the learning rate",
     fit_arguments: Mapping[str, Any] | None = None,
@@ -635,7 +660,7 @@ def fit_best_epoch(
     """Fits a compiled model as every trial is fitted, its best epoch saved to `checkpoint`.
 
     The callbacks, in order: `clock` (counts and times epochs, stops before a deadline),
-    TerminateOnNaN, a check that `monitor` is logged, `guards`, the best epoch by `monitor`
+    TerminateOnNaN, a check that `monitor` is logged, the best epoch by `monitor`
     (`mode` "max" or "min") written atomically to `checkpoint`,
     early stopping with the study's patience (best weights restored), the learning rate cut on a
     validation-loss plateau (unless the model's optimizer or a callback of `extra` schedules the
@@ -665,7 +690,6 @@ def fit_best_epoch(
         clock,
         keras.callbacks.TerminateOnNaN(),
         RequireMonitor(monitor),
-        *guards,
         AtomicModelCheckpoint(checkpoint, monitor=monitor, mode=mode),
         *schedule_callbacks(monitor, training, mode, model=model, given=extra),
         *extra,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import optuna
 import pytest
 from optuna.artifacts import download_artifact
 
-from hpo.config import StudyConfig, load_study_config
+from hpo.config import Direction, PrunerConfig, PrunerKind, StudyConfig, load_study_config
 from hpo.contract import Attr, load_keras_file
 from hpo.errors import ConfigError
 from hpo.metrics import log_loss
@@ -26,7 +27,7 @@ from hpo.training.callbacks import (
     RequireMonitor,
     trial_tensorboards,
 )
-from hpo.training.runner import best_epoch_logs, epoch_logs, train_trial
+from hpo.training.runner import _chance_level_stop, best_epoch_logs, epoch_logs, train_trial
 
 from ..conftest import write_study
 
@@ -161,6 +162,83 @@ def test_chance_level_stop() -> None:
     finished.on_epoch_end(0, {"val_accuracy": 0.5})
     finished.on_epoch_end(1, {"val_accuracy": 0.5})
     assert finished.best == 0.5
+
+
+def _judging_chance(config: StudyConfig, pruner: PrunerKind, objective: str) -> StudyConfig:
+    """`config` with a chance check that every model of the tiny data fails after one epoch."""
+    training = dataclasses.replace(
+        config.training,
+        chance_epochs=1,
+        chance_margin=0.49,  # learning is above 0.99 of balanced classes
+        objective=objective,
+        direction=Direction.MIN if objective == "val_loss" else None,
+    )
+    return dataclasses.replace(config, pruner=PrunerConfig(kind=pruner), training=training)
+
+
+def test_a_trial_at_chance_is_pruned_after_its_epoch_is_reported(
+    tiny: tuple[StudyConfig, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ChanceLevelStop, "MIN_STEPS", 0)  # the tiny data's epochs are few steps
+    config, folder = tiny
+    judged = _judging_chance(config, PrunerKind.MEDIAN, "val_accuracy")
+    trial = _trial(judged, PARAMS, optuna.pruners.NopPruner())
+    with pytest.raises(
+        optuna.TrialPruned,
+        match=r"^val_accuracy 0\.\d+ is still at chance level \(0\.5\) after 1 epochs: learning "
+        r"is above 0\.99 \(training\.chance_margin; training\.chance_epochs = 0 turns the check",
+    ):
+        train_trial(trial, judged, folder, tmp_path / "work")
+    # The epoch it was pruned at is the trial's history too (oracle.get_trial(id).metrics).
+    assert list(trial.study.trials[0].intermediate_values) == [0]
+
+
+def test_the_chance_check_names_what_turns_it_off_where_the_search_was_set(
+    tiny: tuple[StudyConfig, Path], tmp_path: Path
+) -> None:
+    import hpo
+    from hpo.tasks import ARRAYS
+
+    def build_model(hp: Any) -> keras.Model:
+        raise AssertionError("never built")
+
+    config = _judging_chance(tiny[0], PrunerKind.MEDIAN, "val_accuracy")
+    # hpo.Tuner has no training.chance_margin: the message said so all the same.
+    tuner = hpo.Tuner(build_model, directory=tmp_path).config
+    labels = np.array([0, 0, 0, 1])
+    for searched, task, settings in [
+        (config, IMDB, r"training\.chance_margin; training\.chance_epochs = 0 turns the check off"),
+        (tuner, ARRAYS, r"hpo\.Tuner\(pruner='none'\) prunes no trial, and an objective other "),
+    ]:
+        stop = _chance_level_stop(searched, task, labels)
+        with pytest.raises(optuna.TrialPruned, match=rf"at chance level \(0\.75\).*\({settings}"):
+            for epoch in range(searched.training.chance_epochs):
+                stop.on_epoch_end(epoch, {"val_accuracy": 0.75})
+
+
+@pytest.mark.parametrize(
+    ("pruner", "objective"),
+    [
+        # "none" prunes no trial, at chance neither.
+        (PrunerKind.NONE, "val_accuracy"),
+        # Only accuracy has a known chance level: on imbalanced classes an objective such as
+        # AUC improves while the accuracy stays at the most frequent class's share.
+        (PrunerKind.MEDIAN, "val_loss"),
+    ],
+)
+def test_a_trial_at_chance_is_not_pruned_without_a_pruner_or_for_another_objective(
+    tiny: tuple[StudyConfig, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pruner: PrunerKind,
+    objective: str,
+) -> None:
+    monkeypatch.setattr(ChanceLevelStop, "MIN_STEPS", 0)
+    config, folder = tiny
+    judged = _judging_chance(config, pruner, objective)
+    trial = _trial(judged, PARAMS, optuna.pruners.NopPruner())
+    train_trial(trial, judged, folder, tmp_path / "work")
+    assert trial.study.trials[0].user_attrs["epochs"] == judged.training.max_epochs == 2
 
 
 @pytest.mark.parametrize(
