@@ -209,8 +209,8 @@ def read_interface(
         ConfigError: The output does not fit the task, or the model's loss takes neither class
             ids nor one-hot labels.
     """
-    # One eager call serves the output's reading and the padding check: on a recurrent model
-    # (a Python loop over the time steps) it takes seconds.
+    # One eager call serves the output's readings: on a recurrent model (a Python loop over the
+    # time steps) it takes seconds; the padding check predicts compiled.
     p = _call(model, x, family)
     if targets:
         output, labels = read_regression_output(model, x, targets, family, p), Labels.TARGETS
@@ -222,7 +222,7 @@ def read_interface(
         padding, reason = (
             (Padding.BUCKETED, "the family masks padding")
             if masks_padding
-            else check_padding(model, x, p)
+            else check_padding(model, x)
         )
     return ModelInterface(output, labels, padding, reason)
 
@@ -555,23 +555,21 @@ def _loss_config(loss: Any) -> dict[str, Any]:
         return {}
 
 
-def check_padding(
-    model: keras.Model, x: np.ndarray, full: np.ndarray | None = None
-) -> tuple[Padding, str]:
+def check_padding(model: keras.Model, x: np.ndarray) -> tuple[Padding, str]:
     """Whether the model scores each text the same cut to its length as padded to `x`'s width.
 
-    Args:
-        full: The model's output for `x` where the caller has it (one eager call fewer).
+    Both are predicted compiled, by one function (`hpo.data.batching.compiled_predict`): they
+    differ by the padding alone, not by an eager call's rounding beside a compiled one's.
 
     Returns:
         The padding rule, and why.
     """
-    from hpo.data.batching import cut_predictions
+    from hpo.data.batching import compiled_predict, cut_predictions
 
-    if full is None:
-        full = _numpy(model(x, training=False))
+    predict = compiled_predict(model)
+    full = predict(x)
     try:
-        cut = cut_predictions(model, x)
+        cut = cut_predictions(model, x, predict)
     except Exception as exc:
         return Padding.FIXED, f"its input takes only full-length texts ({type(exc).__name__})"
     difference = float(np.max(np.abs(cut.astype(np.float64) - full))) if len(x) else 0.0

@@ -184,6 +184,32 @@ def test_a_binary_loss_on_several_sigmoid_units_takes_one_hot_rows(loss: Any) ->
     assert read_labels(model, output, y, 3, "f") is Labels.ONE_HOT
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="counts TensorFlow's traces; JAX compiles a program a width, eager or not",
+)
+def test_the_padding_probe_predicts_compiled_not_with_an_eager_call_a_width() -> None:
+    # Called eagerly, a recurrent layer runs a Python loop over each width's time steps: on a
+    # BiLSTM the probe took 30 times model.predict's time, and killed a healthy trial as hung.
+    calls: list[int] = []
+
+    class Counted(layers.Layer):
+        def call(self, t: Any) -> Any:
+            calls.append(1)
+            return t
+
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(50, 8, mask_zero=True)(Counted()(inputs))
+    x = layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+    x = _tokens(n=32, width=200)
+    calls.clear()
+    padding, reason = check_padding(model, x)
+    assert padding is Padding.BUCKETED, reason
+    # The full width and 19 cut ones, traced once or twice instead of called one by one.
+    assert len(calls) <= 3, f"the model ran {len(calls)} times in Python"
+
+
 def test_the_padding_probe_tells_masked_from_unmasked_and_fixed_length_models() -> None:
     x = _tokens()
     padding, reason = check_padding(_text_model("sigmoid", mask=True), x)
