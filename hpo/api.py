@@ -327,13 +327,15 @@ def load_model(path: str | Path) -> keras.Model:
         refuse_unsafe_layers,
     )
     from hpo.ensemble.export import EXPORT_NAME
+    from hpo.ensemble.predict import exported_without_keras
 
     file = Path(path)
     if file.is_dir():
         file = file / EXPORT_NAME
     if not file.is_file():
         raise ConfigError(
-            f"no model at {file}. Give a .keras file, or the folder `hpo ensemble` wrote "
+            exported_without_keras(file.parent)
+            or f"no model at {file}. Give a .keras file, or the folder `hpo ensemble` wrote "
             f"(it holds {EXPORT_NAME})."
         )
     try:

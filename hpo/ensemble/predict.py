@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 
     import keras
 
-__all__ = ["load_export", "main", "predict", "verify_export", "verify_tokenizer"]
+__all__ = [
+    "exported_without_keras",
+    "load_export",
+    "main",
+    "predict",
+    "verify_export",
+    "verify_tokenizer",
+]
 
 
 def load_export(
@@ -51,7 +58,8 @@ def load_export(
     path = Path(ensemble_dir) / EXPORT_NAME
     if not path.is_file():
         raise ConfigError(
-            f"no {EXPORT_NAME} in {ensemble_dir}. Build one first: hpo ensemble --top 5."
+            exported_without_keras(Path(ensemble_dir))
+            or f"no {EXPORT_NAME} in {ensemble_dir}. Build one first: hpo ensemble --top 5."
         )
     verify_export(Path(ensemble_dir))
     report = read_json(Path(ensemble_dir) / "report.json")
@@ -75,6 +83,35 @@ def load_export(
             f"'tensorflow'), or rebuild the ensemble with hpo ensemble."
         )
     return model, _class_names(report, model, Path(ensemble_dir) / "report.json")
+
+
+# The report's entry of each format but keras (whose entry is at the top level), by format.
+_FORMAT_ENTRIES = {"savedmodel": "saved_model", "onnx": "onnx", "litert": "litert"}
+
+
+def exported_without_keras(folder: Path) -> str | None:
+    """Why `folder` holds no `ensemble.keras` where it is a trial's export written without the
+    keras format (`hpo export --trial N --format onnx`), with the command that adds it; None
+    for any other folder."""
+    try:
+        report = read_json(folder / "report.json")
+        number = int(report["trial"])
+        entries = dict(report.get("export") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if "sha256" in entries:  # it was written, and removed since: not this case
+        return None
+    written = [fmt for fmt, entry in _FORMAT_ENTRIES.items() if entry in entries]
+    study = report.get("study")
+    return (
+        f"no {EXPORT_NAME} in {folder}: trial {number}"
+        + (f" of study {study!r}" if isinstance(study, str) else "")
+        + f" was exported there in {', '.join(written) or 'no format'} only, without the keras "
+        f"format ({EXPORT_NAME}, which hpo predict and hpo.load_model read). Export it again "
+        f"with --format keras added: hpo export --trial {number} --study FILE --format keras"
+        + "".join(f" --format {fmt}" for fmt in written)
+        + f" --out {folder}."
+    )
 
 
 def _class_names(report: dict[str, Any], model: keras.Model, report_path: Path) -> list[str]:

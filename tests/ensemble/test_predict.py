@@ -196,3 +196,42 @@ def test_a_model_saved_from_python_without_a_report_is_refused_naming_hpo_load_m
     assert "holds ensemble.keras but no report.json, as Ensemble.export(path) writes it" in err
     assert f"hpo.load_model('{saved}').predict(x)" in err
     assert "Traceback" not in err
+
+
+def test_a_trial_exported_without_the_keras_format_is_refused_naming_the_export_that_adds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # hpo export --trial 3 --format savedmodel onnx, as docs/commands.md shows it, writes no
+    # ensemble.keras: hpo predict said to build an ensemble with hpo ensemble --top 5.
+    import hpo
+    from hpo.ensemble.predict import main
+
+    folder = tmp_path / "t3"
+    folder.mkdir()
+    report = {
+        "study": "imdb-smoke",
+        "task": "imdb",
+        "trial": 3,
+        "export": {"saved_model": {"path": "saved_model"}, "onnx": {"path": "ensemble.onnx"}},
+    }
+    (folder / "report.json").write_text(json.dumps(report))
+    fix = (
+        f"hpo export --trial 3 --study FILE --format keras --format savedmodel --format onnx "
+        f"--out {folder}."
+    )
+    assert main(["--ensemble", str(folder), "A fine film."]) == 2
+    err = capsys.readouterr().err
+    assert "trial 3 of study 'imdb-smoke' was exported there in savedmodel, onnx only" in err
+    assert "without the keras format" in err and fix in err
+    assert "hpo ensemble" not in err
+    with pytest.raises(ConfigError, match="without the keras format") as raised:
+        hpo.load_model(folder)
+    assert fix in str(raised.value)
+
+    # An ensemble.keras that was written, and removed since; a folder of no trial's export.
+    report["export"] = {"sha256": "0" * 64, **report["export"]}  # type: ignore[dict-item]
+    (folder / "report.json").write_text(json.dumps(report))
+    assert main(["--ensemble", str(folder), "A fine film."]) == 2
+    assert "Build one first: hpo ensemble --top 5." in capsys.readouterr().err
+    assert main(["--ensemble", str(tmp_path), "A fine film."]) == 2
+    assert "Build one first: hpo ensemble --top 5." in capsys.readouterr().err
