@@ -166,9 +166,11 @@ def _write_figures(
     # report (Ctrl-C, a figure that fails) leaves the earlier one whole, not mixed with this one.
     with contextlib.ExitStack() as in_place, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # One line per parameter on a study of a few trials, where no importance is firm.
+        # One line per parameter on a study of a few trials, where no importance is firm; one
+        # per figure where the trials all scored the same (their importances are all equal).
         warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
         warnings.filterwarnings("ignore", "The number of trials is too small", UserWarning)
+        warnings.filterwarnings("ignore", "Target and region quantiles select", UserWarning)
         # Matplotlib's, where a slice has one value (a study of one trial, one family).
         warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
         for index, (name, (title, plotly_plot, matplotlib_plot, kwargs)) in enumerate(

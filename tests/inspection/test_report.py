@@ -129,6 +129,21 @@ def test_a_large_study_is_read_once_and_its_figures_say_nothing_to_stderr(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_report(_many_trials(1), tmp_path / "one", register=False)
+    # Trials that all scored the same (fake data, every one at 1.0): PED-ANOVA's "target and
+    # region quantiles select the same set of trials", printed once per importance figure.
+    tied = optuna.create_study(direction="maximize")
+    tied.add_trials(
+        optuna.trial.create_trial(
+            params=t.params,
+            distributions=t.distributions,
+            value=1.0,
+            intermediate_values=t.intermediate_values,
+        )
+        for t in _many_trials(6).trials
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(tied, tmp_path / "tied", register=False)
 
 
 def test_a_legend_of_more_trials_than_anyone_reads_is_left_out() -> None:
