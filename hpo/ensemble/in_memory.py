@@ -110,12 +110,14 @@ class Ensemble:
             y: Test labels: class indices or one-hot rows (regression: the targets).
 
         Returns:
-            `accuracy` and `log_loss` of the ensemble, `best_member_accuracy` (of the member
-            ranked best by the study's objective) and `members` (trial number -> accuracy).
-            For targets: `mean_squared_error` and `mean_absolute_error` of the ensemble,
-            `best_member_mean_squared_error` and `members` (trial number -> squared error);
-            for targets of 0s and 1s (multi-label rows), also the ensemble's binary
-            `accuracy` (each label of each example alike, at 0.5).
+            `accuracy` and `log_loss` of the ensemble, `best_member_accuracy` (of the trial
+            ranked best by the study's objective, the one the ensemble is to beat, whether or
+            not it carries weight) and `members` (trial number -> accuracy, for the trials of
+            `self.members`: those that carry weight). For targets: `mean_squared_error` and
+            `mean_absolute_error` of the ensemble, `best_member_mean_squared_error` and
+            `members` (trial number -> squared error); for targets of 0s and 1s (multi-label
+            rows), also the ensemble's binary `accuracy` (each label of each example alike,
+            at 0.5).
         """
         fitted = self._fitted
         regression = isinstance(fitted, FittedRegression)
@@ -141,6 +143,7 @@ class Ensemble:
                     f"search's were, or drop those examples."
                 )
         matrix = fitted.member_predictions(inputs)
+        best = fitted.members[0].trial.number
         if isinstance(fitted, FittedRegression):
             errors = {
                 m.trial.number: round(metrics.squared_error(labels, p), 6)
@@ -150,8 +153,8 @@ class Ensemble:
             scores = {
                 "mean_squared_error": metrics.squared_error(labels, blended),
                 "mean_absolute_error": metrics.absolute_error(labels, blended),
-                "best_member_mean_squared_error": errors[fitted.members[0].trial.number],
-                "members": errors,
+                "best_member_mean_squared_error": errors[best],
+                "members": {n: errors[n] for n in self.members},
             }
             if metrics.binary_targets(labels):  # multi-label rows: each label's accuracy
                 scores["accuracy"] = metrics.binary_accuracy(labels, blended)
@@ -164,8 +167,9 @@ class Ensemble:
         return {
             "accuracy": metrics.accuracy(labels, ensemble),
             "log_loss": metrics.log_loss(labels, ensemble),
-            "best_member_accuracy": members[fitted.members[0].trial.number],
-            "members": members,
+            "best_member_accuracy": members[best],
+            # The members `print(ensemble)` shows, not the candidates left at weight 0.
+            "members": {n: members[n] for n in self.members},
         }
 
     def export(self, path: str | Path, formats: Iterable[str] = ("keras",)) -> Path:
