@@ -234,7 +234,8 @@ def ensemble(
         method: How the plain top ensemble is weighted: "caruana" (default), "score" or
             "uniform".
         calibrate: Fit a temperature on validation and export it (default True).
-        formats: Exports besides `ensemble.keras`: "savedmodel".
+        formats: Exports besides `ensemble.keras` (always written; "keras" adds nothing):
+            "savedmodel", "onnx" and/or "litert".
         out_dir: The output folder (default `ensembles/<study>-top<top>`).
         data: The data set's folder or archive, if not the one the search recorded.
         refit: Train each weighted member again on training + validation data for its best
