@@ -1,14 +1,14 @@
 """A script's top level, which the trial processes of a search it starts must not run again.
 
 Each child process that Python's multiprocessing starts (spawn, fork server) begins by running
-the script that started its parent again (`python script.py`, `python -m package.module`; not
-a notebook), to find what it was given by name. hpo gives its children what they need of the
-user's code by value (the hypermodel and the classes `__main__` registered: see
-`hpo.models.portable`), so they need nothing of the script. Run again, a search at the script's
-top level (outside `if __name__ == "__main__":`, as KerasTuner's examples write it) would run
-again in each child, and a `Tuner(..., overwrite=True)` before it delete the study being
-searched. So while the script's main thread runs outside that guard, children start with the
-script hidden from them, as a notebook's is (`main_hidden_from_children`).
+the script that started its parent again (`python script.py`, `python -m package.module`,
+`ipython script.ipy`; not a notebook), to find what it was given by name. hpo gives its
+children what they need of the user's code by value (the hypermodel and the classes `__main__`
+registered: see `hpo.models.portable`), so they need nothing of the script. Run again, a search
+at the script's top level (outside `if __name__ == "__main__":`, as KerasTuner's examples write
+it) would run again in each child, and a `Tuner(..., overwrite=True)` before it delete the study
+being searched. So while the script's main thread runs outside that guard, children start with
+the script hidden from them, as a notebook's is (`main_hidden_from_children`).
 """
 
 from __future__ import annotations
@@ -60,12 +60,14 @@ def check_not_starting_child(what: str) -> None:
 def main_hidden_from_children() -> bool:
     """Whether children started now must not run `__main__` again: it has no file to run
     (a script piped to `python -`), or its main thread is at the script's top level outside
-    `if __name__ == "__main__":`, where what it runs now would run again in each child."""
+    `if __name__ == "__main__":`, where what it runs now would run again in each child, or
+    it runs `__main__` from code other than the script's own (IPython runs a `.ipy` script as a
+    cell: `_runs_elsewhere`), which no guard of the script's keeps from running again."""
     path = _script_children_run()
     if path is None:
         return False
     try:
-        return _outside_guard(path)
+        return _outside_guard(path, elsewhere_counts=True)
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return True  # no file a child could run (or not one Python could)
 
@@ -82,11 +84,13 @@ def script_outside_guard() -> Path | None:
         return None
 
 
-def _outside_guard(path: Path) -> bool:
+def _outside_guard(path: Path, *, elsewhere_counts: bool = False) -> bool:
     ranges = _guarded_lines(str(path), path.stat().st_mtime_ns)
     main = sys._current_frames().get(threading.main_thread().ident or -1)
     line = _top_level_line(main, path)
-    return line is not None and not any(first <= line <= last for first, last in ranges)
+    if line is None:
+        return elsewhere_counts and _runs_elsewhere(main)
+    return not any(first <= line <= last for first, last in ranges)
 
 
 def _script_children_run() -> Path | None:
@@ -132,6 +136,27 @@ def _top_level_line(frame: FrameType | None, script: Path) -> int | None:
                 line = frame.f_lineno
         frame = frame.f_back
     return line
+
+
+def _runs_elsewhere(frame: FrameType | None) -> bool:
+    """Whether `frame` runs the top level of `__main__` itself (its namespace, not a copy)
+    from code of another name than the script's (`_top_level_line` found none of its lines).
+
+    IPython runs a script of its own (`ipython search.ipy`, `%run search.ipy`; a `.ipynb`
+    too) as one cell, named as its cells are (`<ipython-input-1-...>`, a file of the
+    kernel's), with `__main__.__file__` the script; `python -i search.py` runs its prompt
+    (`<stdin>`) in the script's `__main__`. Nothing there is under the script's guard, and a
+    child would run the whole script again. A child process that multiprocessing started runs
+    its bootstrap (`python -c ...`) in the namespace it started with, which the script it ran
+    again replaced as `__main__`: that is not this.
+    """
+    main = sys.modules.get("__main__")
+    namespace = None if main is None else vars(main)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is namespace:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _is_main_test(test: ast.expr) -> bool:

@@ -2524,6 +2524,30 @@ def test_a_search_at_a_scripts_top_level_runs_without_running_the_script_again(
     assert printed == ["the script runs", "finished 2 failed 0", "test accuracy True"]
 
 
+@pytest.mark.parametrize("command", [["script.ipy"], ["-c", "%run script.ipy"]])
+def test_an_ipython_script_searches_as_a_notebook_does(tmp_path: Path, command: list[str]) -> None:
+    """`ipython search.ipy` and `%run search.ipy`: IPython runs the script as a cell of its
+    own name (`<ipython-input-1-...>`) with `__main__.__file__` the script, so no line the
+    main thread ran was the script's and each trial process ran the script again, as
+    multiprocessing does, and died in the search there (`TrialProcessDied` ... while
+    starting). Its processes start without the script, as from a notebook."""
+    (tmp_path / "script.ipy").write_text(UNGUARDED_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", *command],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    printed = [line for line in result.stdout.splitlines() if line.strip()]
+    assert printed == ["the script runs", "finished 2 failed 0", "test accuracy True"], (
+        result.stdout + result.stderr
+    )[-3000:]
+
+
 MAIN_FUNCTION_SCRIPT = """
 import keras
 import numpy as np
