@@ -2,14 +2,19 @@
 
 The fork server imports TensorFlow once for every trial, and TensorFlow's C++ libraries print
 their start-up notices straight to file descriptor 2. Trial processes forked from the server send
-their output to their own log files (`hpo.training.isolation`), so nothing of theirs is lost here.
+their output to their own log files (`hpo.training.isolation`), so nothing of theirs is lost here
+but the error of one that dies before it opens its log, which the server keeps for the process
+waiting for it (`hpo.training.start_errors`).
 """
 
 from __future__ import annotations
 
 import os
 
+from hpo.training.start_errors import keep_start_errors
+
 if os.environ.get("HPO_VERBOSE") != "1":
     _devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(_devnull, 2)
     os.close(_devnull)
+keep_start_errors()

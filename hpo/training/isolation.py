@@ -29,6 +29,7 @@ from hpo._script import main_hidden_from_children
 from hpo._warnings import warnings_not_errors
 from hpo.errors import ConfigError, TrialProcessDied, TrialTimedOut
 from hpo.training.allocator import keep_freed_memory
+from hpo.training.start_errors import START_ERRORS_VAR, start_error, start_errors_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -214,12 +215,14 @@ def call_isolated(
                 output = f"; its output is in {log_path}"
             else:  # it died while starting, before it opened its log
                 output = f", while starting (before writing {log_path})"
+            error = start_error(process.pid)
             raise TrialProcessDied(
                 f"the child process exited with {_describe_exit(process.exitcode)} before "
                 f"reporting a result"
                 + output
                 + (" (SIGKILL often means the system ran out of memory)" if killed else "")
                 + "."
+                + (f" It died of {error}" if error else "")
             ) from None
         process.join()
     finally:
@@ -288,8 +291,10 @@ def _context(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _server_backend is None:
         # The server reads KERAS_BACKEND from this process's environment when it starts (the
-        # search or ensemble that starts it puts the caller's back: `callers_environment`).
+        # search or ensemble that starts it puts the caller's back: `callers_environment`), and
+        # the folder where a child that dies while starting keeps its error (`start_error`).
         os.environ["KERAS_BACKEND"] = backend
+        os.environ[START_ERRORS_VAR] = str(start_errors_folder())
         context.set_forkserver_preload(server_preload(backend))
         _server_backend = backend
     return context

@@ -328,3 +328,33 @@ def test_a_child_ended_past_a_moved_deadline_says_so(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(isolation, "_readable_by", lambda receiver, deadline: (False, 150.0))
     with pytest.raises(TrialTimedOut, match=r"past its deadline \(moved 150s later: the caller"):
         call_isolated(square_in_child, 3, deadline=time.monotonic())
+
+
+CHILD_CANNOT_START_SCRIPT = """
+from pathlib import Path
+
+from hpo.errors import TrialProcessDied
+from hpo.training.isolation import call_isolated
+
+if __name__ != "__main__":  # run again by each child process, as multiprocessing starts it
+    raise RuntimeError("this script cannot run as " + __name__)
+
+if __name__ == "__main__":
+    try:
+        call_isolated(abs, -1, log_path=Path("child.log"))
+    except TrialProcessDied as exc:
+        print(exc)
+"""
+
+
+def test_a_child_that_dies_while_starting_names_the_error_it_died_of(tmp_path: Path) -> None:
+    """A fork server's child that fails where multiprocessing starts it (here running the
+    guarded script that started the caller again), before it opens its log: its error went to
+    the server's stderr, /dev/null, and the caller said only that it died while starting."""
+    printed = run_user_script(tmp_path, CHILD_CANNOT_START_SCRIPT, timeout=120)
+    assert printed.strip() == (
+        "the child process exited with exit code 1 before reporting a result, while starting "
+        "(before writing child.log). It died of RuntimeError: this script cannot run as "
+        "__mp_main__"
+    )
+    assert not (tmp_path / "child.log").exists()
