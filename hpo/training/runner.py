@@ -10,6 +10,7 @@ import math
 import resource
 import shutil
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -890,6 +891,16 @@ def check_round_trip(
                 "without running code from the file: class Scale(keras.layers.Layer): def "
                 "call(self, x): return ops.relu(x) * 2.0"
             )
+        elif lambdas := _python_lambdas(model):
+            where, example = lambdas[0]
+            others = f" (and {len(lambdas) - 1} more)" if len(lambdas) > 1 else ""
+            fix = (
+                f"{where} is a Python lambda{others}, which Keras saves as code, and safe "
+                f"mode runs no code from a file. Define it with def at the top level of your "
+                f"script, notebook or module instead ({example}): hpo registers your code's "
+                f"functions with Keras, and a later session loads the model once that code is "
+                f"defined or imported again"
+            )
         elif f"Object {name} was created" in cause:
             # Keras records a layer's __init__ arguments, but not a subclassed model's; hpo
             # records them for a class it has seen before the model was made.
@@ -918,6 +929,56 @@ def check_round_trip(
             f"loads it with Keras's safe mode on: {fix}."
         ) from exc
     check_reloaded(family, model, saved, loaded, data.x_val)
+
+
+# What `compile` takes that may be a function: the phrase naming it, the example of a `def`.
+_COMPILED_FUNCTIONS = {
+    "loss": ("the loss given to compile", "my_loss", "loss=my_loss"),
+    "metrics": ("a metric given to compile", "my_metric", "metrics=[my_metric]"),
+    "weighted_metrics": (
+        "a weighted metric given to compile",
+        "my_metric",
+        "weighted_metrics=[my_metric]",
+    ),
+}
+
+
+def _python_lambdas(model: keras.Model) -> list[tuple[str, str]]:
+    """Where `model` holds a Python lambda that saving it writes as code: a layer's activation
+    (or another function it was given, a regularizer say), or a loss or metric given to
+    `compile`; each as a phrase ("the activation of layer 'dense'") and a `def` to use."""
+    found = [
+        (
+            f"the {attribute} of layer {layer.name!r}",
+            f"def half_relu(x): return keras.ops.relu(x) * 0.5, then "
+            f"keras.layers.{type(layer).__name__}(..., {attribute}=half_relu)",
+        )
+        for layer in model._flatten_layers(include_self=False)
+        for attribute, value in vars(layer).items()
+        if not attribute.startswith("_") and _is_lambda(value)
+    ]
+    compiled = getattr(model, "_compile_config", None)
+    arguments = getattr(compiled, "config", None) or {}
+    for argument, (where, name, usage) in _COMPILED_FUNCTIONS.items():
+        pending = [arguments.get(argument)]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, dict):
+                pending.extend(value.values())
+            elif isinstance(value, list | tuple):
+                pending.extend(value)
+            elif _is_lambda(value):
+                example = (
+                    f"def {name}(y_true, y_pred): return keras.ops.mean(keras.ops.abs(y_true "
+                    f"- y_pred)), then model.compile(..., {usage})"
+                )
+                found.append((where, example))
+                break
+    return found
+
+
+def _is_lambda(value: object) -> bool:
+    return isinstance(value, types.FunctionType) and value.__name__ == "<lambda>"
 
 
 def check_reloaded(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -132,6 +132,44 @@ def test_a_model_that_cannot_be_loaded_back_is_refused_naming_the_fix(tmp_path: 
     default = Tanh()
     default(Data.x_val)  # hpo calls every model before this check (`read_interface`)
     check_round_trip(default, interface, "relu", Data(), tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_lambda_activation_or_loss_is_refused_naming_it_and_a_def_for_it(
+    tmp_path: Path,
+) -> None:
+    """A Sequential model of Keras's own layers whose activation or loss is a lambda: Keras
+    saves it as code that safe mode refuses to run. The fix named was to use keras.Sequential
+    or the functional API, give custom layers get_config() and no Lambda layers: none of it
+    the model's, and none of it would have helped."""
+    interface = ModelInterface(Output(1, False), Labels.SPARSE, Padding.FIXED)
+
+    class Data:
+        x_val = np.ones((2, 3), dtype=np.float32)
+
+    def model(activation: Any) -> keras.Model:
+        hidden = layers.Dense(2, activation=activation, name="hidden")
+        return keras.Sequential([keras.Input((3,)), hidden, layers.Dense(1, activation="sigmoid")])
+
+    with pytest.raises(ConfigError, match=r"family 'act': .* cannot be saved") as e:
+        check_round_trip(
+            model(lambda t: keras.ops.relu(t) * 0.5), interface, "act", Data(), tmp_path
+        )  # type: ignore[arg-type]
+    assert "the activation of layer 'hidden' is a Python lambda" in str(e.value)
+    assert "Define it with def at the top level" in str(e.value)
+    assert "keras.layers.Dense(..., activation=half_relu)" in str(e.value)
+    assert "functional API" not in str(e.value)
+
+    # Saved in a trial's process, where its source cannot be read (a notebook's cell, a script
+    # the process never ran), a lambda loss stopped Keras's saving (OSError: could not get
+    # source code); so does one made from a string here.
+    loss = eval("lambda y_true, y_pred: keras.ops.mean((y_true - y_pred) ** 2)")
+    compiled = model("relu")
+    compiled.compile("adam", loss=loss)
+    with pytest.raises(ConfigError, match=r"family 'loss': .* cannot be saved") as e:
+        check_round_trip(compiled, interface, "loss", Data(), tmp_path)  # type: ignore[arg-type]
+    assert "the loss given to compile is a Python lambda" in str(e.value)
+    assert "def my_loss(y_true, y_pred)" in str(e.value)
+    assert "model.compile(..., loss=my_loss)" in str(e.value)
 
 
 def test_a_function_of_an_installed_package_unregistered_is_refused_naming_the_fix(
