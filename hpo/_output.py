@@ -92,8 +92,7 @@ def _flush() -> None:
 @contextlib.contextmanager
 def optuna_logs(*, shown: bool) -> Iterator[None]:
     """Optuna's INFO lines ("Trial 3 finished with value ...") hidden unless `shown`, then
-    restored: hpo prints its own line for each trial, with the parameters the trial's process
-    sampled, which Optuna's line in this process does not see."""
+    restored: hpo prints its own line for each trial."""
     import optuna
 
     previous = optuna.logging.get_verbosity()

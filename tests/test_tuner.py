@@ -72,6 +72,29 @@ def _tuner(folder: Path, max_trials: int, **kwargs: Any) -> hpo.Tuner:
     )
 
 
+def test_optunas_line_for_a_trial_at_verbose_2_shows_the_parameters_its_process_sampled(
+    tmp_path: Path,
+) -> None:
+    """verbose=2 shows Optuna's own log lines; "Trial 0 finished with value: ... and
+    parameters: {'family': 'build_model'}" showed what this process sampled, not the units and
+    learning rate the trial's process sampled and the store holds."""
+    x, y = _data(128, 0)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    optuna_logger = logging.getLogger("optuna")
+    optuna_logger.addHandler(handler)
+    try:
+        tuner = _tuner(tmp_path, 1)
+        tuner.search(x, y, validation_split=0.25, epochs=1, verbose=2)
+    finally:
+        optuna_logger.removeHandler(handler)
+    [stored] = tuner.study().optuna_study.get_trials()
+    assert {"units", "learning_rate"} <= {name.rpartition("/")[2] for name in stored.params}
+    [line] = [m for m in seen if m.startswith("Trial 0 finished with value")]
+    assert f"and parameters: {stored.params}." in line, line
+
+
 @pytest.mark.slow
 def test_a_tuner_searches_arrays_ensembles_them_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

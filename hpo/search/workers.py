@@ -530,6 +530,16 @@ def _objective(trial: optuna.Trial, **settings: Any) -> float:
             requeue(trial.study, trial._trial_id, limit=None)
         trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
         raise
+    finally:
+        _read_params_back(trial)
+
+
+def _read_params_back(trial: optuna.Trial) -> None:
+    """Gives `trial` the parameters its process sampled into the store. Optuna logs a trial
+    with this process's copy of it ("Trial 3 finished with value: ... and parameters: ..."),
+    which held only what was sampled here (the family) and no parameter of the model's."""
+    with contextlib.suppress(Exception):  # a store that fails now: the line shows fewer
+        trial._cached_frozen_trial = trial.storage.get_trial(trial._trial_id)
 
 
 def _trial(
