@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STUDY_NAME",
+    "UNLIMITED_TRIALS",
     "DataConfig",
     "Direction",
     "Diversity",
@@ -43,6 +44,10 @@ _log = logging.getLogger(__name__)
 
 
 S3_SCHEME = "s3://"
+# The `n_trials` of a search that its budget alone ends (`hpo.Tuner(budget=...)` without
+# `max_trials`): more trials than any budget runs, and never shown as a count
+# (`StudyConfig.trial_limit`).
+UNLIMITED_TRIALS = 1_000_000
 # StudyConfig fields that no study file may set.
 _DERIVED = ("study_dir", "import_families", "hypermodel")
 # A study's name (a folder's, and an hpo.Tuner's project_name).
@@ -379,6 +384,14 @@ class StudyConfig:
     def storage_url(self) -> str:
         """The storage URL, defaulting to a SQLite file in the study's folder."""
         return self.storage or sqlite_url((self.study_dir / "study.db").resolve())
+
+    @property
+    def trial_limit(self) -> int | None:
+        """The finished trials that end the search (`n_trials`), or None where its budget alone
+        ends it (`UNLIMITED_TRIALS` with a budget)."""
+        if self.budget is not None and self.n_trials >= UNLIMITED_TRIALS:
+            return None
+        return self.n_trials
 
     @property
     def trial_cap_seconds(self) -> float | None:

@@ -57,9 +57,11 @@ class StudyOracle:
         return keras_tuner.Objective(name, "max" if study.direction.name == "MAXIMIZE" else "min")
 
     @property
-    def max_trials(self) -> int:
-        """The finished trials the study should hold."""
-        return self._tuner.config.n_trials
+    def max_trials(self) -> int | None:
+        """The finished trials the study should hold; None where its budget alone ends the
+        search (`hpo.Tuner(budget=...)` without `max_trials`), as in KerasTuner's oracles
+        given none."""
+        return self._tuner.config.trial_limit
 
     @property
     def trials(self) -> dict[str, keras_tuner.engine.trial.Trial]:
@@ -104,7 +106,7 @@ class StudyOracle:
     ) -> keras_tuner.engine.trial.Trial:
         from keras_tuner.engine.trial import Trial
 
-        width = max(2, len(str(self.max_trials)))
+        width = max(2, len(str(self.max_trials or 0)))
         hp = trial_hyperparameters(frozen, self._tuner.config.hypermodel.name, given)
         trial = Trial(hp, trial_id=f"{frozen.number:0{width}d}", status=_STATUS[frozen.state.name])
         trial.metrics.register(objective.name, objective.direction)

@@ -27,6 +27,7 @@ from hpo._output import optuna_logs
 from hpo._script import check_not_starting_child, child_starting
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
+    UNLIMITED_TRIALS,
     DataConfig,
     PrunerConfig,
     PrunerKind,
@@ -68,8 +69,6 @@ if TYPE_CHECKING:
 __all__ = ["Tuner"]
 
 OBJECTIVE = "val_accuracy"
-# Without `max_trials` the budget alone ends the search.
-_UNLIMITED_TRIALS = 1_000_000
 # KerasTuner's default when neither a trial count nor a budget is given (its RandomSearch's).
 _DEFAULT_TRIALS = 10
 # Arguments of `search` that reach `model.fit` (through the hypermodel's `fit`, if it has one).
@@ -319,7 +318,7 @@ class Tuner:
             ) from exc
         seconds = parse_duration(budget, "budget") if isinstance(budget, str) else budget
         if max_trials is None:
-            max_trials = _DEFAULT_TRIALS if seconds is None else _UNLIMITED_TRIALS
+            max_trials = _DEFAULT_TRIALS if seconds is None else UNLIMITED_TRIALS
         elif (
             isinstance(max_trials, bool)
             or not isinstance(max_trials, numbers.Integral)

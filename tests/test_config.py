@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from hpo.config import PrunerKind, config_from_dict, config_to_dict, load_study_config
+from hpo.config import (
+    UNLIMITED_TRIALS,
+    PrunerKind,
+    config_from_dict,
+    config_to_dict,
+    load_study_config,
+)
 from hpo.errors import ConfigError
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -34,6 +40,16 @@ def test_values_and_defaults(tmp_path: Path) -> None:
     assert config.training.max_epochs == 20
     assert config.data.path == str(tmp_path / "d.tar.gz")
     assert config.with_overrides(n_trials=9, timeout=None).n_trials == 9
+
+
+def test_only_a_budget_with_the_unlimited_trial_count_has_no_trial_limit(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n')
+    config = load_study_config(path)
+    assert config.trial_limit == 50
+    assert config.with_overrides(n_trials=UNLIMITED_TRIALS).trial_limit == UNLIMITED_TRIALS
+    assert config.with_overrides(n_trials=UNLIMITED_TRIALS, budget=60.0).trial_limit is None
+    assert config.with_overrides(n_trials=9, budget=60.0).trial_limit == 9
 
 
 @pytest.mark.parametrize(

@@ -3463,6 +3463,23 @@ def test_max_trial_minutes_is_a_tuner_argument_as_the_budget_messages_name_it(
             _tuner(tmp_path, 1, max_trial_minutes=bad)
 
 
+def test_a_budget_without_max_trials_shows_no_trial_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hpo.Tuner(build, budget="20s")`: the search runs trials until the budget ends, and
+    said "0 finished, 1000000 to go" (the placeholder count it runs to); KerasTuner's oracle
+    gave max_trials=1000000 and trial ids of 7 digits."""
+    x, y = _data(64, 0)
+    tuner = hpo.Tuner(_hypermodel(), budget="40s", directory=tmp_path, project_name="budget")
+    assert tuner.oracle.max_trials is None
+    assert _tuner(tmp_path, 3).oracle.max_trials == 3
+    tuner.search(x, y, validation_split=0.25, epochs=1, verbose=1)
+    printed = capsys.readouterr().out
+    assert "Study 'budget': 0 finished, more until the budget ends, 1 worker(s)" in printed
+    assert "1000000" not in printed
+    assert min(tuner.oracle.trials) == "00"
+
+
 @pytest.mark.parametrize("max_trials", [0, -1, 2.5])
 def test_max_trials_below_one_is_named_as_the_tuner_takes_it(
     tmp_path: Path, max_trials: object

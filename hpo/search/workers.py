@@ -289,8 +289,9 @@ def run_search(
             else ""
         )
         devices = f" on {len(gpus)} GPU(s), {per_gpu} trial(s) each" if gpus else ""
+        to_go = "more until the budget ends" if config.trial_limit is None else f"{remaining} to go"
         print(
-            f"Study {config.name!r}: {finished} finished, {remaining} to go, {workers} "
+            f"Study {config.name!r}: {finished} finished, {to_go}, {workers} "
             f"worker(s){devices} on {backend.value}{budget}; storage "
             f"{redact_url(config.storage_url)}",
             flush=True,
@@ -455,7 +456,10 @@ def run_worker(
         )
     elif progress:
         bar = tqdm(
-            total=config.n_trials, initial=_count(study, FINISHED), unit="trial", desc=config.name
+            total=config.trial_limit,
+            initial=_count(study, FINISHED),
+            unit="trial",
+            desc=config.name,
         )
 
     def cheapest() -> float | None:
