@@ -50,6 +50,7 @@ from hpo.errors import ConfigError, StoreError
 from hpo.store import open_artifact_store
 from hpo.study import search_space
 from hpo.tasks import study_task
+from hpo.tasks.arrays import ARRAYS
 from hpo.training.interface import PROBE_ROWS, Padding, model_precision, tolerance
 
 if TYPE_CHECKING:
@@ -525,7 +526,7 @@ def verify_member(
     cause = (
         "The likeliest cause is a layer, model or family module of yours whose code changed "
         "since the trial trained (a notebook cell run again, %autoreload, an edited file): run "
-        "this with the code as the trials had it, or search again in a new study"
+        f"this with the code as the trials had it, or {_search_anew(task)}."
     )
     try:
         got = np.asarray(predict_member(task, member.model, x_val[rows], trial), np.float64)
@@ -552,6 +553,14 @@ def verify_member(
             f"{where}: on validation example {int(rows[worst])} it gives "
             f"{np.ravel(got[worst])[:3]} against {np.ravel(expected[worst])[:3]}. {cause}"
         )
+
+
+def _search_anew(task: Task) -> str:
+    """How to search again without the trials whose stored models the changed code no longer
+    computes as they did: an hpo.Tuner project has no study file, and is named in Python."""
+    if task.name == ARRAYS.name:
+        return "search again under a new project_name (or with overwrite=True)"
+    return "search again under a new study name"
 
 
 # How far a model's predictions may move between backends or devices (a GPU's TF32 matrix

@@ -701,9 +701,15 @@ def test_a_member_whose_code_changed_since_its_trial_is_skipped_naming_the_cause
     assert "whose code changed since the trial trained" in reason
 
 
-def _verified(shift: float, ran_on: str | None = None, stored: np.ndarray | None = None) -> None:
+def _verified(
+    shift: float,
+    ran_on: str | None = None,
+    stored: np.ndarray | None = None,
+    task_name: str = "imdb",
+) -> None:
     """verify_member on a one-unit sigmoid model whose trial stored its predictions (or
-    `stored`) plus `shift`, trained on this machine or on the device `ran_on`."""
+    `stored`) plus `shift`, trained on this machine or on the device `ran_on`, in a study of
+    the task `task_name`."""
     from types import SimpleNamespace
 
     from hpo.ensemble.build import running_on, verify_member
@@ -712,7 +718,9 @@ def _verified(shift: float, ran_on: str | None = None, stored: np.ndarray | None
     x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
     predicted = model.predict(x, verbose=0)[:, 0]
-    task = SimpleNamespace(predict=lambda model, x, bucketed: model.predict(x, verbose=0))
+    task = SimpleNamespace(
+        name=task_name, predict=lambda model, x, bucketed: model.predict(x, verbose=0)
+    )
     here = running_on()
     attrs = {Attr.BACKEND: here[0], Attr.DEVICE: ran_on or here[1]}
     trial = optuna.trial.create_trial(value=0.5, user_attrs=attrs)
@@ -733,6 +741,22 @@ def test_a_member_is_checked_within_what_its_trials_device_and_precision_allow()
     # A model that no longer gives the trial's shape of predictions: skipped, not a crash.
     with pytest.raises(CheckpointError, match=r"no longer predicts as its trial did \(ValueError"):
         _verified(0.0, stored=np.zeros((40, 3)))
+
+
+def test_a_changed_member_names_the_way_to_search_anew_in_a_sentence_of_its_own() -> None:
+    """The cause ran into what follows it ("... search again in a new study The tuner gives
+    the model as it loads now."), and told an hpo.Tuner user of a study, where they name a
+    project_name or pass overwrite=True."""
+    with pytest.raises(CheckpointError) as of_a_tuner:
+        _verified(1e-3, task_name="arrays")
+    assert str(of_a_tuner.value).endswith(
+        "or search again under a new project_name (or with overwrite=True)."
+    )
+    with pytest.raises(CheckpointError) as of_a_study_file:
+        _verified(1e-3)
+    assert str(of_a_study_file.value).endswith("or search again under a new study name.")
+    with pytest.raises(CheckpointError, match=r"\(ValueError.*overwrite=True\)\.$"):
+        _verified(0.0, stored=np.zeros((40, 3)), task_name="arrays")
 
 
 def test_stored_checkpoints_carry_no_optimizer_state(searched: Path, tmp_path: Path) -> None:
