@@ -58,6 +58,7 @@ from hpo.store import (
     delete_study_attr,
     open_artifact_store,
     refuse_read_only,
+    sqlite_file,
 )
 
 if TYPE_CHECKING:
@@ -500,6 +501,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         _collect_checkpoints(args, config, study, keep, verb)
+    _sweep_trial_scratch(args, config, study, verb)
     sweep = sweep_caches(config, study, dry_run=args.dry_run)
     freed = f"{_megabytes(sweep.freed_bytes)}{'' if args.dry_run else ' freed'}"
     print(
@@ -540,6 +542,28 @@ def _collect_checkpoints(
         print(f"  kept trial {number}: {why}")
     if not args.dry_run and before is not None:
         print(f"Artifacts on disk: {_megabytes(before)} -> {_megabytes(artifact_bytes(config))}")
+
+
+def _sweep_trial_scratch(
+    args: argparse.Namespace, config: StudyConfig, study: optuna.Study, verb: str
+) -> None:
+    """`sweep_trial_scratch` where the study's folder is known to be this study's: opened by
+    its study file, or by a SQLite database in it. Opened by a server's URL, the folder is only
+    ./studies/<name> here, which may be another study's of that name."""
+    from hpo.scratch import sweep_trial_scratch
+
+    database = sqlite_file(config.storage_url)
+    if (args.storage or args.study_name) and (
+        database is None or database.resolve().parent != config.study_dir.resolve()
+    ):
+        return
+    removed = sweep_trial_scratch(config.study_dir, study, dry_run=args.dry_run)
+    if removed:
+        print(
+            f"Scratch folders of finished trials in {config.study_dir / 'trials'} (left by "
+            f"trials that were stopped): {verb} {len(removed)} "
+            f"({_megabytes(sum(removed.values()))})."
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

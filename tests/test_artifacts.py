@@ -269,6 +269,31 @@ def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
     )
 
 
+def test_gc_removes_the_scratch_folders_of_finished_trials_only(
+    study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trial stopped by SIGKILL or Ctrl-C left trials/00001/ (its checkpoints, 39 MB after one
+    # Ctrl-C) for good: gc did not look at trials/.
+    from hpo.training.runner import scratch_folder
+
+    config = load_study_config(study_copy)
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    running = study.ask()  # a worker's, on this machine or another sharing the folder
+    for number in (1, running.number):
+        scratch_folder(config, number).mkdir(parents=True)
+        (scratch_folder(config, number) / "training.keras").write_bytes(bytes(2_000_000))
+
+    assert artifacts_module.main(["--study", str(study_copy), "--dry-run"]) == 0
+    assert "would remove 1 (2.0 MB)" in capsys.readouterr().out
+    assert scratch_folder(config, 1).is_dir()
+    assert artifacts_module.main(["--study", str(study_copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"Scratch folders of finished trials in {config.study_dir / 'trials'}" in out
+    assert "removed 1 (2.0 MB)" in out
+    assert not scratch_folder(config, 1).exists()
+    assert scratch_folder(config, running.number).is_dir()
+
+
 def test_gc_deletes_no_file_another_record_names_nor_one_that_is_not_an_artifact(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

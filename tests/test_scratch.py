@@ -8,7 +8,13 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING
 
-from hpo.scratch import machine_tag, scratch_folder, sweep_scratch
+from hpo.scratch import (
+    machine_tag,
+    scratch_folder,
+    sweep_scratch,
+    sweep_trial_scratch,
+    trial_scratch,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,3 +62,33 @@ def test_a_dead_processs_scratch_folders_are_removed_and_no_others(
         assert link.is_symlink()
     assert not os.path.exists(scratch)
     assert sweep_scratch() == []
+
+
+def test_a_finished_trials_scratch_folder_is_removed_and_no_other(tmp_path: Path) -> None:
+    # A trial stopped by SIGKILL (or Ctrl-C as its process was ended) left trials/00000/, tens
+    # of MB of checkpoints, for good: its retry runs under a new number, and nothing swept it.
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study()
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        study.add_trial(create_trial(state=state, value=0.5 if state.name == "COMPLETE" else None))
+    study.ask()  # 3: RUNNING, maybe on another machine sharing the folder
+    study.enqueue_trial({})  # 4: WAITING, about to be taken
+    for number in range(6):  # 5: no trial of the study's
+        folder = trial_scratch(tmp_path, number)
+        folder.mkdir(parents=True)
+        (folder / "training.keras").write_bytes(bytes(1000))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (tmp_path / "trials" / "00001.moved").mkdir()  # not a name hpo gives one
+    (tmp_path / "trials" / "000002").symlink_to(mine, target_is_directory=True)
+
+    dry = sweep_trial_scratch(tmp_path, study, dry_run=True)
+    assert dry == {trial_scratch(tmp_path, n): 1000 for n in (0, 1, 2)}
+    assert all(trial_scratch(tmp_path, n).is_dir() for n in range(6))
+    assert sweep_trial_scratch(tmp_path, study) == dry
+    left = sorted(p.name for p in (tmp_path / "trials").iterdir())
+    assert left == ["000002", "00001.moved", "00003", "00004", "00005"]
+    assert mine.is_dir()
+    assert sweep_trial_scratch(tmp_path / "elsewhere", study) == {}

@@ -51,6 +51,7 @@ from hpo.errors import (
     TrialTimedOut,
 )
 from hpo.models import is_builtin
+from hpo.scratch import sweep_trial_scratch
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
 from hpo.search.progress import FINISHED, Progress, larger_budget
@@ -195,6 +196,7 @@ def run_search(
     swept = sweep_dead_local_trials(study)
     if swept:
         print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")
+    sweep_trial_scratch(config.study_dir, study)
     if config.enqueue_defaults:
         enqueue_defaults(study, task, space)
     finished = _count(study, FINISHED)
@@ -621,8 +623,6 @@ def _trial(
             trial.set_user_attr(Attr.FATAL, exc.kind)
         raise
     except TrialProcessDied as exc:
-        # Its process ended before removing its scratch folder (a checkpoint nothing reads).
-        shutil.rmtree(scratch_folder(config, trial.number), ignore_errors=True)
         if isinstance(exc, TrialTimedOut) and limit is not None:
             trial.set_user_attr(Attr.FAIL_REASON, limit.reason(str(exc)))
         else:
@@ -643,6 +643,10 @@ def _trial(
         trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc} (log: {log_path})")
         raise
     finally:
+        # The trial's process has ended (`call_isolated` ends it however it leaves): one that
+        # died, or was stopped by Ctrl-C or SIGTERM as it unwound, left its scratch folder (a
+        # checkpoint nothing reads; its retry runs under another number).
+        shutil.rmtree(scratch_folder(config, trial.number), ignore_errors=True)
         trial.set_user_attr(Attr.TRIAL_SECONDS, round(time.perf_counter() - started, 1))
 
 

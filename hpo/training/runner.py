@@ -39,6 +39,7 @@ from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, global_policy, resolve_precision
 from hpo.scratch import scratch_folder as temporary_folder
+from hpo.scratch import trial_scratch
 from hpo.space import suggest
 from hpo.store import open_artifact_store, open_storage
 from hpo.study import TRAINING_DEFAULTS, create_study, search_space
@@ -171,7 +172,7 @@ def run_trial(job: TrialJob) -> TrialResult:
 
 def scratch_folder(config: StudyConfig, number: int) -> Path:
     """Where trial `number` keeps its checkpoint until it is uploaded; removed when it ends."""
-    return config.study_dir / "trials" / f"{number:05d}"
+    return trial_scratch(config.study_dir, number)
 
 
 def fresh_scratch_folder(config: StudyConfig, number: int) -> Path:

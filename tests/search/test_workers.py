@@ -270,6 +270,54 @@ def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
     assert len(study.trials) == 1
 
 
+def test_a_trial_stopped_while_it_trains_leaves_no_scratch_folder(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C during a trial: its process, ended as it unwound, left trials/00000/ (39 MB of
+    # checkpoints) for good; its retry runs under a new number.
+    from hpo.search import workers
+    from hpo.study import search_space
+    from hpo.tasks import study_task
+    from hpo.training.runner import scratch_folder
+
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+    task = study_task(config)
+    study = optuna.create_study()
+    trial = study.ask()
+    work = scratch_folder(config, trial.number)
+
+    def training(*_: object, **__: object) -> None:
+        work.mkdir(parents=True)
+        (work / "training.keras").write_bytes(bytes(1000))
+        raise KeyboardInterrupt  # the trial's process ended, its folder still there
+
+    monkeypatch.setattr(workers, "sample_params", lambda t, *_: t.suggest_int("units", 1, 2))
+    monkeypatch.setattr(workers, "call_isolated", training)
+    with pytest.raises(KeyboardInterrupt):
+        workers._objective(
+            trial,
+            config=config,
+            task=task,
+            space=search_space(task, config.space),
+            data_folder=tmp_path,
+            threads=1,
+            deadline=None,
+        )
+    assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
+    assert not work.exists()
+
+
+def test_the_next_search_removes_the_scratch_folder_a_killed_trial_left(study_copy: Path) -> None:
+    from hpo.training.runner import scratch_folder
+
+    config = load_study_config(study_copy)
+    left = scratch_folder(config, 1)  # trial 1 is COMPLETE: its process was killed after
+    left.mkdir(parents=True)
+    (left / "best.keras").write_bytes(bytes(1000))
+    assert run_search(config, progress=False).finished == 4  # nothing to do
+    assert not left.exists()
+
+
 def test_a_study_file_searched_in_another_store_is_inspected_from_that_store(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
