@@ -80,8 +80,10 @@ __all__ = [
     "held_checkpoints",
     "holding",
     "main",
+    "named_artifacts",
     "plan_collection",
     "removed_checkpoints",
+    "stored_id",
 ]
 
 _log = logging.getLogger(__name__)
@@ -288,13 +290,36 @@ def _tidy_holds(study: optuna.Study) -> None:
             return
 
 
+def named_artifacts(study: optuna.Study, but_checkpoints_of: Iterable[int] = ()) -> set[str]:
+    """What the study's records name as stored: each trial's checkpoint and predictions (but
+    the checkpoints of trials `but_checkpoints_of`), and the study's own artifacts (each
+    ensemble's report.json, by Optuna's record of them). Any value, as the records hold it."""
+    but = set(but_checkpoints_of)
+    named = {
+        value
+        for t in study.get_trials(deepcopy=False)
+        for attr in _ID_ATTRS
+        if (attr != Attr.CHECKPOINT_ID or t.number not in but)
+        and isinstance(value := t.user_attrs.get(attr), str)
+    }
+    study_attrs = study._storage.get_study_system_attrs(study._study_id)
+    named.update(k.removeprefix("artifacts:") for k in study_attrs if k.startswith("artifacts:"))
+    return named
+
+
+def stored_id(value: object) -> str | None:
+    """`value` where it is an artifact id the artifact store wrote (Optuna's, a UUID); None
+    where it is something else (a path, a number: the store is shared data, and gc must not
+    delete what such a value names)."""
+    return value if isinstance(value, str) and _ARTIFACT_ID.fullmatch(value) else None
+
+
 def artifact_id(trial: FrozenTrial, attr: str) -> str | None:
-    """The artifact id the trial records under `attr`, where it is one the artifact store
-    wrote (Optuna's, a UUID); None where it records none, or something else (a path, a
-    number: the store is shared data, and gc must not delete what such a value names)."""
+    """The artifact id the trial records under `attr` (`stored_id`); None where it records
+    none, or something else."""
     value = trial.user_attrs.get(attr)
-    if isinstance(value, str) and _ARTIFACT_ID.fullmatch(value):
-        return value
+    if (artifact := stored_id(value)) is not None:
+        return artifact
     if value is not None:
         _log.warning(
             "trial %d's %s is %r, not an artifact id the store wrote; hpo leaves it alone. "
@@ -369,17 +394,7 @@ def collect_garbage(
     # Only a checkpoint no other record names goes: not one a kept trial's attributes name
     # too, nor a trial's predictions (a store's records are data, shared, and may be wrong).
     left = _left_behind(study, store)
-    going = {t.number for t in [*doomed, *left]}
-    named = {
-        value
-        for t in study.get_trials(deepcopy=False)
-        for attr in _ID_ATTRS
-        if (attr != Attr.CHECKPOINT_ID or t.number not in going)
-        and isinstance(value := t.user_attrs.get(attr), str)
-    }
-    # The study's own artifacts (each ensemble's report.json), by Optuna's record of them.
-    study_attrs = study._storage.get_study_system_attrs(study._study_id)
-    named.update(k.removeprefix("artifacts:") for k in study_attrs if k.startswith("artifacts:"))
+    named = named_artifacts(study, but_checkpoints_of={t.number for t in [*doomed, *left]})
     doomed = [t for t in doomed if (i := artifact_id(t, Attr.CHECKPOINT_ID)) and i not in named]
     why = f"not among the best {keep} complete trials nor in a recorded ensemble"
     removed = {t.number: why for t in doomed}
@@ -501,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         _collect_checkpoints(args, config, study, keep, verb)
-    _sweep_trial_scratch(args, config, study, verb)
+    _sweep_leftovers(args, config, study, verb)
     sweep = sweep_caches(config, study, dry_run=args.dry_run)
     freed = f"{_megabytes(sweep.freed_bytes)}{'' if args.dry_run else ' freed'}"
     print(
@@ -544,26 +559,36 @@ def _collect_checkpoints(
         print(f"Artifacts on disk: {_megabytes(before)} -> {_megabytes(artifact_bytes(config))}")
 
 
-def _sweep_trial_scratch(
+def _sweep_leftovers(
     args: argparse.Namespace, config: StudyConfig, study: optuna.Study, verb: str
 ) -> None:
-    """`sweep_trial_scratch` where the study's folder is known to be this study's: opened by
-    its study file, or by a SQLite database in it. Opened by a server's URL, the folder is only
-    ./studies/<name> here, which may be another study's of that name."""
+    """Sweeps what stopped trials and writers left: the scratch folders of finished trials
+    (`sweep_trial_scratch`) and files in the artifact folder and reports/ (`sweep_leftovers`).
+    The study's folder is swept only where it is known to be this study's: opened by its study
+    file, or by a SQLite database in it; opened by a server's URL, it is only ./studies/<name>
+    here, which may be another study's of that name."""
+    from hpo.leftovers import sweep_leftovers
     from hpo.scratch import sweep_trial_scratch
 
     database = sqlite_file(config.storage_url)
-    if (args.storage or args.study_name) and (
-        database is None or database.resolve().parent != config.study_dir.resolve()
-    ):
-        return
-    removed = sweep_trial_scratch(config.study_dir, study, dry_run=args.dry_run)
-    if removed:
+    own = not (args.storage or args.study_name) or (
+        database is not None and database.resolve().parent == config.study_dir.resolve()
+    )
+    scratch = sweep_trial_scratch(config.study_dir, study, dry_run=args.dry_run) if own else {}
+    if scratch:
         print(
             f"Scratch folders of finished trials in {config.study_dir / 'trials'} (left by "
-            f"trials that were stopped): {verb} {len(removed)} "
-            f"({_megabytes(sum(removed.values()))})."
+            f"trials that were stopped): {verb} {len(scratch)} "
+            f"({_megabytes(sum(scratch.values()))})."
         )
+    files = sweep_leftovers(config, study, reports=own, dry_run=args.dry_run)
+    if files:
+        print(
+            f"Files that stopped writers left: {verb} {len(files)} "
+            f"({_megabytes(sum(f.size for f in files))})."
+        )
+    for leftover in files:
+        print(f"  {verb} {leftover.path} ({_megabytes(leftover.size)}): {leftover.why}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,6 +82,10 @@ class Attr:
     TRIAL_SECONDS: Final = "trial_seconds"
     PEAK_MEMORY_MB: Final = "peak_memory_mb"
     CHECKPOINT_ID: Final = "checkpoint_artifact_id"
+    # The ids of the artifacts the trial began to store, each recorded before its upload: one
+    # whose trial was killed before recording it under CHECKPOINT_ID or PREDICTIONS_ID is a
+    # file no record names, which `hpo gc` finds by this (`hpo.leftovers`).
+    UPLOADS: Final = "artifact_uploads"
     CHECKPOINT_SHA256: Final = "checkpoint_sha256"
     PREDICTIONS_ID: Final = "val_predictions_artifact_id"
     PREDICTIONS_SHA256: Final = "val_predictions_sha256"
@@ -142,9 +146,10 @@ def store_trial_artifacts(
 
     The checksums are computed from the local files before upload, so a file changed in the
     store later fails `fetch_checkpoint` / `fetch_predictions`. If an upload fails (a full disk:
-    `DiskFull`), what this trial already stored is removed again.
+    `DiskFull`), what this trial already stored is removed again. Each artifact's id is recorded
+    (`Attr.UPLOADS`) before its upload, so that what a killed process stored is found too.
     """
-    written = _Written(store)
+    written = _Written(store, trial)
     try:
         for path, id_attr, sha_attr in (
             (checkpoint, Attr.CHECKPOINT_ID, Attr.CHECKPOINT_SHA256),
@@ -167,14 +172,18 @@ def store_trial_artifacts(
 
 class _Written:
     """An artifact store that notes the ids of the files it was given to write (all
-    `upload_artifact` calls on it)."""
+    `upload_artifact` calls on it), here and on the trial (`Attr.UPLOADS`), before each write."""
 
-    def __init__(self, store: ArtifactStore) -> None:
+    def __init__(self, store: ArtifactStore, trial: optuna.Trial) -> None:
         self._store = store
+        self._trial = trial
         self.ids: list[str] = []
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        self.ids.append(artifact_id)  # before: a write that fails may leave part of a file
+        # Before: a write that fails may leave part of a file, and a process killed after the
+        # write, before Optuna returns the id, leaves a whole one that only this record names.
+        self.ids.append(artifact_id)
+        self._trial.set_user_attr(Attr.UPLOADS, list(self.ids))
         self._store.write(artifact_id, content_body)
 
     def open_reader(self, artifact_id: str) -> BinaryIO:

@@ -269,11 +269,14 @@ def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
     )
 
 
-def test_gc_removes_the_scratch_folders_of_finished_trials_only(
+def test_gc_removes_what_stopped_trials_left_and_nothing_of_a_running_one(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A trial stopped by SIGKILL or Ctrl-C left trials/00001/ (its checkpoints, 39 MB after one
-    # Ctrl-C) for good: gc did not look at trials/.
+    # Ctrl-C) for good: gc did not look at trials/. One killed right after storing its
+    # checkpoint left it in artifacts/, named by no record, which gc kept and status counted.
+    import uuid
+
     from hpo.training.runner import scratch_folder
 
     config = load_study_config(study_copy)
@@ -282,16 +285,25 @@ def test_gc_removes_the_scratch_folders_of_finished_trials_only(
     for number in (1, running.number):
         scratch_folder(config, number).mkdir(parents=True)
         (scratch_folder(config, number) / "training.keras").write_bytes(bytes(2_000_000))
+    unnamed, uploading = (config.artifact_dir / str(uuid.uuid4()) for _ in range(2))
+    for path in (unnamed, uploading):
+        path.write_bytes(bytes(3_000_000))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={Attr.UPLOADS: [unnamed.name]}))
+    running.set_user_attr(Attr.UPLOADS, [uploading.name])
 
     assert artifacts_module.main(["--study", str(study_copy), "--dry-run"]) == 0
-    assert "would remove 1 (2.0 MB)" in capsys.readouterr().out
-    assert scratch_folder(config, 1).is_dir()
-    assert artifacts_module.main(["--study", str(study_copy)]) == 0
+    out = capsys.readouterr().out
+    assert "would remove 1 (2.0 MB)" in out
+    assert "Files that stopped writers left: would remove 1 (3.0 MB)" in out
+    assert scratch_folder(config, 1).is_dir() and unnamed.exists()
+    assert artifacts_module.main(["--study", str(study_copy), "--keep", "4"]) == 0
     out = capsys.readouterr().out
     assert f"Scratch folders of finished trials in {config.study_dir / 'trials'}" in out
     assert "removed 1 (2.0 MB)" in out
-    assert not scratch_folder(config, 1).exists()
-    assert scratch_folder(config, running.number).is_dir()
+    number = len(study.trials) - 1
+    assert f"removed {unnamed} (3.0 MB): stored by trial {number}, which was stopped" in out
+    assert not scratch_folder(config, 1).exists() and not unnamed.exists()
+    assert scratch_folder(config, running.number).is_dir() and uploading.exists()
 
 
 def test_gc_deletes_no_file_another_record_names_nor_one_that_is_not_an_artifact(
