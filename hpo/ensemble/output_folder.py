@@ -9,7 +9,9 @@ import glob
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import uuid
 from enum import Enum
 from pathlib import Path
@@ -28,7 +30,15 @@ from hpo.training.isolation import process_alive
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-__all__ = ["OutputKind", "check_out_dir", "folder_lock", "publish", "replacing", "staging_for"]
+__all__ = [
+    "OutputKind",
+    "check_out_dir",
+    "folder_lock",
+    "publish",
+    "replacing",
+    "restore_interrupted",
+    "staging_for",
+]
 
 
 class OutputKind(str, Enum):  # noqa: UP042 (its values are written and compared as text)
@@ -80,6 +90,8 @@ def check_out_dir(
             study's, is the folder the command runs in or one above it, or cannot be created.
     """
     out = Path(os.path.normpath(out_dir))
+    # What is checked is the earlier output, where a killed run left it aside.
+    restore_interrupted(out)
     fix = "Give a folder that does not exist yet, such as ensembles/NAME"
     holder = next(p for p in Path(os.path.abspath(out)).parents if p.exists())
     if not (holder.is_dir() and os.access(holder, os.W_OK | os.X_OK)):
@@ -262,16 +274,29 @@ def staging_for(out_dir: Path, kind: str = "tmp") -> Path:
     Its name holds the process id and the machine (`hpo.scratch.machine_tag`: host, boot and
     PID namespace): a folder shared by several machines or containers keeps the others' runs.
     An "old" one goes only while `out_dir` is there: a run killed between `publish`'s two
-    renames left the only copy of the earlier output in it.
+    renames left the only copy of the earlier output in it, which is put back first
+    (`restore_interrupted`).
     """
     prefix = f".{out_dir.name}.{kind}-"
     machine = machine_tag()
+    if kind == "old":
+        restore_interrupted(out_dir)
     if out_dir.parent.is_dir() and (kind != "old" or out_dir.exists()):
-        for stale in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
-            pid, _, rest = stale.name.removeprefix(prefix).partition("-")
-            if pid.isdigit() and rest[9:] == machine and not process_alive((int(pid), None)):
-                _remove(stale)
+        for stale in _left_by_the_dead(out_dir.parent, prefix):
+            _remove(stale)
     return out_dir.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{machine}"
+
+
+def _left_by_the_dead(folder: Path, prefix: str) -> list[Path]:
+    """The paths `staging_for` named `prefix` in `folder` whose process, of this machine, is
+    gone."""
+    machine = machine_tag()
+    left = []
+    for path in folder.glob(f"{glob.escape(prefix)}*"):
+        pid, _, rest = path.name.removeprefix(prefix).partition("-")
+        if pid.isdigit() and rest[9:] == machine and not process_alive((int(pid), None)):
+            left.append(path)
+    return left
 
 
 @contextlib.contextmanager
@@ -319,12 +344,96 @@ def folder_lock(out_dir: Path) -> Iterator[None]:
 
 def publish(staging: Path, out_dir: Path) -> None:
     """Puts a finished output folder (or file) in place of `out_dir` at once, replacing an old
-    one."""
+    one.
+
+    The old one is moved aside first, then the new one renamed into its place. Ctrl-C, SIGTERM
+    and SIGHUP are held between the two renames (delivered after them), and a second rename that
+    fails puts the old one back: neither leaves `out_dir` missing with the old output hidden
+    beside it. SIGKILL (or a crash) there can: the next command to write `out_dir` puts the old
+    one back first (`restore_interrupted`).
+    """
     old = staging_for(out_dir, "old")
+    published = False
+    try:
+        with _signals_held():
+            moved = os.path.lexists(out_dir)
+            if moved:
+                os.rename(out_dir, old)
+            try:
+                os.rename(staging, out_dir)
+            except BaseException:
+                if moved:
+                    os.rename(old, out_dir)
+                raise
+            published = True
+    finally:
+        # Also where a signal held meanwhile stops the command as it is delivered.
+        if published:
+            _remove(old)
+
+
+def restore_interrupted(out_dir: Path) -> Path | None:
+    """Puts back the earlier output that a run killed between `publish`'s two renames left
+    aside (`.<name>.old-<pid>-...`), where `out_dir` is missing: the newest such copy of a
+    process of this machine that is gone. A live process's is its own (it may be renaming it
+    now), and another machine's cannot be told dead from here.
+
+    Returns:
+        The copy put back, or None.
+    """
     if os.path.lexists(out_dir):
-        os.rename(out_dir, old)
-    os.rename(staging, out_dir)
-    _remove(old)
+        return None
+    left = []
+    for copy in _left_by_the_dead(out_dir.parent, f".{out_dir.name}.old-"):
+        with contextlib.suppress(OSError):
+            left.append((copy.lstat().st_ctime, copy))
+    for _, copy in sorted(left, reverse=True)[:1]:
+        try:
+            os.rename(copy, out_dir)
+        except OSError:
+            return None
+        print(
+            f"note: put back the earlier {out_dir} from {copy.name}, where a run killed while "
+            f"replacing it had left it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return copy
+    return None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Holds Ctrl-C, SIGTERM and SIGHUP inside, delivering them after, as they were handled.
+
+    Python runs its handlers in the main thread, between two of its steps, so a signal that
+    arrives inside runs none there; in another thread nothing is held (no handler of Python's
+    runs in it). Blocking the signals instead (`signal.pthread_sigmask`) would hold them in
+    this thread only: another one (a backend's) takes them, and Python's handler still runs
+    here at the next step.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    held = {}
+    for number in _HELD:
+        before = signal.getsignal(number)
+        if before is None:  # set outside Python: it cannot be put back
+            continue
+        signal.signal(number, lambda signum, _frame: arrived.append(signum))
+        held[number] = before
+    try:
+        yield
+    finally:
+        for number, before in held.items():
+            signal.signal(number, before)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
+
+
+# The signals that stop a command part way and that `_signals_held` holds.
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _remove(path: Path) -> None:

@@ -471,10 +471,11 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     }
     for folder in left.values():
         (folder / "saved_model").mkdir(parents=True)
-    out.rename(tmp_path / "moved")  # killed between publish's renames: the old copy stays
+    out.rename(tmp_path / "moved")
     staging_for(out, "old")
-    assert left["old"].exists()
-    (tmp_path / "moved").rename(out)
+    # Killed between publish's renames: the old copy, the only one there is, is put back.
+    assert not left["old"].exists() and (out / "saved_model").is_dir()
+    (left["old"] / "saved_model").mkdir(parents=True)
     new = staging_for(out)
     assert new.name.startswith(f".ensemble.tmp-{os.getpid()}-") and not new.exists()
     assert {k for k, f in left.items() if f.exists()} == {
@@ -485,6 +486,122 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     }
     staging_for(out, "old")
     assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "host only"}
+
+
+def test_a_signal_between_publishs_renames_is_held_until_the_new_output_is_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM or Ctrl-C between the two renames raised there: the staging folder was removed,
+    # the earlier ensemble left only in a hidden .ensemble.old-*, and the command said
+    # "nothing half-written was left in place".
+    import signal
+
+    from hpo.ensemble import output_folder
+    from hpo.ensemble.output_folder import publish, staging_for
+
+    out = tmp_path / "ensemble"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    staging = staging_for(out)
+    staging.mkdir()
+    (staging / "report.json").write_text("new")
+    renames: list[str] = []
+    rename = os.rename
+
+    def signalled(source: Path, target: Path) -> None:
+        rename(source, target)
+        renames.append(Path(target).name)
+        if len(renames) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    monkeypatch.setattr(output_folder.os, "rename", signalled)
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            publish(staging, out)
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert renames[1] == "ensemble"
+    assert (out / "report.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ensemble"]
+
+
+def test_a_second_rename_that_fails_puts_the_earlier_output_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo.ensemble import output_folder
+    from hpo.ensemble.output_folder import publish, staging_for
+
+    out = tmp_path / "ensemble"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    staging = staging_for(out)
+    staging.mkdir()
+    rename = os.rename
+
+    def failing(source: Path, target: Path) -> None:
+        if Path(source) == staging:
+            raise OSError(5, "Input/output error")
+        rename(source, target)
+
+    monkeypatch.setattr(output_folder.os, "rename", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        publish(staging, out)
+    assert (out / "report.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [staging.name, "ensemble"]
+
+
+def test_the_output_a_killed_run_left_aside_is_put_back_by_the_next_run(tmp_path: Path) -> None:
+    # SIGKILL between publish's renames left ensembles/k-top3 missing, the earlier ensemble
+    # only in .k-top3.old-*; the next run left that copy (a whole ensemble) there for good.
+    import subprocess
+    import time
+
+    from hpo.ensemble.output_folder import OutputKind, check_out_dir, publish, staging_for
+    from hpo.scratch import machine_tag
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    tag = machine_tag()
+    out = tmp_path / "ensemble"
+    killed = tmp_path / f".ensemble.old-{gone.pid}-0123abcd-{tag}"
+    older = tmp_path / f".ensemble.old-{gone.pid}-4567abcd-{tag}"
+    running = tmp_path / f".ensemble.old-{os.getpid()}-0123abcd-{tag}"
+    elsewhere = tmp_path / f".ensemble.old-{gone.pid}-0123abcd-{tag[::-1]}"
+
+    def left(copy: Path) -> None:
+        copy.mkdir()
+        (copy / "report.json").write_text(json.dumps({"members": [1], "study": copy.name}))
+
+    # Not a live process's (it may be renaming it now), nor another machine's.
+    left(running)
+    left(elsewhere)
+    assert check_out_dir(out, OutputKind.ENSEMBLE) == out and not out.exists()
+    left(older)
+    time.sleep(0.01)  # the newer copy is told by its time
+    left(killed)
+    assert check_out_dir(out, OutputKind.ENSEMBLE, study=killed.name) == out
+    assert json.loads((out / "report.json").read_text())["study"] == killed.name
+    assert not killed.exists() and older.exists()
+    staging = staging_for(out)
+    staging.mkdir()
+    publish(staging, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ensemble", running.name, elsewhere.name]
+    )
+    # Where check_out_dir did not run first, publish puts it back, then replaces it.
+    shutil.rmtree(out)
+    killed.mkdir()
+    staging = staging_for(out)
+    staging.mkdir()
+    publish(staging, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ensemble", running.name, elsewhere.name]
+    )
 
 
 def test_replacing_a_linked_output_folder_leaves_no_link_behind(tmp_path: Path) -> None:
