@@ -293,14 +293,17 @@ def ensemble(
     )
     if later:
         from hpo.backend import backend_environment
+        from hpo.disk import check_log_file
         from hpo.ensemble.exporter import export_on_tensorflow
         from hpo.training.isolation import call_isolated
 
         job = (config, opened.optuna_study.study_name, result.out_dir, later, data)
+        log_path = config.study_dir / "logs" / "export.log"
+        check_log_file(log_path)
         exported = call_isolated(
             export_on_tensorflow,
             job,
-            log_path=config.study_dir / "logs" / "export.log",
+            log_path=log_path,
             env=backend_environment(Backend.TENSORFLOW),
             relay_warnings=True,
         )

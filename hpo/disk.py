@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 __all__ = [
+    "check_log_file",
     "free_bytes",
     "has_room",
     "make_study_folder",
@@ -55,16 +56,50 @@ def make_study_folder(study_dir: Path) -> None:
     """Makes the study's folder, or raises ConfigError naming it (absolute: a Tuner's default
     directory is the working folder) where it cannot be written."""
     try:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        probe = study_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
+        _make_writable(study_dir)
     except OSError as exc:
         raise ConfigError(
             f"the study folder {study_dir.absolute()} is not writable ({exc}). Put the study "
             f"(the study file, or a Tuner's directory=) in a writable folder or fix the "
             f"permissions."
         ) from exc
+
+
+def check_log_file(log_path: Path) -> None:
+    """Makes the folder of `log_path` (the study's logs/), or raises ConfigError naming it and
+    the fix where the log cannot be written there.
+
+    A process hpo starts (`hpo.training.isolation.call_isolated`) opens its log itself, and one
+    that cannot died before it could say why: "the child process exited with exit code 1
+    before reporting a result". So the process that starts it checks first.
+    """
+    folder = log_path.parent
+    try:
+        _make_writable(folder)
+    except OSError as exc:
+        raise ConfigError(_unwritable_log(f"the log folder {folder}", exc, folder)) from exc
+    if log_path.exists():
+        try:
+            with open(log_path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise ConfigError(_unwritable_log(f"the log file {log_path}", exc, log_path)) from exc
+
+
+def _unwritable_log(what: str, exc: OSError, path: Path) -> str:
+    return (
+        f"{what} cannot be written ({exc.strerror or exc}): hpo keeps there the output of each "
+        f"process it starts. Fix its permissions (chmod u+rwX {path}), or remove it for hpo "
+        f"to make it anew, then run the same command again."
+    )
+
+
+def _make_writable(folder: Path) -> None:
+    """Makes `folder` and writes a file in it (removed again); raises what that raised."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.touch()
+    probe.unlink()
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import io
 import os
 import pathlib
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,14 @@ import optuna
 import pytest
 
 from hpo.contract import Attr, store_trial_artifacts
-from hpo.disk import has_room, raise_if_full, raise_if_study_full, replacing, writing_temporary
+from hpo.disk import (
+    check_log_file,
+    has_room,
+    raise_if_full,
+    raise_if_study_full,
+    replacing,
+    writing_temporary,
+)
 from hpo.errors import ConfigError, DiskFull, HpoError
 from hpo.store import AtomicFileSystemArtifactStore, sha256_file
 
@@ -390,3 +398,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_log_that_cannot_be_written_is_named_with_the_fix(tmp_path: Path) -> None:
+    # A process hpo starts opens its log itself: one whose logs/ could not be written died with
+    # "the child process exited with exit code 1 before reporting a result", the reason only
+    # in --verbose's traceback.
+    logs = tmp_path / "study" / "logs"
+    check_log_file(logs / "prepare.log")
+    assert logs.is_dir() and list(logs.iterdir()) == []
+    (logs / "prepare.log").mkdir()
+    with pytest.raises(ConfigError, match=r"the log file .*prepare.log cannot be written \(Is a"):
+        check_log_file(logs / "prepare.log")
+    shutil.rmtree(logs)
+    logs.write_text("not a folder")
+    with pytest.raises(ConfigError) as caught:
+        check_log_file(logs / "prepare.log")
+    assert str(caught.value) == (
+        f"the log folder {logs} cannot be written (File exists): hpo keeps there the output of "
+        f"each process it starts. Fix its permissions (chmod u+rwX {logs}), or remove it for "
+        f"hpo to make it anew, then run the same command again."
+    )

@@ -27,6 +27,7 @@ from hpo.backend import (
     keras_backend,
 )
 from hpo.contract import Attr
+from hpo.disk import check_log_file
 from hpo.errors import ConfigError, HpoError
 from hpo.study import TRAINING_DEFAULTS
 from hpo.tasks import study_task
@@ -324,6 +325,7 @@ def in_trial_process(
     recorded one), its output in `log_path`; a failure other than hpo's own is raised as an
     HpoError that starts with `failed`, names the log and ends with `hint`."""
     env = backend_environment(Backend(keras_backend() or Backend.TENSORFLOW.value))
+    check_log_file(log_path)
     try:
         return call_isolated(function, job, log_path=log_path, env=env)
     except HpoError:

@@ -41,7 +41,7 @@ from hpo.config import config_to_dict
 from hpo.contract import Attr
 from hpo.cost import Priced, calibration, cheapest_epoch
 from hpo.data import provenance
-from hpo.disk import has_room, make_study_folder, raise_if_study_full
+from hpo.disk import check_log_file, has_room, make_study_folder, raise_if_study_full
 from hpo.errors import (
     ConfigError,
     DiskFull,
@@ -244,10 +244,12 @@ def run_search(
                 f"and goes on only if they are the same data.",
                 flush=True,
             )
+        log_path = config.study_dir / "logs" / "prepare.log"
+        check_log_file(log_path)
         data_folder = call_isolated(
             functools.partial(task.prepare, config, str(source)),
             space.shared,
-            log_path=config.study_dir / "logs" / "prepare.log",
+            log_path=log_path,
             relay_warnings=True,
         )
         fingerprint = task.fingerprint(data_folder)
@@ -372,6 +374,7 @@ def _check_defaults(
         params=default_params(task, space),
     )
     log_path = config.study_dir / "logs" / "check.log"
+    check_log_file(log_path)
     env = backend_environment(_backend(config), gpu)
     defaults = call_isolated(estimate_epochs, job, log_path=log_path, env=env, relay_warnings=True)
     cheapest = cheapest_epoch(defaults, calibration(study.get_trials(deepcopy=False)))
@@ -588,6 +591,8 @@ def _trial(
     # The trial keeps to its cap and the budget by itself; this ends one that hangs.
     limit = trial_limit(config, deadline, cheapest)
     try:
+        # Stops the search, as a folder that cannot be written does: every trial would fail.
+        check_log_file(log_path)
         env = backend_environment(_backend(config), gpu, threads)
         return call_isolated(
             run_trial,

@@ -318,6 +318,22 @@ def test_the_next_search_removes_the_scratch_folder_a_killed_trial_left(study_co
     assert not left.exists()
 
 
+def test_a_search_whose_logs_folder_cannot_be_written_says_so_before_preparing(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    # "the child process exited with exit code 1 before reporting a result, while starting
+    # (before writing lg2/logs/prepare.log)": the reason, only with --verbose.
+    from hpo.errors import ConfigError
+
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+    logs = config.study_dir / "logs"
+    logs.parent.mkdir(parents=True)
+    logs.write_text("")
+    with pytest.raises(ConfigError, match=f"the log folder {logs} cannot be written"):
+        run_search(config, progress=False)
+    assert not (config.study_dir / "cache").exists()  # nothing was prepared
+
+
 def test_a_study_file_searched_in_another_store_is_inspected_from_that_store(
     study_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
