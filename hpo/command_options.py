@@ -210,9 +210,14 @@ def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> 
     new checkpoints beside the copy while its trials' stay in the original's folder, and gc
     would delete the only ones the copy has.
 
+    A study in a shared store (PostgreSQL, the storage proxy) has one artifact location, the
+    one its search recorded: every reader of the study looks there, so a worker that `writes`
+    elsewhere (a study file without the shared `artifacts`) is refused.
+
     Raises:
         ConfigError: `writes`, and the study's artifacts are in the folder of another database
-            of it, which still stands.
+            of it, which still stands; or `writes` to a shared store's study in another
+            artifact location than the one it recorded.
     """
     try:
         recorded = recorded_config(study, config.storage_url)
@@ -220,6 +225,13 @@ def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> 
         return config
     here, mine = recorded.artifact_location, config.artifact_location
     old, new = sqlite_file(recorded.storage_url), sqlite_file(config.storage_url)
+    if writes and new is None and _records_location(study) and _place(here) != _place(mine):
+        raise ConfigError(
+            f"study {study.study_name!r} keeps its artifacts in {here}, where its search "
+            f"recorded them and where every reader of the study looks; this run would store "
+            f'its checkpoints in {mine}. Set artifacts = "{here}" in the study file (the '
+            f"study's shared folder or bucket, as this machine names it), then run this again."
+        )
     if (
         here == mine
         or "s3://" in (here[:5], mine[:5])
@@ -241,6 +253,20 @@ def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> 
         )
         return dataclasses.replace(config, artifacts=here)
     return config
+
+
+def _records_location(study: optuna.Study) -> bool:
+    """Whether the study's record names its artifact location (older records may not)."""
+    stored = study.user_attrs.get("hpo_config")
+    return isinstance(stored, dict) and ("artifacts" in stored or "study_dir" in stored)
+
+
+def _place(location: str) -> str:
+    """An artifact location as compared: a bucket without its trailing slash, a folder with
+    its links resolved (`artifact_location` made it absolute)."""
+    if location.startswith("s3://"):
+        return location.rstrip("/")
+    return str(Path(location).resolve())
 
 
 def _copys_artifacts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING
 
@@ -260,3 +261,45 @@ def test_joining_a_study_of_ones_own_families_names_the_way_in_for_the_caller(
         assert "hpo.Tuner project" in message
         assert f"directory={str(tmp_path / 'runs')!r}, project_name='project'" in message
         assert "--study FILE" not in message
+
+
+def _shared_study(recorded: dict[str, object]) -> optuna.Study:
+    """A study of a shared store (PostgreSQL) as a search recorded it, kept in memory."""
+    study = optuna.create_study(study_name="shared")
+    study.set_user_attr("hpo_config", recorded)
+    return study
+
+
+def test_a_worker_joining_a_shared_study_with_another_artifact_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo.command_options import own_artifacts
+
+    url = "postgresql+psycopg://hpo:pw@db.example/hpo"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    first = StudyConfig(name="shared", storage=url, artifacts=str(shared))
+    study = _shared_study(config_to_dict(first))
+    monkeypatch.chdir(tmp_path)
+    joiner = StudyConfig(name="shared", storage=url)  # its study file lacks `artifacts`
+    with pytest.raises(ConfigError) as refused:
+        own_artifacts(joiner, study, writes=True)
+    message = str(refused.value)
+    assert str(shared) in message and joiner.artifact_location in message
+    assert f'artifacts = "{shared}"' in message
+    # A reader names its own folder (a mount of the share), as before.
+    assert own_artifacts(joiner, study, writes=False) == joiner
+    # The same folder spelled otherwise joins.
+    (tmp_path / "link").symlink_to(shared)
+    for spelling in (f"{shared}/.", str(tmp_path / "link"), "shared"):
+        same = StudyConfig(name="shared", storage=url, artifacts=spelling)
+        assert own_artifacts(same, study, writes=True) == same
+    # A bucket is compared as a bucket.
+    bucket = _shared_study(config_to_dict(dataclasses.replace(first, artifacts="s3://b/hpo")))
+    same = dataclasses.replace(first, artifacts="s3://b/hpo/")
+    assert own_artifacts(same, bucket, writes=True) == same
+    with pytest.raises(ConfigError, match="s3://b/hpo"):
+        own_artifacts(first, bucket, writes=True)
+    # An older record that names no artifact location binds none.
+    older = {k: v for k, v in config_to_dict(first).items() if k not in ("artifacts", "study_dir")}
+    assert own_artifacts(joiner, _shared_study(older), writes=True) == joiner

@@ -258,7 +258,8 @@ def run_search(
         provenance.record(study, fingerprint, source, given=given)
         study.set_user_attr("task", config.task)
         # Again, now that the data are ready: a run started beside this one may have recorded
-        # other settings since this one checked.
+        # other settings (another backend, another artifact folder) since this one checked.
+        config = own_artifacts(config, study, writes=True)
         check_settings(study, config)
         _record_settings(study, config)
         with warnings.catch_warnings():

@@ -257,6 +257,26 @@ def test_a_worker_with_other_settings_is_refused(
     assert "(training.max_epochs: 2 -> 5)" in result.stderr
 
 
+def test_a_worker_storing_artifacts_elsewhere_is_refused_and_the_record_kept(
+    fake_imdb: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    # Worker B's copy of the study file lacks the shared `artifacts`: its checkpoints would go
+    # to its own folder, where no reader of the study looks.
+    path = write_study(tmp_path / "a", fake_imdb, n_trials=1, enqueue=False)
+    assert _run("search", "--study", str(path), "--storage", postgres_url).returncode == 0
+    (tmp_path / "b").mkdir()
+    copy = tmp_path / "b" / path.name
+    copy.write_text(path.read_text())
+    result = _run("search", "--study", str(copy), "--storage", postgres_url, "--n-trials", "2")
+    assert result.returncode == 2
+    shared = (tmp_path / "a" / "tiny" / "artifacts").resolve()
+    assert f"keeps its artifacts in {shared}" in result.stderr
+    assert str((tmp_path / "b" / "tiny" / "artifacts").resolve()) in result.stderr
+    storage = open_storage(postgres_url, create=False, heartbeat=False)
+    recorded = optuna.load_study(study_name="tiny", storage=storage).user_attrs["hpo_config"]
+    assert config_from_dict(recorded).artifact_location == str(shared)
+
+
 @pytest.mark.slow
 def test_four_workers_on_two_hosts_share_one_study_and_the_commands_read_it(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
