@@ -6,6 +6,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from hpo.contract import Attr
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 __all__ = [
+    "dead_workers_way_out",
     "raise_keyboard_interrupt_on_sigterm",
     "requeue",
     "retire_retries",
@@ -65,6 +67,31 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
             if again:
                 requeue(study, trial._trial_id)
     return failed
+
+
+def dead_workers_way_out(study: optuna.Study) -> str:
+    """What to do about the study's RUNNING trials if their workers died, for a message.
+
+    Heartbeats fail a dead worker's trial after their grace period; the storage proxy has none,
+    and its workers' trials record none for a worker on the database to find stale: only the
+    local sweep of a run on the dead worker's machine, or a hand, fails them.
+    """
+    if is_heartbeat_enabled(study._storage):
+        return (
+            "if those workers died elsewhere, their trials are queued again once their "
+            "heartbeat is stale: run the same command then."
+        )
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    trials = ", ".join(
+        f"{t.number} (worker {t.user_attrs.get(Attr.WORKER, 'unknown')})" for t in running
+    )
+    return (
+        f"if those workers died, nothing fails their trials ({trials}): this storage has no "
+        f"heartbeats (the gRPC storage proxy). Run the same command on the machine a dead "
+        f"worker ran on, which fails its trials and queues them again; where that machine is "
+        f"gone, fail them by hand as docs/scale-out.md shows (a worker that died behind the "
+        f"proxy), then run this again."
+    )
 
 
 def _may_retry(trial: FrozenTrial, limit: int | None) -> bool:

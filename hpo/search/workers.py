@@ -56,6 +56,7 @@ from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
 from hpo.search.progress import FINISHED, Progress, larger_budget
 from hpo.search.recovery import (
+    dead_workers_way_out,
     raise_keyboard_interrupt_on_sigterm,
     requeue,
     retire_retries,
@@ -218,8 +219,7 @@ def run_search(
         print(
             f"Study {config.name!r} holds {finished} finished trials and {running} that other "
             f"workers are running (n_trials={config.n_trials}); nothing to start. Pass "
-            f"--n-trials to run more; if those workers died elsewhere, their trials are queued "
-            f"again once their heartbeat is stale: run the same command then."
+            f"--n-trials to run more; {dead_workers_way_out(study)}"
         )
         return _summary(study, config)
     remaining -= running

@@ -730,3 +730,29 @@ def test_a_dead_workers_trial_past_its_retries_is_failed_naming_why_and_not_queu
     assert _states(study) == {dead: TrialState.FAIL}
     reason = study.trials[dead].user_attrs[Attr.FAIL_REASON]
     assert f"as the workers of its {STALE_TRIAL_RETRIES} earlier tries did; not queued" in reason
+
+
+def test_a_dead_workers_trial_without_heartbeats_names_the_way_out(tmp_path: Path) -> None:
+    from hpo.search.recovery import dead_workers_way_out
+
+    # Behind the storage proxy (no heartbeats, as in memory here) a dead worker's trial is
+    # never found stale: the message names the trial, its worker and what fails it.
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="imdb", storage=storage)
+    trial = study.ask()
+    trial.set_user_attr(Attr.WORKER, "host-a:4242")
+    advice = dead_workers_way_out(study)
+    assert "no heartbeats" in advice and "heartbeat is stale" not in advice
+    assert f"{trial.number} (worker host-a:4242)" in advice
+    assert "on the machine a dead worker ran on" in advice and "docs/scale-out.md" in advice
+    # The way by hand docs/scale-out.md shows, on the storage API the proxy serves.
+    study_id = storage.get_study_id_from_name("imdb")
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.set_trial_user_attr(trial_id, Attr.FAIL_REASON, "its worker died; failed by hand")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    assert study.trials[trial.number].state == TrialState.FAIL
+    # With heartbeats, a worker elsewhere is found stale in time.
+    beating = open_storage(f"sqlite:///{tmp_path}/study.db", create=True)
+    other = optuna.create_study(study_name="imdb", storage=beating)
+    other.ask()
+    assert "once their heartbeat is stale" in dead_workers_way_out(other)
