@@ -55,6 +55,7 @@ __all__ = [
     "delete_study_attr",
     "documented_storage",
     "load_existing_study",
+    "may_retry",
     "open_artifact_store",
     "open_rdb_storage",
     "open_storage",
@@ -207,6 +208,12 @@ def open_storage(
     return open_rdb_storage(url, create=create, heartbeat=heartbeat, wait_to_open=wait_to_open)
 
 
+def may_retry(trial: FrozenTrial, limit: int | None) -> bool:
+    """Whether `trial` may be queued again: fewer than `limit` (None: no limit) earlier tries,
+    as Optuna's `RetryHeartbeatStaleTrialCallback` decides with max_retry=limit."""
+    return limit is None or len(trial.system_attrs.get("retry_history", [])) < limit
+
+
 class _CheckedRDBStorage(RDBStorage):
     """Optuna's RDB storage, whose trial rows Optuna cannot read (written by something else: a
     state or value type none of its enums holds, a parameter's index beyond its choices, JSON
@@ -237,6 +244,27 @@ class _CheckedRDBStorage(RDBStorage):
     def get_trial(self, trial_id: int) -> FrozenTrial:
         with self._readable_rows():
             return super().get_trial(trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna fails these (`fail_stale_trials`) and only then calls back, when a finished
+        # trial takes no more attributes: their reason is written first, while they run.
+        from hpo.contract import Attr
+
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            trial = self.get_trial(trial_id)
+            worker = trial.user_attrs.get(Attr.WORKER, "unknown")
+            reason = (
+                f"its worker {worker} sent no heartbeat for {self.grace_period} s (killed, or "
+                f"its machine lost); "
+            ) + (
+                "re-queued"
+                if may_retry(trial, STALE_TRIAL_RETRIES)
+                else f"not queued again after {STALE_TRIAL_RETRIES} earlier tries"
+            )
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_user_attr(trial_id, Attr.FAIL_REASON, reason)
+        return stale
 
     def _get_trials(
         self,

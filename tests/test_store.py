@@ -304,3 +304,29 @@ def test_a_storage_proxy_that_restarts_is_waited_out_and_its_own_errors_are_name
     answers[:] = [_RpcError(grpc.StatusCode.UNAVAILABLE, "Connection refused")]
     with pytest.raises(StoreError, match=r"has not answered for 0 s \(Connection refused\);"):
         never.GetAllStudies("request")
+
+
+def test_a_trial_failed_by_heartbeat_records_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from optuna.trial import TrialState
+
+    from hpo.contract import Attr
+
+    monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPO_HEARTBEAT_GRACE", "1")
+    storage = open_storage(f"sqlite:///{tmp_path}/study.db", create=True)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial.set_user_attr(Attr.WORKER, "host-a:4242")
+    storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+    time.sleep(2.5)  # its worker is gone: no heartbeat past the grace period
+    optuna.storages.fail_stale_trials(study)
+    failed = study.trials[trial.number]
+    assert failed.state == TrialState.FAIL
+    reason = failed.user_attrs[Attr.FAIL_REASON]
+    assert reason.startswith("its worker host-a:4242 sent no heartbeat for 1 s")
+    assert reason.endswith("re-queued")
+    assert study.trials[-1].state == TrialState.WAITING  # and queued again

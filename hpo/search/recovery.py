@@ -12,12 +12,11 @@ from optuna.trial import TrialState
 from hpo.contract import Attr
 from hpo.search.identity import WorkerIdentity
 from hpo.search.progress import FINISHED
-from hpo.store import STALE_TRIAL_RETRIES
+from hpo.store import STALE_TRIAL_RETRIES, may_retry
 from hpo.study import fail_queued
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
 __all__ = [
     "dead_workers_way_out",
@@ -54,7 +53,7 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
         if owner is None or not me.shares_processes_with(owner) or not owner.is_gone():
             continue
         # Its reason is written while it runs: a finished trial takes no more attributes.
-        again = _may_retry(trial, STALE_TRIAL_RETRIES)
+        again = may_retry(trial, STALE_TRIAL_RETRIES)
         reason = (
             f"its worker {owner} died; re-queued by the next run"
             if again
@@ -94,12 +93,6 @@ def dead_workers_way_out(study: optuna.Study) -> str:
     )
 
 
-def _may_retry(trial: FrozenTrial, limit: int | None) -> bool:
-    """Whether `trial` may be queued again: fewer than `limit` (None: no limit) earlier tries,
-    as Optuna's callback decides with max_retry=limit."""
-    return limit is None or len(trial.system_attrs.get("retry_history", [])) < limit
-
-
 def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_RETRIES) -> bool:
     """Queues a trial that did not finish again, with the parameters it had (at most `limit`
     times; None: always): Optuna's retry of a trial whose heartbeat went stale, with none of
@@ -111,7 +104,7 @@ def requeue(study: optuna.Study, trial_id: int, limit: int | None = STALE_TRIAL_
         Whether it was queued (not, after `limit` tries).
     """
     frozen = study._storage.get_trial(trial_id)
-    if not _may_retry(frozen, limit):
+    if not may_retry(frozen, limit):
         return False
     kept = {k: v for k, v in frozen.user_attrs.items() if k in _QUEUED_ATTRS}
     frozen.user_attrs.clear()
