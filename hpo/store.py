@@ -366,12 +366,16 @@ class _WaitingGrpcStorageProxy(GrpcStorageProxy):
         self._wait_s = wait_s
         super().__init__(host=host, port=port)
 
+    @property
+    def url(self) -> str:
+        """The proxy's address, `grpc://host:port`, which messages name (as an RDB storage's)."""
+        return f"{GRPC_SCHEME}{self._host}:{self._port}"
+
     def _setup(self) -> None:  # also run when unpickled in a trial's process
         from optuna.storages._grpc.client import GrpcClientCache
 
         super()._setup()
-        url = f"grpc://{self._host}:{self._port}"
-        self._stub = _WaitingStub(self._stub, url, self._wait_s)  # type: ignore[assignment]
+        self._stub = _WaitingStub(self._stub, self.url, self._wait_s)  # type: ignore[assignment]
         self._cache = GrpcClientCache(self._stub)
 
 

@@ -330,3 +330,22 @@ def test_a_trial_failed_by_heartbeat_records_why(
     assert reason.startswith("its worker host-a:4242 sent no heartbeat for 1 s")
     assert reason.endswith("re-queued")
     assert study.trials[-1].state == TrialState.WAITING  # and queued again
+
+
+def test_a_study_missing_behind_the_storage_proxy_names_the_proxys_address() -> None:
+    from optuna.storages._grpc.server import make_server
+
+    from hpo.store import load_existing_study
+
+    from .conftest import free_port
+
+    port = free_port()
+    server = make_server(optuna.storages.InMemoryStorage(), "127.0.0.1", port)
+    server.start()
+    try:
+        storage = open_storage(f"grpc://127.0.0.1:{port}", create=False)
+        with pytest.raises(StoreError) as missing:
+            load_existing_study(storage, "nosuch")
+    finally:
+        server.stop(None)
+    assert f"no study named 'nosuch' in grpc://127.0.0.1:{port}." in str(missing.value)
