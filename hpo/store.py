@@ -208,6 +208,17 @@ def open_storage(
     return open_rdb_storage(url, create=create, heartbeat=heartbeat, wait_to_open=wait_to_open)
 
 
+def _has_no_optuna_tables(exc: BaseException | None) -> bool:
+    """Whether opening a database failed on its missing Optuna tables (a server's database that
+    nothing has been searched into: Optuna reads its `version_info` table first, and raises
+    what the driver said as the cause of its own error)."""
+    while exc is not None:
+        if isinstance(exc, sqlalchemy.exc.ProgrammingError) and "version_info" in str(exc.orig):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def may_retry(trial: FrozenTrial, limit: int | None) -> bool:
     """Whether `trial` may be queued again: fewer than `limit` (None: no limit) earlier tries,
     as Optuna's `RetryHeartbeatStaleTrialCallback` decides with max_retry=limit."""
@@ -563,6 +574,12 @@ def open_rdb_storage(
     ) as exc:
         if database is not None:
             raise_if_database_full(exc, database)
+        if _has_no_optuna_tables(exc) and not create:
+            raise StoreError(
+                f"no study database in {shown!r}: it holds no Optuna tables, so nothing has "
+                f"been searched into it. Check the URL (the database's name), or run the search "
+                f"first: hpo search --study <file> --storage URL."
+            ) from None  # the driver's exception can quote the URL, password included
         message = masked(" ".join(driver_message(exc).split()).replace(url, shown), parsed.password)
         raise StoreError(
             f"cannot open storage {shown!r} as an Optuna study database: {message}. Check the "

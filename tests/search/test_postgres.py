@@ -87,6 +87,15 @@ def test_an_unreachable_server_is_a_fast_exit_2_without_the_password(
     assert "s3cret-pw" not in status.stdout + status.stderr
 
 
+def test_a_database_nothing_was_searched_into_is_named_so(postgres_url: str) -> None:
+    result = _run("status", "--storage", postgres_url, "--study-name", "x")
+    assert result.returncode == 2
+    assert "holds no Optuna tables, so nothing has been searched into it" in result.stderr
+    assert "database server is running" not in result.stderr
+    # A search creates the tables there.
+    open_storage(postgres_url, create=True, heartbeat=False)
+
+
 def test_workers_through_the_grpc_storage_proxy(
     fake_imdb: Path, tmp_path: Path, postgres_url: str
 ) -> None:
