@@ -400,6 +400,11 @@ class StudyConfig:
             return self.max_trial_minutes * 60
         return None if self.budget is None else self.budget / 8
 
+    def __repr__(self) -> str:
+        from hpo.store import redacted_repr
+
+        return redacted_repr(self)
+
     @property
     def artifact_dir(self) -> Path:
         """The file-system artifact store's folder."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -61,6 +62,7 @@ __all__ = [
     "open_storage",
     "read_only_database",
     "redact_url",
+    "redacted_repr",
     "refuse_read_only",
     "sha256_file",
     "sqlite_file",
@@ -144,6 +146,19 @@ def redact_url(url: str) -> str:
     if parsed.password is None:  # nothing to hide: as given (SQLAlchemy escapes a path's é)
         return url
     return parsed.render_as_string(hide_password=True)
+
+
+def redacted_repr(record: Any) -> str:
+    """A dataclass's repr with the password of each storage URL it holds masked (a study's
+    configuration, a search's summary: printed in notebooks and logs)."""
+    shown = []
+    for field in dataclasses.fields(record):
+        if field.repr:
+            value = getattr(record, field.name)
+            if field.name in ("storage", "storage_url") and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{field.name}={value!r}")
+    return f"{type(record).__name__}({', '.join(shown)})"
 
 
 # The study stores hpo documents (docs/scale-out.md): the SQLAlchemy names a URL may give them,

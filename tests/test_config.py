@@ -326,3 +326,23 @@ def test_a_trials_seed_stays_within_the_seeds_numpy_takes() -> None:
     last = SamplerConfig(seed=2**32 - 1)
     assert last.trial_seed(3) == 2
     np.random.seed(last.trial_seed(0))  # as keras.utils.set_random_seed seeds NumPy
+
+
+def test_the_reprs_of_a_study_and_a_search_mask_the_storage_password() -> None:
+    import optuna
+
+    from hpo.api import Study
+    from hpo.config import StudyConfig
+    from hpo.search.workers import SearchSummary
+
+    url = "postgresql+psycopg://hpo:s3cretPW@db.example/hpo"
+    config = StudyConfig(name="t7", storage=url)
+    summary = SearchSummary(
+        study_name="t7", storage_url=url, finished=1, failed=0, best_number=0, best_value=0.5
+    )
+    study = Study(config, optuna.create_study())
+    for shown in (repr(config), str(config), repr(study), repr(summary)):
+        assert "s3cretPW" not in shown
+        assert "'postgresql+psycopg://hpo:***@db.example/hpo'" in shown
+    assert repr(config).startswith("StudyConfig(name='t7', task='imdb', storage=")
+    assert config.storage == url  # masked only where shown

@@ -62,7 +62,7 @@ from hpo.search.recovery import (
     retire_retries,
     sweep_dead_local_trials,
 )
-from hpo.store import open_artifact_store, open_storage, redact_url
+from hpo.store import open_artifact_store, open_storage, redact_url, redacted_repr
 from hpo.study import (
     KERAS_SETTINGS,
     best_trial,
@@ -114,6 +114,9 @@ class SearchSummary:
     spent_seconds: float = 0.0
     budget: float | None = None
     objective: str = "val_accuracy"
+
+    def __repr__(self) -> str:
+        return redacted_repr(self)
 
 
 def _full_disk_named(search: Callable[..., SearchSummary]) -> Callable[..., SearchSummary]:
