@@ -242,6 +242,8 @@ def test_a_killed_worker_on_another_machine_is_retried_by_heartbeat(
     assert worker_b.returncode == 0, worker_b.stderr[-2000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert study.trials[killed.number].state == TrialState.FAIL
+    reason = study.trials[killed.number].user_attrs[Attr.FAIL_REASON]
+    assert reason.startswith("its worker host-a:") and "sent no heartbeat for 4 s" in reason
     retried = [
         t
         for t in study.trials
