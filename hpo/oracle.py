@@ -143,7 +143,7 @@ def trial_hyperparameters(
             with `hp.get(name)` as in the trial (`hp.get("input_shape")`), and not among
             `values`.
     """
-    from hpo.models.hypermodel import GivenHyperParameters
+    from hpo.models.hypermodel import GivenHyperParameters, declared_name
 
     hp = GivenHyperParameters(given)
     own = {k: v for k, v in trial.params.items() if k != "family"}
@@ -151,7 +151,7 @@ def trial_hyperparameters(
     # prefix (`build_model/learning_rate`) or scope (`units[model=cnn]`), and wins over an hpo
     # training parameter of the same name.
     for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
-        hp.values[name.removeprefix(f"{family}/").partition("[")[0]] = value
+        hp.values[declared_name(name.removeprefix(f"{family}/"))] = value
     return hp
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -88,6 +89,17 @@ def optuna_name(hp: Any) -> str:
         values = ",".join(str(v) for v in config.get("values", []))
         name += f"[{config.get('name')}={values}]"
     return name
+
+
+# The conditions `optuna_name` appends, each `[name=values]`, at the end of the name only: a
+# name the user declared with brackets of its own (`units[0]`) keeps them.
+_SCOPE_SUFFIX = re.compile(r"(\[[^\[\]=]+=[^\[\]]*\])+$")
+
+
+def declared_name(name: str) -> str:
+    """The name a KerasTuner parameter was declared with, from its Optuna name (`optuna_name`):
+    `units[model=cnn]` is `units`, `units[0]` stays `units[0]`."""
+    return _SCOPE_SUFFIX.sub("", name)
 
 
 def to_distribution(hp: Any) -> BaseDistribution:

@@ -21,6 +21,7 @@ from hpo.models.hypermodel import (
     to_distribution,
 )
 from hpo.models.portable import family_name
+from hpo.oracle import trial_hyperparameters
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -472,3 +473,26 @@ def test_a_finished_trial_built_by_a_changed_hypermodel_names_the_new_hyperparam
         r"version of the hypermodel built it\. .*overwrite=True",
     ):
         family.build_trial(optuna.trial.FixedTrial({"units": 32}), {})
+
+
+def _numbered(hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+    kind = hp.Choice("kind", ["mlp", "cnn"])
+    with hp.conditional_scope("kind", ["cnn"]):
+        width = hp.Int("width", 8, 64, step=8)
+    return {
+        "kind": kind,
+        "width": width,
+        **{f"units[{i}]": hp.Int(f"units[{i}]", 8, 32, step=8) for i in range(2)},
+    }
+
+
+def test_a_trial_gives_back_names_declared_with_brackets_of_their_own() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"kind": "cnn", "width[kind=cnn]": 16, "units[0]": 32, "units[1]": 8})
+    trial = study.ask()
+    HyperModelFamily("mine", _numbered, lambda n: n).build_trial(trial, {})
+    study.tell(trial, 0.0)
+    # hpo's scope suffix is stripped; the user's own brackets are part of the name.
+    hp = trial_hyperparameters(study.trials[0], "mine")
+    assert hp.values == {"kind": "cnn", "width": 16, "units[0]": 32, "units[1]": 8}
+    assert _numbered(hp) == hp.values
