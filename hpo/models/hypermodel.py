@@ -371,7 +371,7 @@ class HyperModelFamily:
 
     def _narrow(self, name: str, distribution: BaseDistribution) -> BaseDistribution:
         """The distribution narrowed by the study file, for the Optuna name `name`."""
-        plain = name.partition("[")[0]
+        plain = declared_name(name)
         if plain not in self.narrowed:
             return distribution
         key = f"{self.name}/{plain}"

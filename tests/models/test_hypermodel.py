@@ -496,3 +496,12 @@ def test_a_trial_gives_back_names_declared_with_brackets_of_their_own() -> None:
     hp = trial_hyperparameters(study.trials[0], "mine")
     assert hp.values == {"kind": "cnn", "width": 16, "units[0]": 32, "units[1]": 8}
     assert _numbered(hp) == hp.values
+
+
+def test_the_study_file_narrows_a_name_declared_with_brackets() -> None:
+    family = HyperModelFamily("mine", _numbered, lambda n: n, narrowed={"units[0]": [16, 16]})
+    family.build({})
+    for _ in range(5):
+        trial = optuna.create_study().ask()
+        family.build_trial(trial, {})
+        assert trial.params["units[0]"] == 16
