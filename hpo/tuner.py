@@ -794,8 +794,10 @@ class Tuner:
         The hypermodel builds each again from its trial's hyperparameters, compiled as the
         trial compiled it (its own way, an `accuracy` metric added; or, left uncompiled, with
         the trial's optimizer and learning rate and the loss its output needs), and it takes
-        the weights of the trial's best epoch: so `model.evaluate(x_test, y_test)` takes labels
-        as `search` took them, and `predict` gives what the model gives.
+        the weights of the trial's best epoch: so `predict` gives what the model gives, and
+        `model.evaluate(x_test, y_test)` takes labels in the form the model's loss takes, which
+        may not be the form `search` took (it converts either): one-hot rows for
+        `categorical_crossentropy`, class indices for `sparse_categorical_crossentropy`.
 
         A hypermodel that builds another model for the same hyperparameters (other weights)
         gets, with a warning naming why, the model as the study stores it: class probabilities

@@ -2753,6 +2753,8 @@ def test_kerastuners_compile_overrides_and_max_model_size_apply_to_every_model(
             assert trial.state == TrialState.COMPLETE
     [model] = tuner.get_best_models(1)
     assert model.loss == "categorical_crossentropy"
+    # Search took class indices and gave the loss one-hot rows; evaluate takes the loss's form.
+    assert np.all(np.isfinite(model.evaluate(x, keras.utils.to_categorical(y, 2), verbose=0)))
     assert type(model.optimizer).__name__ == "Adam"
     assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
 
