@@ -24,6 +24,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from hpo.errors import ConfigError
+from hpo.training.start_errors import START_ERRORS_VAR
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -189,9 +190,10 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 # What hpo sets in its own process for the processes it starts, which read it as they start:
-# Keras's backend (the fork server, spawned children, the user's modules a search imports) and
-# TensorFlow's C++ log level.
-_SET_FOR_CHILDREN = (BACKEND_VAR, "TF_CPP_MIN_LOG_LEVEL")
+# Keras's backend (the fork server, spawned children, the user's modules a search imports),
+# TensorFlow's C++ log level, and the folder where the fork server's children keep the error
+# they died of while starting (`hpo.training.start_errors`).
+_SET_FOR_CHILDREN = (BACKEND_VAR, "TF_CPP_MIN_LOG_LEVEL", START_ERRORS_VAR)
 
 
 class _CallerEnvironment:
