@@ -91,12 +91,15 @@ def _flush() -> None:
 
 @contextlib.contextmanager
 def optuna_logs(*, shown: bool) -> Iterator[None]:
-    """Optuna's INFO lines ("Trial 3 finished with value ...") hidden unless `shown`, then
-    restored: hpo prints its own line for each trial."""
+    """Optuna's INFO lines ("Trial 3 finished with value ...") hidden unless `shown`, and
+    shown if it is (whatever an earlier call left: `hpo.cli` sets WARNING), then restored: hpo
+    prints its own line for each trial."""
     import optuna
 
     previous = optuna.logging.get_verbosity()
-    if not shown:
+    if shown:
+        optuna.logging.set_verbosity(min(previous, optuna.logging.INFO))
+    else:
         optuna.logging.set_verbosity(max(previous, optuna.logging.WARNING))
     try:
         yield

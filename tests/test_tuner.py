@@ -78,17 +78,24 @@ def test_optunas_line_for_a_trial_at_verbose_2_shows_the_parameters_its_process_
     """verbose=2 shows Optuna's own log lines; "Trial 0 finished with value: ... and
     parameters: {'family': 'build_model'}" showed what this process sampled, not the units and
     learning rate the trial's process sampled and the store holds."""
+    import optuna
+
     x, y = _data(128, 0)
     seen: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
     optuna_logger = logging.getLogger("optuna")
     optuna_logger.addHandler(handler)
+    # As an hpo command run earlier in the process leaves it (`hpo.cli`): verbose=2 shows
+    # Optuna's lines all the same.
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         tuner = _tuner(tmp_path, 1)
         tuner.search(x, y, validation_split=0.25, epochs=1, verbose=2)
     finally:
         optuna_logger.removeHandler(handler)
+        optuna.logging.set_verbosity(before)
     [stored] = tuner.study().optuna_study.get_trials()
     assert {"units", "learning_rate"} <= {name.rpartition("/")[2] for name in stored.params}
     [line] = [m for m in seen if m.startswith("Trial 0 finished with value")]
