@@ -228,7 +228,8 @@ def test_hpo_export_refuses_a_format_it_cannot_write_before_loading_keras(
     if what == "ensemble":
         folder = tmp_path / "ensemble"
         folder.mkdir()
-        (folder / "report.json").write_text(json.dumps({"backend": "jax"}))
+        report = {"backend": "jax", "study": "tiny", "test_data": {"sha256": "0" * 64}}
+        (folder / "report.json").write_text(json.dumps(report))
         args = ["--ensemble", str(folder), "--study", str(tmp_path / "unread.toml")]
     else:
         import optuna
