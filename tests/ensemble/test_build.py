@@ -488,6 +488,19 @@ def test_staging_folders_of_killed_runs_on_this_machine_are_removed_by_the_next(
     assert {k for k, f in left.items() if f.exists()} == {"running", "elsewhere", "host only"}
 
 
+def _old_and_new_output(folder: Path) -> tuple[Path, Path]:
+    """An earlier ensemble's output folder, and a new one staged beside it to replace it."""
+    from hpo.ensemble.output_folder import staging_for
+
+    out = folder / "ensemble"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    staging = staging_for(out)
+    staging.mkdir()
+    (staging / "report.json").write_text("new")
+    return out, staging
+
+
 def test_a_signal_between_publishs_renames_is_held_until_the_new_output_is_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -497,14 +510,9 @@ def test_a_signal_between_publishs_renames_is_held_until_the_new_output_is_in_pl
     import signal
 
     from hpo.ensemble import output_folder
-    from hpo.ensemble.output_folder import publish, staging_for
+    from hpo.ensemble.output_folder import publish
 
-    out = tmp_path / "ensemble"
-    out.mkdir()
-    (out / "report.json").write_text("old")
-    staging = staging_for(out)
-    staging.mkdir()
-    (staging / "report.json").write_text("new")
+    out, staging = _old_and_new_output(tmp_path)
     renames: list[str] = []
     rename = os.rename
 
@@ -534,13 +542,9 @@ def test_a_second_rename_that_fails_puts_the_earlier_output_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hpo.ensemble import output_folder
-    from hpo.ensemble.output_folder import publish, staging_for
+    from hpo.ensemble.output_folder import publish
 
-    out = tmp_path / "ensemble"
-    out.mkdir()
-    (out / "report.json").write_text("old")
-    staging = staging_for(out)
-    staging.mkdir()
+    out, staging = _old_and_new_output(tmp_path)
     rename = os.rename
 
     def failing(source: Path, target: Path) -> None:

@@ -17,6 +17,8 @@ from ..conftest import write_study
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from hpo.config import StudyConfig
+
 
 def _study(storage_url: str, name: str) -> optuna.Study:
     return optuna.load_study(
@@ -237,17 +239,32 @@ def test_a_trial_line_names_the_objective_unless_it_shows_anyway() -> None:
     assert describe_trial(trial(0.25, labels="targets"), "val_mse").count("val_mse=") == 1
 
 
+def _run_objective(trial: optuna.Trial, config: StudyConfig, folder: Path) -> None:
+    """Runs one trial as a worker does, on one thread and without a deadline."""
+    from hpo.search import workers
+    from hpo.study import search_space
+    from hpo.tasks import study_task
+
+    task = study_task(config)
+    workers._objective(
+        trial,
+        config=config,
+        task=task,
+        space=search_space(task, config.space),
+        data_folder=folder,
+        threads=1,
+        deadline=None,
+    )
+
+
 def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
     fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A SIGTERM or Ctrl-C that lands while a trial samples its parameters (right after the last
     trial ended) fails it with the same reason as one stopped mid-training."""
     from hpo.search import workers
-    from hpo.study import search_space
-    from hpo.tasks import study_task
 
     config = load_study_config(write_study(tmp_path, fake_imdb))
-    task = study_task(config)
 
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
@@ -256,15 +273,7 @@ def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
     study = optuna.create_study()
     trial = study.ask()
     with pytest.raises(KeyboardInterrupt):
-        workers._objective(
-            trial,
-            config=config,
-            task=task,
-            space=search_space(task, config.space),
-            data_folder=tmp_path,
-            threads=1,
-            deadline=None,
-        )
+        _run_objective(trial, config, tmp_path)
     assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
     # Stopped before it had parameters: nothing to queue again.
     assert len(study.trials) == 1
@@ -276,12 +285,9 @@ def test_a_trial_stopped_while_it_trains_leaves_no_scratch_folder(
     # Ctrl-C during a trial: its process, ended as it unwound, left trials/00000/ (39 MB of
     # checkpoints) for good; its retry runs under a new number.
     from hpo.search import workers
-    from hpo.study import search_space
-    from hpo.tasks import study_task
     from hpo.training.runner import scratch_folder
 
     config = load_study_config(write_study(tmp_path, fake_imdb))
-    task = study_task(config)
     study = optuna.create_study()
     trial = study.ask()
     work = scratch_folder(config, trial.number)
@@ -294,15 +300,7 @@ def test_a_trial_stopped_while_it_trains_leaves_no_scratch_folder(
     monkeypatch.setattr(workers, "sample_params", lambda t, *_: t.suggest_int("units", 1, 2))
     monkeypatch.setattr(workers, "call_isolated", training)
     with pytest.raises(KeyboardInterrupt):
-        workers._objective(
-            trial,
-            config=config,
-            task=task,
-            space=search_space(task, config.space),
-            data_folder=tmp_path,
-            threads=1,
-            deadline=None,
-        )
+        _run_objective(trial, config, tmp_path)
     assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
     assert not work.exists()
 
