@@ -385,6 +385,16 @@ def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
     hint = "Build one first: hpo ensemble --top 5 (it writes ensembles/<study>-top5)."
     if not ensemble_dir.is_dir():
         raise ConfigError(f"--ensemble {ensemble_dir}: no such folder. {hint}")
+    if (ensemble_dir / EXPORT_NAME).is_file() and not report_path.exists():
+        raise ConfigError(
+            f"--ensemble {ensemble_dir} holds {EXPORT_NAME} alone, as "
+            "Tuner.ensemble().export(path) writes it: hpo distill trains a family of a study "
+            "file's on what hpo ensemble --study FILE recorded beside it (report.json: the "
+            "members, their validation predictions), and a Tuner's search has neither. Distil "
+            "it with your own code (keras.distillation.Distiller, the teacher "
+            f"keras.saving.load_model of {EXPORT_NAME}), or search from a study file and run "
+            "hpo ensemble on it."
+        )
     if not report_path.is_file() or not (ensemble_dir / EXPORT_NAME).is_file():
         raise ConfigError(
             f"--ensemble {ensemble_dir} holds no ensemble (report.json and {EXPORT_NAME}). {hint}"

@@ -20,7 +20,7 @@ from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
-from hpo.distill.build import SAME_SPEED, choose_student
+from hpo.distill.build import SAME_SPEED, choose_student, read_ensemble_report
 from hpo.distill.report import _goal, format_table
 from hpo.distill.student import StudentJob, StudentResult, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
@@ -387,6 +387,21 @@ def test_a_student_is_not_written_beside_an_ensemble_replaced_unseen_by_the_lock
     assert f"built {taught['created']}, and the folder now holds one built 2030-01-01" in said
     assert not (ensemble / DISTILLED_DIR).exists()
     assert [p.name for p in ensemble.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_tuner_s_exported_ensemble_is_named_as_one_hpo_distill_can_not_read(
+    tmp_path: Path,
+) -> None:
+    # Tuner.ensemble().export(path) writes ensemble.keras alone; hpo distill said "Build one
+    # first: hpo ensemble --top 5", as if there were no ensemble there.
+    from hpo.ensemble import EXPORT_NAME
+
+    (tmp_path / EXPORT_NAME).write_bytes(b"PK")
+    with pytest.raises(ConfigError, match=r"alone, as Tuner.ensemble\(\).export\(path\)"):
+        read_ensemble_report(tmp_path)
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(ConfigError, match="is not a report of hpo ensemble"):
+        read_ensemble_report(tmp_path)
 
 
 def test_folds_cut_the_training_rows_once_each_the_same_way_for_a_seed() -> None:
