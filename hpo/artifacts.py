@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optuna.artifacts import get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.exceptions import StorageInternalError
 from optuna.study import StudyDirection
@@ -431,14 +432,25 @@ def collect_garbage(
     return Collection(kept, removed, freed)
 
 
-def artifact_bytes(config: StudyConfig) -> int | None:
-    """What the study's artifact folder holds on disk; None for a bucket or a missing folder."""
+def artifact_bytes(config: StudyConfig, study: optuna.Study) -> int | None:
+    """What the study's artifacts (its trials' checkpoints and validation predictions, its
+    ensembles' reports) take on disk: only this study's, where studies share one artifact
+    folder. None for a bucket or a missing folder."""
     if config.artifact_location.startswith("s3://"):
         return None
     folder = Path(config.artifact_location)
     if not folder.is_dir():
         return None
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    store = AtomicFileSystemArtifactStore(folder)
+    stored = {
+        artifact
+        for trial in study.get_trials(deepcopy=False)
+        for attr in (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
+        if (artifact := stored_id(trial.user_attrs.get(attr))) is not None
+    }
+    # The study's own uploads: each ensemble's report.json.
+    stored.update(meta.artifact_id for meta in get_all_artifact_meta(study))
+    return sum(store.size(artifact) for artifact in stored)
 
 
 def _left_behind(study: optuna.Study, store: ArtifactStore) -> list[FrozenTrial]:
@@ -540,7 +552,7 @@ def _collect_checkpoints(
         refuse_read_only(
             config.storage_url, "hpo gc", "records on each trial that its checkpoint went"
         )
-    before = artifact_bytes(config)
+    before = artifact_bytes(config, study)
     result = collect_garbage(
         study,
         open_artifact_store(config.artifact_location, create=False),
@@ -556,7 +568,8 @@ def _collect_checkpoints(
     for number, why in sorted(result.kept.items()):
         print(f"  kept trial {number}: {why}")
     if not args.dry_run and before is not None:
-        print(f"Artifacts on disk: {_megabytes(before)} -> {_megabytes(artifact_bytes(config))}")
+        after = artifact_bytes(config, study)
+        print(f"Artifacts on disk: {_megabytes(before)} -> {_megabytes(after)}")
 
 
 def _sweep_leftovers(

@@ -21,6 +21,7 @@ from hpo.artifacts import (
     GC_ATTR_PREFIX,
     HOLD_ATTR_PREFIX,
     Collection,
+    artifact_bytes,
     collect_garbage,
     has_checkpoint,
     held_checkpoints,
@@ -156,9 +157,41 @@ def test_a_collection_stopped_after_its_record_has_its_files_deleted_by_the_next
     assert collect_garbage(study, store, keep=5).removed == {}
 
 
+def test_a_studys_artifact_bytes_count_its_own_files_where_studies_share_a_folder(
+    tmp_path: Path,
+) -> None:
+    # hpo status and hpo gc gave the whole folder's size, other studies' checkpoints with it.
+    study, store = _study_with_checkpoints(tmp_path, [0.7, 0.9])
+    other = optuna.create_study()
+    trial = other.ask()
+    big = tmp_path / "other.keras"
+    big.write_bytes(bytes(5000))
+    trial.set_user_attr(
+        Attr.CHECKPOINT_ID,
+        upload_artifact(artifact_store=store, file_path=str(big), study_or_trial=trial),
+    )
+    config = dataclasses.replace(
+        load_study_config(write_study(tmp_path, tmp_path)),
+        artifacts=str(tmp_path / "artifacts"),
+    )
+    assert artifact_bytes(config, study) == 2000
+    assert artifact_bytes(config, other) == 5000
+    shutil.rmtree(tmp_path / "artifacts")
+    assert artifact_bytes(config, study) is None
+
+
 def test_gc_command_dry_run_real_run_and_the_ensemble_after(study_copy: Path) -> None:
     config = load_study_config(study_copy)
-    ensemble = hpo("ensemble", "--study", str(study_copy), "--top", "2", "--method", "uniform")
+    ensemble = hpo(
+        "ensemble",
+        "--study",
+        str(study_copy),
+        "--top",
+        "2",
+        "--method",
+        "uniform",
+        cwd=study_copy.parent,  # its ensembles/ there, not in the repository
+    )
     assert ensemble.returncode == 0, ensemble.stderr[-3000:]
     study = optuna.load_study(study_name=config.name, storage=config.storage_url)
     members = set(study.user_attrs["ensemble_top2"]["members"])
@@ -187,7 +220,16 @@ def test_gc_command_dry_run_real_run_and_the_ensemble_after(study_copy: Path) ->
     artifacts = json.loads(status.stdout)["artifacts"]
     assert artifacts["checkpoints"] == 2 and artifacts["removed_checkpoints"] == 2
     assert artifacts["bytes"] == sum(p.stat().st_size for p in config.artifact_dir.iterdir())
-    again = hpo("ensemble", "--study", str(study_copy), "--top", "3", "--method", "uniform")
+    again = hpo(
+        "ensemble",
+        "--study",
+        str(study_copy),
+        "--top",
+        "3",
+        "--method",
+        "uniform",
+        cwd=study_copy.parent,  # its ensembles/ there, not in the repository
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     # 4 trials are COMPLETE; it said the study had only 2.
     assert "only 2 COMPLETE trials whose checkpoint hpo gc kept; using all" in again.stderr

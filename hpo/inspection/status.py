@@ -118,7 +118,7 @@ def status(
     """The study's status as JSON-serialisable data (see `hpo/inspection/status_schema.json`).
 
     Args:
-        artifact_bytes: What the study's artifact folder takes on disk, if known.
+        artifact_bytes: What the study's artifacts take on disk, if known.
         cache_bytes: What the study's prepared data (its cache folder) take on disk, if known.
         budget: The budget in seconds (None: none) that the next `hpo search` without
             --budget uses, the study file's; default: the one the study's last run recorded.
@@ -393,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
         study,
         config.storage_url,
         args.top,
-        artifact_bytes(config),
+        artifact_bytes(config, study),
         cache_bytes(config),
         budget=config.budget,
     )
