@@ -5,7 +5,8 @@ Command line::
     python -m hpo.status [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--top N] [--json | --csv FILE]
 
-`--json` prints one object that follows `hpo/inspection/status_schema.json` (schema_version 1).
+`--json` prints one object that follows `hpo/inspection/status_schema.json` (schema_version 1);
+`--csv -` writes the table to standard output.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from hpo.contract import Attr, OwnLoss
 from hpo.errors import ConfigError
 from hpo.search.identity import WorkerIdentity
 from hpo.store import redact_url
-from hpo.study import best_trial
 
 if TYPE_CHECKING:
     import argparse
@@ -56,18 +56,52 @@ _COLUMNS = {
 }
 
 
-def leaderboard(study: optuna.Study) -> pd.DataFrame:
-    """All trials as a table, best first: COMPLETE by value, then the rest by trial number."""
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
-    if frame.empty:
-        return frame
-    # A study with metric names calls its value column "value_<name>".
-    frame = frame.rename(columns=lambda c: "value" if c.startswith("value_") else c)
-    frame = _own_losses(frame.rename(columns=_COLUMNS))
+def leaderboard(
+    study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None
+) -> pd.DataFrame:
+    """All trials as a table, best first: COMPLETE by value, then the rest by trial number.
+
+    Args:
+        trials: The study's trials as read once (`study.get_trials`), for a table that agrees
+            with what else was made of them while a search adds trials; default: read now.
+    """
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    frame = _own_losses(_trials_frame(trials).rename(columns=_COLUMNS))
     frame["complete"] = frame["state"] == TrialState.COMPLETE.name
+    # Optuna keeps a pruned trial's last intermediate value as its value: only a COMPLETE
+    # trial's ranks it.
+    frame["rank"] = frame["value"].where(frame["complete"])
     lower_first = study.direction == StudyDirection.MINIMIZE
-    frame = frame.sort_values(["complete", "value", "trial"], ascending=[False, lower_first, True])
-    return frame.drop(columns="complete").reset_index(drop=True)
+    frame = frame.sort_values(["complete", "rank", "trial"], ascending=[False, lower_first, True])
+    return frame.drop(columns=["complete", "rank"]).reset_index(drop=True)
+
+
+def _trials_frame(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    """The trials as Optuna's `trials_dataframe` has them (number, state, value, params_*,
+    user_attrs_*), from trials already read; its columns also where there are none."""
+    import pandas as pd
+
+    params = sorted({name for trial in trials for name in trial.params})
+    attrs = sorted({name for trial in trials for name in trial.user_attrs})
+    columns = [
+        "number",
+        "state",
+        "value",
+        *(f"params_{name}" for name in params),
+        *(f"user_attrs_{name}" for name in attrs),
+    ]
+    records = [
+        {
+            "number": trial.number,
+            "state": trial.state.name,
+            "value": trial.values[0] if trial.values else None,
+            **{f"params_{name}": value for name, value in trial.params.items()},
+            **{f"user_attrs_{name}": value for name, value in trial.user_attrs.items()},
+        }
+        for trial in trials
+    ]
+    return pd.DataFrame(records, columns=columns)
 
 
 def _own_losses(frame: pd.DataFrame) -> pd.DataFrame:
@@ -129,8 +163,15 @@ def status(
     counts = {state.name: 0 for state in TrialState}
     for trial in every_trial:
         counts[trial.state.name] += 1
-    best = best_trial(study)
-    table = leaderboard(study).head(top)
+    # One read of the trials for all of it: a search adds trials meanwhile.
+    ranked = leaderboard(study, every_trial)
+    first = ranked.head(1).to_dict("records")
+    best = (
+        by_number[int(first[0]["trial"])]
+        if first and first[0]["state"] == TrialState.COMPLETE.name
+        else None
+    )
+    table = ranked.head(top)
     trials = [
         {
             "number": int(row["trial"]),
@@ -156,8 +197,6 @@ def status(
     latest = max(ensembles, key=lambda e: e["created"], default=None)
     recorded = study.user_attrs.get("hpo_config")
     last = _number(recorded.get("budget")) if isinstance(recorded, dict) else None
-    if last is not None and not math.isfinite(last):
-        last = None
     if isinstance(budget, _Recorded):
         budget = last
     spent = spent_seconds(study)
@@ -183,7 +222,7 @@ def status(
         "direction": study.direction.name.lower(),
         "objective": (study.metric_names or [Attr.VAL_ACCURACY])[0],
         "counts": counts,
-        "best": {"number": best.number, "value": best.value} if best else None,
+        "best": {"number": best.number, "value": _number(best.value)} if best else None,
         "trials": trials,
         "latest_ensemble": latest,
     }
@@ -236,11 +275,9 @@ def format_status(data: dict[str, Any]) -> str:
     # What the trials' value is (absent from older output): a column of its own, under its
     # name, unless hpo measured it itself (a classifier's accuracy), never replaced by another.
     objective = data.get("objective")
-    if data["best"]:
-        lines.append(
-            f"Best: trial {data['best']['number']}, {objective or 'value'} "
-            f"{data['best']['value']:.4f}"
-        )
+    if best := data["best"]:
+        value = "not finite" if best["value"] is None else f"{best['value']:.4f}"
+        lines.append(f"Best: trial {best['number']}, {objective or 'value'} {value}")
     if trials := data["trials"]:
         varying = _varying_params([t["params"] for t in trials])
         shown = varying[:MAX_PARAM_COLUMNS]
@@ -250,18 +287,20 @@ def format_status(data: dict[str, Any]) -> str:
         accuracy = any(t["val_accuracy"] is not None for t in trials)
         measured = {*losses, *([Attr.VAL_ACCURACY] if accuracy else [])}
         rows = [
-            {
-                "trial": t["number"],
-                "state": t["state"],
-                "family": t["family"],
-                **({objective: t["value"]} if objective not in (None, *measured) else {}),
-                "val_acc": t["val_accuracy"],
-                **{n: t["val_loss"] if t["val_loss_name"] == n else None for n in losses},
-                "epochs": t["epochs"],
-                "seconds": t["train_seconds"],
-                **{k: t["params"].get(k) for k in shown},
-                "note": (t["reason"] or _running_on(t))[:50],
-            }
+            _with_params(
+                {
+                    "trial": t["number"],
+                    "state": t["state"],
+                    "family": t["family"],
+                    **({objective: t["value"]} if objective not in (None, *measured) else {}),
+                    "val_acc": t["val_accuracy"],
+                    **{n: t["val_loss"] if t["val_loss_name"] == n else None for n in losses},
+                    "epochs": t["epochs"],
+                    "seconds": t["train_seconds"],
+                    "note": (t["reason"] or _running_on(t))[:50],
+                },
+                {k: t["params"].get(k) for k in shown},
+            )
             for t in trials
         ]
         table = pd.DataFrame(rows)
@@ -285,6 +324,18 @@ def format_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _with_params(row: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The table's row with the parameters before its note, one named as a column of hpo's
+    (`epochs`, `seconds`) under the name --csv gives it (`params_epochs`), not in its place."""
+    note = row.pop("note")
+    own = {*row, "note"}
+    return {
+        **row,
+        **{f"params_{name}" if name in own else name: value for name, value in params.items()},
+        "note": note,
+    }
+
+
 def _format_number(value: float) -> str:
     # A column of integers with a gap is a float column to pandas: 30000, not 3e+04.
     if value.is_integer() and abs(value) < 1e15:
@@ -303,12 +354,13 @@ def _number(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(number) else number
+    # JSON has no infinity: status's output has null for it, as for NaN.
+    return number if math.isfinite(number) else None
 
 
 def _integer(value: Any) -> int | None:
     number = _number(value)
-    return None if number is None or not math.isfinite(number) else int(number)
+    return None if number is None else int(number)
 
 
 # An ensemble's study attribute (`hpo.ensemble.report`): what status shows of it, by type.
@@ -381,7 +433,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument(
         "--json", action="store_true", help="print JSON (schema: hpo/inspection/status_schema.json)"
     )
-    output.add_argument("--csv", type=Path, help="write every trial's row to this CSV file")
+    output.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="write every trial's row to this CSV file (a new one, or one an earlier --csv "
+        "wrote; a link to one is written through); - writes it to standard output",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -399,9 +457,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(data, indent=2))
+    elif args.csv == _STDOUT:
+        _whole_numbers(_as_json_cells(leaderboard(study))).to_csv(sys.stdout, index=False)
     elif args.csv:
-        _write_csv(_as_json_cells(leaderboard(study)), args.csv)
-        print(f"Wrote {len(study.get_trials(deepcopy=False))} trials to {args.csv}")
+        table = _as_json_cells(leaderboard(study))
+        _write_csv(table, args.csv.resolve())
+        print(f"Wrote {len(table)} trials to {args.csv}")
     else:
         print(format_status(data))
     return 0
@@ -409,19 +470,33 @@ def run(args: argparse.Namespace) -> int:
 
 # The first cells of every table `--csv` writes: a file that starts otherwise is not one.
 _CSV_HEADER = "trial,state,"
+# `--csv -`: the table on standard output.
+_STDOUT = Path("-")
 
 
 def _check_csv_path(path: Path) -> None:
-    """Refuses a `--csv` path that is a folder, in none, or a file other than a table an
-    earlier `--csv` wrote (a typo naming the study's database, its study file or a checkpoint
-    would replace it)."""
-    if path.is_dir() or not path.parent.is_dir():
-        where = "is a folder" if path.is_dir() else f"is in {path.parent}, no folder"
-        raise ConfigError(f"--csv {path} {where}; give a file path, such as trials.csv.")
-    if not path.exists():
+    """Refuses a `--csv` path that is a folder, in none, not a regular file (a pipe, a device:
+    `-` is standard output), or a file other than a table an earlier `--csv` wrote (a typo
+    naming the study's database, its study file or a checkpoint would replace it). A link is
+    checked, and written, as the file it names."""
+    if path == _STDOUT:
+        return
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(
+            f"--csv {path} is not a regular file (a pipe or a device, such as /dev/stdout), "
+            "which the table cannot replace; give --csv - for standard output, or a file path, "
+            "such as trials.csv."
+        )
+    target = path.resolve()
+    if target.is_dir() or not target.parent.is_dir():
+        where = "is a folder" if target.is_dir() else f"is in {target.parent}, no folder"
+        raise ConfigError(
+            f"--csv {path} {where}; give a file path, such as trials.csv, or - for standard output."
+        )
+    if not target.exists():
         return
     try:
-        with path.open("rb") as file:
+        with target.open("rb") as file:
             ours = file.read(len(_CSV_HEADER)) == _CSV_HEADER.encode()
     except OSError as exc:
         raise ConfigError(f"--csv {path} cannot be read ({exc}); give another path.") from exc
@@ -429,7 +504,7 @@ def _check_csv_path(path: Path) -> None:
         raise ConfigError(
             f"--csv {path} is a file that hpo status did not write (it does not start with "
             f"{_CSV_HEADER!r}), which the table would replace; give a new path, such as "
-            "trials.csv, or remove that file first."
+            "trials.csv, or remove that file first (--csv - writes to standard output)."
         )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING
 
 import jsonschema
@@ -386,4 +387,131 @@ def test_whole_number_columns_are_written_as_integers_empty_cells_kept(tmp_path:
         "0,COMPLETE,64,0.01,0.5",
         "1,COMPLETE,,0.003,1.0",
         "2,COMPLETE,32,,0.75",
+    ]
+
+
+def test_status_reads_the_trials_once_while_a_search_adds_them() -> None:
+    # A search's worker starts a trial between two reads of the study: status read it twice
+    # (its trials, then the leaderboard's) and failed with a KeyError for the new trial.
+    study = _many_trials(3)
+    read = study.get_trials
+
+    def get_trials(*args: object, **kwargs: object) -> list[optuna.trial.FrozenTrial]:
+        trials = read(*args, **kwargs)  # type: ignore[arg-type]
+        study.ask()
+        return trials
+
+    study.get_trials = get_trials  # type: ignore[method-assign]
+    data = status(study, "sqlite:///s.db", top=10)
+    assert [t["number"] for t in data["trials"]] == [2, 1, 0]
+    assert sum(data["counts"].values()) == 3 and data["best"]["number"] == 2
+
+
+def test_pruned_trials_follow_the_complete_ones_by_number() -> None:
+    # Optuna keeps a pruned trial's last intermediate value as its value, by which the
+    # leaderboard ranked it among the others.
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(
+        [
+            optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=0.1),
+            optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=0.9),
+            optuna.trial.create_trial(value=0.6),
+            optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL),
+            optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=0.5),
+        ]
+    )
+    assert list(leaderboard(study)["trial"]) == [2, 0, 1, 3, 4]
+    data = status(study, "sqlite:///s.db", top=10)
+    assert [t["number"] for t in data["trials"]] == [2, 0, 1, 3, 4]
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_infinite_values_are_null_in_the_json(capsys: pytest.CaptureFixture[str]) -> None:
+    # json.dumps wrote Infinity, which is not JSON.
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(optuna.trial.create_trial(value=v) for v in (0.5, float("inf"), -math.inf))
+    data = status(study, "sqlite:///s.db", top=10)
+    parsed = json.loads(json.dumps(data), parse_constant=lambda name: pytest.fail(name))
+    jsonschema.validate(parsed, json.loads(SCHEMA_PATH.read_text()))
+    assert parsed["best"] == {"number": 1, "value": None}
+    assert [t["value"] for t in parsed["trials"]] == [None, 0.5, None]
+    assert "Best: trial 1, val_accuracy not finite" in format_status(data)
+
+
+def test_a_hyperparameter_named_as_a_column_keeps_hpos_column() -> None:
+    # A hypermodel's hp named "epochs" took the place of the epochs the trial trained.
+    study = optuna.create_study(direction="maximize")
+    hp = optuna.distributions.IntDistribution(1, 100)
+    study.add_trials(
+        optuna.trial.create_trial(
+            value=0.5 + e / 100,
+            params={"epochs": e, "seconds": e + 1},
+            distributions={"epochs": hp, "seconds": hp},
+            user_attrs={"epochs": 3, "train_seconds": 7.0},
+        )
+        for e in (10, 20)
+    )
+    rows = _table(status(study, "sqlite:///s.db", top=5))
+    assert [(r["epochs"], r["params_epochs"]) for r in rows] == [("3", "20"), ("3", "10")]
+    assert [(r["seconds"], r["params_seconds"]) for r in rows] == [("7", "21"), ("7", "11")]
+
+
+def _csv_study(tmp_path: Path, trials: int) -> list[str]:
+    """Arguments of `hpo status` for a study in `tmp_path` as a search leaves it, of `trials`
+    complete trials."""
+    from hpo.config import StudyConfig, config_to_dict
+    from hpo.study import create_study
+
+    config = StudyConfig(name="s", study_dir=tmp_path / "s")
+    config.study_dir.mkdir()
+    study = create_study(config, config.storage_url)
+    study.set_user_attr("hpo_config", config_to_dict(config))
+    study.add_trials(optuna.trial.create_trial(value=n / 10) for n in range(trials))
+    return ["--storage", config.storage_url, "--study-name", "s"]
+
+
+def test_csv_of_a_study_without_trials_has_its_header_and_is_written_again(
+    tmp_path: Path,
+) -> None:
+    # It wrote a bare newline, which the next --csv refused as a file hpo did not write.
+    study = _csv_study(tmp_path, 0)
+    path = tmp_path / "trials.csv"
+    assert main([*study, "--csv", str(path)]) == 0
+    assert path.read_text() == "trial,state,value\n"
+    assert main([*study, "--csv", str(path)]) == 0
+
+
+def test_csv_dash_is_standard_output_and_a_pipe_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    study = _csv_study(tmp_path, 2)
+    assert main([*study, "--csv", "-"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "trial,state,value",
+        "1,COMPLETE,0.1",
+        "0,COMPLETE,0.0",
+    ]
+    assert not (tmp_path / "-").exists()
+    # A pipe was read (waiting for a writer) and named a file to remove.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main([*study, "--csv", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert "not a regular file" in err and "give --csv - for standard output" in err
+
+
+def test_csv_through_a_link_writes_its_target(tmp_path: Path) -> None:
+    # The table replaced the link with a file of its own.
+    study = _csv_study(tmp_path, 1)
+    target = tmp_path / "target.csv"
+    assert main([*study, "--csv", str(target)]) == 0
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    target.write_text(target.read_text() + "9,COMPLETE,0.5\n")
+    assert main([*study, "--csv", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().splitlines() == [
+        "trial,state,value",
+        "0,COMPLETE,0",
     ]
