@@ -86,11 +86,21 @@ def _common_params(study: optuna.Study) -> list[str]:
     return sorted(varied - {"family"})[:MAX_PARALLEL_PARAMS]
 
 
+def _families(study: optuna.Study) -> dict[str, Any] | None:
+    """The family comparison's arguments, or None where no COMPLETE trial chose a family (an
+    hpo.Tuner's hypermodel, a study of one's own): Optuna's slice plot refuses a parameter the
+    study lacks."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return {"params": ["family"]} if any("family" in t.params for t in complete) else None
+
+
 # name -> (title, with {objective} the study's metric name; plotly plot, matplotlib plot,
-# keyword arguments from the study)
+# keyword arguments from the study, None where the study has nothing to show in it)
 FIGURES: dict[
     str,
-    tuple[str, Callable[..., Any], Callable[..., Any], Callable[[optuna.Study], dict[str, Any]]],
+    tuple[
+        str, Callable[..., Any], Callable[..., Any], Callable[[optuna.Study], dict[str, Any] | None]
+    ],
 ] = {
     "optimization_history": (
         "Optimization history",
@@ -120,7 +130,7 @@ FIGURES: dict[
         "{objective} by model family",
         optuna.visualization.plot_slice,
         optuna.visualization.matplotlib.plot_slice,
-        lambda study: {"params": ["family"]},
+        _families,
     ),
 }
 
@@ -173,10 +183,10 @@ def _write_figures(
         warnings.filterwarnings("ignore", "Target and region quantiles select", UserWarning)
         # Matplotlib's, where a slice has one value (a study of one trial, one family).
         warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
-        for index, (name, (title, plotly_plot, matplotlib_plot, kwargs)) in enumerate(
-            FIGURES.items()
-        ):
+        for name, (title, plotly_plot, matplotlib_plot, kwargs) in FIGURES.items():
             arguments = kwargs(plotted)
+            if arguments is None:
+                continue
             axes = matplotlib_plot(plotted, **arguments)
             figure = np.atleast_1d(axes).flat[0].figure
             _drop_long_legends(figure)
@@ -190,7 +200,7 @@ def _write_figures(
             if register:
                 save_plotly_graph_object(study, interactive, graph_object_id=name)
             body = interactive.to_html(
-                full_html=False, include_plotlyjs="inline" if index == 0 else False
+                full_html=False, include_plotlyjs="inline" if not sections else False
             )
             # The study's objective as Keras logs it (val_accuracy unless the study chose another).
             shown = title.format(objective=(study.metric_names or ["value"])[0])

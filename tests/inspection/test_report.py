@@ -146,6 +146,28 @@ def test_a_large_study_is_read_once_and_its_figures_say_nothing_to_stderr(
         write_report(tied, tmp_path / "tied", register=False)
 
 
+def test_a_study_without_families_has_the_report_without_their_comparison(
+    tmp_path: Path,
+) -> None:
+    # An hpo.Tuner's hypermodel chooses no family: Optuna's slice plot raised "Parameter family
+    # does not exist in your study", and there was no report.
+    study = optuna.create_study(direction="maximize")
+    rate = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    study.add_trials(
+        optuna.trial.create_trial(
+            params={"learning_rate": 1e-3 * (n + 1)},
+            distributions={"learning_rate": rate},
+            value=0.5 + n / 10,
+            intermediate_values={0: 0.4, 1: 0.5 + n / 10},
+        )
+        for n in range(3)
+    )
+    written = write_report(study, tmp_path / "report", register=False)
+    expected = {f"{name}.png" for name in FIGURES if name != "family_comparison"}
+    assert {p.name for p in written} == expected | {"report.html"}
+    assert "by model family" not in (tmp_path / "report" / "report.html").read_text()
+
+
 def test_a_legend_of_more_trials_than_anyone_reads_is_left_out() -> None:
     import matplotlib
 
