@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STUDY_NAME",
+    "STUDY_NAME_LENGTH",
     "UNLIMITED_TRIALS",
     "DataConfig",
     "Direction",
@@ -50,8 +51,10 @@ S3_SCHEME = "s3://"
 UNLIMITED_TRIALS = 1_000_000
 # StudyConfig fields that no study file may set.
 _DERIVED = ("study_dir", "import_families", "hypermodel")
-# A study's name (a folder's, and an hpo.Tuner's project_name).
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# A study's name (a folder's, and an hpo.Tuner's project_name), of at most STUDY_NAME_LENGTH
+# characters: Optuna's and a file system's limits are far above it.
+STUDY_NAME_LENGTH = 100
+STUDY_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{STUDY_NAME_LENGTH - 1}}}")
 
 
 class Diversity(enum.Enum):
@@ -354,6 +357,13 @@ class StudyConfig:
     hypermodel: Any = None
 
     def __post_init__(self) -> None:
+        _require(
+            len(self.name) <= STUDY_NAME_LENGTH,
+            "name",
+            self.name,
+            f"at most {STUDY_NAME_LENGTH} characters (it names the study's folder), not "
+            f"{len(self.name)}",
+        )
         _require(
             STUDY_NAME.fullmatch(self.name) is not None,
             "name",

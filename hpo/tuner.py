@@ -1042,11 +1042,19 @@ def _on_recorded_backend(study: Study) -> Iterator[None]:
 
 def _check_project_name(name: object) -> None:
     """Refuses a project name that cannot name a study and its folder, suggesting one that can."""
-    from hpo.config import STUDY_NAME
+    from hpo.config import STUDY_NAME, STUDY_NAME_LENGTH
 
     if isinstance(name, str) and STUDY_NAME.fullmatch(name):
         return
-    suggested = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:100] or "untitled_project"
+    suggested = (
+        re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:STUDY_NAME_LENGTH]
+        or "untitled_project"
+    )
+    if isinstance(name, str) and len(name) > STUDY_NAME_LENGTH:
+        raise ConfigError(
+            f"project_name must be at most {STUDY_NAME_LENGTH} characters (it names the study "
+            f"and its folder), got {len(name)}: {suggested!r}, say."
+        )
     raise ConfigError(
         f"project_name must be ASCII letters, digits, '-', '_' or '.', starting with a letter or "
         f"digit (it names the study and its folder), got {name!r}: {suggested!r}, say."

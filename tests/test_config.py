@@ -85,6 +85,8 @@ def test_only_a_budget_with_the_unlimited_trial_count_has_no_trial_limit(tmp_pat
         ('name = "s/x"\n', r"'name' must be a name of ASCII letters"),
         ('name = ".."\n', r"'name' must be a name of ASCII letters.*got '\.\.'"),
         ('name = "-x"\n', r"'name' must be a name of ASCII letters"),
+        # A long name of allowed characters was told about the characters.
+        (f'name = "{"a" * 101}"\n', r"'name' must be at most 100 characters .*not 101, got 'a"),
         ('name = "s"\n[training]\nprecision = "fp8"\n', r"'training.precision' must be one of"),
         ('name = "s"\nmax_trial_minutes = 0\n', r"'max_trial_minutes' must be > 0"),
         ('name = "s"\ntraining = 3\n', r"'training' must be a table"),

@@ -2339,6 +2339,10 @@ def test_a_project_name_that_cannot_name_a_folder_is_refused_suggesting_one(
             hpo.Tuner(_hypermodel(), directory=tmp_path, project_name=given)
         assert f"got {given!r}: {(suggested or 'untitled_project')!r}, say." in str(refused.value)
     assert hpo.Tuner(_hypermodel(), directory=tmp_path, project_name="v1.2").config.name == "v1.2"
+    # A long name of allowed characters was told about the characters.
+    with pytest.raises(ConfigError, match=r"^project_name must be at most 100 characters") as long:
+        hpo.Tuner(_hypermodel(), directory=tmp_path, project_name="a" * 101)
+    assert f"got 101: {'a' * 100!r}, say." in str(long.value)
 
 
 def test_overwrite_refuses_a_project_that_is_a_link_or_a_file_and_keeps_what_it_names(
