@@ -171,7 +171,8 @@ def _write_figures(
     from optuna_dashboard import save_plotly_graph_object
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, sections = [], []
+    written: list[Path] = []
+    sections: list[str] = []
     # Each file is written beside its place and put there once all are done: an interrupted
     # report (Ctrl-C, a figure that fails) leaves the earlier one whole, not mixed with this one.
     with contextlib.ExitStack() as in_place, warnings.catch_warnings():

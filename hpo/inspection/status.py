@@ -324,7 +324,7 @@ def format_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _with_params(row: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def _with_params(row: dict[Any, Any], params: dict[str, Any]) -> dict[Any, Any]:
     """The table's row with the parameters before its note, one named as a column of hpo's
     (`epochs`, `seconds`) under the name --csv gives it (`params_epochs`), not in its place."""
     note = row.pop("note")
