@@ -426,6 +426,19 @@ def test_pruned_trials_follow_the_complete_ones_by_number() -> None:
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
 
 
+def test_a_column_no_trial_has_a_value_in_shows_dashes_not_none() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(
+        [
+            optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=0.1),
+            optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL),
+        ]
+    )
+    table = format_status(status(study, "sqlite:///s.db", top=10))
+    assert "None" not in table
+    assert table.splitlines()[-1].split()[:2] == ["1", "FAIL"]
+
+
 def test_infinite_values_are_null_in_the_json(capsys: pytest.CaptureFixture[str]) -> None:
     # json.dumps wrote Infinity, which is not JSON.
     study = optuna.create_study(direction="maximize")
