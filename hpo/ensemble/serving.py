@@ -38,6 +38,7 @@ from hpo.ensemble.export import (
     takes_text,
 )
 from hpo.errors import ConfigError, HpoError
+from hpo.precision import global_policy
 from hpo.scratch import scratch_folder
 
 if TYPE_CHECKING:
@@ -304,7 +305,10 @@ def float32_copy(
     import keras
 
     config = _in_float32(keras.saving.serialize_keras_object(model))
-    copy = keras.saving.deserialize_keras_object(config)
+    # A layer that makes a sublayer in its `__init__` does not pass its own policy on to it:
+    # the sublayer takes the global one, which a mixed_float16 session leaves mixed.
+    with global_policy("float32"):
+        copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(model.get_weights())
     rows = check_rows(reference.labels, EXPORT_CHECK_EXAMPLES)
     inputs = reference.inputs_for(copy)[rows]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -155,6 +155,43 @@ def test_a_float16_model_goes_to_litert_as_a_float32_copy(tmp_path: Path) -> Non
     entry = write_exports(model, tmp_path, {Format.LITERT}, reference)["litert"]
     assert entry["computes_in"] == "float32" and "float16" in entry["float32_copy"]
     assert entry["max_abs_difference"] <= 1e-5
+
+
+def test_a_float32_copy_made_in_a_float16_session_computes_sublayers_in_float32() -> None:
+    """A custom layer that makes its Dense in `__init__` gives it the global policy, not its
+    own: rebuilt in a mixed_float16 session, that Dense came back float16 and the LiteRT
+    converter refused its float16 MatMul."""
+    import keras
+
+    from hpo.ensemble.serving import float32_copy
+
+    class Residual(keras.layers.Layer):
+        def __init__(self, units: int = 3, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.units = units
+            self.dense = keras.layers.Dense(units, activation="relu")
+
+        def call(self, x: Any) -> Any:
+            return keras.ops.concatenate([x, self.dense(x)], axis=-1)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "units": self.units}
+
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with keras.saving.custom_object_scope({"Residual": Residual}):
+            inputs = keras.Input((4,))
+            hidden = Residual(name="residual")(inputs)
+            outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(hidden)
+            model = keras.Model(inputs, outputs)
+            probabilities = np.asarray(model.predict(x, verbose=0), np.float64)
+            reference = Reference(x, None, np.arange(8) % 2, probabilities, tolerance=2e-3)
+            copy, _, note = float32_copy(model, reference, frozenset({"mixed_float16"}))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert note["computes_in"] == "float32"
+    assert copy.get_layer("residual").dense.compute_dtype == "float32"
 
 
 def test_an_image_model_serves_whole_in_litert_without_tensorflow(tmp_path: Path) -> None:
