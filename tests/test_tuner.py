@@ -472,6 +472,39 @@ def test_a_model_of_several_inputs_searches_ensembles_and_exports_taking_them_as
         ensemble.export(tmp_path / "changed")
 
 
+def test_an_export_refused_or_failed_leaves_the_folder_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LiteRT of several inputs was refused after ensemble.keras was written, and a format
+    that failed left the formats before it in the folder."""
+    from hpo.errors import ConfigError
+
+    (x, y), (x_val, y_val) = _two_inputs(64, 0), _two_inputs(32, 1)
+    tuner = hpo.Tuner(_two_input_hypermodel(), max_trials=1, directory=tmp_path, seed=0)
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, verbose=0)
+    ensemble = tuner.ensemble(top=1)
+    with pytest.raises(ConfigError, match=r"--format litert: the models take a dict"):
+        ensemble.export(tmp_path / "refused", formats=("keras", "litert"))
+    assert not (tmp_path / "refused").exists()
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+
+    def fails(model: Any, folder: Path, reference: Any) -> None:
+        folder.mkdir()
+        raise HpoError(f"the SavedModel in {folder} did not load")
+
+    monkeypatch.setattr("hpo.ensemble.serving.export_saved_model", fails)
+    with pytest.raises(HpoError) as raised:
+        ensemble.export(kept, formats=("keras", "savedmodel"))
+    assert str(raised.value) == f"the SavedModel in {kept / 'saved_model'} did not load"
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+    with pytest.raises(HpoError):
+        ensemble.export(tmp_path / "new", formats=("keras", "savedmodel"))
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.slow
 def test_inputs_searched_as_a_list_are_also_taken_by_the_names_the_model_gives_them(
     tmp_path: Path,

@@ -162,7 +162,7 @@ def export_trial(
         staging = staging_for(out_dir)
         staging.mkdir(parents=True)
         try:
-            report["export"] = write_exports(model, staging, asked, reference)
+            report["export"] = write_exports(model, staging, asked, reference, out_dir)
             report["export"].update(write_tokenizer(task, data_folder, staging))
             (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
             publish(staging, out_dir)
@@ -265,7 +265,9 @@ def _export_into(
     staging = staging_for(ensemble_dir / "export")
     staging.mkdir()
     try:
-        entries = write_exports(model, staging, set(asked) - {Format.KERAS}, reference)
+        entries = write_exports(
+            model, staging, set(asked) - {Format.KERAS}, reference, ensemble_dir
+        )
         for entry in entries.values():
             publish(staging / entry["path"], ensemble_dir / entry["path"])
     except Exception as exc:

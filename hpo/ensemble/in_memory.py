@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from hpo.data.in_memory import labels_or_targets, read_batches
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
 from hpo.ensemble.calibration import temperature_slope
 from hpo.ensemble.export import EXPORT_NAME, check_export, input_names
+from hpo.ensemble.output_folder import publish, staging_for
 from hpo.ensemble.regression import FittedRegression, fit_regression, is_regression
 from hpo.ensemble.weighting import ensemble_arguments
 from hpo.errors import ConfigError, DataError, HpoError
@@ -198,6 +200,7 @@ class Ensemble:
             Reference,
             as_formats,
             check_formats,
+            check_servable,
             serving_backend,
             write_exports,
         )
@@ -231,7 +234,6 @@ class Ensemble:
             file = file / EXPORT_NAME
         fitted = self._fitted
         model = self.model()
-        file.parent.mkdir(parents=True, exist_ok=True)
         data = fitted.task.trial_data(fitted.data_folder, fitted.members[0].trial.params)
         precisions = {m.trial.user_attrs.get(Attr.PRECISION) for m in fitted.members}
         if isinstance(fitted, FittedRegression):
@@ -241,21 +243,42 @@ class Ensemble:
             slope = temperature_slope(fitted.choice.blend(fitted.val_matrix), self.temperature)
         x_val = np.asarray(data.x_val)
         allowed = max(tolerance(p) for p in precisions)
-        if Format.KERAS in asked:
-            model.save(file)
-            try:
-                check_export(file, x_val, fitted.y_val, expected, allowed, slope)
-            except HpoError as exc:
-                raise HpoError(
-                    f"{exc}: the members no longer predict what they did in their trials (their "
-                    f"stored validation predictions). The likeliest cause is a layer or model "
-                    f"class of yours whose code changed since they trained (a notebook cell run "
-                    f"again, %autoreload): search it in a new project_name, or run this where "
-                    f"the class is as the trials had it."
-                ) from exc
-        if served := asked - {Format.KERAS}:
-            reference = Reference(x_val, None, np.asarray(fitted.y_val), expected, allowed, slope)
-            write_exports(model, file.parent, served, reference)
+        reference = Reference(x_val, None, np.asarray(fitted.y_val), expected, allowed, slope)
+        served = asked - {Format.KERAS}
+        check_servable(model, served, reference)
+        # Written beside the folder's own files and moved in once all are checked: an export
+        # that fails leaves the folder as it was.
+        made = not file.parent.exists()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_for(file)
+        staging.mkdir()
+        try:
+            written = []
+            if Format.KERAS in asked:
+                model.save(staging / file.name)
+                written.append(file.name)
+                try:
+                    check_export(staging / file.name, x_val, fitted.y_val, expected, allowed, slope)
+                except HpoError as exc:
+                    raise HpoError(
+                        f"{str(exc).replace(str(staging / file.name), str(file))}: the members "
+                        f"no longer predict what they did in their trials (their stored "
+                        f"validation predictions). The likeliest cause is a layer or model class "
+                        f"of yours whose code changed since they trained (a notebook cell run "
+                        f"again, %autoreload): search it in a new project_name, or run this "
+                        f"where the class is as the trials had it."
+                    ) from exc
+            if served:
+                entries = write_exports(model, staging, served, reference, file.parent)
+                written += [entry["path"] for entry in entries.values()]
+            for name in written:
+                publish(staging / name, file.parent / name)
+        except BaseException:
+            if made:
+                shutil.rmtree(file.parent, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return file if Format.KERAS in asked else file.parent
 
     def model(self) -> keras.Model:

@@ -59,7 +59,20 @@ import numpy as np
 runtime = set()
 import onnxruntime
 
-session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+
+def cannot_run(exc):
+    reason = " ".join(str(exc).split())
+    sys.exit(
+        f"ONNX Runtime cannot run the graph tf2onnx wrote ({reason[-300:]}): an operation in it "
+        "has no ONNX Runtime kernel (a keras.layers.Discretization's Bucketize, say). Export it "
+        "as savedmodel or keras instead."
+    )
+
+
+try:
+    session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+except Exception as exc:
+    cannot_run(exc)
 inputs = session.get_inputs()
 given = np.load(sys.argv[2], allow_pickle=False)
 # A model of several inputs: one array an input, by the model's input names (an .npz).
@@ -73,7 +86,10 @@ if len(inputs) != len(wanted) or (arrays is not None and set(arrays) != {i.name 
         "this). Export it as savedmodel or keras instead."
     )
 feed = arrays if arrays is not None else {inputs[0].name: given}
-outputs = session.run(None, feed)
+try:
+    outputs = session.run(None, feed)
+except Exception as exc:
+    cannot_run(exc)
 np.save(sys.argv[3], outputs[0])
 name = ", ".join(sorted(feed))
 """

@@ -195,32 +195,69 @@ def check_formats(formats: Iterable[Format], backend: str) -> None:
             )
 
 
+def check_servable(model: keras.Model, formats: Iterable[Format], reference: Reference) -> None:
+    """Refuses, before anything is written, a format that cannot take the model's inputs.
+
+    Raises:
+        ConfigError: LiteRT of a model of several inputs, or ONNX or LiteRT (which have no
+            string operators) of one that takes text: of several inputs, or raw text that the
+            study holds no token ids of (the model vectorizes it itself).
+    """
+    from hpo.ensemble.export import takes_text
+
+    converted = sorted(f.value for f in set(formats) & {Format.ONNX, Format.LITERT})
+    if not converted:
+        return
+    if packed(reference.raw):
+        # Several inputs: LiteRT not at all, ONNX numbers only.
+        refused = [f for f in converted if f == Format.LITERT.value or has_text(reference.raw)]
+        if refused:
+            raise ConfigError(
+                f"--format {' '.join(refused)}: the models take {describe(reference.raw)}, and "
+                f"hpo exports a model of several inputs as keras, savedmodel and (numbers only) "
+                f"onnx; load it with hpo.load_model and convert it yourself."
+            )
+    elif takes_text(model) and reference.tokens is None:
+        raise ConfigError(
+            f"--format {' '.join(converted)}: ONNX and LiteRT have no string operators, and "
+            f"this model takes text that the study holds no token ids of (the model vectorizes "
+            f"it itself); export it as keras or savedmodel, which take text."
+        )
+
+
 def write_exports(
-    model: keras.Model, folder: Path, formats: Iterable[Format], reference: Reference
+    model: keras.Model,
+    folder: Path,
+    formats: Iterable[Format],
+    reference: Reference,
+    published: Path | None = None,
 ) -> dict[str, Any]:
     """Writes `model` in `folder` in each format and checks each export against `reference`.
+
+    Args:
+        published: Where the caller moves what `folder` holds once written (default None:
+            `folder` is that place); errors name it, not the staging `folder`.
 
     Returns:
         The report's `export` entry: the `.keras` file's path, SHA-256 and check at its top
         level (as `hpo predict` reads them), and `saved_model`, `onnx` and `litert` entries.
 
     Raises:
-        ConfigError: LiteRT of a model of several inputs, or ONNX of one that takes text.
+        ConfigError: A format that cannot take the model's inputs (`check_servable`).
         HpoError: An export does not load, imports hpo or Keras, or disagrees.
     """
+    with _named_as(folder, published):
+        return _write_exports(model, folder, set(formats), reference)
+
+
+def _write_exports(
+    model: keras.Model, folder: Path, formats: set[Format], reference: Reference
+) -> dict[str, Any]:
+    """`write_exports`'s work."""
     from hpo.ensemble.litert_export import LITERT_NAME, export_litert
     from hpo.ensemble.onnx_export import ONNX_NAME, export_onnx
 
-    formats = set(formats)
-    # Several inputs: LiteRT not at all, ONNX (which has no string operators) numbers only.
-    refused = {Format.LITERT} | ({Format.ONNX} if has_text(reference.raw) else set())
-    converted = sorted(f.value for f in formats & refused)
-    if converted and packed(reference.raw):
-        raise ConfigError(
-            f"--format {' '.join(converted)}: the models take {describe(reference.raw)}, and hpo "
-            f"exports a model of several inputs as keras, savedmodel and (numbers only) onnx; "
-            f"load it with hpo.load_model and convert it yourself."
-        )
+    check_servable(model, formats, reference)
     entry: dict[str, Any] = {}
     if Format.KERAS in formats:
         with _removed_on_failure(folder / EXPORT_NAME):
@@ -248,6 +285,21 @@ def write_exports(
             portable, checked_against, note = float32_copy(model, reference, _NOT_LITERT)
             entry["litert"] = {**export_litert(portable, folder, checked_against), **note}
     return entry
+
+
+@contextlib.contextmanager
+def _named_as(folder: Path, published: Path | None) -> Iterator[None]:
+    """Errors raised inside name `published` where they name `folder`: the staging folder the
+    exports are written in before they are published there, which is removed by then."""
+    try:
+        yield
+    except HpoError as exc:
+        if published is not None and exc.args and isinstance(exc.args[0], str):
+            message = exc.args[0]
+            for staged in (str(folder.resolve()), str(folder)):
+                message = message.replace(staged, str(published))
+            exc.args = (message, *exc.args[1:])
+        raise
 
 
 # The mixed precisions each converter does not take: tf2onnx mixes float16 and bfloat16 in one

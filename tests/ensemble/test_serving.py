@@ -74,6 +74,50 @@ def test_an_onnx_graph_with_inputs_the_model_lacks_is_refused_naming_why_and_rem
     assert not (tmp_path / ONNX_NAME).exists()
 
 
+def test_an_onnx_op_onnx_runtime_lacks_is_refused_naming_the_fix_and_the_final_folder(
+    tmp_path: Path,
+) -> None:
+    """A Discretization becomes tf2onnx's Bucketize, which ONNX Runtime has no kernel for: the
+    message was ONNX Runtime's bare INVALID_GRAPH, and named the staging folder the export was
+    written in (removed by then), not the folder it was for."""
+    import keras
+
+    x = np.random.default_rng(0).uniform(0, 1, (16, 1)).astype("float32")
+    inputs = keras.Input((1,))
+    bins = keras.layers.Discretization(bin_boundaries=[0.25, 0.5, 0.75])(inputs)
+    hot = keras.layers.CategoryEncoding(num_tokens=4, output_mode="one_hot")(bins)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hot))
+    probabilities = np.asarray(model.predict(x, verbose=0), np.float64)
+    reference = Reference(x, None, np.arange(16) % 2, probabilities, tolerance=1e-5)
+    staging, final = tmp_path / ".out.tmp-1", tmp_path / "out"
+    staging.mkdir()
+    with pytest.raises(HpoError) as raised:
+        write_exports(model, staging, {Format.ONNX}, reference, published=final)
+    message = str(raised.value)
+    assert "Bucketize" in message and "Export it as savedmodel or keras instead" in message
+    assert f"{final}/{ONNX_NAME}" in message and str(staging) not in message
+    assert not (staging / ONNX_NAME).exists()
+
+
+def test_text_for_onnx_or_litert_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """ONNX of a model that vectorizes text itself was refused only after ensemble.keras and
+    saved_model/ were written, and they stayed."""
+    import keras
+
+    texts = np.array([["good film"], ["bad film"], ["fine"], ["dull"]])
+    inputs = keras.Input((1,), dtype="string")
+    ids = keras.layers.StringLookup(vocabulary=["good", "bad", "fine"])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(ids))
+    import tensorflow as tf
+
+    probabilities = np.asarray(model.predict(tf.constant(texts), verbose=0), np.float64)
+    reference = Reference(texts, None, np.arange(4) % 2, probabilities, tolerance=1e-5)
+    for converted in (Format.ONNX, Format.LITERT):
+        with pytest.raises(ConfigError, match=rf"--format {converted.value}: .*no string op"):
+            write_exports(model, tmp_path, {Format.KERAS, Format.SAVEDMODEL, converted}, reference)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_export_removes_what_it_wrote_and_keeps_what_it_left(tmp_path: Path) -> None:
     from hpo.ensemble.serving import _removed_on_failure
 
