@@ -337,6 +337,11 @@ def _texts(args: argparse.Namespace) -> list[str]:
             texts = _lines(_decoded(args.file.read_bytes(), f"--file {args.file}"))
         except OSError as exc:
             raise ConfigError(f"--file {args.file} cannot be read: {exc}") from exc
+        if not any(text.strip() for text in texts):
+            raise ConfigError(
+                f"--file {args.file} holds no text (it is empty or its lines are blank); give "
+                f"it one input a line."
+            )
     elif args.inputs:
         # One line of output per argument: a blank one would shift every line after it.
         if blank := [i for i, text in enumerate(args.inputs, 1) if not text.strip()]:

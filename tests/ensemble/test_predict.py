@@ -235,3 +235,14 @@ def test_a_trial_exported_without_the_keras_format_is_refused_naming_the_export_
     assert "Build one first: hpo ensemble --top 5." in capsys.readouterr().err
     assert main(["--ensemble", str(tmp_path), "A fine film."]) == 2
     assert "Build one first: hpo ensemble --top 5." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n\r\n"])
+def test_an_input_file_without_text_is_refused_naming_it(tmp_path: Path, content: bytes) -> None:
+    """An empty --file, or one of blank lines, printed nothing and exited 0."""
+    import argparse
+
+    file = tmp_path / "reviews.txt"
+    file.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"--file {file} holds no text"):
+        predict._texts(argparse.Namespace(file=file, inputs=[]))
