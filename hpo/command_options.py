@@ -214,8 +214,16 @@ def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> 
     one its search recorded: every reader of the study looks there, so a worker that `writes`
     elsewhere (a study file without the shared `artifacts`) is refused.
 
+    A study file of the study's own database that names another artifact location than the
+    recorded one (its `artifacts` edited, or another study file of the same name and storage)
+    reads the recorded one where only that holds the study's artifacts (with a notice), and a
+    command that `writes` is refused while the recorded one holds any: its checkpoints would
+    be split between two folders.
+
     Raises:
-        ConfigError: `writes`, and the study's artifacts are in the folder of another database
+        ConfigError: `writes` to another location than the one that holds the study's
+            artifacts in its own database; or `writes`, and the study's artifacts are in the
+            folder of another database
             of it, which still stands; or `writes` to a shared store's study in another
             artifact location than the one it recorded.
     """
@@ -232,13 +240,35 @@ def own_artifacts(config: StudyConfig, study: optuna.Study, *, writes: bool) -> 
             f'its checkpoints in {mine}. Set artifacts = "{here}" in the study file (the '
             f"study's shared folder or bucket, as this machine names it), then run this again."
         )
-    if (
-        here == mine
-        or "s3://" in (here[:5], mine[:5])
-        or old is None
-        or new is None
-        or _same_file(old, new)
-    ):
+    if old is not None and new is not None and _same_file(old, new):
+        if writes and _place(here) != _place(mine) and _holds_own(here, study):
+            raise ConfigError(
+                f"study {study.study_name!r} in {new} keeps its trials' artifacts in {here}, "
+                f"where its search recorded them; this run would store its checkpoints in "
+                f"{mine}, splitting them between two places (the study file's `artifacts` "
+                f"changed, or another study file has the same name and storage). Set "
+                f'artifacts = "{here}" in the study file, or move the folder first '
+                f"(mv {here} {mine}), then run this again."
+            )
+        if (
+            not writes
+            and not here.startswith("s3://")
+            and not mine.startswith("s3://")
+            and _place(here) != _place(mine)
+            and _holds_any(Path(here), study)
+            and not _holds_any(Path(mine), study)
+        ):
+            _log.warning(
+                "study %r: %s holds none of its trials' artifacts; reading them in %s, where "
+                'its search recorded them. Set artifacts = "%s" in the study file.',
+                study.study_name,
+                mine,
+                here,
+                here,
+            )
+            return dataclasses.replace(config, artifacts=here)
+        return config
+    if here == mine or "s3://" in (here[:5], mine[:5]) or old is None or new is None:
         return config
     chosen = _copys_artifacts(Path(here), Path(mine), study, old, new, writes=writes)
     if chosen is None and Path(here).exists():
@@ -300,6 +330,12 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.samefile(b)
     except OSError:  # one of them is gone
         return a.resolve() == b.resolve()
+
+
+def _holds_own(location: str, study: optuna.Study) -> bool:
+    """Whether the artifact `location` may hold some of the study's artifacts (a bucket is
+    not looked into)."""
+    return location.startswith("s3://") or _holds_any(Path(location), study)
 
 
 def _holds_any(folder: Path, study: optuna.Study) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -18,7 +19,6 @@ from hpo.study import create_study
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 
 def _flags(study: str | None = None) -> argparse.Namespace:
@@ -303,3 +303,40 @@ def test_a_worker_joining_a_shared_study_with_another_artifact_folder_is_refused
     # An older record that names no artifact location binds none.
     older = {k: v for k, v in config_to_dict(first).items() if k not in ("artifacts", "study_dir")}
     assert own_artifacts(joiner, _shared_study(older), writes=True) == joiner
+
+
+def test_a_sqlite_study_whose_artifact_folder_changed_is_refused_for_writes(
+    tmp_path: Path,
+) -> None:
+    # Editing `artifacts` between runs, or a second study file of the same name and database
+    # with its own default folder, was accepted: new checkpoints went to the new folder and
+    # hpo ensemble skipped the old trials, whose checkpoints stayed in the recorded one.
+    from hpo.command_options import own_artifacts
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first = StudyConfig(name="s", study_dir=tmp_path / "A" / "s", storage=url)
+    study = optuna.load_study(study_name="s", storage=_made(first))
+    here = first.artifact_location
+    trial = study.ask()
+    checkpoint = "0b5e3f0e-6a2b-4c7e-9a8d-1f2e3d4c5b6a"
+    trial.set_user_attr("checkpoint_artifact_id", checkpoint)
+    study.tell(trial, 0.5)
+    Path(here).mkdir(parents=True)
+    (Path(here) / checkpoint).write_text("weights")
+    for other in (
+        dataclasses.replace(first, artifacts=str(tmp_path / "arts2")),  # `artifacts` edited
+        dataclasses.replace(first, study_dir=tmp_path / "B" / "s"),  # another file, same db
+    ):
+        with pytest.raises(ConfigError) as refused:
+            own_artifacts(other, study, writes=True)
+        message = str(refused.value)
+        assert here in message and other.artifact_location in message
+        assert f'artifacts = "{here}"' in message
+    # A reader of the edited file reads the recorded folder, which alone holds them.
+    edited = dataclasses.replace(first, artifacts=str(tmp_path / "arts2"))
+    assert own_artifacts(edited, study, writes=False).artifacts == here
+    # The folder moved to the new place and the study file changed with it: the study's.
+    moved = dataclasses.replace(first, artifacts=str(tmp_path / "arts2"))
+    Path(here).rename(moved.artifact_location)
+    assert own_artifacts(moved, study, writes=True) == moved
+    assert own_artifacts(first, study, writes=True) == first
