@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import enum
 import logging
+import math
 import re
 import tomllib
 import types
@@ -372,14 +373,18 @@ class StudyConfig:
             "digit (it names the study's folder)",
         )
         _require(self.n_trials >= 1, "n_trials", self.n_trials, ">= 1")
-        _require(self.timeout is None or self.timeout > 0, "timeout", self.timeout, "> 0 seconds")
-        _require(self.budget is None or self.budget > 0, "budget", self.budget, "> 0 seconds")
-        _require(
-            self.max_trial_minutes is None or self.max_trial_minutes > 0,
-            "max_trial_minutes",
-            self.max_trial_minutes,
-            "> 0",
-        )
+        # inf passed `> 0`, and every trial then failed on a limit it could not state.
+        for key, value, unit in (
+            ("timeout", self.timeout, " seconds"),
+            ("budget", self.budget, " seconds"),
+            ("max_trial_minutes", self.max_trial_minutes, ""),
+        ):
+            _require(
+                value is None or (0 < value < math.inf),
+                key,
+                value,
+                f"a finite number > 0{unit} (leave it out for no limit)",
+            )
         _require(self.workers is None or self.workers >= 1, "workers", self.workers, ">= 1")
         _require(self.trials_per_gpu >= 1, "trials_per_gpu", self.trials_per_gpu, ">= 1")
         _require(self.max_failures >= 1, "max_failures", self.max_failures, ">= 1")

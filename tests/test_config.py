@@ -88,7 +88,14 @@ def test_only_a_budget_with_the_unlimited_trial_count_has_no_trial_limit(tmp_pat
         # A long name of allowed characters was told about the characters.
         (f'name = "{"a" * 101}"\n', r"'name' must be at most 100 characters .*not 101, got 'a"),
         ('name = "s"\n[training]\nprecision = "fp8"\n', r"'training.precision' must be one of"),
-        ('name = "s"\nmax_trial_minutes = 0\n', r"'max_trial_minutes' must be > 0"),
+        ('name = "s"\nmax_trial_minutes = 0\n', r"'max_trial_minutes' must be a finite number > 0"),
+        # inf passed, and every trial failed on a limit it could not state.
+        (
+            'name = "s"\nmax_trial_minutes = inf\n',
+            r"'max_trial_minutes' must be a finite .*got inf",
+        ),
+        ('name = "s"\ntimeout = inf\n', r"'timeout' must be a finite number > 0 seconds.*got inf"),
+        ('name = "s"\nbudget = inf\n', r"'budget' must be a duration greater than zero.*got inf"),
         ('name = "s"\ntraining = 3\n', r"'training' must be a table"),
         ("name = \n", r"not valid TOML"),
         (
@@ -259,8 +266,8 @@ BOUNDS = [
     ("training", "chance_margin", 0.0, -0.01, "[0, 0.5)"),
     ("training", "chance_margin", 0.49, 0.5, "[0, 0.5)"),
     (None, "n_trials", 1, 0, ">= 1"),
-    (None, "timeout", 0.5, 0.0, "> 0 seconds"),
-    (None, "max_trial_minutes", 0.5, 0.0, "> 0"),
+    (None, "timeout", 0.5, 0.0, "a finite number > 0 seconds (leave it out for no limit)"),
+    (None, "max_trial_minutes", 0.5, 0.0, "a finite number > 0 (leave it out for no limit)"),
     (None, "workers", 1, 0, ">= 1"),
     (None, "trials_per_gpu", 1, 0, ">= 1"),
     (None, "max_failures", 1, 0, ">= 1"),
