@@ -543,6 +543,15 @@ def _objective(trial: optuna.Trial, **settings: Any) -> float:
             requeue(trial.study, trial._trial_id, limit=None)
         trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
         raise
+    except optuna.TrialPruned:
+        raise
+    except Exception as exc:
+        # An error of the worker's own (not the trial's process), which `_trial` records none
+        # for: named, not left for the progress line to call "unknown error".
+        with contextlib.suppress(Exception):  # a store that fails now: Optuna logs the error
+            if Attr.FAIL_REASON not in trial.user_attrs:
+                trial.set_user_attr(Attr.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         _read_params_back(trial)
 

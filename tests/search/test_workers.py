@@ -279,6 +279,27 @@ def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
     assert len(study.trials) == 1
 
 
+def test_an_error_of_the_worker_itself_is_the_trials_fail_reason(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception raised in the worker, not in the trial's process (an OverflowError while
+    stating a limit), was reported as "unknown error"."""
+    from hpo.search import workers
+
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+
+    def overflows(*_: object) -> None:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(workers, "trial_limit", overflows)
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(OverflowError):
+        _run_objective(trial, config, tmp_path)
+    reason = study.trials[0].user_attrs[Attr.FAIL_REASON]
+    assert reason == "OverflowError: cannot convert float infinity to integer"
+
+
 def test_a_trial_stopped_while_it_trains_leaves_no_scratch_folder(
     fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
