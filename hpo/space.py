@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import (
@@ -63,12 +63,16 @@ def narrow_space(
         key = f"{where}.{name}"
         dist = space[name]
         if isinstance(dist, CategoricalDistribution):
-            bad = [v for v in value if v not in dist.choices]
-            if bad or len(set(map(repr, value))) != len(value):
+            rule = f"'{key}' must list distinct choices among {list(dist.choices)}"
+            chosen = [_choice(v, dist.choices) for v in value]
+            if any(isinstance(c, _Misspelt) for c in chosen):
                 raise ConfigError(
-                    f"'{key}' must list distinct choices among {list(dist.choices)}, got {value!r}."
+                    f"{rule}, as whole numbers ('{name}' takes integers; write them without a "
+                    f"decimal point, and not as true or false), got {value!r}."
                 )
-            narrowed[name] = CategoricalDistribution(value)
+            if None in chosen or len(set(map(repr, chosen))) != len(chosen):
+                raise ConfigError(f"{rule}, got {value!r}.")
+            narrowed[name] = CategoricalDistribution(chosen)
             continue
         assert isinstance(dist, (IntDistribution, FloatDistribution))
         rule = f"'{key}' must be [low, high] with {dist.low} <= low <= high <= {dist.high}"
@@ -94,6 +98,25 @@ def narrow_space(
         else:
             narrowed[name] = FloatDistribution(float(value[0]), float(value[1]), log=dist.log)
     return narrowed
+
+
+class _Misspelt:
+    """A categorical value equal to an integer choice but not one (64.0, or true for 1)."""
+
+
+def _choice(value: Any, choices: Sequence[Any]) -> Any:
+    """The choice among `choices` that `value` names, compared by type as well as by value:
+    64.0 == 64 and True == 1, and a trial handed either crashed where it needed an integer.
+    A whole number names a float choice (0 for 0.0). None where none matches; a `_Misspelt`
+    where `value` equals an integer choice in another type."""
+    for choice in choices:
+        if value != choice:
+            continue
+        if type(value) is type(choice) or (isinstance(choice, float) and type(value) is int):
+            return choice
+        if type(choice) is int:
+            return _Misspelt()
+    return None
 
 
 def _on_float_grid(key: str, dist: FloatDistribution, value: list[float]) -> tuple[float, float]:

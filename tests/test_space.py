@@ -80,6 +80,25 @@ def test_an_integer_range_given_as_fractions_says_whole_numbers() -> None:
         narrow_space(SPACE, {"units": [16.5, 32.5]}, where="space")
 
 
+def test_integer_choices_given_as_fractions_or_booleans_say_whole_numbers() -> None:
+    # batch_size = [64.0] passed (64.0 == 64, True == 1), and every trial then crashed.
+    space = {
+        "batch_size": CategoricalDistribution([32, 64]),
+        "pool": CategoricalDistribution([0, 1]),
+    }
+    for name, value in [("batch_size", [64.0]), ("batch_size", [32, 64.0]), ("pool", [True])]:
+        with pytest.raises(ConfigError, match=rf"'s.{name}' .* as whole numbers"):
+            narrow_space(space, {name: value}, where="s")
+    assert narrow_space(space, {"batch_size": [64]}, where="s")["batch_size"].choices == (64,)
+    # A whole number names a float choice, which the trial is given as the float.
+    rates = {"drop": CategoricalDistribution([0.0, 0.5])}
+    narrowed = narrow_space(rates, {"drop": [0]}, where="s")["drop"]
+    assert narrowed.choices == (0.0,) and isinstance(narrowed.choices[0], float)
+    flags = {"flag": CategoricalDistribution([True, False])}
+    with pytest.raises(ConfigError, match=r"distinct choices among \[True, False\], got \[1\]"):
+        narrow_space(flags, {"flag": [1]}, where="s")
+
+
 def test_fit_value_lands_on_the_step_grid() -> None:
     fitted = fit_value(IntDistribution(3, 9, step=2), 6)
     assert fitted == 5 and isinstance(fitted, int)
