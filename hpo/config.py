@@ -178,6 +178,8 @@ class DataConfig:
     encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
+        _require_path(self.path, "data.path")
+        _require_path(self.test_path, "data.test_path")
         _require(self.val_size >= 2, "data.val_size", self.val_size, ">= 2")
         _require(self.seed >= 0, "data.seed", self.seed, ">= 0")
         _require(
@@ -372,6 +374,8 @@ class StudyConfig:
             "a name of ASCII letters, digits, '-', '_' or '.' that starts with a letter or "
             "digit (it names the study's folder)",
         )
+        _require_path(self.storage, "storage")
+        _require_path(self.artifacts, "artifacts")
         _require(self.n_trials >= 1, "n_trials", self.n_trials, ">= 1")
         # inf passed `> 0`, and every trial then failed on a limit it could not state.
         for key, value, unit in (
@@ -495,7 +499,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
     data = raw.get("data")
     if isinstance(data, dict):
         for key in ("path", "test_path"):
-            if isinstance(data.get(key), str):
+            if isinstance(data.get(key), str) and data[key].strip():
                 # Absolute, as the study records them: a command run from another folder, or
                 # on the study's database alone, reads the same files.
                 data = {**data, key: str((path.parent / Path(data[key]).expanduser()).resolve())}
@@ -602,6 +606,15 @@ def _is_text_codec(name: object) -> bool:
 def _require(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
         raise ConfigError(f"'{key}' must be {expected}, got {value!r}.")
+
+
+def _require_path(value: str | None, key: str) -> None:
+    # Path("") is ".": an empty path named the folder a command ran in, not a default.
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            f"'{key}' must name a file or folder, got {value!r}. Leave '{key}' out for its "
+            f"default, or give the path."
+        )
 
 
 def _build(cls: type[Any], table: dict[str, Any], prefix: str) -> Any:

@@ -89,6 +89,11 @@ def test_only_a_budget_with_the_unlimited_trial_count_has_no_trial_limit(tmp_pat
         (f'name = "{"a" * 101}"\n', r"'name' must be at most 100 characters .*not 101, got 'a"),
         ('name = "s"\n[training]\nprecision = "fp8"\n', r"'training.precision' must be one of"),
         ('name = "s"\nmax_trial_minutes = 0\n', r"'max_trial_minutes' must be a finite number > 0"),
+        # An empty path was the folder the command ran in (Path("") is ".").
+        ('name = "s"\nartifacts = ""\n', r"'artifacts' must name a file or folder, got ''"),
+        ('name = "s"\nstorage = " "\n', r"'storage' must name a file or folder, got ' '"),
+        ('name = "s"\n[data]\npath = ""\n', r"'data.path' must name a file or folder, got ''"),
+        ('name = "s"\n[data]\ntest_path = ""\n', r"'data.test_path' must name a file or"),
         # inf passed, and every trial failed on a limit it could not state.
         (
             'name = "s"\nmax_trial_minutes = inf\n',
