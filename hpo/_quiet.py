@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import os
 
+from hpo._env import VERBOSE_VAR, env_flag
+from hpo.errors import ConfigError
 from hpo.training.start_errors import keep_start_errors
 
-if os.environ.get("HPO_VERBOSE") != "1":
+try:
+    _verbose = env_flag(VERBOSE_VAR)
+except ConfigError:  # the command that started this server refused it already
+    _verbose = False
+if not _verbose:
     _devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(_devnull, 2)
     os.close(_devnull)

@@ -23,6 +23,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from hpo._env import VERBOSE_VAR, env_flag
 from hpo.errors import ConfigError
 from hpo.training.start_errors import START_ERRORS_VAR
 
@@ -146,7 +147,7 @@ def import_keras() -> ModuleType:
         from hpo.cli import quiet_tensorflow
 
         other = os.environ.get(BACKEND_VAR, Backend.TENSORFLOW.value) != Backend.TENSORFLOW.value
-        with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
+        with quiet_tensorflow(env_flag(VERBOSE_VAR)):
             import keras  # noqa: F401
 
             if other and importlib.util.find_spec("tensorflow") is not None:

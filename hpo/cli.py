@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from hpo._env import VERBOSE_VAR, env_flag
 from hpo._output import dropped, usable_output
 from hpo._warnings import warnings_not_errors
 from hpo.errors import HpoError
@@ -50,8 +51,6 @@ def module_entry(name: str) -> str:
     """What `python -m` runs for a command: `hpo.<name>`, or its module for storage-proxy."""
     return MODULES[name] if "-" in name else f"hpo.{name}"
 
-
-VERBOSE_VAR = "HPO_VERBOSE"
 
 # Whether this process runs an `hpo` command (`_run`): its messages then name the command's
 # flags, and otherwise what a Python caller passes. The processes a command starts (a search's
@@ -140,7 +139,11 @@ def _run(module: Command, args: argparse.Namespace) -> int:
 
 def _run_command(module: Command, args: argparse.Namespace) -> int:
     warnings_not_errors()
-    verbose = bool(getattr(args, "verbose", False)) or os.environ.get(VERBOSE_VAR) == "1"
+    try:
+        verbose = bool(getattr(args, "verbose", False)) or env_flag(VERBOSE_VAR)
+    except HpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if verbose:
         os.environ[VERBOSE_VAR] = "1"
     _configure_logging(verbose)

@@ -150,6 +150,17 @@ def test_any_other_unwritable_path_is_one_line_with_exit_2_and_a_traceback_when_
         cli._run(cli._command("status"), cli.argparse.Namespace(verbose=True))
 
 
+def test_a_verbose_switch_of_another_value_is_refused_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpo import cli
+
+    monkeypatch.setattr(cli, "_command", lambda _name: type("M", (), {"run": lambda _a: 0}))
+    monkeypatch.setenv(cli.VERBOSE_VAR, "maybe")
+    assert cli._run(cli._command("status"), cli.argparse.Namespace()) == 2
+    assert "$HPO_VERBOSE must be 1 (on) or 0 (off)" in capsys.readouterr().err
+
+
 def test_output_into_a_closed_pipe_ends_quietly(searched: Path) -> None:
     # `hpo status --json | head -1`: the reader leaves before the output is written.
     command = [str(HPO), "status", "--study", str(searched), "--json"]

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpo._env import VERBOSE_VAR, env_flag
 from hpo._script import script_outside_guard
 from hpo.errors import ConfigError
 
@@ -69,7 +70,7 @@ def load_families(
     """
     from hpo.cli import quiet_tensorflow
 
-    with quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
+    with quiet_tensorflow(env_flag(VERBOSE_VAR)):
         # KerasTuner imports Keras, and so TensorFlow and its start-up chatter.
         from hpo.models.hypermodel import HyperModelFamily, as_hypermodel
 
@@ -125,7 +126,7 @@ def _import(spec: str, key: str, base: Path) -> Any:
     _check_not_running_script(module_name, spec, key, base)
     try:
         # A user's module usually imports Keras, and so TensorFlow and its start-up chatter.
-        with _searching(base), quiet_tensorflow(os.environ.get("HPO_VERBOSE") == "1"):
+        with _searching(base), quiet_tensorflow(env_flag(VERBOSE_VAR)):
             module = importlib.import_module(module_name)
     except Exception as exc:
         raise ConfigError(

@@ -11,11 +11,11 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from typing import TYPE_CHECKING
 
+from hpo._env import PROGRESS_VAR, env_flag
 from hpo.api import DEFAULT_STUDY
 from hpo.budget import format_duration, parse_duration
 from hpo.command_options import DATA_HELP, positive_int
@@ -128,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
             trials_per_gpu=args.trials_per_gpu,
             tensorboard=args.tensorboard,
             data=args.data,
-            progress=(sys.stderr is not None and sys.stderr.isatty())
-            or bool(os.environ.get("HPO_PROGRESS")),
+            progress=(sys.stderr is not None and sys.stderr.isatty()) or env_flag(PROGRESS_VAR),
         )
     except KeyboardInterrupt:
         print(

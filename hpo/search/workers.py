@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from hpo._env import VERBOSE_VAR, env_flag
 from hpo._output import dropped
 from hpo.artifacts import KeepBest
 from hpo.backend import (
@@ -482,7 +483,7 @@ def run_worker(
     said = _TrialFailureLines()
     # The logger that writes them (a logger's filters see only its own records).
     optuna_log = logging.getLogger("optuna.study._optimize")
-    if os.environ.get("HPO_VERBOSE") != "1":
+    if not env_flag(VERBOSE_VAR):
         optuna_log.addFilter(said)
     try:
         study.optimize(
