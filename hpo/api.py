@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo.backend import callers_environment
-from hpo.config import StudyConfig, load_study_config
+from hpo.config import DEFAULT_STUDY, StudyConfig, load_study_config
 from hpo.errors import ConfigError
 from hpo.scratch import scratch_folder
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_STUDY", "Study", "StudyRef", "ensemble", "load_model", "load_study", "search"]
 
-DEFAULT_STUDY = "studies/imdb.toml"
 # A study as the functions here take it: its study file, or its configuration.
 StudyRef = str | Path | StudyConfig
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo._json import read_json
-from hpo.config import config_from_dict, load_study_config, sqlite_url
+from hpo.config import DEFAULT_STUDY, config_from_dict, load_study_config, sqlite_url
 from hpo.errors import ConfigError, StoreError
 from hpo.store import (
     documented_storage,
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_STUDY = "studies/imdb.toml"
 DATA_HELP = (
     "data set folder or archive (overrides the task's variable: $HPO_IMDB_PATH, "
     "$HPO_TEXT_PATH, $HPO_CIFAR10_PATH or $HPO_IMAGES_PATH, and the study file's data.path)"

@@ -452,6 +452,10 @@ class StudyConfig:
             raise ConfigError(f"{exc} (given as a flag or argument, over the study file)") from exc
 
 
+# The study file a command reads without --study, from the folder it runs in.
+DEFAULT_STUDY = "studies/imdb.toml"
+
+
 def load_study_config(path: str | Path) -> StudyConfig:
     """Reads and validates a study file.
 
@@ -470,6 +474,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
         # does not allow.
         raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError as exc:
+        if path == Path(DEFAULT_STUDY):
+            raise ConfigError(
+                f"no study file was given, and the default one, {DEFAULT_STUDY}, is not in "
+                f"{Path.cwd()}, where it is read from. Run this from the project's root "
+                f"folder, which holds it, or pass your study file: --study FILE."
+            ) from exc
         raise ConfigError(
             f"study file {path} does not exist. Pass an existing file, "
             f"for example --study studies/imdb.toml."
@@ -488,6 +498,14 @@ def load_study_config(path: str | Path) -> StudyConfig:
         if derived in raw:
             raise ConfigError(f"{path}: '{derived}' is not a study-file key; remove it.")
     name = raw.get("name", path.stem)
+    if "name" not in raw and STUDY_NAME.fullmatch(name) is None:
+        fit = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-_.") or "my-study"
+        raise ConfigError(
+            f"{path} has no 'name' key, so the study is named after the file, {name!r}, which "
+            f"is not a study name: ASCII letters, digits, '-', '_' or '.', starting with a "
+            f'letter or digit (it names the study\'s folder). Add name = "{fit}" to the '
+            f"study file, or rename the file."
+        )
     if not isinstance(name, str):
         raise ConfigError(f"{path}: 'name' must be a string, got {name!r}.")
     raw = {**raw, "name": name, "study_dir": path.parent / name}

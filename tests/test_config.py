@@ -360,3 +360,23 @@ def test_the_reprs_of_a_study_and_a_search_mask_the_storage_password() -> None:
         assert "'postgresql+psycopg://hpo:***@db.example/hpo'" in shown
     assert repr(config).startswith("StudyConfig(name='t7', task='imdb', storage=")
     assert config.storage == url  # masked only where shown
+
+
+def test_a_study_named_after_its_file_says_so_when_the_name_does_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "my study.toml"
+    path.write_text("n_trials = 2\n")
+    with pytest.raises(ConfigError, match=r"has no 'name' key, so the study is named after the"):
+        load_study_config(path)
+    with pytest.raises(ConfigError, match=r'Add name = "my-study" to the study file'):
+        load_study_config(path)
+    # The default study file, missing where a command runs: said as the default, not as a
+    # file the user gave, with how to run it.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as missing:
+        load_study_config("studies/imdb.toml")
+    message = str(missing.value)
+    assert "no study file was given, and the default one, studies/imdb.toml" in message
+    assert str(tmp_path) in message and "--study FILE" in message
+    assert "for example --study studies/imdb.toml" not in message
