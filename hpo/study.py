@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -293,10 +294,27 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
     if changes:
         raise ConfigError(
             f"this run's settings differ from those study {study.study_name!r} recorded, so its "
-            f"trials would not be comparable ({'; '.join(changes)}). Restore them, join the "
+            f"trials would not be comparable ({'; '.join(changes)}).{_backend_from_env(changes)}"
+            f" Restore them, join the "
             f"study with its recorded settings (hpo search --storage URL --study-name "
             f"{study.study_name}), or start a new study (a new 'name')."
         )
+
+
+def _backend_from_env(changes: list[str]) -> str:
+    """Where a changed backend is $KERAS_BACKEND's, which chooses it for a study file that
+    names none: a sentence that says so, else nothing."""
+    from hpo.backend import BACKEND_VAR
+
+    value = os.environ.get(BACKEND_VAR, "").strip().lower()
+    if not value or not any(
+        c.startswith("training.backend:") and c.endswith(f"-> {value!r}") for c in changes
+    ):
+        return ""
+    return (
+        f" ${BACKEND_VAR} is {value!r}, which chooses the backend of a study file that names "
+        f"none under [training]: unset it, or set backend in the study file."
+    )
 
 
 # The study attribute that records the Keras settings of an `hpo.Tuner`'s session.

@@ -242,13 +242,16 @@ def test_a_minimized_objective_makes_a_minimizing_study_ranked_lowest_first(tmp_
         check_settings(study, StudyConfig(name="s"))
 
 
-def test_changed_settings_are_named_key_by_key_not_as_whole_tables(tmp_path: Path) -> None:
+def test_changed_settings_are_named_key_by_key_not_as_whole_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dataclasses
 
     from hpo.backend import Backend
     from hpo.config import StudyConfig, TrainingConfig, config_to_dict
     from hpo.study import check_settings, create_study
 
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
     config = StudyConfig(name="s", training=TrainingConfig(backend=Backend.TORCH))
     study = create_study(config, f"sqlite:///{tmp_path / 'study.db'}")
     study.set_user_attr("hpo_config", config_to_dict(config))
@@ -264,3 +267,8 @@ def test_changed_settings_are_named_key_by_key_not_as_whole_tables(tmp_path: Pat
     assert f"(sampler.seed: {seed} -> {seed + 1}; training.backend: 'torch' -> 'jax')" in str(
         raised.value
     )
+    assert "KERAS_BACKEND" not in str(raised.value)
+    # $KERAS_BACKEND chose the new backend: the message names it, not only the setting.
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    with pytest.raises(ConfigError, match=r"\$KERAS_BACKEND is 'jax', which chooses the backend"):
+        check_settings(study, changed)
