@@ -32,6 +32,7 @@ from hpo.ensemble.output_folder import (
     folder_lock,
     publish,
     replacing,
+    signals_held,
     staging_for,
 )
 from hpo.ensemble.refit import refit_members
@@ -235,6 +236,10 @@ def build_ensemble(
                 check_out_dir(out_dir, OutputKind.ENSEMBLE, **owner)
                 if (now := replacing(out_dir)) not in (None, said):
                     print(now, file=sys.stderr, flush=True)
+                # Ctrl-C or SIGTERM waits (on `held`) until the study records the ensemble
+                # too: stopped between the two, the folder would hold one ensemble and the
+                # study (hpo status, hpo gc's choice of checkpoints to keep) another.
+                held.enter_context(signals_held())
                 publish(staging, out_dir)
         except Exception as exc:
             raise_if_full(exc, out_dir)

@@ -10,6 +10,7 @@ Each export must reproduce the trial's recorded validation predictions, on valid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from hpo.ensemble.output_folder import (
     check_out_dir,
     folder_lock,
     publish,
+    signals_held,
     staging_for,
 )
 from hpo.ensemble.predict import export_backend, load_export, verify_tokenizer
@@ -264,27 +266,31 @@ def _export_into(
     )
     staging = staging_for(ensemble_dir / "export")
     staging.mkdir()
-    try:
-        entries = write_exports(
-            model, staging, set(asked) - {Format.KERAS}, reference, ensemble_dir
-        )
-        for entry in entries.values():
-            publish(staging / entry["path"], ensemble_dir / entry["path"])
-    except Exception as exc:
-        # The exports go beside the ensemble they are of: --out does not move them.
-        raise_if_full(
-            exc,
-            ensemble_dir,
-            fix="the ensemble and its exports are untouched. Free space on that disk, or copy "
-            "the ensemble's folder to a larger one and export it there.",
-        )
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    report["export"].update(entries)
-    scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
-    scratch.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(scratch, report_path)
+    with contextlib.ExitStack() as held:
+        try:
+            entries = write_exports(
+                model, staging, set(asked) - {Format.KERAS}, reference, ensemble_dir
+            )
+            # Ctrl-C or SIGTERM waits until the report records the exports' checksums too:
+            # stopped between the two, an export would fail its own report's check.
+            held.enter_context(signals_held())
+            for entry in entries.values():
+                publish(staging / entry["path"], ensemble_dir / entry["path"])
+        except Exception as exc:
+            # The exports go beside the ensemble they are of: --out does not move them.
+            raise_if_full(
+                exc,
+                ensemble_dir,
+                fix="the ensemble and its exports are untouched. Free space on that disk, or "
+                "copy the ensemble's folder to a larger one and export it there.",
+            )
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        report["export"].update(entries)
+        scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
+        scratch.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        os.replace(scratch, report_path)
     return report
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "publish",
     "replacing",
     "restore_interrupted",
+    "signals_held",
     "staging_for",
 ]
 
@@ -355,7 +356,7 @@ def publish(staging: Path, out_dir: Path) -> None:
     old = staging_for(out_dir, "old")
     published = False
     try:
-        with _signals_held():
+        with signals_held():
             moved = os.path.lexists(out_dir)
             if moved:
                 os.rename(out_dir, old)
@@ -403,8 +404,11 @@ def restore_interrupted(out_dir: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Holds Ctrl-C, SIGTERM and SIGHUP inside, delivering them after, as they were handled.
+
+    Around `publish` and what records the new output elsewhere (the study's record of its
+    ensemble), so that both change or neither does. Nested holds deliver to the outer one.
 
     Python runs its handlers in the main thread, between two of its steps, so a signal that
     arrives inside runs none there; in another thread nothing is held (no handler of Python's
@@ -432,7 +436,7 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-# The signals that stop a command part way and that `_signals_held` holds.
+# The signals that stop a command part way and that `signals_held` holds.
 _HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

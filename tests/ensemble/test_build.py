@@ -538,6 +538,42 @@ def test_a_signal_between_publishs_renames_is_held_until_the_new_output_is_in_pl
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ensemble"]
 
 
+def test_a_signal_as_the_new_ensemble_is_put_in_place_waits_for_the_study_to_record_it(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM after publish's renames, before record_in_study, ended the command with the new
+    # ensemble in the folder and the study recording the earlier one (or none): hpo gc, which
+    # keeps recorded ensembles' members, could delete the checkpoints of the one in the folder.
+    import signal
+
+    from hpo.ensemble import build
+
+    config, study = open_study(study_copy, None, None)
+    out = tmp_path / "out"
+    publish = build.publish
+
+    def signalled(staging: Path, out_dir: Path) -> None:
+        publish(staging, out_dir)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    monkeypatch.setattr(build, "publish", signalled)
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_ensemble(config, study, top=2, out_dir=out)
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    report = json.loads((out / "report.json").read_text())
+    reloaded = optuna.load_study(
+        study_name=config.name, storage=open_storage(config.storage_url, create=False)
+    )
+    assert reloaded.user_attrs["ensemble_top2"]["created"] == report["created"]
+
+
 def test_a_second_rename_that_fails_puts_the_earlier_output_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -364,3 +364,41 @@ def test_tokenizer_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
     assert "UTF" not in done.stdout.upper(), "the locale under test must not be UTF-8"
     text = (tmp_path / "tokenizer.json").read_text(encoding="utf-8")
     assert Tokenizer.from_json(text).vocabulary == ["", "[UNK]", "café", "日本"]
+
+
+def test_a_signal_as_an_export_is_put_in_place_waits_for_the_report_to_record_it(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM after an export's rename, before report.json was rewritten, left the new export
+    # in the folder with its report recording none (or the replaced one's checksum).
+    import signal
+
+    from hpo.command_options import open_study
+    from hpo.ensemble import build_ensemble, exporter
+
+    config, study = open_study(study_copy, None, None)
+    out = tmp_path / "out"
+    build_ensemble(config, study, top=2, out_dir=out)
+    publish = exporter.publish
+
+    def written(_model: object, staging: Path, _asked: object, _reference: object) -> dict:
+        (staging / "ensemble.onnx").write_bytes(b"onnx")
+        return {"onnx": {"path": "ensemble.onnx", "sha256": sha256_file(staging / "ensemble.onnx")}}
+
+    def signalled(staging: Path, target: Path) -> None:
+        publish(staging, target)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    monkeypatch.setattr(exporter, "write_exports", written)
+    monkeypatch.setattr(exporter, "publish", signalled)
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            exporter.export_built_ensemble(config, study, out, formats=["onnx"])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    recorded = json.loads((out / "report.json").read_text())["export"]["onnx"]
+    assert recorded["sha256"] == sha256_file(out / "ensemble.onnx")
