@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from hpo import _stop as stop
 from hpo._env import VERBOSE_VAR, env_flag
 from hpo._output import dropped, usable_output
 from hpo._warnings import warnings_not_errors
@@ -147,12 +148,10 @@ def _run_command(module: Command, args: argparse.Namespace) -> int:
     if verbose:
         os.environ[VERBOSE_VAR] = "1"
     _configure_logging(verbose)
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM (a scheduler's stop, `kill`) as Ctrl-C: one line and exit code 130 below.
-        signal.signal(signal.SIGTERM, _interrupt)
     try:
-        # Commands load Keras themselves, on their study's backend (`hpo.backend`).
-        return module.run(args)
+        with _stops_remembered():
+            # Commands load Keras themselves, on their study's backend (`hpo.backend`).
+            return module.run(args)
     except KeyboardInterrupt as exc:
         if verbose:
             raise
@@ -197,8 +196,26 @@ def _usable_output() -> None:
             reconfigure(errors="backslashreplace")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+@contextlib.contextmanager
+def _stops_remembered() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a scheduler's stop, `kill`) raise KeyboardInterrupt inside, and are
+    remembered (`hpo._stop`) where a library swallows it; Ctrl-C's handler, and the stop, are
+    Python's again after, for what a notebook or a test runs next."""
+    stop.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # SIGTERM as Ctrl-C: one line and exit code 130 in `_run_command`.
+    signal.signal(signal.SIGTERM, stop.interrupt)
+    ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ctrl_c:  # not where the caller set its own
+        signal.signal(signal.SIGINT, stop.interrupt)
+    try:
+        yield
+    finally:
+        if ctrl_c:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop.clear()
 
 
 _PATH_ERRNOS = {

@@ -23,6 +23,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from hpo import metrics
 from hpo._json import parse_json
+from hpo._stop import raise_if_asked
 from hpo.disk import writing_temporary
 from hpo.errors import HpoError
 from hpo.store import artifact_address, sha256_file
@@ -326,7 +327,11 @@ def load_keras_file(path: Path | str) -> keras.Model:
         # Keras's warning for a layer that makes its sublayers in __init__ and has no build()
         # (keras.io's examples): they are built as the model is, and their weights load.
         warnings.filterwarnings("ignore", message=r"`build\(\)` was called on layer")
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    # h5py, reading the weights, swallows a KeyboardInterrupt raised inside it: the stop asked
+    # meanwhile would be lost, and the command would go on to replace its output.
+    raise_if_asked()
+    return model
 
 
 def load_checkpoint(path: Path, number: int) -> keras.Model:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import re
+import signal
 import zipfile
 from pathlib import Path
 
@@ -218,3 +220,41 @@ def test_a_full_temporary_folder_is_named_not_the_checkpoint_copied_into_it(
     monkeypatch.setattr(store, "open_reader", lambda artifact_id: _Unreadable())
     with pytest.raises(CheckpointError, match=r"cannot read .*checkpoint-id.* Input/output error"):
         fetch_checkpoint(store, trial, tmp_path)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_that_keras_swallows_while_a_model_loads_still_stops_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    # h5py's file driver catches the KeyboardInterrupt raised while keras.models.load_model
+    # reads a .keras file: hpo ensemble went on, replaced the ensemble and exited 0.
+    import argparse
+    import types
+
+    from hpo.cli import _run
+
+    path = tmp_path / "model.keras"
+    inputs = keras.Input(shape=(3,))
+    keras.Model(inputs, keras.layers.Dense(1)(inputs)).save(path)
+    load_model = keras.models.load_model
+
+    def swallowing(*args: object, **kwargs: object) -> keras.Model:
+        with contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)
+        return load_model(*args, **kwargs)
+
+    def loads(_args: argparse.Namespace) -> int:
+        load_keras_file(path)
+        return 0
+
+    monkeypatch.setattr(keras.models, "load_model", swallowing)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        module = types.SimpleNamespace(run=loads)
+        assert _run(module, argparse.Namespace(verbose=False)) == 130  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    # Ctrl-C is Python's again, and the stop forgotten, for what runs after the command.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    assert load_keras_file(path) is not None

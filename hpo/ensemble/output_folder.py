@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._json import read_json
+from hpo._stop import raise_if_asked
 from hpo.ensemble.export import EXPORT_NAME, TOKENIZER_NAME
 from hpo.ensemble.litert_export import LITERT_NAME
 from hpo.ensemble.onnx_export import ONNX_NAME
@@ -353,6 +354,8 @@ def publish(staging: Path, out_dir: Path) -> None:
     beside it. SIGKILL (or a crash) there can: the next command to write `out_dir` puts the old
     one back first (`restore_interrupted`).
     """
+    # A stop a library swallowed (`hpo._stop`) ends the command here, with the earlier output.
+    raise_if_asked()
     old = staging_for(out_dir, "old")
     published = False
     try:

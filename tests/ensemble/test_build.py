@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import keras
@@ -507,7 +508,6 @@ def test_a_signal_between_publishs_renames_is_held_until_the_new_output_is_in_pl
     # SIGTERM or Ctrl-C between the two renames raised there: the staging folder was removed,
     # the earlier ensemble left only in a hidden .ensemble.old-*, and the command said
     # "nothing half-written was left in place".
-    import signal
 
     from hpo.ensemble import output_folder
     from hpo.ensemble.output_folder import publish
@@ -544,7 +544,6 @@ def test_a_signal_as_the_new_ensemble_is_put_in_place_waits_for_the_study_to_rec
     # SIGTERM after publish's renames, before record_in_study, ended the command with the new
     # ensemble in the folder and the study recording the earlier one (or none): hpo gc, which
     # keeps recorded ensembles' members, could delete the checkpoints of the one in the folder.
-    import signal
 
     from hpo.ensemble import build
 
@@ -572,6 +571,22 @@ def test_a_signal_as_the_new_ensemble_is_put_in_place_waits_for_the_study_to_rec
         study_name=config.name, storage=open_storage(config.storage_url, create=False)
     )
     assert reloaded.user_attrs["ensemble_top2"]["created"] == report["created"]
+
+
+def test_a_stop_a_library_swallowed_keeps_the_earlier_output(tmp_path: Path) -> None:
+    # A KeyboardInterrupt h5py caught while a member loaded let hpo ensemble replace its folder.
+    from hpo import _stop
+    from hpo.ensemble.output_folder import publish
+
+    out, staging = _old_and_new_output(tmp_path)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # raised, and swallowed as h5py would
+            _stop.interrupt(signal.SIGTERM, None)
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            publish(staging, out)
+    finally:
+        _stop.clear()
+    assert (out / "report.json").read_text() == "old"
 
 
 def test_a_second_rename_that_fails_puts_the_earlier_output_back(
