@@ -123,16 +123,17 @@ def test_edges_a_half_ties_and_empty_classes() -> None:
     assert metrics.predicted_class(np.array([0.5, 0.7])).tolist() == [0, 1]
     assert metrics.chance_accuracy(np.array([0.3, 0.6])) == 0.5
     assert metrics.chance_accuracy(np.full((2, 4), 0.25)) == 0.25
-    # A probability of 1 falls in the last of the default 10 bins.
+    # A probability of 1 falls in the last of the default 15 bins.
     mean_p, _, counts = metrics.reliability_curve(np.array([1, 1, 0]), np.array([1.0, 0.95, 0.05]))
     np.testing.assert_allclose(mean_p, [0.05, 0.975])
     np.testing.assert_array_equal(counts, [1, 2])
     default = metrics.expected_calibration_error(np.array([1, 0]), np.array([0.62, 0.68]))
+    assert metrics.ECE_BINS == 15
     assert default == metrics.expected_calibration_error(
-        np.array([1, 0]), np.array([0.62, 0.68]), 10
+        np.array([1, 0]), np.array([0.62, 0.68]), 15
     )
     assert default != metrics.expected_calibration_error(
-        np.array([1, 0]), np.array([0.62, 0.68]), 11
+        np.array([1, 0]), np.array([0.62, 0.68]), 10
     )
     # A class never predicted nor seen still has its row and column; its accuracy is NaN,
     # silently.
@@ -149,3 +150,14 @@ def test_edges_a_half_ties_and_empty_classes() -> None:
     assert metrics.expected_calibration_error(y, p32) == metrics.expected_calibration_error(
         y, p32.astype(np.float64)
     )
+
+
+def test_the_summary_s_ece_is_the_one_the_calibration_report_gives() -> None:
+    # summary() used 10 bins and the report's calibration section 15: one report gave the same
+    # ensemble's test predictions two ECEs (0.15 and 0.53 here, where the bins part them).
+    from hpo.ensemble.calibration import ECE_BINS
+
+    labels, probabilities = np.array([1, 0]), np.array([0.62, 0.68])
+    calibrated = metrics.expected_calibration_error(labels, probabilities, ECE_BINS)
+    assert metrics.summary(labels, probabilities)["ece"] == round(calibrated, 6)
+    assert calibrated == pytest.approx(0.53)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from hpo import metrics
+from hpo.metrics import ECE_BINS
 
 __all__ = [
     "ECE_BINS",
@@ -29,7 +30,6 @@ __all__ = [
     "temperature_slope",
 ]
 
-ECE_BINS = 15
 EPSILON = 1e-7
 # 1/T is searched in [1/20, 20]: wide enough for any network seen here (Guo et al. report
 # 1.1-3.5), narrow enough that a validation set the ensemble gets all right stays finite.
