@@ -381,7 +381,9 @@ def test_a_signal_as_an_export_is_put_in_place_waits_for_the_report_to_record_it
     build_ensemble(config, study, top=2, out_dir=out)
     publish = exporter.publish
 
-    def written(_model: object, staging: Path, _asked: object, _reference: object) -> dict:
+    def written(
+        _model: object, staging: Path, _asked: object, _reference: object, _published: object
+    ) -> dict:
         (staging / "ensemble.onnx").write_bytes(b"onnx")
         return {"onnx": {"path": "ensemble.onnx", "sha256": sha256_file(staging / "ensemble.onnx")}}
 
