@@ -18,7 +18,7 @@ import tarfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "CIFAR10_ENV_VAR",
     "CIFAR10_URL",
     "ENV_VARS",
+    "HELD_OUT_FILES",
     "IMAGES_ENV_VAR",
     "LabelledImages",
     "has_test_split",
@@ -67,6 +68,10 @@ _CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c00
 _BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 _META = "batches.meta"
 _LAYOUT = "<root>/{split}/<class>/<image>"
+# Which files a test split held out of class folders is chosen among, recorded in the image
+# cache's key beside `HOLDOUT_RULES` (2: the files named as images; before: every file, a
+# README.md among them, which could be a class's one test example).
+HELD_OUT_FILES = 2
 _log = logging.getLogger(__name__)
 
 # (class name, name within the split, a loader giving the RGB array or None if unreadable)
@@ -227,6 +232,8 @@ def read_split(
         )
         found = {label for label, _, _ in images}
         if lost := sorted({name.split("/")[0] for name in skipped} - found):
+            if split == "test" and (root := _held_out_root(source)) is not None:
+                raise DataError(_unreadable_held_out(root, lost, skipped))
             _log.warning(
                 "%s: class folder(s) %s of the %s split hold no readable image, so they are "
                 "left out, not classes. Convert their files to a format Pillow opens (JPEG, "
@@ -256,6 +263,18 @@ def read_split(
     )
 
 
+def _unreadable_held_out(root: Path, lost: list[str], skipped: list[str]) -> str:
+    unread = [name for name in skipped if name.split("/")[0] in lost]
+    return (
+        f"{root} has no test split of its own, so hpo held one out of its class folders, and "
+        f"of class(es) {lost} it held out only files no image can be read from: {unread}. "
+        "The search never decodes the test split, so this shows only now. Replace each with "
+        "a readable image of the same name: the split, and the data the study's trials saw, "
+        "stay as they are (removing or renaming one moves another file to the test split "
+        "and changes the data, which then needs a new study)."
+    )
+
+
 def _check_settings(image_size: tuple[int, int] | None, limit: int | None) -> None:
     if image_size is not None and (
         len(image_size) != 2
@@ -279,7 +298,7 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
         blobs = {path.name: path.read_bytes for path in paths if path.is_file()}
         yield from _batch_items(blobs, split, batches)
     elif split != "val" and (root := _held_out_root(source)) is not None:
-        files = _class_files(root)
+        files = _class_files(root, images_only=True)
         for label, name, path in held_out_side(files, split, test_fraction, source, "files"):
             yield label, name, partial(_decode, path.read_bytes)
     else:
@@ -293,20 +312,46 @@ def _items(source: Path, split: str, test_fraction: float) -> Iterator[_Item]:
             yield label, name, partial(_decode, path.read_bytes)
 
 
-def _class_files(top: Path) -> list[tuple[str, str, Path]]:
+def _class_files(top: Path, *, images_only: bool = False) -> list[tuple[str, str, Path]]:
     """The `(class, name within top, path)` of the files in `top`'s class folders; an empty
-    one is named as left out."""
+    one is named as left out. `images_only` keeps only the files named as images
+    (`_is_image_name`), which are a held-out test split's examples: a README.md held out as
+    a class's one test example would leave the class out of the test split."""
     files = []
+    others: list[Path] = []
     for folder in class_folders(top):
         found = visible_files(folder)
-        if not found:
+        kept = [path for path in found if _is_image_name(path)] if images_only else found
+        others += [path for path in found if path not in kept]
+        if not kept:
             _log.warning(
-                "%s/ is left out, not a class: it is empty. Put the class's images in it, or "
+                "%s/ is left out, not a class: it %s. Put the class's images in it, or "
                 "move the folder out of the data.",
                 folder,
+                "holds no file named as an image" if found else "is empty",
             )
-        files += [(folder.name, path.relative_to(top).as_posix(), path) for path in found]
+        files += [(folder.name, path.relative_to(top).as_posix(), path) for path in kept]
+    if others:
+        _log.warning(
+            "%s: %d files in its class folders are not named as images (e.g. %s), so they are "
+            "no examples: neither held out as the test split nor trained on",
+            top,
+            len(others),
+            others[0].relative_to(top).as_posix(),
+        )
     return files
+
+
+def _is_image_name(path: Path) -> bool:
+    """Whether the file's extension, in any case, is one Pillow opens (`.jpg`, `.png`, ...)."""
+    return path.suffix.lower() in _image_suffixes()
+
+
+@cache
+def _image_suffixes() -> frozenset[str]:
+    Image.init()
+    formats = Image.registered_extensions().items()
+    return frozenset(suffix for suffix, name in formats if name in Image.OPEN)
 
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:

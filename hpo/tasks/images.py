@@ -56,6 +56,7 @@ def _cache(config: StudyConfig, source: Path, *, name: str) -> tuple[Path, dict[
     if not images.has_test_split(source):
         settings["test_fraction"] = config.data.test_fraction
         settings["holdout_rules"] = HOLDOUT_RULES
+        settings["held_out_files"] = images.HELD_OUT_FILES
     if images.has_val_split(source):
         settings.update(VAL_SPLIT_SETTINGS)
     return array_cache.cache_folder(config.cache_dir, name, settings), settings

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpo.data import array_cache, image_cache, images
+from hpo.data import array_cache, holdout, image_cache, images
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -138,6 +138,53 @@ def test_a_folder_of_class_folders_holds_out_a_share_of_each_class_as_test(
     assert not images.has_test_split(only_train)
     held = images.read_split(only_train, "test")
     assert held.classes == ["daisy", "rose", "tulip"] and len(held.y) == len(test.y)
+
+
+def _indices(split: images.LabelledImages, label: str) -> list[int]:
+    """The file numbers (`_color`'s green) of `split`'s images of `label`."""
+    rows = split.y == split.classes.index(label)
+    return sorted(int(green) // 20 for green in split.x[rows, 0, 0, 1])
+
+
+def test_a_held_out_test_split_is_chosen_among_files_named_as_images(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_folder(tmp_path, {"flowers": {"daisy": 12, "rose": 5, "tulip": 3}}) / "flowers"
+    rose = root / "rose"
+    (rose / "README.md").write_text("roses, collected 2026")
+    # The raw listing's hash would hold the README out as the rose's one test example.
+    listing = [("rose", f"rose/{path.name}") for path in rose.iterdir()]
+    assert holdout.held_out(listing, 0.2) == {("rose", "rose/README.md")}
+    for path in (root / "tulip").iterdir():  # an image's extension in any case
+        path.rename(path.with_suffix(".PNG"))
+    with caplog.at_level(logging.WARNING, logger=images.__name__):
+        train = images.read_split(root, "train")
+    test = images.read_split(root, "test", classes=train.classes)
+    assert "1 files in its class folders are not named as images (e.g. rose/README.md)" in (
+        caplog.text
+    )
+    assert "of its 20 files" in caplog.text  # not 21: the README is no example
+    assert train.skipped == test.skipped == 0
+    assert len(_indices(train, "tulip")) + len(_indices(test, "tulip")) == 3
+    assert _indices(test, "rose") == [0] and _indices(train, "rose") == [1, 2, 3, 4]
+    # Where every file is named as an image, the same ones are held out as before.
+    daisy = [("daisy", f"daisy/{index:02d}.png") for index in range(12)]
+    before = sorted(int(name[6:8]) for _, name in holdout.held_out(daisy, 0.2))
+    assert _indices(test, "daisy") == before
+    assert _indices(train, "daisy") == sorted(set(range(12)) - set(before))
+
+
+def test_an_unreadable_held_out_image_is_named_when_the_test_split_is_read(
+    tmp_path: Path,
+) -> None:
+    root = write_folder(tmp_path, {"flowers": {"daisy": 4, "rose": 5}}) / "flowers"
+    (root / "rose" / "00.png").write_bytes(b"not a png")  # the rose's one test example
+    train = images.read_split(root, "train")
+    with pytest.raises(DataError) as caught:
+        images.read_split(root, "test", classes=train.classes)
+    message = str(caught.value)
+    assert "no test split of its own, so hpo held one out of its class folders" in message
+    assert "['rose/00.png']" in message and "Replace each with a readable image" in message
 
 
 # 0: as Python 2 wrote CIFAR-10's own files (NumPy 1's names); 2 and 5: as Python 3 writes.

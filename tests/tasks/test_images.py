@@ -227,6 +227,18 @@ def test_data_without_a_val_folder_keep_their_cache_key(image_folder: Path, tmp_
     assert "val_split" not in settings and settings["val_size"] == 24
 
 
+def test_data_of_a_held_out_test_split_are_prepared_again_under_its_new_files(
+    tmp_path: Path,
+) -> None:
+    from hpo.tasks.images import _cache
+
+    data = write_images(tmp_path / "data", {"photos": 10}) / "photos"
+    config = load_study_config(_study(tmp_path, data))
+    # A cache of a split held out among every file (a README.md among them) is not reused.
+    _, settings = _cache(config, data, name="images")
+    assert settings["held_out_files"] == images.HELD_OUT_FILES == 2
+
+
 def test_a_class_too_small_after_the_held_out_test_split_is_named_so(tmp_path: Path) -> None:
     data = write_images(tmp_path / "data", {"photos": 10}) / "photos"
     for path in sorted((data / "red").iterdir())[2:]:
