@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
     from hpo.config import StudyConfig
     from hpo.tasks import Task
+from hpo._exception_text import exception_text
 from hpo.ensemble.export import (
     check_rows,
     export_ensemble,
@@ -539,7 +540,7 @@ def verify_member(
     except Exception as exc:  # the user's code, changed: other outputs, or none
         raise CheckpointError(
             f"trial {trial.number}'s model, loaded, no longer predicts as its trial did "
-            f"({type(exc).__name__}: {str(exc)[:200]}). {cause}"
+            f"({type(exc).__name__}: {exception_text(exc, 200)}). {cause}"
         ) from exc
     # Ten times what two computations of one prediction may differ by (a half-precision model
     # batched otherwise than in its trial); more where the trial ran elsewhere.

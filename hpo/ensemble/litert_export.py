@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hpo._exception_text import exception_text
 from hpo.ensemble.export import TOKENIZER_NAME
 from hpo.ensemble.onnx_export import quiet_converter, traced
 from hpo.ensemble.serving import FORBIDDEN, IMPORTED, check_served
@@ -88,7 +89,7 @@ def export_litert(model: keras.Model, folder: Path, reference: Reference) -> dic
         except Exception as exc:
             raise HpoError(
                 f"the LiteRT converter could not convert this model with built-in operators "
-                f"({type(exc).__name__}: {str(exc)[:400]}; it printed: "
+                f"({type(exc).__name__}: {exception_text(exc, 400)}; it printed: "
                 f"{printed.getvalue()[-500:]!r}). Export it as savedmodel or keras "
                 "instead (or onnx, where tf2onnx converts it)."
             ) from exc

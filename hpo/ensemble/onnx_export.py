@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from typing import IO, TYPE_CHECKING, Any
 
+from hpo._exception_text import exception_text
 from hpo.data.inputs import packed
 from hpo.ensemble.export import TOKENIZER_NAME, takes_text
 from hpo.ensemble.serving import IMPORTED, check_served, inference_model
@@ -116,7 +117,7 @@ def export_onnx(model: keras.Model, folder: Path, reference: Reference) -> dict[
         except Exception as exc:
             raise HpoError(
                 f"tf2onnx could not convert this model to ONNX ({type(exc).__name__}: "
-                f"{str(exc)[:300]}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
+                f"{exception_text(exc)}; it printed: {printed.getvalue()[-500:]!r}). Export it as "
                 "savedmodel or keras instead."
             ) from exc
     names = [given.name for given in model.inputs]

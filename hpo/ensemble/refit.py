@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from hpo._exception_text import exception_text
 from hpo.backend import (
     Backend,
     backend_environment,
@@ -332,7 +333,7 @@ def in_trial_process(
         raise
     except Exception as exc:
         raise HpoError(
-            f"{failed} ({type(exc).__name__}: {str(exc)[:300]}); its output is in {log_path}."
+            f"{failed} ({type(exc).__name__}: {exception_text(exc)}); its output is in {log_path}."
             + (f" {hint}" if hint else "")
         ) from exc
 

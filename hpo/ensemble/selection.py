@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import TrialState
 
+from hpo._exception_text import exception_text
 from hpo.artifacts import best_first, removed_checkpoints
 from hpo.contract import (
     Attr,
@@ -99,7 +100,7 @@ def _why_none(study: optuna.Study) -> str:
         for state in (TrialState.PRUNED, TrialState.FAIL)
     }
     said = " and ".join(f"{n} {state.name}" for state, n in counts.items() if n)
-    because = f" ({str(reason)[:300]})" if reason else ""
+    because = f" ({exception_text(reason)})" if reason else ""
     return (
         f": its {len(ended)} finished trials were all stopped ({said}); the last, trial "
         f"{last.number}, {'was pruned' if last.state == TrialState.PRUNED else 'failed'}"

@@ -41,6 +41,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FixedTrial
 
+from hpo._exception_text import exception_text
 from hpo.errors import ConfigError, kerastuner_outcome, kerastuner_signals
 from hpo.space import fit_value, narrow_space, suggest
 
@@ -435,9 +436,10 @@ class HyperModelFamily:
             outcome = kerastuner_outcome(exc, f"family {self.name!r}: its fit")
             if outcome is not None:
                 raise outcome from exc
+            cause = exception_text(exc, 200)
             raise ConfigError(
                 f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) failed before "
-                f"training ({type(exc).__name__}: {str(exc)[:200]}); hpo reads from it only the "
+                f"training ({type(exc).__name__}: {cause}); hpo reads from it only the "
                 f"arguments it passes to model.fit ({', '.join(FIT_ARGUMENTS)}). It is given "
                 f"x and y as NumPy arrays (a dict or list of them for several inputs), whatever "
                 f"the search was given: hpo reads a tf.data.Dataset or PyDataset once into "

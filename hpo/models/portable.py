@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from hpo._exception_text import exception_text
 from hpo.errors import ConfigError
 from hpo.models.external import modules_loaded_by_path, register_user_objects
 
@@ -153,8 +154,8 @@ class PortableHypermodel:
                 ) from failure
         raise ConfigError(
             f"the hypermodel {self.spec} or a search() argument cannot be sent to the trial "
-            f"processes ({type(failure).__name__}: {str(failure)[:300]}). Each trial trains in a "
-            f"process of its own, which receives them pickled: keep open files, locks, loaded "
+            f"processes ({type(failure).__name__}: {exception_text(failure)}). Each trial trains "
+            f"in a process of its own, which receives them pickled: keep open files, locks, loaded "
             f"data sets and models out of the build function's globals and of the callbacks "
             f"(build them inside the function instead)."
         ) from failure
@@ -373,5 +374,5 @@ def _unpicklable(obj: Any) -> str:
     try:
         cloudpickle.dumps(obj)
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc)[:200]}"
+        return f"{type(exc).__name__}: {exception_text(exc, 200)}"
     return ""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hpo._exception_text import exception_text
 from hpo.data.inputs import (
     describe,
     given_as_list,
@@ -366,7 +367,7 @@ def _call(model: keras.Model, x: np.ndarray, family: str) -> np.ndarray:
     except Exception as exc:
         raise ConfigError(
             f"family {family!r}: its model fails on a batch of the task's inputs "
-            f"({_batch_description(x)}): {type(exc).__name__}: {str(exc)[:300]}. "
+            f"({_batch_description(x)}): {type(exc).__name__}: {exception_text(exc)}. "
             f"Take inputs of shape {_input_hint(x)}."
         ) from exc
     if isinstance(raw, (list, tuple, dict)):

@@ -19,6 +19,7 @@ import numpy as np
 import optuna
 
 from hpo import metrics
+from hpo._exception_text import exception_text
 from hpo.backend import (
     compiles_per_shape,
     configure_threads,
@@ -772,7 +773,7 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 except Exception as exc:
                     raise ConfigError(
                         f"family {params['family']!r}: building its model with its default "
-                        f"parameters failed ({type(exc).__name__}: {str(exc)[:300]}). Fix the "
+                        f"parameters failed ({type(exc).__name__}: {exception_text(exc)}). Fix the "
                         f"model's code; the traceback is in the study's logs/check.log."
                     ) from exc
                 family = task.families[params["family"]]
@@ -837,7 +838,7 @@ def check_objective(
     except Exception as exc:  # the user's model (its test_step, loss or metrics)
         raise ConfigError(
             f"family {family!r}: its model cannot be evaluated on validation rows "
-            f"({type(exc).__name__}: {str(exc)[:300]}). hpo scores every epoch by Keras's "
+            f"({type(exc).__name__}: {exception_text(exc)}). hpo scores every epoch by Keras's "
             f"evaluation of the validation data (the model's test_step): compile the model "
             f"with its loss, or give a model with a train_step of its own a test_step too."
         ) from exc
@@ -1149,7 +1150,8 @@ def cost_features(
     try:
         work = example_work(model, task.cost_shape(params))
     except Exception as exc:
-        return None, f"the model cannot be costed ({type(exc).__name__}: {str(exc)[:120]})"
+        cause = f"{type(exc).__name__}: {exception_text(exc, 120)}"
+        return None, f"the model cannot be costed ({cause})"
     return (
         CostFeatures(
             flops_per_example=work.flops,

@@ -93,6 +93,13 @@ def test_an_output_that_does_not_fit_the_task_names_the_shape_and_the_fix() -> N
     images = keras.Sequential([keras.Input((8, 8, 3)), layers.Flatten(), layers.Dense(1)])
     with pytest.raises(ConfigError, match=r"fails on a batch of the task's inputs"):
         read_output(images, x, 2, "mine")
+    # Keras's message for a model of a fixed input size reads whole, without colour codes.
+    fixed = keras.Sequential([keras.Input((32, 32, 3)), layers.Flatten(), layers.Dense(2)])
+    with pytest.raises(ConfigError) as caught:
+        read_output(fixed, np.zeros((12, 24, 24, 3), "float32"), 2, "mine")
+    message = str(caught.value)
+    assert "\x1b" not in message and "Arguments received" not in message, message
+    assert "received input with shape (12, 1728). Take inputs of shape (24, 24, 3)" in message
     # A build that forgot `return model`, or returned more than the model.
     for built, kind in ((None, "NoneType"), ((images, "extra"), "tuple")):
         with pytest.raises(ConfigError, match=rf"returned a {kind}, not a Keras model.*return"):
