@@ -264,7 +264,7 @@ class Tuner:
 
     def __init__(
         self,
-        hypermodel: Any,
+        hypermodel: Any = None,
         objective: Any = None,
         *,
         max_trials: int | None = None,
@@ -291,6 +291,11 @@ class Tuner:
         from hpo.models.portable import PortableHypermodel
 
         _check_no_kerastuner_hooks(type(self))
+        if hypermodel is None:
+            raise ConfigError(
+                "hpo.Tuner needs a hypermodel, got none: hpo.Tuner(build_model, ...) with a "
+                "build_model(hp) function, or a keras_tuner.HyperModel."
+            )
         objective_name, direction = _objective(objective)
         # Regression targets have no accuracy: left out, the objective is then the loss.
         self._objective_given = objective is not None

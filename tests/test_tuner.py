@@ -1812,6 +1812,12 @@ def test_kerastuner_arguments_that_do_not_apply_are_refused_or_named(tmp_path: P
 
     with pytest.raises(ConfigError, match=r"MyTuner\.run_trial, MyTuner\.on_epoch_end: .*fit\("):
         MyTuner(_hypermodel(), directory=tmp_path)
+    # As KerasTuner's "tune anything" guide makes its subclass: no hypermodel. The refusal
+    # still names run_trial, not the missing hypermodel.
+    with pytest.raises(ConfigError, match=r"MyTuner\.run_trial, MyTuner\.on_epoch_end: "):
+        MyTuner(max_trials=5, overwrite=True, directory=tmp_path, project_name="any")
+    with pytest.raises(ConfigError, match="needs a hypermodel, got none"):
+        hpo.Tuner(max_trials=5, directory=tmp_path)
     with pytest.warns(UserWarning, match="ignores logger="):
         tuner = hpo.Tuner(_hypermodel(), logger=None, directory=tmp_path)
     with pytest.raises(ConfigError, match="hyperparameters must be a keras_tuner"):
