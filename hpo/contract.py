@@ -98,6 +98,10 @@ class Attr:
     METRICS: Final = "metrics"
     # Every epoch's Keras logs, by name: one value an epoch (None where not finite).
     HISTORY: Final = "history"
+    # Every value a hypermodel's build and fit read, by the name it declared: sampled ones,
+    # fixed ones, and the defaults of those not searched (`tune_new_entries=False`), which
+    # the trial's params lack (`hpo.oracle.trial_hyperparameters`).
+    HYPERPARAMETERS: Final = "hyperparameters"
     PRUNE_REASON: Final = "prune_reason"
     FAIL_REASON: Final = "fail_reason"
     STOP_REASON: Final = "stop_reason"

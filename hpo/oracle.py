@@ -136,7 +136,9 @@ def trial_hyperparameters(
     trial: FrozenTrial, family: str, given: Mapping[str, Any] | None = None
 ) -> keras_tuner.HyperParameters:
     """A trial's values as `keras_tuner.HyperParameters`, by the names the hypermodel `family`
-    gave them: `build_model(hp)` builds the trial's model.
+    gave them: `build_model(hp)` builds the trial's model. They hold every value the trial
+    used, as KerasTuner's do: the sampled ones, fixed ones, and the defaults of parameters
+    not searched (`tune_new_entries=False`) or declared in the hypermodel's `fit`.
 
     Args:
         given: What the trial gave its hypermodel beside its values (`given_values`), read
@@ -152,6 +154,9 @@ def trial_hyperparameters(
     # training parameter of the same name.
     for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
         hp.values[declared_name(name.removeprefix(f"{family}/"))] = value
+    # What the hypermodel used that Optuna never sampled: fixed values, and the defaults of
+    # parameters left out of the search (a trial of an earlier version recorded none).
+    hp.values.update(trial.user_attrs.get(Attr.HYPERPARAMETERS) or {})
     return hp
 
 

@@ -1561,6 +1561,39 @@ def test_the_tuners_hyperparameters_reach_the_trial_processes_hypermodel(tmp_pat
     assert trial.params == {"units": 8}
 
 
+def test_best_hyperparameters_hold_the_values_the_trial_used_that_were_not_searched(
+    tmp_path: Path,
+) -> None:
+    """A parameter left at its default by `tune_new_entries=False`, and one the hypermodel's
+    `fit` declares, are values the trial used: `get_best_hyperparameters()[0].get(name)` reads
+    them, as KerasTuner's does. They were KeyErrors: the values came from Optuna's params
+    alone."""
+    import keras_tuner
+
+    class FitsItsOwn(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            return _hypermodel()(hp)
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            return model.fit(*args, batch_size=hp.Choice("batch_size", [16, 32]), **kwargs)
+
+    given = keras_tuner.HyperParameters()
+    given.Fixed("units", 8)
+    x, y = _data(64, 0)
+    tuner = hpo.Tuner(
+        FitsItsOwn(),
+        max_trials=1,
+        directory=tmp_path,
+        hyperparameters=given,
+        tune_new_entries=False,
+    )
+    tuner.search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    [best] = tuner.get_best_hyperparameters()
+    assert best.values == {"units": 8, "learning_rate": 0.03, "batch_size": 16}
+    assert best.get("learning_rate") == 0.03
+    assert tuner.oracle.get_best_trials()[0].hyperparameters.values == best.values
+
+
 def test_classes_main_registered_travel_with_the_hypermodel_and_are_registered_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -388,6 +388,12 @@ class HyperModelFamily:
             )
 
     @property
+    def used_values(self) -> dict[str, Any]:
+        """The values the last build (and the `fit` read after it) used, by declared name:
+        sampled, fixed, and the defaults of parameters not searched."""
+        return {} if self._hp is None else dict(self._hp.values)
+
+    @property
     def hypermodel(self) -> Any:
         """The hypermodel (instantiated, for a class, at the first build)."""
         return self._hypermodel

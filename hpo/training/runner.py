@@ -316,6 +316,9 @@ def _train_trial(
         attributes[Attr.ESTIMATED_EPOCH_SECONDS] = round(estimate, 1)
     if "batch_size" not in trial.params:
         attributes[Attr.BATCH_SIZE] = int(batch_size)
+    used = getattr(task.families[family], "used_values", None)
+    if used:
+        attributes[Attr.HYPERPARAMETERS] = used
     for key, value in attributes.items():
         trial.set_user_attr(key, value)
 
