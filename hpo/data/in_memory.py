@@ -123,11 +123,13 @@ def split_arrays(
     elif validation_split:
         if not 0 < validation_split < 1:
             raise DataError(f"validation_split must be in (0, 1), got {validation_split}.")
-        cut = math.ceil(len(x_train) * (1.0 - validation_split))  # as Keras's fit cuts
+        # Keras's fit rounds the training side down (its `train_validation_split`).
+        cut = math.floor(len(x_train) * (1.0 - validation_split))
         if cut <= 0 or cut >= len(x_train):
             raise DataError(
-                f"validation_split={validation_split} of {len(x_train)} examples leaves one "
-                f"side empty; give more examples or another split."
+                f"validation_split={validation_split} of {len(x_train)} examples leaves the "
+                f"{'training' if cut <= 0 else 'validation'} side empty, as Keras's fit cuts "
+                f"it; give more examples or another split."
             )
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]

@@ -223,3 +223,22 @@ def test_a_dataframe_with_a_column_of_text_beside_numbers_is_refused_naming_it()
     frame = pd.DataFrame({"weight": [1.5, 2.0], "origin": ["us", "eu"]})
     with pytest.raises(DataError, match=r"\['origin'\] hold \w+ beside columns of numbers"):
         input_array(frame, "x")
+
+
+def test_validation_split_cuts_where_kerass_fit_cuts() -> None:
+    """The training side is rounded down, as Keras's `train_validation_split` rounds it: 100
+    examples at 0.3 train on 70 (hpo rounded up: 71), and a split Keras refuses for an empty
+    side is refused."""
+    from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+
+    for n, fraction in [(100, 0.3), (10, 0.25), (240, 0.1), (7, 0.5)]:
+        x = np.arange(n * 2, dtype="float32").reshape(n, 2)
+        y = np.arange(n) % 2
+        split = split_arrays(x, y, validation_split=fraction)
+        (kx, _), (vx, _) = train_validation_split((x, y), validation_split=fraction)
+        assert (len(split.x_train), len(split.x_val)) == (len(kx), len(vx)), (n, fraction)
+    x, y = np.zeros((3, 2), dtype="float32"), np.array([0, 1, 0])
+    with pytest.raises(ValueError, match="not sufficient to split"):
+        train_validation_split((x, y), validation_split=0.7)
+    with pytest.raises(DataError, match=r"validation_split=0.7 of 3 examples leaves the train"):
+        split_arrays(x, y, validation_split=0.7)
