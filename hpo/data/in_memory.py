@@ -200,6 +200,13 @@ def _pair(
     if y is None:
         x, y, weights, batch_size = read_batches(x, what)
     else:
+        dataset = _dataset_kind(x)
+        if dataset is not None:
+            raise DataError(
+                f"{what}: labels are given beside a {dataset}, whose batches carry their own "
+                f"(Keras's fit refuses a y argument with a dataset too): give the dataset "
+                f"alone, yielding (inputs, labels) batches, or x and y as arrays."
+            )
         _check_one_output(y, labelled)
     raw = np.asarray(y)
     numbered = (
@@ -580,6 +587,22 @@ def read_inputs(data: Any, what: str) -> np.ndarray:
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")
     return _joined(xs)
+
+
+def _dataset_kind(data: Any) -> str | None:
+    """What kind of dataset `data` is (one that yields batches of its own), or None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(data, tf.data.Dataset):
+        return "tf.data.Dataset"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(data, keras.utils.PyDataset):
+        return "keras.utils.PyDataset"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(data, torch.utils.data.DataLoader):
+        return "torch DataLoader"
+    if isinstance(data, Iterator):
+        return type(data).__name__
+    return None
 
 
 def _batches(data: Any, what: str) -> Any:

@@ -242,3 +242,29 @@ def test_validation_split_cuts_where_kerass_fit_cuts() -> None:
         train_validation_split((x, y), validation_split=0.7)
     with pytest.raises(DataError, match=r"validation_split=0.7 of 3 examples leaves the train"):
         split_arrays(x, y, validation_split=0.7)
+
+
+def test_labels_beside_a_dataset_are_refused_as_keras_refuses_them() -> None:
+    """A dataset carries its labels in its batches: y beside one is refused as such (it was
+    "the inputs hold object, neither numbers nor text")."""
+    import keras
+    import tensorflow as tf
+
+    tokens, _ = _inputs(8)
+    y = np.arange(8) % 2
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            return tokens, y
+
+    given = [tf.data.Dataset.from_tensor_slices((tokens, y)).batch(4), Batches()]
+    given.append(iter([(tokens, y)]))
+    kinds = ["tf.data.Dataset", "keras.utils.PyDataset", "list_iterator"]
+    for dataset, kind in zip(given, kinds, strict=True):
+        with pytest.raises(DataError, match=rf"x: labels are given beside a {kind}, .* a y arg"):
+            split_arrays(dataset, y, validation_split=0.5)
+    with pytest.raises(DataError, match=r"validation_data: labels are given beside a tf\.data"):
+        split_arrays(tokens, y, validation_data=(given[0], y))
