@@ -237,7 +237,7 @@ class Tuner:
         overwrite: Delete an earlier study of the same name first (default False: continue it);
             a project folder that is a symbolic link is refused, its target never deleted.
         max_consecutive_failed_trials: Consecutive failed trials that stop the search
-            (default 5).
+            (default 5; at least 1).
         executions_per_trial: Taken for KerasTuner's sake, with a warning above 1: hpo trains
             each trial once and averages over trials in the ensemble instead.
         max_epochs: As KerasTuner's `Hyperband` takes it: the most epochs of any trial, over
@@ -304,10 +304,7 @@ class Tuner:
             raise TypeError(f"Tuner() got an unexpected keyword argument {unknown[0]!r}")
         for name in kwargs:
             warnings.warn(f"hpo.Tuner ignores {name}= ({_IGNORED[name]}).", stacklevel=2)
-        if not isinstance(executions_per_trial, int) or executions_per_trial < 1:
-            raise ConfigError(
-                f"executions_per_trial must be a whole number >= 1, got {executions_per_trial!r}."
-            )
+        executions_per_trial = _whole_number("executions_per_trial", executions_per_trial, 1)
         if executions_per_trial > 1:
             warnings.warn(
                 f"hpo.Tuner trains each trial once (executions_per_trial={executions_per_trial} "
@@ -322,17 +319,29 @@ class Tuner:
                 f"pruner must be one of {[k.value for k in PrunerKind]}, got {pruner!r}."
             ) from exc
         seconds = parse_duration(budget, "budget") if isinstance(budget, str) else budget
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds > 0
+        ):
+            raise ConfigError(
+                f'budget must be a duration ("30m", "2h") or a number of seconds > 0, got '
+                f"{budget!r}."
+            )
+        # Each named as the caller named it, not as the study file names it (n_trials).
         if max_trials is None:
             max_trials = _DEFAULT_TRIALS if seconds is None else UNLIMITED_TRIALS
-        elif (
-            isinstance(max_trials, bool)
-            or not isinstance(max_trials, numbers.Integral)
-            or max_trials < 1
-        ):
-            # Named as the caller named it, not as the study file's n_trials.
-            raise ConfigError(f"max_trials must be a whole number >= 1, got {max_trials!r}.")
         else:
-            max_trials = int(max_trials)  # numpy's too
+            max_trials = _whole_number("max_trials", max_trials, 1)
+        if max_epochs is not None:
+            max_epochs = _whole_number("max_epochs", max_epochs, 1)
+        if num_initial_points is not None:
+            num_initial_points = _whole_number("num_initial_points", num_initial_points, 0)
+        if max_consecutive_failed_trials is not None:
+            # KerasTuner's 0 ends its search with an error once a trial does not fail.
+            max_consecutive_failed_trials = _whole_number(
+                "max_consecutive_failed_trials", max_consecutive_failed_trials, 1
+            )
+        if seed is not None:
+            seed = _whole_number("seed", seed, 0)
         if max_trial_minutes is not None and (
             isinstance(max_trial_minutes, bool)
             or not isinstance(max_trial_minutes, numbers.Real)
@@ -341,8 +350,6 @@ class Tuner:
             raise ConfigError(
                 f"max_trial_minutes must be a number of minutes > 0, got {max_trial_minutes!r}."
             )
-        if max_epochs is not None and max_epochs < 1:
-            raise ConfigError(f"max_epochs must be at least 1, got {max_epochs}.")
         if hyperparameters is not None and not hasattr(hyperparameters, "space"):
             raise ConfigError(
                 f"hyperparameters must be a keras_tuner.HyperParameters, got "
@@ -358,11 +365,7 @@ class Tuner:
         given = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
         self._overrides = {k: v for k, v in given.items() if v is not None}
         if max_model_size is not None:
-            if isinstance(max_model_size, bool) or not isinstance(max_model_size, int):
-                raise ConfigError(
-                    f"max_model_size must be a whole number of parameters, got {max_model_size!r}."
-                )
-            self._overrides["max_model_size"] = max_model_size
+            self._overrides["max_model_size"] = _whole_number("max_model_size", max_model_size, 1)
         self._epochs_cap = max_epochs
         _check_project_name(project_name)
         self.directory = Path(directory)
@@ -376,7 +379,11 @@ class Tuner:
             n_trials=max_trials,
             budget=seconds,
             max_trial_minutes=max_trial_minutes,
-            max_failures=max_consecutive_failed_trials or StudyConfig.max_failures,
+            max_failures=(
+                StudyConfig.max_failures
+                if max_consecutive_failed_trials is None
+                else max_consecutive_failed_trials
+            ),
             sampler=SamplerConfig(
                 seed=0 if seed is None else seed,
                 startup_trials=(
@@ -1043,6 +1050,17 @@ def _on_recorded_backend(study: Study) -> Iterator[None]:
             f"in a process started with KERAS_BACKEND={trained} (in a notebook: restart the "
             f"kernel)."
         ) from exc
+
+
+def _whole_number(name: str, value: object, least: int) -> int:
+    """`value` as an int (NumPy's integers too).
+
+    Raises:
+        ConfigError: Naming the argument, when `value` is no whole number of at least `least`.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ConfigError(f"{name} must be a whole number >= {least}, got {value!r}.")
+    return int(value)
 
 
 def _check_project_name(name: object) -> None:

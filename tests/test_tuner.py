@@ -1880,7 +1880,7 @@ def test_hyperbands_and_bayesian_optimizations_arguments_are_taken_or_named(
         bayesian = hpo.Tuner(_hypermodel(), num_initial_points=4, alpha=1e-4, directory=tmp_path)
     assert bayesian.config.sampler.startup_trials == 4
     assert hpo.Tuner(_hypermodel(), directory=tmp_path).config.sampler.startup_trials == 10
-    with pytest.raises(ConfigError, match="max_epochs must be at least 1"):
+    with pytest.raises(ConfigError, match="max_epochs must be a whole number >= 1, got 0"):
         hpo.Tuner(_hypermodel(), max_epochs=0, directory=tmp_path)
 
     # max_epochs caps the epochs of every trial, as Hyperband's does, over search(epochs=).
@@ -3572,3 +3572,27 @@ def test_max_trials_below_one_is_named_as_the_tuner_takes_it(
     # "'n_trials' must be >= 1, got 0": the study file's key, which a Tuner user never wrote.
     with pytest.raises(ConfigError, match=r"^max_trials must be a whole number >= 1, got"):
         _tuner(tmp_path, max_trials)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "wanted"),
+    [
+        ("max_epochs", "10", "a whole number >= 1"),
+        ("num_initial_points", 2.5, "a whole number >= 0"),
+        ("max_consecutive_failed_trials", "3", "a whole number >= 1"),
+        ("max_consecutive_failed_trials", 0, "a whole number >= 1"),
+        ("seed", "1", "a whole number >= 0"),
+        ("max_model_size", 0, "a whole number >= 1"),
+        ("budget", [60], "a duration"),
+    ],
+)
+def test_numeric_arguments_of_another_type_are_named_with_the_type_wanted(
+    tmp_path: Path, argument: str, value: object, wanted: str
+) -> None:
+    """max_epochs="10" was a raw TypeError ('<' between str and int), and
+    max_consecutive_failed_trials=0 silently became 5 (KerasTuner's 0 ends its search with
+    an error once a trial does not fail)."""
+    given = re.escape(repr(value))
+    with pytest.raises(ConfigError, match=rf"^{argument} must be {wanted}.*, got {given}"):
+        hpo.Tuner(_hypermodel(), directory=tmp_path, **{argument: value})
+    assert _tuner(tmp_path, 1, max_consecutive_failed_trials=2).config.max_failures == 2
