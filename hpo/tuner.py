@@ -877,8 +877,10 @@ class Tuner:
 
     def search_space_summary(self, extended: bool = False) -> None:
         """Prints the hyperparameters `build_model` declares, as KerasTuner prints them: it
-        builds the model once here, each parameter at its default (`extended` is accepted, as
-        KerasTuner's, and changes nothing). hpo also searches the training settings a model
+        builds the model here, each parameter at its default, then again with the parent
+        values of each conditional scope no build has entered yet, as KerasTuner does, so the
+        parameters of every branch are listed (`extended` is accepted, as KerasTuner's, and
+        changes nothing). hpo also searches the training settings a model
         leaves open (`batch_size`; the optimizer and learning rate of an uncompiled model).
         Once the project has searched, the build reads what the data give it, as the trials
         read it (`hp.get("input_shape")`, a `HyperModel` class's `input_shape` and `classes`).
@@ -887,23 +889,16 @@ class Tuner:
             ConfigError: A `HyperModel` class that cannot be made; or, before the project's
                 first search, a build that reads what only the data give.
         """
-        from hpo.models.hypermodel import GivenHyperParameters
-
         given = self._given()
-        hp = GivenHyperParameters(given)
-        # Parameters given as hyperparameters= come first, in place of the model's own.
         declared = self._declared["declared"]
-        if declared is not None:
-            hp.merge(declared)
         hypermodel = self._made("search_space_summary builds the hypermodel now", given)
         try:
-            hypermodel.build(hp)
+            space = _whole_space(hypermodel, given, declared)
         except Exception as exc:  # the user's code
             unknown = None if given else self._wants_data(exc)
             if unknown is None:
                 raise
             raise unknown from exc
-        space = hp.space
         if declared is not None and not self._declared["tune_new_entries"]:
             # The others keep their defaults: not searched, and not shown (as in KerasTuner).
             space = [p for p in space if declared._exists(p.name, p.conditions)]
@@ -1050,6 +1045,49 @@ def _on_recorded_backend(study: Study) -> Iterator[None]:
             f"in a process started with KERAS_BACKEND={trained} (in a notebook: restart the "
             f"kernel)."
         ) from exc
+
+
+def _whole_space(
+    hypermodel: keras_tuner.HyperModel,
+    given: Mapping[str, Any],
+    declared: keras_tuner.HyperParameters | None,
+) -> list[Any]:
+    """Every hyperparameter `hypermodel` declares, as KerasTuner's tuner finds them before its
+    first trial (`BaseTuner._activate_all_conditions`): built at the defaults, then again with
+    the parent values of each conditional scope no build has entered yet, until every one has
+    been; one entry for each name and conditions, in the order first declared.
+    """
+    from hpo.models.hypermodel import GivenHyperParameters
+
+    space: list[Any] = []
+    # The conditions of scopes: those some build has entered, those none has yet, and those
+    # a build was given the parent values of.
+    entered: list[Any] = []
+    closed: list[Any] = []
+    tried: list[Any] = []
+    parents: dict[str, Any] = {}
+    while True:
+        hp = GivenHyperParameters(given)
+        # Parameters given as hyperparameters= come first, in place of the model's own.
+        if declared is not None:
+            hp.merge(declared)
+        hp.values.update(parents)
+        hypermodel.build(hp)
+        space += [
+            p
+            for p in hp.space
+            if not any(p.name == q.name and p.conditions == q.conditions for q in space)
+        ]
+        entered += [c for c in hp.active_scopes if c not in entered]
+        closed = [c for c in closed if c not in entered]
+        closed += [c for c in hp.inactive_scopes if c not in entered and c not in closed]
+        # A scope its parents' values still leave closed (a build that reads other values) is
+        # tried once: KerasTuner's loop would never end.
+        left = [c for c in closed if c not in tried]
+        if not left:
+            return space
+        tried.append(left[0])
+        parents = {condition.name: condition.values[0] for condition in left[0]}
 
 
 def _whole_number(name: str, value: object, least: int) -> int:

@@ -1926,6 +1926,39 @@ def test_the_search_space_summary_lists_build_models_parameters_as_kerastuner_do
         tuner.search_space_summary()
 
 
+def test_the_search_space_summary_lists_conditional_branches_the_defaults_leave_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KerasTuner builds again with each conditional scope's parent values until every scope
+    has been entered, and lists their parameters too: `layers` of the "deep" branch was
+    missing, the defaults' build ("wide") never declaring it."""
+    import keras
+    import keras_tuner
+
+    def build_model(hp: Any) -> Any:
+        model = keras.Sequential([keras.Input((8,))])
+        kind = hp.Choice("kind", ["wide", "deep", "other"])
+        with hp.conditional_scope("kind", ["wide"]):
+            if kind == "wide":
+                model.add(keras.layers.Dense(hp.Int("wide_units", 32, 64, step=32)))
+        with hp.conditional_scope("kind", ["deep"]):
+            if kind == "deep":
+                for _ in range(hp.Int("layers", 1, 2)):
+                    with hp.conditional_scope("layers", [2]):
+                        hp.Boolean("norm")
+                    model.add(keras.layers.Dense(8))
+        model.add(keras.layers.Dense(1, activation="sigmoid"))
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        return model
+
+    keras_tuner.RandomSearch(build_model, "val_loss", directory=tmp_path).search_space_summary()
+    theirs = capsys.readouterr().out
+    hpo.Tuner(build_model, "val_loss", directory=tmp_path).search_space_summary()
+    ours = capsys.readouterr().out
+    assert "layers (Int)" in ours and "norm (Boolean)" in ours
+    assert ours == theirs
+
+
 def _shaped_hypermodel() -> Callable[[Any], Any]:
     # Reads what hpo gives every build from the data, as docs/hypermodels.md shows.
     def build_model(hp: Any) -> Any:
