@@ -105,6 +105,9 @@ class Attr:
     PRUNE_REASON: Final = "prune_reason"
     FAIL_REASON: Final = "fail_reason"
     STOP_REASON: Final = "stop_reason"
+    # The number of the earlier trial whose parameters a trial drew again: it was pruned
+    # without training (`hpo.repeats`).
+    DUPLICATE_OF: Final = "duplicate_of"
     # What scheduled the learning rate instead of hpo's cut on a plateau, where the user's code
     # does (`hpo.training.callbacks.user_schedules_learning_rate`).
     LR_SCHEDULE: Final = "lr_schedule"

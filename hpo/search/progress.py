@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from hpo.budget import BudgetClock, format_duration
 from hpo.contract import Attr, OwnLoss
+from hpo.repeats import MAX_REPEATS, repeat_streak
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -34,8 +35,8 @@ _SHORT = {Attr.VAL_ACCURACY: "val_acc"}
 
 class Progress:
     """An Optuna callback: after each trial prints its line, updates the bar, and stops the
-    worker when the study has enough trials, too many failed, nothing fits any more, or the
-    disk is full."""
+    worker when the study has enough trials, too many failed, nothing fits any more, the
+    search space looks used up (`hpo.repeats`), or the disk is full."""
 
     def __init__(
         self,
@@ -112,6 +113,9 @@ class Progress:
                     f"left, {_cheapest_note(seconds)}; stopping."
                 )
                 study.stop()
+        if Attr.DUPLICATE_OF in trial.user_attrs and len(repeat_streak(trials)) >= MAX_REPEATS:
+            # From the store, so each worker stops on it; the search says why once, at its end.
+            study.stop()
         if finished + running >= self.config.n_trials:
             study.stop()
 

@@ -52,6 +52,7 @@ from hpo.errors import (
     TrialTimedOut,
 )
 from hpo.models import is_builtin
+from hpo.repeats import used_up_note
 from hpo.scratch import sweep_trial_scratch
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
@@ -342,6 +343,8 @@ def run_search(
             for helper in helpers:
                 helper.join()
     _retire_retries(study, config)
+    if (used_up := used_up_note(study.get_trials(deepcopy=False))) is not None:
+        print(used_up, flush=True)
     if clock.slept and config.budget is not None:
         # The workers' deadline was set at the start: what the sleep took is left for a rerun.
         print(

@@ -39,6 +39,7 @@ from hpo.errors import ConfigError, HpoError, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, global_policy, resolve_precision
+from hpo.repeats import repeat_reason, trained_before
 from hpo.scratch import scratch_folder as temporary_folder
 from hpo.scratch import trial_scratch
 from hpo.space import suggest
@@ -291,6 +292,12 @@ def _train_trial(
         data = dataclasses.replace(data, x_train=fitting.pop("x"))
     own_loop = trains_itself()
     batch_size = fitting.pop("batch_size", None) or ask("batch_size")
+    # Every parameter is drawn now (the model built, its fit read, the batch size asked for):
+    # one the study has trained already is not trained again.
+    repeated = trained_before(trial)
+    if repeated is not None:
+        trial.set_user_attr(Attr.DUPLICATE_OF, repeated.number)
+        raise optuna.TrialPruned(repeat_reason(repeated.number))
     features, why_not = cost_features(task, model, {**params, "batch_size": batch_size}, data)
     calibration = cost_ratios or Calibration()
     device = device_name()
