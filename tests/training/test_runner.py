@@ -9,6 +9,7 @@ import numpy as np
 import optuna
 import pytest
 from optuna.artifacts import download_artifact
+from optuna.distributions import CategoricalDistribution
 
 from hpo.config import Direction, PrunerConfig, PrunerKind, StudyConfig, load_study_config
 from hpo.contract import Attr, load_keras_file
@@ -145,6 +146,52 @@ def test_non_finite_loss_fails_the_trial(tiny: tuple[StudyConfig, Path], tmp_pat
     # It stops inside the first epoch (TerminateOnNaN, or the optimizer's own failure on NaN
     # gradients) instead of training on through max_epochs = 2.
     assert trial.study.trials[0].user_attrs["epochs"] <= 1
+
+
+class _Trained(Exception):
+    """Raised in place of training: the trial got as far as `fit`."""
+
+
+@pytest.mark.parametrize(("earlier", "repeats"), [("COMPLETE", True), ("FAIL", False)])
+def test_a_trial_drawing_the_parameters_of_a_trained_one_is_pruned_before_it_trains(
+    tiny: tuple[StudyConfig, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    earlier: str,
+    repeats: bool,
+) -> None:
+    from hpo.training import runner
+
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        raise _Trained
+
+    monkeypatch.setattr(runner, "fit_best_epoch", fit)
+    config, folder = tiny
+    storage = open_storage(config.storage_url, create=True, heartbeat=False)
+    study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    state = optuna.trial.TrialState[earlier]
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=PARAMS,
+            distributions={name: CategoricalDistribution([v]) for name, v in PARAMS.items()},
+            value=0.75 if state == optuna.trial.TrialState.COMPLETE else None,
+            state=state,
+        )
+    )
+    trial = study.ask()
+    for name, value in PARAMS.items():
+        trial.suggest_categorical(name, [value])
+    if repeats:
+        with pytest.raises(optuna.TrialPruned, match=r"^repeats trial 0: same parameters"):
+            train_trial(trial, config, folder, tmp_path / "work")
+        attrs = study.trials[1].user_attrs
+        assert attrs[Attr.DUPLICATE_OF] == 0
+        assert Attr.EPOCHS not in attrs
+        assert Attr.CHECKPOINT_ID not in attrs
+    else:  # a failure may be transient: its parameters are trained again
+        with pytest.raises(_Trained):
+            train_trial(trial, config, folder, tmp_path / "work")
+        assert Attr.DUPLICATE_OF not in study.trials[1].user_attrs
 
 
 def test_chance_level_stop() -> None:
