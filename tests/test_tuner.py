@@ -1382,9 +1382,12 @@ def test_values_the_hypermodel_rejects_are_pruned_its_defaults_too(tmp_path: Pat
     trials = tuner.study().optuna_study.get_trials()
     rejected = [t for t in trials if t.params["units"] == 4]
     assert rejected and summary.failed == 0
+    # A trial that draws units=8 again is not trained again (`hpo.repeats`): pruned as well.
+    repeats = [t for t in trials if "duplicate_of" in t.user_attrs]
     for trial in trials:
-        expected = TrialState.PRUNED if trial in rejected else TrialState.COMPLETE
+        expected = TrialState.PRUNED if trial in rejected + repeats else TrialState.COMPLETE
         assert trial.state == expected, (trial.params, trial.user_attrs)
+    assert not [t for t in repeats if t in rejected]  # a rejected trial trained nothing
     assert "4 units are too few" in rejected[0].user_attrs["prune_reason"]
     assert tuner.get_best_hyperparameters()[0].values["units"] > 4
 
@@ -1508,7 +1511,8 @@ def test_a_layer_computing_in_16_bits_in_a_float32_model_searches_and_exports(
         import keras
 
         inputs = keras.Input((8,))
-        hidden = keras.layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu")
+        # Values enough that the two trials draw different ones: a repeat would not train.
+        hidden = keras.layers.Dense(hp.Int("units", 8, 64), activation="relu")
         hidden.dtype_policy = keras.DTypePolicy("mixed_float16")
         outputs = keras.layers.Dense(1, activation="sigmoid")(hidden(inputs))
         model = keras.Model(inputs, outputs)
@@ -2865,6 +2869,8 @@ def test_kerastuners_compile_overrides_and_max_model_size_apply_to_every_model(
         if trial.params["units"] == 32:
             assert trial.state == TrialState.PRUNED
             assert "Oversized model: 354 parameters" in trial.user_attrs["prune_reason"]
+        elif "duplicate_of" in trial.user_attrs:  # drew a trained trial's values again
+            assert trial.state == TrialState.PRUNED
         else:
             assert trial.state == TrialState.COMPLETE
     [model] = tuner.get_best_models(1)
