@@ -385,7 +385,8 @@ def _two_input_hypermodel(*, as_list: bool = False) -> Callable[[Any], Any]:
         tokens = keras.Input(shape=(6,), dtype="int32", name="tokens")
         numbers = keras.Input(shape=(3,), name="numbers")
         words = layers.GlobalAveragePooling1D()(layers.Embedding(20, 8)(tokens))
-        hidden = layers.Dense(hp.Choice("units", [8, 16]), activation="relu")(numbers)
+        # Values enough that two trials draw different ones: a repeat would not train.
+        hidden = layers.Dense(hp.Int("units", 8, 64), activation="relu")(numbers)
         joined = layers.Concatenate()([words, hidden])
         inputs = [tokens, numbers] if as_list else {"tokens": tokens, "numbers": numbers}
         model = keras.Model(inputs, layers.Dense(2)(joined))
