@@ -53,7 +53,8 @@ def _trained(trial: FrozenTrial) -> bool:
 
 def repeat_reason(number: int) -> str:
     """Why a repeat of trial `number` was pruned (its `Attr.PRUNE_REASON`)."""
-    return f"repeats trial {number}: same parameters, not trained again"
+    # Short enough for `hpo status`, which cuts a note at 50 characters.
+    return f"repeats trial {number}: same parameters, not retrained"
 
 
 def repeat_streak(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
