@@ -156,7 +156,9 @@ def trial_hyperparameters(
         hp.values[declared_name(name.removeprefix(f"{family}/"))] = value
     # What the hypermodel used that Optuna never sampled: fixed values, and the defaults of
     # parameters left out of the search (a trial of an earlier version recorded none).
-    hp.values.update(trial.user_attrs.get(Attr.HYPERPARAMETERS) or {})
+    recorded = trial.user_attrs.get(Attr.HYPERPARAMETERS)
+    if isinstance(recorded, dict):  # the store's data: anything else is left out
+        hp.values.update(recorded)
     return hp
 
 
