@@ -99,14 +99,19 @@ def search_space(task: Task, overrides: Mapping[str, list[Any]]) -> SearchSpace:
         family = narrow_space({"family": family}, {"family": overrides["family"]}, where="space")[
             "family"
         ]  # type: ignore[assignment]
-    return SearchSpace(
-        family=family,
-        shared=shared_space(task, overrides),
-        families={
-            str(name): narrow_space(task.families[str(name)].SPACE, overrides, where="space")
-            for name in family.choices
-        },
-    )
+    families = {
+        str(name): narrow_space(task.families[str(name)].SPACE, overrides, where="space")
+        for name in family.choices
+    }
+    # An entry of a family `family` leaves out is checked against that family's space too
+    # (out of range is an error whichever families are searched), unless a searched family
+    # has a parameter of that name: that one's range is what the entry narrows.
+    searched = {name for space in families.values() for name in space}
+    for name, module in task.families.items():
+        if name not in families:
+            own = {k: v for k, v in module.SPACE.items() if k not in searched}
+            narrow_space(own, overrides, where="space")
+    return SearchSpace(family=family, shared=shared_space(task, overrides), families=families)
 
 
 def shared_space(task: Task, overrides: Mapping[str, list[Any]]) -> dict[str, Any]:

@@ -49,6 +49,9 @@ def test_narrowing_applies_and_validates() -> None:
         search_space(IMDB, {"seq_len": [123]})
     with pytest.raises(ConfigError, match=r"'space.blocks' must be \[low, high\] with 1 <= low"):
         search_space(IMDB, {"blocks": [0, 9]})
+    # An entry of a family left out of the search is checked too: it was accepted unchecked.
+    with pytest.raises(ConfigError, match=r"'space.kernel_size' must be \[low, high\]"):
+        search_space(IMDB, {"family": ["ngram"], "kernel_size": [4, 40]})
 
 
 def test_fit_value_moves_into_the_space() -> None:
