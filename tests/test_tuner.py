@@ -312,7 +312,8 @@ class Net(keras.Model):
 
 def build_model(hp):
     # Another width when asked to: a hypermodel that builds another model for the same values.
-    units = hp.Int("units", 8, 16, step=8) + int(os.environ.get("EXTRA_UNITS", "0"))
+    # Widths enough that the two trials differ (a repeat is pruned untrained: hpo.repeats).
+    units = hp.Int("units", 8, 64, step=8) + int(os.environ.get("EXTRA_UNITS", "0"))
     model = Net(units)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
     return model
@@ -839,7 +840,7 @@ def test_whole_number_targets_of_a_one_output_model_are_regression_values(tmp_pa
 
         model = keras.Sequential(
             [
-                keras.layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu"),
+                keras.layers.Dense(hp.Int("units", 8, 64, step=8), activation="relu"),
                 keras.layers.Dense(1),
             ]
         )
@@ -911,7 +912,7 @@ def test_a_softmax_with_room_for_classes_the_labels_lack_trains_as_keras_would(
 
         model = keras.Sequential(
             [
-                keras.layers.Dense(hp.Int("units", 8, 16, step=8), activation="relu"),
+                keras.layers.Dense(hp.Int("units", 8, 64, step=8), activation="relu"),
                 keras.layers.Dense(6, activation="softmax"),
             ]
         )

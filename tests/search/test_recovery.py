@@ -628,13 +628,18 @@ def test_a_requeued_trial_keeps_its_parameters_only_and_an_interrupted_one_is_al
 
 def _interrupted(study: optuna.Study, like: FrozenTrial) -> int:
     """Records a trial with `like`'s parameters failed as Ctrl-C leaves one, queued again;
-    returns its number."""
+    returns its number. Its learning rate is its own, so that its retry is not a repeat of
+    `like` (which hpo prunes untrained, `hpo.repeats`)."""
     from hpo.search.recovery import requeue
 
+    rate = like.distributions["learning_rate"]
+    assert isinstance(rate, optuna.distributions.FloatDistribution)
+    own = rate.low * (1 + 0.01 * len(study.trials))
+    assert own < rate.high
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.FAIL,
-            params=like.params,
+            params={**like.params, "learning_rate": own},
             distributions=like.distributions,
             user_attrs={Attr.FAIL_REASON: INTERRUPTED},
         )
