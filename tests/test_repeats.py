@@ -125,11 +125,18 @@ def _choice_of_two() -> Any:
 
 @pytest.mark.slow
 def test_a_space_of_two_values_trains_each_once_and_ends_as_kerastuners_does(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """KerasTuner's RandomSearch draws again where a draw repeats a trial, and ends the search
     after 20 such draws in a row ("Oracle triggered exit"); hpo trained the same 2
-    configurations until max_trials."""
+    configurations until max_trials. (5 in a row here: each repeat costs a trial process.)"""
+    from hpo import repeats as repeats_module
+    from hpo.search import progress
+
+    streak = 5
+    monkeypatch.setattr(repeats_module, "MAX_REPEATS", streak)
+    monkeypatch.setattr(progress, "MAX_REPEATS", streak)
+    used_up = USED_UP.replace("20", str(streak))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 8)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
@@ -149,18 +156,18 @@ def test_a_space_of_two_values_trains_each_once_and_ends_as_kerastuners_does(
     out = io.StringIO()
     # A repeat does not count as one of max_trials: both values train, as in KerasTuner.
     assert search(2).finished == 2
-    assert USED_UP not in out.getvalue()
+    assert used_up not in out.getvalue()
     tuner = hpo.Tuner(_choice_of_two(), max_trials=30, directory=tmp_path, seed=0)
     first = tuner.study().optuna_study.get_trials()
     assert sorted(t.params["units"] for t in first if t.state == TrialState.COMPLETE) == [8, 16]
-    # Resumed with room for more, it ends once 20 draws in a row were repeats.
+    # Resumed with room for more, it ends once `streak` draws in a row were repeats.
     assert search(30).finished == 2
     trials = tuner.study().optuna_study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.params["units"] for t in complete) == [8, 16]
     repeats = [t for t in trials if t not in complete]
-    # Ended after the 20 repeats that followed the last training, before its 30 trials.
-    assert len(trials) - 1 - max(t.number for t in complete) == MAX_REPEATS
+    # Ended after the `streak` repeats that followed the last training, before its 30 trials.
+    assert len(trials) - 1 - max(t.number for t in complete) == streak
     assert len(trials) < 30
     by_number = {t.number: t for t in trials}
     for trial in repeats:
@@ -172,6 +179,6 @@ def test_a_space_of_two_values_trains_each_once_and_ends_as_kerastuners_does(
         # Not trained: no epoch, no checkpoint.
         assert Attr.EPOCHS not in trial.user_attrs
         assert Attr.CHECKPOINT_ID not in trial.user_attrs
-    assert len(repeat_streak(trials)) == MAX_REPEATS
-    assert out.getvalue().count(USED_UP) == 1
+    assert len(repeat_streak(trials)) == streak
+    assert out.getvalue().count(used_up) == 1
     assert set(tuner.ensemble(top=5).members) <= {t.number for t in complete}
