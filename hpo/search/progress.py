@@ -13,7 +13,7 @@ from hpo.contract import Attr, OwnLoss
 from hpo.repeats import MAX_REPEATS, repeat_streak
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
 
     import optuna
     from optuna.trial import FrozenTrial
@@ -21,19 +21,10 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 
-__all__ = ["Progress", "counted", "describe_trial"]
+__all__ = ["Progress", "describe_trial"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 NOT_STARTED = "not started"
-
-
-def counted(trials: Sequence[FrozenTrial]) -> int:
-    """The finished trials that count towards n_trials (KerasTuner's max_trials): COMPLETE and
-    PRUNED, less the repeats of a trained trial's parameters pruned untrained (`hpo.repeats`),
-    which KerasTuner's oracle draws again instead of counting as a trial."""
-    return sum(t.state in FINISHED and Attr.DUPLICATE_OF not in t.user_attrs for t in trials)
-
-
 # Trials in a row that their estimate kept from starting, after which a worker stops, unless
 # the study's cheapest default model still fits (then smaller configurations can still run, and
 # the sampler learns from the trials that did not start to propose them).
@@ -78,7 +69,7 @@ class Progress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         tqdm.write(describe_trial(trial, self.config.training.objective))
         trials = study.get_trials(deepcopy=False)
-        finished = counted(trials)
+        finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if self.bar is not None:
             postfix = {"trials": str(finished)}

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpo.contract import Attr
 from hpo.search.identity import WorkerIdentity
-from hpo.search.progress import counted
+from hpo.search.progress import FINISHED
 from hpo.store import STALE_TRIAL_RETRIES, may_retry
 from hpo.study import fail_queued
 
@@ -126,7 +126,7 @@ def retire_retries(study: optuna.Study, n_trials: int) -> dict[int, int]:
         The retries marked FAIL: each one's number -> the number of the trial it retried.
     """
     trials = study.get_trials(deepcopy=False)
-    if counted(trials) < n_trials:
+    if sum(t.state in FINISHED for t in trials) < n_trials:
         return {}
     storage = study._storage
     retired: dict[int, int] = {}

@@ -56,7 +56,7 @@ from hpo.repeats import used_up_note
 from hpo.scratch import sweep_trial_scratch
 from hpo.search.identity import WorkerIdentity
 from hpo.search.overrun import trial_limit
-from hpo.search.progress import FINISHED, Progress, counted, larger_budget
+from hpo.search.progress import FINISHED, Progress, larger_budget
 from hpo.search.recovery import (
     dead_workers_way_out,
     raise_keyboard_interrupt_on_sigterm,
@@ -104,8 +104,7 @@ INTERRUPTED = "interrupted: the search was stopped; queued again for the next ru
 
 @dataclass(frozen=True)
 class SearchSummary:
-    """What a search run leaves behind: `finished` counts the study's COMPLETE and PRUNED
-    trials as n_trials does, without the repeats pruned untrained (`hpo.repeats`)."""
+    """What a search run leaves behind."""
 
     study_name: str
     storage_url: str
@@ -206,7 +205,7 @@ def run_search(
     sweep_trial_scratch(config.study_dir, study)
     if config.enqueue_defaults:
         enqueue_defaults(study, task, space)
-    finished = counted(study.get_trials(deepcopy=False))
+    finished = _count(study, FINISHED)
     remaining = config.n_trials - finished
     if remaining <= 0:
         print(
@@ -471,7 +470,7 @@ def run_worker(
     elif progress:
         bar = tqdm(
             total=config.trial_limit,
-            initial=counted(study.get_trials(deepcopy=False)),
+            initial=_count(study, FINISHED),
             unit="trial",
             desc=config.name,
         )
@@ -749,7 +748,7 @@ def _summary(
         budget=config.budget,
         study_name=config.name,
         storage_url=config.storage_url,
-        finished=counted(study.get_trials(deepcopy=False)),
+        finished=_count(study, FINISHED),
         failed=_count(study, (TrialState.FAIL,)),
         best_number=best.number if best else None,
         best_value=best.value if best else None,
