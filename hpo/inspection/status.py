@@ -450,6 +450,15 @@ def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         _check_csv_path(args.csv)
     config, study = open_study(args.study, args.storage, args.study_name)
+    if args.csv is not None:
+        # The table alone: the rest of the status (artifact sizes, budget) is not written.
+        table = _as_json_cells(leaderboard(study))
+        if args.csv == _STDOUT:
+            _whole_numbers(table).to_csv(sys.stdout, index=False)
+        else:
+            _write_csv(table, args.csv.resolve())
+            print(f"Wrote {len(table)} trials to {args.csv}")
+        return 0
     data = status(
         study,
         config.storage_url,
@@ -458,16 +467,7 @@ def run(args: argparse.Namespace) -> int:
         cache_bytes(config),
         budget=config.budget,
     )
-    if args.json:
-        print(json.dumps(data, indent=2))
-    elif args.csv == _STDOUT:
-        _whole_numbers(_as_json_cells(leaderboard(study))).to_csv(sys.stdout, index=False)
-    elif args.csv:
-        table = _as_json_cells(leaderboard(study))
-        _write_csv(table, args.csv.resolve())
-        print(f"Wrote {len(table)} trials to {args.csv}")
-    else:
-        print(format_status(data))
+    print(json.dumps(data, indent=2) if args.json else format_status(data))
     return 0
 
 
