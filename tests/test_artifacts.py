@@ -292,10 +292,11 @@ def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
         if search.poll() is None:
             search.kill()
     assert search.returncode == 0, err[-3000:]
-    assert "4 finished, 0 failed" in out
     study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    ended = [(t.number, t.state.name, t.user_attrs) for t in study.get_trials()]
+    assert "4 finished, 0 failed" in out, (out[-3000:], err[-3000:], ended)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 4
+    assert len(complete) == 4, ended
     removed = removed_checkpoints(study)
     best = max(complete, key=lambda t: (t.value, -t.number))
     kept = [t for t in complete if has_checkpoint(t, removed)]
