@@ -113,9 +113,19 @@ def run_user_script(
     command = [sys.executable, "-" if piped else "script.py"]
     if without_stderr:
         command = ["sh", "-c", 'exec "$0" "$@" 2>&-', *command]
-    result = subprocess.run(
+    result = run_in(folder, command, timeout, stdin=code if piped else None)
+    assert result.returncode == 0, (result.stderr or result.stdout)[-3000:]
+    return result.stdout
+
+
+def run_in(
+    folder: Path, command: list[str], timeout: int, *, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs `command` in `folder` with hpo importable, as a user's shell runs it; returns what
+    it did (the caller checks its exit code)."""
+    return subprocess.run(
         command,
-        input=code if piped else None,
+        input=stdin,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         cwd=folder,
         capture_output=True,
@@ -123,8 +133,6 @@ def run_user_script(
         timeout=timeout,
         check=False,
     )
-    assert result.returncode == 0, (result.stderr or result.stdout)[-3000:]
-    return result.stdout
 
 
 def free_port() -> int:

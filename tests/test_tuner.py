@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -27,7 +26,7 @@ from hpo.data.in_memory import class_labels, split_arrays
 from hpo.errors import ConfigError, DataError, HpoError
 from hpo.models.portable import PortableHypermodel
 
-from .conftest import run_user_script
+from .conftest import run_in, run_user_script
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -2677,15 +2676,8 @@ def test_an_ipython_script_searches_as_a_notebook_does(tmp_path: Path) -> None:
     does, and died in the search there (`TrialProcessDied` ... while starting). Its processes
     start without the script, as from a notebook."""
     (tmp_path / "script.ipy").write_text(UNGUARDED_SCRIPT)
-    result = subprocess.run(
-        [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", "script.ipy"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    ipython = [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", "script.ipy"]
+    result = run_in(tmp_path, ipython, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     printed = [line for line in result.stdout.splitlines() if line.strip()]
     assert printed == ["the script runs", "finished 2 failed 0", "test accuracy True"], (
@@ -2740,15 +2732,7 @@ def test_a_search_inside_the_scripts_main_function_runs(tmp_path: Path) -> None:
     sent `hpo.search` along as a module `main` uses, which it could not pickle: every search
     was refused. A helper it cannot pickle (its globals an open file) is left behind, named."""
     (tmp_path / "script.py").write_text(MAIN_FUNCTION_SCRIPT)
-    result = subprocess.run(
-        [sys.executable, "script.py"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_in(tmp_path, [sys.executable, "script.py"], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == ["finished 1 failed 0"]
     assert result.stderr.count("__main__>log is not sent to the trial processes") == 1
