@@ -493,7 +493,7 @@ class KeepBest:
             return
         try:
             collect_garbage(study, open_artifact_store(self._location), self._keep)
-        except (HpoError, OSError, SQLAlchemyError) as exc:
+        except (HpoError, OSError, SQLAlchemyError, StorageInternalError) as exc:
             # A collection that fails costs disk, not the study: the search goes on.
             _log.warning("keep_checkpoints: could not remove old checkpoints (%s)", exc)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -258,6 +259,23 @@ def test_gc_command_dry_run_real_run_and_the_ensemble_after(study_copy: Path) ->
     assert cache["bytes"] == sum(p.stat().st_size for p in current.iterdir()) > 0
 
 
+SLOW_ASK = """
+import time
+
+import optuna
+
+_ask = optuna.Study.ask
+
+
+def _slow_ask(self, *args, **kwargs):
+    time.sleep(1.0)
+    return _ask(self, *args, **kwargs)
+
+
+optuna.Study.ask = _slow_ask
+"""
+
+
 @pytest.mark.slow
 def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
     fake_imdb: Path, tmp_path: Path
@@ -267,9 +285,15 @@ def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
         study_file.read_text().replace("n_trials = 4\n", "n_trials = 4\nkeep_checkpoints = 1\n")
     )
     config = load_study_config(study_file)
+    # Each trial made a second after a worker decided the study needs it: both workers deciding
+    # in that second started one each, and the study ended "5 finished" of 4 (hpo.search.turns).
+    shim = tmp_path / "slow-ask"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(SLOW_ASK)
     search = subprocess.Popen(
         [sys.executable, "-m", "hpo", "search", "--study", str(study_file), "--workers", "2"],
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(shim)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -603,3 +627,22 @@ def test_an_ensemble_holds_its_members_until_it_is_recorded(
         if trial.number in members:
             fetch_checkpoint(store, trial, tmp_path)  # there, and verifies
     assert not set(members) & set(removed_checkpoints(study))
+
+
+def test_a_collection_after_a_trial_that_the_store_refuses_costs_disk_not_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Optuna's database storage raises StorageInternalError for an SQL error in its sessions
+    # (SQLite locked past its busy timeout): it left the callback and ended the worker's search.
+    def locked(*_: object, **__: object) -> Collection:
+        raise optuna.exceptions.StorageInternalError("database is locked")
+
+    monkeypatch.setattr(artifacts_module, "collect_garbage", locked)
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    config = dataclasses.replace(
+        load_study_config(write_study(tmp_path, tmp_path)), keep_checkpoints=1
+    )
+    with caplog.at_level("WARNING"):
+        artifacts_module.KeepBest(config, 1)(study, study.trials[-1])
+    assert "could not remove old checkpoints (database is locked)" in caplog.text

@@ -35,8 +35,9 @@ _SHORT = {Attr.VAL_ACCURACY: "val_acc"}
 
 class Progress:
     """An Optuna callback: after each trial prints its line, updates the bar, and stops the
-    worker when the study has enough trials, too many failed, nothing fits any more, the
-    search space looks used up (`hpo.repeats`), or the disk is full."""
+    worker when too many trials failed, nothing fits any more, the search space looks used up
+    (`hpo.repeats`), or the disk is full. Whether the study has enough trials is decided
+    last, in the worker's turn (`hpo.search.turns`)."""
 
     def __init__(
         self,
@@ -70,7 +71,6 @@ class Progress:
         tqdm.write(describe_trial(trial, self.config.training.objective))
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
         if self.bar is not None:
             postfix = {"trials": str(finished)}
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -115,8 +115,6 @@ class Progress:
                 study.stop()
         if Attr.DUPLICATE_OF in trial.user_attrs and len(repeat_streak(trials)) >= MAX_REPEATS:
             # From the store, so each worker stops on it; the search says why once, at its end.
-            study.stop()
-        if finished + running >= self.config.n_trials:
             study.stop()
 
     def _fits(self, seconds: float | None) -> bool:

@@ -64,6 +64,7 @@ from hpo.search.recovery import (
     retire_retries,
     sweep_dead_local_trials,
 )
+from hpo.search.turns import StartTurn
 from hpo.store import open_artifact_store, open_storage, redact_url, redacted_repr
 from hpo.study import (
     KERAS_SETTINGS,
@@ -488,10 +489,15 @@ def run_worker(
     optuna_log = logging.getLogger("optuna.study._optimize")
     if not env_flag(VERBOSE_VAR):
         optuna_log.addFilter(said)
+    # Whether the study needs this worker's first trial, decided in turn as after each trial.
+    turn = StartTurn(config.study_dir, config.n_trials)
     try:
+        if not turn.needs_another(study):
+            return None
         study.optimize(
             functools.partial(
                 _objective,
+                turn=turn,
                 config=config,
                 task=task,
                 space=space,
@@ -502,11 +508,13 @@ def run_worker(
                 defaults=defaults,
             ),
             timeout=timeout,
-            callbacks=[stopper, *_collectors(config)],
+            # The turn last: the collection after a trial does not keep the others waiting.
+            callbacks=[stopper, *_collectors(config), turn],
             catch=(Exception,),
             gc_after_trial=False,
         )
     finally:
+        turn.give_back()
         optuna_log.removeFilter(said)
         if bar is not None:
             bar.close()
@@ -534,9 +542,11 @@ def _collectors(config: StudyConfig) -> list[KeepBest]:
     return [] if config.keep_checkpoints is None else [KeepBest(config, config.keep_checkpoints)]
 
 
-def _objective(trial: optuna.Trial, **settings: Any) -> float:
+def _objective(trial: optuna.Trial, *, turn: StartTurn, **settings: Any) -> float:
     """`_trial`, with an interruption recorded on the trial wherever it lands: while it
-    samples its parameters (a signal right after the last trial ended) as while it trains."""
+    samples its parameters (a signal right after the last trial ended) as while it trains.
+    `trial` exists (RUNNING): the other workers may decide whether to start one."""
+    turn.give_back()
     try:
         return _trial(trial, **settings)
     except KeyboardInterrupt:

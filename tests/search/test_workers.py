@@ -242,12 +242,14 @@ def test_a_trial_line_names_the_objective_unless_it_shows_anyway() -> None:
 def _run_objective(trial: optuna.Trial, config: StudyConfig, folder: Path) -> None:
     """Runs one trial as a worker does, on one thread and without a deadline."""
     from hpo.search import workers
+    from hpo.search.turns import StartTurn
     from hpo.study import search_space
     from hpo.tasks import study_task
 
     task = study_task(config)
     workers._objective(
         trial,
+        turn=StartTurn(config.study_dir, config.n_trials),
         config=config,
         task=task,
         space=search_space(task, config.space),

@@ -1,0 +1,79 @@
+"""How many trials: the workers of one machine take turns to start one, so that a study holds
+its `n_trials`, not one more.
+
+A worker decides after each trial whether the study needs another (finished and running trials
+fewer than `n_trials`), and Optuna then creates it. Two workers deciding at once each counted
+the study before the other's next trial existed, and both started one: `hpo search --workers 2`
+with n_trials=4 ended "5 finished" now and then (more often while `keep_checkpoints` collected
+between the decision and the next trial). The decision and the creation of the trial are now
+one turn, under a lock file in the study's folder: a worker deciding sees every trial that
+another decided to start, RUNNING. The lock is the kernel's (`flock`), so a worker that dies
+holding it holds it no more.
+
+Workers on other machines (a shared PostgreSQL study) keep other folders and take no turns
+with these: there, as with Optuna's own `MaxTrialsCallback`, a study may end a trial or so
+over its `n_trials`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from typing import TYPE_CHECKING
+
+from optuna.trial import TrialState
+
+from hpo.search.progress import FINISHED
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import IO
+
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = ["StartTurn"]
+
+LOCK_NAME = ".trial-start.lock"
+
+
+class StartTurn:
+    """This worker's turn to start a trial, taken by `needs_another` and given back once the
+    trial exists (`give_back`, first thing in the objective) or the worker stops."""
+
+    def __init__(self, study_dir: Path, n_trials: int) -> None:
+        self._path = study_dir / LOCK_NAME
+        self._n_trials = n_trials
+        self._held: IO[bytes] | None = None
+
+    def needs_another(self, study: optuna.Study) -> bool:
+        """Takes the turn and says whether the study needs another trial; keeps the turn if so
+        (the caller starts one), gives it back if not."""
+        if self._held is None:
+            held = open(self._path, "ab")  # noqa: SIM115 (held until `give_back`)
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX)
+            except BaseException:  # an interrupt while waiting for the turn
+                held.close()
+                raise
+            self._held = held
+        try:
+            counted = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        except BaseException:
+            self.give_back()
+            raise
+        if len(counted) >= self._n_trials:
+            self.give_back()
+            return False
+        return True
+
+    def give_back(self) -> None:
+        """Lets the other workers of this machine decide; a no-op if this one holds no turn."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()  # closing the file ends its lock
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's callback, the last after each trial: stops the worker's loop unless the
+        study needs another trial, which this worker then starts in its turn."""
+        if not self.needs_another(study):
+            study.stop()
