@@ -354,11 +354,15 @@ def best_first(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[Froze
     return sorted(trials, key=lambda t: (sign * (t.value or 0.0), t.number))
 
 
-def plan_collection(study: optuna.Study, keep: int) -> tuple[dict[int, str], list[FrozenTrial]]:
-    """Which checkpoints stay (with why) and which trials' checkpoints go; changes nothing."""
+def plan_collection(
+    study: optuna.Study, keep: int, *, removed: dict[int, str] | None = None
+) -> tuple[dict[int, str], list[FrozenTrial]]:
+    """Which checkpoints stay (with why) and which trials' checkpoints go; changes nothing.
+    `removed`: the recorded removals as read already (`removed_checkpoints`), or None."""
     if keep < 0:
         raise ConfigError(f"keep must be at least 0, got {keep}. Use e.g. --keep 20.")
-    removed = removed_checkpoints(study)
+    if removed is None:
+        removed = removed_checkpoints(study)
     trials = study.get_trials(deepcopy=False)
     kept: dict[int, str] = {}
     for trial in trials:
@@ -391,10 +395,13 @@ def collect_garbage(
         keep: How many of the best COMPLETE trials keep theirs.
         dry_run: Only say what would be removed.
     """
-    kept, doomed = plan_collection(study, keep)
+    # The records read once: a removal another collection records meanwhile is neither
+    # planned around nor taken for one left half done (and undone where this one keeps it).
+    removed_before = removed_checkpoints(study)
+    kept, doomed = plan_collection(study, keep, removed=removed_before)
     # Only a checkpoint no other record names goes: not one a kept trial's attributes name
     # too, nor a trial's predictions (a store's records are data, shared, and may be wrong).
-    left = _left_behind(study, store)
+    left = _left_behind(study, store, removed_before)
     named = named_artifacts(study, but_checkpoints_of={t.number for t in [*doomed, *left]})
     doomed = [t for t in doomed if (i := artifact_id(t, Attr.CHECKPOINT_ID)) and i not in named]
     why = f"not among the best {keep} complete trials nor in a recorded ensemble"
@@ -453,13 +460,14 @@ def artifact_bytes(config: StudyConfig, study: optuna.Study) -> int | None:
     return sum(store.size(artifact) for artifact in stored)
 
 
-def _left_behind(study: optuna.Study, store: ArtifactStore) -> list[FrozenTrial]:
-    """The trials a collection recorded as removed whose checkpoint file is still there: it was
-    stopped between its record and the deletion (a file-system store; an S3 one is not asked,
-    which would take a request a trial at every collection)."""
+def _left_behind(
+    study: optuna.Study, store: ArtifactStore, removed: dict[int, str]
+) -> list[FrozenTrial]:
+    """The trials a collection recorded as removed (`removed`) whose checkpoint file is still
+    there: it was stopped between its record and the deletion (a file-system store; an S3 one is
+    not asked, which would take a request a trial at every collection)."""
     if not isinstance(store, AtomicFileSystemArtifactStore):
         return []
-    removed = removed_checkpoints(study)
     return [
         t
         for t in study.get_trials(deepcopy=False)

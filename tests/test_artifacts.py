@@ -515,9 +515,9 @@ def test_a_reader_that_holds_between_a_collections_plan_and_record_keeps_its_che
     seen: list[dict[int, str]] = []
 
     def plan_then_a_reader_holds(
-        study: optuna.Study, keep: int
+        study: optuna.Study, keep: int, **kwargs: Any
     ) -> tuple[dict[int, str], list[FrozenTrial]]:
-        plan = planned(study, keep)
+        plan = planned(study, keep, **kwargs)
         # An `hpo ensemble` begins here: it holds trial 0 and sees no removal recorded yet.
         holds.append(holding(study, [0], "hpo ensemble"))
         seen.append(holds[-1].__enter__())
@@ -646,3 +646,25 @@ def test_a_collection_after_a_trial_that_the_store_refuses_costs_disk_not_the_se
     with caplog.at_level("WARNING"):
         artifacts_module.KeepBest(config, 1)(study, study.trials[-1])
     assert "could not remove old checkpoints (database is locked)" in caplog.text
+
+
+def test_a_removal_another_collection_records_meanwhile_is_not_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two collections at once (a worker's `keep_checkpoints = 1`, a user's `hpo gc --keep 2`):
+    the second read the records once to plan and again to find removals left half done. One
+    recorded by the first in between, of a trial the second keeps, it took out of the first's
+    record, whose file the first then deleted: a checkpoint recorded as there and gone."""
+    study, store = _study_with_checkpoints(tmp_path, [0.9, 0.5])
+    plan = artifacts_module.plan_collection
+
+    def planned_then_the_other_records(*args: Any, **kwargs: Any) -> Any:
+        result = plan(*args, **kwargs)
+        other = {"keep": 1, "at": "now", "removed": {"1": "not among the best 1"}}
+        study.set_user_attr(f"{GC_ATTR_PREFIX}other", other)
+        return result
+
+    monkeypatch.setattr(artifacts_module, "plan_collection", planned_then_the_other_records)
+    assert collect_garbage(study, store, keep=2).removed == {}
+    # The first collection's record stands, as its deletion of the file will.
+    assert removed_checkpoints(study) == {1: "not among the best 1"}
