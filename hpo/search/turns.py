@@ -6,13 +6,14 @@ fewer than `n_trials`), and Optuna then creates it. Two workers deciding at once
 the study before the other's next trial existed, and both started one: `hpo search --workers 2`
 with n_trials=4 ended "5 finished" now and then (more often while `keep_checkpoints` collected
 between the decision and the next trial). The decision and the creation of the trial are now
-one turn, under a lock file in the study's folder: a worker deciding sees every trial that
-another decided to start, RUNNING. The lock is the kernel's (`flock`), so a worker that dies
-holding it holds it no more.
+one turn, under a lock file: a worker deciding sees every trial that another decided to start,
+RUNNING. The lock is the kernel's (`flock`), so a worker that dies holding it holds it no more.
 
-Workers on other machines (a shared PostgreSQL study) keep other folders and take no turns
-with these: there, as with Optuna's own `MaxTrialsCallback`, a study may end a trial or so
-over its `n_trials`.
+The lock file of a SQLite study lies beside its database, which every worker of the machine
+opens, whatever folder it was started from (a study joined by `--storage` and `--study-name`).
+That of a study in another store lies in the study's folder: workers of other machines, and
+those joining from another folder, take no turns with these; there, as with Optuna's own
+`MaxTrialsCallback`, a study may end a trial or so over its `n_trials`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from optuna.trial import TrialState
 
 from hpo.search.progress import FINISHED
+from hpo.store import sqlite_file
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,17 +33,26 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["StartTurn"]
+__all__ = ["StartTurn", "lock_file"]
 
 LOCK_NAME = ".trial-start.lock"
+
+
+def lock_file(storage_url: str, study_dir: Path) -> Path:
+    """Where the workers of a study take turns: beside a SQLite study's database
+    (`study.db.trial-start.lock`), else in the study's folder."""
+    database = sqlite_file(storage_url)
+    if database is not None:
+        return database.resolve().with_name(f"{database.name}{LOCK_NAME}")
+    return study_dir / LOCK_NAME
 
 
 class StartTurn:
     """This worker's turn to start a trial, taken by `needs_another` and given back once the
     trial exists (`give_back`, first thing in the objective) or the worker stops."""
 
-    def __init__(self, study_dir: Path, n_trials: int) -> None:
-        self._path = study_dir / LOCK_NAME
+    def __init__(self, path: Path, n_trials: int) -> None:
+        self._path = path
         self._n_trials = n_trials
         self._held: IO[bytes] | None = None
 

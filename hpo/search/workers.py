@@ -64,7 +64,7 @@ from hpo.search.recovery import (
     retire_retries,
     sweep_dead_local_trials,
 )
-from hpo.search.turns import StartTurn
+from hpo.search.turns import StartTurn, lock_file
 from hpo.store import open_artifact_store, open_storage, redact_url, redacted_repr
 from hpo.study import (
     KERAS_SETTINGS,
@@ -490,7 +490,7 @@ def run_worker(
     if not env_flag(VERBOSE_VAR):
         optuna_log.addFilter(said)
     # Whether the study needs this worker's first trial, decided in turn as after each trial.
-    turn = StartTurn(config.study_dir, config.n_trials)
+    turn = StartTurn(lock_file(config.storage_url, config.study_dir), config.n_trials)
     try:
         if not turn.needs_another(study):
             return None

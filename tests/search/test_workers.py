@@ -249,7 +249,7 @@ def _run_objective(trial: optuna.Trial, config: StudyConfig, folder: Path) -> No
     task = study_task(config)
     workers._objective(
         trial,
-        turn=StartTurn(config.study_dir, config.n_trials),
+        turn=StartTurn(config.study_dir / "turn.lock", config.n_trials),
         config=config,
         task=task,
         space=search_space(task, config.space),
