@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from typing import TYPE_CHECKING
 
-__all__ = ["clear", "interrupt", "raise_if_asked"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["clear", "interrupt", "raise_if_asked", "signals_held"]
 
 # The signal that asked this command to stop; None while none has.
 _asked: int | None = None
@@ -37,3 +43,40 @@ def _stop(signum: int) -> KeyboardInterrupt:
     if signum == signal.SIGINT:
         return KeyboardInterrupt()
     return KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Holds Ctrl-C, SIGTERM and SIGHUP inside, delivering them after, as they were handled.
+
+    Around `publish` and what records the new output elsewhere (the study's record of its
+    ensemble), so that both change or neither does. Nested holds deliver to the outer one.
+
+    Python runs its handlers in the main thread, between two of its steps, so a signal that
+    arrives inside runs none there; in another thread nothing is held (no handler of Python's
+    runs in it). Blocking the signals instead (`signal.pthread_sigmask`) would hold them in
+    this thread only: another one (a backend's) takes them, and Python's handler still runs
+    here at the next step.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    held = {}
+    for number in _HELD:
+        before = signal.getsignal(number)
+        if before is None:  # set outside Python: it cannot be put back
+            continue
+        signal.signal(number, lambda signum, _frame: arrived.append(signum))
+        held[number] = before
+    try:
+        yield
+    finally:
+        for number, before in held.items():
+            signal.signal(number, before)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
+
+
+# The signals that stop a command part way and that `signals_held` holds.
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

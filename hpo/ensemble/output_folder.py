@@ -9,16 +9,14 @@ import glob
 import os
 import re
 import shutil
-import signal
 import sys
-import threading
 import uuid
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo._json import read_json
-from hpo._stop import raise_if_asked
+from hpo._stop import raise_if_asked, signals_held
 from hpo.ensemble.export import EXPORT_NAME, TOKENIZER_NAME
 from hpo.ensemble.litert_export import LITERT_NAME
 from hpo.ensemble.onnx_export import ONNX_NAME
@@ -404,43 +402,6 @@ def restore_interrupted(out_dir: Path) -> Path | None:
         )
         return copy
     return None
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Holds Ctrl-C, SIGTERM and SIGHUP inside, delivering them after, as they were handled.
-
-    Around `publish` and what records the new output elsewhere (the study's record of its
-    ensemble), so that both change or neither does. Nested holds deliver to the outer one.
-
-    Python runs its handlers in the main thread, between two of its steps, so a signal that
-    arrives inside runs none there; in another thread nothing is held (no handler of Python's
-    runs in it). Blocking the signals instead (`signal.pthread_sigmask`) would hold them in
-    this thread only: another one (a backend's) takes them, and Python's handler still runs
-    here at the next step.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[int] = []
-    held = {}
-    for number in _HELD:
-        before = signal.getsignal(number)
-        if before is None:  # set outside Python: it cannot be put back
-            continue
-        signal.signal(number, lambda signum, _frame: arrived.append(signum))
-        held[number] = before
-    try:
-        yield
-    finally:
-        for number, before in held.items():
-            signal.signal(number, before)
-        for signum in dict.fromkeys(arrived):
-            signal.raise_signal(signum)
-
-
-# The signals that stop a command part way and that `signals_held` holds.
-_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _remove(path: Path) -> None:

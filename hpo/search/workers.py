@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from hpo._env import VERBOSE_VAR, env_flag
 from hpo._output import dropped
+from hpo._stop import signals_held
 from hpo.artifacts import KeepBest
 from hpo.backend import (
     Backend,
@@ -552,10 +553,14 @@ def _objective(trial: optuna.Trial, *, turn: StartTurn, **settings: Any) -> floa
     except KeyboardInterrupt:
         # Ctrl-C, a notebook's interrupt, or SIGTERM (which the search turns into this): queued
         # again, as a trial whose worker was killed is, for the next run to train.
-        # However often: interrupting it says nothing of its parameters.
-        if trial.params:
-            requeue(trial.study, trial._trial_id, limit=None)
-        trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
+        # However often: interrupting it says nothing of its parameters. The search's process
+        # sends its helpers SIGTERM on Ctrl-C, which reaches a helper here, after the SIGINT
+        # of the same Ctrl-C: held, or it cut this record off (a trial failed without its
+        # reason, and not queued again).
+        with signals_held():
+            if trial.params:
+                requeue(trial.study, trial._trial_id, limit=None)
+            trial.set_user_attr(Attr.FAIL_REASON, INTERRUPTED)
         raise
     except optuna.TrialPruned:
         raise

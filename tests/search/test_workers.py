@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import signal
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -279,6 +281,41 @@ def test_a_trial_stopped_as_it_starts_fails_with_the_reason(
     assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
     # Stopped before it had parameters: nothing to queue again.
     assert len(study.trials) == 1
+
+
+def test_the_sigterm_that_follows_ctrl_c_into_a_helper_does_not_cut_its_record_off(
+    fake_imdb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C with --workers 2: a helper stops on the SIGINT, and the search's process sends it
+    SIGTERM as well, which landed while it queued its trial again and recorded why: the trial
+    ended FAIL without its reason, and not queued again (its family default never trained)."""
+    from hpo.search import recovery, workers
+
+    config = load_study_config(write_study(tmp_path, fake_imdb))
+    study = optuna.create_study()
+    trial = study.ask()
+    monkeypatch.setattr(workers, "sample_params", lambda t, *_: t.suggest_int("units", 1, 2))
+
+    def stopped(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt  # the SIGINT of Ctrl-C, in the trial
+
+    monkeypatch.setattr(workers, "call_isolated", stopped)
+    requeue = workers.requeue
+
+    def sigterm_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # the search's process, to its helpers
+        return requeue(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "requeue", sigterm_meanwhile)
+    before = signal.getsignal(signal.SIGTERM)
+    recovery.raise_keyboard_interrupt_on_sigterm()  # as in a helper
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run_objective(trial, config, tmp_path)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert study.trials[0].user_attrs[Attr.FAIL_REASON] == workers.INTERRUPTED
+    assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]  # queued again
 
 
 def test_an_error_of_the_worker_itself_is_the_trials_fail_reason(
