@@ -121,3 +121,28 @@ def test_a_temperature_that_only_fits_a_few_examples_noise_is_not_kept() -> None
     sure = 0.5 + rng.uniform(0.0, 0.05, 2000)
     q = np.where(right == (many == 1), sure, 1 - sure)
     assert fit_temperature(q, many).temperature < 0.5
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_validation_set_the_ensemble_gets_all_right_does_not_make_it_certain(
+    classes: int,
+) -> None:
+    # A short-trained model, every one of its 100 validation examples on the right side but
+    # none past 0.86: fitted to the labels alone, T went to its bound (1/20) and turned the
+    # 0.14-0.86 into 1e-15 to 1 - 1e-15; one wrong test example then cost 34 nats. Fitted to
+    # Platt's targets it stays sure short of that, and the examples it is shown next, five of
+    # them wrong, lose less to it than to the uncalibrated probabilities.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, 100)
+    if classes == 2:
+        p = np.where(labels == 1, rng.uniform(0.55, 0.86, 100), rng.uniform(0.14, 0.45, 100))
+    else:
+        p = np.full((100, classes), 0.2)
+        p[np.arange(100), labels] = 0.6
+    fitted = fit_temperature(p, labels)
+    calibrated = apply_temperature(p, fitted.temperature)
+    assert fitted.temperature < 1  # it does sharpen them
+    assert calibrated.max() < 1 - 1e-5
+    shown = labels.copy()
+    shown[:5] = (shown[:5] + 1) % classes
+    assert metrics.log_loss(shown, calibrated) < metrics.log_loss(shown, p)
