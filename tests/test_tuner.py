@@ -731,10 +731,10 @@ def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_wr
     ensemble = tuner.ensemble(top=3)
     evaluated = ensemble.evaluate(x_test, y_test)
     predicted = ensemble.predict(x_test)
-    assert predicted.shape == (len(x_test),)
-    assert evaluated["mean_squared_error"] == pytest.approx(
-        np.mean((predicted - y_test[:, 0]) ** 2)
-    )
+    # In the targets' shape, [n, 1] as given (as Keras's predict gives it): [n] against the
+    # user's y_test would broadcast to [n, n] in their own error.
+    assert predicted.shape == y_test.shape == (len(x_test), 1)
+    assert evaluated["mean_squared_error"] == pytest.approx(np.mean((predicted - y_test) ** 2))
     assert evaluated["mean_squared_error"] < 0.5 * np.var(y_test)  # it learned the rule
     # Weights fitted on validation: there, it does no worse than its best member.
     on_validation = ensemble.evaluate(x_val, y_val)
@@ -742,7 +742,7 @@ def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_wr
     assert on_validation["mean_squared_error"] <= min(members) + 1e-6
     assert list(evaluated["members"]) == ensemble.members
     path = ensemble.export(tmp_path / "regression.keras")
-    exported = hpo.load_model(path).predict(x_test, verbose=0).reshape(-1)
+    exported = hpo.load_model(path).predict(x_test, verbose=0)
     np.testing.assert_allclose(exported, predicted, atol=1e-5)
     # A member whose model no longer predicts what its trial stored (a class changed since) is
     # left out of a regression ensemble too, its reason logged.

@@ -100,7 +100,8 @@ class Ensemble:
     def predict(self, x: Any) -> np.ndarray:
         """Class probabilities for inputs `x` (arrays, or a dataset of batches of inputs or of
         `(inputs, labels)`, as Keras's `predict` takes one): `[n]` (of class 1) for two
-        classes, else `[n, classes]`; for regression, the predicted targets (`[n]` for one)."""
+        classes, else `[n, classes]`; for regression, the predicted targets in the shape
+        of the search's targets (`[n]` or `[n, 1]` for one)."""
         return self._fitted.predict(self._inputs(x))
 
     def evaluate(self, x: Any, y: Any = None) -> dict[str, Any]:

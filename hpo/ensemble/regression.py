@@ -65,8 +65,11 @@ class FittedRegression:
         return stacked_predictions(self.task, self.members, x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """The weighted average of the members' predictions for `x`."""
-        return self.blend(self.member_predictions(x))
+        """The weighted average of the members' predictions for `x`, in the shape of the
+        search's targets (`[n]` or `[n, 1]` for one target, `[n, targets]`): a user's
+        `y - ensemble.predict(x)` must not broadcast `[n, 1]` against `[n]` into `[n, n]`."""
+        predicted = self.blend(self.member_predictions(x))
+        return predicted.reshape((len(predicted), *self.y_val.shape[1:]))
 
     def blend(self, matrix: np.ndarray) -> np.ndarray:
         """The weighted average of stacked member predictions."""
