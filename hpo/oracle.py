@@ -88,11 +88,12 @@ class StudyOracle:
     def get_best_trials(self, num_trials: int = 1) -> list[keras_tuner.engine.trial.Trial]:
         """The best completed trials, best first; as KerasTuner's, other trials after them
         where fewer than `num_trials` completed."""
+        from optuna.trial import TrialState
+
         best = self._tuner.best_trials(num_trials)
         if len(best) < num_trials:
-            shown = {t.number for t in best}
             study = self._tuner.study().optuna_study
-            rest = [t for t in study.get_trials(deepcopy=False) if t.number not in shown]
+            rest = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.COMPLETE]
             best += rest[: num_trials - len(best)]
         return self._read(best)
 

@@ -797,8 +797,22 @@ class Tuner:
         return load_study(self.config)
 
     def best_trials(self, num_trials: int = 1) -> list[FrozenTrial]:
-        """The best COMPLETE trials, best first by the objective."""
-        return self.study().best_trials(num_trials)
+        """The best COMPLETE trials, best first by the objective, as KerasTuner ranks its
+        completed trials: those whose checkpoint `hpo gc` removed keep their rank (their
+        hyperparameters and scores are still the study's; only their models are gone).
+
+        Raises:
+            StoreError: The study has no COMPLETE trial.
+        """
+        from optuna.trial import TrialState
+
+        from hpo.artifacts import best_first
+
+        study = self.study()
+        complete = study.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return study.best_trials(num_trials)  # raises, naming why
+        return best_first(study.optuna_study, complete)[:num_trials]
 
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
         """The best trials' models at their best epoch, best first, as KerasTuner gives them.
@@ -832,6 +846,7 @@ class Tuner:
             best, removed = hold_best()
             while any(t.number in removed for t in best):
                 best, removed = hold_best()
+            _warn_if_removed(self.best_trials(num_models), best, removed)
             return [_trained(study, trial, *inputs) for trial in best]
 
     def load_model(self, trial: Any) -> keras.Model:
@@ -872,7 +887,7 @@ class Tuner:
         family = self.config.hypermodel.name
         given = given_values(study)
         return [
-            trial_hyperparameters(trial, family, given) for trial in study.best_trials(num_trials)
+            trial_hyperparameters(trial, family, given) for trial in self.best_trials(num_trials)
         ]
 
     def search_space_summary(self, extended: bool = False) -> None:
@@ -1249,6 +1264,24 @@ def _trained(
         loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
         stored.compile(loss=loss, metrics=["accuracy"])
     return stored
+
+
+def _warn_if_removed(
+    ranked: list[FrozenTrial], given: list[FrozenTrial], removed: Mapping[int, str]
+) -> None:
+    """Names the trials among the best `len(ranked)` whose models `get_best_models` cannot
+    give, `hpo gc` having removed their checkpoints, and which it gives instead."""
+    gone = [t.number for t in ranked if t.number in removed]
+    if gone:
+        instead = ", ".join(f"{t.number:02d}" for t in given) or "none"
+        warnings.warn(
+            f"trial(s) {', '.join(f'{n:02d}' for n in gone)} rank among the best "
+            f"{len(ranked)}, but hpo gc removed their checkpoints (the study's [artifacts] "
+            f"keep, or hpo gc --keep), so their models are gone: these are the best with a "
+            f"checkpoint, trial(s) {instead}. tuner.get_best_hyperparameters() still gives "
+            f"their hyperparameters, to build and train them again.",
+            stacklevel=3,
+        )
 
 
 def _warn_if_changed(

@@ -680,7 +680,10 @@ def _regression_data(n: int, seed: int, targets: int = 1) -> tuple[np.ndarray, n
 
 @pytest.mark.slow
 def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_writes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """KerasTuner's getting-started guide, "Specify the tuning objective": `build_regressor`
     compiled for the mean squared error with a MeanAbsoluteError metric, searched on
@@ -770,6 +773,33 @@ def test_regression_searches_ranks_ensembles_and_exports_as_kerastuners_guide_wr
 
     with pytest.raises(ConfigError, match=r"models of targets.*tuner\.ensemble\(top=5\)"):
         build_ensemble(tuner.config, study)
+
+    # After hpo gc keeps the best trial's checkpoint alone, KerasTuner's ways of reading the
+    # results still rank all three by their scores (the oracle put the two without a checkpoint
+    # after the best in trial-number order, and results_summary showed 1 best trial of 3); the
+    # models gc removed are named, not silently replaced.
+    from hpo.artifacts import collect_garbage
+    from hpo.store import open_artifact_store
+
+    store = open_artifact_store(tuner.config.artifact_location)
+    assert sorted(collect_garbage(study, store, keep=1).removed) == sorted(
+        t.number for t in ranked[1:]
+    )
+    best_ids = [f"{t.number:02d}" for t in ranked]
+    assert [t.trial_id for t in tuner.oracle.get_best_trials(3)] == best_ids
+    assert [t.number for t in tuner.best_trials(3)] == [t.number for t in ranked]
+    assert [hp.values for hp in tuner.get_best_hyperparameters(3)] == [
+        tuner.oracle.get_trial(i).hyperparameters.values for i in best_ids
+    ]
+    tuner.results_summary(3)
+    summary = capsys.readouterr().out
+    assert "Showing 3 best trials" in summary
+    assert [line.split()[1] for line in summary.splitlines() if line.startswith("Trial ")] == (
+        best_ids
+    )
+    gone = rf"trial\(s\) {best_ids[1]} rank among the best 2.*hpo gc.*trial\(s\) {best_ids[0]}\."
+    with pytest.warns(UserWarning, match=gone):
+        assert len(tuner.get_best_models(2)) == 1
     # Left out, a regression study's objective is the validation loss; accuracy is refused.
     default = hpo.Tuner(build_regressor, max_trials=1, directory=tmp_path, project_name="default")
     default.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
