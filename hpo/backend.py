@@ -40,6 +40,7 @@ __all__ = [
     "compiles_per_shape",
     "configure_threads",
     "device_name",
+    "given_backend_var",
     "gpu_assignment",
     "gpu_capability",
     "import_keras",
@@ -104,7 +105,19 @@ def claim_backend(backend: Backend) -> None:
             f"{loaded}, and Keras cannot switch backends in a running process. Start a new "
             f"process with {BACKEND_VAR}={backend.value} (in a notebook: restart the kernel)."
         )
+    _GIVEN.setdefault(BACKEND_VAR, os.environ.get(BACKEND_VAR))
     os.environ[BACKEND_VAR] = backend.value
+
+
+# $KERAS_BACKEND as this process found it before `claim_backend` first set it.
+_GIVEN: dict[str, str | None] = {}
+
+
+def given_backend_var() -> str:
+    """$KERAS_BACKEND as the user set it (lower case; "" where unset): what this process found
+    before hpo first set it to a study's backend."""
+    given = _GIVEN[BACKEND_VAR] if BACKEND_VAR in _GIVEN else os.environ.get(BACKEND_VAR)
+    return (given or "").strip().lower()
 
 
 def recorded_backend(recorded: object, configured: Backend | None) -> Backend:

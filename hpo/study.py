@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -297,28 +296,44 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
         shared = sorted(before.keys() & after.keys())
         changes += _changes("keras", {k: before[k] for k in shared}, {k: after[k] for k in shared})
     if changes:
+        tuner = after is not None
+        # An hpo.Tuner adds its own ways out (its project, overwrite=True).
+        ways_out = (
+            ""
+            if tuner
+            else f" Restore them, join the study with its recorded settings (hpo search "
+            f"--storage URL --study-name {study.study_name}), or start a new study (a new "
+            f"'name')."
+        )
         raise ConfigError(
             f"this run's settings differ from those study {study.study_name!r} recorded, so its "
-            f"trials would not be comparable ({'; '.join(changes)}).{_backend_from_env(changes)}"
-            f" Restore them, join the "
-            f"study with its recorded settings (hpo search --storage URL --study-name "
-            f"{study.study_name}), or start a new study (a new 'name')."
+            f"trials would not be comparable ({'; '.join(changes)})."
+            f"{_backend_advice(recorded, current, tuner=tuner)}{ways_out}"
         )
 
 
-def _backend_from_env(changes: list[str]) -> str:
-    """Where a changed backend is $KERAS_BACKEND's, which chooses it for a study file that
-    names none: a sentence that says so, else nothing."""
-    from hpo.backend import BACKEND_VAR
+def _backend_advice(recorded: dict[str, Any], current: dict[str, Any], *, tuner: bool) -> str:
+    """Where the backend changed, a sentence on how to run on the recorded one: what chose
+    this run's, and what chooses the recorded one (for a study file: its [training] backend or
+    $KERAS_BACKEND; for an `hpo.Tuner`: $KERAS_BACKEND, before Keras loads); else nothing."""
+    from hpo.backend import BACKEND_VAR, given_backend_var
 
-    value = os.environ.get(BACKEND_VAR, "").strip().lower()
-    if not value or not any(
-        c.startswith("training.backend:") and c.endswith(f"-> {value!r}") for c in changes
-    ):
+    before = (recorded.get("training") or {}).get("backend")
+    after = (current.get("training") or {}).get("backend")
+    if before == after or not isinstance(before, str):
         return ""
+    given = given_backend_var()
+    now = f"${BACKEND_VAR} is {given!r}" if given else f"${BACKEND_VAR} is unset"
+    if tuner:
+        return (
+            f" Its trials trained on {before} and Keras runs here on {after} ({now}): run it "
+            f"with {BACKEND_VAR}={before} set before Keras is imported (in a notebook, restart "
+            f"the kernel)."
+        )
     return (
-        f" ${BACKEND_VAR} is {value!r}, which chooses the backend of a study file that names "
-        f"none under [training]: unset it, or set backend in the study file."
+        f' Its trials trained on {before}: set backend = "{before}" under [training] in the '
+        f"study file, or, where the file names none, run with {BACKEND_VAR}={before} ({now}"
+        f"{', which means tensorflow' if not given else ''})."
     )
 
 

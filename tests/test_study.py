@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -270,8 +271,33 @@ def test_changed_settings_are_named_key_by_key_not_as_whole_tables(
     assert f"(sampler.seed: {seed} -> {seed + 1}; training.backend: 'torch' -> 'jax')" in str(
         raised.value
     )
-    assert "KERAS_BACKEND" not in str(raised.value)
-    # $KERAS_BACKEND chose the new backend: the message names it, not only the setting.
+    # How to run on the recorded backend: "unset $KERAS_BACKEND" was the advice, which cannot
+    # bring back torch.
+    way_back = r'trained on torch: set backend = "torch" under \[training\].*KERAS_BACKEND=torch'
+    assert re.search(
+        rf"{way_back} \(\$KERAS_BACKEND is unset, which means tensorflow\)", str(raised.value)
+    )
+    # $KERAS_BACKEND chose the new backend: the message names it.
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    with pytest.raises(ConfigError, match=r"\$KERAS_BACKEND is 'jax', which chooses the backend"):
+    with pytest.raises(ConfigError, match=rf"{way_back} \(\$KERAS_BACKEND is 'jax'\)"):
         check_settings(study, changed)
+    # The value hpo itself set for the run (claim_backend, before the check) is not the user's:
+    # unset, it said "$KERAS_BACKEND is 'tensorflow' ...: unset it".
+    from hpo import backend
+
+    monkeypatch.setattr(backend, "_GIVEN", {"KERAS_BACKEND": None})  # as found, then set
+    with pytest.raises(ConfigError, match=r"\(\$KERAS_BACKEND is unset, which means tensorflow"):
+        check_settings(study, changed)
+    # An hpo.Tuner has no study file: $KERAS_BACKEND, set before Keras loads, is the way back.
+    from types import SimpleNamespace
+
+    tuner = dataclasses.replace(changed, hypermodel=SimpleNamespace(keras_settings={}))
+    with pytest.raises(ConfigError) as raised:
+        check_settings(study, tuner)
+    assert "study file" not in str(raised.value)
+    assert "hpo search" not in str(raised.value)
+    assert (
+        "Its trials trained on torch and Keras runs here on jax ($KERAS_BACKEND is unset): run "
+        "it with KERAS_BACKEND=torch set before Keras is imported (in a notebook, restart the "
+        "kernel)." in str(raised.value)
+    )
