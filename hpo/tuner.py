@@ -72,14 +72,13 @@ OBJECTIVE = "val_accuracy"
 # KerasTuner's default when neither a trial count nor a budget is given (its RandomSearch's).
 _DEFAULT_TRIALS = 10
 # Arguments of `search` that reach `model.fit` (through the hypermodel's `fit`, if it has one).
-_FIT_ARGUMENTS = ("batch_size", "class_weight")
+_FIT_ARGUMENTS = ("batch_size", "class_weight", "shuffle")
 # `model.fit` arguments KerasTuner's guides pass to `search` that hpo decides itself: accepted,
 # with a warning, so that a script runs as written.
 _FIT_DECIDED = {
     "steps_per_epoch": "each epoch trains on every training batch",
     "validation_steps": "each epoch is scored on every validation example",
     "validation_freq": "every epoch is scored, for early stopping and pruning",
-    "shuffle": "the training examples are shuffled each epoch",
 }
 # KerasTuner constructor arguments hpo has no use for: accepted, so that switching is one line.
 _IGNORED = {
@@ -500,12 +499,13 @@ class Tuner:
                 so they must pickle), beside hpo's own (early stopping, checkpoint, pruning).
             verbose: 0 prints nothing (warnings aside); 1 a progress bar and a line for each
                 trial; 2 also Optuna's own log lines, which repeat hpo's line for each trial.
-            **fit_kwargs: `batch_size` and `class_weight`, passed to `fit` as KerasTuner does
-                (through the hypermodel's own `fit`, if it has one), and `sample_weight`, one
-                weight per example of `x` in the training loss (cut with `validation_split`
-                as `x` is; validation accuracy is not weighted). `steps_per_epoch`,
-                `validation_steps`, `validation_freq` and `shuffle`, which KerasTuner's guides
-                pass, are accepted with a warning: hpo trains and scores whole epochs, shuffled.
+            **fit_kwargs: `batch_size`, `class_weight` and `shuffle` (default True: the
+                training examples in a new order each epoch; False keeps their order), passed
+                to `fit` as KerasTuner does (through the hypermodel's own `fit`, if it has
+                one), and `sample_weight`, one weight per example of `x` in the training loss
+                (cut with `validation_split` as `x` is; validation accuracy is not weighted).
+                `steps_per_epoch`, `validation_steps` and `validation_freq`, which KerasTuner's
+                guides pass, are accepted with a warning: hpo trains and scores whole epochs.
 
         Returns:
             Counts and the best trial after the run.
@@ -534,7 +534,7 @@ class Tuner:
             passed = f"{unknown[0]}={repr(fit_kwargs[unknown[0]])[:40]}"
             raise ConfigError(
                 f"search() passes {', '.join(_FIT_ARGUMENTS)}, sample_weight, epochs and "
-                f"callbacks to fit; got {passed}. hpo shuffles, batches and validates itself: "
+                f"callbacks to fit; got {passed}. hpo batches and validates itself: "
                 f"leave it out."
             )
         if sample_weight is not None and fit_kwargs.get("class_weight") is not None:

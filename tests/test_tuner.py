@@ -2951,7 +2951,7 @@ def test_kerastuners_distributed_guide_search_arguments_are_accepted_with_warnin
     assert any(m.startswith("hpo.Tuner.search does not pass validation_steps=") for m in messages)
     [trial] = tuner.study().optuna_study.get_trials()
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs"] <= 2
-    with pytest.raises(ConfigError, match=r"got initial_epoch=1\. hpo shuffles"):
+    with pytest.raises(ConfigError, match=r"got initial_epoch=1\. hpo batches"):
         tuner.search(x, y, validation_data=(x_val, y_val), initial_epoch=1, verbose=0)
 
 

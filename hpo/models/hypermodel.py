@@ -62,7 +62,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 # Arguments of a hypermodel's own `fit` that hpo honours; it trains with its own data and
 # callbacks (early stopping, checkpoint, pruning, budget) beside the hypermodel's callbacks.
-FIT_ARGUMENTS = ("batch_size", "epochs", "class_weight", "callbacks")
+FIT_ARGUMENTS = ("batch_size", "epochs", "class_weight", "callbacks", "shuffle")
 
 
 def _typed(hp: Any, value: Any) -> Any:

@@ -292,6 +292,9 @@ def _train_trial(
         data = dataclasses.replace(data, x_train=fitting.pop("x"))
     own_loop = trains_itself()
     batch_size = fitting.pop("batch_size", None) or ask("batch_size")
+    # A hypermodel's fit may tune shuffle (KerasTuner's "tune data preprocessing" guide):
+    # shuffle=False trains every epoch on the examples in their order, as Keras's fit does.
+    shuffled = bool(fitting.pop("shuffle", True))
     # Every parameter is drawn now (the model built, its fit read, the batch size asked for):
     # one the study has trained already is not trained again.
     repeated = trained_before(trial)
@@ -394,7 +397,7 @@ def _train_trial(
                     data.x_train,
                     labels,
                     batch_size,
-                    config.sampler.trial_seed(trial.number),
+                    config.sampler.trial_seed(trial.number) if shuffled else None,
                     bucketed=interface.bucketed,
                     # In-memory arrays' sample weights (hpo.Tuner), when given.
                     **({} if data.w_train is None else {"weights": data.w_train}),

@@ -139,6 +139,24 @@ def test_family_prefixes_clashing_names_and_reads_fit_arguments() -> None:
     assert family.build({"vocab_size": 5}) == {"units": 1, "vocab": 5}
 
 
+def test_a_fit_that_tunes_shuffle_passes_it_on(caplog: pytest.LogCaptureFixture) -> None:
+    # KerasTuner's "tune data preprocessing" guide, as written: shuffle was sampled, recorded,
+    # and then "not used by hpo".
+    class Model(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return hp.Int("units", 1, 4)
+
+        def fit(self, hp: keras_tuner.HyperParameters, model: Any, *args: Any, **kwargs: Any):
+            return model.fit(*args, shuffle=hp.Boolean("shuffle"), **kwargs)
+
+    for shuffle in (False, True):
+        family = HyperModelFamily("mine", Model(), lambda n: n)
+        family.build_trial(optuna.trial.FixedTrial({"units": 2, "shuffle": shuffle}), {})
+        with caplog.at_level("WARNING"):
+            assert family.fit_arguments() == {"shuffle": shuffle}
+        assert "not used" not in caplog.text
+
+
 def test_a_datasets_batch_size_is_the_default_under_what_the_user_sets() -> None:
     # hpo.Tuner.search given a dataset batched by 20 passes that batch size as a default: the
     # search's batch_size= and the hypermodel's own fit come first.

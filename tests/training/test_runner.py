@@ -708,3 +708,30 @@ def test_a_link_or_file_in_a_trials_scratch_folders_place_is_named_and_kept(
     # A folder an earlier run left (hpo's own) is emptied, as before.
     (scratch_folder(config, 3) / "old").mkdir(parents=True)
     assert list(fresh_scratch_folder(config, 3).iterdir()) == []
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_hypermodels_fit_that_passes_shuffle_false_trains_on_the_examples_in_order(
+    shuffle: bool, tiny: tuple[StudyConfig, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # KerasTuner's "tune data preprocessing" guide tunes model.fit(..., shuffle=hp.Boolean(
+    # "shuffle")): hpo warned "fit arguments ['shuffle'] are not used", shuffled anyway, and
+    # recorded the value as if it had chosen anything.
+    import dataclasses
+
+    from hpo.training import runner
+
+    config, folder = tiny
+    seeds: list[int | None] = []
+    task = runner.study_task(config)
+
+    def dataset(x: Any, y: Any, batch_size: int, seed: int | None = None, **kw: Any) -> Any:
+        if y is not None and len(x) == len(task.trial_data(folder, PARAMS).x_train):
+            seeds.append(seed)  # the training set's
+        return task.dataset(x, y, batch_size, seed, **kw)
+
+    monkeypatch.setattr(runner, "study_task", lambda c: dataclasses.replace(task, dataset=dataset))
+    monkeypatch.setattr(runner, "_fit_arguments", lambda *a: {"shuffle": shuffle})
+    trial = _trial(config, PARAMS, optuna.pruners.NopPruner())
+    train_trial(trial, config, folder, tmp_path / "work")
+    assert seeds and all((seed is not None) is shuffle for seed in seeds), seeds
