@@ -306,9 +306,9 @@ def format_status(data: dict[str, Any]) -> str:
         table = pd.DataFrame(rows)
         if table["val_acc"].isna().all():  # regression: no trial has an accuracy
             table = table.drop(columns="val_acc")
-        # A column no trial has a value in holds None, which pandas shows as "None", not "-".
-        empty = table.columns[table.isna().all()]
-        table[empty] = math.nan
+        # A value a trial lacks (a parameter of another family's, an inactive conditional one)
+        # is None, which pandas shows as "None" in a column of strings or of no values: "-".
+        table = table.mask(table.isna(), math.nan)
         lines.append(table.to_string(index=False, na_rep="-", float_format=_format_number))
         if hidden := varying[MAX_PARAM_COLUMNS:]:
             # A study of families of one's own varies more than fit a line; none is dropped

@@ -140,6 +140,12 @@ def test_the_table_prints_integer_parameters_as_integers() -> None:
     table = format_status(data)
     assert "30000" in table and "3e+04" not in table
     assert "0.003" in table and "0.8864" in table
+    # A gap in a column of strings (a conditional parameter of a hypermodel, inactive in one
+    # trial) is "-" too, as in the other columns; it showed "None".
+    data["trials"] = [trial(0, {"pooled/hidden": "wide"}), trial(1, {"pooled/hidden": None})]
+    [wide, gap] = _table(data)
+    assert (wide["pooled/hidden"], gap["pooled/hidden"]) == ("wide", "-")
+    assert "None" not in format_status(data)
     # More varying parameters than columns (families of one's own): the rest are named, not
     # dropped unsaid.
     data["trials"] = [trial(n, {f"mine/p{i}": n * i for i in range(11)}) for n in range(2)]
