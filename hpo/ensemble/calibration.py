@@ -88,16 +88,38 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> Calibratio
 
 
 def _fitted_inverse(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The 1/T that minimises the cross-entropy against Platt's targets.
+
+    The loss is computed from the logits, not from clipped probabilities: clipped, it is flat
+    wherever every example saturates, and the bounded search, starting there, drifted to the
+    sharpest bound (T = 0.05) for members 0.99 sure. From the logits it is convex in 1/T; a
+    log-spaced grid finds its basin, and a bounded search refines within it.
+    """
     targets = platt_targets(labels, probabilities.shape[1] if probabilities.ndim == 2 else 2)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), EPSILON, 1 - EPSILON)
+    if p.ndim == 1:
+        z = np.log(p) - np.log1p(-p)
 
-    def loss(inverse: float) -> float:
-        q = np.clip(apply_temperature(probabilities, 1.0 / inverse), EPSILON, 1 - EPSILON)
-        if q.ndim == 1:
-            return float(-np.mean(targets * np.log(q) + (1 - targets) * np.log1p(-q)))
-        return float(-np.mean(np.sum(targets * np.log(q), axis=1)))
+        def loss(inverse: float) -> float:
+            s = z * inverse
+            return float(
+                np.mean(targets * np.logaddexp(0, -s) + (1 - targets) * np.logaddexp(0, s))
+            )
 
-    found = minimize_scalar(loss, bounds=_INVERSE_BOUNDS, method="bounded", options={"xatol": 1e-6})
-    return float(found.x)
+    else:
+        z = np.log(p)
+
+        def loss(inverse: float) -> float:
+            s = z * inverse
+            s = s - s.max(axis=1, keepdims=True)
+            log_q = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+            return float(-np.mean(np.sum(targets * log_q, axis=1)))
+
+    grid = np.geomspace(*_INVERSE_BOUNDS, 49)
+    best = int(np.argmin([loss(g) for g in grid]))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    found = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    return float(found.x) if found.fun <= loss(grid[best]) else float(grid[best])
 
 
 def platt_targets(labels: np.ndarray, classes: int) -> np.ndarray:

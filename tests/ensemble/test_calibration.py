@@ -146,3 +146,34 @@ def test_a_validation_set_the_ensemble_gets_all_right_does_not_make_it_certain(
     shown = labels.copy()
     shown[:5] = (shown[:5] + 1) % classes
     assert metrics.log_loss(shown, calibrated) < metrics.log_loss(shown, p)
+
+
+@pytest.mark.parametrize("sure", [0.9, 0.99, 0.999999])
+def test_members_sure_of_every_validation_example_are_not_sharpened_to_the_bound(
+    sure: float,
+) -> None:
+    # Members 0.99 sure and right on every one of 50 validation examples: the clipped loss
+    # was flat where every example saturates, the bounded search drifted there and returned
+    # T = 0.05, the sharpest allowed: the ensemble said 1.0000 for every test image. Platt's
+    # target for 25 examples a class is 26/27; the fit lands on it exactly. Where that is
+    # softer than the members (a higher validation log-loss), T = 1 is kept.
+    from hpo.ensemble.calibration import _fitted_inverse
+
+    labels = np.repeat([0, 1], 25)
+    p = np.where(labels == 1, sure, 1 - sure)
+    inverse = _fitted_inverse(p, labels)
+    np.testing.assert_allclose(
+        1 / (1 + np.exp(-inverse * np.log(sure / (1 - sure)))), 26 / 27, rtol=1e-6
+    )
+    fitted = fit_temperature(p, labels).temperature
+    if sure > 26 / 27:
+        assert fitted == 1.0
+    else:  # less sure than Platt's target: made as sure as that
+        np.testing.assert_allclose(apply_temperature(p, fitted)[labels == 1], 26 / 27)
+    three = np.repeat([0, 1, 2], 12)
+    q = np.full((36, 3), (1 - sure) / 2)
+    q[np.arange(36), three] = sure
+    inverse = _fitted_inverse(q, three)
+    np.testing.assert_allclose(apply_temperature(q, 1 / inverse).max(axis=1), 13 / 14)
+    fitted = fit_temperature(q, three).temperature
+    assert fitted == 1.0 if sure > 13 / 14 else 1 / inverse <= fitted <= 1.0
