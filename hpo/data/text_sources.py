@@ -11,6 +11,8 @@ A folder or table without a test split of its own gives up a share of each class
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import tarfile
@@ -228,7 +230,9 @@ def read_texts(
             )
         where = source if split == "train" else test_path
         _check_test_table_kind(where)
-        texts, labels, groups = read_table(where, columns, encoding)
+        # A test table of its own is never split: it needs no group column.
+        read = columns if split == "train" else dataclasses.replace(columns, group=None)
+        texts, labels, groups = read_table(where, read, encoding)
         return _assemble(texts, labels, groups, classes, where, split)
     if columns != TextColumns() or test_path is not None:
         raise ConfigError(

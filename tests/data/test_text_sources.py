@@ -166,6 +166,20 @@ def test_csv_with_string_labels_and_a_group_column(tmp_path: Path) -> None:
     assert len(part) == 2
 
 
+def test_a_test_table_of_its_own_needs_no_group_column(tmp_path: Path) -> None:
+    # The group column keeps an author's rows on one side of the validation split; the test
+    # table is never split. The search read it (labels only) and accepted it, and hpo ensemble
+    # then refused it for lacking the column.
+    path = write_table(tmp_path / "train.csv", TRAIN_ROWS)
+    test = write_table(
+        tmp_path / "test.csv", {k: v for k, v in TRAIN_ROWS.items() if k != "author"}
+    )
+    columns = ts.TextColumns(text="body", label="topic", group="author")
+    read = ts.read_texts(path, "test", columns=columns, test_path=test, classes=None)
+    assert read.texts == TRAIN_ROWS["body"] and read.groups is None
+    assert ts.read_texts(path, "train", columns=columns, test_path=test).groups is not None
+
+
 def test_tsv_integer_labels_sort_numerically_and_na_words_are_kept(tmp_path: Path) -> None:
     rows: dict[str, list[object]] = {
         "text": ["NA", "None", "ten, with a comma", "two"],
