@@ -502,9 +502,15 @@ def _check_classes(
 ) -> list[str]:
     if expected is None:
         if len(found) < 2:
+            # A folder of class folders without splits of its own is <root>/<class>/<image>.
+            flat = split != "val" and _held_out_root(source) not in (
+                None,
+                *data_splits(source).values(),
+            )
+            layout = "<root>/<class>/<image>" if flat else _LAYOUT.format(split=split)
             raise DataError(
                 f"{source}: the {split} split has readable images of {len(found)} class(es) "
-                f"{found}; classification needs at least 2 ({_LAYOUT.format(split=split)})."
+                f"{found}; classification needs at least 2 ({layout})."
             )
         return found
     missing = sorted(set(expected) - set(found))

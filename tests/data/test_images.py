@@ -271,8 +271,16 @@ def test_grey_of_16_bits_keeps_its_high_byte_as_tensorflow_reads_it(tmp_path: Pa
 
 def test_too_few_classes_missing_split_and_no_images_are_data_errors(tmp_path: Path) -> None:
     one = write_folder(tmp_path / "one", {"train": {"a": 2}})
-    with pytest.raises(DataError, match=r"1 class\(es\) \['a'\].*at least 2"):
+    with pytest.raises(DataError, match=r"1 class\(es\) \['a'\].*at least 2 \(<root>/train/"):
         images.read_split(one, "train")
+    # A folder of class folders without splits names its own layout (it named train/'s): its
+    # second class's files are not named as images.
+    flat = write_folder(tmp_path / "flat", {"classes": {"a": 5}}) / "classes"
+    (flat / "b").mkdir()
+    for index in range(5):
+        Image.new("RGB", (6, 5)).save(flat / "b" / f"{index:02d}", format="PNG")
+    with pytest.raises(DataError, match=r"\['a'\]; .*at least 2 \(<root>/<class>/<image>\)"):
+        images.read_split(flat, "train")
     # A train/ folder alone gives up a test split; an archive has to hold one.
     archive = tar_folder(one, tmp_path / "one.tar.gz")
     with pytest.raises(DataError, match=r"no readable test images.*or unpack the archive"):
