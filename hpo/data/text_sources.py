@@ -12,7 +12,6 @@ A folder or table without a test split of its own gives up a share of each class
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 import tarfile
