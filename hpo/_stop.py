@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
-__all__ = ["clear", "interrupt", "raise_if_asked", "signals_held"]
+__all__ = ["clear", "interrupt", "raise_if_asked", "signals_held", "stoppable"]
+
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
 # The signal that asked this command to stop; None while none has.
 _asked: int | None = None
@@ -36,6 +39,40 @@ def clear() -> None:
     """Forgets a stop asked of an earlier command run in this process (tests, a notebook)."""
     global _asked
     _asked = None
+
+
+def stoppable(function: _F) -> _F:
+    """Makes Ctrl-C (a notebook's Stop) stop `function`, a call of hpo's Python API that loads
+    or writes models, even where a library swallows it: TensorFlow's and JAX's finalizers
+    (`AtomicFunction.__del__`, XLA's garbage-collection callback) print "Exception ignored in
+    ..." and go on, and h5py's file driver catches it, so the cell ran to its end.
+
+    Inside, Ctrl-C is handled as an hpo command handles it (`interrupt`: raised and
+    remembered), and a stop that was swallowed is raised again at the next model load
+    (`raise_if_asked`) or as the call returns. Where Ctrl-C is not Python's default handling
+    (an hpo command's own handler, a nested call, another thread), the call is left as it is.
+    """
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            return function(*args, **kwargs)
+        clear()
+        signal.signal(signal.SIGINT, interrupt)
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            asked = _asked
+            clear()  # a later call unwrapped (a model load) must not raise it again
+        if asked is not None:
+            raise _stop(asked)
+        return result
+
+    return call  # type: ignore[return-value]
 
 
 def _stop(signum: int) -> KeyboardInterrupt:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpo._stop import stoppable
 from hpo.backend import callers_environment
 from hpo.config import DEFAULT_STUDY, StudyConfig, load_study_config
 from hpo.errors import ConfigError
@@ -60,6 +61,7 @@ class Study:
 
         return ranked_trials(self.optuna_study)[:n]
 
+    @stoppable
     def load_model(self, trial: int | str | None = None) -> keras.Model:
         """A trial's best model, as stored: uncompiled, giving class probabilities.
 
@@ -206,6 +208,7 @@ def search(
 
 
 @callers_environment()
+@stoppable
 def ensemble(
     study: StudyRef | Study | None = None,
     *,
@@ -310,6 +313,7 @@ def ensemble(
     return result
 
 
+@stoppable
 def load_model(path: str | Path) -> keras.Model:
     """Loads a model hpo wrote: an exported `ensemble.keras` (or its folder), or a trial's
     checkpoint, in Keras's safe mode and uncompiled; it gives class probabilities.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import io
 import json
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo._output import optuna_logs
 from hpo._script import check_not_starting_child, child_starting
+from hpo._stop import stoppable
 from hpo.budget import format_duration, parse_duration
 from hpo.config import (
     UNLIMITED_TRIALS,
@@ -50,7 +52,7 @@ from hpo.scratch import scratch_folder
 _log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     import keras
     import keras_tuner
@@ -206,6 +208,26 @@ def _refuse_while_searched(project_dir: Path) -> None:
             f"Stop that search first, or pass another project_name. If no search runs (one "
             f"killed on another machine or in another container), delete the folder yourself."
         )
+
+
+def _says_how_to_resume(search: Callable[..., Any]) -> Callable[..., Any]:
+    """A Ctrl-C (a notebook's Stop) ends `Tuner.search` with a KeyboardInterrupt that says what
+    was kept and how to go on, as `hpo search` does, not a traceback through SQLAlchemy and
+    multiprocessing."""
+
+    @functools.wraps(search)
+    def call(self: Tuner, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return search(self, *args, **kwargs)
+        except KeyboardInterrupt as exc:
+            if exc.args:  # another signal's stop (SIGTERM), named
+                raise
+            raise KeyboardInterrupt(
+                f"search interrupted. The finished trials are saved in {self.project_dir}, and "
+                f"a trial that was running is queued to run again: call search again to resume."
+            ) from None
+
+    return call
 
 
 class Tuner:
@@ -461,6 +483,7 @@ class Tuner:
 
         return StudyOracle(self)
 
+    @_says_how_to_resume
     def search(
         self,
         x: Any = None,
@@ -814,6 +837,7 @@ class Tuner:
             return study.best_trials(num_trials)  # raises, naming why
         return best_first(study.optuna_study, complete)[:num_trials]
 
+    @stoppable
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
         """The best trials' models at their best epoch, best first, as KerasTuner gives them.
 
@@ -849,6 +873,7 @@ class Tuner:
             _warn_if_removed(self.best_trials(num_models), best, removed)
             return [_trained(study, trial, *inputs) for trial in best]
 
+    @stoppable
     def load_model(self, trial: Any) -> keras.Model:
         """One trial's model at its best epoch, as `get_best_models` gives them; as KerasTuner's
         `tuner.load_model(trial)` takes it: a trial of `tuner.oracle`, an Optuna trial, or a
@@ -1006,6 +1031,7 @@ class Tuner:
             )
             print(f"Trial {trial.number:02d} {trial.state.name}: {reason}".rstrip(": "))
 
+    @stoppable
     def ensemble(
         self,
         top: int = 5,

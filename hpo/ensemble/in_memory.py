@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo import metrics
+from hpo._stop import stoppable
 from hpo.contract import Attr
 from hpo.data.in_memory import labels_or_targets, read_batches
 from hpo.ensemble.build import DEFAULT_POOL, FittedEnsemble, fit_ensemble
@@ -97,6 +98,7 @@ class Ensemble:
     def __repr__(self) -> str:
         return f"Ensemble(members={self.members}, weights={[round(w, 3) for w in self.weights]})"
 
+    @stoppable
     def predict(self, x: Any) -> np.ndarray:
         """Class probabilities for inputs `x` (arrays, or a dataset of batches of inputs or of
         `(inputs, labels)`, as Keras's `predict` takes one): `[n]` (of class 1) for two
@@ -104,6 +106,7 @@ class Ensemble:
         of the search's targets (`[n]` or `[n, 1]` for one)."""
         return self._fitted.predict(self._inputs(x))
 
+    @stoppable
     def evaluate(self, x: Any, y: Any = None) -> dict[str, Any]:
         """Scores the ensemble and each member on your test data (read here only).
 
@@ -175,6 +178,7 @@ class Ensemble:
             "members": {n: members[n] for n in self.members},
         }
 
+    @stoppable
     def export(self, path: str | Path, formats: Iterable[str] = ("keras",)) -> Path:
         """Writes the ensemble as one Keras model, and in the serving formats asked for, and
         checks that each, loaded back by its own runtime, reproduces the ensemble on
