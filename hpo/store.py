@@ -138,14 +138,22 @@ def artifact_address(store: ArtifactStore, artifact_id: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The storage URL with its password masked, for messages and logs."""
+    """The storage URL with its password masked, for messages and logs: the one after the
+    user name, and any query parameter that holds one (`?password=`, libpq's `sslpassword`,
+    a token)."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
-    if parsed.password is None:  # nothing to hide: as given (SQLAlchemy escapes a path's é)
-        return url
-    return parsed.render_as_string(hide_password=True)
+        return _SECRET_QUERY.sub(r"\1***", re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url))
+    if parsed.password is not None:  # else as given (SQLAlchemy escapes a path's é)
+        url = parsed.render_as_string(hide_password=True)
+    return _SECRET_QUERY.sub(r"\1***", url)
+
+
+# A URL's query parameter whose name says it holds a secret, up to its value.
+_SECRET_QUERY = re.compile(
+    r"([?&][^=&#]*(?:password|passwd|pwd|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE
+)
 
 
 def redacted_repr(record: Any) -> str:

@@ -171,6 +171,15 @@ def test_a_storage_url_is_shown_as_given_with_only_its_password_masked() -> None
         "postgresql+psycopg://hpo:***@db:5432/hpo"
     )
     assert redact_url("grpc://127.0.0.1:13000") == "grpc://127.0.0.1:13000"
+    # A password given as a query parameter (libpq takes password= and sslpassword= there) was
+    # shown as given, in a search summary's repr.
+    assert redact_url("postgresql://u@h/db?password=s3cret&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert redact_url("postgresql://u:a@h/db?sslmode=require&sslpassword=k3y") == (
+        "postgresql://u:***@h/db?sslmode=require&sslpassword=***"
+    )
+    assert redact_url("not a url?token=t0k") == "not a url?token=***"
 
 
 def test_a_mistyped_database_kind_is_named_as_such_not_as_a_missing_driver() -> None:
