@@ -461,9 +461,13 @@ def run_worker(
     bar = None
     # tqdm writes to sys.stderr, which a process started without one (`2>&-`, pythonw) lacks.
     progress = progress and sys.stderr is not None
+    # In a notebook the trial lines (stdout) and a bar on stderr alternate streams, and each
+    # switch starts a new output: a new bar for every trial. There the bar shares stdout.
+    shown_on = sys.stdout if _kernel_stream(sys.stdout) else sys.stderr
     if progress and clock is not None and config.budget is not None:
         # With a budget, time is what runs out: the bar shows the budget spent.
         bar = tqdm(
+            file=shown_on,
             total=round(config.budget),
             initial=min(round(clock.spent()), round(config.budget)),
             desc=config.name,
@@ -471,6 +475,7 @@ def run_worker(
         )
     elif progress:
         bar = tqdm(
+            file=shown_on,
             total=config.trial_limit,
             initial=_count(study, FINISHED),
             unit="trial",
@@ -770,3 +775,9 @@ def _summary(
         stopped_by_failures=stopped_by_failures,
         objective=config.training.objective,
     )
+
+
+def _kernel_stream(stream: object) -> bool:
+    """Whether `stream` is a Jupyter kernel's (ipykernel's `OutStream`), which a notebook
+    shows as outputs, one per run of writes to the same stream."""
+    return type(stream).__module__.startswith("ipykernel.")

@@ -457,3 +457,19 @@ def test_an_interrupted_run_names_a_resume_with_the_flags_that_shaped_it(
     )
     assert main(shlex.split(resume)[2:]) == 130
     assert runs[1] == runs[0]
+
+
+def test_a_notebooks_progress_bar_shares_the_trial_lines_stream() -> None:
+    # In a notebook the bar (stderr) and the trial lines (stdout) alternated streams, and the
+    # notebook started a new output, a new bar, at each switch: 7 outputs a trial.
+    import io
+    import sys
+
+    from ipykernel.iostream import OutStream
+
+    from hpo.search.workers import _kernel_stream
+
+    assert OutStream.__module__ == "ipykernel.iostream"
+    kernels = type("Stream", (io.StringIO,), {"__module__": OutStream.__module__})
+    assert _kernel_stream(kernels())
+    assert not _kernel_stream(io.StringIO()) and not _kernel_stream(sys.__stdout__)
