@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo.scratch import (
@@ -17,8 +18,6 @@ from hpo.scratch import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import pytest
 
 
@@ -92,3 +91,25 @@ def test_a_finished_trials_scratch_folder_is_removed_and_no_other(tmp_path: Path
     assert left == ["000002", "00001.moved", "00003", "00004", "00005"]
     assert mine.is_dir()
     assert sweep_trial_scratch(tmp_path / "elsewhere", study) == {}
+
+
+def test_the_start_errors_folder_of_a_killed_caller_is_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notebook whose kernel was restarted mid-search (or a killed script) left
+    # /tmp/hpo-start-errors-* for good: it is a scratch folder named by its process now.
+    code = (
+        "import os\n"
+        "from hpo.training.start_errors import start_errors_folder\n"
+        "print(start_errors_folder(), flush=True)\n"
+        "os._exit(0)  # as a kill: no exit handlers\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    left = Path(done.stdout.strip())
+    assert left.parent == tmp_path and left.is_dir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert sweep_scratch() == [left]
+    assert not left.exists()

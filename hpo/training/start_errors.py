@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import tempfile
     from types import TracebackType
 
 __all__ = ["START_ERRORS_VAR", "keep_start_errors", "start_error", "start_errors_folder"]
@@ -28,15 +27,21 @@ __all__ = ["START_ERRORS_VAR", "keep_start_errors", "start_error", "start_errors
 # reads (once, as it starts) and its children write their start errors to.
 START_ERRORS_VAR = "HPO_START_ERRORS"
 _folder: Path | None = None
+_holder: tempfile.TemporaryDirectory[str] | None = None
 
 
 def start_errors_folder() -> Path:
     """This process's folder for its fork server's start errors, made on first use and
-    removed when the process exits."""
-    global _folder
+    removed when the process exits; a scratch folder named by the process (`hpo.scratch`), so
+    the next hpo command removes it where the process was killed (a notebook's kernel
+    restarted) and could not."""
+    global _folder, _holder
     if _folder is None:
-        _folder = Path(tempfile.mkdtemp(prefix="hpo-start-errors-"))
-        atexit.register(shutil.rmtree, _folder, ignore_errors=True)
+        from hpo.scratch import scratch_folder  # it imports this module's importer
+
+        _holder = scratch_folder("starterrors")
+        _folder = Path(_holder.name)
+        atexit.register(_holder.cleanup)
     return _folder
 
 
