@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import importlib
 import logging
@@ -19,7 +20,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from hpo import _stop as stop
 from hpo._env import VERBOSE_VAR, env_flag
@@ -87,6 +88,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(_command(args.command), args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a flag must be spelled out (`--n-trial` was taken as
+    `--n-trials`), and an error is one line that names the problem and the fix, as hpo's own
+    errors are: a flag unknown to the command says which of its flags is nearest."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._words: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog
+        if message.startswith("unrecognized arguments: "):
+            given = message.removeprefix("unrecognized arguments: ").split()
+            flag = next((word for word in given if word.startswith("-")), given[0])
+            command, known = self._flags_of(self._words)
+            near = difflib.get_close_matches(flag.split("=")[0], known, n=1)
+            message = f"unknown argument {flag}" + (f" (did you mean {near[0]}?)" if near else "")
+        message = message.rstrip(".")
+        self.exit(2, f"{command}: error: {message}. {command} --help lists what it takes.\n")
+
+    def _flags_of(self, words: list[str]) -> tuple[str, list[str]]:
+        """The command the words name (or this parser's) and the flags it takes."""
+        parser: argparse.ArgumentParser = self
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                named = next((w for w in words if w in action.choices), None)
+                if named is not None:
+                    parser = action.choices[named]
+        flags = [f for a in parser._actions for f in a.option_strings if f.startswith("--")]
+        return parser.prog, flags
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `hpo` command's parser; parsing runs nothing.
 
@@ -94,7 +132,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         only: The command whose flags it parses: its module alone is imported, the others are
             only names (nothing shows their help). None: every command's flags and summary.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpo", description="Hyperparameter search and ensembling for Keras, on Optuna."
     )
     _add_verbose(parser)
@@ -115,9 +153,7 @@ def run_module(name: str, argv: Sequence[str] | None = None) -> int:
     """Runs one command as `python -m hpo.<name>`; returns the exit code."""
     _usable_output()
     module = _command(name)
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {module_entry(name)}", description=_summary(module)
-    )
+    parser = _Parser(prog=f"python -m {module_entry(name)}", description=_summary(module))
     _add_verbose(parser)
     module.add_arguments(parser)
     return _run(module, parser.parse_args(argv))

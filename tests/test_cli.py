@@ -356,3 +356,25 @@ def test_processes_a_command_starts_know_they_run_for_a_command(
     # And the Python session that ran it in-process is a Python session again.
     assert larger_budget().startswith("a larger budget (hpo.Tuner's budget=")
     assert hpo.cli.IN_COMMAND_VAR not in os.environ
+
+
+def test_a_mistyped_or_shortened_flag_is_one_line_naming_the_nearest() -> None:
+    # It printed the usage of `hpo` (not of the command), then "unrecognized arguments", with
+    # no fix; and a shortened flag (--n-trial) was taken for --n-trials and started a search.
+    from hpo.cli import main
+
+    for argv, expected in (
+        (["search", "--n-trails", "5"], "unknown argument --n-trails (did you mean --n-trials?)"),
+        (["search", "--n-trial", "5"], "unknown argument --n-trial (did you mean --n-trials?)"),
+        (["status", "--jsn"], "unknown argument --jsn (did you mean --json?)"),
+        (["search", "--n-trials", "0"], "argument --n-trials: must be a whole number >= 1"),
+    ):
+        command = f"hpo {argv[0]}"
+        with pytest.raises(SystemExit) as raised:
+            main(argv)
+        assert raised.value.code == 2
+        result = _run(str(HPO), *argv)
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"{command}: error: {expected}"), line
+        assert line.endswith(f". {command} --help lists what it takes."), line
