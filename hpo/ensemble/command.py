@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         f"\nEnsemble ({report['kept']}, {sum(m['weight'] > 0 for m in report['members'])} "
         f"members) on {report['test_examples']} test examples: accuracy "
         f"{report['test']['ensemble']['accuracy']:.4f} "
-        f"({gain['accuracy']:+.4f} over the best member), "
+        f"({gain['accuracy']:+.4f} against the best member), "
         f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
         f"Report, figure and ensemble.keras in {result.out_dir}/"
     )
