@@ -319,8 +319,11 @@ def format_status(data: dict[str, Any]) -> str:
             )
     if data["latest_ensemble"]:
         e = data["latest_ensemble"]
+        # Which of its two fits the ensemble kept: the pool's Caruana selection, or the top
+        # trials weighted by its --method (a record from before `kept` names the method).
+        how = "pool selection" if e.get("kept") == "pool" else e["method"]
         lines.append(
-            f"Latest ensemble ({e['name']}, {e['method']}): "
+            f"Latest ensemble ({e['name']}, {how}): "
             f"test accuracy {e['test_accuracy']:.4f}, "
             f"log-loss {e['test_log_loss']:.4f}, members {e['members']} -> {e['out_dir']}"
         )

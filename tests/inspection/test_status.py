@@ -65,6 +65,13 @@ def test_shows_the_latest_ensemble(
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
     assert data["latest_ensemble"]["name"] == "ensemble_top2"
     assert 1 <= len(data["latest_ensemble"]["members"]) <= 2
+    # The table names the fit the ensemble kept: it said "caruana" (the plain top ensemble's
+    # method) where the pool's selection was kept, as hpo ensemble had printed.
+    record = study.user_attrs["ensemble_top2"]
+    for kept, shown in (("pool", "pool selection"), ("top", record["method"])):
+        study.set_user_attr("ensemble_top2", {**record, "kept": kept})
+        assert main(["--study", str(study_copy)]) == 0
+        assert f"Latest ensemble (ensemble_top2, {shown}): " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("top", ["0", "-1", "two"])
