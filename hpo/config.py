@@ -480,9 +480,13 @@ def load_study_config(path: str | Path) -> StudyConfig:
                 f"{Path.cwd()}, where it is read from. Run this from the project's root "
                 f"folder, which holds it, or pass your study file: --study FILE."
             ) from exc
+        where = (
+            f" (a path relative to {Path.cwd()}, where this runs)" if not path.is_absolute() else ""
+        )
         raise ConfigError(
-            f"study file {path} does not exist. Pass an existing file, "
-            f"for example --study studies/imdb.toml."
+            f"study file {path} does not exist{where}. Pass an existing file: a study file "
+            f"of the project's studies/ folder, run from the project's root folder, or its "
+            f"full path."
         ) from exc
     except IsADirectoryError as exc:
         files = sorted(p.name for p in path.glob("*.toml"))[:5]

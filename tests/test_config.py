@@ -223,9 +223,16 @@ def test_a_relative_storage_an_older_hpo_read_from_the_working_folder_is_still_f
     assert config.storage_url == f"sqlite:///{tmp_path.resolve()}/studies/runs/s.db"
 
 
-def test_missing_study_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"does not exist.*--study studies/imdb.toml"):
+def test_missing_study_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml does not exist\. Pass an existing file"):
         load_study_config(tmp_path / "nope.toml")
+    # A relative path from another folder: said relative to where the command runs (the hint
+    # was --study studies/imdb.toml, which does not exist there either).
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as missing:
+        load_study_config("studies/imdb-smoke.toml")
+    assert f"does not exist (a path relative to {tmp_path}, where this runs)" in str(missing.value)
+    assert "run from the project's root folder" in str(missing.value)
     # A folder (tab completion stopping at studies/) was a raw IsADirectoryError.
     (tmp_path / "studies").mkdir()
     with pytest.raises(ConfigError, match=r"is a folder; give a study file \(TOML\) in it\.$"):
