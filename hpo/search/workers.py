@@ -81,7 +81,13 @@ from hpo.study import (
     search_space,
 )
 from hpo.tasks import study_task
-from hpo.training.isolation import call_isolated, die_with, process_identity, start_process
+from hpo.training.isolation import (
+    call_isolated,
+    die_with,
+    process_identity,
+    start_method,
+    start_process,
+)
 from hpo.training.runner import (
     EstimateJob,
     TrialJob,
@@ -163,6 +169,7 @@ def run_search(
     Raises:
         HpoError: Invalid configuration, data or storage; raised before any trial runs.
     """
+    start_method()  # a bad $HPO_START_METHOD is refused before the data are prepared
     # Every process of the study loads Keras with its backend, the user's modules included.
     backend = resolve_backend(config.training.backend)
     try:

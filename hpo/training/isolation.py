@@ -42,6 +42,7 @@ __all__ = [
     "process_alive",
     "process_identity",
     "server_preload",
+    "start_method",
     "start_process",
 ]
 
@@ -274,15 +275,28 @@ def _end(process: multiprocessing.process.BaseProcess) -> None:
             process.join()
 
 
+def start_method() -> str:
+    """How trial processes start: `$HPO_START_METHOD`, "forkserver" (the default, also where
+    it is set but empty) or "spawn"; a search checks it before any work.
+
+    Raises:
+        ConfigError: It names another method.
+    """
+    method = os.environ.get(START_METHOD_VAR) or "forkserver"
+    if method not in ("forkserver", "spawn"):
+        raise ConfigError(
+            f"${START_METHOD_VAR} must be 'forkserver' or 'spawn', got {method!r}: unset it "
+            f"(forkserver, the default) or set it to spawn."
+        )
+    return method
+
+
 def _context(
     backend: str,
 ) -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     global _server_backend
-    method = os.environ.get(START_METHOD_VAR) or "forkserver"  # set but empty: the default
-    if method == "spawn":
+    if start_method() == "spawn":
         return multiprocessing.get_context("spawn")
-    if method != "forkserver":
-        raise ConfigError(f"${START_METHOD_VAR} must be 'forkserver' or 'spawn', got {method!r}.")
     if _server_backend is not None and _server_backend != backend:
         # One fork server per process, and its Keras has one backend: a study on another
         # backend in the same process (a notebook, the tests) starts its children from scratch.

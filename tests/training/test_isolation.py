@@ -175,6 +175,13 @@ def test_spawn_start_method_works_and_a_bad_one_is_refused(monkeypatch: pytest.M
         ConfigError, match="HPO_START_METHOD must be 'forkserver' or 'spawn', got 'fork'"
     ):
         call_isolated(square_in_child, 3)
+    # A search refuses it before any work: it was found once the data were prepared.
+    from hpo.config import DataConfig, StudyConfig
+    from hpo.search.workers import run_search
+
+    nowhere = StudyConfig(name="s", data=DataConfig(path="/nonexistent/aclImdb.tar.gz"))
+    with pytest.raises(ConfigError, match=r"HPO_START_METHOD must be .*got 'fork': unset it"):
+        run_search(nowhere)
 
 
 def test_a_child_of_a_caller_without_a_stderr_runs_and_logs_its_error(tmp_path: Path) -> None:
