@@ -8,6 +8,7 @@ in memory. Importing this module loads neither Keras nor TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,18 @@ class Study:
 
     config: StudyConfig
     optuna_study: optuna.Study
+
+    def __repr__(self) -> str:
+        # A notebook prints it: the study, where it is stored (password masked) and its
+        # trials, not the whole configuration (`study.config` shows that).
+        from hpo.store import redact_url
+
+        counts = Counter(t.state.name for t in self.optuna_study.get_trials(deepcopy=False))
+        trials = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
+        return (
+            f"Study(name={self.name!r}, storage={redact_url(self.config.storage_url)!r}, "
+            f"trials: {trials})"
+        )
 
     @property
     def name(self) -> str:

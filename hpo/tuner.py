@@ -429,6 +429,18 @@ class Tuner:
         if overwrite and not child_starting():
             _remove_project(self.project_dir)
 
+    def __repr__(self) -> str:
+        # Printed by a notebook: where the project is and what it searches for, not an address.
+        training = self.config.training
+        limit = self.config.trial_limit
+        limits = [] if limit is None else [f"max_trials={limit}"]
+        if self.config.budget is not None:
+            limits.append(f"budget={format_duration(self.config.budget)!r}")
+        return (
+            f"Tuner(project_dir={str(self.project_dir)!r}, objective={training.objective!r}, "
+            f"direction={training.mode!r}, {', '.join(limits)})"
+        ).replace(", )", ")")
+
     @property
     def hypermodel(self) -> keras_tuner.HyperModel:
         """The hypermodel as KerasTuner holds it (a `build_model` function wrapped in a
@@ -730,7 +742,7 @@ class Tuner:
             raise ConfigError(
                 f"{exc} With hpo.Tuner: run it as before, or start anew with overwrite=True or "
                 f"another project_name."
-            ) from exc
+            ) from None  # the same error, told the Tuner's ways out: one traceback, not two
         return summary
 
     def _existing_study(self) -> optuna.Study | None:

@@ -96,3 +96,27 @@ def test_load_model_refuses_a_layer_that_runs_code_as_the_commands_do(
     with pytest.raises(ConfigError) as raised:
         hpo.load_model(path)
     assert "safe_mode=False" not in str(raised.value)
+
+
+def test_a_notebook_shows_a_tuner_and_a_study_in_one_line(tmp_path: Path) -> None:
+    # A Tuner showed <hpo.tuner.Tuner object at 0x...>, and tuner.study() the whole study
+    # configuration (about 1,200 characters).
+    import optuna
+
+    import hpo
+    from hpo.api import Study
+    from hpo.config import StudyConfig
+
+    tuner = hpo.Tuner(lambda hp: None, max_trials=3, directory=tmp_path, project_name="p")
+    assert repr(tuner) == (
+        f"Tuner(project_dir={str(tmp_path / 'p')!r}, objective='val_accuracy', "
+        "direction='max', max_trials=3)"
+    )
+    budgeted = hpo.Tuner(lambda hp: None, objective="val_loss", budget="30m", directory=tmp_path)
+    assert repr(budgeted).endswith("objective='val_loss', direction='min', budget='30m 00s')")
+    optuna_study = optuna.create_study()
+    optuna_study.add_trial(optuna.trial.create_trial(value=0.5))
+    study = Study(StudyConfig(name="s", storage="postgresql://hpo:s3cret@db/hpo"), optuna_study)
+    assert repr(study) == (
+        "Study(name='s', storage='postgresql://hpo:***@db/hpo', trials: 1 COMPLETE)"
+    )
