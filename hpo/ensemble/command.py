@@ -12,7 +12,7 @@ Command line::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpo.command_options import DATA_HELP, add_study_arguments, positive_int
 from hpo.ensemble.report import format_table
@@ -97,15 +97,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = result.report
     print(format_table(report))
-    gain = report["gain_over_best_member"]
-    print(
-        f"\nEnsemble ({report['kept']}, {sum(m['weight'] > 0 for m in report['members'])} "
-        f"members) on {report['test_examples']} test examples: accuracy "
-        f"{report['test']['ensemble']['accuracy']:.4f} "
-        f"({gain['accuracy']:+.4f} against the best member), "
-        f"log-loss {report['test']['ensemble']['log_loss']:.4f} ({gain['log_loss']:+.4f}).\n"
-        f"Report, figure and ensemble.keras in {result.out_dir}/"
-    )
+    print(f"\n{summary_line(report)}\nReport, figure and ensemble.keras in {result.out_dir}/")
     if refit := report.get("refit"):
         searched = refit["searched_test"]
         print(
@@ -120,6 +112,21 @@ def run(args: argparse.Namespace) -> int:
         # Repeated after the table, where it is read: the warning scrolled past above it.
         print(f"\nWarning: {changed['message']}")
     return 0
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """The ensemble's test scores and its gain over the best member, in one line."""
+    gain = report["gain_over_best_member"]
+    test = report["test"]["ensemble"]
+    members = sum(m["weight"] > 0 for m in report["members"])
+    # Refitted, the members also trained on the validation data; the best member (its trial's
+    # checkpoint) did not: the line says which model the gain is over.
+    searched = ", as searched" if report.get("refit") else ""
+    return (
+        f"Ensemble ({report['kept']}, {members} members) on {report['test_examples']} test "
+        f"examples: accuracy {test['accuracy']:.4f} ({gain['accuracy']:+.4f} against the best "
+        f"member{searched}), log-loss {test['log_loss']:.4f} ({gain['log_loss']:+.4f})."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

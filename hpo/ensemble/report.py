@@ -270,6 +270,9 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         "out_dir_resolved": os.path.realpath(out_dir),
         "method": report["method"],
         "kept": report["kept"],
+        # Its members trained again on training + validation data (`--refit`): its scores are
+        # those models', not the study's checkpoints'.
+        "refit": bool(report.get("refit")),
         "temperature": report["calibration"]["temperature"],
         # The exported ensemble's members; report.json also lists the plain top ensemble's.
         "members": [m["trial"] for m in report["members"] if m["weight"] > 0],

@@ -322,6 +322,8 @@ def format_status(data: dict[str, Any]) -> str:
         # Which of its two fits the ensemble kept: the pool's Caruana selection, or the top
         # trials weighted by its --method (a record from before `kept` names the method).
         how = "pool selection" if e.get("kept") == "pool" else e["method"]
+        if e.get("refit") is True:  # its members trained again, on training + validation
+            how += ", refitted"
         lines.append(
             f"Latest ensemble ({e['name']}, {how}): "
             f"test accuracy {e['test_accuracy']:.4f}, "

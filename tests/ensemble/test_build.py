@@ -1053,3 +1053,23 @@ def test_refit_of_a_trial_without_epochs_is_refused_with_the_way_out() -> None:
     # A minimized objective (validation loss): its lowest epoch.
     trial = optuna.trial.create_trial(value=0.3, intermediate_values={0: 0.4, 1: 0.3, 2: 0.35})
     assert best_epoch(trial, maximize=False) == 2
+
+
+def test_the_summary_line_says_a_refitted_ensembles_gain_is_over_the_searched_best_member() -> None:
+    # Refitted, the members also trained on the validation data; the best member they are
+    # compared with is its trial's checkpoint: the line said only "over the best member".
+    from hpo.ensemble.command import summary_line
+
+    report = {
+        "gain_over_best_member": {"accuracy": -0.0142, "log_loss": 0.0101},
+        "test": {"ensemble": {"accuracy": 0.8446, "log_loss": 0.35}},
+        "members": [{"weight": 0.7}, {"weight": 0.3}, {"weight": 0.0}],
+        "kept": "pool",
+        "test_examples": 1000,
+    }
+    assert summary_line(report) == (
+        "Ensemble (pool, 2 members) on 1000 test examples: accuracy 0.8446 (-0.0142 against "
+        "the best member), log-loss 0.3500 (+0.0101)."
+    )
+    refitted = summary_line({**report, "refit": {"members": []}})
+    assert "(-0.0142 against the best member, as searched)" in refitted

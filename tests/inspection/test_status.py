@@ -68,8 +68,13 @@ def test_shows_the_latest_ensemble(
     # The table names the fit the ensemble kept: it said "caruana" (the plain top ensemble's
     # method) where the pool's selection was kept, as hpo ensemble had printed.
     record = study.user_attrs["ensemble_top2"]
-    for kept, shown in (("pool", "pool selection"), ("top", record["method"])):
-        study.set_user_attr("ensemble_top2", {**record, "kept": kept})
+    assert record["refit"] is False
+    for kept, refit, shown in (
+        ("pool", False, "pool selection"),
+        ("top", False, record["method"]),
+        ("pool", True, "pool selection, refitted"),
+    ):
+        study.set_user_attr("ensemble_top2", {**record, "kept": kept, "refit": refit})
         assert main(["--study", str(study_copy)]) == 0
         assert f"Latest ensemble (ensemble_top2, {shown}): " in capsys.readouterr().out
 
