@@ -105,18 +105,25 @@ def claim_backend(backend: Backend) -> None:
             f"{loaded}, and Keras cannot switch backends in a running process. Start a new "
             f"process with {BACKEND_VAR}={backend.value} (in a notebook: restart the kernel)."
         )
-    _GIVEN.setdefault(BACKEND_VAR, os.environ.get(BACKEND_VAR))
+    global _claimed
+    found = os.environ.get(BACKEND_VAR)
+    if _claimed is None or found != _claimed[1]:  # else it still holds what hpo wrote
+        _claimed = (found, backend.value)
+    else:
+        _claimed = (_claimed[0], backend.value)
     os.environ[BACKEND_VAR] = backend.value
 
 
-# $KERAS_BACKEND as this process found it before `claim_backend` first set it.
-_GIVEN: dict[str, str | None] = {}
+# What `claim_backend` last found in $KERAS_BACKEND and wrote over it, or None.
+_claimed: tuple[str | None, str] | None = None
 
 
 def given_backend_var() -> str:
-    """$KERAS_BACKEND as the user set it (lower case; "" where unset): what this process found
-    before hpo first set it to a study's backend."""
-    given = _GIVEN[BACKEND_VAR] if BACKEND_VAR in _GIVEN else os.environ.get(BACKEND_VAR)
+    """$KERAS_BACKEND as the user set it (lower case; "" where unset): where it still holds the
+    value hpo last wrote there, the value it held before."""
+    given = os.environ.get(BACKEND_VAR)
+    if _claimed is not None and given == _claimed[1]:
+        given = _claimed[0]
     return (given or "").strip().lower()
 
 

@@ -259,3 +259,21 @@ def test_a_search_on_another_backend_leaves_the_callers_environment_as_it_was(
     assert "search changed [] keras loaded False" in lines, printed
     assert "trained on ['torch']" in lines, printed
     assert lines[-1] == "ensemble changed []", printed
+
+
+def test_the_users_keras_backend_is_told_from_the_one_hpo_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # claim_backend sets $KERAS_BACKEND for the study's processes; a message about the user's
+    # setting must read what the user set, before hpo wrote over it, or since.
+    from hpo import backend
+
+    monkeypatch.setattr(backend, "_claimed", None)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    backend.claim_backend(backend.Backend.TENSORFLOW)
+    assert os.environ["KERAS_BACKEND"] == "tensorflow"
+    assert backend.given_backend_var() == ""  # unset, as the user left it
+    monkeypatch.setenv("KERAS_BACKEND", "JAX")  # the user sets it since
+    assert backend.given_backend_var() == "jax"
+    backend.claim_backend(backend.Backend.TENSORFLOW)  # a later search in the same process
+    assert backend.given_backend_var() == "jax"

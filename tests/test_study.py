@@ -251,11 +251,13 @@ def test_changed_settings_are_named_key_by_key_not_as_whole_tables(
 ) -> None:
     import dataclasses
 
+    from hpo import backend
     from hpo.backend import Backend
     from hpo.config import StudyConfig, TrainingConfig, config_to_dict
     from hpo.study import check_settings, create_study
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(backend, "_claimed", None)  # no earlier test's search claimed it here
     config = StudyConfig(name="s", training=TrainingConfig(backend=Backend.TORCH))
     study = create_study(config, f"sqlite:///{tmp_path / 'study.db'}")
     study.set_user_attr("hpo_config", config_to_dict(config))
@@ -283,9 +285,7 @@ def test_changed_settings_are_named_key_by_key_not_as_whole_tables(
         check_settings(study, changed)
     # The value hpo itself set for the run (claim_backend, before the check) is not the user's:
     # unset, it said "$KERAS_BACKEND is 'tensorflow' ...: unset it".
-    from hpo import backend
-
-    monkeypatch.setattr(backend, "_GIVEN", {"KERAS_BACKEND": None})  # as found, then set
+    monkeypatch.setattr(backend, "_claimed", (None, "jax"))  # found unset, wrote jax
     with pytest.raises(ConfigError, match=r"\(\$KERAS_BACKEND is unset, which means tensorflow"):
         check_settings(study, changed)
     # An hpo.Tuner has no study file: $KERAS_BACKEND, set before Keras loads, is the way back.
