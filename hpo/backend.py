@@ -106,11 +106,7 @@ def claim_backend(backend: Backend) -> None:
             f"process with {BACKEND_VAR}={backend.value} (in a notebook: restart the kernel)."
         )
     global _claimed
-    found = os.environ.get(BACKEND_VAR)
-    if _claimed is None or found != _claimed[1]:  # else it still holds what hpo wrote
-        _claimed = (found, backend.value)
-    else:
-        _claimed = (_claimed[0], backend.value)
+    _claimed = (given_backend_var() or None, backend.value)
     os.environ[BACKEND_VAR] = backend.value
 
 

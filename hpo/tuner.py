@@ -839,15 +839,7 @@ class Tuner:
         Raises:
             StoreError: The study has no COMPLETE trial.
         """
-        from optuna.trial import TrialState
-
-        from hpo.artifacts import best_first
-
-        study = self.study()
-        complete = study.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not complete:
-            return study.best_trials(num_trials)  # raises, naming why
-        return best_first(study.optuna_study, complete)[:num_trials]
+        return _scored_trials(self.study(), num_trials)
 
     @stoppable
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
@@ -882,7 +874,7 @@ class Tuner:
             best, removed = hold_best()
             while any(t.number in removed for t in best):
                 best, removed = hold_best()
-            _warn_if_removed(self.best_trials(num_models), best, removed)
+            _warn_if_removed(_scored_trials(study, num_models), best, removed)
             return [_trained(study, trial, *inputs) for trial in best]
 
     @stoppable
@@ -924,7 +916,8 @@ class Tuner:
         family = self.config.hypermodel.name
         given = given_values(study)
         return [
-            trial_hyperparameters(trial, family, given) for trial in self.best_trials(num_trials)
+            trial_hyperparameters(trial, family, given)
+            for trial in _scored_trials(study, num_trials)
         ]
 
     def search_space_summary(self, extended: bool = False) -> None:
@@ -1302,6 +1295,14 @@ def _trained(
         loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
         stored.compile(loss=loss, metrics=["accuracy"])
     return stored
+
+
+def _scored_trials(study: Study, n: int) -> list[FrozenTrial]:
+    """The `n` best COMPLETE trials by score, those `hpo gc` removed the checkpoint of too
+    (`Tuner.best_trials`)."""
+    from hpo.ensemble.selection import ranked_trials
+
+    return ranked_trials(study.optuna_study, keep_removed=True)[:n]
 
 
 def _warn_if_removed(

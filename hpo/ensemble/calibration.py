@@ -116,10 +116,11 @@ def _fitted_inverse(probabilities: np.ndarray, labels: np.ndarray) -> float:
             return float(-np.mean(np.sum(targets * log_q, axis=1)))
 
     grid = np.geomspace(*_INVERSE_BOUNDS, 49)
-    best = int(np.argmin([loss(g) for g in grid]))
+    losses = [loss(g) for g in grid]
+    best = int(np.argmin(losses))
     low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     found = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
-    return float(found.x) if found.fun <= loss(grid[best]) else float(grid[best])
+    return float(found.x) if found.fun <= losses[best] else float(grid[best])
 
 
 def platt_targets(labels: np.ndarray, classes: int) -> np.ndarray:

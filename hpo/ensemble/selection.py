@@ -62,14 +62,15 @@ class Member:
     model: keras.Model
 
 
-def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+def ranked_trials(study: optuna.Study, *, keep_removed: bool = False) -> list[FrozenTrial]:
     """The study's COMPLETE trials, best validation value first (ties: earlier trial first),
-    less those whose checkpoint `hpo gc` removed.
+    less those whose checkpoint `hpo gc` removed, unless `keep_removed` (KerasTuner's results
+    rank every completed trial: only their models are gone).
 
     Raises:
         StoreError: The study has no COMPLETE trial.
     """
-    removed = removed_checkpoints(study)
+    removed = {} if keep_removed else removed_checkpoints(study)
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -26,8 +26,7 @@ __all__ = ["START_ERRORS_VAR", "keep_start_errors", "start_error", "start_errors
 # The folder, set in the caller's environment before the fork server starts, which the server
 # reads (once, as it starts) and its children write their start errors to.
 START_ERRORS_VAR = "HPO_START_ERRORS"
-_folder: Path | None = None
-_holder: tempfile.TemporaryDirectory[str] | None = None
+_folder: tempfile.TemporaryDirectory[str] | None = None
 
 
 def start_errors_folder() -> Path:
@@ -35,14 +34,13 @@ def start_errors_folder() -> Path:
     removed when the process exits; a scratch folder named by the process (`hpo.scratch`), so
     the next hpo command removes it where the process was killed (a notebook's kernel
     restarted) and could not."""
-    global _folder, _holder
+    global _folder
     if _folder is None:
         from hpo.scratch import scratch_folder  # it imports this module's importer
 
-        _holder = scratch_folder("starterrors")
-        _folder = Path(_holder.name)
-        atexit.register(_holder.cleanup)
-    return _folder
+        _folder = scratch_folder("starterrors")
+        atexit.register(_folder.cleanup)
+    return Path(_folder.name)
 
 
 def keep_start_errors() -> None:
@@ -69,7 +67,7 @@ def start_error(pid: int | None) -> str | None:
     it kept one (`keep_start_errors`); read once (the file is removed)."""
     if _folder is None or pid is None:
         return None
-    path = _folder / str(pid)
+    path = Path(_folder.name) / str(pid)
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
