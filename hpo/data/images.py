@@ -349,9 +349,23 @@ def _is_image_name(path: Path) -> bool:
 
 @cache
 def _image_suffixes() -> frozenset[str]:
-    Image.init()
     formats = Image.registered_extensions().items()
-    return frozenset(suffix for suffix, name in formats if name in Image.OPEN)
+    return frozenset(suffix for suffix, name in formats if name in _raster_formats())
+
+
+# Formats Pillow opens by running a program on the file: EPS through Ghostscript, on the file's
+# own PostScript, a programming language (whose sandbox has had escapes). A data file is data:
+# hpo opens every image with the other formats only, whatever its name says.
+_PROGRAM_FORMATS = frozenset({"EPS"})
+# How PostScript starts: as text, or in the DOS EPS binary header.
+_POSTSCRIPT_MAGIC = (b"%!", b"\xc5\xd0\xd3\xc6")
+
+
+@cache
+def _raster_formats() -> tuple[str, ...]:
+    """The formats Pillow may open a data file as: all it opens but those run as programs."""
+    Image.init()
+    return tuple(sorted(set(Image.OPEN) - _PROGRAM_FORMATS))
 
 
 def _archive_items(source: Path, split: str) -> Iterator[_Item]:
@@ -444,7 +458,7 @@ def _decode(read: Callable[[], bytes]) -> np.ndarray | None:
         with warnings.catch_warnings():
             # Over half its guard's size Pillow only warns, on stderr: decoded all the same.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(read())) as image:
+            with Image.open(io.BytesIO(read()), formats=_raster_formats()) as image:
                 return _rgb(image)
     except Exception:  # Pillow raises many kinds of error on bad files; each means "skip it".
         return None
@@ -452,8 +466,14 @@ def _decode(read: Callable[[], bytes]) -> np.ndarray | None:
 
 def _undecodable(data: bytes) -> str:
     """Why Pillow cannot decode `data`, which `_decode` could not."""
+    if data.startswith(_POSTSCRIPT_MAGIC):
+        return (
+            "PostScript (EPS), a program rather than an image: hpo does not run Ghostscript "
+            "on data. Convert it to PNG first, on a file you trust (gs -sDEVICE=png16m "
+            "-o image.png image.eps)"
+        )
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=_raster_formats()) as image:
             image.load()
     except Image.DecompressionBombError as exc:
         return (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import shutil
 import sys
@@ -480,3 +481,26 @@ def test_an_image_over_pillows_size_limit_is_named_so(
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(DataError, match=r"notes.png: not an image file"):
         images.load_image(tmp_path / "notes.png", (4, 4))
+
+
+def test_a_postscript_file_is_never_run_whatever_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pillow opens EPS by running Ghostscript on the file's own PostScript, a program: a data
+    # file named .jpg, or .eps, made every reader of the folder run it. A stand-in gs records.
+    ran = tmp_path / "gs-ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\necho 10.0\n')
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    program = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n(runs) print\nshowpage\n"
+    root = write_folder(tmp_path / "set")
+    (root / "train" / "cat" / "photo.jpg").write_bytes(program)
+    (root / "train" / "dog" / "figure.eps").write_bytes(program)
+    for source in (root, tar_folder(root, tmp_path / "set.tar")):
+        assert images.read_split(source, "train").skipped == 2
+    with pytest.raises(DataError, match=r"photo.jpg: PostScript \(EPS\), a program .* PNG"):
+        images.load_image(root / "train" / "cat" / "photo.jpg", (4, 4))
+    assert ".eps" not in images._image_suffixes()
+    assert not ran.exists()
