@@ -161,8 +161,45 @@ def _remove_project(project_dir: Path) -> None:
             f"project's folder. Move it aside and run again, or pass another project_name."
         )
     if project_dir.exists():
+        _refuse_foreign_files(project_dir)
         _refuse_while_searched(project_dir)
         shutil.rmtree(project_dir)
+
+
+# What overwrite=True may delete in a project's folder: what hpo writes there (the study's
+# database and its SQLite and lock files, its folders, its logs), and what KerasTuner writes in
+# a project of the same name, for a notebook that moves from KerasTuner to hpo.
+_PROJECT_FOLDERS = frozenset({"artifacts", "cache", "logs", "reports", "tensorboard", "trials"})
+
+
+def _written_by_a_tuner(name: str) -> bool:
+    return (
+        name in _PROJECT_FOLDERS
+        or name.startswith("study.db")
+        or name.endswith((".log", ".lock"))
+        or name in {"oracle.json", ".ipynb_checkpoints"}
+        or re.fullmatch(r"tuner\d*\.json|trial_\w+", name) is not None
+    )
+
+
+def _refuse_foreign_files(project_dir: Path) -> None:
+    """Refuses `overwrite=True` of a folder that holds what no tuner wrote there: a
+    `directory` or `project_name` mistyped as the user's own folder deleted all of it.
+
+    Raises:
+        ConfigError: Names the first of those files and the ways out.
+    """
+    foreign = sorted(entry.name for entry in project_dir.iterdir())
+    foreign = [name for name in foreign if not _written_by_a_tuner(name)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if foreign[3:] else "")
+        raise ConfigError(
+            f"overwrite=True deletes the project's folder {project_dir}, but it holds what "
+            f"neither hpo nor KerasTuner writes there ({shown}): it does not look like a "
+            f"project's folder, and hpo deletes nothing of yours. Check directory= and "
+            f"project_name=, or move those files out (or delete the folder yourself) and run "
+            f"again."
+        )
 
 
 def _refuse_while_searched(project_dir: Path) -> None:

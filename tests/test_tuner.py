@@ -3653,3 +3653,26 @@ def test_numeric_arguments_of_another_type_are_named_with_the_type_wanted(
     with pytest.raises(ConfigError, match=rf"^{argument} must be {wanted}.*, got {given}"):
         hpo.Tuner(_hypermodel(), directory=tmp_path, **{argument: value})
     assert _tuner(tmp_path, 1, max_consecutive_failed_trials=2).config.max_failures == 2
+
+
+def test_overwrite_refuses_a_folder_that_holds_what_no_tuner_wrote_and_keeps_it(
+    tmp_path: Path,
+) -> None:
+    # A directory= or project_name= mistyped as the user's own folder: overwrite=True deleted it.
+    mine = tmp_path / "synthetic"
+    (mine / "wedding").mkdir(parents=True)
+    (mine / "wedding" / "01.jpg").write_bytes(b"a photo")
+    (mine / "notes.txt").write_text("mine")
+    (mine / "study.db").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"holds what neither .*\(notes\.txt, wedding\).*directo"):
+        _tuner(tmp_path, 1, overwrite=True)
+    assert (mine / "wedding" / "01.jpg").read_bytes() == b"a photo"
+    # What a search writes there, and what KerasTuner writes in a project, is deleted.
+    shutil.rmtree(mine)
+    x, y = _data(64, 0)
+    _tuner(tmp_path, 1).search(x, y, validation_split=0.25, epochs=1, verbose=0)
+    (mine / "trial_03").mkdir()
+    for name in ("oracle.json", "tuner0.json"):
+        (mine / name).write_text("{}")
+    _tuner(tmp_path, 1, overwrite=True)
+    assert not mine.exists()
