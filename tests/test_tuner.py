@@ -504,6 +504,15 @@ def test_an_export_refused_or_failed_leaves_the_folder_as_it_was(
     with pytest.raises(HpoError):
         ensemble.export(tmp_path / "new", formats=("keras", "savedmodel"))
     assert not (tmp_path / "new").exists()
+    # The folder of an `hpo ensemble` output: its ensemble.keras was replaced, and its
+    # report.json's checksum then refused it. Refused before anything is written.
+    finished = tmp_path / "ensembles" / "imdb-top5"
+    finished.mkdir(parents=True)
+    (finished / "ensemble.keras").write_bytes(b"the finished ensemble")
+    (finished / "report.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"imdb-top5 holds an hpo command's output .*another"):
+        ensemble.export(finished)
+    assert (finished / "ensemble.keras").read_bytes() == b"the finished ensemble"
 
 
 @pytest.mark.slow

@@ -237,6 +237,7 @@ class Ensemble:
         check_formats(asked, backend)
         if file.suffix != ".keras":
             file = file / EXPORT_NAME
+        _refuse_an_outputs_folder(file.parent)
         fitted = self._fitted
         model = self.model()
         data = fitted.task.trial_data(fitted.data_folder, fitted.members[0].trial.params)
@@ -345,3 +346,19 @@ def _widened(expected: np.dtype, given: np.dtype) -> np.dtype:
         formats.append((base, field[0].shape) if field[0].shape else base)
         titles.append(field[2] if len(field) > 2 else None)
     return np.dtype({"names": list(expected.names), "formats": formats, "titles": titles})
+
+
+def _refuse_an_outputs_folder(folder: Path) -> None:
+    """Refuses to export into the folder of an `hpo ensemble`, `hpo export` or `hpo distill`
+    output: its report.json records its files' checksums, and an export there replaced its
+    `ensemble.keras`, which hpo then refused as changed.
+
+    Raises:
+        ConfigError: Names the folder and the way out.
+    """
+    if (folder / "report.json").is_file():
+        raise ConfigError(
+            f"{folder} holds an hpo command's output (its report.json records the checksums of "
+            f"its files), and an export there would replace them. Export to another folder "
+            f"(e.g. {folder.parent / 'my-ensemble'}), or to a .keras file elsewhere."
+        )
