@@ -338,12 +338,13 @@ def has_checkpoint(trial: FrozenTrial, removed: dict[int, str]) -> bool:
 
 
 def ensemble_members(study: optuna.Study) -> dict[int, str]:
-    """Trial number -> the recorded ensemble (its study attribute) that uses it."""
+    """Trial number -> the recorded ensemble (its study attribute) that uses it: its members,
+    and its pool's best member, which `hpo distill` compares a student with."""
     members: dict[int, str] = {}
     for key, value in study.user_attrs.items():
         if isinstance(value, dict) and isinstance(value.get("members"), list):
-            for number in value["members"]:
-                if isinstance(number, int):
+            for number in [*value["members"], value.get("best_member")]:
+                if isinstance(number, int) and not isinstance(number, bool):
                     members.setdefault(number, key)
     return members
 

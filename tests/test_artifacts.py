@@ -668,3 +668,45 @@ def test_a_removal_another_collection_records_meanwhile_is_not_taken_back(
     assert collect_garbage(study, store, keep=2).removed == {}
     # The first collection's record stands, as its deletion of the file will.
     assert removed_checkpoints(study) == {1: "not among the best 1"}
+
+
+def _recorded_report(tmp_path: Path, out: Path, members: list[tuple[int, float]]) -> dict[str, Any]:
+    """The fields of an `hpo ensemble` report that `record_in_study` reads; report.json in
+    `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text("{}")
+    scores = {"accuracy": 0.9, "log_loss": 0.3}
+    return {
+        "members": [
+            {"trial": n, "weight": w, "family": "f", "val": scores, "test": scores}
+            for n, w in members
+        ],
+        "test": {"ensemble": scores, "best_member": scores},
+        "method": "caruana",
+        "kept": "pool",
+        "calibration": {"temperature": 1.0},
+        "test_data": {"sha256": "0" * 64},
+        "test_examples": 10,
+        "created": "2026-12-06T10:00:00+00:00",
+        "artifact_dir": str(tmp_path / "artifacts"),
+    }
+
+
+def test_gc_keeps_every_recorded_ensembles_members_and_its_best_member(tmp_path: Path) -> None:
+    # A second ensemble of the same size in another folder replaced the first's record, and gc
+    # then removed the first's members; and the pool's best member, which the ensemble weighed
+    # 0 and hpo distill loads to compare its student with, was removed too.
+    from hpo.ensemble.report import record_in_study
+
+    study, _ = _study_with_checkpoints(tmp_path, [0.90, 0.70, 0.60, 0.80, 0.50, 0.40])
+    first, second = tmp_path / "ensembles" / "a", tmp_path / "ensembles" / "b"
+    record_in_study(study, first, _recorded_report(tmp_path, first, [(0, 0.0), (2, 1.0)]), 2)
+    record_in_study(study, second, _recorded_report(tmp_path, second, [(3, 0.5), (4, 0.5)]), 2)
+    # The first folder's ensemble built again: its record replaced, not a third one.
+    record_in_study(study, first, _recorded_report(tmp_path, first, [(0, 0.0), (1, 1.0)]), 2)
+    keys = sorted(k for k in study.user_attrs if k.startswith("ensemble_top"))
+    assert keys == ["ensemble_top2", f"ensemble_top2:{os.path.realpath(second)}"]
+    assert study.user_attrs["ensemble_top2"]["best_member"] == 0
+    kept, doomed = plan_collection(study, keep=0)
+    assert sorted(kept) == [0, 1, 3, 4]
+    assert [t.number for t in doomed] == [2, 5]

@@ -542,7 +542,9 @@ def _member_model(
     with holding(study, [trial.number], "hpo distill") as removed:
         if trial.number in removed:
             raise StoreError(
-                f"trial {trial.number}'s checkpoint was removed by hpo gc just now "
-                f"({removed[trial.number]}); run hpo distill again to choose another student."
+                f"the ensemble's best member, trial {trial.number}, which the student is "
+                f"compared with, has no checkpoint: hpo gc removed it "
+                f"({removed[trial.number]}). Build the ensemble again (hpo ensemble, which "
+                f"records its best member so that hpo gc keeps it), and distil that one."
             )
         return load_checkpoint(fetch_checkpoint(store, trial, folder), trial.number)

@@ -254,6 +254,17 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _record_key(study: optuna.Study, top: int, folder: str) -> str:
+    """The study attribute an ensemble of `top` in `folder` is recorded under: one per folder,
+    `ensemble_top<top>` for the first. One key per size made a second folder's ensemble replace
+    the first's record, whose members `hpo gc` then removed from under that ensemble."""
+    key = f"ensemble_top{top}"
+    recorded = study.user_attrs.get(key)
+    if not isinstance(recorded, dict) or recorded.get("out_dir_resolved") in (None, folder):
+        return key
+    return f"{key}:{folder}"
+
+
 def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], top: int) -> None:
     """Records the ensemble in the study: a user attribute, the report as an artifact, a note.
 
@@ -277,13 +288,16 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         # The exported ensemble's members; report.json also lists the plain top ensemble's.
         "members": [m["trial"] for m in report["members"] if m["weight"] > 0],
         "weights": [m["weight"] for m in report["members"] if m["weight"] > 0],
+        # The pool's best by validation, which the ensemble may weigh 0: `hpo distill` loads
+        # its checkpoint to compare a student with it, so `hpo gc` keeps it too.
+        "best_member": report["members"][0]["trial"],
         "test_accuracy": test["ensemble"]["accuracy"],
         "test_log_loss": test["ensemble"]["log_loss"],
         "best_member_test_accuracy": test["best_member"]["accuracy"],
         "test_data_sha256": report["test_data"]["sha256"],
         "created": report["created"],
     }
-    study.set_user_attr(f"ensemble_top{top}", summary)
+    study.set_user_attr(_record_key(study, top, summary["out_dir_resolved"]), summary)
     study.set_user_attr(
         TEST_DATA_ATTR,
         {**report["test_data"], "out_dir": str(out_dir), "created": report["created"]},
