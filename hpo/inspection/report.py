@@ -135,6 +135,41 @@ FIGURES: dict[
 }
 
 
+PAGE_NAME = "report.html"
+# How every report.html hpo writes starts: a file there that does not is not one of hpo's.
+_PAGE_START = "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study "
+
+
+def _refuse_files_of_others(out_dir: Path) -> None:
+    """Refuses an `out_dir` whose report.html, or (where it holds none) a figure's PNG, hpo
+    report did not write: they were replaced, a thesis's notes by a study's figures. A link
+    there is replaced, never written through, so it loses nothing.
+
+    Raises:
+        ConfigError: Names the file and the ways out.
+    """
+    page = out_dir / PAGE_NAME
+
+    def kept(path: Path) -> bool:  # what replacing it would lose
+        return path.exists() and not path.is_symlink()
+
+    if kept(page):
+        try:
+            with page.open("rb") as file:
+                ours = page.is_file() and file.read(len(_PAGE_START)) == _PAGE_START.encode()
+        except OSError:  # a folder, or unreadable: not a page of hpo's
+            ours = False
+        theirs = [] if ours else [page.name]
+    else:
+        theirs = [f"{name}.png" for name in FIGURES if kept(out_dir / f"{name}.png")]
+    if theirs:
+        raise ConfigError(
+            f"--out {out_dir} holds {', '.join(theirs)}, which hpo report did not write there "
+            f"and would replace. Give another folder (such as reports/), or move "
+            f"{'it' if len(theirs) == 1 else 'them'} first."
+        )
+
+
 def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -> list[Path]:
     """Writes one PNG per figure and `report.html`, and registers the figures with the dashboard.
 
@@ -145,6 +180,7 @@ def write_report(study: optuna.Study, out_dir: Path, *, register: bool = True) -
         StoreError: The study has no COMPLETE trial to plot.
         DiskFull: `out_dir`'s disk is full; the report there before is left whole.
     """
+    _refuse_files_of_others(out_dir)
     plotted = _ReadOnce(study)
     if not plotted.get_trials(states=(TrialState.COMPLETE,)):
         raise StoreError(f"study {study.study_name!r} has no COMPLETE trials to plot yet.")
@@ -206,11 +242,12 @@ def _write_figures(
             # The study's objective as Keras logs it (val_accuracy unless the study chose another).
             shown = title.format(objective=(study.metric_names or ["value"])[0])
             sections.append(f"<h2>{html.escape(shown)}</h2>\n{body}")
-        page = out_dir / "report.html"
+        page = out_dir / PAGE_NAME
         name = html.escape(study.study_name)
         text = (
-            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Study {name}</title>"
-            f"</head>\n<body><h1>Study {name}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
+            f"{_PAGE_START}{name}</title></head>\n<body><h1>Study {name}</h1>\n"
+            + "\n".join(sections)
+            + "\n</body></html>\n"
         )
         in_place.enter_context(replacing(page)).write(text.encode())
         written.append(page)

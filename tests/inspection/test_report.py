@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from hpo.command_options import open_study
+from hpo.errors import ConfigError
 from hpo.inspection.report import FIGURES, main, write_report
 
 from .test_status import _many_trials, _trial_reads
@@ -184,3 +185,24 @@ def test_a_legend_of_more_trials_than_anyone_reads_is_left_out() -> None:
     _drop_long_legends(figure)
     assert few.get_legend() is not None and many.get_legend() is None
     plt.close(figure)
+
+
+def test_files_hpo_report_did_not_write_are_refused_not_replaced(tmp_path: Path) -> None:
+    # --out mydocs replaced the user's report.html (and their PNGs of a figure's name).
+    out = tmp_path / "mydocs"
+    out.mkdir()
+    (out / "report.html").write_text("<html>my thesis notes</html>")
+    with pytest.raises(ConfigError, match=r"mydocs holds report.html, which hpo report did not"):
+        write_report(_many_trials(3), out, register=False)
+    assert (out / "report.html").read_text() == "<html>my thesis notes</html>"
+    (out / "report.html").unlink()
+    figure = out / f"{next(iter(FIGURES))}.png"
+    figure.write_bytes(b"my figure")
+    with pytest.raises(ConfigError, match=rf"holds {figure.name}, which .* move it first"):
+        write_report(_many_trials(3), out, register=False)
+    assert figure.read_bytes() == b"my figure"
+    # A report of hpo's is replaced by the next.
+    figure.unlink()
+    write_report(_many_trials(3), out, register=False)
+    write_report(_many_trials(5), out, register=False)
+    assert len(list(out.iterdir())) == len(FIGURES) + 1
