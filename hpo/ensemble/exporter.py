@@ -44,6 +44,7 @@ from hpo.ensemble.output_folder import (
     publish,
     signals_held,
     staging_for,
+    synced,
 )
 from hpo.ensemble.predict import export_backend, load_export, verify_tokenizer
 from hpo.ensemble.selection import Candidate, load_member
@@ -266,16 +267,24 @@ def _export_into(
     )
     staging = staging_for(ensemble_dir / "export")
     staging.mkdir()
+    scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
     with contextlib.ExitStack() as held:
+        held.callback(scratch.unlink, missing_ok=True)
         try:
             entries = write_exports(
                 model, staging, set(asked) - {Format.KERAS}, reference, ensemble_dir
             )
+            report["export"].update(entries)
+            # Written before the exports go in place, so that a full disk stops it with the
+            # ensemble untouched, and only renames are left between the exports and the report.
+            scratch.write_text(json.dumps(report, indent=2), encoding="utf-8")
+            synced(scratch)
             # Ctrl-C or SIGTERM waits until the report records the exports' checksums too:
             # stopped between the two, an export would fail its own report's check.
             held.enter_context(signals_held())
             for entry in entries.values():
                 publish(staging / entry["path"], ensemble_dir / entry["path"])
+            os.replace(scratch, report_path)
         except Exception as exc:
             # The exports go beside the ensemble they are of: --out does not move them.
             raise_if_full(
@@ -287,10 +296,6 @@ def _export_into(
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        report["export"].update(entries)
-        scratch = report_path.with_name(f".report-{uuid.uuid4().hex[:8]}.json")
-        scratch.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        os.replace(scratch, report_path)
     return report
 
 

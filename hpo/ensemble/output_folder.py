@@ -38,6 +38,7 @@ __all__ = [
     "restore_interrupted",
     "signals_held",
     "staging_for",
+    "synced",
 ]
 
 
@@ -354,6 +355,9 @@ def publish(staging: Path, out_dir: Path) -> None:
     """
     # A stop a library swallowed (`hpo._stop`) ends the command here, with the earlier output.
     raise_if_asked()
+    # On disk before the renames: after a power loss the new output is whole, or the old one
+    # is still in place, never empty files behind the renamed names.
+    synced(staging)
     old = staging_for(out_dir, "old")
     published = False
     try:
@@ -368,10 +372,39 @@ def publish(staging: Path, out_dir: Path) -> None:
                     os.rename(old, out_dir)
                 raise
             published = True
+        _sync_folder(out_dir.parent)
     finally:
         # Also where a signal held meanwhile stops the command as it is delivered.
         if published:
             _remove(old)
+
+
+def synced(path: Path) -> None:
+    """Flushes `path` (a file, or a folder and everything in it) to the disk."""
+    if path.is_dir() and not path.is_symlink():
+        for folder, _, files in os.walk(path):
+            for name in files:
+                synced(Path(folder, name))
+            _sync_folder(Path(folder))
+    elif path.is_file() and not path.is_symlink():
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flushes a folder's entries (the names renamed in it); where the file system allows."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # not every file system syncs a folder
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def restore_interrupted(out_dir: Path) -> Path | None:

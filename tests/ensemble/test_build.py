@@ -502,6 +502,38 @@ def _old_and_new_output(folder: Path) -> tuple[Path, Path]:
     return out, staging
 
 
+def test_publish_puts_the_new_output_on_disk_before_renaming_it_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing was flushed: after a power loss the renamed folder could hold empty files, with
+    # the earlier output already gone.
+    from hpo.ensemble.output_folder import publish
+
+    out, staging = _old_and_new_output(tmp_path)
+    (staging / "saved_model" / "variables").mkdir(parents=True)
+    (staging / "saved_model" / "variables" / "data").write_bytes(b"weights")
+    events: list[tuple[str, str]] = []
+    fsync, rename = os.fsync, os.rename
+
+    def recorded_fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        fsync(descriptor)
+
+    def recorded_rename(source: Path, target: Path) -> None:
+        events.append(("rename", str(source)))
+        rename(source, target)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "rename", recorded_rename)
+    publish(staging, out)
+    assert (out / "report.json").read_text() == "new"
+    first_rename = events.index(("rename", str(out)))
+    synced = {path for kind, path in events[:first_rename] if kind == "fsync"}
+    for name in ("report.json", "saved_model/variables/data", "saved_model", "."):
+        assert os.path.normpath(staging / name) in synced, name
+    assert events[-1] == ("fsync", str(tmp_path))  # the renames themselves
+
+
 def test_a_signal_between_publishs_renames_is_held_until_the_new_output_is_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

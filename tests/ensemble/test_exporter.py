@@ -404,3 +404,36 @@ def test_a_signal_as_an_export_is_put_in_place_waits_for_the_report_to_record_it
         signal.signal(signal.SIGTERM, before)
     recorded = json.loads((out / "report.json").read_text())["export"]["onnx"]
     assert recorded["sha256"] == sha256_file(out / "ensemble.onnx")
+
+
+def test_a_full_disk_as_the_report_is_written_leaves_the_ensemble_untouched(
+    study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The exports were put in place first and report.json written after, outside the disk-full
+    # check: a full disk there gave a bare OSError, with exports the report did not record.
+    import errno
+
+    from hpo.command_options import open_study
+    from hpo.ensemble import build_ensemble, exporter
+    from hpo.errors import DiskFull
+
+    config, study = open_study(study_copy, None, None)
+    out = tmp_path / "out"
+    build_ensemble(config, study, top=2, out_dir=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def written(
+        _model: object, staging: Path, _asked: object, _reference: object, _published: object
+    ) -> dict:
+        (staging / "ensemble.onnx").write_bytes(b"onnx")
+        return {"onnx": {"path": "ensemble.onnx", "sha256": sha256_file(staging / "ensemble.onnx")}}
+
+    def full(path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exporter, "write_exports", written)
+    monkeypatch.setattr(exporter, "synced", full)
+    with pytest.raises(DiskFull, match=r"the ensemble and its exports are untouched"):
+        exporter.export_built_ensemble(config, study, out, formats=["onnx"])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not list(tmp_path.glob(".*")) and not list(out.glob(".*"))
