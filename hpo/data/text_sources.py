@@ -42,7 +42,7 @@ from hpo.data.layout import (
     visible_files,
 )
 from hpo.data.provenance import given_origin, origin_fix
-from hpo.data.text_tables import LABEL_RULES, TABLES, TextColumns, read_labels, read_table
+from hpo.data.text_tables import LABEL_RULES, TABLES, TextColumns, read_columns, read_table
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -416,32 +416,36 @@ def check_test_path(source: Path, test_path: Path | None) -> None:
 def check_test_table(
     source: Path,
     test_path: Path | None,
-    classes: list[str],
     *,
     columns: TextColumns = TextColumns(),
     encoding: str = ENCODING,
 ) -> None:
-    """Before the search: the labels of a table's test table (`[data] test_path`) must be the
-    training classes, all of them, which `hpo ensemble` would otherwise find only after the
-    budget is spent. It reads the label column alone; no text of the test table is read.
+    """Before the search: a table's test table (`[data] test_path`) must be there, a table,
+    with the text and label columns, which `hpo ensemble` would otherwise find only after the
+    budget is spent. Its header alone is read: nothing in the search reads a row of the test
+    set, its labels included (`hpo ensemble` checks them against the classes as it reads it).
 
     Args:
         source: What `locate_texts` returned; anything but a table with a test table passes.
         test_path: The test table, or None.
-        classes: The training split's classes.
         columns: The columns of the tables.
         encoding: The files' text encoding (`[data] encoding`).
 
     Raises:
         DataError: The test table is missing or unreadable.
-        ConfigError: Its label column is missing, or its labels are not `classes`: names the
-            unknown ones and those without a row.
+        ConfigError: Its text or label column is missing.
     """
     if test_path is None or not is_table(source):
         return
     _check_test_table_kind(test_path)
-    labels = read_labels(test_path, columns, encoding)
-    _check_classes({label for label in labels if label is not None}, classes, test_path, "test")
+    names = read_columns(test_path, columns, encoding)
+    for key, name in {"text_column": columns.text, "label_column": columns.label}.items():
+        if name not in names:
+            raise ConfigError(
+                f"{test_path} has no column {name!r} (the [data] {key}); its columns are "
+                f"{names}. Set `{key}` in the study file's [data] table to one of them, or "
+                f"give the test table that column."
+            )
 
 
 def _assemble(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-__all__ = ["LABEL_RULES", "TABLES", "TextColumns", "read_labels", "read_table"]
+__all__ = ["LABEL_RULES", "TABLES", "TextColumns", "read_columns", "read_table"]
 
 # Table suffixes and their field separator (None: not a delimited text file).
 TABLES = {".csv": ",", ".tsv": "\t", ".parquet": None}
@@ -225,23 +225,18 @@ def _unquoted(
     return (frame, replaced) if list(frame.columns) == list(columns) else None
 
 
-def _read_frame(
-    path: Path, columns: TextColumns, encoding: str, *, labels_only: bool = False
-) -> tuple[pd.DataFrame, bool]:
-    """The table (its label column alone if `labels_only`), checked for the columns it must
-    have, and whether bytes of it were not `encoding`."""
+def _read_frame(path: Path, columns: TextColumns, encoding: str) -> tuple[pd.DataFrame, bool]:
+    """The table, checked for the columns it must have, and whether bytes of it were not
+    `encoding`."""
     import pandas as pd
 
     sep = TABLES[path.suffix.lower()]
     replaced = False
     try:
         if sep is None:
-            frame = pd.read_parquet(path, columns=[columns.label] if labels_only else None)
+            frame = pd.read_parquet(path)
         else:
-            only = {"usecols": lambda name: name == columns.label} if labels_only else {}
-            frame, replaced = _read_delimited(path, sep, encoding, columns.text, **only)
-            if columns.label not in frame.columns and labels_only:
-                frame, _ = _read_delimited(path, sep, encoding, columns.text, nrows=0)
+            frame, replaced = _read_delimited(path, sep, encoding, columns.text)
     except ImportError as exc:
         raise DataError(
             f"{path}: reading Parquet needs pyarrow, which is not installed. "
@@ -257,9 +252,11 @@ def _read_frame(
                 f'a text holds a lone " (a CSV writes one inside quotes as "").'
             ) from exc
         raise DataError(f"{path}: cannot be read as a table ({why}). Check the file.") from exc
-    wanted: dict[str, str | None] = {"label_column": columns.label}
-    if not labels_only:
-        wanted = {"text_column": columns.text, **wanted, "group_column": columns.group}
+    wanted = {
+        "text_column": columns.text,
+        "label_column": columns.label,
+        "group_column": columns.group,
+    }
     for key, name in wanted.items():
         if name is not None and name not in frame.columns:
             raise ConfigError(
@@ -333,7 +330,25 @@ def _labels(found: list[str | None]) -> list[str | None]:
     return [None if label is None else read[label] for label in labels]
 
 
-def read_labels(path: Path, columns: TextColumns, encoding: str = ENCODING) -> list[str | None]:
-    """The table's labels (None where a row has none), read from its label column alone."""
-    frame, _ = _read_frame(path, columns, encoding, labels_only=True)
-    return _labels(_strings(frame[columns.label]))
+def read_columns(path: Path, columns: TextColumns, encoding: str = ENCODING) -> list[str]:
+    """The names in the table's header; no row of it is read.
+
+    Raises:
+        DataError: The file cannot be read as a table (Parquet without pyarrow included).
+    """
+    sep = TABLES[path.suffix.lower()]
+    try:
+        if sep is None:
+            import pyarrow.parquet as pq
+
+            return [str(name) for name in pq.read_schema(path).names]
+        frame, _ = _read_delimited(path, sep, encoding, columns.text, nrows=0)
+    except ImportError as exc:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow, which is not installed. "
+            "Run `pip install pyarrow`, or save the table as .csv."
+        ) from exc
+    except Exception as exc:  # pandas' parser and pyarrow errors, an empty file
+        why = " ".join(str(exc).split())
+        raise DataError(f"{path}: cannot be read as a table ({why}). Check the file.") from exc
+    return [str(name) for name in frame.columns]

@@ -400,14 +400,10 @@ def _prepare_own(config: StudyConfig, data_arg: str | None, space: Space) -> Pat
         read=_read_own,
         extra_settings=_own_settings(config, source),
     )
-    # Train's classes are known once it is read (or from the cache): the test table's labels
-    # are checked against them before the search, as a folder's test/ is above.
+    # The test table's header is checked before the search; its rows (its labels included)
+    # only by hpo ensemble, once, as it reads them.
     text_sources.check_test_table(
-        source,
-        _test_path(config),
-        text_cache.cached_classes(folder),
-        columns=_columns(config),
-        encoding=config.data.encoding,
+        source, _test_path(config), columns=_columns(config), encoding=config.data.encoding
     )
     return folder
 

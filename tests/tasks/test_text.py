@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import load_study_config
+from hpo.data import text_sources
 from hpo.ensemble import build_ensemble
 from hpo.ensemble.exporter import export_built_ensemble
 from hpo.errors import DataError
@@ -242,28 +244,44 @@ def test_test_class_folders_unlike_trains_are_refused_before_any_work(tmp_path: 
     assert not config.cache_dir.exists()
 
 
-def test_a_test_tables_labels_unlike_trains_are_refused_before_the_search(tmp_path: Path) -> None:
-    # Train labels "0.0"/"1.0" against test's "0"/"1" (one class each now), and a test label
-    # train lacks, were found by hpo ensemble only, after the search had spent its budget.
+def test_a_test_table_is_checked_by_its_header_before_the_search_and_by_its_labels_once_read(
+    tmp_path: Path,
+) -> None:
+    # A test table without the label column was found by hpo ensemble only, after the search
+    # had spent its budget. Its labels are not read before the search (nothing in the search
+    # reads the test set): hpo ensemble refuses ones train does not have as it reads them.
     from hpo.errors import ConfigError
 
     rows = _texts(60, 0)
     train = pd.DataFrame({"text": [r[0] for r in rows], "label": [f"{i % 2}.0" for i in range(60)]})
     train.to_csv(tmp_path / "train.csv", index=False)
-    test = pd.DataFrame({"text": ["goal team", "oven bake", "hotel"], "label": ["1", "0", "1"]})
-    test.to_csv(tmp_path / "test.csv", index=False)
+    test = pd.DataFrame({"text": ["goal team", "oven bake", "hotel"], "label": ["1", "0", "2"]})
+    test.rename(columns={"label": "y"}).to_csv(tmp_path / "test.csv", index=False)
     config = load_study_config(_study(tmp_path, tmp_path / "train.csv", 'test_path = "test.csv"'))
     task = get_task("text")
     shared = search_space(task, config.space).shared
-    folder = task.prepare(config, None, shared)
-    assert task.class_names(folder) == ["0", "1"]
-    test.assign(label=["1", "0", "2"]).to_csv(tmp_path / "test.csv", index=False)
-    with pytest.raises(ConfigError, match=r"test\.csv: .*unknown \['2'\], without examples \[\]"):
+    with pytest.raises(ConfigError, match=r"test\.csv has no column 'label' .*\['text', 'y'\]"):
         task.prepare(config, None, shared)
-    with pytest.raises(ConfigError, match=r"unknown \['2'\]"):
+    with pytest.raises(ConfigError, match=r"no column 'label'"):
         run_search(config, progress=False)
     study = optuna.load_study(study_name="topics", storage=config.storage_url)
     assert {trial.state for trial in study.trials} <= {TrialState.WAITING}  # none ran
+    test.to_csv(tmp_path / "test.csv", index=False)
+    read: list[Path] = []
+    real_read_table = text_sources.read_table
+
+    def recorded(path: Path, *args: object, **kwargs: object) -> object:
+        read.append(path)
+        return real_read_table(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    shutil.rmtree(config.cache_dir)  # prepared again, from the tables
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(text_sources, "read_table", recorded)
+        folder = task.prepare(config, None, shared)
+    assert task.class_names(folder) == ["0", "1"]
+    assert read == [tmp_path / "train.csv"]  # the search's data: train.csv alone
+    with pytest.raises(ConfigError, match=r"test\.csv: .*unknown \['2'\], without examples \[\]"):
+        task.load_test(config, None, folder)
 
 
 def test_a_test_path_that_is_the_training_table_is_refused_before_any_work(
