@@ -5,8 +5,10 @@ Keras's own loaders read a folder of class folders (`<root>/<class>/<file>`) and
 a folder (or a table without `[data] test_path`) gives up about `[data] test_fraction` of each
 class's files (rows) as its test set. Which ones is decided by a hash of each file's name (a row's
 position, or its group's name), not by the seed or the order files are listed in: the same files
-are the test set in every study and every run, and the search never reads them. Which folders are
-splits and which are classes is `hpo.data.layout`'s.
+are the test set in every study and every run, and the search never reads them. Copies (files or
+rows of the same content, whatever their names) go to one side, that of the first: a copy on
+each side scored the test set on examples the search trained on. Which folders are splits and
+which are classes is `hpo.data.layout`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from hpo.data.layout import class_folders, data_splits, subfolders
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Sequence
     from pathlib import Path
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "held_out_groups",
     "held_out_root",
     "held_out_side",
+    "joined_groups",
 ]
 
 # `[data] test_fraction`'s default: Keras's examples hold out a fifth (validation_split=0.2).
@@ -37,9 +40,10 @@ TEST_FRACTION = 0.2
 # in a larger one the hash's share is close to `fraction`, and left as it falls.
 SMALL_CLASS = 20
 # How a test split is held out, recorded in the caches of data prepared with one, so that data
-# held out under other rules are prepared again (2: a small class's share capped, a table row's
-# copies with its first; before: the hash alone, by position).
-HOLDOUT_RULES = 2
+# held out under other rules are prepared again (3: copies on one side in folders, and in tables
+# by the text as the tokenizer sees it, a table's groups that share a text as one; 2: a small
+# class's share capped, a table row's copies with its first; before: the hash alone).
+HOLDOUT_RULES = 3
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -66,11 +70,22 @@ def held_out_root(source: Path) -> Path | None:
 
 
 def held_out_side(
-    files: Sequence[tuple[str, str, T]], split: str, fraction: float, source: Path, noun: str
+    files: Sequence[tuple[str, str, T]],
+    split: str,
+    fraction: float,
+    source: Path,
+    noun: str,
+    content: Callable[[T], Hashable],
 ) -> list[tuple[str, str, T]]:
     """The `(class, name, ...)` files of `split` in data whose test split is held out
-    (`held_out`); reading train says how many are held out."""
-    test = held_out([(label, name) for label, name, _ in files], fraction)
+    (`held_out`), a file's copies (the same `content` of its third field) on the side of the
+    first by class and name; reading train says how many are held out."""
+    first: dict[Hashable, tuple[str, str]] = {}
+    for label, name, item in sorted(files, key=lambda file: file[:2]):
+        first.setdefault(content(item), (label, name))
+    firsts = [first[content(item)] for _, _, item in files] if first else []
+    chosen = held_out(set(firsts), fraction)
+    test = {(label, name) for (label, name, _), f in zip(files, firsts, strict=True) if f in chosen}
     if split == "train":
         _log.warning(
             "%s has no test split of its own: %d of its %d %s (about %g of each class, "
@@ -112,6 +127,29 @@ def held_out_groups(groups: Iterable[str], fraction: float) -> set[str]:
     `held_out` chooses items, so that about `fraction` of the groups are held out."""
     names = sorted(set(groups))
     return set(_below(sorted((_score(name), name) for name in names), fraction))
+
+
+def joined_groups(groups: Sequence[str], keys: Sequence[Hashable | None]) -> list[str]:
+    """Each row's group, groups whose rows share a key (the same text under two authors)
+    joined under the first of their names: a group on each side scored the test set on texts
+    the search trained on. A row whose key is None joins nothing."""
+    parent = {group: group for group in groups}
+
+    def root(group: str) -> str:
+        while parent[group] != group:
+            parent[group] = parent[parent[group]]
+            group = parent[group]
+        return group
+
+    first: dict[Hashable, str] = {}
+    for group, key in zip(groups, keys, strict=True):
+        if key is None:
+            continue
+        other = root(first.setdefault(key, group))
+        mine = root(group)
+        if other != mine:
+            parent[max(other, mine)] = min(other, mine)
+    return [root(group) for group in groups]
 
 
 def _below(scored: list[tuple[float, str]], fraction: float) -> list[str]:

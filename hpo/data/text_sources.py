@@ -17,6 +17,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,14 @@ from hpo.data.encodings import (
     warn_undecodable,
     warn_unmarked,
 )
-from hpo.data.holdout import TEST_FRACTION, held_out, held_out_groups, held_out_root, held_out_side
+from hpo.data.holdout import (
+    TEST_FRACTION,
+    held_out,
+    held_out_groups,
+    held_out_root,
+    held_out_side,
+    joined_groups,
+)
 from hpo.data.layout import (
     SPLITS,
     MemberSplits,
@@ -43,6 +51,7 @@ from hpo.data.layout import (
 )
 from hpo.data.provenance import given_origin, origin_fix
 from hpo.data.text_tables import LABEL_RULES, TABLES, TextColumns, read_columns, read_table
+from hpo.data.tokenizer import standardize
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -296,9 +305,17 @@ def _folder_rows(
             _warn_no_texts(folder)
         files += [(folder.name, path.relative_to(top).as_posix(), path) for path in texts]
     if root is not None:  # <root>/<class>/*.txt, or train/ without test/
-        files = held_out_side(files, split, test_fraction, source, "texts")
+        files = held_out_side(
+            files, split, test_fraction, source, "texts", partial(_copy_key, encoding=encoding)
+        )
     for label, name, path in files:
         yield label, name, decode(path.read_bytes(), encoding, name, undecodable, unmarked)
+
+
+def _copy_key(path: Path, encoding: str) -> str:
+    """What makes two text files copies: their text as the tokenizer sees it (case and
+    punctuation aside); bytes not of `encoding` (counted when the file is read) as U+FFFD."""
+    return standardize(path.read_bytes().decode(encoding, errors="replace"))
 
 
 def _warn_no_texts(folder: Path) -> None:
@@ -338,14 +355,17 @@ def _held_out_rows(
     source: Path,
 ) -> list[int]:
     """The rows of a table without a test table that make `split`: whole groups if it has
-    them, else about `fraction` of each label's rows, a row's copies (the same text) on the
+    them (groups that share a text as one), else about `fraction` of each label's rows, a
+    row's copies (the same text, case and punctuation aside, as the tokenizer sees it) on the
     side of its first: copies on both sides would score the test set on rows trained on."""
+    # Each row by its text as the tokenizer sees it; a row without one (dropped later) by its
+    # position.
+    keys: list[str | int] = [(text and standardize(text)) or i for i, text in enumerate(texts)]
     if groups is not None:
-        held_groups = held_out_groups(groups, fraction)
-        test = {i for i, group in enumerate(groups) if group in held_groups}
+        joined = joined_groups(groups, [k if isinstance(k, str) else None for k in keys])
+        held_groups = held_out_groups(joined, fraction)
+        test = {i for i, group in enumerate(joined) if group in held_groups}
     else:
-        # Each row by its text; a row without one (dropped later) by its position.
-        keys = [text or i for i, text in enumerate(texts)]
         first: dict[str | int, int] = {}
         for i, (key, label) in enumerate(zip(keys, labels, strict=True)):
             if label is not None:

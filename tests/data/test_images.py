@@ -504,3 +504,16 @@ def test_a_postscript_file_is_never_run_whatever_its_name(
         images.load_image(root / "train" / "cat" / "photo.jpg", (4, 4))
     assert ".eps" not in images._image_suffixes()
     assert not ran.exists()
+
+
+def test_copies_of_an_image_are_held_out_together_whatever_their_names(tmp_path: Path) -> None:
+    # Held out by name alone, an image saved twice fell on each side of the test split.
+    root = tmp_path / "set"
+    for label, red in (("cat", 10), ("dog", 200)):
+        (root / label).mkdir(parents=True)
+        for i in range(30):
+            Image.new("RGB", (4, 4), (red, i, 0)).save(root / label / f"{i:02d}.png")
+            shutil.copy(root / label / f"{i:02d}.png", root / label / f"IMG_{i:02d} copy.png")
+    train, test = images.read_split(root, "train"), images.read_split(root, "test")
+    assert len(train.y) + len(test.y) == 120 and len(test.y) > 0
+    assert not {x.tobytes() for x in test.x} & {x.tobytes() for x in train.x}
