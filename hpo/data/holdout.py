@@ -80,10 +80,11 @@ def held_out_side(
     """The `(class, name, ...)` files of `split` in data whose test split is held out
     (`held_out`), a file's copies (the same `content` of its third field) on the side of the
     first by class and name; reading train says how many are held out."""
+    keys = [content(item) for _, _, item in files]  # each file read once
     first: dict[Hashable, tuple[str, str]] = {}
-    for label, name, item in sorted(files, key=lambda file: file[:2]):
-        first.setdefault(content(item), (label, name))
-    firsts = [first[content(item)] for _, _, item in files] if first else []
+    for (label, name, _), key in sorted(zip(files, keys, strict=True), key=lambda f: f[0][:2]):
+        first.setdefault(key, (label, name))
+    firsts = [first[key] for key in keys]
     chosen = held_out(set(firsts), fraction)
     test = {(label, name) for (label, name, _), f in zip(files, firsts, strict=True) if f in chosen}
     if split == "train":
