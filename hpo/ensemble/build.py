@@ -242,12 +242,13 @@ def build_ensemble(
                 # study (hpo status, hpo gc's choice of checkpoints to keep) another.
                 held.enter_context(signals_held())
                 publish(staging, out_dir)
+                # Under the lock: two runs into one folder record in the order they published.
+                record_in_study(study, out_dir, report, top)
         except Exception as exc:
             raise_if_full(exc, out_dir)
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        record_in_study(study, out_dir, report, top)
     return EnsembleResult(out_dir=out_dir, report=report)
 
 

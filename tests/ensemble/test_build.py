@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -590,7 +591,23 @@ def test_a_signal_as_the_new_ensemble_is_put_in_place_waits_for_the_study_to_rec
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # And it records under the folder's lock: two runs into one folder record in the order
+    # they published (the study named the other run's members, which gc then kept instead).
+    import fcntl
+
+    record = build.record_in_study
+    locked: list[bool] = []
+
+    def recorded(*args: Any) -> None:
+        with open(tmp_path / ".out.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                locked.append(True)
+        record(*args)
+
     monkeypatch.setattr(build, "publish", signalled)
+    monkeypatch.setattr(build, "record_in_study", recorded)
     before = signal.signal(signal.SIGTERM, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -603,6 +620,7 @@ def test_a_signal_as_the_new_ensemble_is_put_in_place_waits_for_the_study_to_rec
         study_name=config.name, storage=open_storage(config.storage_url, create=False)
     )
     assert reloaded.user_attrs["ensemble_top2"]["created"] == report["created"]
+    assert locked == [True]
 
 
 def test_a_stop_a_library_swallowed_keeps_the_earlier_output(tmp_path: Path) -> None:
