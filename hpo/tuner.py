@@ -213,13 +213,22 @@ def _refuse_while_searched(project_dir: Path) -> None:
     """
     from optuna.trial import TrialState
 
+    from hpo.config import sqlite_url
     from hpo.search.identity import WorkerIdentity
+    from hpo.search.turns import RUN_LOCK_NAME, lock_file, searched_here
     from hpo.store import briefly_opened
     from hpo.training.isolation import process_alive
 
     database = project_dir / "study.db"
     if not database.is_file():
         return
+    if searched_here(lock_file(sqlite_url(database), project_dir, RUN_LOCK_NAME)):
+        raise ConfigError(
+            f"overwrite=True deletes the project's folder {project_dir}, and a search of this "
+            f"machine is running in it (preparing its data, or between trials): it would fail "
+            f"each trial after. Stop that search first (or let it end), or pass another "
+            f"project_name."
+        )
     try:
         with briefly_opened(database) as storage:  # its file is about to go
             running = [

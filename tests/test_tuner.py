@@ -3599,6 +3599,20 @@ def test_overwrite_refuses_a_project_a_live_search_runs_in(tmp_path: Path) -> No
     study.ask().set_user_attr("worker", f"{me.host}:{gone.pid}")
     _tuner(tmp_path, 1, overwrite=True)
     assert not (tmp_path / "synthetic").exists()
+    # A search preparing its data (or between trials) holds no RUNNING trial: its run lock
+    # tells it is there.
+    from hpo.search.turns import RUN_LOCK_NAME, SearchRun, lock_file
+
+    (tmp_path / "synthetic").mkdir()
+    url = sqlite_url(tmp_path / "synthetic" / "study.db")
+    optuna.create_study(study_name="synthetic", storage=url)
+    run_lock = lock_file(url, tmp_path, RUN_LOCK_NAME)
+    with SearchRun(run_lock):
+        with pytest.raises(ConfigError, match=r"a search of this machine is running in it \(prep"):
+            _tuner(tmp_path, 1, overwrite=True)
+        assert (tmp_path / "synthetic" / "study.db").is_file()
+    _tuner(tmp_path, 1, overwrite=True)
+    assert not (tmp_path / "synthetic").exists()
 
 
 def test_max_trial_minutes_is_a_tuner_argument_as_the_budget_messages_name_it(

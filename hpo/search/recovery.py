@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
@@ -60,11 +61,15 @@ def sweep_dead_local_trials(study: optuna.Study) -> list[int]:
             else f"its worker {owner} died, as the workers of its {STALE_TRIAL_RETRIES} "
             f"earlier tries did; not queued again"
         )
-        storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
-        if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-            failed.append(trial.number)
-            if again:
-                requeue(study, trial._trial_id)
+        try:
+            storage.set_trial_user_attr(trial._trial_id, Attr.FAIL_REASON, reason)
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # failed meanwhile by another run (its heartbeat)
+            continue
+        failed.append(trial.number)
+        if again:
+            requeue(study, trial._trial_id)
     return failed
 
 

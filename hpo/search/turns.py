@@ -18,6 +18,7 @@ those joining from another folder, take no turns with these; there, as with Optu
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 from typing import TYPE_CHECKING
 
@@ -27,24 +28,83 @@ from hpo.search.progress import FINISHED
 from hpo.store import sqlite_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
     from typing import IO
 
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["StartTurn", "lock_file"]
+__all__ = ["SearchRun", "StartTurn", "lock_file", "searched_here", "turn"]
 
 LOCK_NAME = ".trial-start.lock"
+# Held, shared, by every search run of the study on this machine for the run's life.
+RUN_LOCK_NAME = ".search-runs.lock"
 
 
-def lock_file(storage_url: str, study_dir: Path) -> Path:
+def lock_file(storage_url: str, study_dir: Path, name: str = LOCK_NAME) -> Path:
     """Where the workers of a study take turns: beside a SQLite study's database
     (`study.db.trial-start.lock`), else in the study's folder."""
     database = sqlite_file(storage_url)
     if database is not None:
-        return database.resolve().with_name(f"{database.name}{LOCK_NAME}")
-    return study_dir / LOCK_NAME
+        return database.resolve().with_name(f"{database.name}{name}")
+    return study_dir / name
+
+
+@contextlib.contextmanager
+def turn(path: Path) -> Iterator[None]:
+    """The turn at `path` (the trial-start lock) for what two runs of this machine must not
+    do at once: failing a dead worker's trials and queueing them again (each queued them)."""
+    with open(path, "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+class SearchRun:
+    """A search run of the study on this machine, from the study's creation to its end: a
+    shared lock at `path` (`lock_file(..., RUN_LOCK_NAME)`), which the kernel ends with the
+    process. Entering says whether no other run of this machine holds it: a run that finds
+    one does not take the study's settings for its own (the other may be preparing its data,
+    no trial started yet), and `Tuner(overwrite=True)` refuses to delete a project one holds
+    (`searched_here`)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._held: IO[bytes] | None = None
+
+    def __enter__(self) -> bool:
+        held = open(self._path, "ab")  # held until __exit__
+        try:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+            fcntl.flock(held, fcntl.LOCK_SH)
+        except BaseException:
+            held.close()
+            raise
+        self._held = held
+        return alone
+
+    def __exit__(self, *exc: object) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+
+def searched_here(path: Path) -> bool:
+    """Whether a search run of this machine holds the run lock at `path` (`SearchRun`)."""
+    try:
+        probe = open(path, "rb")  # noqa: SIM115 (closed below)
+    except OSError:  # none: no run of an hpo with the lock has started there
+        return False
+    with probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 class StartTurn:

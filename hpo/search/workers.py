@@ -65,7 +65,7 @@ from hpo.search.recovery import (
     retire_retries,
     sweep_dead_local_trials,
 )
-from hpo.search.turns import StartTurn, lock_file
+from hpo.search.turns import RUN_LOCK_NAME, SearchRun, StartTurn, lock_file, turn
 from hpo.store import open_artifact_store, open_storage, redact_url, redacted_repr
 from hpo.study import (
     KERAS_SETTINGS,
@@ -196,19 +196,40 @@ def run_search(
     open_artifact_store(config.artifact_location)
     storage = open_storage(config.storage_url, create=True)
     study = create_study(config, storage)
+    with SearchRun(lock_file(config.storage_url, config.study_dir, RUN_LOCK_NAME)) as alone:
+        return _search(config, data, progress, quiet, task, space, backend, study, alone=alone)
+
+
+def _search(
+    config: StudyConfig,
+    data: str | None,
+    progress: bool,
+    quiet: bool,
+    task: Task,
+    space: SearchSpace,
+    backend: Backend,
+    study: optuna.Study,
+    *,
+    alone: bool,
+) -> SearchSummary:
+    """`run_search` once the study exists; `alone`: no other run of this machine is live."""
     # A copy of the study's database without its artifacts/ would store new checkpoints
     # beside it while its trials' stay in the original's folder (which gc then mistakes).
     config = own_artifacts(config, study, writes=True)
-    if study.get_trials(deepcopy=False, states=_STARTED):
+    if study.get_trials(deepcopy=False, states=_STARTED) or not alone:
+        # Started trials bind the study's settings; so does a run of this machine that is
+        # preparing it (no trial started yet), which recorded its own.
         check_settings(study, config)
-    else:
+    if not study.get_trials(deepcopy=False, states=_STARTED):
         # No trial has run: this run's settings are the study's (a run that stopped on a typo
         # before any trial binds nothing). Recorded now, so that a run started beside this one
         # with other settings (another backend) finds them when it checks again below.
         _record_settings(study, config)
     for note in check_space_drift(study, space):
         print(f"note: {note}")
-    swept = sweep_dead_local_trials(study)
+    # One run at a time: two that found the same dead worker's trial each queued it again.
+    with turn(lock_file(config.storage_url, config.study_dir)):
+        swept = sweep_dead_local_trials(study)
     if swept:
         print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")
     sweep_trial_scratch(config.study_dir, study)

@@ -761,3 +761,25 @@ def test_a_dead_workers_trial_without_heartbeats_names_the_way_out(tmp_path: Pat
     other = optuna.create_study(study_name="imdb", storage=beating)
     other.ask()
     assert "once their heartbeat is stale" in dead_workers_way_out(other)
+
+
+def test_a_trial_failed_meanwhile_by_another_run_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two runs starting after a crash each listed the dead worker's trial: one crashed with
+    # UpdateFinishedTrialError, or both failed it and queued it twice. The runs of a machine
+    # now sweep in turn; a trial another machine's run failed meanwhile is passed over.
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    monkeypatch.setenv("HPO_WORKER_HOST", "localhost")
+    study = _study(tmp_path)
+    me = WorkerIdentity.current()
+    pid, started = _ended_process()
+    _running(study, dataclasses.replace(me, pid=pid, started=started))
+
+    def finished(*args: object, **kwargs: object) -> bool:
+        raise UpdateFinishedTrialError("Trial#0 has already finished")
+
+    monkeypatch.setattr(study._storage, "set_trial_state_values", finished)
+    assert sweep_dead_local_trials(study) == []
+    assert not study.get_trials(states=(TrialState.WAITING,))

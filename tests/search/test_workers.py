@@ -144,6 +144,34 @@ def test_a_run_beside_another_with_other_settings_is_refused_and_a_stopped_one_b
     assert recorded["training"]["max_epochs"] == config.training.max_epochs
 
 
+def test_a_run_beside_one_preparing_the_study_checks_its_settings_instead_of_taking_them(
+    fake_imdb: Path, tmp_path: Path
+) -> None:
+    """A run started while another of this machine prepared the study (its data, its default
+    models: no trial started yet) found no started trial, wrote its settings over the other's,
+    and both trained into the study with their own. It checks them against the live run's."""
+    import dataclasses
+
+    from hpo.config import config_to_dict
+    from hpo.errors import ConfigError
+    from hpo.search.turns import RUN_LOCK_NAME, SearchRun, lock_file, searched_here
+
+    config = load_study_config(write_study(tmp_path, fake_imdb, n_trials=1))
+    other = dataclasses.replace(config, training=dataclasses.replace(config.training, max_epochs=7))
+    storage = open_storage(config.storage_url, create=True)
+    study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    study.set_user_attr("hpo_config", config_to_dict(other))  # the live run's
+    run_lock = lock_file(config.storage_url, config.study_dir, RUN_LOCK_NAME)
+    with SearchRun(run_lock) as alone:  # the other run, preparing
+        assert alone and searched_here(run_lock)
+        with pytest.raises(ConfigError, match=r"settings differ .*training\.max_epochs: 7 -> 2"):
+            run_search(config, progress=False)
+    assert not searched_here(run_lock)
+    assert _study(config.storage_url, config.name).user_attrs["hpo_config"] == config_to_dict(other)
+    # Once it is gone, with no trial started, this run's settings are the study's.
+    assert run_search(config, progress=False).finished == 1
+
+
 def test_space_drift_is_refused_before_any_trial_and_range_changes_are_noted(
     fake_imdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
