@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optuna.artifacts import get_all_artifact_meta
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.exceptions import StorageInternalError
 from optuna.study import StudyDirection
@@ -97,6 +98,8 @@ _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 # What optuna.artifacts.upload_artifact names an artifact: a UUID.
 _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ID_ATTRS = (Attr.CHECKPOINT_ID, Attr.PREDICTIONS_ID)
+# In a file-system store's folder: the lock its collections take turns on.
+_COLLECTION_LOCK = ".collection.lock"
 
 
 class _HoldSlots:
@@ -396,6 +399,32 @@ def collect_garbage(
         keep: How many of the best COMPLETE trials keep theirs.
         dry_run: Only say what would be removed.
     """
+    with contextlib.ExitStack() as turn:
+        if not dry_run:
+            turn.enter_context(_collection_turn(store))
+        return _collect(study, store, keep, dry_run=dry_run)
+
+
+@contextlib.contextmanager
+def _collection_turn(store: ArtifactStore) -> Iterator[None]:
+    """The collections of a file-system store take turns (a lock file in its folder): one
+    that found another's recorded removals with their files still there took them for a
+    stopped collection's, and undid the record of one a reader had begun to hold while the
+    other went on deleting its file (the study then named a checkpoint that was gone)."""
+    if not isinstance(store, FileSystemArtifactStore):
+        yield
+        return
+    try:
+        held = open(Path(store._base_path) / _COLLECTION_LOCK, "ab")  # noqa: SIM115
+    except OSError:  # a folder this user cannot write in: a dry run's, or a failing one
+        yield
+        return
+    with held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def _collect(study: optuna.Study, store: ArtifactStore, keep: int, *, dry_run: bool) -> Collection:
     # The records read once: a removal another collection records meanwhile is neither
     # planned around nor taken for one left half done (and undone where this one keeps it).
     removed_before = removed_checkpoints(study)

@@ -329,9 +329,10 @@ def test_keep_checkpoints_while_workers_run_loses_nothing_they_need(
     store = AtomicFileSystemArtifactStore(config.artifact_dir)
     for trial in kept:
         fetch_checkpoint(store, trial, tmp_path)
-    # The one checkpoint, and every trial's validation predictions; nothing half-written.
+    # The one checkpoint, and every trial's validation predictions; nothing half-written
+    # (beside them the collections' lock file).
     assert sorted(p.name for p in config.artifact_dir.iterdir()) == sorted(
-        [best.user_attrs[Attr.CHECKPOINT_ID]]
+        [".collection.lock", best.user_attrs[Attr.CHECKPOINT_ID]]
         + [t.user_attrs[Attr.PREDICTIONS_ID] for t in complete]
     )
 
@@ -710,3 +711,27 @@ def test_gc_keeps_every_recorded_ensembles_members_and_its_best_member(tmp_path:
     kept, doomed = plan_collection(study, keep=0)
     assert sorted(kept) == [0, 1, 3, 4]
     assert [t.number for t in doomed] == [2, 5]
+
+
+def test_collections_of_a_file_system_store_take_turns(tmp_path: Path) -> None:
+    # A collection that found another's recorded removals with their files still there took
+    # them for a stopped collection's and undid the record of one a reader held meanwhile,
+    # while the other deleted its file: the study named a checkpoint that was gone.
+    import fcntl
+    import threading
+
+    study, store = _study_with_checkpoints(tmp_path, [0.70, 0.90, 0.60])
+    done = threading.Event()
+
+    def collect() -> None:
+        collect_garbage(study, store, keep=1)
+        done.set()
+
+    with open(tmp_path / "artifacts" / ".collection.lock", "ab") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # another collection, under way
+        thread = threading.Thread(target=collect)
+        thread.start()
+        assert not done.wait(1.0)
+        assert collect_garbage(study, store, keep=1, dry_run=True).removed  # a dry run reads
+    thread.join(30)
+    assert done.is_set() and sorted(removed_checkpoints(study)) == [0, 2]
