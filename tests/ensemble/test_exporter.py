@@ -366,6 +366,14 @@ def test_tokenizer_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
     assert Tokenizer.from_json(text).vocabulary == ["", "[UNK]", "café", "日本"]
 
 
+def _fake_onnx_export(
+    _model: object, staging: Path, _asked: object, _reference: object, _published: object
+) -> dict:
+    """`write_exports` as it returns an ONNX export, without converting anything."""
+    (staging / "ensemble.onnx").write_bytes(b"onnx")
+    return {"onnx": {"path": "ensemble.onnx", "sha256": sha256_file(staging / "ensemble.onnx")}}
+
+
 def test_a_signal_as_an_export_is_put_in_place_waits_for_the_report_to_record_it(
     study_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,12 +389,6 @@ def test_a_signal_as_an_export_is_put_in_place_waits_for_the_report_to_record_it
     build_ensemble(config, study, top=2, out_dir=out)
     publish = exporter.publish
 
-    def written(
-        _model: object, staging: Path, _asked: object, _reference: object, _published: object
-    ) -> dict:
-        (staging / "ensemble.onnx").write_bytes(b"onnx")
-        return {"onnx": {"path": "ensemble.onnx", "sha256": sha256_file(staging / "ensemble.onnx")}}
-
     def signalled(staging: Path, target: Path) -> None:
         publish(staging, target)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -394,7 +396,7 @@ def test_a_signal_as_an_export_is_put_in_place_waits_for_the_report_to_record_it
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    monkeypatch.setattr(exporter, "write_exports", written)
+    monkeypatch.setattr(exporter, "write_exports", _fake_onnx_export)
     monkeypatch.setattr(exporter, "publish", signalled)
     before = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -422,16 +424,10 @@ def test_a_full_disk_as_the_report_is_written_leaves_the_ensemble_untouched(
     build_ensemble(config, study, top=2, out_dir=out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
-    def written(
-        _model: object, staging: Path, _asked: object, _reference: object, _published: object
-    ) -> dict:
-        (staging / "ensemble.onnx").write_bytes(b"onnx")
-        return {"onnx": {"path": "ensemble.onnx", "sha256": sha256_file(staging / "ensemble.onnx")}}
-
     def full(path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(exporter, "write_exports", written)
+    monkeypatch.setattr(exporter, "write_exports", _fake_onnx_export)
     monkeypatch.setattr(exporter, "synced", full)
     with pytest.raises(DiskFull, match=r"the ensemble and its exports are untouched"):
         exporter.export_built_ensemble(config, study, out, formats=["onnx"])
