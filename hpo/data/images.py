@@ -221,7 +221,9 @@ def read_split(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     _check_settings(image_size, limit_per_class)
-    images, skipped = _gather(_items(source, split, test_fraction), limit_per_class, image_size)
+    images, skipped = _gather(
+        _items(source, split, test_fraction), limit_per_class, image_size, split
+    )
     if skipped:
         _log.warning(
             "%s: skipped %d unreadable or non-image files (or images over Pillow's size limit) "
@@ -329,7 +331,9 @@ def _class_files(top: Path, *, images_only: bool = False) -> list[tuple[str, str
     for folder in class_folders(top):
         found = visible_files(folder)
         kept = [path for path in found if _is_image_name(path)] if images_only else found
-        others += [path for path in found if path not in kept]
+        if len(kept) < len(found):
+            named = set(kept)  # a set: a list made this quadratic in a class's files
+            others += [path for path in found if path not in named]
         if not kept:
             _log.warning(
                 "%s/ is left out, not a class: it %s. Put the class's images in it, or "
@@ -505,10 +509,15 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 
 def _gather(
-    items: Iterable[_Item], limit: int | None, image_size: tuple[int, int] | None = None
+    items: Iterable[_Item],
+    limit: int | None,
+    image_size: tuple[int, int] | None = None,
+    split: str = "train",
 ) -> tuple[list[tuple[str, str, np.ndarray]], list[str]]:
     """The images, each resized to `image_size` as soon as it is decoded (a folder of phone
-    photos, 36 MB each decoded, would otherwise be held whole until all are read)."""
+    photos, 36 MB each decoded, would otherwise be held whole until all are read). Without
+    `image_size`, images of two sizes are refused at the second size: they were all decoded
+    at full size first, which ran a folder of photos out of memory before the error."""
     images: list[tuple[str, str, np.ndarray]] = []
     skipped: list[str] = []
     taken: Counter[str] = Counter()
@@ -520,7 +529,11 @@ def _gather(
             skipped.append(name)
             continue
         taken[label] += 1
-        images.append((label, name, array if image_size is None else _resized(array, image_size)))
+        if image_size is not None:
+            array = _resized(array, image_size)
+        elif images and images[0][2].shape[:2] != array.shape[:2]:
+            _same_size([(images[0][1], images[0][2]), (name, array)], None, split)
+        images.append((label, name, array))
     return images, skipped
 
 

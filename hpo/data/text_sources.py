@@ -509,8 +509,10 @@ def _check_classes(
                 "classification needs at least 2. Add texts of another class."
             )
         return found
-    unknown = [name for name in found if name not in set(expected)]
-    missing = [name for name in expected if name not in set(found)]
+    # Sets made once: made for each label, 10,000 labels took seconds.
+    known, present = set(expected), set(found)
+    unknown = [name for name in found if name not in known]
+    missing = [name for name in expected if name not in present]
     if unknown or missing:
         raise ConfigError(
             f"{where}: the {split} split's labels differ from train's classes {expected}: "

@@ -18,6 +18,7 @@ from hpo.data import array_cache, holdout, image_cache, images
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 COUNTS = {"train": {"dog": 4, "cat": 3, "ant": 5}, "test": {"dog": 2, "cat": 2, "ant": 1}}
@@ -303,6 +304,26 @@ def test_mixed_sizes_need_image_size_which_resizes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(train.x[4], np.broadcast_to([1, 2, 3], (4, 3, 3)))
     with pytest.raises(ConfigError, match=r"image_size .*got \(0, 3\)"):
         images.read_split(root, "train", image_size=(0, 3))
+
+
+def test_images_of_two_sizes_are_refused_at_the_second_size_not_after_all_are_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every photo was decoded at full size before the error: a folder of phone photos ran
+    # the machine out of memory first.
+    root = write_folder(tmp_path, {"train": {"a": 30, "b": 30}})
+    Image.new("RGB", (9, 7)).save(root / "train" / "a" / "01.png")
+    decode = images._decode
+    decoded: list[object] = []
+
+    def counted(read: Callable[[], bytes]) -> np.ndarray | None:
+        decoded.append(read)
+        return decode(read)
+
+    monkeypatch.setattr(images, "_decode", counted)
+    with pytest.raises(ConfigError, match=r"the train images come in 2 sizes, e.g. a/00.png"):
+        images.read_split(root, "train")
+    assert len(decoded) == 2
 
 
 def test_large_images_are_resized_one_by_one_as_they_are_decoded(tmp_path: Path) -> None:
