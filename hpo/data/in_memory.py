@@ -61,6 +61,9 @@ class SplitArrays:
 
 # The largest dense copy of a sparse input matrix hpo.Tuner makes.
 MAX_DENSE_BYTES = 2 * 2**30
+# The share of the memory left that a dataset read into memory may take: joining its batches
+# holds it twice, and the trials need the rest.
+_DATASET_SHARE = 0.4
 
 
 def split_arrays(
@@ -506,7 +509,16 @@ def read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     ws: list[np.ndarray] = []
+    read, limit = 0, memory_available() * _DATASET_SHARE
     for batch in batches:
+        if read > limit:
+            raise DataError(
+                f"{what}: the dataset passed {read / 2**30:.1f} GiB read into memory, and the "
+                f"search keeps its data in memory (twice, as the batches are joined): this "
+                f"machine has {memory_available() / 2**30:.1f} GiB left. Give fewer or smaller "
+                f"examples (dataset.take(n); images at a smaller image_size; uint8 pixels "
+                f"rather than float32, rescaled in the model), or run on a larger machine."
+            )
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
             size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
             raise DataError(
@@ -524,12 +536,25 @@ def read_batches(data: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
             )
         xs.append(input_array(batch[0], what, examples=len(labels)))
         ys.append(labels)
+        read += xs[-1].nbytes + labels.nbytes
         if len(batch) == 3:
             ws.append(np.reshape(_one_input(batch[2], what), -1))
     if not xs:
         raise DataError(f"{what}: the dataset is empty.")
     weights = np.concatenate(ws) if ws else None
     return _joined(xs), np.concatenate(ys), weights, len(ys[0])
+
+
+def memory_available() -> float:
+    """Bytes of memory this machine has left (Linux's MemAvailable); infinite where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("inf")
 
 
 def _joined(batches: list[np.ndarray]) -> np.ndarray:

@@ -268,3 +268,30 @@ def test_labels_beside_a_dataset_are_refused_as_keras_refuses_them() -> None:
             split_arrays(dataset, y, validation_split=0.5)
     with pytest.raises(DataError, match=r"validation_data: labels are given beside a tf\.data"):
         split_arrays(tokens, y, validation_data=(given[0], y))
+
+
+def test_a_dataset_larger_than_the_memory_left_is_refused_as_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Read whole before any check: a dataset of images as float32 ran the machine out of
+    # memory. It stops at the share of the memory left, naming how to make it smaller.
+    import keras
+
+    from hpo.data import in_memory
+
+    read: list[int] = []
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 100
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            read.append(index)
+            return np.zeros((8, 64), dtype="float32"), np.zeros(8, dtype="int64")
+
+    monkeypatch.setattr(in_memory, "memory_available", lambda: 10_000.0)  # 10 kB left
+    with pytest.raises(DataError, match=r"passed 0\.0 GiB read into memory.*dataset\.take\(n\)"):
+        in_memory.read_batches(Batches(), "x")
+    assert len(read) < 5
+    monkeypatch.setattr(in_memory, "memory_available", lambda: float("inf"))
+    assert in_memory.read_batches(Batches(), "x")[0].shape == (800, 64)
