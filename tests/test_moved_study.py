@@ -210,9 +210,10 @@ def test_a_read_only_study_database_in_a_writable_folder_is_refused_before_any_w
             assert f"the study database {database} is read-only" in refused.stderr
             assert "Make it writable (chmod u+w study.db in " in refused.stderr
         assert not (tmp_path / "ensembles").exists()
-        # No journal of SQLite's beside it (the searches' turn lock, empty, was there before).
+        # No journal of SQLite's beside it (the searches' lock files, empty, were there before).
         written = {p.name for p in config.study_dir.glob("study.db*")} - {
-            "study.db.trial-start.lock"
+            "study.db.trial-start.lock",
+            "study.db.search-runs.lock",
         }
         assert written == {"study.db"}
     assert database.read_bytes() == before
