@@ -699,14 +699,18 @@ def test_gc_keeps_every_recorded_ensembles_members_and_its_best_member(tmp_path:
     # 0 and hpo distill loads to compare its student with, was removed too.
     from hpo.ensemble.report import record_in_study
 
-    study, _ = _study_with_checkpoints(tmp_path, [0.90, 0.70, 0.60, 0.80, 0.50, 0.40])
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", create=True)
+    values = [0.90, 0.70, 0.60, 0.80, 0.50, 0.40]
+    study, _ = _study_with_checkpoints(tmp_path, values, storage)
     first, second = tmp_path / "ensembles" / "a", tmp_path / "ensembles" / "b"
     record_in_study(study, first, _recorded_report(tmp_path, first, [(0, 0.0), (2, 1.0)]), 2)
     record_in_study(study, second, _recorded_report(tmp_path, second, [(3, 0.5), (4, 0.5)]), 2)
-    # The first folder's ensemble built again: its record replaced, not a third one.
+    assert study.user_attrs["ensemble_top2"]["out_dir_resolved"] == os.path.realpath(second)
+    # The first folder's ensemble built again: the latest again, its earlier record gone.
     record_in_study(study, first, _recorded_report(tmp_path, first, [(0, 0.0), (1, 1.0)]), 2)
     keys = sorted(k for k in study.user_attrs if k.startswith("ensemble_top"))
     assert keys == ["ensemble_top2", f"ensemble_top2:{os.path.realpath(second)}"]
+    assert study.user_attrs["ensemble_top2"]["out_dir_resolved"] == os.path.realpath(first)
     assert study.user_attrs["ensemble_top2"]["best_member"] == 0
     kept, doomed = plan_collection(study, keep=0)
     assert sorted(kept) == [0, 1, 3, 4]

@@ -13,7 +13,7 @@ from optuna.artifacts import upload_artifact
 from hpo import metrics
 from hpo.data.testset import TEST_DATA_ATTR
 from hpo.ensemble.calibration import ECE_BINS
-from hpo.store import open_artifact_store, redact_url
+from hpo.store import delete_study_attr, open_artifact_store, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -254,15 +254,19 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _record_key(study: optuna.Study, top: int, folder: str) -> str:
-    """The study attribute an ensemble of `top` in `folder` is recorded under: one per folder,
-    `ensemble_top<top>` for the first. One key per size made a second folder's ensemble replace
-    the first's record, whose members `hpo gc` then removed from under that ensemble."""
+def _record(study: optuna.Study, top: int, summary: dict[str, Any]) -> None:
+    """Records `summary` as the latest ensemble of `top` (`ensemble_top<top>`), keeping an
+    earlier one of another folder as `ensemble_top<top>:<its folder>`: one record per size made
+    a second folder's ensemble replace the first's, whose members `hpo gc` then removed from
+    under that ensemble. A kept record of this folder goes: this one replaces it."""
     key = f"ensemble_top{top}"
+    folder = summary["out_dir_resolved"]
     recorded = study.user_attrs.get(key)
-    if not isinstance(recorded, dict) or recorded.get("out_dir_resolved") in (None, folder):
-        return key
-    return f"{key}:{folder}"
+    if isinstance(recorded, dict) and recorded.get("out_dir_resolved") not in (None, folder):
+        study.set_user_attr(f"{key}:{recorded['out_dir_resolved']}", recorded)
+    study.set_user_attr(key, summary)
+    if f"{key}:{folder}" in study.user_attrs:
+        delete_study_attr(study, f"{key}:{folder}")
 
 
 def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], top: int) -> None:
@@ -297,7 +301,7 @@ def record_in_study(study: optuna.Study, out_dir: Path, report: dict[str, Any], 
         "test_data_sha256": report["test_data"]["sha256"],
         "created": report["created"],
     }
-    study.set_user_attr(_record_key(study, top, summary["out_dir_resolved"]), summary)
+    _record(study, top, summary)
     study.set_user_attr(
         TEST_DATA_ATTR,
         {**report["test_data"], "out_dir": str(out_dir), "created": report["created"]},
