@@ -261,11 +261,12 @@ def _record(study: optuna.Study, top: int, summary: dict[str, Any]) -> None:
     under that ensemble. A kept record of this folder goes: this one replaces it."""
     key = f"ensemble_top{top}"
     folder = summary["out_dir_resolved"]
-    recorded = study.user_attrs.get(key)
+    attrs = study.user_attrs  # read from the store once
+    recorded = attrs.get(key)
     if isinstance(recorded, dict) and recorded.get("out_dir_resolved") not in (None, folder):
         study.set_user_attr(f"{key}:{recorded['out_dir_resolved']}", recorded)
     study.set_user_attr(key, summary)
-    if f"{key}:{folder}" in study.user_attrs:
+    if f"{key}:{folder}" in attrs:
         delete_study_attr(study, f"{key}:{folder}")
 
 

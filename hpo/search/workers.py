@@ -216,11 +216,12 @@ def _search(
     # A copy of the study's database without its artifacts/ would store new checkpoints
     # beside it while its trials' stay in the original's folder (which gc then mistakes).
     config = own_artifacts(config, study, writes=True)
-    if study.get_trials(deepcopy=False, states=_STARTED) or not alone:
+    started = bool(study.get_trials(deepcopy=False, states=_STARTED))
+    if started or not alone:
         # Started trials bind the study's settings; so does a run of this machine that is
         # preparing it (no trial started yet), which recorded its own.
         check_settings(study, config)
-    if not study.get_trials(deepcopy=False, states=_STARTED):
+    if not started:
         # No trial has run: this run's settings are the study's (a run that stopped on a typo
         # before any trial binds nothing). Recorded now, so that a run started beside this one
         # with other settings (another backend) finds them when it checks again below.
