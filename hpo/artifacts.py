@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import logging
 import os
 import re
@@ -50,6 +49,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from hpo._lock import exclusive_lock
 from hpo.command_options import add_study_arguments, open_study, positive_int
 from hpo.contract import Attr
 from hpo.errors import ConfigError, HpoError
@@ -400,28 +400,15 @@ def collect_garbage(
         dry_run: Only say what would be removed.
     """
     with contextlib.ExitStack() as turn:
-        if not dry_run:
-            turn.enter_context(_collection_turn(store))
+        if not dry_run and isinstance(store, FileSystemArtifactStore):
+            # The collections of a file-system store take turns (a lock file in its folder):
+            # one that found another's recorded removals with their files still there took
+            # them for a stopped collection's, and undid the record of one a reader had begun
+            # to hold while the other went on deleting its file (the study then named a
+            # checkpoint that was gone). A folder this user cannot write in is not locked.
+            with contextlib.suppress(OSError):
+                turn.enter_context(exclusive_lock(Path(store._base_path) / _COLLECTION_LOCK))
         return _collect(study, store, keep, dry_run=dry_run)
-
-
-@contextlib.contextmanager
-def _collection_turn(store: ArtifactStore) -> Iterator[None]:
-    """The collections of a file-system store take turns (a lock file in its folder): one
-    that found another's recorded removals with their files still there took them for a
-    stopped collection's, and undid the record of one a reader had begun to hold while the
-    other went on deleting its file (the study then named a checkpoint that was gone)."""
-    if not isinstance(store, FileSystemArtifactStore):
-        yield
-        return
-    try:
-        held = open(Path(store._base_path) / _COLLECTION_LOCK, "ab")  # noqa: SIM115
-    except OSError:  # a folder this user cannot write in: a dry run's, or a failing one
-        yield
-        return
-    with held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        yield
 
 
 def _collect(study: optuna.Study, store: ArtifactStore, keep: int, *, dry_run: bool) -> Collection:

@@ -18,7 +18,6 @@ those joining from another folder, take no turns with these; there, as with Optu
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 from typing import TYPE_CHECKING
 
@@ -28,14 +27,13 @@ from hpo.search.progress import FINISHED
 from hpo.store import sqlite_file
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
     from typing import IO
 
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["SearchRun", "StartTurn", "lock_file", "searched_here", "turn"]
+__all__ = ["SearchRun", "StartTurn", "lock_file", "searched_here"]
 
 LOCK_NAME = ".trial-start.lock"
 # Held, shared, by every search run of the study on this machine for the run's life.
@@ -49,15 +47,6 @@ def lock_file(storage_url: str, study_dir: Path, name: str = LOCK_NAME) -> Path:
     if database is not None:
         return database.resolve().with_name(f"{database.name}{name}")
     return study_dir / name
-
-
-@contextlib.contextmanager
-def turn(path: Path) -> Iterator[None]:
-    """The turn at `path` (the trial-start lock) for what two runs of this machine must not
-    do at once: failing a dead worker's trials and queueing them again (each queued them)."""
-    with open(path, "ab") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        yield
 
 
 class SearchRun:

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from hpo._env import VERBOSE_VAR, env_flag
+from hpo._lock import exclusive_lock
 from hpo._output import dropped
 from hpo._stop import signals_held
 from hpo.artifacts import KeepBest
@@ -65,7 +66,7 @@ from hpo.search.recovery import (
     retire_retries,
     sweep_dead_local_trials,
 )
-from hpo.search.turns import RUN_LOCK_NAME, SearchRun, StartTurn, lock_file, turn
+from hpo.search.turns import RUN_LOCK_NAME, SearchRun, StartTurn, lock_file
 from hpo.store import open_artifact_store, open_storage, redact_url, redacted_repr
 from hpo.study import (
     KERAS_SETTINGS,
@@ -229,7 +230,7 @@ def _search(
     for note in check_space_drift(study, space):
         print(f"note: {note}")
     # One run at a time: two that found the same dead worker's trial each queued it again.
-    with turn(lock_file(config.storage_url, config.study_dir)):
+    with exclusive_lock(lock_file(config.storage_url, config.study_dir)):
         swept = sweep_dead_local_trials(study)
     if swept:
         print(f"Trials {swept} were left RUNNING by a worker that died; marked FAIL and re-queued.")
