@@ -40,10 +40,11 @@ TEST_FRACTION = 0.2
 # in a larger one the hash's share is close to `fraction`, and left as it falls.
 SMALL_CLASS = 20
 # How a test split is held out, recorded in the caches of data prepared with one, so that data
-# held out under other rules are prepared again (3: copies on one side in folders, and in tables
-# by the text as the tokenizer sees it, a table's groups that share a text as one; 2: a small
+# held out under other rules are prepared again (4: texts that differ only in whitespace are
+# copies too; 3: copies on one side in folders, and in tables by the text as the tokenizer
+# sees it, a table's groups that share a text as one; 2: a small
 # class's share capped, a table row's copies with its first; before: the hash alone).
-HOLDOUT_RULES = 3
+HOLDOUT_RULES = 4
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 

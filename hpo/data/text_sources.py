@@ -51,7 +51,7 @@ from hpo.data.layout import (
 )
 from hpo.data.provenance import given_origin, origin_fix
 from hpo.data.text_tables import LABEL_RULES, TABLES, TextColumns, read_columns, read_table
-from hpo.data.tokenizer import standardize
+from hpo.data.tokenizer import as_tokens
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -313,9 +313,10 @@ def _folder_rows(
 
 
 def _copy_key(path: Path, encoding: str) -> str:
-    """What makes two text files copies: their text as the tokenizer sees it (case and
-    punctuation aside); bytes not of `encoding` (counted when the file is read) as U+FFFD."""
-    return standardize(path.read_bytes().decode(encoding, errors="replace"))
+    """What makes two text files copies: their text as the tokenizer sees it (case,
+    punctuation and whitespace aside); bytes not of `encoding` (counted when the file is read)
+    as U+FFFD."""
+    return as_tokens(path.read_bytes().decode(encoding, errors="replace"))
 
 
 def _warn_no_texts(folder: Path) -> None:
@@ -356,11 +357,12 @@ def _held_out_rows(
 ) -> list[int]:
     """The rows of a table without a test table that make `split`: whole groups if it has
     them (groups that share a text as one), else about `fraction` of each label's rows, a
-    row's copies (the same text, case and punctuation aside, as the tokenizer sees it) on the
-    side of its first: copies on both sides would score the test set on rows trained on."""
+    row's copies (the same text as the tokenizer sees it: case, punctuation and whitespace
+    aside) on the side of its first: copies on both sides would score the test set on rows
+    trained on."""
     # Each row by its text as the tokenizer sees it; a row without one (dropped later) by its
     # position.
-    keys: list[str | int] = [(text and standardize(text)) or i for i, text in enumerate(texts)]
+    keys: list[str | int] = [(text and as_tokens(text)) or i for i, text in enumerate(texts)]
     if groups is not None:
         joined = joined_groups(groups, [k if isinstance(k, str) else None for k in keys])
         held_groups = held_out_groups(joined, fraction)

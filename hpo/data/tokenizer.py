@@ -78,6 +78,15 @@ def standardize(text: str) -> str:
     return text.encode().translate(_LOWER, _PUNCTUATION).decode()
 
 
+def as_tokens(text: str) -> str:
+    """`text` as the tokenizer sees it: standardized, its tokens joined by one space each.
+
+    Two texts that differ only in case, ASCII punctuation or whitespace (a trailing newline,
+    Windows line ends, a doubled space) give the same.
+    """
+    return " ".join(split(standardize(text)))
+
+
 def split(text: str) -> list[str]:
     """Splits on runs of the six ASCII whitespace characters, as `tf.strings.split` does.
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hpo.data import text_sources as ts
-from hpo.data.tokenizer import standardize
+from hpo.data.tokenizer import as_tokens
 from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -303,16 +303,16 @@ def test_a_table_without_test_path_holds_out_a_share_of_each_label(
     train, test = ts.read_texts(doubled, "train"), ts.read_texts(doubled, "test")
     assert not set(train.texts) & set(test.texts)
     assert len(train.texts) + len(test.texts) == 300 and 40 <= len(test.texts) <= 80
-    # Copies as the tokenizer sees them (case and punctuation aside) too; and groups that
-    # share a text are held out as one (the same review under two authors).
-    rows = {"text": [f"Text {i % 150}!" if i >= 150 else f"text {i}" for i in range(300)]}
+    # Copies as the tokenizer sees them (case, punctuation and whitespace aside) too; and
+    # groups that share a text are held out as one (the same review under two authors).
+    rows = {"text": [f"Text  {i % 150}!\r\n" if i >= 150 else f"text {i}" for i in range(300)]}
     rows.update(label=["x", "y"] * 150, author=[f"a{i}" for i in range(300)])
     spelled = write_table(tmp_path / "spelled.csv", rows)
     for columns in (ts.TextColumns(), ts.TextColumns(group="author")):
         train = ts.read_texts(spelled, "train", columns=columns)
         test = ts.read_texts(spelled, "test", columns=columns)
-        seen = {text.lower().strip("!") for text in train.texts}
-        assert test.texts and not {text.lower().strip("!") for text in test.texts} & seen
+        seen = {as_tokens(text) for text in train.texts}
+        assert test.texts and not {as_tokens(text) for text in test.texts} & seen
         assert len(train.texts) + len(test.texts) == 300
     with pytest.raises(DataError, match=r"test table .*nope\.csv.*missing"):
         ts.read_texts(table, "test", test_path=tmp_path / "nope.csv")
@@ -326,11 +326,12 @@ def test_copies_in_a_folder_of_class_folders_are_held_out_together(tmp_path: Pat
         (root / label).mkdir(parents=True)
         for i in range(60):
             (root / label / f"{i:02d}.txt").write_text(f"{label} words {i}")
-            (root / label / f"{i:02d} (copy).TXT").write_text(f"{label.upper()} words, {i}!")
+            copy = f"{label.upper()} words,\t{i}!\n"
+            (root / label / f"{i:02d} (copy).TXT").write_text(copy)
     train = ts.read_texts(root, "train")
     test = ts.read_texts(root, "test", classes=train.classes)
-    seen = {standardize(text) for text in train.texts}
-    assert test.texts and not {standardize(text) for text in test.texts} & seen
+    seen = {as_tokens(text) for text in train.texts}
+    assert test.texts and not {as_tokens(text) for text in test.texts} & seen
     assert len(train.texts) + len(test.texts) == 240
 
 

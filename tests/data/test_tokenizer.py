@@ -146,6 +146,18 @@ def test_split_on_the_six_ascii_whitespace_characters_only() -> None:
     assert tk.split(ASCII_WHITESPACE) == []
 
 
+def test_as_tokens_is_the_same_for_texts_the_tokenizer_encodes_the_same() -> None:
+    # Two texts are copies to the held-out split when they give the same token ids.
+    texts = ["Great  movie!\r\n", "great movie", "\tGREAT\vmovie...", "great movies"]
+    vocabulary = tk.build_vocabulary(texts, max_tokens=None)
+    ids = [tuple(row) for row in tk.encode(texts, vocabulary, 8)]
+    keys = [tk.as_tokens(text) for text in texts]
+    assert keys[:3] == ["great movie"] * 3 and keys[3] == "great movies"
+    assert [a == b for a in ids for b in ids] == [a == b for a in keys for b in keys]
+    assert tk.as_tokens(UNICODE_WHITESPACE) == UNICODE_WHITESPACE  # not whitespace to Keras
+    assert tk.as_tokens(" \t!?\n") == ""
+
+
 @pytest.mark.parametrize(("max_tokens", "max_len"), [(None, 16), (12, 3), (3, 5), (40, 1)])
 def test_vocabulary_and_ids_match_text_vectorization(max_tokens: int | None, max_len: int) -> None:
     encoded = TRICKY + UNSEEN
