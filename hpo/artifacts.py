@@ -473,7 +473,16 @@ def artifact_bytes(config: StudyConfig, study: optuna.Study) -> int | None:
         if (artifact := stored_id(trial.user_attrs.get(attr))) is not None
     }
     # The study's own uploads: each ensemble's report.json.
-    stored.update(meta.artifact_id for meta in get_all_artifact_meta(study))
+    try:
+        uploads = [meta.artifact_id for meta in get_all_artifact_meta(study)]
+    except (ValueError, TypeError, KeyError):  # a record not Optuna's: JSON, or its keys
+        uploads = []
+        _log.warning(
+            "the study's records of its uploads (its 'artifacts:' system attributes) are not "
+            "all Optuna's; their files are not counted. The study's database was changed by "
+            "hand or by another program."
+        )
+    stored.update(artifact for upload in uploads if (artifact := stored_id(upload)) is not None)
     return sum(store.size(artifact) for artifact in stored)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from hpo._paths import expand_user
 from hpo.backend import Backend  # noqa: TC001 (typing.get_type_hints reads it at run time)
 from hpo.budget import parse_duration
 from hpo.data.holdout import TEST_FRACTION
@@ -524,7 +525,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
             if isinstance(data.get(key), str) and data[key].strip():
                 # Absolute, as the study records them: a command run from another folder, or
                 # on the study's database alone, reads the same files.
-                data = {**data, key: str((path.parent / Path(data[key]).expanduser()).resolve())}
+                expanded = expand_user(data[key], f"the study file's data.{key}")
+                data = {**data, key: str((path.parent / expanded).resolve())}
         raw["data"] = data
     # A relative SQLite file and artifact folder are the study file's too, as its data are:
     # from another folder, the same study file must find the same study.
@@ -536,7 +538,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
             raw["storage"] = f"{sqlite_url(folder)}/{Path(file).name}{query}{rest}"
     artifacts = raw.get("artifacts")
     if isinstance(artifacts, str) and artifacts and not artifacts.startswith(S3_SCHEME):
-        folder = Path(artifacts).expanduser()
+        folder = expand_user(artifacts, "the study file's artifacts")
         raw["artifacts"] = str(
             folder if folder.is_absolute() else _beside(path, folder, "artifacts")
         )
@@ -586,7 +588,7 @@ def config_to_dict(config: StudyConfig) -> dict[str, Any]:
         # A relative path names a file in the folder the search runs in, which a reader of
         # the study elsewhere does not know.
         if isinstance(value := data["data"].get(key), str):
-            data["data"][key] = str(Path(value).expanduser().resolve())
+            data["data"][key] = str(expand_user(value, f"data.{key}").resolve())
     data.pop("import_families", None)
     data.pop("hypermodel", None)
     if data.get("storage"):
@@ -620,7 +622,7 @@ def _is_text_codec(name: object) -> bool:
         "a".encode(str(name))  # LookupError for an unknown codec or a bytes one ("base64")
     except UnicodeError:
         pass  # a text codec that has no "a"
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
         return False
     return isinstance(name, str)
 

@@ -177,6 +177,14 @@ def test_a_studys_artifact_bytes_count_its_own_files_where_studies_share_a_folde
     )
     assert artifact_bytes(config, study) == 2000
     assert artifact_bytes(config, other) == 5000
+    # A study changed by hand: an upload's record naming a path (Optuna refused it with a
+    # ValueError, which stopped hpo status and hpo gc), then one that is not Optuna's JSON.
+    system = other._storage.set_study_system_attr
+    record = {"artifact_id": "../../x", "filename": "r", "mimetype": "x", "encoding": None}
+    system(other._study_id, "artifacts:../../x", json.dumps(record))
+    assert artifact_bytes(config, other) == 5000
+    system(other._study_id, "artifacts:bad", "{not json")
+    assert artifact_bytes(config, other) == 5000
     shutil.rmtree(tmp_path / "artifacts")
     assert artifact_bytes(config, study) is None
 

@@ -123,6 +123,16 @@ def test_only_a_budget_with_the_unlimited_trial_count_has_no_trial_limit(tmp_pat
             r"'data.encoding' must be a text encoding Python knows, such as 'utf-8', 'cp1252'",
         ),
         ('name = "s"\n[data]\nencoding = "base64"\n', r"'data.encoding' must be a text"),
+        ('name = "s"\n[data]\nencoding = "utf-8\\u0000"\n', r"'data.encoding' must be a text"),
+        # Python's bare RuntimeError("Could not determine home directory.") before.
+        (
+            'name = "s"\n[data]\npath = "~no_such_user_hpo/x"\n',
+            r"data\.path is '~no_such_user_hpo/x', whose home folder cannot be found",
+        ),
+        (
+            'name = "s"\nartifacts = "~no_such_user_hpo/a"\n',
+            r"artifacts is '~no_such_user_hpo/a', whose home folder cannot be found",
+        ),
     ],
 )
 def test_bad_study_files_name_the_key_and_value(tmp_path: Path, text: str, message: str) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from hpo._paths import expand_user
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.holdout import TEST_FRACTION, held_out_root, held_out_side
@@ -121,7 +122,7 @@ def locate_images(
         (given_origin(study_path, "the study file's data.path"), study_path),
     ):
         if value is not None:
-            return _check_source(Path(value).expanduser(), origin, env_var)
+            return _check_source(expand_user(value, origin), origin, env_var)
     fix = f"Pass --data PATH, set ${env_var}, or set `[data] path` in the study file"
     if not download:
         raise DataError(f"no image data given. {fix} (a {_LAYOUT} folder or a .tar.gz of one).")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo._paths import expand_user
 from hpo.backend import import_keras
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.layout import hidden, visible_files
@@ -66,7 +67,7 @@ def locate_imdb(data_arg: str | Path | None, study_path: str | Path | None) -> P
         (given_origin(study_path, "the study file's data.path"), study_path),
     ):
         if value is not None:
-            return _check_source(Path(value).expanduser(), origin)
+            return _check_source(expand_user(value, origin), origin)
     keras = import_keras()
 
     try:

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from hpo._paths import expand_user
 from hpo.errors import ConfigError, OtherData
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ def locate_source(task: Task, config: StudyConfig, data: str | None, study: optu
         return task.locate(config, data)
     given = study.user_attrs.get(GIVEN_ATTR)
     if given is not False:
-        named = Path(config.data.path).expanduser().resolve() if config.data.path else None
+        path = config.data.path
+        named = expand_user(path, "data.path").resolve() if path else None
         if named is not None and named != Path(recorded).resolve():
             how = (
                 "which its search was given (--data)"
@@ -201,7 +203,8 @@ def source_given(
     recorded = recorded_source(study)
     if recorded is None or Path(recorded).resolve() != source.resolve():
         return False
-    if config.data.path and Path(config.data.path).expanduser().resolve() == source.resolve():
+    path = config.data.path
+    if path and expand_user(path, "data.path").resolve() == source.resolve():
         return False
     given = study.user_attrs.get(GIVEN_ATTR)
     return given if isinstance(given, bool) else None

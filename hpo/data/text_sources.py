@@ -18,11 +18,11 @@ import tarfile
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpo._paths import expand_user
 from hpo.data.archives import open_archive, zip_hint
 from hpo.data.encodings import (
     ENCODING,
@@ -56,6 +56,7 @@ from hpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
 __all__ = [
     "ENCODING",
@@ -137,7 +138,7 @@ def locate_texts(data_arg: str | Path | None, study_path: str | Path | None) -> 
         (given_origin(study_path, "the study file's data.path"), study_path),
     ):
         if value is not None:
-            path = Path(value).expanduser()
+            path = expand_user(value, origin)
             if _kind(path) is None:
                 what = "is not " + _KINDS if path.exists() else "does not exist"
                 fix = f"Fix the path given by --data, ${ENV_VAR} or the study file's data.path."

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import tarfile
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from hpo.data import images, imdb, text_sources
-from hpo.errors import DataError
+from hpo.errors import ConfigError, DataError
 from tests.data.test_images import write_folder as write_images
 from tests.data.test_text_sources import COUNTS
 from tests.data.test_text_sources import write_folder as write_texts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 
 READERS: dict[str, Callable[[Path], object]] = {
@@ -107,3 +107,10 @@ def test_a_zip_given_as_data_is_named_with_how_to_unpack_it(tmp_path: Path, task
     with pytest.raises(DataError) as raised:
         LOCATORS[task](tmp_path / "notes.bin")
     assert ".zip" not in str(raised.value)
+
+
+@pytest.mark.parametrize("task", sorted(LOCATORS))
+def test_data_under_an_unknown_users_home_is_named_as_such(task: str) -> None:
+    # `--data '~nosuchuser/x'` stopped with Python's bare RuntimeError and its traceback.
+    with pytest.raises(ConfigError, match=r"--data is '~no_such_user_hpo/x', whose home folder"):
+        LOCATORS[task](Path("~no_such_user_hpo/x"))
