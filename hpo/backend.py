@@ -105,9 +105,27 @@ def claim_backend(backend: Backend) -> None:
             f"{loaded}, and Keras cannot switch backends in a running process. Start a new "
             f"process with {BACKEND_VAR}={backend.value} (in a notebook: restart the kernel)."
         )
+    if loaded is None:
+        _check_installed(backend)
     global _claimed
     _claimed = (given_backend_var() or None, backend.value)
     os.environ[BACKEND_VAR] = backend.value
+
+
+def _check_installed(backend: Backend) -> None:
+    """Raises ConfigError unless the backend's package is installed: the backend may be an
+    ensemble's record (its report.json), and Keras would import a module of that name from the
+    working directory (first on the import path of `python -m hpo...`) as readily."""
+    from hpo.models.external import installed_package
+
+    if not installed_package(backend.value):
+        raise ConfigError(
+            f"this runs on Keras's {backend.value} backend, and {backend.value} is not "
+            f"installed here (a module of that name outside the installed packages is never "
+            f"imported). Install it (pip install {backend.value}), or use another backend: "
+            f"[training] backend in the study file or ${BACKEND_VAR} for a study; an ensemble "
+            f"loads on the backend it was exported on."
+        )
 
 
 # What `claim_backend` last found in $KERAS_BACKEND and wrote over it, or None.

@@ -192,6 +192,9 @@ def documented_storage(url: str) -> bool:
         # of whatever distributions the import path holds, the working directory's included.
         if parsed.drivername not in _DOCUMENTED_NAMES:
             return False
+        # Nor a plugin: SQLAlchemy loads the `?plugin=NAME` of a URL from those entry points.
+        if {"plugin", "plugins"} & {key.lower() for key in parsed.query}:
+            return False
         module = _DOCUMENTED_DRIVERS.get(parsed.get_dialect().driver)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError):
         return False
@@ -836,14 +839,19 @@ def open_artifact_store(location: str | Path, *, create: bool = True) -> Artifac
             f"artifact store {text!r} is not a bucket: use s3://BUCKET (artifact ids are the "
             f"object keys)."
         )
+    from hpo.models.external import installed_package
+
+    needs = f"artifact store {text!r} needs boto3, which is not installed: pip install -e '.[s3]'."
+    # Only an installed one: the location may be the study's record, and a boto3.py in the
+    # working directory (on the import path of `python -m hpo...`) would be found first.
+    if not installed_package("boto3"):
+        raise StoreError(needs)
     try:
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError
         from optuna.artifacts import Boto3ArtifactStore
     except ImportError as exc:
-        raise StoreError(
-            f"artifact store {text!r} needs boto3, which is not installed: pip install -e '.[s3]'."
-        ) from exc
+        raise StoreError(needs) from exc
     client = boto3.client("s3")
     try:
         client.head_bucket(Bucket=bucket)

@@ -80,6 +80,26 @@ def test_keras_loaded_with_another_backend_is_a_clear_error() -> None:
     ), result.stderr[-2000:]
 
 
+def test_a_backend_outside_the_installed_packages_is_never_imported(tmp_path: Path) -> None:
+    # An export's report.json names the backend its ensemble loads on: `python -m hpo.predict`
+    # ran the working directory's jax.py (first on the import path), then a traceback.
+    (tmp_path / "jax.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    code = (
+        "import sys; sys.path.insert(0, '')\n"
+        "from hpo.backend import Backend, use_backend\n"
+        "try:\n"
+        "    use_backend(Backend.JAX)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "print('keras' in sys.modules)\n"
+    )
+    result = _python(code, tmp_path)
+    assert result.stdout.startswith(
+        "ConfigError this runs on Keras's jax backend, and jax is not installed here"
+    ), result.stderr[-2000:]
+    assert result.stdout.endswith("False\n") and not (tmp_path / "ran").exists()
+
+
 def test_a_search_from_python_with_keras_loaded_on_another_backend_names_the_study_setting(
     fake_imdb: Path, tmp_path: Path
 ) -> None:

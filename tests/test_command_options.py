@@ -79,6 +79,9 @@ def test_a_study_the_report_names_but_that_cannot_be_opened_asks_for_its_file(
         "mysql+pymysql://u@127.0.0.1:1/db",
         "postgresql+psycopg2://hpo@db.example/hpo",  # a driver hpo does not install
         "sqlite+pysqlcipher:///flowers.db",
+        # A SQLAlchemy plugin, found among the entry points of the working directory's
+        # distributions (a folder evil-1.0.dist-info).
+        "sqlite:///flowers.db?plugin=evil",
     ],
 )
 def test_a_report_never_chooses_a_database_driver_to_import(
@@ -91,9 +94,13 @@ def test_a_report_never_chooses_a_database_driver_to_import(
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     ran = tmp_path / "ran"
-    for driver in ("pymysql", "psycopg2", "sqlcipher3", "pysqlcipher3"):
+    for driver in ("pymysql", "psycopg2", "sqlcipher3", "pysqlcipher3", "evilmod"):
         monkeypatch.delitem(sys.modules, driver, raising=False)
         (tmp_path / f"{driver}.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    plugin = tmp_path / "evil-1.0.dist-info"
+    plugin.mkdir()
+    (plugin / "METADATA").write_text("Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n")
+    (plugin / "entry_points.txt").write_text("[sqlalchemy.plugins]\nevil = evilmod:Plugin\n")
     folder = _ensemble(tmp_path, "flowers", storage)
     with pytest.raises(ConfigError, match="which hpo does not open for a file") as raised:
         open_ensemble_study(_flags(), folder)

@@ -358,3 +358,22 @@ def test_a_study_missing_behind_the_storage_proxy_names_the_proxys_address() -> 
     finally:
         server.stop(None)
     assert f"no study named 'nosuch' in grpc://127.0.0.1:{port}." in str(missing.value)
+
+
+def test_an_s3_location_never_imports_a_boto3_outside_the_installed_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The location may be the study's record; `python -m hpo.gc --storage ... --study-name ...`
+    # ran the working directory's boto3.py (on the import path first).
+    import sys
+
+    from hpo.store import open_artifact_store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "boto3", raising=False)
+    ran = tmp_path / "ran"
+    (tmp_path / "boto3.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    with pytest.raises(StoreError, match=r"'s3://bucket' needs boto3, which is not installed"):
+        open_artifact_store("s3://bucket")
+    assert not ran.exists()
