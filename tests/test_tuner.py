@@ -1302,6 +1302,38 @@ def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
     assert "KerasTuner would take as the objective" in caplog.text
 
 
+def test_a_fit_that_scores_the_model_after_model_fit_trains_as_it_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The stand-in model hpo reads a fit's arguments with gave 0.0 from evaluate and zeros of
+    # one column from predict: the unpacking below stopped the search with a ConfigError.
+    import keras
+    import keras_tuner
+    from keras import layers
+
+    class Scored(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential(
+                [layers.Dense(hp.Int("units", 4, 8, step=4), activation="relu"), layers.Dense(2)]
+            )
+            model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            model.fit(x, y, validation_data=validation_data, **kwargs)
+            loss, *_ = model.evaluate(*validation_data, verbose=0)
+            scores = model.predict(validation_data[0], verbose=0)[:, 1]
+            return float(loss + 0 * scores.sum())
+
+    x, y = _data(120, 0)
+    tuner = hpo.Tuner(Scored(), max_trials=1, directory=tmp_path, pruner="none")
+    with caplog.at_level("WARNING", logger="hpo"):
+        tuner.search(x, y, validation_data=_data(40, 1), epochs=1, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 1
+    assert "returns a score of the trained model, which KerasTuner would take" in caplog.text
+
+
 @pytest.mark.slow
 def test_multi_label_rows_train_sigmoid_outputs_ranked_by_their_logged_accuracy(
     tmp_path: Path,

@@ -236,8 +236,18 @@ class _TrainsItself(AttributeError):
     passing it to `model.fit`: it trains it in a loop of its own."""
 
 
+class _ScoresItself(Exception):
+    """The hypermodel's `fit` uses the model after `model.fit`: it scores it itself
+    (KerasTuner's custom objective), which hpo does not read."""
+
+
 class _FitRecorder:
-    """Stands in for the model in a hypermodel's `fit`, to read the arguments it passes."""
+    """Stands in for the model in a hypermodel's `fit`, to read the arguments it passes.
+
+    After `model.fit`, any use of the model ends the fit (`_ScoresItself`): what a fit does
+    then (`loss, acc = model.evaluate(...)`, `model.predict(x)[:, 1]`) needs a trained model,
+    which the stand-in's answers are not.
+    """
 
     def __init__(self) -> None:
         self.args: tuple[Any, ...] = ()
@@ -247,22 +257,28 @@ class _FitRecorder:
     def fit(self, *args: Any, **kwargs: Any) -> None:
         self.args, self.kwargs, self.fitted = args, kwargs, True
 
+    def _used(self, what: str) -> Exception:
+        return _ScoresItself(what) if self.fitted else _TrainsItself(what)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise _TrainsItself("the model is called")
+        raise self._used("the model is called")
 
     def __getattr__(self, name: str) -> Any:
         # Only for what the stand-in lacks: `model.trainable_variables` of a training loop.
         if name.startswith("__"):
             raise AttributeError(name)
-        raise _TrainsItself(f"model.{name} is read")
+        raise self._used(f"model.{name} is read")
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        """Zeros, one a row: a `fit` that scores the model itself after training (KerasTuner's
-        custom objective) runs to its end; what it returns is not used."""
+        """Zeros, one a row, before `model.fit` (a fit that looks at the untrained model)."""
+        if self.fitted:
+            raise _ScoresItself("model.predict")
         first = next(iter(x.values())) if isinstance(x, dict) else x
         return np.zeros((len(first), 1), dtype=np.float32)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> float:
+        if self.fitted:
+            raise _ScoresItself("model.evaluate")
         return 0.0
 
     def data(self) -> dict[str, Any]:
@@ -427,13 +443,9 @@ class HyperModelFamily:
             kwargs.setdefault("callbacks", [])
         try:
             returned = fit(self._hp, recorder, x, y, **given, **kwargs)
+        except _ScoresItself:
+            returned = _ScoresItself  # what it would return is the score it computes
         except _TrainsItself:
-            if recorder.fitted:
-                raise ConfigError(
-                    f"family {self.name!r}: its fit(hp, model, x, y, **kwargs) calls model.fit "
-                    f"and uses the model otherwise besides; hpo trains the model either with "
-                    f"model.fit, or in the fit's own training loop (no model.fit)."
-                ) from None
             # KerasTuner's custom training loop: the trial runs the fit with the model.
             self.trains_itself = True
             own = self.fit_kwargs.get("callbacks")
@@ -476,13 +488,14 @@ class HyperModelFamily:
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y", "validation_data"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
-        if isinstance(returned, (int, float, dict, np.number)):
+        if returned is _ScoresItself or isinstance(returned, (int, float, dict, np.number)):
+            what = "a score of the trained model" if returned is _ScoresItself else repr(returned)
             _log.warning(
-                "family %s: its fit returns %r, which KerasTuner would take as the objective; "
+                "family %s: its fit returns %s, which KerasTuner would take as the objective; "
                 "hpo ranks trials by the study's objective instead, as Keras logs it while "
                 "the model trains (hpo.Tuner(objective=...) names one)",
                 self.name,
-                returned,
+                what,
             )
         passed = {
             k: v
