@@ -891,10 +891,12 @@ class Tuner:
     def get_best_models(self, num_models: int = 1) -> list[keras.Model]:
         """The best trials' models at their best epoch, best first, as KerasTuner gives them.
 
-        The hypermodel builds each again from its trial's hyperparameters, compiled as the
-        trial compiled it (its own way, an `accuracy` metric added; or, left uncompiled, with
-        the trial's optimizer and learning rate and the loss its output needs), and it takes
-        the weights of the trial's best epoch: so `predict` gives what the model gives, and
+        The hypermodel builds each again from its trial's hyperparameters, compiled as it
+        compiles it (its own loss and metrics, so that `loss, auc = model.evaluate(...)` reads
+        as it does in KerasTuner, `accuracy` added where that is the objective and the model
+        has none; or, left uncompiled, as the trial compiled it: the trial's optimizer and
+        learning rate, the loss its output needs and an `accuracy` metric), and it takes the
+        weights of the trial's best epoch: so `predict` gives what the model gives, and
         `model.evaluate(x_test, y_test)` takes labels in the form the model's loss takes, which
         may not be the form `search` took (it converts either): one-hot rows for
         `categorical_crossentropy`, class indices for `sparse_categorical_crossentropy`.
@@ -1311,8 +1313,10 @@ def _trained(
     study: Study, trial: FrozenTrial, task: Task, data: TrialData, context: Mapping[str, Any]
 ) -> keras.Model:
     """A trial's model with the weights of its best epoch: built again by the hypermodel and
-    compiled as the trial compiled it, or, where it does not build the same model again, the
-    stored model (with a warning naming why)."""
+    compiled as it compiled it (or, left uncompiled, as the trial did), or, where it does not
+    build the same model again, the stored model (with a warning naming why)."""
+    from hpo.training.interface import compile_as_built
+
     # Built first: a class that build_model defines inside itself exists only then, and the
     # stored model holds it.
     model, why = _rebuilt(
@@ -1323,6 +1327,7 @@ def _trained(
     if model is not None:
         model, why = _with_weights(model, stored, data.x_val[:_PROBE_ROWS])
     if model is not None:
+        compile_as_built(model, study.config.training.objective)
         return model
     gives = (
         "the predicted targets, compiled for the mean squared error"

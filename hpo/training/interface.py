@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "Output",
     "Padding",
     "check_padding",
+    "compile_as_built",
     "compile_model",
     "member_model",
     "members_model",
@@ -659,18 +661,46 @@ def compile_model(
     model.compile(optimizer=make_optimizer(), loss=loss, metrics=[accuracy])
 
 
+# The compile arguments of the models `recompile` changed, as their builders gave them, and
+# the accuracy metric it added.
+_BUILT_AS: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], Any]] = weakref.WeakKeyDictionary()
+
+
 def recompile(model: keras.Model, accuracy: keras.metrics.Metric | str) -> None:
     """Compiles a compiled model again as it was (its optimizer, loss, loss weights and other
     metrics), with `accuracy` in place of any accuracy metric of its own."""
     config = dict(getattr(getattr(model, "_compile_config", None), "config", {}) or {})
+    _BUILT_AS[model] = (config, accuracy)
     own = [m for m in (config.get("metrics") or []) if not _is_accuracy(m)]
+    _compile_as(model, config, metrics=[*own, accuracy])
+
+
+def compile_as_built(model: keras.Model, objective: str) -> None:
+    """Compiles `model` again as its builder compiled it, where `recompile` changed that: its
+    own metrics, so that `model.evaluate` gives what its code expects (`loss, auc =
+    model.evaluate(...)`), as KerasTuner's `get_best_models` does; hpo's accuracy metric
+    stays only where it is the `objective` and the model has none of its own. A model its
+    builder left uncompiled keeps hpo's compilation."""
+    built = _BUILT_AS.pop(model, None)
+    if built is None:
+        return
+    config, accuracy = built
+    metrics = list(config.get("metrics") or [])
+    if objective.removeprefix("val_") == "accuracy" and not any(map(_is_accuracy, metrics)):
+        metrics.append(accuracy)
+    # [] for none: Keras keeps a model's earlier metrics where compile is given None.
+    _compile_as(model, config, metrics=metrics)
+
+
+def _compile_as(model: keras.Model, config: dict[str, Any], metrics: Any) -> None:
     model.compile(
         optimizer=model.optimizer,
         loss=model.loss,
         loss_weights=config.get("loss_weights"),
-        metrics=[*own, accuracy],
+        metrics=metrics,
         weighted_metrics=config.get("weighted_metrics"),
         run_eagerly=bool(config.get("run_eagerly", False)),
+        steps_per_execution=config.get("steps_per_execution", 1),
         jit_compile=config.get("jit_compile", "auto"),
     )
 
