@@ -630,11 +630,29 @@ def _dataset_kind(data: Any) -> str | None:
     return None
 
 
+def _check_batched(tf: Any, data: Any, what: str) -> None:
+    """Raises DataError where a tf.data dataset's elements are single examples: no part of
+    them has an unknown first dimension (`.batch(n)` gives one) and their first dimensions
+    differ (an image (32, 32, 3) beside a one-hot label (10,)), which read as batches gave
+    a wrong count of examples, or none of the inputs' where one part is a scalar."""
+    shapes = [spec.shape for spec in tf.nest.flatten(data.element_spec)]
+    if any(shape.rank is None or (shape.rank and shape[0] is None) for shape in shapes):
+        return
+    firsts = {shape[0] if shape.rank else None for shape in shapes}
+    if len(firsts) > 1:
+        shown = tf.nest.map_structure(lambda spec: tuple(spec.shape), data.element_spec)
+        raise DataError(
+            f"{what}: the dataset yields single examples (shapes {shown}), not batches, which "
+            f"Keras's fit takes: batch it, dataset.batch(32)."
+        )
+
+
 def _batches(data: Any, what: str) -> Any:
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
         if data.cardinality() == tf.data.INFINITE_CARDINALITY:
             raise DataError(f"{what}: the dataset repeats forever; remove its .repeat().")
+        _check_batched(tf, data, what)
         drawn = _random_ops(data)
         if drawn:
             warnings.warn(

@@ -110,6 +110,24 @@ def test_several_inputs_that_do_not_fit_together_are_refused_naming_the_input() 
         )
 
 
+def test_a_dataset_of_single_examples_is_refused_naming_how_to_batch_it() -> None:
+    # KerasTuner's custom training loop guide passes search() unbatched datasets: an image
+    # beside a one-hot label read as a batch of 32 inputs and 10 labels.
+    import tensorflow as tf
+
+    images = np.zeros((40, 32, 32, 3), np.uint8)
+    one_hot = np.eye(10, dtype=np.float32)[np.arange(40) % 10]
+    examples = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    with pytest.raises(DataError, match=r"x: the dataset yields single examples \(shapes \(\(32, "):
+        split_arrays(examples, None, validation_split=0.25)
+    with pytest.raises(DataError, match=r"validation_data: the dataset yields single examples"):
+        split_arrays(examples.batch(8), None, validation_data=examples)
+    # Batched, with a known batch size too (drop_remainder), it reads.
+    for batched in (examples.batch(8), examples.batch(8, drop_remainder=True)):
+        split = split_arrays(batched, None, validation_split=0.25)
+        assert len(split.x_train) + len(split.x_val) == 40
+
+
 def test_datasets_of_dict_inputs_are_read_once_and_batched_back_as_dicts() -> None:
     import tensorflow as tf
 
