@@ -55,10 +55,18 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check hpo tests benchmarks docs/hooks.py
 	$(BIN)/mypy
 
-unit: $(STAMP) $(BENCH_PACKAGES)/.installed
+unit: $(STAMP) $(BENCH_PACKAGES)/.installed $(TORCH)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not e2e"
 
-test: lint $(BENCH_PACKAGES)/.installed  ## Lint, type-check and run every test
+# PyTorch, for the PyTorch backend's tests: its CPU build (on Linux the default wheel is a
+# CUDA build of several GB), installed where no torch is (CI's is installed before).
+TORCH := $(VENV)/.torch-installed
+$(TORCH): $(STAMP)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet \
+		torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+	touch $@
+
+test: lint $(BENCH_PACKAGES)/.installed $(TORCH)  ## Lint, type-check and run every test
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 # Material for MkDocs prints a notice about MkDocs 2 on every build unless told not to.

@@ -303,7 +303,7 @@ def write_study(
     return path
 
 
-def _real_data(path: Path, name: str, variable: str) -> Path:
+def real_data(path: Path, name: str, variable: str) -> Path:
     if not path.is_file():
         if os.environ.get("CI"):
             pytest.fail(f"real {name} data missing at {path}; CI must provide ../shared/data/")
@@ -314,13 +314,13 @@ def _real_data(path: Path, name: str, variable: str) -> Path:
 @pytest.fixture
 def real_imdb() -> Path:
     """The shared real IMDB archive; fails in CI if it is missing, skips elsewhere."""
-    return _real_data(REAL_IMDB, "IMDB", "HPO_IMDB_PATH")
+    return real_data(REAL_IMDB, "IMDB", "HPO_IMDB_PATH")
 
 
 @pytest.fixture
 def real_cifar10() -> Path:
     """The shared real CIFAR-10 JPEG archive; fails in CI if it is missing, skips elsewhere."""
-    return _real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH")
+    return real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH")
 
 
 def _real_subset(archive: Path, folder: Path, keep: Callable[[str, bytes], bytes | None]) -> Path:
@@ -354,7 +354,7 @@ def _imdb_subset(folder: Path, per_class: dict[str, int]) -> Path:
             return b"".join(content.splitlines(keepends=True)[: per_class[found[1]]])
         return content if name == "aclImdb/README" else None
 
-    return _real_subset(_real_data(REAL_IMDB, "IMDB", "HPO_IMDB_PATH"), folder, keep)
+    return _real_subset(real_data(REAL_IMDB, "IMDB", "HPO_IMDB_PATH"), folder, keep)
 
 
 def _cifar10_subset(folder: Path, per_class: dict[str, int]) -> Path:
@@ -365,7 +365,7 @@ def _cifar10_subset(folder: Path, per_class: dict[str, int]) -> Path:
         found = image.match(name)
         return content if found is not None and int(found[2]) < per_class[found[1]] else None
 
-    return _real_subset(_real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH"), folder, keep)
+    return _real_subset(real_data(REAL_CIFAR10, "CIFAR-10", "HPO_CIFAR10_PATH"), folder, keep)
 
 
 @pytest.fixture(scope="session")
