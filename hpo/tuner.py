@@ -557,7 +557,7 @@ class Tuner:
         """Runs the search, or continues the study's: trials until it holds `max_trials` or
         its budget is spent.
 
-        The data are written once per study into its folder (`data/arrays-<fingerprint>/`)
+        The data are written once per study into its folder (`cache/arrays-<fingerprint>/`)
         and memory-mapped by every trial (the same examples reordered, as an unseeded shuffle
         gives them, are that first copy); a `tf.data.Dataset`, `keras.utils.PyDataset` or
         torch `DataLoader` is read once, as one epoch of `fit` would read it, into arrays first.
