@@ -12,6 +12,7 @@ hpo does not run.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +147,7 @@ def trial_hyperparameters(
             with `hp.get(name)` as in the trial (`hp.get("input_shape")`), and not among
             `values`.
     """
-    from hpo.models.hypermodel import GivenHyperParameters, declared_name
+    from hpo.models.hypermodel import GivenHyperParameters, declare, declared_name
 
     hp = GivenHyperParameters(given)
     own = {k: v for k, v in trial.params.items() if k != "family"}
@@ -160,6 +161,15 @@ def trial_hyperparameters(
     recorded = trial.user_attrs.get(Attr.HYPERPARAMETERS)
     if isinstance(recorded, dict):  # the store's data: anything else is left out
         hp.values.update(recorded)
+    # Their space, as KerasTuner's hold it (`hp.space`, `get_config()`): each sampled one as
+    # its distribution gives it (its conditions aside), the others as fixed values.
+    for name, distribution in trial.distributions.items():
+        if name in own:
+            declare(hp, declared_name(name.removeprefix(f"{family}/")), distribution)
+    for name, value in (recorded if isinstance(recorded, dict) else {}).items():
+        if isinstance(name, str) and name not in {p.name for p in hp.space}:
+            with contextlib.suppress(ValueError, TypeError):
+                hp.Fixed(name, value)
     return hp
 
 

@@ -148,6 +148,16 @@ def test_a_tuner_searches_arrays_ensembles_them_and_resumes(
     best = max(trials, key=lambda t: t.value)
     assert best_hp[0].values["units"] == best.params["units"]
     assert best_hp[0].values["learning_rate"] == best.params["build_model/learning_rate"]
+    # Their space too, as KerasTuner's hold it (it was empty): the ranges build_model
+    # declared, and a round trip through get_config keeps the values.
+    import keras_tuner
+
+    space = {p.name: p for p in best_hp[0].space}
+    assert sorted(space) == ["learning_rate", "units"]
+    assert (space["units"].min_value, space["units"].max_value, space["units"].step) == (4, 16, 4)
+    assert list(space["learning_rate"].values) == [0.03, 0.01]
+    again = keras_tuner.HyperParameters.from_config(best_hp[0].get_config())
+    assert again.values == best_hp[0].values
     # KerasTuner's oracle, as scripts read it: tuner.oracle.get_best_trials(1)[0].score.
     oracle = tuner.oracle
     assert (oracle.objective.name, oracle.objective.direction) == ("val_accuracy", "max")

@@ -24,6 +24,7 @@ types: an `Int` is an `int` (KerasTuner's log grid holds floats), a `Float` a `f
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
@@ -101,6 +102,30 @@ def declared_name(name: str) -> str:
     """The name a KerasTuner parameter was declared with, from its Optuna name (`optuna_name`):
     `units[model=cnn]` is `units`, `units[0]` stays `units[0]`."""
     return _SCOPE_SUFFIX.sub("", name)
+
+
+def declare(hp: keras_tuner.HyperParameters, name: str, distribution: BaseDistribution) -> None:
+    """Declares in `hp` the KerasTuner hyperparameter that `distribution` samples (the inverse
+    of `to_distribution`; a log-stepped grid comes back as a Choice of its values), keeping
+    the value `hp` holds; where KerasTuner has none (choices of several types), nothing."""
+    with contextlib.suppress(ValueError, TypeError):
+        if isinstance(distribution, CategoricalDistribution):
+            choices = list(distribution.choices)
+            if sorted(choices, key=repr) == [False, True] and all(type(c) is bool for c in choices):
+                hp.Boolean(name)
+            elif len(choices) == 1:
+                hp.Fixed(name, choices[0])
+            else:
+                hp.Choice(name, choices)
+        elif isinstance(distribution, IntDistribution):
+            step = None if distribution.log else distribution.step
+            sampling = "log" if distribution.log else "linear"
+            hp.Int(name, distribution.low, distribution.high, step=step, sampling=sampling)
+        elif isinstance(distribution, FloatDistribution):
+            sampling = "log" if distribution.log else "linear"
+            hp.Float(
+                name, distribution.low, distribution.high, step=distribution.step, sampling=sampling
+            )
 
 
 def to_distribution(hp: Any) -> BaseDistribution:

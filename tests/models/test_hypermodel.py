@@ -18,6 +18,7 @@ from hpo.models.hypermodel import (
     HyperModelFamily,
     OptunaHyperParameters,
     as_hypermodel,
+    declare,
     to_distribution,
 )
 from hpo.models.portable import family_name
@@ -66,6 +67,20 @@ TYPES = {
     "boolean": bool,
     "fixed": str,
 }
+
+
+def test_each_distribution_declares_the_kerastuner_parameter_that_maps_back_to_it() -> None:
+    # get_best_hyperparameters() gave values with an empty space.
+    hp = keras_tuner.HyperParameters()
+    held = {name: i for i, name in enumerate(EXPECTED)}  # a trial's values, whatever they are
+    hp.values.update(held)
+    for name, distribution in EXPECTED.items():
+        declare(hp, name, distribution)
+    assert {p.name: to_distribution(p) for p in hp.space} == EXPECTED
+    assert hp.values == held  # the values held stay
+    mixed = keras_tuner.HyperParameters()
+    declare(mixed, "mixed", CategoricalDistribution([1, "a"]))  # none in KerasTuner: left out
+    assert mixed.space == []
 
 
 def test_every_kind_maps_to_its_distribution_and_the_sampled_values_reach_build() -> None:
