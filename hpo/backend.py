@@ -105,7 +105,7 @@ def claim_backend(backend: Backend) -> None:
             f"{loaded}, and Keras cannot switch backends in a running process. Start a new "
             f"process with {BACKEND_VAR}={backend.value} (in a notebook: restart the kernel)."
         )
-    if loaded is None:
+    if loaded is None and backend is not Backend.TENSORFLOW:  # Keras imports TensorFlow anyway
         _check_installed(backend)
     global _claimed
     _claimed = (given_backend_var() or None, backend.value)
@@ -116,16 +116,28 @@ def _check_installed(backend: Backend) -> None:
     """Raises ConfigError unless the backend's package is installed: the backend may be an
     ensemble's record (its report.json), and Keras would import a module of that name from the
     working directory (first on the import path of `python -m hpo...`) as readily."""
+    import importlib.util
+
     from hpo.models.external import installed_package
 
-    if not installed_package(backend.value):
-        raise ConfigError(
-            f"this runs on Keras's {backend.value} backend, and {backend.value} is not "
-            f"installed here (a module of that name outside the installed packages is never "
-            f"imported). Install it (pip install {backend.value}), or use another backend: "
-            f"[training] backend in the study file or ${BACKEND_VAR} for a study; an ensemble "
-            f"loads on the backend it was exported on."
-        )
+    if installed_package(backend.value):
+        return
+    try:
+        spec = importlib.util.find_spec(backend.value)
+    except (ImportError, ValueError):
+        spec = None
+    where = (
+        ""
+        if spec is None or not spec.origin
+        else f" (a {backend.value} at {spec.origin}, outside the installed packages, is never "
+        f"imported: the working directory's, or a folder on the import path)"
+    )
+    raise ConfigError(
+        f"this runs on Keras's {backend.value} backend, and {backend.value} is not installed "
+        f"here{where}. Install it (pip install {backend.value}), or use another backend: "
+        f"[training] backend in the study file or ${BACKEND_VAR} for a study; an ensemble "
+        f"loads on the backend it was exported on."
+    )
 
 
 # What `claim_backend` last found in $KERAS_BACKEND and wrote over it, or None.

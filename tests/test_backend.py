@@ -95,8 +95,9 @@ def test_a_backend_outside_the_installed_packages_is_never_imported(tmp_path: Pa
     )
     result = _python(code, tmp_path)
     assert result.stdout.startswith(
-        "ConfigError this runs on Keras's jax backend, and jax is not installed here"
-    ), result.stderr[-2000:]
+        f"ConfigError this runs on Keras's jax backend, and jax is not installed here (a jax "
+        f"at {tmp_path / 'jax.py'}, outside the installed packages, is never imported"
+    ), result.stdout + result.stderr[-2000:]
     assert result.stdout.endswith("False\n") and not (tmp_path / "ran").exists()
 
 
