@@ -162,10 +162,11 @@ def trial_hyperparameters(
     if isinstance(recorded, dict):  # the store's data: anything else is left out
         hp.values.update(recorded)
     # Their space, as KerasTuner's hold it (`hp.space`, `get_config()`): each sampled one as
-    # its distribution gives it (its conditions aside), the others as fixed values.
-    for name, distribution in trial.distributions.items():
-        if name in own:
-            declare(hp, declared_name(name.removeprefix(f"{family}/")), distribution)
+    # its distribution gives it (its conditions aside), the others as fixed values; the first
+    # declared of a name stays, so the hypermodel's own range wins here too.
+    for name in sorted(own, key=lambda name: "/" not in name):
+        if name in trial.distributions:
+            declare(hp, declared_name(name.removeprefix(f"{family}/")), trial.distributions[name])
     for name, value in (recorded if isinstance(recorded, dict) else {}).items():
         if isinstance(name, str) and name not in {p.name for p in hp.space}:
             with contextlib.suppress(ValueError, TypeError):
