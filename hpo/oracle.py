@@ -153,24 +153,24 @@ def trial_hyperparameters(
     own = {k: v for k, v in trial.params.items() if k != "family"}
     # A parameter of the hypermodel's own is named as it declared it, without the family
     # prefix (`build_model/learning_rate`) or scope (`units[model=cnn]`), and wins over an hpo
-    # training parameter of the same name.
-    for name, value in sorted(own.items(), key=lambda item: "/" in item[0]):
-        hp.values[declared_name(name.removeprefix(f"{family}/"))] = value
+    # training parameter of the same name: it comes first, and the first of a name stays. Each
+    # is declared as its distribution gives it (its conditions aside), so that `hp.space` and
+    # `get_config()` hold it, as KerasTuner's do.
+    for name in sorted(own, key=lambda name: "/" not in name):
+        declared = declared_name(name.removeprefix(f"{family}/"))
+        hp.values.setdefault(declared, own[name])
+        declare(hp, declared, trial.distributions[name])
     # What the hypermodel used that Optuna never sampled: fixed values, and the defaults of
-    # parameters left out of the search (a trial of an earlier version recorded none).
+    # parameters left out of the search (a trial of an earlier version recorded none),
+    # declared as fixed values.
     recorded = trial.user_attrs.get(Attr.HYPERPARAMETERS)
     if isinstance(recorded, dict):  # the store's data: anything else is left out
         hp.values.update(recorded)
-    # Their space, as KerasTuner's hold it (`hp.space`, `get_config()`): each sampled one as
-    # its distribution gives it (its conditions aside), the others as fixed values; the first
-    # declared of a name stays, so the hypermodel's own range wins here too.
-    for name in sorted(own, key=lambda name: "/" not in name):
-        if name in trial.distributions:
-            declare(hp, declared_name(name.removeprefix(f"{family}/")), trial.distributions[name])
-    for name, value in (recorded if isinstance(recorded, dict) else {}).items():
-        if isinstance(name, str) and name not in {p.name for p in hp.space}:
-            with contextlib.suppress(ValueError, TypeError):
-                hp.Fixed(name, value)
+        in_space = {p.name for p in hp.space}
+        for name, value in recorded.items():
+            if isinstance(name, str) and name not in in_space:
+                with contextlib.suppress(ValueError, TypeError):
+                    hp.Fixed(name, value)
     return hp
 
 
