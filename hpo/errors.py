@@ -15,6 +15,7 @@ __all__ = [
     "HpoError",
     "OneValueOutput",
     "OtherData",
+    "ReturnsObjective",
     "SearchStopped",
     "StoreError",
     "TrialProcessDied",
@@ -59,6 +60,12 @@ class WiderOutput(ConfigError):
     def __init__(self, message: str, units: int = 0) -> None:
         super().__init__(message)  # the message only: it pickles with `units` (see DiskFull)
         self.units = units
+
+
+class ReturnsObjective(ConfigError):
+    """A hypermodel's `fit` returns the value to rank its trial by, and hpo.Tuner was given no
+    objective: as KerasTuner does (its `DefaultObjective`), the search minimizes that value
+    instead (`hpo.Tuner.search`)."""
 
 
 class OtherData(ConfigError):

@@ -71,6 +71,9 @@ if TYPE_CHECKING:
 __all__ = ["Tuner"]
 
 OBJECTIVE = "val_accuracy"
+# KerasTuner's objective when it is given none: the value the hypermodel's `fit` returns,
+# minimized (its `DefaultObjective`).
+DEFAULT_OBJECTIVE = "default_objective"
 # KerasTuner's default when neither a trial count nor a budget is given (its RandomSearch's).
 _DEFAULT_TRIALS = 10
 # Arguments of `search` that reach `model.fit` (through the hypermodel's `fit`, if it has one).
@@ -290,7 +293,10 @@ class Tuner:
             direction that of the Keras metric or loss of that name (R², F1, IoU, AUC and
             correlations maximized, errors and losses minimized), or for a metric of your own
             a `keras_tuner.Objective(name, direction)`. Early stopping, each trial's best
-            epoch, pruning, the best trials and the ensemble's candidates follow it.
+            epoch, pruning, the best trials and the ensemble's candidates follow it. A
+            hypermodel's `fit` that returns a score (KerasTuner's custom objective) gives its
+            value: left out, the number it returns is minimized ("default_objective"), as in
+            KerasTuner; a dict it returns is ranked by the key the objective names.
         max_trials: Finished trials the study should hold, across runs (default 10 without a
             budget, else as many as the budget allows).
         budget: Wall-clock budget of the whole study across runs, data writing included
@@ -600,7 +606,7 @@ class Tuner:
         import numpy as np
 
         from hpo.data.in_memory import split_arrays
-        from hpo.errors import OneValueOutput, WiderOutput
+        from hpo.errors import OneValueOutput, ReturnsObjective, WiderOutput
 
         check_not_starting_child("hpo.Tuner.search")
         sample_weight = fit_kwargs.pop("sample_weight", None)
@@ -638,43 +644,68 @@ class Tuner:
         # An earlier search's model had room for more classes than the labels hold (below).
         classes = int(searched.get("classes", 0))
         given = self.config
-        try:
-            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs, classes)
-        except WiderOutput as exc:
-            # A softmax of 10 units, and labels 0 to 5: classes the data lacks, which Keras and
-            # KerasTuner train as they are. The study is made anew for that many classes.
+        # What the check before the first trial finds (`hpo.search.workers`) may change how the
+        # study reads the labels or ranks its trials, as KerasTuner would have: each such finding
+        # makes the study anew, at most once each.
+        found: set[type[Exception]] = set()
+        while True:
+            try:
+                summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs, classes)
+                break
+            except (WiderOutput, OneValueOutput, ReturnsObjective) as exc:
+                if type(exc) in found or (isinstance(exc, OneValueOutput) and not arrays.numbered):
+                    raise
+                found.add(type(exc))
+                finding = exc
             self.config = given
-            largest = int(max(np.max(arrays.y_train), np.max(arrays.y_val)))
-            self._forget_unstarted_study(
-                f"the model's output has room for {exc.units} classes and the labels' largest "
-                f"id is {largest}"
-            )
-            if verbose:
-                print(
-                    f"The model gives {exc.units} class scores an example, and the labels' "
-                    f"largest class id is {largest}: the study has {exc.units} classes, "
-                    f"{largest + 1} to {exc.units - 1} without examples."
+            if isinstance(finding, WiderOutput):
+                # A softmax of 10 units, and labels 0 to 5: classes the data lacks, which Keras
+                # and KerasTuner train as they are. The study is made anew for that many classes.
+                largest = int(max(np.max(arrays.y_train), np.max(arrays.y_val)))
+                self._forget_unstarted_study(
+                    f"the model's output has room for {finding.units} classes and the labels' "
+                    f"largest id is {largest}"
                 )
-            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs, exc.units)
-        except OneValueOutput:
-            if not arrays.numbered:
-                raise
-            # Whole numbers, and a model of one output: regression targets (ages, counts,
-            # prices in whole units), which KerasTuner would fit as they are. Read them again
-            # as targets, in a study made anew (the check runs before any trial).
-            self.config = given
-            self._forget_unstarted_study(
-                "the model gives one value an example, so y's whole numbers are regression targets"
-            )
-            arrays = split_arrays(
-                x, y, validation_data, validation_split, sample_weight, targets=True
-            )
-            if verbose:
-                print(
-                    "The model gives one value an example, and y holds whole numbers: they are "
-                    "read as regression targets."
+                if verbose:
+                    print(
+                        f"The model gives {finding.units} class scores an example, and the "
+                        f"labels' largest class id is {largest}: the study has {finding.units} "
+                        f"classes, {largest + 1} to {finding.units - 1} without examples."
+                    )
+                classes = finding.units
+            elif isinstance(finding, OneValueOutput):
+                # Whole numbers, and a model of one output: regression targets (ages, counts,
+                # prices in whole units), which KerasTuner would fit as they are. Read them
+                # again as targets, in a study made anew (the check runs before any trial).
+                self._forget_unstarted_study(
+                    "the model gives one value an example, so y's whole numbers are regression "
+                    "targets"
                 )
-            summary = self._run(arrays, epochs, callbacks, verbose, fit_kwargs)
+                arrays = split_arrays(
+                    x, y, validation_data, validation_split, sample_weight, targets=True
+                )
+                if verbose:
+                    print(
+                        "The model gives one value an example, and y holds whole numbers: they "
+                        "are read as regression targets."
+                    )
+                classes = 0
+            else:
+                # KerasTuner's DefaultObjective: given no objective, it minimizes the value
+                # the hypermodel's fit returns. The study, made for hpo's default objective
+                # before the check found that, is made anew to minimize it.
+                self._forget_unstarted_study(
+                    "the hypermodel's fit returns the value to minimize",
+                    otherwise="ranked by another objective",
+                )
+                self._rank_by_returned_value()
+                if verbose:
+                    print(
+                        f"The hypermodel's fit returns a score, and no objective was given: "
+                        f"the search minimizes that score, as KerasTuner does (objective "
+                        f"{DEFAULT_OBJECTIVE!r})."
+                    )
+            given = self.config
         if verbose:
             best = (
                 f"best trial {summary.best_number}: {summary.objective} {summary.best_value:.4f}"
@@ -706,6 +737,8 @@ class Tuner:
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
 
+        if not self._objective_given and self._recorded_objective() == DEFAULT_OBJECTIVE:
+            self._rank_by_returned_value()  # as an earlier search of the project found
         training = self.config.training
         targets = is_targets(arrays.y_train)
         if targets and fit_kwargs.get("class_weight") is not None:
@@ -747,10 +780,15 @@ class Tuner:
         # A dataset's batches are the batch size the user chose, as `fit` would train on them;
         # `batch_size=` and the hypermodel's own `fit` come first (else hpo searches it).
         defaults = {"batch_size": arrays.batch_size} if arrays.batch_size else {}
+        # Given no objective, a hypermodel's fit that returns a score ranks by it, minimized
+        # (KerasTuner's DefaultObjective): the check before the first trial says so
+        # (`ReturnsObjective`), and the search starts anew to minimize it.
+        unsettled = not self._objective_given and training.objective != DEFAULT_OBJECTIVE
+        overrides = {**self._overrides, "default_objective": True} if unsettled else self._overrides
         self.config = dataclasses.replace(
             self.config,
             hypermodel=PortableHypermodel(
-                self._hypermodel, fit, self._declared, defaults, self._overrides
+                self._hypermodel, fit, self._declared, defaults, overrides
             ),
             data=DataConfig(path=str(folder.resolve())),
             training=training,
@@ -820,12 +858,33 @@ class Tuner:
             else {}
         )
 
-    def _forget_unstarted_study(self, why: str) -> None:
+    def _recorded_objective(self) -> str | None:
+        """The objective the project's study ranks its trials by, as its search recorded it;
+        None before its first search."""
+        study = self._existing_study()
+        recorded = study.user_attrs.get("hpo_config") if study is not None else None
+        training = recorded.get("training") if isinstance(recorded, dict) else None
+        objective = training.get("objective") if isinstance(training, dict) else None
+        return objective if isinstance(objective, str) else None
+
+    def _rank_by_returned_value(self) -> None:
+        """Ranks the trials by the value the hypermodel's fit returns, minimized: KerasTuner's
+        objective when it is given none."""
+        training = dataclasses.replace(
+            self.config.training, objective=DEFAULT_OBJECTIVE, direction=Direction.MIN
+        )
+        self.config = dataclasses.replace(self.config, training=training)
+
+    def _forget_unstarted_study(
+        self, why: str, otherwise: str = "that read the labels otherwise"
+    ) -> None:
         """Deletes the project's study (and its copy of the data) before a search starts it
-        anew on other labels; one with a trial that ran is kept, and the search refused.
+        anew on other labels (or to rank by another objective); one with a trial that ran is
+        kept, and the search refused.
 
         Args:
-            why: How the labels are to be read now, for the message.
+            why: How the labels are to be read now (or the trials ranked), for the message.
+            otherwise: What the trials that ran did otherwise, for the message.
 
         Raises:
             ConfigError: A trial of the study ran on the labels as first read.
@@ -842,8 +901,8 @@ class Tuner:
         ran = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
         if ran:
             raise ConfigError(
-                f"{why}, but study {self.config.name!r} holds {len(ran)} trial(s) that read "
-                f"the labels otherwise: start anew with overwrite=True or another project_name."
+                f"{why}, but study {self.config.name!r} holds {len(ran)} trial(s) {otherwise}: "
+                f"start anew with overwrite=True or another project_name."
             )
         source = study.user_attrs.get(SOURCE_ATTR)
         storage = open_storage(self.config.storage_url, create=False)

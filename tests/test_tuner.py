@@ -1274,13 +1274,9 @@ def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it
     assert np.mean(batches) == pytest.approx(best.value, rel=1e-4)
 
 
-@pytest.mark.slow
-def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """KerasTuner's guide, "Custom objective in HyperModel.fit": `fit(hp, model, x, y,
-    validation_data, **kwargs)` trains and returns a float. It is given validation_data as
-    KerasTuner gives it; hpo ranks by the study's objective and says so before any trial."""
+def _hyper_regressor(returns: Callable[[Any, Any], Any]) -> Any:
+    """KerasTuner's guide, "Custom objective in HyperModel.fit": a fit that trains, then
+    returns what `returns(y_pred, y_val)` makes of the trained model's validation predictions."""
     import keras
     import keras_tuner
     from keras import layers
@@ -1300,24 +1296,117 @@ def test_a_fit_that_returns_its_own_objective_trains_and_is_told_what_ranks_it(
             model.fit(x, y, **kwargs)
             x_val, y_val = validation_data
             y_pred = model.predict(x_val)
-            return np.mean(np.abs(y_pred - y_val))
+            return returns(y_pred, y_val)
+
+    return HyperRegressor()
+
+
+@pytest.mark.slow
+def test_given_no_objective_a_fit_that_returns_a_float_ranks_its_trials_by_it_minimized(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide's first example: no objective, and the fit returns the validation MAE, which
+    KerasTuner minimizes (its "default_objective"). The trial's value is that of its stored
+    model, which a project opened again goes on searching by."""
+    import optuna
+
+    def mae(y_pred: Any, y_val: Any) -> Any:
+        return np.mean(np.abs(y_pred - y_val))
 
     x, y = _regression_data(200, 0)
     x_val, y_val = _regression_data(50, 1)
-    tuner = hpo.Tuner(HyperRegressor(), max_trials=1, directory=tmp_path)
+    tuner = hpo.Tuner(_hyper_regressor(mae), max_trials=1, directory=tmp_path)
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=2)
+    assert "the search minimizes that score, as KerasTuner does" in capsys.readouterr().out
+    study = tuner.study().optuna_study
+    assert study.direction is optuna.study.StudyDirection.MINIMIZE
+    [trial] = study.get_trials()
+    assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 2
+    history = trial.user_attrs["history"]
+    assert history["default_objective"] == [None, trial.value] and len(history["loss"]) == 2
+    [best] = tuner.get_best_models(1)
+    predicted = np.asarray(best.predict(x_val, verbose=0)).reshape(-1, 1)
+    assert mae(predicted, y_val) == pytest.approx(trial.value, rel=1e-4)
+    again = hpo.Tuner(_hyper_regressor(mae), max_trials=2, directory=tmp_path)
+    again.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
+    third = again.study().optuna_study.get_trials()[-1]
+    assert third.state is TrialState.COMPLETE and "default_objective" in third.user_attrs["metrics"]
+
+
+@pytest.mark.slow
+def test_a_fit_that_returns_a_dict_ranks_by_the_key_the_objective_names_and_records_the_rest(
+    tmp_path: Path,
+) -> None:
+    """The guide's second example: a dict of two scores, ranked by one of them (maximized)."""
+    import keras_tuner
+
+    def scores(y_pred: Any, y_val: Any) -> dict[str, Any]:
+        return {
+            "metric_a": -np.mean(np.abs(y_pred - y_val)),
+            "metric_b": np.mean(np.square(y_pred - y_val)),
+        }
+
+    x, y = _regression_data(200, 0)
+    x_val, y_val = _regression_data(50, 1)
+    tuner = hpo.Tuner(
+        _hyper_regressor(scores),
+        objective=keras_tuner.Objective("metric_a", "max"),
+        max_trials=1,
+        directory=tmp_path,
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    [best] = tuner.get_best_models(1)
+    expected = scores(np.asarray(best.predict(x_val, verbose=0)).reshape(-1, 1), y_val)
+    assert trial.value == pytest.approx(expected["metric_a"], rel=1e-4)
+    assert trial.user_attrs["metrics"]["metric_b"] == pytest.approx(expected["metric_b"], rel=1e-4)
+
+
+def test_a_fit_that_returns_a_dict_without_the_objective_is_told_which_keys_it_holds(
+    tmp_path: Path,
+) -> None:
+    import keras_tuner
+
+    x, y = _regression_data(120, 0)
+    tuner = hpo.Tuner(
+        _hyper_regressor(lambda y_pred, y_val: {"mae": float(np.mean(np.abs(y_pred - y_val)))}),
+        objective=keras_tuner.Objective("metric_a", "min"),
+        max_trials=1,
+        directory=tmp_path,
+    )
+    with pytest.raises(ConfigError, match=r"a dict without 'metric_a' \(its keys: \['mae'\]\)"):
+        tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
+
+
+@pytest.mark.slow
+def test_a_fit_that_returns_a_float_of_a_logged_objective_ranks_by_the_log_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The objective Keras logs (val_loss, given) ranks by its best epoch, as logged: the
+    float the fit returns is not used, and the check before the first trial says so."""
+    x, y = _regression_data(200, 0)
+    x_val, y_val = _regression_data(50, 1)
+    tuner = hpo.Tuner(
+        _hyper_regressor(lambda y_pred, y_val: np.mean(np.abs(y_pred - y_val))),
+        objective="val_loss",
+        max_trials=1,
+        directory=tmp_path,
+    )
     with caplog.at_level("WARNING", logger="hpo"):
         tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
     [trial] = tuner.study().optuna_study.get_trials()
     assert trial.state is TrialState.COMPLETE
     assert trial.value == trial.user_attrs["metrics"]["val_loss"]
-    assert "KerasTuner would take as the objective" in caplog.text
+    assert "KerasTuner would take as the value of the objective 'val_loss'" in caplog.text
 
 
 def test_a_fit_that_scores_the_model_after_model_fit_trains_as_it_is_written(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     # The stand-in model hpo reads a fit's arguments with gave 0.0 from evaluate and zeros of
     # one column from predict: the unpacking below stopped the search with a ConfigError.
+    # Given no objective, what it returns is minimized, as KerasTuner does.
     import keras
     import keras_tuner
     from keras import layers
@@ -1337,12 +1426,50 @@ def test_a_fit_that_scores_the_model_after_model_fit_trains_as_it_is_written(
             return float(loss + 0 * scores.sum())
 
     x, y = _data(120, 0)
+    x_val, y_val = _data(40, 1)
     tuner = hpo.Tuner(Scored(), max_trials=1, directory=tmp_path, pruner="none")
-    with caplog.at_level("WARNING", logger="hpo"):
-        tuner.search(x, y, validation_data=_data(40, 1), epochs=1, verbose=0)
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, verbose=0)
     [trial] = tuner.study().optuna_study.get_trials()
     assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 1
-    assert "returns a score of the trained model, which KerasTuner would take" in caplog.text
+    assert trial.user_attrs["metrics"]["val_loss"] == pytest.approx(trial.value, rel=1e-4)
+
+
+def test_a_fit_that_returns_a_value_read_from_its_history_ranks_by_that_value(
+    tmp_path: Path,
+) -> None:
+    import keras
+    import keras_tuner
+
+    class Lowest(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            units = hp.Int("units", 4, 8, step=4)
+            model = keras.Sequential([keras.layers.Dense(units), keras.layers.Dense(1)])
+            model.compile("adam", "mse")
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            history = model.fit(x, y, validation_data=validation_data, **kwargs)
+            return min(history.history["val_loss"])
+
+    x, y = _regression_data(120, 0)
+    tuner = hpo.Tuner(Lowest(), max_trials=1, directory=tmp_path)
+    tuner.search(x, y, validation_data=_regression_data(40, 1), epochs=2, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert trial.value == pytest.approx(min(trial.user_attrs["history"]["val_loss"]), rel=1e-5)
+
+
+def test_a_fit_that_uses_the_model_after_fitting_it_and_returns_nothing_is_told_to_return(
+    tmp_path: Path,
+) -> None:
+    """Given no objective, a fit that looks like KerasTuner's custom objective (it uses the
+    model after model.fit) but returns nothing is told what to return, as KerasTuner would."""
+    x, y = _regression_data(120, 0)
+    tuner = hpo.Tuner(
+        _hyper_regressor(lambda y_pred, y_val: None), max_trials=1, directory=tmp_path
+    )
+    with pytest.raises(ConfigError, match="returned no value of the objective 'default_objective'"):
+        tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
 
 
 @pytest.mark.slow

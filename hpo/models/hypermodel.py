@@ -266,6 +266,17 @@ class _ScoresItself(Exception):
     (KerasTuner's custom objective), which hpo does not read."""
 
 
+class _RecordedHistory:
+    """What the stand-in's `fit` returns in place of Keras's `History`: a fit that reads it
+    (`return min(history.history["val_loss"])`) scores the trained model (`_ScoresItself`);
+    one that returns it is a fit as Keras's."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _ScoresItself(f"the History model.fit returns is read (history.{name})")
+
+
 class _FitRecorder:
     """Stands in for the model in a hypermodel's `fit`, to read the arguments it passes.
 
@@ -279,8 +290,9 @@ class _FitRecorder:
         self.kwargs: dict[str, Any] = {}
         self.fitted = False
 
-    def fit(self, *args: Any, **kwargs: Any) -> None:
+    def fit(self, *args: Any, **kwargs: Any) -> _RecordedHistory:
         self.args, self.kwargs, self.fitted = args, kwargs, True
+        return _RecordedHistory()
 
     def _used(self, what: str) -> Exception:
         return _ScoresItself(what) if self.fitted else _TrainsItself(what)
@@ -335,7 +347,9 @@ class HyperModelFamily:
         fit_defaults: `model.fit` arguments for what neither `fit_kwargs` nor the hypermodel's
             own `fit` sets: the batch size of the dataset `hpo.Tuner.search` was given.
         overrides: `hpo.Tuner(optimizer=, loss=, metrics=, max_model_size=)`, as KerasTuner's
-            tuners take them, applied to each model built (`override_compile`).
+            tuners take them, applied to each model built (`override_compile`); and
+            `default_objective`, where the Tuner was given no objective: a fit that returns a
+            score is then what ranks the trials, as in KerasTuner (`ReturnsObjective`).
     """
 
     SPACE: Mapping[str, BaseDistribution] = {}
@@ -368,6 +382,10 @@ class HyperModelFamily:
         # Its `fit` trains the model in a loop of its own, not through `model.fit`: found by
         # `fit_arguments`, and then the trial runs it (`train_own`).
         self.trains_itself = False
+        # What its `fit` returns as the trial's score (KerasTuner's custom objective: a number,
+        # a dict of them, or what it computes with the trained model), said for people; None
+        # where it returns none (a History, or nothing). Found by `fit_arguments`.
+        self.returns_score: str | None = None
 
     def suggest(self, trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> dict[str, Any]:
         """Nothing up front: the hypermodel declares its space while it builds."""
@@ -449,8 +467,10 @@ class HyperModelFamily:
         parameters are read), given the training inputs and labels, and `validation_data`, as
         KerasTuner gives them (`fit(hp, model, x, y, validation_data, **kwargs)` and
         `fit(hp, model, *args, **kwargs)` alike); parameters it declares there are sampled like
-        the others. A value it returns (KerasTuner's custom objective) is not used: hpo ranks
-        trials by the study's objective, which Keras logs as the model trains.
+        the others. A fit that returns a score (KerasTuner's custom objective: a number or a
+        dict of them, or what it computes with the model after `model.fit`) sets
+        `returns_score`: where Keras logs no value of the study's objective, the trial runs that
+        fit as it is written and takes the objective's value from what it returns.
 
         Raises:
             ConfigError: The hypermodel's `fit` fails with a stand-in model.
@@ -514,14 +534,8 @@ class HyperModelFamily:
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
         if returned is _ScoresItself or isinstance(returned, (int, float, dict, np.number)):
-            what = "a score of the trained model" if returned is _ScoresItself else repr(returned)
-            _log.warning(
-                "family %s: its fit returns %s, which KerasTuner would take as the objective; "
-                "hpo ranks trials by the study's objective instead, as Keras logs it while "
-                "the model trains (hpo.Tuner(objective=...) names one)",
-                self.name,
-                what,
-            )
+            scored = "a score of the trained model" if returned is _ScoresItself else None
+            self.returns_score = scored or exception_text(repr(returned), 80)
         passed = {
             k: v
             for k, v in recorder.kwargs.items()

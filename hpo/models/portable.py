@@ -73,7 +73,8 @@ class PortableHypermodel:
         fit_defaults: `model.fit` arguments the data imply (a dataset's `batch_size`), for
             what neither `fit_kwargs` nor the hypermodel's own `fit` sets.
         overrides: The Tuner's `optimizer`, `loss`, `metrics` and `max_model_size` (KerasTuner's),
-            applied to each model the hypermodel builds.
+            applied to each model the hypermodel builds; and `default_objective`, where the
+            Tuner was given no objective (see `HyperModelFamily`).
 
     Raises:
         ConfigError: The hypermodel (or a callback) cannot be pickled, naming the cause.

@@ -35,7 +35,7 @@ from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
 from hpo.disk import raise_if_study_full, writing
-from hpo.errors import ConfigError, HpoError, kerastuner_signals
+from hpo.errors import ConfigError, HpoError, ReturnsObjective, kerastuner_signals
 from hpo.models import is_builtin
 from hpo.models.external import register_user_objects, uses_user_classes
 from hpo.precision import Precision, global_policy, resolve_precision
@@ -272,11 +272,16 @@ def _train_trial(
         # The hypermodel's own fit, read once its model is built (its parameters sampled).
         return _fit_arguments(task, params, data)
 
+    # A hypermodel's fit that returns the trial's score, of an objective Keras does not log
+    # (KerasTuner's custom objective): found once the model is built, and then the trial runs
+    # that fit as it is written, as it runs a training loop of the hypermodel's own.
+    scored = False
+
     def trains_itself() -> bool:
         # A hypermodel's fit that trains the model in a loop of its own (with its own
         # optimizer, batches as it likes): hpo's training settings would be left unused.
         fit_arguments()
-        return bool(getattr(task.families[family], "trains_itself", False))
+        return scored or bool(getattr(task.families[family], "trains_itself", False))
 
     def ask(name: str) -> Any:
         # A training parameter the search left to this process (see `build_model`).
@@ -288,6 +293,12 @@ def _train_trial(
 
     model, interface = prepare_model(task, params, data, trial, ask)
     fitting = dict(fit_arguments())
+    if getattr(task.families[family], "returns_score", None) and not trains_itself():
+        scored = not check_objective(
+            task, model, interface, data, params, config.training.objective, returned_by_fit=True
+        )
+        if scored:  # the fit passes model.fit what it passes: hpo adds its callbacks alone
+            fitting = {k: v for k, v in fitting.items() if k == "callbacks"}
     if "x" in fitting:  # a hypermodel's fit transformed the inputs: this trial's
         data = dataclasses.replace(data, x_train=fitting.pop("x"))
     own_loop = trains_itself()
@@ -388,6 +399,7 @@ def _train_trial(
                 mode=config.training.mode,
                 checkpoint=checkpoint,
                 callbacks=[clock, *extra],
+                scored=scored,
             )
         else:
             labels = interface.encode_labels(data.y_train, classes)
@@ -505,6 +517,7 @@ def _train_own_loop(
     mode: str,
     checkpoint: Path,
     callbacks: Sequence[keras.callbacks.Callback],
+    scored: bool = False,
 ) -> EpochLogs:
     """Trains a model in its hypermodel's own training loop (KerasTuner's "custom training
     loop" guide: a `fit` that never calls `model.fit`), given hpo's callbacks as KerasTuner
@@ -512,28 +525,38 @@ def _train_own_loop(
     logs={objective: value})`) is logged, checkpointed when best by `objective`, timed and
     reported to the pruner.
 
+    With `scored`, the fit is one that returns the trial's score, of an objective no epoch
+    logs (KerasTuner's custom objective: `model.fit(...)`, then a score of the trained model):
+    its epochs are logged and timed, nothing is checkpointed or pruned by epoch, and the
+    value it returns is the objective's, of its final model.
+
     Returns:
-        The logs of each epoch; a loop that reports none but returns a number (KerasTuner's
-        returned objective) has that value as its one epoch's `objective`, its final model
-        as the checkpoint.
+        The logs of each epoch; a loop that reports no `objective` but returns a number, or a
+        dict that holds it (KerasTuner's returned objective), has that value as its last
+        epoch's `objective`, its final model as the checkpoint.
 
     Raises:
-        ConfigError: The loop reports no epoch and returns no number.
+        ConfigError: The loop reports no `objective` and returns no value of it.
     """
     from hpo.training.callbacks import (
         AtomicModelCheckpoint,
         EpochLogs,
+        PruningCallback,
         RequireMonitor,
         variable_bytes,
     )
 
     logs = EpochLogs()
-    everything = [
-        logs,
-        RequireMonitor(objective),
-        AtomicModelCheckpoint(checkpoint, monitor=objective, mode=mode),
-        *callbacks,
-    ]
+    everything = (
+        [logs, *(c for c in callbacks if not isinstance(c, PruningCallback))]
+        if scored
+        else [
+            logs,
+            RequireMonitor(objective),
+            AtomicModelCheckpoint(checkpoint, monitor=objective, mode=mode),
+            *callbacks,
+        ]
+    )
     for callback in everything:
         callback.set_model(model)
         callback.on_train_begin()
@@ -547,21 +570,51 @@ def _train_own_loop(
     )
     for callback in everything:
         callback.on_train_end()
-    if logs.history:
+    if logs.history and not scored:
         return logs
-    if isinstance(returned, dict):
-        returned = returned.get(objective)
-    if not isinstance(returned, (int, float, np.number)) or not math.isfinite(float(returned)):
+    value = returned.get(objective) if isinstance(returned, dict) else returned
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+        what = (
+            f"a dict without {objective!r} (its keys: {sorted(map(str, returned))})"
+            if isinstance(returned, dict)
+            else type(returned).__name__
+        )
+        how = (
+            "At each epoch's end call callback.on_epoch_end(epoch, logs={"
+            f"{objective!r}: value}}) for each callback, as KerasTuner's custom training loop "
+            "guide does, or return the value."
+            if not scored
+            else "Return the value, or a dict that holds it under that name (KerasTuner's "
+            "custom objective), or give as the objective a metric Keras logs (hpo.Tuner("
+            "objective='val_loss')), or one of the dict's keys (objective=keras_tuner."
+            "Objective('my_score', 'min'))."
+        )
+        did = (
+            "trains the model in a loop of its own, and neither reported an epoch to the "
+            "callbacks it is given nor returned the objective's value"
+            if not scored
+            else "returns the trial's score (Keras logs no value of the objective), and "
+            "returned no value of the objective"
+        )
         raise ConfigError(
-            f"family {family.name!r}: its fit trains the model in a loop of its own, and "
-            f"neither reported an epoch to the callbacks it is given nor returned the "
-            f"objective's value (it returned {type(returned).__name__}). At each epoch's end "
-            f"call callback.on_epoch_end(epoch, logs={{{objective!r}: value}}) for each "
-            f"callback, as KerasTuner's custom training loop guide does, or return the value."
+            f"family {family.name!r}: its fit {did} {objective!r} (it returned {what}). {how}"
+        )
+    if not math.isfinite(float(value)):
+        raise FloatingPointError(
+            f"family {family.name!r}: its fit returned {float(value)} as {objective!r}: the "
+            f"model's weights diverged, or the score divides by zero."
         )
     with writing(checkpoint, variable_bytes(model)):
         model.save(checkpoint)
-    logs.history = {objective: [float(returned)]}
+    epochs = max((len(v) for v in logs.history.values()), default=1)
+    # The other values a returned dict holds (KerasTuner's "metrics to track") are recorded
+    # beside it, at the last epoch, as the values of the final model.
+    scores = dict(returned) if isinstance(returned, dict) else {}
+    scores[objective] = value
+    for name, score in scores.items():
+        if isinstance(score, (int, float, np.number)) and str(name) not in logs.history:
+            logs.history[str(name)] = [math.nan] * (epochs - 1) + [float(score)]
+    logs.history[objective] = [math.nan] * (epochs - 1) + [float(value)]
     return logs
 
 
@@ -794,11 +847,30 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 # it returns, which is warned of) shows before any trial; the batch size it
                 # (or the user's dataset) sets is the one its epochs are priced at.
                 arguments = {} if is_builtin(family) else _fit_arguments(task, params, data)
-                # A training loop of the hypermodel's own logs what it logs as it runs.
-                if not getattr(family, "trains_itself", False):
-                    check_objective(
-                        task, model, interface, data, params, job.config.training.objective
+                returns = getattr(family, "returns_score", None)
+                if returns and getattr(family, "overrides", {}).get("default_objective"):
+                    raise ReturnsObjective(
+                        f"family {params['family']!r}: its fit returns {returns}, the value "
+                        f"KerasTuner minimizes when it is given no objective."
                     )
+                # A training loop of the hypermodel's own logs what it logs as it runs.
+                objective = job.config.training.objective
+                if not getattr(family, "trains_itself", False):
+                    logged = check_objective(
+                        task, model, interface, data, params, objective, returns is not None
+                    )
+                    if returns and logged:
+                        _log.warning(
+                            "family %s: its fit returns %s, which KerasTuner would take as the "
+                            "value of the objective %r; Keras logs %r as the model trains, and "
+                            "hpo ranks each trial by its best epoch's value as logged. To rank "
+                            "by what the fit returns, name it: return {'my_score': value} and "
+                            "give objective=keras_tuner.Objective('my_score', 'min')",
+                            params["family"],
+                            returns,
+                            objective,
+                            objective,
+                        )
                 if not is_builtin(family):
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                     fixed = arguments.get("batch_size")
@@ -818,13 +890,21 @@ def check_objective(
     data: TrialData,
     params: Mapping[str, Any],
     objective: str,
-) -> None:
+    returned_by_fit: bool = False,
+) -> bool:
     """Evaluates the compiled model on a few validation rows to see that Keras logs the
     study's objective (a model compiled without the metric it names would train its trials
     with no best epoch to keep).
 
+    Args:
+        returned_by_fit: The hypermodel's fit returns a score, which stands for an objective
+            Keras does not log (KerasTuner's custom objective).
+
+    Returns:
+        Whether Keras logs the objective; False only with `returned_by_fit`.
+
     Raises:
-        ConfigError: The objective is not logged, naming what is.
+        ConfigError: The objective is not logged (and no fit returns it), naming what is.
     """
     from hpo.training.callbacks import missing_metric
 
@@ -833,7 +913,7 @@ def check_objective(
     )
     family = params["family"]
     if logged_anyway and is_builtin(task.families[family]):
-        return  # every model logs its loss, and hpo adds a classifier's accuracy
+        return True  # every model logs its loss, and hpo adds a classifier's accuracy
     rows = probe_rows(data.y_val)
     classes = int(params.get("classes", 0))
     try:
@@ -856,17 +936,20 @@ def check_objective(
             f"with its loss, or give a model with a train_step of its own a test_step too."
         ) from exc
     if logged_anyway:
-        return
+        return True
     logged = [*logs, *(f"val_{name}" for name in logs)]
-    if objective == task.monitor and objective not in logged:
+    if objective in logged:
+        return True
+    if returned_by_fit:
+        return False
+    if objective == task.monitor:
         raise ConfigError(
             f"the labels are regression targets, and the model logs no accuracy "
             f"({', '.join(sorted(logged))}): choose objective='val_loss' or one of those (or "
             f"leave objective out: the validation loss), or compile the model with "
             f"metrics=['accuracy'] where its targets have one."
         )
-    if objective not in logged:
-        raise ConfigError(missing_metric(objective, sorted(logged)))
+    raise ConfigError(missing_metric(objective, sorted(logged)))
 
 
 def check_round_trip(
