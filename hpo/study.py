@@ -262,6 +262,21 @@ def create_study(
 TRIAL_SETTINGS = ("task", "families", "sampler", "pruner", "training")
 
 
+def _direction_filled(settings: dict[str, Any]) -> dict[str, Any]:
+    """A study's settings (`config_to_dict`) with the training direction filled in from the
+    objective's known direction where it is left out."""
+    from hpo.directions import known_direction
+
+    training = settings.get("training")
+    if not isinstance(training, dict) or training.get("direction") is not None:
+        return settings
+    objective = training.get("objective")
+    known = known_direction(objective) if isinstance(objective, str) else None
+    if known is None:
+        return settings
+    return {**settings, "training": {**training, "direction": known.value}}
+
+
 def check_settings(study: optuna.Study, config: StudyConfig) -> None:
     """Refuses a run whose trial-defining settings differ from those the study recorded.
 
@@ -282,6 +297,9 @@ def check_settings(study: optuna.Study, config: StudyConfig) -> None:
     if isinstance(training, dict) and "backend" not in training:
         recorded = {**recorded, "training": {**training, "backend": "tensorflow"}}
     current = config_to_dict(config)
+    # A direction left out is the objective's own: "val_loss" left to its direction ranks as
+    # "val_loss" given "min" does.
+    recorded, current = _direction_filled(recorded), _direction_filled(current)
     changes = [
         change
         for key in TRIAL_SETTINGS

@@ -737,7 +737,8 @@ class Tuner:
         from hpo.search.workers import run_search
         from hpo.tasks.arrays import save_study_arrays
 
-        if not self._objective_given and self._recorded_objective() == DEFAULT_OBJECTIVE:
+        recorded, ran = self._recorded_objective()
+        if not self._objective_given and recorded == DEFAULT_OBJECTIVE:
             self._rank_by_returned_value()  # as an earlier search of the project found
         training = self.config.training
         targets = is_targets(arrays.y_train)
@@ -782,8 +783,11 @@ class Tuner:
         defaults = {"batch_size": arrays.batch_size} if arrays.batch_size else {}
         # Given no objective, a hypermodel's fit that returns a score ranks by it, minimized
         # (KerasTuner's DefaultObjective): the check before the first trial says so
-        # (`ReturnsObjective`), and the search starts anew to minimize it.
-        unsettled = not self._objective_given and training.objective != DEFAULT_OBJECTIVE
+        # (`ReturnsObjective`), and the search starts anew to minimize it. A study whose trials
+        # ran ranked by another objective (an earlier hpo's) keeps it, as its check says.
+        unsettled = (
+            not self._objective_given and training.objective != DEFAULT_OBJECTIVE and not ran
+        )
         overrides = {**self._overrides, "default_objective": True} if unsettled else self._overrides
         self.config = dataclasses.replace(
             self.config,
@@ -858,14 +862,19 @@ class Tuner:
             else {}
         )
 
-    def _recorded_objective(self) -> str | None:
-        """The objective the project's study ranks its trials by, as its search recorded it;
-        None before its first search."""
+    def _recorded_objective(self) -> tuple[str | None, bool]:
+        """The objective the project's study ranks its trials by, as its search recorded it
+        (None before its first search), and whether any of its trials ran."""
+        from optuna.trial import TrialState
+
         study = self._existing_study()
-        recorded = study.user_attrs.get("hpo_config") if study is not None else None
+        if study is None:
+            return None, False
+        recorded = study.user_attrs.get("hpo_config")
         training = recorded.get("training") if isinstance(recorded, dict) else None
         objective = training.get("objective") if isinstance(training, dict) else None
-        return objective if isinstance(objective, str) else None
+        ran = any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        return (objective if isinstance(objective, str) else None), ran
 
     def _rank_by_returned_value(self) -> None:
         """Ranks the trials by the value the hypermodel's fit returns, minimized: KerasTuner's

@@ -246,6 +246,27 @@ def test_a_minimized_objective_makes_a_minimizing_study_ranked_lowest_first(tmp_
         check_settings(study, StudyConfig(name="s"))
 
 
+def test_a_direction_left_to_the_objective_is_the_same_setting_as_the_one_it_has(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    from hpo.backend import Backend
+    from hpo.config import StudyConfig, TrainingConfig, config_to_dict
+    from hpo.directions import Direction
+    from hpo.study import check_settings, create_study
+
+    def training(objective: str, direction: Direction | None = None) -> TrainingConfig:
+        return TrainingConfig(backend=Backend.TENSORFLOW, objective=objective, direction=direction)
+
+    given = StudyConfig(name="s", training=training("val_loss", Direction.MIN))
+    study = create_study(given, f"sqlite:///{tmp_path / 'study.db'}")
+    study.set_user_attr("hpo_config", config_to_dict(given))
+    check_settings(study, dataclasses.replace(given, training=training("val_loss")))
+    with pytest.raises(ConfigError, match=r"training\.objective: 'val_loss' -> 'loss'"):
+        check_settings(study, dataclasses.replace(given, training=training("loss")))
+
+
 def test_changed_settings_are_named_key_by_key_not_as_whole_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1459,6 +1459,65 @@ def test_a_fit_that_returns_a_value_read_from_its_history_ranks_by_that_value(
     assert trial.value == pytest.approx(min(trial.user_attrs["history"]["val_loss"]), rel=1e-5)
 
 
+def test_a_fit_that_returns_a_score_trains_the_studys_epochs_and_its_own_callbacks_once(
+    tmp_path: Path,
+) -> None:
+    """Run as it is written, with hpo's callbacks among its keyword arguments: given no epochs
+    by the search, it trains the study's max_epochs; a callback it makes itself runs once."""
+    import keras
+    import keras_tuner
+
+    log = tmp_path / "epochs.txt"
+
+    class Counted(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential([keras.layers.Dense(hp.Int("units", 4, 8, step=4))])
+            model.add(keras.layers.Dense(1))
+            model.compile("adam", "mse")
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            class Count(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                    with log.open("a") as file:
+                        file.write(f"{epoch}\n")
+
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), Count()]
+            model.fit(x, y, verbose=0, **kwargs)
+            x_val, y_val = validation_data
+            return float(np.mean(np.abs(model.predict(x_val, verbose=0) - y_val)))
+
+    x, y = _regression_data(120, 0)
+    tuner = hpo.Tuner(Counted(), max_trials=1, max_epochs=3, directory=tmp_path / "projects")
+    tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 3
+    assert log.read_text().split() == ["0", "1", "2"]
+
+
+@pytest.mark.slow
+def test_a_project_whose_trials_ranked_by_a_logged_objective_keeps_it_when_given_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A study an earlier hpo searched, ranked by the validation loss although the fit returns
+    a score, goes on as it was ranked (its trials stay comparable) and says so."""
+
+    def mae(y_pred: Any, y_val: Any) -> Any:
+        return np.mean(np.abs(y_pred - y_val))
+
+    x, y = _regression_data(200, 0)
+    validation = _regression_data(50, 1)
+    first = hpo.Tuner(_hyper_regressor(mae), objective="val_loss", max_trials=1, directory=tmp_path)
+    first.search(x, y, validation_data=validation, epochs=1, verbose=0)
+    again = hpo.Tuner(_hyper_regressor(mae), max_trials=2, directory=tmp_path)
+    with caplog.at_level("WARNING", logger="hpo"):
+        again.search(x, y, validation_data=validation, epochs=1, verbose=0)
+    trials = again.study().optuna_study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(t.value == t.user_attrs["metrics"]["val_loss"] for t in trials)
+    assert "KerasTuner would take as the value of the objective 'val_loss'" in caplog.text
+
+
 def test_a_fit_that_uses_the_model_after_fitting_it_and_returns_nothing_is_told_to_return(
     tmp_path: Path,
 ) -> None:

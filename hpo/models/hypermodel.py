@@ -297,6 +297,20 @@ class _FitRecorder:
     def _used(self, what: str) -> Exception:
         return _ScoresItself(what) if self.fitted else _TrainsItself(what)
 
+    # What a fit may do with the model around `model.fit` that neither trains nor scores it
+    # (print it, save it where it likes): nothing, for the stand-in.
+    def summary(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def save_weights(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def export(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise self._used("the model is called")
 
@@ -533,9 +547,10 @@ class HyperModelFamily:
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y", "validation_data"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
-        if returned is _ScoresItself or isinstance(returned, (int, float, dict, np.number)):
-            scored = "a score of the trained model" if returned is _ScoresItself else None
-            self.returns_score = scored or exception_text(repr(returned), 80)
+        if returned is _ScoresItself:
+            self.returns_score = "a score of the trained model"
+        elif isinstance(returned, dict) or returned_score(returned) is not None:
+            self.returns_score = exception_text(repr(returned), 80)
         passed = {
             k: v
             for k, v in recorder.kwargs.items()
@@ -572,15 +587,20 @@ class HyperModelFamily:
         validation_data: Any,
         callbacks: list[keras.callbacks.Callback],
         sample_weight: Any = None,
+        epochs: int | None = None,
     ) -> Any:
         """Runs the hypermodel's `fit` on the model, which it trains in a loop of its own
         (`trains_itself`), as KerasTuner runs it: given `validation_data` and
         the callbacks (hpo's, and the search's own), whose `on_epoch_end` it calls with its
         logs; and `sample_weight`, where the search was given one, among its keyword arguments.
+        `epochs` (the study's cap) goes among them too where the search gave none and the fit
+        takes keyword arguments (a fit that passes them on to `model.fit`).
         Returns what the fit returns."""
         kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
+        if epochs is not None and "epochs" not in kwargs and _takes("epochs", self.hypermodel.fit):
+            kwargs["epochs"] = epochs
         return self.hypermodel.fit(
             self._hp, model, x, y, validation_data=validation_data, callbacks=callbacks, **kwargs
         )
@@ -633,6 +653,38 @@ def override_compile(model: Any, overrides: Mapping[str, Any], family: str) -> N
             keras.optimizers.serialize(given["optimizer"])
         )
     model.compile(**{**arguments, **given})
+
+
+def returned_score(value: Any) -> float | None:
+    """A score as a hypermodel's fit returns it, as KerasTuner reads one: a number (a NumPy or
+    Keras scalar, a 0-d array or tensor included), or a list of them, averaged; None for
+    anything else (a History, None, a string)."""
+    if isinstance(value, (list, tuple)):
+        scores = [returned_score(v) for v in value]
+        if not scores or any(s is None for s in scores):
+            return None
+        return float(np.mean([s for s in scores if s is not None]))
+    if value is None or isinstance(value, (str, bytes, dict)):
+        return None
+    if not isinstance(value, (int, float, np.number, np.ndarray)):
+        try:
+            value = keras.ops.convert_to_numpy(value)
+        except Exception:
+            return None
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return float(array) if array.ndim == 0 else None
+
+
+def _takes(name: str, function: Any) -> bool:
+    """Whether `function` takes a keyword argument `name` (by name, or as **kwargs)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _parameters(function: Any) -> set[str]:

@@ -297,8 +297,9 @@ def _train_trial(
         scored = not check_objective(
             task, model, interface, data, params, config.training.objective, returned_by_fit=True
         )
-        if scored:  # the fit passes model.fit what it passes: hpo adds its callbacks alone
-            fitting = {k: v for k, v in fitting.items() if k == "callbacks"}
+        if scored:  # the fit passes model.fit what it passes: hpo adds the search's callbacks
+            own = getattr(task.families[family], "fit_kwargs", {}).get("callbacks")
+            fitting = {"callbacks": own} if own else {}
     if "x" in fitting:  # a hypermodel's fit transformed the inputs: this trial's
         data = dataclasses.replace(data, x_train=fitting.pop("x"))
     own_loop = trains_itself()
@@ -400,6 +401,7 @@ def _train_trial(
                 checkpoint=checkpoint,
                 callbacks=[clock, *extra],
                 scored=scored,
+                epochs=config.training.max_epochs,
             )
         else:
             labels = interface.encode_labels(data.y_train, classes)
@@ -518,6 +520,7 @@ def _train_own_loop(
     checkpoint: Path,
     callbacks: Sequence[keras.callbacks.Callback],
     scored: bool = False,
+    epochs: int | None = None,
 ) -> EpochLogs:
     """Trains a model in its hypermodel's own training loop (KerasTuner's "custom training
     loop" guide: a `fit` that never calls `model.fit`), given hpo's callbacks as KerasTuner
@@ -528,7 +531,8 @@ def _train_own_loop(
     With `scored`, the fit is one that returns the trial's score, of an objective no epoch
     logs (KerasTuner's custom objective: `model.fit(...)`, then a score of the trained model):
     its epochs are logged and timed, nothing is checkpointed or pruned by epoch, and the
-    value it returns is the objective's, of its final model.
+    value it returns is the objective's, of its final model. It is given `epochs`, the study's
+    cap, where the search gave it none.
 
     Returns:
         The logs of each epoch; a loop that reports no `objective` but returns a number, or a
@@ -538,6 +542,7 @@ def _train_own_loop(
     Raises:
         ConfigError: The loop reports no `objective` and returns no value of it.
     """
+    from hpo.models.hypermodel import returned_score
     from hpo.training.callbacks import (
         AtomicModelCheckpoint,
         EpochLogs,
@@ -567,13 +572,14 @@ def _train_own_loop(
         (model_inputs(data.x_val), interface.encode_labels(data.y_val, classes)),
         everything,
         sample_weight=data.w_train,
+        epochs=epochs if scored else None,
     )
     for callback in everything:
         callback.on_train_end()
     if logs.history and not scored:
         return logs
-    value = returned.get(objective) if isinstance(returned, dict) else returned
-    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+    value = returned_score(returned.get(objective) if isinstance(returned, dict) else returned)
+    if value is None:
         what = (
             f"a dict without {objective!r} (its keys: {sorted(map(str, returned))})"
             if isinstance(returned, dict)
@@ -599,22 +605,21 @@ def _train_own_loop(
         raise ConfigError(
             f"family {family.name!r}: its fit {did} {objective!r} (it returned {what}). {how}"
         )
-    if not math.isfinite(float(value)):
+    if not math.isfinite(value):
         raise FloatingPointError(
-            f"family {family.name!r}: its fit returned {float(value)} as {objective!r}: the "
+            f"family {family.name!r}: its fit returned {value} as {objective!r}: the "
             f"model's weights diverged, or the score divides by zero."
         )
     with writing(checkpoint, variable_bytes(model)):
         model.save(checkpoint)
-    epochs = max((len(v) for v in logs.history.values()), default=1)
+    before = [math.nan] * (max((len(v) for v in logs.history.values()), default=1) - 1)
     # The other values a returned dict holds (KerasTuner's "metrics to track") are recorded
     # beside it, at the last epoch, as the values of the final model.
-    scores = dict(returned) if isinstance(returned, dict) else {}
-    scores[objective] = value
-    for name, score in scores.items():
-        if isinstance(score, (int, float, np.number)) and str(name) not in logs.history:
-            logs.history[str(name)] = [math.nan] * (epochs - 1) + [float(score)]
-    logs.history[objective] = [math.nan] * (epochs - 1) + [float(value)]
+    others = returned.items() if isinstance(returned, dict) else ()
+    for name, score in ((str(k), returned_score(v)) for k, v in others):
+        if score is not None and name not in logs.history:
+            logs.history[name] = [*before, score]
+    logs.history[objective] = [*before, value]
     return logs
 
 

@@ -19,6 +19,7 @@ from hpo.models.hypermodel import (
     OptunaHyperParameters,
     as_hypermodel,
     declare,
+    returned_score,
     to_distribution,
 )
 from hpo.models.portable import family_name
@@ -152,6 +153,66 @@ def test_family_prefixes_clashing_names_and_reads_fit_arguments() -> None:
     assert set(trial.params) == {"units", "mine/batch_size"}
     # Without a trial (cost estimates), every parameter takes its default.
     assert family.build({"vocab_size": 5}) == {"units": 1, "vocab": 5}
+
+
+def _fit_returning(after_fit: Any) -> HyperModelFamily:
+    """A family whose fit trains with model.fit, then returns `after_fit(model, history)`."""
+
+    class Model(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            return hp.Int("units", 1, 4)
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            if hasattr(model, "summary"):
+                model.summary()  # printing it first is not training it in a loop of its own
+            history = model.fit(x, y, validation_data=validation_data, **kwargs)
+            return after_fit(model, history)
+
+    family = HyperModelFamily("mine", Model(), lambda n: n)
+    family.build_trial(optuna.create_study().ask(), {})
+    return family
+
+
+def _saves_then_returns_history(model: Any, history: Any) -> Any:
+    model.save("m.keras")
+    model.save_weights("w.weights.h5")
+    return history
+
+
+@pytest.mark.parametrize(
+    ("after_fit", "scores"),
+    [
+        (lambda model, history: history, None),
+        (lambda model, history: None, None),
+        (_saves_then_returns_history, None),
+        (lambda model, history: 0.25, "0.25"),
+        (lambda model, history: np.float32(0.5), "np.float32(0.5)"),
+        (lambda model, history: [0.25, 0.75], "[0.25, 0.75]"),
+        (lambda model, history: {"metric_a": 1.0}, "{'metric_a': 1.0}"),
+        (lambda model, history: float(model.evaluate(x=None)), "a score of the trained model"),
+        (lambda model, history: min(history.history["val_loss"]), "a score of the trained model"),
+    ],
+)
+def test_a_fit_that_returns_a_score_is_told_from_one_that_saves_or_returns_its_history(
+    after_fit: Any, scores: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # KerasTuner's custom objective returns a number or a dict (or computes one from the trained
+    # model); saving the model, printing it or returning the History is a fit as Keras's.
+    monkeypatch.chdir(tmp_path)
+    family = _fit_returning(after_fit)
+    family.fit_arguments(np.zeros((4, 2)), np.zeros(4), (np.zeros((2, 2)), np.zeros(2)))
+    assert family.returns_score == scores and not family.trains_itself
+    assert not list(tmp_path.iterdir())  # the stand-in model saves nothing
+
+
+def test_a_returned_score_is_read_as_kerastuner_reads_it() -> None:
+    assert returned_score(np.float32(0.5)) == 0.5
+    assert returned_score(np.array(0.25)) == 0.25
+    assert returned_score(keras.ops.convert_to_tensor(0.75)) == 0.75
+    assert returned_score([0.25, np.float64(0.75)]) == 0.5  # a list is averaged, as KerasTuner does
+    assert returned_score(True) == 1.0
+    for value in (None, "0.5", np.zeros(2), [], [0.5, None], {"a": 1.0}, keras.callbacks.History()):
+        assert returned_score(value) is None
 
 
 def test_a_fit_that_tunes_shuffle_passes_it_on(caplog: pytest.LogCaptureFixture) -> None:
