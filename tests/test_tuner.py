@@ -1492,7 +1492,62 @@ def test_a_fit_that_returns_a_score_trains_the_studys_epochs_and_its_own_callbac
     tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
     [trial] = tuner.study().optuna_study.get_trials()
     assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 3
-    assert log.read_text().split() == ["0", "1", "2"]
+    # The checks before the first trial ran the fit on a few rows (an epoch each), to tell
+    # that it returns a score; the trial ran each of its epochs' ends once.
+    *checks, first, second, third = log.read_text().split()
+    assert [first, second, third] == ["0", "1", "2"] and set(checks) == {"0"}
+
+
+def test_a_fit_that_fine_tunes_and_returns_its_history_ranks_by_the_default_objective(
+    tmp_path: Path,
+) -> None:
+    """It uses the model after model.fit (compiles it again, fits again) and returns the
+    History, as Keras's fit: no score of its own, so the validation accuracy ranks it."""
+    import keras
+    import keras_tuner
+
+    class FineTuned(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential([keras.layers.Dense(hp.Int("units", 4, 8, step=4))])
+            model.add(keras.layers.Dense(1, activation="sigmoid"))
+            model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            model.fit(x, y, validation_data=validation_data, **kwargs)
+            model.compile(keras.optimizers.Adam(1e-4), "binary_crossentropy", metrics=["accuracy"])
+            return model.fit(x, y, validation_data=validation_data, **kwargs)
+
+    x, y = _data(120, 0)
+    tuner = hpo.Tuner(FineTuned(), max_trials=1, directory=tmp_path)
+    tuner.search(x, y, validation_data=_data(40, 1), epochs=1, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert tuner.study().optuna_study.user_attrs["hpo_config"]["training"]["objective"] == (
+        "val_accuracy"
+    )
+
+
+def test_a_fit_that_returns_a_score_and_sets_its_own_epochs_keeps_them(tmp_path: Path) -> None:
+    x, y = _regression_data(120, 0)
+
+    def mae(y_pred: Any, y_val: Any) -> Any:
+        return np.mean(np.abs(y_pred - y_val))
+
+    import keras_tuner
+
+    hypermodel = _hyper_regressor(mae)
+
+    class OneEpoch(type(hypermodel)):  # type: ignore[misc]
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            model.fit(x, y, epochs=1, verbose=0, **kwargs)
+            return mae(model.predict(validation_data[0], verbose=0), validation_data[1])
+
+    assert issubclass(OneEpoch, keras_tuner.HyperModel)
+    tuner = hpo.Tuner(OneEpoch(), max_trials=1, directory=tmp_path)
+    tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 1
 
 
 @pytest.mark.slow
@@ -1518,17 +1573,20 @@ def test_a_project_whose_trials_ranked_by_a_logged_objective_keeps_it_when_given
     assert "KerasTuner would take as the value of the objective 'val_loss'" in caplog.text
 
 
-def test_a_fit_that_uses_the_model_after_fitting_it_and_returns_nothing_is_told_to_return(
+def test_a_fit_that_uses_the_model_after_fitting_it_and_returns_nothing_is_a_plain_fit(
     tmp_path: Path,
 ) -> None:
-    """Given no objective, a fit that looks like KerasTuner's custom objective (it uses the
-    model after model.fit) but returns nothing is told what to return, as KerasTuner would."""
+    """It predicts after model.fit (as KerasTuner's custom objective does) but returns
+    nothing: run on a few rows before the first trial, it shows it returns no score, so the
+    study's objective ranks it as Keras logs it."""
     x, y = _regression_data(120, 0)
     tuner = hpo.Tuner(
         _hyper_regressor(lambda y_pred, y_val: None), max_trials=1, directory=tmp_path
     )
-    with pytest.raises(ConfigError, match="returned no value of the objective 'default_objective'"):
-        tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
+    tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert trial.value == trial.user_attrs["metrics"]["val_loss"]
 
 
 @pytest.mark.slow

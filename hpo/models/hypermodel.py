@@ -256,6 +256,11 @@ class OptunaHyperParameters(GivenHyperParameters):
         return self.values[hp.name]
 
 
+# `returns_score` of a fit that uses the model after `model.fit`: a score of the trained model,
+# unless `settle_returns` finds that it returns none.
+USES_TRAINED = "a score of the trained model"
+
+
 class _TrainsItself(AttributeError):
     """The hypermodel's `fit` calls the model, or reads what only a model has, instead of
     passing it to `model.fit`: it trains it in a loop of its own."""
@@ -398,8 +403,11 @@ class HyperModelFamily:
         self.trains_itself = False
         # What its `fit` returns as the trial's score (KerasTuner's custom objective: a number,
         # a dict of them, or what it computes with the trained model), said for people; None
-        # where it returns none (a History, or nothing). Found by `fit_arguments`.
+        # where it returns none (a History, or nothing). Found by `fit_arguments`; where only
+        # a fit on a trained model can tell (`USES_TRAINED`), by `settle_returns`.
         self.returns_score: str | None = None
+        # Whether the fit passes `epochs` to `model.fit` itself (read by `fit_arguments`).
+        self._passes_epochs = False
 
     def suggest(self, trial: optuna.Trial, space: Mapping[str, BaseDistribution]) -> dict[str, Any]:
         """Nothing up front: the hypermodel declares its space while it builds."""
@@ -547,8 +555,9 @@ class HyperModelFamily:
         ignored = sorted(set(recorder.kwargs) - set(FIT_ARGUMENTS) - {"x", "y", "validation_data"})
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
+        self._passes_epochs = "epochs" in recorder.kwargs
         if returned is _ScoresItself:
-            self.returns_score = "a score of the trained model"
+            self.returns_score = USES_TRAINED
         elif isinstance(returned, dict) or returned_score(returned) is not None:
             self.returns_score = exception_text(repr(returned), 80)
         passed = {
@@ -579,6 +588,36 @@ class HyperModelFamily:
             f"layer in build, such as keras.layers.Normalization adapted to x)."
         )
 
+    def settle_returns(self, model: keras.Model, x: Any, y: Any, validation_data: Any) -> None:
+        """Tells whether a fit that uses the model after `model.fit` returns a score, which
+        the stand-in cannot (it scores an untrained model, fine-tunes it, or only prints its
+        History): runs the fit as written on `model` and the few rows given (one epoch where
+        the search gives epochs), and keeps `returns_score` only where it returns a number,
+        a list of them or a dict. A fit that fails so is taken to return one (KerasTuner's
+        custom objective), and says so in its trials."""
+        if self.returns_score != USES_TRAINED:
+            return
+        kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
+        if "epochs" in kwargs:
+            kwargs["epochs"] = 1
+        try:
+            returned = self.hypermodel.fit(
+                self._hp, model, x, y, validation_data=validation_data, callbacks=[], **kwargs
+            )
+        except Exception as exc:
+            _log.warning(
+                "family %s: its fit, run on a few rows to tell what it returns, failed (%s: %s); "
+                "it is taken to return a score of the trained model",
+                self.name,
+                type(exc).__name__,
+                exception_text(exc, 200),
+            )
+            return
+        if isinstance(returned, dict) or returned_score(returned) is not None:
+            self.returns_score = exception_text(repr(returned), 80)
+        else:
+            self.returns_score = None
+
     def train_own(
         self,
         model: keras.Model,
@@ -594,13 +633,13 @@ class HyperModelFamily:
         the callbacks (hpo's, and the search's own), whose `on_epoch_end` it calls with its
         logs; and `sample_weight`, where the search was given one, among its keyword arguments.
         `epochs` (the study's cap) goes among them too where the search gave none and the fit
-        takes keyword arguments (a fit that passes them on to `model.fit`).
-        Returns what the fit returns."""
+        takes **kwargs and passes `model.fit` no epochs of its own (a fit that passes its
+        keyword arguments on to `model.fit`). Returns what the fit returns."""
         kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
-        if epochs is not None and "epochs" not in kwargs and _takes("epochs", self.hypermodel.fit):
-            kwargs["epochs"] = epochs
+        if epochs is not None and not self._passes_epochs and _takes_keywords(self.hypermodel.fit):
+            kwargs.setdefault("epochs", epochs)
         return self.hypermodel.fit(
             self._hp, model, x, y, validation_data=validation_data, callbacks=callbacks, **kwargs
         )
@@ -678,13 +717,13 @@ def returned_score(value: Any) -> float | None:
     return float(array) if array.ndim == 0 else None
 
 
-def _takes(name: str, function: Any) -> bool:
-    """Whether `function` takes a keyword argument `name` (by name, or as **kwargs)."""
+def _takes_keywords(function: Any) -> bool:
+    """Whether `function` takes **kwargs."""
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _parameters(function: Any) -> set[str]:

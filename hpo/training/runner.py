@@ -299,7 +299,12 @@ def _train_trial(
         )
         if scored:  # the fit passes model.fit what it passes: hpo adds the search's callbacks
             own = getattr(task.families[family], "fit_kwargs", {}).get("callbacks")
-            fitting = {"callbacks": own} if own else {}
+            # The batch size it passes, for the trial's record and its cost estimate.
+            fitting = {
+                k: v
+                for k, v in {"callbacks": own, "batch_size": fitting.get("batch_size")}.items()
+                if v
+            }
     if "x" in fitting:  # a hypermodel's fit transformed the inputs: this trial's
         data = dataclasses.replace(data, x_train=fitting.pop("x"))
     own_loop = trains_itself()
@@ -504,7 +509,7 @@ def _train_trial(
     # A classifier's validation accuracy, hpo's own objective, is measured on the stored
     # model's predictions; any other objective is the value Keras logged at the best epoch,
     # whose weights are stored.
-    own = objective == task.monitor and not regression
+    own = objective == task.monitor and not regression and not scored
     return TrialResult(value=val_accuracy if own else logged[objective])
 
 
@@ -852,6 +857,13 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                 # it returns, which is warned of) shows before any trial; the batch size it
                 # (or the user's dataset) sets is the one its epochs are priced at.
                 arguments = {} if is_builtin(family) else _fit_arguments(task, params, data)
+                if not is_builtin(family):
+                    check_round_trip(model, interface, params["family"], data, Path(scratch))
+                    fixed = arguments.get("batch_size")
+                    params = {**params, "batch_size": fixed or params["batch_size"]}
+                    # After the round trip, as it trains the model: whether a fit that uses it
+                    # after model.fit returns a score, told by running it on a few rows.
+                    _settle_returns(family, model, data)
                 returns = getattr(family, "returns_score", None)
                 if returns and getattr(family, "overrides", {}).get("default_objective"):
                     raise ReturnsObjective(
@@ -876,10 +888,6 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                             objective,
                             objective,
                         )
-                if not is_builtin(family):
-                    check_round_trip(model, interface, params["family"], data, Path(scratch))
-                    fixed = arguments.get("batch_size")
-                    params = {**params, "batch_size": fixed or params["batch_size"]}
                 features, _ = cost_features(task, model, params, data)
             rates = family_rates(task.families[params["family"]])
             computes_in = model_precision(model)
@@ -1225,6 +1233,16 @@ def interface_attributes(interface: ModelInterface) -> dict[str, Any]:
 def _learning_rate(params: Mapping[str, Any]) -> str:
     rate = params.get("learning_rate")
     return "the learning rate" if rate is None else f"learning_rate={rate:.3g}"
+
+
+def _settle_returns(family: Any, model: keras.Model, data: TrialData) -> None:
+    """A hypermodel's `settle_returns` on a few training and validation rows of each class."""
+    settle = getattr(family, "settle_returns", None)
+    if settle is None:
+        return
+    train, val = probe_rows(data.y_train, 64), probe_rows(data.y_val, 32)
+    validation = (model_inputs(data.x_val[val]), data.y_val[val])
+    settle(model, model_inputs(data.x_train[train]), data.y_train[train], validation)
 
 
 def _fit_arguments(task: Task, params: Mapping[str, Any], data: TrialData) -> dict[str, Any]:

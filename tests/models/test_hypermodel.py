@@ -205,6 +205,42 @@ def test_a_fit_that_returns_a_score_is_told_from_one_that_saves_or_returns_its_h
     assert not list(tmp_path.iterdir())  # the stand-in model saves nothing
 
 
+def _counts_then_returns_history(model: Any, history: Any) -> Any:
+    print(model.count_params(), history.history["loss"])
+    return history
+
+
+@pytest.mark.parametrize(
+    ("after_fit", "scores"),
+    [
+        (_counts_then_returns_history, None),
+        (lambda model, history: float(model.evaluate(*history.validation, verbose=0)), "float"),
+    ],
+)
+def test_what_a_fit_that_uses_the_trained_model_returns_is_told_by_running_it(
+    after_fit: Any, scores: str | None
+) -> None:
+    class Model(keras_tuner.HyperModel):  # type: ignore[misc]
+        def build(self, hp: keras_tuner.HyperParameters) -> Any:
+            model = keras.Sequential([keras.layers.Dense(hp.Int("units", 1, 4))])
+            model.add(keras.layers.Dense(1))
+            model.compile("adam", "mse")
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            history = model.fit(x, y, validation_data=validation_data, verbose=0, **kwargs)
+            history.validation = validation_data
+            return after_fit(model, history)
+
+    family = HyperModelFamily("mine", Model(), lambda n: n)
+    model = family.build_trial(optuna.create_study().ask(), {})
+    x, y = np.ones((8, 2), "float32"), np.ones(8, "float32")
+    family.fit_arguments(x, y, (x, y))
+    assert family.returns_score == "a score of the trained model"  # the stand-in cannot tell
+    family.settle_returns(model, x, y, (x, y))
+    assert family.returns_score is None if scores is None else family.returns_score is not None
+
+
 def test_a_returned_score_is_read_as_kerastuner_reads_it() -> None:
     assert returned_score(np.float32(0.5)) == 0.5
     assert returned_score(np.array(0.25)) == 0.25
