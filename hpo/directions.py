@@ -14,7 +14,11 @@ from __future__ import annotations
 import enum
 import re
 
-__all__ = ["Direction", "known_direction", "settled_direction"]
+__all__ = ["DEFAULT_OBJECTIVE", "Direction", "known_direction", "settled_direction"]
+
+# KerasTuner's objective when it is given none: the value a hypermodel's `fit` returns,
+# minimized (its `DefaultObjective`), which `hpo.Tuner` ranks by where such a fit returns one.
+DEFAULT_OBJECTIVE = "default_objective"
 
 
 class Direction(enum.Enum):

@@ -37,7 +37,7 @@ from hpo.config import (
     StudyConfig,
     TrainingConfig,
 )
-from hpo.directions import Direction, known_direction
+from hpo.directions import DEFAULT_OBJECTIVE, Direction, known_direction
 from hpo.errors import (
     ConfigError,
     DataError,
@@ -71,9 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["Tuner"]
 
 OBJECTIVE = "val_accuracy"
-# KerasTuner's objective when it is given none: the value the hypermodel's `fit` returns,
-# minimized (its `DefaultObjective`).
-DEFAULT_OBJECTIVE = "default_objective"
 # KerasTuner's default when neither a trial count nor a budget is given (its RandomSearch's).
 _DEFAULT_TRIALS = 10
 # Arguments of `search` that reach `model.fit` (through the hypermodel's `fit`, if it has one).

@@ -1550,6 +1550,76 @@ def test_a_fit_that_returns_a_score_and_sets_its_own_epochs_keeps_them(tmp_path:
     assert trial.state is TrialState.COMPLETE and trial.user_attrs["epochs"] == 1
 
 
+def test_given_no_objective_a_fit_that_returns_a_dict_is_told_to_name_its_key(
+    tmp_path: Path,
+) -> None:
+    x, y = _regression_data(120, 0)
+    tuner = hpo.Tuner(
+        _hyper_regressor(lambda y_pred, y_val: {"mae": float(np.mean(np.abs(y_pred - y_val)))}),
+        max_trials=1,
+        directory=tmp_path,
+    )
+    with pytest.raises(ConfigError, match=r"objective=keras_tuner\.Objective\('mae', 'min'\)"):
+        tuner.search(x, y, validation_data=_regression_data(40, 1), verbose=0)
+    trials = tuner.study().optuna_study.get_trials()
+    assert all(t.state is TrialState.WAITING for t in trials)  # refused before any trial ran
+
+
+def test_a_one_hot_fit_that_evaluates_after_fitting_and_returns_its_history_is_a_plain_fit(
+    tmp_path: Path,
+) -> None:
+    """Run on a few rows to tell what it returns, it is given the labels as its loss takes
+    them (one-hot rows for categorical_crossentropy), as in its trials."""
+    import keras
+    import keras_tuner
+
+    class OneHot(keras_tuner.HyperModel):
+        def build(self, hp: Any) -> Any:
+            model = keras.Sequential([keras.layers.Dense(hp.Int("units", 4, 8, step=4))])
+            model.add(keras.layers.Dense(3, activation="softmax"))
+            model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+            return model
+
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            history = model.fit(x, y, validation_data=validation_data, **kwargs)
+            model.evaluate(*validation_data, verbose=0)
+            return history
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 8)).astype("float32")
+    y = keras.utils.to_categorical(np.argmax(x[:, :3], axis=1), 3)
+    tuner = hpo.Tuner(OneHot(), max_trials=1, directory=tmp_path)
+    tuner.search(x[:100], y[:100], validation_data=(x[100:], y[100:]), epochs=1, verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE and 0 <= trial.value <= 1
+    assert tuner.study().optuna_study.direction.name == "MAXIMIZE"
+
+
+def test_a_fit_that_returns_a_score_trains_on_the_batches_of_the_dataset_it_was_given(
+    tmp_path: Path,
+) -> None:
+    import tensorflow as tf
+
+    log = tmp_path / "batch_size.txt"
+
+    def mae(y_pred: Any, y_val: Any) -> Any:
+        return np.mean(np.abs(y_pred - y_val))
+
+    class Logged(type(_hyper_regressor(mae))):  # type: ignore[misc]
+        def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
+            log.write_text(str(kwargs.get("batch_size")))
+            model.fit(x, y, verbose=0, **kwargs)
+            return mae(model.predict(validation_data[0], verbose=0), validation_data[1])
+
+    x, y = _regression_data(120, 0)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    tuner = hpo.Tuner(Logged(), max_trials=1, max_epochs=1, directory=tmp_path / "projects")
+    tuner.search(dataset, validation_data=_regression_data(40, 1), verbose=0)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE and trial.user_attrs["batch_size"] == 16
+    assert log.read_text() == "16"
+
+
 @pytest.mark.slow
 def test_a_project_whose_trials_ranked_by_a_logged_objective_keeps_it_when_given_none(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

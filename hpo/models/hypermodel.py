@@ -406,6 +406,8 @@ class HyperModelFamily:
         # where it returns none (a History, or nothing). Found by `fit_arguments`; where only
         # a fit on a trained model can tell (`USES_TRAINED`), by `settle_returns`.
         self.returns_score: str | None = None
+        # The keys of the dict it returns, where it returns one (KerasTuner's metrics dict).
+        self.returned_keys: list[str] | None = None
         # Whether the fit passes `epochs` to `model.fit` itself (read by `fit_arguments`).
         self._passes_epochs = False
 
@@ -556,10 +558,9 @@ class HyperModelFamily:
         if ignored:
             _log.warning("family %s: fit arguments %s are not used by hpo", self.name, ignored)
         self._passes_epochs = "epochs" in recorder.kwargs
-        if returned is _ScoresItself:
-            self.returns_score = USES_TRAINED
-        elif isinstance(returned, dict) or returned_score(returned) is not None:
-            self.returns_score = exception_text(repr(returned), 80)
+        self.returns_score = USES_TRAINED if returned is _ScoresItself else None
+        self.returned_keys = None
+        self._read_returned(returned)
         passed = {
             k: v
             for k, v in recorder.kwargs.items()
@@ -593,30 +594,40 @@ class HyperModelFamily:
         the stand-in cannot (it scores an untrained model, fine-tunes it, or only prints its
         History): runs the fit as written on `model` and the few rows given (one epoch where
         the search gives epochs), and keeps `returns_score` only where it returns a number,
-        a list of them or a dict. A fit that fails so is taken to return one (KerasTuner's
-        custom objective), and says so in its trials."""
+        a list of them or a dict. A fit that fails so is taken to return none (its trials
+        are ranked by the study's objective as Keras logs it), with a warning.
+
+        `x`, `y` and `validation_data` are as the trial gives them to a fit it runs as written:
+        the labels in the form the model's loss takes. What the fit does besides (writing a
+        file, say) is done on this run too."""
         if self.returns_score != USES_TRAINED:
             return
         kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
         if "epochs" in kwargs:
             kwargs["epochs"] = 1
+        self.returns_score, self.returned_keys = None, None
         try:
             returned = self.hypermodel.fit(
                 self._hp, model, x, y, validation_data=validation_data, callbacks=[], **kwargs
             )
         except Exception as exc:
             _log.warning(
-                "family %s: its fit, run on a few rows to tell what it returns, failed (%s: %s); "
-                "it is taken to return a score of the trained model",
+                "family %s: its fit uses the model after model.fit, and run on a few rows to "
+                "tell whether it returns a score, it failed (%s: %s); its trials are ranked by "
+                "the study's objective as Keras logs it",
                 self.name,
                 type(exc).__name__,
                 exception_text(exc, 200),
             )
             return
+        self._read_returned(returned)
+
+    def _read_returned(self, returned: Any) -> None:
+        """Keeps what a run of the fit returned, where it is a score: `returns_score` (as said
+        for people) and, for a dict, `returned_keys`."""
         if isinstance(returned, dict) or returned_score(returned) is not None:
             self.returns_score = exception_text(repr(returned), 80)
-        else:
-            self.returns_score = None
+            self.returned_keys = sorted(map(str, returned)) if isinstance(returned, dict) else None
 
     def train_own(
         self,
@@ -632,14 +643,20 @@ class HyperModelFamily:
         (`trains_itself`), as KerasTuner runs it: given `validation_data` and
         the callbacks (hpo's, and the search's own), whose `on_epoch_end` it calls with its
         logs; and `sample_weight`, where the search was given one, among its keyword arguments.
-        `epochs` (the study's cap) goes among them too where the search gave none and the fit
-        takes **kwargs and passes `model.fit` no epochs of its own (a fit that passes its
-        keyword arguments on to `model.fit`). Returns what the fit returns."""
+        With `epochs` (the study's cap; for a fit run as written for its score), a fit that takes
+        **kwargs (and passes them on to `model.fit`) also gets `fit_defaults` (a dataset's batch
+        size) and, where neither the search nor the fit itself gives `model.fit` epochs, those.
+        Returns what the fit returns."""
         kwargs = {k: v for k, v in self.fit_kwargs.items() if k != "callbacks"}
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
-        if epochs is not None and not self._passes_epochs and _takes_keywords(self.hypermodel.fit):
-            kwargs.setdefault("epochs", epochs)
+        if epochs is not None and _takes_keywords(self.hypermodel.fit):
+            # A fit run as written for its score: the dataset's batch size (its batches, as
+            # Keras would train on them), and the study's epochs where it passes none itself.
+            for name, value in self.fit_defaults.items():
+                kwargs.setdefault(name, value)
+            if not self._passes_epochs:
+                kwargs.setdefault("epochs", epochs)
         return self.hypermodel.fit(
             self._hp, model, x, y, validation_data=validation_data, callbacks=callbacks, **kwargs
         )

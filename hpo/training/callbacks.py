@@ -283,12 +283,17 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     A crash or kill while saving leaves the previous best checkpoint intact.
     """
 
-    def __init__(self, filepath: Path, **kwargs: Any) -> None:
+    def __init__(self, filepath: Path, when_logged: bool = False, **kwargs: Any) -> None:
         self.final_path = Path(filepath)
+        # Only at an epoch that logs the monitor, without Keras's warning at the others (a
+        # hypermodel's fit whose score may come at its end instead).
+        self.when_logged = when_logged
         partial = self.final_path.with_name(f"{self.final_path.stem}.partial.keras")
         super().__init__(str(partial), save_best_only=True, **kwargs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.when_logged and self.monitor not in (logs or {}):
+            return
         partial = Path(self.filepath)
         # A failed save (a full disk) leaves no partial file and the previous checkpoint as is.
         with writing(partial, variable_bytes(self.model)):

@@ -34,6 +34,7 @@ from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rat
 from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
+from hpo.directions import DEFAULT_OBJECTIVE
 from hpo.disk import raise_if_study_full, writing
 from hpo.errors import ConfigError, HpoError, ReturnsObjective, kerastuner_signals
 from hpo.models import is_builtin
@@ -558,7 +559,13 @@ def _train_own_loop(
 
     logs = EpochLogs()
     everything = (
-        [logs, *(c for c in callbacks if not isinstance(c, PruningCallback))]
+        [
+            logs,
+            # Where the objective is logged after all (the fit compiles the model again with
+            # its metric), a fit that returns its History ranks by its best epoch.
+            AtomicModelCheckpoint(checkpoint, when_logged=True, monitor=objective, mode=mode),
+            *(c for c in callbacks if not isinstance(c, PruningCallback)),
+        ]
         if scored
         else [
             logs,
@@ -581,9 +588,10 @@ def _train_own_loop(
     )
     for callback in everything:
         callback.on_train_end()
-    if logs.history and not scored:
-        return logs
     value = returned_score(returned.get(objective) if isinstance(returned, dict) else returned)
+    logged = any(v is not None and math.isfinite(v) for v in logs.history.get(objective, []))
+    if logs.history and (not scored or (value is None and logged and checkpoint.exists())):
+        return logs
     if value is None:
         what = (
             f"a dict without {objective!r} (its keys: {sorted(map(str, returned))})"
@@ -861,11 +869,21 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                     check_round_trip(model, interface, params["family"], data, Path(scratch))
                     fixed = arguments.get("batch_size")
                     params = {**params, "batch_size": fixed or params["batch_size"]}
-                    # After the round trip, as it trains the model: whether a fit that uses it
-                    # after model.fit returns a score, told by running it on a few rows.
-                    _settle_returns(family, model, data)
+                    # Whether a fit that uses the model after model.fit returns a score, told
+                    # by running it on a few rows, with a model of its own: it trains it.
+                    _settle_returns(task, family, params, data)
                 returns = getattr(family, "returns_score", None)
                 if returns and getattr(family, "overrides", {}).get("default_objective"):
+                    keys = getattr(family, "returned_keys", None)
+                    if keys is not None and DEFAULT_OBJECTIVE not in keys:
+                        # KerasTuner's FatalTypeError for it, before the study is made anew.
+                        raise ConfigError(
+                            f"family {params['family']!r}: its fit returns a dict (keys "
+                            f"{keys}), and hpo.Tuner was given no objective: name the key "
+                            f"that ranks the trials, objective=keras_tuner.Objective("
+                            f"{keys[0]!r}, 'min') (or 'max'), or return a single number to "
+                            f"minimize, as KerasTuner requires."
+                        )
                     raise ReturnsObjective(
                         f"family {params['family']!r}: its fit returns {returns}, the value "
                         f"KerasTuner minimizes when it is given no objective."
@@ -1235,14 +1253,27 @@ def _learning_rate(params: Mapping[str, Any]) -> str:
     return "the learning rate" if rate is None else f"learning_rate={rate:.3g}"
 
 
-def _settle_returns(family: Any, model: keras.Model, data: TrialData) -> None:
-    """A hypermodel's `settle_returns` on a few training and validation rows of each class."""
-    settle = getattr(family, "settle_returns", None)
-    if settle is None:
+def _settle_returns(task: Task, family: Any, params: Mapping[str, Any], data: TrialData) -> None:
+    """A hypermodel's `settle_returns`, where the stand-in could not tell, on a model built
+    anew (the checks' own model stays untrained) and a few training and validation rows of
+    each class, given as a trial gives them to a fit it runs as written."""
+    from hpo.models.hypermodel import USES_TRAINED
+
+    if getattr(family, "returns_score", None) != USES_TRAINED:
         return
+    model, interface = prepare_model(task, params, data)
+    classes = int(params.get("classes", 0))
     train, val = probe_rows(data.y_train, 64), probe_rows(data.y_val, 32)
-    validation = (model_inputs(data.x_val[val]), data.y_val[val])
-    settle(model, model_inputs(data.x_train[train]), data.y_train[train], validation)
+    validation = (
+        model_inputs(data.x_val[val]),
+        interface.encode_labels(data.y_val[val], classes),
+    )
+    family.settle_returns(
+        model,
+        model_inputs(data.x_train[train]),
+        interface.encode_labels(data.y_train[train], classes),
+        validation,
+    )
 
 
 def _fit_arguments(task: Task, params: Mapping[str, Any], data: TrialData) -> dict[str, Any]:
