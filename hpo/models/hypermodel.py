@@ -267,8 +267,8 @@ class _TrainsItself(AttributeError):
 
 
 class _ScoresItself(Exception):
-    """The hypermodel's `fit` uses the model after `model.fit`: it scores it itself
-    (KerasTuner's custom objective), which hpo does not read."""
+    """The hypermodel's `fit` uses the model after `model.fit`: it may score it itself
+    (KerasTuner's custom objective), which a run on a few rows tells (`settle_returns`)."""
 
 
 class _RecordedHistory:
