@@ -862,16 +862,13 @@ class Tuner:
     def _recorded_objective(self) -> tuple[str | None, bool]:
         """The objective the project's study ranks its trials by, as its search recorded it
         (None before its first search), and whether any of its trials ran."""
-        from optuna.trial import TrialState
-
         study = self._existing_study()
         if study is None:
             return None, False
         recorded = study.user_attrs.get("hpo_config")
         training = recorded.get("training") if isinstance(recorded, dict) else None
         objective = training.get("objective") if isinstance(training, dict) else None
-        ran = any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
-        return (objective if isinstance(objective, str) else None), ran
+        return (objective if isinstance(objective, str) else None), bool(_trials_run(study))
 
     def _rank_by_returned_value(self) -> None:
         """Ranks the trials by the value the hypermodel's fit returns, minimized: KerasTuner's
@@ -896,7 +893,6 @@ class Tuner:
             ConfigError: A trial of the study ran on the labels as first read.
         """
         import optuna
-        from optuna.trial import TrialState
 
         from hpo.data.provenance import SOURCE_ATTR
         from hpo.store import open_storage
@@ -904,7 +900,7 @@ class Tuner:
         study = self._existing_study()
         if study is None:
             return
-        ran = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        ran = _trials_run(study)
         if ran:
             raise ConfigError(
                 f"{why}, but study {self.config.name!r} holds {len(ran)} trial(s) {otherwise}: "
@@ -1354,6 +1350,13 @@ def _objective(objective: Any) -> tuple[str, Direction]:
             f"keras_tuner.Objective(name, direction='max' or 'min'), got {objective!r}."
         )
     return name, Direction(direction)
+
+
+def _trials_run(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials that ran (any but those waiting to start)."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
 
 
 def _loaded_backend() -> Any:

@@ -1274,6 +1274,16 @@ def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it
     assert np.mean(batches) == pytest.approx(best.value, rel=1e-4)
 
 
+def _mae_score(as_dict: bool = False) -> Callable[[Any, Any], Any]:
+    """The validation MAE a custom-objective fit returns: a number, or `{"mae": number}`."""
+
+    def mae(y_pred: Any, y_val: Any) -> Any:
+        value = np.mean(np.abs(y_pred - y_val))
+        return {"mae": float(value)} if as_dict else value
+
+    return mae
+
+
 def _hyper_regressor(returns: Callable[[Any, Any], Any]) -> Any:
     """KerasTuner's guide, "Custom objective in HyperModel.fit": a fit that trains, then
     returns what `returns(y_pred, y_val)` makes of the trained model's validation predictions."""
@@ -1310,8 +1320,7 @@ def test_given_no_objective_a_fit_that_returns_a_float_ranks_its_trials_by_it_mi
     model, which a project opened again goes on searching by."""
     import optuna
 
-    def mae(y_pred: Any, y_val: Any) -> Any:
-        return np.mean(np.abs(y_pred - y_val))
+    mae = _mae_score()
 
     x, y = _regression_data(200, 0)
     x_val, y_val = _regression_data(50, 1)
@@ -1370,7 +1379,7 @@ def test_a_fit_that_returns_a_dict_without_the_objective_is_told_which_keys_it_h
 
     x, y = _regression_data(120, 0)
     tuner = hpo.Tuner(
-        _hyper_regressor(lambda y_pred, y_val: {"mae": float(np.mean(np.abs(y_pred - y_val)))}),
+        _hyper_regressor(_mae_score(as_dict=True)),
         objective=keras_tuner.Objective("metric_a", "min"),
         max_trials=1,
         directory=tmp_path,
@@ -1388,7 +1397,7 @@ def test_a_fit_that_returns_a_float_of_a_logged_objective_ranks_by_the_log_and_s
     x, y = _regression_data(200, 0)
     x_val, y_val = _regression_data(50, 1)
     tuner = hpo.Tuner(
-        _hyper_regressor(lambda y_pred, y_val: np.mean(np.abs(y_pred - y_val))),
+        _hyper_regressor(_mae_score()),
         objective="val_loss",
         max_trials=1,
         directory=tmp_path,
@@ -1531,8 +1540,7 @@ def test_a_fit_that_fine_tunes_and_returns_its_history_ranks_by_the_default_obje
 def test_a_fit_that_returns_a_score_and_sets_its_own_epochs_keeps_them(tmp_path: Path) -> None:
     x, y = _regression_data(120, 0)
 
-    def mae(y_pred: Any, y_val: Any) -> Any:
-        return np.mean(np.abs(y_pred - y_val))
+    mae = _mae_score()
 
     import keras_tuner
 
@@ -1555,7 +1563,7 @@ def test_given_no_objective_a_fit_that_returns_a_dict_is_told_to_name_its_key(
 ) -> None:
     x, y = _regression_data(120, 0)
     tuner = hpo.Tuner(
-        _hyper_regressor(lambda y_pred, y_val: {"mae": float(np.mean(np.abs(y_pred - y_val)))}),
+        _hyper_regressor(_mae_score(as_dict=True)),
         max_trials=1,
         directory=tmp_path,
     )
@@ -1602,8 +1610,7 @@ def test_a_fit_that_returns_a_score_trains_on_the_batches_of_the_dataset_it_was_
 
     log = tmp_path / "batch_size.txt"
 
-    def mae(y_pred: Any, y_val: Any) -> Any:
-        return np.mean(np.abs(y_pred - y_val))
+    mae = _mae_score()
 
     class Logged(type(_hyper_regressor(mae))):  # type: ignore[misc]
         def fit(self, hp: Any, model: Any, x: Any, y: Any, validation_data: Any, **kwargs: Any):
@@ -1627,8 +1634,7 @@ def test_a_project_whose_trials_ranked_by_a_logged_objective_keeps_it_when_given
     """A study an earlier hpo searched, ranked by the validation loss although the fit returns
     a score, goes on as it was ranked (its trials stay comparable) and says so."""
 
-    def mae(y_pred: Any, y_val: Any) -> Any:
-        return np.mean(np.abs(y_pred - y_val))
+    mae = _mae_score()
 
     x, y = _regression_data(200, 0)
     validation = _regression_data(50, 1)

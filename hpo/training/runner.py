@@ -598,23 +598,27 @@ def _train_own_loop(
             if isinstance(returned, dict)
             else type(returned).__name__
         )
-        how = (
-            "At each epoch's end call callback.on_epoch_end(epoch, logs={"
-            f"{objective!r}: value}}) for each callback, as KerasTuner's custom training loop "
-            "guide does, or return the value."
-            if not scored
-            else "Return the value, or a dict that holds it under that name (KerasTuner's "
-            "custom objective), or give as the objective a metric Keras logs (hpo.Tuner("
-            "objective='val_loss')), or one of the dict's keys (objective=keras_tuner."
-            "Objective('my_score', 'min'))."
-        )
-        did = (
-            "trains the model in a loop of its own, and neither reported an epoch to the "
-            "callbacks it is given nor returned the objective's value"
-            if not scored
-            else "returns the trial's score (Keras logs no value of the objective), and "
-            "returned no value of the objective"
-        )
+        if scored:
+            did = (
+                "returns the trial's score (Keras logs no value of the objective), and "
+                "returned no value of the objective"
+            )
+            how = (
+                "Return the value, or a dict that holds it under that name (KerasTuner's "
+                "custom objective), or give as the objective a metric Keras logs (hpo.Tuner("
+                "objective='val_loss')), or one of the dict's keys (objective=keras_tuner."
+                "Objective('my_score', 'min'))."
+            )
+        else:
+            did = (
+                "trains the model in a loop of its own, and neither reported an epoch to the "
+                "callbacks it is given nor returned the objective's value"
+            )
+            how = (
+                "At each epoch's end call callback.on_epoch_end(epoch, logs={"
+                f"{objective!r}: value}}) for each callback, as KerasTuner's custom training "
+                "loop guide does, or return the value."
+            )
         raise ConfigError(
             f"family {family.name!r}: its fit {did} {objective!r} (it returned {what}). {how}"
         )
