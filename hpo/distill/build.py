@@ -116,6 +116,7 @@ def distill_ensemble(
     cross_fit: int = 0,
     label_weight: float = 0.0,
     augment: int = 0,
+    warm_start: bool = False,
     progress: Callable[[str], None] = _log.info,
 ) -> DistillResult:
     """Trains one model of the study on the ensemble's soft labels, tests it once, exports it.
@@ -146,6 +147,9 @@ def distill_ensemble(
         augment: Altered copies of the training inputs (`Task.augmented`) the student also
             learns, each labelled by the ensemble alone: inputs no member learned from, on
             which the ensemble's probabilities say what it knows beyond the labels (default 0).
+        warm_start: The student starts from the weights of the trial whose parameters it
+            takes (its best epoch), at the learning rate that epoch had, instead of from
+            scratch: it is that model, trained on on the soft labels.
         progress: Called with a line as each step ends.
 
     Raises:
@@ -169,6 +173,7 @@ def distill_ensemble(
             cross_fit=cross_fit,
             label_weight=label_weight,
             augment=augment,
+            warm_start=warm_start,
             progress=progress,
         )
 
@@ -187,6 +192,7 @@ def _distill(
     cross_fit: int,
     label_weight: float,
     augment: int,
+    warm_start: bool,
     progress: Callable[[str], None],
 ) -> DistillResult:
     """`distill_ensemble`'s work, under the ensemble folder's lock."""
@@ -262,12 +268,32 @@ def _distill(
             f"{metrics.accuracy(np.tile(labels.y_train, augment), soft.augmented):.4f} of them."
         )
     member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
-    params, chosen = choose_student(task, space, study, members, member_latency, family)
+    params, chosen, source_trial = choose_student(
+        task, space, study, members, member_latency, family
+    )
+    if warm_start and source_trial is None:
+        raise ConfigError(
+            f"--warm-start: the student's family, {params['family']}, has no completed trial "
+            f"in study {study.study_name!r} to start from. Leave --warm-start out (the student "
+            f"then trains from scratch at the family's defaults), or pick a family with a "
+            f"trial: --family."
+        )
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
 
     with scratch_folder("distill") as scratch:
         targets = Path(scratch) / "soft_labels.npy"
         np.save(targets, soft.targets(labels.y_train).astype(np.float32))
+        start = None
+        if warm_start:
+            assert source_trial is not None
+            start = Path(scratch) / "warm_start.keras"
+            _member_model(config, study, members, source_trial, Path(scratch)).save(start)
+            rate = best_epoch_rate(source_trial)
+            chosen = f"{chosen}, starting from its weights at its best epoch"
+            if rate is not None:
+                params = {**params, "learning_rate": rate}
+                chosen = f"{chosen} (learning rate {rate:.3g})"
+            progress(f"Warm start: the student begins as trial {source_trial.number} ends.")
         job = StudentJob(
             config=config,
             data_folder=data_folder,
@@ -276,7 +302,8 @@ def _distill(
             work=Path(scratch),
             max_epochs=max_epochs or config.training.max_epochs,
             augment=augment,
-            sampled=any(t.params == params for t in study.get_trials(deepcopy=False)),
+            sampled=source_trial is not None,
+            start=start,
         )
         result = _train(job, config)
         student = load_keras_file(result.path)
@@ -339,6 +366,7 @@ def _distill(
                 member_latency=member_latency,
                 params=params,
                 chosen=chosen,
+                warm_start=source_trial.number if warm_start and source_trial else None,
                 result=result,
                 soft=soft,
                 y_train=labels.y_train,
@@ -426,8 +454,8 @@ def choose_student(
     members: list[TeacherMember],
     member_latency: dict[int, float],
     family: str | None,
-) -> tuple[dict[str, Any], str]:
-    """The student's parameters, and whose they are.
+) -> tuple[dict[str, Any], str, FrozenTrial | None]:
+    """The student's parameters, whose they are, and that trial (None: the family's defaults).
 
     Without `family`, the ensemble's fastest member's (by measured latency). With it, the
     fastest member of that family, else the family's best trial in the study, else its
@@ -442,17 +470,30 @@ def choose_student(
         chosen = min(fast, key=lambda m: rank.get(m.trial.number, len(rank))).trial
         what = "member" if family is None else f"{family} member"
         if len(fast) == 1:
-            return dict(chosen.params), f"trial {chosen.number}, the fastest {what}"
+            return dict(chosen.params), f"trial {chosen.number}, the fastest {what}", chosen
         within = f"{SAME_SPEED - 1:.0%}"
-        return dict(chosen.params), (
+        return (
+            dict(chosen.params),
             f"trial {chosen.number}, the best by validation of the {len(fast)} fastest {what}s "
-            f"(within {within} of the fastest's latency)"
+            f"(within {within} of the fastest's latency)",
+            chosen,
         )
     trials = [t for t in ranked_trials(study) if t.params.get("family") == family]
     if trials:
-        return dict(trials[0].params), f"trial {trials[0].number}, the best {family} trial"
+        best = trials[0]
+        return dict(best.params), f"trial {best.number}, the best {family} trial", best
     defaults = next(p for p in default_params(task, space) if p["family"] == family)
-    return defaults, f"the {family} family's defaults (no trial of it completed)"
+    return defaults, f"the {family} family's defaults (no trial of it completed)", None
+
+
+def best_epoch_rate(trial: FrozenTrial) -> float | None:
+    """The learning rate `trial` had at its best epoch (as its metrics record it; the rate a
+    plateau had cut), else its sampled one, else None (a model that compiles itself)."""
+    metrics_at_best = trial.user_attrs.get("metrics") or {}
+    for rate in (metrics_at_best.get("learning_rate"), trial.params.get("learning_rate")):
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+            return float(rate)
+    return None
 
 
 def _member_latencies(

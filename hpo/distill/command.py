@@ -7,7 +7,7 @@ Command line::
     hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
         [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K]
-        [--label-weight W] [--augment N] [--out DIR] [--data PATH]
+        [--label-weight W] [--augment N] [--warm-start] [--out DIR] [--data PATH]
 """
 
 from __future__ import annotations
@@ -90,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0)",
     )
     parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="the student starts from the weights of the trial whose parameters it takes (its "
+        "best epoch, at that epoch's learning rate) instead of from scratch",
+    )
+    parser.add_argument(
         "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"
     )
     parser.add_argument("--data", help=DATA_HELP)
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         cross_fit=args.cross_fit,
         label_weight=args.label_weight,
         augment=args.augment,
+        warm_start=args.warm_start,
         progress=lambda line: print(line, flush=True),
     )
     print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")

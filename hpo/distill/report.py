@@ -38,6 +38,7 @@ def distill_report(
     member_latency: dict[int, float],
     params: dict[str, Any],
     chosen: str,
+    warm_start: int | None,
     result: StudentResult,
     soft: SoftLabels,
     y_train: np.ndarray,
@@ -56,6 +57,7 @@ def distill_report(
     ensemble, latency, and whether the goal (`GOAL`) is met.
 
     Args:
+        warm_start: The trial whose weights the student started from (None: from scratch).
         predictions: Test probabilities of "student", "ensemble" and "best_member".
         latency: Milliseconds per 1,000 test inputs of each, measured side by side.
     """
@@ -71,6 +73,7 @@ def distill_report(
         "student": {
             "family": params["family"],
             "chosen": chosen,
+            "warm_start": warm_start,
             "params": params,
             "precision": result.precision,
             "params_count": result.params_count,

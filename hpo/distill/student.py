@@ -20,9 +20,10 @@ import numpy as np
 import optuna
 
 from hpo.contract import load_keras_file
+from hpo.errors import ConfigError
 from hpo.study import TRAINING_DEFAULTS
 from hpo.tasks import study_task
-from hpo.training.interface import Padding, check_padding, member_model
+from hpo.training.interface import Padding, check_padding, member_model, members_model
 from hpo.training.runner import (
     CHECKPOINT_NAME,
     EVAL_BATCH,
@@ -34,6 +35,8 @@ from hpo.training.runner import (
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import keras
 
     from hpo.config import StudyConfig
 
@@ -58,6 +61,8 @@ class StudentJob:
             study's seed), as many as `targets` holds rows for.
         sampled: Whether `params` are a trial's values, which a family that samples as it
             builds (a KerasTuner hypermodel) is then given (else it builds at its defaults).
+        start: A `.keras` model (a member, as the ensemble takes it) whose weights the student
+            starts from (`hpo distill --warm-start`); None: the family's initial weights.
     """
 
     config: StudyConfig
@@ -69,6 +74,7 @@ class StudentJob:
     threads: int = 0
     augment: int = 0
     sampled: bool = False
+    start: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,26 @@ def train_student(job: StudentJob) -> StudentResult:
         return _train(job, precision.value)
 
 
+def start_from(model: keras.Model, path: Path) -> None:
+    """Sets `model`'s weights to those of the member saved at `path` (the model it was made
+    from, under the `Probabilities` layer a member may have on top).
+
+    Raises:
+        ConfigError: The member's weights do not fit the model (another architecture).
+    """
+    source = members_model(load_keras_file(path))
+    given = [w.shape for w in source.get_weights()]
+    wanted = [tuple(w.shape) for w in model.weights]
+    if given != wanted:
+        raise ConfigError(
+            f"--warm-start: the model in {path} has {len(given)} weights of other shapes than "
+            f"the student's {len(wanted)} (its family built it otherwise from the same "
+            f"parameters: a build that is not deterministic). Leave --warm-start out to train "
+            f"the student from scratch."
+        )
+    model.set_weights(source.get_weights())
+
+
 def _train(job: StudentJob, precision: str) -> StudentResult:
     import keras
 
@@ -115,6 +141,8 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
     # A hypermodel builds from the values its trial sampled, as the trial built it.
     trial = optuna.trial.FixedTrial(dict(job.params)) if job.sampled else None
     model, interface = prepare_model(task, params, data, trial, soft_targets=True)
+    if job.start is not None:
+        start_from(model, job.start)
     classes = int(params["classes"])
     checkpoint = job.work / CHECKPOINT_NAME
     clock = EpochClock()

@@ -20,9 +20,9 @@ from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
-from hpo.distill.build import SAME_SPEED, choose_student, read_ensemble_report
+from hpo.distill.build import SAME_SPEED, best_epoch_rate, choose_student, read_ensemble_report
 from hpo.distill.report import _goal, format_table
-from hpo.distill.student import StudentJob, StudentResult, train_student
+from hpo.distill.student import StudentJob, StudentResult, start_from, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
 from hpo.ensemble import build_ensemble
 from hpo.ensemble.predict import main as predict_main
@@ -37,6 +37,8 @@ from ..conftest import _NEGATIVE, _POSITIVE, copy_study_folder
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    import keras
 
     from hpo.config import StudyConfig
 
@@ -482,7 +484,8 @@ def test_the_student_is_the_best_by_validation_of_the_members_about_as_fast_as_t
     members = [TeacherMember(t, None, 0.25) for t in study.trials]  # type: ignore[arg-type]
 
     def choose(latency: dict[int, float], family: str | None = None) -> tuple[int, str]:
-        params, chosen = choose_student(None, None, study, members, latency, family)  # type: ignore[arg-type]
+        params, chosen, trial = choose_student(None, None, study, members, latency, family)  # type: ignore[arg-type]
+        assert trial is not None and trial.params == params
         return params["units"], chosen
 
     # Trial 1 is within 1.5x of the fastest (0) and better on validation; 2 is too slow.
@@ -637,3 +640,68 @@ def test_a_hypermodel_student_is_built_from_its_trials_values_not_its_defaults(
         widths[sampled] = (embedding.output_dim, result.history["learning_rate"][0])
     assert widths[True] == (32, pytest.approx(0.005))
     assert widths[False] == (4, pytest.approx(0.001))  # a family's defaults: no trial's values
+
+
+def test_a_warm_started_student_begins_with_its_trials_weights_and_learning_rate(
+    distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    study_file, _, scratch_report = distilled
+    report = _distil_again(distilled, tmp_path / "warm", "--warm-start")
+    student = report["student"]
+    assert scratch_report["student"]["warm_start"] is None  # the default: from scratch
+    _, study = open_study(study_file, None, None)
+    trial = next(t for t in study.trials if t.number == student["warm_start"])
+    assert student["chosen"].startswith(f"trial {trial.number}, ")
+    assert "starting from its weights at its best epoch" in student["chosen"]
+    # Its trial's parameters, at the rate its best epoch had (which a plateau may have cut).
+    assert student["params"] == {**trial.params, "learning_rate": best_epoch_rate(trial)}
+    assert best_epoch_rate(trial) == trial.user_attrs["metrics"]["learning_rate"]
+
+
+def _dense(seed: int, units: int = 3) -> keras.Model:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(units)(inputs)))
+
+
+def test_a_student_starts_from_the_weights_of_the_model_under_a_members_probabilities(
+    tmp_path: Path,
+) -> None:
+    from hpo.training.interface import Output, member_model
+
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    trained = _dense(1)
+    # A member of a model with logits: hpo put a sigmoid on top, which the student has not.
+    member = member_model(trained, Output(units=1, from_logits=True), x)
+    member.save(tmp_path / "member.keras")
+    student = _dense(2)
+    assert not np.allclose(student.predict(x, verbose=0), trained.predict(x, verbose=0))
+    start_from(student, tmp_path / "member.keras")
+    np.testing.assert_allclose(student.predict(x, verbose=0), trained.predict(x, verbose=0))
+
+    with pytest.raises(ConfigError, match=r"--warm-start: the model in .* other shapes"):
+        start_from(_dense(3, units=5), tmp_path / "member.keras")
+
+
+def test_a_warm_start_with_no_trial_to_start_from_is_refused(
+    distilled: tuple[Path, Path, dict[str, object]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hpo.distill import build
+
+    def defaults(*args: object) -> tuple[dict[str, object], str, None]:
+        return {"family": "sepconv1d"}, "the sepconv1d family's defaults", None
+
+    monkeypatch.setattr(build, "choose_student", defaults)
+    study_file, ensemble, _ = distilled
+    out = tmp_path / "warm"
+    argv = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
+    assert main([*argv, "--warm-start"]) == 2
+    assert "--warm-start: the student's family, sepconv1d, has no completed trial" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
