@@ -251,22 +251,7 @@ def _distill(
         f"Soft labels: the ensemble's {len(members)} members on {len(soft.train)} training "
         f"inputs (validation accuracy {teacher_val['accuracy']:.4f}, as its report records)."
     )
-    if cross_fit:
-        soft = cross_fitted(config, data_folder, soft, members, cross_fit, _log.info)
-        progress(
-            f"Cross-fitted: {cross_fit} folds per member in {soft.seconds:.0f} s; the soft "
-            f"labels agree with the training labels on "
-            f"{metrics.accuracy(labels.y_train, soft.train):.4f} of rows."
-        )
-    soft = dataclasses.replace(soft, label_weight=label_weight)
-    if augment:
-        soft = augmented_labels(task, data_folder, soft, members, augment, config.sampler.seed)
-        assert soft.augmented is not None
-        progress(
-            f"Augmented: {augment} altered copies of the training inputs, labelled by the "
-            f"ensemble; its class agrees with the original input's label on "
-            f"{metrics.accuracy(np.tile(labels.y_train, augment), soft.augmented):.4f} of them."
-        )
+    # Before the labels that take long (folds, copies): the student, and what it starts from.
     member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
     params, chosen, source_trial = choose_student(
         task, space, study, members, member_latency, family
@@ -281,19 +266,35 @@ def _distill(
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
 
     with scratch_folder("distill") as scratch:
-        targets = Path(scratch) / "soft_labels.npy"
-        np.save(targets, soft.targets(labels.y_train).astype(np.float32))
-        start = None
+        start, start_rate = None, None
         if warm_start:
             assert source_trial is not None
             start = Path(scratch) / "warm_start.keras"
-            _member_model(config, study, members, source_trial, Path(scratch)).save(start)
-            rate = best_epoch_rate(source_trial)
+            _member_model(
+                config, study, members, source_trial, Path(scratch), WARM_START_ROLE
+            ).save(start)
+            start_rate = best_epoch_rate(source_trial)
             chosen = f"{chosen}, starting from its weights at its best epoch"
-            if rate is not None:
-                params = {**params, "learning_rate": rate}
-                chosen = f"{chosen} (learning rate {rate:.3g})"
-            progress(f"Warm start: the student begins as trial {source_trial.number} ends.")
+            progress(f"Warm start: the student begins as trial {source_trial.number} ended.")
+        if cross_fit:
+            soft = cross_fitted(config, data_folder, soft, members, cross_fit, _log.info)
+            progress(
+                f"Cross-fitted: {cross_fit} folds per member in {soft.seconds:.0f} s; the soft "
+                f"labels agree with the training labels on "
+                f"{metrics.accuracy(labels.y_train, soft.train):.4f} of rows."
+            )
+        soft = dataclasses.replace(soft, label_weight=label_weight)
+        if augment:
+            soft = augmented_labels(task, data_folder, soft, members, augment, config.sampler.seed)
+            assert soft.augmented is not None
+            progress(
+                f"Augmented: {augment} altered copies of the training inputs, labelled by the "
+                f"ensemble; its class agrees with the original input's label on "
+                f"{metrics.accuracy(np.tile(labels.y_train, augment), soft.augmented):.4f} of "
+                f"them."
+            )
+        targets = Path(scratch) / "soft_labels.npy"
+        np.save(targets, soft.targets(labels.y_train).astype(np.float32))
         job = StudentJob(
             config=config,
             data_folder=data_folder,
@@ -304,6 +305,7 @@ def _distill(
             augment=augment,
             sampled=source_trial is not None,
             start=start,
+            start_rate=start_rate,
         )
         result = _train(job, config)
         student = load_keras_file(result.path)
@@ -320,7 +322,9 @@ def _distill(
         test_data = testset.fingerprint(test.raw, test.y, test.source)
         ensemble_test = _ensemble_test(ensemble_dir, recorded, test_data, evaluated)
         best_trial = _best_member(study, recorded)
-        best_model = _member_model(config, study, members, best_trial, Path(scratch))
+        best_model = _member_model(
+            config, study, members, best_trial, Path(scratch), BEST_MEMBER_ROLE
+        )
         best_test = predict_member(
             task, best_model, task.member_inputs(test.x, best_trial.params), best_trial
         )
@@ -366,7 +370,11 @@ def _distill(
                 member_latency=member_latency,
                 params=params,
                 chosen=chosen,
-                warm_start=source_trial.number if warm_start and source_trial else None,
+                warm_start=(
+                    {"trial": source_trial.number, "learning_rate": result.start_rate}
+                    if warm_start and source_trial
+                    else None
+                ),
                 result=result,
                 soft=soft,
                 y_train=labels.y_train,
@@ -488,7 +496,7 @@ def choose_student(
 
 def best_epoch_rate(trial: FrozenTrial) -> float | None:
     """The learning rate `trial` had at its best epoch (as its metrics record it; the rate a
-    plateau had cut), else its sampled one, else None (a model that compiles itself)."""
+    plateau had cut), else its sampled one, else None (the student's optimizer keeps its own)."""
     metrics_at_best = trial.user_attrs.get("metrics") or {}
     for rate in (metrics_at_best.get("learning_rate"), trial.params.get("learning_rate")):
         if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
@@ -568,24 +576,41 @@ def _best_member(study: optuna.Study, recorded: dict[str, Any]) -> FrozenTrial:
     return found[0]
 
 
+BEST_MEMBER_ROLE = (
+    "the ensemble's best member, which the student is compared with",
+    "Build the ensemble again (hpo ensemble, which records its best member so that hpo gc "
+    "keeps it), and distil that one.",
+)
+WARM_START_ROLE = (
+    "which the student would start from (--warm-start)",
+    "Leave --warm-start out (the student trains from scratch with its parameters), or pick a "
+    "family whose fastest member is in the ensemble: --family.",
+)
+
+
 def _member_model(
     config: StudyConfig,
     study: optuna.Study,
     members: list[TeacherMember],
     trial: FrozenTrial,
     folder: Path,
+    role: tuple[str, str],
 ) -> keras.Model:
-    """A trial's model: from the export if it is a member there, else its verified checkpoint."""
+    """A trial's model: from the export if it is a member there, else its verified checkpoint.
+
+    Args:
+        role: What the model is for, and the fix if hpo gc removed its checkpoint (the
+            `*_ROLE` pairs).
+    """
     for member in members:
         if member.trial.number == trial.number:
             return member.model
     store = open_artifact_store(config.artifact_location, create=False)
     with holding(study, [trial.number], "hpo distill") as removed:
         if trial.number in removed:
+            what, fix = role
             raise StoreError(
-                f"the ensemble's best member, trial {trial.number}, which the student is "
-                f"compared with, has no checkpoint: hpo gc removed it "
-                f"({removed[trial.number]}). Build the ensemble again (hpo ensemble, which "
-                f"records its best member so that hpo gc keeps it), and distil that one."
+                f"trial {trial.number}, {what}, has no checkpoint: hpo gc removed it "
+                f"({removed[trial.number]}). {fix}"
             )
         return load_checkpoint(fetch_checkpoint(store, trial, folder), trial.number)

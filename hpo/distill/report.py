@@ -38,7 +38,7 @@ def distill_report(
     member_latency: dict[int, float],
     params: dict[str, Any],
     chosen: str,
-    warm_start: int | None,
+    warm_start: dict[str, Any] | None,
     result: StudentResult,
     soft: SoftLabels,
     y_train: np.ndarray,
@@ -57,7 +57,8 @@ def distill_report(
     ensemble, latency, and whether the goal (`GOAL`) is met.
 
     Args:
-        warm_start: The trial whose weights the student started from (None: from scratch).
+        warm_start: The trial whose weights the student started from, and the rate it started
+            at (None: from scratch).
         predictions: Test probabilities of "student", "ensemble" and "best_member".
         latency: Milliseconds per 1,000 test inputs of each, measured side by side.
     """

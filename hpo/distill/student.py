@@ -63,6 +63,8 @@ class StudentJob:
             builds (a KerasTuner hypermodel) is then given (else it builds at its defaults).
         start: A `.keras` model (a member, as the ensemble takes it) whose weights the student
             starts from (`hpo distill --warm-start`); None: the family's initial weights.
+        start_rate: The learning rate the student starts at with `start` (that model's at its
+            best epoch), unless its optimizer schedules its own; None: the optimizer's own.
     """
 
     config: StudyConfig
@@ -75,6 +77,7 @@ class StudentJob:
     augment: int = 0
     sampled: bool = False
     start: Path | None = None
+    start_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class StudentResult:
     params_count: int
     peak_memory_mb: int
     history: dict[str, list[float]]
+    start_rate: float | None = None
 
 
 def train_student(job: StudentJob) -> StudentResult:
@@ -120,6 +124,24 @@ def start_from(model: keras.Model, path: Path) -> None:
     model.set_weights(source.get_weights())
 
 
+def set_rate(model: keras.Model, rate: float | None) -> float | None:
+    """Sets the learning rate of `model`'s optimizer (the one a loss-scale optimizer wraps) to
+    `rate`, unless it is None or the optimizer schedules its own (a `LearningRateSchedule`,
+    which then starts over); returns the rate it trains at first, None where scheduled."""
+    import keras
+
+    from hpo.training.callbacks import user_schedules_learning_rate
+
+    if user_schedules_learning_rate(model):
+        return None
+    optimizer = model.optimizer
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    if rate is not None:
+        optimizer.learning_rate = rate
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
 def _train(job: StudentJob, precision: str) -> StudentResult:
     import keras
 
@@ -141,8 +163,10 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
     # A hypermodel builds from the values its trial sampled, as the trial built it.
     trial = optuna.trial.FixedTrial(dict(job.params)) if job.sampled else None
     model, interface = prepare_model(task, params, data, trial, soft_targets=True)
+    start_rate = None
     if job.start is not None:
         start_from(model, job.start)
+        start_rate = set_rate(model, job.start_rate)
     classes = int(params["classes"])
     checkpoint = job.work / CHECKPOINT_NAME
     clock = EpochClock()
@@ -196,4 +220,5 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         params_count=int(best.count_params()),
         peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         history={k: [round(float(v), 6) for v in vs] for k, vs in history.history.items()},
+        start_rate=start_rate,
     )

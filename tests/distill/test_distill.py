@@ -20,7 +20,7 @@ from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
-from hpo.distill.build import SAME_SPEED, best_epoch_rate, choose_student, read_ensemble_report
+from hpo.distill.build import SAME_SPEED, choose_student, read_ensemble_report
 from hpo.distill.report import _goal, format_table
 from hpo.distill.student import StudentJob, StudentResult, start_from, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import keras
+    from optuna.trial import FrozenTrial
 
     from hpo.config import StudyConfig
 
@@ -642,7 +643,7 @@ def test_a_hypermodel_student_is_built_from_its_trials_values_not_its_defaults(
     assert widths[False] == (4, pytest.approx(0.001))  # a family's defaults: no trial's values
 
 
-def test_a_warm_started_student_begins_with_its_trials_weights_and_learning_rate(
+def test_a_warm_started_student_begins_at_its_trials_best_epoch_learning_rate(
     distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
 ) -> None:
     study_file, _, scratch_report = distilled
@@ -650,12 +651,39 @@ def test_a_warm_started_student_begins_with_its_trials_weights_and_learning_rate
     student = report["student"]
     assert scratch_report["student"]["warm_start"] is None  # the default: from scratch
     _, study = open_study(study_file, None, None)
-    trial = next(t for t in study.trials if t.number == student["warm_start"])
+    trial = next(t for t in study.trials if t.number == student["warm_start"]["trial"])
     assert student["chosen"].startswith(f"trial {trial.number}, ")
-    assert "starting from its weights at its best epoch" in student["chosen"]
-    # Its trial's parameters, at the rate its best epoch had (which a plateau may have cut).
-    assert student["params"] == {**trial.params, "learning_rate": best_epoch_rate(trial)}
-    assert best_epoch_rate(trial) == trial.user_attrs["metrics"]["learning_rate"]
+    assert student["chosen"].endswith("starting from its weights at its best epoch")
+    assert student["params"] == trial.params
+    # The rate its best epoch had (which a plateau may have cut), as the student's first epoch.
+    rate = trial.user_attrs["metrics"]["learning_rate"]
+    assert student["warm_start"]["learning_rate"] == pytest.approx(rate)
+    assert student["history"]["learning_rate"][0] == pytest.approx(rate)
+
+
+def test_a_warm_started_student_is_the_trials_checkpoint_when_its_rate_is_negligible(
+    distilled: tuple[Path, Path, dict[str, object]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hpo.distill import build
+
+    study_file, ensemble, _ = distilled
+    _, study = open_study(study_file, None, None)
+    recorded = {m["trial"] for m in read_ensemble_report(ensemble)["members"]}
+    outside = next(t for t in study.trials if t.number not in recorded)
+
+    def outsider(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
+        return dict(outside.params), f"trial {outside.number}", outside
+
+    # A trial the ensemble does not hold: its weights come from its verified checkpoint.
+    monkeypatch.setattr(build, "choose_student", outsider)
+    monkeypatch.setattr(build, "best_epoch_rate", lambda trial: 1e-12)
+    report = _distil_again(distilled, tmp_path / "warm", "--warm-start", "--max-epochs", "1")
+    student = report["student"]
+    assert student["warm_start"] == {"trial": outside.number, "learning_rate": pytest.approx(1e-12)}
+    # One epoch at a rate of 1e-12 leaves the weights as the trial's best epoch left them.
+    assert student["history"]["val_accuracy"] == [outside.user_attrs["val_accuracy"]]
 
 
 def _dense(seed: int, units: int = 3) -> keras.Model:
@@ -704,4 +732,37 @@ def test_a_warm_start_with_no_trial_to_start_from_is_refused(
     assert "--warm-start: the student's family, sepconv1d, has no completed trial" in (
         capsys.readouterr().err
     )
+    assert not out.exists()
+
+
+def test_a_warm_start_from_a_checkpoint_hpo_gc_removed_names_the_trial_and_the_fix(
+    searched: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hpo.artifacts import collect_garbage
+    from hpo.distill import build
+    from hpo.store import open_artifact_store
+
+    copy_study_folder(searched.parent, tmp_path / "study")
+    study_file = tmp_path / "study" / searched.name
+    config, study = open_study(study_file, None, None)
+    ensemble = tmp_path / "ensemble"
+    build_ensemble(config, study, top=2, out_dir=ensemble)
+    kept = {m["trial"] for m in read_ensemble_report(ensemble)["members"]}
+    removed = collect_garbage(study, open_artifact_store(config.artifact_location), keep=1).removed
+    outside = next(t for t in study.trials if t.number in removed)
+    assert outside.number not in kept
+
+    def outsider(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
+        return dict(outside.params), f"trial {outside.number}", outside
+
+    monkeypatch.setattr(build, "choose_student", outsider)
+    out = tmp_path / "warm"
+    argv = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
+    assert main([*argv, "--warm-start"]) == 2
+    err = capsys.readouterr().err
+    assert f"trial {outside.number}, which the student would start from (--warm-start), " in err
+    assert "has no checkpoint: hpo gc removed it" in err and "Leave --warm-start out" in err
     assert not out.exists()
