@@ -498,9 +498,10 @@ def best_epoch_rate(trial: FrozenTrial) -> float | None:
     """The learning rate `trial` had at its best epoch (as its metrics record it; the rate a
     plateau had cut), else its sampled one, else None (the student's optimizer keeps its own)."""
     metrics_at_best = trial.user_attrs.get("metrics") or {}
-    for rate in (metrics_at_best.get("learning_rate"), trial.params.get("learning_rate")):
-        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
-            return float(rate)
+    logged = metrics_at_best.get("learning_rate")
+    rate = logged if logged is not None else trial.params.get("learning_rate")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+        return float(rate)
     return None
 
 

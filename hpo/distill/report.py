@@ -207,7 +207,11 @@ def format_table(report: dict[str, Any]) -> str:
             else f"best single model (trial {best}, weight 0: not in the ensemble)"
         ),
         "ensemble": f"ensemble ({count})",
-        "student": f"student ({student['family']})",
+        "student": (
+            f"student ({student['family']}, from trial {student['warm_start']['trial']})"
+            if student.get("warm_start")
+            else f"student ({student['family']})"
+        ),
     }
     latency = report["latency"]["ms_per_1000"]
     rows = [

@@ -193,7 +193,7 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         checkpoint=checkpoint,
         clock=clock,
         epochs=job.max_epochs,
-        learning_rate=f"learning_rate={params.get('learning_rate')}",
+        learning_rate=f"learning_rate={start_rate or params.get('learning_rate')}",
         example=(x_train, targets),
     )
     train_seconds = time.perf_counter() - started

@@ -118,7 +118,8 @@ def user_schedules_learning_rate(
     model: keras.Model | None, given: Sequence[keras.callbacks.Callback] = ()
 ) -> str | None:
     """What schedules the learning rate in the user's stead, if anything: the model's
-    optimizer's `LearningRateSchedule` or a callback of `given` that sets the rate, named."""
+    optimizer's `LearningRateSchedule` (or a function it calls for its rate) or a callback of
+    `given` that sets the rate, named."""
     setters = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
     for callback in given:
         if isinstance(callback, setters):
@@ -130,6 +131,8 @@ def user_schedules_learning_rate(
     rate = getattr(optimizer, "_learning_rate", None)
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
         return f"the optimizer's {type(rate).__name__}"
+    if callable(rate):
+        return "the optimizer's learning-rate function"
     return None
 
 

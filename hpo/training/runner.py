@@ -661,12 +661,16 @@ def epoch_logs(history: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
 
 
 def recorded(value: Any) -> Any:
-    """A logged value as a trial's record (JSON) keeps it: a number rounded to 6 places, None
-    where not finite; a metric of one value a class (`F1Score(average=None)`) as a list."""
+    """A logged value as a trial's record (JSON) keeps it: a number rounded to 6 places, or to 6
+    significant digits below 0.1 (a learning rate cut on plateaus to 1e-7 is not 0), None where
+    not finite; a metric of one value a class (`F1Score(average=None)`) as a list."""
     array = np.asarray(value, dtype=float)
     if array.ndim:
         return [recorded(v) for v in array.reshape(-1)]
-    return round(float(array), 6) if math.isfinite(array) else None
+    number = float(array)
+    if not math.isfinite(number):
+        return None
+    return float(f"{number:.6g}") if abs(number) < 0.1 else round(number, 6)
 
 
 def build_step_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:

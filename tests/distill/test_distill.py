@@ -659,9 +659,12 @@ def test_a_warm_started_student_begins_at_its_trials_best_epoch_learning_rate(
     rate = trial.user_attrs["metrics"]["learning_rate"]
     assert student["warm_start"]["learning_rate"] == pytest.approx(rate)
     assert student["history"]["learning_rate"][0] == pytest.approx(rate)
+    assert f"student ({student['family']}, from trial {trial.number})" in format_table(report)
 
 
-def test_a_warm_started_student_is_the_trials_checkpoint_when_its_rate_is_negligible(
+@pytest.mark.parametrize("source", ["member", "checkpoint"])
+def test_a_warm_started_student_is_the_trial_it_starts_from_when_its_rate_is_negligible(
+    source: str,
     distilled: tuple[Path, Path, dict[str, object]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -670,20 +673,27 @@ def test_a_warm_started_student_is_the_trials_checkpoint_when_its_rate_is_neglig
 
     study_file, ensemble, _ = distilled
     _, study = open_study(study_file, None, None)
-    recorded = {m["trial"] for m in read_ensemble_report(ensemble)["members"]}
-    outside = next(t for t in study.trials if t.number not in recorded)
+    if source == "checkpoint":
+        # A trial the ensemble does not hold: its weights come from its checkpoint.
+        recorded = {m["trial"] for m in read_ensemble_report(ensemble)["members"]}
+        outside = next(t for t in study.trials if t.number not in recorded)
 
-    def outsider(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
-        return dict(outside.params), f"trial {outside.number}", outside
+        def outsider(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
+            return dict(outside.params), f"trial {outside.number}", outside
 
-    # A trial the ensemble does not hold: its weights come from its verified checkpoint.
-    monkeypatch.setattr(build, "choose_student", outsider)
+        monkeypatch.setattr(build, "choose_student", outsider)
     monkeypatch.setattr(build, "best_epoch_rate", lambda trial: 1e-12)
     report = _distil_again(distilled, tmp_path / "warm", "--warm-start", "--max-epochs", "1")
     student = report["student"]
-    assert student["warm_start"] == {"trial": outside.number, "learning_rate": pytest.approx(1e-12)}
-    # One epoch at a rate of 1e-12 leaves the weights as the trial's best epoch left them.
-    assert student["history"]["val_accuracy"] == [outside.user_attrs["val_accuracy"]]
+    trial = next(t for t in study.trials if t.number == student["warm_start"]["trial"])
+    if source == "checkpoint":
+        assert trial.number == outside.number
+    assert student["warm_start"]["learning_rate"] == pytest.approx(1e-12)
+    # One epoch at a rate of 1e-12 leaves the weights as the trial's best epoch left them (a
+    # validation loss no model at chance, as one from scratch starts, would have).
+    assert student["history"]["val_accuracy"] == [trial.user_attrs["val_accuracy"]]
+    assert student["history"]["val_loss"][0] == pytest.approx(trial.user_attrs["val_loss"])
+    assert abs(trial.user_attrs["val_loss"] - np.log(2)) > 0.01
 
 
 def _dense(seed: int, units: int = 3) -> keras.Model:
@@ -724,11 +734,15 @@ def test_a_warm_start_with_no_trial_to_start_from_is_refused(
     def defaults(*args: object) -> tuple[dict[str, object], str, None]:
         return {"family": "sepconv1d"}, "the sepconv1d family's defaults", None
 
+    def hours(*args: object) -> None:
+        raise AssertionError("the refusal comes before the folds are trained")
+
     monkeypatch.setattr(build, "choose_student", defaults)
+    monkeypatch.setattr(build, "cross_fitted", hours)
     study_file, ensemble, _ = distilled
     out = tmp_path / "warm"
     argv = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
-    assert main([*argv, "--warm-start"]) == 2
+    assert main([*argv, "--warm-start", "--cross-fit", "2"]) == 2
     assert "--warm-start: the student's family, sepconv1d, has no completed trial" in (
         capsys.readouterr().err
     )

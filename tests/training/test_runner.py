@@ -339,6 +339,19 @@ def test_the_best_epochs_logs_are_those_of_the_epoch_the_monitor_chose() -> None
     assert best_epoch_logs({"val_loss": [float("nan")]}, "val_loss", "min") == {}
 
 
+def test_a_small_logged_value_keeps_its_digits_and_a_large_one_six_places() -> None:
+    # A learning rate cut on plateaus below 5e-7 was recorded as 0, and hpo distill
+    # --warm-start then took the trial's uncut rate, up to 32 times as fast.
+    cut = 1.234e-5 * 0.5**5
+    logs = best_epoch_logs(
+        {"val_accuracy": [0.8868], "learning_rate": [cut], "loss": [12.3456789]}, "val_accuracy"
+    )
+    assert logs == {"val_accuracy": 0.8868, "learning_rate": 3.85625e-07, "loss": 12.345679}
+    assert epoch_logs({"val_loss": [0.2908491234, 0.0014837175]}) == {
+        "val_loss": [0.290849, 0.00148372]
+    }
+
+
 def test_a_metric_of_one_value_a_class_is_recorded_as_a_list_every_epoch() -> None:
     # As Keras logs keras.metrics.F1Score(average=None): an array an epoch (every trial of
     # such a model failed, float() of it raising TypeError).
@@ -553,7 +566,7 @@ def test_a_training_loop_of_the_hypermodels_own_reports_epochs_or_returns_a_valu
         train(False, None, tmp_path / "none.keras")
 
 
-@pytest.mark.parametrize("scheduled_by", ["optimizer", "callback"])
+@pytest.mark.parametrize("scheduled_by", ["optimizer", "function", "callback"])
 def test_a_learning_rate_the_user_schedules_is_left_to_them(
     scheduled_by: str, tmp_path: Path
 ) -> None:
@@ -573,6 +586,8 @@ def test_a_learning_rate_the_user_schedules_is_left_to_them(
     given: list[keras.callbacks.Callback] = []
     if scheduled_by == "optimizer":
         rate: Any = keras.optimizers.schedules.CosineDecay(0.5, decay_steps=100)
+    elif scheduled_by == "function":  # Keras calls it for the rate of each step
+        rate = lambda: 0.5  # noqa: E731
     else:
         rate = 0.5
         given.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9))
@@ -597,7 +612,11 @@ def test_a_learning_rate_the_user_schedules_is_left_to_them(
     if scheduled_by == "callback":  # the user's schedule alone: no cut of hpo's between
         rates = history.history["learning_rate"]
         np.testing.assert_allclose(rates, 0.5 * 0.9 ** np.arange(1, 7), rtol=1e-5)
-    expected = "CosineDecay" if scheduled_by == "optimizer" else "LearningRateScheduler"
+    expected = {
+        "optimizer": "CosineDecay",
+        "function": "learning-rate function",
+        "callback": "LearningRateScheduler",
+    }[scheduled_by]
     assert expected in str(user_schedules_learning_rate(model, given))
     assert user_schedules_learning_rate(keras.Sequential([keras.Input((4,))])) is None
 
