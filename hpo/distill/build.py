@@ -149,7 +149,7 @@ def distill_ensemble(
             which the ensemble's probabilities say what it knows beyond the labels (default 0).
         warm_start: The student starts from the weights of the trial whose parameters it
             takes (its best epoch), at the learning rate that epoch had, instead of from
-            scratch: it is that model, trained on on the soft labels.
+            scratch: it is that model, trained on the soft labels.
         progress: Called with a line as each step ends.
 
     Raises:
