@@ -689,8 +689,9 @@ class Tuner:
                 classes = 0
             else:
                 # KerasTuner's DefaultObjective: given no objective, it minimizes the value
-                # the hypermodel's fit returns. The study, made for hpo's default objective
-                # before the check found that, is made anew to minimize it.
+                # the hypermodel's fit returns (a score, or a training loop's own). The study,
+                # made for hpo's default objective before the check found that, is made anew
+                # to minimize it.
                 self._forget_unstarted_study(
                     "the hypermodel's fit returns the value to minimize",
                     otherwise="ranked by another objective",
@@ -698,9 +699,9 @@ class Tuner:
                 self._rank_by_returned_value()
                 if verbose:
                     print(
-                        f"The hypermodel's fit returns a score, and no objective was given: "
-                        f"the search minimizes that score, as KerasTuner does (objective "
-                        f"{DEFAULT_OBJECTIVE!r})."
+                        f"No objective was given, and the hypermodel's fit returns a score or "
+                        f"trains in a loop of its own: the search minimizes what the fit "
+                        f"returns, as KerasTuner does (objective {DEFAULT_OBJECTIVE!r})."
                     )
             given = self.config
         if verbose:

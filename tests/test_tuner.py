@@ -1149,14 +1149,18 @@ def test_kerastuners_tune_data_preprocessing_example_trains_on_what_its_fit_make
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("objective_given", [True, False])
 def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it_reports(
-    tmp_path: Path,
+    objective_given: bool, tmp_path: Path
 ) -> None:
     """KerasTuner's guide "Tune hyperparameters in your custom training loop", as it writes it
     (on synthetic 28x28 images for MNIST): `fit` never calls `model.fit`, trains with its own
-    optimizer and batches, and reports `my_metric` to the callbacks it is given."""
+    optimizer and batches, and reports `my_metric` to the callbacks it is given. Given no
+    objective, KerasTuner minimizes what the loop returns (the search stopped, asking for
+    `val_accuracy` among what it logs)."""
     import keras
     import keras_tuner
+    import optuna
     import tensorflow as tf
 
     class MyHyperModel(keras_tuner.HyperModel):
@@ -1235,8 +1239,9 @@ def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it
             # Return the evaluation metric value.
             return best_epoch_loss
 
+    objective = {"objective": keras_tuner.Objective("my_metric", "min")} if objective_given else {}
     tuner = hpo.Tuner(
-        objective=keras_tuner.Objective("my_metric", "min"),
+        **objective,
         max_trials=2,
         hypermodel=MyHyperModel(),
         directory=tmp_path,
@@ -1260,10 +1265,16 @@ def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it
             "MyHyperModel/learning_rate",
         }
         assert trial.user_attrs["epochs"] == 2
-        assert trial.value == trial.user_attrs["metrics"]["my_metric"]
+        reported = trial.user_attrs["history"]["my_metric"]
+        if objective_given:
+            assert trial.value == trial.user_attrs["metrics"]["my_metric"]
+        else:  # what the loop returns: the lower of the two epochs' losses
+            assert trial.value == pytest.approx(min(reported), rel=1e-5)
     best = tuner.best_trials(1)[0]
+    assert tuner.study().optuna_study.direction is optuna.study.StudyDirection.MINIMIZE
     assert best.value == min(t.value for t in trials)
-    # The best epoch's weights are stored: its validation loss is the reported one.
+    # The best epoch's weights are stored, its validation loss the reported one; given no
+    # objective, the final model's (the loop's return is all KerasTuner ranks by).
     [model] = tuner.get_best_models(1)
     logits = model.predict(images[500:], verbose=0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -1271,7 +1282,8 @@ def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it
     batches = [
         float(loss(labels[500:][i : i + size], logits[i : i + size])) for i in range(0, 200, size)
     ]
-    assert np.mean(batches) == pytest.approx(best.value, rel=1e-4)
+    stored = best.value if objective_given else best.user_attrs["history"]["my_metric"][-1]
+    assert np.mean(batches) == pytest.approx(stored, rel=1e-4)
 
 
 def _mae_score(as_dict: bool = False) -> Callable[[Any, Any], Any]:

@@ -406,8 +406,9 @@ def _train_trial(
                 mode=config.training.mode,
                 checkpoint=checkpoint,
                 callbacks=[clock, *extra],
-                scored=scored,
-                epochs=config.training.max_epochs,
+                # Given no objective (hpo.Tuner's), a loop's own is what it returns, minimized.
+                scored=scored or objective == DEFAULT_OBJECTIVE,
+                epochs=config.training.max_epochs if scored else None,
             )
         else:
             labels = interface.encode_labels(data.y_train, classes)
@@ -535,10 +536,11 @@ def _train_own_loop(
     reported to the pruner.
 
     With `scored`, the fit is one that returns the trial's score, of an objective no epoch
-    logs (KerasTuner's custom objective: `model.fit(...)`, then a score of the trained model):
-    its epochs are logged and timed, nothing is checkpointed or pruned by epoch, and the
-    value it returns is the objective's, of its final model. It is given `epochs`, the study's
-    cap, where the search gave it none.
+    logs (KerasTuner's custom objective: `model.fit(...)`, then a score of the trained model;
+    or a loop of its own given no objective, `DEFAULT_OBJECTIVE`): its epochs are logged and
+    timed, nothing is checkpointed or pruned by epoch, and the value it returns is the
+    objective's, of its final model. It is given `epochs` (the study's cap, where the search
+    gave it none), unless that is None.
 
     Returns:
         The logs of each epoch; a loop that reports no `objective` but returns a number, or a
@@ -895,6 +897,16 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                     raise ReturnsObjective(
                         f"family {params['family']!r}: its fit returns {returns}, the value "
                         f"KerasTuner minimizes when it is given no objective."
+                    )
+                if getattr(family, "trains_itself", False) and getattr(family, "overrides", {}).get(
+                    "default_objective"
+                ):
+                    # KerasTuner ranks a training loop of its own by what it returns, minimized,
+                    # whatever its epochs report, where it is given no objective.
+                    raise ReturnsObjective(
+                        f"family {params['family']!r}: its fit trains the model in a loop of its "
+                        f"own, whose returned value KerasTuner minimizes when it is given no "
+                        f"objective."
                     )
                 # A training loop of the hypermodel's own logs what it logs as it runs.
                 objective = job.config.training.objective
