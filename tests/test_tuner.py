@@ -1286,6 +1286,80 @@ def test_kerastuners_custom_training_loop_trains_in_the_fit_and_ranks_by_what_it
     assert np.mean(batches) == pytest.approx(stored, rel=1e-4)
 
 
+def _own_loop(returns: str) -> Any:
+    """A hypermodel whose fit trains in a loop of its own (as KerasTuner's custom training loop
+    guide writes one), reports `val_loss` and `my_metric` each epoch, and returns `returns`:
+    "number" (its last loss), "none" or "dict" (`{"my_metric": loss}`)."""
+    import keras
+    import keras_tuner
+    import tensorflow as tf
+
+    class Loop(keras_tuner.HyperModel):
+        def build(self, hp):
+            inputs = keras.Input((8,))
+            units = hp.Int("units", 2, 8)
+            return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(units)(inputs)))
+
+        def fit(self, hp, model, x, y, validation_data, callbacks=None, **kwargs):
+            optimizer = keras.optimizers.SGD(0.01)
+            loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+            x_val, y_val = validation_data
+            for epoch in range(2):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x))
+                gradients = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(gradients, model.trainable_variables))  # noqa: B905
+                val_loss = float(loss_fn(y_val, model(x_val)))
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs={"val_loss": val_loss, "my_metric": val_loss})
+            return {"number": val_loss, "none": None, "dict": {"my_metric": val_loss}}[returns]
+
+    return Loop()
+
+
+@pytest.mark.parametrize(
+    ("returns", "named"), [("none", "None"), ("dict", "a dict (its keys: ['my_metric'])")]
+)
+def test_a_training_loop_given_no_objective_that_returns_no_number_is_refused_as_in_kerastuner(
+    returns: str, named: str, tmp_path: Path
+) -> None:
+    # KerasTuner refuses both ("The return value of HyperModel.fit() is None", "a single float
+    # when `objective` is left unspecified"); hpo named an objective given by no one.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 8)).astype("float32"), rng.integers(0, 2, 120)
+    tuner = hpo.Tuner(_own_loop(returns), max_trials=1, directory=tmp_path, project_name="p")
+    first = (
+        "my_metric" if returns == "dict" else "my_metric', 'min')) (one of ['my_metric', 'val_loss'"
+    )
+    with pytest.raises(ConfigError) as raised:
+        tuner.search(x[:80], y[:80], validation_data=(x[80:], y[80:]), verbose=0)
+    message = str(raised.value)
+    assert (
+        "hpo.Tuner was given no objective, so it minimizes the number the hypermodel's fit"
+        in message
+    )
+    assert f"the fit returned {named}. Return that number, or name the objective" in message
+    assert f"keras_tuner.Objective('{first}" in message
+
+
+def test_a_project_whose_every_trial_failed_is_searched_again_as_if_new(tmp_path: Path) -> None:
+    # As an earlier hpo left a custom training loop given no objective: ranked by val_accuracy,
+    # which the loop does not report, its one trial failed. Run again, it stopped so again.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 8)).astype("float32"), rng.integers(0, 2, 120)
+    data = {"x": x[:80], "y": y[:80], "validation_data": (x[80:], y[80:]), "verbose": 0}
+    project = {"max_trials": 1, "directory": tmp_path, "project_name": "p"}
+    with pytest.raises(ConfigError, match="'val_accuracy' is not among what the model logs"):
+        hpo.Tuner(_own_loop("number"), objective="val_accuracy", **project).search(**data)
+    [failed] = hpo.Tuner(_own_loop("number"), **project).study().optuna_study.get_trials()
+    assert failed.state is TrialState.FAIL
+    tuner = hpo.Tuner(_own_loop("number"), **project)
+    tuner.search(**data)
+    [trial] = tuner.study().optuna_study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert trial.value == pytest.approx(trial.user_attrs["history"]["my_metric"][-1], rel=1e-5)
+
+
 def _mae_score(as_dict: bool = False) -> Callable[[Any, Any], Any]:
     """The validation MAE a custom-objective fit returns: a number, or `{"mae": number}`."""
 

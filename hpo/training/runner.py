@@ -600,6 +600,22 @@ def _train_own_loop(
             if isinstance(returned, dict)
             else type(returned).__name__
         )
+        if objective == DEFAULT_OBJECTIVE:
+            # hpo.Tuner given no objective: KerasTuner's DefaultObjective, and its refusal.
+            names = (
+                sorted(map(str, returned)) if isinstance(returned, dict) else sorted(logs.history)
+            )
+            listed = f" (one of {names})" if len(names) > 1 else ""
+            returned_what = (
+                f"a dict (its keys: {names})" if isinstance(returned, dict) else repr(returned)[:60]
+            )
+            raise ConfigError(
+                f"family {family.name!r}: hpo.Tuner was given no objective, so it minimizes the "
+                f"number the hypermodel's fit returns, as KerasTuner does; the fit returned "
+                f"{returned_what}. Return that number, or name the objective: hpo.Tuner("
+                f"objective=keras_tuner.Objective({(names or ['my_metric'])[0]!r}, 'min'))"
+                f"{listed}, or 'max'."
+            )
         if scored:
             did = (
                 "returns the trial's score (Keras logs no value of the objective), and "
