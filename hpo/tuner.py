@@ -1354,13 +1354,10 @@ def _objective(objective: Any) -> tuple[str, Direction]:
 
 
 def _trials_run(study: optuna.Study) -> list[FrozenTrial]:
-    """The study's trials that ran, or are running: any but those waiting to start and those
-    that failed, which hold no result (a project whose every trial failed, such as on an error
-    since fixed, is searched as if new)."""
+    """The study's trials that ran (any but those waiting to start)."""
     from optuna.trial import TrialState
 
-    idle = (TrialState.WAITING, TrialState.FAIL)
-    return [t for t in study.get_trials(deepcopy=False) if t.state not in idle]
+    return [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
 
 
 def _loaded_backend() -> Any:

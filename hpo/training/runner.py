@@ -34,7 +34,7 @@ from hpo.cost import Calibration, CostFeatures, Priced, example_work, family_rat
 from hpo.data.batching import use_width_ladder
 from hpo.data.in_memory import is_targets
 from hpo.data.inputs import model_inputs, tensors
-from hpo.directions import DEFAULT_OBJECTIVE
+from hpo.directions import DEFAULT_OBJECTIVE, Direction, known_direction
 from hpo.disk import raise_if_study_full, writing
 from hpo.errors import ConfigError, HpoError, ReturnsObjective, kerastuner_signals
 from hpo.models import is_builtin
@@ -602,19 +602,29 @@ def _train_own_loop(
         )
         if objective == DEFAULT_OBJECTIVE:
             # hpo.Tuner given no objective: KerasTuner's DefaultObjective, and its refusal.
-            names = (
-                sorted(map(str, returned)) if isinstance(returned, dict) else sorted(logs.history)
-            )
-            listed = f" (one of {names})" if len(names) > 1 else ""
+            given = returned if isinstance(returned, dict) else logs.history
+            names = sorted(map(str, given))
             returned_what = (
                 f"a dict (its keys: {names})" if isinstance(returned, dict) else repr(returned)[:60]
             )
+            if names:
+                # A validation value first (not a training one), in its direction where known.
+                name = min(names, key=lambda n: not n.startswith("val_"))
+                direction = (known_direction(name) or Direction.MIN).value
+                what_to_name = (
+                    f"hpo.Tuner(objective=keras_tuner.Objective({name!r}, {direction!r}))"
+                    + (f", or another of {names}" if len(names) > 1 else "")
+                )
+            else:
+                what_to_name = (
+                    "report it each epoch (callback.on_epoch_end(epoch, logs={'my_metric': "
+                    "value})) and give hpo.Tuner(objective=keras_tuner.Objective('my_metric', "
+                    "'min'))"
+                )
             raise ConfigError(
                 f"family {family.name!r}: hpo.Tuner was given no objective, so it minimizes the "
                 f"number the hypermodel's fit returns, as KerasTuner does; the fit returned "
-                f"{returned_what}. Return that number, or name the objective: hpo.Tuner("
-                f"objective=keras_tuner.Objective({(names or ['my_metric'])[0]!r}, 'min'))"
-                f"{listed}, or 'max'."
+                f"{returned_what}. Return that number, or name the objective: {what_to_name}."
             )
         if scored:
             did = (
