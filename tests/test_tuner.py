@@ -1397,7 +1397,9 @@ def test_given_no_objective_a_fit_that_returns_a_float_ranks_its_trials_by_it_mi
     x_val, y_val = _regression_data(50, 1)
     tuner = hpo.Tuner(_hyper_regressor(mae), max_trials=1, directory=tmp_path)
     tuner.search(x, y, validation_data=(x_val, y_val), epochs=2)
-    assert "the search minimizes that score, as KerasTuner does" in capsys.readouterr().out
+    assert "the search minimizes what the fit returns, as KerasTuner does" in (
+        capsys.readouterr().out
+    )
     study = tuner.study().optuna_study
     assert study.direction is optuna.study.StudyDirection.MINIMIZE
     [trial] = study.get_trials()
