@@ -27,6 +27,7 @@ from hpo.training.interface import Padding, check_padding, member_model, members
 from hpo.training.runner import (
     CHECKPOINT_NAME,
     EVAL_BATCH,
+    epoch_logs,
     fit_best_epoch,
     prepare_model,
     probe_rows,
@@ -94,7 +95,7 @@ class StudentResult:
     stop_reason: str | None
     params_count: int
     peak_memory_mb: int
-    history: dict[str, list[float]]
+    history: dict[str, list[Any]]  # as a trial's record keeps them (`epoch_logs`)
     start_rate: float | None = None
 
 
@@ -219,6 +220,6 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         stop_reason=clock.stop_reason,
         params_count=int(best.count_params()),
         peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        history={k: [round(float(v), 6) for v in vs] for k, vs in history.history.items()},
+        history=epoch_logs(history.history),
         start_rate=start_rate,
     )
