@@ -131,13 +131,12 @@ def set_rate(model: keras.Model, rate: float | None) -> float | None:
     which then starts over); returns the rate it trains at first, None where scheduled."""
     import keras
 
-    from hpo.training.callbacks import user_schedules_learning_rate
+    from hpo.training.callbacks import rate_optimizer, user_schedules_learning_rate
 
     if user_schedules_learning_rate(model):
         return None
-    optimizer = model.optimizer
-    while hasattr(optimizer, "inner_optimizer"):
-        optimizer = optimizer.inner_optimizer
+    optimizer = rate_optimizer(model)
+    assert optimizer is not None, "prepare_model compiles the student"
     if rate is not None:
         optimizer.learning_rate = rate
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))

@@ -114,6 +114,15 @@ def schedule_callbacks(
     return callbacks
 
 
+def rate_optimizer(model: keras.Model | None) -> keras.optimizers.Optimizer | None:
+    """The optimizer whose learning rate `model` trains at: its own, or the one a
+    LossScaleOptimizer (mixed float16) wraps; None for a model not compiled."""
+    optimizer = getattr(model, "optimizer", None)
+    while optimizer is not None and hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
 def user_schedules_learning_rate(
     model: keras.Model | None, given: Sequence[keras.callbacks.Callback] = ()
 ) -> str | None:
@@ -124,11 +133,7 @@ def user_schedules_learning_rate(
     for callback in given:
         if isinstance(callback, setters):
             return f"the callback {type(callback).__name__}"
-    optimizer = getattr(model, "optimizer", None)
-    # A LossScaleOptimizer (mixed float16) schedules through the optimizer it wraps.
-    while optimizer is not None and hasattr(optimizer, "inner_optimizer"):
-        optimizer = optimizer.inner_optimizer
-    rate = getattr(optimizer, "_learning_rate", None)
+    rate = getattr(rate_optimizer(model), "_learning_rate", None)
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
         return f"the optimizer's {type(rate).__name__}"
     if callable(rate):

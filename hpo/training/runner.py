@@ -909,7 +909,9 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                     # by running it on a few rows, with a model of its own: it trains it.
                     _settle_returns(task, family, params, data)
                 returns = getattr(family, "returns_score", None)
-                if returns and getattr(family, "overrides", {}).get("default_objective"):
+                # hpo.Tuner was given no objective: KerasTuner's is what the fit returns.
+                no_objective = getattr(family, "overrides", {}).get("default_objective")
+                if returns and no_objective:
                     keys = getattr(family, "returned_keys", None)
                     if keys is not None and DEFAULT_OBJECTIVE not in keys:
                         # KerasTuner's FatalTypeError for it, before the study is made anew.
@@ -924,9 +926,7 @@ def estimate_epochs(job: EstimateJob) -> list[Priced]:
                         f"family {params['family']!r}: its fit returns {returns}, the value "
                         f"KerasTuner minimizes when it is given no objective."
                     )
-                if getattr(family, "trains_itself", False) and getattr(family, "overrides", {}).get(
-                    "default_objective"
-                ):
+                if no_objective and getattr(family, "trains_itself", False):
                     # KerasTuner ranks a training loop of its own by what it returns, minimized,
                     # whatever its epochs report, where it is given no objective.
                     raise ReturnsObjective(
