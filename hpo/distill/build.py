@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import numbers
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from hpo.contract import fetch_checkpoint, load_checkpoint, load_keras_file
 from hpo.data import provenance, testset
 from hpo.disk import raise_if_full
 from hpo.distill.latency import latencies
-from hpo.distill.report import distill_report
+from hpo.distill.report import GOAL, distill_report
 from hpo.distill.student import StudentJob, StudentResult, train_student
 from hpo.distill.teacher import (
     TeacherMember,
@@ -90,6 +92,9 @@ LATENCY_REPEATS = 5
 LATENCY_BATCH = 256
 # Validation inputs each member is timed on to find the fastest.
 MEMBER_TIMING_EXAMPLES = 512
+# The most a student may take to predict, as a share of the ensemble's latency, by default: the
+# goal's.
+MAX_LATENCY = GOAL["latency_ratio_at_most"]
 
 _log = logging.getLogger("hpo.distill")
 
@@ -117,6 +122,7 @@ def distill_ensemble(
     label_weight: float = 0.0,
     augment: int = 0,
     warm_start: bool = False,
+    max_latency: float = MAX_LATENCY,
     progress: Callable[[str], None] = _log.info,
 ) -> DistillResult:
     """Trains one model of the study on the ensemble's soft labels, tests it once, exports it.
@@ -129,8 +135,9 @@ def distill_ensemble(
     Args:
         ensemble_dir: A folder `hpo ensemble` wrote (its report.json and ensemble.keras).
         family: The student's family; default the ensemble's fastest member's. Its parameters
-            are those of the fastest member of that family, else of the family's best trial in
-            the study, else the family's defaults.
+            are those of the family's best member by validation within `max_latency`, else of
+            its fastest member, else of the family's best trial in the study, else the
+            family's defaults (`choose_student`).
         out_dir: Where the report and export go (default `<ensemble_dir>/distilled`).
         data: The data source, as `hpo ensemble --data` takes it.
         max_epochs: The most epochs of the student (default the study's `max_epochs`).
@@ -150,12 +157,22 @@ def distill_ensemble(
         warm_start: The student starts from the weights of the trial whose parameters it
             takes (its best epoch), at the learning rate that epoch had, instead of from
             scratch: it is that model, trained on the soft labels.
+        max_latency: The members the student may take its parameters from: those whose
+            latency is at most this share of the ensemble's (its members' sum; default 1/3).
         progress: Called with a line as each step ends.
 
     Raises:
-        ConfigError: No ensemble in `ensemble_dir`, one of another study, or a family the
-            study does not search.
+        ConfigError: No ensemble in `ensemble_dir`, one of another study, a family the study
+            does not search, or a `max_latency` that is not a positive number.
     """
+    if isinstance(max_latency, bool) or not (
+        isinstance(max_latency, numbers.Real) and 0 < max_latency < math.inf
+    ):
+        raise ConfigError(
+            f"max_latency must be a positive share of the ensemble's latency, not "
+            f"{max_latency!r}; use 1/3 (the default), say."
+        )
+    max_latency = float(max_latency)
     ensemble_dir = Path(ensemble_dir)
     # The teacher stays as it is read until its student is published beside it: `hpo ensemble`
     # replacing it, or `hpo export` adding to it, waits (and this waits for them).
@@ -174,6 +191,7 @@ def distill_ensemble(
             label_weight=label_weight,
             augment=augment,
             warm_start=warm_start,
+            max_latency=max_latency,
             progress=progress,
         )
 
@@ -193,6 +211,7 @@ def _distill(
     label_weight: float,
     augment: int,
     warm_start: bool,
+    max_latency: float,
     progress: Callable[[str], None],
 ) -> DistillResult:
     """`distill_ensemble`'s work, under the ensemble folder's lock."""
@@ -254,7 +273,7 @@ def _distill(
     # Before the labels that take long (folds, copies): the student, and what it starts from.
     member_latency = _member_latencies(task, data_folder, members, labels.y_val, repeats)
     params, chosen, source_trial = choose_student(
-        task, space, study, members, member_latency, family
+        task, space, study, members, member_latency, family, max_latency
     )
     if warm_start and source_trial is None:
         raise ConfigError(
@@ -370,6 +389,7 @@ def _distill(
                 member_latency=member_latency,
                 params=params,
                 chosen=chosen,
+                max_latency=max_latency,
                 warm_start=(
                     {"trial": source_trial.number, "learning_rate": result.start_rate}
                     if warm_start and source_trial
@@ -448,13 +468,6 @@ def read_ensemble_report(ensemble_dir: Path) -> dict[str, Any]:
     return dict(report)
 
 
-# Members of one architecture time within noise of each other: each is timed on a few hundred
-# validation inputs, and on the 2-hour IMDB study two `nbsvm` members of the same shape timed
-# 484 and 735 ms per 1,000 side by side in one run. Any member within this factor of the fastest
-# counts as fastest, and the best of those by validation is the student's.
-SAME_SPEED = 1.5
-
-
 def choose_student(
     task: Task,
     space: SearchSpace,
@@ -462,30 +475,46 @@ def choose_student(
     members: list[TeacherMember],
     member_latency: dict[int, float],
     family: str | None,
+    max_latency: float = MAX_LATENCY,
 ) -> tuple[dict[str, Any], str, FrozenTrial | None]:
     """The student's parameters, whose they are, and that trial (None: the family's defaults).
 
-    Without `family`, the ensemble's fastest member's (by measured latency). With it, the
-    fastest member of that family, else the family's best trial in the study, else its
-    defaults. Members within `SAME_SPEED` of the fastest count as fastest too, and the best of
-    them by validation is chosen.
+    The family is `family`, else the ensemble's fastest member's (by measured latency). Its
+    parameters are those of the family's best member by validation among those that predict
+    within `max_latency` of the ensemble's latency (the sum of its members'), else of the
+    family's fastest member, else of the family's best trial in the study, else its defaults.
+    Members of one shape time within noise of each other, and the fastest member is not
+    always the best of its kind: on the seed-44 teacher of benchmarks/RESULTS.md the fastest
+    `ngram` member read 400 tokens of a review, the best one 1,600.
     """
-    candidates = [m for m in members if family in (None, m.trial.params.get("family"))]
+    if family is None:
+        fastest = min(members, key=lambda m: member_latency[m.trial.number])
+        family = fastest.trial.params.get("family")
+        whose = " (the fastest member's family)"
+    else:
+        whose = ""
+    candidates = [m for m in members if m.trial.params.get("family") == family]
+    what = f"{family} member" if family else "member"
     if candidates:
-        quickest = min(member_latency[m.trial.number] for m in candidates)
-        fast = [m for m in candidates if member_latency[m.trial.number] <= SAME_SPEED * quickest]
+        # A member exactly at the share counts (equal members, a float's rounding).
+        budget = max_latency * sum(member_latency[m.trial.number] for m in members) * (1 + 1e-9)
+        within = f"within {max_latency * 100:.3g}% of the ensemble's latency (its members' sum)"
+        fitting = [m for m in candidates if member_latency[m.trial.number] <= budget]
+        if not fitting:
+            chosen = min(candidates, key=lambda m: member_latency[m.trial.number]).trial
+            return (
+                dict(chosen.params),
+                f"trial {chosen.number}, the fastest {what}{whose}; none is {within}",
+                chosen,
+            )
         rank = {t.number: i for i, t in enumerate(ranked_trials(study))}
-        chosen = min(fast, key=lambda m: rank.get(m.trial.number, len(rank))).trial
-        what = "member" if family is None else f"{family} member"
-        if len(fast) == 1:
-            return dict(chosen.params), f"trial {chosen.number}, the fastest {what}", chosen
-        within = f"{SAME_SPEED - 1:.0%}"
-        return (
-            dict(chosen.params),
-            f"trial {chosen.number}, the best by validation of the {len(fast)} fastest {what}s "
-            f"(within {within} of the fastest's latency)",
-            chosen,
+        chosen = min(fitting, key=lambda m: rank.get(m.trial.number, len(rank))).trial
+        among = (
+            f"the only {what}"
+            if len(fitting) == 1
+            else f"the best by validation of the {len(fitting)} {what}s"
         )
+        return dict(chosen.params), f"trial {chosen.number}, {among}{whose} {within}", chosen
     trials = [t for t in ranked_trials(study) if t.params.get("family") == family]
     if trials:
         best = trials[0]
@@ -585,7 +614,7 @@ BEST_MEMBER_ROLE = (
 WARM_START_ROLE = (
     "which the student would start from (--warm-start)",
     "Leave --warm-start out (the student trains from scratch with its parameters), or pick a "
-    "family whose fastest member is in the ensemble: --family.",
+    "family with a member in the ensemble: --family.",
 )
 
 

@@ -7,11 +7,14 @@ Command line::
     hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
         [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K]
-        [--label-weight W] [--augment N] [--warm-start] [--out DIR] [--data PATH]
+        [--label-weight W] [--augment N] [--warm-start] [--max-latency 1/3] [--out DIR]
+        [--data PATH]
 """
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +24,7 @@ from hpo.distill.build import (
     DISTILLED_DIR,
     LATENCY_EXAMPLES,
     LATENCY_REPEATS,
+    MAX_LATENCY,
     distill_ensemble,
     read_ensemble_report,
 )
@@ -96,6 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "best epoch, at that epoch's learning rate) instead of from scratch",
     )
     parser.add_argument(
+        "--max-latency",
+        type=latency_share,
+        default=MAX_LATENCY,
+        metavar="SHARE",
+        help="the student takes the parameters of its family's best member by validation among "
+        "those whose latency is at most SHARE of the ensemble's (its members' sum; default "
+        "1/3), else of the family's fastest member",
+    )
+    parser.add_argument(
         "--out", type=Path, help=f"output folder (default <ensemble>/{DISTILLED_DIR})"
     )
     parser.add_argument("--data", help=DATA_HELP)
@@ -130,6 +143,22 @@ def augment_copies(value: str) -> int:
     raise argparse.ArgumentTypeError(
         f"--augment takes a number of altered copies, 0 (off) or more, not {value!r}; use "
         f"--augment 2, say."
+    )
+
+
+def latency_share(value: str) -> float:
+    """`--max-latency SHARE`: a positive number (a fraction like 1/3 too)."""
+    try:
+        share = float(Fraction(value))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        share = -1.0
+    if 0.0 < share < math.inf:
+        return share
+    import argparse
+
+    raise argparse.ArgumentTypeError(
+        f"--max-latency takes a positive share of the ensemble's latency, not {value!r}; use "
+        f"--max-latency 1/3, say."
     )
 
 
@@ -168,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         label_weight=args.label_weight,
         augment=args.augment,
         warm_start=args.warm_start,
+        max_latency=args.max_latency,
         progress=lambda line: print(line, flush=True),
     )
     print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")

@@ -38,6 +38,7 @@ def distill_report(
     member_latency: dict[int, float],
     params: dict[str, Any],
     chosen: str,
+    max_latency: float,
     warm_start: dict[str, Any] | None,
     result: StudentResult,
     soft: SoftLabels,
@@ -74,6 +75,9 @@ def distill_report(
         "student": {
             "family": params["family"],
             "chosen": chosen,
+            # The share of the ensemble's latency (its members' sum) a member the student takes
+            # its parameters from may have (`choose_student`).
+            "max_latency": round(max_latency, 6),
             "warm_start": warm_start,
             "params": params,
             "precision": result.precision,

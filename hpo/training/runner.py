@@ -595,11 +595,6 @@ def _train_own_loop(
     if logs.history and (not scored or (value is None and logged and checkpoint.exists())):
         return logs
     if value is None:
-        what = (
-            f"a dict without {objective!r} (its keys: {sorted(map(str, returned))})"
-            if isinstance(returned, dict)
-            else type(returned).__name__
-        )
         if objective == DEFAULT_OBJECTIVE:
             # hpo.Tuner given no objective: KerasTuner's DefaultObjective, and its refusal.
             given = returned if isinstance(returned, dict) else logs.history
@@ -626,6 +621,11 @@ def _train_own_loop(
                 f"number the hypermodel's fit returns, as KerasTuner does; the fit returned "
                 f"{returned_what}. Return that number, or name the objective: {what_to_name}."
             )
+        what = (
+            f"a dict without {objective!r} (its keys: {sorted(map(str, returned))})"
+            if isinstance(returned, dict)
+            else type(returned).__name__
+        )
         if scored:
             did = (
                 "returns the trial's score (Keras logs no value of the objective), and "

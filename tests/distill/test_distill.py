@@ -3,10 +3,13 @@ labels, tested once, and its report and export hold real, reproducible numbers."
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import shutil
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +23,13 @@ from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
-from hpo.distill.build import SAME_SPEED, choose_student, read_ensemble_report
+from hpo.distill.build import (
+    MAX_LATENCY,
+    choose_student,
+    distill_ensemble,
+    read_ensemble_report,
+)
+from hpo.distill.command import latency_share
 from hpo.distill.report import _goal, format_table
 from hpo.distill.student import StudentJob, StudentResult, start_from, train_student
 from hpo.distill.teacher import SoftLabels, TeacherMember
@@ -85,19 +94,26 @@ def test_distill_reports_the_student_beside_the_ensemble_and_its_best_member(
     assert report["teacher"]["created"] == recorded["created"]
     assert report["teacher"]["sha256"] == recorded["export"]["sha256"]
 
-    # By default the student is the fastest member's family, with that member's parameters;
-    # members within SAME_SPEED of the fastest count as fastest, the best by validation wins.
+    # By default the student is the fastest member's family, with the parameters of its best
+    # member by validation among those within a third of the ensemble's latency (the sum).
     members = report["teacher"]["members"]
     assert {m["trial"] for m in members} == {
         m["trial"] for m in recorded["members"] if m["weight"] > 0
     }
-    quickest = min(m["ms_per_1000"] for m in members)
-    fast = {m["trial"] for m in members if m["ms_per_1000"] <= SAME_SPEED * quickest}
+    family = min(members, key=lambda m: m["ms_per_1000"])["family"]
+    budget = MAX_LATENCY * sum(m["ms_per_1000"] for m in members) * (1 + 1e-9)
+    fitting = {m["trial"] for m in members if m["family"] == family and m["ms_per_1000"] <= budget}
     _, study = open_study(study_file, None, None)
-    chosen = next(t.number for t in ranked_trials(study) if t.number in fast)
     student = report["student"]
+    assert student["max_latency"] == pytest.approx(1 / 3, abs=1e-6)
+    if fitting:
+        chosen = next(t.number for t in ranked_trials(study) if t.number in fitting)
+    else:
+        chosen = min((m for m in members if m["family"] == family), key=lambda m: m["ms_per_1000"])[
+            "trial"
+        ]
+        assert "none is within 33.3%" in student["chosen"]
     assert student["chosen"].startswith(f"trial {chosen}, ")
-    assert ("the fastest member" in student["chosen"]) == (len(fast) == 1)
     params = next(m["params"] for m in recorded["members"] if m["trial"] == chosen)
     assert student["params"] == params
     assert 1 <= student["best_epoch"] <= student["epochs"] <= config.training.max_epochs
@@ -466,42 +482,83 @@ def test_cross_fitted_soft_labels_replace_the_fitted_ones_on_training_rows_only(
     assert report["test"]["ensemble"] == fitted["test"]["ensemble"]
 
 
-def test_the_student_is_the_best_by_validation_of_the_members_about_as_fast_as_the_fastest() -> (
-    None
-):
+def test_the_student_is_its_familys_best_member_by_validation_within_the_latency_share() -> None:
     study = optuna.create_study(direction="maximize")
-    values = {0: 0.90, 1: 0.91, 2: 0.93, 3: 0.80}
+    values = {0: 0.90, 1: 0.91, 2: 0.93, 3: 0.80, 4: 0.95}
+    families = {0: "conv1d", 1: "conv1d", 2: "conv1d", 3: "ngram", 4: "sepconv1d"}
     for number, value in values.items():
         study.add_trial(
             optuna.trial.create_trial(
-                params={"family": "conv1d" if number < 3 else "ngram", "units": number},
+                params={"family": families[number], "units": number},
                 distributions={
-                    "family": CategoricalDistribution(["conv1d", "ngram"]),
-                    "units": IntDistribution(0, 3),
+                    "family": CategoricalDistribution(["conv1d", "ngram", "sepconv1d"]),
+                    "units": IntDistribution(0, 4),
                 },
                 value=value,
             )
         )
-    members = [TeacherMember(t, None, 0.25) for t in study.trials]  # type: ignore[arg-type]
+    members = [TeacherMember(t, None, 0.25) for t in study.trials[:4]]  # type: ignore[arg-type]
 
-    def choose(latency: dict[int, float], family: str | None = None) -> tuple[int, str]:
-        params, chosen, trial = choose_student(None, None, study, members, latency, family)  # type: ignore[arg-type]
+    def choose(
+        latency: dict[int, float], family: str | None = None, share: float = 1 / 3
+    ) -> tuple[int | None, str]:
+        params, chosen, trial = choose_student(None, None, study, members, latency, family, share)  # type: ignore[arg-type]
         assert trial is not None and trial.params == params
         return params["units"], chosen
 
-    # Trial 1 is within 1.5x of the fastest (0) and better on validation; 2 is too slow.
-    units, chosen = choose({0: 100.0, 1: 140.0, 2: 160.0, 3: 400.0})
-    assert units == 1
-    assert chosen == (
-        "trial 1, the best by validation of the 2 fastest members (within 50% of the "
-        "fastest's latency)"
+    # The members take 1,000 ms in all; a third is 333. Trial 0 is the fastest, so conv1d is
+    # the family; of its members within 333 ms, trial 1 is the best by validation (2 is better
+    # but slower than that).
+    assert choose({0: 100.0, 1: 300.0, 2: 400.0, 3: 200.0}) == (
+        1,
+        "trial 1, the best by validation of the 2 conv1d members (the fastest member's "
+        "family) within 33.3% of the ensemble's latency (its members' sum)",
     )
-    assert choose({0: 100.0, 1: 151.0, 2: 160.0, 3: 400.0}) == (0, "trial 0, the fastest member")
+    # A wider share takes trial 2; a narrower one leaves only the fastest.
+    assert choose({0: 100.0, 1: 300.0, 2: 400.0, 3: 200.0}, share=0.5)[0] == 2
+    assert choose({0: 100.0, 1: 300.0, 2: 400.0, 3: 200.0}, share=0.15) == (
+        0,
+        "trial 0, the only conv1d member (the fastest member's family) within 15% of the "
+        "ensemble's latency (its members' sum)",
+    )
+    # The fastest member is ngram's, trial 3: the only one of its family.
     assert choose({0: 300.0, 1: 300.0, 2: 300.0, 3: 100.0})[0] == 3
-    assert choose({0: 100.0, 1: 100.0, 2: 100.0, 3: 100.0}, "ngram") == (
-        3,
-        "trial 3, the fastest ngram member",
+    # A family none of whose members is within the share (380 ms): its fastest member.
+    assert choose({0: 500.0, 1: 600.0, 2: 700.0, 3: 100.0}, "conv1d", 0.2) == (
+        0,
+        "trial 0, the fastest conv1d member; none is within 20% of the ensemble's latency "
+        "(its members' sum)",
     )
+    # A family with no member: its best trial in the study.
+    assert choose({0: 100.0, 1: 100.0, 2: 100.0, 3: 100.0}, "sepconv1d") == (
+        4,
+        "trial 4, the best sepconv1d trial",
+    )
+
+
+@pytest.mark.parametrize("share", [0, -0.5, math.inf, math.nan, True, "1/3", None])
+def test_a_max_latency_that_is_not_a_positive_number_is_refused_before_any_work(
+    tmp_path: Path, share: object
+) -> None:
+    with pytest.raises(ConfigError, match=r"max_latency must be a positive share .* use 1/3"):
+        distill_ensemble(None, None, tmp_path / "nowhere", max_latency=share)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("share", [Fraction(1, 3), np.float32(0.5), 2])
+def test_a_max_latency_of_any_positive_real_type_is_taken(tmp_path: Path, share: object) -> None:
+    # It gets past the check to the next one: the folder has no ensemble.
+    with pytest.raises(ConfigError) as refused:
+        distill_ensemble(None, None, tmp_path / "nowhere", max_latency=share)  # type: ignore[arg-type]
+    assert "positive share" not in str(refused.value)
+    assert "nowhere: no such folder" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "inf", "1e400", "1/0"])
+def test_the_max_latency_flag_takes_a_positive_share(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--max-latency 1/3"):
+        latency_share(value)
+    assert latency_share("1/3") == pytest.approx(1 / 3)
+    assert latency_share("0.5") == 0.5
 
 
 def test_label_weight_mixes_the_true_labels_into_the_targets() -> None:
@@ -678,10 +735,7 @@ def test_a_warm_started_student_is_the_trial_it_starts_from_when_its_rate_is_neg
         recorded = {m["trial"] for m in read_ensemble_report(ensemble)["members"]}
         outside = next(t for t in study.trials if t.number not in recorded)
 
-        def outsider(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
-            return dict(outside.params), f"trial {outside.number}", outside
-
-        monkeypatch.setattr(build, "choose_student", outsider)
+        monkeypatch.setattr(build, "choose_student", _choosing(outside))
     monkeypatch.setattr(build, "best_epoch_rate", lambda trial: 1e-12)
     report = _distil_again(distilled, tmp_path / "warm", "--warm-start", "--max-epochs", "1")
     student = report["student"]
@@ -769,10 +823,7 @@ def test_a_warm_start_from_a_checkpoint_hpo_gc_removed_names_the_trial_and_the_f
     outside = next(t for t in study.trials if t.number in removed)
     assert outside.number not in kept
 
-    def outsider(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
-        return dict(outside.params), f"trial {outside.number}", outside
-
-    monkeypatch.setattr(build, "choose_student", outsider)
+    monkeypatch.setattr(build, "choose_student", _choosing(outside))
     out = tmp_path / "warm"
     argv = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
     assert main([*argv, "--warm-start"]) == 2
@@ -780,3 +831,12 @@ def test_a_warm_start_from_a_checkpoint_hpo_gc_removed_names_the_trial_and_the_f
     assert f"trial {outside.number}, which the student would start from (--warm-start), " in err
     assert "has no checkpoint: hpo gc removed it" in err and "Leave --warm-start out" in err
     assert not out.exists()
+
+
+def _choosing(trial: FrozenTrial) -> Callable[..., tuple[dict[str, object], str, FrozenTrial]]:
+    """A stand-in for `choose_student` that takes `trial`'s parameters, whoever it is."""
+
+    def choose(*args: object) -> tuple[dict[str, object], str, FrozenTrial]:
+        return dict(trial.params), f"trial {trial.number}", trial
+
+    return choose
