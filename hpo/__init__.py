@@ -5,7 +5,8 @@ The public API (see docs/python.md):
 - `hpo.Tuner(build_model, objective="val_accuracy", ...)`: KerasTuner's tuner interface on
   arrays in memory, with `search`, `get_best_models`, `get_best_hyperparameters`,
   `results_summary` and `ensemble`.
-- `hpo.search(study_file)`, `hpo.ensemble(study_file)`: what `hpo search` and `hpo ensemble` do.
+- `hpo.search(study_file)`, `hpo.ensemble(study_file)`, `hpo.distill(ensemble_dir)`: what
+  `hpo search`, `hpo ensemble` and `hpo distill` do.
 - `hpo.load_study(study_file)`, `hpo.load_model(path)`: read a study, load a model hpo wrote.
 
 Importing `hpo` does not load Keras or TensorFlow (the names above are imported when first
@@ -36,6 +37,7 @@ __all__ = [
     "StudyConfig",
     "TrialProcessDied",
     "Tuner",
+    "distill",
     "ensemble",
     "load_model",
     "load_study",
@@ -45,8 +47,8 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Public names imported when first used, from these modules; `search` and `ensemble` are
-# packages that are also callable (`hpo._callable`).
+# Public names imported when first used, from these modules; `search`, `ensemble` and `distill`
+# are packages that are also callable (`hpo._callable`).
 _LAZY = {
     "Tuner": "hpo.tuner",
     "Study": "hpo.api",
@@ -54,6 +56,7 @@ _LAZY = {
     "load_model": "hpo.api",
     "search": "hpo.search",
     "ensemble": "hpo.ensemble",
+    "distill": "hpo.distill",
 }
 
 

@@ -1,9 +1,11 @@
-"""`hpo.search(...)` and `hpo.ensemble(...)`: packages that are also the public functions.
+"""`hpo.search(...)`, `hpo.ensemble(...)` and `hpo.distill(...)`: packages that are also the
+public functions.
 
-`hpo.search` and `hpo.ensemble` name both a package (whose modules the commands and tests
-import) and a function of the public API (`hpo.api`). Python sets a package as an attribute of
-its parent whenever it is imported, so a function of the same name in `hpo/__init__.py` would be
-replaced by the package; instead the package itself is made callable, and calls the function.
+`hpo.search`, `hpo.ensemble` and `hpo.distill` name both a package (whose modules the commands
+and tests import) and a function of the public API (`hpo.api`). Python sets a package as an
+attribute of its parent whenever it is imported, so a function of the same name in
+`hpo/__init__.py` would be replaced by the package; instead the package itself is made
+callable, and calls the function.
 """
 
 from __future__ import annotations

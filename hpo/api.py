@@ -1,8 +1,10 @@
-"""hpo from Python: run a study's search, build its ensemble, read a study, load a model.
+"""hpo from Python: run a study's search, build its ensemble, distil it, read a study, load a
+model.
 
-The `hpo search` and `hpo ensemble` commands parse their flags and call `search` and
-`ensemble` here; `hpo.Tuner` (`hpo.tuner`) is the KerasTuner-shaped way to do both on arrays
-in memory. Importing this module loads neither Keras nor TensorFlow.
+The `hpo search`, `hpo ensemble` and `hpo distill` commands parse their flags and call
+`search`, `ensemble` and `distill` here; `hpo.Tuner` (`hpo.tuner`) is the KerasTuner-shaped
+way to search and ensemble on arrays in memory. Importing this module loads neither Keras nor
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,16 +22,26 @@ from hpo.errors import ConfigError
 from hpo.scratch import scratch_folder
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import keras
     import optuna
     from optuna.trial import FrozenTrial
 
+    from hpo.distill.build import DistillResult
     from hpo.ensemble.build import EnsembleResult
     from hpo.search.workers import SearchSummary
 
-__all__ = ["DEFAULT_STUDY", "Study", "StudyRef", "ensemble", "load_model", "load_study", "search"]
+__all__ = [
+    "DEFAULT_STUDY",
+    "Study",
+    "StudyRef",
+    "distill",
+    "ensemble",
+    "load_model",
+    "load_study",
+    "search",
+]
 
 # A study as the functions here take it: its study file, or its configuration.
 StudyRef = str | Path | StudyConfig
@@ -324,6 +336,98 @@ def ensemble(
         )
         result = dataclasses.replace(result, report=exported.report)
     return result
+
+
+@callers_environment()
+@stoppable
+def distill(
+    ensemble_dir: str | Path,
+    study: StudyRef | Study | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    family: str | None = None,
+    max_latency: float = 1 / 3,  # hpo.distill.build.MAX_LATENCY, which loads Keras
+    augment: int = 0,
+    cross_fit: int = 0,
+    label_weight: float = 0.0,
+    warm_start: bool = False,
+    max_epochs: int | None = None,
+    out_dir: str | Path | None = None,
+    data: str | None = None,
+    latency_examples: int = 1000,
+    repeats: int = 5,
+    progress: Callable[[str], None] | None = print,
+) -> DistillResult:
+    """Distils an ensemble into one model of its study, as `hpo distill` does: trained on the
+    ensemble's soft labels for the training inputs, stopped on validation, evaluated once on the
+    task's test set beside the ensemble and its best member, timed side by side, exported.
+
+    Args:
+        ensemble_dir: A folder `hpo.ensemble` wrote from the study's trials, as searched (not
+            refitted).
+        study: The study file, its configuration, or a `Study`; default the study the
+            ensemble's report names.
+        storage, study_name: Instead of `study`: the study's storage URL and name.
+        family: The student's family (default the ensemble's fastest member's).
+        max_latency: The student takes the parameters of its family's best member by
+            validation among those whose latency is at most this share of the ensemble's
+            (its members' sum; default 1/3), else of the family's fastest member.
+        augment: Altered copies of the training inputs the student also learns, labelled by
+            the ensemble (text tasks; default 0).
+        cross_fit: Soft labels the members did not fit, from K trainings per member (K >= 2;
+            default 0: the members' own predictions).
+        label_weight: The true labels' share of the targets, 0 (default) to 1.
+        warm_start: Start from the weights of the trial whose parameters the student takes.
+        max_epochs: The most epochs the student trains (default the study's `max_epochs`).
+        out_dir: The output folder (default `<ensemble_dir>/distilled`).
+        data: The data set's folder or archive, if not the one the search recorded.
+        latency_examples, repeats: Test inputs per timed call, and timed rounds.
+        progress: Called with a line as each step ends (default `print`; None: quiet).
+
+    Returns:
+        The output folder and the report (`report["goal"]["gain_kept_accuracy"]`, ...).
+
+    Raises:
+        HpoError: No ensemble in `ensemble_dir`, one of another study or refitted, a family
+            the study does not search, other data than the search's, or a bad argument.
+    """
+    from types import SimpleNamespace
+
+    from hpo.backend import recorded_backend, use_backend
+    from hpo.command_options import open_ensemble_study
+    from hpo.distill.build import distill_ensemble, read_ensemble_report
+
+    ensemble_dir = Path(ensemble_dir)
+    read_ensemble_report(ensemble_dir)  # a missing ensemble is named before the study opens
+    if isinstance(study, Study):
+        opened = study
+    elif isinstance(study, StudyConfig):
+        opened = load_study(study, storage=storage, study_name=study_name)
+    else:
+        given = SimpleNamespace(study=study, storage=storage, study_name=study_name)
+        opened = Study(*open_ensemble_study(given, ensemble_dir))  # type: ignore[arg-type]
+    config = opened.config
+    use_backend(
+        recorded_backend(opened.optuna_study.user_attrs.get("hpo_config"), config.training.backend)
+    )
+    return distill_ensemble(
+        config,
+        opened.optuna_study,
+        ensemble_dir,
+        family=family,
+        out_dir=None if out_dir is None else Path(out_dir),
+        data=data,
+        max_epochs=max_epochs,
+        latency_examples=latency_examples,
+        repeats=repeats,
+        cross_fit=cross_fit,
+        label_weight=label_weight,
+        augment=augment,
+        warm_start=warm_start,
+        max_latency=max_latency,
+        progress=progress or (lambda line: None),
+    )
 
 
 @stoppable

@@ -8,7 +8,12 @@ once on test beside the ensemble and its best member and exports it, `report` wr
 
 from __future__ import annotations
 
+from hpo import api
+from hpo._callable import make_callable
 from hpo.distill.build import DISTILLED_DIR, DistillResult, distill_ensemble
 from hpo.distill.command import main
 
 __all__ = ["DISTILLED_DIR", "DistillResult", "distill_ensemble", "main"]
+
+# `hpo.distill(...)` is the public API's function (`hpo.api.distill`), this package is callable.
+make_callable(__name__, api.distill)

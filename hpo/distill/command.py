@@ -18,15 +18,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.backend import recorded_backend, use_backend
-from hpo.command_options import DATA_HELP, add_study_arguments, open_ensemble_study, positive_int
+from hpo.command_options import DATA_HELP, add_study_arguments, positive_int
 from hpo.distill.build import (
     DISTILLED_DIR,
     LATENCY_EXAMPLES,
     LATENCY_REPEATS,
     MAX_LATENCY,
-    distill_ensemble,
-    read_ensemble_report,
 )
 from hpo.distill.report import format_table
 
@@ -180,24 +177,24 @@ def label_weight(value: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Distils the ensemble and prints the student beside the ensemble and its best member."""
-    read_ensemble_report(args.ensemble)  # a missing ensemble is named before the study opens
-    config, study = open_ensemble_study(args, args.ensemble)
-    use_backend(recorded_backend(study.user_attrs.get("hpo_config"), config.training.backend))
-    result = distill_ensemble(
-        config,
-        study,
+    from hpo import api
+
+    result = api.distill(
         args.ensemble,
+        args.study,
+        storage=args.storage,
+        study_name=args.study_name,
         family=args.family,
-        out_dir=args.out,
-        data=args.data,
-        max_epochs=args.max_epochs,
-        latency_examples=args.latency_examples,
-        repeats=args.repeats,
+        max_latency=args.max_latency,
+        augment=args.augment,
         cross_fit=args.cross_fit,
         label_weight=args.label_weight,
-        augment=args.augment,
         warm_start=args.warm_start,
-        max_latency=args.max_latency,
+        max_epochs=args.max_epochs,
+        out_dir=args.out,
+        data=args.data,
+        latency_examples=args.latency_examples,
+        repeats=args.repeats,
         progress=lambda line: print(line, flush=True),
     )
     print(f"\n{format_table(result.report)}\nReport and ensemble.keras in {result.out_dir}/")

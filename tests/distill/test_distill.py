@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import shutil
@@ -18,12 +19,15 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
+import hpo
 from hpo import metrics
 from hpo.command_options import open_study
 from hpo.config import load_study_config
 from hpo.contract import load_keras_file
 from hpo.distill import DISTILLED_DIR, main
 from hpo.distill.build import (
+    LATENCY_EXAMPLES,
+    LATENCY_REPEATS,
     MAX_LATENCY,
     choose_student,
     distill_ensemble,
@@ -544,6 +548,16 @@ def test_a_max_latency_that_is_not_a_positive_number_is_refused_before_any_work(
         distill_ensemble(None, None, tmp_path / "nowhere", max_latency=share)  # type: ignore[arg-type]
 
 
+def test_hpo_distill_is_the_command_from_python_with_the_same_defaults() -> None:
+    parameters = inspect.signature(hpo.distill).parameters
+    assert parameters["max_latency"].default == MAX_LATENCY
+    assert parameters["latency_examples"].default == LATENCY_EXAMPLES
+    assert parameters["repeats"].default == LATENCY_REPEATS
+    assert "distill" in hpo.__all__ and hpo.distill.__signature__ == inspect.signature(
+        hpo.api.distill
+    )
+
+
 @pytest.mark.parametrize("share", [Fraction(1, 3), np.float32(0.5), 2])
 def test_a_max_latency_of_any_positive_real_type_is_taken(tmp_path: Path, share: object) -> None:
     # It gets past the check to the next one: the folder has no ensemble.
@@ -703,8 +717,22 @@ def test_a_hypermodel_student_is_built_from_its_trials_values_not_its_defaults(
 def test_a_warm_started_student_begins_at_its_trials_best_epoch_learning_rate(
     distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
 ) -> None:
-    study_file, _, scratch_report = distilled
-    report = _distil_again(distilled, tmp_path / "warm", "--warm-start")
+    # From Python, as a notebook distils: `hpo.distill`, which the command calls too.
+    study_file, ensemble, scratch_report = distilled
+    lines: list[str] = []
+    result = hpo.distill(
+        ensemble,
+        study_file,
+        warm_start=True,
+        out_dir=tmp_path / "warm",
+        latency_examples=60,
+        repeats=1,
+        progress=lines.append,
+    )
+    assert result.out_dir == tmp_path / "warm"
+    report = json.loads((result.out_dir / "report.json").read_text())
+    assert result.report == report
+    assert any(line.startswith("Warm start: the student begins as trial") for line in lines)
     student = report["student"]
     assert scratch_report["student"]["warm_start"] is None  # the default: from scratch
     _, study = open_study(study_file, None, None)
