@@ -347,7 +347,7 @@ def distill(
     storage: str | None = None,
     study_name: str | None = None,
     family: str | None = None,
-    max_latency: float = 1 / 3,  # hpo.distill.build.MAX_LATENCY, which loads Keras
+    max_latency: float = 1 / 3,  # hpo.distill.build.MAX_LATENCY: hpo.distill imports this module
     augment: int = 0,
     cross_fit: int = 0,
     label_weight: float = 0.0,
@@ -389,15 +389,25 @@ def distill(
         The output folder and the report (`report["goal"]["gain_kept_accuracy"]`, ...).
 
     Raises:
-        HpoError: No ensemble in `ensemble_dir`, one of another study or refitted, a family
-            the study does not search, other data than the search's, or a bad argument.
+        HpoError: An argument out of its range (before any work), no ensemble in
+            `ensemble_dir`, one of another study or refitted, a family the study does not
+            search, or other data than the search's.
     """
     from types import SimpleNamespace
 
     from hpo.backend import recorded_backend, use_backend
     from hpo.command_options import open_ensemble_study
-    from hpo.distill.build import distill_ensemble, read_ensemble_report
+    from hpo.distill.build import check_arguments, distill_ensemble, read_ensemble_report
 
+    check_arguments(
+        max_latency=max_latency,
+        augment=augment,
+        cross_fit=cross_fit,
+        label_weight=label_weight,
+        max_epochs=max_epochs,
+        latency_examples=latency_examples,
+        repeats=repeats,
+    )
     ensemble_dir = Path(ensemble_dir)
     read_ensemble_report(ensemble_dir)  # a missing ensemble is named before the study opens
     if isinstance(study, Study):

@@ -16,7 +16,7 @@ import numbers
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from hpo.study import SearchSpace
     from hpo.tasks import Task
 
-__all__ = ["DISTILLED_DIR", "DistillResult", "distill_ensemble"]
+__all__ = ["DISTILLED_DIR", "DistillResult", "check_arguments", "distill_ensemble"]
 
 DISTILLED_DIR = "distilled"  # inside the ensemble's folder
 LATENCY_EXAMPLES = 1000
@@ -163,16 +163,17 @@ def distill_ensemble(
 
     Raises:
         ConfigError: No ensemble in `ensemble_dir`, one of another study, a family the study
-            does not search, or a `max_latency` that is not a positive number.
+            does not search, or an argument out of its range (`check_arguments`).
     """
-    if isinstance(max_latency, bool) or not (
-        isinstance(max_latency, numbers.Real) and 0 < max_latency < math.inf
-    ):
-        raise ConfigError(
-            f"max_latency must be a positive share of the ensemble's latency, not "
-            f"{max_latency!r}; use 1/3 (the default), say."
-        )
-    max_latency = float(max_latency)
+    max_latency = check_arguments(
+        max_latency=max_latency,
+        augment=augment,
+        cross_fit=cross_fit,
+        label_weight=label_weight,
+        max_epochs=max_epochs,
+        latency_examples=latency_examples,
+        repeats=repeats,
+    )
     ensemble_dir = Path(ensemble_dir)
     # The teacher stays as it is read until its student is published beside it: `hpo ensemble`
     # replacing it, or `hpo export` adding to it, waits (and this waits for them).
@@ -194,6 +195,74 @@ def distill_ensemble(
             max_latency=max_latency,
             progress=progress,
         )
+
+
+def check_arguments(
+    *,
+    max_latency: object = MAX_LATENCY,
+    augment: object = 0,
+    cross_fit: object = 0,
+    label_weight: object = 0.0,
+    max_epochs: object = None,
+    latency_examples: object = LATENCY_EXAMPLES,
+    repeats: object = LATENCY_REPEATS,
+) -> float:
+    """Refuses a distillation's argument out of its range, before any work, naming it as
+    Python and the command spell it; returns `max_latency` as a float.
+
+    Raises:
+        ConfigError: The first argument out of its range, and a value it takes.
+    """
+
+    def refuse(name: str, flag: str, value: object, takes: str, example: str) -> NoReturn:
+        raise ConfigError(
+            f"{name} ({flag}) takes {takes}, not {value!r}; use {name}={example} "
+            f"({flag} {example}), say."
+        )
+
+    def whole(value: object, least: int) -> bool:
+        return (
+            isinstance(value, numbers.Integral)
+            and not isinstance(value, bool)
+            and int(value) >= least
+        )
+
+    def real(value: object) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if not (real(max_latency) and 0 < max_latency < math.inf):  # type: ignore[operator]
+        refuse(
+            "max_latency",
+            "--max-latency",
+            max_latency,
+            "a positive share of the ensemble's latency",
+            "1/3",
+        )
+    if not whole(augment, 0):
+        refuse("augment", "--augment", augment, "a number of altered copies, 0 or more", "2")
+    if not (whole(cross_fit, 0) and cross_fit != 1):
+        refuse("cross_fit", "--cross-fit", cross_fit, "0 (off) or 2 folds or more", "2")
+    if not (real(label_weight) and 0 <= label_weight <= 1):  # type: ignore[operator]
+        refuse(
+            "label_weight",
+            "--label-weight",
+            label_weight,
+            "a number from 0 (soft labels only) to 1 (true labels only)",
+            "0.5",
+        )
+    if max_epochs is not None and not whole(max_epochs, 1):
+        refuse("max_epochs", "--max-epochs", max_epochs, "a number of epochs, 1 or more", "12")
+    if not whole(latency_examples, 1):
+        refuse(
+            "latency_examples",
+            "--latency-examples",
+            latency_examples,
+            "a number of test inputs, 1 or more",
+            str(LATENCY_EXAMPLES),
+        )
+    if not whole(repeats, 1):
+        refuse("repeats", "--repeats", repeats, "a number of timed rounds, 1 or more", "5")
+    return float(max_latency)  # type: ignore[arg-type]
 
 
 def _distill(
@@ -236,15 +305,15 @@ def _distill(
     task = study_task(config)
     if augment and task.augmented is None:
         raise ConfigError(
-            f"--augment: task {task.name!r} has no way to alter its inputs (text tasks have); "
-            f"leave --augment out."
+            f"augment (--augment): task {task.name!r} has no way to alter its inputs (text "
+            f"tasks have); leave it out."
         )
     space = search_space(task, config.space)
     families = [str(f) for f in space.family.choices]
     if family is not None and family not in families:
         raise ConfigError(
-            f"--family {family!r} is not a family of study {study.study_name!r}; it searches "
-            f"{', '.join(families)}. Use --family {families[0]}, or leave --family out for the "
+            f"family (--family) {family!r} is not a family of study {study.study_name!r}; it "
+            f"searches {', '.join(families)}. Use {families[0]!r}, or leave it out for the "
             f"ensemble's fastest member's."
         )
     out_dir = check_out_dir(
@@ -277,10 +346,10 @@ def _distill(
     )
     if warm_start and source_trial is None:
         raise ConfigError(
-            f"--warm-start: the student's family, {params['family']}, has no completed trial "
-            f"in study {study.study_name!r} to start from. Leave --warm-start out (the student "
-            f"then trains from scratch at the family's defaults), or pick a family with a "
-            f"trial: --family."
+            f"warm_start (--warm-start): the student's family, {params['family']}, has no "
+            f"completed trial in study {study.study_name!r} to start from. Leave it out (the "
+            f"student then trains from scratch at the family's defaults), or pick a family "
+            f"with a trial: family= (--family)."
         )
     progress(f"Student: {params['family']}, with the parameters of {chosen}.")
 

@@ -540,12 +540,28 @@ def test_the_student_is_its_familys_best_member_by_validation_within_the_latency
     )
 
 
-@pytest.mark.parametrize("share", [0, -0.5, math.inf, math.nan, True, "1/3", None])
-def test_a_max_latency_that_is_not_a_positive_number_is_refused_before_any_work(
-    tmp_path: Path, share: object
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        *(("max_latency", v) for v in (0, -0.5, math.inf, math.nan, True, "1/3", None)),
+        *(("augment", v) for v in (-1, 1.5, True, "2")),
+        *(("cross_fit", v) for v in (1, -2, 2.0)),
+        *(("label_weight", v) for v in (-0.2, 1.5, math.nan, "0.5")),
+        *(("max_epochs", v) for v in (0, -3, 2.5)),
+        *(("latency_examples", v) for v in (0, -5)),
+        *(("repeats", v) for v in (0, False)),
+    ],
+)
+def test_an_argument_out_of_its_range_is_refused_before_any_work(
+    tmp_path: Path, argument: str, value: object
 ) -> None:
-    with pytest.raises(ConfigError, match=r"max_latency must be a positive share .* use 1/3"):
-        distill_ensemble(None, None, tmp_path / "nowhere", max_latency=share)  # type: ignore[arg-type]
+    # Named as Python and the command spell it; before the (missing) ensemble is looked for.
+    flag = "--" + argument.replace("_", "-")
+    match = rf"^{argument} \({flag}\) takes .*, not .*; use {argument}=\S+ \({flag} \S+\), say"
+    with pytest.raises(ConfigError, match=match):
+        hpo.distill(tmp_path / "nowhere", **{argument: value})
+    with pytest.raises(ConfigError, match=match):
+        distill_ensemble(None, None, tmp_path / "nowhere", **{argument: value})  # type: ignore[arg-type]
 
 
 def test_hpo_distill_is_the_command_from_python_with_the_same_defaults() -> None:
@@ -825,7 +841,7 @@ def test_a_warm_start_with_no_trial_to_start_from_is_refused(
     out = tmp_path / "warm"
     argv = ["--ensemble", str(ensemble), "--study", str(study_file), "--out", str(out)]
     assert main([*argv, "--warm-start", "--cross-fit", "2"]) == 2
-    assert "--warm-start: the student's family, sepconv1d, has no completed trial" in (
+    assert "warm_start (--warm-start): the student's family, sepconv1d, has no completed" in (
         capsys.readouterr().err
     )
     assert not out.exists()
