@@ -399,15 +399,17 @@ def distill(
     from hpo.command_options import open_ensemble_study
     from hpo.distill.build import check_arguments, distill_ensemble, read_ensemble_report
 
-    check_arguments(
-        max_latency=max_latency,
-        augment=augment,
-        cross_fit=cross_fit,
-        label_weight=label_weight,
-        max_epochs=max_epochs,
-        latency_examples=latency_examples,
-        repeats=repeats,
-    )
+    # Refused out of their range before any work (`distill_ensemble` checks them again).
+    ranged = {
+        "max_latency": max_latency,
+        "augment": augment,
+        "cross_fit": cross_fit,
+        "label_weight": label_weight,
+        "max_epochs": max_epochs,
+        "latency_examples": latency_examples,
+        "repeats": repeats,
+    }
+    check_arguments(**ranged)
     ensemble_dir = Path(ensemble_dir)
     read_ensemble_report(ensemble_dir)  # a missing ensemble is named before the study opens
     if isinstance(study, Study):
@@ -428,15 +430,9 @@ def distill(
         family=family,
         out_dir=None if out_dir is None else Path(out_dir),
         data=data,
-        max_epochs=max_epochs,
-        latency_examples=latency_examples,
-        repeats=repeats,
-        cross_fit=cross_fit,
-        label_weight=label_weight,
-        augment=augment,
         warm_start=warm_start,
-        max_latency=max_latency,
         progress=progress or (lambda line: None),
+        **ranged,  # type: ignore[arg-type]
     )
 
 
