@@ -9,14 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import optuna
 import pytest
 
 from hpo.config import load_study_config
+from hpo.ensemble.export_command import main as export_main
 
 from ..conftest import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVED = ["--format", "savedmodel", "onnx"]
 
 
 def _installed(backend: str) -> None:
@@ -112,14 +115,17 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "is written by TensorFlow, which is not installed here" in refused.stderr
     # ...and where it is installed, a process on it loads the models made on `backend`: `hpo
-    # export` of a built ensemble (JAX), or `hpo ensemble --format` (PyTorch).
+    # export` of a built ensemble (JAX), or `hpo ensemble --format` (PyTorch). The export runs
+    # in this process, which is on TensorFlow (its fork server, started once for the suite's
+    # searches, not once per command); the ensemble, which builds on PyTorch, in its own.
+    assert keras.config.backend() == "tensorflow"
     if backend == "jax":
-        served = ("export", "--ensemble", str(out), "--study", str(study))
+        assert export_main(["--ensemble", str(out), "--study", str(study), *SERVED]) == 0
     else:
         out = tmp_path / "ensemble-served"
         served = ("ensemble", "--study", str(study), "--top", "3", "--out", str(out))
-    exported = hpo(*served, "--format", "savedmodel", "onnx", tensorflow=True)
-    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
+        exported = hpo(*served, *SERVED, tensorflow=True)
+        assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
     entry = json.loads((out / "report.json").read_text())["export"]
     assert entry["saved_model"]["input_kind"] == entry["onnx"]["input_kind"] == "token ids"
     assert entry["saved_model"]["max_abs_difference"] <= 1e-5
@@ -128,19 +134,8 @@ def test_the_smoke_study_runs_end_to_end_without_tensorflow(
     # A trial's SavedModel is written on TensorFlow; its export takes the study's token ids and
     # records the study's backend, as a trial exported as .keras alone does.
     trial_out = tmp_path / "trial0"
-    trial = hpo(
-        "export",
-        "--study",
-        str(study),
-        "--trial",
-        "0",
-        "--format",
-        "savedmodel",
-        "--out",
-        str(trial_out),
-        tensorflow=True,
-    )
-    assert trial.returncode == 0, trial.stdout[-2000:] + trial.stderr[-3000:]
+    trial = ["--study", str(study), "--trial", "0", "--format", "savedmodel"]
+    assert export_main([*trial, "--out", str(trial_out)]) == 0
     report = json.loads((trial_out / "report.json").read_text())
     assert (report["backend"], report["trained_on"]) == (backend, backend)
     assert report["export"]["saved_model"]["input_kind"] == "token ids"
