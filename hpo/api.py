@@ -132,29 +132,56 @@ class Study:
 
 
 def load_study(
-    study: StudyRef | None = None, *, storage: str | None = None, study_name: str | None = None
+    study: StudyRef | Study | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
 ) -> Study:
     """Opens an existing study (never creates one).
 
     Args:
-        study: Its study file (default `studies/imdb.toml`) or configuration.
+        study: Its study file (default `studies/imdb.toml`) or configuration; a `Study`, already
+            open, is returned as it is.
         storage: With `study_name` and no `study`: the storage URL of a study to read with the
             settings its search recorded (its own model code is never imported from there).
+            With a configuration: the storage to read it from instead of its own.
         study_name: The study's name in `storage`.
 
     Raises:
-        ConfigError: Both ways, or only one of `storage` and `study_name`, were given.
+        ConfigError: Both ways, or only one of `storage` and `study_name`, were given; or
+            `study_name` with a configuration, or either with a `Study`.
         StoreError: No such database or study, or the study was not made by hpo.
     """
     from hpo.command_options import open_study
     from hpo.store import load_existing_study, open_storage
 
+    _refuse_two_ways(study, storage, study_name)
+    if isinstance(study, Study):
+        return study
     if isinstance(study, StudyConfig):
         config = study.with_overrides(storage=storage)
         opened = open_storage(config.storage_url, create=False, heartbeat=False)
         return Study(config, load_existing_study(opened, config.name))
     config, optuna_study = open_study(study, storage, study_name)
     return Study(config, optuna_study)
+
+
+def _refuse_two_ways(
+    study: StudyRef | Study | None, storage: str | None, study_name: str | None
+) -> None:
+    """Refuses a study named twice: `study_name` beside a configuration of another study, or
+    either storage argument beside an open `Study` (`load_study` refuses the other mixes)."""
+    if isinstance(study, Study) and (storage is not None or study_name is not None):
+        raise ConfigError(
+            f"storage and study_name name a study to open, but the Study {study.config.name!r} "
+            f"is open already: give the Study alone, or storage= and study_name= without it."
+        )
+    if isinstance(study, StudyConfig) and study_name not in (None, study.name):
+        raise ConfigError(
+            f"study_name={study_name!r} with a configuration of the study {study.name!r}, "
+            f"which names its own: give the configuration alone (storage= may say where it "
+            f"is), or storage= and study_name= without it."
+        )
 
 
 def search(
@@ -282,11 +309,7 @@ def ensemble(
     from hpo.store import refuse_read_only
 
     weighting = ensemble_arguments(top, method)
-    opened = (
-        study
-        if isinstance(study, Study)
-        else load_study(study, storage=storage, study_name=study_name)
-    )
+    opened = load_study(study, storage=storage, study_name=study_name)
     config = opened.config
     refuse_read_only(
         config.storage_url,
@@ -410,11 +433,10 @@ def distill(
         "repeats": repeats,
     }
     check_arguments(**ranged)
+    _refuse_two_ways(study, storage, study_name)
     ensemble_dir = Path(ensemble_dir)
     read_ensemble_report(ensemble_dir)  # a missing ensemble is named before the study opens
-    if isinstance(study, Study):
-        opened = study
-    elif isinstance(study, StudyConfig):
+    if isinstance(study, (Study, StudyConfig)):
         opened = load_study(study, storage=storage, study_name=study_name)
     else:
         given = SimpleNamespace(study=study, storage=storage, study_name=study_name)

@@ -120,3 +120,26 @@ def test_a_notebook_shows_a_tuner_and_a_study_in_one_line(tmp_path: Path) -> Non
     assert repr(study) == (
         "Study(name='s', storage='postgresql://hpo:***@db/hpo', trials: 1 COMPLETE)"
     )
+
+
+def test_a_study_given_two_ways_is_refused_whichever_way_it_is_open(searched: Path) -> None:
+    """`study_name` beside a configuration, or either storage argument beside an open `Study`,
+    was ignored: the call went on with the other study. Each is named, and nothing runs."""
+    import hpo
+    from hpo.config import load_study_config
+    from hpo.errors import ConfigError
+
+    config = load_study_config(searched)
+    opened = hpo.load_study(config)
+    assert hpo.load_study(opened) is opened
+    # The configuration's own name is no second way.
+    assert hpo.load_study(config, study_name=config.name).config.name == config.name
+    with pytest.raises(ConfigError, match=r"study_name='other' with a configuration of the study"):
+        hpo.load_study(config, study_name="other")
+    for storage, name in ((config.storage_url, None), (None, "tiny")):
+        with pytest.raises(ConfigError, match=r"the Study 'tiny' is open already"):
+            hpo.ensemble(opened, storage=storage, study_name=name)
+        with pytest.raises(ConfigError, match=r"the Study 'tiny' is open already"):
+            hpo.distill(
+                searched.parent / "no-ensemble-needed", opened, storage=storage, study_name=name
+            )
