@@ -199,6 +199,51 @@ def resize_disk(folder: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-log",
+        metavar="FILE",
+        help="append each test's CPU seconds to FILE (tab-separated: test, wall, the machine's "
+        "busy CPU, this process's, its waited-for children's); run with -n 0, where the "
+        "machine's busy CPU is the test's own, its processes' (a search's trials) included",
+    )
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the machine has spent busy since it started (/proc/stat), all cores."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+
+
+def _process_cpu_s(who: int) -> float:
+    import resource
+
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """With --cpu-log: what each test costs in CPU, which the suite's wall time on a machine of
+    2 cores follows (`make test` keeps both busy), where pytest's durations add the waits of
+    tests sharing the cores."""
+    log = item.config.getoption("--cpu-log")
+    if not log:
+        yield
+        return
+    import resource
+    import time
+
+    whose = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    started, busy, spent = time.monotonic(), _machine_busy_s(), [_process_cpu_s(w) for w in whose]
+    yield
+    spent = [_process_cpu_s(w) - s for w, s in zip(whose, spent, strict=True)]
+    row = [time.monotonic() - started, _machine_busy_s() - busy, *spent]
+    with open(log, "a") as out:
+        out.write("\t".join([item.nodeid, *(f"{value:.2f}" for value in row)]) + "\n")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest tests first: under pytest-xdist they start at once, each on its own process,
     instead of last, where one of them alone would set the suite's wall time."""
