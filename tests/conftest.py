@@ -7,10 +7,12 @@ import fcntl
 import io
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -217,8 +219,6 @@ def _machine_busy_s() -> float:
 
 
 def _process_cpu_s(who: int) -> float:
-    import resource
-
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
@@ -232,9 +232,6 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     if not log:
         yield
         return
-    import resource
-    import time
-
     whose = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     started, busy, spent = time.monotonic(), _machine_busy_s(), [_process_cpu_s(w) for w in whose]
     yield
