@@ -11,6 +11,7 @@ from scratch instead.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import io
 import logging
 import multiprocessing
@@ -76,6 +77,8 @@ STORE_PRELOAD = [
 # the server, not 3-4 s in each trial (benchmarks/bench_backend_preload.py); skipped where it
 # is not installed.
 OTHER_BACKEND_PRELOAD = ["tensorflow"]
+# What a child that builds a KerasTuner hypermodel imports: see `_preload_here`.
+HYPERMODEL_PRELOAD = "hpo.models.hypermodel"
 # The backend the fork server of this process was started with (it starts once per process).
 _server_backend: str | None = None
 T = TypeVar("T")
@@ -309,9 +312,20 @@ def _context(
         # the folder where a child that dies while starting keeps its error (`start_error`).
         os.environ["KERAS_BACKEND"] = backend
         os.environ[START_ERRORS_VAR] = str(start_errors_folder())
-        context.set_forkserver_preload(server_preload(backend))
+        context.set_forkserver_preload(_preload_here(backend))
         _server_backend = backend
     return context
+
+
+def _preload_here(backend: str) -> list[str]:
+    """What the fork server that this process starts now preloads: `server_preload`, and
+    where this process has imported KerasTuner (it searches a hypermodel: `hpo.Tuner`, a
+    study's hypermodel family), what its children import to build one, which each child
+    imported again before (0.5 s of CPU)."""
+    preload = server_preload(backend)
+    if "keras_tuner" in sys.modules:
+        preload.append(HYPERMODEL_PRELOAD)
+    return preload
 
 
 def server_preload(backend: str) -> list[str]:
@@ -417,6 +431,12 @@ def _child_main(
     caller: tuple[int, str | None],
     relay_warnings: bool,
 ) -> None:
+    # What the fork server imported (TensorFlow, Keras: some 470,000 objects) lives as long as
+    # the child does. A full garbage collection walked all of it and wrote to each object's
+    # header, copying the server's pages into the child: 0.3 s and 124 MB per collection, of
+    # which a trial ran two and the costing child four (`benchmarks/bench_trial_gc.py`).
+    # Frozen, collections walk only what the child makes.
+    gc.freeze()
     die_with(caller)
     # A fork server's children inherit the server's environment from when it started; the
     # caller's environment now is the one that counts.
@@ -449,6 +469,7 @@ def _child_main(
                 file=sys.stderr,
             )
             raise
+        gc.freeze()  # and what unpickling them imported (all of it, in a spawned child)
         result: tuple[str, Any] = ("ok", fn(arg))
     except BaseException as exc:
         traceback.print_exc()
