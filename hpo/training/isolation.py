@@ -435,7 +435,10 @@ def _child_main(
     # the child does. A full garbage collection walked all of it and wrote to each object's
     # header, copying the server's pages into the child: 0.3 s and 124 MB per collection, of
     # which a trial ran two and the costing child four (`benchmarks/bench_trial_gc.py`).
-    # Frozen, collections walk only what the child makes.
+    # Frozen, collections walk only what the child makes. Only that: what unpickling the job
+    # below makes must stay collectable, as cloudpickle's discarded copies of the user's classes
+    # (a class sent twice is rebuilt once) are garbage that Keras's registry would find
+    # (`hpo.models.external.register_user_objects` walks the subclasses of Layer).
     gc.freeze()
     die_with(caller)
     # A fork server's children inherit the server's environment from when it started; the
@@ -469,7 +472,6 @@ def _child_main(
                 file=sys.stderr,
             )
             raise
-        gc.freeze()  # and what unpickling them imported (all of it, in a spawned child)
         result: tuple[str, Any] = ("ok", fn(arg))
     except BaseException as exc:
         traceback.print_exc()
