@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import shlex
@@ -27,11 +28,13 @@ from optuna.trial import TrialState
 from hpo import metrics
 from hpo.backend import gpu_capability
 from hpo.budget import format_duration, union_seconds
+from hpo.config import load_study_config
 from hpo.errors import ConfigError, HpoError
 from hpo.space import fit_value
 from hpo.study import TRAINING_DEFAULTS, search_space
 from hpo.tasks import study_task
 from hpo.training.interface import to_probabilities
+from hpo.training.isolation import call_isolated
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -112,6 +115,21 @@ def commit_tree(rev: str, folder: Path) -> Iterator[Path]:
         subprocess.run(
             ["git", "-C", str(root), "worktree", "remove", "--force", str(folder)], check=False
         )
+
+
+@contextlib.contextmanager
+def arm_trees(baseline: str | None) -> Iterator[dict[str, Path]]:
+    """The source trees of a comparison's arms (`run_arms(trees=...)`): `hpo`, this one, and
+    with `baseline` (a commit) `baseline`, a temporary git worktree of it, removed after."""
+    root = Path(__file__).resolve().parents[1]
+    if baseline is None:
+        yield {"hpo": root}
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-baseline-") as scratch,
+        commit_tree(baseline, Path(scratch) / "baseline") as tree,
+    ):
+        yield {"baseline": tree, "hpo": root}
 
 
 def benchmark_parser(
@@ -206,6 +224,20 @@ def prepare(config: StudyConfig, data: str | None) -> tuple[Task, Path]:
     """The study's task and its prepared (cached) data folder, as hpo's trials read it."""
     task = study_task(config)
     return task, task.prepare(config, data, search_space(task, config.space).shared)
+
+
+def prepared_study(args: argparse.Namespace) -> tuple[StudyConfig, Task, SearchSpace, Path]:
+    """The study of `args.study` with `args.train_size` training examples, its task, its search
+    space and its prepared data folder (from `args.data`, or the study's; read from the cache
+    once it is there)."""
+    config = load_study_config(args.study)
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, train_size=args.train_size)
+    )
+    task = study_task(config)
+    space = search_space(task, config.space)
+    folder = call_isolated(functools.partial(task.prepare, config, args.data), space.shared)
+    return config, task, space, folder
 
 
 def family_defaults(task: Task, family: str, space: SearchSpace | None = None) -> dict[str, Any]:

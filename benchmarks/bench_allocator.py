@@ -18,8 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import os
 import sys
 import tempfile
@@ -31,15 +29,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from _common import (
     benchmark_parser,
     family_defaults,
+    prepared_study,
     read_json,
     run_pinned,
     train_default,
     write_json,
 )
 
-from hpo.config import load_study_config
-from hpo.study import search_space
-from hpo.tasks import study_task
 from hpo.training.allocator import KEEP_FREED_MEMORY_VAR
 from hpo.training.isolation import call_isolated
 
@@ -47,22 +43,9 @@ from hpo.training.isolation import call_isolated
 ARMS = {"glibc": "0", "hpo": "1"}
 
 
-def prepared(args: argparse.Namespace) -> tuple[Any, Any, Any, Path]:
-    """The study (its training size set), its task, its search space and its prepared data
-    folder (read from the cache once it is there)."""
-    config = load_study_config(args.study)
-    config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, train_size=args.train_size)
-    )
-    task = study_task(config)
-    space = search_space(task, config.space)
-    folder = call_isolated(functools.partial(task.prepare, config, args.data), space.shared)
-    return config, task, space, folder
-
-
 def default_job(study: tuple[Any, ...], family: str, epochs: int) -> dict[str, Any]:
     """`_common.train_default`'s job: `family`'s default for `epochs` epochs at the precision
-    a trial would choose, on the study that `prepared` returns."""
+    a trial would choose, on the study that `prepared_study` returns."""
     config, task, space, folder = study
     return {
         "config": config,
@@ -77,7 +60,7 @@ def run_arm(
     arm: str, args: argparse.Namespace, out: Path, families: list[str], study: tuple[Any, ...]
 ) -> None:
     """Trains each of `families`' default in its own process with the arm's malloc; adds the
-    results to `out/<arm>.json` after each family. `study` is what `prepared` returns."""
+    results to `out/<arm>.json` after each family. `study` is what `prepared_study` returns."""
     results: dict[str, Any] = read_json(out / f"{arm}.json") or {}
     for family in families:
         job = default_job(study, family, args.epochs)
@@ -129,11 +112,11 @@ def main() -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
-        run_arm(args.arm, args, Path(args.out), args.families, prepared(args))
+        run_arm(args.arm, args, Path(args.out), args.families, prepared_study(args))
         return 0
 
     # Prepared once here, so that side-by-side arms read it from the cache and start together.
-    study = prepared(args)
+    study = prepared_study(args)
     with tempfile.TemporaryDirectory(prefix="bench-allocator-") as scratch:
         out = Path(scratch)
         argv = [sys.executable, __file__, *sys.argv[1:], "--out", scratch]

@@ -18,7 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import statistics
@@ -26,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import commit_tree, run_arms, write_json
+from _common import arm_trees, run_arms, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
     "conv1d": {"filters": [32, 64, 128], "kernel_size": [3, 5, 7], "blocks": [1, 2, 3]},
     "sepconv1d": {"filters": [32, 64, 128], "depth_multiplier": [1, 2], "blocks": [1, 2, 3]},
@@ -118,11 +116,7 @@ def main() -> None:
         started = time.perf_counter()
         write_study(url, args.trials)
         print(f"{args.trials} trials written in {time.perf_counter() - started:.0f} s")
-        trees = {"hpo": ROOT}
-        with contextlib.ExitStack() as stack:
-            if args.baseline:
-                baseline = commit_tree(args.baseline, Path(scratch) / "baseline")
-                trees = {"baseline": stack.enter_context(baseline), **trees}
+        with arm_trees(args.baseline) as trees:
             arguments = ("--url", url, "--top", f"{args.top}")
             runs = run_arms(__file__, list(trees), args.repeats, *arguments, trees=trees)
     medians = {

@@ -15,15 +15,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from _common import commit_tree, family_defaults, prepare, run_arms, write_json
+from _common import arm_trees, family_defaults, prepare, run_arms, write_json
 
 from hpo.config import load_study_config
 from hpo.study import search_space
@@ -70,14 +68,7 @@ def main() -> None:
         print(json.dumps(run_arm(study, args.data)))
         return
     arguments = ("--study", str(study), *(("--data", args.data) if args.data else ()))
-    trees = {"hpo": ROOT}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-nb-") as scratch,
-        contextlib.ExitStack() as stack,
-    ):
-        if args.baseline:
-            baseline = commit_tree(args.baseline, Path(scratch) / "baseline")
-            trees = {"baseline": stack.enter_context(baseline), **trees}
+    with arm_trees(args.baseline) as trees:
         runs = run_arms(__file__, list(trees), args.repeats, *arguments, trees=trees)
     digests = {run["digest"] for arm_runs in runs.values() for run in arm_runs}
     if len(digests) != 1:

@@ -17,7 +17,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -28,9 +27,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import commit_tree, run_arms, write_json
+from _common import arm_trees, run_arms, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 MEASURES = ("children_cpu_s", "server_cpu_s", "search_cpu_s", "total_cpu_s", "wall_s")
 
 
@@ -100,14 +98,7 @@ def main() -> None:
         print(json.dumps(run_arm(args.trials, args.epochs)))
         return
     arguments = ("--trials", str(args.trials), "--epochs", str(args.epochs))
-    trees = {"hpo": ROOT}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-search-cpu-") as scratch,
-        contextlib.ExitStack() as stack,
-    ):
-        if args.baseline:
-            baseline = commit_tree(args.baseline, Path(scratch) / "baseline")
-            trees = {"baseline": stack.enter_context(baseline), **trees}
+    with arm_trees(args.baseline) as trees:
         runs = run_arms(__file__, list(trees), args.repeats, *arguments, trees=trees)
     medians = {
         arm: {m: statistics.median(run[m] for run in ran) for m in MEASURES}

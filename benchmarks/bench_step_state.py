@@ -27,8 +27,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import benchmark_parser, train_default, write_json
-from bench_allocator import default_job, prepared
+from _common import benchmark_parser, prepared_study, train_default, write_json
+from bench_allocator import default_job
 
 from hpo.training.isolation import call_isolated
 
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
-    study = prepared(args)
+    study = prepared_study(args)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         f: {a: [] for a in ARMS} for f in args.families
     }

@@ -22,8 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import os
 import statistics
@@ -34,11 +32,9 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import benchmark_parser, run_arms, write_json
+from _common import benchmark_parser, prepared_study, run_arms, write_json
 
-from hpo.config import load_study_config
-from hpo.study import default_params, search_space
-from hpo.tasks import study_task
+from hpo.study import default_params
 from hpo.training.isolation import call_isolated
 from hpo.training.runner import EstimateJob, estimate_epochs
 
@@ -92,13 +88,7 @@ def measured(job: tuple[str, EstimateJob]) -> dict[str, Any]:
 def job(args: argparse.Namespace) -> EstimateJob:
     """The costing of the study's default models, on its data (prepared here once, then read
     from its cache)."""
-    config = load_study_config(args.study)
-    config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, train_size=args.train_size)
-    )
-    task = study_task(config)
-    space = search_space(task, config.space)
-    folder = call_isolated(functools.partial(task.prepare, config, args.data), space.shared)
+    config, task, space, folder = prepared_study(args)
     return EstimateJob(config, folder, default_params(task, space))
 
 
