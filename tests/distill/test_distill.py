@@ -45,7 +45,7 @@ from hpo.errors import ConfigError
 from hpo.study import search_space
 from hpo.tasks.imdb import IMDB
 
-from ..conftest import _NEGATIVE, _POSITIVE, copy_study_folder
+from ..conftest import _NEGATIVE, _POSITIVE, copy_study_folder, shared_once
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,20 +57,26 @@ if TYPE_CHECKING:
     from hpo.config import StudyConfig
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def distilled(
     searched: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path, dict[str, object]]:
-    """A copy of the tiny study, its top-3 ensemble, and `hpo distill` run on it once."""
-    folder = tmp_path_factory.mktemp("distill")
-    copy_study_folder(searched.parent, folder / "study")
-    study_file = folder / "study" / searched.name
-    config, study = open_study(study_file, None, None)
+    """A copy of the tiny study, its top-3 ensemble, and `hpo distill` run on it once per test
+    run (across pytest-xdist processes): read-only, as `searched` is."""
+
+    def distil(folder: Path) -> Path:
+        copy_study_folder(searched.parent, folder / "study")
+        study_file = folder / "study" / searched.name
+        config, study = open_study(study_file, None, None)
+        build_ensemble(config, study, top=3, out_dir=folder / "ensemble")
+        args = ["--ensemble", str(folder / "ensemble"), "--study", str(study_file)]
+        assert main([*args, "--latency-examples", "120", "--repeats", "2"]) == 0
+        return folder
+
+    folder = shared_once(tmp_path_factory, "distilled", distil)
     ensemble = folder / "ensemble"
-    build_ensemble(config, study, top=3, out_dir=ensemble)
-    args = ["--ensemble", str(ensemble), "--study", str(study_file)]
-    assert main([*args, "--latency-examples", "120", "--repeats", "2"]) == 0
-    return study_file, ensemble, json.loads((ensemble / DISTILLED_DIR / "report.json").read_text())
+    report = json.loads((ensemble / DISTILLED_DIR / "report.json").read_text())
+    return folder / "study" / searched.name, ensemble, report
 
 
 def test_distill_reports_the_student_beside_the_ensemble_and_its_best_member(
