@@ -375,6 +375,7 @@ def distill(
     cross_fit: int = 0,
     label_weight: float = 0.0,
     warm_start: bool = False,
+    refit: bool = False,
     max_epochs: int | None = None,
     out_dir: str | Path | None = None,
     data: str | None = None,
@@ -402,6 +403,9 @@ def distill(
             default 0: the members' own predictions).
         label_weight: The true labels' share of the targets, 0 (default) to 1.
         warm_start: Start from the weights of the trial whose parameters the student takes.
+        refit: Once early stopping has chosen the student's epoch count, train it again on the
+            training and validation inputs for that many epochs; that model is tested and
+            exported (its validation scores are the early-stopped student's).
         max_epochs: The most epochs the student trains (default the study's `max_epochs`).
         out_dir: The output folder (default `<ensemble_dir>/distilled`).
         data: The data set's folder or archive, if not the one the search recorded.
@@ -453,6 +457,7 @@ def distill(
         out_dir=None if out_dir is None else Path(out_dir),
         data=data,
         warm_start=warm_start,
+        refit=refit,
         progress=progress or (lambda line: None),
         **ranged,  # type: ignore[arg-type]
     )

@@ -122,6 +122,7 @@ def distill_ensemble(
     label_weight: float = 0.0,
     augment: int = 0,
     warm_start: bool = False,
+    refit: bool = False,
     max_latency: float = MAX_LATENCY,
     progress: Callable[[str], None] = _log.info,
 ) -> DistillResult:
@@ -157,6 +158,11 @@ def distill_ensemble(
         warm_start: The student starts from the weights of the trial whose parameters it
             takes (its best epoch), at the learning rate that epoch had, instead of from
             scratch: it is that model, trained on the soft labels.
+        refit: Once early stopping has chosen the student's epoch count, train it again from
+            scratch on the training and validation inputs (the ensemble's soft labels on both,
+            and the copies) for that many epochs, at the rates those epochs had: that model is
+            the one tested and exported. The validation scores are the early-stopped
+            student's, and its test scores are reported beside (`report["student"]["refit"]`).
         max_latency: The members the student may take its parameters from: those whose
             latency is at most this share of the ensemble's (its members' sum; default 1/3).
         progress: Called with a line as each step ends.
@@ -192,6 +198,7 @@ def distill_ensemble(
             label_weight=label_weight,
             augment=augment,
             warm_start=warm_start,
+            refit=refit,
             max_latency=max_latency,
             progress=progress,
         )
@@ -280,6 +287,7 @@ def _distill(
     label_weight: float,
     augment: int,
     warm_start: bool,
+    refit: bool,
     max_latency: float,
     progress: Callable[[str], None],
 ) -> DistillResult:
@@ -383,6 +391,10 @@ def _distill(
             )
         targets = Path(scratch) / "soft_labels.npy"
         np.save(targets, soft.targets(labels.y_train).astype(np.float32))
+        refit_targets = None
+        if refit:
+            refit_targets = Path(scratch) / "soft_labels_validation.npy"
+            np.save(refit_targets, soft.val_targets(labels.y_val))
         job = StudentJob(
             config=config,
             data_folder=data_folder,
@@ -394,16 +406,25 @@ def _distill(
             sampled=source_trial is not None,
             start=start,
             start_rate=start_rate,
+            refit_targets=refit_targets,
         )
         result = _train(job, config)
         student = load_keras_file(result.path)
+        # With --refit the student learned the validation inputs: its validation scores are
+        # the early-stopped student's.
+        early_stopped = student if result.refit is None else load_keras_file(result.refit.searched)
         student_data = task.trial_data(data_folder, params)
-        student_val = _predict(task, student, student_data.x_val, result.bucketed)
+        student_val = _predict(task, early_stopped, student_data.x_val, result.bucketed)
         progress(
             f"Student trained: {result.epochs} epochs ({result.epoch_seconds:.1f} s each), best "
             f"epoch {result.best_epoch}, validation accuracy "
             f"{metrics.accuracy(labels.y_val, student_val):.4f}."
         )
+        if result.refit is not None:
+            progress(
+                f"Refitted on {result.refit.examples} training and validation inputs (copies "
+                f"included) for {result.refit.epochs} epoch(s) in {result.refit.seconds:.0f} s."
+            )
 
         # The final evaluation: the test set is read here, once, after the student is trained.
         test = task.load_test(config, str(source), data_folder)
@@ -416,7 +437,13 @@ def _distill(
         best_test = predict_member(
             task, best_model, task.member_inputs(test.x, best_trial.params), best_trial
         )
-        student_test = _predict(task, student, task.member_inputs(test.x, params), result.bucketed)
+        student_inputs = task.member_inputs(test.x, params)
+        student_test = _predict(task, student, student_inputs, result.bucketed)
+        early_stopped_test = (
+            None
+            if result.refit is None
+            else _predict(task, early_stopped, student_inputs, result.bucketed)
+        )
 
         staging = staging_for(out_dir)
         staging.mkdir(parents=True)
@@ -472,6 +499,7 @@ def _distill(
                 teacher_val=teacher_val,
                 best_trial=best_trial.number,
                 y_test=test.y,
+                early_stopped_test=early_stopped_test,
                 predictions={
                     "student": student_test,
                     "ensemble": ensemble_test,

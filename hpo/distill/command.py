@@ -7,8 +7,8 @@ Command line::
     hpo distill --ensemble ensembles/imdb-top5 [--family ngram]
         [--study studies/imdb.toml | --storage URL --study-name NAME]
         [--max-epochs N] [--latency-examples 1000] [--repeats 5] [--cross-fit K]
-        [--label-weight W] [--augment N] [--warm-start] [--max-latency 1/3] [--out DIR]
-        [--data PATH]
+        [--label-weight W] [--augment N] [--warm-start] [--refit] [--max-latency 1/3]
+        [--out DIR] [--data PATH]
 """
 
 from __future__ import annotations
@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the student starts from the weights of the trial whose parameters it takes (its "
         "best epoch, at that epoch's learning rate) instead of from scratch",
+    )
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="once early stopping has chosen the student's epoch count, train it again from "
+        "scratch on the training and validation inputs (the ensemble's soft labels on both) for "
+        "that many epochs, and test and export that model",
     )
     parser.add_argument(
         "--max-latency",
@@ -190,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         cross_fit=args.cross_fit,
         label_weight=args.label_weight,
         warm_start=args.warm_start,
+        refit=args.refit,
         max_epochs=args.max_epochs,
         out_dir=args.out,
         data=args.data,

@@ -48,6 +48,7 @@ def distill_report(
     teacher_val: dict[str, float],
     best_trial: int,
     y_test: np.ndarray,
+    early_stopped_test: np.ndarray | None = None,
     predictions: dict[str, np.ndarray],
     latency: dict[str, float],
     latency_examples: int,
@@ -60,6 +61,8 @@ def distill_report(
     Args:
         warm_start: The trial whose weights the student started from, and the rate it started
             at (None: from scratch).
+        early_stopped_test: With `--refit`, the test probabilities of the student before its
+            refit (the early-stopped one, which the validation scores are of).
         predictions: Test probabilities of "student", "ensemble" and "best_member".
         latency: Milliseconds per 1,000 test inputs of each, measured side by side.
     """
@@ -89,6 +92,16 @@ def distill_report(
             "stop_reason": result.stop_reason,
             "peak_memory_mb": result.peak_memory_mb,
             "history": result.history,
+            # Trained again on training + validation inputs for its best epoch count
+            # (`--refit`), and how the early-stopped student scored on test; None: not refitted.
+            "refit": (
+                None
+                if result.refit is None or early_stopped_test is None
+                else {
+                    **result.refit.as_dict(),
+                    "early_stopped_test": metrics.summary(y_test, early_stopped_test),
+                }
+            ),
         },
         "teacher": {
             # The ensemble in `ensemble_dir` it was distilled from (`teacher_identity`).
@@ -212,10 +225,11 @@ def format_table(report: dict[str, Any]) -> str:
         ),
         "ensemble": f"ensemble ({count})",
         "student": (
-            f"student ({student['family']}, from trial {student['warm_start']['trial']})"
+            f"student ({student['family']}, from trial {student['warm_start']['trial']}"
             if student.get("warm_start")
-            else f"student ({student['family']})"
-        ),
+            else f"student ({student['family']}"
+        )
+        + (", refitted)" if student.get("refit") else ")"),
     }
     latency = report["latency"]["ms_per_1000"]
     rows = [
@@ -240,6 +254,12 @@ def format_table(report: dict[str, Any]) -> str:
             f"over its best member at {goal['latency_ratio']:.0%} of its latency: goal (at least "
             f"{goal['gain_kept_at_least']:.0%} at most {goal['latency_ratio_at_most']:.0%}) "
             f"{'met' if goal['met'] else 'missed'}."
+        )
+    if refit := student.get("refit"):
+        verdict += (
+            f"\nRefitted on training + validation inputs for {refit['epochs']} epoch(s); early-"
+            f"stopped (its val_acc above) the student scored test accuracy "
+            f"{refit['early_stopped_test']['accuracy']:.4f}."
         )
     return (
         f"{table}\n\n{verdict}\nThe student predicts the ensemble's class on "

@@ -27,10 +27,12 @@ from hpo.training.interface import Padding, check_padding, member_model, members
 from hpo.training.runner import (
     CHECKPOINT_NAME,
     EVAL_BATCH,
+    build_step_state,
     epoch_logs,
     fit_best_epoch,
     prepare_model,
     probe_rows,
+    recorded,
     trial_process,
 )
 
@@ -40,10 +42,12 @@ if TYPE_CHECKING:
     import keras
 
     from hpo.config import StudyConfig
+    from hpo.tasks import Task, TrialData
 
-__all__ = ["STUDENT_NAME", "StudentJob", "StudentResult", "train_student"]
+__all__ = ["STUDENT_NAME", "Refit", "StudentJob", "StudentResult", "train_student"]
 
 STUDENT_NAME = "student.keras"  # the best epoch, probabilities in hpo's shape
+SEARCHED_NAME = "student-early-stopped.keras"  # with a refit: the best epoch by validation
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,10 @@ class StudentJob:
             starts from (`hpo distill --warm-start`); None: the family's initial weights.
         start_rate: The learning rate the student starts at with `start` (that model's at its
             best epoch), unless its optimizer schedules its own; None: the optimizer's own.
+        refit_targets: A `.npy` file of the ensemble's probabilities on the validation inputs.
+            Given, the early-stopped student is trained again from scratch on the training and
+            validation inputs (and the copies) for its best epoch count (`hpo distill
+            --refit`), and that model is the student; None: the early-stopped one is.
     """
 
     config: StudyConfig
@@ -79,11 +87,43 @@ class StudentJob:
     sampled: bool = False
     start: Path | None = None
     start_rate: float | None = None
+    refit_targets: Path | None = None
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The student trained again on training + validation inputs, and the early-stopped one.
+
+    Attributes:
+        searched: The early-stopped student (its best epoch by validation), saved as the
+            student is: the model the validation scores are of.
+        epochs: The epochs it trained: the early-stopped student's best epoch.
+        examples: The inputs it learned, validation and altered copies included.
+        seconds: Its training time.
+        learning_rates: The rate of each epoch, the early-stopped student's at that epoch;
+            empty where its optimizer schedules its own, which starts over.
+    """
+
+    searched: Path
+    epochs: int
+    examples: int
+    seconds: float
+    learning_rates: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the distillation's report records of it."""
+        return {
+            "epochs": self.epochs,
+            "examples": self.examples,
+            "seconds": self.seconds,
+            "learning_rates": self.learning_rates,
+        }
 
 
 @dataclass(frozen=True)
 class StudentResult:
-    """The trained student: where it is and how its training went."""
+    """The trained student: where it is and how its training went (with `refit`, of the
+    early-stopped student, which chose how long the refit trains)."""
 
     path: Path
     bucketed: bool
@@ -97,6 +137,7 @@ class StudentResult:
     peak_memory_mb: int
     history: dict[str, list[Any]]  # as a trial's record keeps them (`epoch_logs`)
     start_rate: float | None = None
+    refit: Refit | None = None
 
 
 def train_student(job: StudentJob) -> StudentResult:
@@ -206,14 +247,25 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         if padding is Padding.FIXED:
             interface = dataclasses.replace(interface, padding=padding, padding_reason=reason)
     path = job.work / STUDENT_NAME
-    best.save(path)
     monitored = history.history.get(task.monitor, [])
+    best_epoch = int(np.argmax(monitored)) + 1 if monitored else clock.count
+    refit = None
+    if job.refit_targets is None:
+        best.save(path)
+    else:
+        searched = job.work / SEARCHED_NAME
+        best.save(searched)
+        del best
+        rates = [float(r) for r in history.history.get("learning_rate", [])[:best_epoch]]
+        best, refit = _refit(job, task, params, data, trial, x_train, targets, best_epoch, rates)
+        best = member_model(best, interface.output, data.x_val[:1])
+        best.save(path)
     return StudentResult(
         path=path,
         bucketed=interface.bucketed,
         precision=precision,
         epochs=clock.count,
-        best_epoch=int(np.argmax(monitored)) + 1 if monitored else 0,
+        best_epoch=best_epoch if monitored else 0,
         epoch_seconds=round(float(np.mean(clock.durations)), 2) if clock.durations else 0.0,
         train_seconds=round(train_seconds, 1),
         stop_reason=clock.stop_reason,
@@ -221,4 +273,74 @@ def _train(job: StudentJob, precision: str) -> StudentResult:
         peak_memory_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         history=epoch_logs(history.history),
         start_rate=start_rate,
+        refit=refit,
     )
+
+
+def _refit(
+    job: StudentJob,
+    task: Task,
+    params: dict[str, Any],
+    data: TrialData,
+    trial: optuna.trial.FixedTrial | None,
+    x_train: np.ndarray,
+    targets: np.ndarray,
+    epochs: int,
+    rates: list[float],
+) -> tuple[keras.Model, Refit]:
+    """The student built again (same seed, same start) and trained from scratch on the training
+    inputs and copies with `targets`, and the validation inputs with the ensemble's soft labels
+    on them, for `epochs` epochs at the early-stopped student's `rates` (as `hpo ensemble
+    --refit` refits a member: no validation is left to stop on or to cut the rate on)."""
+    import keras
+
+    from hpo.training.callbacks import user_schedules_learning_rate
+
+    assert job.refit_targets is not None
+    # What a family learns from the training split as it is built (the `nbsvm` family's
+    # ratios) now comes from training + validation data too, as in `hpo ensemble --refit`.
+    everything = dataclasses.replace(
+        data,
+        x_train=np.concatenate([data.x_train, data.x_val]),
+        y_train=np.concatenate([data.y_train, data.y_val]),
+    )
+    keras.utils.set_random_seed(job.config.sampler.seed)
+    model, interface = prepare_model(task, params, everything, trial, soft_targets=True)
+    if job.start is not None:
+        start_from(model, job.start)
+        set_rate(model, job.start_rate)
+    x = np.concatenate([x_train, data.x_val])
+    y = np.concatenate([targets, interface.encode_probabilities(np.load(job.refit_targets))])
+    if len(y) != len(x):
+        raise ValueError(f"{len(y)} targets for {len(x)} training and validation inputs")
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    scheduled = bool(user_schedules_learning_rate(model))
+    if rates and not scheduled:
+        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]))
+    build_step_state(model, x, y)
+    started = time.perf_counter()
+    history = model.fit(
+        task.dataset(
+            x,
+            y,
+            params.get("batch_size") or TRAINING_DEFAULTS["batch_size"],
+            job.config.sampler.seed,
+            bucketed=interface.bucketed,
+        ),
+        epochs=epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles, each epoch anew
+        verbose=0,
+    )
+    seconds = round(time.perf_counter() - started, 1)
+    losses = history.history.get("loss", [])
+    if len(losses) < epochs or not all(np.isfinite(losses)):
+        raise FloatingPointError(
+            f"refitting the student on training + validation inputs, its training loss became "
+            f"{losses[-1] if losses else None} at epoch {len(losses)} of {epochs}; learning_rate="
+            f"{rates[0] if rates else params.get('learning_rate')} is likely too high for it. "
+            f"Leave --refit out to keep the early-stopped student."
+        )
+    logged = [] if scheduled else [recorded(rate) for rate in rates]
+    refit = Refit(job.work / SEARCHED_NAME, epochs, len(x), seconds, logged)
+    return model, refit

@@ -87,15 +87,24 @@ class SoftLabels:
         soft labels, then the augmented rows' soft labels. Hinton et al. (2015) weigh a
         cross-entropy with the labels and one with the soft labels; the cross-entropy is linear
         in its target, so this is the same loss."""
-        w = self.label_weight
-        train = self.train
-        if w:
-            y = np.asarray(y_train)
-            hard = y.astype(np.float32) if train.ndim == 1 else np.eye(train.shape[1])[y]
-            train = w * hard + (1.0 - w) * train
+        train = self._mixed(self.train, y_train)
         if self.augmented is not None:
             train = np.concatenate([train, self.augmented])
         return np.asarray(train, dtype=np.float32)
+
+    def val_targets(self, y_val: np.ndarray) -> np.ndarray:
+        """The validation inputs' targets for a student trained on them too (`hpo distill
+        --refit`), mixed with their labels as the training rows' are. The members did not learn
+        these inputs, so their soft labels are not nearly the labels, as the training rows' are."""
+        return np.asarray(self._mixed(self.val, y_val), dtype=np.float32)
+
+    def _mixed(self, soft: np.ndarray, y: np.ndarray) -> np.ndarray:
+        w = self.label_weight
+        if not w:
+            return soft
+        labels = np.asarray(y)
+        hard = labels.astype(np.float32) if soft.ndim == 1 else np.eye(soft.shape[1])[labels]
+        return w * hard + (1.0 - w) * soft
 
 
 def teacher_members(

@@ -625,11 +625,25 @@ def test_augmented_rows_follow_the_training_rows_in_the_targets() -> None:
     np.testing.assert_allclose(soft.targets(np.array([1, 0])), [0.9, 0.15, 0.7, 0.2, 0.6, 0.4])
 
 
-def test_augmented_copies_are_labelled_by_the_ensemble_and_learned_by_the_student(
+def test_validation_targets_of_a_refit_are_mixed_as_the_training_rows_are() -> None:
+    soft = SoftLabels(
+        train=np.array([0.8]),
+        val=np.array([0.6, 0.1]),
+        temperature=None,
+        augmented=np.array([0.7]),
+    )
+    np.testing.assert_allclose(soft.val_targets(np.array([1, 0])), [0.6, 0.1], rtol=1e-6)
+    mixed = dataclasses.replace(soft, label_weight=0.5).val_targets(np.array([1, 0]))
+    np.testing.assert_allclose(mixed, [0.8, 0.05])  # no altered copies: validation rows alone
+
+
+def test_augmented_copies_are_labelled_by_the_ensemble_and_learned_by_a_refitted_student(
     distilled: tuple[Path, Path, dict[str, object]], tmp_path: Path
 ) -> None:
+    # One run for both options, which cost a student's training each.
     fitted = distilled[2]
-    report = _distil_again(distilled, tmp_path / "augmented", "--augment", "2")
+    out = tmp_path / "augmented"
+    report = _distil_again(distilled, out, "--augment", "2", "--refit")
     soft = report["soft_labels"]
     assert soft["augment_copies"] == 2
     assert 0.5 < soft["augmented_agree_with_labels"] <= 1.0
@@ -640,6 +654,31 @@ def test_augmented_copies_are_labelled_by_the_ensemble_and_learned_by_the_studen
     assert soft["agree_with_labels"] == fitted["soft_labels"]["agree_with_labels"]
     assert report["validation"]["ensemble"] == fitted["validation"]["ensemble"]
     assert report["test"]["ensemble"] == fitted["test"]["ensemble"]
+
+    # --refit: the student trained again for the early-stopped one's best epoch count, at the
+    # rates those epochs had, on the training rows, their copies and the validation rows.
+    student, refit = report["student"], report["student"]["refit"]
+    assert fitted["student"]["refit"] is None  # the default
+    assert refit["epochs"] == student["best_epoch"] >= 1
+    assert refit["learning_rates"] == student["history"]["learning_rate"][: refit["epochs"]]
+    assert refit["examples"] == soft["train_examples"] * 3 + report["val_examples"]
+    assert refit["seconds"] > 0
+    # The refitted student is the one tested and exported: the early-stopped one, which the
+    # validation scores are of, is another model, scored on the same test set beside it.
+    early = refit["early_stopped_test"]
+    assert early.keys() == report["test"]["student"].keys()
+    assert early != report["test"]["student"]
+    exported = load_keras_file(out / "ensemble.keras")
+    config = load_study_config(distilled[0])
+    folder = IMDB.prepare(config, None, search_space(IMDB, config.space).shared)
+    test = IMDB.load_test(config, None, folder)
+    p = metrics.as_probabilities(exported.predict(test.raw, verbose=0))
+    assert metrics.log_loss(test.y, p) == pytest.approx(
+        report["test"]["student"]["log_loss"], abs=1e-5
+    )
+    table = format_table(report)
+    assert f"student ({student['family']}, refitted)" in table
+    assert f"the student scored test accuracy {early['accuracy']:.4f}" in table
 
 
 def test_a_student_given_targets_for_other_rows_than_its_inputs_is_refused(
